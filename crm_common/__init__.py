@@ -1,0 +1,2 @@
+"""The one small library every service and the gateway share: config, Mongo dependency,
+typed errors, time and phone helpers, cursors, event plumbing."""

@@ -1,0 +1,71 @@
+"""marshmallow building blocks every service's schemas share."""
+import re
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+from crm_common.timeutil import as_utc, to_iso
+
+_CUSTOM_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+MAX_CUSTOM_KEYS = 100
+MAX_CUSTOM_TEXT = 2000
+
+
+class UtcDateTime(fields.DateTime):
+    """ISO 8601 in and out; a value without an offset is taken as UTC; out always ends in Z."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return as_utc(super()._deserialize(value, attr, data, **kwargs))
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return to_iso(value)
+
+
+class CustomFields(fields.Dict):
+    """A flat JSON object of custom values: text, number, boolean, null, or a list of text.
+    Keys are identifiers (no `$` or `.`, so they are safe as Mongo field names)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        if len(value) > MAX_CUSTOM_KEYS:
+            raise ValidationError(f"At most {MAX_CUSTOM_KEYS} custom fields.")
+        errors = {}
+        for key, item in value.items():
+            if not _CUSTOM_KEY.match(key):
+                errors[key] = ["Key must be a letter or _ then letters, digits or _ (max 64)."]
+            elif not _valid_custom_value(item):
+                errors[key] = ["Value must be text, number, boolean, null or a list of text."]
+        if errors:
+            raise ValidationError(errors)
+        return value
+
+
+def _valid_custom_value(item):
+    if item is None or isinstance(item, (bool, int, float)):
+        return True
+    if isinstance(item, str):
+        return len(item) <= MAX_CUSTOM_TEXT
+    if isinstance(item, list):
+        return len(item) <= 100 and all(isinstance(x, str) and len(x) <= 200 for x in item)
+    return False
+
+
+def tags_field():
+    return fields.List(fields.String(validate=validate.Length(1, 50)),
+                       validate=validate.Length(max=50))
+
+
+def list_limit_field():
+    return fields.Integer(load_default=50, validate=validate.Range(1, 500))
+
+
+class PageQuery(Schema):
+    """What every list accepts: keyset cursor, page size, sort and an optional total."""
+    limit = list_limit_field()
+    cursor = fields.String(validate=validate.Length(max=500))
+    sort = fields.String(validate=validate.Length(max=40))
+    include_total = fields.Boolean(load_default=False)
+
+
+class PageOf(Schema):
+    next_cursor = fields.String(allow_none=True)
+    total = fields.Integer()

@@ -1,0 +1,59 @@
+"""The Mongo dependency: one MongoClient per service container, indexes ensured at start.
+
+A service hands it its store class (the only code that touches pymongo); every worker
+gets the same store instance, which is safe because MongoClient is thread/greenlet safe.
+"""
+import logging
+
+from nameko.extensions import DependencyProvider
+from pymongo import MongoClient
+
+from crm_common.config import load_settings
+
+log = logging.getLogger(__name__)
+
+
+def connect(mongo_url, appname):
+    # Short server selection so a missing database fails a call fast instead of hanging it.
+    return MongoClient(mongo_url, tz_aware=True, appname=appname,
+                       serverSelectionTimeoutMS=3000, connectTimeoutMS=3000)
+
+
+class MongoStore(DependencyProvider):
+    def __init__(self, store_class):
+        self.store_class = store_class
+        self.client = None
+        self.store = None
+
+    def setup(self):
+        settings = load_settings()
+        service = self.container.service_name
+        self.client = connect(settings.mongo_url, f"crm-{service}")
+        db = self.client[settings.database_name(service)]
+        self.store = self.store_class(db, settings)
+
+    def start(self):
+        self.store.ensure_indexes()
+        log.info("indexes ensured for %s", self.store.db.name)
+
+    def stop(self):
+        if self.client is not None:
+            self.client.close()
+
+    def get_dependency(self, worker_ctx):
+        return self.store
+
+
+class BaseStore:
+    """What every store shares: its database, settings and a cheap health probe."""
+
+    def __init__(self, db, settings):
+        self.db = db
+        self.settings = settings
+
+    def ensure_indexes(self):
+        pass
+
+    def ping(self):
+        self.db.command("ping")
+        return True

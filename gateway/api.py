@@ -1,0 +1,118 @@
+"""Routes declared once with their schemas: the same declaration validates the request,
+calls the handler and writes the operation into the OpenAPI document."""
+import json
+import re
+from dataclasses import dataclass, field
+
+from flask import Response, g, request
+from marshmallow import Schema, ValidationError
+
+from crm_common.errors import BadRequest, CrmError, ValidationFailed, from_marshmallow
+
+_PATH_PARAM = re.compile(r"{(\w+)}")
+
+
+class ErrorBody(Schema):
+    from marshmallow import fields as _f
+    error = _f.Dict(metadata={"description": '{"code", "message", "details"}'})
+
+
+@dataclass
+class Route:
+    path: str
+    method: str
+    handler: object
+    summary: str
+    tag: str
+    body: type = None
+    query: type = None
+    response: type = None
+    status: int = 200
+    partial: bool = False
+    errors: tuple = (400, 404, 422, 503, 504)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def flask_rule(self):
+        return _PATH_PARAM.sub(r"<\1>", self.path)
+
+    @property
+    def endpoint(self):
+        return f"{self.method.lower()}_{self.handler.__module__.rsplit('.', 1)[-1]}_{self.handler.__name__}"
+
+
+class Api:
+    def __init__(self, prefix="/api/v1"):
+        self.prefix = prefix
+        self.routes = []
+
+    def route(self, path, method, summary, tag, **options):
+        def decorator(handler):
+            self.routes.append(Route(self.prefix + path, method.upper(), handler, summary, tag,
+                                     **options))
+            return handler
+        return decorator
+
+    def register(self, app):
+        for route in self.routes:
+            app.add_url_rule(route.flask_rule, route.endpoint, _view(route),
+                             methods=[route.method])
+
+
+def _view(route):
+    body_schema = route.body() if route.body else None
+    query_schema = route.query() if route.query else None
+
+    def view(**path_params):
+        params = request.args.to_dict()
+        if query_schema is not None:
+            _validate(query_schema, params)
+        body = None
+        if body_schema is not None:
+            body = read_json()
+            _validate(body_schema, body, partial=route.partial)
+        result = route.handler(**path_params, body=body, params=params)
+        status = route.status
+        if isinstance(result, tuple):
+            result, status = result
+        return json_response(result, status)
+
+    return view
+
+
+def read_json():
+    if not request.mimetype or request.mimetype != "application/json":
+        raise UnsupportedMediaType("Send the body as application/json",
+                                   {"content_type": request.content_type})
+    raw = request.get_data(cache=True)
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("Malformed JSON", {"reason": str(exc)})
+    if not isinstance(body, dict):
+        raise ValidationFailed("Invalid input", {"fields": {"_schema": ["Expected a JSON object."]}})
+    return body
+
+
+def _validate(schema, data, partial=False):
+    try:
+        schema.load(data, partial=partial)
+    except ValidationError as error:
+        raise from_marshmallow(error)
+
+
+class UnsupportedMediaType(CrmError):
+    code, status = "unsupported_media_type", 415
+
+
+def json_response(payload, status=200):
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    response = Response(body, status=status, mimetype="application/json")
+    return response
+
+
+def caller_context():
+    """The nameko context data every RPC from this request carries."""
+    identity = g.get("identity") or {}
+    return {"request_id": g.get("request_id"), "user_id": identity.get("user_id"),
+            "user_role": identity.get("role"), "user_team": identity.get("team")}

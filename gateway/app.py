@@ -1,0 +1,144 @@
+"""The API gateway: Flask app factory. HTTP only: auth, validation, routing to RPC."""
+import importlib
+import json
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from flask import Flask, Response, g, request, send_from_directory
+from werkzeug.exceptions import HTTPException
+
+from crm_common.config import SERVICES, load_settings
+from crm_common.errors import CrmError
+from gateway import auth
+from gateway.api import json_response
+from gateway.metrics import Metrics
+from gateway.openapi import build_spec
+from gateway.routes import ROUTE_MODULES, api
+from gateway.rpc import RpcPool
+
+log = logging.getLogger("gateway")
+
+OPS_PATHS = [("/healthz", "get", "The gateway process is alive"),
+             ("/readyz", "get", "The broker and every service answer, each reported separately"),
+             ("/metrics", "get", "Prometheus metrics")]
+
+HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+              413: "payload_too_large", 415: "unsupported_media_type"}
+
+
+def create_app(settings=None, rpc_pool=None):
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["crm.settings"] = settings
+    app.extensions["crm.rpc"] = rpc_pool or RpcPool(settings.amqp_uri, timeout=settings.rpc_timeout)
+    app.extensions["crm.metrics"] = metrics = Metrics()
+
+    for name in ROUTE_MODULES:
+        importlib.import_module(f"gateway.routes.{name}")
+    api.register(app)
+    spec = build_spec(api, OPS_PATHS)
+
+    @app.before_request
+    def start_request():
+        g.started = time.perf_counter()
+        g.request_id = (request.headers.get("X-Request-Id") or uuid.uuid4().hex)[:100]
+        if request.path.startswith(api.prefix):
+            auth.authenticate()
+
+    @app.after_request
+    def finish_request(response):
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.observe_request(request.method, endpoint, response.status_code,
+                                time.perf_counter() - g.get("started", time.perf_counter()))
+        return response
+
+    @app.errorhandler(CrmError)
+    def crm_error(error):
+        return json_response({"error": error.to_dict()}, error.status)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error):
+        code = HTTP_CODES.get(error.code, "http_error")
+        return json_response({"error": {"code": code, "message": error.description,
+                                        "details": {}}}, error.code)
+
+    @app.errorhandler(Exception)
+    def unexpected(error):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_response({"error": {"code": "internal_error", "message": "Internal error",
+                                        "details": {"request_id": g.get("request_id")}}}, 500)
+
+    @app.get("/healthz")
+    def healthz():
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz():
+        checks = readiness(app.extensions["crm.rpc"])
+        ready = all(c["ok"] for c in checks.values())
+        return json_response({"status": "ready" if ready else "not_ready", "checks": checks},
+                             200 if ready else 503)
+
+    @app.get("/metrics")
+    def metrics_view():
+        body, content_type = metrics.render()
+        return Response(body, content_type=content_type)
+
+    @app.get("/api/v1/openapi.json")
+    def openapi():
+        return json_response(spec)
+
+    register_docs(app)
+    return app
+
+
+def readiness(pool, timeout=1.5):
+    """Ask every service's `health` at once, each with a short timeout."""
+    checks = {}
+    try:
+        with pool.client():
+            checks["broker"] = {"ok": True}
+    except CrmError as exc:
+        checks["broker"] = {"ok": False, "error": exc.message}
+        return checks
+
+    def ask(service):
+        try:
+            return service, {"ok": True, **pool.call(service, "health", timeout=timeout)}
+        except CrmError as exc:
+            return service, {"ok": False, "error": exc.message, "code": exc.code}
+
+    with ThreadPoolExecutor(max_workers=len(SERVICES)) as executor:
+        for service, result in executor.map(ask, SERVICES):
+            checks[service] = result
+    return checks
+
+
+DOCS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>CRM platform API</title>
+<link rel="stylesheet" href="/api/docs/static/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="/api/docs/static/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/api/v1/openapi.json", dom_id: "#ui"});</script>
+</body></html>"""
+
+
+def register_docs(app):
+    """A browsable page over the OpenAPI document, served from the swagger-ui-bundle
+    package so it works with no internet access."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:  # pragma: no cover - the package is a pinned dependency
+        swagger_ui_path = None
+
+    @app.get("/api/docs")
+    def docs():
+        return Response(DOCS_PAGE, mimetype="text/html")
+
+    @app.get("/api/docs/static/<path:filename>")
+    def docs_static(filename):
+        return send_from_directory(swagger_ui_path, filename)

@@ -1,0 +1,20 @@
+"""gunicorn settings from the environment. gthread workers: each thread takes one pooled
+RPC client at a time (gunicorn has no eventlet worker any more)."""
+import os
+
+bind = os.environ.get("GATEWAY_BIND", "0.0.0.0:8000")
+worker_class = "gthread"
+workers = int(os.environ.get("GATEWAY_WORKERS", "2"))
+threads = int(os.environ.get("GATEWAY_THREADS", "8"))
+timeout = int(os.environ.get("GATEWAY_TIMEOUT", "30"))
+graceful_timeout = 20
+keepalive = 5
+accesslog = os.environ.get("GATEWAY_ACCESS_LOG") or None
+errorlog = "-"
+
+
+def child_exit(server, worker):
+    # multiprocess Prometheus: forget the gauges of a worker that is gone
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+        multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,69 @@
+"""The OpenAPI document, generated from the route declarations and their marshmallow
+schemas (the same ones the services validate with), so it cannot drift from the code."""
+import re
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from apispec.ext.marshmallow.common import resolve_schema_cls
+
+from gateway.api import ErrorBody
+
+_PATH_PARAM = re.compile(r"{(\w+)}")
+ERROR_TEXT = {400: "Bad request (malformed JSON, invalid cursor)", 401: "Not signed in",
+              403: "Forbidden", 404: "Not found", 409: "Conflict", 413: "Body too large",
+              415: "Unsupported media type", 422: "Invalid input, with per-field errors",
+              429: "Too many requests", 503: "A service or the broker is unavailable",
+              504: "A service did not answer in time"}
+
+
+def _schema_name(schema):
+    cls = resolve_schema_cls(schema)
+    name = cls.__name__
+    if getattr(schema, "partial", False) is True:
+        name += "Patch"
+    return name
+
+
+def build_spec(api, ops_paths):
+    spec = APISpec(title="CRM platform API", version="1.0.0", openapi_version="3.0.3",
+                   plugins=[MarshmallowPlugin(schema_name_resolver=_schema_name)],
+                   info={"description": "Gateway API of the CRM platform. Errors are "
+                                        '{"error": {"code", "message", "details"}}.'})
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer",
+                                               "bearerFormat": "JWT"})
+    spec.components.security_scheme("apiKey", {"type": "apiKey", "in": "header",
+                                               "name": "X-API-Key"})
+    spec.components.schema("Error", schema=ErrorBody)
+    for route in api.routes:
+        spec.path(path=route.path, operations={route.method.lower(): _operation(route)})
+    for path, method, summary in ops_paths:
+        spec.path(path=path, operations={method: {
+            "summary": summary, "tags": ["ops"], "responses": {"200": {"description": "OK"},
+                                                              "503": {"description": "Not ready"}}}})
+    return spec.to_dict()
+
+
+def _operation(route):
+    parameters = [{"in": "path", "name": name, "required": True, "schema": {"type": "string"}}
+                  for name in _PATH_PARAM.findall(route.path)]
+    if route.query:
+        parameters.append({"in": "query", "schema": route.query})
+    parameters.append({"in": "header", "name": "X-Request-Id", "required": False,
+                       "schema": {"type": "string"}})
+    if route.method in ("POST", "PATCH", "PUT", "DELETE"):
+        parameters.append({"in": "header", "name": "Idempotency-Key", "required": False,
+                           "schema": {"type": "string", "maxLength": 200}})
+    responses = {str(route.status): {"description": "Success"}}
+    if route.response:
+        responses[str(route.status)]["content"] = {"application/json": {"schema": route.response}}
+    for status in route.errors:
+        responses[str(status)] = {"description": ERROR_TEXT[status], "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    operation = {"summary": route.summary, "tags": [route.tag], "parameters": parameters,
+                 "responses": responses, "operationId": route.endpoint,
+                 "security": [{"bearer": []}, {"apiKey": []}]}
+    if route.body:
+        schema = route.body(partial=True) if route.partial else route.body
+        operation["requestBody"] = {"required": True,
+                                    "content": {"application/json": {"schema": schema}}}
+    return operation

@@ -1,0 +1,42 @@
+from services.contacts import schemas as s
+from gateway.calls import call
+from gateway.routes import api
+
+TAG = "companies"
+
+
+@api.route("/companies", "GET", "List companies", TAG, query=s.CompanyListQuery,
+           response=s.CompanyPage)
+def list_companies(body, params):
+    return call("contacts", "list_companies", params)
+
+
+@api.route("/companies", "POST", "Create a company", TAG, body=s.CompanyIn,
+           response=s.CompanyOut, status=201, errors=(400, 413, 415, 422, 503, 504))
+def create_company(body, params):
+    return call("contacts", "create_company", body)
+
+
+@api.route("/companies/{company_id}", "GET", "Get a company with its people", TAG,
+           response=s.CompanyWithPeople)
+def get_company(company_id, body, params):
+    return call("contacts", "get_company", company_id)
+
+
+@api.route("/companies/{company_id}", "PATCH", "Change some fields of a company", TAG,
+           body=s.CompanyIn, partial=True, response=s.CompanyOut,
+           errors=(400, 404, 413, 415, 422, 503, 504))
+def update_company(company_id, body, params):
+    return call("contacts", "update_company", company_id, body)
+
+
+@api.route("/companies/{company_id}", "DELETE", "Soft-delete a company", TAG,
+           response=s.CompanyOut)
+def delete_company(company_id, body, params):
+    return call("contacts", "delete_company", company_id)
+
+
+@api.route("/companies/{company_id}/restore", "POST", "Restore a deleted company", TAG,
+           response=s.CompanyOut)
+def restore_company(company_id, body, params):
+    return call("contacts", "restore_company", company_id)

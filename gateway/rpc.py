@@ -1,0 +1,177 @@
+"""A pool of long-lived RPC clients speaking nameko's AMQP RPC protocol with kombu.
+
+Why not nameko's ClusterRpcProxy: it costs ~3.5 ms a call (24 ms when made per request),
+it cannot bound a call whose service is down, and it does not recover from a broker
+restart. Each client here owns one connection, one channel and one exclusive reply queue,
+is used by one thread at a time, and:
+- publishes with `mandatory` so a service with no queue at all fails at once (503);
+- gives every request a TTL equal to its timeout, so a stopped service never executes a
+  request after the caller has been told 504;
+- is discarded on any connection error; the pool builds a fresh one on the next checkout.
+"""
+import logging
+import queue
+import select
+import socket
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+
+import kombu
+from kombu.exceptions import OperationalError
+from amqp.exceptions import ConnectionError as AmqpConnectionError
+
+from crm_common.errors import BY_PATH, CrmError, Timeout, Unavailable
+
+log = logging.getLogger(__name__)
+
+CONNECTION_ERRORS = (OSError, AmqpConnectionError, OperationalError,
+                     ConnectionError)
+
+
+class RemoteError(CrmError):
+    code, status = "internal_error", 500
+
+
+class RpcClient:
+    def __init__(self, amqp_uri, exchange="nameko-rpc", name="gateway", connect_timeout=2.0):
+        self.connection = kombu.Connection(amqp_uri, connect_timeout=connect_timeout, heartbeat=0)
+        self.connection.ensure_connection(max_retries=1)
+        channel = self.connection.channel()
+        self.exchange = kombu.Exchange(exchange, type="topic", durable=True)
+        self.reply_to = f"rpc.reply-{name}-{uuid.uuid4()}"
+        reply_queue = kombu.Queue(self.reply_to, self.exchange, routing_key=self.reply_to,
+                                  exclusive=True, auto_delete=True)
+        self.consumer = kombu.Consumer(channel, [reply_queue], callbacks=[self._on_reply],
+                                       no_ack=True, accept=["json"])
+        self.consumer.consume()
+        self.producer = kombu.Producer(channel, exchange=self.exchange, serializer="json",
+                                       on_return=self._on_return)
+        self.broken = False
+        self._waiting_for = None
+        self._reply = None
+        self._returned = False
+
+    def _on_reply(self, body, message):
+        if message.properties.get("correlation_id") == self._waiting_for:
+            self._reply = body
+        # else: a reply to a call that already timed out; dropped
+
+    def _on_return(self, exception, exchange, routing_key, message):
+        if message.properties.get("correlation_id") == self._waiting_for:
+            self._returned = True
+
+    def healthy(self):
+        """An idle connection has nothing to read except late replies; anything else
+        readable (EOF, connection.close from a restarted broker) means it is dead."""
+        if self.broken:
+            return False
+        try:
+            sock = self.connection.connection.sock
+            readable, _, _ = select.select([sock], [], [], 0)
+            if readable:
+                self.connection.drain_events(timeout=0.001)
+        except socket.timeout:
+            pass
+        except Exception:  # noqa: BLE001 - any failure here means: do not reuse
+            self.broken = True
+        return not self.broken
+
+    def call(self, service, method, args=(), kwargs=None, context=None, timeout=5.0):
+        correlation_id = uuid.uuid4().hex
+        self._waiting_for, self._reply, self._returned = correlation_id, None, False
+        headers = {f"nameko.{k}": v for k, v in (context or {}).items() if v is not None}
+        deadline = time.monotonic() + timeout
+        try:
+            self.producer.publish(
+                {"args": list(args), "kwargs": kwargs or {}},
+                routing_key=f"{service}.{method}", reply_to=self.reply_to,
+                correlation_id=correlation_id, headers=headers, mandatory=True,
+                expiration=timeout, delivery_mode=1)
+            while self._reply is None:
+                if self._returned:
+                    raise Unavailable(f"The {service} service is not running",
+                                      {"service": service})
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise socket.timeout()
+                self.connection.drain_events(timeout=remaining)
+        except socket.timeout:
+            raise Timeout(f"The {service} service did not answer in time",
+                          {"service": service, "timeout_s": timeout})
+        except CONNECTION_ERRORS as exc:
+            self.broken = True
+            raise Unavailable("The message broker is unavailable", {"reason": str(exc)})
+        finally:
+            self._waiting_for = None
+        return _unpack(self._reply)
+
+    def close(self):
+        try:
+            self.connection.release()
+        except Exception:  # noqa: BLE001 - closing a dead connection may fail; nothing to do
+            pass
+
+
+def _unpack(reply):
+    error = reply.get("error")
+    if not error:
+        return reply.get("result")
+    cls = BY_PATH.get(error.get("exc_path"))
+    if cls is not None:
+        raise cls(*error.get("exc_args", []))
+    log.error("remote error %s: %s", error.get("exc_type"), error.get("value"))
+    raise RemoteError("Internal error in a service", {"type": error.get("exc_type")})
+
+
+class RpcPool:
+    """Clients checked out one thread at a time; broken ones are dropped and rebuilt."""
+
+    def __init__(self, amqp_uri, size=16, timeout=5.0, name="gateway"):
+        self.amqp_uri = amqp_uri
+        self.timeout = timeout
+        self.name = name
+        self._idle = queue.LifoQueue(maxsize=size)
+        self._lock = threading.Lock()
+
+    def _new_client(self):
+        try:
+            return RpcClient(self.amqp_uri, name=self.name)
+        except CONNECTION_ERRORS as exc:
+            raise Unavailable("The message broker is unavailable", {"reason": str(exc)})
+
+    @contextmanager
+    def client(self):
+        client = None
+        while client is None:
+            try:
+                candidate = self._idle.get_nowait()
+            except queue.Empty:
+                candidate = self._new_client()
+            if candidate.healthy():
+                client = candidate
+            else:
+                candidate.close()
+        try:
+            yield client
+        finally:
+            if client.broken:
+                client.close()
+            else:
+                try:
+                    self._idle.put_nowait(client)
+                except queue.Full:
+                    client.close()
+
+    def call(self, service, method, *args, context=None, timeout=None, **kwargs):
+        with self.client() as client:
+            return client.call(service, method, args, kwargs, context,
+                               timeout or self.timeout)
+
+    def close(self):
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return

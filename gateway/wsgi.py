@@ -1,0 +1,4 @@
+"""gunicorn entrypoint: `gunicorn -c gateway/gunicorn.conf.py gateway.wsgi:app`."""
+from gateway.app import create_app
+
+app = create_app()

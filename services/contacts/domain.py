@@ -1,0 +1,64 @@
+"""Turning validated input into stored documents: phones to E.164, search keys, tokens."""
+from crm_common.errors import ValidationFailed
+from crm_common.phones import looks_like_phone, normalize_phone, phone_search_keys
+from crm_common.text import fold, prefix_range, tokens
+
+
+def normalize_phones(items, region):
+    phones, errors = [], {}
+    for index, item in enumerate(items or []):
+        parsed = normalize_phone(item["number"], region)
+        if not parsed["e164"]:
+            errors[str(index)] = {"number": ["Not a phone number."]}
+            continue
+        phones.append({"raw": parsed["raw"], "e164": parsed["e164"],
+                       "national": parsed["national"], "valid": parsed["valid"],
+                       "type": item.get("type", "mobile")})
+    if errors:
+        raise ValidationFailed("Invalid input", {"fields": {"phones": errors}})
+    return _unique(phones, "e164")
+
+
+def normalize_emails(items):
+    emails = [{"email": item["email"].strip().lower(), "type": item.get("type", "work")}
+              for item in items or []]
+    return _unique(emails, "email")
+
+
+def _unique(items, key):
+    seen, out = set(), []
+    for item in items:
+        if item[key] not in seen:
+            seen.add(item[key])
+            out.append(item)
+    return out
+
+
+def search_fields(doc):
+    """Derived, indexed keys that `q`, lookup and duplicate checks run on."""
+    emails = [e["email"] for e in doc.get("emails", [])]
+    phone_keys = set()
+    for phone in doc.get("phones", []):
+        phone_keys.add(phone["e164"])
+        phone_keys.add(phone["national"])
+    return {
+        "email_keys": emails,
+        "phone_keys": sorted(phone_keys),
+        "search_tokens": sorted(tokens(doc.get("first_name"), doc.get("last_name"),
+                                       doc.get("company_name"), *emails)),
+        "sort_name": fold(f"{doc.get('last_name') or ''} {doc.get('first_name') or ''}").strip(),
+    }
+
+
+def text_query(q, region):
+    """`q` as a Mongo condition: a phone in any form, an email, or name/company prefixes."""
+    q = q.strip()
+    if looks_like_phone(q):
+        return {"phone_keys": {"$in": phone_search_keys(q, region)}}
+    if "@" in q:
+        return {"email_keys": prefix_range(q.lower())}
+    words = sorted(tokens(q))
+    if not words:
+        return {"_id": None}  # only punctuation: matches nothing
+    conditions = [{"search_tokens": prefix_range(word)} for word in words]
+    return conditions[0] if len(conditions) == 1 else {"$and": conditions}

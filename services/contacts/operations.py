@@ -1,0 +1,292 @@
+"""What the contacts service does, apart from how it is called. Each write returns the
+events to announce; the entrypoint dispatches them only after the write succeeded."""
+from marshmallow import fields
+
+from crm_common.errors import Conflict, NotFound, ValidationFailed
+from crm_common.events import envelope
+from crm_common.phones import normalize_phone
+from crm_common.cursors import parse_sort
+from crm_common.text import prefix_range, tokens
+from crm_common.timeutil import utcnow
+from crm_common.validation import load
+from services.contacts import schemas
+from services.contacts.domain import (normalize_emails, normalize_phones, search_fields,
+                                      text_query)
+
+contact_in = schemas.ContactIn()
+contact_out = schemas.ContactOut()
+company_in = schemas.CompanyIn()
+company_out = schemas.CompanyOut()
+timeline_out = schemas.TimelineEntry()
+contact_list_query = schemas.ContactListQuery()
+company_list_query = schemas.CompanyListQuery()
+timeline_query = schemas.TimelineQuery()
+lookup_query = schemas.LookupQuery()
+
+CONTACT_SORTS = {"created_at": "created_at", "updated_at": "updated_at", "name": "sort_name"}
+COMPANY_SORTS = {"created_at": "created_at", "updated_at": "updated_at"}
+SERVICE = "contacts"
+
+
+def _with_every_key(schema, out, doc_id):
+    """Every documented key is present in every answer (null or empty when unset)."""
+    for name, field in schema.fields.items():
+        if name not in out:
+            out[name] = [] if isinstance(field, fields.List) else (
+                {} if isinstance(field, fields.Dict) else None)
+    out["id"] = doc_id
+    return out
+
+
+def dump_contact(doc):
+    return _with_every_key(contact_out, contact_out.dump(doc), doc["_id"])
+
+
+def dump_company(doc):
+    return _with_every_key(company_out, company_out.dump(doc), doc["_id"])
+
+
+def _event(event_type, data):
+    return envelope(SERVICE, event_type, data)
+
+
+class Contacts:
+    def __init__(self, store, caller):
+        self.store = store
+        self.caller = caller
+        self.region = store.settings.default_region
+
+    # contacts
+    def create(self, payload, force=False):
+        data = load(contact_in, payload)
+        doc = self._contact_fields(data)
+        doc.setdefault("status", "lead")
+        doc.setdefault("do_not_contact", False)
+        now = utcnow()
+        doc.update({"created_at": now, "updated_at": now, "deleted_at": None,
+                    "last_contacted_at": None, "created_by": self.caller.user_id,
+                    "version": 1})
+        doc.update(search_fields(doc))
+        duplicates = [d["_id"] for d in self.store.find_by_keys(doc["email_keys"], doc["phone_keys"])]
+        if duplicates and not force:
+            raise Conflict("A contact with this email or phone already exists",
+                           {"existing_ids": duplicates})
+        doc["possible_duplicates"] = duplicates
+        self.store.insert_contact(doc)
+        result = dump_contact(doc)
+        self._timeline(doc["_id"], "contact_created", "Contact created", f"created:{doc['_id']}")
+        return result, [_event("contact_created", {"contact": result})]
+
+    def get(self, contact_id, include_deleted=False):
+        doc = self.store.get_contact(contact_id, include_deleted)
+        if not doc:
+            raise NotFound("Contact not found", {"id": contact_id})
+        return dump_contact(doc)
+
+    def update(self, contact_id, payload):
+        data = load(contact_in, payload, partial=True)
+        current = self.store.get_contact(contact_id)
+        if not current:
+            raise NotFound("Contact not found", {"id": contact_id})
+        changes = self._contact_fields(data)
+        merged = {**current, **changes}
+        changes.update(search_fields(merged))
+        changes["updated_at"] = utcnow()
+        doc = self.store.update_contact(contact_id, changes)
+        if not doc:
+            raise NotFound("Contact not found", {"id": contact_id})
+        changed = sorted(k for k in data if current.get(k) != doc.get(k))
+        result = dump_contact(doc)
+        self._timeline(contact_id, "contact_updated", "Contact updated", None,
+                       {"fields": changed})
+        return result, [_event("contact_updated", {"contact": result, "changed": changed})]
+
+    def delete(self, contact_id):
+        doc = self.store.update_contact(contact_id, {"deleted_at": utcnow(), "updated_at": utcnow()})
+        if not doc:
+            raise NotFound("Contact not found", {"id": contact_id})
+        result = dump_contact(doc)
+        return result, [_event("contact_deleted", {"contact_id": contact_id})]
+
+    def restore(self, contact_id):
+        current = self.store.get_contact(contact_id, include_deleted=True)
+        if not current:
+            raise NotFound("Contact not found", {"id": contact_id})
+        doc = self.store.update_contact(contact_id, {"deleted_at": None, "updated_at": utcnow()},
+                                        include_deleted=True)
+        result = dump_contact(doc)
+        return result, [_event("contact_restored", {"contact": result})]
+
+    def list(self, params):
+        query_in = load(contact_list_query, params)
+        field, direction = parse_sort(query_in.get("sort"), CONTACT_SORTS, "-created_at")
+        sort_field = CONTACT_SORTS[field]
+        query = self._contact_filter(query_in)
+        docs, next_cursor = self.store.page_contacts(query, sort_field, direction,
+                                                     query_in["limit"], query_in.get("cursor"))
+        out = {"items": [dump_contact(d) for d in docs], "next_cursor": next_cursor}
+        if query_in["include_total"]:
+            out["total"] = self.store.count_contacts(query)
+        return out
+
+    def lookup(self, params):
+        query_in = load(lookup_query, params)
+        field, keys = self._lookup_keys(query_in)
+        return {"items": [dump_contact(d) for d in self.store.lookup(field, keys)]}
+
+    def explain_lookup(self, params):
+        field, keys = self._lookup_keys(load(lookup_query, params))
+        return self.store.explain_lookup(field, keys)
+
+    def timeline(self, contact_id, params):
+        query_in = load(timeline_query, params)
+        if not self.store.get_contact(contact_id, include_deleted=True):
+            raise NotFound("Contact not found", {"id": contact_id})
+        query = {"contact_id": contact_id}
+        if query_in.get("kind"):
+            query["kind"] = query_in["kind"]
+        docs, next_cursor = self.store.page_timeline(query, query_in["limit"], query_in.get("cursor"))
+        items = []
+        for doc in docs:
+            item = timeline_out.dump(doc)
+            item["id"] = doc["_id"]
+            items.append(item)
+        return {"items": items, "next_cursor": next_cursor}
+
+    # companies
+    def create_company(self, payload):
+        data = load(company_in, payload)
+        doc = self._company_fields(data)
+        now = utcnow()
+        doc.update({"created_at": now, "updated_at": now, "deleted_at": None,
+                    "created_by": self.caller.user_id})
+        self.store.insert_company(doc)
+        result = dump_company(doc)
+        return result, [_event("company_created", {"company": result})]
+
+    def get_company(self, company_id, people_limit=100, people_cursor=None):
+        doc = self.store.get_company(company_id)
+        if not doc:
+            raise NotFound("Company not found", {"id": company_id})
+        result = dump_company(doc)
+        people, next_cursor = self.store.page_contacts(
+            {"company_id": company_id, "deleted_at": None}, "created_at", -1,
+            people_limit, people_cursor)
+        result["people"] = [dump_contact(p) for p in people]
+        result["people_next_cursor"] = next_cursor
+        return result
+
+    def update_company(self, company_id, payload):
+        data = load(company_in, payload, partial=True)
+        changes = self._company_fields(data)
+        changes["updated_at"] = utcnow()
+        doc = self.store.update_company(company_id, changes)
+        if not doc:
+            raise NotFound("Company not found", {"id": company_id})
+        if "name" in data:
+            self.store.set_company_name(company_id, doc["name"], search_fields)
+        result = dump_company(doc)
+        return result, [_event("company_updated", {"company": result})]
+
+    def delete_company(self, company_id):
+        doc = self.store.update_company(company_id, {"deleted_at": utcnow(), "updated_at": utcnow()})
+        if not doc:
+            raise NotFound("Company not found", {"id": company_id})
+        return dump_company(doc), [_event("company_deleted", {"company_id": company_id})]
+
+    def restore_company(self, company_id):
+        if not self.store.get_company(company_id, include_deleted=True):
+            raise NotFound("Company not found", {"id": company_id})
+        doc = self.store.update_company(company_id, {"deleted_at": None, "updated_at": utcnow()},
+                                        include_deleted=True)
+        return dump_company(doc), [_event("company_restored", {"company": dump_company(doc)})]
+
+    def list_companies(self, params):
+        query_in = load(company_list_query, params)
+        field, direction = parse_sort(query_in.get("sort"), COMPANY_SORTS, "-created_at")
+        query = {} if query_in["include_deleted"] else {"deleted_at": None}
+        if query_in.get("q"):
+            words = sorted(tokens(query_in["q"]))
+            query["$and"] = [{"search_tokens": prefix_range(w)} for w in words] or [{"_id": None}]
+        for key in ("tag", "owner_id"):
+            if query_in.get(key):
+                query["tags" if key == "tag" else key] = query_in[key]
+        docs, next_cursor = self.store.page_companies(query, COMPANY_SORTS[field], direction,
+                                                      query_in["limit"], query_in.get("cursor"))
+        out = {"items": [dump_company(d) for d in docs], "next_cursor": next_cursor}
+        if query_in["include_total"]:
+            out["total"] = self.store.count_companies(query)
+        return out
+
+    # helpers
+    def _contact_fields(self, data):
+        doc = dict(data)
+        if "emails" in data:
+            doc["emails"] = normalize_emails(data["emails"])
+        if "phones" in data:
+            doc["phones"] = normalize_phones(data["phones"], self.region)
+        if "birthday" in data:
+            doc["birthday"] = data["birthday"].isoformat() if data["birthday"] else None
+        if "tags" in data:
+            doc["tags"] = sorted(set(data["tags"]))
+        for key in ("first_name", "last_name"):
+            if key in data:
+                doc[key] = (data[key] or "").strip()
+        if data.get("company_id"):
+            company = self.store.get_company(data["company_id"])
+            if not company:
+                raise ValidationFailed("Invalid input",
+                                       {"fields": {"company_id": ["Unknown company."]}})
+            doc["company_name"] = company["name"]
+        elif "company_id" in data:
+            doc["company_name"] = None
+        return doc
+
+    def _company_fields(self, data):
+        doc = dict(data)
+        if "emails" in data:
+            doc["emails"] = normalize_emails(data["emails"])
+        if "phones" in data:
+            doc["phones"] = normalize_phones(data["phones"], self.region)
+        if "tags" in data:
+            doc["tags"] = sorted(set(data["tags"]))
+        if "name" in data or "domain" in data:
+            doc["search_tokens"] = sorted(tokens(data.get("name"), data.get("domain")))
+        return doc
+
+    def _contact_filter(self, q):
+        query = {} if q["include_deleted"] else {"deleted_at": None}
+        conditions = []
+        if q.get("q"):
+            conditions.append(text_query(q["q"], self.region))
+        for key, field in (("tag", "tags"), ("owner_id", "owner_id"), ("company_id", "company_id"),
+                           ("source", "source"), ("status", "status")):
+            if q.get(key):
+                query[field] = q[key]
+        created = {}
+        if q.get("created_after"):
+            created["$gte"] = q["created_after"]
+        if q.get("created_before"):
+            created["$lt"] = q["created_before"]
+        if created:
+            query["created_at"] = created
+        if q.get("not_contacted_since"):
+            conditions.append({"$or": [{"last_contacted_at": None},
+                                       {"last_contacted_at": {"$lt": q["not_contacted_since"]}}]})
+        if conditions:
+            query["$and"] = conditions
+        return query
+
+    def _lookup_keys(self, query_in):
+        if query_in.get("email"):
+            return "email_keys", [query_in["email"].strip().lower()]
+        parsed = normalize_phone(query_in["phone"], self.region)
+        if not parsed["e164"]:
+            raise ValidationFailed("Invalid input", {"fields": {"phone": ["Not a phone number."]}})
+        return "phone_keys", [parsed["e164"]]
+
+    def _timeline(self, contact_id, kind, summary, dedupe_key, data=None):
+        self.store.add_timeline({"contact_id": contact_id, "kind": kind, "summary": summary,
+                                 "actor_id": self.caller.user_id,
+                                 "ref": {"service": SERVICE, "type": "contact", "id": contact_id},
+                                 "data": data or {}, "dedupe_key": dedupe_key})

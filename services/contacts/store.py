@@ -1,0 +1,123 @@
+"""The only code in the contacts service that touches pymongo."""
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+
+from crm_common.cursors import page
+from crm_common.ids import new_id
+from crm_common.mongo import BaseStore
+from crm_common.timeutil import utcnow
+
+LIVE = {"deleted_at": None}
+
+
+class ContactsStore(BaseStore):
+    def __init__(self, db, settings):
+        super().__init__(db, settings)
+        self.contacts = db["contacts"]
+        self.companies = db["companies"]
+        self.timeline = db["timeline"]
+
+    def ensure_indexes(self):
+        c = self.contacts
+        c.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
+        c.create_index([("updated_at", DESCENDING), ("_id", DESCENDING)])
+        c.create_index([("sort_name", ASCENDING), ("_id", ASCENDING)])
+        for field in ("owner_id", "company_id", "tags", "source", "status"):
+            c.create_index([(field, ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)])
+        c.create_index("phone_keys")
+        c.create_index("email_keys")
+        c.create_index("search_tokens")
+        c.create_index("last_contacted_at")
+        self.companies.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
+        self.companies.create_index("search_tokens")
+        self.companies.create_index([("owner_id", ASCENDING), ("created_at", DESCENDING)])
+        self.timeline.create_index([("contact_id", ASCENDING), ("occurred_at", DESCENDING),
+                                    ("_id", DESCENDING)])
+        # one timeline entry per source record and kind, so redelivered events add nothing
+        self.timeline.create_index("dedupe_key", unique=True, sparse=True)
+
+    # contacts
+    def insert_contact(self, doc):
+        doc["_id"] = new_id()
+        self.contacts.insert_one(doc)
+        return doc
+
+    def get_contact(self, contact_id, include_deleted=False):
+        query = {"_id": contact_id} if include_deleted else {"_id": contact_id, **LIVE}
+        return self.contacts.find_one(query)
+
+    def update_contact(self, contact_id, changes, include_deleted=False):
+        query = {"_id": contact_id}
+        if not include_deleted:
+            query.update(LIVE)
+        return self.contacts.find_one_and_update(
+            query, {"$set": changes, "$inc": {"version": 1}},
+            return_document=ReturnDocument.AFTER)
+
+    def find_by_keys(self, email_keys, phone_keys, exclude_id=None, limit=10):
+        ors = []
+        if email_keys:
+            ors.append({"email_keys": {"$in": list(email_keys)}})
+        if phone_keys:
+            ors.append({"phone_keys": {"$in": list(phone_keys)}})
+        if not ors:
+            return []
+        query = {"$or": ors, **LIVE}
+        if exclude_id:
+            query["_id"] = {"$ne": exclude_id}
+        return list(self.contacts.find(query, {"_id": 1}).limit(limit))
+
+    def lookup(self, field, keys, limit=20):
+        return list(self.contacts.find({field: {"$in": keys}, **LIVE}).limit(limit))
+
+    def explain_lookup(self, field, keys):
+        return self.contacts.find({field: {"$in": keys}, **LIVE}).explain()
+
+    def page_contacts(self, query, sort_field, direction, limit, cursor):
+        return page(self.contacts, query, sort_field, direction, limit, cursor)
+
+    def count_contacts(self, query):
+        return self.contacts.count_documents(query)
+
+    def set_company_name(self, company_id, name, token_builder):
+        for doc in self.contacts.find({"company_id": company_id}):
+            doc["company_name"] = name
+            self.contacts.update_one({"_id": doc["_id"]},
+                                     {"$set": {"company_name": name, **token_builder(doc)}})
+
+    # companies
+    def insert_company(self, doc):
+        doc["_id"] = new_id()
+        self.companies.insert_one(doc)
+        return doc
+
+    def get_company(self, company_id, include_deleted=False):
+        query = {"_id": company_id} if include_deleted else {"_id": company_id, **LIVE}
+        return self.companies.find_one(query)
+
+    def update_company(self, company_id, changes, include_deleted=False):
+        query = {"_id": company_id}
+        if not include_deleted:
+            query.update(LIVE)
+        return self.companies.find_one_and_update(
+            query, {"$set": changes}, return_document=ReturnDocument.AFTER)
+
+    def page_companies(self, query, sort_field, direction, limit, cursor):
+        return page(self.companies, query, sort_field, direction, limit, cursor)
+
+    def count_companies(self, query):
+        return self.companies.count_documents(query)
+
+    # timeline
+    def add_timeline(self, entry):
+        """Insert once: an entry with a dedupe_key already stored is a redelivery."""
+        entry["_id"] = new_id()
+        entry.setdefault("occurred_at", utcnow())
+        if entry.get("dedupe_key") is None:
+            entry.pop("dedupe_key", None)
+        result = self.timeline.update_one(
+            {"dedupe_key": entry["dedupe_key"]} if "dedupe_key" in entry else {"_id": entry["_id"]},
+            {"$setOnInsert": entry}, upsert=True)
+        return result.upserted_id is not None
+
+    def page_timeline(self, query, limit, cursor):
+        return page(self.timeline, query, "occurred_at", DESCENDING, limit, cursor)

@@ -1,0 +1,6 @@
+"""The only code in the notifications service that touches pymongo."""
+from crm_common.mongo import BaseStore
+
+
+class NotificationsStore(BaseStore):
+    pass
