@@ -52,12 +52,17 @@ def after_cursor(query, cursor, sort_field, direction):
     return {"$and": [query, keyset]} if query else keyset
 
 
-def page(collection, query, sort_field, direction, limit, cursor=None, projection=None):
-    """One page plus the cursor of the next, reading limit+1 documents to know if there is one."""
+def page(collection, query, sort_field, direction, limit, cursor=None, projection=None,
+         hint=None):
+    """One page plus the cursor of the next, reading limit+1 documents to know if there is one.
+
+    `hint` names the index to scan; stores pass it because SecantusDB falls back to a
+    collection scan whenever one predicate is outside the index (mongod would not)."""
     full_query = after_cursor(query, cursor, sort_field, direction)
-    docs = list(collection.find(full_query, projection)
-                .sort([(sort_field, direction), ("_id", direction)])
-                .limit(limit + 1))
+    found = collection.find(full_query, projection).sort([(sort_field, direction), ("_id", direction)])
+    if hint:
+        found = found.hint(hint)
+    docs = list(found.limit(limit + 1))
     next_cursor = None
     if len(docs) > limit:
         docs = docs[:limit]

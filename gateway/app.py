@@ -45,6 +45,7 @@ def create_app(settings=None, rpc_pool=None):
     def start_request():
         g.started = time.perf_counter()
         g.request_id = (request.headers.get("X-Request-Id") or uuid.uuid4().hex)[:100]
+        reject_oversized_body(settings.max_body_bytes)
         if request.path.startswith(api.prefix):
             auth.authenticate()
 
@@ -94,6 +95,30 @@ def create_app(settings=None, rpc_pool=None):
 
     register_docs(app)
     return app
+
+
+# Bodies up to this size are read and dropped before answering 413, so the client gets the
+# answer instead of a reset connection; anything larger is refused without reading it.
+DRAIN_LIMIT = 64 * 1024 * 1024
+
+
+def reject_oversized_body(limit):
+    length = request.content_length
+    if length is None or length <= limit:
+        return
+    if length <= DRAIN_LIMIT:
+        stream = request.environ["wsgi.input"]
+        remaining = length
+        while remaining > 0:
+            chunk = stream.read(min(remaining, 65536))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+    raise PayloadTooLarge("Request body too large", {"limit_bytes": limit, "received_bytes": length})
+
+
+class PayloadTooLarge(CrmError):
+    code, status = "payload_too_large", 413
 
 
 def readiness(pool, timeout=1.5):

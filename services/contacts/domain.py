@@ -1,7 +1,11 @@
 """Turning validated input into stored documents: phones to E.164, search keys, tokens."""
+import re
+
 from crm_common.errors import ValidationFailed
 from crm_common.phones import looks_like_phone, normalize_phone, phone_search_keys
-from crm_common.text import fold, prefix_range, tokens
+from crm_common.text import fold, prefix_query, prefixes, tokens
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def normalize_phones(items, region):
@@ -44,8 +48,8 @@ def search_fields(doc):
     return {
         "email_keys": emails,
         "phone_keys": sorted(phone_keys),
-        "search_tokens": sorted(tokens(doc.get("first_name"), doc.get("last_name"),
-                                       doc.get("company_name"), *emails)),
+        "search_prefixes": prefixes(tokens(doc.get("first_name"), doc.get("last_name"),
+                                           doc.get("company_name"), *emails)),
         "sort_name": fold(f"{doc.get('last_name') or ''} {doc.get('first_name') or ''}").strip(),
     }
 
@@ -55,10 +59,6 @@ def text_query(q, region):
     q = q.strip()
     if looks_like_phone(q):
         return {"phone_keys": {"$in": phone_search_keys(q, region)}}
-    if "@" in q:
-        return {"email_keys": prefix_range(q.lower())}
-    words = sorted(tokens(q))
-    if not words:
-        return {"_id": None}  # only punctuation: matches nothing
-    conditions = [{"search_tokens": prefix_range(word)} for word in words]
-    return conditions[0] if len(conditions) == 1 else {"$and": conditions}
+    if EMAIL.match(q):
+        return {"email_keys": q.lower()}
+    return prefix_query("search_prefixes", q)

@@ -6,7 +6,7 @@ from crm_common.errors import Conflict, NotFound, ValidationFailed
 from crm_common.events import envelope
 from crm_common.phones import normalize_phone
 from crm_common.cursors import parse_sort
-from crm_common.text import prefix_range, tokens
+from crm_common.text import prefix_query, prefixes, tokens
 from crm_common.timeutil import utcnow
 from crm_common.validation import load
 from services.contacts import schemas
@@ -129,6 +129,11 @@ class Contacts:
             out["total"] = self.store.count_contacts(query)
         return out
 
+    def explain_list(self, params):
+        query_in = load(contact_list_query, params)
+        field, _ = parse_sort(query_in.get("sort"), CONTACT_SORTS, "-created_at")
+        return self.store.explain_page(self._contact_filter(query_in), CONTACT_SORTS[field])
+
     def lookup(self, params):
         query_in = load(lookup_query, params)
         field, keys = self._lookup_keys(query_in)
@@ -160,6 +165,7 @@ class Contacts:
         now = utcnow()
         doc.update({"created_at": now, "updated_at": now, "deleted_at": None,
                     "created_by": self.caller.user_id})
+        doc.update(self._company_search(doc))
         self.store.insert_company(doc)
         result = dump_company(doc)
         return result, [_event("company_created", {"company": result})]
@@ -178,7 +184,11 @@ class Contacts:
 
     def update_company(self, company_id, payload):
         data = load(company_in, payload, partial=True)
+        current = self.store.get_company(company_id)
+        if not current:
+            raise NotFound("Company not found", {"id": company_id})
         changes = self._company_fields(data)
+        changes.update(self._company_search({**current, **changes}))
         changes["updated_at"] = utcnow()
         doc = self.store.update_company(company_id, changes)
         if not doc:
@@ -206,8 +216,7 @@ class Contacts:
         field, direction = parse_sort(query_in.get("sort"), COMPANY_SORTS, "-created_at")
         query = {} if query_in["include_deleted"] else {"deleted_at": None}
         if query_in.get("q"):
-            words = sorted(tokens(query_in["q"]))
-            query["$and"] = [{"search_tokens": prefix_range(w)} for w in words] or [{"_id": None}]
+            query.update(prefix_query("search_prefixes", query_in["q"]))
         for key in ("tag", "owner_id"):
             if query_in.get(key):
                 query["tags" if key == "tag" else key] = query_in[key]
@@ -250,9 +259,11 @@ class Contacts:
             doc["phones"] = normalize_phones(data["phones"], self.region)
         if "tags" in data:
             doc["tags"] = sorted(set(data["tags"]))
-        if "name" in data or "domain" in data:
-            doc["search_tokens"] = sorted(tokens(data.get("name"), data.get("domain")))
         return doc
+
+    @staticmethod
+    def _company_search(doc):
+        return {"search_prefixes": prefixes(tokens(doc.get("name"), doc.get("domain")))}
 
     def _contact_filter(self, q):
         query = {} if q["include_deleted"] else {"deleted_at": None}

@@ -60,6 +60,10 @@ class ContactsService(HealthEntrypoints):
         return self.contacts.explain_lookup(params)
 
     @rpc(expected_exceptions=EXPECTED)
+    def explain_list(self, params):
+        return self.contacts.explain_list(params)
+
+    @rpc(expected_exceptions=EXPECTED)
     def timeline(self, contact_id, params):
         return self.contacts.timeline(contact_id, params)
 

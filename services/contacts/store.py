@@ -1,4 +1,7 @@
 """The only code in the contacts service that touches pymongo."""
+import json
+
+from bson import json_util
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 
 from crm_common.cursors import page
@@ -7,6 +10,35 @@ from crm_common.mongo import BaseStore
 from crm_common.timeutil import utcnow
 
 LIVE = {"deleted_at": None}
+
+# Filter fields in the order their index narrows a contacts query best; the first one a
+# query uses is the index it scans (see choose_index).
+SELECTIVE = ("phone_keys", "email_keys", "company_id", "owner_id", "search_prefixes", "tags",
+             "source", "status")
+SORT_INDEXES = {"created_at": "created_at_-1__id_-1", "updated_at": "updated_at_-1__id_-1",
+                "sort_name": "sort_name_1__id_1"}
+
+
+def _fields_of(query):
+    fields = set()
+    for key, value in query.items():
+        if key == "$and":
+            for part in value:
+                fields |= _fields_of(part)
+        elif not key.startswith("$"):
+            fields.add(key)
+    return fields
+
+
+def choose_index(query, sort_field):
+    """The index to hint: the most selective filter present, else the sort's own index."""
+    fields = _fields_of(query)
+    for field in SELECTIVE:
+        if field in fields:
+            if field in ("phone_keys", "email_keys", "search_prefixes"):
+                return f"{field}_1"
+            return f"{field}_1_created_at_-1__id_-1"
+    return SORT_INDEXES[sort_field]
 
 
 class ContactsStore(BaseStore):
@@ -25,10 +57,11 @@ class ContactsStore(BaseStore):
             c.create_index([(field, ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)])
         c.create_index("phone_keys")
         c.create_index("email_keys")
-        c.create_index("search_tokens")
+        c.create_index("search_prefixes")
         c.create_index("last_contacted_at")
         self.companies.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
-        self.companies.create_index("search_tokens")
+        self.companies.create_index([("updated_at", DESCENDING), ("_id", DESCENDING)])
+        self.companies.create_index("search_prefixes")
         self.companies.create_index([("owner_id", ASCENDING), ("created_at", DESCENDING)])
         self.timeline.create_index([("contact_id", ASCENDING), ("occurred_at", DESCENDING),
                                     ("_id", DESCENDING)])
@@ -54,26 +87,31 @@ class ContactsStore(BaseStore):
             return_document=ReturnDocument.AFTER)
 
     def find_by_keys(self, email_keys, phone_keys, exclude_id=None, limit=10):
-        ors = []
-        if email_keys:
-            ors.append({"email_keys": {"$in": list(email_keys)}})
-        if phone_keys:
-            ors.append({"phone_keys": {"$in": list(phone_keys)}})
-        if not ors:
-            return []
-        query = {"$or": ors, **LIVE}
-        if exclude_id:
-            query["_id"] = {"$ne": exclude_id}
-        return list(self.contacts.find(query, {"_id": 1}).limit(limit))
+        found = []
+        for field, keys in (("email_keys", email_keys), ("phone_keys", phone_keys)):
+            if keys:
+                query = {field: {"$in": list(keys)}, **LIVE}
+                if exclude_id:
+                    query["_id"] = {"$ne": exclude_id}
+                found += self.contacts.find(query, {"_id": 1}).hint(f"{field}_1").limit(limit)
+        unique = {d["_id"]: d for d in found}
+        return list(unique.values())[:limit]
 
     def lookup(self, field, keys, limit=20):
-        return list(self.contacts.find({field: {"$in": keys}, **LIVE}).limit(limit))
+        return list(self.contacts.find({field: {"$in": keys}, **LIVE}).hint(f"{field}_1").limit(limit))
 
     def explain_lookup(self, field, keys):
-        return self.contacts.find({field: {"$in": keys}, **LIVE}).explain()
+        plan = self.contacts.find({field: {"$in": keys}, **LIVE}).hint(f"{field}_1").explain()
+        return json.loads(json_util.dumps(plan))  # BSON types -> plain JSON for RPC
 
     def page_contacts(self, query, sort_field, direction, limit, cursor):
-        return page(self.contacts, query, sort_field, direction, limit, cursor)
+        return page(self.contacts, query, sort_field, direction, limit, cursor,
+                    hint=choose_index(query, sort_field))
+
+    def explain_page(self, query, sort_field):
+        plan = (self.contacts.find(query).sort([(sort_field, -1), ("_id", -1)])
+                .hint(choose_index(query, sort_field)).limit(51).explain())
+        return json.loads(json_util.dumps(plan))
 
     def count_contacts(self, query):
         return self.contacts.count_documents(query)
@@ -102,7 +140,10 @@ class ContactsStore(BaseStore):
             query, {"$set": changes}, return_document=ReturnDocument.AFTER)
 
     def page_companies(self, query, sort_field, direction, limit, cursor):
-        return page(self.companies, query, sort_field, direction, limit, cursor)
+        hint = ("search_prefixes_1" if "search_prefixes" in query else
+                "owner_id_1_created_at_-1" if "owner_id" in query else
+                f"{sort_field}_-1__id_-1")
+        return page(self.companies, query, sort_field, direction, limit, cursor, hint=hint)
 
     def count_companies(self, query):
         return self.companies.count_documents(query)
@@ -120,4 +161,5 @@ class ContactsStore(BaseStore):
         return result.upserted_id is not None
 
     def page_timeline(self, query, limit, cursor):
-        return page(self.timeline, query, "occurred_at", DESCENDING, limit, cursor)
+        return page(self.timeline, query, "occurred_at", DESCENDING, limit, cursor,
+                    hint="contact_id_1_occurred_at_-1__id_-1")

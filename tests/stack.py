@@ -1,0 +1,262 @@
+"""The real platform for tests: an isolated RabbitMQ vhost, a SecantusDB daemon on a free
+port with its own storage, each service started with the same command its image runs, and
+the gateway under gunicorn. Set TEST_MONGO_URL to run against a real mongod instead."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from urllib.parse import quote
+
+import pymongo
+import requests
+from kombu import Connection, Consumer, Exchange, Queue
+
+from gateway.rpc import RpcPool
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony")
+BASE_AMQP = os.environ.get("TEST_AMQP_URI", "amqp://guest:guest@localhost:5672/")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def service_command(service):
+    """Exactly what services/<name>/Dockerfile runs (checked by tests/test_deploy.py)."""
+    return [os.path.join(BIN, "nameko"), "run", "--config", "deploy/nameko.yaml",
+            f"services.{service}.service:{service.capitalize()}Service"]
+
+
+def gateway_command():
+    return [os.path.join(BIN, "gunicorn"), "-c", "gateway/gunicorn.conf.py", "gateway.wsgi:app"]
+
+
+class Vhost:
+    """A RabbitMQ vhost of its own per test run, so runs never see each other's queues."""
+
+    def __init__(self):
+        self.name = f"crm-test-{uuid.uuid4().hex[:8]}"
+        self.created = False
+        rabbitmqctl = shutil.which("rabbitmqctl")
+        if rabbitmqctl and not os.environ.get("TEST_AMQP_URI"):
+            subprocess.run([rabbitmqctl, "add_vhost", self.name], check=True, capture_output=True)
+            subprocess.run([rabbitmqctl, "set_permissions", "-p", self.name, "guest",
+                            ".*", ".*", ".*"], check=True, capture_output=True)
+            self.created = True
+            self.uri = BASE_AMQP.rstrip("/") + "/" + quote(self.name, safe="")
+        else:
+            self.uri = BASE_AMQP
+
+    def delete(self):
+        if self.created:
+            subprocess.run(["rabbitmqctl", "delete_vhost", self.name], capture_output=True)
+
+
+class Stack:
+    def __init__(self):
+        self.log_dir = os.path.join(ROOT, ".logs", "tests")
+        os.makedirs(self.log_dir, exist_ok=True)
+        self.vhost = Vhost()
+        self.amqp_uri = self.vhost.uri
+        self.db_prefix = f"t{uuid.uuid4().hex[:8]}_"
+        self.mongo_proc = None
+        self.storage = None
+        self.mongo_url = os.environ.get("TEST_MONGO_URL") or self._start_mongo()
+        self.processes = {}
+        self.gateway_port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.gateway_port}"
+        self.rpc = RpcPool(self.amqp_uri, size=8, timeout=10, name="tests")
+        self.mongo = pymongo.MongoClient(self.mongo_url, tz_aware=True)
+
+    def _start_mongo(self):
+        port = free_port()
+        self.storage = tempfile.mkdtemp(prefix="crm-secantus-")
+        log = open(os.path.join(self.log_dir, "mongo.log"), "ab")
+        self.mongo_proc = subprocess.Popen(
+            [os.path.join(BIN, "secantusd-py"), "--host", "127.0.0.1", "--port", str(port),
+             "--storage-path", self.storage, "--log-level", "WARNING"],
+            stdout=log, stderr=subprocess.STDOUT)
+        wait_port(port)
+        return f"mongodb://127.0.0.1:{port}/"
+
+    def env(self, **extra):
+        env = dict(os.environ)
+        env.update({"AMQP_URI": self.amqp_uri, "MONGO_URL": self.mongo_url,
+                    "CRM_DB_PREFIX": self.db_prefix, "CRM_RPC_TIMEOUT": "3",
+                    "CRM_EVENT_MAX_ATTEMPTS": "3", "PYTHONPATH": ROOT,
+                    "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO"})
+        env.update({k: str(v) for k, v in extra.items()})
+        return env
+
+    def _spawn(self, key, command, env):
+        log = open(os.path.join(self.log_dir, f"{key}.log"), "ab")
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.processes[key] = proc
+        return proc
+
+    def start_service(self, service, replica=0, **env):
+        return self._spawn(f"{service}-{replica}", service_command(service), self.env(**env))
+
+    def stop_service(self, service, replica=0, sig=signal.SIGTERM, timeout=20):
+        proc = self.processes.pop(f"{service}-{replica}", None)
+        if proc is None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def wait_service(self, service, timeout=60):
+        deadline = time.time() + timeout
+        while True:
+            try:
+                return self.rpc.call(service, "health", timeout=2)
+            except Exception:  # noqa: BLE001 - not up yet
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def start_gateway(self, **env):
+        self._spawn("gateway", gateway_command(),
+                    self.env(GATEWAY_BIND=f"127.0.0.1:{self.gateway_port}", GATEWAY_WORKERS=2,
+                             GATEWAY_THREADS=8, **env))
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if requests.get(self.base_url + "/readyz", timeout=3).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("gateway never became ready: " + self.base_url)
+
+    def start(self):
+        for service in SERVICES:
+            self.start_service(service)
+        for service in SERVICES:
+            self.wait_service(service)
+        self.start_gateway()
+
+    def db(self, service):
+        return self.mongo[f"{self.db_prefix}{service}"]
+
+    def close(self):
+        self.rpc.close()
+        for proc in list(self.processes.values()):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in list(self.processes.values()):
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.mongo.close()
+        if self.mongo_proc:
+            self.mongo_proc.terminate()
+            try:
+                self.mongo_proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.mongo_proc.kill()
+            shutil.rmtree(self.storage, ignore_errors=True)
+        self.vhost.delete()
+
+
+class Api:
+    """requests against the gateway, with JSON helpers: api.post("/contacts", json=...)."""
+
+    def __init__(self, base_url, prefix="/api/v1"):
+        self.base_url = base_url
+        self.prefix = prefix
+        self.session = requests.Session()
+        self.headers = {}
+
+    def url(self, path):
+        return self.base_url + (path if path.startswith("/healthz") or path.startswith("/readyz")
+                                or path.startswith("/metrics") or path.startswith("/api/")
+                                else self.prefix + path)
+
+    def request(self, method, path, **kwargs):
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        kwargs.setdefault("timeout", 30)
+        return self.session.request(method, self.url(path), headers=headers, **kwargs)
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, **kw):
+        return self.request("POST", path, **kw)
+
+    def patch(self, path, **kw):
+        return self.request("PATCH", path, **kw)
+
+    def put(self, path, **kw):
+        return self.request("PUT", path, **kw)
+
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
+
+class EventRecorder:
+    """Binds its own queue to a service's events exchange and collects what is published."""
+
+    def __init__(self, amqp_uri, service, routing_key="#"):
+        self.connection = Connection(amqp_uri)
+        exchange = Exchange(f"{service}.events", type="topic", durable=True)
+        self.queue = Queue(f"test-recorder-{uuid.uuid4().hex[:8]}", exchange,
+                           routing_key=routing_key, exclusive=True, auto_delete=True)
+        self.events = []
+        self.consumer = Consumer(self.connection.channel(), [self.queue],
+                                 callbacks=[self._on_message], accept=["json"])
+        self.consumer.consume()
+
+    def _on_message(self, body, message):
+        self.events.append(body if isinstance(body, dict) else json.loads(body))
+        message.ack()
+
+    def wait_for(self, predicate, timeout=10):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            found = [e for e in self.events if predicate(e)]
+            if found:
+                return found
+            try:
+                self.connection.drain_events(timeout=0.2)
+            except socket.timeout:
+                pass
+        return []
+
+    def drain(self, seconds=0.5):
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            try:
+                self.connection.drain_events(timeout=0.1)
+            except socket.timeout:
+                pass
+        return self.events
+
+    def close(self):
+        self.connection.release()
