@@ -214,3 +214,32 @@ def test_bad_input_is_rejected_and_writes_nothing(api, stack, unique):
     assert api.get("/contacts", params={"sort": "password"}).status_code == 400
     assert api.patch("/contacts/nope", json={"first_name": "B"}).status_code == 404
     assert contacts.count_documents({}) == count
+
+
+def test_other_services_events_land_on_the_timeline_once(api, stack, unique):
+    from crm_common.publish import publish_event
+    contact = make_contact(api, unique)
+    data = {"contact_id": contact["id"], "summary": "Call answered, 3 min",
+            "ref": {"type": "call", "id": f"call-{unique}"}, "duration_s": 180,
+            "contacted_at": "2030-01-02T10:00:00Z"}
+    event_id = f"evt-{unique}"
+    for _ in range(2):  # delivered twice: one entry
+        publish_event(stack.amqp_uri, "telephony", "call_ended", data, event_id=event_id)
+    older = dict(data, contacted_at="2029-01-01T00:00:00Z")
+    publish_event(stack.amqp_uri, "telephony", "call_answered", older)
+
+    import time
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        items = api.get(f"/contacts/{contact['id']}/timeline").json()["items"]
+        if len(items) >= 3:
+            break
+        time.sleep(0.1)
+    kinds = sorted(e["kind"] for e in items)
+    assert kinds == ["call_answered", "call_ended", "contact_created"]
+    call = next(e for e in items if e["kind"] == "call_ended")
+    assert call["summary"] == "Call answered, 3 min"
+    assert call["ref"] == {"service": "telephony", "type": "call", "id": f"call-{unique}"}
+    assert call["data"]["duration_s"] == 180
+    # the later touch wins even though the older one arrived last
+    assert api.get(f"/contacts/{contact['id']}").json()["last_contacted_at"] == "2030-01-02T10:00:00Z"

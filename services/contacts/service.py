@@ -5,9 +5,20 @@ from nameko.rpc import rpc
 from crm_common.context import CallerContext
 from crm_common.errors import EXPECTED
 from crm_common.health import HealthEntrypoints
+from crm_common.events import reliable_handler
 from crm_common.mongo import MongoStore
 from services.contacts.operations import Contacts
 from services.contacts.store import ContactsStore
+from services.contacts.timeline_events import TIMELINE_EVENTS
+
+
+def _timeline_handler(source, event_type):
+    @reliable_handler(source, event_type)
+    def handle(self, event):
+        self.contacts.record_foreign_event(event)
+
+    handle.__name__ = f"on_{source}_{event_type}"
+    return handle
 
 
 class ContactsService(HealthEntrypoints):
@@ -90,3 +101,8 @@ class ContactsService(HealthEntrypoints):
     @rpc(expected_exceptions=EXPECTED)
     def list_companies(self, params):
         return self.contacts.list_companies(params)
+
+    # one reliable (dead-lettering) handler per event listed in timeline_events.py
+    for _source, _type in TIMELINE_EVENTS:
+        locals()[f"on_{_source}_{_type}"] = _timeline_handler(_source, _type)
+    del _source, _type

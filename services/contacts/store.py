@@ -122,6 +122,13 @@ class ContactsStore(BaseStore):
             self.contacts.update_one({"_id": doc["_id"]},
                                      {"$set": {"company_name": name, **token_builder(doc)}})
 
+    def touch_contacted(self, contact_id, when):
+        """last_contacted_at only moves forward, whatever order events arrive in."""
+        self.contacts.update_one(
+            {"_id": contact_id,
+             "$or": [{"last_contacted_at": None}, {"last_contacted_at": {"$lt": when}}]},
+            {"$set": {"last_contacted_at": when}})
+
     # companies
     def insert_company(self, doc):
         doc["_id"] = new_id()

@@ -1,0 +1,22 @@
+"""Publish a nameko-compatible event from code that is not a nameko service (the gateway,
+scripts, tests): same exchange (`<source>.events`, topic, durable), routing key = type."""
+from kombu import Connection, Exchange, Producer
+
+from crm_common.events import envelope
+
+
+def publish_event(amqp_uri, source, event_type, data, event_id=None, context=None,
+                  connection=None):
+    body = envelope(source, event_type, data, event_id)
+    exchange = Exchange(f"{source}.events", type="topic", durable=True)
+    headers = {f"nameko.{k}": v for k, v in (context or {}).items() if v is not None}
+    own = connection is None
+    conn = connection or Connection(amqp_uri)
+    try:
+        producer = Producer(conn.default_channel, exchange=exchange, serializer="json")
+        producer.publish(body, routing_key=event_type, headers=headers, declare=[exchange],
+                         retry=True, delivery_mode=2)
+    finally:
+        if own:
+            conn.release()
+    return body

@@ -1,0 +1,22 @@
+"""Other services' events that appear on a contact's timeline.
+
+To put an event on the timeline: add its (source service, event type) below and let its
+`data` carry
+    contact_id (or contact_ids: [...])   whose timeline it belongs to      (required)
+    summary                               one line for people              (recommended)
+    actor_id                              the user who did it              (optional)
+    ref: {"type", "id"}                   the record behind it             (optional)
+    contacted_at: ISO time                a real touch (call, meeting...):  (optional)
+                                          moves last_contacted_at forward
+The handler is idempotent on (event_id, contact): a redelivered event adds nothing.
+"""
+TIMELINE_EVENTS = (
+    ("deals", "deal_created"),
+    ("deals", "deal_stage_changed"),
+    ("deals", "deal_won"),
+    ("deals", "deal_lost"),
+    ("tasks", "task_completed"),
+    ("telephony", "call_answered"),
+    ("telephony", "call_ended"),
+    ("telephony", "call_missed"),
+)
