@@ -30,6 +30,12 @@ class Route:
     status: int = 200
     partial: bool = False
     errors: tuple = (400, 404, 422, 503, 504)
+    # auth: `public` routes skip sign-in (provider webhooks, web forms: they verify a
+    # signature or key themselves); `scopes` are what an API key needs to call it.
+    public: bool = False
+    scopes: tuple = ()
+    # a larger body limit for this route (file uploads); None = the global limit
+    max_body_bytes: int = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -53,7 +59,11 @@ class Api:
             return handler
         return decorator
 
+    def route_for(self, endpoint):
+        return self._by_endpoint.get(endpoint)
+
     def register(self, app):
+        self._by_endpoint = {route.endpoint: route for route in self.routes}
         for route in self.routes:
             app.add_url_rule(route.flask_rule, route.endpoint, _view(route),
                              methods=[route.method])
@@ -64,6 +74,8 @@ def _view(route):
     query_schema = route.query() if route.query else None
 
     def view(**path_params):
+        from gateway import auth
+        auth.authorize(route)
         params = request.args.to_dict()
         if query_schema is not None:
             _validate(query_schema, params)

@@ -31,7 +31,8 @@ HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
 def create_app(settings=None, rpc_pool=None):
     settings = settings or load_settings()
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # bodies are limited per route in reject_oversized_body; this only bounds chunked uploads
+    app.config["MAX_CONTENT_LENGTH"] = max(settings.max_body_bytes, 256 * 1024 * 1024)
     app.extensions["crm.settings"] = settings
     app.extensions["crm.rpc"] = rpc_pool or RpcPool(settings.amqp_uri, timeout=settings.rpc_timeout)
     app.extensions["crm.metrics"] = metrics = Metrics()
@@ -45,7 +46,9 @@ def create_app(settings=None, rpc_pool=None):
     def start_request():
         g.started = time.perf_counter()
         g.request_id = (request.headers.get("X-Request-Id") or uuid.uuid4().hex)[:100]
-        reject_oversized_body(settings.max_body_bytes)
+        route = api.route_for(request.endpoint)
+        reject_oversized_body(route.max_body_bytes if route and route.max_body_bytes
+                              else settings.max_body_bytes)
         if request.path.startswith(api.prefix):
             auth.authenticate()
 

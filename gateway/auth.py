@@ -10,3 +10,7 @@ SYSTEM_IDENTITY = {"user_id": None, "role": "admin", "team": None}
 
 def authenticate():
     g.identity = dict(SYSTEM_IDENTITY)
+
+
+def authorize(route):
+    """Called by every route with its declaration (public, scopes) before it runs."""
