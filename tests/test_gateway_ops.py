@@ -1,0 +1,134 @@
+"""Gateway operations: health, readiness, metrics, OpenAPI, docs, request ids, and a
+bounded answer when a service or the broker is missing."""
+import time
+
+import pytest
+
+from gateway.rpc import RpcPool
+from crm_common.errors import Timeout, Unavailable
+
+
+def test_healthz_readyz_report_each_dependency(api):
+    assert api.get("/healthz").json() == {"status": "ok"}
+    ready = api.get("/readyz")
+    assert ready.status_code == 200
+    checks = ready.json()["checks"]
+    assert set(checks) == {"broker", "contacts", "deals", "tasks", "notifications", "telephony"}
+    assert all(c["ok"] for c in checks.values())
+
+
+def test_request_id_is_returned_and_generated(api):
+    given = api.get("/contacts", headers={"X-Request-Id": "req-123"})
+    assert given.headers["X-Request-Id"] == "req-123"
+    assert len(api.get("/contacts").headers["X-Request-Id"]) >= 16
+
+
+def test_metrics_are_prometheus_text(api):
+    api.get("/contacts")
+    text = api.get("/metrics").text
+    assert "crm_gateway_requests_total" in text
+    assert 'crm_gateway_rpc_seconds_bucket{le="0.005",method="list_contacts",service="contacts"}' in text \
+        or "crm_gateway_rpc_seconds" in text
+
+
+def test_openapi_document_is_generated_from_the_schemas(api):
+    spec = api.get("/api/v1/openapi.json").json()
+    assert spec["openapi"].startswith("3.")
+    paths = spec["paths"]
+    for path in ("/api/v1/contacts", "/api/v1/contacts/{contact_id}", "/api/v1/contacts/lookup",
+                 "/api/v1/contacts/{contact_id}/timeline", "/api/v1/companies",
+                 "/api/v1/companies/{company_id}"):
+        assert path in paths, path
+    post = paths["/api/v1/contacts"]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/ContactIn")
+    assert {"201", "409", "422"} <= set(post["responses"])
+    props = spec["components"]["schemas"]["ContactIn"]["properties"]
+    assert {"first_name", "emails", "phones", "custom", "birthday", "do_not_contact"} <= set(props)
+    list_params = {p["name"] for p in paths["/api/v1/contacts"]["get"]["parameters"]}
+    assert {"q", "tag", "owner_id", "company_id", "source", "status", "not_contacted_since",
+            "created_after", "created_before", "limit", "cursor", "sort", "include_total"} <= list_params
+
+
+def test_every_flask_route_is_documented(stack):
+    from gateway.app import create_app
+    app = create_app(rpc_pool=RpcPool(stack.amqp_uri))
+    spec = app.test_client().get("/api/v1/openapi.json").get_json()
+    documented = {(path, method.upper()) for path, ops in spec["paths"].items() for method in ops}
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith("/api/v1/") and rule.rule != "/api/v1/openapi.json":
+            path = rule.rule.replace("<", "{").replace(">", "}")
+            for method in rule.methods - {"HEAD", "OPTIONS"}:
+                assert (path, method) in documented, (path, method)
+
+
+def test_docs_page_works_offline(api):
+    page = api.get("/api/docs")
+    assert page.status_code == 200 and "swagger-ui" in page.text
+    assert api.get("/api/docs/static/swagger-ui-bundle.js").status_code == 200
+
+
+def test_unknown_route_and_method_use_the_error_format(api):
+    missing = api.get("/nowhere")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    wrong = api.put("/contacts")
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_rpc_to_a_service_that_never_existed_fails_at_once(stack):
+    pool = RpcPool(stack.amqp_uri, timeout=5)
+    start = time.monotonic()
+    with pytest.raises(Unavailable):
+        pool.call("nosuchservice", "ping")
+    assert time.monotonic() - start < 1.0
+    pool.close()
+
+
+def test_broker_down_gives_503_at_once():
+    pool = RpcPool("amqp://guest:guest@127.0.0.1:1/", timeout=5)
+    start = time.monotonic()
+    with pytest.raises(Unavailable):
+        pool.call("contacts", "ping")
+    assert time.monotonic() - start < 5.0
+
+
+def test_stopped_service_gives_504_within_the_timeout_and_recovers(api, stack, unique):
+    """With contacts stopped the gateway answers 503/504 within the RPC timeout (3 s in
+    tests), /readyz says which service is missing, the request is not executed later
+    (per-request TTL), and everything works again once the service is back."""
+    stack.stop_service("contacts")
+    try:
+        start = time.monotonic()
+        response = api.post("/contacts", json={"first_name": "Late", "last_name": unique})
+        elapsed = time.monotonic() - start
+        assert response.status_code in (503, 504), response.text
+        assert response.json()["error"]["code"] in ("service_timeout", "service_unavailable")
+        assert elapsed < 5, elapsed
+        ready = api.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["contacts"]["ok"] is False
+        assert ready.json()["checks"]["deals"]["ok"] is True
+    finally:
+        stack.start_service("contacts")
+        stack.wait_service("contacts")
+    time.sleep(0.5)
+    found = api.get("/contacts", params={"q": unique}).json()["items"]
+    assert found == []  # the request that timed out was dropped, not executed late
+    assert api.get("/readyz").status_code == 200
+    assert api.post("/contacts", json={"first_name": "Back", "last_name": unique}).status_code == 201
+
+
+def test_pool_recovers_after_its_connections_die(stack):
+    """A pooled client whose connection was closed under it (broker restart) is replaced."""
+    pool = RpcPool(stack.amqp_uri, timeout=5)
+    assert pool.call("contacts", "ping")["ok"]
+    with pool.client() as client:
+        client.connection.connection.sock.close()  # simulate the broker dropping it
+    assert pool.call("contacts", "ping")["ok"]
+    pool.close()
+
+
+def test_timeout_error_type(stack):
+    pool = RpcPool(stack.amqp_uri, timeout=0.001)
+    with pytest.raises((Timeout, Unavailable)):
+        pool.call("contacts", "list_contacts", {})
+    pool.close()
