@@ -102,18 +102,18 @@ class Contacts:
         return result, [_event("contact_updated", {"contact": result, "changed": changed})]
 
     def delete(self, contact_id):
-        doc = self.store.update_contact(contact_id, {"deleted_at": utcnow(), "updated_at": utcnow()})
+        doc = self.store.soft_delete_contact(contact_id, utcnow())
         if not doc:
             raise NotFound("Contact not found", {"id": contact_id})
         result = dump_contact(doc)
         return result, [_event("contact_deleted", {"contact_id": contact_id})]
 
     def restore(self, contact_id):
-        current = self.store.get_contact(contact_id, include_deleted=True)
-        if not current:
+        doc = self.store.restore_contact(contact_id, utcnow())
+        if not doc:
+            if self.store.get_contact(contact_id, include_deleted=True):
+                return self.get(contact_id), []  # not deleted: restoring changes nothing
             raise NotFound("Contact not found", {"id": contact_id})
-        doc = self.store.update_contact(contact_id, {"deleted_at": None, "updated_at": utcnow()},
-                                        include_deleted=True)
         result = dump_contact(doc)
         return result, [_event("contact_restored", {"contact": result})]
 

@@ -11,34 +11,11 @@ from crm_common.timeutil import utcnow
 
 LIVE = {"deleted_at": None}
 
-# Filter fields in the order their index narrows a contacts query best; the first one a
-# query uses is the index it scans (see choose_index).
-SELECTIVE = ("phone_keys", "email_keys", "company_id", "owner_id", "search_prefixes", "tags",
-             "source", "status")
-SORT_INDEXES = {"created_at": "created_at_-1__id_-1", "updated_at": "updated_at_-1__id_-1",
-                "sort_name": "sort_name_1__id_1"}
-
-
-def _fields_of(query):
-    fields = set()
-    for key, value in query.items():
-        if key == "$and":
-            for part in value:
-                fields |= _fields_of(part)
-        elif not key.startswith("$"):
-            fields.add(key)
-    return fields
-
-
-def choose_index(query, sort_field):
-    """The index to hint: the most selective filter present, else the sort's own index."""
-    fields = _fields_of(query)
-    for field in SELECTIVE:
-        if field in fields:
-            if field in ("phone_keys", "email_keys", "search_prefixes"):
-                return f"{field}_1"
-            return f"{field}_1_created_at_-1__id_-1"
-    return SORT_INDEXES[sort_field]
+# Internal search keys stay in the database; reads leave them out.
+READ = {"search_prefixes": 0, "email_keys": 0, "phone_keys": 0, "sort_name": 0, "parked_keys": 0}
+# Lookup keys a soft-deleted contact keeps aside, so lookups and duplicate checks query one
+# indexed field only (SecantusDB scans the collection when a query adds deleted_at).
+KEY_FIELDS = ("email_keys", "phone_keys", "search_prefixes")
 
 
 class ContactsStore(BaseStore):
@@ -76,48 +53,66 @@ class ContactsStore(BaseStore):
 
     def get_contact(self, contact_id, include_deleted=False):
         query = {"_id": contact_id} if include_deleted else {"_id": contact_id, **LIVE}
-        return self.contacts.find_one(query)
+        return self.contacts.find_one(query, READ)
 
-    def update_contact(self, contact_id, changes, include_deleted=False):
+    def update_contact(self, contact_id, changes, include_deleted=False, unset=None):
         query = {"_id": contact_id}
         if not include_deleted:
             query.update(LIVE)
-        return self.contacts.find_one_and_update(
-            query, {"$set": changes, "$inc": {"version": 1}},
-            return_document=ReturnDocument.AFTER)
+        update = {"$set": changes, "$inc": {"version": 1}}
+        if unset:
+            update["$unset"] = {field: "" for field in unset}
+        return self.contacts.find_one_and_update(query, update, projection=READ,
+                                                 return_document=ReturnDocument.AFTER)
+
+    def soft_delete_contact(self, contact_id, when):
+        """Mark deleted and park its lookup keys, in one atomic update."""
+        current = self.contacts.find_one({"_id": contact_id, **LIVE}, {f: 1 for f in KEY_FIELDS})
+        if not current:
+            return None
+        parked = {f: current.get(f, []) for f in KEY_FIELDS}
+        return self.update_contact(contact_id, {"deleted_at": when, "updated_at": when,
+                                                "parked_keys": parked, **{f: [] for f in KEY_FIELDS}})
+
+    def restore_contact(self, contact_id, when):
+        current = self.contacts.find_one({"_id": contact_id, "deleted_at": {"$ne": None}},
+                                         {"parked_keys": 1})
+        if not current:
+            return None
+        keys = current.get("parked_keys") or {}
+        return self.update_contact(contact_id, {"deleted_at": None, "updated_at": when,
+                                                **{f: keys.get(f, []) for f in KEY_FIELDS}},
+                                   include_deleted=True, unset=["parked_keys"])
 
     def find_by_keys(self, email_keys, phone_keys, exclude_id=None, limit=10):
         found = []
         for field, keys in (("email_keys", email_keys), ("phone_keys", phone_keys)):
             if keys:
-                query = {field: {"$in": list(keys)}, **LIVE}
-                if exclude_id:
-                    query["_id"] = {"$ne": exclude_id}
-                found += self.contacts.find(query, {"_id": 1}).hint(f"{field}_1").limit(limit)
-        unique = {d["_id"]: d for d in found}
-        return list(unique.values())[:limit]
+                found += self.contacts.find({field: {"$in": list(keys)}}, {"_id": 1}).limit(limit + 1)
+        unique = [d for d in {d["_id"]: d for d in found}.values() if d["_id"] != exclude_id]
+        return unique[:limit]
 
     def lookup(self, field, keys, limit=20):
-        return list(self.contacts.find({field: {"$in": keys}, **LIVE}).hint(f"{field}_1").limit(limit))
+        # only live contacts carry lookup keys (see park_keys), so no deleted_at predicate
+        return list(self.contacts.find({field: {"$in": keys}}, READ).limit(limit))
 
     def explain_lookup(self, field, keys):
-        plan = self.contacts.find({field: {"$in": keys}, **LIVE}).hint(f"{field}_1").explain()
+        plan = self.contacts.find({field: {"$in": keys}}, READ).explain()
         return json.loads(json_util.dumps(plan))  # BSON types -> plain JSON for RPC
 
     def page_contacts(self, query, sort_field, direction, limit, cursor):
-        return page(self.contacts, query, sort_field, direction, limit, cursor,
-                    hint=choose_index(query, sort_field))
+        return page(self.contacts, query, sort_field, direction, limit, cursor, projection=READ)
 
     def explain_page(self, query, sort_field):
-        plan = (self.contacts.find(query).sort([(sort_field, -1), ("_id", -1)])
-                .hint(choose_index(query, sort_field)).limit(51).explain())
+        plan = (self.contacts.find(query, READ).sort([(sort_field, -1), ("_id", -1)])
+                .limit(51).explain())
         return json.loads(json_util.dumps(plan))
 
     def count_contacts(self, query):
         return self.contacts.count_documents(query)
 
     def set_company_name(self, company_id, name, token_builder):
-        for doc in self.contacts.find({"company_id": company_id}):
+        for doc in self.contacts.find({"company_id": company_id, **LIVE}):
             doc["company_name"] = name
             self.contacts.update_one({"_id": doc["_id"]},
                                      {"$set": {"company_name": name, **token_builder(doc)}})
@@ -147,10 +142,8 @@ class ContactsStore(BaseStore):
             query, {"$set": changes}, return_document=ReturnDocument.AFTER)
 
     def page_companies(self, query, sort_field, direction, limit, cursor):
-        hint = ("search_prefixes_1" if "search_prefixes" in query else
-                "owner_id_1_created_at_-1" if "owner_id" in query else
-                f"{sort_field}_-1__id_-1")
-        return page(self.companies, query, sort_field, direction, limit, cursor, hint=hint)
+        return page(self.companies, query, sort_field, direction, limit, cursor,
+                    projection={"search_prefixes": 0})
 
     def count_companies(self, query):
         return self.companies.count_documents(query)
@@ -168,5 +161,4 @@ class ContactsStore(BaseStore):
         return result.upserted_id is not None
 
     def page_timeline(self, query, limit, cursor):
-        return page(self.timeline, query, "occurred_at", DESCENDING, limit, cursor,
-                    hint="contact_id_1_occurred_at_-1__id_-1")
+        return page(self.timeline, query, "occurred_at", DESCENDING, limit, cursor)
