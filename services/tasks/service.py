@@ -1,10 +1,157 @@
-"""Tasks service entrypoints (a shell for now: it starts, answers ping and health)."""
+"""Tasks service entrypoints: thin; the work is in operations.py, storage in store.py."""
+import logging
+import os
+
+from nameko.events import EventDispatcher
+from nameko.rpc import rpc
+from nameko.timer import timer
+
+from crm_common.context import CallerContext
+from crm_common.errors import EXPECTED
+from crm_common.events import reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
+from crm_common.timeutil import parse_iso, to_iso
+from services.tasks.clock import Clock
+from services.tasks.config import load_config
+from services.tasks.operations import Tasks
 from services.tasks.store import TasksStore
+
+log = logging.getLogger(__name__)
+CONFIG = load_config()
 
 
 class TasksService(HealthEntrypoints):
     name = "tasks"
 
     store = MongoStore(TasksStore)
+    caller = CallerContext()
+    dispatch = EventDispatcher()
+
+    @property
+    def clock(self):
+        return Clock(self.store, CONFIG.test_clock)
+
+    @property
+    def tasks(self):
+        return Tasks(self.store, self.caller, self.clock, CONFIG)
+
+    def _announce(self, result_and_events):
+        result, events = result_and_events
+        self._send(events)
+        return result
+
+    def _send(self, events):
+        for event in events:
+            self.dispatch(event["type"], event)
+
+    # tasks
+    @rpc(expected_exceptions=EXPECTED)
+    def create_task(self, payload):
+        return self._announce(self.tasks.create(payload))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_task(self, task_id):
+        return self.tasks.get(task_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update_task(self, task_id, payload):
+        return self._announce(self.tasks.update(task_id, payload))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def cancel_task(self, task_id, reason=None):
+        return self._announce(self.tasks.cancel(task_id, reason))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def complete_task(self, task_id, payload):
+        return self._announce(self.tasks.complete(task_id, payload))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_tasks(self, params):
+        return self.tasks.list(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def explain_list(self, params):
+        return self.tasks.explain_list(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def calendar(self, params):
+        return self.tasks.calendar(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def agenda(self, params, open_deals=None):
+        return self.tasks.agenda(params, open_deals)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def report(self, params):
+        return self.tasks.report(params)
+
+    # stage rules
+    @rpc(expected_exceptions=EXPECTED)
+    def create_rule(self, payload):
+        return self.tasks.create_rule(payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_rule(self, rule_id):
+        return self.tasks.get_rule(rule_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update_rule(self, rule_id, payload):
+        return self.tasks.update_rule(rule_id, payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def delete_rule(self, rule_id):
+        return self.tasks.delete_rule(rule_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_rules(self, params):
+        return self.tasks.list_rules(params)
+
+    # time: the timer of every replica scans; the test clock exists only with CRM_TEST_CLOCK=1
+    @timer(interval=CONFIG.tick_seconds)
+    def tick(self):
+        sent = self.tasks.scan(self._send_one)
+        if sent:
+            log.info("tasks timer sent %d notices", sent)
+
+    def _send_one(self, event):
+        self.dispatch(event["type"], event)
+
+    @rpc
+    def replica_info(self):
+        """Which process answered and with which clock (tests tell two replicas apart)."""
+        return {"pid": os.getpid(), "test_clock": CONFIG.test_clock,
+                "tick_seconds": CONFIG.tick_seconds}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def now(self):
+        return to_iso(self.clock.now())
+
+    @rpc(expected_exceptions=EXPECTED)
+    def set_clock(self, iso):
+        return to_iso(self.clock.set(parse_iso(iso)))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def advance_clock(self, seconds):
+        return to_iso(self.clock.advance(seconds))
+
+    # other services' events
+    @reliable_handler("gateway", "user_upserted")
+    def on_user_upserted(self, event):
+        self.tasks.on_user_upserted(event)
+
+    @reliable_handler("telephony", "call_missed")
+    def on_call_missed(self, event):
+        self._send(self.tasks.on_call_missed(event))
+
+    @reliable_handler("telephony", "call_answered")
+    def on_call_answered(self, event):
+        self._send(self.tasks.on_call_answered(event))
+
+    @reliable_handler("telephony", "call_ended")
+    def on_call_ended(self, event):
+        self._send(self.tasks.on_call_answered(event))
+
+    @reliable_handler("deals", "deal_stage_changed")
+    def on_deal_stage_changed(self, event):
+        self._send(self.tasks.on_deal_stage_changed(event))

@@ -1,6 +1,227 @@
 """The only code in the tasks service that touches pymongo."""
+from datetime import datetime, timezone
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from crm_common.cursors import page
+from crm_common.ids import new_id
 from crm_common.mongo import BaseStore
+
+# Tasks without a date sort after every dated one: keyset cursors cannot step over nulls
+# (a range condition never matches null), so the sort key is never null.
+NO_DATE = datetime(9999, 12, 31, tzinfo=timezone.utc)
+# Filter fields in the order their index narrows a task query best (see choose_index).
+SELECTIVE = ("contact_id", "deal_id", "assignee_id", "status")
+SORTS = {"due_at": "sort_due", "created_at": "created_at"}
+
+
+def _fields_of(query):
+    fields = set()
+    for key, value in query.items():
+        if key == "$and":
+            for part in value:
+                fields |= _fields_of(part)
+        elif not key.startswith("$"):
+            fields.add(key)
+    return fields
+
+
+def choose_index(query, sort_field):
+    """The index to hint: the most selective equality filter present, with the sort."""
+    fields = _fields_of(query)
+    suffix = "_1__id_1" if sort_field == "sort_due" else "_-1__id_-1"
+    for field in SELECTIVE:
+        if field in fields:
+            return f"{field}_1_{sort_field}{suffix}"
+    return f"{sort_field}{suffix}"
 
 
 class TasksStore(BaseStore):
-    pass
+    def __init__(self, db, settings):
+        super().__init__(db, settings)
+        self.tasks = db["tasks"]
+        self.notices = db["notices"]
+        self.users = db["users"]
+        self.contact_calls = db["contact_calls"]
+        self.rules = db["task_rules"]
+        self.meta = db["meta"]
+
+    def ensure_indexes(self):
+        t = self.tasks
+        t.create_index([("sort_due", ASCENDING), ("_id", ASCENDING)])
+        t.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
+        for field in SELECTIVE:
+            t.create_index([(field, ASCENDING), ("sort_due", ASCENDING), ("_id", ASCENDING)])
+            t.create_index([(field, ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)])
+        # what the timer scans: only open tasks with something still to announce have one
+        t.create_index("alarm_at", sparse=True)
+        # one task per automation cause (missed call, rule x event, recurrence step)
+        t.create_index("source_key", unique=True, sparse=True)
+        self.notices.create_index([("state", ASCENDING), ("lease_until", ASCENDING)])
+        self.rules.create_index([("pipeline_id", ASCENDING), ("stage_id", ASCENDING),
+                                 ("created_at", DESCENDING), ("_id", DESCENDING)])
+        self.rules.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
+
+    # tasks
+    def insert_task(self, doc):
+        """Insert; False when a task with the same source_key exists (a redelivery)."""
+        doc.setdefault("_id", new_id())
+        try:
+            self.tasks.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def get_task(self, task_id, visible=None):
+        return self.tasks.find_one({"_id": task_id, **(visible or {})})
+
+    def update_task(self, query, changes, inc_version=True):
+        update = {"$set": changes}
+        if inc_version:
+            update["$inc"] = {"version": 1}
+        return self.tasks.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
+
+    def set_alarm(self, task_id, version, alarm_at):
+        """Only if nobody changed the task meanwhile (a change computes its own alarm)."""
+        self.tasks.update_one({"_id": task_id, "version": version}, {"$set": {"alarm_at": alarm_at}})
+
+    def page_tasks(self, query, sort_field, direction, limit, cursor):
+        return page(self.tasks, query, sort_field, direction, limit, cursor,
+                    hint=choose_index(query, sort_field))
+
+    def count_tasks(self, query, sort_field="sort_due"):
+        return self.tasks.count_documents(query, hint=choose_index(query, sort_field))
+
+    def explain_tasks(self, query, sort_field):
+        import json
+        from bson import json_util
+        plan = (self.tasks.find(query).sort([(sort_field, 1), ("_id", 1)])
+                .hint(choose_index(query, sort_field)).limit(51).explain())
+        return json.loads(json_util.dumps(plan))
+
+    def find_tasks(self, query, limit, sort_field="sort_due"):
+        return list(self.tasks.find(query).sort([(sort_field, ASCENDING), ("_id", ASCENDING)])
+                    .hint(choose_index(query, sort_field)).limit(limit))
+
+    def deals_with_open_tasks(self, deal_ids):
+        found = self.tasks.find({"deal_id": {"$in": list(deal_ids)}, "status": "open"},
+                                {"deal_id": 1}).hint("deal_id_1_sort_due_1__id_1")
+        return {d["deal_id"] for d in found}
+
+    def due_alarms(self, now, limit):
+        return list(self.tasks.find({"alarm_at": {"$lte": now}}).sort("alarm_at", ASCENDING)
+                    .hint("alarm_at_1").limit(limit))
+
+    def open_callbacks_before(self, contact_id, when):
+        return list(self.tasks.find({"contact_id": contact_id, "status": "open",
+                                     "source.type": "call_missed", "missed_at": {"$lt": when}})
+                    .hint("contact_id_1_sort_due_1__id_1"))
+
+    def report(self, match, group_id, now, hint):
+        is_open = {"$eq": ["$status", "open"]}
+        is_done = {"$eq": ["$status", "done"]}
+        dated = {"$lt": ["$sort_due", NO_DATE]}
+
+        def count(condition):
+            return {"$sum": {"$cond": [condition, 1, 0]}}
+
+        pipeline = [
+            {"$match": match},
+            {"$group": {
+                "_id": group_id,
+                "total": {"$sum": 1},
+                "open": count(is_open),
+                "done": count(is_done),
+                "canceled": count({"$eq": ["$status", "canceled"]}),
+                "overdue": count({"$and": [is_open, {"$lt": ["$sort_due", now]}]}),
+                "done_on_time": count({"$and": [is_done, dated,
+                                                {"$lte": ["$completed_at", "$sort_due"]}]}),
+                "done_late": count({"$and": [is_done, dated,
+                                             {"$gt": ["$completed_at", "$sort_due"]}]}),
+            }},
+            {"$sort": {"_id": ASCENDING}},
+        ]
+        return list(self.tasks.aggregate(pipeline, hint=hint))
+
+    # notices: each reminder/overdue/escalation is claimed once, by whichever replica wins
+    def claim_notice(self, key, doc):
+        """True for the one caller that creates the claim; False for everyone else."""
+        try:
+            result = self.notices.update_one({"_id": key}, {"$setOnInsert": doc}, upsert=True)
+        except DuplicateKeyError:  # two upserts raced; the other one won
+            return False
+        return result.upserted_id is not None
+
+    def mark_notice(self, key, state, when):
+        self.notices.update_one({"_id": key}, {"$set": {"state": state, "sent_at": when}})
+
+    def stale_claims(self, now, limit):
+        return list(self.notices.find({"state": "claimed", "lease_until": {"$lte": now}})
+                    .hint("state_1_lease_until_1").limit(limit))
+
+    def reclaim_notice(self, key, now, lease_until):
+        """Take over a claim whose holder died before sending (lease expired)."""
+        return self.notices.find_one_and_update(
+            {"_id": key, "state": "claimed", "lease_until": {"$lte": now}},
+            {"$set": {"lease_until": lease_until}, "$inc": {"attempts": 1}},
+            return_document=ReturnDocument.AFTER)
+
+    def get_notice(self, key):
+        return self.notices.find_one({"_id": key})
+
+    # users (a copy of the gateway's directory, from user_upserted)
+    def upsert_user(self, user):
+        self.users.update_one({"_id": user["_id"]}, {"$set": user}, upsert=True)
+
+    def get_user(self, user_id):
+        return self.users.find_one({"_id": user_id})
+
+    def has_users(self):
+        return self.users.find_one({}, {"_id": 1}) is not None
+
+    # the last answered call per contact (to skip or close callback tasks)
+    def record_answered(self, contact_id, when):
+        self.contact_calls.update_one({"_id": contact_id}, {"$max": {"last_answered_at": when}},
+                                      upsert=True)
+
+    def last_answered(self, contact_id):
+        doc = self.contact_calls.find_one({"_id": contact_id})
+        return doc["last_answered_at"] if doc else None
+
+    # stage rules
+    def insert_rule(self, doc):
+        doc["_id"] = new_id()
+        self.rules.insert_one(doc)
+        return doc
+
+    def get_rule(self, rule_id):
+        return self.rules.find_one({"_id": rule_id})
+
+    def update_rule(self, rule_id, changes):
+        return self.rules.find_one_and_update({"_id": rule_id}, {"$set": changes},
+                                              return_document=ReturnDocument.AFTER)
+
+    def delete_rule(self, rule_id):
+        return self.rules.find_one_and_delete({"_id": rule_id})
+
+    def page_rules(self, query, limit, cursor):
+        hint = ("pipeline_id_1_stage_id_1_created_at_-1__id_-1" if "pipeline_id" in query
+                else "created_at_-1__id_-1")
+        return page(self.rules, query, "created_at", DESCENDING, limit, cursor, hint=hint)
+
+    def rules_for(self, pipeline_id, stage_id):
+        return list(self.rules.find({"pipeline_id": pipeline_id, "stage_id": stage_id,
+                                     "active": True})
+                    .hint("pipeline_id_1_stage_id_1_created_at_-1__id_-1"))
+
+    # the test clock's offset (shared by every replica through the database)
+    def clock_offset(self):
+        doc = self.meta.find_one({"_id": "clock"})
+        return doc["offset_s"] if doc else 0.0
+
+    def set_clock_offset(self, seconds):
+        self.meta.update_one({"_id": "clock"}, {"$set": {"offset_s": seconds}}, upsert=True)
+
+    def add_clock_offset(self, seconds):
+        self.meta.update_one({"_id": "clock"}, {"$inc": {"offset_s": seconds}}, upsert=True)

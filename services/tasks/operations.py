@@ -1,0 +1,567 @@
+"""What the tasks service does, apart from how it is called. Each write returns the events
+to announce; the entrypoint dispatches them only after the write succeeded."""
+import logging
+from datetime import timedelta
+
+from marshmallow import ValidationError, fields
+
+from crm_common.cursors import parse_sort
+from crm_common.errors import Conflict, NotFound, ValidationFailed, from_marshmallow
+from crm_common.events import envelope
+from crm_common.ids import new_id
+from crm_common.timeutil import parse_iso, to_iso, utcnow
+from crm_common.validation import load
+from services.tasks import schemas
+from services.tasks.domain import (CONTACT_KINDS, day_bounds, due_notices, first_alarm,
+                                   next_alarm, next_occurrence, zone)
+from services.tasks.store import NO_DATE, SORTS
+
+log = logging.getLogger(__name__)
+SERVICE = "tasks"
+
+task_in = schemas.TaskIn()
+task_out = schemas.TaskOut()
+list_query = schemas.TaskListQuery()
+complete_in = schemas.CompleteIn()
+calendar_query = schemas.CalendarQuery()
+agenda_query = schemas.AgendaQuery()
+rule_in = schemas.TaskRuleIn()
+rule_out = schemas.TaskRuleOut()
+rule_list_query = schemas.TaskRuleListQuery()
+report_query = schemas.TaskReportQuery()
+deal_ref = schemas.DealRef()
+
+PERIOD_FORMATS = {"day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m"}
+
+
+def _with_every_key(schema, out, doc_id):
+    for name, field in schema.fields.items():
+        if name not in out:
+            out[name] = [] if isinstance(field, fields.List) else None
+    out["id"] = doc_id
+    return out
+
+
+def dump_task(doc, now):
+    out = _with_every_key(task_out, task_out.dump(doc), doc["_id"])
+    out["overdue"] = bool(doc.get("status") == "open" and doc.get("due_at") and doc["due_at"] < now)
+    return out
+
+
+def dump_rule(doc):
+    return _with_every_key(rule_out, rule_out.dump(doc), doc["_id"])
+
+
+def _event(event_type, data, event_id=None):
+    return envelope(SERVICE, event_type, data, event_id)
+
+
+def _and(*conditions):
+    """Conditions as one query; an $and only where two would clash on a key (e.g. $or)."""
+    merged, rest = {}, []
+    for condition in conditions:
+        for key, value in condition.items():
+            if key in merged:
+                rest.append({key: value})
+            else:
+                merged[key] = value
+    return {"$and": [merged, *rest]} if rest else merged
+
+
+def _invalid(field, message):
+    return ValidationFailed("Invalid input", {"fields": {field: [message]}})
+
+
+class Tasks:
+    def __init__(self, store, caller, clock, config):
+        self.store = store
+        self.caller = caller
+        self.clock = clock
+        self.config = config
+
+    @property
+    def grace(self):
+        return self.config.escalation_grace_minutes
+
+    def _visible(self):
+        return self.caller.owner_filter("assignee_id", "creator_id")
+
+    # CRUD
+    def create(self, payload):
+        data = load(task_in, payload)
+        assignee = data.get("assignee_id") or self.caller.user_id
+        self._check_assignee(assignee)
+        now = self.clock.now()
+        doc = self._new_task(data, assignee, self.caller.user_id, now, {"type": "api", "id": None})
+        self.store.insert_task(doc)
+        return self._created(doc, now)
+
+    def get(self, task_id):
+        doc = self.store.get_task(task_id, self._visible())
+        if not doc:
+            raise NotFound("Task not found", {"id": task_id})
+        return dump_task(doc, self.clock.now())
+
+    def update(self, task_id, payload):
+        data = load(task_in, payload, partial=True)
+        current = self.store.get_task(task_id, self._visible())
+        if not current:
+            raise NotFound("Task not found", {"id": task_id})
+        if current["status"] != "open":
+            raise Conflict("Only an open task can be changed", {"status": current["status"]})
+        merged = {**current, **data}
+        try:
+            schemas.check_times(merged)
+        except ValidationError as error:
+            raise from_marshmallow(error)
+        if "assignee_id" in data and data["assignee_id"] != current.get("assignee_id"):
+            self._check_assignee(data["assignee_id"])
+        now = self.clock.now()
+        changes = dict(data, updated_at=now)
+        if "due_at" in data:
+            changes["sort_due"] = data["due_at"] or NO_DATE
+        if "recurrence" in data and data["recurrence"]:
+            changes["recurrence"] = dict(data["recurrence"])
+        changes["alarm_at"] = first_alarm({**merged, **changes}, self.grace)
+        doc = self.store.update_task({"_id": task_id, "version": current["version"]}, changes)
+        if not doc:
+            raise Conflict("The task changed meanwhile; read it again", {"id": task_id})
+        result = dump_task(doc, now)
+        events = [_event("task_updated", {"task": result, "assignee_id": doc.get("assignee_id"),
+                                          "actor_id": self.caller.user_id,
+                                          "changed": sorted(data)})]
+        if doc.get("assignee_id") and doc.get("assignee_id") != current.get("assignee_id"):
+            events.append(self._assigned_event(result))
+        return result, events
+
+    def cancel(self, task_id, reason=None):
+        now = self.clock.now()
+        doc = self.store.update_task(
+            {"_id": task_id, "status": "open", **self._visible()},
+            {"status": "canceled", "canceled_at": now, "cancel_reason": reason or "canceled",
+             "updated_at": now, "alarm_at": None})
+        if not doc:
+            self._missing_or_closed(task_id)
+        result = dump_task(doc, now)
+        return result, [self._canceled_event(result)]
+
+    def complete(self, task_id, payload):
+        data = load(complete_in, payload or {})
+        now = self.clock.now()
+        doc = self.store.update_task(
+            {"_id": task_id, "status": "open", **self._visible()},
+            {"status": "done", "result": data.get("result"), "completed_at": now,
+             "completed_by": self.caller.user_id, "updated_at": now, "alarm_at": None})
+        if not doc:
+            self._missing_or_closed(task_id)
+        result = dump_task(doc, now)
+        events = [self._completed_event(doc, result, now)]
+        follow_up = self._next_occurrence(doc, now)
+        if follow_up:
+            result["next_task_id"] = follow_up["id"]
+            events += follow_up["events"]
+        return result, events
+
+    def list(self, params):
+        q = load(list_query, params)
+        field, direction = parse_sort(q.get("sort"), SORTS, "due_at")
+        sort_field = SORTS[field]
+        now = self.clock.now()
+        query = self._list_filter(q, now)
+        docs, next_cursor = self.store.page_tasks(query, sort_field, direction, q["limit"],
+                                                  q.get("cursor"))
+        out = {"items": [dump_task(d, now) for d in docs], "next_cursor": next_cursor}
+        if q["include_total"]:
+            out["total"] = self.store.count_tasks(query, sort_field)
+        return out
+
+    def explain_list(self, params):
+        q = load(list_query, params)
+        field, _ = parse_sort(q.get("sort"), SORTS, "due_at")
+        return self.store.explain_tasks(self._list_filter(q, self.clock.now()), SORTS[field])
+
+    def _list_filter(self, q, now):
+        conditions = [self._visible()]
+        for key in ("assignee_id", "status", "kind", "contact_id", "deal_id"):
+            if q.get(key):
+                conditions.append({key: q[key]})
+        due = {}
+        if q.get("due_before"):
+            due["$lt"] = q["due_before"]
+        if q.get("due_after"):
+            due["$gte"] = q["due_after"]
+            due.setdefault("$lt", NO_DATE)
+        if due:
+            conditions.append({"sort_due": due})
+        if q.get("overdue") is True:
+            conditions += [{"status": "open"}, {"sort_due": {"$lt": now}}]
+        elif q.get("overdue") is False:
+            conditions.append({"$or": [{"status": {"$ne": "open"}}, {"sort_due": {"$gte": now}}]})
+        return _and(*conditions)
+
+    # calendar and agenda
+    def calendar(self, params):
+        q = load(calendar_query, params)
+        assignee = self._person(q)
+        statuses = ["open", "done"] if q["include_done"] else ["open"]
+        query = _and(self._visible(), {"assignee_id": assignee,
+                                       "sort_due": {"$gte": q["from_"], "$lt": q["to"]},
+                                       "status": {"$in": statuses}})
+        now = self.clock.now()
+        docs, next_cursor = self.store.page_tasks(query, "sort_due", 1, q["limit"], q.get("cursor"))
+        return {"items": [dump_task(d, now) for d in docs], "next_cursor": next_cursor}
+
+    def agenda(self, params, open_deals=None):
+        """Overdue first, then today's open tasks, then the user's open deals that have no
+        open task ("never leave an active deal without a next date"). `open_deals` is what
+        the deals service answered, or None when it could not be asked."""
+        q = load(agenda_query, params)
+        assignee = self._person(q)
+        now = self.clock.now()
+        user = self.store.get_user(assignee) or {}
+        _, end = day_bounds(now, user.get("timezone"))
+        mine = _and(self._visible(), {"assignee_id": assignee, "status": "open"})
+        overdue = self.store.find_tasks(_and(mine, {"sort_due": {"$lt": now}}), q["limit"])
+        today = self.store.find_tasks(_and(mine, {"sort_due": {"$gte": now, "$lt": end}}),
+                                      q["limit"])
+        out = {"assignee_id": assignee,
+               "date": now.astimezone(zone(user.get("timezone"))).date().isoformat(),
+               "overdue": [dump_task(d, now) for d in overdue],
+               "today": [dump_task(d, now) for d in today],
+               "deals_without_next_step": None, "deals_unavailable": open_deals is None}
+        if open_deals is not None:
+            covered = self.store.deals_with_open_tasks([d["id"] for d in open_deals])
+            out["deals_without_next_step"] = [
+                _with_every_key(deal_ref, deal_ref.dump(d), d["id"])
+                for d in open_deals if d["id"] not in covered]
+        return out
+
+    def _person(self, q):
+        person = q.get("assignee_id") or self.caller.user_id
+        if not person:
+            raise _invalid("assignee_id", "Required when the caller is not a user.")
+        return person
+
+    # stage rules
+    def create_rule(self, payload):
+        data = load(rule_in, payload)
+        if data.get("assignee_id"):
+            self._check_assignee(data["assignee_id"])
+        now = utcnow()
+        doc = self.store.insert_rule(dict(data, created_at=now, updated_at=now,
+                                          created_by=self.caller.user_id))
+        return dump_rule(doc)
+
+    def get_rule(self, rule_id):
+        doc = self.store.get_rule(rule_id)
+        if not doc:
+            raise NotFound("Task rule not found", {"id": rule_id})
+        return dump_rule(doc)
+
+    def update_rule(self, rule_id, payload):
+        data = load(rule_in, payload, partial=True)
+        if data.get("assignee_id"):
+            self._check_assignee(data["assignee_id"])
+        doc = self.store.update_rule(rule_id, dict(data, updated_at=utcnow()))
+        if not doc:
+            raise NotFound("Task rule not found", {"id": rule_id})
+        return dump_rule(doc)
+
+    def delete_rule(self, rule_id):
+        doc = self.store.delete_rule(rule_id)
+        if not doc:
+            raise NotFound("Task rule not found", {"id": rule_id})
+        return dump_rule(doc)
+
+    def list_rules(self, params):
+        q = load(rule_list_query, params)
+        query = {k: q[k] for k in ("pipeline_id", "stage_id") if q.get(k)}
+        if "stage_id" in query and "pipeline_id" not in query:
+            raise _invalid("pipeline_id", "Required with stage_id.")
+        docs, next_cursor = self.store.page_rules(query, q["limit"], q.get("cursor"))
+        out = {"items": [dump_rule(d) for d in docs], "next_cursor": next_cursor}
+        return out
+
+    # report
+    def report(self, params):
+        q = load(report_query, params)
+        now = self.clock.now()
+        due = {"$lt": NO_DATE}
+        if q.get("from_"):
+            due["$gte"] = q["from_"]
+        if q.get("to"):
+            due["$lt"] = q["to"]
+        match = _and(self._visible(), {"sort_due": due})
+        if q.get("assignee_id"):
+            match = _and(match, {"assignee_id": q["assignee_id"]})
+        period = q.get("period") if q["group_by"] == "assignee" else q["group_by"]
+        period_expr = ({"$dateToString": {"format": PERIOD_FORMATS[period], "date": "$sort_due"}}
+                       if period else None)
+        if q["group_by"] == "assignee":
+            group_id = {"assignee_id": "$assignee_id", "period": period_expr}
+        else:
+            group_id = {"assignee_id": None, "period": period_expr}
+        hint = ("assignee_id_1_sort_due_1__id_1" if q.get("assignee_id") else "sort_due_1__id_1")
+        items = []
+        for row in self.store.report(match, group_id, now, hint):
+            key = row.pop("_id")
+            finished = row["done_on_time"] + row["done_late"]
+            items.append({"assignee_id": key.get("assignee_id"), "period": key.get("period"),
+                          **row, "on_time_rate": (round(row["done_on_time"] / finished, 4)
+                                                  if finished else None)})
+        return {"group_by": q["group_by"], "period": period, "items": items}
+
+    # automation: other services' events
+    def on_user_upserted(self, event):
+        user = (event.get("data") or {}).get("user") or {}
+        if not user.get("id"):
+            log.warning("user_upserted without a user id: %s", event.get("event_id"))
+            return
+        self.store.upsert_user({
+            "_id": user["id"], "manager_id": user.get("manager_id"), "team": user.get("team"),
+            "role": user.get("role"), "active": user.get("active", True) is not False,
+            "timezone": user.get("timezone"), "name": user.get("name"),
+            "email": user.get("email"), "synced_at": utcnow()})
+
+    def on_call_missed(self, event):
+        data = event.get("data") or {}
+        call = data.get("call") or {}
+        call_id = call.get("id") or data.get("call_id")
+        assignee = data.get("owner_id") or data.get("agent_id") or call.get("agent_id")
+        if not call_id or not assignee:
+            log.info("call_missed %s: no call id or nobody to call back", event.get("event_id"))
+            return []
+        contact_id = data.get("contact_id") or call.get("contact_id")
+        missed_at = self._event_time(event, call, "started_at", "ended_at")
+        if self._answered_since(contact_id, missed_at):
+            return []
+        number = data.get("from") or call.get("from")
+        now = self.clock.now()
+        doc = self._new_task(
+            {"kind": "call", "title": f"Call back {number}" if number else "Call back",
+             "description": "Missed call", "priority": "high",
+             "due_at": missed_at + timedelta(minutes=self.config.callback_due_minutes),
+             "contact_id": contact_id, "reminders": []},
+            assignee, None, now, {"type": "call_missed", "id": call_id})
+        doc.update({"call_id": call_id, "missed_at": missed_at,
+                    "source_key": f"call_missed:{call_id}"})
+        if not self.store.insert_task(doc):
+            return []  # redelivered: the callback task exists already
+        if self._answered_since(contact_id, missed_at):  # an answered call raced with us
+            self.store.update_task({"_id": doc["_id"], "status": "open"},
+                                   self._auto_cancel(now, "answered_call"))
+            return []
+        return self._created(doc, now)[1]
+
+    def on_call_answered(self, event):
+        """An answered call with a contact: remember when, and close the contact's callback
+        tasks for calls missed before it."""
+        data = event.get("data") or {}
+        call = data.get("call") or {}
+        contact_id = data.get("contact_id") or call.get("contact_id")
+        outcome = data.get("outcome") or call.get("outcome")
+        if not contact_id or (event.get("type") == "call_ended" and outcome != "answered"):
+            return []
+        answered_at = self._event_time(event, call, "answered_at", "started_at")
+        self.store.record_answered(contact_id, answered_at)
+        now = self.clock.now()
+        events = []
+        for task in self.store.open_callbacks_before(contact_id, answered_at):
+            doc = self.store.update_task({"_id": task["_id"], "status": "open"},
+                                         self._auto_cancel(now, "answered_call"))
+            if doc:
+                events.append(self._canceled_event(dump_task(doc, now)))
+        return events
+
+    def on_deal_stage_changed(self, event):
+        data = event.get("data") or {}
+        deal = data.get("deal") or {}
+        deal_id = data.get("deal_id") or deal.get("id")
+        pipeline_id = data.get("pipeline_id") or deal.get("pipeline_id")
+        stage_id = data.get("to_stage_id") or deal.get("stage_id")
+        if not (deal_id and pipeline_id and stage_id):
+            return []
+        base = parse_iso(event["occurred_at"]) if event.get("occurred_at") else self.clock.now()
+        now = self.clock.now()
+        events = []
+        for rule in self.store.rules_for(pipeline_id, stage_id):
+            assignee = rule.get("assignee_id") or data.get("owner_id") or deal.get("owner_id")
+            doc = self._new_task(
+                {"kind": rule["kind"], "title": rule["title"],
+                 "description": rule.get("description"), "priority": rule["priority"],
+                 "reminders": rule.get("reminders") or [],
+                 "due_at": base + timedelta(minutes=rule["due_in_minutes"]),
+                 "contact_id": data.get("contact_id") or deal.get("contact_id"),
+                 "deal_id": deal_id},
+                assignee, data.get("actor_id"), now, {"type": "stage_rule", "id": rule["_id"],
+                                                      "event_id": event["event_id"]})
+            doc["source_key"] = f"stage_rule:{rule['_id']}:{event['event_id']}"
+            if self.store.insert_task(doc):
+                events += self._created(doc, now)[1]
+        return events
+
+    # reminders, overdue and escalation (called by the timer of every replica)
+    def scan(self, send):
+        """Send every notice that is due. Each one is claimed in the database first, so with
+        any number of replicas it is sent once; a claim whose holder died before sending
+        (lease expired) is taken over and sent again, with the same event_id."""
+        now = self.clock.now()
+        sent = 0
+        for task in self.store.due_alarms(now, self.config.scan_batch):
+            for key, kind, at, extra in due_notices(task, now, self.grace):
+                sent += self._notify(task, key, kind, at, extra, send)
+            self.store.set_alarm(task["_id"], task.get("version"), next_alarm(task, now, self.grace))
+        real = utcnow()
+        for claim in self.store.stale_claims(real, self.config.scan_batch):
+            lease = real + timedelta(seconds=self.config.claim_lease_seconds)
+            if self.store.reclaim_notice(claim["_id"], real, lease):
+                task = self.store.get_task(claim["task_id"])
+                sent += self._send_claimed(task, claim["_id"], claim["kind"],
+                                           claim.get("extra") or {}, send)
+        return sent
+
+    def _notify(self, task, key, kind, at, extra, send):
+        real = utcnow()
+        claimed = self.store.claim_notice(key, {
+            "task_id": task["_id"], "kind": kind, "at": at, "extra": extra, "state": "claimed",
+            "claimed_at": real, "attempts": 1,
+            "lease_until": real + timedelta(seconds=self.config.claim_lease_seconds)})
+        if not claimed:
+            return 0
+        return self._send_claimed(task, key, kind, extra, send)
+
+    def _send_claimed(self, task, key, kind, extra, send):
+        event = self._notice_event(task, key, kind, extra) if task else None
+        if event is None:
+            self.store.mark_notice(key, "skipped", utcnow())
+            return 0
+        send(event)
+        self.store.mark_notice(key, "sent", utcnow())
+        return 1
+
+    def _notice_event(self, task, key, kind, extra):
+        now = self.clock.now()
+        result = dump_task(task, now)
+        assignee = task.get("assignee_id")
+        data = {"task": result, "assignee_id": assignee, "contact_id": task.get("contact_id"),
+                "ref": {"type": "task", "id": task["_id"]}, "due_at": to_iso(task["due_at"]),
+                **extra}
+        if kind == "task_due_soon":
+            data["summary"] = f"Due in {extra['offset_minutes']} min: {task['title']}"
+        elif kind == "task_overdue":
+            data["summary"] = f"Overdue: {task['title']}"
+        else:
+            user = self.store.get_user(assignee) if assignee else None
+            manager = (user or {}).get("manager_id")
+            if not manager:
+                log.warning("task %s overdue but %s has no known manager", task["_id"], assignee)
+                return None
+            data.update({"manager_id": manager, "summary": f"Not done in time: {task['title']}",
+                         "grace_minutes": self.grace})
+        # the notice key as event id: a resent notice is recognisably the same one
+        return _event(kind, data, event_id=key)
+
+    # helpers
+    def _new_task(self, data, assignee, creator, now, source):
+        due = data.get("due_at")
+        doc = {
+            "_id": new_id(), "kind": data.get("kind", "todo"), "title": data["title"],
+            "description": data.get("description"), "due_at": due, "end_at": data.get("end_at"),
+            "sort_due": due or NO_DATE, "assignee_id": assignee, "creator_id": creator,
+            "contact_id": data.get("contact_id"), "deal_id": data.get("deal_id"),
+            "call_id": None, "priority": data.get("priority", "normal"), "status": "open",
+            "result": None, "reminders": sorted(set(data.get("reminders") or [])),
+            "recurrence": dict(data["recurrence"]) if data.get("recurrence") else None,
+            "series_id": data.get("series_id"), "source": source,
+            "completed_at": None, "canceled_at": None, "cancel_reason": None,
+            "created_at": now, "updated_at": now, "version": 1}
+        doc["alarm_at"] = first_alarm(doc, self.grace)
+        return doc
+
+    def _created(self, doc, now):
+        result = dump_task(doc, now)
+        events = [_event("task_created", {
+            "task": result, "assignee_id": doc.get("assignee_id"),
+            "contact_id": doc.get("contact_id"), "actor_id": doc.get("creator_id"),
+            "ref": {"type": "task", "id": doc["_id"]}})]
+        if doc.get("assignee_id") and doc.get("assignee_id") != doc.get("creator_id"):
+            events.append(self._assigned_event(result, doc.get("creator_id")))
+        return result, events
+
+    def _assigned_event(self, result, by=None):
+        return _event("task_assigned", {
+            "task": result, "assignee_id": result["assignee_id"],
+            "assigned_by": by if by is not None else self.caller.user_id,
+            "summary": f"Task for you: {result['title']}", "ref": {"type": "task", "id": result["id"]}})
+
+    def _canceled_event(self, result):
+        return _event("task_canceled", {
+            "task": result, "assignee_id": result["assignee_id"],
+            "reason": result["cancel_reason"], "ref": {"type": "task", "id": result["id"]}})
+
+    def _completed_event(self, doc, result, now):
+        text = f"{doc['kind'].capitalize()} done: {doc['title']}"
+        if doc.get("result"):
+            text += f" ({doc['result'][:200]})"
+        data = {"task": result, "assignee_id": doc.get("assignee_id"),
+                "contact_id": doc.get("contact_id"), "deal_id": doc.get("deal_id"),
+                "result": doc.get("result"), "summary": text,
+                "actor_id": self.caller.user_id or doc.get("assignee_id"),
+                "ref": {"type": "task", "id": doc["_id"]}}
+        if doc["kind"] in CONTACT_KINDS and doc.get("contact_id"):
+            data["contacted_at"] = to_iso(now)
+        return _event("task_completed", data)
+
+    def _next_occurrence(self, doc, now):
+        """The next task of a recurring series, created once however often this runs."""
+        recurrence = doc.get("recurrence")
+        if not recurrence or not doc.get("due_at"):
+            return None
+        due = next_occurrence(doc["due_at"], recurrence)
+        if due is None:
+            return None
+        end = doc["end_at"] + (due - doc["due_at"]) if doc.get("end_at") else None
+        data = {k: doc.get(k) for k in ("kind", "title", "description", "contact_id", "deal_id",
+                                        "priority", "reminders", "recurrence")}
+        data.update({"due_at": due, "end_at": end, "series_id": doc.get("series_id") or doc["_id"]})
+        nxt = self._new_task(data, doc.get("assignee_id"), doc.get("creator_id"), now,
+                             {"type": "recurrence", "id": doc["_id"]})
+        nxt["source_key"] = f"recurrence:{doc['_id']}"
+        if not self.store.insert_task(nxt):
+            return None
+        result, events = self._created(nxt, now)
+        return {"id": nxt["_id"], "events": events}
+
+    def _auto_cancel(self, now, reason):
+        return {"status": "canceled", "canceled_at": now, "cancel_reason": reason,
+                "updated_at": now, "alarm_at": None}
+
+    def _answered_since(self, contact_id, when):
+        if not contact_id:
+            return False
+        last = self.store.last_answered(contact_id)
+        return last is not None and last >= when
+
+    def _event_time(self, event, call, *keys):
+        for key in keys:
+            if call.get(key):
+                try:
+                    return parse_iso(call[key])
+                except (TypeError, ValueError):
+                    pass
+        return parse_iso(event["occurred_at"]) if event.get("occurred_at") else self.clock.now()
+
+    def _check_assignee(self, user_id):
+        """Once the directory copy has any user, an assignee must be a known active one
+        (before the gateway has announced users, any id is accepted)."""
+        if not user_id or not self.store.has_users():
+            return
+        user = self.store.get_user(user_id)
+        if not user or not user.get("active", True):
+            raise _invalid("assignee_id", "Unknown or inactive user.")
+
+    def _missing_or_closed(self, task_id):
+        doc = self.store.get_task(task_id, self._visible())
+        if not doc:
+            raise NotFound("Task not found", {"id": task_id})
+        raise Conflict(f"The task is already {doc['status']}", {"status": doc["status"]})

@@ -1,0 +1,217 @@
+"""The tasks API, one source: the service validates with these, the gateway validates the
+same way before calling and generates the OpenAPI document from them."""
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from crm_common.fields import PageOf, PageQuery, UtcDateTime
+from services.tasks.domain import FREQUENCIES, KINDS, PRIORITIES, STATUSES
+
+ID = validate.Length(1, 40)
+MAX_REMINDER_MINUTES = 7 * 24 * 60
+
+
+def reminders_field():
+    return fields.List(fields.Integer(validate=validate.Range(0, MAX_REMINDER_MINUTES)),
+                       validate=validate.Length(max=10),
+                       metadata={"description": "minutes before due_at, e.g. [15, 60]"})
+
+
+class RecurrenceIn(Schema):
+    freq = fields.String(required=True, validate=validate.OneOf(FREQUENCIES))
+    interval = fields.Integer(load_default=1, validate=validate.Range(1, 365))
+    until = UtcDateTime(allow_none=True)
+
+
+class TaskIn(Schema):
+    kind = fields.String(load_default="todo", validate=validate.OneOf(KINDS))
+    title = fields.String(required=True, validate=validate.Length(1, 200))
+    description = fields.String(allow_none=True, validate=validate.Length(max=10000))
+    due_at = UtcDateTime(allow_none=True)
+    end_at = UtcDateTime(allow_none=True, metadata={"description": "meetings: when it ends"})
+    assignee_id = fields.String(allow_none=True, validate=ID,
+                                metadata={"description": "default: the caller"})
+    contact_id = fields.String(allow_none=True, validate=ID)
+    deal_id = fields.String(allow_none=True, validate=ID)
+    priority = fields.String(load_default="normal", validate=validate.OneOf(PRIORITIES))
+    reminders = reminders_field()
+    recurrence = fields.Nested(RecurrenceIn, allow_none=True)
+
+    @validates_schema
+    def coherent(self, data, partial=False, **kwargs):
+        if not partial:  # a PATCH is checked once merged with the stored task
+            check_times(data)
+
+
+def check_times(data):
+    """end before start, or a repeat without a date, is refused (also on merged PATCHes)."""
+    if data.get("end_at") and not data.get("due_at"):
+        raise ValidationError("end_at needs due_at.", "end_at")
+    if data.get("end_at") and data["end_at"] < data["due_at"]:
+        raise ValidationError("end_at is before due_at.", "end_at")
+    if data.get("recurrence") and not data.get("due_at"):
+        raise ValidationError("A recurring task needs due_at.", "recurrence")
+
+
+class TaskOut(Schema):
+    id = fields.String()
+    kind = fields.String()
+    title = fields.String()
+    description = fields.String(allow_none=True)
+    due_at = UtcDateTime(allow_none=True)
+    end_at = UtcDateTime(allow_none=True)
+    assignee_id = fields.String(allow_none=True)
+    creator_id = fields.String(allow_none=True)
+    contact_id = fields.String(allow_none=True)
+    deal_id = fields.String(allow_none=True)
+    call_id = fields.String(allow_none=True)
+    priority = fields.String()
+    status = fields.String()
+    result = fields.String(allow_none=True)
+    reminders = fields.List(fields.Integer())
+    recurrence = fields.Dict(allow_none=True)
+    series_id = fields.String(allow_none=True)
+    source = fields.Dict(allow_none=True, metadata={
+        "description": "what created it: {type: api|call_missed|stage_rule|recurrence, id}"})
+    overdue = fields.Boolean()
+    completed_at = UtcDateTime(allow_none=True)
+    canceled_at = UtcDateTime(allow_none=True)
+    cancel_reason = fields.String(allow_none=True)
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+
+
+class TaskListQuery(PageQuery):
+    assignee_id = fields.String(validate=ID)
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    kind = fields.String(validate=validate.OneOf(KINDS))
+    contact_id = fields.String(validate=ID)
+    deal_id = fields.String(validate=ID)
+    due_before = UtcDateTime()
+    due_after = UtcDateTime()
+    overdue = fields.Boolean()
+
+
+class TaskPage(PageOf):
+    items = fields.List(fields.Nested(TaskOut))
+
+
+class CompleteIn(Schema):
+    result = fields.String(allow_none=True, validate=validate.Length(max=5000))
+
+
+class CancelQuery(Schema):
+    reason = fields.String(validate=validate.Length(max=200))
+
+
+class CalendarQuery(Schema):
+    from_ = UtcDateTime(required=True, data_key="from")
+    to = UtcDateTime(required=True)
+    assignee_id = fields.String(validate=ID, metadata={"description": "default: the caller"})
+    include_done = fields.Boolean(load_default=True)
+    limit = fields.Integer(load_default=500, validate=validate.Range(1, 1000))
+    cursor = fields.String(validate=validate.Length(max=500))
+
+    @validates_schema
+    def ordered(self, data, **kwargs):
+        if data.get("from_") and data.get("to") and data["to"] <= data["from_"]:
+            raise ValidationError("to must be after from.", "to")
+
+
+class AgendaQuery(Schema):
+    assignee_id = fields.String(validate=ID, metadata={"description": "default: the caller"})
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 500))
+
+
+class DealRef(Schema):
+    id = fields.String()
+    title = fields.String(allow_none=True)
+    stage_id = fields.String(allow_none=True)
+    pipeline_id = fields.String(allow_none=True)
+    contact_id = fields.String(allow_none=True)
+    amount = fields.Integer(allow_none=True)
+    currency = fields.String(allow_none=True)
+
+
+class AgendaOut(Schema):
+    assignee_id = fields.String()
+    date = fields.String(metadata={"description": "the user's today (their time zone)"})
+    overdue = fields.List(fields.Nested(TaskOut))
+    today = fields.List(fields.Nested(TaskOut))
+    deals_without_next_step = fields.List(fields.Nested(DealRef), allow_none=True, metadata={
+        "description": "open deals of the user with no open task; null if deals is unavailable"})
+    deals_unavailable = fields.Boolean()
+
+
+class TaskRuleIn(Schema):
+    pipeline_id = fields.String(required=True, validate=ID)
+    stage_id = fields.String(required=True, validate=ID)
+    title = fields.String(required=True, validate=validate.Length(1, 200))
+    description = fields.String(allow_none=True, validate=validate.Length(max=10000))
+    kind = fields.String(load_default="todo", validate=validate.OneOf(KINDS))
+    priority = fields.String(load_default="normal", validate=validate.OneOf(PRIORITIES))
+    due_in_minutes = fields.Integer(load_default=24 * 60, validate=validate.Range(0, 365 * 24 * 60))
+    reminders = reminders_field()
+    assignee_id = fields.String(allow_none=True, validate=ID, metadata={
+        "description": "a fixed user; default (null): the deal's owner"})
+    active = fields.Boolean(load_default=True)
+
+
+class TaskRuleOut(Schema):
+    id = fields.String()
+    pipeline_id = fields.String()
+    stage_id = fields.String()
+    title = fields.String()
+    description = fields.String(allow_none=True)
+    kind = fields.String()
+    priority = fields.String()
+    due_in_minutes = fields.Integer()
+    reminders = fields.List(fields.Integer())
+    assignee_id = fields.String(allow_none=True)
+    active = fields.Boolean()
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+
+
+class TaskRuleListQuery(PageQuery):
+    pipeline_id = fields.String(validate=ID)
+    stage_id = fields.String(validate=ID)
+
+
+class TaskRulePage(PageOf):
+    items = fields.List(fields.Nested(TaskRuleOut))
+
+
+REPORT_GROUPS = ("assignee", "day", "week", "month")
+
+
+class TaskReportQuery(Schema):
+    group_by = fields.String(load_default="assignee", validate=validate.OneOf(REPORT_GROUPS))
+    period = fields.String(validate=validate.OneOf(("day", "week", "month")), metadata={
+        "description": "with group_by=assignee: one row per assignee and period"})
+    from_ = UtcDateTime(data_key="from", metadata={"description": "due_at from (inclusive)"})
+    to = UtcDateTime(metadata={"description": "due_at to (exclusive)"})
+    assignee_id = fields.String(validate=ID)
+
+
+class TaskReportRow(Schema):
+    assignee_id = fields.String(allow_none=True)
+    period = fields.String(allow_none=True)
+    total = fields.Integer()
+    open = fields.Integer()
+    done = fields.Integer()
+    canceled = fields.Integer()
+    overdue = fields.Integer(metadata={"description": "open and past due now"})
+    done_on_time = fields.Integer()
+    done_late = fields.Integer()
+    on_time_rate = fields.Float(allow_none=True, metadata={
+        "description": "done_on_time / done (tasks with a due date); null when none done"})
+
+
+class TaskReport(Schema):
+    group_by = fields.String()
+    period = fields.String(allow_none=True)
+    items = fields.List(fields.Nested(TaskReportRow))
+
+
+class ClockIn(Schema):
+    now = UtcDateTime()
+    advance_seconds = fields.Float()
