@@ -143,6 +143,11 @@ class Contacts:
         field, keys = self._lookup_keys(load(lookup_query, params))
         return self.store.explain_lookup(field, keys)
 
+    def birthdays(self, month_day, cursor=None, limit=500):
+        """Live contacts whose birthday is on `month_day` ("MM-DD"), a keyset page."""
+        docs, next_cursor = self.store.page_birthdays(month_day, limit, cursor)
+        return {"items": [dump_contact(d) for d in docs], "next_cursor": next_cursor}
+
     def timeline(self, contact_id, params):
         query_in = load(timeline_query, params)
         if not self.store.get_contact(contact_id, include_deleted=True):
@@ -255,6 +260,8 @@ class Contacts:
             doc["phones"] = normalize_phones(data["phones"], self.region)
         if "birthday" in data:
             doc["birthday"] = data["birthday"].isoformat() if data["birthday"] else None
+            # "MM-DD", indexed: the notifications service's daily birthday list
+            doc["birthday_md"] = doc["birthday"][5:10] if doc["birthday"] else None
         if "tags" in data:
             doc["tags"] = sorted(set(data["tags"]))
         for key in ("first_name", "last_name"):

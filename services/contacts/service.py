@@ -75,6 +75,11 @@ class ContactsService(HealthEntrypoints):
         return self.contacts.explain_list(params)
 
     @rpc(expected_exceptions=EXPECTED)
+    def birthdays(self, month_day, cursor=None):
+        """For the notifications service's daily birthday list."""
+        return self.contacts.birthdays(month_day, cursor)
+
+    @rpc(expected_exceptions=EXPECTED)
     def timeline(self, contact_id, params):
         return self.contacts.timeline(contact_id, params)
 

@@ -36,6 +36,7 @@ class ContactsStore(BaseStore):
         c.create_index("email_keys")
         c.create_index("search_prefixes")
         c.create_index("last_contacted_at")
+        c.create_index([("birthday_md", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)])
         self.companies.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
         self.companies.create_index([("updated_at", DESCENDING), ("_id", DESCENDING)])
         self.companies.create_index("search_prefixes")
@@ -159,6 +160,10 @@ class ContactsStore(BaseStore):
             {"dedupe_key": entry["dedupe_key"]} if "dedupe_key" in entry else {"_id": entry["_id"]},
             {"$setOnInsert": entry}, upsert=True)
         return result.upserted_id is not None
+
+    def page_birthdays(self, month_day, limit, cursor):
+        return page(self.contacts, {"birthday_md": month_day, **LIVE}, "created_at", ASCENDING,
+                    limit, cursor, hint="birthday_md_1_created_at_1__id_1")
 
     def page_timeline(self, query, limit, cursor):
         return page(self.timeline, query, "occurred_at", DESCENDING, limit, cursor)
