@@ -1,6 +1,14 @@
-"""Deals service entrypoints (a shell for now: it starts, answers ping and health)."""
+"""Deals service entrypoints: thin; the work is in operations.py (reports.py builds the
+aggregations), storage in store.py."""
+from nameko.events import EventDispatcher
+from nameko.rpc import RpcProxy, rpc
+
+from crm_common.context import CallerContext
+from crm_common.errors import EXPECTED
+from crm_common.events import reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
+from services.deals.operations import Deals
 from services.deals.store import DealsStore
 
 
@@ -8,3 +16,118 @@ class DealsService(HealthEntrypoints):
     name = "deals"
 
     store = MongoStore(DealsStore)
+    caller = CallerContext()
+    dispatch = EventDispatcher()
+    contacts_rpc = RpcProxy("contacts")
+
+    @property
+    def deals(self):
+        return Deals(self.store, self.caller, self.contacts_rpc)
+
+    def _announce(self, result_and_events):
+        result, events = result_and_events
+        for event in events:
+            self.dispatch(event["type"], event)
+        return result
+
+    # configurable lists
+    @rpc(expected_exceptions=EXPECTED)
+    def get_settings(self):
+        return self.deals.get_settings()
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update_settings(self, payload):
+        return self.deals.update_settings(payload)
+
+    # pipelines
+    @rpc(expected_exceptions=EXPECTED)
+    def list_pipelines(self, params):
+        return self.deals.list_pipelines(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_pipeline(self, pipeline_id):
+        return self.deals.get_pipeline(pipeline_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def create_pipeline(self, payload):
+        return self.deals.create_pipeline(payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update_pipeline(self, pipeline_id, payload):
+        return self.deals.update_pipeline(pipeline_id, payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def delete_pipeline(self, pipeline_id):
+        return self.deals.delete_pipeline(pipeline_id)
+
+    # deals
+    @rpc(expected_exceptions=EXPECTED)
+    def create_deal(self, payload):
+        return self._announce(self.deals.create(payload))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_deal(self, deal_id):
+        return self.deals.get(deal_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update_deal(self, deal_id, payload):
+        return self._announce(self.deals.update(deal_id, payload))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def delete_deal(self, deal_id):
+        return self._announce(self.deals.delete(deal_id))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def move_deal(self, deal_id, payload):
+        return self._announce(self.deals.move(deal_id, payload))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_deals(self, params):
+        return self.deals.list(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def deal_history(self, deal_id, params):
+        return self.deals.history(deal_id, params)
+
+    # targets
+    @rpc(expected_exceptions=EXPECTED)
+    def create_target(self, payload):
+        return self.deals.create_target(payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_target(self, target_id):
+        return self.deals.get_target(target_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update_target(self, target_id, payload):
+        return self.deals.update_target(target_id, payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def delete_target(self, target_id):
+        return self.deals.delete_target(target_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_targets(self, params):
+        return self.deals.list_targets(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def target_progress(self, params):
+        return self.deals.progress(params)
+
+    # reports (explain=True answers the query plan instead: the bench and ops read it)
+    @rpc(expected_exceptions=EXPECTED)
+    def funnel_report(self, params, explain=False):
+        return self.deals.funnel(params, explain)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def sales_report(self, params, explain=False):
+        return self.deals.sales(params, explain)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def forecast_report(self, params, explain=False):
+        return self.deals.forecast(params, explain)
+
+    # other services' facts
+    @reliable_handler("contacts", "contact_merged")
+    def on_contact_merged(self, event):
+        self.deals.contacts_merged(event.get("data") or {})

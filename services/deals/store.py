@@ -1,6 +1,224 @@
-"""The only code in the deals service that touches pymongo."""
+"""The only code in the deals service that touches pymongo.
+
+Collections: pipelines, deals, deal_history (one document per stage entry, inserted, never
+rewritten), targets, settings (the configurable lists). Every query that is not a plain _id
+lookup passes `hint=`: SecantusDB collection-scans when one predicate is outside the index
+it picked (mongod would not), and the reports must stay index range scans."""
+import json
+
+from bson import json_util
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from crm_common.cursors import page
+from crm_common.ids import new_id
 from crm_common.mongo import BaseStore
+from crm_common.timeutil import utcnow
+from services.deals import reports
+from services.deals.domain import DEFAULT_LOST_REASONS, DEFAULT_LEAD_SOURCES, default_pipeline
+
+LIVE = {"deleted_at": None}
+DEFAULT_KEY = "default"
+# deal filter fields, most selective first: the first one a query uses is the index it scans
+SELECTIVE = ("contact_id", "company_id", "stage_id", "owner_id", "pipeline_id", "source", "status")
+SORT_INDEXES = {"created_at": "created_at_-1__id_-1", "updated_at": "updated_at_-1__id_-1"}
+
+
+def choose_index(query, sort_field):
+    for field in SELECTIVE:
+        if field in query:
+            return f"{field}_1_created_at_-1__id_-1"
+    return SORT_INDEXES[sort_field]
+
+
+def _plain(doc):
+    return json.loads(json_util.dumps(doc))  # BSON types -> plain JSON for RPC
 
 
 class DealsStore(BaseStore):
-    pass
+    def __init__(self, db, settings):
+        super().__init__(db, settings)
+        self.pipelines = db["pipelines"]
+        self.deals = db["deals"]
+        self.history = db["deal_history"]
+        self.targets = db["targets"]
+        self.config = db["settings"]
+
+    def ensure_indexes(self):
+        p = self.pipelines
+        p.create_index([("created_at", ASCENDING), ("_id", ASCENDING)])
+        # the fixed key makes creating the default pipeline an idempotent upsert
+        p.create_index("key", unique=True, sparse=True)
+        d = self.deals
+        d.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
+        d.create_index([("updated_at", DESCENDING), ("_id", DESCENDING)])
+        for field in SELECTIVE:
+            d.create_index([(field, ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)])
+        for name, keys in reports.DEAL_INDEXES.items():
+            d.create_index(keys, name=name)
+        h = self.history
+        h.create_index([("deal_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)])
+        for name, keys in reports.HISTORY_INDEXES.items():
+            h.create_index(keys, name=name)
+        t = self.targets
+        t.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
+        t.create_index([("user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)])
+        t.create_index([("team", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)])
+        t.create_index([("period", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)])
+        self.ensure_defaults()
+
+    def ensure_defaults(self):
+        """The default pipeline and lists exist after the first start; two replicas starting
+        at once both upsert the same fixed key, and the loser's duplicate key is ignored."""
+        now = utcnow()
+        try:
+            self.pipelines.update_one({"key": DEFAULT_KEY},
+                                      {"$setOnInsert": {**default_pipeline(), "_id": new_id(),
+                                                        "key": DEFAULT_KEY, "created_at": now,
+                                                        "updated_at": now}},
+                                      upsert=True)
+        except DuplicateKeyError:
+            pass
+        for key, values in (("lead_sources", DEFAULT_LEAD_SOURCES),
+                            ("lost_reasons", DEFAULT_LOST_REASONS)):
+            try:
+                self.config.update_one({"_id": key}, {"$setOnInsert": {"values": list(values)}},
+                                       upsert=True)
+            except DuplicateKeyError:
+                pass
+
+    # settings
+    def get_lists(self):
+        return {doc["_id"]: doc["values"] for doc in self.config.find({})}
+
+    def set_list(self, key, values):
+        self.config.update_one({"_id": key}, {"$set": {"values": values}}, upsert=True)
+
+    # pipelines
+    def insert_pipeline(self, doc):
+        doc["_id"] = new_id()
+        self.pipelines.insert_one(doc)
+        return doc
+
+    def get_pipeline(self, pipeline_id):
+        return self.pipelines.find_one({"_id": pipeline_id, **LIVE})
+
+    def default_pipeline(self):
+        return self.pipelines.find_one({"key": DEFAULT_KEY})
+
+    def pipelines_by_id(self, ids):
+        return {p["_id"]: p for p in self.pipelines.find({"_id": {"$in": list(ids)}})}
+
+    def page_pipelines(self, limit, cursor):
+        return page(self.pipelines, dict(LIVE), "created_at", ASCENDING, limit, cursor,
+                    hint="created_at_1__id_1")
+
+    def update_pipeline(self, pipeline_id, version, changes):
+        """Only from the version the caller read: two concurrent edits never mix."""
+        return self.pipelines.find_one_and_update(
+            {"_id": pipeline_id, "version": version, **LIVE},
+            {"$set": changes, "$inc": {"version": 1}}, return_document=ReturnDocument.AFTER)
+
+    # deals
+    def insert_deal(self, doc):
+        self.deals.insert_one(doc)
+        return doc
+
+    def get_deal(self, deal_id, visible):
+        return self.deals.find_one({"_id": deal_id, **LIVE, **visible})
+
+    def update_deal(self, deal_id, visible, changes):
+        return self.deals.find_one_and_update(
+            {"_id": deal_id, **LIVE, **visible}, {"$set": changes, "$inc": {"version": 1}},
+            return_document=ReturnDocument.AFTER)
+
+    def move_deal(self, deal_id, version, changes):
+        """Compare-and-set on the version read: of two concurrent moves one wins, the
+        other re-reads and moves again from the new stage, so each move is one history entry."""
+        return self.deals.find_one_and_update(
+            {"_id": deal_id, "version": version, **LIVE},
+            {"$set": changes, "$inc": {"version": 1}}, return_document=ReturnDocument.AFTER)
+
+    def open_deals_of(self, contact_id, pipeline_id, limit=10):
+        query = {"contact_id": contact_id, "pipeline_id": pipeline_id, "status": "open", **LIVE}
+        return [d["_id"] for d in self.deals.find(query, {"_id": 1})
+                .hint("contact_id_1_created_at_-1__id_-1").limit(limit)]
+
+    def page_deals(self, query, sort_field, direction, limit, cursor):
+        return page(self.deals, query, sort_field, direction, limit, cursor,
+                    hint=choose_index(query, sort_field))
+
+    def count_deals(self, query, sort_field):
+        return self.deals.count_documents(query, hint=choose_index(query, sort_field))
+
+    def any_deal_in(self, pipeline_id, stage_ids=None):
+        query = {"pipeline_id": pipeline_id, **LIVE}
+        if stage_ids is not None:
+            query["stage_id"] = {"$in": list(stage_ids)}
+        hint = "stage_id_1_created_at_-1__id_-1" if stage_ids is not None else \
+            "pipeline_id_1_created_at_-1__id_-1"
+        return {d["stage_id"] for d in self.deals.find(query, {"stage_id": 1}).hint(hint)}
+
+    def reassign_stage(self, pipeline_id, from_stage_id, to_stage, now):
+        """Deals of a removed stage go to its replacement (same kind, so status holds)."""
+        self.deals.update_many(
+            {"pipeline_id": pipeline_id, "stage_id": from_stage_id},
+            {"$set": {"stage_id": to_stage["id"], "probability": to_stage["probability"],
+                      "updated_at": now}, "$inc": {"version": 1}})
+
+    def set_stage_probability(self, pipeline_id, stage_id, probability):
+        self.deals.update_many({"stage_id": stage_id, "pipeline_id": pipeline_id},
+                               {"$set": {"probability": probability}})
+
+    def repoint_contact(self, merged_ids, survivor_id, now):
+        """Idempotent: a redelivered merge finds nothing left to move."""
+        result = self.deals.update_many({"contact_id": {"$in": list(merged_ids)}},
+                                        {"$set": {"contact_id": survivor_id, "updated_at": now}})
+        return result.modified_count
+
+    def set_history_owner(self, deal_id, owner_id):
+        """Reports filter history by owner: it follows the deal when the deal is reassigned."""
+        self.history.update_many({"deal_id": deal_id}, {"$set": {"owner_id": owner_id}})
+
+    # history
+    def add_history(self, entry):
+        """Upsert on the entry's id (deal id + version): writing it twice adds nothing."""
+        self.history.update_one({"_id": entry["_id"]}, {"$setOnInsert": entry}, upsert=True)
+
+    def page_history(self, deal_id, limit, cursor):
+        return page(self.history, {"deal_id": deal_id}, "at", DESCENDING, limit, cursor,
+                    hint="deal_id_1_at_-1__id_-1")
+
+    # targets
+    def insert_target(self, doc):
+        doc["_id"] = new_id()
+        self.targets.insert_one(doc)
+        return doc
+
+    def get_target(self, target_id, visible):
+        return self.targets.find_one({"_id": target_id, **visible})
+
+    def update_target(self, target_id, visible, changes):
+        return self.targets.find_one_and_update({"_id": target_id, **visible}, {"$set": changes},
+                                                return_document=ReturnDocument.AFTER)
+
+    def delete_target(self, target_id, visible):
+        return self.targets.find_one_and_delete({"_id": target_id, **visible})
+
+    def page_targets(self, query, limit, cursor):
+        hint = next((f"{f}_1_created_at_-1__id_-1" for f in ("user_id", "team", "period")
+                     if f in query), "created_at_-1__id_-1")
+        return page(self.targets, query, "created_at", DESCENDING, limit, cursor, hint=hint)
+
+    def targets_for(self, query, limit=200):
+        return self.page_targets(query, limit, None)[0]
+
+    # reports: the pipelines are built in reports.py; here they only run
+    def aggregate(self, collection, pipeline, hint):
+        return list(self.db[collection].aggregate(pipeline, hint=hint, allowDiskUse=True))
+
+    def explain_aggregate(self, collection, pipeline, hint):
+        plan = self.db.command("explain", {"aggregate": collection, "pipeline": pipeline,
+                                           "cursor": {}, "hint": hint},
+                               verbosity="queryPlanner")
+        return _plain(plan)

@@ -1,0 +1,557 @@
+"""What the deals service does, apart from how it is called. Each write returns the events
+to announce; the entrypoint dispatches them only after the write succeeded."""
+from datetime import timedelta
+
+from marshmallow import fields
+
+from crm_common.cursors import parse_sort
+from crm_common.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from crm_common.events import envelope
+from crm_common.ids import new_id
+from crm_common.timeutil import to_iso, utcnow
+from crm_common.validation import load
+from services.deals import reports, schemas
+from services.deals.domain import (build_stages, first_open_stage, funnel_order, is_rotting,
+                                   period_range, ratio, stage_of)
+
+SERVICE = "deals"
+DEAL_SORTS = {"created_at": "created_at", "updated_at": "updated_at"}
+MOVE_ATTEMPTS = 20
+REPORT_DAYS = 30
+
+deal_in, deal_patch, move_in = schemas.DealIn(), schemas.DealPatch(), schemas.MoveIn()
+deal_out, history_out = schemas.DealOut(), schemas.HistoryEntry()
+deal_list_query, history_query = schemas.DealListQuery(), schemas.HistoryQuery()
+pipeline_in, pipeline_out = schemas.PipelineIn(), schemas.PipelineOut()
+pipeline_list_query = schemas.PipelineListQuery()
+settings_in = schemas.DealSettings()
+target_in, target_out = schemas.TargetIn(), schemas.TargetOut()
+target_list_query, progress_query = schemas.TargetListQuery(), schemas.ProgressQuery()
+funnel_query, sales_query = schemas.FunnelQuery(), schemas.SalesQuery()
+forecast_query = schemas.ForecastQuery()
+
+
+def _with_every_key(schema, out, doc_id):
+    """Every documented key is present in every answer (null or empty when unset)."""
+    for name, field in schema.fields.items():
+        if name not in out:
+            out[name] = [] if isinstance(field, fields.List) else None
+    out["id"] = doc_id
+    return out
+
+
+def invalid(field, message):
+    return ValidationFailed("Invalid input", {"fields": {field: [message]}})
+
+
+def _event(event_type, data):
+    return envelope(SERVICE, event_type, data)
+
+
+class Deals:
+    def __init__(self, store, caller, contacts=None):
+        self.store = store
+        self.caller = caller
+        self.contacts = contacts  # RPC proxy to the contacts service
+
+    # visibility
+    def _visible(self):
+        return self.caller.owner_filter("owner_id")
+
+    def _require_manager(self):
+        if self.caller.role not in (None, "admin", "manager"):
+            raise Forbidden("Only managers and admins change the sales setup")
+
+    # settings: lead sources and lost reasons
+    def get_settings(self):
+        lists = self.store.get_lists()
+        return {"lead_sources": lists.get("lead_sources", []),
+                "lost_reasons": lists.get("lost_reasons", [])}
+
+    def update_settings(self, payload):
+        self._require_manager()
+        data = load(settings_in, payload, partial=True)
+        for key, values in data.items():
+            self.store.set_list(key, list(dict.fromkeys(v.strip() for v in values)))
+        return self.get_settings()
+
+    # pipelines
+    def dump_pipeline(self, doc):
+        out = pipeline_out.dump(doc)
+        out["is_default"] = bool(doc.get("is_default"))
+        return _with_every_key(pipeline_out, out, doc["_id"])
+
+    def list_pipelines(self, params):
+        query = load(pipeline_list_query, params)
+        docs, next_cursor = self.store.page_pipelines(query["limit"], query.get("cursor"))
+        return {"items": [self.dump_pipeline(d) for d in docs], "next_cursor": next_cursor}
+
+    def _pipeline(self, pipeline_id, field="pipeline_id"):
+        doc = self.store.get_pipeline(pipeline_id) if pipeline_id else self.store.default_pipeline()
+        if not doc:
+            if field:
+                raise invalid(field, "Unknown pipeline.")
+            raise NotFound("Pipeline not found", {"id": pipeline_id})
+        return doc
+
+    def get_pipeline(self, pipeline_id):
+        return self.dump_pipeline(self._pipeline(pipeline_id, field=None))
+
+    def create_pipeline(self, payload):
+        self._require_manager()
+        data = load(pipeline_in, payload)
+        if any(s.get("id") for s in data["stages"]):
+            raise invalid("stages", "A new pipeline's stages have no ids yet.")
+        now = utcnow()
+        doc = {"name": data["name"].strip(), "stages": build_stages(data["stages"], {}),
+               "removed_stages": [], "is_default": False, "deleted_at": None, "version": 1,
+               "created_at": now, "updated_at": now, "created_by": self.caller.user_id}
+        return self.dump_pipeline(self.store.insert_pipeline(doc))
+
+    def update_pipeline(self, pipeline_id, payload):
+        """Rename, reorder, add, change or remove stages. Stages keep their ids, so deals
+        and history stay attached; a removed stage with deals needs a target stage of the
+        same kind (`move_deals_to`), so no deal changes status behind anyone's back."""
+        self._require_manager()
+        data = load(pipeline_in, payload, partial=True)
+        current = self._pipeline(pipeline_id, field=None)
+        now = utcnow()
+        changes = {"updated_at": now}
+        if "name" in data:
+            changes["name"] = data["name"].strip()
+        reassign = []
+        if "stages" in data:
+            existing = {s["id"]: s for s in current["stages"]}
+            unknown = [s["id"] for s in data["stages"] if s.get("id") and s["id"] not in existing]
+            if unknown:
+                raise invalid("stages", f"Unknown stage id(s): {', '.join(unknown)}.")
+            stages = build_stages(data["stages"], existing)
+            by_id = {s["id"]: s for s in stages}
+            for old in existing.values():
+                new = by_id.get(old["id"])
+                if new and new["kind"] != old["kind"] and self.store.any_deal_in(pipeline_id, [old["id"]]):
+                    raise invalid("stages", f"Stage {old['name']!r} has deals: its kind cannot change.")
+            removed = [s for s in current["stages"] if s["id"] not in by_id]
+            occupied = self.store.any_deal_in(pipeline_id, [s["id"] for s in removed]) if removed else set()
+            moves = data.get("move_deals_to") or {}
+            for stage in removed:
+                if stage["id"] not in occupied:
+                    continue
+                target = by_id.get(moves.get(stage["id"]))
+                if not target:
+                    raise invalid("move_deals_to", f"Stage {stage['name']!r} has deals: name a target stage for them.")
+                if target["kind"] != stage["kind"]:
+                    raise invalid("move_deals_to", f"Deals of {stage['name']!r} need a target stage of kind {stage['kind']}.")
+                reassign.append((stage["id"], target))
+            changes["stages"] = stages
+            changes["removed_stages"] = (current.get("removed_stages") or []) + removed
+        doc = self.store.update_pipeline(pipeline_id, current["version"], changes)
+        if not doc:
+            raise Conflict("The pipeline changed meanwhile; read it again", {"id": pipeline_id})
+        for from_id, target in reassign:
+            self.store.reassign_stage(pipeline_id, from_id, target, now)
+        if "stages" in data:
+            old = {s["id"]: s for s in current["stages"]}
+            for stage in doc["stages"]:
+                if stage["id"] in old and old[stage["id"]]["probability"] != stage["probability"]:
+                    self.store.set_stage_probability(pipeline_id, stage["id"], stage["probability"])
+        return self.dump_pipeline(doc)
+
+    def delete_pipeline(self, pipeline_id):
+        self._require_manager()
+        current = self._pipeline(pipeline_id, field=None)
+        if current.get("is_default"):
+            raise Conflict("The default pipeline cannot be deleted", {"id": pipeline_id})
+        if self.store.any_deal_in(pipeline_id):
+            raise Conflict("The pipeline has deals; move or delete them first", {"id": pipeline_id})
+        doc = self.store.update_pipeline(pipeline_id, current["version"],
+                                         {"deleted_at": utcnow(), "updated_at": utcnow()})
+        if not doc:
+            raise Conflict("The pipeline changed meanwhile; read it again", {"id": pipeline_id})
+        return self.dump_pipeline(doc)
+
+    # deals
+    def dump_deal(self, doc, pipeline=None, now=None):
+        out = deal_out.dump(doc)
+        stage = stage_of(pipeline, doc["stage_id"]) if pipeline else None
+        out["rotting"] = is_rotting(doc, stage, now or utcnow())
+        return _with_every_key(deal_out, out, doc["_id"])
+
+    def _dump_many(self, docs):
+        pipelines = self.store.pipelines_by_id({d["pipeline_id"] for d in docs})
+        now = utcnow()
+        return [self.dump_deal(d, pipelines.get(d["pipeline_id"]), now) for d in docs]
+
+    def _check_refs(self, data):
+        """Contact and company must exist in the contacts service (asked over RPC)."""
+        for key, method in (("contact_id", "get_contact"), ("company_id", "get_company")):
+            if data.get(key):
+                try:
+                    getattr(self.contacts, method)(data[key])
+                except NotFound:  # the contacts service's typed error, re-raised by the proxy
+                    raise invalid(key, f"Unknown {key[:-3]}.")
+
+    def _check_source(self, source):
+        if source and source not in self.store.get_lists().get("lead_sources", []):
+            raise invalid("source", "Not one of the configured lead sources (see /deal-settings).")
+
+    def create(self, payload):
+        data = load(deal_in, payload)
+        pipeline = self._pipeline(data.get("pipeline_id"))
+        if data.get("stage_id"):
+            stage = stage_of(pipeline, data["stage_id"])
+            if not stage:
+                raise invalid("stage_id", "Unknown stage in this pipeline.")
+            if stage["kind"] != "open":
+                raise invalid("stage_id", "A new deal starts in an open stage; move it to close it.")
+        else:
+            stage = first_open_stage(pipeline)
+        self._check_source(data.get("source"))
+        self._check_refs(data)
+        now = utcnow()
+        doc = {**data, "_id": new_id(), "pipeline_id": pipeline["_id"], "stage_id": stage["id"],
+               "probability": stage["probability"], "status": "open",
+               "owner_id": data.get("owner_id") or self.caller.user_id,
+               "expected_close_date": data["expected_close_date"].isoformat()
+               if data.get("expected_close_date") else None,
+               "lost_reason": None, "lost_note": None, "closed_at": None,
+               "stage_entered_at": now, "created_at": now, "updated_at": now,
+               "deleted_at": None, "created_by": self.caller.user_id, "version": 1}
+        doc["possible_duplicates"] = (self.store.open_deals_of(doc["contact_id"], pipeline["_id"])
+                                      if doc.get("contact_id") else [])
+        self.store.insert_deal(doc)
+        self.store.add_history(self._history_entry(doc, None, now, None))
+        result = self.dump_deal(doc, pipeline, now)
+        return result, [self._deal_event("deal_created", result, f"Deal created: {doc['title']}",
+                                         pipeline_id=doc["pipeline_id"], stage_id=doc["stage_id"])]
+
+    def get(self, deal_id):
+        doc = self.store.get_deal(deal_id, self._visible())
+        if not doc:
+            raise NotFound("Deal not found", {"id": deal_id})
+        return self.dump_deal(doc, self.store.get_pipeline(doc["pipeline_id"]))
+
+    def update(self, deal_id, payload):
+        data = load(deal_patch, payload, partial=True)
+        current = self.store.get_deal(deal_id, self._visible())
+        if not current:
+            raise NotFound("Deal not found", {"id": deal_id})
+        if "source" in data:
+            self._check_source(data["source"])
+        self._check_refs({k: v for k, v in data.items() if current.get(k) != v})
+        changes = dict(data)
+        if "expected_close_date" in data:
+            changes["expected_close_date"] = (data["expected_close_date"].isoformat()
+                                              if data["expected_close_date"] else None)
+        changes["updated_at"] = utcnow()
+        doc = self.store.update_deal(deal_id, self._visible(), changes)
+        if not doc:
+            raise NotFound("Deal not found", {"id": deal_id})
+        events = []
+        if "owner_id" in data and current.get("owner_id") != doc.get("owner_id"):
+            self.store.set_history_owner(deal_id, doc.get("owner_id"))
+        result = self.dump_deal(doc, self.store.get_pipeline(doc["pipeline_id"]))
+        if "owner_id" in data and current.get("owner_id") != doc.get("owner_id"):
+            events.append(_event("deal_assigned", {
+                "deal": result, "owner_id": doc.get("owner_id"),
+                "previous_owner_id": current.get("owner_id"), "contact_id": doc.get("contact_id"),
+                "actor_id": self.caller.user_id, "ref": {"type": "deal", "id": deal_id}}))
+        return result, events
+
+    def delete(self, deal_id):
+        doc = self.store.update_deal(deal_id, self._visible(), {"deleted_at": utcnow(),
+                                                                "updated_at": utcnow()})
+        if not doc:
+            raise NotFound("Deal not found", {"id": deal_id})
+        return self.dump_deal(doc), []
+
+    def move(self, deal_id, payload):
+        """Compare-and-set on the deal's version, retried on a lost race: each successful
+        move writes exactly one history entry, whose id (deal:version) makes it idempotent."""
+        data = load(move_in, payload)
+        for _ in range(MOVE_ATTEMPTS):
+            current = self.store.get_deal(deal_id, self._visible())
+            if not current:
+                raise NotFound("Deal not found", {"id": deal_id})
+            if data.get("expected_version") not in (None, current["version"]):
+                raise Conflict("The deal changed meanwhile", {"version": current["version"]})
+            pipeline = self.store.get_pipeline(current["pipeline_id"])
+            stage = stage_of(pipeline, data["stage_id"])
+            if not stage:
+                raise invalid("stage_id", "Not a stage of this deal's pipeline.")
+            reason = data.get("lost_reason")
+            if stage["kind"] == "lost":
+                if not reason:
+                    raise invalid("lost_reason", "A lost deal needs a lost reason.")
+                if reason not in self.store.get_lists().get("lost_reasons", []):
+                    raise invalid("lost_reason", "Not one of the configured lost reasons (see /deal-settings).")
+            elif reason:
+                raise invalid("lost_reason", "Only a move to a lost stage takes a lost reason.")
+            if stage["id"] == current["stage_id"]:
+                return self.dump_deal(current, pipeline), []  # already there: nothing happens
+            now = utcnow()
+            closing = stage["kind"] in ("won", "lost")
+            changes = {"stage_id": stage["id"], "probability": stage["probability"],
+                       "status": stage["kind"], "stage_entered_at": now, "updated_at": now,
+                       "closed_at": (current.get("closed_at") if current["status"] == stage["kind"]
+                                     else now) if closing else None,
+                       "lost_reason": reason if stage["kind"] == "lost" else None,
+                       "lost_note": data.get("lost_note") if stage["kind"] == "lost" else None}
+            doc = self.store.move_deal(deal_id, current["version"], changes)
+            if doc:
+                break
+        else:
+            raise Conflict("The deal keeps changing; try again", {"id": deal_id})
+        self.store.add_history(self._history_entry(doc, current, now, data))
+        result = self.dump_deal(doc, pipeline, now)
+        from_stage = stage_of(pipeline, current["stage_id"]) or {"name": "?"}
+        events = [self._deal_event(
+            "deal_stage_changed", result, f"Deal {doc['title']}: {from_stage['name']} -> {stage['name']}",
+            deal_id=deal_id, pipeline_id=doc["pipeline_id"], from_stage_id=current["stage_id"],
+            to_stage_id=stage["id"])]
+        if stage["kind"] in ("won", "lost") and current["status"] != stage["kind"]:
+            extra = {"amount": doc["amount"], "currency": doc["currency"]}
+            if stage["kind"] == "lost":
+                extra["lost_reason"] = reason
+            verb = "won" if stage["kind"] == "won" else f"lost ({reason})"
+            events.append(self._deal_event(f"deal_{stage['kind']}", result,
+                                           f"Deal {verb}: {doc['title']}", **extra))
+        return result, events
+
+    def list(self, params):
+        query_in = load(deal_list_query, params)
+        field, direction = parse_sort(query_in.get("sort"), DEAL_SORTS, "-created_at")
+        query = {"deleted_at": None}
+        for key in ("pipeline_id", "stage_id", "owner_id", "status", "contact_id", "company_id",
+                    "source"):
+            if query_in.get(key):
+                query[key] = query_in[key]
+        query = self._and_visible(query)
+        docs, next_cursor = self.store.page_deals(query, DEAL_SORTS[field], direction,
+                                                  query_in["limit"], query_in.get("cursor"))
+        out = {"items": self._dump_many(docs), "next_cursor": next_cursor}
+        if query_in["include_total"]:
+            out["total"] = self.store.count_deals(query, DEAL_SORTS[field])
+        return out
+
+    def _and_visible(self, query):
+        visible = self._visible()
+        if not visible:
+            return query
+        if "owner_id" in query:  # an owner filter inside what the caller may see
+            allowed = visible["owner_id"]["$in"]
+            query["owner_id"] = query["owner_id"] if query["owner_id"] in allowed else {"$in": []}
+            return query
+        return {**query, **visible}
+
+    def history(self, deal_id, params):
+        query_in = load(history_query, params)
+        if not self.store.get_deal(deal_id, self._visible()):
+            raise NotFound("Deal not found", {"id": deal_id})
+        docs, next_cursor = self.store.page_history(deal_id, query_in["limit"], query_in.get("cursor"))
+        items = [{**history_out.dump(d), "id": d["_id"]} for d in docs]
+        return {"items": items, "next_cursor": next_cursor}
+
+    def contacts_merged(self, data):
+        merged = [i for i in data.get("merged_ids") or [] if i != data.get("survivor_id")]
+        if not merged or not data.get("survivor_id"):
+            return 0
+        return self.store.repoint_contact(merged, data["survivor_id"], utcnow())
+
+    def _history_entry(self, doc, previous, now, move):
+        return {"_id": f"{doc['_id']}:{doc['version']}", "deal_id": doc["_id"],
+                "pipeline_id": doc["pipeline_id"], "owner_id": doc.get("owner_id"),
+                "from_stage_id": previous["stage_id"] if previous else None,
+                "to_stage_id": doc["stage_id"], "to_kind": doc["status"],
+                "actor_id": self.caller.user_id, "at": now,
+                "seconds_in_from_stage": int((now - previous["stage_entered_at"]).total_seconds())
+                if previous else None,
+                "lost_reason": doc.get("lost_reason") if move else None,
+                "lost_note": doc.get("lost_note") if move else None}
+
+    def _deal_event(self, event_type, deal, summary, **extra):
+        """Contacts puts these on the contact's timeline (contact_id, summary, actor, ref)."""
+        return _event(event_type, {"deal": deal, "contact_id": deal.get("contact_id"),
+                                   "owner_id": deal.get("owner_id"), "summary": summary,
+                                   "actor_id": self.caller.user_id,
+                                   "ref": {"type": "deal", "id": deal["id"]}, **extra})
+
+    # targets
+    def _visible_targets(self):
+        return self.caller.owner_filter("user_id", "member_ids")
+
+    def dump_target(self, doc):
+        return _with_every_key(target_out, target_out.dump(doc), doc["_id"])
+
+    def create_target(self, payload):
+        self._require_manager()
+        data = load(target_in, payload)
+        if data.get("pipeline_id"):
+            self._pipeline(data["pipeline_id"])
+        start, end = period_range(data["period"])
+        now = utcnow()
+        doc = {"user_id": None, "team": None, "member_ids": [], "deals_count": None,
+               "amount": None, "currency": None, "pipeline_id": None, **data,
+               "period_start": start, "period_end": end, "created_at": now, "updated_at": now,
+               "created_by": self.caller.user_id}
+        if doc["user_id"]:
+            doc["member_ids"] = [doc["user_id"]]
+        return self.dump_target(self.store.insert_target(doc))
+
+    def get_target(self, target_id):
+        doc = self.store.get_target(target_id, self._visible_targets())
+        if not doc:
+            raise NotFound("Target not found", {"id": target_id})
+        return self.dump_target(doc)
+
+    def update_target(self, target_id, payload):
+        self._require_manager()
+        data = load(target_in, payload, partial=True)
+        current = self.store.get_target(target_id, self._visible_targets())
+        if not current:
+            raise NotFound("Target not found", {"id": target_id})
+        merged = {**current, **data}
+        if merged.get("amount") and not merged.get("currency"):
+            raise invalid("currency", "An amount target needs its currency.")
+        if data.get("user_id"):
+            data["member_ids"] = [data["user_id"]]
+        if "period" in data:
+            data["period_start"], data["period_end"] = period_range(data["period"])
+        data["updated_at"] = utcnow()
+        return self.dump_target(self.store.update_target(target_id, self._visible_targets(), data))
+
+    def delete_target(self, target_id):
+        self._require_manager()
+        doc = self.store.delete_target(target_id, self._visible_targets())
+        if not doc:
+            raise NotFound("Target not found", {"id": target_id})
+        return self.dump_target(doc)
+
+    def _target_query(self, q):
+        query = {key: q[key] for key in ("user_id", "team", "period") if q.get(key)}
+        return {**query, **self._visible_targets()} if self._visible_targets() else query
+
+    def list_targets(self, params):
+        q = load(target_list_query, params)
+        docs, next_cursor = self.store.page_targets(self._target_query(q), q["limit"], q.get("cursor"))
+        return {"items": [self.dump_target(d) for d in docs], "next_cursor": next_cursor}
+
+    def progress(self, params):
+        """Plan vs actual for every target the caller may see that matches the filters."""
+        q = load(progress_query, params)
+        items = []
+        for target in self.store.targets_for(self._target_query(q)):
+            pipeline, hint = reports.won_totals(target["member_ids"], target["period_start"],
+                                                target["period_end"], target.get("currency"),
+                                                target.get("pipeline_id"))
+            rows = self.store.aggregate("deals", pipeline, hint)
+            won = rows[0] if rows else {"count": 0, "amount": 0}
+            parts = []
+            if target.get("deals_count"):
+                parts.append(f"{won['count']} of {target['deals_count']} won")
+            if target.get("amount"):
+                parts.append(f"{won['amount']} of {target['amount']} {target['currency']}")
+            items.append({
+                "target": self.dump_target(target), "won_count": won["count"],
+                "won_amount": won["amount"],
+                "count_percent": _percent(won["count"], target.get("deals_count")),
+                "amount_percent": _percent(won["amount"], target.get("amount")),
+                "summary": "; ".join(parts)})
+        return {"items": items}
+
+    # reports
+    def _report_scope(self, owner_id):
+        """The owner condition of a report: what the caller may see, narrowed to owner_id."""
+        return self._and_visible({"owner_id": owner_id} if owner_id else {})
+
+    def _period(self, q):
+        end = q.get("to") or utcnow()
+        start = q.get("from_") or end - timedelta(days=REPORT_DAYS)
+        if start >= end:
+            raise invalid("from", "`from` must be before `to`.")
+        return start, end
+
+    def funnel(self, params, explain=False):
+        q = load(funnel_query, params)
+        pipeline_doc = self._pipeline(q.get("pipeline_id"))
+        start, end = self._period(q)
+        agg, hint = reports.funnel(pipeline_doc["_id"], start, end, self._report_scope(q.get("owner_id")))
+        if explain:
+            return self.store.explain_aggregate("deal_history", agg, hint)
+        facets = self.store.aggregate("deal_history", agg, hint)[0]
+        entered = {r["_id"]: r for r in facets["entered"]}
+        times = {r["_id"]: r for r in facets["time"]}
+        order = funnel_order(pipeline_doc)
+        stages = []
+        for index, stage in enumerate(pipeline_doc["stages"]):
+            row = entered.get(stage["id"], {"entered": 0, "won": 0})
+            following = None
+            if stage["kind"] == "open" and stage in order:
+                position = order.index(stage)
+                if position + 1 < len(order):
+                    following = order[position + 1]
+            time = times.get(stage["id"])
+            stages.append({
+                "stage_id": stage["id"], "name": stage["name"], "kind": stage["kind"],
+                "entered": row["entered"], "won": row["won"],
+                "conversion_to_next": ratio(entered.get(following["id"], {"entered": 0})["entered"],
+                                            row["entered"]) if following else None,
+                "conversion_to_won": ratio(row["won"], row["entered"]),
+                "avg_seconds_in_stage": round(time["avg"], 1) if time else None,
+                "moves_out": time["moves_out"] if time else 0})
+        return {"pipeline_id": pipeline_doc["_id"], "from": _iso(start), "to": _iso(end),
+                "stages": stages}
+
+    def sales(self, params, explain=False):
+        q = load(sales_query, params)
+        start, end = self._period(q)
+        filters = {k: q[k] for k in ("pipeline_id", "currency") if q.get(k)}
+        agg, hint = reports.sales(q["group_by"], start, end, filters,
+                                  self._report_scope(q.get("owner_id")))
+        if explain:
+            return self.store.explain_aggregate("deals", agg, hint)
+        rows = self.store.aggregate("deals", agg, hint)
+        totals = {}
+        for row in rows:
+            for amount in row["amounts"]:
+                totals[amount["currency"]] = totals.get(amount["currency"], 0) + amount["won_amount"]
+        out = []
+        for row in rows:
+            amounts = [{"currency": a["currency"], "won_amount": a["won_amount"],
+                        "avg_deal_size": round(a["won_amount"] / a["won"], 2) if a["won"] else None,
+                        "share": ratio(a["won_amount"], totals[a["currency"]])}
+                       for a in sorted(row["amounts"], key=lambda a: a["currency"]) if a["won"]]
+            out.append({"key": row["_id"], "won_count": row["won"], "lost_count": row["lost"],
+                        "win_rate": _round(row["win_rate"]),
+                        "avg_cycle_days": _round(row["avg_cycle_days"], 2), "amounts": amounts})
+        return {"group_by": q["group_by"], "from": _iso(start), "to": _iso(end), "rows": out}
+
+    def forecast(self, params, explain=False):
+        q = load(forecast_query, params)
+        filters = {}
+        if q.get("pipeline_id"):
+            filters["pipeline_id"] = self._pipeline(q["pipeline_id"])["_id"]
+        close_range = {}
+        if q.get("from_"):
+            close_range["$gte"] = q["from_"].isoformat()
+        if q.get("to"):
+            close_range["$lt"] = q["to"].isoformat()
+        agg, hint = reports.forecast(filters, close_range, self._report_scope(q.get("owner_id")))
+        if explain:
+            return self.store.explain_aggregate("deals", agg, hint)
+        rows = self.store.aggregate("deals", agg, hint)
+        return {"rows": [{"month": r["_id"]["month"] or None, "currency": r["_id"]["currency"],
+                          "open_count": r["open_count"], "open_amount": r["open_amount"],
+                          "weighted_amount": int(round(r["weighted"] / 100))} for r in rows]}
+
+
+def _percent(actual, plan):
+    return round(100.0 * actual / plan, 1) if plan else None
+
+
+def _round(value, digits=4):
+    return None if value is None else round(value, digits)
+
+
+def _iso(value):
+    return to_iso(value)

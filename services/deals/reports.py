@@ -1,0 +1,119 @@
+"""Report aggregation pipelines (built here, run by the store): the database does the
+counting and summing; Python only turns the few grouped rows into the answer.
+
+Each report matches on the leading fields of one index and names it (hint), with a second
+index led by owner_id for callers limited to their own / their team's records."""
+
+HISTORY_INDEXES = {
+    "funnel": [("pipeline_id", 1), ("at", 1)],
+    "funnel_owner": [("pipeline_id", 1), ("owner_id", 1), ("at", 1)],
+}
+DEAL_INDEXES = {
+    "sales": [("closed_at", 1)],
+    "sales_owner": [("owner_id", 1), ("closed_at", 1)],
+    "forecast": [("status", 1), ("expected_close_date", 1)],
+    "forecast_owner": [("owner_id", 1), ("status", 1), ("expected_close_date", 1)],
+}
+MS_PER_DAY = 86400 * 1000.0
+
+
+def _is(field, value):
+    return {"$eq": [f"${field}", value]}
+
+
+def funnel(pipeline_id, start, end, visible):
+    """History entries of the pipeline in [start, end): per stage, the distinct deals that
+    entered it and how many of those also entered a won stage; per stage left, the average
+    time spent in it (each entry carries the seconds the deal spent in the stage it left)."""
+    match = {"pipeline_id": pipeline_id, "at": {"$gte": start, "$lt": end}, **visible}
+    pipeline = [
+        {"$match": match},
+        {"$facet": {
+            "entered": [
+                {"$group": {"_id": "$deal_id", "stages": {"$addToSet": "$to_stage_id"},
+                            "won": {"$max": {"$cond": [_is("to_kind", "won"), 1, 0]}}}},
+                {"$unwind": "$stages"},
+                {"$group": {"_id": "$stages", "entered": {"$sum": 1}, "won": {"$sum": "$won"}}},
+            ],
+            "time": [
+                {"$match": {"seconds_in_from_stage": {"$ne": None}}},
+                {"$group": {"_id": "$from_stage_id", "avg": {"$avg": "$seconds_in_from_stage"},
+                            "moves_out": {"$sum": 1}}},
+            ],
+        }},
+    ]
+    return pipeline, ("funnel_owner" if visible else "funnel")
+
+
+SALES_KEYS = {
+    "owner": "$owner_id",
+    "month": {"$dateToString": {"format": "%Y-%m", "date": "$closed_at"}},
+    "source": "$source",
+}
+
+
+def sales(group_by, start, end, filters, visible):
+    """Deals closed in [start, end), grouped by the key and then by currency (amounts of
+    different currencies are never added up)."""
+    match = {"closed_at": {"$gte": start, "$lt": end}, "status": {"$in": ["won", "lost"]},
+             "deleted_at": None, **filters, **visible}
+    won = _is("status", "won")
+    pipeline = [
+        {"$match": match},
+        {"$group": {
+            "_id": {"key": SALES_KEYS[group_by], "currency": "$currency"},
+            "won": {"$sum": {"$cond": [won, 1, 0]}},
+            "lost": {"$sum": {"$cond": [won, 0, 1]}},
+            "won_amount": {"$sum": {"$cond": [won, "$amount", 0]}},
+            "cycle_ms": {"$sum": {"$cond": [won, {"$subtract": ["$closed_at", "$created_at"]}, 0]}},
+        }},
+        {"$group": {
+            "_id": "$_id.key",
+            "won": {"$sum": "$won"}, "lost": {"$sum": "$lost"}, "cycle_ms": {"$sum": "$cycle_ms"},
+            "amounts": {"$push": {"currency": "$_id.currency", "won_amount": "$won_amount",
+                                  "won": "$won"}},
+        }},
+        {"$project": {
+            "won": 1, "lost": 1, "amounts": 1,
+            "win_rate": {"$cond": [{"$gt": [{"$add": ["$won", "$lost"]}, 0]},
+                                   {"$divide": ["$won", {"$add": ["$won", "$lost"]}]}, None]},
+            "avg_cycle_days": {"$cond": [{"$gt": ["$won", 0]},
+                                         {"$divide": ["$cycle_ms", {"$multiply": ["$won", MS_PER_DAY]}]},
+                                         None]},
+        }},
+        {"$sort": {"_id": 1}},
+    ]
+    return pipeline, ("sales_owner" if visible else "sales")
+
+
+def forecast(filters, close_range, visible):
+    """Open deals by expected close month and currency; weighted = amount x probability."""
+    match = {"status": "open", "deleted_at": None, **filters, **visible}
+    if close_range:
+        match["expected_close_date"] = close_range
+    pipeline = [
+        {"$match": match},
+        {"$group": {
+            "_id": {"month": {"$substrBytes": [{"$ifNull": ["$expected_close_date", ""]}, 0, 7]},
+                    "currency": "$currency"},
+            "open_count": {"$sum": 1},
+            "open_amount": {"$sum": "$amount"},
+            "weighted": {"$sum": {"$multiply": ["$amount", "$probability"]}},
+        }},
+        {"$sort": {"_id.month": 1, "_id.currency": 1}},
+    ]
+    return pipeline, ("forecast_owner" if visible else "forecast")
+
+
+def won_totals(owner_ids, start, end, currency, pipeline_id):
+    """A target's actuals: won deals of its people closed in the period."""
+    match = {"owner_id": {"$in": list(owner_ids)}, "closed_at": {"$gte": start, "$lt": end},
+             "status": "won", "deleted_at": None}
+    if pipeline_id:
+        match["pipeline_id"] = pipeline_id
+    pipeline = [
+        {"$match": match},
+        {"$group": {"_id": None, "count": {"$sum": 1},
+                    "amount": {"$sum": {"$cond": [{"$eq": ["$currency", currency]}, "$amount", 0]}}}},
+    ]
+    return pipeline, "sales_owner"

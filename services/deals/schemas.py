@@ -1,0 +1,363 @@
+"""The deals API, one source: the service validates with these, the gateway validates the
+same way before calling and generates the OpenAPI document from them."""
+from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
+
+from crm_common.fields import PageOf, PageQuery, UtcDateTime
+from services.deals.currencies import ISO_4217
+
+STAGE_KINDS = ("open", "won", "lost")
+DEAL_STATUSES = ("open", "won", "lost")
+PERIOD = r"^\d{4}-(0[1-9]|1[0-2]|Q[1-4])$"
+ID = validate.Length(1, 40)
+
+
+def _currency(**kwargs):
+    return fields.String(validate=validate.OneOf(sorted(ISO_4217), error="Unknown ISO 4217 currency."),
+                         **kwargs)
+
+
+def _upper_currency(data):
+    if isinstance(data, dict) and isinstance(data.get("currency"), str):
+        data = {**data, "currency": data["currency"].strip().upper()}
+    return data
+
+
+# pipelines
+class StageIn(Schema):
+    id = fields.String(validate=ID, metadata={"description": "an existing stage's id keeps it (and its deals)"})
+    name = fields.String(required=True, validate=validate.Length(1, 100))
+    probability = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(0, 100),
+                                 metadata={"description": "percent; default 100 for won, 0 for lost, 50 for open"})
+    kind = fields.String(load_default="open", validate=validate.OneOf(STAGE_KINDS))
+    rotting_days = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1, 3650),
+                                  metadata={"description": "an open deal idle in this stage longer is flagged `rotting`"})
+
+
+class PipelineIn(Schema):
+    name = fields.String(required=True, validate=validate.Length(1, 100))
+    stages = fields.List(fields.Nested(StageIn), required=True, validate=validate.Length(1, 50),
+                         metadata={"description": "ordered; on PATCH the full new list"})
+    move_deals_to = fields.Dict(keys=fields.String(validate=ID), values=fields.String(validate=ID),
+                                load_default=dict,
+                                metadata={"description": "PATCH: {removed stage id: target stage id} "
+                                                         "for stages removed while deals are in them"})
+
+    @validates_schema
+    def stage_rules(self, data, partial=False, **kwargs):
+        stages = data.get("stages")
+        if stages is None:
+            return
+        kinds = {s.get("kind", "open") for s in stages}
+        missing = [k for k in STAGE_KINDS if k not in kinds]
+        if missing:
+            raise ValidationError(f"A pipeline needs at least one stage of each kind; missing: {', '.join(missing)}.",
+                                  "stages")
+        names = [s["name"].strip().lower() for s in stages]
+        if len(set(names)) != len(names):
+            raise ValidationError("Stage names must be unique in a pipeline.", "stages")
+        ids = [s["id"] for s in stages if s.get("id")]
+        if len(set(ids)) != len(ids):
+            raise ValidationError("A stage id appears twice.", "stages")
+
+
+class StageOut(Schema):
+    id = fields.String()
+    name = fields.String()
+    probability = fields.Integer()
+    kind = fields.String()
+    rotting_days = fields.Integer(allow_none=True)
+    position = fields.Integer()
+
+
+class PipelineOut(Schema):
+    id = fields.String()
+    name = fields.String()
+    is_default = fields.Boolean()
+    stages = fields.List(fields.Nested(StageOut))
+    removed_stages = fields.List(fields.Nested(StageOut),
+                                 metadata={"description": "stages deleted earlier, kept so history still names them"})
+    version = fields.Integer()
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+
+
+class PipelineListQuery(PageQuery):
+    pass
+
+
+class PipelinePage(PageOf):
+    items = fields.List(fields.Nested(PipelineOut))
+
+
+# deals
+class DealIn(Schema):
+    title = fields.String(required=True, validate=validate.Length(1, 200))
+    amount = fields.Integer(load_default=0, validate=validate.Range(0, 10**15, error="Amount must be >= 0 (minor units)."),
+                            strict=True, metadata={"description": "minor units (cents)"})
+    currency = _currency(required=True)
+    pipeline_id = fields.String(validate=ID, metadata={"description": "default: the default pipeline"})
+    stage_id = fields.String(validate=ID, metadata={"description": "default: the pipeline's first open stage"})
+    contact_id = fields.String(allow_none=True, validate=ID)
+    company_id = fields.String(allow_none=True, validate=ID)
+    owner_id = fields.String(allow_none=True, validate=ID, metadata={"description": "default: the caller"})
+    source = fields.String(allow_none=True, validate=validate.Length(1, 50),
+                           metadata={"description": "one of /deal-settings lead_sources"})
+    expected_close_date = fields.Date(allow_none=True)
+    notes = fields.String(allow_none=True, validate=validate.Length(max=10000))
+
+    @pre_load
+    def currency_upper(self, data, **kwargs):
+        return _upper_currency(data)
+
+
+class DealPatch(DealIn):
+    """PATCH: stage and pipeline change only through /move (history, lost reason)."""
+
+    @validates_schema
+    def no_stage_change(self, data, **kwargs):
+        for key in ("pipeline_id", "stage_id"):
+            if key in data:
+                raise ValidationError("Use POST /deals/{id}/move to change the stage.", key)
+
+
+class MoveIn(Schema):
+    stage_id = fields.String(required=True, validate=ID)
+    lost_reason = fields.String(allow_none=True, validate=validate.Length(1, 100),
+                                metadata={"description": "required for a lost stage; one of /deal-settings lost_reasons"})
+    lost_note = fields.String(allow_none=True, validate=validate.Length(max=2000),
+                              metadata={"description": "free text beside the lost reason"})
+    expected_version = fields.Integer(metadata={"description": "optional optimistic check: 409 if the deal changed"})
+
+
+class DealOut(Schema):
+    id = fields.String()
+    title = fields.String()
+    amount = fields.Integer()
+    currency = fields.String()
+    pipeline_id = fields.String()
+    stage_id = fields.String()
+    probability = fields.Integer(metadata={"description": "the stage's probability"})
+    status = fields.String()
+    contact_id = fields.String(allow_none=True)
+    company_id = fields.String(allow_none=True)
+    owner_id = fields.String(allow_none=True)
+    source = fields.String(allow_none=True)
+    expected_close_date = fields.String(allow_none=True)
+    lost_reason = fields.String(allow_none=True)
+    lost_note = fields.String(allow_none=True)
+    notes = fields.String(allow_none=True)
+    stage_entered_at = UtcDateTime()
+    rotting = fields.Boolean(metadata={"description": "open and idle in its stage longer than the stage's rotting_days"})
+    closed_at = UtcDateTime(allow_none=True)
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+    created_by = fields.String(allow_none=True)
+    possible_duplicates = fields.List(fields.String(),
+                                      metadata={"description": "open deals of the same contact in the same pipeline at creation"})
+    version = fields.Integer()
+
+
+class DealListQuery(PageQuery):
+    pipeline_id = fields.String(validate=ID)
+    stage_id = fields.String(validate=ID)
+    owner_id = fields.String(validate=ID)
+    status = fields.String(validate=validate.OneOf(DEAL_STATUSES))
+    contact_id = fields.String(validate=ID)
+    company_id = fields.String(validate=ID)
+    source = fields.String(validate=validate.Length(1, 50))
+
+
+class DealPage(PageOf):
+    items = fields.List(fields.Nested(DealOut))
+
+
+class HistoryEntry(Schema):
+    id = fields.String()
+    deal_id = fields.String()
+    pipeline_id = fields.String()
+    from_stage_id = fields.String(allow_none=True)
+    to_stage_id = fields.String()
+    to_kind = fields.String()
+    actor_id = fields.String(allow_none=True)
+    at = UtcDateTime()
+    seconds_in_from_stage = fields.Integer(allow_none=True)
+    lost_reason = fields.String(allow_none=True)
+    lost_note = fields.String(allow_none=True)
+
+
+class HistoryQuery(Schema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
+    cursor = fields.String(validate=validate.Length(max=500))
+
+
+class HistoryPage(PageOf):
+    items = fields.List(fields.Nested(HistoryEntry))
+
+
+# configurable lists
+class DealSettings(Schema):
+    lead_sources = fields.List(fields.String(validate=validate.Length(1, 50)),
+                               validate=validate.Length(1, 200))
+    lost_reasons = fields.List(fields.String(validate=validate.Length(1, 100)),
+                               validate=validate.Length(1, 200))
+
+
+# targets
+class TargetIn(Schema):
+    user_id = fields.String(validate=ID, metadata={"description": "a person's target (or give team)"})
+    team = fields.String(validate=validate.Length(1, 100), metadata={"description": "a team's target"})
+    member_ids = fields.List(fields.String(validate=ID), validate=validate.Length(max=500),
+                             metadata={"description": "team targets: whose won deals count"})
+    period = fields.String(required=True, validate=validate.Regexp(PERIOD, error="Use YYYY-MM or YYYY-Q1..Q4."))
+    deals_count = fields.Integer(allow_none=True, validate=validate.Range(1, 10**6))
+    amount = fields.Integer(allow_none=True, validate=validate.Range(1, 10**15), strict=True)
+    currency = _currency(allow_none=True)
+    pipeline_id = fields.String(allow_none=True, validate=ID, metadata={"description": "count only this pipeline"})
+
+    @pre_load
+    def currency_upper(self, data, **kwargs):
+        return _upper_currency(data)
+
+    @validates_schema
+    def whole(self, data, partial=False, **kwargs):
+        if partial:
+            return
+        if bool(data.get("user_id")) == bool(data.get("team")):
+            raise ValidationError("Give exactly one of user_id or team.", "_schema")
+        if data.get("team") and not data.get("member_ids"):
+            raise ValidationError("A team target needs member_ids.", "member_ids")
+        if not data.get("deals_count") and not data.get("amount"):
+            raise ValidationError("Give deals_count and/or amount.", "_schema")
+        if data.get("amount") and not data.get("currency"):
+            raise ValidationError("An amount target needs its currency.", "currency")
+
+
+class TargetOut(Schema):
+    id = fields.String()
+    user_id = fields.String(allow_none=True)
+    team = fields.String(allow_none=True)
+    member_ids = fields.List(fields.String())
+    period = fields.String()
+    period_start = UtcDateTime()
+    period_end = UtcDateTime()
+    deals_count = fields.Integer(allow_none=True)
+    amount = fields.Integer(allow_none=True)
+    currency = fields.String(allow_none=True)
+    pipeline_id = fields.String(allow_none=True)
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+
+
+class TargetListQuery(PageQuery):
+    user_id = fields.String(validate=ID)
+    team = fields.String(validate=validate.Length(1, 100))
+    period = fields.String(validate=validate.Regexp(PERIOD, error="Use YYYY-MM or YYYY-Q1..Q4."))
+
+
+class TargetPage(PageOf):
+    items = fields.List(fields.Nested(TargetOut))
+
+
+class ProgressQuery(Schema):
+    user_id = fields.String(validate=ID)
+    team = fields.String(validate=validate.Length(1, 100))
+    period = fields.String(validate=validate.Regexp(PERIOD, error="Use YYYY-MM or YYYY-Q1..Q4."))
+
+
+class Progress(Schema):
+    target = fields.Nested(TargetOut)
+    won_count = fields.Integer()
+    won_amount = fields.Integer(metadata={"description": "in the target's currency"})
+    count_percent = fields.Float(allow_none=True)
+    amount_percent = fields.Float(allow_none=True)
+    summary = fields.String(metadata={"description": 'e.g. "5 of 10 won"'})
+
+
+class ProgressList(Schema):
+    items = fields.List(fields.Nested(Progress))
+
+
+# reports
+class ReportPeriod(Schema):
+    from_ = UtcDateTime(data_key="from", metadata={"description": "inclusive; default 30 days before `to`"})
+    to = UtcDateTime(metadata={"description": "exclusive; default now"})
+    owner_id = fields.String(validate=ID)
+
+    @validates_schema
+    def ordered(self, data, **kwargs):
+        if data.get("from_") and data.get("to") and data["from_"] >= data["to"]:
+            raise ValidationError("`from` must be before `to`.", "from")
+
+
+class FunnelQuery(ReportPeriod):
+    pipeline_id = fields.String(validate=ID, metadata={"description": "default: the default pipeline"})
+
+
+class FunnelStage(Schema):
+    stage_id = fields.String()
+    name = fields.String()
+    kind = fields.String()
+    entered = fields.Integer(metadata={"description": "deals that entered the stage in the period"})
+    conversion_to_next = fields.Float(allow_none=True,
+                                      metadata={"description": "entered(next open stage or won) / entered(this); open stages"})
+    won = fields.Integer(metadata={"description": "of those, deals that reached a won stage in the period"})
+    conversion_to_won = fields.Float(allow_none=True)
+    avg_seconds_in_stage = fields.Float(allow_none=True,
+                                        metadata={"description": "over moves out of the stage in the period"})
+    moves_out = fields.Integer()
+
+
+class FunnelReport(Schema):
+    pipeline_id = fields.String()
+    from_ = UtcDateTime(data_key="from")
+    to = UtcDateTime()
+    stages = fields.List(fields.Nested(FunnelStage))
+    deals = fields.Integer(metadata={"description": "distinct deals with a move in the period"})
+
+
+class SalesQuery(ReportPeriod):
+    group_by = fields.String(load_default="owner", validate=validate.OneOf(("owner", "month", "source")))
+    pipeline_id = fields.String(validate=ID)
+    currency = _currency(metadata={"description": "only deals in this currency"})
+
+
+class CurrencyAmounts(Schema):
+    currency = fields.String()
+    won_amount = fields.Integer()
+    avg_deal_size = fields.Float()
+    share = fields.Float(metadata={"description": "this group's part of all won money in the currency"})
+
+
+class SalesRow(Schema):
+    key = fields.String(allow_none=True, metadata={"description": "owner id, YYYY-MM or source"})
+    won_count = fields.Integer()
+    lost_count = fields.Integer()
+    win_rate = fields.Float(allow_none=True, metadata={"description": "won / (won + lost) closed in the period"})
+    avg_cycle_days = fields.Float(allow_none=True, metadata={"description": "created -> won, won deals"})
+    amounts = fields.List(fields.Nested(CurrencyAmounts))
+
+
+class SalesReport(Schema):
+    group_by = fields.String()
+    from_ = UtcDateTime(data_key="from")
+    to = UtcDateTime()
+    rows = fields.List(fields.Nested(SalesRow))
+
+
+class ForecastQuery(Schema):
+    pipeline_id = fields.String(validate=ID)
+    owner_id = fields.String(validate=ID)
+    from_ = fields.Date(data_key="from", metadata={"description": "expected close date from (inclusive)"})
+    to = fields.Date(metadata={"description": "expected close date to (exclusive)"})
+
+
+class ForecastRow(Schema):
+    month = fields.String(allow_none=True, metadata={"description": "YYYY-MM of expected_close_date; null when unset"})
+    currency = fields.String()
+    open_count = fields.Integer()
+    open_amount = fields.Integer()
+    weighted_amount = fields.Integer(metadata={"description": "sum of amount x stage probability / 100, rounded"})
+
+
+class ForecastReport(Schema):
+    rows = fields.List(fields.Nested(ForecastRow))

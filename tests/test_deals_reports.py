@@ -1,0 +1,238 @@
+"""Sales reports and targets against hand-computed numbers. The data set is seeded straight
+into the deals database (fixed past timestamps make every number exact), in a pipeline of
+its own so other tests' deals never count; a last test goes through the API end to end."""
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tests.test_deals import make_deal, make_pipeline, stage_ids
+
+DAY = 86400
+
+
+def at(month, day):
+    return datetime(2026 if month > 0 else 2025, month if month > 0 else 12, day, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def seeded(api, stack):
+    unique = stack.db_prefix + "rep"
+    pipeline = make_pipeline(api, unique)
+    ids = stage_ids(pipeline)
+    kinds = {s["id"]: s["kind"] for s in pipeline["stages"]}
+    probability = {s["id"]: s["probability"] for s in pipeline["stages"]}
+    u1, u2 = f"u1-{unique}", f"u2-{unique}"
+    # name: owner, source, currency, amount, expected close, [(stage, when), ...]
+    plan = {
+        "d1": (u1, "website", "EUR", 1000, None, [("New", at(1, 1)), ("Offer", at(1, 3)), ("Won", at(1, 11))]),
+        "d2": (u1, "referral", "EUR", 3000, None, [("New", at(1, 5)), ("Won", at(2, 4))]),
+        "d3": (u2, "website", "EUR", 500, None, [("New", at(1, 2)), ("Offer", at(1, 4)), ("Lost", at(1, 20))]),
+        "d4": (u2, "website", "USD", 2000, None, [("New", at(1, 3)), ("Offer", at(1, 5)), ("Won", at(1, 23))]),
+        "d5": (u1, "website", "EUR", 10000, "2026-03-15", [("New", at(1, 10)), ("Offer", at(1, 12))]),
+        "d6": (u2, "social", "EUR", 4000, "2026-03-20", [("New", at(1, 15))]),
+        "d7": (u2, "social", "USD", 1000, "2026-04-02", [("New", at(1, 16))]),
+        "d8": (u1, "website", "EUR", 700, None, [("New", at(0, 1)), ("Lost", at(0, 20))]),
+    }
+    deals, history = [], []
+    for name, (owner, source, currency, amount, close, path) in plan.items():
+        deal_id = f"{unique}-{name}"
+        last_stage, last_at = path[-1]
+        status = kinds[ids[last_stage]]
+        deals.append({"_id": deal_id, "title": name, "amount": amount, "currency": currency,
+                      "pipeline_id": pipeline["id"], "stage_id": ids[last_stage],
+                      "probability": probability[ids[last_stage]], "status": status,
+                      "contact_id": None, "company_id": None, "owner_id": owner, "source": source,
+                      "expected_close_date": close,
+                      "lost_reason": "price" if status == "lost" else None, "lost_note": None,
+                      "notes": None, "stage_entered_at": last_at,
+                      "closed_at": last_at if status != "open" else None,
+                      "created_at": path[0][1], "updated_at": last_at, "deleted_at": None,
+                      "created_by": None, "possible_duplicates": [], "version": len(path)})
+        previous = None
+        for version, (stage, when) in enumerate(path, 1):
+            history.append({"_id": f"{deal_id}:{version}", "deal_id": deal_id,
+                            "pipeline_id": pipeline["id"], "owner_id": owner,
+                            "from_stage_id": ids[previous[0]] if previous else None,
+                            "to_stage_id": ids[stage], "to_kind": kinds[ids[stage]],
+                            "actor_id": owner, "at": when,
+                            "seconds_in_from_stage": int((when - previous[1]).total_seconds())
+                            if previous else None, "lost_reason": None, "lost_note": None})
+            previous = (stage, when)
+    db = stack.db("deals")
+    db.deals.insert_many(deals)
+    db.deal_history.insert_many(history)
+    return {"pipeline": pipeline, "ids": ids, "u1": u1, "u2": u2, "unique": unique}
+
+
+def agent(user):
+    return {"user_id": user, "user_role": "agent"}
+
+
+def test_funnel_report(api, stack, seeded):
+    ids, pipeline = seeded["ids"], seeded["pipeline"]
+    response = api.get("/reports/funnel", params={"pipeline_id": pipeline["id"],
+                                                  "from": "2026-01-01T00:00:00Z", "to": "2026-03-01T00:00:00Z"})
+    assert response.status_code == 200, response.text
+    report = response.json()
+    stages = {s["name"]: s for s in report["stages"]}
+    assert [s["name"] for s in report["stages"]] == ["New", "Offer", "Won", "Lost"]
+    new, offer, won, lost = stages["New"], stages["Offer"], stages["Won"], stages["Lost"]
+    assert (new["entered"], new["won"]) == (7, 3)
+    assert new["conversion_to_next"] == round(4 / 7, 4) and new["conversion_to_won"] == round(3 / 7, 4)
+    assert (offer["entered"], offer["won"]) == (4, 2)
+    assert offer["conversion_to_next"] == 0.75 and offer["conversion_to_won"] == 0.5
+    assert (won["entered"], won["won"], won["conversion_to_won"]) == (3, 3, 1.0)
+    assert won["conversion_to_next"] is None
+    assert (lost["entered"], lost["won"], lost["conversion_to_won"]) == (1, 0, 0.0)
+    # time in New: 2, 30, 2, 2, 2 days; in Offer: 8, 16, 18 days
+    assert new["avg_seconds_in_stage"] == 7.6 * DAY and new["moves_out"] == 5
+    assert offer["avg_seconds_in_stage"] == 14 * DAY and offer["moves_out"] == 3
+    assert won["avg_seconds_in_stage"] is None and won["moves_out"] == 0
+
+    # a shorter period: d2's win (Feb 4) falls out
+    january = api.get("/reports/funnel", params={"pipeline_id": pipeline["id"], "from": "2026-01-01T00:00:00Z",
+                                                 "to": "2026-02-01T00:00:00Z"}).json()
+    stages = {s["name"]: s for s in january["stages"]}
+    assert (stages["New"]["entered"], stages["New"]["won"], stages["Won"]["entered"]) == (7, 2, 2)
+    assert stages["New"]["avg_seconds_in_stage"] == 2 * DAY
+
+    # an agent sees their own deals' funnel only (d1, d2, d5)
+    own = stack.rpc.call("deals", "funnel_report", {"pipeline_id": pipeline["id"], "from": "2026-01-01T00:00:00Z",
+                                                    "to": "2026-03-01T00:00:00Z"}, context=agent(seeded["u1"]))
+    stages = {s["name"]: s for s in own["stages"]}
+    assert (stages["New"]["entered"], stages["Offer"]["entered"], stages["Won"]["entered"]) == (3, 2, 2)
+
+    plan = stack.rpc.call("deals", "funnel_report", {"pipeline_id": pipeline["id"]}, explain=True)
+    assert "funnel" in str(plan) and "IXSCAN" in str(plan)
+
+
+def _rows(report):
+    return {r["key"]: r for r in report["rows"]}
+
+
+def test_sales_report_by_owner_month_and_source(api, stack, seeded):
+    base = {"pipeline_id": seeded["pipeline"]["id"], "from": "2026-01-01T00:00:00Z", "to": "2026-03-01T00:00:00Z"}
+    u1, u2 = seeded["u1"], seeded["u2"]
+    by_owner = api.get("/reports/sales", params={**base, "group_by": "owner"})
+    assert by_owner.status_code == 200, by_owner.text
+    rows = _rows(by_owner.json())
+    assert set(rows) == {u1, u2}
+    assert (rows[u1]["won_count"], rows[u1]["lost_count"], rows[u1]["win_rate"]) == (2, 0, 1.0)
+    assert rows[u1]["avg_cycle_days"] == 20.0
+    assert rows[u1]["amounts"] == [{"currency": "EUR", "won_amount": 4000, "avg_deal_size": 2000.0, "share": 1.0}]
+    assert (rows[u2]["won_count"], rows[u2]["lost_count"], rows[u2]["win_rate"]) == (1, 1, 0.5)
+    assert rows[u2]["avg_cycle_days"] == 20.0
+    assert rows[u2]["amounts"] == [{"currency": "USD", "won_amount": 2000, "avg_deal_size": 2000.0, "share": 1.0}]
+
+    rows = _rows(api.get("/reports/sales", params={**base, "group_by": "month"}).json())
+    assert set(rows) == {"2026-01", "2026-02"}
+    jan, feb = rows["2026-01"], rows["2026-02"]
+    assert (jan["won_count"], jan["lost_count"], jan["win_rate"], jan["avg_cycle_days"]) == (2, 1, 0.6667, 15.0)
+    assert jan["amounts"] == [{"currency": "EUR", "won_amount": 1000, "avg_deal_size": 1000.0, "share": 0.25},
+                              {"currency": "USD", "won_amount": 2000, "avg_deal_size": 2000.0, "share": 1.0}]
+    assert (feb["won_count"], feb["lost_count"], feb["avg_cycle_days"]) == (1, 0, 30.0)
+    assert feb["amounts"][0]["share"] == 0.75
+
+    # lead source attribution: which sources bring won money
+    rows = _rows(api.get("/reports/sales", params={**base, "group_by": "source"}).json())
+    assert set(rows) == {"website", "referral"}
+    assert (rows["website"]["won_count"], rows["website"]["lost_count"]) == (2, 1)
+    assert [(a["currency"], a["won_amount"], a["share"]) for a in rows["website"]["amounts"]] == [
+        ("EUR", 1000, 0.25), ("USD", 2000, 1.0)]
+    assert [(a["currency"], a["won_amount"], a["share"]) for a in rows["referral"]["amounts"]] == [("EUR", 3000, 0.75)]
+
+    eur = _rows(api.get("/reports/sales", params={**base, "group_by": "owner", "currency": "EUR"}).json())
+    assert (eur[u2]["won_count"], eur[u2]["lost_count"]) == (0, 1)
+
+    # roles: an agent sees their own numbers, a manager their team's
+    own = stack.rpc.call("deals", "sales_report", {**base, "group_by": "owner"}, context=agent(u2))
+    assert set(_rows(own)) == {u2}
+    team = stack.rpc.call("deals", "sales_report", {**base, "group_by": "owner"},
+                          context={"user_id": "boss", "user_role": "manager", "user_team_members": [u1]})
+    assert set(_rows(team)) == {u1}
+    assert api.get("/reports/sales", params={"group_by": "team"}).status_code == 422
+    assert api.get("/reports/sales", params={"from": "2026-02-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}).status_code == 422
+
+
+def test_forecast_report(api, stack, seeded):
+    params = {"pipeline_id": seeded["pipeline"]["id"]}
+    response = api.get("/reports/forecast", params=params)
+    assert response.status_code == 200, response.text
+    assert response.json()["rows"] == [
+        {"month": "2026-03", "currency": "EUR", "open_count": 2, "open_amount": 14000, "weighted_amount": 5400},
+        {"month": "2026-04", "currency": "USD", "open_count": 1, "open_amount": 1000, "weighted_amount": 100}]
+    march = api.get("/reports/forecast", params={**params, "from": "2026-03-01", "to": "2026-04-01"}).json()
+    assert [r["month"] for r in march["rows"]] == ["2026-03"]
+    own = stack.rpc.call("deals", "forecast_report", params, context=agent(seeded["u2"]))
+    assert own["rows"][0] == {"month": "2026-03", "currency": "EUR", "open_count": 1, "open_amount": 4000,
+                              "weighted_amount": 400}
+
+
+def test_targets_progress(api, stack, seeded):
+    u1, u2 = seeded["u1"], seeded["u2"]
+    monthly = api.post("/targets", json={"user_id": u1, "period": "2026-01", "deals_count": 4,
+                                         "amount": 5000, "currency": "EUR"})
+    assert monthly.status_code == 201, monthly.text
+    assert monthly.json()["period_start"] == "2026-01-01T00:00:00Z"
+    api.post("/targets", json={"user_id": u1, "period": "2026-Q1", "deals_count": 10})
+    team = api.post("/targets", json={"team": f"team-{seeded['unique']}", "member_ids": [u1, u2],
+                                      "period": "2026-Q1", "amount": 8000, "currency": "EUR"}).json()
+
+    progress = api.get("/targets/progress", params={"user_id": u1, "period": "2026-01"}).json()["items"]
+    assert len(progress) == 1
+    assert (progress[0]["won_count"], progress[0]["won_amount"]) == (1, 1000)
+    assert progress[0]["count_percent"] == 25.0 and progress[0]["amount_percent"] == 20.0
+    assert progress[0]["summary"] == "1 of 4 won; 1000 of 5000 EUR"
+    quarter = api.get("/targets/progress", params={"user_id": u1, "period": "2026-Q1"}).json()["items"]
+    assert quarter[0]["summary"] == "2 of 10 won" and quarter[0]["amount_percent"] is None
+    team_progress = api.get("/targets/progress", params={"team": team["team"]}).json()["items"]
+    assert (team_progress[0]["won_count"], team_progress[0]["won_amount"]) == (3, 4000)
+    assert team_progress[0]["amount_percent"] == 50.0
+
+    # an agent sees their own targets (and their team's), not another agent's
+    mine = stack.rpc.call("deals", "target_progress", {"period": "2026-Q1"}, context=agent(u2))
+    assert [i["target"]["team"] for i in mine["items"]] == [team["team"]]
+
+    for bad in ({"user_id": u1, "period": "2026-13", "deals_count": 1},
+                {"user_id": u1, "period": "2026-01"},
+                {"user_id": u1, "team": "x", "period": "2026-01", "deals_count": 1},
+                {"user_id": u1, "period": "2026-01", "amount": 100},
+                {"team": "x", "period": "2026-01", "deals_count": 1}):
+        assert api.post("/targets", json=bad).status_code == 422, bad
+    patched = api.patch(f"/targets/{monthly.json()['id']}", json={"deals_count": 2})
+    assert patched.status_code == 200 and patched.json()["deals_count"] == 2
+    listed = api.get("/targets", params={"user_id": u1}).json()["items"]
+    assert len(listed) == 2
+    assert api.delete(f"/targets/{monthly.json()['id']}").status_code == 200
+    assert api.get(f"/targets/{monthly.json()['id']}").status_code == 404
+
+
+def test_reports_follow_api_moves_end_to_end(api, unique):
+    """Deals created and moved through the API show up in this month's reports and targets."""
+    pipeline = make_pipeline(api, unique)
+    ids = stage_ids(pipeline)
+    owner = f"live-{unique}"
+    won = make_deal(api, pipeline, owner_id=owner, amount=1200, source="referral")
+    api.post(f"/deals/{won['id']}/move", json={"stage_id": ids["Offer"]})
+    api.post(f"/deals/{won['id']}/move", json={"stage_id": ids["Won"]})
+    lost = make_deal(api, pipeline, owner_id=owner, amount=300)
+    api.post(f"/deals/{lost['id']}/move", json={"stage_id": ids["Lost"], "lost_reason": "competitor"})
+    make_deal(api, pipeline, owner_id=owner, amount=5000, expected_close_date="2030-06-10")
+
+    now = datetime.now(timezone.utc)
+    period = {"from": (now - timedelta(hours=1)).isoformat().replace("+00:00", "Z"),
+              "to": (now + timedelta(hours=1)).isoformat().replace("+00:00", "Z")}
+    funnel = {s["name"]: s for s in api.get("/reports/funnel", params={
+        "pipeline_id": pipeline["id"], **period}).json()["stages"]}
+    assert (funnel["New"]["entered"], funnel["New"]["won"], funnel["Offer"]["entered"]) == (3, 1, 1)
+    assert (funnel["Won"]["entered"], funnel["Lost"]["entered"]) == (1, 1)
+    sales = _rows(api.get("/reports/sales", params={"pipeline_id": pipeline["id"], **period}).json())
+    assert (sales[owner]["won_count"], sales[owner]["lost_count"], sales[owner]["win_rate"]) == (1, 1, 0.5)
+    assert sales[owner]["amounts"][0]["won_amount"] == 1200
+    forecast = api.get("/reports/forecast", params={"pipeline_id": pipeline["id"]}).json()["rows"]
+    assert forecast == [{"month": "2030-06", "currency": "EUR", "open_count": 1, "open_amount": 5000,
+                         "weighted_amount": 500}]
+    month = now.strftime("%Y-%m")
+    api.post("/targets", json={"user_id": owner, "period": month, "deals_count": 2})
+    progress = api.get("/targets/progress", params={"user_id": owner, "period": month}).json()["items"]
+    assert progress[0]["summary"] == "1 of 2 won" and progress[0]["count_percent"] == 50.0
