@@ -87,7 +87,7 @@ def _open_deals(owner_id):
             for d in (page or {}).get("items", [])]
 
 
-RULE_TAG = "task rules"
+RULE_TAG = "task-rules"
 
 
 @api.route("/task-rules", "GET", "Task rules per pipeline stage", RULE_TAG,

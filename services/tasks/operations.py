@@ -6,7 +6,7 @@ from datetime import timedelta
 from marshmallow import ValidationError, fields
 
 from crm_common.cursors import parse_sort
-from crm_common.errors import Conflict, NotFound, ValidationFailed, from_marshmallow
+from crm_common.errors import Conflict, NotFound, ValidationFailed
 from crm_common.events import envelope
 from crm_common.ids import new_id
 from crm_common.timeutil import parse_iso, to_iso, utcnow
@@ -112,8 +112,8 @@ class Tasks:
         merged = {**current, **data}
         try:
             schemas.check_times(merged)
-        except ValidationError as error:
-            raise from_marshmallow(error)
+        except ValidationError as error:  # raised outside a schema: name the field ourselves
+            raise ValidationFailed("Invalid input", {"fields": error.normalized_messages()})
         if "assignee_id" in data and data["assignee_id"] != current.get("assignee_id"):
             self._check_assignee(data["assignee_id"])
         now = self.clock.now()

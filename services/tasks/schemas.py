@@ -67,7 +67,7 @@ class TaskOut(Schema):
     status = fields.String()
     result = fields.String(allow_none=True)
     reminders = fields.List(fields.Integer())
-    recurrence = fields.Dict(allow_none=True)
+    recurrence = fields.Nested(RecurrenceIn, allow_none=True)
     series_id = fields.String(allow_none=True)
     source = fields.Dict(allow_none=True, metadata={
         "description": "what created it: {type: api|call_missed|stage_rule|recurrence, id}"})
