@@ -41,6 +41,7 @@ def create_app(settings=None, rpc_pool=None):
         importlib.import_module(f"gateway.routes.{name}")
     api.register(app)
     spec = build_spec(api, OPS_PATHS)
+    auth.init_app(app, settings)  # users/keys store, security headers, CORS, audit
 
     @app.before_request
     def start_request():

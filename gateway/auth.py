@@ -1,16 +1,374 @@
-"""The one place authentication plugs in (users, tokens and API keys: the auth issue).
+"""Sign-in, identity and authorization of every /api/v1 request, and the audit of writes.
 
-`authenticate()` runs before every /api/v1 request and sets `g.identity`, which travels to
-every service in the RPC context. Until sign-in exists every caller acts as a system admin.
+`authenticate()` runs before every /api/v1 request: it resolves `Authorization: Bearer
+<JWT>` or `X-API-Key`, loads the user (a disabled user is refused at once, whatever the
+token says), counts the request against the caller's rate limit and sets `g.identity`,
+which travels to every service in the RPC context (gateway.api.caller_context).
+`authorize(route)` runs per route with its declaration: `public` routes skip sign-in;
+`extra["roles"]` restricts a route to some roles (API keys never pass such a route);
+an API key needs one of `route.scopes`, by default `<tag>:read` for GET and `<tag>:write`
+for every other method.
 """
-from flask import g
+import hashlib
+import logging
+import secrets
+import threading
+import time
 
-SYSTEM_IDENTITY = {"user_id": None, "role": "admin", "team": None}
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from flask import current_app, g, has_request_context, request
+from kombu import Connection
+from pymongo.errors import PyMongoError
 
+from crm_common.errors import CrmError, Forbidden
+from crm_common.publish import publish_event
+from crm_common.timeutil import utcnow
+from gateway import security
+from gateway.auth_schemas import UserOut
+from gateway.store import GatewayStore
+
+log = logging.getLogger("gateway.auth")
+
+SYSTEM_IDENTITY = {"kind": "public", "user_id": None, "role": None, "team": None,
+                   "team_members": [], "scopes": []}
+ALL_ROLES = ("admin", "manager", "agent")
+ADMIN_ONLY = {"roles": ("admin",)}
+USERS_ONLY = {"roles": ALL_ROLES}  # signed-in people, never API keys
+WRITE_METHODS = ("POST", "PATCH", "PUT", "DELETE")
+PUBLIC_ENDPOINTS = {"openapi"}
+ALGORITHM = "HS256"
+# user fields other services keep copies of (docs/events.md, user_upserted)
+ANNOUNCED = ("id", "email", "name", "role", "team", "manager_id", "active", "extension",
+             "phone", "telegram_chat_id", "language", "timezone")
+
+hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+_DUMMY_HASH = hasher.hash(secrets.token_urlsafe(16))
+_user_out = UserOut()
+
+
+class Unauthenticated(CrmError):
+    code, status = "unauthenticated", 401
+
+
+class GatewayDatabaseUnavailable(CrmError):
+    code, status = "service_unavailable", 503
+
+
+def hash_password(password):
+    return hasher.hash(password)
+
+
+def verify_password(password_hash, password):
+    try:
+        return hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def hash_api_key(key):
+    # keys are 256-bit random: a fast hash is enough (no dictionary to guess from)
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_api_key():
+    return "crm_" + secrets.token_urlsafe(32)
+
+
+def dump_user(doc):
+    out = _user_out.dump(doc)
+    for name in _user_out.fields:
+        out.setdefault(name, None)
+    out["id"] = doc["_id"]
+    return out
+
+
+class Auth:
+    def __init__(self, settings, config=None):
+        self.settings = settings
+        self.config = config or security.load_auth_settings()
+        self.store = GatewayStore(settings)
+        self._ready = False
+        self._lock = threading.Lock()
+        self._secret = self.config.jwt_secret or None
+
+    # start-up: indexes and the first admin, once per process, before the first use
+    def ready(self):
+        if not self._ready:
+            with self._lock:
+                if not self._ready:
+                    self.store.ensure_indexes()
+                    self.bootstrap_admin()
+                    self._ready = True
+        return self.store
+
+    @property
+    def secret(self):
+        if self._secret is None:
+            # dev default: one random secret shared by every worker through the database
+            log.warning("CRM_JWT_SECRET is not set: using a generated secret kept in the "
+                        "gateway database (set CRM_JWT_SECRET in production)")
+            self._secret = self.store.shared_secret("jwt_secret")
+        return self._secret
+
+    def bootstrap_admin(self):
+        email, password = self.config.admin_email, self.config.admin_password
+        if not email or not password:
+            log.warning("CRM_ADMIN_EMAIL / CRM_ADMIN_PASSWORD not set: no first admin created")
+            return None
+        existing = self.store.get_user_by_email(email)
+        if existing:
+            return existing  # never reset a password on restart
+        user = self.store.insert_user_once(new_user_doc(
+            {"email": email, "name": "Administrator", "role": "admin",
+             "password": password}))
+        log.info("first admin is %s", email)
+        return user
+
+    # tokens
+    def issue_token(self, user):
+        now = int(time.time())
+        claims = {"sub": user["_id"], "role": user["role"], "tv": user.get("token_version", 0),
+                  "iat": now, "exp": now + self.config.jwt_ttl_s, "typ": "access"}
+        token = jwt.encode(claims, self.secret, algorithm=ALGORITHM)
+        return {"access_token": token, "token_type": "Bearer",
+                "expires_in": self.config.jwt_ttl_s, "user": dump_user(user)}
+
+    def login(self, email, password, ip):
+        store = self.ready()
+        email = email.strip().lower()
+        subject = f"login:{email}:{ip}"
+        window = self.config.login_window_s
+        security.check_login_throttle(store, subject, self.config.login_failures_per_window,
+                                      window)
+        user = store.get_user_by_email(email)
+        # verify even for an unknown email, so timing does not tell which emails exist
+        if not verify_password(user and user.get("password_hash"), password):
+            security.record_login_failure(store, subject, window)
+            raise Unauthenticated("Wrong email or password")
+        if not user.get("active", True):
+            raise Unauthenticated("This account is disabled", {"reason": "account_disabled"})
+        changes = {"last_login_at": utcnow()}
+        if hasher.check_needs_rehash(user["password_hash"]):
+            changes["password_hash"] = hash_password(password)
+        user = store.update_user(user["_id"], changes) or user
+        g.audit_actor = user
+        return self.issue_token(user)
+
+    # identity
+    def identify(self, headers):
+        key = headers.get("X-API-Key")
+        if key:
+            return self.key_identity(key.strip())
+        scheme, _, token = (headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return self.token_identity(token.strip())
+        raise Unauthenticated("Sign in: send Authorization: Bearer <token> or X-API-Key")
+
+    def token_identity(self, token):
+        store = self.ready()
+        try:
+            claims = jwt.decode(token, self.secret, algorithms=[ALGORITHM],
+                                options={"require": ["exp", "iat", "sub"]})
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("The token has expired: sign in again",
+                                  {"reason": "token_expired"})
+        except jwt.InvalidTokenError:
+            raise Unauthenticated("Invalid token", {"reason": "invalid_token"})
+        user = store.get_user(claims["sub"])
+        if not user or not user.get("active", True):
+            raise Unauthenticated("This account is disabled", {"reason": "account_disabled"})
+        if claims.get("tv", 0) != user.get("token_version", 0):
+            raise Unauthenticated("The token was revoked: sign in again",
+                                  {"reason": "token_revoked"})
+        return self.user_identity(user)
+
+    def user_identity(self, user):
+        members = (self.store.team_member_ids(user["_id"], user.get("team"))
+                   if user["role"] == "manager" else [])
+        return {"kind": "user", "user_id": user["_id"], "email": user["email"],
+                "role": user["role"], "team": user.get("team"), "team_members": members,
+                "scopes": [], "rate_limit": user.get("rate_limit_per_minute")}
+
+    def key_identity(self, key):
+        store = self.ready()
+        doc = store.get_api_key_by_hash(hash_api_key(key))
+        if not doc:
+            raise Unauthenticated("Unknown API key", {"reason": "invalid_api_key"})
+        if doc.get("revoked_at"):
+            raise Unauthenticated("This API key was revoked", {"reason": "api_key_revoked"})
+        store.touch_api_key(doc["_id"], utcnow())
+        # an integration acts for the whole company within its scopes (a PBX routes every
+        # caller): admin visibility in the services, routes limited by scopes here
+        return {"kind": "api_key", "user_id": None, "role": "admin", "team": None,
+                "team_members": [], "scopes": list(doc.get("scopes") or []),
+                "api_key_id": doc["_id"], "rate_limit": doc.get("rate_limit_per_minute")}
+
+    # events
+    def announce(self, users, connection=None, actor_id=None):
+        for user in users:
+            data = {"user": {k: v for k, v in dump_user(user).items() if k in ANNOUNCED},
+                    "actor_id": actor_id, "ref": {"type": "user", "id": user["_id"]},
+                    "summary": f"User {user['email']} ({user['role']})"}
+            publish_event(self.settings.amqp_uri, "gateway", "user_upserted", data,
+                          context={"request_id": g.get("request_id")
+                                   if has_request_context() else None},
+                          connection=connection)
+
+    def announce_user(self, user):
+        """After a create/update succeeded; a lost event is repaired by the start-up replay."""
+        try:
+            self.announce([user], actor_id=g.get("identity", {}).get("user_id"))
+        except Exception:  # noqa: BLE001 - the write stands; the replay at start repairs
+            log.exception("could not announce user %s", user["_id"])
+
+    def announce_all(self):
+        with Connection(self.settings.amqp_uri) as connection:
+            count = 0
+            for user in self.store.all_users():
+                self.announce([user], connection=connection)
+                count += 1
+        log.info("announced %d users", count)
+
+
+def new_user_doc(data):
+    now = utcnow()
+    doc = {"email": data["email"].strip().lower(), "name": data["name"], "role": data["role"],
+           "team": data.get("team"), "manager_id": data.get("manager_id"),
+           "active": data.get("active", True), "token_version": 0,
+           "created_at": now, "updated_at": now, "last_login_at": None}
+    for key in ("extension", "phone", "telegram_chat_id", "language", "timezone",
+                "rate_limit_per_minute"):
+        doc[key] = data.get(key)
+    doc["password_hash"] = hash_password(data["password"])
+    return doc
+
+
+def current():
+    return current_app.extensions["crm.auth"]
+
+
+# hooks -------------------------------------------------------------------------------
 
 def authenticate():
     g.identity = dict(SYSTEM_IDENTITY)
+    if request.method == "OPTIONS" or request.endpoint in PUBLIC_ENDPOINTS:
+        return
+    from gateway.routes import api
+    route = api.route_for(request.endpoint)
+    if route is not None and route.public:
+        return
+    auth = current()
+    identity = auth.identify(request.headers)
+    g.identity = identity
+    if identity["kind"] == "api_key":
+        subject, limit = f"key:{identity['api_key_id']}", auth.config.key_rate_per_minute
+    else:
+        subject, limit = f"user:{identity['user_id']}", auth.config.user_rate_per_minute
+    security.check_rate(auth.store, subject, identity.get("rate_limit") or limit)
+
+
+def required_scopes(route):
+    if route.scopes:
+        return tuple(route.scopes)
+    return (f"{route.tag}:{'read' if route.method == 'GET' else 'write'}",)
 
 
 def authorize(route):
     """Called by every route with its declaration (public, scopes) before it runs."""
+    if route.public:
+        return
+    identity = g.get("identity") or SYSTEM_IDENTITY
+    roles = route.extra.get("roles")
+    if identity.get("kind") == "api_key":
+        if roles:
+            raise Forbidden("API keys cannot call this route", {"roles": list(roles)})
+        needed = required_scopes(route)
+        if not set(needed) & set(identity["scopes"]):
+            raise Forbidden("This API key lacks the scope for this route",
+                            {"required_scopes": list(needed)})
+    elif roles and identity.get("role") not in roles:
+        raise Forbidden("Your role cannot do this", {"roles": list(roles)})
+
+
+def record_audit(response):
+    """Every successful write through /api/v1: who, when, what, which body keys."""
+    if (request.method not in WRITE_METHODS or not request.path.startswith("/api/v1")
+            or response.status_code >= 400):
+        return response
+    identity = g.get("identity") or {}
+    actor = g.get("audit_actor")
+    from gateway.routes import api
+    route = api.route_for(request.endpoint)
+    view_args = request.view_args or {}
+    resource_id = next(iter(view_args.values()), None)
+    if resource_id is None and response.is_json and response.status_code in (200, 201):
+        body = response.get_json(silent=True)
+        resource_id = body.get("id") if isinstance(body, dict) else None
+    entry = {"at": utcnow(),
+             "actor_id": actor["_id"] if actor else identity.get("user_id"),
+             "actor_email": actor["email"] if actor else identity.get("email"),
+             "actor_role": actor["role"] if actor else identity.get("role"),
+             "api_key_id": identity.get("api_key_id"),
+             "method": request.method, "path": request.path[:500],
+             "route": route.path if route else None,
+             "resource": route.tag if route else None,
+             "resource_id": str(resource_id) if resource_id is not None else None,
+             "fields": _body_keys(), "status": response.status_code,
+             "request_id": g.get("request_id"), "ip": request.remote_addr}
+    try:
+        current().store.insert_audit(entry)
+    except PyMongoError:
+        log.exception("audit entry lost: %s", {k: v for k, v in entry.items() if k != "at"})
+    return response
+
+
+def _body_keys():
+    if request.is_json:
+        body = request.get_json(silent=True, cache=True)
+        return sorted(str(k) for k in body)[:200] if isinstance(body, dict) else []
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return sorted(set(request.form) | set(request.files))[:200]
+    return []
+
+
+def init_app(app, settings):
+    """Register the gateway's auth hooks; the database is reached only when first needed."""
+    auth = Auth(settings)
+    app.extensions["crm.auth"] = auth
+    app.after_request(record_audit)
+
+    @app.after_request
+    def security_headers(response):
+        return security.add_security_headers(response, auth.config.cors_origins)
+
+    @app.errorhandler(PyMongoError)
+    def gateway_database_down(error):
+        log.error("gateway database error: %s", error)
+        from gateway.api import json_response
+        err = GatewayDatabaseUnavailable("The gateway database is unavailable",
+                                         {"reason": type(error).__name__})
+        return json_response({"error": err.to_dict()}, err.status)
+
+    return auth
+
+
+def start_background(app, attempts=60):
+    """At gateway start: indexes, the first admin, then every user re-announced (one worker
+    does it per start, the others see the claim)."""
+    auth = app.extensions["crm.auth"]
+
+    def run():
+        for _ in range(attempts):
+            try:
+                auth.ready()
+                if auth.store.claim("announce_users", seconds=10):
+                    auth.announce_all()
+                return
+            except Exception:  # noqa: BLE001 - database or broker not up yet: retry
+                log.warning("gateway start-up tasks failed; retrying", exc_info=True)
+                time.sleep(1)
+
+    threading.Thread(target=run, name="gateway-startup", daemon=True).start()
+

@@ -56,12 +56,15 @@ def _operation(route):
     responses = {str(route.status): {"description": "Success"}}
     if route.response:
         responses[str(route.status)]["content"] = {"application/json": {"schema": route.response}}
-    for status in route.errors:
+    # every signed-in route may answer 401 (no/bad credentials), 403 (role or key scope)
+    # and 429 (rate limit)
+    statuses = set(route.errors) if route.public else set(route.errors) | {401, 403, 429}
+    for status in sorted(statuses):
         responses[str(status)] = {"description": ERROR_TEXT[status], "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     operation = {"summary": route.summary, "tags": [route.tag], "parameters": parameters,
                  "responses": responses, "operationId": route.endpoint,
-                 "security": [{"bearer": []}, {"apiKey": []}]}
+                 "security": [] if route.public else [{"bearer": []}, {"apiKey": []}]}
     if route.body:
         schema = route.body(partial=True) if route.partial else route.body
         operation["requestBody"] = {"required": True,

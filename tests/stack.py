@@ -87,6 +87,10 @@ class Stack:
         self.gateway_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.gateway_port}"
         self.rpc = RpcPool(self.amqp_uri, size=8, timeout=10, name="tests")
+        # the first admin and token secret the gateway starts with (tests sign in as it)
+        self.admin_email = "admin@crm.test"
+        self.admin_password = uuid.uuid4().hex
+        self.jwt_secret = uuid.uuid4().hex + uuid.uuid4().hex
         self.mongo = pymongo.MongoClient(self.mongo_url, tz_aware=True)
 
     def _start_mongo(self):
@@ -105,7 +109,13 @@ class Stack:
         env.update({"AMQP_URI": self.amqp_uri, "MONGO_URL": self.mongo_url,
                     "CRM_DB_PREFIX": self.db_prefix, "CRM_RPC_TIMEOUT": "3",
                     "CRM_EVENT_MAX_ATTEMPTS": "3", "PYTHONPATH": ROOT,
-                    "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO"})
+                    "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO",
+                    # the gateway's first admin and token secret (tests sign in as it)
+                    "CRM_ADMIN_EMAIL": self.admin_email, "CRM_ADMIN_PASSWORD": self.admin_password,
+                    "CRM_JWT_SECRET": self.jwt_secret, "CRM_JWT_TTL_S": str(8 * 3600),
+                    # one admin runs the whole suite; limits are tested per user / API key
+                    "CRM_RATE_LIMIT_PER_MINUTE": "1000000",
+                    "CRM_CORS_ORIGINS": "http://localhost:3000"})
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
@@ -164,6 +174,12 @@ class Stack:
     def db(self, service):
         return self.mongo[f"{self.db_prefix}{service}"]
 
+    def sign_in(self, email=None, password=None):
+        """An Api signed in (Bearer token) as this user; the first admin by default."""
+        client = Api(self.base_url)
+        client.login(email or self.admin_email, password or self.admin_password)
+        return client
+
     def close(self):
         self.rpc.close()
         for proc in list(self.processes.values()):
@@ -193,6 +209,14 @@ class Api:
         self.prefix = prefix
         self.session = requests.Session()
         self.headers = {}
+        self.user = None
+
+    def login(self, email, password):
+        response = self.post("/auth/login", json={"email": email, "password": password})
+        assert response.status_code == 200, response.text
+        self.headers["Authorization"] = "Bearer " + response.json()["access_token"]
+        self.user = response.json()["user"]
+        return self
 
     def url(self, path):
         return self.base_url + (path if path.startswith("/healthz") or path.startswith("/readyz")

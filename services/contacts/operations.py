@@ -2,7 +2,7 @@
 events to announce; the entrypoint dispatches them only after the write succeeded."""
 from marshmallow import fields
 
-from crm_common.errors import Conflict, NotFound, ValidationFailed
+from crm_common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crm_common.events import envelope
 from crm_common.phones import normalize_phone
 from crm_common.cursors import parse_sort
@@ -60,6 +60,9 @@ class Contacts:
     def create(self, payload, force=False):
         data = load(contact_in, payload)
         doc = self._contact_fields(data)
+        if self._owners() is not None:  # a non-admin's contact is theirs unless they give it
+            doc["owner_id"] = data.get("owner_id", self.caller.user_id)
+            self._check_owner(doc["owner_id"])
         doc.setdefault("status", "lead")
         doc.setdefault("do_not_contact", False)
         now = utcnow()
@@ -79,15 +82,15 @@ class Contacts:
 
     def get(self, contact_id, include_deleted=False):
         doc = self.store.get_contact(contact_id, include_deleted)
-        if not doc:
+        if not doc or not self._can_see(doc):
             raise NotFound("Contact not found", {"id": contact_id})
         return dump_contact(doc)
 
     def update(self, contact_id, payload):
         data = load(contact_in, payload, partial=True)
-        current = self.store.get_contact(contact_id)
-        if not current:
-            raise NotFound("Contact not found", {"id": contact_id})
+        current = self._editable(self.store.get_contact(contact_id), contact_id)
+        if "owner_id" in data:
+            self._check_owner(data["owner_id"])
         changes = self._contact_fields(data)
         merged = {**current, **changes}
         changes.update(search_fields(merged))
@@ -102,6 +105,7 @@ class Contacts:
         return result, [_event("contact_updated", {"contact": result, "changed": changed})]
 
     def delete(self, contact_id):
+        self._editable(self.store.get_contact(contact_id), contact_id)
         doc = self.store.soft_delete_contact(contact_id, utcnow())
         if not doc:
             raise NotFound("Contact not found", {"id": contact_id})
@@ -109,6 +113,7 @@ class Contacts:
         return result, [_event("contact_deleted", {"contact_id": contact_id})]
 
     def restore(self, contact_id):
+        self._editable(self.store.get_contact(contact_id, include_deleted=True), contact_id)
         doc = self.store.restore_contact(contact_id, utcnow())
         if not doc:
             if self.store.get_contact(contact_id, include_deleted=True):
@@ -137,7 +142,10 @@ class Contacts:
     def lookup(self, params):
         query_in = load(lookup_query, params)
         field, keys = self._lookup_keys(query_in)
-        return {"items": [dump_contact(d) for d in self.store.lookup(field, keys)]}
+        # at most a few exact-key matches: visibility is checked on them (one indexed
+        # predicate keeps the lookup an index probe, see store.lookup)
+        return {"items": [dump_contact(d) for d in self.store.lookup(field, keys)
+                          if self._can_see(d)]}
 
     def explain_lookup(self, params):
         field, keys = self._lookup_keys(load(lookup_query, params))
@@ -150,7 +158,8 @@ class Contacts:
 
     def timeline(self, contact_id, params):
         query_in = load(timeline_query, params)
-        if not self.store.get_contact(contact_id, include_deleted=True):
+        doc = self.store.get_contact(contact_id, include_deleted=True)
+        if not doc or not self._can_see(doc):
             raise NotFound("Contact not found", {"id": contact_id})
         query = {"contact_id": contact_id}
         if query_in.get("kind"):
@@ -200,7 +209,7 @@ class Contacts:
             raise NotFound("Company not found", {"id": company_id})
         result = dump_company(doc)
         people, next_cursor = self.store.page_contacts(
-            {"company_id": company_id, "deleted_at": None}, "created_at", -1,
+            {"company_id": company_id, "deleted_at": None, **self._visible()}, "created_at", -1,
             people_limit, people_cursor)
         result["people"] = [dump_contact(p) for p in people]
         result["people_next_cursor"] = next_cursor
@@ -310,9 +319,43 @@ class Contacts:
         if q.get("not_contacted_since"):
             conditions.append({"$or": [{"last_contacted_at": None},
                                        {"last_contacted_at": {"$lt": q["not_contacted_since"]}}]})
+        if self._visible():
+            conditions.append(self._visible())
         if conditions:
             query["$and"] = conditions
         return query
+
+    # Visibility (docs/auth.md): admins, API keys and services acting on their own see every
+    # contact; a manager those owned by themselves or their team; an agent their own. A
+    # contact with no owner is shared: everyone reads it, a manager or an admin changes it.
+    # Hidden contacts answer 404; visible ones the caller may not change answer 403.
+    def _owners(self):
+        """The owner ids this caller may act for; None = anyone (admin or system)."""
+        condition = self.caller.owner_filter("owner_id")
+        return condition["owner_id"]["$in"] if condition else None
+
+    def _visible(self):
+        owners = self._owners()
+        return {} if owners is None else {"owner_id": {"$in": owners + [None]}}
+
+    def _can_see(self, doc):
+        owners = self._owners()
+        return owners is None or doc.get("owner_id") in owners + [None]
+
+    def _editable(self, doc, contact_id):
+        if not doc or not self._can_see(doc):
+            raise NotFound("Contact not found", {"id": contact_id})
+        owners = self._owners()
+        if owners is not None and doc.get("owner_id") not in (
+                owners + [None] if self.caller.role == "manager" else owners):
+            raise Forbidden("Only the owner, their manager or an admin can change this contact",
+                            {"id": contact_id, "owner_id": doc.get("owner_id")})
+        return doc
+
+    def _check_owner(self, owner_id):
+        owners = self._owners()
+        if owners is not None and owner_id not in owners:
+            raise Forbidden("You cannot give a contact to this owner", {"owner_id": owner_id})
 
     def _lookup_keys(self, query_in):
         if query_in.get("email"):

@@ -1,0 +1,157 @@
+"""Users, API keys, sign-in and audit: the single schema source for validation and OpenAPI."""
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from marshmallow import Schema, ValidationError, fields, validate
+
+from crm_common.fields import PageOf, UtcDateTime, list_limit_field
+
+ROLES = ("admin", "manager", "agent")
+# what an API key may be given: <resource>:read|write for every resource tag of the API
+SCOPE_PATTERN = r"^[a-z][a-z0-9_-]{0,39}:(read|write)$"
+
+
+def _timezone(value):
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ValidationError("Unknown time zone (use an IANA name such as Europe/Rome).")
+
+
+class LoginIn(Schema):
+    email = fields.String(required=True, validate=validate.Length(3, 254))
+    password = fields.String(required=True, validate=validate.Length(1, 200))
+
+
+class ProfileIn(Schema):
+    """What every user may change of their own profile."""
+    name = fields.String(validate=validate.Length(1, 200))
+    extension = fields.String(allow_none=True, validate=validate.Length(max=20),
+                              metadata={"description": "phone extension on the PBX"})
+    phone = fields.String(allow_none=True, validate=validate.Length(max=40))
+    telegram_chat_id = fields.String(allow_none=True, validate=validate.Length(max=64))
+    language = fields.String(allow_none=True, validate=validate.Length(2, 10))
+    timezone = fields.String(allow_none=True, validate=[validate.Length(max=64), _timezone])
+    password = fields.String(validate=validate.Length(8, 200), load_only=True,
+                             metadata={"description": "new password; needs current_password"})
+    current_password = fields.String(validate=validate.Length(1, 200), load_only=True)
+
+
+class UserIn(ProfileIn):
+    """What an admin sets (PATCH accepts any subset)."""
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+    team = fields.String(allow_none=True, validate=validate.Length(max=100))
+    manager_id = fields.String(allow_none=True, validate=validate.Length(max=40))
+    active = fields.Boolean()
+    password = fields.String(required=True, validate=validate.Length(8, 200), load_only=True)
+    rate_limit_per_minute = fields.Integer(allow_none=True, validate=validate.Range(1, 1_000_000))
+
+
+class UserOut(Schema):
+    id = fields.String()
+    email = fields.String()
+    name = fields.String()
+    role = fields.String()
+    team = fields.String(allow_none=True)
+    manager_id = fields.String(allow_none=True)
+    active = fields.Boolean()
+    extension = fields.String(allow_none=True)
+    phone = fields.String(allow_none=True)
+    telegram_chat_id = fields.String(allow_none=True)
+    language = fields.String(allow_none=True)
+    timezone = fields.String(allow_none=True)
+    rate_limit_per_minute = fields.Integer(allow_none=True)
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+    last_login_at = UtcDateTime(allow_none=True)
+
+
+class TokenOut(Schema):
+    access_token = fields.String()
+    token_type = fields.String(metadata={"example": "Bearer"})
+    expires_in = fields.Integer(metadata={"description": "seconds until the token expires"})
+    user = fields.Nested(UserOut)
+
+
+class UserListQuery(Schema):
+    limit = list_limit_field()
+    cursor = fields.String(validate=validate.Length(max=500))
+    role = fields.String(validate=validate.OneOf(ROLES))
+    team = fields.String(validate=validate.Length(1, 100))
+    manager_id = fields.String(validate=validate.Length(1, 40))
+    active = fields.Boolean()
+
+
+class UserPage(PageOf):
+    items = fields.List(fields.Nested(UserOut))
+
+
+class ApiKeyIn(Schema):
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    scopes = fields.List(fields.String(validate=validate.Regexp(SCOPE_PATTERN)), required=True,
+                         validate=validate.Length(1, 50),
+                         metadata={"description": "e.g. telephony:write, contacts:read"})
+    rate_limit_per_minute = fields.Integer(allow_none=True, validate=validate.Range(1, 1_000_000))
+
+
+class ApiKeyOut(Schema):
+    id = fields.String()
+    name = fields.String()
+    prefix = fields.String(metadata={"description": "the key's first characters, to recognise it"})
+    scopes = fields.List(fields.String())
+    rate_limit_per_minute = fields.Integer(allow_none=True)
+    created_by = fields.String(allow_none=True)
+    created_at = UtcDateTime()
+    last_used_at = UtcDateTime(allow_none=True)
+    revoked_at = UtcDateTime(allow_none=True)
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key = fields.String(metadata={"description": "the secret key: shown once, never again"})
+
+
+class ApiKeyListQuery(Schema):
+    limit = list_limit_field()
+    cursor = fields.String(validate=validate.Length(max=500))
+    include_revoked = fields.Boolean(load_default=False)
+
+
+class ApiKeyPage(PageOf):
+    items = fields.List(fields.Nested(ApiKeyOut))
+
+
+class AuditEntry(Schema):
+    id = fields.String()
+    at = UtcDateTime()
+    actor_id = fields.String(allow_none=True)
+    actor_email = fields.String(allow_none=True)
+    actor_role = fields.String(allow_none=True)
+    api_key_id = fields.String(allow_none=True)
+    method = fields.String()
+    path = fields.String()
+    route = fields.String(allow_none=True)
+    resource = fields.String(allow_none=True)
+    resource_id = fields.String(allow_none=True)
+    changed = fields.List(fields.String(), data_key="fields", attribute="fields",
+                          metadata={"description": "the body keys of the request (never values)"})
+    status = fields.Integer()
+    request_id = fields.String(allow_none=True)
+    ip = fields.String(allow_none=True)
+
+
+class AuditQuery(Schema):
+    limit = list_limit_field()
+    cursor = fields.String(validate=validate.Length(max=500))
+    actor_id = fields.String(validate=validate.Length(1, 40))
+    api_key_id = fields.String(validate=validate.Length(1, 40))
+    resource = fields.String(validate=validate.Length(1, 50))
+    resource_id = fields.String(validate=validate.Length(1, 100))
+    method = fields.String(validate=validate.OneOf(("POST", "PATCH", "PUT", "DELETE")))
+    request_id = fields.String(validate=validate.Length(1, 100))
+    from_ = UtcDateTime(data_key="from")
+    to = UtcDateTime()
+
+
+class AuditPage(PageOf):
+    items = fields.List(fields.Nested(AuditEntry))
