@@ -1,6 +1,24 @@
-"""The RPC entrypoints every service has: `ping` (the process answers) and `health`
-(its database answers too). The gateway's /readyz calls `health` on each service."""
+"""What every service has for health:
+- RPC `ping` (the process answers) and `health` (its database answers too); the gateway's
+  /readyz calls `health` on each service;
+- a heartbeat timer that writes a small file every few seconds, so a container's own probe
+  (`python -m crm_common.healthcheck`, used by Docker HEALTHCHECK and the k8s probes)
+  knows this very process is alive (event loop turning) and ready (database answering).
+"""
+import json
+import os
+import tempfile
+import time
+
 from nameko.rpc import rpc
+from nameko.timer import timer
+
+HEARTBEAT_SECONDS = 5
+
+
+def heartbeat_path(service):
+    return os.environ.get("CRM_HEARTBEAT_FILE") or os.path.join(
+        tempfile.gettempdir(), f"crm-{service}.heartbeat")
 
 
 class HealthEntrypoints:
@@ -12,3 +30,15 @@ class HealthEntrypoints:
     def health(self):
         self.store.ping()
         return {"service": self.name, "ok": True, "database": self.store.db.name}
+
+    @timer(interval=HEARTBEAT_SECONDS, eager=True)
+    def heartbeat(self):
+        try:
+            database_ok = bool(self.store.ping())
+        except Exception:  # noqa: BLE001 - any failure means: not ready
+            database_ok = False
+        path = heartbeat_path(self.name)
+        scratch = f"{path}.{os.getpid()}"
+        with open(scratch, "w") as handle:
+            json.dump({"at": time.time(), "pid": os.getpid(), "database": database_ok}, handle)
+        os.replace(scratch, path)  # atomic: a probe never reads half a file

@@ -126,7 +126,11 @@ class Stack:
         self.processes[key] = proc
         return proc
 
+    def heartbeat_file(self, service, replica=0):
+        return os.path.join(self.log_dir, f"{self.db_prefix}{service}-{replica}.heartbeat")
+
     def start_service(self, service, replica=0, **env):
+        env.setdefault("CRM_HEARTBEAT_FILE", self.heartbeat_file(service, replica))
         return self._spawn(f"{service}-{replica}", service_command(service), self.env(**env))
 
     def stop_service(self, service, replica=0, sig=signal.SIGTERM, timeout=20):
