@@ -392,3 +392,34 @@ def test_report_per_assignee(api, stack, unique):
     by_month = api.get("/reports/tasks", params={**params, "group_by": "month"}).json()["items"]
     assert sum(r["total"] for r in by_month) == 4 and all(r["assignee_id"] is None for r in by_month)
     assert api.get("/reports/tasks", params={"group_by": "color"}).status_code == 422
+
+
+def test_agents_see_their_tasks_managers_their_teams(api, stack, request, unique):
+    try:
+        make_user = request.getfixturevalue("make_user")
+    except pytest.FixtureLookupError:
+        pytest.skip("sign-in is not available in this tree")
+    team = f"team-{unique}"
+    manager = make_user(role="manager", team=team)
+    agent = make_user(role="agent", team=team, manager_id=manager.user["id"])
+    outsider = make_user(role="agent", team=f"other-{unique}")
+    users = stack.db("tasks")["users"]
+    for person in (manager, agent, outsider):  # the gateway announces them (user_upserted)
+        assert wait_until(lambda p=person: users.find_one({"_id": p.user["id"]}), bool), person.user
+    assert users.find_one({"_id": agent.user["id"]})["manager_id"] == manager.user["id"]
+
+    own = agent.post("/tasks", json={"title": "mine"})
+    assert own.status_code == 201, own.text
+    own = own.json()
+    assert own["assignee_id"] == agent.user["id"] and own["creator_id"] == agent.user["id"]
+    theirs = make_task(api, title="theirs", assignee_id=outsider.user["id"])
+    handed = agent.post("/tasks", json={"title": "for a colleague", "assignee_id": outsider.user["id"]}).json()
+
+    assert agent.get(f"/tasks/{theirs['id']}").status_code == 404
+    listed = {t["id"] for t in agent.get("/tasks").json()["items"]}
+    assert listed == {own["id"], handed["id"]}  # assigned to them or created by them
+    assert outsider.get(f"/tasks/{handed['id']}").status_code == 200
+    assert manager.get(f"/tasks/{own['id']}").status_code == 200  # their team's
+    assert manager.get(f"/tasks/{theirs['id']}").status_code == 404
+    assert outsider.post(f"/tasks/{own['id']}/complete", json={}).status_code == 404
+    assert agent.get("/agenda").json()["assignee_id"] == agent.user["id"]
