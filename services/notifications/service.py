@@ -1,10 +1,180 @@
-"""Notifications service entrypoints (a shell for now: it starts, answers ping and health)."""
+"""Notifications service entrypoints: thin. Events become messages in fanout.py, the
+outbox is sent by worker.py, the API is operations.py, storage is store.py."""
+from datetime import date, timedelta
+
+from nameko.events import EventDispatcher
+from nameko.rpc import RpcProxy, rpc
+from nameko.timer import timer
+
+from crm_common.context import CallerContext
+from crm_common.errors import EXPECTED, Forbidden
+from crm_common.events import envelope, reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
+from crm_common.timeutil import parse_iso, to_iso, utcnow
+from services.notifications.config import load_notify_settings
+from services.notifications.fanout import Fanout, month_days
+from services.notifications.operations import Notifications
+from services.notifications.rules import HANDLED_EVENTS
 from services.notifications.store import NotificationsStore
+from services.notifications.worker import Worker
+
+SETTINGS = load_notify_settings()
+
+
+def _event_handler(source, event_type):
+    @reliable_handler(source, event_type)
+    def handle(self, event):
+        Fanout(self.store, self.clock()).handle(event)
+
+    handle.__name__ = f"on_{source}_{event_type}"
+    return handle
 
 
 class NotificationsService(HealthEntrypoints):
     name = "notifications"
 
     store = MongoStore(NotificationsStore)
+    caller = CallerContext()
+    dispatch = EventDispatcher()
+    contacts_rpc = RpcProxy("contacts")
+
+    def clock(self):
+        """utcnow, shifted by the test clock's offset when CRM_TEST_CLOCK=1 (tests only)."""
+        if not SETTINGS.test_clock:
+            return utcnow
+        offset = timedelta(seconds=self.store.clock_offset())
+        return lambda: utcnow() + offset
+
+    @property
+    def notifications(self):
+        return Notifications(self.store, self.caller, SETTINGS, self.clock())
+
+    def _announce(self, result_and_events):
+        result, events = result_and_events
+        for event_type, data in events:
+            self.dispatch(event_type, envelope(self.name, event_type, data))
+        return result
+
+    # the people's copy of users, kept from the gateway's announcements
+    @reliable_handler("gateway", "user_upserted")
+    def on_user_upserted(self, event):
+        user = (event.get("data") or {}).get("user") or {}
+        if user.get("id"):
+            self.store.upsert_user(user, parse_iso(event["occurred_at"]) if event.get("occurred_at")
+                                   else utcnow())
+
+    # one reliable (dead-lettering) handler per event that reaches a person or a webhook
+    for _source, _type in HANDLED_EVENTS:
+        locals()[f"on_{_source}_{_type}"] = _event_handler(_source, _type)
+    del _source, _type
+
+    # the outbox
+    @timer(interval=SETTINGS.poll_s)
+    def send_due(self):
+        worker = Worker(self.store, SETTINGS, self.clock(), self.contacts_rpc.get_contact)
+        for _ in range(20):  # keep draining while there is a backlog, then let the timer tick
+            events = worker.run_once()
+            self._announce((None, events))
+            if not events:
+                break
+
+    @timer(interval=600)
+    def daily_birthdays(self):
+        today = self.clock()().date()
+        key = f"birthdays:{today.isoformat()}"
+        if self.store.claim_job(key, utcnow()):
+            try:
+                self._birthdays(today)
+            except Exception:
+                self.store.release_job(key)  # try again at the next tick
+                raise
+
+    def _birthdays(self, day):
+        contacts = []
+        for md in month_days(day):
+            cursor = None
+            while True:
+                found = self.contacts_rpc.birthdays(md, cursor)
+                contacts += found["items"]
+                cursor = found.get("next_cursor")
+                if not cursor:
+                    break
+        inbox, deliveries = Fanout(self.store, self.clock()).birthdays(day, contacts)
+        return {"contacts": len(contacts), "inbox": inbox, "deliveries": deliveries}
+
+    # API
+    @rpc(expected_exceptions=EXPECTED)
+    def list_notifications(self, params):
+        return self.notifications.list(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def unread_count(self, params):
+        return self.notifications.unread_count(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def mark_read(self, notification_id, params):
+        return self.notifications.mark_read(notification_id, params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def mark_all_read(self, params):
+        return self.notifications.mark_all_read(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_preferences(self, params):
+        return self.notifications.get_preferences(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def set_preferences(self, payload, params):
+        return self.notifications.set_preferences(payload, params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def create_webhook(self, payload):
+        return self._announce(self.notifications.create_webhook(payload))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_webhook(self, webhook_id):
+        return self.notifications.get_webhook(webhook_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update_webhook(self, webhook_id, payload):
+        return self._announce(self.notifications.update_webhook(webhook_id, payload))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def delete_webhook(self, webhook_id):
+        return self._announce(self.notifications.delete_webhook(webhook_id))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_webhooks(self, params):
+        return self.notifications.list_webhooks(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_deliveries(self, webhook_id, params):
+        return self.notifications.list_deliveries(webhook_id, params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def redeliver(self, webhook_id, delivery_id):
+        return self._announce(self.notifications.redeliver(webhook_id, delivery_id))
+
+    # ops
+    @rpc(expected_exceptions=EXPECTED)
+    def run_birthdays(self, day=None):
+        """The daily birthday run for one day (default today); safe to repeat."""
+        return self._birthdays(date.fromisoformat(day) if day else self.clock()().date())
+
+    @rpc(expected_exceptions=EXPECTED)
+    def deliveries_of_event(self, event_id):
+        return [{**{k: v for k, v in d.items() if k not in ("html", "body", "text")},
+                 "id": d["_id"], **{k: to_iso(d.get(k)) for k in
+                                    ("due_at", "next_attempt_at", "created_at", "updated_at",
+                                     "delivered_at", "failed_at")}}
+                for d in self.store.deliveries_of_event(event_id)]
+
+    @rpc(expected_exceptions=EXPECTED)
+    def set_test_clock(self, now=None):
+        """Tests only (CRM_TEST_CLOCK=1): pretend it is `now` (ISO) from here on; None resets."""
+        if not SETTINGS.test_clock:
+            raise Forbidden("The test clock is disabled", {})
+        offset = (parse_iso(now) - utcnow()).total_seconds() if now else 0.0
+        self.store.set_clock_offset(offset)
+        return {"offset_s": offset}

@@ -1,6 +1,221 @@
-"""The only code in the notifications service that touches pymongo."""
+"""The only code in the notifications service that touches pymongo.
+
+Collections: users (copy of the gateway's users, from user_upserted), preferences, inbox
+(in-app notifications), webhooks (subscriptions), deliveries (the outbox of every message
+to send: one per (event, recipient, channel), by a unique key), jobs (daily runs done) and
+clock (the test clock offset, only read when CRM_TEST_CLOCK=1)."""
+from datetime import timedelta
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from crm_common.cursors import page
+from crm_common.ids import new_id
 from crm_common.mongo import BaseStore
+
+DUPLICATE_KEY = 11000
 
 
 class NotificationsStore(BaseStore):
-    pass
+    def __init__(self, db, settings):
+        super().__init__(db, settings)
+        self.users = db["users"]
+        self.preferences = db["preferences"]
+        self.inbox = db["inbox"]
+        self.webhooks = db["webhooks"]
+        self.deliveries = db["deliveries"]
+        self.jobs = db["jobs"]
+        self.clock = db["clock"]
+
+    def ensure_indexes(self):
+        self.inbox.create_index("key", unique=True)
+        self.inbox.create_index([("user_id", ASCENDING), ("created_at", DESCENDING),
+                                 ("_id", DESCENDING)])
+        self.inbox.create_index([("user_id", ASCENDING), ("read_at", ASCENDING),
+                                 ("created_at", DESCENDING), ("_id", DESCENDING)])
+        self.webhooks.create_index("events")
+        self.webhooks.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
+        # the idempotency key: (event, recipient, channel) is delivered at most once
+        self.deliveries.create_index("key", unique=True)
+        # set only while there is work to do (pending: next attempt; sending: lease end)
+        self.deliveries.create_index("due_at", sparse=True)
+        self.deliveries.create_index([("webhook_id", ASCENDING), ("created_at", DESCENDING),
+                                      ("_id", DESCENDING)], sparse=True)
+        self.deliveries.create_index([("webhook_id", ASCENDING), ("status", ASCENDING),
+                                      ("created_at", DESCENDING), ("_id", DESCENDING)],
+                                     sparse=True)
+        self.deliveries.create_index("event_id")
+
+    # users (a copy; the newest announcement wins whatever order they arrive in)
+    def upsert_user(self, user, event_at):
+        doc = {**user, "event_at": event_at}
+        doc.pop("id", None)
+        result = self.users.update_one({"_id": user["id"], "event_at": {"$lte": event_at}},
+                                       {"$set": doc})
+        if result.matched_count:
+            return True
+        try:
+            self.users.insert_one({"_id": user["id"], **doc})
+            return True
+        except DuplicateKeyError:
+            return False  # a newer announcement is stored already
+
+    def get_user(self, user_id):
+        return self.users.find_one({"_id": user_id})
+
+    def get_users(self, user_ids):
+        return {u["_id"]: u for u in self.users.find({"_id": {"$in": list(user_ids)}})}
+
+    # preferences
+    def get_preferences(self, user_id):
+        return self.preferences.find_one({"_id": user_id})
+
+    def get_many_preferences(self, user_ids):
+        return {p["_id"]: p for p in self.preferences.find({"_id": {"$in": list(user_ids)}})}
+
+    def set_preferences(self, user_id, doc):
+        return self.preferences.find_one_and_update(
+            {"_id": user_id}, {"$set": doc}, upsert=True, return_document=ReturnDocument.AFTER)
+
+    # inbox
+    def add_inbox(self, entries):
+        for entry in entries:
+            entry["_id"] = new_id()
+        return self._insert_new(self.inbox, entries)
+
+    def page_inbox(self, user_id, unread, limit, cursor):
+        if unread:
+            return page(self.inbox, {"user_id": user_id, "read_at": None}, "created_at",
+                        DESCENDING, limit, cursor,
+                        hint="user_id_1_read_at_1_created_at_-1__id_-1")
+        return page(self.inbox, {"user_id": user_id}, "created_at", DESCENDING, limit, cursor,
+                    hint="user_id_1_created_at_-1__id_-1")
+
+    def count_inbox(self, user_id, unread):
+        if unread:
+            return self.inbox.count_documents({"user_id": user_id, "read_at": None},
+                                              hint="user_id_1_read_at_1_created_at_-1__id_-1")
+        return self.inbox.count_documents({"user_id": user_id},
+                                          hint="user_id_1_created_at_-1__id_-1")
+
+    def mark_read(self, user_id, notification_id, when):
+        doc = self.inbox.find_one_and_update(
+            {"_id": notification_id, "user_id": user_id, "read_at": None},
+            {"$set": {"read_at": when}}, return_document=ReturnDocument.AFTER)
+        return doc or self.inbox.find_one({"_id": notification_id, "user_id": user_id})
+
+    def mark_all_read(self, user_id, when):
+        return self.inbox.update_many({"user_id": user_id, "read_at": None},
+                                      {"$set": {"read_at": when}},
+                                      hint="user_id_1_read_at_1_created_at_-1__id_-1").modified_count
+
+    # webhooks
+    def insert_webhook(self, doc):
+        doc["_id"] = new_id()
+        self.webhooks.insert_one(doc)
+        return doc
+
+    def get_webhook(self, webhook_id):
+        return self.webhooks.find_one({"_id": webhook_id, "deleted_at": None})
+
+    def update_webhook(self, webhook_id, changes):
+        return self.webhooks.find_one_and_update({"_id": webhook_id, "deleted_at": None},
+                                                 {"$set": changes},
+                                                 return_document=ReturnDocument.AFTER)
+
+    def page_webhooks(self, limit, cursor):
+        return page(self.webhooks, {"deleted_at": None}, "created_at", DESCENDING, limit,
+                    cursor, hint="created_at_-1__id_-1")
+
+    def webhooks_for(self, event_type):
+        return list(self.webhooks.find({"events": event_type, "active": True, "deleted_at": None},
+                                       {"_id": 1}).hint("events_1"))
+
+    def webhooks_by_ids(self, ids):
+        return {w["_id"]: w for w in self.webhooks.find({"_id": {"$in": list(ids)}})}
+
+    # deliveries (the outbox)
+    def add_deliveries(self, docs):
+        """Insert each new one; a key already stored is a redelivered event: skipped."""
+        for doc in docs:
+            doc["_id"] = new_id()
+        return self._insert_new(self.deliveries, docs)
+
+    def claim_due(self, now, limit, lease_s, token):
+        """Take up to `limit` due deliveries for this worker. The update re-checks `due_at`
+        per document, so of two replicas racing for one, only one matches it; the winner's
+        claim pushes `due_at` to the lease end, after which a crashed send is retried."""
+        ids = [d["_id"] for d in self.deliveries.find({"due_at": {"$lte": now}}, {"_id": 1})
+               .sort("due_at", ASCENDING).hint("due_at_1").limit(limit)]
+        if not ids:
+            return []
+        self.deliveries.update_many(
+            {"_id": {"$in": ids}, "due_at": {"$lte": now}},
+            {"$set": {"status": "sending", "claim": token,
+                      "due_at": now + timedelta(seconds=lease_s), "updated_at": now},
+             "$inc": {"attempts": 1}})
+        return list(self.deliveries.find({"_id": {"$in": ids}, "claim": token}))
+
+    def finish(self, outcomes):
+        """outcomes: (delivery id, claim token, $set, $unset) each; only the claimer writes."""
+        if not outcomes:
+            return
+        ops = [UpdateOne({"_id": _id, "claim": token},
+                         {"$set": changes, **({"$unset": unset} if unset else {})})
+               for _id, token, changes, unset in outcomes]
+        self.deliveries.bulk_write(ops, ordered=False)
+
+    def page_deliveries(self, webhook_id, status, limit, cursor):
+        if status:
+            return page(self.deliveries, {"webhook_id": webhook_id, "status": status},
+                        "created_at", DESCENDING, limit, cursor,
+                        hint="webhook_id_1_status_1_created_at_-1__id_-1")
+        return page(self.deliveries, {"webhook_id": webhook_id}, "created_at", DESCENDING,
+                    limit, cursor, hint="webhook_id_1_created_at_-1__id_-1")
+
+    def get_delivery(self, delivery_id):
+        return self.deliveries.find_one({"_id": delivery_id})
+
+    def requeue(self, delivery_id, webhook_id, now):
+        """Manual redeliver of a finished delivery: due now, attempts start again."""
+        return self.deliveries.find_one_and_update(
+            {"_id": delivery_id, "webhook_id": webhook_id,
+             "status": {"$in": ["failed", "delivered"]}},
+            {"$set": {"status": "pending", "due_at": now, "next_attempt_at": now,
+                      "attempts": 0, "updated_at": now, "last_error": None},
+             "$unset": {"claim": ""}, "$inc": {"redeliveries": 1}},
+            return_document=ReturnDocument.AFTER)
+
+    def deliveries_of_event(self, event_id):
+        return list(self.deliveries.find({"event_id": event_id}).hint("event_id_1"))
+
+    # daily jobs and the test clock
+    def claim_job(self, key, now):
+        try:
+            self.jobs.insert_one({"_id": key, "started_at": now})
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def release_job(self, key):
+        self.jobs.delete_one({"_id": key})
+
+    def clock_offset(self):
+        doc = self.clock.find_one({"_id": "clock"})
+        return doc["offset_s"] if doc else 0.0
+
+    def set_clock_offset(self, offset_s):
+        self.clock.update_one({"_id": "clock"}, {"$set": {"offset_s": offset_s}}, upsert=True)
+
+    @staticmethod
+    def _insert_new(collection, docs):
+        """Insert what is new; duplicates of the unique key are the idempotency at work."""
+        if not docs:
+            return 0
+        try:
+            return len(collection.insert_many(docs, ordered=False).inserted_ids)
+        except BulkWriteError as exc:
+            others = [e for e in exc.details["writeErrors"] if e["code"] != DUPLICATE_KEY]
+            if others:
+                raise
+            return exc.details["nInserted"]

@@ -1,0 +1,177 @@
+"""From an event to messages: who, on which channels, rendered in their language, when
+(quiet hours). Each message is written once per (event, recipient, channel) by a unique key,
+so a redelivered event or a restart half-way through adds nothing; in-app notifications are
+written at once, the others go to the deliveries outbox for the sending worker."""
+import json
+from datetime import date
+
+from crm_common.timeutil import to_iso
+from services.notifications.channels.inapp import inbox_entry
+from services.notifications.quiet import deliver_after
+from services.notifications.rules import (DEFAULT_CHANNELS, PERSON_EVENTS, URGENT,
+                                          WEBHOOK_EVENTS, recipients)
+from services.notifications.templates_engine import render
+
+
+def preferences_with_defaults(user_id, stored):
+    stored = stored or {}
+    channels = {kind: list(chs) for kind, chs in DEFAULT_CHANNELS.items()}
+    channels.update(stored.get("channels") or {})
+    return {"user_id": user_id, "channels": channels,
+            "quiet_hours": stored.get("quiet_hours"), "timezone": stored.get("timezone"),
+            "language": stored.get("language"),
+            "birthday_greetings": bool(stored.get("birthday_greetings", False)),
+            "updated_at": stored.get("updated_at")}
+
+
+def public_user(doc, user_id):
+    user = dict(doc or {})
+    user["id"] = user.pop("_id", user_id)
+    user.pop("event_at", None)
+    return user
+
+
+def address(channel, user):
+    return {"email": user.get("email"), "sms": user.get("phone"),
+            "telegram": user.get("telegram_chat_id")}.get(channel)
+
+
+def webhook_body(event):
+    """The exact bytes signed and sent, stored so every retry sends the same body."""
+    return json.dumps({"event_id": event["event_id"], "type": event["type"],
+                       "occurred_at": event.get("occurred_at"), "data": event.get("data") or {}},
+                      separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+class Fanout:
+    def __init__(self, store, now):
+        self.store = store
+        self.now = now
+
+    def handle(self, event):
+        """Every message an event causes. Returns (inbox entries, deliveries) written."""
+        source, kind = event.get("source"), event["type"]
+        data = event.get("data") or {}
+        inbox, outbox = [], []
+        if (source, kind) in PERSON_EVENTS:
+            ids = recipients(kind, data, self._user_lookup())
+            users = self.store.get_users(ids + [i for i in (data.get("owner_id"),
+                                                            data.get("assignee_id")) if i])
+            prefs = self.store.get_many_preferences(ids)
+            context = {"data": data, "event": event,
+                       "owner": public_user(users.get(data.get("owner_id")), data.get("owner_id")),
+                       "assignee": public_user(users.get(data.get("assignee_id")),
+                                               data.get("assignee_id"))}
+            for user_id in ids:
+                self._for_user(event, kind, user_id, users.get(user_id), prefs.get(user_id),
+                               context, inbox, outbox)
+        if (source, kind) in WEBHOOK_EVENTS:
+            hooks = self.store.webhooks_for(kind)
+            if hooks:
+                body = webhook_body(event)
+                now = self.now()
+                for hook in hooks:
+                    outbox.append(self._delivery(event, kind, "webhook", f"webhook:{hook['_id']}",
+                                                 None, now, webhook_id=hook["_id"], body=body))
+        return self._write(inbox, outbox)
+
+    def birthdays(self, day, contacts):
+        """The daily birthday list to each owner; greetings to contacts whose owner wants
+        them sent, never to a do_not_contact contact."""
+        event = {"event_id": f"birthdays:{day.isoformat()}", "type": "birthday_list",
+                 "source": "notifications", "occurred_at": to_iso(self.now()), "data": {}}
+        by_owner = {}
+        for contact in contacts:
+            if contact.get("owner_id"):
+                by_owner.setdefault(contact["owner_id"], []).append(contact)
+        users = self.store.get_users(by_owner)
+        prefs = self.store.get_many_preferences(by_owner)
+        inbox, outbox = [], []
+        for owner_id, own in by_owner.items():
+            listed = [{k: c.get(k) for k in ("id", "first_name", "last_name", "emails")}
+                      for c in own]
+            owner_event = {**event, "data": {"contacts": listed}}
+            context = {"data": owner_event["data"], "event": owner_event}
+            self._for_user(owner_event, "birthday_list", owner_id, users.get(owner_id),
+                           prefs.get(owner_id), context, inbox, outbox)
+            settings = preferences_with_defaults(owner_id, prefs.get(owner_id))
+            if not settings["birthday_greetings"]:
+                continue
+            owner = public_user(users.get(owner_id), owner_id)
+            language = settings["language"] or owner.get("language")
+            for contact in own:
+                emails = contact.get("emails") or []
+                if contact.get("do_not_contact") or not emails:
+                    continue
+                rendered = render("birthday_greeting", language,
+                                  {"user": contact, "owner": owner, "data": {}})
+                outbox.append(self._delivery(event, "birthday_greeting", "email",
+                                             f"contact:{contact['id']}", emails[0]["email"],
+                                             self.now(), rendered=rendered,
+                                             contact_id=contact["id"]))
+        return self._write(inbox, outbox)
+
+    # helpers
+    def _user_lookup(self):
+        cache = {}
+
+        def lookup(user_id):
+            if user_id not in cache:
+                cache[user_id] = self.store.get_user(user_id)
+            return cache[user_id]
+        return lookup
+
+    def _for_user(self, event, kind, user_id, user_doc, pref_doc, context, inbox, outbox):
+        user = public_user(user_doc, user_id)
+        if user.get("active") is False:
+            return
+        prefs = preferences_with_defaults(user_id, pref_doc)
+        channels = prefs["channels"].get(kind, DEFAULT_CHANNELS.get(kind, ["inapp"]))
+        if not channels:
+            return
+        rendered = render(kind, prefs["language"] or user.get("language"),
+                          {**context, "user": user})
+        now = self.now()
+        urgent = kind in URGENT
+        if "inapp" in channels:
+            entry = inbox_entry(event, user_id, rendered, urgent)
+            entry["created_at"] = now
+            inbox.append(entry)
+        when = now if urgent else deliver_after(now, prefs["quiet_hours"],
+                                                prefs["timezone"] or user.get("timezone"))
+        for channel in channels:
+            if channel == "inapp":
+                continue
+            outbox.append(self._delivery(event, kind, channel, f"user:{user_id}",
+                                         address(channel, user), when, rendered=rendered))
+
+    def _delivery(self, event, kind, channel, recipient, target, when, rendered=None,
+                  webhook_id=None, body=None, contact_id=None):
+        now = self.now()
+        doc = {"key": f"{event['event_id']}:{recipient}:{channel}", "event_id": event["event_id"],
+               "event_type": kind, "channel": channel, "recipient": recipient, "target": target,
+               "status": "pending", "attempts": 0, "redeliveries": 0, "due_at": when,
+               "next_attempt_at": when, "last_error": None, "response": None,
+               "created_at": now, "updated_at": now}
+        if rendered:
+            doc.update({k: rendered[k] for k in ("subject", "short", "text", "html", "language")})
+        if webhook_id:
+            doc.update({"webhook_id": webhook_id, "body": body})
+        if contact_id:
+            doc["contact_id"] = contact_id
+        return doc
+
+    def _write(self, inbox, outbox):
+        return self.store.add_inbox(inbox), self.store.add_deliveries(outbox)
+
+
+def month_days(day):
+    """Month-days whose birthdays fall on `day`: 29 February counts on 28 February in
+    years without it."""
+    md = day.strftime("%m-%d")
+    if md == "02-28":
+        try:
+            date(day.year, 2, 29)
+        except ValueError:
+            return [md, "02-29"]
+    return [md]

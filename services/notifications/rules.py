@@ -1,0 +1,79 @@
+"""Who gets what: the default routing of each event to people, urgency and channels.
+
+Every rule takes the event's data and a `users` lookup (the service's copy of gateway users)
+and returns the user ids to notify; preferences then choose the channels per user."""
+
+PERSON_CHANNELS = ("inapp", "email", "sms", "telegram")
+CHANNELS = PERSON_CHANNELS + ("webhook",)
+
+# Defaults, changeable per user in preferences.
+DEFAULT_CHANNELS = {
+    "task_assigned": ["inapp", "email"],
+    "task_due_soon": ["inapp"],
+    "task_overdue": ["inapp", "email"],
+    "task_escalated": ["inapp", "email"],
+    "call_missed": ["inapp"],
+    "deal_won": ["inapp", "email"],
+    "deal_lost": ["inapp", "email"],
+    "deal_assigned": ["inapp", "email"],
+    "import_finished": ["inapp", "email"],
+    "birthday_list": ["inapp", "email"],
+}
+
+# Urgent messages ignore quiet hours; the rest wait until the window ends.
+URGENT = {"task_escalated", "call_missed"}
+
+
+def _manager_of(user_id, users):
+    user = users(user_id) if user_id else None
+    return user.get("manager_id") if user else None
+
+
+def recipients(event_type, data, users):
+    if event_type in ("task_assigned", "task_due_soon", "task_overdue"):
+        ids = [data.get("assignee_id")]
+    elif event_type == "task_escalated":
+        ids = [data.get("manager_id") or _manager_of(data.get("assignee_id"), users)]
+    elif event_type == "call_missed":
+        # the contact's owner follows up; with no known contact, the agent who was called
+        ids = [data.get("owner_id") or data.get("agent_id")]
+    elif event_type in ("deal_won", "deal_lost"):
+        owner = data.get("owner_id")
+        ids = [owner, _manager_of(owner, users)]
+    elif event_type == "deal_assigned":
+        ids = [data.get("owner_id")]
+    elif event_type == "import_finished":
+        ids = [data.get("started_by")]
+    else:
+        ids = []
+    seen, out = set(), []
+    for user_id in ids:
+        if user_id and user_id not in seen:
+            seen.add(user_id)
+            out.append(user_id)
+    return out
+
+
+# Events a person may be told about (handled for people) ...
+PERSON_EVENTS = {
+    ("tasks", "task_assigned"), ("tasks", "task_due_soon"), ("tasks", "task_overdue"),
+    ("tasks", "task_escalated"), ("telephony", "call_missed"), ("deals", "deal_won"),
+    ("deals", "deal_lost"), ("deals", "deal_assigned"), ("contacts", "import_finished"),
+}
+
+# ... and every event a webhook may subscribe to (the catalog in docs/events.md).
+WEBHOOK_EVENTS = {
+    ("contacts", "contact_created"), ("contacts", "contact_updated"),
+    ("contacts", "contact_deleted"), ("contacts", "contact_restored"),
+    ("contacts", "contact_merged"), ("contacts", "company_created"),
+    ("contacts", "company_updated"), ("contacts", "company_deleted"),
+    ("contacts", "import_finished"),
+    ("deals", "deal_created"), ("deals", "deal_stage_changed"), ("deals", "deal_won"),
+    ("deals", "deal_lost"), ("deals", "deal_assigned"),
+    ("tasks", "task_created"), ("tasks", "task_assigned"), ("tasks", "task_due_soon"),
+    ("tasks", "task_overdue"), ("tasks", "task_escalated"), ("tasks", "task_completed"),
+    ("telephony", "call_started"), ("telephony", "call_answered"), ("telephony", "call_ended"),
+    ("telephony", "call_missed"),
+}
+WEBHOOK_EVENT_TYPES = sorted({t for _, t in WEBHOOK_EVENTS})
+HANDLED_EVENTS = sorted(PERSON_EVENTS | WEBHOOK_EVENTS)

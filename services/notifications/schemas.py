@@ -1,0 +1,159 @@
+"""The notifications API, one source: the service validates with these, the gateway
+validates the same way and builds OpenAPI from them."""
+import re
+
+from marshmallow import Schema, ValidationError, fields, validate, validates
+
+from crm_common.fields import PageOf, UtcDateTime, list_limit_field
+from services.notifications.rules import DEFAULT_CHANNELS, PERSON_CHANNELS, WEBHOOK_EVENT_TYPES
+from services.notifications.templates_engine import LANGUAGES
+
+HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+PREFERENCE_EVENTS = sorted(DEFAULT_CHANNELS)
+DELIVERY_STATUSES = ("pending", "sending", "delivered", "failed")
+
+
+class InboxQuery(Schema):
+    limit = list_limit_field()
+    cursor = fields.String(validate=validate.Length(max=500))
+    unread = fields.Boolean(load_default=False)
+    include_total = fields.Boolean(load_default=False)
+    user_id = fields.String(validate=validate.Length(1, 40), metadata={
+        "description": "admins only: another user's inbox"})
+
+
+class UserQuery(Schema):
+    user_id = fields.String(validate=validate.Length(1, 40), metadata={
+        "description": "admins only: act on another user's inbox or preferences"})
+
+
+class NotificationOut(Schema):
+    id = fields.String()
+    user_id = fields.String()
+    type = fields.String(metadata={"description": "the event behind it, e.g. task_assigned"})
+    title = fields.String()
+    body = fields.String()
+    ref = fields.Dict(allow_none=True)
+    event_id = fields.String()
+    urgent = fields.Boolean()
+    read_at = UtcDateTime(allow_none=True)
+    created_at = UtcDateTime()
+
+
+class NotificationPage(PageOf):
+    items = fields.List(fields.Nested(NotificationOut))
+
+
+class UnreadCount(Schema):
+    unread = fields.Integer()
+
+
+class ReadAllResult(Schema):
+    marked = fields.Integer()
+
+
+class QuietHours(Schema):
+    start = fields.String(required=True, validate=validate.Regexp(HHMM, error="Use HH:MM."))
+    end = fields.String(required=True, validate=validate.Regexp(HHMM, error="Use HH:MM."))
+
+
+def _channel_list():
+    return fields.List(fields.String(validate=validate.OneOf(PERSON_CHANNELS)),
+                       validate=validate.Length(max=len(PERSON_CHANNELS)))
+
+
+class PreferencesIn(Schema):
+    channels = fields.Dict(keys=fields.String(validate=validate.OneOf(PREFERENCE_EVENTS)),
+                           values=_channel_list(), metadata={
+        "description": "per event type, the channels to use (inapp, email, sms, telegram); "
+                       "[] silences it; a type left out keeps its default"})
+    quiet_hours = fields.Nested(QuietHours, allow_none=True, metadata={
+        "description": "non-urgent messages wait until the end of this daily window"})
+    timezone = fields.String(allow_none=True, validate=validate.Length(max=64))
+    language = fields.String(allow_none=True, validate=validate.OneOf(LANGUAGES))
+    birthday_greetings = fields.Boolean(metadata={
+        "description": "email a greeting to own contacts on their birthday (never to do_not_contact ones)"})
+
+    @validates("timezone")
+    def known_zone(self, value, **kwargs):
+        if value:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValidationError("Unknown time zone.")
+
+
+class PreferencesOut(Schema):
+    user_id = fields.String()
+    channels = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
+    quiet_hours = fields.Nested(QuietHours, allow_none=True)
+    timezone = fields.String(allow_none=True)
+    language = fields.String(allow_none=True)
+    birthday_greetings = fields.Boolean()
+    updated_at = UtcDateTime(allow_none=True)
+
+
+class WebhookIn(Schema):
+    url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False,
+                     validate=validate.Length(max=2000))
+    events = fields.List(fields.String(validate=validate.OneOf(WEBHOOK_EVENT_TYPES)),
+                         required=True, validate=validate.Length(1, len(WEBHOOK_EVENT_TYPES)))
+    secret = fields.String(validate=validate.Length(16, 200), load_only=True, metadata={
+        "description": "HMAC key; generated when omitted; returned only by the create call"})
+    description = fields.String(allow_none=True, validate=validate.Length(max=200))
+    active = fields.Boolean()
+
+
+class WebhookOut(Schema):
+    id = fields.String()
+    url = fields.String()
+    events = fields.List(fields.String())
+    description = fields.String(allow_none=True)
+    active = fields.Boolean()
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+
+
+class WebhookCreated(WebhookOut):
+    secret = fields.String(metadata={"description": "shown only here, keep it"})
+
+
+class WebhookListQuery(Schema):
+    limit = list_limit_field()
+    cursor = fields.String(validate=validate.Length(max=500))
+
+
+class WebhookPage(PageOf):
+    items = fields.List(fields.Nested(WebhookOut))
+
+
+class DeliveryOut(Schema):
+    id = fields.String()
+    webhook_id = fields.String(allow_none=True)
+    channel = fields.String()
+    recipient = fields.String()
+    event_id = fields.String()
+    event_type = fields.String()
+    status = fields.String(metadata={"description": "pending | sending | delivered | failed"})
+    attempts = fields.Integer()
+    last_error = fields.String(allow_none=True)
+    response = fields.String(allow_none=True)
+    next_attempt_at = UtcDateTime(allow_none=True)
+    delivered_at = UtcDateTime(allow_none=True)
+    failed_at = UtcDateTime(allow_none=True)
+    redeliveries = fields.Integer()
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+
+
+class DeliveryQuery(Schema):
+    limit = list_limit_field()
+    cursor = fields.String(validate=validate.Length(max=500))
+    status = fields.String(validate=validate.OneOf(DELIVERY_STATUSES))
+
+
+class DeliveryPage(PageOf):
+    items = fields.List(fields.Nested(DeliveryOut))
+
+

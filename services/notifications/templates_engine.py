@@ -1,0 +1,62 @@
+"""Message templates: jinja2's SandboxedEnvironment (templates and configured strings cannot
+reach Python internals), HTML autoescaped so names and notes from users cannot inject markup.
+
+templates/<lang>/<kind>.txt defines blocks `subject`, `short` (SMS, Telegram title, inbox
+title) and `text` (email text, Telegram, inbox body); templates/<lang>/layout.html wraps the
+text for the HTML part of emails. A missing language falls back to English."""
+import logging
+import os
+
+from jinja2 import (ChainableUndefined, FileSystemLoader, TemplateError, TemplateNotFound,
+                    select_autoescape)
+from jinja2.sandbox import SandboxedEnvironment
+
+log = logging.getLogger(__name__)
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+LANGUAGES = ("en", "it")
+DEFAULT_LANGUAGE = "en"
+
+_files = SandboxedEnvironment(loader=FileSystemLoader(HERE), trim_blocks=True,
+                              lstrip_blocks=True, autoescape=select_autoescape(["html"]),
+                              undefined=ChainableUndefined)
+_strings = SandboxedEnvironment(autoescape=False)
+
+
+def _money(amount, currency):
+    if not isinstance(amount, (int, float)) or isinstance(amount, bool):
+        return ""
+    return f"{amount / 100:,.2f} {currency or ''}".strip()
+
+
+_files.filters["money"] = _money
+
+
+def language_of(value):
+    value = (value or "").split("-")[0].split("_")[0].lower()
+    return value if value in LANGUAGES else DEFAULT_LANGUAGE
+
+
+def render(kind, language, context):
+    """{"kind", "language", "subject", "short", "text", "html"} for one message."""
+    language = language_of(language)
+    try:
+        template = _files.get_template(f"{language}/{kind}.txt")
+    except TemplateNotFound:
+        language = DEFAULT_LANGUAGE
+        template = _files.get_template(f"{language}/{kind}.txt")
+    ctx = template.new_context(dict(context))
+    try:
+        parts = {name: "".join(template.blocks[name](ctx)).strip()
+                 for name in ("subject", "short", "text")}
+    except (TemplateError, TypeError, ValueError, ArithmeticError):
+        # an event with an unexpected shape still tells the person something happened
+        log.exception("template %s/%s failed; sending a plain message", language, kind)
+        title = kind.replace("_", " ").capitalize()
+        parts = {"subject": title, "short": title, "text": title}
+    html = _files.get_template(f"{language}/layout.html").render(
+        subject=parts["subject"], lines=parts["text"].splitlines())
+    return {"kind": kind, "language": language, **parts, "html": html}
+
+
+def render_string(source, **context):
+    return _strings.from_string(source).render(**context)

@@ -1,0 +1,171 @@
+"""Real local receivers for the notification channels: an SMTP server (aiosmtpd) and an HTTP
+server that records every request (webhooks, SMS provider, Telegram Bot API) and answers
+what the test planned per path (status codes, delays)."""
+import email
+import email.policy
+import json
+import threading
+import time
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from aiosmtpd.controller import Controller
+
+from tests.stack import free_port
+
+
+class SmtpReceiver:
+    """Accepts mail on 127.0.0.1; a recipient starting with "reject" gets 550, one starting
+    with "tempfail" gets 451."""
+
+    def __init__(self):
+        self.messages = []
+        self.port = free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith("reject"):
+            return "550 5.1.1 no such user"
+        if address.startswith("tempfail"):
+            return "451 4.3.0 try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        self.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
+                              "message": message})
+        return "250 Message accepted"
+
+    def start(self):
+        self.controller.start()
+        return self
+
+    def stop(self):
+        self.controller.stop()
+
+    def to(self, address):
+        return [m for m in self.messages if address in m["to"]]
+
+    def wait_for(self, address, count=1, timeout=15):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            found = self.to(address)
+            if len(found) >= count:
+                return found
+            time.sleep(0.1)
+        return self.to(address)
+
+
+class HttpRecorder:
+    """Records every request; `plan(path, [503, 503, 200])` answers those in order on that
+    path (then 200); `delay(path, seconds)` holds each answer on that path."""
+
+    def __init__(self):
+        self.requests = []
+        self.lock = threading.Lock()
+        self.plans = defaultdict(list)
+        self.delays = {}
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                path = self.path.split("?")[0]
+                with recorder.lock:
+                    recorder.requests.append({"path": path, "headers": dict(self.headers),
+                                              "body": body, "at": time.time()})
+                    plan = recorder.plans.get(path)
+                    status = plan.pop(0) if plan else 200
+                delay = recorder.delays.get(path)
+                if delay:
+                    time.sleep(delay)
+                answer = json.dumps({"ok": 200 <= status < 300}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def plan(self, path, statuses):
+        with self.lock:
+            self.plans[path] = list(statuses)
+
+    def delay(self, path, seconds):
+        self.delays[path] = seconds
+
+    def to(self, path):
+        with self.lock:
+            return [r for r in self.requests if r["path"] == path]
+
+    def wait_for(self, path, count=1, timeout=15):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            found = self.to(path)
+            if len(found) >= count:
+                return found
+            time.sleep(0.05)
+        return self.to(path)
+
+
+class Channels:
+    """The receivers plus the notifications service restarted to use them (and with fast
+    retries, loopback webhooks and the test clock); restored to its default env on close."""
+
+    SERVICE = "notifications"
+    TELEGRAM_TOKEN = "TESTTOKEN"
+
+    def __init__(self, stack, **extra_env):
+        self.stack = stack
+        self.smtp = SmtpReceiver().start()
+        self.http = HttpRecorder().start()
+        self.env = {
+            "CRM_WEBHOOK_ALLOW_LOOPBACK": "1", "CRM_TEST_CLOCK": "1",
+            "CRM_SMTP_HOST": "127.0.0.1", "CRM_SMTP_PORT": self.smtp.port,
+            "CRM_SMTP_FROM": "CRM <crm@crm.test>",
+            "CRM_SMS_URL": f"{self.http.base_url}/sms", "CRM_SMS_AUTH": "smsuser:smspass",
+            "CRM_TELEGRAM_API": f"{self.http.base_url}/tg",
+            "CRM_TELEGRAM_TOKEN": self.TELEGRAM_TOKEN,
+            "CRM_NOTIFY_BACKOFF_S": "0.4", "CRM_NOTIFY_MAX_ATTEMPTS": "3",
+            "CRM_NOTIFY_SEND_TIMEOUT_S": "1", "CRM_NOTIFY_POLL_S": "0.1",
+            "CRM_NOTIFY_LEASE_S": "5", **extra_env}
+        self.restart()
+
+    def restart(self, replica=0, sig=None):
+        import signal
+        self.stack.stop_service(self.SERVICE, replica, sig=sig or signal.SIGTERM)
+        self.start(replica)
+
+    def start(self, replica=0):
+        self.stack.start_service(self.SERVICE, replica, **self.env)
+        self.stack.wait_service(self.SERVICE)
+
+    def telegram_path(self):
+        return f"/tg/bot{self.TELEGRAM_TOKEN}/sendMessage"
+
+    def close(self):
+        self.stack.stop_service(self.SERVICE, 1)
+        self.stack.stop_service(self.SERVICE, 0)
+        self.stack.start_service(self.SERVICE, 0)
+        self.stack.wait_service(self.SERVICE)
+        self.smtp.stop()
+        self.http.stop()
