@@ -1,0 +1,111 @@
+"""Export (streamed CSV/XLSX), probable duplicates and merge of contacts."""
+import csv
+import io
+import json
+import os
+import tempfile
+
+from flask import Response, stream_with_context
+
+from gateway.calls import call
+from gateway.routes import api
+from gateway.routes.imports import safe_cell
+from services.contacts import schemas as s
+
+TAG = "contacts"
+PAGE = 500
+COLUMNS = ("id", "first_name", "last_name", "emails", "phones", "company_name", "position",
+           "owner_id", "tags", "source", "status", "do_not_contact", "birthday", "custom",
+           "created_at", "updated_at", "last_contacted_at")
+PAGING_KEYS = ("format", "limit", "cursor", "include_total")
+
+
+def export_row(contact):
+    """One contact as flat cells; lists joined with "; " (the import splits them back)."""
+    values = {
+        **{k: contact.get(k) for k in COLUMNS},
+        "emails": "; ".join(e["email"] for e in contact.get("emails") or []),
+        "phones": "; ".join(p.get("e164") or p.get("raw") or ""
+                            for p in contact.get("phones") or []),
+        "tags": "; ".join(contact.get("tags") or []),
+        "custom": json.dumps(contact["custom"], ensure_ascii=False) if contact.get("custom")
+        else "",
+        "do_not_contact": "yes" if contact.get("do_not_contact") else "no",
+    }
+    return [safe_cell(values[k]) for k in COLUMNS]
+
+
+def contacts_pages(params):
+    """Every contact the list would give for these filters, a keyset page at a time, so
+    memory stays flat whatever the count (visibility applies as in the list)."""
+    query = {k: v for k, v in params.items() if k not in PAGING_KEYS}
+    cursor = None
+    while True:
+        page = call("contacts", "list_contacts",
+                    {**query, "limit": PAGE, **({"cursor": cursor} if cursor else {})})
+        yield page["items"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return
+
+
+@api.route("/contacts/export", "GET", "Export contacts as CSV or XLSX (same filters as the "
+           "list), streamed", TAG, query=s.ExportQuery)
+def export_contacts(body, params):
+    fmt = params.get("format", "csv")
+    pages = contacts_pages(params)
+    if fmt == "xlsx":
+        return Response(stream_with_context(_xlsx(pages)), mimetype=(
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+            headers={"Content-Disposition": 'attachment; filename="contacts.xlsx"'})
+    return Response(stream_with_context(_csv(pages)), mimetype="text/csv",
+                    headers={"Content-Disposition": 'attachment; filename="contacts.csv"'})
+
+
+def _csv(pages):
+    out = io.StringIO()
+    writer = csv.writer(out)
+    out.write("\ufeff")  # BOM: spreadsheet programs then read the file as UTF-8
+    writer.writerow(COLUMNS)
+    for items in pages:
+        for contact in items:
+            writer.writerow(export_row(contact))
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()
+
+
+def _xlsx(pages):
+    """openpyxl's write-only workbook keeps rows in a temporary file, not in memory; the
+    finished file is then sent in chunks."""
+    from openpyxl import Workbook
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("contacts")
+    sheet.append(list(COLUMNS))
+    for items in pages:
+        for contact in items:
+            sheet.append(export_row(contact))
+    with tempfile.TemporaryFile() as handle:
+        book.save(handle)
+        handle.seek(0)
+        while True:
+            chunk = handle.read(256 * 1024)
+            if not chunk:
+                return
+            yield chunk
+
+
+@api.route("/contacts/duplicates", "GET", "Groups of probable duplicates (same email, phone, "
+           "or name and company), scored", TAG, query=s.DuplicatesQuery,
+           response=s.DuplicateGroups)
+def duplicates(body, params):
+    return call("contacts", "find_duplicates", params,
+                timeout=float(os.environ.get("CRM_DUPLICATES_RPC_TIMEOUT") or 60))
+
+
+@api.route("/contacts/{contact_id}/merge", "POST", "Merge duplicates into this contact "
+           "(the survivor); sources are soft-deleted with merged_into and restorable", TAG,
+           body=s.MergeIn, response=s.MergeOut, errors=(400, 403, 404, 409, 413, 415, 422, 503,
+                                                       504))
+def merge(contact_id, body, params):
+    return call("contacts", "merge_contacts", contact_id, body)
