@@ -1,14 +1,19 @@
 """Contacts service entrypoints: thin; the work is in operations.py, storage in store.py."""
-from nameko.events import EventDispatcher
 from nameko.rpc import rpc
 
 from crm_common.context import CallerContext
 from crm_common.errors import EXPECTED
 from crm_common.health import HealthEntrypoints
+from crm_common.ids import new_id
 from crm_common.events import reliable_handler
 from crm_common.mongo import MongoStore
+from crm_common.outbox import OutboxDispatcher
 from services.contacts.operations import Contacts
 from services.contacts.store import ContactsStore
+from services.contacts import import_jobs
+from services.contacts.import_jobs import Imports, import_config, job_timer
+from services.contacts.import_store import ImportStore
+from services.contacts.merge import Merges
 from services.contacts.timeline_events import TIMELINE_EVENTS
 
 
@@ -26,7 +31,7 @@ class ContactsService(HealthEntrypoints):
 
     store = MongoStore(ContactsStore)
     caller = CallerContext()
-    dispatch = EventDispatcher()
+    dispatch = OutboxDispatcher()
 
     @property
     def contacts(self):
@@ -106,6 +111,58 @@ class ContactsService(HealthEntrypoints):
     @rpc(expected_exceptions=EXPECTED)
     def list_companies(self, params):
         return self.contacts.list_companies(params)
+
+    # imports, duplicates and merge (docs/import.md)
+    import_store = MongoStore(ImportStore)
+    runner_id = new_id()  # this process, as the holder of a job's lease
+
+    @property
+    def imports(self):
+        return Imports(self.import_store, self.caller, self.store.settings)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def start_import(self, payload):
+        return self.imports.start(payload, import_config()["max_bytes"])
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_import(self, import_id):
+        return self.imports.get(import_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_imports(self, params):
+        return self.imports.list(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def import_errors(self, import_id, params):
+        return self.imports.errors(import_id, params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def undo_import(self, import_id):
+        return self.imports.request_undo(import_id)
+
+    @job_timer(interval=import_config()["poll_seconds"])
+    def run_imports(self):
+        config = import_config()
+        while not import_jobs.stopping() and self.imports.run_next(
+                self.runner_id, config["lease_seconds"], config["batch_size"],
+                import_jobs.stopping, lambda event: self.dispatch(event["type"], event)):
+            pass
+
+    @rpc(expected_exceptions=EXPECTED)
+    def find_duplicates(self, params):
+        return Merges(self.store, self.import_store, self.caller).duplicates(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def merge_contacts(self, survivor_id, payload):
+        return self._announce(Merges(self.store, self.import_store, self.caller)
+                              .merge(survivor_id, payload))
+
+    @reliable_handler("gateway", "user_upserted")
+    def on_gateway_user_upserted(self, event):
+        # owners by email in imports: a local copy of who the users are
+        user = (event.get("data") or {}).get("user") or {}
+        if user.get("id"):
+            self.import_store.upsert_user(user)
 
     # one reliable (dead-lettering) handler per event listed in timeline_events.py
     for _source, _type in TIMELINE_EVENTS:

@@ -1,0 +1,55 @@
+"""Nothing lost: the outbox publishes events whose broker was down at write time, and a
+handler that keeps failing is dead-lettered instead of requeued forever."""
+import time
+from urllib.parse import urlparse
+
+import pytest
+
+from tests.faults import CuttableProxy
+
+
+@pytest.fixture
+def contacts_with_cuttable_events(stack):
+    """contacts replica 1 publishes its events through a proxy the test can cut; replica 0
+    is stopped meanwhile so every RPC goes to replica 1."""
+    broker = urlparse(stack.amqp_uri)
+    proxy = CuttableProxy(broker.hostname, broker.port or 5672)
+    events_uri = broker._replace(
+        netloc=f"{broker.username}:{broker.password}@127.0.0.1:{proxy.port}").geturl()
+    stack.stop_service("contacts", 0)
+    stack.start_service("contacts", 1, CRM_EVENTS_AMQP_URI=events_uri,
+                        CRM_OUTBOX_RELAY_SECONDS="0.5")
+    stack.wait_service("contacts")
+    yield proxy
+    stack.stop_service("contacts", 1)
+    proxy.close()
+    stack.start_service("contacts", 0)
+    stack.wait_service("contacts")
+
+
+def test_event_of_a_write_made_while_the_broker_was_down_goes_out_later(
+        api, stack, record_events, unique, contacts_with_cuttable_events):
+    proxy = contacts_with_cuttable_events
+    recorder = record_events("contacts", "contact_created")
+    proxy.cut()
+    created = api.post("/contacts", json={"first_name": "Outage", "last_name": unique})
+    assert created.status_code == 201, created.text  # the write is accepted
+    contact_id = created.json()["id"]
+    outbox = stack.db("contacts")["outbox"]
+    assert outbox.count_documents({"body.data.contact.id": contact_id}) == 1
+    assert not recorder.wait_for(lambda e: e["data"]["contact"]["id"] == contact_id, timeout=2)
+
+    proxy.restore()
+    found = recorder.wait_for(lambda e: e["data"]["contact"]["id"] == contact_id, timeout=20)
+    assert len(found) == 1
+    deadline = time.time() + 5
+    while outbox.count_documents({"body.data.contact.id": contact_id}) and time.time() < deadline:
+        time.sleep(0.1)
+    assert outbox.count_documents({"body.data.contact.id": contact_id}) == 0
+
+
+def test_events_go_out_at_once_when_the_broker_is_up(api, stack, record_events, unique):
+    recorder = record_events("contacts", "contact_created")
+    created = api.post("/contacts", json={"first_name": "Fast", "last_name": unique}).json()
+    assert recorder.wait_for(lambda e: e["data"]["contact"]["id"] == created["id"], timeout=5)
+    assert stack.db("contacts")["outbox"].count_documents({"body.data.contact.id": created["id"]}) == 0
