@@ -1,10 +1,110 @@
-"""Telephony service entrypoints (a shell for now: it starts, answers ping and health)."""
+"""Telephony service entrypoints: thin; the work is in calls.py, storage in store.py,
+provider formats in providers/, click-to-call adapters in originate/."""
+import logging
+
+from nameko.events import EventDispatcher
+from nameko.extensions import DependencyProvider
+from nameko.rpc import RpcProxy, rpc
+
+from crm_common.context import Caller, CallerContext
+from crm_common.errors import EXPECTED, BadRequest
+from crm_common.events import reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
+from services.telephony.calls import CallLog, Calls
+from services.telephony.config import load_telephony_settings
+from services.telephony.originate import ADAPTERS as ORIGINATE
+from services.telephony.providers import asterisk, twilio, zadarma
 from services.telephony.store import TelephonyStore
+
+log = logging.getLogger(__name__)
+PROVIDERS = {"twilio": twilio, "zadarma": zadarma, "asterisk": asterisk}
+
+
+class Background(DependencyProvider):
+    """Work that outlives the RPC call (awaiting a PBX's OriginateResponse), run as a
+    container-managed greenlet so it is stopped with the service."""
+
+    def get_dependency(self, worker_ctx):
+        return self
+
+    def spawn(self, func, *args):
+        self.container.spawn_managed_thread(lambda: func(*args))
+
+
+def _follow(adapter, session, job, store, settings):
+    """After the RPC answered: the PBX's final word on the origination, on the record.
+    There is no caller here: it runs as the service itself."""
+    try:
+        result = adapter.follow(settings, session, job)
+        CallLog(Calls(store, Caller(), settings, None, None)).originate_result(job["call_id"], result)
+    except Exception:  # noqa: BLE001 - a background task must log, never die silently
+        log.exception("following origination %s failed", job["call_id"])
 
 
 class TelephonyService(HealthEntrypoints):
     name = "telephony"
 
     store = MongoStore(TelephonyStore)
+    caller = CallerContext()
+    dispatch = EventDispatcher()
+    contacts_rpc = RpcProxy("contacts")
+    background = Background()
+    settings = load_telephony_settings()
+
+    @property
+    def calls(self):
+        return Calls(self.store, self.caller, self.settings, self.contacts_rpc,
+                     self.store.settings.default_region)
+
+    def _announce(self, result_and_events):
+        result, events = result_and_events
+        for event in events:
+            self.dispatch(event["type"], event)
+        return result
+
+    @rpc(expected_exceptions=EXPECTED)
+    def ingest(self, payload):
+        """A canonical event; the answer names the call, its contact and owner's extension."""
+        return self._announce(self.calls.ingest(payload))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def ingest_provider(self, provider, payload):
+        """A provider's payload (signature already checked by the gateway) ->
+        {"answer": ..., "reply": the body that provider expects back}."""
+        adapter = PROVIDERS.get(provider)
+        if adapter is None:
+            raise BadRequest("Unknown provider", {"provider": provider})
+        answer = self._announce(self.calls.ingest_provider(adapter, payload))
+        reply = adapter.reply(answer, payload) if hasattr(adapter, "reply") else None
+        return {"answer": answer, "reply": reply}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_call(self, call_id):
+        return CallLog(self.calls).get(call_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_calls(self, params):
+        return CallLog(self.calls).list(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def calls_report(self, params):
+        return CallLog(self.calls).report(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def click_to_call(self, payload):
+        adapter = ORIGINATE.get(self.settings.originate)
+        if adapter is None:
+            raise BadRequest("Click-to-call is not configured",
+                             {"TELEPHONY_ORIGINATE": self.settings.originate})
+        call_log = CallLog(self.calls)
+        doc, job = call_log.new_origination(payload, self.settings.originate)
+        result, session = adapter.request(self.settings, job)
+        answer = call_log.originate_result(doc["_id"], result)
+        if session is not None:
+            self.background.spawn(_follow, adapter, session, job, self.store, self.settings)
+        return answer
+
+    @reliable_handler("gateway", "user_upserted")
+    def on_user_upserted(self, event):
+        self.calls.user_upserted(event)

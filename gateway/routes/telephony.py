@@ -1,0 +1,83 @@
+"""Inbound call events: the canonical JSON format, and the providers' own formats.
+
+Provider webhooks are public (a PBX has no API key) and prove themselves with their
+signature, checked here where the raw URL and form are at hand; an unsigned or wrongly
+signed request is 403 and reaches no service."""
+from flask import Response, abort, request
+
+from crm_common.errors import Forbidden
+from gateway.api import UnsupportedMediaType
+from gateway.calls import call
+from gateway.routes import api
+from services.telephony import schemas as s
+from services.telephony.config import load_telephony_settings
+from services.telephony.providers import twilio, zadarma
+
+TAG = "telephony"
+SETTINGS = load_telephony_settings()
+WRITE = ("telephony:write",)
+WEBHOOK_ERRORS = (403, 413, 415, 422, 503, 504)
+
+
+def _form():
+    if request.mimetype != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType("Send the body form-encoded",
+                                   {"content_type": request.content_type})
+    return request.form
+
+
+def _provider_answer(result):
+    answer = result.get("answer") or {}
+    return {"ok": True, "ignored": answer.get("call") is None, "call": answer.get("call"),
+            "contact": answer.get("contact"), "route_to": answer.get("route_to")}
+
+
+@api.route("/telephony/events", "POST",
+           "A call event in the canonical format; a ringing answer names the contact and the "
+           "owner's extension to route to", TAG, body=s.CanonicalEvent, response=s.IngestAnswer,
+           scopes=WRITE, errors=(400, 401, 403, 413, 415, 422, 503, 504))
+def canonical_event(body, params):
+    return call("telephony", "ingest", body)
+
+
+@api.route("/telephony/twilio", "POST",
+           "Twilio voice status callback (form-encoded, X-Twilio-Signature)", TAG,
+           response=s.ProviderAnswer, public=True, errors=WEBHOOK_ERRORS)
+def twilio_callback(body, params):
+    form = _form()
+    url = (SETTINGS.public_base_url + request.full_path.rstrip("?")
+           if SETTINGS.public_base_url else request.url)
+    if not twilio.valid_signature(url, list(form.items(multi=True)), SETTINGS.twilio_auth_token,
+                                  request.headers.get("X-Twilio-Signature")):
+        raise Forbidden("Invalid Twilio signature", {})
+    return _provider_answer(call("telephony", "ingest_provider", "twilio", form.to_dict()))
+
+
+@api.route("/telephony/zadarma", "GET", "Zadarma's URL check: answers the zd_echo value as text",
+           TAG, query=s.ZadarmaEcho, public=True, errors=(422,))
+def zadarma_echo(body, params):
+    # the echo must be the bare value, not JSON: hand Flask a finished response
+    abort(Response(params["zd_echo"], mimetype="text/plain"))
+
+
+@api.route("/telephony/zadarma", "POST",
+           "Zadarma PBX webhook NOTIFY_* (form-encoded, Signature); NOTIFY_START is answered "
+           'with {"redirect": <owner extension>, "caller_name"} when the caller is known',
+           TAG, public=True, errors=WEBHOOK_ERRORS)
+def zadarma_webhook(body, params):
+    form = _form().to_dict()
+    if not zadarma.valid_signature(form, SETTINGS.zadarma_api_secret,
+                                   request.headers.get("Signature")):
+        raise Forbidden("Invalid Zadarma signature", {})
+    result = call("telephony", "ingest_provider", "zadarma", form)
+    if form.get("event") == "NOTIFY_START":
+        return result.get("reply") or {}
+    return _provider_answer(result)
+
+
+@api.route("/telephony/asterisk", "POST",
+           "One Asterisk AMI event forwarded as JSON by a connector (Newchannel, DialBegin, "
+           "DialEnd, BridgeEnter, Hangup, Cdr; others are ignored)", TAG, body=s.AmiEvent,
+           response=s.ProviderAnswer, scopes=WRITE, errors=(400, 401, 403, 413, 415, 422, 503, 504))
+def asterisk_event(body, params):
+    return _provider_answer(call("telephony", "ingest_provider", "asterisk", body))

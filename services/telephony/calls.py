@@ -1,0 +1,434 @@
+"""What the telephony service does with call events, apart from how it is called.
+
+One call record per (provider, call_id). Every event is folded into it with operators that
+commute ($setOnInsert, $min/$max, fill-if-missing), and the state only moves up
+ringing(1) < answered(2) < ended(3) through a conditional update: the one event that wins a
+transition is the one that announces it. So repeats, late and reordered events never
+downgrade or double a call, and a queue ringing several agents ends as one missed call.
+Writes return (result, events); the entrypoint dispatches events after the write."""
+import re
+from marshmallow import fields
+
+from crm_common.errors import Conflict, NotFound, ValidationFailed
+from crm_common.events import envelope
+from crm_common.ids import new_id
+from crm_common.phones import normalize_phone
+from crm_common.timeutil import to_iso, utcnow
+from crm_common.validation import load
+from services.telephony import schemas
+from services.telephony.providers import is_extension
+
+SERVICE = "telephony"
+RANK = {"ringing": 1, "answered": 2, "ended": 3}
+STATE_OF = {0: None, 1: "ringing", 2: "answered", 3: "ended"}
+_LEG_KEY = re.compile(r"[^A-Za-z0-9_-]")
+
+canonical_in = schemas.CanonicalEvent()
+provider_in = schemas.ProviderEvent()
+call_out = schemas.CallOut()
+list_query = schemas.CallListQuery()
+click_in = schemas.ClickToCallIn()
+report_query = schemas.CallsReportQuery()
+
+
+def dump_call(doc):
+    legs = [{**leg, "state": STATE_OF.get(leg.get("rank", 0))}
+            for leg in sorted((doc.get("legs") or {}).values(),
+                              key=lambda leg: (leg.get("started_at") is None,
+                                               leg.get("started_at") or 0, leg["leg_id"]))]
+    out = call_out.dump({**doc, "legs": legs})
+    for name, field in call_out.fields.items():
+        key = field.data_key or name
+        out.setdefault(key, [] if isinstance(field, fields.List) else None)
+    out["id"] = doc["_id"]
+    return out
+
+
+def contact_name(contact):
+    name = " ".join(x for x in (contact.get("first_name"), contact.get("last_name")) if x)
+    return name or None
+
+
+class Calls:
+    def __init__(self, store, caller, settings, contacts, region):
+        self.store = store
+        self.caller = caller
+        self.settings = settings
+        self.contacts = contacts  # RPC proxy of the contacts service
+        self.region = region
+
+    # ingest
+    def ingest(self, payload):
+        return self._fold(load(canonical_in, payload))
+
+    def ingest_provider(self, adapter, payload):
+        """A provider payload: every canonical event it maps to, folded in order; the
+        answer of the last one (the one about the call as it is now)."""
+        answer, events = None, []
+        for wire in adapter.to_canonical(payload, self.settings):
+            answer, new = self._fold(load(provider_in, wire))
+            events += new
+        return answer, events
+
+    def _fold(self, ev):
+        key = f"{ev['provider']}:{ev['event_id']}"
+        if self.store.event_seen(key):
+            doc = self.store.get_by_key(ev["provider"], ev["call_id"])
+            if doc:
+                return self._answer(doc, duplicate=True), []
+        now = utcnow()
+        at = ev.get("occurred_at") or now
+        state = ev["state"]
+        leg_only = bool(ev.get("leg_id")) and state == "ended"
+        frm, to = self._number(ev.get("from_")), self._number(ev.get("to"))
+        agent = self._agent(ev.get("agent_id"), ev.get("extension"))
+
+        base = {"_id": new_id(), "provider": ev["provider"], "call_id": ev["call_id"],
+                "direction": ev.get("direction"), "from": frm, "to": to,
+                "number": None, "rank": 0, "state": None, "legs": {}, "contact_id": None,
+                "contact_name": None, "owner_id": None, "agent_id": None, "extension": None,
+                "outcome": None, "missed": False, "called_back": None, "lead_created": False,
+                # no answered_at yet: $min against a stored null would keep the null
+                "started_at": at, "created_at": now, "updated_at": now}
+        doc, created = self.store.upsert_call(ev["provider"], ev["call_id"], base)
+
+        # facts that do not depend on order: fill what is missing, keep extremes
+        sets, mins, maxs = {"updated_at": now}, {"started_at": at}, {}
+        for field, value in (("direction", ev.get("direction")), ("from", frm), ("to", to)):
+            if value and not doc.get(field):
+                sets[field] = value
+        for field in ("recording_url", "recording_id", "hangup_cause", "duration_s", "talk_s"):
+            if ev.get(field) is not None and (field != "hangup_cause" or not leg_only):
+                sets[field] = ev[field]
+        direction = sets.get("direction") or doc.get("direction")
+        number = self._external(direction, sets.get("from") or doc.get("from"),
+                                sets.get("to") or doc.get("to"))
+        if number and not doc.get("number"):
+            sets["number"] = number
+        # an unknown extension never replaces a known agent
+        if agent and (agent["id"] or not doc.get("agent_id")) and (
+                state == "answered" or not doc.get("agent_id")):
+            sets.update({"agent_id": agent["id"], "extension": agent["extension"]})
+        if state == "answered":
+            mins["answered_at"] = at
+        leg = self._leg(ev, agent)
+        if leg:
+            key_path = f"legs.{leg['key']}"
+            sets.update({f"{key_path}.leg_id": leg["leg_id"]})
+            for field in ("extension", "agent_id"):
+                if leg[field]:
+                    sets[f"{key_path}.{field}"] = leg[field]
+            maxs[f"{key_path}.rank"] = RANK[state] if state in RANK else 0
+            mins[f"{key_path}.started_at"] = at
+            if state == "answered":
+                mins[f"{key_path}.answered_at"] = at
+            if state == "ended":
+                maxs[f"{key_path}.ended_at"] = at
+                sets[f"{key_path}.outcome"] = ev.get("outcome") or "no_answer"
+        update = {"$set": sets, "$min": mins}
+        if maxs:
+            update["$max"] = maxs
+        doc = self.store.update_call(doc["_id"], update)
+
+        answer_extra, events = {}, []
+        if created:
+            events.append(self._event("call_started", doc))
+        if doc.get("number") and not doc.get("looked_up") and direction != "internal":
+            doc, answer_extra = self._identify(doc, direction)
+
+        # the state transition, won by exactly one event
+        rank = RANK.get(state, 0)
+        if leg_only or state == "update":
+            rank = 0
+        if rank:
+            doc, events = self._transition(doc, state, rank, ev, at, events)
+
+        self.store.remember_event(key, doc["_id"])
+        return self._answer(doc, **answer_extra), events
+
+    def _transition(self, doc, state, rank, ev, at, events):
+        changes = {"rank": rank, "state": state}
+        if state == "ended":
+            outcome = ev.get("outcome") or ("answered" if doc.get("answered_at") else "no_answer")
+            missed = (doc.get("direction") or "inbound") == "inbound" and outcome != "answered"
+            changes.update({"outcome": outcome, "missed": missed,
+                            "called_back": False if missed else None, "ended_at": at})
+        moved = self.store.update_call(doc["_id"], {"$set": changes}, {"rank": {"$lt": rank}})
+        if moved is None:
+            return self.store.get_call(doc["_id"]), events  # already there or beyond
+        doc = self._derive(moved)
+        if state == "answered":
+            doc = self._on_answered(doc)
+            events.append(self._event("call_answered", doc, contacted=True))
+        elif state == "ended":
+            if doc["outcome"] == "answered":
+                doc = self._on_answered(doc)
+            events.append(self._event("call_ended", doc, contacted=doc["outcome"] == "answered"))
+            if doc["missed"]:
+                events.append(self._event("call_missed", doc))
+        return doc, events
+
+    def _derive(self, doc):
+        """Talk time and duration from the timestamps, when the provider did not give them."""
+        sets = {}
+        if doc.get("ended_at") and doc.get("answered_at") and doc.get("talk_s") is None:
+            sets["talk_s"] = max(0, int((doc["ended_at"] - doc["answered_at"]).total_seconds()))
+        elif doc.get("outcome") == "answered" and doc.get("talk_s") is None and doc.get("duration_s") is not None:
+            sets["talk_s"] = doc["duration_s"]
+        if doc.get("ended_at") and doc.get("duration_s") is None and doc.get("started_at"):
+            sets["duration_s"] = max(0, int((doc["ended_at"] - doc["started_at"]).total_seconds()))
+        if doc.get("state") == "ended" and doc.get("outcome") != "answered":
+            sets["talk_s"] = 0
+        return self.store.update_call(doc["_id"], {"$set": sets}) if sets else doc
+
+    def _on_answered(self, doc):
+        """A real conversation: earlier missed calls from the number are called back, and a
+        lead we created for an unknown caller goes to the agent who answered (if so set)."""
+        if doc.get("number"):
+            self.store.mark_called_back(doc["number"], doc["started_at"], doc["_id"], utcnow())
+        if (doc.get("lead_created") and not doc.get("owner_id") and doc.get("agent_id")
+                and self.settings.lead_owner == "answering_agent"):
+            self.contacts.update_contact(doc["contact_id"], {"owner_id": doc["agent_id"]})
+            doc = self.store.update_call(doc["_id"], {"$set": {"owner_id": doc["agent_id"]}})
+        return doc
+
+    # caller lookup and leads
+    def _identify(self, doc, direction):
+        if doc["number"] in self._own_numbers():
+            return self.store.update_call(doc["_id"], {"$set": {"looked_up": True}}), {}
+        found = self.contacts.lookup({"phone": doc["number"]})["items"]
+        contact = found[0] if found else None
+        created = False
+        valid = (doc.get("from") or {}).get("valid")
+        if (contact is None and direction in (None, "inbound") and valid
+                and self.settings.create_leads):
+            claimed = self.store.update_call(doc["_id"], {"$set": {"lead_claimed": True}},
+                                             {"lead_claimed": {"$ne": True}})
+            if claimed is not None:
+                contact, created = self._create_lead(doc), True
+        sets = {"looked_up": True}
+        if contact:
+            sets.update({"contact_id": contact["id"], "contact_name": contact_name(contact),
+                         "owner_id": contact.get("owner_id"), "lead_created": created})
+        doc = self.store.update_call(doc["_id"], {"$set": sets})
+        return doc, {"contact": contact}
+
+    def _create_lead(self, doc):
+        owner = None
+        if self.settings.lead_owner == "round_robin":
+            users = self.store.round_robin_users()
+            if users:
+                owner = users[(self.store.next_counter("lead_round_robin") - 1) % len(users)]
+        payload = {"phones": [{"number": doc["number"], "type": "other"}], "source": "phone",
+                   "status": "lead", "owner_id": owner}
+        try:
+            return self.contacts.create_contact(payload, False)
+        except Conflict:
+            # created meanwhile (another call from the same number): use that one
+            found = self.contacts.lookup({"phone": doc["number"]})["items"]
+            return found[0] if found else None
+
+    def _own_numbers(self):
+        return {n for n in (self._number(x).get("e164") for x in self.settings.own_numbers) if n}
+
+    # answers
+    def _answer(self, doc, duplicate=False, contact=None):
+        owner = self.store.user(doc.get("owner_id"))
+        contact_ref = None
+        if doc.get("contact_id"):
+            contact_ref = {"id": doc["contact_id"], "owner_id": doc.get("owner_id"),
+                           "name": contact_name(contact) if contact else doc.get("contact_name")}
+        route_to = None
+        if owner and owner.get("extension") and owner.get("active", True):
+            route_to = owner["extension"]
+        return {"call": dump_call(doc), "contact": contact_ref,
+                "owner": {"id": owner["_id"], "name": owner.get("name"),
+                          "extension": owner.get("extension")} if owner else None,
+                "route_to": route_to, "duplicate": duplicate}
+
+    def _event(self, event_type, doc, contacted=False):
+        call = dump_call(doc)
+        other = (call["from"] if doc.get("direction") != "outbound" else call["to"]) or {}
+        who = doc.get("contact_name") or other.get("e164") or other.get("raw") or "unknown number"
+        summary = {"call_started": "Call started with {}", "call_answered": "Call answered with {}",
+                   "call_ended": "Call ended with {}", "call_missed": "Missed call from {}"}[event_type]
+        data = {"call": call, "contact_id": doc.get("contact_id"), "agent_id": doc.get("agent_id"),
+                "owner_id": doc.get("owner_id"), "direction": doc.get("direction"),
+                "from": (call["from"] or {}).get("e164") or (call["from"] or {}).get("raw"),
+                "to": (call["to"] or {}).get("e164") or (call["to"] or {}).get("raw"),
+                "summary": summary.format(who), "ref": {"type": "call", "id": doc["_id"]}}
+        if event_type == "call_ended":
+            data["summary"] += f" ({doc.get('outcome')}, {doc.get('talk_s') or 0} s)"
+        if event_type == "call_missed":
+            data["agent_ids"] = sorted({leg["agent_id"] for leg in (doc.get("legs") or {}).values()
+                                        if leg.get("agent_id")})
+        if contacted:
+            data["contacted_at"] = to_iso(doc.get("answered_at") or doc.get("ended_at") or utcnow())
+        # one id per call and type: a downstream handler dedupes a re-announcement
+        return envelope(SERVICE, event_type, data, event_id=f"{doc['_id']}:{event_type}")
+
+    # helpers
+    def _number(self, raw):
+        if not raw:
+            return None
+        text = str(raw).strip()
+        if is_extension(text, self.settings):
+            return {"raw": text, "e164": None, "valid": False, "extension": True}
+        parsed = normalize_phone(text, self.region)
+        return {"raw": text, "e164": parsed["e164"], "valid": bool(parsed["valid"]),
+                "extension": False}
+
+    @staticmethod
+    def _external(direction, frm, to):
+        side = to if direction == "outbound" else frm
+        return (side or {}).get("e164")
+
+    def _agent(self, agent_id, extension):
+        if agent_id:
+            user = self.store.user(agent_id)
+            return {"id": agent_id, "extension": extension or (user or {}).get("extension")}
+        user = self.store.user_by_extension(extension)
+        if user:
+            return {"id": user["_id"], "extension": extension}
+        return {"id": None, "extension": extension} if extension else None
+
+    @staticmethod
+    def _leg(ev, agent):
+        leg_id = ev.get("leg_id") or ev.get("extension") or ev.get("agent_id")
+        if not leg_id:
+            return None
+        return {"key": _LEG_KEY.sub("_", leg_id)[:100], "leg_id": leg_id,
+                "extension": (agent or {}).get("extension"), "agent_id": (agent or {}).get("id")}
+
+    # users
+    def user_upserted(self, event):
+        user = (event.get("data") or {}).get("user") or {}
+        if not user.get("id"):
+            return
+        self.store.upsert_user({"_id": user["id"], "extension": user.get("extension") or None,
+                                "name": user.get("name"), "role": user.get("role"),
+                                "active": user.get("active", True)})
+
+
+class CallLog:
+    """Reading the call log and reports; click-to-call records."""
+
+    def __init__(self, calls):
+        self.calls = calls
+        self.store = calls.store
+        self.caller = calls.caller
+
+    def _visible(self):
+        return self.caller.owner_filter("agent_id", "owner_id")
+
+    def get(self, call_id):
+        doc = self.store.get_call(call_id, self._visible())
+        if not doc:
+            raise NotFound("Call not found", {"id": call_id})
+        return dump_call(doc)
+
+    def list(self, params):
+        q = load(list_query, params)
+        query = {}
+        for key in ("contact_id", "agent_id", "direction", "outcome", "missed"):
+            if q.get(key) is not None:
+                query[key] = q[key]
+        if q.get("called_back") is not None:
+            query["called_back"] = q["called_back"]
+        if q.get("phone"):
+            number = self.calls._number(q["phone"]) or {}
+            query["number"] = number.get("e164") or q["phone"]
+        started = {}
+        if q.get("from_"):
+            started["$gte"] = q["from_"]
+        if q.get("to"):
+            started["$lt"] = q["to"]
+        if started:
+            query["started_at"] = started
+        visible = self._visible()
+        if visible:
+            query["$and"] = [visible]
+        docs, next_cursor = self.store.page_calls(query, q["limit"], q.get("cursor"))
+        out = {"items": [dump_call(d) for d in docs], "next_cursor": next_cursor}
+        if q["include_total"]:
+            out["total"] = self.store.count_calls(query)
+        return out
+
+    def report(self, params):
+        q = load(report_query, params)
+        match = {"provider": {"$ne": "click_to_call"}}
+        started = {}
+        if q.get("from_"):
+            started["$gte"] = q["from_"]
+        if q.get("to"):
+            started["$lt"] = q["to"]
+        if started:
+            match["started_at"] = started
+        visible = self._visible()
+        if visible:
+            match["$and"] = [visible]
+        group_key = ("$agent_id" if q["group_by"] == "agent" else
+                     {"$dateToString": {"format": "%Y-%m-%d", "date": "$started_at"}})
+        rows, totals = [], {"key": None, "calls": 0, "answered": 0, "missed": 0, "talk_s": 0}
+        for row in self.store.report(match, group_key):
+            item = {"key": row["_id"], "calls": row["calls"], "answered": row["answered"],
+                    "missed": row["missed"], "talk_s": row["talk_s"],
+                    "avg_talk_s": round(row["talk_s"] / row["answered"], 1) if row["answered"] else None}
+            rows.append(item)
+            for field in ("calls", "answered", "missed", "talk_s"):
+                totals[field] += item[field]
+        totals["avg_talk_s"] = (round(totals["talk_s"] / totals["answered"], 1)
+                                if totals["answered"] else None)
+        return {"group_by": q["group_by"], "from": to_iso(q.get("from_")), "to": to_iso(q.get("to")),
+                "rows": rows, "totals": totals,
+                "missed_not_called_back": self.store.count_missed_not_called_back(
+                    {k: v for k, v in match.items() if k != "provider"})}
+
+    # click-to-call
+    def new_origination(self, payload, adapter_name):
+        data = load(click_in, payload)
+        agent_id = data.get("agent_id") or self.caller.user_id
+        user = self.store.user(agent_id)
+        if not user or not user.get("extension"):
+            raise ValidationFailed("Invalid input", {"fields": {"agent_id": [
+                "No agent with a phone extension (set agent_id, or sign in as one)."]}})
+        to = self.calls._number(data["to"]) or {}
+        if not to.get("e164"):
+            raise ValidationFailed("Invalid input", {"fields": {"to": ["Not a phone number."]}})
+        contact_id, contact = data.get("contact_id"), None
+        if not contact_id:
+            found = self.calls.contacts.lookup({"phone": to["e164"]})["items"]
+            contact = found[0] if found else None
+            contact_id = contact["id"] if contact else None
+        now = utcnow()
+        call_id = new_id()
+        doc = {"_id": call_id, "provider": "click_to_call", "call_id": call_id,
+               "direction": "outbound", "from": self.calls._number(user["extension"]), "to": to,
+               "number": to["e164"], "rank": 0, "state": None, "legs": {},
+               "contact_id": contact_id, "contact_name": contact_name(contact) if contact else None,
+               "owner_id": contact.get("owner_id") if contact else None,
+               "agent_id": agent_id, "extension": user["extension"], "outcome": None,
+               "missed": False, "called_back": None, "lead_created": False,
+               "started_at": now, "answered_at": None, "ended_at": None,
+               "originate": {"adapter": adapter_name, "status": "requesting",
+                             "requested_by": self.caller.user_id, "requested_at": now},
+               "created_at": now, "updated_at": now}
+        self.store.insert_call(doc)
+        job = {"call_id": call_id, "agent_id": agent_id, "extension": user["extension"],
+               "to": to["e164"], "caller_id": self.calls.settings.caller_id or None,
+               "callee_name": doc["contact_name"]}
+        return doc, job
+
+    def originate_result(self, call_id, result):
+        """What the PBX said; a failed origination ends the record (it never rang)."""
+        sets = {f"originate.{k}": v for k, v in result.items() if v is not None}
+        sets["originate.updated_at"] = sets["updated_at"] = utcnow()
+        doc = self.store.update_call(call_id, {"$set": sets})
+        if result["status"] in ("failed", "busy", "no_answer"):
+            doc = self.store.update_call(call_id, {"$set": {
+                "rank": 3, "state": "ended", "outcome": result["status"],
+                "ended_at": utcnow(), "talk_s": 0}}, {"rank": {"$lt": 3}}) or doc
+        elif result["status"] == "answered":
+            doc = self.store.update_call(call_id, {"$set": {"rank": 1, "state": "ringing"}},
+                                         {"rank": {"$lt": 1}}) or doc
+        return dump_call(doc)

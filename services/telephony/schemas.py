@@ -1,0 +1,191 @@
+"""The telephony API, one source: the service validates with these, the gateway validates
+the same way before calling and builds the OpenAPI document from them."""
+from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+from crm_common.fields import PageOf, PageQuery, UtcDateTime
+
+DIRECTIONS = ("inbound", "outbound", "internal")
+STATES = ("ringing", "answered", "ended")
+OUTCOMES = ("answered", "no_answer", "busy", "failed", "canceled")
+
+
+class CanonicalEvent(Schema):
+    """One call event in the platform's own format; every provider adapter maps onto it."""
+
+    class Meta:
+        unknown = EXCLUDE  # unknown provider fields are ignored, never an error
+
+    event_id = fields.String(required=True, validate=validate.Length(1, 200),
+                             metadata={"description": "unique per event; a repeat changes nothing"})
+    provider = fields.String(required=True, validate=validate.Length(1, 40))
+    call_id = fields.String(required=True, validate=validate.Length(1, 200))
+    direction = fields.String(validate=validate.OneOf(DIRECTIONS))
+    from_ = fields.String(data_key="from", allow_none=True, validate=validate.Length(max=64))
+    to = fields.String(allow_none=True, validate=validate.Length(max=64))
+    extension = fields.String(allow_none=True, validate=validate.Length(max=32))
+    agent_id = fields.String(allow_none=True, validate=validate.Length(max=40))
+    leg_id = fields.String(allow_none=True, validate=validate.Length(max=200), metadata={
+        "description": "one agent's leg (queue / ring group); an ended leg does not end the call"})
+    state = fields.String(required=True, validate=validate.OneOf(STATES))
+    outcome = fields.String(allow_none=True, validate=validate.OneOf(OUTCOMES))
+    occurred_at = UtcDateTime(allow_none=True)
+    duration_s = fields.Integer(allow_none=True, validate=validate.Range(0, 7 * 24 * 3600))
+    talk_s = fields.Integer(allow_none=True, validate=validate.Range(0, 7 * 24 * 3600), metadata={
+        "description": "talk time if the provider counts it; else answered_at..ended_at"})
+    recording_url = fields.String(allow_none=True, validate=validate.Length(max=2000))
+    recording_id = fields.String(allow_none=True, validate=validate.Length(max=200), metadata={
+        "description": "the provider's recording id when it gives no URL (Zadarma)"})
+    hangup_cause = fields.String(allow_none=True, validate=validate.Length(max=200))
+
+
+class AmiEvent(Schema):
+    """One Asterisk AMI event as a connector forwards it: its header names as keys."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    Event = fields.String(required=True, validate=validate.Length(1, 80))
+    Linkedid = fields.String(validate=validate.Length(max=200))
+    Uniqueid = fields.String(validate=validate.Length(max=200))
+
+
+class ProviderAnswer(Schema):
+    ok = fields.Boolean()
+    ignored = fields.Boolean()
+    call = fields.Nested("CallOut", allow_none=True)
+    contact = fields.Nested("ContactRef", allow_none=True)
+    route_to = fields.String(allow_none=True)
+
+
+class ZadarmaEcho(Schema):
+    zd_echo = fields.String(required=True, validate=validate.Length(1, 200))
+
+
+class ProviderEvent(CanonicalEvent):
+    """What adapters produce: also `update` (facts only, e.g. a recording, no state change)."""
+    state = fields.String(required=True, validate=validate.OneOf(STATES + ("update",)))
+
+
+class Number(Schema):
+    raw = fields.String(allow_none=True)
+    e164 = fields.String(allow_none=True)
+    valid = fields.Boolean(metadata={"description": "false: kept raw, could not be parsed"})
+    extension = fields.Boolean(metadata={"description": "a PBX extension, not a phone number"})
+
+
+class LegOut(Schema):
+    leg_id = fields.String()
+    extension = fields.String(allow_none=True)
+    agent_id = fields.String(allow_none=True)
+    state = fields.String()
+    outcome = fields.String(allow_none=True)
+    started_at = UtcDateTime(allow_none=True)
+    answered_at = UtcDateTime(allow_none=True)
+    ended_at = UtcDateTime(allow_none=True)
+
+
+class CallOut(Schema):
+    id = fields.String()
+    provider = fields.String()
+    call_id = fields.String()
+    direction = fields.String(allow_none=True)
+    from_ = fields.Nested(Number, data_key="from", attribute="from")
+    to = fields.Nested(Number)
+    number = fields.String(allow_none=True, metadata={"description": "the customer's E.164 number"})
+    contact_id = fields.String(allow_none=True)
+    contact_name = fields.String(allow_none=True)
+    owner_id = fields.String(allow_none=True)
+    agent_id = fields.String(allow_none=True)
+    extension = fields.String(allow_none=True)
+    legs = fields.List(fields.Nested(LegOut))
+    state = fields.String(allow_none=True)
+    outcome = fields.String(allow_none=True)
+    missed = fields.Boolean()
+    called_back = fields.Boolean(allow_none=True)
+    called_back_by = fields.String(allow_none=True)
+    lead_created = fields.Boolean()
+    started_at = UtcDateTime(allow_none=True)
+    answered_at = UtcDateTime(allow_none=True)
+    ended_at = UtcDateTime(allow_none=True)
+    duration_s = fields.Integer(allow_none=True)
+    talk_s = fields.Integer(allow_none=True)
+    hangup_cause = fields.String(allow_none=True)
+    recording_url = fields.String(allow_none=True)
+    recording_id = fields.String(allow_none=True)
+    originate = fields.Dict(allow_none=True, metadata={
+        "description": "click-to-call: {adapter, status, reason, requested_by, ...}"})
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+
+
+class ContactRef(Schema):
+    id = fields.String()
+    name = fields.String(allow_none=True)
+    owner_id = fields.String(allow_none=True)
+
+
+class OwnerRef(Schema):
+    id = fields.String()
+    name = fields.String(allow_none=True)
+    extension = fields.String(allow_none=True)
+
+
+class IngestAnswer(Schema):
+    call = fields.Nested(CallOut)
+    contact = fields.Nested(ContactRef, allow_none=True)
+    owner = fields.Nested(OwnerRef, allow_none=True)
+    route_to = fields.String(allow_none=True, metadata={
+        "description": "extension to route a ringing inbound call to (the contact's owner)"})
+    duplicate = fields.Boolean()
+
+
+class CallListQuery(PageQuery):
+    contact_id = fields.String(validate=validate.Length(1, 40))
+    agent_id = fields.String(validate=validate.Length(1, 40))
+    direction = fields.String(validate=validate.OneOf(DIRECTIONS))
+    outcome = fields.String(validate=validate.OneOf(OUTCOMES))
+    missed = fields.Boolean()
+    called_back = fields.Boolean()
+    phone = fields.String(validate=validate.Length(3, 40))
+    from_ = UtcDateTime(data_key="from", metadata={"description": "started at or after"})
+    to = UtcDateTime(metadata={"description": "started before"})
+
+
+class CallPage(PageOf):
+    items = fields.List(fields.Nested(CallOut))
+
+
+class ClickToCallIn(Schema):
+    to = fields.String(required=True, validate=validate.Length(3, 40))
+    agent_id = fields.String(validate=validate.Length(1, 40), metadata={
+        "description": "the agent whose phone rings first; default: the caller"})
+    contact_id = fields.String(validate=validate.Length(1, 40))
+
+
+class CallsReportQuery(Schema):
+    group_by = fields.String(load_default="agent", validate=validate.OneOf(("agent", "day")))
+    from_ = UtcDateTime(data_key="from")
+    to = UtcDateTime()
+
+    @validates_schema
+    def ordered(self, data, **kwargs):
+        if data.get("from_") and data.get("to") and data["from_"] >= data["to"]:
+            raise ValidationError("`from` must be before `to`.", "to")
+
+
+class CallsReportRow(Schema):
+    key = fields.String(allow_none=True, metadata={"description": "agent id or YYYY-MM-DD"})
+    calls = fields.Integer()
+    answered = fields.Integer()
+    missed = fields.Integer()
+    talk_s = fields.Integer()
+    avg_talk_s = fields.Float(allow_none=True)
+
+
+class CallsReport(Schema):
+    group_by = fields.String()
+    from_ = UtcDateTime(data_key="from", attribute="from", allow_none=True)
+    to = UtcDateTime(allow_none=True)
+    rows = fields.List(fields.Nested(CallsReportRow))
+    totals = fields.Nested(CallsReportRow)
+    missed_not_called_back = fields.Integer()
