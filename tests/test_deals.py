@@ -357,3 +357,25 @@ def test_openapi_documents_the_deals_api(api):
                  "/api/v1/pipelines", "/api/v1/targets/progress", "/api/v1/reports/funnel",
                  "/api/v1/reports/sales", "/api/v1/reports/forecast", "/api/v1/deal-settings"):
         assert path in spec["paths"], path
+
+
+def test_roles_through_the_gateway(api, make_user, unique):
+    """Signed-in people: an agent's deals default to them and they see only their own;
+    the sales setup (pipelines, lists, targets) is for managers and admins."""
+    agent = make_user("agent", team=f"team-{unique}")
+    pipeline = make_pipeline(api, unique)
+    own = agent.post("/deals", json={"title": "Mine", "currency": "EUR", "pipeline_id": pipeline["id"]})
+    assert own.status_code == 201, own.text
+    assert own.json()["owner_id"] == agent.user["id"]
+    other = make_deal(api, pipeline, owner_id=f"someone-{unique}")
+    listed = agent.get("/deals", params={"pipeline_id": pipeline["id"]}).json()["items"]
+    assert [d["id"] for d in listed] == [own.json()["id"]]
+    assert agent.get(f"/deals/{other['id']}").status_code == 404
+    assert agent.post(f"/deals/{other['id']}/move", json={"stage_id": stage_ids(pipeline)["Offer"]}).status_code == 404
+    assert agent.post("/pipelines", json={"name": "x", "stages": [{"name": "a"}, {"name": "w", "kind": "won"},
+                                                                   {"name": "l", "kind": "lost"}]}).status_code == 403
+    assert agent.patch("/deal-settings", json={"lead_sources": ["x"]}).status_code == 403
+    assert agent.post("/targets", json={"user_id": agent.user["id"], "period": "2026-01",
+                                        "deals_count": 1}).status_code == 403
+    sales = agent.get("/reports/sales", params={"pipeline_id": pipeline["id"]}).json()
+    assert all(r["key"] == agent.user["id"] for r in sales["rows"])

@@ -1,0 +1,207 @@
+"""Funnel, sales and forecast reports over a large generated data set: each report's time
+through the gateway (HTTP -> RPC -> deals -> aggregation) beside the same aggregation run
+directly with pymongo on the same server, and the index each one scans (explain).
+
+    .venv/bin/python bench/bench_deals_reports.py [--deals 100000] [--per-deal 10] [--runs 3]
+
+The issue's size is 100,000 deals and 1,000,000 history entries (the defaults). Data is
+generated with insert_many in batches straight into the deals database of an isolated
+stack (like the tests'), in the same shape the service writes. On a shared 2-core machine
+with the embedded SecantusDB, generating 1.1M documents takes long: pass --deals to run a
+smaller size; the script prints the size it ran.
+"""
+import argparse
+import os
+import random
+import statistics
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from services.deals import reports  # noqa: E402
+from services.deals.domain import DEFAULT_LEAD_SOURCES  # noqa: E402
+from tests.stack import Stack  # noqa: E402
+
+OWNERS = [f"bench-user-{i}" for i in range(50)]
+
+
+class BenchStack(Stack):
+    """The test stack with timeouts long enough for reports over a big data set."""
+
+    def env(self, **extra):
+        return super().env(**{"CRM_RPC_TIMEOUT": 300, "GATEWAY_TIMEOUT": 600, **extra})
+
+
+def iso(value):
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def generate(db, pipeline, deals, per_deal, batch, now):
+    """Deals created over the last two years, each with `per_deal` stage entries (a walk
+    over the open stages, the last one won, lost or still open)."""
+    rng = random.Random(42)
+    opens = [s for s in pipeline["stages"] if s["kind"] == "open"]
+    won = next(s for s in pipeline["stages"] if s["kind"] == "won")
+    lost = next(s for s in pipeline["stages"] if s["kind"] == "lost")
+    span = 730 * 86400
+    deal_docs, history_docs = [], []
+    inserted_deals = inserted_history = 0
+    started = time.perf_counter()
+
+    def flush(force=False):
+        nonlocal deal_docs, history_docs, inserted_deals, inserted_history
+        if deal_docs and (force or len(deal_docs) >= batch):
+            db.deals.insert_many(deal_docs, ordered=False)
+            inserted_deals += len(deal_docs)
+            deal_docs = []
+        if history_docs and (force or len(history_docs) >= batch):
+            db.deal_history.insert_many(history_docs, ordered=False)
+            inserted_history += len(history_docs)
+            history_docs = []
+
+    for n in range(deals):
+        deal_id = f"bench{n:08d}"
+        owner = OWNERS[n % len(OWNERS)]
+        created = now - timedelta(seconds=rng.randrange(span))
+        end = rng.random()
+        path = [opens[0]] + [rng.choice(opens) for _ in range(per_deal - 2)]
+        path.append(won if end < 0.3 else lost if end < 0.6 else rng.choice(opens))
+        when, previous = created, None
+        for version, stage in enumerate(path, 1):
+            if previous:
+                when = min(when + timedelta(seconds=rng.randrange(3600, 5 * 86400)), now)
+            history_docs.append({
+                "_id": f"{deal_id}:{version}", "deal_id": deal_id, "pipeline_id": pipeline["id"],
+                "owner_id": owner, "from_stage_id": previous[0]["id"] if previous else None,
+                "to_stage_id": stage["id"], "to_kind": stage["kind"], "actor_id": owner, "at": when,
+                "seconds_in_from_stage": int((when - previous[1]).total_seconds()) if previous else None,
+                "lost_reason": "price" if stage["kind"] == "lost" else None, "lost_note": None})
+            previous = (stage, when)
+        last = path[-1]
+        close = created + timedelta(days=rng.randrange(10, 120))
+        deal_docs.append({
+            "_id": deal_id, "title": f"Bench deal {n}", "amount": rng.randrange(100, 100000) * 100,
+            "currency": "EUR" if n % 5 else "USD", "pipeline_id": pipeline["id"],
+            "stage_id": last["id"], "probability": last["probability"], "status": last["kind"],
+            "contact_id": None, "company_id": None, "owner_id": owner,
+            "source": DEFAULT_LEAD_SOURCES[n % len(DEFAULT_LEAD_SOURCES)],
+            "expected_close_date": close.date().isoformat(),
+            "lost_reason": "price" if last["kind"] == "lost" else None, "lost_note": None,
+            "notes": None, "stage_entered_at": when,
+            "closed_at": when if last["kind"] != "open" else None, "created_at": created,
+            "updated_at": when, "deleted_at": None, "created_by": owner,
+            "possible_duplicates": [], "version": len(path)})
+        flush()
+        if (n + 1) % 10000 == 0:
+            elapsed = time.perf_counter() - started
+            print(f"  generated {n + 1} deals, {inserted_history + len(history_docs)} history "
+                  f"entries ({elapsed:.0f} s)", flush=True)
+    flush(force=True)
+    return inserted_deals, inserted_history, time.perf_counter() - started
+
+
+def timed(func, runs):
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), min(times)
+
+
+def index_names(plan):
+    found = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "indexName" in node:
+                found.add(f"{node.get('stage', 'IXSCAN')}:{node['indexName']}")
+            if node.get("stage") == "COLLSCAN":
+                found.add("COLLSCAN")
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    walk(plan)
+    return ", ".join(sorted(found)) or "?"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--deals", type=int, default=100000)
+    parser.add_argument("--per-deal", type=int, default=10, help="history entries per deal")
+    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+
+    stack = BenchStack()
+    try:
+        print("starting an isolated stack ...", flush=True)
+        stack.start()
+        api = stack.sign_in()
+        api.session.headers.update(api.headers)
+        pipeline = next(p for p in api.get("/pipelines").json()["items"] if p["is_default"])
+        db = stack.db("deals")
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        print(f"generating {args.deals} deals x {args.per_deal} history entries "
+              f"(insert_many, batches of {args.batch}) ...", flush=True)
+        n_deals, n_history, seconds = generate(db, pipeline, args.deals, args.per_deal,
+                                               args.batch, now)
+        print(f"data set: {n_deals} deals, {n_history} history entries, generated in "
+              f"{seconds:.0f} s ({(n_deals + n_history) / seconds:.0f} docs/s)\n")
+
+        quarter = {"from": iso(now - timedelta(days=91)), "to": iso(now)}
+        year = {"from": iso(now - timedelta(days=365)), "to": iso(now)}
+        everything = {"from": iso(now - timedelta(days=800)), "to": iso(now + timedelta(days=1))}
+        cases = [
+            ("funnel, last quarter", "funnel", "funnel_report", {"pipeline_id": pipeline["id"], **quarter}),
+            ("funnel, all history", "funnel", "funnel_report", {"pipeline_id": pipeline["id"], **everything}),
+            ("funnel, one agent, all history", "funnel", "funnel_report",
+             {"pipeline_id": pipeline["id"], "owner_id": OWNERS[0], **everything}),
+            ("sales by owner, last year", "sales", "sales_report", {"group_by": "owner", **year}),
+            ("sales by month, last year", "sales", "sales_report", {"group_by": "month", **year}),
+            ("sales by source, last year", "sales", "sales_report", {"group_by": "source", **year}),
+            ("sales by owner, one agent, last year", "sales", "sales_report",
+             {"group_by": "owner", "owner_id": OWNERS[0], **year}),
+            ("forecast, all open deals", "forecast", "forecast_report", {}),
+        ]
+        print(f"{'report':<40} {'gateway p50':>12} {'min':>8} {'pymongo p50':>12} {'min':>8}  index (explain)")
+        for label, path, method, params in cases:
+            http = timed(lambda: _ok(api.get(f"/reports/{path}", params=params)), args.runs)
+            direct_pipeline, hint, collection = _direct(path, params, pipeline["id"])
+            direct = timed(lambda: list(db[collection].aggregate(direct_pipeline, hint=hint,
+                                                                 allowDiskUse=True)), args.runs)
+            plan = stack.rpc.call("deals", method, params, explain=True, timeout=300)
+            print(f"{label:<40} {http[0]:>10.2f} s {http[1]:>6.2f} s {direct[0]:>10.2f} s "
+                  f"{direct[1]:>6.2f} s  {index_names(plan)}", flush=True)
+        print("\ntarget (issue): each report under 2 s on the embedded MongoDB")
+    finally:
+        stack.close()
+
+
+def _ok(response):
+    if response.status_code != 200:
+        raise SystemExit(f"report failed: {response.status_code} {response.text[:300]}")
+    return response
+
+
+def _direct(path, params, pipeline_id):
+    """The aggregation the service runs for these parameters (admin: no owner scope)."""
+    def when(key):
+        return datetime.fromisoformat(params[key].replace("Z", "+00:00"))
+    scope = {"owner_id": params["owner_id"]} if params.get("owner_id") else {}
+    if path == "funnel":
+        pipeline, hint = reports.funnel(pipeline_id, when("from"), when("to"), scope)
+        return pipeline, hint, "deal_history"
+    if path == "sales":
+        pipeline, hint = reports.sales(params["group_by"], when("from"), when("to"), {}, scope)
+        return pipeline, hint, "deals"
+    pipeline, hint = reports.forecast({}, {}, scope)
+    return pipeline, hint, "deals"
+
+
+if __name__ == "__main__":
+    main()
