@@ -14,11 +14,12 @@ import logging
 import secrets
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import current_app, g, has_request_context, request
+from flask import current_app, g, request
 from kombu import Connection
 from pymongo.errors import PyMongoError
 
@@ -92,6 +93,8 @@ class Auth:
         self._ready = False
         self._lock = threading.Lock()
         self._secret = self.config.jwt_secret or None
+        self._publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="user-events")
+        self._connection = None  # used by the publisher thread only
 
     # start-up: indexes and the first admin, once per process, before the first use
     def ready(self):
@@ -206,30 +209,44 @@ class Auth:
                 "api_key_id": doc["_id"], "rate_limit": doc.get("rate_limit_per_minute")}
 
     # events
-    def announce(self, users, connection=None, actor_id=None):
+    def announce(self, users, connection, actor_id=None, request_id=None):
         for user in users:
             data = {"user": {k: v for k, v in dump_user(user).items() if k in ANNOUNCED},
                     "actor_id": actor_id, "ref": {"type": "user", "id": user["_id"]},
                     "summary": f"User {user['email']} ({user['role']})"}
             publish_event(self.settings.amqp_uri, "gateway", "user_upserted", data,
-                          context={"request_id": g.get("request_id")
-                                   if has_request_context() else None},
-                          connection=connection)
+                          context={"request_id": request_id}, connection=connection)
 
     def announce_user(self, user):
-        """After a create/update succeeded; a lost event is repaired by the start-up replay."""
+        """After a create/update succeeded, off the request path: one publisher thread per
+        process keeps the order of this process's changes; a lost event is repaired by
+        the re-announce at the next start."""
+        self._publisher.submit(self._publish, user, g.get("identity", {}).get("user_id"),
+                               g.get("request_id"))
+
+    def _publish(self, user, actor_id, request_id):
         try:
-            self.announce([user], actor_id=g.get("identity", {}).get("user_id"))
-        except Exception:  # noqa: BLE001 - the write stands; the replay at start repairs
+            if self._connection is None:
+                self._connection = _broker_connection(self.settings.amqp_uri)
+            self.announce([user], self._connection, actor_id, request_id)
+        except Exception:  # noqa: BLE001 - the write stands; the start-up replay repairs
             log.exception("could not announce user %s", user["_id"])
+            if self._connection is not None:
+                self._connection.release()
+            self._connection = None
 
     def announce_all(self):
-        with Connection(self.settings.amqp_uri) as connection:
+        with _broker_connection(self.settings.amqp_uri) as connection:
             count = 0
             for user in self.store.all_users():
-                self.announce([user], connection=connection)
+                self.announce([user], connection)
                 count += 1
         log.info("announced %d users", count)
+
+
+def _broker_connection(amqp_uri):
+    # bounded: a broker that does not answer fails the publish instead of blocking forever
+    return Connection(amqp_uri, connect_timeout=3, transport_options={"max_retries": 2})
 
 
 def new_user_doc(data):
