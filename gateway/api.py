@@ -84,6 +84,8 @@ def _view(route):
             body = read_json()
             _validate(body_schema, body, partial=route.partial)
         result = route.handler(**path_params, body=body, params=params)
+        if isinstance(result, Response):  # downloads (export, CSV) stream their own body
+            return result
         status = route.status
         if isinstance(result, tuple):
             result, status = result

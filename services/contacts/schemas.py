@@ -194,3 +194,132 @@ class CompanyListQuery(PageQuery):
 
 class CompanyPage(PageOf):
     items = fields.List(fields.Nested(CompanyOut))
+
+
+# Import, export, duplicates and merge (docs/import.md)
+ON_DUPLICATE = ("skip", "update", "create")
+IMPORT_STATUSES = ("pending", "running", "done", "failed", "undo_pending", "undoing", "undone")
+
+
+class ImportOptions(Schema):
+    """Options of POST /imports, sent as multipart form fields (or query parameters)
+    beside the `file` part."""
+    on_duplicate = fields.String(load_default="skip", validate=validate.OneOf(ON_DUPLICATE),
+                                 metadata={"description": "skip | update (fill empty fields, "
+                                           "add new phones/emails, never delete) | create"})
+    dry_run = fields.Boolean(load_default=False, metadata={
+        "description": "validate and count what would happen, write nothing"})
+    mapping = fields.String(validate=validate.Length(max=20000), metadata={
+        "description": 'JSON object {"column header": "target"}; targets: first_name, '
+                       "last_name, full_name, email, email:<type>, phone, phone:<type>, "
+                       "company, position, tags, owner_email, owner_id, source, status, "
+                       "birthday, do_not_contact, custom, custom.<key>, ignore"})
+    default_owner_id = fields.String(validate=validate.Length(1, 40))
+
+
+class ImportStart(Schema):
+    """What the gateway sends the contacts service (the file travels base64 encoded)."""
+    filename = fields.String(required=True, validate=validate.Length(1, 255))
+    content_b64 = fields.String(required=True)
+    mapping = fields.Dict(keys=fields.String(validate=validate.Length(max=200)),
+                          values=fields.String(validate=validate.Length(max=80)),
+                          load_default=dict)
+    on_duplicate = fields.String(load_default="skip", validate=validate.OneOf(ON_DUPLICATE))
+    dry_run = fields.Boolean(load_default=False)
+    default_owner_id = fields.String(allow_none=True, validate=validate.Length(max=40))
+
+
+class ImportCounts(Schema):
+    rows = fields.Integer()
+    created = fields.Integer()
+    updated = fields.Integer()
+    skipped = fields.Integer()
+    failed = fields.Integer()
+
+
+class ImportRowError(Schema):
+    row = fields.Integer(metadata={"description": "row number as the spreadsheet shows it "
+                                                  "(the header is row 1)"})
+    column = fields.String(allow_none=True)
+    field = fields.String(allow_none=True)
+    reason = fields.String()
+    value = fields.String(allow_none=True)
+
+
+class ImportJob(Schema):
+    id = fields.String()
+    status = fields.String(metadata={"description": " | ".join(IMPORT_STATUSES)})
+    dry_run = fields.Boolean()
+    on_duplicate = fields.String()
+    filename = fields.String()
+    size = fields.Integer()
+    format = fields.String(metadata={"description": "csv | xlsx"})
+    encoding = fields.String(allow_none=True)
+    delimiter = fields.String(allow_none=True)
+    columns = fields.List(fields.String())
+    mapping = fields.List(fields.Dict(), metadata={"description": '[{"column", "target"}]'})
+    counts = fields.Nested(ImportCounts)
+    rows_done = fields.Integer()
+    errors_count = fields.Integer(allow_none=True)
+    errors = fields.List(fields.Nested(ImportRowError),
+                         metadata={"description": "the first 100 row errors"})
+    companies_created = fields.Integer(allow_none=True)
+    started_by = fields.String(allow_none=True)
+    error = fields.String(allow_none=True)
+    restored = fields.Integer(allow_none=True)
+    deleted = fields.Integer(allow_none=True)
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+    finished_at = UtcDateTime(allow_none=True)
+    undone_at = UtcDateTime(allow_none=True)
+
+
+class ImportListQuery(Schema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
+    cursor = fields.String(validate=validate.Length(max=500))
+
+
+class ImportPage(PageOf):
+    items = fields.List(fields.Nested(ImportJob))
+
+
+class ImportErrorsQuery(Schema):
+    limit = fields.Integer(load_default=500, validate=validate.Range(1, 5000))
+    cursor = fields.String(validate=validate.Length(max=200))
+
+
+class ImportErrorPage(PageOf):
+    items = fields.List(fields.Nested(ImportRowError))
+
+
+class ExportQuery(ContactListQuery):
+    format = fields.String(load_default="csv", validate=validate.OneOf(("csv", "xlsx")))
+
+
+class DuplicatesQuery(Schema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
+    min_score = fields.Float(load_default=0.0, validate=validate.Range(0, 1))
+
+
+class DuplicateGroup(Schema):
+    score = fields.Float(metadata={"description": "0..1; same email 0.95, same phone 0.9, "
+                                                  "same name and company 0.7, combined"})
+    reasons = fields.List(fields.String(), metadata={"description": "email | phone | "
+                                                     "name_company"})
+    keys = fields.List(fields.String())
+    contact_ids = fields.List(fields.String())
+    contacts = fields.List(fields.Dict())
+
+
+class DuplicateGroups(Schema):
+    items = fields.List(fields.Nested(DuplicateGroup))
+
+
+class MergeIn(Schema):
+    source_ids = fields.List(fields.String(validate=validate.Length(1, 40)), required=True,
+                             validate=validate.Length(1, 50))
+
+
+class MergeOut(ContactOut):
+    merged_ids = fields.List(fields.String())
+    merge_id = fields.String()
