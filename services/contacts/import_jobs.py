@@ -400,6 +400,7 @@ class JobRunner:
         for key in ("first_name", "last_name", "position", "birthday"):
             if fields.get(key):
                 doc[key] = fields[key]
+        doc["birthday_md"] = doc["birthday"][5:10] if doc.get("birthday") else None
         if fields.get("company"):
             doc["company_id"], doc["company_name"] = companies[fields["company"]]
         return doc
@@ -473,6 +474,8 @@ def fill(doc, fields, companies, owner_id):
         changed.add("custom")
     if changed:
         doc.update(search_fields(doc))
+        if "birthday" in changed:
+            doc["birthday_md"] = doc["birthday"][5:10]  # the birthdays list's key
     return changed
 
 

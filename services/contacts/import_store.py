@@ -11,6 +11,7 @@ from crm_common.cursors import page
 from crm_common.ids import new_id
 from crm_common.mongo import BaseStore
 from crm_common.timeutil import utcnow
+from services.contacts.store import KEY_FIELDS
 
 DUPLICATE_KEY = 11000
 ACTIVE = ("pending", "running", "undo_pending", "undoing")
@@ -219,10 +220,16 @@ class ImportStore(BaseStore):
         if doc is None:
             return None
         now = changes["updated_at"]
-        self.contacts.update_many({"_id": {"$in": list(merged_ids)}, "deleted_at": None},
-                                  {"$set": {"deleted_at": now, "updated_at": now,
-                                            "merged_into": survivor_id},
-                                   "$inc": {"version": 1}})
+        # soft-deleted the way store.soft_delete_contact does it (lookup keys parked, so
+        # lookups and duplicate checks no longer find them and restore puts them back)
+        sources = self.contacts.find({"_id": {"$in": list(merged_ids)}, "deleted_at": None},
+                                     {f: 1 for f in KEY_FIELDS})
+        self.contacts.bulk_write([
+            UpdateOne({"_id": s["_id"], "deleted_at": None},
+                      {"$set": {"deleted_at": now, "updated_at": now, "merged_into": survivor_id,
+                                "parked_keys": {f: s.get(f, []) for f in KEY_FIELDS},
+                                **{f: [] for f in KEY_FIELDS}},
+                       "$inc": {"version": 1}}) for s in sources], ordered=False)
         record["_id"] = new_id()
         self.merges.insert_one(record)
         return doc

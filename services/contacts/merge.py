@@ -51,6 +51,7 @@ def merged_fields(survivor, sources):
     out["do_not_contact"] = any(c.get("do_not_contact") for c in everyone)
     touched = [c["last_contacted_at"] for c in everyone if c.get("last_contacted_at")]
     out["last_contacted_at"] = max(touched) if touched else None
+    out["birthday_md"] = out["birthday"][5:10] if out.get("birthday") else None
     out["merged_from"] = list(survivor.get("merged_from") or []) + [s["_id"] for s in sources]
     return out
 
