@@ -379,3 +379,15 @@ def test_roles_through_the_gateway(api, make_user, unique):
                                         "deals_count": 1}).status_code == 403
     sales = agent.get("/reports/sales", params={"pipeline_id": pipeline["id"]}).json()
     assert all(r["key"] == agent.user["id"] for r in sales["rows"])
+
+
+def test_history_entry_survives_a_crash_between_the_two_writes(api, stack, unique):
+    """The entry rides in the deal's own atomic update; if the process dies before writing
+    it to deal_history, reading the history writes it (once)."""
+    pipeline = make_pipeline(api, unique)
+    deal = make_deal(api, pipeline)
+    moved = api.post(f"/deals/{deal['id']}/move", json={"stage_id": stage_ids(pipeline)["Offer"]}).json()
+    stack.db("deals").deal_history.delete_one({"_id": f"{deal['id']}:{moved['version']}"})
+    for _ in range(2):
+        history = api.get(f"/deals/{deal['id']}/history").json()["items"]
+        assert [h["to_stage_id"] for h in history] == [stage_ids(pipeline)["Offer"], stage_ids(pipeline)["New"]]

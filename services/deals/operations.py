@@ -219,8 +219,9 @@ class Deals:
                "deleted_at": None, "created_by": self.caller.user_id, "version": 1}
         doc["possible_duplicates"] = (self.store.open_deals_of(doc["contact_id"], pipeline["_id"])
                                       if doc.get("contact_id") else [])
+        doc["last_history"] = self._history_entry(doc, None, now, None)
         self.store.insert_deal(doc)
-        self.store.add_history(self._history_entry(doc, None, now, None))
+        self.store.add_history(doc["last_history"])
         result = self.dump_deal(doc, pipeline, now)
         return result, [self._deal_event("deal_created", result, f"Deal created: {doc['title']}",
                                          pipeline_id=doc["pipeline_id"], stage_id=doc["stage_id"])]
@@ -297,12 +298,16 @@ class Deals:
                                      else now) if closing else None,
                        "lost_reason": reason if stage["kind"] == "lost" else None,
                        "lost_note": data.get("lost_note") if stage["kind"] == "lost" else None}
+            # the entry rides in the same atomic update, so a crash before it is written to
+            # deal_history loses nothing: reading the history writes it (idempotent upsert)
+            changes["last_history"] = self._history_entry(
+                {**current, **changes, "version": current["version"] + 1}, current, now, data)
             doc = self.store.move_deal(deal_id, current["version"], changes)
             if doc:
                 break
         else:
             raise Conflict("The deal keeps changing; try again", {"id": deal_id})
-        self.store.add_history(self._history_entry(doc, current, now, data))
+        self.store.add_history(doc["last_history"])
         result = self.dump_deal(doc, pipeline, now)
         from_stage = stage_of(pipeline, current["stage_id"]) or {"name": "?"}
         events = [self._deal_event(
@@ -346,8 +351,11 @@ class Deals:
 
     def history(self, deal_id, params):
         query_in = load(history_query, params)
-        if not self.store.get_deal(deal_id, self._visible()):
+        deal = self.store.get_deal(deal_id, self._visible())
+        if not deal:
             raise NotFound("Deal not found", {"id": deal_id})
+        if deal.get("last_history"):
+            self.store.add_history(deal["last_history"])  # repairs a move cut short by a crash
         docs, next_cursor = self.store.page_history(deal_id, query_in["limit"], query_in.get("cursor"))
         items = [{**history_out.dump(d), "id": d["_id"]} for d in docs]
         return {"items": items, "next_cursor": next_cursor}

@@ -183,7 +183,8 @@ class DealsStore(BaseStore):
     # history
     def add_history(self, entry):
         """Upsert on the entry's id (deal id + version): writing it twice adds nothing."""
-        self.history.update_one({"_id": entry["_id"]}, {"$setOnInsert": entry}, upsert=True)
+        fields = {k: v for k, v in entry.items() if k != "_id"}  # _id comes from the query
+        self.history.update_one({"_id": entry["_id"]}, {"$setOnInsert": fields}, upsert=True)
 
     def page_history(self, deal_id, limit, cursor):
         return page(self.history, {"deal_id": deal_id}, "at", DESCENDING, limit, cursor,
