@@ -81,17 +81,17 @@ def test_italian_csv_with_bom_counts_every_row_and_error(api, record_events):
 
     giulia = lookup(api, "giulia.bianchi@it-fixture.example")
     assert (giulia["first_name"], giulia["last_name"]) == ("Giulia", "Bianchi")
-    assert [p["e164"] for p in giulia["phones"]] == ["+390212345678", "+393331112233"]
+    assert [p["e164"] for p in giulia["phones"]] == ["+390248217319", "+393339182734"]
     assert giulia["tags"] == ["ristorante", "vip"] and giulia["birthday"] == "1985-03-15"
     assert giulia["custom"] == {"codice_cliente": "C-001"} and giulia["source"] == "import"
     paolo = lookup(api, "paolo.rossi@it-fixture.example")
     assert paolo["company_id"] == giulia["company_id"] and giulia["company_name"] == "Trattoria Da Mario"
-    luca = api.get("/contacts/lookup", params={"phone": "+39 06 7654 3210"}).json()["items"][0]
+    luca = api.get("/contacts/lookup", params={"phone": "+39 06 5173 9246"}).json()["items"][0]
     assert luca["emails"] == [] and luca["position"] == "CEO"  # the bad email only is dropped
     sara = lookup(api, "sara.neri@it-fixture.example")
     assert sara["phones"] == []
     anna = lookup(api, "anna.gallo@it-fixture.example")
-    assert anna["birthday"] is None and anna["phones"][0]["e164"] == "+390559998877"
+    assert anna["birthday"] is None and anna["phones"][0]["e164"] == "+390553617482"
 
     download = api.get(f"/imports/{job['id']}/errors.csv")
     assert download.status_code == 200 and download.headers["Content-Type"].startswith("text/csv")
