@@ -9,7 +9,7 @@ import re
 
 from crm_common.errors import ValidationFailed
 
-_CHANNEL_EXTENSION = re.compile(r"^(?:[A-Za-z0-9]+)/(\w+?)(?:@[^-]*)?-[0-9a-fA-F;.]+$")
+_CHANNEL_EXTENSION = re.compile(r"^\w+/([^@/-]+)[@-]")
 
 
 def require(payload, *names):

@@ -52,7 +52,7 @@ def to_canonical(p, settings):
         raise ValidationFailed("Invalid input", {"fields": {"CallStatus": [f"Unknown status {status!r}."]}})
     state, outcome = STATUS[status]
     direction = "inbound" if p.get("Direction", "inbound") == "inbound" else "outbound"
-    agent = _agent(p.get("To")) if direction == "inbound" else _agent(p.get("From"))
+    agent = _agent(p.get("To")) or _agent(p.get("From"))
     duration = p.get("CallDuration") or p.get("Duration")
     # a <Dial> child leg (ParentCallSid) is one leg of its parent call: it never sets the
     # call's direction or numbers, and its end does not end the call

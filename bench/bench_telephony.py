@@ -1,0 +1,186 @@
+"""Telephony speed: the ringing-event answer (a PBX waits for it to route the call) with
+100,000 contacts loaded, posted through the gateway at a steady 50 events/s, and the
+sustained events/s of full call sequences; beside them the same caller lookup done
+directly with pymongo (find_one on contacts.phone_keys) on the same server.
+
+    .venv/bin/python bench/bench_telephony.py [--contacts 100000] [--seconds 20] [--rate 50]
+        [--url http://127.0.0.1:8000 --mongo mongodb://127.0.0.1:27017/ --amqp ... --prefix crm_]
+
+Target (2-core machine): ringing answer p99 < 100 ms at 50 events/s with 100,000 contacts.
+"""
+import argparse
+import http.client
+import json
+import os
+import queue
+import random
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from urllib.parse import urlparse
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pymongo  # noqa: E402
+
+from bench.common import Platform, http_load, row, summarize, thread_load  # noqa: E402
+from crm_common.publish import publish_event  # noqa: E402
+from services.contacts.domain import normalize_phones, search_fields  # noqa: E402
+
+COMPANY_DID = "+390212345678"
+HEADERS = {}
+N_CONTACTS = [100000]
+
+
+def number(i):
+    return f"+39347{i:07d}"
+
+
+def load_contacts(db, count, owners):
+    """Contacts as the contacts service stores them (phone_keys from domain.py), inserted
+    directly: loading 100,000 through the API would measure the import, not the lookup."""
+    existing = db.contacts.count_documents({"source": "bench-telephony"})
+    if existing >= count:
+        return existing
+    now = datetime.now(timezone.utc)
+    batch = []
+    for i in range(existing, count):
+        doc = {"_id": uuid.uuid4().hex[:24], "first_name": f"Caller{i}", "last_name": "Bench",
+               "emails": [], "phones": normalize_phones([{"number": number(i), "type": "mobile"}], "IT"),
+               "owner_id": owners[i % len(owners)], "tags": [], "source": "bench-telephony",
+               "status": "lead", "do_not_contact": False, "custom": {}, "company_id": None,
+               "created_at": now, "updated_at": now, "deleted_at": None,
+               "last_contacted_at": None, "created_by": None, "version": 1,
+               "possible_duplicates": []}
+        doc.update(search_fields(doc))
+        batch.append(doc)
+        if len(batch) == 5000:
+            db.contacts.insert_many(batch, ordered=False)
+            batch = []
+    if batch:
+        db.contacts.insert_many(batch, ordered=False)
+    return count
+
+
+def ringing(call_id, caller):
+    return {"event_id": f"{call_id}-r", "provider": "bench", "call_id": call_id,
+            "direction": "inbound", "from": caller, "to": COMPANY_DID, "state": "ringing"}
+
+
+def paced_ringing(base_url, rate, seconds, count, workers=16):
+    """Open loop: one ringing event every 1/rate s, whatever the answers take; latency is
+    counted from the moment the event was due, so queueing behind slow answers shows."""
+    parsed = urlparse(base_url)
+    due, latencies, statuses, lock = queue.Queue(), [], {}, threading.Lock()
+    routed = [0]
+
+    def worker():
+        conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+        while True:
+            item = due.get()
+            if item is None:
+                return
+            scheduled, event = item
+            try:
+                conn.request("POST", "/api/v1/telephony/events", body=json.dumps(event),
+                             headers={"Content-Type": "application/json", **HEADERS})
+                response = conn.getresponse()
+                body = response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+                status, body = "error", b"{}"
+            elapsed = time.perf_counter() - scheduled
+            with lock:
+                latencies.append(elapsed)
+                statuses[status] = statuses.get(status, 0) + 1
+                if status == 200 and json.loads(body).get("route_to"):
+                    routed[0] += 1
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    start = time.perf_counter()
+    n = int(rate * seconds)
+    for i in range(n):
+        when = start + i / rate
+        delay = when - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        due.put((when, ringing(f"bench-{uuid.uuid4().hex}", number(random.randrange(count)))))
+    for _ in threads:
+        due.put(None)
+    for t in threads:
+        t.join()
+    return summarize(latencies, seconds), statuses, routed[0]
+
+
+def sequence_request(seed, index, counter):
+    """Closed loop: each request is one event of a 3-event call (ringing, answered, ended)."""
+    call_id = f"seq-{seed}-{index}-{counter // 3}"
+    state = ("ringing", "answered", "ended")[counter % 3]
+    caller = number(hash(call_id) % N_CONTACTS[0])
+    event = {"event_id": f"{call_id}-{state}", "provider": "bench", "call_id": call_id,
+             "direction": "inbound", "from": caller, "to": COMPANY_DID, "state": state,
+             "extension": "201"}
+    if state == "ended":
+        event["outcome"] = "answered"
+    return "POST", "/api/v1/telephony/events", event
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--contacts", type=int, default=100000)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--rate", type=float, default=50)
+    parser.add_argument("--url")
+    parser.add_argument("--amqp", default="amqp://guest:guest@localhost:5672/")
+    parser.add_argument("--mongo", default="mongodb://127.0.0.1:27017/")
+    parser.add_argument("--prefix", default="crm_")
+    args = parser.parse_args()
+    N_CONTACTS[0] = args.contacts
+
+    platform = Platform(args.url, args.amqp, args.mongo, args.prefix)
+    try:
+        HEADERS.update(platform.auth_headers())
+        client = pymongo.MongoClient(platform.mongo_url, tz_aware=True)
+        contacts_db = client[f"{platform.db_prefix}contacts"]
+        owners = [f"bench-owner-{i}" for i in range(10)]
+        for i, owner in enumerate(owners):
+            publish_event(platform.amqp_uri, "gateway", "user_upserted", {"user": {
+                "id": owner, "name": f"Owner {i}", "role": "agent", "active": True,
+                "extension": str(201 + i)}})
+        started = time.perf_counter()
+        loaded = load_contacts(contacts_db, args.contacts, owners)
+        print(f"telephony bench: {loaded} contacts loaded in {time.perf_counter() - started:.1f} s "
+              f"({platform.base_url})", flush=True)
+
+        # warm up (connections, caches), then the figures
+        paced_ringing(platform.base_url, 10, 2, args.contacts)
+        print(f"\nringing answer through the gateway, open loop at {args.rate:g} events/s "
+              f"(latency from the moment each event was due):")
+        result, statuses, routed = paced_ringing(platform.base_url, args.rate, args.seconds, args.contacts)
+        row("POST /telephony/events (ringing, lookup)", result,
+            f"statuses={statuses} routed_to_owner={routed}")
+
+        def direct_lookup(index, counter):
+            contacts_db.contacts.find_one({"phone_keys": number(random.randrange(args.contacts)),
+                                           "deleted_at": None}, hint="phone_keys_1")
+        row("pymongo find_one phone_keys (reference)", thread_load(direct_lookup, 1, 5))
+
+        print("\nsustained full call sequences (ringing, answered, ended), closed loop:")
+        for concurrency in (4, 16):
+            result, statuses = http_load(platform.base_url, sequence_request, concurrency,
+                                         args.seconds / 2, HEADERS)
+            row(f"events/s at {concurrency} clients", result, f"statuses={statuses}")
+        row("pymongo find_one phone_keys at 4 threads (reference)", thread_load(direct_lookup, 4, 5))
+        client.close()
+    finally:
+        platform.close()
+
+
+if __name__ == "__main__":
+    main()
