@@ -17,7 +17,7 @@ CLOCKED = {"CRM_TEST_CLOCK": 1, "CRM_TASKS_TICK_SECONDS": 0.3,
 def start_clocked_replicas(stack):
     for replica in (0, 1):
         stack.start_service("tasks", replica, **CLOCKED)
-    pids, deadline = set(), time.time() + 60
+    pids, deadline = set(), time.time() + 120
     while len(pids) < 2:  # both processes answer (RabbitMQ round-robins the RPC queue)
         assert time.time() < deadline, "two tasks replicas did not come up"
         try:
@@ -34,12 +34,14 @@ def start_clocked_replicas(stack):
 def two_replicas(stack):
     """Replace the session's tasks process by two with the test clock; restore after."""
     stack.stop_service("tasks", 0)
-    start_clocked_replicas(stack)
-    yield stack
-    stack.stop_service("tasks", 1)
-    stack.stop_service("tasks", 0)
-    stack.start_service("tasks", 0)
-    stack.wait_service("tasks")
+    try:
+        start_clocked_replicas(stack)
+        yield stack
+    finally:
+        stack.stop_service("tasks", 1)
+        stack.stop_service("tasks", 0)
+        stack.start_service("tasks", 0)
+        stack.wait_service("tasks")
 
 
 def clock_now(stack):

@@ -231,6 +231,7 @@ class Tasks:
                "today": [dump_task(d, now) for d in today],
                "deals_without_next_step": None, "deals_unavailable": open_deals is None}
         if open_deals is not None:
+            open_deals = [d for d in open_deals if isinstance(d, dict) and d.get("id")]
             covered = self.store.deals_with_open_tasks([d["id"] for d in open_deals])
             out["deals_without_next_step"] = [
                 _with_every_key(deal_ref, deal_ref.dump(d), d["id"])

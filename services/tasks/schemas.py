@@ -1,11 +1,16 @@
 """The tasks API, one source: the service validates with these, the gateway validates the
 same way before calling and generates the OpenAPI document from them."""
+from datetime import datetime, timezone
+
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from crm_common.fields import PageOf, PageQuery, UtcDateTime
 from services.tasks.domain import FREQUENCIES, KINDS, PRIORITIES, STATUSES
 
 ID = validate.Length(1, 40)
+# dates a planner can mean; also keeps reminder/escalation arithmetic inside datetime's range
+SANE_DATE = validate.Range(datetime(1970, 1, 1, tzinfo=timezone.utc),
+                           datetime(9000, 1, 1, tzinfo=timezone.utc), error="Out of range.")
 MAX_REMINDER_MINUTES = 7 * 24 * 60
 
 
@@ -18,15 +23,16 @@ def reminders_field():
 class RecurrenceIn(Schema):
     freq = fields.String(required=True, validate=validate.OneOf(FREQUENCIES))
     interval = fields.Integer(load_default=1, validate=validate.Range(1, 365))
-    until = UtcDateTime(allow_none=True)
+    until = UtcDateTime(allow_none=True, validate=SANE_DATE)
 
 
 class TaskIn(Schema):
     kind = fields.String(load_default="todo", validate=validate.OneOf(KINDS))
     title = fields.String(required=True, validate=validate.Length(1, 200))
     description = fields.String(allow_none=True, validate=validate.Length(max=10000))
-    due_at = UtcDateTime(allow_none=True)
-    end_at = UtcDateTime(allow_none=True, metadata={"description": "meetings: when it ends"})
+    due_at = UtcDateTime(allow_none=True, validate=SANE_DATE)
+    end_at = UtcDateTime(allow_none=True, validate=SANE_DATE,
+                         metadata={"description": "meetings: when it ends"})
     assignee_id = fields.String(allow_none=True, validate=ID,
                                 metadata={"description": "default: the caller"})
     contact_id = fields.String(allow_none=True, validate=ID)
