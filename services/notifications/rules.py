@@ -76,4 +76,7 @@ WEBHOOK_EVENTS = {
     ("telephony", "call_missed"),
 }
 WEBHOOK_EVENT_TYPES = sorted({t for _, t in WEBHOOK_EVENTS})
-HANDLED_EVENTS = sorted(PERSON_EVENTS | WEBHOOK_EVENTS)
+HANDLED_EVENTS = {}  # source -> the event types this service listens to
+for _source, _type in sorted(PERSON_EVENTS | WEBHOOK_EVENTS):
+    HANDLED_EVENTS.setdefault(_source, set()).add(_type)
+del _source, _type

@@ -14,6 +14,7 @@ from crm_common.mongo import MongoStore
 from crm_common.timeutil import parse_iso, to_iso, utcnow
 from services.notifications.config import load_notify_settings
 from services.notifications.fanout import Fanout, month_days
+from services.notifications.listen import source_handler
 from services.notifications.operations import Notifications
 from services.notifications.rules import HANDLED_EVENTS
 from services.notifications.store import NotificationsStore
@@ -22,12 +23,13 @@ from services.notifications.worker import Worker
 SETTINGS = load_notify_settings()
 
 
-def _event_handler(source, event_type):
-    @reliable_handler(source, event_type)
+def _source_handler(source, event_types):
+    @source_handler(source, event_types)
     def handle(self, event):
-        Fanout(self.store, self.clock()).handle(event)
+        if event.get("type") in event_types:
+            Fanout(self.store, self.clock()).handle(event)
 
-    handle.__name__ = f"on_{source}_{event_type}"
+    handle.__name__ = f"on_{source}_events"
     return handle
 
 
@@ -64,10 +66,11 @@ class NotificationsService(HealthEntrypoints):
             self.store.upsert_user(user, parse_iso(event["occurred_at"]) if event.get("occurred_at")
                                    else utcnow())
 
-    # one reliable (dead-lettering) handler per event that reaches a person or a webhook
-    for _source, _type in HANDLED_EVENTS:
-        locals()[f"on_{_source}_{_type}"] = _event_handler(_source, _type)
-    del _source, _type
+    # one reliable (dead-lettering) queue per source, bound to the events that reach a
+    # person or a webhook
+    for _source, _types in HANDLED_EVENTS.items():
+        locals()[f"on_{_source}_events"] = _source_handler(_source, _types)
+    del _source, _types
 
     # the outbox
     @timer(interval=SETTINGS.poll_s)

@@ -4,6 +4,8 @@ Collections: users (copy of the gateway's users, from user_upserted), preference
 (in-app notifications), webhooks (subscriptions), deliveries (the outbox of every message
 to send: one per (event, recipient, channel), by a unique key), jobs (daily runs done) and
 clock (the test clock offset, only read when CRM_TEST_CLOCK=1)."""
+import os
+import time
 from datetime import timedelta
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
@@ -16,6 +18,35 @@ from crm_common.mongo import BaseStore
 DUPLICATE_KEY = 11000
 
 
+class TtlCache:
+    """Read-mostly lookups on the fan-out hot path (users, preferences, webhook lists),
+    kept `ttl` seconds. Writes through this replica drop their entry at once; another
+    replica sees a change within `ttl` (CRM_NOTIFY_CACHE_S, 0 disables)."""
+
+    def __init__(self, ttl):
+        self.ttl = ttl
+        self.items = {}
+
+    def get(self, key, load):
+        if self.ttl <= 0:
+            return load()
+        hit = self.items.get(key)
+        now = time.monotonic()
+        if hit and hit[0] > now:
+            return hit[1]
+        value = load()
+        if len(self.items) > 50000:
+            self.items.clear()
+        self.items[key] = (now + self.ttl, value)
+        return value
+
+    def drop(self, key=None):
+        if key is None:
+            self.items.clear()
+        else:
+            self.items.pop(key, None)
+
+
 class NotificationsStore(BaseStore):
     def __init__(self, db, settings):
         super().__init__(db, settings)
@@ -26,6 +57,7 @@ class NotificationsStore(BaseStore):
         self.deliveries = db["deliveries"]
         self.jobs = db["jobs"]
         self.clock = db["clock"]
+        self.cache = TtlCache(float(os.environ.get("CRM_NOTIFY_CACHE_S") or 2))
 
     def ensure_indexes(self):
         self.inbox.create_index("key", unique=True)
@@ -50,32 +82,54 @@ class NotificationsStore(BaseStore):
     def upsert_user(self, user, event_at):
         doc = {**user, "event_at": event_at}
         doc.pop("id", None)
-        result = self.users.update_one({"_id": user["id"], "event_at": {"$lte": event_at}},
-                                       {"$set": doc})
-        if result.matched_count:
-            return True
         try:
+            result = self.users.update_one({"_id": user["id"], "event_at": {"$lte": event_at}},
+                                           {"$set": doc})
+            if result.matched_count:
+                return True
             self.users.insert_one({"_id": user["id"], **doc})
             return True
         except DuplicateKeyError:
             return False  # a newer announcement is stored already
+        finally:
+            self.cache.drop(("user", user["id"]))
 
     def get_user(self, user_id):
         return self.users.find_one({"_id": user_id})
 
     def get_users(self, user_ids):
-        return {u["_id"]: u for u in self.users.find({"_id": {"$in": list(user_ids)}})}
+        return self._cached_many("user", self.users, user_ids)
+
+    def _cached_many(self, kind, collection, ids):
+        """{id: doc} for the ids found, through the cache (one query for the misses)."""
+        out, missing = {}, []
+        for _id in dict.fromkeys(ids):
+            hit = self.cache.items.get((kind, _id)) if self.cache.ttl > 0 else None
+            if hit and hit[0] > time.monotonic():
+                if hit[1] is not None:
+                    out[_id] = hit[1]
+            else:
+                missing.append(_id)
+        if missing:
+            found = {d["_id"]: d for d in collection.find({"_id": {"$in": missing}})}
+            for _id in missing:
+                self.cache.get((kind, _id), lambda: found.get(_id))
+                if _id in found:
+                    out[_id] = found[_id]
+        return out
 
     # preferences
     def get_preferences(self, user_id):
         return self.preferences.find_one({"_id": user_id})
 
     def get_many_preferences(self, user_ids):
-        return {p["_id"]: p for p in self.preferences.find({"_id": {"$in": list(user_ids)}})}
+        return self._cached_many("prefs", self.preferences, user_ids)
 
     def set_preferences(self, user_id, doc):
-        return self.preferences.find_one_and_update(
+        doc = self.preferences.find_one_and_update(
             {"_id": user_id}, {"$set": doc}, upsert=True, return_document=ReturnDocument.AFTER)
+        self.cache.drop(("prefs", user_id))
+        return doc
 
     # inbox
     def add_inbox(self, entries):
@@ -113,23 +167,27 @@ class NotificationsStore(BaseStore):
     def insert_webhook(self, doc):
         doc["_id"] = new_id()
         self.webhooks.insert_one(doc)
+        self.cache.drop()
         return doc
 
     def get_webhook(self, webhook_id):
         return self.webhooks.find_one({"_id": webhook_id, "deleted_at": None})
 
     def update_webhook(self, webhook_id, changes):
-        return self.webhooks.find_one_and_update({"_id": webhook_id, "deleted_at": None},
-                                                 {"$set": changes},
-                                                 return_document=ReturnDocument.AFTER)
+        doc = self.webhooks.find_one_and_update({"_id": webhook_id, "deleted_at": None},
+                                                {"$set": changes},
+                                                return_document=ReturnDocument.AFTER)
+        self.cache.drop()
+        return doc
 
     def page_webhooks(self, limit, cursor):
         return page(self.webhooks, {"deleted_at": None}, "created_at", DESCENDING, limit,
                     cursor, hint="created_at_-1__id_-1")
 
     def webhooks_for(self, event_type):
-        return list(self.webhooks.find({"events": event_type, "active": True, "deleted_at": None},
-                                       {"_id": 1}).hint("events_1"))
+        return self.cache.get(("hooks", event_type), lambda: list(self.webhooks.find(
+            {"events": event_type, "active": True, "deleted_at": None}, {"_id": 1})
+            .hint("events_1")))
 
     def webhooks_by_ids(self, ids):
         return {w["_id"]: w for w in self.webhooks.find({"_id": {"$in": list(ids)}})}
