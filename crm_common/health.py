@@ -1,4 +1,5 @@
-"""What every service has for health:
+"""What every service has for health and operations:
+- RPC `list_dead_letters` / `replay_dead_letters` for its event handlers' dead letters;
 - RPC `ping` (the process answers) and `health` (its database answers too); the gateway's
   /readyz calls `health` on each service;
 - a heartbeat timer that writes a small file every few seconds, so a container's own probe
@@ -13,6 +14,8 @@ import time
 from nameko.rpc import rpc
 from nameko.timer import timer
 
+from crm_common.events import DeadLetters
+
 HEARTBEAT_SECONDS = 5
 
 
@@ -22,6 +25,8 @@ def heartbeat_path(service):
 
 
 class HealthEntrypoints:
+    dead_letters = DeadLetters()
+
     @rpc
     def ping(self):
         return {"service": self.name, "ok": True}
@@ -30,6 +35,15 @@ class HealthEntrypoints:
     def health(self):
         self.store.ping()
         return {"service": self.name, "ok": True, "database": self.store.db.name}
+
+    @rpc
+    def list_dead_letters(self):
+        """Each reliable handler's queue with its dead letters (count, a few with their error)."""
+        return self.dead_letters.summary()
+
+    @rpc
+    def replay_dead_letters(self, queue=None):
+        return self.dead_letters.replay(queue)
 
     @timer(interval=HEARTBEAT_SECONDS, eager=True)
     def heartbeat(self):

@@ -1,6 +1,7 @@
 """The real platform for tests: an isolated RabbitMQ vhost, a SecantusDB daemon on a free
 port with its own storage, each service started with the same command its image runs, and
 the gateway under gunicorn. Set TEST_MONGO_URL to run against a real mongod instead."""
+import ctypes
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from urllib.parse import quote
 
 import pymongo
@@ -23,6 +25,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony")
 BASE_AMQP = os.environ.get("TEST_AMQP_URI", "amqp://guest:guest@localhost:5672/")
+
+
+def _die_with_parent():
+    """A test's processes end when the test run ends, even when it is killed (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def free_port():
@@ -52,6 +62,26 @@ def gateway_command():
     return [os.path.join(BIN, "gunicorn"), "-c", "gateway/gunicorn.conf.py", "gateway.wsgi:app"]
 
 
+def _ctl(*command, timeout=15, tries=2):
+    """rabbitmqctl, bounded: a CLI node that cannot start (its Erlang name taken by another
+    CLI running at the same moment) is retried; a hung one is killed."""
+    for attempt in range(tries):
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # kill the CLI's whole group (su, sh, its Erlang node), or hung CLI nodes pile up
+            # and take every port of the CLI's distribution range
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            continue
+        if "Distribution failed" not in err:
+            return out
+        time.sleep(0.5 + attempt)
+    return None
+
+
 class Vhost:
     """A RabbitMQ vhost of its own per test run, so runs never see each other's queues."""
 
@@ -60,17 +90,22 @@ class Vhost:
         self.created = False
         rabbitmqctl = shutil.which("rabbitmqctl")
         if rabbitmqctl and not os.environ.get("TEST_AMQP_URI"):
-            subprocess.run([rabbitmqctl, "add_vhost", self.name], check=True, capture_output=True)
-            subprocess.run([rabbitmqctl, "set_permissions", "-p", self.name, "guest",
-                            ".*", ".*", ".*"], check=True, capture_output=True)
-            self.created = True
+            # rabbitmqctl sometimes never returns when several runs add vhosts at once, though
+            # the vhost was made: bound each call and check the result instead of the exit.
+            if _ctl(rabbitmqctl, "add_vhost", self.name) is not None:
+                _ctl(rabbitmqctl, "set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
+            self.created = self.name in (_ctl(rabbitmqctl, "list_vhosts", "--quiet") or "").split()
+        if self.created:
             self.uri = BASE_AMQP.rstrip("/") + "/" + quote(self.name, safe="")
         else:
+            # no CLI, or it does not answer (it needs epmd to know the broker node): run in
+            # the default vhost; fine alone (CI), but concurrent runs may then see each other
+            warnings.warn(f"no RabbitMQ vhost of its own for this run: using {BASE_AMQP}")
             self.uri = BASE_AMQP
 
     def delete(self):
         if self.created:
-            subprocess.run(["rabbitmqctl", "delete_vhost", self.name], capture_output=True)
+            _ctl("rabbitmqctl", "delete_vhost", self.name, timeout=60)
 
 
 class Stack:
@@ -100,7 +135,7 @@ class Stack:
         self.mongo_proc = subprocess.Popen(
             [os.path.join(BIN, "secantusd-py"), "--host", "127.0.0.1", "--port", str(port),
              "--storage-path", self.storage, "--log-level", "WARNING"],
-            stdout=log, stderr=subprocess.STDOUT)
+            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         wait_port(port)
         return f"mongodb://127.0.0.1:{port}/"
 
@@ -114,7 +149,7 @@ class Stack:
                     "CRM_ADMIN_EMAIL": self.admin_email, "CRM_ADMIN_PASSWORD": self.admin_password,
                     "CRM_JWT_SECRET": self.jwt_secret, "CRM_JWT_TTL_S": str(8 * 3600),
                     # one admin runs the whole suite; limits are tested per user / API key
-                    "CRM_RATE_LIMIT_PER_MINUTE": "1000000",
+                    "CRM_RATE_LIMIT_PER_MINUTE": "1000000", "CRM_LOGIN_PER_IP_PER_MINUTE": "100000",
                     "CRM_CORS_ORIGINS": "http://localhost:3000"})
         env.update({k: str(v) for k, v in extra.items()})
         return env
@@ -122,7 +157,7 @@ class Stack:
     def _spawn(self, key, command, env):
         log = open(os.path.join(self.log_dir, f"{key}.log"), "ab")
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
         self.processes[key] = proc
         return proc
 

@@ -53,3 +53,51 @@ def test_events_go_out_at_once_when_the_broker_is_up(api, stack, record_events, 
     created = api.post("/contacts", json={"first_name": "Fast", "last_name": unique}).json()
     assert recorder.wait_for(lambda e: e["data"]["contact"]["id"] == created["id"], timeout=5)
     assert stack.db("contacts")["outbox"].count_documents({"body.data.contact.id": created["id"]}) == 0
+
+
+def test_a_handler_that_keeps_failing_is_dead_lettered_with_its_error_and_replayable(api, stack, unique):
+    from crm_common.publish import publish_event
+    from kombu import Connection, Exchange, Producer
+    queue = "evt-telephony-call_ended--contacts.on_telephony_call_ended"
+    # a poison event: no event_id, so the timeline handler fails on every attempt
+    with Connection(stack.amqp_uri) as conn:
+        Producer(conn.default_channel).publish(
+            {"type": "call_ended", "source": "telephony", "data": {"contact_id": unique}},
+            exchange=Exchange("telephony.events", type="topic", durable=True),
+            routing_key="call_ended", serializer="json")
+
+    def dead():
+        answer = api.get("/admin/dead-letters")
+        assert answer.status_code == 200, answer.text
+        listed = answer.json()["items"]
+        return next(q for q in listed if q["queue"] == queue)
+
+    deadline = time.time() + 20
+    while dead()["count"] < 1 and time.time() < deadline:
+        time.sleep(0.3)
+    entry = dead()
+    assert entry["service"] == "contacts" and entry["count"] == 1
+    message = entry["messages"][0]
+    assert message["attempts"] == 3  # CRM_EVENT_MAX_ATTEMPTS in the test stack
+    assert "KeyError" in message["error"] and "event_id" in message["error"]
+    assert unique in message["body"]
+    assert dead()["count"] == 1  # looking did not consume it
+
+    # a healthy event on the same queue still flows
+    contact = api.post("/contacts", json={"first_name": "Dl", "last_name": unique}).json()
+    publish_event(stack.amqp_uri, "telephony", "call_ended",
+                  {"contact_id": contact["id"], "summary": "ok"})
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        kinds = [e["kind"] for e in api.get(f"/contacts/{contact['id']}/timeline").json()["items"]]
+        if "call_ended" in kinds:
+            break
+        time.sleep(0.2)
+    assert "call_ended" in kinds
+
+    # replay: back to its queue, fails its attempts again, and is parked again: never lost
+    replay = api.post("/admin/dead-letters/replay", json={"service": "contacts", "queue": queue})
+    assert replay.status_code == 200 and replay.json()["moved"] == {queue: 1}
+    time.sleep(2)
+    assert dead()["count"] == 1
+    assert api.post("/admin/dead-letters/replay", json={"service": "nope"}).status_code == 422
