@@ -57,6 +57,7 @@ def fixture(provider, scenario, **values):
 def values(unique, **extra):
     caller = extra.pop("caller", None) or mobile()
     return {"call": f"{unique}{random.randint(0, 10**6)}", "caller": caller,
+            "ext1": extension(), "ext2": extension(), "ext3": extension(),
             "caller_digits": caller.lstrip("+"), "did": COMPANY_DID,
             "did_digits": COMPANY_DID.lstrip("+"), **extra}
 
@@ -291,7 +292,8 @@ def test_a_flood_of_events_for_one_call_keeps_one_record(stack, api, key_headers
     recorder = record_events("telephony")
     events = [{"event_id": f"{v['call']}-{i}", "provider": "flood", "call_id": v["call"],
                "direction": "inbound", "from": COMPANY_DID, "to": "101",
-               "state": ("ringing", "answered", "ended")[i % 3]} for i in range(60)]
+               "state": ("ringing", "answered", "ended")[i % 3], "outcome": "answered"}
+              for i in range(60)]
     with ThreadPoolExecutor(12) as pool:
         statuses = list(pool.map(lambda e: send(api, "canonical", e, key_headers).status_code, events * 2))
     assert set(statuses) == {200}
@@ -299,8 +301,10 @@ def test_a_flood_of_events_for_one_call_keeps_one_record(stack, api, key_headers
     assert doc["state"] == "ended" and doc["outcome"] == "answered"
     recorder.wait_for(lambda e: e["type"] == "call_ended" and e["data"]["call"]["id"] == doc["_id"])
     recorder.drain(1.0)
-    for kind in ("call_started", "call_answered", "call_ended"):
+    for kind in ("call_started", "call_ended"):
         assert len(of_call(recorder.events, doc["_id"], kind)) == 1, kind
+    # an "ended" may have won before any "answered" arrived: then none is announced
+    assert len(of_call(recorder.events, doc["_id"], "call_answered")) <= 1
     # the company's own number is never looked up nor turned into a lead
     assert doc["contact_id"] is None and not doc.get("lead_claimed")
 
@@ -372,16 +376,19 @@ def test_bad_input_is_refused_and_nothing_is_stored(stack, api, key_headers, uni
 def test_zadarma_echo_and_unknown_caller_answer(stack, api, unique):
     response = api.get("/telephony/zadarma", params={"zd_echo": f"echo{unique}"})
     assert response.status_code == 200 and response.text == f"echo{unique}"
-    # unknown caller with lead creation on: a lead, no owner extension to route to
+    # an unknown caller becomes a lead owned round robin: routed to that owner, no name yet
+    add_user(stack)
     start = fixture("zadarma", "queue_missed", **values(unique))[0]
     response = send(api, "zadarma", start, {})
-    assert response.status_code == 200 and "redirect" not in response.json()
+    assert response.status_code == 200 and "caller_name" not in response.json()
+    extensions = {u["extension"] for u in stack.db("telephony").users.find()}
+    assert response.json()["redirect"] in extensions
 
 
 # call back, call log filters, reports
 def test_missed_call_called_back_and_reports(stack, api, key_headers, unique):
     agent, owner = add_user(stack, name="Agent"), add_user(stack, name="Owner")
-    v = values(unique, ext1=agent["extension"], ext2=owner["extension"], ext3=extension())
+    v = values(unique, ext1=agent["extension"], ext2=owner["extension"])
     contact = make_contact(api, v["caller"], owner["id"])
     replay(api, "canonical", fixture("canonical", "queue_missed", **v), key_headers)
     missed = get_call(api, call_record(stack, "pbx1", v["call"])["_id"])

@@ -40,6 +40,8 @@ def dump_call(doc):
     for name, field in call_out.fields.items():
         key = field.data_key or name
         out.setdefault(key, [] if isinstance(field, fields.List) else None)
+    if doc.get("originate"):
+        out["originate"] = {k: to_iso(v) for k, v in doc["originate"].items()}
     out["id"] = doc["_id"]
     return out
 
