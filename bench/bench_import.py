@@ -16,6 +16,7 @@ import argparse
 import csv
 import io
 import os
+import signal
 import sys
 import threading
 import time
@@ -151,6 +152,8 @@ def main():
     parser.add_argument("--skip-xlsx", action="store_true")
     args = parser.parse_args()
 
+    # a stop (Ctrl-C, kill) still closes the stack it started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     platform = Platform()
     stack = platform.stack
     try:

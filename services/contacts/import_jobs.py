@@ -367,6 +367,8 @@ class JobRunner:
         if names:
             for doc in self.store.companies_by_names(set(names.values())):
                 self.companies.setdefault(fold(doc["name"]), (doc["_id"], doc["name"]))
+            now = utcnow()
+            new = []
             for key, name in names.items():
                 if key in self.companies:
                     continue
@@ -374,14 +376,13 @@ class JobRunner:
                     self.would_create.add(key)
                     self.companies[key] = (None, name)
                     continue
-                now = utcnow()
-                company = self.store.insert_company({
-                    "name": name, "emails": [], "phones": [], "tags": [], "custom": {},
-                    "owner_id": self.job.get("default_owner_id"), "created_at": now,
-                    "updated_at": now, "deleted_at": None, "import_id": self.id,
-                    "created_by": self.job.get("started_by"),
-                    "search_prefixes": prefixes(tokens(name))})
-                self.companies[key] = (company["_id"], name)
+                new.append({"name": name, "emails": [], "phones": [], "tags": [], "custom": {},
+                            "owner_id": self.job.get("default_owner_id"), "created_at": now,
+                            "updated_at": now, "deleted_at": None, "import_id": self.id,
+                            "created_by": self.job.get("started_by"),
+                            "search_prefixes": prefixes(tokens(name))})
+            for company in self.store.insert_companies(new):
+                self.companies[fold(company["name"])] = (company["_id"], company["name"])
                 counts["companies_created"] += 1
         return {fields["company"]: self.companies[fold(fields["company"])]
                 for _, fields in rows if fields.get("company")}
