@@ -11,6 +11,7 @@ import os
 import tempfile
 import time
 
+import eventlet
 from nameko.rpc import rpc
 from nameko.timer import timer
 
@@ -28,8 +29,11 @@ class HealthEntrypoints:
     dead_letters = DeadLetters()
 
     @rpc
-    def ping(self):
-        return {"service": self.name, "ok": True}
+    def ping(self, delay=0):
+        """`delay` (at most 10 s) holds the answer: a probe of shutdown draining and timeouts."""
+        if delay:
+            eventlet.sleep(min(float(delay), 10.0))
+        return {"service": self.name, "ok": True, "pid": os.getpid()}
 
     @rpc
     def health(self):
