@@ -398,3 +398,27 @@ def test_greeting_checks_do_not_contact_again_right_before_sending(api, stack, c
     [final] = wait(lambda: [d for d in greeting() if d["status"] == "failed"])
     assert "do_not_contact" in final["last_error"]
     assert ch.smtp.to(address) == []
+
+
+# --- with the gateway's real users and sign-in -------------------------------------------
+
+def test_signed_in_user_reads_own_inbox_only_admins_manage_webhooks(api, stack, ch, make_user):
+    agent = make_user("agent", language="it")  # the gateway announces it (user_upserted)
+    user_id = agent.user["id"]
+    users = stack.db("notifications")["users"]
+    assert wait(lambda: users.find_one({"_id": user_id})), "the gateway's user_upserted"
+    body = publish(stack, "deals", "deal_assigned",
+                   {"deal": {"title": "Mine"}, "owner_id": user_id})
+    found = wait(lambda: [n for n in agent.get("/notifications").json()["items"]
+                          if n["event_id"] == body["event_id"]])
+    assert found and found[0]["title"] == "Nuova trattativa per te: Mine"
+    assert agent.get("/notifications/unread-count").json()["unread"] >= 1
+    assert agent.post("/notifications/read-all").status_code == 200
+    other = make_user("agent")
+    assert agent.get("/notifications", params={"user_id": other.user["id"]}).status_code == 403
+    assert other.post(f"/notifications/{found[0]['id']}/read").status_code == 404
+    assert agent.get("/webhooks").status_code == 403
+    assert agent.post("/webhooks", json={"url": ch.http.base_url + "/x",
+                                         "events": ["deal_won"]}).status_code == 403
+    prefs = agent.put("/notification-preferences", json={"language": "en"})
+    assert prefs.status_code == 200 and prefs.json()["user_id"] == user_id
