@@ -204,3 +204,30 @@ def test_exactly_once_across_a_restart_and_two_replicas(api, stack, ch, unique):
     inbox = stack.db("notifications")["inbox"]
     assert inbox.count_documents({"user_id": user["id"]}) == 60
     api.delete(f"/webhooks/{hook['id']}")
+
+
+def test_a_crash_mid_burst_loses_nothing_and_repeats_are_recognisable(api, stack, ch, unique):
+    hook, path = subscribe(api, ch, ["task_assigned"])
+    user = make_user(stack, unique)
+    ids = [f"crash-{unique}-{i}" for i in range(40)]
+    for i, event_id in enumerate(ids):
+        publish(stack, "tasks", "task_assigned", {"task": task(f"T{i}"), "assignee_id": user["id"]},
+                event_id=event_id)
+        if i == 15:
+            ch.restart(replica=0, sig=signal.SIGKILL)  # killed, not stopped
+    deliveries_coll = stack.db("notifications")["deliveries"]
+    done = wait(lambda: deliveries_coll.count_documents(
+        {"event_id": {"$in": ids}, "status": "delivered"}) == 80, timeout=60)
+    assert done, deliveries_coll.count_documents({"event_id": {"$in": ids}})
+    time.sleep(1)
+    requests = [r for r in ch.http.to(path)]
+    assert {json.loads(r["body"])["event_id"] for r in requests} == set(ids)  # nothing lost
+    # a send interrupted by the kill may be repeated after its lease: with the same
+    # X-CRM-Delivery id, so the receiver can drop it
+    by_event = {}
+    for r in requests:
+        by_event.setdefault(json.loads(r["body"])["event_id"], set()).add(r["headers"]["X-CRM-Delivery"])
+    assert all(len(delivery_ids) == 1 for delivery_ids in by_event.values())
+    inbox = stack.db("notifications")["inbox"]
+    assert inbox.count_documents({"user_id": user["id"]}) == 40
+    api.delete(f"/webhooks/{hook['id']}")
