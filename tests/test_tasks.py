@@ -423,3 +423,33 @@ def test_agents_see_their_tasks_managers_their_teams(api, stack, request, unique
     assert manager.get(f"/tasks/{theirs['id']}").status_code == 404
     assert outsider.post(f"/tasks/{own['id']}/complete", json={}).status_code == 404
     assert agent.get("/agenda").json()["assignee_id"] == agent.user["id"]
+
+
+def test_moving_a_real_deal_runs_the_stage_rule(api, stack, unique):
+    """Through the deals service itself: POST /deals/{id}/move -> deal_stage_changed -> task."""
+    owner = announce_user(stack, f"owner-{unique}")
+    pipeline = api.post("/pipelines", json={"name": f"Sales {unique}", "stages": [
+        {"name": "New", "kind": "open"}, {"name": "Send proposal", "kind": "open"},
+        {"name": "Won", "kind": "won"}, {"name": "Lost", "kind": "lost"}]})
+    if pipeline.status_code != 201:
+        pytest.skip(f"deals API not available: {pipeline.status_code}")
+    pipeline = pipeline.json()
+    proposal = pipeline["stages"][1]["id"]
+    rule = api.post("/task-rules", json={"pipeline_id": pipeline["id"], "stage_id": proposal,
+                                         "title": "Send the proposal", "due_in_minutes": 24 * 60})
+    assert rule.status_code == 201, rule.text
+    deal = api.post("/deals", json={"title": f"Deal {unique}", "pipeline_id": pipeline["id"],
+                                    "owner_id": owner, "amount": 50000, "currency": "EUR"})
+    assert deal.status_code == 201, deal.text
+    deal = deal.json()
+    moved = api.post(f"/deals/{deal['id']}/move", json={"stage_id": proposal})
+    assert moved.status_code == 200, moved.text
+    items = wait_until(lambda: api.get("/tasks", params={"deal_id": deal["id"]}).json()["items"],
+                       lambda items: len(items) == 1)
+    assert [t["title"] for t in items] == ["Send the proposal"]
+    assert items[0]["assignee_id"] == owner
+    due_in = parse_iso(items[0]["due_at"]) - parse_iso(moved.json()["updated_at"])
+    assert abs(due_in - timedelta(days=1)) < timedelta(seconds=5)
+    # the deal has a next step now: not in the agenda's "no next step" list
+    agenda = api.get("/agenda", params={"assignee_id": owner}).json()
+    assert deal["id"] not in [d["id"] for d in agenda["deals_without_next_step"] or []]

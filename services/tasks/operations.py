@@ -403,20 +403,18 @@ class Tasks:
         return events
 
     # reminders, overdue and escalation (called by the timer of every replica)
-    def scan(self, send):
+    def scan(self, send, pmap=map):
         """Send every notice that is due. Each one is claimed in the database first, so with
         any number of replicas it is sent once; a claim whose holder died before sending
-        (lease expired) is taken over and sent again, with the same event_id."""
+        (lease expired) is taken over and sent again, with the same event_id. `pmap` lets
+        the caller handle the tasks of a batch concurrently (each publish waits for the
+        broker's confirm, so one at a time the timer is latency-bound)."""
         now = self.clock.now()
         sent = 0
         budget_ends = time.monotonic() + max(self.config.tick_seconds, 1.0)
         while True:  # batch after batch, so a backlog drains within one tick (time allowing)
             batch = self.store.due_alarms(now, self.config.scan_batch)
-            for task in batch:
-                for key, kind, at, extra in due_notices(task, now, self.grace):
-                    sent += self._notify(task, key, kind, at, extra, send)
-                self.store.set_alarm(task["_id"], task.get("version"),
-                                     next_alarm(task, now, self.grace))
+            sent += sum(pmap(lambda task: self._handle_alarm(task, now, send), batch))
             if len(batch) < self.config.scan_batch or time.monotonic() > budget_ends:
                 break
         real = utcnow()
@@ -426,6 +424,13 @@ class Tasks:
                 task = self.store.get_task(claim["task_id"])
                 sent += self._send_claimed(task, claim["_id"], claim["kind"],
                                            claim.get("extra") or {}, send)
+        return sent
+
+    def _handle_alarm(self, task, now, send):
+        sent = 0
+        for key, kind, at, extra in due_notices(task, now, self.grace):
+            sent += self._notify(task, key, kind, at, extra, send)
+        self.store.set_alarm(task["_id"], task.get("version"), next_alarm(task, now, self.grace))
         return sent
 
     def _notify(self, task, key, kind, at, extra, send):

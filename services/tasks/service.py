@@ -2,6 +2,8 @@
 import logging
 import os
 
+import eventlet
+
 from nameko.events import EventDispatcher
 from nameko.rpc import rpc
 from nameko.timer import timer
@@ -110,7 +112,8 @@ class TasksService(HealthEntrypoints):
     # time: the timer of every replica scans; the test clock exists only with CRM_TEST_CLOCK=1
     @timer(interval=CONFIG.tick_seconds)
     def tick(self):
-        sent = self.tasks.scan(self._send_one)
+        pool = eventlet.GreenPool(CONFIG.scan_concurrency)
+        sent = self.tasks.scan(self._send_one, pmap=pool.imap)
         if sent:
             log.info("tasks timer sent %d notices", sent)
 
