@@ -172,8 +172,8 @@ def main():
             http = timed(lambda: _ok(api.get(f"/reports/{path}", params=params, timeout=900)),
                          args.runs)
             direct_pipeline, hint, collection = _direct(path, params, pipeline["id"])
-            direct = timed(lambda: list(db[collection].aggregate(direct_pipeline, hint=hint,
-                                                                 allowDiskUse=True)), args.runs)
+            direct = timed(lambda: list(db[collection].aggregate(direct_pipeline, allowDiskUse=True)),
+                           args.runs)
             plan = stack.rpc.call("deals", method, params, explain=True, timeout=300)
             print(f"{label:<40} {http[0]:>10.2f} s {http[1]:>6.2f} s {direct[0]:>10.2f} s "
                   f"{direct[1]:>6.2f} s  {index_names(plan)}", flush=True)

@@ -53,6 +53,8 @@ def test_reports_scope_picks_the_owner_index():
     start, end = datetime(2026, 1, 1, tzinfo=timezone.utc), datetime(2026, 2, 1, tzinfo=timezone.utc)
     assert reports.funnel("p", start, end, {})[1] == "funnel"
     pipeline, hint = reports.funnel("p", start, end, {"owner_id": {"$in": ["u"]}})
-    assert hint == "funnel_owner" and pipeline[0]["$match"]["owner_id"] == {"$in": ["u"]}
+    assert hint == "funnel_owner" and pipeline[0]["$match"]["owner_id"] == "u"
+    team = reports.funnel("p", start, end, {"owner_id": {"$in": ["u", "v"]}})
+    assert team[1] == "funnel" and team[0][1] == {"$match": {"owner_id": {"$in": ["u", "v"]}}}
     assert reports.sales("month", start, end, {}, {"owner_id": "u"})[1] == "sales_owner"
     assert reports.forecast({}, {}, {})[1] == "forecast"

@@ -1,8 +1,12 @@
 """Report aggregation pipelines (built here, run by the store): the database does the
 counting and summing; Python only turns the few grouped rows into the answer.
 
-Each report matches on the leading fields of one index and names it (hint), with a second
-index led by owner_id for callers limited to their own / their team's records."""
+Each pipeline starts with a `$match` on exactly the fields of one index (the name returned
+beside it), and puts every other condition in a second `$match`. mongod merges the two
+and plans them as one; SecantusDB uses an index only when every predicate of the query
+is in it, and with `hint` it walks the whole index instead of its range (see README), so
+the reports are NOT hinted. Callers limited to their own / their team's records match
+on a second index led by owner_id."""
 
 HISTORY_INDEXES = {
     "funnel": [("pipeline_id", 1), ("at", 1)],
@@ -17,6 +21,25 @@ DEAL_INDEXES = {
 MS_PER_DAY = 86400 * 1000.0
 
 
+def _owner(visible):
+    """The caller's owner condition split in (part of the first $match, rest): one owner is
+    an equality on the owner-led index; several owners (a manager's team) filter the
+    period's range of the plain index, because SecantusDB does not bound an index scan by
+    an `$in` (it walks it all), where mongod would use either index."""
+    if not visible:
+        return {}, {}
+    owners = visible["owner_id"]
+    if isinstance(owners, dict) and len(owners.get("$in", [])) == 1:
+        owners = owners["$in"][0]
+    if isinstance(owners, dict):
+        return {}, {"owner_id": owners}
+    return {"owner_id": owners}, {}
+
+
+def _index(base, first):
+    return f"{base}_owner" if "owner_id" in first else base
+
+
 def _is(field, value):
     return {"$eq": [f"${field}", value]}
 
@@ -25,9 +48,9 @@ def funnel(pipeline_id, start, end, visible):
     """History entries of the pipeline in [start, end): per stage, the distinct deals that
     entered it and how many of those also entered a won stage; per stage left, the average
     time spent in it (each entry carries the seconds the deal spent in the stage it left)."""
-    match = {"pipeline_id": pipeline_id, "at": {"$gte": start, "$lt": end}, **visible}
-    pipeline = [
-        {"$match": match},
+    first, rest = _owner(visible)
+    match = {"pipeline_id": pipeline_id, **first, "at": {"$gte": start, "$lt": end}}
+    pipeline = [{"$match": match}] + ([{"$match": rest}] if rest else []) + [
         {"$facet": {
             "entered": [
                 {"$group": {"_id": "$deal_id", "stages": {"$addToSet": "$to_stage_id"},
@@ -42,7 +65,7 @@ def funnel(pipeline_id, start, end, visible):
             ],
         }},
     ]
-    return pipeline, ("funnel_owner" if visible else "funnel")
+    return pipeline, _index("funnel", first)
 
 
 SALES_KEYS = {
@@ -55,11 +78,11 @@ SALES_KEYS = {
 def sales(group_by, start, end, filters, visible):
     """Deals closed in [start, end), grouped by the key and then by currency (amounts of
     different currencies are never added up)."""
-    match = {"closed_at": {"$gte": start, "$lt": end}, "status": {"$in": ["won", "lost"]},
-             "deleted_at": None, **filters, **visible}
+    first, rest = _owner(visible)
     won = _is("status", "won")
     pipeline = [
-        {"$match": match},
+        {"$match": {**first, "closed_at": {"$gte": start, "$lt": end}}},
+        {"$match": {"status": {"$in": ["won", "lost"]}, "deleted_at": None, **filters, **rest}},
         {"$group": {
             "_id": {"key": SALES_KEYS[group_by], "currency": "$currency"},
             "won": {"$sum": {"$cond": [won, 1, 0]}},
@@ -83,16 +106,18 @@ def sales(group_by, start, end, filters, visible):
         }},
         {"$sort": {"_id": 1}},
     ]
-    return pipeline, ("sales_owner" if visible else "sales")
+    return pipeline, _index("sales", first)
 
 
 def forecast(filters, close_range, visible):
     """Open deals by expected close month and currency; weighted = amount x probability."""
-    match = {"status": "open", "deleted_at": None, **filters, **visible}
+    first, rest = _owner(visible)
+    match = {**first, "status": "open"}
     if close_range:
         match["expected_close_date"] = close_range
     pipeline = [
         {"$match": match},
+        {"$match": {"deleted_at": None, **filters, **rest}},
         {"$group": {
             "_id": {"month": {"$substrBytes": [{"$ifNull": ["$expected_close_date", ""]}, 0, 7]},
                     "currency": "$currency"},
@@ -102,18 +127,19 @@ def forecast(filters, close_range, visible):
         }},
         {"$sort": {"_id.month": 1, "_id.currency": 1}},
     ]
-    return pipeline, ("forecast_owner" if visible else "forecast")
+    return pipeline, _index("forecast", first)
 
 
 def won_totals(owner_ids, start, end, currency, pipeline_id):
     """A target's actuals: won deals of its people closed in the period."""
-    match = {"owner_id": {"$in": list(owner_ids)}, "closed_at": {"$gte": start, "$lt": end},
-             "status": "won", "deleted_at": None}
+    first, rest = _owner({"owner_id": {"$in": list(owner_ids)}})
+    rest.update({"status": "won", "deleted_at": None})
     if pipeline_id:
-        match["pipeline_id"] = pipeline_id
+        rest["pipeline_id"] = pipeline_id
     pipeline = [
-        {"$match": match},
+        {"$match": {**first, "closed_at": {"$gte": start, "$lt": end}}},
+        {"$match": rest},
         {"$group": {"_id": None, "count": {"$sum": 1},
                     "amount": {"$sum": {"$cond": [{"$eq": ["$currency", currency]}, "$amount", 0]}}}},
     ]
-    return pipeline, "sales_owner"
+    return pipeline, _index("sales", first)

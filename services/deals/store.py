@@ -214,12 +214,12 @@ class DealsStore(BaseStore):
     def targets_for(self, query, limit=200):
         return self.page_targets(query, limit, None)[0]
 
-    # reports: the pipelines are built in reports.py; here they only run
-    def aggregate(self, collection, pipeline, hint):
-        return list(self.db[collection].aggregate(pipeline, hint=hint, allowDiskUse=True))
+    # reports: the pipelines are built in reports.py; here they only run. `index` names the
+    # index the first $match is built for; it is not hinted (see reports.py).
+    def aggregate(self, collection, pipeline, index=None):
+        return list(self.db[collection].aggregate(pipeline, allowDiskUse=True))
 
-    def explain_aggregate(self, collection, pipeline, hint):
+    def explain_aggregate(self, collection, pipeline, index=None):
         plan = self.db.command("explain", {"aggregate": collection, "pipeline": pipeline,
-                                           "cursor": {}, "hint": hint},
-                               verbosity="queryPlanner")
+                                           "cursor": {}}, verbosity="queryPlanner")
         return _plain(plan)
