@@ -16,6 +16,7 @@ from nameko.rpc import rpc
 from nameko.timer import timer
 
 from crm_common.events import DeadLetters
+from crm_common.observability import LogContext, ServiceMetrics
 
 HEARTBEAT_SECONDS = 5
 
@@ -27,6 +28,8 @@ def heartbeat_path(service):
 
 class HealthEntrypoints:
     dead_letters = DeadLetters()
+    metrics = ServiceMetrics()
+    log_context = LogContext()
 
     @rpc
     def ping(self, delay=0):

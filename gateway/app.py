@@ -19,6 +19,7 @@ from gateway.routes import ROUTE_MODULES, api
 from gateway.rpc import RpcPool
 
 log = logging.getLogger("gateway")
+access_log = logging.getLogger("gateway.access")
 
 OPS_PATHS = [("/healthz", "get", "The gateway process is alive"),
              ("/readyz", "get", "The broker and every service answer, each reported separately"),
@@ -57,8 +58,12 @@ def create_app(settings=None, rpc_pool=None):
     def finish_request(response):
         response.headers["X-Request-Id"] = g.get("request_id", "")
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        metrics.observe_request(request.method, endpoint, response.status_code,
-                                time.perf_counter() - g.get("started", time.perf_counter()))
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        metrics.observe_request(request.method, endpoint, response.status_code, seconds)
+        access_log.info("%s %s %s", request.method, request.path, response.status_code,
+                        extra={"fields": {"status": response.status_code,
+                                          "duration_ms": round(seconds * 1000, 2),
+                                          "user_id": (g.get("identity") or {}).get("user_id")}})
         return response
 
     @app.errorhandler(CrmError)

@@ -9,8 +9,18 @@ threads = int(os.environ.get("GATEWAY_THREADS", "8"))
 timeout = int(os.environ.get("GATEWAY_TIMEOUT", "30"))
 graceful_timeout = 20
 keepalive = 5
-accesslog = os.environ.get("GATEWAY_ACCESS_LOG") or None
+accesslog = os.environ.get("GATEWAY_ACCESS_LOG") or None  # the app logs each request itself
 errorlog = "-"
+# one JSON object per line, with the request id (gateway/logs.py)
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "gateway.logs.GatewayJsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json",
+                             "stream": "ext://sys.stderr"}},
+    "root": {"level": os.environ.get("LOG_LEVEL", "INFO"), "handlers": ["console"]},
+    "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["console"], "propagate": False}},
+}
 
 
 def child_exit(server, worker):

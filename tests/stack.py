@@ -154,8 +154,12 @@ class Stack:
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
+    def log_path(self, key):
+        """This run's log of a process: key is e.g. "contacts-0" or "gateway"."""
+        return os.path.join(self.log_dir, f"{self.db_prefix}{key}.log")
+
     def _spawn(self, key, command, env):
-        log = open(os.path.join(self.log_dir, f"{key}.log"), "ab")
+        log = open(self.log_path(key), "ab")
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, preexec_fn=_die_with_parent)
         self.processes[key] = proc

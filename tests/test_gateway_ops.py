@@ -132,3 +132,54 @@ def test_timeout_error_type(stack):
     with pytest.raises((Timeout, Unavailable)):
         pool.call("contacts", "list_contacts", {})
     pool.close()
+
+
+def test_logs_are_json_lines_carrying_the_request_id_into_the_services(api, stack, unique):
+    import json
+    import os
+    trace = f"trace-{unique}"
+    created = api.post("/contacts", json={"first_name": "Log", "last_name": unique},
+                       headers={"X-Request-Id": trace})
+    assert created.status_code == 201
+
+    def lines_with_trace(name):
+        path = stack.log_path(name)
+        found = []
+        for line in open(path, encoding="utf-8", errors="replace"):
+            if trace in line:
+                found.append(json.loads(line))
+        return found
+
+    deadline = time.time() + 5
+    while time.time() < deadline and not lines_with_trace("contacts-0"):
+        time.sleep(0.2)
+    service_line = lines_with_trace("contacts-0")[0]
+    assert service_line["request_id"] == trace and service_line["service"] == "contacts"
+    assert service_line["entrypoint"] == "create_contact"
+    assert created.json()["id"] in service_line["message"]
+    gateway_line = lines_with_trace("gateway")[0]
+    assert gateway_line["service"] == "gateway" and gateway_line["status"] == 201
+    assert gateway_line["path"] == "/api/v1/contacts" and "duration_ms" in gateway_line
+
+
+def test_every_service_exports_prometheus_metrics(stack):
+    import requests
+    from tests.stack import free_port
+    port = free_port()
+    stack.start_service("tasks", 7, CRM_METRICS_PORT=port)
+    try:
+        stack.wait_service("tasks")
+        deadline = time.time() + 20
+        text = ""
+        while time.time() < deadline and "crm_service_calls_total" not in text:
+            try:
+                text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except requests.RequestException:
+                time.sleep(0.3)
+                continue
+            time.sleep(0.3)
+        assert 'crm_service_calls_total{entrypoint="heartbeat",outcome="ok",service="tasks"}' in text
+        assert "crm_service_call_seconds_bucket" in text
+        assert 'crm_outbox_backlog{service="tasks"}' in text or "crm_outbox_backlog" in text
+    finally:
+        stack.stop_service("tasks", 7)

@@ -1,4 +1,6 @@
 """Contacts service entrypoints: thin; the work is in operations.py, storage in store.py."""
+import logging
+
 from nameko.rpc import rpc
 
 from crm_common.context import CallerContext
@@ -15,6 +17,9 @@ from services.contacts.import_jobs import Imports, import_config, job_timer
 from services.contacts.import_store import ImportStore
 from services.contacts.merge import Merges
 from services.contacts.timeline_events import TIMELINE_EVENTS
+
+
+log = logging.getLogger(__name__)
 
 
 def _timeline_handler(source, event_type):
@@ -45,7 +50,9 @@ class ContactsService(HealthEntrypoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def create_contact(self, payload, force=False):
-        return self._announce(self.contacts.create(payload, force))
+        contact = self._announce(self.contacts.create(payload, force))
+        log.info("contact %s created", contact["id"])
+        return contact
 
     @rpc(expected_exceptions=EXPECTED)
     def get_contact(self, contact_id, include_deleted=False):
