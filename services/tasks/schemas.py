@@ -81,6 +81,8 @@ class TaskOut(Schema):
     completed_at = UtcDateTime(allow_none=True)
     canceled_at = UtcDateTime(allow_none=True)
     cancel_reason = fields.String(allow_none=True)
+    next_task_id = fields.String(allow_none=True, metadata={
+        "description": "on completing a recurring task: its next occurrence"})
     created_at = UtcDateTime()
     updated_at = UtcDateTime()
 
