@@ -113,7 +113,8 @@ class Deals:
         and history stay attached; a removed stage with deals needs a target stage of the
         same kind (`move_deals_to`), so no deal changes status behind anyone's back."""
         self._require_manager()
-        data = load(pipeline_in, payload, partial=True)
+        # top-level fields are optional; a stage, when given, is whole (not partial)
+        data = load(pipeline_in, payload, partial=("name", "stages"))
         current = self._pipeline(pipeline_id, field=None)
         now = utcnow()
         changes = {"updated_at": now}
@@ -474,7 +475,10 @@ class Deals:
 
     def _period(self, q):
         end = q.get("to") or utcnow()
-        start = q.get("from_") or end - timedelta(days=REPORT_DAYS)
+        try:
+            start = q.get("from_") or end - timedelta(days=REPORT_DAYS)
+        except OverflowError:
+            raise invalid("to", "Out of range.")
         if start >= end:
             raise invalid("from", "`from` must be before `to`.")
         return start, end

@@ -52,7 +52,7 @@ class PipelineIn(Schema):
         if missing:
             raise ValidationError(f"A pipeline needs at least one stage of each kind; missing: {', '.join(missing)}.",
                                   "stages")
-        names = [s["name"].strip().lower() for s in stages]
+        names = [(s.get("name") or "").strip().lower() for s in stages]
         if len(set(names)) != len(names):
             raise ValidationError("Stage names must be unique in a pipeline.", "stages")
         ids = [s["id"] for s in stages if s.get("id")]
@@ -324,8 +324,8 @@ class SalesQuery(ReportPeriod):
 class CurrencyAmounts(Schema):
     currency = fields.String()
     won_amount = fields.Integer()
-    avg_deal_size = fields.Float()
-    share = fields.Float(metadata={"description": "this group's part of all won money in the currency"})
+    avg_deal_size = fields.Float(allow_none=True)
+    share = fields.Float(allow_none=True, metadata={"description": "this group's part of all won money in the currency"})
 
 
 class SalesRow(Schema):
