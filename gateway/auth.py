@@ -57,13 +57,20 @@ class GatewayDatabaseUnavailable(CrmError):
     code, status = "service_unavailable", 503
 
 
+# each argon2 run takes 64 MiB and ~50 ms of a core: a few at a time per process, so a
+# burst of sign-ins queues instead of exhausting memory
+_HASH_SLOTS = threading.BoundedSemaphore(2)
+
+
 def hash_password(password):
-    return hasher.hash(password)
+    with _HASH_SLOTS:
+        return hasher.hash(password)
 
 
 def verify_password(password_hash, password):
     try:
-        return hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+        with _HASH_SLOTS:
+            return hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
     except (VerificationError, InvalidHashError):
         return False
 
@@ -145,6 +152,8 @@ class Auth:
         window = self.config.login_window_s
         security.check_login_throttle(store, subject, self.config.login_failures_per_window,
                                       window)
+        # every attempt from one address, whatever the email (password spraying)
+        security.check_rate(store, f"login-ip:{ip}", self.config.login_per_ip_per_minute)
         user = store.get_user_by_email(email)
         # verify even for an unknown email, so timing does not tell which emails exist
         if not verify_password(user and user.get("password_hash"), password):

@@ -30,6 +30,7 @@ class AuthSettings:
     key_rate_per_minute: int
     login_failures_per_window: int
     login_window_s: int
+    login_per_ip_per_minute: int
 
 
 def load_auth_settings():
@@ -45,6 +46,7 @@ def load_auth_settings():
         key_rate_per_minute=int(_env("CRM_API_KEY_RATE_LIMIT_PER_MINUTE", "3000")),
         login_failures_per_window=int(_env("CRM_LOGIN_MAX_FAILURES", "10")),
         login_window_s=int(_env("CRM_LOGIN_WINDOW_S", "300")),
+        login_per_ip_per_minute=int(_env("CRM_LOGIN_PER_IP_PER_MINUTE", "60")),
     )
 
 
