@@ -17,9 +17,12 @@ CLOCKED = {"CRM_TEST_CLOCK": 1, "CRM_TASKS_TICK_SECONDS": 0.3,
 def start_clocked_replicas(stack):
     for replica in (0, 1):
         stack.start_service("tasks", replica, **CLOCKED)
-    pids, deadline = set(), time.time() + 120
+    pids, deadline = set(), time.time() + 180
     while len(pids) < 2:  # both processes answer (RabbitMQ round-robins the RPC queue)
         assert time.time() < deadline, "two tasks replicas did not come up"
+        for replica in (0, 1):  # a start that died on a broker timeout (busy machine): again
+            if stack.processes[f"tasks-{replica}"].poll() is not None:
+                stack.start_service("tasks", replica, **CLOCKED)
         try:
             info = stack.rpc.call("tasks", "replica_info", timeout=2)
         except Exception:  # noqa: BLE001 - not up yet
