@@ -72,3 +72,88 @@ class CuttableProxy:
     def close(self):
         self.cut()
         self.server.close()
+
+
+class PrivateBroker:
+    """A RabbitMQ node of its own (own name, ports, data, pid file), so a test or the soak
+    can stop and restart a real broker without touching the machine's shared one."""
+
+    def __init__(self):
+        import os
+        import pwd
+        import tempfile
+        from tests.stack import free_port
+        self.dir = tempfile.mkdtemp(prefix="crm-rmq-")
+        self.port, self.dist_port = free_port(), free_port()
+        self.name = f"crm{self.port}@localhost"
+        with open(os.path.join(self.dir, "rabbitmq.conf"), "w") as conf:
+            conf.write(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
+        with open(os.path.join(self.dir, "enabled_plugins"), "w") as plugins:
+            plugins.write("[].\n")
+        try:  # the server drops to the rabbitmq user when started as root
+            user = pwd.getpwnam("rabbitmq")
+            for folder, _, files in os.walk(self.dir):
+                os.chown(folder, user.pw_uid, user.pw_gid)
+                for name in files:
+                    os.chown(os.path.join(folder, name), user.pw_uid, user.pw_gid)
+        except (KeyError, PermissionError):
+            pass
+        self.env = dict(os.environ, RABBITMQ_NODENAME=self.name, RABBITMQ_NODE_PORT=str(self.port),
+                        RABBITMQ_DIST_PORT=str(self.dist_port),
+                        RABBITMQ_CONFIG_FILE=os.path.join(self.dir, "rabbitmq.conf"),
+                        RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(self.dir, "enabled_plugins"),
+                        RABBITMQ_MNESIA_BASE=os.path.join(self.dir, "mnesia"),
+                        RABBITMQ_LOG_BASE=os.path.join(self.dir, "log"),
+                        RABBITMQ_PID_FILE=os.path.join(self.dir, "pid"))
+        self.uri = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def _open(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    def start(self, timeout=90):
+        import subprocess
+        import time
+        subprocess.Popen(["rabbitmq-server"], env=self.env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + timeout
+        while not self._open():
+            if time.time() > deadline:
+                raise RuntimeError("private RabbitMQ did not start")
+            time.sleep(0.3)
+        return self
+
+    def pid(self):
+        import os
+        try:
+            return int(open(os.path.join(self.dir, "pid")).read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def stop(self, timeout=60):
+        import os
+        import signal
+        import time
+        pid = self.pid()
+        if pid:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + timeout
+        while self._open() and time.time() < deadline:
+            time.sleep(0.2)
+        while pid and time.time() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+
+    def close(self):
+        import shutil
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -19,7 +19,7 @@ import pymongo
 import requests
 from kombu import Connection, Consumer, Exchange, Queue
 
-from gateway.rpc import RpcPool
+from crm_common.rpc import RpcPool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -109,11 +109,13 @@ class Vhost:
 
 
 class Stack:
-    def __init__(self):
+    def __init__(self, amqp_uri=None):
+        """amqp_uri: a broker of the caller's (e.g. tests.faults.PrivateBroker); else a vhost
+        of its own on the machine's broker."""
         self.log_dir = os.path.join(ROOT, ".logs", "tests")
         os.makedirs(self.log_dir, exist_ok=True)
-        self.vhost = Vhost()
-        self.amqp_uri = self.vhost.uri
+        self.vhost = None if amqp_uri else Vhost()
+        self.amqp_uri = amqp_uri or self.vhost.uri
         self.db_prefix = f"t{uuid.uuid4().hex[:8]}_"
         self.mongo_proc = None
         self.storage = None
@@ -241,7 +243,8 @@ class Stack:
             except subprocess.TimeoutExpired:
                 self.mongo_proc.kill()
             shutil.rmtree(self.storage, ignore_errors=True)
-        self.vhost.delete()
+        if self.vhost:
+            self.vhost.delete()
 
 
 class Api:

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from gateway.rpc import RpcPool
+from crm_common.rpc import RpcPool
 from crm_common.errors import Timeout, Unavailable
 
 

@@ -1,8 +1,10 @@
-"""A pool of long-lived RPC clients speaking nameko's AMQP RPC protocol with kombu.
+"""RPC with a deadline: a pool of long-lived clients speaking nameko's AMQP RPC protocol
+with kombu, used by the gateway (RpcPool) and by services calling each other (ServiceRpc).
 
-Why not nameko's ClusterRpcProxy: it costs ~3.5 ms a call (24 ms when made per request),
-it cannot bound a call whose service is down, and it does not recover from a broker
-restart. Each client here owns one connection, one channel and one exclusive reply queue,
+Why not nameko's ClusterRpcProxy / RpcProxy: the first costs ~3.5 ms a call (24 ms when made
+per request); neither bounds a call whose reply never comes. After a broker restart such a
+call waits forever and holds a worker, and a service whose workers are all held stops
+answering (seen in bench/soak.py). Each client here owns one connection, one channel and one exclusive reply queue,
 is used by one thread at a time, and:
 - publishes with `mandatory` so a service with no queue at all fails at once (503);
 - gives every request a TTL equal to its timeout, so a stopped service never executes a
@@ -19,6 +21,7 @@ import uuid
 from contextlib import contextmanager
 
 import kombu
+from nameko.extensions import DependencyProvider
 from kombu.exceptions import OperationalError
 from amqp.exceptions import ConnectionError as AmqpConnectionError
 
@@ -169,9 +172,51 @@ class RpcPool:
             return client.call(service, method, args, kwargs, context,
                                timeout or self.timeout)
 
+    def proxy(self, service, context=None, timeout=None):
+        return ServiceProxy(self, service, context, timeout)
+
     def close(self):
         while True:
             try:
                 self._idle.get_nowait().close()
             except queue.Empty:
                 return
+
+
+class ServiceProxy:
+    """`proxy.method(*args, **kwargs)` calls `service.method` through the pool."""
+
+    def __init__(self, pool, service, context=None, timeout=None):
+        self._pool, self._service, self._context, self._timeout = pool, service, context, timeout
+
+    def __getattr__(self, method):
+        def call(*args, **kwargs):
+            return self._pool.call(self._service, method, *args, context=self._context,
+                                   timeout=self._timeout, **kwargs)
+        return call
+
+
+class ServiceRpc(DependencyProvider):
+    """Drop-in for nameko's RpcProxy(service) with a deadline: `self.contacts_rpc.get_contact(id)`
+    raises crm_common.errors.Timeout after CRM_RPC_TIMEOUT (or `timeout`) seconds instead of
+    waiting forever, and Unavailable at once when the service has no queue. The caller's
+    context (request id, user) is forwarded. Typed errors arrive as their own class."""
+
+    def __init__(self, service, timeout=None):
+        self.service = service
+        self.timeout = timeout
+
+    def setup(self):
+        from crm_common.config import load_settings
+        settings = load_settings()
+        self.pool = RpcPool(self.container.config["AMQP_URI"], size=32,
+                            timeout=self.timeout or settings.rpc_timeout,
+                            name=self.container.service_name)
+
+    def stop(self):
+        self.pool.close()
+
+    def get_dependency(self, worker_ctx):
+        context = {k: v for k, v in worker_ctx.context_data.items()
+                   if v is not None and isinstance(v, (str, int, float, bool, list))}
+        return self.pool.proxy(self.service, context)
