@@ -160,7 +160,7 @@ class Channels:
 
     def start(self, replica=0):
         self.stack.start_service(self.SERVICE, replica, **self.env)
-        self.stack.wait_service(self.SERVICE)
+        self.stack.wait_service(self.SERVICE, timeout=120)
 
     def telegram_path(self):
         return f"/tg/bot{self.TELEGRAM_TOKEN}/sendMessage"
@@ -169,6 +169,6 @@ class Channels:
         self.stack.stop_service(self.SERVICE, 1)
         self.stack.stop_service(self.SERVICE, 0)
         self.stack.start_service(self.SERVICE, 0)
-        self.stack.wait_service(self.SERVICE)
+        self.stack.wait_service(self.SERVICE, timeout=120)
         self.smtp.stop()
         self.http.stop()

@@ -1,13 +1,12 @@
 """Notifications end to end: events published on the real broker -> the notifications
 service (restarted here against real local receivers: SMTP via aiosmtpd, an HTTP recorder
 for SMS, Telegram and webhooks) -> SecantusDB, and the gateway's inbox/preferences API."""
-import hashlib
-import hmac
 import json
 import time
 import uuid
 
 import pytest
+from kombu import Connection
 
 from crm_common.publish import publish_event
 from tests.fake_receivers import Channels
@@ -35,8 +34,16 @@ def new_id():
     return uuid.uuid4().hex[:12]
 
 
+_connections = {}
+
+
 def publish(stack, source, event_type, data, event_id=None):
-    return publish_event(stack.amqp_uri, source, event_type, data, event_id=event_id)
+    """publish_event over one kept connection (a connection per event strains a busy broker)."""
+    connection = _connections.get(stack.amqp_uri)
+    if connection is None:
+        connection = _connections[stack.amqp_uri] = Connection(stack.amqp_uri)
+    return publish_event(stack.amqp_uri, source, event_type, data, event_id=event_id,
+                         connection=connection)
 
 
 def make_user(stack, unique, **fields):

@@ -2,6 +2,8 @@
 outbox is sent by worker.py, the API is operations.py, storage is store.py."""
 from datetime import date, timedelta
 
+import eventlet
+
 from nameko.events import EventDispatcher
 from nameko.rpc import RpcProxy, rpc
 from nameko.timer import timer
@@ -76,9 +78,12 @@ class NotificationsService(HealthEntrypoints):
     @timer(interval=SETTINGS.poll_s)
     def send_due(self):
         worker = Worker(self.store, SETTINGS, self.clock(), self.contacts_rpc.get_contact)
+        pool = eventlet.GreenPool(10)  # each publish waits for the broker's confirm
         for _ in range(20):  # keep draining while there is a backlog, then let the timer tick
             events = worker.run_once()
-            self._announce((None, events))
+            for event_type, data in events:
+                pool.spawn_n(self.dispatch, event_type, envelope(self.name, event_type, data))
+            pool.waitall()
             if not events:
                 break
 
