@@ -210,7 +210,10 @@ class Auth:
             raise Unauthenticated("Unknown API key", {"reason": "invalid_api_key"})
         if doc.get("revoked_at"):
             raise Unauthenticated("This API key was revoked", {"reason": "api_key_revoked"})
-        store.touch_api_key(doc["_id"], utcnow())
+        now = utcnow()
+        last = doc.get("last_used_at")
+        if last is None or (now - last).total_seconds() > 60:  # one write a minute, not per request
+            store.touch_api_key(doc["_id"], now)
         # an integration acts for the whole company within its scopes (a PBX routes every
         # caller): admin visibility in the services, routes limited by scopes here
         return {"kind": "api_key", "user_id": None, "role": "admin", "team": None,
