@@ -85,9 +85,14 @@ class Calls:
         frm, to = self._number(ev.get("from_")), self._number(ev.get("to"))
         agent = self._agent(ev.get("agent_id"), ev.get("extension"))
 
+        # a call's first event, a call-level ringing, is written whole by the upsert, so the
+        # hot path (a PBX waiting for the routing answer) skips the merge and the transition
+        first_ringing = state == "ringing" and not ev.get("leg_id")
         base = {"_id": new_id(), "provider": ev["provider"], "call_id": ev["call_id"],
                 "direction": ev.get("direction"), "from": frm, "to": to,
-                "number": None, "rank": 0, "state": None, "legs": {}, "contact_id": None,
+                "number": self._external(ev.get("direction"), frm, to),
+                "rank": 1 if first_ringing else 0, "state": "ringing" if first_ringing else None,
+                "legs": {}, "contact_id": None,
                 "contact_name": None, "owner_id": None, "agent_id": None, "extension": None,
                 "outcome": None, "missed": False, "called_back": None, "lead_created": False,
                 # no answered_at yet: $min against a stored null would keep the null
@@ -130,7 +135,11 @@ class Calls:
         update = {"$set": sets, "$min": mins}
         if maxs:
             update["$max"] = maxs
-        doc = self.store.update_call(doc["_id"], update)
+        new_facts = (maxs or set(mins) != {"started_at"} or at < doc["started_at"]
+                     or any(k != "updated_at" and ("." in k or doc.get(k) != v)
+                            for k, v in sets.items()))
+        if new_facts:
+            doc = self.store.update_call(doc["_id"], update)
 
         answer_extra, events = {}, []
         if created:
@@ -149,6 +158,8 @@ class Calls:
         return self._answer(doc, **answer_extra), events
 
     def _transition(self, doc, state, rank, ev, at, events):
+        if doc.get("rank", 0) >= rank:
+            return doc, events  # already there or beyond (a repeat, or a late event)
         changes = {"rank": rank, "state": state}
         if state == "ended":
             outcome = ev.get("outcome") or ("answered" if doc.get("answered_at") else "no_answer")
