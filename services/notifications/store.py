@@ -58,6 +58,8 @@ class NotificationsStore(BaseStore):
         self.jobs = db["jobs"]
         self.clock = db["clock"]
         self.cache = TtlCache(float(os.environ.get("CRM_NOTIFY_CACHE_S") or 2))
+        # nameko starts the timer alongside the store: no claiming before the hinted indexes
+        self.ready = False
 
     def ensure_indexes(self):
         self.inbox.create_index("key", unique=True)
@@ -77,6 +79,7 @@ class NotificationsStore(BaseStore):
                                       ("created_at", DESCENDING), ("_id", DESCENDING)],
                                      sparse=True)
         self.deliveries.create_index("event_id")
+        self.ready = True
 
     # users (a copy; the newest announcement wins whatever order they arrive in)
     def upsert_user(self, user, event_at):
@@ -203,6 +206,8 @@ class NotificationsStore(BaseStore):
         """Take up to `limit` due deliveries for this worker. The update re-checks `due_at`
         per document, so of two replicas racing for one, only one matches it; the winner's
         claim pushes `due_at` to the lease end, after which a crashed send is retried."""
+        if not self.ready:
+            return []
         ids = [d["_id"] for d in self.deliveries.find({"due_at": {"$lte": now}}, {"_id": 1})
                .sort("due_at", ASCENDING).hint("due_at_1").limit(limit)]
         if not ids:
