@@ -18,6 +18,8 @@ COLUMNS = ("id", "first_name", "last_name", "emails", "phones", "company_name", 
            "owner_id", "tags", "source", "status", "do_not_contact", "birthday", "custom",
            "created_at", "updated_at", "last_contacted_at")
 PAGING_KEYS = ("format", "limit", "cursor", "include_total")
+# one page of 500 full contacts can take longer than a plain call on a busy database
+PAGE_TIMEOUT = float(os.environ.get("CRM_EXPORT_PAGE_TIMEOUT") or 60)
 
 
 def export_row(contact):
@@ -40,7 +42,7 @@ def contacts_pages(params):
     memory stays flat whatever the count (visibility applies as in the list)."""
     query = {k: v for k, v in params.items() if k not in PAGING_KEYS}
     # the first page is asked before the response starts, so a refused filter is a 4xx
-    first = call("contacts", "list_contacts", {**query, "limit": PAGE})
+    first = call("contacts", "list_contacts", {**query, "limit": PAGE}, timeout=PAGE_TIMEOUT)
 
     def pages():
         page = first
@@ -49,7 +51,8 @@ def contacts_pages(params):
             if not page["next_cursor"]:
                 return
             page = call("contacts", "list_contacts",
-                        {**query, "limit": PAGE, "cursor": page["next_cursor"]})
+                        {**query, "limit": PAGE, "cursor": page["next_cursor"]},
+                        timeout=PAGE_TIMEOUT)
 
     return pages()
 
