@@ -121,7 +121,10 @@ def test_completing_a_call_lands_on_the_contact_timeline(api, stack, record_even
     entry = next(e for e in items if e["kind"] == "task_completed")
     assert entry["ref"] == {"service": "tasks", "type": "task", "id": task["id"]}
     assert "Call about the offer" in entry["summary"]
-    assert api.get(f"/contacts/{contact['id']}").json()["last_contacted_at"] == event[0]["data"]["contacted_at"]
+    # contacts writes the timeline entry, then moves last_contacted_at: wait for both
+    touched = wait_until(lambda: api.get(f"/contacts/{contact['id']}").json()["last_contacted_at"],
+                         lambda value: value is not None)
+    assert touched == event[0]["data"]["contacted_at"]
 
     again = api.post(f"/tasks/{task['id']}/complete", json={"result": "twice"})
     assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
