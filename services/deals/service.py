@@ -1,13 +1,14 @@
 """Deals service entrypoints: thin; the work is in operations.py (reports.py builds the
 aggregations), storage in store.py."""
-from nameko.events import EventDispatcher
-from nameko.rpc import RpcProxy, rpc
+from nameko.rpc import rpc
 
 from crm_common.context import CallerContext
 from crm_common.errors import EXPECTED
 from crm_common.events import reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
+from crm_common.outbox import OutboxDispatcher
+from crm_common.rpc import ServiceRpc
 from services.deals.operations import Deals
 from services.deals.store import DealsStore
 
@@ -17,8 +18,8 @@ class DealsService(HealthEntrypoints):
 
     store = MongoStore(DealsStore)
     caller = CallerContext()
-    dispatch = EventDispatcher()
-    contacts_rpc = RpcProxy("contacts")
+    dispatch = OutboxDispatcher()
+    contacts_rpc = ServiceRpc("contacts")
 
     @property
     def deals(self):

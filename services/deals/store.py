@@ -1,9 +1,9 @@
 """The only code in the deals service that touches pymongo.
 
 Collections: pipelines, deals, deal_history (one document per stage entry, inserted, never
-rewritten), targets, settings (the configurable lists). Every query that is not a plain _id
-lookup passes `hint=`: SecantusDB collection-scans when one predicate is outside the index
-it picked (mongod would not), and the reports must stay index range scans."""
+rewritten), targets, settings (the configurable lists). No query is hinted: SecantusDB
+(dev/CI) walks a whole hinted index, and mongod picks these indexes by itself; hot-path
+queries use only indexed fields."""
 import json
 
 from bson import json_util
@@ -19,16 +19,8 @@ from services.deals.domain import DEFAULT_LOST_REASONS, DEFAULT_LEAD_SOURCES, de
 
 LIVE = {"deleted_at": None}
 DEFAULT_KEY = "default"
-# deal filter fields, most selective first: the first one a query uses is the index it scans
-SELECTIVE = ("contact_id", "company_id", "stage_id", "owner_id", "pipeline_id", "source", "status")
-SORT_INDEXES = {"created_at": "created_at_-1__id_-1", "updated_at": "updated_at_-1__id_-1"}
-
-
-def choose_index(query, sort_field):
-    for field in SELECTIVE:
-        if field in query:
-            return f"{field}_1_created_at_-1__id_-1"
-    return SORT_INDEXES[sort_field]
+# deal filter fields with a (field, created_at, _id) index each
+FILTERED = ("contact_id", "company_id", "stage_id", "owner_id", "pipeline_id", "source", "status")
 
 
 def _plain(doc):
@@ -50,9 +42,12 @@ class DealsStore(BaseStore):
         # the fixed key makes creating the default pipeline an idempotent upsert
         p.create_index("key", unique=True, sparse=True)
         d = self.deals
+        # by-id reads carry deleted_at and the caller's visibility: an index covering them
+        # keeps those O(1) on SecantusDB (mongod serves them from _id alone)
+        d.create_index([("_id", ASCENDING), ("deleted_at", ASCENDING), ("owner_id", ASCENDING)])
         d.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
         d.create_index([("updated_at", DESCENDING), ("_id", DESCENDING)])
-        for field in SELECTIVE:
+        for field in FILTERED:
             d.create_index([(field, ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)])
         for name, keys in reports.DEAL_INDEXES.items():
             d.create_index(keys, name=name)
@@ -110,8 +105,7 @@ class DealsStore(BaseStore):
         return {p["_id"]: p for p in self.pipelines.find({"_id": {"$in": list(ids)}})}
 
     def page_pipelines(self, limit, cursor):
-        return page(self.pipelines, dict(LIVE), "created_at", ASCENDING, limit, cursor,
-                    hint="created_at_1__id_1")
+        return page(self.pipelines, dict(LIVE), "created_at", ASCENDING, limit, cursor)
 
     def update_pipeline(self, pipeline_id, version, changes):
         """Only from the version the caller read: two concurrent edits never mix."""
@@ -149,19 +143,16 @@ class DealsStore(BaseStore):
                 and d.get("status") == "open" and d.get("deleted_at") is None][:limit]
 
     def page_deals(self, query, sort_field, direction, limit, cursor):
-        return page(self.deals, query, sort_field, direction, limit, cursor,
-                    hint=choose_index(query, sort_field))
+        return page(self.deals, query, sort_field, direction, limit, cursor)
 
     def count_deals(self, query, sort_field):
-        return self.deals.count_documents(query, hint=choose_index(query, sort_field))
+        return self.deals.count_documents(query)
 
     def any_deal_in(self, pipeline_id, stage_ids=None):
         query = {"pipeline_id": pipeline_id, **LIVE}
         if stage_ids is not None:
             query["stage_id"] = {"$in": list(stage_ids)}
-        hint = "stage_id_1_created_at_-1__id_-1" if stage_ids is not None else \
-            "pipeline_id_1_created_at_-1__id_-1"
-        return {d["stage_id"] for d in self.deals.find(query, {"stage_id": 1}).hint(hint)}
+        return {d["stage_id"] for d in self.deals.find(query, {"stage_id": 1})}
 
     def reassign_stage(self, pipeline_id, from_stage_id, to_stage, now):
         """Deals of a removed stage go to its replacement (same kind, so status holds)."""
@@ -212,9 +203,7 @@ class DealsStore(BaseStore):
         return self.targets.find_one_and_delete({"_id": target_id, **visible})
 
     def page_targets(self, query, limit, cursor):
-        hint = next((f"{f}_1_created_at_-1__id_-1" for f in ("user_id", "team", "period")
-                     if f in query), "created_at_-1__id_-1")
-        return page(self.targets, query, "created_at", DESCENDING, limit, cursor, hint=hint)
+        return page(self.targets, query, "created_at", DESCENDING, limit, cursor)
 
     def targets_for(self, query, limit=200):
         return self.page_targets(query, limit, None)[0]
