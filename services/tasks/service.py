@@ -4,7 +4,6 @@ import os
 
 import eventlet
 
-from nameko.events import EventDispatcher
 from nameko.rpc import rpc
 from nameko.timer import timer
 
@@ -13,6 +12,7 @@ from crm_common.errors import EXPECTED
 from crm_common.events import reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
+from crm_common.outbox import OutboxDispatcher
 from crm_common.timeutil import parse_iso, to_iso
 from services.tasks.clock import Clock
 from services.tasks.config import load_config
@@ -28,7 +28,7 @@ class TasksService(HealthEntrypoints):
 
     store = MongoStore(TasksStore)
     caller = CallerContext()
-    dispatch = EventDispatcher()
+    dispatch = OutboxDispatcher()
 
     @property
     def clock(self):
