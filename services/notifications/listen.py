@@ -1,7 +1,8 @@
 """One reliable queue per source service instead of one per event type: this service listens
-to some 25 event types, and a quorum queue per type costs the broker a Raft group each.
-The queue is bound to each wanted type on `<source>.events`; it keeps everything
-`crm_common.events.reliable_handler` gives (quorum queue, delivery limit, dead-lettering)."""
+to some 25 event types, and a durable queue (and dead-letter queue) per type is broker load
+for nothing. The queue is bound to each wanted type on `<source>.events`; it keeps what
+`crm_common.events.reliable_handler` gives (counted retries, then dead-lettering; failed
+messages go back to the queue by its name, so the bindings do not matter for them)."""
 from kombu import binding
 
 from crm_common.events import ReliableEventHandler
