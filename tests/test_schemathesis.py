@@ -33,8 +33,9 @@ def no_server_error(ctx, response, case):
 
 CHECKS = [no_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
-# "sign out everywhere" would end the session this test runs with
-EXCLUDED_PATHS = ("/api/v1/auth/logout",)
+# "sign out everywhere" would end the session this test runs with; the ops probes take no
+# input and answer 503 by design while a loaded machine is slow (tests/test_gateway_ops.py)
+EXCLUDED_PATHS = ("/api/v1/auth/logout", "/readyz", "/healthz", "/metrics")
 MAX_EXAMPLES = int(os.environ.get("CRM_FUZZ_EXAMPLES", "6"))
 # Findings that belong to another area, reported to its owner: shown as warnings, not
 # failures, until fixed (then remove the line: a fixed operation that fails again fails).
