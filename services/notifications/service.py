@@ -4,8 +4,7 @@ from datetime import date, timedelta
 
 import eventlet
 
-from nameko.events import EventDispatcher
-from nameko.rpc import RpcProxy, rpc
+from nameko.rpc import rpc
 from nameko.timer import timer
 
 from crm_common.context import CallerContext
@@ -13,6 +12,8 @@ from crm_common.errors import EXPECTED, Forbidden
 from crm_common.events import envelope, reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
+from crm_common.outbox import OutboxDispatcher
+from crm_common.rpc import ServiceRpc
 from crm_common.timeutil import parse_iso, to_iso, utcnow
 from services.notifications.config import load_notify_settings
 from services.notifications.fanout import Fanout, month_days
@@ -40,8 +41,8 @@ class NotificationsService(HealthEntrypoints):
 
     store = MongoStore(NotificationsStore)
     caller = CallerContext()
-    dispatch = EventDispatcher()
-    contacts_rpc = RpcProxy("contacts")
+    dispatch = OutboxDispatcher()
+    contacts_rpc = ServiceRpc("contacts")
 
     def clock(self):
         """utcnow, shifted by the test clock's offset when CRM_TEST_CLOCK=1 (tests only)."""
