@@ -192,6 +192,10 @@ class GatewayStore:
                 doc = self.rate_limits.find_one_and_update(
                     {"_id": counter_id}, update, upsert=True,
                     return_document=ReturnDocument.AFTER)
+                if doc is None:
+                    # SecantusDB sometimes answers None to concurrent first upserts (the
+                    # increment is applied); mongod never does: read the count back
+                    doc = self.rate_limits.find_one({"_id": counter_id})
                 return doc["n"]
             except DuplicateKeyError:
                 continue

@@ -2,15 +2,16 @@
 provider formats in providers/, click-to-call adapters in originate/."""
 import logging
 
-from nameko.events import EventDispatcher
 from nameko.extensions import DependencyProvider
-from nameko.rpc import RpcProxy, rpc
+from nameko.rpc import rpc
 
 from crm_common.context import Caller, CallerContext
 from crm_common.errors import EXPECTED, BadRequest
 from crm_common.events import reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
+from crm_common.outbox import OutboxDispatcher
+from crm_common.rpc import ServiceRpc
 from services.telephony.calls import CallLog, Calls
 from services.telephony.config import load_telephony_settings
 from services.telephony.originate import ADAPTERS as ORIGINATE
@@ -47,8 +48,8 @@ class TelephonyService(HealthEntrypoints):
 
     store = MongoStore(TelephonyStore)
     caller = CallerContext()
-    dispatch = EventDispatcher()
-    contacts_rpc = RpcProxy("contacts")
+    dispatch = OutboxDispatcher()
+    contacts_rpc = ServiceRpc("contacts")
     background = Background()
     settings = load_telephony_settings()
 
