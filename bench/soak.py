@@ -113,6 +113,35 @@ def wait_until(check, timeout, step=0.5):
     return check()
 
 
+def wait_for_write(load, since, timeout):
+    """When the first contact write after `since` was accepted (2xx)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with load.lock:
+            done = [t for t, kind, status in load.results
+                    if t >= since and kind == "contact_create" and status == 201]
+        if done:
+            return min(done)
+        time.sleep(0.2)
+    return None
+
+
+def wait_ready(base_url, timeout):
+    """When /readyz turned green, or (None, the checks still failing)."""
+    deadline = time.monotonic() + timeout
+    failing = None
+    while time.monotonic() < deadline:
+        try:
+            answer = requests.get(base_url + "/readyz", timeout=5)
+            if answer.status_code == 200:
+                return time.monotonic(), None
+            failing = {k: v.get("code") for k, v in answer.json()["checks"].items() if not v["ok"]}
+        except (requests.RequestException, ValueError) as exc:
+            failing = str(exc)
+        time.sleep(1)
+    return None, failing
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=90)
@@ -151,9 +180,15 @@ def main():
         broker.stop()
         time.sleep(3)
         broker.start()
-        wait_until(lambda: requests.get(stack.base_url + "/readyz", timeout=5).status_code == 200, 120)
-        recovered = time.monotonic()
+        started = time.monotonic()
+        first_write = wait_for_write(load, started, 120)
+        ready, still_failing = wait_ready(stack.base_url, 120)
+        recovered = max(first_write or started, ready or started)
         outages.append(("broker restart", t0, recovered))
+        print(f"  broker back after {started - t0:.1f} s; first accepted write "
+              f"{(first_write - started) if first_write else float('nan'):.1f} s later; /readyz green "
+              f"{(ready - started) if ready else float('nan'):.1f} s later"
+              + (f"; still failing: {still_failing}" if still_failing else ""), flush=True)
         time.sleep(max(0.0, args.seconds - (time.monotonic() - start)))
         load.stop.set()
         for w in workers:

@@ -24,6 +24,7 @@ from nameko.events import EventHandler, get_event_exchange
 from nameko.extensions import DependencyProvider
 
 from crm_common.config import load_settings
+from crm_common.rpc import CONNECTION_ERRORS
 from crm_common.ids import new_id
 from crm_common.timeutil import to_iso, utcnow
 
@@ -75,7 +76,11 @@ class ReliableEventHandler(EventHandler):
 
     def handle_message_processed(self, message, result=None, exc_info=None):
         if exc_info is None:
-            self.queue_consumer.ack_message(message)
+            try:
+                self.queue_consumer.ack_message(message)
+            except CONNECTION_ERRORS as exc:
+                # the broker went away: it redelivers the message, and handlers are idempotent
+                log.warning("ack of %s lost: %s", self.queue.name, exc)
             return
         error = "".join(traceback.format_exception_only(exc_info[0], exc_info[1])).strip()[:2000]
         self._retry_or_park(message, error)
@@ -94,9 +99,15 @@ class ReliableEventHandler(EventHandler):
                                        routing_key=self.queue.name, headers=headers)
         except Exception:  # noqa: BLE001 - cannot republish: let the broker redeliver it
             log.exception("could not republish a failed message of %s", self.queue.name)
-            self.queue_consumer.requeue_message(message)
+            try:
+                self.queue_consumer.requeue_message(message)
+            except CONNECTION_ERRORS:
+                pass  # the connection is gone: the broker redelivers it anyway
             return
-        self.queue_consumer.ack_message(message)
+        try:
+            self.queue_consumer.ack_message(message)
+        except CONNECTION_ERRORS as exc:
+            log.warning("ack of %s lost: %s", self.queue.name, exc)
 
 
 def declare_dead_letter_queue(amqp_uri, queue_name):

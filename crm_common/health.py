@@ -12,11 +12,11 @@ import tempfile
 import time
 
 import eventlet
-from nameko.rpc import rpc
 from nameko.timer import timer
 
 from crm_common.events import DeadLetters
 from crm_common.observability import LogContext, ServiceMetrics
+from crm_common.rpc import rpc
 
 HEARTBEAT_SECONDS = 5
 

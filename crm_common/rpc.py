@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 import kombu
 from nameko.extensions import DependencyProvider
+from nameko.rpc import Rpc
 from kombu.exceptions import OperationalError
 from amqp.exceptions import ConnectionError as AmqpConnectionError
 
@@ -220,3 +221,22 @@ class ServiceRpc(DependencyProvider):
         context = {k: v for k, v in worker_ctx.context_data.items()
                    if v is not None and isinstance(v, (str, int, float, bool, list))}
         return self.pool.proxy(self.service, context)
+
+
+class ResilientRpc(Rpc):
+    """nameko's RPC entrypoint, except that a reply (or ack) the broker cannot take is logged
+    and dropped instead of killing the whole service: nameko stops the container when
+    publishing a reply fails, so a broker restart under load took services down for good
+    (bench/soak.py). The caller's deadline turns the lost reply into a 504; the request
+    itself, published transient, does not survive the broker restart to run twice."""
+
+    def handle_result(self, message, worker_ctx, result, exc_info):
+        try:
+            return super().handle_result(message, worker_ctx, result, exc_info)
+        except CONNECTION_ERRORS as exc:
+            log.warning("reply of %s lost, the broker is unavailable: %s", worker_ctx.call_id, exc)
+            return result, exc_info
+
+
+# use this instead of nameko.rpc.rpc in every service
+rpc = ResilientRpc.decorator

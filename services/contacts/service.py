@@ -1,7 +1,6 @@
 """Contacts service entrypoints: thin; the work is in operations.py, storage in store.py."""
 import logging
 
-from nameko.rpc import rpc
 
 from crm_common.context import CallerContext
 from crm_common.errors import EXPECTED
@@ -10,6 +9,7 @@ from crm_common.ids import new_id
 from crm_common.events import reliable_handler
 from crm_common.mongo import MongoStore
 from crm_common.outbox import OutboxDispatcher
+from crm_common.rpc import rpc
 from services.contacts.operations import Contacts
 from services.contacts.store import ContactsStore
 from services.contacts import import_jobs

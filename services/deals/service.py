@@ -1,6 +1,5 @@
 """Deals service entrypoints: thin; the work is in operations.py (reports.py builds the
 aggregations), storage in store.py."""
-from nameko.rpc import rpc
 
 from crm_common.context import CallerContext
 from crm_common.errors import EXPECTED
@@ -8,7 +7,7 @@ from crm_common.events import reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
 from crm_common.outbox import OutboxDispatcher
-from crm_common.rpc import ServiceRpc
+from crm_common.rpc import ServiceRpc, rpc
 from services.deals.operations import Deals
 from services.deals.store import DealsStore
 

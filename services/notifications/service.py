@@ -4,7 +4,6 @@ from datetime import date, timedelta
 
 import eventlet
 
-from nameko.rpc import rpc
 from nameko.timer import timer
 
 from crm_common.context import CallerContext
@@ -13,7 +12,7 @@ from crm_common.events import envelope, reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
 from crm_common.outbox import OutboxDispatcher
-from crm_common.rpc import ServiceRpc
+from crm_common.rpc import ServiceRpc, rpc
 from crm_common.timeutil import parse_iso, to_iso, utcnow
 from services.notifications.config import load_notify_settings
 from services.notifications.fanout import Fanout, month_days

@@ -3,7 +3,6 @@ provider formats in providers/, click-to-call adapters in originate/."""
 import logging
 
 from nameko.extensions import DependencyProvider
-from nameko.rpc import rpc
 
 from crm_common.context import Caller, CallerContext
 from crm_common.errors import EXPECTED, BadRequest
@@ -11,7 +10,7 @@ from crm_common.events import reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
 from crm_common.outbox import OutboxDispatcher
-from crm_common.rpc import ServiceRpc
+from crm_common.rpc import ServiceRpc, rpc
 from services.telephony.calls import CallLog, Calls
 from services.telephony.config import load_telephony_settings
 from services.telephony.originate import ADAPTERS as ORIGINATE
