@@ -9,6 +9,7 @@ from nameko.extensions import DependencyProvider
 from pymongo import MongoClient
 
 from crm_common.config import load_settings
+from crm_common.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +58,15 @@ class BaseStore:
     def ping(self):
         self.db.command("ping")
         return True
+
+    def repoint_contact(self, collection, event, field="contact_id"):
+        """contacts' contact_merged: records of the merged contacts now belong to the
+        survivor. Idempotent: a redelivered event finds nothing left to move."""
+        data = event.get("data") or {}
+        survivor = data.get("survivor_id")
+        merged = [i for i in data.get("merged_ids") or [] if i != survivor]
+        if not survivor or not merged:
+            return 0
+        result = self.db[collection].update_many(
+            {field: {"$in": merged}}, {"$set": {field: survivor, "updated_at": utcnow()}})
+        return result.modified_count

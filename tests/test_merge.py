@@ -55,7 +55,7 @@ def test_duplicates_are_grouped_and_scored(api, unique):
     assert api.get("/contacts/duplicates", params={"limit": 0}).status_code == 422
 
 
-def test_merge_keeps_everything_announces_and_repoints_a_deal(api, stack, record_events,
+def test_merge_keeps_everything_announces_and_repoints_a_deal_a_task_and_a_call(api, stack, record_events,
                                                               unique):
     recorder = record_events("contacts")
     company = api.post("/companies", json={"name": f"Mergeco {unique}"}).json()
@@ -69,6 +69,17 @@ def test_merge_keeps_everything_announces_and_repoints_a_deal(api, stack, record
     deal = api.post("/deals", json={"title": f"Deal {unique}", "currency": "EUR",
                                     "amount": 1000, "contact_id": first["id"]})
     assert deal.status_code == 201, deal.text
+    me = api.get("/users/me").json()["id"]
+    task = api.post("/tasks", json={"title": f"Call {unique}", "kind": "call", "assignee_id": me,
+                                    "due_at": "2030-01-01T10:00:00Z", "contact_id": first["id"]})
+    assert task.status_code == 201, task.text
+    ring = api.post("/telephony/events", json={
+        "event_id": f"merge-{unique}", "provider": "mergetest", "call_id": f"m-{unique}",
+        "direction": "inbound", "from": phone(unique, 2), "to": "+390200000009",
+        "state": "ringing"})
+    assert ring.status_code == 200, ring.text
+    call_id = ring.json()["call"]["id"]
+    assert api.get(f"/calls/{call_id}").json()["contact_id"] == first["id"]
 
     merged = api.post(f"/contacts/{survivor['id']}/merge",
                       json={"source_ids": [first["id"], second["id"]]})
@@ -105,6 +116,11 @@ def test_merge_keeps_everything_announces_and_repoints_a_deal(api, stack, record
     repointed = wait_until(lambda: api.get(f"/deals/{deal.json()['id']}").json()
                            .get("contact_id") == survivor["id"])
     assert repointed, api.get(f"/deals/{deal.json()['id']}").json()
+    # so do tasks and calls (their services handle contact_merged too)
+    assert wait_until(lambda: api.get(f"/tasks/{task.json()['id']}").json()
+                      .get("contact_id") == survivor["id"]), api.get(f"/tasks/{task.json()['id']}").json()
+    assert wait_until(lambda: api.get(f"/calls/{call_id}").json()
+                      .get("contact_id") == survivor["id"]), api.get(f"/calls/{call_id}").json()
 
     # a merged contact is restorable
     assert api.post(f"/contacts/{second['id']}/restore").status_code == 200

@@ -40,9 +40,6 @@ MAX_EXAMPLES = int(os.environ.get("CRM_FUZZ_EXAMPLES", "6"))
 # Findings that belong to another area, reported to its owner: shown as warnings, not
 # failures, until fixed (then remove the line: a fixed operation that fails again fails).
 KNOWN = {
-    "GET /api/v1/contacts/export": "contacts export: a bad sort/filter raised inside the "
-                                   "streamed body gives gunicorn's 500 (validate before "
-                                   "streaming)",
 }
 
 

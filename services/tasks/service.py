@@ -155,6 +155,10 @@ class TasksService(HealthEntrypoints):
     def on_call_ended(self, event):
         self._send(self.tasks.on_call_answered(event))
 
+    @reliable_handler("contacts", "contact_merged")
+    def on_contact_merged(self, event):
+        self.store.repoint_contact("tasks", event)
+
     @reliable_handler("deals", "deal_stage_changed")
     def on_deal_stage_changed(self, event):
         self._send(self.tasks.on_deal_stage_changed(event))

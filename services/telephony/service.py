@@ -108,3 +108,7 @@ class TelephonyService(HealthEntrypoints):
     @reliable_handler("gateway", "user_upserted")
     def on_user_upserted(self, event):
         self.calls.user_upserted(event)
+
+    @reliable_handler("contacts", "contact_merged")
+    def on_contact_merged(self, event):
+        self.store.repoint_contact("calls", event)
