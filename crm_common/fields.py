@@ -69,3 +69,18 @@ class PageQuery(Schema):
 class PageOf(Schema):
     next_cursor = fields.String(allow_none=True)
     total = fields.Integer()
+
+
+def with_every_key(schema, out, doc_id, empty_dicts=False):
+    """Every documented key is present in every answer: an unset list is [], an unset dict
+    {} when `empty_dicts` else null, anything else null; and the record's `id`."""
+    for name, field in schema.fields.items():
+        if name not in out:
+            if isinstance(field, fields.List):
+                out[name] = []
+            elif empty_dicts and isinstance(field, fields.Dict):
+                out[name] = {}
+            else:
+                out[name] = None
+    out["id"] = doc_id
+    return out

@@ -1,5 +1,6 @@
 """What every service has for health and operations:
 - RPC `list_dead_letters` / `replay_dead_letters` for its event handlers' dead letters;
+- `_announce`: a write's events dispatched after the write succeeded;
 - RPC `ping` (the process answers) and `health` (its database answers too); the gateway's
   /readyz calls `health` on each service;
 - a heartbeat timer that writes a small file every few seconds, so a container's own probe
@@ -42,6 +43,17 @@ class HealthEntrypoints:
     def health(self):
         self.store.ping()
         return {"service": self.name, "ok": True, "database": self.store.db.name}
+
+    def _announce(self, result_and_events):
+        """(result, events) of a write -> result, its events dispatched now that the write
+        succeeded."""
+        result, events = result_and_events
+        self._dispatch_all(events)
+        return result
+
+    def _dispatch_all(self, events):
+        for event in events:
+            self.dispatch(event["type"], event)
 
     @rpc
     def list_dead_letters(self):

@@ -20,6 +20,18 @@ def connect(mongo_url, appname):
                        serverSelectionTimeoutMS=3000, connectTimeoutMS=3000)
 
 
+def query_fields(query):
+    """The field names a Mongo query filters on, through nested $and."""
+    fields = set()
+    for key, value in query.items():
+        if key == "$and":
+            for part in value:
+                fields |= query_fields(part)
+        elif not key.startswith("$"):
+            fields.add(key)
+    return fields
+
+
 class MongoStore(DependencyProvider):
     def __init__(self, store_class):
         self.store_class = store_class

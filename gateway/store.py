@@ -10,7 +10,7 @@ from pymongo.errors import DuplicateKeyError
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
-from crm_common.mongo import connect
+from crm_common.mongo import connect, query_fields
 from crm_common.timeutil import utcnow
 
 log = logging.getLogger("gateway.store")
@@ -23,15 +23,6 @@ AUDIT_INDEXES = (("resource_id", "resource_id_1_at_-1__id_-1"),
                  ("resource", "resource_1_at_-1__id_-1"))
 
 
-def _fields_of(query):
-    fields = set()
-    for key, value in query.items():
-        if key == "$and":
-            for part in value:
-                fields |= _fields_of(part)
-        elif not key.startswith("$"):
-            fields.add(key)
-    return fields
 
 
 class GatewayStore:
@@ -134,7 +125,7 @@ class GatewayStore:
         return sorted(ids)
 
     def page_users(self, query, limit, cursor):
-        fields = _fields_of(query)
+        fields = query_fields(query)
         hint = next((f"{f}_1_created_at_-1__id_-1" for f in ("manager_id", "team", "role")
                      if f in fields), "created_at_-1__id_-1")
         return page(self.users, query, "created_at", DESCENDING, limit, cursor, hint=hint)
@@ -177,7 +168,7 @@ class GatewayStore:
         return entry
 
     def page_audit(self, query, limit, cursor):
-        fields = _fields_of(query)
+        fields = query_fields(query)
         hint = next((name for field, name in AUDIT_INDEXES if field in fields), "at_-1__id_-1")
         return page(self.audit, query, "at", DESCENDING, limit, cursor, hint=hint)
 

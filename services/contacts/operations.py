@@ -1,9 +1,8 @@
 """What the contacts service does, apart from how it is called. Each write returns the
 events to announce; the entrypoint dispatches them only after the write succeeded."""
-from marshmallow import fields
-
 from crm_common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crm_common.events import envelope
+from crm_common.fields import with_every_key
 from crm_common.phones import normalize_phone
 from crm_common.cursors import parse_sort
 from crm_common.text import prefix_query, prefixes, tokens
@@ -28,22 +27,12 @@ COMPANY_SORTS = {"created_at": "created_at", "updated_at": "updated_at"}
 SERVICE = "contacts"
 
 
-def _with_every_key(schema, out, doc_id):
-    """Every documented key is present in every answer (null or empty when unset)."""
-    for name, field in schema.fields.items():
-        if name not in out:
-            out[name] = [] if isinstance(field, fields.List) else (
-                {} if isinstance(field, fields.Dict) else None)
-    out["id"] = doc_id
-    return out
-
-
 def dump_contact(doc):
-    return _with_every_key(contact_out, contact_out.dump(doc), doc["_id"])
+    return with_every_key(contact_out, contact_out.dump(doc), doc["_id"], empty_dicts=True)
 
 
 def dump_company(doc):
-    return _with_every_key(company_out, company_out.dump(doc), doc["_id"])
+    return with_every_key(company_out, company_out.dump(doc), doc["_id"], empty_dicts=True)
 
 
 def _event(event_type, data):

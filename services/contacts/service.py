@@ -42,12 +42,6 @@ class ContactsService(HealthEntrypoints):
     def contacts(self):
         return Contacts(self.store, self.caller)
 
-    def _announce(self, result_and_events):
-        result, events = result_and_events
-        for event in events:
-            self.dispatch(event["type"], event)
-        return result
-
     @rpc(expected_exceptions=EXPECTED)
     def create_contact(self, payload, force=False):
         contact = self._announce(self.contacts.create(payload, force))

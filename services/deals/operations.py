@@ -2,11 +2,11 @@
 to announce; the entrypoint dispatches them only after the write succeeded."""
 from datetime import timedelta
 
-from marshmallow import fields
 
 from crm_common.cursors import parse_sort
 from crm_common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crm_common.events import envelope
+from crm_common.fields import with_every_key
 from crm_common.ids import new_id
 from crm_common.timeutil import to_iso, utcnow
 from crm_common.validation import load
@@ -29,15 +29,6 @@ target_in, target_out = schemas.TargetIn(), schemas.TargetOut()
 target_list_query, progress_query = schemas.TargetListQuery(), schemas.ProgressQuery()
 funnel_query, sales_query = schemas.FunnelQuery(), schemas.SalesQuery()
 forecast_query = schemas.ForecastQuery()
-
-
-def _with_every_key(schema, out, doc_id):
-    """Every documented key is present in every answer (null or empty when unset)."""
-    for name, field in schema.fields.items():
-        if name not in out:
-            out[name] = [] if isinstance(field, fields.List) else None
-    out["id"] = doc_id
-    return out
 
 
 def invalid(field, message):
@@ -79,7 +70,7 @@ class Deals:
     def dump_pipeline(self, doc):
         out = pipeline_out.dump(doc)
         out["is_default"] = bool(doc.get("is_default"))
-        return _with_every_key(pipeline_out, out, doc["_id"])
+        return with_every_key(pipeline_out, out, doc["_id"])
 
     def list_pipelines(self, params):
         query = load(pipeline_list_query, params)
@@ -176,7 +167,7 @@ class Deals:
         out = deal_out.dump(doc)
         stage = stage_of(pipeline, doc["stage_id"]) if pipeline else None
         out["rotting"] = is_rotting(doc, stage, now or utcnow())
-        return _with_every_key(deal_out, out, doc["_id"])
+        return with_every_key(deal_out, out, doc["_id"])
 
     def _dump_many(self, docs):
         pipelines = self.store.pipelines_by_id({d["pipeline_id"] for d in docs})
@@ -390,7 +381,7 @@ class Deals:
         return self.caller.owner_filter("user_id", "member_ids")
 
     def dump_target(self, doc):
-        return _with_every_key(target_out, target_out.dump(doc), doc["_id"])
+        return with_every_key(target_out, target_out.dump(doc), doc["_id"])
 
     def create_target(self, payload):
         self._require_manager()

@@ -24,12 +24,6 @@ class DealsService(HealthEntrypoints):
     def deals(self):
         return Deals(self.store, self.caller, self.contacts_rpc)
 
-    def _announce(self, result_and_events):
-        result, events = result_and_events
-        for event in events:
-            self.dispatch(event["type"], event)
-        return result
-
     # configurable lists
     @rpc(expected_exceptions=EXPECTED)
     def get_settings(self):

@@ -4,11 +4,12 @@ import logging
 import time
 from datetime import timedelta
 
-from marshmallow import ValidationError, fields
+from marshmallow import ValidationError
 
 from crm_common.cursors import parse_sort
 from crm_common.errors import Conflict, NotFound, ValidationFailed
 from crm_common.events import envelope
+from crm_common.fields import with_every_key
 from crm_common.ids import new_id
 from crm_common.timeutil import parse_iso, to_iso, utcnow
 from crm_common.validation import load
@@ -35,22 +36,14 @@ deal_ref = schemas.DealRef()
 PERIOD_FORMATS = {"day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m"}
 
 
-def _with_every_key(schema, out, doc_id):
-    for name, field in schema.fields.items():
-        if name not in out:
-            out[name] = [] if isinstance(field, fields.List) else None
-    out["id"] = doc_id
-    return out
-
-
 def dump_task(doc, now):
-    out = _with_every_key(task_out, task_out.dump(doc), doc["_id"])
+    out = with_every_key(task_out, task_out.dump(doc), doc["_id"])
     out["overdue"] = bool(doc.get("status") == "open" and doc.get("due_at") and doc["due_at"] < now)
     return out
 
 
 def dump_rule(doc):
-    return _with_every_key(rule_out, rule_out.dump(doc), doc["_id"])
+    return with_every_key(rule_out, rule_out.dump(doc), doc["_id"])
 
 
 def _event(event_type, data, event_id=None):
@@ -234,7 +227,7 @@ class Tasks:
             open_deals = [d for d in open_deals if isinstance(d, dict) and d.get("id")]
             covered = self.store.deals_with_open_tasks([d["id"] for d in open_deals])
             out["deals_without_next_step"] = [
-                _with_every_key(deal_ref, deal_ref.dump(d), d["id"])
+                with_every_key(deal_ref, deal_ref.dump(d), d["id"])
                 for d in open_deals if d["id"] not in covered]
         return out
 

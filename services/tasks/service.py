@@ -38,15 +38,6 @@ class TasksService(HealthEntrypoints):
     def tasks(self):
         return Tasks(self.store, self.caller, self.clock, CONFIG)
 
-    def _announce(self, result_and_events):
-        result, events = result_and_events
-        self._send(events)
-        return result
-
-    def _send(self, events):
-        for event in events:
-            self.dispatch(event["type"], event)
-
     # tasks
     @rpc(expected_exceptions=EXPECTED)
     def create_task(self, payload):
@@ -145,15 +136,15 @@ class TasksService(HealthEntrypoints):
 
     @reliable_handler("telephony", "call_missed")
     def on_call_missed(self, event):
-        self._send(self.tasks.on_call_missed(event))
+        self._dispatch_all(self.tasks.on_call_missed(event))
 
     @reliable_handler("telephony", "call_answered")
     def on_call_answered(self, event):
-        self._send(self.tasks.on_call_answered(event))
+        self._dispatch_all(self.tasks.on_call_answered(event))
 
     @reliable_handler("telephony", "call_ended")
     def on_call_ended(self, event):
-        self._send(self.tasks.on_call_answered(event))
+        self._dispatch_all(self.tasks.on_call_answered(event))
 
     @reliable_handler("contacts", "contact_merged")
     def on_contact_merged(self, event):
@@ -161,4 +152,4 @@ class TasksService(HealthEntrypoints):
 
     @reliable_handler("deals", "deal_stage_changed")
     def on_deal_stage_changed(self, event):
-        self._send(self.tasks.on_deal_stage_changed(event))
+        self._dispatch_all(self.tasks.on_deal_stage_changed(event))

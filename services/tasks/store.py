@@ -16,20 +16,11 @@ SELECTIVE = ("contact_id", "deal_id", "assignee_id", "status")
 SORTS = {"due_at": "sort_due", "created_at": "created_at"}
 
 
-def _fields_of(query):
-    fields = set()
-    for key, value in query.items():
-        if key == "$and":
-            for part in value:
-                fields |= _fields_of(part)
-        elif not key.startswith("$"):
-            fields.add(key)
-    return fields
 
 
 def choose_index(query, sort_field):
     """The index to hint: the most selective equality filter present, with the sort."""
-    fields = _fields_of(query)
+    fields = query_fields(query)
     suffix = "_1__id_1" if sort_field == "sort_due" else "_-1__id_-1"
     for field in SELECTIVE:
         if field in fields:

@@ -57,12 +57,6 @@ class TelephonyService(HealthEntrypoints):
         return Calls(self.store, self.caller, self.settings, self.contacts_rpc,
                      self.store.settings.default_region)
 
-    def _announce(self, result_and_events):
-        result, events = result_and_events
-        for event in events:
-            self.dispatch(event["type"], event)
-        return result
-
     @rpc(expected_exceptions=EXPECTED)
     def ingest(self, payload):
         """A canonical event; the answer names the call, its contact and owner's extension."""
