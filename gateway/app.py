@@ -1,6 +1,5 @@
 """The API gateway: Flask app factory. HTTP only: auth, validation, routing to RPC."""
 import importlib
-import json
 import logging
 import time
 import uuid

@@ -6,7 +6,7 @@ from pymongo.errors import DuplicateKeyError
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
-from crm_common.mongo import BaseStore
+from crm_common.mongo import BaseStore, query_fields
 
 # Tasks without a date sort after every dated one: keyset cursors cannot step over nulls
 # (a range condition never matches null), so the sort key is never null.
