@@ -65,8 +65,11 @@ class Api:
     def register(self, app):
         self._by_endpoint = {route.endpoint: route for route in self.routes}
         for route in self.routes:
+            # a route with its own CORS preflight (web forms) answers OPTIONS itself
+            preflight = route.extra.get("preflight")
             app.add_url_rule(route.flask_rule, route.endpoint, _view(route),
-                             methods=[route.method])
+                             methods=[route.method] + (["OPTIONS"] if preflight else []),
+                             provide_automatic_options=False if preflight else None)
 
 
 def _view(route):
@@ -75,6 +78,8 @@ def _view(route):
 
     def view(**path_params):
         from gateway import auth
+        if request.method == "OPTIONS":
+            return route.extra["preflight"](**path_params)
         auth.authorize(route)
         params = request.args.to_dict()
         if query_schema is not None:

@@ -29,6 +29,23 @@ def normalize_emails(items):
     return _unique(emails, "email")
 
 
+def handle_key(channel, handle):
+    """The indexed match key of a messenger identity: usernames (@name) compare without case,
+    numeric ids and phone-like handles as they are."""
+    handle = (handle or "").strip()
+    if handle.startswith("@"):
+        handle = handle.lower()
+    return f"{channel}:{handle}"
+
+
+def normalize_messengers(items):
+    out = [{"channel": item["channel"], "handle": item["handle"].strip()}
+           for item in items or [] if (item.get("handle") or "").strip()]
+    for item in out:
+        item["key"] = handle_key(item["channel"], item["handle"])
+    return _unique(out, "key")
+
+
 def _unique(items, key):
     seen, out = set(), []
     for item in items:
@@ -47,6 +64,8 @@ def search_fields(doc):
         phone_keys.add(phone["national"])
     return {
         "email_keys": emails,
+        "handle_keys": [m.get("key") or handle_key(m["channel"], m["handle"])
+                        for m in doc.get("messengers", [])],
         "phone_keys": sorted(phone_keys),
         "search_prefixes": prefixes(tokens(doc.get("first_name"), doc.get("last_name"),
                                            doc.get("company_name"), *emails)),

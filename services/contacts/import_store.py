@@ -50,6 +50,7 @@ class ImportStore(BaseStore):
         self.before.create_index("import_id")
         self.merges.create_index("survivor_id")
         self.users.create_index("email")
+        self.users.create_index("team")
 
     # jobs
     def insert_job(self, job, chunks):
@@ -183,8 +184,17 @@ class ImportStore(BaseStore):
     def upsert_user(self, user):
         self.users.replace_one({"_id": user["id"]},
                                {"email": (user.get("email") or "").lower(),
-                                "name": user.get("name"), "active": user.get("active", True)},
+                                "name": user.get("name"), "active": user.get("active", True),
+                                "role": user.get("role"), "team": user.get("team")},
                                upsert=True)
+
+    def get_user(self, user_id):
+        return self.users.find_one({"_id": user_id})
+
+    def team_member_ids(self, team):
+        """Active members of a team, in a stable order (round robin walks it)."""
+        return sorted(u["_id"] for u in self.users.find({"team": team}, {"active": 1})
+                      if u.get("active", True))
 
     # undo
     def before_images(self, import_id, limit, after_id=None):

@@ -9,8 +9,8 @@ from crm_common.text import prefix_query, prefixes, tokens
 from crm_common.timeutil import parse_iso, utcnow
 from crm_common.validation import load
 from services.contacts import schemas
-from services.contacts.domain import (normalize_emails, normalize_phones, search_fields,
-                                      text_query)
+from services.contacts.domain import (normalize_emails, normalize_messengers, normalize_phones,
+                                      search_fields, text_query)
 
 contact_in = schemas.ContactIn()
 contact_out = schemas.ContactOut()
@@ -260,6 +260,8 @@ class Contacts:
             doc["birthday"] = data["birthday"].isoformat() if data["birthday"] else None
             # "MM-DD", indexed: the notifications service's daily birthday list
             doc["birthday_md"] = doc["birthday"][5:10] if doc["birthday"] else None
+        if "messengers" in data:
+            doc["messengers"] = normalize_messengers(data["messengers"])
         if "tags" in data:
             doc["tags"] = sorted(set(data["tags"]))
         for key in ("first_name", "last_name"):

@@ -27,6 +27,17 @@ class PhoneIn(Schema):
         return {"number": data} if isinstance(data, str) else data
 
 
+MESSENGER_CHANNELS = ("telegram", "whatsapp", "instagram", "vk", "viber", "facebook", "chat",
+                      "other")
+
+
+class MessengerIn(Schema):
+    """A messenger identity: the user id the platform gives (e.g. Telegram's numeric id) or
+    a @username; matched exactly (usernames case-insensitively)."""
+    channel = fields.String(required=True, validate=validate.OneOf(MESSENGER_CHANNELS))
+    handle = fields.String(required=True, validate=validate.Length(1, 100))
+
+
 class EmailOut(Schema):
     email = fields.String()
     type = fields.String()
@@ -53,13 +64,16 @@ class ContactIn(Schema):
     do_not_contact = fields.Boolean()
     birthday = fields.Date(allow_none=True)
     custom = CustomFields()
+    messengers = fields.List(fields.Nested(MessengerIn), validate=validate.Length(max=20))
 
     @validates_schema
     def someone_to_reach(self, data, partial=False, **kwargs):
         if partial:
             return
-        if not any(data.get(k) for k in ("first_name", "last_name", "emails", "phones")):
-            raise ValidationError("A contact needs a name, an email or a phone.", "_schema")
+        if not any(data.get(k) for k in ("first_name", "last_name", "emails", "phones",
+                                         "messengers")):
+            raise ValidationError("A contact needs a name, an email, a phone or a messenger.",
+                                  "_schema")
 
 
 class ContactOut(Schema):
@@ -84,6 +98,10 @@ class ContactOut(Schema):
     deleted_at = UtcDateTime(allow_none=True)
     created_by = fields.String(allow_none=True)
     possible_duplicates = fields.List(fields.String())
+    messengers = fields.List(fields.Nested(MessengerIn))
+    acquisition = fields.Dict(allow_none=True, metadata={
+        "description": "how an inbound request brought this contact in: channel, form_id, "
+                       "request_id, utm_source, utm_medium, utm_campaign, referrer"})
 
 
 class ContactListQuery(PageQuery):
@@ -323,3 +341,200 @@ class MergeIn(Schema):
 class MergeOut(ContactOut):
     merged_ids = fields.List(fields.String())
     merge_id = fields.String()
+
+
+# Inbound requests: web forms, messenger messages, Telegram updates (docs/leads.md)
+INBOUND_CHANNELS = ("form", "telegram", "whatsapp", "instagram", "vk", "email", "chat", "other")
+MESSAGE_CHANNELS = INBOUND_CHANNELS[1:]
+ROUTE_KINDS = ("web", "channel")
+OWNER_RULES = ("fixed", "round_robin", "least_open_deals", "none")
+# what a form field can fill; anything else stays in the stored request's fields
+FORM_TARGETS = ("first_name", "last_name", "full_name", "email", "phone", "company", "position",
+                "message", "telegram", "whatsapp", "instagram", "vk", "ignore")
+REQUEST_STATUSES = ("received", "captured", "routed", "failed")
+WEEKDAYS = (1, 2, 3, 4, 5, 6, 7)
+
+
+class WorkingHours(Schema):
+    start = fields.String(load_default="09:00", validate=validate.Regexp(r"^([01]\d|2[0-3]):[0-5]\d$"))
+    end = fields.String(load_default="18:00", validate=validate.Regexp(r"^([01]\d|2[0-3]):[0-5]\d$"))
+    days = fields.List(fields.Integer(validate=validate.OneOf(WEEKDAYS)), load_default=[1, 2, 3, 4, 5],
+                       validate=validate.Length(1, 7), metadata={"description": "ISO weekdays, 1 = Monday"})
+    timezone = fields.String(load_default="UTC", validate=validate.Length(1, 64),
+                             metadata={"description": "IANA name, e.g. Europe/Rome"})
+
+    @validates_schema
+    def sane(self, data, **kwargs):
+        from zoneinfo import ZoneInfo
+        try:
+            ZoneInfo(data.get("timezone", "UTC"))
+        except Exception:  # noqa: BLE001 - any failure means an unknown zone
+            raise ValidationError("Unknown time zone.", "timezone")
+        if data.get("start", "09:00") >= data.get("end", "18:00"):
+            raise ValidationError("start must be before end.", "end")
+
+
+class FirstTask(Schema):
+    due_minutes = fields.Integer(load_default=15, validate=validate.Range(1, 60 * 24 * 14))
+    kind = fields.String(load_default="call", validate=validate.OneOf(("call", "meeting", "email", "todo")))
+    title = fields.String(allow_none=True, validate=validate.Length(max=200), metadata={
+        "description": "default: 'First touch: <contact name>'"})
+    working_hours = fields.Nested(WorkingHours, allow_none=True, load_default=None, metadata={
+        "description": "count due_minutes only inside these hours; null = around the clock"})
+
+
+class OwnerRule(Schema):
+    kind = fields.String(required=True, validate=validate.OneOf(OWNER_RULES))
+    user_id = fields.String(validate=validate.Length(1, 40), metadata={"description": "fixed"})
+    team = fields.String(validate=validate.Length(1, 100),
+                         metadata={"description": "round_robin / least_open_deals among its active members"})
+    user_ids = fields.List(fields.String(validate=validate.Length(1, 40)), validate=validate.Length(1, 100),
+                           metadata={"description": "round_robin / least_open_deals among these users"})
+
+    @validates_schema
+    def complete(self, data, **kwargs):
+        kind = data.get("kind")
+        if kind == "fixed" and not data.get("user_id"):
+            raise ValidationError("A fixed rule names user_id.", "user_id")
+        if kind in ("round_robin", "least_open_deals") and bool(data.get("team")) == bool(data.get("user_ids")):
+            raise ValidationError("Give exactly one of team or user_ids.", "team")
+
+
+class LeadFormIn(Schema):
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    kind = fields.String(load_default="web", validate=validate.OneOf(ROUTE_KINDS), metadata={
+        "description": "web: a website form; channel: the settings of a messenger channel"})
+    channel = fields.String(allow_none=True, validate=validate.OneOf(MESSAGE_CHANNELS), metadata={
+        "description": "kind=channel: the channel whose messages this route takes by default"})
+    fields_map = fields.Dict(data_key="fields", keys=fields.String(validate=validate.Length(1, 100)),
+                             values=fields.String(validate=validate.OneOf(FORM_TARGETS)),
+                             load_default=dict, metadata={
+                                 "description": "posted field -> contact field; unmapped standard names "
+                                                "(name, email, phone, message, ...) are recognised"})
+    pipeline_id = fields.String(allow_none=True, validate=validate.Length(1, 40))
+    stage_id = fields.String(allow_none=True, validate=validate.Length(1, 40))
+    owner_rule = fields.Nested(OwnerRule, load_default=lambda: {"kind": "none"})
+    tags = tags_field()
+    source = fields.String(allow_none=True, validate=validate.Length(1, 50), metadata={
+        "description": "lead source name; default: website for forms, the channel otherwise"})
+    allowed_origins = fields.List(fields.String(validate=validate.Regexp(r"^https?://[^/\s]+$")),
+                                  load_default=list, validate=validate.Length(max=50), metadata={
+                                      "description": "browser origins allowed to post (CORS); "
+                                                     "empty = server-to-server posts only"})
+    honeypot_field = fields.String(load_default="company_website", validate=validate.Length(1, 100),
+                                   metadata={"description": "a hidden field people leave empty"})
+    first_task = fields.Nested(FirstTask, allow_none=True, load_default=lambda: FirstTask().load({}))
+    telegram_secret_token = fields.String(allow_none=True, validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,256}$"),
+                                          metadata={"description": "the secret_token given to "
+                                                    "Telegram's setWebhook; required for Telegram"})
+    redirect_url = fields.String(allow_none=True, validate=validate.Regexp(r"^https?://\S+$"),
+                                 metadata={"description": "form-encoded posts are answered 303 to it"})
+    rate_limit_per_minute = fields.Integer(allow_none=True, validate=validate.Range(1, 100000),
+                                           metadata={"description": "posts per minute to this form "
+                                                     "from everyone; null = the gateway default"})
+    active = fields.Boolean(load_default=True)
+
+    @validates_schema
+    def channel_routes_name_their_channel(self, data, partial=False, **kwargs):
+        if not partial and data.get("kind") == "channel" and not data.get("channel"):
+            raise ValidationError("A channel route names its channel.", "channel")
+
+
+class LeadFormOut(Schema):
+    id = fields.String()
+    key = fields.String(metadata={"description": "public: POST /forms/{key}/submissions, "
+                                                 "/inbound/telegram/{key}"})
+    name = fields.String()
+    kind = fields.String()
+    channel = fields.String(allow_none=True)
+    fields_map = fields.Dict(data_key="fields")
+    pipeline_id = fields.String(allow_none=True)
+    stage_id = fields.String(allow_none=True)
+    owner_rule = fields.Dict()
+    tags = fields.List(fields.String())
+    source = fields.String(allow_none=True)
+    allowed_origins = fields.List(fields.String())
+    honeypot_field = fields.String()
+    first_task = fields.Dict(allow_none=True)
+    has_telegram_secret = fields.Boolean()
+    redirect_url = fields.String(allow_none=True)
+    rate_limit_per_minute = fields.Integer(allow_none=True)
+    active = fields.Boolean()
+    submissions = fields.Integer(metadata={"description": "requests stored through this route"})
+    spam = fields.Integer(metadata={"description": "posts caught by the honeypot"})
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+
+
+class LeadFormListQuery(Schema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
+    cursor = fields.String(validate=validate.Length(max=500))
+    kind = fields.String(validate=validate.OneOf(ROUTE_KINDS))
+
+
+class LeadFormPage(PageOf):
+    items = fields.List(fields.Nested(LeadFormOut))
+
+
+class SubmissionAnswer(Schema):
+    id = fields.String(metadata={"description": "the stored request"})
+    status = fields.String()
+
+
+class MessageSender(Schema):
+    handle = fields.String(allow_none=True, validate=validate.Length(1, 100), metadata={
+        "description": "the sender's id or @username on the channel"})
+    name = fields.String(allow_none=True, validate=validate.Length(max=200))
+    phone = fields.String(allow_none=True, validate=validate.Length(3, 40))
+    email = fields.Email(allow_none=True, validate=validate.Length(max=254))
+
+
+class InboundMessageIn(Schema):
+    channel = fields.String(required=True, validate=validate.OneOf(MESSAGE_CHANNELS))
+    sender = fields.Nested(MessageSender, required=True)
+    text = fields.String(load_default="", validate=validate.Length(max=10000))
+    occurred_at = UtcDateTime(allow_none=True)
+    external_id = fields.String(allow_none=True, validate=validate.Length(1, 200), metadata={
+        "description": "the message's id on the channel: a repeat is stored once"})
+    route_key = fields.String(allow_none=True, validate=validate.Length(1, 64), metadata={
+        "description": "the route (form of kind channel) to use; default: the channel's route"})
+    utm_source = fields.String(allow_none=True, validate=validate.Length(max=200))
+    utm_medium = fields.String(allow_none=True, validate=validate.Length(max=200))
+    utm_campaign = fields.String(allow_none=True, validate=validate.Length(max=200))
+
+
+class InboundRequestOut(Schema):
+    id = fields.String()
+    channel = fields.String()
+    form_id = fields.String(allow_none=True)
+    route_name = fields.String(allow_none=True)
+    status = fields.String(metadata={"description": " | ".join(REQUEST_STATUSES)})
+    received_at = UtcDateTime()
+    payload = fields.Raw(metadata={"description": "the request as received"})
+    meta = fields.Dict(metadata={"description": "ip, user_agent, origin, referrer"})
+    extracted = fields.Dict(metadata={"description": "name, email, phone, handle, text found in it"})
+    utm = fields.Dict()
+    source = fields.String(allow_none=True)
+    contact_id = fields.String(allow_none=True)
+    contact_created = fields.Boolean(allow_none=True)
+    deal_id = fields.String(allow_none=True)
+    deal_created = fields.Boolean(allow_none=True)
+    owner_id = fields.String(allow_none=True)
+    owner_reason = fields.String(allow_none=True)
+    attempts = fields.Integer()
+    last_error = fields.String(allow_none=True)
+    updated_at = UtcDateTime()
+
+
+class InboundRequestListQuery(Schema):
+    """Newest first (keyset over received_at)."""
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
+    cursor = fields.String(validate=validate.Length(max=500))
+    status = fields.String(validate=validate.OneOf(REQUEST_STATUSES))
+    channel = fields.String(validate=validate.OneOf(INBOUND_CHANNELS))
+    form_id = fields.String(validate=validate.Length(1, 40))
+    contact_id = fields.String(validate=validate.Length(1, 40))
+
+
+class InboundRequestPage(PageOf):
+    items = fields.List(fields.Nested(InboundRequestOut))

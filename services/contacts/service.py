@@ -1,6 +1,8 @@
 """Contacts service entrypoints: thin; the work is in operations.py, storage in store.py."""
 import logging
 
+from nameko.timer import timer
+from pymongo.errors import DuplicateKeyError
 
 from crm_common.context import CallerContext
 from crm_common.errors import EXPECTED
@@ -9,12 +11,15 @@ from crm_common.ids import new_id
 from crm_common.events import reliable_handler
 from crm_common.mongo import MongoStore
 from crm_common.outbox import OutboxDispatcher
-from crm_common.rpc import rpc
+from crm_common.rpc import ServiceRpc, rpc
+from crm_common.timeutil import utcnow
 from services.contacts.operations import Contacts
 from services.contacts.store import ContactsStore
 from services.contacts import import_jobs
 from services.contacts.import_jobs import Imports, import_config, job_timer
 from services.contacts.import_store import ImportStore
+from services.contacts.inbound import Inbound
+from services.contacts.inbound_store import InboundStore
 from services.contacts.merge import Merges
 from services.contacts.timeline_events import TIMELINE_EVENTS
 
@@ -157,6 +162,86 @@ class ContactsService(HealthEntrypoints):
     def merge_contacts(self, survivor_id, payload):
         return self._announce(Merges(self.store, self.import_store, self.caller)
                               .merge(survivor_id, payload))
+
+    # inbound requests: web forms, messages, Telegram updates (docs/leads.md)
+    inbound_store = MongoStore(InboundStore)
+    deals_rpc = ServiceRpc("deals")
+
+    @property
+    def inbound(self):
+        return Inbound(self.inbound_store, self.store, self.import_store, self.caller,
+                       self.deals_rpc)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def create_form(self, payload):
+        return self.inbound.create_form(payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_form(self, form_id):
+        return self.inbound.get_form(form_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update_form(self, form_id, payload):
+        return self.inbound.update_form(form_id, payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def delete_form(self, form_id):
+        return self.inbound.delete_form(form_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_forms(self, params):
+        return self.inbound.list_forms(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def public_form(self, key):
+        return self.inbound.public_form(key)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def receive_form(self, key, fields, meta):
+        return self._captured(*self.inbound.receive_form(key, fields, meta))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def receive_message(self, payload, meta):
+        return self._captured(*self.inbound.receive_message(payload, meta))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def receive_telegram(self, key, update, meta):
+        return self._captured(*self.inbound.receive_telegram(key, update, meta))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_inbound_request(self, request_id):
+        return self.inbound.get_request(request_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_inbound_requests(self, params):
+        return self.inbound.list_requests(params)
+
+    @timer(interval=5)
+    def sweep_inbound(self):
+        """Requests whose capture failed or never ran (a crash right after storing)."""
+        for _ in range(50):
+            found = self.inbound.sweep_one(utcnow())
+            if found is None:
+                return
+            request, events, changes = found
+            if changes is not None:
+                self._captured({"id": request["_id"]}, events, changes)
+
+    def _captured(self, answer, events, changes):
+        """Events first, then the request leaves the sweeper's queue: a crash in between
+        repeats the events (same ids), never loses them."""
+        for event in events:
+            try:
+                self.dispatch(event["type"], event)
+            except DuplicateKeyError:  # still in the outbox from an earlier try
+                pass
+        if changes is not None:
+            self.inbound.mark_captured(answer["id"], changes)
+        return answer
+
+    @reliable_handler("deals", "lead_routed")
+    def on_deals_lead_routed(self, event):
+        self._dispatch_all(self.inbound.on_lead_routed(event.get("data") or {}))
 
     @reliable_handler("gateway", "user_upserted")
     def on_gateway_user_upserted(self, event):

@@ -12,10 +12,11 @@ from crm_common.timeutil import utcnow
 LIVE = {"deleted_at": None}
 
 # Internal search keys stay in the database; reads leave them out.
-READ = {"search_prefixes": 0, "email_keys": 0, "phone_keys": 0, "sort_name": 0, "parked_keys": 0}
+READ = {"search_prefixes": 0, "email_keys": 0, "phone_keys": 0, "handle_keys": 0,
+        "sort_name": 0, "parked_keys": 0}
 # Lookup keys a soft-deleted contact keeps aside, so lookups and duplicate checks query one
 # indexed field only (SecantusDB scans the collection when a query adds deleted_at).
-KEY_FIELDS = ("email_keys", "phone_keys", "search_prefixes")
+KEY_FIELDS = ("email_keys", "phone_keys", "handle_keys", "search_prefixes")
 
 
 class ContactsStore(BaseStore):
@@ -40,6 +41,7 @@ class ContactsStore(BaseStore):
             c.create_index([(field, ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)])
         c.create_index("phone_keys")
         c.create_index("email_keys")
+        c.create_index("handle_keys")
         c.create_index("search_prefixes")
         c.create_index("last_contacted_at")
         c.create_index([("birthday_md", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)])
@@ -123,6 +125,13 @@ class ContactsStore(BaseStore):
             doc["company_name"] = name
             self.contacts.update_one({"_id": doc["_id"]},
                                      {"$set": {"company_name": name, **token_builder(doc)}})
+
+    def update_owner_if_none(self, contact_id, owner_id, when):
+        """Give an owner-less contact its first owner; None when it already had one."""
+        return self.contacts.find_one_and_update(
+            {"_id": contact_id, "owner_id": None},
+            {"$set": {"owner_id": owner_id, "updated_at": when}, "$inc": {"version": 1}},
+            projection=READ, return_document=ReturnDocument.AFTER)
 
     def touch_contacted(self, contact_id, when):
         """last_contacted_at only moves forward, whatever order events arrive in."""

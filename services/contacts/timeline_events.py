@@ -15,6 +15,7 @@ TIMELINE_EVENTS = (
     ("deals", "deal_stage_changed"),
     ("deals", "deal_won"),
     ("deals", "deal_lost"),
+    ("deals", "lead_routed"),
     ("tasks", "task_completed"),
     ("telephony", "call_answered"),
     ("telephony", "call_ended"),

@@ -16,6 +16,7 @@ DEFAULT_CHANNELS = {
     "deal_won": ["inapp", "email"],
     "deal_lost": ["inapp", "email"],
     "deal_assigned": ["inapp", "email"],
+    "lead_routed": ["inapp", "email", "telegram"],
     "import_finished": ["inapp", "email"],
     "birthday_list": ["inapp", "email"],
 }
@@ -40,7 +41,7 @@ def recipients(event_type, data, users):
     elif event_type in ("deal_won", "deal_lost"):
         owner = data.get("owner_id")
         ids = [owner, _manager_of(owner, users)]
-    elif event_type == "deal_assigned":
+    elif event_type in ("deal_assigned", "lead_routed"):
         ids = [data.get("owner_id")]
     elif event_type == "import_finished":
         ids = [data.get("started_by")]
@@ -59,6 +60,7 @@ PERSON_EVENTS = {
     ("tasks", "task_assigned"), ("tasks", "task_due_soon"), ("tasks", "task_overdue"),
     ("tasks", "task_escalated"), ("telephony", "call_missed"), ("deals", "deal_won"),
     ("deals", "deal_lost"), ("deals", "deal_assigned"), ("contacts", "import_finished"),
+    ("deals", "lead_routed"),
 }
 
 # ... and every event a webhook may subscribe to (the catalog in docs/events.md).
@@ -67,8 +69,8 @@ WEBHOOK_EVENTS = {
     ("contacts", "contact_deleted"), ("contacts", "contact_restored"),
     ("contacts", "contact_merged"), ("contacts", "company_created"),
     ("contacts", "company_updated"), ("contacts", "company_deleted"),
-    ("contacts", "import_finished"),
-    ("deals", "deal_created"), ("deals", "deal_stage_changed"), ("deals", "deal_won"),
+    ("contacts", "import_finished"), ("contacts", "lead_captured"),
+    ("deals", "deal_created"), ("deals", "lead_routed"), ("deals", "deal_stage_changed"), ("deals", "deal_won"),
     ("deals", "deal_lost"), ("deals", "deal_assigned"),
     ("tasks", "task_created"), ("tasks", "task_assigned"), ("tasks", "task_due_soon"),
     ("tasks", "task_overdue"), ("tasks", "task_escalated"), ("tasks", "task_completed"),

@@ -14,8 +14,8 @@ from crm_common.ids import new_id
 from crm_common.timeutil import parse_iso, to_iso, utcnow
 from crm_common.validation import load
 from services.tasks import schemas
-from services.tasks.domain import (CONTACT_KINDS, day_bounds, due_notices, first_alarm,
-                                   next_alarm, next_occurrence, zone)
+from services.tasks.domain import (CONTACT_KINDS, day_bounds, due_in_working_hours, due_notices,
+                                   first_alarm, next_alarm, next_occurrence, zone)
 from services.tasks.store import NO_DATE, SORTS
 
 log = logging.getLogger(__name__)
@@ -346,6 +346,30 @@ class Tasks:
             self.store.update_task({"_id": doc["_id"], "status": "open"},
                                    self._auto_cancel(now, "answered_call"))
             return []
+        return self._created(doc, now)[1]
+
+    def on_lead_routed(self, event):
+        """The first touch of a new inbound request (docs/leads.md): one task per request for
+        the lead's owner, due within the route's minutes of working time."""
+        data = event.get("data") or {}
+        settings = data.get("first_task")
+        if not settings or not data.get("owner_id") or not data.get("request_id"):
+            return []
+        received = parse_iso(data["received_at"]) if data.get("received_at") else self.clock.now()
+        name = data.get("contact_name") or "new lead"
+        now = self.clock.now()
+        doc = self._new_task(
+            {"kind": settings.get("kind") or "call",
+             "title": settings.get("title") or f"First touch: {name}",
+             "description": data.get("summary"), "priority": "high",
+             "due_at": due_in_working_hours(received, settings.get("due_minutes") or 15,
+                                            settings.get("working_hours")),
+             "contact_id": data.get("contact_id"), "deal_id": data.get("deal_id"),
+             "reminders": []},
+            data["owner_id"], None, now, {"type": "inbound_request", "id": data["request_id"]})
+        doc["source_key"] = f"lead:{data['request_id']}"
+        if not self.store.insert_task(doc):
+            return []  # redelivered: the first-touch task exists already
         return self._created(doc, now)[1]
 
     def on_call_answered(self, event):

@@ -146,6 +146,10 @@ class TasksService(HealthEntrypoints):
     def on_call_ended(self, event):
         self._dispatch_all(self.tasks.on_call_answered(event))
 
+    @reliable_handler("deals", "lead_routed")
+    def on_lead_routed(self, event):
+        self._dispatch_all(self.tasks.on_lead_routed(event))
+
     @reliable_handler("contacts", "contact_merged")
     def on_contact_merged(self, event):
         self.store.repoint_contact("tasks", event)

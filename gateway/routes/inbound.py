@@ -1,0 +1,211 @@
+"""Inbound requests (docs/leads.md): web forms posted from any website, messages from
+messenger integrations, Telegram bot webhooks; and the routes (forms) that say where they go.
+
+Web form posts and Telegram updates are public: a form proves itself by its key (and the
+browser's Origin against the form's allowed origins), Telegram by the secret token given to
+setWebhook. Both are rate limited per client IP and per form before any service is asked."""
+import json
+import os
+import threading
+import time
+
+from flask import Response, redirect, request
+
+from crm_common.errors import BadRequest, CrmError, ValidationFailed
+from gateway import auth, security
+from gateway.api import UnsupportedMediaType, json_response
+from gateway.calls import call
+from gateway.routes import api
+from services.contacts import schemas as s
+
+TAG_FORMS, TAG_INBOUND = "forms", "inbound"
+MANAGERS = {"roles": ("admin", "manager")}
+FORM_MAX_BYTES = int(os.environ.get("CRM_FORM_MAX_BYTES", str(64 * 1024)))
+FORM_RATE_PER_IP = int(os.environ.get("CRM_FORM_RATE_PER_IP_PER_MINUTE", "30"))
+FORM_RATE_PER_FORM = int(os.environ.get("CRM_FORM_RATE_PER_FORM_PER_MINUTE", "600"))
+# behind N reverse proxies that append to X-Forwarded-For, the client is the Nth from the end
+TRUSTED_PROXY_HOPS = int(os.environ.get("CRM_TRUSTED_PROXY_HOPS", "0"))
+PUBLIC_ERRORS = (403, 404, 413, 415, 422, 429, 503, 504)
+FORM_CORS_HEADERS = "Content-Type, X-Request-Id"
+
+
+FORM_INFO_TTL_S = 30
+_form_info_cache, _form_info_lock = {}, threading.Lock()
+
+
+def form_info(key):
+    """A form's allowed origins and rate limit, kept 30 s per process so a post costs one
+    RPC; an unknown key is asked again every time (a new form works at once)."""
+    now = time.monotonic()
+    with _form_info_lock:
+        cached = _form_info_cache.get(key)
+    if cached and cached[0] > now:
+        return cached[1]
+    info = call("contacts", "public_form", key)
+    with _form_info_lock:
+        if len(_form_info_cache) > 10000:
+            _form_info_cache.clear()
+        _form_info_cache[key] = (now + FORM_INFO_TTL_S, info)
+    return info
+
+
+def client_ip():
+    if TRUSTED_PROXY_HOPS > 0:
+        hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
+        if len(hops) >= TRUSTED_PROXY_HOPS:
+            return hops[-TRUSTED_PROXY_HOPS]
+    return request.remote_addr or "unknown"
+
+
+def _meta():
+    return {"ip": client_ip(), "user_agent": (request.headers.get("User-Agent") or "")[:500],
+            "origin": request.headers.get("Origin"),
+            "referrer": (request.headers.get("Referer") or "")[:1000] or None}
+
+
+def _limit(*subjects_and_limits):
+    store = auth.current().store
+    for subject, limit in subjects_and_limits:
+        security.check_rate(store, subject, limit)
+
+
+def _posted_fields():
+    """A form post as {name: value or [values]}: JSON object, form-encoded or multipart."""
+    if request.mimetype == "application/json":
+        try:
+            body = json.loads(request.get_data(cache=True) or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest("Malformed JSON", {"reason": str(exc)})
+        if not isinstance(body, dict):
+            raise _invalid("Expected a JSON object.")
+        return {str(k): v if isinstance(v, (str, int, float, bool, list)) or v is None else json.dumps(v)
+                for k, v in body.items()}
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return {k: (v[0] if len(v) == 1 else v) for k, v in request.form.lists()}
+    raise UnsupportedMediaType("Send the form as application/json, "
+                               "application/x-www-form-urlencoded or multipart/form-data",
+                               {"content_type": request.content_type})
+
+
+def _invalid(message):
+    return ValidationFailed("Invalid input", {"fields": {"_schema": [message]}})
+
+
+def _allow_origin(response, origin):
+    if origin:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = "X-Request-Id, Retry-After"
+    return response
+
+
+def form_preflight(key):
+    """The browser asks before a cross-origin JSON post: allowed only for the form's origins."""
+    origin = (request.headers.get("Origin") or "").rstrip("/")
+    allowed = form_info(key)["allowed_origins"]
+    response = Response(status=204)
+    response.headers["Vary"] = "Origin"
+    if origin and origin in allowed:
+        _allow_origin(response, origin)
+        response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = FORM_CORS_HEADERS
+        response.headers["Access-Control-Max-Age"] = "600"
+    return response
+
+
+@api.route("/forms/{key}/submissions", "POST",
+           "A website's form post (JSON, form-encoded or multipart; no sign-in): stored as "
+           "received, then matched or created as a lead; UTM fields and the referrer are kept. "
+           "A form-encoded post to a form with redirect_url is answered 303 to it", TAG_FORMS,
+           response=s.SubmissionAnswer, status=202, public=True, max_body_bytes=FORM_MAX_BYTES,
+           errors=PUBLIC_ERRORS, extra={"preflight": form_preflight})
+def submit_form(key, body, params):
+    fields = _posted_fields()
+    info = form_info(key)
+    _limit((f"form-ip:{client_ip()}", FORM_RATE_PER_IP),
+           (f"form:{key}", info.get("rate_limit_per_minute") or FORM_RATE_PER_FORM))
+    origin = (request.headers.get("Origin") or "").rstrip("/") or None
+    try:
+        answer = call("contacts", "receive_form", key, fields, _meta())
+    except CrmError as error:
+        # past the origin check (a 422): the page's script may read why
+        response = json_response({"error": error.to_dict()}, error.status)
+        return _allow_origin(response, origin) if error.status == 422 else response
+    target = answer.pop("redirect_url", None)
+    if target and request.mimetype != "application/json":
+        return redirect(target, code=303)
+    return _allow_origin(json_response(answer, 202), origin)
+
+
+@api.route("/inbound/messages", "POST",
+           "A message from a messenger or another system (API key with inbound:write, or a "
+           "signed-in user): stored, then matched or created as a lead; a repeated external_id is "
+           "stored once", TAG_INBOUND, body=s.InboundMessageIn, response=s.SubmissionAnswer,
+           status=202, scopes=("inbound:write",),
+           errors=(400, 401, 403, 404, 413, 415, 422, 503, 504))
+def inbound_message(body, params):
+    _limit((f"inbound-ip:{client_ip()}", FORM_RATE_PER_FORM))
+    return call("contacts", "receive_message", body, _meta())
+
+
+@api.route("/inbound/telegram/{key}", "POST",
+           "Telegram Bot API webhook: an Update object as Telegram sends it, proved by the "
+           "X-Telegram-Bot-Api-Secret-Token given to setWebhook", TAG_INBOUND,
+           response=s.SubmissionAnswer, public=True, max_body_bytes=FORM_MAX_BYTES,
+           errors=PUBLIC_ERRORS)
+def telegram_update(key, body, params):
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("Telegram posts JSON", {"content_type": request.content_type})
+    try:
+        update = json.loads(request.get_data(cache=True) or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("Malformed JSON", {"reason": str(exc)})
+    if not isinstance(update, dict):
+        raise _invalid("Expected a Telegram Update object.")
+    _limit((f"form:{key}", FORM_RATE_PER_FORM))
+    meta = {**_meta(), "secret_token": request.headers.get("X-Telegram-Bot-Api-Secret-Token")}
+    return call("contacts", "receive_telegram", key, update, meta)
+
+
+@api.route("/inbound/requests", "GET", "Every inbound request as received, newest first, "
+           "with what became of it", TAG_INBOUND, query=s.InboundRequestListQuery,
+           response=s.InboundRequestPage, extra=MANAGERS)
+def list_requests(body, params):
+    return call("contacts", "list_inbound_requests", params)
+
+
+@api.route("/inbound/requests/{request_id}", "GET", "One inbound request with its raw payload",
+           TAG_INBOUND, response=s.InboundRequestOut, extra=MANAGERS)
+def get_request(request_id, body, params):
+    return call("contacts", "get_inbound_request", request_id)
+
+
+@api.route("/forms", "GET", "Web forms and channel routes", TAG_FORMS,
+           query=s.LeadFormListQuery, response=s.LeadFormPage, extra=MANAGERS)
+def list_forms(body, params):
+    return call("contacts", "list_forms", params)
+
+
+@api.route("/forms", "POST", "Create a web form or channel route; its public key is in the "
+           "answer", TAG_FORMS, body=s.LeadFormIn, response=s.LeadFormOut, status=201,
+           extra=MANAGERS, errors=(400, 403, 413, 415, 422, 503, 504))
+def create_form(body, params):
+    return call("contacts", "create_form", body)
+
+
+@api.route("/forms/{form_id}", "GET", "A form or channel route", TAG_FORMS,
+           response=s.LeadFormOut, extra=MANAGERS)
+def get_form(form_id, body, params):
+    return call("contacts", "get_form", form_id)
+
+
+@api.route("/forms/{form_id}", "PATCH", "Change some settings of a form", TAG_FORMS,
+           body=s.LeadFormIn, partial=True, response=s.LeadFormOut, extra=MANAGERS,
+           errors=(400, 403, 404, 413, 415, 422, 503, 504))
+def update_form(form_id, body, params):
+    return call("contacts", "update_form", form_id, body)
+
+
+@api.route("/forms/{form_id}", "DELETE", "Delete a form (its key stops working)", TAG_FORMS,
+           response=s.LeadFormOut, extra=MANAGERS)
+def delete_form(form_id, body, params):
+    return call("contacts", "delete_form", form_id)
