@@ -1,7 +1,7 @@
 """Merging duplicate contacts into one survivor, and finding probable duplicates.
 
 Conflict rule of a merge (docs/import.md):
-- emails, phones, tags: the union (survivor's first, then each source's in the order given);
+- emails, phones, messengers, tags: the union (survivor's first, then each source's in the order given);
 - custom fields and single fields (names, position, company, owner, birthday, source):
   the survivor's non-empty value wins; an empty one is filled from the first source, in
   the order given, that has it;
@@ -19,7 +19,7 @@ from services.contacts.domain import search_fields
 from services.contacts.operations import Contacts, dump_contact
 
 SCALARS = ("first_name", "last_name", "position", "company_id", "company_name", "owner_id",
-           "birthday", "source")
+           "birthday", "source", "acquisition")
 SCORES = {"email": 0.95, "phone": 0.9, "name_company": 0.7}
 
 merge_in = schemas.MergeIn()
@@ -40,6 +40,7 @@ def merged_fields(survivor, sources):
     everyone = [survivor, *sources]
     out["emails"] = _union((c.get("emails") or [] for c in everyone), "email")
     out["phones"] = _union((c.get("phones") or [] for c in everyone), "e164")
+    out["messengers"] = _union((c.get("messengers") or [] for c in everyone), "key")
     out["tags"] = sorted({t for c in everyone for t in c.get("tags") or []})
     custom = {}
     for contact in everyone:
