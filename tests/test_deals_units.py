@@ -58,3 +58,58 @@ def test_reports_scope_picks_the_owner_index():
     assert team[1] == "funnel" and team[0][1] == {"$match": {"owner_id": {"$in": ["u", "v"]}}}
     assert reports.sales("month", start, end, {}, {"owner_id": "u"})[1] == "sales_owner"
     assert reports.forecast({}, {}, {})[1] == "forecast"
+
+
+# inbound leads: owner rules, report periods and prorated costs
+def test_owner_rule_helpers():
+    from services.deals.domain import least_loaded, round_robin_pick, rule_candidates
+    assert rule_candidates({"kind": "fixed", "user_id": "u9"}) == ["u9"]
+    assert rule_candidates({"user_ids": ["a", "b", "a", "", None]}) == ["a", "b"]
+    assert rule_candidates(None) == []
+    assert [round_robin_pick(["a", "b", "c"], n) for n in range(1, 8)] == list("abcabca")
+    assert least_loaded(["a", "b", "c"], {"a": 2, "b": 1, "c": 1}) == "b"  # tie: list order
+    assert least_loaded(["a", "b"], {}) == "a"
+
+
+def test_report_buckets_clip_and_key():
+    from services.deals.domain import report_buckets
+    utc = timezone.utc
+    start, end = datetime(2025, 1, 15, 12, tzinfo=utc), datetime(2025, 3, 2, tzinfo=utc)
+    months = report_buckets(start, end, "month")
+    assert [(k, s.day, e.month) for k, s, e in months] == [("2025-01", 15, 2), ("2025-02", 1, 3), ("2025-03", 1, 3)]
+    assert months[0][1] == start and months[-1][2] == end
+    weeks = report_buckets(datetime(2024, 12, 31, tzinfo=utc), datetime(2025, 1, 7, tzinfo=utc), "week")
+    assert [k for k, _, _ in weeks] == ["2025-W01", "2025-W02"]  # ISO weeks: Dec 30 2024 is in 2025-W01
+    assert report_buckets(start, end, "all") == [("all", start, end)]
+    assert report_buckets(datetime(2000, 1, 1, tzinfo=utc), end, "day") is None  # too many
+    last = report_buckets(datetime(9999, 12, 1, tzinfo=utc), datetime(9999, 12, 31, tzinfo=utc), "month")
+    assert [k for k, _, _ in last] == ["9999-12"]
+
+
+def test_costs_are_prorated_to_the_period():
+    from services.deals.domain import prorated_costs
+    utc = timezone.utc
+    costs = [{"period": "2025-01", "amount": 3100, "currency": "EUR"},
+             {"period": "2025-02", "amount": 100, "currency": "USD"}]
+    assert prorated_costs(costs, datetime(2025, 1, 1, tzinfo=utc), datetime(2025, 2, 1, tzinfo=utc)) == {"EUR": 3100}
+    assert prorated_costs(costs, datetime(2025, 1, 1, tzinfo=utc), datetime(2025, 1, 16, tzinfo=utc)) == {"EUR": 1500}
+    # one day of February: 100/28 = 3.57 -> 4; the whole range sums before rounding
+    assert prorated_costs(costs, datetime(2025, 2, 3, tzinfo=utc), datetime(2025, 2, 4, tzinfo=utc)) == {"USD": 4}
+    assert prorated_costs(costs, datetime(2024, 1, 1, tzinfo=utc), datetime(2030, 1, 1, tzinfo=utc)) == {"EUR": 3100, "USD": 100}
+    assert prorated_costs(costs, datetime(2025, 3, 1, tzinfo=utc), datetime(2025, 4, 1, tzinfo=utc)) == {}
+
+
+def test_lead_summary_and_source_schemas():
+    from services.deals.domain import lead_summary
+    from services.deals.schemas import LeadSourceIn
+    assert lead_summary("website", "form", True, "Quote", "u1", "round_robin") == \
+        'Lead from website via form: new deal "Quote", assigned to u1 by round robin'
+    assert lead_summary("telegram", "telegram", False, "Quote", None, "no_rule") == \
+        'Lead from telegram: joined open deal "Quote", no owner (no rule)'
+    ok = LeadSourceIn().load({"name": "fair", "costs": [{"period": "2026-02", "amount": 5, "currency": "usd"}]})
+    assert ok["costs"][0]["currency"] == "USD"
+    for costs in ([{"period": "2026-2", "amount": 5, "currency": "USD"}],
+                  [{"period": "2026-02", "amount": 5.5, "currency": "USD"}],
+                  [{"period": "2026-02", "amount": 5, "currency": "USD"}] * 2):
+        with pytest.raises(ValidationError):
+            LeadSourceIn().load({"name": "fair", "costs": costs})

@@ -74,3 +74,103 @@ def period_range(period):
 
 def ratio(part, whole, digits=4):
     return round(part / whole, digits) if whole else None
+
+
+# leads: owner rules, report periods and source costs (pure; used by leads.py / sources.py)
+OWNER_REASONS = ("contact_owner", "open_deal_owner", "fixed_user", "round_robin",
+                 "least_open_deals", "no_rule")
+REASON_TEXT = {"contact_owner": "the contact's owner", "open_deal_owner": "the open deal's owner",
+               "fixed_user": "the route's fixed user", "round_robin": "round robin",
+               "least_open_deals": "fewest open deals", "no_rule": "no rule"}
+MAX_REPORT_BUCKETS = 400
+
+
+def rule_candidates(rule):
+    """The user ids an owner rule chooses from, in the route's order, without repeats
+    (contacts resolves a team to its members; a fixed rule may carry `user_id`)."""
+    rule = rule or {}
+    ids = list(rule.get("user_ids") or [])
+    if not ids and rule.get("user_id"):
+        ids = [rule["user_id"]]
+    return [i for i in dict.fromkeys(ids) if isinstance(i, str) and i]
+
+
+def round_robin_pick(candidates, n):
+    """n = the route's counter after its atomic increment (1 for the first lead)."""
+    return candidates[(n - 1) % len(candidates)]
+
+
+def least_loaded(candidates, open_counts):
+    """Fewest open deals wins; a tie goes to the earlier candidate in the route's list."""
+    return min(enumerate(candidates), key=lambda ic: (open_counts.get(ic[1], 0), ic[0]))[1]
+
+
+def month_start(moment):
+    return datetime(moment.year, moment.month, 1, tzinfo=timezone.utc)
+
+
+def next_month(moment):
+    return datetime(moment.year + moment.month // 12, moment.month % 12 + 1, 1, tzinfo=timezone.utc)
+
+
+def bucket_start(moment, period):
+    """Start of the report period holding `moment` (UTC): day, ISO week (Monday), month."""
+    day = datetime(moment.year, moment.month, moment.day, tzinfo=timezone.utc)
+    if period == "day":
+        return day
+    if period == "week":
+        return day - timedelta(days=day.weekday())
+    return month_start(moment)
+
+
+def bucket_key(start, period):
+    if period == "day":
+        return start.strftime("%Y-%m-%d")
+    if period == "week":
+        year, week, _ = start.isocalendar()
+        return f"{year}-W{week:02d}"
+    return start.strftime("%Y-%m")
+
+
+def report_buckets(start, end, period):
+    """[(key, bucket start, bucket end)] covering [start, end), the first and last clipped
+    to the range; period "all" is one bucket. None when there would be too many."""
+    if period == "all":
+        return [("all", start, end)]
+    out = []
+    cursor = bucket_start(start, period)
+    while cursor < end:
+        try:
+            following = (next_month(cursor) if period == "month"
+                         else cursor + timedelta(days=7 if period == "week" else 1))
+        except (OverflowError, ValueError):  # the range ends at the calendar's end
+            following = end
+        out.append((bucket_key(cursor, period), max(cursor, start), min(following, end)))
+        if len(out) > MAX_REPORT_BUCKETS:
+            return None
+        cursor = following
+    return out
+
+
+def prorated_costs(costs, start, end):
+    """Per currency, the part of each monthly cost that falls in [start, end): a month's
+    amount times the share of the month's time inside the range (a whole month counts
+    whole), rounded half up to minor units once per currency."""
+    from fractions import Fraction
+    totals = {}
+    for cost in costs or []:
+        m_start, m_end = period_range(cost["period"])
+        overlap = (min(end, m_end) - max(start, m_start)).total_seconds()
+        if overlap <= 0:
+            continue
+        share = Fraction(int(overlap), int((m_end - m_start).total_seconds()))
+        totals[cost["currency"]] = totals.get(cost["currency"], 0) + cost["amount"] * share
+    return {currency: int(value + Fraction(1, 2)) for currency, value in totals.items()
+            if value > 0}
+
+
+def lead_summary(source, channel, deal_created, title, owner_id, reason):
+    how = "new deal" if deal_created else "joined open deal"
+    via = f" via {channel}" if channel and channel != source else ""
+    who = f"assigned to {owner_id} by {REASON_TEXT[reason]}" if owner_id else "no owner (no rule)"
+    return f"Lead from {source}{via}: {how} \"{title}\", {who}"

@@ -18,6 +18,7 @@ SERVICE = "deals"
 DEAL_SORTS = {"created_at": "created_at", "updated_at": "updated_at"}
 MOVE_ATTEMPTS = 20
 REPORT_DAYS = 30
+DEFAULT_CURRENCY = "EUR"
 
 deal_in, deal_patch, move_in = schemas.DealIn(), schemas.DealPatch(), schemas.MoveIn()
 deal_out, history_out = schemas.DealOut(), schemas.HistoryEntry()
@@ -53,17 +54,27 @@ class Deals:
         if self.caller.role not in (None, "admin", "manager"):
             raise Forbidden("Only managers and admins change the sales setup")
 
-    # settings: lead sources and lost reasons
+    # settings: lead sources (the registry's active names, see sources.py), lost reasons and
+    # the currency of deals the service opens itself
     def get_settings(self):
         lists = self.store.get_lists()
-        return {"lead_sources": lists.get("lead_sources", []),
-                "lost_reasons": lists.get("lost_reasons", [])}
+        return {"lead_sources": self.store.active_lead_source_names(),
+                "lost_reasons": lists.get("lost_reasons") or [],
+                "default_currency": lists.get("default_currency") or DEFAULT_CURRENCY}
 
     def update_settings(self, payload):
         self._require_manager()
         data = load(settings_in, payload, partial=True)
-        for key, values in data.items():
-            self.store.set_list(key, list(dict.fromkeys(v.strip() for v in values)))
+        if "lead_sources" in data:
+            names = list(dict.fromkeys(v.strip() for v in data["lead_sources"] if v.strip()))
+            if not names:
+                raise invalid("lead_sources", "At least one lead source.")
+            self.store.set_active_lead_sources(names, utcnow())
+        if "lost_reasons" in data:
+            self.store.set_list("lost_reasons",
+                                list(dict.fromkeys(v.strip() for v in data["lost_reasons"])))
+        if "default_currency" in data:
+            self.store.set_list("default_currency", data["default_currency"])
         return self.get_settings()
 
     # pipelines
@@ -184,7 +195,10 @@ class Deals:
                     raise invalid(key, f"Unknown {key[:-3]}.")
 
     def _check_source(self, source):
-        if source and source not in self.store.get_lists().get("lead_sources", []):
+        if not source:
+            return
+        known = self.store.lead_source_by_name(source)
+        if not known or not known.get("active"):
             raise invalid("source", "Not one of the configured lead sources (see /deal-settings).")
 
     def create(self, payload):

@@ -143,3 +143,55 @@ def won_totals(owner_ids, start, end, currency, pipeline_id):
                     "amount": {"$sum": {"$cond": [{"$eq": ["$currency", currency]}, "$amount", 0]}}}},
     ]
     return pipeline, _index("sales", first)
+
+
+# sources report (/reports/sources): three grouped counts per source and UTC day; the
+# service folds the days into the asked periods and adds the registry's costs
+LEAD_INDEXES = {
+    "leads_received": [("received_at", 1)],
+    "leads_owner": [("owner_id", 1), ("received_at", 1)],
+}
+DAY = "%Y-%m-%d"
+
+
+def _day(field):
+    return {"$dateToString": {"format": DAY, "date": f"${field}"}}
+
+
+def _with_source(source):
+    return {"source": source} if source else {"source": {"$ne": None}}
+
+
+def source_leads(start, end, source, visible):
+    """Inbound requests received in [start, end) per source and day."""
+    first, rest = _owner(visible)
+    pipeline = [
+        {"$match": {**first, "received_at": {"$gte": start, "$lt": end}}},
+        {"$match": {**_with_source(source), **rest}},
+        {"$group": {"_id": {"source": "$source", "day": _day("received_at")}, "count": {"$sum": 1}}},
+    ]
+    return pipeline, "leads_owner" if first else "leads_received"
+
+
+def source_deals(start, end, source, visible):
+    """Deals created in [start, end) per source and day (the (created_at, _id) index, or
+    (owner_id, created_at, _id) for one owner)."""
+    first, rest = _owner(visible)
+    pipeline = [
+        {"$match": {**first, "created_at": {"$gte": start, "$lt": end}}},
+        {"$match": {"deleted_at": None, **_with_source(source), **rest}},
+        {"$group": {"_id": {"source": "$source", "day": _day("created_at")}, "count": {"$sum": 1}}},
+    ]
+    return pipeline, "created_at"
+
+
+def source_won(start, end, source, visible):
+    """Deals won (closed) in [start, end) per source, day and currency."""
+    first, rest = _owner(visible)
+    pipeline = [
+        {"$match": {**first, "closed_at": {"$gte": start, "$lt": end}}},
+        {"$match": {"status": "won", "deleted_at": None, **_with_source(source), **rest}},
+        {"$group": {"_id": {"source": "$source", "day": _day("closed_at"), "currency": "$currency"},
+                    "count": {"$sum": 1}, "amount": {"$sum": "$amount"}}},
+    ]
+    return pipeline, _index("sales", first)

@@ -154,6 +154,9 @@ class DealOut(Schema):
     created_by = fields.String(allow_none=True)
     possible_duplicates = fields.List(fields.String(),
                                       metadata={"description": "open deals of the same contact in the same pipeline at creation"})
+    requests = fields.List(fields.Nested(lambda: DealRequest()),
+                           metadata={"description": "inbound requests (leads) that created or joined this deal, "
+                                                    "oldest first, the last 50"})
     version = fields.Integer()
 
 
@@ -200,6 +203,14 @@ class DealSettings(Schema):
                                validate=validate.Length(1, 200))
     lost_reasons = fields.List(fields.String(validate=validate.Length(1, 100)),
                                validate=validate.Length(1, 200))
+    default_currency = _currency(metadata={"description": "currency of deals the service opens "
+                                                          "itself (inbound leads); default EUR"})
+
+    @pre_load
+    def currency_upper(self, data, **kwargs):
+        if isinstance(data, dict) and isinstance(data.get("default_currency"), str):
+            data = {**data, "default_currency": data["default_currency"].strip().upper()}
+        return data
 
 
 # targets
@@ -361,3 +372,106 @@ class ForecastRow(Schema):
 
 class ForecastReport(Schema):
     rows = fields.List(fields.Nested(ForecastRow))
+
+
+# inbound leads (docs/leads.md)
+class DealRequest(Schema):
+    request_id = fields.String()
+    received_at = UtcDateTime(allow_none=True)
+    channel = fields.String(allow_none=True)
+    source = fields.String(allow_none=True)
+    summary = fields.String(allow_none=True)
+
+
+# lead sources: the registry behind /deal-settings lead_sources, with costs per month
+MONTH = r"^(19|2\d)\d{2}-(0[1-9]|1[0-2])$"
+
+
+class LeadSourceCost(Schema):
+    period = fields.String(required=True, validate=validate.Regexp(MONTH, error="Use YYYY-MM (1900-2999)."),
+                           metadata={"description": "the month the amount was spent"})
+    amount = fields.Integer(required=True, strict=True,
+                            validate=validate.Range(0, 10**15, error="Amount must be >= 0 (minor units)."),
+                            metadata={"description": "minor units (cents)"})
+    currency = _currency(required=True)
+
+    @pre_load
+    def currency_upper(self, data, **kwargs):
+        return _upper_currency(data)
+
+
+def _costs_field():
+    return fields.List(fields.Nested(LeadSourceCost), validate=validate.Length(max=600),
+                       metadata={"description": "replaced whole on PATCH; one entry per month and currency"})
+
+
+class LeadSourcePatch(Schema):
+    """PATCH: the name is what deals and leads record, so it does not change."""
+    description = fields.String(allow_none=True, validate=validate.Length(max=2000))
+    costs = _costs_field()
+    active = fields.Boolean(metadata={"description": "offered for new deals (listed in /deal-settings)"})
+
+    @validates_schema
+    def one_cost_per_month(self, data, **kwargs):
+        keys = [(c["period"], c["currency"]) for c in data.get("costs") or []]
+        if len(set(keys)) != len(keys):
+            raise ValidationError("One cost per month and currency.", "costs")
+
+
+class LeadSourceIn(LeadSourcePatch):
+    name = fields.String(required=True, validate=validate.Length(1, 50))
+
+
+class LeadSourceOut(Schema):
+    id = fields.String()
+    name = fields.String()
+    description = fields.String(allow_none=True)
+    costs = fields.List(fields.Nested(LeadSourceCost))
+    active = fields.Boolean()
+    auto_registered = fields.Boolean(metadata={"description": "added by an inbound lead naming an unknown source"})
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+
+
+class LeadSourceListQuery(PageQuery):
+    active = fields.Boolean()
+
+
+class LeadSourcePage(PageOf):
+    items = fields.List(fields.Nested(LeadSourceOut))
+
+
+class SourcesQuery(ReportPeriod):
+    period = fields.String(load_default="month", validate=validate.OneOf(("month", "week", "day", "all")))
+    source = fields.String(validate=validate.Length(1, 50), metadata={"description": "only this source"})
+
+
+class Money(Schema):
+    currency = fields.String()
+    amount = fields.Float(metadata={"description": "minor units"})
+
+
+class SourcesRow(Schema):
+    source = fields.String()
+    period = fields.String(metadata={"description": "YYYY-MM, YYYY-Www (ISO week), YYYY-MM-DD or all"})
+    period_start = UtcDateTime(metadata={"description": "clipped to `from`"})
+    period_end = UtcDateTime(metadata={"description": "clipped to `to`"})
+    leads = fields.Integer(metadata={"description": "inbound requests received in the period"})
+    deals = fields.Integer(metadata={"description": "deals of the source created in the period"})
+    won_deals = fields.Integer(metadata={"description": "deals of the source won (closed) in the period"})
+    won_amount = fields.List(fields.Nested(Money), metadata={"description": "per currency"})
+    conversion = fields.Float(allow_none=True, metadata={"description": "won_deals / leads; null without leads"})
+    cost = fields.List(fields.Nested(Money),
+                       metadata={"description": "monthly costs prorated to the period's time, per currency"})
+    cost_per_won_deal = fields.List(fields.Nested(Money), allow_none=True,
+                                    metadata={"description": "cost / won_deals per currency; null without won "
+                                                             "deals or when the caller sees only part of the deals"})
+
+
+class SourcesReport(Schema):
+    from_ = UtcDateTime(data_key="from")
+    to = UtcDateTime()
+    period = fields.String()
+    scope = fields.String(metadata={"description": "all, or limited (the caller sees their own / their "
+                                                   "team's leads and deals, or asked for one owner_id)"})
+    rows = fields.List(fields.Nested(SourcesRow))

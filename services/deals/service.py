@@ -1,15 +1,17 @@
 """Deals service entrypoints: thin; the work is in operations.py (reports.py builds the
 aggregations), storage in store.py."""
 
-from crm_common.context import CallerContext
+from crm_common.context import Caller, CallerContext
 from crm_common.errors import EXPECTED
 from crm_common.events import reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
 from crm_common.outbox import OutboxDispatcher
 from crm_common.rpc import ServiceRpc, rpc
+from services.deals.leads import LeadRouter
 from services.deals.operations import Deals
-from services.deals.store import DealsStore
+from services.deals.sources import LeadSources
+from services.deals.store import DealsStore, is_duplicate_key
 
 
 class DealsService(HealthEntrypoints):
@@ -23,6 +25,10 @@ class DealsService(HealthEntrypoints):
     @property
     def deals(self):
         return Deals(self.store, self.caller, self.contacts_rpc)
+
+    @property
+    def sources(self):
+        return LeadSources(self.deals)
 
     # configurable lists
     @rpc(expected_exceptions=EXPECTED)
@@ -83,6 +89,31 @@ class DealsService(HealthEntrypoints):
     def deal_history(self, deal_id, params):
         return self.deals.history(deal_id, params)
 
+    # lead sources (the registry behind /deal-settings lead_sources) and their report
+    @rpc(expected_exceptions=EXPECTED)
+    def list_lead_sources(self, params):
+        return self.sources.list(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_lead_source(self, source_id):
+        return self.sources.get(source_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def create_lead_source(self, payload):
+        return self.sources.create(payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update_lead_source(self, source_id, payload):
+        return self.sources.update(source_id, payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def delete_lead_source(self, source_id):
+        return self.sources.delete(source_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def sources_report(self, params):
+        return self.sources.report(params)
+
     # targets
     @rpc(expected_exceptions=EXPECTED)
     def create_target(self, payload):
@@ -125,3 +156,17 @@ class DealsService(HealthEntrypoints):
     @reliable_handler("contacts", "contact_merged")
     def on_contact_merged(self, event):
         self.deals.contacts_merged(event.get("data") or {})
+
+    @reliable_handler("contacts", "lead_captured")
+    def on_lead_captured(self, event):
+        """An inbound request: record it, join or open a deal, choose the owner (docs/leads.md).
+        The service acts on its own here, whoever submitted the request."""
+        router = LeadRouter(Deals(self.store, Caller(), self.contacts_rpc))
+        for event_out in router.capture(event.get("data") or {}):
+            try:
+                self.dispatch(event_out["type"], event_out)
+            except Exception as exc:  # noqa: BLE001 - re-raised unless it is the case below
+                # a redelivery re-announces under the same event id while the first copy
+                # still waits in the outbox: the relay publishes that one
+                if not is_duplicate_key(exc):
+                    raise

@@ -1,7 +1,8 @@
 """The only code in the deals service that touches pymongo.
 
 Collections: pipelines, deals, deal_history (one document per stage entry, inserted, never
-rewritten), targets, settings (the configurable lists). No query is hinted: SecantusDB
+rewritten), targets, settings (the configurable lists), lead_sources (the source registry
+with costs), leads (one per inbound request, _id = request id), lead_counters (round robin). No query is hinted: SecantusDB
 (dev/CI) walks a whole hinted index, and mongod picks these indexes by itself; hot-path
 queries use only indexed fields."""
 import json
@@ -23,6 +24,10 @@ DEFAULT_KEY = "default"
 FILTERED = ("contact_id", "company_id", "stage_id", "owner_id", "pipeline_id", "source", "status")
 
 
+def is_duplicate_key(exc):
+    return isinstance(exc, DuplicateKeyError)
+
+
 def _plain(doc):
     return json.loads(json_util.dumps(doc))  # BSON types -> plain JSON for RPC
 
@@ -35,6 +40,9 @@ class DealsStore(BaseStore):
         self.history = db["deal_history"]
         self.targets = db["targets"]
         self.config = db["settings"]
+        self.lead_sources = db["lead_sources"]
+        self.leads = db["leads"]
+        self.lead_counters = db["lead_counters"]
 
     def ensure_indexes(self):
         p = self.pipelines
@@ -60,6 +68,12 @@ class DealsStore(BaseStore):
         t.create_index([("user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)])
         t.create_index([("team", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)])
         t.create_index([("period", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)])
+        s = self.lead_sources
+        s.create_index("name", unique=True)  # a source's name is its key (deals record it)
+        s.create_index([("name", ASCENDING), ("_id", ASCENDING)])  # keyset pages by name
+        s.create_index("active")
+        for name, keys in reports.LEAD_INDEXES.items():
+            self.leads.create_index(keys, name=name)
         self.ensure_defaults()
 
     def ensure_defaults(self):
@@ -81,13 +95,141 @@ class DealsStore(BaseStore):
                                        upsert=True)
             except DuplicateKeyError:
                 pass
+        self.seed_lead_sources(now)
+
+    def seed_lead_sources(self, now):
+        """Once per database: the registry starts with the lead_sources list of the settings
+        (what deals were checked against before the registry existed), in its order."""
+        if self.config.find_one({"_id": "lead_source_registry"}):
+            return
+        names = (self.config.find_one({"_id": "lead_sources"}) or {}).get("values") or []
+        for position, name in enumerate(names):
+            self.register_lead_source(name, now, auto=False, position=position)
+        self.config.update_one({"_id": "lead_source_registry"},
+                               {"$set": {"values": "seeded", "at": now}}, upsert=True)
 
     # settings
     def get_lists(self):
-        return {doc["_id"]: doc["values"] for doc in self.config.find({})}
+        return {doc["_id"]: doc.get("values") for doc in self.config.find({})}
 
     def set_list(self, key, values):
         self.config.update_one({"_id": key}, {"$set": {"values": values}}, upsert=True)
+
+    # lead sources (the registry; /deal-settings lead_sources = its active names)
+    def register_lead_source(self, name, now, auto, position=None):
+        """Idempotent on the name (unique): an existing source is left as it is."""
+        doc = {"_id": new_id(), "name": name, "description": None, "costs": [], "active": True,
+               "auto_registered": auto, "position": position if position is not None
+               else int(now.timestamp() * 1000), "created_at": now, "updated_at": now}
+        try:
+            self.lead_sources.update_one({"name": name}, {"$setOnInsert": doc}, upsert=True)
+        except DuplicateKeyError:
+            pass  # a concurrent first registration of the same name
+
+    def insert_lead_source(self, doc):
+        """None when the name exists already."""
+        doc["_id"] = new_id()
+        try:
+            self.lead_sources.insert_one(doc)
+        except DuplicateKeyError:
+            return None
+        return doc
+
+    def lead_source_by_name(self, name):
+        return self.lead_sources.find_one({"name": name})
+
+    def get_lead_source(self, source_id):
+        return self.lead_sources.find_one({"_id": source_id})
+
+    def update_lead_source(self, source_id, changes):
+        return self.lead_sources.find_one_and_update({"_id": source_id}, {"$set": changes},
+                                                     return_document=ReturnDocument.AFTER)
+
+    def delete_lead_source(self, source_id):
+        return self.lead_sources.find_one_and_delete({"_id": source_id})
+
+    def page_lead_sources(self, query, limit, cursor):
+        return page(self.lead_sources, query, "name", ASCENDING, limit, cursor)
+
+    def all_lead_sources(self, limit=5000):
+        """The registry is small (a company's channels and campaigns): read it whole."""
+        return list(self.lead_sources.find({}).limit(limit))
+
+    def active_lead_source_names(self):
+        docs = self.lead_sources.find({"active": True}, {"name": 1, "position": 1})
+        return [d["name"] for d in sorted(docs, key=lambda d: (d.get("position") or 0, d["name"]))]
+
+    def set_active_lead_sources(self, names, now):
+        """The settings' list replaced: these names active in this order (registered when
+        new), every other source inactive; costs and descriptions stay."""
+        for position, name in enumerate(names):
+            self.register_lead_source(name, now, auto=False, position=position)
+            self.lead_sources.update_one({"name": name}, {"$set": {
+                "active": True, "position": position, "updated_at": now}})
+        wanted = set(names)
+        for doc in self.lead_sources.find({"active": True}, {"name": 1}):
+            if doc["name"] not in wanted:
+                self.lead_sources.update_one({"_id": doc["_id"]},
+                                             {"$set": {"active": False, "updated_at": now}})
+
+    # leads (inbound requests routed to deals)
+    def record_lead(self, doc):
+        """The first delivery of a request writes its record; later ones find it."""
+        fields = {k: v for k, v in doc.items() if k != "_id"}
+        self.leads.update_one({"_id": doc["_id"]}, {"$setOnInsert": fields}, upsert=True)
+        return self.leads.find_one({"_id": doc["_id"]})
+
+    def decide_lead(self, request_id, decision):
+        """Only the first decision sticks (two deliveries racing: the loser reads the
+        winner's): a redelivery never creates a second deal or moves the round robin on."""
+        self.leads.update_one({"_id": request_id, "deal_id": None}, {"$set": decision})
+        return self.leads.find_one({"_id": request_id})
+
+    def mark_lead_routed(self, request_id, now):
+        self.leads.update_one({"_id": request_id, "routed_at": None}, {"$set": {"routed_at": now}})
+
+    def next_in_rotation(self, key):
+        """The route's counter after an atomic +1 (1 for its first lead)."""
+        doc = self.lead_counters.find_one_and_update({"_id": key}, {"$inc": {"n": 1}}, upsert=True,
+                                                     return_document=ReturnDocument.AFTER)
+        if doc is None:  # SecantusDB may answer None to concurrent first upserts: read back
+            doc = self.lead_counters.find_one({"_id": key})
+        return doc["n"]
+
+    def open_deal_counts(self, owner_ids):
+        """Open deals per owner: (owner_id, status) is a prefix of the forecast_owner index,
+        so each query is one index range; deleted deals are dropped here."""
+        counts = {}
+        for owner_id in owner_ids:
+            found = self.deals.find({"owner_id": owner_id, "status": "open"}, {"deleted_at": 1})
+            counts[owner_id] = sum(1 for d in found if d.get("deleted_at") is None)
+        return counts
+
+    def open_deal_docs(self, contact_id, pipeline_id):
+        """The contact's open deals in the pipeline, newest first (see open_deals_of)."""
+        found = self.deals.find({"contact_id": contact_id}).limit(1000)
+        docs = [d for d in found if d.get("pipeline_id") == pipeline_id
+                and d.get("status") == "open" and d.get("deleted_at") is None]
+        return sorted(docs, key=lambda d: d["created_at"], reverse=True)
+
+    def deal_by_id(self, deal_id):
+        return self.deals.find_one({"_id": deal_id})
+
+    def insert_deal_once(self, doc):
+        """False when a deal with this id exists (a redelivered lead already created it)."""
+        try:
+            self.deals.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def add_deal_request(self, deal_id, entry, keep, now):
+        """Push the request onto the deal once (its id is not there yet), keeping the last
+        `keep` entries."""
+        self.deals.update_one(
+            {"_id": deal_id, "requests.request_id": {"$ne": entry["request_id"]}},
+            {"$push": {"requests": {"$each": [entry], "$slice": -keep}},
+             "$set": {"updated_at": now, "last_request_at": entry["received_at"]}})
 
     # pipelines
     def insert_pipeline(self, doc):
