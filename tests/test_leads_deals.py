@@ -138,6 +138,21 @@ def test_second_request_joins_the_open_deal_and_redelivery_adds_nothing(api, sta
     assert out4["deal_created"] is True and out4["deal_id"] != out1["deal_id"]
 
 
+def test_two_requests_at_once_open_one_deal(api, stack, record_events, unique):
+    recorder = record_events("deals")
+    pipeline = make_pipeline(api, unique)
+    for round_ in range(3):
+        contact = make_contact(api, f"{unique}{round_}", emails=[f"c{round_}.{unique}@example.com"])
+        batch = [lead_data(contact, pipeline_id=pipeline["id"]) for _ in range(4)]
+        for data in batch:
+            send(stack, data)
+        outs = [routed(recorder, data)[0]["data"] for data in batch]
+        assert len({o["deal_id"] for o in outs}) == 1
+        assert sorted(o["deal_created"] for o in outs) == [False, False, False, True]
+        deals = api.get("/deals", params={"contact_id": contact["id"]}).json()["items"]
+        assert len(deals) == 1 and len(deals[0]["requests"]) == 4
+
+
 def test_owner_rules(api, stack, record_events, unique):
     recorder = record_events("deals")
     pipeline = make_pipeline(api, unique)

@@ -8,16 +8,20 @@ deal is created under that fixed id (or the request pushed onto the joined deal 
 the events carry ids derived from the request id. A redelivery replays the same steps
 against the stored decision: no second deal, no second round-robin turn, the same events."""
 import logging
+import time
+from datetime import timedelta
 
 from crm_common.events import envelope
 from crm_common.ids import new_id
-from crm_common.timeutil import parse_iso, to_iso, utcnow
+from crm_common.timeutil import as_utc, parse_iso, to_iso, utcnow
 from services.deals.domain import (first_open_stage, lead_summary, least_loaded,
                                    round_robin_pick, rule_candidates, stage_of)
 
 log = logging.getLogger(__name__)
 
 KEEP_REQUESTS = 50  # the deal shows its last 50 requests
+CLAIM_WAIT_STEPS, CLAIM_WAIT_SECONDS = 50, 0.1  # a racing lead's deal appears within ms
+CLAIM_STALE = timedelta(minutes=2)
 
 
 def routed_event_id(request_id):
@@ -86,11 +90,13 @@ class LeadRouter:
         pipeline = self._route_pipeline(data.get("pipeline_id"))
         open_deals = self.store.open_deal_docs(data["contact_id"], pipeline["_id"])
         joined = open_deals[0] if open_deals else None
+        deal_id = None
+        if not joined:
+            deal_id, joined = self._claim(data["contact_id"], pipeline["_id"], lead["_id"], now)
         owner_id, reason = self._owner(data, joined, lead)
         if joined:
             deal_id, stage_id = joined["_id"], joined["stage_id"]
         else:
-            deal_id = new_id()
             stage = stage_of(pipeline, data.get("stage_id")) if data.get("stage_id") else None
             if not stage or stage["kind"] != "open":
                 stage = first_open_stage(pipeline)  # none given, or no longer an open stage
@@ -98,6 +104,30 @@ class LeadRouter:
         return {"deal_id": deal_id, "deal_created": joined is None, "pipeline_id": pipeline["_id"],
                 "stage_id": stage_id, "owner_id": owner_id, "owner_reason": reason,
                 "decided_at": now}
+
+    def _claim(self, contact_id, pipeline_id, request_id, now):
+        """(id of the deal this lead opens, None) or (None, the open deal another lead of
+        the same contact is opening right now: joined)."""
+        key = f"{contact_id}:{pipeline_id}"
+        deal_id = new_id()
+        claim = self.store.claim_new_deal(key, deal_id, request_id, now)
+        for _ in range(CLAIM_WAIT_STEPS):
+            if claim["deal_id"] == deal_id or claim["request_id"] == request_id:
+                return claim["deal_id"], None  # ours (also: our own earlier, cut-short try)
+            other = self.store.deal_by_id(claim["deal_id"])
+            if other is None and now - as_utc(claim["at"]) < CLAIM_STALE:
+                time.sleep(CLAIM_WAIT_SECONDS)  # claimed, not created yet: it comes in ms
+                claim = self.store.lead_claims_get(key)
+                continue
+            if other is None:  # a claim whose lead never created its deal: taken over
+                claim = self.store.claim_new_deal(key, deal_id, request_id, now, replacing=claim["deal_id"])
+                continue
+            if other.get("status") == "open" and other.get("deleted_at") is None \
+                    and other.get("pipeline_id") == pipeline_id and other.get("contact_id") == contact_id:
+                return None, other
+            # that deal was closed, deleted or re-pointed since: this lead opens the next one
+            claim = self.store.claim_new_deal(key, deal_id, request_id, now, replacing=claim["deal_id"])
+        raise RuntimeError(f"deal of {key} still being opened by another lead; retried later")
 
     def _route_pipeline(self, pipeline_id):
         """The route's pipeline; the default one when none is set or it was deleted since

@@ -2,7 +2,8 @@
 
 Collections: pipelines, deals, deal_history (one document per stage entry, inserted, never
 rewritten), targets, settings (the configurable lists), lead_sources (the source registry
-with costs), leads (one per inbound request, _id = request id), lead_counters (round robin). No query is hinted: SecantusDB
+with costs), leads (one per inbound request, _id = request id), lead_counters (round robin),
+lead_claims (which lead opens the deal of a contact in a pipeline). No query is hinted: SecantusDB
 (dev/CI) walks a whole hinted index, and mongod picks these indexes by itself; hot-path
 queries use only indexed fields."""
 import json
@@ -43,6 +44,7 @@ class DealsStore(BaseStore):
         self.lead_sources = db["lead_sources"]
         self.leads = db["leads"]
         self.lead_counters = db["lead_counters"]
+        self.lead_claims = db["lead_claims"]
 
     def ensure_indexes(self):
         p = self.pipelines
@@ -195,6 +197,24 @@ class DealsStore(BaseStore):
         if doc is None:  # SecantusDB may answer None to concurrent first upserts: read back
             doc = self.lead_counters.find_one({"_id": key})
         return doc["n"]
+
+    def claim_new_deal(self, key, deal_id, request_id, now, replacing=None):
+        """One claim per (contact, pipeline): the lead that opens a deal there. Two leads of
+        one contact arriving together: one claim wins, the other joins that deal. A claim on
+        a deal closed since is replaced only from the id read (compare-and-set). Returns the
+        claim in place."""
+        doc = {"deal_id": deal_id, "request_id": request_id, "at": now}
+        if replacing is None:
+            try:
+                self.lead_claims.insert_one({"_id": key, **doc})
+            except DuplicateKeyError:
+                pass
+        else:
+            self.lead_claims.update_one({"_id": key, "deal_id": replacing}, {"$set": doc})
+        return self.lead_claims.find_one({"_id": key})
+
+    def lead_claims_get(self, key):
+        return self.lead_claims.find_one({"_id": key})
 
     def open_deal_counts(self, owner_ids):
         """Open deals per owner: (owner_id, status) is a prefix of the forecast_owner index,
