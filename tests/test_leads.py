@@ -273,3 +273,106 @@ def test_forms_are_managed_by_managers_with_checked_settings(api, make_user, uni
     assert changed.status_code == 200 and changed.json()["allowed_origins"] == ["https://a.example"]
     assert changed.json()["key"] == form["key"]
     assert api.patch("/forms/nope", json={"name": "x"}).status_code == 404
+
+
+# what follows: deal, owner, first task, notification, timeline --------------------------------
+
+def make_pipeline(api, unique):
+    body = {"name": f"Inbound {unique}", "stages": [
+        {"name": "New lead", "probability": 10}, {"name": "Qualified", "probability": 40},
+        {"name": "Won", "kind": "won"}, {"name": "Lost", "kind": "lost"}]}
+    created = api.post("/pipelines", json=body)
+    assert created.status_code == 201, created.text
+    return created.json()
+
+
+def deals_of(api, contact_id):
+    return api.get("/deals", params={"contact_id": contact_id}).json()["items"]
+
+
+def test_a_form_lead_gets_a_deal_an_owner_a_first_task_a_notice_and_a_timeline(
+        stack, api, make_user, unique):
+    team = f"inbound-{unique}"
+    agents = [make_user("agent", team=team) for _ in range(2)]
+    by_id = {a.user["id"]: a for a in agents}
+    pipeline = make_pipeline(api, unique)
+    form = create_form(api, pipeline_id=pipeline["id"], source="website",
+                       owner_rule={"kind": "round_robin", "team": team},
+                       first_task={"due_minutes": 15, "kind": "call"})
+    routed = []
+    for n in range(3):
+        answer = submit(stack, form["key"], json={"name": f"Lead {n} {unique}",
+                                                  "email": f"lead{n}-{unique}@example.com"})
+        assert answer.status_code == 202, answer.text
+        routed.append(request_of(api, answer.json()["id"]))
+        assert routed[-1], "the request was not routed"
+    owners = [r["owner_id"] for r in routed]
+    assert set(owners) == set(by_id) and owners[0] == owners[2] != owners[1]
+    assert {r["owner_reason"] for r in routed} == {"round_robin"}
+
+    first = routed[0]
+    [deal] = deals_of(api, first["contact_id"])
+    assert deal["id"] == first["deal_id"] and first["deal_created"] is True
+    assert (deal["pipeline_id"], deal["stage_id"]) == (pipeline["id"], pipeline["stages"][0]["id"])
+    assert deal["owner_id"] == first["owner_id"] and deal["source"] == "website"
+    contact = api.get(f"/contacts/{first['contact_id']}").json()
+    assert contact["owner_id"] == first["owner_id"]
+
+    owner = by_id[first["owner_id"]]
+    tasks = wait(lambda: owner.get("/tasks", params={"contact_id": contact["id"]}).json()["items"])
+    [task] = tasks
+    assert task["kind"] == "call" and task["assignee_id"] == owner.user["id"]
+    assert task["deal_id"] == deal["id"]
+    due = task["due_at"]
+    received = first["received_at"]
+    from datetime import datetime
+    minutes = (datetime.fromisoformat(due.replace("Z", "+00:00"))
+               - datetime.fromisoformat(received.replace("Z", "+00:00"))).total_seconds() / 60
+    assert 14.9 < minutes < 15.1
+    inbox = wait(lambda: [n for n in owner.get("/notifications").json()["items"]
+                          if n.get("type") == "lead_routed"])
+    assert inbox, "the owner was not told about the lead"
+    kinds = wait(lambda: (lambda k: k if {"lead_captured", "deal_created", "lead_routed", "task_created"} <= k else None)(
+        {t["kind"] for t in api.get(f"/contacts/{contact['id']}/timeline").json()["items"]}))
+    assert kinds, "timeline incomplete"
+
+    # the same person writes again: the open deal in that pipeline takes the request
+    again = submit(stack, form["key"], json={"email": f"lead0-{unique}@example.com",
+                                             "message": "Any news?"})
+    second = request_of(api, again.json()["id"])
+    assert second["deal_id"] == deal["id"] and second["deal_created"] is False
+    assert second["owner_id"] == first["owner_id"] and second["owner_reason"] == "contact_owner"
+    assert len(deals_of(api, first["contact_id"])) == 1
+
+
+def test_the_contacts_owner_keeps_the_lead(stack, api, make_user, unique):
+    owner = make_user("agent")
+    other = make_user("agent")
+    email = f"owned-{unique}@example.com"
+    api.post("/contacts", json={"first_name": "Owned", "emails": [email], "owner_id": owner.user["id"]})
+    form = create_form(api, owner_rule={"kind": "fixed", "user_id": other.user["id"]})
+    answer = submit(stack, form["key"], json={"email": email})
+    routed = request_of(api, answer.json()["id"])
+    assert routed["owner_id"] == owner.user["id"] and routed["owner_reason"] == "contact_owner"
+    fresh = submit(stack, form["key"], json={"email": f"fresh-{unique}@example.com"})
+    routed = request_of(api, fresh.json()["id"])
+    assert routed["owner_id"] == other.user["id"] and routed["owner_reason"] == "fixed_user"
+
+
+def test_a_request_waits_for_the_deals_service_and_is_not_lost(stack, api, unique):
+    form = create_form(api)
+    stack.stop_service("deals")
+    try:
+        answer = submit(stack, form["key"], json={"email": f"patient-{unique}@example.com",
+                                                  "name": "Patient Lead"})
+        assert answer.status_code == 202, answer.text
+        stored = request_of(api, answer.json()["id"], status=("captured",))
+        assert stored and stored["deal_id"] is None
+        time.sleep(1)
+        assert api.get(f"/inbound/requests/{stored['id']}").json()["status"] == "captured"
+    finally:
+        stack.start_service("deals")
+        stack.wait_service("deals", timeout=120)
+    routed = request_of(api, stored["id"], timeout=30)
+    assert routed and routed["deal_id"]
+    assert [d["id"] for d in deals_of(api, stored["contact_id"])] == [routed["deal_id"]]

@@ -240,7 +240,8 @@ class ContactsService(HealthEntrypoints):
         return answer
 
     @reliable_handler("deals", "lead_routed")
-    def on_deals_lead_routed(self, event):
+    def on_lead_routed(self, event):
+        # (the timeline entry comes from the generic on_deals_lead_routed handler)
         self._dispatch_all(self.inbound.on_lead_routed(event.get("data") or {}))
 
     @reliable_handler("gateway", "user_upserted")
@@ -252,5 +253,7 @@ class ContactsService(HealthEntrypoints):
 
     # one reliable (dead-lettering) handler per event listed in timeline_events.py
     for _source, _type in TIMELINE_EVENTS:
+        # a name taken by a handler above would silently replace it
+        assert f"on_{_source}_{_type}" not in locals(), f"on_{_source}_{_type} is taken"
         locals()[f"on_{_source}_{_type}"] = _timeline_handler(_source, _type)
     del _source, _type

@@ -16,6 +16,7 @@ TIMELINE_EVENTS = (
     ("deals", "deal_won"),
     ("deals", "deal_lost"),
     ("deals", "lead_routed"),
+    ("tasks", "task_created"),
     ("tasks", "task_completed"),
     ("telephony", "call_answered"),
     ("telephony", "call_ended"),

@@ -513,6 +513,7 @@ class Tasks:
         events = [_event("task_created", {
             "task": result, "assignee_id": doc.get("assignee_id"),
             "contact_id": doc.get("contact_id"), "actor_id": doc.get("creator_id"),
+            "summary": f"Task planned: {result['title']}",
             "ref": {"type": "task", "id": doc["_id"]}})]
         if doc.get("assignee_id") and doc.get("assignee_id") != doc.get("creator_id"):
             events.append(self._assigned_event(result, doc.get("creator_id")))
