@@ -168,18 +168,20 @@ def test_cors_only_for_the_forms_origins(stack, api, unique):
 
 
 def test_rate_limits_per_ip_and_per_form(stack, api, unique):
+    """Limits are counted per gateway worker and shared in the background (docs/auth.md):
+    the first `limit` posts always pass, and a 429 comes within a few more."""
     form = create_form(api)
     ip = an_ip()
     codes = [submit(stack, form["key"], ip=ip, json={"email": f"r{i}-{unique}@example.com"}).status_code
-             for i in range(21)]
-    assert codes[:20] == [202] * 20 and codes[20] == 429
+             for i in range(30)]
+    assert codes[:20] == [202] * 20 and 429 in codes[20:], codes
     # another address is not limited by that one
     assert submit(stack, form["key"], json={"email": f"other-{unique}@example.com"}).status_code == 202
 
     small = create_form(api, rate_limit_per_minute=2)
     codes = [submit(stack, small["key"], json={"email": f"s{i}-{unique}@example.com"}).status_code
-             for i in range(3)]
-    assert codes == [202, 202, 429]
+             for i in range(8)]
+    assert codes[:2] == [202, 202] and 429 in codes[2:], codes
 
 
 # messengers --------------------------------------------------------------------------------

@@ -120,9 +120,9 @@ def form_preflight(key):
            errors=PUBLIC_ERRORS, extra={"preflight": form_preflight})
 def submit_form(key, body, params):
     fields = _posted_fields()
+    _limit((f"form-ip:{client_ip()}", FORM_RATE_PER_IP))  # before any RPC: random keys too
     info = form_info(key)
-    _limit((f"form-ip:{client_ip()}", FORM_RATE_PER_IP),
-           (f"form:{key}", info.get("rate_limit_per_minute") or FORM_RATE_PER_FORM))
+    _limit((f"form:{key}", info.get("rate_limit_per_minute") or FORM_RATE_PER_FORM))
     origin = (request.headers.get("Origin") or "").rstrip("/") or None
     try:
         answer = call("contacts", "receive_form", key, fields, _meta())
