@@ -279,3 +279,17 @@ def test_restart_mid_import_resumes_without_duplicates(api, stack, unique):
     assert contacts.count_documents({"import_id": job_id}) == 5000
     rows_seen = {d["import_row"] for d in contacts.find({"import_id": job_id}, {"import_row": 1})}
     assert rows_seen == set(range(2, 5002))
+
+
+def test_an_agents_update_import_leaves_other_owners_contacts_alone(api, make_user, unique):
+    agent, other = make_user("agent"), make_user("agent")
+    mine = agent.post("/contacts", json={"first_name": "Mine", "emails": [f"mine.{unique}@example.com"]}).json()
+    theirs = other.post("/contacts", json={"first_name": "Theirs",
+                                           "emails": [f"theirs.{unique}@example.com"]}).json()
+    data = make_csv([["Mine", "", f"mine.{unique}@example.com", "", "Buyer", ""],
+                     ["Theirs", "", f"theirs.{unique}@example.com", "", "Spy", ""]])
+    job = run_import(agent, "mine.csv", data, on_duplicate="update")
+    assert job["counts"] == {"rows": 2, "created": 0, "updated": 1, "skipped": 1, "failed": 0}
+    assert [e["row"] for e in job["errors"]] == [3]
+    assert agent.get(f"/contacts/{mine['id']}").json()["position"] == "Buyer"
+    assert other.get(f"/contacts/{theirs['id']}").json()["position"] is None

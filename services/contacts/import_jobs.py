@@ -88,7 +88,8 @@ class Imports:
                "counts": dict.fromkeys(COUNT_KEYS, 0), "errors_count": 0,
                "companies_created": 0, "next_row": 2, "started_by": self.caller.user_id,
                "default_owner_id": data_in.get("default_owner_id") or self.caller.user_id,
-               "visibility_role": self.caller.role, "created_at": now, "updated_at": now,
+               "visibility_role": self.caller.role,
+               "editable_owners": self._editable_owners(), "created_at": now, "updated_at": now,
                "finished_at": None, "lease_until": None, "lease_owner": None}
         chunks = (data[i:i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES))
         self.store.insert_job(job, chunks)
@@ -137,6 +138,15 @@ class Imports:
 
     def _visibility(self):
         return self.caller.owner_filter("started_by")
+
+    def _editable_owners(self):
+        """Owners of the contacts this importer may change (the rule of PATCH /contacts,
+        docs/auth.md): None = any (admin, API key); a manager also owner-less ones."""
+        condition = self.caller.owner_filter("owner_id")
+        if not condition:
+            return None
+        owners = list(condition["owner_id"]["$in"])
+        return owners + [None] if self.caller.role == "manager" else owners
 
     def _visible_job(self, import_id):
         job = self.store.get_job(import_id, self._visibility())
@@ -298,6 +308,14 @@ class JobRunner:
             if match is not None and policy == "update":
                 if isinstance(match, int):  # dry run: an earlier row of the file
                     counts["updated"] += 1
+                    continue
+                editable = job.get("editable_owners")
+                if (editable is not None and match["_id"] not in new_ids
+                        and match.get("owner_id") not in editable):
+                    counts["skipped"] += 1
+                    errors.append({"row": number, "column": None, "field": "_row",
+                                   "reason": "Matches a contact you may not change (another "
+                                             "owner's); left as it is.", "value": None})
                     continue
                 if match["_id"] in new_ids:
                     fill(match, fields, companies, owners.get(number))
