@@ -293,3 +293,27 @@ def test_an_agents_update_import_leaves_other_owners_contacts_alone(api, make_us
     assert [e["row"] for e in job["errors"]] == [3]
     assert agent.get(f"/contacts/{mine['id']}").json()["position"] == "Buyer"
     assert other.get(f"/contacts/{theirs['id']}").json()["position"] is None
+
+
+def test_undo_keeps_what_people_changed_since_the_import(api, unique):
+    existing = api.post("/contacts", json={"first_name": "Before", "emails": [f"keep.{unique}@example.com"]}).json()
+    untouched = api.post("/contacts", json={"first_name": "Plain", "emails": [f"plain.{unique}@example.com"]}).json()
+    data = make_csv([["Before", "", f"keep.{unique}@example.com", "", "Imported", ""],
+                     ["Plain", "", f"plain.{unique}@example.com", "", "Imported", ""],
+                     ["Created", "", f"created.{unique}@example.com", "", "", ""],
+                     ["Edited", "", f"edited.{unique}@example.com", "", "", ""]])
+    job = run_import(api, "later.csv", data, on_duplicate="update")
+    assert job["counts"]["updated"] == 2 and job["counts"]["created"] == 2
+    time.sleep(0.05)
+    api.patch(f"/contacts/{existing['id']}", json={"last_name": "EditedLater"})
+    edited = lookup(api, f"edited.{unique}@example.com")
+    api.patch(f"/contacts/{edited['id']}", json={"position": "Customer now"})
+
+    assert api.post(f"/imports/{job['id']}/undo").status_code == 202
+    undone = wait_job(api, job["id"], statuses=("undone", "failed"))
+    assert (undone["restored"], undone["deleted"], undone["kept"]) == (1, 1, 2)
+    kept = api.get(f"/contacts/{existing['id']}").json()
+    assert kept["last_name"] == "EditedLater" and kept["position"] == "Imported"
+    assert api.get(f"/contacts/{untouched['id']}").json()["position"] is None
+    assert lookup(api, f"edited.{unique}@example.com")["position"] == "Customer now"
+    assert api.get("/contacts/lookup", params={"email": f"created.{unique}@example.com"}).json()["items"] == []

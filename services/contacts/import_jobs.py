@@ -37,7 +37,7 @@ def dump_job(job, error_sample=()):
     out = {"id": job["_id"]}
     for key in ("status", "dry_run", "on_duplicate", "filename", "size", "format", "encoding",
                 "delimiter", "columns", "mapping", "counts", "errors_count", "started_by",
-                "companies_created", "error", "restored", "deleted"):
+                "companies_created", "error", "restored", "deleted", "kept"):
         out[key] = job.get(key)
     for key in ("created_at", "updated_at", "finished_at", "undone_at"):
         out[key] = to_iso(job.get(key))
@@ -426,27 +426,45 @@ class JobRunner:
 
     # undo
     def undo(self):
+        """Put back what the import changed, except what people changed since: a contact
+        edited after the import finished (updated_at later) is kept as it is now, and a
+        created one that was edited is kept and detached from the import."""
         self._save({"status": "undoing"})
-        restored = deleted = 0
+        cutoff = self.job.get("finished_at") or utcnow()
+        restored = deleted = kept = 0
         after = None
         while True:
             images = self.store.before_images(self.id, 500, after)
             if not images:
                 break
-            self.store.restore_contacts([i["before"] for i in images])
-            restored += len(images)
+            current = {d["_id"]: d for d in self.store.contacts_by_ids([i["contact_id"] for i in images])}
+            untouched = [i["before"] for i in images
+                         if _unchanged_since(current.get(i["contact_id"]), cutoff)]
+            self.store.restore_contacts(untouched)
+            restored += len(untouched)
+            kept += len(images) - len(untouched)
             after = images[-1]["_id"]
             self._save({})
         while True:
             ids = self.store.created_ids(self.id, 1000)
             if not ids:
                 break
-            deleted += self.store.delete_contacts(ids)
+            docs = self.store.contacts_by_ids(ids)
+            deleted += self.store.delete_contacts([d["_id"] for d in docs if _unchanged_since(d, cutoff)])
+            edited = [d["_id"] for d in docs if not _unchanged_since(d, cutoff)]
+            self.store.detach_from_import(edited)
+            kept += len(edited)
             self._save({})
         self.store.delete_imported_companies(self.id)
         job = self._save({"status": "undone", "undone_at": utcnow(), "lease_until": None,
-                          "restored": restored, "deleted": deleted})
-        self.announce(_event("import_undone", job, restored=restored, deleted=deleted))
+                          "restored": restored, "deleted": deleted, "kept": kept})
+        self.announce(_event("import_undone", job, restored=restored, deleted=deleted, kept=kept))
+
+
+def _unchanged_since(doc, cutoff):
+    """Nobody changed this contact after the import finished (an import write sets
+    updated_at to its batch time, before finished_at)."""
+    return doc is not None and (doc.get("updated_at") is None or doc["updated_at"] <= cutoff)
 
 
 class LeaseLost(Exception):

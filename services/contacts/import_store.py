@@ -215,6 +215,12 @@ class ImportStore(BaseStore):
     def delete_contacts(self, ids):
         return self.contacts.delete_many({"_id": {"$in": ids}}).deleted_count if ids else 0
 
+    def detach_from_import(self, ids):
+        """Contacts an undo keeps (edited since): no longer the import's."""
+        if ids:
+            self.contacts.update_many({"_id": {"$in": ids}},
+                                      {"$unset": {"import_id": "", "import_row": ""}})
+
     def delete_imported_companies(self, import_id):
         return self.companies.delete_many({"import_id": import_id}).deleted_count
 

@@ -286,6 +286,8 @@ class ImportJob(Schema):
     error = fields.String(allow_none=True)
     restored = fields.Integer(allow_none=True)
     deleted = fields.Integer(allow_none=True)
+    kept = fields.Integer(allow_none=True, metadata={
+        "description": "undo: contacts left as they are because they were edited since"})
     created_at = UtcDateTime()
     updated_at = UtcDateTime()
     finished_at = UtcDateTime(allow_none=True)
