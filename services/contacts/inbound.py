@@ -394,16 +394,12 @@ class Inbound:
                    "source": request["source"][:50], "tags": (route or {}).get("tags") or []}
         if ext.get("position"):
             payload["position"] = ext["position"][:100]
-        contact, events = system.create(payload, force=True)
-        utm = request.get("utm") or {}
         acquisition = {"channel": request["channel"], "form_id": request.get("form_id"),
-                       "request_id": request["_id"], **utm,
+                       "request_id": request["_id"], **(request.get("utm") or {}),
                        "referrer": (request.get("meta") or {}).get("referrer"),
                        "company": ext.get("company")}
-        self.contacts_store.update_contact(contact["id"], {"acquisition": acquisition})
-        contact["acquisition"] = acquisition
-        for event in events:
-            event["data"]["contact"]["acquisition"] = acquisition
+        contact, events = system.create(payload, force=True,
+                                        internal={"acquisition": acquisition})
         return contact, True, events
 
     def _enrich(self, system, doc, ext):

@@ -46,9 +46,11 @@ class Contacts:
         self.region = store.settings.default_region
 
     # contacts
-    def create(self, payload, force=False):
+    def create(self, payload, force=False, internal=None):
+        """`internal`: fields the service itself sets (e.g. an inbound lead's acquisition),
+        not part of the API's input."""
         data = load(contact_in, payload)
-        doc = self._contact_fields(data)
+        doc = {**self._contact_fields(data), **(internal or {})}
         if self._owners() is not None:  # a non-admin's contact is theirs unless they give it
             doc["owner_id"] = data.get("owner_id", self.caller.user_id)
             self._check_owner(doc["owner_id"])
