@@ -337,6 +337,9 @@ def test_a_form_lead_gets_a_deal_an_owner_a_first_task_a_notice_and_a_timeline(
     kinds = wait(lambda: (lambda k: k if {"lead_captured", "deal_created", "lead_routed", "task_created"} <= k else None)(
         {t["kind"] for t in api.get(f"/contacts/{contact['id']}/timeline").json()["items"]}))
     assert kinds, "timeline incomplete"
+    [routed_entry] = [t for t in api.get(f"/contacts/{contact['id']}/timeline").json()["items"]
+                      if t["kind"] == "lead_routed"]
+    assert owner.user["name"] in routed_entry["summary"] and owner.user["id"] not in routed_entry["summary"]
 
     # the same person writes again: the open deal in that pipeline takes the request
     again = submit(stack, form["key"], json={"email": f"lead0-{unique}@example.com",

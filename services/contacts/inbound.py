@@ -11,7 +11,7 @@ from crm_common.errors import Forbidden, NotFound, ValidationFailed
 from crm_common.events import envelope
 from crm_common.ids import new_id
 from crm_common.phones import normalize_phone
-from crm_common.timeutil import to_iso, utcnow
+from crm_common.timeutil import parse_iso, to_iso, utcnow
 from crm_common.validation import load
 from services.contacts import schemas
 from services.contacts.domain import EMAIL, handle_key
@@ -452,10 +452,26 @@ class Inbound:
         return request, events, changes
 
     # after the deals service routed it
-    def on_lead_routed(self, data):
-        """Record the routing on the request; an owner-less contact gets the lead's owner."""
+    def on_lead_routed(self, event):
+        """Record the routing on the request and the contact's timeline; an owner-less
+        contact gets the lead's owner."""
+        data = event.get("data") or {}
         events = []
         owner_id = data.get("owner_id")
+        if data.get("contact_id"):
+            # deals knows user ids only; the timeline is read by people: their name
+            owner = self.users.get_user(owner_id) if owner_id else None
+            summary = data.get("summary") or "Lead routed"
+            if owner and owner.get("name"):
+                summary = summary.replace(owner_id, owner["name"])
+            self.contacts_store.add_timeline({
+                "contact_id": data["contact_id"], "kind": "lead_routed",
+                "occurred_at": parse_iso(event["occurred_at"]) if event.get("occurred_at") else utcnow(),
+                "summary": summary, "actor_id": None,
+                "ref": {"service": "deals", "type": "deal", "id": data.get("deal_id")},
+                "data": {k: data.get(k) for k in ("request_id", "deal_id", "deal_created", "owner_id",
+                                                  "owner_reason", "source", "channel")},
+                "dedupe_key": f"{event.get('event_id')}:{data['contact_id']}"})
         if owner_id and data.get("contact_id"):
             doc = self.contacts_store.update_owner_if_none(data["contact_id"], owner_id, utcnow())
             if doc:

@@ -241,8 +241,7 @@ class ContactsService(HealthEntrypoints):
 
     @reliable_handler("deals", "lead_routed")
     def on_lead_routed(self, event):
-        # (the timeline entry comes from the generic on_deals_lead_routed handler)
-        self._dispatch_all(self.inbound.on_lead_routed(event.get("data") or {}))
+        self._dispatch_all(self.inbound.on_lead_routed(event))
 
     @reliable_handler("gateway", "user_upserted")
     def on_gateway_user_upserted(self, event):

@@ -9,13 +9,13 @@ To put an event on the timeline: add its (source service, event type) below and 
     contacted_at: ISO time                a real touch (call, meeting...):  (optional)
                                           moves last_contacted_at forward
 The handler is idempotent on (event_id, contact): a redelivered event adds nothing.
+(deals.lead_routed is put on the timeline by the inbound handler, with the owner's name.)
 """
 TIMELINE_EVENTS = (
     ("deals", "deal_created"),
     ("deals", "deal_stage_changed"),
     ("deals", "deal_won"),
     ("deals", "deal_lost"),
-    ("deals", "lead_routed"),
     ("tasks", "task_created"),
     ("tasks", "task_completed"),
     ("telephony", "call_answered"),
