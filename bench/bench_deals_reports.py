@@ -1,8 +1,16 @@
 """Funnel, sales and forecast reports over a large generated data set: each report's time
-through the gateway (HTTP -> RPC -> deals -> aggregation) beside the same aggregation run
+through the gateway (HTTP -> RPC -> deals -> database) beside the same database work run
 directly with pymongo on the same server, and the index each one scans (explain).
 
-    .venv/bin/python bench/bench_deals_reports.py [--deals 100000] [--per-deal 10] [--runs 3]
+    .venv/bin/python bench/bench_deals_reports.py [--deals 100000] [--per-deal 10] [--runs 3] [--exact]
+
+The funnel is read from its counters (services/deals/funnel.py): the bench generates the
+history with the deals' funnel numbers, as the service writes it, then times the rebuild
+that computes the counters from the history (what an existing database runs once). Its
+pymongo column is the same counter reads (operations.funnel_counts on a store over pymongo).
+--exact also times the funnel's definition, the aggregation over the whole history
+(funnel_report exact=True, what the report ran before the counters), directly with pymongo,
+and checks that both give the same numbers.
 
 The issue's size is 100,000 deals and 1,000,000 history entries (the defaults). Data is
 generated with insert_many in batches straight into the deals database of an isolated
@@ -22,6 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from services.deals import reports  # noqa: E402
 from services.deals.domain import DEFAULT_LEAD_SOURCES  # noqa: E402
+from services.deals.operations import funnel_counts  # noqa: E402
+from services.deals.store import DealsStore  # noqa: E402
 from tests.stack import Stack  # noqa: E402
 
 OWNERS = [f"bench-user-{i}" for i in range(50)]
@@ -69,6 +79,7 @@ def generate(db, pipeline, deals, per_deal, batch, now):
         path = [opens[0]] + [rng.choice(opens) for _ in range(per_deal - 2)]
         path.append(won if end < 0.3 else lost if end < 0.6 else rng.choice(opens))
         when, previous = created, None
+        number = n // len(OWNERS) + 1  # the deal's number in its owner's funnel counters
         for version, stage in enumerate(path, 1):
             if previous:
                 when = min(when + timedelta(seconds=rng.randrange(3600, 5 * 86400)), now)
@@ -77,7 +88,8 @@ def generate(db, pipeline, deals, per_deal, batch, now):
                 "owner_id": owner, "from_stage_id": previous[0]["id"] if previous else None,
                 "to_stage_id": stage["id"], "to_kind": stage["kind"], "actor_id": owner, "at": when,
                 "seconds_in_from_stage": int((when - previous[1]).total_seconds()) if previous else None,
-                "lost_reason": "price" if stage["kind"] == "lost" else None, "lost_note": None})
+                "lost_reason": "price" if stage["kind"] == "lost" else None, "lost_note": None,
+                "funnel_no": number})
             previous = (stage, when)
         last = path[-1]
         close = created + timedelta(days=rng.randrange(10, 120))
@@ -92,7 +104,7 @@ def generate(db, pipeline, deals, per_deal, batch, now):
             "notes": None, "stage_entered_at": when,
             "closed_at": when if last["kind"] != "open" else None, "created_at": created,
             "updated_at": when, "deleted_at": None, "created_by": owner,
-            "possible_duplicates": [], "version": len(path)})
+            "possible_duplicates": [], "version": len(path), "funnel_no": number})
         flush()
         if (n + 1) % 10000 == 0:
             elapsed = time.perf_counter() - started
@@ -135,6 +147,8 @@ def main():
     parser.add_argument("--per-deal", type=int, default=10, help="history entries per deal")
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--exact", action="store_true",
+                        help="also time the funnel's history aggregation and compare the numbers")
     args = parser.parse_args()
 
     stack = BenchStack()
@@ -150,7 +164,12 @@ def main():
         n_deals, n_history, seconds = generate(db, pipeline, args.deals, args.per_deal,
                                                args.batch, now)
         print(f"data set: {n_deals} deals, {n_history} history entries, generated in "
-              f"{seconds:.0f} s ({(n_deals + n_history) / seconds:.0f} docs/s)\n")
+              f"{seconds:.0f} s ({(n_deals + n_history) / seconds:.0f} docs/s)")
+        started = time.perf_counter()
+        rebuilt = stack.rpc.call("deals", "rebuild_funnel_counters", timeout=3600)
+        print(f"funnel counters rebuilt from the history in {time.perf_counter() - started:.0f} s: "
+              f"{rebuilt}\n", flush=True)
+        store = DealsStore(db, None)
 
         quarter = {"from": iso(now - timedelta(days=91)), "to": iso(now)}
         year = {"from": iso(now - timedelta(days=365)), "to": iso(now)}
@@ -171,12 +190,27 @@ def main():
         for label, path, method, params in cases:
             http = timed(lambda: _ok(api.get(f"/reports/{path}", params=params, timeout=900)),
                          args.runs)
-            direct_pipeline, hint, collection = _direct(path, params, pipeline["id"])
-            direct = timed(lambda: list(db[collection].aggregate(direct_pipeline, allowDiskUse=True)),
-                           args.runs)
+            if path == "funnel":
+                direct = timed(lambda: _funnel_direct(store, params, pipeline["id"]), args.runs)
+            else:
+                direct_pipeline, hint, collection = _direct(path, params, pipeline["id"])
+                direct = timed(lambda: list(db[collection].aggregate(direct_pipeline, allowDiskUse=True)),
+                               args.runs)
             plan = stack.rpc.call("deals", method, params, explain=True, timeout=300)
             print(f"{label:<40} {http[0]:>10.2f} s {http[1]:>6.2f} s {direct[0]:>10.2f} s "
                   f"{direct[1]:>6.2f} s  {index_names(plan)}", flush=True)
+        if args.exact:
+            print("\nfunnel's definition (aggregation over the history, pymongo, one run), "
+                  "numbers compared with the counters':")
+            for label, path, method, params in cases:
+                if path != "funnel":
+                    continue
+                started = time.perf_counter()
+                exact = stack.rpc.call("deals", method, params, exact=True, timeout=3600)
+                took = time.perf_counter() - started
+                same = exact == stack.rpc.call("deals", method, params, timeout=300)
+                print(f"{label:<40} {took:>10.2f} s  {'same numbers' if same else 'DIFFERENT'}",
+                      flush=True)
         print("\ntarget (issue): each report under 2 s on the embedded MongoDB")
     finally:
         stack.close()
@@ -186,6 +220,16 @@ def _ok(response):
     if response.status_code != 200:
         raise SystemExit(f"report failed: {response.status_code} {response.text[:300]}")
     return response
+
+
+def _when(params, key):
+    return datetime.fromisoformat(params[key].replace("Z", "+00:00"))
+
+
+def _funnel_direct(store, params, pipeline_id):
+    """The funnel's counter reads and folding, without RPC and HTTP (admin: no owner scope)."""
+    scope = {"owner_id": params["owner_id"]} if params.get("owner_id") else {}
+    return funnel_counts(store, pipeline_id, _when(params, "from"), _when(params, "to"), scope)
 
 
 def _direct(path, params, pipeline_id):

@@ -61,6 +61,10 @@ def seeded(api, stack):
     db = stack.db("deals")
     db.deals.insert_many(deals)
     db.deal_history.insert_many(history)
+    # written behind the service's back (as a database from before the funnel counters):
+    # the rebuild numbers these deals and counts their history
+    rebuilt = stack.rpc.call("deals", "rebuild_funnel_counters", timeout=120)
+    assert rebuilt["numbered_deals"] >= len(plan)
     return {"pipeline": pipeline, "ids": ids, "u1": u1, "u2": u2, "unique": unique}
 
 
@@ -236,3 +240,91 @@ def test_reports_follow_api_moves_end_to_end(api, unique):
     api.post("/targets", json={"user_id": owner, "period": month, "deals_count": 2})
     progress = api.get("/targets/progress", params={"user_id": owner, "period": month}).json()["items"]
     assert progress[0]["summary"] == "1 of 2 won" and progress[0]["count_percent"] == 50.0
+
+
+# the funnel from its counters (services/deals/funnel.py) against the definition (the
+# aggregation over deal_history, funnel_report(exact=True))
+def _funnel(stack, pipeline_id, start, end, context=None, exact=False, owner_id=None):
+    params = {"pipeline_id": pipeline_id, "from": _z(start), "to": _z(end)}
+    if owner_id:
+        params["owner_id"] = owner_id
+    return stack.rpc.call("deals", "funnel_report", params, exact=exact, context=context)
+
+
+def _z(moment):
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _assert_counters_exact(stack, pipeline_id, ranges, contexts):
+    for start, end in ranges:
+        for context in contexts:
+            fast = _funnel(stack, pipeline_id, start, end, context)
+            exact = _funnel(stack, pipeline_id, start, end, context, exact=True)
+            assert fast == exact, (start, end, context)
+
+
+def test_funnel_counters_equal_history_on_seeded_days(stack, seeded):
+    """Whole months, whole days of partial months and partial days at both ends."""
+    h = timedelta(hours=1)
+    ranges = [(at(1, 1), at(3, 1)), (at(0, 1), at(3, 1)), (at(1, 1) + 5 * h, at(2, 4) + 7 * h),
+              (at(1, 3) + 13 * h, at(1, 20)), (at(1, 3) + h, at(1, 3) + 9 * h),
+              (at(0, 20) - 30 * h, at(1, 11) + 2 * h), (at(1, 12), at(1, 16) + 30 * h),
+              (datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc))]
+    manager = {"user_id": seeded["u1"], "user_role": "manager", "user_team_members": [seeded["u2"]]}
+    _assert_counters_exact(stack, seeded["pipeline"]["id"], ranges, [None, agent(seeded["u2"]), manager])
+
+
+def test_funnel_counters_follow_moves_owner_changes_and_a_rebuild(api, stack, unique):
+    """Deals created, moved back and forth, won, reopened, lost and reassigned through the
+    API: the counter funnel equals the history's, and the counters written move by move
+    equal the ones the rebuild computes from the history."""
+    pipeline = make_pipeline(api, unique)
+    ids = stage_ids(pipeline)
+    a, b = f"fa-{unique}", f"fb-{unique}"
+    d1 = make_deal(api, pipeline, owner_id=a)
+    d2 = make_deal(api, pipeline, owner_id=a)
+    d3 = make_deal(api, pipeline, owner_id=b)
+    for deal, path in ((d1, ["Offer", "New", "Offer", "Won", "Offer", "Won"]),
+                       (d2, ["Offer", "Lost", "New"]), (d3, ["Won"])):
+        for stage in path:
+            body = {"stage_id": ids[stage]}
+            if stage == "Lost":
+                body["lost_reason"] = "price"
+            response = api.post(f"/deals/{deal['id']}/move", json=body)
+            assert response.status_code == 200, response.text
+    assert api.patch(f"/deals/{d2['id']}", json={"owner_id": b}).status_code == 200
+    now = datetime.now(timezone.utc)
+    ranges = [(now - timedelta(hours=1), now + timedelta(hours=1)),
+              (now - timedelta(days=40), now + timedelta(days=40)),
+              (now - timedelta(days=400), now + timedelta(days=1))]
+    contexts = [None, agent(a), agent(b),
+                {"user_id": a, "user_role": "manager", "user_team_members": [b]}]
+    _assert_counters_exact(stack, pipeline["id"], ranges, contexts)
+    report = {s["name"]: s for s in _funnel(stack, pipeline["id"], *ranges[0])["stages"]}
+    assert (report["New"]["entered"], report["New"]["won"], report["Offer"]["entered"]) == (3, 2, 2)
+    assert (report["Won"]["entered"], report["Lost"]["entered"], report["Offer"]["moves_out"]) == (2, 1, 4)
+    mine = {s["name"]: s for s in _funnel(stack, pipeline["id"], *ranges[0], context=agent(b))["stages"]}
+    assert (mine["New"]["entered"], mine["Won"]["entered"], mine["Lost"]["entered"]) == (2, 1, 1)
+
+    db = stack.db("deals")
+
+    def counters():
+        out = {}
+        for name in ("funnel_months", "funnel_days"):
+            for doc in db[name].find({"pipeline_id": pipeline["id"]}):
+                out[(name, doc["_id"])] = _nonzero({k: v for k, v in doc.items() if k != "_id"})
+        return out
+
+    live = counters()
+    assert live
+    stack.rpc.call("deals", "rebuild_funnel_counters", timeout=120)
+    assert counters() == live
+    _assert_counters_exact(stack, pipeline["id"], ranges[:1], [None])
+
+
+def _nonzero(value):
+    """Counters without the zeros a reassignment leaves behind (a rebuild writes none)."""
+    if isinstance(value, dict):
+        kept = {k: _nonzero(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in (0, {})}
+    return value

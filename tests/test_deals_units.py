@@ -113,3 +113,59 @@ def test_lead_summary_and_source_schemas():
                   [{"period": "2026-02", "amount": 5, "currency": "USD"}] * 2):
         with pytest.raises(ValidationError):
             LeadSourceIn().load({"name": "fair", "costs": costs})
+
+
+# funnel counters (services/deals/funnel.py)
+def _utc(*parts):
+    return datetime(*parts, tzinfo=timezone.utc)
+
+
+def test_funnel_split_reads_months_days_and_partial_days():
+    from services.deals.funnel import split
+    assert split(_utc(2026, 1, 1), _utc(2026, 3, 1)) == [("funnel_months", "2026-01", "2026-03")]
+    assert split(_utc(2026, 1, 1, 5), _utc(2026, 3, 1, 7)) == [
+        ("history", _utc(2026, 1, 1, 5), _utc(2026, 1, 2)),
+        ("funnel_days", "2026-01-02", "2026-02-01"), ("funnel_months", "2026-02", "2026-03"),
+        ("history", _utc(2026, 3, 1), _utc(2026, 3, 1, 7))]
+    assert split(_utc(2026, 1, 3, 5), _utc(2026, 1, 4, 9)) == [
+        ("history", _utc(2026, 1, 3, 5), _utc(2026, 1, 4, 9))]
+    assert split(_utc(2026, 1, 3), _utc(2026, 1, 20)) == [("funnel_days", "2026-01-03", "2026-01-20")]
+    # the calendar's ends: zero-padded keys, no overflow
+    whole = split(datetime.min.replace(tzinfo=timezone.utc), datetime.max.replace(tzinfo=timezone.utc))
+    assert whole[0] == ("funnel_months", "0001-01", "9999-12")
+    assert split(_utc(9999, 12, 31, 1), datetime.max.replace(tzinfo=timezone.utc))[0][0] == "history"
+
+
+def test_funnel_tally_counts_distinct_deals_like_the_history():
+    """Bits OR-ed over documents and entries: a deal entering a stage twice counts once,
+    won = entered a won stage too; numbers are per owner, so owners add up."""
+    from services.deals.funnel import Builder, Tally, bit
+    assert bit(0) == ("w0", 1) and bit(63) == ("w0", -(1 << 63)) and bit(64) == ("w1", 1)
+    entries = [
+        {"pipeline_id": "p", "owner_id": "a", "funnel_no": 1, "to_stage_id": "s1", "to_kind": "open",
+         "at": _utc(2026, 1, 1)},
+        {"pipeline_id": "p", "owner_id": "a", "funnel_no": 1, "to_stage_id": "s2", "to_kind": "open",
+         "from_stage_id": "s1", "seconds_in_from_stage": 10, "at": _utc(2026, 1, 2)},
+        {"pipeline_id": "p", "owner_id": "a", "funnel_no": 1, "to_stage_id": "s1", "to_kind": "open",
+         "from_stage_id": "s2", "seconds_in_from_stage": 5, "at": _utc(2026, 2, 2)},
+        {"pipeline_id": "p", "owner_id": "a", "funnel_no": 1, "to_stage_id": "w", "to_kind": "won",
+         "from_stage_id": "s1", "seconds_in_from_stage": 20, "at": _utc(2026, 2, 3)},
+        {"pipeline_id": "p", "owner_id": "b", "funnel_no": 1, "to_stage_id": "s1", "to_kind": "open",
+         "at": _utc(2026, 2, 3)},
+        {"pipeline_id": "p", "owner_id": "a", "funnel_no": 70, "to_stage_id": "s1", "to_kind": "open",
+         "at": _utc(2026, 2, 4)},
+    ]
+    builder = Builder()
+    for entry in entries:
+        builder.add(entry)
+    assert len(builder.docs["funnel_months"]) == 3 and len(builder.docs["funnel_days"]) == 6
+    from_docs, from_entries = Tally(), Tally()
+    for doc in builder.docs["funnel_months"].values():
+        from_docs.add_doc(doc)
+    for entry in entries:
+        from_entries.add_entry(entry)
+    entered, times = from_docs.rows()
+    assert (entered, times) == from_entries.rows()
+    assert entered == {"s1": {"entered": 3, "won": 1}, "s2": {"entered": 1, "won": 1},
+                       "w": {"entered": 1, "won": 1}}
+    assert times == {"s1": {"moves_out": 2, "avg": 15.0}, "s2": {"moves_out": 1, "avg": 5.0}}

@@ -174,10 +174,12 @@ class LeadRouter:
                "deleted_at": None, "created_by": None, "version": 1, "possible_duplicates": [],
                "lead_request_id": lead["_id"], "requests": [request],
                "last_request_at": request["received_at"]}
+        # a redelivery that finds the deal created leaves this number unused (a spare bit)
+        doc["funnel_no"] = self.store.next_funnel_no(doc["pipeline_id"], doc["owner_id"])
         doc["last_history"] = self.deals._history_entry(doc, None, now, None)
         if not self.store.insert_deal_once(doc):
             doc = self.store.deal_by_id(lead["deal_id"])  # a concurrent delivery created it
-        self.store.add_history(doc["last_history"])
+        self.deals.record_history(doc["last_history"])  # counted once: by its inserter
         return doc, pipeline
 
     def _routed_event(self, lead, data):

@@ -10,7 +10,7 @@ from crm_common.fields import with_every_key
 from crm_common.ids import new_id
 from crm_common.timeutil import to_iso, utcnow
 from crm_common.validation import load
-from services.deals import reports, schemas
+from services.deals import funnel as counters, reports, schemas
 from services.deals.domain import (build_stages, first_open_stage, funnel_order, is_rotting,
                                    period_range, ratio, stage_of)
 
@@ -223,11 +223,12 @@ class Deals:
                "lost_reason": None, "lost_note": None, "closed_at": None,
                "stage_entered_at": now, "created_at": now, "updated_at": now,
                "deleted_at": None, "created_by": self.caller.user_id, "version": 1}
+        doc["funnel_no"] = self.store.next_funnel_no(doc["pipeline_id"], doc["owner_id"])
         doc["possible_duplicates"] = (self.store.open_deals_of(doc["contact_id"], pipeline["_id"])
                                       if doc.get("contact_id") else [])
         doc["last_history"] = self._history_entry(doc, None, now, None)
         self.store.insert_deal(doc)
-        self.store.add_history(doc["last_history"])
+        self.record_history(doc["last_history"])
         result = self.dump_deal(doc, pipeline, now)
         return result, [self._deal_event("deal_created", result, f"Deal created: {doc['title']}",
                                          pipeline_id=doc["pipeline_id"], stage_id=doc["stage_id"])]
@@ -251,12 +252,15 @@ class Deals:
             changes["expected_close_date"] = (data["expected_close_date"].isoformat()
                                               if data["expected_close_date"] else None)
         changes["updated_at"] = utcnow()
+        reassigned = "owner_id" in data and current.get("owner_id") != data["owner_id"]
+        if reassigned:  # the deal's number in the new owner's funnel counters
+            changes["funnel_no"] = self.store.next_funnel_no(current["pipeline_id"], data["owner_id"])
         doc = self.store.update_deal(deal_id, self._visible(), changes)
         if not doc:
             raise NotFound("Deal not found", {"id": deal_id})
         events = []
         if "owner_id" in data and current.get("owner_id") != doc.get("owner_id"):
-            self.store.set_history_owner(deal_id, doc.get("owner_id"))
+            self._reassign_history(deal_id, doc)
         result = self.dump_deal(doc, self.store.get_pipeline(doc["pipeline_id"]))
         if "owner_id" in data and current.get("owner_id") != doc.get("owner_id"):
             events.append(_event("deal_assigned", {
@@ -298,12 +302,16 @@ class Deals:
                 return self.dump_deal(current, pipeline), []  # already there: nothing happens
             now = utcnow()
             closing = stage["kind"] in ("won", "lost")
+            if current.get("funnel_no") is None:  # not numbered yet (see funnel.py)
+                current["funnel_no"] = self.store.next_funnel_no(current["pipeline_id"],
+                                                                 current.get("owner_id"))
             changes = {"stage_id": stage["id"], "probability": stage["probability"],
                        "status": stage["kind"], "stage_entered_at": now, "updated_at": now,
                        "closed_at": (current.get("closed_at") if current["status"] == stage["kind"]
                                      else now) if closing else None,
                        "lost_reason": reason if stage["kind"] == "lost" else None,
-                       "lost_note": data.get("lost_note") if stage["kind"] == "lost" else None}
+                       "lost_note": data.get("lost_note") if stage["kind"] == "lost" else None,
+                       "funnel_no": current["funnel_no"]}
             # the entry rides in the same atomic update, so a crash before it is written to
             # deal_history loses nothing: reading the history writes it (idempotent upsert)
             changes["last_history"] = self._history_entry(
@@ -313,7 +321,7 @@ class Deals:
                 break
         else:
             raise Conflict("The deal keeps changing; try again", {"id": deal_id})
-        self.store.add_history(doc["last_history"])
+        self.record_history(doc["last_history"])
         result = self.dump_deal(doc, pipeline, now)
         from_stage = stage_of(pipeline, current["stage_id"]) or {"name": "?"}
         events = [self._deal_event(
@@ -361,7 +369,7 @@ class Deals:
         if not deal:
             raise NotFound("Deal not found", {"id": deal_id})
         if deal.get("last_history"):
-            self.store.add_history(deal["last_history"])  # repairs a move cut short by a crash
+            self.record_history(deal["last_history"])  # repairs a move cut short by a crash
         docs, next_cursor = self.store.page_history(deal_id, query_in["limit"], query_in.get("cursor"))
         items = [{**history_out.dump(d), "id": d["_id"]} for d in docs]
         return {"items": items, "next_cursor": next_cursor}
@@ -372,9 +380,26 @@ class Deals:
             return 0
         return self.store.repoint_contact(merged, data["survivor_id"], utcnow())
 
+    def record_history(self, entry):
+        """The one writer of deal_history: the call that inserts the entry (never a retry
+        or a repair that finds it) adds it to the funnel counters."""
+        if self.store.add_history(entry):
+            self.store.count_history(entry)
+
+    def _reassign_history(self, deal_id, doc):
+        """History follows the deal's new owner, and so do its funnel counters: each entry
+        leaves the old owner's counters and joins the new owner's under the new number."""
+        entries = self.store.history_of(deal_id)
+        self.store.set_history_owner(deal_id, doc.get("owner_id"), doc.get("funnel_no"))
+        for entry in entries:
+            self.store.count_history(entry, sign=-1)
+            self.store.count_history({**entry, "owner_id": doc.get("owner_id"),
+                                      "funnel_no": doc.get("funnel_no")})
+
     def _history_entry(self, doc, previous, now, move):
         return {"_id": f"{doc['_id']}:{doc['version']}", "deal_id": doc["_id"],
                 "pipeline_id": doc["pipeline_id"], "owner_id": doc.get("owner_id"),
+                "funnel_no": doc.get("funnel_no"),
                 "from_stage_id": previous["stage_id"] if previous else None,
                 "to_stage_id": doc["stage_id"], "to_kind": doc["status"],
                 "actor_id": self.caller.user_id, "at": now,
@@ -488,16 +513,24 @@ class Deals:
             raise invalid("from", "`from` must be before `to`.")
         return start, end
 
-    def funnel(self, params, explain=False):
+    def funnel(self, params, explain=False, exact=False):
+        """From the funnel counters (funnel.py); exact=True runs the aggregation over the
+        history instead (the definition; tests compare the two)."""
         q = load(funnel_query, params)
         pipeline_doc = self._pipeline(q.get("pipeline_id"))
         start, end = self._period(q)
-        agg, hint = reports.funnel(pipeline_doc["_id"], start, end, self._report_scope(q.get("owner_id")))
-        if explain:
-            return self.store.explain_aggregate("deal_history", agg, hint)
-        facets = self.store.aggregate("deal_history", agg, hint)[0]
-        entered = {r["_id"]: r for r in facets["entered"]}
-        times = {r["_id"]: r for r in facets["time"]}
+        scope = self._report_scope(q.get("owner_id"))
+        if explain and not exact:
+            return self._funnel_plan(pipeline_doc["_id"], start, end, scope)
+        if exact:
+            agg, hint = reports.funnel(pipeline_doc["_id"], start, end, scope)
+            if explain:
+                return self.store.explain_aggregate("deal_history", agg, hint)
+            facets = self.store.aggregate("deal_history", agg, hint)[0]
+            entered = {r["_id"]: r for r in facets["entered"]}
+            times = {r["_id"]: r for r in facets["time"]}
+        else:
+            entered, times = funnel_counts(self.store, pipeline_doc["_id"], start, end, scope)
         order = funnel_order(pipeline_doc)
         stages = []
         for index, stage in enumerate(pipeline_doc["stages"]):
@@ -518,6 +551,24 @@ class Deals:
                 "moves_out": time["moves_out"] if time else 0})
         return {"pipeline_id": pipeline_doc["_id"], "from": _iso(start), "to": _iso(end),
                 "stages": stages}
+
+    def _funnel_plan(self, pipeline_id, start, end, scope):
+        """The query plan of each read of the counter-based funnel."""
+        owners = counters.owners_of(scope)
+        owner = next(iter(owners)) if owners and len(owners) == 1 else None
+        plans = []
+        for source, first, last in counters.split(start, end):
+            query = {"pipeline_id": pipeline_id, **({"owner_id": owner} if owner else {})}
+            field = "at" if source == "history" else "period"
+            query[field] = {"$gte": first, "$lt": last}
+            name = "deal_history" if source == "history" else source
+            plans.append({"collection": name, "plan": self.store.explain_find(name, query)})
+        return {"reads": plans}
+
+    def rebuild_funnel_counters(self):
+        if self.caller.role not in (None, "admin"):
+            raise Forbidden("Only admins rebuild the funnel counters")
+        return self.store.rebuild_funnel_counters(utcnow())
 
     def sales(self, params, explain=False):
         q = load(sales_query, params)
@@ -560,6 +611,27 @@ class Deals:
         return {"rows": [{"month": r["_id"]["month"] or None, "currency": r["_id"]["currency"],
                           "open_count": r["open_count"], "open_amount": r["open_amount"],
                           "weighted_amount": int(round(r["weighted"] / 100))} for r in rows]}
+
+
+def funnel_counts(store, pipeline_id, start, end, scope):
+    """The funnel's per-stage rows for [start, end) from the counters: whole months and
+    days from funnel_months / funnel_days, the partial days at the two ends from the
+    history itself (an indexed range of at most two days), everything folded per owner
+    (funnel.Tally). Same rows as the history aggregation: ({stage: {entered, won}},
+    {stage: {avg, moves_out}})."""
+    owners = counters.owners_of(scope)
+    # one owner: an equality on the owner-led indexes; a team: the pipeline's range, kept here
+    owner = next(iter(owners)) if owners and len(owners) == 1 else None
+    tally = counters.Tally()
+    for source, first, last in counters.split(start, end):
+        if source == "history":
+            found, add = store.history_between(pipeline_id, owner, first, last), tally.add_entry
+        else:
+            found, add = store.funnel_docs(source, pipeline_id, owner, first, last), tally.add_doc
+        for doc in found:
+            if owners is None or doc.get("owner_id") in owners:
+                add(doc)
+    return tally.rows()
 
 
 def _percent(actual, plan):

@@ -141,8 +141,14 @@ class DealsService(HealthEntrypoints):
 
     # reports (explain=True answers the query plan instead: the bench and ops read it)
     @rpc(expected_exceptions=EXPECTED)
-    def funnel_report(self, params, explain=False):
-        return self.deals.funnel(params, explain)
+    def funnel_report(self, params, explain=False, exact=False):
+        """From the funnel counters; exact=True aggregates the history (the definition)."""
+        return self.deals.funnel(params, explain, exact)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def rebuild_funnel_counters(self):
+        """Admin/ops: recompute the funnel counters from deal_history."""
+        return self.deals.rebuild_funnel_counters()
 
     @rpc(expected_exceptions=EXPECTED)
     def sales_report(self, params, explain=False):

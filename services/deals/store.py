@@ -9,14 +9,15 @@ queries use only indexed fields."""
 import json
 
 from bson import json_util
+from bson.int64 import Int64
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
 from crm_common.mongo import BaseStore
 from crm_common.timeutil import utcnow
-from services.deals import reports
+from services.deals import funnel, reports
 from services.deals.domain import DEFAULT_LOST_REASONS, DEFAULT_LEAD_SOURCES, default_pipeline
 
 LIVE = {"deleted_at": None}
@@ -27,6 +28,15 @@ FILTERED = ("contact_id", "company_id", "stage_id", "owner_id", "pipeline_id", "
 
 def is_duplicate_key(exc):
     return isinstance(exc, DuplicateKeyError)
+
+
+def _int64(value):
+    """Counters as 64-bit integers (the $bit / $inc updates of count_history need them)."""
+    if isinstance(value, dict):
+        return {k: _int64(v) for k, v in value.items()}
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Int64(value)
+    return value
 
 
 def _plain(doc):
@@ -45,6 +55,9 @@ class DealsStore(BaseStore):
         self.leads = db["leads"]
         self.lead_counters = db["lead_counters"]
         self.lead_claims = db["lead_claims"]
+        self.funnel_numbers = db["funnel_numbers"]  # (pipeline, owner) -> last deal number
+        self.funnel_months = db["funnel_months"]  # counters, see funnel.py
+        self.funnel_days = db["funnel_days"]
 
     def ensure_indexes(self):
         p = self.pipelines
@@ -76,7 +89,14 @@ class DealsStore(BaseStore):
         s.create_index("active")
         for name, keys in reports.LEAD_INDEXES.items():
             self.leads.create_index(keys, name=name)
+        for collection in (self.funnel_months, self.funnel_days):
+            name = collection.name
+            collection.create_index([("pipeline_id", ASCENDING), ("period", ASCENDING)], name=name)
+            collection.create_index([("pipeline_id", ASCENDING), ("owner_id", ASCENDING),
+                                     ("period", ASCENDING)], name=f"{name}_owner")
         self.ensure_defaults()
+        if not self.funnel_counters_ready():
+            self.rebuild_funnel_counters(utcnow())  # a database from before the counters
 
     def ensure_defaults(self):
         """The default pipeline and lists exist after the first start; two replicas starting
@@ -333,15 +353,137 @@ class DealsStore(BaseStore):
                                         {"$set": {"contact_id": survivor_id, "updated_at": now}})
         return result.modified_count
 
-    def set_history_owner(self, deal_id, owner_id):
-        """Reports filter history by owner: it follows the deal when the deal is reassigned."""
-        self.history.update_many({"deal_id": deal_id}, {"$set": {"owner_id": owner_id}})
+    def set_history_owner(self, deal_id, owner_id, funnel_no):
+        """Reports filter history by owner: it follows the deal when the deal is reassigned
+        (with the deal's number in the new owner's funnel counters)."""
+        self.history.update_many({"deal_id": deal_id},
+                                 {"$set": {"owner_id": owner_id, "funnel_no": funnel_no}})
+
+    def history_of(self, deal_id, limit=10000):
+        return list(self.history.find({"deal_id": deal_id}).limit(limit))
 
     # history
     def add_history(self, entry):
-        """Upsert on the entry's id (deal id + version): writing it twice adds nothing."""
+        """Upsert on the entry's id (deal id + version): writing it twice adds nothing.
+        True only for the call that inserted it (it alone adds the entry to the counters)."""
         fields = {k: v for k, v in entry.items() if k != "_id"}  # _id comes from the query
-        self.history.update_one({"_id": entry["_id"]}, {"$setOnInsert": fields}, upsert=True)
+        result = self.history.update_one({"_id": entry["_id"]}, {"$setOnInsert": fields},
+                                         upsert=True)
+        return result.upserted_id is not None
+
+    # funnel counters (funnel.py): numbers, per-entry updates, reads, rebuild
+    def next_funnel_no(self, pipeline_id, owner_id):
+        """A new deal number in the (pipeline, owner) space: an atomic +1 (a number lost to
+        a retry only leaves an unused bit)."""
+        key = funnel.owner_key(pipeline_id, owner_id)
+        for _ in range(5):
+            try:
+                doc = self.funnel_numbers.find_one_and_update(
+                    {"_id": key}, {"$inc": {"n": 1}}, upsert=True,
+                    return_document=ReturnDocument.AFTER)
+            except DuplicateKeyError:  # SecantusDB: racing first upserts of one key
+                continue
+            if doc is None:  # SecantusDB may answer None to concurrent first upserts
+                doc = self.funnel_numbers.find_one({"_id": key})
+            return doc["n"]
+        raise RuntimeError(f"could not number a deal of {key}")
+
+    def count_history(self, entry, sign=1):
+        """Adds one history entry to its month and day counters (sign -1 takes it out)."""
+        bits, incs = funnel.entry_update(entry, sign)
+        if not bits:
+            return
+        op = "or" if sign > 0 else "and"
+        update = {"$bit": {path: {op: Int64(mask)} for path, mask in bits.items()}}
+        if incs:
+            update["$inc"] = {path: Int64(n) for path, n in incs.items()}
+        for collection, period in zip((self.funnel_months, self.funnel_days),
+                                      funnel.periods(entry["at"])):
+            key = funnel.doc_id(entry["pipeline_id"], entry.get("owner_id"), period)
+            update["$setOnInsert"] = {"pipeline_id": entry["pipeline_id"],
+                                      "owner_id": entry.get("owner_id"), "period": period}
+            for attempt in range(5):
+                try:
+                    collection.update_one({"_id": key}, update, upsert=True)
+                    break
+                except DuplicateKeyError:  # racing first upserts: the other one created it
+                    if attempt == 4:
+                        raise
+
+    def funnel_docs(self, collection, pipeline_id, owner, first, end):
+        """Counter documents of periods [first, end): one owner is an equality on the
+        owner-led index; everyone or a team reads the pipeline's range (few documents)."""
+        query = {"pipeline_id": pipeline_id, "period": {"$gte": first, "$lt": end}}
+        if owner is not None:
+            query["owner_id"] = owner
+        return self.db[collection].find(query, {"pipeline_id": 0, "period": 0})
+
+    def history_between(self, pipeline_id, owner, start, end):
+        """History entries of the pipeline in [start, end) (the funnel / funnel_owner index;
+        used for the partial days at a report period's ends)."""
+        query = {"pipeline_id": pipeline_id, "at": {"$gte": start, "$lt": end}}
+        if owner is not None:
+            query["owner_id"] = owner
+        return self.history.find(query, {"owner_id": 1, "to_stage_id": 1, "to_kind": 1,
+                                         "from_stage_id": 1, "seconds_in_from_stage": 1,
+                                         "funnel_no": 1})
+
+    def explain_find(self, collection, query):
+        return _plain(self.db[collection].find(query).explain())
+
+    def funnel_counters_ready(self):
+        marker = self.config.find_one({"_id": "funnel_counters"})
+        return bool(marker) and marker.get("version") == funnel.VERSION
+
+    def rebuild_funnel_counters(self, now):
+        """Recomputes every counter document from deal_history, and numbers the deals whose
+        entries have no funnel_no yet (a database from before the counters). Entries
+        written while it runs may be missed: run it when writes are quiet (or again)."""
+        builder = funnel.Builder()
+        top, unnumbered = {}, []
+        fields = {"deal_id": 1, "pipeline_id": 1, "owner_id": 1, "to_stage_id": 1, "to_kind": 1,
+                  "from_stage_id": 1, "seconds_in_from_stage": 1, "at": 1, "funnel_no": 1}
+        scanned = 0
+        for entry in self.history.find({}, fields, batch_size=5000):
+            scanned += 1
+            if entry.get("funnel_no") is None:
+                unnumbered.append(entry)
+                continue
+            key = funnel.owner_key(entry["pipeline_id"], entry.get("owner_id"))
+            top[key] = max(top.get(key, 0), entry["funnel_no"])
+            builder.add(entry)
+        for doc in self.funnel_numbers.find({}):
+            top[doc["_id"]] = max(top.get(doc["_id"], 0), doc.get("n") or 0)
+        numbers = {}  # (pipeline, owner, deal) -> number given now
+        for entry in unnumbered:
+            owner_of = (entry["pipeline_id"], entry.get("owner_id"), entry["deal_id"])
+            if owner_of not in numbers:
+                key = funnel.owner_key(entry["pipeline_id"], entry.get("owner_id"))
+                top[key] = top.get(key, 0) + 1
+                numbers[owner_of] = top[key]
+            entry["funnel_no"] = numbers[owner_of]
+            builder.add(entry)
+        for (pipeline_id, owner_id, deal_id), number in numbers.items():
+            self.history.update_many({"deal_id": deal_id, "owner_id": owner_id},
+                                     {"$set": {"funnel_no": number}})
+            self.deals.update_one({"_id": deal_id, "owner_id": owner_id, "funnel_no": None},
+                                  {"$set": {"funnel_no": number}})
+        for key, n in top.items():
+            self.funnel_numbers.update_one({"_id": key}, {"$max": {"n": n}}, upsert=True)
+        for name, docs in builder.docs.items():
+            collection = self.db[name]
+            collection.delete_many({})
+            batch = [_int64(doc) for doc in docs.values()]
+            for i in range(0, len(batch), 2000):
+                try:
+                    collection.insert_many(batch[i:i + 2000], ordered=False)
+                except BulkWriteError:  # another replica rebuilding the same documents
+                    pass
+        self.config.update_one({"_id": "funnel_counters"},
+                               {"$set": {"version": funnel.VERSION, "at": now}}, upsert=True)
+        return {"history_entries": scanned, "numbered_deals": len(numbers),
+                "funnel_months": len(builder.docs["funnel_months"]),
+                "funnel_days": len(builder.docs["funnel_days"])}
 
     def page_history(self, deal_id, limit, cursor):
         # every predicate is in the (deal_id, at, _id) index, so both servers range-scan it
