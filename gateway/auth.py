@@ -1,9 +1,16 @@
 """Sign-in, identity and authorization of every /api/v1 request, and the audit of writes.
 
 `authenticate()` runs before every /api/v1 request: it resolves `Authorization: Bearer
-<JWT>` or `X-API-Key`, loads the user (a disabled user is refused at once, whatever the
-token says), counts the request against the caller's rate limit and sets `g.identity`,
-which travels to every service in the RPC context (gateway.api.caller_context).
+<JWT>` or `X-API-Key`, loads the user (a disabled user is refused, whatever the token
+says), counts the request against the caller's rate limit and sets `g.identity`, which
+travels to every service in the RPC context (gateway.api.caller_context).
+
+The resolved identity of a token / key is cached in the worker for CRM_AUTH_CACHE_TTL_S
+seconds (`IdentityCache`), stamped with the store's auth epoch: any change to a user or an
+API key made through the gateway bumps it, which drops every cached identity at once in
+every worker of this host and within the sync interval (~0.5 s) in other gateway replicas;
+the TTL bounds everything else (e.g. a user edited directly in the database).
+
 `authorize(route)` runs per route with its declaration: `public` routes skip sign-in;
 `extra["roles"]` restricts a route to some roles (API keys never pass such a route);
 an API key needs one of `route.scopes`, by default `<tag>:read` for GET and `<tag>:write`
@@ -84,6 +91,55 @@ def new_api_key():
     return "crm_" + secrets.token_urlsafe(32)
 
 
+class IdentityCache:
+    """token / key hash -> identity, for `ttl_s` seconds at most, while the auth epoch it
+    was resolved under is still the current one."""
+
+    def __init__(self, ttl_s, epoch, max_entries=20000):
+        self.ttl_s = ttl_s
+        self.epoch = epoch
+        self.max_entries = max_entries
+        self._entries = {}
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        if self.ttl_s <= 0:
+            return None
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        identity, stamp, until = entry
+        if time.monotonic() >= until or stamp != self.epoch.current():
+            self._entries.pop(key, None)
+            return None
+        return identity
+
+    def put(self, key, identity, stamp, valid_s=None):
+        """`stamp`: the epoch read BEFORE the database was (so a change in between is seen)."""
+        if self.ttl_s <= 0 or stamp[1] is None:  # database epoch unknown: do not cache
+            return
+        ttl = self.ttl_s if valid_s is None else min(self.ttl_s, valid_s)
+        if ttl <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            with self._lock:
+                now = time.monotonic()
+                for k in [k for k, (_, _, until) in list(self._entries.items()) if until <= now]:
+                    self._entries.pop(k, None)
+                if len(self._entries) >= self.max_entries:
+                    self._entries.clear()
+        self._entries[key] = (identity, stamp, time.monotonic() + ttl)
+
+    def clear(self):
+        self._entries.clear()
+
+
+def _copy(identity):
+    # g.identity is per request: never hand out the cached dict itself
+    return {**identity, "team_members": list(identity.get("team_members") or []),
+            "scopes": list(identity.get("scopes") or [])}
+
+
 def dump_user(doc):
     out = _user_out.dump(doc)
     for name in _user_out.fields:
@@ -102,6 +158,8 @@ class Auth:
         self._secret = self.config.jwt_secret or None
         self._publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="user-events")
         self._connection = None  # used by the publisher thread only
+        self.identities = IdentityCache(self.config.identity_cache_ttl_s, self.store.auth_epoch)
+        self._key_touched = {}  # api key id -> monotonic time of this process's last touch
 
     # start-up: indexes and the first admin, once per process, before the first use
     def ready(self):
@@ -110,6 +168,9 @@ class Auth:
                 if not self._ready:
                     self.store.ensure_indexes()
                     self.bootstrap_admin()
+                    if self.identities.ttl_s > 0:
+                        self.store.auth_epoch.poll()
+                        self.store.start_auth_epoch_polling()
                     self._ready = True
         return self.store
 
@@ -152,8 +213,8 @@ class Auth:
         window = self.config.login_window_s
         security.check_login_throttle(store, subject, self.config.login_failures_per_window,
                                       window)
-        # every attempt from one address, whatever the email (password spraying)
-        security.check_rate(store, f"login-ip:{ip}", self.config.login_per_ip_per_minute)
+        # every attempt from one address, whatever the email (password spraying); exact
+        security.check_rate_exact(store, f"login-ip:{ip}", self.config.login_per_ip_per_minute)
         user = store.get_user_by_email(email)
         # verify even for an unknown email, so timing does not tell which emails exist
         if not verify_password(user and user.get("password_hash"), password):
@@ -180,6 +241,10 @@ class Auth:
 
     def token_identity(self, token):
         store = self.ready()
+        cached = self.identities.get(("token", token))
+        if cached is not None:
+            return _copy(cached)
+        stamp = store.auth_epoch.current()  # before reading the user (see IdentityCache.put)
         try:
             claims = jwt.decode(token, self.secret, algorithms=[ALGORITHM],
                                 options={"require": ["exp", "iat", "sub"]})
@@ -194,7 +259,11 @@ class Auth:
         if claims.get("tv", 0) != user.get("token_version", 0):
             raise Unauthenticated("The token was revoked: sign in again",
                                   {"reason": "token_revoked"})
-        return self.user_identity(user)
+        identity = self.user_identity(user)
+        # never past the token's own expiry
+        self.identities.put(("token", token), identity, stamp,
+                            valid_s=claims["exp"] - time.time())
+        return _copy(identity)
 
     def user_identity(self, user):
         members = (self.store.team_member_ids(user["_id"], user.get("team"))
@@ -205,20 +274,40 @@ class Auth:
 
     def key_identity(self, key):
         store = self.ready()
-        doc = store.get_api_key_by_hash(hash_api_key(key))
-        if not doc:
-            raise Unauthenticated("Unknown API key", {"reason": "invalid_api_key"})
-        if doc.get("revoked_at"):
-            raise Unauthenticated("This API key was revoked", {"reason": "api_key_revoked"})
-        now = utcnow()
-        last = doc.get("last_used_at")
-        if last is None or (now - last).total_seconds() > 60:  # one write a minute, not per request
-            store.touch_api_key(doc["_id"], now)
-        # an integration acts for the whole company within its scopes (a PBX routes every
-        # caller): admin visibility in the services, routes limited by scopes here
-        return {"kind": "api_key", "user_id": None, "role": "admin", "team": None,
-                "team_members": [], "scopes": list(doc.get("scopes") or []),
-                "api_key_id": doc["_id"], "rate_limit": doc.get("rate_limit_per_minute")}
+        key_hash = hash_api_key(key)
+        identity = self.identities.get(("key", key_hash))
+        if identity is None:
+            stamp = store.auth_epoch.current()  # before reading the key
+            doc = store.get_api_key_by_hash(key_hash)
+            if not doc:
+                raise Unauthenticated("Unknown API key", {"reason": "invalid_api_key"})
+            if doc.get("revoked_at"):
+                raise Unauthenticated("This API key was revoked", {"reason": "api_key_revoked"})
+            last = doc.get("last_used_at")
+            if last is not None and doc["_id"] not in self._key_touched:
+                # written by another worker less than a minute ago: due a minute after that
+                age = max(0.0, (utcnow() - last).total_seconds())
+                self._key_touched[doc["_id"]] = time.monotonic() - age
+            # an integration acts for the whole company within its scopes (a PBX routes
+            # every caller): admin visibility in the services, routes limited by scopes here
+            identity = {"kind": "api_key", "user_id": None, "role": "admin", "team": None,
+                        "team_members": [], "scopes": list(doc.get("scopes") or []),
+                        "api_key_id": doc["_id"], "rate_limit": doc.get("rate_limit_per_minute")}
+            self.identities.put(("key", key_hash), identity, stamp)
+        self._touch(identity["api_key_id"])
+        return _copy(identity)
+
+    def _touch(self, key_id):
+        """last_used_at: one write a minute per key and process, not one per request (the
+        conditional update keeps it to about one a minute in the database too)."""
+        now = time.monotonic()
+        last = self._key_touched.get(key_id)
+        if last is not None and now - last < 60:
+            return
+        self._key_touched[key_id] = now
+        if len(self._key_touched) > 100000:
+            self._key_touched.clear()
+        self.store.touch_api_key(key_id, utcnow())
 
     # events
     def announce(self, users, connection, actor_id=None, request_id=None):

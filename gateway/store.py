@@ -1,12 +1,29 @@
 """The only pymongo code of the gateway. Its own database (settings.database_name("gateway")):
 users, api_keys, audit, rate_limits (fixed-window counters shared by every gunicorn worker)
-and settings (the generated dev JWT secret)."""
+and settings (the generated dev JWT secret, the auth epoch).
+
+Also the two things that let a worker skip the database on most requests (docs/auth.md):
+- `AuthEpoch`: a counter bumped by every change that can alter a signed-in identity (a user
+  changed or created, an API key changed). Workers cache identities stamped with it; a
+  bump makes every cached identity stale at once in every worker on this host (an 8-byte
+  shared-memory counter) and, within one sync interval, in every other gateway replica
+  (a copy in the `settings` collection that each worker polls).
+- `Syncer`: one background thread per worker process that runs the periodic work (flushing
+  the buffered rate-limit counts, polling the auth epoch) every `SYNC_INTERVAL_S`."""
+import fcntl
 import logging
+import mmap
+import os
+import re
 import secrets
+import struct
+import tempfile
+import threading
+import time
 from datetime import timedelta
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
@@ -22,7 +39,144 @@ AUDIT_INDEXES = (("resource_id", "resource_id_1_at_-1__id_-1"),
                  ("api_key_id", "api_key_id_1_at_-1__id_-1"),
                  ("resource", "resource_1_at_-1__id_-1"))
 
+# how often each worker flushes its rate-limit counts and polls the auth epoch
+SYNC_INTERVAL_S = 0.5
+# fields a sign-in writes; they change nothing in a cached identity
+_LOGIN_ONLY_FIELDS = {"last_login_at", "password_hash"}
 
+
+class Syncer:
+    """One daemon thread per process running `tasks` every `interval` seconds. Started on
+    first use, and again in a forked child (a thread does not survive fork)."""
+
+    def __init__(self, interval=SYNC_INTERVAL_S):
+        self.interval = interval
+        self.tasks = []
+        self._pid = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+
+    def add(self, task):
+        if task not in self.tasks:
+            self.tasks.append(task)
+        self.ensure_running()
+
+    def ensure_running(self):
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="gateway-sync", daemon=True).start()
+
+    def wake(self):
+        self._wake.set()
+
+    def _run(self):
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            self.run_once()
+
+    def run_once(self):
+        for task in list(self.tasks):
+            try:
+                task()
+            except Exception:  # noqa: BLE001 - retried at the next interval
+                log.warning("gateway sync task %s failed", getattr(task, "__name__", task),
+                            exc_info=True)
+
+
+class AuthEpoch:
+    """A version stamp of everything a cached identity depends on: (host counter, database
+    counter). `bump()` after a change; `current()` costs a few microseconds.
+
+    The host counter lives in an 8-byte shared file (/dev/shm, else the temp folder) named
+    after the gunicorn master (the parent of every worker) and the database: every worker
+    of this gateway sees a bump before the change's HTTP answer has left. The database
+    counter (`settings` `auth_epoch`) reaches other replicas when they poll it."""
+
+    def __init__(self, settings_collection, name):
+        self.settings = settings_collection
+        self.db_value = None  # unknown until the first poll
+        self._map = self._fd = None
+        try:
+            self._open_shared(name)
+        except OSError as exc:
+            log.warning("no shared auth epoch on this host (%s): other workers see auth "
+                        "changes within the sync interval / cache TTL only", exc)
+
+    def _open_shared(self, name):
+        folder = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+        prefix = "crm-gateway-auth-"
+        _remove_dead(folder, prefix)
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        path = os.path.join(folder, f"{prefix}{os.getppid()}-{safe}")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            if os.fstat(fd).st_uid != os.getuid():  # not ours: someone could reset it
+                raise PermissionError(f"{path} belongs to another user")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_size < 8:
+                os.ftruncate(fd, 8)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            self._map = mmap.mmap(fd, 8)
+            self._fd = fd
+        except OSError:
+            os.close(fd)
+            raise
+
+    def current(self):
+        host = struct.unpack_from("<Q", self._map)[0] if self._map is not None else None
+        return host, self.db_value
+
+    def bump(self):
+        """After a change: stale at once here and on this host, at the next poll elsewhere."""
+        if self._map is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                struct.pack_into("<Q", self._map, 0, struct.unpack_from("<Q", self._map)[0] + 1)
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        try:
+            doc = self.settings.find_one_and_update(
+                {"_id": "auth_epoch"}, {"$inc": {"n": 1}}, upsert=True,
+                return_document=ReturnDocument.AFTER)
+        except DuplicateKeyError:  # two first bumps raced: the other one counts
+            doc = None
+        except PyMongoError:
+            # the change itself is stored; this host knows already, other replicas will
+            # within the cache TTL
+            log.warning("could not bump the auth epoch in the database", exc_info=True)
+            doc = None
+        # this process need not wait for its own poll; None (SecantusDB's answer to a first
+        # upsert, or a failure): unknown until the next poll, so nothing cached matches
+        self.db_value = doc["n"] if doc is not None else None
+
+    def poll(self):
+        doc = self.settings.find_one({"_id": "auth_epoch"})
+        self.db_value = doc["n"] if doc else 0
+
+
+def _remove_dead(folder, prefix):
+    """Drop epoch files of gunicorn masters that are gone (a few bytes each, on tmpfs)."""
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(prefix)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) <= 1:
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
+        except OSError:  # alive, someone else's
+            pass
 
 
 class GatewayStore:
@@ -35,6 +189,12 @@ class GatewayStore:
         self.audit = self.db["audit"]
         self.rate_limits = self.db["rate_limits"]
         self.settings = self.db["settings"]
+        self.syncer = Syncer()
+        self.auth_epoch = AuthEpoch(self.settings, self.db.name)
+        self.rate_counters = None  # gateway.security.BufferedCounters, made on first use
+
+    def start_auth_epoch_polling(self):
+        self.syncer.add(self.auth_epoch.poll)
 
     def ensure_indexes(self):
         # unique email: two workers creating the first admin at once end with one user
@@ -87,6 +247,7 @@ class GatewayStore:
     def insert_user(self, doc):
         doc["_id"] = new_id()
         self.users.insert_one(doc)  # DuplicateKeyError on a taken email
+        self.auth_epoch.bump()  # a manager's cached team may have grown
         return doc
 
     def insert_user_once(self, doc):
@@ -96,6 +257,7 @@ class GatewayStore:
             self.users.update_one({"email": doc["email"]}, {"$setOnInsert": doc}, upsert=True)
         except DuplicateKeyError:  # two workers upserted the same email at once
             pass
+        self.auth_epoch.bump()
         return self.users.find_one({"email": doc["email"]})
 
     def get_user(self, user_id):
@@ -111,8 +273,13 @@ class GatewayStore:
         update = {"$set": changes}
         if inc:
             update["$inc"] = inc
-        return self.users.find_one_and_update({"_id": user_id, **(query or {})}, update,
-                                              return_document=ReturnDocument.AFTER)
+        doc = self.users.find_one_and_update({"_id": user_id, **(query or {})}, update,
+                                             return_document=ReturnDocument.AFTER)
+        if inc or not set(changes) <= _LOGIN_ONLY_FIELDS:
+            # role, team, active, token_version...: every cached identity is stale (bumped
+            # even when nothing matched: cheap, and never wrong)
+            self.auth_epoch.bump()
+        return doc
 
     def team_member_ids(self, user_id, team):
         """Everyone reporting to this user, plus everyone in the same team (when it has one)."""
@@ -146,9 +313,11 @@ class GatewayStore:
         return self.api_keys.find_one({"_id": key_id})
 
     def update_api_key(self, key_id, changes, query=None):
-        return self.api_keys.find_one_and_update({"_id": key_id, **(query or {})},
-                                                 {"$set": changes},
-                                                 return_document=ReturnDocument.AFTER)
+        doc = self.api_keys.find_one_and_update({"_id": key_id, **(query or {})},
+                                                {"$set": changes},
+                                                return_document=ReturnDocument.AFTER)
+        self.auth_epoch.bump()  # revoked, scopes or limit changed: cached keys are stale
+        return doc
 
     def touch_api_key(self, key_id, now, every_s=60):
         """last_used_at, written at most once a minute per key (not a write per request)."""
@@ -191,6 +360,31 @@ class GatewayStore:
             except DuplicateKeyError:
                 continue
         return self.rate_limits.find_one({"_id": counter_id})["n"]
+
+    def add_hits(self, increments, read_ids):
+        """Buffered rate-limit counts: `increments` {counter_id: (amount, expires_at)} added in
+        one bulk write, then the totals of `read_ids` (every worker's flushed hits) in one
+        query. Returns {counter_id: total}."""
+        if increments:
+            ops = [UpdateOne({"_id": cid}, {"$inc": {"n": amount},
+                                            "$setOnInsert": {"expires_at": expires_at}},
+                             upsert=True)
+                   for cid, (amount, expires_at) in increments.items()]
+            try:
+                self.rate_limits.bulk_write(ops, ordered=False)
+            except BulkWriteError as exc:
+                # a first upsert of a counter raced another worker's: the document exists
+                # now, so the retry adds to it; anything else is a real failure
+                errors = exc.details.get("writeErrors", [])
+                if any(e.get("code") != 11000 for e in errors):
+                    raise
+                retry = [ops[e["index"]] for e in errors]
+                self.rate_limits.bulk_write(retry, ordered=False)
+        ids = list(read_ids)
+        if not ids:
+            return {}
+        return {d["_id"]: d.get("n", 0)
+                for d in self.rate_limits.find({"_id": {"$in": ids}}, {"n": 1})}
 
     def count(self, key, window_start):
         doc = self.rate_limits.find_one({"_id": f"{key}:{int(window_start.timestamp())}"})
