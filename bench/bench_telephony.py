@@ -4,7 +4,14 @@ sustained events/s of full call sequences; beside them the same caller lookup do
 directly with pymongo (find_one on contacts.phone_keys) on the same server.
 
     .venv/bin/python bench/bench_telephony.py [--contacts 100000] [--seconds 20] [--rate 50]
+        [--rates 20,35] [--repeat 2] [--no-sequences]
         [--url http://127.0.0.1:8000 --mongo mongodb://127.0.0.1:27017/ --amqp ... --prefix crm_]
+
+--repeat runs each open-loop measurement that many times on the same stack (the machine
+is shared: each row prints the load average when it started); --rates adds lower rates.
+The pymongo reference is the database work of one ringing event done directly: the
+contacts lookup (as contacts.lookup sends it), the call record insert and the outbox
+insert, on the same server.
 
 Target (2-core machine): ringing answer p99 < 100 ms at 50 events/s with 100,000 contacts.
 """
@@ -62,6 +69,43 @@ def load_contacts(db, count, owners):
     if batch:
         db.contacts.insert_many(batch, ordered=False)
     return count
+
+
+def load_average():
+    return "load %.2f %.2f %.2f" % os.getloadavg()
+
+
+def cpu_seconds(platform):
+    """CPU seconds used so far by each part of the isolated stack (Linux /proc): a service's
+    processes share its session (gunicorn's workers too); the database is one process."""
+    stack = platform.stack
+    if stack is None:
+        return {}
+    parts = {proc.pid: key.rsplit("-", 1)[0] for key, proc in stack.processes.items()}
+    database = stack.mongo_proc.pid if stack.mongo_proc else None
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, session = int(name), int(fields[3])
+        part = "database" if pid == database else parts.get(session)
+        if part:
+            used[part] = used.get(part, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
+def cpu_note(before, after, events):
+    """CPU ms per event of each part, and of the whole stack."""
+    spent = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    parts = " ".join(f"{k}={v * 1000 / events:.1f}" for k, v in sorted(spent.items(), key=lambda kv: -kv[1])
+                     if v * 1000 / events >= 0.1)
+    return f"cpu ms/event: total={sum(spent.values()) * 1000 / events:.1f} {parts}"
 
 
 def ringing(call_id, caller):
@@ -136,6 +180,9 @@ def main():
     parser.add_argument("--contacts", type=int, default=100000)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--rate", type=float, default=50)
+    parser.add_argument("--rates", default="", help="more open-loop rates, e.g. 20,35")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--no-sequences", action="store_true")
     parser.add_argument("--url")
     parser.add_argument("--amqp", default="amqp://guest:guest@localhost:5672/")
     parser.add_argument("--mongo", default="mongodb://127.0.0.1:27017/")
@@ -144,6 +191,7 @@ def main():
     N_CONTACTS[0] = args.contacts
 
     platform = Platform(args.url, args.amqp, args.mongo, args.prefix)
+    client = None
     try:
         HEADERS.update(platform.auth_headers())
         client = pymongo.MongoClient(platform.mongo_url, tz_aware=True)
@@ -160,30 +208,58 @@ def main():
 
         # warm up (connections, caches), then the figures
         paced_ringing(platform.base_url, 10, 2, args.contacts)
-        print(f"\nringing answer through the gateway, open loop at {args.rate:g} events/s "
-              f"(latency from the moment each event was due):")
-        result, statuses, routed = paced_ringing(platform.base_url, args.rate, args.seconds, args.contacts)
-        row("POST /telephony/events (ringing, lookup)", result,
-            f"statuses={statuses} routed_to_owner={routed}")
+        rates = [args.rate] + [float(r) for r in args.rates.split(",") if r.strip()]
+        print("\nringing answer through the gateway, open loop (latency from the moment each "
+              "event was due):")
+        telephony_db = client[f"{platform.db_prefix}telephony"]
+        for rate in rates:
+            for attempt in range(args.repeat):
+                load, cpu = load_average(), cpu_seconds(platform)
+                result, statuses, routed = paced_ringing(platform.base_url, rate, args.seconds,
+                                                         args.contacts)
+                row(f"ringing at {rate:g}/s, run {attempt + 1}", result,
+                    f"statuses={statuses} routed={routed} ({load})")
+                time.sleep(1)  # what follows the answers (publish, batched deletes, handlers)
+                print(f"      {cpu_note(cpu, cpu_seconds(platform), result['n'])}; "
+                      f"telephony outbox left={telephony_db.outbox.estimated_document_count()}",
+                      flush=True)
+
+        telephony_db.bench_calls.create_index([("provider", 1), ("call_id", 1)], unique=True)
 
         def direct_lookup(index, counter):
-            contacts_db.contacts.find_one({"phone_keys": number(random.randrange(args.contacts)),
-                                           "deleted_at": None}, hint="phone_keys_1")
-        row("pymongo find_one phone_keys, hinted as contacts does", thread_load(direct_lookup, 1, 5))
+            # what contacts.lookup sends (store.lookup: $in on phone_keys, no hint)
+            list(contacts_db.contacts.find(
+                {"phone_keys": {"$in": [number(random.randrange(args.contacts))]}}).limit(20))
 
-        def unhinted_lookup(index, counter):
-            contacts_db.contacts.find_one({"phone_keys": number(random.randrange(args.contacts))})
-        # SecantusDB walks the whole index when a hint is given; unhinted it seeks
-        row("pymongo find_one phone_keys, unhinted (reference)", thread_load(unhinted_lookup, 1, 5))
-
+        def direct_ringing(index, counter):
+            # one ringing event's database work on the hot path: lookup, call insert, outbox insert
+            direct_lookup(index, counter)
+            call_id = uuid.uuid4().hex
+            telephony_db.bench_calls.insert_one({"_id": call_id, "provider": "bench", "call_id": call_id,
+                                                 "number": number(1), "rank": 1, "legs": {},
+                                                 "started_at": datetime.now(timezone.utc)})
+            telephony_db.bench_outbox.insert_one({"_id": f"{call_id}:call_started",
+                                                  "body": {"data": {"call": {"id": call_id}}},
+                                                  "relay_after": datetime.now(timezone.utc)})
+        print(f"\npymongo reference, same server ({load_average()}):")
+        row("pymongo contacts lookup ($in phone_keys)", thread_load(direct_lookup, 1, 5))
+        row("pymongo ringing work (lookup+2 inserts)", thread_load(direct_ringing, 1, 5))
+        row("pymongo ringing work, 4 threads", thread_load(direct_ringing, 4, 5))
+        telephony_db.bench_calls.drop()
+        telephony_db.bench_outbox.drop()
+        if args.no_sequences:
+            return
         print("\nsustained full call sequences (ringing, answered, ended), closed loop:")
         for concurrency in (4, 16):
+            load, cpu = load_average(), cpu_seconds(platform)
             result, statuses = http_load(platform.base_url, sequence_request, concurrency,
                                          args.seconds / 2, HEADERS)
-            row(f"events/s at {concurrency} clients", result, f"statuses={statuses}")
-        row("pymongo find_one phone_keys at 4 threads (reference)", thread_load(direct_lookup, 4, 5))
-        client.close()
+            row(f"events/s at {concurrency} clients", result, f"statuses={statuses} ({load})")
+            print(f"      {cpu_note(cpu, cpu_seconds(platform), max(result['n'], 1))}", flush=True)
+        row("pymongo contacts lookup at 4 threads (reference)", thread_load(direct_lookup, 4, 5))
     finally:
+        if client is not None:
+            client.close()
         platform.close()
 
 

@@ -8,6 +8,11 @@ claims due records with an atomic lease and publishes them when the broker is ba
 Duplicates are possible (a crash between publish and delete), loss is not; every handler is
 idempotent. Events of one service may be delivered out of order after an outage.
 
+`self.dispatch.after_reply([(event_type, body), ...])` is for an answer someone waits on
+(telephony's ringing event): the records are stored before it returns (one insert), and
+published and deleted by a background greenlet, deletes batched; if the process dies
+first, the relay publishes them after FIRST_TRY_GRACE, as for a broker outage.
+
 `CRM_EVENTS_AMQP_URI` (default: `AMQP_URI`) is where events are published.
 """
 import logging
@@ -16,6 +21,7 @@ import time
 from datetime import timedelta
 
 import eventlet
+from eventlet.queue import Empty, LightQueue
 from nameko.amqp.publish import Publisher
 from nameko.events import get_event_exchange
 from nameko.extensions import DependencyProvider
@@ -31,6 +37,7 @@ RELAY_INTERVAL = float(os.environ.get("CRM_OUTBOX_RELAY_SECONDS", "1"))
 FIRST_TRY_GRACE = timedelta(seconds=5)
 LEASE = timedelta(seconds=30)
 RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+FORGET_BATCH = 200
 
 
 class OutboxDispatcher(DependencyProvider):
@@ -42,36 +49,77 @@ class OutboxDispatcher(DependencyProvider):
                                    delivery_mode=2, declare=[self.exchange],
                                    retry=True, retry_policy=RETRY)
         self.collection = None
+        self.published = LightQueue()  # ids published by after_reply, to delete in batches
 
     def start(self):
         stores = [d for d in self.container.dependencies if isinstance(d, MongoStore)]
         self.collection = stores[0].store.db["outbox"]
         self.collection.create_index([("relay_after", ASCENDING)])
         self.container.spawn_managed_thread(self._relay_forever)
+        self.container.spawn_managed_thread(self._forget_forever)
+
+    def stop(self):
+        self._forget_published()  # what is left would only be published twice by the relay
 
     def get_dependency(self, worker_ctx):
         headers = {f"nameko.{k}": v for k, v in worker_ctx.context_data.items()
                    if v is not None and isinstance(v, (str, int, float, bool, list))}
+        return _Dispatch(self, headers)
 
-        def dispatch(event_type, body):
-            record = {"_id": body.get("event_id") if isinstance(body, dict) else None,
-                      "type": event_type, "body": body, "headers": headers,
-                      "created_at": utcnow(), "relay_after": utcnow() + FIRST_TRY_GRACE,
-                      "attempts": 0}
-            if record["_id"] is None:
-                del record["_id"]
-            self.collection.insert_one(record)
-            self._publish_and_forget(record)
+    @staticmethod
+    def _record(event_type, body, headers):
+        now = utcnow()
+        record = {"_id": body.get("event_id") if isinstance(body, dict) else None,
+                  "type": event_type, "body": body, "headers": headers,
+                  "created_at": now, "relay_after": now + FIRST_TRY_GRACE, "attempts": 0}
+        if record["_id"] is None:
+            del record["_id"]
+        return record
 
-        return dispatch
+    def _store(self, records):
+        if len(records) == 1:
+            self.collection.insert_one(records[0])
+        elif records:
+            self.collection.insert_many(records)
 
-    def _publish_and_forget(self, record):
+    def _publish_stored(self, records):
+        """Background: publish stored records in order; the deletes go to the batcher.
+        Stops at the first failure: the relay publishes the rest once the broker is back."""
+        for record in records:
+            if not self._publish(record):
+                return
+            self.published.put(record["_id"])
+
+    def _forget_forever(self):
+        while True:
+            self._forget_published(self.published.get())
+
+    def _forget_published(self, first=None):
+        ids = [] if first is None else [first]
+        while len(ids) < FORGET_BATCH:
+            try:
+                ids.append(self.published.get_nowait())
+            except Empty:
+                break
+        if not ids:
+            return
+        try:
+            self.collection.delete_many({"_id": {"$in": ids}})
+        except Exception:  # noqa: BLE001 - left records are published again (a duplicate, never a loss)
+            log.exception("could not delete %d published outbox records", len(ids))
+
+    def _publish(self, record):
         try:
             self.publisher.publish(record["body"], exchange=self.exchange,
                                    routing_key=record["type"], extra_headers=record["headers"])
         except Exception as exc:  # noqa: BLE001 - the relay retries whatever failed here
             log.warning("event %s kept in the outbox (%s: %s)", record["type"],
                         type(exc).__name__, exc)
+            return False
+        return True
+
+    def _publish_and_forget(self, record):
+        if not self._publish(record):
             return False
         self.collection.delete_one({"_id": record["_id"]})
         return True
@@ -107,3 +155,28 @@ class OutboxDispatcher(DependencyProvider):
             except Exception:  # noqa: BLE001 - a database hiccup must not kill the relay
                 log.exception("outbox relay failed; retrying")
                 time.sleep(0)
+
+
+class _Dispatch:
+    """What a worker gets as `self.dispatch`."""
+
+    def __init__(self, outbox, headers):
+        self.outbox = outbox
+        self.headers = headers
+
+    def __call__(self, event_type, body):
+        """Stored, published and deleted before it returns (the record stays if publishing
+        failed, for the relay)."""
+        record = self.outbox._record(event_type, body, self.headers)
+        self.outbox.collection.insert_one(record)
+        self.outbox._publish_and_forget(record)
+
+    def after_reply(self, events):
+        """[(event_type, body), ...] stored now in one round trip; published in the
+        background, so the caller's answer does not wait for the broker's confirms."""
+        records = [self.outbox._record(t, b, self.headers) for t, b in events]
+        if not records:
+            return
+        self.outbox._store(records)
+        self.outbox.container.spawn_managed_thread(
+            lambda: self.outbox._publish_stored(records))

@@ -309,6 +309,75 @@ def test_a_flood_of_events_for_one_call_keeps_one_record(stack, api, key_headers
     assert doc["contact_id"] is None and not doc.get("lead_claimed")
 
 
+# the ringing answer does not wait for the broker: events are stored, then published
+def test_ringing_events_go_out_after_the_answer_and_leave_the_outbox(
+        stack, api, key_headers, record_events, unique):
+    owner = add_user(stack, name="Owner")
+    v = values(unique)
+    contact = make_contact(api, v["caller"], owner["id"])
+    recorder = record_events("telephony")
+    event = {"event_id": f"{v['call']}-r", "provider": "pbx1", "call_id": v["call"],
+             "direction": "inbound", "from": v["caller"], "to": COMPANY_DID, "state": "ringing"}
+    answer = send(api, "canonical", event, key_headers).json()
+    assert answer["contact"]["id"] == contact["id"] and answer["route_to"] == owner["extension"]
+    doc_id = answer["call"]["id"]
+    found = recorder.wait_for(lambda e: e["type"] == "call_started"
+                              and e["data"]["call"]["id"] == doc_id)
+    assert found[0]["data"]["contact_id"] == contact["id"]
+    outbox = stack.db("telephony")["outbox"]
+    assert wait(lambda: outbox.count_documents({"_id": f"{doc_id}:call_started"}) == 0, timeout=5)
+    # the repeat is answered the same, announced nothing
+    again = send(api, "canonical", event, key_headers).json()
+    assert again["duplicate"] is True and again["contact"]["id"] == contact["id"]
+    recorder.drain(1.0)
+    assert len(of_call(recorder.events, doc_id, "call_started")) == 1
+
+
+@pytest.fixture
+def telephony_with_cuttable_events(stack):
+    """telephony replica 1 publishes its events through a proxy the test can cut; replica 0
+    is stopped meanwhile so every RPC goes to replica 1."""
+    from urllib.parse import urlparse
+    from tests.faults import CuttableProxy
+    broker = urlparse(stack.amqp_uri)
+    proxy = CuttableProxy(broker.hostname, broker.port or 5672)
+    events_uri = broker._replace(
+        netloc=f"{broker.username}:{broker.password}@127.0.0.1:{proxy.port}").geturl()
+    stack.stop_service("telephony", 0)
+    stack.start_service("telephony", 1, CRM_EVENTS_AMQP_URI=events_uri,
+                        CRM_OUTBOX_RELAY_SECONDS="0.5")
+    stack.wait_service("telephony")
+    yield proxy
+    stack.stop_service("telephony", 1)
+    proxy.close()
+    stack.start_service("telephony", 0)
+    stack.wait_service("telephony")
+
+
+def test_ringing_answered_while_the_broker_is_cut_still_announces_the_call(
+        stack, api, key_headers, record_events, unique, telephony_with_cuttable_events):
+    proxy = telephony_with_cuttable_events
+    owner = add_user(stack, name="Owner")
+    v = values(unique)
+    contact = make_contact(api, v["caller"], owner["id"])
+    recorder = record_events("telephony", "call_started")
+    proxy.cut()
+    event = {"event_id": f"{v['call']}-r", "provider": "pbx1", "call_id": v["call"],
+             "direction": "inbound", "from": v["caller"], "to": COMPANY_DID, "state": "ringing"}
+    answer = send(api, "canonical", event, key_headers)
+    assert answer.status_code == 200, answer.text  # the PBX gets its routing answer
+    assert answer.json()["contact"]["id"] == contact["id"]
+    doc_id = answer.json()["call"]["id"]
+    outbox = stack.db("telephony")["outbox"]
+    assert outbox.count_documents({"_id": f"{doc_id}:call_started"}) == 1  # stored before the answer
+    assert not recorder.wait_for(lambda e: e["data"]["call"]["id"] == doc_id, timeout=2)
+
+    proxy.restore()
+    found = recorder.wait_for(lambda e: e["data"]["call"]["id"] == doc_id, timeout=20)
+    assert len(found) == 1 and found[0]["data"]["contact_id"] == contact["id"]
+    assert wait(lambda: outbox.count_documents({"_id": f"{doc_id}:call_started"}) == 0, timeout=10)
+
+
 # unknown callers
 def test_unknown_caller_becomes_a_phone_lead_owned_round_robin(stack, api, key_headers, unique):
     add_user(stack), add_user(stack)

@@ -98,3 +98,121 @@ def test_channel_extension():
     assert channel_extension("SIP/2002-0a1b2c3d") == "2002"
     assert channel_extension("Local/101@from-queue-00000001;2") == "101"
     assert channel_extension("garbage") is None
+
+
+# the ringing hot path and the users copy, with in-memory fakes counting database work
+from services.telephony import store as telephony_store  # noqa: E402
+from services.telephony.calls import Calls  # noqa: E402
+
+
+class FakeCallStore:
+    """Just what a call's first ringing event may touch; every other write fails the test."""
+
+    def __init__(self):
+        self.calls, self.ops = {}, []
+        self.users = {"owner-1": {"_id": "owner-1", "name": "Owner", "extension": "201",
+                                  "active": True}}
+
+    def upsert_call(self, provider, call_id, base, likely_new=False):
+        self.ops.append("upsert_call")
+        for doc in self.calls.values():
+            if (doc["provider"], doc["call_id"]) == (provider, call_id):
+                return dict(doc), False
+        self.calls[base["_id"]] = dict(base)
+        return dict(base), True
+
+    def event_seen(self, key):
+        self.ops.append("event_seen")
+        return False
+
+    def remember_event(self, key, doc_id):
+        self.ops.append("remember_event")
+
+    def update_call(self, *args, **kwargs):
+        raise AssertionError("the first ringing event of a known caller writes the record once")
+
+    def user(self, user_id):
+        return self.users.get(user_id)
+
+    def user_by_extension(self, extension):
+        return None
+
+
+class FakeContacts:
+    def __init__(self, contact):
+        self.contact, self.lookups = contact, 0
+
+    def lookup(self, params):
+        self.lookups += 1
+        return {"items": [self.contact] if self.contact else []}
+
+
+def test_first_ringing_of_a_known_caller_is_one_lookup_and_one_insert():
+    store = FakeCallStore()
+    contacts = FakeContacts({"id": "c1", "first_name": "Ada", "last_name": "Caller",
+                             "owner_id": "owner-1"})
+    calls = Calls(store, None, SETTINGS, contacts, "IT")
+    event = {"event_id": "e1", "provider": "pbx", "call_id": "call-1", "direction": "inbound",
+             "from": "+393471234567", "to": "+390212345678", "state": "ringing"}
+    answer, events = calls.ingest(event)
+    assert store.ops == ["upsert_call"] and contacts.lookups == 1
+    assert answer["contact"] == {"id": "c1", "owner_id": "owner-1", "name": "Ada Caller"}
+    assert answer["route_to"] == "201" and answer["duplicate"] is False
+    assert [e["type"] for e in events] == ["call_started"]
+    assert events[0]["data"]["contact_id"] == "c1"  # the event names the contact too
+    doc = next(iter(store.calls.values()))
+    assert doc["looked_up"] and doc["contact_id"] == "c1" and doc["first_event"] == "pbx:e1"
+
+    # its repeat is known from the record itself: same answer, no second call_started
+    store.ops.clear()
+    again, events = calls.ingest(event)
+    assert again["duplicate"] is True and events == []
+    assert again["contact"]["id"] == "c1" and store.ops == ["upsert_call"]
+
+
+class FakeUsers:
+    def __init__(self, docs):
+        self.docs, self.finds = {d["_id"]: dict(d) for d in docs}, 0
+
+    def find(self, query):
+        self.finds += 1
+        docs = [dict(d) for d in self.docs.values()]
+
+        class Cursor(list):
+            def sort(self, key, direction):
+                return Cursor(sorted(self, key=lambda d: d[key]))
+        return Cursor(docs)
+
+    def update_one(self, query, update, upsert=False):
+        self.docs.setdefault(query["_id"], {"_id": query["_id"]}).update(update["$set"])
+
+
+def users_store(docs):
+    users = FakeUsers(docs)
+    db = {"calls": None, "call_events": None, "users": users, "counters": None}
+    return telephony_store.TelephonyStore(db, None), users
+
+
+def test_users_copy_is_read_from_memory_and_a_local_change_shows_at_once():
+    store, users = users_store([{"_id": "u1", "extension": "201", "name": "A", "active": True},
+                                {"_id": "u2", "extension": "202", "name": "B", "active": False}])
+    assert store.user("u1")["name"] == "A"
+    assert store.user_by_extension("201")["_id"] == "u1"
+    assert store.user_by_extension("202") is None  # inactive
+    assert store.round_robin_users() == ["u1"]
+    assert users.finds == 1  # one read served all four
+    store.upsert_user({"_id": "u1", "extension": "209", "name": "A", "active": True})
+    assert store.user_by_extension("209")["_id"] == "u1" and store.user_by_extension("201") is None
+    assert users.finds == 2
+
+
+def test_users_copy_changed_by_another_replica_shows_within_the_ttl(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(telephony_store.time, "monotonic", lambda: clock[0])
+    store, users = users_store([{"_id": "u1", "extension": "201", "name": "A", "active": True}])
+    assert store.user("u1")["extension"] == "201"
+    users.docs["u1"]["extension"] = "301"  # written by another replica's handler
+    clock[0] += telephony_store.USERS_CACHE_S / 2
+    assert store.user("u1")["extension"] == "201"  # the bound: stale for at most the TTL
+    clock[0] += telephony_store.USERS_CACHE_S
+    assert store.user("u1")["extension"] == "301"

@@ -13,7 +13,7 @@ from crm_common.errors import Conflict, NotFound, ValidationFailed
 from crm_common.events import envelope
 from crm_common.ids import new_id
 from crm_common.phones import normalize_phone
-from crm_common.timeutil import to_iso, utcnow
+from crm_common.timeutil import as_utc, to_iso, utcnow
 from crm_common.validation import load
 from services.telephony import schemas
 from services.telephony.providers import is_extension
@@ -74,30 +74,42 @@ class Calls:
 
     def _fold(self, ev):
         key = f"{ev['provider']}:{ev['event_id']}"
-        if self.store.event_seen(key):
-            doc = self.store.get_by_key(ev["provider"], ev["call_id"])
-            if doc:
-                return self._answer(doc, duplicate=True), []
         now = utcnow()
-        at = ev.get("occurred_at") or now
+        at = as_utc(ev.get("occurred_at") or now)
+        # Mongo keeps milliseconds: the record inserted here equals the one read back
+        at = at.replace(microsecond=at.microsecond // 1000 * 1000)
         state = ev["state"]
         leg_only = bool(ev.get("leg_id")) and state == "ended"
         frm, to = self._number(ev.get("from_")), self._number(ev.get("to"))
         agent = self._agent(ev.get("agent_id"), ev.get("extension"))
 
-        # a call's first event, a call-level ringing, is written whole by the upsert, so the
+        # a call's first event, a call-level ringing, is written whole by one insert, so the
         # hot path (a PBX waiting for the routing answer) skips the merge and the transition
         first_ringing = state == "ringing" and not ev.get("leg_id")
+        direction = ev.get("direction")
         base = {"_id": new_id(), "provider": ev["provider"], "call_id": ev["call_id"],
-                "direction": ev.get("direction"), "from": frm, "to": to,
-                "number": self._external(ev.get("direction"), frm, to),
+                "direction": direction, "from": frm, "to": to,
+                "number": self._external(direction, frm, to),
                 "rank": 1 if first_ringing else 0, "state": "ringing" if first_ringing else None,
                 "legs": {}, "contact_id": None,
                 "contact_name": None, "owner_id": None, "agent_id": None, "extension": None,
                 "outcome": None, "missed": False, "called_back": None, "lead_created": False,
                 # no answered_at yet: $min against a stored null would keep the null
-                "started_at": at, "created_at": now, "updated_at": now}
-        doc, created = self.store.upsert_call(ev["provider"], ev["call_id"], base)
+                "started_at": at, "created_at": now, "updated_at": now,
+                # the event that created the record: its repeat is known without call_events
+                "first_event": key}
+        found = None  # (contact or None,) once the caller was looked up for this event
+        if first_ringing:
+            if agent:
+                base.update({"agent_id": agent["id"], "extension": agent["extension"]})
+            # usually a new call: look the caller up first, so one insert writes the record
+            # with its contact (a lead for an unknown caller is made after the insert)
+            found = self._prefill_contact(base, direction)
+        doc, created = self.store.upsert_call(ev["provider"], ev["call_id"], base,
+                                              likely_new=first_ringing)
+        if not created and ((doc.get("first_event") == key and not self._lookup_due(doc))
+                            or self.store.event_seen(key)):
+            return self._answer(doc, duplicate=True), []
 
         # facts that do not depend on order: fill what is missing, keep extremes
         sets, mins, maxs = {"updated_at": now}, {"started_at": at}, {}
@@ -142,10 +154,12 @@ class Calls:
             doc = self.store.update_call(doc["_id"], update)
 
         answer_extra, events = {}, []
+        if self._lookup_due(doc, direction):
+            doc, answer_extra = self._identify(doc, direction, found)
+        elif found:
+            answer_extra = {"contact": found[0]}
         if created:
             events.append(self._event("call_started", doc))
-        if doc.get("number") and not doc.get("looked_up") and direction != "internal":
-            doc, answer_extra = self._identify(doc, direction)
 
         # the state transition, won by exactly one event
         rank = RANK.get(state, 0)
@@ -154,7 +168,8 @@ class Calls:
         if rank:
             doc, events = self._transition(doc, state, rank, ev, at, events)
 
-        self.store.remember_event(key, doc["_id"])
+        if not created:  # the creating event is remembered by the record (first_event)
+            self.store.remember_event(key, doc["_id"])
         return self._answer(doc, **answer_extra), events
 
     def _transition(self, doc, state, rank, ev, at, events):
@@ -206,25 +221,53 @@ class Calls:
         return doc
 
     # caller lookup and leads
-    def _identify(self, doc, direction):
+    def _prefill_contact(self, base, direction):
+        """Before a new call's insert: the caller's contact into `base` (looked_up), or
+        None when it is left to _identify (an unknown caller who may become a lead)."""
+        number = base["number"]
+        if not number or direction == "internal":
+            return None
+        if number in self._own_numbers():
+            base["looked_up"] = True
+            return (None,)
+        contact = self._lookup(number)
+        if contact is not None or not self._lead_wanted(base, direction):
+            base.update(self._contact_fields(contact, created=False))
+        return (contact,)
+
+    def _identify(self, doc, direction, found=None):
+        """The caller's contact onto the record (`found`: the lookup already made for this
+        event); an unknown valid inbound caller becomes a lead, once per call (claim)."""
         if doc["number"] in self._own_numbers():
             return self.store.update_call(doc["_id"], {"$set": {"looked_up": True}}), {}
-        found = self.contacts.lookup({"phone": doc["number"]})["items"]
-        contact = found[0] if found else None
+        contact = found[0] if found is not None else self._lookup(doc["number"])
         created = False
-        valid = (doc.get("from") or {}).get("valid")
-        if (contact is None and direction in (None, "inbound") and valid
-                and self.settings.create_leads):
-            claimed = self.store.update_call(doc["_id"], {"$set": {"lead_claimed": True}},
-                                             {"lead_claimed": {"$ne": True}})
-            if claimed is not None:
+        if contact is None and self._lead_wanted(doc, direction):
+            if self.store.claim(doc["_id"], "lead_claimed"):
                 contact, created = self._create_lead(doc), True
+        doc = self.store.update_call(doc["_id"], {"$set": self._contact_fields(contact, created)})
+        return doc, {"contact": contact}
+
+    @staticmethod
+    def _lookup_due(doc, direction=None):
+        direction = direction or doc.get("direction")
+        return bool(doc.get("number")) and not doc.get("looked_up") and direction != "internal"
+
+    def _lookup(self, number):
+        found = self.contacts.lookup({"phone": number})["items"]
+        return found[0] if found else None
+
+    def _lead_wanted(self, doc, direction):
+        valid = (doc.get("from") or {}).get("valid")
+        return direction in (None, "inbound") and bool(valid) and self.settings.create_leads
+
+    @staticmethod
+    def _contact_fields(contact, created):
         sets = {"looked_up": True}
         if contact:
             sets.update({"contact_id": contact["id"], "contact_name": contact_name(contact),
                          "owner_id": contact.get("owner_id"), "lead_created": created})
-        doc = self.store.update_call(doc["_id"], {"$set": sets})
-        return doc, {"contact": contact}
+        return sets
 
     def _create_lead(self, doc):
         owner = None
@@ -238,8 +281,7 @@ class Calls:
             return self.contacts.create_contact(payload, False)
         except Conflict:
             # created meanwhile (another call from the same number): use that one
-            found = self.contacts.lookup({"phone": doc["number"]})["items"]
-            return found[0] if found else None
+            return self._lookup(doc["number"])
 
     def _own_numbers(self):
         return {n for n in (self._number(x).get("e164") for x in self.settings.own_numbers) if n}

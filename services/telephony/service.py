@@ -57,10 +57,17 @@ class TelephonyService(HealthEntrypoints):
         return Calls(self.store, self.caller, self.settings, self.contacts_rpc,
                      self.store.settings.default_region)
 
+    def _announce_after_reply(self, result_and_events):
+        """A PBX waits on this answer: the events are stored in the outbox now and
+        published after the reply (crm_common.outbox after_reply)."""
+        result, events = result_and_events
+        self.dispatch.after_reply([(event["type"], event) for event in events])
+        return result
+
     @rpc(expected_exceptions=EXPECTED)
     def ingest(self, payload):
         """A canonical event; the answer names the call, its contact and owner's extension."""
-        return self._announce(self.calls.ingest(payload))
+        return self._announce_after_reply(self.calls.ingest(payload))
 
     @rpc(expected_exceptions=EXPECTED)
     def ingest_provider(self, provider, payload):
@@ -69,7 +76,7 @@ class TelephonyService(HealthEntrypoints):
         adapter = PROVIDERS.get(provider)
         if adapter is None:
             raise BadRequest("Unknown provider", {"provider": provider})
-        answer = self._announce(self.calls.ingest_provider(adapter, payload))
+        answer = self._announce_after_reply(self.calls.ingest_provider(adapter, payload))
         reply = adapter.reply(answer, payload) if hasattr(adapter, "reply") else None
         return {"answer": answer, "reply": reply}
 
