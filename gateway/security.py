@@ -148,10 +148,10 @@ class BufferedCounters:
                         # so the others see it well before they reach the exact zone
                         self.store.syncer.wake()
                     return estimate
-                amount, count.pending = count.pending + 1, 0
+                amount, count.pending, first = count.pending + 1, 0, False
             else:
                 count = self._counts[counter_id] = _Count(start + timedelta(seconds=window_s))
-                amount = 1
+                amount, first = 1, True
         # first hit of this window here, or close to the limit: add ours to the shared
         # counter now and decide on the total every flushed worker contributed to
         try:
@@ -159,6 +159,9 @@ class BufferedCounters:
         except Exception:
             with self._lock:
                 count.pending += amount - 1  # this hit is not served; the earlier ones were
+                if first and not count.pending and not count.shared:
+                    # no exact count to start from yet: the next hit asks the database again
+                    self._counts.pop(counter_id, None)
             raise
         with self._lock:
             count.shared = max(count.shared, total)

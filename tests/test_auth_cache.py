@@ -206,3 +206,22 @@ def test_buffered_counters_forget_closed_windows():
     worker.hit("ip:1", old, 60, 100)
     worker.flush()
     assert shared.n[f"ip:1:{int(old.timestamp())}"] == 2 and not worker._counts
+
+
+def test_buffered_counters_start_from_the_database_again_after_a_failed_first_hit():
+    shared = _SharedStore()
+    view = shared.view()
+    worker = security.counters_for(view)
+    start = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    shared.n[f"user:b:{int(start.timestamp())}"] = 50  # other workers are over the limit
+
+    def down(*args, **kwargs):
+        raise ConnectionError("database down")
+
+    view.hit = down
+    try:
+        worker.hit("user:b", start, 60, 1000)
+    except ConnectionError:
+        pass
+    view.hit = shared.hit
+    assert worker.hit("user:b", start, 60, 40) > 40  # not a fresh local count of 1
