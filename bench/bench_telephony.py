@@ -4,7 +4,7 @@ sustained events/s of full call sequences; beside them the same caller lookup do
 directly with pymongo (find_one on contacts.phone_keys) on the same server.
 
     .venv/bin/python bench/bench_telephony.py [--contacts 100000] [--seconds 20] [--rate 50]
-        [--rates 20,35] [--repeat 2] [--no-sequences]
+        [--rates 20,35] [--repeat 2] [--no-sequences] [--profile-slow-ms 20]
         [--url http://127.0.0.1:8000 --mongo mongodb://127.0.0.1:27017/ --amqp ... --prefix crm_]
 
 --repeat runs each open-loop measurement that many times on the same stack (the machine
@@ -108,6 +108,33 @@ def cpu_note(before, after, events):
     return f"cpu ms/event: total={sum(spent.values()) * 1000 / events:.1f} {parts}"
 
 
+def profile_databases(client, prefix, slowms):
+    """The server's profiler on every database of the platform: operations slower than
+    slowms are kept in system.profile (mongod and SecantusDB both do)."""
+    for name in client.list_database_names():
+        if name.startswith(prefix):
+            client[name].command("profile", 1, slowms=slowms)
+
+
+def print_slow_operations(client, prefix, top=12):
+    shapes = {}
+    for name in client.list_database_names():
+        if not name.startswith(prefix):
+            continue
+        for entry in client[name]["system.profile"].find():
+            command = entry.get("command") or {}
+            verb = next(iter(command), entry.get("op"))
+            spec = (command.get("filter") or command.get("query")
+                    or ((command.get("updates") or command.get("deletes") or [{}])[0].get("q"))
+                    or {})
+            key = (entry.get("ns"), verb, ",".join(sorted(spec)) if isinstance(spec, dict) else "")
+            count, total = shapes.get(key, (0, 0))
+            shapes[key] = (count + 1, total + entry.get("millis", 0))
+    print("\nslowest operation shapes (server profiler), total ms:")
+    for (ns, verb, spec), (count, total) in sorted(shapes.items(), key=lambda kv: -kv[1][1])[:top]:
+        print(f"  {total:>8} ms  n={count:<6} {ns} {verb} {{{spec}}}")
+
+
 def ringing(call_id, caller):
     return {"event_id": f"{call_id}-r", "provider": "bench", "call_id": call_id,
             "direction": "inbound", "from": caller, "to": COMPANY_DID, "state": "ringing"}
@@ -183,6 +210,8 @@ def main():
     parser.add_argument("--rates", default="", help="more open-loop rates, e.g. 20,35")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--no-sequences", action="store_true")
+    parser.add_argument("--profile-slow-ms", type=int, default=0,
+                        help="list the server's operations slower than this (profiler)")
     parser.add_argument("--url")
     parser.add_argument("--amqp", default="amqp://guest:guest@localhost:5672/")
     parser.add_argument("--mongo", default="mongodb://127.0.0.1:27017/")
@@ -208,6 +237,8 @@ def main():
 
         # warm up (connections, caches), then the figures
         paced_ringing(platform.base_url, 10, 2, args.contacts)
+        if args.profile_slow_ms:
+            profile_databases(client, platform.db_prefix, args.profile_slow_ms)
         rates = [args.rate] + [float(r) for r in args.rates.split(",") if r.strip()]
         print("\nringing answer through the gateway, open loop (latency from the moment each "
               "event was due):")
@@ -247,6 +278,8 @@ def main():
         row("pymongo ringing work, 4 threads", thread_load(direct_ringing, 4, 5))
         telephony_db.bench_calls.drop()
         telephony_db.bench_outbox.drop()
+        if args.profile_slow_ms:
+            print_slow_operations(client, platform.db_prefix)
         if args.no_sequences:
             return
         print("\nsustained full call sequences (ringing, answered, ended), closed loop:")

@@ -90,10 +90,6 @@ class TelephonyStore(BaseStore):
             self.calls.update_one({"_id": call_id}, update)
         return self.calls.find_one({"_id": call_id})
 
-    def set_call(self, call_id, sets):
-        """A write whose result the caller already knows (no read back)."""
-        self.calls.update_one({"_id": call_id}, {"$set": sets})
-
     def claim(self, call_id, field):
         """Atomic once-per-call claim (e.g. creating its lead): True for exactly one caller."""
         return self.calls.update_one({"_id": call_id, field: {"$ne": True}},
