@@ -27,7 +27,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
-from crm_common.mongo import connect, query_fields
+from crm_common.mongo import connect, query_fields, update_and_get
 from crm_common.timeutil import utcnow
 
 log = logging.getLogger("gateway.store")
@@ -273,8 +273,7 @@ class GatewayStore:
         update = {"$set": changes}
         if inc:
             update["$inc"] = inc
-        doc = self.users.find_one_and_update({"_id": user_id, **(query or {})}, update,
-                                             return_document=ReturnDocument.AFTER)
+        doc = update_and_get(self.users, {"_id": user_id, **(query or {})}, update)
         if inc or not set(changes) <= _LOGIN_ONLY_FIELDS:
             # role, team, active, token_version...: every cached identity is stale (bumped
             # even when nothing matched: cheap, and never wrong)
@@ -313,9 +312,7 @@ class GatewayStore:
         return self.api_keys.find_one({"_id": key_id})
 
     def update_api_key(self, key_id, changes, query=None):
-        doc = self.api_keys.find_one_and_update({"_id": key_id, **(query or {})},
-                                                {"$set": changes},
-                                                return_document=ReturnDocument.AFTER)
+        doc = update_and_get(self.api_keys, {"_id": key_id, **(query or {})}, {"$set": changes})
         self.auth_epoch.bump()  # revoked, scopes or limit changed: cached keys are stale
         return doc
 

@@ -9,7 +9,7 @@ from pymongo.errors import BulkWriteError
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
-from crm_common.mongo import BaseStore
+from crm_common.mongo import BaseStore, update_and_get
 from crm_common.timeutil import utcnow
 from services.contacts.store import KEY_FIELDS
 
@@ -93,14 +93,12 @@ class ImportStore(BaseStore):
             query["lease_owner"] = owner
         if lease_seconds:
             changes = {**changes, "lease_until": utcnow() + timedelta(seconds=lease_seconds)}
-        return self.jobs.find_one_and_update(query, {"$set": changes},
-                                             return_document=ReturnDocument.AFTER)
+        return update_and_get(self.jobs, query, {"$set": changes})
 
     def request_undo(self, import_id, visibility):
-        return self.jobs.find_one_and_update(
-            {"_id": import_id, "status": "done", "dry_run": False, **visibility},
-            {"$set": {"status": "undo_pending", "updated_at": utcnow(), "lease_until": None}},
-            return_document=ReturnDocument.AFTER)
+        return update_and_get(
+            self.jobs, {"_id": import_id, "status": "done", "dry_run": False, **visibility},
+            {"$set": {"status": "undo_pending", "updated_at": utcnow(), "lease_until": None}})
 
     # per-row errors: the _id is (import, row, column) so a replayed batch adds nothing
     def add_errors(self, import_id, errors):
@@ -232,9 +230,9 @@ class ImportStore(BaseStore):
     def merge(self, survivor_id, survivor_version, changes, merged_ids, record):
         """The survivor update is conditional on the version read, so two concurrent
         merges cannot both apply; then the sources are soft-deleted with merged_into."""
-        doc = self.contacts.find_one_and_update(
-            {"_id": survivor_id, "deleted_at": None, "version": survivor_version},
-            {"$set": changes, "$inc": {"version": 1}}, return_document=ReturnDocument.AFTER)
+        doc = update_and_get(
+            self.contacts, {"_id": survivor_id, "deleted_at": None, "version": survivor_version},
+            {"$set": changes, "$inc": {"version": 1}})
         if doc is None:
             return None
         now = changes["updated_at"]

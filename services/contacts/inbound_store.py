@@ -4,7 +4,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from crm_common.cursors import page
-from crm_common.mongo import BaseStore
+from crm_common.mongo import BaseStore, update_and_get
 
 
 class InboundStore(BaseStore):
@@ -45,9 +45,7 @@ class InboundStore(BaseStore):
         return min(found, key=lambda d: d["created_at"]) if found else None
 
     def update_form(self, form_id, changes):
-        return self.forms.find_one_and_update({"_id": form_id, "deleted_at": None},
-                                              {"$set": changes},
-                                              return_document=ReturnDocument.AFTER)
+        return update_and_get(self.forms, {"_id": form_id, "deleted_at": None}, {"$set": changes})
 
     def count_on_form(self, form_id, counter):
         self.forms.update_one({"_id": form_id}, {"$inc": {counter: 1}})
@@ -74,8 +72,7 @@ class InboundStore(BaseStore):
         update = {"$set": changes}
         if unset:
             update["$unset"] = {field: "" for field in unset}
-        return self.requests.find_one_and_update({"_id": request_id}, update,
-                                                 return_document=ReturnDocument.AFTER)
+        return update_and_get(self.requests, {"_id": request_id}, update)
 
     def claim_due(self, now, lease):
         """One request still to capture whose time has come, leased to the caller."""

@@ -2,11 +2,11 @@
 import json
 
 from bson import json_util
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
-from crm_common.mongo import BaseStore
+from crm_common.mongo import BaseStore, update_and_get
 from crm_common.timeutil import utcnow
 
 LIVE = {"deleted_at": None}
@@ -71,8 +71,7 @@ class ContactsStore(BaseStore):
         update = {"$set": changes, "$inc": {"version": 1}}
         if unset:
             update["$unset"] = {field: "" for field in unset}
-        return self.contacts.find_one_and_update(query, update, projection=READ,
-                                                 return_document=ReturnDocument.AFTER)
+        return update_and_get(self.contacts, query, update, projection=READ)
 
     def soft_delete_contact(self, contact_id, when):
         """Mark deleted and park its lookup keys, in one atomic update."""
@@ -128,17 +127,16 @@ class ContactsStore(BaseStore):
 
     def update_owner_if_none(self, contact_id, owner_id, when):
         """Give an owner-less contact its first owner; None when it already had one."""
-        return self.contacts.find_one_and_update(
-            {"_id": contact_id, "owner_id": None},
+        return update_and_get(
+            self.contacts, {"_id": contact_id, "owner_id": None},
             {"$set": {"owner_id": owner_id, "updated_at": when}, "$inc": {"version": 1}},
-            projection=READ, return_document=ReturnDocument.AFTER)
+            projection=READ)
 
     def touch_contacted(self, contact_id, when):
-        """last_contacted_at only moves forward, whatever order events arrive in."""
-        self.contacts.update_one(
-            {"_id": contact_id,
-             "$or": [{"last_contacted_at": None}, {"last_contacted_at": {"$lt": when}}]},
-            {"$set": {"last_contacted_at": when}})
+        """last_contacted_at only moves forward, whatever order events arrive in ($max: a
+        date is above null in BSON order; an $or condition here made SecantusDB scan the
+        collection, 61 ms at 5,000 contacts vs 0.8 ms)."""
+        self.contacts.update_one({"_id": contact_id}, {"$max": {"last_contacted_at": when}})
 
     # companies
     def insert_company(self, doc):
@@ -154,8 +152,7 @@ class ContactsStore(BaseStore):
         query = {"_id": company_id}
         if not include_deleted:
             query.update(LIVE)
-        return self.companies.find_one_and_update(
-            query, {"$set": changes}, return_document=ReturnDocument.AFTER)
+        return update_and_get(self.companies, query, {"$set": changes})
 
     def page_companies(self, query, sort_field, direction, limit, cursor):
         return page(self.companies, query, sort_field, direction, limit, cursor,

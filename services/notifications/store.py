@@ -13,7 +13,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
-from crm_common.mongo import BaseStore
+from crm_common.mongo import BaseStore, update_and_get
 
 DUPLICATE_KEY = 11000
 
@@ -156,9 +156,8 @@ class NotificationsStore(BaseStore):
                                           hint="user_id_1_created_at_-1__id_-1")
 
     def mark_read(self, user_id, notification_id, when):
-        doc = self.inbox.find_one_and_update(
-            {"_id": notification_id, "user_id": user_id, "read_at": None},
-            {"$set": {"read_at": when}}, return_document=ReturnDocument.AFTER)
+        doc = update_and_get(self.inbox, {"_id": notification_id, "user_id": user_id, "read_at": None},
+                             {"$set": {"read_at": when}})
         return doc or self.inbox.find_one({"_id": notification_id, "user_id": user_id})
 
     def mark_all_read(self, user_id, when):
@@ -177,9 +176,8 @@ class NotificationsStore(BaseStore):
         return self.webhooks.find_one({"_id": webhook_id, "deleted_at": None})
 
     def update_webhook(self, webhook_id, changes):
-        doc = self.webhooks.find_one_and_update({"_id": webhook_id, "deleted_at": None},
-                                                {"$set": changes},
-                                                return_document=ReturnDocument.AFTER)
+        doc = update_and_get(self.webhooks, {"_id": webhook_id, "deleted_at": None},
+                             {"$set": changes})
         self.cache.drop()
         return doc
 
@@ -241,13 +239,12 @@ class NotificationsStore(BaseStore):
 
     def requeue(self, delivery_id, webhook_id, now):
         """Manual redeliver of a finished delivery: due now, attempts start again."""
-        return self.deliveries.find_one_and_update(
-            {"_id": delivery_id, "webhook_id": webhook_id,
-             "status": {"$in": ["failed", "delivered"]}},
+        return update_and_get(
+            self.deliveries, {"_id": delivery_id, "webhook_id": webhook_id,
+                              "status": {"$in": ["failed", "delivered"]}},
             {"$set": {"status": "pending", "due_at": now, "next_attempt_at": now,
                       "attempts": 0, "updated_at": now, "last_error": None},
-             "$unset": {"claim": ""}, "$inc": {"redeliveries": 1}},
-            return_document=ReturnDocument.AFTER)
+             "$unset": {"claim": ""}, "$inc": {"redeliveries": 1}})
 
     def deliveries_of_event(self, event_id):
         return list(self.deliveries.find({"event_id": event_id}).hint("event_id_1"))

@@ -6,7 +6,7 @@ from pymongo.errors import DuplicateKeyError
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
-from crm_common.mongo import BaseStore, query_fields
+from crm_common.mongo import BaseStore, query_fields, update_and_get
 
 # Tasks without a date sort after every dated one: keyset cursors cannot step over nulls
 # (a range condition never matches null), so the sort key is never null.
@@ -71,7 +71,7 @@ class TasksStore(BaseStore):
         update = {"$set": changes}
         if inc_version:
             update["$inc"] = {"version": 1}
-        return self.tasks.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
+        return update_and_get(self.tasks, query, update)
 
     def set_alarm(self, task_id, version, alarm_at):
         """Only if nobody changed the task meanwhile (a change computes its own alarm)."""
@@ -190,8 +190,7 @@ class TasksStore(BaseStore):
         return self.rules.find_one({"_id": rule_id})
 
     def update_rule(self, rule_id, changes):
-        return self.rules.find_one_and_update({"_id": rule_id}, {"$set": changes},
-                                              return_document=ReturnDocument.AFTER)
+        return update_and_get(self.rules, {"_id": rule_id}, {"$set": changes})
 
     def delete_rule(self, rule_id):
         return self.rules.find_one_and_delete({"_id": rule_id})
