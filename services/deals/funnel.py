@@ -20,10 +20,12 @@ grow with the number of history entries.
 
 Cannot drift: bits are set with OR (writing an entry's bits twice changes nothing); the
 additive counters are applied only by the call whose upsert inserted the history entry
-(its id is deal:version, so a retried or repaired write finds it and adds nothing). What
-is left - a process dying between the history insert and the counter update, or an owner
-change racing a move - is repaired by rebuilding from the history (RPC
-rebuild_funnel_counters; also at start when the marker of this layout is missing)."""
+(its id is deal:version, so a retried or repaired write finds it and adds nothing). A
+process dying between the history insert and the counter update is repaired by
+rebuilding from the history (RPC rebuild_funnel_counters; also at start when the marker of
+this layout is missing). Not repaired: an owner change racing a move can leave that move's
+entry with the old owner in the history itself (as before the counters); the counters then
+count the deal for both owners where the history aggregation counts it once."""
 from datetime import datetime, timedelta, timezone
 
 VERSION = 1
