@@ -15,7 +15,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
-from crm_common.mongo import BaseStore
+from crm_common.mongo import BaseStore, update_and_get
 from crm_common.timeutil import utcnow
 from services.deals import funnel, reports
 from services.deals.domain import DEFAULT_LOST_REASONS, DEFAULT_LEAD_SOURCES, default_pipeline
@@ -164,8 +164,7 @@ class DealsStore(BaseStore):
         return self.lead_sources.find_one({"_id": source_id})
 
     def update_lead_source(self, source_id, changes):
-        return self.lead_sources.find_one_and_update({"_id": source_id}, {"$set": changes},
-                                                     return_document=ReturnDocument.AFTER)
+        return update_and_get(self.lead_sources, {"_id": source_id}, {"$set": changes})
 
     def delete_lead_source(self, source_id):
         return self.lead_sources.find_one_and_delete({"_id": source_id})
@@ -291,9 +290,8 @@ class DealsStore(BaseStore):
 
     def update_pipeline(self, pipeline_id, version, changes):
         """Only from the version the caller read: two concurrent edits never mix."""
-        return self.pipelines.find_one_and_update(
-            {"_id": pipeline_id, "version": version, **LIVE},
-            {"$set": changes, "$inc": {"version": 1}}, return_document=ReturnDocument.AFTER)
+        return update_and_get(self.pipelines, {"_id": pipeline_id, "version": version, **LIVE},
+                              {"$set": changes, "$inc": {"version": 1}})
 
     # deals
     def insert_deal(self, doc):
@@ -304,16 +302,14 @@ class DealsStore(BaseStore):
         return self.deals.find_one({"_id": deal_id, **LIVE, **visible})
 
     def update_deal(self, deal_id, visible, changes):
-        return self.deals.find_one_and_update(
-            {"_id": deal_id, **LIVE, **visible}, {"$set": changes, "$inc": {"version": 1}},
-            return_document=ReturnDocument.AFTER)
+        return update_and_get(self.deals, {"_id": deal_id, **LIVE, **visible},
+                              {"$set": changes, "$inc": {"version": 1}})
 
     def move_deal(self, deal_id, version, changes):
         """Compare-and-set on the version read: of two concurrent moves one wins, the
         other re-reads and moves again from the new stage, so each move is one history entry."""
-        return self.deals.find_one_and_update(
-            {"_id": deal_id, "version": version, **LIVE},
-            {"$set": changes, "$inc": {"version": 1}}, return_document=ReturnDocument.AFTER)
+        return update_and_get(self.deals, {"_id": deal_id, "version": version, **LIVE},
+                              {"$set": changes, "$inc": {"version": 1}})
 
     def open_deals_of(self, contact_id, pipeline_id, limit=10):
         """Only the indexed field in the query (a contact has few deals; the rest is checked
@@ -500,8 +496,7 @@ class DealsStore(BaseStore):
         return self.targets.find_one({"_id": target_id, **visible})
 
     def update_target(self, target_id, visible, changes):
-        return self.targets.find_one_and_update({"_id": target_id, **visible}, {"$set": changes},
-                                                return_document=ReturnDocument.AFTER)
+        return update_and_get(self.targets, {"_id": target_id, **visible}, {"$set": changes})
 
     def delete_target(self, target_id, visible):
         return self.targets.find_one_and_delete({"_id": target_id, **visible})
