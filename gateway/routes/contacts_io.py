@@ -38,11 +38,12 @@ def export_row(contact):
 
 
 def contacts_pages(params):
-    """Every contact the list would give for these filters, a keyset page at a time, so
-    memory stays flat whatever the count (visibility applies as in the list)."""
+    """Every contact the list would give for these filters, a page at a time from one
+    cursor the contacts service keeps open for this export, so memory stays flat whatever
+    the count (visibility applies as in the list)."""
     query = {k: v for k, v in params.items() if k not in PAGING_KEYS}
     # the first page is asked before the response starts, so a refused filter is a 4xx
-    first = call("contacts", "list_contacts", {**query, "limit": PAGE}, timeout=PAGE_TIMEOUT)
+    first = call("contacts", "export_page", query, None, timeout=PAGE_TIMEOUT)
 
     def pages():
         page = first
@@ -50,8 +51,7 @@ def contacts_pages(params):
             yield page["items"]
             if not page["next_cursor"]:
                 return
-            page = call("contacts", "list_contacts",
-                        {**query, "limit": PAGE, "cursor": page["next_cursor"]},
+            page = call("contacts", "export_page", query, page["next_cursor"],
                         timeout=PAGE_TIMEOUT)
 
     return pages()

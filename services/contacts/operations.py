@@ -1,10 +1,17 @@
 """What the contacts service does, apart from how it is called. Each write returns the
 events to announce; the entrypoint dispatches them only after the write succeeded."""
+import base64
+import itertools
+import json
+import threading
+import time
+import uuid
+
 from crm_common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crm_common.events import envelope
 from crm_common.fields import with_every_key
 from crm_common.phones import normalize_phone
-from crm_common.cursors import parse_sort
+from crm_common.cursors import after_cursor, encode_cursor, parse_sort
 from crm_common.text import prefix_query, prefixes, tokens
 from crm_common.timeutil import parse_iso, utcnow
 from crm_common.validation import load
@@ -124,6 +131,30 @@ class Contacts:
         if query_in["include_total"]:
             out["total"] = self.store.count_contacts(query)
         return out
+
+    def export_page(self, params, token, sessions, limit=500):
+        """The export's next `limit` contacts. The first call opens one sorted cursor and
+        keeps it in this process (`sessions`); the token names it and the last contact
+        given, so a call that lands on another replica, or after the cursor expired,
+        reopens it right after that contact (a keyset restart) and loses nothing."""
+        query_in = load(contact_list_query, {k: v for k, v in params.items()
+                                             if k not in ("limit", "cursor", "include_total")})
+        field, direction = parse_sort(query_in.get("sort"), CONTACT_SORTS, "-created_at")
+        sort_field = CONTACT_SORTS[field]
+        state = decode_export_token(token) if token else {}
+        session = sessions.take(state.get("s"), self.caller.user_id)
+        if session is None:
+            query = after_cursor(self._contact_filter(query_in), state.get("c"), sort_field, direction)
+            session = sessions.open(self.store.export_cursor(query, sort_field, direction),
+                                    self.caller.user_id)
+        docs = list(itertools.islice(session.cursor, limit))
+        if len(docs) < limit:
+            sessions.close(session)
+            return {"items": [dump_contact(d) for d in docs], "next_cursor": None}
+        sessions.keep(session)
+        position = encode_cursor(sort_field, direction, docs[-1])
+        return {"items": [dump_contact(d) for d in docs],
+                "next_cursor": encode_export_token({"s": session.id, "c": position})}
 
     def explain_list(self, params):
         query_in = load(contact_list_query, params)
@@ -363,3 +394,64 @@ class Contacts:
                                  "actor_id": self.caller.user_id,
                                  "ref": {"service": SERVICE, "type": "contact", "id": contact_id},
                                  "data": data or {}, "dedupe_key": dedupe_key})
+
+
+def encode_export_token(state):
+    return base64.urlsafe_b64encode(json.dumps(state, separators=(",", ":")).encode()).decode()
+
+
+def decode_export_token(token):
+    try:
+        state = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if not isinstance(state, dict):
+            raise ValueError("not an object")
+        return state
+    except (ValueError, TypeError, UnicodeError) as exc:
+        raise ValidationFailed("Invalid input", {"fields": {"cursor": [f"Invalid cursor: {exc}"]}})
+
+
+class ExportSession:
+    def __init__(self, cursor, owner):
+        self.id, self.cursor, self.owner, self.used = uuid.uuid4().hex, cursor, owner, time.monotonic()
+
+
+class ExportSessions:
+    """Open export cursors of this process, each used by one call at a time and closed
+    after IDLE_S without a call (the client went away) or at the end."""
+    IDLE_S = 120
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.open_sessions = {}
+
+    def open(self, cursor, owner):
+        self._expire()
+        return ExportSession(cursor, owner)
+
+    def take(self, session_id, owner):
+        """The session, removed while a call uses it; None when it is not here (another
+        replica, expired) or belongs to someone else."""
+        self._expire()
+        with self.lock:
+            session = self.open_sessions.get(session_id)
+            if session is None or session.owner != owner:
+                return None
+            del self.open_sessions[session_id]
+        return session
+
+    def keep(self, session):
+        session.used = time.monotonic()
+        with self.lock:
+            self.open_sessions[session.id] = session
+
+    def close(self, session):
+        session.cursor.close()
+
+    def _expire(self):
+        now = time.monotonic()
+        with self.lock:
+            stale = [s for s in self.open_sessions.values() if now - s.used > self.IDLE_S]
+            for session in stale:
+                del self.open_sessions[session.id]
+        for session in stale:
+            session.cursor.close()

@@ -13,7 +13,7 @@ from crm_common.mongo import MongoStore
 from crm_common.outbox import OutboxDispatcher
 from crm_common.rpc import ServiceRpc, rpc
 from crm_common.timeutil import utcnow
-from services.contacts.operations import Contacts
+from services.contacts.operations import Contacts, ExportSessions
 from services.contacts.store import ContactsStore
 from services.contacts import import_jobs
 from services.contacts.import_jobs import Imports, import_config, job_timer
@@ -72,6 +72,14 @@ class ContactsService(HealthEntrypoints):
     @rpc(expected_exceptions=EXPECTED)
     def list_contacts(self, params):
         return self.contacts.list(params)
+
+    export_sessions = ExportSessions()  # open export cursors of this process
+
+    @rpc(expected_exceptions=EXPECTED)
+    def export_page(self, params, token=None, limit=500):
+        """The export's next page: one sorted cursor per export (see Contacts.export_page)."""
+        return self.contacts.export_page(params, token, self.export_sessions,
+                                         max(1, min(int(limit), 5000)))
 
     @rpc(expected_exceptions=EXPECTED)
     def lookup(self, params):

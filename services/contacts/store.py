@@ -111,6 +111,12 @@ class ContactsStore(BaseStore):
     def page_contacts(self, query, sort_field, direction, limit, cursor):
         return page(self.contacts, query, sort_field, direction, limit, cursor, projection=READ)
 
+    def export_cursor(self, query, sort_field, direction, batch_size=500):
+        """One sorted cursor over everything the export takes. SecantusDB sorts the match
+        once and then streams it; a keyset page re-sorts every time (O(n) each)."""
+        return (self.contacts.find(query, READ).sort([(sort_field, direction), ("_id", direction)])
+                .batch_size(batch_size))
+
     def explain_page(self, query, sort_field):
         plan = (self.contacts.find(query, READ).sort([(sort_field, -1), ("_id", -1)])
                 .limit(51).explain())
