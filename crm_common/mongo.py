@@ -16,8 +16,11 @@ log = logging.getLogger(__name__)
 
 def connect(mongo_url, appname):
     # Short server selection so a missing database fails a call fast instead of hanging it.
+    # connectTimeoutMS is also the monitor's heartbeat timeout: a server busy for a few
+    # seconds (SecantusDB sorting a large export) must not be declared down, which cancels
+    # every operation in flight; an unreachable server still fails selection in 3 s.
     return MongoClient(mongo_url, tz_aware=True, appname=appname,
-                       serverSelectionTimeoutMS=3000, connectTimeoutMS=3000)
+                       serverSelectionTimeoutMS=3000, connectTimeoutMS=20000)
 
 
 def update_and_get(collection, query, update, projection=None, upsert=False):
