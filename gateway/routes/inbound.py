@@ -11,9 +11,9 @@ import time
 
 from flask import Response, redirect, request
 
-from crm_common.errors import BadRequest, CrmError, ValidationFailed
+from crm_common.errors import CrmError
 from gateway import auth, security
-from gateway.api import UnsupportedMediaType, json_response
+from gateway.api import UnsupportedMediaType, json_response, read_json
 from gateway.calls import call
 from gateway.routes import api
 from services.contacts import schemas as s
@@ -72,12 +72,7 @@ def _limit(*subjects_and_limits):
 def _posted_fields():
     """A form post as {name: value or [values]}: JSON object, form-encoded or multipart."""
     if request.mimetype == "application/json":
-        try:
-            body = json.loads(request.get_data(cache=True) or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest("Malformed JSON", {"reason": str(exc)})
-        if not isinstance(body, dict):
-            raise _invalid("Expected a JSON object.")
+        body = read_json()
         return {str(k): v if isinstance(v, (str, int, float, bool, list)) or v is None else json.dumps(v)
                 for k, v in body.items()}
     if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
@@ -85,10 +80,6 @@ def _posted_fields():
     raise UnsupportedMediaType("Send the form as application/json, "
                                "application/x-www-form-urlencoded or multipart/form-data",
                                {"content_type": request.content_type})
-
-
-def _invalid(message):
-    return ValidationFailed("Invalid input", {"fields": {"_schema": [message]}})
 
 
 def _allow_origin(response, origin):
@@ -153,14 +144,7 @@ def inbound_message(body, params):
            response=s.SubmissionAnswer, public=True, max_body_bytes=FORM_MAX_BYTES,
            errors=PUBLIC_ERRORS)
 def telegram_update(key, body, params):
-    if request.mimetype != "application/json":
-        raise UnsupportedMediaType("Telegram posts JSON", {"content_type": request.content_type})
-    try:
-        update = json.loads(request.get_data(cache=True) or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("Malformed JSON", {"reason": str(exc)})
-    if not isinstance(update, dict):
-        raise _invalid("Expected a Telegram Update object.")
+    update = read_json()  # 415 unless JSON, 400 malformed, 422 unless an object
     _limit((f"form:{key}", FORM_RATE_PER_FORM))
     meta = {**_meta(), "secret_token": request.headers.get("X-Telegram-Bot-Api-Secret-Token")}
     return call("contacts", "receive_telegram", key, update, meta)
