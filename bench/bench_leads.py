@@ -74,6 +74,8 @@ def main():
     parser.add_argument("--posts", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--profile-slow-ms", type=int, default=0,
+                        help="list the server's operations slower than this (profiler)")
     args = parser.parse_args()
     platform = Platform()
     try:
@@ -85,6 +87,11 @@ def main():
         form = form.json()
         FORM_KEY = form["key"]
         url = f"{platform.base_url}/api/v1/forms/{FORM_KEY}/submissions"
+        if args.profile_slow_ms:
+            import pymongo
+            from bench.bench_telephony import print_slow_operations, profile_databases
+            profiler = pymongo.MongoClient(platform.mongo_url)
+            profile_databases(profiler, platform.db_prefix, args.profile_slow_ms)
         print(f"inbound leads bench ({os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f})")
 
         session, latencies = requests.Session(), []
@@ -109,6 +116,8 @@ def main():
         result, statuses = http_load(platform.base_url, form_post, args.clients, args.seconds)
         row(f"form post, {args.clients} clients (202 answer)", result, f"statuses={statuses}")
         row("pymongo insert_one of the raw request (same server)", pymongo_reference(platform, args.posts))
+        if args.profile_slow_ms:
+            print_slow_operations(profiler, platform.db_prefix)
     finally:
         platform.close()
 

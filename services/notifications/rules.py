@@ -16,7 +16,7 @@ DEFAULT_CHANNELS = {
     "deal_won": ["inapp", "email"],
     "deal_lost": ["inapp", "email"],
     "deal_assigned": ["inapp", "email"],
-    "lead_routed": ["inapp", "email", "telegram"],
+    "lead_routed": ["inapp", "email"],
     "import_finished": ["inapp", "email"],
     "birthday_list": ["inapp", "email"],
 }
