@@ -238,13 +238,13 @@ class Inbound:
         if _first(fields.get(form.get("honeypot_field") or "")):
             self.store.count_on_form(form["_id"], "spam")
             log.info("form %s: honeypot caught a post from %s", form["_id"], meta.get("ip"))
-            return {"id": new_id(), "status": "received", "redirect_url": form.get("redirect_url")}, [], None
+            return {"id": new_id(), "status": "received", "redirect_url": form.get("redirect_url")}, None
         extracted = extract_form_fields(fields, form.get("fields_map") or {})
         utm = {k: str(_first(fields.get(k)) or "")[:200] or None for k in UTM_KEYS}
         meta = {**meta, "referrer": str(_first(fields.get("referrer")) or meta.get("referrer") or "")[:1000] or None}
         doc = self._new_request("form", form, fields, meta, extracted, utm, None)
-        answer, events, captured = self._store_and_capture(doc, form)
-        return {**answer, "redirect_url": form.get("redirect_url")}, events, captured
+        answer, stored = self._store(doc, form)
+        return {**answer, "redirect_url": form.get("redirect_url")}, stored
 
     def receive_message(self, payload, meta):
         data = load(message_in, payload)
@@ -266,7 +266,7 @@ class Inbound:
         dedupe = f"{data['channel']}:{data['external_id']}" if data.get("external_id") else None
         doc = self._new_request(data["channel"], route, payload, meta, extracted, utm, dedupe,
                                 occurred_at=data.get("occurred_at"))
-        return self._store_and_capture(doc, route)
+        return self._store(doc, route)
 
     def receive_telegram(self, key, update, meta):
         route = self.store.form_by_key(key)
@@ -277,13 +277,13 @@ class Inbound:
             raise Forbidden("Wrong X-Telegram-Bot-Api-Secret-Token", {})
         found = extract_telegram(update if isinstance(update, dict) else {})
         if found is None:
-            return {"id": None, "status": "ignored"}, [], None
+            return {"id": None, "status": "ignored"}, None
         occurred_at, extracted = found
         dedupe = (f"telegram:{route['_id']}:{update['update_id']}"
                   if isinstance(update.get("update_id"), int) else None)
         doc = self._new_request("telegram", route, update, meta, extracted,
                                 {k: None for k in UTM_KEYS}, dedupe, occurred_at=occurred_at)
-        return self._store_and_capture(doc, route)
+        return self._store(doc, route)
 
     def _new_request(self, channel, route, payload, meta, extracted, utm, dedupe_key,
                      occurred_at=None):
@@ -317,20 +317,19 @@ class Inbound:
         out["handles"] = [h for h in out.get("handles", []) if (h.get("handle") or "").strip()]
         return out
 
-    def _store_and_capture(self, doc, route):
-        """-> (answer, events to dispatch, changes for mark_captured once they are out)."""
+    def _store(self, doc, route):
+        """-> (the answer, the stored request to capture next or None for a repeat)."""
         stored, fresh = self.store.insert_request(doc)
         if not fresh:  # the same message again: already stored (and captured or pending)
-            return {"id": stored["_id"], "status": stored["status"]}, [], None
+            return {"id": stored["_id"], "status": stored["status"]}, None
         if route:
             self.store.count_on_form(route["_id"], "submissions")
-        try:
-            events, changes = self.capture(stored)
-        except Exception as exc:  # noqa: BLE001 - stored; the sweeper retries it
-            log.exception("request %s stored, capture failed; will retry", stored["_id"])
-            self.store.update_request(stored["_id"], {"last_error": f"{type(exc).__name__}: {exc}"})
-            return {"id": stored["_id"], "status": "received"}, [], None
-        return {"id": stored["_id"], "status": "captured"}, events, changes
+        return {"id": stored["_id"], "status": "received"}, stored
+
+    def capture_failed(self, request_id, exc):
+        log.error("request %s stored, capture failed (%s: %s); the sweeper retries it",
+                  request_id, type(exc).__name__, exc)
+        self.store.update_request(request_id, {"last_error": f"{type(exc).__name__}: {exc}"})
 
     # capturing (idempotent: a retry finds the contact the first try created)
     def capture(self, request):

@@ -1,6 +1,7 @@
 """Contacts service entrypoints: thin; the work is in operations.py, storage in store.py."""
 import logging
 
+import eventlet
 from nameko.timer import timer
 from pymongo.errors import DuplicateKeyError
 
@@ -25,6 +26,8 @@ from services.contacts.timeline_events import TIMELINE_EVENTS
 
 
 log = logging.getLogger(__name__)
+# captures running beside the answers of this process (each is ~10 database operations)
+CAPTURES = eventlet.GreenPool(8)
 
 
 def _timeline_handler(source, event_type):
@@ -206,15 +209,15 @@ class ContactsService(HealthEntrypoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def receive_form(self, key, fields, meta):
-        return self._captured(*self.inbound.receive_form(key, fields, meta))
+        return self._received(*self.inbound.receive_form(key, fields, meta))
 
     @rpc(expected_exceptions=EXPECTED)
     def receive_message(self, payload, meta):
-        return self._captured(*self.inbound.receive_message(payload, meta))
+        return self._received(*self.inbound.receive_message(payload, meta))
 
     @rpc(expected_exceptions=EXPECTED)
     def receive_telegram(self, key, update, meta):
-        return self._captured(*self.inbound.receive_telegram(key, update, meta))
+        return self._received(*self.inbound.receive_telegram(key, update, meta))
 
     @rpc(expected_exceptions=EXPECTED)
     def get_inbound_request(self, request_id):
@@ -234,6 +237,21 @@ class ContactsService(HealthEntrypoints):
             request, events, changes = found
             if changes is not None:
                 self._captured({"id": request["_id"]}, events, changes)
+
+    def _received(self, answer, request):
+        """Stored: the sender has its answer now; the capture runs beside it (a few at a
+        time; beyond that, and after any failure, the sweeper takes it within 20 s)."""
+        if request is not None and CAPTURES.free():
+            CAPTURES.spawn_n(self._capture, request)
+        return answer
+
+    def _capture(self, request):
+        try:
+            events, changes = self.inbound.capture(request)
+        except Exception as exc:  # noqa: BLE001 - stored; the sweeper retries it
+            self.inbound.capture_failed(request["_id"], exc)
+            return
+        self._captured({"id": request["_id"]}, events, changes)
 
     def _captured(self, answer, events, changes):
         """Events first, then the request leaves the sweeper's queue: a crash in between
