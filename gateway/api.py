@@ -36,6 +36,9 @@ class Route:
     scopes: tuple = ()
     # a larger body limit for this route (file uploads); None = the global limit
     max_body_bytes: int = None
+    # machine ingest (call events, form posts) whose service stores every request itself
+    # (call log, inbound requests): no audit entry per request
+    audit: bool = True
     extra: dict = field(default_factory=dict)
 
     @property

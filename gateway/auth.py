@@ -419,6 +419,8 @@ def record_audit(response):
     actor = g.get("audit_actor")
     from gateway.routes import api
     route = api.route_for(request.endpoint)
+    if route is not None and not route.audit:
+        return response
     view_args = request.view_args or {}
     resource_id = next(iter(view_args.values()), None)
     if resource_id is None and response.is_json and response.status_code in (200, 201):

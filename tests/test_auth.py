@@ -293,3 +293,17 @@ def test_cors_allows_configured_origins_only(stack):
     other = anonymous.request("OPTIONS", "/contacts", headers={
         "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
     assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_ingest_routes_are_not_audited_per_request(api, stack, unique):
+    """A form post is recorded in /inbound/requests, not once more in the audit log."""
+    import requests
+    form = api.post("/forms", json={"name": f"Audit {unique}"}).json()
+    api.post("/contacts", json={"first_name": "Audited", "emails": [f"aud-{unique}@example.com"]},
+             headers={"X-Request-Id": f"aud-contact-{unique}"})
+    posted = requests.post(f"{stack.base_url}/api/v1/forms/{form['key']}/submissions",
+                           json={"email": f"form-{unique}@example.com"},
+                           headers={"X-Request-Id": f"aud-form-{unique}"}, timeout=10)
+    assert posted.status_code == 202
+    assert api.get("/audit", params={"request_id": f"aud-contact-{unique}"}).json()["items"]
+    assert api.get("/audit", params={"request_id": f"aud-form-{unique}"}).json()["items"] == []

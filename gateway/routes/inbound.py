@@ -108,7 +108,7 @@ def form_preflight(key):
            "received, then matched or created as a lead; UTM fields and the referrer are kept. "
            "A form-encoded post to a form with redirect_url is answered 303 to it", TAG_FORMS,
            response=s.SubmissionAnswer, status=202, public=True, max_body_bytes=FORM_MAX_BYTES,
-           errors=PUBLIC_ERRORS, extra={"preflight": form_preflight})
+           errors=PUBLIC_ERRORS, audit=False, extra={"preflight": form_preflight})
 def submit_form(key, body, params):
     fields = _posted_fields()
     _limit((f"form-ip:{client_ip()}", FORM_RATE_PER_IP))  # before any RPC: random keys too
@@ -131,7 +131,7 @@ def submit_form(key, body, params):
            "A message from a messenger or another system (API key with inbound:write, or a "
            "signed-in user): stored, then matched or created as a lead; a repeated external_id is "
            "stored once", TAG_INBOUND, body=s.InboundMessageIn, response=s.SubmissionAnswer,
-           status=202, scopes=("inbound:write",),
+           status=202, scopes=("inbound:write",), audit=False,
            errors=(400, 401, 403, 404, 413, 415, 422, 503, 504))
 def inbound_message(body, params):
     _limit((f"inbound-ip:{client_ip()}", FORM_RATE_PER_FORM))
@@ -142,7 +142,7 @@ def inbound_message(body, params):
            "Telegram Bot API webhook: an Update object as Telegram sends it, proved by the "
            "X-Telegram-Bot-Api-Secret-Token given to setWebhook", TAG_INBOUND,
            response=s.SubmissionAnswer, public=True, max_body_bytes=FORM_MAX_BYTES,
-           errors=PUBLIC_ERRORS)
+           errors=PUBLIC_ERRORS, audit=False)
 def telegram_update(key, body, params):
     update = read_json()  # 415 unless JSON, 400 malformed, 422 unless an object
     _limit((f"form:{key}", FORM_RATE_PER_FORM))

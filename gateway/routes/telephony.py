@@ -35,14 +35,14 @@ def _provider_answer(result):
 @api.route("/telephony/events", "POST",
            "A call event in the canonical format; a ringing answer names the contact and the "
            "owner's extension to route to", TAG, body=s.CanonicalEvent, response=s.IngestAnswer,
-           scopes=WRITE, errors=(400, 401, 403, 413, 415, 422, 503, 504))
+           scopes=WRITE, errors=(400, 401, 403, 413, 415, 422, 503, 504), audit=False)
 def canonical_event(body, params):
     return call("telephony", "ingest", body)
 
 
 @api.route("/telephony/twilio", "POST",
            "Twilio voice status callback (form-encoded, X-Twilio-Signature)", TAG,
-           response=s.ProviderAnswer, public=True, errors=WEBHOOK_ERRORS)
+           response=s.ProviderAnswer, public=True, errors=WEBHOOK_ERRORS, audit=False)
 def twilio_callback(body, params):
     form = _form()
     url = (SETTINGS.public_base_url + request.full_path.rstrip("?")
@@ -63,7 +63,7 @@ def zadarma_echo(body, params):
 @api.route("/telephony/zadarma", "POST",
            "Zadarma PBX webhook NOTIFY_* (form-encoded, Signature); NOTIFY_START is answered "
            'with {"redirect": <owner extension>, "caller_name"} when the caller is known',
-           TAG, public=True, errors=WEBHOOK_ERRORS)
+           TAG, public=True, errors=WEBHOOK_ERRORS, audit=False)
 def zadarma_webhook(body, params):
     form = _form().to_dict()
     if not zadarma.valid_signature(form, SETTINGS.zadarma_api_secret,
@@ -78,6 +78,7 @@ def zadarma_webhook(body, params):
 @api.route("/telephony/asterisk", "POST",
            "One Asterisk AMI event forwarded as JSON by a connector (Newchannel, DialBegin, "
            "DialEnd, BridgeEnter, Hangup, Cdr; others are ignored)", TAG, body=s.AmiEvent,
-           response=s.ProviderAnswer, scopes=WRITE, errors=(400, 401, 403, 413, 415, 422, 503, 504))
+           response=s.ProviderAnswer, scopes=WRITE, errors=(400, 401, 403, 413, 415, 422, 503, 504),
+           audit=False)
 def asterisk_event(body, params):
     return _provider_answer(call("telephony", "ingest_provider", "asterisk", body))
