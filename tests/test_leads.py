@@ -168,21 +168,31 @@ def test_cors_only_for_the_forms_origins(stack, api, unique):
     assert contact_by_email(api, f"evil-{unique}@example.com") == []
 
 
+def first_refusal(post, tries):
+    """How many posts passed before the first 429 (None: never refused)."""
+    for n in range(tries):
+        code = post(n)
+        if code == 429:
+            return n
+        assert code == 202, code
+    return None
+
+
 def test_rate_limits_per_ip_and_per_form(stack, api, unique):
-    """Limits are counted per gateway worker and shared in the background (docs/auth.md):
-    the first `limit` posts always pass, and a 429 comes within a few more."""
+    """Limits count per fixed minute window (a window may end mid-test: the count starts
+    again, so up to twice the limit may pass before the first refusal)."""
     form = create_form(api)
     ip = an_ip()
-    codes = [submit(stack, form["key"], ip=ip, json={"email": f"r{i}-{unique}@example.com"}).status_code
-             for i in range(30)]
-    assert codes[:20] == [202] * 20 and 429 in codes[20:], codes
+    passed = first_refusal(lambda n: submit(stack, form["key"], ip=ip, json={
+        "email": f"r{n}-{unique}@example.com"}).status_code, 45)
+    assert passed is not None and passed >= 20, passed
     # another address is not limited by that one
     assert submit(stack, form["key"], json={"email": f"other-{unique}@example.com"}).status_code == 202
 
     small = create_form(api, rate_limit_per_minute=2)
-    codes = [submit(stack, small["key"], json={"email": f"s{i}-{unique}@example.com"}).status_code
-             for i in range(8)]
-    assert codes[:2] == [202, 202] and 429 in codes[2:], codes
+    passed = first_refusal(lambda n: submit(stack, small["key"], json={
+        "email": f"s{n}-{unique}@example.com"}).status_code, 8)
+    assert passed is not None and passed >= 2, passed
 
 
 # messengers --------------------------------------------------------------------------------

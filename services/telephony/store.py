@@ -170,13 +170,20 @@ class TelephonyStore(BaseStore):
         return fresh
 
     def user(self, user_id):
-        return self._users_snapshot()[1].get(user_id) if user_id else None
+        if not user_id:
+            return None
+        found = self._users_snapshot()[1].get(user_id)
+        # a user stored a moment ago may not be in this process's copy yet (the copy is
+        # dropped right after the write): a miss asks the database (small collection)
+        return found if found is not None else self.users.find_one({"_id": user_id})
 
     def user_by_extension(self, extension):
         if not extension:
             return None
-        return next((u for u in self._users_snapshot()[2].get(extension, ())
-                     if u.get("active", True) is not False), None)
+        candidates = self._users_snapshot()[2].get(extension) or list(
+            self.users.find({"extension": extension}).sort("_id", ASCENDING))
+        return next((u for u in candidates if u.get("extension") == extension
+                     and u.get("active", True) is not False), None)
 
     def round_robin_users(self):
         return [u["_id"] for u in self._users_snapshot()[1].values()
