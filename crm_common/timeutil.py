@@ -30,3 +30,13 @@ def to_iso(value):
 def parse_iso(text):
     """Parse an ISO 8601 timestamp; one without an offset is taken as UTC."""
     return as_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+def period_key(when, period):
+    """The report label of the day / ISO week / month that `when` falls in."""
+    if period == "day":
+        return when.strftime("%Y-%m-%d")
+    if period == "week":
+        year, week, _ = when.isocalendar()
+        return f"{year}-W{week:02d}"
+    return when.strftime("%Y-%m")

@@ -4,9 +4,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from crm_common.errors import Forbidden
+from crm_common.timeutil import period_key
 from services.tasks.clock import Clock
 from services.tasks.domain import (add_months, day_bounds, due_notices, first_alarm,
-                                   next_alarm, next_occurrence, notices, period_key)
+                                   next_alarm, next_occurrence, notices)
 from services.tasks.store import choose_index
 
 T0 = datetime(2030, 5, 10, 12, 0, tzinfo=timezone.utc)

@@ -2,6 +2,7 @@
 from datetime import datetime, timedelta, timezone
 
 from crm_common.ids import new_id
+from crm_common.timeutil import period_key
 
 DEFAULT_LEAD_SOURCES = ("website", "referral", "cold_call", "email_campaign", "social",
                         "event", "partner", "other")
@@ -123,15 +124,6 @@ def bucket_start(moment, period):
     return month_start(moment)
 
 
-def bucket_key(start, period):
-    if period == "day":
-        return start.strftime("%Y-%m-%d")
-    if period == "week":
-        year, week, _ = start.isocalendar()
-        return f"{year}-W{week:02d}"
-    return start.strftime("%Y-%m")
-
-
 def report_buckets(start, end, period):
     """[(key, bucket start, bucket end)] covering [start, end), the first and last clipped
     to the range; period "all" is one bucket. None when there would be too many."""
@@ -145,7 +137,7 @@ def report_buckets(start, end, period):
                          else cursor + timedelta(days=7 if period == "week" else 1))
         except (OverflowError, ValueError):  # the range ends at the calendar's end
             following = end
-        out.append((bucket_key(cursor, period), max(cursor, start), min(following, end)))
+        out.append((period_key(cursor, period), max(cursor, start), min(following, end)))
         if len(out) > MAX_REPORT_BUCKETS:
             return None
         cursor = following

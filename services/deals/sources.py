@@ -8,10 +8,10 @@ and deactivates the others; costs stay). A source's name never changes (deals an
 record it); DELETE removes the source with its costs, deals keep their source text."""
 from crm_common.errors import Conflict, NotFound, ValidationFailed
 from crm_common.fields import with_every_key
-from crm_common.timeutil import parse_iso, to_iso, utcnow
+from crm_common.timeutil import parse_iso, period_key, to_iso, utcnow
 from crm_common.validation import load
 from services.deals import reports, schemas
-from services.deals.domain import bucket_key, bucket_start, prorated_costs, ratio, report_buckets
+from services.deals.domain import bucket_start, prorated_costs, ratio, report_buckets
 
 source_in, source_patch, source_out = schemas.LeadSourceIn(), schemas.LeadSourcePatch(), schemas.LeadSourceOut()
 source_list_query, sources_query = schemas.LeadSourceListQuery(), schemas.SourcesQuery()
@@ -89,7 +89,7 @@ class LeadSources:
         rows = {}  # (source, bucket key) -> counters
 
         def row(name, day):
-            key = bucket_key(bucket_start(parse_iso(day), q["period"]), q["period"]) \
+            key = period_key(bucket_start(parse_iso(day), q["period"]), q["period"]) \
                 if q["period"] != "all" else "all"
             return rows.setdefault((name, key), {"leads": 0, "deals": 0, "won": 0, "amounts": {}})
 

@@ -96,15 +96,6 @@ def day_bounds(now, tz_name=None):
     return start.astimezone(timezone.utc), end.astimezone(timezone.utc)
 
 
-def period_key(when, period):
-    if period == "day":
-        return when.strftime("%Y-%m-%d")
-    if period == "week":
-        year, week, _ = when.isocalendar()
-        return f"{year}-W{week:02d}"
-    return when.strftime("%Y-%m")
-
-
 def due_in_working_hours(start, minutes, hours=None):
     """`minutes` of working time after `start`: with `hours` ({start, end "HH:MM", days ISO
     weekdays, timezone}) the clock only runs inside them, so a lead at 17:55 with 15 minutes
