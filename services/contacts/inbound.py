@@ -4,7 +4,7 @@ announce `lead_captured`; the deals service routes it from there."""
 import logging
 import re
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from crm_common.context import Caller
 from crm_common.errors import Forbidden, NotFound, ValidationFailed
@@ -110,12 +110,7 @@ def extract_telegram(update):
     if shared.get("phone_number") and shared.get("user_id") in (None, sender.get("id")):
         out["phone"] = str(shared["phone_number"])  # the person shared their own number
     when = message.get("date")
-    return (utcnow() if not isinstance(when, int) else _from_unix(when)), out
-
-
-def _from_unix(seconds):
-    from datetime import datetime, timezone
-    return datetime.fromtimestamp(seconds, timezone.utc)
+    return (datetime.fromtimestamp(when, timezone.utc) if isinstance(when, int) else utcnow()), out
 
 
 class Inbound:
