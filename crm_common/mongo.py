@@ -31,8 +31,10 @@ def update_and_get(collection, query, update, projection=None, upsert=False):
     whole collection (57 ms at 5,000 documents, growing with size; plain pymongo repro in
     docs/developing.md), while update_one and find_one by _id are index probes (~1 ms); mongod
     is fast either way. Not one atomic step: the document read back may already carry a
-    later write, which no caller minds (the update itself is still one atomic write, so a
-    compare-and-set in `query` keeps its meaning: None when it did not match)."""
+    later write (the update itself is still one atomic write, so a compare-and-set in
+    `query` keeps its meaning: None when it did not match). A caller that records
+    something from the exact result of its own compare-and-set must not use this: it
+    builds the result from what it read and changed (deals' move does)."""
     result = collection.update_one(query, update, upsert=upsert)
     if not result.matched_count and result.upserted_id is None:
         return None

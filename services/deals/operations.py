@@ -314,10 +314,10 @@ class Deals:
                        "funnel_no": current["funnel_no"]}
             # the entry rides in the same atomic update, so a crash before it is written to
             # deal_history loses nothing: reading the history writes it (idempotent upsert)
-            changes["last_history"] = self._history_entry(
-                {**current, **changes, "version": current["version"] + 1}, current, now, data)
-            doc = self.store.move_deal(deal_id, current["version"], changes)
-            if doc:
+            moved = {**current, **changes, "version": current["version"] + 1}
+            changes["last_history"] = self._history_entry(moved, current, now, data)
+            if self.store.move_deal(deal_id, current["version"], changes):
+                doc = {**moved, "last_history": changes["last_history"]}
                 break
         else:
             raise Conflict("The deal keeps changing; try again", {"id": deal_id})

@@ -307,9 +307,11 @@ class DealsStore(BaseStore):
 
     def move_deal(self, deal_id, version, changes):
         """Compare-and-set on the version read: of two concurrent moves one wins, the
-        other re-reads and moves again from the new stage, so each move is one history entry."""
-        return update_and_get(self.deals, {"_id": deal_id, "version": version, **LIVE},
-                              {"$set": changes, "$inc": {"version": 1}})
+        other re-reads and moves again from the new stage, so each move is one history entry.
+        True when this move won; the caller knows the result (what it read + its changes):
+        a document read back could already carry the next move."""
+        return self.deals.update_one({"_id": deal_id, "version": version, **LIVE},
+                                     {"$set": changes, "$inc": {"version": 1}}).matched_count == 1
 
     def open_deals_of(self, contact_id, pipeline_id, limit=10):
         """Only the indexed field in the query (a contact has few deals; the rest is checked
