@@ -3,6 +3,9 @@
     .venv/bin/python bench/bench_import.py [--rows 50000] [--base 5000] [--export 100000]
 
 Starts an isolated stack (tests/stack.py), then:
+0. the index cost of this server (--floor N contacts, --floor-only for just this): the same
+   documents inserted with pymongo with no secondary index, with the key indexes only, and
+   with every contacts index; what an index entry costs bounds any import;
 1. seeds a base of --base contacts (an import through the platform);
 2. imports a CSV of --rows rows through POST /api/v1/imports (on_duplicate=skip): 10% of
    the rows repeat a contact of the base, 10% repeat an earlier row of the file; prints
@@ -27,6 +30,7 @@ from bench.common import Platform  # noqa: E402
 from crm_common.ids import new_id  # noqa: E402
 from crm_common.timeutil import utcnow  # noqa: E402
 from services.contacts.domain import normalize_emails, normalize_phones, search_fields  # noqa: E402
+from services.contacts.store import ContactsStore  # noqa: E402
 
 
 def rss_mb(pids):
@@ -111,9 +115,8 @@ def run_import(api, data, name, peak_pids, on_duplicate="skip"):
     return job, wall, accepted, peak.peak
 
 
-def raw_insert(stack, n, tag):
-    """The same contact documents, insert_many in batches of 1000, straight to the server."""
-    contacts = stack.db("contacts")["contacts"]
+def raw_docs(n, tag):
+    """Contact documents of the shape the import writes, with their derived search keys."""
     docs = []
     for i in range(n):
         doc = {"_id": new_id(), "first_name": f"Raw{i}", "last_name": f"Insert{i} {tag}",
@@ -125,10 +128,47 @@ def raw_insert(stack, n, tag):
                "last_contacted_at": None, "version": 1}
         doc.update(search_fields(doc))
         docs.append(doc)
+    return docs
+
+
+def insert_rate(collection, docs):
+    """insert_many in batches of 1000; seconds taken."""
     start = time.perf_counter()
-    for i in range(0, n, 1000):
-        contacts.insert_many(docs[i:i + 1000], ordered=False)
+    for i in range(0, len(docs), 1000):
+        collection.insert_many(docs[i:i + 1000], ordered=False)
     return time.perf_counter() - start
+
+
+def raw_insert(stack, n, tag):
+    """The same contact documents, insert_many in batches of 1000, straight to the server."""
+    return insert_rate(stack.db("contacts")["contacts"], raw_docs(n, tag))
+
+
+def index_floor(stack, n):
+    """What the server's index maintenance costs per contact: the same documents inserted
+    with pymongo into scratch collections with no secondary index, with only the email and
+    phone key indexes, and with every index of the contacts service (its ensure_indexes).
+    The difference per index entry bounds any import on this server."""
+    db = stack.db("bench_floor")
+    docs = raw_docs(n, "floor")
+    keys = len(docs[0]["search_prefixes"]) + len(docs[0]["phone_keys"]) + len(docs[0]["email_keys"])
+    plain = insert_rate(db["plain"], [dict(d) for d in docs])
+    for field in ("email_keys", "phone_keys"):
+        db["keys"].create_index(field)
+    keyed = insert_rate(db["keys"], [dict(d) for d in docs])
+    store = ContactsStore(db, None)
+    store.ensure_indexes()
+    indexes = len(db["contacts"].index_information())
+    full = insert_rate(db["contacts"], [dict(d) for d in docs])
+    per_entry = (keyed - plain) / n / (len(docs[0]["phone_keys"]) + len(docs[0]["email_keys"]))
+    entries = indexes - 1 - 4 + keys  # one entry per plain index, one per key of the 4 array ones
+    print(f"index cost on this server ({n} contact documents, pymongo insert_many):")
+    print(f"  no secondary index {n / plain:8.0f} docs/s")
+    print(f"  email + phone keys {n / keyed:8.0f} docs/s  -> {per_entry * 1e6:.0f} us per index entry")
+    print(f"  every contacts index ({indexes}, ~{entries} entries per contact, "
+          f"{len(docs[0]['search_prefixes'])} of them search prefixes) {n / full:8.0f} docs/s")
+    print(f"  -> 50,000 contacts need {50000 * full / n:.0f} s of raw inserts here")
+    stack.mongo.drop_database(db.name)
 
 
 def stream_export(api, fmt, peak_pids):
@@ -150,6 +190,10 @@ def main():
     parser.add_argument("--base", type=int, default=5000)
     parser.add_argument("--export", type=int, default=100000)
     parser.add_argument("--skip-xlsx", action="store_true")
+    parser.add_argument("--floor", type=int, default=5000,
+                        help="contacts for the index-cost step (0: skip it)")
+    parser.add_argument("--floor-only", action="store_true",
+                        help="only the index-cost step (no import, no export)")
     args = parser.parse_args()
 
     # a stop (Ctrl-C, kill) still closes the stack it started
@@ -167,6 +211,10 @@ def main():
         def gateway_pids():
             return [gateway_pid] + children(gateway_pid)
 
+        if args.floor:
+            index_floor(stack, args.floor)
+        if args.floor_only:
+            return
         print(f"contacts service RSS at start: {rss_mb(contacts_pids()):.0f} MB; "
               f"gateway (master + workers): {rss_mb(gateway_pids()):.0f} MB")
         base_rows = [person(n, "base") for n in range(args.base)]
