@@ -44,9 +44,10 @@ def webhook_body(event):
 
 
 class Fanout:
-    def __init__(self, store, now):
+    def __init__(self, store, now, pipeline=None):
         self.store = store
         self.now = now
+        self.pipeline = pipeline  # group commit + claimed when stored (pipeline.py)
 
     def handle(self, event):
         """Every message an event causes. Returns (inbox entries, deliveries) written."""
@@ -162,6 +163,8 @@ class Fanout:
         return doc
 
     def _write(self, inbox, outbox):
+        if self.pipeline is not None:
+            return self.pipeline.write(inbox, outbox, self.now)
         return self.store.add_inbox(inbox), self.store.add_deliveries(outbox)
 
 

@@ -1,5 +1,6 @@
 """Notifications service entrypoints: thin. Events become messages in fanout.py, the
 outbox is sent by worker.py, the API is operations.py, storage is store.py."""
+import time
 from datetime import date, timedelta
 
 from nameko.timer import timer
@@ -16,18 +17,20 @@ from services.notifications.config import load_notify_settings
 from services.notifications.fanout import Fanout, month_days
 from services.notifications.listen import source_handler
 from services.notifications.operations import Notifications
+from services.notifications.pipeline import Pipeline
 from services.notifications.rules import HANDLED_EVENTS
 from services.notifications.store import NotificationsStore
 from services.notifications.worker import Worker
 
 SETTINGS = load_notify_settings()
+SEND_BUDGET_S = 5.0
 
 
 def _source_handler(source, event_types):
     @source_handler(source, event_types)
     def handle(self, event):
         if event.get("type") in event_types:
-            Fanout(self.store, self.clock()).handle(event)
+            Fanout(self.store, self.clock(), self.pipeline).handle(event)
 
     handle.__name__ = f"on_{source}_events"
     return handle
@@ -40,6 +43,8 @@ class NotificationsService(HealthEntrypoints):
     caller = CallerContext()
     dispatch = OutboxDispatcher()
     contacts_rpc = ServiceRpc("contacts")
+    # group commit of the handlers' writes, and the sender of what they claimed
+    pipeline = Pipeline(SETTINGS)
 
     def clock(self):
         """utcnow, shifted by the test clock's offset when CRM_TEST_CLOCK=1 (tests only)."""
@@ -72,18 +77,32 @@ class NotificationsService(HealthEntrypoints):
         locals()[f"on_{_source}_events"] = _source_handler(_source, _types)
     del _source, _types
 
-    # the outbox
+    # the outbox: what is due in the database (retries, held by quiet hours, birthday
+    # greetings, stored while the pipeline was full, a crashed replica's after its lease)
     @timer(interval=SETTINGS.poll_s)
     def send_due(self):
+        """Deliveries claimed when stored (pipeline.py) first, then those due in the
+        database; keeps going while either has work (up to SEND_BUDGET_S, so a graceful
+        stop waits for one batch at most that long), then lets the timer tick."""
         worker = Worker(self.store, SETTINGS, self.clock(), self.contacts_rpc.get_contact)
-        for _ in range(20):  # keep draining while there is a backlog, then let the timer tick
-            events = worker.run_once()
-            # a batch's delivered/failed events: stored in one insert, published and deleted
-            # (in batches) by the outbox in the background, not 3 round trips each here
-            self.dispatch.after_reply([(event_type, envelope(self.name, event_type, data))
-                                       for event_type, data in events])
-            if not events:
-                break
+        until = time.monotonic() + SEND_BUDGET_S
+        self.pipeline.sending = True
+        try:
+            while time.monotonic() < until:
+                local = self.pipeline.take(SETTINGS.batch, wait_s=SETTINGS.poll_s)
+                try:
+                    events = worker.send_batch(local) if local else []
+                finally:
+                    self.pipeline.finished(len(local))
+                found = worker.run_once()
+                # a batch's delivered/failed events: stored in one insert, published and
+                # deleted (in batches) by the outbox in the background
+                self.dispatch.after_reply([(event_type, envelope(self.name, event_type, data))
+                                           for event_type, data in events + found])
+                if not local and not found:
+                    break
+        finally:
+            self.pipeline.sending = False
 
     @timer(interval=600)
     def daily_birthdays(self):

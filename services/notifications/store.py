@@ -8,7 +8,7 @@ import os
 import time
 from datetime import timedelta
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateMany
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_common.cursors import page
@@ -79,6 +79,10 @@ class NotificationsStore(BaseStore):
                                       ("created_at", DESCENDING), ("_id", DESCENDING)],
                                      sparse=True)
         self.deliveries.create_index("event_id")
+        # the claim holder's writes ({claim, _id}): SecantusDB uses an index only when it
+        # covers every predicate, and {_id, claim} alone was a scan of the whole collection
+        # per delivery (mongod indexes every document here: _id is always present)
+        self.deliveries.create_index([("claim", ASCENDING), ("_id", ASCENDING)], sparse=True)
         self.ready = True
 
     # users (a copy; the newest announcement wins whatever order they arrive in)
@@ -140,6 +144,12 @@ class NotificationsStore(BaseStore):
             entry["_id"] = new_id()
         return self._insert_new(self.inbox, entries)
 
+    def add_inbox_each(self, entries):
+        """(stored flag per entry, {index: error other than a duplicate key})."""
+        for entry in entries:
+            entry["_id"] = new_id()
+        return self._insert_each(self.inbox, entries)
+
     def page_inbox(self, user_id, unread, limit, cursor):
         if unread:
             return page(self.inbox, {"user_id": user_id, "read_at": None}, "created_at",
@@ -191,7 +201,9 @@ class NotificationsStore(BaseStore):
             .hint("events_1")))
 
     def webhooks_by_ids(self, ids):
-        return {w["_id"]: w for w in self.webhooks.find({"_id": {"$in": list(ids)}})}
+        """Through the cache, like the webhook lists (a change through this replica drops
+        it at once; another replica's change is seen within CRM_NOTIFY_CACHE_S)."""
+        return self._cached_many("hook", self.webhooks, ids)
 
     # deliveries (the outbox)
     def add_deliveries(self, docs):
@@ -200,30 +212,57 @@ class NotificationsStore(BaseStore):
             doc["_id"] = new_id()
         return self._insert_new(self.deliveries, docs)
 
+    def add_deliveries_each(self, docs):
+        """(stored flag per delivery, {index: error other than a duplicate key})."""
+        for doc in docs:
+            doc["_id"] = new_id()
+        return self._insert_each(self.deliveries, docs)
+
+    def release_claims(self, docs, now):
+        """Give back deliveries claimed when stored and never sent (graceful stop): pending
+        and due now, the attempt not counted."""
+        by_token = {}
+        for doc in docs:
+            by_token.setdefault(doc["claim"], []).append(doc["_id"])
+        ops = [UpdateMany({"claim": token, "_id": {"$in": ids}},
+                          {"$set": {"status": "pending", "due_at": now, "updated_at": now},
+                           "$unset": {"claim": ""}, "$inc": {"attempts": -1}})
+               for token, ids in by_token.items()]
+        if ops:
+            self.deliveries.bulk_write(ops, ordered=False)
+
     def claim_due(self, now, limit, lease_s, token):
         """Take up to `limit` due deliveries for this worker. The update re-checks `due_at`
         per document, so of two replicas racing for one, only one matches it; the winner's
         claim pushes `due_at` to the lease end, after which a crashed send is retried."""
         if not self.ready:
             return []
+        # no hint: SecantusDB walks the whole hinted index, and picks due_at_1 by itself
         ids = [d["_id"] for d in self.deliveries.find({"due_at": {"$lte": now}}, {"_id": 1})
-               .sort("due_at", ASCENDING).hint("due_at_1").limit(limit)]
+               .sort("due_at", ASCENDING).limit(limit)]
         if not ids:
             return []
+        # one scan of the collection on SecantusDB per batch (no index covers _id and
+        # due_at); only retries, held and recovered deliveries come this way
         self.deliveries.update_many(
             {"_id": {"$in": ids}, "due_at": {"$lte": now}},
             {"$set": {"status": "sending", "claim": token,
                       "due_at": now + timedelta(seconds=lease_s), "updated_at": now},
              "$inc": {"attempts": 1}})
-        return list(self.deliveries.find({"_id": {"$in": ids}, "claim": token}))
+        return list(self.deliveries.find({"claim": token}))
 
     def finish(self, outcomes):
-        """outcomes: (delivery id, claim token, $set, $unset) each; only the claimer writes."""
+        """outcomes: (delivery id, claim token, $set, $unset) each; only the claimer writes.
+        Outcomes alike (a batch delivered at one moment) go in one update_many."""
         if not outcomes:
             return
-        ops = [UpdateOne({"_id": _id, "claim": token},
-                         {"$set": changes, **({"$unset": unset} if unset else {})})
-               for _id, token, changes, unset in outcomes]
+        groups = {}
+        for _id, token, changes, unset in outcomes:
+            key = (token, repr(sorted(changes.items())), repr(sorted(unset.items())))
+            groups.setdefault(key, (token, changes, unset, []))[3].append(_id)
+        ops = [UpdateMany({"claim": token, "_id": {"$in": ids}},
+                          {"$set": changes, **({"$unset": unset} if unset else {})})
+               for token, changes, unset, ids in groups.values()]
         self.deliveries.bulk_write(ops, ordered=False)
 
     def page_deliveries(self, webhook_id, status, limit, cursor):
@@ -247,7 +286,7 @@ class NotificationsStore(BaseStore):
              "$unset": {"claim": ""}, "$inc": {"redeliveries": 1}})
 
     def deliveries_of_event(self, event_id):
-        return list(self.deliveries.find({"event_id": event_id}).hint("event_id_1"))
+        return list(self.deliveries.find({"event_id": event_id}))  # event_id_1, no hint
 
     # daily jobs and the test clock
     def claim_job(self, key, now):
@@ -279,3 +318,21 @@ class NotificationsStore(BaseStore):
             if others:
                 raise
             return exc.details["nInserted"]
+
+    @staticmethod
+    def _insert_each(collection, docs):
+        """insert_many(ordered=False): every document is tried; a duplicate key is the
+        idempotency at work for that document only (mongod and SecantusDB both report
+        each failed document by its index and store the others)."""
+        if not docs:
+            return [], {}
+        try:
+            collection.insert_many(docs, ordered=False)
+            return [True] * len(docs), {}
+        except BulkWriteError as exc:
+            stored, errors = [True] * len(docs), {}
+            for error in exc.details["writeErrors"]:
+                stored[error["index"]] = False
+                if error["code"] != DUPLICATE_KEY:
+                    errors[error["index"]] = error.get("errmsg") or str(error)
+            return stored, errors

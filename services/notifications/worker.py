@@ -41,12 +41,18 @@ class Worker:
         self.contact_lookup = contact_lookup
 
     def run_once(self):
-        """Send one batch; returns the events to announce (notification_delivered/failed)."""
+        """Claim due deliveries from the database and send them; returns the events to
+        announce (notification_delivered/failed)."""
         now = self.now()
         token = uuid.uuid4().hex
         batch = self.store.claim_due(now, self.settings.batch, self.settings.lease_s, token)
         if not batch:
             return []
+        return self.send_batch(batch)
+
+    def send_batch(self, batch):
+        """Send claimed deliveries (each carries its `claim` token) concurrently and record
+        each outcome while the claim is still ours; returns the events to announce."""
         hooks = self.store.webhooks_by_ids({d["webhook_id"] for d in batch if d.get("webhook_id")})
         for delivery in batch:
             if delivery.get("webhook_id"):
@@ -59,7 +65,7 @@ class Worker:
         done = self.now()
         for delivery, (status, note) in zip(batch, results):
             changes, unset = self._outcome(delivery, status, note, done)
-            outcomes.append((delivery["_id"], token, changes, unset))
+            outcomes.append((delivery["_id"], delivery["claim"], changes, unset))
             if changes["status"] in ("delivered", "failed"):
                 events.append(self._event(delivery, changes))
         self.store.finish(outcomes)
@@ -87,6 +93,9 @@ class Worker:
         blocked = set()
         for delivery in batch:
             if delivery.get("contact_id"):
+                if self.contact_lookup is None:  # the fast path never carries these
+                    blocked.add(delivery["_id"])
+                    continue
                 try:
                     contact = self.contact_lookup(delivery["contact_id"])
                 except Exception as exc:  # noqa: BLE001 - unknown/deleted contact: never send
