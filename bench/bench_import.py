@@ -26,6 +26,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.bench_telephony import (cpu_seconds, load_average, print_slow_operations,  # noqa: E402
+                                   profile_databases)
 from bench.common import Platform  # noqa: E402
 from crm_common.ids import new_id  # noqa: E402
 from crm_common.timeutil import utcnow  # noqa: E402
@@ -192,6 +194,8 @@ def main():
     parser.add_argument("--skip-xlsx", action="store_true")
     parser.add_argument("--floor", type=int, default=5000,
                         help="contacts for the index-cost step (0: skip it)")
+    parser.add_argument("--profile-slow-ms", type=int, default=0,
+                        help="list the server's operations slower than this during the import")
     parser.add_argument("--floor-only", action="store_true",
                         help="only the index-cost step (no import, no export)")
     args = parser.parse_args()
@@ -229,11 +233,20 @@ def main():
         rows += [fresh[n * 7 % len(fresh)] for n in range(n_inner)]
         data = make_csv(rows)
         print(f"import file: {len(rows)} rows, {len(data) / 1e6:.1f} MB")
+        load, cpu = load_average(), cpu_seconds(platform)
+        if args.profile_slow_ms:
+            profile_databases(stack.mongo, stack.db_prefix, args.profile_slow_ms)
         job, wall, accepted, peak = run_import(api, data, "bench.csv", contacts_pids)
+        if args.profile_slow_ms:
+            print_slow_operations(stack.mongo, stack.db_prefix)
+            profile_databases(stack.mongo, stack.db_prefix, 0)
+        spent = {k: v - cpu.get(k, 0.0) for k, v in cpu_seconds(platform).items()}
         counts = job["counts"]
         print(f"import through the gateway: {counts}")
         print(f"  accepted (202) in {accepted:.2f} s; wall time to done {wall:.1f} s; "
               f"{counts['rows'] / wall:.0f} rows/s; contacts service peak RSS {peak:.0f} MB")
+        print(f"  CPU seconds by part during the import ({load} before): " + " ".join(
+            f"{k}={v:.1f}" for k, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v >= 0.1))
 
         raw_n = max(args.export - stack.db("contacts")["contacts"].estimated_document_count(), 1000)
         seconds = raw_insert(stack, raw_n, "raw")

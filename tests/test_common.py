@@ -1,4 +1,4 @@
-"""Unit tests of the shared library's pure functions."""
+"""Tests of the shared library: its pure functions, and find_in over the real database."""
 from datetime import datetime, timezone
 
 import pytest
@@ -6,6 +6,7 @@ from nameko.exceptions import deserialize, serialize
 
 from crm_common import errors
 from crm_common.cursors import decode_cursor, encode_cursor
+from crm_common.mongo import IN_CHUNK, find_in, in_chunks
 from crm_common.phones import normalize_phone, phone_search_keys
 from crm_common.text import prefix_query, prefixes, tokens
 from crm_common.timeutil import parse_iso, to_iso
@@ -56,3 +57,19 @@ def test_tokens_fold_accents_and_prefix_query():
 def test_iso_times_are_utc_with_z():
     assert to_iso(parse_iso("2026-01-02T03:04:05+02:00")) == "2026-01-02T01:04:05Z"
     assert to_iso(parse_iso("2026-01-02T03:04:05")) == "2026-01-02T03:04:05Z"
+
+
+def test_find_in_cuts_long_lists_and_returns_each_document_once(stack, unique):
+    """find_in sends `$in` lists of IN_CHUNK values (SecantusDB's cost of one `$in` grows
+    with values x matches); a multikey document matched from two lists comes back once."""
+    collection = stack.mongo[f"scratch_{unique}"]["docs"]
+    collection.create_index("keys")
+    collection.insert_many([{"_id": f"d{i}", "keys": [f"k{i}", f"k{i + 500}"]} for i in range(200)])
+    wanted = [f"k{i}" for i in range(0, 200, 2)] + [f"k{i + 500}" for i in range(0, 200, 2)]
+    wanted += [f"missing{i}" for i in range(150)] + wanted[:10]  # misses and repeats
+    found = list(find_in(collection, "keys", wanted, {"_id": 1}))
+    assert sorted(d["_id"] for d in found) == sorted(f"d{i}" for i in range(0, 200, 2))
+    assert list(in_chunks(["a", "b", "a", "c"], size=2)) == [["a", "b"], ["c"]]
+    assert sum(len(c) for c in in_chunks(wanted)) == len(set(wanted))
+    assert max(len(c) for c in in_chunks(wanted)) == IN_CHUNK
+    stack.mongo.drop_database(f"scratch_{unique}")

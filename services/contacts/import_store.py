@@ -9,7 +9,7 @@ from pymongo.errors import BulkWriteError
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
-from crm_common.mongo import BaseStore, update_and_get
+from crm_common.mongo import BaseStore, find_in, in_chunks, update_and_get
 from crm_common.timeutil import utcnow
 from services.contacts.store import KEY_FIELDS
 
@@ -128,11 +128,11 @@ class ImportStore(BaseStore):
     def find_by_key_values(self, field, values):
         if not values:
             return []
-        return [d for d in self.contacts.find({field: {"$in": sorted(set(values))}})
+        return [d for d in find_in(self.contacts, field, values)
                 if d.get("deleted_at") is None]
 
     def contacts_by_ids(self, ids):
-        return list(self.contacts.find({"_id": {"$in": list(ids)}})) if ids else []
+        return list(find_in(self.contacts, "_id", ids))
 
     # bulk writes of one batch
     def save_before_images(self, import_id, images):
@@ -149,7 +149,7 @@ class ImportStore(BaseStore):
 
     def before_images_of(self, import_id, contact_ids):
         ids = [f"{import_id}:{c}" for c in contact_ids]
-        return {d["contact_id"]: d for d in self.before.find({"_id": {"$in": ids}})} if ids else {}
+        return {d["contact_id"]: d for d in find_in(self.before, "_id", ids)}
 
     def apply_batch(self, new_docs, updates):
         """Insert the batch's new contacts and apply its updates ($set, never $unset)."""
@@ -165,8 +165,8 @@ class ImportStore(BaseStore):
 
     def companies_by_names(self, names):
         # one indexed predicate only (see find_by_key_values); deleted ones dropped here
-        return [c for c in self.companies.find({"name": {"$in": list(names)}})
-                if c.get("deleted_at") is None] if names else []
+        return [c for c in find_in(self.companies, "name", names)
+                if c.get("deleted_at") is None]
 
     def insert_companies(self, docs):
         for doc in docs:
@@ -176,8 +176,7 @@ class ImportStore(BaseStore):
         return docs
 
     def users_by_emails(self, emails):
-        return {u["email"]: u["_id"] for u in self.users.find(
-            {"email": {"$in": list(emails)}})} if emails else {}
+        return {u["email"]: u["_id"] for u in find_in(self.users, "email", emails)}
 
     def upsert_user(self, user):
         self.users.replace_one({"_id": user["id"]},
@@ -211,12 +210,13 @@ class ImportStore(BaseStore):
                 .limit(limit)]
 
     def delete_contacts(self, ids):
-        return self.contacts.delete_many({"_id": {"$in": ids}}).deleted_count if ids else 0
+        return sum(self.contacts.delete_many({"_id": {"$in": chunk}}).deleted_count
+                   for chunk in in_chunks(ids))
 
     def detach_from_import(self, ids):
         """Contacts an undo keeps (edited since): no longer the import's."""
-        if ids:
-            self.contacts.update_many({"_id": {"$in": ids}},
+        for chunk in in_chunks(ids):
+            self.contacts.update_many({"_id": {"$in": chunk}},
                                       {"$unset": {"import_id": "", "import_row": ""}})
 
     def delete_imported_companies(self, import_id):
@@ -274,7 +274,7 @@ class ImportStore(BaseStore):
     def contacts_brief(self, ids):
         fields = {"first_name": 1, "last_name": 1, "emails": 1, "phones": 1, "company_id": 1,
                   "company_name": 1, "owner_id": 1, "created_at": 1}
-        return {d["_id"]: d for d in self.contacts.find({"_id": {"$in": list(ids)}}, fields)}
+        return {d["_id"]: d for d in find_in(self.contacts, "_id", ids, fields)}
 
 
 def _numbered(errors):
