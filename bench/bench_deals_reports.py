@@ -4,6 +4,14 @@ directly with pymongo on the same server, and the index each one scans (explain)
 
     .venv/bin/python bench/bench_deals_reports.py [--deals 100000] [--per-deal 10] [--runs 3] [--exact]
 
+Sales and forecast are read from the report summaries (services/deals/summaries.py): the
+bench times the rebuild that computes them from the generated deals (what an existing
+database runs once), then per report: the first run with every bucket dirty (`cold`: the
+bench marks them all, so the run recomputes each bucket it needs from the deals), the warm
+runs through the gateway, the same reads with pymongo (`new`: summaries.Summaries on a store
+over pymongo) and the aggregation over the deals they replace (`old`: the definition, RPC
+exact=True), whose numbers must be the same ("same numbers" / "DIFFERENT").
+
 The funnel is read from its counters (services/deals/funnel.py): the bench generates the
 history with the deals' funnel numbers, as the service writes it, then times the rebuild
 that computes the counters from the history (what an existing database runs once). Its
@@ -28,7 +36,7 @@ from datetime import datetime, timedelta, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from services.deals import reports  # noqa: E402
+from services.deals import reports, summaries  # noqa: E402
 from services.deals.domain import DEFAULT_LEAD_SOURCES  # noqa: E402
 from services.deals.operations import funnel_counts  # noqa: E402
 from services.deals.store import DealsStore  # noqa: E402
@@ -151,6 +159,8 @@ def main():
     parser.add_argument("--per-deal", type=int, default=10, help="history entries per deal")
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--old-runs", type=int, default=1,
+                        help="runs of the old aggregation over the deals (pymongo `old` column)")
     parser.add_argument("--exact", action="store_true",
                         help="also time the funnel's history aggregation and compare the numbers")
     args = parser.parse_args()
@@ -172,12 +182,18 @@ def main():
         started = time.perf_counter()
         rebuilt = stack.rpc.call("deals", "rebuild_funnel_counters", timeout=3600)
         print(f"funnel counters rebuilt from the history in {time.perf_counter() - started:.0f} s: "
+              f"{rebuilt}", flush=True)
+        started = time.perf_counter()
+        rebuilt = stack.rpc.call("deals", "rebuild_report_summaries", timeout=3600)
+        print(f"report summaries rebuilt from the deals in {time.perf_counter() - started:.0f} s: "
               f"{rebuilt}\n", flush=True)
         store = DealsStore(db, None)
 
         quarter = {"from": iso(now - timedelta(days=91)), "to": iso(now)}
         year = {"from": iso(now - timedelta(days=365)), "to": iso(now)}
         everything = {"from": iso(now - timedelta(days=800)), "to": iso(now + timedelta(days=1))}
+        soon = {"from": (now + timedelta(days=10)).date().isoformat(),
+                "to": (now + timedelta(days=75)).date().isoformat()}
         cases = [
             ("funnel, last quarter", "funnel", "funnel_report", {"pipeline_id": pipeline["id"], **quarter}),
             ("funnel, all history", "funnel", "funnel_report", {"pipeline_id": pipeline["id"], **everything}),
@@ -188,21 +204,51 @@ def main():
             ("sales by source, last year", "sales", "sales_report", {"group_by": "source", **year}),
             ("sales by owner, one agent, last year", "sales", "sales_report",
              {"group_by": "owner", "owner_id": OWNERS[0], **year}),
+            ("sales by month, all", "sales", "sales_report", {"group_by": "month", **everything}),
             ("forecast, all open deals", "forecast", "forecast_report", {}),
+            ("forecast, closing in 10-75 days", "forecast", "forecast_report", soon),
+            ("forecast, one agent", "forecast", "forecast_report", {"owner_id": OWNERS[0]}),
         ]
-        print(f"{'report':<40} {'gateway p50':>12} {'min':>8} {'pymongo p50':>12} {'min':>8}  index (explain)")
+        print("gateway: HTTP -> RPC -> deals -> SecantusDB; pymongo new: the same reads in this "
+              "process; pymongo old: the aggregation over the deals they replace (the definition).")
+        print("cold: the first run after every summary bucket was marked dirty; "
+              "p50 / min: the warm runs after it.")
+        print(f"{'report':<38} {'cold':>7} {'gateway p50':>11} {'min':>6} {'pymongo new':>11} "
+              f"{'old':>7}  numbers       index (explain)")
+        reads = []
         for label, path, method, params in cases:
-            http = timed(lambda: _ok(api.get(f"/reports/{path}", params=params, timeout=900)),
-                         args.runs)
+            def gateway():
+                return _ok(api.get(f"/reports/{path}", params=params, timeout=900)).json()
+            cold, old, same = None, None, ""
+            if path != "funnel":
+                db[summaries.COLLECTION].update_many({}, {"$inc": {"dirty": 1}})
+                started = time.perf_counter()
+                gateway()
+                cold = time.perf_counter() - started
+            http = timed(gateway, args.runs)
             if path == "funnel":
                 direct = timed(lambda: _funnel_direct(store, params, pipeline["id"]), args.runs)
             else:
-                direct_pipeline, hint, collection = _direct(path, params, pipeline["id"])
-                direct = timed(lambda: list(db[collection].aggregate(direct_pipeline, allowDiskUse=True)),
-                               args.runs)
+                direct = timed(lambda: _new_direct(store, path, params), args.runs)
+                definition, index, _ = _direct(path, params, pipeline["id"])
+                old = timed(lambda: list(db.deals.aggregate(definition, allowDiskUse=True)),
+                            args.old_runs)
+                fast = stack.rpc.call("deals", method, params, timeout=300)
+                exact = stack.rpc.call("deals", method, params, exact=True, timeout=3600)
+                same = "same numbers" if fast == exact else "DIFFERENT"
             plan = stack.rpc.call("deals", method, params, explain=True, timeout=300)
-            print(f"{label:<40} {http[0]:>10.2f} s {http[1]:>6.2f} s {direct[0]:>10.2f} s "
-                  f"{direct[1]:>6.2f} s  {index_names(plan)}", flush=True)
+            if path != "funnel":
+                reads.append((label, plan))
+            print(f"{label:<38} {_secs(cold):>7} {http[0]:>9.2f} s {http[1]:>4.2f} s "
+                  f"{direct[0]:>9.2f} s {_secs(old and old[0]):>7}  {same:<12}  {index_names(plan)}",
+                  flush=True)
+        print("\nthe reads of the summaries (explain per part: status read, rows' aggregation; "
+              "partial days from the deals):")
+        for label, plan in reads:
+            for read in plan.get("reads", []):
+                names = [index_names(read.get(k)) for k in ("status", "plan") if read.get(k)]
+                print(f"  {label:<38} {read['collection']:<17} {' '.join(map(str, read['part'])):<44} "
+                      f"{' | '.join(names)}")
         if args.exact:
             print("\nfunnel's definition (the aggregation over the history: RPC exact=True, one run), "
                   "numbers compared with the counters':")
@@ -236,6 +282,21 @@ def _funnel_direct(store, params, pipeline_id):
     return funnel_counts(store, pipeline_id, _when(params, "from"), _when(params, "to"), scope)
 
 
+def _secs(value):
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def _new_direct(store, path, params):
+    """The summaries' reads and folding, without RPC and HTTP (admin: no owner scope)."""
+    reader = summaries.Summaries(store)
+    scope = {"owner_id": params["owner_id"]} if params.get("owner_id") else {}
+    if path == "sales":
+        return summaries.sales_answer_rows(reader.sales_rows(
+            params["group_by"], _when(params, "from"), _when(params, "to"), {}, scope))
+    day = (lambda key: datetime.fromisoformat(params[key]).date() if params.get(key) else None)
+    return reader.forecast_rows({}, day("from"), day("to"), scope)
+
+
 def _direct(path, params, pipeline_id):
     """The aggregation the service runs for these parameters (admin: no owner scope)."""
     def when(key):
@@ -247,7 +308,12 @@ def _direct(path, params, pipeline_id):
     if path == "sales":
         pipeline, hint = reports.sales(params["group_by"], when("from"), when("to"), {}, scope)
         return pipeline, hint, "deals"
-    pipeline, hint = reports.forecast({}, {}, scope)
+    close = {}
+    if params.get("from"):
+        close["$gte"] = params["from"]
+    if params.get("to"):
+        close["$lt"] = params["to"]
+    pipeline, hint = reports.forecast({}, close, scope)
     return pipeline, hint, "deals"
 
 

@@ -1,10 +1,15 @@
 """Sales reports and targets against hand-computed numbers. The data set is seeded straight
 into the deals database (fixed past timestamps make every number exact), in a pipeline of
-its own so other tests' deals never count; a last test goes through the API end to end."""
+its own so other tests' deals never count; a last test goes through the API end to end.
+The funnel counters and the sales / forecast summaries are compared with their definitions
+(the aggregations over the history / the deals, RPC exact=True) after every kind of write."""
+import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from services.deals import summaries
+from services.deals.store import DealsStore
 from tests.test_deals import make_deal, make_pipeline, stage_ids
 
 DAY = 86400
@@ -65,6 +70,8 @@ def seeded(api, stack):
     # the rebuild numbers these deals and counts their history
     rebuilt = stack.rpc.call("deals", "rebuild_funnel_counters", timeout=120)
     assert rebuilt["numbered_deals"] >= len(plan)
+    # and the sales / forecast summaries (summaries.py) recomputed from the deals
+    assert stack.rpc.call("deals", "rebuild_report_summaries", timeout=120)["buckets"] > 0
     return {"pipeline": pipeline, "ids": ids, "u1": u1, "u2": u2, "unique": unique}
 
 
@@ -328,3 +335,294 @@ def _nonzero(value):
         kept = {k: _nonzero(v) for k, v in value.items()}
         return {k: v for k, v in kept.items() if v not in (0, {})}
     return value
+
+
+# the sales and forecast reports from their summaries (services/deals/summaries.py) against
+# their definitions (the aggregations over the deals, sales_report / forecast_report exact=True)
+GROUPS = ("owner", "month", "source")
+
+
+def _report(stack, method, params, context=None, exact=False):
+    return stack.rpc.call("deals", method, params, exact=exact, context=context, timeout=60)
+
+
+def _assert_summaries_exact(stack, ranges, contexts, forecast_ranges=((None, None),),
+                            extra=({},)):
+    """Fast == exact for each sales group_by and the forecast, per range, caller and extra
+    filters (pipeline_id, currency, owner_id)."""
+    for context in contexts:
+        for filters in extra:
+            for start, end in ranges:
+                for group_by in GROUPS:
+                    params = {"group_by": group_by, "from": _z(start), "to": _z(end), **filters}
+                    fast = _report(stack, "sales_report", params, context)
+                    exact = _report(stack, "sales_report", params, context, exact=True)
+                    assert fast == exact, (params, context)
+            for lo, hi in forecast_ranges:
+                params = {k: v for k, v in filters.items() if k != "currency"}
+                if lo:
+                    params["from"] = lo
+                if hi:
+                    params["to"] = hi
+                fast = _report(stack, "forecast_report", params, context)
+                exact = _report(stack, "forecast_report", params, context, exact=True)
+                assert fast == exact, (params, context)
+
+
+def test_summaries_equal_the_deals_on_the_seeded_set(stack, seeded):
+    """Ranges of whole months, whole days and partial days at either end, every caller,
+    with and without filters; the whole database (other tests' deals too) as well."""
+    h = timedelta(hours=1)
+    ranges = [(at(1, 1), at(3, 1)), (at(0, 1), at(3, 1)), (at(1, 1) + 5 * h, at(2, 4) + 7 * h),
+              (at(1, 3) + 13 * h, at(1, 20)), (at(1, 11) - h, at(1, 11) + 9 * h),
+              (at(0, 20) - 30 * h, at(1, 23) + 2 * h), (at(1, 12), at(1, 16) + 30 * h),
+              (datetime(2000, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc))]
+    manager = {"user_id": seeded["u1"], "user_role": "manager", "user_team_members": [seeded["u2"]]}
+    pipeline_id = seeded["pipeline"]["id"]
+    forecast_ranges = [(None, None), ("2026-03-01", "2026-04-01"), ("2026-03-16", "2026-04-02"),
+                       ("2026-03-20", None), (None, "2026-04-03"), ("2026-02-10", "2026-05-01")]
+    _assert_summaries_exact(
+        stack, ranges, [None, agent(seeded["u2"]), manager], forecast_ranges,
+        extra=({"pipeline_id": pipeline_id}, {"pipeline_id": pipeline_id, "currency": "EUR"},
+               {"pipeline_id": pipeline_id, "owner_id": seeded["u1"]}, {}))
+    plan = stack.rpc.call("deals", "sales_report", {"from": _z(at(1, 1) + 5 * h), "to": _z(at(3, 1) + h)},
+                          explain=True)
+    assert "summaries" in str(plan) and "COLLSCAN" not in str(plan), plan
+    plan = stack.rpc.call("deals", "forecast_report", {"from": "2026-03-05", "to": "2026-05-07"},
+                          explain=True)
+    assert "summaries" in str(plan) and "COLLSCAN" not in str(plan), plan
+
+
+def _move(api, deal, stage_id, **body):
+    response = api.post(f"/deals/{deal['id']}/move", json={"stage_id": stage_id, **body})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _patch(api, deal, **body):
+    response = api.patch(f"/deals/{deal['id']}", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_summaries_follow_every_kind_of_write(api, stack, unique):
+    """Creates, moves to won and lost, reopening, updates of every field the reports read,
+    delete and restore, a stage probability edit, a stage removed with its deals moved,
+    concurrent moves: after each, the reports from the summaries equal the definitions for
+    admin, agent and manager, with ranges ending mid-day and mid-month."""
+    pipeline = make_pipeline(api, unique)
+    ids = stage_ids(pipeline)
+    a, b = f"sa-{unique}", f"sb-{unique}"
+    deals = [make_deal(api, pipeline, owner_id=owner, amount=amount, currency=currency,
+                       source=source, expected_close_date=close)
+             for owner, amount, currency, source, close in (
+                 (a, 1000, "EUR", "website", "2030-06-10"), (a, 2500, "USD", "referral", "2030-06-25"),
+                 (b, 700, "EUR", "website", "2030-07-03"), (b, 1200, "EUR", "social", None),
+                 (a, 300, "EUR", None, "2030-08-01"), (b, 4000, "USD", "event", "2030-06-10"))]
+    now = datetime.now(timezone.utc)
+    h = timedelta(hours=1)
+    ranges = [(now - h, now + h), (now - timedelta(days=40) - 5 * h, now + 3 * h),
+              (now - timedelta(days=400), now + timedelta(days=40))]
+    forecast_ranges = [(None, None), ("2030-06-10", "2030-07-04"), ("2030-06-01", "2030-08-01"),
+                       ("2030-06-11", None), (None, "2030-06-26")]
+    contexts = [None, agent(a), {"user_id": b, "user_role": "manager", "user_team_members": [a]}]
+    only = ({"pipeline_id": pipeline["id"]},)
+
+    def check(everything=False):
+        _assert_summaries_exact(stack, ranges, contexts, forecast_ranges,
+                                extra=only + (({},) if everything else ()))
+
+    check(everything=True)
+    _move(api, deals[0], ids["Won"])
+    _move(api, deals[1], ids["Offer"])
+    _move(api, deals[2], ids["Lost"], lost_reason="price")
+    _move(api, deals[5], ids["Won"])
+    check()
+    _move(api, deals[0], ids["Offer"])  # reopened
+    _move(api, deals[2], ids["New"])
+    _move(api, deals[0], ids["Won"])
+    check()
+    _patch(api, deals[0], amount=1800)  # a won deal's amount, owner, source, currency
+    _patch(api, deals[5], owner_id=a, source="partner", currency="EUR")
+    _patch(api, deals[1], expected_close_date="2030-07-20", amount=2600)  # open deals
+    _patch(api, deals[3], expected_close_date="2030-06-15")
+    _patch(api, deals[4], expected_close_date=None, owner_id=b)
+    check()
+    assert api.delete(f"/deals/{deals[5]['id']}").status_code == 200
+    assert api.delete(f"/deals/{deals[1]['id']}").status_code == 200
+    check()
+    restored = stack.rpc.call("deals", "restore_deal", deals[1]["id"])
+    assert restored["id"] == deals[1]["id"] and api.get(f"/deals/{deals[1]['id']}").status_code == 200
+    check()
+
+    # a stage's probability: the open deals in it follow, so do the forecast buckets
+    stages = [{"id": s["id"], "name": s["name"], "kind": s["kind"], "probability": s["probability"]}
+              for s in pipeline["stages"]]
+    stages[1]["probability"] = 70
+    edited = api.patch(f"/pipelines/{pipeline['id']}", json={"stages": stages})
+    assert edited.status_code == 200, edited.text
+    assert api.get(f"/deals/{deals[1]['id']}").json()["probability"] == 70
+    check(everything=True)
+    # the Offer stage removed: its deals go to a new open stage with another probability
+    def stage_list(doc):
+        return [{"id": s["id"], "name": s["name"], "kind": s["kind"], "probability": s["probability"]}
+                for s in doc["stages"]]
+
+    added = api.patch(f"/pipelines/{pipeline['id']}", json={"stages": stage_list(
+        api.get(f"/pipelines/{pipeline['id']}").json()) + [
+        {"name": "Proposal", "kind": "open", "probability": 40}]})
+    assert added.status_code == 200, added.text
+    proposal_id = next(s["id"] for s in added.json()["stages"] if s["name"] == "Proposal")
+    removed = api.patch(f"/pipelines/{pipeline['id']}", json={
+        "stages": [s for s in stage_list(added.json()) if s["id"] != ids["Offer"]],
+        "move_deals_to": {ids["Offer"]: proposal_id}})
+    assert removed.status_code == 200, removed.text
+    assert api.get(f"/deals/{deals[1]['id']}").json()["stage_id"] == proposal_id
+    check(everything=True)
+
+    # concurrent moves of the same deals between open, won and lost stages
+    targets = [(deal, stage) for deal in (deals[0], deals[2], deals[3])
+               for stage in (ids["New"], ids["Won"], proposal_id, ids["Lost"])] * 2
+    failures = []
+
+    def move(deal, stage):
+        body = {"stage_id": stage, **({"lost_reason": "price"} if stage == ids["Lost"] else {})}
+        response = api.request("POST", f"/deals/{deal['id']}/move", json=body)
+        if response.status_code != 200:
+            failures.append(response.text)
+
+    threads = [threading.Thread(target=move, args=target) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    check(everything=True)
+
+
+def test_deals_opened_by_leads_count_in_the_forecast(stack, unique):
+    """A lead opens a deal without an expected close date: the no-date forecast bucket."""
+    before = _report(stack, "forecast_report", {})
+    assert before == _report(stack, "forecast_report", {}, exact=True)
+    # the lead_captured path writes through store.insert_deal_once: call it as the handler would
+    db = stack.db("deals")
+    store = DealsStore(db, None)
+    pipeline = store.default_pipeline()
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    doc = {"_id": f"lead-{unique}", "title": "Lead", "amount": 0, "currency": "EUR",
+           "pipeline_id": pipeline["_id"], "stage_id": pipeline["stages"][0]["id"],
+           "probability": pipeline["stages"][0]["probability"], "status": "open",
+           "owner_id": f"lo-{unique}", "source": "website", "expected_close_date": None,
+           "closed_at": None, "created_at": now, "updated_at": now, "deleted_at": None,
+           "version": 1}
+    assert store.insert_deal_once(doc) and not store.insert_deal_once(doc)
+    after = _report(stack, "forecast_report", {})
+    assert after == _report(stack, "forecast_report", {}, exact=True) != before
+
+
+def test_summaries_stay_exact_when_a_writer_dies_between_its_two_marks(api, stack, unique):
+    """A writer marks the buckets, writes the deal, and dies before its second mark: its
+    token keeps the bucket from being stored (recomputed at each read, exact) until the
+    token is older than summaries.PENDING_TIMEOUT; then a read stores it and drops the token."""
+    pipeline = make_pipeline(api, unique)
+    ids = stage_ids(pipeline)
+    deal = _move(api, make_deal(api, pipeline, owner_id=f"w-{unique}", amount=500), ids["Won"])
+    now = datetime.now(timezone.utc)
+    params = {"group_by": "owner", "pipeline_id": pipeline["id"],
+              "from": _z(now - timedelta(days=3)), "to": _z(now + timedelta(days=1))}
+    fast = _report(stack, "sales_report", params)
+    assert fast["rows"][0]["amounts"][0]["won_amount"] == 500
+    db = stack.db("deals")
+    day = f"{summaries.SALES_DAY}|{deal['closed_at'][:10]}|{pipeline['id']}"
+    assert db.report_summaries.find_one({"_id": day}) is not None
+    # the writer's first mark and its deal write (as store.change_deal), then nothing
+    db.report_summaries.update_one({"_id": day}, {"$inc": {"dirty": 1}, "$set": {"pending.dead": now}})
+    db.deals.update_one({"_id": deal["id"]}, {"$set": {"amount": 900}, "$inc": {"version": 1}})
+    for _ in range(2):
+        fast = _report(stack, "sales_report", params)
+        assert fast == _report(stack, "sales_report", params, exact=True)
+        assert fast["rows"][0]["amounts"][0]["won_amount"] == 900
+        doc = db.report_summaries.find_one({"_id": day})
+        assert doc["built"] != doc["dirty"] and "dead" in doc["pending"]  # not stored
+    db.report_summaries.update_one({"_id": day}, {"$set": {
+        "pending.dead": now - summaries.PENDING_TIMEOUT - timedelta(seconds=1)}})
+    assert _report(stack, "sales_report", params) == _report(stack, "sales_report", params, exact=True)
+    doc = db.report_summaries.find_one({"_id": day})
+    assert doc["built"] == doc["dirty"] and not doc.get("pending")
+
+
+class _WriteDuringRecompute(DealsStore):
+    """A store whose first aggregation over the deals lets a whole write of a deal happen
+    in the middle (after the report read the buckets' dirty counters, before it stores)."""
+
+    def __init__(self, db, write):
+        super().__init__(db, None)
+        self.write = write
+
+    def aggregate(self, collection, pipeline, index=None):
+        rows = super().aggregate(collection, pipeline, index)
+        if collection == "deals" and self.write:
+            write, self.write = self.write, None
+            write(self)
+        return rows
+
+
+def test_a_recompute_racing_a_write_is_not_stored(api, stack, unique):
+    """The report recomputes a stale bucket while a deal of it is written (both marks and
+    the write happen between its read of `dirty` and its compare-and-set): what it computed
+    answers this report only; the bucket stays dirty and the next report is exact."""
+    pipeline = make_pipeline(api, unique)
+    ids = stage_ids(pipeline)
+    deal = _move(api, make_deal(api, pipeline, owner_id=f"r-{unique}", amount=500), ids["Won"])
+    db = stack.db("deals")
+    day = f"{summaries.SALES_DAY}|{deal['closed_at'][:10]}|{pipeline['id']}"
+    start = datetime.fromisoformat(deal["closed_at"].replace("Z", "+00:00")).replace(
+        hour=0, minute=0, second=0, microsecond=0)
+    params = {"group_by": "owner", "pipeline_id": pipeline["id"], "from": _z(start),
+              "to": _z(start + timedelta(days=1))}
+    _report(stack, "sales_report", params)
+    doc = db.report_summaries.find_one({"_id": day})
+    assert doc["built"] == doc["dirty"]  # stored
+    db.report_summaries.update_one({"_id": day}, {"$inc": {"dirty": 1}})  # stale
+
+    def write(store):
+        current = db.deals.find_one({"_id": deal["id"]})
+        assert store.change_deal(current, {"amount": 1500})
+
+    store = _WriteDuringRecompute(db, write)
+    reader = summaries.Summaries(store)
+    rows = reader.sales_rows("owner", start, start + timedelta(days=1),
+                             {"pipeline_id": pipeline["id"]}, {})
+    assert store.write is None  # the write happened during the recompute
+    assert [r["won_amount"] for r in rows] in ([500], [1500])
+    doc = db.report_summaries.find_one({"_id": day})
+    assert doc["built"] != doc["dirty"] and not doc.get("pending")  # left dirty
+    fast = _report(stack, "sales_report", params)
+    assert fast == _report(stack, "sales_report", params, exact=True)
+    assert fast["rows"][0]["amounts"][0]["won_amount"] == 1500
+
+
+def test_rebuild_keeps_what_the_writes_built(api, stack, unique):
+    """The summaries written write by write equal the ones the rebuild computes."""
+    pipeline = make_pipeline(api, unique)
+    ids = stage_ids(pipeline)
+    deal = make_deal(api, pipeline, owner_id=f"rb-{unique}", expected_close_date="2031-01-15")
+    _move(api, make_deal(api, pipeline, owner_id=f"rb-{unique}"), ids["Won"])
+    _patch(api, deal, amount=777)
+    now = datetime.now(timezone.utc)
+    params = {"group_by": "source", "from": _z(now - timedelta(days=70)), "to": _z(now + timedelta(hours=2))}
+    _report(stack, "sales_report", params)  # the buckets it reads are clean after this
+    _report(stack, "forecast_report", {"pipeline_id": pipeline["id"], "from": "2031-01-10"})  # a day part
+    db = stack.db("deals")
+
+    def clean_rows():
+        return {d["_id"]: d["rows"] for d in db.report_summaries.find({"pipeline_id": pipeline["id"]})
+                if d.get("built") == d.get("dirty")}
+
+    live = clean_rows()
+    assert any(key.startswith(summaries.FORECAST_DAY) for key in live)
+    stack.rpc.call("deals", "rebuild_report_summaries", timeout=120)
+    rebuilt = clean_rows()
+    assert {k: v for k, v in rebuilt.items() if k in live} == live
+    _assert_summaries_exact(stack, [(now - timedelta(days=70), now + timedelta(hours=2))], [None],
+                            extra=({"pipeline_id": pipeline["id"]},))

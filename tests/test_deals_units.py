@@ -169,3 +169,114 @@ def test_funnel_tally_counts_distinct_deals_like_the_history():
     assert entered == {"s1": {"entered": 3, "won": 1}, "s2": {"entered": 1, "won": 1},
                        "w": {"entered": 1, "won": 1}}
     assert times == {"s1": {"moves_out": 2, "avg": 15.0}, "s2": {"moves_out": 1, "avg": 5.0}}
+
+
+# report summaries (services/deals/summaries.py): range splitting and bucket rules
+from datetime import date  # noqa: E402
+
+from services.deals import summaries  # noqa: E402
+
+UTC = timezone.utc
+
+
+def test_sales_parts_split_months_days_and_partial_days():
+    start = datetime(2026, 1, 30, 15, 0, tzinfo=UTC)
+    end = datetime(2026, 4, 2, 9, 30, tzinfo=UTC)
+    assert summaries.sales_parts(start, end) == [
+        ("deals", start, datetime(2026, 1, 31, tzinfo=UTC)),
+        (summaries.SALES_DAY, "2026-01-31", "2026-02-01"),
+        (summaries.SALES_MONTH, "2026-02", "2026-04"),
+        (summaries.SALES_DAY, "2026-04-01", "2026-04-02"),
+        ("deals", datetime(2026, 4, 2, tzinfo=UTC), end)]
+    # whole months only; whole days only; inside one day
+    assert summaries.sales_parts(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)) == [
+        (summaries.SALES_MONTH, "2026-01", "2026-03")]
+    assert summaries.sales_parts(datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 9, tzinfo=UTC)) == [
+        (summaries.SALES_DAY, "2026-01-05", "2026-01-09")]
+    inside = (datetime(2026, 1, 5, 1, tzinfo=UTC), datetime(2026, 1, 5, 20, tzinfo=UTC))
+    assert summaries.sales_parts(*inside) == [("deals", *inside)]
+    # across a year end, the days of a partial month at each end
+    parts = summaries.sales_parts(datetime(2025, 12, 20, tzinfo=UTC), datetime(2026, 2, 3, 12, tzinfo=UTC))
+    assert [p[0] for p in parts] == [summaries.SALES_DAY, summaries.SALES_MONTH, summaries.SALES_DAY, "deals"]
+    assert parts[0][1:] == ("2025-12-20", "2026-01-01") and parts[1][1:] == ("2026-01", "2026-02")
+
+
+def test_sales_parts_cover_the_range_exactly():
+    """Each instant of the range is in exactly one part, for ranges ending anywhere."""
+    base = datetime(2025, 11, 28, tzinfo=UTC)
+    for start_h, end_h in ((0, 24 * 70), (7, 24 * 70 + 5), (30, 31), (24 * 3 + 1, 24 * 95 - 2)):
+        start, end = base + timedelta(hours=start_h), base + timedelta(hours=end_h)
+        parts = summaries.sales_parts(start, end)
+        for hour in range(start_h - 2, end_h + 2):
+            moment = base + timedelta(hours=hour, minutes=17)
+            inside = [p for p in parts if _covers(p, moment)]
+            assert len(inside) == (1 if start <= moment < end else 0), (start, end, moment, parts)
+
+
+def _covers(part, moment):
+    kind, first, last = part
+    if kind == "deals":
+        return first <= moment < last
+    key = summaries._month(moment) if kind == summaries.SALES_MONTH else summaries._day(moment)
+    return first <= key < last
+
+
+def test_forecast_parts_split_months_and_days():
+    F_M, F_D = summaries.FORECAST_MONTH, summaries.FORECAST_DAY
+    assert summaries.forecast_parts(None, None) == [(F_M, "", None)]  # with the no-date bucket
+    assert summaries.forecast_parts(date(2026, 3, 1), date(2026, 6, 1)) == [(F_M, "2026-03", "2026-06")]
+    assert summaries.forecast_parts(date(2026, 3, 10), date(2026, 5, 20)) == [
+        (F_D, "2026-03-10", "2026-04-01"), (F_M, "2026-04", "2026-05"), (F_D, "2026-05-01", "2026-05-20")]
+    assert summaries.forecast_parts(date(2026, 3, 10), date(2026, 3, 20)) == [(F_D, "2026-03-10", "2026-03-20")]
+    assert summaries.forecast_parts(date(2026, 3, 10), date(2026, 4, 1)) == [(F_D, "2026-03-10", "2026-04-01")]
+    assert summaries.forecast_parts(date(2026, 3, 10), None) == [
+        (F_D, "2026-03-10", "2026-04-01"), (F_M, "2026-04", None)]
+    assert summaries.forecast_parts(None, date(2026, 3, 10)) == [
+        (F_M, "0", "2026-03"), (F_D, "2026-03-01", "2026-03-10")]  # from "0": not the no-date bucket
+    assert summaries.forecast_parts(date(2026, 3, 10), date(2026, 3, 10)) == []
+    assert summaries.forecast_parts(date(9999, 12, 5), None) == [(F_D, "9999-12-05", None)]
+
+
+def test_touched_buckets_of_a_write():
+    closed = datetime(2026, 2, 3, 10, tzinfo=UTC)
+    open_deal = {"pipeline_id": "p", "status": "open", "expected_close_date": "2026-05-20",
+                 "amount": 10, "deleted_at": None}
+    won = {**open_deal, "status": "won", "closed_at": closed}
+    assert summaries.touched(None, open_deal) == [
+        (summaries.FORECAST_DAY, "2026-05-20", "p"), (summaries.FORECAST_MONTH, "2026-05", "p")]
+    assert summaries.touched(open_deal, won) == sorted([
+        (summaries.FORECAST_DAY, "2026-05-20", "p"), (summaries.FORECAST_MONTH, "2026-05", "p"),
+        (summaries.SALES_DAY, "2026-02-03", "p"), (summaries.SALES_MONTH, "2026-02", "p")])
+    assert summaries.touched(won, {**won, "notes": "x", "title": "y"}) == []  # nothing the rows read
+    assert summaries.touched(won, {**won, "deleted_at": closed}) == [
+        (summaries.SALES_DAY, "2026-02-03", "p"), (summaries.SALES_MONTH, "2026-02", "p")]
+    assert (summaries.FORECAST_MONTH, "", "p") in summaries.touched(  # the no-date bucket
+        {**open_deal, "expected_close_date": None}, open_deal)
+    moved = summaries.touched(open_deal, {**open_deal, "expected_close_date": "2026-07-01"})
+    assert {b[1] for b in moved} == {"2026-05-20", "2026-05", "2026-07-01", "2026-07"}
+
+
+def test_runs_and_restage():
+    assert summaries.runs(["2026-01-01", "2026-01-02", "2026-01-05", "2026-01-04", "2026-03-01"]) == [
+        ("2026-01-01", "2026-01-05"), ("2026-03-01", "2026-03-01")]
+    rows = [{"owner_id": "u", "currency": "EUR", "stage_id": "s1", "probability": 10,
+             "open_count": 2, "open_amount": 300, "weighted": 3000},
+            {"owner_id": "u", "currency": "EUR", "stage_id": "s2", "probability": 40,
+             "open_count": 1, "open_amount": 100, "weighted": 4000}]
+    assert summaries.restage(rows, {"s1": ("s2", 40)}) == [
+        {"owner_id": "u", "currency": "EUR", "stage_id": "s2", "probability": 40,
+         "open_count": 3, "open_amount": 400, "weighted": 16000}]
+    assert summaries.restageable({"dirty": 4, "built": 3, "pending": {"t": 1}}, "t")
+    assert not summaries.restageable({"dirty": 5, "built": 3, "pending": {"t": 1}}, "t")
+    assert not summaries.restageable({"dirty": 4, "built": 3, "pending": {"t": 1, "u": 2}}, "t")
+    assert not summaries.restageable({"dirty": 1, "pending": {"t": 1}}, "t")
+
+
+def test_sales_answer_rows_compute_as_the_definition():
+    rows = summaries.sales_answer_rows([
+        {"_id": {"key": "b", "currency": "EUR"}, "won": 1, "lost": 2, "won_amount": 10, "cycle_ms": 86400000},
+        {"_id": {"key": None, "currency": "USD"}, "won": 0, "lost": 1, "won_amount": 0, "cycle_ms": 0},
+        {"_id": {"key": "b", "currency": "USD"}, "won": 2, "lost": 0, "won_amount": 5, "cycle_ms": 86400000}])
+    assert [r["_id"] for r in rows] == [None, "b"]  # null first, as $sort
+    assert rows[0]["win_rate"] == 0.0 and rows[0]["avg_cycle_days"] is None
+    assert rows[1]["win_rate"] == 3 / 5 and rows[1]["avg_cycle_days"] == 2 * 86400000 / (3 * 86400000.0)

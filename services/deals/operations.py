@@ -10,7 +10,7 @@ from crm_common.fields import with_every_key
 from crm_common.ids import new_id
 from crm_common.timeutil import to_iso, utcnow
 from crm_common.validation import load
-from services.deals import funnel as counters, reports, schemas
+from services.deals import funnel as counters, reports, schemas, summaries
 from services.deals.domain import (build_stages, first_open_stage, funnel_order, is_rotting,
                                    period_range, ratio, stage_of)
 
@@ -157,7 +157,7 @@ class Deals:
             old = {s["id"]: s for s in current["stages"]}
             for stage in doc["stages"]:
                 if stage["id"] in old and old[stage["id"]]["probability"] != stage["probability"]:
-                    self.store.set_stage_probability(pipeline_id, stage["id"], stage["probability"])
+                    self.store.set_stage_probability(pipeline_id, stage, stage["probability"])
         return self.dump_pipeline(doc)
 
     def delete_pipeline(self, pipeline_id):
@@ -240,10 +240,11 @@ class Deals:
         return self.dump_deal(doc, self.store.get_pipeline(doc["pipeline_id"]))
 
     def update(self, deal_id, payload):
+        """A compare-and-set on the deal's version (retried when another write won the
+        race), so the write replaces exactly the deal read (the report summaries it changes
+        are those of what it read and of the result)."""
         data = load(deal_patch, payload, partial=True)
-        current = self.store.get_deal(deal_id, self._visible())
-        if not current:
-            raise NotFound("Deal not found", {"id": deal_id})
+        current = self._current(deal_id)
         if "source" in data:
             self._check_source(data["source"])
         self._check_refs({k: v for k, v in data.items() if current.get(k) != v})
@@ -251,30 +252,55 @@ class Deals:
         if "expected_close_date" in data:
             changes["expected_close_date"] = (data["expected_close_date"].isoformat()
                                               if data["expected_close_date"] else None)
-        changes["updated_at"] = utcnow()
-        reassigned = "owner_id" in data and current.get("owner_id") != data["owner_id"]
-        if reassigned:  # the deal's number in the new owner's funnel counters
-            changes["funnel_no"] = self.store.next_funnel_no(current["pipeline_id"], data["owner_id"])
-        doc = self.store.update_deal(deal_id, self._visible(), changes)
-        if not doc:
-            raise NotFound("Deal not found", {"id": deal_id})
+        number = None  # the deal's number in the new owner's funnel counters, taken once
+        for attempt in range(MOVE_ATTEMPTS):
+            if attempt:
+                current = self._current(deal_id)
+            write = {**changes, "updated_at": utcnow()}
+            reassigned = "owner_id" in data and current.get("owner_id") != data["owner_id"]
+            if reassigned:
+                if number is None:
+                    number = self.store.next_funnel_no(current["pipeline_id"], data["owner_id"])
+                write["funnel_no"] = number
+            if self.store.change_deal(current, write, self._visible()):
+                doc = {**current, **write, "version": current["version"] + 1}
+                break
+        else:
+            raise Conflict("The deal keeps changing; try again", {"id": deal_id})
         events = []
-        if "owner_id" in data and current.get("owner_id") != doc.get("owner_id"):
+        if reassigned:
             self._reassign_history(deal_id, doc)
         result = self.dump_deal(doc, self.store.get_pipeline(doc["pipeline_id"]))
-        if "owner_id" in data and current.get("owner_id") != doc.get("owner_id"):
+        if reassigned:
             events.append(_event("deal_assigned", {
                 "deal": result, "owner_id": doc.get("owner_id"),
                 "previous_owner_id": current.get("owner_id"), "contact_id": doc.get("contact_id"),
                 "actor_id": self.caller.user_id, "ref": {"type": "deal", "id": deal_id}}))
         return result, events
 
-    def delete(self, deal_id):
-        doc = self.store.update_deal(deal_id, self._visible(), {"deleted_at": utcnow(),
-                                                                "updated_at": utcnow()})
+    def _current(self, deal_id, deleted=False):
+        doc = self.store.get_deal(deal_id, self._visible(), deleted=deleted)
         if not doc:
             raise NotFound("Deal not found", {"id": deal_id})
-        return self.dump_deal(doc), []
+        return doc
+
+    def delete(self, deal_id):
+        return self._set_deleted(deal_id, True)
+
+    def restore(self, deal_id):
+        """A deleted deal back as it was (a deal not deleted is answered unchanged)."""
+        return self._set_deleted(deal_id, False)
+
+    def _set_deleted(self, deal_id, deleting):
+        for _ in range(MOVE_ATTEMPTS):
+            current = self._current(deal_id, deleted=not deleting)
+            if not deleting and current.get("deleted_at") is None:
+                return self.dump_deal(current), []  # not deleted: restoring changes nothing
+            now = utcnow()
+            changes = {"deleted_at": now if deleting else None, "updated_at": now}
+            if self.store.change_deal(current, changes, self._visible(), live=deleting):
+                return self.dump_deal({**current, **changes, "version": current["version"] + 1}), []
+        raise Conflict("The deal keeps changing; try again", {"id": deal_id})
 
     def move(self, deal_id, payload):
         """Compare-and-set on the deal's version, retried on a lost race: each successful
@@ -316,7 +342,7 @@ class Deals:
             # deal_history loses nothing: reading the history writes it (idempotent upsert)
             moved = {**current, **changes, "version": current["version"] + 1}
             changes["last_history"] = self._history_entry(moved, current, now, data)
-            if self.store.move_deal(deal_id, current["version"], changes):
+            if self.store.change_deal(current, changes):
                 doc = {**moved, "last_history": changes["last_history"]}
                 break
         else:
@@ -570,15 +596,30 @@ class Deals:
             raise Forbidden("Only admins rebuild the funnel counters")
         return self.store.rebuild_funnel_counters(utcnow())
 
-    def sales(self, params, explain=False):
+    def rebuild_report_summaries(self):
+        if self.caller.role not in (None, "admin"):
+            raise Forbidden("Only admins rebuild the report summaries")
+        return summaries.Summaries(self.store).rebuild()
+
+    def sales(self, params, explain=False, exact=False):
+        """From the report summaries (summaries.py); exact=True runs the aggregation over
+        the deals instead (the definition; tests compare the two)."""
         q = load(sales_query, params)
         start, end = self._period(q)
         filters = {k: q[k] for k in ("pipeline_id", "currency") if q.get(k)}
-        agg, hint = reports.sales(q["group_by"], start, end, filters,
-                                  self._report_scope(q.get("owner_id")))
-        if explain:
-            return self.store.explain_aggregate("deals", agg, hint)
-        rows = self.store.aggregate("deals", agg, hint)
+        scope = self._report_scope(q.get("owner_id"))
+        if exact:
+            agg, hint = reports.sales(q["group_by"], start, end, filters, scope)
+            if explain:
+                return self.store.explain_aggregate("deals", agg, hint)
+            rows = self.store.aggregate("deals", agg, hint)
+        else:
+            reader = summaries.Summaries(self.store)
+            if explain:
+                return reader.plan(summaries.sales_parts(start, end), filters, scope,
+                                   lambda a, b: reports.sales_rows(q["group_by"], a, b, filters, scope)[0])
+            rows = summaries.sales_answer_rows(reader.sales_rows(q["group_by"], start, end,
+                                                                 filters, scope))
         totals = {}
         for row in rows:
             for amount in row["amounts"]:
@@ -594,20 +635,30 @@ class Deals:
                         "avg_cycle_days": _round(row["avg_cycle_days"], 2), "amounts": amounts})
         return {"group_by": q["group_by"], "from": _iso(start), "to": _iso(end), "rows": out}
 
-    def forecast(self, params, explain=False):
+    def forecast(self, params, explain=False, exact=False):
+        """From the report summaries (summaries.py); exact=True runs the aggregation over
+        the open deals instead (the definition)."""
         q = load(forecast_query, params)
         filters = {}
         if q.get("pipeline_id"):
             filters["pipeline_id"] = self._pipeline(q["pipeline_id"])["_id"]
-        close_range = {}
-        if q.get("from_"):
-            close_range["$gte"] = q["from_"].isoformat()
-        if q.get("to"):
-            close_range["$lt"] = q["to"].isoformat()
-        agg, hint = reports.forecast(filters, close_range, self._report_scope(q.get("owner_id")))
-        if explain:
-            return self.store.explain_aggregate("deals", agg, hint)
-        rows = self.store.aggregate("deals", agg, hint)
+        scope = self._report_scope(q.get("owner_id"))
+        if exact:
+            close_range = {}
+            if q.get("from_"):
+                close_range["$gte"] = q["from_"].isoformat()
+            if q.get("to"):
+                close_range["$lt"] = q["to"].isoformat()
+            agg, hint = reports.forecast(filters, close_range, scope)
+            if explain:
+                return self.store.explain_aggregate("deals", agg, hint)
+            rows = self.store.aggregate("deals", agg, hint)
+        else:
+            reader = summaries.Summaries(self.store)
+            parts = summaries.forecast_parts(q.get("from_"), q.get("to"))
+            if explain:
+                return reader.plan(parts, filters, scope)
+            rows = reader.forecast_rows(filters, q.get("from_"), q.get("to"), scope)
         return {"rows": [{"month": r["_id"]["month"] or None, "currency": r["_id"]["currency"],
                           "open_count": r["open_count"], "open_amount": r["open_amount"],
                           "weighted_amount": int(round(r["weighted"] / 100))} for r in rows]}

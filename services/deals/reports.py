@@ -75,9 +75,9 @@ SALES_KEYS = {
 }
 
 
-def sales(group_by, start, end, filters, visible):
-    """Deals closed in [start, end), grouped by the key and then by currency (amounts of
-    different currencies are never added up)."""
+def sales_rows(group_by, start, end, filters, visible):
+    """Deals closed in [start, end) per (key, currency): won, lost, won_amount, cycle_ms (the
+    first half of `sales`; the summaries read the partial days at a period's ends with it)."""
     first, rest = _owner(visible)
     won = _is("status", "won")
     pipeline = [
@@ -90,6 +90,17 @@ def sales(group_by, start, end, filters, visible):
             "won_amount": {"$sum": {"$cond": [won, "$amount", 0]}},
             "cycle_ms": {"$sum": {"$cond": [won, {"$subtract": ["$closed_at", "$created_at"]}, 0]}},
         }},
+    ]
+    return pipeline, _index("sales", first)
+
+
+def sales(group_by, start, end, filters, visible):
+    """Deals closed in [start, end), grouped by the key and then by currency (amounts of
+    different currencies are never added up). The definition of the sales report: the
+    service answers from the summaries (summaries.py) with the same numbers; RPC
+    sales_report(params, exact=True) runs this."""
+    pipeline, index = sales_rows(group_by, start, end, filters, visible)
+    pipeline += [
         {"$group": {
             "_id": "$_id.key",
             "won": {"$sum": "$won"}, "lost": {"$sum": "$lost"}, "cycle_ms": {"$sum": "$cycle_ms"},
@@ -106,11 +117,13 @@ def sales(group_by, start, end, filters, visible):
         }},
         {"$sort": {"_id": 1}},
     ]
-    return pipeline, _index("sales", first)
+    return pipeline, index
 
 
 def forecast(filters, close_range, visible):
-    """Open deals by expected close month and currency; weighted = amount x probability."""
+    """Open deals by expected close month and currency; weighted = amount x probability.
+    The definition of the forecast report (RPC forecast_report(params, exact=True)); the
+    service answers from the summaries (summaries.py) with the same numbers."""
     first, rest = _owner(visible)
     match = {**first, "status": "open"}
     if close_range:

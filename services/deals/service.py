@@ -78,6 +78,11 @@ class DealsService(HealthEntrypoints):
         return self._announce(self.deals.delete(deal_id))
 
     @rpc(expected_exceptions=EXPECTED)
+    def restore_deal(self, deal_id):
+        """A deleted deal back (RPC only for now: no gateway route yet)."""
+        return self._announce(self.deals.restore(deal_id))
+
+    @rpc(expected_exceptions=EXPECTED)
     def move_deal(self, deal_id, payload):
         return self._announce(self.deals.move(deal_id, payload))
 
@@ -151,12 +156,20 @@ class DealsService(HealthEntrypoints):
         return self.deals.rebuild_funnel_counters()
 
     @rpc(expected_exceptions=EXPECTED)
-    def sales_report(self, params, explain=False):
-        return self.deals.sales(params, explain)
+    def sales_report(self, params, explain=False, exact=False):
+        """From the report summaries; exact=True aggregates the deals (the definition)."""
+        return self.deals.sales(params, explain, exact)
 
     @rpc(expected_exceptions=EXPECTED)
-    def forecast_report(self, params, explain=False):
-        return self.deals.forecast(params, explain)
+    def forecast_report(self, params, explain=False, exact=False):
+        """From the report summaries; exact=True aggregates the open deals (the definition)."""
+        return self.deals.forecast(params, explain, exact)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def rebuild_report_summaries(self):
+        """Admin/ops: recompute the sales and forecast summaries from the deals (after deals
+        were written behind the service's back)."""
+        return self.deals.rebuild_report_summaries()
 
     # other services' facts
     @reliable_handler("contacts", "contact_merged")

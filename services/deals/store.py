@@ -3,21 +3,24 @@
 Collections: pipelines, deals, deal_history (one document per stage entry, inserted, never
 rewritten), targets, settings (the configurable lists), lead_sources (the source registry
 with costs), leads (one per inbound request, _id = request id), lead_counters (round robin),
-lead_claims (which lead opens the deal of a contact in a pipeline). No query is hinted: SecantusDB
+lead_claims (which lead opens the deal of a contact in a pipeline), report_summaries (the sales
+and forecast buckets, summaries.py: every write of a deal below marks the buckets it
+changes before and after the write). No query is hinted: SecantusDB
 (dev/CI) walks a whole hinted index, and mongod picks these indexes by itself; hot-path
 queries use only indexed fields."""
 import json
+from contextlib import contextmanager
 
 from bson import json_util
 from bson.int64 import Int64
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, InsertOne, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
 from crm_common.mongo import BaseStore, update_and_get
 from crm_common.timeutil import utcnow
-from services.deals import funnel, reports
+from services.deals import funnel, reports, summaries
 from services.deals.domain import DEFAULT_LOST_REASONS, DEFAULT_LEAD_SOURCES, default_pipeline
 
 LIVE = {"deleted_at": None}
@@ -58,6 +61,7 @@ class DealsStore(BaseStore):
         self.funnel_numbers = db["funnel_numbers"]  # (pipeline, owner) -> last deal number
         self.funnel_months = db["funnel_months"]  # counters, see funnel.py
         self.funnel_days = db["funnel_days"]
+        self.summaries = db[summaries.COLLECTION]  # sales / forecast buckets, see summaries.py
 
     def ensure_indexes(self):
         p = self.pipelines
@@ -94,9 +98,15 @@ class DealsStore(BaseStore):
             collection.create_index([("pipeline_id", ASCENDING), ("period", ASCENDING)], name=name)
             collection.create_index([("pipeline_id", ASCENDING), ("owner_id", ASCENDING),
                                      ("period", ASCENDING)], name=f"{name}_owner")
+        # the buckets of a report part: kind, period range (and pipeline); every predicate
+        # of the reads is in it (SecantusDB does not range-scan _id: a collection scan)
+        self.summaries.create_index([("kind", ASCENDING), ("period", ASCENDING),
+                                     ("pipeline_id", ASCENDING)], name="summaries")
         self.ensure_defaults()
         if not self.funnel_counters_ready():
             self.rebuild_funnel_counters(utcnow())  # a database from before the counters
+        if not self.summaries_ready():
+            summaries.Summaries(self).rebuild()  # a database from before the summaries
 
     def ensure_defaults(self):
         """The default pipeline and lists exist after the first start; two replicas starting
@@ -257,14 +267,15 @@ class DealsStore(BaseStore):
     def insert_deal_once(self, doc):
         """False when a deal with this id exists (a redelivered lead already created it)."""
         try:
-            self.deals.insert_one(doc)
+            with self.summaries_marked(summaries.touched(None, doc)):
+                self.deals.insert_one(doc)
         except DuplicateKeyError:
             return False
         return True
 
     def add_deal_request(self, deal_id, entry, keep, now):
         """Push the request onto the deal once (its id is not there yet), keeping the last
-        `keep` entries."""
+        `keep` entries. No report reads these fields: no summary changes."""
         self.deals.update_one(
             {"_id": deal_id, "requests.request_id": {"$ne": entry["request_id"]}},
             {"$push": {"requests": {"$each": [entry], "$slice": -keep}},
@@ -293,25 +304,29 @@ class DealsStore(BaseStore):
         return update_and_get(self.pipelines, {"_id": pipeline_id, "version": version, **LIVE},
                               {"$set": changes, "$inc": {"version": 1}})
 
-    # deals
+    # deals: every write marks the report summaries it changes (summaries.py)
     def insert_deal(self, doc):
-        self.deals.insert_one(doc)
+        with self.summaries_marked(summaries.touched(None, doc)):
+            self.deals.insert_one(doc)
         return doc
 
-    def get_deal(self, deal_id, visible):
+    def get_deal(self, deal_id, visible, deleted=False):
+        if deleted:
+            return self.deals.find_one({"_id": deal_id, **visible})
         return self.deals.find_one({"_id": deal_id, **LIVE, **visible})
 
-    def update_deal(self, deal_id, visible, changes):
-        return update_and_get(self.deals, {"_id": deal_id, **LIVE, **visible},
-                              {"$set": changes, "$inc": {"version": 1}})
-
-    def move_deal(self, deal_id, version, changes):
-        """Compare-and-set on the version read: of two concurrent moves one wins, the
-        other re-reads and moves again from the new stage, so each move is one history entry.
-        True when this move won; the caller knows the result (what it read + its changes):
-        a document read back could already carry the next move."""
-        return self.deals.update_one({"_id": deal_id, "version": version, **LIVE},
-                                     {"$set": changes, "$inc": {"version": 1}}).matched_count == 1
+    def change_deal(self, current, changes, visible=None, live=True):
+        """Compare-and-set on the version read (`current`): of two concurrent writes one
+        wins, the other re-reads and writes again (moves: each move is one history entry).
+        True when this write won; the caller knows the result (what it read + its changes):
+        a document read back could already carry the next write. The write replaces exactly
+        `current`, so the summaries it touches are those of `current` and of the result.
+        `live`: only a deal not deleted (False: only a deleted one, a restore)."""
+        query = {"_id": current["_id"], "version": current["version"], **(visible or {})}
+        query["deleted_at"] = None if live else {"$ne": None}
+        with self.summaries_marked(summaries.touched(current, {**current, **changes})):
+            result = self.deals.update_one(query, {"$set": changes, "$inc": {"version": 1}})
+        return result.matched_count == 1
 
     def open_deals_of(self, contact_id, pipeline_id, limit=10):
         """Only the indexed field in the query (a contact has few deals; the rest is checked
@@ -335,15 +350,125 @@ class DealsStore(BaseStore):
         return {d["stage_id"] for d in self.deals.find(query, {"stage_id": 1})}
 
     def reassign_stage(self, pipeline_id, from_stage_id, to_stage, now):
-        """Deals of a removed stage go to its replacement (same kind, so status holds)."""
-        self.deals.update_many(
-            {"pipeline_id": pipeline_id, "stage_id": from_stage_id},
-            {"$set": {"stage_id": to_stage["id"], "probability": to_stage["probability"],
-                      "updated_at": now}, "$inc": {"version": 1}})
+        """Deals of a removed stage go to its replacement (same kind, so status holds; an
+        open stage's deals change stage and probability in the forecast buckets)."""
+        stages = {from_stage_id: (to_stage["id"], to_stage["probability"])}
+        with self.pipeline_forecast_restaged(pipeline_id, stages if to_stage["kind"] == "open" else None):
+            self.deals.update_many(
+                {"pipeline_id": pipeline_id, "stage_id": from_stage_id},
+                {"$set": {"stage_id": to_stage["id"], "probability": to_stage["probability"],
+                          "updated_at": now}, "$inc": {"version": 1}})
 
-    def set_stage_probability(self, pipeline_id, stage_id, probability):
-        self.deals.update_many({"stage_id": stage_id, "pipeline_id": pipeline_id},
-                               {"$set": {"probability": probability}})
+    def set_stage_probability(self, pipeline_id, stage, probability):
+        """Deals follow their stage's new probability (the forecast weighs open deals by it:
+        for an open stage the pipeline's forecast buckets follow too)."""
+        stages = {stage["id"]: (stage["id"], probability)}
+        with self.pipeline_forecast_restaged(pipeline_id, stages if stage["kind"] == "open" else None):
+            self.deals.update_many({"stage_id": stage["id"], "pipeline_id": pipeline_id},
+                                   {"$set": {"probability": probability}})
+
+    # report summaries (summaries.py): marks around deal writes, status reads, stores
+    @contextmanager
+    def summaries_marked(self, buckets):
+        """Before the write: $inc dirty and pending.<token> on each bucket (created when
+        missing); after it, whatever happened: $inc dirty again and the token removed."""
+        if not buckets:
+            yield
+            return
+        token = new_id()
+        ids = [(summaries.bucket_id(*bucket), bucket) for bucket in buckets]
+        self._mark(ids, {"$set": {f"pending.{token}": utcnow()}})
+        try:
+            yield
+        finally:
+            self._mark(ids, {"$unset": {f"pending.{token}": ""}})
+
+    def _mark(self, ids, change):
+        ops = [UpdateOne({"_id": key}, {"$inc": {"dirty": 1}, **change,
+                                        "$setOnInsert": {"kind": kind, "period": period,
+                                                         "pipeline_id": pipeline_id}},
+                         upsert=True) for key, (kind, period, pipeline_id) in ids]
+        for attempt in range(5):
+            try:
+                self.summaries.bulk_write(ops, ordered=False)
+                return
+            except (BulkWriteError, DuplicateKeyError):
+                # racing first upserts of one bucket: it exists now; marking the others
+                # twice only makes them more dirty
+                if attempt == 4:
+                    raise
+
+    @contextmanager
+    def pipeline_forecast_restaged(self, pipeline_id, stages):
+        """A bulk change of a pipeline's open deals (`stages` {old stage id: (new stage id,
+        new probability)}; None: nothing to do): every forecast bucket of the pipeline marked
+        before it; after it, the buckets no other write marked meanwhile get their rows
+        rewritten the same way (summaries.restage, compare-and-set), the others are only
+        unmarked (they stay dirty and are recomputed at read)."""
+        if not stages:
+            yield
+            return
+        token = new_id()
+        queries = [{"kind": kind, "pipeline_id": pipeline_id}
+                   for kind in (summaries.FORECAST_MONTH, summaries.FORECAST_DAY)]
+        for query in queries:
+            self.summaries.update_many(query, {"$inc": {"dirty": 1},
+                                               "$set": {f"pending.{token}": utcnow()}})
+        done = False
+        try:
+            yield
+            done = True
+        finally:
+            if done:  # the deals all changed: rewrite what can be
+                ops = []
+                for query in queries:
+                    for doc in self.summaries.find({**query, f"pending.{token}": {"$exists": True}}):
+                        if summaries.restageable(doc, token):
+                            ops.append(UpdateOne(
+                                {"_id": doc["_id"], "dirty": doc["dirty"]},
+                                {"$set": {"rows": summaries.restage(doc.get("rows") or [], stages),
+                                          "built": doc["dirty"] + 1},
+                                 "$inc": {"dirty": 1}, "$unset": {f"pending.{token}": ""}}))
+                for i in range(0, len(ops), 1000):
+                    self.summaries.bulk_write(ops[i:i + 1000], ordered=False)
+            for query in queries:  # the rest (and those whose compare-and-set failed)
+                self.summaries.update_many({**query, f"pending.{token}": {"$exists": True}},
+                                           {"$inc": {"dirty": 1}, "$unset": {f"pending.{token}": ""}})
+
+    def summary_status(self, query):
+        """Bucket documents without their rows: kind, period, pipeline_id, dirty, built,
+        pending."""
+        return list(self.summaries.find(query, {"rows": 0}))
+
+    def store_summaries(self, writes):
+        """[(bucket id, dirty read, rows, stale tokens)]: each stored only if its `dirty`
+        is still the one read (a write since then keeps it dirty)."""
+        ops = []
+        for key, dirty, rows, stale in writes:
+            update = {"$set": {"rows": rows, "built": dirty}}
+            if stale:
+                update["$unset"] = {f"pending.{token}": "" for token in stale}
+            ops.append(UpdateOne({"_id": key, "dirty": dirty}, update))
+        for i in range(0, len(ops), 1000):
+            self.summaries.bulk_write(ops[i:i + 1000], ordered=False)
+
+    def insert_summaries(self, docs):
+        """New buckets (rebuild); one a writer created meanwhile is kept (it is dirty)."""
+        ops = [InsertOne(doc) for doc in docs]
+        for i in range(0, len(ops), 1000):
+            try:
+                self.summaries.bulk_write(ops[i:i + 1000], ordered=False)
+            except BulkWriteError as exc:
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
+
+    def summaries_ready(self):
+        marker = self.config.find_one({"_id": "report_summaries"})
+        return bool(marker) and marker.get("version") == summaries.VERSION
+
+    def set_summaries_ready(self, version, now):
+        self.config.update_one({"_id": "report_summaries"},
+                               {"$set": {"version": version, "at": now}}, upsert=True)
 
     def repoint_contact(self, merged_ids, survivor_id, now):
         """Idempotent: a redelivered merge finds nothing left to move."""
