@@ -61,8 +61,13 @@ class ContactsStore(BaseStore):
         return doc
 
     def get_contact(self, contact_id, include_deleted=False):
-        query = {"_id": contact_id} if include_deleted else {"_id": contact_id, **LIVE}
-        return self.contacts.find_one(query, READ)
+        # By _id alone, live-ness checked here: SecantusDB answers {_id, deleted_at} from the
+        # compound index at twice the server CPU of an _id probe (0.7-1.0 vs 0.3-0.4 ms);
+        # the same document either way, on mongod too.
+        doc = self.contacts.find_one({"_id": contact_id}, READ)
+        if doc is not None and not include_deleted and doc.get("deleted_at") is not None:
+            return None
+        return doc
 
     def update_contact(self, contact_id, changes, include_deleted=False, unset=None):
         query = {"_id": contact_id}
