@@ -127,10 +127,13 @@ def event_exchange(service, config):
 class DeadLetters(DependencyProvider):
     """Lets a service's admin RPCs see and replay the dead letters of its own handlers."""
 
+    queues = None
+
     def get_dependency(self, worker_ctx):
-        queues = sorted({ext.queue.name for ext in self.container.entrypoints
-                         if isinstance(ext, ReliableEventHandler)})
-        return DeadLetterAdmin(self.container.config["AMQP_URI"], queues)
+        if self.queues is None:  # the entrypoints are fixed: list their queues once
+            self.queues = sorted({ext.queue.name for ext in self.container.entrypoints
+                                  if isinstance(ext, ReliableEventHandler)})
+        return DeadLetterAdmin(self.container.config["AMQP_URI"], self.queues)
 
 
 class DeadLetterAdmin:
