@@ -10,6 +10,7 @@ timeout = int(os.environ.get("GATEWAY_TIMEOUT", "30"))
 graceful_timeout = 20
 keepalive = 5
 accesslog = os.environ.get("GATEWAY_ACCESS_LOG") or None  # the app logs each request itself
+logger_class = "gateway.logs.GunicornLogger"  # no access line built unless accesslog is set
 errorlog = "-"
 # one JSON object per line, with the request id (gateway/logs.py)
 logconfig_dict = {

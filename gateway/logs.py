@@ -1,5 +1,6 @@
 """JSON log lines for the gateway, with the request id of the request being served."""
 from flask import g, has_request_context, request
+from gunicorn import glogging
 
 from crm_common.observability import JsonFormatter
 
@@ -14,3 +15,14 @@ def request_fields():
 class GatewayJsonFormatter(JsonFormatter):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, context=request_fields, **kwargs)
+
+
+class GunicornLogger(glogging.Logger):
+    """gunicorn's logger without its own access line unless GATEWAY_ACCESS_LOG names a
+    file: the app logs every request itself (JSON, with the request id), and gunicorn,
+    configured through logconfig_dict, built the atoms of an access line for every request
+    (about 7% of a worker's CPU on GET /contacts/{id}) only for the access logger to drop it."""
+
+    def access(self, resp, req, environ, request_time):
+        if self.cfg.accesslog:
+            super().access(resp, req, environ, request_time)

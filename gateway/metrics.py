@@ -17,9 +17,21 @@ RPC_ERRORS = Counter("crm_gateway_rpc_errors_total", "RPC calls that failed",
 
 
 class Metrics:
+    """Labelled children are kept in dicts: prometheus' labels() validates and takes a lock
+    on every call."""
+
+    def __init__(self):
+        self._requests = {}
+        self._rpc = {}
+
     def observe_request(self, method, endpoint, status, seconds):
-        REQUESTS.labels(method, endpoint, str(status)).inc()
-        LATENCY.labels(method, endpoint).observe(seconds)
+        key = (method, endpoint, status)
+        children = self._requests.get(key)
+        if children is None:
+            children = self._requests[key] = (REQUESTS.labels(method, endpoint, str(status)),
+                                              LATENCY.labels(method, endpoint))
+        children[0].inc()
+        children[1].observe(seconds)
 
     @contextmanager
     def rpc_timer(self, service, method):
@@ -30,7 +42,10 @@ class Metrics:
             RPC_ERRORS.labels(service, method, getattr(exc, "code", type(exc).__name__)).inc()
             raise
         finally:
-            RPC_LATENCY.labels(service, method).observe(time.perf_counter() - start)
+            child = self._rpc.get((service, method))
+            if child is None:
+                child = self._rpc[(service, method)] = RPC_LATENCY.labels(service, method)
+            child.observe(time.perf_counter() - start)
 
     def render(self):
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -229,29 +229,40 @@ DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; "
             "style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'")
 
 
+# set on every answer unless the route set its own (setdefault semantics)
+_ALWAYS = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
+           ("Referrer-Policy", "no-referrer"), ("Cross-Origin-Opener-Policy", "same-origin"),
+           ("Permissions-Policy", "camera=(), microphone=(), geolocation=()"))
+
+
 def add_security_headers(response, cors_origins):
+    # one pass over the headers the answer has, instead of a scan per header (werkzeug's
+    # Headers is a list); request attributes read once (each is a context-local lookup)
     headers = response.headers
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Referrer-Policy", "no-referrer")
-    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
-    headers.setdefault("Content-Security-Policy",
-                       DOCS_CSP if request.path.startswith("/api/docs") else API_CSP)
-    if request.path.startswith("/api/v1"):
-        headers.setdefault("Cache-Control", "no-store")  # answers may carry tokens and PII
-    if request.is_secure or request.headers.get("X-Forwarded-Proto") == "https":
-        headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-    if response.status_code == 401:
-        headers.setdefault("WWW-Authenticate", 'Bearer realm="crm"')
+    req = request._get_current_object()
+    path = req.path
+    present = {key.lower() for key in headers.keys()}
+    for name, value in _ALWAYS:
+        if name.lower() not in present:
+            headers.add(name, value)
+    if "content-security-policy" not in present:
+        headers.add("Content-Security-Policy",
+                    DOCS_CSP if path.startswith("/api/docs") else API_CSP)
+    if path.startswith("/api/v1") and "cache-control" not in present:
+        headers.add("Cache-Control", "no-store")  # answers may carry tokens and PII
+    if ((req.is_secure or req.headers.get("X-Forwarded-Proto") == "https")
+            and "strict-transport-security" not in present):
+        headers.add("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    if response.status_code == 401 and "www-authenticate" not in present:
+        headers.add("WWW-Authenticate", 'Bearer realm="crm"')
     if g.get("retry_after"):
         headers["Retry-After"] = str(g.retry_after)
-    _cors(response, cors_origins)
+    _cors(response, cors_origins, req)
     return response
 
 
-def _cors(response, allowed):
-    origin = request.headers.get("Origin")
+def _cors(response, allowed, req):
+    origin = req.headers.get("Origin")
     response.headers.add("Vary", "Origin")
     if not origin or not allowed:
         return
@@ -259,7 +270,7 @@ def _cors(response, allowed):
         return
     response.headers["Access-Control-Allow-Origin"] = origin
     response.headers["Access-Control-Expose-Headers"] = "X-Request-Id, Retry-After"
-    if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
+    if req.method == "OPTIONS" and req.headers.get("Access-Control-Request-Method"):
         response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
         response.headers["Access-Control-Allow-Headers"] = CORS_HEADERS
         response.headers["Access-Control-Max-Age"] = "600"
