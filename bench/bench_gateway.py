@@ -21,6 +21,7 @@ import pymongo  # noqa: E402
 from kombu import Connection, Consumer, Exchange, Producer, Queue  # noqa: E402
 
 from bench.common import Platform, http_load, row, thread_load  # noqa: E402
+from bench.bench_telephony import cpu_note, cpu_seconds, load_average  # noqa: E402
 
 SEED_CONTACTS = 2000
 IDS = []
@@ -93,6 +94,7 @@ def main():
     parser.add_argument("--amqp", default="amqp://guest:guest@localhost:5672/")
     parser.add_argument("--mongo", default="mongodb://127.0.0.1:27017/")
     parser.add_argument("--token", help="bearer token, when the gateway requires sign-in")
+    parser.add_argument("--reads-only", action="store_true", help="skip the write rows")
     args = parser.parse_args()
 
     platform = Platform(args.url, args.amqp, args.mongo)
@@ -110,24 +112,31 @@ def main():
         s = args.seconds
         print(f"\nreads: GET /api/v1/contacts/{{id}} over {len(IDS)} contacts, {s:.0f} s each")
         for clients in (1, 16):
+            load, cpu = load_average(), cpu_seconds(platform)
             result, statuses = http_load(platform.base_url, read_request, clients, s, headers)
-            row(f"gateway GET, {clients} client(s)", result, f"statuses={statuses}")
+            row(f"gateway GET, {clients} client(s)", result, f"statuses={statuses} ({load})")
+            print(f"      {cpu_note(cpu, cpu_seconds(platform), max(result['n'], 1))}".replace(
+                "/event", "/request"), flush=True)
         ids = list(IDS)
         for clients in (1, 16):
             result = thread_load(lambda i, c: db.contacts.find_one({"_id": ids[(i * 7919 + c) % len(ids)]}),
                                  clients, s)
             row(f"reference: pymongo find_one, {clients} thread(s)", result)
 
-        print(f"\nwrites: POST /api/v1/contacts, {s:.0f} s each")
-        for clients in (1, 16):
-            result, statuses = http_load(platform.base_url, write_request, clients, s, headers)
-            row(f"gateway POST, {clients} client(s)", result, f"statuses={statuses}")
-        scratch = db["bench_scratch"]
-        for clients in (1, 16):
-            result = thread_load(lambda i, c: scratch.insert_one({"i": i, "c": c, "x": "y" * 300}),
-                                 clients, s)
-            row(f"reference: pymongo insert_one, {clients} thread(s)", result)
-        scratch.drop()
+        if not args.reads_only:
+            print(f"\nwrites: POST /api/v1/contacts, {s:.0f} s each")
+            for clients in (1, 16):
+                load, cpu = load_average(), cpu_seconds(platform)
+                result, statuses = http_load(platform.base_url, write_request, clients, s, headers)
+                row(f"gateway POST, {clients} client(s)", result, f"statuses={statuses} ({load})")
+                print(f"      {cpu_note(cpu, cpu_seconds(platform), max(result['n'], 1))}".replace(
+                    "/event", "/request"), flush=True)
+            scratch = db["bench_scratch"]
+            for clients in (1, 16):
+                result = thread_load(lambda i, c: scratch.insert_one({"i": i, "c": c, "x": "y" * 300}),
+                                     clients, s)
+                row(f"reference: pymongo insert_one, {clients} thread(s)", result)
+            scratch.drop()
 
         print("\nreference: raw AMQP request/reply round trip, 1 client")
         row("raw AMQP round trip", amqp_round_trip(platform.amqp_uri, min(s, 5)))

@@ -90,13 +90,21 @@ def cpu_seconds(platform):
             continue
         try:
             with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                head, _, tail = f.read().rpartition(")")
         except OSError:
             continue
+        fields = tail.split()
         pid, session = int(name), int(fields[3])
         part = "database" if pid == database else parts.get(session)
+        if part is None and head.endswith("(beam.smp"):
+            part = "rabbitmq"  # the machine's broker (shared with whatever else runs)
+        if part is None and os.getpid() in (pid, int(fields[1])):
+            part = "load-client"  # this benchmark and its load processes
         if part:
-            used[part] = used.get(part, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+            ticks = int(fields[11]) + int(fields[12])
+            if pid == os.getpid():
+                ticks += int(fields[13]) + int(fields[14])  # its load processes that ended
+            used[part] = used.get(part, 0.0) + ticks / tick
     return used
 
 
