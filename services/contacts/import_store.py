@@ -115,8 +115,10 @@ class ImportStore(BaseStore):
         query = {"import_id": import_id}
         if after_id:
             query["_id"] = {"$gt": after_id}
+        # both predicates are fields of the (import_id, row, _id) index, which SecantusDB
+        # then reads for this import only; hinted, it walked every import's errors
         return list(self.errors.find(query).sort([("row", ASCENDING), ("_id", ASCENDING)])
-                    .hint("import_id_1_row_1__id_1").limit(limit))
+                    .limit(limit))
 
     def count_errors(self, import_id):
         return self.errors.count_documents({"import_id": import_id})
