@@ -218,6 +218,40 @@ def test_calendar_is_ordered_and_only_the_users(api, stack, unique):
     assert [t["title"] for t in only_open] == ["meet", "late"]
 
 
+def test_calendar_shows_what_started_before_the_window_and_still_runs(api, stack, unique):
+    """A view from 10:00 shows the 9:00-11:00 meeting and a conference that started two days
+    before and lasts four, but not a meeting that ended at 10:00 or before."""
+    ivy = announce_user(stack, f"ivy-{unique}")
+    base = datetime(2033, 5, 10, 10, 0, tzinfo=timezone.utc)
+
+    def meeting(title, start, end):
+        return make_task(api, title=title, kind="meeting", assignee_id=ivy,
+                         due_at=iso(base + start), end_at=iso(base + end))
+    meeting("running", timedelta(hours=-1), timedelta(hours=1))
+    meeting("ended at from", timedelta(hours=-2), timedelta(0))
+    meeting("ended before", timedelta(hours=-3), timedelta(hours=-2))
+    conference = meeting("conference", timedelta(days=-2), timedelta(days=2))
+    meeting("inside", timedelta(hours=2), timedelta(hours=3))
+    make_task(api, title="after the window", assignee_id=ivy, due_at=iso(base + timedelta(days=1, hours=1)))
+    params = {"from": iso(base), "to": iso(base + timedelta(days=1)), "assignee_id": ivy}
+    items = api.get("/calendar", params=params).json()["items"]
+    assert [t["title"] for t in items] == ["conference", "running", "inside"]
+    # pages of one keep the order and lose nothing
+    titles, cursor = [], None
+    while True:
+        page = api.get("/calendar", params={**params, "limit": 1, **({"cursor": cursor} if cursor else {})}).json()
+        titles += [t["title"] for t in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert titles == ["conference", "running", "inside"]
+    # a task made longer later is found by its new span
+    moved = api.patch(f"/tasks/{conference['id']}", json={"due_at": iso(base - timedelta(days=9)),
+                                                          "end_at": iso(base + timedelta(hours=5))})
+    assert moved.status_code == 200, moved.text
+    assert [t["title"] for t in api.get("/calendar", params=params).json()["items"]][0] == "conference"
+
+
 def test_agenda_overdue_then_today_then_deals_without_next_step(api, stack, unique):
     gina = announce_user(stack, f"gina-{unique}")
     current = now()

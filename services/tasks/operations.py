@@ -117,6 +117,7 @@ class Tasks:
         if "recurrence" in data and data["recurrence"]:
             changes["recurrence"] = dict(data["recurrence"])
         changes["alarm_at"] = first_alarm({**merged, **changes}, self.grace)
+        self.store.note_span({**merged, **changes})
         doc = self.store.update_task({"_id": task_id, "version": current["version"]}, changes)
         if not doc:
             raise Conflict("The task changed meanwhile; read it again", {"id": task_id})
@@ -198,9 +199,16 @@ class Tasks:
         q = load(calendar_query, params)
         assignee = self._person(q)
         statuses = ["open", "done"] if q["include_done"] else ["open"]
+        # what starts in [from, to), and what started before `from` and still runs then
+        # (a meeting 9:00-11:00 in a view from 10:00): read back as far as the longest task
+        longest = self.store.longest_span()
         query = _and(self._visible(), {"assignee_id": assignee,
-                                       "sort_due": {"$gte": q["from_"], "$lt": q["to"]},
+                                       "sort_due": {"$gte": q["from_"] - timedelta(seconds=longest),
+                                                    "$lt": q["to"]},
                                        "status": {"$in": statuses}})
+        if longest:
+            query = _and(query, {"$or": [{"sort_due": {"$gte": q["from_"]}},
+                                         {"end_at": {"$gt": q["from_"]}}]})
         now = self.clock.now()
         docs, next_cursor = self.store.page_tasks(query, "sort_due", 1, q["limit"], q.get("cursor"))
         return {"items": [dump_task(d, now) for d in docs], "next_cursor": next_cursor}

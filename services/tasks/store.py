@@ -58,6 +58,7 @@ class TasksStore(BaseStore):
     def insert_task(self, doc):
         """Insert; False when a task with the same source_key exists (a redelivery)."""
         doc.setdefault("_id", new_id())
+        self.note_span(doc)
         try:
             self.tasks.insert_one(doc)
         except DuplicateKeyError:
@@ -72,6 +73,25 @@ class TasksStore(BaseStore):
         if inc_version:
             update["$inc"] = {"version": 1}
         return update_and_get(self.tasks, query, update)
+
+    # The longest time any task lasts (due_at -> end_at): the calendar reads that far before
+    # its window for meetings that started before it and still run. Raised before the task
+    # write, so a calendar that can see the task also sees its span; never lowered.
+    def note_span(self, doc):
+        if not (doc.get("due_at") and doc.get("end_at")):
+            return
+        seconds = (doc["end_at"] - doc["due_at"]).total_seconds()
+        for _ in range(2):  # two first upserts of the key may race: the loser retries
+            try:
+                self.meta.update_one({"_id": "longest_span"}, {"$max": {"seconds": seconds}},
+                                     upsert=True)
+                return
+            except DuplicateKeyError:
+                continue
+
+    def longest_span(self):
+        doc = self.meta.find_one({"_id": "longest_span"})
+        return doc["seconds"] if doc else 0.0
 
     def set_alarm(self, task_id, version, alarm_at):
         """Only if nobody changed the task meanwhile (a change computes its own alarm)."""
