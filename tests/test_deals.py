@@ -6,7 +6,6 @@ import time
 
 import pytest
 
-from crm_common.errors import NotFound
 from crm_common.publish import publish_event
 
 
@@ -396,20 +395,20 @@ def test_history_entry_survives_a_crash_between_the_two_writes(api, stack, uniqu
         assert [h["to_stage_id"] for h in history] == [stage_ids(pipeline)["Offer"], stage_ids(pipeline)["New"]]
 
 
-def test_deleted_deal_restored(api, stack, unique):
-    """RPC restore_deal (no gateway route yet): the deal is back, as it was; restoring a
-    deal that is not deleted changes nothing; an agent restores only their own deals."""
+def test_deleted_deal_restored(api, stack, unique, make_user):
+    """POST /deals/{id}/restore: the deal is back, as it was; restoring a deal that is not
+    deleted changes nothing; an agent restores only their own deals (another's is 404)."""
     pipeline = make_pipeline(api, unique)
-    owner = f"rs-{unique}"
-    deal = make_deal(api, pipeline, owner_id=owner, amount=4200)
+    agent, other = make_user("agent"), make_user("agent")
+    deal = make_deal(api, pipeline, owner_id=agent.user["id"], amount=4200)
     assert api.delete(f"/deals/{deal['id']}").status_code == 200
     assert api.get(f"/deals/{deal['id']}").status_code == 404
-    with pytest.raises(NotFound):  # another agent's deal
-        stack.rpc.call("deals", "restore_deal", deal["id"],
-                       context={"user_id": f"x-{unique}", "user_role": "agent"})
-    restored = stack.rpc.call("deals", "restore_deal", deal["id"],
-                              context={"user_id": owner, "user_role": "agent"})
+    assert other.post(f"/deals/{deal['id']}/restore").status_code == 404
+    assert api.post(f"/deals/unknown-{unique}/restore").status_code == 404
+    answer = agent.post(f"/deals/{deal['id']}/restore")
+    assert answer.status_code == 200, answer.text
+    restored = answer.json()
     assert restored["amount"] == 4200 and restored["version"] == deal["version"] + 2
     assert api.get(f"/deals/{deal['id']}").json()["amount"] == 4200
-    again = stack.rpc.call("deals", "restore_deal", deal["id"])
+    again = api.post(f"/deals/{deal['id']}/restore").json()
     assert again["version"] == restored["version"]

@@ -35,6 +35,12 @@ def delete_deal(deal_id, body, params):
     return call("deals", "delete_deal", deal_id)
 
 
+@api.route("/deals/{deal_id}/restore", "POST", "Restore a deleted deal as it was (a deal not "
+           "deleted is answered unchanged)", TAG, response=s.DealOut)
+def restore_deal(deal_id, body, params):
+    return call("deals", "restore_deal", deal_id)
+
+
 @api.route("/deals/{deal_id}/move", "POST", "Move a deal to a stage of its pipeline (a lost "
            "stage needs lost_reason); recorded in its history", TAG, body=s.MoveIn,
            response=s.DealOut, errors=WRITE_ERRORS)

@@ -79,7 +79,7 @@ class DealsService(HealthEntrypoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def restore_deal(self, deal_id):
-        """A deleted deal back (RPC only for now: no gateway route yet)."""
+        """A deleted deal back (POST /api/v1/deals/{id}/restore)."""
         return self._announce(self.deals.restore(deal_id))
 
     @rpc(expected_exceptions=EXPECTED)
