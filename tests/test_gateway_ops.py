@@ -170,15 +170,17 @@ def test_every_service_exports_prometheus_metrics(stack):
     try:
         stack.wait_service("tasks")
         deadline = time.time() + 60  # the first heartbeat of a new process, on a loaded machine
+        heartbeat = 'crm_service_calls_total{entrypoint="heartbeat",outcome="ok",service="tasks"}'
         text = ""
-        while time.time() < deadline and "crm_service_calls_total" not in text:
+        # wait for the sample itself: the counter's HELP/TYPE lines come before any call
+        while time.time() < deadline and heartbeat not in text:
             try:
                 text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
             except requests.RequestException:
                 time.sleep(0.3)
                 continue
             time.sleep(0.3)
-        assert 'crm_service_calls_total{entrypoint="heartbeat",outcome="ok",service="tasks"}' in text
+        assert heartbeat in text
         assert "crm_service_call_seconds_bucket" in text
         assert 'crm_outbox_backlog{service="tasks"}' in text or "crm_outbox_backlog" in text
     finally:
