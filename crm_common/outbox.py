@@ -27,7 +27,7 @@ from nameko.events import get_event_exchange
 from nameko.extensions import DependencyProvider
 from pymongo import ASCENDING, ReturnDocument
 
-from crm_common.mongo import MongoStore
+from crm_common.mongo import MongoStore, in_chunks
 from crm_common.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,9 @@ class OutboxDispatcher(DependencyProvider):
                 break
         if not ids:
             return
-        try:
-            self.collection.delete_many({"_id": {"$in": ids}})
+        try:  # in lists of 50: on SecantusDB one $in costs values x matches (crm_common.mongo)
+            for chunk in in_chunks(ids):
+                self.collection.delete_many({"_id": {"$in": chunk}})
         except Exception:  # noqa: BLE001 - left records are published again (a duplicate, never a loss)
             log.exception("could not delete %d published outbox records", len(ids))
 
