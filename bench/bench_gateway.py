@@ -21,7 +21,7 @@ import pymongo  # noqa: E402
 from kombu import Connection, Consumer, Exchange, Producer, Queue  # noqa: E402
 
 from bench.common import Platform, http_load, row, thread_load  # noqa: E402
-from bench.bench_telephony import cpu_note, cpu_seconds, load_average  # noqa: E402
+from bench.common import cpu_note, cpu_seconds, load_average  # noqa: E402
 
 SEED_CONTACTS = 2000
 IDS = []

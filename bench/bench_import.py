@@ -26,9 +26,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.bench_telephony import (cpu_seconds, load_average, print_slow_operations,  # noqa: E402
-                                   profile_databases)
-from bench.common import Platform  # noqa: E402
+from bench.common import (Platform, cpu_seconds, load_average, print_slow_operations,  # noqa: E402
+                          profile_databases)
 from crm_common.ids import new_id  # noqa: E402
 from crm_common.timeutil import utcnow  # noqa: E402
 from services.contacts.domain import normalize_emails, normalize_phones, search_fields  # noqa: E402

@@ -89,7 +89,7 @@ def main():
         url = f"{platform.base_url}/api/v1/forms/{FORM_KEY}/submissions"
         if args.profile_slow_ms:
             import pymongo
-            from bench.bench_telephony import print_slow_operations, profile_databases
+            from bench.common import print_slow_operations, profile_databases
             profiler = pymongo.MongoClient(platform.mongo_url)
             profile_databases(profiler, platform.db_prefix, args.profile_slow_ms)
         print(f"inbound leads bench ({os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f})")

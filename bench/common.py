@@ -110,6 +110,80 @@ def thread_load(func, concurrency, seconds):
     return summarize(latencies, seconds)
 
 
+# where each part of the stack spends CPU and which server operations are slow: every
+# bench prints these beside its figures
+def load_average():
+    return "load %.2f %.2f %.2f" % os.getloadavg()
+
+
+def cpu_seconds(platform):
+    """CPU seconds used so far by each part of the isolated stack (Linux /proc): a service's
+    processes share its session (gunicorn's workers too); the database is one process."""
+    stack = platform.stack
+    if stack is None:
+        return {}
+    parts = {proc.pid: key.rsplit("-", 1)[0] for key, proc in stack.processes.items()}
+    database = stack.mongo_proc.pid if stack.mongo_proc else None
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                head, _, tail = f.read().rpartition(")")
+        except OSError:
+            continue
+        fields = tail.split()
+        pid, session = int(name), int(fields[3])
+        part = "database" if pid == database else parts.get(session)
+        if part is None and head.endswith("(beam.smp"):
+            part = "rabbitmq"  # the machine's broker (shared with whatever else runs)
+        if part is None and os.getpid() in (pid, int(fields[1])):
+            part = "load-client"  # this benchmark and its load processes
+        if part:
+            ticks = int(fields[11]) + int(fields[12])
+            if pid == os.getpid():
+                ticks += int(fields[13]) + int(fields[14])  # its load processes that ended
+            used[part] = used.get(part, 0.0) + ticks / tick
+    return used
+
+
+def cpu_note(before, after, events):
+    """CPU ms per event of each part, and of the whole stack."""
+    spent = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    parts = " ".join(f"{k}={v * 1000 / events:.1f}" for k, v in sorted(spent.items(), key=lambda kv: -kv[1])
+                     if v * 1000 / events >= 0.1)
+    return f"cpu ms/event: total={sum(spent.values()) * 1000 / events:.1f} {parts}"
+
+
+def profile_databases(client, prefix, slowms):
+    """The server's profiler on every database of the platform: operations slower than
+    slowms are kept in system.profile (mongod and SecantusDB both do)."""
+    for name in client.list_database_names():
+        if name.startswith(prefix):
+            client[name].command("profile", 1, slowms=slowms)
+
+
+def print_slow_operations(client, prefix, top=12):
+    shapes = {}
+    for name in client.list_database_names():
+        if not name.startswith(prefix):
+            continue
+        for entry in client[name]["system.profile"].find():
+            command = entry.get("command") or {}
+            verb = next(iter(command), entry.get("op"))
+            spec = (command.get("filter") or command.get("query")
+                    or ((command.get("updates") or command.get("deletes") or [{}])[0].get("q"))
+                    or {})
+            key = (entry.get("ns"), verb, ",".join(sorted(spec)) if isinstance(spec, dict) else "")
+            count, total = shapes.get(key, (0, 0))
+            shapes[key] = (count + 1, total + entry.get("millis", 0))
+    print("\nslowest operation shapes (server profiler), total ms:")
+    for (ns, verb, spec), (count, total) in sorted(shapes.items(), key=lambda kv: -kv[1][1])[:top]:
+        print(f"  {total:>8} ms  n={count:<6} {ns} {verb} {{{spec}}}")
+
+
 class Platform:
     """An isolated stack (like the tests') unless a running gateway is given."""
 
