@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
                                generate_latest, multiprocess)
 
+from crm_common.observability import labelled
+
 REQUESTS = Counter("crm_gateway_requests_total", "HTTP requests", ["method", "endpoint", "status"])
 LATENCY = Histogram("crm_gateway_request_seconds", "HTTP request latency", ["method", "endpoint"],
                     buckets=(.002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
@@ -17,21 +19,11 @@ RPC_ERRORS = Counter("crm_gateway_rpc_errors_total", "RPC calls that failed",
 
 
 class Metrics:
-    """Labelled children are kept in dicts: prometheus' labels() validates and takes a lock
-    on every call."""
-
-    def __init__(self):
-        self._requests = {}
-        self._rpc = {}
+    """Labelled children through crm_common.observability.labelled (kept, not looked up)."""
 
     def observe_request(self, method, endpoint, status, seconds):
-        key = (method, endpoint, status)
-        children = self._requests.get(key)
-        if children is None:
-            children = self._requests[key] = (REQUESTS.labels(method, endpoint, str(status)),
-                                              LATENCY.labels(method, endpoint))
-        children[0].inc()
-        children[1].observe(seconds)
+        labelled(REQUESTS, method, endpoint, str(status)).inc()
+        labelled(LATENCY, method, endpoint).observe(seconds)
 
     @contextmanager
     def rpc_timer(self, service, method):
@@ -42,10 +34,7 @@ class Metrics:
             RPC_ERRORS.labels(service, method, getattr(exc, "code", type(exc).__name__)).inc()
             raise
         finally:
-            child = self._rpc.get((service, method))
-            if child is None:
-                child = self._rpc[(service, method)] = RPC_LATENCY.labels(service, method)
-            child.observe(time.perf_counter() - start)
+            labelled(RPC_LATENCY, service, method).observe(time.perf_counter() - start)
 
     def render(self):
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
