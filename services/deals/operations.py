@@ -234,9 +234,7 @@ class Deals:
                                          pipeline_id=doc["pipeline_id"], stage_id=doc["stage_id"])]
 
     def get(self, deal_id):
-        doc = self.store.get_deal(deal_id, self._visible())
-        if not doc:
-            raise NotFound("Deal not found", {"id": deal_id})
+        doc = self._current(deal_id)
         return self.dump_deal(doc, self.store.get_pipeline(doc["pipeline_id"]))
 
     def update(self, deal_id, payload):
@@ -307,9 +305,7 @@ class Deals:
         move writes exactly one history entry, whose id (deal:version) makes it idempotent."""
         data = load(move_in, payload)
         for _ in range(MOVE_ATTEMPTS):
-            current = self.store.get_deal(deal_id, self._visible())
-            if not current:
-                raise NotFound("Deal not found", {"id": deal_id})
+            current = self._current(deal_id)
             if data.get("expected_version") not in (None, current["version"]):
                 raise Conflict("The deal changed meanwhile", {"version": current["version"]})
             pipeline = self.store.get_pipeline(current["pipeline_id"])
@@ -391,9 +387,7 @@ class Deals:
 
     def history(self, deal_id, params):
         query_in = load(history_query, params)
-        deal = self.store.get_deal(deal_id, self._visible())
-        if not deal:
-            raise NotFound("Deal not found", {"id": deal_id})
+        deal = self._current(deal_id)
         if deal.get("last_history"):
             self.record_history(deal["last_history"])  # repairs a move cut short by a crash
         docs, next_cursor = self.store.page_history(deal_id, query_in["limit"], query_in.get("cursor"))

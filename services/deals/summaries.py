@@ -355,6 +355,26 @@ class Fold:
         return self.acc.items()
 
 
+
+def _targets(kind, docs):
+    """(report, {(period, pipeline_id): Fold} of the buckets to recompute, their one pipeline
+    or None when they span several)."""
+    report = REPORT_OF[kind]
+    wanted = {(d["period"], d["pipeline_id"]): Fold(SUMS[report]) for d in docs}
+    pipelines = {d["pipeline_id"] for d in docs}
+    return report, wanted, next(iter(pipelines)) if len(pipelines) == 1 else None
+
+
+def _fold_into(wanted, report, groups, period=None):
+    """Add aggregated groups to the buckets wanted (`period`: every group's, when the
+    groups do not carry it), leaving out groups of other buckets."""
+    for group in groups:
+        got, pipeline_id, row = _split_row(report, group)
+        key = (got if period is None else period, pipeline_id)
+        if key in wanted:
+            wanted[key].add(_row_key(report, row), row)
+
+
 def _split_row(report, group):
     """An aggregation row grouped by (period, pipeline, row key) -> (period, pipeline, row)."""
     keys = group["_id"]
@@ -514,30 +534,18 @@ class Summaries:
 
     def _days(self, kind, docs):
         """Buckets (days, or months when called so) recomputed from their deals."""
-        report = REPORT_OF[kind]
-        wanted = {(d["period"], d["pipeline_id"]): Fold(SUMS[report]) for d in docs}
-        pipelines = {d["pipeline_id"] for d in docs}
-        only = next(iter(pipelines)) if len(pipelines) == 1 else None
+        report, wanted, only = _targets(kind, docs)
         gap = 1 if kind in (SALES_MONTH, FORECAST_MONTH) else RUN_GAP_DAYS
         for first, last in runs([d["period"] for d in docs], gap):
-            for group in self.store.aggregate("deals", deal_rows(kind, first, last, only)):
-                period, pipeline_id, row = _split_row(report, group)
-                if (period, pipeline_id) in wanted:
-                    wanted[(period, pipeline_id)].add(_row_key(report, row), row)
+            _fold_into(wanted, report, self.store.aggregate("deals", deal_rows(kind, first, last, only)))
         rows = {bucket_id(kind, *key): _rows_of(report, fold) for key, fold in wanted.items()}
         self._store(docs, rows)
         return rows
 
     def _months(self, kind, docs):
-        report = REPORT_OF[kind]
-        wanted = {(d["period"], d["pipeline_id"]): Fold(SUMS[report]) for d in docs}
-        pipelines = {d["pipeline_id"] for d in docs}
-        only = next(iter(pipelines)) if len(pipelines) == 1 else None
+        report, wanted, only = _targets(kind, docs)
         if any(d["period"] == NO_DATE for d in docs):
-            for group in self.store.aggregate("deals", no_date_rows(only)):
-                period, pipeline_id, row = _split_row(report, group)
-                if (NO_DATE, pipeline_id) in wanted:
-                    wanted[(NO_DATE, pipeline_id)].add(_row_key(report, row), row)
+            _fold_into(wanted, report, self.store.aggregate("deals", no_date_rows(only)), NO_DATE)
         months = sorted({d["period"] for d in docs if d["period"] != NO_DATE})
         if months:
             day_kind = DAY_OF[kind]
@@ -561,11 +569,8 @@ class Summaries:
             fresh_days = self._days(day_kind, [d for d in days if not _clean(d)]) \
                 if any(not _clean(d) for d in days) else {}
             if len(fresh_days) < len(days):  # some days are read as stored
-                for group in self.store.aggregate(COLLECTION, months_from_days(
-                        day_kind, first, end, only, fresh_days.keys())):
-                    period, pipeline_id, row = _split_row(report, group)
-                    if (period, pipeline_id) in wanted:
-                        wanted[(period, pipeline_id)].add(_row_key(report, row), row)
+                _fold_into(wanted, report, self.store.aggregate(COLLECTION, months_from_days(
+                    day_kind, first, end, only, fresh_days.keys())))
             periods = {d["_id"]: (d["period"][:7], d["pipeline_id"]) for d in days}
             for bucket, rows in fresh_days.items():
                 for row in rows:
