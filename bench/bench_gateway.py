@@ -20,8 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import pymongo  # noqa: E402
 from kombu import Connection, Consumer, Exchange, Producer, Queue  # noqa: E402
 
-from bench.common import Platform, http_load, row, thread_load  # noqa: E402
-from bench.common import cpu_note, cpu_seconds, load_average  # noqa: E402
+from bench.common import (Platform, cpu_note, cpu_seconds, http_load, load_average,  # noqa: E402
+                          row, thread_load)
 
 SEED_CONTACTS = 2000
 IDS = []
@@ -111,12 +111,18 @@ def main():
             IDS[:] = [d["_id"] for d in db.contacts.find({}, {"_id": 1}).limit(SEED_CONTACTS)]
         s = args.seconds
         print(f"\nreads: GET /api/v1/contacts/{{id}} over {len(IDS)} contacts, {s:.0f} s each")
-        for clients in (1, 16):
-            load, cpu = load_average(), cpu_seconds(platform)
-            result, statuses = http_load(platform.base_url, read_request, clients, s, headers)
-            row(f"gateway GET, {clients} client(s)", result, f"statuses={statuses} ({load})")
-            print(f"      {cpu_note(cpu, cpu_seconds(platform), max(result['n'], 1))}".replace(
-                "/event", "/request"), flush=True)
+
+        def gateway_rows(label, make_request):
+            """The request at 1 and 16 clients, with the load and the CPU per request of
+            each part of the stack."""
+            for clients in (1, 16):
+                load, cpu = load_average(), cpu_seconds(platform)
+                result, statuses = http_load(platform.base_url, make_request, clients, s, headers)
+                row(f"{label}, {clients} client(s)", result, f"statuses={statuses} ({load})")
+                print(f"      {cpu_note(cpu, cpu_seconds(platform), max(result['n'], 1))}".replace(
+                    "/event", "/request"), flush=True)
+
+        gateway_rows("gateway GET", read_request)
         ids = list(IDS)
         for clients in (1, 16):
             result = thread_load(lambda i, c: db.contacts.find_one({"_id": ids[(i * 7919 + c) % len(ids)]}),
@@ -125,12 +131,7 @@ def main():
 
         if not args.reads_only:
             print(f"\nwrites: POST /api/v1/contacts, {s:.0f} s each")
-            for clients in (1, 16):
-                load, cpu = load_average(), cpu_seconds(platform)
-                result, statuses = http_load(platform.base_url, write_request, clients, s, headers)
-                row(f"gateway POST, {clients} client(s)", result, f"statuses={statuses} ({load})")
-                print(f"      {cpu_note(cpu, cpu_seconds(platform), max(result['n'], 1))}".replace(
-                    "/event", "/request"), flush=True)
+            gateway_rows("gateway POST", write_request)
             scratch = db["bench_scratch"]
             for clients in (1, 16):
                 result = thread_load(lambda i, c: scratch.insert_one({"i": i, "c": c, "x": "y" * 300}),

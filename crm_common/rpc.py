@@ -24,10 +24,9 @@ import amqp
 import kombu
 from kombu.utils.json import dumps as json_dumps, loads as json_loads
 from nameko.amqp.publish import Publisher
-from nameko.constants import NON_PERSISTENT
+from nameko.constants import (AMQP_SSL_CONFIG_KEY, DEFAULT_SERIALIZER, LOGIN_METHOD_CONFIG_KEY,
+                              NON_PERSISTENT, SERIALIZER_CONFIG_KEY)
 from nameko.extensions import DependencyProvider
-from nameko.constants import (AMQP_SSL_CONFIG_KEY, DEFAULT_SERIALIZER,
-                              LOGIN_METHOD_CONFIG_KEY, SERIALIZER_CONFIG_KEY)
 from nameko.rpc import Responder, Rpc, RpcConsumer, get_rpc_exchange
 from kombu.exceptions import OperationalError
 from amqp.exceptions import ConnectionError as AmqpConnectionError

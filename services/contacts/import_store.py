@@ -128,8 +128,6 @@ class ImportStore(BaseStore):
     # scans the collection when a second field is queried; mongod picks the same index by
     # itself. Duplicates of a batch: one $in per key type; deleted ones dropped in Python.
     def find_by_key_values(self, field, values):
-        if not values:
-            return []
         return [d for d in find_in(self.contacts, field, values)
                 if d.get("deleted_at") is None]
 

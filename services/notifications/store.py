@@ -146,8 +146,6 @@ class NotificationsStore(BaseStore):
 
     def add_inbox_each(self, entries):
         """(stored flag per entry, {index: error other than a duplicate key})."""
-        for entry in entries:
-            entry["_id"] = new_id()
         return self._insert_each(self.inbox, entries)
 
     def page_inbox(self, user_id, unread, limit, cursor):
@@ -218,8 +216,6 @@ class NotificationsStore(BaseStore):
 
     def add_deliveries_each(self, docs):
         """(stored flag per delivery, {index: error other than a duplicate key})."""
-        for doc in docs:
-            doc["_id"] = new_id()
         return self._insert_each(self.deliveries, docs)
 
     def release_claims(self, docs, now):
@@ -325,11 +321,13 @@ class NotificationsStore(BaseStore):
 
     @staticmethod
     def _insert_each(collection, docs):
-        """insert_many(ordered=False): every document is tried; a duplicate key is the
-        idempotency at work for that document only (mongod and SecantusDB both report
-        each failed document by its index and store the others)."""
+        """insert_many(ordered=False) of new documents (each gets its id): every document is
+        tried; a duplicate key is the idempotency at work for that document only (mongod and
+        SecantusDB both report each failed document by its index and store the others)."""
         if not docs:
             return [], {}
+        for doc in docs:
+            doc["_id"] = new_id()
         try:
             collection.insert_many(docs, ordered=False)
             return [True] * len(docs), {}
