@@ -5,7 +5,7 @@ directly with pymongo (find_one on contacts.phone_keys) on the same server.
 
     .venv/bin/python bench/bench_telephony.py [--contacts 100000] [--seconds 20] [--rate 50]
         [--rates 20,35] [--repeat 2] [--no-sequences] [--profile-slow-ms 20]
-        [--url http://127.0.0.1:8000 --mongo mongodb://127.0.0.1:27017/ --amqp ... --prefix crm_]
+        [--url http://127.0.0.1:8000 --mongo "mongodb://127.0.0.1:27017/?retryWrites=false" --amqp ... --prefix crm_]
 
 --repeat runs each open-loop measurement that many times on the same stack (the machine
 is shared: each row prints the load average when it started); --rates adds lower rates.
@@ -71,6 +71,19 @@ def load_contacts(db, count, owners):
     if batch:
         db.contacts.insert_many(batch, ordered=False)
     return count
+
+
+def op_counts(client):
+    """The server's operation counters (serverStatus opcounters; mongod and SecantusDB)."""
+    return dict(client.admin.command("serverStatus").get("opcounters", {}))
+
+
+def ops_note(before, after, events):
+    """Database operations per event, writes first (each a retryable write unless the URL
+    turns them off: docs/developing.md)."""
+    kinds = ("insert", "update", "delete", "query", "command")
+    return "db ops/event: " + " ".join(
+        f"{k}={(after.get(k, 0) - before.get(k, 0)) / max(events, 1):.2f}" for k in kinds)
 
 
 def ringing(call_id, caller):
@@ -149,10 +162,13 @@ def main():
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--no-sequences", action="store_true")
     parser.add_argument("--profile-slow-ms", type=int, default=0,
-                        help="list the server's operations slower than this (profiler)")
+                        help="list the server's operations slower than this (profiler); on "
+                             "SecantusDB it adds database CPU that grows with what it records "
+                             "(every entry is an insert into the capped system.profile, which "
+                             "reads the whole collection), so leave it off for the figures")
     parser.add_argument("--url")
     parser.add_argument("--amqp", default="amqp://guest:guest@localhost:5672/")
-    parser.add_argument("--mongo", default="mongodb://127.0.0.1:27017/")
+    parser.add_argument("--mongo", default="mongodb://127.0.0.1:27017/?retryWrites=false")  # as ./crm up
     parser.add_argument("--prefix", default="crm_")
     args = parser.parse_args()
     N_CONTACTS[0] = args.contacts
@@ -183,7 +199,7 @@ def main():
         telephony_db = client[f"{platform.db_prefix}telephony"]
         for rate in rates:
             for attempt in range(args.repeat):
-                load, cpu = load_average(), cpu_seconds(platform)
+                load, cpu, ops = load_average(), cpu_seconds(platform), op_counts(client)
                 result, statuses, routed = paced_ringing(platform.base_url, rate, args.seconds,
                                                          args.contacts)
                 row(f"ringing at {rate:g}/s, run {attempt + 1}", result,
@@ -192,6 +208,7 @@ def main():
                 print(f"      {cpu_note(cpu, cpu_seconds(platform), result['n'])}; "
                       f"telephony outbox left={telephony_db.outbox.estimated_document_count()}",
                       flush=True)
+                print(f"      {ops_note(ops, op_counts(client), result['n'])}", flush=True)
 
         telephony_db.bench_calls.create_index([("provider", 1), ("call_id", 1)], unique=True)
 
@@ -222,11 +239,12 @@ def main():
             return
         print("\nsustained full call sequences (ringing, answered, ended), closed loop:")
         for concurrency in (4, 16):
-            load, cpu = load_average(), cpu_seconds(platform)
+            load, cpu, ops = load_average(), cpu_seconds(platform), op_counts(client)
             result, statuses = http_load(platform.base_url, sequence_request, concurrency,
                                          args.seconds / 2, HEADERS)
             row(f"events/s at {concurrency} clients", result, f"statuses={statuses} ({load})")
             print(f"      {cpu_note(cpu, cpu_seconds(platform), max(result['n'], 1))}", flush=True)
+            print(f"      {ops_note(ops, op_counts(client), result['n'])}", flush=True)
         row("pymongo contacts lookup at 4 threads (reference)", thread_load(direct_lookup, 4, 5))
     finally:
         if client is not None:

@@ -139,7 +139,9 @@ class Stack:
              "--storage-path", self.storage, "--log-level", "WARNING"],
             stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         wait_port(port)
-        return f"mongodb://127.0.0.1:{port}/"
+        # retryWrites=false: SecantusDB keeps one record per retryable write (mongod one per
+        # session) and walks them all on every write; see docs/developing.md
+        return f"mongodb://127.0.0.1:{port}/?retryWrites=false"
 
     def env(self, **extra):
         env = dict(os.environ)
