@@ -91,7 +91,7 @@ def ringing(call_id, caller):
             "direction": "inbound", "from": caller, "to": COMPANY_DID, "state": "ringing"}
 
 
-def paced_ringing(base_url, rate, seconds, count, workers=16):
+def paced_ringing(base_url, rate, seconds, count, workers=16, timeline=None):
     """Open loop: one ringing event every 1/rate s, whatever the answers take; latency is
     counted from the moment the event was due, so queueing behind slow answers shows."""
     parsed = urlparse(base_url)
@@ -118,6 +118,8 @@ def paced_ringing(base_url, rate, seconds, count, workers=16):
             elapsed = time.perf_counter() - scheduled
             with lock:
                 latencies.append(elapsed)
+                if timeline is not None:
+                    timeline.append((scheduled - start, elapsed))
                 statuses[status] = statuses.get(status, 0) + 1
                 if status == 200 and json.loads(body).get("route_to"):
                     routed[0] += 1
@@ -138,6 +140,18 @@ def paced_ringing(base_url, rate, seconds, count, workers=16):
     for t in threads:
         t.join()
     return summarize(latencies, seconds), statuses, routed[0]
+
+
+def print_timeline(timeline, window=2.0):
+    """Latency by the second the events were due: when a run falls behind, and for how long."""
+    buckets = {}
+    for due_at, elapsed in timeline:
+        buckets.setdefault(int(due_at // window), []).append(elapsed)
+    cells = []
+    for b in sorted(buckets):
+        lat = sorted(buckets[b])
+        cells.append(f"{b * window:>3.0f}s:{lat[len(lat) // 2] * 1000:.0f}/{lat[-1] * 1000:.0f}")
+    print("      timeline (due at: p50/max ms): " + " ".join(cells), flush=True)
 
 
 def sequence_request(seed, index, counter):
@@ -166,6 +180,8 @@ def main():
                              "SecantusDB it adds database CPU that grows with what it records "
                              "(every entry is an insert into the capped system.profile, which "
                              "reads the whole collection), so leave it off for the figures")
+    parser.add_argument("--timeline", action="store_true",
+                        help="print each ringing run's latency per 2 s of due time")
     parser.add_argument("--url")
     parser.add_argument("--amqp", default="amqp://guest:guest@localhost:5672/")
     parser.add_argument("--mongo", default="mongodb://127.0.0.1:27017/?retryWrites=false")  # as ./crm up
@@ -200,8 +216,9 @@ def main():
         for rate in rates:
             for attempt in range(args.repeat):
                 load, cpu, ops = load_average(), cpu_seconds(platform), op_counts(client)
+                timeline = [] if args.timeline else None
                 result, statuses, routed = paced_ringing(platform.base_url, rate, args.seconds,
-                                                         args.contacts)
+                                                         args.contacts, timeline=timeline)
                 row(f"ringing at {rate:g}/s, run {attempt + 1}", result,
                     f"statuses={statuses} routed={routed} ({load})")
                 time.sleep(1)  # what follows the answers (publish, batched deletes, handlers)
@@ -209,6 +226,8 @@ def main():
                       f"telephony outbox left={telephony_db.outbox.estimated_document_count()}",
                       flush=True)
                 print(f"      {ops_note(ops, op_counts(client), result['n'])}", flush=True)
+                if timeline:
+                    print_timeline(timeline)
 
         telephony_db.bench_calls.create_index([("provider", 1), ("call_id", 1)], unique=True)
 
