@@ -135,7 +135,9 @@ class Stack:
         self.storage = tempfile.mkdtemp(prefix="crm-secantus-")
         log = open(os.path.join(self.log_dir, "mongo.log"), "ab")
         self.mongo_proc = subprocess.Popen(
-            [os.path.join(BIN, "secantusd-py"), "--host", "127.0.0.1", "--port", str(port),
+            # secantusd-py with its TTL sweeper off (see that file: a sweep pins a snapshot)
+            [sys.executable, os.path.join(ROOT, "tests", "secantusd_no_ttl_sweep.py"),
+             "--host", "127.0.0.1", "--port", str(port),
              "--storage-path", self.storage, "--log-level", "WARNING"],
             stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         wait_port(port)

@@ -50,3 +50,17 @@ def test_product_code_keeps_pymongos_default_for_other_urls():
     # production's MONGO_URL (a real mongod, replica set) keeps retryable writes
     assert retry_writes("mongodb://mongo:27017/") is True
     assert retry_writes("mongodb://127.0.0.1:27017/") is True
+
+
+def test_the_test_stack_runs_secantusdb_without_its_ttl_sweeper(stack):
+    """A sweep leaves a WiredTiger snapshot open until the next one, which stalled every
+    write for seconds under sustained load (tests/secantusd_no_ttl_sweep.py)."""
+    if os.environ.get("TEST_MONGO_URL"):
+        return
+    import inspect
+
+    import secantus.server  # test infrastructure only, never product code
+
+    assert "ttl_sweep_seconds" in inspect.signature(secantus.server.SecantusDBServer.__init__).parameters
+    assert stack.mongo_proc.args[1].endswith(os.path.join("tests", "secantusd_no_ttl_sweep.py"))
+    assert stack.mongo_proc.poll() is None and stack.mongo.admin.command("ping")["ok"] == 1
