@@ -4,7 +4,7 @@ TTL sweeper off. Test infrastructure only: product code never imports SecantusDB
 Why: after each sweep (every 60 s) SecantusDB's sweeper thread leaves a WiredTiger cursor
 positioned, i.e. a read snapshot open, until its next sweep. Every write's history of that
 minute stays pinned, and under sustained writes (the telephony bench at 50 ringing events/s,
-~4 writes each) inserts then wait in WiredTiger's page-in/eviction (`__wt_page_in_func` ->
+~3 writes each) inserts then wait in WiredTiger's page-in/eviction (`__wt_page_in_func` ->
 `__wt_sleep`, seen with `py-spy dump --native`) about 1 s each, for 5-20 s, ~110 s after the
 daemon started. Measured at 20,000 contacts, 4 x 1,000 events: the third run fell 5-9 s
 behind in 5 of 5 stacks with the sweeper, in none without it. mongod's TTL monitor pins
