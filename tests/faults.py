@@ -16,6 +16,8 @@ class CuttableProxy:
         self.port = self.server.getsockname()[1]
         self.open = True
         self.sockets = set()
+        self.clients = set()
+        self.hung_up = set()  # clients told EOF whose writes are dropped (see hang_up)
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -35,6 +37,7 @@ class CuttableProxy:
                 continue
             with self.lock:
                 self.sockets |= {client, upstream}
+                self.clients.add(client)
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
@@ -44,7 +47,8 @@ class CuttableProxy:
                 data = source.recv(65536)
                 if not data:
                     break
-                sink.sendall(data)
+                if source not in self.hung_up:
+                    sink.sendall(data)
         except OSError:
             pass
         finally:
@@ -65,6 +69,17 @@ class CuttableProxy:
                     pass
                 s.close()
             self.sockets.clear()
+
+    def hang_up(self):
+        """What a client sees when the broker closes its connection: it reads EOF, yet a
+        write still succeeds and goes nowhere (here: dropped). New connections are taken."""
+        with self.lock:
+            for client in self.clients - self.hung_up:
+                self.hung_up.add(client)
+                try:
+                    client.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
 
     def restore(self):
         self.open = True

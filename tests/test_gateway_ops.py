@@ -1,11 +1,15 @@
 """Gateway operations: health, readiness, metrics, OpenAPI, docs, request ids, and a
 bounded answer when a service or the broker is missing."""
 import time
+import uuid
+from urllib.parse import urlparse
 
+import amqp
 import pytest
 
-from crm_common.rpc import RpcPool
+from crm_common.rpc import ReplyChannel, RpcPool
 from crm_common.errors import Timeout, Unavailable
+from tests.faults import CuttableProxy
 
 
 def test_healthz_readyz_report_each_dependency(api):
@@ -122,9 +126,47 @@ def test_pool_recovers_after_its_connections_die(stack):
     pool = RpcPool(stack.amqp_uri, timeout=5)
     assert pool.call("contacts", "ping")["ok"]
     with pool.client() as client:
-        client.connection.connection.sock.close()  # simulate the broker dropping it
+        client.connection.sock.close()  # simulate the broker dropping it
     assert pool.call("contacts", "ping")["ok"]
     pool.close()
+
+
+def test_service_reply_after_the_broker_dropped_the_reply_connection_is_not_lost(stack):
+    """A service's ReplyChannel whose connection the broker dropped (restart, closed
+    connection) sends the next reply on a fresh connection instead of into the dead socket."""
+    broker = urlparse(stack.amqp_uri)
+    proxy = CuttableProxy(broker.hostname, broker.port or 5672)
+    through_proxy = broker._replace(
+        netloc=f"{broker.username}:{broker.password}@127.0.0.1:{proxy.port}").geturl()
+    replies = ReplyChannel(through_proxy)
+    reply_queue = f"rpc.reply-test-{uuid.uuid4().hex}"
+    with amqp.Connection(f"{broker.hostname}:{broker.port or 5672}", userid=broker.username,
+                         password=broker.password, virtual_host=broker.path[1:] or "/") as conn:
+        channel = conn.channel()
+        channel.exchange_declare("nameko-rpc", "topic", durable=True, auto_delete=False)
+        channel.queue_declare(reply_queue, exclusive=True, auto_delete=True)
+        channel.queue_bind(reply_queue, "nameko-rpc", routing_key=reply_queue)
+
+        def received():
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                message = channel.basic_get(reply_queue, no_ack=True)
+                if message is not None:
+                    return message.properties["correlation_id"], message.body
+                time.sleep(0.02)
+
+        try:
+            replies.publish("nameko-rpc", reply_queue, b'{"result": 1, "error": null}',
+                            "application/json", "utf-8", "first")
+            assert received() == ("first", '{"result": 1, "error": null}')
+            proxy.hang_up()  # the channel's socket reads EOF, a write would go nowhere
+            time.sleep(0.2)
+            replies.publish("nameko-rpc", reply_queue, b'{"result": 2, "error": null}',
+                            "application/json", "utf-8", "second")
+            assert received() == ("second", '{"result": 2, "error": null}')
+        finally:
+            replies.close()
+            proxy.close()
 
 
 def test_timeout_error_type(stack):
