@@ -32,9 +32,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pymongo  # noqa: E402
 
-from bench.common import (Platform, cpu_note, cpu_seconds, http_load, load_average,  # noqa: E402
-                          print_slow_operations, profile_databases, row, summarize,
-                          thread_load)
+from bench.common import (KeepAliveClient, Platform, cpu_note, cpu_seconds, http_load,  # noqa: E402
+                          load_average, print_slow_operations, profile_databases, row,
+                          summarize, thread_load)
 from crm_common.publish import publish_event  # noqa: E402
 from services.contacts.domain import normalize_phones, search_fields  # noqa: E402
 
@@ -99,21 +99,19 @@ def paced_ringing(base_url, rate, seconds, count, workers=16, timeline=None):
     routed = [0]
 
     def worker():
-        conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+        client = KeepAliveClient(parsed.hostname, parsed.port)
         while True:
             item = due.get()
             if item is None:
+                client.close()
                 return
             scheduled, event = item
             try:
-                conn.request("POST", "/api/v1/telephony/events", body=json.dumps(event),
-                             headers={"Content-Type": "application/json", **HEADERS})
-                response = conn.getresponse()
-                body = response.read()
-                status = response.status
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+                status, body = client.request(
+                    "POST", "/api/v1/telephony/events", json.dumps(event).encode(),
+                    {"Content-Type": "application/json", **HEADERS})
+            except (OSError, ValueError, http.client.HTTPException):
+                client.close()
                 status, body = "error", b"{}"
             elapsed = time.perf_counter() - scheduled
             with lock:
