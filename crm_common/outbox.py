@@ -22,12 +22,13 @@ from datetime import timedelta
 
 import eventlet
 from eventlet.queue import Empty, LightQueue
-from nameko.amqp.publish import Publisher
+from kombu import serialization
 from nameko.events import get_event_exchange
 from nameko.extensions import DependencyProvider
 from pymongo import ASCENDING, ReturnDocument
 
 from crm_common.mongo import MongoStore, in_chunks
+from crm_common.rpc import PublishChannel
 from crm_common.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ RELAY_INTERVAL = float(os.environ.get("CRM_OUTBOX_RELAY_SECONDS", "1"))
 # how long the immediate publish owns a fresh record before the relay may take it
 FIRST_TRY_GRACE = timedelta(seconds=5)
 LEASE = timedelta(seconds=30)
-RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 FORGET_BATCH = 200
 # how long the deletes of published records gather before one delete_many: at 50 ringing
 # events/s the forget loop otherwise woke for each id (~0.9 deletes per event); the relay
@@ -49,9 +49,8 @@ class OutboxDispatcher(DependencyProvider):
         config = self.container.config
         self.amqp_uri = os.environ.get("CRM_EVENTS_AMQP_URI") or config["AMQP_URI"]
         self.exchange = get_event_exchange(self.container.service_name, config)
-        self.publisher = Publisher(self.amqp_uri, use_confirms=True, serializer="json",
-                                   delivery_mode=2, declare=[self.exchange],
-                                   retry=True, retry_policy=RETRY)
+        # confirmed, persistent, tried once more on a fresh connection (crm_common.rpc)
+        self.channel = PublishChannel(self.amqp_uri, confirms=True)
         self.collection = None
         self.published = LightQueue()  # ids published by after_reply, to delete in batches
         self._gathering = None  # the id the forget loop holds while the next ones gather
@@ -67,6 +66,7 @@ class OutboxDispatcher(DependencyProvider):
         # what is left would only be published twice by the relay
         first, self._gathering = self._gathering, None
         self._forget_published(first)
+        self.channel.close()
 
     def get_dependency(self, worker_ctx):
         headers = {f"nameko.{k}": v for k, v in worker_ctx.context_data.items()
@@ -128,8 +128,11 @@ class OutboxDispatcher(DependencyProvider):
 
     def _publish(self, record):
         try:
-            self.publisher.publish(record["body"], exchange=self.exchange,
-                                   routing_key=record["type"], extra_headers=record["headers"])
+            # what nameko's Publisher sent: the body as JSON, the context in the headers
+            content_type, encoding, body = serialization.dumps(record["body"], "json")
+            self.channel.publish(self.exchange.name, record["type"], body.encode(encoding),
+                                 content_type, encoding, headers=record["headers"],
+                                 persistent=True, declare=self.exchange)
         except Exception as exc:  # noqa: BLE001 - the relay retries whatever failed here
             log.warning("event %s kept in the outbox (%s: %s)", record["type"],
                         type(exc).__name__, exc)

@@ -27,7 +27,8 @@ import kombu
 from kombu import serialization
 from kombu.utils.json import dumps as json_dumps, loads as json_loads
 from eventlet.patcher import original
-from nameko.constants import AMQP_SSL_CONFIG_KEY, LOGIN_METHOD_CONFIG_KEY, NON_PERSISTENT
+from nameko.constants import (AMQP_SSL_CONFIG_KEY, LOGIN_METHOD_CONFIG_KEY, NON_PERSISTENT,
+                              PERSISTENT)
 from nameko.exceptions import IncorrectSignature, UnserializableValueError, serialize
 from nameko.extensions import DependencyProvider
 from nameko.rpc import Rpc, RpcConsumer, get_rpc_exchange
@@ -285,36 +286,56 @@ class ServiceRpc(DependencyProvider):
         return self.pool.proxy(self.service, context)
 
 
-class ReplyChannel:
-    """A service's RPC replies: one connection and channel of its own, through py-amqp
-    directly, one greenthread at a time. nameko's Responder built a Publisher, a kombu
-    Connection, a pooled Producer and a retry wrapper for every reply, and serialized the
-    result twice: a fifth of the contacts service's CPU per GET /contacts/{id} (py-spy
-    --gil under 16 clients).
+class PublishChannel:
+    """One connection and channel of this process for publishing, through py-amqp directly,
+    one greenthread at a time. nameko's Responder and Publisher built a Publisher, a kombu
+    Connection, a pooled Producer and a retry wrapper for every message: for RPC replies that
+    was a fifth of the contacts service's CPU per GET /contacts/{id}, for events 11% of the
+    telephony service's CPU per ringing event (py-spy --gil).
 
-    Replies are transient and unconfirmed: the caller's deadline already covers a reply the
-    broker loses (it gets 504, as for a reply lost in a broker restart), and the reply queue
-    is not durable. Nothing is ever read on this connection (no heartbeats, no confirms, not
-    mandatory), so anything readable there is the broker closing it: the channel is rebuilt
-    before the publish instead of the reply going into a dead socket."""
+    confirms=False (RPC replies): transient and unconfirmed; the caller's deadline already
+    covers a reply the broker loses (it gets 504, as for a reply lost in a broker restart).
+    confirms=True (events from the outbox): each publish waits for the broker's confirm, at
+    most confirm_timeout, and raises if it does not come, so the record stays for the relay.
 
-    def __init__(self, amqp_uri, ssl=None, login_method=None, connect_timeout=2.0):
+    Nothing is ever left to read on this connection (no heartbeats, not mandatory, each
+    confirm read before the next publish), so anything readable is the broker closing it:
+    the channel is rebuilt before the publish instead of the message going into a dead
+    socket. A failed publish is tried once more on a fresh connection."""
+
+    def __init__(self, amqp_uri, ssl=None, login_method=None, connect_timeout=2.0,
+                 confirms=False, confirm_timeout=5.0):
         self._open = lambda: connect(amqp_uri, connect_timeout, ssl, login_method)
+        self.confirms, self.confirm_timeout = confirms, confirm_timeout
         self._lock = threading.Lock()  # a green lock under `nameko run` (monkey-patched)
         self._connection = self._channel = None
+        self._declared = set()
 
     def publish(self, exchange, routing_key, body, content_type, content_encoding,
-                correlation_id):
+                correlation_id=None, headers=None, persistent=False, declare=None):
+        """`declare`: a kombu Exchange declared once per connection before publishing."""
         message = amqp.Message(body, content_type=content_type,
-                               content_encoding=content_encoding,
-                               correlation_id=correlation_id, delivery_mode=NON_PERSISTENT)
+                               content_encoding=content_encoding, correlation_id=correlation_id,
+                               application_headers=headers or {},
+                               delivery_mode=PERSISTENT if persistent else NON_PERSISTENT)
         with self._lock:
             for attempt in (1, 2):  # once more on a fresh connection after a broker restart
                 try:
-                    self._usable_channel().basic_publish(message, exchange=exchange,
-                                                         routing_key=routing_key)
+                    channel = self._usable_channel()
+                    if declare is not None and declare.name not in self._declared:
+                        channel.exchange_declare(declare.name, declare.type,
+                                                 durable=declare.durable,
+                                                 auto_delete=declare.auto_delete)
+                        self._declared.add(declare.name)
+                    if self.confirms:
+                        channel.basic_publish_confirm(message, exchange=exchange,
+                                                      routing_key=routing_key,
+                                                      confirm_timeout=self.confirm_timeout)
+                    else:
+                        channel.basic_publish(message, exchange=exchange,
+                                              routing_key=routing_key)
                     return
-                except AMQP_ERRORS:
+                except AMQP_ERRORS:  # a confirm that did not come in time is a socket.timeout
                     self.close()
                     if attempt == 2:
                         raise
@@ -331,19 +352,20 @@ class ReplyChannel:
 
     def close(self):
         connection, self._connection, self._channel = self._connection, None, None
+        self._declared = set()
         if connection is not None:
             close_quietly(connection)
 
 
 class _RpcConsumer(RpcConsumer):
-    """nameko's RpcConsumer with replies through a ReplyChannel (above) and the method found
+    """nameko's RpcConsumer with replies through a PublishChannel (above) and the method found
     by a dict lookup instead of a scan formatting a key for every RPC method of the service."""
 
     def setup(self):
         super().setup()
         config = self.container.config
-        self._replies = ReplyChannel(config["AMQP_URI"], ssl=config.get(AMQP_SSL_CONFIG_KEY),
-                                     login_method=config.get(LOGIN_METHOD_CONFIG_KEY))
+        self._replies = PublishChannel(config["AMQP_URI"], ssl=config.get(AMQP_SSL_CONFIG_KEY),
+                                       login_method=config.get(LOGIN_METHOD_CONFIG_KEY))
         self._exchange = get_rpc_exchange(config).name
 
     def stop(self):
@@ -392,7 +414,7 @@ class ResilientRpc(Rpc):
     publishing a reply fails, so a broker restart under load took services down for good
     (bench/soak.py). The caller's deadline turns the lost reply into a 504; the request
     itself, published transient, does not survive the broker restart to run twice.
-    Replies go through a ReplyChannel (unconfirmed, transient)."""
+    Replies go through a PublishChannel (unconfirmed, transient)."""
 
     rpc_consumer = _RpcConsumer()
 

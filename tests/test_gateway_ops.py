@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 import amqp
 import pytest
 
-from crm_common.rpc import ReplyChannel, RpcPool
+from crm_common.rpc import PublishChannel, RpcPool
 from crm_common.errors import Timeout, Unavailable
 from tests.faults import CuttableProxy
 
@@ -132,13 +132,13 @@ def test_pool_recovers_after_its_connections_die(stack):
 
 
 def test_service_reply_after_the_broker_dropped_the_reply_connection_is_not_lost(stack):
-    """A service's ReplyChannel whose connection the broker dropped (restart, closed
+    """A service's reply PublishChannel whose connection the broker dropped (restart, closed
     connection) sends the next reply on a fresh connection instead of into the dead socket."""
     broker = urlparse(stack.amqp_uri)
     proxy = CuttableProxy(broker.hostname, broker.port or 5672)
     through_proxy = broker._replace(
         netloc=f"{broker.username}:{broker.password}@127.0.0.1:{proxy.port}").geturl()
-    replies = ReplyChannel(through_proxy)
+    replies = PublishChannel(through_proxy)
     reply_queue = f"rpc.reply-test-{uuid.uuid4().hex}"
     with amqp.Connection(f"{broker.hostname}:{broker.port or 5672}", userid=broker.username,
                          password=broker.password, virtual_host=broker.path[1:] or "/") as conn:

@@ -13,9 +13,17 @@ class Collection:
         self.deletes.append(list(query["_id"]["$in"]))
 
 
+class Channel:
+    closed = False
+
+    def close(self):
+        self.closed = True
+
+
 def dispatcher():
     d = outbox.OutboxDispatcher()
     d.collection, d.published, d._gathering = Collection(), LightQueue(), None
+    d.channel = Channel()
     return d
 
 
@@ -50,3 +58,4 @@ def test_a_stop_while_gathering_deletes_the_held_record_once():
     d.stop()
     gathering.wait()
     assert d.collection.deletes == [["held", "late"]]
+    assert d.channel.closed  # the publishing connection goes with the container
