@@ -22,13 +22,12 @@ from datetime import timedelta
 
 import eventlet
 from eventlet.queue import Empty, LightQueue
-from kombu import serialization
 from nameko.events import get_event_exchange
 from nameko.extensions import DependencyProvider
 from pymongo import ASCENDING, ReturnDocument
 
 from crm_common.mongo import MongoStore, in_chunks
-from crm_common.rpc import PublishChannel
+from crm_common.rpc import PublishChannel, encode
 from crm_common.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -129,8 +128,8 @@ class OutboxDispatcher(DependencyProvider):
     def _publish(self, record):
         try:
             # what nameko's Publisher sent: the body as JSON, the context in the headers
-            content_type, encoding, body = serialization.dumps(record["body"], "json")
-            self.channel.publish(self.exchange.name, record["type"], body.encode(encoding),
+            content_type, encoding, body = encode(record["body"], "json")
+            self.channel.publish(self.exchange.name, record["type"], body,
                                  content_type, encoding, headers=record["headers"],
                                  persistent=True, declare=self.exchange)
         except Exception as exc:  # noqa: BLE001 - the relay retries whatever failed here

@@ -14,7 +14,6 @@ is used by one thread at a time, and:
 import inspect
 import logging
 import queue
-import select
 import socket
 import sys
 import threading
@@ -71,6 +70,19 @@ def connect(amqp_uri, connect_timeout=2.0, ssl=None, login_method=None):
         close_quietly(connection)
         raise
     return connection
+
+
+def readable(connection):
+    """Whether the connection's socket has something to read now (zero-timeout poll with
+    the real select, also under eventlet: it must not go through the hub)."""
+    ready, _, _ = _real_select.select([connection.sock], [], [], 0)
+    return bool(ready)
+
+
+def encode(payload, serializer):
+    """(content_type, content_encoding, body bytes) of a payload, as kombu encodes it."""
+    content_type, encoding, body = serialization.dumps(payload, serializer)
+    return content_type, encoding, body.encode(encoding) if isinstance(body, str) else body
 
 
 def close_quietly(connection, timeout=1.0):
@@ -134,8 +146,7 @@ class RpcClient:
         if self.broken:
             return False
         try:
-            readable, _, _ = select.select([self.connection.sock], [], [], 0)
-            if readable:
+            if readable(self.connection):
                 self.connection.drain_events(timeout=0.001)
         except socket.timeout:
             pass
@@ -341,10 +352,8 @@ class PublishChannel:
                         raise
 
     def _usable_channel(self):
-        if self._channel is not None:
-            readable, _, _ = _real_select.select([self._connection.sock], [], [], 0)
-            if readable:
-                self.close()
+        if self._channel is not None and readable(self._connection):
+            self.close()
         if self._channel is None:
             self._connection = self._open()
             self._channel = self._connection.channel()
@@ -394,15 +403,12 @@ class _RpcConsumer(RpcConsumer):
         content_type = message.properties["content_type"]
         serializer = serialization.registry.type_to_name[content_type]
         try:
-            content_type, encoding, body = serialization.dumps(
-                {"result": result, "error": error}, serializer)
+            content_type, encoding, body = encode({"result": result, "error": error}, serializer)
         except Exception:  # noqa: BLE001 - any encoding failure becomes an error reply
             exc_info = sys.exc_info()
             error, result = serialize(UnserializableValueError(result)), None
-            content_type, encoding, body = serialization.dumps(
-                {"result": None, "error": error}, serializer)
-        self._replies.publish(self._exchange, message.properties["reply_to"],
-                              body.encode(encoding) if isinstance(body, str) else body,
+            content_type, encoding, body = encode({"result": None, "error": error}, serializer)
+        self._replies.publish(self._exchange, message.properties["reply_to"], body,
                               content_type, encoding, message.properties.get("correlation_id"))
         self.queue_consumer.ack_message(message)
         return result, exc_info
