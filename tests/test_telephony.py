@@ -587,3 +587,65 @@ def test_click_to_call_through_an_http_callback_url(stack, api, unique):
         stack.stop_service("telephony")
         stack.start_service("telephony")
         stack.wait_service("telephony")
+
+
+# the next event of a known call is one conditional write; a stale read falls back
+class _KnownCaller:
+    def lookup(self, params):
+        return {"items": [{"id": "c-known", "first_name": "Ada", "last_name": "Known",
+                           "owner_id": None}]}
+
+
+def test_next_event_is_one_write_and_a_stale_read_takes_the_two_step_path(stack, unique):
+    from services.telephony.calls import Calls
+    from services.telephony.config import load_telephony_settings
+    from services.telephony.store import TelephonyStore
+
+    class CountingStore(TelephonyStore):
+        stale, updates = None, 0
+
+        def get_by_key(self, provider, call_id):
+            return dict(self.stale) if self.stale else super().get_by_key(provider, call_id)
+
+        def update_call(self, *args, **kwargs):
+            self.updates += 1
+            return super().update_call(*args, **kwargs)
+
+    store = CountingStore(stack.db("telephony"), None)
+    calls = Calls(store, None, load_telephony_settings(), _KnownCaller(), "IT")
+
+    def event(call, n, state, second, **extra):
+        return {"event_id": f"{call}-{n}", "provider": "unit", "call_id": call,
+                "direction": "inbound", "from": "+393471234567", "to": COMPANY_DID,
+                "state": state, "occurred_at": f"2026-11-20T10:{second // 60:02d}:{second % 60:02d}Z",
+                **extra}
+
+    # in order: answered and ended each land with one conditional write (no read-back step)
+    call = f"in-order-{unique}"
+    calls.ingest(event(call, 1, "ringing", 0))
+    for n, state, second in ((2, "answered", 5), (3, "ended", 45)):
+        store.updates = 0
+        answer, events = calls.ingest(event(call, n, state, second))
+        assert store.updates == 1, state
+        assert [e["type"] for e in events] == [f"call_{state}"]
+    doc = store.get_by_key("unit", call)
+    assert (doc["state"], doc["outcome"], doc["missed"]) == ("ended", "answered", False)
+    assert (doc["talk_s"], doc["duration_s"]) == (40, 45)
+    store.updates = 0
+    assert calls.ingest(event(call, 3, "ended", 45))[0]["duplicate"] is True  # its repeat
+    assert store.updates == 0 and store.get_by_key("unit", call) == doc
+
+    # ended computed from a read taken before "answered" landed: the write's condition
+    # (answered_at as read) refuses it, and the two-step path gets the outcome right
+    call = f"stale-{unique}"
+    calls.ingest(event(call, 1, "ringing", 0))
+    before_answer = store.get_by_key("unit", call)
+    calls.ingest(event(call, 2, "answered", 5))
+    store.stale, store.updates = before_answer, 0
+    answer, events = calls.ingest(event(call, 3, "ended", 65))
+    store.stale = None
+    assert store.updates >= 2  # the refused write, then facts and transition
+    doc = store.get_by_key("unit", call)
+    assert (doc["state"], doc["outcome"], doc["missed"]) == ("ended", "answered", False)
+    assert (doc["talk_s"], doc["duration_s"]) == (60, 65)
+    assert [e["type"] for e in events] == ["call_ended"]

@@ -31,6 +31,25 @@ click_in = schemas.ClickToCallIn()
 report_query = schemas.CallsReportQuery()
 
 
+def transition_basis(doc):
+    """The stored fields a transition's outcome is computed from (None matches missing)."""
+    return {"answered_at": doc.get("answered_at"), "direction": doc.get("direction")}
+
+
+def derived_times(doc):
+    """Talk time and duration from the timestamps, when the provider did not give them."""
+    sets = {}
+    if doc.get("ended_at") and doc.get("answered_at") and doc.get("talk_s") is None:
+        sets["talk_s"] = max(0, int((doc["ended_at"] - doc["answered_at"]).total_seconds()))
+    elif doc.get("outcome") == "answered" and doc.get("talk_s") is None and doc.get("duration_s") is not None:
+        sets["talk_s"] = doc["duration_s"]
+    if doc.get("ended_at") and doc.get("duration_s") is None and doc.get("started_at"):
+        sets["duration_s"] = max(0, int((doc["ended_at"] - doc["started_at"]).total_seconds()))
+    if doc.get("state") == "ended" and doc.get("outcome") != "answered":
+        sets["talk_s"] = 0
+    return sets
+
+
 def dump_call(doc):
     legs = [{**leg, "state": STATE_OF.get(leg.get("rank", 0))}
             for leg in sorted((doc.get("legs") or {}).values(),
@@ -147,6 +166,18 @@ class Calls:
         update = {"$set": sets, "$min": mins}
         if maxs:
             update["$max"] = maxs
+        rank = RANK.get(state, 0)
+        if leg_only or state == "update":
+            rank = 0
+        # the usual next event of a known call (answered, ended, in order, caller already
+        # looked up): facts, transition and derived times in one conditional write
+        if (rank and not created and doc.get("rank", 0) < rank
+                and not self._lookup_due({**doc, **sets}, direction)):
+            moved = self._fold_and_move(doc, update, state, rank, ev, at)
+            if moved is not None:
+                doc, events = self._announce_move(moved, state, [])
+                self.store.remember_event(key, doc["_id"])
+                return self._answer(doc, **({"contact": found[0]} if found else {})), events
         new_facts = (maxs or set(mins) != {"started_at"} or at < doc["started_at"]
                      or any(k != "updated_at" and ("." in k or doc.get(k) != v)
                             for k, v in sets.items()))
@@ -162,9 +193,6 @@ class Calls:
             events.append(self._event("call_started", doc))
 
         # the state transition, won by exactly one event
-        rank = RANK.get(state, 0)
-        if leg_only or state == "update":
-            rank = 0
         if rank:
             doc, events = self._transition(doc, state, rank, ev, at, events)
 
@@ -172,19 +200,54 @@ class Calls:
             self.store.remember_event(key, doc["_id"])
         return self._answer(doc, **answer_extra), events
 
-    def _transition(self, doc, state, rank, ev, at, events):
-        if doc.get("rank", 0) >= rank:
-            return doc, events  # already there or beyond (a repeat, or a late event)
+    @staticmethod
+    def _transition_changes(doc, state, rank, ev, at):
         changes = {"rank": rank, "state": state}
         if state == "ended":
             outcome = ev.get("outcome") or ("answered" if doc.get("answered_at") else "no_answer")
             missed = (doc.get("direction") or "inbound") == "inbound" and outcome != "answered"
             changes.update({"outcome": outcome, "missed": missed,
                             "called_back": False if missed else None, "ended_at": at})
-        moved = self.store.update_call(doc["_id"], {"$set": changes}, {"rank": {"$lt": rank}})
-        if moved is None:
-            return self.store.get_call(doc["_id"]), events  # already there or beyond
-        doc = self._derive(moved)
+        return changes
+
+    def _fold_and_move(self, doc, update, state, rank, ev, at):
+        """The event's facts and its transition in one write, computed from `doc` as read,
+        and applied only if the fields they were computed from are still as read (else
+        None: the caller takes the two-step path, which reads the record in between)."""
+        sets, mins = update["$set"], update["$min"]
+        view = {**doc, **{k: v for k, v in sets.items() if "." not in k}}
+        view["started_at"] = min(doc["started_at"], at)
+        if "answered_at" in mins:
+            view["answered_at"] = min(doc.get("answered_at") or at, at)
+        changes = self._transition_changes(view, state, rank, ev, at)
+        view.update(changes)
+        changes.update(derived_times(view))
+        condition = {"rank": {"$lt": rank}, **transition_basis(doc),
+                     "started_at": doc["started_at"], "talk_s": doc.get("talk_s"),
+                     "duration_s": doc.get("duration_s")}
+        return self.store.update_call(doc["_id"], {**update, "$set": {**sets, **changes}},
+                                      condition)
+
+    def _transition(self, doc, state, rank, ev, at, events):
+        """The move to `state`, computed from `doc` and written only while the fields it
+        was computed from are unchanged: an event that read the record before another one
+        landed (e.g. "ended" racing "answered") reads it again instead of writing a wrong
+        outcome."""
+        for attempt in range(5):
+            if doc.get("rank", 0) >= rank:
+                return doc, events  # already there or beyond (a repeat, or a late event)
+            changes = self._transition_changes(doc, state, rank, ev, at)
+            condition = {"rank": {"$lt": rank}}
+            if attempt < 4:  # these fields only fill once or move one way: this converges
+                condition.update(transition_basis(doc))
+            moved = self.store.update_call(doc["_id"], {"$set": changes}, condition)
+            if moved is not None:
+                return self._announce_move(self._derive(moved), state, events)
+            doc = self.store.get_call(doc["_id"])
+        return doc, events
+
+    def _announce_move(self, doc, state, events):
+        """What the event that won a transition does and announces."""
         if state == "answered":
             doc = self._on_answered(doc)
             events.append(self._event("call_answered", doc, contacted=True))
@@ -197,16 +260,7 @@ class Calls:
         return doc, events
 
     def _derive(self, doc):
-        """Talk time and duration from the timestamps, when the provider did not give them."""
-        sets = {}
-        if doc.get("ended_at") and doc.get("answered_at") and doc.get("talk_s") is None:
-            sets["talk_s"] = max(0, int((doc["ended_at"] - doc["answered_at"]).total_seconds()))
-        elif doc.get("outcome") == "answered" and doc.get("talk_s") is None and doc.get("duration_s") is not None:
-            sets["talk_s"] = doc["duration_s"]
-        if doc.get("ended_at") and doc.get("duration_s") is None and doc.get("started_at"):
-            sets["duration_s"] = max(0, int((doc["ended_at"] - doc["started_at"]).total_seconds()))
-        if doc.get("state") == "ended" and doc.get("outcome") != "answered":
-            sets["talk_s"] = 0
+        sets = derived_times(doc)
         return self.store.update_call(doc["_id"], {"$set": sets}) if sets else doc
 
     def _on_answered(self, doc):
