@@ -173,7 +173,7 @@ def main():
     parser.add_argument("--rates", default="", help="more open-loop rates, e.g. 20,35")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--no-sequences", action="store_true")
-    parser.add_argument("--profile-slow-ms", type=int, default=0,
+    parser.add_argument("--profile-slow-ms", type=int, default=None,
                         help="list the server's operations slower than this (profiler); on "
                              "SecantusDB it adds database CPU that grows with what it records "
                              "(every entry is an insert into the capped system.profile, which "
@@ -205,7 +205,7 @@ def main():
 
         # warm up (connections, caches), then the figures
         paced_ringing(platform.base_url, 10, 2, args.contacts)
-        if args.profile_slow_ms:
+        if args.profile_slow_ms is not None:
             profile_databases(client, platform.db_prefix, args.profile_slow_ms)
         rates = [args.rate] + [float(r) for r in args.rates.split(",") if r.strip()]
         print("\nringing answer through the gateway, open loop (latency from the moment each "
@@ -250,8 +250,9 @@ def main():
         row("pymongo ringing work, 4 threads", thread_load(direct_ringing, 4, 5))
         telephony_db.bench_calls.drop()
         telephony_db.bench_outbox.drop()
-        if args.profile_slow_ms:
+        if args.profile_slow_ms is not None:
             print_slow_operations(client, platform.db_prefix)
+            profile_databases(client, platform.db_prefix, args.profile_slow_ms, reset=True)
         if args.no_sequences:
             return
         print("\nsustained full call sequences (ringing, answered, ended), closed loop:")
@@ -262,6 +263,8 @@ def main():
             row(f"events/s at {concurrency} clients", result, f"statuses={statuses} ({load})")
             print(f"      {cpu_note(cpu, cpu_seconds(platform), max(result['n'], 1))}", flush=True)
             print(f"      {ops_note(ops, op_counts(client), result['n'])}", flush=True)
+        if args.profile_slow_ms is not None:
+            print_slow_operations(client, platform.db_prefix)
         row("pymongo contacts lookup at 4 threads (reference)", thread_load(direct_lookup, 4, 5))
     finally:
         if client is not None:

@@ -225,11 +225,15 @@ def cpu_note(before, after, events):
     return f"cpu ms/event: total={sum(spent.values()) * 1000 / events:.1f} {parts}"
 
 
-def profile_databases(client, prefix, slowms):
+def profile_databases(client, prefix, slowms, reset=False):
     """The server's profiler on every database of the platform: operations slower than
-    slowms are kept in system.profile (mongod and SecantusDB both do)."""
+    slowms are kept in system.profile (mongod and SecantusDB both do); reset: forget what
+    was recorded so far (the next print covers one phase)."""
     for name in client.list_database_names():
         if name.startswith(prefix):
+            if reset:
+                client[name].command("profile", 0)
+                client[name]["system.profile"].drop()
             client[name].command("profile", 1, slowms=slowms)
 
 
