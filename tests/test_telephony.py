@@ -617,7 +617,7 @@ def test_next_event_is_one_write_and_a_stale_read_takes_the_two_step_path(stack,
     def event(call, n, state, second, **extra):
         return {"event_id": f"{call}-{n}", "provider": "unit", "call_id": call,
                 "direction": "inbound", "from": "+393471234567", "to": COMPANY_DID,
-                "state": state, "occurred_at": f"2026-11-20T10:{second // 60:02d}:{second % 60:02d}Z",
+                "state": state, "occurred_at": f"2026-10-01T10:{second // 60:02d}:{second % 60:02d}Z",
                 **extra}
 
     # in order: answered and ended each land with one conditional write (no read-back step)
