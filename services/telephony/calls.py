@@ -169,6 +169,7 @@ class Calls:
         rank = RANK.get(state, 0)
         if leg_only or state == "update":
             rank = 0
+        answer_extra = {"contact": found[0]} if found else {}
         # the usual next event of a known call (answered, ended, in order, caller already
         # looked up): facts, transition and derived times in one conditional write
         if (rank and not created and doc.get("rank", 0) < rank
@@ -177,18 +178,16 @@ class Calls:
             if moved is not None:
                 doc, events = self._announce_move(moved, state, [])
                 self.store.remember_event(key, doc["_id"])
-                return self._answer(doc, **({"contact": found[0]} if found else {})), events
+                return self._answer(doc, **answer_extra), events
         new_facts = (maxs or set(mins) != {"started_at"} or at < doc["started_at"]
                      or any(k != "updated_at" and ("." in k or doc.get(k) != v)
                             for k, v in sets.items()))
         if new_facts:
             doc = self.store.update_call(doc["_id"], update)
 
-        answer_extra, events = {}, []
+        events = []
         if self._lookup_due(doc, direction):
             doc, answer_extra = self._identify(doc, direction, found)
-        elif found:
-            answer_extra = {"contact": found[0]}
         if created:
             events.append(self._event("call_started", doc))
 
