@@ -29,7 +29,7 @@ from kombu import Connection  # noqa: E402
 
 from bench.common import (cpu_note, cpu_seconds, load_average,  # noqa: E402
                           print_slow_operations, profile_databases)
-from crm_common.publish import publish_event  # noqa: E402
+from crm_common.messaging.publish import publish_event  # noqa: E402
 from tests.fake_receivers import HttpRecorder  # noqa: E402
 from tests.stack import Stack  # noqa: E402
 

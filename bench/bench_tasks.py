@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import Platform, http_load, row, thread_load  # noqa: E402
 from crm_common.errors import Timeout, Unavailable  # noqa: E402
-from crm_common.publish import publish_event  # noqa: E402
+from crm_common.messaging.publish import publish_event  # noqa: E402
 from crm_common.timeutil import to_iso  # noqa: E402
 
 ASSIGNEES = [f"bench-user-{i}" for i in range(20)]

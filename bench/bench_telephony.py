@@ -35,7 +35,7 @@ import pymongo  # noqa: E402
 from bench.common import (KeepAliveClient, Platform, cpu_note, cpu_seconds, http_load,  # noqa: E402
                           load_average, print_slow_operations, profile_databases, row,
                           summarize, thread_load)
-from crm_common.publish import publish_event  # noqa: E402
+from crm_common.messaging.publish import publish_event  # noqa: E402
 from services.contacts.domain import normalize_phones, search_fields  # noqa: E402
 
 COMPANY_DID = "+390212345678"

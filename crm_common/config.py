@@ -19,6 +19,11 @@ class Settings:
     rpc_timeout: float
     max_body_bytes: int
     event_max_attempts: int
+    # provider webhook secrets, checked by the gateway (telephony reads them too)
+    twilio_auth_token: str = ""
+    zadarma_api_secret: str = ""
+    # the gateway's public URL as Twilio calls it; empty = the request's own URL
+    telephony_public_base_url: str = ""
     env: dict = field(default_factory=dict, repr=False)
 
     def database_name(self, service):
@@ -35,4 +40,7 @@ def load_settings():
         rpc_timeout=float(_env("CRM_RPC_TIMEOUT", "5")),
         max_body_bytes=int(_env("CRM_MAX_BODY_BYTES", str(1024 * 1024))),
         event_max_attempts=int(_env("CRM_EVENT_MAX_ATTEMPTS", "5")),
+        twilio_auth_token=_env("TWILIO_AUTH_TOKEN", ""),
+        zadarma_api_secret=_env("ZADARMA_API_SECRET", ""),
+        telephony_public_base_url=_env("TELEPHONY_PUBLIC_BASE_URL", "").rstrip("/"),
     )

@@ -15,9 +15,9 @@ import time
 import eventlet
 from nameko.timer import timer
 
-from crm_common.events import DeadLetters
+from crm_common.messaging.events import DeadLetters
 from crm_common.observability import LogContext, ServiceMetrics
-from crm_common.rpc import rpc
+from crm_common.messaging.rpc import rpc
 
 HEARTBEAT_SECONDS = 5
 

@@ -83,7 +83,7 @@ class _OutboxCollector:
     def collect(self):
         family = GaugeMetricFamily("crm_outbox_backlog", "Events waiting in the outbox",
                                    labels=["service"])
-        from crm_common.outbox import OutboxDispatcher
+        from crm_common.messaging.outbox import OutboxDispatcher
         for dep in self.container.dependencies:
             if isinstance(dep, OutboxDispatcher) and dep.collection is not None:
                 try:

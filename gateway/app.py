@@ -15,7 +15,7 @@ from gateway.api import json_response
 from gateway.metrics import Metrics
 from gateway.openapi import build_spec
 from gateway.routes import ROUTE_MODULES, api
-from crm_common.rpc import RpcPool
+from crm_common.messaging.rpc import RpcPool
 
 log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")

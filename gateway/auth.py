@@ -31,10 +31,10 @@ from kombu import Connection
 from pymongo.errors import PyMongoError
 
 from crm_common.errors import CrmError, Forbidden
-from crm_common.publish import publish_event
+from crm_common.messaging.publish import publish_event
 from crm_common.timeutil import utcnow
 from gateway import security
-from gateway.auth_schemas import UserOut
+from contracts.gateway import UserOut
 from gateway.store import GatewayStore
 
 log = logging.getLogger("gateway.auth")

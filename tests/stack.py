@@ -19,7 +19,7 @@ import pymongo
 import requests
 from kombu import Connection, Consumer, Exchange, Queue
 
-from crm_common.rpc import RpcPool
+from crm_common.messaging.rpc import RpcPool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)

@@ -219,7 +219,7 @@ def test_bad_input_is_rejected_and_writes_nothing(api, stack, unique):
 
 
 def test_other_services_events_land_on_the_timeline_once(api, stack, unique):
-    from crm_common.publish import publish_event
+    from crm_common.messaging.publish import publish_event
     contact = make_contact(api, unique)
     data = {"contact_id": contact["id"], "summary": "Call answered, 3 min",
             "ref": {"type": "call", "id": f"call-{unique}"}, "duration_s": 180,

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from crm_common.publish import publish_event
+from crm_common.messaging.publish import publish_event
 
 
 def make_contact(api, unique, **fields):

@@ -6,7 +6,7 @@ import pytest
 from services.deals import reports
 from services.deals.domain import (build_stages, funnel_order, is_rotting, period_range,
                                    ratio)
-from services.deals.schemas import DealIn, PipelineIn
+from contracts.deals import DealIn, PipelineIn
 from marshmallow import ValidationError
 
 
@@ -101,7 +101,7 @@ def test_costs_are_prorated_to_the_period():
 
 def test_lead_summary_and_source_schemas():
     from services.deals.domain import lead_summary
-    from services.deals.schemas import LeadSourceIn
+    from contracts.deals import LeadSourceIn
     assert lead_summary("website", "form", True, "Quote", "u1", "round_robin") == \
         'Lead from website via form: new deal "Quote", assigned to u1 by round robin'
     assert lead_summary("telegram", "telegram", False, "Quote", None, "no_rule") == \

@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 import amqp
 import pytest
 
-from crm_common.rpc import PublishChannel, RpcPool
+from crm_common.messaging.rpc import PublishChannel, RpcPool
 from crm_common.errors import Timeout, Unavailable
 from tests.faults import CuttableProxy
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from crm_common.publish import publish_event
+from crm_common.messaging.publish import publish_event
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "imports")
 

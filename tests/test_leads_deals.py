@@ -5,7 +5,7 @@ the lead-source registry with costs and the sources report against hand-computed
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from crm_common.publish import publish_event
+from crm_common.messaging.publish import publish_event
 from tests.test_deals import make_contact, make_deal, make_pipeline, stage_ids, wait_until
 
 

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from kombu import Connection
 
-from crm_common.publish import publish_event
+from crm_common.messaging.publish import publish_event
 from tests.fake_receivers import Channels
 
 

@@ -1,8 +1,8 @@
-"""The outbox's deletes of published records (crm_common.outbox), without a stack."""
+"""The outbox's deletes of published records (crm_common.messaging.outbox), without a stack."""
 import eventlet
 from eventlet.queue import LightQueue
 
-from crm_common import outbox
+from crm_common.messaging import outbox
 
 
 class Collection:

@@ -56,7 +56,7 @@ def test_events_go_out_at_once_when_the_broker_is_up(api, stack, record_events, 
 
 
 def test_a_handler_that_keeps_failing_is_dead_lettered_with_its_error_and_replayable(api, stack, unique):
-    from crm_common.publish import publish_event
+    from crm_common.messaging.publish import publish_event
     from kombu import Connection, Exchange, Producer
     queue = "evt-telephony-call_ended--contacts.on_telephony_call_ended"
     # a poison event: no event_id, so the timeline handler fails on every attempt

@@ -4,7 +4,7 @@ import signal
 import threading
 import time
 
-from crm_common.rpc import RpcPool
+from crm_common.messaging.rpc import RpcPool
 
 
 def test_rpc_calls_are_spread_over_replicas(stack):

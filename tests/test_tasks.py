@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from crm_common.publish import publish_event
+from crm_common.messaging.publish import publish_event
 from crm_common.timeutil import parse_iso, to_iso
 
 

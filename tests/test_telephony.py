@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from crm_common.publish import publish_event
+from crm_common.messaging.publish import publish_event
 from tests.ami_server import AmiServer
 from tests.stack import free_port
 

@@ -6,7 +6,7 @@ from crm_common.errors import NotFound
 from crm_common.timeutil import utcnow
 from crm_common.validation import load
 from gateway import auth
-from gateway.auth_schemas import (ApiKeyCreated, ApiKeyIn, ApiKeyListQuery, ApiKeyOut,
+from contracts.gateway import (ApiKeyCreated, ApiKeyIn, ApiKeyListQuery, ApiKeyOut,
                                   ApiKeyPage)
 from gateway.routes import api
 

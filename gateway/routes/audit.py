@@ -1,7 +1,7 @@
 """The audit log of every successful write through the gateway (admins only)."""
 from crm_common.validation import load
 from gateway import auth
-from gateway.auth_schemas import AuditEntry, AuditPage, AuditQuery
+from contracts.gateway import AuditEntry, AuditPage, AuditQuery
 from gateway.routes import api
 
 TAG = "audit"

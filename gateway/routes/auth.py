@@ -3,7 +3,7 @@ one with /auth/refresh while it is still valid, or signs in again."""
 from flask import g, request
 
 from gateway import auth
-from gateway.auth_schemas import LoginIn, TokenOut, UserOut
+from contracts.gateway import LoginIn, TokenOut, UserOut
 from gateway.routes import api
 
 TAG = "auth"

@@ -1,4 +1,4 @@
-from services.contacts import schemas as s
+from contracts import contacts as s
 from gateway.calls import call
 from gateway.routes import api
 

@@ -10,7 +10,7 @@ from flask import Response, stream_with_context
 from gateway.calls import call
 from gateway.routes import api
 from gateway.routes.imports import safe_cell
-from services.contacts import schemas as s
+from contracts import contacts as s
 
 TAG = "contacts"
 PAGE = 500

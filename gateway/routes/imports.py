@@ -12,7 +12,7 @@ from crm_common.errors import BadRequest, ValidationFailed
 from gateway.api import UnsupportedMediaType, _validate
 from gateway.calls import call
 from gateway.routes import api
-from services.contacts import schemas as s
+from contracts import contacts as s
 
 TAG = "imports"
 # the import route's own body limit (a file of tens of MB); the global limit stays small

@@ -16,7 +16,7 @@ from gateway import auth, security
 from gateway.api import UnsupportedMediaType, json_response, read_json
 from gateway.calls import call
 from gateway.routes import api
-from services.contacts import schemas as s
+from contracts import contacts as s
 
 TAG_FORMS, TAG_INBOUND = "forms", "inbound"
 MANAGERS = {"roles": ("admin", "manager")}

@@ -1,4 +1,4 @@
-from services.telephony import schemas as s
+from contracts import telephony as s
 from gateway.calls import call
 from gateway.routes import api
 

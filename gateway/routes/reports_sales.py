@@ -1,4 +1,4 @@
-from services.deals import schemas as s
+from contracts import deals as s
 from gateway.calls import call
 from gateway.routes import api
 

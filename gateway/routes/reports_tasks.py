@@ -1,4 +1,4 @@
-from services.tasks import schemas as s
+from contracts import tasks as s
 from gateway.calls import call
 from gateway.routes import api
 

@@ -1,7 +1,7 @@
 from flask import g
 
 from crm_common.errors import CrmError, NotFound, ValidationFailed
-from services.tasks import schemas as s
+from contracts import tasks as s
 from gateway.calls import call
 from gateway.routes import api
 

@@ -9,12 +9,12 @@ from crm_common.errors import Forbidden
 from gateway.api import UnsupportedMediaType
 from gateway.calls import call
 from gateway.routes import api
-from services.telephony import schemas as s
-from services.telephony.config import load_telephony_settings
-from services.telephony.providers import twilio, zadarma
+from contracts import telephony as s
+from contracts.telephony_webhooks import valid_twilio_signature, valid_zadarma_signature
+from crm_common.config import load_settings
 
 TAG = "telephony"
-SETTINGS = load_telephony_settings()
+SETTINGS = load_settings()
 WRITE = ("telephony:write",)
 WEBHOOK_ERRORS = (403, 413, 415, 422, 503, 504)
 
@@ -45,9 +45,9 @@ def canonical_event(body, params):
            response=s.ProviderAnswer, public=True, errors=WEBHOOK_ERRORS, audit=False)
 def twilio_callback(body, params):
     form = _form()
-    url = (SETTINGS.public_base_url + request.full_path.rstrip("?")
-           if SETTINGS.public_base_url else request.url)
-    if not twilio.valid_signature(url, list(form.items(multi=True)), SETTINGS.twilio_auth_token,
+    url = (SETTINGS.telephony_public_base_url + request.full_path.rstrip("?")
+           if SETTINGS.telephony_public_base_url else request.url)
+    if not valid_twilio_signature(url, list(form.items(multi=True)), SETTINGS.twilio_auth_token,
                                   request.headers.get("X-Twilio-Signature")):
         raise Forbidden("Invalid Twilio signature", {})
     return _provider_answer(call("telephony", "ingest_provider", "twilio", form.to_dict()))
@@ -66,7 +66,7 @@ def zadarma_echo(body, params):
            TAG, public=True, errors=WEBHOOK_ERRORS, audit=False)
 def zadarma_webhook(body, params):
     form = _form().to_dict()
-    if not zadarma.valid_signature(form, SETTINGS.zadarma_api_secret,
+    if not valid_zadarma_signature(form, SETTINGS.zadarma_api_secret,
                                    request.headers.get("Signature")):
         raise Forbidden("Invalid Zadarma signature", {})
     result = call("telephony", "ingest_provider", "zadarma", form)

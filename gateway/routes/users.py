@@ -8,7 +8,7 @@ from crm_common.errors import Conflict, NotFound, ValidationFailed
 from crm_common.timeutil import utcnow
 from crm_common.validation import load
 from gateway import auth
-from gateway.auth_schemas import ProfileIn, UserIn, UserListQuery, UserOut, UserPage
+from contracts.gateway import ProfileIn, UserIn, UserListQuery, UserOut, UserPage
 from gateway.routes import api
 
 TAG = "users"

@@ -1,4 +1,4 @@
-from services.notifications import schemas as s
+from contracts import notifications as s
 from gateway.calls import call
 from gateway.routes import api
 

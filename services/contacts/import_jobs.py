@@ -12,12 +12,13 @@ import logging
 from collections import defaultdict
 
 from crm_common.errors import BadRequest, NotFound, ValidationFailed
-from crm_common.events import envelope
+from crm_common.messaging.events import envelope
 from crm_common.ids import new_id
 from crm_common.text import fold, prefixes, tokens
 from crm_common.timeutil import to_iso, utcnow
 from crm_common.validation import load
-from services.contacts import imports, schemas
+from contracts import contacts as schemas
+from services.contacts import imports
 from services.contacts.domain import search_fields
 
 log = logging.getLogger(__name__)

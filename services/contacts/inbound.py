@@ -8,12 +8,12 @@ from datetime import datetime, timedelta, timezone
 
 from crm_common.context import Caller
 from crm_common.errors import Forbidden, NotFound, ValidationFailed
-from crm_common.events import envelope
+from crm_common.messaging.events import envelope
 from crm_common.ids import new_id
 from crm_common.phones import normalize_phone
 from crm_common.timeutil import parse_iso, to_iso, utcnow
 from crm_common.validation import load
-from services.contacts import schemas
+from contracts import contacts as schemas
 from services.contacts.domain import EMAIL, handle_key
 from services.contacts.operations import Contacts, dump_contact
 

@@ -11,10 +11,10 @@ The sources are soft-deleted with `merged_into` (restorable with /contacts/{id}/
 the merge is recorded with the survivor's before-image.
 """
 from crm_common.errors import ValidationFailed
-from crm_common.events import envelope
+from crm_common.messaging.events import envelope
 from crm_common.timeutil import utcnow
 from crm_common.validation import load
-from services.contacts import schemas
+from contracts import contacts as schemas
 from services.contacts.domain import search_fields
 from services.contacts.operations import Contacts, dump_contact
 

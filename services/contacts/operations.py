@@ -8,14 +8,14 @@ import time
 import uuid
 
 from crm_common.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from crm_common.events import envelope
+from crm_common.messaging.events import envelope
 from crm_common.fields import with_every_key
 from crm_common.phones import normalize_phone
 from crm_common.cursors import after_cursor, encode_cursor, parse_sort
 from crm_common.text import prefix_query, prefixes, tokens
 from crm_common.timeutil import parse_iso, utcnow
 from crm_common.validation import load
-from services.contacts import schemas
+from contracts import contacts as schemas
 from services.contacts.domain import (normalize_emails, normalize_messengers, normalize_phones,
                                       search_fields, text_query)
 

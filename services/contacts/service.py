@@ -9,10 +9,10 @@ from crm_common.context import CallerContext
 from crm_common.errors import EXPECTED
 from crm_common.health import HealthEntrypoints
 from crm_common.ids import new_id
-from crm_common.events import reliable_handler
+from crm_common.messaging.events import reliable_handler
 from crm_common.mongo import MongoStore
-from crm_common.outbox import OutboxDispatcher
-from crm_common.rpc import ServiceRpc, rpc
+from crm_common.messaging.outbox import OutboxDispatcher
+from crm_common.messaging.rpc import ServiceRpc, rpc
 from crm_common.timeutil import utcnow
 from services.contacts.operations import Contacts, ExportSessions
 from services.contacts.store import ContactsStore

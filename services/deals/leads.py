@@ -11,7 +11,7 @@ import logging
 import time
 from datetime import timedelta
 
-from crm_common.events import envelope
+from crm_common.messaging.events import envelope
 from crm_common.ids import new_id
 from crm_common.timeutil import as_utc, parse_iso, to_iso, utcnow
 from services.deals.domain import (first_open_stage, lead_summary, least_loaded,

@@ -5,12 +5,13 @@ from datetime import timedelta
 
 from crm_common.cursors import parse_sort
 from crm_common.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from crm_common.events import envelope
+from crm_common.messaging.events import envelope
 from crm_common.fields import with_every_key
 from crm_common.ids import new_id
 from crm_common.timeutil import to_iso, utcnow
 from crm_common.validation import load
-from services.deals import funnel as counters, reports, schemas, summaries
+from contracts import deals as schemas
+from services.deals import funnel as counters, reports, summaries
 from services.deals.domain import (build_stages, first_open_stage, funnel_order, is_rotting,
                                    period_range, ratio, stage_of)
 

@@ -3,11 +3,11 @@ aggregations), storage in store.py."""
 
 from crm_common.context import Caller, CallerContext
 from crm_common.errors import EXPECTED
-from crm_common.events import reliable_handler
+from crm_common.messaging.events import reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
-from crm_common.outbox import OutboxDispatcher
-from crm_common.rpc import ServiceRpc, rpc
+from crm_common.messaging.outbox import OutboxDispatcher
+from crm_common.messaging.rpc import ServiceRpc, rpc
 from services.deals.leads import LeadRouter
 from services.deals.operations import Deals
 from services.deals.sources import LeadSources

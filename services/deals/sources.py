@@ -10,7 +10,8 @@ from crm_common.errors import Conflict, NotFound, ValidationFailed
 from crm_common.fields import with_every_key
 from crm_common.timeutil import parse_iso, period_key, to_iso, utcnow
 from crm_common.validation import load
-from services.deals import reports, schemas
+from contracts import deals as schemas
+from services.deals import reports
 from services.deals.domain import bucket_start, prorated_costs, ratio, report_buckets
 
 source_in, source_patch, source_out = schemas.LeadSourceIn(), schemas.LeadSourcePatch(), schemas.LeadSourceOut()

@@ -1,11 +1,11 @@
 """One reliable queue per source service instead of one per event type: this service listens
 to some 25 event types, and a durable queue (and dead-letter queue) per type is broker load
 for nothing. The queue is bound to each wanted type on `<source>.events`; it keeps what
-`crm_common.events.reliable_handler` gives (counted retries, then dead-lettering; failed
+`crm_common.messaging.events.reliable_handler` gives (counted retries, then dead-lettering; failed
 messages go back to the queue by its name, so the bindings do not matter for them)."""
 from kombu import binding
 
-from crm_common.events import ReliableEventHandler
+from crm_common.messaging.events import ReliableEventHandler
 
 
 class SourceEventHandler(ReliableEventHandler):

@@ -7,7 +7,7 @@ from marshmallow import fields
 from crm_common.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed
 from crm_common.timeutil import utcnow
 from crm_common.validation import load
-from services.notifications import schemas
+from contracts import notifications as schemas
 from services.notifications.fanout import preferences_with_defaults
 from services.notifications.urls import UnsafeUrl, check_url
 

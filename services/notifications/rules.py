@@ -2,24 +2,9 @@
 
 Every rule takes the event's data and a `users` lookup (the service's copy of gateway users)
 and returns the user ids to notify; preferences then choose the channels per user."""
+from contracts.notifications import (CHANNELS, DEFAULT_CHANNELS, PERSON_CHANNELS,  # noqa: F401
+                                     PERSON_EVENTS, WEBHOOK_EVENT_TYPES, WEBHOOK_EVENTS)
 
-PERSON_CHANNELS = ("inapp", "email", "sms", "telegram")
-CHANNELS = PERSON_CHANNELS + ("webhook",)
-
-# Defaults, changeable per user in preferences.
-DEFAULT_CHANNELS = {
-    "task_assigned": ["inapp", "email"],
-    "task_due_soon": ["inapp"],
-    "task_overdue": ["inapp", "email"],
-    "task_escalated": ["inapp", "email"],
-    "call_missed": ["inapp"],
-    "deal_won": ["inapp", "email"],
-    "deal_lost": ["inapp", "email"],
-    "deal_assigned": ["inapp", "email"],
-    "lead_routed": ["inapp", "email"],
-    "import_finished": ["inapp", "email"],
-    "birthday_list": ["inapp", "email"],
-}
 
 # Urgent messages ignore quiet hours; the rest wait until the window ends.
 URGENT = {"task_escalated", "call_missed"}
@@ -55,29 +40,6 @@ def recipients(event_type, data, users):
     return out
 
 
-# Events a person may be told about (handled for people) ...
-PERSON_EVENTS = {
-    ("tasks", "task_assigned"), ("tasks", "task_due_soon"), ("tasks", "task_overdue"),
-    ("tasks", "task_escalated"), ("telephony", "call_missed"), ("deals", "deal_won"),
-    ("deals", "deal_lost"), ("deals", "deal_assigned"), ("contacts", "import_finished"),
-    ("deals", "lead_routed"),
-}
-
-# ... and every event a webhook may subscribe to (the catalog in docs/events.md).
-WEBHOOK_EVENTS = {
-    ("contacts", "contact_created"), ("contacts", "contact_updated"),
-    ("contacts", "contact_deleted"), ("contacts", "contact_restored"),
-    ("contacts", "contact_merged"), ("contacts", "company_created"),
-    ("contacts", "company_updated"), ("contacts", "company_deleted"),
-    ("contacts", "import_finished"), ("contacts", "lead_captured"),
-    ("deals", "deal_created"), ("deals", "lead_routed"), ("deals", "deal_stage_changed"), ("deals", "deal_won"),
-    ("deals", "deal_lost"), ("deals", "deal_assigned"),
-    ("tasks", "task_created"), ("tasks", "task_assigned"), ("tasks", "task_due_soon"),
-    ("tasks", "task_overdue"), ("tasks", "task_escalated"), ("tasks", "task_completed"),
-    ("telephony", "call_started"), ("telephony", "call_answered"), ("telephony", "call_ended"),
-    ("telephony", "call_missed"),
-}
-WEBHOOK_EVENT_TYPES = sorted({t for _, t in WEBHOOK_EVENTS})
 HANDLED_EVENTS = {}  # source -> the event types this service listens to
 for _source, _type in sorted(PERSON_EVENTS | WEBHOOK_EVENTS):
     HANDLED_EVENTS.setdefault(_source, set()).add(_type)

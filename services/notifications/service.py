@@ -7,11 +7,11 @@ from nameko.timer import timer
 
 from crm_common.context import CallerContext
 from crm_common.errors import EXPECTED, Forbidden
-from crm_common.events import envelope, reliable_handler
+from crm_common.messaging.events import envelope, reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
-from crm_common.outbox import OutboxDispatcher
-from crm_common.rpc import ServiceRpc, rpc
+from crm_common.messaging.outbox import OutboxDispatcher
+from crm_common.messaging.rpc import ServiceRpc, rpc
 from crm_common.timeutil import parse_iso, to_iso, utcnow
 from services.notifications.config import load_notify_settings
 from services.notifications.fanout import Fanout, month_days

@@ -11,10 +11,10 @@ from jinja2 import (ChainableUndefined, FileSystemLoader, TemplateError, Templat
                     select_autoescape)
 from jinja2.sandbox import SandboxedEnvironment
 
+from contracts.notifications import DEFAULT_LANGUAGE, LANGUAGES
+
 log = logging.getLogger(__name__)
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
-LANGUAGES = ("en", "it")
-DEFAULT_LANGUAGE = "en"
 
 _files = SandboxedEnvironment(loader=FileSystemLoader(HERE), trim_blocks=True,
                               lstrip_blocks=True, autoescape=select_autoescape(["html"]),

@@ -4,12 +4,9 @@ import calendar
 from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from contracts.tasks import FREQUENCIES, KINDS, PRIORITIES, STATUSES  # noqa: F401
 from crm_common.timeutil import to_iso
 
-KINDS = ("call", "meeting", "email", "todo")
-STATUSES = ("open", "done", "canceled")
-PRIORITIES = ("low", "normal", "high", "urgent")
-FREQUENCIES = ("daily", "weekly", "monthly")
 # kinds whose completion is a real touch with the customer (moves last_contacted_at)
 CONTACT_KINDS = ("call", "meeting")
 

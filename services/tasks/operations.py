@@ -8,12 +8,12 @@ from marshmallow import ValidationError
 
 from crm_common.cursors import parse_sort
 from crm_common.errors import Conflict, NotFound, ValidationFailed
-from crm_common.events import envelope
+from crm_common.messaging.events import envelope
 from crm_common.fields import with_every_key
 from crm_common.ids import new_id
 from crm_common.timeutil import parse_iso, to_iso, utcnow
 from crm_common.validation import load
-from services.tasks import schemas
+from contracts import tasks as schemas
 from services.tasks.domain import (CONTACT_KINDS, day_bounds, due_in_working_hours, due_notices,
                                    first_alarm, next_alarm, next_occurrence, zone)
 from services.tasks.store import NO_DATE, SORTS

@@ -8,11 +8,11 @@ from nameko.timer import timer
 
 from crm_common.context import CallerContext
 from crm_common.errors import EXPECTED
-from crm_common.events import reliable_handler
+from crm_common.messaging.events import reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
-from crm_common.outbox import OutboxDispatcher
-from crm_common.rpc import rpc
+from crm_common.messaging.outbox import OutboxDispatcher
+from crm_common.messaging.rpc import rpc
 from crm_common.timeutil import parse_iso, to_iso
 from services.tasks.clock import Clock
 from services.tasks.config import load_config

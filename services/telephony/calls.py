@@ -10,12 +10,12 @@ import re
 from marshmallow import fields
 
 from crm_common.errors import Conflict, NotFound, ValidationFailed
-from crm_common.events import envelope
+from crm_common.messaging.events import envelope
 from crm_common.ids import new_id
 from crm_common.phones import normalize_phone
 from crm_common.timeutil import as_utc, to_iso, utcnow
 from crm_common.validation import load
-from services.telephony import schemas
+from contracts import telephony as schemas
 from services.telephony.providers import is_extension
 
 SERVICE = "telephony"

@@ -6,11 +6,11 @@ from nameko.extensions import DependencyProvider
 
 from crm_common.context import Caller, CallerContext
 from crm_common.errors import EXPECTED, BadRequest
-from crm_common.events import reliable_handler
+from crm_common.messaging.events import reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
-from crm_common.outbox import OutboxDispatcher
-from crm_common.rpc import ServiceRpc, rpc
+from crm_common.messaging.outbox import OutboxDispatcher
+from crm_common.messaging.rpc import ServiceRpc, rpc
 from services.telephony.calls import CallLog, Calls
 from services.telephony.config import load_telephony_settings
 from services.telephony.originate import ADAPTERS as ORIGINATE
@@ -59,7 +59,7 @@ class TelephonyService(HealthEntrypoints):
 
     def _announce_after_reply(self, result_and_events):
         """A PBX waits on this answer: the events are stored in the outbox now and
-        published after the reply (crm_common.outbox after_reply)."""
+        published after the reply (crm_common.messaging.outbox after_reply)."""
         result, events = result_and_events
         self.dispatch.after_reply([(event["type"], event) for event in events])
         return result

@@ -1,5 +1,5 @@
 """Provider adapters: each maps what one telephony system posts onto canonical events
-(services/telephony/schemas.py CanonicalEvent). They are pure functions of the payload
+(contracts/telephony.py CanonicalEvent). They are pure functions of the payload
 (plus settings), so they are unit-tested without a stack.
 
 An adapter module has `to_canonical(payload, settings) -> [event dict, ...]` (wire format,

@@ -3,11 +3,10 @@
 Signature: X-Twilio-Signature = base64(HMAC-SHA1(auth token, full URL + every POST
 parameter as key + value, sorted by key)). Twilio repeats a callback with the same
 parameters, so the event id is built from them (CallSid, CallStatus, SequenceNumber)."""
-import base64
-import hashlib
-import hmac
 from email.utils import parsedate_to_datetime
 
+from contracts.telephony_webhooks import twilio_signature as signature  # noqa: F401
+from contracts.telephony_webhooks import valid_twilio_signature as valid_signature  # noqa: F401
 from crm_common.errors import ValidationFailed
 from services.telephony.providers import clean, require
 
@@ -16,18 +15,6 @@ STATUS = {"queued": ("ringing", None), "initiated": ("ringing", None),
           "answered": ("answered", None), "completed": ("ended", "answered"),
           "busy": ("ended", "busy"), "no-answer": ("ended", "no_answer"),
           "failed": ("ended", "failed"), "canceled": ("ended", "canceled")}
-
-
-def signature(url, pairs, auth_token):
-    data = url + "".join(key + value for key, value in sorted(pairs))
-    digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode()
-
-
-def valid_signature(url, pairs, auth_token, header):
-    if not auth_token or not header:
-        return False
-    return hmac.compare_digest(signature(url, pairs, auth_token), header)
 
 
 def _agent(address):

@@ -5,37 +5,13 @@ fields of each event concatenated, keyed with the API secret. A GET with `zd_ech
 Zadarma checking the URL: the answer is the echo value (handled by the gateway route).
 NOTIFY_START may be answered with {"redirect": <extension>, "caller_name": ...} to route
 the call; `call_start` is taken as UTC (set the PBX time zone to UTC)."""
-import base64
-import hashlib
-import hmac
-
+from contracts.telephony_webhooks import SIGNED_FIELDS, zadarma_signature as signature  # noqa: F401
+from contracts.telephony_webhooks import valid_zadarma_signature as valid_signature  # noqa: F401
 from crm_common.errors import ValidationFailed
 from services.telephony.providers import clean, is_extension, require
 
-SIGNED_FIELDS = {
-    "NOTIFY_START": ("caller_id", "called_did", "call_start"),
-    "NOTIFY_INTERNAL": ("caller_id", "called_did", "call_start"),
-    "NOTIFY_END": ("caller_id", "called_did", "call_start"),
-    "NOTIFY_ANSWER": ("caller_id", "destination", "call_start"),
-    "NOTIFY_OUT_START": ("internal", "destination", "call_start"),
-    "NOTIFY_OUT_END": ("internal", "destination", "call_start"),
-    "NOTIFY_RECORD": ("pbx_call_id", "call_id_with_rec"),
-}
 DISPOSITION = {"answered": "answered", "busy": "busy", "cancel": "canceled",
                "no answer": "no_answer"}  # anything else (failed, no money, ...) is failed
-
-
-def signature(params, secret):
-    fields = SIGNED_FIELDS.get(params.get("event"), ())
-    data = "".join(params.get(name, "") for name in fields)
-    hex_digest = hmac.new(secret.encode(), data.encode(), hashlib.sha1).hexdigest()
-    return base64.b64encode(hex_digest.encode()).decode()
-
-
-def valid_signature(params, secret, header):
-    if not secret or not header or params.get("event") not in SIGNED_FIELDS:
-        return False
-    return hmac.compare_digest(signature(params, secret), header)
 
 
 def _international(number, settings):

@@ -23,8 +23,9 @@ from nameko.amqp.publish import Publisher
 from nameko.events import EventHandler, get_event_exchange
 from nameko.extensions import DependencyProvider
 
+from contracts.events import EventRejected, load_event
 from crm_common.config import load_settings
-from crm_common.rpc import CONNECTION_ERRORS
+from crm_common.messaging.rpc import CONNECTION_ERRORS
 from crm_common.ids import new_id
 from crm_common.timeutil import to_iso, utcnow
 
@@ -72,6 +73,13 @@ class ReliableEventHandler(EventHandler):
             # its last consumer died holding it: count that as a failed attempt
             self._retry_or_park(message, "redelivered: the previous consumer died while handling it")
             return
+        try:
+            body = load_event(self.source_service, self.event_type, body)
+        except EventRejected as exc:
+            # retrying cannot mend a body its contract refuses: park it at once
+            self._retry_or_park(message, f"rejected by the {self.event_type} contract: {exc}",
+                                attempts=self.max_attempts)
+            return
         super().handle_message(body, message)
 
     def handle_message_processed(self, message, result=None, exc_info=None):
@@ -85,8 +93,9 @@ class ReliableEventHandler(EventHandler):
         error = "".join(traceback.format_exception_only(exc_info[0], exc_info[1])).strip()[:2000]
         self._retry_or_park(message, error)
 
-    def _retry_or_park(self, message, error):
-        attempts = int((message.headers or {}).get(ATTEMPTS_HEADER, 0)) + 1
+    def _retry_or_park(self, message, error, attempts=None):
+        if attempts is None:
+            attempts = int((message.headers or {}).get(ATTEMPTS_HEADER, 0)) + 1
         headers = dict(message.headers or {}, **{ATTEMPTS_HEADER: attempts, ERROR_HEADER: error})
         try:
             if attempts < self.max_attempts:

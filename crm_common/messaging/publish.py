@@ -2,7 +2,7 @@
 scripts, tests): same exchange (`<source>.events`, topic, durable), routing key = type."""
 from kombu import Connection, Exchange, Producer
 
-from crm_common.events import envelope
+from crm_common.messaging.events import envelope
 
 
 def publish_event(amqp_uri, source, event_type, data, event_id=None, context=None,

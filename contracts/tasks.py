@@ -5,7 +5,11 @@ from datetime import datetime, timezone
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from crm_common.fields import PageOf, PageQuery, UtcDateTime
-from services.tasks.domain import FREQUENCIES, KINDS, PRIORITIES, STATUSES
+
+KINDS = ("call", "meeting", "email", "todo")
+STATUSES = ("open", "done", "canceled")
+PRIORITIES = ("low", "normal", "high", "urgent")
+FREQUENCIES = ("daily", "weekly", "monthly")
 
 ID = validate.Length(1, 40)
 # dates a planner can mean; also keeps reminder/escalation arithmetic inside datetime's range

@@ -26,8 +26,9 @@ from nameko.events import get_event_exchange
 from nameko.extensions import DependencyProvider
 from pymongo import ASCENDING, ReturnDocument
 
+from contracts.events import dump_event
 from crm_common.mongo import MongoStore, in_chunks
-from crm_common.rpc import PublishChannel, encode
+from crm_common.messaging.rpc import PublishChannel, encode
 from crm_common.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class OutboxDispatcher(DependencyProvider):
         config = self.container.config
         self.amqp_uri = os.environ.get("CRM_EVENTS_AMQP_URI") or config["AMQP_URI"]
         self.exchange = get_event_exchange(self.container.service_name, config)
-        # confirmed, persistent, tried once more on a fresh connection (crm_common.rpc)
+        # confirmed, persistent, tried once more on a fresh connection (crm_common.messaging.rpc)
         self.channel = PublishChannel(self.amqp_uri, confirms=True)
         self.collection = None
         self.published = LightQueue()  # ids published by after_reply, to delete in batches
@@ -72,8 +73,8 @@ class OutboxDispatcher(DependencyProvider):
                    if v is not None and isinstance(v, (str, int, float, bool, list))}
         return _Dispatch(self, headers)
 
-    @staticmethod
-    def _record(event_type, body, headers):
+    def _record(self, event_type, body, headers):
+        body = dump_event(self.container.service_name, event_type, body)
         now = utcnow()
         record = {"_id": body.get("event_id") if isinstance(body, dict) else None,
                   "type": event_type, "body": body, "headers": headers,

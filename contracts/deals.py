@@ -3,7 +3,7 @@ same way before calling and generates the OpenAPI document from them."""
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from crm_common.fields import PageOf, PageQuery, UtcDateTime
-from services.deals.currencies import ISO_4217
+from contracts.currencies import ISO_4217
 
 STAGE_KINDS = ("open", "won", "lost")
 DEAL_STATUSES = ("open", "won", "lost")
