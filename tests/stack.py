@@ -53,7 +53,7 @@ def wait_port(port, timeout=30):
 
 
 def service_command(service):
-    """Exactly what services/<name>/Dockerfile runs (checked by tests/test_deploy.py)."""
+    """Exactly what the service's image runs (the Dockerfile; checked by tests/test_deploy.py)."""
     return [os.path.join(BIN, "nameko"), "run", "--config", "deploy/nameko.yaml",
             f"services.{service}.service:{service.capitalize()}Service"]
 

@@ -1,20 +1,125 @@
-"""What can be checked of the containers without a Docker engine: every image runs the
-same command as the dev script and the tests, compose scales, every service heartbeats and
-its container probe passes."""
+"""What can be checked of the containers without a Docker engine: the one Dockerfile, read
+for each component as `docker build --build-arg SERVICE=<component> .` would build it, runs
+the same command as the dev script and the tests and holds only its own component (and
+that is enough to import it); compose scales, runs MongoDB as a replica set and builds every
+component from the one Dockerfile; every service heartbeats and its container probe passes."""
+import copy
+import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
 from tests.stack import ROOT, SERVICES, gateway_command, service_command
 
+DOCKERFILE = os.path.join(ROOT, "Dockerfile")
+COMPONENTS = ("gateway", *SERVICES)
+# what every image holds besides its own component
+SHARED = {"crm_common/", "contracts/"}
 
-def dockerfile_cmd(path):
-    text = open(os.path.join(ROOT, path)).read()
-    match = re.search(r'^CMD \[(.*)\]$', text, re.M)
-    return [part.strip().strip('"') for part in match.group(1).split(",")]
+
+def compose():
+    return yaml.safe_load(open(os.path.join(ROOT, "docker-compose.yml")))
+
+
+def _instructions(text):
+    """[(INSTRUCTION, arguments)]: continuation lines joined, comments dropped."""
+    found, pending = [], ""
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        word, _, rest = (pending + line).partition(" ")
+        found.append((word.upper(), rest.strip()))
+        pending = ""
+    return found
+
+
+def _expand(text, names):
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)",
+                  lambda m: names.get(m.group(1) or m.group(2), m.group(0)), text)
+
+
+def _command(rest, names):
+    """An exec-form command as its list; a shell-form one as the shell would split it, its
+    variables expanded from the image's environment."""
+    if rest.startswith("["):
+        return json.loads(rest)
+    return shlex.split(_expand(rest, names))
+
+
+def _stages(text):
+    """({stage: (base, instructions)}, global args, name of the last stage)."""
+    stages, global_args, name = {}, {}, None
+    for word, rest in _instructions(text):
+        if word == "FROM":
+            parts = rest.split()
+            name = parts[2].lower() if len(parts) == 3 and parts[1].upper() == "AS" else f"#{len(stages)}"
+            stages[name] = (parts[0], [])
+        elif name is None and word == "ARG":
+            key, _, default = rest.partition("=")
+            global_args[key] = default
+        else:
+            stages[name][1].append((word, rest))
+    return stages, global_args, name
+
+
+def _build(stages, global_args, build_args, name, seen=()):
+    base, body = stages[name]
+    base = _expand(base, {**global_args, **build_args})
+    if base in stages:
+        assert base not in seen, f"stage loop at {base}"
+        image = copy.deepcopy(_build(stages, global_args, build_args, base, seen + (name,)))
+    else:
+        image = {"from": base, "stages": [], "env": {}, "copies": [], "copies_from": [],
+                 "runs": [], "user": None, "healthcheck": None, "cmd": None}
+    image["stages"].append(name)
+    args = {}
+    for word, rest in body:
+        names = {**args, **image["env"]}
+        if word == "ARG":
+            key, _, default = rest.partition("=")
+            args[key] = build_args.get(key, default or global_args.get(key, ""))
+        elif word == "ENV":
+            for pair in shlex.split(rest):
+                key, _, value = pair.partition("=")
+                image["env"][key] = _expand(value, names)
+        elif word == "COPY":
+            parts = [_expand(p, names) for p in rest.split()]
+            options = [p for p in parts if p.startswith("--")]
+            *sources, target = [p for p in parts if not p.startswith("--")]
+            stage = next((o.split("=", 1)[1] for o in options if o.startswith("--from=")), None)
+            for source in sources:
+                if stage:
+                    image["copies_from"].append((stage, source, target))
+                else:
+                    image["copies"].append((source, target))
+        elif word == "RUN":
+            image["runs"].append(_expand(rest, names))
+        elif word == "USER":
+            image["user"] = _expand(rest, names)
+        elif word == "CMD":
+            image["cmd"] = _command(rest, image["env"])
+        elif word == "HEALTHCHECK":
+            # options (--interval=...) before the CMD keyword
+            image["healthcheck"] = _command(rest.split(" CMD ", 1)[1].strip(), image["env"])
+    return image
+
+
+def image(component, stage=None):
+    """The image `docker build --build-arg SERVICE=<component> [--target <stage>] .` makes,
+    read from the Dockerfile: its stages, base, environment, what it copies from the build
+    context (and from other stages), its user, healthcheck and command."""
+    stages, global_args, last = _stages(open(DOCKERFILE).read())
+    return _build(stages, global_args, {"SERVICE": component}, stage or last)
 
 
 def crm_script_command(kind, name=""):
@@ -29,38 +134,149 @@ def without_venv(command):
     return [os.path.basename(part) if i == 0 else part for i, part in enumerate(command)]
 
 
+def test_there_is_one_dockerfile():
+    found = []
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [os.path.relpath(os.path.join(folder, name), ROOT) for name in files
+                  if name == "Dockerfile" or name.endswith(".Dockerfile")]
+    assert found == ["Dockerfile"]
+    assert re.search(r"^ARG SERVICE$", open(DOCKERFILE).read(), re.M)
+
+
 def test_every_image_runs_the_dev_and_test_command():
     for service in SERVICES:
-        image = dockerfile_cmd(f"services/{service}/Dockerfile")
-        assert image == without_venv(service_command(service)), service
-        assert image == crm_script_command("service", service), service
-    image = dockerfile_cmd("gateway/Dockerfile")
-    assert image == without_venv(gateway_command()) == crm_script_command("gateway")
+        cmd = image(service)["cmd"]
+        assert cmd == without_venv(service_command(service)), service
+        assert cmd == crm_script_command("service", service), service
+    cmd = image("gateway")["cmd"]
+    assert cmd == without_venv(gateway_command()) == crm_script_command("gateway")
 
 
-def test_images_are_multi_stage_and_non_root():
-    for path in [f"services/{s}/Dockerfile" for s in SERVICES] + ["gateway/Dockerfile"]:
-        text = open(os.path.join(ROOT, path)).read()
-        assert text.count("\nFROM ") + text.startswith("FROM ") >= 2 or text.count("FROM ") >= 2, path
-        assert re.search(r"^USER crm$", text, re.M), path
-        assert "HEALTHCHECK" in text, path
+def test_images_are_multi_stage_non_root_and_probe_their_component():
+    for component in COMPONENTS:
+        built = image(component)
+        assert built["from"].startswith("python:"), component
+        # the virtualenv is built in a stage of its own; only it reaches the image
+        assert built["copies_from"] == [("build", "/opt/venv", "/opt/venv")], component
+        assert "build" not in built["stages"], component
+        assert image(component, "build")["copies"] == [("requirements.txt", "/tmp/requirements.txt")]
+        assert built["user"] == "crm", component
+        assert built["env"]["PYTHONPATH"] == "/app", component
+        if component == "gateway":
+            probe = built["healthcheck"]
+            assert probe[:2] == ["python", "-c"] and "/healthz" in probe[2]
+        else:
+            assert built["healthcheck"] == ["python", "-m", "crm_common.healthcheck", component, "--ready"]
+            assert built["env"]["CRM_HEARTBEAT_FILE"], component
+
+
+def test_each_image_holds_only_its_own_component():
+    for component in COMPONENTS:
+        sources = {source for source, _ in image(component)["copies"]}
+        own = {"gateway/"} if component == "gateway" else {f"services/{component}/", "deploy/nameko.yaml"}
+        assert sources == SHARED | own, component
+        for source, target in image(component)["copies"]:
+            assert source == target, (component, source, target)  # same layout as the repo
+
+
+def _copy_image(component, into):
+    ignored = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for source, target in image(component)["copies"]:
+        origin, dest = os.path.join(ROOT, source), os.path.join(into, target)
+        if os.path.isdir(origin):
+            shutil.copytree(origin, dest, ignore=ignored)
+        else:
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            shutil.copy(origin, dest)
+
+
+IMPORT_ALL = """
+import importlib, os, pkgutil, sys
+root = os.getcwd()
+target, skip = sys.argv[1], set(sys.argv[2:])
+names = []
+for top in ("crm_common", "contracts", "gateway", "services"):
+    if os.path.isdir(top):
+        names += [m.name for m in pkgutil.walk_packages([top], top + ".") if m.name not in skip]
+for name in names:
+    module = importlib.import_module(name)
+    assert module.__file__.startswith(root), (name, module.__file__)
+module_name, _, attribute = target.partition(":")
+module = importlib.import_module(module_name)
+assert module.__file__.startswith(root), module.__file__
+assert attribute in vars(module), target
+print(len(names) + 1)
+"""
+
+
+def test_each_image_holds_what_its_component_imports(tmp_path):
+    """Every module of the image imports with nothing but the image's files (no sibling
+    service, no gateway in a service image, nothing from the repository)."""
+    running = {}
+    for component in COMPONENTS:
+        folder = tmp_path / component
+        folder.mkdir()
+        _copy_image(component, folder)
+        target = image(component)["cmd"][-1]
+        # the gateway's wsgi module starts the app (database, broker): checked by attribute
+        skip = ["gateway.wsgi"] if component == "gateway" else []
+        if component == "gateway":
+            target = "gateway.app:create_app"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        env["PYTHONPATH"] = str(folder)
+        running[component] = subprocess.Popen(
+            [sys.executable, "-c", IMPORT_ALL, target, *skip], cwd=folder, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    failed = {}
+    for component, proc in running.items():
+        out, err = proc.communicate(timeout=120)
+        if proc.returncode:
+            failed[component] = err.strip().splitlines()[-1:]
+    assert not failed, failed
 
 
 def test_compose_has_every_component_and_can_scale():
-    compose = yaml.safe_load(open(os.path.join(ROOT, "docker-compose.yml")))
-    services = compose["services"]
-    assert set(services) == {"mongo", "rabbitmq", "gateway", *SERVICES}
-    for name in SERVICES:
+    services = compose()["services"]
+    assert set(services) == {"mongo", "rabbitmq", *COMPONENTS}
+    for name in COMPONENTS:
         spec = services[name]
-        assert "container_name" not in spec and "ports" not in spec, name  # --scale works
-        assert spec["build"]["dockerfile"] == f"services/{name}/Dockerfile"
+        # one Dockerfile, the component as its build argument
+        assert spec["build"]["context"] == "."
+        assert spec["build"].get("dockerfile", "Dockerfile") == "Dockerfile", name
+        assert spec["build"]["args"] == {"SERVICE": name}, name
         env = spec["environment"]
         assert env["MONGO_URL"].startswith("mongodb://mongo") and "rabbitmq:5672" in env["AMQP_URI"]
         assert spec["depends_on"]["mongo"]["condition"] == "service_healthy"
+        if name != "gateway":
+            assert "container_name" not in spec and "ports" not in spec, name  # --scale works
     assert services["mongo"]["image"].startswith("mongo:")
     assert "management" in services["rabbitmq"]["image"]
     for name in ("mongo", "rabbitmq"):
         assert "healthcheck" in services[name]
+
+
+def test_compose_runs_mongo_as_a_single_node_replica_set():
+    services = compose()["services"]
+    mongo = services["mongo"]
+    assert mongo["image"] == "mongo:7.0"
+    command = mongo["command"]
+    assert command[0] == "mongod" and "--bind_ip_all" in command
+    replica_set = command[command.index("--replSet") + 1]
+    # the healthcheck initiates the set once (a later run finds it initiated) and passes
+    # only when this node is the primary, so nothing starts before writes are possible
+    test = mongo["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "mongosh"]
+    script = test[-1]
+    initiate = re.search(r"rs\.initiate\(\{_id: \"(\w+)\", members: \[\{_id: 0, host: \"([\w.-]+:\d+)\"\}\]\}\)", script)
+    assert initiate and initiate.group(1) == replica_set, script
+    member = initiate.group(2)
+    assert script.index("rs.status()") < script.index("NotYetInitialized") < initiate.start()
+    assert "isWritablePrimary" in script
+    for name in COMPONENTS:
+        url = urlsplit(services[name]["environment"]["MONGO_URL"])
+        assert url.netloc == member, name  # the host the set's config names
+        assert parse_qs(url.query)["replicaSet"] == [replica_set], name
 
 
 def test_running_services_heartbeat_and_pass_their_container_probe(stack):

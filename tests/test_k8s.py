@@ -1,13 +1,15 @@
 """The Kubernetes manifests, checked without a cluster: they parse, every component has a
-Deployment (same command as its image, probes, resources), a Service and an autoscaler, and
-every environment variable the product code reads is provided."""
+Deployment (its image, the same command as that image, probes, resources), a Service and an
+autoscaler, every environment variable the product code reads is provided, and MongoDB is
+reached as a replica set."""
 import os
 import re
+from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
 from tests.stack import ROOT, SERVICES
-from tests.test_deploy import dockerfile_cmd
+from tests.test_deploy import image
 
 K8S = os.path.join(ROOT, "deploy", "k8s")
 COMPONENTS = ("gateway", *SERVICES)
@@ -54,8 +56,9 @@ def test_deployments_run_the_image_command_with_probes_and_limits():
     deployments = by_kind("Deployment")
     for component in COMPONENTS:
         container = deployments[f"crm-{component}"]["spec"]["template"]["spec"]["containers"][0]
-        dockerfile = "gateway/Dockerfile" if component == "gateway" else f"services/{component}/Dockerfile"
-        assert container["command"] == dockerfile_cmd(dockerfile), component
+        # built by `docker build --build-arg SERVICE=<component> -t crm-<component> .`
+        assert container["image"] == f"crm-{component}:latest", component
+        assert container["command"] == image(component)["cmd"], component
         assert "livenessProbe" in container and "readinessProbe" in container, component
         assert container["resources"]["requests"] and container["resources"]["limits"], component
         refs = {next(iter(r.values()))["name"] for r in container["envFrom"]}
@@ -74,3 +77,12 @@ def test_compose_provides_the_same_variables_to_services():
     compose = yaml.safe_load(open(os.path.join(ROOT, "docker-compose.yml")))
     service_env = set(compose["services"]["contacts"]["environment"])
     assert {"AMQP_URI", "MONGO_URL"} <= service_env
+
+
+def test_mongo_url_names_a_replica_set():
+    """Outbox transactions need a replica set; a standalone mongod refuses them."""
+    url = urlsplit(by_kind("ConfigMap")["crm-config"]["data"]["MONGO_URL"])
+    assert url.scheme == "mongodb" and url.netloc
+    assert parse_qs(url.query).get("replicaSet", [""])[0]
+    header = open(os.path.join(K8S, "configmap.yaml")).read().split("apiVersion:")[0]
+    assert "replica set" in header  # the manifest says so to whoever points it at MongoDB

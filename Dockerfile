@@ -1,0 +1,61 @@
+# syntax=docker/dockerfile:1
+# Every image of the platform, one per component, built from the repository root:
+#   docker build --build-arg SERVICE=contacts -t crm-contacts .
+#   docker build --build-arg SERVICE=gateway -t crm-gateway .
+# SERVICE is `gateway` or a package under services/. An image holds crm_common/, contracts/
+# and its own component only (a service also deploy/nameko.yaml); its CMD is the command
+# `./crm up` and the tests run. tests/test_deploy.py checks both. Needs BuildKit (the
+# default builder since Docker 23): it builds only the stages the chosen SERVICE uses.
+ARG SERVICE
+
+FROM python:3.11-slim AS build
+RUN python -m venv /opt/venv
+COPY requirements.txt /tmp/requirements.txt
+RUN /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
+
+FROM python:3.11-slim AS runtime
+RUN useradd --system --uid 10001 --no-create-home crm
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY crm_common/ crm_common/
+COPY contracts/ contracts/
+ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/app PYTHONUNBUFFERED=1
+
+FROM runtime AS gateway
+COPY gateway/ gateway/
+ENV GATEWAY_BIND=0.0.0.0:8000 PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
+RUN mkdir -p /tmp/prometheus && chown crm /tmp/prometheus
+USER crm
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)"]
+CMD ["gunicorn", "-c", "gateway/gunicorn.conf.py", "gateway.wsgi:app"]
+
+# a nameko service: services/ holds its own package only (a namespace package, no __init__)
+FROM runtime AS service
+ARG SERVICE
+COPY deploy/nameko.yaml deploy/nameko.yaml
+COPY services/${SERVICE}/ services/${SERVICE}/
+ENV CRM_SERVICE=${SERVICE} CRM_HEARTBEAT_FILE=/tmp/crm.heartbeat
+USER crm
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+    CMD python -m crm_common.healthcheck "$CRM_SERVICE" --ready
+
+# each service's command (nameko names the service class)
+FROM service AS contacts
+CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.contacts.service:ContactsService"]
+
+FROM service AS deals
+CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.deals.service:DealsService"]
+
+FROM service AS tasks
+CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.tasks.service:TasksService"]
+
+FROM service AS notifications
+CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.notifications.service:NotificationsService"]
+
+FROM service AS telephony
+CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.telephony.service:TelephonyService"]
+
+# the image: the stage named by SERVICE
+FROM ${SERVICE}
