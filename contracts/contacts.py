@@ -3,6 +3,8 @@ the same way before calling and generates the OpenAPI document from them."""
 from marshmallow import (Schema, ValidationError, fields, pre_load, validate,
                          validates_schema)
 
+from contracts.events import (Bool, EventData, Int, IsoTime, Object, actor_field, ref_field,
+                             summary_field)
 from crm_common.fields import CustomFields, PageOf, PageQuery, UtcDateTime, tags_field
 
 CONTACT_STATUSES = ("lead", "prospect", "customer", "churned", "inactive")
@@ -540,3 +542,177 @@ class InboundRequestListQuery(Schema):
 
 class InboundRequestPage(PageOf):
     items = fields.List(fields.Nested(InboundRequestOut))
+
+
+# --- Events (docs/events.md; the machinery is contracts/events.py) ------------------------
+
+class ContactCopy(EventData):
+    """The contact as the API returns it (ContactOut): every key of it is sent."""
+    id = fields.String(required=True)
+    first_name = fields.String(allow_none=True)
+    last_name = fields.String(allow_none=True)
+    owner_id = fields.String(allow_none=True)
+    company_id = fields.String(allow_none=True)
+    deleted_at = IsoTime(allow_none=True)
+
+
+class CompanyCopy(EventData):
+    """The company as the API returns it (CompanyOut): every key of it is sent."""
+    id = fields.String(required=True)
+    name = fields.String(allow_none=True)
+    deleted_at = IsoTime(allow_none=True)
+
+
+def _contact(description="the contact as the API returns it (ContactOut)"):
+    return Object(ContactCopy, required=True, metadata={"description": description})
+
+
+def _company():
+    return Object(CompanyCopy, required=True, metadata={
+        "description": "the company as the API returns it (CompanyOut)"})
+
+
+class ContactCreated(EventData):
+    """A contact was created (by the API, an import or an inbound request)."""
+    contact = _contact()
+
+
+class ContactUpdated(EventData):
+    """A contact was changed."""
+    contact = _contact()
+    changed = fields.List(fields.String(), required=True, metadata={
+        "description": "the names of the fields that changed"})
+    reason = fields.String(allow_none=True, metadata={
+        "description": "sent when a routed lead gave an owner-less contact its owner: the "
+                       "lead's owner_reason (deals.lead_routed)"})
+
+
+class ContactDeleted(EventData):
+    """A contact was deleted (soft: it can be restored)."""
+    contact_id = fields.String(required=True)
+
+
+class ContactRestored(EventData):
+    """A deleted contact was restored."""
+    contact = _contact()
+
+
+class ContactMerged(EventData):
+    """Duplicates were merged into a survivor: records of the merged contacts now belong
+    to the survivor (the merged contacts are deleted)."""
+    survivor_id = fields.String(required=True, metadata={"description": "the contact kept"})
+    merged_ids = fields.List(fields.String(), required=True, metadata={
+        "description": "the contacts merged into it"})
+    contact = Object(ContactCopy, metadata={"description": "the survivor after the merge (ContactOut)"})
+    contact_id = fields.String(metadata={"description": "the survivor, for its timeline"})
+    owner_id = fields.String(allow_none=True, metadata={"description": "the survivor's owner"})
+    actor_id = actor_field()
+    merge_id = fields.String(metadata={"description": "the merge record"})
+
+
+class CompanyCreated(EventData):
+    """A company was created."""
+    company = _company()
+
+
+class CompanyUpdated(EventData):
+    """A company was changed."""
+    company = _company()
+
+
+class CompanyDeleted(EventData):
+    """A company was deleted (soft)."""
+    company_id = fields.String(required=True)
+
+
+class CompanyRestored(EventData):
+    """A deleted company was restored."""
+    company = _company()
+
+
+class EventCounts(EventData):
+    rows = Int()
+    created = Int()
+    updated = Int()
+    skipped = Int()
+    failed = Int()
+
+
+class ImportEvent(EventData):
+    import_id = fields.String(required=True)
+    started_by = fields.String(required=True, allow_none=True, metadata={
+        "description": "the user who started it"})
+    status = fields.String(allow_none=True, metadata={"description": " | ".join(IMPORT_STATUSES)})
+    dry_run = Bool(allow_none=True, metadata={"description": "true: nothing was written"})
+    counts = Object(EventCounts, allow_none=True, metadata={
+        "description": "rows, created, updated, skipped, failed so far (docs/import.md)"})
+    actor_id = actor_field()
+
+
+class ImportProgress(ImportEvent):
+    """A batch of an import's rows was committed."""
+
+
+class ImportFinished(ImportEvent):
+    """An import ended: done, or failed (status)."""
+
+
+class ImportUndone(ImportEvent):
+    """An import was undone."""
+    restored = Int(metadata={"description": "contacts put back as they were before the import"})
+    deleted = Int(metadata={"description": "contacts it had created, deleted"})
+    kept = Int(metadata={"description": "contacts left as they are because they were edited since"})
+
+
+class Utm(EventData):
+    source = fields.String(allow_none=True)
+    medium = fields.String(allow_none=True)
+    campaign = fields.String(allow_none=True)
+
+
+class ResolvedOwnerRule(EventData):
+    kind = fields.String(required=True, metadata={"description": " | ".join(OWNER_RULES)})
+    user_ids = fields.List(fields.String(), metadata={
+        "description": "the candidates (a team resolved to its members)"})
+    team = fields.String(allow_none=True)
+
+
+class LeadCaptured(EventData):
+    """An inbound request matched or created its contact (docs/leads.md); event_id is
+    `lead:<request_id>`, the same on every redelivery."""
+    request_id = fields.String(required=True)
+    contact_id = fields.String(required=True)
+    received_at = IsoTime(metadata={"description": "when the request came in"})
+    channel = fields.String(metadata={"description": " | ".join(INBOUND_CHANNELS)})
+    contact_created = Bool(metadata={"description": "false: an existing contact matched"})
+    contact_owner_id = fields.String(allow_none=True)
+    contact_name = fields.String(allow_none=True)
+    form_id = fields.String(allow_none=True)
+    route_name = fields.String(allow_none=True)
+    source = fields.String(metadata={"description": "the lead source (utm_source, the form's "
+                                                    "or the channel)"})
+    utm = Object(Utm, metadata={"description": "{source, medium, campaign}"})
+    referrer = fields.String(allow_none=True)
+    pipeline_id = fields.String(allow_none=True, metadata={"description": "the route's pipeline"})
+    stage_id = fields.String(allow_none=True, metadata={"description": "the route's stage"})
+    owner_rule = Object(ResolvedOwnerRule, allow_none=True, metadata={
+        "description": "the route's owner rule {kind, user_ids, team}"})
+    first_task = fields.Dict(allow_none=True, metadata={
+        "description": "the route's first task (FirstTask): {due_minutes, kind, title, "
+                       "working_hours}"})
+    deal_title = fields.String(allow_none=True)
+    summary = summary_field()
+    text = fields.String(allow_none=True, metadata={"description": "the message, cut to 1,000 characters"})
+    ref = ref_field("inbound_request")
+
+
+EVENTS = {
+    "contact_created": ContactCreated, "contact_updated": ContactUpdated,
+    "contact_deleted": ContactDeleted, "contact_restored": ContactRestored,
+    "contact_merged": ContactMerged,
+    "company_created": CompanyCreated, "company_updated": CompanyUpdated,
+    "company_deleted": CompanyDeleted, "company_restored": CompanyRestored,
+    "import_progress": ImportProgress, "import_finished": ImportFinished,
+    "import_undone": ImportUndone,
+    "lead_captured": LeadCaptured,
+}

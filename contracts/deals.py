@@ -2,6 +2,8 @@
 same way before calling and generates the OpenAPI document from them."""
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
+from contracts.events import (Bool, EventData, Int, IsoTime, Object, actor_field, ref_field,
+                             summary_field)
 from crm_common.fields import PageOf, PageQuery, UtcDateTime
 from contracts.currencies import ISO_4217
 
@@ -475,3 +477,103 @@ class SourcesReport(Schema):
     scope = fields.String(metadata={"description": "all, or limited (the caller sees their own / their "
                                                    "team's leads and deals, or asked for one owner_id)"})
     rows = fields.List(fields.Nested(SourcesRow))
+
+
+# --- Events (docs/events.md; the machinery is contracts/events.py) ------------------------
+OWNER_REASONS = ("contact_owner", "open_deal_owner", "fixed_user", "round_robin",
+                 "least_open_deals", "no_rule")
+
+
+class DealCopy(EventData):
+    """The deal as the API returns it (DealOut): every key of it is sent."""
+    id = fields.String(required=True)
+    title = fields.String()
+    amount = Int(metadata={"description": "minor units"})
+    currency = fields.String()
+    pipeline_id = fields.String()
+    stage_id = fields.String()
+    status = fields.String(metadata={"description": " | ".join(DEAL_STATUSES)})
+    contact_id = fields.String(allow_none=True)
+    owner_id = fields.String(allow_none=True)
+
+
+class DealEvent(EventData):
+    """What every deal_* event carries (contacts puts most on the contact's timeline)."""
+    deal = Object(DealCopy, required=True, metadata={
+        "description": "the deal as the API returns it (DealOut)"})
+    contact_id = fields.String(allow_none=True, metadata={"description": "the deal's contact"})
+    owner_id = fields.String(allow_none=True, metadata={"description": "the deal's owner"})
+    summary = summary_field()
+    actor_id = actor_field()
+    ref = ref_field("deal")
+
+
+class DealCreated(DealEvent):
+    """A deal was opened (by the API, or by an inbound lead: then event_id is
+    `lead-deal:<request_id>`, the same on every redelivery)."""
+    pipeline_id = fields.String()
+    stage_id = fields.String()
+    request_id = fields.String(metadata={"description": "sent when an inbound lead opened it"})
+
+
+class DealStageChanged(DealEvent):
+    """A deal moved to another stage of its pipeline."""
+    deal_id = fields.String(required=True)
+    pipeline_id = fields.String(required=True)
+    from_stage_id = fields.String(allow_none=True)
+    to_stage_id = fields.String(required=True)
+
+
+class DealWon(DealEvent):
+    """A deal entered a won stage (after its deal_stage_changed)."""
+    owner_id = fields.String(required=True, allow_none=True, metadata={
+        "description": "the deal's owner (told, with their manager)"})
+    amount = Int(metadata={"description": "minor units"})
+    currency = fields.String(metadata={"description": "ISO 4217"})
+
+
+class DealLost(DealWon):
+    """A deal entered a lost stage (after its deal_stage_changed)."""
+    lost_reason = fields.String(allow_none=True, metadata={
+        "description": "one of the configured lost reasons"})
+
+
+class DealAssigned(DealEvent):
+    """A deal got another owner."""
+    owner_id = fields.String(required=True, allow_none=True, metadata={
+        "description": "the new owner (told)"})
+    previous_owner_id = fields.String(allow_none=True)
+
+
+class LeadRouted(EventData):
+    """An inbound lead got its deal and owner (docs/leads.md); event_id is
+    `routed:<request_id>`, the same on every redelivery."""
+    request_id = fields.String(required=True)
+    contact_id = fields.String(required=True)
+    contact_name = fields.String(allow_none=True)
+    deal_id = fields.String(required=True)
+    deal_created = Bool(metadata={"description": "false: joined the contact's open deal in "
+                                                 "the pipeline"})
+    deal_title = fields.String()
+    pipeline_id = fields.String()
+    stage_id = fields.String()
+    owner_id = fields.String(required=True, allow_none=True, metadata={
+        "description": "the lead's owner (told; null: no rule gave one)"})
+    owner_reason = fields.String(metadata={"description": " | ".join(OWNER_REASONS)})
+    source = fields.String()
+    channel = fields.String()
+    received_at = IsoTime()
+    form_id = fields.String(allow_none=True)
+    route_name = fields.String(allow_none=True)
+    first_task = fields.Dict(allow_none=True, metadata={
+        "description": "the route's first task, as in contacts.lead_captured"})
+    summary = summary_field()
+    actor_id = actor_field()
+    ref = ref_field("deal")
+
+
+EVENTS = {
+    "deal_created": DealCreated, "deal_stage_changed": DealStageChanged,
+    "deal_won": DealWon, "deal_lost": DealLost, "deal_assigned": DealAssigned,
+    "lead_routed": LeadRouted,
+}

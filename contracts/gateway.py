@@ -3,6 +3,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from contracts.events import Bool, EventData, Object, actor_field, ref_field, summary_field
 from crm_common.fields import PageOf, UtcDateTime, list_limit_field
 
 ROLES = ("admin", "manager", "agent")
@@ -155,3 +156,32 @@ class AuditQuery(Schema):
 
 class AuditPage(PageOf):
     items = fields.List(fields.Nested(AuditEntry))
+
+
+# --- Events (docs/events.md; the machinery is contracts/events.py) ------------------------
+
+class UserCopy(EventData):
+    """A user as other services keep a copy of it (the gateway's UserOut, announced fields)."""
+    id = fields.String(required=True)
+    email = fields.String(allow_none=True)
+    name = fields.String(allow_none=True)
+    role = fields.String(allow_none=True, metadata={"description": " | ".join(ROLES)})
+    team = fields.String(allow_none=True)
+    manager_id = fields.String(allow_none=True)
+    active = Bool(metadata={"description": "false: the user gets nothing and is offered nothing"})
+    extension = fields.String(allow_none=True, metadata={"description": "the PBX extension"})
+    phone = fields.String(allow_none=True)
+    telegram_chat_id = fields.String(allow_none=True)
+    language = fields.String(allow_none=True)
+    timezone = fields.String(allow_none=True)
+
+
+class UserUpserted(EventData):
+    """A user was created or changed; re-announced for every user when the gateway starts."""
+    user = Object(UserCopy, required=True)
+    actor_id = actor_field()
+    ref = ref_field("user")
+    summary = summary_field()
+
+
+EVENTS = {"user_upserted": UserUpserted}

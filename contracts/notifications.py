@@ -4,6 +4,7 @@ import re
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
+from contracts.events import EventData, Int
 from crm_common.fields import PageOf, UtcDateTime, list_limit_field
 
 # The vocabulary: channels, default routing, languages, and the events people and webhooks get.
@@ -201,3 +202,30 @@ class DeliveryPage(PageOf):
     items = fields.List(fields.Nested(DeliveryOut))
 
 
+
+
+# --- Events (docs/events.md; the machinery is contracts/events.py) ------------------------
+
+class DeliveryEvent(EventData):
+    """What both delivery outcomes carry; one per delivery when it is final."""
+    notification_id = fields.String(required=True, metadata={"description": "the delivery"})
+    channel = fields.String(required=True, metadata={"description": " | ".join(CHANNELS[1:])})
+    recipient = fields.String(required=True, metadata={
+        "description": '"user:<id>", "contact:<id>" or "webhook:<id>"'})
+    event_type = fields.String(required=True, metadata={"description": "the event that caused it"})
+    event_id = fields.String(required=True, metadata={"description": "the event that caused it"})
+    attempts = Int(allow_none=True, metadata={"description": "sends tried"})
+    webhook_id = fields.String(metadata={"description": "sent for webhook deliveries"})
+
+
+class NotificationDelivered(DeliveryEvent):
+    """A message was delivered (email, sms, telegram, webhook)."""
+
+
+class NotificationFailed(DeliveryEvent):
+    """A message could not be delivered and will not be tried again."""
+    reason = fields.String(allow_none=True, metadata={"description": "the last error"})
+
+
+EVENTS = {"notification_delivered": NotificationDelivered,
+          "notification_failed": NotificationFailed}

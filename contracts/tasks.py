@@ -4,6 +4,7 @@ from datetime import datetime, timezone
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from contracts.events import EventData, Int, IsoTime, Object, actor_field, ref_field, summary_field
 from crm_common.fields import PageOf, PageQuery, UtcDateTime
 
 KINDS = ("call", "meeting", "email", "todo")
@@ -227,3 +228,96 @@ class TaskReport(Schema):
 class ClockIn(Schema):
     now = UtcDateTime()
     advance_seconds = fields.Float()
+
+
+# --- Events (docs/events.md; the machinery is contracts/events.py) ------------------------
+
+class TaskCopy(EventData):
+    """The task as the API returns it (TaskOut): every key of it is sent."""
+    id = fields.String(required=True)
+    kind = fields.String(metadata={"description": " | ".join(KINDS)})
+    title = fields.String()
+    status = fields.String(metadata={"description": " | ".join(STATUSES)})
+    due_at = IsoTime(allow_none=True)
+    assignee_id = fields.String(allow_none=True)
+    contact_id = fields.String(allow_none=True)
+    deal_id = fields.String(allow_none=True)
+    call_id = fields.String(allow_none=True)
+
+
+class TaskEvent(EventData):
+    task = Object(TaskCopy, required=True, metadata={
+        "description": "the task as the API returns it (TaskOut)"})
+    assignee_id = fields.String(allow_none=True, metadata={"description": "the task's assignee"})
+    ref = ref_field("task")
+
+
+class TaskCreated(TaskEvent):
+    """A task was created (by the API, a missed call, a stage rule, a routed lead or the
+    next occurrence of a recurring task)."""
+    contact_id = fields.String(allow_none=True)
+    actor_id = actor_field()
+    summary = summary_field()
+
+
+class TaskAssigned(TaskEvent):
+    """A task was given to someone other than its creator (at creation or later)."""
+    assignee_id = fields.String(required=True, allow_none=True, metadata={
+        "description": "the new assignee (told)"})
+    assigned_by = fields.String(allow_none=True)
+    summary = summary_field()
+
+
+class TaskUpdated(TaskEvent):
+    """An open task was changed."""
+    actor_id = actor_field()
+    changed = fields.List(fields.String(), metadata={"description": "the fields given"})
+
+
+class TaskCanceled(TaskEvent):
+    """A task was canceled."""
+    reason = fields.String(allow_none=True, metadata={
+        "description": "`answered_call` when an answered call closed a callback task"})
+
+
+class TaskCompleted(TaskEvent):
+    """A task was done."""
+    contact_id = fields.String(allow_none=True)
+    deal_id = fields.String(allow_none=True)
+    result = fields.String(allow_none=True, metadata={"description": "what came of it"})
+    summary = summary_field()
+    actor_id = actor_field()
+    contacted_at = IsoTime(metadata={
+        "description": "sent for call and meeting tasks with a contact: a real touch"})
+
+
+class TaskNotice(TaskEvent):
+    """What the timer's notices share; event_id is the notice key (the same if re-sent)."""
+    assignee_id = fields.String(required=True, allow_none=True, metadata={
+        "description": "the task's assignee"})
+    contact_id = fields.String(allow_none=True)
+    due_at = IsoTime(metadata={"description": "the deadline it is about"})
+    summary = summary_field()
+
+
+class TaskDueSoon(TaskNotice):
+    """A reminder: the task is due in offset_minutes (the assignee is told)."""
+    offset_minutes = Int(required=True, metadata={"description": "one of the task's reminders"})
+
+
+class TaskOverdue(TaskNotice):
+    """The task's deadline passed and it is still open (the assignee is told)."""
+
+
+class TaskEscalated(TaskNotice):
+    """Still open grace_minutes after its deadline: the assignee's manager is told."""
+    manager_id = fields.String(allow_none=True, metadata={
+        "description": "the assignee's manager (else taken from the user copies)"})
+    grace_minutes = Int()
+
+
+EVENTS = {
+    "task_created": TaskCreated, "task_assigned": TaskAssigned, "task_updated": TaskUpdated,
+    "task_canceled": TaskCanceled, "task_completed": TaskCompleted,
+    "task_due_soon": TaskDueSoon, "task_overdue": TaskOverdue, "task_escalated": TaskEscalated,
+}

@@ -2,6 +2,7 @@
 the same way before calling and builds the OpenAPI document from them."""
 from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
+from contracts.events import EventData, IsoTime, Object, ref_field, summary_field
 from crm_common.fields import PageOf, PageQuery, UtcDateTime
 
 DIRECTIONS = ("inbound", "outbound", "internal")
@@ -189,3 +190,63 @@ class CallsReport(Schema):
     rows = fields.List(fields.Nested(CallsReportRow))
     totals = fields.Nested(CallsReportRow)
     missed_not_called_back = fields.Integer()
+
+
+# --- Events (docs/events.md; the machinery is contracts/events.py) ------------------------
+
+class CallCopy(EventData):
+    """The call as the API returns it (CallOut): every key of it is sent."""
+    id = fields.String(required=True)
+    direction = fields.String(allow_none=True, metadata={"description": " | ".join(DIRECTIONS)})
+    state = fields.String(allow_none=True, metadata={"description": " | ".join(STATES)})
+    outcome = fields.String(allow_none=True, metadata={"description": " | ".join(OUTCOMES)})
+    contact_id = fields.String(allow_none=True)
+    agent_id = fields.String(allow_none=True)
+    started_at = IsoTime(allow_none=True)
+    answered_at = IsoTime(allow_none=True)
+    ended_at = IsoTime(allow_none=True)
+
+
+class CallEvent(EventData):
+    """What every call_* event carries; one event_id per call and type (`<call id>:<type>`)."""
+    call = Object(CallCopy, required=True, metadata={
+        "description": "the call as the API returns it (CallOut)"})
+    contact_id = fields.String(allow_none=True, metadata={
+        "description": "the customer's contact (null: the number matched none)"})
+    agent_id = fields.String(allow_none=True, metadata={"description": "the agent on the call"})
+    owner_id = fields.String(allow_none=True, metadata={"description": "the contact's owner"})
+    direction = fields.String(allow_none=True, metadata={"description": " | ".join(DIRECTIONS)})
+    from_ = fields.String(data_key="from", attribute="from", allow_none=True, metadata={
+        "description": "the caller: E.164, else as the PBX gave it"})
+    to = fields.String(allow_none=True, metadata={"description": "the called number: E.164, "
+                                                                 "else as the PBX gave it"})
+    summary = summary_field()
+    ref = ref_field("call")
+
+
+class CallStarted(CallEvent):
+    """A call began ringing."""
+
+
+class CallAnswered(CallEvent):
+    """A call was answered."""
+    contacted_at = IsoTime(metadata={"description": "when it was answered: a real touch"})
+
+
+class CallEnded(CallEvent):
+    """A call ended (answered or not: call.outcome)."""
+    contacted_at = IsoTime(metadata={"description": "sent when it had been answered: a real touch"})
+
+
+class CallMissed(CallEvent):
+    """An inbound call nobody answered; one per call, never one per agent (after its
+    call_ended)."""
+    agent_id = fields.String(allow_none=True, metadata={
+        "description": "the called agent; for a queue the first one rung (told when the "
+                       "contact has no owner)"})
+    owner_id = fields.String(allow_none=True, metadata={"description": "the contact's owner (told)"})
+    agent_ids = fields.List(fields.String(), metadata={"description": "every agent it rang"})
+
+
+EVENTS = {"call_started": CallStarted, "call_answered": CallAnswered, "call_ended": CallEnded,
+          "call_missed": CallMissed}

@@ -122,10 +122,9 @@ class BaseStore:
     def repoint_contact(self, collection, event, field="contact_id"):
         """contacts' contact_merged: records of the merged contacts now belong to the
         survivor. Idempotent: a redelivered event finds nothing left to move."""
-        data = event.get("data") or {}
-        survivor = data.get("survivor_id")
-        merged = [i for i in data.get("merged_ids") or [] if i != survivor]
-        if not survivor or not merged:
+        survivor = event["data"]["survivor_id"]
+        merged = [i for i in event["data"]["merged_ids"] if i != survivor]
+        if not merged:
             return 0
         result = self.db[collection].update_many(
             {field: {"$in": merged}}, {"$set": {field: survivor, "updated_at": utcnow()}})

@@ -221,7 +221,8 @@ def test_bad_input_is_rejected_and_writes_nothing(api, stack, unique):
 def test_other_services_events_land_on_the_timeline_once(api, stack, unique):
     from crm_common.messaging.publish import publish_event
     contact = make_contact(api, unique)
-    data = {"contact_id": contact["id"], "summary": "Call answered, 3 min",
+    data = {"call": {"id": f"call-{unique}"}, "contact_id": contact["id"],
+            "summary": "Call answered, 3 min",
             "ref": {"type": "call", "id": f"call-{unique}"}, "duration_s": 180,
             "contacted_at": "2030-01-02T10:00:00Z"}
     event_id = f"evt-{unique}"

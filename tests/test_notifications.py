@@ -253,9 +253,10 @@ def test_silenced_event_sends_nothing(api, stack, ch, unique):
     user = make_user(stack, unique)
     api.put("/notification-preferences", params={"user_id": user["id"]},
             json={"channels": {"deal_assigned": []}})
-    body = publish(stack, "deals", "deal_assigned", {"deal": {"title": "X"}, "owner_id": user["id"]})
+    body = publish(stack, "deals", "deal_assigned",
+                   {"deal": {"id": "d1", "title": "X"}, "owner_id": user["id"]})
     probe = publish(stack, "deals", "deal_assigned",
-                    {"deal": {"title": "Y"}, "owner_id": make_user(stack, unique)["id"]})
+                    {"deal": {"id": "d2", "title": "Y"}, "owner_id": make_user(stack, unique)["id"]})
     wait_final(stack, probe["event_id"], 1)
     assert deliveries(stack, body["event_id"]) == [] and inbox(api, user["id"]) == []
 
@@ -415,7 +416,7 @@ def test_signed_in_user_reads_own_inbox_only_admins_manage_webhooks(api, stack, 
     users = stack.db("notifications")["users"]
     assert wait(lambda: users.find_one({"_id": user_id})), "the gateway's user_upserted"
     body = publish(stack, "deals", "deal_assigned",
-                   {"deal": {"title": "Mine"}, "owner_id": user_id})
+                   {"deal": {"id": "d1", "title": "Mine"}, "owner_id": user_id})
     found = wait(lambda: [n for n in agent.get("/notifications").json()["items"]
                           if n["event_id"] == body["event_id"]])
     assert found and found[0]["title"] == "Nuova trattativa per te: Mine"

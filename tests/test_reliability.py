@@ -57,14 +57,13 @@ def test_events_go_out_at_once_when_the_broker_is_up(api, stack, record_events, 
 
 def test_a_handler_that_keeps_failing_is_dead_lettered_with_its_error_and_replayable(api, stack, unique):
     from crm_common.messaging.publish import publish_event
-    from kombu import Connection, Exchange, Producer
-    queue = "evt-telephony-call_ended--contacts.on_telephony_call_ended"
-    # a poison event: no event_id, so the timeline handler fails on every attempt
-    with Connection(stack.amqp_uri) as conn:
-        Producer(conn.default_channel).publish(
-            {"type": "call_ended", "source": "telephony", "data": {"contact_id": unique}},
-            exchange=Exchange("telephony.events", type="topic", durable=True),
-            routing_key="call_ended", serializer="json")
+    queue = "evt-telephony-call_missed--tasks.on_call_missed"
+    agent = f"agent-{unique}"
+    # a poison event its contract accepts: the callback task would be due after the year
+    # 9999, so the tasks handler fails on every attempt (a refused event: test_events_contract)
+    publish_event(stack.amqp_uri, "telephony", "call_missed",
+                  {"call": {"id": f"poison-{unique}", "started_at": "9999-12-31T23:30:00Z"},
+                   "contact_id": None, "agent_id": agent, "owner_id": None})
 
     def dead():
         answer = api.get("/admin/dead-letters")
@@ -76,27 +75,27 @@ def test_a_handler_that_keeps_failing_is_dead_lettered_with_its_error_and_replay
     while dead()["count"] < 1 and time.time() < deadline:
         time.sleep(0.3)
     entry = dead()
-    assert entry["service"] == "contacts" and entry["count"] == 1
+    assert entry["service"] == "tasks" and entry["count"] == 1
     message = entry["messages"][0]
     assert message["attempts"] == 3  # CRM_EVENT_MAX_ATTEMPTS in the test stack
-    assert "KeyError" in message["error"] and "event_id" in message["error"]
-    assert unique in message["body"]
+    assert "OverflowError" in message["error"]
+    assert f"poison-{unique}" in message["body"]
     assert dead()["count"] == 1  # looking did not consume it
 
     # a healthy event on the same queue still flows
-    contact = api.post("/contacts", json={"first_name": "Dl", "last_name": unique}).json()
-    publish_event(stack.amqp_uri, "telephony", "call_ended",
-                  {"contact_id": contact["id"], "summary": "ok"})
+    publish_event(stack.amqp_uri, "telephony", "call_missed",
+                  {"call": {"id": f"ok-{unique}", "started_at": "2030-01-02T10:00:00Z"},
+                   "contact_id": None, "agent_id": agent, "owner_id": None})
     deadline = time.time() + 10
     while time.time() < deadline:
-        kinds = [e["kind"] for e in api.get(f"/contacts/{contact['id']}/timeline").json()["items"]]
-        if "call_ended" in kinds:
+        tasks = api.get("/tasks", params={"assignee_id": agent}).json()["items"]
+        if tasks:
             break
         time.sleep(0.2)
-    assert "call_ended" in kinds
+    assert [t["call_id"] for t in tasks] == [f"ok-{unique}"]
 
     # replay: back to its queue, fails its attempts again, and is parked again: never lost
-    replay = api.post("/admin/dead-letters/replay", json={"service": "contacts", "queue": queue})
+    replay = api.post("/admin/dead-letters/replay", json={"service": "tasks", "queue": queue})
     assert replay.status_code == 200 and replay.json()["moved"] == {queue: 1}
     time.sleep(2)
     assert dead()["count"] == 1

@@ -77,8 +77,7 @@ class ReliableEventHandler(EventHandler):
             body = load_event(self.source_service, self.event_type, body)
         except EventRejected as exc:
             # retrying cannot mend a body its contract refuses: park it at once
-            self._retry_or_park(message, f"rejected by the {self.event_type} contract: {exc}",
-                                attempts=self.max_attempts)
+            self._retry_or_park(message, f"rejected by the event contract: {exc}", park=True)
             return
         super().handle_message(body, message)
 
@@ -93,12 +92,11 @@ class ReliableEventHandler(EventHandler):
         error = "".join(traceback.format_exception_only(exc_info[0], exc_info[1])).strip()[:2000]
         self._retry_or_park(message, error)
 
-    def _retry_or_park(self, message, error, attempts=None):
-        if attempts is None:
-            attempts = int((message.headers or {}).get(ATTEMPTS_HEADER, 0)) + 1
+    def _retry_or_park(self, message, error, park=False):
+        attempts = int((message.headers or {}).get(ATTEMPTS_HEADER, 0)) + 1
         headers = dict(message.headers or {}, **{ATTEMPTS_HEADER: attempts, ERROR_HEADER: error})
         try:
-            if attempts < self.max_attempts:
+            if attempts < self.max_attempts and not park:
                 # back of its own queue, carrying how often it failed and why
                 self.publisher.publish(message.payload, exchange="", routing_key=self.queue.name,
                                        headers=headers)

@@ -449,31 +449,30 @@ class Inbound:
     def on_lead_routed(self, event):
         """Record the routing on the request and the contact's timeline; an owner-less
         contact gets the lead's owner."""
-        data = event.get("data") or {}
+        data = event["data"]
         events = []
-        owner_id = data.get("owner_id")
-        if data.get("contact_id"):
-            # deals knows user ids only; the timeline is read by people: their name
-            owner = self.users.get_user(owner_id) if owner_id else None
-            summary = data.get("summary") or "Lead routed"
-            if owner and owner.get("name"):
-                summary = summary.replace(owner_id, owner["name"])
-            self.contacts_store.add_timeline({
-                "contact_id": data["contact_id"], "kind": "lead_routed",
-                "occurred_at": parse_iso(event["occurred_at"]) if event.get("occurred_at") else utcnow(),
-                "summary": summary, "actor_id": None,
-                "ref": {"service": "deals", "type": "deal", "id": data.get("deal_id")},
-                "data": {k: data.get(k) for k in ("request_id", "deal_id", "deal_created", "owner_id",
-                                                  "owner_reason", "source", "channel")},
-                "dedupe_key": f"{event.get('event_id')}:{data['contact_id']}"})
-        if owner_id and data.get("contact_id"):
+        owner_id = data["owner_id"]
+        # deals knows user ids only; the timeline is read by people: their name
+        owner = self.users.get_user(owner_id) if owner_id else None
+        summary = data.get("summary") or "Lead routed"
+        if owner and owner.get("name"):
+            summary = summary.replace(owner_id, owner["name"])
+        self.contacts_store.add_timeline({
+            "contact_id": data["contact_id"], "kind": "lead_routed",
+            "occurred_at": parse_iso(event["occurred_at"]),
+            "summary": summary, "actor_id": None,
+            "ref": {"service": "deals", "type": "deal", "id": data["deal_id"]},
+            "data": {k: data.get(k) for k in ("request_id", "deal_id", "deal_created", "owner_id",
+                                              "owner_reason", "source", "channel")},
+            "dedupe_key": f"{event['event_id']}:{data['contact_id']}"})
+        if owner_id:
             doc = self.contacts_store.update_owner_if_none(data["contact_id"], owner_id, utcnow())
             if doc:
                 contact = dump_contact(doc)
                 events.append(_event("contact_updated", {"contact": contact, "changed": ["owner_id"],
                                                          "reason": data.get("owner_reason")}))
         self.store.update_request(data["request_id"], {
-            "status": "routed", "deal_id": data.get("deal_id"),
+            "status": "routed", "deal_id": data["deal_id"],
             "deal_created": data.get("deal_created"), "owner_id": owner_id,
             "owner_reason": data.get("owner_reason"), "updated_at": utcnow()}, unset=["pending"])
         return events

@@ -195,23 +195,22 @@ class Contacts:
         return {"items": items, "next_cursor": next_cursor}
 
     def record_foreign_event(self, event):
-        """An event of another service on the timeline of each contact it names."""
-        data = event.get("data") or {}
-        contact_ids = data.get("contact_ids") or ([data["contact_id"]] if data.get("contact_id") else [])
+        """An event of another service on the timeline of the contact it names."""
+        data = event["data"]
+        contact_id = data.get("contact_id")
+        if not contact_id:
+            return
         ref = data.get("ref") or {}
-        occurred_at = parse_iso(event["occurred_at"]) if event.get("occurred_at") else utcnow()
-        contacted_at = parse_iso(data["contacted_at"]) if data.get("contacted_at") else None
-        for contact_id in contact_ids:
-            self.store.add_timeline({
-                "contact_id": contact_id, "kind": event["type"], "occurred_at": occurred_at,
-                "summary": data.get("summary") or event["type"].replace("_", " "),
-                "actor_id": data.get("actor_id"),
-                "ref": {"service": event.get("source"), "type": ref.get("type"), "id": ref.get("id")},
-                "data": {k: v for k, v in data.items()
-                         if k not in ("contact_id", "contact_ids", "summary", "ref")},
-                "dedupe_key": f"{event['event_id']}:{contact_id}"})
-            if contacted_at:
-                self.store.touch_contacted(contact_id, contacted_at)
+        self.store.add_timeline({
+            "contact_id": contact_id, "kind": event["type"],
+            "occurred_at": parse_iso(event["occurred_at"]),
+            "summary": data.get("summary") or event["type"].replace("_", " "),
+            "actor_id": data.get("actor_id"),
+            "ref": {"service": event["source"], "type": ref.get("type"), "id": ref.get("id")},
+            "data": {k: v for k, v in data.items() if k not in ("contact_id", "summary", "ref")},
+            "dedupe_key": f"{event['event_id']}:{contact_id}"})
+        if data.get("contacted_at"):
+            self.store.touch_contacted(contact_id, parse_iso(data["contacted_at"]))
 
     # companies
     def create_company(self, payload):

@@ -33,6 +33,7 @@ CAPTURES = eventlet.GreenPool(8)
 def _timeline_handler(source, event_type):
     @reliable_handler(source, event_type)
     def handle(self, event):
+        """On the timeline of the contact it names (timeline_events.py)."""
         self.contacts.record_foreign_event(event)
 
     handle.__name__ = f"on_{source}_{event_type}"
@@ -271,10 +272,8 @@ class ContactsService(HealthEntrypoints):
 
     @reliable_handler("gateway", "user_upserted")
     def on_gateway_user_upserted(self, event):
-        # owners by email in imports: a local copy of who the users are
-        user = (event.get("data") or {}).get("user") or {}
-        if user.get("id"):
-            self.import_store.upsert_user(user)
+        """Owners by email in imports: a local copy of who the users are."""
+        self.import_store.upsert_user(event["data"]["user"])
 
     # one reliable (dead-lettering) handler per event listed in timeline_events.py
     for _source, _type in TIMELINE_EVENTS:

@@ -1,8 +1,8 @@
 """Other services' events that appear on a contact's timeline.
 
 To put an event on the timeline: add its (source service, event type) below and let its
-`data` carry
-    contact_id (or contact_ids: [...])   whose timeline it belongs to      (required)
+`data` (its schema in contracts/<source>.py) carry
+    contact_id                            whose timeline it belongs to  (null: on none)
     summary                               one line for people              (recommended)
     actor_id                              the user who did it              (optional)
     ref: {"type", "id"}                   the record behind it             (optional)

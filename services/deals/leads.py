@@ -40,10 +40,7 @@ class LeadRouter:
     def capture(self, data):
         """lead_captured data -> the events to announce (deal_created when a deal was
         opened, and lead_routed), the same ones on every delivery of the request."""
-        request_id, contact_id = data.get("request_id"), data.get("contact_id")
-        if not request_id or not contact_id:
-            log.error("lead_captured without request_id/contact_id ignored: %r", data)
-            return []
+        request_id = data["request_id"]
         now = utcnow()
         lead = self.store.record_lead(self._record(data, now))
         if not lead.get("deal_id"):
@@ -69,13 +66,9 @@ class LeadRouter:
 
     # the lead record: what the sources report counts
     def _record(self, data, now):
-        received = data.get("received_at")
-        try:
-            received_at = parse_iso(received) if received else now
-        except (TypeError, ValueError):
-            received_at = now
+        received_at = parse_iso(data["received_at"]) if data.get("received_at") else now
         channel = data.get("channel") or "other"
-        utm = data.get("utm") if isinstance(data.get("utm"), dict) else {}
+        utm = data.get("utm") or {}
         return {"_id": data["request_id"], "source": (data.get("source") or channel).strip()[:50] or channel,
                 "channel": channel, "form_id": data.get("form_id"),
                 "route_name": data.get("route_name"), "received_at": received_at,
@@ -142,7 +135,7 @@ class LeadRouter:
             return data["contact_owner_id"], "contact_owner"
         if joined and joined.get("owner_id"):
             return joined["owner_id"], "open_deal_owner"
-        rule = data.get("owner_rule") if isinstance(data.get("owner_rule"), dict) else {}
+        rule = data.get("owner_rule") or {}
         candidates = rule_candidates(rule)
         kind = rule.get("kind")
         if not candidates or kind not in ("fixed", "round_robin", "least_open_deals"):
@@ -169,7 +162,7 @@ class LeadRouter:
                "probability": stage["probability"], "status": "open",
                "contact_id": lead["contact_id"], "company_id": None, "owner_id": lead["owner_id"],
                "source": lead["source"], "expected_close_date": None, "lost_reason": None,
-               "lost_note": None, "notes": text[:10000] if isinstance(text, str) and text else None,
+               "lost_note": None, "notes": text[:10000] if text else None,
                "closed_at": None, "stage_entered_at": now, "created_at": now, "updated_at": now,
                "deleted_at": None, "created_by": None, "version": 1, "possible_duplicates": [],
                "lead_request_id": lead["_id"], "requests": [request],

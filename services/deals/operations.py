@@ -396,8 +396,8 @@ class Deals:
         return {"items": items, "next_cursor": next_cursor}
 
     def contacts_merged(self, data):
-        merged = [i for i in data.get("merged_ids") or [] if i != data.get("survivor_id")]
-        if not merged or not data.get("survivor_id"):
+        merged = [i for i in data["merged_ids"] if i != data["survivor_id"]]
+        if not merged:
             return 0
         return self.store.repoint_contact(merged, data["survivor_id"], utcnow())
 

@@ -174,14 +174,14 @@ class DealsService(HealthEntrypoints):
     # other services' facts
     @reliable_handler("contacts", "contact_merged")
     def on_contact_merged(self, event):
-        self.deals.contacts_merged(event.get("data") or {})
+        self.deals.contacts_merged(event["data"])
 
     @reliable_handler("contacts", "lead_captured")
     def on_lead_captured(self, event):
         """An inbound request: record it, join or open a deal, choose the owner (docs/leads.md).
         The service acts on its own here, whoever submitted the request."""
         router = LeadRouter(Deals(self.store, Caller(), self.contacts_rpc))
-        for event_out in router.capture(event.get("data") or {}):
+        for event_out in router.capture(event["data"]):
             try:
                 self.dispatch(event_out["type"], event_out)
             except Exception as exc:  # noqa: BLE001 - re-raised unless it is the case below

@@ -39,7 +39,7 @@ def address(channel, user):
 def webhook_body(event):
     """The exact bytes signed and sent, stored so every retry sends the same body."""
     return json.dumps({"event_id": event["event_id"], "type": event["type"],
-                       "occurred_at": event.get("occurred_at"), "data": event.get("data") or {}},
+                       "occurred_at": event["occurred_at"], "data": event["data"]},
                       separators=(",", ":"), ensure_ascii=False, default=str)
 
 
@@ -51,8 +51,7 @@ class Fanout:
 
     def handle(self, event):
         """Every message an event causes. Returns (inbox entries, deliveries) written."""
-        source, kind = event.get("source"), event["type"]
-        data = event.get("data") or {}
+        source, kind, data = event["source"], event["type"], event["data"]
         inbox, outbox = [], []
         if (source, kind) in PERSON_EVENTS:
             ids = recipients(kind, data, self._user_lookup())

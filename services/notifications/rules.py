@@ -17,19 +17,19 @@ def _manager_of(user_id, users):
 
 def recipients(event_type, data, users):
     if event_type in ("task_assigned", "task_due_soon", "task_overdue"):
-        ids = [data.get("assignee_id")]
+        ids = [data["assignee_id"]]
     elif event_type == "task_escalated":
-        ids = [data.get("manager_id") or _manager_of(data.get("assignee_id"), users)]
+        ids = [data.get("manager_id") or _manager_of(data["assignee_id"], users)]
     elif event_type == "call_missed":
         # the contact's owner follows up; with no known contact, the agent who was called
         ids = [data.get("owner_id") or data.get("agent_id")]
     elif event_type in ("deal_won", "deal_lost"):
-        owner = data.get("owner_id")
+        owner = data["owner_id"]
         ids = [owner, _manager_of(owner, users)]
     elif event_type in ("deal_assigned", "lead_routed"):
-        ids = [data.get("owner_id")]
+        ids = [data["owner_id"]]
     elif event_type == "import_finished":
-        ids = [data.get("started_by")]
+        ids = [data["started_by"]]
     else:
         ids = []
     seen, out = set(), []

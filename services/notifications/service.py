@@ -29,7 +29,7 @@ SEND_BUDGET_S = 5.0
 def _source_handler(source, event_types):
     @source_handler(source, event_types)
     def handle(self, event):
-        if event.get("type") in event_types:
+        if event["type"] in event_types:
             Fanout(self.store, self.clock(), self.pipeline).handle(event)
 
     handle.__name__ = f"on_{source}_events"
@@ -66,10 +66,7 @@ class NotificationsService(HealthEntrypoints):
     # the people's copy of users, kept from the gateway's announcements
     @reliable_handler("gateway", "user_upserted")
     def on_user_upserted(self, event):
-        user = (event.get("data") or {}).get("user") or {}
-        if user.get("id"):
-            self.store.upsert_user(user, parse_iso(event["occurred_at"]) if event.get("occurred_at")
-                                   else utcnow())
+        self.store.upsert_user(event["data"]["user"], parse_iso(event["occurred_at"]))
 
     # one reliable (dead-lettering) queue per source, bound to the events that reach a
     # person or a webhook

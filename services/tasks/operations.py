@@ -316,10 +316,7 @@ class Tasks:
 
     # automation: other services' events
     def on_user_upserted(self, event):
-        user = (event.get("data") or {}).get("user") or {}
-        if not user.get("id"):
-            log.warning("user_upserted without a user id: %s", event.get("event_id"))
-            return
+        user = event["data"]["user"]
         self.store.upsert_user({
             "_id": user["id"], "manager_id": user.get("manager_id"), "team": user.get("team"),
             "role": user.get("role"), "active": user.get("active", True) is not False,
@@ -327,18 +324,19 @@ class Tasks:
             "email": user.get("email"), "synced_at": utcnow()})
 
     def on_call_missed(self, event):
-        data = event.get("data") or {}
-        call = data.get("call") or {}
-        call_id = call.get("id") or data.get("call_id")
-        assignee = data.get("owner_id") or data.get("agent_id") or call.get("agent_id")
-        if not call_id or not assignee:
-            log.info("call_missed %s: no call id or nobody to call back", event.get("event_id"))
+        data = event["data"]
+        call = data["call"]
+        call_id = call["id"]
+        # the contact's owner calls back; with no known contact, the agent who was called
+        assignee = data.get("owner_id") or data.get("agent_id")
+        if not assignee:
+            log.info("call_missed %s: nobody to call back", event["event_id"])
             return []
-        contact_id = data.get("contact_id") or call.get("contact_id")
+        contact_id = data.get("contact_id")
         missed_at = self._event_time(event, call, "started_at", "ended_at")
         if self._answered_since(contact_id, missed_at):
             return []
-        number = data.get("from") or call.get("from")
+        number = data.get("from")
         now = self.clock.now()
         doc = self._new_task(
             {"kind": "call", "title": f"Call back {number}" if number else "Call back",
@@ -359,9 +357,9 @@ class Tasks:
     def on_lead_routed(self, event):
         """The first touch of a new inbound request (docs/leads.md): one task per request for
         the lead's owner, due within the route's minutes of working time."""
-        data = event.get("data") or {}
+        data = event["data"]
         settings = data.get("first_task")
-        if not settings or not data.get("owner_id") or not data.get("request_id"):
+        if not settings or not data["owner_id"]:
             return []
         received = parse_iso(data["received_at"]) if data.get("received_at") else self.clock.now()
         name = data.get("contact_name") or "new lead"
@@ -372,7 +370,7 @@ class Tasks:
              "description": data.get("summary"), "priority": "high",
              "due_at": due_in_working_hours(received, settings.get("due_minutes") or 15,
                                             settings.get("working_hours")),
-             "contact_id": data.get("contact_id"), "deal_id": data.get("deal_id"),
+             "contact_id": data["contact_id"], "deal_id": data["deal_id"],
              "reminders": []},
             data["owner_id"], None, now, {"type": "inbound_request", "id": data["request_id"]})
         doc["source_key"] = f"lead:{data['request_id']}"
@@ -383,11 +381,10 @@ class Tasks:
     def on_call_answered(self, event):
         """An answered call with a contact: remember when, and close the contact's callback
         tasks for calls missed before it."""
-        data = event.get("data") or {}
-        call = data.get("call") or {}
-        contact_id = data.get("contact_id") or call.get("contact_id")
-        outcome = data.get("outcome") or call.get("outcome")
-        if not contact_id or (event.get("type") == "call_ended" and outcome != "answered"):
+        data = event["data"]
+        call = data["call"]
+        contact_id = data.get("contact_id")
+        if not contact_id or (event["type"] == "call_ended" and call.get("outcome") != "answered"):
             return []
         answered_at = self._event_time(event, call, "answered_at", "started_at")
         self.store.record_answered(contact_id, answered_at)
@@ -401,25 +398,19 @@ class Tasks:
         return events
 
     def on_deal_stage_changed(self, event):
-        data = event.get("data") or {}
-        deal = data.get("deal") or {}
-        deal_id = data.get("deal_id") or deal.get("id")
-        pipeline_id = data.get("pipeline_id") or deal.get("pipeline_id")
-        stage_id = data.get("to_stage_id") or deal.get("stage_id")
-        if not (deal_id and pipeline_id and stage_id):
-            return []
-        base = parse_iso(event["occurred_at"]) if event.get("occurred_at") else self.clock.now()
+        data = event["data"]
+        deal_id, pipeline_id, stage_id = data["deal_id"], data["pipeline_id"], data["to_stage_id"]
+        base = parse_iso(event["occurred_at"])
         now = self.clock.now()
         events = []
         for rule in self.store.rules_for(pipeline_id, stage_id):
-            assignee = rule.get("assignee_id") or data.get("owner_id") or deal.get("owner_id")
+            assignee = rule.get("assignee_id") or data.get("owner_id")
             doc = self._new_task(
                 {"kind": rule["kind"], "title": rule["title"],
                  "description": rule.get("description"), "priority": rule["priority"],
                  "reminders": rule.get("reminders") or [],
                  "due_at": base + timedelta(minutes=rule["due_in_minutes"]),
-                 "contact_id": data.get("contact_id") or deal.get("contact_id"),
-                 "deal_id": deal_id},
+                 "contact_id": data.get("contact_id"), "deal_id": deal_id},
                 assignee, data.get("actor_id"), now, {"type": "stage_rule", "id": rule["_id"],
                                                       "event_id": event["event_id"]})
             doc["source_key"] = f"stage_rule:{rule['_id']}:{event['event_id']}"
@@ -581,14 +572,13 @@ class Tasks:
         last = self.store.last_answered(contact_id)
         return last is not None and last >= when
 
-    def _event_time(self, event, call, *keys):
+    @staticmethod
+    def _event_time(event, call, *keys):
+        """The first of the call's times that is set, else when the event happened."""
         for key in keys:
             if call.get(key):
-                try:
-                    return parse_iso(call[key])
-                except (TypeError, ValueError):
-                    pass
-        return parse_iso(event["occurred_at"]) if event.get("occurred_at") else self.clock.now()
+                return parse_iso(call[key])
+        return parse_iso(event["occurred_at"])
 
     def _check_assignee(self, user_id):
         """Once the directory copy has any user, an assignee must be a known active one

@@ -410,9 +410,7 @@ class Calls:
 
     # users
     def user_upserted(self, event):
-        user = (event.get("data") or {}).get("user") or {}
-        if not user.get("id"):
-            return
+        user = event["data"]["user"]
         self.store.upsert_user({"_id": user["id"], "extension": user.get("extension") or None,
                                 "name": user.get("name"), "role": user.get("role"),
                                 "active": user.get("active", True)})

@@ -6,4 +6,4 @@ def inbox_entry(event, user_id, rendered, urgent):
     return {"key": f"{event['event_id']}:{user_id}", "user_id": user_id,
             "event_id": event["event_id"], "type": rendered["kind"],
             "title": rendered["short"], "body": rendered["text"],
-            "ref": (event.get("data") or {}).get("ref"), "urgent": urgent, "read_at": None}
+            "ref": event["data"].get("ref"), "urgent": urgent, "read_at": None}
