@@ -61,9 +61,9 @@ def _notifications_notes(source, event_type):
     from contracts.notifications import PERSON_EVENTS, WEBHOOK_EVENTS
     notes = []
     if (source, event_type) in PERSON_EVENTS:
-        notes.append("tells people (PERSON_EVENTS; who: services/notifications/rules.py)")
+        notes.append("Tells people (PERSON_EVENTS; who: services/notifications/rules.py).")
     if (source, event_type) in WEBHOOK_EVENTS:
-        notes.append("sends it to the webhooks subscribed to it (WEBHOOK_EVENTS)")
+        notes.append("Sends it to the webhooks subscribed to it (WEBHOOK_EVENTS).")
     return notes
 
 
@@ -132,8 +132,8 @@ timelines pass it on).
 *required* marks what the event is about and what its consumers act on; the producer sends
 every field listed, as its description says, and a consumer copes without the others.
 Types are JSON: a time is an ISO 8601 string, an integer or a boolean is never a string.
-Records (`contact`, `deal`, `task`, `call`, …) are carried whole, as the API returns them;
-their keys below are those consumers read.
+Records (`contact`, `deal`, `task`, `call`, …) are carried whole, as the API returns them
+(its schema is named); the keys listed below are checked, the others pass as they are.
 
 Fields common to `data` wherever they apply: `contact_id`, `owner_id`, `summary` (one line
 for people), `actor_id` (the user who did it), `ref` ({"type","id"} of the record),

@@ -131,7 +131,7 @@ def test_who_consumes_an_event_is_answered_from_code():
     assert ("tasks", "on_call_missed") in {(c.service, c.entrypoint) for c in found}
     assert ("contacts", "on_telephony_call_missed") in {(c.service, c.entrypoint) for c in found}
     notes = [c.note for c in found if c.service == "notifications"]
-    assert any("people" in n for n in notes) and any("webhook" in n for n in notes)
+    assert any("people" in n for n in notes) and any("webhooks" in n for n in notes)
     assert catalog.consumers("notifications", "notification_failed") == []
     text = catalog.render()
     assert "### telephony.call_missed" in text and "tasks `on_call_missed`" in text

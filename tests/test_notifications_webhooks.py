@@ -48,7 +48,7 @@ def test_webhook_body_is_signed_and_verifiable_secret_shown_once(api, stack, ch)
     generated, _ = subscribe(api, ch, ["deal_lost"])
     assert len(generated["secret"]) >= 32
     # not subscribed: nothing
-    publish(stack, "deals", "deal_lost", {"deal": {}, "owner_id": None})
+    publish(stack, "deals", "deal_lost", {"deal": {"id": f"d{new_id()}"}, "owner_id": None})
     time.sleep(1)
     assert len(ch.http.to(path)) == 1
     for h in (hook, generated):

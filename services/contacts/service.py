@@ -268,6 +268,7 @@ class ContactsService(HealthEntrypoints):
 
     @reliable_handler("deals", "lead_routed")
     def on_lead_routed(self, event):
+        """The routing on the request and the timeline; an owner-less contact gets the owner."""
         self._dispatch_all(self.inbound.on_lead_routed(event))
 
     @reliable_handler("gateway", "user_upserted")

@@ -174,6 +174,7 @@ class DealsService(HealthEntrypoints):
     # other services' facts
     @reliable_handler("contacts", "contact_merged")
     def on_contact_merged(self, event):
+        """The merged contacts' deals now belong to the survivor."""
         self.deals.contacts_merged(event["data"])
 
     @reliable_handler("contacts", "lead_captured")

@@ -66,6 +66,7 @@ class NotificationsService(HealthEntrypoints):
     # the people's copy of users, kept from the gateway's announcements
     @reliable_handler("gateway", "user_upserted")
     def on_user_upserted(self, event):
+        """The people's copy: addresses, language, time zone, manager, active."""
         self.store.upsert_user(event["data"]["user"], parse_iso(event["occurred_at"]))
 
     # one reliable (dead-lettering) queue per source, bound to the events that reach a

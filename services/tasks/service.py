@@ -132,28 +132,35 @@ class TasksService(HealthEntrypoints):
     # other services' events
     @reliable_handler("gateway", "user_upserted")
     def on_user_upserted(self, event):
+        """The assignees' copy: manager, team, time zone, active."""
         self.tasks.on_user_upserted(event)
 
     @reliable_handler("telephony", "call_missed")
     def on_call_missed(self, event):
+        """A callback task for the contact's owner (else the called agent)."""
         self._dispatch_all(self.tasks.on_call_missed(event))
 
     @reliable_handler("telephony", "call_answered")
     def on_call_answered(self, event):
+        """Closes the contact's callback tasks for calls missed before it."""
         self._dispatch_all(self.tasks.on_call_answered(event))
 
     @reliable_handler("telephony", "call_ended")
     def on_call_ended(self, event):
+        """As call_answered, when the call was answered."""
         self._dispatch_all(self.tasks.on_call_answered(event))
 
     @reliable_handler("deals", "lead_routed")
     def on_lead_routed(self, event):
+        """The first-touch task of a routed lead, for its owner."""
         self._dispatch_all(self.tasks.on_lead_routed(event))
 
     @reliable_handler("contacts", "contact_merged")
     def on_contact_merged(self, event):
+        """The merged contacts' tasks now belong to the survivor."""
         self.store.repoint_contact("tasks", event)
 
     @reliable_handler("deals", "deal_stage_changed")
     def on_deal_stage_changed(self, event):
+        """The stage's task rules create their tasks."""
         self._dispatch_all(self.tasks.on_deal_stage_changed(event))

@@ -108,8 +108,10 @@ class TelephonyService(HealthEntrypoints):
 
     @reliable_handler("gateway", "user_upserted")
     def on_user_upserted(self, event):
+        """The agents' copy: extension (where a call is routed), name, active."""
         self.calls.user_upserted(event)
 
     @reliable_handler("contacts", "contact_merged")
     def on_contact_merged(self, event):
+        """The merged contacts' calls now belong to the survivor."""
         self.store.repoint_contact("calls", event)
