@@ -34,7 +34,6 @@ from crm_common.errors import CrmError, Forbidden
 from crm_common.messaging.publish import publish_event
 from crm_common.timeutil import utcnow
 from gateway import security
-from contracts.events import dump_data
 from contracts.gateway import UserOut
 from gateway.store import GatewayStore
 
@@ -313,10 +312,9 @@ class Auth:
     # events
     def announce(self, users, connection, actor_id=None, request_id=None):
         for user in users:
-            data = dump_data("gateway", "user_upserted", {
-                "user": {k: v for k, v in dump_user(user).items() if k in ANNOUNCED},
-                "actor_id": actor_id, "ref": {"type": "user", "id": user["_id"]},
-                "summary": f"User {user['email']} ({user['role']})"})
+            data = {"user": {k: v for k, v in dump_user(user).items() if k in ANNOUNCED},
+                    "actor_id": actor_id, "ref": {"type": "user", "id": user["_id"]},
+                    "summary": f"User {user['email']} ({user['role']})"}
             publish_event(self.settings.amqp_uri, "gateway", "user_upserted", data,
                           context={"request_id": request_id}, connection=connection)
 

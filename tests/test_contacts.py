@@ -223,7 +223,7 @@ def test_other_services_events_land_on_the_timeline_once(api, stack, unique):
     contact = make_contact(api, unique)
     data = {"call": {"id": f"call-{unique}"}, "contact_id": contact["id"],
             "summary": "Call answered, 3 min",
-            "ref": {"type": "call", "id": f"call-{unique}"}, "duration_s": 180,
+            "ref": {"type": "call", "id": f"call-{unique}"}, "direction": "inbound",
             "contacted_at": "2030-01-02T10:00:00Z"}
     event_id = f"evt-{unique}"
     for _ in range(2):  # delivered twice: one entry
@@ -243,6 +243,6 @@ def test_other_services_events_land_on_the_timeline_once(api, stack, unique):
     call = next(e for e in items if e["kind"] == "call_ended")
     assert call["summary"] == "Call answered, 3 min"
     assert call["ref"] == {"service": "telephony", "type": "call", "id": f"call-{unique}"}
-    assert call["data"]["duration_s"] == 180
+    assert call["data"]["direction"] == "inbound"
     # the later touch wins even though the older one arrived last
     assert api.get(f"/contacts/{contact['id']}").json()["last_contacted_at"] == "2030-01-02T10:00:00Z"

@@ -198,7 +198,7 @@ def test_publish_event_uses_the_event_exchange_nameko_handlers_bind_to():
             sent.update(body=body, **kwargs)
 
     with mock.patch.object(crm_publish, "Producer", FakeProducer):
-        crm_publish.publish_event(AMQP_URI, "gateway", "user_upserted", {"user": {}},
+        crm_publish.publish_event(AMQP_URI, "gateway", "user_upserted", {"user": {"id": "u1"}},
                                   context={"request_id": "r1", "user_id": None},
                                   connection=mock.MagicMock())
     nameko_exchange = get_event_exchange("gateway", {})

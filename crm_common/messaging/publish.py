@@ -1,13 +1,15 @@
 """Publish a nameko-compatible event from code that is not a nameko service (the gateway,
-scripts, tests): same exchange (`<source>.events`, topic, durable), routing key = type."""
+scripts, tests): same exchange (`<source>.events`, topic, durable), routing key = type,
+the body dumped through the event's contract (contracts/events.py)."""
 from kombu import Connection, Exchange, Producer
 
+from contracts.events import dump_event
 from crm_common.messaging.events import envelope
 
 
 def publish_event(amqp_uri, source, event_type, data, event_id=None, context=None,
                   connection=None):
-    body = envelope(source, event_type, data, event_id)
+    body = dump_event(source, event_type, envelope(source, event_type, data, event_id))
     exchange = Exchange(f"{source}.events", type="topic", durable=True)
     headers = {f"nameko.{k}": v for k, v in (context or {}).items() if v is not None}
     own = connection is None
