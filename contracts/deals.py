@@ -92,9 +92,14 @@ class PipelinePage(PageOf):
 
 
 # deals
+AMOUNT_RANGE = "Amount must be between 0 and 10^15 (minor units)."
+# a label of a configurable list: text with something besides blanks (stored stripped)
+NOT_BLANK = validate.Regexp(r"\s*\S", error="Must not be blank.")
+
+
 class DealIn(Schema):
     title = fields.String(required=True, validate=validate.Length(1, 200))
-    amount = fields.Integer(load_default=0, validate=validate.Range(0, 10**15, error="Amount must be >= 0 (minor units)."),
+    amount = fields.Integer(load_default=0, validate=validate.Range(0, 10**15, error=AMOUNT_RANGE),
                             strict=True, metadata={"description": "minor units (cents)"})
     currency = _currency(required=True)
     pipeline_id = fields.String(validate=ID, metadata={"description": "default: the default pipeline"})
@@ -201,9 +206,9 @@ class HistoryPage(PageOf):
 
 # configurable lists
 class DealSettings(Schema):
-    lead_sources = fields.List(fields.String(validate=validate.Length(1, 50)),
+    lead_sources = fields.List(fields.String(validate=[validate.Length(1, 50), NOT_BLANK]),
                                validate=validate.Length(1, 200))
-    lost_reasons = fields.List(fields.String(validate=validate.Length(1, 100)),
+    lost_reasons = fields.List(fields.String(validate=[validate.Length(1, 100), NOT_BLANK]),
                                validate=validate.Length(1, 200))
     default_currency = _currency(metadata={"description": "currency of deals the service opens "
                                                           "itself (inbound leads); default EUR"})
@@ -393,7 +398,7 @@ class LeadSourceCost(Schema):
     period = fields.String(required=True, validate=validate.Regexp(MONTH, error="Use YYYY-MM (1900-2999)."),
                            metadata={"description": "the month the amount was spent"})
     amount = fields.Integer(required=True, strict=True,
-                            validate=validate.Range(0, 10**15, error="Amount must be >= 0 (minor units)."),
+                            validate=validate.Range(0, 10**15, error=AMOUNT_RANGE),
                             metadata={"description": "minor units (cents)"})
     currency = _currency(required=True)
 

@@ -24,6 +24,15 @@ class Settings:
     zadarma_api_secret: str = ""
     # the gateway's public URL as Twilio calls it; empty = the request's own URL
     telephony_public_base_url: str = ""
+    # gateway: body limit of form posts and Telegram updates; reverse proxies in front
+    form_max_bytes: int = 64 * 1024
+    trusted_proxy_hops: int = 0
+    # gateway: public routes' rate limits per minute, group -> (per client IP, overall)
+    public_rates: dict = field(default_factory=dict)
+    # gateway: a sign-in's tokens can be refreshed for this long, never longer
+    session_max_s: int = 86400
+    # contacts imports: what a spreadsheet may hold (services/contacts/imports.py)
+    import_limits: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict, repr=False)
 
     def database_name(self, service):
@@ -43,4 +52,29 @@ def load_settings():
         twilio_auth_token=_env("TWILIO_AUTH_TOKEN", ""),
         zadarma_api_secret=_env("ZADARMA_API_SECRET", ""),
         telephony_public_base_url=_env("TELEPHONY_PUBLIC_BASE_URL", "").rstrip("/"),
+        form_max_bytes=int(_env("CRM_FORM_MAX_BYTES", str(64 * 1024))),
+        trusted_proxy_hops=int(_env("CRM_TRUSTED_PROXY_HOPS", "0")),
+        public_rates=_public_rates(),
+        session_max_s=int(_env("CRM_SESSION_MAX_S", "86400")),
+        import_limits={name: int(_env(f"CRM_IMPORT_{name.upper()}", default))
+                       for name, default in IMPORT_LIMITS.items()},
     )
+
+
+# CRM_IMPORT_<NAME> (docs/import.md): sizes in bytes, the ratio as uncompressed/compressed
+IMPORT_LIMITS = {"max_rows": "1000000", "max_columns": "256", "max_cells": "20000000",
+                 "xlsx_max_uncompressed_bytes": str(1024 * 1024 * 1024),
+                 "xlsx_max_ratio": "200", "xlsx_max_parts": "2000",
+                 "xlsx_max_shared_strings_bytes": str(64 * 1024 * 1024),
+                 "xlsx_max_other_part_bytes": str(8 * 1024 * 1024)}
+
+
+def _public_rates():
+    def pair(prefix, per_ip, overall, ip_name="PER_IP_PER_MINUTE"):
+        return (int(_env(f"{prefix}_{ip_name}", per_ip)),
+                int(_env(f"{prefix}_GLOBAL_PER_MINUTE", overall)))
+    return {"forms": pair("CRM_FORM_RATE", "30", "6000"),
+            "telegram": pair("CRM_TELEGRAM_RATE", "300", "6000"),
+            "provider_webhooks": pair("CRM_PROVIDER_WEBHOOK_RATE", "3000", "30000"),
+            "login": pair("CRM_LOGIN", "60", "1200"),
+            "public": pair("CRM_PUBLIC_RATE", "600", "6000")}

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from flask import Response, g, request
 from marshmallow import Schema, ValidationError
 
-from crm_common.errors import BadRequest, CrmError, ValidationFailed, from_marshmallow
+from crm_common.errors import CrmError, ValidationFailed, from_marshmallow
 
 _PATH_PARAM = re.compile(r"{(\w+)}")
 
@@ -34,6 +34,9 @@ class Route:
     # signature or key themselves); `scopes` are what an API key needs to call it.
     public: bool = False
     scopes: tuple = ()
+    # the per-IP and overall rate limits a public route counts against (security.py,
+    # crm_common.config public_rates); None = the "public" group
+    rate_group: str = None
     # a larger body limit for this route (file uploads); None = the global limit
     max_body_bytes: int = None
     # machine ingest (call events, form posts) whose service stores every request itself
@@ -106,11 +109,8 @@ def read_json():
     if not request.mimetype or request.mimetype != "application/json":
         raise UnsupportedMediaType("Send the body as application/json",
                                    {"content_type": request.content_type})
-    raw = request.get_data(cache=True)
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("Malformed JSON", {"reason": str(exc)})
+    from gateway.limits import parse_json_body
+    body = parse_json_body(request.get_data(cache=True))
     if not isinstance(body, dict):
         raise ValidationFailed("Invalid input", {"fields": {"_schema": ["Expected a JSON object."]}})
     return body

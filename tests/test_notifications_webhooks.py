@@ -18,9 +18,16 @@ def subscribe(api, ch, events, **fields):
     return response.json(), path
 
 
-def verify(secret, request):
-    expected = "sha256=" + hmac.new(secret.encode(), request["body"], hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, request["headers"]["X-CRM-Signature"])
+def verify(secret, request, tolerance_s=300):
+    """docs/webhooks.md: X-CRM-Signature t=<unix>,v1=<HMAC of "<t>.<body>">, t within 5 min."""
+    fields = dict(p.split("=", 1) for p in request["headers"]["X-CRM-Signature"].split(","))
+    if abs(time.time() - int(fields["t"])) > tolerance_s:
+        return False
+    signed = fields["t"].encode() + b"." + request["body"]
+    expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    legacy = "sha256=" + hmac.new(secret.encode(), request["body"], hashlib.sha256).hexdigest()
+    return (hmac.compare_digest(expected, fields["v1"])
+            and hmac.compare_digest(legacy, request["headers"]["X-CRM-Signature-256"]))
 
 
 def deal_won(stack, owner_id=None, **data):

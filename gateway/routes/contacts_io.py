@@ -3,6 +3,7 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 
 from flask import Response, stream_with_context
@@ -83,6 +84,15 @@ def _csv(pages):
         out.truncate()
 
 
+# what XML 1.0 cannot hold (C0 controls but tab, LF, CR; lone surrogates; U+FFFE/FFFF):
+# one such character in a cell would make openpyxl refuse the whole file
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(value):
+    return _NOT_XML.sub("", value) if isinstance(value, str) else value
+
+
 def _xlsx(pages):
     """openpyxl's write-only workbook keeps rows in a temporary file, not in memory; the
     finished file is then sent in chunks."""
@@ -92,7 +102,7 @@ def _xlsx(pages):
     sheet.append(list(COLUMNS))
     for items in pages:
         for contact in items:
-            sheet.append(export_row(contact))
+            sheet.append([xml_text(v) for v in export_row(contact)])
     with tempfile.TemporaryFile() as handle:
         book.save(handle)
         handle.seek(0)

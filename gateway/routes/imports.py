@@ -108,12 +108,16 @@ def _csv_line(values):
     return out.getvalue()
 
 
+FORMULA_START = "=+-@"
+BLANKS = " \t\r\n"
+
+
 def safe_cell(value):
-    """CSV injection: a text cell starting with = + - @ (or tab/CR) would run as a formula in
-    a spreadsheet; a leading ' makes it text."""
+    """CSV injection: a text cell starting with = + - @, also after blanks, or with a tab,
+    CR or LF would run as a formula in a spreadsheet; a leading ' makes it text."""
     if value is None:
         return ""
     text = str(value)
-    if text and text[0] in "=+-@\t\r":
+    if text and (text[0] in BLANKS[1:] or text.lstrip(BLANKS)[:1] in tuple(FORMULA_START)):
         return "'" + text
     return text

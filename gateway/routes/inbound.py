@@ -3,7 +3,8 @@ messenger integrations, Telegram bot webhooks; and the routes (forms) that say w
 
 Web form posts and Telegram updates are public: a form proves itself by its key (and the
 browser's Origin against the form's allowed origins), Telegram by the secret token given to
-setWebhook. Both are rate limited per client IP and per form before any service is asked."""
+setWebhook. Both are rate limited per client IP and overall before their body is read
+(gateway/app.py, security.check_public_rate), then per form before any service is asked."""
 import json
 import os
 import threading
@@ -11,6 +12,7 @@ import time
 
 from flask import Response, redirect, request
 
+from crm_common.config import load_settings
 from crm_common.errors import CrmError
 from gateway import auth, security
 from gateway.api import UnsupportedMediaType, json_response, read_json
@@ -20,11 +22,8 @@ from contracts import contacts as s
 
 TAG_FORMS, TAG_INBOUND = "forms", "inbound"
 MANAGERS = {"roles": ("admin", "manager")}
-FORM_MAX_BYTES = int(os.environ.get("CRM_FORM_MAX_BYTES", str(64 * 1024)))
-FORM_RATE_PER_IP = int(os.environ.get("CRM_FORM_RATE_PER_IP_PER_MINUTE", "30"))
+SETTINGS = load_settings()
 FORM_RATE_PER_FORM = int(os.environ.get("CRM_FORM_RATE_PER_FORM_PER_MINUTE", "600"))
-# behind N reverse proxies that append to X-Forwarded-For, the client is the Nth from the end
-TRUSTED_PROXY_HOPS = int(os.environ.get("CRM_TRUSTED_PROXY_HOPS", "0"))
 PUBLIC_ERRORS = (403, 404, 413, 415, 422, 429, 503, 504)
 FORM_CORS_HEADERS = "Content-Type, X-Request-Id"
 
@@ -50,11 +49,7 @@ def form_info(key):
 
 
 def client_ip():
-    if TRUSTED_PROXY_HOPS > 0:
-        hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
-        if len(hops) >= TRUSTED_PROXY_HOPS:
-            return hops[-TRUSTED_PROXY_HOPS]
-    return request.remote_addr or "unknown"
+    return security.client_ip(SETTINGS.trusted_proxy_hops)
 
 
 def _meta():
@@ -107,11 +102,11 @@ def form_preflight(key):
            "A website's form post (JSON, form-encoded or multipart; no sign-in): stored as "
            "received, then matched or created as a lead; UTM fields and the referrer are kept. "
            "A form-encoded post to a form with redirect_url is answered 303 to it", TAG_FORMS,
-           response=s.SubmissionAnswer, status=202, public=True, max_body_bytes=FORM_MAX_BYTES,
-           errors=PUBLIC_ERRORS, audit=False, extra={"preflight": form_preflight})
+           response=s.SubmissionAnswer, status=202, public=True, rate_group="forms",
+           max_body_bytes=SETTINGS.form_max_bytes, errors=PUBLIC_ERRORS, audit=False,
+           extra={"preflight": form_preflight})
 def submit_form(key, body, params):
     fields = _posted_fields()
-    _limit((f"form-ip:{client_ip()}", FORM_RATE_PER_IP))  # before any RPC: random keys too
     info = form_info(key)
     _limit((f"form:{key}", info.get("rate_limit_per_minute") or FORM_RATE_PER_FORM))
     origin = (request.headers.get("Origin") or "").rstrip("/") or None
@@ -141,8 +136,8 @@ def inbound_message(body, params):
 @api.route("/inbound/telegram/{key}", "POST",
            "Telegram Bot API webhook: an Update object as Telegram sends it, proved by the "
            "X-Telegram-Bot-Api-Secret-Token given to setWebhook", TAG_INBOUND,
-           response=s.SubmissionAnswer, public=True, max_body_bytes=FORM_MAX_BYTES,
-           errors=PUBLIC_ERRORS, audit=False)
+           response=s.SubmissionAnswer, public=True, rate_group="telegram",
+           max_body_bytes=SETTINGS.form_max_bytes, errors=PUBLIC_ERRORS, audit=False)
 def telegram_update(key, body, params):
     update = read_json()  # 415 unless JSON, 400 malformed, 422 unless an object
     _limit((f"form:{key}", FORM_RATE_PER_FORM))

@@ -16,7 +16,9 @@ from crm_common.config import load_settings
 TAG = "telephony"
 SETTINGS = load_settings()
 WRITE = ("telephony:write",)
-WEBHOOK_ERRORS = (403, 413, 415, 422, 503, 504)
+WEBHOOK_ERRORS = (403, 413, 415, 422, 429, 503, 504)
+# provider webhooks are public: limited per client IP and overall (security.check_public_rate)
+PUBLIC_RATES = "provider_webhooks"
 
 
 def _form():
@@ -42,7 +44,8 @@ def canonical_event(body, params):
 
 @api.route("/telephony/twilio", "POST",
            "Twilio voice status callback (form-encoded, X-Twilio-Signature)", TAG,
-           response=s.ProviderAnswer, public=True, errors=WEBHOOK_ERRORS, audit=False)
+           response=s.ProviderAnswer, public=True, rate_group=PUBLIC_RATES,
+           errors=WEBHOOK_ERRORS, audit=False)
 def twilio_callback(body, params):
     form = _form()
     url = (SETTINGS.telephony_public_base_url + request.full_path.rstrip("?")
@@ -54,7 +57,7 @@ def twilio_callback(body, params):
 
 
 @api.route("/telephony/zadarma", "GET", "Zadarma's URL check: answers the zd_echo value as text",
-           TAG, query=s.ZadarmaEcho, public=True, errors=(422,))
+           TAG, query=s.ZadarmaEcho, public=True, rate_group=PUBLIC_RATES, errors=(422, 429))
 def zadarma_echo(body, params):
     # the echo must be the bare value, not JSON: hand Flask a finished response
     abort(Response(params["zd_echo"], mimetype="text/plain"))
@@ -63,7 +66,7 @@ def zadarma_echo(body, params):
 @api.route("/telephony/zadarma", "POST",
            "Zadarma PBX webhook NOTIFY_* (form-encoded, Signature); NOTIFY_START is answered "
            'with {"redirect": <owner extension>, "caller_name"} when the caller is known',
-           TAG, public=True, errors=WEBHOOK_ERRORS, audit=False)
+           TAG, public=True, rate_group=PUBLIC_RATES, errors=WEBHOOK_ERRORS, audit=False)
 def zadarma_webhook(body, params):
     form = _form().to_dict()
     if not valid_zadarma_signature(form, SETTINGS.zadarma_api_secret,

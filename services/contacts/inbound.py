@@ -230,7 +230,8 @@ class Inbound:
         origin = (meta.get("origin") or "").rstrip("/")
         if origin and origin not in (form.get("allowed_origins") or []):
             raise Forbidden("This origin may not post to this form", {"origin": origin})
-        if _first(fields.get(form.get("honeypot_field") or "")):
+        trap = fields.get(form.get("honeypot_field") or "")
+        if any(_first(value) for value in (trap if isinstance(trap, list) else [trap])):
             self.store.count_on_form(form["_id"], "spam")
             log.info("form %s: honeypot caught a post from %s", form["_id"], meta.get("ip"))
             return {"id": new_id(), "status": "received", "redirect_url": form.get("redirect_url")}, None
