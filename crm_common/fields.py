@@ -11,10 +11,19 @@ MAX_CUSTOM_TEXT = 2000
 
 
 class UtcDateTime(fields.DateTime):
-    """ISO 8601 in and out; a value without an offset is taken as UTC; out always ends in Z."""
+    """ISO 8601 in and out; a value without an offset is taken as UTC; out always ends in Z.
+    In: years 1900-2999 (dates near year 1 or 9999 overflow the arithmetic done on them)."""
+
+    default_error_messages = {"range": "Must be between 1900-01-01 and 2999-12-31 (UTC)."}
 
     def _deserialize(self, value, attr, data, **kwargs):
-        return as_utc(super()._deserialize(value, attr, data, **kwargs))
+        try:
+            value = as_utc(super()._deserialize(value, attr, data, **kwargs))
+        except OverflowError:
+            raise self.make_error("range")
+        if not 1900 <= value.year <= 2999:
+            raise self.make_error("range")
+        return value
 
     def _serialize(self, value, attr, obj, **kwargs):
         return to_iso(value)
