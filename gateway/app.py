@@ -56,7 +56,9 @@ def create_app(settings=None, rpc_pool=None):
         route = api.route_for(request.endpoint)
         if route is not None and route.public:
             # per client IP and overall, before the body is read or any service asked
-            security.check_public_rate(auth.current().store, route.rate_group or "public",
+            # ready(): the gateway's collections exist before the first counter upsert
+            # (SecantusDB can deadlock an upsert racing the creation of its collection)
+            security.check_public_rate(auth.current().ready(), route.rate_group or "public",
                                        security.client_ip(settings.trusted_proxy_hops),
                                        settings.public_rates)
         if request.path.startswith(api.prefix):
