@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 os.environ.setdefault("CRM_FORM_RATE_PER_IP_PER_MINUTE", "1000000")
 os.environ.setdefault("CRM_FORM_RATE_PER_FORM_PER_MINUTE", "1000000")
+os.environ.setdefault("CRM_FORM_RATE_GLOBAL_PER_MINUTE", "1000000")
 
 import requests  # noqa: E402
 

@@ -156,6 +156,7 @@ class Stack:
                     "CRM_JWT_SECRET": self.jwt_secret, "CRM_JWT_TTL_S": str(8 * 3600),
                     # one admin runs the whole suite; limits are tested per user / API key
                     "CRM_RATE_LIMIT_PER_MINUTE": "1000000", "CRM_LOGIN_PER_IP_PER_MINUTE": "100000",
+                    "CRM_LOGIN_GLOBAL_PER_MINUTE": "1000000",
                     "CRM_CORS_ORIGINS": "http://localhost:3000"})
         env.update({k: str(v) for k, v in extra.items()})
         return env
