@@ -3,9 +3,22 @@ for every documented operation, generated requests (valid and invalid) must neve
 5xx, and every answer must have a documented status, content type and body schema.
 
 Runs against a stack of its own (the generated data would otherwise land in the shared
-session's databases), signed in as its first admin; bounded by a few examples per
-operation so the whole file takes a few minutes at most."""
+session's databases), signed in as its first admin. The default run is bounded by a few
+examples per operation so the whole file takes a few minutes at most.
+
+The full job (marker `fuzz`, left out of the default run by pytest.ini) runs schemathesis'
+own runner with every check (`--checks all`: also negative data rejection, positive data
+acceptance, headers, Allow, use after free, ignored auth...), every phase including the
+stateful one (links between operations), and CRM_FUZZ_EXAMPLES_ALL (default 300) examples
+per operation:
+
+    .venv/bin/python -m pytest -m fuzz -p no:cacheprovider tests/test_schemathesis.py
+    CRM_FUZZ_EXAMPLES_ALL=20 CRM_FUZZ_MAX_TIME=1200 ...   # a reduced run
+
+It writes its reports (JUnit, NDJSON) under .logs/tests/fuzz-<stack prefix>/."""
 import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -43,13 +56,31 @@ KNOWN = {
 }
 
 
+# the generated requests post public forms, sign-ins and webhooks from one address: the
+# fuzz stack lifts the public routes' limits (they are tested in test_security_http.py)
+FUZZ_ENV = {"CRM_FORM_RATE_PER_IP_PER_MINUTE": "1000000",
+            "CRM_FORM_RATE_PER_FORM_PER_MINUTE": "1000000",
+            "CRM_FORM_RATE_GLOBAL_PER_MINUTE": "1000000",
+            "CRM_TELEGRAM_RATE_PER_IP_PER_MINUTE": "1000000",
+            "CRM_PROVIDER_WEBHOOK_RATE_PER_IP_PER_MINUTE": "1000000",
+            "CRM_PUBLIC_RATE_PER_IP_PER_MINUTE": "1000000",
+            "CRM_LOGIN_MAX_FAILURES": "1000000"}
+
+
 @pytest.fixture(scope="module")
 def fuzz_stack():
+    saved = {k: os.environ.get(k) for k in FUZZ_ENV}
+    os.environ.update(FUZZ_ENV)  # read by the processes the stack starts, at start
     platform = Stack()
     try:
         platform.start()
         yield platform
     finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         platform.close()
 
 
@@ -99,3 +130,31 @@ def test_api_matches_its_openapi_document(fuzz_stack, fuzz_admin):
         if failures.pop(operation, None):
             warnings.warn(f"known API finding, not fixed yet: {operation}: {reason}")
     assert not failures, "\n\n".join(f"{k}:\n{v}" for k, v in failures.items())
+
+
+@pytest.mark.fuzz
+@pytest.mark.timeout(int(os.environ.get("CRM_FUZZ_TIMEOUT", "14400")) + 600)
+def test_api_passes_every_schemathesis_check(fuzz_stack, fuzz_admin):
+    """schemathesis' runner, every check and phase (stateful links included): no 5xx, no
+    answer outside the document, no invalid request accepted, no valid one refused."""
+    report_dir = os.path.join(fuzz_stack.log_dir, f"fuzz-{fuzz_stack.db_prefix.rstrip('_')}")
+    command = [os.path.join(os.path.dirname(sys.executable), "st"), "run",
+               fuzz_stack.base_url + "/api/v1/openapi.json",
+               "--checks", "all", "--phases", "examples,coverage,fuzzing,stateful",
+               "--max-examples", os.environ.get("CRM_FUZZ_EXAMPLES_ALL", "300"),
+               "--seed", os.environ.get("CRM_FUZZ_SEED", "19"),
+               "--workers", os.environ.get("CRM_FUZZ_WORKERS", "2"),
+               "--request-timeout", "20", "--no-color", "--suppress-health-check", "all",
+               "--generation-database", "none", "--continue-on-failure",
+               "--report", "junit,ndjson", "--report-dir", report_dir,
+               "-H", f"Authorization: {fuzz_admin.headers['Authorization']}"]
+    for path in EXCLUDED_PATHS:
+        command += ["--exclude-path", path]
+    os.makedirs(report_dir, exist_ok=True)
+    if os.environ.get("CRM_FUZZ_MAX_TIME"):
+        command += ["--max-time", os.environ["CRM_FUZZ_MAX_TIME"]]
+    result = subprocess.run(command, capture_output=True, text=True,
+                            timeout=int(os.environ.get("CRM_FUZZ_TIMEOUT", "14400")))
+    with open(os.path.join(report_dir, "output.txt"), "w") as handle:
+        handle.write(result.stdout + result.stderr)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-20000:]
