@@ -5,7 +5,7 @@ from marshmallow import (Schema, ValidationError, fields, pre_load, validate,
 
 from contracts.events import (Bool, EventData, Int, IsoTime, Object, actor_field, ref_field,
                              summary_field)
-from crm_common.fields import CustomFields, PageOf, PageQuery, UtcDateTime, tags_field
+from crm_common.fields import CustomFields, PageOf, PageQuery, UtcDateTime, tags_field, sort_field
 
 CONTACT_STATUSES = ("lead", "prospect", "customer", "churned", "inactive")
 CHANNEL_TYPES = ("work", "home", "mobile", "other")
@@ -107,6 +107,7 @@ class ContactOut(Schema):
 
 
 class ContactListQuery(PageQuery):
+    sort = sort_field("created_at", "updated_at", "name")
     q = fields.String(validate=validate.Length(1, 100))
     tag = fields.String(validate=validate.Length(1, 50))
     owner_id = fields.String(validate=validate.Length(1, 40))
@@ -206,6 +207,7 @@ class CompanyWithPeople(CompanyOut):
 
 
 class CompanyListQuery(PageQuery):
+    sort = sort_field("created_at", "updated_at")
     q = fields.String(validate=validate.Length(1, 100))
     tag = fields.String(validate=validate.Length(1, 50))
     owner_id = fields.String(validate=validate.Length(1, 40))

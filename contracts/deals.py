@@ -4,7 +4,7 @@ from marshmallow import Schema, ValidationError, fields, pre_load, validate, val
 
 from contracts.events import (Bool, EventData, Int, IsoTime, Object, actor_field, ref_field,
                              summary_field)
-from crm_common.fields import PageOf, PageQuery, UtcDateTime
+from crm_common.fields import PageOf, PageQuery, UtcDateTime, sort_field
 from contracts.currencies import ISO_4217
 
 STAGE_KINDS = ("open", "won", "lost")
@@ -168,6 +168,7 @@ class DealOut(Schema):
 
 
 class DealListQuery(PageQuery):
+    sort = sort_field("created_at", "updated_at")
     pipeline_id = fields.String(validate=ID)
     stage_id = fields.String(validate=ID)
     owner_id = fields.String(validate=ID)

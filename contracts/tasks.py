@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from contracts.events import EventData, Int, IsoTime, Object, actor_field, ref_field, summary_field
-from crm_common.fields import PageOf, PageQuery, UtcDateTime
+from crm_common.fields import PageOf, PageQuery, UtcDateTime, sort_field
 
 KINDS = ("call", "meeting", "email", "todo")
 STATUSES = ("open", "done", "canceled")
@@ -93,6 +93,7 @@ class TaskOut(Schema):
 
 
 class TaskListQuery(PageQuery):
+    sort = sort_field("due_at", "created_at")
     assignee_id = fields.String(validate=ID)
     status = fields.String(validate=validate.OneOf(STATUSES))
     kind = fields.String(validate=validate.OneOf(KINDS))

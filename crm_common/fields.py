@@ -75,6 +75,12 @@ class PageQuery(Schema):
     include_total = fields.Boolean(load_default=False)
 
 
+def sort_field(*names):
+    """`?sort=` of a list that sorts by these fields (`-` for descending)."""
+    return fields.String(validate=validate.OneOf(
+        [v for n in names for v in (n, "-" + n)], error="Sort by one of {choices}."))
+
+
 class PageOf(Schema):
     next_cursor = fields.String(allow_none=True)
     total = fields.Integer()

@@ -117,6 +117,8 @@ def read_json():
 
 
 def _validate(schema, data, partial=False):
+    if partial is True:
+        partial = tuple(schema.fields)  # top-level fields only (crm_common.validation.load)
     try:
         schema.load(data, partial=partial)
     except ValidationError as error:

@@ -28,9 +28,21 @@ HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
               413: "payload_too_large", 415: "unsupported_media_type"}
 
 
+class GatewayFlask(Flask):
+    def make_default_options_response(self):
+        """OPTIONS (CORS preflight) answers with the methods of the matched path pattern
+        only: werkzeug would also list those of every other pattern the URL happens to
+        match (/contacts/export also matches /contacts/{contact_id})."""
+        response = self.response_class(status=200)
+        rule = request.url_rule
+        methods = self.extensions["crm.methods"].get(rule.rule) if rule is not None else None
+        response.allow.update(methods or super().make_default_options_response().allow)
+        return response
+
+
 def create_app(settings=None, rpc_pool=None):
     settings = settings or load_settings()
-    app = Flask(__name__)
+    app = GatewayFlask(__name__)
     limits.install_json_provider(app)
     app.extensions["crm.settings"] = settings
     app.extensions["crm.rpc"] = rpc_pool or RpcPool(settings.amqp_uri, timeout=settings.rpc_timeout)
@@ -39,6 +51,9 @@ def create_app(settings=None, rpc_pool=None):
     for name in ROUTE_MODULES:
         importlib.import_module(f"gateway.routes.{name}")
     api.register(app)
+    methods = app.extensions["crm.methods"] = {}
+    for rule in app.url_map.iter_rules():
+        methods.setdefault(rule.rule, set()).update(rule.methods)
     spec = build_spec(api, OPS_PATHS)
     auth.init_app(app, settings)  # users/keys store, security headers, CORS, audit
 
@@ -53,6 +68,7 @@ def create_app(settings=None, rpc_pool=None):
         g.started = time.perf_counter()
         g.request_id = limits.request_id(request.headers.get("X-Request-Id"), new_request_id)
         limits.check_declared_body(request.environ)
+        limits.check_headers(request.headers)
         route = api.route_for(request.endpoint)
         if route is not None and route.public:
             # per client IP and overall, before the body is read or any service asked

@@ -14,7 +14,7 @@ import re
 
 from werkzeug.exceptions import HTTPException
 
-from crm_common.errors import BadRequest, CrmError
+from crm_common.errors import BadRequest, CrmError, ValidationFailed
 
 # Up to this much of a refused body is read and dropped, so the client gets the 413 instead
 # of a reset connection; past it the connection is closed (gunicorn drains 64 KiB at most).
@@ -137,6 +137,17 @@ def check_declared_body(environ):
 def body_was_refused(environ):
     body = environ.get("crm.body")
     return body is not None and body.exceeded
+
+
+IDEMPOTENCY_KEY_MAX = 200
+
+
+def check_headers(headers):
+    """Request headers the API documents with bounds (OpenAPI): refused above them."""
+    key = headers.get("Idempotency-Key")
+    if key is not None and len(key) > IDEMPOTENCY_KEY_MAX:
+        raise ValidationFailed("Invalid input", {"fields": {"Idempotency-Key": [
+            f"Longer than {IDEMPOTENCY_KEY_MAX} characters."]}})
 
 
 # JSON ------------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ _PATH_PARAM = re.compile(r"{(\w+)}")
 ERROR_TEXT = {400: "Bad request (malformed JSON, invalid cursor)", 401: "Not signed in",
               403: "Forbidden", 404: "Not found", 409: "Conflict", 413: "Body too large",
               415: "Unsupported media type", 422: "Invalid input, with per-field errors",
-              429: "Too many requests", 503: "A service or the broker is unavailable",
+              414: "Request line too long", 429: "Too many requests",
+              431: "Request headers too large",
+              503: "A service or the broker is unavailable",
               504: "A service did not answer in time"}
 
 
@@ -49,6 +51,7 @@ def _operation(route):
     if route.query:
         parameters.append({"in": "query", "schema": route.query})
     parameters.append({"in": "header", "name": "X-Request-Id", "required": False,
+                       "description": "kept when it matches the pattern, else replaced",
                        "schema": {"type": "string"}})
     if route.method in ("POST", "PATCH", "PUT", "DELETE"):
         parameters.append({"in": "header", "name": "Idempotency-Key", "required": False,
@@ -58,7 +61,13 @@ def _operation(route):
         responses[str(route.status)]["content"] = {"application/json": {"schema": route.response}}
     # every signed-in route may answer 401 (no/bad credentials), 403 (role or key scope)
     # and 429 (rate limit)
-    statuses = set(route.errors) if route.public else set(route.errors) | {401, 403, 429}
+    # every public route is rate limited (429); any request may be refused by gunicorn for
+    # its request line or headers (414, 431, 400)
+    statuses = set(route.errors) | {400, 414, 429, 431}
+    if not route.public:
+        statuses |= {401, 403}
+    if route.method in ("POST", "PATCH", "PUT", "DELETE"):
+        statuses.add(422)  # an Idempotency-Key over its maxLength
     for status in sorted(statuses):
         responses[str(status)] = {"description": ERROR_TEXT[status], "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -69,4 +78,12 @@ def _operation(route):
         schema = route.body(partial=True) if route.partial else route.body
         operation["requestBody"] = {"required": True,
                                     "content": {"application/json": {"schema": schema}}}
+    elif "request_body" in route.extra:  # a body the route reads itself (forms, files)
+        operation["requestBody"] = {"required": True, "content": route.extra["request_body"]}
     return operation
+
+
+# bodies of routes that read them themselves, for their declarations' extra["request_body"]
+FIELDS = {"type": "object", "additionalProperties": {"type": "string", "maxLength": 2000}}
+FORM_BODY = {"application/x-www-form-urlencoded": {"schema": FIELDS}}
+JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}

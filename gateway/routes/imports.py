@@ -24,7 +24,10 @@ options_schema = s.ImportOptions()
 
 @api.route("/imports", "POST", "Start an import of a CSV or XLSX file (multipart `file`); "
            "answers 202 with the job at once", TAG, query=s.ImportOptions, response=s.ImportJob,
-           status=202, errors=(400, 413, 415, 422, 503, 504), max_body_bytes=MAX_BYTES)
+           status=202, errors=(400, 413, 415, 422, 503, 504), max_body_bytes=MAX_BYTES,
+           extra={"request_body": {"multipart/form-data": {"schema": {
+               "type": "object", "required": ["file"],
+               "properties": {"file": {"type": "string", "format": "binary"}}}}}})
 def start_import(body, params):
     if request.mimetype != "multipart/form-data":
         raise UnsupportedMediaType("Send the file as multipart/form-data with a `file` part",

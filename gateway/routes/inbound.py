@@ -17,6 +17,7 @@ from crm_common.errors import CrmError
 from gateway import auth, security
 from gateway.api import UnsupportedMediaType, json_response, read_json
 from gateway.calls import call
+from gateway.openapi import FIELDS, FORM_BODY, JSON_OBJECT
 from gateway.routes import api
 from contracts import contacts as s
 
@@ -104,7 +105,9 @@ def form_preflight(key):
            "A form-encoded post to a form with redirect_url is answered 303 to it", TAG_FORMS,
            response=s.SubmissionAnswer, status=202, public=True, rate_group="forms",
            max_body_bytes=SETTINGS.form_max_bytes, errors=PUBLIC_ERRORS, audit=False,
-           extra={"preflight": form_preflight})
+           extra={"preflight": form_preflight, "request_body": {
+               "application/json": {"schema": FIELDS}, **FORM_BODY,
+               "multipart/form-data": {"schema": FIELDS}}})
 def submit_form(key, body, params):
     fields = _posted_fields()
     info = form_info(key)
@@ -137,7 +140,8 @@ def inbound_message(body, params):
            "Telegram Bot API webhook: an Update object as Telegram sends it, proved by the "
            "X-Telegram-Bot-Api-Secret-Token given to setWebhook", TAG_INBOUND,
            response=s.SubmissionAnswer, public=True, rate_group="telegram",
-           max_body_bytes=SETTINGS.form_max_bytes, errors=PUBLIC_ERRORS, audit=False)
+           max_body_bytes=SETTINGS.form_max_bytes, errors=PUBLIC_ERRORS, audit=False,
+           extra={"request_body": JSON_OBJECT})
 def telegram_update(key, body, params):
     update = read_json()  # 415 unless JSON, 400 malformed, 422 unless an object
     _limit((f"form:{key}", FORM_RATE_PER_FORM))

@@ -8,6 +8,7 @@ from flask import Response, abort, request
 from crm_common.errors import Forbidden
 from gateway.api import UnsupportedMediaType
 from gateway.calls import call
+from gateway.openapi import FORM_BODY
 from gateway.routes import api
 from contracts import telephony as s
 from contracts.telephony_webhooks import valid_twilio_signature, valid_zadarma_signature
@@ -45,7 +46,7 @@ def canonical_event(body, params):
 @api.route("/telephony/twilio", "POST",
            "Twilio voice status callback (form-encoded, X-Twilio-Signature)", TAG,
            response=s.ProviderAnswer, public=True, rate_group=PUBLIC_RATES,
-           errors=WEBHOOK_ERRORS, audit=False)
+           errors=WEBHOOK_ERRORS, audit=False, extra={"request_body": FORM_BODY})
 def twilio_callback(body, params):
     form = _form()
     url = (SETTINGS.telephony_public_base_url + request.full_path.rstrip("?")
@@ -66,7 +67,8 @@ def zadarma_echo(body, params):
 @api.route("/telephony/zadarma", "POST",
            "Zadarma PBX webhook NOTIFY_* (form-encoded, Signature); NOTIFY_START is answered "
            'with {"redirect": <owner extension>, "caller_name"} when the caller is known',
-           TAG, public=True, rate_group=PUBLIC_RATES, errors=WEBHOOK_ERRORS, audit=False)
+           TAG, public=True, rate_group=PUBLIC_RATES, errors=WEBHOOK_ERRORS, audit=False,
+           extra={"request_body": FORM_BODY})
 def zadarma_webhook(body, params):
     form = _form().to_dict()
     if not valid_zadarma_signature(form, SETTINGS.zadarma_api_secret,
