@@ -24,6 +24,8 @@ class Settings:
     zadarma_api_secret: str = ""
     # the gateway's public URL as Twilio calls it; empty = the request's own URL
     telephony_public_base_url: str = ""
+    # signs list cursors (crm_common.cursors); the same value in every service and gateway
+    cursor_secret: str = field(default="", repr=False)
     env: dict = field(default_factory=dict, repr=False)
 
     def database_name(self, service):
@@ -43,4 +45,5 @@ def load_settings():
         twilio_auth_token=_env("TWILIO_AUTH_TOKEN", ""),
         zadarma_api_secret=_env("ZADARMA_API_SECRET", ""),
         telephony_public_base_url=_env("TELEPHONY_PUBLIC_BASE_URL", "").rstrip("/"),
+        cursor_secret=_env("CRM_CURSOR_SECRET", _env("CRM_JWT_SECRET", "")),
     )

@@ -34,6 +34,8 @@ class Route:
     # signature or key themselves); `scopes` are what an API key needs to call it.
     public: bool = False
     scopes: tuple = ()
+    # the route's cell of the permission matrix (gateway/permissions.py); every route has one
+    permission: str = None
     # a larger body limit for this route (file uploads); None = the global limit
     max_body_bytes: int = None
     # machine ingest (call events, form posts) whose service stores every request itself
@@ -66,6 +68,8 @@ class Api:
         return self._by_endpoint.get(endpoint)
 
     def register(self, app):
+        from gateway.permissions import check_routes
+        check_routes(self.routes)  # a route without a known permission stops the start
         self._by_endpoint = {route.endpoint: route for route in self.routes}
         for route in self.routes:
             # a route with its own CORS preflight (web forms) answers OPTIONS itself

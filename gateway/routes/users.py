@@ -42,7 +42,7 @@ def _visible_ids():
 
 
 @api.route("/users", "POST", "Create a user (admin)", TAG, body=UserIn, response=UserOut,
-           status=201, extra=auth.ADMIN_ONLY, errors=(400, 409, 413, 415, 422, 503))
+           status=201, errors=(400, 409, 413, 415, 422, 503), permission="users:write")
 def create_user(body, params):
     data = load(_user_in, body)
     current = auth.current()
@@ -57,8 +57,8 @@ def create_user(body, params):
 
 
 @api.route("/users", "GET", "List users (admin: all; manager: their team)", TAG,
-           query=UserListQuery, response=UserPage, extra={"roles": ("admin", "manager")},
-           errors=(400, 422, 503))
+           query=UserListQuery, response=UserPage,
+           errors=(400, 422, 503), permission="users:read")
 def list_users(body, params):
     q = load(_list_query, params)
     query = {k: q[k] for k in ("role", "team", "manager_id") if q.get(k)}
@@ -71,16 +71,16 @@ def list_users(body, params):
     return {"items": [auth.dump_user(d) for d in docs], "next_cursor": next_cursor}
 
 
-@api.route("/users/me", "GET", "The signed-in user", TAG, response=UserOut,
-           extra=auth.USERS_ONLY, errors=(503,))
+@api.route("/users/me", "GET", "The signed-in user", TAG, response=UserOut, errors=(503,),
+           permission="users:self")
 def me(body, params):
     return auth.dump_user(auth.current().store.get_user(g.identity["user_id"]))
 
 
 @api.route("/users/me", "PATCH", "Change your own profile or password (password needs "
            "current_password and signs out your other sessions)", TAG, body=ProfileIn,
-           partial=True, response=UserOut, extra=auth.USERS_ONLY,
-           errors=(400, 403, 413, 415, 422, 503))
+           partial=True, response=UserOut,
+           errors=(400, 403, 413, 415, 422, 503), permission="users:self")
 def update_me(body, params):
     data = load(_profile_in, body, partial=True)
     store = auth.current().store
@@ -96,7 +96,7 @@ def update_me(body, params):
 
 
 @api.route("/users/{user_id}", "GET", "Get a user (admin; manager: their team)", TAG,
-           response=UserOut, extra={"roles": ("admin", "manager")}, errors=(404, 503))
+           response=UserOut, errors=(404, 503), permission="users:read")
 def get_user(user_id, body, params):
     visible = _visible_ids()
     doc = auth.current().store.get_user(user_id)
@@ -107,8 +107,8 @@ def get_user(user_id, body, params):
 
 @api.route("/users/{user_id}", "PATCH", "Change a user (admin): role, team, manager, active, "
            "password...; disabling or a new password stops their tokens at once", TAG,
-           body=UserIn, partial=True, response=UserOut, extra=auth.ADMIN_ONLY,
-           errors=(400, 404, 409, 413, 415, 422, 503))
+           body=UserIn, partial=True, response=UserOut,
+           errors=(400, 404, 409, 413, 415, 422, 503), permission="users:write")
 def update_user(user_id, body, params):
     data = load(_user_in, body, partial=True)
     store = auth.current().store
