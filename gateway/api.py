@@ -84,10 +84,13 @@ def _view(route):
     query_schema = route.query() if route.query else None
 
     def view(**path_params):
-        from gateway import auth
+        from gateway import auth, idempotency
         if request.method == "OPTIONS":
             return route.extra["preflight"](**path_params)
         auth.authorize(route)
+        replay = idempotency.begin(route, lambda: auth.current().ready())
+        if replay is not None:  # the stored answer to this Idempotency-Key
+            return replay
         params = request.args.to_dict()
         if query_schema is not None:
             _validate(query_schema, params)

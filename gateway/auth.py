@@ -33,7 +33,7 @@ from pymongo.errors import PyMongoError
 from crm_common.errors import CrmError, Forbidden
 from crm_common.messaging.publish import publish_event
 from crm_common.timeutil import utcnow
-from gateway import permissions, security
+from gateway import idempotency, permissions, security
 from contracts.gateway import UserOut
 from gateway.store import GatewayStore
 
@@ -414,7 +414,7 @@ def authorize(route):
 def record_audit(response):
     """Every successful write through /api/v1: who, when, what, which body keys."""
     if (request.method not in WRITE_METHODS or not request.path.startswith("/api/v1")
-            or response.status_code >= 400):
+            or response.status_code >= 400 or g.get("idempotent_replay")):
         return response
     identity = g.get("identity") or {}
     actor = g.get("audit_actor")
@@ -459,6 +459,18 @@ def init_app(app, settings):
     auth = Auth(settings)
     app.extensions["crm.auth"] = auth
     app.after_request(record_audit)
+
+    @app.after_request
+    def keep_idempotent_answer(response):
+        return idempotency.finish(response, auth.store)
+
+    @app.teardown_request
+    def free_idempotency_key(error=None):
+        if g.get("idempotency") is not None:
+            try:
+                idempotency.abandon(auth.store)
+            except PyMongoError:  # the claim expires after CRM_IDEMPOTENCY_LOCK_S
+                log.exception("could not free an Idempotency-Key")
 
     @app.after_request
     def security_headers(response):

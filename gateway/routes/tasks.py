@@ -12,14 +12,17 @@ AGENDA_DEALS_LIMIT = 500
 
 
 def _check_contact(body):
-    """An unknown contact is bad input (422), asked of the contacts service that owns them."""
-    contact_id = (body or {}).get("contact_id")
-    if not contact_id:
-        return
-    try:
-        call("contacts", "get_contact", contact_id)
-    except NotFound:
-        raise ValidationFailed("Invalid input", {"fields": {"contact_id": ["Unknown contact."]}})
+    """An unknown contact or deal, or one the caller cannot see, is bad input (422), asked
+    of the service that owns them (with the caller's visibility)."""
+    for field, service, method, what in (("contact_id", "contacts", "get_contact", "contact"),
+                                         ("deal_id", "deals", "get_deal", "deal")):
+        record_id = (body or {}).get(field)
+        if not record_id:
+            continue
+        try:
+            call(service, method, record_id)
+        except NotFound:
+            raise ValidationFailed("Invalid input", {"fields": {field: [f"Unknown {what}."]}})
 
 
 @api.route("/tasks", "GET", "List tasks (keyset pages; filters; sort=due_at|-due_at|created_at|-created_at)",

@@ -15,9 +15,9 @@ TAG = "users"
 _user_in = UserIn()
 _profile_in = ProfileIn()
 _list_query = UserListQuery()
-PROFILE_FIELDS = ("name", "extension", "phone", "telegram_chat_id", "language", "timezone")
+PROFILE_FIELDS = ("name", "phone", "telegram_chat_id", "language", "timezone")
 ADMIN_FIELDS = PROFILE_FIELDS + ("email", "role", "team", "manager_id", "active",
-                                 "rate_limit_per_minute")
+                                 "rate_limit_per_minute", "extension")
 
 
 def _invalid(field, message):
@@ -31,6 +31,23 @@ def _check_manager(store, manager_id, user_id=None):
         raise _invalid("manager_id", "A user cannot be their own manager.")
     if not store.get_user(manager_id):
         raise _invalid("manager_id", "Unknown user.")
+
+
+def _check_extension(store, data, user_id=None):
+    """Extensions are unique (the PBX routes by them, telephony maps them to the agent);
+    "" means none. The unique index decides under races; this answers the usual case."""
+    if "extension" not in data:
+        return
+    data["extension"] = (data["extension"] or "").strip() or None
+    other = store.get_user_by_extension(data["extension"]) if data["extension"] else None
+    if other and other["_id"] != user_id:
+        raise _taken({"keyPattern": {"extension": 1}}, data)
+
+
+def _taken(details, data):
+    if "extension" in ((details or {}).get("keyPattern") or {}):
+        return Conflict("Another user has this extension", {"extension": data.get("extension")})
+    return Conflict("A user with this email exists", {"email": (data.get("email") or "").lower()})
 
 
 def _visible_ids():
@@ -48,10 +65,11 @@ def create_user(body, params):
     current = auth.current()
     store = current.ready()
     _check_manager(store, data.get("manager_id"))
+    _check_extension(store, data)
     try:
         doc = store.insert_user(auth.new_user_doc(data))
-    except DuplicateKeyError:
-        raise Conflict("A user with this email exists", {"email": data["email"].lower()})
+    except DuplicateKeyError as error:
+        raise _taken(error.details, data)
     current.announce_user(doc)
     return auth.dump_user(doc), 201
 
@@ -119,6 +137,7 @@ def update_user(user_id, body, params):
         raise _invalid("_schema", "You cannot disable or demote yourself.")
     if "manager_id" in data:
         _check_manager(store, data["manager_id"], user_id)
+    _check_extension(store, data, user_id)
     changes = {k: data[k] for k in ADMIN_FIELDS if k in data}
     if "email" in changes:
         changes["email"] = changes["email"].strip().lower()
@@ -135,8 +154,8 @@ def _save(user_id, changes, inc):
     current = auth.current()
     try:
         doc = current.store.update_user(user_id, changes, inc=inc)
-    except DuplicateKeyError:
-        raise Conflict("A user with this email exists", {"email": changes.get("email")})
+    except DuplicateKeyError as error:
+        raise _taken(error.details, changes)
     if not doc:
         raise NotFound("User not found", {"id": user_id})
     current.announce_user(doc)
