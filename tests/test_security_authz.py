@@ -182,7 +182,7 @@ def test_agents_no_longer_run_company_wide_setup(stack, api, people, unique):
     assert agent.post("/companies", json={"name": f"Agent Co {unique}"}).status_code == 201
 
     source = api.post("/lead-sources", json={"name": f"ads-{unique}", "costs": [
-        {"month": "2026-01", "amount": 50000, "currency": "EUR"}]})
+        {"period": "2026-01", "amount": 50000, "currency": "EUR"}]})
     assert source.status_code == 201, source.text
     assert agent.get("/lead-sources").status_code == 403
     assert agent.get(f"/lead-sources/{source.json()['id']}").status_code == 403
