@@ -384,12 +384,6 @@ def authenticate():
     security.check_rate(auth.store, subject, identity.get("rate_limit") or limit)
 
 
-def required_scopes(route):
-    """The API key scope of a route: its permission's column of the matrix."""
-    permission = permissions.permission_of(route)
-    return (permission.api_key,) if permission and permission.api_key else ()
-
-
 def authorize(route):
     """Called by every route with its declaration before it runs: the caller's cell of the
     route's permission (gateway/permissions.py) must allow it, else 403."""
@@ -462,7 +456,11 @@ def init_app(app, settings):
 
     @app.after_request
     def keep_idempotent_answer(response):
-        return idempotency.finish(response, auth.store)
+        try:
+            return idempotency.finish(response, auth.store)
+        except PyMongoError:  # the answer stands; the claim expires after the lock time
+            log.exception("could not store the answer of an Idempotency-Key")
+            return response
 
     @app.teardown_request
     def free_idempotency_key(error=None):
