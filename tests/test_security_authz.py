@@ -295,6 +295,16 @@ def test_imports_give_contacts_only_to_whom_the_importer_may(stack, api, people,
     assert owners == dict.fromkeys(("Eve", "Ida", "Gus", "Own"), agent.user["id"])
     reasons = {e["row"]: e["reason"] for e in agent.get(f"/imports/{job['id']}/errors").json()["items"]}
     assert set(reasons) == {2, 3, 4}, reasons
+    first = agent.get(f"/imports/{job['id']}/errors", params={"limit": 2})
+    assert first.status_code == 200, first.text
+    first = first.json()
+    rest = agent.get(f"/imports/{job['id']}/errors",
+                     params={"limit": 2, "cursor": first["next_cursor"]})
+    assert rest.status_code == 200, rest.text
+    rest = rest.json()
+    assert [e["row"] for e in first["items"] + rest["items"]] == [2, 3, 4]
+    assert agent.get(f"/imports/{job['id']}/errors", params={
+        "cursor": first["next_cursor"][:-2] + "AA"}).status_code == 422
     # an admin may name anyone who exists, never an unknown id
     _, job = run_import(api, csv_file([["Zed", f"zed-{unique}@example.com", f"ghost2-{unique}"],
                                        ["Ola", f"ola-{unique}@example.com", outsider.user["id"]]],

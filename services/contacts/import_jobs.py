@@ -11,6 +11,7 @@ import binascii
 import logging
 from collections import defaultdict
 
+from crm_common.cursors import decode_cursor, encode_cursor
 from crm_common.errors import BadRequest, NotFound, ValidationFailed
 from crm_common.messaging.events import envelope
 from crm_common.ids import new_id
@@ -124,11 +125,15 @@ class Imports:
     def errors(self, import_id, params):
         query_in = load(import_errors_query, params)
         self._visible_job(import_id)
-        docs = self.store.page_errors(import_id, query_in["limit"] + 1, query_in.get("cursor"))
+        after = None
+        if query_in.get("cursor"):  # signed like every cursor (crm_common.cursors)
+            _, after = decode_cursor(query_in["cursor"], "_id", 1, "import_errors")
+        docs = self.store.page_errors(import_id, query_in["limit"] + 1, after)
         more = len(docs) > query_in["limit"]
         docs = docs[:query_in["limit"]]
         return {"items": [dump_error(d) for d in docs],
-                "next_cursor": docs[-1]["_id"] if more else None}
+                "next_cursor": encode_cursor("_id", 1, docs[-1], "import_errors")
+                if more else None}
 
     def request_undo(self, import_id):
         job = self._visible_job(import_id)
