@@ -26,6 +26,10 @@ class Settings:
     telephony_public_base_url: str = ""
     # signs list cursors (crm_common.cursors); the same value in every service and gateway
     cursor_secret: str = field(default="", repr=False)
+    # Idempotency-Key (gateway): how long a second request waits for the first's answer,
+    # and after how long a claim whose worker died is taken over
+    idempotency_wait_s: float = 10.0
+    idempotency_lock_s: float = 300.0
     env: dict = field(default_factory=dict, repr=False)
 
     def database_name(self, service):
@@ -46,4 +50,6 @@ def load_settings():
         zadarma_api_secret=_env("ZADARMA_API_SECRET", ""),
         telephony_public_base_url=_env("TELEPHONY_PUBLIC_BASE_URL", "").rstrip("/"),
         cursor_secret=_env("CRM_CURSOR_SECRET", _env("CRM_JWT_SECRET", "")),
+        idempotency_wait_s=float(_env("CRM_IDEMPOTENCY_WAIT_S", "10")),
+        idempotency_lock_s=float(_env("CRM_IDEMPOTENCY_LOCK_S", "300")),
     )

@@ -13,14 +13,13 @@ Answers that say nothing about the write are not kept, so a retry runs again: 5x
 `CRM_IDEMPOTENCY_LOCK_S`. Public routes (no caller) ignore the header.
 """
 import hashlib
-import os
 import re
 import secrets
 import time
 from datetime import timedelta
 
 from bson import Binary
-from flask import Response, g, request
+from flask import Response, current_app, g, request
 
 from crm_common.errors import Conflict, CrmError, ValidationFailed
 from crm_common.timeutil import utcnow
@@ -30,8 +29,6 @@ METHODS = ("POST", "PATCH", "PUT", "DELETE")
 KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"
 _KEY = re.compile(KEY_PATTERN)
 TTL = timedelta(hours=24)
-LOCK_S = float(os.environ.get("CRM_IDEMPOTENCY_LOCK_S") or 300)
-WAIT_S = float(os.environ.get("CRM_IDEMPOTENCY_WAIT_S") or 10)
 MAX_STORED_BYTES = 1024 * 1024
 KEPT_HEADERS = ("Content-Type", "Location", "Content-Disposition")
 NOT_KEPT = (401, 403, 408, 429)
@@ -82,15 +79,16 @@ def begin(route, store_of):
     if caller is None:
         return None
     store = store_of()
+    settings = current_app.extensions["crm.settings"]
     record_id = hashlib.sha256(f"{caller}\0{key}".encode()).hexdigest()
     fingerprint = _fingerprint()
-    deadline = time.monotonic() + WAIT_S
+    deadline = time.monotonic() + settings.idempotency_wait_s
     while True:
         now = utcnow()
         claim = secrets.token_hex(8)
         fresh = {"claim": claim, "state": "pending", "fingerprint": fingerprint,
                  "caller": caller, "created_at": now, "expires_at": now + TTL,
-                 "lock_until": now + timedelta(seconds=LOCK_S)}
+                 "lock_until": now + timedelta(seconds=settings.idempotency_lock_s)}
         if store.claim_idempotency({"_id": record_id, **fresh}):
             g.idempotency = (record_id, claim)
             return None

@@ -501,12 +501,8 @@ class Inbound:
         return events
 
     # reading
-    def _visible_requests(self):
-        """inbound:read (docs/auth.md): a manager sees the requests routed to their team and
-        those routed to no one yet; an admin every one."""
-        mine = self.caller.person_ids()
-        return {} if mine is None else {"owner_id": {"$in": mine + [None]}}
-
+    # inbound:read (docs/auth.md): a manager sees the requests routed to their team and
+    # those routed to no one yet; an admin every one
     def get_request(self, request_id):
         self._require_manager()
         doc = self.store.get_request(request_id)
@@ -519,7 +515,7 @@ class Inbound:
         self._require_manager()
         q = load(request_list_query, params)
         query = {k: q[k] for k in ("status", "channel", "form_id", "contact_id") if q.get(k)}
-        query.update(self._visible_requests())
+        query.update(self.store.owned_by(self.caller.person_ids()))
         docs, next_cursor = self.store.page_requests(query, q["limit"], q.get("cursor"))
         return {"items": [self.dump_request(d) for d in docs], "next_cursor": next_cursor}
 
