@@ -309,7 +309,7 @@ class ImportPage(PageOf):
 
 class ImportErrorsQuery(Schema):
     limit = fields.Integer(load_default=500, validate=validate.Range(1, 5000))
-    cursor = fields.String(validate=validate.Length(max=200))
+    cursor = fields.String(validate=validate.Length(max=500))
 
 
 class ImportErrorPage(PageOf):

@@ -24,10 +24,8 @@ class LoginIn(Schema):
 
 
 class ProfileIn(Schema):
-    """What every user may change of their own profile."""
+    """What every user may change of their own profile (not the extension: an admin's)."""
     name = fields.String(validate=validate.Length(1, 200))
-    extension = fields.String(allow_none=True, validate=validate.Length(max=20),
-                              metadata={"description": "phone extension on the PBX"})
     phone = fields.String(allow_none=True, validate=validate.Length(max=40))
     telegram_chat_id = fields.String(allow_none=True, validate=validate.Length(max=64))
     language = fields.String(allow_none=True, validate=validate.Length(2, 10))
@@ -47,6 +45,10 @@ class UserIn(ProfileIn):
     active = fields.Boolean()
     password = fields.String(required=True, validate=validate.Length(8, 200), load_only=True)
     rate_limit_per_minute = fields.Integer(allow_none=True, validate=validate.Range(1, 1_000_000))
+    # the PBX routes calls by it and telephony maps it to the agent: unique, set by admins
+    extension = fields.String(allow_none=True, validate=[
+        validate.Length(max=20), validate.Regexp(r"^[0-9A-Za-z*#+_.-]*$")], metadata={
+            "description": "phone extension on the PBX; unique (409 if another user has it)"})
 
 
 class UserOut(Schema):

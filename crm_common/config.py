@@ -33,6 +33,12 @@ class Settings:
     session_max_s: int = 86400
     # contacts imports: what a spreadsheet may hold (services/contacts/imports.py)
     import_limits: dict = field(default_factory=dict)
+    # signs list cursors (crm_common.cursors); the same value in every service and gateway
+    cursor_secret: str = field(default="", repr=False)
+    # Idempotency-Key (gateway): how long a second request waits for the first's answer,
+    # and after how long a claim whose worker died is taken over
+    idempotency_wait_s: float = 10.0
+    idempotency_lock_s: float = 300.0
     env: dict = field(default_factory=dict, repr=False)
 
     def database_name(self, service):
@@ -58,6 +64,9 @@ def load_settings():
         session_max_s=int(_env("CRM_SESSION_MAX_S", "86400")),
         import_limits={name: int(_env(f"CRM_IMPORT_{name.upper()}", default))
                        for name, default in IMPORT_LIMITS.items()},
+        cursor_secret=_env("CRM_CURSOR_SECRET", _env("CRM_JWT_SECRET", "")),
+        idempotency_wait_s=float(_env("CRM_IDEMPOTENCY_WAIT_S", "10")),
+        idempotency_lock_s=float(_env("CRM_IDEMPOTENCY_LOCK_S", "300")),
     )
 
 

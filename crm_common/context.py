@@ -2,6 +2,8 @@
 (AMQP headers), so every service and every event it dispatches carries them."""
 from nameko.extensions import DependencyProvider
 
+from crm_common.errors import Forbidden
+
 CONTEXT_KEYS = ("request_id", "user_id", "user_role", "user_team", "user_team_members")
 
 
@@ -15,6 +17,10 @@ class Caller(dict):
         return self.get("user_role")
 
     @property
+    def team(self):
+        return self.get("user_team")
+
+    @property
     def request_id(self):
         return self.get("request_id")
 
@@ -22,21 +28,52 @@ class Caller(dict):
     def team_members(self):
         return list(self.get("user_team_members") or [])
 
-    def owner_filter(self, *fields):
-        """The Mongo condition for records this caller may see, applied in the query itself.
+    def person_ids(self):
+        """The people whose records this caller sees and acts for; None = everyone.
 
-        admin, or no user (a service acting on its own, e.g. an event handler): everything.
-        manager: records owned by / assigned to anyone of their team (and themselves).
-        agent: records owned by / assigned to themselves.
-        `fields` are the record's person fields (e.g. "owner_id", "assignee_id")."""
-        fields = fields or ("owner_id",)
+        admin, or no user (an API key or a service acting on its own): everyone.
+        manager: themselves and their team. agent: themselves."""
         if self.role in (None, "admin"):
-            return {}
+            return None
         ids = [self.user_id]
         if self.role == "manager":
             ids += [m for m in self.team_members if m != self.user_id]
+        return ids
+
+    def owner_filter(self, *fields):
+        """The Mongo condition for records this caller may see, applied in the query itself.
+
+        `fields` are the record's person fields (e.g. "owner_id", "assignee_id"): a record
+        is visible when one of them names someone of `person_ids()`."""
+        fields = fields or ("owner_id",)
+        ids = self.person_ids()
+        if ids is None:
+            return {}
         conditions = [{field: {"$in": ids}} for field in fields]
         return conditions[0] if len(conditions) == 1 else {"$or": conditions}
+
+    # The assignment rule (docs/auth.md "Giving a record to someone"): the one rule of every
+    # write that sets an owner, an assignee, an agent or a target's user. An agent names
+    # only themselves, a manager themselves or their team, an admin (or API key) anyone.
+    # The people a non-admin may name are real users by construction (the gateway computes
+    # the team from its users); whether an admin's choice exists is each service's check.
+    def may_assign(self, user_id):
+        ids = self.person_ids()
+        return ids is None or user_id in ids
+
+    def check_assign(self, user_id, field="owner_id"):
+        """403 unless this caller may give a record to `user_id` (None, nobody: only an
+        admin, as in PATCH /contacts)."""
+        if self.may_assign(user_id):
+            return
+        raise Forbidden(f"You cannot give this to that user ({field})",
+                        {"field": field, "value": user_id})
+
+    def check_team(self, team, field="team"):
+        """403 unless this caller may act for a whole team: an admin any, a manager their own."""
+        if self.role in (None, "admin") or (self.role == "manager" and team and team == self.team):
+            return
+        raise Forbidden("You cannot act for this team", {"field": field, "value": team})
 
 
 class CallerContext(DependencyProvider):

@@ -37,6 +37,8 @@ class Route:
     # the per-IP and overall rate limits a public route counts against (security.py,
     # crm_common.config public_rates); None = the "public" group
     rate_group: str = None
+    # the route's cell of the permission matrix (gateway/permissions.py); every route has one
+    permission: str = None
     # a larger body limit for this route (file uploads); None = the global limit
     max_body_bytes: int = None
     # machine ingest (call events, form posts) whose service stores every request itself
@@ -69,6 +71,8 @@ class Api:
         return self._by_endpoint.get(endpoint)
 
     def register(self, app):
+        from gateway.permissions import check_routes
+        check_routes(self.routes)  # a route without a known permission stops the start
         self._by_endpoint = {route.endpoint: route for route in self.routes}
         for route in self.routes:
             # a route with its own CORS preflight (web forms) answers OPTIONS itself
@@ -83,10 +87,13 @@ def _view(route):
     query_schema = route.query() if route.query else None
 
     def view(**path_params):
-        from gateway import auth
+        from gateway import auth, idempotency
         if request.method == "OPTIONS":
             return route.extra["preflight"](**path_params)
         auth.authorize(route)
+        replay = idempotency.begin(route, lambda: auth.current().ready())
+        if replay is not None:  # the stored answer to this Idempotency-Key
+            return replay
         params = request.args.to_dict()
         if query_schema is not None:
             _validate(query_schema, params)

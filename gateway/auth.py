@@ -11,10 +11,10 @@ API key made through the gateway bumps it, which drops every cached identity at 
 every worker of this host and within the sync interval (~0.5 s) in other gateway replicas;
 the TTL bounds everything else (e.g. a user edited directly in the database).
 
-`authorize(route)` runs per route with its declaration: `public` routes skip sign-in;
-`extra["roles"]` restricts a route to some roles (API keys never pass such a route);
-an API key needs one of `route.scopes`, by default `<tag>:read` for GET and `<tag>:write`
-for every other method.
+`authorize(route)` runs per route with its declaration: the route's `permission` is looked
+up in the permission matrix (gateway/permissions.py, the one table of who may do what):
+the caller's role must have a cell there, an API key the permission's key scope; `public`
+routes skip sign-in.
 """
 import hashlib
 import logging
@@ -33,7 +33,7 @@ from pymongo.errors import PyMongoError
 from crm_common.errors import CrmError, Forbidden
 from crm_common.messaging.publish import publish_event
 from crm_common.timeutil import utcnow
-from gateway import security
+from gateway import idempotency, permissions, security
 from contracts.gateway import UserOut
 from gateway.store import GatewayStore
 
@@ -41,9 +41,6 @@ log = logging.getLogger("gateway.auth")
 
 SYSTEM_IDENTITY = {"kind": "public", "user_id": None, "role": None, "team": None,
                    "team_members": [], "scopes": []}
-ALL_ROLES = ("admin", "manager", "agent")
-ADMIN_ONLY = {"roles": ("admin",)}
-USERS_ONLY = {"roles": ALL_ROLES}  # signed-in people, never API keys
 WRITE_METHODS = ("POST", "PATCH", "PUT", "DELETE")
 PUBLIC_ENDPOINTS = {"openapi"}
 ALGORITHM = "HS256"
@@ -389,33 +386,31 @@ def authenticate():
     security.check_rate(auth.store, subject, identity.get("rate_limit") or limit)
 
 
-def required_scopes(route):
-    if route.scopes:
-        return tuple(route.scopes)
-    return (f"{route.tag}:{'read' if route.method == 'GET' else 'write'}",)
-
-
 def authorize(route):
-    """Called by every route with its declaration (public, scopes) before it runs."""
-    if route.public:
+    """Called by every route with its declaration before it runs: the caller's cell of the
+    route's permission (gateway/permissions.py) must allow it, else 403."""
+    permission = permissions.permission_of(route)
+    if permission is None:  # public
         return
     identity = g.get("identity") or SYSTEM_IDENTITY
-    roles = route.extra.get("roles")
     if identity.get("kind") == "api_key":
-        if roles:
-            raise Forbidden("API keys cannot call this route", {"roles": list(roles)})
-        needed = required_scopes(route)
-        if not set(needed) & set(identity["scopes"]):
+        if not permission.api_key:
+            raise Forbidden("API keys cannot call this route",
+                            {"permission": permission.name})
+        if permission.api_key not in identity["scopes"]:
             raise Forbidden("This API key lacks the scope for this route",
-                            {"required_scopes": list(needed)})
-    elif roles and identity.get("role") not in roles:
-        raise Forbidden("Your role cannot do this", {"roles": list(roles)})
+                            {"required_scopes": [permission.api_key],
+                             "permission": permission.name})
+    elif permission.scope(identity.get("role")) is None:
+        raise Forbidden("Your role cannot do this",
+                        {"permission": permission.name,
+                         "roles": [r for r in permissions.ROLES if permission.scope(r)]})
 
 
 def record_audit(response):
     """Every successful write through /api/v1: who, when, what, which body keys."""
     if (request.method not in WRITE_METHODS or not request.path.startswith("/api/v1")
-            or response.status_code >= 400):
+            or response.status_code >= 400 or g.get("idempotent_replay")):
         return response
     identity = g.get("identity") or {}
     actor = g.get("audit_actor")
@@ -460,6 +455,22 @@ def init_app(app, settings):
     auth = Auth(settings)
     app.extensions["crm.auth"] = auth
     app.after_request(record_audit)
+
+    @app.after_request
+    def keep_idempotent_answer(response):
+        try:
+            return idempotency.finish(response, auth.store)
+        except PyMongoError:  # the answer stands; the claim expires after the lock time
+            log.exception("could not store the answer of an Idempotency-Key")
+            return response
+
+    @app.teardown_request
+    def free_idempotency_key(error=None):
+        if g.get("idempotency") is not None:
+            try:
+                idempotency.abandon(auth.store)
+            except PyMongoError:  # the claim expires after CRM_IDEMPOTENCY_LOCK_S
+                log.exception("could not free an Idempotency-Key")
 
     @app.after_request
     def security_headers(response):

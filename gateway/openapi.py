@@ -7,6 +7,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.ext.marshmallow.common import resolve_schema_cls
 
 from gateway.api import ErrorBody
+from gateway.idempotency import HEADER, KEY_PATTERN, METHODS
 
 _PATH_PARAM = re.compile(r"{(\w+)}")
 ERROR_TEXT = {400: "Bad request (malformed JSON, invalid cursor)", 401: "Not signed in",
@@ -53,9 +54,14 @@ def _operation(route):
     parameters.append({"in": "header", "name": "X-Request-Id", "required": False,
                        "description": "kept when it matches the pattern, else replaced",
                        "schema": {"type": "string"}})
-    if route.method in ("POST", "PATCH", "PUT", "DELETE"):
-        parameters.append({"in": "header", "name": "Idempotency-Key", "required": False,
-                           "schema": {"type": "string", "maxLength": 200}})
+    idempotent = route.method in METHODS and not route.public
+    if idempotent:
+        parameters.append({"in": "header", "name": HEADER, "required": False, "description": (
+            "Per caller, 24 h: the same key with the same request answers the stored first "
+            "answer again (Idempotent-Replayed: true); with another request 422; while the "
+            "first still runs 409 (retry)"),
+            "schema": {"type": "string", "minLength": 1, "maxLength": 200,
+                       "pattern": KEY_PATTERN}})
     responses = {str(route.status): {"description": "Success"}}
     if route.response:
         responses[str(route.status)]["content"] = {"application/json": {"schema": route.response}}
@@ -66,8 +72,8 @@ def _operation(route):
     statuses = set(route.errors) | {400, 414, 429, 431}
     if not route.public:
         statuses |= {401, 403}
-    if route.method in ("POST", "PATCH", "PUT", "DELETE"):
-        statuses.add(422)  # an Idempotency-Key over its maxLength
+    if idempotent:
+        statuses |= {409, 422}  # Idempotency-Key still in use / used for another request
     for status in sorted(statuses):
         responses[str(status)] = {"description": ERROR_TEXT[status], "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}

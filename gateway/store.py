@@ -1,6 +1,7 @@
 """The only pymongo code of the gateway. Its own database (settings.database_name("gateway")):
-users, api_keys, audit, rate_limits (fixed-window counters shared by every gunicorn worker)
-and settings (the generated dev JWT secret, the auth epoch).
+users, api_keys, audit, rate_limits (fixed-window counters shared by every gunicorn worker),
+idempotency (the stored answers of writes sent with an Idempotency-Key) and settings (the
+generated dev JWT secret, the auth epoch).
 
 Also the two things that let a worker skip the database on most requests (docs/auth.md):
 - `AuthEpoch`: a counter bumped by every change that can alter a signed-in identity (a user
@@ -23,7 +24,7 @@ import time
 from datetime import timedelta
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
@@ -188,6 +189,7 @@ class GatewayStore:
         self.api_keys = self.db["api_keys"]
         self.audit = self.db["audit"]
         self.rate_limits = self.db["rate_limits"]
+        self.idempotency = self.db["idempotency"]
         self.settings = self.db["settings"]
         self.syncer = Syncer()
         self.auth_epoch = AuthEpoch(self.settings, self.db.name)
@@ -199,6 +201,13 @@ class GatewayStore:
     def ensure_indexes(self):
         # unique email: two workers creating the first admin at once end with one user
         self.users.create_index("email", unique=True)
+        # unique extension (users without one hold null, outside this partial index)
+        try:
+            self.users.create_index("extension", unique=True, name="extension_unique",
+                                    partialFilterExpression={"extension": {"$type": "string"}})
+        except OperationFailure as error:  # users stored before the rule share one
+            log.error("users share an extension, so it is not unique yet (give each its "
+                      "own through PATCH /users/{id}): %s", error)
         self.users.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
         self.users.create_index([("manager_id", ASCENDING), ("created_at", DESCENDING),
                                  ("_id", DESCENDING)])
@@ -213,6 +222,8 @@ class GatewayStore:
             self.audit.create_index([(field, ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)])
         # mongod drops expired counters by itself; harmless where TTL is not implemented
         self.rate_limits.create_index("expires_at", expireAfterSeconds=0)
+        # stored answers to Idempotency-Key writes, 24 h (expired ones are ignored on read too)
+        self.idempotency.create_index("expires_at", expireAfterSeconds=0)
 
     def ping(self):
         self.db.command("ping")
@@ -265,6 +276,9 @@ class GatewayStore:
 
     def get_user_by_email(self, email):
         return self.users.find_one({"email": email})
+
+    def get_user_by_extension(self, extension):
+        return self.users.find_one({"extension": extension})
 
     def get_users(self, user_ids):
         return list(self.users.find({"_id": {"$in": list(user_ids)}}))
@@ -382,6 +396,30 @@ class GatewayStore:
             return {}
         return {d["_id"]: d.get("n", 0)
                 for d in self.rate_limits.find({"_id": {"$in": ids}}, {"n": 1})}
+
+    # Idempotency-Key answers (gateway/idempotency.py): one document per caller and key
+    def claim_idempotency(self, doc):
+        """Insert the pending claim; False if a document with this id exists."""
+        try:
+            self.idempotency.insert_one(doc)
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def get_idempotency(self, record_id):
+        return self.idempotency.find_one({"_id": record_id})
+
+    def take_over_idempotency(self, record_id, stale, changes):
+        """Replace a claim whose owner died (`stale`: the condition that says so)."""
+        return self.idempotency.update_one({"_id": record_id, **stale},
+                                           {"$set": changes}).modified_count == 1
+
+    def finish_idempotency(self, record_id, claim, answer):
+        self.idempotency.update_one({"_id": record_id, "claim": claim, "state": "pending"},
+                                    {"$set": {"state": "done", **answer}})
+
+    def release_idempotency(self, record_id, claim):
+        self.idempotency.delete_one({"_id": record_id, "claim": claim, "state": "pending"})
 
     def count(self, key, window_start):
         doc = self.rate_limits.find_one({"_id": f"{key}:{int(window_start.timestamp())}"})

@@ -41,9 +41,9 @@ def test_cursor_round_trip_and_sort_binding():
     when = datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=timezone.utc)
     cursor = encode_cursor("created_at", -1, {"_id": "abc", "created_at": when})
     assert decode_cursor(cursor, "created_at", -1) == (when, "abc")
-    with pytest.raises(errors.BadRequest):
+    with pytest.raises(errors.ValidationFailed):
         decode_cursor(cursor, "updated_at", -1)
-    with pytest.raises(errors.BadRequest):
+    with pytest.raises(errors.ValidationFailed):
         decode_cursor("!!!", "created_at", -1)
 
 

@@ -245,7 +245,7 @@ def test_lead_sources_crud_and_bad_input(api, stack, make_user, unique):
     assert api.get(f"/lead-sources/{source['id']}").json() == source  # nothing changed
 
     agent = make_user("agent")
-    assert agent.get(f"/lead-sources/{source['id']}").status_code == 200
+    assert agent.get(f"/lead-sources/{source['id']}").status_code == 403  # costs: managers
     assert agent.post("/lead-sources", json={"name": f"a-{unique}"}).status_code == 403
     assert agent.patch(f"/lead-sources/{source['id']}", json={"description": "x"}).status_code == 403
     assert agent.delete(f"/lead-sources/{source['id']}").status_code == 403

@@ -450,12 +450,15 @@ def test_agents_see_their_tasks_managers_their_teams(api, stack, request, unique
     own = own.json()
     assert own["assignee_id"] == agent.user["id"] and own["creator_id"] == agent.user["id"]
     theirs = make_task(api, title="theirs", assignee_id=outsider.user["id"])
-    handed = agent.post("/tasks", json={"title": "for a colleague", "assignee_id": outsider.user["id"]}).json()
+    # the assignment rule (docs/auth.md): an agent gives tasks to themselves only
+    refused = agent.post("/tasks", json={"title": "for a colleague", "assignee_id": outsider.user["id"]})
+    assert refused.status_code == 403
+    handed = manager.post("/tasks", json={"title": "for the team", "assignee_id": agent.user["id"]}).json()
 
     assert agent.get(f"/tasks/{theirs['id']}").status_code == 404
     listed = {t["id"] for t in agent.get("/tasks").json()["items"]}
     assert listed == {own["id"], handed["id"]}  # assigned to them or created by them
-    assert outsider.get(f"/tasks/{handed['id']}").status_code == 200
+    assert outsider.get(f"/tasks/{handed['id']}").status_code == 404
     assert manager.get(f"/tasks/{own['id']}").status_code == 200  # their team's
     assert manager.get(f"/tasks/{theirs['id']}").status_code == 404
     assert outsider.post(f"/tasks/{own['id']}/complete", json={}).status_code == 404

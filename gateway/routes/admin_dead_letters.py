@@ -2,7 +2,6 @@
 from marshmallow import Schema, fields, validate
 
 from crm_common.config import SERVICES
-from gateway.auth import ADMIN_ONLY
 from gateway.calls import call
 from gateway.routes import api
 
@@ -38,7 +37,8 @@ class ReplayOut(Schema):
 
 
 @api.route("/admin/dead-letters", "GET", "Dead-lettered events of every service, with their errors",
-           TAG, response=DeadLetterList, errors=(401, 403, 503, 504), extra=ADMIN_ONLY)
+           TAG, response=DeadLetterList, errors=(401, 403, 503, 504),
+           permission="operations:manage")
 def list_dead_letters(body, params):
     items = []
     for service in SERVICES:
@@ -49,6 +49,6 @@ def list_dead_letters(body, params):
 
 @api.route("/admin/dead-letters/replay", "POST", "Move a service's dead letters back to their queues",
            TAG, body=ReplayIn, response=ReplayOut, errors=(401, 403, 415, 422, 503, 504),
-           extra=ADMIN_ONLY)
+           permission="operations:manage")
 def replay_dead_letters(body, params):
     return {"moved": call(body["service"], "replay_dead_letters", body.get("queue"))}

@@ -24,8 +24,8 @@ def dump_key(doc):
 
 
 @api.route("/api-keys", "POST", "Create an API key (admin); the key is in this answer only",
-           TAG, body=ApiKeyIn, response=ApiKeyCreated, status=201, extra=auth.ADMIN_ONLY,
-           errors=(400, 413, 415, 422, 503))
+           TAG, body=ApiKeyIn, response=ApiKeyCreated, status=201,
+           errors=(400, 413, 415, 422, 503), permission="api-keys:manage")
 def create_key(body, params):
     data = load(ApiKeyIn(), body)
     key = auth.new_api_key()
@@ -39,7 +39,7 @@ def create_key(body, params):
 
 
 @api.route("/api-keys", "GET", "List API keys (admin)", TAG, query=ApiKeyListQuery,
-           response=ApiKeyPage, extra=auth.ADMIN_ONLY, errors=(400, 422, 503))
+           response=ApiKeyPage, errors=(400, 422, 503), permission="api-keys:manage")
 def list_keys(body, params):
     query_in = load(_list_query, params)
     query = {} if query_in["include_revoked"] else {"revoked_at": None}
@@ -49,7 +49,7 @@ def list_keys(body, params):
 
 
 @api.route("/api-keys/{key_id}", "GET", "Get an API key (admin; never the key itself)", TAG,
-           response=ApiKeyOut, extra=auth.ADMIN_ONLY, errors=(404, 503))
+           response=ApiKeyOut, errors=(404, 503), permission="api-keys:manage")
 def get_key(key_id, body, params):
     doc = auth.current().store.get_api_key(key_id)
     if not doc:
@@ -58,7 +58,7 @@ def get_key(key_id, body, params):
 
 
 @api.route("/api-keys/{key_id}", "DELETE", "Revoke an API key (admin): it stops working at once",
-           TAG, response=ApiKeyOut, extra=auth.ADMIN_ONLY, errors=(404, 503))
+           TAG, response=ApiKeyOut, errors=(404, 503), permission="api-keys:manage")
 def revoke_key(key_id, body, params):
     store = auth.current().store
     doc = store.update_api_key(key_id, {"revoked_at": utcnow()}, query={"revoked_at": None})

@@ -10,7 +10,7 @@ _query = AuditQuery()
 
 
 @api.route("/audit", "GET", "Audit log, newest first (admin); filters combine", TAG,
-           query=AuditQuery, response=AuditPage, extra=auth.ADMIN_ONLY, errors=(400, 422, 503))
+           query=AuditQuery, response=AuditPage, errors=(400, 422, 503), permission="audit:read")
 def list_audit(body, params):
     q = load(_query, params)
     query = {k: q[k] for k in ("actor_id", "api_key_id", "resource", "resource_id", "method",

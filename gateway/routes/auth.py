@@ -16,7 +16,7 @@ TAG = "auth"
 
 @api.route("/auth/login", "POST", "Sign in with email and password; returns a Bearer token",
            TAG, body=LoginIn, response=TokenOut, public=True, rate_group="login",
-           errors=(400, 401, 413, 415, 422, 429, 503))
+           errors=(400, 401, 413, 415, 422, 429, 503), permission="public")
 def login(body, params):
     settings = current_app.extensions["crm.settings"]
     return auth.current().login(body["email"], body["password"],
@@ -24,8 +24,8 @@ def login(body, params):
 
 
 @api.route("/auth/refresh", "POST", "A fresh token for the signed-in user (send the current, "
-           "still valid token)", TAG, response=TokenOut, extra=auth.USERS_ONLY,
-           errors=(401, 403, 429, 503))
+           "still valid token)", TAG, response=TokenOut,
+           errors=(401, 403, 429, 503), permission="session:self")
 def refresh(body, params):
     current = auth.current()
     settings = current_app.extensions["crm.settings"]
@@ -42,7 +42,7 @@ def refresh(body, params):
 
 
 @api.route("/auth/logout", "POST", "Sign out everywhere: every token of this user stops working",
-           TAG, response=UserOut, extra=auth.USERS_ONLY, errors=(401, 403, 429, 503))
+           TAG, response=UserOut, errors=(401, 403, 429, 503), permission="session:self")
 def logout(body, params):
     store = auth.current().store
     user = store.update_user(g.identity["user_id"], {}, inc={"token_version": 1})

@@ -7,7 +7,7 @@ TAG = "calls"
 
 @api.route("/calls", "GET", "The call log (keyset pages; filters contact, agent, direction, "
            "outcome, missed, called_back, phone, from/to = started between)", TAG,
-           query=s.CallListQuery, response=s.CallPage)
+           query=s.CallListQuery, response=s.CallPage, permission="calls:read")
 def list_calls(body, params):
     return call("telephony", "list_calls", params)
 
@@ -15,11 +15,12 @@ def list_calls(body, params):
 @api.route("/calls", "POST", "Click-to-call: ring the agent's phone, then dial `to`, through "
            "the configured PBX adapter (Asterisk AMI or an HTTP callback URL)", TAG,
            body=s.ClickToCallIn, response=s.CallOut, status=201,
-           errors=(400, 413, 415, 422, 503, 504))
+           errors=(400, 413, 415, 422, 503, 504), permission="calls:originate")
 def click_to_call(body, params):
     return call("telephony", "click_to_call", body)
 
 
-@api.route("/calls/{call_id}", "GET", "One call with its legs", TAG, response=s.CallOut)
+@api.route("/calls/{call_id}", "GET", "One call with its legs", TAG, response=s.CallOut,
+           permission="calls:read")
 def get_call(call_id, body, params):
     return call("telephony", "get_call", call_id)

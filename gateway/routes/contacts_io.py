@@ -59,7 +59,7 @@ def contacts_pages(params):
 
 
 @api.route("/contacts/export", "GET", "Export contacts as CSV or XLSX (same filters as the "
-           "list), streamed", TAG, query=s.ExportQuery)
+           "list), streamed", TAG, query=s.ExportQuery, permission="contacts:read")
 def export_contacts(body, params):
     fmt = params.get("format", "csv")
     pages = contacts_pages(params)
@@ -115,7 +115,7 @@ def _xlsx(pages):
 
 @api.route("/contacts/duplicates", "GET", "Groups of probable duplicates (same email, phone, "
            "or name and company), scored", TAG, query=s.DuplicatesQuery,
-           response=s.DuplicateGroups)
+           response=s.DuplicateGroups, permission="contacts:read")
 def duplicates(body, params):
     return call("contacts", "find_duplicates", params,
                 timeout=float(os.environ.get("CRM_DUPLICATES_RPC_TIMEOUT") or 60))
@@ -124,6 +124,6 @@ def duplicates(body, params):
 @api.route("/contacts/{contact_id}/merge", "POST", "Merge duplicates into this contact "
            "(the survivor); sources are soft-deleted with merged_into and restorable", TAG,
            body=s.MergeIn, response=s.MergeOut, errors=(400, 403, 404, 409, 413, 415, 422, 503,
-                                                       504))
+                                                       504), permission="contacts:write")
 def merge(contact_id, body, params):
     return call("contacts", "merge_contacts", contact_id, body)

@@ -27,7 +27,7 @@ options_schema = s.ImportOptions()
            status=202, errors=(400, 413, 415, 422, 503, 504), max_body_bytes=MAX_BYTES,
            extra={"request_body": {"multipart/form-data": {"schema": {
                "type": "object", "required": ["file"],
-               "properties": {"file": {"type": "string", "format": "binary"}}}}}})
+               "properties": {"file": {"type": "string", "format": "binary"}}}}}}, permission="imports:write")
 def start_import(body, params):
     if request.mimetype != "multipart/form-data":
         raise UnsupportedMediaType("Send the file as multipart/form-data with a `file` part",
@@ -60,25 +60,25 @@ def start_import(body, params):
 
 
 @api.route("/imports", "GET", "List imports (newest first)", TAG, query=s.ImportListQuery,
-           response=s.ImportPage)
+           response=s.ImportPage, permission="imports:read")
 def list_imports(body, params):
     return call("contacts", "list_imports", params)
 
 
 @api.route("/imports/{import_id}", "GET", "An import: status, progress, counts and the "
-           "first row errors", TAG, response=s.ImportJob)
+           "first row errors", TAG, response=s.ImportJob, permission="imports:read")
 def get_import(import_id, body, params):
     return call("contacts", "get_import", import_id)
 
 
 @api.route("/imports/{import_id}/errors", "GET", "Row errors of an import, as JSON pages",
-           TAG, query=s.ImportErrorsQuery, response=s.ImportErrorPage)
+           TAG, query=s.ImportErrorsQuery, response=s.ImportErrorPage, permission="imports:read")
 def import_errors(import_id, body, params):
     return call("contacts", "import_errors", import_id, params)
 
 
 @api.route("/imports/{import_id}/errors.csv", "GET", "Row errors of an import as a CSV "
-           "download (row, column, field, reason, value)", TAG)
+           "download (row, column, field, reason, value)", TAG, permission="imports:read")
 def import_errors_csv(import_id, body, params):
     first = call("contacts", "import_errors", import_id, {"limit": 2000})
 
@@ -100,7 +100,8 @@ def import_errors_csv(import_id, body, params):
 
 @api.route("/imports/{import_id}/undo", "POST", "Undo a finished import: delete what it "
            "created, restore what it updated (runs in the background)", TAG,
-           response=s.ImportJob, status=202, errors=(404, 409, 503, 504))
+           response=s.ImportJob, status=202, errors=(404, 409, 503, 504),
+           permission="imports:write")
 def undo_import(import_id, body, params):
     return call("contacts", "undo_import", import_id)
 

@@ -22,7 +22,6 @@ from gateway.routes import api
 from contracts import contacts as s
 
 TAG_FORMS, TAG_INBOUND = "forms", "inbound"
-MANAGERS = {"roles": ("admin", "manager")}
 SETTINGS = load_settings()
 FORM_RATE_PER_FORM = int(os.environ.get("CRM_FORM_RATE_PER_FORM_PER_MINUTE", "600"))
 PUBLIC_ERRORS = (403, 404, 413, 415, 422, 429, 503, 504)
@@ -107,7 +106,7 @@ def form_preflight(key):
            max_body_bytes=SETTINGS.form_max_bytes, errors=PUBLIC_ERRORS, audit=False,
            extra={"preflight": form_preflight, "request_body": {
                "application/json": {"schema": FIELDS}, **FORM_BODY,
-               "multipart/form-data": {"schema": FIELDS}}})
+               "multipart/form-data": {"schema": FIELDS}}}, permission="public")
 def submit_form(key, body, params):
     fields = _posted_fields()
     info = form_info(key)
@@ -126,11 +125,11 @@ def submit_form(key, body, params):
 
 
 @api.route("/inbound/messages", "POST",
-           "A message from a messenger or another system (API key with inbound:write, or a "
-           "signed-in user): stored, then matched or created as a lead; a repeated external_id is "
+           "A message from a messenger or another system (API key with inbound:write, or an "
+           "admin): stored, then matched or created as a lead; a repeated external_id is "
            "stored once", TAG_INBOUND, body=s.InboundMessageIn, response=s.SubmissionAnswer,
            status=202, scopes=("inbound:write",), audit=False,
-           errors=(400, 401, 403, 404, 413, 415, 422, 503, 504))
+           errors=(400, 401, 403, 404, 413, 415, 422, 503, 504), permission="inbound:ingest")
 def inbound_message(body, params):
     _limit((f"inbound-ip:{client_ip()}", FORM_RATE_PER_FORM))
     return call("contacts", "receive_message", body, _meta())
@@ -141,7 +140,7 @@ def inbound_message(body, params):
            "X-Telegram-Bot-Api-Secret-Token given to setWebhook", TAG_INBOUND,
            response=s.SubmissionAnswer, public=True, rate_group="telegram",
            max_body_bytes=SETTINGS.form_max_bytes, errors=PUBLIC_ERRORS, audit=False,
-           extra={"request_body": JSON_OBJECT})
+           extra={"request_body": JSON_OBJECT}, permission="public")
 def telegram_update(key, body, params):
     update = read_json()  # 415 unless JSON, 400 malformed, 422 unless an object
     _limit((f"form:{key}", FORM_RATE_PER_FORM))
@@ -151,44 +150,45 @@ def telegram_update(key, body, params):
 
 @api.route("/inbound/requests", "GET", "Every inbound request as received, newest first, "
            "with what became of it", TAG_INBOUND, query=s.InboundRequestListQuery,
-           response=s.InboundRequestPage, extra=MANAGERS)
+           response=s.InboundRequestPage, permission="inbound:read")
 def list_requests(body, params):
     return call("contacts", "list_inbound_requests", params)
 
 
 @api.route("/inbound/requests/{request_id}", "GET", "One inbound request with its raw payload",
-           TAG_INBOUND, response=s.InboundRequestOut, extra=MANAGERS)
+           TAG_INBOUND, response=s.InboundRequestOut, permission="inbound:read")
 def get_request(request_id, body, params):
     return call("contacts", "get_inbound_request", request_id)
 
 
 @api.route("/forms", "GET", "Web forms and channel routes", TAG_FORMS,
-           query=s.LeadFormListQuery, response=s.LeadFormPage, extra=MANAGERS)
+           query=s.LeadFormListQuery, response=s.LeadFormPage, permission="forms:read")
 def list_forms(body, params):
     return call("contacts", "list_forms", params)
 
 
 @api.route("/forms", "POST", "Create a web form or channel route; its public key is in the "
            "answer", TAG_FORMS, body=s.LeadFormIn, response=s.LeadFormOut, status=201,
-           extra=MANAGERS, errors=(400, 403, 413, 415, 422, 503, 504))
+           errors=(400, 403, 413, 415, 422, 503, 504),
+           permission="forms:write")
 def create_form(body, params):
     return call("contacts", "create_form", body)
 
 
 @api.route("/forms/{form_id}", "GET", "A form or channel route", TAG_FORMS,
-           response=s.LeadFormOut, extra=MANAGERS)
+           response=s.LeadFormOut, permission="forms:read")
 def get_form(form_id, body, params):
     return call("contacts", "get_form", form_id)
 
 
 @api.route("/forms/{form_id}", "PATCH", "Change some settings of a form", TAG_FORMS,
-           body=s.LeadFormIn, partial=True, response=s.LeadFormOut, extra=MANAGERS,
-           errors=(400, 403, 404, 413, 415, 422, 503, 504))
+           body=s.LeadFormIn, partial=True, response=s.LeadFormOut,
+           errors=(400, 403, 404, 413, 415, 422, 503, 504), permission="forms:write")
 def update_form(form_id, body, params):
     return call("contacts", "update_form", form_id, body)
 
 
 @api.route("/forms/{form_id}", "DELETE", "Delete a form (its key stops working)", TAG_FORMS,
-           response=s.LeadFormOut, extra=MANAGERS)
+           response=s.LeadFormOut, permission="forms:write")
 def delete_form(form_id, body, params):
     return call("contacts", "delete_form", form_id)

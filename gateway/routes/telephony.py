@@ -38,7 +38,8 @@ def _provider_answer(result):
 @api.route("/telephony/events", "POST",
            "A call event in the canonical format; a ringing answer names the contact and the "
            "owner's extension to route to", TAG, body=s.CanonicalEvent, response=s.IngestAnswer,
-           scopes=WRITE, errors=(400, 401, 403, 413, 415, 422, 503, 504), audit=False)
+           scopes=WRITE, errors=(400, 401, 403, 413, 415, 422, 503, 504), audit=False,
+           permission="telephony:ingest")
 def canonical_event(body, params):
     return call("telephony", "ingest", body)
 
@@ -46,7 +47,7 @@ def canonical_event(body, params):
 @api.route("/telephony/twilio", "POST",
            "Twilio voice status callback (form-encoded, X-Twilio-Signature)", TAG,
            response=s.ProviderAnswer, public=True, rate_group=PUBLIC_RATES,
-           errors=WEBHOOK_ERRORS, audit=False, extra={"request_body": FORM_BODY})
+           errors=WEBHOOK_ERRORS, audit=False, extra={"request_body": FORM_BODY}, permission="public")
 def twilio_callback(body, params):
     form = _form()
     url = (SETTINGS.telephony_public_base_url + request.full_path.rstrip("?")
@@ -58,7 +59,7 @@ def twilio_callback(body, params):
 
 
 @api.route("/telephony/zadarma", "GET", "Zadarma's URL check: answers the zd_echo value as text",
-           TAG, query=s.ZadarmaEcho, public=True, rate_group=PUBLIC_RATES, errors=(422, 429))
+           TAG, query=s.ZadarmaEcho, public=True, rate_group=PUBLIC_RATES, errors=(422, 429), permission="public")
 def zadarma_echo(body, params):
     # the echo must be the bare value, not JSON: hand Flask a finished response
     abort(Response(params["zd_echo"], mimetype="text/plain"))
@@ -68,7 +69,7 @@ def zadarma_echo(body, params):
            "Zadarma PBX webhook NOTIFY_* (form-encoded, Signature); NOTIFY_START is answered "
            'with {"redirect": <owner extension>, "caller_name"} when the caller is known',
            TAG, public=True, rate_group=PUBLIC_RATES, errors=WEBHOOK_ERRORS, audit=False,
-           extra={"request_body": FORM_BODY})
+           extra={"request_body": FORM_BODY}, permission="public")
 def zadarma_webhook(body, params):
     form = _form().to_dict()
     if not valid_zadarma_signature(form, SETTINGS.zadarma_api_secret,
@@ -84,6 +85,6 @@ def zadarma_webhook(body, params):
            "One Asterisk AMI event forwarded as JSON by a connector (Newchannel, DialBegin, "
            "DialEnd, BridgeEnter, Hangup, Cdr; others are ignored)", TAG, body=s.AmiEvent,
            response=s.ProviderAnswer, scopes=WRITE, errors=(400, 401, 403, 413, 415, 422, 503, 504),
-           audit=False)
+           audit=False, permission="telephony:ingest")
 def asterisk_event(body, params):
     return _provider_answer(call("telephony", "ingest_provider", "asterisk", body))

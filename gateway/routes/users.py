@@ -15,9 +15,9 @@ TAG = "users"
 _user_in = UserIn()
 _profile_in = ProfileIn()
 _list_query = UserListQuery()
-PROFILE_FIELDS = ("name", "extension", "phone", "telegram_chat_id", "language", "timezone")
+PROFILE_FIELDS = ("name", "phone", "telegram_chat_id", "language", "timezone")
 ADMIN_FIELDS = PROFILE_FIELDS + ("email", "role", "team", "manager_id", "active",
-                                 "rate_limit_per_minute")
+                                 "rate_limit_per_minute", "extension")
 
 
 def _invalid(field, message):
@@ -33,6 +33,23 @@ def _check_manager(store, manager_id, user_id=None):
         raise _invalid("manager_id", "Unknown user.")
 
 
+def _check_extension(store, data, user_id=None):
+    """Extensions are unique (the PBX routes by them, telephony maps them to the agent);
+    "" means none. The unique index decides under races; this answers the usual case."""
+    if "extension" not in data:
+        return
+    data["extension"] = (data["extension"] or "").strip() or None
+    other = store.get_user_by_extension(data["extension"]) if data["extension"] else None
+    if other and other["_id"] != user_id:
+        raise _taken({"keyPattern": {"extension": 1}}, data)
+
+
+def _taken(details, data):
+    if "extension" in ((details or {}).get("keyPattern") or {}):
+        return Conflict("Another user has this extension", {"extension": data.get("extension")})
+    return Conflict("A user with this email exists", {"email": (data.get("email") or "").lower()})
+
+
 def _visible_ids():
     """None: every user (admin); else the ids this manager may see (self and team)."""
     identity = g.identity
@@ -42,23 +59,24 @@ def _visible_ids():
 
 
 @api.route("/users", "POST", "Create a user (admin)", TAG, body=UserIn, response=UserOut,
-           status=201, extra=auth.ADMIN_ONLY, errors=(400, 409, 413, 415, 422, 503))
+           status=201, errors=(400, 409, 413, 415, 422, 503), permission="users:write")
 def create_user(body, params):
     data = load(_user_in, body)
     current = auth.current()
     store = current.ready()
     _check_manager(store, data.get("manager_id"))
+    _check_extension(store, data)
     try:
         doc = store.insert_user(auth.new_user_doc(data))
-    except DuplicateKeyError:
-        raise Conflict("A user with this email exists", {"email": data["email"].lower()})
+    except DuplicateKeyError as error:
+        raise _taken(error.details, data)
     current.announce_user(doc)
     return auth.dump_user(doc), 201
 
 
 @api.route("/users", "GET", "List users (admin: all; manager: their team)", TAG,
-           query=UserListQuery, response=UserPage, extra={"roles": ("admin", "manager")},
-           errors=(400, 422, 503))
+           query=UserListQuery, response=UserPage,
+           errors=(400, 422, 503), permission="users:read")
 def list_users(body, params):
     q = load(_list_query, params)
     query = {k: q[k] for k in ("role", "team", "manager_id") if q.get(k)}
@@ -71,16 +89,16 @@ def list_users(body, params):
     return {"items": [auth.dump_user(d) for d in docs], "next_cursor": next_cursor}
 
 
-@api.route("/users/me", "GET", "The signed-in user", TAG, response=UserOut,
-           extra=auth.USERS_ONLY, errors=(503,))
+@api.route("/users/me", "GET", "The signed-in user", TAG, response=UserOut, errors=(503,),
+           permission="users:self")
 def me(body, params):
     return auth.dump_user(auth.current().store.get_user(g.identity["user_id"]))
 
 
 @api.route("/users/me", "PATCH", "Change your own profile or password (password needs "
            "current_password and signs out your other sessions)", TAG, body=ProfileIn,
-           partial=True, response=UserOut, extra=auth.USERS_ONLY,
-           errors=(400, 403, 413, 415, 422, 503))
+           partial=True, response=UserOut,
+           errors=(400, 403, 413, 415, 422, 503), permission="users:self")
 def update_me(body, params):
     data = load(_profile_in, body, partial=True)
     store = auth.current().store
@@ -96,7 +114,7 @@ def update_me(body, params):
 
 
 @api.route("/users/{user_id}", "GET", "Get a user (admin; manager: their team)", TAG,
-           response=UserOut, extra={"roles": ("admin", "manager")}, errors=(404, 503))
+           response=UserOut, errors=(404, 503), permission="users:read")
 def get_user(user_id, body, params):
     visible = _visible_ids()
     doc = auth.current().store.get_user(user_id)
@@ -107,8 +125,8 @@ def get_user(user_id, body, params):
 
 @api.route("/users/{user_id}", "PATCH", "Change a user (admin): role, team, manager, active, "
            "password...; disabling or a new password stops their tokens at once", TAG,
-           body=UserIn, partial=True, response=UserOut, extra=auth.ADMIN_ONLY,
-           errors=(400, 404, 409, 413, 415, 422, 503))
+           body=UserIn, partial=True, response=UserOut,
+           errors=(400, 404, 409, 413, 415, 422, 503), permission="users:write")
 def update_user(user_id, body, params):
     data = load(_user_in, body, partial=True)
     store = auth.current().store
@@ -119,6 +137,7 @@ def update_user(user_id, body, params):
         raise _invalid("_schema", "You cannot disable or demote yourself.")
     if "manager_id" in data:
         _check_manager(store, data["manager_id"], user_id)
+    _check_extension(store, data, user_id)
     changes = {k: data[k] for k in ADMIN_FIELDS if k in data}
     if "email" in changes:
         changes["email"] = changes["email"].strip().lower()
@@ -135,8 +154,8 @@ def _save(user_id, changes, inc):
     current = auth.current()
     try:
         doc = current.store.update_user(user_id, changes, inc=inc)
-    except DuplicateKeyError:
-        raise Conflict("A user with this email exists", {"email": changes.get("email")})
+    except DuplicateKeyError as error:
+        raise _taken(error.details, changes)
     if not doc:
         raise NotFound("User not found", {"id": user_id})
     current.announce_user(doc)

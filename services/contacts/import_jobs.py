@@ -11,6 +11,7 @@ import binascii
 import logging
 from collections import defaultdict
 
+from crm_common.cursors import decode_cursor, encode_cursor
 from crm_common.errors import BadRequest, NotFound, ValidationFailed
 from crm_common.messaging.events import envelope
 from crm_common.ids import new_id
@@ -81,6 +82,7 @@ class Imports:
         info = imports.inspect(data_in["filename"], data[:HEAD_BYTES])
         header = self._header(info, data)
         plan = imports.resolve_mapping(header, data_in.get("mapping"))
+        default_owner = self._default_owner(data_in.get("default_owner_id"))
         now = utcnow()
         job = {"_id": new_id(), "status": "pending", "dry_run": data_in["dry_run"],
                "on_duplicate": data_in["on_duplicate"], "filename": data_in["filename"],
@@ -88,9 +90,10 @@ class Imports:
                "mapping": [{"column": name, "target": target} for _, name, target in plan],
                "counts": dict.fromkeys(COUNT_KEYS, 0), "errors_count": 0,
                "companies_created": 0, "next_row": 2, "started_by": self.caller.user_id,
-               "default_owner_id": data_in.get("default_owner_id") or self.caller.user_id,
-               "visibility_role": self.caller.role,
-               "editable_owners": self._editable_owners(), "created_at": now, "updated_at": now,
+               "default_owner_id": default_owner, "visibility_role": self.caller.role,
+               "editable_owners": self._editable_owners(),
+               # owners the file's owner_email / owner_id may name (None: anyone known)
+               "assignable_owners": self.caller.person_ids(), "created_at": now, "updated_at": now,
                "finished_at": None, "lease_until": None, "lease_owner": None}
         chunks = (data[i:i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES))
         self.store.insert_job(job, chunks)
@@ -122,11 +125,15 @@ class Imports:
     def errors(self, import_id, params):
         query_in = load(import_errors_query, params)
         self._visible_job(import_id)
-        docs = self.store.page_errors(import_id, query_in["limit"] + 1, query_in.get("cursor"))
+        after = None
+        if query_in.get("cursor"):  # signed like every cursor (crm_common.cursors)
+            _, after = decode_cursor(query_in["cursor"], "_id", 1, "import_errors")
+        docs = self.store.page_errors(import_id, query_in["limit"] + 1, after)
         more = len(docs) > query_in["limit"]
         docs = docs[:query_in["limit"]]
         return {"items": [dump_error(d) for d in docs],
-                "next_cursor": docs[-1]["_id"] if more else None}
+                "next_cursor": encode_cursor("_id", 1, docs[-1], "import_errors")
+                if more else None}
 
     def request_undo(self, import_id):
         job = self._visible_job(import_id)
@@ -139,6 +146,17 @@ class Imports:
 
     def _visibility(self):
         return self.caller.owner_filter("started_by")
+
+    def _default_owner(self, owner_id):
+        """The owner of rows that name none: the importer, or whom they may give it to
+        (the assignment rule, docs/auth.md) among the users this service knows."""
+        if not owner_id:
+            return self.caller.user_id
+        self.caller.check_assign(owner_id, "default_owner_id")
+        if self.caller.person_ids() is None and not self.store.get_user(owner_id):
+            raise ValidationFailed("Invalid input", {"fields": {"default_owner_id": [
+                "Unknown user."]}})
+        return owner_id
 
     def _editable_owners(self):
         """Owners of the contacts this importer may change (the rule of PATCH /contacts,
@@ -357,19 +375,36 @@ class JobRunner:
         return counts, errors
 
     def _owners(self, rows, errors):
+        """Each row's owner from owner_email or owner_id: a known user the importer may give
+        contacts to (the assignment rule), else a row error and the job's default owner."""
         wanted = {f["owner_email"] for _, f in rows if f.get("owner_email")}
         found = self.store.users_by_emails(wanted)
+        ids = {f["owner_id"] for _, f in rows if f.get("owner_id")}
+        known = self.store.known_user_ids(ids) if ids else set()
+        allowed = self.job.get("assignable_owners")
         owners = {}
         for number, fields in rows:
             email = fields.pop("owner_email", None)
-            if not email:
-                continue
-            if email in found:
-                owners[number] = found[email]
+            owner_id = fields.pop("owner_id", None)
+            if email:
+                target, value, owner = "owner_email", email, found.get(email)
+                unknown = "No user with this email."
+            elif owner_id:
+                target, value, owner = "owner_id", owner_id, owner_id
+                unknown = "No user with this id."
+                if owner_id not in known and (allowed is None or owner_id not in allowed):
+                    owner = None
             else:
-                errors.append({"row": number, "column": self._column_of("owner_email"),
-                               "field": "owner", "reason": "No user with this email.",
-                               "value": email})
+                continue
+            if owner is None:
+                reason = unknown
+            elif allowed is not None and owner not in allowed:
+                reason = "You cannot give a contact to this user; the default owner has it."
+            else:
+                owners[number] = owner
+                continue
+            errors.append({"row": number, "column": self._column_of(target), "field": "owner",
+                           "reason": reason, "value": value})
         return owners
 
     def _column_of(self, target):
@@ -412,7 +447,7 @@ class JobRunner:
                "status": fields.get("status", "lead"),
                "do_not_contact": fields.get("do_not_contact", False),
                "source": fields.get("source") or "import",
-               "owner_id": owner_id or fields.get("owner_id") or self.job.get("default_owner_id"),
+               "owner_id": owner_id or self.job.get("default_owner_id"),
                "company_id": None, "company_name": None, "created_at": now, "updated_at": now,
                "deleted_at": None, "last_contacted_at": None,
                "created_by": self.job.get("started_by"), "version": 1,

@@ -188,6 +188,9 @@ class ImportStore(BaseStore):
     def get_user(self, user_id):
         return self.users.find_one({"_id": user_id})
 
+    def known_user_ids(self, user_ids):
+        return {u["_id"] for u in find_in(self.users, "_id", list(user_ids), {"_id": 1})}
+
     def team_member_ids(self, team):
         """Active members of a team, in a stable order (round robin walks it)."""
         return sorted(u["_id"] for u in self.users.find({"team": team}, {"active": 1})

@@ -138,6 +138,7 @@ class Inbound:
     def create_form(self, payload):
         self._require_manager()
         data = load(form_in, payload)
+        self._check_form_scope({**data, "created_by": self.caller.user_id})
         self._check_form(data)
         now = utcnow()
         doc = {**data, "_id": new_id(), "key": secrets.token_urlsafe(18), "submissions": 0,
@@ -153,13 +154,31 @@ class Inbound:
             raise NotFound("Form not found", {"id": form_id})
         return self.dump_form(doc)
 
+    def _check_form_scope(self, form):
+        """forms:write (docs/auth.md): a manager changes only forms that route to their team
+        (every person the owner rule names, or their own team), or that they or their team
+        made and that route to no one in particular."""
+        mine = self.caller.person_ids()
+        if mine is None:
+            return
+        rule = form.get("owner_rule") or {}
+        people = [rule["user_id"]] if rule.get("user_id") else list(rule.get("user_ids") or [])
+        for person in people:
+            self.caller.check_assign(person, "owner_rule")
+        if rule.get("team"):
+            self.caller.check_team(rule["team"], "owner_rule.team")
+        if not people and not rule.get("team") and form.get("created_by") not in mine:
+            raise Forbidden("This form belongs to another team", {"id": form.get("_id")})
+
     def update_form(self, form_id, payload):
         self._require_manager()
         current = self.store.get_form(form_id)
         if not current:
             raise NotFound("Form not found", {"id": form_id})
+        self._check_form_scope(current)
         data = load(form_in, payload, partial=True)
         merged = {**current, **data}
+        self._check_form_scope(merged)
         if merged.get("kind") == "channel" and not merged.get("channel"):
             raise ValidationFailed("Invalid input", {"fields": {"channel": [
                 "A channel route names its channel."]}})
@@ -171,6 +190,10 @@ class Inbound:
 
     def delete_form(self, form_id):
         self._require_manager()
+        current = self.store.get_form(form_id)
+        if not current:
+            raise NotFound("Form not found", {"id": form_id})
+        self._check_form_scope(current)
         doc = self.store.update_form(form_id, {"deleted_at": utcnow(), "active": False})
         if not doc:
             raise NotFound("Form not found", {"id": form_id})
@@ -479,10 +502,13 @@ class Inbound:
         return events
 
     # reading
+    # inbound:read (docs/auth.md): a manager sees the requests routed to their team and
+    # those routed to no one yet; an admin every one
     def get_request(self, request_id):
         self._require_manager()
         doc = self.store.get_request(request_id)
-        if not doc:
+        mine = self.caller.person_ids()
+        if not doc or (mine is not None and doc.get("owner_id") not in mine + [None]):
             raise NotFound("Inbound request not found", {"id": request_id})
         return self.dump_request(doc)
 
@@ -490,6 +516,7 @@ class Inbound:
         self._require_manager()
         q = load(request_list_query, params)
         query = {k: q[k] for k in ("status", "channel", "form_id", "contact_id") if q.get(k)}
+        query.update(self.store.owned_by(self.caller.person_ids()))
         docs, next_cursor = self.store.page_requests(query, q["limit"], q.get("cursor"))
         return {"items": [self.dump_request(d) for d in docs], "next_cursor": next_cursor}
 

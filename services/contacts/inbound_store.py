@@ -81,5 +81,11 @@ class InboundStore(BaseStore):
             {"$set": {"next_attempt_at": now + lease}, "$inc": {"attempts": 1}},
             return_document=ReturnDocument.AFTER)
 
+    @staticmethod
+    def owned_by(owner_ids):
+        """The condition for requests routed to one of `owner_ids` or to no one yet
+        (None: every request)."""
+        return {} if owner_ids is None else {"owner_id": {"$in": list(owner_ids) + [None]}}
+
     def page_requests(self, query, limit, cursor):
         return page(self.requests, query, "received_at", DESCENDING, limit, cursor)

@@ -214,6 +214,8 @@ class Deals:
         else:
             stage = first_open_stage(pipeline)
         self._check_source(data.get("source"))
+        if data.get("owner_id"):
+            self.caller.check_assign(data["owner_id"], "owner_id")
         self._check_refs(data)
         now = utcnow()
         doc = {**data, "_id": new_id(), "pipeline_id": pipeline["_id"], "stage_id": stage["id"],
@@ -246,6 +248,8 @@ class Deals:
         current = self._current(deal_id)
         if "source" in data:
             self._check_source(data["source"])
+        if "owner_id" in data and data["owner_id"] != current.get("owner_id"):
+            self.caller.check_assign(data["owner_id"], "owner_id")
         self._check_refs({k: v for k, v in data.items() if current.get(k) != v})
         changes = dict(data)
         if "expected_close_date" in data:
@@ -443,9 +447,17 @@ class Deals:
     def dump_target(self, doc):
         return with_every_key(target_out, target_out.dump(doc), doc["_id"])
 
+    def _check_target_people(self, data):
+        """A target reveals the won deals of its people: a manager names only their team."""
+        if data.get("user_id"):
+            self.caller.check_assign(data["user_id"], "user_id")
+        for member in data.get("member_ids") or []:
+            self.caller.check_assign(member, "member_ids")
+
     def create_target(self, payload):
         self._require_manager()
         data = load(target_in, payload)
+        self._check_target_people(data)
         if data.get("pipeline_id"):
             self._pipeline(data["pipeline_id"])
         start, end = period_range(data["period"])
@@ -470,6 +482,8 @@ class Deals:
         current = self.store.get_target(target_id, self._visible_targets())
         if not current:
             raise NotFound("Target not found", {"id": target_id})
+        self._check_target_people(current)
+        self._check_target_people(data)
         merged = {**current, **data}
         if merged.get("amount") and not merged.get("currency"):
             raise invalid("currency", "An amount target needs its currency.")
@@ -482,6 +496,9 @@ class Deals:
 
     def delete_target(self, target_id):
         self._require_manager()
+        current = self.store.get_target(target_id, self._visible_targets())
+        if current:
+            self._check_target_people(current)
         doc = self.store.delete_target(target_id, self._visible_targets())
         if not doc:
             raise NotFound("Target not found", {"id": target_id})

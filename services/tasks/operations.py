@@ -581,8 +581,12 @@ class Tasks:
         return parse_iso(event["occurred_at"])
 
     def _check_assignee(self, user_id):
-        """Once the directory copy has any user, an assignee must be a known active one
-        (before the gateway has announced users, any id is accepted)."""
+        """The caller may give tasks to this person (the assignment rule, docs/auth.md: an
+        agent themselves, a manager their team); and once the directory copy has any user,
+        an assignee must be a known active one (before the gateway has announced users,
+        any id is accepted)."""
+        if user_id:
+            self.caller.check_assign(user_id, "assignee_id")
         if not user_id or not self.store.has_users():
             return
         user = self.store.get_user(user_id)

@@ -494,6 +494,9 @@ class CallLog:
     def new_origination(self, payload, adapter_name):
         data = load(click_in, payload)
         agent_id = data.get("agent_id") or self.caller.user_id
+        # the assignment rule (docs/auth.md): an agent calls as themselves, a manager as
+        # someone of their team; the call is then visible to that agent
+        self.caller.check_assign(agent_id, "agent_id")
         user = self.store.user(agent_id)
         if not user or not user.get("extension"):
             raise ValidationFailed("Invalid input", {"fields": {"agent_id": [
@@ -502,7 +505,13 @@ class CallLog:
         if not to.get("e164"):
             raise ValidationFailed("Invalid input", {"fields": {"to": ["Not a phone number."]}})
         contact_id, contact = data.get("contact_id"), None
-        if not contact_id:
+        if contact_id:  # one the caller sees (asked with the caller's visibility)
+            try:
+                contact = self.calls.contacts.get_contact(contact_id)
+            except NotFound:
+                raise ValidationFailed("Invalid input", {"fields": {"contact_id": [
+                    "Unknown contact."]}})
+        else:
             found = self.calls.contacts.lookup({"phone": to["e164"]})["items"]
             contact = found[0] if found else None
             contact_id = contact["id"] if contact else None
