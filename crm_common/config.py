@@ -1,8 +1,9 @@
 """The one place that reads the environment. Defaults work on a developer machine."""
 import os
+import tempfile
 from dataclasses import dataclass, field
 
-SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony")
+SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony", "search")
 
 
 def _env(name, default):
@@ -33,6 +34,11 @@ class Settings:
     session_max_s: int = 86400
     # contacts imports: what a spreadsheet may hold (services/contacts/imports.py)
     import_limits: dict = field(default_factory=dict)
+    # the search service (services/search/README.md): each replica's own index folder
+    search_index_dir: str = ""
+    search_commit_ms: int = 100
+    search_queue_expires_hours: float = 72.0
+    search_rebuild_page: int = 1000
     env: dict = field(default_factory=dict, repr=False)
 
     def database_name(self, service):
@@ -58,6 +64,11 @@ def load_settings():
         session_max_s=int(_env("CRM_SESSION_MAX_S", "86400")),
         import_limits={name: int(_env(f"CRM_IMPORT_{name.upper()}", default))
                        for name, default in IMPORT_LIMITS.items()},
+        search_index_dir=_env("CRM_SEARCH_INDEX_DIR", os.path.join(
+            tempfile.gettempdir(), "crm-search", _env("CRM_DB_PREFIX", "crm_"))),
+        search_commit_ms=int(_env("CRM_SEARCH_COMMIT_MS", "100")),
+        search_queue_expires_hours=float(_env("CRM_SEARCH_QUEUE_EXPIRES_HOURS", "72")),
+        search_rebuild_page=int(_env("CRM_SEARCH_REBUILD_PAGE", "1000")),
     )
 
 

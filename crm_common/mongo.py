@@ -119,6 +119,23 @@ class BaseStore:
         self.db.command("ping")
         return True
 
+    def search_records(self, collection, dump_many, ids=None, after=None, limit=500):
+        """For the search service (contracts/search.py RecordsPage): the documents of
+        `collection` with these `ids`, else the next `limit` after `after` in `_id` order
+        (an index range, never a skip), deleted ones included, as `dump_many` dumps them
+        plus `deleted` and `version`."""
+        limit = max(1, min(int(limit), 2000))
+        if ids is not None:
+            docs = list(find_in(self.db[collection], "_id", [str(i) for i in ids]))
+        else:
+            docs = list(self.db[collection].find({"_id": {"$gt": str(after or "")}})
+                        .sort("_id", 1).limit(limit))
+        items = [dict(out, id=doc["_id"], deleted=doc.get("deleted_at") is not None,
+                      version=doc.get("version"))
+                 for doc, out in zip(docs, dump_many(docs))]
+        full = ids is None and len(docs) == limit
+        return {"items": items, "next_after": docs[-1]["_id"] if full else None}
+
     def repoint_contact(self, collection, event, field="contact_id"):
         """contacts' contact_merged: records of the merged contacts now belong to the
         survivor. Idempotent: a redelivered event finds nothing left to move."""
