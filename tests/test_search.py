@@ -147,7 +147,7 @@ def test_a_deal_is_found_by_its_contacts_email_and_follows_it(api, ready, unique
     hit = next(h for h in search(api, email, types="deal")["items"] if h["id"] == deal["id"])
     assert hit["title"] == f"Roof repair {unique}" and hit["highlight"]["field"] == "email"
     # the contact's new email reaches the deal
-    new_email = f"carla.new.{unique}@client.example"
+    new_email = f"boss.{unique[::-1]}@firm.test"  # shares no word with the old one
     patched = api.patch(f"/contacts/{contact['id']}", json={"emails": [new_email]})
     assert patched.status_code == 200, patched.text
     found, seconds = settle(lambda: deal["id"] in ids(api, new_email, "deal"))
@@ -237,7 +237,8 @@ def test_query_syntax_is_never_passed_to_the_engine(api, ready, q):
 
 
 def test_a_query_too_long_for_a_url_and_bad_parameters_are_refused(api, ready):
-    assert api.get("/search", params={"q": "x" * 10000}).status_code == 400
+    # gunicorn refuses a request line over 4094 bytes before the gateway sees it
+    assert api.get("/search", params={"q": "x" * 10000}).status_code in (400, 414)
     assert api.get("/search", params={"q": "x", "types": "contact,planet"}).status_code == 422
     assert api.get("/search", params={"q": "x", "limit": 0}).status_code == 422
     assert api.get("/search").status_code == 422
@@ -272,11 +273,13 @@ def test_killing_search_mid_stream_loses_no_update(api, stack, ready, unique):
                 for i in range(40)]
     errors = []
 
+    rounds = ("alpha", "bravo", "charlie")  # words far apart: no typo turns one into another
+
     def writer():
-        for round_ in range(3):
+        for round_ in rounds:
             for i, contact in enumerate(contacts):
                 response = api.patch(f"/contacts/{contact['id']}",
-                                     json={"position": f"r{round_}x{unique}"})
+                                     json={"position": f"{round_}{unique}"})
                 if response.status_code != 200:
                     errors.append(response.text)
 
@@ -290,10 +293,10 @@ def test_killing_search_mid_stream_loses_no_update(api, stack, ready, unique):
     assert not errors, errors[:3]
     wait_ready(stack)
     # every contact's last state is the index's: found by the last round's word
-    last_word = f"r2x{unique}"
+    last_word = f"charlie{unique}"
     found, seconds = settle(lambda: {c["id"] for c in contacts} <= ids(api, last_word, "contact"), 30)
     assert found, len(ids(api, last_word, "contact"))
-    assert not ids(api, f"r1x{unique}", "contact") and not ids(api, f"r0x{unique}", "contact")
+    assert not ids(api, f"alpha{unique}", "contact") and not ids(api, f"bravo{unique}", "contact")
     source = owner_live(stack, "contact")
     index = stack.rpc.call("search", "indexed", "contact", timeout=30)["ids"]
     for contact in contacts:
@@ -316,7 +319,7 @@ def test_a_rebuild_from_empty_matches_the_source(api, stack, ready, unique):
         "direction": "inbound", "from": contact["phones"][0]["e164"], "to": "+390212345678",
         "state": "ringing", "occurred_at": "2024-05-01T10:00:00Z"})
     assert call.status_code in (200, 201, 202), call.text
-    assert settle(lambda: contact["id"] in ids(api, f"rebuild {unique}"))[0]
+    assert settle(lambda: contact["id"] in ids(api, f"rebuild source{unique}"))[0]
     time.sleep(0.5)
 
     # a new, empty replica (a pod's fresh volume): slow pages so the rebuild is seen
@@ -333,7 +336,7 @@ def test_a_rebuild_from_empty_matches_the_source(api, stack, ready, unique):
         index = stack.rpc.call("search", "indexed", kind, timeout=30)["ids"]
         assert index == owner_live(stack, kind), kind
     assert gone["id"] not in ids(api, f"gone{unique}")
-    assert settle(lambda: ids(api, f"rebuild {unique}"))[0]
+    assert settle(lambda: ids(api, f"rebuild source{unique}"))[0]
     health = stack.rpc.call("search", "health")
     assert health["rebuild"]["finished_at"] and health["documents"] > 0
 

@@ -24,22 +24,30 @@ def within(a, b, limit):
     return previous[-1] <= limit
 
 
-def word_matches(parsed, word):
+def matched_terms(parsed, word):
+    """The query words a shown word answers (exactly, as a typed prefix, with a typo)."""
     folded = fold(word)
     last = len(parsed.words) - 1
+    found = set()
     for i, term in enumerate(parsed.words):
         typing = parsed.prefix and i == last
-        if folded == term or (typing and len(term) >= 2 and folded.startswith(term)):
-            return True
         distance = fuzzy_distance(term)
-        if distance and (within(folded, term, distance)
-                         or (typing and within(folded[:len(term)], term, distance))):
-            return True
-    return False
+        if (folded == term or (typing and len(term) >= 2 and folded.startswith(term))
+                or (distance and (within(folded, term, distance)
+                                  or (typing and within(folded[:len(term)], term, distance))))):
+            found.add(term)
+    return found
 
 
 def text_ranges(parsed, text):
-    return [[m.start(), m.end()] for m in _WORD.finditer(text) if word_matches(parsed, m.group())]
+    """([start, end) of each matching word, how many of the query's words they answer)."""
+    ranges, terms = [], set()
+    for m in _WORD.finditer(text):
+        answered = matched_terms(parsed, m.group())
+        if answered:
+            ranges.append([m.start(), m.end()])
+            terms |= answered
+    return ranges, len(terms)
 
 
 def phone_ranges(parsed, text):
@@ -56,19 +64,25 @@ def phone_ranges(parsed, text):
 
 
 def highlight(parsed, card):
-    """The first shown field where the query matched, with the ranges that matched."""
+    """The shown field that answers most of the query (the whole email typed, else most
+    query words, else a phone number), with the ranges that matched."""
+    emails = card.get("emails") or []
+    if parsed.email and parsed.email in emails:
+        return {"field": "email", "text": parsed.email, "ranges": [[0, len(parsed.email)]]}
+    best, best_count = None, 0
     fields = [("title", card.get("title")), ("subtitle", card.get("subtitle"))]
-    fields += [("email", e) for e in card.get("emails") or []]
-    for name, text in fields:
+    for name, text in fields + [("email", e) for e in emails]:
         if text:
-            ranges = text_ranges(parsed, text)
-            if ranges:
-                return {"field": name, "text": text, "ranges": ranges}
+            ranges, count = text_ranges(parsed, text)
+            if count > best_count:
+                best, best_count = {"field": name, "text": text, "ranges": ranges}, count
+    if best is not None and best_count == len(parsed.words):
+        return best
     for text in card.get("phones") or []:
         ranges = phone_ranges(parsed, text or "")
         if ranges:
             return {"field": "phone", "text": text, "ranges": ranges}
-    return None
+    return best
 
 
 def hit(parsed, score, found):
