@@ -39,6 +39,7 @@ class Settings:
     search_commit_ms: int = 100
     search_queue_expires_hours: float = 72.0
     search_rebuild_page: int = 1000
+    search_sync_seconds: float = 2.0
     env: dict = field(default_factory=dict, repr=False)
 
     def database_name(self, service):
@@ -69,6 +70,7 @@ def load_settings():
         search_commit_ms=int(_env("CRM_SEARCH_COMMIT_MS", "100")),
         search_queue_expires_hours=float(_env("CRM_SEARCH_QUEUE_EXPIRES_HOURS", "72")),
         search_rebuild_page=int(_env("CRM_SEARCH_REBUILD_PAGE", "1000")),
+        search_sync_seconds=float(_env("CRM_SEARCH_SYNC_SECONDS", "2")),
     )
 
 

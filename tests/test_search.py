@@ -253,6 +253,48 @@ def test_types_and_limit(api, ready, unique):
     assert len(search(api, f"kind{unique}", limit=1)["items"]) == 1
 
 
+def test_imported_updated_by_import_and_undone_contacts_follow(api, ready, unique):
+    """An import announces no event per contact: the index reads what changed since."""
+    import csv
+    import io
+
+    def upload(rows, on_duplicate):
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(("First name", "Last name", "Email", "Position"))
+        writer.writerows(rows)
+        started = api.post("/imports", files={"file": ("s.csv", out.getvalue().encode())},
+                           data={"on_duplicate": on_duplicate}, timeout=120)
+        assert started.status_code == 202, started.text
+        job, _ = settle(lambda: _finished(api, started.json()["id"]), 120, 0.2)
+        assert job and job["status"] == "done", job
+        return job
+
+    rows = [["Imported", f"Person{unique}n{i}", f"imp{i}.{unique}@example.com", ""]
+            for i in range(30)]
+    rows[0][1] = f"Zeroth{unique}"
+    first = upload(rows, "create")
+    found, seconds = settle(lambda: len(ids(api, f"imported {unique}", "contact")) == 30, 20)
+    assert found, len(ids(api, f"imported {unique}", "contact"))
+    print(f"imported contacts searchable {seconds:.2f} s after the import finished")
+    # an update import changes them; its undo changes them back
+    job = upload([["Imported", f"Zeroth{unique}", f"imp0.{unique}@example.com",
+                   f"Skipper{unique}"]], "update")
+    assert settle(lambda: len(ids(api, f"skipper{unique}", "contact")) == 1, 20)[0]
+    assert api.post(f"/imports/{job['id']}/undo").status_code == 202
+    assert settle(lambda: not ids(api, f"skipper{unique}", "contact"), 20)[0]
+    # the first import's undo deletes what it created, except the one changed since
+    kept = ids(api, f"zeroth{unique}", "contact")
+    assert len(kept) == 1
+    assert api.post(f"/imports/{first['id']}/undo").status_code == 202
+    assert settle(lambda: ids(api, f"imported {unique}", "contact") == kept, 20)[0]
+
+
+def _finished(api, job_id):
+    job = api.get(f"/imports/{job_id}").json()
+    return job if job["status"] in ("done", "failed", "undone") else None
+
+
 def owner_live(stack, kind):
     """{id: updated_at micros} of the live records of a type, read from their owner."""
     owner = {"contact": "contacts", "company": "contacts", "deal": "deals", "task": "tasks",

@@ -8,6 +8,7 @@ queue again when it starts. Commits are grouped: every `CRM_SEARCH_COMMIT_MS` at
 all writes made meanwhile share one commit (and one fsync)."""
 import logging
 import time
+from datetime import timedelta
 
 import eventlet
 from eventlet import tpool
@@ -19,7 +20,7 @@ from contracts.search import TYPES
 from crm_common.config import load_settings
 from crm_common.errors import Timeout, Unavailable
 from crm_common.messaging.rpc import RpcPool
-from crm_common.timeutil import to_iso, utcnow
+from crm_common.timeutil import parse_iso, to_iso, utcnow
 from services.search import feed
 from services.search.answers import hit
 from services.search.index import SCHEMA_VERSION, TantivyIndex, replica_id
@@ -31,6 +32,13 @@ log = logging.getLogger(__name__)
 # event is failed (and retried by the reliable handler, then dead-lettered)
 FETCH_PATIENCE_S = 30.0
 REBUILD_CHUNK = 200   # records written per hold of the writer during a rebuild
+# Contacts and companies also change without an event per record (imports and their undo,
+# a company's rename copied to its people): every CRM_SEARCH_SYNC_SECONDS the changes since
+# the last read are read again, from a little earlier (a write's updated_at is taken
+# before it is stored), in (updated_at, _id) pages.
+SYNCED = ("contact", "company")
+SYNC_OVERLAP_S = 10.0
+SYNC_PAGE = 500
 
 
 def visible_people(caller):
@@ -52,13 +60,13 @@ class Owners:
     def __init__(self, amqp_uri, timeout):
         self.pool = RpcPool(amqp_uri, size=8, timeout=timeout, name="search")
 
-    def page(self, kind, ids=None, after=None, limit=500, patience=FETCH_PATIENCE_S):
+    def page(self, kind, patience=FETCH_PATIENCE_S, **query):
+        """One `search_records` page: by `ids`, `after` an id, or `since` a time."""
         deadline = time.monotonic() + patience
         delay = 0.2
         while True:
             try:
-                return self.pool.call(feed.OWNERS[kind], "search_records", kind, ids=ids,
-                                      after=after, limit=limit)
+                return self.pool.call(feed.OWNERS[kind], "search_records", kind, **query)
             except (Timeout, Unavailable) as exc:
                 if time.monotonic() + delay > deadline:
                     raise
@@ -114,7 +122,9 @@ class SearchIndex(DependencyProvider):
         if self.index.needs_rebuild:
             self.rebuild = {"started_at": to_iso(utcnow()), "finished_at": None,
                             "done": {kind: 0 for kind in feed.ORDER}}
+            self.index.save_sync_marks({kind: self.rebuild["started_at"] for kind in SYNCED})
             self.container.spawn_managed_thread(self._rebuild)
+        self.container.spawn_managed_thread(self._sync_loop)
 
     def stop(self):
         self.running = False
@@ -170,6 +180,10 @@ class SearchIndex(DependencyProvider):
     def apply(self, event):
         """An event's records, fetched from their owners, written and committed."""
         work = feed.work_of(event)
+        if work.import_undone:
+            with self.lock:
+                keys = self.index.keys_with("contact", f"import_id={work.import_undone}")
+            work.fetch += [tuple(key.split(":", 1)) for key in keys]
         if not work.fetch:
             return 0
         follow, committed = self._write(self.owners.records(work.fetch))
@@ -216,6 +230,41 @@ class SearchIndex(DependencyProvider):
         self.rebuild["seconds"] = round(time.monotonic() - started, 3)
         self.index.mark_complete(self.rebuild)
         log.info("search index rebuilt: %s", self.rebuild)
+
+    # -- changes without events -----------------------------------------------------
+    def _sync_loop(self):
+        while self.running:
+            eventlet.sleep(self.settings.search_sync_seconds)
+            try:
+                self.sync()
+            except Exception:  # noqa: BLE001 - the next round tries again from the same mark
+                log.exception("reading changed records from their owners failed")
+
+    def sync(self):
+        """Reads contacts and companies changed since the last read; the new marks are
+        saved once what was read is committed."""
+        marks = dict(self.index.sync_marks())
+        committed = None
+        for kind in SYNCED:
+            mark = parse_iso(marks[kind]) if marks.get(kind) else utcnow() - timedelta(days=1)
+            newest, cursor = mark, None
+            since = to_iso(mark - timedelta(seconds=SYNC_OVERLAP_S))
+            while self.running:
+                page = self.owners.page(kind, since=since, cursor=cursor, limit=SYNC_PAGE)
+                with self.lock:
+                    for record in page["items"]:
+                        feed.apply(self.index, kind, record["id"], record)
+                    committed = self._commit_of_writes() or committed
+                for record in page["items"]:
+                    if record.get("updated_at"):
+                        newest = max(newest, parse_iso(record["updated_at"]))
+                cursor = page.get("next_cursor")
+                if not cursor:
+                    break
+            marks[kind] = to_iso(newest)
+        if committed is not None:
+            committed.wait()
+        self.index.save_sync_marks(marks)
 
     # -- answers --------------------------------------------------------------------
     @property

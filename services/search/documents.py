@@ -26,7 +26,7 @@ _DIGIT = re.compile(r"\d")
 
 # the fields lists filter on, per type ("tags" gives one "tag=<t>" term per tag)
 FILTERS = {
-    "contact": ("owner_id", "company_id", "source", "status", "tags"),
+    "contact": ("owner_id", "company_id", "source", "status", "tags", "import_id"),
     "company": ("owner_id", "tags"),
     "deal": ("owner_id", "pipeline_id", "stage_id", "status", "contact_id", "company_id",
              "source"),

@@ -11,7 +11,10 @@ Denormalised words follow their source inside the index:
 - a company renamed renames it in its contacts (the contacts service does so and
   announces nothing per contact): they are fetched again;
 - a merge moves the merged contacts' deals, tasks and calls to the survivor (their owners
-  do the same on the same event, without announcing it)."""
+  do the same on the same event, without announcing it).
+Contacts and companies also change with no event per record (imports): dependencies.py
+reads their changes since its last read; an import's undo deletes what it created, so
+its event has the index read those contacts again (it knows them by their import)."""
 from dataclasses import dataclass, field
 
 from services.search.documents import describe
@@ -54,8 +57,11 @@ RECORD_EVENTS = {
 }
 
 
+OTHER_EVENTS = {("contacts", "import_undone")}
+
+
 def event_types_of(source):
-    return sorted(t for s, t in RECORD_EVENTS if s == source)
+    return sorted(t for s, t in {*RECORD_EVENTS, *OTHER_EVENTS} if s == source)
 
 
 SOURCES = sorted({s for s, _ in RECORD_EVENTS})
@@ -73,6 +79,7 @@ def _dig(data, path):
 class Work:
     fetch: list = field(default_factory=list)      # [(kind, id)] to read from their owners
     merged: tuple = None                            # (survivor_id, [merged ids])
+    import_undone: str = None                       # the contacts it created are read again
 
 
 def work_of(event):
@@ -81,6 +88,10 @@ def work_of(event):
     data = event.get("data") or {}
     known = RECORD_EVENTS.get((source, event_type))
     work = Work()
+    if (source, event_type) == ("contacts", "import_undone"):
+        # what it restored is a change of now (read by dependencies.sync); what it created
+        # is gone without a trace: the index knows them by their import
+        work.import_undone = _dig(data, ("import_id",))
     if known is None:
         return work
     kind, path = known

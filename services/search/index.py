@@ -4,7 +4,8 @@ event loop).
 
 Layout of the replica's folder (`CRM_SEARCH_INDEX_DIR`):
     replica-id              this replica's name (its event queues are named after it)
-    index-v<SCHEMA_VERSION>/  the index; `complete` is written when a rebuild has finished
+    index-v<SCHEMA_VERSION>/  the index; `complete` is written when a rebuild has finished,
+                            `sync.json` says up to when changes were read (dependencies.py)
 A folder of another schema version, or without `complete`, is rebuilt from the owners.
 
 Each document is one record, keyed `<type>:<id>`. A deleted record stays as a tombstone
@@ -21,6 +22,7 @@ import tantivy
 SCHEMA_VERSION = 1
 WRITER_HEAP_BYTES = 64 * 1024 * 1024
 COMPLETE = "complete"
+SYNC = "sync.json"
 
 
 def build_schema():
@@ -97,6 +99,20 @@ class TantivyIndex:
         except (FileNotFoundError, ValueError):
             return None
 
+    def sync_marks(self):
+        """{kind: ISO time} up to which changes were read from the owners (dependencies.py)."""
+        try:
+            with open(os.path.join(self.folder, SYNC)) as handle:
+                return json.load(handle)
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def save_sync_marks(self, marks):
+        path = os.path.join(self.folder, SYNC)
+        with open(path + ".tmp", "w") as handle:
+            json.dump(marks, handle)
+        os.replace(path + ".tmp", path)
+
     # -- reading ----------------------------------------------------------------------
     def searcher(self):
         return self.index.searcher()
@@ -138,9 +154,11 @@ class TantivyIndex:
 
     # -- writing ----------------------------------------------------------------------
     def write(self, entry, record, force=False):
-        """Writes the record's state unless the index holds a later one. True if written."""
+        """Writes the record's state unless the index holds a later one, or this very one.
+        True if written."""
         held = self.held(entry.key)
-        if held is not None and not force and held[0] > entry.stamp:
+        if held is not None and not force and (
+                held[0] > entry.stamp or (held[0] == entry.stamp and held[2] == record)):
             return False
         self.writer.delete_documents_by_term("key", entry.key)
         self.writer.add_document(self._document(entry, record))
