@@ -74,17 +74,12 @@ class ReliableEventHandler(EventHandler):
             self._retry_or_park(message, "redelivered: the previous consumer died while handling it")
             return
         try:
-            body = load_event(self.source_service, self.event_type_of(body), body)
+            body = load_event(self.source_service, self.event_type, body)
         except EventRejected as exc:
             # retrying cannot mend a body its contract refuses: park it at once
             self._retry_or_park(message, f"rejected by the event contract: {exc}", park=True)
             return
         super().handle_message(body, message)
-
-    def event_type_of(self, body):
-        """The contract `body` is loaded through: this handler's event type (a handler
-        whose queue is bound to several types reads it from the body)."""
-        return self.event_type
 
     def handle_message_processed(self, message, result=None, exc_info=None):
         if exc_info is None:

@@ -59,9 +59,5 @@ class FeedHandler(ReliableEventHandler):
                 existed = False
         return existed
 
-    def event_type_of(self, body):
-        kind = body.get("type") if isinstance(body, dict) else None
-        return kind if kind in self.event_types else self.event_type
-
 
 feed_handler = FeedHandler.decorator

@@ -16,6 +16,8 @@ search_in = SearchQuery()
 def _feed(source):
     @feed_handler(source, event_types_of(source))
     def handle(self, event):
+        """Reads the records it names from their owner into this replica's index (every
+        replica: its own queue)."""
         self.index.apply(event)
 
     handle.__name__ = f"on_{source}_events"
