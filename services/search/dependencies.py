@@ -37,7 +37,7 @@ REBUILD_CHUNK = 200   # records written per hold of the writer during a rebuild
 # the last read are read again, from a little earlier (a write's updated_at is taken
 # before it is stored), in (updated_at, _id) pages.
 SYNCED = ("contact", "company")
-SYNC_OVERLAP_S = 10.0
+SYNC_OVERLAP_S = 3.0
 SYNC_PAGE = 500
 
 
@@ -289,9 +289,7 @@ class SearchIndex(DependencyProvider):
         if query is None:
             return out
         out["items"] = [hit(parsed, score, found) for score, found in self.index.hits(query, limit)]
-        for kind in types:
-            out["counts"][kind] = self.index.count(
-                search_query(self.index.schema, parsed, (kind,), people))
+        out["counts"].update(self.index.counts(query))
         return out
 
     def indexed(self, kind):

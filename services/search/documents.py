@@ -15,7 +15,6 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from crm_common.phones import normalize_phone
 from crm_common.timeutil import parse_iso
 
 SHARED = "*"
@@ -78,17 +77,14 @@ def digit_grams(numbers):
 
 
 def phone_forms(phone):
-    """The forms of a stored phone ({"e164", "raw"} or a string): E.164, its national
-    digits, and the raw input."""
+    """The forms of a stored phone ({"e164", "raw"} or a string): E.164 (whose digits end
+    with the national number, so its digit runs hold every national fragment too) and the
+    raw input (a trunk 0, or a number that could not be parsed)."""
     if isinstance(phone, str):
         phone = {"raw": phone}
     if not isinstance(phone, dict):
         return []
-    forms = [p for p in (phone.get("e164"), phone.get("raw"), phone.get("number")) if p]
-    e164 = phone.get("e164")
-    if e164:
-        forms.insert(1, normalize_phone(e164, None)["national"])
-    return forms
+    return [p for p in (phone.get("e164"), phone.get("raw"), phone.get("number")) if p]
 
 
 def micros(value):

@@ -28,7 +28,7 @@ SYNC = "sync.json"
 def build_schema():
     b = tantivy.SchemaBuilder()
     b.add_text_field("key", stored=True, tokenizer_name="raw")
-    b.add_text_field("type", stored=True, tokenizer_name="raw")
+    b.add_text_field("type", stored=True, tokenizer_name="raw", fast=True)
     b.add_text_field("id", stored=True, tokenizer_name="raw")
     # words arrive folded and split (documents.words): whitespace keeps them as they are
     b.add_text_field("names", tokenizer_name="whitespace", index_option="freq")
@@ -83,6 +83,7 @@ class TantivyIndex:
         self.writer = self.index.writer(heap_size=WRITER_HEAP_BYTES, num_threads=1)
         self.pending = {}   # key -> (stamp, live, record, entry) written since the last commit
         self.dirty = False
+        self._searcher = None   # of the last commit (a snapshot: reused until the next)
 
     # -- state of the folder ----------------------------------------------------------
     def mark_complete(self, summary):
@@ -115,7 +116,9 @@ class TantivyIndex:
 
     # -- reading ----------------------------------------------------------------------
     def searcher(self):
-        return self.index.searcher()
+        if self._searcher is None:
+            self._searcher = self.index.searcher()
+        return self._searcher
 
     def held(self, key):
         """(stamp, live, record) of what the index holds for `key` (written or not yet
@@ -123,7 +126,7 @@ class TantivyIndex:
         if key in self.pending:
             stamp, live, record, _ = self.pending[key]
             return None if stamp is None else (stamp, live, record)
-        searcher = self.index.searcher()
+        searcher = self.searcher()
         found = searcher.search(tantivy.Query.term_query(self.schema, "key", key), 1).hits
         if not found:
             return None
@@ -141,7 +144,7 @@ class TantivyIndex:
         query = tantivy.Query.boolean_query([
             (tantivy.Occur.Must, tantivy.Query.term_query(self.schema, "type", kind)),
             (tantivy.Occur.Must, tantivy.Query.term_query(self.schema, "filters", filter_term))])
-        searcher = self.index.searcher()
+        searcher = self.searcher()
         keys = {searcher.doc(address).get_first("key")
                 for _, address in searcher.search(query, limit).hits}
         for key, (stamp, _, _, entry) in self.pending.items():
@@ -202,6 +205,7 @@ class TantivyIndex:
     def committed(self):
         """After commit(): searches see it, and `pending` is history."""
         self.index.reload()
+        self._searcher = None
         self.pending.clear()
         self.dirty = False
 
@@ -214,23 +218,29 @@ class TantivyIndex:
     # -- answers ----------------------------------------------------------------------
     def hits(self, query, limit):
         """[(score, {"type", "id", "card"})] best first."""
-        searcher = self.index.searcher()
+        searcher = self.searcher()
         out = []
-        for score, address in searcher.search(query, limit).hits:
+        for score, address in searcher.search(query, limit, count=False).hits:
             doc = searcher.doc(address)
             out.append((score, {"type": doc.get_first("type"), "id": doc.get_first("id"),
                                 "card": json.loads(doc.get_first("card") or b"{}")}))
         return out
 
+    def counts(self, query):
+        """{type: how many records of it match} (one pass over the matches)."""
+        answer = self.searcher().aggregate(query, {"types": {"terms": {"field": "type",
+                                                                       "size": 20}}})
+        return {b["key"]: b["doc_count"] for b in answer["types"]["buckets"]}
+
     def count(self, query):
-        return self.index.searcher().search(query, 1, count=True).count
+        return self.searcher().search(query, 1, count=True).count
 
     def live_stamps(self, kind, limit=1_000_000):
         """{id: updated_at micros} of every live record of `kind` (tests, audits)."""
         query = tantivy.Query.boolean_query([
             (tantivy.Occur.Must, tantivy.Query.term_query(self.schema, "type", kind)),
             (tantivy.Occur.Must, tantivy.Query.term_query(self.schema, "live", 1))])
-        searcher = self.index.searcher()
+        searcher = self.searcher()
         out = {}
         for _, address in searcher.search(query, limit).hits:
             doc = searcher.doc(address)
@@ -238,4 +248,4 @@ class TantivyIndex:
         return out
 
     def num_docs(self):
-        return self.index.searcher().num_docs
+        return self.searcher().num_docs
