@@ -57,5 +57,9 @@ CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.notifications.
 FROM service AS telephony
 CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.telephony.service:TelephonyService"]
 
+# its index lives in CRM_SEARCH_INDEX_DIR (default: the temp folder), one per replica
+FROM service AS search
+CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.search.service:SearchService"]
+
 # the image: the stage named by SERVICE
 FROM ${SERVICE}

@@ -551,6 +551,25 @@ class DealAssigned(DealEvent):
     previous_owner_id = fields.String(allow_none=True)
 
 
+class DealUpdated(DealEvent):
+    """A deal's fields were changed (every PATCH; a new owner is also a deal_assigned)."""
+    deal_id = fields.String(required=True)
+    changed = fields.List(fields.String(), metadata={"description": "the fields the PATCH named"})
+
+
+class DealDeleted(EventData):
+    """A deal was deleted (kept, restorable)."""
+    deal_id = fields.String(required=True)
+    contact_id = fields.String(allow_none=True, metadata={"description": "the deal's contact"})
+    owner_id = fields.String(allow_none=True, metadata={"description": "the deal's owner"})
+    actor_id = actor_field()
+    ref = ref_field("deal")
+
+
+class DealRestored(DealDeleted):
+    """A deleted deal is back."""
+
+
 class LeadRouted(EventData):
     """An inbound lead got its deal and owner (docs/leads.md); event_id is
     `routed:<request_id>`, the same on every redelivery."""
@@ -581,5 +600,6 @@ class LeadRouted(EventData):
 EVENTS = {
     "deal_created": DealCreated, "deal_stage_changed": DealStageChanged,
     "deal_won": DealWon, "deal_lost": DealLost, "deal_assigned": DealAssigned,
-    "lead_routed": LeadRouted,
+    "lead_routed": LeadRouted, "deal_updated": DealUpdated, "deal_deleted": DealDeleted,
+    "deal_restored": DealRestored,
 }

@@ -1,8 +1,9 @@
 """The one place that reads the environment. Defaults work on a developer machine."""
 import os
+import tempfile
 from dataclasses import dataclass, field
 
-SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony")
+SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony", "search")
 
 
 def _env(name, default):
@@ -39,6 +40,12 @@ class Settings:
     # and after how long a claim whose worker died is taken over
     idempotency_wait_s: float = 10.0
     idempotency_lock_s: float = 300.0
+    # the search service (services/search/README.md): each replica's own index folder
+    search_index_dir: str = ""
+    search_commit_ms: int = 100
+    search_queue_expires_hours: float = 72.0
+    search_rebuild_page: int = 1000
+    search_sync_seconds: float = 2.0
     env: dict = field(default_factory=dict, repr=False)
 
     def database_name(self, service):
@@ -67,6 +74,12 @@ def load_settings():
         cursor_secret=_env("CRM_CURSOR_SECRET", _env("CRM_JWT_SECRET", "")),
         idempotency_wait_s=float(_env("CRM_IDEMPOTENCY_WAIT_S", "10")),
         idempotency_lock_s=float(_env("CRM_IDEMPOTENCY_LOCK_S", "300")),
+        search_index_dir=_env("CRM_SEARCH_INDEX_DIR", os.path.join(
+            tempfile.gettempdir(), "crm-search", _env("CRM_DB_PREFIX", "crm_"))),
+        search_commit_ms=int(_env("CRM_SEARCH_COMMIT_MS", "100")),
+        search_queue_expires_hours=float(_env("CRM_SEARCH_QUEUE_EXPIRES_HOURS", "72")),
+        search_rebuild_page=int(_env("CRM_SEARCH_REBUILD_PAGE", "1000")),
+        search_sync_seconds=float(_env("CRM_SEARCH_SYNC_SECONDS", "2")),
     )
 
 

@@ -64,10 +64,15 @@ class HealthEntrypoints:
     def replay_dead_letters(self, queue=None):
         return self.dead_letters.replay(queue)
 
+    def _ready(self):
+        """Whether this process can do its work: its database answers (the heartbeat
+        records it for the container's readiness probe)."""
+        return self.store.ping()
+
     @timer(interval=HEARTBEAT_SECONDS, eager=True)
     def heartbeat(self):
         try:
-            database_ok = bool(self.store.ping())
+            database_ok = bool(self._ready())
         except Exception:  # noqa: BLE001 - any failure means: not ready
             database_ok = False
         path = heartbeat_path(self.name)

@@ -9,7 +9,8 @@ from nameko.extensions import DependencyProvider
 from pymongo import MongoClient
 
 from crm_common.config import load_settings
-from crm_common.timeutil import utcnow
+from crm_common.cursors import page
+from crm_common.timeutil import parse_iso, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,31 @@ class BaseStore:
     def ping(self):
         self.db.command("ping")
         return True
+
+    def search_records(self, collection, dump_many, ids=None, after=None, limit=500,
+                       since=None, cursor=None):
+        """For the search service (contracts/search.py RecordsPage): the documents of
+        `collection` with these `ids`; else, with `since` (ISO time), those changed since
+        then in (updated_at, _id) keyset pages (needs that index); else the next `limit`
+        after `after` in `_id` order (an index range, never a skip). Deleted ones
+        included, as `dump_many` dumps them plus `deleted` and `version`."""
+        limit = max(1, min(int(limit), 2000))
+        next_cursor = None
+        if ids is not None:
+            docs = list(find_in(self.db[collection], "_id", [str(i) for i in ids]))
+        elif since is not None:
+            docs, next_cursor = page(self.db[collection], {"updated_at": {"$gte": parse_iso(since)}},
+                                     "updated_at", 1, limit, cursor)
+        else:
+            docs = list(self.db[collection].find({"_id": {"$gt": str(after or "")}})
+                        .sort("_id", 1).limit(limit))
+        items = [dict(out, id=doc["_id"], deleted=doc.get("deleted_at") is not None,
+                      version=doc.get("version"),
+                      **({"import_id": doc["import_id"]} if doc.get("import_id") else {}))
+                 for doc, out in zip(docs, dump_many(docs))]
+        full = ids is None and since is None and len(docs) == limit
+        return {"items": items, "next_after": docs[-1]["_id"] if full else None,
+                "next_cursor": next_cursor}
 
     def repoint_contact(self, collection, event, field="contact_id"):
         """contacts' contact_merged: records of the merged contacts now belong to the

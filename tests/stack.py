@@ -23,7 +23,7 @@ from crm_common.messaging.rpc import RpcPool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
-SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony")
+SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony", "search")
 BASE_AMQP = os.environ.get("TEST_AMQP_URI", "amqp://guest:guest@localhost:5672/")
 
 
@@ -119,6 +119,7 @@ class Stack:
         self.db_prefix = f"t{uuid.uuid4().hex[:8]}_"
         self.mongo_proc = None
         self.storage = None
+        self.search_root = None
         self.mongo_url = os.environ.get("TEST_MONGO_URL") or self._start_mongo()
         self.processes = {}
         self.gateway_port = free_port()
@@ -175,8 +176,16 @@ class Stack:
     def heartbeat_file(self, service, replica=0):
         return os.path.join(self.log_dir, f"{self.db_prefix}{service}-{replica}.heartbeat")
 
+    def search_index_dir(self, replica=0):
+        """A search replica's own index folder (removed with the stack)."""
+        if self.search_root is None:
+            self.search_root = tempfile.mkdtemp(prefix="crm-search-")
+        return os.path.join(self.search_root, f"replica-{replica}")
+
     def start_service(self, service, replica=0, **env):
         env.setdefault("CRM_HEARTBEAT_FILE", self.heartbeat_file(service, replica))
+        if service == "search":
+            env.setdefault("CRM_SEARCH_INDEX_DIR", self.search_index_dir(replica))
         return self._spawn(f"{service}-{replica}", service_command(service), self.env(**env))
 
     def stop_service(self, service, replica=0, sig=signal.SIGTERM, timeout=20):
@@ -248,6 +257,8 @@ class Stack:
             except subprocess.TimeoutExpired:
                 self.mongo_proc.kill()
             shutil.rmtree(self.storage, ignore_errors=True)
+        if self.search_root:
+            shutil.rmtree(self.search_root, ignore_errors=True)
         if self.vhost:
             self.vhost.delete()
 

@@ -17,7 +17,8 @@ def test_healthz_readyz_report_each_dependency(api):
     ready = api.get("/readyz")
     assert ready.status_code == 200
     checks = ready.json()["checks"]
-    assert set(checks) == {"broker", "contacts", "deals", "tasks", "notifications", "telephony"}
+    assert set(checks) == {"broker", "contacts", "deals", "tasks", "notifications", "telephony",
+                           "search"}
     assert all(c["ok"] for c in checks.values())
 
 

@@ -86,3 +86,12 @@ def test_mongo_url_names_a_replica_set():
     assert parse_qs(url.query).get("replicaSet", [""])[0]
     header = open(os.path.join(K8S, "configmap.yaml")).read().split("apiVersion:")[0]
     assert "replica set" in header  # the manifest says so to whoever points it at MongoDB
+
+
+def test_search_keeps_its_index_on_its_own_volume():
+    """Each search pod holds a whole index of its own, where CRM_SEARCH_INDEX_DIR says."""
+    folder = by_kind("ConfigMap")["crm-config"]["data"]["CRM_SEARCH_INDEX_DIR"]
+    pod = by_kind("Deployment")["crm-search"]["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert folder in mounts and "emptyDir" in volumes[mounts[folder]]

@@ -474,8 +474,11 @@ class JobRunner:
             if not images:
                 break
             current = {d["_id"]: d for d in self.store.contacts_by_ids([i["contact_id"] for i in images])}
-            untouched = [i["before"] for i in images
-                         if _unchanged_since(current.get(i["contact_id"]), cutoff)]
+            # back as before, as a change of now (readers of changes, e.g. search, see it)
+            now = utcnow()
+            untouched = [dict(i["before"], updated_at=now,
+                              version=(current[i["contact_id"]].get("version") or 0) + 1)
+                         for i in images if _unchanged_since(current.get(i["contact_id"]), cutoff)]
             self.store.restore_contacts(untouched)
             restored += len(untouched)
             kept += len(images) - len(untouched)

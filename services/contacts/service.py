@@ -14,7 +14,7 @@ from crm_common.mongo import MongoStore
 from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import ServiceRpc, rpc
 from crm_common.timeutil import utcnow
-from services.contacts.operations import Contacts, ExportSessions
+from services.contacts.operations import Contacts, ExportSessions, dump_company, dump_contact
 from services.contacts.store import ContactsStore
 from services.contacts import import_jobs
 from services.contacts.import_jobs import Imports, import_config, job_timer
@@ -84,6 +84,15 @@ class ContactsService(HealthEntrypoints):
         """The export's next page: one sorted cursor per export (see Contacts.export_page)."""
         return self.contacts.export_page(params, token, self.export_sessions,
                                          max(1, min(int(limit), 5000)))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def search_records(self, kind, ids=None, after=None, limit=500, since=None, cursor=None):
+        """For the search service: contacts or companies by id, a page by id, or those
+        changed since a time (imports, merges and renames announce no event per contact)."""
+        collection, dump = (("companies", dump_company) if kind == "company"
+                            else ("contacts", dump_contact))
+        return self.store.search_records(collection, lambda docs: [dump(d) for d in docs],
+                                         ids, after, limit, since, cursor)
 
     @rpc(expected_exceptions=EXPECTED)
     def lookup(self, params):

@@ -270,10 +270,13 @@ class Deals:
                 break
         else:
             raise Conflict("The deal keeps changing; try again", {"id": deal_id})
-        events = []
         if reassigned:
             self._reassign_history(deal_id, doc)
         result = self.dump_deal(doc, self.store.get_pipeline(doc["pipeline_id"]))
+        events = [_event("deal_updated", {
+            "deal": result, "deal_id": deal_id, "owner_id": doc.get("owner_id"),
+            "contact_id": doc.get("contact_id"), "changed": sorted(data),
+            "actor_id": self.caller.user_id, "ref": {"type": "deal", "id": deal_id}})]
         if reassigned:
             events.append(_event("deal_assigned", {
                 "deal": result, "owner_id": doc.get("owner_id"),
@@ -302,7 +305,12 @@ class Deals:
             now = utcnow()
             changes = {"deleted_at": now if deleting else None, "updated_at": now}
             if self.store.change_deal(current, changes, self._visible(), live=deleting):
-                return self.dump_deal({**current, **changes, "version": current["version"] + 1}), []
+                result = self.dump_deal({**current, **changes, "version": current["version"] + 1})
+                kind = "deal_deleted" if deleting else "deal_restored"
+                return result, [_event(kind, {
+                    "deal_id": deal_id, "owner_id": current.get("owner_id"),
+                    "contact_id": current.get("contact_id"), "actor_id": self.caller.user_id,
+                    "ref": {"type": "deal", "id": deal_id}})]
         raise Conflict("The deal keeps changing; try again", {"id": deal_id})
 
     def move(self, deal_id, payload):

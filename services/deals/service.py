@@ -91,6 +91,11 @@ class DealsService(HealthEntrypoints):
         return self.deals.list(params)
 
     @rpc(expected_exceptions=EXPECTED)
+    def search_records(self, kind="deal", ids=None, after=None, limit=500):
+        """For the search service: deals by id, or a page by id."""
+        return self.store.search_records("deals", self.deals._dump_many, ids, after, limit)
+
+    @rpc(expected_exceptions=EXPECTED)
     def deal_history(self, deal_id, params):
         return self.deals.history(deal_id, params)
 

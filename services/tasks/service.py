@@ -13,10 +13,10 @@ from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
 from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import rpc
-from crm_common.timeutil import parse_iso, to_iso
+from crm_common.timeutil import parse_iso, to_iso, utcnow
 from services.tasks.clock import Clock
 from services.tasks.config import load_config
-from services.tasks.operations import Tasks
+from services.tasks.operations import Tasks, dump_task
 from services.tasks.store import TasksStore
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,13 @@ class TasksService(HealthEntrypoints):
     @rpc(expected_exceptions=EXPECTED)
     def explain_list(self, params):
         return self.tasks.explain_list(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def search_records(self, kind="task", ids=None, after=None, limit=500):
+        """For the search service: tasks by id, or a page by id."""
+        now = utcnow()
+        return self.store.search_records("tasks", lambda docs: [dump_task(d, now) for d in docs],
+                                         ids, after, limit)
 
     @rpc(expected_exceptions=EXPECTED)
     def calendar(self, params):

@@ -11,7 +11,7 @@ from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
 from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import ServiceRpc, rpc
-from services.telephony.calls import CallLog, Calls
+from services.telephony.calls import CallLog, Calls, dump_call
 from services.telephony.config import load_telephony_settings
 from services.telephony.originate import ADAPTERS as ORIGINATE
 from services.telephony.providers import asterisk, twilio, zadarma
@@ -83,6 +83,12 @@ class TelephonyService(HealthEntrypoints):
     @rpc(expected_exceptions=EXPECTED)
     def get_call(self, call_id):
         return CallLog(self.calls).get(call_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def search_records(self, kind="call", ids=None, after=None, limit=500):
+        """For the search service: calls by id, or a page by id."""
+        return self.store.search_records("calls", lambda docs: [dump_call(d) for d in docs],
+                                         ids, after, limit)
 
     @rpc(expected_exceptions=EXPECTED)
     def list_calls(self, params):

@@ -1,0 +1,297 @@
+"""The search index as a nameko dependency: one Tantivy index per replica (index.py),
+written by one greenthread at a time, committed in groups off the event loop, rebuilt in
+the background from the owners when it is missing or of another schema version.
+
+Durability: an event handler returns (and its message is acked) only after what it wrote
+is committed, so a replica killed at any instant finds every unacknowledged event in its
+queue again when it starts. Commits are grouped: every `CRM_SEARCH_COMMIT_MS` at most,
+all writes made meanwhile share one commit (and one fsync)."""
+import logging
+import time
+from datetime import timedelta
+
+import eventlet
+from eventlet import tpool
+from eventlet.event import Event
+from eventlet.semaphore import Semaphore
+from nameko.extensions import DependencyProvider
+
+from contracts.search import TYPES
+from crm_common.config import load_settings
+from crm_common.errors import Timeout, Unavailable
+from crm_common.messaging.rpc import RpcPool
+from crm_common.timeutil import parse_iso, to_iso, utcnow
+from services.search import feed
+from services.search.answers import hit
+from services.search.index import SCHEMA_VERSION, TantivyIndex, replica_id
+from services.search.query import parse, search_query
+
+log = logging.getLogger(__name__)
+
+# an owner that does not answer (down, restarting) is asked again this long before the
+# event is failed (and retried by the reliable handler, then dead-lettered)
+FETCH_PATIENCE_S = 30.0
+REBUILD_CHUNK = 200   # records written per hold of the writer during a rebuild
+# Contacts and companies also change without an event per record (imports and their undo,
+# a company's rename copied to its people): every CRM_SEARCH_SYNC_SECONDS the changes since
+# the last read are read again, from a little earlier (a write's updated_at is taken
+# before it is stored), in (updated_at, _id) pages.
+SYNCED = ("contact", "company")
+SYNC_OVERLAP_S = 3.0
+SYNC_PAGE = 500
+
+
+def visible_people(caller):
+    """The people whose records this caller sees (crm_common.context.Caller.owner_filter's
+    rule): None = everyone (admin, API key, a service on its own); a manager themselves
+    and their team; an agent themselves."""
+    if caller.role in (None, "admin"):
+        return None
+    ids = [caller.user_id]
+    if caller.role == "manager":
+        ids += [m for m in caller.team_members if m != caller.user_id]
+    return ids
+
+
+class Owners:
+    """The owners' `search_records` over RPC, as no one in particular (so they answer
+    every record), patient with an owner that is restarting."""
+
+    def __init__(self, amqp_uri, timeout):
+        self.pool = RpcPool(amqp_uri, size=8, timeout=timeout, name="search")
+
+    def page(self, kind, patience=FETCH_PATIENCE_S, **query):
+        """One `search_records` page: by `ids`, `after` an id, or `since` a time."""
+        deadline = time.monotonic() + patience
+        delay = 0.2
+        while True:
+            try:
+                return self.pool.call(feed.OWNERS[kind], "search_records", kind, **query)
+            except (Timeout, Unavailable) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("%s did not answer search_records (%s); asking again",
+                            feed.OWNERS[kind], exc)
+                eventlet.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def records(self, wanted):
+        """{(kind, id): record or None} for [(kind, id)]."""
+        out = {key: None for key in wanted}
+        by_kind = {}
+        for kind, record_id in wanted:
+            by_kind.setdefault(kind, []).append(record_id)
+        for kind, ids in by_kind.items():
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                for record in self.page(kind, ids=chunk, limit=len(chunk))["items"]:
+                    out[(kind, record["id"])] = record
+        return out
+
+    def close(self):
+        self.pool.close()
+
+
+class SearchIndex(DependencyProvider):
+    """`self.index` in the service: apply(event), search(...), state()."""
+
+    def setup(self):
+        self.settings = load_settings()
+        self.root = self.settings.search_index_dir
+        self.replica = replica_id(self.root)
+        self.queues_lost = []   # feed queues the broker no longer had (listen.py)
+        self.index = None
+        self.lock = Semaphore(1)
+        self.next_commit = Event()
+        self.running = False
+        self.rebuild = None     # {"started_at", "finished_at", "done": {type: n}}
+        self.owners = Owners(self.container.config["AMQP_URI"], self.settings.rpc_timeout)
+
+    def queue_lost(self, name):
+        """A feed queue of this replica was missing: events may have been missed."""
+        self.queues_lost.append(name)
+
+    def start(self):
+        fresh = bool(self.queues_lost)
+        if fresh:
+            log.warning("feed queues %s were gone: rebuilding the index", self.queues_lost)
+        self.index = TantivyIndex(self.root, fresh=fresh)
+        self.rebuild = self.index.completed()
+        self.running = True
+        self.container.spawn_managed_thread(self._commit_loop)
+        if self.index.needs_rebuild:
+            self.rebuild = {"started_at": to_iso(utcnow()), "finished_at": None,
+                            "done": {kind: 0 for kind in feed.ORDER}}
+            self.index.save_sync_marks({kind: self.rebuild["started_at"] for kind in SYNCED})
+            self.container.spawn_managed_thread(self._rebuild)
+        self.container.spawn_managed_thread(self._sync_loop)
+
+    def stop(self):
+        self.running = False
+        if self.index is not None:
+            if self.index.dirty:
+                self._commit()
+            self.index.close()
+        self.owners.close()
+
+    def kill(self):
+        self.running = False
+        self.owners.close()
+
+    def get_dependency(self, worker_ctx):
+        return self
+
+    # -- writing --------------------------------------------------------------------
+    def _commit_loop(self):
+        interval = max(self.settings.search_commit_ms, 1) / 1000.0
+        while self.running:
+            eventlet.sleep(interval)
+            if self.index.dirty:
+                try:
+                    self._commit()
+                except Exception:  # noqa: BLE001 - the loop must live; waiters were told
+                    log.exception("search index commit failed")
+
+    def _commit(self):
+        with self.lock:
+            waiters, self.next_commit = self.next_commit, Event()
+            try:
+                tpool.execute(self.index.commit)
+                self.index.committed()
+            except Exception as exc:
+                waiters.send_exception(exc)
+                raise
+        waiters.send(True)
+
+    def _write(self, answers):
+        """Owners' answers into the index, each with what follows from it; the records
+        that must be fetched again because of them."""
+        follow = []
+        with self.lock:
+            for (kind, record_id), record in answers.items():
+                follow += feed.apply(self.index, kind, record_id, record)
+            return follow, self._commit_of_writes()
+
+    def _commit_of_writes(self):
+        """(Holding the lock) the commit that will carry what was written so far; None when
+        everything written is committed already (e.g. an old state that was skipped)."""
+        return self.next_commit if self.index.dirty else None
+
+    def apply(self, event):
+        """An event's records, fetched from their owners, written and committed."""
+        work = feed.work_of(event)
+        if work.import_undone:
+            with self.lock:
+                keys = self.index.keys_with("contact", f"import_id={work.import_undone}")
+            work.fetch += [tuple(key.split(":", 1)) for key in keys]
+        if not work.fetch:
+            return 0
+        follow, committed = self._write(self.owners.records(work.fetch))
+        if follow:
+            _, committed = self._write(self.owners.records(follow))
+        if work.merged:
+            with self.lock:
+                feed.repoint(self.index, *work.merged)
+                committed = self._commit_of_writes()
+        if committed is not None:
+            committed.wait()
+        return len(work.fetch) + len(follow)
+
+    # -- rebuild --------------------------------------------------------------------
+    def _rebuild(self):
+        """Every record of every owner, page by page in `_id` order; events keep being
+        applied meanwhile (the later state of a record always wins)."""
+        started = time.monotonic()
+        for kind in feed.ORDER:
+            after = None
+            while self.running:
+                try:
+                    page = self.owners.page(kind, after=after,
+                                            limit=self.settings.search_rebuild_page,
+                                            patience=3600)
+                except Exception:  # noqa: BLE001 - keep trying; the state says where it is
+                    log.exception("rebuild: reading %s after %s failed; again in 5 s", kind, after)
+                    eventlet.sleep(5)
+                    continue
+                items = page["items"]
+                for start in range(0, len(items), REBUILD_CHUNK):
+                    with self.lock:
+                        for record in items[start:start + REBUILD_CHUNK]:
+                            feed.write(self.index, kind, record)
+                    eventlet.sleep(0)
+                self.rebuild["done"][kind] += len(items)
+                after = page["next_after"]
+                if not after:
+                    break
+        if not self.running:
+            return
+        self._commit()
+        self.rebuild["finished_at"] = to_iso(utcnow())
+        self.rebuild["seconds"] = round(time.monotonic() - started, 3)
+        self.index.mark_complete(self.rebuild)
+        log.info("search index rebuilt: %s", self.rebuild)
+
+    # -- changes without events -----------------------------------------------------
+    def _sync_loop(self):
+        while self.running:
+            eventlet.sleep(self.settings.search_sync_seconds)
+            try:
+                self.sync()
+            except Exception:  # noqa: BLE001 - the next round tries again from the same mark
+                log.exception("reading changed records from their owners failed")
+
+    def sync(self):
+        """Reads contacts and companies changed since the last read; the new marks are
+        saved once what was read is committed."""
+        marks = dict(self.index.sync_marks())
+        committed = None
+        for kind in SYNCED:
+            mark = parse_iso(marks[kind]) if marks.get(kind) else utcnow() - timedelta(days=1)
+            newest, cursor = mark, None
+            since = to_iso(mark - timedelta(seconds=SYNC_OVERLAP_S))
+            while self.running:
+                page = self.owners.page(kind, since=since, cursor=cursor, limit=SYNC_PAGE)
+                with self.lock:
+                    for record in page["items"]:
+                        feed.apply(self.index, kind, record["id"], record)
+                    committed = self._commit_of_writes() or committed
+                for record in page["items"]:
+                    if record.get("updated_at"):
+                        newest = max(newest, parse_iso(record["updated_at"]))
+                cursor = page.get("next_cursor")
+                if not cursor:
+                    break
+            marks[kind] = to_iso(newest)
+        if committed is not None:
+            committed.wait()
+        self.index.save_sync_marks(marks)
+
+    # -- answers --------------------------------------------------------------------
+    @property
+    def rebuilding(self):
+        return self.index is None or self.index.needs_rebuild
+
+    def state(self):
+        return {"replica": self.replica, "schema_version": SCHEMA_VERSION,
+                "state": "rebuilding" if self.rebuilding else "ready",
+                "documents": self.index.num_docs() if self.index else 0,
+                "rebuild": self.rebuild}
+
+    def search(self, text, types, limit, caller):
+        if self.rebuilding:
+            raise Unavailable("The search index is being rebuilt; try again shortly",
+                              {"rebuild": self.rebuild})
+        parsed = parse(text, self.settings.default_region)
+        people = visible_people(caller)
+        types = tuple(types or TYPES)
+        out = {"items": [], "counts": {kind: 0 for kind in types}}
+        query = search_query(self.index.schema, parsed, types, people)
+        if query is None:
+            return out
+        out["items"] = [hit(parsed, score, found) for score, found in self.index.hits(query, limit)]
+        out["counts"].update(self.index.counts(query))
+        return out
+
+    def indexed(self, kind):
+        return {"replica": self.replica, "state": self.state()["state"],
+                "ids": self.index.live_stamps(kind, max(self.index.num_docs(), 1))}

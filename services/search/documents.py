@@ -1,0 +1,252 @@
+"""What the index holds of each record: its owner's record turned into search terms.
+
+Every record becomes one `Entry`:
+- `names`: the words of what the record is called (a person's name, a company's, a deal's
+  or task's title), ranked above
+- `words`: every other word worth finding it by (emails, company, position, tags, notes,
+  and for a deal its contact's and company's names and emails);
+- `digits`: every run of 4+ consecutive digits of its phone numbers, in E.164 and
+  national form, so any fragment of a number typed in any form finds it;
+- `emails`: its emails whole; `visible_to`: who may see it (SHARED: everyone);
+- `filters`: `field=value` terms lists filter on; numbers lists sort on.
+Words are folded (accents off, case folded; Cyrillic, Hebrew, Greek... kept as letters)
+and split on anything that is not a letter or a digit, the same way queries are."""
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+from crm_common.timeutil import parse_iso
+
+SHARED = "*"
+MAX_WORD = 40           # longer words are cut (a query word is cut the same way)
+MIN_PHONE_DIGITS = 4
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_DIGIT = re.compile(r"\d")
+
+# the fields lists filter on, per type ("tags" gives one "tag=<t>" term per tag)
+FILTERS = {
+    "contact": ("owner_id", "company_id", "source", "status", "tags", "import_id"),
+    "company": ("owner_id", "tags"),
+    "deal": ("owner_id", "pipeline_id", "stage_id", "status", "contact_id", "company_id",
+             "source"),
+    "task": ("assignee_id", "creator_id", "status", "kind", "contact_id", "deal_id"),
+    "call": ("agent_id", "owner_id", "contact_id", "direction", "outcome"),
+}
+# who may see a record (crm_common.context.Caller.owner_filter, as its owner applies it)
+PEOPLE = {"contact": ("owner_id",), "company": (), "deal": ("owner_id",),
+          "task": ("assignee_id", "creator_id"), "call": ("agent_id", "owner_id")}
+SHARED_WHEN_UNOWNED = {"contact", "company"}
+# the date of each type that lists sort on besides created/updated
+WHEN = {"contact": "last_contacted_at", "company": None, "deal": "expected_close_date",
+        "task": "due_at", "call": "started_at"}
+
+
+# Latin letters that carry their mark inside (no decomposition): as people type them
+_LETTERS = str.maketrans({"ł": "l", "ø": "o", "đ": "d", "ħ": "h", "ı": "i", "ŀ": "l",
+                          "æ": "ae", "œ": "oe", "þ": "th"})
+
+
+def fold(text):
+    """Accents off (NFKD, combining marks dropped), case folded; other scripts kept."""
+    decomposed = unicodedata.normalize("NFKD", str(text or ""))
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().translate(_LETTERS)
+
+
+def words(*texts):
+    """The folded words of texts, in order, each once."""
+    out = {}
+    for text in texts:
+        for word in _WORD.findall(fold(text)):
+            out.setdefault(word[:MAX_WORD], None)
+    return list(out)
+
+
+def digits_of(text):
+    return "".join(_DIGIT.findall(str(text or "")))
+
+
+def digit_grams(numbers):
+    """Every run of MIN_PHONE_DIGITS or more consecutive digits of each number."""
+    out = set()
+    for number in numbers:
+        digits = digits_of(number)
+        for start in range(len(digits)):
+            for end in range(start + MIN_PHONE_DIGITS, len(digits) + 1):
+                out.add(digits[start:end])
+    return out
+
+
+def phone_forms(phone):
+    """The forms of a stored phone ({"e164", "raw"} or a string): E.164 (whose digits end
+    with the national number, so its digit runs hold every national fragment too) and the
+    raw input (a trunk 0, or a number that could not be parsed)."""
+    if isinstance(phone, str):
+        phone = {"raw": phone}
+    if not isinstance(phone, dict):
+        return []
+    return [p for p in (phone.get("e164"), phone.get("raw"), phone.get("number")) if p]
+
+
+def micros(value):
+    """An ISO time (or date) as integer microseconds since the epoch; 0 when absent."""
+    if not value:
+        return 0
+    try:
+        when = parse_iso(value) if isinstance(value, str) else value
+        return int(when.timestamp() * 1_000_000)
+    except (TypeError, ValueError, AttributeError, OverflowError):
+        return 0
+
+
+@dataclass
+class Entry:
+    type: str
+    id: str
+    live: bool
+    updated: int                       # microseconds: the version guard, and a sort
+    version: int
+    created: int = 0
+    when: int = 0
+    names: list = field(default_factory=list)
+    words: list = field(default_factory=list)
+    digits: set = field(default_factory=set)
+    emails: list = field(default_factory=list)
+    visible_to: list = field(default_factory=list)
+    filters: list = field(default_factory=list)
+    card: dict = field(default_factory=dict)
+
+    @property
+    def key(self):
+        return f"{self.type}:{self.id}"
+
+    @property
+    def stamp(self):
+        """What orders two states of one record: the later write wins."""
+        return (self.updated, self.version)
+
+
+def _emails(record):
+    out = []
+    for item in record.get("emails") or []:
+        email = item.get("email") if isinstance(item, dict) else item
+        if email:
+            out.append(str(email).strip().lower())
+    return out
+
+
+def _phones(record):
+    return [form for phone in record.get("phones") or [] for form in phone_forms(phone)]
+
+
+def _display_phones(record):
+    out = []
+    for phone in record.get("phones") or []:
+        forms = phone_forms(phone)
+        if forms:
+            out.append(forms[0])
+    return out
+
+
+def person_name(record):
+    return " ".join(x for x in (record.get("first_name"), record.get("last_name")) if x).strip()
+
+
+def _joined(*parts):
+    return " · ".join(str(p) for p in parts if p not in (None, "")) or None
+
+
+def describe(kind, record, related=None):
+    """The Entry of an owner's record. `related`: {"contact": record, "company": record}
+    whose names, emails and phones a deal is also found by (from this index)."""
+    related = related or {}
+    entry = Entry(type=kind, id=str(record["id"]), live=not record.get("deleted"),
+                  updated=micros(record.get("updated_at")), version=int(record.get("version") or 0),
+                  created=micros(record.get("created_at")),
+                  when=micros(record.get(WHEN[kind])) if WHEN[kind] else 0)
+    for name in FILTERS[kind]:
+        value = record.get(name)
+        if name == "tags":
+            entry.filters += [f"tag={fold(t)}" for t in value or []]
+        elif value not in (None, ""):
+            entry.filters.append(f"{name}={value}")
+    people = [record.get(p) for p in PEOPLE[kind] if record.get(p)]
+    entry.visible_to = sorted(set(people))
+    if kind in SHARED_WHEN_UNOWNED and not people:
+        entry.visible_to = [SHARED]
+    getattr(_Describe, kind)(entry, record, related)
+    return entry
+
+
+class _Describe:
+    """One function per type: names, words, digits, emails and the card shown in results."""
+
+    @staticmethod
+    def contact(entry, record, related):
+        name = person_name(record)
+        emails, phones = _emails(record), _phones(record)
+        entry.names = words(record.get("first_name"), record.get("last_name"))
+        entry.words = words(*emails, record.get("company_name"), record.get("position"),
+                            *(record.get("tags") or []), record.get("source"),
+                            *(m.get("handle") for m in record.get("messengers") or []
+                              if isinstance(m, dict)))
+        entry.digits = digit_grams(phones)
+        entry.emails = emails
+        entry.card = {"title": name or (emails[:1] or _display_phones(record)[:1] or ["?"])[0],
+                      "subtitle": _joined(record.get("company_name"), record.get("position")),
+                      "emails": emails, "phones": _display_phones(record)}
+
+    @staticmethod
+    def company(entry, record, related):
+        emails = _emails(record)
+        entry.names = words(record.get("name"))
+        entry.words = words(record.get("domain"), record.get("industry"), *emails,
+                            *(record.get("tags") or []), record.get("notes"))
+        entry.digits = digit_grams(_phones(record))
+        entry.emails = emails
+        entry.card = {"title": record.get("name") or "?",
+                      "subtitle": _joined(record.get("industry"), record.get("domain")),
+                      "emails": emails, "phones": _display_phones(record)}
+
+    @staticmethod
+    def deal(entry, record, related):
+        contact = related.get("contact") or {}
+        company = related.get("company") or {}
+        contact_name = person_name(contact)
+        emails = _emails(contact)
+        entry.names = words(record.get("title"))
+        entry.words = words(contact_name, *emails, contact.get("company_name"), company.get("name"),
+                            record.get("notes"), record.get("source"), record.get("lost_reason"))
+        entry.digits = digit_grams(_phones(contact))
+        entry.emails = emails
+        amount = record.get("amount")
+        money = (f"{amount / 100:,.2f} {record.get('currency') or ''}".strip()
+                 if isinstance(amount, int) else None)
+        entry.card = {"title": record.get("title") or "?",
+                      "subtitle": _joined(contact_name or company.get("name"), money,
+                                          record.get("status")),
+                      "emails": emails, "phones": _display_phones(contact)}
+
+    @staticmethod
+    def task(entry, record, related):
+        entry.names = words(record.get("title"))
+        entry.words = words(record.get("description"), record.get("result"), record.get("kind"))
+        entry.card = {"title": record.get("title") or "?",
+                      "subtitle": _joined(record.get("kind"), record.get("status"),
+                                          (record.get("due_at") or "")[:16].replace("T", " ")),
+                      "emails": [], "phones": []}
+
+    @staticmethod
+    def call(entry, record, related):
+        numbers = [record.get("number")]
+        for side in ("from", "to"):
+            value = record.get(side)
+            numbers += phone_forms(value) if isinstance(value, dict) else [value]
+        numbers = [n for n in numbers if n]
+        entry.names = words(record.get("contact_name"))
+        entry.words = words(record.get("direction"), record.get("outcome"), record.get("provider"))
+        entry.digits = digit_grams(numbers)
+        shown = record.get("number") or (numbers[:1] or [None])[0]
+        entry.card = {"title": record.get("contact_name") or shown or "call",
+                      "subtitle": _joined(record.get("direction"), record.get("outcome"),
+                                          (record.get("started_at") or "")[:16].replace("T", " ")),
+                      "emails": [], "phones": [shown] if shown else []}

@@ -1,0 +1,161 @@
+"""Which records an event concerns, and how their current state reaches the index.
+
+An event is only a signal: its `data` gives the ids of what changed, and the current
+state of those records is fetched from their owner (contracts/search.py `search_records`).
+So events may come late, twice, or out of order: the index keeps the latest state it has
+seen of each record (index.py), and a record its owner no longer has is removed.
+
+Denormalised words follow their source inside the index:
+- a deal is found by its contact's and company's names, emails and phones: when a contact
+  or company is written, the deals that name it are described again;
+- a company renamed renames it in its contacts (the contacts service does so and
+  announces nothing per contact): they are fetched again;
+- a merge moves the merged contacts' deals, tasks and calls to the survivor (their owners
+  do the same on the same event, without announcing it).
+Contacts and companies also change with no event per record (imports): dependencies.py
+reads their changes since its last read; an import's undo deletes what it created, so
+its event has the index read those contacts again (it knows them by their import)."""
+from dataclasses import dataclass, field
+
+from services.search.documents import describe
+
+# the owning service of each type, and the order a rebuild reads them in (a deal is
+# described with its contact and company, so those come first)
+OWNERS = {"contact": "contacts", "company": "contacts", "deal": "deals", "task": "tasks",
+          "call": "telephony"}
+ORDER = ("contact", "company", "deal", "task", "call")
+
+# the events that change a searchable record: (source, type) -> (kind, where its id is)
+RECORD_EVENTS = {
+    ("contacts", "contact_created"): ("contact", ("contact", "id")),
+    ("contacts", "contact_updated"): ("contact", ("contact", "id")),
+    ("contacts", "contact_restored"): ("contact", ("contact", "id")),
+    ("contacts", "contact_deleted"): ("contact", ("contact_id",)),
+    ("contacts", "contact_merged"): ("contact", ("survivor_id",)),
+    ("contacts", "company_created"): ("company", ("company", "id")),
+    ("contacts", "company_updated"): ("company", ("company", "id")),
+    ("contacts", "company_restored"): ("company", ("company", "id")),
+    ("contacts", "company_deleted"): ("company", ("company_id",)),
+    ("deals", "deal_created"): ("deal", ("deal", "id")),
+    ("deals", "deal_updated"): ("deal", ("deal_id",)),
+    ("deals", "deal_deleted"): ("deal", ("deal_id",)),
+    ("deals", "deal_restored"): ("deal", ("deal_id",)),
+    ("deals", "deal_stage_changed"): ("deal", ("deal", "id")),
+    ("deals", "deal_won"): ("deal", ("deal", "id")),
+    ("deals", "deal_lost"): ("deal", ("deal", "id")),
+    ("deals", "deal_assigned"): ("deal", ("deal", "id")),
+    ("deals", "lead_routed"): ("deal", ("deal_id",)),
+    ("tasks", "task_created"): ("task", ("task", "id")),
+    ("tasks", "task_assigned"): ("task", ("task", "id")),
+    ("tasks", "task_updated"): ("task", ("task", "id")),
+    ("tasks", "task_canceled"): ("task", ("task", "id")),
+    ("tasks", "task_completed"): ("task", ("task", "id")),
+    ("telephony", "call_started"): ("call", ("call", "id")),
+    ("telephony", "call_answered"): ("call", ("call", "id")),
+    ("telephony", "call_ended"): ("call", ("call", "id")),
+    ("telephony", "call_missed"): ("call", ("call", "id")),
+}
+
+
+OTHER_EVENTS = {("contacts", "import_undone")}
+
+
+def event_types_of(source):
+    return sorted(t for s, t in {*RECORD_EVENTS, *OTHER_EVENTS} if s == source)
+
+
+SOURCES = sorted({s for s, _ in RECORD_EVENTS})
+
+
+def _dig(data, path):
+    for step in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(step)
+    return data if isinstance(data, str) and data else None
+
+
+@dataclass
+class Work:
+    fetch: list = field(default_factory=list)      # [(kind, id)] to read from their owners
+    merged: tuple = None                            # (survivor_id, [merged ids])
+    import_undone: str = None                       # the contacts it created are read again
+
+
+def work_of(event):
+    """What an event asks of the index."""
+    source, event_type = event.get("source"), event.get("type")
+    data = event.get("data") or {}
+    known = RECORD_EVENTS.get((source, event_type))
+    work = Work()
+    if (source, event_type) == ("contacts", "import_undone"):
+        # what it restored is a change of now (read by dependencies.sync); what it created
+        # is gone without a trace: the index knows them by their import
+        work.import_undone = _dig(data, ("import_id",))
+    if known is None:
+        return work
+    kind, path = known
+    record_id = _dig(data, path)
+    if record_id:
+        work.fetch.append((kind, record_id))
+    if event_type == "contact_merged":
+        merged = [i for i in data.get("merged_ids") or [] if isinstance(i, str) and i != record_id]
+        work.fetch += [("contact", i) for i in merged]
+        if record_id and merged:
+            work.merged = (record_id, merged)
+    return work
+
+
+def related(index, kind, record):
+    """The records whose words a record of `kind` also carries (from the index)."""
+    if kind != "deal":
+        return None
+    out = {}
+    for name in ("contact", "company"):
+        ref = record.get(f"{name}_id")
+        if ref:
+            out[name] = index.record(name, ref)
+    return out
+
+
+def write(index, kind, record, force=False):
+    """One owner's record into the index (unless it holds a later state); True if written."""
+    return index.write(describe(kind, record, related(index, kind, record)), record, force)
+
+
+def apply(index, kind, record_id, record):
+    """An owner's answer for one record (None: it has no such record). Returns the
+    records to fetch again because of it."""
+    if record is None:
+        index.remove(kind, record_id)
+        return []
+    if not write(index, kind, record):
+        return []
+    follow = []
+    if kind in ("contact", "company"):
+        for key in index.keys_with("deal", f"{kind}_id={record_id}"):
+            redescribe(index, key)
+    if kind == "company":
+        follow += [("contact", key.split(":", 1)[1])
+                   for key in index.keys_with("contact", f"company_id={record_id}")]
+    return follow
+
+
+def redescribe(index, key):
+    """A record described again from what the index holds (its related records changed)."""
+    kind, record_id = key.split(":", 1)
+    record = index.record(kind, record_id)
+    if record is not None:
+        write(index, kind, record, force=True)
+
+
+def repoint(index, survivor_id, merged_ids):
+    """What the owners of deals, tasks and calls do on contact_merged, done to the index's
+    copies: their contact is the survivor now (kept at their own version, so the owner's
+    next state of them still wins)."""
+    for kind in ("deal", "task", "call"):
+        for merged_id in merged_ids:
+            for key in index.keys_with(kind, f"contact_id={merged_id}"):
+                record = index.record(kind, key.split(":", 1)[1])
+                if record is not None:
+                    write(index, kind, dict(record, contact_id=survivor_id), force=True)

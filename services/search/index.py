@@ -1,0 +1,251 @@
+"""The Tantivy index of one replica, on its local disk. Plain, synchronous code: the
+dependency (dependencies.py) decides when it runs (one writer at a time, commits off the
+event loop).
+
+Layout of the replica's folder (`CRM_SEARCH_INDEX_DIR`):
+    replica-id              this replica's name (its event queues are named after it)
+    index-v<SCHEMA_VERSION>/  the index; `complete` is written when a rebuild has finished,
+                            `sync.json` says up to when changes were read (dependencies.py)
+A folder of another schema version, or without `complete`, is rebuilt from the owners.
+
+Each document is one record, keyed `<type>:<id>`. A deleted record stays as a tombstone
+(`live` 0) so that a late, older state of it never comes back: a state is written only if
+it is not older (updated_at, version) than the one the index holds."""
+import json
+import os
+import shutil
+import uuid
+
+import tantivy
+
+
+SCHEMA_VERSION = 1
+WRITER_HEAP_BYTES = 64 * 1024 * 1024
+COMPLETE = "complete"
+SYNC = "sync.json"
+
+
+def build_schema():
+    b = tantivy.SchemaBuilder()
+    b.add_text_field("key", stored=True, tokenizer_name="raw")
+    b.add_text_field("type", stored=True, tokenizer_name="raw", fast=True)
+    b.add_text_field("id", stored=True, tokenizer_name="raw")
+    # words arrive folded and split (documents.words): whitespace keeps them as they are
+    b.add_text_field("names", tokenizer_name="whitespace", index_option="freq")
+    b.add_text_field("words", tokenizer_name="whitespace", index_option="freq")
+    for name in ("digits", "emails", "visible_to", "filters"):
+        b.add_text_field(name, tokenizer_name="raw", index_option="basic")
+    b.add_integer_field("live", stored=True, indexed=True, fast=True)
+    b.add_integer_field("updated", stored=True, indexed=True, fast=True)
+    b.add_integer_field("version", stored=True)
+    b.add_integer_field("created", indexed=True, fast=True)
+    b.add_integer_field("when", indexed=True, fast=True)
+    b.add_bytes_field("record", stored=True)
+    b.add_bytes_field("card", stored=True)
+    return b.build()
+
+
+def replica_id(root):
+    """This replica's name, kept in its folder (made once)."""
+    os.makedirs(root, exist_ok=True)
+    path = os.path.join(root, "replica-id")
+    try:
+        with open(path) as handle:
+            name = handle.read().strip()
+        if name:
+            return name
+    except FileNotFoundError:
+        pass
+    name = uuid.uuid4().hex[:12]
+    scratch = f"{path}.{os.getpid()}"
+    with open(scratch, "w") as handle:
+        handle.write(name)
+    os.replace(scratch, path)
+    return name
+
+
+class TantivyIndex:
+    def __init__(self, root, fresh=False):
+        """Opens this schema version's index under `root`; `fresh` (or no complete index
+        there) starts it empty: `needs_rebuild` then says so."""
+        self.root = root
+        self.folder = os.path.join(root, f"index-v{SCHEMA_VERSION}")
+        os.makedirs(root, exist_ok=True)
+        for name in os.listdir(root):  # other schema versions: never read again
+            if name.startswith("index-v") and name != os.path.basename(self.folder):
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        self.needs_rebuild = fresh or not os.path.exists(os.path.join(self.folder, COMPLETE))
+        if self.needs_rebuild:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        os.makedirs(self.folder, exist_ok=True)
+        self.schema = build_schema()
+        self.index = tantivy.Index(self.schema, path=self.folder, reuse=True)
+        self.writer = self.index.writer(heap_size=WRITER_HEAP_BYTES, num_threads=1)
+        self.pending = {}   # key -> (stamp, live, record, entry) written since the last commit
+        self.dirty = False
+        self._searcher = None   # of the last commit (a snapshot: reused until the next)
+
+    # -- state of the folder ----------------------------------------------------------
+    def mark_complete(self, summary):
+        path = os.path.join(self.folder, COMPLETE)
+        with open(path + ".tmp", "w") as handle:
+            json.dump(summary, handle)
+        os.replace(path + ".tmp", path)
+        self.needs_rebuild = False
+
+    def completed(self):
+        try:
+            with open(os.path.join(self.folder, COMPLETE)) as handle:
+                return json.load(handle)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def sync_marks(self):
+        """{kind: ISO time} up to which changes were read from the owners (dependencies.py)."""
+        try:
+            with open(os.path.join(self.folder, SYNC)) as handle:
+                return json.load(handle)
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def save_sync_marks(self, marks):
+        path = os.path.join(self.folder, SYNC)
+        with open(path + ".tmp", "w") as handle:
+            json.dump(marks, handle)
+        os.replace(path + ".tmp", path)
+
+    # -- reading ----------------------------------------------------------------------
+    def searcher(self):
+        if self._searcher is None:
+            self._searcher = self.index.searcher()
+        return self._searcher
+
+    def held(self, key):
+        """(stamp, live, record) of what the index holds for `key` (written or not yet
+        committed), or None."""
+        if key in self.pending:
+            stamp, live, record, _ = self.pending[key]
+            return None if stamp is None else (stamp, live, record)
+        searcher = self.searcher()
+        found = searcher.search(tantivy.Query.term_query(self.schema, "key", key), 1).hits
+        if not found:
+            return None
+        doc = searcher.doc(found[0][1])
+        return ((doc.get_first("updated") or 0, doc.get_first("version") or 0),
+                bool(doc.get_first("live")), json.loads(doc.get_first("record") or b"{}"))
+
+    def record(self, kind, record_id):
+        """The record the index holds (live or not), or None."""
+        held = self.held(f"{kind}:{record_id}")
+        return held[2] if held else None
+
+    def keys_with(self, kind, filter_term, limit=10000):
+        """Keys of records of `kind` with a `field=value` filter term (committed or not)."""
+        query = tantivy.Query.boolean_query([
+            (tantivy.Occur.Must, tantivy.Query.term_query(self.schema, "type", kind)),
+            (tantivy.Occur.Must, tantivy.Query.term_query(self.schema, "filters", filter_term))])
+        searcher = self.searcher()
+        keys = {searcher.doc(address).get_first("key")
+                for _, address in searcher.search(query, limit).hits}
+        for key, (stamp, _, _, entry) in self.pending.items():
+            if key.startswith(kind + ":"):
+                if entry is not None and filter_term in entry.filters:
+                    keys.add(key)
+                else:
+                    keys.discard(key)
+        return sorted(keys)
+
+    # -- writing ----------------------------------------------------------------------
+    def write(self, entry, record, force=False):
+        """Writes the record's state unless the index holds a later one, or this very one.
+        True if written."""
+        held = self.held(entry.key)
+        if held is not None and not force and (
+                held[0] > entry.stamp or (held[0] == entry.stamp and held[2] == record)):
+            return False
+        self.writer.delete_documents_by_term("key", entry.key)
+        self.writer.add_document(self._document(entry, record))
+        self.pending[entry.key] = (entry.stamp, entry.live, record, entry)
+        self.dirty = True
+        return True
+
+    def remove(self, kind, record_id):
+        """The owner has no such record at all: nothing of it stays."""
+        key = f"{kind}:{record_id}"
+        self.writer.delete_documents_by_term("key", key)
+        self.pending[key] = (None, False, None, None)
+        self.dirty = True
+
+    def _document(self, entry, record):
+        doc = tantivy.Document()
+        doc.add_text("key", entry.key)
+        doc.add_text("type", entry.type)
+        doc.add_text("id", entry.id)
+        if entry.names:
+            doc.add_text("names", " ".join(entry.names))
+        if entry.words:
+            doc.add_text("words", " ".join(entry.words))
+        for name, values in (("digits", sorted(entry.digits)), ("emails", entry.emails),
+                             ("visible_to", entry.visible_to), ("filters", entry.filters)):
+            for value in values:
+                doc.add_text(name, value)
+        doc.add_integer("live", 1 if entry.live else 0)
+        doc.add_integer("updated", entry.updated)
+        doc.add_integer("version", entry.version)
+        doc.add_integer("created", entry.created)
+        doc.add_integer("when", entry.when)
+        doc.add_bytes("record", json.dumps(record, separators=(",", ":")).encode())
+        doc.add_bytes("card", json.dumps(entry.card, separators=(",", ":")).encode())
+        return doc
+
+    def commit(self):
+        """Makes what was written durable (blocking: fsync). Runs off the event loop."""
+        self.writer.commit()
+
+    def committed(self):
+        """After commit(): searches see it, and `pending` is history."""
+        self.index.reload()
+        self._searcher = None
+        self.pending.clear()
+        self.dirty = False
+
+    def close(self):
+        try:
+            self.writer.wait_merging_threads()
+        except Exception:  # noqa: BLE001 - closing: nothing more to do with it
+            pass
+
+    # -- answers ----------------------------------------------------------------------
+    def hits(self, query, limit):
+        """[(score, {"type", "id", "card"})] best first."""
+        searcher = self.searcher()
+        out = []
+        for score, address in searcher.search(query, limit, count=False).hits:
+            doc = searcher.doc(address)
+            out.append((score, {"type": doc.get_first("type"), "id": doc.get_first("id"),
+                                "card": json.loads(doc.get_first("card") or b"{}")}))
+        return out
+
+    def counts(self, query):
+        """{type: how many records of it match} (one pass over the matches)."""
+        answer = self.searcher().aggregate(query, {"types": {"terms": {"field": "type",
+                                                                       "size": 20}}})
+        return {b["key"]: b["doc_count"] for b in answer["types"]["buckets"]}
+
+    def count(self, query):
+        return self.searcher().search(query, 1, count=True).count
+
+    def live_stamps(self, kind, limit=1_000_000):
+        """{id: updated_at micros} of every live record of `kind` (tests, audits)."""
+        query = tantivy.Query.boolean_query([
+            (tantivy.Occur.Must, tantivy.Query.term_query(self.schema, "type", kind)),
+            (tantivy.Occur.Must, tantivy.Query.term_query(self.schema, "live", 1))])
+        searcher = self.searcher()
+        out = {}
+        for _, address in searcher.search(query, limit).hits:
+            doc = searcher.doc(address)
+            out[doc.get_first("id")] = doc.get_first("updated")
+        return out
+
+    def num_docs(self):
+        return self.searcher().num_docs
