@@ -7,6 +7,7 @@ TAG = "search"
 
 @api.route("/search", "GET", "One search box over contacts, companies, deals, tasks and calls: "
            "ranked, typo tolerant, prefix as you type, only what the caller may see", TAG,
-           query=s.SearchQuery, response=s.SearchResults, errors=(400, 422, 503, 504))
+           query=s.SearchQuery, response=s.SearchResults, errors=(400, 422, 503, 504),
+           permission="search:read")
 def search(body, params):
     return call("search", "search", params)
