@@ -29,10 +29,6 @@ DEFAULT_KEY = "default"
 FILTERED = ("contact_id", "company_id", "stage_id", "owner_id", "pipeline_id", "source", "status")
 
 
-def is_duplicate_key(exc):
-    return isinstance(exc, DuplicateKeyError)
-
-
 def _int64(value):
     """Counters as 64-bit integers (the $bit / $inc updates of count_history need them)."""
     if isinstance(value, dict):
@@ -233,11 +229,8 @@ class DealsStore(BaseStore):
         a deal closed since is replaced only from the id read (compare-and-set). Returns the
         claim in place."""
         doc = {"deal_id": deal_id, "request_id": request_id, "at": now}
-        if replacing is None:
-            try:
-                self.lead_claims.insert_one({"_id": key, **doc})
-            except DuplicateKeyError:
-                pass
+        if replacing is None:  # an upsert: a duplicate key would abort the transaction
+            self.lead_claims.update_one({"_id": key}, {"$setOnInsert": doc}, upsert=True)
         else:
             self.lead_claims.update_one({"_id": key, "deal_id": replacing}, {"$set": doc})
         return self.lead_claims.find_one({"_id": key})
@@ -265,13 +258,11 @@ class DealsStore(BaseStore):
         return self.deals.find_one({"_id": deal_id})
 
     def insert_deal_once(self, doc):
-        """False when a deal with this id exists (a redelivered lead already created it)."""
-        try:
-            with self.summaries_marked(summaries.touched(None, doc)):
-                self.deals.insert_one(doc)
-        except DuplicateKeyError:
-            return False
-        return True
+        """False when a deal with this id exists (a redelivered lead already created it).
+        An upsert: a duplicate key would abort the transaction the lead is routed in."""
+        with self.summaries_marked(summaries.touched(None, doc)):
+            result = self.deals.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
+        return result.upserted_id is not None
 
     def add_deal_request(self, deal_id, entry, keep, now):
         """Push the request onto the deal once (its id is not there yet), keeping the last
