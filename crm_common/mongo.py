@@ -16,6 +16,7 @@ never retried in a loop).
 """
 import contextvars
 import logging
+from contextlib import contextmanager
 import random
 import threading
 import time
@@ -66,12 +67,21 @@ class RetryTransaction(Exception):
 
 
 class _Transaction:
-    __slots__ = ("client", "session", "failed", "after_commit")
+    __slots__ = ("client", "session", "failed", "after_commit", "after_end")
 
     def __init__(self, client, session):
         self.client, self.session = client, session
         self.failed = None  # the first non-transient error a statement met
-        self.after_commit = []
+        self.after_commit = []  # (func, args) to run once committed
+        self.after_end = []  # ... once committed or aborted
+
+    def ended(self, committed):
+        for func, args in (self.after_commit if committed else []) + self.after_end:
+            try:
+                func(*args)
+            except Exception:  # noqa: BLE001 - the write stands (or is gone); its follower logs
+                log.exception("step after the transaction failed: %s",
+                              getattr(func, "__name__", func))
 
     def note(self, exc):
         if self.failed is None and not _transient(exc):
@@ -97,6 +107,28 @@ def after_commit(func, *args):
         tx.after_commit.append((func, args))
 
 
+def after_transaction(func, *args):
+    """`func(*args)` once the open transaction has ended, committed or aborted (at once when
+    none is open): the second half of a mark made outside it."""
+    tx = _current.get()
+    if tx is None:
+        func(*args)
+    else:
+        tx.after_end.append((func, args))
+
+
+@contextmanager
+def outside_transaction():
+    """Statements in this block run on their own, committed at once, even while a
+    transaction is open (a marker other writers must see before the transaction commits;
+    a counter every write touches, which inside transactions would make them conflict)."""
+    token = _current.set(None)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
 def transaction(client, write, *args, **kwargs):
     """`write(*args, **kwargs)` inside one multi-document transaction on `client`, committed;
     returns what it returned. Transient errors (write conflicts, a commit whose answer was
@@ -120,6 +152,7 @@ def transaction(client, write, *args, **kwargs):
             except BaseException as exc:
                 _current.reset(token)
                 _abort(session)
+                tx.ended(committed=False)
                 if _again(exc, tx, deadline):
                     _pause(attempt)
                     continue
@@ -128,15 +161,12 @@ def transaction(client, write, *args, **kwargs):
             try:
                 _commit(session, deadline)
             except PyMongoError as exc:
+                tx.ended(committed=False)
                 if _again(exc, tx, deadline):
                     _pause(attempt)
                     continue
                 raise _explained(exc, tx)
-            for func, func_args in tx.after_commit:
-                try:
-                    func(*func_args)
-                except Exception:  # noqa: BLE001 - the write stands; its follower logs
-                    log.exception("after-commit step %s failed", getattr(func, "__name__", func))
+            tx.ended(committed=True)
             return result
 
 

@@ -101,6 +101,32 @@ def test_a_write_commits_once_and_its_after_commit_steps_follow():
     assert not mongo.in_transaction()
 
 
+def test_steps_after_the_transaction_run_whether_it_committed_or_aborted():
+    session = Session()
+    ended = []
+
+    def write():
+        mongo.after_transaction(ended.append, len(ended))
+        if len(ended) < 1:
+            raise transient()
+
+    mongo.transaction(Client(session), write)
+    assert ended == [0, 1]  # the aborted try's, then the committed one's
+
+
+def test_statements_outside_the_transaction_run_on_their_own():
+    session = Session()
+    raw = RawCollection()
+    collection = mongo.JoiningCollection(raw)
+
+    @mongo.outside_transaction()
+    def mark():
+        collection.insert_one({"_id": "marker"})
+
+    mongo.transaction(Client(session), lambda: (mark(), collection.insert_one({"_id": 1})))
+    assert raw.calls == [("insert_one", None), ("insert_one", session)]
+
+
 def test_after_commit_outside_a_transaction_runs_at_once():
     done = []
     mongo.after_commit(done.append, 1)

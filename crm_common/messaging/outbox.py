@@ -6,31 +6,32 @@ fault-injection test use it as it is); `OutboxDispatcher` is the nameko dependen
 - `outbox.atomic(write, args)`: `write(*args)` returns `(result, events)` and runs inside one
   MongoDB multi-document transaction (`crm_common.mongo.transaction`: every store's
   collections join it, store code passes no session); the events are inserted into the
-  service's `outbox` collection in the same transaction. After the commit they are published
-  with publisher confirms, in order, and their records deleted (the deletes of records
-  published within FORGET_GATHER_S gather into one). `later=True` (an answer someone waits
-  on, e.g. telephony's ringing event): published by a background greenlet/thread once the
-  caller has its answer. Events are envelopes (`crm_common.messaging.events.envelope`) or
-  `(event_type, data)` pairs, dumped through their contract (`contracts.events.dump_event`).
+  service's `outbox` collection in the same transaction. After the commit they are
+  published with publisher confirms, in order, and their records deleted before `atomic`
+  returns. `later=True` (an answer someone waits on, e.g. telephony's ringing event):
+  published by a background greenlet/thread after the caller has its answer, the deletes
+  of records published within `outbox_forget_gather_s` gathered into one. Events are
+  envelopes (`crm_common.messaging.events.envelope`) or `(event_type, data)` pairs, dumped
+  through their contract (`contracts.events.dump_event`) before anything is stored.
 - A process killed at any instant loses nothing: before the commit neither the write nor
   its events exist; after it the records wait in `outbox`, and the relay (a loop in every
   replica, every `outbox_relay_s`) claims due records with an atomic lease and publishes
-  them: FIRST_TRY_GRACE after they were stored, which leaves the first try its time.
-  The same applies when the broker is down at write time.
+  them, FIRST_TRY_GRACE after they were stored (the first try's time). A broker that is
+  down at write time is the same case.
 - A record is deleted only after the broker confirmed it, so an event may be published
-  twice (killed between the confirm and the delete; a slow first try overtaken by the relay)
-  and consumers stay idempotent on `event_id`; never lost. The events of one write go out
-  in order; after an outage, events of different writes may arrive out of order.
+  twice (a kill between the confirm and the delete; a slow first try overtaken by the
+  relay): consumers are idempotent on `event_id`. The events of one write go out in order;
+  after an outage, events of different writes may arrive out of order.
 - The record's `_id` is the event id: an idempotent handler that announces again under the
-  same id while the first copy still waits stores nothing twice.
+  same id while the first copy still waits does not store it twice.
 - `outbox.dispatch(events)`: events that follow no write of their own (a claimed reminder,
   an import's progress): stored, published, forgotten the same way.
 
-Failpoints (tests only, off unless `outbox_failpoints` / CRM_OUTBOX_FAILPOINTS or
-`failpoints.set()` names them): the process SIGKILLs itself at the named point of the path,
-`name@n` at its n-th passage: before_commit (written, not committed), after_commit (not
-published), after_publish (one event confirmed, not deleted), relay_after_claim (leased, not
-published), relay_after_publish (published by the relay, not deleted).
+Failpoints (tests only; off unless `outbox_failpoints` / CRM_OUTBOX_FAILPOINTS or
+`failpoints.set()` names them): the process SIGKILLs itself at the named point, `name@n` at
+its n-th passage: before_commit (a write with events done, not committed), after_commit
+(not published), after_publish (one event confirmed, not deleted), relay_after_claim
+(leased by the relay, not published), relay_after_publish (published, not deleted).
 """
 import logging
 import os
