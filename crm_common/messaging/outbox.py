@@ -43,7 +43,7 @@ from datetime import timedelta
 
 from kombu import Exchange
 from nameko.extensions import DependencyProvider
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contracts.events import dump_event
@@ -124,11 +124,18 @@ class Outbox:
 
     def start(self, relay=True):
         """The index, the forget loop and (unless relay=False) the relay loop."""
-        self.collection.create_index([("relay_after", ASCENDING)])
+        self.ensure_index()
         self._forgetting = True
         self.spawn(self._forget_forever)
         if relay:
             self.spawn(self._relay_forever)
+
+    def ensure_index(self):
+        """(relay_after, _id): the relay's range of due records and its claim of one (every
+        predicate in one index: SecantusDB scans otherwise)."""
+        self.collection.create_index([("relay_after", ASCENDING), ("_id", ASCENDING)])
+        if "relay_after_1" in self.collection.index_information():
+            self.collection.drop_index("relay_after_1")  # the index it replaces
 
     def stop(self):
         # what is left would only be published twice by the relay
@@ -297,16 +304,20 @@ class Outbox:
 
     # the relay
     def relay_once(self, limit=200, now=None):
-        """Publish due records (due as of `now`, default now); returns how many went out."""
+        """Publish due records (due as of `now`, default now); returns how many went out.
+        Each is claimed first with a lease (a compare-and-set on the relay_after read, so of
+        two relays one takes it), published, then deleted. Not find_one_and_update: on
+        SecantusDB that scans the whole collection for an existing document (see
+        crm_common.mongo.update_and_get), which a backlog makes quadratic."""
         sent = 0
-        for _ in range(limit):
-            due = now or utcnow()
-            record = self.collection.find_one_and_update(
-                {"relay_after": {"$lte": due}},
-                {"$set": {"relay_after": utcnow() + LEASE}, "$inc": {"attempts": 1}},
-                sort=[("relay_after", ASCENDING)], return_document=ReturnDocument.AFTER)
-            if record is None:
-                break
+        due = list(self.collection.find({"relay_after": {"$lte": now or utcnow()}})
+                   .sort([("relay_after", ASCENDING), ("_id", ASCENDING)]).limit(limit))
+        for record in due:
+            claimed = self.collection.update_one(
+                {"relay_after": record["relay_after"], "_id": record["_id"]},
+                {"$set": {"relay_after": utcnow() + LEASE}, "$inc": {"attempts": 1}})
+            if not claimed.modified_count:
+                continue  # another relay took it, or its first try deleted it
             failpoints.hit(RELAY_AFTER_CLAIM)
             if not self._publish(record):
                 # broker still down: give the record back for the next tick
