@@ -16,10 +16,10 @@ never retried in a loop).
 """
 import contextvars
 import logging
-from contextlib import contextmanager
 import random
 import threading
 import time
+from contextlib import contextmanager
 
 from nameko.extensions import DependencyProvider
 from pymongo import MongoClient
