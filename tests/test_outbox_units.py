@@ -8,8 +8,10 @@ import time
 import pytest
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
+from contracts.events import EventContractError
 from crm_common import mongo
 from crm_common.messaging import outbox
+from crm_common.messaging.events import envelope
 
 
 # ---- fakes ---------------------------------------------------------------------------------
@@ -343,11 +345,15 @@ def test_a_stop_while_gathering_deletes_the_held_record_once():
     assert box.channel.closed  # the publishing connection goes with the container
 
 
-def test_events_are_envelopes_or_type_and_data_pairs():
+def test_events_are_envelopes_or_type_and_data_pairs_dumped_through_their_contract():
     box = outbox.Outbox.__new__(outbox.Outbox)
     box.source = "notifications"
-    pair = box.record(("notification_delivered", {"notification_id": "n1"}), {"h": 1})
+    data = {"notification_id": "n1", "channel": "email", "recipient": "user:u1",
+            "event_type": "task_overdue", "event_id": "ev1", "attempts": 1}
+    pair = box.record(("notification_delivered", data), {"h": 1})
     assert pair["type"] == "notification_delivered" and pair["_id"] == pair["body"]["event_id"]
     assert pair["body"]["source"] == "notifications" and pair["headers"] == {"h": 1}
-    given = box.record({"event_id": "e1", "type": "x_y", "source": "s", "data": {}})
+    given = box.record(envelope("notifications", "notification_delivered", data, event_id="e1"))
     assert given["_id"] == "e1" and given["relay_after"] > given["created_at"]
+    with pytest.raises(EventContractError):  # refused before anything is stored
+        box.record(("notification_delivered", {"notification_id": "n1"}))
