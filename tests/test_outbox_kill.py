@@ -3,7 +3,8 @@
 SIGKILLed once, at a random failpoint of the outbox path or at a random instant; the relay
 recovers what they left. Every write that committed has each of its events delivered (once,
 after the consumer's dedup on event_id), no uncommitted write has any. Then the same for a
-real contacts service killed by its failpoints in the middle of an API write."""
+real contacts service killed by its failpoints in the middle of an API write; and, on the
+same database, the two ways a write error meets a transaction."""
 import dataclasses
 import json
 import os
@@ -26,7 +27,7 @@ from crm_common.config import load_settings
 from crm_common.messaging import outbox as outbox_module
 from crm_common.messaging.events import envelope
 from crm_common.messaging.outbox import Outbox, failpoints
-from crm_common.mongo import joining
+from crm_common.mongo import SwallowedWriteError, joining
 from crm_common.timeutil import utcnow
 from tests.stack import ROOT, EventRecorder, Stack, Vhost, _die_with_parent, free_port, wait_port
 
@@ -247,6 +248,53 @@ def test_kill_at_any_point_loses_no_event_and_announces_no_uncommitted_write(inf
     assert not expected - unique, f"events lost: {sorted(expected - unique)[:10]}"
     assert not unique - expected, f"events of uncommitted writes: {sorted(unique - expected)[:10]}"
     assert all(body["type"] == EVENT and body["source"] == SOURCE for body in received)
+
+
+def test_an_event_id_still_waiting_is_stored_once_and_the_write_commits(infra):
+    """An idempotent handler announcing again under the same id (a redelivered lead): the
+    duplicate key would abort the transaction, so the write runs again, carefully."""
+    client, db, box = open_outbox(infra)
+    try:
+        item = f"again-{uuid.uuid4().hex[:6]}"
+        box._publish_stored = lambda records, later=False: None  # the first copy waits
+        box.atomic(write_item, (db, item, 2))
+        again = f"{item}-again"
+
+        def write_again():
+            db["items"].insert_one({"_id": again})
+            return again, [envelope(SOURCE, EVENT, {"contact_id": "c"}, event_id=f"{item}:1")]
+
+        assert box.atomic(write_again) == again
+        assert db["items"].count_documents({"_id": again}) == 1
+        assert db["outbox"].count_documents({"_id": f"{item}:1"}) == 1
+    finally:
+        db["outbox"].delete_many({"_id": {"$regex": "^again-"}})
+        box.channel.close()
+        client.close()
+
+
+def test_a_duplicate_key_caught_inside_a_write_fails_it_instead_of_looping(infra):
+    client, db, box = open_outbox(infra)
+    item = f"dup-{uuid.uuid4().hex[:6]}"
+    db["items"].insert_one({"_id": item})
+
+    def already_done():
+        try:
+            db["items"].insert_one({"_id": item})
+        except pymongo.errors.DuplicateKeyError:
+            pass  # "already done": aborts the transaction on mongod and SecantusDB alike
+        db["items"].insert_one({"_id": f"{item}-next"})
+        return None, [envelope(SOURCE, EVENT, {"contact_id": item})]
+
+    try:
+        started = time.monotonic()
+        with pytest.raises(SwallowedWriteError):
+            box.atomic(already_done)
+        assert time.monotonic() - started < 5
+        assert db["items"].count_documents({"_id": f"{item}-next"}) == 0
+    finally:
+        box.channel.close()
+        client.close()
 
 
 @pytest.fixture(scope="module")

@@ -157,17 +157,19 @@ class Outbox:
     def atomic(self, write, args=(), kwargs=None, headers=None, later=False):
         """`write(*args, **kwargs)` -> (result, events), stored in one transaction, then
         published (now, or after the caller's answer with later=True); returns result."""
+        joined = in_transaction()  # inside someone's transaction: published after it commits
         met_stored = []  # set when a try found one of its event ids still waiting
 
         def write_and_store():
             result, events = write(*args, **(kwargs or {}))
             records = [self.record(event, headers) for event in events or ()]
-            records = self._store_within(records, careful=bool(met_stored), met=met_stored)
+            records = self._store_within(records, careful=joined or bool(met_stored),
+                                         met=met_stored)
             if records:
                 failpoints.hit(BEFORE_COMMIT)
             return result, records
 
-        if in_transaction():  # inside someone's transaction: published after it commits
+        if joined:
             result, records = write_and_store()
             after_commit(self._publish_stored, records, later)
             return result
