@@ -46,6 +46,12 @@ class Settings:
     search_queue_expires_hours: float = 72.0
     search_rebuild_page: int = 1000
     search_sync_seconds: float = 2.0
+    # the outbox (crm_common.messaging.outbox): the broker it publishes to (empty: amqp_uri),
+    # relay period, how long deletes gather, and failpoints (tests only: "name[@n],...")
+    events_amqp_uri: str = ""
+    outbox_relay_s: float = 1.0
+    outbox_forget_gather_s: float = 0.25
+    outbox_failpoints: str = ""
     env: dict = field(default_factory=dict, repr=False)
 
     def database_name(self, service):
@@ -80,6 +86,10 @@ def load_settings():
         search_queue_expires_hours=float(_env("CRM_SEARCH_QUEUE_EXPIRES_HOURS", "72")),
         search_rebuild_page=int(_env("CRM_SEARCH_REBUILD_PAGE", "1000")),
         search_sync_seconds=float(_env("CRM_SEARCH_SYNC_SECONDS", "2")),
+        events_amqp_uri=_env("CRM_EVENTS_AMQP_URI", ""),
+        outbox_relay_s=float(_env("CRM_OUTBOX_RELAY_SECONDS", "1")),
+        outbox_forget_gather_s=float(_env("CRM_OUTBOX_FORGET_GATHER_SECONDS", "0.25")),
+        outbox_failpoints=_env("CRM_OUTBOX_FAILPOINTS", ""),
     )
 
 

@@ -1,6 +1,8 @@
 """What every service has for health and operations:
 - RPC `list_dead_letters` / `replay_dead_letters` for its event handlers' dead letters;
-- `_announce`: a write's events dispatched after the write succeeded;
+- `_announce(write, *args)`: a write and its events stored in one transaction, then
+  published (crm_common.messaging.outbox); `_announce_after_reply` publishes after the
+  answer; `_handle_and_announce(handler, event)` the same for an event handler's writes;
 - RPC `ping` (the process answers) and `health` (its database answers too); the gateway's
   /readyz calls `health` on each service;
 - a heartbeat timer that writes a small file every few seconds, so a container's own probe
@@ -44,16 +46,19 @@ class HealthEntrypoints:
         self.store.ping()
         return {"service": self.name, "ok": True, "database": self.store.db.name}
 
-    def _announce(self, result_and_events):
-        """(result, events) of a write -> result, its events dispatched now that the write
-        succeeded."""
-        result, events = result_and_events
-        self._dispatch_all(events)
-        return result
+    def _announce(self, write, *args, **kwargs):
+        """`write(*args, **kwargs)` -> (result, events), run in one transaction with its
+        events stored in the outbox, published once it committed; returns the result."""
+        return self.dispatch.atomic(write, *args, **kwargs)
 
-    def _dispatch_all(self, events):
-        for event in events:
-            self.dispatch(event["type"], event)
+    def _announce_after_reply(self, write, *args, **kwargs):
+        """The same for an answer someone waits on (a PBX): published after the answer."""
+        return self.dispatch.after_reply(write, *args, **kwargs)
+
+    def _handle_and_announce(self, handler, event):
+        """An event handler's writes and the events it announces (`handler(event)` -> events),
+        in one transaction."""
+        self._announce(lambda: (None, handler(event)))
 
     @rpc
     def list_dead_letters(self):

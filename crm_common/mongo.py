@@ -1,18 +1,49 @@
-"""The Mongo dependency: one MongoClient per service container, indexes ensured at start.
+"""The Mongo dependency: one MongoClient per process and database server, indexes ensured at
+start; and transactions that store code joins without passing sessions around.
 
-A service hands it its store class (the only code that touches pymongo); every worker
+A service hands MongoStore its store class (the only code that touches pymongo); every worker
 gets the same store instance, which is safe because MongoClient is thread/greenlet safe.
+Every MongoStore of a process shares one client, so one transaction can span them all.
+
+Transactions: `transaction(client, write, *args)` runs `write(*args)` inside a multi-document
+transaction and commits it. The database a store gets (`joining(db)`) hands out collections
+whose reads and writes add the session of the transaction open in the calling greenlet or
+thread, if any; store code stays free of `session=`. Inside a transaction a failed write
+(a duplicate key included) aborts the whole transaction, on mongod and SecantusDB alike:
+code that catches DuplicateKeyError to mean "already done" must check first or upsert
+instead when it can run inside one (a swallowed error is reported as SwallowedWriteError,
+never retried in a loop).
 """
+import contextvars
 import logging
+import random
+import threading
+import time
+from contextlib import contextmanager
 
 from nameko.extensions import DependencyProvider
 from pymongo import MongoClient
+from pymongo.collection import Collection
+from pymongo.errors import PyMongoError
 
 from crm_common.config import load_settings
 from crm_common.cursors import page
 from crm_common.timeutil import parse_iso, utcnow
 
 log = logging.getLogger(__name__)
+
+# how long a transaction is tried again after transient errors (write conflicts, a lost
+# commit answer) before the last error is raised
+TRANSACTION_RETRY_S = 20.0
+
+# the collection methods that run inside the caller's transaction (reads and writes); index
+# management, counts by metadata and commands run outside, as mongod requires
+_JOINING = ("find", "find_one", "find_one_and_delete", "find_one_and_replace",
+            "find_one_and_update", "insert_one", "insert_many", "replace_one", "update_one",
+            "update_many", "delete_one", "delete_many", "bulk_write", "aggregate",
+            "count_documents", "distinct")
+
+_current = contextvars.ContextVar("crm_mongo_transaction", default=None)
 
 
 def connect(mongo_url, appname):
@@ -23,6 +54,237 @@ def connect(mongo_url, appname):
     return MongoClient(mongo_url, tz_aware=True, appname=appname,
                        serverSelectionTimeoutMS=3000, connectTimeoutMS=20000)
 
+
+# ---- transactions -------------------------------------------------------------------------
+
+class SwallowedWriteError(RuntimeError):
+    """A write failed inside a transaction (which aborted it) and the code carried on as if
+    it had not; the transaction cannot commit. The failed write is the __cause__."""
+
+
+class RetryTransaction(Exception):
+    """Raised by code inside a transaction to run the whole write again from the start."""
+
+
+class _Transaction:
+    __slots__ = ("client", "session", "failed", "after_commit", "after_end")
+
+    def __init__(self, client, session):
+        self.client, self.session = client, session
+        self.failed = None  # the first non-transient error a statement met
+        self.after_commit = []  # (func, args) to run once committed
+        self.after_end = []  # ... once committed or aborted
+
+    def ended(self, committed):
+        for func, args in (self.after_commit if committed else []) + self.after_end:
+            try:
+                func(*args)
+            except Exception:  # noqa: BLE001 - the write stands (or is gone); its follower logs
+                log.exception("step after the transaction failed: %s",
+                              getattr(func, "__name__", func))
+
+    def note(self, exc):
+        if self.failed is None and not _transient(exc):
+            self.failed = exc
+
+
+def _transient(exc):
+    return isinstance(exc, PyMongoError) and exc.has_error_label("TransientTransactionError")
+
+
+def in_transaction():
+    return _current.get() is not None
+
+
+def after_commit(func, *args):
+    """`func(*args)` once the open transaction has committed (never if it aborts); at once
+    when none is open. For what must follow the write and cannot be undone (a cache
+    epoch bumped, events published)."""
+    tx = _current.get()
+    if tx is None:
+        func(*args)
+    else:
+        tx.after_commit.append((func, args))
+
+
+def after_transaction(func, *args):
+    """`func(*args)` once the open transaction has ended, committed or aborted (at once when
+    none is open): the second half of a mark made outside it."""
+    tx = _current.get()
+    if tx is None:
+        func(*args)
+    else:
+        tx.after_end.append((func, args))
+
+
+@contextmanager
+def outside_transaction():
+    """Statements in this block run on their own, committed at once, even while a
+    transaction is open (a marker other writers must see before the transaction commits;
+    a counter every write touches, which inside transactions would make them conflict)."""
+    token = _current.set(None)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def transaction(client, write, *args, **kwargs):
+    """`write(*args, **kwargs)` inside one multi-document transaction on `client`, committed;
+    returns what it returned. Transient errors (write conflicts, a commit whose answer was
+    lost) run it again from the start, for up to TRANSACTION_RETRY_S; any other error aborts
+    and is raised. Called inside an open transaction, `write` joins it."""
+    outer = _current.get()
+    if outer is not None:
+        if outer.client is not client:
+            raise RuntimeError("another client's transaction is open in this greenlet")
+        return write(*args, **kwargs)
+    deadline = time.monotonic() + TRANSACTION_RETRY_S
+    attempt = 0
+    with client.start_session() as session:
+        while True:
+            attempt += 1
+            tx = _Transaction(client, session)
+            session.start_transaction()
+            token = _current.set(tx)
+            try:
+                result = write(*args, **kwargs)
+            except BaseException as exc:
+                _current.reset(token)
+                _abort(session)
+                tx.ended(committed=False)
+                if _again(exc, tx, deadline):
+                    _pause(attempt)
+                    continue
+                raise _explained(exc, tx)
+            _current.reset(token)
+            try:
+                _commit(session, deadline)
+            except PyMongoError as exc:
+                tx.ended(committed=False)
+                if _again(exc, tx, deadline):
+                    _pause(attempt)
+                    continue
+                raise _explained(exc, tx)
+            tx.ended(committed=True)
+            return result
+
+
+def _commit(session, deadline):
+    while True:
+        try:
+            session.commit_transaction()
+            return
+        except PyMongoError as exc:
+            # the answer was lost: committing again is safe (commits are idempotent)
+            if exc.has_error_label("UnknownTransactionCommitResult") and time.monotonic() < deadline:
+                continue
+            raise
+
+
+def _abort(session):
+    if session.in_transaction:
+        try:
+            session.abort_transaction()
+        except PyMongoError:  # the server aborts it by itself (lifetime limit)
+            pass
+
+
+def _again(exc, tx, deadline):
+    if time.monotonic() >= deadline:
+        return False
+    return isinstance(exc, RetryTransaction) or (_transient(exc) and tx.failed is None)
+
+
+def _explained(exc, tx):
+    if tx.failed is not None and _transient(exc):
+        error = SwallowedWriteError(
+            f"a write inside the transaction failed ({type(tx.failed).__name__}: {tx.failed}) "
+            f"and was caught; the transaction was aborted by the server")
+        error.__cause__ = tx.failed
+        return error
+    return exc
+
+
+def _pause(attempt):
+    """A short random pause before trying a conflicting transaction again."""
+    time.sleep(random.uniform(0, min(0.002 * attempt, 0.05)))
+
+
+class JoiningCollection:
+    """A pymongo Collection whose reads and writes join the transaction open in the calling
+    greenlet/thread (see `transaction`); everything else is the Collection's own."""
+    __slots__ = ("raw",)
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def __getattr__(self, name):
+        value = getattr(self.raw, name)
+        return JoiningCollection(value) if isinstance(value, Collection) else value
+
+    def __getitem__(self, name):
+        return JoiningCollection(self.raw[name])
+
+    def with_options(self, *args, **kwargs):
+        return JoiningCollection(self.raw.with_options(*args, **kwargs))
+
+    def __eq__(self, other):
+        return self.raw == getattr(other, "raw", other)
+
+    def __hash__(self):
+        return hash(self.raw)
+
+    def __repr__(self):
+        return f"JoiningCollection({self.raw!r})"
+
+
+def _joining_method(name):
+    def method(self, *args, **kwargs):
+        tx = _current.get()
+        if tx is None or "session" in kwargs:
+            return getattr(self.raw, name)(*args, **kwargs)
+        try:
+            return getattr(self.raw, name)(*args, session=tx.session, **kwargs)
+        except PyMongoError as exc:
+            tx.note(exc)
+            raise
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+for _name in _JOINING:
+    setattr(JoiningCollection, _name, _joining_method(_name))
+del _name
+
+
+class JoiningDatabase:
+    """A pymongo Database whose collections are JoiningCollections."""
+    __slots__ = ("raw",)
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def __getitem__(self, name):
+        return JoiningCollection(self.raw[name])
+
+    def get_collection(self, name, **kwargs):
+        return JoiningCollection(self.raw.get_collection(name, **kwargs))
+
+    def __getattr__(self, name):
+        value = getattr(self.raw, name)
+        return JoiningCollection(value) if isinstance(value, Collection) else value
+
+    def __repr__(self):
+        return f"JoiningDatabase({self.raw!r})"
+
+
+def joining(db):
+    """`db` (a pymongo Database) with collections that join the caller's transaction."""
+    return db if isinstance(db, JoiningDatabase) else JoiningDatabase(db)
+
+
+# ---- helpers for SecantusDB -----------------------------------------------------------------
 
 def update_and_get(collection, query, update, projection=None, upsert=False):
     """What `find_one_and_update(query, update, return_document=AFTER)` answers, as
@@ -81,17 +343,45 @@ def query_fields(query):
     return fields
 
 
+_clients = {}  # (mongo url, appname) -> [client, users]: one client per process and server
+_clients_lock = threading.Lock()
+
+
+def shared_client(mongo_url, appname):
+    """The process's client for this server (made on first use); give it back with
+    `release_client` (the last user closes it)."""
+    with _clients_lock:
+        entry = _clients.get((mongo_url, appname))
+        if entry is None:
+            entry = _clients[(mongo_url, appname)] = [connect(mongo_url, appname), 0]
+        entry[1] += 1
+        return entry[0]
+
+
+def release_client(mongo_url, appname):
+    with _clients_lock:
+        entry = _clients.get((mongo_url, appname))
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del _clients[(mongo_url, appname)]
+            entry[0].close()
+
+
 class MongoStore(DependencyProvider):
     def __init__(self, store_class):
         self.store_class = store_class
         self.client = None
         self.store = None
+        self._client_key = None
 
     def setup(self):
         settings = load_settings()
         service = self.container.service_name
-        self.client = connect(settings.mongo_url, f"crm-{service}")
-        db = self.client[settings.database_name(service)]
+        self._client_key = (settings.mongo_url, f"crm-{service}")
+        self.client = shared_client(*self._client_key)
+        db = joining(self.client[settings.database_name(service)])
         self.store = self.store_class(db, settings)
 
     def start(self):
@@ -100,7 +390,8 @@ class MongoStore(DependencyProvider):
 
     def stop(self):
         if self.client is not None:
-            self.client.close()
+            self.client = None
+            release_client(*self._client_key)
 
     def get_dependency(self, worker_ctx):
         return self.store

@@ -21,17 +21,16 @@ import logging
 import secrets
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app, g, request
-from kombu import Connection
 from pymongo.errors import PyMongoError
 
 from crm_common.errors import CrmError, Forbidden
-from crm_common.messaging.publish import publish_event
+from crm_common.messaging.events import envelope
+from crm_common.messaging.outbox import Outbox
 from crm_common.timeutil import utcnow
 from gateway import idempotency, permissions, security
 from contracts.gateway import UserOut
@@ -153,8 +152,9 @@ class Auth:
         self._ready = False
         self._lock = threading.Lock()
         self._secret = self.config.jwt_secret or None
-        self._publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="user-events")
-        self._connection = None  # used by the publisher thread only
+        # user_upserted: stored with the user's write, then published (messaging.outbox)
+        self.outbox = Outbox(self.store.db, "gateway",
+                             settings.events_amqp_uri or settings.amqp_uri, settings)
         self.identities = IdentityCache(self.config.identity_cache_ttl_s, self.store.auth_epoch)
         self._key_touched = {}  # api key id -> monotonic time of this process's last touch
 
@@ -164,6 +164,7 @@ class Auth:
             with self._lock:
                 if not self._ready:
                     self.store.ensure_indexes()
+                    self.outbox.start()  # its index, the relay and the batched deletes
                     self.bootstrap_admin()
                     if self.identities.ttl_s > 0:
                         self.store.auth_epoch.poll()
@@ -308,45 +309,40 @@ class Auth:
             self._key_touched.clear()
         self.store.touch_api_key(key_id, utcnow())
 
-    # events
-    def announce(self, users, connection, actor_id=None, request_id=None):
-        for user in users:
-            data = {"user": {k: v for k, v in dump_user(user).items() if k in ANNOUNCED},
-                    "actor_id": actor_id, "ref": {"type": "user", "id": user["_id"]},
-                    "summary": f"User {user['email']} ({user['role']})"}
-            publish_event(self.settings.amqp_uri, "gateway", "user_upserted", data,
-                          context={"request_id": request_id}, connection=connection)
+    # events: user_upserted, for the services that keep a copy of the users
+    @staticmethod
+    def user_event(user, actor_id=None):
+        data = {"user": {k: v for k, v in dump_user(user).items() if k in ANNOUNCED},
+                "actor_id": actor_id, "ref": {"type": "user", "id": user["_id"]},
+                "summary": f"User {user['email']} ({user['role']})"}
+        return envelope("gateway", "user_upserted", data)
 
-    def announce_user(self, user):
-        """After a create/update succeeded, off the request path: one publisher thread per
-        process keeps the order of this process's changes; a lost event is repaired by
-        the re-announce at the next start."""
-        self._publisher.submit(self._publish, user, g.get("identity", {}).get("user_id"),
-                               g.get("request_id"))
+    def save_user(self, write, *args, **kwargs):
+        """`write(*args, **kwargs)` -> the user written (None: nothing matched), run in one
+        transaction with its user_upserted, which is published before this returns (or by
+        the relay, whatever happens to this process)."""
+        actor_id = g.get("identity", {}).get("user_id")
+        request_id = g.get("request_id")
 
-    def _publish(self, user, actor_id, request_id):
-        try:
-            if self._connection is None:
-                self._connection = _broker_connection(self.settings.amqp_uri)
-            self.announce([user], self._connection, actor_id, request_id)
-        except Exception:  # noqa: BLE001 - the write stands; the start-up replay repairs
-            log.exception("could not announce user %s", user["_id"])
-            if self._connection is not None:
-                self._connection.release()
-            self._connection = None
+        def write_and_announce():
+            user = write(*args, **kwargs)
+            return user, [self.user_event(user, actor_id)] if user else []
+        self.ready()
+        return self.outbox.atomic(write_and_announce,
+                                  headers={"nameko.request_id": request_id} if request_id else None)
 
-    def announce_all(self):
-        with _broker_connection(self.settings.amqp_uri) as connection:
-            count = 0
-            for user in self.store.all_users():
-                self.announce([user], connection)
-                count += 1
+    def announce_all(self, batch=200):
+        """Every user announced again (at gateway start): a copy that missed something is
+        repaired."""
+        count, events = 0, []
+        for user in self.store.all_users():
+            events.append(self.user_event(user))
+            count += 1
+            if len(events) >= batch:
+                self.outbox.dispatch(events)
+                events = []
+        self.outbox.dispatch(events)
         log.info("announced %d users", count)
-
-
-def _broker_connection(amqp_uri):
-    # bounded: a broker that does not answer fails the publish instead of blocking forever
-    return Connection(amqp_uri, connect_timeout=3, transport_options={"max_retries": 2})
 
 
 def new_user_doc(data):

@@ -28,7 +28,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, 
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
-from crm_common.mongo import connect, query_fields, update_and_get
+from crm_common.mongo import after_commit, connect, joining, query_fields, update_and_get
 from crm_common.timeutil import utcnow
 
 log = logging.getLogger("gateway.store")
@@ -184,7 +184,8 @@ class GatewayStore:
     def __init__(self, settings):
         # connect() does not block: pymongo connects in the background on first use
         self.client = connect(settings.mongo_url, "crm-gateway")
-        self.db = self.client[settings.database_name("gateway")]
+        # collections join the transaction a user's write and its user_upserted are in
+        self.db = joining(self.client[settings.database_name("gateway")])
         self.users = self.db["users"]
         self.api_keys = self.db["api_keys"]
         self.audit = self.db["audit"]
@@ -258,7 +259,7 @@ class GatewayStore:
     def insert_user(self, doc):
         doc["_id"] = new_id()
         self.users.insert_one(doc)  # DuplicateKeyError on a taken email
-        self.auth_epoch.bump()  # a manager's cached team may have grown
+        after_commit(self.auth_epoch.bump)  # a manager's cached team may have grown
         return doc
 
     def insert_user_once(self, doc):
@@ -290,8 +291,8 @@ class GatewayStore:
         doc = update_and_get(self.users, {"_id": user_id, **(query or {})}, update)
         if inc or not set(changes) <= _LOGIN_ONLY_FIELDS:
             # role, team, active, token_version...: every cached identity is stale (bumped
-            # even when nothing matched: cheap, and never wrong)
-            self.auth_epoch.bump()
+            # even when nothing matched: cheap, and never wrong), once the change is visible
+            after_commit(self.auth_epoch.bump)
         return doc
 
     def team_member_ids(self, user_id, team):

@@ -1,6 +1,7 @@
-"""Publish a nameko-compatible event from code that is not a nameko service (the gateway,
-scripts, tests): same exchange (`<source>.events`, topic, durable), routing key = type,
-the body dumped through the event's contract (contracts/events.py)."""
+"""Publish a nameko-compatible event directly, with no outbox: tests, benches and scripts
+inject events with it (the services and the gateway publish through
+crm_common.messaging.outbox). Same exchange (`<source>.events`, topic, durable), routing
+key = type, the body dumped through the event's contract (contracts/events.py)."""
 from kombu import Connection, Exchange, Producer
 
 from contracts.events import dump_event

@@ -67,10 +67,9 @@ def create_user(body, params):
     _check_manager(store, data.get("manager_id"))
     _check_extension(store, data)
     try:
-        doc = store.insert_user(auth.new_user_doc(data))
+        doc = current.save_user(store.insert_user, auth.new_user_doc(data))
     except DuplicateKeyError as error:
         raise _taken(error.details, data)
-    current.announce_user(doc)
     return auth.dump_user(doc), 201
 
 
@@ -153,10 +152,9 @@ def _save(user_id, changes, inc):
     changes["updated_at"] = utcnow()
     current = auth.current()
     try:
-        doc = current.store.update_user(user_id, changes, inc=inc)
+        doc = current.save_user(current.store.update_user, user_id, changes, inc=inc)
     except DuplicateKeyError as error:
         raise _taken(error.details, changes)
     if not doc:
         raise NotFound("User not found", {"id": user_id})
-    current.announce_user(doc)
     return auth.dump_user(doc)

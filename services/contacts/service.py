@@ -3,7 +3,6 @@ import logging
 
 import eventlet
 from nameko.timer import timer
-from pymongo.errors import DuplicateKeyError
 
 from crm_common.context import CallerContext
 from crm_common.errors import EXPECTED
@@ -53,7 +52,7 @@ class ContactsService(HealthEntrypoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def create_contact(self, payload, force=False):
-        contact = self._announce(self.contacts.create(payload, force))
+        contact = self._announce(self.contacts.create, payload, force)
         log.info("contact %s created", contact["id"])
         return contact
 
@@ -63,15 +62,15 @@ class ContactsService(HealthEntrypoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def update_contact(self, contact_id, payload):
-        return self._announce(self.contacts.update(contact_id, payload))
+        return self._announce(self.contacts.update, contact_id, payload)
 
     @rpc(expected_exceptions=EXPECTED)
     def delete_contact(self, contact_id):
-        return self._announce(self.contacts.delete(contact_id))
+        return self._announce(self.contacts.delete, contact_id)
 
     @rpc(expected_exceptions=EXPECTED)
     def restore_contact(self, contact_id):
-        return self._announce(self.contacts.restore(contact_id))
+        return self._announce(self.contacts.restore, contact_id)
 
     @rpc(expected_exceptions=EXPECTED)
     def list_contacts(self, params):
@@ -117,7 +116,7 @@ class ContactsService(HealthEntrypoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def create_company(self, payload):
-        return self._announce(self.contacts.create_company(payload))
+        return self._announce(self.contacts.create_company, payload)
 
     @rpc(expected_exceptions=EXPECTED)
     def get_company(self, company_id):
@@ -125,15 +124,15 @@ class ContactsService(HealthEntrypoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def update_company(self, company_id, payload):
-        return self._announce(self.contacts.update_company(company_id, payload))
+        return self._announce(self.contacts.update_company, company_id, payload)
 
     @rpc(expected_exceptions=EXPECTED)
     def delete_company(self, company_id):
-        return self._announce(self.contacts.delete_company(company_id))
+        return self._announce(self.contacts.delete_company, company_id)
 
     @rpc(expected_exceptions=EXPECTED)
     def restore_company(self, company_id):
-        return self._announce(self.contacts.restore_company(company_id))
+        return self._announce(self.contacts.restore_company, company_id)
 
     @rpc(expected_exceptions=EXPECTED)
     def list_companies(self, params):
@@ -181,8 +180,8 @@ class ContactsService(HealthEntrypoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def merge_contacts(self, survivor_id, payload):
-        return self._announce(Merges(self.store, self.import_store, self.caller)
-                              .merge(survivor_id, payload))
+        return self._announce(Merges(self.store, self.import_store, self.caller).merge,
+                              survivor_id, payload)
 
     # inbound requests: web forms, messages, Telegram updates (docs/leads.md)
     inbound_store = MongoStore(InboundStore)
@@ -241,12 +240,8 @@ class ContactsService(HealthEntrypoints):
     def sweep_inbound(self):
         """Requests whose capture failed or never ran (a crash right after storing)."""
         for _ in range(50):
-            found = self.inbound.sweep_one(utcnow())
-            if found is None:
+            if not self._announce(self._sweep_one, utcnow()):
                 return
-            request, events, changes = found
-            if changes is not None:
-                self._captured({"id": request["_id"]}, events, changes)
 
     def _received(self, answer, request):
         """Stored: the sender has its answer now; the capture runs beside it (a few at a
@@ -257,28 +252,32 @@ class ContactsService(HealthEntrypoints):
 
     def _capture(self, request):
         try:
-            events, changes = self.inbound.capture(request)
+            self._announce(self._capture_and_mark, request)
         except Exception as exc:  # noqa: BLE001 - stored; the sweeper retries it
             self.inbound.capture_failed(request["_id"], exc)
-            return
-        self._captured({"id": request["_id"]}, events, changes)
 
-    def _captured(self, answer, events, changes):
-        """Events first, then the request leaves the sweeper's queue: a crash in between
-        repeats the events (same ids), never loses them."""
-        for event in events:
-            try:
-                self.dispatch(event["type"], event)
-            except DuplicateKeyError:  # still in the outbox from an earlier try
-                pass
+    def _capture_and_mark(self, request):
+        """The capture's writes, its events and the request leaving the sweeper's queue:
+        one transaction."""
+        events, changes = self.inbound.capture(request)
+        self.inbound.mark_captured(request["_id"], changes)
+        return request["_id"], events
+
+    def _sweep_one(self, now):
+        """One due request claimed and captured (or its failure recorded), in one
+        transaction; None when nothing is due."""
+        found = self.inbound.sweep_one(now)
+        if found is None:
+            return None, []
+        request, events, changes = found
         if changes is not None:
-            self.inbound.mark_captured(answer["id"], changes)
-        return answer
+            self.inbound.mark_captured(request["_id"], changes)
+        return request["_id"], events
 
     @reliable_handler("deals", "lead_routed")
     def on_lead_routed(self, event):
         """The routing on the request and the timeline; an owner-less contact gets the owner."""
-        self._dispatch_all(self.inbound.on_lead_routed(event))
+        self._handle_and_announce(self.inbound.on_lead_routed, event)
 
     @reliable_handler("gateway", "user_upserted")
     def on_gateway_user_upserted(self, event):

@@ -11,7 +11,7 @@ from crm_common.messaging.rpc import ServiceRpc, rpc
 from services.deals.leads import LeadRouter
 from services.deals.operations import Deals
 from services.deals.sources import LeadSources
-from services.deals.store import DealsStore, is_duplicate_key
+from services.deals.store import DealsStore
 
 
 class DealsService(HealthEntrypoints):
@@ -63,7 +63,7 @@ class DealsService(HealthEntrypoints):
     # deals
     @rpc(expected_exceptions=EXPECTED)
     def create_deal(self, payload):
-        return self._announce(self.deals.create(payload))
+        return self._announce(self.deals.create, payload)
 
     @rpc(expected_exceptions=EXPECTED)
     def get_deal(self, deal_id):
@@ -71,20 +71,20 @@ class DealsService(HealthEntrypoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def update_deal(self, deal_id, payload):
-        return self._announce(self.deals.update(deal_id, payload))
+        return self._announce(self.deals.update, deal_id, payload)
 
     @rpc(expected_exceptions=EXPECTED)
     def delete_deal(self, deal_id):
-        return self._announce(self.deals.delete(deal_id))
+        return self._announce(self.deals.delete, deal_id)
 
     @rpc(expected_exceptions=EXPECTED)
     def restore_deal(self, deal_id):
         """A deleted deal back (POST /api/v1/deals/{id}/restore)."""
-        return self._announce(self.deals.restore(deal_id))
+        return self._announce(self.deals.restore, deal_id)
 
     @rpc(expected_exceptions=EXPECTED)
     def move_deal(self, deal_id, payload):
-        return self._announce(self.deals.move(deal_id, payload))
+        return self._announce(self.deals.move, deal_id, payload)
 
     @rpc(expected_exceptions=EXPECTED)
     def list_deals(self, params):
@@ -187,11 +187,6 @@ class DealsService(HealthEntrypoints):
         """An inbound request: record it, join or open a deal, choose the owner (docs/leads.md).
         The service acts on its own here, whoever submitted the request."""
         router = LeadRouter(Deals(self.store, Caller(), self.contacts_rpc))
-        for event_out in router.capture(event["data"]):
-            try:
-                self.dispatch(event_out["type"], event_out)
-            except Exception as exc:  # noqa: BLE001 - re-raised unless it is the case below
-                # a redelivery re-announces under the same event id while the first copy
-                # still waits in the outbox: the relay publishes that one
-                if not is_duplicate_key(exc):
-                    raise
+        # a redelivery announces again under the same event ids: a copy still waiting in
+        # the outbox is not stored twice (crm_common.messaging.outbox)
+        self._handle_and_announce(router.capture, event["data"])

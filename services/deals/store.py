@@ -18,7 +18,8 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
-from crm_common.mongo import BaseStore, update_and_get
+from crm_common.mongo import (BaseStore, after_commit, after_transaction, outside_transaction,
+                              update_and_get)
 from crm_common.timeutil import utcnow
 from services.deals import funnel, reports, summaries
 from services.deals.domain import DEFAULT_LOST_REASONS, DEFAULT_LEAD_SOURCES, default_pipeline
@@ -27,10 +28,6 @@ LIVE = {"deleted_at": None}
 DEFAULT_KEY = "default"
 # deal filter fields with a (field, created_at, _id) index each
 FILTERED = ("contact_id", "company_id", "stage_id", "owner_id", "pipeline_id", "source", "status")
-
-
-def is_duplicate_key(exc):
-    return isinstance(exc, DuplicateKeyError)
 
 
 def _int64(value):
@@ -233,11 +230,8 @@ class DealsStore(BaseStore):
         a deal closed since is replaced only from the id read (compare-and-set). Returns the
         claim in place."""
         doc = {"deal_id": deal_id, "request_id": request_id, "at": now}
-        if replacing is None:
-            try:
-                self.lead_claims.insert_one({"_id": key, **doc})
-            except DuplicateKeyError:
-                pass
+        if replacing is None:  # an upsert: a duplicate key would abort the transaction
+            self.lead_claims.update_one({"_id": key}, {"$setOnInsert": doc}, upsert=True)
         else:
             self.lead_claims.update_one({"_id": key, "deal_id": replacing}, {"$set": doc})
         return self.lead_claims.find_one({"_id": key})
@@ -265,13 +259,11 @@ class DealsStore(BaseStore):
         return self.deals.find_one({"_id": deal_id})
 
     def insert_deal_once(self, doc):
-        """False when a deal with this id exists (a redelivered lead already created it)."""
-        try:
-            with self.summaries_marked(summaries.touched(None, doc)):
-                self.deals.insert_one(doc)
-        except DuplicateKeyError:
-            return False
-        return True
+        """False when a deal with this id exists (a redelivered lead already created it).
+        An upsert: a duplicate key would abort the transaction the lead is routed in."""
+        with self.summaries_marked(summaries.touched(None, doc)):
+            result = self.deals.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
+        return result.upserted_id is not None
 
     def add_deal_request(self, deal_id, entry, keep, now):
         """Push the request onto the deal once (its id is not there yet), keeping the last
@@ -371,7 +363,9 @@ class DealsStore(BaseStore):
     @contextmanager
     def summaries_marked(self, buckets):
         """Before the write: $inc dirty and pending.<token> on each bucket (created when
-        missing); after it, whatever happened: $inc dirty again and the token removed."""
+        missing); after it, whatever happened: $inc dirty again and the token removed. Both
+        outside the write's transaction (the unmark once it ended): every deal write of a
+        month marks the same buckets, and inside transactions they would all conflict."""
         if not buckets:
             yield
             return
@@ -381,8 +375,9 @@ class DealsStore(BaseStore):
         try:
             yield
         finally:
-            self._mark(ids, {"$unset": {f"pending.{token}": ""}})
+            after_transaction(self._mark, ids, {"$unset": {f"pending.{token}": ""}})
 
+    @outside_transaction()
     def _mark(self, ids, change):
         ops = [UpdateOne({"_id": key}, {"$inc": {"dirty": 1}, **change,
                                         "$setOnInsert": {"kind": kind, "period": period,
@@ -495,9 +490,11 @@ class DealsStore(BaseStore):
         return result.upserted_id is not None
 
     # funnel counters (funnel.py): numbers, per-entry updates, reads, rebuild
+    @outside_transaction()
     def next_funnel_no(self, pipeline_id, owner_id):
         """A new deal number in the (pipeline, owner) space: an atomic +1 (a number lost to
-        a retry only leaves an unused bit)."""
+        a retry only leaves an unused bit). Outside the write's transaction: every deal
+        write of an owner takes one, and inside transactions they would all conflict."""
         key = funnel.owner_key(pipeline_id, owner_id)
         for _ in range(5):
             try:
@@ -512,7 +509,14 @@ class DealsStore(BaseStore):
         raise RuntimeError(f"could not number a deal of {key}")
 
     def count_history(self, entry, sign=1):
-        """Adds one history entry to its month and day counters (sign -1 takes it out)."""
+        """Adds one history entry to its month and day counters (sign -1 takes it out), once
+        the write's transaction has committed: every deal write of an owner's month touches
+        the same counters, and inside transactions they would all conflict (an aborted try
+        counts nothing; a process killed in between leaves the counters one entry short,
+        as before transactions: rebuild_funnel_counters)."""
+        after_commit(self._count_history, entry, sign)
+
+    def _count_history(self, entry, sign):
         bits, incs = funnel.entry_update(entry, sign)
         if not bits:
             return

@@ -7,7 +7,7 @@ from nameko.timer import timer
 
 from crm_common.context import CallerContext
 from crm_common.errors import EXPECTED, Forbidden
-from crm_common.messaging.events import envelope, reliable_handler
+from crm_common.messaging.events import reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
 from crm_common.messaging.outbox import OutboxDispatcher
@@ -57,12 +57,6 @@ class NotificationsService(HealthEntrypoints):
     def notifications(self):
         return Notifications(self.store, self.caller, SETTINGS, self.clock())
 
-    def _announce(self, result_and_events):
-        result, events = result_and_events
-        for event_type, data in events:
-            self.dispatch(event_type, envelope(self.name, event_type, data))
-        return result
-
     # the people's copy of users, kept from the gateway's announcements
     @reliable_handler("gateway", "user_upserted")
     def on_user_upserted(self, event):
@@ -82,25 +76,28 @@ class NotificationsService(HealthEntrypoints):
         """Deliveries claimed when stored (pipeline.py) first, then those due in the
         database; keeps going while either has work (up to SEND_BUDGET_S, so a graceful
         stop waits for one batch at most that long), then lets the timer tick."""
-        worker = Worker(self.store, SETTINGS, self.clock(), self.contacts_rpc.get_contact)
+        worker = Worker(self.store, SETTINGS, self.clock(), self.contacts_rpc.get_contact,
+                        record=self._record_outcomes)
         until = time.monotonic() + SEND_BUDGET_S
         self.pipeline.sending = True
         try:
             while time.monotonic() < until:
                 local = self.pipeline.take(SETTINGS.batch, wait_s=SETTINGS.poll_s)
                 try:
-                    events = worker.send_batch(local) if local else []
+                    if local:
+                        worker.send_batch(local)
                 finally:
                     self.pipeline.finished(len(local))
                 found = worker.run_once()
-                # a batch's delivered/failed events: stored in one insert, published and
-                # deleted (in batches) by the outbox in the background
-                self.dispatch.after_reply([(event_type, envelope(self.name, event_type, data))
-                                           for event_type, data in events + found])
                 if not local and not found:
                     break
         finally:
             self.pipeline.sending = False
+
+    def _record_outcomes(self, outcomes, events):
+        """A batch's outcomes and their delivered/failed events in one transaction; the
+        events published (and deleted in batches) in the background."""
+        self._announce_after_reply(lambda: (self.store.finish(outcomes), events))
 
     @timer(interval=600)
     def daily_birthdays(self):
@@ -153,7 +150,7 @@ class NotificationsService(HealthEntrypoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def create_webhook(self, payload):
-        return self._announce(self.notifications.create_webhook(payload))
+        return self._announce(self.notifications.create_webhook, payload)
 
     @rpc(expected_exceptions=EXPECTED)
     def get_webhook(self, webhook_id):
@@ -161,11 +158,11 @@ class NotificationsService(HealthEntrypoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def update_webhook(self, webhook_id, payload):
-        return self._announce(self.notifications.update_webhook(webhook_id, payload))
+        return self._announce(self.notifications.update_webhook, webhook_id, payload)
 
     @rpc(expected_exceptions=EXPECTED)
     def delete_webhook(self, webhook_id):
-        return self._announce(self.notifications.delete_webhook(webhook_id))
+        return self._announce(self.notifications.delete_webhook, webhook_id)
 
     @rpc(expected_exceptions=EXPECTED)
     def list_webhooks(self, params):
@@ -177,7 +174,7 @@ class NotificationsService(HealthEntrypoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def redeliver(self, webhook_id, delivery_id):
-        return self._announce(self.notifications.redeliver(webhook_id, delivery_id))
+        return self._announce(self.notifications.redeliver, webhook_id, delivery_id)
 
     # ops
     @rpc(expected_exceptions=EXPECTED)

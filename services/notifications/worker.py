@@ -34,11 +34,14 @@ def backoff(settings, attempts):
 
 
 class Worker:
-    def __init__(self, store, settings, now, contact_lookup):
+    def __init__(self, store, settings, now, contact_lookup, record=None):
         self.store = store
         self.settings = settings
         self.now = now
         self.contact_lookup = contact_lookup
+        # record(outcomes, events): the outcomes written with their events (the service
+        # passes its outbox transaction); by default the outcomes alone
+        self.record = record or (lambda outcomes, events: store.finish(outcomes))
 
     def run_once(self):
         """Claim due deliveries from the database and send them; returns the events to
@@ -68,7 +71,7 @@ class Worker:
             outcomes.append((delivery["_id"], delivery["claim"], changes, unset))
             if changes["status"] in ("delivered", "failed"):
                 events.append(self._event(delivery, changes))
-        self.store.finish(outcomes)
+        self.record(outcomes, events)
         return events
 
     def _send(self, delivery, http, blocked):

@@ -41,7 +41,7 @@ class TasksService(HealthEntrypoints):
     # tasks
     @rpc(expected_exceptions=EXPECTED)
     def create_task(self, payload):
-        return self._announce(self.tasks.create(payload))
+        return self._announce(self.tasks.create, payload)
 
     @rpc(expected_exceptions=EXPECTED)
     def get_task(self, task_id):
@@ -49,15 +49,15 @@ class TasksService(HealthEntrypoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def update_task(self, task_id, payload):
-        return self._announce(self.tasks.update(task_id, payload))
+        return self._announce(self.tasks.update, task_id, payload)
 
     @rpc(expected_exceptions=EXPECTED)
     def cancel_task(self, task_id, reason=None):
-        return self._announce(self.tasks.cancel(task_id, reason))
+        return self._announce(self.tasks.cancel, task_id, reason)
 
     @rpc(expected_exceptions=EXPECTED)
     def complete_task(self, task_id, payload):
-        return self._announce(self.tasks.complete(task_id, payload))
+        return self._announce(self.tasks.complete, task_id, payload)
 
     @rpc(expected_exceptions=EXPECTED)
     def list_tasks(self, params):
@@ -145,22 +145,22 @@ class TasksService(HealthEntrypoints):
     @reliable_handler("telephony", "call_missed")
     def on_call_missed(self, event):
         """A callback task for the contact's owner (else the called agent)."""
-        self._dispatch_all(self.tasks.on_call_missed(event))
+        self._handle_and_announce(self.tasks.on_call_missed, event)
 
     @reliable_handler("telephony", "call_answered")
     def on_call_answered(self, event):
         """Closes the contact's callback tasks for calls missed before it."""
-        self._dispatch_all(self.tasks.on_call_answered(event))
+        self._handle_and_announce(self.tasks.on_call_answered, event)
 
     @reliable_handler("telephony", "call_ended")
     def on_call_ended(self, event):
         """As call_answered, when the call was answered."""
-        self._dispatch_all(self.tasks.on_call_answered(event))
+        self._handle_and_announce(self.tasks.on_call_answered, event)
 
     @reliable_handler("deals", "lead_routed")
     def on_lead_routed(self, event):
         """The first-touch task of a routed lead, for its owner."""
-        self._dispatch_all(self.tasks.on_lead_routed(event))
+        self._handle_and_announce(self.tasks.on_lead_routed, event)
 
     @reliable_handler("contacts", "contact_merged")
     def on_contact_merged(self, event):
@@ -170,4 +170,4 @@ class TasksService(HealthEntrypoints):
     @reliable_handler("deals", "deal_stage_changed")
     def on_deal_stage_changed(self, event):
         """The stage's task rules create their tasks."""
-        self._dispatch_all(self.tasks.on_deal_stage_changed(event))
+        self._handle_and_announce(self.tasks.on_deal_stage_changed, event)

@@ -56,14 +56,17 @@ class TasksStore(BaseStore):
 
     # tasks
     def insert_task(self, doc):
-        """Insert; False when a task with the same source_key exists (a redelivery)."""
+        """Insert; False when a task with the same source_key exists (a redelivery). An
+        upsert, not an insert that fails: a duplicate key would abort the transaction the
+        task is written in."""
         doc.setdefault("_id", new_id())
         self.note_span(doc)
-        try:
+        if not doc.get("source_key"):
             self.tasks.insert_one(doc)
-        except DuplicateKeyError:
-            return False
-        return True
+            return True
+        result = self.tasks.update_one({"source_key": doc["source_key"]}, {"$setOnInsert": doc},
+                                       upsert=True)
+        return result.upserted_id is not None
 
     def get_task(self, task_id, visible=None):
         return self.tasks.find_one({"_id": task_id, **(visible or {})})

@@ -57,17 +57,12 @@ class TelephonyService(HealthEntrypoints):
         return Calls(self.store, self.caller, self.settings, self.contacts_rpc,
                      self.store.settings.default_region)
 
-    def _announce_after_reply(self, result_and_events):
-        """A PBX waits on this answer: the events are stored in the outbox now and
-        published after the reply (crm_common.messaging.outbox after_reply)."""
-        result, events = result_and_events
-        self.dispatch.after_reply([(event["type"], event) for event in events])
-        return result
-
     @rpc(expected_exceptions=EXPECTED)
     def ingest(self, payload):
-        """A canonical event; the answer names the call, its contact and owner's extension."""
-        return self._announce_after_reply(self.calls.ingest(payload))
+        """A canonical event; the answer names the call, its contact and owner's extension.
+        A PBX waits on it: the call record and its events are stored in one transaction,
+        the events published after the answer."""
+        return self._announce_after_reply(self.calls.ingest, payload)
 
     @rpc(expected_exceptions=EXPECTED)
     def ingest_provider(self, provider, payload):
@@ -76,7 +71,7 @@ class TelephonyService(HealthEntrypoints):
         adapter = PROVIDERS.get(provider)
         if adapter is None:
             raise BadRequest("Unknown provider", {"provider": provider})
-        answer = self._announce_after_reply(self.calls.ingest_provider(adapter, payload))
+        answer = self._announce_after_reply(self.calls.ingest_provider, adapter, payload)
         reply = adapter.reply(answer, payload) if hasattr(adapter, "reply") else None
         return {"answer": answer, "reply": reply}
 

@@ -73,12 +73,11 @@ class TelephonyStore(BaseStore):
 
     def insert_if_new(self, doc):
         """Insert a new call record; False if its (provider, call_id) exists already
-        (another event of the same call won the unique index)."""
-        try:
-            self.calls.insert_one(doc)
-        except DuplicateKeyError:
-            return False
-        return True
+        (another event of the same call won the unique index). An upsert, not an insert
+        that fails: a duplicate key would abort the transaction the event is folded in."""
+        result = self.calls.update_one({"provider": doc["provider"], "call_id": doc["call_id"]},
+                                       {"$setOnInsert": doc}, upsert=True)
+        return result.upserted_id is not None
 
     def update_call(self, call_id, update, condition=None):
         """Apply `update` (if `condition` still holds); the new doc, or None if it did not.
