@@ -52,6 +52,8 @@ MATRIX = {p.name: p for p in (
     _p("users:self", SELF, SELF, SELF, NO, "read and change one's own profile (not the "
        "extension) and password"),
     _p("session:self", SELF, SELF, SELF, NO, "refresh one's token, sign out everywhere"),
+    _p("stream:self", SELF, SELF, SELF, NO, "open one's live stream (a single-use ticket); "
+       "it carries what the caller's read cells let them see, and their own notifications"),
     _p("api-keys:manage", ALL, NO, NO, NO, "create, list, read, revoke API keys"),
     _p("audit:read", ALL, NO, NO, NO, "read the audit log"),
     _p("operations:manage", ALL, NO, NO, NO, "read and replay dead letters"),
@@ -72,6 +74,8 @@ MATRIX = {p.name: p for p in (
     _p("companies:create", ALL, ALL, ALL, "companies:write", "create a company"),
     _p("companies:manage", ALL, ALL, NO, "companies:write", "rename, delete, restore a "
        "company (a rename rewrites `company_name` on every contact of it)"),
+    _p("search:read", ALL, TEAM, OWN, "search:read", "one search box over the records the "
+       "caller may read (the index query applies the same visibility)"),
     # sales
     _p("deals:read", ALL, TEAM, OWN, "deals:read", "list, read, history"),
     _p("deals:write", ALL, TEAM, OWN, "deals:write", "create, change, move, delete, restore"),

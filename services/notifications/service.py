@@ -14,6 +14,7 @@ from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import ServiceRpc, rpc
 from crm_common.timeutil import parse_iso, to_iso, utcnow
 from services.notifications.config import load_notify_settings
+from services.notifications.channels.inapp import inbox_created
 from services.notifications.fanout import Fanout, month_days
 from services.notifications.listen import source_handler
 from services.notifications.operations import Notifications
@@ -30,7 +31,11 @@ def _source_handler(source, event_types):
     @source_handler(source, event_types)
     def handle(self, event):
         if event["type"] in event_types:
-            Fanout(self.store, self.clock(), self.pipeline).handle(event)
+            fanout = Fanout(self.store, self.clock(), self.pipeline)
+            fanout.handle(event)
+            self.dispatch.after_reply([("notification_created", envelope(
+                self.name, "notification_created", inbox_created(entry),
+                event_id=f"inbox:{entry['key']}")) for entry in fanout.inbox])
 
     handle.__name__ = f"on_{source}_events"
     return handle
