@@ -28,7 +28,7 @@ export function CallPop() {
       <Stack>
         {calls.map((call) => (
           <Paper key={call.callId} shadow="lg" p="md" withBorder w={320} data-testid="call-pop">
-            <Title order={4}>📞 {t("incomingCall")}</Title>
+            <Title order={4}>{t("incomingCall")}</Title>
             <Text fw={600}>{call.from}</Text>
             <Text size="sm" c="dimmed">{call.summary || (call.contactId ? "" : t("unknownCaller"))}</Text>
             <Group mt="sm">

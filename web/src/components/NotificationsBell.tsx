@@ -34,7 +34,10 @@ export function NotificationsBell() {
       <Menu.Target>
         <Indicator label={count} size={18} disabled={!count} color="red" data-testid="bell-count">
           <ActionIcon variant="subtle" size="lg" aria-label={t("notifications")} data-testid="bell">
-            <span aria-hidden style={{ fontSize: 20 }}>🔔</span>
+            <svg aria-hidden width="20" height="20" viewBox="0 0 24 24" fill="none" stroke="currentColor"
+                 strokeWidth="2" strokeLinecap="round" strokeLinejoin="round">
+              <path d="M6 8a6 6 0 0 1 12 0c0 7 3 9 3 9H3s3-2 3-9" /><path d="M10.3 21a1.94 1.94 0 0 0 3.4 0" />
+            </svg>
           </ActionIcon>
         </Indicator>
       </Menu.Target>

@@ -37,7 +37,7 @@ function Column({ stage, deals, language }: { stage: Stage; deals: Deal[]; langu
   const total = deals.reduce((sum, d) => sum + (d.amount ?? 0), 0);
   const color = stage.kind === "won" ? "green" : stage.kind === "lost" ? "red" : "blue";
   return (
-    <Card ref={setNodeRef} withBorder w={240} miw={240} p="xs" bg={isOver ? "var(--mantine-color-blue-light)" : undefined}
+    <Card ref={setNodeRef} withBorder w={200} miw={200} p="xs" bg={isOver ? "var(--mantine-color-blue-light)" : undefined}
           data-testid={`stage-${stage.id}`} data-stage-name={stage.name}>
       <Group justify="space-between" mb="xs" wrap="nowrap">
         <Text fw={700} size="sm">{stage.name}</Text>
@@ -135,7 +135,7 @@ export function DealsBoard() {
           setLost(null);
         }}>
           <Stack>
-            <TextInput autoFocus required placeholder={t("lostReasonPlaceholder")} value={reason}
+            <TextInput data-autofocus required placeholder={t("lostReasonPlaceholder")} value={reason}
                        onChange={(e) => setReason(e.currentTarget.value)} data-testid="lost-reason" />
             <Group justify="flex-end">
               <Button variant="default" onClick={() => setLost(null)}>{t("cancel")}</Button>
