@@ -74,8 +74,6 @@ MATRIX = {p.name: p for p in (
     _p("companies:create", ALL, ALL, ALL, "companies:write", "create a company"),
     _p("companies:manage", ALL, ALL, NO, "companies:write", "rename, delete, restore a "
        "company (a rename rewrites `company_name` on every contact of it)"),
-    _p("search:read", ALL, TEAM, OWN, "search:read", "one search box over the records the "
-       "caller may read (the index query applies the same visibility)"),
     # sales
     _p("deals:read", ALL, TEAM, OWN, "deals:read", "list, read, history"),
     _p("deals:write", ALL, TEAM, OWN, "deals:write", "create, change, move, delete, restore"),
