@@ -33,9 +33,10 @@ def _source_handler(source, event_types):
         if event["type"] in event_types:
             fanout = Fanout(self.store, self.clock(), self.pipeline)
             fanout.handle(event)
-            self.dispatch.after_reply([("notification_created", envelope(
-                self.name, "notification_created", inbox_created(entry),
-                event_id=f"inbox:{entry['key']}")) for entry in fanout.inbox])
+            for entry in fanout.inbox:  # the live stream's `notification`
+                self.dispatch("notification_created", envelope(
+                    self.name, "notification_created", inbox_created(entry),
+                    event_id=f"inbox:{entry['key']}"))
 
     handle.__name__ = f"on_{source}_events"
     return handle
