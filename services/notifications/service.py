@@ -7,7 +7,7 @@ from nameko.timer import timer
 
 from crm_common.context import CallerContext
 from crm_common.errors import EXPECTED, Forbidden
-from crm_common.messaging.events import reliable_handler
+from crm_common.messaging.events import envelope, reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
 from crm_common.messaging.outbox import OutboxDispatcher
