@@ -2,7 +2,7 @@
 # Every image of the platform, one per component, built from the repository root:
 #   docker build --build-arg SERVICE=contacts -t crm-contacts .
 #   docker build --build-arg SERVICE=gateway -t crm-gateway .
-# SERVICE is `gateway` or a package under services/. An image holds crm_common/, contracts/
+# SERVICE is `gateway`, `stream` or a package under services/. An image holds crm_common/, contracts/
 # and its own component only (a service also deploy/nameko.yaml); its CMD is the command
 # `./crm up` and the tests run. tests/test_deploy.py checks both. Needs BuildKit (the
 # default builder since Docker 23): it builds only the stages the chosen SERVICE uses.
@@ -30,6 +30,17 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)"]
 CMD ["gunicorn", "-c", "gateway/gunicorn.conf.py", "gateway.wsgi:app"]
+
+# the live stream (gateway/stream/): Server-Sent Events from its own eventlet process,
+# scaled on its own; a reverse proxy routes /api/v1/stream here (README, "Live stream")
+FROM runtime AS stream
+COPY gateway/ gateway/
+ENV STREAM_BIND=0.0.0.0:8001
+USER crm
+EXPOSE 8001
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8001/api/v1/stream/healthz', timeout=3)"]
+CMD ["python", "-m", "gateway.stream"]
 
 # a nameko service: services/ holds its own package only (a namespace package, no __init__)
 FROM runtime AS service

@@ -77,6 +77,13 @@ class TokenOut(Schema):
     user = fields.Nested(UserOut)
 
 
+class StreamTicketOut(Schema):
+    ticket = fields.String(metadata={"description": "single use: GET /api/v1/stream?ticket="})
+    expires_in = fields.Integer(metadata={"description": "seconds it stays valid"})
+    expires_at = UtcDateTime()
+    url = fields.String(metadata={"description": "the stream's URL with this ticket"})
+
+
 class UserListQuery(Schema):
     limit = list_limit_field()
     cursor = fields.String(validate=validate.Length(max=500))

@@ -4,7 +4,7 @@ import re
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
-from contracts.events import EventData, Int
+from contracts.events import Bool, EventData, Int, IsoTime
 from crm_common.fields import PageOf, UtcDateTime, list_limit_field
 
 # The vocabulary: channels, default routing, languages, and the events people and webhooks get.
@@ -227,5 +227,16 @@ class NotificationFailed(DeliveryEvent):
     reason = fields.String(allow_none=True, metadata={"description": "the last error"})
 
 
-EVENTS = {"notification_delivered": NotificationDelivered,
+class NotificationCreated(EventData):
+    """An in-app notification was put in a user's inbox (the live stream's `notification`);
+    event_id is `inbox:<event_id>:<user_id>`, the same on every redelivery."""
+    user_id = fields.String(required=True, metadata={"description": "whose inbox"})
+    notification = fields.Dict(required=True, metadata={
+        "description": "the entry as GET /notifications returns it (NotificationOut)"})
+    urgent = Bool(metadata={"description": "shown at once (a toast), not only counted"})
+    created_at = IsoTime()
+
+
+EVENTS = {"notification_created": NotificationCreated,
+          "notification_delivered": NotificationDelivered,
           "notification_failed": NotificationFailed}

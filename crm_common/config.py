@@ -110,3 +110,29 @@ def _public_rates():
             "provider_webhooks": pair("CRM_PROVIDER_WEBHOOK_RATE", "3000", "30000"),
             "login": pair("CRM_LOGIN", "60", "1200"),
             "public": pair("CRM_PUBLIC_RATE", "600", "6000")}
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """The live stream process (gateway/stream/) and the console the gateway serves."""
+    bind: str = "0.0.0.0:8001"
+    heartbeat_s: float = 15.0
+    buffer_size: int = 10000       # events kept for Last-Event-ID replay
+    queue_size: int = 1000         # events waiting per stream before it is told to resync
+    ticket_ttl_s: int = 60
+    max_stream_s: int = 1800       # a stream ends then; the client reconnects (re-checked)
+    upstream: str = ""             # dev/test front: other paths forwarded to the gateway
+    web_dist: str = ""             # the console's build the gateway serves at /
+
+
+def load_stream_settings():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return StreamSettings(
+        bind=_env("STREAM_BIND", "0.0.0.0:8001"),
+        heartbeat_s=float(_env("CRM_STREAM_HEARTBEAT_S", "15")),
+        buffer_size=int(_env("CRM_STREAM_BUFFER", "10000")),
+        queue_size=int(_env("CRM_STREAM_QUEUE", "1000")),
+        ticket_ttl_s=int(_env("CRM_STREAM_TICKET_TTL_S", "60")),
+        max_stream_s=int(_env("CRM_STREAM_MAX_S", "1800")),
+        upstream=_env("CRM_STREAM_UPSTREAM", "").rstrip("/"),
+        web_dist=_env("CRM_WEB_DIST", os.path.join(root, "web", "dist")))

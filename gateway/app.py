@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from flask import Flask, Response, g, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
-from crm_common.config import SERVICES, load_settings
+from crm_common.config import SERVICES, load_settings, load_stream_settings
 from crm_common.errors import CrmError
 from gateway import auth, limits, security
 from gateway.api import json_response
@@ -137,6 +137,7 @@ def create_app(settings=None, rpc_pool=None):
         return json_response(spec)
 
     register_docs(app)
+    register_console(app, load_stream_settings().web_dist)
     return app
 
 
@@ -190,3 +191,39 @@ def register_docs(app):
     @app.get("/api/docs/static/<path:filename>")
     def docs_static(filename):
         return send_from_directory(swagger_ui_path, filename)
+
+
+# the console's own policy: Mantine sets style attributes; scripts, API and stream are ours
+CONSOLE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+               "img-src 'self' data:; connect-src 'self'; font-src 'self' data:; "
+               "object-src 'none'; base-uri 'self'; frame-ancestors 'none'")
+
+
+def register_console(app, web_dist):
+    """The console (web/, built into `web_dist` by `./crm up`) at `/`: its files, and
+    index.html for every other path outside /api (client-side routes). Without a build the
+    gateway serves the API only. /api/v1/stream is never this app's: the stream process
+    serves it (gateway/stream/)."""
+    import os
+
+    from werkzeug.exceptions import NotFound
+
+    index = os.path.join(web_dist, "index.html")
+
+    def page(path=""):
+        if path.startswith("api/") or not os.path.isfile(index):
+            raise NotFound()
+        if path and os.path.isfile(os.path.join(web_dist, path)):
+            response = send_from_directory(web_dist, path)
+            if path.startswith("assets/"):  # content-hashed names
+                response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        elif path.startswith("assets/") or "." in path.rsplit("/", 1)[-1]:
+            raise NotFound()  # a missing file, not a client-side route
+        else:
+            response = send_from_directory(web_dist, "index.html")
+            response.headers["Cache-Control"] = "no-cache"
+        response.headers["Content-Security-Policy"] = CONSOLE_CSP
+        return response
+
+    app.add_url_rule("/", "console_index", page, methods=["GET"])
+    app.add_url_rule("/<path:path>", "console", page, methods=["GET"])

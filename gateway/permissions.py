@@ -52,6 +52,8 @@ MATRIX = {p.name: p for p in (
     _p("users:self", SELF, SELF, SELF, NO, "read and change one's own profile (not the "
        "extension) and password"),
     _p("session:self", SELF, SELF, SELF, NO, "refresh one's token, sign out everywhere"),
+    _p("stream:self", SELF, SELF, SELF, NO, "open one's live stream (a single-use ticket); "
+       "it carries what the caller's read cells let them see, and their own notifications"),
     _p("api-keys:manage", ALL, NO, NO, NO, "create, list, read, revoke API keys"),
     _p("audit:read", ALL, NO, NO, NO, "read the audit log"),
     _p("operations:manage", ALL, NO, NO, NO, "read and replay dead letters"),

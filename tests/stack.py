@@ -62,6 +62,11 @@ def gateway_command():
     return [os.path.join(BIN, "gunicorn"), "-c", "gateway/gunicorn.conf.py", "gateway.wsgi:app"]
 
 
+def stream_command():
+    """The stream process (gateway/stream/), as its image runs it."""
+    return [sys.executable, "-m", "gateway.stream"]
+
+
 def _ctl(*command, timeout=15, tries=2):
     """rabbitmqctl, bounded: a CLI node that cannot start (its Erlang name taken by another
     CLI running at the same moment) is retried; a hung one is killed."""
@@ -124,6 +129,9 @@ class Stack:
         self.processes = {}
         self.gateway_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.gateway_port}"
+        # the stream process; it forwards everything else to the gateway (one origin)
+        self.stream_port = free_port()
+        self.stream_url = f"http://127.0.0.1:{self.stream_port}"
         self.rpc = RpcPool(self.amqp_uri, size=8, timeout=10, name="tests")
         # the first admin and token secret the gateway starts with (tests sign in as it)
         self.admin_email = "admin@crm.test"
@@ -223,9 +231,25 @@ class Stack:
             time.sleep(0.2)
         raise RuntimeError("gateway never became ready: " + self.base_url)
 
+    def start_stream(self, **env):
+        self._spawn("stream", stream_command(),
+                    self.env(STREAM_BIND=f"127.0.0.1:{self.stream_port}",
+                             CRM_STREAM_UPSTREAM=self.base_url, **env))
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if requests.get(self.stream_url + "/api/v1/stream/readyz",
+                                timeout=3).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("stream never became ready: " + self.stream_url)
+
     def start(self):
         for service in SERVICES:
             self.start_service(service)
+        self.start_stream()
         for service in SERVICES:
             self.wait_service(service)
         self.start_gateway()

@@ -15,10 +15,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from tests.stack import ROOT, SERVICES, gateway_command, service_command
+from tests.stack import ROOT, SERVICES, gateway_command, service_command, stream_command
 
 DOCKERFILE = os.path.join(ROOT, "Dockerfile")
-COMPONENTS = ("gateway", *SERVICES)
+COMPONENTS = ("gateway", "stream", *SERVICES)
+# images of the gateway package (the API, the live stream)
+GATEWAY_IMAGES = ("gateway", "stream")
 # what every image holds besides its own component
 SHARED = {"crm_common/", "contracts/"}
 
@@ -124,7 +126,7 @@ def image(component, stage=None):
 
 def crm_script_command(kind, name=""):
     script = os.path.join(ROOT, "crm")
-    line = subprocess.run(["bash", "-c", f"source <(sed -n '/^service_cmd()/p;/^gateway_cmd()/p' {script}); "
+    line = subprocess.run(["bash", "-c", f"source <(sed -n '/^service_cmd()/p;/^gateway_cmd()/p;/^stream_cmd()/p' {script}); "
                                          f"VENV=/V; {kind}_cmd {name}"],
                           capture_output=True, text=True, check=True).stdout.split()
     return [part.replace("/V/bin/", "") for part in line]
@@ -151,6 +153,8 @@ def test_every_image_runs_the_dev_and_test_command():
         assert cmd == crm_script_command("service", service), service
     cmd = image("gateway")["cmd"]
     assert cmd == without_venv(gateway_command()) == crm_script_command("gateway")
+    cmd = image("stream")["cmd"]
+    assert cmd == without_venv(stream_command()) == crm_script_command("stream")
 
 
 def test_images_are_multi_stage_non_root_and_probe_their_component():
@@ -163,7 +167,7 @@ def test_images_are_multi_stage_non_root_and_probe_their_component():
         assert image(component, "build")["copies"] == [("requirements.txt", "/tmp/requirements.txt")]
         assert built["user"] == "crm", component
         assert built["env"]["PYTHONPATH"] == "/app", component
-        if component == "gateway":
+        if component in GATEWAY_IMAGES:
             probe = built["healthcheck"]
             assert probe[:2] == ["python", "-c"] and "/healthz" in probe[2]
         else:
@@ -174,7 +178,7 @@ def test_images_are_multi_stage_non_root_and_probe_their_component():
 def test_each_image_holds_only_its_own_component():
     for component in COMPONENTS:
         sources = {source for source, _ in image(component)["copies"]}
-        own = {"gateway/"} if component == "gateway" else {f"services/{component}/", "deploy/nameko.yaml"}
+        own = {"gateway/"} if component in GATEWAY_IMAGES else {f"services/{component}/", "deploy/nameko.yaml"}
         assert sources == SHARED | own, component
         for source, target in image(component)["copies"]:
             assert source == target, (component, source, target)  # same layout as the repo
@@ -220,9 +224,12 @@ def test_each_image_holds_what_its_component_imports(tmp_path):
         _copy_image(component, folder)
         target = image(component)["cmd"][-1]
         # the gateway's wsgi module starts the app (database, broker): checked by attribute
-        skip = ["gateway.wsgi"] if component == "gateway" else []
+        skip = (["gateway.wsgi", "gateway.stream.__main__"] if component in GATEWAY_IMAGES
+                else [])
         if component == "gateway":
             target = "gateway.app:create_app"
+        if component == "stream":
+            target = "gateway.stream.__main__:main"
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         env["PYTHONPATH"] = str(folder)
         running[component] = subprocess.Popen(
@@ -248,7 +255,7 @@ def test_compose_has_every_component_and_can_scale():
         env = spec["environment"]
         assert env["MONGO_URL"].startswith("mongodb://mongo") and "rabbitmq:5672" in env["AMQP_URI"]
         assert spec["depends_on"]["mongo"]["condition"] == "service_healthy"
-        if name != "gateway":
+        if name not in GATEWAY_IMAGES:
             assert "container_name" not in spec and "ports" not in spec, name  # --scale works
     assert services["mongo"]["image"].startswith("mongo:")
     assert "management" in services["rabbitmq"]["image"]

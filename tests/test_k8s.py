@@ -12,7 +12,7 @@ from tests.stack import ROOT, SERVICES
 from tests.test_deploy import image
 
 K8S = os.path.join(ROOT, "deploy", "k8s")
-COMPONENTS = ("gateway", *SERVICES)
+COMPONENTS = ("gateway", "stream", *SERVICES)
 # os.environ / getenv, and the small readers of the config modules (_env, _flag, _list)
 ENV_READ = re.compile(r"""(?:os\.environ\.get|os\.getenv|os\.environ\[|\b_env|\b_flag|\b_list)\(?\s*["']([A-Z][A-Z0-9_]+)["']""")
 # read by the test harness, benchmarks or the dev script only, never in production

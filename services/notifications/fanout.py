@@ -45,6 +45,7 @@ def webhook_body(event):
 
 class Fanout:
     def __init__(self, store, now, pipeline=None):
+        self.inbox = []
         self.store = store
         self.now = now
         self.pipeline = pipeline  # group commit + claimed when stored (pipeline.py)
@@ -73,6 +74,7 @@ class Fanout:
                 for hook in hooks:
                     outbox.append(self._delivery(event, kind, "webhook", f"webhook:{hook['_id']}",
                                                  None, now, webhook_id=hook["_id"], body=body))
+        self.inbox = inbox  # announced by the service (notification_created)
         return self._write(inbox, outbox)
 
     def birthdays(self, day, contacts):

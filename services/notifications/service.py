@@ -7,13 +7,14 @@ from nameko.timer import timer
 
 from crm_common.context import CallerContext
 from crm_common.errors import EXPECTED, Forbidden
-from crm_common.messaging.events import reliable_handler
+from crm_common.messaging.events import envelope, reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
 from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import ServiceRpc, rpc
 from crm_common.timeutil import parse_iso, to_iso, utcnow
 from services.notifications.config import load_notify_settings
+from services.notifications.channels.inapp import inbox_created
 from services.notifications.fanout import Fanout, month_days
 from services.notifications.listen import source_handler
 from services.notifications.operations import Notifications
@@ -30,7 +31,12 @@ def _source_handler(source, event_types):
     @source_handler(source, event_types)
     def handle(self, event):
         if event["type"] in event_types:
-            Fanout(self.store, self.clock(), self.pipeline).handle(event)
+            fanout = Fanout(self.store, self.clock(), self.pipeline)
+            fanout.handle(event)
+            for entry in fanout.inbox:  # the live stream's `notification`
+                self.dispatch("notification_created", envelope(
+                    self.name, "notification_created", inbox_created(entry),
+                    event_id=f"inbox:{entry['key']}"))
 
     handle.__name__ = f"on_{source}_events"
     return handle

@@ -1,0 +1,73 @@
+import "@mantine/core/styles.css";
+import "@mantine/notifications/styles.css";
+import React, { lazy, Suspense, useEffect } from "react";
+import ReactDOM from "react-dom/client";
+import { DirectionProvider, Loader, MantineProvider, useDirection } from "@mantine/core";
+import { Notifications } from "@mantine/notifications";
+import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
+import { useTranslation } from "react-i18next";
+import { BrowserRouter, Navigate, Route, Routes } from "react-router-dom";
+import "./i18n";
+import { SessionProvider, useSession } from "./auth";
+import { Layout } from "./components/Layout";
+import { Login } from "./pages/Login";
+import { StreamProvider } from "./stream";
+
+const Contacts = lazy(() => import("./pages/Contacts").then((m) => ({ default: m.Contacts })));
+const ContactCard = lazy(() => import("./pages/ContactCard").then((m) => ({ default: m.ContactCard })));
+const DealsBoard = lazy(() => import("./pages/DealsBoard").then((m) => ({ default: m.DealsBoard })));
+
+const queryClient = new QueryClient({
+  defaultOptions: { queries: { staleTime: 30_000, retry: 1, refetchOnWindowFocus: false } },
+});
+
+function Direction() {
+  const { i18n } = useTranslation();
+  const { setDirection } = useDirection();
+  useEffect(() => setDirection(i18n.dir(i18n.language)), [i18n, i18n.language, setDirection]);
+  return null;
+}
+
+function Private() {
+  const { token } = useSession();
+  if (!token) return <Navigate to="/login" replace />;
+  return (
+    <StreamProvider>
+      <Layout />
+    </StreamProvider>
+  );
+}
+
+function App() {
+  return (
+    <Suspense fallback={<Loader m="xl" />}>
+      <Routes>
+        <Route path="/login" element={<Login />} />
+        <Route element={<Private />}>
+          <Route path="/contacts" element={<Contacts />} />
+          <Route path="/contacts/:contactId" element={<ContactCard />} />
+          <Route path="/deals" element={<DealsBoard />} />
+        </Route>
+        <Route path="*" element={<Navigate to="/contacts" replace />} />
+      </Routes>
+    </Suspense>
+  );
+}
+
+ReactDOM.createRoot(document.getElementById("root")!).render(
+  <React.StrictMode>
+    <DirectionProvider initialDirection={document.documentElement.dir === "rtl" ? "rtl" : "ltr"}>
+      <MantineProvider>
+        <Direction />
+        <Notifications position="top-right" />
+        <QueryClientProvider client={queryClient}>
+          <BrowserRouter>
+            <SessionProvider>
+              <App />
+            </SessionProvider>
+          </BrowserRouter>
+        </QueryClientProvider>
+      </MantineProvider>
+    </DirectionProvider>
+  </React.StrictMode>,
+);

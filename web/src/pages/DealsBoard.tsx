@@ -1,0 +1,149 @@
+import { useMemo, useState } from "react";
+import { DndContext, PointerSensor, KeyboardSensor, useDraggable, useDroppable, useSensor, useSensors,
+         type DragEndEvent } from "@dnd-kit/core";
+import { Badge, Button, Card, Group, Modal, ScrollArea, Select, Stack, Text, TextInput, Title } from "@mantine/core";
+import { notifications as toasts } from "@mantine/notifications";
+import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
+import { useTranslation } from "react-i18next";
+import { api, ok, type Deal, type Stage } from "../api/client";
+import { QueryState } from "../components/QueryState";
+
+export function money(amount: number | undefined, currency: string | undefined, language: string) {
+  if (amount == null || !currency) return "";
+  try {
+    return new Intl.NumberFormat(language, { style: "currency", currency }).format(amount / 100);
+  } catch {
+    return `${(amount / 100).toFixed(2)} ${currency}`;
+  }
+}
+
+function DealCard({ deal, language }: { deal: Deal; language: string }) {
+  const { attributes, listeners, setNodeRef, transform, isDragging } = useDraggable({ id: deal.id ?? "" });
+  const style = transform ? { transform: `translate3d(${transform.x}px, ${transform.y}px, 0)`, zIndex: 10 } : undefined;
+  return (
+    <Card ref={setNodeRef} withBorder p="xs" style={{ ...style, opacity: isDragging ? 0.7 : 1, cursor: "grab" }}
+          {...listeners} {...attributes} data-testid={`deal-${deal.id}`}>
+      <Text size="sm" fw={600}>{deal.title}</Text>
+      <Group gap={4} justify="space-between">
+        <Text size="xs" c="dimmed">{money(deal.amount, deal.currency, language)}</Text>
+        {deal.rotting && <Badge size="xs" color="orange">⏱</Badge>}
+      </Group>
+    </Card>
+  );
+}
+
+function Column({ stage, deals, language }: { stage: Stage; deals: Deal[]; language: string }) {
+  const { setNodeRef, isOver } = useDroppable({ id: stage.id ?? "" });
+  const total = deals.reduce((sum, d) => sum + (d.amount ?? 0), 0);
+  const color = stage.kind === "won" ? "green" : stage.kind === "lost" ? "red" : "blue";
+  return (
+    <Card ref={setNodeRef} withBorder w={200} miw={200} p="xs" bg={isOver ? "var(--mantine-color-blue-light)" : undefined}
+          data-testid={`stage-${stage.id}`} data-stage-name={stage.name}>
+      <Group justify="space-between" mb="xs" wrap="nowrap">
+        <Text fw={700} size="sm">{stage.name}</Text>
+        <Badge color={color} variant="light">{deals.length}</Badge>
+      </Group>
+      <Text size="xs" c="dimmed" mb="xs">{money(total, deals[0]?.currency, language)}</Text>
+      <Stack gap="xs" mih={80}>
+        {deals.map((deal) => <DealCard key={deal.id} deal={deal} language={language} />)}
+      </Stack>
+    </Card>
+  );
+}
+
+/** One column per stage; drag a deal to move it (a lost stage asks the reason). */
+export function DealsBoard() {
+  const { t, i18n } = useTranslation();
+  const queryClient = useQueryClient();
+  const pipelines = useQuery({
+    queryKey: ["pipelines"],
+    queryFn: async () => ok(await api.GET("/api/v1/pipelines", {})).items ?? [],
+  });
+  const [chosen, setChosen] = useState<string | null>(null);
+  const pipeline = pipelines.data?.find((p) => p.id === chosen) ?? pipelines.data?.find((p) => p.is_default) ?? pipelines.data?.[0];
+  const deals = useQuery({
+    queryKey: ["deals", "board", pipeline?.id],
+    enabled: !!pipeline?.id,
+    queryFn: async () => ok(await api.GET("/api/v1/deals", {
+      params: { query: { pipeline_id: pipeline!.id, limit: 500 } } })).items ?? [],
+  });
+  const [lost, setLost] = useState<{ deal: Deal; stage: Stage } | null>(null);
+  const [reason, setReason] = useState("");
+
+  const move = useMutation({
+    mutationFn: async ({ deal, stage, lostReason }: { deal: Deal; stage: Stage; lostReason?: string }) =>
+      ok(await api.POST("/api/v1/deals/{deal_id}/move", { params: { path: { deal_id: deal.id! } },
+        body: { stage_id: stage.id!, ...(lostReason ? { lost_reason: lostReason } : {}) } })),
+    onMutate: ({ deal, stage }) => {
+      const key = ["deals", "board", pipeline?.id];
+      const before = queryClient.getQueryData<Deal[]>(key);
+      queryClient.setQueryData<Deal[]>(key, (now) => now?.map((d) => d.id === deal.id ? { ...d, stage_id: stage.id } : d));
+      return { before, key };
+    },
+    onError: (error, _vars, context) => {
+      if (context) queryClient.setQueryData(context.key, context.before);
+      toasts.show({ color: "red", title: t("moveFailed"), message: (error as Error).message });
+    },
+    onSettled: () => queryClient.invalidateQueries({ queryKey: ["deals"] }),
+  });
+
+  const byStage = useMemo(() => {
+    const map = new Map<string, Deal[]>();
+    for (const deal of deals.data ?? []) map.set(deal.stage_id ?? "", [...(map.get(deal.stage_id ?? "") ?? []), deal]);
+    return map;
+  }, [deals.data]);
+  const sensors = useSensors(useSensor(PointerSensor, { activationConstraint: { distance: 5 } }), useSensor(KeyboardSensor));
+
+  const onDragEnd = ({ active, over }: DragEndEvent) => {
+    const deal = deals.data?.find((d) => d.id === active.id);
+    const stage = pipeline?.stages?.find((s) => s.id === over?.id);
+    if (!deal || !stage || deal.stage_id === stage.id) return;
+    if (stage.kind === "lost") {
+      setReason("");
+      setLost({ deal, stage });
+    } else {
+      move.mutate({ deal, stage });
+    }
+  };
+
+  return (
+    <Stack>
+      <Group justify="space-between">
+        <Title order={2}>{t("deals")}</Title>
+        {pipelines.data && pipelines.data.length > 1 && (
+          <Select aria-label={t("pipeline")} value={pipeline?.id ?? null} onChange={setChosen}
+                  data={pipelines.data.map((p) => ({ value: p.id!, label: p.name ?? p.id! }))} />
+        )}
+      </Group>
+      <QueryState loading={pipelines.isLoading || deals.isLoading} error={pipelines.error ?? deals.error}
+                  retry={() => { pipelines.refetch(); deals.refetch(); }} />
+      {pipeline && deals.data && (
+        <DndContext sensors={sensors} onDragEnd={onDragEnd}>
+          <ScrollArea type="auto" offsetScrollbars>
+            <Group align="flex-start" wrap="nowrap" gap="sm" data-testid="board">
+              {(pipeline.stages ?? []).map((stage) => (
+                <Column key={stage.id} stage={stage} deals={byStage.get(stage.id ?? "") ?? []} language={i18n.language} />
+              ))}
+            </Group>
+          </ScrollArea>
+        </DndContext>
+      )}
+      <Modal opened={!!lost} onClose={() => setLost(null)} title={t("lostReason")}>
+        <form onSubmit={(e) => {
+          e.preventDefault();
+          if (lost && reason.trim()) move.mutate({ ...lost, lostReason: reason.trim() });
+          setLost(null);
+        }}>
+          <Stack>
+            <TextInput data-autofocus required placeholder={t("lostReasonPlaceholder")} value={reason}
+                       onChange={(e) => setReason(e.currentTarget.value)} data-testid="lost-reason" />
+            <Group justify="flex-end">
+              <Button variant="default" onClick={() => setLost(null)}>{t("cancel")}</Button>
+              <Button type="submit" color="red">{t("markLost")}</Button>
+            </Group>
+          </Stack>
+        </form>
+      </Modal>
+    </Stack>
+  );
+}

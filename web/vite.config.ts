@@ -1,0 +1,16 @@
+import { defineConfig } from "vite";
+import react from "@vitejs/plugin-react";
+
+// `npm run dev`: the API and the live stream through the stream process's front
+// (./crm up: STREAM_PORT 8001), so the dev server is one origin as in production.
+export default defineConfig({
+  plugins: [react()],
+  server: { proxy: { "/api": { target: process.env.CRM_URL || "http://127.0.0.1:8001" } } },
+  build: {
+    chunkSizeWarningLimit: 900,
+    rollupOptions: {
+      output: { manualChunks: { mantine: ["@mantine/core", "@mantine/hooks", "@mantine/notifications"],
+                                react: ["react", "react-dom", "react-router-dom"] } },
+    },
+  },
+});
