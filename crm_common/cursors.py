@@ -33,8 +33,8 @@ MAX_CURSOR_CHARS = 2000
 def _key():
     global _secret
     if _secret is None:
-        from crm_common.config import load_settings
-        secret = load_settings().cursor_secret
+        from crm_common.config import get_settings
+        secret = get_settings().cursor_secret
         if not secret:
             log.warning("CRM_CURSOR_SECRET (and CRM_JWT_SECRET) not set: list cursors are "
                         "signed with a development key; set one in production")

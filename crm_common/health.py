@@ -17,6 +17,7 @@ import time
 import eventlet
 from nameko.timer import timer
 
+from crm_common.config import get_settings
 from crm_common.messaging.events import DeadLetters
 from crm_common.observability import LogContext, ServiceMetrics
 from crm_common.messaging.rpc import rpc
@@ -24,8 +25,8 @@ from crm_common.messaging.rpc import rpc
 HEARTBEAT_SECONDS = 5
 
 
-def heartbeat_path(service):
-    return os.environ.get("CRM_HEARTBEAT_FILE") or os.path.join(
+def heartbeat_path(service, settings=None):
+    return (settings or get_settings()).heartbeat_file or os.path.join(
         tempfile.gettempdir(), f"crm-{service}.heartbeat")
 
 

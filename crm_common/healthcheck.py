@@ -7,6 +7,7 @@ import json
 import sys
 import time
 
+from crm_common.config import load_settings
 from crm_common.health import HEARTBEAT_SECONDS, heartbeat_path
 
 STALE_AFTER = HEARTBEAT_SECONDS * 4
@@ -14,7 +15,7 @@ STALE_AFTER = HEARTBEAT_SECONDS * 4
 
 def check(service, ready=False, now=None):
     try:
-        with open(heartbeat_path(service)) as handle:
+        with open(heartbeat_path(service, load_settings())) as handle:
             beat = json.load(handle)
     except (OSError, ValueError) as exc:
         return False, f"no heartbeat: {exc}"

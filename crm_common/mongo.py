@@ -26,7 +26,7 @@ from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
-from crm_common.config import load_settings
+from crm_common.config import get_settings
 from crm_common.cursors import page
 from crm_common.timeutil import parse_iso, utcnow
 
@@ -377,7 +377,7 @@ class MongoStore(DependencyProvider):
         self._client_key = None
 
     def setup(self):
-        settings = load_settings()
+        settings = get_settings()
         service = self.container.service_name
         self._client_key = (settings.mongo_url, f"crm-{service}")
         self.client = shared_client(*self._client_key)

@@ -10,13 +10,14 @@ the request id that came from the gateway in the RPC context (and travels in eve
 import gc
 import json
 import logging
-import os
 import time
 
 from eventlet.corolocal import local
 from nameko.extensions import DependencyProvider
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
+
+from crm_common.config import get_settings
 
 CALLS = Counter("crm_service_calls_total", "Entrypoint calls handled",
                 ["service", "entrypoint", "outcome"])
@@ -31,10 +32,10 @@ class ServiceMetrics(DependencyProvider):
     started_port = None
 
     def setup(self):
-        port = os.environ.get("CRM_METRICS_PORT")
+        port = get_settings().metrics_port
         if port and ServiceMetrics.started_port is None:
-            start_http_server(int(port))
-            ServiceMetrics.started_port = int(port)
+            start_http_server(port)
+            ServiceMetrics.started_port = port
         self._timers = {}
 
     def start(self):

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from flask import Flask, Response, g, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
-from crm_common.config import SERVICES, load_settings, load_stream_settings
+from crm_common.config import SERVICES, get_settings
 from crm_common.errors import CrmError
 from gateway import auth, limits, security
 from gateway.api import json_response
@@ -41,7 +41,7 @@ class GatewayFlask(Flask):
 
 
 def create_app(settings=None, rpc_pool=None):
-    settings = settings or load_settings()
+    settings = settings or get_settings()
     app = GatewayFlask(__name__)
     limits.install_json_provider(app)
     app.extensions["crm.settings"] = settings
@@ -75,8 +75,8 @@ def create_app(settings=None, rpc_pool=None):
             # ready(): the gateway's collections exist before the first counter upsert
             # (SecantusDB can deadlock an upsert racing the creation of its collection)
             security.check_public_rate(auth.current().ready(), route.rate_group or "public",
-                                       security.client_ip(settings.trusted_proxy_hops),
-                                       settings.public_rates)
+                                       security.client_ip(settings.gateway.trusted_proxy_hops),
+                                       settings.gateway.public_rates)
         if request.path.startswith(api.prefix):
             auth.authenticate()
 
@@ -137,7 +137,7 @@ def create_app(settings=None, rpc_pool=None):
         return json_response(spec)
 
     register_docs(app)
-    register_console(app, load_stream_settings().web_dist)
+    register_console(app, settings.stream.web_dist)
     return app
 
 

@@ -147,7 +147,7 @@ def dump_user(doc):
 class Auth:
     def __init__(self, settings, config=None):
         self.settings = settings
-        self.config = config or security.load_auth_settings()
+        self.config = config or settings.gateway
         self.store = GatewayStore(settings)
         self._ready = False
         self._lock = threading.Lock()
@@ -201,7 +201,7 @@ class Auth:
         session lives past signed_in_at + CRM_SESSION_MAX_S."""
         now = int(time.time())
         signed_in_at = signed_in_at or now
-        expires = min(now + self.config.jwt_ttl_s, signed_in_at + self.settings.session_max_s)
+        expires = min(now + self.config.jwt_ttl_s, signed_in_at + self.config.session_max_s)
         claims = {"sub": user["_id"], "role": user["role"], "tv": user.get("token_version", 0),
                   "iat": now, "exp": expires, "auth_time": signed_in_at, "typ": "access"}
         token = jwt.encode(claims, self.secret, algorithm=ALGORITHM)

@@ -1,21 +1,22 @@
-"""gunicorn settings from the environment. gthread workers: each thread takes one pooled
-RPC client at a time (gunicorn has no eventlet worker any more)."""
-import os
+"""gunicorn settings, from the gateway section of crm_common.config. gthread workers: each
+thread takes one pooled RPC client at a time (gunicorn has no eventlet worker any more)."""
+from crm_common.config import get_settings
 
-bind = os.environ.get("GATEWAY_BIND", "0.0.0.0:8000")
+GATEWAY = get_settings().gateway
+bind = GATEWAY.bind
 worker_class = "gthread"
-workers = int(os.environ.get("GATEWAY_WORKERS", "2"))
-threads = int(os.environ.get("GATEWAY_THREADS", "8"))
-timeout = int(os.environ.get("GATEWAY_TIMEOUT", "30"))
+workers = GATEWAY.workers
+threads = GATEWAY.threads
+timeout = GATEWAY.timeout
 graceful_timeout = 20
 keepalive = 5
 # what gunicorn itself refuses before the app sees a request (answered 400/414/431 in the
 # API's JSON error shape, gateway.limits.write_json_error): request line, header count and
 # size of one header line
-limit_request_line = int(os.environ.get("GATEWAY_LIMIT_REQUEST_LINE", "8190"))
-limit_request_fields = int(os.environ.get("GATEWAY_LIMIT_REQUEST_FIELDS", "100"))
-limit_request_field_size = int(os.environ.get("GATEWAY_LIMIT_REQUEST_FIELD_SIZE", "8190"))
-accesslog = os.environ.get("GATEWAY_ACCESS_LOG") or None  # the app logs each request itself
+limit_request_line = GATEWAY.limit_request_line
+limit_request_fields = GATEWAY.limit_request_fields
+limit_request_field_size = GATEWAY.limit_request_field_size
+accesslog = GATEWAY.access_log or None  # the app logs each request itself
 logger_class = "gateway.logs.GunicornLogger"  # no access line built unless accesslog is set
 errorlog = "-"
 # one JSON object per line, with the request id (gateway/logs.py)
@@ -25,7 +26,7 @@ logconfig_dict = {
     "formatters": {"json": {"()": "gateway.logs.GatewayJsonFormatter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json",
                              "stream": "ext://sys.stderr"}},
-    "root": {"level": os.environ.get("LOG_LEVEL", "INFO"), "handlers": ["console"]},
+    "root": {"level": GATEWAY.log_level, "handlers": ["console"]},
     "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["console"], "propagate": False}},
 }
 
@@ -42,6 +43,6 @@ _json_error_pages()
 
 def child_exit(server, worker):
     # multiprocess Prometheus: forget the gauges of a worker that is gone
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if GATEWAY.prometheus_multiproc_dir:
         from prometheus_client import multiprocess
         multiprocess.mark_process_dead(worker.pid)

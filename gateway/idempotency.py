@@ -82,13 +82,13 @@ def begin(route, store_of):
     settings = current_app.extensions["crm.settings"]
     record_id = hashlib.sha256(f"{caller}\0{key}".encode()).hexdigest()
     fingerprint = _fingerprint()
-    deadline = time.monotonic() + settings.idempotency_wait_s
+    deadline = time.monotonic() + settings.gateway.idempotency_wait_s
     while True:
         now = utcnow()
         claim = secrets.token_hex(8)
         fresh = {"claim": claim, "state": "pending", "fingerprint": fingerprint,
                  "caller": caller, "created_at": now, "expires_at": now + TTL,
-                 "lock_until": now + timedelta(seconds=settings.idempotency_lock_s)}
+                 "lock_until": now + timedelta(seconds=settings.gateway.idempotency_lock_s)}
         if store.claim_idempotency({"_id": record_id, **fresh}):
             g.idempotency = (record_id, claim)
             return None

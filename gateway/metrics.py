@@ -1,12 +1,12 @@
 """Prometheus metrics of the gateway. Under gunicorn with several workers, set
 PROMETHEUS_MULTIPROC_DIR so /metrics adds up every worker (the dev script does)."""
-import os
 import time
 from contextlib import contextmanager
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
                                generate_latest, multiprocess)
 
+from crm_common.config import get_settings
 from crm_common.observability import labelled
 
 REQUESTS = Counter("crm_gateway_requests_total", "HTTP requests", ["method", "endpoint", "status"])
@@ -37,7 +37,7 @@ class Metrics:
             labelled(RPC_LATENCY, service, method).observe(time.perf_counter() - start)
 
     def render(self):
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if get_settings().gateway.prometheus_multiproc_dir:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry), CONTENT_TYPE_LATEST

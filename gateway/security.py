@@ -1,4 +1,5 @@
-"""Gateway security settings, CORS, security headers and rate limits.
+"""CORS, security headers and rate limits of the gateway (their settings: the gateway
+section of crm_common.config).
 
 Rate limits are fixed windows counted in the gateway database, so every gunicorn worker
 (and every gateway replica) shares one counter per subject (user, API key, IP...).
@@ -14,51 +15,13 @@ the zone each (plus what arrives during one flush round trip). `check_rate_exact
 sign-in throttle (`check_login_throttle`, `record_login_failure`) do one database round
 trip each, exactly."""
 import math
-import os
 import threading
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from flask import g, request
 
 from crm_common.errors import CrmError
 from crm_common.timeutil import utcnow
-
-
-def _env(name, default):
-    value = os.environ.get(name)
-    return default if value in (None, "") else value
-
-
-@dataclass(frozen=True)
-class AuthSettings:
-    jwt_secret: str          # empty: generated once and kept in the gateway database
-    jwt_ttl_s: int
-    admin_email: str
-    admin_password: str
-    cors_origins: tuple
-    user_rate_per_minute: int
-    key_rate_per_minute: int
-    login_failures_per_window: int
-    login_window_s: int
-    identity_cache_ttl_s: float  # 0: resolve the identity from the database every request
-
-
-def load_auth_settings():
-    origins = tuple(o.strip().rstrip("/") for o in _env("CRM_CORS_ORIGINS", "").split(",")
-                    if o.strip())
-    return AuthSettings(
-        jwt_secret=_env("CRM_JWT_SECRET", ""),
-        jwt_ttl_s=int(_env("CRM_JWT_TTL_S", "3600")),
-        admin_email=_env("CRM_ADMIN_EMAIL", "").strip().lower(),
-        admin_password=_env("CRM_ADMIN_PASSWORD", ""),
-        cors_origins=origins,
-        user_rate_per_minute=int(_env("CRM_RATE_LIMIT_PER_MINUTE", "1200")),
-        key_rate_per_minute=int(_env("CRM_API_KEY_RATE_LIMIT_PER_MINUTE", "3000")),
-        login_failures_per_window=int(_env("CRM_LOGIN_MAX_FAILURES", "10")),
-        login_window_s=int(_env("CRM_LOGIN_WINDOW_S", "300")),
-        identity_cache_ttl_s=float(_env("CRM_AUTH_CACHE_TTL_S", "5")),
-    )
 
 
 class TooManyRequests(CrmError):

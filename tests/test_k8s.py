@@ -13,8 +13,12 @@ from tests.test_deploy import image
 
 K8S = os.path.join(ROOT, "deploy", "k8s")
 COMPONENTS = ("gateway", "stream", *SERVICES)
-# os.environ / getenv, and the small readers of the config modules (_env, _flag, _list)
-ENV_READ = re.compile(r"""(?:os\.environ\.get|os\.getenv|os\.environ\[|\b_env|\b_flag|\b_list)\(?\s*["']([A-Z][A-Z0-9_]+)["']""")
+# os.environ / getenv, and the typed readers of crm_common/config.py (env._str, env._int...)
+ENV_READ = re.compile(r"""(?:os\.environ\.get|os\.getenv|os\.environ\[|\b_env|\._(?:str|int|float|flag|list))\(?\s*["']([A-Z][A-Z0-9_]+)["']""")
+# any read of the environment at all
+ANY_ENV_READ = re.compile(r"os\.environ|os\.getenv|getenv\(")
+# crm_common/config.py is the one reader; the outbox's settings move there with its rewrite
+OTHER_READERS = {"crm_common/messaging/outbox.py"}
 # read by the test harness, benchmarks or the dev script only, never in production
 NOT_PRODUCTION = {"TEST_MONGO_URL", "TEST_AMQP_URI"}
 
@@ -31,15 +35,19 @@ def by_kind(kind):
     return {d["metadata"]["name"]: d for d in documents() if d["kind"] == kind}
 
 
-def env_vars_read_by_the_product():
-    found = {}
-    for top in ("crm_common", "services", "gateway"):
+def product_files():
+    for top in ("crm_common", "services", "gateway", "contracts"):
         for folder, _, files in os.walk(os.path.join(ROOT, top)):
             for name in files:
                 if name.endswith(".py"):
-                    path = os.path.join(folder, name)
-                    for var in ENV_READ.findall(open(path, encoding="utf-8").read()):
-                        found.setdefault(var, path)
+                    yield os.path.relpath(os.path.join(folder, name), ROOT)
+
+
+def env_vars_read_by_the_product():
+    found = {}
+    for path in product_files():
+        for var in ENV_READ.findall(open(os.path.join(ROOT, path), encoding="utf-8").read()):
+            found.setdefault(var, path)
     # <SERVICE>_MONGO_DB overrides are optional by design (crm_common/config.py)
     return {k: v for k, v in found.items() if k not in NOT_PRODUCTION}
 
@@ -71,6 +79,12 @@ def test_every_env_var_the_code_reads_is_provided():
     missing = {var: path for var, path in env_vars_read_by_the_product().items()
                if var not in provided and not var.endswith("_MONGO_DB")}
     assert not missing, f"add to deploy/k8s/configmap.yaml or secret.yaml: {missing}"
+
+
+def test_only_the_settings_module_reads_the_environment():
+    readers = {path for path in product_files()
+               if ANY_ENV_READ.search(open(os.path.join(ROOT, path), encoding="utf-8").read())}
+    assert readers - OTHER_READERS == {"crm_common/config.py"}, readers
 
 
 def test_compose_provides_the_same_variables_to_services():

@@ -11,7 +11,6 @@ from eventlet.event import Event
 from pymongo.errors import BulkWriteError
 
 from crm_common.config import load_settings
-from services.notifications.config import load_notify_settings
 from services.notifications.pipeline import Pipeline, WriteFailed
 from services.notifications.store import NotificationsStore
 from tests.test_notifications import ch, make_user, publish, wait  # noqa: F401
@@ -110,7 +109,7 @@ class FakeStore:
 
 
 def pipeline_with(store):
-    pipeline = Pipeline(load_notify_settings())
+    pipeline = Pipeline(load_settings().notifications)
     pipeline.setup()
     pipeline.store = store
     return pipeline

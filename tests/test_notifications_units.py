@@ -4,7 +4,7 @@ from datetime import date, datetime, timezone
 import pytest
 from jinja2.exceptions import SecurityError
 
-from services.notifications.config import load_notify_settings
+from crm_common.config import load_settings
 from services.notifications.fanout import month_days, preferences_with_defaults
 from services.notifications.quiet import deliver_after
 from services.notifications.rules import recipients
@@ -66,7 +66,7 @@ def test_routing_rules():
 def test_preferences_defaults_and_backoff_and_leap_birthdays():
     prefs = preferences_with_defaults("u", {"channels": {"task_assigned": []}})
     assert prefs["channels"]["task_assigned"] == [] and prefs["channels"]["deal_won"] == ["inapp", "email"]
-    settings = load_notify_settings()
+    settings = load_settings().notifications
     assert [backoff(settings, n) for n in (1, 2, 3)] == [settings.backoff_s * k for k in (1, 2, 4)]
     assert backoff(settings, 50) == settings.backoff_max_s
     assert month_days(date(2027, 2, 28)) == ["02-28", "02-29"]

@@ -143,12 +143,12 @@ def test_bad_webhooks_are_422_and_store_nothing(api, stack, ch):
 
 
 def test_loopback_is_refused_unless_allowed(stack):
-    from services.notifications.config import load_notify_settings
+    from crm_common.config import load_settings
     from services.notifications.urls import UnsafeUrl, check_url
     import os
     saved = os.environ.pop("CRM_WEBHOOK_ALLOW_LOOPBACK", None)
     try:
-        settings = load_notify_settings()
+        settings = load_settings().notifications
         for url in ("http://127.0.0.1:9/x", "http://localhost/x", "http://[::1]/x"):
             try:
                 check_url(url, settings)
@@ -156,7 +156,7 @@ def test_loopback_is_refused_unless_allowed(stack):
             except UnsafeUrl:
                 pass
         os.environ["CRM_WEBHOOK_ALLOW_LOOPBACK"] = "1"
-        assert check_url("http://127.0.0.1:9/x", load_notify_settings())
+        assert check_url("http://127.0.0.1:9/x", load_settings().notifications)
     finally:
         os.environ.pop("CRM_WEBHOOK_ALLOW_LOOPBACK", None)
         if saved is not None:

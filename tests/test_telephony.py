@@ -598,7 +598,7 @@ class _KnownCaller:
 
 def test_next_event_is_one_write_and_a_stale_read_takes_the_two_step_path(stack, unique):
     from services.telephony.calls import Calls
-    from services.telephony.config import load_telephony_settings
+    from crm_common.config import load_settings
     from services.telephony.store import TelephonyStore
 
     class CountingStore(TelephonyStore):
@@ -612,7 +612,7 @@ def test_next_event_is_one_write_and_a_stale_read_takes_the_two_step_path(stack,
             return super().update_call(*args, **kwargs)
 
     store = CountingStore(stack.db("telephony"), None)
-    calls = Calls(store, None, load_telephony_settings(), _KnownCaller(), "IT")
+    calls = Calls(store, None, load_settings().telephony, _KnownCaller(), "IT")
 
     def event(call, n, state, second, **extra):
         return {"event_id": f"{call}-{n}", "provider": "unit", "call_id": call,

@@ -7,10 +7,10 @@ import hmac
 import pytest
 
 from crm_common.errors import ValidationFailed
-from services.telephony.config import load_telephony_settings
+from crm_common.config import load_settings
 from services.telephony.providers import asterisk, channel_extension, twilio, zadarma
 
-SETTINGS = load_telephony_settings()
+SETTINGS = load_settings().telephony
 
 
 def test_twilio_signature_is_hmac_sha1_of_url_and_sorted_params():

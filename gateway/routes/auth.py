@@ -20,7 +20,7 @@ TAG = "auth"
 def login(body, params):
     settings = current_app.extensions["crm.settings"]
     return auth.current().login(body["email"], body["password"],
-                                security.client_ip(settings.trusted_proxy_hops))
+                                security.client_ip(settings.gateway.trusted_proxy_hops))
 
 
 @api.route("/auth/refresh", "POST", "A fresh token for the signed-in user (send the current, "
@@ -36,7 +36,7 @@ def refresh(body, params):
     except jwt.InvalidTokenError:  # expired since authenticate() read it
         raise Unauthenticated("The token has expired: sign in again", {"reason": "token_expired"})
     signed_in_at = int(claims.get("auth_time") or claims["iat"])
-    if time.time() >= signed_in_at + settings.session_max_s:
+    if time.time() >= signed_in_at + settings.gateway.session_max_s:
         raise Unauthenticated("The session is over: sign in again", {"reason": "session_expired"})
     return current.issue_token(current.store.get_user(g.identity["user_id"]), signed_in_at)
 

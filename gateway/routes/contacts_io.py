@@ -2,12 +2,12 @@
 import csv
 import io
 import json
-import os
 import re
 import tempfile
 
 from flask import Response, stream_with_context
 
+from crm_common.config import get_settings
 from gateway.calls import call
 from gateway.routes import api
 from gateway.routes.imports import safe_cell
@@ -20,7 +20,7 @@ COLUMNS = ("id", "first_name", "last_name", "emails", "phones", "company_name", 
            "created_at", "updated_at", "last_contacted_at")
 PAGING_KEYS = ("format", "limit", "cursor", "include_total")
 # one page of 500 full contacts can take longer than a plain call on a busy database
-PAGE_TIMEOUT = float(os.environ.get("CRM_EXPORT_PAGE_TIMEOUT") or 60)
+PAGE_TIMEOUT = get_settings().gateway.export_page_timeout
 
 
 def export_row(contact):
@@ -118,7 +118,7 @@ def _xlsx(pages):
            response=s.DuplicateGroups, permission="contacts:read")
 def duplicates(body, params):
     return call("contacts", "find_duplicates", params,
-                timeout=float(os.environ.get("CRM_DUPLICATES_RPC_TIMEOUT") or 60))
+                timeout=get_settings().gateway.duplicates_rpc_timeout)
 
 
 @api.route("/contacts/{contact_id}/merge", "POST", "Merge duplicates into this contact "

@@ -4,10 +4,10 @@ import base64
 import csv
 import io
 import json
-import os
 
 from flask import Response, request, stream_with_context
 
+from crm_common.config import get_settings
 from crm_common.errors import BadRequest, ValidationFailed
 from gateway.api import UnsupportedMediaType, _validate
 from gateway.calls import call
@@ -16,9 +16,9 @@ from contracts import contacts as s
 
 TAG = "imports"
 # the import route's own body limit (a file of tens of MB); the global limit stays small
-MAX_BYTES = int(os.environ.get("CRM_IMPORT_MAX_BYTES") or 50 * 1024 * 1024)
+MAX_BYTES = get_settings().contacts.import_max_bytes  # what contacts accepts
 # storing tens of MB in the contacts database takes longer than a plain call
-START_TIMEOUT = float(os.environ.get("CRM_IMPORT_RPC_TIMEOUT") or 120)
+START_TIMEOUT = get_settings().gateway.import_rpc_timeout
 options_schema = s.ImportOptions()
 
 

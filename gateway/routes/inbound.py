@@ -6,13 +6,12 @@ browser's Origin against the form's allowed origins), Telegram by the secret tok
 setWebhook. Both are rate limited per client IP and overall before their body is read
 (gateway/app.py, security.check_public_rate), then per form before any service is asked."""
 import json
-import os
 import threading
 import time
 
 from flask import Response, redirect, request
 
-from crm_common.config import load_settings
+from crm_common.config import get_settings
 from crm_common.errors import CrmError
 from gateway import auth, security
 from gateway.api import UnsupportedMediaType, json_response, read_json
@@ -22,8 +21,8 @@ from gateway.routes import api
 from contracts import contacts as s
 
 TAG_FORMS, TAG_INBOUND = "forms", "inbound"
-SETTINGS = load_settings()
-FORM_RATE_PER_FORM = int(os.environ.get("CRM_FORM_RATE_PER_FORM_PER_MINUTE", "600"))
+SETTINGS = get_settings().gateway
+FORM_RATE_PER_FORM = SETTINGS.form_rate_per_form
 PUBLIC_ERRORS = (403, 404, 413, 415, 422, 429, 503, 504)
 FORM_CORS_HEADERS = "Content-Type, X-Request-Id"
 

@@ -3,13 +3,13 @@ stream process, gateway/stream/; docs in its app.py)."""
 from flask import current_app, g
 
 from contracts.gateway import StreamTicketOut
-from crm_common.config import load_stream_settings
+from crm_common.config import get_settings
 from gateway import auth
 from gateway.routes import api
 from gateway.stream import tickets
 
 TAG = "stream"
-_SETTINGS = load_stream_settings()
+_SETTINGS = get_settings().stream
 
 
 @api.route("/stream/tickets", "POST", "A single-use ticket (60 s) to open the live stream "

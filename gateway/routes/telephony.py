@@ -12,10 +12,10 @@ from gateway.openapi import FORM_BODY
 from gateway.routes import api
 from contracts import telephony as s
 from contracts.telephony_webhooks import valid_twilio_signature, valid_zadarma_signature
-from crm_common.config import load_settings
+from crm_common.config import get_settings
 
 TAG = "telephony"
-SETTINGS = load_settings()
+SETTINGS = get_settings().telephony  # the provider webhook secrets
 WRITE = ("telephony:write",)
 WEBHOOK_ERRORS = (403, 413, 415, 422, 429, 503, 504)
 # provider webhooks are public: limited per client IP and overall (security.check_public_rate)
@@ -50,8 +50,8 @@ def canonical_event(body, params):
            errors=WEBHOOK_ERRORS, audit=False, extra={"request_body": FORM_BODY}, permission="public")
 def twilio_callback(body, params):
     form = _form()
-    url = (SETTINGS.telephony_public_base_url + request.full_path.rstrip("?")
-           if SETTINGS.telephony_public_base_url else request.url)
+    url = (SETTINGS.public_base_url + request.full_path.rstrip("?")
+           if SETTINGS.public_base_url else request.url)
     if not valid_twilio_signature(url, list(form.items(multi=True)), SETTINGS.twilio_auth_token,
                                   request.headers.get("X-Twilio-Signature")):
         raise Forbidden("Invalid Twilio signature", {})

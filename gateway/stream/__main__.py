@@ -7,7 +7,7 @@ import logging  # noqa: E402 - after the monkey patch, as everything below
 
 import eventlet.wsgi  # noqa: E402
 
-from crm_common.config import load_settings, load_stream_settings  # noqa: E402
+from crm_common.config import get_settings  # noqa: E402
 from crm_common.observability import JsonFormatter  # noqa: E402
 from gateway.stream.app import StreamApp  # noqa: E402
 from gateway.stream.bus import Bus  # noqa: E402
@@ -18,7 +18,8 @@ log = logging.getLogger("gateway.stream")
 
 
 def main():
-    settings, stream_settings = load_settings(), load_stream_settings()
+    settings = get_settings()
+    stream_settings = settings.stream
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter(context=lambda: {"service": "stream"}))
     logging.basicConfig(level=logging.INFO, handlers=[handler])

@@ -555,15 +555,7 @@ def fill(doc, fields, companies, owner_id):
     return changed
 
 
-# configuration of imports (env, read once here) and the timer that runs the jobs
-def import_config():
-    import os
-    return {"max_bytes": int(os.environ.get("CRM_IMPORT_MAX_BYTES") or 50 * 1024 * 1024),
-            "batch_size": int(os.environ.get("CRM_IMPORT_BATCH") or 1000),
-            "lease_seconds": float(os.environ.get("CRM_IMPORT_LEASE_SECONDS") or 30),
-            "poll_seconds": float(os.environ.get("CRM_IMPORT_POLL_SECONDS") or 1)}
-
-
+# the timer that runs the jobs (its settings: crm_common.config ContactsSettings)
 class _Stopping:
     """Set when the service starts stopping: a running job ends its batch, hands its lease
     back and returns, so the graceful stop is quick and a restart resumes at once."""

@@ -14,7 +14,7 @@ from xml.parsers import expat
 
 from marshmallow import ValidationError, validate
 
-from crm_common.config import load_settings
+from crm_common.config import get_settings
 from crm_common.errors import BadRequest, ValidationFailed
 from crm_common.fields import CustomFields
 from crm_common.phones import normalize_phone
@@ -27,7 +27,7 @@ CSV_ENCODINGS = ("utf_8", "cp1251", "cp1252")
 DELIMITERS = ",;\t|"
 ZIP_MAGIC = b"PK\x03\x04"
 # what a spreadsheet may hold (CRM_IMPORT_*, crm_common.config; docs/import.md)
-IMPORT_LIMITS = load_settings().import_limits
+IMPORT_LIMITS = get_settings().contacts.import_limits
 # a cell longer than this is a row error (it is never a name, email, phone or custom value)
 MAX_CELL_CHARS = 128 * 1024
 # the compression ratio is checked on parts larger than this (small parts compress well)

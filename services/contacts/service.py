@@ -4,6 +4,7 @@ import logging
 import eventlet
 from nameko.timer import timer
 
+from crm_common.config import get_settings
 from crm_common.context import CallerContext
 from crm_common.errors import EXPECTED
 from crm_common.health import HealthEntrypoints
@@ -16,7 +17,7 @@ from crm_common.timeutil import utcnow
 from services.contacts.operations import Contacts, ExportSessions, dump_company, dump_contact
 from services.contacts.store import ContactsStore
 from services.contacts import import_jobs
-from services.contacts.import_jobs import Imports, import_config, job_timer
+from services.contacts.import_jobs import Imports, job_timer
 from services.contacts.import_store import ImportStore
 from services.contacts.inbound import Inbound
 from services.contacts.inbound_store import InboundStore
@@ -25,6 +26,7 @@ from services.contacts.timeline_events import TIMELINE_EVENTS
 
 
 log = logging.getLogger(__name__)
+SETTINGS = get_settings().contacts
 # captures running beside the answers of this process (each is ~10 database operations)
 CAPTURES = eventlet.GreenPool(8)
 
@@ -148,7 +150,7 @@ class ContactsService(HealthEntrypoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def start_import(self, payload):
-        return self.imports.start(payload, import_config()["max_bytes"])
+        return self.imports.start(payload, SETTINGS.import_max_bytes)
 
     @rpc(expected_exceptions=EXPECTED)
     def get_import(self, import_id):
@@ -166,11 +168,10 @@ class ContactsService(HealthEntrypoints):
     def undo_import(self, import_id):
         return self.imports.request_undo(import_id)
 
-    @job_timer(interval=import_config()["poll_seconds"])
+    @job_timer(interval=SETTINGS.import_poll_seconds)
     def run_imports(self):
-        config = import_config()
         while not import_jobs.stopping() and self.imports.run_next(
-                self.runner_id, config["lease_seconds"], config["batch_size"],
+                self.runner_id, SETTINGS.import_lease_seconds, SETTINGS.import_batch,
                 import_jobs.stopping, lambda event: self.dispatch(event["type"], event)):
             pass
 

@@ -31,7 +31,7 @@ from eventlet.event import Event
 from eventlet.queue import Empty, LightQueue
 from nameko.extensions import DependencyProvider
 
-from crm_common.config import load_settings
+from crm_common.config import get_settings
 from crm_common.mongo import MongoStore, connect
 from crm_common.timeutil import utcnow
 
@@ -77,7 +77,7 @@ class Pipeline(DependencyProvider):
                 break
         if not left:
             return
-        settings = load_settings()
+        settings = get_settings()
         client = connect(settings.mongo_url, "crm-notifications-stop")
         try:
             store = type(self.store)(client[self.store.db.name], settings)

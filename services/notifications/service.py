@@ -5,6 +5,7 @@ from datetime import date, timedelta
 
 from nameko.timer import timer
 
+from crm_common.config import get_settings
 from crm_common.context import CallerContext
 from crm_common.errors import EXPECTED, Forbidden
 from crm_common.messaging.events import envelope, reliable_handler
@@ -13,7 +14,6 @@ from crm_common.mongo import MongoStore
 from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import ServiceRpc, rpc
 from crm_common.timeutil import parse_iso, to_iso, utcnow
-from services.notifications.config import load_notify_settings
 from services.notifications.channels.inapp import inbox_created
 from services.notifications.fanout import Fanout, month_days
 from services.notifications.listen import source_handler
@@ -23,7 +23,7 @@ from services.notifications.rules import HANDLED_EVENTS
 from services.notifications.store import NotificationsStore
 from services.notifications.worker import Worker
 
-SETTINGS = load_notify_settings()
+SETTINGS = get_settings().notifications
 SEND_BUDGET_S = 5.0
 
 

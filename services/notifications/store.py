@@ -4,7 +4,6 @@ Collections: users (copy of the gateway's users, from user_upserted), preference
 (in-app notifications), webhooks (subscriptions), deliveries (the outbox of every message
 to send: one per (event, recipient, channel), by a unique key), jobs (daily runs done) and
 clock (the test clock offset, only read when CRM_TEST_CLOCK=1)."""
-import os
 import time
 from datetime import timedelta
 
@@ -57,7 +56,7 @@ class NotificationsStore(BaseStore):
         self.deliveries = db["deliveries"]
         self.jobs = db["jobs"]
         self.clock = db["clock"]
-        self.cache = TtlCache(float(os.environ.get("CRM_NOTIFY_CACHE_S") or 2))
+        self.cache = TtlCache(settings.notifications.cache_s)
         # nameko starts the timer alongside the store: no claiming before the indexes
         self.ready = False
 

@@ -17,7 +17,7 @@ from eventlet.semaphore import Semaphore
 from nameko.extensions import DependencyProvider
 
 from contracts.search import TYPES
-from crm_common.config import load_settings
+from crm_common.config import get_settings
 from crm_common.errors import Timeout, Unavailable
 from crm_common.messaging.rpc import RpcPool
 from crm_common.timeutil import parse_iso, to_iso, utcnow
@@ -96,8 +96,8 @@ class SearchIndex(DependencyProvider):
     """`self.index` in the service: apply(event), search(...), state()."""
 
     def setup(self):
-        self.settings = load_settings()
-        self.root = self.settings.search_index_dir
+        self.settings = get_settings()
+        self.root = self.settings.search.index_dir
         self.replica = replica_id(self.root)
         self.queues_lost = []   # feed queues the broker no longer had (listen.py)
         self.index = None
@@ -143,7 +143,7 @@ class SearchIndex(DependencyProvider):
 
     # -- writing --------------------------------------------------------------------
     def _commit_loop(self):
-        interval = max(self.settings.search_commit_ms, 1) / 1000.0
+        interval = max(self.settings.search.commit_ms, 1) / 1000.0
         while self.running:
             eventlet.sleep(interval)
             if self.index.dirty:
@@ -207,7 +207,7 @@ class SearchIndex(DependencyProvider):
             while self.running:
                 try:
                     page = self.owners.page(kind, after=after,
-                                            limit=self.settings.search_rebuild_page,
+                                            limit=self.settings.search.rebuild_page,
                                             patience=3600)
                 except Exception:  # noqa: BLE001 - keep trying; the state says where it is
                     log.exception("rebuild: reading %s after %s failed; again in 5 s", kind, after)
@@ -234,7 +234,7 @@ class SearchIndex(DependencyProvider):
     # -- changes without events -----------------------------------------------------
     def _sync_loop(self):
         while self.running:
-            eventlet.sleep(self.settings.search_sync_seconds)
+            eventlet.sleep(self.settings.search.sync_seconds)
             try:
                 self.sync()
             except Exception:  # noqa: BLE001 - the next round tries again from the same mark

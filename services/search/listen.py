@@ -13,7 +13,7 @@ from amqp.exceptions import NotFound, PreconditionFailed
 from kombu import Connection, binding
 from nameko.events import BROADCAST
 
-from crm_common.config import load_settings
+from crm_common.config import get_settings
 from crm_common.messaging.events import ReliableEventHandler
 from services.search.dependencies import SearchIndex
 from services.search.index import replica_id
@@ -27,11 +27,11 @@ class FeedHandler(ReliableEventHandler):
 
     @property
     def broadcast_identifier(self):
-        return replica_id(load_settings().search_index_dir)
+        return replica_id(get_settings().search.index_dir)
 
     def setup(self):
         super().setup()
-        hours = load_settings().search_queue_expires_hours
+        hours = get_settings().search.queue_expires_hours
         self.queue.bindings = {binding(self.queue.exchange, routing_key=event_type)
                                for event_type in self.event_types}
         self.queue.queue_arguments["x-expires"] = max(int(hours * 3600 * 1000), 60_000)

@@ -6,6 +6,7 @@ import eventlet
 
 from nameko.timer import timer
 
+from crm_common.config import get_settings
 from crm_common.context import CallerContext
 from crm_common.errors import EXPECTED
 from crm_common.messaging.events import reliable_handler
@@ -15,12 +16,11 @@ from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import rpc
 from crm_common.timeutil import parse_iso, to_iso, utcnow
 from services.tasks.clock import Clock
-from services.tasks.config import load_config
 from services.tasks.operations import Tasks, dump_task
 from services.tasks.store import TasksStore
 
 log = logging.getLogger(__name__)
-CONFIG = load_config()
+CONFIG = get_settings().tasks
 
 
 class TasksService(HealthEntrypoints):

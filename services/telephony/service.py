@@ -4,6 +4,7 @@ import logging
 
 from nameko.extensions import DependencyProvider
 
+from crm_common.config import get_settings
 from crm_common.context import Caller, CallerContext
 from crm_common.errors import EXPECTED, BadRequest
 from crm_common.messaging.events import reliable_handler
@@ -12,7 +13,6 @@ from crm_common.mongo import MongoStore
 from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import ServiceRpc, rpc
 from services.telephony.calls import CallLog, Calls, dump_call
-from services.telephony.config import load_telephony_settings
 from services.telephony.originate import ADAPTERS as ORIGINATE
 from services.telephony.providers import asterisk, twilio, zadarma
 from services.telephony.store import TelephonyStore
@@ -50,7 +50,7 @@ class TelephonyService(HealthEntrypoints):
     dispatch = OutboxDispatcher()
     contacts_rpc = ServiceRpc("contacts")
     background = Background()
-    settings = load_telephony_settings()
+    settings = get_settings().telephony
 
     @property
     def calls(self):
