@@ -157,8 +157,7 @@ def page(collection, query, sort_field, direction, limit, cursor=None, projectio
          hint=None):
     """One page plus the cursor of the next, reading limit+1 documents to know if there is one.
 
-    `hint` names the index to scan; stores pass it because SecantusDB falls back to a
-    collection scan whenever one predicate is outside the index (mongod would not)."""
+    `hint`: the index crm_common.mongo.list_hint chose, or None."""
     scope = collection.name
     full_query = after_cursor(query, cursor, sort_field, direction, scope)
     found = collection.find(full_query, projection).sort([(sort_field, direction), ("_id", direction)])

@@ -331,6 +331,30 @@ def find_in(collection, field, values, projection=None):
                 yield doc
 
 
+def index_name(keys):
+    """The name MongoDB gives an index of these (field, direction) keys."""
+    return "_".join(f"{field}_{direction}" for field, direction in keys)
+
+
+def list_hint(query, sort, leaders=()):
+    """THE hint rule, the only one: a list (a keyset page, its count, a report over the
+    same filter) reads the list index that starts with the first of `leaders` (the store's
+    filter fields, most selective first; a field or its index's leading keys) that the
+    query filters on, followed by the sort field and `_id`; when it filters on none of
+    them, the sort's own (sort field, `_id`) index. `sort` is (field, direction of that
+    field in the index). Each store creates these indexes in ensure_indexes(); they are
+    the equality-then-sort indexes mongod's planner chooses for such queries. A query that
+    is not a list (a lookup by key, a claim, an aggregation over a range) is not hinted."""
+    fields = query_fields(query)
+    field, direction = sort
+    tail = [(field, direction), ("_id", direction)]
+    for leader in leaders:
+        keys = [(leader, 1)] if isinstance(leader, str) else list(leader)
+        if keys[0][0] in fields:
+            return index_name(keys + tail)
+    return index_name(tail)
+
+
 def query_fields(query):
     """The field names a Mongo query filters on, through nested $and."""
     fields = set()

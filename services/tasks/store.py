@@ -6,26 +6,21 @@ from pymongo.errors import DuplicateKeyError
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
-from crm_common.mongo import BaseStore, find_in, query_fields, update_and_get
+from crm_common.mongo import BaseStore, find_in, list_hint, update_and_get
 
 # Tasks without a date sort after every dated one: keyset cursors cannot step over nulls
 # (a range condition never matches null), so the sort key is never null.
 NO_DATE = datetime(9999, 12, 31, tzinfo=timezone.utc)
-# Filter fields in the order their index narrows a task query best (see choose_index).
+# Filter fields in the order their index narrows a task query best (crm_common.mongo.list_hint).
 SELECTIVE = ("contact_id", "deal_id", "assignee_id", "status")
 SORTS = {"due_at": "sort_due", "created_at": "created_at"}
-
-
+# each sort field's direction in its indexes
+INDEX_DIRECTION = {"sort_due": ASCENDING, "created_at": DESCENDING}
+RULE_LEADERS = ((("pipeline_id", ASCENDING), ("stage_id", ASCENDING)),)
 
 
 def choose_index(query, sort_field):
-    """The index to hint: the most selective equality filter present, with the sort."""
-    fields = query_fields(query)
-    suffix = "_1__id_1" if sort_field == "sort_due" else "_-1__id_-1"
-    for field in SELECTIVE:
-        if field in fields:
-            return f"{field}_1_{sort_field}{suffix}"
-    return f"{sort_field}{suffix}"
+    return list_hint(query, (sort_field, INDEX_DIRECTION[sort_field]), SELECTIVE)
 
 
 class TasksStore(BaseStore):
@@ -223,9 +218,8 @@ class TasksStore(BaseStore):
         return self.rules.find_one_and_delete({"_id": rule_id})
 
     def page_rules(self, query, limit, cursor):
-        hint = ("pipeline_id_1_stage_id_1_created_at_-1__id_-1" if "pipeline_id" in query
-                else "created_at_-1__id_-1")
-        return page(self.rules, query, "created_at", DESCENDING, limit, cursor, hint=hint)
+        return page(self.rules, query, "created_at", DESCENDING, limit, cursor,
+                    hint=list_hint(query, ("created_at", DESCENDING), RULE_LEADERS))
 
     def rules_for(self, pipeline_id, stage_id):
         return [r for r in self.rules.find({"pipeline_id": pipeline_id, "stage_id": stage_id})

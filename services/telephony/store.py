@@ -12,7 +12,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from crm_common.cursors import page
-from crm_common.mongo import BaseStore
+from crm_common.mongo import BaseStore, list_hint
 from crm_common.timeutil import utcnow
 
 # list filters in the order their index narrows a calls query best (see choose_index)
@@ -24,11 +24,7 @@ USERS_CACHE_S = 5.0
 
 
 def choose_index(query):
-    fields = {k for k in query if not k.startswith("$")}
-    for field in SELECTIVE:
-        if field in fields:
-            return f"{field}_1_started_at_-1__id_-1"
-    return "started_at_-1__id_-1"
+    return list_hint(query, ("started_at", DESCENDING), SELECTIVE)
 
 
 class TelephonyStore(BaseStore):
@@ -129,11 +125,11 @@ class TelephonyStore(BaseStore):
                         "missed": {"$sum": {"$cond": [{"$eq": ["$missed", True]}, 1, 0]}},
                         "talk_s": {"$sum": {"$ifNull": ["$talk_s", 0]}}}},
             {"$sort": {"_id": 1}}]
-        return list(self.calls.aggregate(pipeline, hint="started_at_-1__id_-1"))
+        return list(self.calls.aggregate(pipeline, hint=choose_index(match)))
 
     def count_missed_not_called_back(self, match):
-        return self.calls.count_documents({**match, "missed": True, "called_back": False},
-                                          hint="missed_1_started_at_-1__id_-1")
+        query = {**match, "missed": True, "called_back": False}
+        return self.calls.count_documents(query, hint=choose_index(query))
 
     # processed events
     def event_seen(self, key):
