@@ -79,8 +79,7 @@ def main():
             result, statuses = http_load(stack.base_url, list_request, clients, args.seconds, headers)
             row(f"GET /tasks?assignee_id= (50), {clients} clients", result, str(statuses))
             ref = thread_load(lambda i, c: list(db["tasks"].find({"assignee_id": ASSIGNEES[(i + c) % 20]})
-                                                .sort([("sort_due", 1), ("_id", 1)])
-                                                .hint("assignee_id_1_sort_due_1__id_1").limit(51)),
+                                                .sort([("sort_due", 1), ("_id", 1)]).limit(51)),
                               clients, args.seconds / 2)
             row(f"  pymongo find same page, {clients} clients", ref)
         now = datetime.now(timezone.utc)
@@ -90,10 +89,9 @@ def main():
 
         def raw_agenda(i, c):
             who = ASSIGNEES[(i + c) % 20]
-            hint = "assignee_id_1_sort_due_1__id_1"
-            list(db["tasks"].find({"assignee_id": who, "status": "open", "sort_due": {"$lt": now}}).hint(hint).limit(100))
+            list(db["tasks"].find({"assignee_id": who, "status": "open", "sort_due": {"$lt": now}}).limit(100))
             list(db["tasks"].find({"assignee_id": who, "status": "open",
-                                   "sort_due": {"$gte": now, "$lt": now + timedelta(hours=12)}}).hint(hint).limit(100))
+                                   "sort_due": {"$gte": now, "$lt": now + timedelta(hours=12)}}).limit(100))
         if not args.timer_only:
             row("  pymongo the agenda's two finds, 8 clients", thread_load(raw_agenda, 8, args.seconds / 2))
 

@@ -153,16 +153,11 @@ def after_cursor(query, cursor, sort_field, direction, scope=""):
     return {"$and": [query, keyset]} if query else keyset
 
 
-def page(collection, query, sort_field, direction, limit, cursor=None, projection=None,
-         hint=None):
-    """One page plus the cursor of the next, reading limit+1 documents to know if there is one.
-
-    `hint`: the index crm_common.mongo.list_hint chose, or None."""
+def page(collection, query, sort_field, direction, limit, cursor=None, projection=None):
+    """One page plus the cursor of the next, reading limit+1 documents to know if there is one."""
     scope = collection.name
     full_query = after_cursor(query, cursor, sort_field, direction, scope)
     found = collection.find(full_query, projection).sort([(sort_field, direction), ("_id", direction)])
-    if hint:
-        found = found.hint(hint)
     docs = list(found.limit(limit + 1))
     next_cursor = None
     if len(docs) > limit:

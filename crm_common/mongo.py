@@ -1,5 +1,6 @@
 """The Mongo dependency: one MongoClient per process and database server, indexes ensured at
-start; and transactions that store code joins without passing sessions around.
+start; transactions that store code joins without passing sessions around; and the only
+place for what the databases we run on need beyond plain MongoDB queries.
 
 A service hands MongoStore its store class (the only code that touches pymongo); every worker
 gets the same store instance, which is safe because MongoClient is thread/greenlet safe.
@@ -13,6 +14,17 @@ thread, if any; store code stays free of `session=`. Inside a transaction a fail
 code that catches DuplicateKeyError to mean "already done" must check first or upsert
 instead when it can run inside one (a swallowed error is reported as SwallowedWriteError,
 never retried in a loop).
+
+Database rules (the reasons, with reproductions: docs/developing.md):
+- No hints. A query names an index's leading fields (equality first, then the sort or
+  range) and both servers pick that index by themselves: mongod's planner, and
+  SecantusDB (dev/CI), which walks the WHOLE index it is hinted to (every document of
+  the collection, on every call) instead of the range it would read unhinted; counts
+  and aggregations alike.
+- Long `$in` lists go through `find_in` / `in_chunks` (lists of 50).
+- A document known by `_id` is changed and read back with `update_and_get`, not
+  `find_one_and_update`.
+- `is_duplicate_key(exc)`: the one test for "that unique key exists" outside stores.
 """
 import contextvars
 import logging
@@ -24,7 +36,7 @@ from contextlib import contextmanager
 from nameko.extensions import DependencyProvider
 from pymongo import MongoClient
 from pymongo.collection import Collection
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from crm_common.config import get_settings
 from crm_common.cursors import page
@@ -331,40 +343,10 @@ def find_in(collection, field, values, projection=None):
                 yield doc
 
 
-def index_name(keys):
-    """The name MongoDB gives an index of these (field, direction) keys."""
-    return "_".join(f"{field}_{direction}" for field, direction in keys)
-
-
-def list_hint(query, sort, leaders=()):
-    """THE hint rule, the only one: a list (a keyset page, its count, a report over the
-    same filter) reads the list index that starts with the first of `leaders` (the store's
-    filter fields, most selective first; a field or its index's leading keys) that the
-    query filters on, followed by the sort field and `_id`; when it filters on none of
-    them, the sort's own (sort field, `_id`) index. `sort` is (field, direction of that
-    field in the index). Each store creates these indexes in ensure_indexes(); they are
-    the equality-then-sort indexes mongod's planner chooses for such queries. A query that
-    is not a list (a lookup by key, a claim, an aggregation over a range) is not hinted."""
-    fields = query_fields(query)
-    field, direction = sort
-    tail = [(field, direction), ("_id", direction)]
-    for leader in leaders:
-        keys = [(leader, 1)] if isinstance(leader, str) else list(leader)
-        if keys[0][0] in fields:
-            return index_name(keys + tail)
-    return index_name(tail)
-
-
-def query_fields(query):
-    """The field names a Mongo query filters on, through nested $and."""
-    fields = set()
-    for key, value in query.items():
-        if key == "$and":
-            for part in value:
-                fields |= query_fields(part)
-        elif not key.startswith("$"):
-            fields.add(key)
-    return fields
+def is_duplicate_key(exc):
+    """True when `exc` is the database refusing a second document with the same unique
+    key (modules other than stores test exceptions with this, not with pymongo)."""
+    return isinstance(exc, DuplicateKeyError)
 
 
 _clients = {}  # (mongo url, appname) -> [client, users]: one client per process and server

@@ -28,14 +28,14 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, 
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
-from crm_common.mongo import after_commit, connect, joining, list_hint, update_and_get
+from crm_common.mongo import after_commit, connect, joining, update_and_get
 from crm_common.timeutil import utcnow
 
 log = logging.getLogger("gateway.store")
 
-# list filters in the order their index narrows a query best (crm_common.mongo.list_hint)
-AUDIT_LEADERS = ("resource_id", "request_id", "actor_id", "api_key_id", "resource")
-USER_LEADERS = ("manager_id", "team", "role")
+
+# audit list filters, each with a (field, at, _id) index
+AUDIT_FILTERS = ("resource_id", "request_id", "actor_id", "api_key_id", "resource")
 
 # how often each worker flushes its rate-limit counts and polls the auth epoch
 SYNC_INTERVAL_S = 0.5
@@ -216,7 +216,7 @@ class GatewayStore:
         self.api_keys.create_index("key_hash", unique=True)
         self.api_keys.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
         self.audit.create_index([("at", DESCENDING), ("_id", DESCENDING)])
-        for field in AUDIT_LEADERS:
+        for field in AUDIT_FILTERS:
             self.audit.create_index([(field, ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)])
         # mongod drops expired counters by itself; harmless where TTL is not implemented
         self.rate_limits.create_index("expires_at", expireAfterSeconds=0)
@@ -294,16 +294,14 @@ class GatewayStore:
 
     def team_member_ids(self, user_id, team):
         """Everyone reporting to this user, plus everyone in the same team (when it has one)."""
-        ids = set()
-        for query in [{"manager_id": user_id}] + ([{"team": team}] if team else []):
-            ids |= {d["_id"] for d in self.users.find(query, {"_id": 1})
-                    .hint(list_hint(query, ("created_at", DESCENDING), USER_LEADERS))}
+        ids = {d["_id"] for d in self.users.find({"manager_id": user_id}, {"_id": 1})}
+        if team:
+            ids |= {d["_id"] for d in self.users.find({"team": team}, {"_id": 1})}
         ids.discard(user_id)
         return sorted(ids)
 
     def page_users(self, query, limit, cursor):
-        return page(self.users, query, "created_at", DESCENDING, limit, cursor,
-                    hint=list_hint(query, ("created_at", DESCENDING), USER_LEADERS))
+        return page(self.users, query, "created_at", DESCENDING, limit, cursor)
 
     def all_users(self):
         return self.users.find({}).sort([("_id", ASCENDING)])
@@ -333,8 +331,7 @@ class GatewayStore:
             {"$set": {"last_used_at": now}})
 
     def page_api_keys(self, query, limit, cursor):
-        return page(self.api_keys, query, "created_at", DESCENDING, limit, cursor,
-                    hint=list_hint(query, ("created_at", DESCENDING)))
+        return page(self.api_keys, query, "created_at", DESCENDING, limit, cursor)
 
     # audit
     def insert_audit(self, entry):
@@ -343,8 +340,7 @@ class GatewayStore:
         return entry
 
     def page_audit(self, query, limit, cursor):
-        return page(self.audit, query, "at", DESCENDING, limit, cursor,
-                    hint=list_hint(query, ("at", DESCENDING), AUDIT_LEADERS))
+        return page(self.audit, query, "at", DESCENDING, limit, cursor)
 
     # rate limits
     def hit(self, key, window_start, window_s, amount=1):

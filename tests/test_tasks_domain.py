@@ -8,7 +8,6 @@ from crm_common.timeutil import period_key
 from services.tasks.clock import Clock
 from services.tasks.domain import (add_months, day_bounds, due_notices, first_alarm,
                                    next_alarm, next_occurrence, notices)
-from services.tasks.store import choose_index
 
 T0 = datetime(2030, 5, 10, 12, 0, tzinfo=timezone.utc)
 
@@ -61,13 +60,6 @@ def test_day_bounds_in_the_users_zone():
     assert end - start == timedelta(hours=24)
     assert day_bounds(T0, "Not/AZone")[0] == datetime(2030, 5, 10, tzinfo=timezone.utc)
     assert period_key(T0, "week") == "2030-W19" and period_key(T0, "month") == "2030-05"
-
-
-def test_index_choice():
-    assert choose_index({"assignee_id": "u", "status": "open"}, "sort_due") == "assignee_id_1_sort_due_1__id_1"
-    assert choose_index({"$and": [{"$or": [{"assignee_id": {"$in": ["u"]}}]}, {"contact_id": "c"}]},
-                        "created_at") == "contact_id_1_created_at_-1__id_-1"
-    assert choose_index({}, "sort_due") == "sort_due_1__id_1"
 
 
 def test_the_clock_cannot_be_moved_outside_tests():

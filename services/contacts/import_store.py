@@ -9,7 +9,7 @@ from pymongo.errors import BulkWriteError
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
-from crm_common.mongo import BaseStore, find_in, in_chunks, list_hint, update_and_get
+from crm_common.mongo import BaseStore, find_in, in_chunks, update_and_get
 from crm_common.timeutil import utcnow
 from services.contacts.store import KEY_FIELDS
 
@@ -73,8 +73,7 @@ class ImportStore(BaseStore):
         return self.jobs.find_one({"_id": import_id, **(visibility or {})})
 
     def page_jobs(self, query, limit, cursor):
-        return page(self.jobs, query, "created_at", DESCENDING, limit, cursor,
-                    hint=list_hint(query, ("created_at", DESCENDING)))
+        return page(self.jobs, query, "created_at", DESCENDING, limit, cursor)
 
     def claim_job(self, owner, lease_seconds):
         """Take the oldest job that needs work and whose lease is free or expired (its

@@ -6,7 +6,7 @@ from pymongo import ASCENDING, DESCENDING
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
-from crm_common.mongo import BaseStore, list_hint, update_and_get
+from crm_common.mongo import BaseStore, update_and_get
 from crm_common.timeutil import utcnow
 
 LIVE = {"deleted_at": None}
@@ -185,9 +185,8 @@ class ContactsStore(BaseStore):
         return result.upserted_id is not None
 
     def page_birthdays(self, month_day, limit, cursor):
-        query = {"birthday_md": month_day, **LIVE}
-        return page(self.contacts, query, "created_at", ASCENDING, limit, cursor,
-                    hint=list_hint(query, ("created_at", ASCENDING), ("birthday_md",)))
+        return page(self.contacts, {"birthday_md": month_day, **LIVE}, "created_at", ASCENDING,
+                    limit, cursor)
 
     def page_timeline(self, query, limit, cursor):
         return page(self.timeline, query, "occurred_at", DESCENDING, limit, cursor)

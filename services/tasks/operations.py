@@ -304,9 +304,8 @@ class Tasks:
             group_id = {"assignee_id": "$assignee_id", "period": period_expr}
         else:
             group_id = {"assignee_id": None, "period": period_expr}
-        hint = ("assignee_id_1_sort_due_1__id_1" if q.get("assignee_id") else "sort_due_1__id_1")
         items = []
-        for row in self.store.report(match, group_id, now, hint):
+        for row in self.store.report(match, group_id, now):
             key = row.pop("_id")
             finished = row["done_on_time"] + row["done_late"]
             items.append({"assignee_id": key.get("assignee_id"), "period": key.get("period"),

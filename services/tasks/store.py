@@ -6,21 +6,14 @@ from pymongo.errors import DuplicateKeyError
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
-from crm_common.mongo import BaseStore, find_in, list_hint, update_and_get
+from crm_common.mongo import BaseStore, find_in, update_and_get
 
 # Tasks without a date sort after every dated one: keyset cursors cannot step over nulls
 # (a range condition never matches null), so the sort key is never null.
 NO_DATE = datetime(9999, 12, 31, tzinfo=timezone.utc)
-# Filter fields in the order their index narrows a task query best (crm_common.mongo.list_hint).
+# Filter fields with a (field, sort, _id) index for each sort (no hints: crm_common.mongo).
 SELECTIVE = ("contact_id", "deal_id", "assignee_id", "status")
 SORTS = {"due_at": "sort_due", "created_at": "created_at"}
-# each sort field's direction in its indexes
-INDEX_DIRECTION = {"sort_due": ASCENDING, "created_at": DESCENDING}
-RULE_LEADERS = ((("pipeline_id", ASCENDING), ("stage_id", ASCENDING)),)
-
-
-def choose_index(query, sort_field):
-    return list_hint(query, (sort_field, INDEX_DIRECTION[sort_field]), SELECTIVE)
 
 
 class TasksStore(BaseStore):
@@ -96,22 +89,20 @@ class TasksStore(BaseStore):
         self.tasks.update_one({"_id": task_id, "version": version}, {"$set": {"alarm_at": alarm_at}})
 
     def page_tasks(self, query, sort_field, direction, limit, cursor):
-        return page(self.tasks, query, sort_field, direction, limit, cursor,
-                    hint=choose_index(query, sort_field))
+        return page(self.tasks, query, sort_field, direction, limit, cursor)
 
     def count_tasks(self, query, sort_field="sort_due"):
-        return self.tasks.count_documents(query, hint=choose_index(query, sort_field))
+        return self.tasks.count_documents(query)
 
     def explain_tasks(self, query, sort_field):
         import json
         from bson import json_util
-        plan = (self.tasks.find(query).sort([(sort_field, 1), ("_id", 1)])
-                .hint(choose_index(query, sort_field)).limit(51).explain())
+        plan = self.tasks.find(query).sort([(sort_field, 1), ("_id", 1)]).limit(51).explain()
         return json.loads(json_util.dumps(plan))
 
     def find_tasks(self, query, limit, sort_field="sort_due"):
         return list(self.tasks.find(query).sort([(sort_field, ASCENDING), ("_id", ASCENDING)])
-                    .hint(choose_index(query, sort_field)).limit(limit))
+                    .limit(limit))
 
     # The timer's polls and the by-contact / by-deal / by-stage lookups below query one
     # index's own fields and filter the few documents found in Python, unhinted:
@@ -131,7 +122,7 @@ class TasksStore(BaseStore):
                 if d.get("status") == "open" and (d.get("source") or {}).get("type") == "call_missed"
                 and d.get("missed_at") is not None and d["missed_at"] < when]
 
-    def report(self, match, group_id, now, hint):
+    def report(self, match, group_id, now):
         is_open = {"$eq": ["$status", "open"]}
         is_done = {"$eq": ["$status", "done"]}
         dated = {"$lt": ["$sort_due", NO_DATE]}
@@ -155,7 +146,7 @@ class TasksStore(BaseStore):
             }},
             {"$sort": {"_id": ASCENDING}},
         ]
-        return list(self.tasks.aggregate(pipeline, hint=hint))
+        return list(self.tasks.aggregate(pipeline))
 
     # notices: each reminder/overdue/escalation is claimed once, by whichever replica wins
     def claim_notice(self, key, doc):
@@ -218,8 +209,7 @@ class TasksStore(BaseStore):
         return self.rules.find_one_and_delete({"_id": rule_id})
 
     def page_rules(self, query, limit, cursor):
-        return page(self.rules, query, "created_at", DESCENDING, limit, cursor,
-                    hint=list_hint(query, ("created_at", DESCENDING), RULE_LEADERS))
+        return page(self.rules, query, "created_at", DESCENDING, limit, cursor)
 
     def rules_for(self, pipeline_id, stage_id):
         return [r for r in self.rules.find({"pipeline_id": pipeline_id, "stage_id": stage_id})

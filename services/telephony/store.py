@@ -12,19 +12,15 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from crm_common.cursors import page
-from crm_common.mongo import BaseStore, list_hint
+from crm_common.mongo import BaseStore
 from crm_common.timeutil import utcnow
 
-# list filters in the order their index narrows a calls query best (see choose_index)
+# list filters, each with a (field, started_at, _id) index (no hints: crm_common.mongo)
 SELECTIVE = ("contact_id", "agent_id", "number", "owner_id", "direction", "outcome", "missed")
 SEEN_TTL_S = 90 * 24 * 3600
 # the users copy is read from memory on the hot path; another replica's change to it (each
 # user_upserted reaches one replica) shows here after at most this many seconds
 USERS_CACHE_S = 5.0
-
-
-def choose_index(query):
-    return list_hint(query, ("started_at", DESCENDING), SELECTIVE)
 
 
 class TelephonyStore(BaseStore):
@@ -103,11 +99,10 @@ class TelephonyStore(BaseStore):
         return doc
 
     def page_calls(self, query, limit, cursor):
-        return page(self.calls, query, "started_at", DESCENDING, limit, cursor,
-                    hint=choose_index(query))
+        return page(self.calls, query, "started_at", DESCENDING, limit, cursor)
 
     def count_calls(self, query):
-        return self.calls.count_documents(query, hint=choose_index(query))
+        return self.calls.count_documents(query)
 
     def mark_called_back(self, number, before, by_call_id, when):
         """Earlier missed calls from this number are called back by an answered call."""
@@ -125,11 +120,10 @@ class TelephonyStore(BaseStore):
                         "missed": {"$sum": {"$cond": [{"$eq": ["$missed", True]}, 1, 0]}},
                         "talk_s": {"$sum": {"$ifNull": ["$talk_s", 0]}}}},
             {"$sort": {"_id": 1}}]
-        return list(self.calls.aggregate(pipeline, hint=choose_index(match)))
+        return list(self.calls.aggregate(pipeline))
 
     def count_missed_not_called_back(self, match):
-        query = {**match, "missed": True, "called_back": False}
-        return self.calls.count_documents(query, hint=choose_index(query))
+        return self.calls.count_documents({**match, "missed": True, "called_back": False})
 
     # processed events
     def event_seen(self, key):
