@@ -33,9 +33,6 @@ rule_list_query = schemas.TaskRuleListQuery()
 report_query = schemas.TaskReportQuery()
 deal_ref = schemas.DealRef()
 
-PERIOD_FORMATS = {"day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m"}
-
-
 def dump_task(doc, now):
     out = with_every_key(task_out, task_out.dump(doc), doc["_id"])
     out["overdue"] = bool(doc.get("status") == "open" and doc.get("due_at") and doc["due_at"] < now)
@@ -48,18 +45,6 @@ def dump_rule(doc):
 
 def _event(event_type, data, event_id=None):
     return envelope(SERVICE, event_type, data, event_id)
-
-
-def _and(*conditions):
-    """Conditions as one query; an $and only where two would clash on a key (e.g. $or)."""
-    merged, rest = {}, []
-    for condition in conditions:
-        for key, value in condition.items():
-            if key in merged:
-                rest.append({key: value})
-            else:
-                merged[key] = value
-    return {"$and": [merged, *rest]} if rest else merged
 
 
 def _invalid(field, message):
@@ -162,7 +147,7 @@ class Tasks:
         field, direction = parse_sort(q.get("sort"), SORTS, "due_at")
         sort_field = SORTS[field]
         now = self.clock.now()
-        query = self._list_filter(q, now)
+        query = self.store.task_filter(self._visible(), q, now)
         docs, next_cursor = self.store.page_tasks(query, sort_field, direction, q["limit"],
                                                   q.get("cursor"))
         out = {"items": [dump_task(d, now) for d in docs], "next_cursor": next_cursor}
@@ -173,42 +158,16 @@ class Tasks:
     def explain_list(self, params):
         q = load(list_query, params)
         field, _ = parse_sort(q.get("sort"), SORTS, "due_at")
-        return self.store.explain_tasks(self._list_filter(q, self.clock.now()), SORTS[field])
-
-    def _list_filter(self, q, now):
-        conditions = [self._visible()]
-        for key in ("assignee_id", "status", "kind", "contact_id", "deal_id"):
-            if q.get(key):
-                conditions.append({key: q[key]})
-        due = {}
-        if q.get("due_before"):
-            due["$lt"] = q["due_before"]
-        if q.get("due_after"):
-            due["$gte"] = q["due_after"]
-            due.setdefault("$lt", NO_DATE)
-        if due:
-            conditions.append({"sort_due": due})
-        if q.get("overdue") is True:
-            conditions += [{"status": "open"}, {"sort_due": {"$lt": now}}]
-        elif q.get("overdue") is False:
-            conditions.append({"$or": [{"status": {"$ne": "open"}}, {"sort_due": {"$gte": now}}]})
-        return _and(*conditions)
+        query = self.store.task_filter(self._visible(), q, self.clock.now())
+        return self.store.explain_tasks(query, SORTS[field])
 
     # calendar and agenda
     def calendar(self, params):
         q = load(calendar_query, params)
         assignee = self._person(q)
         statuses = ["open", "done"] if q["include_done"] else ["open"]
-        # what starts in [from, to), and what started before `from` and still runs then
-        # (a meeting 9:00-11:00 in a view from 10:00): read back as far as the longest task
-        longest = self.store.longest_span()
-        query = _and(self._visible(), {"assignee_id": assignee,
-                                       "sort_due": {"$gte": q["from_"] - timedelta(seconds=longest),
-                                                    "$lt": q["to"]},
-                                       "status": {"$in": statuses}})
-        if longest:
-            query = _and(query, {"$or": [{"sort_due": {"$gte": q["from_"]}},
-                                         {"end_at": {"$gt": q["from_"]}}]})
+        query = self.store.calendar_filter(self._visible(), assignee, q["from_"], q["to"],
+                                           statuses)
         now = self.clock.now()
         docs, next_cursor = self.store.page_tasks(query, "sort_due", 1, q["limit"], q.get("cursor"))
         return {"items": [dump_task(d, now) for d in docs], "next_cursor": next_cursor}
@@ -222,10 +181,8 @@ class Tasks:
         now = self.clock.now()
         user = self.store.get_user(assignee) or {}
         _, end = day_bounds(now, user.get("timezone"))
-        mine = _and(self._visible(), {"assignee_id": assignee, "status": "open"})
-        overdue = self.store.find_tasks(_and(mine, {"sort_due": {"$lt": now}}), q["limit"])
-        today = self.store.find_tasks(_and(mine, {"sort_due": {"$gte": now, "$lt": end}}),
-                                      q["limit"])
+        overdue = self.store.open_tasks_due(self._visible(), assignee, None, now, q["limit"])
+        today = self.store.open_tasks_due(self._visible(), assignee, now, end, q["limit"])
         out = {"assignee_id": assignee,
                "date": now.astimezone(zone(user.get("timezone"))).date().isoformat(),
                "overdue": [dump_task(d, now) for d in overdue],
@@ -289,23 +246,11 @@ class Tasks:
     def report(self, params):
         q = load(report_query, params)
         now = self.clock.now()
-        due = {"$lt": NO_DATE}
-        if q.get("from_"):
-            due["$gte"] = q["from_"]
-        if q.get("to"):
-            due["$lt"] = q["to"]
-        match = _and(self._visible(), {"sort_due": due})
-        if q.get("assignee_id"):
-            match = _and(match, {"assignee_id": q["assignee_id"]})
         period = q.get("period") if q["group_by"] == "assignee" else q["group_by"]
-        period_expr = ({"$dateToString": {"format": PERIOD_FORMATS[period], "date": "$sort_due"}}
-                       if period else None)
-        if q["group_by"] == "assignee":
-            group_id = {"assignee_id": "$assignee_id", "period": period_expr}
-        else:
-            group_id = {"assignee_id": None, "period": period_expr}
         items = []
-        for row in self.store.report(match, group_id, now):
+        for row in self.store.report(self._visible(), q.get("from_"), q.get("to"),
+                                     q.get("assignee_id"), q["group_by"] == "assignee", period,
+                                     now):
             key = row.pop("_id")
             finished = row["done_on_time"] + row["done_late"]
             items.append({"assignee_id": key.get("assignee_id"), "period": key.get("period"),

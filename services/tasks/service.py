@@ -2,8 +2,6 @@
 import logging
 import os
 
-import eventlet
-
 from nameko.timer import timer
 
 from crm_common.config import get_settings
@@ -16,6 +14,7 @@ from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import rpc
 from crm_common.timeutil import parse_iso, to_iso, utcnow
 from services.tasks.clock import Clock
+from services.tasks.dependencies import ScanPool
 from services.tasks.operations import Tasks, dump_task
 from services.tasks.store import TasksStore
 
@@ -29,6 +28,7 @@ class TasksService(HealthEntrypoints):
     store = MongoStore(TasksStore)
     caller = CallerContext()
     dispatch = OutboxDispatcher()
+    scan_map = ScanPool(CONFIG.scan_concurrency)
 
     @property
     def clock(self):
@@ -110,8 +110,7 @@ class TasksService(HealthEntrypoints):
     # time: the timer of every replica scans; the test clock exists only with CRM_TEST_CLOCK=1
     @timer(interval=CONFIG.tick_seconds)
     def tick(self):
-        pool = eventlet.GreenPool(CONFIG.scan_concurrency)
-        sent = self.tasks.scan(self._send_one, pmap=pool.imap)
+        sent = self.tasks.scan(self._send_one, pmap=self.scan_map)
         if sent:
             log.info("tasks timer sent %d notices", sent)
 

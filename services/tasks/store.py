@@ -1,5 +1,5 @@
 """The only code in the tasks service that touches pymongo."""
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
@@ -14,6 +14,19 @@ NO_DATE = datetime(9999, 12, 31, tzinfo=timezone.utc)
 # Filter fields with a (field, sort, _id) index for each sort (no hints: crm_common.mongo).
 SELECTIVE = ("contact_id", "deal_id", "assignee_id", "status")
 SORTS = {"due_at": "sort_due", "created_at": "created_at"}
+PERIOD_FORMATS = {"day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m"}
+
+
+def _and(*conditions):
+    """Conditions as one query; an $and only where two would clash on a key (e.g. $or)."""
+    merged, rest = {}, []
+    for condition in conditions:
+        for key, value in condition.items():
+            if key in merged:
+                rest.append({key: value})
+            else:
+                merged[key] = value
+    return {"$and": [merged, *rest]} if rest else merged
 
 
 class TasksStore(BaseStore):
@@ -88,6 +101,44 @@ class TasksStore(BaseStore):
         """Only if nobody changed the task meanwhile (a change computes its own alarm)."""
         self.tasks.update_one({"_id": task_id, "version": version}, {"$set": {"alarm_at": alarm_at}})
 
+    # the lists' queries: `visible` is the caller's owner filter, the rest plain values
+    def task_filter(self, visible, filters, now):
+        """The task list: equality filters, a due window, overdue (at `now`) or not."""
+        conditions = [visible]
+        for key in ("assignee_id", "status", "kind", "contact_id", "deal_id"):
+            if filters.get(key):
+                conditions.append({key: filters[key]})
+        due = {}
+        if filters.get("due_before"):
+            due["$lt"] = filters["due_before"]
+        if filters.get("due_after"):
+            due["$gte"] = filters["due_after"]
+            due.setdefault("$lt", NO_DATE)
+        if due:
+            conditions.append({"sort_due": due})
+        if filters.get("overdue") is True:
+            conditions += [{"status": "open"}, {"sort_due": {"$lt": now}}]
+        elif filters.get("overdue") is False:
+            conditions.append({"$or": [{"status": {"$ne": "open"}}, {"sort_due": {"$gte": now}}]})
+        return _and(*conditions)
+
+    def calendar_filter(self, visible, assignee, start, end, statuses):
+        """What starts in [start, end), and what started before `start` and still runs then
+        (a meeting 9:00-11:00 in a view from 10:00): read back as far as the longest task."""
+        longest = self.longest_span()
+        query = _and(visible, {"assignee_id": assignee,
+                               "sort_due": {"$gte": start - timedelta(seconds=longest), "$lt": end},
+                               "status": {"$in": statuses}})
+        if longest:
+            query = _and(query, {"$or": [{"sort_due": {"$gte": start}}, {"end_at": {"$gt": start}}]})
+        return query
+
+    def open_tasks_due(self, visible, assignee, start, end, limit):
+        """The assignee's open tasks due in [start, end) (start None: before `end`)."""
+        due = {"$lt": end} if start is None else {"$gte": start, "$lt": end}
+        query = _and(_and(visible, {"assignee_id": assignee, "status": "open"}), {"sort_due": due})
+        return self.find_tasks(query, limit)
+
     def page_tasks(self, query, sort_field, direction, limit, cursor):
         return page(self.tasks, query, sort_field, direction, limit, cursor)
 
@@ -122,7 +173,20 @@ class TasksStore(BaseStore):
                 if d.get("status") == "open" and (d.get("source") or {}).get("type") == "call_missed"
                 and d.get("missed_at") is not None and d["missed_at"] < when]
 
-    def report(self, match, group_id, now):
+    def report(self, visible, start, end, assignee_id, by_assignee, period, now):
+        """Counts per (assignee or everyone, period: day/week/month of the due date or
+        None) of the tasks due in [start, end) (dated ones only without `end`)."""
+        due = {"$lt": NO_DATE}
+        if start:
+            due["$gte"] = start
+        if end:
+            due["$lt"] = end
+        match = _and(visible, {"sort_due": due})
+        if assignee_id:
+            match = _and(match, {"assignee_id": assignee_id})
+        period_expr = ({"$dateToString": {"format": PERIOD_FORMATS[period], "date": "$sort_due"}}
+                       if period else None)
+        group_id = {"assignee_id": "$assignee_id" if by_assignee else None, "period": period_expr}
         is_open = {"$eq": ["$status", "open"]}
         is_done = {"$eq": ["$status", "done"]}
         dated = {"$lt": ["$sort_due", NO_DATE]}
