@@ -163,9 +163,7 @@ class Calls:
             if state == "ended":
                 maxs[f"{key_path}.ended_at"] = at
                 sets[f"{key_path}.outcome"] = ev.get("outcome") or "no_answer"
-        update = {"$set": sets, "$min": mins}
-        if maxs:
-            update["$max"] = maxs
+        facts = {"sets": sets, "mins": mins, "maxs": maxs}
         rank = RANK.get(state, 0)
         if leg_only or state == "update":
             rank = 0
@@ -174,7 +172,7 @@ class Calls:
         # looked up): facts, transition and derived times in one conditional write
         if (rank and not created and doc.get("rank", 0) < rank
                 and not self._lookup_due({**doc, **sets}, direction)):
-            moved = self._fold_and_move(doc, update, state, rank, ev, at)
+            moved = self._fold_and_move(doc, facts, state, rank, ev, at)
             if moved is not None:
                 doc, events = self._announce_move(moved, state, [])
                 self.store.remember_event(key, doc["_id"])
@@ -183,7 +181,7 @@ class Calls:
                      or any(k != "updated_at" and ("." in k or doc.get(k) != v)
                             for k, v in sets.items()))
         if new_facts:
-            doc = self.store.update_call(doc["_id"], update)
+            doc = self.store.update_call(doc["_id"], **facts)
 
         events = []
         if self._lookup_due(doc, direction):
@@ -209,11 +207,11 @@ class Calls:
                             "called_back": False if missed else None, "ended_at": at})
         return changes
 
-    def _fold_and_move(self, doc, update, state, rank, ev, at):
+    def _fold_and_move(self, doc, facts, state, rank, ev, at):
         """The event's facts and its transition in one write, computed from `doc` as read,
         and applied only if the fields they were computed from are still as read (else
         None: the caller takes the two-step path, which reads the record in between)."""
-        sets, mins = update["$set"], update["$min"]
+        sets, mins = facts["sets"], facts["mins"]
         view = {**doc, **{k: v for k, v in sets.items() if "." not in k}}
         view["started_at"] = min(doc["started_at"], at)
         if "answered_at" in mins:
@@ -221,11 +219,10 @@ class Calls:
         changes = self._transition_changes(view, state, rank, ev, at)
         view.update(changes)
         changes.update(derived_times(view))
-        condition = {"rank": {"$lt": rank}, **transition_basis(doc),
-                     "started_at": doc["started_at"], "talk_s": doc.get("talk_s"),
-                     "duration_s": doc.get("duration_s")}
-        return self.store.update_call(doc["_id"], {**update, "$set": {**sets, **changes}},
-                                      condition)
+        unchanged = {**transition_basis(doc), "started_at": doc["started_at"],
+                     "talk_s": doc.get("talk_s"), "duration_s": doc.get("duration_s")}
+        return self.store.update_call(doc["_id"], {**sets, **changes}, mins, facts["maxs"],
+                                      rank_below=rank, unchanged=unchanged)
 
     def _transition(self, doc, state, rank, ev, at, events):
         """The move to `state`, computed from `doc` and written only while the fields it
@@ -236,10 +233,10 @@ class Calls:
             if doc.get("rank", 0) >= rank:
                 return doc, events  # already there or beyond (a repeat, or a late event)
             changes = self._transition_changes(doc, state, rank, ev, at)
-            condition = {"rank": {"$lt": rank}}
-            if attempt < 4:  # these fields only fill once or move one way: this converges
-                condition.update(transition_basis(doc))
-            moved = self.store.update_call(doc["_id"], {"$set": changes}, condition)
+            # these fields only fill once or move one way: this converges
+            unchanged = transition_basis(doc) if attempt < 4 else None
+            moved = self.store.update_call(doc["_id"], changes, rank_below=rank,
+                                           unchanged=unchanged)
             if moved is not None:
                 return self._announce_move(self._derive(moved), state, events)
             doc = self.store.get_call(doc["_id"])
@@ -260,7 +257,7 @@ class Calls:
 
     def _derive(self, doc):
         sets = derived_times(doc)
-        return self.store.update_call(doc["_id"], {"$set": sets}) if sets else doc
+        return self.store.update_call(doc["_id"], sets) if sets else doc
 
     def _on_answered(self, doc):
         """A real conversation: earlier missed calls from the number are called back, and a
@@ -270,7 +267,7 @@ class Calls:
         if (doc.get("lead_created") and not doc.get("owner_id") and doc.get("agent_id")
                 and self.settings.lead_owner == "answering_agent"):
             self.contacts.update_contact(doc["contact_id"], {"owner_id": doc["agent_id"]})
-            doc = self.store.update_call(doc["_id"], {"$set": {"owner_id": doc["agent_id"]}})
+            doc = self.store.update_call(doc["_id"], {"owner_id": doc["agent_id"]})
         return doc
 
     # caller lookup and leads
@@ -292,13 +289,13 @@ class Calls:
         """The caller's contact onto the record (`found`: the lookup already made for this
         event); an unknown valid inbound caller becomes a lead, once per call (claim)."""
         if doc["number"] in self._own_numbers():
-            return self.store.update_call(doc["_id"], {"$set": {"looked_up": True}}), {}
+            return self.store.update_call(doc["_id"], {"looked_up": True}), {}
         contact = found[0] if found is not None else self._lookup(doc["number"])
         created = False
         if contact is None and self._lead_wanted(doc, direction):
             if self.store.claim(doc["_id"], "lead_claimed"):
                 contact, created = self._create_lead(doc), True
-        doc = self.store.update_call(doc["_id"], {"$set": self._contact_fields(contact, created)})
+        doc = self.store.update_call(doc["_id"], self._contact_fields(contact, created))
         return doc, {"contact": contact}
 
     @staticmethod
@@ -435,25 +432,12 @@ class CallLog:
 
     def list(self, params):
         q = load(list_query, params)
-        query = {}
-        for key in ("contact_id", "agent_id", "direction", "outcome", "missed"):
-            if q.get(key) is not None:
-                query[key] = q[key]
-        if q.get("called_back") is not None:
-            query["called_back"] = q["called_back"]
+        filters = {key: q[key] for key in ("contact_id", "agent_id", "direction", "outcome",
+                                            "missed", "called_back") if q.get(key) is not None}
         if q.get("phone"):
             number = self.calls._number(q["phone"]) or {}
-            query["number"] = number.get("e164") or q["phone"]
-        started = {}
-        if q.get("from_"):
-            started["$gte"] = q["from_"]
-        if q.get("to"):
-            started["$lt"] = q["to"]
-        if started:
-            query["started_at"] = started
-        visible = self._visible()
-        if visible:
-            query["$and"] = [visible]
+            filters["number"] = number.get("e164") or q["phone"]
+        query = self.store.call_filter(filters, q.get("from_"), q.get("to"), self._visible())
         docs, next_cursor = self.store.page_calls(query, q["limit"], q.get("cursor"))
         out = {"items": [dump_call(d) for d in docs], "next_cursor": next_cursor}
         if q["include_total"]:
@@ -462,21 +446,9 @@ class CallLog:
 
     def report(self, params):
         q = load(report_query, params)
-        match = {"provider": {"$ne": "click_to_call"}}
-        started = {}
-        if q.get("from_"):
-            started["$gte"] = q["from_"]
-        if q.get("to"):
-            started["$lt"] = q["to"]
-        if started:
-            match["started_at"] = started
-        visible = self._visible()
-        if visible:
-            match["$and"] = [visible]
-        group_key = ("$agent_id" if q["group_by"] == "agent" else
-                     {"$dateToString": {"format": "%Y-%m-%d", "date": "$started_at"}})
         rows, totals = [], {"key": None, "calls": 0, "answered": 0, "missed": 0, "talk_s": 0}
-        for row in self.store.report(match, group_key):
+        report = self.store.report(q.get("from_"), q.get("to"), self._visible(), q["group_by"])
+        for row in report["rows"]:
             item = {"key": row["_id"], "calls": row["calls"], "answered": row["answered"],
                     "missed": row["missed"], "talk_s": row["talk_s"],
                     "avg_talk_s": round(row["talk_s"] / row["answered"], 1) if row["answered"] else None}
@@ -487,8 +459,7 @@ class CallLog:
                                 if totals["answered"] else None)
         return {"group_by": q["group_by"], "from": to_iso(q.get("from_")), "to": to_iso(q.get("to")),
                 "rows": rows, "totals": totals,
-                "missed_not_called_back": self.store.count_missed_not_called_back(
-                    {k: v for k, v in match.items() if k != "provider"})}
+                "missed_not_called_back": report["missed_not_called_back"]}
 
     # click-to-call
     def new_origination(self, payload, adapter_name):
@@ -538,12 +509,12 @@ class CallLog:
         """What the PBX said; a failed origination ends the record (it never rang)."""
         sets = {f"originate.{k}": v for k, v in result.items() if v is not None}
         sets["originate.updated_at"] = sets["updated_at"] = utcnow()
-        doc = self.store.update_call(call_id, {"$set": sets})
+        doc = self.store.update_call(call_id, sets)
         if result["status"] in ("failed", "busy", "no_answer"):
-            doc = self.store.update_call(call_id, {"$set": {
+            doc = self.store.update_call(call_id, {
                 "rank": 3, "state": "ended", "outcome": result["status"],
-                "ended_at": utcnow(), "talk_s": 0}}, {"rank": {"$lt": 3}}) or doc
+                "ended_at": utcnow(), "talk_s": 0}, rank_below=3) or doc
         elif result["status"] == "answered":
-            doc = self.store.update_call(call_id, {"$set": {"rank": 1, "state": "ringing"}},
-                                         {"rank": {"$lt": 1}}) or doc
+            doc = self.store.update_call(call_id, {"rank": 1, "state": "ringing"},
+                                         rank_below=1) or doc
         return dump_call(doc)

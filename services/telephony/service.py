@@ -2,10 +2,8 @@
 provider formats in providers/, click-to-call adapters in originate/."""
 import logging
 
-from nameko.extensions import DependencyProvider
-
 from crm_common.config import get_settings
-from crm_common.context import Caller, CallerContext
+from crm_common.context import CallerContext
 from crm_common.errors import EXPECTED, BadRequest
 from crm_common.messaging.events import reliable_handler
 from crm_common.health import HealthEntrypoints
@@ -13,33 +11,13 @@ from crm_common.mongo import MongoStore
 from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import ServiceRpc, rpc
 from services.telephony.calls import CallLog, Calls, dump_call
+from services.telephony.dependencies import Background
 from services.telephony.originate import ADAPTERS as ORIGINATE
 from services.telephony.providers import asterisk, twilio, zadarma
 from services.telephony.store import TelephonyStore
 
 log = logging.getLogger(__name__)
 PROVIDERS = {"twilio": twilio, "zadarma": zadarma, "asterisk": asterisk}
-
-
-class Background(DependencyProvider):
-    """Work that outlives the RPC call (awaiting a PBX's OriginateResponse), run as a
-    container-managed greenlet so it is stopped with the service."""
-
-    def get_dependency(self, worker_ctx):
-        return self
-
-    def spawn(self, func, *args):
-        self.container.spawn_managed_thread(lambda: func(*args))
-
-
-def _follow(adapter, session, job, store, settings):
-    """After the RPC answered: the PBX's final word on the origination, on the record.
-    There is no caller here: it runs as the service itself."""
-    try:
-        result = adapter.follow(settings, session, job)
-        CallLog(Calls(store, Caller(), settings, None, None)).originate_result(job["call_id"], result)
-    except Exception:  # noqa: BLE001 - a background task must log, never die silently
-        log.exception("following origination %s failed", job["call_id"])
 
 
 class TelephonyService(HealthEntrypoints):
@@ -104,7 +82,7 @@ class TelephonyService(HealthEntrypoints):
         result, session = adapter.request(self.settings, job)
         answer = call_log.originate_result(doc["_id"], result)
         if session is not None:
-            self.background.spawn(_follow, adapter, session, job, self.store, self.settings)
+            self.background.follow_origination(adapter, session, job, self.store, self.settings)
         return answer
 
     @reliable_handler("gateway", "user_upserted")

@@ -71,9 +71,19 @@ class TelephonyStore(BaseStore):
                                        {"$setOnInsert": doc}, upsert=True)
         return result.upserted_id is not None
 
-    def update_call(self, call_id, update, condition=None):
-        """Apply `update` (if `condition` still holds); the new doc, or None if it did not.
+    def update_call(self, call_id, sets, mins=None, maxs=None, rank_below=None, unchanged=None):
+        """Set the fields of `sets`, lower those of `mins` and raise those of `maxs` to the
+        values given (fields may be paths, "legs.<key>.rank"), if the call's rank is still
+        below `rank_below` and each field of `unchanged` still has its value (None matches
+        missing); the new doc, or None when the condition no longer held.
         update_one then find_one: see the module note on find_one_and_update."""
+        update = {"$set": sets}
+        if mins:
+            update["$min"] = mins
+        if maxs:
+            update["$max"] = maxs
+        condition = {} if rank_below is None else {"rank": {"$lt": rank_below}}
+        condition.update(unchanged or {})
         if condition:
             if not self.calls.update_one({"_id": call_id, **condition}, update).matched_count:
                 return None
@@ -98,6 +108,21 @@ class TelephonyStore(BaseStore):
         self.calls.insert_one(doc)
         return doc
 
+    def call_filter(self, filters, start, end, visible):
+        """The call log's query: equality `filters`, calls started in [start, end) (either
+        None: unbounded), the caller's visibility."""
+        query = dict(filters)
+        started = {}
+        if start:
+            started["$gte"] = start
+        if end:
+            started["$lt"] = end
+        if started:
+            query["started_at"] = started
+        if visible:
+            query["$and"] = [visible]
+        return query
+
     def page_calls(self, query, limit, cursor):
         return page(self.calls, query, "started_at", DESCENDING, limit, cursor)
 
@@ -112,7 +137,13 @@ class TelephonyStore(BaseStore):
             {"$set": {"called_back": True, "called_back_by": by_call_id,
                       "called_back_at": when}}).modified_count  # index: callbacks
 
-    def report(self, match, group_key):
+    def report(self, start, end, visible, group_by):
+        """Calls started in [start, end) (click-to-call originations left out) per agent or
+        per UTC day ({"rows": [{_id, calls, answered, missed, talk_s}]}, sorted), and the
+        missed calls of the range not called back yet."""
+        match = {"provider": {"$ne": "click_to_call"}, **self.call_filter({}, start, end, visible)}
+        group_key = ("$agent_id" if group_by == "agent" else
+                     {"$dateToString": {"format": "%Y-%m-%d", "date": "$started_at"}})
         pipeline = [
             {"$match": match},
             {"$group": {"_id": group_key, "calls": {"$sum": 1},
@@ -120,10 +151,10 @@ class TelephonyStore(BaseStore):
                         "missed": {"$sum": {"$cond": [{"$eq": ["$missed", True]}, 1, 0]}},
                         "talk_s": {"$sum": {"$ifNull": ["$talk_s", 0]}}}},
             {"$sort": {"_id": 1}}]
-        return list(self.calls.aggregate(pipeline))
-
-    def count_missed_not_called_back(self, match):
-        return self.calls.count_documents({**match, "missed": True, "called_back": False})
+        rows = list(self.calls.aggregate(pipeline))
+        rest = {k: v for k, v in match.items() if k != "provider"}
+        return {"rows": rows, "missed_not_called_back": self.calls.count_documents(
+            {**rest, "missed": True, "called_back": False})}
 
     # processed events
     def event_seen(self, key):
