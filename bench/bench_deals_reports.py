@@ -36,10 +36,10 @@ from datetime import datetime, timedelta, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from services.deals import reports, summaries  # noqa: E402
+from services.deals import summaries  # noqa: E402
 from services.deals.domain import DEFAULT_LEAD_SOURCES  # noqa: E402
 from services.deals.operations import funnel_counts  # noqa: E402
-from services.deals.store import DealsStore  # noqa: E402
+from services.deals.store import DealsStore, reports  # noqa: E402
 from tests.stack import Stack  # noqa: E402
 
 OWNERS = [f"bench-user-{i}" for i in range(50)]
@@ -278,7 +278,7 @@ def _when(params, key):
 
 def _funnel_direct(store, params, pipeline_id):
     """The funnel's counter reads and folding, without RPC and HTTP (admin: no owner scope)."""
-    scope = {"owner_id": params["owner_id"]} if params.get("owner_id") else {}
+    scope = [params["owner_id"]] if params.get("owner_id") else None
     return funnel_counts(store, pipeline_id, _when(params, "from"), _when(params, "to"), scope)
 
 
@@ -289,7 +289,7 @@ def _secs(value):
 def _new_direct(store, path, params):
     """The summaries' reads and folding, without RPC and HTTP (admin: no owner scope)."""
     reader = summaries.Summaries(store)
-    scope = {"owner_id": params["owner_id"]} if params.get("owner_id") else {}
+    scope = [params["owner_id"]] if params.get("owner_id") else None
     if path == "sales":
         return summaries.sales_answer_rows(reader.sales_rows(
             params["group_by"], _when(params, "from"), _when(params, "to"), {}, scope))
@@ -301,19 +301,14 @@ def _direct(path, params, pipeline_id):
     """The aggregation the service runs for these parameters (admin: no owner scope)."""
     def when(key):
         return datetime.fromisoformat(params[key].replace("Z", "+00:00"))
-    scope = {"owner_id": params["owner_id"]} if params.get("owner_id") else {}
+    scope = [params["owner_id"]] if params.get("owner_id") else None
     if path == "funnel":
         pipeline, hint = reports.funnel(pipeline_id, when("from"), when("to"), scope)
         return pipeline, hint, "deal_history"
     if path == "sales":
         pipeline, hint = reports.sales(params["group_by"], when("from"), when("to"), {}, scope)
         return pipeline, hint, "deals"
-    close = {}
-    if params.get("from"):
-        close["$gte"] = params["from"]
-    if params.get("to"):
-        close["$lt"] = params["to"]
-    pipeline, hint = reports.forecast({}, close, scope)
+    pipeline, hint = reports.forecast({}, params.get("from"), params.get("to"), scope)
     return pipeline, hint, "deals"
 
 

@@ -592,7 +592,7 @@ def test_a_recompute_racing_a_write_is_not_stored(api, stack, unique):
     store = _WriteDuringRecompute(db, write)
     reader = summaries.Summaries(store)
     rows = reader.sales_rows("owner", start, start + timedelta(days=1),
-                             {"pipeline_id": pipeline["id"]}, {})
+                             {"pipeline_id": pipeline["id"]}, None)
     assert store.write is None  # the write happened during the recompute
     assert [r["won_amount"] for r in rows] in ([500], [1500])
     doc = db.report_summaries.find_one({"_id": day})

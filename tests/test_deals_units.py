@@ -3,7 +3,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from services.deals import reports
+from services.deals.store import reports
 from services.deals.domain import (build_stages, funnel_order, is_rotting, period_range,
                                    ratio)
 from contracts.deals import DealIn, PipelineIn
@@ -51,13 +51,13 @@ def test_schemas_reject_bad_money_and_pipelines():
 
 def test_reports_scope_picks_the_owner_index():
     start, end = datetime(2026, 1, 1, tzinfo=timezone.utc), datetime(2026, 2, 1, tzinfo=timezone.utc)
-    assert reports.funnel("p", start, end, {})[1] == "funnel"
-    pipeline, hint = reports.funnel("p", start, end, {"owner_id": {"$in": ["u"]}})
-    assert hint == "funnel_owner" and pipeline[0]["$match"]["owner_id"] == "u"
-    team = reports.funnel("p", start, end, {"owner_id": {"$in": ["u", "v"]}})
+    assert reports.funnel("p", start, end, None)[1] == "funnel"
+    pipeline, index = reports.funnel("p", start, end, ["u"])
+    assert index == "funnel_owner" and pipeline[0]["$match"]["owner_id"] == "u"
+    team = reports.funnel("p", start, end, ["u", "v"])
     assert team[1] == "funnel" and team[0][1] == {"$match": {"owner_id": {"$in": ["u", "v"]}}}
-    assert reports.sales("month", start, end, {}, {"owner_id": "u"})[1] == "sales_owner"
-    assert reports.forecast({}, {}, {})[1] == "forecast"
+    assert reports.sales("month", start, end, {}, ["u"])[1] == "sales_owner"
+    assert reports.forecast({}, None, None, None)[1] == "forecast"
 
 
 # inbound leads: owner rules, report periods and prorated costs

@@ -11,6 +11,7 @@ DEFAULT_LOST_REASONS = ("price", "competitor", "no_budget", "no_decision", "timi
 DEFAULT_STAGES = (("Lead in", 10, "open"), ("Qualified", 30, "open"), ("Proposal", 60, "open"),
                   ("Negotiation", 80, "open"), ("Won", 100, "won"), ("Lost", 0, "lost"))
 DEFAULT_PROBABILITY = {"open": 50, "won": 100, "lost": 0}
+MS_PER_DAY = 86400 * 1000.0
 
 
 def default_pipeline():

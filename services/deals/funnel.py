@@ -1,6 +1,6 @@
 """Funnel counters: the funnel report read from pre-aggregated documents instead of the
-whole deal_history, with exactly the numbers of the history aggregation (reports.funnel).
-Pure: builds updates and folds documents; store.py does the I/O.
+whole deal_history, with exactly the numbers of the history aggregation (store/reports.py
+funnel). Pure: builds updates and folds documents; the store does the I/O.
 
 Why bitmaps: `entered` and `won` count DISTINCT deals over the period (a deal entering a
 stage on two days counts once, `won` needs the same deal to enter a won stage in the period
@@ -220,9 +220,6 @@ def split(start, end):
     return parts
 
 
-def owners_of(scope):
-    """The report scope ({} or {"owner_id": id | {"$in": ids}}) as None (everyone) or a set."""
-    if "owner_id" not in scope:
-        return None
-    owners = scope["owner_id"]
-    return set(owners["$in"]) if isinstance(owners, dict) else {owners}
+def owners_of(owners):
+    """The report's owners (None: everyone, or a list of ids) as None or a set."""
+    return None if owners is None else set(owners)

@@ -11,7 +11,7 @@ from crm_common.ids import new_id
 from crm_common.timeutil import to_iso, utcnow
 from crm_common.validation import load
 from contracts import deals as schemas
-from services.deals import funnel as counters, reports, summaries
+from services.deals import funnel as counters, summaries
 from services.deals.domain import (build_stages, first_open_stage, funnel_order, is_rotting,
                                    period_range, ratio, stage_of)
 
@@ -375,28 +375,16 @@ class Deals:
     def list(self, params):
         query_in = load(deal_list_query, params)
         field, direction = parse_sort(query_in.get("sort"), DEAL_SORTS, "-created_at")
-        query = {"deleted_at": None}
-        for key in ("pipeline_id", "stage_id", "owner_id", "status", "contact_id", "company_id",
-                    "source"):
-            if query_in.get(key):
-                query[key] = query_in[key]
-        query = self._and_visible(query)
+        filters = {key: query_in[key] for key in ("pipeline_id", "stage_id", "owner_id", "status",
+                                                  "contact_id", "company_id", "source")
+                   if query_in.get(key)}
+        query = self.store.deal_filter(filters, self.caller.person_ids())
         docs, next_cursor = self.store.page_deals(query, DEAL_SORTS[field], direction,
                                                   query_in["limit"], query_in.get("cursor"))
         out = {"items": self._dump_many(docs), "next_cursor": next_cursor}
         if query_in["include_total"]:
             out["total"] = self.store.count_deals(query, DEAL_SORTS[field])
         return out
-
-    def _and_visible(self, query):
-        visible = self._visible()
-        if not visible:
-            return query
-        if "owner_id" in query:  # an owner filter inside what the caller may see
-            allowed = visible["owner_id"]["$in"]
-            query["owner_id"] = query["owner_id"] if query["owner_id"] in allowed else {"$in": []}
-            return query
-        return {**query, **visible}
 
     def history(self, deal_id, params):
         query_in = load(history_query, params)
@@ -526,11 +514,9 @@ class Deals:
         q = load(progress_query, params)
         items = []
         for target in self.store.targets_for(self._target_query(q)):
-            pipeline, hint = reports.won_totals(target["member_ids"], target["period_start"],
-                                                target["period_end"], target.get("currency"),
-                                                target.get("pipeline_id"))
-            rows = self.store.aggregate("deals", pipeline, hint)
-            won = rows[0] if rows else {"count": 0, "amount": 0}
+            won = self.store.won_totals(target["member_ids"], target["period_start"],
+                                        target["period_end"], target.get("currency"),
+                                        target.get("pipeline_id"))
             parts = []
             if target.get("deals_count"):
                 parts.append(f"{won['count']} of {target['deals_count']} won")
@@ -545,9 +531,13 @@ class Deals:
         return {"items": items}
 
     # reports
-    def _report_scope(self, owner_id):
-        """The owner condition of a report: what the caller may see, narrowed to owner_id."""
-        return self._and_visible({"owner_id": owner_id} if owner_id else {})
+    def _report_owners(self, owner_id):
+        """The owners a report counts: what the caller may see (None: everyone), narrowed to
+        `owner_id` when given (to nobody when the caller may not see that owner)."""
+        visible = self.caller.person_ids()
+        if not owner_id:
+            return visible
+        return [owner_id] if visible is None or owner_id in visible else []
 
     def _period(self, q):
         end = q.get("to") or utcnow()
@@ -565,18 +555,17 @@ class Deals:
         q = load(funnel_query, params)
         pipeline_doc = self._pipeline(q.get("pipeline_id"))
         start, end = self._period(q)
-        scope = self._report_scope(q.get("owner_id"))
+        owners = self._report_owners(q.get("owner_id"))
         if explain and not exact:
-            return self._funnel_plan(pipeline_doc["_id"], start, end, scope)
+            return self._funnel_plan(pipeline_doc["_id"], start, end, owners)
         if exact:
-            agg, hint = reports.funnel(pipeline_doc["_id"], start, end, scope)
+            facets = self.store.funnel_definition(pipeline_doc["_id"], start, end, owners, explain)
             if explain:
-                return self.store.explain_aggregate("deal_history", agg, hint)
-            facets = self.store.aggregate("deal_history", agg, hint)[0]
+                return facets
             entered = {r["_id"]: r for r in facets["entered"]}
             times = {r["_id"]: r for r in facets["time"]}
         else:
-            entered, times = funnel_counts(self.store, pipeline_doc["_id"], start, end, scope)
+            entered, times = funnel_counts(self.store, pipeline_doc["_id"], start, end, owners)
         order = funnel_order(pipeline_doc)
         stages = []
         for index, stage in enumerate(pipeline_doc["stages"]):
@@ -598,17 +587,15 @@ class Deals:
         return {"pipeline_id": pipeline_doc["_id"], "from": _iso(start), "to": _iso(end),
                 "stages": stages}
 
-    def _funnel_plan(self, pipeline_id, start, end, scope):
+    def _funnel_plan(self, pipeline_id, start, end, owners):
         """The query plan of each read of the counter-based funnel."""
-        owners = counters.owners_of(scope)
+        owners = counters.owners_of(owners)
         owner = next(iter(owners)) if owners and len(owners) == 1 else None
         plans = []
         for source, first, last in counters.split(start, end):
-            query = {"pipeline_id": pipeline_id, **({"owner_id": owner} if owner else {})}
-            field = "at" if source == "history" else "period"
-            query[field] = {"$gte": first, "$lt": last}
             name = "deal_history" if source == "history" else source
-            plans.append({"collection": name, "plan": self.store.explain_find(name, query)})
+            plans.append({"collection": name, "plan": self.store.explain_funnel_read(
+                source, pipeline_id, owner, first, last)})
         return {"reads": plans}
 
     def rebuild_funnel_counters(self):
@@ -627,19 +614,19 @@ class Deals:
         q = load(sales_query, params)
         start, end = self._period(q)
         filters = {k: q[k] for k in ("pipeline_id", "currency") if q.get(k)}
-        scope = self._report_scope(q.get("owner_id"))
+        owners = self._report_owners(q.get("owner_id"))
         if exact:
-            agg, hint = reports.sales(q["group_by"], start, end, filters, scope)
+            rows = self.store.sales_definition(q["group_by"], start, end, filters, owners, explain)
             if explain:
-                return self.store.explain_aggregate("deals", agg, hint)
-            rows = self.store.aggregate("deals", agg, hint)
+                return rows
         else:
             reader = summaries.Summaries(self.store)
             if explain:
-                return reader.plan(summaries.sales_parts(start, end), filters, scope,
-                                   lambda a, b: reports.sales_rows(q["group_by"], a, b, filters, scope)[0])
+                return reader.plan(summaries.sales_parts(start, end), filters, owners,
+                                   lambda a, b: self.store.sales_definition_rows(
+                                       q["group_by"], a, b, filters, owners, explain=True))
             rows = summaries.sales_answer_rows(reader.sales_rows(q["group_by"], start, end,
-                                                                 filters, scope))
+                                                                 filters, owners))
         totals = {}
         for row in rows:
             for amount in row["amounts"]:
@@ -662,35 +649,31 @@ class Deals:
         filters = {}
         if q.get("pipeline_id"):
             filters["pipeline_id"] = self._pipeline(q["pipeline_id"])["_id"]
-        scope = self._report_scope(q.get("owner_id"))
+        owners = self._report_owners(q.get("owner_id"))
         if exact:
-            close_range = {}
-            if q.get("from_"):
-                close_range["$gte"] = q["from_"].isoformat()
-            if q.get("to"):
-                close_range["$lt"] = q["to"].isoformat()
-            agg, hint = reports.forecast(filters, close_range, scope)
+            rows = self.store.forecast_definition(
+                filters, q["from_"].isoformat() if q.get("from_") else None,
+                q["to"].isoformat() if q.get("to") else None, owners, explain)
             if explain:
-                return self.store.explain_aggregate("deals", agg, hint)
-            rows = self.store.aggregate("deals", agg, hint)
+                return rows
         else:
             reader = summaries.Summaries(self.store)
             parts = summaries.forecast_parts(q.get("from_"), q.get("to"))
             if explain:
-                return reader.plan(parts, filters, scope)
-            rows = reader.forecast_rows(filters, q.get("from_"), q.get("to"), scope)
+                return reader.plan(parts, filters, owners)
+            rows = reader.forecast_rows(filters, q.get("from_"), q.get("to"), owners)
         return {"rows": [{"month": r["_id"]["month"] or None, "currency": r["_id"]["currency"],
                           "open_count": r["open_count"], "open_amount": r["open_amount"],
                           "weighted_amount": int(round(r["weighted"] / 100))} for r in rows]}
 
 
-def funnel_counts(store, pipeline_id, start, end, scope):
+def funnel_counts(store, pipeline_id, start, end, owners):
     """The funnel's per-stage rows for [start, end) from the counters: whole months and
     days from funnel_months / funnel_days, the partial days at the two ends from the
     history itself (an indexed range of at most two days), everything folded per owner
     (funnel.Tally). Same rows as the history aggregation: ({stage: {entered, won}},
     {stage: {avg, moves_out}})."""
-    owners = counters.owners_of(scope)
+    owners = counters.owners_of(owners)
     # one owner: an equality on the owner-led indexes; a team: the pipeline's range, kept here
     owner = next(iter(owners)) if owners and len(owners) == 1 else None
     tally = counters.Tally()

@@ -11,7 +11,6 @@ from crm_common.fields import with_every_key
 from crm_common.timeutil import parse_iso, period_key, to_iso, utcnow
 from crm_common.validation import load
 from contracts import deals as schemas
-from services.deals import reports
 from services.deals.domain import bucket_start, prorated_costs, ratio, report_buckets
 
 source_in, source_patch, source_out = schemas.LeadSourceIn(), schemas.LeadSourcePatch(), schemas.LeadSourceOut()
@@ -85,7 +84,7 @@ class LeadSources:
         if buckets is None:
             raise ValidationFailed("Invalid input", {"fields": {"period": [
                 "Too many periods in this range; choose a longer period or a shorter range."]}})
-        scope = self.deals._report_scope(q.get("owner_id"))
+        owners = self.deals._report_owners(q.get("owner_id"))
         source = q.get("source")
         rows = {}  # (source, bucket key) -> counters
 
@@ -94,14 +93,12 @@ class LeadSources:
                 if q["period"] != "all" else "all"
             return rows.setdefault((name, key), {"leads": 0, "deals": 0, "won": 0, "amounts": {}})
 
-        agg, _ = reports.source_leads(start, end, source, scope)
-        for r in self.store.aggregate("leads", agg):
+        leads, deals, won_deals = self.store.source_counts(start, end, source, owners)
+        for r in leads:
             row(r["_id"]["source"], r["_id"]["day"])["leads"] += r["count"]
-        agg, _ = reports.source_deals(start, end, source, scope)
-        for r in self.store.aggregate("deals", agg):
+        for r in deals:
             row(r["_id"]["source"], r["_id"]["day"])["deals"] += r["count"]
-        agg, _ = reports.source_won(start, end, source, scope)
-        for r in self.store.aggregate("deals", agg):
+        for r in won_deals:
             counters = row(r["_id"]["source"], r["_id"]["day"])
             counters["won"] += r["count"]
             currency = r["_id"]["currency"]
@@ -128,9 +125,9 @@ class LeadSources:
                     # costs are company-wide: divided by part of the won deals they mislead
                     "cost_per_won_deal": [{"currency": c, "amount": round(a / won, 2)}
                                           for c, a in sorted(cost.items())]
-                    if won and not scope else None})
+                    if won and owners is None else None})
         return {"from": to_iso(start), "to": to_iso(end), "period": q["period"],
-                "scope": "limited" if scope else "all", "rows": out}
+                "scope": "limited" if owners is not None else "all", "rows": out}
 
 
 def _money(amounts):

@@ -1,8 +1,8 @@
 """Report summaries: the sales and forecast reports read per-period buckets of pre-grouped
 rows instead of every matching deal, with exactly the numbers of their definitions, the
-aggregations over the deals (reports.sales / reports.forecast; RPC exact=True runs them).
-No pymongo here: the store does the I/O (store.py), this module decides what to read,
-what to recompute and how to add it up.
+aggregations over the deals (store/reports.py sales / forecast; RPC exact=True runs them).
+No query here: the store does the I/O (store/buckets.py builds the bucket reads and
+recomputations), this module decides what to read, what to recompute and how to add it up.
 
 Buckets (collection report_summaries, `_id` = `<kind>|<period>|<pipeline_id>`):
 - sales_month / sales_day: deals closed (won or lost, not deleted) in that UTC month / day
@@ -55,7 +55,8 @@ the range ($unwind the rows, $match the filters and the caller's visibility, $gr
 report's key), and the handful of grouped rows are added up here."""
 from datetime import date, datetime, timedelta, timezone
 
-from services.deals import funnel, reports
+from services.deals import funnel
+from services.deals.domain import MS_PER_DAY
 
 VERSION = 1
 COLLECTION = "report_summaries"
@@ -201,21 +202,16 @@ def _utc_month(period):
 
 
 # the filters of a report, on bucket rows
-def row_filter(filters, scope):
-    """{field: value | set of values} on the rows: currency and the caller's owners (the
-    pipeline is the bucket's)."""
+def row_filter(filters, owners):
+    """{field: value | set of values} on the rows: currency and the report's owners (None:
+    everyone; the pipeline is the bucket's)."""
     out = {}
     if filters.get("currency"):
         out["currency"] = filters["currency"]
-    owners = funnel.owners_of(scope)
+    owners = funnel.owners_of(owners)
     if owners is not None:
         out["owner_id"] = owners if len(owners) != 1 else next(iter(owners))
     return out
-
-
-def _row_match(rfilter):
-    return {f"rows.{field}": {"$in": sorted(value)} if isinstance(value, set) else value
-            for field, value in rfilter.items()}
 
 
 def _matches(row, rfilter):
@@ -226,114 +222,6 @@ def _matches(row, rfilter):
         elif row.get(field) != value:
             return False
     return True
-
-
-# the aggregations (run by the store)
-def _range(first, end):
-    out = {"$gte": first}
-    if end is not None:
-        out["$lt"] = end
-    return out
-
-
-def bucket_query(kind, first, end, pipeline_id=None):
-    """The bucket documents of periods [first, end) (the `summaries` index)."""
-    query = {"kind": kind, "period": _range(first, end)}
-    if pipeline_id:
-        query["pipeline_id"] = pipeline_id
-    return query
-
-
-SALES_GROUP = {"owner": "$rows.owner_id", "source": "$rows.source",
-               "month": {"$substrBytes": ["$period", 0, 7]}}
-
-
-def bucket_read(kind, first, end, pipeline_id, exclude, rfilter, key_name, key_expr):
-    """One report part from the stored rows: the buckets of the range, less those recomputed
-    for this answer (`exclude`), rows of the filters and visibility, grouped by the report's
-    key and currency, summed."""
-    report = REPORT_OF[kind]
-    pipeline = [{"$match": bucket_query(kind, first, end, pipeline_id)}]
-    if exclude:
-        pipeline.append({"$match": {"_id": {"$nin": sorted(exclude)}}})
-    pipeline.append({"$unwind": "$rows"})
-    if rfilter:
-        pipeline.append({"$match": _row_match(rfilter)})
-    pipeline.append({"$group": {"_id": {key_name: key_expr, "currency": "$rows.currency"},
-                                **{s: {"$sum": f"$rows.{s}"} for s in SUMS[report]}}})
-    return pipeline
-
-
-def _row_group(report, period_expr):
-    return {"period": period_expr, "pipeline_id": {"$ifNull": ["$pipeline_id", None]},
-            **{k: {"$ifNull": [f"${k}", None]} for k in ROW_KEYS[report]}}
-
-
-def deal_rows(kind, first, last, pipeline_id=None):
-    """Rows of the buckets `first`..`last` (None: every period) of a kind computed from the
-    deals, per (period, pipeline, row key): the definition's filters, grouped finer."""
-    monthly = kind in (SALES_MONTH, FORECAST_MONTH)
-    if kind in (SALES_DAY, SALES_MONTH):
-        start = FAR_PAST if first is None else _utc_month(first) if monthly else _utc_day(first)
-        match = {"closed_at": {"$gte": start}}
-        if last is not None:
-            try:
-                match["closed_at"]["$lt"] = funnel.next_month(_utc_month(last)) if monthly \
-                    else _utc_day(last) + timedelta(days=1)
-            except (OverflowError, ValueError):  # the calendar's last day
-                pass
-        rest = {"status": {"$in": ["won", "lost"]}, "deleted_at": None}
-        won = {"$eq": ["$status", "won"]}
-        sums = {"won": {"$sum": {"$cond": [won, 1, 0]}},
-                "lost": {"$sum": {"$cond": [won, 0, 1]}},
-                "won_amount": {"$sum": {"$cond": [won, "$amount", 0]}},
-                "cycle_ms": {"$sum": {"$cond": [won, {"$subtract": ["$closed_at", "$created_at"]}, 0]}}}
-        period = {"$dateToString": {"format": "%Y-%m" if monthly else "%Y-%m-%d",
-                                    "date": "$closed_at"}}
-        report = "sales"
-    else:
-        close = {"$gt": NO_DATE} if first is None else {"$gte": first}
-        if last is not None:
-            close["$lt"] = _after(last)
-        match = {"status": "open", "expected_close_date": close}
-        rest = {"deleted_at": None}
-        sums = _forecast_sums()
-        period = {"$substrBytes": ["$expected_close_date", 0, 7 if monthly else 10]}
-        report = "forecast"
-    if pipeline_id:
-        rest["pipeline_id"] = pipeline_id
-    return [{"$match": match}, {"$match": rest},
-            {"$group": {"_id": _row_group(report, period), **sums}}]
-
-
-def _forecast_sums():
-    return {"open_count": {"$sum": 1}, "open_amount": {"$sum": "$amount"},
-            "weighted": {"$sum": {"$multiply": ["$amount", "$probability"]}}}
-
-
-def no_date_rows(pipeline_id=None):
-    """Rows of the no-date forecast buckets, from their deals (`forecast` index: status,
-    expected_close_date null)."""
-    rest = {"deleted_at": None}
-    if pipeline_id:
-        rest["pipeline_id"] = pipeline_id
-    return [{"$match": {"status": "open", "expected_close_date": None}}, {"$match": rest},
-            {"$group": {"_id": _row_group("forecast", NO_DATE), **_forecast_sums()}}]
-
-
-def months_from_days(day_kind, first, end, pipeline_id, exclude):
-    """Month rows from the stored rows of their days (less the days recomputed now)."""
-    report = REPORT_OF[day_kind]
-    pipeline = [{"$match": bucket_query(day_kind, first, end, pipeline_id)}]
-    if exclude:
-        pipeline.append({"$match": {"_id": {"$nin": sorted(exclude)}}})
-    pipeline += [
-        {"$unwind": "$rows"},
-        {"$group": {"_id": {"period": {"$substrBytes": ["$period", 0, 7]},
-                            "pipeline_id": "$pipeline_id",
-                            **{k: f"$rows.{k}" for k in ROW_KEYS[report]}},
-                    **{s: {"$sum": f"$rows.{s}"} for s in SUMS[report]}}}]
-    return pipeline
 
 
 # folding rows
@@ -443,18 +331,17 @@ class Summaries:
         self.clock = clock or (lambda: datetime.now(timezone.utc))
 
     # the reports
-    def sales_rows(self, group_by, start, end, filters, scope):
+    def sales_rows(self, group_by, start, end, filters, owners):
         """The definition's first $group, from the summaries: [{"_id": {"key", "currency"},
         won, lost, won_amount, cycle_ms}]."""
         fold = Fold(SALES_SUMS)
-        rfilter = row_filter(filters, scope)
+        rfilter = row_filter(filters, owners)
         for kind, first, last in sales_parts(start, end):
             if kind == "deals":
-                pipeline, index = reports.sales_rows(group_by, first, last, filters, scope)
-                found = self.store.aggregate("deals", pipeline, index)
+                found = self.store.sales_definition_rows(group_by, first, last, filters, owners)
             else:
                 found = self._read(kind, first, last, filters.get("pipeline_id"), rfilter, "key",
-                                   SALES_GROUP[group_by],
+                                   group_by,
                                    lambda row, period: period[:7] if group_by == "month"
                                    else row.get(group_by if group_by == "source" else "owner_id"))
             for row in found:
@@ -462,15 +349,14 @@ class Summaries:
         return [{"_id": {"key": key, "currency": currency}, **sums}
                 for (key, currency), sums in fold.items()]
 
-    def forecast_rows(self, filters, lo, hi, scope):
+    def forecast_rows(self, filters, lo, hi, owners):
         """The definition's rows from the summaries: [{"_id": {"month", "currency"},
         open_count, open_amount, weighted}] sorted by month and currency."""
         fold = Fold(FORECAST_SUMS)
-        rfilter = row_filter(filters, scope)
+        rfilter = row_filter(filters, owners)
         for kind, first, last in forecast_parts(lo, hi):
             found = self._read(kind, first, last, filters.get("pipeline_id"), rfilter, "month",
-                               {"$substrBytes": ["$period", 0, 7]},
-                               lambda row, period: period[:7])
+                               "month", lambda row, period: period[:7])
             for row in found:
                 fold.add((row["_id"].get("month"), row["_id"].get("currency")), row)
         rows = [{"_id": {"month": month, "currency": currency}, **sums}
@@ -478,34 +364,32 @@ class Summaries:
         return sorted(rows, key=lambda r: (_sortable(r["_id"]["month"]),
                                            _sortable(r["_id"]["currency"])))
 
-    def plan(self, parts, filters, scope, deals_pipeline=None):
+    def plan(self, parts, filters, owners, deals_plan=None):
         """The query plans of a report's reads (explain): per bucket part the status read
         and the rows' aggregation; per partial day the definition's aggregation over the
-        deals (`deals_pipeline(first, end)`)."""
+        deals (`deals_plan(first, end)`)."""
         out = []
-        rfilter = row_filter(filters, scope)
+        rfilter = row_filter(filters, owners)
         for kind, first, last in parts:
             if kind == "deals":
                 out.append({"collection": "deals", "part": [kind, str(first), str(last)],
-                            "plan": self.store.explain_aggregate("deals", deals_pipeline(first, last))})
+                            "plan": deals_plan(first, last)})
                 continue
-            query = bucket_query(kind, first, last, filters.get("pipeline_id"))
-            read = bucket_read(kind, first, last, filters.get("pipeline_id"), (), rfilter, "key",
-                               "$rows.owner_id")
-            out.append({"collection": COLLECTION, "part": [kind, first, last],
-                        "status": self.store.explain_find(COLLECTION, query),
-                        "plan": self.store.explain_aggregate(COLLECTION, read)})
+            plans = self.store.explain_bucket_reads(kind, first, last, filters.get("pipeline_id"),
+                                                    rfilter)
+            out.append({"collection": COLLECTION, "part": [kind, first, last], **plans})
         return {"reads": out}
 
-    def _read(self, kind, first, end, pipeline_id, rfilter, key_name, key_expr, key_of):
+    def _read(self, kind, first, end, pipeline_id, rfilter, key_name, key, key_of):
         """One bucket part: stale buckets recomputed (and stored when they may be), the rest
-        read by one aggregation, the recomputed rows added here."""
-        docs = self.store.summary_status(bucket_query(kind, first, end, pipeline_id))
+        read by one aggregation (grouped by `key`: owner, source or month), the recomputed
+        rows added here."""
+        docs = self.store.summary_status(kind, first, end, pipeline_id)
         fresh = self.refresh([d for d in docs if not _clean(d)])
         found = []
-        if len(fresh) < len(docs):  # some buckets are read as stored ($nin: the few others)
-            found = list(self.store.aggregate(COLLECTION, bucket_read(
-                kind, first, end, pipeline_id, fresh.keys(), rfilter, key_name, key_expr)))
+        if len(fresh) < len(docs):  # some buckets are read as stored (less the few others)
+            found = list(self.store.read_buckets(kind, first, end, pipeline_id, fresh.keys(),
+                                                 rfilter, key_name, key))
         report = REPORT_OF[kind]
         extra = Fold(SUMS[report])
         periods = {d["_id"]: d["period"] for d in docs}
@@ -537,7 +421,7 @@ class Summaries:
         report, wanted, only = _targets(kind, docs)
         gap = 1 if kind in (SALES_MONTH, FORECAST_MONTH) else RUN_GAP_DAYS
         for first, last in runs([d["period"] for d in docs], gap):
-            _fold_into(wanted, report, self.store.aggregate("deals", deal_rows(kind, first, last, only)))
+            _fold_into(wanted, report, self.store.deal_bucket_rows(kind, first, last, only))
         rows = {bucket_id(kind, *key): _rows_of(report, fold) for key, fold in wanted.items()}
         self._store(docs, rows)
         return rows
@@ -545,12 +429,12 @@ class Summaries:
     def _months(self, kind, docs):
         report, wanted, only = _targets(kind, docs)
         if any(d["period"] == NO_DATE for d in docs):
-            _fold_into(wanted, report, self.store.aggregate("deals", no_date_rows(only)), NO_DATE)
+            _fold_into(wanted, report, self.store.no_date_bucket_rows(only), NO_DATE)
         months = sorted({d["period"] for d in docs if d["period"] != NO_DATE})
         if months:
             day_kind = DAY_OF[kind]
             first, end = months[0], _next_month(months[-1])
-            days = [d for d in self.store.summary_status(bucket_query(day_kind, first, end, only))
+            days = [d for d in self.store.summary_status(day_kind, first, end, only)
                     if (d["period"][:7], d["pipeline_id"]) in wanted]
             count, stale = {}, {}
             for d in days:
@@ -569,8 +453,8 @@ class Summaries:
             fresh_days = self._days(day_kind, [d for d in days if not _clean(d)]) \
                 if any(not _clean(d) for d in days) else {}
             if len(fresh_days) < len(days):  # some days are read as stored
-                _fold_into(wanted, report, self.store.aggregate(COLLECTION, months_from_days(
-                    day_kind, first, end, only, fresh_days.keys())))
+                _fold_into(wanted, report, self.store.month_rows_from_days(
+                    day_kind, first, end, only, fresh_days.keys()))
             periods = {d["_id"]: (d["period"][:7], d["pipeline_id"]) for d in days}
             for bucket, rows in fresh_days.items():
                 for row in rows:
@@ -598,7 +482,7 @@ class Summaries:
         stored with the same compare-and-set as at read (new buckets inserted, a bucket
         created meanwhile by a writer is left dirty), buckets of periods without deals
         emptied. Safe while deals are written (what a concurrent write changes stays dirty)."""
-        existing = {d["_id"]: d for d in self.store.summary_status({})}
+        existing = {d["_id"]: d for d in self.store.summary_status()}
         built = {}  # bucket id -> (kind, period, pipeline, Fold)
 
         def add(kind, period, pipeline_id, row):
@@ -609,11 +493,11 @@ class Summaries:
 
         for day_kind, month_kind in ((SALES_DAY, SALES_MONTH), (FORECAST_DAY, FORECAST_MONTH)):
             report = REPORT_OF[day_kind]
-            for group in self.store.aggregate("deals", deal_rows(day_kind, None, None)):
+            for group in self.store.deal_bucket_rows(day_kind, None, None):
                 period, pipeline_id, row = _split_row(report, group)
                 add(day_kind, period, pipeline_id, row)
                 add(month_kind, period[:7], pipeline_id, row)
-        for group in self.store.aggregate("deals", no_date_rows()):
+        for group in self.store.no_date_bucket_rows():
             _, pipeline_id, row = _split_row("forecast", group)
             add(FORECAST_MONTH, NO_DATE, pipeline_id, row)
         now = self.clock()
@@ -659,6 +543,6 @@ def sales_answer_rows(rows):
         # the same float operations as the definition's $divide (both exact before dividing)
         acc["win_rate"] = won / (won + lost) if won + lost > 0 else None
         cycle_ms = acc.pop("cycle_ms")
-        acc["avg_cycle_days"] = cycle_ms / (won * reports.MS_PER_DAY) if won > 0 else None
+        acc["avg_cycle_days"] = cycle_ms / (won * MS_PER_DAY) if won > 0 else None
         out.append(acc)
     return out

@@ -1,12 +1,13 @@
-"""Report aggregation pipelines (built here, run by the store): the database does the
-counting and summing; Python only turns the few grouped rows into the answer.
+"""Report aggregation pipelines, built and run here (DealsStore mixes ReportQueries in):
+the database does the counting and summing; Python only turns the few grouped rows into
+the answer. `owners` is the report's owner scope: None (everyone) or a list of owner ids.
 
 Each pipeline starts with a `$match` on exactly the fields of one index (the name returned
 beside it), and puts every other condition in a second `$match`. mongod merges the two
 and plans them as one; SecantusDB uses an index only when every predicate of the query
-is in it, and with `hint` it walks the whole index instead of its range (see README), so
-the reports are NOT hinted. Callers limited to their own / their team's records match
+is in it, and nothing is hinted (crm_common.mongo). Callers limited to their own / their team's records match
 on a second index led by owner_id."""
+from services.deals.domain import MS_PER_DAY
 
 HISTORY_INDEXES = {
     "funnel": [("pipeline_id", 1), ("at", 1)],
@@ -18,22 +19,18 @@ DEAL_INDEXES = {
     "forecast": [("status", 1), ("expected_close_date", 1)],
     "forecast_owner": [("owner_id", 1), ("status", 1), ("expected_close_date", 1)],
 }
-MS_PER_DAY = 86400 * 1000.0
 
 
-def _owner(visible):
-    """The caller's owner condition split in (part of the first $match, rest): one owner is
-    an equality on the owner-led index; several owners (a manager's team) filter the
-    period's range of the plain index, because SecantusDB does not bound an index scan by
-    an `$in` (it walks it all), where mongod would use either index."""
-    if not visible:
+def _owner(owners):
+    """The owner scope split in (part of the first $match, rest): one owner is an equality
+    on the owner-led index; several owners (a manager's team) or none filter the period's
+    range of the plain index, because SecantusDB does not bound an index scan by an `$in`
+    (it walks it all), where mongod would use either index."""
+    if owners is None:
         return {}, {}
-    owners = visible["owner_id"]
-    if isinstance(owners, dict) and len(owners.get("$in", [])) == 1:
-        owners = owners["$in"][0]
-    if isinstance(owners, dict):
-        return {}, {"owner_id": owners}
-    return {"owner_id": owners}, {}
+    if len(owners) == 1:
+        return {"owner_id": owners[0]}, {}
+    return {}, {"owner_id": {"$in": list(owners)}}
 
 
 def _index(base, first):
@@ -44,11 +41,11 @@ def _is(field, value):
     return {"$eq": [f"${field}", value]}
 
 
-def funnel(pipeline_id, start, end, visible):
+def funnel(pipeline_id, start, end, owners):
     """History entries of the pipeline in [start, end): per stage, the distinct deals that
     entered it and how many of those also entered a won stage; per stage left, the average
     time spent in it (each entry carries the seconds the deal spent in the stage it left)."""
-    first, rest = _owner(visible)
+    first, rest = _owner(owners)
     match = {"pipeline_id": pipeline_id, **first, "at": {"$gte": start, "$lt": end}}
     pipeline = [{"$match": match}] + ([{"$match": rest}] if rest else []) + [
         {"$facet": {
@@ -75,10 +72,10 @@ SALES_KEYS = {
 }
 
 
-def sales_rows(group_by, start, end, filters, visible):
+def sales_rows(group_by, start, end, filters, owners):
     """Deals closed in [start, end) per (key, currency): won, lost, won_amount, cycle_ms (the
     first half of `sales`; the summaries read the partial days at a period's ends with it)."""
-    first, rest = _owner(visible)
+    first, rest = _owner(owners)
     won = _is("status", "won")
     pipeline = [
         {"$match": {**first, "closed_at": {"$gte": start, "$lt": end}}},
@@ -94,12 +91,12 @@ def sales_rows(group_by, start, end, filters, visible):
     return pipeline, _index("sales", first)
 
 
-def sales(group_by, start, end, filters, visible):
+def sales(group_by, start, end, filters, owners):
     """Deals closed in [start, end), grouped by the key and then by currency (amounts of
     different currencies are never added up). The definition of the sales report: the
     service answers from the summaries (summaries.py) with the same numbers; RPC
     sales_report(params, exact=True) runs this."""
-    pipeline, index = sales_rows(group_by, start, end, filters, visible)
+    pipeline, index = sales_rows(group_by, start, end, filters, owners)
     pipeline += [
         {"$group": {
             "_id": "$_id.key",
@@ -120,12 +117,18 @@ def sales(group_by, start, end, filters, visible):
     return pipeline, index
 
 
-def forecast(filters, close_range, visible):
-    """Open deals by expected close month and currency; weighted = amount x probability.
+def forecast(filters, lo, hi, owners):
+    """Open deals by expected close month and currency; weighted = amount x probability;
+    expected close dates (ISO dates) in [lo, hi) (either None: unbounded).
     The definition of the forecast report (RPC forecast_report(params, exact=True)); the
     service answers from the summaries (summaries.py) with the same numbers."""
-    first, rest = _owner(visible)
+    first, rest = _owner(owners)
     match = {**first, "status": "open"}
+    close_range = {}
+    if lo:
+        close_range["$gte"] = lo
+    if hi:
+        close_range["$lt"] = hi
     if close_range:
         match["expected_close_date"] = close_range
     pipeline = [
@@ -145,7 +148,7 @@ def forecast(filters, close_range, visible):
 
 def won_totals(owner_ids, start, end, currency, pipeline_id):
     """A target's actuals: won deals of its people closed in the period."""
-    first, rest = _owner({"owner_id": {"$in": list(owner_ids)}})
+    first, rest = _owner(list(owner_ids))
     rest.update({"status": "won", "deleted_at": None})
     if pipeline_id:
         rest["pipeline_id"] = pipeline_id
@@ -175,9 +178,9 @@ def _with_source(source):
     return {"source": source} if source else {"source": {"$ne": None}}
 
 
-def source_leads(start, end, source, visible):
+def source_leads(start, end, source, owners):
     """Inbound requests received in [start, end) per source and day."""
-    first, rest = _owner(visible)
+    first, rest = _owner(owners)
     pipeline = [
         {"$match": {**first, "received_at": {"$gte": start, "$lt": end}}},
         {"$match": {**_with_source(source), **rest}},
@@ -186,10 +189,10 @@ def source_leads(start, end, source, visible):
     return pipeline, "leads_owner" if first else "leads_received"
 
 
-def source_deals(start, end, source, visible):
+def source_deals(start, end, source, owners):
     """Deals created in [start, end) per source and day (the (created_at, _id) index, or
     (owner_id, created_at, _id) for one owner)."""
-    first, rest = _owner(visible)
+    first, rest = _owner(owners)
     pipeline = [
         {"$match": {**first, "created_at": {"$gte": start, "$lt": end}}},
         {"$match": {"deleted_at": None, **_with_source(source), **rest}},
@@ -198,9 +201,9 @@ def source_deals(start, end, source, visible):
     return pipeline, "created_at"
 
 
-def source_won(start, end, source, visible):
+def source_won(start, end, source, owners):
     """Deals won (closed) in [start, end) per source, day and currency."""
-    first, rest = _owner(visible)
+    first, rest = _owner(owners)
     pipeline = [
         {"$match": {**first, "closed_at": {"$gte": start, "$lt": end}}},
         {"$match": {"status": "won", "deleted_at": None, **_with_source(source), **rest}},
@@ -208,3 +211,42 @@ def source_won(start, end, source, visible):
                     "count": {"$sum": 1}, "amount": {"$sum": "$amount"}}},
     ]
     return pipeline, _index("sales", first)
+
+
+class ReportQueries:
+    """The reports' reads as DealsStore methods; every aggregation runs through
+    DealsStore.aggregate / explain_aggregate (`explain=True`: the query plan instead)."""
+
+    def _run(self, collection, built, explain):
+        pipeline, index = built
+        if explain:
+            return self.explain_aggregate(collection, pipeline, index)
+        return self.aggregate(collection, pipeline, index)
+
+    def funnel_definition(self, pipeline_id, start, end, owners, explain=False):
+        """{"entered": [{_id: stage, entered, won}], "time": [{_id: stage, avg, moves_out}]}
+        from the history (see funnel)."""
+        found = self._run("deal_history", funnel(pipeline_id, start, end, owners), explain)
+        return found if explain else found[0]
+
+    def sales_definition(self, group_by, start, end, filters, owners, explain=False):
+        return self._run("deals", sales(group_by, start, end, filters, owners), explain)
+
+    def sales_definition_rows(self, group_by, start, end, filters, owners, explain=False):
+        return self._run("deals", sales_rows(group_by, start, end, filters, owners), explain)
+
+    def forecast_definition(self, filters, lo, hi, owners, explain=False):
+        return self._run("deals", forecast(filters, lo, hi, owners), explain)
+
+    def won_totals(self, owner_ids, start, end, currency, pipeline_id):
+        """{"count", "amount" (in `currency`)} of the won deals of these owners closed in
+        [start, end)."""
+        rows = self._run("deals", won_totals(owner_ids, start, end, currency, pipeline_id), False)
+        return rows[0] if rows else {"count": 0, "amount": 0}
+
+    def source_counts(self, start, end, source, owners):
+        """The sources report's three grouped counts: (leads, deals, won) rows per source and
+        day (won also per currency)."""
+        return (self._run("leads", source_leads(start, end, source, owners), False),
+                self._run("deals", source_deals(start, end, source, owners), False),
+                self._run("deals", source_won(start, end, source, owners), False))

@@ -1,12 +1,12 @@
-"""The only code in the deals service that touches pymongo.
+"""The deals store: with reports.py and summaries.py of this package, the only code of the
+deals service that touches pymongo or writes a query.
 
 Collections: pipelines, deals, deal_history (one document per stage entry, inserted, never
 rewritten), targets, settings (the configurable lists), lead_sources (the source registry
 with costs), leads (one per inbound request, _id = request id), lead_counters (round robin),
 lead_claims (which lead opens the deal of a contact in a pipeline), report_summaries (the sales
 and forecast buckets, summaries.py: every write of a deal below marks the buckets it
-changes before and after the write). No query is hinted: SecantusDB
-(dev/CI) walks a whole hinted index, and mongod picks these indexes by itself; hot-path
+changes before and after the write). No query is hinted (crm_common.mongo); hot-path
 queries use only indexed fields."""
 import json
 from contextlib import contextmanager
@@ -21,8 +21,11 @@ from crm_common.ids import new_id
 from crm_common.mongo import (BaseStore, after_commit, after_transaction, outside_transaction,
                               update_and_get)
 from crm_common.timeutil import utcnow
-from services.deals import funnel, reports, summaries
+from services.deals import funnel, summaries
 from services.deals.domain import DEFAULT_LOST_REASONS, DEFAULT_LEAD_SOURCES, default_pipeline
+from services.deals.store import reports
+from services.deals.store.reports import ReportQueries
+from services.deals.store.buckets import SummaryQueries
 
 LIVE = {"deleted_at": None}
 DEFAULT_KEY = "default"
@@ -43,7 +46,7 @@ def _plain(doc):
     return json.loads(json_util.dumps(doc))  # BSON types -> plain JSON for RPC
 
 
-class DealsStore(BaseStore):
+class DealsStore(ReportQueries, SummaryQueries, BaseStore):
     def __init__(self, db, settings):
         super().__init__(db, settings)
         self.pipelines = db["pipelines"]
@@ -329,6 +332,18 @@ class DealsStore(BaseStore):
         return [d["_id"] for d in found if d.get("pipeline_id") == pipeline_id
                 and d.get("status") == "open" and d.get("deleted_at") is None][:limit]
 
+    def deal_filter(self, filters, visible_owners):
+        """The deal list's query: live deals with these field values, of the owners the
+        caller sees (None: everyone); an owner_id filter outside them matches nothing."""
+        query = {"deleted_at": None, **filters}
+        if visible_owners is None:
+            return query
+        if "owner_id" in query:
+            if query["owner_id"] not in visible_owners:
+                query["owner_id"] = {"$in": []}
+            return query
+        return {**query, "owner_id": {"$in": list(visible_owners)}}
+
     def page_deals(self, query, sort_field, direction, limit, cursor):
         return page(self.deals, query, sort_field, direction, limit, cursor)
 
@@ -429,11 +444,6 @@ class DealsStore(BaseStore):
             for query in queries:  # the rest (and those whose compare-and-set failed)
                 self.summaries.update_many({**query, f"pending.{token}": {"$exists": True}},
                                            {"$inc": {"dirty": 1}, "$unset": {f"pending.{token}": ""}})
-
-    def summary_status(self, query):
-        """Bucket documents without their rows: kind, period, pipeline_id, dirty, built,
-        pending."""
-        return list(self.summaries.find(query, {"rows": 0}))
 
     def store_summaries(self, writes):
         """[(bucket id, dirty read, rows, stale tokens)]: each stored only if its `dirty`
@@ -555,6 +565,12 @@ class DealsStore(BaseStore):
                                          "from_stage_id": 1, "seconds_in_from_stage": 1,
                                          "funnel_no": 1})
 
+    def explain_funnel_read(self, source, pipeline_id, owner, first, last):
+        """The plan of one read of the funnel (funnel_docs or history_between)."""
+        query = {"pipeline_id": pipeline_id, **({"owner_id": owner} if owner else {})}
+        query["at" if source == "history" else "period"] = {"$gte": first, "$lt": last}
+        return self.explain_find("deal_history" if source == "history" else source, query)
+
     def explain_find(self, collection, query):
         return _plain(self.db[collection].find(query).explain())
 
@@ -638,8 +654,8 @@ class DealsStore(BaseStore):
     def targets_for(self, query, limit=200):
         return self.page_targets(query, limit, None)[0]
 
-    # reports: the pipelines are built in reports.py; here they only run. `index` names the
-    # index the first $match is built for; it is not hinted (see reports.py).
+    # reports: the pipelines are built in reports.py and summaries.py of this package.
+    # `index` names the index the first $match is built for; it is not hinted.
     def aggregate(self, collection, pipeline, index=None):
         return list(self.db[collection].aggregate(pipeline, allowDiskUse=True))
 
