@@ -2,8 +2,8 @@
 import re
 
 from crm_common.errors import ValidationFailed
-from crm_common.phones import looks_like_phone, normalize_phone, phone_search_keys
-from crm_common.text import fold, prefix_query, prefixes, tokens
+from crm_common.phones import normalize_phone
+from crm_common.text import fold, prefixes, tokens
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -71,13 +71,3 @@ def search_fields(doc):
                                            doc.get("company_name"), *emails)),
         "sort_name": fold(f"{doc.get('last_name') or ''} {doc.get('first_name') or ''}").strip(),
     }
-
-
-def text_query(q, region):
-    """`q` as a Mongo condition: a phone in any form, an email, or name/company prefixes."""
-    q = q.strip()
-    if looks_like_phone(q):
-        return {"phone_keys": {"$in": phone_search_keys(q, region)}}
-    if EMAIL.match(q):
-        return {"email_keys": q.lower()}
-    return prefix_query("search_prefixes", q)

@@ -161,10 +161,9 @@ class Imports:
     def _editable_owners(self):
         """Owners of the contacts this importer may change (the rule of PATCH /contacts,
         docs/auth.md): None = any (admin, API key); a manager also owner-less ones."""
-        condition = self.caller.owner_filter("owner_id")
-        if not condition:
+        owners = self.caller.person_ids()
+        if owners is None:
             return None
-        owners = list(condition["owner_id"]["$in"])
         return owners + [None] if self.caller.role == "manager" else owners
 
     def _visible_job(self, import_id):
@@ -174,6 +173,13 @@ class Imports:
         return job
 
     # runner side (the job timer)
+    def run_all(self, owner, lease_seconds, batch_size, should_stop, announce):
+        """Run the jobs that need work one after the other, until none is left or the
+        service stops."""
+        while not should_stop() and self.run_next(owner, lease_seconds, batch_size,
+                                                  should_stop, announce):
+            pass
+
     def run_next(self, owner, lease_seconds, batch_size, should_stop, announce):
         """Claim one job that needs work and run it until it ends or the service stops.
         Returns True when a job was found."""
@@ -553,26 +559,3 @@ def fill(doc, fields, companies, owner_id):
         if "birthday" in changed:
             doc["birthday_md"] = doc["birthday"][5:10]  # the birthdays list's key
     return changed
-
-
-# the timer that runs the jobs (its settings: crm_common.config ContactsSettings)
-class _Stopping:
-    """Set when the service starts stopping: a running job ends its batch, hands its lease
-    back and returns, so the graceful stop is quick and a restart resumes at once."""
-    flag = False
-
-
-def stopping():
-    return _Stopping.flag
-
-
-from nameko.timer import Timer  # noqa: E402 - the entrypoint below is the only nameko part
-
-
-class JobTimer(Timer):
-    def stop(self):
-        _Stopping.flag = True  # before the container waits for the running job's worker
-        super().stop()
-
-
-job_timer = JobTimer.decorator

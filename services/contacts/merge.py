@@ -112,15 +112,15 @@ class Merges:
 
     def duplicates(self, params):
         query_in = load(duplicates_query, params)
-        visibility = self.contacts._visible()
+        visible = self.contacts._visible()
         scan = query_in["limit"] * 20
         edges = []  # (reason, key, ids)
         for reason, field in (("email", "email_keys"), ("phone", "phone_keys")):
-            for group in self.bulk.duplicate_groups(field, visibility, scan):
+            for group in self.bulk.duplicate_groups(field, visible, scan):
                 if field == "phone_keys" and not str(group["_id"]).startswith("+"):
                     continue  # national digits repeat the E.164 key (and may clash across countries)
                 edges.append((reason, str(group["_id"]), sorted(group["ids"])))
-        for group in self.bulk.name_company_groups(visibility, scan):
+        for group in self.bulk.name_company_groups(visible, scan):
             key = f"{group['_id']['n']}|{group['_id'].get('c') or ''}"
             edges.append(("name_company", key, sorted(group["ids"])))
         groups = _connected(edges)

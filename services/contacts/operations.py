@@ -1,22 +1,18 @@
 """What the contacts service does, apart from how it is called. Each write returns the
 events to announce; the entrypoint dispatches them only after the write succeeded."""
 import itertools
-import threading
-import time
-import uuid
 
 from crm_common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crm_common.messaging.events import envelope
 from crm_common.fields import with_every_key
 from crm_common.phones import normalize_phone
-from crm_common.cursors import (after_cursor, encode_cursor, invalid_cursor, parse_sort,
-                                sign_token, verify_token)
-from crm_common.text import prefix_query, prefixes, tokens
+from crm_common.cursors import encode_cursor, invalid_cursor, parse_sort, sign_token, verify_token
+from crm_common.text import prefixes, tokens
 from crm_common.timeutil import parse_iso, utcnow
 from crm_common.validation import load
 from contracts import contacts as schemas
 from services.contacts.domain import (normalize_emails, normalize_messengers, normalize_phones,
-                                      search_fields, text_query)
+                                      search_fields)
 
 contact_in = schemas.ContactIn()
 contact_out = schemas.ContactOut()
@@ -123,7 +119,7 @@ class Contacts:
         query_in = load(contact_list_query, params)
         field, direction = parse_sort(query_in.get("sort"), CONTACT_SORTS, "-created_at")
         sort_field = CONTACT_SORTS[field]
-        query = self._contact_filter(query_in)
+        query = self.store.contact_filter(query_in, self.region, self._visible())
         docs, next_cursor = self.store.page_contacts(query, sort_field, direction,
                                                      query_in["limit"], query_in.get("cursor"))
         out = {"items": [dump_contact(d) for d in docs], "next_cursor": next_cursor}
@@ -143,8 +139,9 @@ class Contacts:
         state = decode_export_token(token) if token else {}
         session = sessions.take(state.get("s"), self.caller.user_id)
         if session is None:
-            query = after_cursor(self._contact_filter(query_in), state.get("c"), sort_field, direction)
-            session = sessions.open(self.store.export_cursor(query, sort_field, direction),
+            query = self.store.contact_filter(query_in, self.region, self._visible())
+            session = sessions.open(self.store.export_cursor(query, sort_field, direction,
+                                                             after=state.get("c")),
                                     self.caller.user_id)
         docs = list(itertools.islice(session.cursor, limit))
         if len(docs) < limit:
@@ -158,7 +155,7 @@ class Contacts:
     def explain_list(self, params):
         query_in = load(contact_list_query, params)
         field, _ = parse_sort(query_in.get("sort"), CONTACT_SORTS, "-created_at")
-        return self.store.explain_page(self._contact_filter(query_in), CONTACT_SORTS[field])
+        return self.store.explain_page(self.store.contact_filter(query_in, self.region, self._visible()), CONTACT_SORTS[field])
 
     def lookup(self, params):
         query_in = load(lookup_query, params)
@@ -228,9 +225,8 @@ class Contacts:
         if not doc:
             raise NotFound("Company not found", {"id": company_id})
         result = dump_company(doc)
-        people, next_cursor = self.store.page_contacts(
-            {"company_id": company_id, "deleted_at": None, **self._visible()}, "created_at", -1,
-            people_limit, people_cursor)
+        people, next_cursor = self.store.page_company_people(company_id, self._visible(),
+                                                             people_limit, people_cursor)
         result["people"] = [dump_contact(p) for p in people]
         result["people_next_cursor"] = next_cursor
         return result
@@ -267,12 +263,7 @@ class Contacts:
     def list_companies(self, params):
         query_in = load(company_list_query, params)
         field, direction = parse_sort(query_in.get("sort"), COMPANY_SORTS, "-created_at")
-        query = {} if query_in["include_deleted"] else {"deleted_at": None}
-        if query_in.get("q"):
-            query.update(prefix_query("search_prefixes", query_in["q"]))
-        for key in ("tag", "owner_id"):
-            if query_in.get(key):
-                query["tags" if key == "tag" else key] = query_in[key]
+        query = self.store.company_filter(query_in)
         docs, next_cursor = self.store.page_companies(query, COMPANY_SORTS[field], direction,
                                                       query_in["limit"], query_in.get("cursor"))
         out = {"items": [dump_company(d) for d in docs], "next_cursor": next_cursor}
@@ -322,43 +313,18 @@ class Contacts:
     def _company_search(doc):
         return {"search_prefixes": prefixes(tokens(doc.get("name"), doc.get("domain")))}
 
-    def _contact_filter(self, q):
-        query = {} if q["include_deleted"] else {"deleted_at": None}
-        conditions = []
-        if q.get("q"):
-            conditions.append(text_query(q["q"], self.region))
-        for key, field in (("tag", "tags"), ("owner_id", "owner_id"), ("company_id", "company_id"),
-                           ("source", "source"), ("status", "status")):
-            if q.get(key):
-                query[field] = q[key]
-        created = {}
-        if q.get("created_after"):
-            created["$gte"] = q["created_after"]
-        if q.get("created_before"):
-            created["$lt"] = q["created_before"]
-        if created:
-            query["created_at"] = created
-        if q.get("not_contacted_since"):
-            conditions.append({"$or": [{"last_contacted_at": None},
-                                       {"last_contacted_at": {"$lt": q["not_contacted_since"]}}]})
-        if self._visible():
-            conditions.append(self._visible())
-        if conditions:
-            query["$and"] = conditions
-        return query
-
     # Visibility (docs/auth.md): admins, API keys and services acting on their own see every
     # contact; a manager those owned by themselves or their team; an agent their own. A
     # contact with no owner is shared: everyone reads it, a manager or an admin changes it.
     # Hidden contacts answer 404; visible ones the caller may not change answer 403.
     def _owners(self):
         """The owner ids this caller may act for; None = anyone (admin or system)."""
-        condition = self.caller.owner_filter("owner_id")
-        return condition["owner_id"]["$in"] if condition else None
+        return self.caller.person_ids()
 
     def _visible(self):
+        """The owner_id values of the contacts this caller sees; None = every contact."""
         owners = self._owners()
-        return {} if owners is None else {"owner_id": {"$in": owners + [None]}}
+        return None if owners is None else owners + [None]
 
     def _can_see(self, doc):
         owners = self._owners()
@@ -402,50 +368,3 @@ def decode_export_token(token):
     if not all(isinstance(state.get(k), (str, type(None))) for k in ("s", "c")):
         raise invalid_cursor("Not a cursor of this list.")
     return state
-
-
-class ExportSession:
-    def __init__(self, cursor, owner):
-        self.id, self.cursor, self.owner, self.used = uuid.uuid4().hex, cursor, owner, time.monotonic()
-
-
-class ExportSessions:
-    """Open export cursors of this process, each used by one call at a time and closed
-    after IDLE_S without a call (the client went away) or at the end."""
-    IDLE_S = 120
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.open_sessions = {}
-
-    def open(self, cursor, owner):
-        self._expire()
-        return ExportSession(cursor, owner)
-
-    def take(self, session_id, owner):
-        """The session, removed while a call uses it; None when it is not here (another
-        replica, expired) or belongs to someone else."""
-        self._expire()
-        with self.lock:
-            session = self.open_sessions.get(session_id)
-            if session is None or session.owner != owner:
-                return None
-            del self.open_sessions[session_id]
-        return session
-
-    def keep(self, session):
-        session.used = time.monotonic()
-        with self.lock:
-            self.open_sessions[session.id] = session
-
-    def close(self, session):
-        session.cursor.close()
-
-    def _expire(self):
-        now = time.monotonic()
-        with self.lock:
-            stale = [s for s in self.open_sessions.values() if now - s.used > self.IDLE_S]
-            for session in stale:
-                del self.open_sessions[session.id]
-        for session in stale:
-            session.cursor.close()

@@ -1,7 +1,6 @@
 """Contacts service entrypoints: thin; the work is in operations.py, storage in store.py."""
 import logging
 
-import eventlet
 from nameko.timer import timer
 
 from crm_common.config import get_settings
@@ -14,21 +13,19 @@ from crm_common.mongo import MongoStore
 from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import ServiceRpc, rpc
 from crm_common.timeutil import utcnow
-from services.contacts.operations import Contacts, ExportSessions, dump_company, dump_contact
+from services.contacts.dependencies import CapturePool, ExportSessions, job_timer, stopping
+from services.contacts.operations import Contacts, dump_company, dump_contact
 from services.contacts.store import ContactsStore
-from services.contacts import import_jobs
-from services.contacts.import_jobs import Imports, job_timer
-from services.contacts.import_store import ImportStore
+from services.contacts.import_jobs import Imports
+from services.contacts.store.imports import ImportStore
 from services.contacts.inbound import Inbound
-from services.contacts.inbound_store import InboundStore
+from services.contacts.store.inbound import InboundStore
 from services.contacts.merge import Merges
 from services.contacts.timeline_events import TIMELINE_EVENTS
 
 
 log = logging.getLogger(__name__)
 SETTINGS = get_settings().contacts
-# captures running beside the answers of this process (each is ~10 database operations)
-CAPTURES = eventlet.GreenPool(8)
 
 
 def _timeline_handler(source, event_type):
@@ -78,7 +75,7 @@ class ContactsService(HealthEntrypoints):
     def list_contacts(self, params):
         return self.contacts.list(params)
 
-    export_sessions = ExportSessions()  # open export cursors of this process
+    export_sessions = ExportSessions()
 
     @rpc(expected_exceptions=EXPECTED)
     def export_page(self, params, token=None, limit=500):
@@ -170,10 +167,8 @@ class ContactsService(HealthEntrypoints):
 
     @job_timer(interval=SETTINGS.import_poll_seconds)
     def run_imports(self):
-        while not import_jobs.stopping() and self.imports.run_next(
-                self.runner_id, SETTINGS.import_lease_seconds, SETTINGS.import_batch,
-                import_jobs.stopping, lambda event: self.dispatch(event["type"], event)):
-            pass
+        self.imports.run_all(self.runner_id, SETTINGS.import_lease_seconds, SETTINGS.import_batch,
+                             stopping, lambda event: self.dispatch(event["type"], event))
 
     @rpc(expected_exceptions=EXPECTED)
     def find_duplicates(self, params):
@@ -187,6 +182,7 @@ class ContactsService(HealthEntrypoints):
     # inbound requests: web forms, messages, Telegram updates (docs/leads.md)
     inbound_store = MongoStore(InboundStore)
     deals_rpc = ServiceRpc("deals")
+    captures = CapturePool(8)
 
     @property
     def inbound(self):
@@ -247,8 +243,8 @@ class ContactsService(HealthEntrypoints):
     def _received(self, answer, request):
         """Stored: the sender has its answer now; the capture runs beside it (a few at a
         time; beyond that, and after any failure, the sweeper takes it within 20 s)."""
-        if request is not None and CAPTURES.free():
-            CAPTURES.spawn_n(self._capture, request)
+        if request is not None:
+            self.captures.try_spawn(self._capture, request)
         return answer
 
     def _capture(self, request):

@@ -1,13 +1,17 @@
-"""The only code in the contacts service that touches pymongo."""
+"""The contacts store: with imports.py and inbound.py of this package, the only code of the
+contacts service that touches pymongo or writes a query."""
 import json
 
 from bson import json_util
 from pymongo import ASCENDING, DESCENDING
 
-from crm_common.cursors import page
+from crm_common.cursors import after_cursor, page
 from crm_common.ids import new_id
 from crm_common.mongo import BaseStore, update_and_get
+from crm_common.phones import looks_like_phone, phone_search_keys
+from crm_common.text import prefix_query
 from crm_common.timeutil import utcnow
+from services.contacts.domain import EMAIL
 
 LIVE = {"deleted_at": None}
 
@@ -17,6 +21,22 @@ READ = {"search_prefixes": 0, "email_keys": 0, "phone_keys": 0, "handle_keys": 0
 # Lookup keys a soft-deleted contact keeps aside, so lookups and duplicate checks query one
 # indexed field only (SecantusDB scans the collection when a query adds deleted_at).
 KEY_FIELDS = ("email_keys", "phone_keys", "handle_keys", "search_prefixes")
+
+
+def visible_condition(visible):
+    """The condition of what a caller sees: contacts whose owner_id is one of `visible`
+    (a list that may hold None: the shared ones), or everything when `visible` is None."""
+    return {} if visible is None else {"owner_id": {"$in": list(visible)}}
+
+
+def text_query(q, region):
+    """`q` as a Mongo condition: a phone in any form, an email, or name/company prefixes."""
+    q = q.strip()
+    if looks_like_phone(q):
+        return {"phone_keys": {"$in": phone_search_keys(q, region)}}
+    if EMAIL.match(q):
+        return {"email_keys": q.lower()}
+    return prefix_query("search_prefixes", q)
 
 
 class ContactsStore(BaseStore):
@@ -113,12 +133,58 @@ class ContactsStore(BaseStore):
         plan = self.contacts.find({field: {"$in": keys}}, READ).explain()
         return json.loads(json_util.dumps(plan))  # BSON types -> plain JSON for RPC
 
+    # the lists' queries, from their validated parameters
+    def contact_filter(self, filters, region, visible):
+        """The contact list's query from its validated parameters (`filters`), for a caller
+        who sees `visible` (see visible_condition)."""
+        query = {} if filters["include_deleted"] else {"deleted_at": None}
+        conditions = []
+        if filters.get("q"):
+            conditions.append(text_query(filters["q"], region))
+        for key, field in (("tag", "tags"), ("owner_id", "owner_id"), ("company_id", "company_id"),
+                           ("source", "source"), ("status", "status")):
+            if filters.get(key):
+                query[field] = filters[key]
+        created = {}
+        if filters.get("created_after"):
+            created["$gte"] = filters["created_after"]
+        if filters.get("created_before"):
+            created["$lt"] = filters["created_before"]
+        if created:
+            query["created_at"] = created
+        if filters.get("not_contacted_since"):
+            since = filters["not_contacted_since"]
+            conditions.append({"$or": [{"last_contacted_at": None},
+                                       {"last_contacted_at": {"$lt": since}}]})
+        if visible_condition(visible):
+            conditions.append(visible_condition(visible))
+        if conditions:
+            query["$and"] = conditions
+        return query
+
+    def company_filter(self, filters):
+        """The company list's query from its validated parameters."""
+        query = {} if filters["include_deleted"] else {"deleted_at": None}
+        if filters.get("q"):
+            query.update(prefix_query("search_prefixes", filters["q"]))
+        for key in ("tag", "owner_id"):
+            if filters.get(key):
+                query["tags" if key == "tag" else key] = filters[key]
+        return query
+
+    def page_company_people(self, company_id, visible, limit, cursor):
+        """A company's live contacts the caller sees, newest first."""
+        return self.page_contacts({"company_id": company_id, "deleted_at": None,
+                                   **visible_condition(visible)}, "created_at", -1, limit, cursor)
+
     def page_contacts(self, query, sort_field, direction, limit, cursor):
         return page(self.contacts, query, sort_field, direction, limit, cursor, projection=READ)
 
-    def export_cursor(self, query, sort_field, direction, batch_size=500):
-        """One sorted cursor over everything the export takes. SecantusDB sorts the match
-        once and then streams it; a keyset page re-sorts every time (O(n) each)."""
+    def export_cursor(self, query, sort_field, direction, after=None, batch_size=500):
+        """One sorted cursor over everything the export takes (after the keyset cursor
+        `after`, when given). SecantusDB sorts the match once and then streams it; a keyset
+        page re-sorts every time (O(n) each)."""
+        query = after_cursor(query, after, sort_field, direction)
         return (self.contacts.find(query, READ).sort([(sort_field, direction), ("_id", direction)])
                 .batch_size(batch_size))
 

@@ -1,6 +1,7 @@
 """Storage of import jobs, their file, per-row errors and before-images, and the bulk
-contact writes of imports, undo and merge. Like store.py, the only pymongo code of its
-part; a second store so the contacts store stays the model of a plain CRUD store."""
+contact writes of imports, undo and merge. Like the contacts store (__init__.py), the only
+pymongo code of its part; a second store so the contacts store stays the model of a plain
+CRUD store."""
 from datetime import timedelta
 
 from bson import Binary
@@ -11,7 +12,7 @@ from crm_common.cursors import page
 from crm_common.ids import new_id
 from crm_common.mongo import BaseStore, find_in, in_chunks, update_and_get
 from crm_common.timeutil import utcnow
-from services.contacts.store import KEY_FIELDS
+from services.contacts.store import KEY_FIELDS, visible_condition
 
 DUPLICATE_KEY = 11000
 ACTIVE = ("pending", "running", "undo_pending", "undoing")
@@ -256,18 +257,19 @@ class ImportStore(BaseStore):
         return list(self.merges.find({"survivor_id": survivor_id}).sort("at", DESCENDING))
 
     # duplicates across the base
-    def duplicate_groups(self, field, visibility, limit):
-        """Values of `field` shared by more than one live contact, with their ids."""
-        match = {"deleted_at": None, **visibility}
+    def duplicate_groups(self, field, visible, limit):
+        """Values of `field` shared by more than one live contact the caller sees (`visible`:
+        owner ids, None: every contact), with their ids."""
+        match = {"deleted_at": None, **visible_condition(visible)}
         pipeline = [{"$match": match}, {"$project": {field: 1}}, {"$unwind": f"${field}"},
                     {"$group": {"_id": f"${field}", "ids": {"$addToSet": "$_id"},
                                 "n": {"$sum": 1}}},
                     {"$match": {"n": {"$gt": 1}}}, {"$limit": limit}]
         return list(self.contacts.aggregate(pipeline, allowDiskUse=True))
 
-    def name_company_groups(self, visibility, limit):
+    def name_company_groups(self, visible, limit):
         pipeline = [{"$match": {"deleted_at": None, "sort_name": {"$nin": [None, ""]},
-                                **visibility}},
+                                **visible_condition(visible)}},
                     {"$group": {"_id": {"n": "$sort_name", "c": "$company_id"},
                                 "ids": {"$addToSet": "$_id"}, "n": {"$sum": 1}}},
                     {"$match": {"n": {"$gt": 1}}}, {"$limit": limit}]
