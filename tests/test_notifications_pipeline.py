@@ -1,4 +1,4 @@
-"""The fan-out's fast path (services/notifications/pipeline.py): group commit of the
+"""The fan-out's fast path (services/notifications/dependencies.py Pipeline): group commit of the
 handlers' writes with insert_many(ordered=False), deliveries claimed when stored, and the
 claim holder's writes. Store-level tests run on the stack's real database (SecantusDB, or
 mongod with TEST_MONGO_URL); the burst test runs through the broker and the service."""
@@ -11,7 +11,7 @@ from eventlet.event import Event
 from pymongo.errors import BulkWriteError
 
 from crm_common.config import load_settings
-from services.notifications.pipeline import Pipeline, WriteFailed
+from services.notifications.dependencies import Pipeline, WriteFailed
 from services.notifications.store import NotificationsStore
 from tests.test_notifications import ch, make_user, publish, wait  # noqa: F401
 from tests.test_notifications_webhooks import subscribe

@@ -48,7 +48,7 @@ class Fanout:
         self.inbox = []
         self.store = store
         self.now = now
-        self.pipeline = pipeline  # group commit + claimed when stored (pipeline.py)
+        self.pipeline = pipeline  # group commit + claimed when stored (dependencies.Pipeline)
 
     def handle(self, event):
         """Every message an event causes. Returns (inbox entries, deliveries) written."""
@@ -76,6 +76,21 @@ class Fanout:
                                                  None, now, webhook_id=hook["_id"], body=body))
         self.inbox = inbox  # announced by the service (notification_created)
         return self._write(inbox, outbox)
+
+    def birthday_run(self, day, page_of):
+        """The daily birthday run for `day`: the contacts born on it, read page by page
+        (`page_of(month_day, cursor)`: contacts' RPC `birthdays`), greeted."""
+        contacts = []
+        for md in month_days(day):
+            cursor = None
+            while True:
+                found = page_of(md, cursor)
+                contacts += found["items"]
+                cursor = found.get("next_cursor")
+                if not cursor:
+                    break
+        inbox, deliveries = self.birthdays(day, contacts)
+        return {"contacts": len(contacts), "inbox": inbox, "deliveries": deliveries}
 
     def birthdays(self, day, contacts):
         """The daily birthday list to each owner; greetings to contacts whose owner wants

@@ -1,6 +1,5 @@
 """Notifications service entrypoints: thin. Events become messages in fanout.py, the
 outbox is sent by worker.py, the API is operations.py, storage is store.py."""
-import time
 from datetime import date, timedelta
 
 from nameko.timer import timer
@@ -15,16 +14,15 @@ from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import ServiceRpc, rpc
 from crm_common.timeutil import parse_iso, to_iso, utcnow
 from services.notifications.channels.inapp import inbox_created
-from services.notifications.fanout import Fanout, month_days
+from services.notifications.fanout import Fanout
 from services.notifications.listen import source_handler
 from services.notifications.operations import Notifications
-from services.notifications.pipeline import Pipeline
+from services.notifications.dependencies import Pipeline
 from services.notifications.rules import HANDLED_EVENTS
 from services.notifications.store import NotificationsStore
 from services.notifications.worker import Worker
 
 SETTINGS = get_settings().notifications
-SEND_BUDGET_S = 5.0
 
 
 def _source_handler(source, event_types):
@@ -79,26 +77,11 @@ class NotificationsService(HealthEntrypoints):
     # greetings, stored while the pipeline was full, a crashed replica's after its lease)
     @timer(interval=SETTINGS.poll_s)
     def send_due(self):
-        """Deliveries claimed when stored (pipeline.py) first, then those due in the
-        database; keeps going while either has work (up to SEND_BUDGET_S, so a graceful
-        stop waits for one batch at most that long), then lets the timer tick."""
+        """The pipeline's claimed deliveries, then those due in the database
+        (dependencies.Pipeline.send_due), then the timer ticks again."""
         worker = Worker(self.store, SETTINGS, self.clock(), self.contacts_rpc.get_contact,
                         record=self._record_outcomes)
-        until = time.monotonic() + SEND_BUDGET_S
-        self.pipeline.sending = True
-        try:
-            while time.monotonic() < until:
-                local = self.pipeline.take(SETTINGS.batch, wait_s=SETTINGS.poll_s)
-                try:
-                    if local:
-                        worker.send_batch(local)
-                finally:
-                    self.pipeline.finished(len(local))
-                found = worker.run_once()
-                if not local and not found:
-                    break
-        finally:
-            self.pipeline.sending = False
+        self.pipeline.send_due(worker)
 
     def _record_outcomes(self, outcomes, events):
         """A batch's outcomes and their delivered/failed events in one transaction; the
@@ -117,17 +100,7 @@ class NotificationsService(HealthEntrypoints):
                 raise
 
     def _birthdays(self, day):
-        contacts = []
-        for md in month_days(day):
-            cursor = None
-            while True:
-                found = self.contacts_rpc.birthdays(md, cursor)
-                contacts += found["items"]
-                cursor = found.get("next_cursor")
-                if not cursor:
-                    break
-        inbox, deliveries = Fanout(self.store, self.clock()).birthdays(day, contacts)
-        return {"contacts": len(contacts), "inbox": inbox, "deliveries": deliveries}
+        return Fanout(self.store, self.clock()).birthday_run(day, self.contacts_rpc.birthdays)
 
     # API
     @rpc(expected_exceptions=EXPECTED)

@@ -1,4 +1,5 @@
-"""The fast path from an event to its sends, inside one process.
+"""The notifications service's nameko dependency beyond the common ones: the Pipeline,
+the fast path from an event to its sends inside one process.
 
 Group commit: the event handlers running at the same moment (up to NAMEKO_MAX_WORKERS)
 hand their inbox entries and deliveries to one writer greenlet, which stores them with one
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 WRITE_BATCH = 200       # write requests (events) per group commit at most
 HANDLER_WAIT_S = 0.5    # how long a handler waits for room in the local send queue
+SEND_BUDGET_S = 5.0     # how long one run of the sending timer keeps going at most
 
 
 class WriteFailed(Exception):
@@ -169,6 +171,27 @@ class Pipeline(DependencyProvider):
                 done.send(tuple(counts[n]))
 
     # the sender's side (service.send_due)
+    def send_due(self, worker):
+        """Deliveries claimed when stored first, then those due in the database (the
+        worker's, which records each batch's outcomes with their events); keeps going while
+        either has work (up to SEND_BUDGET_S, so a graceful stop waits for one batch at most
+        that long)."""
+        until = time.monotonic() + SEND_BUDGET_S
+        self.sending = True
+        try:
+            while time.monotonic() < until:
+                local = self.take(self.settings.batch, wait_s=self.settings.poll_s)
+                try:
+                    if local:
+                        worker.send_batch(local)
+                finally:
+                    self.finished(len(local))
+                found = worker.run_once()
+                if not local and not found:
+                    break
+        finally:
+            self.sending = False
+
     def take(self, limit, wait_s=0.0):
         """Up to `limit` claimed deliveries (waiting up to wait_s for the first); one
         claimed so long ago that its lease could run out while it is sent is left to the
