@@ -24,6 +24,8 @@ Database rules (the reasons, with reproductions: docs/developing.md):
 - Long `$in` lists go through `find_in` / `in_chunks` (lists of 50).
 - A document known by `_id` is changed and read back with `update_and_get`, not
   `find_one_and_update`.
+- A counter is moved with `increment` (a first upsert raced by another may answer None
+  or a duplicate key there).
 - `is_duplicate_key(exc)`: the one test for "that unique key exists" outside stores.
 """
 import contextvars
@@ -34,7 +36,7 @@ import time
 from contextlib import contextmanager
 
 from nameko.extensions import DependencyProvider
-from pymongo import MongoClient
+from pymongo import MongoClient, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -341,6 +343,26 @@ def find_in(collection, field, values, projection=None):
             if doc["_id"] not in seen:
                 seen.add(doc["_id"])
                 yield doc
+
+
+def increment(collection, key, field="n", attempts=5):
+    """The counter `field` of the document `key` after an atomic +1 (1 when the document
+    is new): concurrent callers never get the same value. SecantusDB (dev/CI) may answer
+    None to concurrent first upserts of one key (the write is applied: read it back) or
+    refuse one of them with a duplicate key (try again, unless a transaction is open: the
+    error aborted it, and the transaction runs again as a whole); mongod does neither."""
+    for _ in range(attempts):
+        try:
+            doc = collection.find_one_and_update({"_id": key}, {"$inc": {field: 1}}, upsert=True,
+                                                 return_document=ReturnDocument.AFTER)
+        except DuplicateKeyError:
+            if _current.get() is not None:
+                raise
+            continue
+        if doc is None:
+            doc = collection.find_one({"_id": key})
+        return doc[field]
+    raise RuntimeError(f"could not move the counter {collection.name}/{key}")
 
 
 def is_duplicate_key(exc):

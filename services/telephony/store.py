@@ -3,16 +3,16 @@
 SecantusDB (dev/CI) answers find_one_and_update on an EXISTING document with a scan of the
 whole collection (it re-checks the query as `{_id, $and: [query]}`, which no index covers):
 ~45 ms per 1,000 calls stored, measured. So records are changed with update_one (an index
-probe) and read back with find_one by _id; find_one_and_update is kept only for the
-one-document counters collection."""
+probe) and read back with find_one by _id (crm_common.mongo.update_and_get);
+find_one_and_update is kept only for the counters (crm_common.mongo.increment)."""
 import threading
 import time
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
 from crm_common.cursors import page
-from crm_common.mongo import BaseStore
+from crm_common.mongo import BaseStore, increment, update_and_get
 from crm_common.timeutil import utcnow
 
 # list filters, each with a (field, started_at, _id) index (no hints: crm_common.mongo)
@@ -75,8 +75,7 @@ class TelephonyStore(BaseStore):
         """Set the fields of `sets`, lower those of `mins` and raise those of `maxs` to the
         values given (fields may be paths, "legs.<key>.rank"), if the call's rank is still
         below `rank_below` and each field of `unchanged` still has its value (None matches
-        missing); the new doc, or None when the condition no longer held.
-        update_one then find_one: see the module note on find_one_and_update."""
+        missing); the new doc, or None when the condition no longer held."""
         update = {"$set": sets}
         if mins:
             update["$min"] = mins
@@ -84,12 +83,7 @@ class TelephonyStore(BaseStore):
             update["$max"] = maxs
         condition = {} if rank_below is None else {"rank": {"$lt": rank_below}}
         condition.update(unchanged or {})
-        if condition:
-            if not self.calls.update_one({"_id": call_id, **condition}, update).matched_count:
-                return None
-        else:
-            self.calls.update_one({"_id": call_id}, update)
-        return self.calls.find_one({"_id": call_id})
+        return update_and_get(self.calls, {"_id": call_id, **condition}, update)
 
     def claim(self, call_id, field):
         """Atomic once-per-call claim (e.g. creating its lead): True for exactly one caller."""
@@ -215,6 +209,4 @@ class TelephonyStore(BaseStore):
 
     def next_counter(self, name):
         """Atomic: concurrent callers never get the same turn."""
-        doc = self.counters.find_one_and_update({"_id": name}, {"$inc": {"value": 1}},
-                                                upsert=True, return_document=ReturnDocument.AFTER)
-        return doc["value"]
+        return increment(self.counters, name, "value")

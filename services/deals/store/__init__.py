@@ -13,13 +13,13 @@ from contextlib import contextmanager
 
 from bson import json_util
 from bson.int64 import Int64
-from pymongo import ASCENDING, DESCENDING, InsertOne, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
-from crm_common.mongo import (BaseStore, after_commit, after_transaction, outside_transaction,
-                              update_and_get)
+from crm_common.mongo import (BaseStore, after_commit, after_transaction, increment,
+                              outside_transaction, update_and_get)
 from crm_common.timeutil import utcnow
 from services.deals import funnel, summaries
 from services.deals.domain import DEFAULT_LOST_REASONS, DEFAULT_LEAD_SOURCES, default_pipeline
@@ -221,11 +221,7 @@ class DealsStore(ReportQueries, SummaryQueries, BaseStore):
 
     def next_in_rotation(self, key):
         """The route's counter after an atomic +1 (1 for its first lead)."""
-        doc = self.lead_counters.find_one_and_update({"_id": key}, {"$inc": {"n": 1}}, upsert=True,
-                                                     return_document=ReturnDocument.AFTER)
-        if doc is None:  # SecantusDB may answer None to concurrent first upserts: read back
-            doc = self.lead_counters.find_one({"_id": key})
-        return doc["n"]
+        return increment(self.lead_counters, key)
 
     def claim_new_deal(self, key, deal_id, request_id, now, replacing=None):
         """One claim per (contact, pipeline): the lead that opens a deal there. Two leads of
@@ -505,18 +501,7 @@ class DealsStore(ReportQueries, SummaryQueries, BaseStore):
         """A new deal number in the (pipeline, owner) space: an atomic +1 (a number lost to
         a retry only leaves an unused bit). Outside the write's transaction: every deal
         write of an owner takes one, and inside transactions they would all conflict."""
-        key = funnel.owner_key(pipeline_id, owner_id)
-        for _ in range(5):
-            try:
-                doc = self.funnel_numbers.find_one_and_update(
-                    {"_id": key}, {"$inc": {"n": 1}}, upsert=True,
-                    return_document=ReturnDocument.AFTER)
-            except DuplicateKeyError:  # SecantusDB: racing first upserts of one key
-                continue
-            if doc is None:  # SecantusDB may answer None to concurrent first upserts
-                doc = self.funnel_numbers.find_one({"_id": key})
-            return doc["n"]
-        raise RuntimeError(f"could not number a deal of {key}")
+        return increment(self.funnel_numbers, funnel.owner_key(pipeline_id, owner_id))
 
     def count_history(self, entry, sign=1):
         """Adds one history entry to its month and day counters (sign -1 takes it out), once
