@@ -143,6 +143,22 @@ def test_mongo_operators_only_in_store_modules():
                         "package:\n" + "\n".join(broken))
 
 
+def hints(tree):
+    """(line, code) of every hinted query: `.hint(...)` or a `hint=` argument."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Attribute) and node.func.attr == "hint":
+                yield node.lineno, ".hint()"
+            yield from ((node.lineno, "hint=") for k in node.keywords if k.arg == "hint")
+
+
+def test_no_query_is_hinted():
+    broken = [f"{path}:{line} {code}" for path, tree in python_files("gateway", "services", *SHARED)
+              for line, code in hints(tree)]
+    assert not broken, ("no hints: queries name an index's leading fields and both servers pick "
+                        "it (crm_common/mongo.py):\n" + "\n".join(broken))
+
+
 def test_every_service_has_a_readme_and_a_contract_module():
     missing = []
     for service in service_packages():
@@ -282,18 +298,20 @@ def test_only_crm_common_config_reads_the_environment():
                         "process):\n" + "\n".join(broken))
 
 
-@pytest.mark.parametrize("rule", [mongo_operators, environment_reads, imported_modules])
+@pytest.mark.parametrize("rule", [mongo_operators, environment_reads, imported_modules, hints])
 def test_the_rules_see_what_they_look_for(rule):
     """Each scanner finds its target in a small sample, so a passing rule is not a blind one."""
     sample = ast.parse(
         "import os\nfrom os import environ\nfrom services.deals import store\n"
         "q = {'$set': {'a': 1}, 'b': '$amount'}\nq['$or'] = []\nx = os.environ.get('A')\n"
-        "y = environ['B']\nimportlib.import_module('services.tasks.domain')\n")
+        "y = environ['B']\nimportlib.import_module('services.tasks.domain')\n"
+        "c.find({}).hint('a_1')\nc.count_documents({}, hint='a_1')\n")
     found = list(rule(sample))
     expected = {
         mongo_operators: {(4, "$set"), (4, "$amount"), (5, "$or")},
         environment_reads: {(6, "os.environ"), (7, "environ")},
         imported_modules: {(1, "os"), (3, "services.deals"), (3, "services.deals.store"),
                            (8, "services.tasks.domain")},
+        hints: {(9, ".hint()"), (10, "hint=")},
     }[rule]
     assert expected <= set(found), found

@@ -15,10 +15,6 @@ K8S = os.path.join(ROOT, "deploy", "k8s")
 COMPONENTS = ("gateway", "stream", *SERVICES)
 # os.environ / getenv, and the typed readers of crm_common/config.py (env._str, env._int...)
 ENV_READ = re.compile(r"""(?:os\.environ\.get|os\.getenv|os\.environ\[|\b_env|\._(?:str|int|float|flag|list))\(?\s*["']([A-Z][A-Z0-9_]+)["']""")
-# any read of the environment at all
-ANY_ENV_READ = re.compile(r"os\.environ|os\.getenv|getenv\(")
-# crm_common/config.py is the one reader; the outbox's settings move there with its rewrite
-OTHER_READERS = {"crm_common/messaging/outbox.py"}
 # read by the test harness, benchmarks or the dev script only, never in production
 NOT_PRODUCTION = {"TEST_MONGO_URL", "TEST_AMQP_URI"}
 
@@ -79,12 +75,6 @@ def test_every_env_var_the_code_reads_is_provided():
     missing = {var: path for var, path in env_vars_read_by_the_product().items()
                if var not in provided and not var.endswith("_MONGO_DB")}
     assert not missing, f"add to deploy/k8s/configmap.yaml or secret.yaml: {missing}"
-
-
-def test_only_the_settings_module_reads_the_environment():
-    readers = {path for path in product_files()
-               if ANY_ENV_READ.search(open(os.path.join(ROOT, path), encoding="utf-8").read())}
-    assert readers - OTHER_READERS == {"crm_common/config.py"}, readers
 
 
 def test_compose_provides_the_same_variables_to_services():
