@@ -541,17 +541,8 @@ def test_calendar_near_the_ends_of_time_is_422(api):
 # --- 11. webhook SSRF filter, pinned address, timestamped signature -------------------------
 
 def notify_settings(**env):
-    from services.notifications.config import load_notify_settings
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        return load_notify_settings()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    from crm_common.config import load_settings
+    return load_settings({**os.environ, **env}).notifications
 
 
 def test_ssrf_filter_knows_nat64_6to4_ipv4_compatible_and_test_nets():
