@@ -349,8 +349,8 @@ def increment(collection, key, field="n", attempts=5):
     """The counter `field` of the document `key` after an atomic +1 (1 when the document
     is new): concurrent callers never get the same value. SecantusDB (dev/CI) may answer
     None to concurrent first upserts of one key (the write is applied: read it back) or
-    refuse one of them with a duplicate key (try again, unless a transaction is open: the
-    error aborted it, and the transaction runs again as a whole); mongod does neither."""
+    refuse one of them with a duplicate key (tried again; raised when a transaction is
+    open, which the error aborted); mongod does neither."""
     for _ in range(attempts):
         try:
             doc = collection.find_one_and_update({"_id": key}, {"$inc": {field: 1}}, upsert=True,
