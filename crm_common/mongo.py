@@ -26,7 +26,6 @@ Database rules (the reasons, with reproductions: docs/developing.md):
   `find_one_and_update`.
 - A counter is moved with `increment` (a first upsert raced by another may answer None
   or a duplicate key there).
-- `is_duplicate_key(exc)`: the one test for "that unique key exists" outside stores.
 """
 import contextvars
 import logging
@@ -363,12 +362,6 @@ def increment(collection, key, field="n", attempts=5):
             doc = collection.find_one({"_id": key})
         return doc[field]
     raise RuntimeError(f"could not move the counter {collection.name}/{key}")
-
-
-def is_duplicate_key(exc):
-    """True when `exc` is the database refusing a second document with the same unique
-    key (modules other than stores test exceptions with this, not with pymongo)."""
-    return isinstance(exc, DuplicateKeyError)
 
 
 _clients = {}  # (mongo url, appname) -> [client, users]: one client per process and server
