@@ -304,9 +304,8 @@ def update_and_get(collection, query, update, projection=None, upsert=False):
     update_one + find_one by _id; `query` names `_id`.
 
     SecantusDB (dev/CI) runs find_one_and_update on an EXISTING document as a scan of the
-    whole collection (57 ms at 5,000 documents, growing with size; plain pymongo repro in
-    docs/developing.md), while update_one and find_one by _id are index probes (~1 ms); mongod
-    is fast either way. Not one atomic step: the document read back may already carry a
+    whole collection (growing with its size; the reproduction is in bench/RESULTS.md), while
+    update_one and find_one by _id are index probes; mongod is fast either way. Not one atomic step: the document read back may already carry a
     later write (the update itself is still one atomic write, so a compare-and-set in
     `query` keeps its meaning: None when it did not match). A caller that records
     something from the exact result of its own compare-and-set must not use this: it
@@ -319,9 +318,8 @@ def update_and_get(collection, query, update, projection=None, upsert=False):
 
 
 # SecantusDB (dev/CI) checks every document an `$in` matches against the whole list, so
-# one `$in` costs (values x matches): 1,000 email keys matching 200 contacts took 0.56-0.97 s,
-# the same keys in lists of 50 took 0.055 s; 1,000 `_id`s 1.87 s vs 0.12 s (reproduction in
-# docs/developing.md). mongod walks the index bounds either way; lists of 50 cost it a few
+# one `$in` costs (values x matches), and lists of 50 are an order of magnitude cheaper
+# (reproduction in bench/RESULTS.md). mongod walks the index bounds either way; lists of 50 cost it a few
 # round trips. Queries whose list can be long go through these two.
 IN_CHUNK = 50
 

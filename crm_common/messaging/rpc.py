@@ -1,8 +1,8 @@
 """RPC with a deadline: a pool of long-lived clients speaking nameko's AMQP RPC protocol
 over py-amqp, used by the gateway (RpcPool) and by services calling each other (ServiceRpc).
 
-Why not nameko's ClusterRpcProxy / RpcProxy: the first costs ~3.5 ms a call (24 ms when made
-per request); neither bounds a call whose reply never comes. After a broker restart such a
+Why not nameko's ClusterRpcProxy / RpcProxy: the first costs several times a raw round trip
+per call (far more when made per request); neither bounds a call whose reply never comes. After a broker restart such a
 call waits forever and holds a worker, and a service whose workers are all held stops
 answering (seen in bench/soak.py). Each client here owns one connection, one channel and one exclusive reply queue,
 is used by one thread at a time, and:

@@ -148,15 +148,15 @@ class NotificationsStore(BaseStore):
         return self._insert_each(self.inbox, entries)
 
     def page_inbox(self, user_id, unread, limit, cursor):
-        # unhinted: SecantusDB walks the whole hinted index (every user's entries; 300 ms
-        # at 10,000 entries vs 9-14 ms unhinted for the first page); mongod picks the index
+        # unhinted (crm_common.mongo's rule): SecantusDB walks the whole hinted index, every
+        # user's entries; mongod picks the index
         if unread:
             return page(self.inbox, {"user_id": user_id, "read_at": None}, "created_at",
                         DESCENDING, limit, cursor)
         return page(self.inbox, {"user_id": user_id}, "created_at", DESCENDING, limit, cursor)
 
     def count_inbox(self, user_id, unread):
-        # unhinted (310-370 ms hinted at 10,000 entries, 8-10 ms unhinted)
+        # unhinted, as above
         if unread:
             return self.inbox.count_documents({"user_id": user_id, "read_at": None})
         return self.inbox.count_documents({"user_id": user_id})

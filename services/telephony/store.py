@@ -1,8 +1,8 @@
 """The only code in the telephony service that touches pymongo.
 
 SecantusDB (dev/CI) answers find_one_and_update on an EXISTING document with a scan of the
-whole collection (it re-checks the query as `{_id, $and: [query]}`, which no index covers):
-~45 ms per 1,000 calls stored, measured. So records are changed with update_one (an index
+whole collection (it re-checks the query as `{_id, $and: [query]}`, which no index covers),
+so its cost grows with the calls stored. So records are changed with update_one (an index
 probe) and read back with find_one by _id (crm_common.mongo.update_and_get);
 find_one_and_update is kept only for the counters (crm_common.mongo.increment)."""
 import threading

@@ -124,7 +124,7 @@ class ImportStore(BaseStore):
         return self.errors.count_documents({"import_id": import_id})
 
     # Equality and $in lookups here name one indexed field and no hint: SecantusDB walks the
-    # whole index when an equality lookup is hinted (~60x slower at 5,000 documents) and
+    # whole index when an equality lookup is hinted (far slower than unhinted) and
     # scans the collection when a second field is queried; mongod picks the same index by
     # itself. Duplicates of a batch: one $in per key type; deleted ones dropped in Python.
     def find_by_key_values(self, field, values):
