@@ -52,6 +52,33 @@ def wait_port(port, timeout=30):
     raise RuntimeError(f"port {port} did not open")
 
 
+def start_secantus(log_path):
+    """A SecantusDB daemon on a free port with storage of its own -> (process, storage
+    directory, mongo URL); stop it with stop_secantus."""
+    port = free_port()
+    storage = tempfile.mkdtemp(prefix="crm-secantus-")
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(
+        # secantusd-py with its TTL sweeper off (see that file: a sweep pins a snapshot)
+        [sys.executable, os.path.join(ROOT, "tests", "secantusd_no_ttl_sweep.py"),
+         "--host", "127.0.0.1", "--port", str(port),
+         "--storage-path", storage, "--log-level", "WARNING"],
+        stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+    wait_port(port)
+    # retryWrites=false: SecantusDB keeps one record per retryable write (mongod one per
+    # session) and walks them all on every write; see docs/developing.md
+    return proc, storage, f"mongodb://127.0.0.1:{port}/?retryWrites=false"
+
+
+def stop_secantus(proc, storage):
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    shutil.rmtree(storage, ignore_errors=True)
+
+
 def service_command(service):
     """Exactly what the service's image runs (the Dockerfile; checked by tests/test_deploy.py)."""
     return [os.path.join(BIN, "nameko"), "run", "--config", "deploy/nameko.yaml",
@@ -140,19 +167,8 @@ class Stack:
         self.mongo = pymongo.MongoClient(self.mongo_url, tz_aware=True)
 
     def _start_mongo(self):
-        port = free_port()
-        self.storage = tempfile.mkdtemp(prefix="crm-secantus-")
-        log = open(os.path.join(self.log_dir, "mongo.log"), "ab")
-        self.mongo_proc = subprocess.Popen(
-            # secantusd-py with its TTL sweeper off (see that file: a sweep pins a snapshot)
-            [sys.executable, os.path.join(ROOT, "tests", "secantusd_no_ttl_sweep.py"),
-             "--host", "127.0.0.1", "--port", str(port),
-             "--storage-path", self.storage, "--log-level", "WARNING"],
-            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-        wait_port(port)
-        # retryWrites=false: SecantusDB keeps one record per retryable write (mongod one per
-        # session) and walks them all on every write; see docs/developing.md
-        return f"mongodb://127.0.0.1:{port}/?retryWrites=false"
+        self.mongo_proc, self.storage, url = start_secantus(os.path.join(self.log_dir, "mongo.log"))
+        return url
 
     def env(self, **extra):
         env = dict(os.environ)
@@ -275,12 +291,7 @@ class Stack:
                 proc.kill()
         self.mongo.close()
         if self.mongo_proc:
-            self.mongo_proc.terminate()
-            try:
-                self.mongo_proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.mongo_proc.kill()
-            shutil.rmtree(self.storage, ignore_errors=True)
+            stop_secantus(self.mongo_proc, self.storage)
         if self.search_root:
             shutil.rmtree(self.search_root, ignore_errors=True)
         if self.vhost:
