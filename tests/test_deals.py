@@ -50,6 +50,15 @@ def wait_until(predicate, timeout=10):
     return predicate()
 
 
+def indexes_ensured(log_path):
+    """How often a service's log says its indexes were ensured (once per start)."""
+    try:
+        with open(log_path, encoding="utf-8", errors="replace") as handle:
+            return sum("indexes ensured for" in line for line in handle)
+    except OSError:
+        return 0
+
+
 def test_default_pipeline_exists_once(api, stack):
     items = api.get("/pipelines", params={"limit": 500}).json()["items"]
     defaults = [p for p in items if p["is_default"]]
@@ -57,9 +66,12 @@ def test_default_pipeline_exists_once(api, stack):
     kinds = [s["kind"] for s in defaults[0]["stages"]]
     assert {"open", "won", "lost"} <= set(kinds)
     # a second replica starting (ensure_indexes again) does not add another one
+    log = stack.log_path("deals-1")
+    started_before = indexes_ensured(log)
     stack.start_service("deals", replica=1)
     try:
-        time.sleep(3)
+        # the replica says when its ensure_indexes (which upserts the default pipeline) is done
+        assert wait_until(lambda: indexes_ensured(log) > started_before, timeout=60)
         assert stack.db("deals").pipelines.count_documents({"key": "default"}) == 1
     finally:
         stack.stop_service("deals", replica=1)

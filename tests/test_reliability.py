@@ -97,6 +97,9 @@ def test_a_handler_that_keeps_failing_is_dead_lettered_with_its_error_and_replay
     # replay: back to its queue, fails its attempts again, and is parked again: never lost
     replay = api.post("/admin/dead-letters/replay", json={"service": "tasks", "queue": queue})
     assert replay.status_code == 200 and replay.json()["moved"] == {queue: 1}
-    time.sleep(2)
+    deadline = time.time() + 20
+    while dead()["count"] < 1 and time.time() < deadline:
+        time.sleep(0.3)
     assert dead()["count"] == 1
+    assert dead()["messages"][0]["attempts"] == 3
     assert api.post("/admin/dead-letters/replay", json={"service": "nope"}).status_code == 422
