@@ -90,6 +90,13 @@ def nameko_config(amqp_uri):
     return config
 
 
+def forget_settings():
+    """The process's settings (crm_common.config.get_settings) are read once: again at the
+    next use, from the environment as it is now."""
+    from crm_common import config
+    config._settings = None
+
+
 class Platform:
     """This session's broker vhost and database; services read them from the environment
     (crm_common.config), as under `nameko run`."""
@@ -110,6 +117,7 @@ class Platform:
         self.saved_env = {name: os.environ.get(name) for name in self.ENV}
         os.environ.update({"AMQP_URI": self.amqp_uri, "MONGO_URL": self.mongo_url,
                            "CRM_DB_PREFIX": self.db_prefix, "CRM_EVENT_MAX_ATTEMPTS": "3"})
+        forget_settings()
         self.mongo = pymongo.MongoClient(self.mongo_url, tz_aware=True)
 
     def db(self, service):
@@ -122,6 +130,7 @@ class Platform:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+        forget_settings()
         if self.mongo_proc:
             stop_secantus(self.mongo_proc, self.storage)
         self.vhost.delete()
