@@ -161,6 +161,85 @@ class ClickToCallIn(Schema):
     agent_id = fields.String(validate=validate.Length(1, 40), metadata={
         "description": "the agent whose phone rings first; default: the caller"})
     contact_id = fields.String(validate=validate.Length(1, 40))
+    override_reason = fields.String(validate=validate.Length(3, 500), metadata={
+        "description": "why a do_not_contact contact is called anyway (kept on the call "
+                       "record: originate.override_reason); without it such a call is refused"})
+
+
+class TelephonySettingsIn(Schema):
+    """PATCH /settings/telephony: any subset; null returns a setting to the environment's
+    value. Secrets are write-only (GET says only whether each is set)."""
+    twilio_auth_token = fields.String(allow_none=True, validate=validate.Length(1, 200))
+    twilio_shared_key_secret = fields.String(allow_none=True, validate=validate.Length(1, 200))
+    zadarma_api_secret = fields.String(allow_none=True, validate=validate.Length(1, 200))
+    public_base_url = fields.Url(allow_none=True, require_tld=False)
+    own_numbers = fields.List(fields.String(validate=validate.Length(3, 40)), allow_none=True)
+    create_leads = fields.Boolean(allow_none=True)
+    lead_owner = fields.String(allow_none=True, validate=validate.OneOf(
+        ("round_robin", "answering_agent", "none")))
+    originate = fields.String(allow_none=True, validate=validate.OneOf(("ami", "http", "none")))
+    ami_host = fields.String(allow_none=True, validate=validate.Length(1, 200))
+    ami_port = fields.Integer(allow_none=True, validate=validate.Range(1, 65535))
+    ami_username = fields.String(allow_none=True, validate=validate.Length(1, 100))
+    ami_secret = fields.String(allow_none=True, validate=validate.Length(1, 200))
+    ami_channel = fields.String(allow_none=True, validate=validate.Length(1, 100))
+    ami_context = fields.String(allow_none=True, validate=validate.Length(1, 100))
+    originate_url = fields.Url(allow_none=True, require_tld=False)
+    originate_secret = fields.String(allow_none=True, validate=validate.Length(1, 200))
+    caller_id = fields.String(allow_none=True, validate=validate.Length(1, 40))
+    line_responsible = fields.Dict(keys=fields.String(validate=validate.Length(3, 40)),
+                                   values=fields.String(validate=validate.Length(1, 40)),
+                                   allow_none=True, metadata={
+        "description": "called number -> the user who calls back its missed calls when "
+                       "nobody else would"})
+    default_responsible_id = fields.String(allow_none=True, validate=validate.Length(1, 40))
+
+
+class SecretState(Schema):
+    set = fields.Boolean()
+    source = fields.String(metadata={"description": "api | environment"})
+
+
+class TelephonySettingsOut(Schema):
+    public_base_url = fields.String()
+    own_numbers = fields.List(fields.String())
+    create_leads = fields.Boolean()
+    lead_owner = fields.String()
+    extension_max_digits = fields.Integer()
+    originate = fields.String()
+    ami_host = fields.String()
+    ami_port = fields.Integer()
+    ami_username = fields.String()
+    ami_channel = fields.String()
+    ami_context = fields.String()
+    ami_timeout_s = fields.Float()
+    originate_url = fields.String()
+    caller_id = fields.String()
+    line_responsible = fields.Dict(keys=fields.String(), values=fields.String())
+    default_responsible_id = fields.String()
+    secrets = fields.Dict(keys=fields.String(), values=fields.Nested(SecretState), metadata={
+        "description": "each secret's state; the values are never returned"})
+    version = fields.Integer()
+    updated_at = UtcDateTime(allow_none=True)
+    updated_by = fields.String(allow_none=True)
+
+
+class TelephonyTestIn(Schema):
+    provider = fields.String(required=True, validate=validate.OneOf(
+        ("twilio", "zadarma", "ami", "http")))
+
+
+class TelephonyTestCheck(Schema):
+    check = fields.String()
+    ok = fields.Boolean()
+    detail = fields.String(allow_none=True)
+
+
+class TelephonyTestOut(Schema):
+    provider = fields.String()
+    ok = fields.Boolean()
+    checks = fields.List(fields.Nested(TelephonyTestCheck))
+    error = fields.String(allow_none=True, metadata={"description": "the first check that failed"})
 
 
 class CallsReportQuery(Schema):
@@ -246,6 +325,10 @@ class CallMissed(CallEvent):
                        "contact has no owner)"})
     owner_id = fields.String(allow_none=True, metadata={"description": "the contact's owner (told)"})
     agent_ids = fields.List(fields.String(), metadata={"description": "every agent it rang"})
+    responsible_id = fields.String(allow_none=True, metadata={
+        "description": "who calls back when the contact has no owner and no agent was rung: "
+                       "the called line's responsible user, else the default (telephony "
+                       "settings); null: the admins"})
 
 
 EVENTS = {"call_started": CallStarted, "call_answered": CallAnswered, "call_ended": CallEnded,

@@ -2,24 +2,64 @@
 checks these before any service sees the request).
 
 Twilio: X-Twilio-Signature = base64(HMAC-SHA1(auth token, full URL + every POST parameter as
-key + value, sorted by key)).
+key + value, sorted by key)); a Webhook Rule with a SharedKey signs with that key's secret and
+the algorithm X-Twilio-Webhooks-Signature-Settings names (HMAC_SHA256); the URL is signed
+with or without its default port.
 Zadarma: the Signature header is base64 of the *hex* HMAC-SHA1 (PHP hash_hmac's default
 output) of some fields of each event concatenated, keyed with the API secret."""
 import base64
 import hashlib
 import hmac
+from urllib.parse import urlparse
 
 
-def twilio_signature(url, pairs, auth_token):
-    data = url + "".join(key + value for key, value in sorted(pairs))
-    digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
+TWILIO_SIGNATURE_HEADER = "X-Twilio-Signature"
+# present when a Twilio Webhook Rule signs with a SharedKey: "key=<key sid>,algorithm=<alg>"
+TWILIO_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
+HMAC_SHA1, HMAC_SHA256 = "HMAC_SHA1", "HMAC_SHA256"
+_TWILIO_HASHES = {HMAC_SHA1: hashlib.sha1, HMAC_SHA256: hashlib.sha256}
+
+
+def twilio_algorithm(settings_header):
+    """The algorithm the settings header names; none (or no header): HMAC_SHA1."""
+    for part in (settings_header or "").split(","):
+        name, sep, value = part.partition("=")
+        if sep and name.strip() == "algorithm" and value.strip():
+            return value.strip().upper()
+    return HMAC_SHA1
+
+
+def twilio_signature(url, pairs, secret, algorithm=HMAC_SHA1):
+    """The full URL, then each parameter name (sorted) followed by each of its values
+    (sorted, repeats once), HMAC'd with the auth token (or the SharedKey secret)."""
+    values = {}
+    for key, value in pairs:
+        values.setdefault(key, set()).add(value)
+    data = url + "".join(name + value for name in sorted(values) for value in sorted(values[name]))
+    digest = hmac.new(secret.encode(), data.encode(), _TWILIO_HASHES[algorithm]).digest()
     return base64.b64encode(digest).decode()
 
 
-def valid_twilio_signature(url, pairs, auth_token, header):
-    if not auth_token or not header:
+def _twilio_urls(url):
+    """Twilio signs the URL it called, with or without the port: the URL without any port,
+    and with the scheme's default port when it has none."""
+    parsed = urlparse(url)
+    without = parsed._replace(netloc=parsed.netloc.rsplit(":", 1)[0]).geturl() if parsed.port else url
+    with_port = url if parsed.port else parsed._replace(
+        netloc=f"{parsed.netloc}:{443 if parsed.scheme == 'https' else 80}").geturl()
+    return (without, with_port)
+
+
+def valid_twilio_signature(url, pairs, auth_token, header, settings_header=None,
+                           shared_key_secret=""):
+    """X-Twilio-Signature checked with the auth token and HMAC-SHA1, or, when Twilio sent
+    X-Twilio-Webhooks-Signature-Settings, with the SharedKey secret and its algorithm."""
+    secret = shared_key_secret if settings_header else auth_token
+    algorithm = twilio_algorithm(settings_header)
+    if not secret or not header or algorithm not in _TWILIO_HASHES:
         return False
-    return hmac.compare_digest(twilio_signature(url, pairs, auth_token), header)
+    return any(hmac.compare_digest(twilio_signature(u, pairs, secret, algorithm), header)
+               for u in _twilio_urls(url))
 
 
 SIGNED_FIELDS = {
@@ -30,17 +70,22 @@ SIGNED_FIELDS = {
     "NOTIFY_OUT_START": ("internal", "destination", "call_start"),
     "NOTIFY_OUT_END": ("internal", "destination", "call_start"),
     "NOTIFY_RECORD": ("pbx_call_id", "call_id_with_rec"),
+    "NOTIFY_IVR": ("caller_id", "called_did", "call_start"),
 }
+# an event not named above is signed like a call's start
+DEFAULT_SIGNED = ("caller_id", "called_did", "call_start")
+# the events the call log folds in; any other correctly signed event is answered and ignored
+ZADARMA_HANDLED = frozenset(SIGNED_FIELDS) - {"NOTIFY_IVR"}
 
 
 def zadarma_signature(params, secret):
-    fields = SIGNED_FIELDS.get(params.get("event"), ())
+    fields = SIGNED_FIELDS.get(params.get("event"), DEFAULT_SIGNED)
     data = "".join(params.get(name, "") for name in fields)
     hex_digest = hmac.new(secret.encode(), data.encode(), hashlib.sha1).hexdigest()
     return base64.b64encode(hex_digest.encode()).decode()
 
 
 def valid_zadarma_signature(params, secret, header):
-    if not secret or not header or params.get("event") not in SIGNED_FIELDS:
+    if not secret or not header or not params.get("event"):
         return False
     return hmac.compare_digest(zadarma_signature(params, secret), header)

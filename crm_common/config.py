@@ -95,7 +95,8 @@ class NotifySettings:
 @dataclass(frozen=True)
 class TelephonySettings:
     """Secrets are never logged or returned. The gateway checks provider webhooks with the
-    first three."""
+    first three (and the SharedKey secret); an admin overrides any of these at runtime
+    (services/telephony/settings.py): these are the defaults."""
     twilio_auth_token: str
     zadarma_api_secret: str
     # the gateway's public URL as Twilio calls it (behind a proxy the request's own URL
@@ -120,6 +121,14 @@ class TelephonySettings:
     originate_url: str
     originate_secret: str
     caller_id: str          # the number shown to the callee on click-to-call
+    # the SharedKey secret of a Twilio Webhook Rule (X-Twilio-Webhooks-Signature-Settings)
+    twilio_shared_key_secret: str = field(default="", repr=False)
+    # who calls back a missed call when the contact has no owner and no agent was rung:
+    # the line's responsible user ((E.164 called number, user id), ...), else the default
+    line_responsible: tuple = ()
+    default_responsible_id: str = ""
+    # Fernet key of the secrets stored through the API; empty: derived from cursor_secret
+    settings_key: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -294,6 +303,13 @@ def _telephony(env):
         originate_url=env._str("TELEPHONY_ORIGINATE_URL", ""),
         originate_secret=env._str("TELEPHONY_ORIGINATE_SECRET", ""),
         caller_id=env._str("TELEPHONY_CALLER_ID", ""),
+        twilio_shared_key_secret=env._str("TWILIO_WEBHOOK_SHARED_KEY_SECRET", ""),
+        # "+390212345678=u1,+390298765432=u2"
+        line_responsible=tuple((k.strip(), v.strip()) for k, _, v in
+                               (item.partition("=") for item in env._list("TELEPHONY_LINE_RESPONSIBLE"))
+                               if k.strip() and v.strip()),
+        default_responsible_id=env._str("TELEPHONY_DEFAULT_RESPONSIBLE_ID", ""),
+        settings_key=env._str("TELEPHONY_SETTINGS_KEY", ""),
     )
 
 

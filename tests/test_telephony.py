@@ -22,7 +22,9 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "telephony")
 TWILIO_TOKEN = "test-twilio-auth-token"
 ZADARMA_SECRET = "test-zadarma-secret"
 COMPANY_DID = "+390212345678"
-AMI_PORT = free_port()
+# kept in the environment: a module importing this one's helpers imports it a second time
+# (tests/ is no package), and both must name the port the stack was started with
+AMI_PORT = int(os.environ.setdefault("CRM_TEST_AMI_PORT", str(free_port())))
 AMI_SECRET = "s3cret"
 
 # The services and the gateway copy os.environ when the session's stack starts, which is

@@ -25,6 +25,24 @@ def test_twilio_signature_is_hmac_sha1_of_url_and_sorted_params():
     assert not twilio.valid_signature(url, pairs, "token", None)
 
 
+def test_twilio_signatures_agree_with_twilios_own_validator():
+    from twilio.request_validator import RequestValidator
+    url = "https://crm.example.com/api/v1/telephony/twilio"
+    params = {"CallSid": "CA1", "From": "+393470000000", "CallStatus": "ringing"}
+    pairs = list(params.items())
+    for algorithm in ("HMAC_SHA1", "HMAC_SHA256"):
+        for signed in (url, "https://crm.example.com:443/api/v1/telephony/twilio"):
+            header = RequestValidator("key").compute_signature(signed, params, algorithm)
+            settings = None if algorithm == "HMAC_SHA1" else f"key=KS1,algorithm={algorithm}"
+            # the SharedKey secret is used when the settings header is there, else the token
+            assert twilio.valid_signature(url, pairs, "key" if settings is None else "tok", header,
+                                          settings, "key")
+            assert not twilio.valid_signature(url, pairs, "tok", header, settings, "other")
+    header = RequestValidator("key").compute_signature(url, params, "HMAC_SHA256")
+    assert not twilio.valid_signature(url, pairs, "key", header)  # SHA-256 needs its header
+    assert not twilio.valid_signature(url, pairs, "tok", header, "key=KS1,algorithm=HMAC_MD5", "key")
+
+
 def test_zadarma_signature_is_base64_of_hex_hmac_of_the_event_fields():
     params = {"event": "NOTIFY_START", "caller_id": "393470000000", "called_did": "390212345678",
               "call_start": "2026-11-20 10:00:00", "pbx_call_id": "in_1"}
@@ -33,7 +51,10 @@ def test_zadarma_signature_is_base64_of_hex_hmac_of_the_event_fields():
     expected = base64.b64encode(hex_digest.encode()).decode()
     assert zadarma.signature(params, "secret") == expected
     assert zadarma.valid_signature(params, "secret", expected)
-    assert not zadarma.valid_signature({**params, "event": "NOTIFY_WHATEVER"}, "secret", expected)
+    # an event the call log does not use (NOTIFY_IVR, or one Zadarma adds) is signed like a
+    # start: checked, then ignored by the gateway
+    assert zadarma.valid_signature({**params, "event": "NOTIFY_IVR"}, "secret", expected)
+    assert not zadarma.valid_signature({**params, "event": "NOTIFY_IVR"}, "other", expected)
     record = {"event": "NOTIFY_RECORD", "pbx_call_id": "in_1", "call_id_with_rec": "r1"}
     assert zadarma.signature(record, "s") == base64.b64encode(
         hmac.new(b"s", b"in_1r1", hashlib.sha1).hexdigest().encode()).decode()
@@ -42,10 +63,29 @@ def test_zadarma_signature_is_base64_of_hex_hmac_of_the_event_fields():
 def test_twilio_statuses_map_onto_canonical_states():
     base = {"CallSid": "CA1", "From": "+393470000000", "To": "+390212345678", "Direction": "inbound"}
     assert twilio.to_canonical({**base, "CallStatus": "ringing"}, SETTINGS)[0]["state"] == "ringing"
-    answered = twilio.to_canonical({**base, "CallStatus": "in-progress"}, SETTINGS)[0]
-    assert answered["state"] == "answered"
+    # inbound: Twilio answering the parent (TwiML runs) is no human; its end has no outcome
+    # of its own (answered only if a leg was)
+    taken = twilio.to_canonical({**base, "CallStatus": "in-progress"}, SETTINGS)[0]
+    assert taken["state"] == "update"
     done = twilio.to_canonical({**base, "CallStatus": "completed", "CallDuration": "42"}, SETTINGS)[0]
+    assert (done["state"], done.get("outcome"), done["duration_s"]) == ("ended", None, 42)
+    out = {**base, "Direction": "outbound-api"}
+    assert twilio.to_canonical({**out, "CallStatus": "in-progress"}, SETTINGS)[0]["state"] == "answered"
+    done = twilio.to_canonical({**out, "CallStatus": "completed", "CallDuration": "42"}, SETTINGS)[0]
     assert (done["state"], done["outcome"], done["talk_s"]) == ("ended", "answered", 42)
+    leg = {**base, "CallSid": "CA2", "ParentCallSid": "CA1", "To": "client:alice",
+           "Direction": "outbound-dial", "Timestamp": "Fri, 20 Nov 2026 10:01:40 +0000"}
+    answered, ended = twilio.to_canonical({**leg, "CallStatus": "completed", "CallDuration": "40"},
+                                          SETTINGS)
+    assert (answered["state"], answered["leg_id"], answered["call_id"]) == ("answered", "CA2", "CA1")
+    assert answered["occurred_at"].startswith("2026-11-20T10:01:00")
+    assert (ended["state"], ended["outcome"], ended["talk_s"]) == ("ended", "answered", 40)
+    dial = {**base, "CallStatus": "in-progress", "DialCallSid": "CA3"}
+    [missed] = twilio.to_canonical({**dial, "DialCallStatus": "no-answer"}, SETTINGS)
+    assert (missed["state"], missed["outcome"], missed["leg_id"]) == ("ended", "no_answer", "CA3")
+    answered, ended = twilio.to_canonical({**dial, "DialCallStatus": "completed",
+                                           "DialCallDuration": "12"}, SETTINGS)
+    assert answered["state"] == "answered" and ended["talk_s"] == 12
     busy = twilio.to_canonical({**base, "CallStatus": "busy", "Direction": "outbound-api"}, SETTINGS)[0]
     assert (busy["outcome"], busy["direction"]) == ("busy", "outbound")
     child = twilio.to_canonical({**base, "CallSid": "CA2", "ParentCallSid": "CA1", "To": "client:alice",

@@ -13,9 +13,11 @@ def list_calls(body, params):
 
 
 @api.route("/calls", "POST", "Click-to-call: ring the agent's phone, then dial `to`, through "
-           "the configured PBX adapter (Asterisk AMI or an HTTP callback URL)", TAG,
+           "the configured PBX adapter (Asterisk AMI or an HTTP callback URL). 503 with the "
+           "reason (nothing recorded) when no PBX is configured or it refused the request; "
+           "409 for a do_not_contact contact unless `override_reason` is sent", TAG,
            body=s.ClickToCallIn, response=s.CallOut, status=201,
-           errors=(400, 413, 415, 422, 503, 504), permission="calls:originate")
+           errors=(400, 409, 413, 415, 422, 503, 504), permission="calls:originate")
 def click_to_call(body, params):
     return call("telephony", "click_to_call", body)
 

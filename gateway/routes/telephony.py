@@ -3,6 +3,9 @@
 Provider webhooks are public (a PBX has no API key) and prove themselves with their
 signature, checked here where the raw URL and form are at hand; an unsigned or wrongly
 signed request is 403 and reaches no service."""
+import threading
+import time
+
 from flask import Response, abort, request
 
 from crm_common.errors import Forbidden
@@ -11,11 +14,16 @@ from gateway.calls import call
 from gateway.openapi import FORM_BODY
 from gateway.routes import api
 from contracts import telephony as s
-from contracts.telephony_webhooks import valid_twilio_signature, valid_zadarma_signature
-from crm_common.config import get_settings
+from contracts.telephony_webhooks import (TWILIO_SETTINGS_HEADER, TWILIO_SIGNATURE_HEADER,
+                                          ZADARMA_HANDLED, valid_twilio_signature,
+                                          valid_zadarma_signature)
 
 TAG = "telephony"
-SETTINGS = get_settings().telephony  # the provider webhook secrets
+# the webhook secrets in force (environment, or what an admin set: /settings/telephony),
+# asked of the telephony service and kept this long by each gateway process
+SECRETS_CACHE_S = 2.0
+_secrets = {"at": None, "value": None}
+_secrets_lock = threading.Lock()
 WRITE = ("telephony:write",)
 WEBHOOK_ERRORS = (403, 413, 415, 422, 429, 503, 504)
 # provider webhooks are public: limited per client IP and overall (security.check_public_rate)
@@ -27,6 +35,16 @@ def _form():
         raise UnsupportedMediaType("Send the body form-encoded",
                                    {"content_type": request.content_type})
     return request.form
+
+
+def webhook_secrets():
+    cached = _secrets["value"]
+    if cached is not None and time.monotonic() - _secrets["at"] < SECRETS_CACHE_S:
+        return cached
+    value = call("telephony", "webhook_secrets")
+    with _secrets_lock:
+        _secrets.update(at=time.monotonic(), value=value)
+    return value
 
 
 def _provider_answer(result):
@@ -45,17 +63,28 @@ def canonical_event(body, params):
 
 
 @api.route("/telephony/twilio", "POST",
-           "Twilio voice status callback (form-encoded, X-Twilio-Signature)", TAG,
+           "Twilio voice status callback or <Dial> action (form-encoded, X-Twilio-Signature: "
+           "the auth token and HMAC-SHA1, or a SharedKey and the algorithm "
+           "X-Twilio-Webhooks-Signature-Settings names); a <Dial> action is answered with "
+           "an empty TwiML <Response/>", TAG,
            response=s.ProviderAnswer, public=True, rate_group=PUBLIC_RATES,
            errors=WEBHOOK_ERRORS, audit=False, extra={"request_body": FORM_BODY}, permission="public")
 def twilio_callback(body, params):
     form = _form()
-    url = (SETTINGS.public_base_url + request.full_path.rstrip("?")
-           if SETTINGS.public_base_url else request.url)
-    if not valid_twilio_signature(url, list(form.items(multi=True)), SETTINGS.twilio_auth_token,
-                                  request.headers.get("X-Twilio-Signature")):
+    secrets = webhook_secrets()
+    base = secrets["public_base_url"]
+    url = base + request.full_path.rstrip("?") if base else request.url
+    if not valid_twilio_signature(url, list(form.items(multi=True)), secrets["twilio_auth_token"],
+                                  request.headers.get(TWILIO_SIGNATURE_HEADER),
+                                  request.headers.get(TWILIO_SETTINGS_HEADER),
+                                  secrets["twilio_shared_key_secret"]):
         raise Forbidden("Invalid Twilio signature", {})
-    return _provider_answer(call("telephony", "ingest_provider", "twilio", form.to_dict()))
+    result = call("telephony", "ingest_provider", "twilio", form.to_dict())
+    if form.get("DialCallStatus"):
+        # the <Dial> action URL: Twilio runs the TwiML answered; an empty one ends the call
+        abort(Response('<?xml version="1.0" encoding="UTF-8"?><Response/>',
+                       mimetype="text/xml"))
+    return _provider_answer(result)
 
 
 @api.route("/telephony/zadarma", "GET", "Zadarma's URL check: answers the zd_echo value as text",
@@ -72,9 +101,11 @@ def zadarma_echo(body, params):
            extra={"request_body": FORM_BODY}, permission="public")
 def zadarma_webhook(body, params):
     form = _form().to_dict()
-    if not valid_zadarma_signature(form, SETTINGS.zadarma_api_secret,
+    if not valid_zadarma_signature(form, webhook_secrets()["zadarma_api_secret"],
                                    request.headers.get("Signature")):
         raise Forbidden("Invalid Zadarma signature", {})
+    if form.get("event") not in ZADARMA_HANDLED:  # e.g. NOTIFY_IVR: nothing for the call log
+        return {"ok": True, "ignored": True, "call": None, "contact": None, "route_to": None}
     result = call("telephony", "ingest_provider", "zadarma", form)
     if form.get("event") == "NOTIFY_START":
         return result.get("reply") or {}

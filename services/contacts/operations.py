@@ -53,9 +53,11 @@ class Contacts:
         not part of the API's input."""
         data = load(contact_in, payload)
         doc = {**self._contact_fields(data), **(internal or {})}
-        if self._owners() is not None:  # a non-admin's contact is theirs unless they give it
-            doc["owner_id"] = data.get("owner_id", self.caller.user_id)
-            self._check_owner(doc["owner_id"])
+        # a user's new contact is theirs unless the request names another owner (or null)
+        if "owner_id" not in doc and self.caller.user_id:
+            doc["owner_id"] = self.caller.user_id
+        if self._owners() is not None:
+            self._check_owner(doc.get("owner_id"))
         doc.setdefault("status", "lead")
         doc.setdefault("do_not_contact", False)
         now = utcnow()

@@ -271,10 +271,15 @@ class Tasks:
         data = event["data"]
         call = data["call"]
         call_id = call["id"]
-        # the contact's owner calls back; with no known contact, the agent who was called
-        assignee = data.get("owner_id") or data.get("agent_id")
+        # a missed call is never dropped: the contact's owner calls back, else the agent
+        # who was rung, else the line's responsible user (telephony settings), else an admin
+        rung = data.get("agent_ids") or []
+        admins = self.store.admin_ids()
+        assignee = (data.get("owner_id") or data.get("agent_id") or (rung[0] if rung else None)
+                    or data.get("responsible_id") or (admins[0] if admins else None))
         if not assignee:
-            log.info("call_missed %s: nobody to call back", event["event_id"])
+            log.warning("call_missed %s: no owner, agent, responsible user or admin",
+                        event["event_id"])
             return []
         contact_id = data.get("contact_id")
         missed_at = self._event_time(event, call, "started_at", "ended_at")

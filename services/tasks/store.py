@@ -245,6 +245,11 @@ class TasksStore(BaseStore):
     def get_user(self, user_id):
         return self.users.find_one({"_id": user_id})
 
+    def admin_ids(self):
+        """The active admins, oldest id first (who calls back when nobody else would)."""
+        return [u["_id"] for u in self.users.find({"role": "admin", "active": {"$ne": False}},
+                                                  {"_id": 1}).sort("_id", 1)]
+
     def has_users(self):
         return self.users.find_one({}, {"_id": 1}) is not None
 

@@ -21,6 +21,8 @@ from services.telephony.providers import is_extension
 SERVICE = "telephony"
 RANK = {"ringing": 1, "answered": 2, "ended": 3}
 STATE_OF = {0: None, 1: "ringing", 2: "answered", 3: "ended"}
+OWN_TIME = {"call_started": "started_at", "call_answered": "answered_at",
+            "call_ended": "ended_at", "call_missed": "ended_at"}
 _LEG_KEY = re.compile(r"[^A-Za-z0-9_-]")
 
 canonical_in = schemas.CanonicalEvent()
@@ -367,10 +369,24 @@ class Calls:
         if event_type == "call_missed":
             data["agent_ids"] = sorted({leg["agent_id"] for leg in (doc.get("legs") or {}).values()
                                         if leg.get("agent_id")})
+            data["responsible_id"] = self._responsible(doc)
         if contacted:
             data["contacted_at"] = to_iso(doc.get("answered_at") or doc.get("ended_at") or utcnow())
         # one id per call and type: a downstream handler dedupes a re-announcement
-        return envelope(SERVICE, event_type, data, event_id=f"{doc['_id']}:{event_type}")
+        out = envelope(SERVICE, event_type, data, event_id=f"{doc['_id']}:{event_type}")
+        # the call's own time (a timeline shows when it rang, not when the webhook came)
+        own = doc.get(OWN_TIME[event_type]) or doc.get("started_at")
+        if own:
+            out["occurred_at"] = to_iso(own)
+        return out
+
+    def _responsible(self, doc):
+        """The called line's responsible user, else the default one (None: nobody set)."""
+        line = (doc.get("to") or {}).get("e164")
+        for number, user_id in self.settings.line_responsible:
+            if line and (self._number(number) or {}).get("e164") == line:
+                return user_id
+        return self.settings.default_responsible_id or None
 
     # helpers
     def _number(self, raw):
@@ -486,6 +502,11 @@ class CallLog:
             found = self.calls.contacts.lookup({"phone": to["e164"]})["items"]
             contact = found[0] if found else None
             contact_id = contact["id"] if contact else None
+        override = data.get("override_reason")
+        if contact and contact.get("do_not_contact") and not override:
+            raise Conflict("The contact does not want to be contacted (do_not_contact); "
+                           "send override_reason to call anyway",
+                           {"reason": "do_not_contact", "contact_id": contact_id})
         now = utcnow()
         call_id = new_id()
         doc = {"_id": call_id, "provider": "click_to_call", "call_id": call_id,
@@ -497,13 +518,18 @@ class CallLog:
                "missed": False, "called_back": None, "lead_created": False,
                "started_at": now, "answered_at": None, "ended_at": None,
                "originate": {"adapter": adapter_name, "status": "requesting",
-                             "requested_by": self.caller.user_id, "requested_at": now},
+                             "requested_by": self.caller.user_id, "requested_at": now,
+                             **({"override_reason": override} if contact and contact.get(
+                                 "do_not_contact") else {})},
                "created_at": now, "updated_at": now}
-        self.store.insert_call(doc)
         job = {"call_id": call_id, "agent_id": agent_id, "extension": user["extension"],
                "to": to["e164"], "caller_id": self.calls.settings.caller_id or None,
                "callee_name": doc["contact_name"]}
         return doc, job
+
+    def record_origination(self, doc):
+        """Stored once the PBX took the request (a refused request records nothing)."""
+        self.store.insert_call(doc)
 
     def originate_result(self, call_id, result):
         """What the PBX said; a failed origination ends the record (it never rang)."""

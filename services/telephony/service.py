@@ -4,13 +4,14 @@ import logging
 
 from crm_common.config import get_settings
 from crm_common.context import CallerContext
-from crm_common.errors import EXPECTED, BadRequest
+from crm_common.errors import EXPECTED, BadRequest, Unavailable
 from crm_common.messaging.events import reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
 from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import ServiceRpc, rpc
 from services.telephony.calls import CallLog, Calls, dump_call
+from services.telephony import settings as telephony_settings
 from services.telephony.dependencies import Background
 from services.telephony.originate import ADAPTERS as ORIGINATE
 from services.telephony.providers import asterisk, twilio, zadarma
@@ -18,6 +19,8 @@ from services.telephony.store import TelephonyStore
 
 log = logging.getLogger(__name__)
 PROVIDERS = {"twilio": twilio, "zadarma": zadarma, "asterisk": asterisk}
+# the environment's settings, overridden by what an admin stored (read with a short cache)
+RUNTIME = telephony_settings.RuntimeSettings(get_settings().telephony)
 
 
 class TelephonyService(HealthEntrypoints):
@@ -28,7 +31,10 @@ class TelephonyService(HealthEntrypoints):
     dispatch = OutboxDispatcher()
     contacts_rpc = ServiceRpc("contacts")
     background = Background()
-    settings = get_settings().telephony
+
+    @property
+    def settings(self):
+        return RUNTIME.current(self.store)
 
     @property
     def calls(self):
@@ -73,17 +79,45 @@ class TelephonyService(HealthEntrypoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def click_to_call(self, payload):
-        adapter = ORIGINATE.get(self.settings.originate)
-        if adapter is None:
-            raise BadRequest("Click-to-call is not configured",
-                             {"TELEPHONY_ORIGINATE": self.settings.originate})
+        """503 with the reason when no PBX is configured or it refused the request before
+        dialing anything: then nothing is recorded."""
+        settings = self.settings
+        adapter = ORIGINATE.get(settings.originate)
+        missing = (adapter.not_configured(settings) if adapter is not None
+                   else f"no click-to-call adapter (originate: {settings.originate!r})")
+        if missing:
+            raise Unavailable("Click-to-call is not configured: " + missing,
+                              {"reason": missing, "originate": settings.originate})
         call_log = CallLog(self.calls)
-        doc, job = call_log.new_origination(payload, self.settings.originate)
-        result, session = adapter.request(self.settings, job)
+        doc, job = call_log.new_origination(payload, settings.originate)
+        result, session = adapter.request(settings, job)
+        if result["status"] == "failed":
+            raise Unavailable("The PBX did not take the call: " + (result.get("reason") or ""),
+                              {"reason": result.get("reason"),
+                               "originate": settings.originate})
+        call_log.record_origination(doc)
         answer = call_log.originate_result(doc["_id"], result)
         if session is not None:
-            self.background.follow_origination(adapter, session, job, self.store, self.settings)
+            self.background.follow_origination(adapter, session, job, self.store, settings)
         return answer
+
+    # settings (admin only: the gateway's permission telephony-settings:manage)
+    @rpc(expected_exceptions=EXPECTED)
+    def get_settings(self):
+        return telephony_settings.view(self.settings, self.store.telephony_settings())
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update_settings(self, payload):
+        return telephony_settings.patch(self.store, RUNTIME, payload, self.caller.user_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def test_settings(self, payload):
+        return telephony_settings.test_connection(self.settings, payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def webhook_secrets(self):
+        """For the gateway, which checks the providers' signatures."""
+        return telephony_settings.webhook_secrets(self.settings)
 
     @reliable_handler("gateway", "user_upserted")
     def on_user_upserted(self, event):

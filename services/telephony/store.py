@@ -207,6 +207,17 @@ class TelephonyStore(BaseStore):
         return [u["_id"] for u in self._users_snapshot()[1].values()
                 if u.get("active", True) is not False and u.get("extension")]
 
+    # settings an admin changed through the API (services/telephony/settings.py)
+    def telephony_settings(self):
+        return self.db["settings"].find_one({"_id": "telephony"})
+
+    def save_telephony_settings(self, sets, unsets):
+        update = {"$set": sets, "$inc": {"version": 1}}
+        if unsets:
+            update["$unset"] = {name: "" for name in unsets}
+        self.db["settings"].update_one({"_id": "telephony"}, update, upsert=True)
+        return self.telephony_settings()
+
     def next_counter(self, name):
         """Atomic: concurrent callers never get the same turn."""
         return increment(self.counters, name, "value")

@@ -83,6 +83,13 @@ class AmiSession:
             pass
 
 
+def not_configured(settings):
+    """Why this adapter cannot be used (None: it can)."""
+    if not settings.ami_host or not settings.ami_username or not settings.ami_secret:
+        return "the AMI host, username and secret are not all set"
+    return None
+
+
 def request(settings, job):
     """Login and Originate; returns (status dict, session to `follow`)."""
     prefix = f"crm-{job['call_id']}"

@@ -10,6 +10,11 @@ import requests
 TIMEOUT_S = 5
 
 
+def not_configured(settings):
+    """Why this adapter cannot be used (None: it can)."""
+    return None if settings.originate_url else "TELEPHONY_ORIGINATE_URL is not set"
+
+
 def request(settings, job):
     if not settings.originate_url:
         return {"status": "failed", "reason": "TELEPHONY_ORIGINATE_URL is not set"}, None
