@@ -34,10 +34,16 @@ def key_headers():
 
 
 @pytest.fixture(scope="module")
-def ami():
-    server = AmiServer(port=AMI_PORT, secret=AMI_SECRET)
+def ami(api):
+    """An AMI server of this module's own, put in force through the settings API (the
+    telephony tests' server may still hold the environment's port)."""
+    server = AmiServer(port=free_port(), secret=AMI_SECRET)
+    assert api.patch("/settings/telephony", json={"ami_port": server.port}).status_code == 200
+    time.sleep(2.5)  # every replica's settings cache (SETTINGS_CACHE_S) has expired
     yield server
+    api.patch("/settings/telephony", json={"ami_port": None})
     server.close()
+    time.sleep(2.5)
 
 
 def _until(predicate, timeout=15):
