@@ -209,6 +209,19 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True)
+class AmiConnectorSettings:
+    """The Asterisk AMI connector (connectors/asterisk): AMI from telephony's ami_* settings,
+    events posted to the gateway with an API key (scope telephony:write)."""
+    enabled: bool              # `./crm up` starts it (CRM_AMI_CONNECTOR=on)
+    gateway_url: str           # the gateway's base URL, e.g. http://gateway:8000
+    api_key: str = field(repr=False)
+    spool_path: str            # events not yet posted, kept across restarts (JSON lines)
+    buffer_max: int            # events held in memory; the rest wait in the spool file
+    backoff_max_s: float       # reconnect / re-post backoff cap (doubling from 0.1 s)
+    post_timeout_s: float      # one POST to the gateway
+
+
+@dataclass(frozen=True)
 class Settings:
     amqp_uri: str
     mongo_url: str
@@ -235,6 +248,7 @@ class Settings:
     search: SearchSettings = None
     gateway: GatewaySettings = None
     stream: StreamSettings = None
+    ami_connector: AmiConnectorSettings = None
 
     def database_name(self, service):
         """Each service owns its own database; `<SERVICE>_MONGO_DB` overrides the name."""
@@ -310,6 +324,19 @@ def _telephony(env):
                                if k.strip() and v.strip()),
         default_responsible_id=env._str("TELEPHONY_DEFAULT_RESPONSIBLE_ID", ""),
         settings_key=env._str("TELEPHONY_SETTINGS_KEY", ""),
+    )
+
+
+def _ami_connector(env):
+    return AmiConnectorSettings(
+        enabled=env._flag("CRM_AMI_CONNECTOR"),
+        gateway_url=env._str("CRM_GATEWAY_URL", "http://127.0.0.1:8000").rstrip("/"),
+        api_key=env._str("CRM_AMI_CONNECTOR_API_KEY", ""),
+        spool_path=env._str("CRM_AMI_CONNECTOR_SPOOL",
+                            os.path.join(tempfile.gettempdir(), "crm-ami-connector.spool")),
+        buffer_max=env._int("CRM_AMI_CONNECTOR_BUFFER", "10000"),
+        backoff_max_s=env._float("CRM_AMI_CONNECTOR_BACKOFF_MAX_S", "30"),
+        post_timeout_s=env._float("CRM_AMI_CONNECTOR_POST_TIMEOUT_S", "5"),
     )
 
 
@@ -435,6 +462,7 @@ def load_settings(environ=None):
         search=_search(env),
         gateway=_gateway(env),
         stream=_stream(env),
+        ami_connector=_ami_connector(env),
     )
 
 

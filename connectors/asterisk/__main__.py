@@ -1,0 +1,72 @@
+"""`python -m connectors.asterisk`: AMI events -> the gateway, until SIGTERM/SIGINT."""
+import logging
+import signal
+import sys
+import threading
+
+from connectors.asterisk.ami import AmiClient, AmiError
+from connectors.asterisk.forwarder import BACKOFF_START_S, Forwarder
+from crm_common.config import get_settings
+
+log = logging.getLogger("connectors.asterisk")
+
+
+def follow(client, forwarder, stopped, backoff_max_s):
+    """Reads AMI events into the forwarder, reconnecting with capped exponential backoff."""
+    backoff = BACKOFF_START_S
+    while not stopped.is_set():
+        try:
+            client.connect()
+            backoff = BACKOFF_START_S
+            for event in client.events():
+                forwarder.put(event)
+                if stopped.is_set():
+                    break
+        except (AmiError, OSError) as exc:
+            log.warning("AMI at %s:%s: %s; reconnecting in %.1f s", client.host, client.port,
+                        exc, backoff)
+            client.close()
+            stopped.wait(backoff)
+            backoff = min(backoff * 2, backoff_max_s)
+    client.close()
+
+
+def main():
+    settings = get_settings()
+    telephony, own = settings.telephony, settings.ami_connector
+    logging.basicConfig(level=getattr(logging, "INFO"), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not own.api_key:
+        log.error("CRM_AMI_CONNECTOR_API_KEY is not set (an API key with scope telephony:write)")
+        return 2
+    forwarder = Forwarder(own.gateway_url, own.api_key, own.spool_path, own.buffer_max,
+                          own.backoff_max_s, own.post_timeout_s)
+    client = AmiClient(telephony.ami_host, telephony.ami_port, telephony.ami_username,
+                       telephony.ami_secret, timeout=telephony.ami_timeout_s)
+    stopped = threading.Event()
+
+    def stop(signum, frame):
+        stopped.set()
+        forwarder.stop()
+        client.close()  # wakes the blocked read
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    poster = threading.Thread(target=forwarder.run, name="poster", daemon=True)
+    poster.start()
+    reader = threading.Thread(target=follow, name="ami",
+                              args=(client, forwarder, stopped, own.backoff_max_s), daemon=True)
+    reader.start()
+    log.info("forwarding AMI events from %s:%s to %s", telephony.ami_host, telephony.ami_port,
+             forwarder.url)
+    while not stopped.wait(0.5):
+        pass
+    poster.join(own.post_timeout_s + 1)
+    forwarder.save()
+    log.info("stopped: %d posted, %d refused, %d pending in %s", forwarder.posted,
+             forwarder.dropped, forwarder.pending(), own.spool_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

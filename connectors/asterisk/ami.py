@@ -1,0 +1,111 @@
+"""The AMI side: a plain-socket client for Asterisk's Manager Interface (banner, Login with
+an ActionID, then a stream of "Key: Value" messages ended by an empty line)."""
+import itertools
+import logging
+import socket
+
+log = logging.getLogger("connectors.asterisk")
+
+# the events the ingest turns into call facts (services/telephony/providers/asterisk.py)
+FORWARDED = frozenset(("Newchannel", "DialBegin", "DialEnd", "BridgeEnter", "Hangup", "Cdr"))
+# AMI event classes that carry them: Newchannel..Hangup are "call", Cdr is "cdr"
+EVENT_CLASSES = "call,cdr"
+
+
+class AmiError(Exception):
+    """The AMI dialogue failed (refused login, closed connection, no banner)."""
+
+
+class AmiClient:
+    def __init__(self, host, port, username, secret, timeout=10.0, keepalive_s=20.0):
+        self.host, self.port = host, port
+        self.username, self.secret = username, secret
+        self.timeout, self.keepalive_s = timeout, keepalive_s
+        self.sock, self.buffer, self.pinged = None, b"", False
+        self._ids = itertools.count(1)
+        self.prefix = f"crm-{id(self):x}"
+
+    def _send(self, action, **headers):
+        action_id = f"{self.prefix}-{next(self._ids)}"
+        lines = [f"Action: {action}", f"ActionID: {action_id}"]
+        lines += [f"{key}: {value}" for key, value in headers.items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        return action_id
+
+    def _line(self):
+        # own buffering: a socket file object cannot be read again after a timeout
+        while b"\n" not in self.buffer:
+            data = self.sock.recv(65536)
+            if not data:
+                raise AmiError("the AMI connection closed")
+            self.buffer += data
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line.decode("utf-8", "replace").rstrip("\r")
+
+    def _read(self):
+        """One message as a dict (header names as keys; a repeated header keeps its last
+        value), or AmiError when the connection closed."""
+        message = {}
+        while True:
+            line = self._line()
+            if not line:
+                if message:
+                    return message
+                continue
+            key, sep, value = line.partition(":")
+            if sep:
+                message[key.strip()] = value.strip()
+
+    def connect(self):
+        self.close()
+        self.sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        self.buffer, self.pinged = b"", False
+        banner = self._line().strip()
+        if not banner.startswith("Asterisk Call Manager"):
+            raise AmiError(f"not an AMI banner: {banner!r}")
+        action_id = self._send("Login", Username=self.username, Secret=self.secret,
+                               Events=EVENT_CLASSES)
+        while True:
+            message = self._read()
+            if message.get("ActionID") == action_id and "Response" in message:
+                break
+        if message["Response"] != "Success":
+            raise AmiError(f"AMI login refused: {message.get('Message', '')}")
+        # from here on a quiet line is pinged, so a dead peer is noticed
+        self.sock.settimeout(self.keepalive_s)
+        log.info("logged in to AMI at %s:%s (%s)", self.host, self.port, banner)
+
+    def events(self):
+        """The forwarded events, as they come, until the connection fails (AmiError)."""
+        while True:
+            try:
+                message = self._read()
+            except socket.timeout:
+                self._ping()
+                continue
+            except OSError as exc:
+                raise AmiError(f"AMI read failed: {exc}") from exc
+            if self.pinged:
+                self.pinged = False
+                self.sock.settimeout(self.keepalive_s)
+            if message.get("Event") in FORWARDED:
+                yield message
+
+    def _ping(self):
+        if self.pinged:
+            raise AmiError("AMI silent after a Ping")
+        self.pinged = True
+        try:
+            self._send("Ping")
+        except OSError as exc:
+            raise AmiError(f"AMI ping failed: {exc}") from exc
+        # the answer arrives among events; a peer that stays silent times out the next read
+        self.sock.settimeout(self.timeout)
+
+    def close(self):
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        self.sock = None
