@@ -1,8 +1,12 @@
 """A small AMI-speaking TCP server for tests: it plays Asterisk's side of the Manager
-Interface dialogue (banner, Login, Originate, OriginateResponse, Logoff) and checks every
+Interface dialogue (banner, Login, Originate, OriginateResponse, Ping, Logoff) and checks every
 line the client sends: CRLF line ends, "Key: Value" form, the action order, the login
 secret. Whatever it did not like is in `errors`; every message it got is in `received`
-(a list of line lists), so a test can assert the exact lines."""
+(a list of line lists), so a test can assert the exact lines.
+
+For a connector following events: `emit(events)` writes AMI events (dicts) to every
+logged-in client, or keeps them until one logs in; `drop()` closes every connection as a
+crashed or restarted Asterisk would; `logins` counts accepted Logins."""
 import re
 import socket
 import threading
@@ -23,6 +27,8 @@ class AmiServer:
         self.sock.listen(8)
         self.port = self.sock.getsockname()[1]
         self._stop = False
+        self.logins, self.clients, self.pending = 0, [], []
+        self.lock = threading.Lock()
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
@@ -50,6 +56,34 @@ class AmiServer:
                 self.errors.append(f"not a 'Key: Value' line: {line!r}")
             lines.append(line)
 
+    @staticmethod
+    def _event_text(event):
+        return "".join(f"{key}: {value}\r\n" for key, value in event.items()) + "\r\n"
+
+    def emit(self, events):
+        """Writes these events (dicts, "Event" first) to every logged-in client; with none,
+        they wait for the next Login."""
+        with self.lock:
+            if not self.clients:
+                self.pending.extend(events)
+                return
+            for conn in list(self.clients):
+                try:
+                    conn.sendall("".join(self._event_text(e) for e in events).encode())
+                except OSError:
+                    self.clients.remove(conn)
+
+    def drop(self):
+        """Closes every client connection (the listening socket stays open)."""
+        with self.lock:
+            clients, self.clients = self.clients, []
+        for conn in clients:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
     def _session(self, conn):
         self.sessions += 1
         reader = conn.makefile("rb")
@@ -69,8 +103,14 @@ class AmiServer:
                 if action == "Login":
                     if fields.get("Username") == self.username and fields.get("Secret") == self.secret:
                         logged_in = True
-                        send(f"Response: Success\r\nActionID: {action_id}\r\n"
-                             "Message: Authentication accepted\r\n\r\n")
+                        with self.lock:
+                            send(f"Response: Success\r\nActionID: {action_id}\r\n"
+                                 "Message: Authentication accepted\r\n\r\n")
+                            self.logins += 1
+                            self.clients.append(conn)
+                            pending, self.pending = self.pending, []
+                            if pending:
+                                send("".join(self._event_text(e) for e in pending))
                     else:
                         self.errors.append("bad login")
                         send(f"Response: Error\r\nActionID: {action_id}\r\n"
@@ -92,6 +132,9 @@ class AmiServer:
                          f"Context: {fields.get('Context')}\r\nExten: {fields.get('Exten')}\r\n"
                          f"Reason: {self.reason}\r\nUniqueid: 1700000000.42\r\n"
                          f"CallerIDNum: <unknown>\r\nCallerIDName: <unknown>\r\n\r\n")
+                elif action == "Ping":
+                    send(f"Response: Success\r\nActionID: {action_id}\r\nPing: Pong\r\n"
+                         f"Timestamp: {time.time():.6f}\r\n\r\n")
                 elif action == "Logoff":
                     send(f"Response: Goodbye\r\nActionID: {action_id}\r\n"
                          "Message: Thanks for all the fish.\r\n\r\n")
@@ -99,7 +142,12 @@ class AmiServer:
                 else:
                     self.errors.append(f"unexpected action {action!r}")
                     send(f"Response: Error\r\nActionID: {action_id}\r\nMessage: Invalid/unknown command\r\n\r\n")
+        except OSError:
+            return  # dropped
         finally:
+            with self.lock:
+                if conn in self.clients:
+                    self.clients.remove(conn)
             conn.close()
 
     def actions(self):
@@ -108,3 +156,4 @@ class AmiServer:
     def close(self):
         self._stop = True
         self.sock.close()
+        self.drop()
