@@ -78,7 +78,7 @@ class FlakyProxy:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
-        self.refused = 0
+        self.refused, self.sent_at = 0, []  # when request bytes went to the gateway
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
@@ -92,13 +92,14 @@ class FlakyProxy:
                 conn.close()
                 continue
             upstream = socket.create_connection(("127.0.0.1", self.target))
-            for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, mark in ((conn, upstream, True), (upstream, conn, False)):
+                threading.Thread(target=self._pipe, args=(a, b, mark), daemon=True).start()
 
-    @staticmethod
-    def _pipe(a, b):
+    def _pipe(self, a, b, mark):
         try:
             while data := a.recv(65536):
+                if mark:
+                    self.sent_at.append(time.perf_counter())
                 b.sendall(data)
         except OSError:
             pass
@@ -262,24 +263,25 @@ def test_a_post_repeated_after_a_timeout_is_one_event(api, api_key, stack, tmp_p
     assert call["outcome"] == "answered" and call["talk_s"] == 115 and len(call["legs"]) == 1
 
 
-def test_added_latency(api, ami, connector, stack, api_key):
-    """Time from the AMI server writing a Newchannel to the call existing, against posting
-    the same event to the gateway directly (printed; generous bound)."""
-    connector(ami)
-    through, direct = [], []
-    for _ in range(5):
-        caller, events = call_events()
-        started = time.perf_counter()
-        ami.emit(events[:1])
-        assert wait_for(lambda: calls_of(api, caller), step=0.005)
-        through.append(time.perf_counter() - started)
-        caller, events = call_events()
-        started = time.perf_counter()
-        assert requests.post(stack.base_url + "/api/v1/telephony/asterisk", json=events[0],
-                             headers={"X-API-Key": api_key}).status_code == 200
-        assert wait_for(lambda: calls_of(api, caller), step=0.005)
-        direct.append(time.perf_counter() - started)
-    through.sort(), direct.sort()
-    print(f"\nAMI connector: median {through[2] * 1000:.1f} ms to the record, direct post "
-          f"{direct[2] * 1000:.1f} ms: {1000 * (through[2] - direct[2]):.1f} ms added")
-    assert through[2] - direct[2] < 0.5
+def test_added_latency(api, ami, connector, stack):
+    """From the AMI server writing an event to the connector's POST reaching the gateway's
+    port (printed; a generous bound: the target is 10 ms)."""
+    proxy = FlakyProxy(stack.gateway_port)
+    proxy.up = True
+    try:
+        connector(ami, gateway_url=f"http://127.0.0.1:{proxy.port}")
+        added = []
+        for _ in range(20):
+            caller, events = call_events()
+            count = len(proxy.sent_at)
+            started = time.perf_counter()
+            ami.emit(events[:1])
+            assert wait_for(lambda: len(proxy.sent_at) > count, step=0.0005)
+            added.append(proxy.sent_at[count] - started)
+            assert wait_for(lambda: calls_of(api, caller))
+        added.sort()
+        print(f"\nAMI connector: AMI event -> POST at the gateway: median "
+              f"{added[10] * 1000:.1f} ms, max {added[-1] * 1000:.1f} ms")
+        assert added[10] < 0.1
+    finally:
+        proxy.close()
