@@ -2,7 +2,7 @@
 # Every image of the platform, one per component, built from the repository root:
 #   docker build --build-arg SERVICE=contacts -t crm-contacts .
 #   docker build --build-arg SERVICE=gateway -t crm-gateway .
-# SERVICE is `gateway`, `stream` or a package under services/. An image holds crm_common/, contracts/
+# SERVICE is `gateway`, `stream`, `ami-connector` or a package under services/. An image holds crm_common/, contracts/
 # and its own component only (a service also deploy/nameko.yaml); its CMD is the command
 # `./crm up` and the tests run. tests/test_deploy.py checks both. Needs BuildKit (the
 # default builder since Docker 23): it builds only the stages the chosen SERVICE uses.
@@ -41,6 +41,17 @@ EXPOSE 8001
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8001/api/v1/stream/healthz', timeout=3)"]
 CMD ["python", "-m", "gateway.stream"]
+
+# the Asterisk AMI connector (connectors/asterisk/): AMI events -> the gateway; one replica
+# (AMI sends every event to every client). Its spool file lives in /tmp (a volume keeps it)
+FROM runtime AS ami-connector
+COPY connectors/ connectors/
+ENV CRM_HEARTBEAT_FILE=/tmp/crm.heartbeat CRM_AMI_CONNECTOR_SPOOL=/tmp/spool/ami.spool
+RUN mkdir -p /tmp/spool && chown crm /tmp/spool
+USER crm
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+    CMD python -m crm_common.healthcheck ami-connector --ready
+CMD ["python", "-m", "connectors.asterisk"]
 
 # a nameko service: services/ holds its own package only (a namespace package, no __init__)
 FROM runtime AS service

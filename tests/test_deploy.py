@@ -23,6 +23,10 @@ COMPONENTS = ("gateway", "stream", *SERVICES)
 GATEWAY_IMAGES = ("gateway", "stream")
 # what every image holds besides its own component
 SHARED = {"crm_common/", "contracts/"}
+# connector processes (connectors/): not nameko services, optional, one replica
+CONNECTORS = {"ami-connector": ("connectors/", ["python", "-m", "connectors.asterisk"],
+                                "connectors.asterisk.__main__:main")}
+IMAGES = (*COMPONENTS, *CONNECTORS)
 
 
 def compose():
@@ -126,7 +130,7 @@ def image(component, stage=None):
 
 def crm_script_command(kind, name=""):
     script = os.path.join(ROOT, "crm")
-    line = subprocess.run(["bash", "-c", f"source <(sed -n '/^service_cmd()/p;/^gateway_cmd()/p;/^stream_cmd()/p' {script}); "
+    line = subprocess.run(["bash", "-c", f"source <(sed -n '/^service_cmd()/p;/^gateway_cmd()/p;/^stream_cmd()/p;/^ami_connector_cmd()/p' {script}); "
                                          f"VENV=/V; {kind}_cmd {name}"],
                           capture_output=True, text=True, check=True).stdout.split()
     return [part.replace("/V/bin/", "") for part in line]
@@ -155,10 +159,13 @@ def test_every_image_runs_the_dev_and_test_command():
     assert cmd == without_venv(gateway_command()) == crm_script_command("gateway")
     cmd = image("stream")["cmd"]
     assert cmd == without_venv(stream_command()) == crm_script_command("stream")
+    # the connector test (tests/test_ami_connector.py) runs `python -m connectors.asterisk`
+    assert image("ami-connector")["cmd"] == CONNECTORS["ami-connector"][1]
+    assert crm_script_command("ami_connector") == CONNECTORS["ami-connector"][1]
 
 
 def test_images_are_multi_stage_non_root_and_probe_their_component():
-    for component in COMPONENTS:
+    for component in IMAGES:
         built = image(component)
         assert built["from"].startswith("python:"), component
         # the virtualenv is built in a stage of its own; only it reaches the image
@@ -176,9 +183,10 @@ def test_images_are_multi_stage_non_root_and_probe_their_component():
 
 
 def test_each_image_holds_only_its_own_component():
-    for component in COMPONENTS:
+    for component in IMAGES:
         sources = {source for source, _ in image(component)["copies"]}
-        own = {"gateway/"} if component in GATEWAY_IMAGES else {f"services/{component}/", "deploy/nameko.yaml"}
+        own = ({"gateway/"} if component in GATEWAY_IMAGES else {CONNECTORS[component][0]}
+               if component in CONNECTORS else {f"services/{component}/", "deploy/nameko.yaml"})
         assert sources == SHARED | own, component
         for source, target in image(component)["copies"]:
             assert source == target, (component, source, target)  # same layout as the repo
@@ -200,7 +208,7 @@ import importlib, os, pkgutil, sys
 root = os.getcwd()
 target, skip = sys.argv[1], set(sys.argv[2:])
 names = []
-for top in ("crm_common", "contracts", "gateway", "services"):
+for top in ("crm_common", "contracts", "gateway", "services", "connectors"):
     if os.path.isdir(top):
         names += [m.name for m in pkgutil.walk_packages([top], top + ".") if m.name not in skip]
 for name in names:
@@ -218,7 +226,7 @@ def test_each_image_holds_what_its_component_imports(tmp_path):
     """Every module of the image imports with nothing but the image's files (no sibling
     service, no gateway in a service image, nothing from the repository)."""
     running = {}
-    for component in COMPONENTS:
+    for component in IMAGES:
         folder = tmp_path / component
         folder.mkdir()
         _copy_image(component, folder)
@@ -230,6 +238,8 @@ def test_each_image_holds_what_its_component_imports(tmp_path):
             target = "gateway.app:create_app"
         if component == "stream":
             target = "gateway.stream.__main__:main"
+        if component in CONNECTORS:
+            target = CONNECTORS[component][2]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         env["PYTHONPATH"] = str(folder)
         running[component] = subprocess.Popen(
@@ -245,7 +255,7 @@ def test_each_image_holds_what_its_component_imports(tmp_path):
 
 def test_compose_has_every_component_and_can_scale():
     services = compose()["services"]
-    assert set(services) == {"mongo", "rabbitmq", *COMPONENTS}
+    assert set(services) == {"mongo", "rabbitmq", *COMPONENTS, *CONNECTORS}
     for name in COMPONENTS:
         spec = services[name]
         # one Dockerfile, the component as its build argument
@@ -261,6 +271,17 @@ def test_compose_has_every_component_and_can_scale():
     assert "management" in services["rabbitmq"]["image"]
     for name in ("mongo", "rabbitmq"):
         assert "healthcheck" in services[name]
+
+
+def test_compose_runs_the_ami_connector_as_an_option():
+    spec = compose()["services"]["ami-connector"]
+    assert spec["build"] == {"context": ".", "args": {"SERVICE": "ami-connector"}}
+    assert spec["profiles"] == ["asterisk"]  # `docker compose --profile asterisk up`
+    assert "deploy" not in spec or "replicas" not in spec["deploy"]  # one: never scaled
+    env = spec["environment"]
+    assert env["CRM_GATEWAY_URL"] == "http://gateway:8000"
+    assert {"CRM_AMI_CONNECTOR_API_KEY", "TELEPHONY_AMI_HOST", "TELEPHONY_AMI_SECRET"} <= set(env)
+    assert "gateway" in spec["depends_on"]
 
 
 def test_compose_runs_mongo_as_a_single_node_replica_set():

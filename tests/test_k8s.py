@@ -1,7 +1,7 @@
 """The Kubernetes manifests, checked without a cluster: they parse, every component has a
 Deployment (its image, the same command as that image, probes, resources), a Service and an
 autoscaler, every environment variable the product code reads is provided, and MongoDB is
-reached as a replica set."""
+reached as a replica set. The AMI connector has a Deployment of one replica only."""
 import os
 import re
 from urllib.parse import parse_qs, urlsplit
@@ -32,7 +32,7 @@ def by_kind(kind):
 
 
 def product_files():
-    for top in ("crm_common", "services", "gateway", "contracts"):
+    for top in ("crm_common", "services", "gateway", "contracts", "connectors"):
         for folder, _, files in os.walk(os.path.join(ROOT, top)):
             for name in files:
                 if name.endswith(".py"):
@@ -67,6 +67,25 @@ def test_deployments_run_the_image_command_with_probes_and_limits():
         assert container["resources"]["requests"] and container["resources"]["limits"], component
         refs = {next(iter(r.values()))["name"] for r in container["envFrom"]}
         assert refs == {"crm-config", "crm-secrets"}, component
+
+
+def test_the_ami_connector_runs_once_with_its_image_command():
+    """AMI sends every event to every logged-in client: exactly one replica, never two at
+    once (Recreate), no autoscaler; its spool on the pod's volume."""
+    deployment = by_kind("Deployment")["crm-ami-connector"]
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert "crm-ami-connector" not in by_kind("HorizontalPodAutoscaler")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == "crm-ami-connector:latest"
+    assert container["command"] == image("ami-connector")["cmd"]
+    assert "livenessProbe" in container and "readinessProbe" in container
+    assert {next(iter(r.values()))["name"] for r in container["envFrom"]} == {"crm-config", "crm-secrets"}
+    spool = {e["name"]: e["value"] for e in container["env"]}["CRM_AMI_CONNECTOR_SPOOL"]
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert os.path.dirname(spool) in mounts
+    assert "ami-connector.yaml" in open(os.path.join(K8S, "kustomization.yaml")).read()
 
 
 def test_every_env_var_the_code_reads_is_provided():

@@ -1,12 +1,18 @@
 """`python -m connectors.asterisk`: AMI events -> the gateway, until SIGTERM/SIGINT."""
+import json
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 
 from connectors.asterisk.ami import AmiClient, AmiError
 from connectors.asterisk.forwarder import BACKOFF_START_S, Forwarder
 from crm_common.config import get_settings
+from crm_common.health import HEARTBEAT_SECONDS, heartbeat_path
+
+COMPONENT = "ami-connector"
 
 log = logging.getLogger("connectors.asterisk")
 
@@ -29,6 +35,16 @@ def follow(client, forwarder, stopped, backoff_max_s):
             stopped.wait(backoff)
             backoff = min(backoff * 2, backoff_max_s)
     client.close()
+
+
+def beat(path, client, forwarder):
+    """The container probe's file (crm_common.healthcheck ami-connector [--ready]): alive
+    while this is fresh, ready while logged in to AMI."""
+    temporary = path + ".tmp"
+    with open(temporary, "w") as handle:
+        json.dump({"at": time.time(), "database": client.logged_in,
+                   "pending": forwarder.pending()}, handle)
+    os.replace(temporary, path)
 
 
 def main():
@@ -59,8 +75,14 @@ def main():
     reader.start()
     log.info("forwarding AMI events from %s:%s to %s", telephony.ami_host, telephony.ami_port,
              forwarder.url)
+    path, last = heartbeat_path(COMPONENT, settings), 0.0
     while not stopped.wait(0.5):
-        pass
+        if time.monotonic() - last >= HEARTBEAT_SECONDS:
+            last = time.monotonic()
+            try:
+                beat(path, client, forwarder)
+            except OSError as exc:
+                log.warning("heartbeat not written to %s: %s", path, exc)
     poster.join(own.post_timeout_s + 1)
     forwarder.save()
     log.info("stopped: %d posted, %d refused, %d pending in %s", forwarder.posted,

@@ -22,6 +22,7 @@ class AmiClient:
         self.username, self.secret = username, secret
         self.timeout, self.keepalive_s = timeout, keepalive_s
         self.sock, self.buffer, self.pinged = None, b"", False
+        self.logged_in = False
         self._ids = itertools.count(1)
         self.prefix = f"crm-{id(self):x}"
 
@@ -71,6 +72,7 @@ class AmiClient:
                 break
         if message["Response"] != "Success":
             raise AmiError(f"AMI login refused: {message.get('Message', '')}")
+        self.logged_in = True
         # from here on a quiet line is pinged, so a dead peer is noticed
         self.sock.settimeout(self.keepalive_s)
         log.info("logged in to AMI at %s:%s (%s)", self.host, self.port, banner)
@@ -103,6 +105,7 @@ class AmiClient:
         self.sock.settimeout(self.timeout)
 
     def close(self):
+        self.logged_in = False
         if self.sock is not None:
             try:
                 self.sock.close()

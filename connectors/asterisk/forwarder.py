@@ -28,6 +28,7 @@ class Forwarder:
         self.spool_path, self.buffer_max = spool_path, max(1, buffer_max)
         self.backoff_max_s, self.timeout_s = backoff_max_s, timeout_s
         self.session = session or requests.Session()
+        os.makedirs(os.path.dirname(os.path.abspath(spool_path)), exist_ok=True)
         self.memory = collections.deque()
         self.lock = threading.Condition()
         self.spooled = self._spool_count()
@@ -66,8 +67,6 @@ class Forwarder:
             if os.path.exists(self.spool_path):
                 os.remove(self.spool_path)
             return
-        folder = os.path.dirname(os.path.abspath(self.spool_path))
-        os.makedirs(folder, exist_ok=True)
         temporary = self.spool_path + ".tmp"
         with open(temporary, "w", encoding="utf-8") as spool:
             spool.writelines(lines)
