@@ -138,7 +138,8 @@ def connector(stack, api_key, tmp_path):
             TELEPHONY_AMI_TIMEOUT_S=2, CRM_GATEWAY_URL=gateway_url or stack.base_url,
             CRM_AMI_CONNECTOR_API_KEY=api_key, CRM_AMI_CONNECTOR_BACKOFF_MAX_S=0.4,
             CRM_AMI_CONNECTOR_POST_TIMEOUT_S=3,
-            CRM_AMI_CONNECTOR_SPOOL=str(tmp_path / "ami.spool"), **env)
+            CRM_AMI_CONNECTOR_SPOOL=str(tmp_path / "ami.spool"),
+            CRM_HEARTBEAT_FILE=str(tmp_path / "ami.heartbeat"), **env)
         log = open(stack.log_path(f"ami-connector-{len(started)}"), "ab")
         proc = subprocess.Popen([sys.executable, "-m", "connectors.asterisk"], cwd=ROOT,
                                 env=environment, stdout=log, stderr=subprocess.STDOUT)
@@ -149,6 +150,7 @@ def connector(stack, api_key, tmp_path):
         return proc
 
     start.spool = tmp_path / "ami.spool"
+    start.heartbeat = tmp_path / "ami.heartbeat"
     yield start
     for proc in started:
         if proc.poll() is None:
@@ -176,6 +178,11 @@ def test_a_call_from_newchannel_to_hangup_is_one_record(api, ami, connector):
     login = dict(line.split(": ", 1) for line in ami.received[0])
     assert login["Action"] == "Login" and login["ActionID"] and login["Events"] == "call,cdr"
     assert ami.errors == []
+    # the container probe: alive, and ready while logged in to AMI
+    probe = subprocess.run([sys.executable, "-m", "crm_common.healthcheck", "ami-connector", "--ready"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=30,
+                           env=dict(os.environ, CRM_HEARTBEAT_FILE=str(connector.heartbeat)))
+    assert probe.returncode == 0, probe.stdout
 
 
 def test_the_ami_connection_drops_mid_call_and_nothing_is_lost_or_doubled(api, ami, connector):
