@@ -38,7 +38,7 @@ def test_contact_lists_searches_and_lookups_by_role(api, team, make_api_key, uni
     ca = _contact(a, unique, "Anna", 1)
     cb = _contact(b, unique, "Bruno", 2)
     co = _contact(outsider, unique, "Olga", 3)
-    shared = _contact(api, unique, "Shared", 4)  # no owner: readable by everyone
+    shared = _contact(api, unique, "Shared", 4, owner_id=None)  # no owner: readable by everyone
     assert ca["owner_id"] == a.user["id"] and shared["owner_id"] is None
 
     assert _ids(a, unique) == {ca["id"], shared["id"]}
@@ -69,7 +69,7 @@ def test_contact_by_id_404_when_hidden_403_when_visible_but_not_yours(api, team,
     a, b, manager, outsider = team["a"], team["b"], team["manager"], team["outsider"]
     ca = _contact(a, unique, "Anna", 5)
     cb = _contact(b, unique, "Bruno", 6)
-    shared = _contact(api, unique, "Shared", 7)
+    shared = _contact(api, unique, "Shared", 7, owner_id=None)
     # another agent's contact does not exist for them: 404 for read, change, delete, timeline
     assert outsider.get(f"/contacts/{ca['id']}").status_code == 404
     assert outsider.patch(f"/contacts/{ca['id']}", json={"status": "customer"}).status_code == 404

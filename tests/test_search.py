@@ -167,7 +167,7 @@ def test_visibility_inside_the_index_query(api, ready, unique, make_user):
     word = f"vis{unique}"
     owned_by_mine = make_contact(api, first_name="Mine", last_name=word, owner_id=mine.user["id"])
     owned_by_other = make_contact(api, first_name="Other", last_name=word, owner_id=other.user["id"])
-    shared = make_contact(api, first_name="Shared", last_name=word)
+    shared = make_contact(api, first_name="Shared", last_name=word, owner_id=None)
     pipeline = make_pipeline(api, unique)
     deal_of_mine = make_deal(api, pipeline, title=f"Deal {word}", owner_id=mine.user["id"])
     deal_of_other = make_deal(api, pipeline, title=f"Deal {word}", owner_id=other.user["id"])
