@@ -113,6 +113,9 @@ class CallOut(Schema):
     hangup_cause = fields.String(allow_none=True)
     recording_url = fields.String(allow_none=True)
     recording_id = fields.String(allow_none=True)
+    recording_state = fields.String(allow_none=True, metadata={
+        "description": "the recording kept by the platform: pending (to be fetched), stored "
+                       "(GET /calls/{id}/recording), failed, expired; null: none announced"})
     originate = fields.Dict(allow_none=True, metadata={
         "description": "click-to-call: {adapter, status, reason, requested_by, ...}"})
     created_at = UtcDateTime()

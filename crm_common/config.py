@@ -129,6 +129,10 @@ class TelephonySettings:
     default_responsible_id: str = ""
     # Fernet key of the secrets stored through the API; empty: derived from cursor_secret
     settings_key: str = field(default="", repr=False)
+    # recordings fetched from the provider and kept in GridFS (services/telephony/recordings.py)
+    recording_retention_days: int = 365
+    recording_max_bytes: int = 200 * 1024 * 1024
+    recording_poll_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -324,6 +328,9 @@ def _telephony(env):
                                if k.strip() and v.strip()),
         default_responsible_id=env._str("TELEPHONY_DEFAULT_RESPONSIBLE_ID", ""),
         settings_key=env._str("TELEPHONY_SETTINGS_KEY", ""),
+        recording_retention_days=env._int("TELEPHONY_RECORDING_RETENTION_DAYS", "365"),
+        recording_max_bytes=env._int("TELEPHONY_RECORDING_MAX_BYTES", str(200 * 1024 * 1024)),
+        recording_poll_s=env._float("TELEPHONY_RECORDING_POLL_S", "5"),
     )
 
 

@@ -16,6 +16,7 @@ from crm_common.phones import normalize_phone
 from crm_common.timeutil import as_utc, to_iso, utcnow
 from crm_common.validation import load
 from contracts import telephony as schemas
+from services.telephony import recordings
 from services.telephony.providers import is_extension
 
 SERVICE = "telephony"
@@ -140,6 +141,9 @@ class Calls:
         for field in ("recording_url", "recording_id", "hangup_cause", "duration_s", "talk_s"):
             if ev.get(field) is not None and (field != "hangup_cause" or not leg_only):
                 sets[field] = ev[field]
+        if ev.get("recording_url") and ev["recording_url"] != doc.get("recording_url"):
+            # fetched by the timer, never here (services/telephony/recordings.py)
+            sets.update(recordings.pending_sets(now))
         direction = sets.get("direction") or doc.get("direction")
         number = self._external(direction, sets.get("from") or doc.get("from"),
                                 sets.get("to") or doc.get("to"))

@@ -2,6 +2,8 @@
 provider formats in providers/, click-to-call adapters in originate/."""
 import logging
 
+from nameko.timer import timer
+
 from crm_common.config import get_settings
 from crm_common.context import CallerContext
 from crm_common.errors import EXPECTED, BadRequest, Unavailable
@@ -11,6 +13,7 @@ from crm_common.mongo import MongoStore
 from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import ServiceRpc, rpc
 from services.telephony.calls import CallLog, Calls, dump_call
+from services.telephony import recordings
 from services.telephony import settings as telephony_settings
 from services.telephony.dependencies import Background
 from services.telephony.originate import ADAPTERS as ORIGINATE
@@ -68,6 +71,25 @@ class TelephonyService(HealthEntrypoints):
         """For the search service: calls by id, or a page by id."""
         return self.store.search_records("calls", lambda docs: [dump_call(d) for d in docs],
                                          ids, after, limit)
+
+    # recordings: fetched in the background, served by ranges to whoever sees the call
+    @timer(interval=get_settings().telephony.recording_poll_s)
+    def fetch_recordings(self):
+        recordings.fetch_due(self.store, self.settings)
+
+    @timer(interval=600)
+    def sweep_recordings(self):
+        recordings.sweep(self.store)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def recording_info(self, call_id):
+        CallLog(self.calls).get(call_id)  # NotFound unless the caller may see the call
+        return recordings.info(self.store, call_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def recording_range(self, call_id, start, length):
+        CallLog(self.calls).get(call_id)
+        return recordings.read_range(self.store, call_id, start, length)
 
     @rpc(expected_exceptions=EXPECTED)
     def list_calls(self, params):

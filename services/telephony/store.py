@@ -8,6 +8,7 @@ find_one_and_update is kept only for the counters (crm_common.mongo.increment)."
 import threading
 import time
 
+import gridfs
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
@@ -30,6 +31,10 @@ class TelephonyStore(BaseStore):
         self.seen = db["call_events"]
         self.users = db["users"]
         self.counters = db["counters"]
+        # GridFS wants pymongo's own Database (not the transaction-joining wrapper): its
+        # writes come from the recordings timer, outside any transaction
+        self.recordings = gridfs.GridFSBucket(getattr(db, "raw", db), bucket_name="recordings")
+        self.recording_files = db["recordings.files"]
         self._users = None          # (loaded_at, {id: user}, {extension: [users]})
         self._users_generation = 0  # bumped by every local change: a reload that started
         self._users_lock = threading.Lock()  # before it never installs a stale copy
@@ -47,6 +52,11 @@ class TelephonyStore(BaseStore):
         # every predicate of mark_called_back in one index, so it needs no hint
         c.create_index([("number", ASCENDING), ("missed", ASCENDING), ("called_back", ASCENDING),
                         ("started_at", DESCENDING)], name="callbacks")
+        # recordings to fetch (services/telephony/recordings.py), and the stored ones
+        c.create_index([("recording_state", ASCENDING), ("recording_due", ASCENDING)])
+        self.recording_files.create_index([("metadata.call_id", ASCENDING),
+                                           ("uploadDate", DESCENDING)])
+        self.recording_files.create_index("metadata.expire_at")
 
     # calls
     def upsert_call(self, provider, call_id, base, likely_new=False):
@@ -217,6 +227,69 @@ class TelephonyStore(BaseStore):
             update["$unset"] = {name: "" for name in unsets}
         self.db["settings"].update_one({"_id": "telephony"}, update, upsert=True)
         return self.telephony_settings()
+
+    # recordings (services/telephony/recordings.py)
+    def claim_recording(self, now, lease_until):
+        """One call whose recording is due to be fetched, leased until `lease_until` (a
+        fetcher that died leaves it due again then); None when there is none. Claimed by a
+        conditional update on the due time it was read with: two replicas never both win."""
+        for _ in range(3):
+            doc = self.calls.find_one({"recording_state": "pending",
+                                       "recording_due": {"$lte": now}},
+                                      sort=[("recording_due", ASCENDING)])
+            if doc is None:
+                return None
+            won = self.calls.update_one(
+                {"_id": doc["_id"], "recording_state": "pending",
+                 "recording_due": doc["recording_due"]},
+                {"$set": {"recording_due": lease_until},
+                 "$inc": {"recording_attempts": 1}}).modified_count == 1
+            if won:
+                doc["recording_attempts"] = doc.get("recording_attempts", 0) + 1
+                return doc
+        return None
+
+    def recording_result(self, call_id, url, sets):
+        """The fetch's outcome, unless the call's recording URL changed meanwhile (then the
+        new one stays pending)."""
+        self.calls.update_one({"_id": call_id, "recording_url": url}, {"$set": sets})
+
+    def put_recording(self, call_id, data, content_type, expire_at):
+        """The recording's bytes in GridFS; an older copy of the same call is deleted."""
+        file_id = self.recordings.upload_from_stream(
+            f"{call_id}.rec", data, metadata={"call_id": call_id, "content_type": content_type,
+                                              "size": len(data), "expire_at": expire_at})
+        for old in self.recording_files.find({"metadata.call_id": call_id,
+                                              "_id": {"$ne": file_id}}, {"_id": 1}):
+            self._delete_recording(old["_id"])
+        return file_id
+
+    def recording(self, call_id):
+        """The newest stored recording's files document of a call, or None."""
+        return self.recording_files.find_one({"metadata.call_id": call_id},
+                                             sort=[("uploadDate", DESCENDING)])
+
+    def read_recording(self, file_id, start, length):
+        with self.recordings.open_download_stream(file_id) as stream:
+            stream.seek(start)
+            return stream.read(length)
+
+    def expired_recordings(self, now, limit=500):
+        return [d["_id"] for d in self.recording_files.find(
+            {"metadata.expire_at": {"$lte": now}}, {"_id": 1}).limit(limit)]
+
+    def _delete_recording(self, file_id):
+        try:
+            self.recordings.delete(file_id)
+        except gridfs.errors.NoFile:
+            pass  # deleted by another replica's sweep
+
+    def delete_recording(self, file_id, call_id=None):
+        self._delete_recording(file_id)
+        if call_id:
+            self.calls.update_one({"_id": call_id, "recording_file": file_id},
+                                  {"$set": {"recording_state": "expired"},
+                                   "$unset": {"recording_file": ""}})
 
     def next_counter(self, name):
         """Atomic: concurrent callers never get the same turn."""

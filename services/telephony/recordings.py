@@ -1,0 +1,138 @@
+"""Call recordings kept by the platform: a provider's recording URL expires, so once a call
+event announces one (`recording_url`) the call is marked pending, and the service's timer
+fetches it (with the provider's auth, size-limited, a lease per claim, bounded retries with
+backoff) into GridFS with an expiry from the retention setting; a sweep deletes what expired.
+The gateway serves a recording by ranges (`read_range`, at most CHUNK bytes per RPC)."""
+import base64
+import logging
+import re
+from datetime import timedelta
+from urllib.parse import urlparse
+
+import requests
+
+from crm_common.errors import NotFound
+from crm_common.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+CHUNK = 1024 * 1024          # bytes per read_range answer (base64 in the JSON reply)
+LEASE_S = 120                # a claimed fetch not finished by then is due again
+MAX_ATTEMPTS = 6
+BACKOFF_S = 30               # 30 s, 60 s, 120 s, ... between attempts
+FETCH_TIMEOUT_S = (5, 30)    # connect, read
+PER_TICK = 20                # fetches per timer tick at most
+_TWILIO_SID = re.compile(r"/Accounts/(AC[0-9a-fA-F]{32})/")
+
+
+def pending_sets(now):
+    """What a call record gets when a new recording URL is announced."""
+    return {"recording_state": "pending", "recording_due": now, "recording_attempts": 0,
+            "recording_error": None}
+
+
+def _auth(url, settings):
+    """Twilio's media needs basic auth (account SID from the URL, the auth token); other
+    URLs are fetched as they are."""
+    host = (urlparse(url).hostname or "").lower()
+    if host == "twilio.com" or host.endswith(".twilio.com"):
+        sid = _TWILIO_SID.search(url)
+        if sid and settings.twilio_auth_token:
+            return (sid.group(1), settings.twilio_auth_token)
+    return None
+
+
+class TooLarge(Exception):
+    pass
+
+
+def download(url, settings):
+    """(bytes, content type) of the recording; TooLarge over recording_max_bytes."""
+    limit = settings.recording_max_bytes
+    with requests.get(url, auth=_auth(url, settings), stream=True, timeout=FETCH_TIMEOUT_S,
+                      allow_redirects=True) as response:
+        response.raise_for_status()
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise TooLarge(f"{declared} bytes > {limit}")
+        parts, size = [], 0
+        for part in response.iter_content(64 * 1024):
+            size += len(part)
+            if size > limit:
+                raise TooLarge(f"more than {limit} bytes")
+            parts.append(part)
+        content_type = (response.headers.get("Content-Type") or "application/octet-stream")
+        return b"".join(parts), content_type.split(";")[0].strip()
+
+
+def fetch_one(store, settings, doc, now):
+    url = doc.get("recording_url")
+    try:
+        data, content_type = download(url, settings)
+    except TooLarge as exc:
+        store.recording_result(doc["_id"], url, {"recording_state": "failed",
+                                                 "recording_error": f"too large: {exc}"})
+        return False
+    except (requests.RequestException, OSError, ValueError) as exc:
+        attempts = doc.get("recording_attempts", 1)
+        if attempts >= MAX_ATTEMPTS:
+            sets = {"recording_state": "failed", "recording_error": str(exc)[:500]}
+        else:
+            sets = {"recording_due": now + timedelta(seconds=BACKOFF_S * 2 ** (attempts - 1)),
+                    "recording_error": str(exc)[:500]}
+        log.warning("recording of call %s not fetched (attempt %d): %s",
+                    doc["_id"], attempts, exc)
+        store.recording_result(doc["_id"], url, sets)
+        return False
+    expire_at = now + timedelta(days=settings.recording_retention_days)
+    file_id = store.put_recording(doc["_id"], data, content_type, expire_at)
+    store.recording_result(doc["_id"], url, {
+        "recording_state": "stored", "recording_file": file_id, "recording_error": None,
+        "recording_size": len(data), "recording_expire_at": expire_at})
+    return True
+
+
+def fetch_due(store, settings):
+    """Fetch the recordings due (run by the service's timer); the number stored."""
+    stored = 0
+    for _ in range(PER_TICK):
+        now = utcnow()
+        doc = store.claim_recording(now, now + timedelta(seconds=LEASE_S))
+        if doc is None:
+            break
+        stored += fetch_one(store, settings, doc, now)
+    return stored
+
+
+def sweep(store):
+    """Delete the recordings past their expiry; the number deleted."""
+    deleted = 0
+    while True:
+        expired = store.expired_recordings(utcnow())
+        for file_id in expired:
+            store.delete_recording(file_id)
+        deleted += len(expired)
+        if len(expired) < 500:
+            return deleted
+
+
+def info(store, call_id):
+    """{size, content_type} of the call's stored recording (the call already checked
+    visible); NotFound when none is stored."""
+    found = store.recording(call_id)
+    if found is None:
+        raise NotFound("No recording stored for this call", {"id": call_id})
+    meta = found.get("metadata") or {}
+    return {"size": found["length"], "content_type": meta.get("content_type")
+            or "application/octet-stream", "file_id": str(found["_id"])}
+
+
+def read_range(store, call_id, start, length):
+    """Bytes [start, start+length) of the stored recording (at most CHUNK), base64."""
+    found = store.recording(call_id)
+    if found is None:
+        raise NotFound("No recording stored for this call", {"id": call_id})
+    start = max(0, int(start))
+    length = max(0, min(int(length), CHUNK, found["length"] - start))
+    data = store.read_recording(found["_id"], start, length) if length else b""
+    return {"size": found["length"], "start": start,
+            "data": base64.b64encode(data).decode("ascii")}

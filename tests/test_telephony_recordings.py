@@ -1,0 +1,132 @@
+"""Call recordings through the real stack: a call event announces a recording on a local
+HTTP server; the telephony service fetches it in the background into GridFS, and the
+gateway serves it (whole and by ranges) to whoever may see the call, also once the server
+that held it is gone."""
+import io
+import math
+import os
+import struct
+import threading
+import uuid
+import wave
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.test_telephony import key_headers, mobile, wait  # noqa: F401 - fixture
+
+os.environ.setdefault("TELEPHONY_RECORDING_POLL_S", "0.3")
+
+
+def make_wav(seconds=6.25, rate=8000):
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(i / 7.0)))
+                               for i in range(int(seconds * rate))))
+    return out.getvalue()
+
+
+@pytest.fixture
+def recording_server():
+    body = make_wav()
+    hits = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/wav")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.body, server.hits = body, hits
+    server.url = f"http://127.0.0.1:{server.server_address[1]}/rec/"
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_recording_is_stored_and_served_with_ranges(stack, api, key_headers, make_user,
+                                                    recording_server):
+    owner = make_user("agent")
+    outsider = make_user("agent")
+    contact = api.post("/contacts", json={"first_name": "Rec", "phones": [mobile()],
+                                          "owner_id": owner.user["id"]})
+    assert contact.status_code == 201, contact.text
+    number = contact.json()["phones"][0]["e164"]
+    call_id = f"rec-{uuid.uuid4().hex[:12]}"
+    base = {"provider": "pbx-rec", "call_id": call_id}
+    ring = api.post("/telephony/events", headers=key_headers, json={
+        **base, "event_id": f"{call_id}-1", "direction": "inbound", "from": number,
+        "to": "+390212345678", "state": "ringing"})
+    assert ring.status_code == 200, ring.text
+    doc_id = ring.json()["call"]["id"]
+    assert api.get(f"/calls/{doc_id}/recording").status_code == 404  # none announced yet
+
+    ended = api.post("/telephony/events", headers=key_headers, json={
+        **base, "event_id": f"{call_id}-2", "state": "ended", "outcome": "answered",
+        "recording_url": recording_server.url + f"{call_id}.wav"})
+    assert ended.status_code == 200, ended.text
+    assert wait(lambda: api.get(f"/calls/{doc_id}").json()["recording_state"] == "stored",
+                timeout=20), api.get(f"/calls/{doc_id}").json()
+    body = recording_server.body
+    assert len(recording_server.hits) == 1
+
+    whole = api.get(f"/calls/{doc_id}/recording")
+    assert whole.status_code == 200, whole.text
+    assert whole.content == body
+    assert whole.headers["Content-Type"] == "audio/wav"
+    assert whole.headers["Accept-Ranges"] == "bytes"
+
+    part = api.get(f"/calls/{doc_id}/recording", headers={"Range": "bytes=1000-1999"})
+    assert part.status_code == 206
+    assert part.content == body[1000:2000]
+    assert part.headers["Content-Range"] == f"bytes 1000-1999/{len(body)}"
+
+    tail = api.get(f"/calls/{doc_id}/recording", headers={"Range": "bytes=50000-"})
+    assert tail.status_code == 206 and tail.content == body[50000:]
+    assert tail.headers["Content-Range"] == f"bytes 50000-{len(body) - 1}/{len(body)}"
+    last = api.get(f"/calls/{doc_id}/recording", headers={"Range": "bytes=-500"})
+    assert last.status_code == 206 and last.content == body[-500:]
+
+    refused = api.get(f"/calls/{doc_id}/recording", headers={"Range": f"bytes={len(body)}-"})
+    assert refused.status_code == 416
+    assert refused.headers["Content-Range"] == f"bytes */{len(body)}"
+
+    # the same visibility as the call itself
+    assert owner.get(f"/calls/{doc_id}/recording", headers={"Range": "bytes=0-9"}).content == body[:10]
+    assert outsider.get(f"/calls/{doc_id}").status_code == 404
+    assert outsider.get(f"/calls/{doc_id}/recording").status_code in (403, 404)
+
+    # stored, not proxied: the provider's copy is gone, the platform's stays
+    recording_server.shutdown()
+    recording_server.server_close()
+    again = api.get(f"/calls/{doc_id}/recording", headers={"Range": "bytes=1000-1999"})
+    assert again.status_code == 206 and again.content == body[1000:2000]
+    assert len(recording_server.hits) == 1
+
+
+def test_a_recording_that_cannot_be_fetched_is_retried_then_not_served(stack, api, key_headers):
+    call_id = f"rec-{uuid.uuid4().hex[:12]}"
+    answer = api.post("/telephony/events", headers=key_headers, json={
+        "provider": "pbx-rec", "call_id": call_id, "event_id": f"{call_id}-1",
+        "direction": "inbound", "from": mobile(), "to": "+390212345678", "state": "ended",
+        "outcome": "no_answer", "recording_url": "http://127.0.0.1:9/nothing.wav"})
+    assert answer.status_code == 200, answer.text
+    doc_id = answer.json()["call"]["id"]
+    record = wait(lambda: stack.db("telephony").calls.find_one(
+        {"_id": doc_id, "recording_attempts": {"$gte": 1}, "recording_error": {"$ne": None}}),
+        timeout=20)
+    assert record and record["recording_state"] == "pending"  # retried later, with backoff
+    assert record["recording_due"] > record["updated_at"]
+    assert api.get(f"/calls/{doc_id}/recording").status_code == 404
