@@ -4,7 +4,6 @@ gateway serves it (whole and by ranges) to whoever may see the call, also once t
 that held it is gone."""
 import io
 import math
-import os
 import struct
 import threading
 import uuid
@@ -15,7 +14,20 @@ import pytest
 
 from tests.test_telephony import key_headers, mobile, wait  # noqa: F401 - fixture
 
-os.environ.setdefault("TELEPHONY_RECORDING_POLL_S", "0.3")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def telephony_fetching_from_loopback(stack):
+    """Telephony with a fast recordings timer, allowed to fetch from 127.0.0.1 (refused
+    outside tests, like every outgoing request to the platform's own network)."""
+    stack.stop_service("telephony")
+    stack.start_service("telephony", CRM_WEBHOOK_ALLOW_LOOPBACK="1",
+                        TELEPHONY_RECORDING_POLL_S="0.3")
+    stack.wait_service("telephony")
+    yield
+    stack.stop_service("telephony")
+    stack.start_service("telephony")
+    stack.wait_service("telephony")
 
 
 def make_wav(seconds=6.25, rate=8000):
@@ -129,4 +141,19 @@ def test_a_recording_that_cannot_be_fetched_is_retried_then_not_served(stack, ap
         timeout=20)
     assert record and record["recording_state"] == "pending"  # retried later, with backoff
     assert record["recording_due"] > record["updated_at"]
+    assert api.get(f"/calls/{doc_id}/recording").status_code == 404
+
+
+def test_a_recording_on_a_forbidden_network_is_refused(stack, api, key_headers):
+    """Whoever may post call events cannot make the platform read its own network."""
+    call_id = f"rec-{uuid.uuid4().hex[:12]}"
+    answer = api.post("/telephony/events", headers=key_headers, json={
+        "provider": "pbx-rec", "call_id": call_id, "event_id": f"{call_id}-1",
+        "direction": "inbound", "from": mobile(), "to": "+390212345678", "state": "ended",
+        "outcome": "no_answer", "recording_url": "http://169.254.169.254/latest/meta-data"})
+    assert answer.status_code == 200, answer.text
+    doc_id = answer.json()["call"]["id"]
+    assert wait(lambda: api.get(f"/calls/{doc_id}").json()["recording_state"] == "failed",
+                timeout=20)
+    assert "forbidden" in stack.db("telephony").calls.find_one({"_id": doc_id})["recording_error"]
     assert api.get(f"/calls/{doc_id}/recording").status_code == 404

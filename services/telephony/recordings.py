@@ -4,13 +4,16 @@ fetches it (with the provider's auth, size-limited, a lease per claim, bounded r
 backoff) into GridFS with an expiry from the retention setting; a sweep deletes what expired.
 The gateway serves a recording by ranges (`read_range`, at most CHUNK bytes per RPC)."""
 import base64
+import ipaddress
 import logging
 import re
+import socket
 from datetime import timedelta
-from urllib.parse import urlparse
+from urllib.parse import urljoin, urlparse
 
 import requests
 
+from crm_common.config import get_settings
 from crm_common.errors import NotFound
 from crm_common.timeutil import utcnow
 
@@ -21,6 +24,7 @@ MAX_ATTEMPTS = 6
 BACKOFF_S = 30               # 30 s, 60 s, 120 s, ... between attempts
 FETCH_TIMEOUT_S = (5, 30)    # connect, read
 PER_TICK = 20                # fetches per timer tick at most
+MAX_REDIRECTS = 3
 _TWILIO_SID = re.compile(r"/Accounts/(AC[0-9a-fA-F]{32})/")
 
 
@@ -45,11 +49,47 @@ class TooLarge(Exception):
     pass
 
 
+class UnsafeUrl(Exception):
+    pass
+
+
+def check_target(url):
+    """Refuse what the platform's outgoing webhooks refuse (CRM_WEBHOOK_FORBIDDEN_NETS,
+    loopback unless CRM_WEBHOOK_ALLOW_LOOPBACK): whoever may post call events must not read
+    the platform's own network back through a recording."""
+    parts = urlparse(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UnsafeUrl(f"not an http(s) URL: {url[:200]}")
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 80, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise OSError(f"{parts.hostname} does not resolve: {exc}")
+    forbidden = get_settings().notifications.webhook_forbidden()
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        mapped = getattr(address, "ipv4_mapped", None)
+        for candidate in filter(None, (address, mapped)):
+            if any(candidate.version == net.version and candidate in net for net in forbidden):
+                raise UnsafeUrl(f"{parts.hostname} resolves to {address}, a forbidden range")
+
+
+def _get(url, settings):
+    """The response to GET url, redirects followed (each target checked)."""
+    for _ in range(MAX_REDIRECTS + 1):
+        check_target(url)
+        response = requests.get(url, auth=_auth(url, settings), stream=True,
+                                timeout=FETCH_TIMEOUT_S, allow_redirects=False)
+        if not response.is_redirect:
+            return response
+        response.close()
+        url = urljoin(url, response.headers["Location"])
+    raise OSError("too many redirects")
+
+
 def download(url, settings):
     """(bytes, content type) of the recording; TooLarge over recording_max_bytes."""
     limit = settings.recording_max_bytes
-    with requests.get(url, auth=_auth(url, settings), stream=True, timeout=FETCH_TIMEOUT_S,
-                      allow_redirects=True) as response:
+    with _get(url, settings) as response:
         response.raise_for_status()
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -68,9 +108,10 @@ def fetch_one(store, settings, doc, now):
     url = doc.get("recording_url")
     try:
         data, content_type = download(url, settings)
-    except TooLarge as exc:
+    except (TooLarge, UnsafeUrl) as exc:
+        log.warning("recording of call %s refused: %s", doc["_id"], exc)
         store.recording_result(doc["_id"], url, {"recording_state": "failed",
-                                                 "recording_error": f"too large: {exc}"})
+                                                 "recording_error": str(exc)[:500]})
         return False
     except (requests.RequestException, OSError, ValueError) as exc:
         attempts = doc.get("recording_attempts", 1)
