@@ -13,7 +13,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
 from crm_common.cursors import page
-from crm_common.mongo import BaseStore, increment, update_and_get
+from crm_common.mongo import BaseStore, JoiningDatabase, increment, update_and_get
 from crm_common.timeutil import utcnow
 
 # list filters, each with a (field, started_at, _id) index (no hints: crm_common.mongo)
@@ -33,7 +33,8 @@ class TelephonyStore(BaseStore):
         self.counters = db["counters"]
         # GridFS wants pymongo's own Database (not the transaction-joining wrapper): its
         # writes come from the recordings timer, outside any transaction
-        self.recordings = gridfs.GridFSBucket(getattr(db, "raw", db), bucket_name="recordings")
+        self.recordings = gridfs.GridFSBucket(
+            db.raw if isinstance(db, JoiningDatabase) else db, bucket_name="recordings")
         self.recording_files = db["recordings.files"]
         self._users = None          # (loaded_at, {id: user}, {extension: [users]})
         self._users_generation = 0  # bumped by every local change: a reload that started
