@@ -31,11 +31,7 @@ class TelephonyStore(BaseStore):
         self.seen = db["call_events"]
         self.users = db["users"]
         self.counters = db["counters"]
-        # GridFS wants pymongo's own Database (not the transaction-joining wrapper): its
-        # writes come from the recordings timer, outside any transaction
-        self.recordings = gridfs.GridFSBucket(
-            db.raw if isinstance(db, JoiningDatabase) else db, bucket_name="recordings")
-        self.recording_files = db["recordings.files"]
+        self._recordings = None  # the GridFS bucket, made on first use
         self._users = None          # (loaded_at, {id: user}, {extension: [users]})
         self._users_generation = 0  # bumped by every local change: a reload that started
         self._users_lock = threading.Lock()  # before it never installs a stale copy
@@ -230,6 +226,19 @@ class TelephonyStore(BaseStore):
         return self.telephony_settings()
 
     # recordings (services/telephony/recordings.py)
+    @property
+    def recordings(self):
+        """GridFS wants pymongo's own Database (not the transaction-joining wrapper): its
+        writes come from the recordings timer, outside any transaction."""
+        if self._recordings is None:
+            db = self.db.raw if isinstance(self.db, JoiningDatabase) else self.db
+            self._recordings = gridfs.GridFSBucket(db, bucket_name="recordings")
+        return self._recordings
+
+    @property
+    def recording_files(self):
+        return self.db["recordings.files"]
+
     def claim_recording(self, now, lease_until):
         """One call whose recording is due to be fetched, leased until `lease_until` (a
         fetcher that died leaves it due again then); None when there is none. Claimed by a
