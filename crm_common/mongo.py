@@ -431,10 +431,12 @@ class BaseStore:
         return True
 
     def search_records(self, collection, dump_many, ids=None, after=None, limit=500,
-                       since=None, cursor=None):
+                       since=None, cursor=None, until=None):
         """For the search service (contracts/search.py RecordsPage): the documents of
         `collection` with these `ids`; else, with `since` (ISO time), those changed since
-        then in (updated_at, _id) keyset pages (needs that index); else the next `limit`
+        then (and before `until`, when given: a bounded window keeps each page's match set
+        small, which SecantusDB reads whole before the limit) in (updated_at, _id) keyset
+        pages (needs that index); else the next `limit`
         after `after` in `_id` order (an index range, never a skip). Deleted ones
         included, as `dump_many` dumps them plus `deleted` and `version`."""
         limit = max(1, min(int(limit), 2000))
@@ -442,7 +444,10 @@ class BaseStore:
         if ids is not None:
             docs = list(find_in(self.db[collection], "_id", [str(i) for i in ids]))
         elif since is not None:
-            docs, next_cursor = page(self.db[collection], {"updated_at": {"$gte": parse_iso(since)}},
+            changed = {"$gte": parse_iso(since)}
+            if until is not None:
+                changed["$lt"] = parse_iso(until)
+            docs, next_cursor = page(self.db[collection], {"updated_at": changed},
                                      "updated_at", 1, limit, cursor)
         else:
             docs = list(self.db[collection].find({"_id": {"$gt": str(after or "")}})

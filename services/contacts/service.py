@@ -84,13 +84,14 @@ class ContactsService(HealthEntrypoints):
                                          max(1, min(int(limit), 5000)))
 
     @rpc(expected_exceptions=EXPECTED)
-    def search_records(self, kind, ids=None, after=None, limit=500, since=None, cursor=None):
+    def search_records(self, kind, ids=None, after=None, limit=500, since=None, cursor=None,
+                       until=None):
         """For the search service: contacts or companies by id, a page by id, or those
         changed since a time (imports, merges and renames announce no event per contact)."""
         collection, dump = (("companies", dump_company) if kind == "company"
                             else ("contacts", dump_contact))
         return self.store.search_records(collection, lambda docs: [dump(d) for d in docs],
-                                         ids, after, limit, since, cursor)
+                                         ids, after, limit, since, cursor, until)
 
     @rpc(expected_exceptions=EXPECTED)
     def lookup(self, params):

@@ -39,6 +39,8 @@ REBUILD_CHUNK = 200   # records written per hold of the writer during a rebuild
 SYNCED = ("contact", "company")
 SYNC_OVERLAP_S = 3.0
 SYNC_PAGE = 500
+SYNC_FIRST_WINDOW = timedelta(minutes=10)
+SYNC_MIN_WINDOW = timedelta(milliseconds=5)
 
 
 def visible_people(caller):
@@ -242,29 +244,54 @@ class SearchIndex(DependencyProvider):
 
     def sync(self):
         """Reads contacts and companies changed since the last read; the new marks are
-        saved once what was read is committed."""
+        saved once what was read is committed.
+
+        The changes are read in time windows that shrink when one holds more than a page
+        and grow when it holds little: an open-ended "since" read in keyset pages makes the
+        embedded database read every remaining match for each page (quadratic after an
+        import of tens of thousands of contacts), a bounded window only its own."""
         marks = dict(self.index.sync_marks())
         committed = None
         for kind in SYNCED:
             mark = parse_iso(marks[kind]) if marks.get(kind) else utcnow() - timedelta(days=1)
-            newest, cursor = mark, None
-            since = to_iso(mark - timedelta(seconds=SYNC_OVERLAP_S))
-            while self.running:
-                page = self.owners.page(kind, since=since, cursor=cursor, limit=SYNC_PAGE)
+            newest = mark
+            low, end = mark - timedelta(seconds=SYNC_OVERLAP_S), utcnow() + timedelta(seconds=1)
+            window = SYNC_FIRST_WINDOW
+            while self.running and low < end:
+                high = min(low + window, end)
+                items = self._changed(kind, low, high, whole=window <= SYNC_MIN_WINDOW)
+                if items is None:  # more than a page in this window: a narrower one
+                    window = max(window / 4, SYNC_MIN_WINDOW)
+                    continue
                 with self.lock:
-                    for record in page["items"]:
+                    for record in items:
                         feed.apply(self.index, kind, record["id"], record)
                     committed = self._commit_of_writes() or committed
-                for record in page["items"]:
+                for record in items:
                     if record.get("updated_at"):
                         newest = max(newest, parse_iso(record["updated_at"]))
-                cursor = page.get("next_cursor")
-                if not cursor:
-                    break
+                low = high
+                if len(items) < SYNC_PAGE // 4:
+                    window = window * 2
             marks[kind] = to_iso(newest)
         if committed is not None:
             committed.wait()
         self.index.save_sync_marks(marks)
+
+    def _changed(self, kind, low, high, whole):
+        """The records changed in [low, high); None when that is more than a page, unless
+        `whole` (the narrowest window: then every page of it, by keyset)."""
+        items, cursor = [], None
+        while self.running:
+            page = self.owners.page(kind, since=to_iso(low), until=to_iso(high), cursor=cursor,
+                                    limit=SYNC_PAGE)
+            items.extend(page["items"])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return items
+            if not whole:
+                return None
+        return items
 
     # -- answers --------------------------------------------------------------------
     @property
