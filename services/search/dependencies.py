@@ -39,7 +39,10 @@ REBUILD_CHUNK = 200   # records written per hold of the writer during a rebuild
 SYNCED = ("contact", "company")
 SYNC_OVERLAP_S = 3.0
 SYNC_PAGE = 500
-SYNC_FIRST_WINDOW = timedelta(minutes=10)
+# the embedded database reads a whole window before it applies the page's limit: windows
+# start small and grow to at most a minute, so no read matches much more than a page
+SYNC_FIRST_WINDOW = timedelta(seconds=2)
+SYNC_MAX_WINDOW = timedelta(seconds=60)
 SYNC_MIN_WINDOW = timedelta(milliseconds=5)
 
 
@@ -272,7 +275,7 @@ class SearchIndex(DependencyProvider):
                         newest = max(newest, parse_iso(record["updated_at"]))
                 low = high
                 if len(items) < SYNC_PAGE // 4:
-                    window = window * 2
+                    window = min(window * 2, SYNC_MAX_WINDOW)
             marks[kind] = to_iso(newest)
         if committed is not None:
             committed.wait()
