@@ -5,7 +5,7 @@ from marshmallow import (Schema, ValidationError, fields, pre_load, validate,
 
 from contracts.events import (Bool, EventData, Int, IsoTime, Object, actor_field, ref_field,
                              summary_field)
-from crm_common.fields import CustomFields, PageOf, PageQuery, UtcDateTime, tags_field, sort_field
+from crm_common.fields import timezone_field, cursor_field, CustomFields, PageOf, PageQuery, UtcDateTime, tags_field, sort_field
 
 CONTACT_STATUSES = ("lead", "prospect", "customer", "churned", "inactive")
 CHANNEL_TYPES = ("work", "home", "mobile", "other")
@@ -155,7 +155,7 @@ class TimelineEntry(Schema):
 
 class TimelineQuery(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
-    cursor = fields.String(validate=validate.Length(max=500))
+    cursor = cursor_field()
     kind = fields.String(validate=validate.Length(1, 50))
 
 
@@ -300,7 +300,7 @@ class ImportJob(Schema):
 
 class ImportListQuery(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
-    cursor = fields.String(validate=validate.Length(max=500))
+    cursor = cursor_field()
 
 
 class ImportPage(PageOf):
@@ -309,7 +309,7 @@ class ImportPage(PageOf):
 
 class ImportErrorsQuery(Schema):
     limit = fields.Integer(load_default=500, validate=validate.Range(1, 5000))
-    cursor = fields.String(validate=validate.Length(max=500))
+    cursor = cursor_field()
 
 
 class ImportErrorPage(PageOf):
@@ -366,8 +366,7 @@ class WorkingHours(Schema):
     end = fields.String(load_default="18:00", validate=validate.Regexp(r"^([01]\d|2[0-3]):[0-5]\d$"))
     days = fields.List(fields.Integer(validate=validate.OneOf(WEEKDAYS)), load_default=[1, 2, 3, 4, 5],
                        validate=validate.Length(1, 7), metadata={"description": "ISO weekdays, 1 = Monday"})
-    timezone = fields.String(load_default="UTC", validate=validate.Length(1, 64),
-                             metadata={"description": "IANA name, e.g. Europe/Rome"})
+    timezone = timezone_field(load_default="UTC")
 
     @validates_schema
     def sane(self, data, **kwargs):
@@ -474,7 +473,7 @@ class LeadFormOut(Schema):
 
 class LeadFormListQuery(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
-    cursor = fields.String(validate=validate.Length(max=500))
+    cursor = cursor_field()
     kind = fields.String(validate=validate.OneOf(ROUTE_KINDS))
 
 
@@ -535,7 +534,7 @@ class InboundRequestOut(Schema):
 class InboundRequestListQuery(Schema):
     """Newest first (keyset over received_at)."""
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
-    cursor = fields.String(validate=validate.Length(max=500))
+    cursor = cursor_field()
     status = fields.String(validate=validate.OneOf(REQUEST_STATUSES))
     channel = fields.String(validate=validate.OneOf(INBOUND_CHANNELS))
     form_id = fields.String(validate=validate.Length(1, 40))

@@ -4,7 +4,7 @@ from marshmallow import Schema, ValidationError, fields, pre_load, validate, val
 
 from contracts.events import (Bool, EventData, Int, IsoTime, Object, actor_field, ref_field,
                              summary_field)
-from crm_common.fields import PageOf, PageQuery, UtcDateTime, sort_field
+from crm_common.fields import cursor_field, PageOf, PageQuery, UtcDateTime, sort_field
 from contracts.currencies import ISO_4217
 
 STAGE_KINDS = ("open", "won", "lost")
@@ -198,7 +198,7 @@ class HistoryEntry(Schema):
 
 class HistoryQuery(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
-    cursor = fields.String(validate=validate.Length(max=500))
+    cursor = cursor_field()
 
 
 class HistoryPage(PageOf):

@@ -1,5 +1,6 @@
 """marshmallow building blocks every service's schemas share."""
 import re
+from zoneinfo import available_timezones
 
 from marshmallow import Schema, ValidationError, fields, validate
 
@@ -63,6 +64,27 @@ def tags_field():
                        validate=validate.Length(max=50))
 
 
+# what crm_common.cursors.sign_token makes: urlsafe base64 (unpadded) `.` urlsafe base64
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,480}\.[A-Za-z0-9_-]{1,40}$"
+
+
+def cursor_field():
+    """`?cursor=`: opaque, the `next_cursor` of the previous page, signed by the server (one
+    that matches the pattern but was not made by this list is still a 422)."""
+    return fields.String(validate=[validate.Length(max=500), validate.Regexp(CURSOR_PATTERN)],
+                         metadata={"description": "Opaque: the previous page's next_cursor"})
+
+
+TIME_ZONES = tuple(sorted(available_timezones()))
+
+
+def timezone_field(**kwargs):
+    """An IANA time-zone name (the document lists them all)."""
+    return fields.String(validate=validate.OneOf(
+        TIME_ZONES, error="Unknown time zone (use an IANA name such as Europe/Rome)."),
+        metadata={"description": "IANA time-zone name, e.g. Europe/Rome"}, **kwargs)
+
+
 def list_limit_field():
     return fields.Integer(load_default=50, validate=validate.Range(1, 500))
 
@@ -70,7 +92,7 @@ def list_limit_field():
 class PageQuery(Schema):
     """What every list accepts: keyset cursor, page size, sort and an optional total."""
     limit = list_limit_field()
-    cursor = fields.String(validate=validate.Length(max=500))
+    cursor = cursor_field()
     sort = fields.String(validate=validate.Length(max=40))
     include_total = fields.Boolean(load_default=False)
 
