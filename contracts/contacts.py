@@ -125,8 +125,10 @@ class ContactPage(PageOf):
 
 
 class LookupQuery(Schema):
-    phone = fields.String(validate=validate.Length(3, 40))
-    email = fields.String(validate=validate.Length(3, 254))
+    phone = fields.String(validate=validate.Length(3, 40),
+                          metadata={"description": "exactly one of phone or email"})
+    email = fields.String(validate=validate.Length(3, 254),
+                          metadata={"description": "exactly one of phone or email"})
 
     @validates_schema
     def one_of(self, data, **kwargs):

@@ -299,7 +299,7 @@ class ProgressList(Schema):
 # reports
 class ReportPeriod(Schema):
     from_ = UtcDateTime(data_key="from", metadata={"description": "inclusive; default 30 days before `to`"})
-    to = UtcDateTime(metadata={"description": "exclusive; default now"})
+    to = UtcDateTime(metadata={"description": "exclusive, after `from`; default now"})
     owner_id = fields.String(validate=ID)
 
     @validates_schema

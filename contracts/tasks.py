@@ -118,7 +118,7 @@ class CancelQuery(Schema):
 
 class CalendarQuery(Schema):
     from_ = UtcDateTime(required=True, data_key="from")
-    to = UtcDateTime(required=True)
+    to = UtcDateTime(required=True, metadata={"description": "after `from`"})
     assignee_id = fields.String(validate=ID, metadata={"description": "default: the caller"})
     include_done = fields.Boolean(load_default=True)
     limit = fields.Integer(load_default=500, validate=validate.Range(1, 1000))

@@ -248,7 +248,7 @@ class TelephonyTestOut(Schema):
 class CallsReportQuery(Schema):
     group_by = fields.String(load_default="agent", validate=validate.OneOf(("agent", "day")))
     from_ = UtcDateTime(data_key="from")
-    to = UtcDateTime()
+    to = UtcDateTime(metadata={"description": "after `from`"})
 
     @validates_schema
     def ordered(self, data, **kwargs):

@@ -17,6 +17,11 @@ class UtcDateTime(fields.DateTime):
 
     default_error_messages = {"range": "Must be between 1900-01-01 and 2999-12-31 (UTC)."}
 
+    def __init__(self, *args, metadata=None, **kwargs):
+        # the year range, in the document too (a date-time format cannot bound it)
+        super().__init__(*args, metadata={"pattern": r"^(19|2[0-9])[0-9][0-9]-", **(metadata or {})},
+                         **kwargs)
+
     def _deserialize(self, value, attr, data, **kwargs):
         try:
             value = as_utc(super()._deserialize(value, attr, data, **kwargs))

@@ -52,8 +52,9 @@ def _operation(route):
     if route.query:
         parameters.append({"in": "query", "schema": route.query})
     parameters.append({"in": "header", "name": "X-Request-Id", "required": False,
-                       "description": "kept when it matches the pattern, else replaced",
-                       "schema": {"type": "string"}})
+                       "description": "kept when it is a plain token (letters, digits, . _ : -, at "
+                                      "most 64, starting with a letter or digit), else replaced",
+                       "schema": {"type": "string", "pattern": r"^[\x20-\x7e]*$"}})
     idempotent = route.method in METHODS and not route.public
     if idempotent:
         parameters.append({"in": "header", "name": HEADER, "required": False, "description": (
