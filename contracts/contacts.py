@@ -80,8 +80,8 @@ class ContactIn(Schema):
 
 class ContactOut(Schema):
     id = fields.String()
-    first_name = fields.String()
-    last_name = fields.String()
+    first_name = fields.String(allow_none=True)  # null when never given
+    last_name = fields.String(allow_none=True)
     emails = fields.List(fields.Nested(EmailOut))
     phones = fields.List(fields.Nested(PhoneOut))
     company_id = fields.String(allow_none=True)

@@ -94,7 +94,9 @@ class PipelinePage(PageOf):
 # deals
 AMOUNT_RANGE = "Amount must be between 0 and 10^15 (minor units)."
 # a label of a configurable list: text with something besides blanks (stored stripped)
-NOT_BLANK = validate.Regexp(r"\s*\S", error="Must not be blank.")
+# (Python's whitespace spelled out, so the document's ECMA regex means the same)
+_WS = r"\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK = validate.Regexp(rf"^[{_WS}]*[^{_WS}]", error="Must not be blank.")
 
 
 class DealIn(Schema):

@@ -43,7 +43,25 @@ def build_spec(api, ops_paths):
         spec.path(path=path, operations={method: {
             "summary": summary, "tags": ["ops"], "responses": {"200": {"description": "OK"},
                                                               "503": {"description": "Not ready"}}}})
-    return spec.to_dict()
+    return _strict_nullable_refs(spec.to_dict())
+
+
+def _strict_nullable_refs(node):
+    """apispec writes a nullable nested schema as anyOf [{type: object, nullable}, $ref],
+    whose first branch admits any object; the server admits null or the nested schema."""
+    if isinstance(node, dict):
+        branches = node.get("anyOf")
+        if isinstance(branches, list) and len(branches) == 2:
+            refs = [b for b in branches if set(b) == {"$ref"}]
+            nulls = [b for b in branches if b == {"type": "object", "nullable": True}]
+            if len(refs) == 1 and len(nulls) == 1:
+                node["anyOf"] = [refs[0], {"type": "object", "nullable": True, "enum": [None]}]
+        for value in node.values():
+            _strict_nullable_refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            _strict_nullable_refs(value)
+    return node
 
 
 def _operation(route):
