@@ -5,7 +5,7 @@ from marshmallow import (Schema, ValidationError, fields, pre_load, validate,
 
 from contracts.events import (Bool, EventData, Int, IsoTime, Object, actor_field, ref_field,
                              summary_field)
-from crm_common.fields import timezone_field, cursor_field, CustomFields, PageOf, PageQuery, UtcDateTime, tags_field, sort_field
+from crm_common.fields import WHITESPACE, timezone_field, cursor_field, CustomFields, PageOf, PageQuery, UtcDateTime, tags_field, sort_field
 
 CONTACT_STATUSES = ("lead", "prospect", "customer", "churned", "inactive")
 CHANNEL_TYPES = ("work", "home", "mobile", "other")
@@ -364,8 +364,8 @@ WEEKDAYS = (1, 2, 3, 4, 5, 6, 7)
 
 
 class WorkingHours(Schema):
-    start = fields.String(load_default="09:00", validate=validate.Regexp(r"^([01]\d|2[0-3]):[0-5]\d$"))
-    end = fields.String(load_default="18:00", validate=validate.Regexp(r"^([01]\d|2[0-3]):[0-5]\d$"))
+    start = fields.String(load_default="09:00", validate=validate.Regexp(r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))
+    end = fields.String(load_default="18:00", validate=validate.Regexp(r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))
     days = fields.List(fields.Integer(validate=validate.OneOf(WEEKDAYS)), load_default=[1, 2, 3, 4, 5],
                        validate=validate.Length(1, 7), metadata={"description": "ISO weekdays, 1 = Monday"})
     timezone = timezone_field(load_default="UTC")
@@ -424,7 +424,7 @@ class LeadFormIn(Schema):
     tags = tags_field()
     source = fields.String(allow_none=True, validate=validate.Length(1, 50), metadata={
         "description": "lead source name; default: website for forms, the channel otherwise"})
-    allowed_origins = fields.List(fields.String(validate=validate.Regexp(r"^https?://[^/\s]+$")),
+    allowed_origins = fields.List(fields.String(validate=validate.Regexp(rf"^https?://[^/{WHITESPACE}]+$")),
                                   load_default=list, validate=validate.Length(max=50), metadata={
                                       "description": "browser origins allowed to post (CORS); "
                                                      "empty = server-to-server posts only"})
@@ -434,7 +434,7 @@ class LeadFormIn(Schema):
     telegram_secret_token = fields.String(allow_none=True, validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,256}$"),
                                           metadata={"description": "the secret_token given to "
                                                     "Telegram's setWebhook; required for Telegram"})
-    redirect_url = fields.String(allow_none=True, validate=validate.Regexp(r"^https?://\S+$"),
+    redirect_url = fields.String(allow_none=True, validate=validate.Regexp(rf"^https?://[^{WHITESPACE}]+$"),
                                  metadata={"description": "form-encoded posts are answered 303 to it"})
     rate_limit_per_minute = fields.Integer(allow_none=True, validate=validate.Range(1, 100000),
                                            metadata={"description": "posts per minute to this form "

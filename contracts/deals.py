@@ -4,12 +4,12 @@ from marshmallow import Schema, ValidationError, fields, pre_load, validate, val
 
 from contracts.events import (Bool, EventData, Int, IsoTime, Object, actor_field, ref_field,
                              summary_field)
-from crm_common.fields import cursor_field, PageOf, PageQuery, UtcDateTime, sort_field
+from crm_common.fields import WHITESPACE, cursor_field, PageOf, PageQuery, UtcDateTime, sort_field
 from contracts.currencies import ISO_4217
 
 STAGE_KINDS = ("open", "won", "lost")
 DEAL_STATUSES = ("open", "won", "lost")
-PERIOD = r"^\d{4}-(0[1-9]|1[0-2]|Q[1-4])$"
+PERIOD = r"^(19|2[0-9])[0-9]{2}-(0[1-9]|1[0-2]|Q[1-4])$"
 ID = validate.Length(1, 40)
 
 
@@ -94,9 +94,7 @@ class PipelinePage(PageOf):
 # deals
 AMOUNT_RANGE = "Amount must be between 0 and 10^15 (minor units)."
 # a label of a configurable list: text with something besides blanks (stored stripped)
-# (Python's whitespace spelled out, so the document's ECMA regex means the same)
-_WS = r"\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-NOT_BLANK = validate.Regexp(rf"^[{_WS}]*[^{_WS}]", error="Must not be blank.")
+NOT_BLANK = validate.Regexp(rf"^[{WHITESPACE}]*[^{WHITESPACE}]", error="Must not be blank.")
 
 
 class DealIn(Schema):
@@ -394,7 +392,7 @@ class DealRequest(Schema):
 
 
 # lead sources: the registry behind /deal-settings lead_sources, with costs per month
-MONTH = r"^(19|2\d)\d{2}-(0[1-9]|1[0-2])$"
+MONTH = r"^(19|2[0-9])[0-9]{2}-(0[1-9]|1[0-2])$"
 
 
 class LeadSourceCost(Schema):
