@@ -220,6 +220,9 @@ class TelephonySettingsOut(Schema):
     caller_id = fields.String()
     line_responsible = fields.Dict(keys=fields.String(), values=fields.String())
     default_responsible_id = fields.String()
+    recording_retention_days = fields.Integer()
+    recording_max_bytes = fields.Integer()
+    recording_poll_s = fields.Float()
     secrets = fields.Dict(keys=fields.String(), values=fields.Nested(SecretState), metadata={
         "description": "each secret's state; the values are never returned"})
     version = fields.Integer()
