@@ -5,7 +5,7 @@ from marshmallow import (Schema, ValidationError, fields, pre_load, validate,
 
 from contracts.events import (Bool, EventData, Int, IsoTime, Object, actor_field, ref_field,
                              summary_field)
-from crm_common.fields import CustomFields, PageOf, PageQuery, UtcDateTime, tags_field, sort_field
+from crm_common.fields import WHITESPACE, timezone_field, cursor_field, CustomFields, PageOf, PageQuery, UtcDateTime, tags_field, sort_field
 
 CONTACT_STATUSES = ("lead", "prospect", "customer", "churned", "inactive")
 CHANNEL_TYPES = ("work", "home", "mobile", "other")
@@ -80,8 +80,8 @@ class ContactIn(Schema):
 
 class ContactOut(Schema):
     id = fields.String()
-    first_name = fields.String()
-    last_name = fields.String()
+    first_name = fields.String(allow_none=True)  # null when never given
+    last_name = fields.String(allow_none=True)
     emails = fields.List(fields.Nested(EmailOut))
     phones = fields.List(fields.Nested(PhoneOut))
     company_id = fields.String(allow_none=True)
@@ -125,8 +125,10 @@ class ContactPage(PageOf):
 
 
 class LookupQuery(Schema):
-    phone = fields.String(validate=validate.Length(3, 40))
-    email = fields.String(validate=validate.Length(3, 254))
+    phone = fields.String(validate=validate.Length(3, 40),
+                          metadata={"description": "exactly one of phone or email"})
+    email = fields.String(validate=validate.Length(3, 254),
+                          metadata={"description": "exactly one of phone or email"})
 
     @validates_schema
     def one_of(self, data, **kwargs):
@@ -155,7 +157,7 @@ class TimelineEntry(Schema):
 
 class TimelineQuery(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
-    cursor = fields.String(validate=validate.Length(max=500))
+    cursor = cursor_field()
     kind = fields.String(validate=validate.Length(1, 50))
 
 
@@ -300,7 +302,7 @@ class ImportJob(Schema):
 
 class ImportListQuery(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
-    cursor = fields.String(validate=validate.Length(max=500))
+    cursor = cursor_field()
 
 
 class ImportPage(PageOf):
@@ -309,7 +311,7 @@ class ImportPage(PageOf):
 
 class ImportErrorsQuery(Schema):
     limit = fields.Integer(load_default=500, validate=validate.Range(1, 5000))
-    cursor = fields.String(validate=validate.Length(max=500))
+    cursor = cursor_field()
 
 
 class ImportErrorPage(PageOf):
@@ -362,12 +364,11 @@ WEEKDAYS = (1, 2, 3, 4, 5, 6, 7)
 
 
 class WorkingHours(Schema):
-    start = fields.String(load_default="09:00", validate=validate.Regexp(r"^([01]\d|2[0-3]):[0-5]\d$"))
-    end = fields.String(load_default="18:00", validate=validate.Regexp(r"^([01]\d|2[0-3]):[0-5]\d$"))
+    start = fields.String(load_default="09:00", validate=validate.Regexp(r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))
+    end = fields.String(load_default="18:00", validate=validate.Regexp(r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))
     days = fields.List(fields.Integer(validate=validate.OneOf(WEEKDAYS)), load_default=[1, 2, 3, 4, 5],
                        validate=validate.Length(1, 7), metadata={"description": "ISO weekdays, 1 = Monday"})
-    timezone = fields.String(load_default="UTC", validate=validate.Length(1, 64),
-                             metadata={"description": "IANA name, e.g. Europe/Rome"})
+    timezone = timezone_field(load_default="UTC")
 
     @validates_schema
     def sane(self, data, **kwargs):
@@ -423,7 +424,7 @@ class LeadFormIn(Schema):
     tags = tags_field()
     source = fields.String(allow_none=True, validate=validate.Length(1, 50), metadata={
         "description": "lead source name; default: website for forms, the channel otherwise"})
-    allowed_origins = fields.List(fields.String(validate=validate.Regexp(r"^https?://[^/\s]+$")),
+    allowed_origins = fields.List(fields.String(validate=validate.Regexp(rf"^https?://[^/{WHITESPACE}]+$")),
                                   load_default=list, validate=validate.Length(max=50), metadata={
                                       "description": "browser origins allowed to post (CORS); "
                                                      "empty = server-to-server posts only"})
@@ -433,7 +434,7 @@ class LeadFormIn(Schema):
     telegram_secret_token = fields.String(allow_none=True, validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,256}$"),
                                           metadata={"description": "the secret_token given to "
                                                     "Telegram's setWebhook; required for Telegram"})
-    redirect_url = fields.String(allow_none=True, validate=validate.Regexp(r"^https?://\S+$"),
+    redirect_url = fields.String(allow_none=True, validate=validate.Regexp(rf"^https?://[^{WHITESPACE}]+$"),
                                  metadata={"description": "form-encoded posts are answered 303 to it"})
     rate_limit_per_minute = fields.Integer(allow_none=True, validate=validate.Range(1, 100000),
                                            metadata={"description": "posts per minute to this form "
@@ -474,7 +475,7 @@ class LeadFormOut(Schema):
 
 class LeadFormListQuery(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
-    cursor = fields.String(validate=validate.Length(max=500))
+    cursor = cursor_field()
     kind = fields.String(validate=validate.OneOf(ROUTE_KINDS))
 
 
@@ -535,7 +536,7 @@ class InboundRequestOut(Schema):
 class InboundRequestListQuery(Schema):
     """Newest first (keyset over received_at)."""
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
-    cursor = fields.String(validate=validate.Length(max=500))
+    cursor = cursor_field()
     status = fields.String(validate=validate.OneOf(REQUEST_STATUSES))
     channel = fields.String(validate=validate.OneOf(INBOUND_CHANNELS))
     form_id = fields.String(validate=validate.Length(1, 40))

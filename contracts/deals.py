@@ -4,12 +4,12 @@ from marshmallow import Schema, ValidationError, fields, pre_load, validate, val
 
 from contracts.events import (Bool, EventData, Int, IsoTime, Object, actor_field, ref_field,
                              summary_field)
-from crm_common.fields import PageOf, PageQuery, UtcDateTime, sort_field
+from crm_common.fields import WHITESPACE, cursor_field, PageOf, PageQuery, UtcDateTime, sort_field
 from contracts.currencies import ISO_4217
 
 STAGE_KINDS = ("open", "won", "lost")
 DEAL_STATUSES = ("open", "won", "lost")
-PERIOD = r"^\d{4}-(0[1-9]|1[0-2]|Q[1-4])$"
+PERIOD = r"^(19|2[0-9])[0-9]{2}-(0[1-9]|1[0-2]|Q[1-4])$"
 ID = validate.Length(1, 40)
 
 
@@ -94,7 +94,7 @@ class PipelinePage(PageOf):
 # deals
 AMOUNT_RANGE = "Amount must be between 0 and 10^15 (minor units)."
 # a label of a configurable list: text with something besides blanks (stored stripped)
-NOT_BLANK = validate.Regexp(r"\s*\S", error="Must not be blank.")
+NOT_BLANK = validate.Regexp(rf"^[{WHITESPACE}]*[^{WHITESPACE}]", error="Must not be blank.")
 
 
 class DealIn(Schema):
@@ -198,7 +198,7 @@ class HistoryEntry(Schema):
 
 class HistoryQuery(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
-    cursor = fields.String(validate=validate.Length(max=500))
+    cursor = cursor_field()
 
 
 class HistoryPage(PageOf):
@@ -299,7 +299,7 @@ class ProgressList(Schema):
 # reports
 class ReportPeriod(Schema):
     from_ = UtcDateTime(data_key="from", metadata={"description": "inclusive; default 30 days before `to`"})
-    to = UtcDateTime(metadata={"description": "exclusive; default now"})
+    to = UtcDateTime(metadata={"description": "exclusive, after `from`; default now"})
     owner_id = fields.String(validate=ID)
 
     @validates_schema
@@ -392,7 +392,7 @@ class DealRequest(Schema):
 
 
 # lead sources: the registry behind /deal-settings lead_sources, with costs per month
-MONTH = r"^(19|2\d)\d{2}-(0[1-9]|1[0-2])$"
+MONTH = r"^(19|2[0-9])[0-9]{2}-(0[1-9]|1[0-2])$"
 
 
 class LeadSourceCost(Schema):

@@ -1,21 +1,13 @@
 """Users, API keys, sign-in and audit: the single schema source for validation and OpenAPI."""
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, fields, validate
 
 from contracts.events import Bool, EventData, Object, actor_field, ref_field, summary_field
-from crm_common.fields import PageOf, UtcDateTime, list_limit_field
+from crm_common.fields import timezone_field, cursor_field, PageOf, UtcDateTime, list_limit_field
 
 ROLES = ("admin", "manager", "agent")
 # what an API key may be given: <resource>:read|write for every resource tag of the API
 SCOPE_PATTERN = r"^[a-z][a-z0-9_-]{0,39}:(read|write)$"
-
-
-def _timezone(value):
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise ValidationError("Unknown time zone (use an IANA name such as Europe/Rome).")
 
 
 class LoginIn(Schema):
@@ -29,7 +21,7 @@ class ProfileIn(Schema):
     phone = fields.String(allow_none=True, validate=validate.Length(max=40))
     telegram_chat_id = fields.String(allow_none=True, validate=validate.Length(max=64))
     language = fields.String(allow_none=True, validate=validate.Length(2, 10))
-    timezone = fields.String(allow_none=True, validate=[validate.Length(max=64), _timezone])
+    timezone = timezone_field(allow_none=True)
     password = fields.String(validate=validate.Length(8, 200), load_only=True,
                              metadata={"description": "new password; needs current_password"})
     current_password = fields.String(validate=validate.Length(1, 200), load_only=True)
@@ -86,7 +78,7 @@ class StreamTicketOut(Schema):
 
 class UserListQuery(Schema):
     limit = list_limit_field()
-    cursor = fields.String(validate=validate.Length(max=500))
+    cursor = cursor_field()
     role = fields.String(validate=validate.OneOf(ROLES))
     team = fields.String(validate=validate.Length(1, 100))
     manager_id = fields.String(validate=validate.Length(1, 40))
@@ -123,7 +115,7 @@ class ApiKeyCreated(ApiKeyOut):
 
 class ApiKeyListQuery(Schema):
     limit = list_limit_field()
-    cursor = fields.String(validate=validate.Length(max=500))
+    cursor = cursor_field()
     include_revoked = fields.Boolean(load_default=False)
 
 
@@ -152,7 +144,7 @@ class AuditEntry(Schema):
 
 class AuditQuery(Schema):
     limit = list_limit_field()
-    cursor = fields.String(validate=validate.Length(max=500))
+    cursor = cursor_field()
     actor_id = fields.String(validate=validate.Length(1, 40))
     api_key_id = fields.String(validate=validate.Length(1, 40))
     resource = fields.String(validate=validate.Length(1, 50))

@@ -5,7 +5,7 @@ import re
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from contracts.events import Bool, EventData, Int, IsoTime
-from crm_common.fields import PageOf, UtcDateTime, list_limit_field
+from crm_common.fields import timezone_field, cursor_field, PageOf, UtcDateTime, list_limit_field
 
 # The vocabulary: channels, default routing, languages, and the events people and webhooks get.
 PERSON_CHANNELS = ("inapp", "email", "sms", "telegram")
@@ -60,7 +60,7 @@ DELIVERY_STATUSES = ("pending", "sending", "delivered", "failed")
 
 class InboxQuery(Schema):
     limit = list_limit_field()
-    cursor = fields.String(validate=validate.Length(max=500))
+    cursor = cursor_field()
     unread = fields.Boolean(load_default=False)
     include_total = fields.Boolean(load_default=False)
     user_id = fields.String(validate=validate.Length(1, 40), metadata={
@@ -114,7 +114,7 @@ class PreferencesIn(Schema):
                        "[] silences it; a type left out keeps its default"})
     quiet_hours = fields.Nested(QuietHours, allow_none=True, metadata={
         "description": "non-urgent messages wait until the end of this daily window"})
-    timezone = fields.String(allow_none=True, validate=validate.Length(max=64))
+    timezone = timezone_field(allow_none=True)
     language = fields.String(allow_none=True, validate=validate.OneOf(LANGUAGES))
     birthday_greetings = fields.Boolean(metadata={
         "description": "email a greeting to own contacts on their birthday (never to do_not_contact ones)"})
@@ -166,7 +166,7 @@ class WebhookCreated(WebhookOut):
 
 class WebhookListQuery(Schema):
     limit = list_limit_field()
-    cursor = fields.String(validate=validate.Length(max=500))
+    cursor = cursor_field()
 
 
 class WebhookPage(PageOf):
@@ -194,7 +194,7 @@ class DeliveryOut(Schema):
 
 class DeliveryQuery(Schema):
     limit = list_limit_field()
-    cursor = fields.String(validate=validate.Length(max=500))
+    cursor = cursor_field()
     status = fields.String(validate=validate.OneOf(DELIVERY_STATUSES))
 
 

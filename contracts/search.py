@@ -28,7 +28,9 @@ class SearchQuery(Schema):
                        "tags; any 4+ digits of a phone number in any typed form. Typos "
                        f"and a word being typed are allowed; only the first {MAX_QUERY_CHARS} "
                        "characters count, and query syntax has no meaning (it is text)"})
-    types = fields.String(validate=validate.Length(max=200), metadata={
+    types = fields.String(validate=[validate.Length(max=200), validate.Regexp(
+        rf"^ *(({'|'.join(TYPES)}) *)?(, *(({'|'.join(TYPES)}) *)?)*$",
+        error="Comma-separated, of: " + ", ".join(TYPES) + ".")], metadata={
         "description": f"comma-separated, of: {', '.join(TYPES)} (default: all)"})
     limit = fields.Integer(load_default=20, validate=validate.Range(1, MAX_LIMIT))
 

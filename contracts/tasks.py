@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from contracts.events import EventData, Int, IsoTime, Object, actor_field, ref_field, summary_field
-from crm_common.fields import PageOf, PageQuery, UtcDateTime, sort_field
+from crm_common.fields import cursor_field, PageOf, PageQuery, UtcDateTime, sort_field
 
 KINDS = ("call", "meeting", "email", "todo")
 STATUSES = ("open", "done", "canceled")
@@ -118,11 +118,11 @@ class CancelQuery(Schema):
 
 class CalendarQuery(Schema):
     from_ = UtcDateTime(required=True, data_key="from")
-    to = UtcDateTime(required=True)
+    to = UtcDateTime(required=True, metadata={"description": "after `from`"})
     assignee_id = fields.String(validate=ID, metadata={"description": "default: the caller"})
     include_done = fields.Boolean(load_default=True)
     limit = fields.Integer(load_default=500, validate=validate.Range(1, 1000))
-    cursor = fields.String(validate=validate.Length(max=500))
+    cursor = cursor_field()
 
     @validates_schema
     def ordered(self, data, **kwargs):

@@ -220,6 +220,9 @@ class TelephonySettingsOut(Schema):
     caller_id = fields.String()
     line_responsible = fields.Dict(keys=fields.String(), values=fields.String())
     default_responsible_id = fields.String()
+    recording_retention_days = fields.Integer()
+    recording_max_bytes = fields.Integer()
+    recording_poll_s = fields.Float()
     secrets = fields.Dict(keys=fields.String(), values=fields.Nested(SecretState), metadata={
         "description": "each secret's state; the values are never returned"})
     version = fields.Integer()
@@ -248,7 +251,7 @@ class TelephonyTestOut(Schema):
 class CallsReportQuery(Schema):
     group_by = fields.String(load_default="agent", validate=validate.OneOf(("agent", "day")))
     from_ = UtcDateTime(data_key="from")
-    to = UtcDateTime()
+    to = UtcDateTime(metadata={"description": "after `from`"})
 
     @validates_schema
     def ordered(self, data, **kwargs):

@@ -1,10 +1,14 @@
 """marshmallow building blocks every service's schemas share."""
 import re
+from zoneinfo import available_timezones
 
 from marshmallow import Schema, ValidationError, fields, validate
 
 from crm_common.timeutil import as_utc, to_iso
 
+# Python's whitespace (str.isspace, what strip() removes) as a character class body: patterns
+# that go into the document spell it out, since \s and \d differ between Python and ECMA
+WHITESPACE = r"\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _CUSTOM_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_CUSTOM_KEYS = 100
 MAX_CUSTOM_TEXT = 2000
@@ -15,6 +19,11 @@ class UtcDateTime(fields.DateTime):
     In: years 1900-2999 (dates near year 1 or 9999 overflow the arithmetic done on them)."""
 
     default_error_messages = {"range": "Must be between 1900-01-01 and 2999-12-31 (UTC)."}
+
+    def __init__(self, *args, metadata=None, **kwargs):
+        # the year range, in the document too (a date-time format cannot bound it)
+        super().__init__(*args, metadata={"pattern": r"^(19|2[0-9])[0-9][0-9]-", **(metadata or {})},
+                         **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         try:
@@ -63,6 +72,27 @@ def tags_field():
                        validate=validate.Length(max=50))
 
 
+# what crm_common.cursors.sign_token makes: urlsafe base64 (unpadded) `.` urlsafe base64
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,480}\.[A-Za-z0-9_-]{1,40}$"
+
+
+def cursor_field():
+    """`?cursor=`: opaque, the `next_cursor` of the previous page, signed by the server (one
+    that matches the pattern but was not made by this list is still a 422)."""
+    return fields.String(validate=[validate.Length(max=500), validate.Regexp(CURSOR_PATTERN)],
+                         metadata={"description": "Opaque: the previous page's next_cursor"})
+
+
+TIME_ZONES = tuple(sorted(available_timezones()))
+
+
+def timezone_field(**kwargs):
+    """An IANA time-zone name (the document lists them all)."""
+    return fields.String(validate=validate.OneOf(
+        TIME_ZONES, error="Unknown time zone (use an IANA name such as Europe/Rome)."),
+        metadata={"description": "IANA time-zone name, e.g. Europe/Rome"}, **kwargs)
+
+
 def list_limit_field():
     return fields.Integer(load_default=50, validate=validate.Range(1, 500))
 
@@ -70,7 +100,7 @@ def list_limit_field():
 class PageQuery(Schema):
     """What every list accepts: keyset cursor, page size, sort and an optional total."""
     limit = list_limit_field()
-    cursor = fields.String(validate=validate.Length(max=500))
+    cursor = cursor_field()
     sort = fields.String(validate=validate.Length(max=40))
     include_total = fields.Boolean(load_default=False)
 

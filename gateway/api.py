@@ -5,9 +5,10 @@ import re
 from dataclasses import dataclass, field
 
 from flask import Response, g, request
-from marshmallow import Schema, ValidationError
+from marshmallow import Schema
 
-from crm_common.errors import CrmError, ValidationFailed, from_marshmallow
+from crm_common.errors import CrmError, ValidationFailed
+from crm_common.validation import load
 
 _PATH_PARAM = re.compile(r"{(\w+)}")
 
@@ -100,7 +101,7 @@ def _view(route):
         body = None
         if body_schema is not None:
             body = read_json()
-            _validate(body_schema, body, partial=route.partial)
+            _validate(body_schema, body, partial=route.partial, json_body=True)
         result = route.handler(**path_params, body=body, params=params)
         if isinstance(result, Response):  # downloads (export, CSV) stream their own body
             return result
@@ -123,13 +124,9 @@ def read_json():
     return body
 
 
-def _validate(schema, data, partial=False):
-    if partial is True:
-        partial = tuple(schema.fields)  # top-level fields only (crm_common.validation.load)
-    try:
-        schema.load(data, partial=partial)
-    except ValidationError as error:
-        raise from_marshmallow(error)
+def _validate(schema, data, partial=False, json_body=False):
+    # a JSON body's types are strict; query parameters arrive as text (validation.load)
+    load(schema, data, partial=partial, json_body=json_body)
 
 
 class UnsupportedMediaType(CrmError):

@@ -206,11 +206,17 @@ def register_console(app, web_dist):
     serves it (gateway/stream/)."""
     import os
 
-    from werkzeug.exceptions import NotFound
+    from flask import current_app
+    from werkzeug.exceptions import MethodNotAllowed, NotFound
 
     index = os.path.join(web_dist, "index.html")
 
     def page(path=""):
+        if path.startswith("api/"):  # an API path only other methods serve: 405, not 404
+            others = set(current_app.url_map.bind_to_environ(request.environ)
+                         .allowed_methods()) - {"GET", "HEAD"}
+            if others - {"OPTIONS"}:
+                raise MethodNotAllowed(valid_methods=sorted(others))
         if path.startswith("api/") or not os.path.isfile(index):
             raise NotFound()
         if path and os.path.isfile(os.path.join(web_dist, path)):

@@ -43,7 +43,25 @@ def build_spec(api, ops_paths):
         spec.path(path=path, operations={method: {
             "summary": summary, "tags": ["ops"], "responses": {"200": {"description": "OK"},
                                                               "503": {"description": "Not ready"}}}})
-    return spec.to_dict()
+    return _strict_nullable_refs(spec.to_dict())
+
+
+def _strict_nullable_refs(node):
+    """apispec writes a nullable nested schema as anyOf [{type: object, nullable}, $ref],
+    whose first branch admits any object; the server admits null or the nested schema."""
+    if isinstance(node, dict):
+        branches = node.get("anyOf")
+        if isinstance(branches, list) and len(branches) == 2:
+            refs = [b for b in branches if set(b) == {"$ref"}]
+            nulls = [b for b in branches if b == {"type": "object", "nullable": True}]
+            if len(refs) == 1 and len(nulls) == 1:
+                node["anyOf"] = [refs[0], {"type": "object", "nullable": True, "enum": [None]}]
+        for value in node.values():
+            _strict_nullable_refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            _strict_nullable_refs(value)
+    return node
 
 
 def _operation(route):
@@ -52,8 +70,9 @@ def _operation(route):
     if route.query:
         parameters.append({"in": "query", "schema": route.query})
     parameters.append({"in": "header", "name": "X-Request-Id", "required": False,
-                       "description": "kept when it matches the pattern, else replaced",
-                       "schema": {"type": "string"}})
+                       "description": "kept when it is a plain token (letters, digits, . _ : -, at "
+                                      "most 64, starting with a letter or digit), else replaced",
+                       "schema": {"type": "string", "pattern": r"^[\x20-\x7e]*$"}})
     idempotent = route.method in METHODS and not route.public
     if idempotent:
         parameters.append({"in": "header", "name": HEADER, "required": False, "description": (

@@ -1,0 +1,139 @@
+"""schemathesis hooks of the fuzz job (tests/test_schemathesis.py sets SCHEMATHESIS_HOOKS to
+this module): what the OpenAPI document cannot tell a generator, said once, with the reason.
+
+- Idempotency-Key: a valid key is replaced by a fresh one per request. The document says the
+  same key with another request answers 422 (by design); generated keys repeat ("0"), so
+  every later request with a generated key would be refused for that reason alone.
+- Expected rejections of schema-valid requests (positive data acceptance): rules the server
+  enforces that OpenAPI 3.0 cannot state, each matched on the field and message of the 422
+  the server answers, so any other refusal still fails the run.
+- Gunicorn's 414/431 (request line or headers over its limits, documented on every
+  operation): a URL's total length is not a per-parameter bound a document can give.
+- X-Request-Id: advisory; one not of the documented pattern is replaced, never refused.
+- 503/504 `service_unavailable` / `service_timeout`: the documented, bounded answers of a
+  service that is not configured or did not answer in time (as in the default run)."""
+import json
+import re
+import uuid
+
+import schemathesis
+
+from gateway.idempotency import HEADER, KEY_PATTERN
+
+# (field, message regex, why the document cannot say it)
+EXPECTED_REJECTIONS = (
+    # cursors are signed by the server (crm_common.cursors): one of the documented pattern
+    # that this list did not make is refused; only a previous page's next_cursor is valid
+    ("cursor", r"^Not a cursor of this list"),
+    # rules across two fields (from before to, end after start): described in the fields'
+    # descriptions; JSON Schema cannot compare two values
+    (r"from|to|end|end_at", r"must be before|must be after|is before|needs due_at"),
+    # "exactly one of" / "one of these with that": described, not expressible in the
+    # marshmallow-generated schema (no oneOf)
+    (r".*", r"^Give exactly one of|^Give \w+ and/or|needs (its|member_ids)|^A \w+ rule names|"
+            r"^A channel route names|^A recurring task needs"),
+    # "at least one of these fields" / "items of each kind", "names unique across items"
+    (r".*", r"^A contact needs a name|^A pipeline needs at least one stage of each kind"
+            r"|^Stage names must be unique|^A stage id appears twice"),
+    # URLs are checked by marshmallow's URL validator (host, TLD, scheme); the document says
+    # `format: url`, which JSON Schema generators do not apply
+    (r"url|.*_url", r"^Not a valid URL\.$"),
+    # keys of a free-form object (custom fields, per-event channels): OpenAPI 3.0 has no
+    # propertyNames to state which keys are allowed (documented in the field's description)
+    (r".*", r"^Key must be a letter or _"),
+    (r"key", r"^Must be one of: |^Length must be between"),  # marshmallow's Dict key errors
+    # a PATCH must change something; a webhook's secret is set once; a merge names others
+    (r"_schema|secret|source_ids", r"^Nothing to change\.$|^The secret cannot be changed"
+                                   r"|^Contains the survivor's id\.$"),
+    # values configured at run time (lead sources, lost reasons in /deal-settings; a team
+    # with active users; the signed-in user's own password and role)
+    (r".*", r"^Not one of the configured|^No active user in this team|^Unknown or inactive user"
+            r"|^Wrong current password|^You cannot disable or demote yourself"),
+    # "a way to reach the person": one of email, phone or messenger handle
+    (r"_schema", r"^No email, phone or messenger handle"),
+    # a deal's stage changes only through POST /deals/{id}/move (described on the field)
+    (r".*", r"^Use POST /deals/\{id\}/move"),
+    # "this only with that" between two parameters
+    (r".*", r"^Required with "),
+    # phone numbers are parsed (libphonenumber): no pattern says which digits make a number
+    (r"phone|phones|to|from|number", r"^Not a phone number"),
+    # ids and names that must exist (a pipeline, stage, user, contact...): a generator
+    # cannot know them; 404 is already an accepted answer, these are body/query references
+    (r".*", r"^Unknown (pipeline|stage|user|owner|contact|company|deal|team|source|form)"
+            r"|not found|does not exist|^No such|^No agent with"),
+)
+# the same, where the 422's message names the rule and its fields list the offending values
+EXPECTED_REJECTION_MESSAGES = (
+    r"^Unknown or deleted source contacts$",  # merge: ids that must exist
+)
+_KEY = re.compile(KEY_PATTERN)
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    headers = case.headers
+    if headers and isinstance(headers.get(HEADER), str) and _KEY.match(headers[HEADER]):
+        headers[HEADER] = uuid.uuid4().hex
+
+
+def _field_errors(response):
+    try:
+        error = json.loads(response.content)["error"]
+        return error["code"], error.get("details", {}).get("fields") or {}
+    except Exception:  # noqa: BLE001 - not our error body
+        return None, {}
+
+
+def _error_message(response):
+    try:
+        return str(json.loads(response.content)["error"]["message"])
+    except Exception:  # noqa: BLE001 - not our error body
+        return ""
+
+
+def _messages(fields):
+    """(field, message) of a nested marshmallow error dict."""
+    for name, value in fields.items():
+        if isinstance(value, dict):
+            yield from _messages(value)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    yield from _messages(item)
+                else:
+                    yield str(name), str(item)
+        else:
+            yield str(name), str(value)
+
+
+def _expected_rejection(response):
+    code, fields = _field_errors(response)
+    if response.status_code != 422 or code != "validation_error" or not fields:
+        return False
+    if any(re.search(rule, _error_message(response)) for rule in EXPECTED_REJECTION_MESSAGES):
+        return True
+    return all(any(re.fullmatch(field_re, name) and re.search(message_re, message)
+                   for field_re, message_re in EXPECTED_REJECTIONS)
+               for name, message in _messages(fields))
+
+
+@schemathesis.hook
+def filter_failure(context, failure, case, response):
+    """False drops the failure (see the module's docstring for each reason)."""
+    if response is None:
+        return True
+    kind = type(failure).__name__
+    if response.status_code in (414, 431):
+        return False
+    if kind == "ServerError" and response.status_code in (503, 504):
+        code, _ = _field_errors(response)
+        return code not in ("service_unavailable", "service_timeout")
+    if kind == "AcceptedNegativeData" and "`X-Request-Id` in header" in str(failure.message):
+        return False  # documented: a request id not of the pattern is replaced, not refused
+    if kind == "RejectedPositiveData":
+        code, _ = _field_errors(response)
+        if response.status_code == 400 and code == "bad_request" and \
+                b"Not a CSV or XLSX file" in response.content:
+            return False  # the uploaded file's name must end .csv/.xlsx: not a schema's say
+        return not _expected_rejection(response)
+    return True
