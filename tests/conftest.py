@@ -2,7 +2,7 @@ import uuid
 
 import pytest
 
-from tests.stack import Api, EventRecorder, Stack
+from tests.stack import Api, Stack, event_recorders
 
 
 @pytest.fixture(scope="session")
@@ -57,16 +57,8 @@ def make_api_key(stack, api):
 
 @pytest.fixture
 def record_events(stack):
-    recorders = []
-
-    def make(service, routing_key="#"):
-        recorder = EventRecorder(stack.amqp_uri, service, routing_key)
-        recorders.append(recorder)
-        return recorder
-
-    yield make
-    for recorder in recorders:
-        recorder.close()
+    with event_recorders(stack.amqp_uri) as make:
+        yield make
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import tempfile
 import time
 import uuid
 import warnings
+from contextlib import contextmanager
 from urllib.parse import quote
 
 import pymongo
@@ -339,6 +340,24 @@ class Api:
 
     def delete(self, path, **kw):
         return self.request("DELETE", path, **kw)
+
+
+@contextmanager
+def event_recorders(amqp_uri):
+    """make(service, routing_key="#") -> an EventRecorder bound now; all closed on exit
+    (the suite's and the service tests' record_events fixtures)."""
+    recorders = []
+
+    def make(service, routing_key="#"):
+        recorder = EventRecorder(amqp_uri, service, routing_key)
+        recorders.append(recorder)
+        return recorder
+
+    try:
+        yield make
+    finally:
+        for recorder in recorders:
+            recorder.close()
 
 
 class EventRecorder:

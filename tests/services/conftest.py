@@ -19,7 +19,7 @@ import pytest
 import yaml
 from eventlet import patcher
 
-from tests.stack import BIN, ROOT, EventRecorder, Vhost, start_secantus, stop_secantus
+from tests.stack import BIN, ROOT, Vhost, event_recorders, start_secantus, stop_secantus
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -186,16 +186,8 @@ def start_service(container_factory, rabbit_config, monkeypatch):
 def record_events(platform):
     """The suite's record_events (tests/conftest.py) on this session's broker:
     record_events(service, routing_key="#") -> an EventRecorder bound before the test acts."""
-    recorders = []
-
-    def make(service, routing_key="#"):
-        recorder = EventRecorder(platform.amqp_uri, service, routing_key)
-        recorders.append(recorder)
-        return recorder
-
-    yield make
-    for recorder in recorders:
-        recorder.close()
+    with event_recorders(platform.amqp_uri) as make:
+        yield make
 
 
 @pytest.fixture
