@@ -97,7 +97,13 @@ class HttpRecorder:
                 pass
 
         self.port = free_port()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+
+        class Server(ThreadingHTTPServer):
+            # a burst of deliveries must not meet a full accept queue (5 by default):
+            # the refused ones would be retried and counted as a second attempt
+            request_queue_size = 256
+
+        self.server = Server(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self.port}"
 
