@@ -334,7 +334,7 @@ def test_a_contacts_service_killed_mid_write_still_announces_a_committed_write(c
         stack.wait_service("contacts")
         lost = f"Before-{uuid.uuid4().hex[:6]}"
         assert isinstance(_create(stack, lost), Exception)
-        assert stack.processes["contacts-0"].wait(10) == -signal.SIGKILL
+        assert stack.processes["contacts-0"].wait(60) == -signal.SIGKILL
         assert contacts.count_documents({"first_name": lost}) == 0
 
         # killed after the commit, before publishing: the contact and its record exist
@@ -343,7 +343,7 @@ def test_a_contacts_service_killed_mid_write_still_announces_a_committed_write(c
         stack.wait_service("contacts")
         kept = f"After-{uuid.uuid4().hex[:6]}"
         assert isinstance(_create(stack, kept), Exception)
-        assert stack.processes["contacts-0"].wait(10) == -signal.SIGKILL
+        assert stack.processes["contacts-0"].wait(60) == -signal.SIGKILL
         contact = contacts.find_one({"first_name": kept})
         assert contact is not None
         assert stack.db("contacts")["outbox"].count_documents({"body.data.contact.id": contact["_id"]}) == 1
