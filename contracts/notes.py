@@ -184,9 +184,18 @@ class NoteDeleted(NoteEvent):
     """A note was deleted (kept, with deleted_at)."""
 
 
+class CommentCopy(EventData):
+    """The comment as the API returns it (CommentOut)."""
+    id = fields.String(required=True)
+    note_id = fields.String()
+    parent_id = fields.String(allow_none=True)
+    author_id = fields.String(allow_none=True)
+    created_at = IsoTime()
+
+
 class CommentCreated(EventData):
     """A comment was written on a note."""
-    comment = Object(CommentOut, required=True)
+    comment = Object(CommentCopy, required=True)
     note_id = fields.String(required=True)
     contact_id = fields.String(allow_none=True)
     actor_id = actor_field()

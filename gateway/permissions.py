@@ -101,6 +101,10 @@ MATRIX = {p.name: p for p in (
     _p("task-rules:read", ALL, ALL, ALL, "task-rules:read", "stage automation rules"),
     _p("task-rules:write", ALL, ALL, NO, "task-rules:write", "create, change, delete stage "
        "rules (company-wide automation; a manager's rule assigns within their team)"),
+    _p("notes:read", ALL, TEAM, OWN, "notes:read", "notes, their comments and commitments on "
+       "records the caller sees (asked of the record's service)"),
+    _p("notes:write", ALL, TEAM, OWN, "notes:write", "write notes and comments on records "
+       "the caller sees, pin them; edit one's own; delete one's own (an admin: any)"),
     _p("notifications:self", ALL, SELF, SELF, NO, "one's inbox and notification "
        "preferences (an admin: anyone's, with `user_id`)"),
     # telephony

@@ -327,6 +327,26 @@ class Tasks:
             return []  # redelivered: the first-touch task exists already
         return self._created(doc, now)[1]
 
+    def on_commitment_made(self, event):
+        """A promise made to a client (a note's commitment): a task for its owner, due when
+        it must be kept, reminded a day before; one per commitment (its reminder_key)."""
+        data = event["data"]
+        if not data.get("owner_id"):
+            return []
+        now = self.clock.now()
+        text = data["text"]
+        doc = self._new_task(
+            {"kind": "todo", "title": f"Keep the commitment: {text}"[:200],
+             "description": f"Promised to {data['to_whom']}: {text}" if data.get("to_whom")
+             else text, "priority": "high", "due_at": parse_iso(data["due_at"]),
+             "contact_id": data.get("contact_id"), "deal_id": data.get("deal_id"),
+             "reminders": [24 * 60]},
+            data["owner_id"], data["owner_id"], now, {"type": "note", "id": data["note_id"]})
+        doc["source_key"] = data["reminder_key"]
+        if not self.store.insert_task(doc):
+            return []  # redelivered: the reminder exists already
+        return self._created(doc, now)[1]
+
     def on_call_answered(self, event):
         """An answered call with a contact: remember when, and close the contact's callback
         tasks for calls missed before it."""

@@ -166,6 +166,11 @@ class TasksService(HealthEntrypoints):
         """The merged contacts' tasks now belong to the survivor."""
         self.store.repoint_contact("tasks", event)
 
+    @reliable_handler("notes", "commitment_made")
+    def on_commitment_made(self, event):
+        """The reminder task of a commitment recorded in a note, for its owner."""
+        self._handle_and_announce(self.tasks.on_commitment_made, event)
+
     @reliable_handler("deals", "deal_stage_changed")
     def on_deal_stage_changed(self, event):
         """The stage's task rules create their tasks."""
