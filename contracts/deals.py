@@ -165,6 +165,8 @@ class DealOut(Schema):
                            metadata={"description": "inbound requests (leads) that created or joined this deal, "
                                                     "oldest first, the last 50"})
     version = fields.Integer()
+    contacts = fields.List(fields.Nested(lambda: DealContactOut()), metadata={
+        "description": "the people on the deal with their role; the primary one is contact_id"})
 
 
 class DealListQuery(PageQuery):
@@ -483,6 +485,60 @@ class SourcesReport(Schema):
     scope = fields.String(metadata={"description": "all, or limited (the caller sees their own / their "
                                                    "team's leads and deals, or asked for one owner_id)"})
     rows = fields.List(fields.Nested(SourcesRow))
+
+
+# --- several contacts on a deal, each with a role --------------------------------------
+
+MAX_DEAL_CONTACTS = 50
+
+
+class DealContactIn(Schema):
+    contact_id = fields.String(required=True, validate=ID)
+    role = fields.String(allow_none=True, validate=validate.Length(max=50), metadata={
+        "description": "free text, e.g. decision maker, accountant, lawyer"})
+    primary = fields.Boolean(load_default=False)
+
+
+class DealContactsIn(Schema):
+    contacts = fields.List(fields.Nested(DealContactIn), required=True,
+                           validate=validate.Length(max=MAX_DEAL_CONTACTS), metadata={
+        "description": "the whole list (replaces it): each contact once, exactly one primary "
+                       "when not empty (it becomes the deal's contact_id)"})
+
+    @validates_schema
+    def one_primary(self, data, **kwargs):
+        people = data.get("contacts") or []
+        ids = [p["contact_id"] for p in people]
+        if len(set(ids)) != len(ids):
+            raise ValidationError("Each contact once.", "contacts")
+        if people and sum(1 for p in people if p.get("primary")) != 1:
+            raise ValidationError("Exactly one primary contact.", "contacts")
+
+
+class DealContactOut(Schema):
+    contact_id = fields.String()
+    role = fields.String(allow_none=True)
+    primary = fields.Boolean()
+
+
+class DealContactsOut(Schema):
+    deal_id = fields.String()
+    contacts = fields.List(fields.Nested(DealContactOut))
+
+
+class ContactDealsQuery(Schema):
+    status = fields.String(validate=validate.OneOf(DEAL_STATUSES))
+
+
+class ContactDeal(DealOut):
+    role = fields.String(allow_none=True, metadata={"description": "the contact's role on it"})
+    primary = fields.Boolean()
+
+
+class ContactDeals(Schema):
+    contact_id = fields.String()
+    items = fields.List(fields.Nested(ContactDeal), metadata={
+        "description": "the deals this contact takes part in (visible to the caller), newest first"})
 
 
 # --- Events (docs/events.md; the machinery is contracts/events.py) ------------------------

@@ -13,7 +13,7 @@ from crm_common.validation import load
 from contracts import deals as schemas
 from services.deals import funnel as counters, summaries
 from services.deals.domain import (build_stages, first_open_stage, funnel_order, is_rotting,
-                                   period_range, ratio, stage_of)
+                                   people_of, period_range, ratio, stage_of)
 
 SERVICE = "deals"
 DEAL_SORTS = {"created_at": "created_at", "updated_at": "updated_at"}
@@ -179,6 +179,7 @@ class Deals:
         out = deal_out.dump(doc)
         stage = stage_of(pipeline, doc["stage_id"]) if pipeline else None
         out["rotting"] = is_rotting(doc, stage, now or utcnow())
+        out["contacts"] = people_of(doc)
         return with_every_key(deal_out, out, doc["_id"])
 
     def _dump_many(self, docs):

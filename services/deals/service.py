@@ -10,6 +10,7 @@ from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import ServiceRpc, rpc
 from services.deals.leads import LeadRouter
 from services.deals.operations import Deals
+from services.deals.participants import DealContacts
 from services.deals.sources import LeadSources
 from services.deals.store import DealsStore
 
@@ -94,6 +95,19 @@ class DealsService(HealthEntrypoints):
     def search_records(self, kind="deal", ids=None, after=None, limit=500):
         """For the search service: deals by id, or a page by id."""
         return self.store.search_records("deals", self.deals._dump_many, ids, after, limit)
+
+    # several contacts on a deal, each with a role (participants.py)
+    @rpc(expected_exceptions=EXPECTED)
+    def get_deal_contacts(self, deal_id):
+        return DealContacts(self.deals).get(deal_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def set_deal_contacts(self, deal_id, payload):
+        return self._announce(DealContacts(self.deals).replace, deal_id, payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def deals_of_contact(self, contact_id, params=None):
+        return DealContacts(self.deals).of_contact(contact_id, params)
 
     @rpc(expected_exceptions=EXPECTED)
     def deal_history(self, deal_id, params):

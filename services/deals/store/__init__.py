@@ -78,6 +78,9 @@ class DealsStore(ReportQueries, SummaryQueries, BaseStore):
             d.create_index([(field, ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)])
         for name, keys in reports.DEAL_INDEXES.items():
             d.create_index(keys, name=name)
+        # the deals a contact takes part in (several contacts per deal, participants.py)
+        d.create_index([("participant_ids", ASCENDING), ("created_at", DESCENDING),
+                        ("_id", DESCENDING)])
         h = self.history
         h.create_index([("deal_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)])
         for name, keys in reports.HISTORY_INDEXES.items():
@@ -327,6 +330,18 @@ class DealsStore(ReportQueries, SummaryQueries, BaseStore):
                                 {"pipeline_id": 1, "status": 1, "deleted_at": 1}).limit(1000)
         return [d["_id"] for d in found if d.get("pipeline_id") == pipeline_id
                 and d.get("status") == "open" and d.get("deleted_at") is None][:limit]
+
+    def deals_of_participant(self, contact_id, limit):
+        """A contact's deals, newest first: those listing it among their contacts and those
+        naming it as contact_id (deals from before the list). One indexed predicate per
+        query (a person has few deals); deletion and visibility are checked by the caller."""
+        found = {}
+        for field in ("participant_ids", "contact_id"):
+            for doc in self.deals.find({field: contact_id}).sort(
+                    [("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit):
+                found[doc["_id"]] = doc
+        return sorted(found.values(), key=lambda d: (d["created_at"], d["_id"]),
+                      reverse=True)[:limit]
 
     def deal_filter(self, filters, visible_owners):
         """The deal list's query: live deals with these field values, of the owners the
