@@ -107,7 +107,12 @@ class ContactOut(Schema):
 
 
 class ContactListQuery(PageQuery):
-    sort = sort_field("created_at", "updated_at", "name")
+    sort = fields.String(validate=validate.Regexp(
+        r"^-?(created_at|updated_at|name|cf\.[a-z][a-z0-9_]{0,39})$",
+        error="Sort by created_at, updated_at, name or cf.<custom field key> (- for descending)."))
+    custom_filters = fields.Dict(keys=fields.String(), values=fields.String(), metadata={
+        "description": "typed custom fields: `cf.<key>=value` (equals), `cf.<key>.gte=`, "
+                       "`.lte=`, `.ne=` as query parameters (gathered here)"})
     q = fields.String(validate=validate.Length(1, 100))
     tag = fields.String(validate=validate.Length(1, 50))
     owner_id = fields.String(validate=validate.Length(1, 40))
@@ -118,6 +123,19 @@ class ContactListQuery(PageQuery):
     created_after = UtcDateTime()
     created_before = UtcDateTime()
     include_deleted = fields.Boolean(load_default=False)
+
+    @pre_load
+    def gather_custom_filters(self, data, **kwargs):
+        """`cf.<key>[.op]` parameters into custom_filters (checked against the definitions
+        by the service: crm_common.custom_fields.list_filters)."""
+        if not isinstance(data, dict) or not any(str(k).startswith("cf.") for k in data):
+            return data
+        data = dict(data)
+        gathered = dict(data.pop("custom_filters", None) or {})
+        for key in [k for k in data if str(k).startswith("cf.")]:
+            gathered[key] = data.pop(key)
+        data["custom_filters"] = gathered
+        return data
 
 
 class ContactPage(PageOf):

@@ -101,6 +101,9 @@ MATRIX = {p.name: p for p in (
     _p("task-rules:read", ALL, ALL, ALL, "task-rules:read", "stage automation rules"),
     _p("task-rules:write", ALL, ALL, NO, "task-rules:write", "create, change, delete stage "
        "rules (company-wide automation; a manager's rule assigns within their team)"),
+    _p("custom-fields:read", ALL, ALL, ALL, "custom-fields:read", "the typed custom fields "
+       "defined per entity (contact, company, deal, task)"),
+    _p("custom-fields:manage", ALL, NO, NO, NO, "define, rename, retire custom fields"),
     _p("notes:read", ALL, TEAM, OWN, "notes:read", "notes, their comments and commitments on "
        "records the caller sees (asked of the record's service)"),
     _p("notes:write", ALL, TEAM, OWN, "notes:write", "write notes and comments on records "

@@ -34,7 +34,8 @@ def build_stages(items, existing):
                 else DEFAULT_PROBABILITY[item.get("kind", "open")]
         stages.append({"id": stage_id, "name": item["name"].strip(), "probability": probability,
                        "kind": item.get("kind", "open"), "rotting_days": item.get("rotting_days"),
-                       "position": position})
+                       "position": position,
+                       "required_fields": list(dict.fromkeys(item.get("required_fields") or []))})
     return stages
 
 

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 
 from crm_common.cursors import parse_sort
+from crm_common import custom_fields
 from crm_common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crm_common.messaging.events import envelope
 from crm_common.fields import with_every_key
@@ -39,6 +40,29 @@ def invalid(field, message):
 
 def _event(event_type, data):
     return envelope(SERVICE, event_type, data)
+
+
+def check_required(stage, deal, contact_of):
+    """422 listing what the stage requires and the deal (or its contact, asked with
+    `contact_of(id)`) lacks: required fields per stage."""
+    missing, contact = [], None
+    needs_contact = any(f.startswith("contact.") for f in stage["required_fields"])
+    if needs_contact and deal.get("contact_id"):
+        contact = contact_of(deal["contact_id"])
+    for name in stage["required_fields"]:
+        if name.startswith("contact."):
+            record, path = contact, name[len("contact."):]
+        else:
+            record, path = deal, name
+        value = record
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if custom_fields.is_empty(value) or (name == "amount" and value == 0):
+            missing.append(name)
+    if missing:
+        raise ValidationFailed(f"Fill {', '.join(missing)} before moving to {stage['name']!r}", {
+            "missing": missing, "stage_id": stage["id"],
+            "fields": {name: ["Required in this stage."] for name in missing}})
 
 
 class Deals:
@@ -187,6 +211,17 @@ class Deals:
         now = utcnow()
         return [self.dump_deal(d, pipelines.get(d["pipeline_id"]), now) for d in docs]
 
+    def _deal_contact(self, contact_id):
+        """The deal's contact as the contacts service answers it (None: not visible/gone)."""
+        try:
+            return self.contacts.get_contact(contact_id)
+        except NotFound:
+            return None
+
+    def typed_custom(self, values):
+        """A write's custom values checked against the deal's typed custom fields."""
+        return custom_fields.check_values(self.store.custom_fields.of("deal"), values)
+
     def _check_refs(self, data):
         """Contact and company must exist in the contacts service (asked over RPC)."""
         for key, method in (("contact_id", "get_contact"), ("company_id", "get_company")):
@@ -217,6 +252,8 @@ class Deals:
         self._check_source(data.get("source"))
         if data.get("owner_id"):
             self.caller.check_assign(data["owner_id"], "owner_id")
+        if "custom" in data:
+            data["custom"] = self.typed_custom(data["custom"])
         self._check_refs(data)
         now = utcnow()
         doc = {**data, "_id": new_id(), "pipeline_id": pipeline["_id"], "stage_id": stage["id"],
@@ -251,6 +288,8 @@ class Deals:
             self._check_source(data["source"])
         if "owner_id" in data and data["owner_id"] != current.get("owner_id"):
             self.caller.check_assign(data["owner_id"], "owner_id")
+        if "custom" in data:
+            data["custom"] = self.typed_custom(data["custom"])
         self._check_refs({k: v for k, v in data.items() if current.get(k) != v})
         changes = dict(data)
         if "expected_close_date" in data:
@@ -336,6 +375,8 @@ class Deals:
                 raise invalid("lost_reason", "Only a move to a lost stage takes a lost reason.")
             if stage["id"] == current["stage_id"]:
                 return self.dump_deal(current, pipeline), []  # already there: nothing happens
+            if stage.get("required_fields"):
+                check_required(stage, current, self._deal_contact)
             now = utcnow()
             closing = stage["kind"] in ("won", "lost")
             if current.get("funnel_no") is None:  # not numbered yet (see funnel.py)

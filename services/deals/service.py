@@ -2,6 +2,7 @@
 aggregations), storage in store.py."""
 
 from crm_common.context import Caller, CallerContext
+from crm_common.custom_fields import CustomFieldAdmin
 from crm_common.errors import EXPECTED
 from crm_common.messaging.events import reliable_handler
 from crm_common.health import HealthEntrypoints
@@ -95,6 +96,28 @@ class DealsService(HealthEntrypoints):
     def search_records(self, kind="deal", ids=None, after=None, limit=500):
         """For the search service: deals by id, or a page by id."""
         return self.store.search_records("deals", self.deals._dump_many, ids, after, limit)
+
+    # typed custom fields of deals (crm_common.custom_fields)
+    @property
+    def custom_field_admin(self):
+        return CustomFieldAdmin(self.store.custom_fields, self.caller, ("deal",),
+                                self.store.index_custom_value)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_custom_fields(self, params):
+        return self.custom_field_admin.list(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_custom_field(self, entity, key):
+        return self.custom_field_admin.get(entity, key)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def create_custom_field(self, payload):
+        return self.custom_field_admin.create(payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update_custom_field(self, entity, key, payload):
+        return self.custom_field_admin.update(entity, key, payload)
 
     # several contacts on a deal, each with a role (participants.py)
     @rpc(expected_exceptions=EXPECTED)

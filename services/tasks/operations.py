@@ -7,6 +7,7 @@ from datetime import timedelta
 from marshmallow import ValidationError
 
 from crm_common.cursors import parse_sort
+from crm_common import custom_fields
 from crm_common.errors import Conflict, NotFound, ValidationFailed
 from crm_common.messaging.events import envelope
 from crm_common.fields import with_every_key
@@ -66,8 +67,14 @@ class Tasks:
         return self.caller.owner_filter("assignee_id", "creator_id")
 
     # CRUD
+    def typed_custom(self, values):
+        """A write's custom values checked against the tasks' typed custom fields."""
+        return custom_fields.check_values(self.store.custom_fields.of("task"), values)
+
     def create(self, payload):
         data = load(task_in, payload)
+        if "custom" in data:
+            data["custom"] = self.typed_custom(data["custom"])
         assignee = data.get("assignee_id") or self.caller.user_id
         self._check_assignee(assignee)
         now = self.clock.now()
@@ -83,6 +90,8 @@ class Tasks:
 
     def update(self, task_id, payload):
         data = load(task_in, payload, partial=True)
+        if "custom" in data:
+            data["custom"] = self.typed_custom(data["custom"])
         current = self.store.get_task(task_id, self._visible())
         if not current:
             raise NotFound("Task not found", {"id": task_id})
@@ -471,6 +480,7 @@ class Tasks:
             "result": None, "reminders": sorted(set(data.get("reminders") or [])),
             "recurrence": dict(data["recurrence"]) if data.get("recurrence") else None,
             "series_id": data.get("series_id"), "source": source,
+            "custom": data.get("custom") or {},
             "completed_at": None, "canceled_at": None, "cancel_reason": None,
             "created_at": now, "updated_at": now, "version": 1}
         doc["alarm_at"] = first_alarm(doc, self.grace)

@@ -6,6 +6,7 @@ from nameko.timer import timer
 
 from crm_common.config import get_settings
 from crm_common.context import CallerContext
+from crm_common.custom_fields import CustomFieldAdmin
 from crm_common.errors import EXPECTED
 from crm_common.messaging.events import reliable_handler
 from crm_common.health import HealthEntrypoints
@@ -85,6 +86,27 @@ class TasksService(HealthEntrypoints):
     @rpc(expected_exceptions=EXPECTED)
     def report(self, params):
         return self.tasks.report(params)
+
+    # typed custom fields of tasks (crm_common.custom_fields)
+    @property
+    def custom_field_admin(self):
+        return CustomFieldAdmin(self.store.custom_fields, self.caller, ("task",))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_custom_fields(self, params):
+        return self.custom_field_admin.list(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_custom_field(self, entity, key):
+        return self.custom_field_admin.get(entity, key)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def create_custom_field(self, payload):
+        return self.custom_field_admin.create(payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update_custom_field(self, entity, key, payload):
+        return self.custom_field_admin.update(entity, key, payload)
 
     # stage rules
     @rpc(expected_exceptions=EXPECTED)

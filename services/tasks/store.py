@@ -5,6 +5,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from crm_common.cursors import page
+from crm_common.custom_fields import Definitions
 from crm_common.ids import new_id
 from crm_common.mongo import BaseStore, find_in, update_and_get
 
@@ -38,6 +39,7 @@ class TasksStore(BaseStore):
         self.contact_calls = db["contact_calls"]
         self.rules = db["task_rules"]
         self.meta = db["meta"]
+        self.custom_fields = Definitions(db["custom_fields"])  # typed custom fields of tasks
 
     def ensure_indexes(self):
         t = self.tasks
@@ -54,6 +56,7 @@ class TasksStore(BaseStore):
         self.rules.create_index([("pipeline_id", ASCENDING), ("stage_id", ASCENDING),
                                  ("created_at", DESCENDING), ("_id", DESCENDING)])
         self.rules.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
+        self.custom_fields.ensure_indexes()
 
     # tasks
     def insert_task(self, doc):

@@ -17,6 +17,7 @@ from pymongo import ASCENDING, DESCENDING, InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_common.cursors import page
+from crm_common.custom_fields import SORTABLE, Definitions
 from crm_common.ids import new_id
 from crm_common.mongo import (BaseStore, after_commit, after_transaction, increment,
                               outside_transaction, update_and_get)
@@ -62,6 +63,7 @@ class DealsStore(ReportQueries, SummaryQueries, BaseStore):
         self.funnel_months = db["funnel_months"]  # counters, see funnel.py
         self.funnel_days = db["funnel_days"]
         self.summaries = db[summaries.COLLECTION]  # sales / forecast buckets, see summaries.py
+        self.custom_fields = Definitions(db["custom_fields"])  # typed custom fields of deals
 
     def ensure_indexes(self):
         p = self.pipelines
@@ -78,6 +80,10 @@ class DealsStore(ReportQueries, SummaryQueries, BaseStore):
             d.create_index([(field, ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)])
         for name, keys in reports.DEAL_INDEXES.items():
             d.create_index(keys, name=name)
+        self.custom_fields.ensure_indexes()
+        for key, definition in self.custom_fields.of("deal").items():
+            if definition["type"] in SORTABLE:
+                self.index_custom_value("deal", key, definition["type"])
         # the deals a contact takes part in (several contacts per deal, participants.py)
         d.create_index([("participant_ids", ASCENDING), ("created_at", DESCENDING),
                         ("_id", DESCENDING)])
@@ -330,6 +336,11 @@ class DealsStore(ReportQueries, SummaryQueries, BaseStore):
                                 {"pipeline_id": 1, "status": 1, "deleted_at": 1}).limit(1000)
         return [d["_id"] for d in found if d.get("pipeline_id") == pipeline_id
                 and d.get("status") == "open" and d.get("deleted_at") is None][:limit]
+
+    def index_custom_value(self, entity, key, kind):
+        """A typed custom field's values, for lists filtered or sorted by it."""
+        path = f"custom.{key}" + (".amount" if kind == "money" else "")
+        self.deals.create_index([(path, ASCENDING), ("_id", ASCENDING)])
 
     def deals_of_participant(self, contact_id, limit):
         """A contact's deals, newest first: those listing it among their contacts and those

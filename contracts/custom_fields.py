@@ -1,0 +1,78 @@
+"""Typed custom fields, one API for every entity: admins define them per entity (contact,
+company, deal, task); the service that owns the entity keeps the definitions and validates
+every write against them (crm_common/custom_fields.py). A field is stored under its stable
+`key` in the record's `custom` object; its label can change and a retired field keeps its
+values."""
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from crm_common.fields import PageOf
+
+ENTITIES = ("contact", "company", "deal", "task")
+# the service that owns each entity and keeps its fields
+OWNERS = {"contact": "contacts", "company": "contacts", "deal": "deals", "task": "tasks"}
+TYPES = ("text", "long_text", "number", "money", "date", "datetime", "boolean", "select",
+         "multi_select", "user", "url", "email", "phone")
+CHOICE_TYPES = ("select", "multi_select")
+MAX_FIELDS = 50
+KEY = validate.Regexp(r"^[a-z][a-z0-9_]{0,39}$",
+                      error="Lowercase letters, digits and _, starting with a letter (max 40).")
+_OPTIONS = fields.List(fields.String(validate=validate.Length(1, 100)),
+                       validate=validate.Length(max=200),
+                       metadata={"description": "select / multi_select: the allowed values"})
+
+
+class CustomFieldIn(Schema):
+    entity = fields.String(required=True, validate=validate.OneOf(ENTITIES))
+    key = fields.String(required=True, validate=KEY, metadata={
+        "description": "stable: values are stored under it (custom.<key>); never changes"})
+    label = fields.String(required=True, validate=validate.Length(1, 100))
+    type = fields.String(required=True, validate=validate.OneOf(TYPES))
+    options = _OPTIONS
+    required = fields.Boolean(load_default=False, metadata={
+        "description": "part of the minimal data set (completeness report); writes are not "
+                       "refused for it (stage rules are: required fields per stage)"})
+    description = fields.String(allow_none=True, validate=validate.Length(max=500))
+
+    @validates_schema
+    def options_fit(self, data, partial=False, **kwargs):
+        if partial:
+            return
+        options = data.get("options") or []
+        if data.get("type") in CHOICE_TYPES and not options:
+            raise ValidationError("A select field needs options.", "options")
+        if data.get("type") not in CHOICE_TYPES and options:
+            raise ValidationError("Only select fields have options.", "options")
+        if len(set(options)) != len(options):
+            raise ValidationError("Each option once.", "options")
+
+
+class CustomFieldPatch(Schema):
+    label = fields.String(validate=validate.Length(1, 100))
+    options = _OPTIONS
+    required = fields.Boolean()
+    description = fields.String(allow_none=True, validate=validate.Length(max=500))
+    retired = fields.Boolean(metadata={
+        "description": "a retired field takes no new values; stored values are kept and shown"})
+
+
+class CustomFieldOut(Schema):
+    id = fields.String(metadata={"description": "<entity>:<key>"})
+    entity = fields.String()
+    key = fields.String()
+    label = fields.String()
+    type = fields.String()
+    options = fields.List(fields.String())
+    required = fields.Boolean()
+    description = fields.String(allow_none=True)
+    retired = fields.Boolean()
+    created_at = fields.String()
+    updated_at = fields.String()
+
+
+class CustomFieldQuery(Schema):
+    entity = fields.String(required=True, validate=validate.OneOf(ENTITIES))
+    include_retired = fields.Boolean(load_default=True)
+
+
+class CustomFieldPage(PageOf):
+    items = fields.List(fields.Nested(CustomFieldOut))
