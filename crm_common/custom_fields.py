@@ -184,7 +184,7 @@ def _value(definition, value, region):
             raise ValueError("Expected a date YYYY-MM-DD.")
     if kind == "datetime":
         try:
-            parsed = parse_iso(value) if isinstance(value, str) else _raise()
+            parsed = parse_iso(value) if isinstance(value, str) and "T" in value else _raise()
         except (ValueError, TypeError):
             raise ValueError("Expected an ISO 8601 date-time with offset.")
         if parsed.tzinfo is None:
