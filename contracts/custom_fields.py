@@ -76,3 +76,49 @@ class CustomFieldQuery(Schema):
 
 class CustomFieldPage(PageOf):
     items = fields.List(fields.Nested(CustomFieldOut))
+
+
+# --- the minimal data set per entity and the completeness report --------------------------
+
+STANDARD_FIELDS = {
+    "contact": ("first_name", "last_name", "emails", "phones", "position", "company_id",
+                "birthday", "source", "tags"),
+    "company": ("name", "domain", "industry", "emails", "phones", "address"),
+    "deal": ("amount", "expected_close_date", "source", "contact_id", "company_id", "notes"),
+    "task": ("due_at", "description", "contact_id", "deal_id"),
+}
+
+
+class MinimalIn(Schema):
+    standard = fields.List(fields.String(validate=validate.Length(1, 40)), required=True,
+                           validate=validate.Length(max=20), metadata={
+        "description": "standard fields every record should have (the custom ones are those "
+                       "defined with required=true)"})
+
+
+class MinimalOut(Schema):
+    entity = fields.String()
+    standard = fields.List(fields.String())
+    custom = fields.List(fields.String(), metadata={"description": "keys of required custom fields"})
+    fields_ = fields.List(fields.String(), data_key="fields", metadata={
+        "description": "the whole set as the report names them (custom ones as custom.<key>)"})
+
+
+class CompletenessQuery(Schema):
+    entity = fields.String(required=True, validate=validate.OneOf(ENTITIES))
+    owner_id = fields.String(validate=validate.Length(1, 40))
+
+
+class CompletenessRow(Schema):
+    owner_id = fields.String(allow_none=True)
+    records = fields.Integer()
+    complete = fields.Integer(metadata={"description": "records with every minimal field filled"})
+    share = fields.Float(allow_none=True, metadata={"description": "complete / records"})
+    missing = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={
+        "description": "per field, how many records lack it"})
+
+
+class CompletenessReport(Schema):
+    entity = fields.String()
+    fields_ = fields.List(fields.String(), data_key="fields")
+    items = fields.List(fields.Nested(CompletenessRow))

@@ -432,3 +432,88 @@ def import_values(definitions, values, region="IT", users=None):
         return check_values(definitions, typed, region, users), {}
     except ValidationFailed as error:
         return typed, {k: v[0] for k, v in error.details["fields"]["custom"].items()}
+
+
+# --- the minimal data set and the completeness report ---------------------------------------
+
+minimal_in, minimal_out = schemas.MinimalIn(), schemas.MinimalOut()
+completeness_query = schemas.CompletenessQuery()
+
+
+class Minimal:
+    """The company's minimal data set of an entity: standard fields (stored beside the
+    definitions, `_id` = minimal:<entity>) plus the custom fields defined required."""
+
+    def __init__(self, definitions, caller, entities):
+        self.definitions = definitions
+        self.caller = caller
+        self.entities = entities
+
+    def _entity(self, entity):
+        if entity not in self.entities:
+            raise NotFound("No such entity here", {"entity": entity})
+        return entity
+
+    def fields(self, entity):
+        doc = self.definitions.collection.find_one({"_id": f"minimal:{entity}"}) or {}
+        custom = [k for k, d in self.definitions.of(entity).items()
+                  if d.get("required") and not d.get("retired")]
+        standard = list(doc.get("standard") or [])
+        return {"entity": entity, "standard": standard, "custom": custom,
+                "fields": standard + [f"custom.{k}" for k in custom]}
+
+    def get(self, entity):
+        return self.fields(self._entity(entity))
+
+    def set(self, entity, payload):
+        if self.caller.role not in (None, "admin"):
+            raise Forbidden("Only admins set the minimal data set")
+        self._entity(entity)
+        data = load(minimal_in, payload)
+        allowed = schemas.STANDARD_FIELDS[entity]
+        unknown = [f for f in data["standard"] if f not in allowed]
+        if unknown:
+            raise ValidationFailed("Invalid input", {"fields": {"standard": [
+                f"Not standard fields of a {entity}: {', '.join(unknown)} "
+                f"(allowed: {', '.join(allowed)})."]}})
+        self.definitions.collection.update_one(
+            {"_id": f"minimal:{entity}"},
+            {"$set": {"standard": list(dict.fromkeys(data["standard"])), "updated_at": utcnow()}},
+            upsert=True)
+        return self.fields(entity)
+
+    def report(self, params, records, person_field="owner_id"):
+        """Per person: how many of their records (those the caller sees: `records(fields,
+        owner_id)` yields them with the needed fields) have the whole minimal set."""
+        q = load(completeness_query, params)
+        wanted = self.fields(self._entity(q["entity"]))["fields"]
+        rows = {}
+        for doc in records(q["entity"], wanted, q.get("owner_id")):
+            person = doc.get(person_field)
+            row = rows.setdefault(person, {"owner_id": person, "records": 0, "complete": 0,
+                                           "missing": {f: 0 for f in wanted}})
+            row["records"] += 1
+            lacking = [f for f in wanted if _lacks(doc, f)]
+            for name in lacking:
+                row["missing"][name] += 1
+            if not lacking:
+                row["complete"] += 1
+        items = sorted(rows.values(), key=lambda r: (r["owner_id"] is None, r["owner_id"] or ""))
+        for row in items:
+            row["share"] = round(row["complete"] / row["records"], 4) if row["records"] else None
+        return {"entity": q["entity"], "fields": wanted, "items": items}
+
+
+def _lacks(doc, name):
+    value = doc
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return is_empty(value) or (name == "amount" and value == 0)
+
+
+def projection(fields, person_field="owner_id"):
+    """What a completeness read needs of each record."""
+    out = {person_field: 1}
+    for name in fields:
+        out[name] = 1
+    return out

@@ -202,3 +202,37 @@ def test_deal_and_task_fields_and_required_fields_per_stage(api, unique):
     moved = api.post(f"/deals/{deal['id']}/move", json=move)
     assert moved.status_code == 200, moved.text
     assert moved.json()["stage_id"] == stages["Proposal"]["id"]
+
+
+def test_completeness_report_per_owner(api, make_user, unique):
+    agent = make_user("agent")
+    region = f"region_{unique}"
+    define(api, "contact", region, "text", required=True)
+    minimal = api.put("/custom-fields/minimal/contact", json={"standard": ["emails", "phones"]})
+    assert minimal.status_code == 200, minimal.text
+    assert f"custom.{region}" in minimal.json()["fields"]
+    assert api.put("/custom-fields/minimal/contact",
+                   json={"standard": ["shoe_size"]}).status_code == 422
+    assert agent.put("/custom-fields/minimal/contact",
+                     json={"standard": ["emails"]}).status_code == 403
+    owner = agent.user["id"]
+    for n, (email, phone, custom) in enumerate((
+            (True, True, {region: "north"}), (True, False, {region: "south"}),
+            (False, True, {}))):
+        body = {"first_name": f"C{n}", "last_name": unique, "owner_id": owner, "custom": custom}
+        if email:
+            body["emails"] = [{"email": f"c{n}.{unique}@example.com"}]
+        if phone:
+            body["phones"] = [{"number": f"+39 02 1234 {n:04d}"}]
+        made = api.post("/contacts", json=body)
+        assert made.status_code == 201, made.text
+    report = agent.get("/reports/completeness", params={"entity": "contact"})
+    assert report.status_code == 200, report.text
+    rows = report.json()["items"]
+    assert [r["owner_id"] for r in rows] == [owner]  # an agent sees their own records only
+    row = rows[0]
+    assert (row["records"], row["complete"], row["share"]) == (3, 1, 0.3333)
+    assert row["missing"] == {"emails": 1, "phones": 1, f"custom.{region}": 1}
+    # leave the company's minimal set as other tests expect it
+    api.patch(f"/custom-fields/contact:{region}", json={"required": False})
+    api.put("/custom-fields/minimal/contact", json={"standard": []})

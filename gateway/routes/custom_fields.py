@@ -51,3 +51,26 @@ def get_field(field_id, body, params):
 def update_field(field_id, body, params):
     entity, key = _split(field_id)
     return call(_owner(entity), "update_custom_field", entity, key, body)
+
+
+@api.route("/custom-fields/minimal/{entity}", "GET",
+           "The minimal data set of an entity: standard fields plus the custom fields defined required",
+           TAG, response=s.MinimalOut, permission="custom-fields:read")
+def get_minimal(entity, body, params):
+    return call(_owner(entity), "get_minimal_fields", entity)
+
+
+@api.route("/custom-fields/minimal/{entity}", "PUT",
+           "Set the standard fields of an entity's minimal data set (admins)", TAG,
+           body=s.MinimalIn, response=s.MinimalOut, errors=WRITE_ERRORS,
+           permission="custom-fields:manage")
+def set_minimal(entity, body, params):
+    return call(_owner(entity), "set_minimal_fields", entity, body)
+
+
+@api.route("/reports/completeness", "GET",
+           "Data completeness per owner: the share of their records with the whole minimal data set",
+           "reports", query=s.CompletenessQuery, response=s.CompletenessReport,
+           permission="reports:read")
+def completeness(body, params):
+    return call(_owner(params.get("entity")), "completeness_report", params)

@@ -284,6 +284,10 @@ class Contacts:
         return custom_fields.check_values(self.store.custom_fields.of(entity), values,
                                           self.region, self.store.known_user_ids)
 
+    def completeness_records(self, entity, fields, owner_id):
+        return self.store.completeness_records(entity, custom_fields.projection(fields),
+                                               owner_id, self._visible())
+
     def _custom_list(self, query_in):
         """Puts the typed custom-field filters (`cf.<key>...`) into `query_in` as
         `custom_query`; answers (path, direction) for a `sort=cf.<key>`, else None."""

@@ -218,6 +218,10 @@ class Deals:
         except NotFound:
             return None
 
+    def completeness_records(self, entity, fields, owner_id):
+        return self.store.completeness_records(custom_fields.projection(fields), owner_id,
+                                               self.caller.person_ids())
+
     def typed_custom(self, values):
         """A write's custom values checked against the deal's typed custom fields."""
         return custom_fields.check_values(self.store.custom_fields.of("deal"), values)

@@ -2,7 +2,7 @@
 aggregations), storage in store.py."""
 
 from crm_common.context import Caller, CallerContext
-from crm_common.custom_fields import CustomFieldAdmin
+from crm_common.custom_fields import CustomFieldAdmin, Minimal
 from crm_common.errors import EXPECTED
 from crm_common.messaging.events import reliable_handler
 from crm_common.health import HealthEntrypoints
@@ -118,6 +118,22 @@ class DealsService(HealthEntrypoints):
     @rpc(expected_exceptions=EXPECTED)
     def update_custom_field(self, entity, key, payload):
         return self.custom_field_admin.update(entity, key, payload)
+
+    @property
+    def minimal(self):
+        return Minimal(self.store.custom_fields, self.caller, ("deal",))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_minimal_fields(self, entity):
+        return self.minimal.get(entity)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def set_minimal_fields(self, entity, payload):
+        return self.minimal.set(entity, payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def completeness_report(self, params):
+        return self.minimal.report(params, self.deals.completeness_records)
 
     # several contacts on a deal, each with a role (participants.py)
     @rpc(expected_exceptions=EXPECTED)

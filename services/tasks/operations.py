@@ -67,6 +67,10 @@ class Tasks:
         return self.caller.owner_filter("assignee_id", "creator_id")
 
     # CRUD
+    def completeness_records(self, entity, fields, assignee_id):
+        return self.store.completeness_records(
+            custom_fields.projection(fields, "assignee_id"), assignee_id, self._visible())
+
     def typed_custom(self, values):
         """A write's custom values checked against the tasks' typed custom fields."""
         return custom_fields.check_values(self.store.custom_fields.of("task"), values)

@@ -58,6 +58,15 @@ class TasksStore(BaseStore):
         self.rules.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
         self.custom_fields.ensure_indexes()
 
+    def completeness_records(self, projection, assignee_id, visible):
+        """Open and done tasks (not canceled) of `assignee_id` (or all) the caller sees."""
+        query = {"status": {"$in": ["open", "done"]}}
+        if assignee_id:
+            query["assignee_id"] = assignee_id
+        if visible:
+            query = {"$and": [query, visible]}
+        return self.tasks.find(query, projection)
+
     # tasks
     def insert_task(self, doc):
         """Insert; False when a task with the same source_key exists (a redelivery). An

@@ -148,6 +148,18 @@ class ContactsStore(BaseStore):
         collection = self.contacts if entity == "contact" else self.companies
         collection.create_index([(path, ASCENDING), ("_id", ASCENDING)])
 
+    def completeness_records(self, entity, projection, owner_id, visible):
+        """The live records a completeness report reads (contacts within `visible`)."""
+        if entity == "company":
+            query = {"deleted_at": None}
+            collection = self.companies
+        else:
+            query = {"deleted_at": None, **visible_condition(visible)}
+            collection = self.contacts
+        if owner_id:
+            query = {"$and": [query, {"owner_id": owner_id}]}
+        return collection.find(query, projection)
+
     def known_user_ids(self, user_ids):
         return {u["_id"] for u in find_in(self.users, "_id", list(user_ids), {"_id": 1})}
 

@@ -342,6 +342,15 @@ class DealsStore(ReportQueries, SummaryQueries, BaseStore):
         path = f"custom.{key}" + (".amount" if kind == "money" else "")
         self.deals.create_index([(path, ASCENDING), ("_id", ASCENDING)])
 
+    def completeness_records(self, projection, owner_id, visible_owners):
+        """Live deals of `owner_id` (or all), of the owners the caller sees (None: all)."""
+        query = {"deleted_at": None}
+        if owner_id:
+            query["owner_id"] = owner_id
+        if visible_owners is not None:
+            query = {"$and": [query, {"owner_id": {"$in": list(visible_owners)}}]}
+        return self.deals.find(query, projection)
+
     def deals_of_participant(self, contact_id, limit):
         """A contact's deals, newest first: those listing it among their contacts and those
         naming it as contact_id (deals from before the list). One indexed predicate per
