@@ -56,3 +56,34 @@ def test_a_deal_with_three_contacts_in_roles(api, stack, make_user, unique, reco
     api.put(f"/deals/{deal['id']}/contacts",
             json={"contacts": [{"contact_id": accountant, "role": "accountant", "primary": True}]})
     assert api.get(f"/contacts/{lawyer}/deals").json()["items"] == []
+
+
+def test_a_merge_moves_roles_notes_and_commitments_to_the_survivor(api, stack, unique):
+    import time
+    boss, lawyer, survivor = (person(api, unique, n) for n in ("Boss2", "Law2", "Surv2"))
+    deal = api.post("/deals", json={"title": f"Merge {unique}", "contact_id": boss,
+                                    "currency": "EUR"}).json()
+    api.put(f"/deals/{deal['id']}/contacts", json={"contacts": [
+        {"contact_id": boss, "role": "decision maker", "primary": True},
+        {"contact_id": lawyer, "role": "lawyer"}]})
+    note = api.post("/notes", json={"record_type": "contact", "record_id": lawyer,
+                                    "body": "Lawyer prefers mornings"}).json()
+    merged = api.post(f"/contacts/{survivor}/merge", json={"source_ids": [lawyer]})
+    assert merged.status_code == 200, merged.text
+
+    def settled():
+        people = api.get(f"/deals/{deal['id']}/contacts").json()["contacts"]
+        notes = api.get("/notes", params={"record_type": "contact",
+                                          "record_id": survivor}).json().get("items", [])
+        return people, notes
+    deadline = time.time() + 20
+    while True:
+        people, notes = settled()
+        if (survivor in [p["contact_id"] for p in people] and notes) or time.time() > deadline:
+            break
+        time.sleep(0.3)
+    assert [(p["contact_id"], p["role"]) for p in people] == [
+        (boss, "decision maker"), (survivor, "lawyer")]
+    assert [n["id"] for n in notes] == [note["id"]]
+    cards = api.get(f"/contacts/{survivor}/deals").json()["items"]
+    assert [(d["id"], d["role"]) for d in cards] == [(deal["id"], "lawyer")]

@@ -42,6 +42,24 @@ def _event(event_type, data):
     return envelope(SERVICE, event_type, data)
 
 
+def merged_people(deal, merged_ids, survivor_id):
+    """A deal's contacts once `merged_ids` became `survivor_id`: each person once, the
+    survivor keeping the first role met and primary if any of them was."""
+    people, seen = [], {}
+    for person in deal.get("contacts") or []:
+        person = dict(person)
+        if person["contact_id"] in merged_ids:
+            person["contact_id"] = survivor_id
+        if person["contact_id"] in seen:
+            kept = seen[person["contact_id"]]
+            kept["primary"] = kept["primary"] or person.get("primary", False)
+            kept["role"] = kept.get("role") or person.get("role")
+            continue
+        seen[person["contact_id"]] = person
+        people.append(person)
+    return people
+
+
 def check_required(stage, deal, contact_of):
     """422 listing what the stage requires and the deal (or its contact, asked with
     `contact_of(id)`) lacks: required fields per stage."""
@@ -445,7 +463,10 @@ class Deals:
         merged = [i for i in data["merged_ids"] if i != data["survivor_id"]]
         if not merged:
             return 0
-        return self.store.repoint_contact(merged, data["survivor_id"], utcnow())
+        moved = self.store.repoint_contact(merged, data["survivor_id"], utcnow())
+        for doc in self.store.deals_with_participants(merged):  # several contacts per deal
+            self.store.set_participants(doc["_id"], merged_people(doc, merged, data["survivor_id"]))
+        return moved
 
     def record_history(self, entry):
         """The one writer of deal_history: the call that inserts the entry (never a retry

@@ -8,6 +8,7 @@ from crm_common.messaging.events import reliable_handler
 from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import rpc
 from crm_common.mongo import MongoStore
+from crm_common.timeutil import utcnow
 from services.notes.dependencies import RecordRpc
 from services.notes.operations import Notes, dump_note
 from services.notes.store import NotesStore
@@ -79,6 +80,12 @@ class NotesService(HealthEntrypoints):
                                          ids, after, limit, since, cursor, until)
 
     # other services' events
+    @reliable_handler("contacts", "contact_merged")
+    def on_contact_merged(self, event):
+        """The merged contacts' notes and commitments now belong to the survivor."""
+        data = event["data"]
+        self.store.repoint_contact(data["merged_ids"], data["survivor_id"], utcnow())
+
     @reliable_handler("gateway", "user_upserted")
     def on_user_upserted(self, event):
         """The users' copy: who may be mentioned (active, role, team, manager)."""

@@ -29,6 +29,7 @@ class NotesStore(BaseStore):
             self.notes.create_index([(field, ASCENDING), ("cm_status", ASCENDING),
                                      ("cm_due", ASCENDING), ("_id", ASCENDING)], sparse=True)
         self.notes.create_index([("updated_at", ASCENDING), ("_id", ASCENDING)])
+        self.notes.create_index("contact_id")  # repointed when contacts merge
         self.comments.create_index([("note_id", ASCENDING), ("created_at", ASCENDING),
                                     ("_id", ASCENDING)])
         self.users.create_index("team")
@@ -59,6 +60,21 @@ class NotesStore(BaseStore):
         condition = {"$in": list(value)} if isinstance(value, (list, tuple)) else value
         return page(self.notes, {field: condition, "cm_status": status}, "cm_due", ASCENDING,
                     limit, cursor)
+
+    def repoint_contact(self, merged_ids, survivor_id, now):
+        """Idempotent: the notes of merged contacts (on them, on their deals and tasks, their
+        commitments) now name the survivor."""
+        for merged_id in merged_ids:
+            for key in (record_key("contact", merged_id),
+                        PARKED + record_key("contact", merged_id)):
+                self.notes.update_many({"record_key": key}, {"$set": {
+                    "record_key": key.replace(merged_id, survivor_id), "record_id": survivor_id,
+                    "updated_at": now}})
+            self.notes.update_many({"contact_id": merged_id},
+                                   {"$set": {"contact_id": survivor_id, "updated_at": now}})
+            self.notes.update_many({"cm_contact": merged_id}, {"$set": {
+                "cm_contact": survivor_id, "commitment.contact_id": survivor_id,
+                "updated_at": now}})
 
     # comments
     def insert_comment(self, doc):

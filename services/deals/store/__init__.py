@@ -19,7 +19,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from crm_common.cursors import page
 from crm_common.custom_fields import SORTABLE, Definitions
 from crm_common.ids import new_id
-from crm_common.mongo import (BaseStore, after_commit, after_transaction, increment,
+from crm_common.mongo import (BaseStore, after_commit, after_transaction, find_in, increment,
                               outside_transaction, update_and_get)
 from crm_common.timeutil import utcnow
 from services.deals import funnel, summaries
@@ -350,6 +350,14 @@ class DealsStore(ReportQueries, SummaryQueries, BaseStore):
         if visible_owners is not None:
             query = {"$and": [query, {"owner_id": {"$in": list(visible_owners)}}]}
         return self.deals.find(query, projection)
+
+    def deals_with_participants(self, contact_ids):
+        return list(find_in(self.deals, "participant_ids", list(contact_ids)))
+
+    def set_participants(self, deal_id, people):
+        """After a merge: the list and its index field (contact_id was repointed already)."""
+        self.deals.update_one({"_id": deal_id}, {"$set": {
+            "contacts": people, "participant_ids": [p["contact_id"] for p in people]}})
 
     def deals_of_participant(self, contact_id, limit):
         """A contact's deals, newest first: those listing it among their contacts and those
