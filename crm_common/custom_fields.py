@@ -517,3 +517,19 @@ def projection(fields, person_field="owner_id"):
     for name in fields:
         out[name] = 1
     return out
+
+
+def to_cell(definition, value):
+    """A stored value as an export cell the import reads back (from_cell)."""
+    if value is None:
+        return ""
+    kind = definition["type"]
+    if kind == "money" and isinstance(value, dict):
+        amount = value.get("amount") or 0
+        sign = "-" if amount < 0 else ""
+        return f"{sign}{abs(amount) // 100}.{abs(amount) % 100:02d} {value.get('currency') or ''}".strip()
+    if kind == "multi_select" and isinstance(value, list):
+        return "; ".join(value)
+    if kind == "boolean":
+        return "yes" if value else "no"
+    return value

@@ -236,3 +236,18 @@ def test_completeness_report_per_owner(api, make_user, unique):
     # leave the company's minimal set as other tests expect it
     api.patch(f"/custom-fields/contact:{region}", json={"required": False})
     api.put("/custom-fields/minimal/contact", json={"standard": []})
+
+
+def test_export_has_a_column_per_typed_field_by_label(api, unique):
+    import csv
+    import io
+    budget = f"budget_{unique}"
+    field = define(api, "contact", budget, "money")
+    api.patch(f"/custom-fields/{field['id']}", json={"label": f"Budget {unique}"})
+    api.post("/contacts", json={"first_name": "Exp", "last_name": unique, "tags": [unique],
+                                "custom": {budget: {"amount": 123456, "currency": "EUR"}}})
+    exported = api.get("/contacts/export", params={"format": "csv", "tag": unique})
+    assert exported.status_code == 200, exported.text
+    rows = list(csv.reader(io.StringIO(exported.content.decode("utf-8-sig"))))
+    column = rows[0].index(f"Budget {unique}")
+    assert rows[1][column] == "1234.56 EUR"
