@@ -3,6 +3,7 @@ the same way before calling and generates the OpenAPI document from them."""
 from marshmallow import (Schema, ValidationError, fields, pre_load, validate,
                          validates_schema)
 
+from contracts.custom_fields import CustomFilters, custom_sort_field
 from contracts.events import (Bool, EventData, Int, IsoTime, Object, actor_field, ref_field,
                              summary_field)
 from crm_common.fields import WHITESPACE, timezone_field, cursor_field, CustomFields, PageOf, PageQuery, UtcDateTime, tags_field, sort_field
@@ -106,13 +107,8 @@ class ContactOut(Schema):
                        "request_id, utm_source, utm_medium, utm_campaign, referrer"})
 
 
-class ContactListQuery(PageQuery):
-    sort = fields.String(validate=validate.Regexp(
-        r"^-?(created_at|updated_at|name|cf\.[a-z][a-z0-9_]{0,39})$",
-        error="Sort by created_at, updated_at, name or cf.<custom field key> (- for descending)."))
-    custom_filters = fields.Dict(keys=fields.String(), values=fields.String(), metadata={
-        "description": "typed custom fields: `cf.<key>=value` (equals), `cf.<key>.gte=`, "
-                       "`.lte=`, `.ne=` as query parameters (gathered here)"})
+class ContactListQuery(CustomFilters, PageQuery):
+    sort = custom_sort_field("created_at", "updated_at", "name")
     q = fields.String(validate=validate.Length(1, 100))
     tag = fields.String(validate=validate.Length(1, 50))
     owner_id = fields.String(validate=validate.Length(1, 40))
@@ -123,19 +119,6 @@ class ContactListQuery(PageQuery):
     created_after = UtcDateTime()
     created_before = UtcDateTime()
     include_deleted = fields.Boolean(load_default=False)
-
-    @pre_load
-    def gather_custom_filters(self, data, **kwargs):
-        """`cf.<key>[.op]` parameters into custom_filters (checked against the definitions
-        by the service: crm_common.custom_fields.list_filters)."""
-        if not isinstance(data, dict) or not any(str(k).startswith("cf.") for k in data):
-            return data
-        data = dict(data)
-        gathered = dict(data.pop("custom_filters", None) or {})
-        for key in [k for k in data if str(k).startswith("cf.")]:
-            gathered[key] = data.pop(key)
-        data["custom_filters"] = gathered
-        return data
 
 
 class ContactPage(PageOf):

@@ -3,7 +3,7 @@ company, deal, task); the service that owns the entity keeps the definitions and
 every write against them (crm_common/custom_fields.py). A field is stored under its stable
 `key` in the record's `custom` object; its label can change and a retired field keeps its
 values."""
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from crm_common.fields import PageOf
 
@@ -122,3 +122,32 @@ class CompletenessReport(Schema):
     entity = fields.String()
     fields_ = fields.List(fields.String(), data_key="fields")
     items = fields.List(fields.Nested(CompletenessRow))
+
+
+# --- lists: filters and sorts on typed custom fields --------------------------------------
+
+def custom_sort_field(*names):
+    """`?sort=` of a list that also sorts by its typed custom fields (`cf.<key>`)."""
+    return fields.String(validate=validate.Regexp(
+        r"^-?(" + "|".join(names) + r"|cf\.[a-z][a-z0-9_]{0,39})$",
+        error="Sort by " + ", ".join(names) + " or cf.<custom field key> (- for descending)."))
+
+
+class CustomFilters(Schema):
+    """What a list filtered by typed custom fields accepts besides its own parameters."""
+    custom_filters = fields.Dict(keys=fields.String(), values=fields.String(), metadata={
+        "description": "typed custom fields: `cf.<key>=value` (equals), `cf.<key>.gte=`, "
+                       "`.lte=`, `.ne=` as query parameters (gathered here)"})
+
+    @pre_load
+    def gather_custom_filters(self, data, **kwargs):
+        """`cf.<key>[.op]` parameters into custom_filters (checked against the definitions
+        by the owning service: crm_common.custom_fields.list_filters)."""
+        if not isinstance(data, dict) or not any(str(k).startswith("cf.") for k in data):
+            return data
+        data = dict(data)
+        gathered = dict(data.pop("custom_filters", None) or {})
+        for key in [k for k in data if str(k).startswith("cf.")]:
+            gathered[key] = data.pop(key)
+        data["custom_filters"] = gathered
+        return data

@@ -7,6 +7,7 @@ from contracts.events import (Bool, EventData, Int, IsoTime, Object, actor_field
 from crm_common.fields import (WHITESPACE, CustomFields, cursor_field, PageOf, PageQuery,
                                UtcDateTime, sort_field)
 from contracts.currencies import ISO_4217
+from contracts.custom_fields import CustomFilters, custom_sort_field
 
 STAGE_KINDS = ("open", "won", "lost")
 DEAL_STATUSES = ("open", "won", "lost")
@@ -188,8 +189,8 @@ class DealOut(Schema):
         "description": "the people on the deal with their role; the primary one is contact_id"})
 
 
-class DealListQuery(PageQuery):
-    sort = sort_field("created_at", "updated_at")
+class DealListQuery(CustomFilters, PageQuery):
+    sort = custom_sort_field("created_at", "updated_at")
     pipeline_id = fields.String(validate=ID)
     stage_id = fields.String(validate=ID)
     owner_id = fields.String(validate=ID)

@@ -533,3 +533,21 @@ def to_cell(definition, value):
     if kind == "boolean":
         return "yes" if value else "no"
     return value
+
+
+def list_query(definitions_of, query_in, region="IT"):
+    """A list's typed custom-field part from its loaded parameters (contracts'
+    CustomFilters): (Mongo conditions on custom.<key>, (path, 1|-1) for a `sort=cf.<key>`
+    or None). `definitions_of()` reads the definitions, only when the list uses them."""
+    wanted = query_in.get("custom_filters") or {}
+    custom_sort = (query_in.get("sort") or "").lstrip("-").startswith("cf.")
+    if not wanted and not custom_sort:
+        return {}, None
+    definitions = definitions_of()
+    conditions = list_filters(definitions, wanted, region)
+    if not custom_sort:
+        return conditions, None
+    path, descending = sort_path(definitions, query_in["sort"])
+    if path not in conditions:
+        conditions.update(has_value(path))
+    return conditions, (path, -1 if descending else 1)

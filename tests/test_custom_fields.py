@@ -203,6 +203,17 @@ def test_deal_and_task_fields_and_required_fields_per_stage(api, unique):
     assert moved.status_code == 200, moved.text
     assert moved.json()["stage_id"] == stages["Proposal"]["id"]
 
+    # deal lists filter and sort by the deal's typed fields
+    other = api.post("/deals", json={"title": f"Other {unique}", "currency": "EUR",
+                                     "pipeline_id": pipeline.json()["id"],
+                                     "custom": {size: "M", po: "PO-0"}}).json()
+    scope = {"pipeline_id": pipeline.json()["id"]}
+    assert [d["id"] for d in api.get("/deals", params={**scope, f"cf.{size}": "L"})
+            .json()["items"]] == [deal["id"]]
+    assert [d["id"] for d in api.get("/deals", params={**scope, "sort": f"cf.{po}"})
+            .json()["items"]] == [other["id"], deal["id"]]
+    assert api.get("/deals", params={**scope, f"cf.{size}": "XL"}).status_code in (400, 422)
+
 
 def test_completeness_report_per_owner(api, make_user, unique):
     agent = make_user("agent")

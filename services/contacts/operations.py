@@ -291,18 +291,9 @@ class Contacts:
     def _custom_list(self, query_in):
         """Puts the typed custom-field filters (`cf.<key>...`) into `query_in` as
         `custom_query`; answers (path, direction) for a `sort=cf.<key>`, else None."""
-        wanted = query_in.get("custom_filters") or {}
-        custom_sort = (query_in.get("sort") or "").lstrip("-").startswith("cf.")
-        if not wanted and not custom_sort:
-            return None
-        definitions = self.store.custom_fields.of("contact")
-        query_in["custom_query"] = custom_fields.list_filters(definitions, wanted, self.region)
-        if not custom_sort:
-            return None
-        path, descending = custom_fields.sort_path(definitions, query_in["sort"])
-        if path not in query_in["custom_query"]:
-            query_in["custom_query"].update(custom_fields.has_value(path))
-        return path, -1 if descending else 1
+        query_in["custom_query"], custom_sort = custom_fields.list_query(
+            lambda: self.store.custom_fields.of("contact"), query_in, self.region)
+        return custom_sort
 
     def _contact_fields(self, data):
         doc = dict(data)

@@ -438,16 +438,22 @@ class Deals:
 
     def list(self, params):
         query_in = load(deal_list_query, params)
-        field, direction = parse_sort(query_in.get("sort"), DEAL_SORTS, "-created_at")
+        custom, custom_sort = custom_fields.list_query(
+            lambda: self.store.custom_fields.of("deal"), query_in)
+        if custom_sort:
+            sort_field, direction = custom_sort
+        else:
+            field, direction = parse_sort(query_in.get("sort"), DEAL_SORTS, "-created_at")
+            sort_field = DEAL_SORTS[field]
         filters = {key: query_in[key] for key in ("pipeline_id", "stage_id", "owner_id", "status",
                                                   "contact_id", "company_id", "source")
                    if query_in.get(key)}
-        query = self.store.deal_filter(filters, self.caller.person_ids())
-        docs, next_cursor = self.store.page_deals(query, DEAL_SORTS[field], direction,
+        query = self.store.deal_filter({**filters, **custom}, self.caller.person_ids())
+        docs, next_cursor = self.store.page_deals(query, sort_field, direction,
                                                   query_in["limit"], query_in.get("cursor"))
         out = {"items": self._dump_many(docs), "next_cursor": next_cursor}
         if query_in["include_total"]:
-            out["total"] = self.store.count_deals(query, DEAL_SORTS[field])
+            out["total"] = self.store.count_deals(query, sort_field)
         return out
 
     def history(self, deal_id, params):
