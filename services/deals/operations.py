@@ -222,6 +222,7 @@ class Deals:
         stage = stage_of(pipeline, doc["stage_id"]) if pipeline else None
         out["rotting"] = is_rotting(doc, stage, now or utcnow())
         out["contacts"] = people_of(doc)
+        out["custom"] = doc.get("custom") or {}
         return with_every_key(deal_out, out, doc["_id"])
 
     def _dump_many(self, docs):

@@ -37,6 +37,7 @@ deal_ref = schemas.DealRef()
 def dump_task(doc, now):
     out = with_every_key(task_out, task_out.dump(doc), doc["_id"])
     out["overdue"] = bool(doc.get("status") == "open" and doc.get("due_at") and doc["due_at"] < now)
+    out["custom"] = doc.get("custom") or {}
     return out
 
 
