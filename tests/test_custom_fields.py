@@ -166,6 +166,11 @@ def test_deal_and_task_fields_and_required_fields_per_stage(api, unique):
     assert api.post("/tasks", json={"title": "t", "custom": {phase: "done"}}).status_code == 422
     task = api.post("/tasks", json={"title": "t", "custom": {phase: "plan"}})
     assert task.status_code == 201 and task.json()["custom"] == {phase: "plan"}
+    helper = f"helper_{unique}"
+    define(api, "task", helper, "user")
+    me = api.get("/users/me").json()["id"]
+    assert api.post("/tasks", json={"title": "t", "custom": {helper: "ghost"}}).status_code == 422
+    assert api.post("/tasks", json={"title": "t", "custom": {helper: me}}).status_code == 201
 
     pipeline = api.post("/pipelines", json={"name": f"Req {unique}", "stages": [
         {"name": "New"},

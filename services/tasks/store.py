@@ -257,6 +257,9 @@ class TasksStore(BaseStore):
     def get_user(self, user_id):
         return self.users.find_one({"_id": user_id})
 
+    def known_user_ids(self, user_ids):
+        return {u["_id"] for u in find_in(self.users, "_id", list(user_ids), {"_id": 1})}
+
     def admin_ids(self):
         """The active admins, oldest id first (who calls back when nobody else would)."""
         return [u["_id"] for u in self.users.find({"role": "admin", "active": {"$ne": False}},
