@@ -48,7 +48,7 @@ def test_every_type_validated_on_api_writes(api, stack, make_user, unique):
     custom = {keys[k]: v for k, v in GOOD.items()}
     custom[keys["user"]] = agent.user["id"]
     created = api.post("/contacts", json={"first_name": "Typed", "last_name": unique,
-                                          "custom": custom})
+                                          "tags": [unique], "custom": custom})
     assert created.status_code == 201, created.text
     stored = created.json()["custom"]
     for kind in GOOD:
@@ -64,7 +64,7 @@ def test_every_type_validated_on_api_writes(api, stack, make_user, unique):
                                               "custom": {keys[kind]: value}})
         assert create.status_code == 422, (kind, create.text)
     assert api.get(f"/contacts/{contact_id}").json()["custom"] == stored
-    listed = api.get("/contacts", params={"q": unique}).json()["items"]
+    listed = api.get("/contacts", params={"tag": unique}).json()["items"]
     assert [c["id"] for c in listed] == [contact_id]
 
     # rename: values stay under the key; retire: no new values, stored ones kept
