@@ -1,9 +1,10 @@
 """Custom roles through the real stack: an admin-defined "operator" edits contact details but
 is refused deals, reports, search and exports; a changed role holds from the next request;
 bad roles are refused."""
+from tests.test_stream import SseClient
 
 
-def test_operator_role_edits_contacts_but_not_deals(api, make_user, unique):
+def test_operator_role_edits_contacts_but_not_deals(api, stack, make_user, unique):
     name = f"op-{unique}"
     bad_roles = ({"name": f"x-{unique}", "label": "X", "permissions": {}},
                  {"name": f"y-{unique}", "label": "Y", "permissions": {"contacts": {"read": None}}},
@@ -50,13 +51,27 @@ def test_operator_role_edits_contacts_but_not_deals(api, make_user, unique):
         answer = getattr(operator, method)(path, **kwargs)
         assert answer.status_code == 403, (method, path, answer.text)
 
+    # the live stream: contact events, never a deal's (not even one they own)
+    sse = SseClient(stack.stream_url, {"Authorization": operator.headers["Authorization"]})
+    try:
+        own_deal = api.post("/deals", json={"title": f"Theirs {unique}", "amount": 5,
+                                            "currency": "EUR", "owner_id": operator.user["id"]})
+        assert own_deal.status_code == 201, own_deal.text
+        contact = api.post("/contacts", json={"first_name": "Live", "last_name": unique,
+                                              "owner_id": someone.user["id"]}).json()
+        assert sse.wait_for(lambda e: e[1] == "contact_created"
+                            and e[2]["data"]["contact"]["id"] == contact["id"], timeout=20)
+        assert not [e for e in sse.events if e[1].startswith("deal_")], sse.events
+    finally:
+        sse.close()
+
     # a changed role holds from the next request: deals of their own only
     changed = api.patch(f"/roles/{name}", json={"permissions": {
         "contacts": {"read": "all", "create": "all", "edit": "all"}, "deals": {"read": "own"}}})
     assert changed.status_code == 200, changed.text
     mine = operator.get("/deals")
     assert mine.status_code == 200, mine.text
-    assert mine.json()["items"] == []
+    assert [d["id"] for d in mine.json()["items"]] == [own_deal.json()["id"]]
     assert operator.get(f"/deals/{deal['id']}").status_code == 404
     assert operator.patch(f"/contacts/{theirs['id']}", json={"position": "CEO"}).status_code == 200
 
