@@ -83,5 +83,8 @@ CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.telephony.serv
 FROM service AS search
 CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.search.service:SearchService"]
 
+FROM service AS notes
+CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.notes.service:NotesService"]
+
 # the image: the stage named by SERVICE
 FROM ${SERVICE}

@@ -3,6 +3,7 @@ the same way before calling and generates the OpenAPI document from them."""
 from marshmallow import (Schema, ValidationError, fields, pre_load, validate,
                          validates_schema)
 
+from contracts.custom_fields import CustomFilters, custom_sort_field
 from contracts.events import (Bool, EventData, Int, IsoTime, Object, actor_field, ref_field,
                              summary_field)
 from crm_common.fields import WHITESPACE, timezone_field, cursor_field, CustomFields, PageOf, PageQuery, UtcDateTime, tags_field, sort_field
@@ -106,8 +107,8 @@ class ContactOut(Schema):
                        "request_id, utm_source, utm_medium, utm_campaign, referrer"})
 
 
-class ContactListQuery(PageQuery):
-    sort = sort_field("created_at", "updated_at", "name")
+class ContactListQuery(CustomFilters, PageQuery):
+    sort = custom_sort_field("created_at", "updated_at", "name")
     q = fields.String(validate=validate.Length(1, 100))
     tag = fields.String(validate=validate.Length(1, 50))
     owner_id = fields.String(validate=validate.Length(1, 40))

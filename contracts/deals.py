@@ -4,13 +4,23 @@ from marshmallow import Schema, ValidationError, fields, pre_load, validate, val
 
 from contracts.events import (Bool, EventData, Int, IsoTime, Object, actor_field, ref_field,
                              summary_field)
-from crm_common.fields import WHITESPACE, cursor_field, PageOf, PageQuery, UtcDateTime, sort_field
+from crm_common.fields import (WHITESPACE, CustomFields, cursor_field, PageOf, PageQuery,
+                               UtcDateTime, sort_field)
 from contracts.currencies import ISO_4217
+from contracts.custom_fields import CustomFilters, custom_sort_field
 
 STAGE_KINDS = ("open", "won", "lost")
 DEAL_STATUSES = ("open", "won", "lost")
 PERIOD = r"^(19|2[0-9])[0-9]{2}-(0[1-9]|1[0-2]|Q[1-4])$"
 ID = validate.Length(1, 40)
+# what a stage may require (required fields per stage)
+REQUIRED_DEAL_FIELDS = ("amount", "expected_close_date", "source", "contact_id", "company_id",
+                        "notes")
+REQUIRED_CONTACT_FIELDS = ("first_name", "last_name", "emails", "phones", "position",
+                           "company_id", "birthday", "source")
+REQUIRED_FIELD = (r"^(" + "|".join(REQUIRED_DEAL_FIELDS) + r"|custom\.[a-z][a-z0-9_]{0,39}"
+                  r"|contact\.(" + "|".join(REQUIRED_CONTACT_FIELDS)
+                  + r"|custom\.[a-z][a-z0-9_]{0,39}))$")
 
 
 def _currency(**kwargs):
@@ -33,6 +43,13 @@ class StageIn(Schema):
     kind = fields.String(load_default="open", validate=validate.OneOf(STAGE_KINDS))
     rotting_days = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1, 3650),
                                   metadata={"description": "an open deal idle in this stage longer is flagged `rotting`"})
+    required_fields = fields.List(fields.String(validate=validate.Regexp(
+        REQUIRED_FIELD, error="A deal field, custom.<key>, contact.<field> or contact.custom.<key>.")),
+        validate=validate.Length(max=30), metadata={
+            "description": "what a deal must have filled to enter this stage (else 422 listing "
+                           "what is missing): " + ", ".join(REQUIRED_DEAL_FIELDS) + ", "
+                           "custom.<key>, contact.<" + "|".join(REQUIRED_CONTACT_FIELDS)
+                           + ">, contact.custom.<key>"})
 
 
 class PipelineIn(Schema):
@@ -69,6 +86,7 @@ class StageOut(Schema):
     kind = fields.String()
     rotting_days = fields.Integer(allow_none=True)
     position = fields.Integer()
+    required_fields = fields.List(fields.String())
 
 
 class PipelineOut(Schema):
@@ -111,6 +129,7 @@ class DealIn(Schema):
                            metadata={"description": "one of /deal-settings lead_sources"})
     expected_close_date = fields.Date(allow_none=True)
     notes = fields.String(allow_none=True, validate=validate.Length(max=10000))
+    custom = CustomFields(metadata={"description": "custom fields by key (typed ones: /custom-fields?entity=deal)"})
 
     @pre_load
     def currency_upper(self, data, **kwargs):
@@ -165,10 +184,13 @@ class DealOut(Schema):
                            metadata={"description": "inbound requests (leads) that created or joined this deal, "
                                                     "oldest first, the last 50"})
     version = fields.Integer()
+    custom = fields.Dict()
+    contacts = fields.List(fields.Nested(lambda: DealContactOut()), metadata={
+        "description": "the people on the deal with their role; the primary one is contact_id"})
 
 
-class DealListQuery(PageQuery):
-    sort = sort_field("created_at", "updated_at")
+class DealListQuery(CustomFilters, PageQuery):
+    sort = custom_sort_field("created_at", "updated_at")
     pipeline_id = fields.String(validate=ID)
     stage_id = fields.String(validate=ID)
     owner_id = fields.String(validate=ID)
@@ -483,6 +505,60 @@ class SourcesReport(Schema):
     scope = fields.String(metadata={"description": "all, or limited (the caller sees their own / their "
                                                    "team's leads and deals, or asked for one owner_id)"})
     rows = fields.List(fields.Nested(SourcesRow))
+
+
+# --- several contacts on a deal, each with a role --------------------------------------
+
+MAX_DEAL_CONTACTS = 50
+
+
+class DealContactIn(Schema):
+    contact_id = fields.String(required=True, validate=ID)
+    role = fields.String(allow_none=True, validate=validate.Length(max=50), metadata={
+        "description": "free text, e.g. decision maker, accountant, lawyer"})
+    primary = fields.Boolean(load_default=False)
+
+
+class DealContactsIn(Schema):
+    contacts = fields.List(fields.Nested(DealContactIn), required=True,
+                           validate=validate.Length(max=MAX_DEAL_CONTACTS), metadata={
+        "description": "the whole list (replaces it): each contact once, exactly one primary "
+                       "when not empty (it becomes the deal's contact_id)"})
+
+    @validates_schema
+    def one_primary(self, data, **kwargs):
+        people = data.get("contacts") or []
+        ids = [p["contact_id"] for p in people]
+        if len(set(ids)) != len(ids):
+            raise ValidationError("Each contact once.", "contacts")
+        if people and sum(1 for p in people if p.get("primary")) != 1:
+            raise ValidationError("Exactly one primary contact.", "contacts")
+
+
+class DealContactOut(Schema):
+    contact_id = fields.String()
+    role = fields.String(allow_none=True)
+    primary = fields.Boolean()
+
+
+class DealContactsOut(Schema):
+    deal_id = fields.String()
+    contacts = fields.List(fields.Nested(DealContactOut))
+
+
+class ContactDealsQuery(Schema):
+    status = fields.String(validate=validate.OneOf(DEAL_STATUSES))
+
+
+class ContactDeal(DealOut):
+    role = fields.String(allow_none=True, metadata={"description": "the contact's role on it"})
+    primary = fields.Boolean()
+
+
+class ContactDeals(Schema):
+    contact_id = fields.String()
+    items = fields.List(fields.Nested(ContactDeal), metadata={
+        "description": "the deals this contact takes part in (visible to the caller), newest first"})
 
 
 # --- Events (docs/events.md; the machinery is contracts/events.py) ------------------------

@@ -27,7 +27,7 @@ from marshmallow import INCLUDE, Schema, ValidationError, fields
 from crm_common.timeutil import parse_iso, to_iso
 
 # every publishing service; its schemas are in contracts/<source>.py
-SOURCES = ("gateway", "contacts", "deals", "tasks", "telephony", "notifications")
+SOURCES = ("gateway", "contacts", "deals", "tasks", "telephony", "notifications", "notes")
 
 
 class EventRejected(ValueError):

@@ -31,7 +31,9 @@ class UserIn(ProfileIn):
     """What an admin sets (PATCH accepts any subset)."""
     email = fields.Email(required=True, validate=validate.Length(max=254))
     name = fields.String(required=True, validate=validate.Length(1, 200))
-    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+    role = fields.String(required=True, validate=validate.Regexp(
+        r"^[a-z][a-z0-9_-]{1,39}$", error="admin, manager, agent or a role of /roles."),
+        metadata={"description": "admin | manager | agent, or a custom role (/roles)"})
     team = fields.String(allow_none=True, validate=validate.Length(max=100))
     manager_id = fields.String(allow_none=True, validate=validate.Length(max=40))
     active = fields.Boolean()
@@ -79,7 +81,7 @@ class StreamTicketOut(Schema):
 class UserListQuery(Schema):
     limit = list_limit_field()
     cursor = cursor_field()
-    role = fields.String(validate=validate.OneOf(ROLES))
+    role = fields.String(validate=validate.Length(1, 40))
     team = fields.String(validate=validate.Length(1, 100))
     manager_id = fields.String(validate=validate.Length(1, 40))
     active = fields.Boolean()

@@ -24,6 +24,7 @@ DEFAULT_CHANNELS = {
     "lead_routed": ["inapp", "email"],
     "import_finished": ["inapp", "email"],
     "birthday_list": ["inapp", "email"],
+    "note_mentioned": ["inapp", "email"],
 }
 
 LANGUAGES = ("en", "it")
@@ -34,7 +35,7 @@ PERSON_EVENTS = {
     ("tasks", "task_assigned"), ("tasks", "task_due_soon"), ("tasks", "task_overdue"),
     ("tasks", "task_escalated"), ("telephony", "call_missed"), ("deals", "deal_won"),
     ("deals", "deal_lost"), ("deals", "deal_assigned"), ("contacts", "import_finished"),
-    ("deals", "lead_routed"),
+    ("deals", "lead_routed"), ("notes", "note_mentioned"),
 }
 
 # ... and every event a webhook may subscribe to (the catalog in docs/events.md).
@@ -50,6 +51,7 @@ WEBHOOK_EVENTS = {
     ("tasks", "task_overdue"), ("tasks", "task_escalated"), ("tasks", "task_completed"),
     ("telephony", "call_started"), ("telephony", "call_answered"), ("telephony", "call_ended"),
     ("telephony", "call_missed"),
+    ("notes", "note_created"), ("notes", "note_mentioned"), ("notes", "commitment_made"),
 }
 WEBHOOK_EVENT_TYPES = sorted({t for _, t in WEBHOOK_EVENTS})
 

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from contracts.events import EventData, Int, IsoTime, Object, actor_field, ref_field, summary_field
-from crm_common.fields import cursor_field, PageOf, PageQuery, UtcDateTime, sort_field
+from crm_common.fields import CustomFields, cursor_field, PageOf, PageQuery, UtcDateTime, sort_field
 
 KINDS = ("call", "meeting", "email", "todo")
 STATUSES = ("open", "done", "canceled")
@@ -45,6 +45,7 @@ class TaskIn(Schema):
     priority = fields.String(load_default="normal", validate=validate.OneOf(PRIORITIES))
     reminders = reminders_field()
     recurrence = fields.Nested(RecurrenceIn, allow_none=True)
+    custom = CustomFields(metadata={"description": "custom fields by key (typed ones: /custom-fields?entity=task)"})
 
     @validates_schema
     def coherent(self, data, partial=False, **kwargs):
@@ -78,6 +79,7 @@ class TaskOut(Schema):
     status = fields.String()
     result = fields.String(allow_none=True)
     reminders = fields.List(fields.Integer())
+    custom = fields.Dict()
     recurrence = fields.Nested(RecurrenceIn, allow_none=True)
     series_id = fields.String(allow_none=True)
     source = fields.Dict(allow_none=True, metadata={

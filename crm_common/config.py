@@ -8,7 +8,8 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 
-SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony", "search")
+SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony", "search",
+            "notes")
 
 # Never a webhook target unless configured otherwise: private, link-local (cloud metadata),
 # carrier-grade NAT, multicast, reserved and "this host" ranges. Loopback is separate so

@@ -4,7 +4,9 @@ from nameko.extensions import DependencyProvider
 
 from crm_common.errors import Forbidden
 
-CONTEXT_KEYS = ("request_id", "user_id", "user_role", "user_team", "user_team_members")
+CONTEXT_KEYS = ("request_id", "user_id", "user_role", "user_team", "user_team_members",
+                "user_scope")
+BUILT_IN_ROLES = ("admin", "manager", "agent")
 
 
 class Caller(dict):
@@ -32,9 +34,18 @@ class Caller(dict):
         """The people whose records this caller sees and acts for; None = everyone.
 
         admin, or no user (an API key or a service acting on its own): everyone.
-        manager: themselves and their team. agent: themselves."""
+        manager: themselves and their team. agent: themselves. A custom role: the scope the
+        gateway found for this request's route (`user_scope`: all, team, else own)."""
         if self.role in (None, "admin"):
             return None
+        if self.role not in BUILT_IN_ROLES:
+            scope = self.get("user_scope")
+            if scope == "all":
+                return None
+            ids = [self.user_id]
+            if scope == "team":
+                ids += [m for m in self.team_members if m != self.user_id]
+            return ids
         ids = [self.user_id]
         if self.role == "manager":
             ids += [m for m in self.team_members if m != self.user_id]

@@ -132,7 +132,15 @@ def parse_sort(sort, allowed, default):
 def encode_cursor(sort_field, direction, doc, scope=""):
     """`scope`: the list the cursor belongs to (page() passes the collection's name)."""
     return sign_token({"l": scope, "f": sort_field, "d": direction,
-                       "v": encode_value(doc.get(sort_field)), "i": encode_value(doc["_id"])})
+                       "v": encode_value(_path_value(doc, sort_field)),
+                       "i": encode_value(doc["_id"])})
+
+
+def _path_value(doc, path):
+    """The value at a dotted path (`custom.budget.amount`: a typed custom field's sort)."""
+    for part in path.split("."):
+        doc = doc.get(part) if isinstance(doc, dict) else None
+    return doc
 
 
 def decode_cursor(cursor, sort_field, direction, scope=""):

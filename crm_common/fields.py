@@ -39,7 +39,8 @@ class UtcDateTime(fields.DateTime):
 
 
 class CustomFields(fields.Dict):
-    """A flat JSON object of custom values: text, number, boolean, null, or a list of text.
+    """A flat JSON object of custom values: text, number, boolean, null, a list of text, or
+    money {"amount", "currency"} (typed fields: crm_common/custom_fields.py).
     Keys are identifiers (no `$` or `.`, so they are safe as Mongo field names)."""
 
     def _deserialize(self, value, attr, data, **kwargs):
@@ -51,7 +52,8 @@ class CustomFields(fields.Dict):
             if not _CUSTOM_KEY.match(key):
                 errors[key] = ["Key must be a letter or _ then letters, digits or _ (max 64)."]
             elif not _valid_custom_value(item):
-                errors[key] = ["Value must be text, number, boolean, null or a list of text."]
+                errors[key] = ["Value must be text, number, boolean, null, a list of text or "
+                               "money {amount, currency}."]
         if errors:
             raise ValidationError(errors)
         return value
@@ -64,6 +66,11 @@ def _valid_custom_value(item):
         return len(item) <= MAX_CUSTOM_TEXT
     if isinstance(item, list):
         return len(item) <= 100 and all(isinstance(x, str) and len(x) <= 200 for x in item)
+    if isinstance(item, dict):  # money (a typed custom field): minor units + ISO currency
+        amount, currency = item.get("amount"), item.get("currency")
+        return (set(item) == {"amount", "currency"} and isinstance(amount, int)
+                and not isinstance(amount, bool) and isinstance(currency, str)
+                and len(currency) == 3)
     return False
 
 

@@ -144,4 +144,5 @@ def caller_context():
     identity = g.get("identity") or {}
     return {"request_id": g.get("request_id"), "user_id": identity.get("user_id"),
             "user_role": identity.get("role"), "user_team": identity.get("team"),
-            "user_team_members": identity.get("team_members")}
+            "user_team_members": identity.get("team_members"),
+            "user_scope": g.get("route_scope")}

@@ -134,7 +134,8 @@ def create_app(settings=None, rpc_pool=None):
 
     @app.get("/api/v1/openapi.json")
     def openapi():
-        return json_response(spec)
+        from gateway.custom_fields_doc import describe  # the company's custom fields
+        return json_response(describe(spec))
 
     register_docs(app)
     register_console(app, settings.stream.web_dist)

@@ -32,7 +32,7 @@ from crm_common.errors import CrmError, Forbidden
 from crm_common.messaging.events import envelope
 from crm_common.messaging.outbox import Outbox
 from crm_common.timeutil import utcnow
-from gateway import idempotency, permissions, security
+from gateway import idempotency, permissions, roles, security
 from contracts.gateway import UserOut
 from gateway.store import GatewayStore
 
@@ -266,11 +266,17 @@ class Auth:
         return _copy(identity)
 
     def user_identity(self, user):
+        grants = None
+        if roles.is_custom(user["role"]):  # a custom role: its grants (gateway/roles.py)
+            grants = (roles.get_role(self.store, user["role"]) or {}).get("permissions") or {}
         members = (self.store.team_member_ids(user["_id"], user.get("team"))
-                   if user["role"] == "manager" else [])
-        return {"kind": "user", "user_id": user["_id"], "email": user["email"],
-                "role": user["role"], "team": user.get("team"), "team_members": members,
-                "scopes": [], "rate_limit": user.get("rate_limit_per_minute")}
+                   if user["role"] == "manager" or roles.needs_team(grants) else [])
+        identity = {"kind": "user", "user_id": user["_id"], "email": user["email"],
+                    "role": user["role"], "team": user.get("team"), "team_members": members,
+                    "scopes": [], "rate_limit": user.get("rate_limit_per_minute")}
+        if grants is not None:
+            identity["grants"] = grants
+        return identity
 
     def key_identity(self, key):
         store = self.ready()
@@ -397,6 +403,12 @@ def authorize(route):
             raise Forbidden("This API key lacks the scope for this route",
                             {"required_scopes": [permission.api_key],
                              "permission": permission.name})
+    elif roles.is_custom(identity.get("role")):
+        scope = roles.grant_for(identity, permission, route)
+        if scope is None:
+            raise Forbidden("Your role cannot do this", {"permission": permission.name,
+                                                         "role": identity.get("role")})
+        g.route_scope = scope  # the services apply it (crm_common.context.Caller.person_ids)
     elif permission.scope(identity.get("role")) is None:
         raise Forbidden("Your role cannot do this",
                         {"permission": permission.name,

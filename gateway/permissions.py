@@ -56,6 +56,9 @@ MATRIX = {p.name: p for p in (
        "it carries what the caller's read cells let them see, and their own notifications"),
     _p("api-keys:manage", ALL, NO, NO, NO, "create, list, read, revoke API keys"),
     _p("audit:read", ALL, NO, NO, NO, "read the audit log"),
+    _p("roles:manage", ALL, NO, NO, NO, "define, change and delete custom roles (grants per "
+       "object, action and scope); users with a custom role get what its grants give "
+       "(gateway/roles.py)"),
     _p("operations:manage", ALL, NO, NO, NO, "read and replay dead letters"),
     _p("webhooks:manage", ALL, NO, NO, NO, "webhook subscriptions and their deliveries"),
     # customers
@@ -101,6 +104,13 @@ MATRIX = {p.name: p for p in (
     _p("task-rules:read", ALL, ALL, ALL, "task-rules:read", "stage automation rules"),
     _p("task-rules:write", ALL, ALL, NO, "task-rules:write", "create, change, delete stage "
        "rules (company-wide automation; a manager's rule assigns within their team)"),
+    _p("custom-fields:read", ALL, ALL, ALL, "custom-fields:read", "the typed custom fields "
+       "defined per entity (contact, company, deal, task)"),
+    _p("custom-fields:manage", ALL, NO, NO, NO, "define, rename, retire custom fields"),
+    _p("notes:read", ALL, TEAM, OWN, "notes:read", "notes, their comments and commitments on "
+       "records the caller sees (asked of the record's service)"),
+    _p("notes:write", ALL, TEAM, OWN, "notes:write", "write notes and comments on records "
+       "the caller sees, pin them; edit one's own; delete one's own (an admin: any)"),
     _p("notifications:self", ALL, SELF, SELF, NO, "one's inbox and notification "
        "preferences (an admin: anyone's, with `user_id`)"),
     # telephony

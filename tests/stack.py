@@ -24,7 +24,8 @@ from crm_common.messaging.rpc import RpcPool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
-SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony", "search")
+SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony", "search",
+            "notes")
 BASE_AMQP = os.environ.get("TEST_AMQP_URI", "amqp://guest:guest@localhost:5672/")
 
 

@@ -8,6 +8,7 @@ import tempfile
 from flask import Response, stream_with_context
 
 from crm_common.config import get_settings
+from crm_common.custom_fields import to_cell
 from gateway.calls import call
 from gateway.routes import api
 from gateway.routes.imports import safe_cell
@@ -23,8 +24,17 @@ PAGING_KEYS = ("format", "limit", "cursor", "include_total")
 PAGE_TIMEOUT = get_settings().gateway.export_page_timeout
 
 
-def export_row(contact):
-    """One contact as flat cells; lists joined with "; " (the import splits them back)."""
+def typed_fields():
+    """The contacts' typed custom fields in use (not retired): one column each, headed by
+    its label, in the form the import reads back (by label)."""
+    found = call("contacts", "list_custom_fields", {"entity": "contact",
+                                                    "include_retired": "false"})
+    return [f for f in found["items"] if not f.get("retired")]
+
+
+def export_row(contact, typed=()):
+    """One contact as flat cells; lists joined with "; " (the import splits them back);
+    then one cell per typed custom field."""
     values = {
         **{k: contact.get(k) for k in COLUMNS},
         "emails": "; ".join(e["email"] for e in contact.get("emails") or []),
@@ -35,7 +45,9 @@ def export_row(contact):
         else "",
         "do_not_contact": "yes" if contact.get("do_not_contact") else "no",
     }
-    return [safe_cell(values[k]) for k in COLUMNS]
+    custom = contact.get("custom") or {}
+    return [safe_cell(values[k]) for k in COLUMNS] + [
+        safe_cell(to_cell(f, custom.get(f["key"]))) for f in typed]
 
 
 def contacts_pages(params):
@@ -63,22 +75,23 @@ def contacts_pages(params):
 def export_contacts(body, params):
     fmt = params.get("format", "csv")
     pages = contacts_pages(params)
+    typed = typed_fields()
     if fmt == "xlsx":
-        return Response(stream_with_context(_xlsx(pages)), mimetype=(
+        return Response(stream_with_context(_xlsx(pages, typed)), mimetype=(
             "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
             headers={"Content-Disposition": 'attachment; filename="contacts.xlsx"'})
-    return Response(stream_with_context(_csv(pages)), mimetype="text/csv",
+    return Response(stream_with_context(_csv(pages, typed)), mimetype="text/csv",
                     headers={"Content-Disposition": 'attachment; filename="contacts.csv"'})
 
 
-def _csv(pages):
+def _csv(pages, typed=()):
     out = io.StringIO()
     writer = csv.writer(out)
     out.write("\ufeff")  # BOM: spreadsheet programs then read the file as UTF-8
-    writer.writerow(COLUMNS)
+    writer.writerow(list(COLUMNS) + [f["label"] for f in typed])
     for items in pages:
         for contact in items:
-            writer.writerow(export_row(contact))
+            writer.writerow(export_row(contact, typed))
         yield out.getvalue()
         out.seek(0)
         out.truncate()
@@ -93,16 +106,16 @@ def xml_text(value):
     return _NOT_XML.sub("", value) if isinstance(value, str) else value
 
 
-def _xlsx(pages):
+def _xlsx(pages, typed=()):
     """openpyxl's write-only workbook keeps rows in a temporary file, not in memory; the
     finished file is then sent in chunks."""
     from openpyxl import Workbook
     book = Workbook(write_only=True)
     sheet = book.create_sheet("contacts")
-    sheet.append(list(COLUMNS))
+    sheet.append(list(COLUMNS) + [f["label"] for f in typed])
     for items in pages:
         for contact in items:
-            sheet.append([xml_text(v) for v in export_row(contact)])
+            sheet.append([xml_text(v) for v in export_row(contact, typed)])
     with tempfile.TemporaryFile() as handle:
         book.save(handle)
         handle.seek(0)

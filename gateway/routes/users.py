@@ -7,7 +7,7 @@ from pymongo.errors import DuplicateKeyError
 from crm_common.errors import Conflict, NotFound, ValidationFailed
 from crm_common.timeutil import utcnow
 from crm_common.validation import load
-from gateway import auth
+from gateway import auth, roles
 from contracts.gateway import ProfileIn, UserIn, UserListQuery, UserOut, UserPage
 from gateway.routes import api
 
@@ -64,6 +64,7 @@ def create_user(body, params):
     data = load(_user_in, body)
     current = auth.current()
     store = current.ready()
+    roles.check_role(store, data["role"])
     _check_manager(store, data.get("manager_id"))
     _check_extension(store, data)
     try:
@@ -134,6 +135,8 @@ def update_user(user_id, body, params):
     if user_id == g.identity["user_id"] and (data.get("active") is False
                                              or data.get("role", "admin") != "admin"):
         raise _invalid("_schema", "You cannot disable or demote yourself.")
+    if "role" in data:
+        roles.check_role(store, data["role"])
     if "manager_id" in data:
         _check_manager(store, data["manager_id"], user_id)
     _check_extension(store, data, user_id)

@@ -9,7 +9,7 @@ import json
 import uuid
 from collections import deque
 
-from gateway.stream.visibility import EVERYONE
+from gateway.stream.visibility import EVERYONE, KIND_OF, OBJECT_OF
 
 RESYNC = "resync"
 
@@ -23,8 +23,31 @@ class Listener:
         self.person_ids = (None if self.role == "admin"
                            else {self.user_id, *(identity.get("team_members") or [])}
                            if self.role == "manager" else {self.user_id})
+        # a custom role (gateway/roles.py): each kind is read with its own grant; the
+        # watch index holds the widest scope and may_read narrows it per event
+        grants = identity.get("grants")
+        self.read_scopes = None
+        if grants is not None:
+            self.read_scopes = {obj: (actions or {}).get("read") for obj, actions in grants.items()}
+            self.team = {self.user_id, *(identity.get("team_members") or [])}
+            scopes = set(self.read_scopes.values())
+            self.person_ids = (None if "all" in scopes else self.team if "team" in scopes
+                               else {self.user_id})
         self.queue = queue
         self.overflowed = False
+
+    def may_read(self, name, audience):
+        """A custom role's grant for this event's kind of record (built-in roles: True)."""
+        if self.read_scopes is None or isinstance(audience, tuple):  # one's own notices
+            return True
+        kind = KIND_OF.get(name)
+        scope = self.read_scopes.get(OBJECT_OF.get(kind)) if kind else None
+        if not scope:
+            return False
+        if scope == "all" or audience == EVERYONE:
+            return True
+        people = {self.user_id} if scope == "own" else self.team
+        return not people.isdisjoint(audience)
 
     def may_see(self, audience):
         if audience == EVERYONE:
@@ -100,7 +123,8 @@ class Hub:
         if key is not None:
             self.seen[key] = self.seq
         for listener in self._audience(audience):
-            self.offer(listener, (stream_id, name, body))
+            if listener.may_read(name, audience):
+                self.offer(listener, (stream_id, name, body))
         self.published += 1
         return stream_id
 
@@ -125,7 +149,7 @@ class Hub:
         if seq < self.seq and (not self.buffer or self.buffer[0][0] > seq + 1):
             return None  # some of what it missed is no longer buffered
         return [(stream_id, name, body) for s, stream_id, name, body, audience, _ in self.buffer
-                if s > seq and listener.may_see(audience)]
+                if s > seq and listener.may_see(audience) and listener.may_read(name, audience)]
 
     def stats(self):
         return {"streams": len(self.listeners), "buffered": len(self.buffer),

@@ -39,6 +39,12 @@ RECORDS = {
     "notifications": {"notification_created": "notification"},
 }
 SOURCES = tuple(RECORDS)
+# a stream event's name -> the kind of record it is about (custom roles read per kind)
+KIND_OF = {name: kind for kinds in RECORDS.values() for name, kind in kinds.items()}
+KIND_OF["call_ringing"] = "call"
+# the object of a custom role's grants each kind is read under (contracts/roles.py)
+OBJECT_OF = {"contact": "contacts", "company": "companies", "deal": "deals", "task": "tasks",
+             "call": "calls", "import": "imports"}
 
 PERSON_FIELDS = {"contact": ("owner_id",), "deal": ("owner_id",),
                  "task": ("assignee_id", "created_by"),

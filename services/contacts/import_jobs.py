@@ -12,6 +12,7 @@ import logging
 from collections import defaultdict
 
 from crm_common.cursors import decode_cursor, encode_cursor
+from crm_common.custom_fields import import_values
 from crm_common.errors import BadRequest, NotFound, ValidationFailed
 from crm_common.messaging.events import envelope
 from crm_common.ids import new_id
@@ -284,6 +285,7 @@ class JobRunner:
         counts = defaultdict(int)
         errors = []
         rows = []
+        definitions = self.store.custom_fields.of("contact")  # typed custom fields
         for number, cells in batch:
             fields, row_errors = imports.convert_row(cells, self.plan, self.region)
             errors += [{"row": number, **e} for e in row_errors]
@@ -294,6 +296,15 @@ class JobRunner:
                                "reason": "The row has no valid name, email or phone.",
                                "value": None})
                 continue
+            if definitions and fields.get("custom"):
+                fields["custom"], bad = import_values(definitions, fields["custom"],
+                                                      self.region, self.store.known_user_ids)
+                if bad:  # a wrong typed value refuses the whole row: nothing half-saved
+                    counts["failed"] += 1
+                    errors += [{"row": number, "column": None, "field": f"custom.{key}",
+                                "reason": reason, "value": str(fields["custom"].get(key))[:200]}
+                               for key, reason in bad.items()]
+                    continue
             rows.append((number, fields))
         owners = self._owners(rows, errors)
         companies = self._companies(rows, counts)

@@ -2,6 +2,7 @@
 events to announce; the entrypoint dispatches them only after the write succeeded."""
 import itertools
 
+from crm_common import custom_fields
 from crm_common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crm_common.messaging.events import envelope
 from crm_common.fields import with_every_key
@@ -119,8 +120,12 @@ class Contacts:
 
     def list(self, params):
         query_in = load(contact_list_query, params)
-        field, direction = parse_sort(query_in.get("sort"), CONTACT_SORTS, "-created_at")
-        sort_field = CONTACT_SORTS[field]
+        custom_sort = self._custom_list(query_in)
+        if custom_sort:
+            sort_field, direction = custom_sort
+        else:
+            field, direction = parse_sort(query_in.get("sort"), CONTACT_SORTS, "-created_at")
+            sort_field = CONTACT_SORTS[field]
         query = self.store.contact_filter(query_in, self.region, self._visible())
         docs, next_cursor = self.store.page_contacts(query, sort_field, direction,
                                                      query_in["limit"], query_in.get("cursor"))
@@ -274,8 +279,26 @@ class Contacts:
         return out
 
     # helpers
+    # typed custom fields (crm_common.custom_fields): checked on every write
+    def typed_custom(self, entity, values):
+        return custom_fields.check_values(self.store.custom_fields.of(entity), values,
+                                          self.region, self.store.known_user_ids)
+
+    def completeness_records(self, entity, fields, owner_id):
+        return self.store.completeness_records(entity, custom_fields.projection(fields),
+                                               owner_id, self._visible())
+
+    def _custom_list(self, query_in):
+        """Puts the typed custom-field filters (`cf.<key>...`) into `query_in` as
+        `custom_query`; answers (path, direction) for a `sort=cf.<key>`, else None."""
+        query_in["custom_query"], custom_sort = custom_fields.list_query(
+            lambda: self.store.custom_fields.of("contact"), query_in, self.region)
+        return custom_sort
+
     def _contact_fields(self, data):
         doc = dict(data)
+        if "custom" in data:
+            doc["custom"] = self.typed_custom("contact", data["custom"])
         if "emails" in data:
             doc["emails"] = normalize_emails(data["emails"])
         if "phones" in data:
@@ -303,6 +326,8 @@ class Contacts:
 
     def _company_fields(self, data):
         doc = dict(data)
+        if "custom" in data:
+            doc["custom"] = self.typed_custom("company", data["custom"])
         if "emails" in data:
             doc["emails"] = normalize_emails(data["emails"])
         if "phones" in data:

@@ -21,4 +21,5 @@ TIMELINE_EVENTS = (
     ("telephony", "call_answered"),
     ("telephony", "call_ended"),
     ("telephony", "call_missed"),
+    ("notes", "note_created"),
 )

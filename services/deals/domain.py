@@ -34,7 +34,8 @@ def build_stages(items, existing):
                 else DEFAULT_PROBABILITY[item.get("kind", "open")]
         stages.append({"id": stage_id, "name": item["name"].strip(), "probability": probability,
                        "kind": item.get("kind", "open"), "rotting_days": item.get("rotting_days"),
-                       "position": position})
+                       "position": position,
+                       "required_fields": list(dict.fromkeys(item.get("required_fields") or []))})
     return stages
 
 
@@ -167,3 +168,15 @@ def lead_summary(source, channel, deal_created, title, owner_id, reason):
     via = f" via {channel}" if channel and channel != source else ""
     who = f"assigned to {owner_id} by {REASON_TEXT[reason]}" if owner_id else "no owner (no rule)"
     return f"Lead from {source}{via}: {how} \"{title}\", {who}"
+
+
+def people_of(deal):
+    """A deal's contacts with their roles (participants.py), its contact_id the primary one:
+    a deal from before the list, or whose contact_id a PATCH changed, shows it as primary."""
+    people = [dict(p) for p in deal.get("contacts") or []]
+    primary = deal.get("contact_id")
+    if primary and primary not in [p["contact_id"] for p in people]:
+        people.insert(0, {"contact_id": primary, "role": None, "primary": True})
+    for person in people:
+        person["primary"] = person["contact_id"] == primary
+    return people

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 
 from crm_common.cursors import parse_sort
+from crm_common import custom_fields
 from crm_common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crm_common.messaging.events import envelope
 from crm_common.fields import with_every_key
@@ -13,7 +14,7 @@ from crm_common.validation import load
 from contracts import deals as schemas
 from services.deals import funnel as counters, summaries
 from services.deals.domain import (build_stages, first_open_stage, funnel_order, is_rotting,
-                                   period_range, ratio, stage_of)
+                                   people_of, period_range, ratio, stage_of)
 
 SERVICE = "deals"
 DEAL_SORTS = {"created_at": "created_at", "updated_at": "updated_at"}
@@ -39,6 +40,47 @@ def invalid(field, message):
 
 def _event(event_type, data):
     return envelope(SERVICE, event_type, data)
+
+
+def merged_people(deal, merged_ids, survivor_id):
+    """A deal's contacts once `merged_ids` became `survivor_id`: each person once, the
+    survivor keeping the first role met and primary if any of them was."""
+    people, seen = [], {}
+    for person in deal.get("contacts") or []:
+        person = dict(person)
+        if person["contact_id"] in merged_ids:
+            person["contact_id"] = survivor_id
+        if person["contact_id"] in seen:
+            kept = seen[person["contact_id"]]
+            kept["primary"] = kept["primary"] or person.get("primary", False)
+            kept["role"] = kept.get("role") or person.get("role")
+            continue
+        seen[person["contact_id"]] = person
+        people.append(person)
+    return people
+
+
+def check_required(stage, deal, contact_of):
+    """422 listing what the stage requires and the deal (or its contact, asked with
+    `contact_of(id)`) lacks: required fields per stage."""
+    missing, contact = [], None
+    needs_contact = any(f.startswith("contact.") for f in stage["required_fields"])
+    if needs_contact and deal.get("contact_id"):
+        contact = contact_of(deal["contact_id"])
+    for name in stage["required_fields"]:
+        if name.startswith("contact."):
+            record, path = contact, name[len("contact."):]
+        else:
+            record, path = deal, name
+        value = record
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if custom_fields.is_empty(value) or (name == "amount" and value == 0):
+            missing.append(name)
+    if missing:
+        raise ValidationFailed(f"Fill {', '.join(missing)} before moving to {stage['name']!r}", {
+            "missing": missing, "stage_id": stage["id"],
+            "fields": {name: ["Required in this stage."] for name in missing}})
 
 
 class Deals:
@@ -179,12 +221,29 @@ class Deals:
         out = deal_out.dump(doc)
         stage = stage_of(pipeline, doc["stage_id"]) if pipeline else None
         out["rotting"] = is_rotting(doc, stage, now or utcnow())
+        out["contacts"] = people_of(doc)
+        out["custom"] = doc.get("custom") or {}
         return with_every_key(deal_out, out, doc["_id"])
 
     def _dump_many(self, docs):
         pipelines = self.store.pipelines_by_id({d["pipeline_id"] for d in docs})
         now = utcnow()
         return [self.dump_deal(d, pipelines.get(d["pipeline_id"]), now) for d in docs]
+
+    def _deal_contact(self, contact_id):
+        """The deal's contact as the contacts service answers it (None: not visible/gone)."""
+        try:
+            return self.contacts.get_contact(contact_id)
+        except NotFound:
+            return None
+
+    def completeness_records(self, entity, fields, owner_id):
+        return self.store.completeness_records(custom_fields.projection(fields), owner_id,
+                                               self.caller.person_ids())
+
+    def typed_custom(self, values):
+        """A write's custom values checked against the deal's typed custom fields."""
+        return custom_fields.check_values(self.store.custom_fields.of("deal"), values)
 
     def _check_refs(self, data):
         """Contact and company must exist in the contacts service (asked over RPC)."""
@@ -216,6 +275,8 @@ class Deals:
         self._check_source(data.get("source"))
         if data.get("owner_id"):
             self.caller.check_assign(data["owner_id"], "owner_id")
+        if "custom" in data:
+            data["custom"] = self.typed_custom(data["custom"])
         self._check_refs(data)
         now = utcnow()
         doc = {**data, "_id": new_id(), "pipeline_id": pipeline["_id"], "stage_id": stage["id"],
@@ -250,6 +311,8 @@ class Deals:
             self._check_source(data["source"])
         if "owner_id" in data and data["owner_id"] != current.get("owner_id"):
             self.caller.check_assign(data["owner_id"], "owner_id")
+        if "custom" in data:
+            data["custom"] = self.typed_custom(data["custom"])
         self._check_refs({k: v for k, v in data.items() if current.get(k) != v})
         changes = dict(data)
         if "expected_close_date" in data:
@@ -335,6 +398,8 @@ class Deals:
                 raise invalid("lost_reason", "Only a move to a lost stage takes a lost reason.")
             if stage["id"] == current["stage_id"]:
                 return self.dump_deal(current, pipeline), []  # already there: nothing happens
+            if stage.get("required_fields"):
+                check_required(stage, current, self._deal_contact)
             now = utcnow()
             closing = stage["kind"] in ("won", "lost")
             if current.get("funnel_no") is None:  # not numbered yet (see funnel.py)
@@ -374,16 +439,22 @@ class Deals:
 
     def list(self, params):
         query_in = load(deal_list_query, params)
-        field, direction = parse_sort(query_in.get("sort"), DEAL_SORTS, "-created_at")
+        custom, custom_sort = custom_fields.list_query(
+            lambda: self.store.custom_fields.of("deal"), query_in)
+        if custom_sort:
+            sort_field, direction = custom_sort
+        else:
+            field, direction = parse_sort(query_in.get("sort"), DEAL_SORTS, "-created_at")
+            sort_field = DEAL_SORTS[field]
         filters = {key: query_in[key] for key in ("pipeline_id", "stage_id", "owner_id", "status",
                                                   "contact_id", "company_id", "source")
                    if query_in.get(key)}
-        query = self.store.deal_filter(filters, self.caller.person_ids())
-        docs, next_cursor = self.store.page_deals(query, DEAL_SORTS[field], direction,
+        query = self.store.deal_filter({**filters, **custom}, self.caller.person_ids())
+        docs, next_cursor = self.store.page_deals(query, sort_field, direction,
                                                   query_in["limit"], query_in.get("cursor"))
         out = {"items": self._dump_many(docs), "next_cursor": next_cursor}
         if query_in["include_total"]:
-            out["total"] = self.store.count_deals(query, DEAL_SORTS[field])
+            out["total"] = self.store.count_deals(query, sort_field)
         return out
 
     def history(self, deal_id, params):
@@ -399,7 +470,10 @@ class Deals:
         merged = [i for i in data["merged_ids"] if i != data["survivor_id"]]
         if not merged:
             return 0
-        return self.store.repoint_contact(merged, data["survivor_id"], utcnow())
+        moved = self.store.repoint_contact(merged, data["survivor_id"], utcnow())
+        for doc in self.store.deals_with_participants(merged):  # several contacts per deal
+            self.store.set_participants(doc["_id"], merged_people(doc, merged, data["survivor_id"]))
+        return moved
 
     def record_history(self, entry):
         """The one writer of deal_history: the call that inserts the entry (never a retry

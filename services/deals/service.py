@@ -2,6 +2,7 @@
 aggregations), storage in store.py."""
 
 from crm_common.context import Caller, CallerContext
+from crm_common.custom_fields import CustomFieldAdmin, Minimal
 from crm_common.errors import EXPECTED
 from crm_common.messaging.events import reliable_handler
 from crm_common.health import HealthEntrypoints
@@ -10,6 +11,7 @@ from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import ServiceRpc, rpc
 from services.deals.leads import LeadRouter
 from services.deals.operations import Deals
+from services.deals.participants import DealContacts
 from services.deals.sources import LeadSources
 from services.deals.store import DealsStore
 
@@ -94,6 +96,57 @@ class DealsService(HealthEntrypoints):
     def search_records(self, kind="deal", ids=None, after=None, limit=500):
         """For the search service: deals by id, or a page by id."""
         return self.store.search_records("deals", self.deals._dump_many, ids, after, limit)
+
+    # typed custom fields of deals (crm_common.custom_fields)
+    @property
+    def custom_field_admin(self):
+        return CustomFieldAdmin(self.store.custom_fields, self.caller, ("deal",),
+                                self.store.index_custom_value)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_custom_fields(self, params):
+        return self.custom_field_admin.list(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_custom_field(self, entity, key):
+        return self.custom_field_admin.get(entity, key)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def create_custom_field(self, payload):
+        return self.custom_field_admin.create(payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update_custom_field(self, entity, key, payload):
+        return self.custom_field_admin.update(entity, key, payload)
+
+    @property
+    def minimal(self):
+        return Minimal(self.store.custom_fields, self.caller, ("deal",))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_minimal_fields(self, entity):
+        return self.minimal.get(entity)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def set_minimal_fields(self, entity, payload):
+        return self.minimal.set(entity, payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def completeness_report(self, params):
+        return self.minimal.report(params, self.deals.completeness_records)
+
+    # several contacts on a deal, each with a role (participants.py)
+    @rpc(expected_exceptions=EXPECTED)
+    def get_deal_contacts(self, deal_id):
+        return DealContacts(self.deals).get(deal_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def set_deal_contacts(self, deal_id, payload):
+        return self._announce(DealContacts(self.deals).replace, deal_id, payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def deals_of_contact(self, contact_id, params=None):
+        return DealContacts(self.deals).of_contact(contact_id, params)
 
     @rpc(expected_exceptions=EXPECTED)
     def deal_history(self, deal_id, params):

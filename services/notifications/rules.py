@@ -30,6 +30,8 @@ def recipients(event_type, data, users):
         ids = [data["owner_id"]]
     elif event_type == "import_finished":
         ids = [data["started_by"]]
+    elif event_type == "note_mentioned":
+        ids = list(data["mentioned_ids"])
     else:
         ids = []
     seen, out = set(), []

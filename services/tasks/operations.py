@@ -7,6 +7,7 @@ from datetime import timedelta
 from marshmallow import ValidationError
 
 from crm_common.cursors import parse_sort
+from crm_common import custom_fields
 from crm_common.errors import Conflict, NotFound, ValidationFailed
 from crm_common.messaging.events import envelope
 from crm_common.fields import with_every_key
@@ -36,6 +37,7 @@ deal_ref = schemas.DealRef()
 def dump_task(doc, now):
     out = with_every_key(task_out, task_out.dump(doc), doc["_id"])
     out["overdue"] = bool(doc.get("status") == "open" and doc.get("due_at") and doc["due_at"] < now)
+    out["custom"] = doc.get("custom") or {}
     return out
 
 
@@ -66,8 +68,19 @@ class Tasks:
         return self.caller.owner_filter("assignee_id", "creator_id")
 
     # CRUD
+    def completeness_records(self, entity, fields, assignee_id):
+        return self.store.completeness_records(
+            custom_fields.projection(fields, "assignee_id"), assignee_id, self._visible())
+
+    def typed_custom(self, values):
+        """A write's custom values checked against the tasks' typed custom fields."""
+        return custom_fields.check_values(self.store.custom_fields.of("task"), values,
+                                          users=self.store.known_user_ids)
+
     def create(self, payload):
         data = load(task_in, payload)
+        if "custom" in data:
+            data["custom"] = self.typed_custom(data["custom"])
         assignee = data.get("assignee_id") or self.caller.user_id
         self._check_assignee(assignee)
         now = self.clock.now()
@@ -83,6 +96,8 @@ class Tasks:
 
     def update(self, task_id, payload):
         data = load(task_in, payload, partial=True)
+        if "custom" in data:
+            data["custom"] = self.typed_custom(data["custom"])
         current = self.store.get_task(task_id, self._visible())
         if not current:
             raise NotFound("Task not found", {"id": task_id})
@@ -327,6 +342,26 @@ class Tasks:
             return []  # redelivered: the first-touch task exists already
         return self._created(doc, now)[1]
 
+    def on_commitment_made(self, event):
+        """A promise made to a client (a note's commitment): a task for its owner, due when
+        it must be kept, reminded a day before; one per commitment (its reminder_key)."""
+        data = event["data"]
+        if not data.get("owner_id"):
+            return []
+        now = self.clock.now()
+        text = data["text"]
+        doc = self._new_task(
+            {"kind": "todo", "title": f"Keep the commitment: {text}"[:200],
+             "description": f"Promised to {data['to_whom']}: {text}" if data.get("to_whom")
+             else text, "priority": "high", "due_at": parse_iso(data["due_at"]),
+             "contact_id": data.get("contact_id"), "deal_id": data.get("deal_id"),
+             "reminders": [24 * 60]},
+            data["owner_id"], data["owner_id"], now, {"type": "note", "id": data["note_id"]})
+        doc["source_key"] = data["reminder_key"]
+        if not self.store.insert_task(doc):
+            return []  # redelivered: the reminder exists already
+        return self._created(doc, now)[1]
+
     def on_call_answered(self, event):
         """An answered call with a contact: remember when, and close the contact's callback
         tasks for calls missed before it."""
@@ -451,6 +486,7 @@ class Tasks:
             "result": None, "reminders": sorted(set(data.get("reminders") or [])),
             "recurrence": dict(data["recurrence"]) if data.get("recurrence") else None,
             "series_id": data.get("series_id"), "source": source,
+            "custom": data.get("custom") or {},
             "completed_at": None, "canceled_at": None, "cancel_reason": None,
             "created_at": now, "updated_at": now, "version": 1}
         doc["alarm_at"] = first_alarm(doc, self.grace)

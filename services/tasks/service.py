@@ -6,6 +6,7 @@ from nameko.timer import timer
 
 from crm_common.config import get_settings
 from crm_common.context import CallerContext
+from crm_common.custom_fields import CustomFieldAdmin, Minimal
 from crm_common.errors import EXPECTED
 from crm_common.messaging.events import reliable_handler
 from crm_common.health import HealthEntrypoints
@@ -86,6 +87,43 @@ class TasksService(HealthEntrypoints):
     def report(self, params):
         return self.tasks.report(params)
 
+    # typed custom fields of tasks (crm_common.custom_fields)
+    @property
+    def custom_field_admin(self):
+        return CustomFieldAdmin(self.store.custom_fields, self.caller, ("task",))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_custom_fields(self, params):
+        return self.custom_field_admin.list(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_custom_field(self, entity, key):
+        return self.custom_field_admin.get(entity, key)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def create_custom_field(self, payload):
+        return self.custom_field_admin.create(payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update_custom_field(self, entity, key, payload):
+        return self.custom_field_admin.update(entity, key, payload)
+
+    @property
+    def minimal(self):
+        return Minimal(self.store.custom_fields, self.caller, ("task",))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_minimal_fields(self, entity):
+        return self.minimal.get(entity)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def set_minimal_fields(self, entity, payload):
+        return self.minimal.set(entity, payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def completeness_report(self, params):
+        return self.minimal.report(params, self.tasks.completeness_records, "assignee_id")
+
     # stage rules
     @rpc(expected_exceptions=EXPECTED)
     def create_rule(self, payload):
@@ -165,6 +203,11 @@ class TasksService(HealthEntrypoints):
     def on_contact_merged(self, event):
         """The merged contacts' tasks now belong to the survivor."""
         self.store.repoint_contact("tasks", event)
+
+    @reliable_handler("notes", "commitment_made")
+    def on_commitment_made(self, event):
+        """The reminder task of a commitment recorded in a note, for its owner."""
+        self._handle_and_announce(self.tasks.on_commitment_made, event)
 
     @reliable_handler("deals", "deal_stage_changed")
     def on_deal_stage_changed(self, event):

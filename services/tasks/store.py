@@ -5,6 +5,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from crm_common.cursors import page
+from crm_common.custom_fields import Definitions
 from crm_common.ids import new_id
 from crm_common.mongo import BaseStore, find_in, update_and_get
 
@@ -38,6 +39,7 @@ class TasksStore(BaseStore):
         self.contact_calls = db["contact_calls"]
         self.rules = db["task_rules"]
         self.meta = db["meta"]
+        self.custom_fields = Definitions(db["custom_fields"])  # typed custom fields of tasks
 
     def ensure_indexes(self):
         t = self.tasks
@@ -54,6 +56,16 @@ class TasksStore(BaseStore):
         self.rules.create_index([("pipeline_id", ASCENDING), ("stage_id", ASCENDING),
                                  ("created_at", DESCENDING), ("_id", DESCENDING)])
         self.rules.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
+        self.custom_fields.ensure_indexes()
+
+    def completeness_records(self, projection, assignee_id, visible):
+        """Open and done tasks (not canceled) of `assignee_id` (or all) the caller sees."""
+        query = {"status": {"$in": ["open", "done"]}}
+        if assignee_id:
+            query["assignee_id"] = assignee_id
+        if visible:
+            query = {"$and": [query, visible]}
+        return self.tasks.find(query, projection)
 
     # tasks
     def insert_task(self, doc):
@@ -244,6 +256,9 @@ class TasksStore(BaseStore):
 
     def get_user(self, user_id):
         return self.users.find_one({"_id": user_id})
+
+    def known_user_ids(self, user_ids):
+        return {u["_id"] for u in find_in(self.users, "_id", list(user_ids), {"_id": 1})}
 
     def admin_ids(self):
         """The active admins, oldest id first (who calls back when nobody else would)."""

@@ -6,8 +6,9 @@ from bson import json_util
 from pymongo import ASCENDING, DESCENDING
 
 from crm_common.cursors import after_cursor, page
+from crm_common.custom_fields import SORTABLE, Definitions
 from crm_common.ids import new_id
-from crm_common.mongo import BaseStore, update_and_get
+from crm_common.mongo import BaseStore, find_in, update_and_get
 from crm_common.phones import looks_like_phone, phone_search_keys
 from crm_common.text import prefix_query
 from crm_common.timeutil import utcnow
@@ -45,8 +46,15 @@ class ContactsStore(BaseStore):
         self.contacts = db["contacts"]
         self.companies = db["companies"]
         self.timeline = db["timeline"]
+        self.custom_fields = Definitions(db["custom_fields"])  # typed custom fields
+        self.users = db["users"]  # the users' copy (kept by imports.py's store)
 
     def ensure_indexes(self):
+        self.custom_fields.ensure_indexes()
+        for entity in ("contact", "company"):
+            for key, definition in self.custom_fields.of(entity).items():
+                if definition["type"] in SORTABLE:
+                    self.index_custom_value(entity, key, definition["type"])
         c = self.contacts
         # By-id reads and writes also say deleted_at (and, with roles, owner_id). mongod serves
         # them from _id alone; SecantusDB only uses an index covering every predicate, else it
@@ -133,6 +141,28 @@ class ContactsStore(BaseStore):
         return json.loads(json_util.dumps(plan))  # BSON types -> plain JSON for RPC
 
     # the lists' queries, from their validated parameters
+    def index_custom_value(self, entity, key, kind):
+        """A typed custom field's values, for lists filtered or sorted by it (made when the
+        field is defined, outside any transaction)."""
+        path = f"custom.{key}" + (".amount" if kind == "money" else "")
+        collection = self.contacts if entity == "contact" else self.companies
+        collection.create_index([(path, ASCENDING), ("_id", ASCENDING)])
+
+    def completeness_records(self, entity, projection, owner_id, visible):
+        """The live records a completeness report reads (contacts within `visible`)."""
+        if entity == "company":
+            query = {"deleted_at": None}
+            collection = self.companies
+        else:
+            query = {"deleted_at": None, **visible_condition(visible)}
+            collection = self.contacts
+        if owner_id:
+            query = {"$and": [query, {"owner_id": owner_id}]}
+        return collection.find(query, projection)
+
+    def known_user_ids(self, user_ids):
+        return {u["_id"] for u in find_in(self.users, "_id", list(user_ids), {"_id": 1})}
+
     def contact_filter(self, filters, region, visible):
         """The contact list's query from its validated parameters (`filters`), for a caller
         who sees `visible` (see visible_condition)."""
@@ -157,6 +187,8 @@ class ContactsStore(BaseStore):
                                        {"last_contacted_at": {"$lt": since}}]})
         if visible_condition(visible):
             conditions.append(visible_condition(visible))
+        if filters.get("custom_query"):  # typed custom fields (crm_common.custom_fields)
+            query.update(filters["custom_query"])
         if conditions:
             query["$and"] = conditions
         return query

@@ -9,6 +9,7 @@ from pymongo import ASCENDING, DESCENDING, ReplaceOne, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from crm_common.cursors import page
+from crm_common.custom_fields import Definitions
 from crm_common.ids import new_id
 from crm_common.mongo import BaseStore, find_in, in_chunks, update_and_get
 from crm_common.timeutil import utcnow
@@ -36,6 +37,7 @@ class ImportStore(BaseStore):
         self.before = db["import_before_images"]
         self.merges = db["merges"]
         self.users = db["users"]
+        self.custom_fields = Definitions(db["custom_fields"])  # typed custom fields
 
     def ensure_indexes(self):
         # one contact per (import, row): a batch replayed after a restart creates nothing twice

@@ -17,8 +17,9 @@ from pymongo import ASCENDING, DESCENDING, InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_common.cursors import page
+from crm_common.custom_fields import SORTABLE, Definitions
 from crm_common.ids import new_id
-from crm_common.mongo import (BaseStore, after_commit, after_transaction, increment,
+from crm_common.mongo import (BaseStore, after_commit, after_transaction, find_in, increment,
                               outside_transaction, update_and_get)
 from crm_common.timeutil import utcnow
 from services.deals import funnel, summaries
@@ -62,6 +63,7 @@ class DealsStore(ReportQueries, SummaryQueries, BaseStore):
         self.funnel_months = db["funnel_months"]  # counters, see funnel.py
         self.funnel_days = db["funnel_days"]
         self.summaries = db[summaries.COLLECTION]  # sales / forecast buckets, see summaries.py
+        self.custom_fields = Definitions(db["custom_fields"])  # typed custom fields of deals
 
     def ensure_indexes(self):
         p = self.pipelines
@@ -78,6 +80,13 @@ class DealsStore(ReportQueries, SummaryQueries, BaseStore):
             d.create_index([(field, ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)])
         for name, keys in reports.DEAL_INDEXES.items():
             d.create_index(keys, name=name)
+        self.custom_fields.ensure_indexes()
+        for key, definition in self.custom_fields.of("deal").items():
+            if definition["type"] in SORTABLE:
+                self.index_custom_value("deal", key, definition["type"])
+        # the deals a contact takes part in (several contacts per deal, participants.py)
+        d.create_index([("participant_ids", ASCENDING), ("created_at", DESCENDING),
+                        ("_id", DESCENDING)])
         h = self.history
         h.create_index([("deal_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)])
         for name, keys in reports.HISTORY_INDEXES.items():
@@ -327,6 +336,40 @@ class DealsStore(ReportQueries, SummaryQueries, BaseStore):
                                 {"pipeline_id": 1, "status": 1, "deleted_at": 1}).limit(1000)
         return [d["_id"] for d in found if d.get("pipeline_id") == pipeline_id
                 and d.get("status") == "open" and d.get("deleted_at") is None][:limit]
+
+    def index_custom_value(self, entity, key, kind):
+        """A typed custom field's values, for lists filtered or sorted by it."""
+        path = f"custom.{key}" + (".amount" if kind == "money" else "")
+        self.deals.create_index([(path, ASCENDING), ("_id", ASCENDING)])
+
+    def completeness_records(self, projection, owner_id, visible_owners):
+        """Live deals of `owner_id` (or all), of the owners the caller sees (None: all)."""
+        query = {"deleted_at": None}
+        if owner_id:
+            query["owner_id"] = owner_id
+        if visible_owners is not None:
+            query = {"$and": [query, {"owner_id": {"$in": list(visible_owners)}}]}
+        return self.deals.find(query, projection)
+
+    def deals_with_participants(self, contact_ids):
+        return list(find_in(self.deals, "participant_ids", list(contact_ids)))
+
+    def set_participants(self, deal_id, people):
+        """After a merge: the list and its index field (contact_id was repointed already)."""
+        self.deals.update_one({"_id": deal_id}, {"$set": {
+            "contacts": people, "participant_ids": [p["contact_id"] for p in people]}})
+
+    def deals_of_participant(self, contact_id, limit):
+        """A contact's deals, newest first: those listing it among their contacts and those
+        naming it as contact_id (deals from before the list). One indexed predicate per
+        query (a person has few deals); deletion and visibility are checked by the caller."""
+        found = {}
+        for field in ("participant_ids", "contact_id"):
+            for doc in self.deals.find({field: contact_id}).sort(
+                    [("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit):
+                found[doc["_id"]] = doc
+        return sorted(found.values(), key=lambda d: (d["created_at"], d["_id"]),
+                      reverse=True)[:limit]
 
     def deal_filter(self, filters, visible_owners):
         """The deal list's query: live deals with these field values, of the owners the

@@ -1,0 +1,83 @@
+"""Custom roles through the real stack: an admin-defined "operator" edits contact details but
+is refused deals, reports, search and exports; a changed role holds from the next request;
+bad roles are refused."""
+from tests.test_stream import SseClient
+
+
+def test_operator_role_edits_contacts_but_not_deals(api, stack, make_user, unique):
+    name = f"op-{unique}"
+    bad_roles = ({"name": f"x-{unique}", "label": "X", "permissions": {}},
+                 {"name": f"y-{unique}", "label": "Y", "permissions": {"contacts": {"read": None}}},
+                 {"name": "admin", "label": "A", "permissions": {"contacts": {"read": "all"}}},
+                 {"name": f"z-{unique}", "label": "Z", "permissions": {"planets": {"read": "all"}}},
+                 {"name": f"w-{unique}", "label": "W", "permissions": {"contacts": {"read": "most"}}},
+                 {"name": f"v-{unique}", "label": "V", "permissions": {"contacts": {"fly": "all"}}})
+    for bad in bad_roles:
+        answer = api.post("/roles", json=bad)
+        assert answer.status_code == 422, (bad, answer.text)
+    created = api.post("/roles", json={"name": name, "label": "Data-entry operator", "permissions": {
+        "contacts": {"read": "all", "create": "all", "edit": "all"},
+        "companies": {"read": "all"}}})
+    assert created.status_code == 201, created.text
+    assert api.post("/roles", json={"name": name, "label": "again", "permissions": {
+        "contacts": {"read": "all"}}}).status_code == 409
+    listed = {r["name"]: r for r in api.get("/roles").json()["items"]}
+    assert {"admin", "manager", "agent", name} <= set(listed) and listed["admin"]["built_in"]
+    assert api.patch("/roles/admin", json={"label": "Boss"}).status_code == 409
+    assert api.post("/users", json={"email": f"ghost-{unique}@crm.test", "password": "x" * 12,
+                                    "name": "G", "role": f"nope-{unique}"}).status_code == 422
+
+    operator = make_user(name)
+    someone = make_user("agent")
+    theirs = api.post("/contacts", json={"first_name": "Other", "last_name": unique,
+                                         "owner_id": someone.user["id"]}).json()
+    deal = api.post("/deals", json={"title": f"Secret {unique}", "amount": 990000,
+                                    "currency": "EUR", "owner_id": someone.user["id"]}).json()
+
+    # contact details: read, create and edit anyone's (scope all)
+    assert operator.post("/contacts", json={"first_name": "Op", "last_name": unique}).status_code == 201
+    edited = operator.patch(f"/contacts/{theirs['id']}", json={"position": "CFO"})
+    assert edited.status_code == 200, edited.text
+    seen = operator.get("/contacts", params={"owner_id": someone.user["id"]})
+    assert seen.status_code == 200, seen.text
+    assert theirs["id"] in [c["id"] for c in seen.json()["items"]]
+    # but nothing of deals, and no delete, export, reports or search
+    for method, path, kwargs in (("get", "/deals", {}), ("get", f"/deals/{deal['id']}", {}),
+                                 ("post", "/deals", {"json": {"title": "x", "currency": "EUR"}}),
+                                 ("delete", f"/contacts/{theirs['id']}", {}),
+                                 ("get", "/contacts/export", {}),
+                                 ("get", "/reports/sales", {}), ("get", "/search", {"params": {"q": "Secret"}}),
+                                 ("get", "/roles", {})):
+        answer = getattr(operator, method)(path, **kwargs)
+        assert answer.status_code == 403, (method, path, answer.text)
+
+    # the live stream: contact events, never a deal's (not even one they own)
+    sse = SseClient(stack.stream_url, {"Authorization": operator.headers["Authorization"]})
+    try:
+        own_deal = api.post("/deals", json={"title": f"Theirs {unique}", "amount": 5,
+                                            "currency": "EUR", "owner_id": operator.user["id"]})
+        assert own_deal.status_code == 201, own_deal.text
+        contact = api.post("/contacts", json={"first_name": "Live", "last_name": unique,
+                                              "owner_id": someone.user["id"]}).json()
+        assert sse.wait_for(lambda e: e[1] == "contact_created"
+                            and e[2]["data"]["contact"]["id"] == contact["id"], timeout=20)
+        assert not [e for e in sse.events if e[1].startswith("deal_")], sse.events
+    finally:
+        sse.close()
+
+    # a changed role holds from the next request: deals of their own only
+    changed = api.patch(f"/roles/{name}", json={"permissions": {
+        "contacts": {"read": "all", "create": "all", "edit": "all"}, "deals": {"read": "own"}}})
+    assert changed.status_code == 200, changed.text
+    mine = operator.get("/deals")
+    assert mine.status_code == 200, mine.text
+    assert [d["id"] for d in mine.json()["items"]] == [own_deal.json()["id"]]
+    assert operator.get(f"/deals/{deal['id']}").status_code == 404
+    assert operator.patch(f"/contacts/{theirs['id']}", json={"position": "CEO"}).status_code == 200
+
+    # a role people have cannot be deleted; an unused one can
+    assert api.delete(f"/roles/{name}").status_code == 409
+    spare = api.post("/roles", json={"name": f"spare-{unique}", "label": "Spare",
+                                     "permissions": {"tasks": {"read": "own"}}})
+    assert spare.status_code == 201
+    assert api.delete(f"/roles/spare-{unique}").status_code == 200
