@@ -101,7 +101,8 @@ def test_shared_mailbox_lead_reply_threads_and_second_mail(stack, api, mail, sha
     assert contact, "no lead for the unknown sender"
     assert contact["status"] == "lead"
     conv = wait(lambda: conversation_of(api, contact["id"]), timeout=30)
-    assert conv and conv["waiting_since"] and conv["status"] == "open"
+    assert conv, list(stack.db("conversations").conversations.find({}, {"key": 1}))
+    assert conv["waiting_since"] and conv["status"] == "open"
     assert "email" in conv["channels"]
     [first] = messages_of(api, conv["id"])
     assert first["direction"] == "inbound" and first["message_id"] == first_id

@@ -7,8 +7,8 @@ import email.policy
 import email.utils
 import imaplib
 import re
+import select as _select
 import smtplib
-import socket
 import ssl
 import time
 from email.message import EmailMessage
@@ -125,39 +125,57 @@ def fetch(conn, uids, max_bytes):
     return out
 
 
+class _Lines:
+    """Lines read straight from the socket with a deadline. imaplib's buffered file is
+    unusable after a socket timeout, so IDLE (which waits on purpose) reads here; between
+    commands imaplib's buffer is empty (every answer ended with its tagged line)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def line(self, timeout):
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            pending = getattr(self.sock, "pending", None)
+            if not (pending and pending()):
+                ready, _, _ = _select.select([self.sock], [], [], left)
+                if not ready:
+                    return None
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise MailError("IMAP server closed the connection during IDLE")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line + b"\n"
+
+
 def idle_wait(conn, seconds):
     """IDLE until the server says a message arrived (True) or `seconds` pass (False)."""
     tag = conn._new_tag()
     conn.send(tag + b" IDLE\r\n")
-    line = conn.readline()
-    if not line.startswith(b"+"):
+    lines = _Lines(conn.sock)
+    line = lines.line(30)
+    if not line or not line.startswith(b"+"):
         raise MailError(f"IDLE refused: {line!r}")
     arrived = False
-    sock = conn.sock
     deadline = time.monotonic() + seconds
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            sock.settimeout(left)
-            try:
-                line = conn.readline()
-            except (socket.timeout, TimeoutError):
-                break
-            if not line:
-                raise MailError("IMAP server closed the connection during IDLE")
-            if EXISTS.match(line):
-                arrived = True
-                break
-    finally:
-        sock.settimeout(None)
-    conn.send(b"DONE\r\n")
-    sock.settimeout(30)
     while True:
-        line = conn.readline()
-        if not line:
-            raise MailError("IMAP server closed the connection after IDLE")
+        left = deadline - time.monotonic()
+        line = lines.line(left) if left > 0 else None
+        if line is None:
+            break
+        if EXISTS.match(line):
+            arrived = True
+            break
+    conn.send(b"DONE\r\n")
+    while True:
+        line = lines.line(30)
+        if line is None:
+            raise MailError("IMAP server did not end IDLE")
         if line.startswith(tag):
             break
     return arrived

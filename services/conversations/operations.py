@@ -494,8 +494,10 @@ class Conversations:
         conv = self.store.get("conversations", conversation_id)
         if not conv or conv.get("contact_id") or not conv.get("lead_request_id"):
             return []
-        link = self.store.lead_link(conv["lead_request_id"])
-        return self._join_contact(conv, link) if link else []
+        # both sides write the link's document, so this and link_lead never miss each
+        # other: concurrent transactions conflict and one runs again, seeing the other
+        link = self.store.note_lead_waiting(conv["lead_request_id"], conv["_id"])
+        return self._join_contact(conv, link) if link.get("contact_id") else []
 
     def _join_contact(self, conv, link):
         """`conv` (of a sender not known before) now belongs to the contact; its messages

@@ -46,6 +46,7 @@ class ConversationsStore(BaseStore):
         g.create_index([("thread_key", ASCENDING), ("at", DESCENDING)], sparse=True)
         g.create_index("send_due_at", sparse=True)
         self.files_meta.create_index("metadata.message_id")
+        self.lead_links.create_index("conversation_id")
 
     # attachments (GridFS)
     @property
@@ -168,7 +169,9 @@ class ConversationsStore(BaseStore):
     def save_lead_link(self, request_id, link):
         self.lead_links.update_one({"_id": request_id}, {"$set": link}, upsert=True)
 
-    def lead_link(self, request_id):
+    def note_lead_waiting(self, request_id, conversation_id):
+        self.lead_links.update_one({"_id": request_id},
+                                   {"$set": {"conversation_id": conversation_id}}, upsert=True)
         return self.lead_links.find_one({"_id": request_id})
 
     # messages
