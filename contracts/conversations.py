@@ -4,7 +4,7 @@ service announces. The service validates with these, the gateway validates the s
 and builds the OpenAPI document from them."""
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from contracts.events import EventData, IsoTime, actor_field, ref_field, summary_field
+from contracts.events import EventData, Int, IsoTime, actor_field, ref_field, summary_field
 from crm_common.fields import PageOf, PageQuery, UtcDateTime
 
 CHANNELS = ("email", "sms", "telegram", "whatsapp")
@@ -332,7 +332,7 @@ class ConversationEscalated(ConversationEvent):
     user_id = fields.String(allow_none=True, metadata={
         "description": "the responsible user whose manager is told"})
     waiting_since = IsoTime()
-    target_minutes = fields.Float()
+    target_seconds = Int(metadata={"description": "the first-response target"})
 
 
 EVENTS = {

@@ -309,8 +309,7 @@ class Conversations:
         ids = self.caller.person_ids()
         if ids is None:
             return {}
-        return {"$or": [{"assignee_id": {"$in": ids}}, {"owner_id": {"$in": ids}},
-                        {"assignee_id": None, "owner_id": None}]}
+        return self.store.visible_to(ids)
 
     def _conversation(self, conversation_id):
         doc = self.store.get("conversations", conversation_id)
@@ -520,7 +519,7 @@ class Conversations:
                     sets["escalate_at"] = conv["escalate_at"]
             target = self.store.touch_conversation(
                 target["_id"], sets, maxs={"last_message_at": conv["last_message_at"]},
-                add={"channels": {"$each": conv.get("channels") or []}})
+                add_all={"channels": conv.get("channels") or []})
         self.store.repoint_messages(conv["_id"], target["_id"],
                                     {"contact_id": link["contact_id"]})
         docs, _ = self.store.page("messages", {"conversation_id": target["_id"]}, "at", 1, 200,

@@ -209,7 +209,7 @@ class ConversationsService(HealthEntrypoints):
             "conversation_escalated", doc, None,
             f"{who} has waited {round(target, 1)} min for an answer",
             {"manager_id": None, "user_id": doc.get("assignee_id") or doc.get("owner_id"),
-             "waiting_since": to_iso(doc["waiting_since"]), "target_minutes": float(target)})]
+             "waiting_since": to_iso(doc["waiting_since"]), "target_seconds": int(target * 60)})]
 
     # what other services tell
     @reliable_handler("contacts", "lead_captured")

@@ -147,8 +147,17 @@ class ConversationsStore(BaseStore):
             return doc, True
         return self.conversations.find_one({"key": doc["key"]}), False
 
-    def touch_conversation(self, conversation_id, sets, unset=None, maxs=None, add=None):
+    @staticmethod
+    def visible_to(person_ids):
+        """Conversations assigned to or owned by these people, or nobody's at all."""
+        return {"$or": [{"assignee_id": {"$in": person_ids}}, {"owner_id": {"$in": person_ids}},
+                        {"assignee_id": None, "owner_id": None}]}
+
+    def touch_conversation(self, conversation_id, sets, unset=None, maxs=None, add=None,
+                           add_all=None):
         update = {"$set": sets}
+        if add_all:
+            add = {k: {"$each": list(v)} for k, v in add_all.items()}
         if unset:
             update["$unset"] = {k: "" for k in unset}
         if maxs:
