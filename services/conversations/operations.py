@@ -726,7 +726,9 @@ class Conversations:
         if mailbox is None:
             mailboxes = [m for m in self.store.shared_mailboxes()]
             own = self.store.mailboxes_of(msg["sender_user_id"]) if msg["sender_user_id"] else []
-            mailbox = (own or mailboxes or [None])[0]
+            owners = self.store.mailboxes_of(contact["owner_id"]) \
+                if (contact or {}).get("owner_id") else []
+            mailbox = (own or owners or mailboxes or [None])[0]
         if mailbox is None:
             raise Conflict("No mailbox to send from: connect one first",
                            {"reason": "no_mailbox"})
