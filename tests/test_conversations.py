@@ -299,6 +299,19 @@ def test_telegram_and_whatsapp_join_one_conversation_and_get_answers(stack, api,
     assert templated.status_code == 202, templated.text
     sent = providers.wait_for(f"/wa/{phone_id}/messages", 2)
     assert json.loads(sent[-1]["body"])["template"]["name"] == "welcome"
+    # SMS through the gateway's HTTP API, into the same conversation
+    sms = api.post("/channels", json={"kind": "sms", "name": f"sms {unique}",
+                                      "url": providers.base_url + f"/sms{unique}",
+                                      "token": "smstoken", "from_number": "+15550001"})
+    assert sms.status_code == 201, sms.text
+    answer = api.post(f"/contacts/{contact['id']}/messages",
+                      json={"channel": "sms", "body": "See you {{contact.first_name}}"})
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["conversation_id"] == conv["id"]
+    [texted] = providers.wait_for(f"/sms{unique}")
+    assert json.loads(texted["body"]) == {"to": f"+{wa_id}", "text": "See you Multi",
+                                          "from": "+15550001"}
+    assert texted["headers"]["Authorization"] == "Bearer smstoken"
 
 
 def test_waiting_client_escalates_once_and_inbox_moves(stack, api, providers, make_user,

@@ -200,8 +200,8 @@ def has_message_id(conn, folder, message_id):
 
 # --- SMTP ---------------------------------------------------------------------------------
 
-def smtp_send(server, password, msg, timeout):
-    """Hand `msg` to the mailbox's SMTP server; MailError when it refuses."""
+def smtp_open(server, password, timeout):
+    """A connected (and logged-in, when the server offers AUTH) SMTP client."""
     host, port, security = server["host"], server["port"], server.get("security", "tls")
     ctx = _context(server.get("verify_tls", True))
     try:
@@ -211,21 +211,34 @@ def smtp_send(server, password, msg, timeout):
             client = smtplib.SMTP(host, port, timeout=timeout)
             if security == "starttls":
                 client.starttls(context=ctx)
-        try:
-            if server.get("username") and password and client.has_extn("auth"):
-                client.login(server["username"], password)
-            refused = client.send_message(msg)
-        finally:
-            try:
-                client.quit()
-            except Exception:  # noqa: BLE001
-                pass
+        client.ehlo_or_helo_if_needed()
+        if server.get("username") and password and client.has_extn("auth"):
+            client.login(server["username"], password)
+    except (smtplib.SMTPException, OSError) as exc:
+        raise MailError(f"SMTP {host}:{port}: {exc}") from exc
+    return client
+
+
+def smtp_deliver(client, msg):
+    """Hand `msg` over on an open client; MailError when the server refuses it.
+    smtplib.SMTPServerDisconnected passes through: a stale kept connection, nothing sent."""
+    try:
+        refused = client.send_message(msg)
+    except smtplib.SMTPServerDisconnected:
+        raise
     except smtplib.SMTPRecipientsRefused as exc:
         raise MailError(f"recipients refused: {exc.recipients}") from exc
     except (smtplib.SMTPException, OSError) as exc:
-        raise MailError(f"SMTP {host}:{port}: {exc}") from exc
+        raise MailError(f"SMTP: {exc}") from exc
     if refused:
         raise MailError(f"recipients refused: {refused}")
+
+
+def smtp_close(client):
+    try:
+        client.quit()
+    except Exception:  # noqa: BLE001 - closing a broken connection
+        client.close()
 
 
 # --- reading ------------------------------------------------------------------------------

@@ -178,6 +178,7 @@ class Conversations:
         self.contacts = contacts
         self.deals = deals
         self.settings = get_settings().conversations
+        self.known = None  # a sync's contacts by lookup (sync.py sets it per pass)
 
     # --- mailboxes and channels (admin; a personal mailbox: its owner) ------------------
     def _may_manage(self, doc):
@@ -428,19 +429,22 @@ class Conversations:
         return self.new_conversation(key, contact, deal_id=self.open_deal(contact["id"]), **fields)
 
     # --- inbound --------------------------------------------------------------------------
-    def record_inbound(self, conv, msg, target_minutes):
+    def record_inbound(self, conv, msg, target_minutes, thread_key=None):
         """Store an inbound message into `conv` (inserted if new), the conversation
         waiting for our answer -> (message, created?, events)."""
         conv, _ = self.store.insert_conversation_if_new(conv)
         msg["conversation_id"] = conv["_id"]
         msg["contact_id"] = conv.get("contact_id")
         msg["deal_id"] = conv.get("deal_id")
+        if thread_key is not None:
+            msg["thread_key"] = thread_key(conv["_id"])
         stored, created = self.store.insert_message_if_new(msg)
         if not created:
             return stored, False, []
         events = []
         sets = {"updated_at": utcnow(), "last_preview": _preview(msg.get("text")),
-                "status": "open"}
+                "status": "open", "last_inbound_channel": msg["channel"],
+                f"last_inbound.{msg['channel']}": stored["_id"]}
         if msg.get("subject"):
             sets["subject"] = msg["subject"]
         if msg["channel"] == "email" and msg.get("mailbox_id"):
@@ -513,6 +517,10 @@ class Conversations:
         else:
             self.store.delete("conversations", conv["_id"])
             sets = {"updated_at": utcnow(), "status": "open"}
+            for channel, message_id in (conv.get("last_inbound") or {}).items():
+                sets[f"last_inbound.{channel}"] = message_id
+            if conv.get("last_inbound_channel"):
+                sets["last_inbound_channel"] = conv["last_inbound_channel"]
             if conv.get("waiting") and not target.get("waiting"):
                 sets.update(waiting=True, waiting_since=conv.get("waiting_since"))
                 if conv.get("escalate_at"):
@@ -579,7 +587,7 @@ class Conversations:
                             if c.get("phone_number_id") == phone_id), None) or \
                 (self.store.channels_of("whatsapp") or [None])[0]
             phone = "+" + re.sub(r"\D", "", wa_id)
-            conv = self._conversation_for_sender("whatsapp", f"whatsapp:{wa_id}",
+            conv = self.conversation_for_sender("whatsapp", f"whatsapp:{wa_id}",
                                                  {"phone": phone}, name, text, msg_id,
                                                  shared=True)
             at = None
@@ -595,16 +603,16 @@ class Conversations:
             stored += 1
         return {"status": "received", "stored": stored}, out
 
-    def _conversation_for_sender(self, channel, key, lookup, name, text, external_id, shared):
+    def conversation_for_sender(self, channel, key, lookup, name, text, external_id, shared):
         """The conversation a sender's message goes to: their contact's, else one waiting
         for the lead the first message of a shared channel creates (once)."""
-        contact = None
-        try:
+        cache_key = tuple(sorted(lookup.items()))
+        contact = self.known.get(cache_key) if self.known is not None else None
+        if contact is None:
             found = self.contacts.lookup(lookup)["items"]
             contact = found[0] if found else None
-        except Exception as exc:  # noqa: BLE001 - unknown now; the lead path links it later
-            log.warning("contact lookup failed: %s", exc)
-            raise
+            if contact is not None and self.known is not None:
+                self.known[cache_key] = contact
         if contact is not None:
             return self.for_contact(contact)
         conv = self.store.conversation_by_key(key)
@@ -710,12 +718,16 @@ class Conversations:
                                       add={"channels": channel})
         return dump_message(stored), []
 
+    def _last_inbound(self, conv, channel):
+        """The client's latest message on `channel` (kept on the conversation by id)."""
+        found = (conv.get("last_inbound") or {}).get(channel)
+        return self.store.get("messages", found) if found else None
+
     def _default_channel(self, conv):
-        last = self.store.latest_inbound(conv["_id"]) if conv.get("_id") else None
-        return last["channel"] if last else "email"
+        return conv.get("last_inbound_channel") or "email"
 
     def _address_email(self, conv, contact, data, msg, subject):
-        parent = self.store.latest_inbound(conv["_id"], "email") if conv.get("_id") else None
+        parent = self._last_inbound(conv, "email")
         mailbox = None
         for candidate in (data.get("mailbox_id"), (parent or {}).get("mailbox_id"),
                           conv.get("mailbox_id")):
@@ -759,7 +771,7 @@ class Conversations:
         if chosen is None:
             raise Conflict(f"No {channel} channel is set up", {"reason": "no_channel",
                                                                  "channel": channel})
-        last = self.store.latest_inbound(conv["_id"], channel) if conv.get("_id") else None
+        last = self._last_inbound(conv, channel)
         target = None
         if channel == "telegram":
             handles = [m["handle"] for m in (contact or {}).get("messengers") or []

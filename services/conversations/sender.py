@@ -10,6 +10,7 @@ Messengers and SMS have no such proof; their window is the one HTTP call."""
 import json
 import logging
 import os
+import smtplib
 from datetime import timedelta
 
 import requests
@@ -40,6 +41,8 @@ class Sender:
         self.settings = settings
         self.holder = holder
         self.http = http or requests.Session()
+        # connections kept for one run (a burst to one mailbox logs in once)
+        self._imap, self._smtp = {}, {}
 
     def failpoint(self, name):
         if name in (self.settings.failpoints or "").split(","):
@@ -49,12 +52,58 @@ class Sender:
     def run_due(self, limit=50):
         now = utcnow()
         done = 0
-        for doc in self.store.due_sends(now, limit):
-            lease = utcnow() + timedelta(seconds=self.settings.send_lease_s)
-            if self.store.claim_send(doc["_id"], doc["send_due_at"], lease, self.holder):
-                self.deliver(self.store.get("messages", doc["_id"]))
-                done += 1
+        try:
+            for doc in self.store.due_sends(now, limit):
+                lease = utcnow() + timedelta(seconds=self.settings.send_lease_s)
+                if self.store.claim_send(doc["_id"], doc["send_due_at"], lease, self.holder):
+                    self.deliver(self.store.get("messages", doc["_id"]))
+                    done += 1
+        finally:
+            for conn in self._imap.values():
+                mail.close(conn)
+            for client in self._smtp.values():
+                mail.smtp_close(client)
+            self._imap, self._smtp = {}, {}
         return done
+
+    def _imap_conn(self, mailbox):
+        conn = self._imap.pop(mailbox["_id"], None)
+        if conn is not None:
+            try:
+                conn.noop()
+                self._imap[mailbox["_id"]] = conn
+                return conn
+            except Exception:  # noqa: BLE001 - stale: open another
+                mail.close(conn)
+        imap = mailbox["imap"]
+        conn = mail.imap_connect(imap, unseal(imap.get("password")), self.settings.timeout_s)
+        self._imap[mailbox["_id"]] = conn
+        return conn
+
+    def _drop_imap(self, mailbox):
+        conn = self._imap.pop(mailbox["_id"], None)
+        if conn is not None:
+            mail.close(conn)
+
+    def _smtp_send(self, mailbox, built):
+        smtp = mailbox["smtp"]
+        for attempt in (1, 2):
+            client = self._smtp.get(mailbox["_id"])
+            fresh = client is None
+            if fresh:
+                client = mail.smtp_open(smtp, unseal(smtp.get("password")), self.settings.timeout_s)
+                self._smtp[mailbox["_id"]] = client
+            try:
+                mail.smtp_deliver(client, built)
+                return
+            except smtplib.SMTPServerDisconnected as exc:
+                self._smtp.pop(mailbox["_id"], None)
+                if fresh or attempt == 2:
+                    raise mail.MailError(f"SMTP server disconnected: {exc}")
+            except mail.MailError:
+                self._smtp.pop(mailbox["_id"], None)
+                mail.smtp_close(client)
+                raise
 
     def deliver(self, msg):
         try:
@@ -104,7 +153,6 @@ class Sender:
         mailbox = self.store.get("mailboxes", msg["mailbox_id"])
         if mailbox is None:
             raise Permanent("its mailbox was removed")
-        imap, smtp = mailbox["imap"], mailbox["smtp"]
         if not msg.get("smtp_accepted_at"):
             if msg.get("attempts", 1) > 1 and self._in_sent(mailbox, msg):
                 return msg["message_id"]
@@ -116,7 +164,7 @@ class Sender:
             built = mail.build(mailbox, msg["to"], msg.get("subject"), msg.get("text"),
                                msg.get("html"), msg["message_id"], msg.get("in_reply_to"),
                                msg.get("references") or [], attachments)
-            mail.smtp_send(smtp, unseal(smtp.get("password")), built, self.settings.timeout_s)
+            self._smtp_send(mailbox, built)
             self.store.message_update(msg["_id"], {"smtp_accepted_at": utcnow(),
                                                    "raw_size": len(bytes(built))})
             self.failpoint("after_smtp")
@@ -124,17 +172,15 @@ class Sender:
         else:
             raw = None
         try:
-            conn = mail.imap_connect(imap, unseal(imap.get("password")), self.settings.timeout_s)
-            try:
-                if raw is None:
-                    if mail.has_message_id(conn, mailbox.get("sent_folder") or "Sent",
-                                           msg["message_id"]):
-                        return msg["message_id"]
-                    raw = bytes(self._rebuild(mailbox, msg))
-                mail.append(conn, mailbox.get("sent_folder") or "Sent", raw)
-            finally:
-                mail.close(conn)
-        except mail.MailError as exc:  # sent all the same: the copy is what is missing
+            conn = self._imap_conn(mailbox)
+            if raw is None:
+                if mail.has_message_id(conn, mailbox.get("sent_folder") or "Sent",
+                                       msg["message_id"]):
+                    return msg["message_id"]
+                raw = bytes(self._rebuild(mailbox, msg))
+            mail.append(conn, mailbox.get("sent_folder") or "Sent", raw)
+        except Exception as exc:  # noqa: BLE001 - sent all the same: the copy is what is missing
+            self._drop_imap(mailbox)
             log.warning("message %s sent; its copy in Sent failed: %s", msg["_id"], exc)
         self.failpoint("after_append")
         return msg["message_id"]
@@ -148,15 +194,12 @@ class Sender:
 
     def _in_sent(self, mailbox, msg):
         try:
-            conn = mail.imap_connect(mailbox["imap"], unseal(mailbox["imap"].get("password")),
-                                     self.settings.timeout_s)
-        except mail.MailError:
-            raise Retry("cannot check the Sent folder before sending again")
-        try:
+            conn = self._imap_conn(mailbox)
             return mail.has_message_id(conn, mailbox.get("sent_folder") or "Sent",
                                        msg["message_id"])
-        finally:
-            mail.close(conn)
+        except Exception:  # noqa: BLE001 - no proof either way: not now
+            self._drop_imap(mailbox)
+            raise Retry("cannot check the Sent folder before sending again")
 
     # messengers and SMS (their documented request and answer formats)
     def _channel(self, msg):

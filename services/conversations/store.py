@@ -125,8 +125,10 @@ class ConversationsStore(BaseStore):
             update["$inc"] = inc
         self.mailboxes.update_one({"_id": mailbox_id, "holder": holder}, update)
 
-    def count_synced(self, mailbox_id):
-        self.mailboxes.update_one({"_id": mailbox_id}, {"$inc": {"synced": 1}})
+    def mailbox_progress(self, mailbox_id, uidvalidity, last_uid, stored):
+        return update_and_get(self.mailboxes, {"_id": mailbox_id}, {
+            "$set": {"uidvalidity": uidvalidity, "last_uid": last_uid},
+            "$inc": {"synced": stored}})
 
     # conversations
     def conversation_by_key(self, key):
@@ -199,13 +201,6 @@ class ConversationsStore(BaseStore):
 
     def latest_of_thread_key(self, thread_key):
         return self.messages.find_one({"thread_key": thread_key}, sort=[("at", DESCENDING)])
-
-    def latest_inbound(self, conversation_id, channel=None, limit=50):
-        for doc in self.messages.find({"conversation_id": conversation_id}).sort(
-                [("at", DESCENDING), ("_id", DESCENDING)]).limit(limit):
-            if doc["direction"] == "inbound" and (channel is None or doc["channel"] == channel):
-                return doc
-        return None
 
     def repoint_messages(self, conversation_id, to_id, sets):
         self.messages.update_many({"conversation_id": conversation_id},

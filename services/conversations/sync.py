@@ -65,6 +65,7 @@ class MailboxSync:
                 mail.close(conn)
 
     def sync_once(self, conn, doc):
+        self.ops.known = {}  # senders met in this pass are looked up once
         uidvalidity = mail.select(conn, doc.get("folder") or "INBOX")
         last_uid = doc.get("last_uid") or 0
         if doc.get("uidvalidity") not in (None, uidvalidity):
@@ -73,12 +74,12 @@ class MailboxSync:
         for start in range(0, len(uids), BATCH):
             part = uids[start:start + BATCH]
             fetched = mail.fetch(conn, part, self.settings.max_message_bytes)
+            stored = 0
             for uid in part:
                 if uid in fetched:
                     raw, size, headers_only = fetched[uid]
-                    self.store_one(doc, uidvalidity, uid, raw, size, headers_only)
-            doc = self.store.update("mailboxes", doc["_id"], {
-                "uidvalidity": uidvalidity, "last_uid": part[-1]})
+                    stored += bool(self.store_one(doc, uidvalidity, uid, raw, size, headers_only))
+            doc = self.store.mailbox_progress(doc["_id"], uidvalidity, part[-1], stored)
             if self.stopping():
                 break
         if not uids and doc.get("uidvalidity") != uidvalidity:
@@ -120,19 +121,15 @@ class MailboxSync:
             attachments=stored_attachments, imap_uid=uid, uidvalidity=uidvalidity,
             **{"from": sender})
         msg["thread_id"] = thread_id or msg["_id"]
-        msg["thread_key"] = None
-        self.announce(self._record, conv, msg, mailbox)
-        return True
+        return self.announce(self._record, conv, msg, mailbox)
 
     def _record(self, conv, msg, mailbox):
-        stored, created, events = self.ops.record_inbound(conv, msg, mailbox.get(
-            "first_response_minutes"))
+        stored, created, events = self.ops.record_inbound(
+            conv, msg, mailbox.get("first_response_minutes"),
+            thread_key=lambda conversation_id: _thread_key(conversation_id, msg.get("subject")))
         if created:
-            self.store.message_update(stored["_id"], {"thread_key": _thread_key(
-                stored["conversation_id"], stored.get("subject"))})
-            self.store.count_synced(mailbox["_id"])
             events += self.ops.apply_pending_lead(stored["conversation_id"])
-        return stored, events
+        return created, events
 
     def thread_of(self, mailbox, fields, shared):
         """(conversation doc, thread id or None): by the messages it answers, else the
@@ -146,7 +143,7 @@ class MailboxSync:
                 if conv is not None:
                     return conv, parent.get("thread_id")
         sender = fields["from"]
-        conv = self.ops._conversation_for_sender(
+        conv = self.ops.conversation_for_sender(
             "email", f"email:{sender['address']}", {"email": sender["address"]},
             sender.get("name"), fields["subject"] + "\n\n" + (fields["text"] or ""),
             fields["message_id"] or new_id(), shared)
