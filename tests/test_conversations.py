@@ -139,6 +139,8 @@ def test_shared_mailbox_lead_reply_threads_and_second_mail(stack, api, mail, sha
         [m for m in messages_of(api, conv["id"]) if m["direction"] == "inbound"]) == 2 else None)
     assert both, messages_of(api, conv["id"])
     assert len({m["thread_id"] for m in both}) == 1
+    # the lead's deal (routed by the defaults) is linked to the conversation
+    assert wait(lambda: api.get(f"/conversations/{conv['id']}").json()["deal_id"], timeout=20)
     # the lead was made once; the reply is on the contact's timeline and touched it
     assert len(api.get("/contacts/lookup", params={"email": CLIENT}).json()["items"]) == 1
     timeline = wait(lambda: [e for e in api.get(f"/contacts/{contact['id']}/timeline").json()[
