@@ -179,6 +179,13 @@ def test_do_not_contact_and_opt_outs_refuse_sending(stack, api, shared_mailbox, 
     answer = api.post(f"/contacts/{contact['id']}/messages", json={"body": "Hi"})
     assert answer.status_code == 409, answer.text
     assert answer.json()["error"]["details"]["reason"] == "do_not_contact"
+    opted = api.post("/contacts", json={"first_name": "NoSms", "phones": ["+393471230000"],
+                                        "emails": [f"nosms-{unique}@client.test"],
+                                        "custom": {"opt_outs": ["sms"]}}).json()
+    answer = api.post(f"/contacts/{opted['id']}/messages", json={"channel": "sms", "body": "x"})
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"]["details"] == {"reason": "opted_out", "channel": "sms",
+                                                 "contact_id": opted["id"]}
     with pytest.raises(Exception) as refused:
         stack.rpc.call("conversations", "send_to_contact", contact["id"], "email", "Hi")
     assert "do_not_contact" in str(refused.value) or "contacted" in str(refused.value)
@@ -353,6 +360,12 @@ def test_waiting_client_escalates_once_and_inbox_moves(stack, api, providers, ma
     closed = agent.get("/conversations", params={"status": "closed"}).json()["items"]
     assert conv["id"] in [c["id"] for c in closed]
     assert agent.post(f"/conversations/{conv['id']}/reopen").json()["status"] == "open"
+    # closed again, the client's next message reopens it
+    assert agent.post(f"/conversations/{conv['id']}/close").json()["status"] == "closed"
+    raw, headers = signed(f"esc{unique}", whatsapp_message(phone_id, wa_id, "Hello again?"))
+    assert requests.post(f"{stack.base_url}/api/v1/inbound/whatsapp", data=raw,
+                         headers=headers, timeout=10).status_code == 200
+    assert wait(lambda: agent.get(f"/conversations/{conv['id']}").json()["status"] == "open")
     stranger = make_user("agent")
     assert stranger.get(f"/conversations/{conv['id']}").status_code == 404
 

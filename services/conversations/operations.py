@@ -651,9 +651,12 @@ class Conversations:
         if contact.get("do_not_contact"):
             raise Conflict("The contact asked not to be contacted (do_not_contact)",
                            {"reason": "do_not_contact", "contact_id": contact["id"]})
-        outs = set(contact.get("opt_outs") or []) | set(contact.get("channel_opt_outs") or [])
-        outs |= {k for k, v in ((contact.get("custom") or {}).get("opt_out") or {}).items() if v} \
-            if isinstance((contact.get("custom") or {}).get("opt_out"), dict) else set()
+        # per-channel opt-outs: the contact's `opt_outs` when contacts keeps them, else its
+        # custom field `opt_outs` (a list of channels, or "all")
+        outs = set()
+        for found in (contact.get("opt_outs"), (contact.get("custom") or {}).get("opt_outs")):
+            if isinstance(found, list):
+                outs |= {str(x) for x in found}
         if channel in outs or "all" in outs:
             raise Conflict(f"The contact opted out of {channel}",
                            {"reason": "opted_out", "channel": channel, "contact_id": contact["id"]})
