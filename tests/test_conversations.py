@@ -168,7 +168,8 @@ def test_mailbox_secrets_are_never_returned_and_bad_login_is_shown(stack, api, m
     assert state and "login" in state["last_error"].lower() and state["failures"] >= 1
     assert state["next_sync_at"]
     # the shared mailbox keeps working beside it
-    assert api.get(f"/mailboxes/{shared_mailbox['id']}").json()["state"]["status"] == "ok"
+    shared = api.get(f"/mailboxes/{shared_mailbox['id']}").json()["state"]
+    assert shared["status"] == "ok" and shared["idle"] is True  # Dovecot offers IDLE
     assert api.post("/mailboxes", json={"name": "x"}).status_code == 422
     api.delete(f"/mailboxes/{bad.json()['id']}")
 
@@ -370,6 +371,15 @@ def test_waiting_client_escalates_once_and_inbox_moves(stack, api, providers, ma
     assert stranger.get(f"/conversations/{conv['id']}").status_code == 404
 
 
+def test_search_gets_messages_by_page_and_by_id(stack, api, shared_mailbox):
+    page = stack.rpc.call("conversations", "search_records", "message", limit=5)
+    assert page["items"] and all(i["id"] and i["conversation_id"] for i in page["items"])
+    first = page["items"][0]
+    [again] = stack.rpc.call("conversations", "search_records", "message",
+                             ids=[first["id"]])["items"]
+    assert again["text"] == first["text"]
+
+
 def test_kill_mid_send_sends_exactly_once(stack, api, mail, shared_mailbox, unique):
     dovecot, relay = mail
     contact = api.post("/contacts", json={"first_name": "Bob", "emails": [CLIENT2]}).json()
@@ -397,3 +407,4 @@ def test_kill_mid_send_sends_exactly_once(stack, api, mail, shared_mailbox, uniq
     assert len(copies) == 1
     sent = [m for m in dovecot.messages(SALES, "Sent") if m["Message-ID"] == message_id]
     assert len(sent) == 1
+

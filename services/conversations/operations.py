@@ -475,6 +475,7 @@ class Conversations:
         link = {"contact_id": data["contact_id"], "contact_name": data.get("contact_name"),
                 "owner_id": data.get("contact_owner_id")}
         self.store.save_lead_link(data["request_id"], link)
+        link = self.store.get("lead_links", data["request_id"])  # with a deal routed already
         events = []
         pending = self.store.conversations_of_request(data["request_id"])
         for conv in pending:
@@ -513,10 +514,13 @@ class Conversations:
             target = self.store.touch_conversation(conv["_id"], {
                 "key": key, "contact_id": link["contact_id"],
                 "contact_name": link.get("contact_name") or conv.get("contact_name"),
-                "owner_id": link.get("owner_id"), "updated_at": utcnow()})
+                "owner_id": link.get("owner_id"), "updated_at": utcnow(),
+                "deal_id": link.get("deal_id") or conv.get("deal_id")})
         else:
             self.store.delete("conversations", conv["_id"])
             sets = {"updated_at": utcnow(), "status": "open"}
+            if not target.get("deal_id") and (link.get("deal_id") or conv.get("deal_id")):
+                sets["deal_id"] = link.get("deal_id") or conv.get("deal_id")
             for channel, message_id in (conv.get("last_inbound") or {}).items():
                 sets[f"last_inbound.{channel}"] = message_id
             if conv.get("last_inbound_channel"):
@@ -535,13 +539,19 @@ class Conversations:
         return [message_event("message_received", m, target) for m in docs
                 if m["direction"] == "inbound"]
 
-    def link_deal(self, contact_id, deal_id, only_if_empty=False):
+    def link_deal(self, contact_id, deal_id, only_if_empty=False, request_id=None):
+        """The contact's conversation gets the deal. A lead's deal is also kept on the lead's
+        link, so a conversation that joins its contact later still gets it (both write
+        that document: whichever runs second sees the other)."""
         if not contact_id or not deal_id:
-            return
+            return []
+        if request_id:
+            self.store.save_lead_link(request_id, {"deal_id": deal_id})
         conv = self.store.conversation_by_key(f"contact:{contact_id}")
         if conv is None or (only_if_empty and conv.get("deal_id")):
-            return
+            return []
         self.store.touch_conversation(conv["_id"], {"deal_id": deal_id})
+        return []
 
     def contact_merged(self, data):
         survivor = data["survivor_id"]
@@ -559,7 +569,7 @@ class Conversations:
             when = parse_iso(at)
         return {"_id": new_id(), "dedupe_key": dedupe_key, "channel": channel,
                 "direction": "inbound", "status": "received", "text": (text or "")[:100_000],
-                "at": when or now, "created_at": now, **fields}
+                "at": when or now, "created_at": now, "updated_at": now, **fields}
 
     def receive_whatsapp(self, payload, meta):
         """Meta's webhook body (signature checked by the gateway): each text message lands
@@ -687,7 +697,8 @@ class Conversations:
                "channel": channel, "direction": "outbound", "status": "queued", "text": body,
                "html": html, "template": data.get("template"), "variables": variables,
                "language": data["language"], "sender_user_id": sender_user_id,
-               "deal_id": deal_id, "at": now, "created_at": now, "send_due_at": now,
+               "deal_id": deal_id, "at": now, "created_at": now, "updated_at": now,
+               "send_due_at": now,
                "attempts": 0, "error": None}
         if channel == "email":
             self._address_email(conv, contact, data, msg, subject)

@@ -17,7 +17,7 @@ from crm_common.messaging.rpc import ServiceRpc, rpc
 from crm_common.mongo import MongoStore
 from crm_common.timeutil import to_iso, utcnow
 from services.conversations.dependencies import Workers
-from services.conversations.operations import Conversations, conversation_event
+from services.conversations.operations import Conversations, conversation_event, dump_message
 from services.conversations.sender import Sender
 from services.conversations.store import ConversationsStore
 from services.conversations.sync import MailboxSync
@@ -172,6 +172,14 @@ class ConversationsService(HealthEntrypoints):
         stored, _, events = ops.record_inbound(conv, msg, target)
         return stored, events + ops.apply_pending_lead(stored["conversation_id"])
 
+    @rpc(expected_exceptions=EXPECTED)
+    def search_records(self, kind="message", ids=None, after=None, limit=500, since=None,
+                       cursor=None, until=None):
+        """For the search service: messages by id, a page by id, or those changed since a
+        time (contracts/search.py RecordsPage)."""
+        return self.store.search_records("messages", lambda docs: [dump_message(d) for d in docs],
+                                         ids, after, limit, since, cursor, until)
+
     # background work
     @timer(interval=SETTINGS.tick_s)
     def sync_mailboxes(self):
@@ -220,14 +228,17 @@ class ConversationsService(HealthEntrypoints):
 
     @reliable_handler("deals", "lead_routed")
     def on_lead_routed(self, event):
-        self._system().link_deal(event["data"].get("contact_id"), event["data"].get("deal_id"))
+        data = event["data"]
+        self._handle_and_announce(lambda e: self._system().link_deal(
+            data.get("contact_id"), data.get("deal_id"), request_id=data.get("request_id")), event)
 
     @reliable_handler("deals", "deal_created")
     def on_deal_created(self, event):
-        deal = event["data"].get("deal") or event["data"]
+        deal = event["data"].get("deal") or {}
         if deal.get("status", "open") == "open":
-            self._system().link_deal(deal.get("contact_id"), deal.get("id") or
-                                     event["data"].get("deal_id"), only_if_empty=True)
+            self._handle_and_announce(lambda e: self._system().link_deal(
+                deal.get("contact_id"), deal.get("id"), only_if_empty=True,
+                request_id=event["data"].get("request_id")), event)
 
     @reliable_handler("contacts", "contact_merged")
     def on_contact_merged(self, event):

@@ -9,6 +9,7 @@ from pymongo import ASCENDING, DESCENDING
 
 from crm_common.cursors import page
 from crm_common.mongo import BaseStore, find_in, update_and_get
+from crm_common.timeutil import utcnow
 
 
 class ConversationsStore(BaseStore):
@@ -45,6 +46,7 @@ class ConversationsStore(BaseStore):
         g.create_index([("conversation_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)])
         g.create_index([("thread_key", ASCENDING), ("at", DESCENDING)], sparse=True)
         g.create_index("send_due_at", sparse=True)
+        g.create_index([("updated_at", ASCENDING), ("_id", ASCENDING)])  # search_records
         self.files_meta.create_index("metadata.message_id")
         self.lead_links.create_index("conversation_id")
 
@@ -204,7 +206,8 @@ class ConversationsStore(BaseStore):
 
     def repoint_messages(self, conversation_id, to_id, sets):
         self.messages.update_many({"conversation_id": conversation_id},
-                                  {"$set": {"conversation_id": to_id, **sets}})
+                                  {"$set": {"conversation_id": to_id, "updated_at": utcnow(),
+                                            **sets}})
 
     def due_sends(self, now, limit=50):
         return list(self.messages.find({"send_due_at": {"$lte": now}}).limit(limit))
@@ -216,7 +219,7 @@ class ConversationsStore(BaseStore):
              "$inc": {"attempts": 1}}).modified_count == 1
 
     def message_update(self, message_id, sets, unset=None, holder=None):
-        update = {"$set": sets}
+        update = {"$set": {**sets, "updated_at": utcnow()}}
         if unset:
             update["$unset"] = {k: "" for k in unset}
         condition = {"holder": holder} if holder else {}
