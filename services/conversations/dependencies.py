@@ -15,10 +15,13 @@ class Workers(DependencyProvider):
         self.sends = eventlet.GreenPool(4)
 
     def stop(self):
+        """Syncs waiting in IDLE end now, giving their mailboxes back."""
         self.stopping = True
+        for thread in list(self.syncs.coroutines_running):
+            thread.kill()
 
     def kill(self):
-        self.stopping = True
+        self.stop()
 
     def get_dependency(self, worker_ctx):
         return self

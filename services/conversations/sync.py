@@ -8,6 +8,8 @@ mailbox runs in its own green thread, so one that hangs or fails blocks no other
 import logging
 from datetime import timedelta
 
+from greenlet import GreenletExit
+
 from crm_common.ids import new_id
 from crm_common.timeutil import utcnow
 from services.conversations import mail
@@ -52,6 +54,13 @@ class MailboxSync:
                     break
             self.store.release_mailbox(mailbox_id, self.holder, {
                 "next_sync_at": utcnow() + timedelta(seconds=(doc or {}).get("poll_seconds", 60))})
+        except GreenletExit:
+            # the service stops: another replica (or this one restarted) takes it at once
+            try:
+                self.store.release_mailbox(mailbox_id, self.holder, {"next_sync_at": utcnow()})
+            except Exception:  # noqa: BLE001 - its lease runs out instead
+                log.warning("mailbox %s not given back at stop", mailbox_id)
+            raise
         except Exception as exc:  # noqa: BLE001 - recorded on the mailbox, retried with backoff
             failures = (doc or {}).get("failures", 0) + 1
             wait = min(self.settings.backoff_s * 2 ** (failures - 1), self.settings.backoff_max_s)
