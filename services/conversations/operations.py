@@ -381,7 +381,7 @@ class Conversations:
             return dump_conversation(conv), []
         updated = self.store.touch_conversation(
             conv["_id"], {"status": "closed", "waiting": False, "waiting_since": None,
-                          "updated_at": utcnow()}, unset=["escalate_at"])
+                          "updated_at": utcnow()}, unset=["escalate_at", "first_response_due_at"])
         return dump_conversation(updated), [conversation_event(
             "conversation_closed", updated, self.caller.user_id, "Conversation closed")]
 
@@ -494,7 +494,11 @@ class Conversations:
         _, _, more = self.record_inbound(conv, msg, self.target_of(channel=channel))
         return events + more
 
-    def apply_pending_lead(self, conversation_id):
+    def apply_pending_lead(self, conversation_id, read=None):
+        """`read`: the conversation as read before this write; one that already had its
+        contact, or waits for no lead, needs no second look."""
+        if read is not None and (read.get("contact_id") or not read.get("lead_request_id")):
+            return []
         conv = self.store.get("conversations", conversation_id)
         if not conv or conv.get("contact_id") or not conv.get("lead_request_id"):
             return []

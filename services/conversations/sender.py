@@ -127,7 +127,8 @@ class Sender:
             "status": "sent", "sent_at": now, "error": None, "external_id": external},
             unset=["send_due_at", "holder"])
         conv = self.store.touch_conversation(msg["conversation_id"], {
-            "waiting": False, "waiting_since": None, "updated_at": now}, unset=["escalate_at"])
+            "waiting": False, "waiting_since": None, "updated_at": now},
+            unset=["escalate_at", "first_response_due_at"])
         return msg, [message_event("message_sent", msg, conv, msg.get("sender_user_id"),
                                    {"contacted_at": to_iso(now)})]
 

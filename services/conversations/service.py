@@ -170,7 +170,7 @@ class ConversationsService(HealthEntrypoints):
 
     def _record_inbound(self, ops, conv, msg, target):
         stored, _, events = ops.record_inbound(conv, msg, target)
-        return stored, events + ops.apply_pending_lead(stored["conversation_id"])
+        return stored, events + ops.apply_pending_lead(stored["conversation_id"], conv)
 
     @rpc(expected_exceptions=EXPECTED)
     def search_records(self, kind="message", ids=None, after=None, limit=500, since=None,

@@ -137,7 +137,7 @@ class MailboxSync:
             conv, msg, mailbox.get("first_response_minutes"),
             thread_key=lambda conversation_id: _thread_key(conversation_id, msg.get("subject")))
         if created:
-            events += self.ops.apply_pending_lead(stored["conversation_id"])
+            events += self.ops.apply_pending_lead(stored["conversation_id"], conv)
         return created, events
 
     def thread_of(self, mailbox, fields, shared):
