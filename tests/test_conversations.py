@@ -328,6 +328,10 @@ def test_waiting_client_escalates_once_and_inbox_moves(stack, api, providers, ma
                                                        record_events, unique):
     manager = make_user("manager", team=f"t{unique}")
     agent = make_user("agent", team=f"t{unique}", manager_id=manager.user["id"])
+    # the notifier finds the manager in its copy of the users (user_upserted)
+    users = stack.db("notifications")["users"]
+    assert wait(lambda: (users.find_one({"_id": agent.user["id"]}) or {}).get("manager_id"))
+    assert wait(lambda: users.find_one({"_id": manager.user["id"]}))
     phone_id = f"PNX{unique}"
     api.post("/channels", json={"kind": "whatsapp", "name": f"wa2 {unique}",
                                 "api_base": providers.base_url + "/wa2",
