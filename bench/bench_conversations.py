@@ -102,6 +102,19 @@ def main():
         seconds = time.perf_counter() - start
         print(f"  service sync of {synced} messages: {seconds:.2f} s ({synced / seconds:.0f}/s) "
               f"{cpu_note(before, cpu_seconds(platform), max(synced, 1))}")
+        # new mail pushed by IDLE: time from delivery until it is stored
+        waits = []
+        for i in range(5):
+            t = time.perf_counter()
+            dovecot.deliver(BOX, f"From: late{i}@bench.test\r\nSubject: late {i}\r\n"
+                                 f"Message-ID: <late-{i}@bench.test>\r\n\r\nnew\r\n")
+            while api.get(f"/mailboxes/{box['id']}").json()["state"]["synced"] < synced + i + 1:
+                if time.perf_counter() - t > 60:
+                    break
+                time.sleep(0.05)
+            waits.append(time.perf_counter() - t)
+        print(f"  new mail stored after (IDLE): median {sorted(waits)[2]:.2f} s, "
+              f"max {max(waits):.2f} s")
         contact = api.post("/contacts", json={"first_name": "Out",
                                               "emails": ["out@bench.test"]}).json()
         me = api.get("/users/me").json()["id"]

@@ -12,7 +12,7 @@ class Workers(DependencyProvider):
         self.stopping = False
         self.syncs = eventlet.GreenPool(get_settings().conversations.sync_concurrency)
         self.running = set()  # mailbox ids synced by this process now
-        self.sends = eventlet.GreenPool(4)
+        self.sends = eventlet.GreenPool(1)
 
     def stop(self):
         """Syncs waiting in IDLE end now, giving their mailboxes back."""
@@ -47,6 +47,8 @@ class Workers(DependencyProvider):
         return True
 
     def send_soon(self, func):
-        """A queued message goes out now, beside the answer (the timer takes what is left)."""
+        """A queued message goes out now, beside the answer: one run at a time per process,
+        which takes what is queued meanwhile on the same connections (the timer takes what
+        is left)."""
         if self.sends.free() and not self.stopping:
             self.sends.spawn_n(func)

@@ -50,14 +50,20 @@ class Sender:
             os._exit(17)
 
     def run_due(self, limit=50):
-        now = utcnow()
         done = 0
         try:
-            for doc in self.store.due_sends(now, limit):
-                lease = utcnow() + timedelta(seconds=self.settings.send_lease_s)
-                if self.store.claim_send(doc["_id"], doc["send_due_at"], lease, self.holder):
-                    self.deliver(self.store.get("messages", doc["_id"]))
-                    done += 1
+            # again until nothing is due: what was queued meanwhile goes on these connections
+            while done < limit:
+                due = self.store.due_sends(utcnow(), min(50, limit - done))
+                claimed = 0
+                for doc in due:
+                    lease = utcnow() + timedelta(seconds=self.settings.send_lease_s)
+                    if self.store.claim_send(doc["_id"], doc["send_due_at"], lease, self.holder):
+                        self.deliver(self.store.get("messages", doc["_id"]))
+                        claimed += 1
+                done += claimed
+                if not claimed:
+                    break
         finally:
             for conn in self._imap.values():
                 mail.close(conn)
