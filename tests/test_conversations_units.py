@@ -59,3 +59,4 @@ def test_reply_headers_and_placeholders():
     assert render("Hi {{contact.first_name}} {{deal.title}}{{vars.x}}{{contact.custom}}",
                   {"first_name": "Ann", "custom": {"a": 1}}, {"title": "Deal"}, {"x": "!"}) \
         == "Hi Ann Deal!"
+

@@ -429,7 +429,9 @@ class Conversations:
         return self.new_conversation(key, contact, deal_id=self.open_deal(contact["id"]), **fields)
 
     # --- inbound --------------------------------------------------------------------------
-    def record_inbound(self, conv, msg, target_minutes, thread_key=None):
+    def record_inbound(self, conv, msg, target_minutes, thread_key=None, not_before=None):
+        """`not_before`: a wait is timed from then at the earliest (mail that was in the
+        mailbox before it was connected is not late the moment it is read)."""
         """Store an inbound message into `conv` (inserted if new), the conversation
         waiting for our answer -> (message, created?, events)."""
         conv, _ = self.store.insert_conversation_if_new(conv)
@@ -452,7 +454,9 @@ class Conversations:
         if not conv.get("waiting"):
             sets.update(waiting=True, waiting_since=msg["at"])
             if target_minutes:
-                due = as_utc(msg["at"]) + timedelta(minutes=float(target_minutes))
+                start = max(as_utc(msg["at"]), as_utc(not_before)) if not_before else \
+                    as_utc(msg["at"])
+                due = start + timedelta(minutes=float(target_minutes))
                 sets.update(first_response_due_at=due, escalate_at=due)
         updated = self.store.touch_conversation(conv["_id"], sets,
                                                 maxs={"last_message_at": msg["at"]},

@@ -11,12 +11,13 @@ from datetime import timedelta
 from greenlet import GreenletExit
 
 from crm_common.ids import new_id
-from crm_common.timeutil import utcnow
+from crm_common.timeutil import as_utc, utcnow
 from services.conversations import mail
 from services.conversations.operations import unseal
 
 log = logging.getLogger(__name__)
 BATCH = 100
+HISTORY_MARGIN = timedelta(minutes=10)
 
 
 class MailboxSync:
@@ -110,10 +111,11 @@ class MailboxSync:
         sender = fields["from"]
         if not sender.get("address") or sender["address"] == mailbox["address"]:
             return False  # our own copy (sent from elsewhere) or no usable sender
-        if fields["auto"] and mailbox.get("shared"):
-            shared = False  # auto-replies never become leads
-        else:
-            shared = bool(mailbox.get("shared"))
+        # auto-replies, and the history found in the mailbox when it was connected (dated
+        # well before: clocks and Date headers are loose), never become leads
+        older = fields["date"] is not None and mailbox.get("created_at") is not None and \
+            fields["date"] < as_utc(mailbox["created_at"]) - HISTORY_MARGIN
+        shared = bool(mailbox.get("shared")) and not fields["auto"] and not older
         conv, thread_id = self.thread_of(mailbox, fields, shared)
         stored_attachments = []
         for meta, data in attachments:
@@ -135,6 +137,7 @@ class MailboxSync:
     def _record(self, conv, msg, mailbox):
         stored, created, events = self.ops.record_inbound(
             conv, msg, mailbox.get("first_response_minutes"),
+            not_before=mailbox.get("created_at"),
             thread_key=lambda conversation_id: _thread_key(conversation_id, msg.get("subject")))
         if created:
             events += self.ops.apply_pending_lead(stored["conversation_id"], conv)
