@@ -79,6 +79,9 @@ CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.notifications.
 FROM service AS telephony
 CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.telephony.service:TelephonyService"]
 
+FROM service AS conversations
+CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.conversations.service:ConversationsService"]
+
 # its index lives in CRM_SEARCH_INDEX_DIR (default: the temp folder), one per replica
 FROM service AS search
 CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.search.service:SearchService"]

@@ -25,6 +25,7 @@ DEFAULT_CHANNELS = {
     "import_finished": ["inapp", "email"],
     "birthday_list": ["inapp", "email"],
     "note_mentioned": ["inapp", "email"],
+    "conversation_escalated": ["inapp", "email"],
 }
 
 LANGUAGES = ("en", "it")
@@ -37,6 +38,7 @@ PERSON_EVENTS = {
     ("deals", "deal_lost"), ("deals", "deal_assigned"), ("contacts", "import_finished"),
     ("deals", "lead_routed"), ("notes", "note_mentioned"),
 }
+PERSON_EVENTS |= {("conversations", "conversation_escalated")}
 
 # ... and every event a webhook may subscribe to (the catalog in docs/events.md).
 WEBHOOK_EVENTS = {
@@ -53,6 +55,9 @@ WEBHOOK_EVENTS = {
     ("telephony", "call_missed"),
     ("notes", "note_created"), ("notes", "note_mentioned"), ("notes", "commitment_made"),
 }
+WEBHOOK_EVENTS |= {("conversations", t) for t in (
+    "message_received", "message_sent", "message_failed", "conversation_assigned",
+    "conversation_closed", "conversation_reopened", "conversation_escalated")}
 WEBHOOK_EVENT_TYPES = sorted({t for _, t in WEBHOOK_EVENTS})
 
 HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")

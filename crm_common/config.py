@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony", "search",
             "notes")
+SERVICES += ("conversations",)
 
 # Never a webhook target unless configured otherwise: private, link-local (cloud metadata),
 # carrier-grade NAT, multicast, reserved and "this host" ranges. Loopback is separate so
@@ -137,6 +138,24 @@ class TelephonySettings:
 
 
 @dataclass(frozen=True)
+class ConversationsSettings:
+    """services/conversations/README.md"""
+    secret_key: str = field(default="", repr=False)  # Fernet key of mailbox/channel secrets
+    sync_concurrency: int = 8          # mailboxes synced at once per process
+    max_message_bytes: int = 30 * 1024 * 1024   # a larger mail is stored without its body
+    max_attachment_bytes: int = 25 * 1024 * 1024  # a larger attachment is listed, not stored
+    backoff_s: float = 30.0            # a failing mailbox waits this, doubled per failure
+    backoff_max_s: float = 3600.0
+    idle_s: float = 25.0               # one IDLE wait before the mailbox is checked anyway
+    lease_s: float = 120.0             # a mailbox or a send claimed longer is taken over
+    send_lease_s: float = 60.0
+    send_attempts: int = 5
+    tick_s: float = 1.0                # due mailboxes, queued messages, escalations
+    timeout_s: float = 30.0            # socket timeout of IMAP/SMTP/HTTP calls
+    failpoints: str = ""               # tests only: "after_smtp", "after_append"
+
+
+@dataclass(frozen=True)
 class ContactsSettings:
     import_max_bytes: int        # an import's file limit (the gateway's upload limit too)
     import_batch: int            # rows per batch of an import job
@@ -254,6 +273,7 @@ class Settings:
     gateway: GatewaySettings = None
     stream: StreamSettings = None
     ami_connector: AmiConnectorSettings = None
+    conversations: ConversationsSettings = None
 
     def database_name(self, service):
         """Each service owns its own database; `<SERVICE>_MONGO_DB` overrides the name."""
@@ -439,6 +459,25 @@ def _gateway(env):
     )
 
 
+def _conversations(env):
+    return ConversationsSettings(
+        secret_key=env._str("CRM_CONVERSATIONS_SECRET_KEY", ""),
+        sync_concurrency=env._int("CRM_CONVERSATIONS_SYNC_CONCURRENCY", "8"),
+        max_message_bytes=env._int("CRM_CONVERSATIONS_MAX_MESSAGE_BYTES", str(30 * 1024 * 1024)),
+        max_attachment_bytes=env._int("CRM_CONVERSATIONS_MAX_ATTACHMENT_BYTES",
+                                      str(25 * 1024 * 1024)),
+        backoff_s=env._float("CRM_CONVERSATIONS_BACKOFF_S", "30"),
+        backoff_max_s=env._float("CRM_CONVERSATIONS_BACKOFF_MAX_S", "3600"),
+        idle_s=env._float("CRM_CONVERSATIONS_IDLE_S", "25"),
+        lease_s=env._float("CRM_CONVERSATIONS_LEASE_S", "120"),
+        send_lease_s=env._float("CRM_CONVERSATIONS_SEND_LEASE_S", "60"),
+        send_attempts=env._int("CRM_CONVERSATIONS_SEND_ATTEMPTS", "5"),
+        tick_s=env._float("CRM_CONVERSATIONS_TICK_S", "1"),
+        timeout_s=env._float("CRM_CONVERSATIONS_TIMEOUT_S", "30"),
+        failpoints=env._str("CRM_CONVERSATIONS_FAILPOINTS", ""),
+    )
+
+
 def load_settings(environ=None):
     """Settings read now from `environ` (default: the process environment). Product code
     uses get_settings(); this is for tests that change the environment."""
@@ -471,6 +510,7 @@ def load_settings(environ=None):
         gateway=_gateway(env),
         stream=_stream(env),
         ami_connector=_ami_connector(env),
+        conversations=_conversations(env),
     )
 
 

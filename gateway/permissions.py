@@ -130,6 +130,16 @@ MATRIX = {p.name: p for p in (
     _p("forms:read", ALL, ALL, NO, NO, "web forms and channel routes"),
     _p("forms:write", ALL, TEAM, NO, NO, "create, change, delete forms (a manager: forms "
        "that route only to their team, or that they made and route to no one)"),
+    # conversations with clients
+    _p("conversations:read", ALL, TEAM, OWN, "conversations:read", "the inbox and its "
+       "messages (conversations assigned to or owned by someone of the scope, and the "
+       "unassigned ones of nobody's contacts)"),
+    _p("conversations:write", ALL, TEAM, OWN, "conversations:write", "reply, write to a "
+       "visible contact, assign (within the scope), close, reopen"),
+    _p("mailboxes:manage", ALL, OWN, OWN, NO, "connect and change mailboxes (a manager or "
+       "agent: their personal mailbox; shared ones: an admin)"),
+    _p("channels:manage", ALL, NO, NO, NO, "Telegram bots, WhatsApp numbers and SMS "
+       "gateways used to answer clients"),
 )}
 
 

@@ -38,6 +38,10 @@ RECORDS = {
                   "call_missed": "call"},
     "notifications": {"notification_created": "notification"},
 }
+# conversations: the assignee or the contact's owner (services/conversations/README.md)
+RECORDS["conversations"] = {t: "conversation" for t in (
+    "message_received", "message_sent", "message_failed", "conversation_assigned",
+    "conversation_closed", "conversation_reopened", "conversation_escalated")}
 SOURCES = tuple(RECORDS)
 # a stream event's name -> the kind of record it is about (custom roles read per kind)
 KIND_OF = {name: kind for kinds in RECORDS.values() for name, kind in kinds.items()}
@@ -50,6 +54,7 @@ PERSON_FIELDS = {"contact": ("owner_id",), "deal": ("owner_id",),
                  "task": ("assignee_id", "created_by"),
                  "call": ("agent_id", "owner_id", "agent_ids"),
                  "import": ("started_by",), "notification": ("user_id",)}
+PERSON_FIELDS["conversation"] = ("assignee_id", "owner_id")
 
 
 class Owners:

@@ -22,4 +22,6 @@ TIMELINE_EVENTS = (
     ("telephony", "call_ended"),
     ("telephony", "call_missed"),
     ("notes", "note_created"),
+    ("conversations", "message_received"),
+    ("conversations", "message_sent"),
 )

@@ -7,7 +7,7 @@ from contracts.notifications import (CHANNELS, DEFAULT_CHANNELS, PERSON_CHANNELS
 
 
 # Urgent messages ignore quiet hours; the rest wait until the window ends.
-URGENT = {"task_escalated", "call_missed"}
+URGENT = {"task_escalated", "call_missed", "conversation_escalated"}
 
 
 def _manager_of(user_id, users):
@@ -20,6 +20,8 @@ def recipients(event_type, data, users):
         ids = [data["assignee_id"]]
     elif event_type == "task_escalated":
         ids = [data.get("manager_id") or _manager_of(data["assignee_id"], users)]
+    elif event_type == "conversation_escalated":
+        ids = [data.get("manager_id") or _manager_of(data.get("user_id"), users)]
     elif event_type == "call_missed":
         # the contact's owner follows up; with no known contact, the agent who was called
         ids = [data.get("owner_id") or data.get("agent_id")]

@@ -1,0 +1,54 @@
+"""The conversations service's own nameko dependencies: the green threads that sync
+mailboxes (one per mailbox, a few at a time per process) and send queued messages beside
+the answers, stopped with the service."""
+import eventlet
+from nameko.extensions import DependencyProvider
+
+from crm_common.config import get_settings
+
+
+class Workers(DependencyProvider):
+    def setup(self):
+        self.stopping = False
+        self.syncs = eventlet.GreenPool(get_settings().conversations.sync_concurrency)
+        self.running = set()  # mailbox ids synced by this process now
+        self.sends = eventlet.GreenPool(1)
+
+    def stop(self):
+        """Syncs waiting in IDLE end now, giving their mailboxes back."""
+        self.stopping = True
+        for thread in list(self.syncs.coroutines_running):
+            thread.kill()
+
+    def kill(self):
+        self.stop()
+
+    def get_dependency(self, worker_ctx):
+        return self
+
+    def is_stopping(self):
+        return self.stopping
+
+    def room(self):
+        return self.syncs.free()
+
+    def sync(self, mailbox_id, run):
+        """Run `run(mailbox_id)` in its own green thread unless it runs here already."""
+        if mailbox_id in self.running or self.stopping:
+            return False
+        self.running.add(mailbox_id)
+
+        def go():
+            try:
+                run(mailbox_id)
+            finally:
+                self.running.discard(mailbox_id)
+        self.syncs.spawn_n(go)
+        return True
+
+    def send_soon(self, func):
+        """A queued message goes out now, beside the answer: one run at a time per process,
+        which takes what is queued meanwhile on the same connections (the timer takes what
+        is left)."""
+        if self.sends.free() and not self.stopping:
+            self.sends.spawn_n(func)

@@ -1,0 +1,360 @@
+"""E-mail on the wire: IMAP (TLS, STARTTLS, login, UID fetches, IDLE, APPEND, a search
+for a Message-ID) and SMTP, plus reading a raw message into what is stored (plain text
+kept, HTML sanitised, attachments within the size limit) and building an outgoing one with
+its threading headers. No database here: the sync and the sender drive these."""
+import email
+import email.policy
+import email.utils
+import imaplib
+import re
+import select as _select
+import smtplib
+import ssl
+import time
+from email.message import EmailMessage
+
+import nh3
+
+PREVIEW = 200
+TEXT_LIMIT = 200_000
+HTML_LIMIT = 500_000
+MSGID = re.compile(r"<[^<>\s]{1,900}>")
+SUBJECT_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|sv|antw)\s*(\[\d+\])?\s*:\s*)+", re.I)
+EXISTS = re.compile(rb"^\* \d+ EXISTS", re.I)
+
+
+class MailError(Exception):
+    """A mailbox problem people can act on (wrong password, server unreachable)."""
+
+
+def _context(verify):
+    if verify:
+        return ssl.create_default_context()
+    return ssl._create_unverified_context()  # noqa: S323 - an admin's explicit choice
+
+
+# --- IMAP ---------------------------------------------------------------------------------
+
+def imap_connect(server, password, timeout):
+    """A logged-in IMAP connection; MailError says what went wrong."""
+    host, port, security = server["host"], server["port"], server.get("security", "tls")
+    try:
+        if security == "tls":
+            conn = imaplib.IMAP4_SSL(host, port, ssl_context=_context(server.get("verify_tls", True)),
+                                     timeout=timeout)
+        else:
+            conn = imaplib.IMAP4(host, port, timeout=timeout)
+            if security == "starttls":
+                conn.starttls(ssl_context=_context(server.get("verify_tls", True)))
+    except (OSError, imaplib.IMAP4.error) as exc:
+        raise MailError(f"IMAP server {host}:{port} unreachable: {exc}") from exc
+    try:
+        conn.login(server["username"], password)
+    except imaplib.IMAP4.error as exc:
+        _close(conn)
+        raise MailError(f"IMAP login refused for {server['username']}: {_text(exc)}") from exc
+    return conn
+
+
+def _text(exc):
+    arg = exc.args[0] if exc.args else exc
+    return arg.decode(errors="replace") if isinstance(arg, bytes) else str(arg)
+
+
+def _close(conn):
+    try:
+        conn.logout()
+    except Exception:  # noqa: BLE001 - closing a broken connection
+        try:
+            conn.shutdown()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+close = _close
+
+
+def _quote(folder):
+    return '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def select(conn, folder, readonly=True):
+    """-> UIDVALIDITY of the folder."""
+    typ, data = conn.select(_quote(folder), readonly=readonly)
+    if typ != "OK":
+        raise MailError(f"cannot open folder {folder}: {data}")
+    typ, data = conn.response("UIDVALIDITY")
+    return int(data[0]) if data and data[0] else 0
+
+
+def new_uids(conn, after_uid):
+    typ, data = conn.uid("SEARCH", None, f"UID {int(after_uid) + 1}:*")
+    if typ != "OK":
+        raise MailError(f"UID SEARCH failed: {data}")
+    # `n:*` names the last message even when its UID is below n
+    return sorted(u for u in (int(x) for x in (data[0] or b"").split()) if u > after_uid)
+
+
+def fetch(conn, uids, max_bytes):
+    """{uid: raw bytes or None (larger than max_bytes: headers only, as bytes + size)}."""
+    out = {}
+    if not uids:
+        return out
+    typ, data = conn.uid("FETCH", ",".join(map(str, uids)), "(RFC822.SIZE)")
+    sizes = {}
+    for item in data or []:
+        line = item if isinstance(item, bytes) else item[0]
+        m = re.search(rb"UID (\d+)", line)
+        s = re.search(rb"RFC822\.SIZE (\d+)", line)
+        if m and s:
+            sizes[int(m.group(1))] = int(s.group(1))
+    small = [u for u in uids if sizes.get(u, 0) <= max_bytes]
+    large = [u for u in uids if sizes.get(u, 0) > max_bytes]
+    for part, what in ((small, "BODY.PEEK[]"), (large, "BODY.PEEK[HEADER]")):
+        if not part:
+            continue
+        typ, data = conn.uid("FETCH", ",".join(map(str, part)), f"(UID {what})")
+        if typ != "OK":
+            raise MailError(f"UID FETCH failed: {data}")
+        for item in data or []:
+            if isinstance(item, tuple):
+                m = re.search(rb"UID (\d+)", item[0])
+                if m:
+                    uid = int(m.group(1))
+                    out[uid] = (item[1], sizes.get(uid, len(item[1])), what.endswith("[HEADER]"))
+    return out
+
+
+class _Lines:
+    """Lines read straight from the socket with a deadline. imaplib's buffered file is
+    unusable after a socket timeout, so IDLE (which waits on purpose) reads here; between
+    commands imaplib's buffer is empty (every answer ended with its tagged line)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def line(self, timeout):
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            pending = getattr(self.sock, "pending", None)
+            if not (pending and pending()):
+                ready, _, _ = _select.select([self.sock], [], [], left)
+                if not ready:
+                    return None
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise MailError("IMAP server closed the connection during IDLE")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line + b"\n"
+
+
+def idle_wait(conn, seconds):
+    """IDLE until the server says a message arrived (True) or `seconds` pass (False)."""
+    tag = conn._new_tag()
+    conn.send(tag + b" IDLE\r\n")
+    lines = _Lines(conn.sock)
+    line = lines.line(30)
+    if not line or not line.startswith(b"+"):
+        raise MailError(f"IDLE refused: {line!r}")
+    arrived = False
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        line = lines.line(left) if left > 0 else None
+        if line is None:
+            break
+        if EXISTS.match(line):
+            arrived = True
+            break
+    conn.send(b"DONE\r\n")
+    while True:
+        line = lines.line(30)
+        if line is None:
+            raise MailError("IMAP server did not end IDLE")
+        if line.startswith(tag):
+            break
+    return arrived
+
+
+def offers_idle(conn):
+    return "IDLE" in conn.capabilities
+
+
+def append(conn, folder, raw):
+    typ, data = conn.append(_quote(folder), r"(\Seen)", imaplib.Time2Internaldate(time.time()), raw)
+    if typ != "OK":
+        raise MailError(f"APPEND to {folder} failed: {data}")
+
+
+def has_message_id(conn, folder, message_id):
+    """Whether a copy with this Message-ID is in `folder` (the sender's proof after a crash)."""
+    select(conn, folder, readonly=True)
+    typ, data = conn.uid("SEARCH", None, "HEADER", "Message-ID", _quote(message_id))
+    return typ == "OK" and bool((data[0] or b"").split())
+
+
+# --- SMTP ---------------------------------------------------------------------------------
+
+def smtp_open(server, password, timeout):
+    """A connected (and logged-in, when the server offers AUTH) SMTP client."""
+    host, port, security = server["host"], server["port"], server.get("security", "tls")
+    ctx = _context(server.get("verify_tls", True))
+    try:
+        if security == "tls":
+            client = smtplib.SMTP_SSL(host, port, timeout=timeout, context=ctx)
+        else:
+            client = smtplib.SMTP(host, port, timeout=timeout)
+            if security == "starttls":
+                client.starttls(context=ctx)
+        client.ehlo_or_helo_if_needed()
+        if server.get("username") and password and client.has_extn("auth"):
+            client.login(server["username"], password)
+    except (smtplib.SMTPException, OSError) as exc:
+        raise MailError(f"SMTP {host}:{port}: {exc}") from exc
+    return client
+
+
+def smtp_deliver(client, msg):
+    """Hand `msg` over on an open client; MailError when the server refuses it.
+    smtplib.SMTPServerDisconnected passes through: a stale kept connection, nothing sent."""
+    try:
+        refused = client.send_message(msg)
+    except smtplib.SMTPServerDisconnected:
+        raise
+    except smtplib.SMTPRecipientsRefused as exc:
+        raise MailError(f"recipients refused: {exc.recipients}") from exc
+    except (smtplib.SMTPException, OSError) as exc:
+        raise MailError(f"SMTP: {exc}") from exc
+    if refused:
+        raise MailError(f"recipients refused: {refused}")
+
+
+def smtp_close(client):
+    try:
+        client.quit()
+    except Exception:  # noqa: BLE001 - closing a broken connection
+        client.close()
+
+
+# --- reading ------------------------------------------------------------------------------
+
+def addresses(value):
+    out = []
+    for name, addr in email.utils.getaddresses([str(value or "")]):
+        addr = (addr or "").strip().lower()
+        if "@" in addr and len(addr) <= 254 and " " not in addr:
+            out.append({"address": addr, "name": (name or "").strip()[:200]})
+    return out
+
+
+def _header(msg, name):
+    try:
+        value = msg.get(name)
+    except Exception:  # noqa: BLE001 - a malformed header reads as absent
+        return None
+    return str(value) if value is not None else None
+
+
+def message_ids(value):
+    return MSGID.findall(str(value or ""))
+
+
+def subject_key(subject):
+    return re.sub(r"\s+", " ", SUBJECT_PREFIX.sub("", subject or "")).strip().lower()[:300]
+
+
+def _content(part):
+    try:
+        return part.get_content()
+    except (LookupError, UnicodeError, AssertionError, ValueError):
+        payload = part.get_payload(decode=True) or b""
+        return payload.decode("utf-8", errors="replace")
+
+
+def sanitize(html):
+    return nh3.clean(html[:HTML_LIMIT]) if html else None
+
+
+def parse(raw, max_attachment_bytes, headers_only=False, size=None):
+    """A raw message -> the stored fields and the attachments' bytes:
+    (fields, [(meta, bytes or None)])."""
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    message_id = (message_ids(_header(msg, "Message-ID")) or [None])[0]
+    refs = message_ids(_header(msg, "References"))
+    in_reply_to = (message_ids(_header(msg, "In-Reply-To")) or [None])[0]
+    sender = (addresses(_header(msg, "From")) or [{"address": None, "name": ""}])[0]
+    try:
+        date = email.utils.parsedate_to_datetime(_header(msg, "Date") or "")
+    except (TypeError, ValueError, IndexError):
+        date = None
+    if date is not None and date.tzinfo is None:
+        date = None
+    text = html = None
+    attachments = []
+    if headers_only:
+        text = f"(message of {size} bytes not downloaded: over the size limit)"
+    else:
+        try:
+            plain = msg.get_body(("plain",))
+            rich = msg.get_body(("html",))
+        except Exception:  # noqa: BLE001 - malformed MIME: the raw payload as text
+            plain = rich = None
+        if plain is not None:
+            text = _content(plain)
+        if rich is not None:
+            html = sanitize(_content(rich))
+        if plain is None and rich is None and not msg.is_multipart():
+            text = _content(msg)
+        if text is None and html:
+            text = nh3.clean(html, tags=set()).strip()
+        try:
+            parts = list(msg.iter_attachments())
+        except Exception:  # noqa: BLE001
+            parts = []
+        for part in parts:
+            data = part.get_payload(decode=True) or b""
+            meta = {"filename": (part.get_filename() or "attachment")[:255],
+                    "content_type": part.get_content_type(), "size": len(data), "skipped": None}
+            if len(data) > max_attachment_bytes:
+                meta["skipped"] = f"over the {max_attachment_bytes} bytes limit"
+                data = None
+            attachments.append((meta, data))
+    fields = {
+        "message_id": message_id, "in_reply_to": in_reply_to, "references": refs[-50:],
+        "subject": (_header(msg, "Subject") or "")[:998], "from": sender,
+        "to": addresses(_header(msg, "To"))[:100], "cc": addresses(_header(msg, "Cc"))[:100],
+        "date": date, "text": (text or "")[:TEXT_LIMIT], "html": html,
+        "auto": bool(_header(msg, "Auto-Submitted") not in (None, "no")),
+    }
+    return fields, attachments
+
+
+def build(mailbox, to, subject, text, html, message_id, in_reply_to, references, attachments):
+    msg = EmailMessage()
+    msg["From"] = email.utils.formataddr((mailbox.get("display_name") or "", mailbox["address"]))
+    msg["To"] = ", ".join(email.utils.formataddr((t.get("name") or "", t["address"])) for t in to)
+    msg["Subject"] = subject or ""
+    msg["Date"] = email.utils.formatdate(localtime=False)
+    msg["Message-ID"] = message_id
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    if references:
+        msg["References"] = " ".join(references[-20:])
+    msg.set_content(text or "")
+    if html:
+        msg.add_alternative(html, subtype="html")
+    for meta, data in attachments:
+        maintype, _, subtype = (meta.get("content_type") or "application/octet-stream").partition("/")
+        msg.add_attachment(data, maintype=maintype or "application",
+                           subtype=subtype or "octet-stream", filename=meta["filename"])
+    return msg
+
+
+def new_message_id(address):
+    domain = address.rpartition("@")[2] or "crm.local"
+    return email.utils.make_msgid(domain=domain)

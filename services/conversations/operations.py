@@ -1,0 +1,820 @@
+"""Conversations: one per client across channels, its messages in time order, the inbox
+(unassigned, mine, waiting, closed), mailboxes and channels, consent on sending, and the
+outgoing queue. Writes return (result, events) for the outbox."""
+import base64
+import hashlib
+import logging
+import re
+from datetime import timedelta
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from contracts import conversations as schemas
+from crm_common.config import get_settings
+from crm_common.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from crm_common.ids import new_id
+from crm_common.messaging.events import envelope
+from crm_common.timeutil import as_utc, to_iso, utcnow
+from crm_common.validation import load
+from services.conversations import mail
+
+log = logging.getLogger(__name__)
+SERVICE = "conversations"
+WHATSAPP_WINDOW = timedelta(hours=24)
+PLACEHOLDER = re.compile(r"\{\{\s*(contact|deal|user|vars)\.([a-zA-Z0-9_]{1,60})\s*\}\}")
+SECRET_FIELDS = ("token", "app_secret", "verify_token")
+
+
+# --- secrets ------------------------------------------------------------------------------
+
+def _fernet():
+    """CRM_CONVERSATIONS_SECRET_KEY (a Fernet key), else one derived from the platform's
+    shared secret; mailbox and channel secrets are stored only encrypted with it."""
+    settings = get_settings()
+    key = settings.conversations.secret_key
+    if not key:
+        digest = hashlib.sha256(b"conversations-secrets:" +
+                                (settings.cursor_secret or "dev-only").encode()).digest()
+        key = base64.urlsafe_b64encode(digest).decode()
+    return Fernet(key.encode())
+
+
+def seal(value):
+    return _fernet().encrypt(value.encode()).decode() if value else None
+
+
+def unseal(token):
+    if not token:
+        return None
+    try:
+        return _fernet().decrypt(token.encode()).decode()
+    except InvalidToken:
+        raise Conflict("A stored secret cannot be read with the current key "
+                       "(CRM_CONVERSATIONS_SECRET_KEY changed?): set it again", {})
+
+
+# --- answers ------------------------------------------------------------------------------
+
+def _server_out(server):
+    server = server or {}
+    return {"host": server.get("host"), "port": server.get("port"),
+            "security": server.get("security"), "username": server.get("username"),
+            "verify_tls": server.get("verify_tls", True),
+            "password_set": bool(server.get("password"))}
+
+
+def dump_mailbox(doc):
+    return {"id": doc["_id"], "name": doc["name"], "address": doc["address"],
+            "display_name": doc.get("display_name") or "", "shared": bool(doc.get("shared")),
+            "owner_id": doc.get("owner_id"), "imap": _server_out(doc.get("imap")),
+            "smtp": _server_out(doc.get("smtp")), "folder": doc.get("folder", "INBOX"),
+            "sent_folder": doc.get("sent_folder", "Sent"),
+            "poll_seconds": doc.get("poll_seconds", 60),
+            "first_response_minutes": doc.get("first_response_minutes"),
+            "active": bool(doc.get("active")),
+            "state": {"status": doc.get("status", "new"), "last_error": doc.get("last_error"),
+                      "last_sync_at": to_iso(doc.get("last_sync_at")),
+                      "failures": doc.get("failures", 0),
+                      "next_sync_at": to_iso(doc.get("next_sync_at")),
+                      "idle": bool(doc.get("idle")), "synced": doc.get("synced", 0)},
+            "created_at": to_iso(doc.get("created_at")), "updated_at": to_iso(doc.get("updated_at"))}
+
+
+def dump_channel(doc):
+    return {"id": doc["_id"], "kind": doc["kind"], "name": doc["name"],
+            "api_base": doc.get("api_base"), "url": doc.get("url"),
+            "phone_number_id": doc.get("phone_number_id"), "from_number": doc.get("from_number"),
+            "secrets": {k: bool((doc.get("secrets") or {}).get(k)) for k in SECRET_FIELDS},
+            "first_response_minutes": doc.get("first_response_minutes"),
+            "active": bool(doc.get("active")), "created_at": to_iso(doc.get("created_at")),
+            "updated_at": to_iso(doc.get("updated_at"))}
+
+
+def dump_conversation(doc, now=None):
+    waiting_since = doc.get("waiting_since")
+    now = now or utcnow()
+    return {"id": doc["_id"], "contact_id": doc.get("contact_id"),
+            "contact_name": doc.get("contact_name"), "owner_id": doc.get("owner_id"),
+            "assignee_id": doc.get("assignee_id"), "deal_id": doc.get("deal_id"),
+            "status": doc.get("status", "open"), "channels": doc.get("channels") or [],
+            "subject": doc.get("subject"), "last_message_at": to_iso(doc.get("last_message_at")),
+            "last_preview": doc.get("last_preview"), "waiting_since": to_iso(waiting_since),
+            "waiting_seconds": (int((now - as_utc(waiting_since)).total_seconds())
+                                if waiting_since else None),
+            "first_response_due_at": to_iso(doc.get("first_response_due_at")),
+            "escalated_at": to_iso(doc.get("escalated_at")), "mailbox_id": doc.get("mailbox_id"),
+            "created_at": to_iso(doc.get("created_at")), "updated_at": to_iso(doc.get("updated_at"))}
+
+
+def dump_message(doc):
+    return {"id": doc["_id"], "conversation_id": doc["conversation_id"],
+            "channel": doc["channel"], "direction": doc["direction"], "status": doc["status"],
+            "thread_id": doc.get("thread_id"), "subject": doc.get("subject"),
+            "text": doc.get("text"), "html": doc.get("html"),
+            "from": doc.get("from") or {}, "to": doc.get("to") or [], "cc": doc.get("cc") or [],
+            "message_id": doc.get("message_id"), "in_reply_to": doc.get("in_reply_to"),
+            "attachments": doc.get("attachments") or [], "mailbox_id": doc.get("mailbox_id"),
+            "channel_id": doc.get("channel_id"), "external_id": doc.get("external_id"),
+            "sender_user_id": doc.get("sender_user_id"), "contact_id": doc.get("contact_id"),
+            "deal_id": doc.get("deal_id"), "template": doc.get("template"),
+            "error": doc.get("error"), "sent_at": to_iso(doc.get("sent_at")),
+            "at": to_iso(doc.get("at")), "created_at": to_iso(doc.get("created_at"))}
+
+
+def contact_name(contact):
+    name = " ".join(p for p in (contact.get("first_name"), contact.get("last_name")) if p)
+    return name or next((e["email"] for e in contact.get("emails") or []), None) or \
+        next((p.get("e164") or p.get("raw") for p in contact.get("phones") or []), None)
+
+
+def _preview(text):
+    return re.sub(r"\s+", " ", text or "").strip()[:200] or None
+
+
+def message_event(event_type, msg, conv, actor_id=None, extra=None):
+    who = conv.get("contact_name") or (msg.get("from") or {}).get("address") or "a client"
+    verb = {"message_received": f"{msg['channel']} message from {who}",
+            "message_sent": f"{msg['channel']} message sent to {who}",
+            "message_failed": f"{msg['channel']} message to {who} failed"}[event_type]
+    subject = msg.get("subject")
+    data = {"message_id": msg["_id"], "conversation_id": conv["_id"],
+            "contact_id": conv.get("contact_id"), "deal_id": conv.get("deal_id"),
+            "channel": msg["channel"], "direction": msg["direction"], "subject": subject,
+            "preview": _preview(msg.get("text")), "owner_id": conv.get("owner_id"),
+            "assignee_id": conv.get("assignee_id"), "actor_id": actor_id,
+            "summary": verb + (f": {subject}" if subject else ""),
+            "ref": {"type": "message", "id": msg["_id"]}, **(extra or {})}
+    suffix = f":{conv['contact_id']}" if conv.get("contact_id") else ""
+    return envelope(SERVICE, event_type, data, event_id=f"{msg['_id']}:{event_type}{suffix}")
+
+
+def conversation_event(event_type, conv, actor_id, summary, extra=None):
+    data = {"conversation_id": conv["_id"], "contact_id": conv.get("contact_id"),
+            "assignee_id": conv.get("assignee_id"), "owner_id": conv.get("owner_id"),
+            "actor_id": actor_id, "summary": summary,
+            "ref": {"type": "conversation", "id": conv["_id"]}, **(extra or {})}
+    return envelope(SERVICE, event_type, data)
+
+
+def render(text, contact, deal, variables, user=None):
+    """{{contact.x}}, {{deal.x}}, {{vars.x}}: plain values only; an unknown one is empty."""
+    if not text:
+        return text
+    sources = {"contact": contact or {}, "deal": deal or {}, "vars": variables or {},
+               "user": user or {}}
+
+    def value(m):
+        found = sources[m.group(1)].get(m.group(2))
+        return "" if isinstance(found, (dict, list)) or found is None else str(found)
+    return PLACEHOLDER.sub(value, text)
+
+
+class Conversations:
+    """What every entrypoint uses: the store, the caller, the contacts and deals RPC."""
+
+    def __init__(self, store, caller, contacts=None, deals=None):
+        self.store = store
+        self.caller = caller
+        self.contacts = contacts
+        self.deals = deals
+        self.settings = get_settings().conversations
+        self.known = None  # a sync's contacts by lookup (sync.py sets it per pass)
+
+    # --- mailboxes and channels (admin; a personal mailbox: its owner) ------------------
+    def _may_manage(self, doc):
+        if self.caller.role in (None, "admin"):
+            return
+        if doc.get("shared") or doc.get("kind") or doc.get("owner_id") != self.caller.user_id:
+            raise NotFound("Unknown mailbox", {"id": doc["_id"]})
+
+    def create_mailbox(self, payload):
+        data = load(schemas.MailboxIn(), payload)
+        now = utcnow()
+        owner = data.get("owner_id") or (None if data["shared"] else self.caller.user_id)
+        if data["shared"] and self.caller.role not in (None, "admin"):
+            raise Forbidden("Only an admin connects a shared mailbox", {"field": "shared"})
+        if owner:
+            self.caller.check_assign(owner)
+        doc = {"_id": new_id(), "name": data["name"], "address": data["address"].lower(),
+               "display_name": data["display_name"], "shared": data["shared"],
+               "owner_id": owner, "folder": data["folder"], "sent_folder": data["sent_folder"],
+               "poll_seconds": data["poll_seconds"],
+               "first_response_minutes": data.get("first_response_minutes"),
+               "active": data["active"], "status": "new", "failures": 0, "synced": 0,
+               "next_sync_at": now, "lease_until": None, "holder": None,
+               "uidvalidity": None, "last_uid": 0, "created_at": now, "updated_at": now}
+        for side in ("imap", "smtp"):
+            server = dict(data[side])
+            server["password"] = seal(server.pop("password"))
+            doc[side] = server
+        self.store.insert("mailboxes", doc)
+        return dump_mailbox(doc)
+
+    def update_mailbox(self, mailbox_id, payload):
+        doc = self._mailbox(mailbox_id)
+        data = load(schemas.MailboxIn(), payload, partial=True)
+        sets = {k: v for k, v in data.items() if k not in ("imap", "smtp", "address")}
+        if "address" in data:
+            sets["address"] = data["address"].lower()
+        for side in ("imap", "smtp"):
+            if side in data:
+                server = dict(data[side])
+                server["password"] = seal(server.pop("password"))
+                sets[side] = server
+        # new settings: checked again now, failures forgotten
+        sets.update(updated_at=utcnow(), next_sync_at=utcnow(), failures=0)
+        return dump_mailbox(self.store.update("mailboxes", doc["_id"], sets))
+
+    def _mailbox(self, mailbox_id):
+        doc = self.store.get("mailboxes", mailbox_id)
+        if doc is None:
+            raise NotFound("Unknown mailbox", {"id": mailbox_id})
+        self._may_manage(doc)
+        return doc
+
+    def get_mailbox(self, mailbox_id):
+        return dump_mailbox(self._mailbox(mailbox_id))
+
+    def delete_mailbox(self, mailbox_id):
+        self.store.delete("mailboxes", self._mailbox(mailbox_id)["_id"])
+        return {"id": mailbox_id, "deleted": True}
+
+    def sync_now(self, mailbox_id):
+        doc = self._mailbox(mailbox_id)
+        return dump_mailbox(self.store.update("mailboxes", doc["_id"], {"next_sync_at": utcnow()}))
+
+    def list_mailboxes(self, params):
+        query = {} if self.caller.role in (None, "admin") else {"owner_id": self.caller.user_id}
+        docs, cursor = self.store.page("mailboxes", query, "created_at", 1,
+                                       int(params.get("limit") or 50), params.get("cursor"))
+        return {"items": [dump_mailbox(d) for d in docs], "next_cursor": cursor}
+
+    def _admin(self):
+        if self.caller.role not in (None, "admin"):
+            raise Forbidden("Only an admin manages channels", {})
+
+    def create_channel(self, payload):
+        self._admin()
+        data = load(schemas.ChannelIn(), payload)
+        now = utcnow()
+        doc = {"_id": new_id(), **{k: v for k, v in data.items() if k not in SECRET_FIELDS},
+               "secrets": {k: seal(data[k]) for k in SECRET_FIELDS if data.get(k)},
+               "created_at": now, "updated_at": now}
+        self.store.insert("channels", doc)
+        return dump_channel(doc)
+
+    def _channel(self, channel_id):
+        doc = self.store.get("channels", channel_id)
+        if doc is None:
+            raise NotFound("Unknown channel", {"id": channel_id})
+        return doc
+
+    def get_channel(self, channel_id):
+        self._admin()
+        return dump_channel(self._channel(channel_id))
+
+    def update_channel(self, channel_id, payload):
+        self._admin()
+        doc = self._channel(channel_id)
+        data = load(schemas.ChannelIn(), payload, partial=True)
+        sets = {k: v for k, v in data.items() if k not in SECRET_FIELDS}
+        for k in SECRET_FIELDS:
+            if data.get(k):
+                sets[f"secrets.{k}"] = seal(data[k])
+        sets["updated_at"] = utcnow()
+        return dump_channel(self.store.update("channels", doc["_id"], sets))
+
+    def delete_channel(self, channel_id):
+        self._admin()
+        self.store.delete("channels", self._channel(channel_id)["_id"])
+        return {"id": channel_id, "deleted": True}
+
+    def list_channels(self, params):
+        self._admin()
+        docs, cursor = self.store.page("channels", {}, "created_at", 1,
+                                       int(params.get("limit") or 50), params.get("cursor"))
+        return {"items": [dump_channel(d) for d in docs], "next_cursor": cursor}
+
+    def webhook_secrets(self):
+        """For the gateway: the WhatsApp channels' app secrets and verify tokens."""
+        out = []
+        for doc in self.store.channels_of("whatsapp"):
+            if doc.get("active"):
+                secrets = doc.get("secrets") or {}
+                out.append({"id": doc["_id"], "app_secret": unseal(secrets.get("app_secret")),
+                            "verify_token": unseal(secrets.get("verify_token"))})
+        return out
+
+    # --- the inbox ------------------------------------------------------------------------
+    def _visible(self):
+        ids = self.caller.person_ids()
+        if ids is None:
+            return {}
+        return self.store.visible_to(ids)
+
+    def _conversation(self, conversation_id):
+        doc = self.store.get("conversations", conversation_id)
+        if doc is None or (self.caller.person_ids() is not None and not self._sees(doc)):
+            raise NotFound("Unknown conversation", {"id": conversation_id})
+        return doc
+
+    def _sees(self, doc):
+        ids = self.caller.person_ids()
+        return ids is None or doc.get("assignee_id") in ids or doc.get("owner_id") in ids or \
+            (doc.get("assignee_id") is None and doc.get("owner_id") is None)
+
+    def get(self, conversation_id):
+        return dump_conversation(self._conversation(conversation_id))
+
+    def list(self, params):
+        data = load(schemas.ConversationListQuery(), params)
+        query = dict(self._visible())
+        if data.get("status"):
+            query["status"] = data["status"]
+        if data.get("assignee_id"):
+            who = data["assignee_id"]
+            query["assignee_id"] = (self.caller.user_id if who == "me"
+                                    else None if who == "none" else who)
+        if data.get("contact_id"):
+            query["contact_id"] = data["contact_id"]
+        if data.get("channel"):
+            query["channels"] = data["channel"]
+        if "waiting" in data:
+            query["waiting"] = data["waiting"]
+        docs, cursor = self.store.page("conversations", query, "last_message_at", -1,
+                                       data["limit"], data.get("cursor"))
+        now = utcnow()
+        return {"items": [dump_conversation(d, now) for d in docs], "next_cursor": cursor}
+
+    def messages(self, conversation_id, params):
+        conv = self._conversation(conversation_id)
+        data = load(schemas.MessageListQuery(), params)
+        docs, cursor = self.store.page("messages", {"conversation_id": conv["_id"]}, "at", 1,
+                                       data["limit"], data.get("cursor"))
+        return {"items": [dump_message(d) for d in docs], "next_cursor": cursor}
+
+    def attachment(self, conversation_id, attachment_id):
+        self._conversation(conversation_id)
+        found = self.store.get_attachment(attachment_id)
+        if found is None:
+            raise NotFound("Unknown attachment", {"id": attachment_id})
+        data, content_type, filename = found
+        return {"content_base64": base64.b64encode(data).decode(),
+                "content_type": content_type or "application/octet-stream", "filename": filename}
+
+    def assign(self, conversation_id, payload):
+        conv = self._conversation(conversation_id)
+        data = load(schemas.AssignIn(), payload)
+        if data["assignee_id"]:
+            self.caller.check_assign(data["assignee_id"], "assignee_id")
+        updated = self.store.touch_conversation(conv["_id"], {"assignee_id": data["assignee_id"],
+                                                              "updated_at": utcnow()})
+        event = conversation_event("conversation_assigned", updated, self.caller.user_id,
+                                   "Conversation assigned" if data["assignee_id"] else
+                                   "Conversation unassigned",
+                                   {"previous_assignee_id": conv.get("assignee_id")})
+        return dump_conversation(updated), [event]
+
+    def close(self, conversation_id):
+        conv = self._conversation(conversation_id)
+        if conv.get("status") == "closed":
+            return dump_conversation(conv), []
+        updated = self.store.touch_conversation(
+            conv["_id"], {"status": "closed", "waiting": False, "waiting_since": None,
+                          "updated_at": utcnow()}, unset=["escalate_at", "first_response_due_at"])
+        return dump_conversation(updated), [conversation_event(
+            "conversation_closed", updated, self.caller.user_id, "Conversation closed")]
+
+    def reopen(self, conversation_id):
+        conv = self._conversation(conversation_id)
+        if conv.get("status") != "closed":
+            return dump_conversation(conv), []
+        updated = self.store.touch_conversation(conv["_id"], {"status": "open",
+                                                              "updated_at": utcnow()})
+        return dump_conversation(updated), [conversation_event(
+            "conversation_reopened", updated, self.caller.user_id, "Conversation reopened")]
+
+    # --- conversations found or made ------------------------------------------------------
+    def open_deal(self, contact_id):
+        if self.deals is None:
+            return None
+        try:
+            found = self.deals.list_deals({"contact_id": contact_id, "status": "open",
+                                           "limit": 1})["items"]
+        except Exception as exc:  # noqa: BLE001 - the link is filled later by deal events
+            log.warning("open deal of %s not known now: %s", contact_id, exc)
+            return None
+        return found[0]["id"] if found else None
+
+    def new_conversation(self, key, contact=None, **fields):
+        now = utcnow()
+        doc = {"_id": new_id(), "key": key, "contact_id": None, "contact_name": None,
+               "owner_id": None, "assignee_id": None, "deal_id": None, "status": "open",
+               "channels": [], "subject": None, "last_message_at": now, "last_preview": None,
+               "waiting": False, "waiting_since": None, "mailbox_id": None,
+               "created_at": now, "updated_at": now}
+        if contact is not None:
+            doc.update(contact_id=contact["id"], contact_name=contact_name(contact),
+                       owner_id=contact.get("owner_id"))
+        doc.update({k: v for k, v in fields.items() if v is not None})
+        return doc
+
+    def for_contact(self, contact, **fields):
+        """The client's conversation (made on first use), as (doc, prepared insert or None):
+        the insert runs in the write's transaction."""
+        key = f"contact:{contact['id']}"
+        found = self.store.conversation_by_key(key)
+        if found is not None:
+            return found
+        return self.new_conversation(key, contact, deal_id=self.open_deal(contact["id"]), **fields)
+
+    # --- inbound --------------------------------------------------------------------------
+    def record_inbound(self, conv, msg, target_minutes, thread_key=None, not_before=None):
+        """`not_before`: a wait is timed from then at the earliest (mail that was in the
+        mailbox before it was connected is not late the moment it is read)."""
+        """Store an inbound message into `conv` (inserted if new), the conversation
+        waiting for our answer -> (message, created?, events)."""
+        conv, _ = self.store.insert_conversation_if_new(conv)
+        msg["conversation_id"] = conv["_id"]
+        msg["contact_id"] = conv.get("contact_id")
+        msg["deal_id"] = conv.get("deal_id")
+        if thread_key is not None:
+            msg["thread_key"] = thread_key(conv["_id"])
+        stored, created = self.store.insert_message_if_new(msg)
+        if not created:
+            return stored, False, []
+        events = []
+        sets = {"updated_at": utcnow(), "last_preview": _preview(msg.get("text")),
+                "status": "open", "last_inbound_channel": msg["channel"],
+                f"last_inbound.{msg['channel']}": stored["_id"]}
+        if msg.get("subject"):
+            sets["subject"] = msg["subject"]
+        if msg["channel"] == "email" and msg.get("mailbox_id"):
+            sets["mailbox_id"] = msg["mailbox_id"]
+        if not conv.get("waiting"):
+            sets.update(waiting=True, waiting_since=msg["at"])
+            if target_minutes:
+                start = max(as_utc(msg["at"]), as_utc(not_before)) if not_before else \
+                    as_utc(msg["at"])
+                due = start + timedelta(minutes=float(target_minutes))
+                sets.update(first_response_due_at=due, escalate_at=due)
+        updated = self.store.touch_conversation(conv["_id"], sets,
+                                                maxs={"last_message_at": msg["at"]},
+                                                add={"channels": msg["channel"]})
+        if conv.get("status") == "closed":
+            events.append(conversation_event("conversation_reopened", updated, None,
+                                             "The client wrote again: conversation reopened"))
+        events.append(message_event("message_received", stored, updated))
+        return stored, True, events
+
+    def target_of(self, mailbox=None, channel=None):
+        return (mailbox or channel or {}).get("first_response_minutes")
+
+    def link_lead(self, event):
+        """contacts.lead_captured: a conversation waiting for its lead gets the contact
+        (joining the contact's own conversation if there is one); a Telegram message that
+        came through the inbound route becomes a message. The link is kept, so a
+        conversation stored after the event (the capture runs beside its answer) finds it."""
+        data = event["data"]
+        link = {"contact_id": data["contact_id"], "contact_name": data.get("contact_name"),
+                "owner_id": data.get("contact_owner_id")}
+        self.store.save_lead_link(data["request_id"], link)
+        link = self.store.get("lead_links", data["request_id"])  # with a deal routed already
+        events = []
+        pending = self.store.conversations_of_request(data["request_id"])
+        for conv in pending:
+            events += self._join_contact(conv, link)
+        if pending or data.get("channel") != "telegram" or not data.get("text"):
+            return events
+        contact = {"id": data["contact_id"], "owner_id": data.get("contact_owner_id")}
+        conv = self.for_contact(contact)
+        if not conv.get("contact_name"):
+            conv["contact_name"] = data.get("contact_name")
+        channel = (self.store.channels_of("telegram") or [None])[0]
+        msg = self.inbound_doc("telegram", f"lead:{data['request_id']}", data.get("text"),
+                               at=data.get("received_at") or event.get("occurred_at"),
+                               external_id=data["request_id"],
+                               channel_id=(channel or {}).get("_id"))
+        _, _, more = self.record_inbound(conv, msg, self.target_of(channel=channel))
+        return events + more
+
+    def apply_pending_lead(self, conversation_id, read=None):
+        """`read`: the conversation as read before this write; one that already had its
+        contact, or waits for no lead, needs no second look."""
+        if read is not None and (read.get("contact_id") or not read.get("lead_request_id")):
+            return []
+        conv = self.store.get("conversations", conversation_id)
+        if not conv or conv.get("contact_id") or not conv.get("lead_request_id"):
+            return []
+        # both sides write the link's document, so this and link_lead never miss each
+        # other: concurrent transactions conflict and one runs again, seeing the other
+        link = self.store.note_lead_waiting(conv["lead_request_id"], conv["_id"])
+        return self._join_contact(conv, link) if link.get("contact_id") else []
+
+    def _join_contact(self, conv, link):
+        """`conv` (of a sender not known before) now belongs to the contact; its messages
+        are announced again with the contact, for the timeline."""
+        if conv.get("contact_id") == link["contact_id"]:
+            return []
+        key = f"contact:{link['contact_id']}"
+        target = self.store.conversation_by_key(key)
+        if target is None:
+            target = self.store.touch_conversation(conv["_id"], {
+                "key": key, "contact_id": link["contact_id"],
+                "contact_name": link.get("contact_name") or conv.get("contact_name"),
+                "owner_id": link.get("owner_id"), "updated_at": utcnow(),
+                "deal_id": link.get("deal_id") or conv.get("deal_id")})
+        else:
+            self.store.delete("conversations", conv["_id"])
+            sets = {"updated_at": utcnow(), "status": "open"}
+            if not target.get("deal_id") and (link.get("deal_id") or conv.get("deal_id")):
+                sets["deal_id"] = link.get("deal_id") or conv.get("deal_id")
+            for channel, message_id in (conv.get("last_inbound") or {}).items():
+                sets[f"last_inbound.{channel}"] = message_id
+            if conv.get("last_inbound_channel"):
+                sets["last_inbound_channel"] = conv["last_inbound_channel"]
+            if conv.get("waiting") and not target.get("waiting"):
+                sets.update(waiting=True, waiting_since=conv.get("waiting_since"))
+                if conv.get("escalate_at"):
+                    sets["escalate_at"] = conv["escalate_at"]
+            target = self.store.touch_conversation(
+                target["_id"], sets, maxs={"last_message_at": conv["last_message_at"]},
+                add_all={"channels": conv.get("channels") or []})
+        self.store.repoint_messages(conv["_id"], target["_id"],
+                                    {"contact_id": link["contact_id"]})
+        docs, _ = self.store.page("messages", {"conversation_id": target["_id"]}, "at", 1, 200,
+                                  None)
+        return [message_event("message_received", m, target) for m in docs
+                if m["direction"] == "inbound"]
+
+    def link_deal(self, contact_id, deal_id, only_if_empty=False, request_id=None):
+        """The contact's conversation gets the deal. A lead's deal is also kept on the lead's
+        link, so a conversation that joins its contact later still gets it (both write
+        that document: whichever runs second sees the other)."""
+        if not contact_id or not deal_id:
+            return []
+        if request_id:
+            self.store.save_lead_link(request_id, {"deal_id": deal_id})
+        conv = self.store.conversation_by_key(f"contact:{contact_id}")
+        if conv is None or (only_if_empty and conv.get("deal_id")):
+            return []
+        self.store.touch_conversation(conv["_id"], {"deal_id": deal_id})
+        return []
+
+    def contact_merged(self, data):
+        survivor = data["survivor_id"]
+        for merged in data.get("merged_ids") or []:
+            conv = self.store.conversation_by_key(f"contact:{merged}")
+            if conv is not None:
+                self._join_contact(conv, {"contact_id": survivor,
+                                          "owner_id": data.get("owner_id")})
+
+    def inbound_doc(self, channel, dedupe_key, text, at=None, **fields):
+        now = utcnow()
+        when = at if not isinstance(at, str) else None
+        if isinstance(at, str):
+            from crm_common.timeutil import parse_iso
+            when = parse_iso(at)
+        return {"_id": new_id(), "dedupe_key": dedupe_key, "channel": channel,
+                "direction": "inbound", "status": "received", "text": (text or "")[:100_000],
+                "at": when or now, "created_at": now, "updated_at": now, **fields}
+
+    def receive_whatsapp(self, payload, meta):
+        """Meta's webhook body (signature checked by the gateway): each text message lands
+        in its client's conversation; an unknown number becomes a lead once."""
+        stored = 0
+        pending = []
+        for entry in (payload or {}).get("entry") or []:
+            for change in entry.get("changes") or []:
+                value = change.get("value") or {}
+                names = {c.get("wa_id"): (c.get("profile") or {}).get("name")
+                         for c in value.get("contacts") or [] if isinstance(c, dict)}
+                phone_id = (value.get("metadata") or {}).get("phone_number_id")
+                for m in value.get("messages") or []:
+                    if not isinstance(m, dict) or not m.get("from") or not m.get("id"):
+                        continue
+                    text = ((m.get("text") or {}).get("body") if m.get("type") == "text"
+                            else f"({m.get('type')} message)")
+                    pending.append((str(m["from"]), names.get(m["from"]), str(m["id"]), text,
+                                    m.get("timestamp"), phone_id))
+        out = []
+        for wa_id, name, msg_id, text, stamp, phone_id in pending:
+            if self.store.message_by_dedupe(f"whatsapp:{msg_id}"):
+                continue
+            channel = next((c for c in self.store.channels_of("whatsapp")
+                            if c.get("phone_number_id") == phone_id), None) or \
+                (self.store.channels_of("whatsapp") or [None])[0]
+            phone = "+" + re.sub(r"\D", "", wa_id)
+            conv = self.conversation_for_sender("whatsapp", f"whatsapp:{wa_id}",
+                                                 {"phone": phone}, name, text, msg_id,
+                                                 shared=True)
+            at = None
+            try:
+                from datetime import datetime, timezone
+                at = datetime.fromtimestamp(int(stamp), timezone.utc) if stamp else None
+            except (TypeError, ValueError, OverflowError):
+                at = None
+            msg = self.inbound_doc("whatsapp", f"whatsapp:{msg_id}", text, at=at,
+                                   external_id=msg_id, channel_id=(channel or {}).get("_id"),
+                                   **{"from": {"address": wa_id, "name": name or ""}})
+            out.append((conv, msg, self.target_of(channel=channel)))
+            stored += 1
+        return {"status": "received", "stored": stored}, out
+
+    def conversation_for_sender(self, channel, key, lookup, name, text, external_id, shared):
+        """The conversation a sender's message goes to: their contact's, else one waiting
+        for the lead the first message of a shared channel creates (once)."""
+        cache_key = tuple(sorted(lookup.items()))
+        contact = self.known.get(cache_key) if self.known is not None else None
+        if contact is None:
+            found = self.contacts.lookup(lookup)["items"]
+            contact = found[0] if found else None
+            if contact is not None and self.known is not None:
+                self.known[cache_key] = contact
+        if contact is not None:
+            return self.for_contact(contact)
+        conv = self.store.conversation_by_key(key)
+        if conv is None:
+            conv = self.new_conversation(key, contact_name=name or None)
+        if shared and not conv.get("lead_request_id"):
+            sender = {"name": name or None, **lookup}
+            if channel == "whatsapp":
+                sender["handle"] = key.partition(":")[2]
+            answer = self.contacts.receive_message(
+                {"channel": channel, "sender": {k: v for k, v in sender.items() if v},
+                 "text": (text or "")[:10000], "external_id": external_id[:200]},
+                {"via": "conversations"})
+            conv["lead_request_id"] = answer.get("id")
+            if conv.get("created_at") and self.store.get("conversations", conv["_id"]):
+                self.store.touch_conversation(conv["_id"], {"lead_request_id": answer.get("id")})
+        return conv
+
+    # --- sending --------------------------------------------------------------------------
+    def send_to_contact(self, contact_id, payload, sender_user_id=None):
+        contact = self.contacts.get_contact(contact_id)
+        conv = self.for_contact(contact)
+        return self._enqueue(conv, contact, payload, sender_user_id)
+
+    def reply(self, conversation_id, payload, sender_user_id=None):
+        conv = self._conversation(conversation_id)
+        if not conv.get("contact_id"):
+            contact = None
+        else:
+            contact = self.contacts.get_contact(conv["contact_id"])
+        return self._enqueue(conv, contact, payload, sender_user_id)
+
+    def check_consent(self, contact, channel):
+        if contact is None:
+            return
+        if contact.get("do_not_contact"):
+            raise Conflict("The contact asked not to be contacted (do_not_contact)",
+                           {"reason": "do_not_contact", "contact_id": contact["id"]})
+        # per-channel opt-outs: the contact's `opt_outs` when contacts keeps them, else its
+        # custom field `opt_outs` (a list of channels, or "all")
+        outs = set()
+        for found in (contact.get("opt_outs"), (contact.get("custom") or {}).get("opt_outs")):
+            if isinstance(found, list):
+                outs |= {str(x) for x in found}
+        if channel in outs or "all" in outs:
+            raise Conflict(f"The contact opted out of {channel}",
+                           {"reason": "opted_out", "channel": channel, "contact_id": contact["id"]})
+
+    def _enqueue(self, conv, contact, payload, sender_user_id):
+        data = load(schemas.SendIn(), payload)
+        key = data.get("idempotency_key")
+        if key:
+            found = self.store.message_by_dedupe(f"idem:{key}")
+            if found is not None:
+                return dump_message(found), []
+        channel = data.get("channel") or self._default_channel(conv)
+        self.check_consent(contact, channel)
+        deal = None
+        deal_id = data.get("deal_id") or conv.get("deal_id")
+        if deal_id and self.deals is not None and PLACEHOLDER.search(
+                (data.get("body") or "") + (data.get("subject") or "") + (data.get("html") or "")):
+            try:
+                deal = self.deals.get_deal(deal_id)
+            except Exception:  # noqa: BLE001 - placeholders of the deal stay empty
+                deal = None
+        variables = data.get("variables") or {}
+        body = render(data.get("body"), contact, deal, variables)
+        subject = render(data.get("subject"), contact, deal, variables)
+        html = mail.sanitize(render(data.get("html"), contact, deal, variables))
+        now = utcnow()
+        msg = {"_id": new_id(), "dedupe_key": f"idem:{key}" if key else f"out:{new_id()}",
+               "channel": channel, "direction": "outbound", "status": "queued", "text": body,
+               "html": html, "template": data.get("template"), "variables": variables,
+               "language": data["language"], "sender_user_id": sender_user_id,
+               "deal_id": deal_id, "at": now, "created_at": now, "updated_at": now,
+               "send_due_at": now,
+               "attempts": 0, "error": None}
+        if channel == "email":
+            self._address_email(conv, contact, data, msg, subject)
+        else:
+            self._address_messenger(conv, contact, data, msg, channel)
+        msg["attachments"] = []
+        for item in data.get("attachments") or []:
+            try:
+                raw = base64.b64decode(item["content_base64"], validate=True)
+            except (ValueError, TypeError):
+                raise ValidationFailed("An attachment is not valid base64",
+                                       {"fields": {"attachments": ["Not base64."]}})
+            file_id = new_id()
+            meta = {"id": file_id, "filename": item["filename"],
+                    "content_type": item["content_type"], "size": len(raw), "skipped": None}
+            self.store.put_attachment(file_id, raw, dict(meta, message_id=msg["_id"]))
+            msg["attachments"].append(meta)
+        if conv.get("created_at") and conv.get("_id"):
+            conv, _ = self.store.insert_conversation_if_new(conv)
+        msg["conversation_id"] = conv["_id"]
+        msg["contact_id"] = conv.get("contact_id")
+        stored, created = self.store.insert_message_if_new(msg)
+        if not created:
+            return dump_message(stored), []
+        sets = {"updated_at": now, "last_preview": _preview(body)}
+        if channel == "email" and msg.get("mailbox_id"):
+            sets["mailbox_id"] = msg["mailbox_id"]
+        if conv.get("assignee_id") is None and sender_user_id:
+            sets["assignee_id"] = sender_user_id
+        self.store.touch_conversation(conv["_id"], sets, maxs={"last_message_at": now},
+                                      add={"channels": channel})
+        return dump_message(stored), []
+
+    def _last_inbound(self, conv, channel):
+        """The client's latest message on `channel` (kept on the conversation by id)."""
+        found = (conv.get("last_inbound") or {}).get(channel)
+        return self.store.get("messages", found) if found else None
+
+    def _default_channel(self, conv):
+        return conv.get("last_inbound_channel") or "email"
+
+    def _address_email(self, conv, contact, data, msg, subject):
+        parent = self._last_inbound(conv, "email")
+        mailbox = None
+        for candidate in (data.get("mailbox_id"), (parent or {}).get("mailbox_id"),
+                          conv.get("mailbox_id")):
+            if candidate:
+                mailbox = self.store.get("mailboxes", candidate)
+                if mailbox:
+                    break
+        if mailbox is None:
+            mailboxes = [m for m in self.store.shared_mailboxes()]
+            own = self.store.mailboxes_of(msg["sender_user_id"]) if msg["sender_user_id"] else []
+            owners = self.store.mailboxes_of(contact["owner_id"]) \
+                if (contact or {}).get("owner_id") else []
+            mailbox = (own or owners or mailboxes or [None])[0]
+        if mailbox is None:
+            raise Conflict("No mailbox to send from: connect one first",
+                           {"reason": "no_mailbox"})
+        if parent is not None:
+            to = [parent["from"]]
+        else:
+            emails = [e["email"] for e in (contact or {}).get("emails") or []]
+            if not emails:
+                raise Conflict("The contact has no e-mail address", {"reason": "no_address",
+                                                                     "channel": "email"})
+            to = [{"address": emails[0], "name": contact_name(contact) or ""}]
+        base = subject or (parent or {}).get("subject") or conv.get("subject") or ""
+        if parent is not None and not subject and not re.match(r"^\s*re\s*:", base, re.I):
+            base = "Re: " + base
+        msg.update(mailbox_id=mailbox["_id"], subject=base[:998], to=to, cc=[],
+                   **{"from": {"address": mailbox["address"],
+                               "name": mailbox.get("display_name") or ""}},
+                   message_id=mail.new_message_id(mailbox["address"]),
+                   in_reply_to=(parent or {}).get("message_id"),
+                   references=(((parent or {}).get("references") or []) +
+                               ([parent["message_id"]] if (parent or {}).get("message_id") else []))[-20:],
+                   thread_id=(parent or {}).get("thread_id"))
+
+    def _address_messenger(self, conv, contact, data, msg, channel):
+        candidates = self.store.channels_of(channel)
+        chosen = next((c for c in candidates if c["_id"] == data.get("channel_id")), None) \
+            or next((c for c in candidates if c.get("active")), None)
+        if chosen is None:
+            raise Conflict(f"No {channel} channel is set up", {"reason": "no_channel",
+                                                                 "channel": channel})
+        last = self._last_inbound(conv, channel)
+        target = None
+        if channel == "telegram":
+            handles = [m["handle"] for m in (contact or {}).get("messengers") or []
+                       if m.get("channel") == "telegram" and str(m.get("handle")).lstrip("-").isdigit()]
+            target = handles[0] if handles else None
+        elif channel == "whatsapp":
+            target = ((last or {}).get("from") or {}).get("address")
+            if not target:
+                phones = [p.get("e164") for p in (contact or {}).get("phones") or [] if p.get("e164")]
+                target = phones[0].lstrip("+") if phones else None
+            within = last is not None and utcnow() - as_utc(last["at"]) < WHATSAPP_WINDOW
+            if not within and not data.get("template"):
+                raise Conflict("Outside WhatsApp's 24-hour customer service window only an "
+                               "approved template may be sent",
+                               {"reason": "whatsapp_window_closed",
+                                "last_inbound_at": to_iso((last or {}).get("at"))})
+        elif channel == "sms":
+            phones = [p.get("e164") for p in (contact or {}).get("phones") or [] if p.get("e164")]
+            target = phones[0] if phones else None
+        if not target:
+            raise Conflict(f"The contact has no {channel} address", {"reason": "no_address",
+                                                                     "channel": channel})
+        msg.update(channel_id=chosen["_id"], to=[{"address": str(target), "name": ""}],
+                   subject=None)

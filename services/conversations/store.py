@@ -1,0 +1,226 @@
+"""The only code in the conversations service that touches pymongo.
+
+Hot paths are single-predicate lookups on an index (a message's dedupe key, a Message-ID,
+a conversation's key); documents known by `_id` are changed with update_and_get; claims
+(a mailbox to sync, a message to send, a wait to escalate) are a compare-and-set on
+`_id` plus the field that changes, read first from a small index range."""
+import gridfs
+from pymongo import ASCENDING, DESCENDING
+
+from crm_common.cursors import page
+from crm_common.mongo import BaseStore, find_in, update_and_get
+from crm_common.timeutil import utcnow
+
+
+class ConversationsStore(BaseStore):
+    def __init__(self, db, settings):
+        super().__init__(db, settings)
+        self.mailboxes = db["mailboxes"]
+        self.channels = db["channels"]
+        self.conversations = db["conversations"]
+        self.messages = db["messages"]
+        self.lead_links = db["lead_links"]
+        self._files = None
+
+    def ensure_indexes(self):
+        m = self.mailboxes
+        m.create_index([("active", ASCENDING), ("next_sync_at", ASCENDING)])
+        m.create_index([("created_at", ASCENDING), ("_id", ASCENDING)])
+        m.create_index("owner_id")
+        self.channels.create_index([("kind", ASCENDING)])
+        self.channels.create_index([("created_at", ASCENDING), ("_id", ASCENDING)])
+        c = self.conversations
+        c.create_index("key", unique=True)
+        c.create_index("contact_id")
+        c.create_index("lead_request_id", sparse=True)
+        c.create_index([("last_message_at", DESCENDING), ("_id", DESCENDING)])
+        for field in ("status", "assignee_id", "contact_id", "channels"):
+            c.create_index([(field, ASCENDING), ("last_message_at", DESCENDING),
+                            ("_id", DESCENDING)])
+        c.create_index([("waiting", ASCENDING), ("last_message_at", DESCENDING),
+                        ("_id", DESCENDING)])
+        c.create_index("escalate_at", sparse=True)
+        g = self.messages
+        g.create_index("dedupe_key", unique=True)
+        g.create_index("message_id", sparse=True)
+        g.create_index([("conversation_id", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)])
+        g.create_index([("thread_key", ASCENDING), ("at", DESCENDING)], sparse=True)
+        g.create_index("send_due_at", sparse=True)
+        g.create_index([("updated_at", ASCENDING), ("_id", ASCENDING)])  # search_records
+        self.files_meta.create_index("metadata.message_id")
+        self.lead_links.create_index("conversation_id")
+
+    # attachments (GridFS)
+    @property
+    def files(self):
+        if self._files is None:
+            self._files = gridfs.GridFS(self.db.raw if hasattr(self.db, "raw") else self.db,
+                                        collection="attachments")
+        return self._files
+
+    @property
+    def files_meta(self):
+        return self.db["attachments.files"]
+
+    def put_attachment(self, file_id, data, meta):
+        self.files.put(data, _id=file_id, filename=meta["filename"],
+                       content_type=meta["content_type"], metadata=meta)
+
+    def get_attachment(self, file_id):
+        try:
+            grid_out = self.files.get(file_id)
+        except gridfs.errors.NoFile:
+            return None
+        return grid_out.read(), grid_out.content_type, grid_out.filename
+
+    # mailboxes
+    def insert(self, collection, doc):
+        getattr(self, collection).insert_one(doc)
+        return doc
+
+    def get(self, collection, doc_id):
+        return getattr(self, collection).find_one({"_id": doc_id})
+
+    def update(self, collection, doc_id, sets, unset=None, condition=None):
+        update = {"$set": sets}
+        if unset:
+            update["$unset"] = {k: "" for k in unset}
+        return update_and_get(getattr(self, collection), {"_id": doc_id, **(condition or {})},
+                              update)
+
+    def delete(self, collection, doc_id):
+        return getattr(self, collection).delete_one({"_id": doc_id}).deleted_count == 1
+
+    def page(self, collection, query, sort_field, direction, limit, cursor):
+        return page(getattr(self, collection), query, sort_field, direction, limit, cursor)
+
+    def channels_of(self, kind):
+        return list(self.channels.find({"kind": kind}).sort("created_at", ASCENDING))
+
+    def shared_mailboxes(self):
+        return [m for m in self.mailboxes.find({"active": True}) if m.get("shared")]
+
+    def mailboxes_of(self, owner_id):
+        return [m for m in self.mailboxes.find({"owner_id": owner_id}) if m.get("active")]
+
+    def due_mailboxes(self, now, limit):
+        return list(self.mailboxes.find({"active": True, "next_sync_at": {"$lte": now}},
+                                        {"_id": 1, "lease_until": 1}).limit(limit))
+
+    def claim_mailbox(self, mailbox_id, holder, now, lease_until):
+        """True for exactly one claimer: free, or its lease ran out."""
+        doc = self.mailboxes.find_one({"_id": mailbox_id}, {"lease_until": 1, "holder": 1})
+        if doc is None or (doc.get("lease_until") and doc["lease_until"] > now):
+            return False
+        return self.mailboxes.update_one(
+            {"_id": mailbox_id, "lease_until": doc.get("lease_until")},
+            {"$set": {"lease_until": lease_until, "holder": holder}}).modified_count == 1
+
+    def renew_mailbox(self, mailbox_id, holder, lease_until, sets=None):
+        return self.mailboxes.update_one({"_id": mailbox_id, "holder": holder},
+                                         {"$set": {"lease_until": lease_until, **(sets or {})}}
+                                         ).modified_count == 1
+
+    def release_mailbox(self, mailbox_id, holder, sets, inc=None):
+        update = {"$set": {**sets, "lease_until": None, "holder": None}}
+        if inc:
+            update["$inc"] = inc
+        self.mailboxes.update_one({"_id": mailbox_id, "holder": holder}, update)
+
+    def mailbox_progress(self, mailbox_id, uidvalidity, last_uid, stored):
+        return update_and_get(self.mailboxes, {"_id": mailbox_id}, {
+            "$set": {"uidvalidity": uidvalidity, "last_uid": last_uid},
+            "$inc": {"synced": stored}})
+
+    # conversations
+    def conversation_by_key(self, key):
+        return self.conversations.find_one({"key": key})
+
+    def conversation_by_contact(self, contact_id):
+        return self.conversations.find_one({"key": f"contact:{contact_id}"})
+
+    def conversations_of_request(self, request_id):
+        return list(self.conversations.find({"lead_request_id": request_id}))
+
+    def insert_conversation_if_new(self, doc):
+        """(the conversation with doc's key, created?); an upsert, never a duplicate key
+        error (it may run inside a transaction)."""
+        result = self.conversations.update_one({"key": doc["key"]}, {"$setOnInsert": doc},
+                                               upsert=True)
+        if result.upserted_id is not None:
+            return doc, True
+        return self.conversations.find_one({"key": doc["key"]}), False
+
+    @staticmethod
+    def visible_to(person_ids):
+        """Conversations assigned to or owned by these people, or nobody's at all."""
+        return {"$or": [{"assignee_id": {"$in": person_ids}}, {"owner_id": {"$in": person_ids}},
+                        {"assignee_id": None, "owner_id": None}]}
+
+    def touch_conversation(self, conversation_id, sets, unset=None, maxs=None, add=None,
+                           add_all=None):
+        update = {"$set": sets}
+        if add_all:
+            add = {k: {"$each": list(v)} for k, v in add_all.items()}
+        if unset:
+            update["$unset"] = {k: "" for k in unset}
+        if maxs:
+            update["$max"] = maxs
+        if add:
+            update["$addToSet"] = add
+        return update_and_get(self.conversations, {"_id": conversation_id}, update)
+
+    def due_escalations(self, now, limit=50):
+        return list(self.conversations.find({"escalate_at": {"$lte": now}}).limit(limit))
+
+    def claim_escalation(self, conversation_id, escalate_at, sets):
+        """Once per wait: only the claimer that still sees this escalate_at wins."""
+        return self.conversations.update_one(
+            {"_id": conversation_id, "escalate_at": escalate_at},
+            {"$set": sets, "$unset": {"escalate_at": ""}}).modified_count == 1
+
+    def save_lead_link(self, request_id, link):
+        self.lead_links.update_one({"_id": request_id}, {"$set": link}, upsert=True)
+
+    def note_lead_waiting(self, request_id, conversation_id):
+        self.lead_links.update_one({"_id": request_id},
+                                   {"$set": {"conversation_id": conversation_id}}, upsert=True)
+        return self.lead_links.find_one({"_id": request_id})
+
+    # messages
+    def insert_message_if_new(self, doc):
+        result = self.messages.update_one({"dedupe_key": doc["dedupe_key"]},
+                                          {"$setOnInsert": doc}, upsert=True)
+        if result.upserted_id is not None:
+            return doc, True
+        return self.messages.find_one({"dedupe_key": doc["dedupe_key"]}), False
+
+    def message_by_dedupe(self, key):
+        return self.messages.find_one({"dedupe_key": key})
+
+    def messages_by_ids(self, message_ids):
+        return list(find_in(self.messages, "message_id", message_ids))
+
+    def latest_of_thread_key(self, thread_key):
+        return self.messages.find_one({"thread_key": thread_key}, sort=[("at", DESCENDING)])
+
+    def repoint_messages(self, conversation_id, to_id, sets):
+        self.messages.update_many({"conversation_id": conversation_id},
+                                  {"$set": {"conversation_id": to_id, "updated_at": utcnow(),
+                                            **sets}})
+
+    def due_sends(self, now, limit=50):
+        return list(self.messages.find({"send_due_at": {"$lte": now}}).limit(limit))
+
+    def claim_send(self, message_id, due_at, lease_until, holder):
+        return self.messages.update_one(
+            {"_id": message_id, "send_due_at": due_at},
+            {"$set": {"send_due_at": lease_until, "status": "sending", "holder": holder},
+             "$inc": {"attempts": 1}}).modified_count == 1
+
+    def message_update(self, message_id, sets, unset=None, holder=None):
+        update = {"$set": {**sets, "updated_at": utcnow()}}
+        if unset:
+            update["$unset"] = {k: "" for k in unset}
+        condition = {"holder": holder} if holder else {}
+        return update_and_get(self.messages, {"_id": message_id, **condition}, update)

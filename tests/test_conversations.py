@@ -1,0 +1,414 @@
+"""Conversations through the real stack: a real Dovecot (IMAP with STARTTLS, IDLE) and an
+SMTP server delivering into it, local receivers following the Telegram Bot API and the
+WhatsApp Cloud API formats."""
+import email.utils
+import hashlib
+import hmac
+import json
+import time
+import uuid
+
+import pytest
+import requests
+
+from tests.fake_receivers import HttpRecorder
+from tests.mail_servers import Dovecot, SmtpRelay
+
+SALES, CLIENT, CLIENT2, PERSONAL = ("sales@crm.test", "anna@client.test", "bob@client.test",
+                                    "me@crm.test")
+
+
+def wait(predicate, timeout=30, interval=0.2):
+    deadline = time.time() + timeout
+    while True:
+        found = predicate()
+        if found or time.time() > deadline:
+            return found
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="module")
+def mail():
+    dovecot = Dovecot({SALES: "sales-pw", CLIENT: "anna-pw", CLIENT2: "bob-pw",
+                       PERSONAL: "me-pw"}).start()
+    relay = SmtpRelay(dovecot).start()
+    try:
+        yield dovecot, relay
+    finally:
+        relay.stop()
+        dovecot.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_mailbox(stack, mail):
+    dovecot, relay = mail
+    api = stack.sign_in()
+    answer = api.post("/mailboxes", json=mailbox_body(dovecot, relay, SALES, "sales-pw",
+                                                      shared=True))
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def mailbox_body(dovecot, relay, address, password, **extra):
+    return {"name": address, "address": address, "display_name": "Sales team",
+            "imap": {"host": "127.0.0.1", "port": dovecot.port, "security": "starttls",
+                     "username": address, "password": password, "verify_tls": False},
+            "smtp": {"host": "127.0.0.1", "port": relay.port, "security": "none",
+                     "username": address, "password": password},
+            "poll_seconds": 2, **extra}
+
+
+def raw_mail(sender, to, subject, text, message_id, in_reply_to=None, html=None,
+             attachment=None, name="Anna Client"):
+    msg = email.message.EmailMessage()
+    msg["From"] = email.utils.formataddr((name, sender))
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = message_id
+    msg["Date"] = email.utils.formatdate()
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+        msg["References"] = in_reply_to
+    msg.set_content(text)
+    if html:
+        msg.add_alternative(html, subtype="html")
+    if attachment:
+        msg.add_attachment(attachment, maintype="application", subtype="pdf",
+                           filename="offer.pdf")
+    return msg.as_bytes()
+
+
+def conversation_of(api, contact_id):
+    items = api.get("/conversations", params={"contact_id": contact_id}).json()["items"]
+    return items[0] if items else None
+
+
+def messages_of(api, conversation_id):
+    return api.get(f"/conversations/{conversation_id}/messages").json()["items"]
+
+
+def test_shared_mailbox_lead_reply_threads_and_second_mail(stack, api, mail, shared_mailbox,
+                                                           unique):
+    dovecot, relay = mail
+    first_id = f"<first-{unique}@client.test>"
+    dovecot.deliver(SALES, raw_mail(
+        CLIENT, SALES, "Price request", "How much for 10 units?", first_id,
+        html='<p>How much?</p><script>alert(1)</script><img src=x onerror="alert(2)">',
+        attachment=b"%PDF-1.4 offer"))
+    # the unknown sender becomes a lead (through the capture path), its mail a thread
+    contact = wait(lambda: (api.get("/contacts/lookup", params={"email": CLIENT}).json()
+                            .get("items") or [None])[0], timeout=40)
+    assert contact, "no lead for the unknown sender"
+    assert contact["status"] == "lead"
+    conv = wait(lambda: conversation_of(api, contact["id"]), timeout=30)
+    assert conv, list(stack.db("conversations").conversations.find({}, {"key": 1}))
+    assert conv["waiting_since"] and conv["status"] == "open"
+    assert "email" in conv["channels"]
+    [first] = messages_of(api, conv["id"])
+    assert first["direction"] == "inbound" and first["message_id"] == first_id
+    assert "script" not in first["html"] and "onerror" not in first["html"]
+    assert "How much for 10 units?" in first["text"]
+    [attachment] = first["attachments"]
+    content = api.get(f"/conversations/{conv['id']}/attachments/{attachment['id']}")
+    assert content.status_code == 200 and content.content == b"%PDF-1.4 offer"
+    # the manager answers from the CRM: threaded under the client's mail, a copy in Sent
+    answer = api.post(f"/conversations/{conv['id']}/messages",
+                      json={"body": "Hello {{contact.first_name}}, 100 EUR each."})
+    assert answer.status_code == 202, answer.text
+    sent = answer.json()
+    assert sent["status"] == "queued" and sent["message_id"]
+    got = dovecot.wait_messages(CLIENT, 1)
+    assert len(got) == 1
+    reply = got[0]
+    assert reply["In-Reply-To"] == first_id and first_id in reply["References"]
+    assert reply["Subject"] == "Re: Price request"
+    assert reply["Message-ID"] == sent["message_id"]
+    assert "Hello Anna, 100 EUR each." in reply.get_body(("plain",)).get_content()
+    copies = dovecot.wait_messages(SALES, 1, folder="Sent")
+    assert [c["Message-ID"] for c in copies] == [sent["message_id"]]
+    stored = wait(lambda: [m for m in messages_of(api, conv["id"])
+                           if m["id"] == sent["id"] and m["status"] == "sent"])
+    assert stored
+    assert wait(lambda: not api.get(f"/conversations/{conv['id']}").json()["waiting_since"])
+    # the client answers in their mail client: the same conversation and thread
+    dovecot.deliver(SALES, raw_mail(CLIENT, SALES, "Re: Price request", "OK, deal.",
+                                    f"<second-{unique}@client.test>",
+                                    in_reply_to=sent["message_id"]))
+    both = wait(lambda: [m for m in messages_of(api, conv["id"])
+                         if m["direction"] == "inbound"] if len(
+        [m for m in messages_of(api, conv["id"]) if m["direction"] == "inbound"]) == 2 else None)
+    assert both, messages_of(api, conv["id"])
+    assert len({m["thread_id"] for m in both}) == 1
+    # the lead's deal (routed by the defaults) is linked to the conversation
+    assert wait(lambda: api.get(f"/conversations/{conv['id']}").json()["deal_id"], timeout=20)
+    # the lead was made once; the reply is on the contact's timeline and touched it
+    assert len(api.get("/contacts/lookup", params={"email": CLIENT}).json()["items"]) == 1
+    timeline = wait(lambda: [e for e in api.get(f"/contacts/{contact['id']}/timeline").json()[
+        "items"] if e["kind"] == "message_sent"])
+    assert timeline and timeline[0]["ref"]["id"] == sent["id"]
+    assert wait(lambda: api.get(f"/contacts/{contact['id']}").json()["last_contacted_at"])
+    # the same mail again (a second delivery) is not stored twice
+    dovecot.deliver(SALES, raw_mail(CLIENT, SALES, "Price request", "dup", first_id))
+    api.post(f"/mailboxes/{shared_mailbox['id']}/sync")
+    time.sleep(3)
+    assert len([m for m in messages_of(api, conv["id"]) if m["direction"] == "inbound"]) == 2
+
+
+def test_mailbox_secrets_are_never_returned_and_bad_login_is_shown(stack, api, mail,
+                                                                  shared_mailbox):
+    dovecot, relay = mail
+    listed = api.get("/mailboxes")
+    assert listed.status_code == 200
+    assert "sales-pw" not in listed.text and "password\"" not in listed.text.replace(
+        "password_set", "")
+    bad = api.post("/mailboxes", json=mailbox_body(dovecot, relay, PERSONAL, "wrong"))
+    assert bad.status_code == 201, bad.text
+    state = wait(lambda: (lambda s: s if s["status"] == "error" else None)(
+        api.get(f"/mailboxes/{bad.json()['id']}").json()["state"]), timeout=20)
+    assert state and "login" in state["last_error"].lower() and state["failures"] >= 1
+    assert state["next_sync_at"]
+    # the shared mailbox keeps working beside it
+    shared = api.get(f"/mailboxes/{shared_mailbox['id']}").json()["state"]
+    assert shared["status"] == "ok" and shared["idle"] is True  # Dovecot offers IDLE
+    assert api.post("/mailboxes", json={"name": "x"}).status_code == 422
+    api.delete(f"/mailboxes/{bad.json()['id']}")
+
+
+def test_do_not_contact_and_opt_outs_refuse_sending(stack, api, shared_mailbox, unique):
+    contact = api.post("/contacts", json={"first_name": "Quiet", "emails": [
+        f"quiet-{unique}@client.test"], "do_not_contact": True}).json()
+    answer = api.post(f"/contacts/{contact['id']}/messages", json={"body": "Hi"})
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"]["details"]["reason"] == "do_not_contact"
+    opted = api.post("/contacts", json={"first_name": "NoSms", "phones": ["+393471230000"],
+                                        "emails": [f"nosms-{unique}@client.test"],
+                                        "custom": {"opt_outs": ["sms"]}}).json()
+    answer = api.post(f"/contacts/{opted['id']}/messages", json={"channel": "sms", "body": "x"})
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"]["details"] == {"reason": "opted_out", "channel": "sms",
+                                                 "contact_id": opted["id"]}
+    with pytest.raises(Exception) as refused:
+        stack.rpc.call("conversations", "send_to_contact", contact["id"], "email", "Hi")
+    assert "do_not_contact" in str(refused.value) or "contacted" in str(refused.value)
+
+
+def test_automation_rpc_sends_once_per_idempotency_key(stack, api, mail, shared_mailbox, unique):
+    dovecot, relay = mail
+    address = f"auto-{unique}@client.test"
+    contact = api.post("/contacts", json={"first_name": "Auto", "emails": [address]}).json()
+    key = f"rule-{unique}"
+    first = stack.rpc.call("conversations", "send_to_contact", contact["id"], "email",
+                           "Welcome {{contact.first_name}}", subject="Welcome",
+                           idempotency_key=key)
+    again = stack.rpc.call("conversations", "send_to_contact", contact["id"], "email",
+                           "Welcome {{contact.first_name}}", subject="Welcome",
+                           idempotency_key=key)
+    assert first["id"] == again["id"]
+    assert wait(lambda: relay.to(address))
+    time.sleep(1.5)
+    assert len(relay.to(address)) == 1
+    assert b"Welcome Auto" in relay.to(address)[0]["raw"]
+
+
+@pytest.fixture(scope="module")
+def providers():
+    recorder = HttpRecorder().start()
+    try:
+        yield recorder
+    finally:
+        recorder.stop()
+
+
+def signed(secret, body):
+    raw = json.dumps(body).encode()
+    return raw, {"Content-Type": "application/json", "X-Hub-Signature-256": "sha256=" +
+                 hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()}
+
+
+def whatsapp_message(phone_number_id, wa_id, text, name="Anna"):
+    return {"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{
+        "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550000000", "phone_number_id": phone_number_id},
+            "contacts": [{"profile": {"name": name}, "wa_id": wa_id}],
+            "messages": [{"from": wa_id, "id": f"wamid.{uuid.uuid4().hex}",
+                          "timestamp": str(int(time.time())), "type": "text",
+                          "text": {"body": text}}]}}]}]}
+
+
+def test_telegram_and_whatsapp_join_one_conversation_and_get_answers(stack, api, providers,
+                                                                     unique):
+    telegram = api.post("/channels", json={"kind": "telegram", "name": f"bot {unique}",
+                                           "api_base": providers.base_url + "/tg",
+                                           "token": f"TG{unique}"})
+    assert telegram.status_code == 201, telegram.text
+    assert f"TG{unique}" not in telegram.text
+    phone_id = f"PN{unique}"
+    whatsapp = api.post("/channels", json={
+        "kind": "whatsapp", "name": f"wa {unique}", "api_base": providers.base_url + "/wa",
+        "phone_number_id": phone_id, "token": "WATOKEN", "app_secret": f"app{unique}",
+        "verify_token": f"verify{unique}"})
+    assert whatsapp.status_code == 201, whatsapp.text
+    digits = str(int(time.time() * 1000))[-7:]
+    wa_id = f"39347{digits}"
+    tg_id = int(time.time() * 1000) % 10 ** 9
+    contact = api.post("/contacts", json={
+        "first_name": "Multi", "phones": [f"+{wa_id}"],
+        "messengers": [{"channel": "telegram", "handle": str(tg_id)}]}).json()
+    # WhatsApp's handshake, then a signed message; a wrong signature changes nothing
+    url = f"{stack.base_url}/api/v1/inbound/whatsapp"
+    hello = requests.get(url, params={"hub.mode": "subscribe", "hub.verify_token":
+                                      f"verify{unique}", "hub.challenge": "42"}, timeout=10)
+    assert hello.status_code == 200 and hello.text == "42"
+    assert requests.get(url, params={"hub.mode": "subscribe", "hub.verify_token": "no",
+                                     "hub.challenge": "42"}, timeout=10).status_code == 403
+    raw, headers = signed(f"app{unique}", whatsapp_message(phone_id, wa_id, "Hi on WhatsApp"))
+    assert requests.post(url, data=raw, headers={**headers, "X-Hub-Signature-256": "sha256=00"},
+                         timeout=10).status_code == 403
+    ok = requests.post(url, data=raw, headers=headers, timeout=10)
+    assert ok.status_code == 200, ok.text
+    # Telegram through the existing inbound route
+    secret = f"tg{unique}"
+    route = api.post("/forms", json={"name": f"tg {unique}", "kind": "channel",
+                                     "channel": "telegram", "source": "telegram",
+                                     "telegram_secret_token": secret})
+    assert route.status_code == 201, route.text
+    update = {"update_id": tg_id % 100000, "message": {
+        "message_id": 1, "from": {"id": tg_id, "is_bot": False, "first_name": "Multi"},
+        "chat": {"id": tg_id, "type": "private"}, "date": int(time.time()),
+        "text": "Hi on Telegram"}}
+    got = requests.post(f"{stack.base_url}/api/v1/inbound/telegram/{route.json()['key']}",
+                        json=update, headers={"X-Telegram-Bot-Api-Secret-Token": secret},
+                        timeout=10)
+    assert got.status_code == 200, got.text
+    conv = wait(lambda: (lambda c: c if c and set(c["channels"]) >= {"telegram", "whatsapp"}
+                         else None)(conversation_of(api, contact["id"])), timeout=30)
+    assert conv, conversation_of(api, contact["id"])
+    texts = [m["text"] for m in messages_of(api, conv["id"])]
+    assert set(texts) == {"Hi on WhatsApp", "Hi on Telegram"}
+    # answers through each provider's API
+    assert api.post(f"/conversations/{conv['id']}/messages",
+                    json={"channel": "telegram", "body": "Hello from the CRM"}).status_code == 202
+    sent_tg = providers.wait_for(f"/tg/botTG{unique}/sendMessage")
+    assert json.loads(sent_tg[0]["body"]) == {"chat_id": str(tg_id), "text": "Hello from the CRM"}
+    assert api.post(f"/conversations/{conv['id']}/messages",
+                    json={"channel": "whatsapp", "body": "Hello on WhatsApp"}).status_code == 202
+    sent_wa = providers.wait_for(f"/wa/{phone_id}/messages")
+    body = json.loads(sent_wa[0]["body"])
+    assert body["to"] == wa_id and body["text"] == {"body": "Hello on WhatsApp"}
+    assert sent_wa[0]["headers"]["Authorization"] == "Bearer WATOKEN"
+    # outside the 24-hour window (no message from this client yet) only templates
+    other = api.post("/contacts", json={"first_name": "Cold", "phones": [
+        f"+39348{digits}"]}).json()
+    closed = api.post(f"/contacts/{other['id']}/messages", json={"channel": "whatsapp",
+                                                                  "body": "Hi"})
+    assert closed.status_code == 409
+    assert closed.json()["error"]["details"]["reason"] == "whatsapp_window_closed"
+    templated = api.post(f"/contacts/{other['id']}/messages", json={
+        "channel": "whatsapp", "template": "welcome", "variables": {"1": "Cold"}})
+    assert templated.status_code == 202, templated.text
+    sent = providers.wait_for(f"/wa/{phone_id}/messages", 2)
+    assert json.loads(sent[-1]["body"])["template"]["name"] == "welcome"
+    # SMS through the gateway's HTTP API, into the same conversation
+    sms = api.post("/channels", json={"kind": "sms", "name": f"sms {unique}",
+                                      "url": providers.base_url + f"/sms{unique}",
+                                      "token": "smstoken", "from_number": "+15550001"})
+    assert sms.status_code == 201, sms.text
+    answer = api.post(f"/contacts/{contact['id']}/messages",
+                      json={"channel": "sms", "body": "See you {{contact.first_name}}"})
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["conversation_id"] == conv["id"]
+    [texted] = providers.wait_for(f"/sms{unique}")
+    assert json.loads(texted["body"]) == {"to": f"+{wa_id}", "text": "See you Multi",
+                                          "from": "+15550001"}
+    assert texted["headers"]["Authorization"] == "Bearer smstoken"
+
+
+def test_waiting_client_escalates_once_and_inbox_moves(stack, api, providers, make_user,
+                                                       record_events, unique):
+    manager = make_user("manager", team=f"t{unique}")
+    agent = make_user("agent", team=f"t{unique}", manager_id=manager.user["id"])
+    # the notifier finds the manager in its copy of the users (user_upserted)
+    users = stack.db("notifications")["users"]
+    assert wait(lambda: (users.find_one({"_id": agent.user["id"]}) or {}).get("manager_id"))
+    assert wait(lambda: users.find_one({"_id": manager.user["id"]}))
+    phone_id = f"PNX{unique}"
+    api.post("/channels", json={"kind": "whatsapp", "name": f"wa2 {unique}",
+                                "api_base": providers.base_url + "/wa2",
+                                "phone_number_id": phone_id, "token": "T",
+                                "app_secret": f"esc{unique}", "first_response_minutes": 0.02})
+    digits = str(int(time.time() * 1000))[-7:]
+    wa_id = f"39349{digits}"
+    contact = api.post("/contacts", json={"first_name": "Waiting", "phones": [f"+{wa_id}"],
+                                          "owner_id": agent.user["id"]}).json()
+    events = record_events("conversations", "conversation_escalated")
+    raw, headers = signed(f"esc{unique}", whatsapp_message(phone_id, wa_id, "Anyone there?"))
+    assert requests.post(f"{stack.base_url}/api/v1/inbound/whatsapp", data=raw,
+                         headers=headers, timeout=10).status_code == 200
+    conv = wait(lambda: conversation_of(api, contact["id"]))
+    waiting = agent.get("/conversations", params={"waiting": "true"}).json()["items"]
+    assert conv["id"] in [c["id"] for c in waiting]
+    assert [c for c in waiting if c["id"] == conv["id"]][0]["waiting_seconds"] >= 0
+    found = events.wait_for(lambda e: e["data"]["conversation_id"] == conv["id"], timeout=20)
+    assert found and found[0]["data"]["user_id"] == agent.user["id"]
+    events.drain(3)
+    assert len([e for e in events.events if e["data"]["conversation_id"] == conv["id"]]) == 1
+    # the manager is told through the notifications path
+    assert wait(lambda: [n for n in manager.get("/notifications").json()["items"]
+                         if "Waiting" in json.dumps(n)], timeout=20)
+    # assign, close, reopen
+    assert agent.post(f"/conversations/{conv['id']}/assign",
+                      json={"assignee_id": agent.user["id"]}).json()["assignee_id"] == agent.user["id"]
+    mine = agent.get("/conversations", params={"assignee_id": "me"}).json()["items"]
+    assert conv["id"] in [c["id"] for c in mine]
+    assert agent.post(f"/conversations/{conv['id']}/close").json()["status"] == "closed"
+    closed = agent.get("/conversations", params={"status": "closed"}).json()["items"]
+    assert conv["id"] in [c["id"] for c in closed]
+    assert agent.post(f"/conversations/{conv['id']}/reopen").json()["status"] == "open"
+    # closed again, the client's next message reopens it
+    assert agent.post(f"/conversations/{conv['id']}/close").json()["status"] == "closed"
+    raw, headers = signed(f"esc{unique}", whatsapp_message(phone_id, wa_id, "Hello again?"))
+    assert requests.post(f"{stack.base_url}/api/v1/inbound/whatsapp", data=raw,
+                         headers=headers, timeout=10).status_code == 200
+    assert wait(lambda: agent.get(f"/conversations/{conv['id']}").json()["status"] == "open")
+    stranger = make_user("agent")
+    assert stranger.get(f"/conversations/{conv['id']}").status_code == 404
+
+
+def test_search_gets_messages_by_page_and_by_id(stack, api, shared_mailbox):
+    page = stack.rpc.call("conversations", "search_records", "message", limit=5)
+    assert page["items"] and all(i["id"] and i["conversation_id"] for i in page["items"])
+    first = page["items"][0]
+    [again] = stack.rpc.call("conversations", "search_records", "message",
+                             ids=[first["id"]])["items"]
+    assert again["text"] == first["text"]
+
+
+def test_kill_mid_send_sends_exactly_once(stack, api, mail, shared_mailbox, unique):
+    dovecot, relay = mail
+    contact = api.post("/contacts", json={"first_name": "Bob", "emails": [CLIENT2]}).json()
+    stack.stop_service("conversations", 0)
+    fast = {"CRM_CONVERSATIONS_SEND_LEASE_S": "3", "CRM_CONVERSATIONS_LEASE_S": "5"}
+    proc = stack.start_service("conversations", 0, CRM_CONVERSATIONS_FAILPOINTS="after_smtp",
+                               **fast)
+    try:
+        stack.wait_service("conversations", timeout=60)
+        answer = api.post(f"/contacts/{contact['id']}/messages",
+                          json={"subject": f"Once {unique}", "body": "Only once"})
+        assert answer.status_code == 202, answer.text
+        proc.wait(30)  # the failpoint: dead right after the SMTP server took it
+        assert proc.returncode == 17
+    finally:
+        stack.stop_service("conversations", 0)
+        stack.start_service("conversations", 0, **fast)
+        stack.wait_service("conversations", timeout=60)
+    message_id = answer.json()["message_id"]
+    conv_id = answer.json()["conversation_id"]
+    assert wait(lambda: [m for m in messages_of(api, conv_id)
+                         if m["message_id"] == message_id and m["status"] == "sent"], timeout=30)
+    time.sleep(2)
+    copies = [m for m in dovecot.messages(CLIENT2) if m["Message-ID"] == message_id]
+    assert len(copies) == 1
+    sent = [m for m in dovecot.messages(SALES, "Sent") if m["Message-ID"] == message_id]
+    assert len(sent) == 1
+

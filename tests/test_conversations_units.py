@@ -1,0 +1,62 @@
+"""Pure functions of the conversations service: MIME reading (malformed, wrong charsets,
+scripts, oversized attachments), threading keys, placeholders, outgoing headers."""
+from services.conversations import mail
+from services.conversations.operations import render
+
+
+def test_html_is_sanitised_and_plain_text_kept():
+    raw = (b"From: Eve <EVE@Example.COM>\r\nTo: sales@crm.test\r\nSubject: Hi\r\n"
+           b"Message-ID: <a@b>\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/alternative; boundary=XX\r\n\r\n--XX\r\n"
+           b"Content-Type: text/plain; charset=utf-8\r\n\r\nplain words\r\n--XX\r\n"
+           b"Content-Type: text/html; charset=utf-8\r\n\r\n<b>bold</b><script>alert(1)</script>"
+           b"<a href=\"javascript:alert(2)\" onclick=\"x()\">link</a>\r\n--XX--\r\n")
+    fields, attachments = mail.parse(raw, 1000)
+    assert fields["from"] == {"address": "eve@example.com", "name": "Eve"}
+    assert fields["text"].strip() == "plain words"
+    assert "<b>bold</b>" in fields["html"]
+    for bad in ("script", "javascript", "onclick"):
+        assert bad not in fields["html"]
+    assert fields["message_id"] == "<a@b>" and attachments == []
+
+
+def test_malformed_mime_and_unknown_charset_still_read():
+    raw = (b"From: x@y.test\r\nSubject: =?bogus-charset?Q?caf=E9?=\r\n"
+           b"Content-Type: text/plain; charset=no-such-charset\r\n\r\ncaf\xe9 ok\r\n")
+    fields, _ = mail.parse(raw, 1000)
+    assert "caf" in fields["text"] and "ok" in fields["text"]
+    garbage, _ = mail.parse(b"\x00\xff not a message at all", 1000)
+    assert garbage["from"]["address"] is None
+    broken = (b"From: x@y.test\r\nContent-Type: multipart/mixed; boundary=\"nope\"\r\n\r\n"
+              b"no parts here\r\n")
+    fields, attachments = mail.parse(broken, 1000)
+    assert attachments == []
+
+
+def test_oversized_attachment_is_listed_not_kept():
+    msg = mail.build({"address": "s@crm.test"}, [{"address": "c@x.test"}], "S", "body", None,
+                     "<id@crm.test>", None, [], [({"filename": "big.bin",
+                                                  "content_type": "application/octet-stream"},
+                                                 b"x" * 5000)])
+    fields, attachments = mail.parse(bytes(msg), 1000)
+    [(meta, data)] = attachments
+    assert data is None and meta["size"] == 5000 and "limit" in meta["skipped"]
+
+
+def test_forged_addresses_are_dropped_and_threading_keys():
+    assert mail.addresses("a b c, <not an address>, ok@x.test") == [
+        {"address": "ok@x.test", "name": ""}]
+    assert mail.subject_key("Re: FW: re[2]:  Price   request") == "price request"
+    assert mail.message_ids("<a@b> junk <c@d>") == ["<a@b>", "<c@d>"]
+
+
+def test_reply_headers_and_placeholders():
+    msg = mail.build({"address": "sales@crm.test", "display_name": "Sales"},
+                     [{"address": "c@x.test", "name": "C"}], "Re: Hi", "text", "<p>x</p>",
+                     "<new@crm.test>", "<old@x.test>", ["<root@x.test>", "<old@x.test>"], [])
+    assert msg["In-Reply-To"] == "<old@x.test>"
+    assert msg["References"] == "<root@x.test> <old@x.test>"
+    assert render("Hi {{contact.first_name}} {{deal.title}}{{vars.x}}{{contact.custom}}",
+                  {"first_name": "Ann", "custom": {"a": 1}}, {"title": "Deal"}, {"x": "!"}) \
+        == "Hi Ann Deal!"
+
