@@ -25,6 +25,7 @@ DEFAULT_CHANNELS = {
     "import_finished": ["inapp", "email"],
     "birthday_list": ["inapp", "email"],
     "note_mentioned": ["inapp", "email"],
+    "rule_notice": ["inapp"],
 }
 
 LANGUAGES = ("en", "it")
@@ -36,6 +37,7 @@ PERSON_EVENTS = {
     ("tasks", "task_escalated"), ("telephony", "call_missed"), ("deals", "deal_won"),
     ("deals", "deal_lost"), ("deals", "deal_assigned"), ("contacts", "import_finished"),
     ("deals", "lead_routed"), ("notes", "note_mentioned"),
+    ("automation", "rule_notice"),
 }
 
 # ... and every event a webhook may subscribe to (the catalog in docs/events.md).

@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony", "search",
             "notes")
+SERVICES += ("automation",)
 BASE_AMQP = os.environ.get("TEST_AMQP_URI", "amqp://guest:guest@localhost:5672/")
 
 
