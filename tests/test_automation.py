@@ -423,13 +423,19 @@ def test_days_in_stage_and_days_before_a_birthday(two_replicas, api, stack, uniq
     idle = make_rule(api, name="A week in a stage", trigger={"type": "in_stage", "days": 7},
                      conditions={"field": "deal.pipeline_id", "op": "eq", "value": pipeline["id"]},
                      actions=[{"type": "notify_user", "message": "{{ deal.title }} is idle"}])
-    fired = wait_until(lambda: [r for r in runs_of(api, greet["id"]) if r["state"] == "done"])
-    assert [r["record_id"] for r in fired] == [birthday["id"]]
+    fired = wait_until(lambda: [r for r in runs_of(api, greet["id"])
+                                if r["state"] == "done" and r["record_id"] == birthday["id"]])
+    assert len(fired) == 1
     assert fired[0]["occurrence"] == soon.isoformat()
+    def of_deal():
+        return [r for r in runs_of(api, idle["id"]) if r["record_id"] == deal["id"]]
+
     time.sleep(1)
-    assert runs_of(api, idle["id"]) == []  # not a week yet
+    assert of_deal() == []  # not a week yet
     stack.rpc.call("automation", "advance_clock", 8 * DAY)
-    fired = wait_until(lambda: [r for r in runs_of(api, idle["id"]) if r["state"] == "done"])
-    assert [r["record_id"] for r in fired] == [deal["id"]]
+    fired = wait_until(lambda: [r for r in of_deal() if r["state"] == "done"])
+    assert len(fired) == 1
     time.sleep(1)
-    assert len(runs_of(api, greet["id"])) == 1 and len(runs_of(api, idle["id"])) == 1
+    assert len(of_deal()) == 1
+    assert [r["record_id"] for r in runs_of(api, greet["id"]) if r["state"] == "done"] == \
+        [birthday["id"]]
