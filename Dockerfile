@@ -89,5 +89,8 @@ CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.search.service
 FROM service AS notes
 CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.notes.service:NotesService"]
 
+FROM service AS automation
+CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.automation.service:AutomationService"]
+
 # the image: the stage named by SERVICE
 FROM ${SERVICE}

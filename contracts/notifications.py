@@ -26,6 +26,7 @@ DEFAULT_CHANNELS = {
     "birthday_list": ["inapp", "email"],
     "note_mentioned": ["inapp", "email"],
     "conversation_escalated": ["inapp", "email"],
+    "rule_notice": ["inapp"],
 }
 
 LANGUAGES = ("en", "it")
@@ -37,6 +38,7 @@ PERSON_EVENTS = {
     ("tasks", "task_escalated"), ("telephony", "call_missed"), ("deals", "deal_won"),
     ("deals", "deal_lost"), ("deals", "deal_assigned"), ("contacts", "import_finished"),
     ("deals", "lead_routed"), ("notes", "note_mentioned"),
+    ("automation", "rule_notice"),
 }
 PERSON_EVENTS |= {("conversations", "conversation_escalated")}
 

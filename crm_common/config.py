@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony", "search",
             "notes")
 SERVICES += ("conversations",)
+SERVICES += ("automation",)
 
 # Never a webhook target unless configured otherwise: private, link-local (cloud metadata),
 # carrier-grade NAT, multicast, reserved and "this host" ranges. Loopback is separate so
@@ -19,6 +20,11 @@ DEFAULT_FORBIDDEN = ("0.0.0.0/8,10.0.0.0/8,100.64.0.0/10,169.254.0.0/16,172.16.0
                      "192.0.0.0/24,192.168.0.0/16,198.18.0.0/15,224.0.0.0/4,240.0.0.0/4,"
                      "fc00::/7,fe80::/10,ff00::/8,::/128")
 LOOPBACK = ("127.0.0.0/8", "::1/128")
+
+
+def forbidden_networks(nets, allow_loopback):
+    """The networks a webhook may not reach: `nets`, plus loopback unless allowed."""
+    return list(nets) + ([] if allow_loopback else [ipaddress.ip_network(n) for n in LOOPBACK])
 
 
 class _Reader:
@@ -88,10 +94,7 @@ class NotifySettings:
     allow_loopback: bool
 
     def webhook_forbidden(self):
-        nets = list(self.forbidden_nets)
-        if not self.allow_loopback:
-            nets += [ipaddress.ip_network(n) for n in LOOPBACK]
-        return nets
+        return forbidden_networks(self.forbidden_nets, self.allow_loopback)
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,29 @@ class SearchSettings:
     queue_expires_hours: float
     rebuild_page: int
     sync_seconds: float
+
+
+@dataclass(frozen=True)
+class AutomationSettings:
+    """services/automation/README.md"""
+    tick_seconds: float          # the timer: delayed runs, retries, time triggers
+    loop_limit: int              # automation steps in one cause chain before a rule stops
+    action_max_attempts: int     # an action whose service is down is retried this often
+    retry_backoff_s: float       # first retry wait, doubling
+    lease_s: float               # a run whose process died is taken over after this
+    batch: int                   # due runs read per tick
+    scan_limit: int              # records a time rule reads per tick
+    events_keep_days: int        # events kept for dry runs
+    webhook_timeout_s: float
+    invoice_service: str         # the service answering create_invoice_from_deal
+    public_base_url: str         # unsubscribe links: <this>/u/<token>
+    campaign_rate_per_minute: int  # messages per minute per campaign unless it says
+    test_clock: bool
+    forbidden_nets: tuple = ()
+    allow_loopback: bool = False
+
+    def webhook_forbidden(self):
+        return forbidden_networks(self.forbidden_nets, self.allow_loopback)
 
 
 @dataclass(frozen=True)
@@ -270,6 +296,7 @@ class Settings:
     telephony: TelephonySettings = None
     contacts: ContactsSettings = None
     search: SearchSettings = None
+    automation: AutomationSettings = None
     gateway: GatewaySettings = None
     stream: StreamSettings = None
     ami_connector: AmiConnectorSettings = None
@@ -400,6 +427,27 @@ def _search(env):
     )
 
 
+def _automation(env, test_clock):
+    return AutomationSettings(
+        tick_seconds=env._float("CRM_AUTOMATION_TICK_SECONDS", "5"),
+        loop_limit=env._int("CRM_AUTOMATION_LOOP_LIMIT", "5"),
+        action_max_attempts=env._int("CRM_AUTOMATION_ACTION_MAX_ATTEMPTS", "5"),
+        retry_backoff_s=env._float("CRM_AUTOMATION_RETRY_BACKOFF_S", "30"),
+        lease_s=env._float("CRM_AUTOMATION_LEASE_S", "120"),
+        batch=env._int("CRM_AUTOMATION_BATCH", "200"),
+        scan_limit=env._int("CRM_AUTOMATION_SCAN_LIMIT", "500"),
+        events_keep_days=env._int("CRM_AUTOMATION_EVENTS_KEEP_DAYS", "31"),
+        webhook_timeout_s=env._float("CRM_AUTOMATION_WEBHOOK_TIMEOUT_S", "5"),
+        invoice_service=env._str("CRM_AUTOMATION_INVOICE_SERVICE", "sales"),
+        public_base_url=env._str("CRM_PUBLIC_BASE_URL", "http://localhost:8000").rstrip("/"),
+        campaign_rate_per_minute=env._int("CRM_CAMPAIGN_RATE_PER_MINUTE", "600"),
+        test_clock=test_clock,
+        forbidden_nets=tuple(ipaddress.ip_network(n) for n in
+                             env._list("CRM_WEBHOOK_FORBIDDEN_NETS", DEFAULT_FORBIDDEN)),
+        allow_loopback=env._flag("CRM_WEBHOOK_ALLOW_LOOPBACK"),
+    )
+
+
 def _stream(env):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return StreamSettings(
@@ -507,6 +555,7 @@ def load_settings(environ=None):
         telephony=_telephony(env),
         contacts=_contacts(env),
         search=_search(env),
+        automation=_automation(env, test_clock),
         gateway=_gateway(env),
         stream=_stream(env),
         ami_connector=_ami_connector(env),

@@ -101,6 +101,11 @@ MATRIX = {p.name: p for p in (
        "created by the scope's people)"),
     _p("tasks:write", ALL, TEAM, OWN, "tasks:write", "create, change, complete, cancel "
        "tasks"),
+    _p("automation:read", ALL, TEAM, NO, "automation:read", "automation rules, their run "
+       "logs and dry runs, segments and campaigns (a manager: their team's rules)"),
+    _p("automation:write", ALL, TEAM, NO, "automation:write", "create, change, enable, "
+       "delete rules (a manager's rule acts only on their team's records and assigns within "
+       "it), segments, campaigns and sending them"),
     _p("task-rules:read", ALL, ALL, ALL, "task-rules:read", "stage automation rules"),
     _p("task-rules:write", ALL, ALL, NO, "task-rules:write", "create, change, delete stage "
        "rules (company-wide automation; a manager's rule assigns within their team)"),

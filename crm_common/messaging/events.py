@@ -18,7 +18,7 @@ import logging
 
 import traceback
 
-from kombu import Connection, Exchange, Queue
+from kombu import Connection, Exchange, Queue, binding
 from nameko.amqp.publish import Publisher
 from nameko.events import EventHandler, get_event_exchange
 from nameko.extensions import DependencyProvider
@@ -125,6 +125,26 @@ def declare_dead_letter_queue(amqp_uri, queue_name):
 
 
 reliable_handler = ReliableEventHandler.decorator
+
+
+class SourceEventHandler(ReliableEventHandler):
+    """One reliable queue per source service instead of one per event type, for a service
+    that listens to many types: a durable queue (and dead-letter queue) per type is broker
+    load for nothing. The queue is bound to each wanted type on `<source>.events`; failed
+    messages go back to the queue by its name, so the bindings do not matter for them."""
+
+    def __init__(self, source_service, event_types, **kwargs):
+        # the name part of the queue ("evt-<source>-events--<service>.<method>")
+        super().__init__(source_service, "events", **kwargs)
+        self.event_types = tuple(sorted(event_types))
+
+    def setup(self):
+        super().setup()
+        self.queue.bindings = {binding(self.queue.exchange, routing_key=event_type)
+                               for event_type in self.event_types}
+
+
+source_handler = SourceEventHandler.decorator
 
 
 def event_exchange(service, config):

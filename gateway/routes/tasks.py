@@ -95,13 +95,14 @@ def _open_deals(owner_id):
             for d in (page or {}).get("items", [])]
 
 
+# stage task rules are rules of the automation engine (services/automation/task_rules.py)
 RULE_TAG = "task-rules"
 
 
 @api.route("/task-rules", "GET", "Task rules per pipeline stage", RULE_TAG,
            query=s.TaskRuleListQuery, response=s.TaskRulePage, permission="task-rules:read")
 def list_rules(body, params):
-    return call("tasks", "list_rules", params)
+    return call("automation", "list_task_rules", params)
 
 
 @api.route("/task-rules", "POST",
@@ -109,23 +110,23 @@ def list_rules(body, params):
            RULE_TAG, body=s.TaskRuleIn, response=s.TaskRuleOut, status=201, errors=WRITE_ERRORS,
            permission="task-rules:write")
 def create_rule(body, params):
-    return call("tasks", "create_rule", body)
+    return call("automation", "create_task_rule", body)
 
 
 @api.route("/task-rules/{rule_id}", "GET", "Get a task rule", RULE_TAG, response=s.TaskRuleOut,
            permission="task-rules:read")
 def get_rule(rule_id, body, params):
-    return call("tasks", "get_rule", rule_id)
+    return call("automation", "get_task_rule", rule_id)
 
 
 @api.route("/task-rules/{rule_id}", "PATCH", "Change a task rule", RULE_TAG, body=s.TaskRuleIn,
            partial=True, response=s.TaskRuleOut, errors=WRITE_ERRORS,
            permission="task-rules:write")
 def update_rule(rule_id, body, params):
-    return call("tasks", "update_rule", rule_id, body)
+    return call("automation", "update_task_rule", rule_id, body)
 
 
 @api.route("/task-rules/{rule_id}", "DELETE", "Delete a task rule", RULE_TAG,
            response=s.TaskRuleOut, permission="task-rules:write")
 def delete_rule(rule_id, body, params):
-    return call("tasks", "delete_rule", rule_id)
+    return call("automation", "delete_task_rule", rule_id)

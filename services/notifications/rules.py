@@ -30,6 +30,8 @@ def recipients(event_type, data, users):
         ids = [owner, _manager_of(owner, users)]
     elif event_type in ("deal_assigned", "lead_routed"):
         ids = [data["owner_id"]]
+    elif event_type == "rule_notice":  # an automation rule's notify_user action
+        ids = [data["user_id"]]
     elif event_type == "import_finished":
         ids = [data["started_by"]]
     elif event_type == "note_mentioned":

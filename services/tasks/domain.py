@@ -2,10 +2,10 @@
 task, the bounds of a user's day. No I/O here, so it is unit-tested directly."""
 import calendar
 from datetime import datetime, time, timedelta, timezone
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from contracts.tasks import FREQUENCIES, KINDS, PRIORITIES, STATUSES  # noqa: F401
 from crm_common.timeutil import to_iso
+from crm_common.workhours import due_in_working_hours, zone  # noqa: F401
 
 # kinds whose completion is a real touch with the customer (moves last_contacted_at)
 CONTACT_KINDS = ("call", "meeting")
@@ -77,13 +77,6 @@ def next_occurrence(due_at, recurrence):
     return nxt
 
 
-def zone(name):
-    try:
-        return ZoneInfo(name) if name else timezone.utc
-    except (ZoneInfoNotFoundError, ValueError):
-        return timezone.utc
-
-
 def day_bounds(now, tz_name=None):
     """[start, end) of the day that contains `now` in the user's time zone, in UTC."""
     tz = zone(tz_name)
@@ -91,27 +84,3 @@ def day_bounds(now, tz_name=None):
     start = datetime.combine(local.date(), time(0), tzinfo=tz)
     end = datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=tz)
     return start.astimezone(timezone.utc), end.astimezone(timezone.utc)
-
-
-def due_in_working_hours(start, minutes, hours=None):
-    """`minutes` of working time after `start`: with `hours` ({start, end "HH:MM", days ISO
-    weekdays, timezone}) the clock only runs inside them, so a lead at 17:55 with 15 minutes
-    is due at 09:10 the next working day; without, plain minutes."""
-    if not hours:
-        return start + timedelta(minutes=minutes)
-    tz = zone(hours.get("timezone"))
-    open_at = time.fromisoformat(hours.get("start", "09:00"))
-    close_at = time.fromisoformat(hours.get("end", "18:00"))
-    days = set(hours.get("days") or [1, 2, 3, 4, 5])
-    local = start.astimezone(tz)
-    left = timedelta(minutes=minutes)
-    for _ in range(400):  # at most a year of days
-        day_open = datetime.combine(local.date(), open_at, tzinfo=tz)
-        day_close = datetime.combine(local.date(), close_at, tzinfo=tz)
-        if local.isoweekday() in days and local < day_close:
-            begin = max(local, day_open)
-            if begin + left <= day_close:
-                return (begin + left).astimezone(timezone.utc)
-            left -= day_close - begin
-        local = datetime.combine(local.date() + timedelta(days=1), time(0), tzinfo=tz)
-    return start + timedelta(minutes=minutes)  # no working day at all: plain minutes

@@ -28,7 +28,6 @@ list_query = schemas.TaskListQuery()
 complete_in = schemas.CompleteIn()
 calendar_query = schemas.CalendarQuery()
 agenda_query = schemas.AgendaQuery()
-rule_in = schemas.TaskRuleIn()
 rule_out = schemas.TaskRuleOut()
 rule_list_query = schemas.TaskRuleListQuery()
 report_query = schemas.TaskReportQuery()
@@ -77,14 +76,21 @@ class Tasks:
         return custom_fields.check_values(self.store.custom_fields.of("task"), values,
                                           users=self.store.known_user_ids)
 
-    def create(self, payload):
+    def create(self, payload, source_key=None, source=None, creator_id=None):
         data = load(task_in, payload)
         if "custom" in data:
             data["custom"] = self.typed_custom(data["custom"])
         assignee = data.get("assignee_id") or self.caller.user_id
         self._check_assignee(assignee)
         now = self.clock.now()
-        doc = self._new_task(data, assignee, self.caller.user_id, now, {"type": "api", "id": None})
+        creator = self.caller.user_id or creator_id  # a service acts for someone
+        doc = self._new_task(data, assignee, creator, now,
+                             dict(source) if source else {"type": "api", "id": None})
+        if source_key:
+            doc["source_key"] = str(source_key)[:300]
+            if not self.store.insert_task(doc):  # made by an earlier call with this key
+                return dump_task(self.store.task_by_source_key(doc["source_key"]), now), []
+            return self._created(doc, now)
         self.store.insert_task(doc)
         return self._created(doc, now)
 
@@ -218,36 +224,6 @@ class Tasks:
         return person
 
     # stage rules
-    def create_rule(self, payload):
-        data = load(rule_in, payload)
-        if data.get("assignee_id"):
-            self._check_assignee(data["assignee_id"])
-        now = utcnow()
-        doc = self.store.insert_rule(dict(data, created_at=now, updated_at=now,
-                                          created_by=self.caller.user_id))
-        return dump_rule(doc)
-
-    def get_rule(self, rule_id):
-        doc = self.store.get_rule(rule_id)
-        if not doc:
-            raise NotFound("Task rule not found", {"id": rule_id})
-        return dump_rule(doc)
-
-    def update_rule(self, rule_id, payload):
-        data = load(rule_in, payload, partial=True)
-        if data.get("assignee_id"):
-            self._check_assignee(data["assignee_id"])
-        doc = self.store.update_rule(rule_id, dict(data, updated_at=utcnow()))
-        if not doc:
-            raise NotFound("Task rule not found", {"id": rule_id})
-        return dump_rule(doc)
-
-    def delete_rule(self, rule_id):
-        doc = self.store.delete_rule(rule_id)
-        if not doc:
-            raise NotFound("Task rule not found", {"id": rule_id})
-        return dump_rule(doc)
-
     def list_rules(self, params):
         q = load(rule_list_query, params)
         query = {k: q[k] for k in ("pipeline_id", "stage_id") if q.get(k)}
@@ -379,27 +355,6 @@ class Tasks:
                                          self._auto_cancel(now, "answered_call"))
             if doc:
                 events.append(self._canceled_event(dump_task(doc, now)))
-        return events
-
-    def on_deal_stage_changed(self, event):
-        data = event["data"]
-        deal_id, pipeline_id, stage_id = data["deal_id"], data["pipeline_id"], data["to_stage_id"]
-        base = parse_iso(event["occurred_at"])
-        now = self.clock.now()
-        events = []
-        for rule in self.store.rules_for(pipeline_id, stage_id):
-            assignee = rule.get("assignee_id") or data.get("owner_id")
-            doc = self._new_task(
-                {"kind": rule["kind"], "title": rule["title"],
-                 "description": rule.get("description"), "priority": rule["priority"],
-                 "reminders": rule.get("reminders") or [],
-                 "due_at": base + timedelta(minutes=rule["due_in_minutes"]),
-                 "contact_id": data.get("contact_id"), "deal_id": deal_id},
-                assignee, data.get("actor_id"), now, {"type": "stage_rule", "id": rule["_id"],
-                                                      "event_id": event["event_id"]})
-            doc["source_key"] = f"stage_rule:{rule['_id']}:{event['event_id']}"
-            if self.store.insert_task(doc):
-                events += self._created(doc, now)[1]
         return events
 
     # reminders, overdue and escalation (called by the timer of every replica)

@@ -1,6 +1,5 @@
 """Tasks service entrypoints: thin; the work is in operations.py, storage in store.py."""
 import logging
-import os
 
 from nameko.timer import timer
 
@@ -13,7 +12,8 @@ from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
 from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import rpc
-from crm_common.timeutil import parse_iso, to_iso, utcnow
+from crm_common.clock import ClockEntrypoints
+from crm_common.timeutil import utcnow
 from services.tasks.clock import Clock
 from services.tasks.dependencies import ScanPool
 from services.tasks.operations import Tasks, dump_task
@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 CONFIG = get_settings().tasks
 
 
-class TasksService(HealthEntrypoints):
+class TasksService(HealthEntrypoints, ClockEntrypoints):
     name = "tasks"
+    tick_seconds = CONFIG.tick_seconds
 
     store = MongoStore(TasksStore)
     caller = CallerContext()
@@ -41,8 +42,11 @@ class TasksService(HealthEntrypoints):
 
     # tasks
     @rpc(expected_exceptions=EXPECTED)
-    def create_task(self, payload):
-        return self._announce(self.tasks.create, payload)
+    def create_task(self, payload, source_key=None, source=None, creator_id=None):
+        """For a service creating tasks (automation's actions): `source_key` is its key of
+        the cause (a second call with it answers the task made by the first), `source` the
+        task's source ({type, id, ...}), `creator_id` whom it acts for."""
+        return self._announce(self.tasks.create, payload, source_key, source, creator_id)
 
     @rpc(expected_exceptions=EXPECTED)
     def get_task(self, task_id):
@@ -124,23 +128,8 @@ class TasksService(HealthEntrypoints):
     def completeness_report(self, params):
         return self.minimal.report(params, self.tasks.completeness_records, "assignee_id")
 
-    # stage rules
-    @rpc(expected_exceptions=EXPECTED)
-    def create_rule(self, payload):
-        return self.tasks.create_rule(payload)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def get_rule(self, rule_id):
-        return self.tasks.get_rule(rule_id)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def update_rule(self, rule_id, payload):
-        return self.tasks.update_rule(rule_id, payload)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def delete_rule(self, rule_id):
-        return self.tasks.delete_rule(rule_id)
-
+    # stage rules held here before they became automation rules: read once by the
+    # automation service's migration (services/automation/task_rules.py)
     @rpc(expected_exceptions=EXPECTED)
     def list_rules(self, params):
         return self.tasks.list_rules(params)
@@ -155,23 +144,6 @@ class TasksService(HealthEntrypoints):
     def _send_one(self, event):
         self.dispatch(event["type"], event)
 
-    @rpc
-    def replica_info(self):
-        """Which process answered and with which clock (tests tell two replicas apart)."""
-        return {"pid": os.getpid(), "test_clock": CONFIG.test_clock,
-                "tick_seconds": CONFIG.tick_seconds}
-
-    @rpc(expected_exceptions=EXPECTED)
-    def now(self):
-        return to_iso(self.clock.now())
-
-    @rpc(expected_exceptions=EXPECTED)
-    def set_clock(self, iso):
-        return to_iso(self.clock.set(parse_iso(iso)))
-
-    @rpc(expected_exceptions=EXPECTED)
-    def advance_clock(self, seconds):
-        return to_iso(self.clock.advance(seconds))
 
     # other services' events
     @reliable_handler("gateway", "user_upserted")
@@ -209,7 +181,3 @@ class TasksService(HealthEntrypoints):
         """The reminder task of a commitment recorded in a note, for its owner."""
         self._handle_and_announce(self.tasks.on_commitment_made, event)
 
-    @reliable_handler("deals", "deal_stage_changed")
-    def on_deal_stage_changed(self, event):
-        """The stage's task rules create their tasks."""
-        self._handle_and_announce(self.tasks.on_deal_stage_changed, event)

@@ -81,6 +81,9 @@ class TasksStore(BaseStore):
                                        upsert=True)
         return result.upserted_id is not None
 
+    def task_by_source_key(self, source_key):
+        return self.tasks.find_one({"source_key": source_key})
+
     def get_task(self, task_id, visible=None):
         return self.tasks.find_one({"_id": task_id, **(visible or {})})
 
@@ -278,26 +281,8 @@ class TasksStore(BaseStore):
         return doc["last_answered_at"] if doc else None
 
     # stage rules
-    def insert_rule(self, doc):
-        doc["_id"] = new_id()
-        self.rules.insert_one(doc)
-        return doc
-
-    def get_rule(self, rule_id):
-        return self.rules.find_one({"_id": rule_id})
-
-    def update_rule(self, rule_id, changes):
-        return update_and_get(self.rules, {"_id": rule_id}, {"$set": changes})
-
-    def delete_rule(self, rule_id):
-        return self.rules.find_one_and_delete({"_id": rule_id})
-
     def page_rules(self, query, limit, cursor):
         return page(self.rules, query, "created_at", DESCENDING, limit, cursor)
-
-    def rules_for(self, pipeline_id, stage_id):
-        return [r for r in self.rules.find({"pipeline_id": pipeline_id, "stage_id": stage_id})
-                if r.get("active")]
 
     # the test clock's offset (shared by every replica through the database)
     def clock_offset(self):

@@ -1,0 +1,123 @@
+"""Automation speed: events per second evaluated against 200 enabled rules through the
+service (events published on the broker, handled by the automation process: kept for dry
+runs, records' copies updated, every rule of the event type evaluated), beside the
+evaluator alone in this process (engine.evaluate over the same rules and events).
+
+    .venv/bin/python bench/bench_automation.py [--events 2000] [--rules 200] [--in-process-only]
+
+Starts an isolated stack (tests/stack.py). The rules' conditions fail for most events and
+skips are not logged, so the figure is the engine's cost, not the actions'.
+"""
+import argparse
+import os
+import random
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import Platform, cpu_note, cpu_seconds, load_average  # noqa: E402
+
+STAGES = [f"stage-{i}" for i in range(40)]
+
+
+def rule_body(n):
+    return {"name": f"bench {n}", "enabled": True, "log_skips": False,
+            "trigger": {"type": "event", "event": "deals.deal_stage_changed"},
+            "conditions": {"all": [
+                {"field": "to_stage_id", "op": "eq", "value": STAGES[n % len(STAGES)]},
+                {"field": "deal.amount", "op": "gt", "value": 10 ** 9},
+                {"any": [{"field": "deal.source", "op": "in", "value": ["web", "ads"]},
+                         {"field": "contact.tags", "op": "contains", "value": "vip"}]}]},
+            "actions": [{"type": "notify_user", "message": "{{ deal.title }}"}]}
+
+
+def event_data(n):
+    deal_id = f"bench-deal-{n % 500}"
+    return {"deal": {"id": deal_id, "title": f"Deal {n}", "amount": random.randint(1, 10 ** 6),
+                     "currency": "EUR", "pipeline_id": "p", "stage_id": STAGES[n % len(STAGES)],
+                     "status": "open", "source": "web", "owner_id": "u1"},
+            "deal_id": deal_id, "pipeline_id": "p", "from_stage_id": None,
+            "to_stage_id": STAGES[n % len(STAGES)], "owner_id": "u1"}
+
+
+class RulesOnly:
+    """What the service's rule cache reads of its store."""
+
+    def __init__(self, rules):
+        self.rules = [dict(r, _id=str(i)) for i, r in enumerate(rules)]
+
+    def rules_version(self):
+        return 1
+
+    def enabled_rules(self):
+        return self.rules
+
+
+def in_process(rules, events):
+    from services.automation import engine
+    from services.automation.operations import RuleCache
+    cache = RuleCache().get(RulesOnly(rules))
+    for label, candidates in (
+            ("every rule evaluated", lambda data: rules),
+            ("rules looked up by value (service)",
+             lambda data: cache.rules_for("deals.deal_stage_changed", data))):
+        started, cpu = time.perf_counter(), time.process_time()
+        for data in events:
+            for rule in candidates(data):
+                engine.evaluate(rule["conditions"], data)
+        seconds = time.perf_counter() - started
+        print(f"  evaluator alone: {label:<36} {len(events) / seconds:>9.0f} events/s x "
+              f"{len(rules)} rules   cpu ms/event="
+              f"{1000 * (time.process_time() - cpu) / len(events):.3f}", flush=True)
+
+
+def through_service(platform, rules, events):
+    from crm_common.messaging.publish import publish_event
+    from kombu import Connection
+    stack = platform.stack
+    for body in rules:
+        stack.rpc.call("automation", "create_rule", body, timeout=30)
+    kept = stack.db("automation")["events"]
+    before_count = kept.count_documents({})
+    before = cpu_seconds(platform)
+    started = time.perf_counter()
+    with Connection(stack.amqp_uri) as conn:
+        for data in events:
+            publish_event(stack.amqp_uri, "deals", "deal_stage_changed", data, connection=conn)
+    published = time.perf_counter() - started
+    deadline = time.time() + 300
+    while kept.count_documents({}) - before_count < len(events) and time.time() < deadline:
+        time.sleep(0.2)
+    seconds = time.perf_counter() - started
+    done = kept.count_documents({}) - before_count
+    after = cpu_seconds(platform)
+    print(f"  through the service (1 replica)   {done / seconds:>10.0f} events/s "
+          f"x {len(rules)} rules   published in {published:.1f} s, handled {done}/{len(events)} "
+          f"in {seconds:.1f} s", flush=True)
+    print(f"    {cpu_note(before, after, max(done, 1))}", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--rules", type=int, default=200)
+    parser.add_argument("--in-process-only", action="store_true")
+    args = parser.parse_args()
+    random.seed(1)
+    rules = [rule_body(n) for n in range(args.rules)]
+    events = [event_data(n) for n in range(args.events)]
+    print(f"bench_automation: {args.events} deal_stage_changed events, {args.rules} rules; "
+          f"{load_average()}", flush=True)
+    in_process(rules, events)
+    if args.in_process_only:
+        return
+    platform = Platform()
+    try:
+        through_service(platform, rules, events)
+    finally:
+        platform.close()
+
+
+if __name__ == "__main__":
+    main()

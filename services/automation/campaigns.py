@@ -1,0 +1,272 @@
+"""Segments (saved contact filters, evaluated when used) and campaigns (a template sent to a
+segment, throttled, consent checked when each message goes). Each recipient is a `sends`
+document keyed (campaign, contact): queued once however often the queuing is retried, and
+sent with that key as the idempotency key of conversations' send_to_contact."""
+import logging
+from datetime import timedelta
+
+from contracts import automation as schemas
+from contracts.contacts import ContactListQuery, ContactOut
+from crm_common.cursors import sign_token, verify_token
+from crm_common.errors import BadRequest, Conflict, CrmError, NotFound, Timeout, Unavailable
+from crm_common.fields import with_every_key
+from crm_common.ids import new_id
+from crm_common.messaging.events import envelope
+from crm_common.validation import load
+from services.automation import engine
+
+log = logging.getLogger(__name__)
+
+segment_in = schemas.SegmentIn()
+segment_out = schemas.SegmentOut()
+campaign_in = schemas.CampaignIn()
+campaign_out = schemas.CampaignOut()
+send_in = schemas.CampaignSendIn()
+page_query = schemas.RuleListQuery()
+# the contacts list's filters a segment may hold (not its paging)
+FILTERS = {name: field for name, field in ContactListQuery().fields.items()
+           if name not in ("limit", "cursor", "sort", "include_total", "include_deleted")}
+CONTACT_ROOTS = {"contact": ContactOut()}
+PAGE = 500
+MAX_ATTEMPTS = 5
+COUNTS = ("queued", "delivered", "failed", "skipped", "unsubscribed")
+
+
+def dump_segment(doc):
+    return with_every_key(segment_out, segment_out.dump(doc), doc["_id"])
+
+
+def dump_campaign(doc):
+    doc = dict(doc, counts={k: (doc.get("counts") or {}).get(k, 0) for k in COUNTS},
+               source=f"campaign:{doc['_id']}")
+    return with_every_key(campaign_out, campaign_out.dump(doc), doc["_id"])
+
+
+class Campaigns:
+    def __init__(self, store, caller, clock, settings, conversations, contacts, dispatch):
+        self.store = store
+        self.caller = caller
+        self.clock = clock
+        self.settings = settings
+        self.conversations = conversations  # lambda context: proxy
+        self.contacts = contacts
+        self.dispatch = dispatch
+
+    def _check(self):
+        if self.caller.role not in (None, "admin", "manager"):
+            raise NotFound("Not found")
+
+    def _as_caller(self):
+        return {k: v for k, v in self.caller.items() if v is not None}
+
+    # segments
+    def create_segment(self, payload):
+        self._check()
+        data = load(segment_in, payload, json_body=True)
+        unknown = sorted(set(data["filters"]) - set(FILTERS))
+        if unknown:
+            raise engine.invalid("filters", "Unknown filters: " + ", ".join(unknown)
+                                 + "; known: " + ", ".join(sorted(FILTERS)))
+        filters = ContactListQuery(only=tuple(data["filters"]) or None)
+        errors = filters.validate(data["filters"]) if data["filters"] else {}
+        if errors:
+            raise engine.invalid("filters", str(errors))
+        if not data["filters"] and not data["allow_everyone"]:
+            raise engine.invalid("filters", "A segment with no filter matches every contact; "
+                                            "set allow_everyone to mean it.")
+        now = self.clock.now()
+        doc = {"_id": new_id(), **data, "created_by": self.caller.user_id, "created_at": now,
+               "updated_at": now}
+        self.store.insert("segments", doc)
+        return dump_segment(doc)
+
+    def get_segment(self, segment_id):
+        self._check()
+        doc = self.store.get("segments", segment_id)
+        if not doc:
+            raise NotFound("Segment not found", {"id": segment_id})
+        return dump_segment(doc)
+
+    def delete_segment(self, segment_id):
+        doc = self.store.get("segments", segment_id)
+        if not doc:
+            raise NotFound("Segment not found", {"id": segment_id})
+        self.store.delete("segments", segment_id)
+        return dump_segment(doc)
+
+    def list_segments(self, params):
+        self._check()
+        query = load(page_query, params)
+        docs, cursor = self.store.list_page("segments", query["limit"], query.get("cursor"))
+        return {"items": [dump_segment(d) for d in docs], "next_cursor": cursor}
+
+    def count_segment(self, segment_id):
+        """Live: the contacts the filters match now (the contacts list's total)."""
+        segment = self.get_segment(segment_id)
+        page = self.contacts(self._as_caller()).list_contacts(
+            {**segment["filters"], "limit": 1, "include_total": True})
+        return {"id": segment_id, "count": page.get("total") or 0}
+
+    # campaigns
+    def create_campaign(self, payload):
+        self._check()
+        data = load(campaign_in, payload, json_body=True)
+        self.get_segment(data["segment_id"])
+        for key in ("subject", "body"):
+            if data.get(key):
+                engine.check_template(data[key], CONTACT_ROOTS, key)
+        if data["channel"] == "email" and "unsubscribe_url" not in data["body"]:
+            raise engine.invalid("body", "A marketing e-mail carries {{ unsubscribe_url }}.")
+        now = self.clock.now()
+        doc = {"_id": new_id(), **data, "status": "draft", "counts": {},
+               "created_by": self.caller.user_id, "created_at": now, "updated_at": now}
+        self.store.insert("campaigns", doc)
+        return dump_campaign(doc)
+
+    def get_campaign(self, campaign_id):
+        self._check()
+        doc = self.store.get("campaigns", campaign_id)
+        if not doc:
+            raise NotFound("Campaign not found", {"id": campaign_id})
+        return dump_campaign(doc)
+
+    def list_campaigns(self, params):
+        self._check()
+        query = load(page_query, params)
+        docs, cursor = self.store.list_page("campaigns", query["limit"], query.get("cursor"))
+        return {"items": [dump_campaign(d) for d in docs], "next_cursor": cursor}
+
+    def send(self, campaign_id, payload):
+        self.get_campaign(campaign_id)
+        data = load(send_in, payload or {}, json_body=True)
+        now = self.clock.now()
+        at = data.get("send_at") or now
+        doc = self.store.update("campaigns", campaign_id,
+                                {"status": "scheduled", "send_at": at, "wake_at": at,
+                                 "updated_at": now}, expect={"status": "draft"})
+        if not doc:
+            raise Conflict("Only a draft campaign can be sent", {"id": campaign_id})
+        return dump_campaign(doc)
+
+    # the timer
+    def tick(self):
+        now = self.clock.now()
+        handled = 0
+        for campaign in self.store.due_campaigns(now):
+            if campaign["status"] == "scheduled":
+                if self.store.take_campaign(campaign, {"status": "queuing",
+                                                       "wake_at": now + timedelta(minutes=5)}):
+                    handled += self._queue(campaign, now)
+            elif campaign["status"] == "sending":
+                if self.store.count_sends(campaign["_id"], "queued") == 0:
+                    if self.store.take_campaign(campaign, {"status": "sent", "wake_at": None}):
+                        self._announce(campaign, "campaign_finished")
+                else:
+                    self.store.take_campaign(campaign, {"wake_at": now + timedelta(seconds=5)})
+            elif campaign["status"] == "queuing":  # the queuing replica died: again
+                if self.store.take_campaign(campaign, {"wake_at": now + timedelta(minutes=5)}):
+                    handled += self._queue(campaign, now)
+        for send in self.store.due_sends(now, self.settings.batch):
+            if self.store.take_send(send, now, self.settings.lease_s):
+                self._send(send, now)
+                handled += 1
+        return handled
+
+    def _queue(self, campaign, now):
+        """The segment's contacts now, as queued sends spaced at the campaign's rate."""
+        segment = self.store.get("segments", campaign["segment_id"])
+        if segment is None:
+            self.store.take_campaign(campaign, {"status": "failed", "wake_at": None})
+            return 0
+        rate = campaign.get("rate_per_minute") or self.settings.campaign_rate_per_minute
+        spacing = 60.0 / rate
+        queued, cursor, index = 0, None, 0
+        contacts = self.contacts({})
+        while True:
+            page = contacts.list_contacts({**segment["filters"], "limit": PAGE,
+                                           **({"cursor": cursor} if cursor else {})})
+            docs = []
+            for contact in page["items"]:
+                docs.append({"_id": f"{campaign['_id']}:{contact['id']}",
+                             "campaign_id": campaign["_id"], "contact_id": contact["id"],
+                             "state": "queued", "attempts": 0,
+                             "wake_at": now + timedelta(seconds=index * spacing)})
+                index += 1
+            queued += self.store.insert_sends(docs)
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+        self.store.update("campaigns", campaign["_id"], {
+            "status": "sending", "counts.queued": index, "wake_at": now + timedelta(seconds=1)})
+        self._announce({**campaign, "counts": {"queued": index}}, "campaign_started")
+        return queued
+
+    def _send(self, send, now):
+        campaign = self.store.get("campaigns", send["campaign_id"])
+        contacts = self.contacts({})
+        try:
+            contact = contacts.get_contact(send["contact_id"])
+        except NotFound:
+            return self._done(send, "skipped", {"reason": "contact deleted"})
+        except (Unavailable, Timeout) as exc:
+            return self._retry(send, now, exc)
+        channel = campaign["channel"]
+        if contact.get("do_not_contact"):
+            return self._done(send, "skipped", {"reason": "do_not_contact"})
+        if self.store.opted_out(contact["id"], channel):
+            return self._done(send, "skipped", {"reason": "unsubscribed"})
+        if channel == "email" and not contact.get("emails") or \
+                channel == "sms" and not contact.get("phones"):
+            return self._done(send, "skipped", {"reason": f"no {channel} address"})
+        token = sign_token({"c": campaign["_id"], "k": contact["id"], "ch": channel})
+        ctx = {"contact": contact, "unsubscribe_url": f"{self.settings.public_base_url}"
+                                                      f"/api/v1/u/{token}"}
+        try:
+            body = engine.render(campaign["body"], ctx)
+            subject = engine.render(campaign["subject"], ctx) if campaign.get("subject") else None
+        except Exception as exc:  # noqa: BLE001 - a value missing for this contact
+            return self._done(send, "failed", {"reason": f"template: {exc}"[:300]})
+        try:
+            self.conversations({"automation_campaign": campaign["_id"]}).send_to_contact(
+                contact["id"], channel, body, subject=subject, idempotency_key=send["_id"])
+        except (Unavailable, Timeout, OSError) as exc:
+            return self._retry(send, now, exc)
+        except Conflict as exc:  # conversations' own consent check refused it
+            return self._done(send, "skipped", {"reason": str(exc)[:300]})
+        except CrmError as exc:
+            return self._done(send, "failed", {"reason": f"{exc.code}: {exc}"[:300]})
+        return self._done(send, "delivered", None)
+
+    def _retry(self, send, now, exc):
+        attempts = send.get("attempts", 0) + 1
+        if attempts >= MAX_ATTEMPTS:
+            return self._done(send, "failed", {"reason": f"{type(exc).__name__}: {exc}"[:300]})
+        self.store.retry_send(send["_id"], attempts, now + timedelta(
+            seconds=self.settings.retry_backoff_s * 2 ** (attempts - 1)))
+
+    def _done(self, send, state, detail):
+        self.store.finish_send(send["_id"], state, detail)
+        self.store.count_campaign(send["campaign_id"], state)
+
+    def _announce(self, campaign, kind):
+        self.dispatch(kind, envelope("automation", kind, {
+            "campaign_id": campaign["_id"], "name": campaign.get("name"),
+            "channel": campaign.get("channel"), "actor_id": campaign.get("created_by"),
+            "counts": campaign.get("counts") or {}}, event_id=f"{kind}:{campaign['_id']}"))
+
+    # unsubscribe
+    def unsubscribe(self, token):
+        try:
+            claims = verify_token(token)
+        except CrmError:
+            raise BadRequest("This unsubscribe link is not valid")
+        if not {"c", "k", "ch"} <= set(claims):
+            raise BadRequest("This unsubscribe link is not valid")
+        first = not self.store.opted_out(claims["k"], claims["ch"])
+        self.store.opt_out(claims["k"], claims["ch"], claims["c"], self.clock.now())
+        if first:
+            self.store.count_campaign(claims["c"], "unsubscribed")
+            self.dispatch("campaign_unsubscribed", envelope("automation", "campaign_unsubscribed", {
+                "campaign_id": claims["c"], "contact_id": claims["k"], "channel": claims["ch"]},
+                event_id=f"unsub:{claims['k']}:{claims['ch']}"))
+        return {"unsubscribed": True, "channel": claims["ch"]}

@@ -1,0 +1,194 @@
+"""Automation service entrypoints: thin; rules in operations.py, campaigns in campaigns.py,
+storage in store.py."""
+import logging
+
+from nameko.timer import timer
+
+from contracts.events import SOURCES, registry
+from crm_common.clock import Clock, ClockEntrypoints
+from crm_common.config import get_settings
+from crm_common.context import CallerContext
+from crm_common.errors import EXPECTED, Timeout, Unavailable
+from crm_common.health import HealthEntrypoints
+from crm_common.messaging.events import reliable_handler, source_handler
+from crm_common.messaging.outbox import OutboxDispatcher
+from crm_common.messaging.rpc import rpc
+from crm_common.mongo import MongoStore
+from services.automation.actions import Actions
+from services.automation.campaigns import Campaigns
+from services.automation.engine import NOT_TRIGGERS
+from services.automation.dependencies import CauseDepth, CauseRpc
+from services.automation.operations import Automation
+from services.automation.store import AutomationStore
+from services.automation.task_rules import TaskRules
+
+log = logging.getLogger(__name__)
+CONFIG = get_settings().automation
+
+
+def _events_of(source):
+    return sorted(kind for src, kind in registry() if src == source)
+
+
+def _source_handler(source):
+    @source_handler(source, _events_of(source))
+    def handle(self, event):
+        self.automation.on_event(event, self.depth)
+
+    handle.__name__ = f"on_{source}_events"
+    handle.__doc__ = "Every event of this source: kept for dry runs, and the rules it triggers run."
+    return handle
+
+
+class AutomationService(HealthEntrypoints, ClockEntrypoints):
+    name = "automation"
+    tick_seconds = CONFIG.tick_seconds
+
+    store = MongoStore(AutomationStore)
+    caller = CallerContext()
+    dispatch = OutboxDispatcher()
+    depth = CauseDepth()
+    tasks_rpc = CauseRpc("tasks")
+    deals_rpc = CauseRpc("deals")
+    contacts_rpc = CauseRpc("contacts")
+    conversations_rpc = CauseRpc("conversations")
+    invoices_rpc = CauseRpc(CONFIG.invoice_service)
+
+    @property
+    def clock(self):
+        return Clock(self.store, CONFIG.test_clock)
+
+    @property
+    def automation(self):
+        rpcs = {"tasks": self.tasks_rpc, "deals": self.deals_rpc, "contacts": self.contacts_rpc,
+                "conversations": self.conversations_rpc, "invoices": self.invoices_rpc}
+        actions = Actions(rpcs, self.store, CONFIG, self.clock, self.dispatch)
+        return Automation(self.store, self.caller, self.clock, CONFIG, actions, self.dispatch)
+
+    @property
+    def campaigns(self):
+        return Campaigns(self.store, self.caller, self.clock, CONFIG, self.conversations_rpc,
+                         self.contacts_rpc, self.dispatch)
+
+    # rules
+    @rpc(expected_exceptions=EXPECTED)
+    def create_rule(self, payload):
+        return self.automation.create_rule(payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_rule(self, rule_id):
+        return self.automation.get_rule(rule_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update_rule(self, rule_id, payload):
+        return self.automation.update_rule(rule_id, payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def delete_rule(self, rule_id):
+        return self.automation.delete_rule(rule_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_rules(self, params):
+        return self.automation.list_rules(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_triggers(self):
+        return self.automation.triggers()
+
+    @rpc(expected_exceptions=EXPECTED)
+    def dry_run(self, rule_id, payload=None):
+        return self.automation.dry_run(rule_id, payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_runs(self, rule_id=None, params=None):
+        return self.automation.list_runs(rule_id, params)
+
+    # the stage task rules (/task-rules), rules of this engine
+    @property
+    def task_rules(self):
+        return TaskRules(self.store, self.caller, self.clock)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def create_task_rule(self, payload):
+        return self.task_rules.create(payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_task_rule(self, rule_id):
+        return self.task_rules.get(rule_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update_task_rule(self, rule_id, payload):
+        return self.task_rules.update(rule_id, payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def delete_task_rule(self, rule_id):
+        return self.task_rules.delete(rule_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_task_rules(self, params):
+        return self.task_rules.list(params)
+
+    # segments and campaigns
+    @rpc(expected_exceptions=EXPECTED)
+    def create_segment(self, payload):
+        return self.campaigns.create_segment(payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_segment(self, segment_id):
+        return self.campaigns.get_segment(segment_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_segments(self, params):
+        return self.campaigns.list_segments(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def delete_segment(self, segment_id):
+        return self.campaigns.delete_segment(segment_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def count_segment(self, segment_id):
+        return self.campaigns.count_segment(segment_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def create_campaign(self, payload):
+        return self.campaigns.create_campaign(payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_campaign(self, campaign_id):
+        return self.campaigns.get_campaign(campaign_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_campaigns(self, params):
+        return self.campaigns.list_campaigns(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def send_campaign(self, campaign_id, payload=None):
+        return self.campaigns.send(campaign_id, payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def unsubscribe(self, token):
+        """The public unsubscribe link (no login): honoured at once."""
+        return self.campaigns.unsubscribe(token)
+
+    # time: every replica's timer works; run keys and compare-and-set claims keep it once
+    @timer(interval=CONFIG.tick_seconds)
+    def tick(self):
+        try:
+            self.task_rules.migrate(self.tasks_rpc({}))
+        except (Unavailable, Timeout) as exc:  # tasks not up yet: next tick
+            log.info("stage task rules not copied yet: %s", exc)
+        handled = self.automation.tick() + self.campaigns.tick()
+        if handled:
+            log.info("automation timer handled %d", handled)
+
+
+    # other services' events
+    @reliable_handler("gateway", "user_upserted")
+    def on_user_upserted(self, event):
+        """The users' copy: time zone (working hours of delays), team."""
+        self.store.upsert_user(event["data"]["user"])
+
+    for _source in SOURCES:
+        if _source not in NOT_TRIGGERS:
+            locals()[f"on_{_source}_events"] = _source_handler(_source)
+    del _source

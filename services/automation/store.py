@@ -1,0 +1,266 @@
+"""The only code in the automation service that touches pymongo."""
+from datetime import timedelta
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import DuplicateKeyError
+
+from crm_common.cursors import page
+from crm_common.mongo import BaseStore, increment, update_and_get
+
+
+class AutomationStore(BaseStore):
+    def __init__(self, db, settings):
+        super().__init__(db, settings)
+        self.rules = db["rules"]
+        self.runs = db["runs"]
+        self.events = db["events"]
+        self.records = db["records"]
+        self.users = db["users"]
+        self.meta = db["meta"]
+        self.segments = db["segments"]
+        self.campaigns = db["campaigns"]
+        self.sends = db["sends"]
+        self.optouts = db["optouts"]
+
+    def ensure_indexes(self):
+        self.rules.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
+        self.rules.create_index("enabled")
+        # /task-rules lists stage rules by pipeline and stage
+        self.rules.create_index([("task_rule.pipeline_id", ASCENDING),
+                                 ("task_rule.stage_id", ASCENDING),
+                                 ("created_at", DESCENDING), ("_id", DESCENDING)])
+        # the run log per rule and per record, and what the timer wakes up
+        self.runs.create_index([("rule_id", ASCENDING), ("created_at", DESCENDING),
+                                ("_id", DESCENDING)])
+        self.runs.create_index([("record_key", ASCENDING), ("created_at", DESCENDING),
+                                ("_id", DESCENDING)])
+        self.runs.create_index("wake_at", sparse=True)
+        # the events kept for dry runs (mongod's TTL monitor drops them after the window)
+        self.events.create_index([("type_key", ASCENDING), ("occurred_at", ASCENDING),
+                                  ("_id", ASCENDING)])
+        self.events.create_index("stored_at", expireAfterSeconds=int(
+            self.settings.automation.events_keep_days * 86400))
+        # the time triggers' lookups
+        self.records.create_index([("kind", ASCENDING), ("quiet_since", ASCENDING)])
+        self.records.create_index([("kind", ASCENDING), ("stage_since", ASCENDING)])
+        self.records.create_index("date_keys")
+        self.segments.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
+        self.campaigns.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
+        self.campaigns.create_index("wake_at", sparse=True)
+        self.sends.create_index("wake_at", sparse=True)
+        self.sends.create_index([("campaign_id", ASCENDING), ("_id", ASCENDING)])
+
+    # meta: test clock, rules version, counters
+    def clock_offset(self):
+        doc = self.meta.find_one({"_id": "clock"})
+        return doc.get("offset", 0.0) if doc else 0.0
+
+    def set_clock_offset(self, seconds):
+        self.meta.update_one({"_id": "clock"}, {"$set": {"offset": seconds}}, upsert=True)
+
+    def add_clock_offset(self, seconds):
+        self.meta.update_one({"_id": "clock"}, {"$inc": {"offset": seconds}}, upsert=True)
+
+    def rules_version(self):
+        doc = self.meta.find_one({"_id": "rules_version"})
+        return doc.get("n", 0) if doc else 0
+
+    def bump_rules_version(self):
+        return increment(self.meta, "rules_version")
+
+    def next_turn(self, key):
+        return increment(self.meta, f"turn:{key}")
+
+    # rules
+    def insert_rule(self, doc):
+        self.rules.insert_one(doc)
+        self.bump_rules_version()
+
+    def insert_rule_once(self, doc):
+        """1 if stored now, 0 if a rule with this id exists (a migration repeated)."""
+        result = self.rules.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
+        if result.upserted_id is None:
+            return 0
+        self.bump_rules_version()
+        return 1
+
+    def flag(self, name):
+        return self.meta.find_one({"_id": f"flag:{name}"}) is not None
+
+    def set_flag(self, name):
+        self.meta.update_one({"_id": f"flag:{name}"}, {"$set": {"on": True}}, upsert=True)
+
+    def get_rule(self, rule_id):
+        return self.rules.find_one({"_id": rule_id})
+
+    def update_rule(self, rule_id, version, changes):
+        doc = update_and_get(self.rules, {"_id": rule_id, "version": version},
+                             {"$set": changes, "$inc": {"version": 1}})
+        if doc:
+            self.bump_rules_version()
+        return doc
+
+    def delete_rule(self, rule_id):
+        deleted = self.rules.delete_one({"_id": rule_id}).deleted_count
+        self.bump_rules_version()
+        return deleted
+
+    def enabled_rules(self):
+        return list(self.rules.find({"enabled": True}))
+
+    def list_rules(self, query, limit, cursor):
+        return page(self.rules, query, "created_at", DESCENDING, limit, cursor)
+
+    def list_task_rules(self, pipeline_id, stage_id, limit, cursor):
+        where = {"task_rule": {"$exists": True}}
+        if pipeline_id:
+            where["task_rule.pipeline_id"] = pipeline_id
+        if stage_id:
+            where["task_rule.stage_id"] = stage_id
+        return page(self.rules, where, "created_at", DESCENDING, limit, cursor)
+
+    def advance_scan(self, rule_id, field, value):
+        """Moves a time rule's scan mark forward (never back: two replicas scan)."""
+        self.rules.update_one({"_id": rule_id}, {"$max": {field: value}})
+
+    # runs
+    def claim_run(self, doc):
+        """Creates the run unless its key exists (another replica, a redelivery): True
+        when this call created it."""
+        try:
+            result = self.runs.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
+        except DuplicateKeyError:  # concurrent first upserts of one key
+            return False
+        return result.upserted_id is not None
+
+    def get_run(self, run_id):
+        return self.runs.find_one({"_id": run_id})
+
+    def update_run(self, run_id, changes, expect=None):
+        query = {"_id": run_id, **(expect or {})}
+        return self.runs.update_one(query, {"$set": changes}).matched_count == 1
+
+    def due_runs(self, now, limit):
+        return list(self.runs.find({"wake_at": {"$lte": now}}).sort("wake_at", 1).limit(limit))
+
+    def take_run(self, run, now, lease_s):
+        """Compare-and-set on the wake time read: one replica takes a due run."""
+        return self.runs.update_one(
+            {"_id": run["_id"], "wake_at": run["wake_at"]},
+            {"$set": {"wake_at": now + timedelta(seconds=lease_s), "state": "running",
+                      "updated_at": now}}).matched_count == 1
+
+    def list_runs(self, query, limit, cursor):
+        return page(self.runs, query, "created_at", DESCENDING, limit, cursor)
+
+    # kept events (dry run)
+    def keep_event(self, doc):
+        self.events.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
+
+    def events_since(self, type_key, since, limit):
+        return list(self.events.find({"type_key": type_key, "occurred_at": {"$gte": since}})
+                    .sort([("occurred_at", DESCENDING)]).limit(limit))
+
+    # record snapshots
+    def keep_record(self, key, kind, record, at, extra):
+        """The newest copy of a record (an older event arriving late changes nothing)."""
+        doc = {"kind": kind, "record": record, "at": at, **extra}
+        update = {"$set": doc}
+        if doc.get("quiet_since") is not None:  # a touch known from elsewhere is kept
+            update["$max"] = {"quiet_since": doc.pop("quiet_since")}
+        try:
+            self.records.update_one({"_id": key, "at": {"$lte": at}}, update, upsert=True)
+        except DuplicateKeyError:
+            pass  # a newer copy is kept already
+
+    def touch_record(self, key, changes):
+        self.records.update_one({"_id": key}, {"$max": changes})
+
+    def get_record(self, key):
+        doc = self.records.find_one({"_id": key})
+        return doc["record"] if doc else None
+
+    def records_between(self, kind, field, after, until, limit):
+        return list(self.records.find({"kind": kind, field: {"$gt": after, "$lte": until}})
+                    .limit(limit))
+
+    def records_by_date_key(self, key, limit):
+        return list(self.records.find({"date_keys": key}).limit(limit))
+
+    # users (gateway's user_upserted)
+    def upsert_user(self, user):
+        self.users.update_one({"_id": user["id"]}, {"$set": {
+            "timezone": user.get("timezone"), "team": user.get("team"),
+            "active": user.get("active", True), "role": user.get("role")}}, upsert=True)
+
+    def has_users(self):
+        return self.users.find_one({}, {"_id": 1}) is not None
+
+    def get_user(self, user_id):
+        return self.users.find_one({"_id": user_id}) if user_id else None
+
+    # segments and campaigns
+    def insert(self, collection, doc):
+        self.db[collection].insert_one(doc)
+
+    def get(self, collection, doc_id):
+        return self.db[collection].find_one({"_id": doc_id})
+
+    def update(self, collection, doc_id, changes, expect=None):
+        return update_and_get(self.db[collection], {"_id": doc_id, **(expect or {})},
+                              {"$set": changes})
+
+    def delete(self, collection, doc_id):
+        return self.db[collection].delete_one({"_id": doc_id}).deleted_count
+
+    def list_page(self, collection, limit, cursor):
+        return page(self.db[collection], {}, "created_at", DESCENDING, limit, cursor)
+
+    def count_sends(self, campaign_id, state):
+        return self.sends.count_documents({"campaign_id": campaign_id, "state": state})
+
+    def insert_sends(self, docs):
+        """Queued recipients; a key already queued (a retried start) is kept as it is."""
+        if not docs:
+            return 0
+        try:
+            return len(self.sends.insert_many(docs, ordered=False).inserted_ids)
+        except Exception as exc:  # noqa: BLE001 - BulkWriteError of duplicates only
+            details = getattr(exc, "details", None)
+            if not details or any(e.get("code") != 11000 for e in details.get("writeErrors", [])):
+                raise
+            return details.get("nInserted", 0)
+
+    def due_sends(self, now, limit):
+        return list(self.sends.find({"wake_at": {"$lte": now}}).sort("wake_at", 1).limit(limit))
+
+    def take_send(self, send, now, lease_s):
+        return self.sends.update_one(
+            {"_id": send["_id"], "wake_at": send["wake_at"]},
+            {"$set": {"wake_at": now + timedelta(seconds=lease_s)}}).matched_count == 1
+
+    def retry_send(self, send_id, attempts, wake_at):
+        self.sends.update_one({"_id": send_id}, {"$set": {"attempts": attempts,
+                                                          "wake_at": wake_at}})
+
+    def finish_send(self, send_id, state, detail):
+        self.sends.update_one({"_id": send_id}, {"$set": {"state": state, "detail": detail},
+                                                 "$unset": {"wake_at": ""}})
+
+    def due_campaigns(self, now):
+        return list(self.campaigns.find({"wake_at": {"$lte": now}}).limit(20))
+
+    def take_campaign(self, campaign, changes):
+        return self.campaigns.update_one({"_id": campaign["_id"], "wake_at": campaign["wake_at"]},
+                                         {"$set": changes}).matched_count == 1
+
+    def count_campaign(self, campaign_id, field):
+        self.campaigns.update_one({"_id": campaign_id}, {"$inc": {f"counts.{field}": 1}})
+
+    def opt_out(self, contact_id, channel, campaign_id, at):
+        self.optouts.update_one({"_id": f"{contact_id}:{channel}"}, {"$setOnInsert": {
+            "contact_id": contact_id, "channel": channel, "campaign_id": campaign_id, "at": at}},
+            upsert=True)
+
+    def opted_out(self, contact_id, channel):
+        return self.optouts.find_one({"_id": f"{contact_id}:{channel}"}) is not None
