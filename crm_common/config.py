@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony", "search",
             "notes")
 SERVICES += ("conversations",)
+SERVICES += ("sales",)
 
 # Never a webhook target unless configured otherwise: private, link-local (cloud metadata),
 # carrier-grade NAT, multicast, reserved and "this host" ranges. Loopback is separate so
@@ -177,6 +178,16 @@ class SearchSettings:
 
 
 @dataclass(frozen=True)
+class SalesSettings:
+    """services/sales/README.md"""
+    file_max_bytes: int          # one uploaded file at most (the upload route's body limit too)
+    link_max_seconds: int        # a shared file link lives at most this long
+    overdue_tick_seconds: float  # how often invoices past their due date are looked for
+    won_on_paid: bool            # a fully paid invoice moves its deal to the pipeline's won stage
+    test_clock: bool
+
+
+@dataclass(frozen=True)
 class StreamSettings:
     """The live stream process (gateway/stream/) and the console the gateway serves."""
     bind: str
@@ -270,6 +281,7 @@ class Settings:
     telephony: TelephonySettings = None
     contacts: ContactsSettings = None
     search: SearchSettings = None
+    sales: SalesSettings = None
     gateway: GatewaySettings = None
     stream: StreamSettings = None
     ami_connector: AmiConnectorSettings = None
@@ -400,6 +412,16 @@ def _search(env):
     )
 
 
+def _sales(env, test_clock):
+    return SalesSettings(
+        file_max_bytes=env._int("CRM_FILE_MAX_BYTES", 100 * 1024 * 1024),
+        link_max_seconds=env._int("CRM_FILE_LINK_MAX_SECONDS", 30 * 24 * 3600),
+        overdue_tick_seconds=env._float("CRM_SALES_OVERDUE_TICK_SECONDS", "60"),
+        won_on_paid=env._flag("CRM_SALES_WON_ON_PAID", "true"),
+        test_clock=test_clock,
+    )
+
+
 def _stream(env):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return StreamSettings(
@@ -507,6 +529,7 @@ def load_settings(environ=None):
         telephony=_telephony(env),
         contacts=_contacts(env),
         search=_search(env),
+        sales=_sales(env, test_clock),
         gateway=_gateway(env),
         stream=_stream(env),
         ami_connector=_ami_connector(env),

@@ -27,6 +27,7 @@ BIN = os.path.dirname(sys.executable)
 SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony", "search",
             "notes")
 SERVICES += ("conversations",)
+SERVICES += ("sales",)
 BASE_AMQP = os.environ.get("TEST_AMQP_URI", "amqp://guest:guest@localhost:5672/")
 
 
