@@ -29,6 +29,7 @@ from crm_common.timeutil import parse_iso, to_iso
 # every publishing service; its schemas are in contracts/<source>.py
 SOURCES = ("gateway", "contacts", "deals", "tasks", "telephony", "notifications", "notes")
 SOURCES += ("conversations",)
+SOURCES += ("sales",)
 
 
 class EventRejected(ValueError):

@@ -56,7 +56,7 @@ def render_html(doc):
         return get_display(str(text)) if rtl else str(text)
 
     rows = []
-    for item in doc["items"]:
+    for item in doc.get("lines") or doc.get("items") or []:
         discount = item.get("discount") or 0
         row = [(item["name"], "left"),
                (unscaled(item["quantity_milli"], 3).replace(".", SEPARATORS[language][0]), "right"),
