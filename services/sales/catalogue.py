@@ -110,13 +110,12 @@ class Catalogue:
         merged = {**current, **data}
         if merged.get("valid_from") and merged.get("valid_to") and merged["valid_to"] < merged["valid_from"]:
             raise invalid("valid_to", "valid_to is before valid_from.")
-        update = {"$set": {**data, "updated_at": utcnow()}}
+        default_key = None
         if merged.get("is_default"):
             self.store.clear_default(merged["currency"], list_id)
-            update["$set"]["default_key"] = merged["currency"]
-        else:
-            update["$unset"] = {"default_key": ""}
-        return dump_price_list(self.store.update_price_list(list_id, update)), []
+            default_key = merged["currency"]
+        doc = self.store.update_price_list(list_id, {**data, "updated_at": utcnow()}, default_key)
+        return dump_price_list(doc), []
 
     def set_prices(self, list_id, payload):
         data = load(prices_in, payload, json_body=True)
@@ -127,9 +126,8 @@ class Catalogue:
         if unknown:
             raise ValidationFailed("Invalid input", {"fields": {"prices": [
                 f"Unknown product: {', '.join(unknown[:10])}."]}})
-        update = {"$set": {"updated_at": utcnow(),
-                           **{f"prices.{p['product_id']}": p["unit_price"] for p in data["prices"]}}}
-        return dump_price_list(self.store.update_price_list(list_id, update)), []
+        prices = {p["product_id"]: p["unit_price"] for p in data["prices"]}
+        return dump_price_list(self.store.set_prices(list_id, prices, utcnow())), []
 
     def list_price_lists(self, params):
         query = load(schemas.PageQuery(), params)

@@ -168,8 +168,8 @@ class Documents:
         doc = self._new_document("quote", ctx, {"notes": old.get("notes")}, old["number"],
                                  version=old["version"] + 1)
         doc.update(status="draft", valid_until=old.get("valid_until"), previous_id=old["_id"])
-        if self.store.update_document(old["_id"], {"$set": {"status": "superseded", "superseded_by": doc["_id"],
-                                                            "updated_at": utcnow()}},
+        if self.store.update_document(old["_id"], {"status": "superseded", "superseded_by": doc["_id"],
+                                                  "updated_at": utcnow()},
                                       expect={"status": old["status"]}) is None:
             raise Conflict("The quote changed meanwhile; try again", {"id": old["_id"]})
         self.store.insert_document(doc)
@@ -181,7 +181,7 @@ class Documents:
         if doc["status"] != "draft":
             raise Conflict("A sent quote is immutable: revise it (a new version)",
                            {"status": doc["status"]})
-        doc = self.store.update_document(quote_id, {"$set": {**data, "updated_at": utcnow()}},
+        doc = self.store.update_document(quote_id, {**data, "updated_at": utcnow()},
                                          expect={"status": "draft"})
         if doc is None:
             raise Conflict("The quote changed meanwhile; try again", {"id": quote_id})
@@ -192,12 +192,12 @@ class Documents:
         status = "accepted" if accepted else "rejected"
         if doc["status"] != "sent":
             raise Conflict(f"Only a sent quote can be {status}", {"status": doc["status"]})
-        doc = self.store.update_document(quote_id, {"$set": {"status": status, "decided_at": utcnow(),
-                                                             "updated_at": utcnow()}},
+        doc = self.store.update_document(quote_id, {"status": status, "decided_at": utcnow(),
+                                                   "updated_at": utcnow()},
                                          expect={"status": "sent"})
         if doc is None:
             raise Conflict("The quote changed meanwhile; try again", {"id": quote_id})
-        return dump_document(doc), [self._doc_event(f"quote_{status}", doc)]
+        return dump_document(doc), [self._doc_event("quote_accepted" if accepted else "quote_rejected", doc)]
 
     # invoices
     def invoice_context(self, payload):
@@ -234,9 +234,8 @@ class Documents:
             return dump_document(doc), []
         if doc.get("paid"):
             raise Conflict("An invoice with payments cannot be voided", {"paid": doc["paid"]})
-        doc = self.store.update_document(invoice_id, {"$set": {"status": "void", "updated_at": utcnow()},
-                                                      "$unset": {"overdue_at": ""}},
-                                         expect={"status": doc["status"], "paid": 0})
+        doc = self.store.update_document(invoice_id, {"status": "void", "updated_at": utcnow()},
+                                         unset=("overdue_at",), expect={"status": doc["status"], "paid": 0})
         if doc is None:
             raise Conflict("The invoice changed meanwhile; try again", {"id": invoice_id})
         return dump_document(doc), [self._doc_event("invoice_voided", doc)]
@@ -255,16 +254,14 @@ class Documents:
                    "recorded_by": self.caller.user_id}
         paid = doc.get("paid", 0) + data["amount"]
         full = paid == doc["totals"]["total"]
-        update = {"$set": {"paid": paid, "updated_at": now,
-                           "status": "paid" if full else "partially_paid"},
-                  "$push": {"payments": payment}}
+        changes = {"paid": paid, "updated_at": now, "status": "paid" if full else "partially_paid"}
         if full:
-            update["$set"]["paid_on"] = now
-            update["$unset"] = {"overdue_at": ""}
+            changes["paid_on"] = now
         elif doc["status"] == "overdue":
-            update["$set"]["status"] = "overdue"
-        new = self.store.update_document(invoice_id, update, expect={"paid": doc.get("paid", 0),
-                                                                     "status": doc["status"]})
+            changes["status"] = "overdue"
+        new = self.store.update_document(invoice_id, changes, payment=payment,
+                                         unset=("overdue_at",) if full else (),
+                                         expect={"paid": doc.get("paid", 0), "status": doc["status"]})
         if new is None:
             raise Conflict("The invoice changed meanwhile; try again", {"id": invoice_id})
         events = [self._doc_event("payment_recorded", new, amount=data["amount"], paid=paid,
@@ -319,8 +316,9 @@ class Documents:
         changes = {"sent_at": now, "sent_to": to, "updated_at": now}
         if doc["kind"] == "quote" and doc["status"] == "draft":
             changes["status"] = "sent"
-        new = self.store.update_document(doc["_id"], {"$set": changes})
-        return dump_document(new), [self._doc_event(f"{doc['kind']}_sent", new, to=to)]
+        new = self.store.update_document(doc["_id"], changes)
+        return dump_document(new), [self._doc_event(
+            "quote_sent" if doc["kind"] == "quote" else "invoice_sent", new, to=to)]
 
     # time
     def scan_overdue(self, announce):

@@ -89,8 +89,19 @@ class SalesStore(BaseStore):
             self.price_lists.update_one({"_id": old["_id"]},
                                         {"$set": {"is_default": False}, "$unset": {"default_key": ""}})
 
-    def update_price_list(self, list_id, update):
+    def update_price_list(self, list_id, changes, default_key=None):
+        """`default_key`: the currency it is the default of (None: not a default)."""
+        update = {"$set": dict(changes)}
+        if default_key:
+            update["$set"]["default_key"] = default_key
+        else:
+            update["$unset"] = {"default_key": ""}
         return update_and_get(self.price_lists, {"_id": list_id}, update)
+
+    def set_prices(self, list_id, prices, now):
+        """Product ids are our own ids (no `.` or `$`), safe as field names."""
+        return update_and_get(self.price_lists, {"_id": list_id}, {"$set": {
+            "updated_at": now, **{f"prices.{pid}": price for pid, price in prices.items()}}})
 
     def list_price_lists(self, filters, limit, cursor):
         return page(self.price_lists, filters, "created_at", DESCENDING, limit, cursor)
@@ -135,8 +146,14 @@ class SalesStore(BaseStore):
             return None
         return doc
 
-    def update_document(self, doc_id, update, expect=None):
-        """Changed only if it still matches `expect` (e.g. its status): None otherwise."""
+    def update_document(self, doc_id, changes, expect=None, unset=(), payment=None):
+        """`changes` set, `unset` fields removed, `payment` appended to its payments; only if
+        it still matches `expect` (e.g. its status): None otherwise."""
+        update = {"$set": changes}
+        if unset:
+            update["$unset"] = {field: "" for field in unset}
+        if payment is not None:
+            update["$push"] = {"payments": payment}
         query = {"_id": doc_id, **(expect or {})}
         if expect:
             if self.documents.update_one(query, update).modified_count != 1:
