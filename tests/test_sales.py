@@ -241,6 +241,10 @@ def test_overdue_invoice_tells_once(api, catalogue, unique, record_events):
     told = [e for e in events.drain(1.5)  # a few more scans
             if e["type"] == "invoice_overdue" and e["data"]["document_id"] == invoice["id"]]
     assert len(told) == 1 and told[0]["data"]["owner_id"] == deal["owner_id"]
+    # the notifications service turns it into a notice for the owner
+    assert wait_until(lambda: [n for n in api.get("/notifications").json()["items"]
+                               if n["type"] == "invoice_overdue" and invoice["number"] in n["title"]],
+                      timeout=20)
 
 
 def test_invoice_numbers_have_no_gap_under_concurrency(api, stack, catalogue, smtp, unique):
