@@ -99,6 +99,23 @@ class ProductIn(Schema):
     active = fields.Boolean(load_default=True)
 
 
+class ProductImportQuery(Schema):
+    price_list_id = fields.String(validate=ID, metadata={
+        "description": "where a `price` column's prices go (required with one)"})
+
+
+class ImportRowError(Schema):
+    row = fields.Integer(metadata={"description": "1 = the first row after the header"})
+    field = fields.String()
+    message = fields.String()
+
+
+class ProductImportResult(Schema):
+    created = fields.Integer()
+    updated = fields.Integer()
+    prices = fields.Integer(metadata={"description": "prices set in the price list"})
+
+
 class ProductOut(Schema):
     id = fields.String()
     sku = fields.String()
@@ -258,7 +275,26 @@ class SalesSettingsIn(Schema):
     series = fields.Nested(SeriesIn)
 
 
-class SalesSettingsOut(SalesSettingsIn):
+class CompanyOut(Schema):
+    name = fields.String(allow_none=True)
+    address = fields.String(allow_none=True)
+    vat_id = fields.String(allow_none=True)
+    email = fields.String(allow_none=True)
+    phone = fields.String(allow_none=True)
+    iban = fields.String(allow_none=True)
+
+
+class SeriesOut(Schema):
+    quote = fields.String()
+    invoice = fields.String()
+
+
+class SalesSettingsOut(Schema):
+    company = fields.Nested(CompanyOut)
+    language = fields.String()
+    quote_validity_days = fields.Integer()
+    payment_terms_days = fields.Integer()
+    series = fields.Nested(SeriesOut)
     updated_at = UtcDateTime(allow_none=True)
 
 

@@ -104,6 +104,22 @@ def test_catalogue_and_bad_input(api, catalogue, unique, make_user):
     assert agent.get(f"/products/{products['CONS']['id']}").status_code == 200
     assert agent.post("/products", json={"sku": f"A{unique}", "name": "x"}).status_code == 403
 
+    # the catalogue from a CSV: all rows or none
+    csv_bad = f"sku;name;tax_rate;price\nI{unique};Uno;22;1999\nJ{unique};Due;220;100\n"
+    r = api.post("/products/import", params={"price_list_id": catalogue["eur"]["id"]},
+                 files={"file": ("c.csv", csv_bad.encode())})
+    assert r.status_code == 422 and int(r.json()["error"]["details"]["rows"][0]["row"]) == 2
+    assert not api.get("/products", params={"sku": f"I{unique}"}).json()["items"]
+    csv_good = (f"sku;name;tax_rate;price;active\nI{unique};Uno;22;1999;si\n"
+                f"{products['BOOK']['sku']};Manuale (2a ed.);10;2500;yes\n")
+    r = api.post("/products/import", params={"price_list_id": catalogue["eur"]["id"]},
+                 files={"file": ("c.csv", csv_good.encode("utf-8-sig"))})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"created": 1, "updated": 1, "prices": 2}
+    assert api.get(f"/products/{products['BOOK']['id']}").json()["name"] == "Manuale (2a ed.)"
+    api.put(f"/price-lists/{catalogue['eur']['id']}/prices",
+            json={"prices": [{"product_id": products["BOOK"]["id"], "unit_price": 1999}]})
+
     deal, _ = new_deal(api, unique)
     before = api.get(f"/deals/{deal['id']}/items").json()
     for body in ({"product_id": products["CONS"]["id"], "quantity": -1},

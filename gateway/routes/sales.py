@@ -2,9 +2,11 @@
 settings: all answered by the sales service (services/sales/README.md)."""
 import base64
 
-from flask import Response
+from flask import Response, request
 
 from contracts import sales as s
+from crm_common.errors import ValidationFailed
+from gateway.api import UnsupportedMediaType
 from gateway.calls import call
 from gateway.routes import api
 
@@ -12,6 +14,7 @@ TAG = "sales"
 WRITE_ERRORS = (400, 404, 409, 413, 415, 422, 503, 504)
 # rendering a PDF and talking to the mail server take longer than a plain call
 DOCUMENT_TIMEOUT = 30
+IMPORT_MAX_BYTES = 5 * 1024 * 1024  # a catalogue CSV (at most 5,000 rows)
 
 
 # products and price lists
@@ -26,6 +29,27 @@ def list_products(body, params):
            permission="products:write")
 def create_product(body, params):
     return call("sales", "create_product", body), 201
+
+
+@api.route("/products/import", "POST", "Import the catalogue from a CSV (multipart `file`; "
+           "columns sku, name, description, unit, tax_rate, active, price in minor units): "
+           "products matched by SKU are changed, others created; any bad row: 422 with the "
+           "row errors and nothing written", TAG, query=s.ProductImportQuery,
+           response=s.ProductImportResult, errors=WRITE_ERRORS, max_body_bytes=IMPORT_MAX_BYTES,
+           extra={"request_body": {"multipart/form-data": {"schema": {
+               "type": "object", "required": ["file"],
+               "properties": {"file": {"type": "string", "format": "binary"}}}}}},
+           permission="products:write")
+def import_products(body, params):
+    if request.mimetype != "multipart/form-data":
+        raise UnsupportedMediaType("Send the file as multipart/form-data with a `file` part",
+                                   {"content_type": request.content_type})
+    upload = request.files.get("file")
+    if upload is None:
+        raise ValidationFailed("Invalid input", {"fields": {"file": ["Missing file part."]}})
+    data = upload.read()
+    return call("sales", "import_products", base64.b64encode(data).decode("ascii"),
+                params.get("price_list_id"), timeout=DOCUMENT_TIMEOUT)
 
 
 @api.route("/products/{product_id}", "GET", "A product", TAG, response=s.ProductOut,

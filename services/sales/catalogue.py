@@ -241,3 +241,98 @@ def dump_items(deal_id, doc, currency):
     return items_out.dump({"deal_id": deal_id, "currency": doc.get("currency") or currency,
                            "items": doc["lines"], "totals": doc["totals"],
                            "version": doc["version"]})
+
+
+# the catalogue as CSV: sku, name, description, unit, tax_rate, active, price (optional)
+IMPORT_COLUMNS = ("sku", "name", "description", "unit", "tax_rate", "active", "price")
+MAX_IMPORT_ROWS = 5000
+TRUE, FALSE = {"1", "true", "yes", "y", "si", "sì", "да"}, {"0", "false", "no", "n", "нет"}
+
+
+def parse_catalogue_csv(data):
+    """(rows as dicts, errors): every row checked as the API would; nothing is written
+    unless every row is good. The delimiter is `,` or `;` (sniffed), UTF-8 with or without
+    a BOM."""
+    import csv
+    import io
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise invalid("file", "Not UTF-8 text.")
+    first = text.split("\n", 1)[0]
+    reader = csv.DictReader(io.StringIO(text), delimiter=";" if first.count(";") > first.count(",") else ",")
+    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    if "sku" not in header or "name" not in header:
+        raise invalid("file", "The header needs at least sku and name.")
+    unknown = [h for h in header if h not in IMPORT_COLUMNS]
+    if unknown:
+        raise invalid("file", f"Unknown columns: {', '.join(unknown[:10])}.")
+    reader.fieldnames = header
+    rows, errors, seen = [], [], set()
+    for number, raw in enumerate(reader, start=1):
+        if number > MAX_IMPORT_ROWS:
+            raise invalid("file", f"At most {MAX_IMPORT_ROWS} rows.")
+        values = {k: (v or "").strip() for k, v in raw.items() if k}
+        payload = {k: values[k] for k in ("sku", "name", "unit") if values.get(k)}
+        if values.get("description"):
+            payload["description"] = values["description"]
+        if values.get("tax_rate"):
+            payload["tax_rate"] = values["tax_rate"].replace(",", ".")
+        if values.get("active"):
+            flag = values["active"].lower()
+            if flag not in TRUE | FALSE:
+                errors.append({"row": number, "field": "active", "message": "Not yes/no."})
+                continue
+            payload["active"] = flag in TRUE
+        try:
+            loaded = product_in.load(payload)
+        except Exception as exc:  # marshmallow's ValidationError: one error per field
+            for field, messages in getattr(exc, "messages", {"_": [str(exc)]}).items():
+                errors.append({"row": number, "field": field, "message": " ".join(map(str, messages))})
+            continue
+        key = loaded["sku"].upper()
+        if key in seen:
+            errors.append({"row": number, "field": "sku", "message": "Repeated in the file."})
+            continue
+        seen.add(key)
+        if values.get("price"):
+            price = values["price"]
+            if not price.isdigit() or int(price) > 10 ** 12:
+                errors.append({"row": number, "field": "price",
+                               "message": "Minor units, 0..10^12 (e.g. 1999 for 19.99)."})
+                continue
+            loaded["price"] = int(price)
+        rows.append(loaded)
+    return rows, errors
+
+
+class CatalogueImport:
+    def __init__(self, store):
+        self.store = store
+
+    def run(self, data, price_list_id=None):
+        rows, errors = parse_catalogue_csv(data)
+        if errors:
+            raise ValidationFailed("Some rows are invalid; nothing was imported",
+                                   {"rows": errors[:100], "invalid_rows": len({e["row"] for e in errors})})
+        if any("price" in r for r in rows):
+            if not price_list_id or not self.store.get_price_list(price_list_id):
+                raise invalid("price_list_id", "A price column needs an existing price_list_id.")
+        now = utcnow()
+        known = self.store.products_by_sku({r["sku"].upper() for r in rows})
+        docs, prices, created = [], {}, 0
+        for row in rows:
+            price = row.pop("price", None)
+            key = row["sku"].upper()
+            if key in known:
+                doc = {**row, "_id": known[key]["_id"], "sku_key": key, "updated_at": now, "_known": True}
+            else:
+                doc = {"_id": new_id(), **row, "sku_key": key, "created_at": now, "updated_at": now}
+                created += 1
+            if price is not None:
+                prices[doc["_id"]] = price
+            docs.append(doc)
+        self.store.upsert_products(docs)
+        if prices:
+            self.store.set_prices(price_list_id, prices, now)
+        return {"created": created, "updated": len(docs) - created, "prices": len(prices)}, []

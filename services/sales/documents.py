@@ -23,7 +23,7 @@ send_in, payment_in = schemas.SendIn(), schemas.PaymentIn()
 settings_in, settings_out = schemas.SalesSettingsIn(), schemas.SalesSettingsOut()
 document_out, list_query = schemas.DocumentOut(), schemas.DocumentListQuery()
 buyers_query, report_query = schemas.BuyersQuery(), schemas.SalesReportQuery()
-DEFAULT_SETTINGS = {"company": {"name": ""}, "language": "en", "quote_validity_days": 30,
+DEFAULT_SETTINGS = {"company": {"name": None}, "language": "en", "quote_validity_days": 30,
                     "payment_terms_days": 30, "series": {"quote": "Q", "invoice": "INV"}}
 OPEN_INVOICE = ("issued", "partially_paid", "overdue")
 

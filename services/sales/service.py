@@ -1,6 +1,7 @@
 """Sales service entrypoints: thin; the work is in catalogue.py (products, price lists, deal
 line items), documents.py (quotes, invoices, payments, purchases, reports) and files.py;
 storage in store.py."""
+import base64
 import logging
 
 from nameko.timer import timer
@@ -14,7 +15,7 @@ from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import ServiceRpc, rpc
 from crm_common.mongo import MongoStore
 from crm_common.timeutil import utcnow
-from services.sales.catalogue import Catalogue
+from services.sales.catalogue import Catalogue, CatalogueImport
 from services.sales.documents import Documents
 from services.sales.files import Files
 from services.sales.store import SalesStore, stale_before
@@ -68,6 +69,13 @@ class SalesService(HealthEntrypoints):
     @rpc(expected_exceptions=ERRORS)
     def list_products(self, params):
         return self.catalogue.list_products(params)
+
+    @rpc(expected_exceptions=ERRORS)
+    def import_products(self, content_b64, price_list_id=None):
+        """A catalogue CSV (base64): every row checked first, then all written in one
+        transaction (422 with the row errors and nothing written otherwise)."""
+        data = base64.b64decode(content_b64)
+        return self._announce(CatalogueImport(self.store).run, data, price_list_id)
 
     @rpc(expected_exceptions=ERRORS)
     def create_price_list(self, payload):

@@ -3,7 +3,7 @@ from datetime import timedelta
 
 import gridfs
 from bson import Binary
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, InsertOne, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from crm_common.cursors import page
@@ -57,6 +57,16 @@ class SalesStore(BaseStore):
 
     def insert_product(self, doc):
         self.products.insert_one(doc)
+
+    def products_by_sku(self, sku_keys):
+        return {d["sku_key"]: d for d in find_in(self.products, "sku_key", list(sku_keys))}
+
+    def upsert_products(self, docs):
+        """Insert new products and change known ones (by `_id`), in one bulk write."""
+        ops = [UpdateOne({"_id": d["_id"]}, {"$set": d}) if d.pop("_known", False) else InsertOne(d)
+               for d in docs]
+        if ops:
+            self.products.bulk_write(ops, ordered=True)
 
     def get_product(self, product_id):
         return self.products.find_one({"_id": product_id})
