@@ -170,7 +170,8 @@ def test_three_lines_with_discounts_total_exactly(api, catalogue, unique, make_u
     assert agent.get(f"/deals/{deal['id']}/items").status_code == 404
 
 
-def test_quote_pdf_invoice_payment_won_and_buyers(api, catalogue, smtp, unique, record_events):
+def test_quote_pdf_invoice_payment_won_and_buyers(api, catalogue, smtp, unique, record_events,
+                                                  make_user):
     events = record_events("sales")
     pipeline = make_pipeline(api, unique)
     deal, contact = new_deal(api, unique, pipeline)
@@ -210,6 +211,11 @@ def test_quote_pdf_invoice_payment_won_and_buyers(api, catalogue, smtp, unique, 
     assert api.post(f"/quotes/{revised['id']}/accept").status_code == 409  # not sent yet
     assert api.post(f"/quotes/{revised['id']}/send", json={"to": f"buyer.{unique}@example.com"}).status_code == 200
     assert api.post(f"/quotes/{revised['id']}/accept").json()["status"] == "accepted"
+
+    agent = make_user("agent")
+    assert agent.get(f"/quotes/{quote['id']}").status_code == 404
+    assert agent.get(f"/quotes/{quote['id']}/pdf").status_code == 404
+    assert agent.post("/quotes", json={"deal_id": deal["id"]}).status_code == 404
 
     # invoicing: consecutive numbers
     first = api.post("/invoices", json={"quote_id": revised["id"]})
@@ -264,6 +270,9 @@ def test_overdue_invoice_tells_once(api, catalogue, unique, record_events):
 
 
 def test_invoice_numbers_have_no_gap_under_concurrency(api, stack, catalogue, smtp, unique):
+    """12 clients, two replicas: the numbers in the database run without a gap or a repeat
+    (a request a loaded machine timed out is tried again: it either took no number, or
+    took one that is in the database)."""
     stack.start_service("sales", replica=1, **smtp.env)
     deal, _ = new_deal(api, unique)
     add_lines(api, deal["id"], catalogue["products"])
@@ -271,7 +280,10 @@ def test_invoice_numbers_have_no_gap_under_concurrency(api, stack, catalogue, sm
 
     def issue(n):
         for _ in range(n):
-            r = api.post("/invoices", json={"deal_id": deal["id"]})
+            for _attempt in range(3):
+                r = api.post("/invoices", json={"deal_id": deal["id"]})
+                if r.status_code not in (503, 504):
+                    break
             (numbers if r.status_code == 201 else errors).append(
                 r.json()["number"] if r.status_code == 201 else r.text)
 
@@ -280,10 +292,13 @@ def test_invoice_numbers_have_no_gap_under_concurrency(api, stack, catalogue, sm
         t.start()
     for t in threads:
         t.join()
-    assert not errors, errors[:3]
-    seqs = sorted(int(n.rsplit("-", 1)[1]) for n in numbers)
-    assert len(seqs) == 36 and seqs == list(range(seqs[0], seqs[0] + 36))
     stack.stop_service("sales", 1)
+    assert not errors, errors[:3]
+    assert len(set(numbers)) == len(numbers) == 36
+    stored = [d["number"] for d in stack.db("sales")["documents"].find(
+        {"kind": "invoice"}, {"number": 1}) if d["number"].startswith(f"INV-{YEAR}-")]
+    seqs = sorted(int(n.rsplit("-", 1)[1]) for n in stored)
+    assert seqs == list(range(1, len(seqs) + 1)), seqs
 
 
 def upload(client, record_type, record_id, name, data, **kwargs):
