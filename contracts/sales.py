@@ -563,6 +563,8 @@ class InvoiceVoided(DocumentEvent):
 
 class FileEvent(EventData):
     file_id = fields.String(required=True)
+    contact_id = fields.String(allow_none=True, metadata={
+        "description": "the contact, when the record is one (its timeline)"})
     record_type = fields.String(required=True)
     record_id = fields.String(required=True)
     filename = fields.String()

@@ -244,6 +244,10 @@ def test_quote_pdf_invoice_payment_won_and_buyers(api, catalogue, smtp, unique, 
     types = {e["type"] for e in events.drain(0.5) if e["data"].get("deal_id") == deal["id"]}
     assert {"quote_created", "quote_sent", "quote_accepted", "invoice_issued", "payment_recorded",
             "invoice_paid", "invoice_voided"} <= types
+    def timeline():
+        kinds = {i["kind"] for i in api.get(f"/contacts/{contact['id']}/timeline").json()["items"]}
+        return kinds if {"quote_sent", "invoice_issued", "invoice_paid"} <= kinds else None
+    assert wait_until(timeline, timeout=20)
     report = api.get("/reports/sales-by-product", params={"currency": "EUR"}).json()["items"]
     lic = next(r for r in report if r["product_id"] == catalogue["products"]["LIC"]["id"])
     assert lic["amount"] >= 109800 and lic["buyers"] >= 1

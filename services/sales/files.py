@@ -142,6 +142,7 @@ class Files:
         return event(event_type, {
             "file_id": doc["_id"], "record_type": doc["record_type"], "record_id": doc["record_id"],
             "filename": doc["filename"], "actor_id": self.caller.user_id,
+            "contact_id": doc["record_id"] if doc["record_type"] == "contact" else None,
             "summary": f"{doc['filename']} ({event_type.split('_')[1]})",
             "ref": {"type": "file", "id": doc["_id"]}, **extra})
 
