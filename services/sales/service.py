@@ -8,7 +8,7 @@ from nameko.timer import timer
 
 from crm_common.config import get_settings
 from crm_common.context import CallerContext
-from crm_common.errors import EXPECTED, Unavailable
+from crm_common.errors import EXPECTED, NotFound, Unavailable
 from crm_common.health import HealthEntrypoints
 from crm_common.messaging.events import reliable_handler
 from crm_common.messaging.outbox import OutboxDispatcher
@@ -136,9 +136,16 @@ class SalesService(HealthEntrypoints):
     def on_deal_items_changed(self, event):
         """The deal's amount = its items' current total (read now: an older event never
         writes an older total)."""
-        items = self.store.get_items(event["data"]["deal_id"])
-        if items is not None:
-            self.deals_rpc.update_deal(event["data"]["deal_id"], {"amount": items["totals"]["total"]})
+        deal_id = event["data"]["deal_id"]
+        items = self.store.get_items(deal_id)
+        if items is None:
+            return
+        try:
+            current = self.deals_rpc.get_deal(deal_id)
+        except NotFound:
+            return  # deleted meanwhile
+        if current.get("amount") != items["totals"]["total"]:
+            self.deals_rpc.update_deal(deal_id, {"amount": items["totals"]["total"]})
 
     # settings
     @rpc(expected_exceptions=ERRORS)
