@@ -46,7 +46,7 @@ def upload_file(body, params):
     upload = request.files.get("file")
     if upload is None:
         raise ValidationFailed("Invalid input", {"fields": {"file": ["Missing file part."]}})
-    started = call("sales", "begin_upload", params, upload.filename, request.content_length)
+    started = call("sales", "begin_upload", params, upload.filename)
     upload_id, digest, n = started["upload_id"], hashlib.sha256(), 0
     try:
         while True:

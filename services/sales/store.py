@@ -32,17 +32,23 @@ class SalesStore(BaseStore):
     def ensure_indexes(self):
         self.products.create_index("sku_key", unique=True)
         self.products.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
+        self.products.create_index([("active", ASCENDING), ("created_at", DESCENDING),
+                                    ("_id", DESCENDING)])
         self.price_lists.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
         self.price_lists.create_index("default_key", unique=True, sparse=True)
-        for field in ("deal_id", "owner_id", "status"):
-            self.documents.create_index([(field, ASCENDING), ("created_at", DESCENDING),
-                                         ("_id", DESCENDING)])
-        self.documents.create_index([("kind", ASCENDING), ("created_at", DESCENDING),
+        # every list predicate (kind, the caller's owner filter, deal, status) is on one index
+        # (SecantusDB uses an index only then): by deal, else by kind
+        self.documents.create_index([("deal_id", ASCENDING), ("kind", ASCENDING),
+                                     ("owner_id", ASCENDING), ("status", ASCENDING),
+                                     ("created_at", DESCENDING), ("_id", DESCENDING)])
+        self.documents.create_index([("kind", ASCENDING), ("owner_id", ASCENDING),
+                                     ("status", ASCENDING), ("created_at", DESCENDING),
                                      ("_id", DESCENDING)])
         self.documents.create_index("overdue_at", sparse=True)
         self.documents.create_index("paid_on", sparse=True)
         self.purchases.create_index("key", unique=True)
-        self.purchases.create_index([("product_id", ASCENDING), ("contact_id", ASCENDING)])
+        self.purchases.create_index([("product_id", ASCENDING), ("contact_id", ASCENDING),
+                                     ("date", ASCENDING)])
         self.purchases.create_index("date")
         # "<type>:<id>:live" or ":deleted": one predicate per list (no hints, docs/developing.md)
         self.files.create_index([("list_key", ASCENDING), ("created_at", DESCENDING),
