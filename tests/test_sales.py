@@ -255,12 +255,14 @@ def test_quote_pdf_invoice_payment_won_and_buyers(api, catalogue, smtp, unique, 
     assert average[0]["currency"] == "EUR" and average[0]["invoices"] >= 1
 
 
-def test_overdue_invoice_tells_once(api, catalogue, unique, record_events):
+def test_overdue_invoice_tells_once(api, stack, catalogue, unique, record_events):
     events = record_events("sales")
     deal, _ = new_deal(api, unique)
     add_lines(api, deal["id"], catalogue["products"])
     yesterday = (date.today() - timedelta(days=1)).isoformat()
-    invoice = api.post("/invoices", json={"deal_id": deal["id"], "due_date": yesterday}).json()
+    # the RPC automation calls (no user: every deal)
+    invoice = stack.rpc.call("sales", "create_invoice_from_deal", deal["id"], {"due_date": yesterday})
+    assert invoice["status"] == "issued" and invoice["totals"]["total"] == 33887 + 109800 + 6597
     assert wait_until(lambda: api.get(f"/invoices/{invoice['id']}").json()["status"] == "overdue",
                       timeout=20)
     events.wait_for(lambda e: e["type"] == "invoice_overdue")
