@@ -102,3 +102,14 @@ def test_pdf_text_in_italian_and_hebrew():
 
 def _text(data):
     return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)
+
+
+def test_a_template_error_is_a_clear_4xx(monkeypatch):
+    import jinja2
+    from services.sales import pdf
+    monkeypatch.setattr(pdf, "_env", jinja2.Environment(
+        loader=jinja2.DictLoader({"document.html": "{{ broken"}), autoescape=True))
+    with pytest.raises(ValidationFailed) as raised:
+        render_pdf({"kind": "quote", "number": "Q-1", "currency": "EUR", "language": "en",
+                    "lines": [], "totals": document_totals([])})
+    assert raised.value.status == 422 and "template" in raised.value.details
