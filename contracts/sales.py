@@ -398,6 +398,36 @@ class BuyersPage(PageOf):
     items = fields.List(fields.String(), metadata={"description": "contact ids"})
 
 
+class PurchaseListQuery(Schema):
+    contact_id = fields.String(validate=ID)
+    company_id = fields.String(validate=ID)
+    limit = list_limit_field()
+    cursor = cursor_field()
+
+    @validates_schema
+    def one_owner(self, data, partial=False, **kwargs):
+        if bool(data.get("contact_id")) == bool(data.get("company_id")):
+            raise ValidationError("Give contact_id or company_id.", "_schema")
+
+
+class PurchaseOut(Schema):
+    id = fields.String()
+    contact_id = fields.String(allow_none=True)
+    company_id = fields.String(allow_none=True)
+    deal_id = fields.String()
+    product_id = fields.String()
+    sku = fields.String(allow_none=True)
+    name = fields.String(allow_none=True)
+    quantity = quantity_field(attribute="quantity_milli")
+    amount = fields.Integer(metadata={"description": "the line's total, tax included"})
+    currency = fields.String()
+    date = UtcDateTime()
+
+
+class PurchasePage(PageOf):
+    items = fields.List(fields.Nested(PurchaseOut))
+
+
 class SalesReportQuery(Schema):
     since = UtcDateTime(data_key="from")
     until = UtcDateTime(data_key="to")

@@ -238,6 +238,10 @@ def test_quote_pdf_invoice_payment_won_and_buyers(api, catalogue, smtp, unique, 
                       stage_ids(pipeline)["Won"], timeout=20)
     assert wait_until(lambda: contact["id"] in api.get(
         f"/products/{catalogue['products']['LIC']['id']}/buyers").json()["items"], timeout=20)
+    bought = api.get("/purchases", params={"contact_id": contact["id"]}).json()["items"]
+    assert sorted(p["sku"] for p in bought) == sorted(p["sku"] for p in catalogue["products"].values())
+    assert sum(p["amount"] for p in bought) == total and bought[0]["deal_id"] == deal["id"]
+    assert agent.get("/purchases", params={"contact_id": contact["id"]}).status_code == 404
     assert contact["id"] not in api.get(f"/products/{catalogue['products']['LIC']['id']}/buyers",
                                         params={"to": "2000-01-01T00:00:00Z"}).json()["items"]
     events.wait_for(lambda e: e["type"] == "invoice_paid" and e["data"]["deal_id"] == deal["id"])

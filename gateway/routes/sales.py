@@ -260,6 +260,14 @@ def invoice_pdf(invoice_id, body, params):
     return _pdf(call("sales", "invoice_pdf", invoice_id, timeout=DOCUMENT_TIMEOUT))
 
 
+# purchase history
+@api.route("/purchases", "GET", "What a contact (that the caller sees) or a company bought: "
+           "product, quantity, amount, date; newest first", TAG, query=s.PurchaseListQuery,
+           response=s.PurchasePage, permission="contacts:read")
+def list_purchases(body, params):
+    return call("sales", "list_purchases", params)
+
+
 # reports
 @api.route("/reports/sales-by-product", "GET", "Purchases per product and currency in a period "
            "(default: the last year): quantity, amount, buyers", TAG, query=s.SalesReportQuery,

@@ -23,6 +23,7 @@ send_in, payment_in = schemas.SendIn(), schemas.PaymentIn()
 settings_in, settings_out = schemas.SalesSettingsIn(), schemas.SalesSettingsOut()
 document_out, list_query = schemas.DocumentOut(), schemas.DocumentListQuery()
 buyers_query, report_query = schemas.BuyersQuery(), schemas.SalesReportQuery()
+purchase_query, purchase_out = schemas.PurchaseListQuery(), schemas.PurchaseOut()
 DEFAULT_SETTINGS = {"company": {"name": None}, "language": "en", "quote_validity_days": 30,
                     "payment_terms_days": 30, "series": {"quote": "Q", "invoice": "INV"}}
 OPEN_INVOICE = ("issued", "partially_paid", "overdue")
@@ -384,6 +385,18 @@ class Documents:
             ids = ids[:query["limit"]]
             next_cursor = sign_token({"after": ids[-1]})
         return {"items": ids, "next_cursor": next_cursor}
+
+    def purchases(self, params):
+        """What a contact or company bought (newest first); a contact only if the caller
+        sees it (companies are shared reference data)."""
+        query = load(purchase_query, params)
+        field = "contact_id" if query.get("contact_id") else "company_id"
+        if field == "contact_id":
+            self.contacts_rpc.get_contact(query["contact_id"])  # 404 unless visible
+        docs, cursor = self.store.list_purchases(field, query[field], query["limit"],
+                                                 query.get("cursor"))
+        return {"items": [with_every_key(purchase_out, purchase_out.dump(d), d["_id"]) for d in docs],
+                "next_cursor": cursor}
 
     def _period(self, query):
         until = query.get("until") or utcnow() + timedelta(seconds=1)

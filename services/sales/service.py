@@ -261,6 +261,10 @@ class SalesService(HealthEntrypoints):
         return self.documents.buyers(product_id, params or {})
 
     @rpc(expected_exceptions=ERRORS)
+    def list_purchases(self, params):
+        return self.documents.purchases(params)
+
+    @rpc(expected_exceptions=ERRORS)
     def sales_by_product(self, params):
         return self.documents.sales_by_product(params)
 

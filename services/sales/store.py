@@ -50,6 +50,8 @@ class SalesStore(BaseStore):
         self.purchases.create_index([("product_id", ASCENDING), ("contact_id", ASCENDING),
                                      ("date", ASCENDING)])
         self.purchases.create_index("date")
+        for field in ("contact_id", "company_id"):
+            self.purchases.create_index([(field, ASCENDING), ("date", DESCENDING), ("_id", DESCENDING)])
         # "<type>:<id>:live" or ":deleted": one predicate per list (no hints, docs/developing.md)
         self.files.create_index([("list_key", ASCENDING), ("created_at", DESCENDING),
                                  ("_id", DESCENDING)])
@@ -221,6 +223,9 @@ class SalesStore(BaseStore):
             {"$match": match}, {"$group": {"_id": "$contact_id"}}, {"$sort": {"_id": 1}},
             {"$limit": limit + 1}])
         return [r["_id"] for r in rows]
+
+    def list_purchases(self, field, value, limit, cursor):
+        return page(self.purchases, {field: value}, "date", DESCENDING, limit, cursor)
 
     def sales_by_product(self, since, until, currency):
         match = {"date": {"$gte": since, "$lt": until}}
