@@ -217,6 +217,14 @@ def test_quote_pdf_invoice_payment_won_and_buyers(api, catalogue, smtp, unique, 
     assert agent.get(f"/quotes/{quote['id']}/pdf").status_code == 404
     assert agent.post("/quotes", json={"deal_id": deal["id"]}).status_code == 404
 
+    # a custom role reads invoices and quotes company-wide, but creates none
+    role = f"acct-{unique}"
+    assert api.post("/roles", json={"name": role, "label": "Accountant", "permissions": {
+        "quotes": {"read": "all"}, "invoices": {"read": "all"}}}).status_code == 201
+    accountant = make_user(role)
+    assert accountant.get(f"/quotes/{quote['id']}").status_code == 200
+    assert accountant.post("/quotes", json={"deal_id": deal["id"]}).status_code == 403
+
     # invoicing: consecutive numbers
     first = api.post("/invoices", json={"quote_id": revised["id"]})
     assert first.status_code == 201, first.text
