@@ -235,6 +235,11 @@ def test_quote_pdf_invoice_payment_won_and_buyers(api, catalogue, smtp, unique, 
     assert second["number"] == f"{year}-{int(seq) + 1:05d}"
     assert api.post(f"/invoices/{second['id']}/void").json()["status"] == "void"
     assert first["status"] == "issued" and first["language"] == "he"
+    assert api.post(f"/invoices/{first['id']}/send", json={}).status_code == 200
+    mails = smtp.wait_for(contact["emails"][0]["email"], count=2)
+    attachment = next(mails[-1]["message"].iter_attachments())
+    text = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(attachment.get_content())).pages)
+    assert first["number"] in text and "חשבונית" in text and "1,502.84" in text
 
     # payments: partial, too much, the rest
     r = api.post(f"/invoices/{first['id']}/payments", json={"amount": 50000, "method": "card"})
