@@ -92,5 +92,13 @@ CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.notes.service:
 FROM service AS automation
 CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.automation.service:AutomationService"]
 
+# quotes and invoices are drawn with DejaVu Sans (Latin, Cyrillic, Hebrew): Debian's fonts
+FROM service AS sales
+USER root
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
+USER crm
+CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.sales.service:SalesService"]
+
 # the image: the stage named by SERVICE
 FROM ${SERVICE}

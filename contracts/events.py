@@ -30,6 +30,7 @@ from crm_common.timeutil import parse_iso, to_iso
 SOURCES = ("gateway", "contacts", "deals", "tasks", "telephony", "notifications", "notes")
 SOURCES += ("conversations",)
 SOURCES += ("automation",)
+SOURCES += ("sales",)
 
 
 class EventRejected(ValueError):

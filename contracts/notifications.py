@@ -27,6 +27,7 @@ DEFAULT_CHANNELS = {
     "note_mentioned": ["inapp", "email"],
     "conversation_escalated": ["inapp", "email"],
     "rule_notice": ["inapp"],
+    "invoice_overdue": ["inapp", "email"],
 }
 
 LANGUAGES = ("en", "it")
@@ -37,7 +38,7 @@ PERSON_EVENTS = {
     ("tasks", "task_assigned"), ("tasks", "task_due_soon"), ("tasks", "task_overdue"),
     ("tasks", "task_escalated"), ("telephony", "call_missed"), ("deals", "deal_won"),
     ("deals", "deal_lost"), ("deals", "deal_assigned"), ("contacts", "import_finished"),
-    ("deals", "lead_routed"), ("notes", "note_mentioned"),
+    ("deals", "lead_routed"), ("notes", "note_mentioned"), ("sales", "invoice_overdue"),
     ("automation", "rule_notice"),
 }
 PERSON_EVENTS |= {("conversations", "conversation_escalated")}

@@ -12,6 +12,7 @@ SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony", "search"
             "notes")
 SERVICES += ("conversations",)
 SERVICES += ("automation",)
+SERVICES += ("sales",)
 
 # Never a webhook target unless configured otherwise: private, link-local (cloud metadata),
 # carrier-grade NAT, multicast, reserved and "this host" ranges. Loopback is separate so
@@ -200,6 +201,13 @@ class AutomationSettings:
 
     def webhook_forbidden(self):
         return forbidden_networks(self.forbidden_nets, self.allow_loopback)
+class SalesSettings:
+    """services/sales/README.md"""
+    file_max_bytes: int          # one uploaded file at most (the upload route's body limit too)
+    link_max_seconds: int        # a shared file link lives at most this long
+    overdue_tick_seconds: float  # how often invoices past their due date are looked for
+    won_on_paid: bool            # a fully paid invoice moves its deal to the pipeline's won stage
+    test_clock: bool
 
 
 @dataclass(frozen=True)
@@ -297,6 +305,7 @@ class Settings:
     contacts: ContactsSettings = None
     search: SearchSettings = None
     automation: AutomationSettings = None
+    sales: SalesSettings = None
     gateway: GatewaySettings = None
     stream: StreamSettings = None
     ami_connector: AmiConnectorSettings = None
@@ -445,6 +454,13 @@ def _automation(env, test_clock):
         forbidden_nets=tuple(ipaddress.ip_network(n) for n in
                              env._list("CRM_WEBHOOK_FORBIDDEN_NETS", DEFAULT_FORBIDDEN)),
         allow_loopback=env._flag("CRM_WEBHOOK_ALLOW_LOOPBACK"),
+def _sales(env, test_clock):
+    return SalesSettings(
+        file_max_bytes=env._int("CRM_FILE_MAX_BYTES", 100 * 1024 * 1024),
+        link_max_seconds=env._int("CRM_FILE_LINK_MAX_SECONDS", 30 * 24 * 3600),
+        overdue_tick_seconds=env._float("CRM_SALES_OVERDUE_TICK_SECONDS", "60"),
+        won_on_paid=env._flag("CRM_SALES_WON_ON_PAID", "true"),
+        test_clock=test_clock,
     )
 
 
@@ -556,6 +572,7 @@ def load_settings(environ=None):
         contacts=_contacts(env),
         search=_search(env),
         automation=_automation(env, test_clock),
+        sales=_sales(env, test_clock),
         gateway=_gateway(env),
         stream=_stream(env),
         ami_connector=_ami_connector(env),

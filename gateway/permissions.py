@@ -96,6 +96,29 @@ MATRIX = {p.name: p for p in (
        "tasks reports over the scope's records"),
     _p("reports:sources", ALL, TEAM, NO, "reports:read", "lead source report (company-wide "
        "costs)"),
+    # products, quotes, invoices, files (the sales service)
+    _p("products:read", ALL, ALL, ALL, "products:read", "the product catalogue and price lists"),
+    _p("products:write", ALL, ALL, NO, "products:write", "create and change products and "
+       "price lists, set prices"),
+    _p("deal-items:price", ALL, TEAM, NO, "deals:write", "override a line item's unit price "
+       "(lines themselves: `deals:write` on the deal)"),
+    _p("sales-settings:read", ALL, ALL, ALL, "sales:read", "seller details, numbering series, "
+       "terms"),
+    _p("sales-settings:write", ALL, NO, NO, NO, "change the sales settings"),
+    _p("quotes:read", ALL, TEAM, OWN, "quotes:read", "quotes of the scope's deals, their PDF"),
+    _p("quotes:write", ALL, TEAM, OWN, "quotes:write", "draft, change, revise, send, accept, "
+       "reject quotes of the scope's deals"),
+    _p("invoices:read", ALL, TEAM, OWN, "invoices:read", "invoices of the scope's deals, their "
+       "PDF"),
+    _p("invoices:write", ALL, TEAM, OWN, "invoices:write", "issue, send, void invoices of the "
+       "scope's deals"),
+    _p("invoices:pay", ALL, TEAM, NO, "invoices:write", "record payments"),
+    _p("sales-reports:read", ALL, ALL, NO, "reports:read", "company-wide purchase history: "
+       "buyers of a product, sales by product, average check"),
+    _p("files:read", ALL, TEAM, OWN, "files:read", "list and download files of records the "
+       "caller sees; make a share link"),
+    _p("files:write", ALL, TEAM, OWN, "files:write", "upload, delete, restore files of records "
+       "the caller sees"),
     # work
     _p("tasks:read", ALL, TEAM, OWN, "tasks:read", "tasks, calendar, agenda (assigned to or "
        "created by the scope's people)"),

@@ -28,6 +28,7 @@ SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony", "search"
             "notes")
 SERVICES += ("conversations",)
 SERVICES += ("automation",)
+SERVICES += ("sales",)
 BASE_AMQP = os.environ.get("TEST_AMQP_URI", "amqp://guest:guest@localhost:5672/")
 
 

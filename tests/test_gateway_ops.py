@@ -18,7 +18,7 @@ def test_healthz_readyz_report_each_dependency(api):
     assert ready.status_code == 200
     checks = ready.json()["checks"]
     assert set(checks) == {"broker", "contacts", "deals", "tasks", "notifications", "telephony",
-                           "search", "notes", "conversations", "automation"}
+                           "search", "notes", "conversations", "automation", "sales"}
     assert all(c["ok"] for c in checks.values())
 
 

@@ -24,4 +24,9 @@ TIMELINE_EVENTS = (
     ("notes", "note_created"),
     ("conversations", "message_received"),
     ("conversations", "message_sent"),
+    ("sales", "quote_sent"),
+    ("sales", "quote_accepted"),
+    ("sales", "invoice_issued"),
+    ("sales", "invoice_paid"),
+    ("sales", "file_uploaded"),
 )

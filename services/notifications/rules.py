@@ -28,7 +28,7 @@ def recipients(event_type, data, users):
     elif event_type in ("deal_won", "deal_lost"):
         owner = data["owner_id"]
         ids = [owner, _manager_of(owner, users)]
-    elif event_type in ("deal_assigned", "lead_routed"):
+    elif event_type in ("deal_assigned", "lead_routed", "invoice_overdue"):
         ids = [data["owner_id"]]
     elif event_type == "rule_notice":  # an automation rule's notify_user action
         ids = [data["user_id"]]
