@@ -201,6 +201,9 @@ class AutomationSettings:
 
     def webhook_forbidden(self):
         return forbidden_networks(self.forbidden_nets, self.allow_loopback)
+
+
+@dataclass(frozen=True)
 class SalesSettings:
     """services/sales/README.md"""
     file_max_bytes: int          # one uploaded file at most (the upload route's body limit too)
@@ -454,6 +457,9 @@ def _automation(env, test_clock):
         forbidden_nets=tuple(ipaddress.ip_network(n) for n in
                              env._list("CRM_WEBHOOK_FORBIDDEN_NETS", DEFAULT_FORBIDDEN)),
         allow_loopback=env._flag("CRM_WEBHOOK_ALLOW_LOOPBACK"),
+    )
+
+
 def _sales(env, test_clock):
     return SalesSettings(
         file_max_bytes=env._int("CRM_FILE_MAX_BYTES", 100 * 1024 * 1024),
