@@ -186,7 +186,7 @@ export interface paths {
         /** The call log (keyset pages; filters contact, agent, direction, outcome, missed, called_back, phone, from/to = started between) */
         get: operations["get_calls_list_calls"];
         put?: never;
-        /** Click-to-call: ring the agent's phone, then dial `to`, through the configured PBX adapter (Asterisk AMI or an HTTP callback URL) */
+        /** Click-to-call: ring the agent's phone, then dial `to`, through the configured PBX adapter (Asterisk AMI or an HTTP callback URL). 503 with the reason (nothing recorded) when no PBX is configured or it refused the request; 409 for a do_not_contact contact unless `override_reason` is sent */
         post: operations["post_calls_click_to_call"];
         delete?: never;
         options?: never;
@@ -203,6 +203,23 @@ export interface paths {
         };
         /** One call with its legs */
         get: operations["get_calls_get_call"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/calls/{call_id}/recording": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The call's recording as the platform stored it (fetched from the provider once announced; kept for the retention period), to whoever may see the call. HTTP Range requests (one range) answer 206 with Content-Range, an unsatisfiable range 416; 404 when no recording is stored */
+        get: operations["get_calls_get_recording"];
         put?: never;
         post?: never;
         delete?: never;
@@ -997,6 +1014,41 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/settings/telephony": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The telephony settings in force (secrets: only whether each is set, and where from) */
+        get: operations["get_settings_telephony_get_telephony_settings"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /** Change telephony settings; null returns one to the environment's value; secrets are stored encrypted and never returned */
+        patch: operations["patch_settings_telephony_update_telephony_settings"];
+        trace?: never;
+    };
+    "/api/v1/settings/telephony/test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Test one provider's settings (twilio, zadarma: credentials present; ami: connect and log in; http: connect); the answer says which check failed */
+        post: operations["post_settings_telephony_test_telephony_settings"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/stream/tickets": {
         parameters: {
             query?: never;
@@ -1202,7 +1254,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Twilio voice status callback (form-encoded, X-Twilio-Signature) */
+        /** Twilio voice status callback or <Dial> action (form-encoded, X-Twilio-Signature: the auth token and HMAC-SHA1, or a SharedKey and the algorithm X-Twilio-Webhooks-Signature-Settings names); a <Dial> action is answered with an empty TwiML <Response/> */
         post: operations["post_telephony_twilio_callback"];
         delete?: never;
         options?: never;
@@ -1588,7 +1640,7 @@ export interface components {
             /** Format: date-time */
             ended_at?: string | null;
             extension?: string | null;
-            from?: (Record<string, never> | null) | components["schemas"]["Number"];
+            from?: components["schemas"]["Number"] | (never | null);
             hangup_cause?: string | null;
             id?: string;
             lead_created?: boolean;
@@ -1604,12 +1656,14 @@ export interface components {
             owner_id?: string | null;
             provider?: string;
             recording_id?: string | null;
+            /** @description the recording kept by the platform: pending (to be fetched), stored (GET /calls/{id}/recording), failed, expired; null: none announced */
+            recording_state?: string | null;
             recording_url?: string | null;
             /** Format: date-time */
             started_at?: string | null;
             state?: string | null;
             talk_s?: number | null;
-            to?: (Record<string, never> | null) | components["schemas"]["Number"];
+            to?: components["schemas"]["Number"] | (never | null);
             /** Format: date-time */
             updated_at?: string;
         };
@@ -1668,10 +1722,12 @@ export interface components {
             /** @description the agent whose phone rings first; default: the caller */
             agent_id?: string;
             contact_id?: string;
+            /** @description why a do_not_contact contact is called anyway (kept on the call record: originate.override_reason); without it such a call is refused */
+            override_reason?: string;
             to: string;
         };
         CompanyIn: {
-            address?: (Record<string, never> | null) | components["schemas"]["AddressIn"];
+            address?: components["schemas"]["AddressIn"] | (never | null);
             custom?: {
                 [key: string]: unknown;
             };
@@ -1685,7 +1741,7 @@ export interface components {
             tags?: string[];
         };
         CompanyInPatch: {
-            address?: (Record<string, never> | null) | components["schemas"]["AddressIn"];
+            address?: components["schemas"]["AddressIn"] | (never | null);
             custom?: {
                 [key: string]: unknown;
             };
@@ -1812,11 +1868,11 @@ export interface components {
             deleted_at?: string | null;
             do_not_contact?: boolean;
             emails?: components["schemas"]["EmailOut"][];
-            first_name?: string;
+            first_name?: string | null;
             id?: string;
             /** Format: date-time */
             last_contacted_at?: string | null;
-            last_name?: string;
+            last_name?: string | null;
             messengers?: components["schemas"]["MessengerIn"][];
             owner_id?: string | null;
             phones?: components["schemas"]["PhoneOut"][];
@@ -2058,7 +2114,7 @@ export interface components {
              * @description count due_minutes only inside these hours; null = around the clock
              * @default null
              */
-            working_hours: components["schemas"]["WorkingHours"] | (Record<string, never> | null);
+            working_hours: components["schemas"]["WorkingHours"] | (never | null);
         };
         ForecastReport: {
             rows?: components["schemas"]["ForecastRow"][];
@@ -2244,9 +2300,9 @@ export interface components {
         };
         IngestAnswer: {
             call?: components["schemas"]["CallOut"];
-            contact?: (Record<string, never> | null) | components["schemas"]["ContactRef"];
+            contact?: components["schemas"]["ContactRef"] | (never | null);
             duplicate?: boolean;
-            owner?: (Record<string, never> | null) | components["schemas"]["OwnerRef"];
+            owner?: components["schemas"]["OwnerRef"] | (never | null);
             /** @description extension to route a ringing inbound call to (the contact's owner) */
             route_to?: string | null;
         };
@@ -2264,7 +2320,7 @@ export interface components {
             fields?: {
                 [key: string]: "first_name" | "last_name" | "full_name" | "email" | "phone" | "company" | "position" | "message" | "telegram" | "whatsapp" | "instagram" | "vk" | "ignore";
             };
-            first_task?: (Record<string, never> | null) | components["schemas"]["FirstTask"];
+            first_task?: components["schemas"]["FirstTask"] | (never | null);
             /**
              * @description a hidden field people leave empty
              * @default company_website
@@ -2304,7 +2360,7 @@ export interface components {
             fields?: {
                 [key: string]: "first_name" | "last_name" | "full_name" | "email" | "phone" | "company" | "position" | "message" | "telegram" | "whatsapp" | "instagram" | "vk" | "ignore";
             };
-            first_task?: (Record<string, never> | null) | components["schemas"]["FirstTask"];
+            first_task?: components["schemas"]["FirstTask"] | (never | null);
             /**
              * @description a hidden field people leave empty
              * @default company_website
@@ -2452,11 +2508,11 @@ export interface components {
             deleted_at?: string | null;
             do_not_contact?: boolean;
             emails?: components["schemas"]["EmailOut"][];
-            first_name?: string;
+            first_name?: string | null;
             id?: string;
             /** Format: date-time */
             last_contacted_at?: string | null;
-            last_name?: string;
+            last_name?: string | null;
             merge_id?: string;
             merged_ids?: string[];
             messengers?: components["schemas"]["MessengerIn"][];
@@ -2602,8 +2658,12 @@ export interface components {
             /** @enum {string|null} */
             language?: "en" | "it" | null;
             /** @description non-urgent messages wait until the end of this daily window */
-            quiet_hours?: components["schemas"]["QuietHours"] | (Record<string, never> | null);
-            timezone?: string | null;
+            quiet_hours?: components["schemas"]["QuietHours"] | (never | null);
+            /**
+             * @description IANA time-zone name, e.g. Europe/Rome
+             * @enum {string|null}
+             */
+            timezone?: "Africa/Abidjan" | "Africa/Accra" | "Africa/Addis_Ababa" | "Africa/Algiers" | "Africa/Asmara" | "Africa/Asmera" | "Africa/Bamako" | "Africa/Bangui" | "Africa/Banjul" | "Africa/Bissau" | "Africa/Blantyre" | "Africa/Brazzaville" | "Africa/Bujumbura" | "Africa/Cairo" | "Africa/Casablanca" | "Africa/Ceuta" | "Africa/Conakry" | "Africa/Dakar" | "Africa/Dar_es_Salaam" | "Africa/Djibouti" | "Africa/Douala" | "Africa/El_Aaiun" | "Africa/Freetown" | "Africa/Gaborone" | "Africa/Harare" | "Africa/Johannesburg" | "Africa/Juba" | "Africa/Kampala" | "Africa/Khartoum" | "Africa/Kigali" | "Africa/Kinshasa" | "Africa/Lagos" | "Africa/Libreville" | "Africa/Lome" | "Africa/Luanda" | "Africa/Lubumbashi" | "Africa/Lusaka" | "Africa/Malabo" | "Africa/Maputo" | "Africa/Maseru" | "Africa/Mbabane" | "Africa/Mogadishu" | "Africa/Monrovia" | "Africa/Nairobi" | "Africa/Ndjamena" | "Africa/Niamey" | "Africa/Nouakchott" | "Africa/Ouagadougou" | "Africa/Porto-Novo" | "Africa/Sao_Tome" | "Africa/Timbuktu" | "Africa/Tripoli" | "Africa/Tunis" | "Africa/Windhoek" | "America/Adak" | "America/Anchorage" | "America/Anguilla" | "America/Antigua" | "America/Araguaina" | "America/Argentina/Buenos_Aires" | "America/Argentina/Catamarca" | "America/Argentina/ComodRivadavia" | "America/Argentina/Cordoba" | "America/Argentina/Jujuy" | "America/Argentina/La_Rioja" | "America/Argentina/Mendoza" | "America/Argentina/Rio_Gallegos" | "America/Argentina/Salta" | "America/Argentina/San_Juan" | "America/Argentina/San_Luis" | "America/Argentina/Tucuman" | "America/Argentina/Ushuaia" | "America/Aruba" | "America/Asuncion" | "America/Atikokan" | "America/Atka" | "America/Bahia" | "America/Bahia_Banderas" | "America/Barbados" | "America/Belem" | "America/Belize" | "America/Blanc-Sablon" | "America/Boa_Vista" | "America/Bogota" | "America/Boise" | "America/Buenos_Aires" | "America/Cambridge_Bay" | "America/Campo_Grande" | "America/Cancun" | "America/Caracas" | "America/Catamarca" | "America/Cayenne" | "America/Cayman" | "America/Chicago" | "America/Chihuahua" | "America/Ciudad_Juarez" | "America/Coral_Harbour" | "America/Cordoba" | "America/Costa_Rica" | "America/Coyhaique" | "America/Creston" | "America/Cuiaba" | "America/Curacao" | "America/Danmarkshavn" | "America/Dawson" | "America/Dawson_Creek" | "America/Denver" | "America/Detroit" | "America/Dominica" | "America/Edmonton" | "America/Eirunepe" | "America/El_Salvador" | "America/Ensenada" | "America/Fort_Nelson" | "America/Fort_Wayne" | "America/Fortaleza" | "America/Glace_Bay" | "America/Godthab" | "America/Goose_Bay" | "America/Grand_Turk" | "America/Grenada" | "America/Guadeloupe" | "America/Guatemala" | "America/Guayaquil" | "America/Guyana" | "America/Halifax" | "America/Havana" | "America/Hermosillo" | "America/Indiana/Indianapolis" | "America/Indiana/Knox" | "America/Indiana/Marengo" | "America/Indiana/Petersburg" | "America/Indiana/Tell_City" | "America/Indiana/Vevay" | "America/Indiana/Vincennes" | "America/Indiana/Winamac" | "America/Indianapolis" | "America/Inuvik" | "America/Iqaluit" | "America/Jamaica" | "America/Jujuy" | "America/Juneau" | "America/Kentucky/Louisville" | "America/Kentucky/Monticello" | "America/Knox_IN" | "America/Kralendijk" | "America/La_Paz" | "America/Lima" | "America/Los_Angeles" | "America/Louisville" | "America/Lower_Princes" | "America/Maceio" | "America/Managua" | "America/Manaus" | "America/Marigot" | "America/Martinique" | "America/Matamoros" | "America/Mazatlan" | "America/Mendoza" | "America/Menominee" | "America/Merida" | "America/Metlakatla" | "America/Mexico_City" | "America/Miquelon" | "America/Moncton" | "America/Monterrey" | "America/Montevideo" | "America/Montreal" | "America/Montserrat" | "America/Nassau" | "America/New_York" | "America/Nipigon" | "America/Nome" | "America/Noronha" | "America/North_Dakota/Beulah" | "America/North_Dakota/Center" | "America/North_Dakota/New_Salem" | "America/Nuuk" | "America/Ojinaga" | "America/Panama" | "America/Pangnirtung" | "America/Paramaribo" | "America/Phoenix" | "America/Port-au-Prince" | "America/Port_of_Spain" | "America/Porto_Acre" | "America/Porto_Velho" | "America/Puerto_Rico" | "America/Punta_Arenas" | "America/Rainy_River" | "America/Rankin_Inlet" | "America/Recife" | "America/Regina" | "America/Resolute" | "America/Rio_Branco" | "America/Rosario" | "America/Santa_Isabel" | "America/Santarem" | "America/Santiago" | "America/Santo_Domingo" | "America/Sao_Paulo" | "America/Scoresbysund" | "America/Shiprock" | "America/Sitka" | "America/St_Barthelemy" | "America/St_Johns" | "America/St_Kitts" | "America/St_Lucia" | "America/St_Thomas" | "America/St_Vincent" | "America/Swift_Current" | "America/Tegucigalpa" | "America/Thule" | "America/Thunder_Bay" | "America/Tijuana" | "America/Toronto" | "America/Tortola" | "America/Vancouver" | "America/Virgin" | "America/Whitehorse" | "America/Winnipeg" | "America/Yakutat" | "America/Yellowknife" | "Antarctica/Casey" | "Antarctica/Davis" | "Antarctica/DumontDUrville" | "Antarctica/Macquarie" | "Antarctica/Mawson" | "Antarctica/McMurdo" | "Antarctica/Palmer" | "Antarctica/Rothera" | "Antarctica/South_Pole" | "Antarctica/Syowa" | "Antarctica/Troll" | "Antarctica/Vostok" | "Arctic/Longyearbyen" | "Asia/Aden" | "Asia/Almaty" | "Asia/Amman" | "Asia/Anadyr" | "Asia/Aqtau" | "Asia/Aqtobe" | "Asia/Ashgabat" | "Asia/Ashkhabad" | "Asia/Atyrau" | "Asia/Baghdad" | "Asia/Bahrain" | "Asia/Baku" | "Asia/Bangkok" | "Asia/Barnaul" | "Asia/Beirut" | "Asia/Bishkek" | "Asia/Brunei" | "Asia/Calcutta" | "Asia/Chita" | "Asia/Choibalsan" | "Asia/Chongqing" | "Asia/Chungking" | "Asia/Colombo" | "Asia/Dacca" | "Asia/Damascus" | "Asia/Dhaka" | "Asia/Dili" | "Asia/Dubai" | "Asia/Dushanbe" | "Asia/Famagusta" | "Asia/Gaza" | "Asia/Harbin" | "Asia/Hebron" | "Asia/Ho_Chi_Minh" | "Asia/Hong_Kong" | "Asia/Hovd" | "Asia/Irkutsk" | "Asia/Istanbul" | "Asia/Jakarta" | "Asia/Jayapura" | "Asia/Jerusalem" | "Asia/Kabul" | "Asia/Kamchatka" | "Asia/Karachi" | "Asia/Kashgar" | "Asia/Kathmandu" | "Asia/Katmandu" | "Asia/Khandyga" | "Asia/Kolkata" | "Asia/Krasnoyarsk" | "Asia/Kuala_Lumpur" | "Asia/Kuching" | "Asia/Kuwait" | "Asia/Macao" | "Asia/Macau" | "Asia/Magadan" | "Asia/Makassar" | "Asia/Manila" | "Asia/Muscat" | "Asia/Nicosia" | "Asia/Novokuznetsk" | "Asia/Novosibirsk" | "Asia/Omsk" | "Asia/Oral" | "Asia/Phnom_Penh" | "Asia/Pontianak" | "Asia/Pyongyang" | "Asia/Qatar" | "Asia/Qostanay" | "Asia/Qyzylorda" | "Asia/Rangoon" | "Asia/Riyadh" | "Asia/Saigon" | "Asia/Sakhalin" | "Asia/Samarkand" | "Asia/Seoul" | "Asia/Shanghai" | "Asia/Singapore" | "Asia/Srednekolymsk" | "Asia/Taipei" | "Asia/Tashkent" | "Asia/Tbilisi" | "Asia/Tehran" | "Asia/Tel_Aviv" | "Asia/Thimbu" | "Asia/Thimphu" | "Asia/Tokyo" | "Asia/Tomsk" | "Asia/Ujung_Pandang" | "Asia/Ulaanbaatar" | "Asia/Ulan_Bator" | "Asia/Urumqi" | "Asia/Ust-Nera" | "Asia/Vientiane" | "Asia/Vladivostok" | "Asia/Yakutsk" | "Asia/Yangon" | "Asia/Yekaterinburg" | "Asia/Yerevan" | "Atlantic/Azores" | "Atlantic/Bermuda" | "Atlantic/Canary" | "Atlantic/Cape_Verde" | "Atlantic/Faeroe" | "Atlantic/Faroe" | "Atlantic/Jan_Mayen" | "Atlantic/Madeira" | "Atlantic/Reykjavik" | "Atlantic/South_Georgia" | "Atlantic/St_Helena" | "Atlantic/Stanley" | "Australia/ACT" | "Australia/Adelaide" | "Australia/Brisbane" | "Australia/Broken_Hill" | "Australia/Canberra" | "Australia/Currie" | "Australia/Darwin" | "Australia/Eucla" | "Australia/Hobart" | "Australia/LHI" | "Australia/Lindeman" | "Australia/Lord_Howe" | "Australia/Melbourne" | "Australia/NSW" | "Australia/North" | "Australia/Perth" | "Australia/Queensland" | "Australia/South" | "Australia/Sydney" | "Australia/Tasmania" | "Australia/Victoria" | "Australia/West" | "Australia/Yancowinna" | "Brazil/Acre" | "Brazil/DeNoronha" | "Brazil/East" | "Brazil/West" | "CET" | "CST6CDT" | "Canada/Atlantic" | "Canada/Central" | "Canada/Eastern" | "Canada/Mountain" | "Canada/Newfoundland" | "Canada/Pacific" | "Canada/Saskatchewan" | "Canada/Yukon" | "Chile/Continental" | "Chile/EasterIsland" | "Cuba" | "EET" | "EST" | "EST5EDT" | "Egypt" | "Eire" | "Etc/GMT" | "Etc/GMT+0" | "Etc/GMT+1" | "Etc/GMT+10" | "Etc/GMT+11" | "Etc/GMT+12" | "Etc/GMT+2" | "Etc/GMT+3" | "Etc/GMT+4" | "Etc/GMT+5" | "Etc/GMT+6" | "Etc/GMT+7" | "Etc/GMT+8" | "Etc/GMT+9" | "Etc/GMT-0" | "Etc/GMT-1" | "Etc/GMT-10" | "Etc/GMT-11" | "Etc/GMT-12" | "Etc/GMT-13" | "Etc/GMT-14" | "Etc/GMT-2" | "Etc/GMT-3" | "Etc/GMT-4" | "Etc/GMT-5" | "Etc/GMT-6" | "Etc/GMT-7" | "Etc/GMT-8" | "Etc/GMT-9" | "Etc/GMT0" | "Etc/Greenwich" | "Etc/UCT" | "Etc/UTC" | "Etc/Universal" | "Etc/Zulu" | "Europe/Amsterdam" | "Europe/Andorra" | "Europe/Astrakhan" | "Europe/Athens" | "Europe/Belfast" | "Europe/Belgrade" | "Europe/Berlin" | "Europe/Bratislava" | "Europe/Brussels" | "Europe/Bucharest" | "Europe/Budapest" | "Europe/Busingen" | "Europe/Chisinau" | "Europe/Copenhagen" | "Europe/Dublin" | "Europe/Gibraltar" | "Europe/Guernsey" | "Europe/Helsinki" | "Europe/Isle_of_Man" | "Europe/Istanbul" | "Europe/Jersey" | "Europe/Kaliningrad" | "Europe/Kiev" | "Europe/Kirov" | "Europe/Kyiv" | "Europe/Lisbon" | "Europe/Ljubljana" | "Europe/London" | "Europe/Luxembourg" | "Europe/Madrid" | "Europe/Malta" | "Europe/Mariehamn" | "Europe/Minsk" | "Europe/Monaco" | "Europe/Moscow" | "Europe/Nicosia" | "Europe/Oslo" | "Europe/Paris" | "Europe/Podgorica" | "Europe/Prague" | "Europe/Riga" | "Europe/Rome" | "Europe/Samara" | "Europe/San_Marino" | "Europe/Sarajevo" | "Europe/Saratov" | "Europe/Simferopol" | "Europe/Skopje" | "Europe/Sofia" | "Europe/Stockholm" | "Europe/Tallinn" | "Europe/Tirane" | "Europe/Tiraspol" | "Europe/Ulyanovsk" | "Europe/Uzhgorod" | "Europe/Vaduz" | "Europe/Vatican" | "Europe/Vienna" | "Europe/Vilnius" | "Europe/Volgograd" | "Europe/Warsaw" | "Europe/Zagreb" | "Europe/Zaporozhye" | "Europe/Zurich" | "Factory" | "GB" | "GB-Eire" | "GMT" | "GMT+0" | "GMT-0" | "GMT0" | "Greenwich" | "HST" | "Hongkong" | "Iceland" | "Indian/Antananarivo" | "Indian/Chagos" | "Indian/Christmas" | "Indian/Cocos" | "Indian/Comoro" | "Indian/Kerguelen" | "Indian/Mahe" | "Indian/Maldives" | "Indian/Mauritius" | "Indian/Mayotte" | "Indian/Reunion" | "Iran" | "Israel" | "Jamaica" | "Japan" | "Kwajalein" | "Libya" | "MET" | "MST" | "MST7MDT" | "Mexico/BajaNorte" | "Mexico/BajaSur" | "Mexico/General" | "NZ" | "NZ-CHAT" | "Navajo" | "PRC" | "PST8PDT" | "Pacific/Apia" | "Pacific/Auckland" | "Pacific/Bougainville" | "Pacific/Chatham" | "Pacific/Chuuk" | "Pacific/Easter" | "Pacific/Efate" | "Pacific/Enderbury" | "Pacific/Fakaofo" | "Pacific/Fiji" | "Pacific/Funafuti" | "Pacific/Galapagos" | "Pacific/Gambier" | "Pacific/Guadalcanal" | "Pacific/Guam" | "Pacific/Honolulu" | "Pacific/Johnston" | "Pacific/Kanton" | "Pacific/Kiritimati" | "Pacific/Kosrae" | "Pacific/Kwajalein" | "Pacific/Majuro" | "Pacific/Marquesas" | "Pacific/Midway" | "Pacific/Nauru" | "Pacific/Niue" | "Pacific/Norfolk" | "Pacific/Noumea" | "Pacific/Pago_Pago" | "Pacific/Palau" | "Pacific/Pitcairn" | "Pacific/Pohnpei" | "Pacific/Ponape" | "Pacific/Port_Moresby" | "Pacific/Rarotonga" | "Pacific/Saipan" | "Pacific/Samoa" | "Pacific/Tahiti" | "Pacific/Tarawa" | "Pacific/Tongatapu" | "Pacific/Truk" | "Pacific/Wake" | "Pacific/Wallis" | "Pacific/Yap" | "Poland" | "Portugal" | "ROC" | "ROK" | "Singapore" | "Turkey" | "UCT" | "US/Alaska" | "US/Aleutian" | "US/Arizona" | "US/Central" | "US/East-Indiana" | "US/Eastern" | "US/Hawaii" | "US/Indiana-Starke" | "US/Michigan" | "US/Mountain" | "US/Pacific" | "US/Samoa" | "UTC" | "Universal" | "W-SU" | "WET" | "Zulu" | "localtime" | null;
         };
         PreferencesOut: {
             birthday_greetings?: boolean;
@@ -2611,7 +2671,7 @@ export interface components {
                 [key: string]: string[];
             };
             language?: string | null;
-            quiet_hours?: (Record<string, never> | null) | components["schemas"]["QuietHours"];
+            quiet_hours?: components["schemas"]["QuietHours"] | (never | null);
             timezone?: string | null;
             /** Format: date-time */
             updated_at?: string | null;
@@ -2625,7 +2685,11 @@ export interface components {
             password?: string;
             phone?: string | null;
             telegram_chat_id?: string | null;
-            timezone?: string | null;
+            /**
+             * @description IANA time-zone name, e.g. Europe/Rome
+             * @enum {string|null}
+             */
+            timezone?: "Africa/Abidjan" | "Africa/Accra" | "Africa/Addis_Ababa" | "Africa/Algiers" | "Africa/Asmara" | "Africa/Asmera" | "Africa/Bamako" | "Africa/Bangui" | "Africa/Banjul" | "Africa/Bissau" | "Africa/Blantyre" | "Africa/Brazzaville" | "Africa/Bujumbura" | "Africa/Cairo" | "Africa/Casablanca" | "Africa/Ceuta" | "Africa/Conakry" | "Africa/Dakar" | "Africa/Dar_es_Salaam" | "Africa/Djibouti" | "Africa/Douala" | "Africa/El_Aaiun" | "Africa/Freetown" | "Africa/Gaborone" | "Africa/Harare" | "Africa/Johannesburg" | "Africa/Juba" | "Africa/Kampala" | "Africa/Khartoum" | "Africa/Kigali" | "Africa/Kinshasa" | "Africa/Lagos" | "Africa/Libreville" | "Africa/Lome" | "Africa/Luanda" | "Africa/Lubumbashi" | "Africa/Lusaka" | "Africa/Malabo" | "Africa/Maputo" | "Africa/Maseru" | "Africa/Mbabane" | "Africa/Mogadishu" | "Africa/Monrovia" | "Africa/Nairobi" | "Africa/Ndjamena" | "Africa/Niamey" | "Africa/Nouakchott" | "Africa/Ouagadougou" | "Africa/Porto-Novo" | "Africa/Sao_Tome" | "Africa/Timbuktu" | "Africa/Tripoli" | "Africa/Tunis" | "Africa/Windhoek" | "America/Adak" | "America/Anchorage" | "America/Anguilla" | "America/Antigua" | "America/Araguaina" | "America/Argentina/Buenos_Aires" | "America/Argentina/Catamarca" | "America/Argentina/ComodRivadavia" | "America/Argentina/Cordoba" | "America/Argentina/Jujuy" | "America/Argentina/La_Rioja" | "America/Argentina/Mendoza" | "America/Argentina/Rio_Gallegos" | "America/Argentina/Salta" | "America/Argentina/San_Juan" | "America/Argentina/San_Luis" | "America/Argentina/Tucuman" | "America/Argentina/Ushuaia" | "America/Aruba" | "America/Asuncion" | "America/Atikokan" | "America/Atka" | "America/Bahia" | "America/Bahia_Banderas" | "America/Barbados" | "America/Belem" | "America/Belize" | "America/Blanc-Sablon" | "America/Boa_Vista" | "America/Bogota" | "America/Boise" | "America/Buenos_Aires" | "America/Cambridge_Bay" | "America/Campo_Grande" | "America/Cancun" | "America/Caracas" | "America/Catamarca" | "America/Cayenne" | "America/Cayman" | "America/Chicago" | "America/Chihuahua" | "America/Ciudad_Juarez" | "America/Coral_Harbour" | "America/Cordoba" | "America/Costa_Rica" | "America/Coyhaique" | "America/Creston" | "America/Cuiaba" | "America/Curacao" | "America/Danmarkshavn" | "America/Dawson" | "America/Dawson_Creek" | "America/Denver" | "America/Detroit" | "America/Dominica" | "America/Edmonton" | "America/Eirunepe" | "America/El_Salvador" | "America/Ensenada" | "America/Fort_Nelson" | "America/Fort_Wayne" | "America/Fortaleza" | "America/Glace_Bay" | "America/Godthab" | "America/Goose_Bay" | "America/Grand_Turk" | "America/Grenada" | "America/Guadeloupe" | "America/Guatemala" | "America/Guayaquil" | "America/Guyana" | "America/Halifax" | "America/Havana" | "America/Hermosillo" | "America/Indiana/Indianapolis" | "America/Indiana/Knox" | "America/Indiana/Marengo" | "America/Indiana/Petersburg" | "America/Indiana/Tell_City" | "America/Indiana/Vevay" | "America/Indiana/Vincennes" | "America/Indiana/Winamac" | "America/Indianapolis" | "America/Inuvik" | "America/Iqaluit" | "America/Jamaica" | "America/Jujuy" | "America/Juneau" | "America/Kentucky/Louisville" | "America/Kentucky/Monticello" | "America/Knox_IN" | "America/Kralendijk" | "America/La_Paz" | "America/Lima" | "America/Los_Angeles" | "America/Louisville" | "America/Lower_Princes" | "America/Maceio" | "America/Managua" | "America/Manaus" | "America/Marigot" | "America/Martinique" | "America/Matamoros" | "America/Mazatlan" | "America/Mendoza" | "America/Menominee" | "America/Merida" | "America/Metlakatla" | "America/Mexico_City" | "America/Miquelon" | "America/Moncton" | "America/Monterrey" | "America/Montevideo" | "America/Montreal" | "America/Montserrat" | "America/Nassau" | "America/New_York" | "America/Nipigon" | "America/Nome" | "America/Noronha" | "America/North_Dakota/Beulah" | "America/North_Dakota/Center" | "America/North_Dakota/New_Salem" | "America/Nuuk" | "America/Ojinaga" | "America/Panama" | "America/Pangnirtung" | "America/Paramaribo" | "America/Phoenix" | "America/Port-au-Prince" | "America/Port_of_Spain" | "America/Porto_Acre" | "America/Porto_Velho" | "America/Puerto_Rico" | "America/Punta_Arenas" | "America/Rainy_River" | "America/Rankin_Inlet" | "America/Recife" | "America/Regina" | "America/Resolute" | "America/Rio_Branco" | "America/Rosario" | "America/Santa_Isabel" | "America/Santarem" | "America/Santiago" | "America/Santo_Domingo" | "America/Sao_Paulo" | "America/Scoresbysund" | "America/Shiprock" | "America/Sitka" | "America/St_Barthelemy" | "America/St_Johns" | "America/St_Kitts" | "America/St_Lucia" | "America/St_Thomas" | "America/St_Vincent" | "America/Swift_Current" | "America/Tegucigalpa" | "America/Thule" | "America/Thunder_Bay" | "America/Tijuana" | "America/Toronto" | "America/Tortola" | "America/Vancouver" | "America/Virgin" | "America/Whitehorse" | "America/Winnipeg" | "America/Yakutat" | "America/Yellowknife" | "Antarctica/Casey" | "Antarctica/Davis" | "Antarctica/DumontDUrville" | "Antarctica/Macquarie" | "Antarctica/Mawson" | "Antarctica/McMurdo" | "Antarctica/Palmer" | "Antarctica/Rothera" | "Antarctica/South_Pole" | "Antarctica/Syowa" | "Antarctica/Troll" | "Antarctica/Vostok" | "Arctic/Longyearbyen" | "Asia/Aden" | "Asia/Almaty" | "Asia/Amman" | "Asia/Anadyr" | "Asia/Aqtau" | "Asia/Aqtobe" | "Asia/Ashgabat" | "Asia/Ashkhabad" | "Asia/Atyrau" | "Asia/Baghdad" | "Asia/Bahrain" | "Asia/Baku" | "Asia/Bangkok" | "Asia/Barnaul" | "Asia/Beirut" | "Asia/Bishkek" | "Asia/Brunei" | "Asia/Calcutta" | "Asia/Chita" | "Asia/Choibalsan" | "Asia/Chongqing" | "Asia/Chungking" | "Asia/Colombo" | "Asia/Dacca" | "Asia/Damascus" | "Asia/Dhaka" | "Asia/Dili" | "Asia/Dubai" | "Asia/Dushanbe" | "Asia/Famagusta" | "Asia/Gaza" | "Asia/Harbin" | "Asia/Hebron" | "Asia/Ho_Chi_Minh" | "Asia/Hong_Kong" | "Asia/Hovd" | "Asia/Irkutsk" | "Asia/Istanbul" | "Asia/Jakarta" | "Asia/Jayapura" | "Asia/Jerusalem" | "Asia/Kabul" | "Asia/Kamchatka" | "Asia/Karachi" | "Asia/Kashgar" | "Asia/Kathmandu" | "Asia/Katmandu" | "Asia/Khandyga" | "Asia/Kolkata" | "Asia/Krasnoyarsk" | "Asia/Kuala_Lumpur" | "Asia/Kuching" | "Asia/Kuwait" | "Asia/Macao" | "Asia/Macau" | "Asia/Magadan" | "Asia/Makassar" | "Asia/Manila" | "Asia/Muscat" | "Asia/Nicosia" | "Asia/Novokuznetsk" | "Asia/Novosibirsk" | "Asia/Omsk" | "Asia/Oral" | "Asia/Phnom_Penh" | "Asia/Pontianak" | "Asia/Pyongyang" | "Asia/Qatar" | "Asia/Qostanay" | "Asia/Qyzylorda" | "Asia/Rangoon" | "Asia/Riyadh" | "Asia/Saigon" | "Asia/Sakhalin" | "Asia/Samarkand" | "Asia/Seoul" | "Asia/Shanghai" | "Asia/Singapore" | "Asia/Srednekolymsk" | "Asia/Taipei" | "Asia/Tashkent" | "Asia/Tbilisi" | "Asia/Tehran" | "Asia/Tel_Aviv" | "Asia/Thimbu" | "Asia/Thimphu" | "Asia/Tokyo" | "Asia/Tomsk" | "Asia/Ujung_Pandang" | "Asia/Ulaanbaatar" | "Asia/Ulan_Bator" | "Asia/Urumqi" | "Asia/Ust-Nera" | "Asia/Vientiane" | "Asia/Vladivostok" | "Asia/Yakutsk" | "Asia/Yangon" | "Asia/Yekaterinburg" | "Asia/Yerevan" | "Atlantic/Azores" | "Atlantic/Bermuda" | "Atlantic/Canary" | "Atlantic/Cape_Verde" | "Atlantic/Faeroe" | "Atlantic/Faroe" | "Atlantic/Jan_Mayen" | "Atlantic/Madeira" | "Atlantic/Reykjavik" | "Atlantic/South_Georgia" | "Atlantic/St_Helena" | "Atlantic/Stanley" | "Australia/ACT" | "Australia/Adelaide" | "Australia/Brisbane" | "Australia/Broken_Hill" | "Australia/Canberra" | "Australia/Currie" | "Australia/Darwin" | "Australia/Eucla" | "Australia/Hobart" | "Australia/LHI" | "Australia/Lindeman" | "Australia/Lord_Howe" | "Australia/Melbourne" | "Australia/NSW" | "Australia/North" | "Australia/Perth" | "Australia/Queensland" | "Australia/South" | "Australia/Sydney" | "Australia/Tasmania" | "Australia/Victoria" | "Australia/West" | "Australia/Yancowinna" | "Brazil/Acre" | "Brazil/DeNoronha" | "Brazil/East" | "Brazil/West" | "CET" | "CST6CDT" | "Canada/Atlantic" | "Canada/Central" | "Canada/Eastern" | "Canada/Mountain" | "Canada/Newfoundland" | "Canada/Pacific" | "Canada/Saskatchewan" | "Canada/Yukon" | "Chile/Continental" | "Chile/EasterIsland" | "Cuba" | "EET" | "EST" | "EST5EDT" | "Egypt" | "Eire" | "Etc/GMT" | "Etc/GMT+0" | "Etc/GMT+1" | "Etc/GMT+10" | "Etc/GMT+11" | "Etc/GMT+12" | "Etc/GMT+2" | "Etc/GMT+3" | "Etc/GMT+4" | "Etc/GMT+5" | "Etc/GMT+6" | "Etc/GMT+7" | "Etc/GMT+8" | "Etc/GMT+9" | "Etc/GMT-0" | "Etc/GMT-1" | "Etc/GMT-10" | "Etc/GMT-11" | "Etc/GMT-12" | "Etc/GMT-13" | "Etc/GMT-14" | "Etc/GMT-2" | "Etc/GMT-3" | "Etc/GMT-4" | "Etc/GMT-5" | "Etc/GMT-6" | "Etc/GMT-7" | "Etc/GMT-8" | "Etc/GMT-9" | "Etc/GMT0" | "Etc/Greenwich" | "Etc/UCT" | "Etc/UTC" | "Etc/Universal" | "Etc/Zulu" | "Europe/Amsterdam" | "Europe/Andorra" | "Europe/Astrakhan" | "Europe/Athens" | "Europe/Belfast" | "Europe/Belgrade" | "Europe/Berlin" | "Europe/Bratislava" | "Europe/Brussels" | "Europe/Bucharest" | "Europe/Budapest" | "Europe/Busingen" | "Europe/Chisinau" | "Europe/Copenhagen" | "Europe/Dublin" | "Europe/Gibraltar" | "Europe/Guernsey" | "Europe/Helsinki" | "Europe/Isle_of_Man" | "Europe/Istanbul" | "Europe/Jersey" | "Europe/Kaliningrad" | "Europe/Kiev" | "Europe/Kirov" | "Europe/Kyiv" | "Europe/Lisbon" | "Europe/Ljubljana" | "Europe/London" | "Europe/Luxembourg" | "Europe/Madrid" | "Europe/Malta" | "Europe/Mariehamn" | "Europe/Minsk" | "Europe/Monaco" | "Europe/Moscow" | "Europe/Nicosia" | "Europe/Oslo" | "Europe/Paris" | "Europe/Podgorica" | "Europe/Prague" | "Europe/Riga" | "Europe/Rome" | "Europe/Samara" | "Europe/San_Marino" | "Europe/Sarajevo" | "Europe/Saratov" | "Europe/Simferopol" | "Europe/Skopje" | "Europe/Sofia" | "Europe/Stockholm" | "Europe/Tallinn" | "Europe/Tirane" | "Europe/Tiraspol" | "Europe/Ulyanovsk" | "Europe/Uzhgorod" | "Europe/Vaduz" | "Europe/Vatican" | "Europe/Vienna" | "Europe/Vilnius" | "Europe/Volgograd" | "Europe/Warsaw" | "Europe/Zagreb" | "Europe/Zaporozhye" | "Europe/Zurich" | "Factory" | "GB" | "GB-Eire" | "GMT" | "GMT+0" | "GMT-0" | "GMT0" | "Greenwich" | "HST" | "Hongkong" | "Iceland" | "Indian/Antananarivo" | "Indian/Chagos" | "Indian/Christmas" | "Indian/Cocos" | "Indian/Comoro" | "Indian/Kerguelen" | "Indian/Mahe" | "Indian/Maldives" | "Indian/Mauritius" | "Indian/Mayotte" | "Indian/Reunion" | "Iran" | "Israel" | "Jamaica" | "Japan" | "Kwajalein" | "Libya" | "MET" | "MST" | "MST7MDT" | "Mexico/BajaNorte" | "Mexico/BajaSur" | "Mexico/General" | "NZ" | "NZ-CHAT" | "Navajo" | "PRC" | "PST8PDT" | "Pacific/Apia" | "Pacific/Auckland" | "Pacific/Bougainville" | "Pacific/Chatham" | "Pacific/Chuuk" | "Pacific/Easter" | "Pacific/Efate" | "Pacific/Enderbury" | "Pacific/Fakaofo" | "Pacific/Fiji" | "Pacific/Funafuti" | "Pacific/Galapagos" | "Pacific/Gambier" | "Pacific/Guadalcanal" | "Pacific/Guam" | "Pacific/Honolulu" | "Pacific/Johnston" | "Pacific/Kanton" | "Pacific/Kiritimati" | "Pacific/Kosrae" | "Pacific/Kwajalein" | "Pacific/Majuro" | "Pacific/Marquesas" | "Pacific/Midway" | "Pacific/Nauru" | "Pacific/Niue" | "Pacific/Norfolk" | "Pacific/Noumea" | "Pacific/Pago_Pago" | "Pacific/Palau" | "Pacific/Pitcairn" | "Pacific/Pohnpei" | "Pacific/Ponape" | "Pacific/Port_Moresby" | "Pacific/Rarotonga" | "Pacific/Saipan" | "Pacific/Samoa" | "Pacific/Tahiti" | "Pacific/Tarawa" | "Pacific/Tongatapu" | "Pacific/Truk" | "Pacific/Wake" | "Pacific/Wallis" | "Pacific/Yap" | "Poland" | "Portugal" | "ROC" | "ROK" | "Singapore" | "Turkey" | "UCT" | "US/Alaska" | "US/Aleutian" | "US/Arizona" | "US/Central" | "US/East-Indiana" | "US/Eastern" | "US/Hawaii" | "US/Indiana-Starke" | "US/Michigan" | "US/Mountain" | "US/Pacific" | "US/Samoa" | "UTC" | "Universal" | "W-SU" | "WET" | "Zulu" | "localtime" | null;
         };
         Progress: {
             amount_percent?: number | null;
@@ -2641,8 +2705,8 @@ export interface components {
             items?: components["schemas"]["Progress"][];
         };
         ProviderAnswer: {
-            call?: (Record<string, never> | null) | components["schemas"]["CallOut"];
-            contact?: (Record<string, never> | null) | components["schemas"]["ContactRef"];
+            call?: components["schemas"]["CallOut"] | (never | null);
+            contact?: components["schemas"]["ContactRef"] | (never | null);
             ignored?: boolean;
             ok?: boolean;
             route_to?: string | null;
@@ -2692,7 +2756,7 @@ export interface components {
             won_count?: number;
         };
         SearchHit: {
-            highlight?: (Record<string, never> | null) | components["schemas"]["Highlight"];
+            highlight?: components["schemas"]["Highlight"] | (never | null);
             id?: string;
             score?: number;
             subtitle?: string | null;
@@ -2707,6 +2771,11 @@ export interface components {
             };
             /** @description best first, over every type asked for */
             items?: components["schemas"]["SearchHit"][];
+        };
+        SecretState: {
+            set?: boolean;
+            /** @description api | environment */
+            source?: string;
         };
         SourcesReport: {
             /** Format: date-time */
@@ -2867,7 +2936,7 @@ export interface components {
              * @enum {string}
              */
             priority: "low" | "normal" | "high" | "urgent";
-            recurrence?: (Record<string, never> | null) | components["schemas"]["RecurrenceIn"];
+            recurrence?: components["schemas"]["RecurrenceIn"] | (never | null);
             /** @description minutes before due_at, e.g. [15, 60] */
             reminders?: number[];
             title: string;
@@ -2895,7 +2964,7 @@ export interface components {
              * @enum {string}
              */
             priority: "low" | "normal" | "high" | "urgent";
-            recurrence?: (Record<string, never> | null) | components["schemas"]["RecurrenceIn"];
+            recurrence?: components["schemas"]["RecurrenceIn"] | (never | null);
             /** @description minutes before due_at, e.g. [15, 60] */
             reminders?: number[];
             title?: string;
@@ -2924,7 +2993,7 @@ export interface components {
             next_task_id?: string | null;
             overdue?: boolean;
             priority?: string;
-            recurrence?: (Record<string, never> | null) | components["schemas"]["RecurrenceIn"];
+            recurrence?: components["schemas"]["RecurrenceIn"] | (never | null);
             reminders?: number[];
             result?: string | null;
             series_id?: string | null;
@@ -3031,6 +3100,81 @@ export interface components {
             next_cursor?: string | null;
             total?: number;
         };
+        TelephonySettingsIn: {
+            ami_channel?: string | null;
+            ami_context?: string | null;
+            ami_host?: string | null;
+            ami_port?: number | null;
+            ami_secret?: string | null;
+            ami_username?: string | null;
+            caller_id?: string | null;
+            create_leads?: boolean | null;
+            default_responsible_id?: string | null;
+            /** @enum {string|null} */
+            lead_owner?: "round_robin" | "answering_agent" | "none" | null;
+            /** @description called number -> the user who calls back its missed calls when nobody else would */
+            line_responsible?: {
+                [key: string]: string;
+            } | null;
+            /** @enum {string|null} */
+            originate?: "ami" | "http" | "none" | null;
+            originate_secret?: string | null;
+            /** Format: url */
+            originate_url?: string | null;
+            own_numbers?: string[] | null;
+            /** Format: url */
+            public_base_url?: string | null;
+            twilio_auth_token?: string | null;
+            twilio_shared_key_secret?: string | null;
+            zadarma_api_secret?: string | null;
+        };
+        TelephonySettingsOut: {
+            ami_channel?: string;
+            ami_context?: string;
+            ami_host?: string;
+            ami_port?: number;
+            ami_timeout_s?: number;
+            ami_username?: string;
+            caller_id?: string;
+            create_leads?: boolean;
+            default_responsible_id?: string;
+            extension_max_digits?: number;
+            lead_owner?: string;
+            line_responsible?: {
+                [key: string]: string;
+            };
+            originate?: string;
+            originate_url?: string;
+            own_numbers?: string[];
+            public_base_url?: string;
+            recording_max_bytes?: number;
+            recording_poll_s?: number;
+            recording_retention_days?: number;
+            /** @description each secret's state; the values are never returned */
+            secrets?: {
+                [key: string]: components["schemas"]["SecretState"];
+            };
+            /** Format: date-time */
+            updated_at?: string | null;
+            updated_by?: string | null;
+            version?: number;
+        };
+        TelephonyTestCheck: {
+            check?: string;
+            detail?: string | null;
+            ok?: boolean;
+        };
+        TelephonyTestIn: {
+            /** @enum {string} */
+            provider: "twilio" | "zadarma" | "ami" | "http";
+        };
+        TelephonyTestOut: {
+            checks?: components["schemas"]["TelephonyTestCheck"][];
+            /** @description the first check that failed */
+            error?: string | null;
+            ok?: boolean;
+            provider?: string;
+        };
         TimelineEntry: {
             actor_id?: string | null;
             contact_id?: string;
@@ -3081,7 +3225,11 @@ export interface components {
             role: "admin" | "manager" | "agent";
             team?: string | null;
             telegram_chat_id?: string | null;
-            timezone?: string | null;
+            /**
+             * @description IANA time-zone name, e.g. Europe/Rome
+             * @enum {string|null}
+             */
+            timezone?: "Africa/Abidjan" | "Africa/Accra" | "Africa/Addis_Ababa" | "Africa/Algiers" | "Africa/Asmara" | "Africa/Asmera" | "Africa/Bamako" | "Africa/Bangui" | "Africa/Banjul" | "Africa/Bissau" | "Africa/Blantyre" | "Africa/Brazzaville" | "Africa/Bujumbura" | "Africa/Cairo" | "Africa/Casablanca" | "Africa/Ceuta" | "Africa/Conakry" | "Africa/Dakar" | "Africa/Dar_es_Salaam" | "Africa/Djibouti" | "Africa/Douala" | "Africa/El_Aaiun" | "Africa/Freetown" | "Africa/Gaborone" | "Africa/Harare" | "Africa/Johannesburg" | "Africa/Juba" | "Africa/Kampala" | "Africa/Khartoum" | "Africa/Kigali" | "Africa/Kinshasa" | "Africa/Lagos" | "Africa/Libreville" | "Africa/Lome" | "Africa/Luanda" | "Africa/Lubumbashi" | "Africa/Lusaka" | "Africa/Malabo" | "Africa/Maputo" | "Africa/Maseru" | "Africa/Mbabane" | "Africa/Mogadishu" | "Africa/Monrovia" | "Africa/Nairobi" | "Africa/Ndjamena" | "Africa/Niamey" | "Africa/Nouakchott" | "Africa/Ouagadougou" | "Africa/Porto-Novo" | "Africa/Sao_Tome" | "Africa/Timbuktu" | "Africa/Tripoli" | "Africa/Tunis" | "Africa/Windhoek" | "America/Adak" | "America/Anchorage" | "America/Anguilla" | "America/Antigua" | "America/Araguaina" | "America/Argentina/Buenos_Aires" | "America/Argentina/Catamarca" | "America/Argentina/ComodRivadavia" | "America/Argentina/Cordoba" | "America/Argentina/Jujuy" | "America/Argentina/La_Rioja" | "America/Argentina/Mendoza" | "America/Argentina/Rio_Gallegos" | "America/Argentina/Salta" | "America/Argentina/San_Juan" | "America/Argentina/San_Luis" | "America/Argentina/Tucuman" | "America/Argentina/Ushuaia" | "America/Aruba" | "America/Asuncion" | "America/Atikokan" | "America/Atka" | "America/Bahia" | "America/Bahia_Banderas" | "America/Barbados" | "America/Belem" | "America/Belize" | "America/Blanc-Sablon" | "America/Boa_Vista" | "America/Bogota" | "America/Boise" | "America/Buenos_Aires" | "America/Cambridge_Bay" | "America/Campo_Grande" | "America/Cancun" | "America/Caracas" | "America/Catamarca" | "America/Cayenne" | "America/Cayman" | "America/Chicago" | "America/Chihuahua" | "America/Ciudad_Juarez" | "America/Coral_Harbour" | "America/Cordoba" | "America/Costa_Rica" | "America/Coyhaique" | "America/Creston" | "America/Cuiaba" | "America/Curacao" | "America/Danmarkshavn" | "America/Dawson" | "America/Dawson_Creek" | "America/Denver" | "America/Detroit" | "America/Dominica" | "America/Edmonton" | "America/Eirunepe" | "America/El_Salvador" | "America/Ensenada" | "America/Fort_Nelson" | "America/Fort_Wayne" | "America/Fortaleza" | "America/Glace_Bay" | "America/Godthab" | "America/Goose_Bay" | "America/Grand_Turk" | "America/Grenada" | "America/Guadeloupe" | "America/Guatemala" | "America/Guayaquil" | "America/Guyana" | "America/Halifax" | "America/Havana" | "America/Hermosillo" | "America/Indiana/Indianapolis" | "America/Indiana/Knox" | "America/Indiana/Marengo" | "America/Indiana/Petersburg" | "America/Indiana/Tell_City" | "America/Indiana/Vevay" | "America/Indiana/Vincennes" | "America/Indiana/Winamac" | "America/Indianapolis" | "America/Inuvik" | "America/Iqaluit" | "America/Jamaica" | "America/Jujuy" | "America/Juneau" | "America/Kentucky/Louisville" | "America/Kentucky/Monticello" | "America/Knox_IN" | "America/Kralendijk" | "America/La_Paz" | "America/Lima" | "America/Los_Angeles" | "America/Louisville" | "America/Lower_Princes" | "America/Maceio" | "America/Managua" | "America/Manaus" | "America/Marigot" | "America/Martinique" | "America/Matamoros" | "America/Mazatlan" | "America/Mendoza" | "America/Menominee" | "America/Merida" | "America/Metlakatla" | "America/Mexico_City" | "America/Miquelon" | "America/Moncton" | "America/Monterrey" | "America/Montevideo" | "America/Montreal" | "America/Montserrat" | "America/Nassau" | "America/New_York" | "America/Nipigon" | "America/Nome" | "America/Noronha" | "America/North_Dakota/Beulah" | "America/North_Dakota/Center" | "America/North_Dakota/New_Salem" | "America/Nuuk" | "America/Ojinaga" | "America/Panama" | "America/Pangnirtung" | "America/Paramaribo" | "America/Phoenix" | "America/Port-au-Prince" | "America/Port_of_Spain" | "America/Porto_Acre" | "America/Porto_Velho" | "America/Puerto_Rico" | "America/Punta_Arenas" | "America/Rainy_River" | "America/Rankin_Inlet" | "America/Recife" | "America/Regina" | "America/Resolute" | "America/Rio_Branco" | "America/Rosario" | "America/Santa_Isabel" | "America/Santarem" | "America/Santiago" | "America/Santo_Domingo" | "America/Sao_Paulo" | "America/Scoresbysund" | "America/Shiprock" | "America/Sitka" | "America/St_Barthelemy" | "America/St_Johns" | "America/St_Kitts" | "America/St_Lucia" | "America/St_Thomas" | "America/St_Vincent" | "America/Swift_Current" | "America/Tegucigalpa" | "America/Thule" | "America/Thunder_Bay" | "America/Tijuana" | "America/Toronto" | "America/Tortola" | "America/Vancouver" | "America/Virgin" | "America/Whitehorse" | "America/Winnipeg" | "America/Yakutat" | "America/Yellowknife" | "Antarctica/Casey" | "Antarctica/Davis" | "Antarctica/DumontDUrville" | "Antarctica/Macquarie" | "Antarctica/Mawson" | "Antarctica/McMurdo" | "Antarctica/Palmer" | "Antarctica/Rothera" | "Antarctica/South_Pole" | "Antarctica/Syowa" | "Antarctica/Troll" | "Antarctica/Vostok" | "Arctic/Longyearbyen" | "Asia/Aden" | "Asia/Almaty" | "Asia/Amman" | "Asia/Anadyr" | "Asia/Aqtau" | "Asia/Aqtobe" | "Asia/Ashgabat" | "Asia/Ashkhabad" | "Asia/Atyrau" | "Asia/Baghdad" | "Asia/Bahrain" | "Asia/Baku" | "Asia/Bangkok" | "Asia/Barnaul" | "Asia/Beirut" | "Asia/Bishkek" | "Asia/Brunei" | "Asia/Calcutta" | "Asia/Chita" | "Asia/Choibalsan" | "Asia/Chongqing" | "Asia/Chungking" | "Asia/Colombo" | "Asia/Dacca" | "Asia/Damascus" | "Asia/Dhaka" | "Asia/Dili" | "Asia/Dubai" | "Asia/Dushanbe" | "Asia/Famagusta" | "Asia/Gaza" | "Asia/Harbin" | "Asia/Hebron" | "Asia/Ho_Chi_Minh" | "Asia/Hong_Kong" | "Asia/Hovd" | "Asia/Irkutsk" | "Asia/Istanbul" | "Asia/Jakarta" | "Asia/Jayapura" | "Asia/Jerusalem" | "Asia/Kabul" | "Asia/Kamchatka" | "Asia/Karachi" | "Asia/Kashgar" | "Asia/Kathmandu" | "Asia/Katmandu" | "Asia/Khandyga" | "Asia/Kolkata" | "Asia/Krasnoyarsk" | "Asia/Kuala_Lumpur" | "Asia/Kuching" | "Asia/Kuwait" | "Asia/Macao" | "Asia/Macau" | "Asia/Magadan" | "Asia/Makassar" | "Asia/Manila" | "Asia/Muscat" | "Asia/Nicosia" | "Asia/Novokuznetsk" | "Asia/Novosibirsk" | "Asia/Omsk" | "Asia/Oral" | "Asia/Phnom_Penh" | "Asia/Pontianak" | "Asia/Pyongyang" | "Asia/Qatar" | "Asia/Qostanay" | "Asia/Qyzylorda" | "Asia/Rangoon" | "Asia/Riyadh" | "Asia/Saigon" | "Asia/Sakhalin" | "Asia/Samarkand" | "Asia/Seoul" | "Asia/Shanghai" | "Asia/Singapore" | "Asia/Srednekolymsk" | "Asia/Taipei" | "Asia/Tashkent" | "Asia/Tbilisi" | "Asia/Tehran" | "Asia/Tel_Aviv" | "Asia/Thimbu" | "Asia/Thimphu" | "Asia/Tokyo" | "Asia/Tomsk" | "Asia/Ujung_Pandang" | "Asia/Ulaanbaatar" | "Asia/Ulan_Bator" | "Asia/Urumqi" | "Asia/Ust-Nera" | "Asia/Vientiane" | "Asia/Vladivostok" | "Asia/Yakutsk" | "Asia/Yangon" | "Asia/Yekaterinburg" | "Asia/Yerevan" | "Atlantic/Azores" | "Atlantic/Bermuda" | "Atlantic/Canary" | "Atlantic/Cape_Verde" | "Atlantic/Faeroe" | "Atlantic/Faroe" | "Atlantic/Jan_Mayen" | "Atlantic/Madeira" | "Atlantic/Reykjavik" | "Atlantic/South_Georgia" | "Atlantic/St_Helena" | "Atlantic/Stanley" | "Australia/ACT" | "Australia/Adelaide" | "Australia/Brisbane" | "Australia/Broken_Hill" | "Australia/Canberra" | "Australia/Currie" | "Australia/Darwin" | "Australia/Eucla" | "Australia/Hobart" | "Australia/LHI" | "Australia/Lindeman" | "Australia/Lord_Howe" | "Australia/Melbourne" | "Australia/NSW" | "Australia/North" | "Australia/Perth" | "Australia/Queensland" | "Australia/South" | "Australia/Sydney" | "Australia/Tasmania" | "Australia/Victoria" | "Australia/West" | "Australia/Yancowinna" | "Brazil/Acre" | "Brazil/DeNoronha" | "Brazil/East" | "Brazil/West" | "CET" | "CST6CDT" | "Canada/Atlantic" | "Canada/Central" | "Canada/Eastern" | "Canada/Mountain" | "Canada/Newfoundland" | "Canada/Pacific" | "Canada/Saskatchewan" | "Canada/Yukon" | "Chile/Continental" | "Chile/EasterIsland" | "Cuba" | "EET" | "EST" | "EST5EDT" | "Egypt" | "Eire" | "Etc/GMT" | "Etc/GMT+0" | "Etc/GMT+1" | "Etc/GMT+10" | "Etc/GMT+11" | "Etc/GMT+12" | "Etc/GMT+2" | "Etc/GMT+3" | "Etc/GMT+4" | "Etc/GMT+5" | "Etc/GMT+6" | "Etc/GMT+7" | "Etc/GMT+8" | "Etc/GMT+9" | "Etc/GMT-0" | "Etc/GMT-1" | "Etc/GMT-10" | "Etc/GMT-11" | "Etc/GMT-12" | "Etc/GMT-13" | "Etc/GMT-14" | "Etc/GMT-2" | "Etc/GMT-3" | "Etc/GMT-4" | "Etc/GMT-5" | "Etc/GMT-6" | "Etc/GMT-7" | "Etc/GMT-8" | "Etc/GMT-9" | "Etc/GMT0" | "Etc/Greenwich" | "Etc/UCT" | "Etc/UTC" | "Etc/Universal" | "Etc/Zulu" | "Europe/Amsterdam" | "Europe/Andorra" | "Europe/Astrakhan" | "Europe/Athens" | "Europe/Belfast" | "Europe/Belgrade" | "Europe/Berlin" | "Europe/Bratislava" | "Europe/Brussels" | "Europe/Bucharest" | "Europe/Budapest" | "Europe/Busingen" | "Europe/Chisinau" | "Europe/Copenhagen" | "Europe/Dublin" | "Europe/Gibraltar" | "Europe/Guernsey" | "Europe/Helsinki" | "Europe/Isle_of_Man" | "Europe/Istanbul" | "Europe/Jersey" | "Europe/Kaliningrad" | "Europe/Kiev" | "Europe/Kirov" | "Europe/Kyiv" | "Europe/Lisbon" | "Europe/Ljubljana" | "Europe/London" | "Europe/Luxembourg" | "Europe/Madrid" | "Europe/Malta" | "Europe/Mariehamn" | "Europe/Minsk" | "Europe/Monaco" | "Europe/Moscow" | "Europe/Nicosia" | "Europe/Oslo" | "Europe/Paris" | "Europe/Podgorica" | "Europe/Prague" | "Europe/Riga" | "Europe/Rome" | "Europe/Samara" | "Europe/San_Marino" | "Europe/Sarajevo" | "Europe/Saratov" | "Europe/Simferopol" | "Europe/Skopje" | "Europe/Sofia" | "Europe/Stockholm" | "Europe/Tallinn" | "Europe/Tirane" | "Europe/Tiraspol" | "Europe/Ulyanovsk" | "Europe/Uzhgorod" | "Europe/Vaduz" | "Europe/Vatican" | "Europe/Vienna" | "Europe/Vilnius" | "Europe/Volgograd" | "Europe/Warsaw" | "Europe/Zagreb" | "Europe/Zaporozhye" | "Europe/Zurich" | "Factory" | "GB" | "GB-Eire" | "GMT" | "GMT+0" | "GMT-0" | "GMT0" | "Greenwich" | "HST" | "Hongkong" | "Iceland" | "Indian/Antananarivo" | "Indian/Chagos" | "Indian/Christmas" | "Indian/Cocos" | "Indian/Comoro" | "Indian/Kerguelen" | "Indian/Mahe" | "Indian/Maldives" | "Indian/Mauritius" | "Indian/Mayotte" | "Indian/Reunion" | "Iran" | "Israel" | "Jamaica" | "Japan" | "Kwajalein" | "Libya" | "MET" | "MST" | "MST7MDT" | "Mexico/BajaNorte" | "Mexico/BajaSur" | "Mexico/General" | "NZ" | "NZ-CHAT" | "Navajo" | "PRC" | "PST8PDT" | "Pacific/Apia" | "Pacific/Auckland" | "Pacific/Bougainville" | "Pacific/Chatham" | "Pacific/Chuuk" | "Pacific/Easter" | "Pacific/Efate" | "Pacific/Enderbury" | "Pacific/Fakaofo" | "Pacific/Fiji" | "Pacific/Funafuti" | "Pacific/Galapagos" | "Pacific/Gambier" | "Pacific/Guadalcanal" | "Pacific/Guam" | "Pacific/Honolulu" | "Pacific/Johnston" | "Pacific/Kanton" | "Pacific/Kiritimati" | "Pacific/Kosrae" | "Pacific/Kwajalein" | "Pacific/Majuro" | "Pacific/Marquesas" | "Pacific/Midway" | "Pacific/Nauru" | "Pacific/Niue" | "Pacific/Norfolk" | "Pacific/Noumea" | "Pacific/Pago_Pago" | "Pacific/Palau" | "Pacific/Pitcairn" | "Pacific/Pohnpei" | "Pacific/Ponape" | "Pacific/Port_Moresby" | "Pacific/Rarotonga" | "Pacific/Saipan" | "Pacific/Samoa" | "Pacific/Tahiti" | "Pacific/Tarawa" | "Pacific/Tongatapu" | "Pacific/Truk" | "Pacific/Wake" | "Pacific/Wallis" | "Pacific/Yap" | "Poland" | "Portugal" | "ROC" | "ROK" | "Singapore" | "Turkey" | "UCT" | "US/Alaska" | "US/Aleutian" | "US/Arizona" | "US/Central" | "US/East-Indiana" | "US/Eastern" | "US/Hawaii" | "US/Indiana-Starke" | "US/Michigan" | "US/Mountain" | "US/Pacific" | "US/Samoa" | "UTC" | "Universal" | "W-SU" | "WET" | "Zulu" | "localtime" | null;
         };
         UserInPatch: {
             active?: boolean;
@@ -3100,7 +3248,11 @@ export interface components {
             role?: "admin" | "manager" | "agent";
             team?: string | null;
             telegram_chat_id?: string | null;
-            timezone?: string | null;
+            /**
+             * @description IANA time-zone name, e.g. Europe/Rome
+             * @enum {string|null}
+             */
+            timezone?: "Africa/Abidjan" | "Africa/Accra" | "Africa/Addis_Ababa" | "Africa/Algiers" | "Africa/Asmara" | "Africa/Asmera" | "Africa/Bamako" | "Africa/Bangui" | "Africa/Banjul" | "Africa/Bissau" | "Africa/Blantyre" | "Africa/Brazzaville" | "Africa/Bujumbura" | "Africa/Cairo" | "Africa/Casablanca" | "Africa/Ceuta" | "Africa/Conakry" | "Africa/Dakar" | "Africa/Dar_es_Salaam" | "Africa/Djibouti" | "Africa/Douala" | "Africa/El_Aaiun" | "Africa/Freetown" | "Africa/Gaborone" | "Africa/Harare" | "Africa/Johannesburg" | "Africa/Juba" | "Africa/Kampala" | "Africa/Khartoum" | "Africa/Kigali" | "Africa/Kinshasa" | "Africa/Lagos" | "Africa/Libreville" | "Africa/Lome" | "Africa/Luanda" | "Africa/Lubumbashi" | "Africa/Lusaka" | "Africa/Malabo" | "Africa/Maputo" | "Africa/Maseru" | "Africa/Mbabane" | "Africa/Mogadishu" | "Africa/Monrovia" | "Africa/Nairobi" | "Africa/Ndjamena" | "Africa/Niamey" | "Africa/Nouakchott" | "Africa/Ouagadougou" | "Africa/Porto-Novo" | "Africa/Sao_Tome" | "Africa/Timbuktu" | "Africa/Tripoli" | "Africa/Tunis" | "Africa/Windhoek" | "America/Adak" | "America/Anchorage" | "America/Anguilla" | "America/Antigua" | "America/Araguaina" | "America/Argentina/Buenos_Aires" | "America/Argentina/Catamarca" | "America/Argentina/ComodRivadavia" | "America/Argentina/Cordoba" | "America/Argentina/Jujuy" | "America/Argentina/La_Rioja" | "America/Argentina/Mendoza" | "America/Argentina/Rio_Gallegos" | "America/Argentina/Salta" | "America/Argentina/San_Juan" | "America/Argentina/San_Luis" | "America/Argentina/Tucuman" | "America/Argentina/Ushuaia" | "America/Aruba" | "America/Asuncion" | "America/Atikokan" | "America/Atka" | "America/Bahia" | "America/Bahia_Banderas" | "America/Barbados" | "America/Belem" | "America/Belize" | "America/Blanc-Sablon" | "America/Boa_Vista" | "America/Bogota" | "America/Boise" | "America/Buenos_Aires" | "America/Cambridge_Bay" | "America/Campo_Grande" | "America/Cancun" | "America/Caracas" | "America/Catamarca" | "America/Cayenne" | "America/Cayman" | "America/Chicago" | "America/Chihuahua" | "America/Ciudad_Juarez" | "America/Coral_Harbour" | "America/Cordoba" | "America/Costa_Rica" | "America/Coyhaique" | "America/Creston" | "America/Cuiaba" | "America/Curacao" | "America/Danmarkshavn" | "America/Dawson" | "America/Dawson_Creek" | "America/Denver" | "America/Detroit" | "America/Dominica" | "America/Edmonton" | "America/Eirunepe" | "America/El_Salvador" | "America/Ensenada" | "America/Fort_Nelson" | "America/Fort_Wayne" | "America/Fortaleza" | "America/Glace_Bay" | "America/Godthab" | "America/Goose_Bay" | "America/Grand_Turk" | "America/Grenada" | "America/Guadeloupe" | "America/Guatemala" | "America/Guayaquil" | "America/Guyana" | "America/Halifax" | "America/Havana" | "America/Hermosillo" | "America/Indiana/Indianapolis" | "America/Indiana/Knox" | "America/Indiana/Marengo" | "America/Indiana/Petersburg" | "America/Indiana/Tell_City" | "America/Indiana/Vevay" | "America/Indiana/Vincennes" | "America/Indiana/Winamac" | "America/Indianapolis" | "America/Inuvik" | "America/Iqaluit" | "America/Jamaica" | "America/Jujuy" | "America/Juneau" | "America/Kentucky/Louisville" | "America/Kentucky/Monticello" | "America/Knox_IN" | "America/Kralendijk" | "America/La_Paz" | "America/Lima" | "America/Los_Angeles" | "America/Louisville" | "America/Lower_Princes" | "America/Maceio" | "America/Managua" | "America/Manaus" | "America/Marigot" | "America/Martinique" | "America/Matamoros" | "America/Mazatlan" | "America/Mendoza" | "America/Menominee" | "America/Merida" | "America/Metlakatla" | "America/Mexico_City" | "America/Miquelon" | "America/Moncton" | "America/Monterrey" | "America/Montevideo" | "America/Montreal" | "America/Montserrat" | "America/Nassau" | "America/New_York" | "America/Nipigon" | "America/Nome" | "America/Noronha" | "America/North_Dakota/Beulah" | "America/North_Dakota/Center" | "America/North_Dakota/New_Salem" | "America/Nuuk" | "America/Ojinaga" | "America/Panama" | "America/Pangnirtung" | "America/Paramaribo" | "America/Phoenix" | "America/Port-au-Prince" | "America/Port_of_Spain" | "America/Porto_Acre" | "America/Porto_Velho" | "America/Puerto_Rico" | "America/Punta_Arenas" | "America/Rainy_River" | "America/Rankin_Inlet" | "America/Recife" | "America/Regina" | "America/Resolute" | "America/Rio_Branco" | "America/Rosario" | "America/Santa_Isabel" | "America/Santarem" | "America/Santiago" | "America/Santo_Domingo" | "America/Sao_Paulo" | "America/Scoresbysund" | "America/Shiprock" | "America/Sitka" | "America/St_Barthelemy" | "America/St_Johns" | "America/St_Kitts" | "America/St_Lucia" | "America/St_Thomas" | "America/St_Vincent" | "America/Swift_Current" | "America/Tegucigalpa" | "America/Thule" | "America/Thunder_Bay" | "America/Tijuana" | "America/Toronto" | "America/Tortola" | "America/Vancouver" | "America/Virgin" | "America/Whitehorse" | "America/Winnipeg" | "America/Yakutat" | "America/Yellowknife" | "Antarctica/Casey" | "Antarctica/Davis" | "Antarctica/DumontDUrville" | "Antarctica/Macquarie" | "Antarctica/Mawson" | "Antarctica/McMurdo" | "Antarctica/Palmer" | "Antarctica/Rothera" | "Antarctica/South_Pole" | "Antarctica/Syowa" | "Antarctica/Troll" | "Antarctica/Vostok" | "Arctic/Longyearbyen" | "Asia/Aden" | "Asia/Almaty" | "Asia/Amman" | "Asia/Anadyr" | "Asia/Aqtau" | "Asia/Aqtobe" | "Asia/Ashgabat" | "Asia/Ashkhabad" | "Asia/Atyrau" | "Asia/Baghdad" | "Asia/Bahrain" | "Asia/Baku" | "Asia/Bangkok" | "Asia/Barnaul" | "Asia/Beirut" | "Asia/Bishkek" | "Asia/Brunei" | "Asia/Calcutta" | "Asia/Chita" | "Asia/Choibalsan" | "Asia/Chongqing" | "Asia/Chungking" | "Asia/Colombo" | "Asia/Dacca" | "Asia/Damascus" | "Asia/Dhaka" | "Asia/Dili" | "Asia/Dubai" | "Asia/Dushanbe" | "Asia/Famagusta" | "Asia/Gaza" | "Asia/Harbin" | "Asia/Hebron" | "Asia/Ho_Chi_Minh" | "Asia/Hong_Kong" | "Asia/Hovd" | "Asia/Irkutsk" | "Asia/Istanbul" | "Asia/Jakarta" | "Asia/Jayapura" | "Asia/Jerusalem" | "Asia/Kabul" | "Asia/Kamchatka" | "Asia/Karachi" | "Asia/Kashgar" | "Asia/Kathmandu" | "Asia/Katmandu" | "Asia/Khandyga" | "Asia/Kolkata" | "Asia/Krasnoyarsk" | "Asia/Kuala_Lumpur" | "Asia/Kuching" | "Asia/Kuwait" | "Asia/Macao" | "Asia/Macau" | "Asia/Magadan" | "Asia/Makassar" | "Asia/Manila" | "Asia/Muscat" | "Asia/Nicosia" | "Asia/Novokuznetsk" | "Asia/Novosibirsk" | "Asia/Omsk" | "Asia/Oral" | "Asia/Phnom_Penh" | "Asia/Pontianak" | "Asia/Pyongyang" | "Asia/Qatar" | "Asia/Qostanay" | "Asia/Qyzylorda" | "Asia/Rangoon" | "Asia/Riyadh" | "Asia/Saigon" | "Asia/Sakhalin" | "Asia/Samarkand" | "Asia/Seoul" | "Asia/Shanghai" | "Asia/Singapore" | "Asia/Srednekolymsk" | "Asia/Taipei" | "Asia/Tashkent" | "Asia/Tbilisi" | "Asia/Tehran" | "Asia/Tel_Aviv" | "Asia/Thimbu" | "Asia/Thimphu" | "Asia/Tokyo" | "Asia/Tomsk" | "Asia/Ujung_Pandang" | "Asia/Ulaanbaatar" | "Asia/Ulan_Bator" | "Asia/Urumqi" | "Asia/Ust-Nera" | "Asia/Vientiane" | "Asia/Vladivostok" | "Asia/Yakutsk" | "Asia/Yangon" | "Asia/Yekaterinburg" | "Asia/Yerevan" | "Atlantic/Azores" | "Atlantic/Bermuda" | "Atlantic/Canary" | "Atlantic/Cape_Verde" | "Atlantic/Faeroe" | "Atlantic/Faroe" | "Atlantic/Jan_Mayen" | "Atlantic/Madeira" | "Atlantic/Reykjavik" | "Atlantic/South_Georgia" | "Atlantic/St_Helena" | "Atlantic/Stanley" | "Australia/ACT" | "Australia/Adelaide" | "Australia/Brisbane" | "Australia/Broken_Hill" | "Australia/Canberra" | "Australia/Currie" | "Australia/Darwin" | "Australia/Eucla" | "Australia/Hobart" | "Australia/LHI" | "Australia/Lindeman" | "Australia/Lord_Howe" | "Australia/Melbourne" | "Australia/NSW" | "Australia/North" | "Australia/Perth" | "Australia/Queensland" | "Australia/South" | "Australia/Sydney" | "Australia/Tasmania" | "Australia/Victoria" | "Australia/West" | "Australia/Yancowinna" | "Brazil/Acre" | "Brazil/DeNoronha" | "Brazil/East" | "Brazil/West" | "CET" | "CST6CDT" | "Canada/Atlantic" | "Canada/Central" | "Canada/Eastern" | "Canada/Mountain" | "Canada/Newfoundland" | "Canada/Pacific" | "Canada/Saskatchewan" | "Canada/Yukon" | "Chile/Continental" | "Chile/EasterIsland" | "Cuba" | "EET" | "EST" | "EST5EDT" | "Egypt" | "Eire" | "Etc/GMT" | "Etc/GMT+0" | "Etc/GMT+1" | "Etc/GMT+10" | "Etc/GMT+11" | "Etc/GMT+12" | "Etc/GMT+2" | "Etc/GMT+3" | "Etc/GMT+4" | "Etc/GMT+5" | "Etc/GMT+6" | "Etc/GMT+7" | "Etc/GMT+8" | "Etc/GMT+9" | "Etc/GMT-0" | "Etc/GMT-1" | "Etc/GMT-10" | "Etc/GMT-11" | "Etc/GMT-12" | "Etc/GMT-13" | "Etc/GMT-14" | "Etc/GMT-2" | "Etc/GMT-3" | "Etc/GMT-4" | "Etc/GMT-5" | "Etc/GMT-6" | "Etc/GMT-7" | "Etc/GMT-8" | "Etc/GMT-9" | "Etc/GMT0" | "Etc/Greenwich" | "Etc/UCT" | "Etc/UTC" | "Etc/Universal" | "Etc/Zulu" | "Europe/Amsterdam" | "Europe/Andorra" | "Europe/Astrakhan" | "Europe/Athens" | "Europe/Belfast" | "Europe/Belgrade" | "Europe/Berlin" | "Europe/Bratislava" | "Europe/Brussels" | "Europe/Bucharest" | "Europe/Budapest" | "Europe/Busingen" | "Europe/Chisinau" | "Europe/Copenhagen" | "Europe/Dublin" | "Europe/Gibraltar" | "Europe/Guernsey" | "Europe/Helsinki" | "Europe/Isle_of_Man" | "Europe/Istanbul" | "Europe/Jersey" | "Europe/Kaliningrad" | "Europe/Kiev" | "Europe/Kirov" | "Europe/Kyiv" | "Europe/Lisbon" | "Europe/Ljubljana" | "Europe/London" | "Europe/Luxembourg" | "Europe/Madrid" | "Europe/Malta" | "Europe/Mariehamn" | "Europe/Minsk" | "Europe/Monaco" | "Europe/Moscow" | "Europe/Nicosia" | "Europe/Oslo" | "Europe/Paris" | "Europe/Podgorica" | "Europe/Prague" | "Europe/Riga" | "Europe/Rome" | "Europe/Samara" | "Europe/San_Marino" | "Europe/Sarajevo" | "Europe/Saratov" | "Europe/Simferopol" | "Europe/Skopje" | "Europe/Sofia" | "Europe/Stockholm" | "Europe/Tallinn" | "Europe/Tirane" | "Europe/Tiraspol" | "Europe/Ulyanovsk" | "Europe/Uzhgorod" | "Europe/Vaduz" | "Europe/Vatican" | "Europe/Vienna" | "Europe/Vilnius" | "Europe/Volgograd" | "Europe/Warsaw" | "Europe/Zagreb" | "Europe/Zaporozhye" | "Europe/Zurich" | "Factory" | "GB" | "GB-Eire" | "GMT" | "GMT+0" | "GMT-0" | "GMT0" | "Greenwich" | "HST" | "Hongkong" | "Iceland" | "Indian/Antananarivo" | "Indian/Chagos" | "Indian/Christmas" | "Indian/Cocos" | "Indian/Comoro" | "Indian/Kerguelen" | "Indian/Mahe" | "Indian/Maldives" | "Indian/Mauritius" | "Indian/Mayotte" | "Indian/Reunion" | "Iran" | "Israel" | "Jamaica" | "Japan" | "Kwajalein" | "Libya" | "MET" | "MST" | "MST7MDT" | "Mexico/BajaNorte" | "Mexico/BajaSur" | "Mexico/General" | "NZ" | "NZ-CHAT" | "Navajo" | "PRC" | "PST8PDT" | "Pacific/Apia" | "Pacific/Auckland" | "Pacific/Bougainville" | "Pacific/Chatham" | "Pacific/Chuuk" | "Pacific/Easter" | "Pacific/Efate" | "Pacific/Enderbury" | "Pacific/Fakaofo" | "Pacific/Fiji" | "Pacific/Funafuti" | "Pacific/Galapagos" | "Pacific/Gambier" | "Pacific/Guadalcanal" | "Pacific/Guam" | "Pacific/Honolulu" | "Pacific/Johnston" | "Pacific/Kanton" | "Pacific/Kiritimati" | "Pacific/Kosrae" | "Pacific/Kwajalein" | "Pacific/Majuro" | "Pacific/Marquesas" | "Pacific/Midway" | "Pacific/Nauru" | "Pacific/Niue" | "Pacific/Norfolk" | "Pacific/Noumea" | "Pacific/Pago_Pago" | "Pacific/Palau" | "Pacific/Pitcairn" | "Pacific/Pohnpei" | "Pacific/Ponape" | "Pacific/Port_Moresby" | "Pacific/Rarotonga" | "Pacific/Saipan" | "Pacific/Samoa" | "Pacific/Tahiti" | "Pacific/Tarawa" | "Pacific/Tongatapu" | "Pacific/Truk" | "Pacific/Wake" | "Pacific/Wallis" | "Pacific/Yap" | "Poland" | "Portugal" | "ROC" | "ROK" | "Singapore" | "Turkey" | "UCT" | "US/Alaska" | "US/Aleutian" | "US/Arizona" | "US/Central" | "US/East-Indiana" | "US/Eastern" | "US/Hawaii" | "US/Indiana-Starke" | "US/Michigan" | "US/Mountain" | "US/Pacific" | "US/Samoa" | "UTC" | "Universal" | "W-SU" | "WET" | "Zulu" | "localtime" | null;
         };
         UserOut: {
             active?: boolean;
@@ -3192,10 +3344,11 @@ export interface components {
             /** @default 09:00 */
             start: string;
             /**
-             * @description IANA name, e.g. Europe/Rome
+             * @description IANA time-zone name, e.g. Europe/Rome
              * @default UTC
+             * @enum {string}
              */
-            timezone: string;
+            timezone: "Africa/Abidjan" | "Africa/Accra" | "Africa/Addis_Ababa" | "Africa/Algiers" | "Africa/Asmara" | "Africa/Asmera" | "Africa/Bamako" | "Africa/Bangui" | "Africa/Banjul" | "Africa/Bissau" | "Africa/Blantyre" | "Africa/Brazzaville" | "Africa/Bujumbura" | "Africa/Cairo" | "Africa/Casablanca" | "Africa/Ceuta" | "Africa/Conakry" | "Africa/Dakar" | "Africa/Dar_es_Salaam" | "Africa/Djibouti" | "Africa/Douala" | "Africa/El_Aaiun" | "Africa/Freetown" | "Africa/Gaborone" | "Africa/Harare" | "Africa/Johannesburg" | "Africa/Juba" | "Africa/Kampala" | "Africa/Khartoum" | "Africa/Kigali" | "Africa/Kinshasa" | "Africa/Lagos" | "Africa/Libreville" | "Africa/Lome" | "Africa/Luanda" | "Africa/Lubumbashi" | "Africa/Lusaka" | "Africa/Malabo" | "Africa/Maputo" | "Africa/Maseru" | "Africa/Mbabane" | "Africa/Mogadishu" | "Africa/Monrovia" | "Africa/Nairobi" | "Africa/Ndjamena" | "Africa/Niamey" | "Africa/Nouakchott" | "Africa/Ouagadougou" | "Africa/Porto-Novo" | "Africa/Sao_Tome" | "Africa/Timbuktu" | "Africa/Tripoli" | "Africa/Tunis" | "Africa/Windhoek" | "America/Adak" | "America/Anchorage" | "America/Anguilla" | "America/Antigua" | "America/Araguaina" | "America/Argentina/Buenos_Aires" | "America/Argentina/Catamarca" | "America/Argentina/ComodRivadavia" | "America/Argentina/Cordoba" | "America/Argentina/Jujuy" | "America/Argentina/La_Rioja" | "America/Argentina/Mendoza" | "America/Argentina/Rio_Gallegos" | "America/Argentina/Salta" | "America/Argentina/San_Juan" | "America/Argentina/San_Luis" | "America/Argentina/Tucuman" | "America/Argentina/Ushuaia" | "America/Aruba" | "America/Asuncion" | "America/Atikokan" | "America/Atka" | "America/Bahia" | "America/Bahia_Banderas" | "America/Barbados" | "America/Belem" | "America/Belize" | "America/Blanc-Sablon" | "America/Boa_Vista" | "America/Bogota" | "America/Boise" | "America/Buenos_Aires" | "America/Cambridge_Bay" | "America/Campo_Grande" | "America/Cancun" | "America/Caracas" | "America/Catamarca" | "America/Cayenne" | "America/Cayman" | "America/Chicago" | "America/Chihuahua" | "America/Ciudad_Juarez" | "America/Coral_Harbour" | "America/Cordoba" | "America/Costa_Rica" | "America/Coyhaique" | "America/Creston" | "America/Cuiaba" | "America/Curacao" | "America/Danmarkshavn" | "America/Dawson" | "America/Dawson_Creek" | "America/Denver" | "America/Detroit" | "America/Dominica" | "America/Edmonton" | "America/Eirunepe" | "America/El_Salvador" | "America/Ensenada" | "America/Fort_Nelson" | "America/Fort_Wayne" | "America/Fortaleza" | "America/Glace_Bay" | "America/Godthab" | "America/Goose_Bay" | "America/Grand_Turk" | "America/Grenada" | "America/Guadeloupe" | "America/Guatemala" | "America/Guayaquil" | "America/Guyana" | "America/Halifax" | "America/Havana" | "America/Hermosillo" | "America/Indiana/Indianapolis" | "America/Indiana/Knox" | "America/Indiana/Marengo" | "America/Indiana/Petersburg" | "America/Indiana/Tell_City" | "America/Indiana/Vevay" | "America/Indiana/Vincennes" | "America/Indiana/Winamac" | "America/Indianapolis" | "America/Inuvik" | "America/Iqaluit" | "America/Jamaica" | "America/Jujuy" | "America/Juneau" | "America/Kentucky/Louisville" | "America/Kentucky/Monticello" | "America/Knox_IN" | "America/Kralendijk" | "America/La_Paz" | "America/Lima" | "America/Los_Angeles" | "America/Louisville" | "America/Lower_Princes" | "America/Maceio" | "America/Managua" | "America/Manaus" | "America/Marigot" | "America/Martinique" | "America/Matamoros" | "America/Mazatlan" | "America/Mendoza" | "America/Menominee" | "America/Merida" | "America/Metlakatla" | "America/Mexico_City" | "America/Miquelon" | "America/Moncton" | "America/Monterrey" | "America/Montevideo" | "America/Montreal" | "America/Montserrat" | "America/Nassau" | "America/New_York" | "America/Nipigon" | "America/Nome" | "America/Noronha" | "America/North_Dakota/Beulah" | "America/North_Dakota/Center" | "America/North_Dakota/New_Salem" | "America/Nuuk" | "America/Ojinaga" | "America/Panama" | "America/Pangnirtung" | "America/Paramaribo" | "America/Phoenix" | "America/Port-au-Prince" | "America/Port_of_Spain" | "America/Porto_Acre" | "America/Porto_Velho" | "America/Puerto_Rico" | "America/Punta_Arenas" | "America/Rainy_River" | "America/Rankin_Inlet" | "America/Recife" | "America/Regina" | "America/Resolute" | "America/Rio_Branco" | "America/Rosario" | "America/Santa_Isabel" | "America/Santarem" | "America/Santiago" | "America/Santo_Domingo" | "America/Sao_Paulo" | "America/Scoresbysund" | "America/Shiprock" | "America/Sitka" | "America/St_Barthelemy" | "America/St_Johns" | "America/St_Kitts" | "America/St_Lucia" | "America/St_Thomas" | "America/St_Vincent" | "America/Swift_Current" | "America/Tegucigalpa" | "America/Thule" | "America/Thunder_Bay" | "America/Tijuana" | "America/Toronto" | "America/Tortola" | "America/Vancouver" | "America/Virgin" | "America/Whitehorse" | "America/Winnipeg" | "America/Yakutat" | "America/Yellowknife" | "Antarctica/Casey" | "Antarctica/Davis" | "Antarctica/DumontDUrville" | "Antarctica/Macquarie" | "Antarctica/Mawson" | "Antarctica/McMurdo" | "Antarctica/Palmer" | "Antarctica/Rothera" | "Antarctica/South_Pole" | "Antarctica/Syowa" | "Antarctica/Troll" | "Antarctica/Vostok" | "Arctic/Longyearbyen" | "Asia/Aden" | "Asia/Almaty" | "Asia/Amman" | "Asia/Anadyr" | "Asia/Aqtau" | "Asia/Aqtobe" | "Asia/Ashgabat" | "Asia/Ashkhabad" | "Asia/Atyrau" | "Asia/Baghdad" | "Asia/Bahrain" | "Asia/Baku" | "Asia/Bangkok" | "Asia/Barnaul" | "Asia/Beirut" | "Asia/Bishkek" | "Asia/Brunei" | "Asia/Calcutta" | "Asia/Chita" | "Asia/Choibalsan" | "Asia/Chongqing" | "Asia/Chungking" | "Asia/Colombo" | "Asia/Dacca" | "Asia/Damascus" | "Asia/Dhaka" | "Asia/Dili" | "Asia/Dubai" | "Asia/Dushanbe" | "Asia/Famagusta" | "Asia/Gaza" | "Asia/Harbin" | "Asia/Hebron" | "Asia/Ho_Chi_Minh" | "Asia/Hong_Kong" | "Asia/Hovd" | "Asia/Irkutsk" | "Asia/Istanbul" | "Asia/Jakarta" | "Asia/Jayapura" | "Asia/Jerusalem" | "Asia/Kabul" | "Asia/Kamchatka" | "Asia/Karachi" | "Asia/Kashgar" | "Asia/Kathmandu" | "Asia/Katmandu" | "Asia/Khandyga" | "Asia/Kolkata" | "Asia/Krasnoyarsk" | "Asia/Kuala_Lumpur" | "Asia/Kuching" | "Asia/Kuwait" | "Asia/Macao" | "Asia/Macau" | "Asia/Magadan" | "Asia/Makassar" | "Asia/Manila" | "Asia/Muscat" | "Asia/Nicosia" | "Asia/Novokuznetsk" | "Asia/Novosibirsk" | "Asia/Omsk" | "Asia/Oral" | "Asia/Phnom_Penh" | "Asia/Pontianak" | "Asia/Pyongyang" | "Asia/Qatar" | "Asia/Qostanay" | "Asia/Qyzylorda" | "Asia/Rangoon" | "Asia/Riyadh" | "Asia/Saigon" | "Asia/Sakhalin" | "Asia/Samarkand" | "Asia/Seoul" | "Asia/Shanghai" | "Asia/Singapore" | "Asia/Srednekolymsk" | "Asia/Taipei" | "Asia/Tashkent" | "Asia/Tbilisi" | "Asia/Tehran" | "Asia/Tel_Aviv" | "Asia/Thimbu" | "Asia/Thimphu" | "Asia/Tokyo" | "Asia/Tomsk" | "Asia/Ujung_Pandang" | "Asia/Ulaanbaatar" | "Asia/Ulan_Bator" | "Asia/Urumqi" | "Asia/Ust-Nera" | "Asia/Vientiane" | "Asia/Vladivostok" | "Asia/Yakutsk" | "Asia/Yangon" | "Asia/Yekaterinburg" | "Asia/Yerevan" | "Atlantic/Azores" | "Atlantic/Bermuda" | "Atlantic/Canary" | "Atlantic/Cape_Verde" | "Atlantic/Faeroe" | "Atlantic/Faroe" | "Atlantic/Jan_Mayen" | "Atlantic/Madeira" | "Atlantic/Reykjavik" | "Atlantic/South_Georgia" | "Atlantic/St_Helena" | "Atlantic/Stanley" | "Australia/ACT" | "Australia/Adelaide" | "Australia/Brisbane" | "Australia/Broken_Hill" | "Australia/Canberra" | "Australia/Currie" | "Australia/Darwin" | "Australia/Eucla" | "Australia/Hobart" | "Australia/LHI" | "Australia/Lindeman" | "Australia/Lord_Howe" | "Australia/Melbourne" | "Australia/NSW" | "Australia/North" | "Australia/Perth" | "Australia/Queensland" | "Australia/South" | "Australia/Sydney" | "Australia/Tasmania" | "Australia/Victoria" | "Australia/West" | "Australia/Yancowinna" | "Brazil/Acre" | "Brazil/DeNoronha" | "Brazil/East" | "Brazil/West" | "CET" | "CST6CDT" | "Canada/Atlantic" | "Canada/Central" | "Canada/Eastern" | "Canada/Mountain" | "Canada/Newfoundland" | "Canada/Pacific" | "Canada/Saskatchewan" | "Canada/Yukon" | "Chile/Continental" | "Chile/EasterIsland" | "Cuba" | "EET" | "EST" | "EST5EDT" | "Egypt" | "Eire" | "Etc/GMT" | "Etc/GMT+0" | "Etc/GMT+1" | "Etc/GMT+10" | "Etc/GMT+11" | "Etc/GMT+12" | "Etc/GMT+2" | "Etc/GMT+3" | "Etc/GMT+4" | "Etc/GMT+5" | "Etc/GMT+6" | "Etc/GMT+7" | "Etc/GMT+8" | "Etc/GMT+9" | "Etc/GMT-0" | "Etc/GMT-1" | "Etc/GMT-10" | "Etc/GMT-11" | "Etc/GMT-12" | "Etc/GMT-13" | "Etc/GMT-14" | "Etc/GMT-2" | "Etc/GMT-3" | "Etc/GMT-4" | "Etc/GMT-5" | "Etc/GMT-6" | "Etc/GMT-7" | "Etc/GMT-8" | "Etc/GMT-9" | "Etc/GMT0" | "Etc/Greenwich" | "Etc/UCT" | "Etc/UTC" | "Etc/Universal" | "Etc/Zulu" | "Europe/Amsterdam" | "Europe/Andorra" | "Europe/Astrakhan" | "Europe/Athens" | "Europe/Belfast" | "Europe/Belgrade" | "Europe/Berlin" | "Europe/Bratislava" | "Europe/Brussels" | "Europe/Bucharest" | "Europe/Budapest" | "Europe/Busingen" | "Europe/Chisinau" | "Europe/Copenhagen" | "Europe/Dublin" | "Europe/Gibraltar" | "Europe/Guernsey" | "Europe/Helsinki" | "Europe/Isle_of_Man" | "Europe/Istanbul" | "Europe/Jersey" | "Europe/Kaliningrad" | "Europe/Kiev" | "Europe/Kirov" | "Europe/Kyiv" | "Europe/Lisbon" | "Europe/Ljubljana" | "Europe/London" | "Europe/Luxembourg" | "Europe/Madrid" | "Europe/Malta" | "Europe/Mariehamn" | "Europe/Minsk" | "Europe/Monaco" | "Europe/Moscow" | "Europe/Nicosia" | "Europe/Oslo" | "Europe/Paris" | "Europe/Podgorica" | "Europe/Prague" | "Europe/Riga" | "Europe/Rome" | "Europe/Samara" | "Europe/San_Marino" | "Europe/Sarajevo" | "Europe/Saratov" | "Europe/Simferopol" | "Europe/Skopje" | "Europe/Sofia" | "Europe/Stockholm" | "Europe/Tallinn" | "Europe/Tirane" | "Europe/Tiraspol" | "Europe/Ulyanovsk" | "Europe/Uzhgorod" | "Europe/Vaduz" | "Europe/Vatican" | "Europe/Vienna" | "Europe/Vilnius" | "Europe/Volgograd" | "Europe/Warsaw" | "Europe/Zagreb" | "Europe/Zaporozhye" | "Europe/Zurich" | "Factory" | "GB" | "GB-Eire" | "GMT" | "GMT+0" | "GMT-0" | "GMT0" | "Greenwich" | "HST" | "Hongkong" | "Iceland" | "Indian/Antananarivo" | "Indian/Chagos" | "Indian/Christmas" | "Indian/Cocos" | "Indian/Comoro" | "Indian/Kerguelen" | "Indian/Mahe" | "Indian/Maldives" | "Indian/Mauritius" | "Indian/Mayotte" | "Indian/Reunion" | "Iran" | "Israel" | "Jamaica" | "Japan" | "Kwajalein" | "Libya" | "MET" | "MST" | "MST7MDT" | "Mexico/BajaNorte" | "Mexico/BajaSur" | "Mexico/General" | "NZ" | "NZ-CHAT" | "Navajo" | "PRC" | "PST8PDT" | "Pacific/Apia" | "Pacific/Auckland" | "Pacific/Bougainville" | "Pacific/Chatham" | "Pacific/Chuuk" | "Pacific/Easter" | "Pacific/Efate" | "Pacific/Enderbury" | "Pacific/Fakaofo" | "Pacific/Fiji" | "Pacific/Funafuti" | "Pacific/Galapagos" | "Pacific/Gambier" | "Pacific/Guadalcanal" | "Pacific/Guam" | "Pacific/Honolulu" | "Pacific/Johnston" | "Pacific/Kanton" | "Pacific/Kiritimati" | "Pacific/Kosrae" | "Pacific/Kwajalein" | "Pacific/Majuro" | "Pacific/Marquesas" | "Pacific/Midway" | "Pacific/Nauru" | "Pacific/Niue" | "Pacific/Norfolk" | "Pacific/Noumea" | "Pacific/Pago_Pago" | "Pacific/Palau" | "Pacific/Pitcairn" | "Pacific/Pohnpei" | "Pacific/Ponape" | "Pacific/Port_Moresby" | "Pacific/Rarotonga" | "Pacific/Saipan" | "Pacific/Samoa" | "Pacific/Tahiti" | "Pacific/Tarawa" | "Pacific/Tongatapu" | "Pacific/Truk" | "Pacific/Wake" | "Pacific/Wallis" | "Pacific/Yap" | "Poland" | "Portugal" | "ROC" | "ROK" | "Singapore" | "Turkey" | "UCT" | "US/Alaska" | "US/Aleutian" | "US/Arizona" | "US/Central" | "US/East-Indiana" | "US/Eastern" | "US/Hawaii" | "US/Indiana-Starke" | "US/Michigan" | "US/Mountain" | "US/Pacific" | "US/Samoa" | "UTC" | "Universal" | "W-SU" | "WET" | "Zulu" | "localtime";
         };
     };
     responses: never;
@@ -3210,7 +3363,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -3305,7 +3458,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -3437,7 +3590,7 @@ export interface operations {
                 limit?: number;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -3550,11 +3703,12 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
                 include_revoked?: boolean;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -3649,7 +3803,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -3777,7 +3931,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -3874,7 +4028,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -3991,6 +4145,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
                 actor_id?: string;
                 api_key_id?: string;
@@ -4002,7 +4157,7 @@ export interface operations {
                 to?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -4097,7 +4252,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -4205,7 +4360,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -4311,7 +4466,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -4417,15 +4572,17 @@ export interface operations {
         parameters: {
             query: {
                 from: string;
+                /** @description after `from` */
                 to: string;
                 /** @description default: the caller */
                 assignee_id?: string;
                 include_done?: boolean;
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -4538,6 +4695,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
                 sort?: string;
                 include_total?: boolean;
@@ -4554,7 +4712,7 @@ export interface operations {
                 to?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -4667,7 +4825,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -4804,7 +4962,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -4915,10 +5073,115 @@ export interface operations {
             };
         };
     };
+    get_calls_get_recording: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
+                "X-Request-Id"?: string;
+            };
+            path: {
+                call_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad request (malformed JSON, invalid cursor) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request line too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service or the broker is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service did not answer in time */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     get_companies_list_companies: {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
                 sort?: "created_at" | "-created_at" | "updated_at" | "-updated_at";
                 include_total?: boolean;
@@ -4928,7 +5191,7 @@ export interface operations {
                 include_deleted?: boolean;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -5041,7 +5304,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -5178,7 +5441,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -5293,7 +5556,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -5419,7 +5682,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -5567,7 +5830,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -5693,6 +5956,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
                 sort?: "created_at" | "-created_at" | "updated_at" | "-updated_at" | "name" | "-name";
                 include_total?: boolean;
@@ -5708,7 +5972,7 @@ export interface operations {
                 include_deleted?: boolean;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -5823,7 +6087,7 @@ export interface operations {
                 force?: boolean;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -5963,7 +6227,7 @@ export interface operations {
                 min_score?: number;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -6076,6 +6340,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
                 sort?: "created_at" | "-created_at" | "updated_at" | "-updated_at" | "name" | "-name";
                 include_total?: boolean;
@@ -6092,7 +6357,7 @@ export interface operations {
                 format?: "csv" | "xlsx";
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -6202,11 +6467,13 @@ export interface operations {
     get_contacts_lookup: {
         parameters: {
             query?: {
+                /** @description exactly one of phone or email */
                 phone?: string;
+                /** @description exactly one of phone or email */
                 email?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -6319,7 +6586,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -6434,7 +6701,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -6560,7 +6827,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -6708,7 +6975,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -6856,7 +7123,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -6982,11 +7249,12 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
                 kind?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -7101,7 +7369,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -7214,7 +7482,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -7351,6 +7619,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
                 sort?: "created_at" | "-created_at" | "updated_at" | "-updated_at";
                 include_total?: boolean;
@@ -7363,7 +7632,7 @@ export interface operations {
                 source?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -7476,7 +7745,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -7613,7 +7882,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -7728,7 +7997,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -7854,7 +8123,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -8002,10 +8271,11 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -8120,7 +8390,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -8268,7 +8538,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -8394,11 +8664,12 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
                 kind?: "web" | "channel";
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -8511,7 +8782,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -8648,7 +8919,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -8763,7 +9034,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -8889,7 +9160,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -9037,7 +9308,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -9173,10 +9444,11 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -9297,7 +9569,7 @@ export interface operations {
                 default_owner_id?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -9437,7 +9709,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -9552,10 +9824,11 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -9670,7 +9943,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -9783,7 +10056,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -9909,7 +10182,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -10055,6 +10328,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
                 status?: "received" | "captured" | "routed" | "failed";
                 channel?: "form" | "telegram" | "whatsapp" | "instagram" | "vk" | "email" | "chat" | "other";
@@ -10062,7 +10336,7 @@ export interface operations {
                 contact_id?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -10175,7 +10449,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -10290,7 +10564,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -10418,13 +10692,14 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
                 sort?: string;
                 include_total?: boolean;
                 active?: boolean;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -10537,7 +10812,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -10674,7 +10949,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -10789,7 +11064,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -10915,7 +11190,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -11066,7 +11341,7 @@ export interface operations {
                 user_id?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -11173,7 +11448,7 @@ export interface operations {
                 user_id?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -11310,6 +11585,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
                 unread?: boolean;
                 include_total?: boolean;
@@ -11317,7 +11593,7 @@ export interface operations {
                 user_id?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -11424,7 +11700,7 @@ export interface operations {
                 user_id?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -11542,7 +11818,7 @@ export interface operations {
                 user_id?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -11649,7 +11925,7 @@ export interface operations {
                 user_id?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -11775,12 +12051,13 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
                 sort?: string;
                 include_total?: boolean;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -11893,7 +12170,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -12030,7 +12307,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -12145,7 +12422,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -12271,7 +12548,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -12420,10 +12697,11 @@ export interface operations {
             query?: {
                 group_by?: "agent" | "day";
                 from?: string;
+                /** @description after `from` */
                 to?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -12543,7 +12821,7 @@ export interface operations {
                 to?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -12657,14 +12935,14 @@ export interface operations {
             query?: {
                 /** @description inclusive; default 30 days before `to` */
                 from?: string;
-                /** @description exclusive; default now */
+                /** @description exclusive, after `from`; default now */
                 to?: string;
                 owner_id?: string;
                 /** @description default: the default pipeline */
                 pipeline_id?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -12778,7 +13056,7 @@ export interface operations {
             query?: {
                 /** @description inclusive; default 30 days before `to` */
                 from?: string;
-                /** @description exclusive; default now */
+                /** @description exclusive, after `from`; default now */
                 to?: string;
                 owner_id?: string;
                 group_by?: "owner" | "month" | "source";
@@ -12787,7 +13065,7 @@ export interface operations {
                 currency?: "AED" | "AFN" | "ALL" | "AMD" | "ANG" | "AOA" | "ARS" | "AUD" | "AWG" | "AZN" | "BAM" | "BBD" | "BDT" | "BGN" | "BHD" | "BIF" | "BMD" | "BND" | "BOB" | "BOV" | "BRL" | "BSD" | "BTN" | "BWP" | "BYN" | "BZD" | "CAD" | "CDF" | "CHE" | "CHF" | "CHW" | "CLF" | "CLP" | "CNY" | "COP" | "COU" | "CRC" | "CUC" | "CUP" | "CVE" | "CZK" | "DJF" | "DKK" | "DOP" | "DZD" | "EGP" | "ERN" | "ETB" | "EUR" | "FJD" | "FKP" | "GBP" | "GEL" | "GHS" | "GIP" | "GMD" | "GNF" | "GTQ" | "GYD" | "HKD" | "HNL" | "HTG" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "IRR" | "ISK" | "JMD" | "JOD" | "JPY" | "KES" | "KGS" | "KHR" | "KMF" | "KPW" | "KRW" | "KWD" | "KYD" | "KZT" | "LAK" | "LBP" | "LKR" | "LRD" | "LSL" | "LYD" | "MAD" | "MDL" | "MGA" | "MKD" | "MMK" | "MNT" | "MOP" | "MRU" | "MUR" | "MVR" | "MWK" | "MXN" | "MXV" | "MYR" | "MZN" | "NAD" | "NGN" | "NIO" | "NOK" | "NPR" | "NZD" | "OMR" | "PAB" | "PEN" | "PGK" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RUB" | "RWF" | "SAR" | "SBD" | "SCR" | "SDG" | "SEK" | "SGD" | "SHP" | "SLE" | "SLL" | "SOS" | "SRD" | "SSP" | "STN" | "SVC" | "SYP" | "SZL" | "THB" | "TJS" | "TMT" | "TND" | "TOP" | "TRY" | "TTD" | "TWD" | "TZS" | "UAH" | "UGX" | "USD" | "USN" | "UYI" | "UYU" | "UYW" | "UZS" | "VED" | "VES" | "VND" | "VUV" | "WST" | "XAF" | "XCD" | "XCG" | "XOF" | "XPF" | "YER" | "ZAR" | "ZMW" | "ZWG" | "ZWL";
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -12901,7 +13179,7 @@ export interface operations {
             query?: {
                 /** @description inclusive; default 30 days before `to` */
                 from?: string;
-                /** @description exclusive; default now */
+                /** @description exclusive, after `from`; default now */
                 to?: string;
                 owner_id?: string;
                 period?: "month" | "week" | "day" | "all";
@@ -12909,7 +13187,7 @@ export interface operations {
                 source?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -13031,7 +13309,7 @@ export interface operations {
                 assignee_id?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -13150,7 +13428,7 @@ export interface operations {
                 limit?: number;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -13250,11 +13528,380 @@ export interface operations {
             };
         };
     };
+    get_settings_telephony_get_telephony_settings: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
+                "X-Request-Id"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TelephonySettingsOut"];
+                };
+            };
+            /** @description Bad request (malformed JSON, invalid cursor) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request line too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service or the broker is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service did not answer in time */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    patch_settings_telephony_update_telephony_settings: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
+                "X-Request-Id"?: string;
+                /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TelephonySettingsIn"];
+            };
+        };
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TelephonySettingsOut"];
+                };
+            };
+            /** @description Bad request (malformed JSON, invalid cursor) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request line too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Invalid input, with per-field errors */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service or the broker is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service did not answer in time */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    post_settings_telephony_test_telephony_settings: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
+                "X-Request-Id"?: string;
+                /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TelephonyTestIn"];
+            };
+        };
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TelephonyTestOut"];
+                };
+            };
+            /** @description Bad request (malformed JSON, invalid cursor) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request line too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Invalid input, with per-field errors */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service or the broker is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service did not answer in time */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     post_stream_create_ticket: {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -13360,6 +14007,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
                 sort?: string;
                 include_total?: boolean;
@@ -13368,7 +14016,7 @@ export interface operations {
                 period?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -13481,7 +14129,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -13622,7 +14270,7 @@ export interface operations {
                 period?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -13735,7 +14383,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -13850,7 +14498,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -13976,7 +14624,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -14124,6 +14772,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
                 sort?: string;
                 include_total?: boolean;
@@ -14131,7 +14780,7 @@ export interface operations {
                 stage_id?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -14244,7 +14893,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -14390,7 +15039,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -14505,7 +15154,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -14631,7 +15280,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -14779,6 +15428,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
                 sort?: "due_at" | "-due_at" | "created_at" | "-created_at";
                 include_total?: boolean;
@@ -14792,7 +15442,7 @@ export interface operations {
                 overdue?: boolean;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -14905,7 +15555,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -15051,7 +15701,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -15168,7 +15818,7 @@ export interface operations {
                 reason?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -15294,7 +15944,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -15442,7 +16092,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -15590,7 +16240,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -15727,7 +16377,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -15864,7 +16514,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -15985,7 +16635,7 @@ export interface operations {
                 zd_echo: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -16051,7 +16701,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -16168,6 +16818,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
                 role?: "admin" | "manager" | "agent";
                 team?: string;
@@ -16175,7 +16826,7 @@ export interface operations {
                 active?: boolean;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -16270,7 +16921,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -16398,7 +17049,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -16484,7 +17135,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -16612,7 +17263,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -16709,7 +17360,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -16848,10 +17499,11 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path?: never;
@@ -16955,7 +17607,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -17092,7 +17744,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -17198,7 +17850,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -17324,7 +17976,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
@@ -17472,11 +18124,12 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
                 status?: "pending" | "sending" | "delivered" | "failed";
             };
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
             };
             path: {
@@ -17591,7 +18244,7 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description kept when it matches the pattern, else replaced */
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
                 /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
                 "Idempotency-Key"?: string;
