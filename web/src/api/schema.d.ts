@@ -1305,7 +1305,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The signed-in user */
+        /** The signed-in user, with what their role may do */
         get: operations["get_users_me"];
         put?: never;
         post?: never;
@@ -2486,6 +2486,31 @@ export interface components {
         };
         LookupResult: {
             items?: components["schemas"]["ContactOut"][];
+        };
+        MeOut: {
+            active?: boolean;
+            /** Format: date-time */
+            created_at?: string;
+            email?: string;
+            extension?: string | null;
+            id?: string;
+            language?: string | null;
+            /** Format: date-time */
+            last_login_at?: string | null;
+            manager_id?: string | null;
+            name?: string;
+            /** @description what your role may do: {permission: scope (all|team|own|self)}, refused ones left out (docs/auth.md); the API still checks each call */
+            permissions?: {
+                [key: string]: string;
+            };
+            phone?: string | null;
+            rate_limit_per_minute?: number | null;
+            role?: string;
+            team?: string | null;
+            telegram_chat_id?: string | null;
+            timezone?: string | null;
+            /** Format: date-time */
+            updated_at?: string;
         };
         MergeIn: {
             source_ids: string[];
@@ -17063,7 +17088,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["UserOut"];
+                    "application/json": components["schemas"]["MeOut"];
                 };
             };
             /** @description Bad request (malformed JSON, invalid cursor) */
