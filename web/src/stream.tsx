@@ -23,8 +23,9 @@ export function staleKeys(name: string): string[][] {
   if (name === "resync") return [[]];
   if (name === "notification") return [["notifications"]];
   if (name.startsWith("contact_")) return [["contacts"], ["contact"]];
-  if (name.startsWith("deal_")) return [["deals"]];
-  if (name.startsWith("call_") || name.startsWith("task_")) return [["contact"]];
+  if (name.startsWith("deal_")) return [["deals"], ["tasks", "agenda"]];
+  if (name.startsWith("task_")) return [["contact"], ["tasks"]];
+  if (name.startsWith("call_")) return [["contact"], ["calls"]];
   return [];
 }
 

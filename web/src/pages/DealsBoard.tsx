@@ -7,21 +7,15 @@ import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
 import { api, ok, type Deal, type Stage } from "../api/client";
 import { QueryState } from "../components/QueryState";
+import { money, totalsByCurrency } from "../lib/format";
+import { usePermissions } from "../lib/me";
 
-export function money(amount: number | undefined, currency: string | undefined, language: string) {
-  if (amount == null || !currency) return "";
-  try {
-    return new Intl.NumberFormat(language, { style: "currency", currency }).format(amount / 100);
-  } catch {
-    return `${(amount / 100).toFixed(2)} ${currency}`;
-  }
-}
 
-function DealCard({ deal, language }: { deal: Deal; language: string }) {
-  const { attributes, listeners, setNodeRef, transform, isDragging } = useDraggable({ id: deal.id ?? "" });
+function DealCard({ deal, language, movable }: { deal: Deal; language: string; movable: boolean }) {
+  const { attributes, listeners, setNodeRef, transform, isDragging } = useDraggable({ id: deal.id ?? "", disabled: !movable });
   const style = transform ? { transform: `translate3d(${transform.x}px, ${transform.y}px, 0)`, zIndex: 10 } : undefined;
   return (
-    <Card ref={setNodeRef} withBorder p="xs" style={{ ...style, opacity: isDragging ? 0.7 : 1, cursor: "grab" }}
+    <Card ref={setNodeRef} withBorder p="xs" style={{ ...style, opacity: isDragging ? 0.7 : 1, cursor: movable ? "grab" : "default" }}
           {...listeners} {...attributes} data-testid={`deal-${deal.id}`}>
       <Text size="sm" fw={600}>{deal.title}</Text>
       <Group gap={4} justify="space-between">
@@ -32,9 +26,9 @@ function DealCard({ deal, language }: { deal: Deal; language: string }) {
   );
 }
 
-function Column({ stage, deals, language }: { stage: Stage; deals: Deal[]; language: string }) {
+function Column({ stage, deals, language, movable }: { stage: Stage; deals: Deal[]; language: string; movable: boolean }) {
   const { setNodeRef, isOver } = useDroppable({ id: stage.id ?? "" });
-  const total = deals.reduce((sum, d) => sum + (d.amount ?? 0), 0);
+  const totals = totalsByCurrency(deals);
   const color = stage.kind === "won" ? "green" : stage.kind === "lost" ? "red" : "blue";
   return (
     <Card ref={setNodeRef} withBorder w={200} miw={200} p="xs" bg={isOver ? "var(--mantine-color-blue-light)" : undefined}
@@ -43,9 +37,10 @@ function Column({ stage, deals, language }: { stage: Stage; deals: Deal[]; langu
         <Text fw={700} size="sm">{stage.name}</Text>
         <Badge color={color} variant="light">{deals.length}</Badge>
       </Group>
-      <Text size="xs" c="dimmed" mb="xs">{money(total, deals[0]?.currency, language)}</Text>
+      <Text size="xs" c="dimmed" mb="xs" data-testid="stage-total">
+        {totals.map((x) => money(x.amount, x.currency, language)).join(" · ") || "—"}</Text>
       <Stack gap="xs" mih={80}>
-        {deals.map((deal) => <DealCard key={deal.id} deal={deal} language={language} />)}
+        {deals.map((deal) => <DealCard key={deal.id} deal={deal} language={language} movable={movable} />)}
       </Stack>
     </Card>
   );
@@ -54,6 +49,7 @@ function Column({ stage, deals, language }: { stage: Stage; deals: Deal[]; langu
 /** One column per stage; drag a deal to move it (a lost stage asks the reason). */
 export function DealsBoard() {
   const { t, i18n } = useTranslation();
+  const { can } = usePermissions();
   const queryClient = useQueryClient();
   const pipelines = useQuery({
     queryKey: ["pipelines"],
@@ -122,7 +118,8 @@ export function DealsBoard() {
           <ScrollArea type="auto" offsetScrollbars>
             <Group align="flex-start" wrap="nowrap" gap="sm" data-testid="board">
               {(pipeline.stages ?? []).map((stage) => (
-                <Column key={stage.id} stage={stage} deals={byStage.get(stage.id ?? "") ?? []} language={i18n.language} />
+                <Column key={stage.id} stage={stage} deals={byStage.get(stage.id ?? "") ?? []} language={i18n.language}
+                        movable={can("deals:write")} />
               ))}
             </Group>
           </ScrollArea>
