@@ -210,6 +210,7 @@ def test_contact_card_edits_in_place_creates_task_and_deal_and_respects_do_not_c
     page.reload()
     expect(page.get_by_test_id("dnc")).to_be_visible()
     expect(card.get_by_test_id("contact-call")).to_have_count(0)
+    expect(page.get_by_test_id("contact-tasks").get_by_test_id("task-call")).to_have_count(0)
     expect(card.locator("a[href^='mailto:'], a[href^='tel:']")).to_have_count(0)
 
 

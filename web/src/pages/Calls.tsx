@@ -5,6 +5,7 @@ import { useInfiniteQuery } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
 import { Link } from "react-router-dom";
 import { api, ok } from "../api/client";
+import { PhoneIcon } from "../components/Icons";
 import { QueryState } from "../components/QueryState";
 import { useClickToCall } from "../lib/actions";
 import { duration, zonedToUtc } from "../lib/format";
@@ -71,7 +72,7 @@ export function Calls() {
                       <Text size="sm">{c.number}</Text>
                       {c.number && can("calls:originate") && (
                         <ActionIcon size="sm" variant="light" aria-label={t("call")} onClick={() => call.mutate({ to: c.number, contactId: c.contact_id })}
-                                    data-testid="click-to-call">☎</ActionIcon>
+                                    data-testid="click-to-call"><PhoneIcon /></ActionIcon>
                       )}
                     </Group>
                   </Table.Td>

@@ -6,6 +6,7 @@ import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
 import { Link, useParams } from "react-router-dom";
 import { api, ok, type Contact, type Schemas } from "../api/client";
+import { PhoneIcon } from "../components/Icons";
 import { QueryState } from "../components/QueryState";
 import { CompleteDialog, CreateTaskDialog, fieldErrors } from "../components/TaskDialogs";
 import { useClickToCall, type Task } from "../lib/actions";
@@ -192,7 +193,7 @@ export function ContactCard() {
                           {blocked ? (p.e164 ?? p.raw) : <Anchor href={`tel:${p.e164 ?? p.raw ?? ""}`}>{p.e164 ?? p.raw}</Anchor>}</Text>
                         {!blocked && can("calls:originate") && (
                           <Button size="compact-xs" variant="light" loading={call.isPending} data-testid="contact-call"
-                                  onClick={() => call.mutate({ to: p.e164 ?? p.raw, contactId: c.id })}>☎ {t("call")}</Button>
+                                  onClick={() => call.mutate({ to: p.e164 ?? p.raw, contactId: c.id })} leftSection={<PhoneIcon />}>{t("call")}</Button>
                         )}
                       </Group>
                     ))}
@@ -223,7 +224,7 @@ export function ContactCard() {
               {can("tasks:read") && (
                 <Card withBorder data-testid="contact-tasks">
                   <Title order={4} mb="xs">{t("openTasks")}</Title>
-                  {(tasks.data ?? []).map((task) => <TaskRow key={task.id} task={task} onComplete={setCompleting} />)}
+                  {(tasks.data ?? []).map((task) => <TaskRow key={task.id} task={task} onComplete={setCompleting} noCall={blocked} />)}
                   {tasks.data?.length === 0 && <Text size="sm" c="dimmed">{t("nothingHere")}</Text>}
                 </Card>
               )}

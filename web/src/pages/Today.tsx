@@ -4,6 +4,7 @@ import { useQuery } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
 import { Link } from "react-router-dom";
 import { api, ok } from "../api/client";
+import { CheckIcon, ClockIcon, PhoneIcon } from "../components/Icons";
 import { QueryState } from "../components/QueryState";
 import { CompleteDialog, CreateTaskDialog } from "../components/TaskDialogs";
 import { buildAgenda } from "../lib/agenda";
@@ -12,7 +13,7 @@ import { addDays, moveToDay } from "../lib/format";
 import { useLocale, usePermissions } from "../lib/me";
 import { needsNextStep } from "../lib/agenda";
 
-export function TaskRow({ task, onComplete }: { task: Task; onComplete: (task: Task) => void }) {
+export function TaskRow({ task, onComplete, noCall }: { task: Task; onComplete: (task: Task) => void; noCall?: boolean }) {
   const { t } = useTranslation();
   const locale = useLocale();
   const { can } = usePermissions();
@@ -34,14 +35,14 @@ export function TaskRow({ task, onComplete }: { task: Task; onComplete: (task: T
       </Stack>
       {can("tasks:write") && (
         <Group gap={4} wrap="nowrap">
-          {task.contact_id && can("calls:originate") && (
+          {task.contact_id && !noCall && can("calls:originate") && (
             <Tooltip label={t("call")}><ActionIcon variant="light" aria-label={t("call")} loading={call.isPending}
-              onClick={() => call.mutate({ contactId: task.contact_id })} data-testid="task-call">☎</ActionIcon></Tooltip>
+              onClick={() => call.mutate({ contactId: task.contact_id })} data-testid="task-call"><PhoneIcon /></ActionIcon></Tooltip>
           )}
           <Menu position="bottom-end">
             <Menu.Target>
               <Tooltip label={t("reschedule")}><ActionIcon variant="light" aria-label={t("reschedule")}
-                data-testid="task-reschedule" loading={reschedule.isPending}>⏰</ActionIcon></Tooltip>
+                data-testid="task-reschedule" loading={reschedule.isPending}><ClockIcon /></ActionIcon></Tooltip>
             </Menu.Target>
             <Menu.Dropdown>
               <Menu.Item onClick={inHour}>{t("inOneHour")}</Menu.Item>
@@ -51,7 +52,7 @@ export function TaskRow({ task, onComplete }: { task: Task; onComplete: (task: T
           </Menu>
           <Tooltip label={t("complete")}><ActionIcon color="green" variant="light" aria-label={t("complete")}
             loading={complete.isPending} data-testid="task-complete"
-            onClick={() => needsNextStep(task) ? onComplete(task) : complete.mutate({ task })}>✓</ActionIcon></Tooltip>
+            onClick={() => needsNextStep(task) ? onComplete(task) : complete.mutate({ task })}><CheckIcon /></ActionIcon></Tooltip>
         </Group>
       )}
     </Group>
