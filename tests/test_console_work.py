@@ -114,6 +114,7 @@ def test_today_completes_a_call_task_only_with_a_next_step_and_reschedules(stack
     expect(page.get_by_test_id("agenda-today").get_by_test_id(f"task-{today['id']}")).to_be_visible()
     expect(page.get_by_test_id(f"agenda-deal-{deal['id']}")).to_contain_text("€2,500.00")
     expect(page.get_by_test_id("agenda-missed")).to_contain_text(contact["first_name"])
+    page.screenshot(path=os.path.join(SCREENS, "today_agenda.png"))
 
     page.get_by_test_id(f"task-{overdue['id']}").get_by_test_id("task-complete").click()
     submit = page.get_by_test_id("complete-submit")
