@@ -20,6 +20,7 @@ const Today = lazy(() => import("./pages/Today").then((m) => ({ default: m.Today
 const Tasks = lazy(() => import("./pages/Tasks").then((m) => ({ default: m.Tasks })));
 const Calls = lazy(() => import("./pages/Calls").then((m) => ({ default: m.Calls })));
 const Companies = lazy(() => import("./pages/Companies").then((m) => ({ default: m.Companies })));
+const Import = lazy(() => import("./pages/Import").then((m) => ({ default: m.Import })));
 const CompanyCard = lazy(() => import("./pages/Companies").then((m) => ({ default: m.CompanyCard })));
 
 const queryClient = new QueryClient({
@@ -57,6 +58,7 @@ function App() {
           <Route path="/calls" element={<Calls />} />
           <Route path="/companies" element={<Companies />} />
           <Route path="/companies/:companyId" element={<CompanyCard />} />
+          <Route path="/import" element={<Import />} />
         </Route>
         <Route path="*" element={<Navigate to="/today" replace />} />
       </Routes>

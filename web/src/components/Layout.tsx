@@ -32,6 +32,7 @@ export function Layout() {
     ["/today", t("today"), "tasks:read"], ["/contacts", t("contacts"), "contacts:read"],
     ["/companies", t("companies"), "companies:read"], ["/deals", t("deals"), "deals:read"],
     ["/tasks", t("tasks"), "tasks:read"], ["/calls", t("calls"), "calls:read"],
+    ["/import", t("import"), "imports:write"],
   ];
   return (
     <AppShell header={{ height: 56 }} navbar={{ width: 200, breakpoint: "sm", collapsed: { mobile: !opened } }}

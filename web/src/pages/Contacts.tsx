@@ -57,6 +57,14 @@ export function Contacts() {
     queryFn: async ({ pageParam }) => ok(await api.GET("/api/v1/contacts", { params: { query: { ...query, limit: PAGE, cursor: pageParam } } })),
     getNextPageParam: (page) => page.next_cursor ?? undefined,
   });
+  // the search service finds what the list's exact keys cannot (a phone fragment, a typo);
+  // its index follows writes a moment later, so an empty answer is asked again for a while
+  const search = useQuery({
+    queryKey: ["contacts", "search", filters.q],
+    enabled: !!filters.q && filters.q.length >= 3,
+    queryFn: async () => ok(await api.GET("/api/v1/search", { params: { query: { q: filters.q!, types: "contact", limit: 10 } } })).items ?? [],
+    refetchInterval: (query) => (query.state.data?.length || query.state.dataUpdateCount > 10 ? false : 1500),
+  });
   const users = useQuery({
     queryKey: ["users"],
     enabled: can("users:read"),
@@ -76,6 +84,8 @@ export function Contacts() {
     return () => observer.disconnect();
   }, [list]);
   const contacts = list.data?.pages.flatMap((page) => page.items ?? []) ?? [];
+  const listed = new Set(contacts.map((c) => c.id));
+  const hits = (search.data ?? []).filter((hit) => !listed.has(hit.id));
 
   // bulk selection
   const [selected, setSelected] = useState<Set<string>>(new Set());
@@ -168,7 +178,18 @@ export function Contacts() {
         </Group>
       )}
       <QueryState loading={list.isLoading} error={list.error} retry={() => list.refetch()} />
-      {!list.isLoading && !contacts.length && !list.error && <Text c="dimmed">{t("noContacts")}</Text>}
+      {hits.length > 0 && (
+        <Paper withBorder p="xs" data-testid="search-hits">
+          <Text size="xs" c="dimmed" mb={4}>{t("alsoMatching")}</Text>
+          {hits.map((hit) => (
+            <Group key={hit.id} gap="xs">
+              <Anchor component={Link} to={`/contacts/${hit.id}`}>{hit.title}</Anchor>
+              {hit.subtitle && <Text size="xs" c="dimmed">{hit.subtitle}</Text>}
+            </Group>
+          ))}
+        </Paper>
+      )}
+      {!list.isLoading && !contacts.length && !hits.length && !list.error && <Text c="dimmed">{t("noContacts")}</Text>}
       {contacts.length > 0 && (
         <Table.ScrollContainer minWidth={360}>
           <Table highlightOnHover data-testid="contacts-table">
