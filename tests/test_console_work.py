@@ -280,7 +280,7 @@ def test_buttons_follow_the_role_and_the_api_still_refuses(stack, api, browser_p
 def test_import_wizard_maps_dry_runs_runs_with_progress_downloads_errors_and_undoes(stack, worker, page):
     tag = uuid.uuid4().hex[:6]
     rows = [("Who", "Email", "Phone"), (f"Ada Imp{tag}", f"ada{tag}@example.com", "+39 02 1234 5678"),
-            (f"Bob Imp{tag}", f"bob{tag}@example.com", "+39 06 8765 4321"), (f"Cy Imp{tag}", "not-an-email", "")]
+            (f"Bob Imp{tag}", f"bob{tag}@example.com", "+39 06 8765 4321"), ("", "not-an-email", "")]
     csv = "\r\n".join(",".join(row) for row in rows).encode()
     page.goto(stack.stream_url + "/import")
     page.locator("input[type=file]").set_input_files(files=[{"name": f"people-{tag}.csv", "mimeType": "text/csv",

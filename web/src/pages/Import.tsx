@@ -145,7 +145,7 @@ export function Import() {
             {!FINISHED.includes(dry.data.status ?? "") ? <Progress value={100} animated /> : <Counts job={dry.data} />}
             <SimpleGrid cols={{ base: 1, sm: 2, md: 3 }} spacing="xs">
               {columns.map((column) => (
-                <Select key={column} label={column} size="xs" value={mapping[column] ?? "ignore"} allowDeselect={false} searchable
+                <Select key={column} label={column} size="xs" value={mapping[column] ?? "ignore"} allowDeselect={false}
                         data-testid={`map-${column}`} data={TARGETS.map((target) => ({ value: target, label: t(`target_${target}`) }))}
                         onChange={(v) => v && setMapping((m) => ({ ...m, [column]: v }))} />
               ))}
