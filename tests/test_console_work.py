@@ -51,6 +51,18 @@ def browser_page(stack, worker):
         chromium.close()
 
 
+@pytest.fixture(scope="module")
+def admin_page(stack, browser_page):
+    """A second context in the same browser, signed in as the first admin."""
+    context = browser_page[0].new_context(viewport={"width": 1400, "height": 900}, locale="en-US")
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    admin = type("Admin", (), {"user": {"email": stack.admin_email}, "password": stack.admin_password})
+    sign_in(page, stack, admin)
+    yield page
+    context.close()
+
+
 @pytest.fixture
 def page(browser_page, request):
     page = browser_page[1]
@@ -256,25 +268,40 @@ def test_companies_list_and_card_with_its_people(stack, worker, page):
     expect(page.get_by_test_id("company-card")).to_contain_text(person["first_name"])
 
 
-def test_buttons_follow_the_role_and_the_api_still_refuses(stack, api, browser_page, worker, request):
+def test_buttons_follow_the_role_and_the_api_still_refuses(stack, api, worker, admin_page, request):
     permissions = worker.get("/users/me").json()["permissions"]
     assert permissions["contacts:write"] == "own" and "users:read" not in permissions
     assert "pipelines:write" not in permissions
     assert api.get("/users/me").json()["permissions"]["users:write"] == "all"
     assert worker.get("/users").status_code == 403
     # an admin is offered reassignment in the same list
-    context = browser_page[0].new_context(viewport={"width": 1400, "height": 900}, locale="en-US")
-    page = context.new_page()
-    page.set_default_timeout(15000)
-    try:
-        admin = type("U", (), {"user": {"email": stack.admin_email}, "password": stack.admin_password})
-        sign_in(page, stack, admin)
-        page.goto(stack.stream_url + "/contacts")
-        page.get_by_test_id("contacts-table").locator("tbody tr").first.get_by_role("checkbox").check()
-        expect(page.get_by_test_id("bulk-owner")).to_be_visible()
-        page.screenshot(path=os.path.join(SCREENS, f"{request.node.name}.png"))
-    finally:
-        context.close()
+    admin_page.goto(stack.stream_url + "/contacts")
+    admin_page.get_by_test_id("contacts-table").locator("tbody tr").first.get_by_role("checkbox").check()
+    expect(admin_page.get_by_test_id("bulk-owner")).to_be_visible()
+    admin_page.screenshot(path=os.path.join(SCREENS, f"{request.node.name}.png"))
+
+
+def test_pipeline_settings_create_a_pipeline_with_reordered_stages(stack, api, admin_page, page):
+    name = f"Partners {uuid.uuid4().hex[:5]}"
+    admin_page.goto(stack.stream_url + "/settings/pipelines")
+    admin_page.get_by_test_id("pipeline-choice").click()
+    admin_page.get_by_role("option", name="+ New pipeline").click()
+    admin_page.get_by_test_id("pipeline-name").fill(name)
+    for i, stage in enumerate(("Qualified", "Won", "Lost")):
+        admin_page.get_by_test_id(f"stage-name-{i}").fill(stage)
+    admin_page.get_by_test_id("add-stage").click()  # a new open stage goes before the won one
+    admin_page.get_by_test_id("stage-name-1").fill("Demo")
+    admin_page.get_by_test_id("stage-row-1").get_by_role("button", name="Move up").click()
+    admin_page.get_by_test_id("stage-row-0").get_by_label("Probability").fill("20")
+    admin_page.get_by_test_id("pipeline-save").click()
+    created = _wait(lambda: [p for p in api.get("/pipelines").json()["items"] if p["name"] == name], admin_page)[0]
+    assert [s["name"] for s in created["stages"]] == ["Demo", "Qualified", "Won", "Lost"]
+    assert created["stages"][0]["probability"] == 20
+    admin_page.screenshot(path=os.path.join(SCREENS, "pipeline_settings.png"))
+    # an agent reads the stages but gets no save button
+    page.goto(stack.stream_url + "/settings/pipelines")
+    expect(page.get_by_test_id("pipeline-name")).to_be_visible()
+    expect(page.get_by_test_id("pipeline-save")).to_have_count(0)
 
 
 def test_import_wizard_maps_dry_runs_runs_with_progress_downloads_errors_and_undoes(stack, worker, page):

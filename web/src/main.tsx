@@ -21,6 +21,7 @@ const Tasks = lazy(() => import("./pages/Tasks").then((m) => ({ default: m.Tasks
 const Calls = lazy(() => import("./pages/Calls").then((m) => ({ default: m.Calls })));
 const Companies = lazy(() => import("./pages/Companies").then((m) => ({ default: m.Companies })));
 const Import = lazy(() => import("./pages/Import").then((m) => ({ default: m.Import })));
+const Pipelines = lazy(() => import("./pages/Pipelines").then((m) => ({ default: m.Pipelines })));
 const CompanyCard = lazy(() => import("./pages/Companies").then((m) => ({ default: m.CompanyCard })));
 
 const queryClient = new QueryClient({
@@ -59,6 +60,7 @@ function App() {
           <Route path="/companies" element={<Companies />} />
           <Route path="/companies/:companyId" element={<CompanyCard />} />
           <Route path="/import" element={<Import />} />
+          <Route path="/settings/pipelines" element={<Pipelines />} />
         </Route>
         <Route path="*" element={<Navigate to="/today" replace />} />
       </Routes>

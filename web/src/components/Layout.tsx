@@ -33,6 +33,7 @@ export function Layout() {
     ["/companies", t("companies"), "companies:read"], ["/deals", t("deals"), "deals:read"],
     ["/tasks", t("tasks"), "tasks:read"], ["/calls", t("calls"), "calls:read"],
     ["/import", t("import"), "imports:write"],
+    ["/settings/pipelines", t("pipelines"), "pipelines:read"],
   ];
   return (
     <AppShell header={{ height: 56 }} navbar={{ width: 200, breakpoint: "sm", collapsed: { mobile: !opened } }}
