@@ -335,3 +335,26 @@ def test_import_wizard_maps_dry_runs_runs_with_progress_downloads_errors_and_und
     run.get_by_test_id("import-undo").click()
     expect(run.get_by_test_id("import-status")).to_have_text("Undone", timeout=30000)
     assert worker.get("/contacts", params={"q": f"Imp{tag}"}).json()["items"] == []
+
+
+def test_dashboard_charts_the_reports_and_drills_into_the_board(stack, worker, admin_page):
+    pipeline = next(p for p in worker.get("/pipelines").json()["items"] if p["is_default"])
+    stages = pipeline["stages"]
+    won = next(s for s in stages if s["kind"] == "won")
+    for target in (stages[1], won):
+        deal = worker.post("/deals", json={"title": f"Dash {uuid.uuid4().hex[:5]}", "amount": 99000,
+                                           "currency": "EUR", "owner_id": worker.user["id"]}).json()
+        moved = worker.post(f"/deals/{deal['id']}/move", json={"stage_id": target["id"]})
+        assert moved.status_code == 200, moved.text
+    admin_page.goto(stack.stream_url + "/dashboard")
+    expect(admin_page.get_by_test_id("chart-funnel").locator(".recharts-bar-rectangle").first).to_be_visible()
+    expect(admin_page.get_by_test_id("kpi-won")).not_to_contain_text("Won deals0")
+    expect(admin_page.get_by_test_id("kpi-revenue")).to_contain_text("€")
+    admin_page.screenshot(path=os.path.join(SCREENS, "dashboard.png"), full_page=True)
+    admin_page.get_by_test_id(f"funnel-{stages[1]['id']}").click()
+    admin_page.wait_for_url(f"**/deals?pipeline_id={pipeline['id']}&stage_id={stages[1]['id']}")
+    expect(admin_page.get_by_test_id(f"stage-{stages[1]['id']}")).to_have_attribute("data-focused", "true")
+    admin_page.go_back()
+    admin_page.get_by_test_id("kpi-missed").click()
+    admin_page.wait_for_url("**/calls?missed=1")
+    expect(admin_page.get_by_role("switch", name="Missed, not called back")).to_be_checked()

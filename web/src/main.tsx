@@ -22,6 +22,7 @@ const Calls = lazy(() => import("./pages/Calls").then((m) => ({ default: m.Calls
 const Companies = lazy(() => import("./pages/Companies").then((m) => ({ default: m.Companies })));
 const Import = lazy(() => import("./pages/Import").then((m) => ({ default: m.Import })));
 const Pipelines = lazy(() => import("./pages/Pipelines").then((m) => ({ default: m.Pipelines })));
+const Dashboard = lazy(() => import("./pages/Dashboard").then((m) => ({ default: m.Dashboard })));
 const CompanyCard = lazy(() => import("./pages/Companies").then((m) => ({ default: m.CompanyCard })));
 
 const queryClient = new QueryClient({
@@ -60,6 +61,7 @@ function App() {
           <Route path="/companies" element={<Companies />} />
           <Route path="/companies/:companyId" element={<CompanyCard />} />
           <Route path="/import" element={<Import />} />
+          <Route path="/dashboard" element={<Dashboard />} />
           <Route path="/settings/pipelines" element={<Pipelines />} />
         </Route>
         <Route path="*" element={<Navigate to="/today" replace />} />

@@ -115,6 +115,18 @@ const en = {
   stageKindMissing_lost: "Add a lost stage",
   probabilityRange: "Probability is between 0 and 100",
   saved: "Saved",
+  dashboard: "Dashboard",
+  lastDays: "Last {{count}} days",
+  wonDeals: "Won deals",
+  revenue: "Revenue",
+  winRate: "Win rate",
+  funnel: "Funnel",
+  entered: "Entered",
+  revenueByMonth: "Revenue by month",
+  callsByDay: "Calls by day",
+  forecast: "Forecast",
+  weighted: "Weighted",
+  noDate: "No date",
 };
 export default en;
 export type Texts = typeof en;

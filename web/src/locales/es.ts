@@ -117,5 +117,17 @@ const es: Texts = {
   stageKindMissing_lost: "Añade una etapa perdida",
   probabilityRange: "La probabilidad va de 0 a 100",
   saved: "Guardado",
+  dashboard: "Panel",
+  lastDays: "Últimos {{count}} días",
+  wonDeals: "Negocios ganados",
+  revenue: "Ingresos",
+  winRate: "Tasa de éxito",
+  funnel: "Embudo",
+  entered: "Entraron",
+  revenueByMonth: "Ingresos por mes",
+  callsByDay: "Llamadas por día",
+  forecast: "Previsión",
+  weighted: "Ponderado",
+  noDate: "Sin fecha",
 };
 export default es;

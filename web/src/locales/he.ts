@@ -117,5 +117,17 @@ const he: Texts = {
   stageKindMissing_lost: "הוסף שלב אבודה",
   probabilityRange: "ההסתברות בין 0 ל-100",
   saved: "נשמר",
+  dashboard: "לוח בקרה",
+  lastDays: "{{count}} הימים האחרונים",
+  wonDeals: "עסקאות שנסגרו",
+  revenue: "הכנסות",
+  winRate: "שיעור הצלחה",
+  funnel: "משפך",
+  entered: "נכנסו",
+  revenueByMonth: "הכנסות לפי חודש",
+  callsByDay: "שיחות לפי יום",
+  forecast: "תחזית",
+  weighted: "משוקלל",
+  noDate: "ללא תאריך",
 };
 export default he;

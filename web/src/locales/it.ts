@@ -117,5 +117,17 @@ const it: Texts = {
   stageKindMissing_lost: "Aggiungi una fase persa",
   probabilityRange: "La probabilità è tra 0 e 100",
   saved: "Salvato",
+  dashboard: "Cruscotto",
+  lastDays: "Ultimi {{count}} giorni",
+  wonDeals: "Trattative vinte",
+  revenue: "Fatturato",
+  winRate: "Tasso di successo",
+  funnel: "Funnel",
+  entered: "Entrate",
+  revenueByMonth: "Fatturato per mese",
+  callsByDay: "Chiamate per giorno",
+  forecast: "Previsione",
+  weighted: "Ponderato",
+  noDate: "Senza data",
 };
 export default it;

@@ -117,5 +117,17 @@ const ru: Texts = {
   stageKindMissing_lost: "Нужен этап «проиграна»",
   probabilityRange: "Вероятность — от 0 до 100",
   saved: "Сохранено",
+  dashboard: "Панель",
+  lastDays: "Последние {{count}} дн.",
+  wonDeals: "Выигранные сделки",
+  revenue: "Выручка",
+  winRate: "Доля побед",
+  funnel: "Воронка",
+  entered: "Вошли",
+  revenueByMonth: "Выручка по месяцам",
+  callsByDay: "Звонки по дням",
+  forecast: "Прогноз",
+  weighted: "Взвешенно",
+  noDate: "Без даты",
 };
 export default ru;

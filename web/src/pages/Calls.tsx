@@ -3,7 +3,7 @@ import { ActionIcon, Anchor, Badge, Button, Group, Select, Stack, Switch, Table,
 import { useDebouncedValue } from "@mantine/hooks";
 import { useInfiniteQuery } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
-import { Link } from "react-router-dom";
+import { Link, useSearchParams } from "react-router-dom";
 import { api, ok } from "../api/client";
 import { PhoneIcon } from "../components/Icons";
 import { QueryState } from "../components/QueryState";
@@ -21,7 +21,8 @@ export function Calls() {
   const call = useClickToCall();
   const [direction, setDirection] = useState<string | null>(null);
   const [outcome, setOutcome] = useState<string | null>(null);
-  const [missed, setMissed] = useState(false);
+  const [params] = useSearchParams();
+  const [missed, setMissed] = useState(params.get("missed") === "1");
   const [phoneText, setPhone] = useState("");
   const [phone] = useDebouncedValue(phoneText.trim(), 250);
   const [fromDay, setFromDay] = useState("");

@@ -1,10 +1,11 @@
-import { useMemo, useState } from "react";
+import { useEffect, useMemo, useRef, useState } from "react";
 import { DndContext, PointerSensor, KeyboardSensor, useDraggable, useDroppable, useSensor, useSensors,
          type DragEndEvent } from "@dnd-kit/core";
 import { Badge, Button, Card, Group, Modal, ScrollArea, Select, Stack, Text, TextInput, Title } from "@mantine/core";
 import { notifications as toasts } from "@mantine/notifications";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
+import { useSearchParams } from "react-router-dom";
 import { api, ok, type Deal, type Stage } from "../api/client";
 import { QueryState } from "../components/QueryState";
 import { money, totalsByCurrency } from "../lib/format";
@@ -26,13 +27,17 @@ function DealCard({ deal, language, movable }: { deal: Deal; language: string; m
   );
 }
 
-function Column({ stage, deals, language, movable }: { stage: Stage; deals: Deal[]; language: string; movable: boolean }) {
+function Column({ stage, deals, language, movable, focused }: { stage: Stage; deals: Deal[]; language: string; movable: boolean; focused: boolean }) {
   const { setNodeRef, isOver } = useDroppable({ id: stage.id ?? "" });
+  const box = useRef<HTMLDivElement | null>(null);
+  useEffect(() => { if (focused) box.current?.scrollIntoView({ block: "nearest", inline: "center" }); }, [focused]);
   const totals = totalsByCurrency(deals);
   const color = stage.kind === "won" ? "green" : stage.kind === "lost" ? "red" : "blue";
   return (
-    <Card ref={setNodeRef} withBorder w={200} miw={200} p="xs" bg={isOver ? "var(--mantine-color-blue-light)" : undefined}
-          data-testid={`stage-${stage.id}`} data-stage-name={stage.name}>
+    <Card withBorder w={200} miw={200} p="xs" bg={isOver ? "var(--mantine-color-blue-light)" : undefined}
+          data-testid={`stage-${stage.id}`} data-stage-name={stage.name} data-focused={focused || undefined}
+          style={focused ? { outline: "2px solid var(--mantine-color-blue-filled)" } : undefined}
+          ref={(node: HTMLDivElement | null) => { setNodeRef(node); box.current = node; }}>
       <Group justify="space-between" mb="xs" wrap="nowrap">
         <Text fw={700} size="sm">{stage.name}</Text>
         <Badge color={color} variant="light">{deals.length}</Badge>
@@ -55,7 +60,10 @@ export function DealsBoard() {
     queryKey: ["pipelines"],
     queryFn: async () => ok(await api.GET("/api/v1/pipelines", {})).items ?? [],
   });
-  const [chosen, setChosen] = useState<string | null>(null);
+  // ?pipeline_id=&stage_id= (a dashboard's drill-down): that pipeline, that column marked
+  const [params] = useSearchParams();
+  const [chosen, setChosen] = useState<string | null>(params.get("pipeline_id"));
+  const focusedStage = params.get("stage_id");
   const pipeline = pipelines.data?.find((p) => p.id === chosen) ?? pipelines.data?.find((p) => p.is_default) ?? pipelines.data?.[0];
   const deals = useQuery({
     queryKey: ["deals", "board", pipeline?.id],
@@ -119,7 +127,7 @@ export function DealsBoard() {
             <Group align="flex-start" wrap="nowrap" gap="sm" data-testid="board">
               {(pipeline.stages ?? []).map((stage) => (
                 <Column key={stage.id} stage={stage} deals={byStage.get(stage.id ?? "") ?? []} language={i18n.language}
-                        movable={can("deals:write")} />
+                        movable={can("deals:write")} focused={stage.id === focusedStage} />
               ))}
             </Group>
           </ScrollArea>
