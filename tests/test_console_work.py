@@ -358,3 +358,23 @@ def test_dashboard_charts_the_reports_and_drills_into_the_board(stack, worker, a
     admin_page.get_by_test_id("kpi-missed").click()
     admin_page.wait_for_url("**/calls?missed=1")
     expect(admin_page.get_by_role("switch", name="Missed, not called back")).to_be_checked()
+
+
+def test_screens_fit_a_360_px_phone(stack, browser_page, worker):
+    context = browser_page[0].new_context(viewport={"width": 360, "height": 740}, locale="en-US",
+                                          is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    try:
+        sign_in(page, stack, worker)
+        for path in ("/today", "/contacts", "/tasks?view=week", "/calls", "/deals"):
+            page.goto(stack.stream_url + path)
+            expect(page.get_by_role("heading", level=2).first).to_be_visible()
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 361, (path, width)  # nothing wider than the phone (wide tables scroll inside)
+        page.get_by_role("button", name="Menu").click()
+        expect(page.get_by_test_id("navbar").get_by_text("Contacts")).to_be_visible()
+        page.wait_for_timeout(400)  # the navbar slides in
+        page.screenshot(path=os.path.join(SCREENS, "phone_menu.png"))
+    finally:
+        context.close()
