@@ -23,6 +23,7 @@ const Companies = lazy(() => import("./pages/Companies").then((m) => ({ default:
 const Import = lazy(() => import("./pages/Import").then((m) => ({ default: m.Import })));
 const Pipelines = lazy(() => import("./pages/Pipelines").then((m) => ({ default: m.Pipelines })));
 const Dashboard = lazy(() => import("./pages/Dashboard").then((m) => ({ default: m.Dashboard })));
+const Access = lazy(() => import("./pages/Access").then((m) => ({ default: m.Access })));
 const CompanyCard = lazy(() => import("./pages/Companies").then((m) => ({ default: m.CompanyCard })));
 
 const queryClient = new QueryClient({
@@ -62,6 +63,7 @@ function App() {
           <Route path="/companies/:companyId" element={<CompanyCard />} />
           <Route path="/import" element={<Import />} />
           <Route path="/dashboard" element={<Dashboard />} />
+          <Route path="/settings/access" element={<Access />} />
           <Route path="/settings/pipelines" element={<Pipelines />} />
         </Route>
         <Route path="*" element={<Navigate to="/today" replace />} />

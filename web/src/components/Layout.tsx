@@ -34,6 +34,7 @@ export function Layout() {
     ["/tasks", t("tasks"), "tasks:read"], ["/calls", t("calls"), "calls:read"],
     ["/import", t("import"), "imports:write"],
     ["/settings/pipelines", t("pipelines"), "pipelines:read"],
+    ["/settings/access", t("usersAndKeys"), "users:read"],
   ];
   return (
     <AppShell header={{ height: 56 }} navbar={{ width: 200, breakpoint: "sm", collapsed: { mobile: !opened } }}
