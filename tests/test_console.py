@@ -120,6 +120,12 @@ def test_drag_a_deal_across_a_stage_then_to_lost_with_a_reason(stack, agent, pag
     page.wait_for_timeout(300)
     moved = agent.get(f"/deals/{deal['id']}").json()
     assert moved["status"] == "lost" and moved["lost_reason"] == "price"
+    # the list view, then the deal with its stage history
+    page.get_by_test_id("deal-view").get_by_text("List").click()
+    page.get_by_test_id(f"deal-row-{deal['id']}").click()
+    history = page.get_by_test_id("deal-history")
+    expect(history).to_contain_text(f"{stages[1]['name']} → {lost['name']}")
+    expect(history).to_contain_text("price")
 
 
 def test_a_notification_and_an_incoming_call_arrive_live(stack, api, agent, page):

@@ -148,6 +148,10 @@ const en = {
   revoked: "Revoked",
   revoke: "Revoke",
   keysHint: "Integrations (a PBX, a website) send the key in the X-API-Key header.",
+  board: "Board",
+  stage: "Stage",
+  rotting: "Stalled",
+  history: "History",
 };
 export default en;
 export type Texts = typeof en;

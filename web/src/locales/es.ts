@@ -150,5 +150,9 @@ const es: Texts = {
   revoked: "Revocada",
   revoke: "Revocar",
   keysHint: "Las integraciones (una centralita, un sitio web) envían la clave en la cabecera X-API-Key.",
+  board: "Tablero",
+  stage: "Etapa",
+  rotting: "Estancada",
+  history: "Historial",
 };
 export default es;

@@ -150,5 +150,9 @@ const he: Texts = {
   revoked: "בוטל",
   revoke: "בטל",
   keysHint: "אינטגרציות (מרכזייה, אתר) שולחות את המפתח בכותרת X-API-Key.",
+  board: "לוח",
+  stage: "שלב",
+  rotting: "תקועה",
+  history: "היסטוריה",
 };
 export default he;

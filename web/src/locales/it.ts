@@ -150,5 +150,9 @@ const it: Texts = {
   revoked: "Revocata",
   revoke: "Revoca",
   keysHint: "Le integrazioni (un centralino, un sito) inviano la chiave nell'intestazione X-API-Key.",
+  board: "Bacheca",
+  stage: "Fase",
+  rotting: "Ferma",
+  history: "Storico",
 };
 export default it;

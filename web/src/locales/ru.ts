@@ -150,5 +150,9 @@ const ru: Texts = {
   revoked: "Отозван",
   revoke: "Отозвать",
   keysHint: "Интеграции (АТС, сайт) передают ключ в заголовке X-API-Key.",
+  board: "Доска",
+  stage: "Этап",
+  rotting: "Застой",
+  history: "История",
 };
 export default ru;
