@@ -417,3 +417,16 @@ def test_users_and_api_keys_an_admin_creates_changes_and_revokes(stack, api, adm
 def _get_with_key(stack, key):
     return requests.get(stack.base_url + "/api/v1/contacts", params={"limit": 1}, headers={"X-API-Key": key},
                         timeout=10)
+
+
+def test_contact_card_merges_a_duplicate_into_itself(stack, worker, page):
+    email = f"twin{uuid.uuid4().hex[:6]}@example.com"
+    keep = _contact(worker, emails=[{"email": email}])
+    twin = worker.post("/contacts", params={"force": "true"}, json={
+        "first_name": "Twin", "last_name": "Work", "emails": [{"email": email}], "owner_id": worker.user["id"]})
+    assert twin.status_code == 201, twin.text
+    twin = twin.json()
+    page.goto(stack.stream_url + f"/contacts/{keep['id']}")
+    page.get_by_test_id(f"merge-{twin['id']}").click()
+    _wait(lambda: worker.get(f"/contacts/{twin['id']}").status_code == 404, page)
+    expect(page.get_by_test_id("contact-duplicates")).to_have_count(0)

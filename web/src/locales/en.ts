@@ -152,6 +152,9 @@ const en = {
   stage: "Stage",
   rotting: "Stalled",
   history: "History",
+  possibleDuplicates: "Possible duplicates",
+  mergeIntoThis: "Merge into this one",
+  merged: "Merged",
 };
 export default en;
 export type Texts = typeof en;

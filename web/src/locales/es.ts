@@ -154,5 +154,8 @@ const es: Texts = {
   stage: "Etapa",
   rotting: "Estancada",
   history: "Historial",
+  possibleDuplicates: "Posibles duplicados",
+  mergeIntoThis: "Fusionar en este",
+  merged: "Fusionados",
 };
 export default es;

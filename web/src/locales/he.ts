@@ -154,5 +154,8 @@ const he: Texts = {
   stage: "שלב",
   rotting: "תקועה",
   history: "היסטוריה",
+  possibleDuplicates: "כפילויות אפשריות",
+  mergeIntoThis: "מזג לתוך זה",
+  merged: "מוזגו",
 };
 export default he;

@@ -154,5 +154,8 @@ const it: Texts = {
   stage: "Fase",
   rotting: "Ferma",
   history: "Storico",
+  possibleDuplicates: "Possibili duplicati",
+  mergeIntoThis: "Unisci in questo",
+  merged: "Uniti",
 };
 export default it;

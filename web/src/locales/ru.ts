@@ -154,5 +154,8 @@ const ru: Texts = {
   stage: "Этап",
   rotting: "Застой",
   history: "История",
+  possibleDuplicates: "Возможные дубликаты",
+  mergeIntoThis: "Объединить в этот",
+  merged: "Объединено",
 };
 export default ru;

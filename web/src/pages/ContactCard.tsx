@@ -131,6 +131,43 @@ function CreateDealDialog({ contact, opened, onClose }: { contact: Contact; open
   );
 }
 
+/** Probable duplicates of this contact (GET /contacts/duplicates), merged into it on request. */
+function Duplicates({ contact }: { contact: Contact }) {
+  const { t } = useTranslation();
+  const queryClient = useQueryClient();
+  const groups = useQuery({
+    queryKey: ["contacts", "duplicates"],
+    staleTime: 60_000,
+    queryFn: async () => ok(await api.GET("/api/v1/contacts/duplicates", { params: { query: { limit: 500 } } })).items ?? [],
+  });
+  const mine = (groups.data ?? []).filter((g) => g.contact_ids?.includes(contact.id!));
+  const others = mine.flatMap((g) => (g.contacts ?? []).filter((c) => c.id !== contact.id)
+    .map((c) => ({ ...(c as { id: string; first_name?: string; last_name?: string }), score: g.score ?? 0, reasons: g.reasons ?? [] })));
+  const merge = useMutation({
+    mutationFn: async (id: string) => ok(await api.POST("/api/v1/contacts/{contact_id}/merge", {
+      params: { path: { contact_id: contact.id! } }, body: { source_ids: [id] } })),
+    onSuccess: () => { toasts.show({ color: "green", message: t("merged") }); queryClient.invalidateQueries({ queryKey: ["contacts"] });
+                       queryClient.invalidateQueries({ queryKey: ["contact", contact.id] }); },
+    onError: (error) => toasts.show({ color: "red", title: t("actionFailed"), message: (error as Error).message }),
+  });
+  if (!others.length) return null;
+  return (
+    <Card withBorder data-testid="contact-duplicates">
+      <Title order={4} mb="xs">{t("possibleDuplicates")}</Title>
+      {others.map((o) => (
+        <Group key={o.id} justify="space-between" wrap="nowrap" py={2}>
+          <Stack gap={0}>
+            <Anchor component={Link} to={`/contacts/${o.id}`}>{[o.first_name, o.last_name].filter(Boolean).join(" ") || o.id}</Anchor>
+            <Text size="xs" c="dimmed">{Math.round(o.score * 100)}% · {o.reasons.join(", ")}</Text>
+          </Stack>
+          <Button size="compact-xs" variant="light" loading={merge.isPending} onClick={() => merge.mutate(o.id)}
+                  data-testid={`merge-${o.id}`}>{t("mergeIntoThis")}</Button>
+        </Group>
+      ))}
+    </Card>
+  );
+}
+
 const TIMELINE_KINDS = ["call", "task", "deal", "request", "contact"] as const;
 
 export function ContactCard() {
@@ -211,6 +248,7 @@ export function ContactCard() {
                   </Stack>
                 )}
               </Card>
+              {can("contacts:write") && <Duplicates contact={c} />}
               {can("deals:read") && (
                 <Card withBorder data-testid="contact-deals">
                   <Title order={4} mb="xs">{t("openDeals")}</Title>
