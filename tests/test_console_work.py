@@ -430,3 +430,13 @@ def test_contact_card_merges_a_duplicate_into_itself(stack, worker, page):
     page.get_by_test_id(f"merge-{twin['id']}").click()
     _wait(lambda: worker.get(f"/contacts/{twin['id']}").status_code == 404, page)
     expect(page.get_by_test_id("contact-duplicates")).to_have_count(0)
+
+
+def test_reports_show_a_table_and_export_it(stack, admin_page):
+    admin_page.goto(stack.stream_url + "/reports")
+    admin_page.get_by_test_id("report-choice").click()
+    admin_page.get_by_role("option", name="Funnel", exact=True).click()
+    expect(admin_page.get_by_test_id("report-table")).to_contain_text("entered")
+    with admin_page.expect_download() as download:
+        admin_page.get_by_test_id("report-export").click()
+    assert "entered" in open(download.value.path()).read().splitlines()[0].split(",")

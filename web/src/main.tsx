@@ -24,6 +24,7 @@ const Import = lazy(() => import("./pages/Import").then((m) => ({ default: m.Imp
 const Pipelines = lazy(() => import("./pages/Pipelines").then((m) => ({ default: m.Pipelines })));
 const Dashboard = lazy(() => import("./pages/Dashboard").then((m) => ({ default: m.Dashboard })));
 const Access = lazy(() => import("./pages/Access").then((m) => ({ default: m.Access })));
+const Reports = lazy(() => import("./pages/Reports").then((m) => ({ default: m.Reports })));
 const CompanyCard = lazy(() => import("./pages/Companies").then((m) => ({ default: m.CompanyCard })));
 
 const queryClient = new QueryClient({
@@ -63,6 +64,7 @@ function App() {
           <Route path="/companies/:companyId" element={<CompanyCard />} />
           <Route path="/import" element={<Import />} />
           <Route path="/dashboard" element={<Dashboard />} />
+          <Route path="/reports" element={<Reports />} />
           <Route path="/settings/access" element={<Access />} />
           <Route path="/settings/pipelines" element={<Pipelines />} />
         </Route>

@@ -29,7 +29,8 @@ export function Layout() {
     api.PATCH("/api/v1/users/me", { body: { language } }).catch(() => undefined);
   };
   const links: [string, string, string][] = [
-    ["/today", t("today"), "tasks:read"], ["/dashboard", t("dashboard"), "reports:read"], ["/contacts", t("contacts"), "contacts:read"],
+    ["/today", t("today"), "tasks:read"], ["/dashboard", t("dashboard"), "reports:read"],
+    ["/reports", t("reports"), "reports:read"], ["/contacts", t("contacts"), "contacts:read"],
     ["/companies", t("companies"), "companies:read"], ["/deals", t("deals"), "deals:read"],
     ["/tasks", t("tasks"), "tasks:read"], ["/calls", t("calls"), "calls:read"],
     ["/import", t("import"), "imports:write"],

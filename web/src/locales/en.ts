@@ -155,6 +155,18 @@ const en = {
   possibleDuplicates: "Possible duplicates",
   mergeIntoThis: "Merge into this one",
   merged: "Merged",
+  reports: "Reports",
+  report: "Report",
+  report_funnel: "Funnel",
+  report_sales_owner: "Sales by owner",
+  report_sales_month: "Sales by month",
+  report_sales_source: "Sales by source",
+  report_calls_agent: "Calls by agent",
+  report_calls_day: "Calls by day",
+  report_tasks_assignee: "Tasks by person",
+  report_tasks_week: "Tasks by week",
+  report_sources_month: "Lead sources by month",
+  report_forecast: "Forecast",
 };
 export default en;
 export type Texts = typeof en;

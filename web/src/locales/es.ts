@@ -157,5 +157,17 @@ const es: Texts = {
   possibleDuplicates: "Posibles duplicados",
   mergeIntoThis: "Fusionar en este",
   merged: "Fusionados",
+  reports: "Informes",
+  report: "Informe",
+  report_funnel: "Embudo",
+  report_sales_owner: "Ventas por responsable",
+  report_sales_month: "Ventas por mes",
+  report_sales_source: "Ventas por origen",
+  report_calls_agent: "Llamadas por agente",
+  report_calls_day: "Llamadas por día",
+  report_tasks_assignee: "Tareas por persona",
+  report_tasks_week: "Tareas por semana",
+  report_sources_month: "Orígenes por mes",
+  report_forecast: "Previsión",
 };
 export default es;

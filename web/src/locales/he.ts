@@ -157,5 +157,17 @@ const he: Texts = {
   possibleDuplicates: "כפילויות אפשריות",
   mergeIntoThis: "מזג לתוך זה",
   merged: "מוזגו",
+  reports: "דוחות",
+  report: "דוח",
+  report_funnel: "משפך",
+  report_sales_owner: "מכירות לפי אחראי",
+  report_sales_month: "מכירות לפי חודש",
+  report_sales_source: "מכירות לפי מקור",
+  report_calls_agent: "שיחות לפי נציג",
+  report_calls_day: "שיחות לפי יום",
+  report_tasks_assignee: "משימות לפי אדם",
+  report_tasks_week: "משימות לפי שבוע",
+  report_sources_month: "מקורות לפי חודש",
+  report_forecast: "תחזית",
 };
 export default he;

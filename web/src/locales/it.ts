@@ -157,5 +157,17 @@ const it: Texts = {
   possibleDuplicates: "Possibili duplicati",
   mergeIntoThis: "Unisci in questo",
   merged: "Uniti",
+  reports: "Report",
+  report: "Report",
+  report_funnel: "Funnel",
+  report_sales_owner: "Vendite per responsabile",
+  report_sales_month: "Vendite per mese",
+  report_sales_source: "Vendite per fonte",
+  report_calls_agent: "Chiamate per agente",
+  report_calls_day: "Chiamate per giorno",
+  report_tasks_assignee: "Attività per persona",
+  report_tasks_week: "Attività per settimana",
+  report_sources_month: "Fonti per mese",
+  report_forecast: "Previsione",
 };
 export default it;

@@ -157,5 +157,17 @@ const ru: Texts = {
   possibleDuplicates: "Возможные дубликаты",
   mergeIntoThis: "Объединить в этот",
   merged: "Объединено",
+  reports: "Отчёты",
+  report: "Отчёт",
+  report_funnel: "Воронка",
+  report_sales_owner: "Продажи по ответственным",
+  report_sales_month: "Продажи по месяцам",
+  report_sales_source: "Продажи по источникам",
+  report_calls_agent: "Звонки по агентам",
+  report_calls_day: "Звонки по дням",
+  report_tasks_assignee: "Задачи по людям",
+  report_tasks_week: "Задачи по неделям",
+  report_sources_month: "Источники по месяцам",
+  report_forecast: "Прогноз",
 };
 export default ru;
