@@ -2,7 +2,7 @@
 # Every image of the platform, one per component, built from the repository root:
 #   docker build --build-arg SERVICE=contacts -t crm-contacts .
 #   docker build --build-arg SERVICE=gateway -t crm-gateway .
-# SERVICE is `gateway`, `stream`, `ami-connector` or a package under services/. An image holds crm_common/, contracts/
+# SERVICE is `gateway`, `stream`, `ami-connector`, `web` (the console) or a package under services/. An image holds crm_common/, contracts/
 # and its own component only (a service also deploy/nameko.yaml); its CMD is the command
 # `./crm up` and the tests run. tests/test_deploy.py checks both. Needs BuildKit (the
 # default builder since Docker 23): it builds only the stages the chosen SERVICE uses.
@@ -99,6 +99,24 @@ RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-co
     && rm -rf /var/lib/apt/lists/*
 USER crm
 CMD ["nameko", "run", "--config", "deploy/nameko.yaml", "services.sales.service:SalesService"]
+
+# the console (web/): built with Node (type check, bundle, first-load budget), served by
+# nginx as static files; nginx proxies /api to the gateway and /api/v1/stream to the stream
+# process (deploy/nginx/console.conf.template): one origin, port 8080, not root
+FROM node:20-bookworm-slim AS web-build
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web/ ./
+RUN npm run build
+
+FROM nginxinc/nginx-unprivileged:1.27-alpine AS web
+COPY deploy/nginx/console.conf.template /etc/nginx/templates/default.conf.template
+COPY --from=web-build /web/dist /usr/share/nginx/html
+ENV CRM_GATEWAY_UPSTREAM=http://gateway:8000 CRM_STREAM_UPSTREAM=http://stream:8001
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
+    CMD ["wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/web-healthz"]
 
 # the image: the stage named by SERVICE
 FROM ${SERVICE}

@@ -64,6 +64,12 @@ class UserOut(Schema):
     last_login_at = UtcDateTime(allow_none=True)
 
 
+class MeOut(UserOut):
+    permissions = fields.Dict(keys=fields.String(), values=fields.String(), metadata={
+        "description": "what your role may do: {permission: scope (all|team|own|self)}, "
+                       "refused ones left out (docs/auth.md); the API still checks each call"})
+
+
 class TokenOut(Schema):
     access_token = fields.String()
     token_type = fields.String(metadata={"example": "Bearer"})

@@ -171,6 +171,12 @@ MATRIX = {p.name: p for p in (
 )}
 
 
+def granted(role):
+    """What a role may do: {permission: scope} without the refused ones (GET /users/me
+    gives it to a console so it can hide the buttons a user may not use)."""
+    return {name: p.scope(role) for name, p in MATRIX.items() if p.scope(role)}
+
+
 def permission_of(route):
     """The route's permission; a route without a known one is a programming error."""
     name = getattr(route, "permission", None)

@@ -30,6 +30,33 @@ def grant_for(identity, permission, route):
     return ((identity.get("grants") or {}).get(obj) or {}).get(action) if action else None
 
 
+WIDEST = (permissions.ALL, permissions.TEAM, permissions.OWN)
+
+
+def permissions_of(identity):
+    """{permission: scope} the caller holds (GET /users/me, so a console hides what they may
+    not do): a built-in role's cells of the matrix; for a custom role what its grants give,
+    as `grant_for` reads them (a write permission: the widest of create / edit / delete)."""
+    role = identity.get("role")
+    if not is_custom(role):
+        return permissions.granted(role)
+    grants, out = identity.get("grants") or {}, {}
+    for permission in permissions.MATRIX.values():
+        if permission.manager is None and permission.agent is None:
+            continue
+        if permission.agent == permissions.SELF:
+            out[permission.name] = permissions.SELF
+            continue
+        obj, _, kind = permission.name.partition(":")
+        actions = grants.get(obj) or {} if obj in schemas.OBJECTS else {}
+        held = [actions.get("read")] if kind in ("read", "sources") else [
+            actions.get(a) for a in ("create", "edit", "delete")]
+        scope = next((s for s in WIDEST if s in held), None)
+        if scope:
+            out[permission.name] = scope
+    return out
+
+
 def needs_team(grants):
     return any(scope == "team" for actions in (grants or {}).values() for scope in actions.values())
 
@@ -58,9 +85,8 @@ def dump_role(doc, users=0):
 def built_in_roles(store):
     out = []
     for role in schemas.BUILT_IN:
-        cells = {p.name: p.scope(role) for p in permissions.MATRIX.values() if p.scope(role)}
         out.append({"name": role, "label": role.capitalize(), "built_in": True,
-                    "permissions": cells, "users": store.users.count_documents({"role": role})})
+                    "permissions": permissions.granted(role), "users": store.users.count_documents({"role": role})})
     return out
 
 

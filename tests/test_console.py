@@ -61,7 +61,7 @@ def sign_in(page, stack, user):
     page.fill("input[name=email]", user.user["email"])
     page.fill("input[name=password]", user.password)
     page.click("button[type=submit]")
-    page.wait_for_url("**/contacts")
+    page.wait_for_url("**/today")
     expect(page.get_by_test_id("live")).to_have_text("Live")
 
 
@@ -74,6 +74,7 @@ def test_sign_in_find_a_contact_by_phone_and_open_its_card(stack, agent, page):
                                             "owner_id": agent.user["id"]})
     assert created.status_code == 201, created.text
     sign_in(page, stack, agent)
+    page.goto(stack.stream_url + "/contacts")
     page.get_by_test_id("contact-search").fill(digits[-5:])
     link = page.get_by_role("link", name=f"{name} Console")
     expect(link).to_be_visible()
@@ -119,6 +120,12 @@ def test_drag_a_deal_across_a_stage_then_to_lost_with_a_reason(stack, agent, pag
     page.wait_for_timeout(300)
     moved = agent.get(f"/deals/{deal['id']}").json()
     assert moved["status"] == "lost" and moved["lost_reason"] == "price"
+    # the list view, then the deal with its stage history
+    page.get_by_test_id("deal-view").get_by_text("List").click()
+    page.get_by_test_id(f"deal-row-{deal['id']}").click()
+    history = page.get_by_test_id("deal-history")
+    expect(history).to_contain_text(f"{stages[1]['name']} → {lost['name']}")
+    expect(history).to_contain_text("price")
 
 
 def test_a_notification_and_an_incoming_call_arrive_live(stack, api, agent, page):
@@ -149,4 +156,12 @@ def test_hebrew_lays_the_console_out_right_to_left(stack, agent, page):
     page.get_by_test_id("language").click()
     page.get_by_role("option", name="עברית").click()
     expect(page.locator("html")).to_have_attribute("dir", "rtl")
-    expect(page.get_by_role("heading", name="אנשי קשר")).to_be_visible()
+    expect(page.get_by_role("heading", name="היום", exact=True)).to_be_visible()
+    # the navbar sits on the right and the content beside it, not under it, also when the
+    # console starts in Hebrew
+    for _ in range(2):
+        heading = page.get_by_role("heading", name="היום", exact=True)
+        expect(heading).to_be_visible()
+        navbar, box = page.get_by_test_id("navbar").bounding_box(), heading.bounding_box()
+        assert navbar["x"] > 800 and box["x"] + box["width"] <= navbar["x"] + 1, (navbar, box)
+        page.reload()

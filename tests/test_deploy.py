@@ -13,6 +13,7 @@ import subprocess
 import sys
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 import yaml
 
 from tests.stack import ROOT, SERVICES, gateway_command, service_command, stream_command
@@ -255,7 +256,7 @@ def test_each_image_holds_what_its_component_imports(tmp_path):
 
 def test_compose_has_every_component_and_can_scale():
     services = compose()["services"]
-    assert set(services) == {"mongo", "rabbitmq", *COMPONENTS, *CONNECTORS}
+    assert set(services) == {"mongo", "rabbitmq", *COMPONENTS, *CONNECTORS, "web"}
     for name in COMPONENTS:
         spec = services[name]
         # one Dockerfile, the component as its build argument
@@ -326,3 +327,49 @@ def test_probe_fails_on_a_stale_or_missing_heartbeat(tmp_path, monkeypatch):
     assert healthcheck.check("x")[0] is False
     beat.write_text(json.dumps({"at": time.time(), "database": False}))
     assert healthcheck.check("x")[0] is True and healthcheck.check("x", ready=True)[0] is False
+
+
+NGINX_TEMPLATE = os.path.join(ROOT, "deploy", "nginx", "console.conf.template")
+
+
+def test_the_console_image_is_nginx_with_the_built_console_and_its_proxy():
+    """`--build-arg SERVICE=web`: the console built in a Node stage, its files (only) served
+    by a non-root nginx whose config proxies the API and the stream; compose and k8s run it."""
+    web = image("web")
+    assert web["from"].startswith("nginxinc/nginx-unprivileged:"), web["from"]
+    assert web["copies"] == [("deploy/nginx/console.conf.template",
+                              "/etc/nginx/templates/default.conf.template")]
+    assert web["copies_from"] == [("web-build", "/web/dist", "/usr/share/nginx/html")]
+    assert "/web-healthz" in " ".join(web["healthcheck"])
+    built = image("web", "web-build")
+    assert built["from"].startswith("node:20") and ("web/", "./") in built["copies"]
+    spec = compose()["services"]["web"]
+    assert spec["build"]["args"] == {"SERVICE": "web"}
+    assert spec["environment"] == {"CRM_GATEWAY_UPSTREAM": "http://gateway:8000",
+                                   "CRM_STREAM_UPSTREAM": "http://stream:8001"}
+    assert "web/node_modules" in open(os.path.join(ROOT, ".dockerignore")).read().split()
+    conf = open(NGINX_TEMPLATE).read()
+    assert re.search(r"location = /api/v1/stream \{[^}]*proxy_pass \$\{CRM_STREAM_UPSTREAM\};"
+                     r"[^}]*proxy_buffering off;", conf)
+    assert re.search(r"location /api/ \{[^}]*proxy_pass \$\{CRM_GATEWAY_UPSTREAM\};", conf)
+    assert re.search(r"location / \{[^}]*try_files \$uri /index.html;", conf)
+
+
+def test_the_console_nginx_config_passes_nginx_t(tmp_path):
+    """The template as the nginx image renders it (its upstreams filled in), checked by
+    nginx itself where installed (`apt-get install nginx-light`)."""
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if not nginx:
+        pytest.skip("nginx is not installed (apt-get install nginx-light): the static checks above still ran")
+    site = open(NGINX_TEMPLATE).read().replace("${CRM_GATEWAY_UPSTREAM}", "http://127.0.0.1:8000") \
+        .replace("${CRM_STREAM_UPSTREAM}", "http://127.0.0.1:8001")
+    assert "${" not in site
+    (tmp_path / "site.conf").write_text(site)
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
+        f"http {{\n  access_log off;\n  client_body_temp_path {tmp_path};\n"
+        f"  proxy_temp_path {tmp_path};\n  fastcgi_temp_path {tmp_path};\n  uwsgi_temp_path {tmp_path};\n"
+        f"  scgi_temp_path {tmp_path};\n  include {tmp_path}/site.conf;\n}}\n")
+    run = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0, run.stderr

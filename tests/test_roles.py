@@ -28,6 +28,10 @@ def test_operator_role_edits_contacts_but_not_deals(api, stack, make_user, uniqu
                                     "name": "G", "role": f"nope-{unique}"}).status_code == 422
 
     operator = make_user(name)
+    # what the console hides follows the grants (GET /users/me)
+    held = operator.get("/users/me").json()["permissions"]
+    assert held["contacts:read"] == held["contacts:write"] == "all" and held["users:self"] == "self"
+    assert "deals:read" not in held and "users:read" not in held
     someone = make_user("agent")
     theirs = api.post("/contacts", json={"first_name": "Other", "last_name": unique,
                                          "owner_id": someone.user["id"]}).json()

@@ -8,7 +8,7 @@ from crm_common.errors import Conflict, NotFound, ValidationFailed
 from crm_common.timeutil import utcnow
 from crm_common.validation import load
 from gateway import auth, roles
-from contracts.gateway import ProfileIn, UserIn, UserListQuery, UserOut, UserPage
+from contracts.gateway import MeOut, ProfileIn, UserIn, UserListQuery, UserOut, UserPage
 from gateway.routes import api
 
 TAG = "users"
@@ -89,10 +89,11 @@ def list_users(body, params):
     return {"items": [auth.dump_user(d) for d in docs], "next_cursor": next_cursor}
 
 
-@api.route("/users/me", "GET", "The signed-in user", TAG, response=UserOut, errors=(503,),
-           permission="users:self")
+@api.route("/users/me", "GET", "The signed-in user, with what their role may do", TAG,
+           response=MeOut, errors=(503,), permission="users:self")
 def me(body, params):
-    return auth.dump_user(auth.current().store.get_user(g.identity["user_id"]))
+    user = auth.dump_user(auth.current().store.get_user(g.identity["user_id"]))
+    return {**user, "permissions": roles.permissions_of(g.identity)}
 
 
 @api.route("/users/me", "PATCH", "Change your own profile or password (password needs "

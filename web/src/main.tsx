@@ -16,6 +16,16 @@ import { StreamProvider } from "./stream";
 const Contacts = lazy(() => import("./pages/Contacts").then((m) => ({ default: m.Contacts })));
 const ContactCard = lazy(() => import("./pages/ContactCard").then((m) => ({ default: m.ContactCard })));
 const DealsBoard = lazy(() => import("./pages/DealsBoard").then((m) => ({ default: m.DealsBoard })));
+const Today = lazy(() => import("./pages/Today").then((m) => ({ default: m.Today })));
+const Tasks = lazy(() => import("./pages/Tasks").then((m) => ({ default: m.Tasks })));
+const Calls = lazy(() => import("./pages/Calls").then((m) => ({ default: m.Calls })));
+const Companies = lazy(() => import("./pages/Companies").then((m) => ({ default: m.Companies })));
+const Import = lazy(() => import("./pages/Import").then((m) => ({ default: m.Import })));
+const Pipelines = lazy(() => import("./pages/Pipelines").then((m) => ({ default: m.Pipelines })));
+const Dashboard = lazy(() => import("./pages/Dashboard").then((m) => ({ default: m.Dashboard })));
+const Access = lazy(() => import("./pages/Access").then((m) => ({ default: m.Access })));
+const Reports = lazy(() => import("./pages/Reports").then((m) => ({ default: m.Reports })));
+const CompanyCard = lazy(() => import("./pages/Companies").then((m) => ({ default: m.CompanyCard })));
 
 const queryClient = new QueryClient({
   defaultOptions: { queries: { staleTime: 30_000, retry: 1, refetchOnWindowFocus: false } },
@@ -47,8 +57,18 @@ function App() {
           <Route path="/contacts" element={<Contacts />} />
           <Route path="/contacts/:contactId" element={<ContactCard />} />
           <Route path="/deals" element={<DealsBoard />} />
+          <Route path="/today" element={<Today />} />
+          <Route path="/tasks" element={<Tasks />} />
+          <Route path="/calls" element={<Calls />} />
+          <Route path="/companies" element={<Companies />} />
+          <Route path="/companies/:companyId" element={<CompanyCard />} />
+          <Route path="/import" element={<Import />} />
+          <Route path="/dashboard" element={<Dashboard />} />
+          <Route path="/reports" element={<Reports />} />
+          <Route path="/settings/access" element={<Access />} />
+          <Route path="/settings/pipelines" element={<Pipelines />} />
         </Route>
-        <Route path="*" element={<Navigate to="/contacts" replace />} />
+        <Route path="*" element={<Navigate to="/today" replace />} />
       </Routes>
     </Suspense>
   );

@@ -15,7 +15,8 @@ const NAMES = [
   "deal_created", "deal_updated", "deal_assigned", "deal_stage_changed", "deal_won", "deal_lost",
   "deal_deleted", "deal_restored", "task_created", "task_updated", "task_assigned",
   "task_completed", "task_canceled", "call_started", "call_answered", "call_ended", "call_missed",
-  "import_progress", "import_finished",
+  "import_progress", "import_finished", "import_undone",
+  "company_created", "company_updated", "company_deleted", "company_restored",
 ];
 
 // which cached queries an event makes stale
@@ -23,8 +24,11 @@ export function staleKeys(name: string): string[][] {
   if (name === "resync") return [[]];
   if (name === "notification") return [["notifications"]];
   if (name.startsWith("contact_")) return [["contacts"], ["contact"]];
-  if (name.startsWith("deal_")) return [["deals"]];
-  if (name.startsWith("call_") || name.startsWith("task_")) return [["contact"]];
+  if (name.startsWith("company_")) return [["companies"]];
+  if (name.startsWith("import_")) return [["imports"], ["contacts"]];
+  if (name.startsWith("deal_")) return [["deals"], ["tasks", "agenda"]];
+  if (name.startsWith("task_")) return [["contact"], ["tasks"]];
+  if (name.startsWith("call_")) return [["contact"], ["calls"]];
   return [];
 }
 

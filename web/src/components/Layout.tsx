@@ -1,9 +1,12 @@
-import { AppShell, Badge, Burger, Button, Group, NavLink, Select, Title } from "@mantine/core";
+import { Suspense, useEffect } from "react";
+import { AppShell, Badge, Burger, Button, Group, Loader, NavLink, Select, Title } from "@mantine/core";
 import { useDisclosure } from "@mantine/hooks";
 import { useTranslation } from "react-i18next";
 import { NavLink as RouterLink, Outlet, useLocation } from "react-router-dom";
+import { api } from "../api/client";
 import { useSession } from "../auth";
 import { LANGUAGES } from "../i18n";
+import { useMe, usePermissions } from "../lib/me";
 import { useStream } from "../stream";
 import { CallPop } from "./CallPop";
 import { NotificationsBell } from "./NotificationsBell";
@@ -11,16 +14,36 @@ import { NotificationsBell } from "./NotificationsBell";
 export function Layout() {
   const { t, i18n } = useTranslation();
   const { user, signOut } = useSession();
+  const { can } = usePermissions();
+  const me = useMe();
   const live = useStream();
   const [opened, { toggle, close }] = useDisclosure();
   const location = useLocation();
+  // the profile's language, unless this browser chose one
+  useEffect(() => {
+    const language = me.data?.language?.slice(0, 2);
+    if (language && language in LANGUAGES && !localStorage.getItem("crm.language")) i18n.changeLanguage(language);
+  }, [me.data?.language, i18n]);
+  const choose = (language: string) => {
+    i18n.changeLanguage(language);
+    api.PATCH("/api/v1/users/me", { body: { language } }).catch(() => undefined);
+  };
+  const links: [string, string, string][] = [
+    ["/today", t("today"), "tasks:read"], ["/dashboard", t("dashboard"), "reports:read"],
+    ["/reports", t("reports"), "reports:read"], ["/contacts", t("contacts"), "contacts:read"],
+    ["/companies", t("companies"), "companies:read"], ["/deals", t("deals"), "deals:read"],
+    ["/tasks", t("tasks"), "tasks:read"], ["/calls", t("calls"), "calls:read"],
+    ["/import", t("import"), "imports:write"],
+    ["/settings/pipelines", t("pipelines"), "pipelines:read"],
+    ["/settings/access", t("usersAndKeys"), "users:read"],
+  ];
   return (
     <AppShell header={{ height: 56 }} navbar={{ width: 200, breakpoint: "sm", collapsed: { mobile: !opened } }}
               padding="md">
       <AppShell.Header>
         <Group h="100%" px="md" justify="space-between" wrap="nowrap">
           <Group wrap="nowrap">
-            <Burger opened={opened} onClick={toggle} hiddenFrom="sm" size="sm" />
+            <Burger opened={opened} onClick={toggle} hiddenFrom="sm" size="sm" aria-label={t("menu")} />
             <Title order={3}>{t("appName")}</Title>
             <Badge color={live ? "green" : "gray"} variant="dot" data-testid="live">
               {live ? t("live") : t("offline")}
@@ -29,20 +52,21 @@ export function Layout() {
           <Group wrap="nowrap" gap="xs">
             <Select aria-label={t("language")} w={110} size="xs" value={i18n.language} allowDeselect={false}
                     data={Object.entries(LANGUAGES).map(([value, label]) => ({ value, label }))}
-                    onChange={(value) => value && i18n.changeLanguage(value)} data-testid="language" />
+                    onChange={(value) => value && choose(value)} data-testid="language" />
             <NotificationsBell />
-            <Button size="xs" variant="default" onClick={signOut} title={user?.email ?? ""}>{t("signOut")}</Button>
+            <Button size="xs" variant="default" onClick={signOut} title={user?.email ?? ""} visibleFrom="xs">{t("signOut")}</Button>
           </Group>
         </Group>
       </AppShell.Header>
-      <AppShell.Navbar p="xs">
-        {[["/contacts", t("contacts")], ["/deals", t("deals")]].map(([to, label]) => (
+      <AppShell.Navbar p="xs" data-testid="navbar">
+        {links.filter(([, , permission]) => !me.data || can(permission)).map(([to, label]) => (
           <NavLink key={to} component={RouterLink} to={to} label={label} onClick={close}
                    active={location.pathname.startsWith(to)} />
         ))}
+        <NavLink label={t("signOut")} onClick={signOut} hiddenFrom="xs" />
       </AppShell.Navbar>
-      <AppShell.Main>
-        <Outlet />
+      <AppShell.Main data-testid="main">
+        <Suspense fallback={<Loader m="xl" />}><Outlet /></Suspense>
         <CallPop />
       </AppShell.Main>
     </AppShell>

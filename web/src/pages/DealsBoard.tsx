@@ -1,51 +1,53 @@
-import { useMemo, useState } from "react";
+import { useEffect, useMemo, useRef, useState } from "react";
 import { DndContext, PointerSensor, KeyboardSensor, useDraggable, useDroppable, useSensor, useSensors,
          type DragEndEvent } from "@dnd-kit/core";
-import { Badge, Button, Card, Group, Modal, ScrollArea, Select, Stack, Text, TextInput, Title } from "@mantine/core";
+import { Anchor, Badge, Button, Card, Drawer, Group, Modal, ScrollArea, SegmentedControl, Select, Stack, Table, Text, TextInput, Timeline, Title } from "@mantine/core";
 import { notifications as toasts } from "@mantine/notifications";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
+import { Link, useSearchParams } from "react-router-dom";
 import { api, ok, type Deal, type Stage } from "../api/client";
+import { ClockIcon } from "../components/Icons";
 import { QueryState } from "../components/QueryState";
+import { money, totalsByCurrency } from "../lib/format";
+import { useLocale, usePermissions } from "../lib/me";
 
-export function money(amount: number | undefined, currency: string | undefined, language: string) {
-  if (amount == null || !currency) return "";
-  try {
-    return new Intl.NumberFormat(language, { style: "currency", currency }).format(amount / 100);
-  } catch {
-    return `${(amount / 100).toFixed(2)} ${currency}`;
-  }
-}
 
-function DealCard({ deal, language }: { deal: Deal; language: string }) {
-  const { attributes, listeners, setNodeRef, transform, isDragging } = useDraggable({ id: deal.id ?? "" });
+function DealCard({ deal, language, movable, onOpen }: { deal: Deal; language: string; movable: boolean; onOpen: (deal: Deal) => void }) {
+  const { attributes, listeners, setNodeRef, transform, isDragging } = useDraggable({ id: deal.id ?? "", disabled: !movable });
   const style = transform ? { transform: `translate3d(${transform.x}px, ${transform.y}px, 0)`, zIndex: 10 } : undefined;
   return (
-    <Card ref={setNodeRef} withBorder p="xs" style={{ ...style, opacity: isDragging ? 0.7 : 1, cursor: "grab" }}
-          {...listeners} {...attributes} data-testid={`deal-${deal.id}`}>
+    <Card ref={setNodeRef} withBorder p="xs" style={{ ...style, opacity: isDragging ? 0.7 : 1, cursor: movable ? "grab" : "default" }}
+          {...listeners} {...attributes} data-testid={`deal-${deal.id}`}
+          onDoubleClick={() => onOpen(deal)} onKeyDown={(e) => { if (e.key === "Enter") onOpen(deal); }}>
       <Text size="sm" fw={600}>{deal.title}</Text>
       <Group gap={4} justify="space-between">
         <Text size="xs" c="dimmed">{money(deal.amount, deal.currency, language)}</Text>
-        {deal.rotting && <Badge size="xs" color="orange">⏱</Badge>}
+        {deal.rotting && <Badge size="xs" color="orange" leftSection={<ClockIcon />} aria-label="rotting" />}
       </Group>
     </Card>
   );
 }
 
-function Column({ stage, deals, language }: { stage: Stage; deals: Deal[]; language: string }) {
+function Column({ stage, deals, language, movable, focused, onOpen }: { stage: Stage; deals: Deal[]; language: string; movable: boolean; focused: boolean; onOpen: (deal: Deal) => void }) {
   const { setNodeRef, isOver } = useDroppable({ id: stage.id ?? "" });
-  const total = deals.reduce((sum, d) => sum + (d.amount ?? 0), 0);
+  const box = useRef<HTMLDivElement | null>(null);
+  useEffect(() => { if (focused) box.current?.scrollIntoView({ block: "nearest", inline: "center" }); }, [focused]);
+  const totals = totalsByCurrency(deals);
   const color = stage.kind === "won" ? "green" : stage.kind === "lost" ? "red" : "blue";
   return (
-    <Card ref={setNodeRef} withBorder w={200} miw={200} p="xs" bg={isOver ? "var(--mantine-color-blue-light)" : undefined}
-          data-testid={`stage-${stage.id}`} data-stage-name={stage.name}>
+    <Card withBorder w={200} miw={200} p="xs" bg={isOver ? "var(--mantine-color-blue-light)" : undefined}
+          data-testid={`stage-${stage.id}`} data-stage-name={stage.name} data-focused={focused || undefined}
+          style={focused ? { outline: "2px solid var(--mantine-color-blue-filled)" } : undefined}
+          ref={(node: HTMLDivElement | null) => { setNodeRef(node); box.current = node; }}>
       <Group justify="space-between" mb="xs" wrap="nowrap">
         <Text fw={700} size="sm">{stage.name}</Text>
         <Badge color={color} variant="light">{deals.length}</Badge>
       </Group>
-      <Text size="xs" c="dimmed" mb="xs">{money(total, deals[0]?.currency, language)}</Text>
+      <Text size="xs" c="dimmed" mb="xs" data-testid="stage-total">
+        {totals.map((x) => money(x.amount, x.currency, language)).join(" · ") || "—"}</Text>
       <Stack gap="xs" mih={80}>
-        {deals.map((deal) => <DealCard key={deal.id} deal={deal} language={language} />)}
+        {deals.map((deal) => <DealCard key={deal.id} deal={deal} language={language} movable={movable} onOpen={onOpen} />)}
       </Stack>
     </Card>
   );
@@ -54,19 +56,32 @@ function Column({ stage, deals, language }: { stage: Stage; deals: Deal[]; langu
 /** One column per stage; drag a deal to move it (a lost stage asks the reason). */
 export function DealsBoard() {
   const { t, i18n } = useTranslation();
+  const { can, me } = usePermissions();
   const queryClient = useQueryClient();
   const pipelines = useQuery({
     queryKey: ["pipelines"],
     queryFn: async () => ok(await api.GET("/api/v1/pipelines", {})).items ?? [],
   });
-  const [chosen, setChosen] = useState<string | null>(null);
+  // ?pipeline_id=&stage_id= (a dashboard's drill-down): that pipeline, that column marked
+  const [params] = useSearchParams();
+  const [chosen, setChosen] = useState<string | null>(params.get("pipeline_id"));
+  const focusedStage = params.get("stage_id");
   const pipeline = pipelines.data?.find((p) => p.id === chosen) ?? pipelines.data?.find((p) => p.is_default) ?? pipelines.data?.[0];
+  const [owner, setOwner] = useState<string | null>(null);
+  const [view, setView] = useState("board");
+  const [opened, setOpened] = useState<Deal | null>(null);
+  const users = useQuery({
+    queryKey: ["users"],
+    enabled: can("users:read"),
+    queryFn: async () => ok(await api.GET("/api/v1/users", { params: { query: { limit: 200, active: true } } })).items ?? [],
+  });
   const deals = useQuery({
-    queryKey: ["deals", "board", pipeline?.id],
+    queryKey: ["deals", "board", pipeline?.id, owner],
     enabled: !!pipeline?.id,
     queryFn: async () => ok(await api.GET("/api/v1/deals", {
-      params: { query: { pipeline_id: pipeline!.id, limit: 500 } } })).items ?? [],
+      params: { query: { pipeline_id: pipeline!.id, limit: 500, ...(owner ? { owner_id: owner } : {}) } } })).items ?? [],
   });
+  const ownerName = (id?: string | null) => users.data?.find((u) => u.id === id)?.name ?? (id === me?.id ? t("me") : "");
   const [lost, setLost] = useState<{ deal: Deal; stage: Stage } | null>(null);
   const [reason, setReason] = useState("");
 
@@ -75,7 +90,7 @@ export function DealsBoard() {
       ok(await api.POST("/api/v1/deals/{deal_id}/move", { params: { path: { deal_id: deal.id! } },
         body: { stage_id: stage.id!, ...(lostReason ? { lost_reason: lostReason } : {}) } })),
     onMutate: ({ deal, stage }) => {
-      const key = ["deals", "board", pipeline?.id];
+      const key = ["deals", "board", pipeline?.id, owner];
       const before = queryClient.getQueryData<Deal[]>(key);
       queryClient.setQueryData<Deal[]>(key, (now) => now?.map((d) => d.id === deal.id ? { ...d, stage_id: stage.id } : d));
       return { before, key };
@@ -110,24 +125,52 @@ export function DealsBoard() {
     <Stack>
       <Group justify="space-between">
         <Title order={2}>{t("deals")}</Title>
-        {pipelines.data && pipelines.data.length > 1 && (
-          <Select aria-label={t("pipeline")} value={pipeline?.id ?? null} onChange={setChosen}
-                  data={pipelines.data.map((p) => ({ value: p.id!, label: p.name ?? p.id! }))} />
-        )}
+        <Group gap="xs">
+          <Select aria-label={t("owner")} placeholder={t("anyone")} value={owner} onChange={setOwner} clearable w={170}
+                  data-testid="deal-owner" data={[...(me?.id ? [{ value: me.id, label: t("me") }] : []),
+                    ...(users.data ?? []).filter((u) => u.id !== me?.id).map((u) => ({ value: u.id!, label: u.name || u.email || u.id! }))]} />
+          {pipelines.data && pipelines.data.length > 1 && (
+            <Select aria-label={t("pipeline")} value={pipeline?.id ?? null} onChange={setChosen} w={180}
+                    data={pipelines.data.map((p) => ({ value: p.id!, label: p.name ?? p.id! }))} />
+          )}
+          <SegmentedControl value={view} onChange={setView} data-testid="deal-view"
+                            data={[{ value: "board", label: t("board") }, { value: "list", label: t("list") }]} />
+        </Group>
       </Group>
       <QueryState loading={pipelines.isLoading || deals.isLoading} error={pipelines.error ?? deals.error}
                   retry={() => { pipelines.refetch(); deals.refetch(); }} />
-      {pipeline && deals.data && (
+      {pipeline && deals.data && view === "list" && (
+        <Table.ScrollContainer minWidth={360}>
+          <Table highlightOnHover data-testid="deal-list">
+            <Table.Thead><Table.Tr><Table.Th>{t("title")}</Table.Th><Table.Th>{t("stage")}</Table.Th><Table.Th>{t("amount")}</Table.Th>
+              <Table.Th visibleFrom="sm">{t("owner")}</Table.Th><Table.Th visibleFrom="sm">{t("status")}</Table.Th></Table.Tr></Table.Thead>
+            <Table.Tbody>
+              {deals.data.map((deal) => (
+                <Table.Tr key={deal.id} onClick={() => setOpened(deal)} style={{ cursor: "pointer" }} data-testid={`deal-row-${deal.id}`}>
+                  <Table.Td><Anchor component="button" type="button">{deal.title}</Anchor>{deal.rotting && <Badge ml={4} size="xs" color="orange">{t("rotting")}</Badge>}</Table.Td>
+                  <Table.Td>{pipeline.stages?.find((st) => st.id === deal.stage_id)?.name}</Table.Td>
+                  <Table.Td>{money(deal.amount, deal.currency, i18n.language)}</Table.Td>
+                  <Table.Td visibleFrom="sm">{ownerName(deal.owner_id)}</Table.Td>
+                  <Table.Td visibleFrom="sm">{deal.status}</Table.Td>
+                </Table.Tr>
+              ))}
+            </Table.Tbody>
+          </Table>
+        </Table.ScrollContainer>
+      )}
+      {pipeline && deals.data && view === "board" && (
         <DndContext sensors={sensors} onDragEnd={onDragEnd}>
           <ScrollArea type="auto" offsetScrollbars>
             <Group align="flex-start" wrap="nowrap" gap="sm" data-testid="board">
               {(pipeline.stages ?? []).map((stage) => (
-                <Column key={stage.id} stage={stage} deals={byStage.get(stage.id ?? "") ?? []} language={i18n.language} />
+                <Column key={stage.id} stage={stage} deals={byStage.get(stage.id ?? "") ?? []} language={i18n.language}
+                        movable={can("deals:write")} focused={stage.id === focusedStage} onOpen={setOpened} />
               ))}
             </Group>
           </ScrollArea>
         </DndContext>
       )}
+      <DealDrawer deal={opened} stages={pipeline?.stages ?? []} onClose={() => setOpened(null)} />
       <Modal opened={!!lost} onClose={() => setLost(null)} title={t("lostReason")}>
         <form onSubmit={(e) => {
           e.preventDefault();
@@ -145,5 +188,37 @@ export function DealsBoard() {
         </form>
       </Modal>
     </Stack>
+  );
+}
+
+/** A deal with its contact and its stage history. */
+function DealDrawer({ deal, stages, onClose }: { deal: Deal | null; stages: Stage[]; onClose: () => void }) {
+  const { t } = useTranslation();
+  const locale = useLocale();
+  const history = useQuery({
+    queryKey: ["deals", "history", deal?.id],
+    enabled: !!deal?.id,
+    queryFn: async () => ok(await api.GET("/api/v1/deals/{deal_id}/history", { params: { path: { deal_id: deal!.id! } } })).items ?? [],
+  });
+  const stageName = (id?: string | null) => stages.find((s) => s.id === id)?.name ?? "—";
+  return (
+    <Drawer opened={!!deal} onClose={onClose} position="right" title={deal?.title} data-testid="deal-drawer">
+      {deal && (
+        <Stack>
+          <Text fw={700} fz="xl">{locale.money(deal.amount, deal.currency)}</Text>
+          <Text size="sm">{t("stage")}: {stageName(deal.stage_id)} · {deal.status}</Text>
+          {deal.contact_id && <Anchor component={Link} to={`/contacts/${deal.contact_id}`}>{t("openContact")}</Anchor>}
+          {deal.lost_reason && <Text size="sm" c="red">{t("lostReason")} {deal.lost_reason}</Text>}
+          <Title order={5}>{t("history")}</Title>
+          <Timeline bulletSize={12} data-testid="deal-history">
+            {(history.data ?? []).map((h) => (
+              <Timeline.Item key={h.id} title={`${h.from_stage_id ? stageName(h.from_stage_id) + " → " : ""}${stageName(h.to_stage_id)}`}>
+                <Text size="xs" c="dimmed">{locale.dateTime(h.at)}{h.lost_reason ? ` · ${h.lost_reason}` : ""}</Text>
+              </Timeline.Item>
+            ))}
+          </Timeline>
+        </Stack>
+      )}
+    </Drawer>
   );
 }

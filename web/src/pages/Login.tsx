@@ -19,7 +19,7 @@ export function Login() {
     setError(null);
     try {
       await signIn(email, password);
-      navigate("/contacts");
+      navigate("/today");
     } catch {
       setError(t("signInFailed"));
     } finally {

@@ -1,0 +1,442 @@
+"""The console's working screens in Debian's chromium against the real stack: Today, tasks
+(list, calendar drag-to-reschedule), calls, the contact card's edits, the contacts list's
+filters / bulk actions / saved views, companies, role-aware buttons. One browser and one
+signed-in page for the module (a fresh sign-in per test costs seconds); each test saves a
+screenshot under .test-output/screens/. Skips like tests/test_console.py."""
+import datetime as dt
+import os
+import random
+import uuid
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+
+from tests.test_console import CHROMIUM, SCREENS, _drag, pytestmark, sign_in  # noqa: F401
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # pragma: no cover - requirements-dev.txt pins it
+    sync_playwright = None
+
+ZONE = "Europe/Rome"
+
+
+@pytest.fixture(scope="module")
+def worker(stack, api):
+    """An agent with a time zone, signed in through the API (the page signs in too)."""
+    password = uuid.uuid4().hex
+    body = {"email": f"console-{uuid.uuid4().hex[:10]}@crm.test", "password": password,
+            "name": "Console Agent", "role": "agent", "timezone": ZONE,
+            "extension": str(random.randint(10000, 99999))}
+    created = api.post("/users", json=body)
+    assert created.status_code == 201, created.text
+    client = stack.sign_in(body["email"], password)
+    client.password = password
+    return client
+
+
+@pytest.fixture(scope="module")
+def browser_page(stack, worker):
+    os.makedirs(SCREENS, exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                              args=["--no-sandbox", "--disable-gpu"])
+        context = chromium.new_context(viewport={"width": 1400, "height": 900}, locale="en-US",
+                                       timezone_id=ZONE, accept_downloads=True)
+        page = context.new_page()
+        page.set_default_timeout(15000)
+        sign_in(page, stack, worker)
+        yield chromium, page
+        context.close()
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def admin_page(stack, browser_page):
+    """A second context in the same browser, signed in as the first admin."""
+    context = browser_page[0].new_context(viewport={"width": 1400, "height": 900}, locale="en-US")
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    admin = type("Admin", (), {"user": {"email": stack.admin_email}, "password": stack.admin_password})
+    sign_in(page, stack, admin)
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def page(browser_page, request):
+    page = browser_page[1]
+    yield page
+    page.screenshot(path=os.path.join(SCREENS, f"{request.node.name}.png"), full_page=True)
+
+
+def _contact(client, **fields):
+    digits = "".join(random.choice("0123456789") for _ in range(7))
+    body = {"first_name": f"Ann{uuid.uuid4().hex[:5]}", "last_name": "Work", "phones": [f"+39347{digits}"],
+            "owner_id": client.user["id"], **fields}
+    created = client.post("/contacts", json=body)
+    assert created.status_code == 201, created.text
+    return created.json()
+
+
+def _task(client, **fields):
+    created = client.post("/tasks", json={"assignee_id": client.user["id"], **fields})
+    assert created.status_code == 201, created.text
+    return created.json()
+
+
+def _local(day, hour, minute=0):
+    return dt.datetime.combine(day, dt.time(hour, minute), ZoneInfo(ZONE))
+
+
+def _missed_call(api, number):
+    key = api.post("/api-keys", json={"name": f"pbx-{uuid.uuid4().hex[:6]}",
+                                      "scopes": ["telephony:write"]}).json()["key"]
+    call_id = uuid.uuid4().hex
+    for state in ("ringing", "ended"):
+        sent = api.post("/telephony/events", headers={"X-API-Key": key}, json={
+            "event_id": uuid.uuid4().hex, "provider": "pbx1", "call_id": call_id,
+            "direction": "inbound", "from": number, "to": "+390200000000", "state": state,
+            **({"outcome": "no_answer"} if state == "ended" else {})})
+        assert sent.status_code == 200, sent.text
+
+
+def _wait(predicate, page, timeout_s=15):
+    for _ in range(int(timeout_s * 5)):
+        value = predicate()
+        if value:
+            return value
+        page.wait_for_timeout(200)
+    raise AssertionError("condition not met in time")
+
+
+def test_today_completes_a_call_task_only_with_a_next_step_and_reschedules(stack, api, worker, page):
+    contact = _contact(worker)
+    now = dt.datetime.now(ZoneInfo(ZONE))
+    overdue = _task(worker, title=f"Call back {uuid.uuid4().hex[:5]}", kind="call",
+                    contact_id=contact["id"], due_at=(now - dt.timedelta(days=1)).isoformat())
+    # due in a few minutes: today whichever day the tasks service's copy of the user says
+    today = _task(worker, title=f"Send offer {uuid.uuid4().hex[:5]}", kind="todo",
+                  due_at=(now + dt.timedelta(minutes=10)).isoformat())
+    deal = worker.post("/deals", json={"title": f"Stalled {uuid.uuid4().hex[:5]}", "amount": 250000,
+                                       "currency": "EUR", "owner_id": worker.user["id"]}).json()
+    _missed_call(api, contact["phones"][0]["e164"])
+    page.goto(stack.stream_url + "/today")
+    expect(page.get_by_test_id("agenda-overdue").get_by_test_id(f"task-{overdue['id']}")).to_be_visible()
+    expect(page.get_by_test_id("agenda-today").get_by_test_id(f"task-{today['id']}")).to_be_visible()
+    expect(page.get_by_test_id(f"agenda-deal-{deal['id']}")).to_contain_text("€2,500.00")
+    expect(page.get_by_test_id("agenda-missed")).to_contain_text(contact["first_name"])
+    page.screenshot(path=os.path.join(SCREENS, "today_agenda.png"))
+
+    page.get_by_test_id(f"task-{overdue['id']}").get_by_test_id("task-complete").click()
+    submit = page.get_by_test_id("complete-submit")
+    expect(submit).to_be_disabled()  # a call task needs its next step
+    page.get_by_test_id("complete-result").fill("interested, wants a demo")
+    page.get_by_test_id("next-step").fill("Demo call")
+    page.screenshot(path=os.path.join(SCREENS, "today_next_step_asked.png"))
+    submit.click()
+    expect(page.get_by_test_id(f"task-{overdue['id']}")).to_have_count(0)
+    done = worker.get(f"/tasks/{overdue['id']}").json()
+    assert done["status"] == "done" and done["result"] == "interested, wants a demo"
+    follow = _wait(lambda: [t for t in worker.get("/tasks", params={"contact_id": contact["id"], "status": "open"})
+                            .json()["items"] if t["title"] == "Demo call"], page)
+    assert follow[0]["kind"] == "call" and follow[0]["due_at"]
+
+    row = page.get_by_test_id(f"task-{today['id']}")
+    row.get_by_test_id("task-reschedule").click()
+    page.get_by_test_id("reschedule-tomorrow").click()
+    tomorrow = (now.date() + dt.timedelta(days=1)).isoformat()
+    moved = _wait(lambda: (lambda t: t if t["due_at"] and dt.datetime.fromisoformat(t["due_at"].replace("Z", "+00:00"))
+                           .astimezone(ZoneInfo(ZONE)).date().isoformat() == tomorrow else None)(
+        worker.get(f"/tasks/{today['id']}").json()), page)
+    assert moved["status"] == "open"
+
+
+def test_tasks_list_filters_and_calendar_drag_moves_a_task_to_another_day(stack, worker, page):
+    now = dt.datetime.now(ZoneInfo(ZONE))
+    day = now.date()
+    task = _task(worker, title=f"Meet {uuid.uuid4().hex[:5]}", kind="meeting", due_at=_local(day, 10, 15).isoformat())
+    page.goto(stack.stream_url + "/tasks")
+    expect(page.get_by_test_id("task-list")).to_contain_text(task["title"])
+    page.goto(stack.stream_url + "/tasks?view=week")
+    chip = page.get_by_test_id(f"cal-task-{task['id']}")
+    expect(page.get_by_test_id(f"day-{day.isoformat()}").get_by_test_id(f"cal-task-{task['id']}")).to_be_visible()
+    target = day + dt.timedelta(days=1 if day.weekday() < 6 else -1)  # stay within the week shown
+    _drag(page, chip, page.get_by_test_id(f"day-{target.isoformat()}"))
+    expect(page.get_by_test_id(f"day-{target.isoformat()}").get_by_test_id(f"cal-task-{task['id']}")).to_be_visible()
+    want = _local(target, 10, 15)
+    _wait(lambda: dt.datetime.fromisoformat(worker.get(f"/tasks/{task['id']}").json()["due_at"].replace("Z", "+00:00")) == want, page)
+    page.get_by_text("Month", exact=True).click()
+    expect(page.get_by_test_id(f"day-{target.isoformat()}").get_by_test_id(f"cal-task-{task['id']}")).to_be_visible()
+
+
+def test_calls_log_shows_missed_not_called_back_and_calls_with_one_click(stack, api, worker, page):
+    contact = _contact(worker)
+    number = contact["phones"][0]["e164"]
+    _missed_call(api, number)
+    page.goto(stack.stream_url + "/calls")
+    page.get_by_text("Missed, not called back").click()
+    row = page.get_by_test_id("calls-table").locator("tr", has_text=number).first
+    expect(row).to_contain_text("Missed")
+    with page.expect_request(lambda r: r.url.endswith("/api/v1/calls") and r.method == "POST") as posted:
+        row.get_by_test_id("click-to-call").click()
+    assert posted.value.post_data_json == {"to": number, "contact_id": contact["id"]}
+    # no PBX in the test platform: the API's refusal is shown, not a blank page
+    expect(page.locator(".mantine-Notification-root").last).to_be_visible()
+
+
+def test_contact_card_edits_in_place_creates_task_and_deal_and_respects_do_not_contact(stack, worker, page):
+    contact = _contact(worker, emails=[{"email": f"ed{uuid.uuid4().hex[:6]}@example.com"}])
+    page.goto(stack.stream_url + f"/contacts/{contact['id']}")
+    card = page.get_by_test_id("contact-card")
+    expect(card.get_by_test_id("contact-call")).to_be_visible()
+    expect(card.locator("a[href^='mailto:']")).to_be_visible()
+    card.get_by_test_id("contact-edit").click()
+    page.fill("input[name=last_name]", "Edited")
+    page.fill("input[name=email-0]", "not-an-email")
+    page.get_by_test_id("contact-save").click()
+    expect(page.get_by_test_id("contact-editor")).to_contain_text("mail")  # the API's error by its field
+    assert worker.get(f"/contacts/{contact['id']}").json()["last_name"] == "Work"  # nothing changed
+    page.fill("input[name=email-0]", "edited@example.com")
+    page.get_by_test_id("add-phone").click()
+    page.fill("input[name=phone-1]", "+390612345678")
+    page.get_by_test_id("contact-save").click()
+    expect(card).to_contain_text("+390612345678")
+    saved = worker.get(f"/contacts/{contact['id']}").json()
+    assert saved["last_name"] == "Edited" and len(saved["phones"]) == 2
+    assert saved["emails"][0]["email"] == "edited@example.com"
+
+    card.get_by_test_id("contact-new-deal").click()
+    page.get_by_test_id("deal-title").fill("From the card")
+    page.get_by_test_id("deal-amount").fill("1200")
+    page.get_by_test_id("deal-save").click()
+    expect(page.get_by_test_id("contact-deals")).to_contain_text("From the card")
+    deal = worker.get("/deals", params={"contact_id": contact["id"]}).json()["items"][0]
+    assert deal["amount"] == 120000 and deal["currency"] == "EUR"
+
+    card.get_by_test_id("contact-new-task").click()
+    page.get_by_test_id("task-title").fill("Card task")
+    page.get_by_test_id("task-save").click()
+    expect(page.get_by_test_id("contact-tasks")).to_contain_text("Card task")
+
+    assert worker.patch(f"/contacts/{contact['id']}", json={"do_not_contact": True}).status_code == 200
+    page.reload()
+    expect(page.get_by_test_id("dnc")).to_be_visible()
+    expect(card.get_by_test_id("contact-call")).to_have_count(0)
+    expect(page.get_by_test_id("contact-tasks").get_by_test_id("task-call")).to_have_count(0)
+    expect(card.locator("a[href^='mailto:'], a[href^='tel:']")).to_have_count(0)
+
+
+def test_contacts_filters_bulk_tag_export_and_saved_view(stack, worker, page):
+    source = f"fair{uuid.uuid4().hex[:6]}"
+    made = [_contact(worker, source=source, status="prospect") for _ in range(2)]
+    _contact(worker, source=source, status="lead")
+    page.goto(stack.stream_url + f"/contacts?source={source}&status=prospect")
+    expect(page.get_by_test_id("contact-filters")).to_be_visible()
+    table = page.get_by_test_id("contacts-table")
+    expect(table.locator("tbody tr")).to_have_count(2)
+    page.get_by_role("checkbox", name="Select all").check()
+    expect(page.get_by_test_id("bulk-bar")).to_contain_text("2 selected")
+    expect(page.get_by_test_id("bulk-owner")).to_have_count(0)  # an agent may not reassign
+    with page.expect_download() as download:
+        page.get_by_test_id("bulk-export").click()
+    assert "first_name" in open(download.value.path()).read()
+    page.get_by_test_id("bulk-tag").click()
+    tag = f"vip{uuid.uuid4().hex[:4]}"
+    page.get_by_test_id("bulk-tag-value").fill(tag)
+    page.get_by_test_id("bulk-apply").click()
+    _wait(lambda: all(tag in worker.get(f"/contacts/{c['id']}").json()["tags"] for c in made), page)
+
+    page.get_by_test_id("save-view").click()
+    page.get_by_test_id("view-name").fill("Fair prospects")
+    page.get_by_test_id("view-save").click()
+    page.goto(stack.stream_url + "/contacts")
+    page.get_by_test_id("saved-views").click()
+    page.get_by_role("option", name="Fair prospects").click()
+    expect(page).to_have_url(f"{stack.stream_url}/contacts?source={source}&status=prospect")
+    expect(table.locator("tbody tr")).to_have_count(2)
+
+
+def test_companies_list_and_card_with_its_people(stack, worker, page):
+    name = f"Acme {uuid.uuid4().hex[:6]}"
+    company = worker.post("/companies", json={"name": name, "domain": "acme.example"})
+    assert company.status_code == 201, company.text
+    person = _contact(worker, company_id=company.json()["id"])
+    page.goto(stack.stream_url + "/companies")
+    page.get_by_test_id("company-search").fill(name)
+    page.get_by_role("link", name=name).click()
+    expect(page.get_by_test_id("company-card")).to_contain_text(person["first_name"])
+
+
+def test_buttons_follow_the_role_and_the_api_still_refuses(stack, api, worker, admin_page, request):
+    permissions = worker.get("/users/me").json()["permissions"]
+    assert permissions["contacts:write"] == "own" and "users:read" not in permissions
+    assert "pipelines:write" not in permissions
+    assert api.get("/users/me").json()["permissions"]["users:write"] == "all"
+    assert worker.get("/users").status_code == 403
+    # an admin is offered reassignment in the same list
+    _contact(worker)
+    admin_page.goto(stack.stream_url + "/contacts")
+    admin_page.get_by_test_id("contacts-table").locator("tbody tr").first.get_by_role("checkbox").check()
+    expect(admin_page.get_by_test_id("bulk-owner")).to_be_visible()
+    admin_page.screenshot(path=os.path.join(SCREENS, f"{request.node.name}.png"))
+
+
+def test_pipeline_settings_create_a_pipeline_with_reordered_stages(stack, api, admin_page, page):
+    name = f"Partners {uuid.uuid4().hex[:5]}"
+    admin_page.goto(stack.stream_url + "/settings/pipelines")
+    admin_page.get_by_test_id("pipeline-choice").click()
+    admin_page.get_by_role("option", name="+ New pipeline").click()
+    admin_page.get_by_test_id("pipeline-name").fill(name)
+    for i, stage in enumerate(("Qualified", "Won", "Lost")):
+        admin_page.get_by_test_id(f"stage-name-{i}").fill(stage)
+    admin_page.get_by_test_id("add-stage").click()  # a new open stage goes before the won one
+    admin_page.get_by_test_id("stage-name-1").fill("Demo")
+    admin_page.get_by_test_id("stage-row-1").get_by_role("button", name="Move up").click()
+    admin_page.get_by_test_id("stage-row-0").get_by_label("Probability").fill("20")
+    admin_page.get_by_test_id("pipeline-save").click()
+    created = _wait(lambda: [p for p in api.get("/pipelines").json()["items"] if p["name"] == name], admin_page)[0]
+    assert [s["name"] for s in created["stages"]] == ["Demo", "Qualified", "Won", "Lost"]
+    assert created["stages"][0]["probability"] == 20
+    admin_page.screenshot(path=os.path.join(SCREENS, "pipeline_settings.png"))
+    # an agent reads the stages but gets no save button
+    page.goto(stack.stream_url + "/settings/pipelines")
+    expect(page.get_by_test_id("pipeline-name")).to_be_visible()
+    expect(page.get_by_test_id("pipeline-save")).to_have_count(0)
+
+
+def test_import_wizard_maps_dry_runs_runs_with_progress_downloads_errors_and_undoes(stack, worker, page):
+    tag = uuid.uuid4().hex[:6]
+    rows = [("Who", "Email", "Phone"), (f"Ada Imp{tag}", f"ada{tag}@example.com", "+39 02 1234 5678"),
+            (f"Bob Imp{tag}", f"bob{tag}@example.com", "+39 06 8765 4321"), ("", "not-an-email", "")]
+    csv = "\r\n".join(",".join(row) for row in rows).encode()
+    page.goto(stack.stream_url + "/import")
+    page.locator("input[type=file]").set_input_files(files=[{"name": f"people-{tag}.csv", "mimeType": "text/csv",
+                                                              "buffer": csv}])
+    expect(page.get_by_test_id("import-preview")).to_contain_text(f"Bob Imp{tag}")
+    page.get_by_test_id("import-dry-run").click()
+    report = page.get_by_test_id("import-dry-report")
+    expect(report.get_by_test_id("counts-dry")).to_be_visible()
+    page.get_by_test_id("map-Who").click()
+    page.get_by_role("option", name="Full name", exact=True).click()
+    report.get_by_role("button", name="Dry run again").click()
+    expect(report.get_by_test_id("counts-dry")).to_contain_text("Created: 2")
+    assert worker.get("/contacts", params={"q": f"Imp{tag}"}).json()["items"] == []  # a dry run writes nothing
+    page.get_by_test_id("import-run").click()
+    run = page.get_by_test_id("import-run-report")
+    expect(run.get_by_test_id("import-status")).to_have_text("Done", timeout=30000)
+    expect(run.get_by_test_id("counts-run")).to_contain_text("Created: 2")
+    names = sorted(c["first_name"] for c in worker.get("/contacts", params={"q": f"Imp{tag}"}).json()["items"])
+    assert names == ["Ada", "Bob"]
+    with page.expect_download() as download:
+        run.get_by_test_id("import-errors").click()
+    assert "email" in open(download.value.path()).read().lower()
+    page.screenshot(path=os.path.join(SCREENS, "import_done.png"), full_page=True)
+    run.get_by_test_id("import-undo").click()
+    expect(run.get_by_test_id("import-status")).to_have_text("Undone", timeout=30000)
+    assert worker.get("/contacts", params={"q": f"Imp{tag}"}).json()["items"] == []
+
+
+def test_dashboard_charts_the_reports_and_drills_into_the_board(stack, worker, admin_page):
+    pipeline = next(p for p in worker.get("/pipelines").json()["items"] if p["is_default"])
+    stages = pipeline["stages"]
+    won = next(s for s in stages if s["kind"] == "won")
+    for target in (stages[1], won):
+        deal = worker.post("/deals", json={"title": f"Dash {uuid.uuid4().hex[:5]}", "amount": 99000,
+                                           "currency": "EUR", "owner_id": worker.user["id"]}).json()
+        moved = worker.post(f"/deals/{deal['id']}/move", json={"stage_id": target["id"]})
+        assert moved.status_code == 200, moved.text
+    admin_page.goto(stack.stream_url + "/dashboard")
+    expect(admin_page.get_by_test_id("chart-funnel").locator(".recharts-bar-rectangle").first).to_be_visible()
+    expect(admin_page.get_by_test_id("kpi-won")).not_to_contain_text("Won deals0")
+    expect(admin_page.get_by_test_id("kpi-revenue")).to_contain_text("€")
+    admin_page.screenshot(path=os.path.join(SCREENS, "dashboard.png"), full_page=True)
+    admin_page.get_by_test_id(f"funnel-{stages[1]['id']}").click()
+    admin_page.wait_for_url(f"**/deals?pipeline_id={pipeline['id']}&stage_id={stages[1]['id']}")
+    expect(admin_page.get_by_test_id(f"stage-{stages[1]['id']}")).to_have_attribute("data-focused", "true")
+    admin_page.go_back()
+    admin_page.get_by_test_id("kpi-missed").click()
+    admin_page.wait_for_url("**/calls?missed=1")
+    expect(admin_page.get_by_role("switch", name="Missed, not called back")).to_be_checked()
+
+
+def test_screens_fit_a_360_px_phone(stack, browser_page, worker):
+    context = browser_page[0].new_context(viewport={"width": 360, "height": 740}, locale="en-US",
+                                          is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    try:
+        sign_in(page, stack, worker)
+        for path in ("/today", "/contacts", "/tasks?view=week"):
+            page.goto(stack.stream_url + path)
+            expect(page.get_by_role("heading", level=2).first).to_be_visible()
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 361, (path, width)  # nothing wider than the phone (wide tables scroll inside)
+        page.get_by_role("button", name="Menu").click()
+        expect(page.get_by_test_id("navbar").get_by_text("Contacts")).to_be_visible()
+        page.wait_for_timeout(400)  # the navbar slides in
+        page.screenshot(path=os.path.join(SCREENS, "phone_menu.png"))
+    finally:
+        context.close()
+
+
+def test_users_and_api_keys_an_admin_creates_changes_and_revokes(stack, api, admin_page):
+    email = f"new-{uuid.uuid4().hex[:8]}@crm.test"
+    admin_page.goto(stack.stream_url + "/settings/access")
+    admin_page.get_by_test_id("new-user").click()
+    admin_page.get_by_test_id("user-name").fill("New Agent")
+    admin_page.get_by_test_id("user-email").fill(email)
+    admin_page.get_by_test_id("user-password").fill("short")
+    admin_page.get_by_test_id("user-save").click()
+    expect(admin_page.locator(".mantine-PasswordInput-error")).to_be_visible()  # the API's reason, by its field
+    admin_page.get_by_test_id("user-password").fill(uuid.uuid4().hex)
+    admin_page.get_by_test_id("user-save").click()
+    user = _wait(lambda: next((u for u in api.get("/users", params={"limit": 500}).json()["items"]
+                               if u["email"] == email), None), admin_page)
+    row = admin_page.get_by_test_id(f"user-{user['id']}")
+    row.get_by_role("textbox", name="Role").click()
+    admin_page.get_by_role("option", name="Manager").click()
+    _wait(lambda: api.get(f"/users/{user['id']}").json()["role"] == "manager", admin_page)
+
+    admin_page.get_by_test_id("tab-keys").click()
+    name = f"site-{uuid.uuid4().hex[:6]}"
+    admin_page.get_by_test_id("key-name").fill(name)
+    admin_page.get_by_test_id("key-scopes").fill("contacts:read")
+    admin_page.keyboard.press("Enter")
+    admin_page.get_by_test_id("key-create").click()
+    secret = admin_page.get_by_test_id("key-secret").inner_text()
+    assert _get_with_key(stack, secret).status_code == 200  # the key shown once works
+    key = next(k for k in api.get("/api-keys").json()["items"] if k["name"] == name)
+    assert key["scopes"] == ["contacts:read"]
+    admin_page.get_by_test_id(f"key-{key['id']}").get_by_test_id("key-revoke").click()
+    _wait(lambda: api.get(f"/api-keys/{key['id']}").json()["revoked_at"], admin_page)
+    admin_page.screenshot(path=os.path.join(SCREENS, "api_keys.png"))
+
+
+def _get_with_key(stack, key):
+    return requests.get(stack.base_url + "/api/v1/contacts", params={"limit": 1}, headers={"X-API-Key": key},
+                        timeout=10)
+
+
+def test_contact_card_merges_a_duplicate_into_itself(stack, worker, page):
+    email = f"twin{uuid.uuid4().hex[:6]}@example.com"
+    keep = _contact(worker, emails=[{"email": email}])
+    twin = worker.post("/contacts", params={"force": "true"}, json={
+        "first_name": "Twin", "last_name": "Work", "emails": [{"email": email}], "owner_id": worker.user["id"]})
+    assert twin.status_code == 201, twin.text
+    twin = twin.json()
+    page.goto(stack.stream_url + f"/contacts/{keep['id']}")
+    page.get_by_test_id(f"merge-{twin['id']}").click()
+    _wait(lambda: worker.get(f"/contacts/{twin['id']}").status_code == 404, page)
+    expect(page.get_by_test_id("contact-duplicates")).to_have_count(0)
+
+
+def test_reports_show_a_table_and_export_it(stack, admin_page):
+    admin_page.goto(stack.stream_url + "/reports")
+    admin_page.get_by_test_id("report-choice").click()
+    admin_page.get_by_role("option", name="Funnel", exact=True).click()
+    expect(admin_page.get_by_test_id("report-table")).to_contain_text("entered")
+    with admin_page.expect_download() as download:
+        admin_page.get_by_test_id("report-export").click()
+    assert "entered" in open(download.value.path()).read().splitlines()[0].split(",")

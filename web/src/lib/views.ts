@@ -1,0 +1,47 @@
+// Saved views of the contacts list: named filter sets per user. The API has no place for
+// them, so they live in this browser's localStorage (key crm.views.<user id>).
+export type SavedView = { name: string; query: string };
+
+const key = (userId: string) => `crm.views.${userId}`;
+
+export function loadViews(userId: string, storage: Pick<Storage, "getItem"> = localStorage): SavedView[] {
+  try {
+    const views = JSON.parse(storage.getItem(key(userId)) ?? "[]");
+    return Array.isArray(views) ? views.filter((v) => typeof v?.name === "string" && typeof v?.query === "string") : [];
+  } catch {
+    return [];
+  }
+}
+
+/** Add or replace (same name) a view; returns the new list, sorted by name. */
+export function saveView(userId: string, view: SavedView, storage: Pick<Storage, "getItem" | "setItem"> = localStorage) {
+  const views = [...loadViews(userId, storage).filter((v) => v.name !== view.name), view]
+    .sort((a, b) => a.name.localeCompare(b.name));
+  storage.setItem(key(userId), JSON.stringify(views));
+  return views;
+}
+
+export function deleteView(userId: string, name: string, storage: Pick<Storage, "getItem" | "setItem"> = localStorage) {
+  const views = loadViews(userId, storage).filter((v) => v.name !== name);
+  storage.setItem(key(userId), JSON.stringify(views));
+  return views;
+}
+
+/** The list's filters in a URL query, without empty values, in a stable order. */
+export function filtersQuery(filters: Record<string, string | undefined | null>) {
+  const params = new URLSearchParams();
+  for (const name of Object.keys(filters).sort()) {
+    const value = filters[name];
+    if (value) params.set(name, value);
+  }
+  return params.toString();
+}
+
+/** Rows as CSV (RFC 4180 quoting). */
+export function toCsv(rows: (string | number | null | undefined)[][]) {
+  const cell = (value: string | number | null | undefined) => {
+    const text = value == null ? "" : String(value);
+    return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+  };
+  return rows.map((row) => row.map(cell).join(",")).join("\r\n") + "\r\n";
+}

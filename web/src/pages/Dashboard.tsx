@@ -1,0 +1,139 @@
+import { useMemo, useState } from "react";
+import { Badge, Card, Group, SegmentedControl, SimpleGrid, Stack, Table, Text, Title } from "@mantine/core";
+import { useQuery } from "@tanstack/react-query";
+import { useTranslation } from "react-i18next";
+import { useNavigate } from "react-router-dom";
+import { Bar, BarChart, CartesianGrid, Legend, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
+import { api, ok } from "../api/client";
+import { QueryState } from "../components/QueryState";
+import { useLocale } from "../lib/me";
+import { change, lastDays, monthSeries, salesTotals } from "../lib/periods";
+
+function Delta({ value }: { value: number | null }) {
+  const locale = useLocale();
+  if (value == null) return null;
+  const text = new Intl.NumberFormat(locale.language, { style: "percent", maximumFractionDigits: 0, signDisplay: "exceptZero" }).format(value);
+  return <Badge size="sm" variant="light" color={value > 0 ? "green" : value < 0 ? "red" : "gray"}>{text}</Badge>;
+}
+
+function Kpi({ label, value, delta, testId, onClick }: { label: string; value: string; delta?: number | null; testId: string; onClick?: () => void }) {
+  return (
+    <Card withBorder data-testid={testId} onClick={onClick} style={onClick ? { cursor: "pointer" } : undefined}>
+      <Text size="xs" c="dimmed" tt="uppercase" fw={700}>{label}</Text>
+      <Group justify="space-between" align="flex-end" mt={4}>
+        <Text fz={26} fw={700}>{value}</Text>
+        {delta !== undefined && <Delta value={delta} />}
+      </Group>
+    </Card>
+  );
+}
+
+/** The numbers of the period against the period before, from the report endpoints; a funnel
+ * bar opens its stage on the deals board, the missed calls open the call log. */
+export function Dashboard() {
+  const { t } = useTranslation();
+  const locale = useLocale();
+  const navigate = useNavigate();
+  const [days, setDays] = useState("30");
+  const period = useMemo(() => lastDays(locale.today(), Number(days), locale.timeZone), [days, locale]);
+  const report = <T,>(key: string, fn: () => Promise<T>) => ({ queryKey: ["reports", key, period], queryFn: fn });
+  const sales = useQuery(report("sales", async () => ok(await api.GET("/api/v1/reports/sales", { params: { query: { from: period.from, to: period.to, group_by: "owner" } } }))));
+  const salesBefore = useQuery(report("sales-before", async () => ok(await api.GET("/api/v1/reports/sales", { params: { query: { from: period.previousFrom, to: period.previousTo, group_by: "owner" } } }))));
+  const months = useQuery(report("sales-months", async () => ok(await api.GET("/api/v1/reports/sales", { params: { query: { from: lastDays(locale.today(), 365, locale.timeZone).from, to: period.to, group_by: "month" } } }))));
+  const funnel = useQuery(report("funnel", async () => ok(await api.GET("/api/v1/reports/funnel", { params: { query: { from: period.from, to: period.to } } }))));
+  const calls = useQuery(report("calls", async () => ok(await api.GET("/api/v1/reports/calls", { params: { query: { from: period.from, to: period.to, group_by: "day" } } }))));
+  const callsBefore = useQuery(report("calls-before", async () => ok(await api.GET("/api/v1/reports/calls", { params: { query: { from: period.previousFrom, to: period.previousTo, group_by: "day" } } }))));
+  const forecast = useQuery(report("forecast", async () => ok(await api.GET("/api/v1/reports/forecast", { params: { query: {} } }))));
+
+  const now = salesTotals(sales.data?.rows), before = salesTotals(salesBefore.data?.rows);
+  const currency = now.amounts[0]?.currency ?? before.amounts[0]?.currency ?? "EUR";
+  const amount = (totals: typeof now) => totals.amounts.find((a) => a.currency === currency)?.amount ?? 0;
+  const percent = (v: number | null) => v == null ? "—" : new Intl.NumberFormat(locale.language, { style: "percent", maximumFractionDigits: 0 }).format(v);
+  const funnelData = (funnel.data?.stages ?? []).map((s) => ({ id: s.stage_id, name: s.name ?? "", entered: s.entered ?? 0, won: s.won ?? 0 }));
+  const callsData = (calls.data?.rows ?? []).map((r) => ({ day: r.key ?? "", answered: r.answered ?? 0, missed: r.missed ?? 0 }));
+  const monthData = monthSeries(months.data?.rows, currency).map((p) => ({ ...p, amount: p.amount / 100 }));
+  const errors = [sales, funnel, calls].find((q) => q.error);
+  return (
+    <Stack>
+      <Group justify="space-between">
+        <Title order={2}>{t("dashboard")}</Title>
+        <SegmentedControl value={days} onChange={setDays} data-testid="dashboard-period"
+                          data={["7", "30", "90"].map((d) => ({ value: d, label: t("lastDays", { count: Number(d) }) }))} />
+      </Group>
+      <QueryState loading={sales.isLoading} error={errors?.error ?? null} retry={() => { sales.refetch(); funnel.refetch(); calls.refetch(); }} />
+      <SimpleGrid cols={{ base: 1, xs: 2, md: 4 }}>
+        <Kpi testId="kpi-won" label={t("wonDeals")} value={locale.number(now.won)} delta={change(now.won, before.won)} />
+        <Kpi testId="kpi-revenue" label={t("revenue")} value={locale.money(amount(now), currency) || "—"} delta={change(amount(now), amount(before))} />
+        <Kpi testId="kpi-winrate" label={t("winRate")} value={percent(now.winRate)} />
+        <Kpi testId="kpi-missed" label={t("missedNotCalledBack")} value={locale.number(calls.data?.missed_not_called_back ?? 0)}
+             delta={change(calls.data?.totals?.missed, callsBefore.data?.totals?.missed)} onClick={() => navigate("/calls?missed=1")} />
+      </SimpleGrid>
+      <SimpleGrid cols={{ base: 1, md: 2 }}>
+        <Card withBorder data-testid="chart-funnel">
+          <Title order={4} mb="sm">{t("funnel")}</Title>
+          <ResponsiveContainer width="100%" height={260}>
+            <BarChart data={funnelData}>
+              <CartesianGrid strokeDasharray="3 3" />
+              <XAxis dataKey="name" fontSize={12} reversed={document.documentElement.dir === "rtl"} />
+              <YAxis allowDecimals={false} fontSize={12} orientation={document.documentElement.dir === "rtl" ? "right" : "left"} />
+              <Tooltip /><Legend />
+              <Bar dataKey="entered" name={t("entered")} fill="#228be6" cursor="pointer"
+                   onClick={(bar: { id?: string }) => bar.id && navigate(`/deals?pipeline_id=${funnel.data?.pipeline_id ?? ""}&stage_id=${bar.id}`)} />
+              <Bar dataKey="won" name={t("stageKind_won")} fill="#40c057" />
+            </BarChart>
+          </ResponsiveContainer>
+          <Group gap={6} mt="xs">
+            {funnelData.map((s) => (
+              <Badge key={s.id} variant="outline" style={{ cursor: "pointer" }} data-testid={`funnel-${s.id}`}
+                     onClick={() => navigate(`/deals?pipeline_id=${funnel.data?.pipeline_id ?? ""}&stage_id=${s.id}`)}>
+                {s.name}: {s.entered}
+              </Badge>
+            ))}
+          </Group>
+        </Card>
+        <Card withBorder data-testid="chart-revenue">
+          <Title order={4} mb="sm">{t("revenueByMonth")} ({currency})</Title>
+          <ResponsiveContainer width="100%" height={260}>
+            <BarChart data={monthData}>
+              <CartesianGrid strokeDasharray="3 3" />
+              <XAxis dataKey="month" fontSize={12} reversed={document.documentElement.dir === "rtl"} />
+              <YAxis fontSize={12} orientation={document.documentElement.dir === "rtl" ? "right" : "left"}
+                     tickFormatter={(v: number) => locale.number(v)} />
+              <Tooltip formatter={(v: number) => locale.money(Math.round(v * 100), currency)} />
+              <Bar dataKey="amount" name={t("revenue")} fill="#7950f2" />
+            </BarChart>
+          </ResponsiveContainer>
+        </Card>
+        <Card withBorder data-testid="chart-calls">
+          <Title order={4} mb="sm">{t("callsByDay")}</Title>
+          <ResponsiveContainer width="100%" height={240}>
+            <BarChart data={callsData}>
+              <CartesianGrid strokeDasharray="3 3" />
+              <XAxis dataKey="day" fontSize={11} reversed={document.documentElement.dir === "rtl"} />
+              <YAxis allowDecimals={false} fontSize={12} orientation={document.documentElement.dir === "rtl" ? "right" : "left"} />
+              <Tooltip /><Legend />
+              <Bar dataKey="answered" stackId="c" name={t("outcome_answered")} fill="#40c057" />
+              <Bar dataKey="missed" stackId="c" name={t("missed")} fill="#fa5252" />
+            </BarChart>
+          </ResponsiveContainer>
+        </Card>
+        <Card withBorder data-testid="forecast">
+          <Title order={4} mb="sm">{t("forecast")}</Title>
+          <Table>
+            <Table.Thead><Table.Tr><Table.Th>{t("month")}</Table.Th><Table.Th>{t("openDeals")}</Table.Th>
+              <Table.Th>{t("amount")}</Table.Th><Table.Th>{t("weighted")}</Table.Th></Table.Tr></Table.Thead>
+            <Table.Tbody>
+              {(forecast.data?.rows ?? []).slice(0, 8).map((r) => (
+                <Table.Tr key={`${r.month}-${r.currency}`}>
+                  <Table.Td>{r.month ?? t("noDate")}</Table.Td><Table.Td>{locale.number(r.open_count)}</Table.Td>
+                  <Table.Td>{locale.money(r.open_amount, r.currency)}</Table.Td><Table.Td>{locale.money(r.weighted_amount, r.currency)}</Table.Td>
+                </Table.Tr>
+              ))}
+            </Table.Tbody>
+          </Table>
+          {forecast.data?.rows?.length === 0 && <Text c="dimmed" size="sm">{t("nothingHere")}</Text>}
+        </Card>
+      </SimpleGrid>
+    </Stack>
+  );
+}
