@@ -180,7 +180,10 @@ class TelephonySettingsIn(Schema):
     create_leads = fields.Boolean(allow_none=True)
     lead_owner = fields.String(allow_none=True, validate=validate.OneOf(
         ("round_robin", "answering_agent", "none")))
-    originate = fields.String(allow_none=True, validate=validate.OneOf(("ami", "http", "none")))
+    originate = fields.String(allow_none=True, validate=validate.OneOf(
+        ("ami", "connector", "http", "none")), metadata={
+        "description": "click-to-call: ami (a login of its own per call), connector (over the "
+                       "AMI connector's login: its endpoint in originate_url), http, none"})
     ami_host = fields.String(allow_none=True, validate=validate.Length(1, 200))
     ami_port = fields.Integer(allow_none=True, validate=validate.Range(1, 65535))
     ami_username = fields.String(allow_none=True, validate=validate.Length(1, 100))
@@ -232,7 +235,23 @@ class TelephonySettingsOut(Schema):
 
 class TelephonyTestIn(Schema):
     provider = fields.String(required=True, validate=validate.OneOf(
-        ("twilio", "zadarma", "ami", "http")))
+        ("twilio", "zadarma", "ami", "connector", "http")))
+
+
+class ConnectorAmiSettings(Schema):
+    ami_host = fields.String()
+    ami_port = fields.Integer()
+    ami_username = fields.String()
+    ami_secret = fields.String()
+    originate_secret = fields.String()
+
+
+class ConnectorSettingsOut(Schema):
+    """What the AMI connector reads: only the AMI settings stored through the API (secrets
+    included: the connector logs in with them); anything absent stays the connector's
+    environment value."""
+    ami = fields.Nested(ConnectorAmiSettings)
+    version = fields.Integer()
 
 
 class TelephonyTestCheck(Schema):

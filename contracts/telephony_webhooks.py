@@ -89,3 +89,29 @@ def valid_zadarma_signature(params, secret, header):
     if not secret or not header or not params.get("event"):
         return False
     return hmac.compare_digest(zadarma_signature(params, secret), header)
+
+
+# Click-to-call through the AMI connector (connectors/asterisk): telephony POSTs a JSON body
+# to the connector, signed X-CRM-Signature: sha256=<hex HMAC-SHA256 of the body> with the
+# originate secret (else the AMI secret: both sides know it); the body carries `at` (epoch
+# seconds), refused when more than CONNECTOR_MAX_SKEW_S away, so a captured request cannot
+# be replayed later.
+CONNECTOR_SIGNATURE_HEADER = "X-CRM-Signature"
+CONNECTOR_MAX_SKEW_S = 300
+# the Originate headers the connector passes on (anything else in a request is refused)
+CONNECTOR_ORIGINATE_FIELDS = ("Channel", "Context", "Exten", "Priority", "CallerID", "Timeout",
+                              "Async", "Variable", "Account")
+
+
+def connector_key(originate_secret, ami_secret):
+    return originate_secret or ami_secret or ""
+
+
+def connector_signature(body, key):
+    return "sha256=" + hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
+
+
+def valid_connector_signature(body, key, header):
+    if not key or not header:
+        return False
+    return hmac.compare_digest(connector_signature(body, key), header)

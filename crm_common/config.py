@@ -115,7 +115,8 @@ class TelephonySettings:
     lead_owner: str
     # numbers with at most this many digits are PBX extensions, not phone numbers
     extension_max_digits: int
-    # click-to-call adapter: ami | http | none
+    # click-to-call adapter: ami (own AMI login) | connector (the AMI connector's login,
+    # at originate_url) | http | none
     originate: str
     ami_host: str
     ami_port: int
@@ -280,6 +281,11 @@ class AmiConnectorSettings:
     buffer_max: int            # events held in memory; the rest wait in the spool file
     backoff_max_s: float       # reconnect / re-post backoff cap (doubling from 0.1 s)
     post_timeout_s: float      # one POST to the gateway
+    # click-to-call endpoint "host:port" telephony calls (connectors/asterisk/originate.py);
+    # empty: none
+    listen: str = ""
+    # how often the AMI settings are read from the telephony settings API
+    settings_poll_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -404,6 +410,8 @@ def _ami_connector(env):
         buffer_max=env._int("CRM_AMI_CONNECTOR_BUFFER", "10000"),
         backoff_max_s=env._float("CRM_AMI_CONNECTOR_BACKOFF_MAX_S", "30"),
         post_timeout_s=env._float("CRM_AMI_CONNECTOR_POST_TIMEOUT_S", "5"),
+        listen=env._str("CRM_AMI_CONNECTOR_LISTEN", ""),
+        settings_poll_s=env._float("CRM_AMI_CONNECTOR_SETTINGS_POLL_S", "10"),
     )
 
 

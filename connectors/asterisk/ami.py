@@ -2,7 +2,9 @@
 an ActionID, then a stream of "Key: Value" messages ended by an empty line)."""
 import itertools
 import logging
+import queue
 import socket
+import threading
 
 log = logging.getLogger("connectors.asterisk")
 
@@ -25,13 +27,43 @@ class AmiClient:
         self.logged_in = False
         self._ids = itertools.count(1)
         self.prefix = f"crm-{id(self):x}"
+        # actions sent by other threads (click-to-call) on this connection: the reader
+        # hands each message carrying their ActionID to the waiting queue
+        self._send_lock = threading.Lock()
+        self._waiters = {}
 
-    def _send(self, action, **headers):
+    def _send(self, action, pairs=(), **headers):
         action_id = f"{self.prefix}-{next(self._ids)}"
         lines = [f"Action: {action}", f"ActionID: {action_id}"]
-        lines += [f"{key}: {value}" for key, value in headers.items()]
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        lines += [f"{key}: {value}" for key, value in list(pairs) + list(headers.items())]
+        with self._send_lock:
+            self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         return action_id
+
+    def send_action(self, action, pairs):
+        """Sends an action on the logged-in connection (from any thread); returns
+        (action id, queue of the messages carrying that ActionID). `release` it after."""
+        sock = self.sock
+        if sock is None or not self.logged_in:
+            raise AmiError("not logged in to AMI")
+        action_id = f"{self.prefix}-{next(self._ids)}"
+        waiter = self._waiters[action_id] = queue.Queue()
+        lines = [f"Action: {action}", f"ActionID: {action_id}"]
+        lines += [f"{key}: {value}" for key, value in pairs]
+        try:
+            with self._send_lock:
+                sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        except OSError as exc:
+            self.release(action_id)
+            raise AmiError(f"AMI send failed: {exc}") from exc
+        return action_id, waiter
+
+    def release(self, action_id):
+        self._waiters.pop(action_id, None)
+
+    def _fail_waiters(self, reason):
+        for waiter in list(self._waiters.values()):
+            waiter.put({"_error": reason})
 
     def _line(self):
         # own buffering: a socket file object cannot be read again after a timeout
@@ -90,6 +122,9 @@ class AmiClient:
             if self.pinged:
                 self.pinged = False
                 self.sock.settimeout(self.keepalive_s)
+            waiter = self._waiters.get(message.get("ActionID"))
+            if waiter is not None:
+                waiter.put(message)
             if message.get("Event") in FORWARDED:
                 yield message
 
@@ -106,7 +141,12 @@ class AmiClient:
 
     def close(self):
         self.logged_in = False
+        self._fail_waiters("the AMI connection closed")
         if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread
+            except OSError:
+                pass
             try:
                 self.sock.close()
             except OSError:

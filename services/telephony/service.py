@@ -137,6 +137,11 @@ class TelephonyService(HealthEntrypoints):
         return telephony_settings.test_connection(self.settings, payload)
 
     @rpc(expected_exceptions=EXPECTED)
+    def connector_settings(self):
+        """For the AMI connector (gateway permission telephony:connector)."""
+        return telephony_settings.connector_view(self.store.telephony_settings())
+
+    @rpc(expected_exceptions=EXPECTED)
     def webhook_secrets(self):
         """For the gateway, which checks the providers' signatures."""
         return telephony_settings.webhook_secrets(self.settings)
