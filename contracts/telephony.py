@@ -175,6 +175,9 @@ class TelephonySettingsIn(Schema):
     twilio_auth_token = fields.String(allow_none=True, validate=validate.Length(1, 200))
     twilio_shared_key_secret = fields.String(allow_none=True, validate=validate.Length(1, 200))
     zadarma_api_secret = fields.String(allow_none=True, validate=validate.Length(1, 200))
+    zadarma_api_key = fields.String(allow_none=True, validate=validate.Length(1, 200), metadata={
+        "description": "Zadarma's API user key (recordings are fetched through the API)"})
+    zadarma_api_url = fields.Url(allow_none=True, require_tld=False)
     public_base_url = fields.Url(allow_none=True, require_tld=False)
     own_numbers = fields.List(fields.String(validate=validate.Length(3, 40)), allow_none=True)
     create_leads = fields.Boolean(allow_none=True)
@@ -208,6 +211,8 @@ class SecretState(Schema):
 
 class TelephonySettingsOut(Schema):
     public_base_url = fields.String()
+    zadarma_api_key = fields.String()
+    zadarma_api_url = fields.String()
     own_numbers = fields.List(fields.String())
     create_leads = fields.Boolean()
     lead_owner = fields.String()

@@ -85,6 +85,15 @@ def zadarma_signature(params, secret):
     return base64.b64encode(hex_digest.encode()).decode()
 
 
+def zadarma_api_authorization(key, secret, method, query):
+    """Zadarma's API requests (e.g. GET /v1/pbx/record/request/): the header
+    `Authorization: <key>:<base64 of the hex HMAC-SHA1 of method + query + md5(query)>`,
+    the query's parameters sorted by name and URL-encoded."""
+    data = method + query + hashlib.md5(query.encode()).hexdigest()
+    hex_digest = hmac.new(secret.encode(), data.encode(), hashlib.sha1).hexdigest()
+    return f"{key}:{base64.b64encode(hex_digest.encode()).decode()}"
+
+
 def valid_zadarma_signature(params, secret, header):
     if not secret or not header or not params.get("event"):
         return False

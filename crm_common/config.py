@@ -140,6 +140,10 @@ class TelephonySettings:
     recording_retention_days: int = 365
     recording_max_bytes: int = 200 * 1024 * 1024
     recording_poll_s: float = 5.0
+    # Zadarma's API (recordings are fetched through it): the user key (the secret is
+    # zadarma_api_secret) and its base URL
+    zadarma_api_key: str = ""
+    zadarma_api_url: str = "https://api.zadarma.com"
 
 
 @dataclass(frozen=True)
@@ -397,6 +401,8 @@ def _telephony(env):
         recording_retention_days=env._int("TELEPHONY_RECORDING_RETENTION_DAYS", "365"),
         recording_max_bytes=env._int("TELEPHONY_RECORDING_MAX_BYTES", str(200 * 1024 * 1024)),
         recording_poll_s=env._float("TELEPHONY_RECORDING_POLL_S", "5"),
+        zadarma_api_key=env._str("ZADARMA_API_KEY", ""),
+        zadarma_api_url=env._str("ZADARMA_API_URL", "https://api.zadarma.com").rstrip("/"),
     )
 
 

@@ -73,6 +73,7 @@ def _operation(route):
                        "description": "kept when it is a plain token (letters, digits, . _ : -, at "
                                       "most 64, starting with a letter or digit), else replaced",
                        "schema": {"type": "string", "pattern": r"^[\x20-\x7e]*$"}})
+    parameters += route.extra.get("parameters", [])  # e.g. a Range header the route reads
     idempotent = route.method in METHODS and not route.public
     if idempotent:
         parameters.append({"in": "header", "name": HEADER, "required": False, "description": (
@@ -96,6 +97,8 @@ def _operation(route):
     for status in sorted(statuses):
         responses[str(status)] = {"description": ERROR_TEXT[status], "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    for status, answer in route.extra.get("responses", {}).items():  # non-JSON answers
+        responses[str(status)] = answer
     operation = {"summary": route.summary, "tags": [route.tag], "parameters": parameters,
                  "responses": responses, "operationId": route.endpoint,
                  "security": [] if route.public else [{"bearer": []}, {"apiKey": []}]}
