@@ -22,12 +22,23 @@ START_TIMEOUT = get_settings().gateway.import_rpc_timeout
 options_schema = s.ImportOptions()
 
 
+# the options' schema (s.ImportOptions) as multipart parts: text values
+IMPORT_OPTION_PARTS = {
+    "on_duplicate": {"type": "string", "enum": list(s.ON_DUPLICATE)},
+    "dry_run": {"type": "string", "enum": ["true", "false"]},
+    "mapping": {"type": "string", "maxLength": 20000,
+                "description": 'JSON object {"column header": "target"}'},
+    "default_owner_id": {"type": "string", "minLength": 1, "maxLength": 40}}
+
+
 @api.route("/imports", "POST", "Start an import of a CSV or XLSX file (multipart `file`); "
            "answers 202 with the job at once", TAG, query=s.ImportOptions, response=s.ImportJob,
            status=202, errors=(400, 413, 415, 422, 503, 504), max_body_bytes=MAX_BYTES,
            extra={"request_body": {"multipart/form-data": {"schema": {
-               "type": "object", "required": ["file"],
-               "properties": {"file": {"type": "string", "format": "binary"}}}}}}, permission="imports:write")
+               # the options may also come as parts; any other part is refused (422)
+               "type": "object", "required": ["file"], "additionalProperties": False,
+               "properties": {"file": {"type": "string", "format": "binary"},
+                              **IMPORT_OPTION_PARTS}}}}}, permission="imports:write")
 def start_import(body, params):
     if request.mimetype != "multipart/form-data":
         raise UnsupportedMediaType("Send the file as multipart/form-data with a `file` part",
