@@ -308,3 +308,32 @@ def test_telephony_settings_change_at_runtime(stack, api, make_user, ami, unique
     assert _until(lambda: twilio_post(api, fixture("twilio", "inbound_missed", **values(unique))[0])
                   .status_code == 200)
     assert api.get("/settings/telephony").json()["secrets"]["twilio_auth_token"]["source"] == "environment"
+
+
+# speed: the ringing answer finds the caller in telephony's own copy, with no RPC
+def test_the_ringing_answer_needs_no_rpc_to_contacts(stack, api, key_headers, unique):
+    owner = add_user(stack)
+    contact = make_contact(api, mobile(), owner["id"])
+    number = contact["phones"][0]["e164"]
+    copies = stack.db("telephony").contact_phones
+    assert wait(lambda: copies.find_one({"_id": contact["id"], "phones": number}), timeout=20)
+    # the owner changes: the copy follows (an older event never overwrites a newer copy)
+    other = add_user(stack)
+    assert api.patch(f"/contacts/{contact['id']}", json={"owner_id": other["id"]}).status_code == 200
+    assert wait(lambda: copies.find_one({"_id": contact["id"], "contact.owner_id": other["id"]}),
+                timeout=20)
+    stack.stop_service("contacts")
+    try:
+        v = values(unique, caller=number)
+        answer = send(api, "canonical", {
+            "event_id": f"{v['call']}-1", "provider": "pbx1", "call_id": v["call"],
+            "direction": "inbound", "from": number, "to": COMPANY_DID, "state": "ringing"},
+            key_headers)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["contact"]["id"] == contact["id"] and body["route_to"] == other["extension"]
+    finally:
+        stack.start_service("contacts")
+        stack.wait_service("contacts")
+    assert api.delete(f"/contacts/{contact['id']}").status_code in (200, 204)
+    assert wait(lambda: copies.find_one({"_id": contact["id"], "phones": []}), timeout=20)

@@ -31,6 +31,9 @@ class TelephonyStore(BaseStore):
         self.seen = db["call_events"]
         self.users = db["users"]
         self.counters = db["counters"]
+        # the contacts' phone numbers (a copy kept from contacts' events): the ringing path
+        # finds the caller here, not through an RPC to a contacts service that may be busy
+        self.phones = db["contact_phones"]
         self._recordings = None  # the GridFS bucket, made on first use
         self._users = None          # (loaded_at, {id: user}, {extension: [users]})
         self._users_generation = 0  # bumped by every local change: a reload that started
@@ -46,6 +49,7 @@ class TelephonyStore(BaseStore):
         # processed event ids (idempotency), forgotten after 90 days on mongod
         self.seen.create_index("at", expireAfterSeconds=SEEN_TTL_S)
         self.users.create_index("extension")
+        self.phones.create_index("phones")
         # every predicate of mark_called_back in one index, so it needs no hint
         c.create_index([("number", ASCENDING), ("missed", ASCENDING), ("called_back", ASCENDING),
                         ("started_at", DESCENDING)], name="callbacks")
@@ -224,6 +228,23 @@ class TelephonyStore(BaseStore):
             update["$unset"] = {name: "" for name in unsets}
         self.db["settings"].update_one({"_id": "telephony"}, update, upsert=True)
         return self.telephony_settings()
+
+    # the contacts' phones (services/telephony/directory.py)
+    def contact_by_phone(self, e164):
+        """The copy of the contact with this number (one indexed predicate), or None."""
+        return self.phones.find_one({"phones": e164})
+
+    def put_contact_phones(self, contact_id, sets, at):
+        """The contact's copy as of `at`, unless a newer one is stored (events of one
+        contact may arrive out of order)."""
+        if self.phones.update_one({"_id": contact_id, "at": {"$lt": at}},
+                                  {"$set": {**sets, "at": at}}).matched_count:
+            return True
+        try:
+            self.phones.insert_one({"_id": contact_id, **sets, "at": at})
+            return True
+        except DuplicateKeyError:
+            return False  # a newer copy is stored
 
     # recordings (services/telephony/recordings.py)
     @property
