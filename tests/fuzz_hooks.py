@@ -44,6 +44,9 @@ EXPECTED_REJECTIONS = (
     # keys of a free-form object (custom fields, per-event channels): OpenAPI 3.0 has no
     # propertyNames to state which keys are allowed (documented in the field's description)
     (r".*", r"^Key must be a letter or _"),
+    # ... and their values' types: the custom fields' own schema (definitions, types per
+    # field) is being made by issue 25; until then the document says only "an object"
+    (r".*", r"^Value must be text, number, boolean, null or a list of text"),
     (r"key", r"^Must be one of: |^Length must be between"),  # marshmallow's Dict key errors
     # a PATCH must change something; a webhook's secret is set once; a merge names others
     (r"_schema|secret|source_ids", r"^Nothing to change\.$|^The secret cannot be changed"
