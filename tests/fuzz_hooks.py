@@ -150,8 +150,11 @@ def filter_failure(context, failure, case, response):
         return False  # documented: a request id not of the pattern is replaced, not refused
     if kind == "RejectedPositiveData":
         code, _ = _field_errors(response)
-        if response.status_code == 400 and code == "bad_request" and \
-                b"Not a CSV or XLSX file" in response.content:
-            return False  # the uploaded file's name must end .csv/.xlsx: not a schema's say
+        if response.status_code == 400 and code == "bad_request" and (
+                b"Not a CSV or XLSX file" in response.content
+                or b"The file is empty" in response.content):
+            # the uploaded file's name must end .csv/.xlsx, and it holds more than blanks:
+            # not a schema's say about binary content
+            return False
         return not _expected_rejection(response)
     return True

@@ -26,8 +26,11 @@ options_schema = s.ImportOptions()
 IMPORT_OPTION_PARTS = {
     "on_duplicate": {"type": "string", "enum": list(s.ON_DUPLICATE)},
     "dry_run": {"type": "string", "enum": ["true", "false"]},
-    "mapping": {"type": "string", "maxLength": 20000,
-                "description": 'JSON object {"column header": "target"}'},
+    # an object part is sent as JSON text (OpenAPI's default for multipart), as the
+    # server reads it
+    "mapping": {"type": "object", "maxProperties": 500, "propertyNames": {"maxLength": 200},
+                "additionalProperties": {"type": "string", "maxLength": 80},
+                "description": '{"column header": "target"}, as JSON text'},
     "default_owner_id": {"type": "string", "minLength": 1, "maxLength": 40}}
 
 
