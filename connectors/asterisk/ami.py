@@ -36,8 +36,11 @@ class AmiClient:
         action_id = f"{self.prefix}-{next(self._ids)}"
         lines = [f"Action: {action}", f"ActionID: {action_id}"]
         lines += [f"{key}: {value}" for key, value in list(pairs) + list(headers.items())]
+        sock = self.sock
+        if sock is None:
+            raise AmiError("the AMI connection closed")
         with self._send_lock:
-            self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         return action_id
 
     def send_action(self, action, pairs):
@@ -68,7 +71,10 @@ class AmiClient:
     def _line(self):
         # own buffering: a socket file object cannot be read again after a timeout
         while b"\n" not in self.buffer:
-            data = self.sock.recv(65536)
+            sock = self.sock  # None once closed by another thread (settings, stop)
+            if sock is None:
+                raise AmiError("the AMI connection closed")
+            data = sock.recv(65536)
             if not data:
                 raise AmiError("the AMI connection closed")
             self.buffer += data
@@ -106,7 +112,7 @@ class AmiClient:
             raise AmiError(f"AMI login refused: {message.get('Message', '')}")
         self.logged_in = True
         # from here on a quiet line is pinged, so a dead peer is noticed
-        self.sock.settimeout(self.keepalive_s)
+        self._timeout(self.keepalive_s)
         log.info("logged in to AMI at %s:%s (%s)", self.host, self.port, banner)
 
     def events(self):
@@ -121,7 +127,7 @@ class AmiClient:
                 raise AmiError(f"AMI read failed: {exc}") from exc
             if self.pinged:
                 self.pinged = False
-                self.sock.settimeout(self.keepalive_s)
+                self._timeout(self.keepalive_s)
             waiter = self._waiters.get(message.get("ActionID"))
             if waiter is not None:
                 waiter.put(message)
@@ -137,18 +143,25 @@ class AmiClient:
         except OSError as exc:
             raise AmiError(f"AMI ping failed: {exc}") from exc
         # the answer arrives among events; a peer that stays silent times out the next read
-        self.sock.settimeout(self.timeout)
+        self._timeout(self.timeout)
+
+    def _timeout(self, seconds):
+        sock = self.sock
+        if sock is None:
+            raise AmiError("the AMI connection closed")
+        sock.settimeout(seconds)
 
     def close(self):
         self.logged_in = False
         self._fail_waiters("the AMI connection closed")
-        if self.sock is not None:
+        # taken first: the reader thread, woken by the shutdown, closes too
+        sock, self.sock = self.sock, None
+        if sock is not None:
             try:
-                self.sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread
             except OSError:
                 pass
             try:
-                self.sock.close()
+                sock.close()
             except OSError:
                 pass
-        self.sock = None
