@@ -211,6 +211,7 @@ class SecretState(Schema):
 
 class TelephonySettingsOut(Schema):
     public_base_url = fields.String()
+    contacts_sync_s = fields.Float()
     zadarma_api_key = fields.String()
     zadarma_api_url = fields.String()
     own_numbers = fields.List(fields.String())

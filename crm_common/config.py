@@ -144,6 +144,9 @@ class TelephonySettings:
     # zadarma_api_secret) and its base URL
     zadarma_api_key: str = ""
     zadarma_api_url: str = "https://api.zadarma.com"
+    # how often telephony pulls the contacts changed since (imports announce no event per
+    # contact) into its copy of who has which number (services/telephony/directory.py)
+    contacts_sync_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -403,6 +406,7 @@ def _telephony(env):
         recording_poll_s=env._float("TELEPHONY_RECORDING_POLL_S", "5"),
         zadarma_api_key=env._str("ZADARMA_API_KEY", ""),
         zadarma_api_url=env._str("ZADARMA_API_URL", "https://api.zadarma.com").rstrip("/"),
+        contacts_sync_s=env._float("TELEPHONY_CONTACTS_SYNC_S", "60"),
     )
 
 

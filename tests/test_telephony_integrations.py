@@ -3,6 +3,8 @@ click-to-call refusals, provider events the platform ignores, Twilio's <Dial> le
 SharedKey signatures, and telephony settings changed at runtime."""
 import os
 import time
+import uuid
+from datetime import datetime, timezone
 
 import pytest
 from twilio.request_validator import RequestValidator
@@ -337,3 +339,19 @@ def test_the_ringing_answer_needs_no_rpc_to_contacts(stack, api, key_headers, un
         stack.wait_service("contacts")
     assert api.delete(f"/contacts/{contact['id']}").status_code in (200, 204)
     assert wait(lambda: copies.find_one({"_id": contact["id"], "phones": []}), timeout=20)
+
+
+def test_contacts_that_announced_no_event_reach_the_copy(stack):
+    """An import announces no event per contact (nor did contacts from before the copy):
+    the sync pulls what changed since its last pass."""
+    from services.contacts.domain import normalize_phones, search_fields
+    number, now = mobile(), datetime.now(timezone.utc)
+    doc = {"_id": uuid.uuid4().hex[:24], "first_name": "Imported", "last_name": "Caller",
+           "emails": [], "phones": normalize_phones([{"number": number, "type": "mobile"}], "IT"),
+           "owner_id": None, "tags": [], "source": "import", "status": "lead",
+           "do_not_contact": False, "custom": {}, "company_id": None, "created_at": now,
+           "updated_at": now, "deleted_at": None, "version": 1, "possible_duplicates": []}
+    doc.update(search_fields(doc))
+    stack.db("contacts").contacts.insert_one(doc)
+    copies = stack.db("telephony").contact_phones
+    assert wait(lambda: copies.find_one({"_id": doc["_id"], "phones": number}), timeout=30)

@@ -77,6 +77,11 @@ class TelephonyService(HealthEntrypoints):
     def fetch_recordings(self):
         recordings.fetch_due(self.store, self.settings)
 
+    @timer(interval=get_settings().telephony.contacts_sync_s)
+    def sync_contact_phones(self):
+        """What announced no event (imports, contacts older than the copy) into the copy."""
+        directory.sync(self.store, self.contacts_rpc)
+
     @timer(interval=600)
     def sweep_recordings(self):
         recordings.sweep(self.store)

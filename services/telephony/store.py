@@ -246,6 +246,28 @@ class TelephonyStore(BaseStore):
         except DuplicateKeyError:
             return False  # a newer copy is stored
 
+    def claim_phones_sync(self, now, lease_until):
+        """The contacts sync's state, leased to this replica until `lease_until`; None
+        while another replica holds it."""
+        state = self.counters.find_one({"_id": "contact_phones_sync"})
+        if state is None:
+            try:
+                self.counters.insert_one({"_id": "contact_phones_sync", "mark": None,
+                                          "lease_until": lease_until})
+                return {"mark": None}
+            except DuplicateKeyError:
+                return None
+        if state.get("lease_until") and state["lease_until"] > now:
+            return None
+        taken = self.counters.update_one(
+            {"_id": "contact_phones_sync", "lease_until": state.get("lease_until")},
+            {"$set": {"lease_until": lease_until}}).modified_count == 1
+        return state if taken else None
+
+    def save_phones_sync(self, mark):
+        self.counters.update_one({"_id": "contact_phones_sync"},
+                                 {"$set": {"mark": mark, "lease_until": None}})
+
     # recordings (services/telephony/recordings.py)
     @property
     def recordings(self):
