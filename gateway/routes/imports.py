@@ -29,7 +29,11 @@ IMPORT_OPTION_PARTS = {
     # an object part is sent as JSON text (OpenAPI's default for multipart), as the
     # server reads it
     "mapping": {"type": "object", "maxProperties": 500, "propertyNames": {"maxLength": 200},
-                "additionalProperties": {"type": "string", "maxLength": 80},
+                "additionalProperties": {"type": "string", "maxLength": 80, "pattern": (
+                    r"^(first_name|last_name|full_name|email|phone|company|position|tags"
+                    r"|owner_email|owner_id|source|status|birthday|do_not_contact|custom|ignore"
+                    r"|(phone|email):(work|home|mobile|other)"
+                    r"|custom\.[A-Za-z_][A-Za-z0-9_]{0,63})$")},
                 "description": '{"column header": "target"}, as JSON text'},
     "default_owner_id": {"type": "string", "minLength": 1, "maxLength": 40}}
 
