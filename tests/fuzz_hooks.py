@@ -153,11 +153,12 @@ def filter_failure(context, failure, case, response):
         return False  # documented: a request id not of the pattern is replaced, not refused
     if kind == "RejectedPositiveData":
         code, _ = _field_errors(response)
-        if response.status_code == 400 and code == "bad_request" and (
-                b"Not a CSV or XLSX file" in response.content
-                or b"The file is empty" in response.content):
-            # the uploaded file's name must end .csv/.xlsx, and it holds more than blanks:
-            # not a schema's say about binary content
+        if response.status_code == 400 and code == "bad_request" and any(
+                text in response.content for text in (
+                    b"Not a CSV or XLSX file", b"The file is empty", b"Not a readable XLSX",
+                    b"Old .xls files are not supported")):
+            # the uploaded file's name must end .csv/.xlsx and its bytes be such a file (more
+            # than blanks): not a schema's say about binary content
             return False
         return not _expected_rejection(response)
     return True
