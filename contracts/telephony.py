@@ -175,12 +175,18 @@ class TelephonySettingsIn(Schema):
     twilio_auth_token = fields.String(allow_none=True, validate=validate.Length(1, 200))
     twilio_shared_key_secret = fields.String(allow_none=True, validate=validate.Length(1, 200))
     zadarma_api_secret = fields.String(allow_none=True, validate=validate.Length(1, 200))
+    zadarma_api_key = fields.String(allow_none=True, validate=validate.Length(1, 200), metadata={
+        "description": "Zadarma's API user key (recordings are fetched through the API)"})
+    zadarma_api_url = fields.Url(allow_none=True, require_tld=False)
     public_base_url = fields.Url(allow_none=True, require_tld=False)
     own_numbers = fields.List(fields.String(validate=validate.Length(3, 40)), allow_none=True)
     create_leads = fields.Boolean(allow_none=True)
     lead_owner = fields.String(allow_none=True, validate=validate.OneOf(
         ("round_robin", "answering_agent", "none")))
-    originate = fields.String(allow_none=True, validate=validate.OneOf(("ami", "http", "none")))
+    originate = fields.String(allow_none=True, validate=validate.OneOf(
+        ("ami", "connector", "http", "none")), metadata={
+        "description": "click-to-call: ami (a login of its own per call), connector (over the "
+                       "AMI connector's login: its endpoint in originate_url), http, none"})
     ami_host = fields.String(allow_none=True, validate=validate.Length(1, 200))
     ami_port = fields.Integer(allow_none=True, validate=validate.Range(1, 65535))
     ami_username = fields.String(allow_none=True, validate=validate.Length(1, 100))
@@ -205,6 +211,9 @@ class SecretState(Schema):
 
 class TelephonySettingsOut(Schema):
     public_base_url = fields.String()
+    contacts_sync_s = fields.Float()
+    zadarma_api_key = fields.String()
+    zadarma_api_url = fields.String()
     own_numbers = fields.List(fields.String())
     create_leads = fields.Boolean()
     lead_owner = fields.String()
@@ -232,7 +241,23 @@ class TelephonySettingsOut(Schema):
 
 class TelephonyTestIn(Schema):
     provider = fields.String(required=True, validate=validate.OneOf(
-        ("twilio", "zadarma", "ami", "http")))
+        ("twilio", "zadarma", "ami", "connector", "http")))
+
+
+class ConnectorAmiSettings(Schema):
+    ami_host = fields.String()
+    ami_port = fields.Integer()
+    ami_username = fields.String()
+    ami_secret = fields.String()
+    originate_secret = fields.String()
+
+
+class ConnectorSettingsOut(Schema):
+    """What the AMI connector reads: only the AMI settings stored through the API (secrets
+    included: the connector logs in with them); anything absent stays the connector's
+    environment value."""
+    ami = fields.Nested(ConnectorAmiSettings)
+    version = fields.Integer()
 
 
 class TelephonyTestCheck(Schema):

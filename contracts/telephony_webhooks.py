@@ -85,7 +85,42 @@ def zadarma_signature(params, secret):
     return base64.b64encode(hex_digest.encode()).decode()
 
 
+def zadarma_api_authorization(key, secret, method, query):
+    """Zadarma's API requests (e.g. GET /v1/pbx/record/request/): the header
+    `Authorization: <key>:<base64 of the hex HMAC-SHA1 of method + query + md5(query)>`,
+    the query's parameters sorted by name and URL-encoded."""
+    data = method + query + hashlib.md5(query.encode()).hexdigest()
+    hex_digest = hmac.new(secret.encode(), data.encode(), hashlib.sha1).hexdigest()
+    return f"{key}:{base64.b64encode(hex_digest.encode()).decode()}"
+
+
 def valid_zadarma_signature(params, secret, header):
     if not secret or not header or not params.get("event"):
         return False
     return hmac.compare_digest(zadarma_signature(params, secret), header)
+
+
+# Click-to-call through the AMI connector (connectors/asterisk): telephony POSTs a JSON body
+# to the connector, signed X-CRM-Signature: sha256=<hex HMAC-SHA256 of the body> with the
+# originate secret (else the AMI secret: both sides know it); the body carries `at` (epoch
+# seconds), refused when more than CONNECTOR_MAX_SKEW_S away, so a captured request cannot
+# be replayed later.
+CONNECTOR_SIGNATURE_HEADER = "X-CRM-Signature"
+CONNECTOR_MAX_SKEW_S = 300
+# the Originate headers the connector passes on (anything else in a request is refused)
+CONNECTOR_ORIGINATE_FIELDS = ("Channel", "Context", "Exten", "Priority", "CallerID", "Timeout",
+                              "Async", "Variable", "Account")
+
+
+def connector_key(originate_secret, ami_secret):
+    return originate_secret or ami_secret or ""
+
+
+def connector_signature(body, key):
+    return "sha256=" + hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
+
+
+def valid_connector_signature(body, key, header):
+    if not key or not header:
+        return False
+    return hmac.compare_digest(connector_signature(body, key), header)

@@ -115,7 +115,8 @@ class TelephonySettings:
     lead_owner: str
     # numbers with at most this many digits are PBX extensions, not phone numbers
     extension_max_digits: int
-    # click-to-call adapter: ami | http | none
+    # click-to-call adapter: ami (own AMI login) | connector (the AMI connector's login,
+    # at originate_url) | http | none
     originate: str
     ami_host: str
     ami_port: int
@@ -139,6 +140,13 @@ class TelephonySettings:
     recording_retention_days: int = 365
     recording_max_bytes: int = 200 * 1024 * 1024
     recording_poll_s: float = 5.0
+    # Zadarma's API (recordings are fetched through it): the user key (the secret is
+    # zadarma_api_secret) and its base URL
+    zadarma_api_key: str = ""
+    zadarma_api_url: str = "https://api.zadarma.com"
+    # how often telephony pulls the contacts changed since (imports announce no event per
+    # contact) into its copy of who has which number (services/telephony/directory.py)
+    contacts_sync_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -280,6 +288,11 @@ class AmiConnectorSettings:
     buffer_max: int            # events held in memory; the rest wait in the spool file
     backoff_max_s: float       # reconnect / re-post backoff cap (doubling from 0.1 s)
     post_timeout_s: float      # one POST to the gateway
+    # click-to-call endpoint "host:port" telephony calls (connectors/asterisk/originate.py);
+    # empty: none
+    listen: str = ""
+    # how often the AMI settings are read from the telephony settings API
+    settings_poll_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -391,6 +404,9 @@ def _telephony(env):
         recording_retention_days=env._int("TELEPHONY_RECORDING_RETENTION_DAYS", "365"),
         recording_max_bytes=env._int("TELEPHONY_RECORDING_MAX_BYTES", str(200 * 1024 * 1024)),
         recording_poll_s=env._float("TELEPHONY_RECORDING_POLL_S", "5"),
+        zadarma_api_key=env._str("ZADARMA_API_KEY", ""),
+        zadarma_api_url=env._str("ZADARMA_API_URL", "https://api.zadarma.com").rstrip("/"),
+        contacts_sync_s=env._float("TELEPHONY_CONTACTS_SYNC_S", "60"),
     )
 
 
@@ -404,6 +420,8 @@ def _ami_connector(env):
         buffer_max=env._int("CRM_AMI_CONNECTOR_BUFFER", "10000"),
         backoff_max_s=env._float("CRM_AMI_CONNECTOR_BACKOFF_MAX_S", "30"),
         post_timeout_s=env._float("CRM_AMI_CONNECTOR_POST_TIMEOUT_S", "5"),
+        listen=env._str("CRM_AMI_CONNECTOR_LISTEN", ""),
+        settings_poll_s=env._float("CRM_AMI_CONNECTOR_SETTINGS_POLL_S", "10"),
     )
 
 

@@ -5,7 +5,9 @@ import re
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.ext.marshmallow.common import resolve_schema_cls
+from marshmallow import fields as ma_fields
 
+from crm_common import fields as crm_fields
 from gateway.api import ErrorBody
 from gateway.idempotency import HEADER, KEY_PATTERN, METHODS
 
@@ -27,15 +29,32 @@ def _schema_name(schema):
     return name
 
 
+def _dict_keys(self, field, **kwargs):
+    """The keys a Dict field accepts (its key field's enum, pattern, lengths; custom fields'
+    identifiers) as JSON Schema's propertyNames: OpenAPI 3.0 cannot name them, but its
+    generators and validators (schemathesis) apply them."""
+    if isinstance(field, crm_fields.CustomFields):
+        return {"propertyNames": {"pattern": crm_fields._CUSTOM_KEY.pattern},
+                "maxProperties": crm_fields.MAX_CUSTOM_KEYS}
+    key_field = getattr(field, "key_field", None)
+    if not isinstance(field, ma_fields.Dict) or key_field is None:
+        return {}
+    names = {k: v for k, v in self.field2property(key_field).items()
+             if k in ("enum", "pattern", "minLength", "maxLength")}
+    return {"propertyNames": names} if names else {}
+
+
 def build_spec(api, ops_paths):
+    plugin = MarshmallowPlugin(schema_name_resolver=_schema_name)
     spec = APISpec(title="CRM platform API", version="1.0.0", openapi_version="3.0.3",
-                   plugins=[MarshmallowPlugin(schema_name_resolver=_schema_name)],
+                   plugins=[plugin],
                    info={"description": "Gateway API of the CRM platform. Errors are "
                                         '{"error": {"code", "message", "details"}}.'})
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer",
                                                "bearerFormat": "JWT"})
     spec.components.security_scheme("apiKey", {"type": "apiKey", "in": "header",
                                                "name": "X-API-Key"})
+    plugin.converter.add_attribute_function(_dict_keys)
     spec.components.schema("Error", schema=ErrorBody)
     for route in api.routes:
         spec.path(path=route.path, operations={route.method.lower(): _operation(route)})
@@ -73,6 +92,7 @@ def _operation(route):
                        "description": "kept when it is a plain token (letters, digits, . _ : -, at "
                                       "most 64, starting with a letter or digit), else replaced",
                        "schema": {"type": "string", "pattern": r"^[\x20-\x7e]*$"}})
+    parameters += route.extra.get("parameters", [])  # e.g. a Range header the route reads
     idempotent = route.method in METHODS and not route.public
     if idempotent:
         parameters.append({"in": "header", "name": HEADER, "required": False, "description": (
@@ -96,6 +116,8 @@ def _operation(route):
     for status in sorted(statuses):
         responses[str(status)] = {"description": ERROR_TEXT[status], "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    for status, answer in route.extra.get("responses", {}).items():  # non-JSON answers
+        responses[str(status)] = answer
     operation = {"summary": route.summary, "tags": [route.tag], "parameters": parameters,
                  "responses": responses, "operationId": route.endpoint,
                  "security": [] if route.public else [{"bearer": []}, {"apiKey": []}]}

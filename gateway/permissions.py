@@ -148,6 +148,8 @@ MATRIX = {p.name: p for p in (
        "manager: as someone of their team) to a number or a visible contact"),
     _p("telephony:ingest", ALL, NO, NO, "telephony:write", "call events from a PBX "
        "(canonical JSON, Asterisk AMI)"),
+    _p("telephony:connector", ALL, NO, NO, "telephony-connector:read", "the AMI connector's "
+       "AMI settings stored through the API, its secret included"),
     _p("telephony-settings:manage", ALL, NO, NO, NO, "read and change the telephony "
        "settings (secrets write-only), test a provider's connection"),
     # inbound leads

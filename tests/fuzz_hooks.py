@@ -28,19 +28,25 @@ EXPECTED_REJECTIONS = (
     # rules across two fields (from before to, end after start): described in the fields'
     # descriptions; JSON Schema cannot compare two values
     (r"from|to|end|end_at", r"must be before|must be after|is before|needs due_at"),
+    # a report's buckets: the range divided by the period, bounded (two parameters again)
+    (r"period", r"^Too many periods in this range"),
     # "exactly one of" / "one of these with that": described, not expressible in the
     # marshmallow-generated schema (no oneOf)
     (r".*", r"^Give exactly one of|^Give \w+ and/or|needs (its|member_ids)|^A \w+ rule names|"
             r"^A channel route names|^A recurring task needs"),
     # "at least one of these fields" / "items of each kind", "names unique across items"
     (r".*", r"^A contact needs a name|^A pipeline needs at least one stage of each kind"
-            r"|^Stage names must be unique|^A stage id appears twice"),
+            r"|^Stage names must be unique|^A stage id appears twice"
+            r"|^One cost per month and currency"),
     # URLs are checked by marshmallow's URL validator (host, TLD, scheme); the document says
     # `format: url`, which JSON Schema generators do not apply
     (r"url|.*_url", r"^Not a valid URL\.$"),
     # keys of a free-form object (custom fields, per-event channels): OpenAPI 3.0 has no
     # propertyNames to state which keys are allowed (documented in the field's description)
     (r".*", r"^Key must be a letter or _"),
+    # ... and their values' types: the custom fields' own schema (definitions, types per
+    # field) is being made by issue 25; until then the document says only "an object"
+    (r".*", r"^Value must be text, number, boolean, null or a list of text"),
     (r"key", r"^Must be one of: |^Length must be between"),  # marshmallow's Dict key errors
     # a PATCH must change something; a webhook's secret is set once; a merge names others
     (r"_schema|secret|source_ids", r"^Nothing to change\.$|^The secret cannot be changed"
@@ -49,10 +55,24 @@ EXPECTED_REJECTIONS = (
     # with active users; the signed-in user's own password and role)
     (r".*", r"^Not one of the configured|^No active user in this team|^Unknown or inactive user"
             r"|^Wrong current password|^You cannot disable or demote yourself"),
+    # stages are configured at run time: a new deal (or a form's deal) starts in an open
+    # stage, a move goes to a stage of the deal's own pipeline
+    (r"stage_id", r"^A new deal starts in an open stage|^Not an open stage"
+                  r"|^Not a stage of this deal.s pipeline"),
+    # one pipeline schema for create and change: stage ids name existing stages, which a
+    # new pipeline has none of (described on the field)
+    (r"stages", r"^A new pipeline's stages have no ids yet"),
     # "a way to reach the person": one of email, phone or messenger handle
     (r"_schema", r"^No email, phone or messenger handle"),
     # a deal's stage changes only through POST /deals/{id}/move (described on the field)
     (r".*", r"^Use POST /deals/\{id\}/move"),
+    # the stateful phase feeds a previous answer's fields into the next body: an error
+    # answer's `error` lands in a PATCH /tasks or PUT /notification-preferences body whose
+    # schema has no such property (additionalProperties: false), and the server says so
+    (r"error", r"^Unknown field\.$"),
+    # an import's mapping names the file's own columns, and one of them must give a name,
+    # an email or a phone: what the uploaded file holds, not a schema's say
+    (r".*", r"^No such column in the file|^No column maps to a name"),
     # "this only with that" between two parameters
     (r".*", r"^Required with "),
     # phone numbers are parsed (libphonenumber): no pattern says which digits make a number
@@ -112,7 +132,8 @@ def _expected_rejection(response):
         return False
     if any(re.search(rule, _error_message(response)) for rule in EXPECTED_REJECTION_MESSAGES):
         return True
-    return all(any(re.fullmatch(field_re, name) and re.search(message_re, message)
+    # re.S: a generated key (the field name of a dict entry) may hold a line break
+    return all(any(re.fullmatch(field_re, name, re.S) and re.search(message_re, message)
                    for field_re, message_re in EXPECTED_REJECTIONS)
                for name, message in _messages(fields))
 
@@ -132,8 +153,12 @@ def filter_failure(context, failure, case, response):
         return False  # documented: a request id not of the pattern is replaced, not refused
     if kind == "RejectedPositiveData":
         code, _ = _field_errors(response)
-        if response.status_code == 400 and code == "bad_request" and \
-                b"Not a CSV or XLSX file" in response.content:
-            return False  # the uploaded file's name must end .csv/.xlsx: not a schema's say
+        if response.status_code == 400 and code == "bad_request" and any(
+                text in response.content for text in (
+                    b"Not a CSV or XLSX file", b"The file is empty", b"Not a readable XLSX",
+                    b"Old .xls files are not supported")):
+            # the uploaded file's name must end .csv/.xlsx and its bytes be such a file (more
+            # than blanks): not a schema's say about binary content
+            return False
         return not _expected_rejection(response)
     return True

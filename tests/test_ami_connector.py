@@ -2,7 +2,8 @@
 playing Asterisk and the real stack: a call from Newchannel to Hangup becomes one call record;
 the AMI connection dropped mid-call, the gateway unreachable (live, and across a restart
 through the spool file), and a post answered by a timeout all end with one record, nothing
-lost or doubled."""
+lost or doubled. Click-to-call goes over the connector's own AMI login; AMI settings changed
+through the settings API reach the running connector."""
 import json
 import os
 import random
@@ -17,8 +18,10 @@ import pytest
 import requests
 
 from connectors.asterisk.forwarder import Forwarder
+from contracts.telephony_webhooks import connector_signature
 from tests.ami_server import AmiServer
 from tests.stack import ROOT, free_port
+from tests.test_telephony import add_user
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "telephony", "asterisk.json")
 # AMI events the ingest does not need: the connector leaves them out
@@ -123,7 +126,7 @@ def ami():
 
 @pytest.fixture
 def api_key(make_api_key):
-    return make_api_key(["telephony:write"]).key["key"]
+    return make_api_key(["telephony:write", "telephony-connector:read"]).key["key"]
 
 
 @pytest.fixture
@@ -137,7 +140,7 @@ def connector(stack, api_key, tmp_path):
             TELEPHONY_AMI_USERNAME=ami.username, TELEPHONY_AMI_SECRET=ami.secret,
             TELEPHONY_AMI_TIMEOUT_S=2, CRM_GATEWAY_URL=gateway_url or stack.base_url,
             CRM_AMI_CONNECTOR_API_KEY=api_key, CRM_AMI_CONNECTOR_BACKOFF_MAX_S=0.4,
-            CRM_AMI_CONNECTOR_POST_TIMEOUT_S=3,
+            CRM_AMI_CONNECTOR_POST_TIMEOUT_S=3, CRM_AMI_CONNECTOR_SETTINGS_POLL_S=0.3,
             CRM_AMI_CONNECTOR_SPOOL=str(tmp_path / "ami.spool"),
             CRM_HEARTBEAT_FILE=str(tmp_path / "ami.heartbeat"), **env)
         log = open(stack.log_path(f"ami-connector-{len(started)}"), "ab")
@@ -292,3 +295,78 @@ def test_added_latency(api, ami, connector, stack):
         assert added[10] < 0.1
     finally:
         proxy.close()
+
+
+@pytest.fixture
+def settings_patch(api):
+    """settings_patch(**values): PATCH /settings/telephony, undone (nulls) after the test."""
+    changed = set()
+
+    def patch(**values):
+        response = api.patch("/settings/telephony", json=values)
+        assert response.status_code == 200, response.text
+        changed.update(values)
+        return response.json()
+
+    yield patch
+    if changed:
+        api.patch("/settings/telephony", json={name: None for name in changed})
+        time.sleep(2.5)  # every telephony replica's settings cache
+
+
+def test_click_to_call_goes_over_the_connectors_ami_login(api, stack, ami, connector,
+                                                         settings_patch):
+    listen = free_port()
+    connector(ami, CRM_AMI_CONNECTOR_LISTEN=f"127.0.0.1:{listen}")
+    url = f"http://127.0.0.1:{listen}/originate"
+    # a request not signed with the shared key dials nothing
+    body = json.dumps({"call_id": "x", "at": time.time(), "fields": []}).encode()
+    assert requests.post(url, data=body, headers={
+        "X-CRM-Signature": connector_signature(body, "wrong")}).status_code == 401
+    settings_patch(originate="connector", originate_url=url, originate_secret="click-secret")
+    time.sleep(2.5)  # the settings caches (telephony 2 s; the connector polls every 0.3 s)
+    agent, to = add_user(stack), "+39347" + str(random.randint(10**6, 10**7 - 1))
+    received = len(ami.received)
+    response = api.post("/calls", json={"to": to, "agent_id": agent["id"]})
+    assert response.status_code == 201, response.text
+    call = response.json()
+    assert call["originate"]["adapter"] == "connector" and call["originate"]["status"] == "queued"
+    done = wait_for(lambda: api.get(f"/calls/{call['id']}").json()["originate"]["status"]
+                    == "answered")
+    assert done, api.get(f"/calls/{call['id']}").json()
+    assert api.get(f"/calls/{call['id']}").json()["originate"]["pbx_call_id"] == "1700000000.42"
+    # one AMI login, the connector's: the Originate travelled on it
+    assert ami.logins == 1 and ami.actions()[0] == "Login"
+    originate = ami.received[received]
+    assert originate[0] == "Action: Originate" and originate[1].startswith("ActionID: crm-")
+    assert originate[2:5] == [f"Channel: PJSIP/{agent['extension']}", "Context: from-internal",
+                              f"Exten: {to}"]
+    assert f"Variable: CRM_CALL_ID={call['id']}" in originate and "Async: true" in originate
+    assert ami.errors == []
+    # the same request again (a retried POST) dials nothing more
+    originates = ami.actions().count("Originate")
+    body = json.dumps({"call_id": call["id"], "at": time.time(),
+                       "fields": [["Channel", "PJSIP/1"]]}).encode()
+    again = requests.post(url, data=body, headers={
+        "X-CRM-Signature": connector_signature(body, "click-secret")})
+    assert again.status_code == 200 and again.json()["status"] == "queued"
+    assert ami.actions().count("Originate") == originates
+
+
+def test_ami_settings_changed_through_the_api_reach_the_running_connector(
+        api, ami, connector, settings_patch, make_api_key):
+    # the AMI secret goes only to a key given the connector's scope
+    events_only = make_api_key(["telephony:write"])
+    assert events_only.get("/telephony/connector-settings").status_code == 403
+    connector(ami)
+    other = AmiServer(secret="another-secret")
+    try:
+        settings_patch(ami_port=other.port, ami_secret="another-secret")
+        assert wait_for(lambda: other.logins >= 1), "the connector did not log in to the new PBX"
+        caller, events = call_events()
+        other.emit(events)
+        items = wait_for(lambda: ended(api, caller, 115))
+        assert items and len(items) == 1, calls_of(api, caller)
+        assert other.errors == []
+    finally:
+        other.close()

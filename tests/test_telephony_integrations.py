@@ -3,6 +3,8 @@ click-to-call refusals, provider events the platform ignores, Twilio's <Dial> le
 SharedKey signatures, and telephony settings changed at runtime."""
 import os
 import time
+import uuid
+from datetime import datetime, timezone
 
 import pytest
 from twilio.request_validator import RequestValidator
@@ -308,3 +310,48 @@ def test_telephony_settings_change_at_runtime(stack, api, make_user, ami, unique
     assert _until(lambda: twilio_post(api, fixture("twilio", "inbound_missed", **values(unique))[0])
                   .status_code == 200)
     assert api.get("/settings/telephony").json()["secrets"]["twilio_auth_token"]["source"] == "environment"
+
+
+# speed: the ringing answer finds the caller in telephony's own copy, with no RPC
+def test_the_ringing_answer_needs_no_rpc_to_contacts(stack, api, key_headers, unique):
+    owner = add_user(stack)
+    contact = make_contact(api, mobile(), owner["id"])
+    number = contact["phones"][0]["e164"]
+    copies = stack.db("telephony").contact_phones
+    assert wait(lambda: copies.find_one({"_id": contact["id"], "phones": number}), timeout=20)
+    # the owner changes: the copy follows (an older event never overwrites a newer copy)
+    other = add_user(stack)
+    assert api.patch(f"/contacts/{contact['id']}", json={"owner_id": other["id"]}).status_code == 200
+    assert wait(lambda: copies.find_one({"_id": contact["id"], "contact.owner_id": other["id"]}),
+                timeout=20)
+    stack.stop_service("contacts")
+    try:
+        v = values(unique, caller=number)
+        answer = send(api, "canonical", {
+            "event_id": f"{v['call']}-1", "provider": "pbx1", "call_id": v["call"],
+            "direction": "inbound", "from": number, "to": COMPANY_DID, "state": "ringing"},
+            key_headers)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["contact"]["id"] == contact["id"] and body["route_to"] == other["extension"]
+    finally:
+        stack.start_service("contacts")
+        stack.wait_service("contacts")
+    assert api.delete(f"/contacts/{contact['id']}").status_code in (200, 204)
+    assert wait(lambda: copies.find_one({"_id": contact["id"], "phones": []}), timeout=20)
+
+
+def test_contacts_that_announced_no_event_reach_the_copy(stack):
+    """An import announces no event per contact (nor did contacts from before the copy):
+    the sync pulls what changed since its last pass."""
+    from services.contacts.domain import normalize_phones, search_fields
+    number, now = mobile(), datetime.now(timezone.utc)
+    doc = {"_id": uuid.uuid4().hex[:24], "first_name": "Imported", "last_name": "Caller",
+           "emails": [], "phones": normalize_phones([{"number": number, "type": "mobile"}], "IT"),
+           "owner_id": None, "tags": [], "source": "import", "status": "lead",
+           "do_not_contact": False, "custom": {}, "company_id": None, "created_at": now,
+           "updated_at": now, "deleted_at": None, "version": 1, "possible_duplicates": []}
+    doc.update(search_fields(doc))
+    stack.db("contacts").contacts.insert_one(doc)
+    copies = stack.db("telephony").contact_phones
+    assert wait(lambda: copies.find_one({"_id": doc["_id"], "phones": number}), timeout=30)

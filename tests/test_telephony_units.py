@@ -148,8 +148,8 @@ from services.telephony.calls import Calls  # noqa: E402
 class FakeCallStore:
     """Just what a call's first ringing event may touch; every other write fails the test."""
 
-    def __init__(self):
-        self.calls, self.ops = {}, []
+    def __init__(self, phones=None):
+        self.calls, self.ops, self.phones = {}, [], phones or {}
         self.users = {"owner-1": {"_id": "owner-1", "name": "Owner", "extension": "201",
                                   "active": True}}
 
@@ -174,6 +174,10 @@ class FakeCallStore:
     def user(self, user_id):
         return self.users.get(user_id)
 
+    def contact_by_phone(self, e164):
+        self.ops.append("contact_by_phone")  # telephony's copy of the contacts' numbers
+        return self.phones.get(e164)
+
     def user_by_extension(self, extension):
         return None
 
@@ -195,7 +199,8 @@ def test_first_ringing_of_a_known_caller_is_one_lookup_and_one_insert():
     event = {"event_id": "e1", "provider": "pbx", "call_id": "call-1", "direction": "inbound",
              "from": "+393471234567", "to": "+390212345678", "state": "ringing"}
     answer, events = calls.ingest(event)
-    assert store.ops == ["upsert_call"] and contacts.lookups == 1
+    # a number telephony's copy does not know is asked of contacts
+    assert store.ops == ["contact_by_phone", "upsert_call"] and contacts.lookups == 1
     assert answer["contact"] == {"id": "c1", "owner_id": "owner-1", "name": "Ada Caller"}
     assert answer["route_to"] == "201" and answer["duplicate"] is False
     assert [e["type"] for e in events] == ["call_started"]
@@ -207,7 +212,22 @@ def test_first_ringing_of_a_known_caller_is_one_lookup_and_one_insert():
     store.ops.clear()
     again, events = calls.ingest(event)
     assert again["duplicate"] is True and events == []
-    assert again["contact"]["id"] == "c1" and store.ops == ["upsert_call"]
+    assert again["contact"]["id"] == "c1"
+    assert store.ops == ["contact_by_phone", "upsert_call"]
+
+
+def test_a_caller_in_telephonys_copy_needs_no_rpc():
+    contact = {"id": "c1", "first_name": "Ada", "last_name": "Caller", "owner_id": "owner-1"}
+    store = FakeCallStore({"+393471234567": {"_id": "c1", "phones": ["+393471234567"],
+                                             "contact": contact}})
+    contacts = FakeContacts(None)
+    calls = Calls(store, None, SETTINGS, contacts, "IT")
+    answer, _ = calls.ingest({"event_id": "e1", "provider": "pbx", "call_id": "call-2",
+                              "direction": "inbound", "from": "+393471234567",
+                              "to": "+390212345678", "state": "ringing"})
+    assert contacts.lookups == 0 and store.ops == ["contact_by_phone", "upsert_call"]
+    assert answer["contact"] == {"id": "c1", "owner_id": "owner-1", "name": "Ada Caller"}
+    assert answer["route_to"] == "201"
 
 
 class FakeUsers:
@@ -229,7 +249,8 @@ class FakeUsers:
 
 def users_store(docs):
     users = FakeUsers(docs)
-    db = {"calls": None, "call_events": None, "users": users, "counters": None}
+    db = {"calls": None, "call_events": None, "users": users, "counters": None,
+          "contact_phones": None}
     return telephony_store.TelephonyStore(db, None), users
 
 

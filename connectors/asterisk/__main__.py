@@ -9,6 +9,9 @@ import time
 
 from connectors.asterisk.ami import AmiClient, AmiError
 from connectors.asterisk.forwarder import BACKOFF_START_S, Forwarder
+from connectors.asterisk.originate import Originator, serve
+from connectors.asterisk.settings import SettingsWatcher
+from contracts.telephony_webhooks import connector_key
 from crm_common.config import get_settings
 from crm_common.health import HEARTBEAT_SECONDS, heartbeat_path
 
@@ -37,6 +40,19 @@ def follow(client, forwarder, stopped, backoff_max_s):
     client.close()
 
 
+def watch(watcher, client, stopped, poll_s):
+    """Applies the AMI settings changed through the API: a new login reconnects."""
+    while True:
+        if watcher.poll():
+            values = watcher.values
+            client.host, client.port = values["ami_host"], int(values["ami_port"])
+            client.username, client.secret = values["ami_username"], values["ami_secret"]
+            client.close()  # the reader logs in again with these
+        client.timeout = float(watcher.values["ami_timeout_s"])
+        if stopped.wait(poll_s):
+            return
+
+
 def beat(path, client, forwarder):
     """The container probe's file (crm_common.healthcheck ami-connector [--ready]): alive
     while this is fresh, ready while logged in to AMI."""
@@ -60,6 +76,15 @@ def main():
     client = AmiClient(telephony.ami_host, telephony.ami_port, telephony.ami_username,
                        telephony.ami_secret, timeout=telephony.ami_timeout_s)
     stopped = threading.Event()
+    watcher = SettingsWatcher(own.gateway_url, own.api_key, telephony, own.post_timeout_s)
+    watcher.poll()  # the API's values from the first login on, when it answers
+    client.host, client.port = watcher.values["ami_host"], int(watcher.values["ami_port"])
+    client.username, client.secret = watcher.values["ami_username"], watcher.values["ami_secret"]
+    server = None
+    if own.listen:
+        server = serve(own.listen, Originator(client), lambda: connector_key(
+            watcher.values["originate_secret"], watcher.values["ami_secret"]))
+        log.info("click-to-call endpoint on %s", own.listen)
 
     def stop(signum, frame):
         stopped.set()
@@ -73,7 +98,9 @@ def main():
     reader = threading.Thread(target=follow, name="ami",
                               args=(client, forwarder, stopped, own.backoff_max_s), daemon=True)
     reader.start()
-    log.info("forwarding AMI events from %s:%s to %s", telephony.ami_host, telephony.ami_port,
+    threading.Thread(target=watch, name="settings", daemon=True,
+                     args=(watcher, client, stopped, own.settings_poll_s)).start()
+    log.info("forwarding AMI events from %s:%s to %s", client.host, client.port,
              forwarder.url)
     path, last = heartbeat_path(COMPONENT, settings), 0.0
     while not stopped.wait(0.5):
@@ -83,6 +110,8 @@ def main():
                 beat(path, client, forwarder)
             except OSError as exc:
                 log.warning("heartbeat not written to %s: %s", path, exc)
+    if server is not None:
+        server.shutdown()
     poster.join(own.post_timeout_s + 1)
     forwarder.save()
     log.info("stopped: %d posted, %d refused, %d pending in %s", forwarder.posted,

@@ -2,7 +2,9 @@
 an ActionID, then a stream of "Key: Value" messages ended by an empty line)."""
 import itertools
 import logging
+import queue
 import socket
+import threading
 
 log = logging.getLogger("connectors.asterisk")
 
@@ -25,18 +27,54 @@ class AmiClient:
         self.logged_in = False
         self._ids = itertools.count(1)
         self.prefix = f"crm-{id(self):x}"
+        # actions sent by other threads (click-to-call) on this connection: the reader
+        # hands each message carrying their ActionID to the waiting queue
+        self._send_lock = threading.Lock()
+        self._waiters = {}
 
-    def _send(self, action, **headers):
+    def _send(self, action, pairs=(), **headers):
         action_id = f"{self.prefix}-{next(self._ids)}"
         lines = [f"Action: {action}", f"ActionID: {action_id}"]
-        lines += [f"{key}: {value}" for key, value in headers.items()]
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        lines += [f"{key}: {value}" for key, value in list(pairs) + list(headers.items())]
+        sock = self.sock
+        if sock is None:
+            raise AmiError("the AMI connection closed")
+        with self._send_lock:
+            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         return action_id
+
+    def send_action(self, action, pairs):
+        """Sends an action on the logged-in connection (from any thread); returns
+        (action id, queue of the messages carrying that ActionID). `release` it after."""
+        sock = self.sock
+        if sock is None or not self.logged_in:
+            raise AmiError("not logged in to AMI")
+        action_id = f"{self.prefix}-{next(self._ids)}"
+        waiter = self._waiters[action_id] = queue.Queue()
+        lines = [f"Action: {action}", f"ActionID: {action_id}"]
+        lines += [f"{key}: {value}" for key, value in pairs]
+        try:
+            with self._send_lock:
+                sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        except OSError as exc:
+            self.release(action_id)
+            raise AmiError(f"AMI send failed: {exc}") from exc
+        return action_id, waiter
+
+    def release(self, action_id):
+        self._waiters.pop(action_id, None)
+
+    def _fail_waiters(self, reason):
+        for waiter in list(self._waiters.values()):
+            waiter.put({"_error": reason})
 
     def _line(self):
         # own buffering: a socket file object cannot be read again after a timeout
         while b"\n" not in self.buffer:
-            data = self.sock.recv(65536)
+            sock = self.sock  # None once closed by another thread (settings, stop)
+            if sock is None:
+                raise AmiError("the AMI connection closed")
+            data = sock.recv(65536)
             if not data:
                 raise AmiError("the AMI connection closed")
             self.buffer += data
@@ -74,7 +112,7 @@ class AmiClient:
             raise AmiError(f"AMI login refused: {message.get('Message', '')}")
         self.logged_in = True
         # from here on a quiet line is pinged, so a dead peer is noticed
-        self.sock.settimeout(self.keepalive_s)
+        self._timeout(self.keepalive_s)
         log.info("logged in to AMI at %s:%s (%s)", self.host, self.port, banner)
 
     def events(self):
@@ -89,7 +127,10 @@ class AmiClient:
                 raise AmiError(f"AMI read failed: {exc}") from exc
             if self.pinged:
                 self.pinged = False
-                self.sock.settimeout(self.keepalive_s)
+                self._timeout(self.keepalive_s)
+            waiter = self._waiters.get(message.get("ActionID"))
+            if waiter is not None:
+                waiter.put(message)
             if message.get("Event") in FORWARDED:
                 yield message
 
@@ -102,13 +143,25 @@ class AmiClient:
         except OSError as exc:
             raise AmiError(f"AMI ping failed: {exc}") from exc
         # the answer arrives among events; a peer that stays silent times out the next read
-        self.sock.settimeout(self.timeout)
+        self._timeout(self.timeout)
+
+    def _timeout(self, seconds):
+        sock = self.sock
+        if sock is None:
+            raise AmiError("the AMI connection closed")
+        sock.settimeout(seconds)
 
     def close(self):
         self.logged_in = False
-        if self.sock is not None:
+        self._fail_waiters("the AMI connection closed")
+        # taken first: the reader thread, woken by the shutdown, closes too
+        sock, self.sock = self.sock, None
+        if sock is not None:
             try:
-                self.sock.close()
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread
             except OSError:
                 pass
-        self.sock = None
+            try:
+                sock.close()
+            except OSError:
+                pass

@@ -1,7 +1,7 @@
 """The call log, click-to-call and recordings."""
 import base64
 
-from flask import Response, request, stream_with_context
+from flask import Response, json, request, stream_with_context
 
 from contracts import telephony as s
 from gateway.calls import call
@@ -9,6 +9,24 @@ from gateway.routes import api
 
 TAG = "calls"
 RECORDING_CHUNK = 1024 * 1024  # bytes per RPC (the telephony service caps it the same)
+_AUDIO = {"schema": {"type": "string", "format": "binary"}}
+_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+_RANGE = {"Content-Range": {"description": "bytes <first>-<last>/<size>", "schema": {
+    "type": "string"}}}
+RECORDING_OPENAPI = {
+    "parameters": [{"in": "header", "name": "Range", "required": False, "description": (
+        "one byte range, `bytes=<first>-[<last>]` or `bytes=-<suffix length>`; any other form "
+        "answers the whole recording"), "schema": {"type": "string", "maxLength": 200}}],
+    "responses": {
+        200: {"description": "The whole recording", "headers": {
+            "Accept-Ranges": {"schema": {"type": "string", "enum": ["bytes"]}}},
+              "content": {"audio/*": _AUDIO, "application/octet-stream": _AUDIO}},
+        206: {"description": "The requested range", "headers": _RANGE,
+              "content": {"audio/*": _AUDIO, "application/octet-stream": _AUDIO}},
+        416: {"description": "Range not satisfiable (it starts past the end); Content-Range "
+                             "says the size", "headers": {"Content-Range": {
+                  "description": "bytes */<size>", "schema": {"type": "string"}}},
+              "content": _ERROR}}}
 
 
 @api.route("/calls", "GET", "The call log (keyset pages; filters contact, agent, direction, "
@@ -38,7 +56,7 @@ def get_call(call_id, body, params):
            "it (fetched from the provider once announced; kept for the retention period), to "
            "whoever may see the call. HTTP Range requests (one range) answer 206 with "
            "Content-Range, an unsatisfiable range 416; 404 when no recording is stored", TAG,
-           errors=(404, 503, 504), permission="calls:read")
+           errors=(404, 503, 504), extra=RECORDING_OPENAPI, permission="calls:read")
 def get_recording(call_id, body, params):
     found = call("telephony", "recording_info", call_id)  # 404 unless visible and stored
     size, content_type = found["size"], found["content_type"]
@@ -46,7 +64,10 @@ def get_recording(call_id, body, params):
     header = request.headers.get("Range")
     span = _range(header, size) if header else (0, size - 1)
     if span is None:
-        return Response(status=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+        body = {"error": {"code": "range_not_satisfiable", "message": "Range not satisfiable",
+                          "details": {"size": size, "range": header[:200]}}}
+        return Response(json.dumps(body), status=416, content_type="application/json",
+                        headers={**headers, "Content-Range": f"bytes */{size}"})
     if span == "ignore":  # not a byte range we answer: the whole recording
         span, header = (0, size - 1), None
     start, end = span

@@ -22,12 +22,30 @@ START_TIMEOUT = get_settings().gateway.import_rpc_timeout
 options_schema = s.ImportOptions()
 
 
+# the options' schema (s.ImportOptions) as multipart parts: text values
+IMPORT_OPTION_PARTS = {
+    "on_duplicate": {"type": "string", "enum": list(s.ON_DUPLICATE)},
+    "dry_run": {"type": "string", "enum": ["true", "false"]},
+    # an object part is sent as JSON text (OpenAPI's default for multipart), as the
+    # server reads it
+    "mapping": {"type": "object", "maxProperties": 500, "propertyNames": {"maxLength": 200},
+                "additionalProperties": {"type": "string", "maxLength": 80, "pattern": (
+                    r"^(first_name|last_name|full_name|email|phone|company|position|tags"
+                    r"|owner_email|owner_id|source|status|birthday|do_not_contact|custom|ignore"
+                    r"|(phone|email):(work|home|mobile|other)"
+                    r"|custom\.[A-Za-z_][A-Za-z0-9_]{0,63})$")},
+                "description": '{"column header": "target"}, as JSON text'},
+    "default_owner_id": {"type": "string", "minLength": 1, "maxLength": 40}}
+
+
 @api.route("/imports", "POST", "Start an import of a CSV or XLSX file (multipart `file`); "
            "answers 202 with the job at once", TAG, query=s.ImportOptions, response=s.ImportJob,
            status=202, errors=(400, 413, 415, 422, 503, 504), max_body_bytes=MAX_BYTES,
            extra={"request_body": {"multipart/form-data": {"schema": {
-               "type": "object", "required": ["file"],
-               "properties": {"file": {"type": "string", "format": "binary"}}}}}}, permission="imports:write")
+               # the options may also come as parts; any other part is refused (422)
+               "type": "object", "required": ["file"], "additionalProperties": False,
+               "properties": {"file": {"type": "string", "format": "binary"},
+                              **IMPORT_OPTION_PARTS}}}}}, permission="imports:write")
 def start_import(body, params):
     if request.mimetype != "multipart/form-data":
         raise UnsupportedMediaType("Send the file as multipart/form-data with a `file` part",

@@ -119,3 +119,12 @@ def zadarma_webhook(body, params):
            audit=False, permission="telephony:ingest")
 def asterisk_event(body, params):
     return _provider_answer(call("telephony", "ingest_provider", "asterisk", body))
+
+
+@api.route("/telephony/connector-settings", "GET",
+           "For the AMI connector: the AMI login and originate secret stored through the "
+           "settings API (absent: the connector's environment value)", TAG,
+           response=s.ConnectorSettingsOut, scopes=("telephony-connector:read",),
+           errors=(401, 403, 503, 504), permission="telephony:connector")
+def connector_settings(body, params):
+    return call("telephony", "connector_settings")

@@ -16,7 +16,7 @@ from crm_common.phones import normalize_phone
 from crm_common.timeutil import as_utc, to_iso, utcnow
 from crm_common.validation import load
 from contracts import telephony as schemas
-from services.telephony import recordings
+from services.telephony import directory, recordings
 from services.telephony.providers import is_extension
 
 SERVICE = "telephony"
@@ -310,6 +310,11 @@ class Calls:
         return bool(doc.get("number")) and not doc.get("looked_up") and direction != "internal"
 
     def _lookup(self, number):
+        """The caller's contact: telephony's own copy first (no RPC on the ringing path),
+        else contacts (a number the copy does not know yet)."""
+        found = directory.lookup(self.store, number)
+        if found is not None:
+            return found
         found = self.contacts.lookup({"phone": number})["items"]
         return found[0] if found else None
 

@@ -2,17 +2,22 @@
 event announces one (`recording_url`) the call is marked pending, and the service's timer
 fetches it (with the provider's auth, size-limited, a lease per claim, bounded retries with
 backoff) into GridFS with an expiry from the retention setting; a sweep deletes what expired.
-The gateway serves a recording by ranges (`read_range`, at most CHUNK bytes per RPC)."""
+The gateway serves a recording by ranges (`read_range`, at most CHUNK bytes per RPC).
+
+Zadarma announces only a recording's id: the call's `recording_url` is then
+`zadarma:<call_id_with_rec>`, and the file's link is asked of Zadarma's API
+(GET /v1/pbx/record/request/, signed with the API key and secret) at fetch time."""
 import base64
 import ipaddress
 import logging
 import re
 import socket
 from datetime import timedelta
-from urllib.parse import urljoin, urlparse
+from urllib.parse import urlencode, urljoin, urlparse
 
 import requests
 
+from contracts.telephony_webhooks import zadarma_api_authorization
 from crm_common.config import get_settings
 from crm_common.errors import NotFound
 from crm_common.timeutil import utcnow
@@ -26,6 +31,8 @@ FETCH_TIMEOUT_S = (5, 30)    # connect, read
 PER_TICK = 20                # fetches per timer tick at most
 MAX_REDIRECTS = 3
 _TWILIO_SID = re.compile(r"/Accounts/(AC[0-9a-fA-F]{32})/")
+ZADARMA_SCHEME = "zadarma:"
+ZADARMA_RECORD_METHOD = "/v1/pbx/record/request/"
 
 
 def pending_sets(now):
@@ -86,8 +93,30 @@ def _get(url, settings):
     raise OSError("too many redirects")
 
 
+def _zadarma_link(record_id, settings):
+    """The download link Zadarma's API gives for a recording id (an OSError is retried)."""
+    if not settings.zadarma_api_key or not settings.zadarma_api_secret:
+        raise OSError("the Zadarma API key and secret are not both set")
+    query = urlencode(sorted({"call_id": record_id}.items()))
+    url = f"{settings.zadarma_api_url.rstrip('/')}{ZADARMA_RECORD_METHOD}?{query}"
+    check_target(url)
+    authorization = zadarma_api_authorization(settings.zadarma_api_key,
+                                              settings.zadarma_api_secret,
+                                              ZADARMA_RECORD_METHOD, query)
+    response = requests.get(url, headers={"Authorization": authorization},
+                            timeout=FETCH_TIMEOUT_S, allow_redirects=False)
+    response.raise_for_status()
+    body = response.json()
+    link = body.get("link") or next(iter(body.get("links") or []), None)
+    if body.get("status") != "success" or not link:
+        raise OSError(f"Zadarma API: {body.get('message') or body.get('status')}")
+    return link
+
+
 def download(url, settings):
     """(bytes, content type) of the recording; TooLarge over recording_max_bytes."""
+    if url.startswith(ZADARMA_SCHEME):
+        url = _zadarma_link(url[len(ZADARMA_SCHEME):], settings)
     limit = settings.recording_max_bytes
     with _get(url, settings) as response:
         response.raise_for_status()

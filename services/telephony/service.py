@@ -13,7 +13,7 @@ from crm_common.mongo import MongoStore
 from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import ServiceRpc, rpc
 from services.telephony.calls import CallLog, Calls, dump_call
-from services.telephony import recordings
+from services.telephony import directory, recordings
 from services.telephony import settings as telephony_settings
 from services.telephony.dependencies import Background
 from services.telephony.originate import ADAPTERS as ORIGINATE
@@ -77,6 +77,11 @@ class TelephonyService(HealthEntrypoints):
     def fetch_recordings(self):
         recordings.fetch_due(self.store, self.settings)
 
+    @timer(interval=get_settings().telephony.contacts_sync_s)
+    def sync_contact_phones(self):
+        """What announced no event (imports, contacts older than the copy) into the copy."""
+        directory.sync(self.store, self.contacts_rpc)
+
     @timer(interval=600)
     def sweep_recordings(self):
         recordings.sweep(self.store)
@@ -137,6 +142,11 @@ class TelephonyService(HealthEntrypoints):
         return telephony_settings.test_connection(self.settings, payload)
 
     @rpc(expected_exceptions=EXPECTED)
+    def connector_settings(self):
+        """For the AMI connector (gateway permission telephony:connector)."""
+        return telephony_settings.connector_view(self.store.telephony_settings())
+
+    @rpc(expected_exceptions=EXPECTED)
     def webhook_secrets(self):
         """For the gateway, which checks the providers' signatures."""
         return telephony_settings.webhook_secrets(self.settings)
@@ -148,5 +158,23 @@ class TelephonyService(HealthEntrypoints):
 
     @reliable_handler("contacts", "contact_merged")
     def on_contact_merged(self, event):
-        """The merged contacts' calls now belong to the survivor."""
+        """The merged contacts' calls now belong to the survivor; so do their numbers."""
         self.store.repoint_contact("calls", event)
+        directory.contact_merged(self.store, event)
+
+    # the contacts' numbers, so the ringing answer needs no RPC (services/telephony/directory.py)
+    @reliable_handler("contacts", "contact_created")
+    def on_contact_created(self, event):
+        directory.contact_changed(self.store, event)
+
+    @reliable_handler("contacts", "contact_updated")
+    def on_contact_updated(self, event):
+        directory.contact_changed(self.store, event)
+
+    @reliable_handler("contacts", "contact_restored")
+    def on_contact_restored(self, event):
+        directory.contact_changed(self.store, event)
+
+    @reliable_handler("contacts", "contact_deleted")
+    def on_contact_deleted(self, event):
+        directory.contact_deleted(self.store, event)

@@ -121,6 +121,26 @@ def patch(store, runtime, payload, user_id):
     return view(runtime.current(store), doc)
 
 
+CONNECTOR_FIELDS = ("ami_host", "ami_port", "ami_username", "ami_secret", "originate_secret")
+
+
+def connector_view(doc):
+    """For the AMI connector: the AMI settings stored through the API, secrets decrypted
+    (its own environment stays the default of what is absent)."""
+    doc = doc or {}
+    values = doc.get("values") or {}
+    out = {name: values[name] for name in CONNECTOR_FIELDS if values.get(name) is not None}
+    secrets = doc.get("secrets") or {}
+    cipher = _cipher() if secrets else None
+    for name in CONNECTOR_FIELDS:
+        if name in secrets:
+            try:
+                out[name] = cipher.decrypt(secrets[name].encode()).decode()
+            except (InvalidToken, AttributeError):
+                continue
+    return {"ami": out, "version": doc.get("version", 0)}
+
+
 def webhook_secrets(settings):
     return {"twilio_auth_token": settings.twilio_auth_token,
             "twilio_shared_key_secret": settings.twilio_shared_key_secret,
@@ -149,7 +169,7 @@ def test_connection(settings, payload):
               None if settings.zadarma_api_secret else "no API secret")
     elif provider == "ami":
         _test_ami(settings, check)
-    else:  # http click-to-call
+    else:  # http click-to-call, or the AMI connector's endpoint
         url = settings.originate_url
         if check("originate URL set", url, None if url else "no originate URL"):
             parsed = urlparse(url)

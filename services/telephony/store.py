@@ -31,6 +31,9 @@ class TelephonyStore(BaseStore):
         self.seen = db["call_events"]
         self.users = db["users"]
         self.counters = db["counters"]
+        # the contacts' phone numbers (a copy kept from contacts' events): the ringing path
+        # finds the caller here, not through an RPC to a contacts service that may be busy
+        self.phones = db["contact_phones"]
         self._recordings = None  # the GridFS bucket, made on first use
         self._users = None          # (loaded_at, {id: user}, {extension: [users]})
         self._users_generation = 0  # bumped by every local change: a reload that started
@@ -46,6 +49,7 @@ class TelephonyStore(BaseStore):
         # processed event ids (idempotency), forgotten after 90 days on mongod
         self.seen.create_index("at", expireAfterSeconds=SEEN_TTL_S)
         self.users.create_index("extension")
+        self.phones.create_index("phones")
         # every predicate of mark_called_back in one index, so it needs no hint
         c.create_index([("number", ASCENDING), ("missed", ASCENDING), ("called_back", ASCENDING),
                         ("started_at", DESCENDING)], name="callbacks")
@@ -224,6 +228,45 @@ class TelephonyStore(BaseStore):
             update["$unset"] = {name: "" for name in unsets}
         self.db["settings"].update_one({"_id": "telephony"}, update, upsert=True)
         return self.telephony_settings()
+
+    # the contacts' phones (services/telephony/directory.py)
+    def contact_by_phone(self, e164):
+        """The copy of the contact with this number (one indexed predicate), or None."""
+        return self.phones.find_one({"phones": e164})
+
+    def put_contact_phones(self, contact_id, sets, at):
+        """The contact's copy as of `at`, unless a newer one is stored (events of one
+        contact may arrive out of order)."""
+        if self.phones.update_one({"_id": contact_id, "at": {"$lt": at}},
+                                  {"$set": {**sets, "at": at}}).matched_count:
+            return True
+        try:
+            self.phones.insert_one({"_id": contact_id, **sets, "at": at})
+            return True
+        except DuplicateKeyError:
+            return False  # a newer copy is stored
+
+    def claim_phones_sync(self, now, lease_until):
+        """The contacts sync's state, leased to this replica until `lease_until`; None
+        while another replica holds it."""
+        state = self.counters.find_one({"_id": "contact_phones_sync"})
+        if state is None:
+            try:
+                self.counters.insert_one({"_id": "contact_phones_sync", "mark": None,
+                                          "lease_until": lease_until})
+                return {"mark": None}
+            except DuplicateKeyError:
+                return None
+        if state.get("lease_until") and state["lease_until"] > now:
+            return None
+        taken = self.counters.update_one(
+            {"_id": "contact_phones_sync", "lease_until": state.get("lease_until")},
+            {"$set": {"lease_until": lease_until}}).modified_count == 1
+        return state if taken else None
+
+    def save_phones_sync(self, mark):
+        self.counters.update_one({"_id": "contact_phones_sync"},
+                                 {"$set": {"mark": mark, "lease_until": None}})
 
     # recordings (services/telephony/recordings.py)
     @property

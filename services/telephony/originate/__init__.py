@@ -2,6 +2,6 @@
 customer. `request(settings, job)` sends the request and returns what the PBX said at once
 ({"status": "queued"|"requested", ...}); an adapter whose PBX reports the outcome later
 also has `follow(...)`, run in the background, returning the final {"status", "reason"}."""
-from services.telephony.originate import ami, http_callback
+from services.telephony.originate import ami, connector, http_callback
 
-ADAPTERS = {"ami": ami, "http": http_callback}
+ADAPTERS = {"ami": ami, "connector": connector, "http": http_callback}

@@ -83,6 +83,27 @@ class AmiSession:
             pass
 
 
+def originate_fields(settings, job):
+    """The Originate's headers: ring the agent's channel, then dial the number."""
+    caller_id = job.get("caller_id") or job["to"]
+    return [
+        ("Channel", settings.ami_channel.format(extension=job["extension"])),
+        ("Context", settings.ami_context),
+        ("Exten", job["to"]),
+        ("Priority", "1"),
+        ("CallerID", f"\"{job.get('callee_name') or job['to']}\" <{caller_id}>"),
+        ("Timeout", str(int(settings.ami_timeout_s * 1000))),
+        ("Async", "true"),
+        ("Variable", f"CRM_CALL_ID={job['call_id']}"),
+    ]
+
+
+def final_status(event):
+    """The click-to-call outcome an OriginateResponse tells."""
+    ok = event.get("Response") == "Success"
+    return REASONS.get(event.get("Reason"), "answered" if ok else "failed")
+
+
 def not_configured(settings):
     """Why this adapter cannot be used (None: it can)."""
     if not settings.ami_host or not settings.ami_username or not settings.ami_secret:
@@ -103,17 +124,7 @@ def request(settings, job):
         if login.get("Response") != "Success":
             session.close()
             return {"status": "failed", "reason": f"AMI login: {login.get('Message')}"}, None
-        caller_id = job.get("caller_id") or job["to"]
-        action_id, answer = session.action("Originate", [
-            ("Channel", settings.ami_channel.format(extension=job["extension"])),
-            ("Context", settings.ami_context),
-            ("Exten", job["to"]),
-            ("Priority", "1"),
-            ("CallerID", f"\"{job.get('callee_name') or job['to']}\" <{caller_id}>"),
-            ("Timeout", str(int(settings.ami_timeout_s * 1000))),
-            ("Async", "true"),
-            ("Variable", f"CRM_CALL_ID={job['call_id']}"),
-        ], prefix)
+        action_id, answer = session.action("Originate", originate_fields(settings, job), prefix)
     except (OSError, AmiError) as exc:
         session.close()
         return {"status": "failed", "reason": f"AMI: {exc}"}, None
@@ -135,8 +146,7 @@ def follow(settings, session, job):
         session.close()
         return {"status": "unknown", "reason": str(exc)}
     _logoff(session, prefix)
-    ok = event.get("Response") == "Success"
-    return {"status": REASONS.get(event.get("Reason"), "answered" if ok else "failed"),
+    return {"status": final_status(event),
             "reason": event.get("Reason"), "pbx_call_id": event.get("Uniqueid"),
             "channel": event.get("Channel")}
 

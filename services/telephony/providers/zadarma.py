@@ -8,6 +8,7 @@ the call; `call_start` is taken as UTC (set the PBX time zone to UTC)."""
 from contracts.telephony_webhooks import SIGNED_FIELDS, zadarma_signature as signature  # noqa: F401
 from contracts.telephony_webhooks import valid_zadarma_signature as valid_signature  # noqa: F401
 from crm_common.errors import ValidationFailed
+from services.telephony.recordings import ZADARMA_SCHEME as RECORDING_SCHEME
 from services.telephony.providers import clean, is_extension, require
 
 DISPOSITION = {"answered": "answered", "busy": "busy", "cancel": "canceled",
@@ -39,6 +40,10 @@ def to_canonical(p, settings):
     outcome = DISPOSITION.get((p.get("disposition") or "").lower(), "failed")
     duration = int(p["duration"]) if (p.get("duration") or "").isdigit() else None
     recording = p.get("call_id_with_rec") if p.get("is_recorded") == "1" else None
+    if event == "NOTIFY_RECORD":
+        recording = p.get("call_id_with_rec")
+    # fetched through Zadarma's API by services/telephony/recordings.py
+    base["recording_url"] = RECORDING_SCHEME + recording if recording else None
     if event == "NOTIFY_START":
         out = {"direction": "inbound", "from": p.get("caller_id"), "to": p.get("called_did"),
                "state": "ringing", "occurred_at": _start(p.get("call_start"))}
@@ -63,7 +68,7 @@ def to_canonical(p, settings):
                "extension": internal, "recording_id": recording,
                "hangup_cause": p.get("status_code") and f"status {p['status_code']}"}
     else:  # NOTIFY_RECORD: the recording is ready
-        out = {"state": "update", "recording_id": p.get("call_id_with_rec")}
+        out = {"state": "update", "recording_id": recording}
     return [clean({**base, **out})]
 
 
