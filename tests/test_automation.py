@@ -512,3 +512,42 @@ def test_days_in_stage_and_days_before_a_birthday(two_replicas, api, stack, uniq
     assert len(of_deal()) == 1
     assert [r["record_id"] for r in runs_of(api, greet["id"]) if r["state"] == "done"] == \
         [birthday["id"]]
+
+
+def test_the_default_birthday_greeting_is_edited_enabled_and_sent(two_replicas, api, stack,
+                                                                  unique):
+    """Seeded at first start, disabled; the company makes it its own (here: by SMS, for its
+    clients named `unique`), enables it, and the client is greeted on the day, once."""
+    rule = api.get("/automation/rules/default-birthday-greeting").json()
+    assert rule["enabled"] is False and rule["name"] == "Birthday greeting"
+    assert rule["trigger"] == {"type": "date_field", "record": "contact", "field": "birthday",
+                               "days": 0, "when": "before", "annual": True}
+    [greeting] = rule["actions"]
+    assert (greeting["type"], greeting["channel"]) == ("send_message", "email")
+    today = parse_iso(stack.rpc.call("automation", "now")).date()
+    phone = f"+39349{int(unique, 16) % 10 ** 7:07d}"
+    gateway = HttpRecorder().start()
+    sms = api.post("/channels", json={"kind": "sms", "name": f"sms {unique}",
+                                      "url": f"{gateway.base_url}/sms", "token": "t"})
+    assert sms.status_code == 201, sms.text
+    try:
+        contact = api.post("/contacts", json={
+            "first_name": "Bruno", "last_name": unique, "phones": [phone],
+            "birthday": f"1980-{today.month:02d}-{today.day:02d}"}).json()
+        records = stack.db("automation")["records"]
+        assert wait_until(lambda: records.find_one({"_id": f"contact:{contact['id']}"}))
+        edited = api.patch("/automation/rules/default-birthday-greeting", json={
+            "enabled": True,
+            "conditions": {"field": "contact.last_name", "op": "eq", "value": unique},
+            "actions": [{"type": "send_message", "channel": "sms", "body": greeting["body"]}]})
+        assert edited.status_code == 200, edited.text
+        texted = gateway.wait_for("/sms", timeout=30)
+        assert [json.loads(t["body"])["text"] for t in texted] == [
+            "Dear Bruno,\nall of us wish you a happy birthday!"]
+        assert json.loads(texted[0]["body"])["to"] == phone
+        time.sleep(1.5)  # more ticks of both replicas: still one
+        assert len(gateway.to("/sms")) == 1
+    finally:
+        api.patch("/automation/rules/default-birthday-greeting", json={"enabled": False})
+        api.delete(f"/channels/{sms.json()['id']}")
+        gateway.stop()
