@@ -90,3 +90,25 @@ def test_date_triggers_look_up_records_by_day():
     assert engine.date_target(date(2026, 12, 5), trigger)[0] == "birthday:12-08"
     trigger = {"field": "custom.renewal", "days": 2, "when": "after", "annual": False}
     assert engine.date_target(date(2027, 1, 17), trigger)[0] == "custom.renewal:2027-01-15"
+
+
+def test_conversations_refusals_split_into_the_clients_and_ours():
+    from crm_common.errors import Conflict
+    from services.automation.actions import refusal
+    assert refusal(Conflict("no", {"reason": "do_not_contact"})) == (
+        "skipped", {"reason": "do_not_contact", "message": "no"})
+    assert refusal(Conflict("x", {"reason": "opted_out"}))[0] == "skipped"
+    assert refusal(Conflict("x", {"reason": "no_mailbox"}))[0] == "failed"
+    assert refusal(Conflict("x"))[1]["reason"] == "refused"
+
+
+def test_default_rules_are_valid_rules():
+    from services.automation.operations import DEFAULT_RULES, rule_in
+    from crm_common.validation import load
+    for payload in DEFAULT_RULES.values():
+        data = load(rule_in, payload, json_body=True)
+        roots = engine.roots_of_trigger(data["trigger"])
+        engine.check_conditions(data.get("conditions"), roots)
+        engine.check_actions(data["actions"], roots, engine.record_kind_of_trigger(data["trigger"]))
+        engine.check_self_loop(data)
+        assert data["enabled"] is False  # a company chooses to send

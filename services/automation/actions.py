@@ -37,6 +37,17 @@ class Failed(Exception):
 
 RETRYABLE = (Unavailable, Timeout, ConnectionError, OSError)
 
+# conversations' refusals that are the client's choice or data (not sent, by design);
+# the others (no mailbox or channel set up, WhatsApp's window closed) are ours to fix
+CLIENT_REFUSALS = ("do_not_contact", "opted_out", "no_address")
+
+
+def refusal(exc):
+    """conversations' 409 on a send -> ("skipped" | "failed", {"reason", "message"})."""
+    reason = (exc.details or {}).get("reason") or "refused"
+    return ("skipped" if reason in CLIENT_REFUSALS else "failed"), {
+        "reason": reason, "message": str(exc.message)[:300]}
+
 
 class Actions:
     def __init__(self, rpcs, store, settings, clock, dispatch):
@@ -249,13 +260,20 @@ class Actions:
         contact_id = self._record_id(ctx, "contact")
         if not contact_id:
             return "skipped", {"reason": "no contact"}
+        if not isinstance(ctx.get("contact"), dict):
+            # e.g. a deal's contact whose copy has not reached `records` yet: read it, so
+            # the client's own message never fails on {{ contact.<field> }}
+            ctx = {**ctx, "contact": self._call("contacts", context).get_contact(contact_id)}
         try:
             sent = self._call("conversations", context).send_to_contact(
                 contact_id, action["channel"], self._text(action["body"], ctx, run),
                 subject=self._text(action.get("subject"), ctx, run),
                 deal_id=self._record_id(ctx, "deal"), idempotency_key=key)
-        except Conflict as exc:  # no consent (do_not_contact, opted out): not sent, by design
-            return "skipped", {"reason": str(exc)[:300], "contact_id": contact_id}
+        except Conflict as exc:
+            state, detail = refusal(exc)
+            if state == "failed":
+                raise Failed(f"{detail['reason']}: {exc.message}")
+            return state, {**detail, "contact_id": contact_id}
         return "done", {"contact_id": contact_id, "channel": action["channel"],
                         "message": (sent or {}).get("id") if isinstance(sent, dict) else sent}
 

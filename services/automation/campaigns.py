@@ -14,6 +14,7 @@ from crm_common.ids import new_id
 from crm_common.messaging.events import envelope
 from crm_common.validation import load
 from services.automation import engine
+from services.automation.actions import refusal
 
 log = logging.getLogger(__name__)
 
@@ -231,8 +232,8 @@ class Campaigns:
                 contact["id"], channel, body, subject=subject, idempotency_key=send["_id"])
         except (Unavailable, Timeout, OSError) as exc:
             return self._retry(send, now, exc)
-        except Conflict as exc:  # conversations' own consent check refused it
-            return self._done(send, "skipped", {"reason": str(exc)[:300]})
+        except Conflict as exc:  # conversations refused it: consent, or nothing to send from
+            return self._done(send, *refusal(exc))
         except CrmError as exc:
             return self._done(send, "failed", {"reason": f"{exc.code}: {exc}"[:300]})
         return self._done(send, "delivered", None)

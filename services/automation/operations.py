@@ -27,6 +27,21 @@ dry_run_in = schemas.DryRunIn()
 dry_run_out = schemas.DryRunOut()
 
 
+# The rules every company starts with, stored once at first start and disabled until it
+# enables them (after its own edits: channel, text, conditions); one deleted stays deleted.
+DEFAULTS_SEEDED = "default_rules_seeded"
+DEFAULT_RULES = {
+    "default-birthday-greeting": {
+        "name": "Birthday greeting", "enabled": False,
+        "trigger": {"type": "date_field", "record": "contact", "field": "birthday", "days": 0,
+                    "when": "before", "annual": True},
+        "actions": [{"type": "send_message", "channel": "email",
+                     "subject": "Happy birthday, {{ contact.first_name or '' }}!",
+                     "body": "Dear {{ contact.first_name or 'customer' }},\n"
+                             "all of us wish you a happy birthday!"}]},
+}
+
+
 def dump_rule(doc):
     return with_every_key(rule_out, rule_out.dump(doc), doc["_id"])
 
@@ -133,6 +148,22 @@ class Automation:
                                 if self.caller.role == "manager" else None)}
         self.store.insert_rule(doc)
         return dump_rule(doc)
+
+    def seed_defaults(self):
+        """DEFAULT_RULES stored once (safe on every replica at once) -> how many now."""
+        if self.store.flag(DEFAULTS_SEEDED):
+            return 0
+        seeded = 0
+        for rule_id, payload in DEFAULT_RULES.items():
+            data = load(rule_in, payload, json_body=True)
+            self._validate(data)
+            now = self.clock.now()
+            seeded += self.store.insert_rule_once({
+                "_id": rule_id, **data, "created_by": None, "created_at": now,
+                "updated_at": now, "version": 1, "scan_mark": now, "team": None,
+                "team_members": None})
+        self.store.set_flag(DEFAULTS_SEEDED)
+        return seeded
 
     def get_rule(self, rule_id):
         doc = self.store.get_rule(rule_id)

@@ -177,6 +177,7 @@ class AutomationService(HealthEntrypoints, ClockEntrypoints):
             self.task_rules.migrate(self.tasks_rpc({}))
         except (Unavailable, Timeout) as exc:  # tasks not up yet: next tick
             log.info("stage task rules not copied yet: %s", exc)
+        self.automation.seed_defaults()
         handled = self.automation.tick() + self.campaigns.tick()
         if handled:
             log.info("automation timer handled %d", handled)

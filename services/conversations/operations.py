@@ -784,7 +784,8 @@ class Conversations:
                    in_reply_to=(parent or {}).get("message_id"),
                    references=(((parent or {}).get("references") or []) +
                                ([parent["message_id"]] if (parent or {}).get("message_id") else []))[-20:],
-                   thread_id=(parent or {}).get("thread_id"))
+                   # a first mail (a campaign's, an automation's) starts its own thread
+                   thread_id=(parent or {}).get("thread_id") or msg["_id"])
 
     def _address_messenger(self, conv, contact, data, msg, channel):
         candidates = self.store.channels_of(channel)

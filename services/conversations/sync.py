@@ -153,7 +153,7 @@ class MailboxSync:
                 parent = parents[0]
                 conv = self.store.get("conversations", parent["conversation_id"])
                 if conv is not None:
-                    return conv, parent.get("thread_id")
+                    return conv, parent.get("thread_id") or parent["_id"]
         sender = fields["from"]
         conv = self.ops.conversation_for_sender(
             "email", f"email:{sender['address']}", {"email": sender["address"]},
