@@ -4,7 +4,7 @@ as a PBX does, timed until the `call_ringing` screen pop arrives on the streams 
 contact's owner (an agent), at a steady open-loop rate.
 
     .venv/bin/python bench/bench_stream.py [--streams 200] [--rate 10] [--seconds 10]
-        [--users N] [--auth ticket|header]
+        [--users N] [--auth ticket|header] [--release-check]
         [--url http://127.0.0.1:8000 --stream-url http://127.0.0.1:8001
          --mongo "mongodb://127.0.0.1:27017/?retryWrites=false" --amqp ... --prefix crm_
          [--jwt-secret ...] [--stream-pid PID]]
@@ -263,6 +263,19 @@ async def settle(run, calls, timeout=10):
 
 
 # the SSE-free and raw AMQP references -------------------------------------------------
+def consume(amqp_uri, queue_, on_message, ready, finished):
+    """Consume `queue_` without acks in this thread until finished() says so."""
+    with Connection(amqp_uri) as connection:
+        with Consumer(connection.channel(), queues=[queue_], callbacks=[on_message],
+                      no_ack=True, accept=["json"]):
+            ready.set()
+            while not finished():
+                try:
+                    connection.drain_events(timeout=0.5)
+                except socket.timeout:
+                    pass
+
+
 class BrokerWatch(threading.Thread):
     """call_started consumed straight from telephony.events: call_id -> perf_counter."""
 
@@ -279,15 +292,7 @@ class BrokerWatch(threading.Thread):
             call_id = ((body.get("data") or {}).get("call") or {}).get("call_id")
             self.seen.setdefault(call_id, time.perf_counter())
 
-        with Connection(self.amqp_uri) as connection:
-            with Consumer(connection.channel(), queues=[queue_], callbacks=[on_message],
-                          no_ack=True, accept=["json"]):
-                self.ready.set()
-                while not self.stop:
-                    try:
-                        connection.drain_events(timeout=0.5)
-                    except socket.timeout:
-                        pass
+        consume(self.amqp_uri, queue_, on_message, self.ready, lambda: self.stop)
 
 
 def raw_amqp(amqp_uri, body, rate, seconds):
@@ -300,24 +305,15 @@ def raw_amqp(amqp_uri, body, rate, seconds):
     latencies, ready, done, expected = [], threading.Event(), threading.Event(), int(rate * seconds)
     payload = json.loads(body)
 
-    def consume():
-        def on_message(message_body, message):
-            latencies.append(time.perf_counter() - message_body["due"])
-            if len(latencies) >= expected:
-                done.set()
+    def on_message(message_body, message):
+        latencies.append(time.perf_counter() - message_body["due"])
+        if len(latencies) >= expected:
+            done.set()
 
-        with Connection(amqp_uri) as connection:
-            with Consumer(connection.channel(), queues=[queue_], callbacks=[on_message],
-                          no_ack=True, accept=["json"]):
-                ready.set()
-                deadline = time.monotonic() + seconds + 10
-                while not done.is_set() and time.monotonic() < deadline:
-                    try:
-                        connection.drain_events(timeout=0.5)
-                    except socket.timeout:
-                        pass
-
-    consumer = threading.Thread(target=consume, daemon=True)
+    deadline = time.monotonic() + seconds + 10
+    consumer = threading.Thread(target=consume, daemon=True, args=(
+        amqp_uri, queue_, on_message, ready,
+        lambda: done.is_set() or time.monotonic() > deadline))
     consumer.start()
     ready.wait(10)
     with Connection(amqp_uri) as connection:
@@ -342,6 +338,28 @@ def p95(latencies):
 def show(label, latencies, seconds, note=""):
     result = summarize(latencies, seconds)
     row(label, result, f"p95 {p95(latencies)} ms {note}")
+
+
+def close_all(run, agents):
+    run.closing = True
+    for agent in agents:
+        for stream in agent.streams:
+            stream.close()
+
+
+async def release_check(session, platform, held, timeout=40):
+    """How long the stream process keeps the streams of clients that went away (it learns
+    of a closed connection when it next writes to it: a heartbeat)."""
+    started = time.perf_counter()
+    while True:
+        async with session.get(platform.stream_url + STREAM + "/readyz") as answer:
+            left = (await answer.json())["streams"]
+        took = time.perf_counter() - started
+        if left == 0 or took > timeout:
+            break
+        await asyncio.sleep(0.5)
+    print(f"\nafter the client closed its {held} streams: {left} still held by the stream "
+          f"process after {took:.1f} s", flush=True)
 
 
 # the run ------------------------------------------------------------------------------
@@ -424,12 +442,12 @@ async def bench(args, platform, headers, agents, stream_pid):
             print(f"\nraw AMQP reference, same broker ({load}):")
             row(f"kombu publish -> consume, {len(run.sample)} B at {args.rate:g}/s", result,
                 f"missing={missing}")
+        if args.release_check:
+            close_all(run, agents)
+            await release_check(calls_session, platform, held)
         return run
     finally:
-        run.closing = True
-        for agent in agents:
-            for stream in agent.streams:
-                stream.close()
+        close_all(run, agents)
         await streams_session.close()
         await calls_session.close()
 
@@ -444,6 +462,9 @@ def main():
     parser.add_argument("--auth", choices=("ticket", "header"), default="ticket",
                         help="open streams with a ticket (the console's EventSource) or "
                              "Authorization (fetch streaming)")
+    parser.add_argument("--release-check", action="store_true",
+                        help="close the streams and time until the stream process lets "
+                             "them go (up to 40 s)")
     parser.add_argument("--url")
     parser.add_argument("--stream-url", default="http://127.0.0.1:8001")
     parser.add_argument("--stream-pid", type=int, help="--url mode: the stream process")
