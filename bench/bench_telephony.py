@@ -47,6 +47,20 @@ def number(i):
     return f"+39347{i:07d}"
 
 
+def contact_doc(first_name, phone, owner_id, source, now):
+    """A contact as the contacts service stores it (phone_keys and search fields from
+    its domain.py), for loading directly."""
+    doc = {"_id": uuid.uuid4().hex[:24], "first_name": first_name, "last_name": "Bench",
+           "emails": [], "phones": normalize_phones([{"number": phone, "type": "mobile"}], "IT"),
+           "owner_id": owner_id, "tags": [], "source": source,
+           "status": "lead", "do_not_contact": False, "custom": {}, "company_id": None,
+           "created_at": now, "updated_at": now, "deleted_at": None,
+           "last_contacted_at": None, "created_by": None, "version": 1,
+           "possible_duplicates": []}
+    doc.update(search_fields(doc))
+    return doc
+
+
 def load_contacts(db, count, owners):
     """Contacts as the contacts service stores them (phone_keys from domain.py), inserted
     directly: loading 100,000 through the API would measure the import, not the lookup."""
@@ -56,15 +70,8 @@ def load_contacts(db, count, owners):
     now = datetime.now(timezone.utc)
     batch = []
     for i in range(existing, count):
-        doc = {"_id": uuid.uuid4().hex[:24], "first_name": f"Caller{i}", "last_name": "Bench",
-               "emails": [], "phones": normalize_phones([{"number": number(i), "type": "mobile"}], "IT"),
-               "owner_id": owners[i % len(owners)], "tags": [], "source": "bench-telephony",
-               "status": "lead", "do_not_contact": False, "custom": {}, "company_id": None,
-               "created_at": now, "updated_at": now, "deleted_at": None,
-               "last_contacted_at": None, "created_by": None, "version": 1,
-               "possible_duplicates": []}
-        doc.update(search_fields(doc))
-        batch.append(doc)
+        batch.append(contact_doc(f"Caller{i}", number(i), owners[i % len(owners)],
+                                 "bench-telephony", now))
         if len(batch) == 5000:
             db.contacts.insert_many(batch, ordered=False)
             batch = []

@@ -259,16 +259,19 @@ def print_slow_operations(client, prefix, top=12):
 class Platform:
     """An isolated stack (like the tests') unless a running gateway is given."""
 
-    def __init__(self, url=None, amqp_uri=None, mongo_url=None, db_prefix="crm_"):
+    def __init__(self, url=None, amqp_uri=None, mongo_url=None, db_prefix="crm_",
+                 stream_url="http://127.0.0.1:8001"):
         self.stack = None
         if url:
             self.base_url, self.amqp_uri, self.mongo_url, self.db_prefix = url, amqp_uri, mongo_url, db_prefix
+            self.stream_url = stream_url
         else:
             from tests.stack import Stack
             self.stack = Stack()
             self.stack.start()
             self.base_url, self.amqp_uri = self.stack.base_url, self.stack.amqp_uri
             self.mongo_url, self.db_prefix = self.stack.mongo_url, self.stack.db_prefix
+            self.stream_url = self.stack.stream_url
 
     def auth_headers(self):
         """Sign in as the stack's admin when the gateway asks for it (no-op before auth)."""

@@ -200,3 +200,25 @@ def test_a_notification_arrives_live(stack, api, make_user, streams):
     # the task itself, assigned to them, arrived too
     assert sse.wait_for(lambda e: e[1] == "task_created"
                         and e[2]["data"]["task"]["id"] == created.json()["id"])
+
+
+def test_a_closed_stream_is_let_go_at_once(stack, make_user, streams):
+    # eventlet sees a closed connection only when a write fails (a heartbeat, 15 s here, or
+    # two): the stream process watches the connection and lets the stream go at EOF
+    def held():
+        return requests.get(stack.stream_url + STREAM + "/readyz", timeout=10).json()["streams"]
+
+    agent = make_user("agent")
+    sse = streams(agent)
+    opened = held()
+    sse.close()
+    deadline = time.time() + 10
+    while held() >= opened and time.time() < deadline:
+        time.sleep(0.1)
+    assert held() < opened
+    # a stream of the same user opened after it works as before
+    again = streams(agent)
+    contact = agent.post("/contacts", json={"first_name": "After", "owner_id": agent.user["id"]})
+    assert contact.status_code == 201, contact.text
+    assert again.wait_for(lambda e: e[1] == "contact_created"
+                          and e[2]["data"]["contact"]["id"] == contact.json()["id"])

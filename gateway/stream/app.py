@@ -6,7 +6,8 @@ never a gunicorn request thread).
   `?last_event_id=` for a client that opens a new EventSource) replays what was missed, else
   a `resync` event. A comment line every CRM_STREAM_HEARTBEAT_S keeps proxies from closing
   an idle stream; a stream ends after CRM_STREAM_MAX_S and the client reconnects (its
-  identity and visibility are checked again then).
+  identity and visibility are checked again then), or as soon as the client goes away
+  (`_watch_client`).
 - `GET /api/v1/stream/healthz`, `/api/v1/stream/readyz`: the process, and its broker feed.
 - anything else: 404, or, with CRM_STREAM_UPSTREAM set (`./crm up`, tests), forwarded to the
   gateway, so one origin serves the console, the API and the stream (front.py).
@@ -16,7 +17,8 @@ import logging
 import time
 from urllib.parse import parse_qs
 
-from eventlet.queue import Empty, LightQueue
+import eventlet
+from eventlet.queue import Empty, Full, LightQueue
 
 from crm_common.errors import CrmError
 from gateway.auth import Auth, Unauthenticated
@@ -51,6 +53,21 @@ def _error(start_response, error):
     status = f"{error.status} {'Unauthorized' if error.status == 401 else 'Error'}"
     headers = [("WWW-Authenticate", "Bearer")] if error.status == 401 else []
     return _json(start_response, status, {"error": error.to_dict()}, headers)
+
+
+def _watch_client(rfile, listener):
+    """Wake the stream when its client goes away: eventlet learns of a closed connection
+    only when a write fails, a heartbeat or two later, so a reloaded page would hold its
+    old stream (green thread, queue, buffers) for up to 30 s. An SSE client sends nothing
+    after its request: peek (consumes nothing) returns at EOF or a reset."""
+    try:
+        rfile.peek(1)
+    except (OSError, ValueError):
+        pass
+    try:
+        listener.queue.put_nowait(None)
+    except Full:  # it is behind: its next write finds the closed connection
+        pass
 
 
 class StreamApp:
@@ -115,9 +132,10 @@ class StreamApp:
         start_response("200 OK", [("Content-Type", "text/event-stream; charset=utf-8"),
                                   ("Cache-Control", "no-cache, no-transform"),
                                   ("X-Accel-Buffering", "no")])
-        return self._frames(listener, last_id, replay)
+        watcher = eventlet.spawn(_watch_client, environ["eventlet.input"].rfile, listener)
+        return self._frames(listener, last_id, replay, watcher)
 
-    def _frames(self, listener, last_id, replay):
+    def _frames(self, listener, last_id, replay, watcher):
         deadline = time.monotonic() + self.settings.max_stream_s
         try:
             hello = json.dumps({"user_id": listener.user_id,
@@ -141,6 +159,10 @@ class StreamApp:
                 except Empty:
                     yield b": heartbeat\n\n"
                     continue
+                if item is None:  # the client went away
+                    return
                 yield frame(*item)
         finally:
+            # before eventlet reads the connection's next request (keep-alive): one reader
+            watcher.kill()
             self.hub.remove(listener)
