@@ -25,7 +25,7 @@ def test_build_stages_keeps_ids_and_defaults_probability():
     existing = {s["id"]: {**s, "probability": 20} for s in first}
     again = build_stages([{"id": first[0]["id"], "name": " B ", "kind": "open"}], existing)
     assert again[0] == {"id": first[0]["id"], "name": "B", "probability": 20, "kind": "open",
-                        "rotting_days": None, "position": 0}
+                        "rotting_days": None, "position": 0, "required_fields": []}
     assert [s["name"] for s in funnel_order({"stages": first[::-1]})] == ["A", "W"]
 
 
