@@ -21,7 +21,8 @@ from crm_common.config import get_settings
 from crm_common.errors import Timeout, Unavailable
 from crm_common.messaging.rpc import RpcPool
 from crm_common.timeutil import parse_iso, to_iso, utcnow
-from services.search import feed
+from services.search import feed, lists
+from services.search.documents import micros
 from services.search.answers import hit
 from services.search.index import SCHEMA_VERSION, TantivyIndex, replica_id
 from services.search.query import parse, search_query
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 # an owner that does not answer (down, restarting) is asked again this long before the
 # event is failed (and retried by the reliable handler, then dead-lettered)
 FETCH_PATIENCE_S = 30.0
+# a list waits this long at most for an owner's record the caller has just written
+FRESH_PATIENCE_S = 3.0
+MAX_FRESH = 10
 REBUILD_CHUNK = 200   # records written per hold of the writer during a rebuild
 # Contacts and companies also change without an event per record (imports and their undo,
 # a company's rename copied to its people): every CRM_SEARCH_SYNC_SECONDS the changes since
@@ -80,7 +84,7 @@ class Owners:
                 eventlet.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def records(self, wanted):
+    def records(self, wanted, patience=FETCH_PATIENCE_S):
         """{(kind, id): record or None} for [(kind, id)]."""
         out = {key: None for key in wanted}
         by_kind = {}
@@ -89,7 +93,7 @@ class Owners:
         for kind, ids in by_kind.items():
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]
-                for record in self.page(kind, ids=chunk, limit=len(chunk))["items"]:
+                for record in self.page(kind, patience, ids=chunk, limit=len(chunk))["items"]:
                     out[(kind, record["id"])] = record
         return out
 
@@ -321,6 +325,29 @@ class SearchIndex(DependencyProvider):
         out["items"] = [hit(parsed, score, found) for score, found in self.index.hits(query, limit)]
         out["counts"].update(self.index.counts(query))
         return out
+
+    def list_page(self, kind, params, caller, fresh=None):
+        """A list endpoint's page from the index (lists.py). `fresh`: the caller's own
+        latest writes ([{"type", "id", "updated_at"}]) the answer must show: a record the
+        index does not hold at that state yet is read from its owner and committed first."""
+        if self.rebuilding:
+            raise Unavailable("The search index is being rebuilt; the list is read from "
+                              "its owner meanwhile", {"rebuild": self.rebuild})
+        self.catch_up([item for item in fresh or [] if item.get("type") == kind])
+        return lists.page(self.index, kind, params, visible_people(caller),
+                          self.settings.default_region)
+
+    def catch_up(self, written):
+        """Makes the index hold at least these states (read-your-own-write)."""
+        behind = []
+        for item in written[:MAX_FRESH]:
+            record_id, stamp = str(item.get("id") or ""), micros(item.get("updated_at"))
+            if record_id and self.index.committed_updated(f"{item['type']}:{record_id}") < stamp:
+                behind.append((item["type"], record_id))
+        if behind:
+            follow, committed = self._write(self.owners.records(behind, patience=FRESH_PATIENCE_S))
+            if committed is not None:
+                committed.wait()
 
     def indexed(self, kind):
         return {"replica": self.replica, "state": self.state()["state"],

@@ -19,7 +19,10 @@ import uuid
 import tantivy
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# a list page whose last sort value is shared by more records reads all of them (they
+# are ordered by id, or by name then id): at most this many
+MAX_TIES = 20000
 WRITER_HEAP_BYTES = 64 * 1024 * 1024
 COMPLETE = "complete"
 SYNC = "sync.json"
@@ -38,11 +41,20 @@ def build_schema():
     b.add_integer_field("live", stored=True, indexed=True, fast=True)
     b.add_integer_field("updated", stored=True, indexed=True, fast=True)
     b.add_integer_field("version", stored=True)
-    b.add_integer_field("created", indexed=True, fast=True)
-    b.add_integer_field("when", indexed=True, fast=True)
+    b.add_integer_field("created", stored=True, indexed=True, fast=True)
+    b.add_integer_field("when", stored=True, indexed=True, fast=True)
+    # the name sort: the first 8 bytes of the folded name as a number (its order), the
+    # whole name beside it (the order of the names whose first 8 bytes are the same)
+    b.add_unsigned_field("name_key", stored=True, indexed=True, fast=True)
+    b.add_text_field("sort_name", stored=True, tokenizer_name="raw", index_option="basic")
     b.add_bytes_field("record", stored=True)
     b.add_bytes_field("card", stored=True)
     return b.build()
+
+
+def name_key(name):
+    """The first 8 bytes of a name (UTF-8: code point order) as an unsigned number."""
+    return int.from_bytes((name or "").encode()[:8].ljust(8, b"\0"), "big")
 
 
 def replica_id(root):
@@ -134,6 +146,12 @@ class TantivyIndex:
         return ((doc.get_first("updated") or 0, doc.get_first("version") or 0),
                 bool(doc.get_first("live")), json.loads(doc.get_first("record") or b"{}"))
 
+    def committed_updated(self, key):
+        """The updated_at (microseconds) of the state searches see of `key`; -1 if none."""
+        searcher = self.searcher()
+        found = searcher.search(tantivy.Query.term_query(self.schema, "key", key), 1).hits
+        return searcher.doc(found[0][1]).get_first("updated") or 0 if found else -1
+
     def record(self, kind, record_id):
         """The record the index holds (live or not), or None."""
         held = self.held(f"{kind}:{record_id}")
@@ -194,6 +212,8 @@ class TantivyIndex:
         doc.add_integer("version", entry.version)
         doc.add_integer("created", entry.created)
         doc.add_integer("when", entry.when)
+        doc.add_unsigned("name_key", name_key(entry.sort_name))
+        doc.add_text("sort_name", entry.sort_name)
         doc.add_bytes("record", json.dumps(record, separators=(",", ":")).encode())
         doc.add_bytes("card", json.dumps(entry.card, separators=(",", ":")).encode())
         return doc
@@ -234,6 +254,53 @@ class TantivyIndex:
 
     def count(self, query):
         return self.searcher().search(query, 1, count=True).count
+
+    def sorted_page(self, query, field, descending, limit, after=None):
+        """The next `limit` + 1 records matching `query` in (`field`, sort_name, id) order,
+        strictly after `after` (such a key), as [(key, record)]. Tantivy orders by one
+        fast field: records sharing a value of it are read together and ordered here."""
+        searcher = self.searcher()
+        field_type = tantivy.FieldType.Unsigned if field == "name_key" else tantivy.FieldType.Integer
+        order = tantivy.Order.Desc if descending else tantivy.Order.Asc
+
+        def beyond(a, b):
+            return a < b if descending else a > b
+
+        def group(value):
+            same = tantivy.Query.boolean_query([
+                (tantivy.Occur.Must, query),
+                (tantivy.Occur.Must, tantivy.Query.range_query(self.schema, field, field_type,
+                                                               value, value))])
+            found = [self._keyed(searcher, address, field)
+                     for _, address in searcher.search(same, MAX_TIES, count=False).hits]
+            return sorted(found, key=lambda item: item[0], reverse=descending)
+
+        out = []
+        rest = query
+        if after is not None:
+            out = [item for item in group(after[0]) if beyond(item[0], after)]
+            bound = {"upper_bound": after[0], "include_upper": False} if descending else \
+                {"lower_bound": after[0], "include_lower": False}
+            rest = tantivy.Query.boolean_query([
+                (tantivy.Occur.Must, query),
+                (tantivy.Occur.Must, tantivy.Query.range_query(self.schema, field, field_type,
+                                                               **bound))])
+        need = limit + 1 - len(out)
+        if need > 0:
+            hits = searcher.search(rest, need, count=False, order_by_field=field, order=order).hits
+            found = [self._keyed(searcher, address, field) for _, address in hits]
+            if len(found) == need:
+                # the last value may be shared beyond what was read: read it whole
+                last = found[-1][0][0]
+                found = [item for item in found if item[0][0] != last] + group(last)
+            out += sorted(found, key=lambda item: item[0], reverse=descending)
+        return out[:limit + 1]
+
+    @staticmethod
+    def _keyed(searcher, address, field):
+        doc = searcher.doc(address)
+        key = (doc.get_first(field) or 0, doc.get_first("sort_name") or "", doc.get_first("id"))
+        return key, json.loads(doc.get_first("record") or b"{}")
 
     def live_stamps(self, kind, limit=1_000_000):
         """{id: updated_at micros} of every live record of `kind` (tests, audits)."""
