@@ -256,7 +256,7 @@ class TantivyIndex:
         return self.searcher().search(query, 1, count=True).count
 
     def sorted_page(self, query, field, descending, limit, after=None):
-        """The next `limit` + 1 records matching `query` in (`field`, sort_name, id) order,
+        """The next `limit` + 1 records matching `query` in (`field`, [sort_name,] id) order,
         strictly after `after` (such a key), as [(key, record)]. Tantivy orders by one
         fast field: records sharing a value of it are read together and ordered here."""
         searcher = self.searcher()
@@ -299,7 +299,10 @@ class TantivyIndex:
     @staticmethod
     def _keyed(searcher, address, field):
         doc = searcher.doc(address)
-        key = (doc.get_first(field) or 0, doc.get_first("sort_name") or "", doc.get_first("id"))
+        # records of one sort value: by name then id for the name sort, else by id (as the
+        # owners' MongoDB keyset pages)
+        name = doc.get_first("sort_name") or "" if field == "name_key" else ""
+        key = (doc.get_first(field) or 0, name, doc.get_first("id"))
         return key, json.loads(doc.get_first("record") or b"{}")
 
     def live_stamps(self, kind, limit=1_000_000):

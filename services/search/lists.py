@@ -66,7 +66,7 @@ NOT_LISTED = {kind: {"deleted", "import_id", "version"} - set(out().fields)
 def _range(schema, field, low=None, high=None):
     """low <= field < high (either None: open)."""
     return Q.range_query(schema, field, tantivy.FieldType.Integer, low, high,
-                         include_lower=True, include_upper=False)
+                         include_lower=True, include_upper=high is None)
 
 
 def _term(schema, name, value):
