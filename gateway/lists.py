@@ -19,21 +19,25 @@ FRESH_LIMIT = 10
 # the audit's resource (route tag) of each record type
 RESOURCES = {"contacts": "contact", "companies": "company", "deals": "deal", "tasks": "task",
              "calls": "call"}
+# the writes a list shows besides its own type's: a contact carries its company's name, a
+# deal its contact's and company's words
+SHOWN = {"contact": ("contact", "company"), "deal": ("deal", "contact", "company")}
 
 
 def recent_writes(kind):
-    """[{"type", "id", "updated_at"}] of the caller's latest writes of this type."""
+    """[{"type", "id", "updated_at"}] of the caller's latest writes this list shows."""
     from gateway.auth import current
     identity = g.get("identity") or {}
     who = (("actor_id", identity["user_id"]) if identity.get("user_id")
            else ("api_key_id", identity.get("api_key_id")))
     if not who[1]:
         return []
-    resource = next(r for r, k in RESOURCES.items() if k == kind)
-    entries = current().store.recent_writes(who[0], who[1], resource,
+    resources = [r for r, k in RESOURCES.items() if k in SHOWN.get(kind, (kind,))]
+    entries = current().store.recent_writes(who[0], who[1], resources,
                                             utcnow() - timedelta(seconds=FRESH_SECONDS),
                                             FRESH_LIMIT)
-    return [{"type": kind, "id": e["resource_id"], "updated_at": e["record_updated_at"]}
+    return [{"type": RESOURCES[e["resource"]], "id": e["resource_id"],
+             "updated_at": e["record_updated_at"]}
             for e in entries if e.get("resource_id") and e.get("record_updated_at")]
 
 

@@ -279,7 +279,7 @@ def test_types_and_limit(api, ready, unique):
 
 
 def test_imported_updated_by_import_and_undone_contacts_follow(api, ready, unique):
-    """An import announces no event per contact: the index reads what changed since."""
+    """An import announces each batch's contacts by id (and its undo those it put back)."""
     import csv
     import io
 

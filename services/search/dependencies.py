@@ -8,7 +8,6 @@ queue again when it starts. Commits are grouped: every `CRM_SEARCH_COMMIT_MS` at
 all writes made meanwhile share one commit (and one fsync)."""
 import logging
 import time
-from datetime import timedelta
 
 import eventlet
 from eventlet import tpool
@@ -20,7 +19,7 @@ from contracts.search import TYPES
 from crm_common.config import get_settings
 from crm_common.errors import Timeout, Unavailable
 from crm_common.messaging.rpc import RpcPool
-from crm_common.timeutil import parse_iso, to_iso, utcnow
+from crm_common.timeutil import to_iso, utcnow
 from services.search import feed, lists
 from services.search.documents import micros
 from services.search.answers import hit
@@ -36,18 +35,6 @@ FETCH_PATIENCE_S = 30.0
 FRESH_PATIENCE_S = 3.0
 MAX_FRESH = 10
 REBUILD_CHUNK = 200   # records written per hold of the writer during a rebuild
-# Contacts and companies also change without an event per record (imports and their undo,
-# a company's rename copied to its people): every CRM_SEARCH_SYNC_SECONDS the changes since
-# the last read are read again, from a little earlier (a write's updated_at is taken
-# before it is stored), in (updated_at, _id) pages.
-SYNCED = ("contact", "company")
-SYNC_OVERLAP_S = 3.0
-SYNC_PAGE = 500
-# the embedded database reads a whole window before it applies the page's limit: windows
-# start small and grow to at most a minute, so no read matches much more than a page
-SYNC_FIRST_WINDOW = timedelta(seconds=2)
-SYNC_MAX_WINDOW = timedelta(seconds=60)
-SYNC_MIN_WINDOW = timedelta(milliseconds=5)
 
 
 def visible_people(caller):
@@ -131,9 +118,7 @@ class SearchIndex(DependencyProvider):
         if self.index.needs_rebuild:
             self.rebuild = {"started_at": to_iso(utcnow()), "finished_at": None,
                             "done": {kind: 0 for kind in feed.ORDER}}
-            self.index.save_sync_marks({kind: self.rebuild["started_at"] for kind in SYNCED})
             self.container.spawn_managed_thread(self._rebuild)
-        self.container.spawn_managed_thread(self._sync_loop)
 
     def stop(self):
         self.running = False
@@ -172,13 +157,18 @@ class SearchIndex(DependencyProvider):
                 raise
         waiters.send(True)
 
-    def _write(self, answers):
-        """Owners' answers into the index, each with what follows from it; the records
+    def _write(self, answers, carried=(), touched=None):
+        """Owners' answers ({(kind, id): record}) and the records an event carried
+        ([(kind, record)]) into the index, each with what follows from it; the records
         that must be fetched again because of them."""
         follow = []
         with self.lock:
+            for kind, record in carried:
+                follow += feed.apply(self.index, kind, record["id"], record, carried=True)
             for (kind, record_id), record in answers.items():
                 follow += feed.apply(self.index, kind, record_id, record)
+            if touched:
+                feed.touch(self.index, *touched)
             return follow, self._commit_of_writes()
 
     def _commit_of_writes(self):
@@ -187,15 +177,17 @@ class SearchIndex(DependencyProvider):
         return self.next_commit if self.index.dirty else None
 
     def apply(self, event):
-        """An event's records, fetched from their owners, written and committed."""
+        """An event's records (carried, else fetched from their owners), written and
+        committed."""
         work = feed.work_of(event)
         if work.import_undone:
             with self.lock:
                 keys = self.index.keys_with("contact", f"import_id={work.import_undone}")
             work.fetch += [tuple(key.split(":", 1)) for key in keys]
-        if not work.fetch:
+        if not (work.fetch or work.records or work.touched):
             return 0
-        follow, committed = self._write(self.owners.records(work.fetch))
+        fetched = self.owners.records(work.fetch) if work.fetch else {}
+        follow, committed = self._write(fetched, work.records, work.touched)
         if follow:
             _, committed = self._write(self.owners.records(follow))
         if work.merged:
@@ -204,7 +196,7 @@ class SearchIndex(DependencyProvider):
                 committed = self._commit_of_writes()
         if committed is not None:
             committed.wait()
-        return len(work.fetch) + len(follow)
+        return len(work.records) + len(work.fetch) + len(follow)
 
     # -- rebuild --------------------------------------------------------------------
     def _rebuild(self):
@@ -240,66 +232,6 @@ class SearchIndex(DependencyProvider):
         self.index.mark_complete(self.rebuild)
         log.info("search index rebuilt: %s", self.rebuild)
 
-    # -- changes without events -----------------------------------------------------
-    def _sync_loop(self):
-        while self.running:
-            eventlet.sleep(self.settings.search.sync_seconds)
-            try:
-                self.sync()
-            except Exception:  # noqa: BLE001 - the next round tries again from the same mark
-                log.exception("reading changed records from their owners failed")
-
-    def sync(self):
-        """Reads contacts and companies changed since the last read; the new marks are
-        saved once what was read is committed.
-
-        The changes are read in time windows that shrink when one holds more than a page
-        and grow when it holds little: an open-ended "since" read in keyset pages makes the
-        embedded database read every remaining match for each page (quadratic after an
-        import of tens of thousands of contacts), a bounded window only its own."""
-        marks = dict(self.index.sync_marks())
-        committed = None
-        for kind in SYNCED:
-            mark = parse_iso(marks[kind]) if marks.get(kind) else utcnow() - timedelta(days=1)
-            newest = mark
-            low, end = mark - timedelta(seconds=SYNC_OVERLAP_S), utcnow() + timedelta(seconds=1)
-            window = SYNC_FIRST_WINDOW
-            while self.running and low < end:
-                high = min(low + window, end)
-                items = self._changed(kind, low, high, whole=window <= SYNC_MIN_WINDOW)
-                if items is None:  # more than a page in this window: a narrower one
-                    window = max(window / 4, SYNC_MIN_WINDOW)
-                    continue
-                with self.lock:
-                    for record in items:
-                        feed.apply(self.index, kind, record["id"], record)
-                    committed = self._commit_of_writes() or committed
-                for record in items:
-                    if record.get("updated_at"):
-                        newest = max(newest, parse_iso(record["updated_at"]))
-                low = high
-                if len(items) < SYNC_PAGE // 4:
-                    window = min(window * 2, SYNC_MAX_WINDOW)
-            marks[kind] = to_iso(newest)
-        if committed is not None:
-            committed.wait()
-        self.index.save_sync_marks(marks)
-
-    def _changed(self, kind, low, high, whole):
-        """The records changed in [low, high); None when that is more than a page, unless
-        `whole` (the narrowest window: then every page of it, by keyset)."""
-        items, cursor = [], None
-        while self.running:
-            page = self.owners.page(kind, since=to_iso(low), until=to_iso(high), cursor=cursor,
-                                    limit=SYNC_PAGE)
-            items.extend(page["items"])
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return items
-            if not whole:
-                return None
-        return items
-
     # -- answers --------------------------------------------------------------------
     @property
     def rebuilding(self):
@@ -333,7 +265,7 @@ class SearchIndex(DependencyProvider):
         if self.rebuilding:
             raise Unavailable("The search index is being rebuilt; the list is read from "
                               "its owner meanwhile", {"rebuild": self.rebuild})
-        self.catch_up([item for item in fresh or [] if item.get("type") == kind])
+        self.catch_up(fresh or [])
         return lists.page(self.index, kind, params, visible_people(caller),
                           self.settings.default_region)
 
@@ -342,10 +274,13 @@ class SearchIndex(DependencyProvider):
         behind = []
         for item in written[:MAX_FRESH]:
             record_id, stamp = str(item.get("id") or ""), micros(item.get("updated_at"))
-            if record_id and self.index.committed_updated(f"{item['type']}:{record_id}") < stamp:
+            if (item.get("type") in feed.OWNERS and record_id and
+                    self.index.committed_updated(f"{item['type']}:{record_id}") < stamp):
                 behind.append((item["type"], record_id))
         if behind:
             follow, committed = self._write(self.owners.records(behind, patience=FRESH_PATIENCE_S))
+            if follow:  # what carries words of it (a company's contacts)
+                _, committed = self._write(self.owners.records(follow, patience=FRESH_PATIENCE_S))
             if committed is not None:
                 committed.wait()
 

@@ -4,8 +4,7 @@ event loop).
 
 Layout of the replica's folder (`CRM_SEARCH_INDEX_DIR`):
     replica-id              this replica's name (its event queues are named after it)
-    index-v<SCHEMA_VERSION>/  the index; `complete` is written when a rebuild has finished,
-                            `sync.json` says up to when changes were read (dependencies.py)
+    index-v<SCHEMA_VERSION>/  the index; `complete` is written when a rebuild has finished
 A folder of another schema version, or without `complete`, is rebuilt from the owners.
 
 Each document is one record, keyed `<type>:<id>`. A deleted record stays as a tombstone
@@ -25,7 +24,6 @@ SCHEMA_VERSION = 2
 MAX_TIES = 20000
 WRITER_HEAP_BYTES = 64 * 1024 * 1024
 COMPLETE = "complete"
-SYNC = "sync.json"
 
 
 def build_schema():
@@ -111,20 +109,6 @@ class TantivyIndex:
                 return json.load(handle)
         except (FileNotFoundError, ValueError):
             return None
-
-    def sync_marks(self):
-        """{kind: ISO time} up to which changes were read from the owners (dependencies.py)."""
-        try:
-            with open(os.path.join(self.folder, SYNC)) as handle:
-                return json.load(handle)
-        except (FileNotFoundError, ValueError):
-            return {}
-
-    def save_sync_marks(self, marks):
-        path = os.path.join(self.folder, SYNC)
-        with open(path + ".tmp", "w") as handle:
-            json.dump(marks, handle)
-        os.replace(path + ".tmp", path)
 
     # -- reading ----------------------------------------------------------------------
     def searcher(self):
