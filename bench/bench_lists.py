@@ -155,6 +155,15 @@ def load_data(platform, counts):
         {"name": "New", "probability": 10}, {"name": "Offer", "probability": 50},
         {"name": "Won", "kind": "won"}, {"name": "Lost", "kind": "lost"}]}))
     now = utcnow()
+    # what one write costs each process (the search service's share: its event handling)
+    sample = min(100, max(counts["contacts"] // 10, 20))
+    before = cpu_seconds(platform)
+    parallel(lambda s, i: ok(s.post(base + "/contacts", params={"force": "true"}, json={
+        "first_name": "Sample", "last_name": f"Create{i}", "emails": [f"s{i}@bench.example"],
+        "phones": [phone(900000 + i)]}, timeout=60)), range(sample), workers=1)
+    wait_quiet(platform, timeout=10)
+    print(f"  POST /contacts x{sample}, 1 client: "
+          f"{cpu_note(before, cpu_seconds(platform), sample)}", flush=True)
     started = time.perf_counter()
     parallel(lambda s, i: ok(s.post(base + "/deals", json={
         "title": f"Deal {i}", "amount": 1000 * (i % 500 + 1), "currency": "EUR",

@@ -22,6 +22,9 @@ SCHEMA_VERSION = 2
 # a list page whose last sort value is shared by more records reads all of them (they
 # are ordered by id, or by name then id): at most this many
 MAX_TIES = 20000
+# the part of a name that orders names sharing their first 8 bytes (a cursor carries it,
+# and a cursor stays under crm_common.fields' 500 characters)
+SORT_NAME_CHARS = 32
 WRITER_HEAP_BYTES = 64 * 1024 * 1024
 COMPLETE = "complete"
 
@@ -285,7 +288,7 @@ class TantivyIndex:
         doc = searcher.doc(address)
         # records of one sort value: by name then id for the name sort, else by id (as the
         # owners' MongoDB keyset pages)
-        name = doc.get_first("sort_name") or "" if field == "name_key" else ""
+        name = (doc.get_first("sort_name") or "")[:SORT_NAME_CHARS] if field == "name_key" else ""
         key = (doc.get_first(field) or 0, name, doc.get_first("id"))
         return key, json.loads(doc.get_first("record") or b"{}")
 
