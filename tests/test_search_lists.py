@@ -190,3 +190,38 @@ def test_long_and_odd_q_in_lists(api, ready):
         assert response.status_code in (200, 400), response.text
         assert time.monotonic() - started < 3.0
     assert api.get("/contacts", params={"q": "x" * 101}).status_code == 422
+
+
+def test_the_index_takes_the_record_an_event_carries(api, stack, ready, unique):
+    """No fetch-back: a contact only an event knows (its owner has none) is listed as the
+    event carried it, and goes when a later event says it was deleted."""
+    from crm_common.messaging.publish import publish_event
+    tag = f"carried{unique}"
+    now = utcnow()
+    record = {"id": f"carried-{unique}", "first_name": "Carried", "last_name": unique,
+              "tags": [tag], "owner_id": None, "emails": [], "phones": [],
+              "created_at": to_iso(now), "updated_at": to_iso(now), "deleted_at": None}
+    publish_event(stack.amqp_uri, "contacts", "contact_updated",
+                  {"contact": record, "changed": ["tags"]})
+    assert settle(lambda: walk(api, "/contacts", tag=tag)[0] == [record["id"]])[0]
+    later = to_iso(now + timedelta(seconds=1))
+    publish_event(stack.amqp_uri, "contacts", "contact_deleted", {
+        "contact_id": record["id"], "contact": dict(record, deleted_at=later, updated_at=later)})
+    assert settle(lambda: walk(api, "/contacts", tag=tag)[0] == [])[0]
+
+
+def test_a_touch_moves_last_contacted_at_in_the_index(api, stack, ready, unique):
+    tag = f"touch{unique}"
+    touched = make_contact(api, first_name="Touched", tags=[tag], phones=[f"+39 348 {phone_digits()}"])
+    untouched = make_contact(api, first_name="Untouched", tags=[tag])
+    before = to_iso(utcnow() - timedelta(seconds=5))
+    call = {"provider": "touchtest", "call_id": f"t-{unique}", "direction": "inbound",
+            "from": touched["phones"][0]["e164"], "to": "+390212345678"}
+    for state in ("ringing", "answered"):
+        answer = api.post("/telephony/events", json=dict(
+            call, event_id=f"t-{unique}-{state}", state=state, occurred_at=to_iso(utcnow())))
+        assert answer.status_code in (200, 201, 202), answer.text
+    # the contacts service moves it without an event of the contact; the index follows
+    assert settle(lambda: api.get(f"/contacts/{touched['id']}").json()["last_contacted_at"])[0]
+    assert same_as_owner(api, stack, "/contacts", "contacts", "list_contacts", tag=tag,
+                         not_contacted_since=before) == [untouched["id"]]
