@@ -33,7 +33,7 @@ def build_schema():
     b = tantivy.SchemaBuilder()
     b.add_text_field("key", stored=True, tokenizer_name="raw")
     b.add_text_field("type", stored=True, tokenizer_name="raw", fast=True)
-    b.add_text_field("id", stored=True, tokenizer_name="raw")
+    b.add_text_field("id", stored=True, tokenizer_name="raw", fast=True)
     # words arrive folded and split (documents.words): whitespace keeps them as they are
     b.add_text_field("names", tokenizer_name="whitespace", index_option="freq")
     b.add_text_field("words", tokenizer_name="whitespace", index_option="freq")
@@ -48,6 +48,7 @@ def build_schema():
     # whole name beside it (the order of the names whose first 8 bytes are the same)
     b.add_unsigned_field("name_key", stored=True, indexed=True, fast=True)
     b.add_text_field("sort_name", stored=True, tokenizer_name="raw", index_option="basic")
+    b.add_text_field("name_tie", tokenizer_name="raw", index_option="basic", fast=True)
     b.add_bytes_field("record", stored=True)
     b.add_bytes_field("card", stored=True)
     return b.build()
@@ -56,6 +57,12 @@ def build_schema():
 def name_key(name):
     """The first 8 bytes of a name (UTF-8: code point order) as an unsigned number."""
     return int.from_bytes((name or "").encode()[:8].ljust(8, b"\0"), "big")
+
+
+def name_tie(name, record_id):
+    """What orders records whose names share their first 8 bytes: the name's start, then
+    the id (\x01 sorts below every character of a folded name)."""
+    return f"{(name or '')[:SORT_NAME_CHARS]}\x01{record_id}"
 
 
 def replica_id(root):
@@ -201,6 +208,7 @@ class TantivyIndex:
         doc.add_integer("when", entry.when)
         doc.add_unsigned("name_key", name_key(entry.sort_name))
         doc.add_text("sort_name", entry.sort_name)
+        doc.add_text("name_tie", name_tie(entry.sort_name, entry.id))
         doc.add_bytes("record", json.dumps(record, separators=(",", ":")).encode())
         doc.add_bytes("card", json.dumps(entry.card, separators=(",", ":")).encode())
         return doc
@@ -243,54 +251,62 @@ class TantivyIndex:
         return self.searcher().search(query, 1, count=True).count
 
     def sorted_page(self, query, field, descending, limit, after=None):
-        """The next `limit` + 1 records matching `query` in (`field`, [sort_name,] id) order,
-        strictly after `after` (such a key), as [(key, record)]. Tantivy orders by one
-        fast field: records sharing a value of it are read together and ordered here."""
+        """The next `limit` + 1 records matching `query` in (`field`, tie) order, strictly
+        after `after` (such a key), as [(key, record)]. The tie orders records sharing a
+        value of `field`: their id, or for the name sort their name then id (as the
+        owners' MongoDB keyset pages). Tantivy orders by one fast field: records sharing
+        the last value of a page are read together, ordered by their tie's fast field."""
         searcher = self.searcher()
         field_type = tantivy.FieldType.Unsigned if field == "name_key" else tantivy.FieldType.Integer
+        tie_field = "name_tie" if field == "name_key" else "id"
         order = tantivy.Order.Desc if descending else tantivy.Order.Asc
+        docs = {}
+
+        def doc_of(address):
+            where = (address.segment_ord, address.doc)
+            if where not in docs:
+                docs[where] = searcher.doc(address)
+            return docs[where]
 
         def beyond(a, b):
             return a < b if descending else a > b
 
-        def group(value):
-            same = tantivy.Query.boolean_query([
+        def where(**bounds):
+            return tantivy.Query.boolean_query([
                 (tantivy.Occur.Must, query),
                 (tantivy.Occur.Must, tantivy.Query.range_query(self.schema, field, field_type,
-                                                               value, value))])
-            found = [self._keyed(searcher, address, field)
-                     for _, address in searcher.search(same, MAX_TIES, count=False).hits]
-            return sorted(found, key=lambda item: item[0], reverse=descending)
+                                                               **bounds))])
 
-        out = []
-        rest = query
+        def group(value):
+            """Every match of this sort value, in tie order (fast fields only)."""
+            hits = searcher.search(where(lower_bound=value, upper_bound=value), MAX_TIES,
+                                   count=False, order_by_field=tie_field, order=order).hits
+            return [((value, tie), address) for tie, address in hits]
+
+        out, rest = [], query
         if after is not None:
             out = [item for item in group(after[0]) if beyond(item[0], after)]
-            bound = {"upper_bound": after[0], "include_upper": False} if descending else \
-                {"lower_bound": after[0], "include_lower": False}
-            rest = tantivy.Query.boolean_query([
-                (tantivy.Occur.Must, query),
-                (tantivy.Occur.Must, tantivy.Query.range_query(self.schema, field, field_type,
-                                                               **bound))])
+            rest = (where(upper_bound=after[0], include_upper=False) if descending
+                    else where(lower_bound=after[0], include_lower=False))
         need = limit + 1 - len(out)
         if need > 0:
             hits = searcher.search(rest, need, count=False, order_by_field=field, order=order).hits
-            found = [self._keyed(searcher, address, field) for _, address in hits]
+            found = [((value, self._tie(doc_of(address), field)), address)
+                     for value, address in hits]
             if len(found) == need:
                 # the last value may be shared beyond what was read: read it whole
                 last = found[-1][0][0]
                 found = [item for item in found if item[0][0] != last] + group(last)
             out += sorted(found, key=lambda item: item[0], reverse=descending)
-        return out[:limit + 1]
+        # only the page's documents are read and parsed (a group of ties may be long)
+        return [(key, json.loads(doc_of(address).get_first("record") or b"{}"))
+                for key, address in out[:limit + 1]]
 
     @staticmethod
-    def _keyed(searcher, address, field):
-        doc = searcher.doc(address)
-        # records of one sort value: by name then id for the name sort, else by id (as the
-        # owners' MongoDB keyset pages)
-        name = (doc.get_first("sort_name") or "")[:SORT_NAME_CHARS] if field == "name_key" else ""
-        key = (doc.get_first(field) or 0, name, doc.get_first("id"))
-        return key, json.loads(doc.get_first("record") or b"{}")
+    def _tie(doc, field):
+        if field == "name_key":
+            return name_tie(doc.get_first("sort_name"), doc.get_first("id"))
+        return doc.get_first("id")
 
     def live_stamps(self, kind, limit=1_000_000):
         """{id: updated_at micros} of every live record of `kind` (tests, audits)."""

@@ -4,7 +4,8 @@ filters, sorts and keyset cursors, `include_total`, the caller's visibility insi
 query, and the records as the owner's list gives them.
 
 A cursor is signed (crm_common.cursors.sign_token) and bound to the type and the sort; it
-holds the last record's (sort value, sort name, id), the order records are given in.
+holds the last record's (sort value, tie: its id, or its name's start and id), the order
+records are given in.
 Cursors of the index and of the owner's MongoDB list (the fallback while the index is
 rebuilt) are not interchangeable: one of the other is a 422 on `cursor`."""
 from dataclasses import dataclass
@@ -132,9 +133,8 @@ def decode(kind, sort, cursor):
     key = payload.get("k")
     if payload.get("l") != f"search:{kind}" or payload.get("f") != sort:
         raise invalid_cursor("This cursor was made for another list or sort.")
-    if not (isinstance(key, list) and len(key) == 3 and isinstance(key[0], int)
-            and not isinstance(key[0], bool) and isinstance(key[1], str)
-            and isinstance(key[2], str)):
+    if not (isinstance(key, list) and len(key) == 2 and isinstance(key[0], int)
+            and not isinstance(key[0], bool) and isinstance(key[1], str)):
         raise invalid_cursor("Not a cursor of this list.")
     return tuple(key)
 
