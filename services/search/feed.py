@@ -14,7 +14,9 @@ Denormalised words follow their source inside the index:
 - a company renamed renames it in its contacts (the contacts service does so and
   announces nothing per contact): they are fetched again;
 - a merge moves the merged contacts' deals, tasks and calls to the survivor (their owners
-  do the same on the same event, without announcing it).
+  do the same on the same event, without announcing it);
+- an answered call marks the earlier missed calls from its number called back (telephony
+  does so without an event of theirs): they are fetched again.
 - a real touch (a call, a completed call/meeting task: `data.contacted_at`) moves the
   contact's last_contacted_at forward, as the contacts service does without an event.
 An import announces each batch's contacts and companies (`import_progress`); its undo
@@ -24,7 +26,7 @@ read by dependencies.py's slow catch-up of contacts and companies changed since 
 read."""
 from dataclasses import dataclass, field
 
-from services.search.documents import describe, micros
+from services.search.documents import describe, filter_term, micros
 
 # the owning service of each type, and the order a rebuild reads them in (a deal is
 # described with its contact and company, so those come first)
@@ -185,7 +187,20 @@ def apply(index, kind, record_id, record, carried=False):
     if kind == "company":
         follow += [("contact", key.split(":", 1)[1])
                    for key in index.keys_with("contact", f"company_id={record_id}")]
+    if kind == "call" and record.get("outcome") == "answered" and record.get("number"):
+        follow += called_back(index, record)
     return follow
+
+
+def called_back(index, call):
+    """The missed calls from this call's number not called back yet: telephony marks them
+    called back when a call with that number is answered, without an event of theirs."""
+    out = []
+    for key in index.keys_with("call", filter_term("number", call["number"])):
+        held = index.record("call", key.split(":", 1)[1])
+        if held and held["id"] != call["id"] and held.get("missed") and not held.get("called_back"):
+            out.append(("call", held["id"]))
+    return out
 
 
 def redescribe(index, key):
