@@ -14,11 +14,13 @@ and split on anything that is not a letter or a digit, the same way queries are.
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
 from crm_common.text import fold as text_fold
 from crm_common.timeutil import parse_iso
 
 SHARED = "*"
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MAX_WORD = 40           # longer words are cut (a query word is cut the same way)
 MIN_PHONE_DIGITS = 4
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -97,9 +99,17 @@ def micros(value):
         return 0
     try:
         when = parse_iso(value) if isinstance(value, str) else value
-        return int(when.timestamp() * 1_000_000)
+        if not isinstance(when, datetime):  # a date: its midnight, UTC
+            when = datetime(when.year, when.month, when.day)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return (when - EPOCH) // timedelta(microseconds=1)   # exact (no float)
     except (TypeError, ValueError, AttributeError, OverflowError):
         return 0
+
+
+def from_micros(value):
+    return EPOCH + timedelta(microseconds=value)
 
 
 @dataclass

@@ -10,18 +10,21 @@ Cursors of the index and of the owner's MongoDB list (the fallback while the ind
 rebuilt) are not interchangeable: one of the other is a 422 on `cursor`."""
 from dataclasses import dataclass
 
+from datetime import datetime
+
 import tantivy
 
 from contracts.contacts import CompanyListQuery, CompanyOut, ContactListQuery, ContactOut
 from contracts.deals import DealListQuery, DealOut
 from contracts.tasks import TaskListQuery, TaskOut
 from contracts.telephony import CallListQuery, CallOut
-from crm_common.cursors import invalid_cursor, sign_token, verify_token
+from crm_common.cursors import (decode_value, encode_value, invalid_cursor, sign_token,
+                                verify_token)
 from crm_common.errors import BadRequest
 from crm_common.phones import normalize_phone
 from crm_common.timeutil import utcnow
 from crm_common.validation import load
-from services.search.documents import NO_DUE, filter_term, micros
+from services.search.documents import NO_DUE, filter_term, from_micros, micros
 from services.search.query import filters as base_filters
 from services.search.query import parse, text_query
 
@@ -124,19 +127,24 @@ def build_query(schema, kind, params, people, region, now):
             sort.startswith("-"))
 
 
-def encode(kind, sort, key):
-    return sign_token({"l": f"search:{kind}", "f": sort, "k": list(key)})
+def encode(kind, sort, field, key):
+    """The cursor after `key` (sort value, tie), in the typed form of every list's cursor
+    (crm_common.cursors): a time as a time, the name sort's number, the tie as text."""
+    value, tie = key
+    return sign_token({"l": f"search:{kind}", "f": sort, "i": encode_value(tie),
+                       "v": encode_value(value if field == "name_key" else from_micros(value))})
 
 
-def decode(kind, sort, cursor):
+def decode(kind, sort, field, cursor):
     payload = verify_token(cursor)
-    key = payload.get("k")
     if payload.get("l") != f"search:{kind}" or payload.get("f") != sort:
         raise invalid_cursor("This cursor was made for another list or sort.")
-    if not (isinstance(key, list) and len(key) == 2 and isinstance(key[0], int)
-            and not isinstance(key[0], bool) and isinstance(key[1], str)):
+    value, tie = decode_value(payload.get("v")), decode_value(payload.get("i"))
+    if field != "name_key" and isinstance(value, datetime):
+        value = micros(value)
+    if not (isinstance(value, int) and not isinstance(value, bool) and isinstance(tie, str)):
         raise invalid_cursor("Not a cursor of this list.")
-    return tuple(key)
+    return value, tie
 
 
 def listed(kind, record, now):
@@ -153,13 +161,13 @@ def page(index, kind, params, people, region):
     data = load(LISTS[kind].schema, params)
     now = utcnow()
     query, field, sort, descending = build_query(index.schema, kind, data, people, region, now)
-    after = decode(kind, sort, data["cursor"]) if data.get("cursor") else None
+    after = decode(kind, sort, field, data["cursor"]) if data.get("cursor") else None
     out = {"items": [], "next_cursor": None}
     if query is not None:
         found = index.sorted_page(query, field, descending, data["limit"], after)
         if len(found) > data["limit"]:
             found = found[:data["limit"]]
-            out["next_cursor"] = encode(kind, sort, found[-1][0])
+            out["next_cursor"] = encode(kind, sort, field, found[-1][0])
         out["items"] = [listed(kind, record, now) for _, record in found]
     if data.get("include_total"):
         out["total"] = index.count(query) if query is not None else 0
