@@ -42,7 +42,12 @@ def recent_writes(kind):
 
 
 def from_index(kind, owner, method, params):
-    """The list page from the index, else (rebuilding, search down) from its owner."""
+    """The list page from the index, else (rebuilding, search down) from its owner. Typed
+    custom fields (`cf.<key>` filters and sorts) are not in the index: the owner answers."""
+    sort = str(params.get("sort") or "").lstrip("-")
+    if sort.startswith("cf.") or any(str(k).startswith("cf.") or k == "custom_filters"
+                                     for k in params):
+        return call(owner, method, params)
     try:
         return call("search", "list_records", kind, params, recent_writes(kind))
     except (Unavailable, Timeout):

@@ -37,18 +37,6 @@ MAX_FRESH = 10
 REBUILD_CHUNK = 200   # records written per hold of the writer during a rebuild
 
 
-def visible_people(caller):
-    """The people whose records this caller sees (crm_common.context.Caller.owner_filter's
-    rule): None = everyone (admin, API key, a service on its own); a manager themselves
-    and their team; an agent themselves."""
-    if caller.role in (None, "admin"):
-        return None
-    ids = [caller.user_id]
-    if caller.role == "manager":
-        ids += [m for m in caller.team_members if m != caller.user_id]
-    return ids
-
-
 class Owners:
     """The owners' `search_records` over RPC, as no one in particular (so they answer
     every record), patient with an owner that is restarting."""
@@ -248,7 +236,7 @@ class SearchIndex(DependencyProvider):
             raise Unavailable("The search index is being rebuilt; try again shortly",
                               {"rebuild": self.rebuild})
         parsed = parse(text, self.settings.default_region)
-        people = visible_people(caller)
+        people = caller.person_ids()   # the owners' own rule (docs/auth.md)
         types = tuple(types or TYPES)
         out = {"items": [], "counts": {kind: 0 for kind in types}}
         query = search_query(self.index.schema, parsed, types, people)
@@ -266,7 +254,7 @@ class SearchIndex(DependencyProvider):
             raise Unavailable("The search index is being rebuilt; the list is read from "
                               "its owner meanwhile", {"rebuild": self.rebuild})
         self.catch_up(fresh or [])
-        return lists.page(self.index, kind, params, visible_people(caller),
+        return lists.page(self.index, kind, params, caller.person_ids(),
                           self.settings.default_region)
 
     def catch_up(self, written):

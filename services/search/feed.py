@@ -178,6 +178,13 @@ def apply(index, kind, record_id, record, carried=False):
     if record is None:
         index.remove(kind, record_id)
         return []
+    if carried:
+        held = index.held(f"{kind}:{record_id}")
+        stamp = (micros(record.get("updated_at")), int(record.get("version") or 0))
+        if held is not None and held[0] == stamp and held[2] != record:
+            # two states of one instant (a call's events within a millisecond, handled
+            # out of order): the owner's current state says which is the last
+            return [(kind, record_id)]
     if not write(index, kind, record, carried=carried):
         return []
     follow = []
