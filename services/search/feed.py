@@ -63,6 +63,7 @@ RECORD_EVENTS = {
     ("telephony", "call_answered"): ("call", ("call", "id")),
     ("telephony", "call_ended"): ("call", ("call", "id")),
     ("telephony", "call_missed"): ("call", ("call", "id")),
+    ("telephony", "call_updated"): ("call", ("call", "id")),
 }
 
 

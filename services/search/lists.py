@@ -83,6 +83,10 @@ def build_query(schema, kind, params, people, region, now):
     # the call log has one order (newest first) and ignores `sort`, as its owner does
     sort = spec.default_sort if kind == "call" else params.get("sort") or spec.default_sort
     api_sort = sort.lstrip("-")
+    if params.get("custom_filters") or api_sort.startswith("cf."):
+        # typed custom fields are filtered and sorted by their owner's MongoDB list
+        raise BadRequest("Typed custom fields (cf.<key>) cannot be combined with words in q",
+                         {"fields": ["q"]})
     if api_sort not in spec.sorts:
         raise BadRequest(f"Cannot sort by {api_sort!r}", {"allowed": sorted(spec.sorts)})
     must = base_filters(schema, (kind,), people,
