@@ -178,9 +178,10 @@ def test_a_clients_own_write_is_in_its_next_list_at_once(api, ready, unique):
         assert api.delete(f"/contacts/{made['id']}").status_code in (200, 204)
         listed = api.get("/contacts", params={"tag": tag}).json()["items"]
         assert made["id"] not in {c["id"] for c in listed}, i
-    task = api.post("/tasks", json={"title": f"Fresh task {unique}"}).json()
-    found = api.get("/tasks", params={"sort": "-created_at", "limit": 1}).json()["items"]
-    assert found[0]["id"] == task["id"]
+    contact = make_contact(api, first_name="Fresh", tags=[tag])
+    task = api.post("/tasks", json={"title": f"Fresh task {unique}", "contact_id": contact["id"]})
+    found = api.get("/tasks", params={"contact_id": contact["id"]}).json()["items"]
+    assert [t["id"] for t in found] == [task.json()["id"]]
 
 
 def test_long_and_odd_q_in_lists(api, ready):

@@ -389,7 +389,8 @@ class Calls:
         # one id per call and type: a downstream handler dedupes a re-announcement
         out = envelope(SERVICE, event_type, data, event_id=event_id or f"{doc['_id']}:{event_type}")
         # the call's own time (a timeline shows when it rang, not when the webhook came)
-        own = doc.get(OWN_TIME[event_type]) or doc.get("started_at")
+        # (call_updated: now, when the facts came)
+        own = (doc.get(OWN_TIME[event_type]) or doc.get("started_at")) if event_type in OWN_TIME else None
         if own:
             out["occurred_at"] = to_iso(own)
         return out
