@@ -42,10 +42,11 @@ def recent_writes(kind):
 
 
 def from_index(kind, owner, method, params):
-    """The list page from the index, else (rebuilding, search down) from its owner. Typed
-    custom fields (`cf.<key>` filters and sorts) are not in the index: the owner answers."""
+    """The list page from the index, else (rebuilding, search down) from its owner. Sorts
+    and ranges of typed custom fields (`sort=cf.<key>`, `cf.<key>.gte|lte`) are the
+    owner's MongoDB list's (the index holds their values as terms: `=` and `.ne`)."""
     sort = str(params.get("sort") or "").lstrip("-")
-    if sort.startswith("cf.") or any(str(k).startswith("cf.") or k == "custom_filters"
+    if sort.startswith("cf.") or any(str(k).startswith("cf.") and str(k).endswith((".gte", ".lte"))
                                      for k in params):
         return call(owner, method, params)
     try:

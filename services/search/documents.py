@@ -149,6 +149,39 @@ def filter_term(name, value):
     return f"{name}={value}"
 
 
+def custom_term(key, value):
+    """The `cf.<key>=value` term of a custom field's value (numbers and booleans in one
+    form, so the text of a URL parameter finds them: custom_url_value)."""
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    elif isinstance(value, (int, float)):
+        value = str(int(value)) if float(value).is_integer() else repr(float(value))
+    return f"cf.{key}={str(value).strip()}"
+
+
+def custom_url_value(raw):
+    """A `cf.<key>=` parameter's text as the value custom_term reads."""
+    text = str(raw).strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def custom_terms(record):
+    """One term per custom field value (a list: each; money: its amount)."""
+    out = []
+    for key, value in (record.get("custom") or {}).items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, dict):
+                item = item.get("amount")
+            if isinstance(item, (str, int, float, bool)) and item != "":
+                out.append(custom_term(key, item))
+    return out
+
+
 def name_sort_key(record):
     """The contacts service's sort_name: "last first", accents off, case folded."""
     return text_fold(f"{record.get('last_name') or ''} {record.get('first_name') or ''}").strip()
@@ -200,6 +233,7 @@ def describe(kind, record, related=None):
             entry.filters += [filter_term("tag", t) for t in value or []]
         elif value not in (None, ""):
             entry.filters.append(filter_term(name, value))
+    entry.filters += custom_terms(record)
     people = [record.get(p) for p in PEOPLE[kind] if record.get(p)]
     entry.visible_to = sorted(set(people))
     if kind in SHARED_WHEN_UNOWNED and not people:

@@ -10,6 +10,7 @@ Cursors of the index and of the owner's MongoDB list (the fallback while the ind
 rebuilt) are not interchangeable: one of the other is a 422 on `cursor`."""
 from dataclasses import dataclass
 
+import re
 from datetime import datetime
 
 import tantivy
@@ -24,11 +25,15 @@ from crm_common.errors import BadRequest
 from crm_common.phones import normalize_phone
 from crm_common.timeutil import utcnow
 from crm_common.validation import load
-from services.search.documents import NO_DUE, filter_term, from_micros, micros
+from services.search.documents import (NO_DUE, custom_term, custom_url_value, filter_term,
+                                       from_micros, micros)
 from services.search.query import filters as base_filters
 from services.search.query import parse, text_query
 
 Occur = tantivy.Occur
+# `cf.<key>` (equals) and `cf.<key>.ne` are index terms; `.gte`, `.lte` and `sort=cf.<key>`
+# are the owner's (gateway/lists.py sends them there)
+CUSTOM_FILTER = re.compile(r"^cf\.([a-z][a-z0-9_]{0,39})(?:\.(gte|lte|ne))?$")
 Q = tantivy.Query
 
 
@@ -83,10 +88,12 @@ def build_query(schema, kind, params, people, region, now):
     # the call log has one order (newest first) and ignores `sort`, as its owner does
     sort = spec.default_sort if kind == "call" else params.get("sort") or spec.default_sort
     api_sort = sort.lstrip("-")
-    if params.get("custom_filters") or api_sort.startswith("cf."):
-        # typed custom fields are filtered and sorted by their owner's MongoDB list
-        raise BadRequest("Typed custom fields (cf.<key>) cannot be combined with words in q",
-                         {"fields": ["q"]})
+    if api_sort.startswith("cf.") or any(CUSTOM_FILTER.match(k).group(2) in ("gte", "lte")
+                                         for k in params.get("custom_filters") or {}
+                                         if CUSTOM_FILTER.match(k)):
+        # sorts and ranges of typed custom fields are their owner's MongoDB list's
+        raise BadRequest("Sorts and ranges of custom fields (cf.<key>) cannot be combined "
+                         "with words in q", {"fields": ["q"]})
     if api_sort not in spec.sorts:
         raise BadRequest(f"Cannot sort by {api_sort!r}", {"allowed": sorted(spec.sorts)})
     must = base_filters(schema, (kind,), people,
@@ -97,6 +104,12 @@ def build_query(schema, kind, params, people, region, now):
         if relevance is None:   # nothing searchable typed (only punctuation): no match
             return None, spec.sorts[api_sort], sort, sort.startswith("-")
         must.append((Occur.Must, relevance))
+    for name, raw in (params.get("custom_filters") or {}).items():
+        match = CUSTOM_FILTER.match(name)
+        if not match:
+            raise BadRequest(f"Not a custom field filter: {name}", {"parameter": name})
+        term = Q.term_query(schema, "filters", custom_term(match.group(1), custom_url_value(raw)))
+        must.append((Occur.MustNot if match.group(2) == "ne" else Occur.Must, term))
     for param, name in spec.equal:
         value = params.get(param)
         if value not in (None, ""):
