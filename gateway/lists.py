@@ -42,12 +42,14 @@ def recent_writes(kind):
 
 
 def from_index(kind, owner, method, params):
-    """The list page from the index, else (rebuilding, search down) from its owner. Sorts
-    and ranges of typed custom fields (`sort=cf.<key>`, `cf.<key>.gte|lte`) are the
-    owner's MongoDB list's (the index holds their values as terms: `=` and `.ne`)."""
+    """The list page from the index, else (rebuilding, search down) from its owner. Typed
+    custom fields are the owner's (it checks them against their definitions), except
+    `cf.<key>=` / `.ne` beside words in `q`, which only the index answers (their values
+    are index terms there, unchecked)."""
     sort = str(params.get("sort") or "").lstrip("-")
-    if sort.startswith("cf.") or any(str(k).startswith("cf.") and str(k).endswith((".gte", ".lte"))
-                                     for k in params):
+    custom = [str(k) for k in params if str(k).startswith("cf.")]
+    if sort.startswith("cf.") or (custom and (not params.get("q") or any(
+            k.endswith((".gte", ".lte")) for k in custom))):
         return call(owner, method, params)
     try:
         return call("search", "list_records", kind, params, recent_writes(kind))
