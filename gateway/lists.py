@@ -14,7 +14,7 @@ from crm_common.errors import Timeout, Unavailable
 from crm_common.timeutil import utcnow
 from gateway.calls import call
 
-FRESH_SECONDS = 30
+FRESH_SECONDS = 5   # the index has applied a write's event well within this
 FRESH_LIMIT = 10
 # the audit's resource (route tag) of each record type
 RESOURCES = {"contacts": "contact", "companies": "company", "deals": "deal", "tasks": "task",
