@@ -594,6 +594,8 @@ class ContactUpdated(EventData):
 class ContactDeleted(EventData):
     """A contact was deleted (soft: it can be restored)."""
     contact_id = fields.String(required=True)
+    contact = Object(ContactCopy, metadata={
+        "description": "the deleted contact as the API returns it (ContactOut)"})
 
 
 class ContactRestored(EventData):
@@ -627,6 +629,8 @@ class CompanyUpdated(EventData):
 class CompanyDeleted(EventData):
     """A company was deleted (soft)."""
     company_id = fields.String(required=True)
+    company = Object(CompanyCopy, metadata={
+        "description": "the deleted company as the API returns it (CompanyOut)"})
 
 
 class CompanyRestored(EventData):
@@ -655,6 +659,10 @@ class ImportEvent(EventData):
 
 class ImportProgress(ImportEvent):
     """A batch of an import's rows was committed."""
+    contact_ids = fields.List(fields.String(), metadata={
+        "description": "the contacts this batch created or changed"})
+    company_ids = fields.List(fields.String(), metadata={
+        "description": "the companies this batch created"})
 
 
 class ImportFinished(ImportEvent):

@@ -636,6 +636,7 @@ class DealUpdated(DealEvent):
 class DealDeleted(EventData):
     """A deal was deleted (kept, restorable)."""
     deal_id = fields.String(required=True)
+    deal = Object(DealCopy, metadata={"description": "the deal as the API returns it (DealOut)"})
     contact_id = fields.String(allow_none=True, metadata={"description": "the deal's contact"})
     owner_id = fields.String(allow_none=True, metadata={"description": "the deal's owner"})
     actor_id = actor_field()

@@ -148,6 +148,9 @@ class AuditEntry(Schema):
     status = fields.Integer()
     request_id = fields.String(allow_none=True)
     ip = fields.String(allow_none=True)
+    record_updated_at = fields.String(allow_none=True, metadata={
+        "description": "the written record's updated_at (contacts, companies, deals, tasks, "
+                       "calls)"})
 
 
 class AuditQuery(Schema):

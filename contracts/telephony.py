@@ -362,5 +362,10 @@ class CallMissed(CallEvent):
                        "settings); null: the admins"})
 
 
+class CallUpdated(CallEvent):
+    """Facts of a call came without a change of state (a CDR's talk time, a recording):
+    its new state for the copies kept elsewhere (the search index); a new event_id each."""
+
+
 EVENTS = {"call_started": CallStarted, "call_answered": CallAnswered, "call_ended": CallEnded,
-          "call_missed": CallMissed}
+          "call_missed": CallMissed, "call_updated": CallUpdated}

@@ -185,7 +185,6 @@ class SearchSettings:
     commit_ms: int
     queue_expires_hours: float
     rebuild_page: int
-    sync_seconds: float
 
 
 @dataclass(frozen=True)
@@ -453,7 +452,6 @@ def _search(env):
         commit_ms=env._int("CRM_SEARCH_COMMIT_MS", "100"),
         queue_expires_hours=env._float("CRM_SEARCH_QUEUE_EXPIRES_HOURS", "72"),
         rebuild_page=env._int("CRM_SEARCH_REBUILD_PAGE", "1000"),
-        sync_seconds=env._float("CRM_SEARCH_SYNC_SECONDS", "2"),
     )
 
 

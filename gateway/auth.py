@@ -32,7 +32,7 @@ from crm_common.errors import CrmError, Forbidden
 from crm_common.messaging.events import envelope
 from crm_common.messaging.outbox import Outbox
 from crm_common.timeutil import utcnow
-from gateway import idempotency, permissions, roles, security
+from gateway import idempotency, lists, permissions, roles, security
 from contracts.gateway import UserOut
 from gateway.store import GatewayStore
 
@@ -428,9 +428,12 @@ def record_audit(response):
         return response
     view_args = request.view_args or {}
     resource_id = next(iter(view_args.values()), None)
-    if resource_id is None and response.is_json and response.status_code in (200, 201):
+    body = None
+    if response.is_json and response.status_code in (200, 201) and (
+            resource_id is None or (route is not None and route.tag in lists.RESOURCES)):
         body = response.get_json(silent=True)
-        resource_id = body.get("id") if isinstance(body, dict) else None
+        body = body if isinstance(body, dict) else {}
+        resource_id = body.get("id") if resource_id is None else resource_id
     entry = {"at": utcnow(),
              "actor_id": actor["_id"] if actor else identity.get("user_id"),
              "actor_email": actor["email"] if actor else identity.get("email"),
@@ -442,6 +445,9 @@ def record_audit(response):
              "resource_id": str(resource_id) if resource_id is not None else None,
              "fields": _body_keys(), "status": response.status_code,
              "request_id": g.get("request_id"), "ip": request.remote_addr}
+    if body and body.get("updated_at") and body.get("id") == resource_id:
+        # the state written: the lists read from the search index show it (gateway/lists.py)
+        entry["record_updated_at"] = body["updated_at"]
     try:
         current().store.insert_audit(entry)
     except PyMongoError:

@@ -10,7 +10,7 @@ threads = GATEWAY.threads
 timeout = GATEWAY.timeout
 graceful_timeout = 20
 keepalive = 5
-# what gunicorn itself refuses before the app sees a request (answered 400/414/431 in the
+# what gunicorn itself refuses before the app sees a request (answered 400/431 in the
 # API's JSON error shape, gateway.limits.write_json_error): request line, header count and
 # size of one header line
 limit_request_line = GATEWAY.limit_request_line

@@ -224,7 +224,11 @@ def write_json_error(sock, status_int, reason, mesg):
     """gunicorn.util.write_error, answering in the API's JSON error shape (gunicorn calls it
     for a request line, header or framing it refuses before the app sees the request)."""
     from gunicorn import util
-    body = json.dumps({"error": {"code": _GUNICORN_CODES.get(status_int, "bad_request"),
+    code = _GUNICORN_CODES.get(status_int, "bad_request")
+    if status_int == 414:
+        # a URL too long is bad input like any other (a 10,000-character search box)
+        status_int, reason = 400, "Request line too long"
+    body = json.dumps({"error": {"code": code,
                                  "message": reason, "details": {"reason": str(mesg)[:200]}}})
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"

@@ -12,10 +12,11 @@ from gateway.api import ErrorBody
 from gateway.idempotency import HEADER, KEY_PATTERN, METHODS
 
 _PATH_PARAM = re.compile(r"{(\w+)}")
-ERROR_TEXT = {400: "Bad request (malformed JSON, invalid cursor)", 401: "Not signed in",
+ERROR_TEXT = {400: "Bad request (malformed JSON, invalid cursor, request line too long: "
+                   "code uri_too_long)", 401: "Not signed in",
               403: "Forbidden", 404: "Not found", 409: "Conflict", 413: "Body too large",
               415: "Unsupported media type", 422: "Invalid input, with per-field errors",
-              414: "Request line too long", 429: "Too many requests",
+              429: "Too many requests",
               431: "Request headers too large",
               503: "A service or the broker is unavailable",
               504: "A service did not answer in time"}
@@ -107,8 +108,8 @@ def _operation(route):
     # every signed-in route may answer 401 (no/bad credentials), 403 (role or key scope)
     # and 429 (rate limit)
     # every public route is rate limited (429); any request may be refused by gunicorn for
-    # its request line or headers (414, 431, 400)
-    statuses = set(route.errors) | {400, 414, 429, 431}
+    # its request line or headers (400, 431)
+    statuses = set(route.errors) | {400, 429, 431}
     if not route.public:
         statuses |= {401, 403}
     if idempotent:

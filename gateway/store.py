@@ -339,6 +339,14 @@ class GatewayStore:
         self.audit.insert_one(entry)
         return entry
 
+    def recent_writes(self, field, value, resources, since, limit):
+        """A caller's latest writes (actor_id or api_key_id = value) since a time, of these
+        resources: an (actor_id | api_key_id, at, _id) index range."""
+        found = (self.audit.find({field: value, "at": {"$gte": since}},
+                                 {"resource": 1, "resource_id": 1, "record_updated_at": 1})
+                 .sort([("at", DESCENDING), ("_id", DESCENDING)]).limit(limit * 5))
+        return [e for e in found if e.get("resource") in resources][:limit]
+
     def page_audit(self, query, limit, cursor):
         return page(self.audit, query, "at", DESCENDING, limit, cursor)
 

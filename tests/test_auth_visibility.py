@@ -1,6 +1,7 @@
 """Who sees and changes what, through the real stack: the gateway puts the signed-in user
 (and a manager's team) in the RPC context and the services filter in their queries."""
 import pytest
+from tests.test_search import settle
 
 
 @pytest.fixture
@@ -40,6 +41,9 @@ def test_contact_lists_searches_and_lookups_by_role(api, team, make_api_key, uni
     co = _contact(outsider, unique, "Olga", 3)
     shared = _contact(api, unique, "Shared", 4, owner_id=None)  # no owner: readable by everyone
     assert ca["owner_id"] == a.user["id"] and shared["owner_id"] is None
+    # lists read the search index: everyone's writes reach it within a second
+    everyone = {ca["id"], cb["id"], co["id"], shared["id"]}
+    assert settle(lambda: _ids(api, unique) == everyone)[0]
 
     assert _ids(a, unique) == {ca["id"], shared["id"]}
     assert _ids(b, unique) == {cb["id"], shared["id"]}

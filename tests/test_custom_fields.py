@@ -3,6 +3,7 @@ every write (API and import) by the owning service, filtered and sorted in lists
 and retired without losing data, described in the OpenAPI document; required fields per
 pipeline stage."""
 import time
+from tests.test_search import settle
 
 GOOD = {"text": "hello", "long_text": "a" * 1500, "number": 42.5,
         "money": {"amount": 150000, "currency": "eur"}, "date": "2026-03-31",
@@ -151,7 +152,9 @@ def test_import_by_label_validates_typed_values(api, unique):
     assert job["status"] == "done", job
     fields = sorted((e["row"], e["field"]) for e in job["errors"])
     assert fields == [(3, f"custom.{tier}"), (4, f"custom.{score}")], job["errors"]
-    found = api.get("/contacts", params={f"cf.{tier}": "gold", "q": f"Imp{unique}"}).json()["items"]
+    # words in q are searched in the search index, which reads the imported batch by its ids
+    found, _ = settle(lambda: api.get("/contacts", params={
+        f"cf.{tier}": "gold", "q": f"Imp{unique}"}).json()["items"])
     assert len(found) == 1 and found[0]["custom"][score] == 12
     assert api.get("/contacts/lookup", params={"email": f"bob.{unique}@example.com"}).json()[
         "items"] == []

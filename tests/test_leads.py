@@ -403,4 +403,5 @@ def test_a_request_waits_for_the_deals_service_and_is_not_lost(stack, api, uniqu
         stack.wait_service("deals", timeout=120)
     routed = request_of(api, stored["id"], timeout=30)
     assert routed and routed["deal_id"]
-    assert [d["id"] for d in deals_of(api, stored["contact_id"])] == [routed["deal_id"]]
+    # the list reads the search index, which the deal's event reaches within a second
+    assert wait(lambda: [d["id"] for d in deals_of(api, stored["contact_id"])] == [routed["deal_id"]])

@@ -460,7 +460,9 @@ def test_agents_see_their_tasks_managers_their_teams(api, stack, request, unique
     handed = manager.post("/tasks", json={"title": "for the team", "assignee_id": agent.user["id"]}).json()
 
     assert agent.get(f"/tasks/{theirs['id']}").status_code == 404
-    listed = {t["id"] for t in agent.get("/tasks").json()["items"]}
+    # the list is read from the search index: the manager's write reaches it within a second
+    listed = wait_until(lambda: {t["id"] for t in agent.get("/tasks").json()["items"]},
+                        lambda ids: ids == {own["id"], handed["id"]})
     assert listed == {own["id"], handed["id"]}  # assigned to them or created by them
     assert outsider.get(f"/tasks/{handed['id']}").status_code == 404
     assert manager.get(f"/tasks/{own['id']}").status_code == 200  # their team's

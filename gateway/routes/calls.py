@@ -5,6 +5,7 @@ from flask import Response, json, request, stream_with_context
 
 from contracts import telephony as s
 from gateway.calls import call
+from gateway.lists import from_index
 from gateway.routes import api
 
 TAG = "calls"
@@ -33,7 +34,7 @@ RECORDING_OPENAPI = {
            "outcome, missed, called_back, phone, from/to = started between)", TAG,
            query=s.CallListQuery, response=s.CallPage, permission="calls:read")
 def list_calls(body, params):
-    return call("telephony", "list_calls", params)
+    return from_index("call", "telephony", "list_calls", params)
 
 
 @api.route("/calls", "POST", "Click-to-call: ring the agent's phone, then dial `to`, through "

@@ -1,5 +1,6 @@
 from contracts import contacts as s
 from gateway.calls import call
+from gateway.lists import from_index
 from gateway.routes import api
 
 TAG = "companies"
@@ -8,7 +9,7 @@ TAG = "companies"
 @api.route("/companies", "GET", "List companies", TAG, query=s.CompanyListQuery,
            response=s.CompanyPage, permission="companies:read")
 def list_companies(body, params):
-    return call("contacts", "list_companies", params)
+    return from_index("company", "contacts", "list_companies", params)
 
 
 @api.route("/companies", "POST", "Create a company", TAG, body=s.CompanyIn,

@@ -1,5 +1,6 @@
 from contracts import contacts as s
 from gateway.calls import call
+from gateway.lists import from_index
 from gateway.routes import api
 
 TAG = "contacts"
@@ -8,7 +9,7 @@ TAG = "contacts"
 @api.route("/contacts", "GET", "List contacts (keyset pages, filters, sort)", TAG,
            query=s.ContactListQuery, response=s.ContactPage, permission="contacts:read")
 def list_contacts(body, params):
-    return call("contacts", "list_contacts", params)
+    return from_index("contact", "contacts", "list_contacts", params)
 
 
 @api.route("/contacts", "POST", "Create a contact (409 if its email or phone exists, unless ?force=true)",

@@ -9,6 +9,7 @@ from flask import Response, stream_with_context
 
 from crm_common.config import get_settings
 from crm_common.custom_fields import to_cell
+from crm_common.errors import Timeout, Unavailable
 from gateway.calls import call
 from gateway.routes import api
 from gateway.routes.imports import safe_cell
@@ -20,6 +21,7 @@ COLUMNS = ("id", "first_name", "last_name", "emails", "phones", "company_name", 
            "owner_id", "tags", "source", "status", "do_not_contact", "birthday", "custom",
            "created_at", "updated_at", "last_contacted_at")
 PAGING_KEYS = ("format", "limit", "cursor", "include_total")
+EXPORT_PAGE = 500
 # one page of 500 full contacts can take longer than a plain call on a busy database
 PAGE_TIMEOUT = get_settings().gateway.export_page_timeout
 
@@ -53,19 +55,35 @@ def export_row(contact, typed=()):
 def contacts_pages(params):
     """Every contact the list would give for these filters, a page at a time from one
     cursor the contacts service keeps open for this export, so memory stays flat whatever
-    the count (visibility applies as in the list)."""
+    the count (visibility applies as in the list). Words in `q` are searched in the
+    search service's index: such an export pages through it (keyset pages)."""
     query = {k: v for k, v in params.items() if k not in PAGING_KEYS}
-    # the first page is asked before the response starts, so a refused filter is a 4xx
-    first = call("contacts", "export_page", query, None, timeout=PAGE_TIMEOUT)
 
+    def from_owner(cursor):
+        return call("contacts", "export_page", query, cursor, timeout=PAGE_TIMEOUT)
+
+    def from_index(cursor):
+        paging = {"limit": EXPORT_PAGE, **({"cursor": cursor} if cursor else {})}
+        return call("search", "list_records", "contact", dict(query, **paging),
+                    timeout=PAGE_TIMEOUT)
+
+    # the first page is asked before the response starts, so a refused filter is a 4xx
+    if query.get("q"):
+        try:
+            return _pages(from_index(None), from_index)
+        except (Unavailable, Timeout):  # the index is being rebuilt: the owner's list
+            pass
+    return _pages(from_owner(None), from_owner)
+
+
+def _pages(first, ask):
     def pages():
         page = first
         while True:
             yield page["items"]
             if not page["next_cursor"]:
                 return
-            page = call("contacts", "export_page", query, page["next_cursor"],
-                        timeout=PAGE_TIMEOUT)
+            page = ask(page["next_cursor"])
 
     return pages()
 

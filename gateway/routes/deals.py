@@ -1,5 +1,6 @@
 from contracts import deals as s
 from gateway.calls import call
+from gateway.lists import from_index
 from gateway.routes import api
 
 TAG = "deals"
@@ -9,7 +10,7 @@ WRITE_ERRORS = (400, 404, 409, 413, 415, 422, 503, 504)
 @api.route("/deals", "GET", "List deals (keyset pages, filters, sort)", TAG,
            query=s.DealListQuery, response=s.DealPage, permission="deals:read")
 def list_deals(body, params):
-    return call("deals", "list_deals", params)
+    return from_index("deal", "deals", "list_deals", params)
 
 
 @api.route("/deals", "POST", "Create a deal (flags possible_duplicates: an open deal of the "

@@ -3,6 +3,7 @@ from flask import g
 from crm_common.errors import CrmError, NotFound, ValidationFailed
 from contracts import tasks as s
 from gateway.calls import call
+from gateway.lists import from_index
 from gateway.routes import api
 
 TAG = "tasks"
@@ -28,7 +29,7 @@ def _check_contact(body):
 @api.route("/tasks", "GET", "List tasks (keyset pages; filters; sort=due_at|-due_at|created_at|-created_at)",
            TAG, query=s.TaskListQuery, response=s.TaskPage, permission="tasks:read")
 def list_tasks(body, params):
-    return call("tasks", "list_tasks", params)
+    return from_index("task", "tasks", "list_tasks", params)
 
 
 @api.route("/tasks", "POST", "Create a task (assigning it to someone else notifies them)", TAG,

@@ -3,7 +3,7 @@ import re
 
 from crm_common.errors import ValidationFailed
 from crm_common.phones import normalize_phone
-from crm_common.text import fold, prefixes, tokens
+from crm_common.text import fold
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -56,7 +56,8 @@ def _unique(items, key):
 
 
 def search_fields(doc):
-    """Derived, indexed keys that `q`, lookup and duplicate checks run on."""
+    """Derived, indexed keys that lookups, duplicate checks and the name sort run on (words
+    are searched in the search service's index, not here)."""
     emails = [e["email"] for e in doc.get("emails", [])]
     phone_keys = set()
     for phone in doc.get("phones", []):
@@ -67,7 +68,5 @@ def search_fields(doc):
         "handle_keys": [m.get("key") or handle_key(m["channel"], m["handle"])
                         for m in doc.get("messengers", [])],
         "phone_keys": sorted(phone_keys),
-        "search_prefixes": prefixes(tokens(doc.get("first_name"), doc.get("last_name"),
-                                           doc.get("company_name"), *emails)),
         "sort_name": fold(f"{doc.get('last_name') or ''} {doc.get('first_name') or ''}").strip(),
     }

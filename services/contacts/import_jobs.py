@@ -16,7 +16,7 @@ from crm_common.custom_fields import import_values
 from crm_common.errors import BadRequest, NotFound, ValidationFailed
 from crm_common.messaging.events import envelope
 from crm_common.ids import new_id
-from crm_common.text import fold, prefixes, tokens
+from crm_common.text import fold
 from crm_common.timeutil import to_iso, utcnow
 from crm_common.validation import load
 from contracts import contacts as schemas
@@ -218,6 +218,7 @@ class JobRunner:
         self.companies = {}      # folded name -> company id, for the whole job
         self.would_create = set()  # dry run: companies it would create
         self.seen = {}           # dry run: duplicate key -> row, across batches
+        self.written = {"contact_ids": [], "company_ids": []}   # ids the last batch wrote
 
     def _save(self, changes):
         changes["updated_at"] = utcnow()
@@ -269,13 +270,15 @@ class JobRunner:
         self.store.update_job(self.id, {"lease_until": None}, self.owner)
 
     def _commit(self, batch):
+        self.written = {"contact_ids": [], "company_ids": []}
         counts, errors = self._process(batch)
         self.store.add_errors(self.id, errors)
         total = {k: self.job["counts"].get(k, 0) + counts.get(k, 0) for k in COUNT_KEYS}
         job = self._save({"counts": total, "next_row": batch[-1][0] + 1,
                           "companies_created": self.job.get("companies_created", 0)
                           + counts.get("companies_created", 0)})
-        self.announce(_event("import_progress", job))
+        # the batch's records by id: the search index reads them (no event per contact)
+        self.announce(_event("import_progress", job, **self.written))
 
     # one batch
     def _process(self, batch):
@@ -389,6 +392,7 @@ class JobRunner:
             for doc in new_docs:
                 doc.update(search_fields(doc))
             self.store.apply_batch(new_docs, updates)
+            self.written["contact_ids"] = sorted(new_ids | set(updates))
         return counts, errors
 
     def _owners(self, rows, errors):
@@ -450,9 +454,9 @@ class JobRunner:
                 new.append({"name": name, "emails": [], "phones": [], "tags": [], "custom": {},
                             "owner_id": self.job.get("default_owner_id"), "created_at": now,
                             "updated_at": now, "deleted_at": None, "import_id": self.id,
-                            "created_by": self.job.get("started_by"),
-                            "search_prefixes": prefixes(tokens(name))})
+                            "created_by": self.job.get("started_by")})
             for company in self.store.insert_companies(new):
+                self.written["company_ids"].append(company["_id"])
                 self.companies[fold(company["name"])] = (company["_id"], company["name"])
                 counts["companies_created"] += 1
         return {fields["company"]: self.companies[fold(fields["company"])]
@@ -500,7 +504,10 @@ class JobRunner:
             restored += len(untouched)
             kept += len(images) - len(untouched)
             after = images[-1]["_id"]
-            self._save({})
+            job = self._save({})
+            if untouched:  # the restored contacts by id: the search index reads them
+                self.announce(_event("import_progress", job,
+                                     contact_ids=sorted(d["_id"] for d in untouched)))
         while True:
             ids = self.store.created_ids(self.id, 1000)
             if not ids:

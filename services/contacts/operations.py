@@ -8,7 +8,6 @@ from crm_common.messaging.events import envelope
 from crm_common.fields import with_every_key
 from crm_common.phones import normalize_phone
 from crm_common.cursors import encode_cursor, invalid_cursor, parse_sort, sign_token, verify_token
-from crm_common.text import prefixes, tokens
 from crm_common.timeutil import parse_iso, utcnow
 from crm_common.validation import load
 from contracts import contacts as schemas
@@ -106,7 +105,7 @@ class Contacts:
         if not doc:
             raise NotFound("Contact not found", {"id": contact_id})
         result = dump_contact(doc)
-        return result, [_event("contact_deleted", {"contact_id": contact_id})]
+        return result, [_event("contact_deleted", {"contact_id": contact_id, "contact": result})]
 
     def restore(self, contact_id):
         self._editable(self.store.get_contact(contact_id, include_deleted=True), contact_id)
@@ -222,7 +221,6 @@ class Contacts:
         now = utcnow()
         doc.update({"created_at": now, "updated_at": now, "deleted_at": None,
                     "created_by": self.caller.user_id})
-        doc.update(self._company_search(doc))
         self.store.insert_company(doc)
         result = dump_company(doc)
         return result, [_event("company_created", {"company": result})]
@@ -244,13 +242,12 @@ class Contacts:
         if not current:
             raise NotFound("Company not found", {"id": company_id})
         changes = self._company_fields(data)
-        changes.update(self._company_search({**current, **changes}))
         changes["updated_at"] = utcnow()
         doc = self.store.update_company(company_id, changes)
         if not doc:
             raise NotFound("Company not found", {"id": company_id})
         if "name" in data:
-            self.store.set_company_name(company_id, doc["name"], search_fields)
+            self.store.set_company_name(company_id, doc["name"])
         result = dump_company(doc)
         return result, [_event("company_updated", {"company": result})]
 
@@ -258,7 +255,8 @@ class Contacts:
         doc = self.store.update_company(company_id, {"deleted_at": utcnow(), "updated_at": utcnow()})
         if not doc:
             raise NotFound("Company not found", {"id": company_id})
-        return dump_company(doc), [_event("company_deleted", {"company_id": company_id})]
+        result = dump_company(doc)
+        return result, [_event("company_deleted", {"company_id": company_id, "company": result})]
 
     def restore_company(self, company_id):
         if not self.store.get_company(company_id, include_deleted=True):
@@ -336,9 +334,6 @@ class Contacts:
             doc["tags"] = sorted(set(data["tags"]))
         return doc
 
-    @staticmethod
-    def _company_search(doc):
-        return {"search_prefixes": prefixes(tokens(doc.get("name"), doc.get("domain")))}
 
     # Visibility (docs/auth.md): admins, API keys and services acting on their own see every
     # contact; a manager those owned by themselves or their team; an agent their own. A

@@ -371,7 +371,7 @@ class Deals:
                 result = self.dump_deal({**current, **changes, "version": current["version"] + 1})
                 kind = "deal_deleted" if deleting else "deal_restored"
                 return result, [_event(kind, {
-                    "deal_id": deal_id, "owner_id": current.get("owner_id"),
+                    "deal_id": deal_id, "deal": result, "owner_id": current.get("owner_id"),
                     "contact_id": current.get("contact_id"), "actor_id": self.caller.user_id,
                     "ref": {"type": "deal", "id": deal_id}})]
         raise Conflict("The deal keeps changing; try again", {"id": deal_id})

@@ -8,7 +8,6 @@ queue again when it starts. Commits are grouped: every `CRM_SEARCH_COMMIT_MS` at
 all writes made meanwhile share one commit (and one fsync)."""
 import logging
 import time
-from datetime import timedelta
 
 import eventlet
 from eventlet import tpool
@@ -20,8 +19,9 @@ from contracts.search import TYPES
 from crm_common.config import get_settings
 from crm_common.errors import Timeout, Unavailable
 from crm_common.messaging.rpc import RpcPool
-from crm_common.timeutil import parse_iso, to_iso, utcnow
-from services.search import feed
+from crm_common.timeutil import to_iso, utcnow
+from services.search import feed, lists
+from services.search.documents import micros
 from services.search.answers import hit
 from services.search.index import SCHEMA_VERSION, TantivyIndex, replica_id
 from services.search.query import parse, search_query
@@ -31,31 +31,10 @@ log = logging.getLogger(__name__)
 # an owner that does not answer (down, restarting) is asked again this long before the
 # event is failed (and retried by the reliable handler, then dead-lettered)
 FETCH_PATIENCE_S = 30.0
+# a list waits this long at most for an owner's record the caller has just written
+FRESH_PATIENCE_S = 3.0
+MAX_FRESH = 10
 REBUILD_CHUNK = 200   # records written per hold of the writer during a rebuild
-# Contacts and companies also change without an event per record (imports and their undo,
-# a company's rename copied to its people): every CRM_SEARCH_SYNC_SECONDS the changes since
-# the last read are read again, from a little earlier (a write's updated_at is taken
-# before it is stored), in (updated_at, _id) pages.
-SYNCED = ("contact", "company")
-SYNC_OVERLAP_S = 3.0
-SYNC_PAGE = 500
-# the embedded database reads a whole window before it applies the page's limit: windows
-# start small and grow to at most a minute, so no read matches much more than a page
-SYNC_FIRST_WINDOW = timedelta(seconds=2)
-SYNC_MAX_WINDOW = timedelta(seconds=60)
-SYNC_MIN_WINDOW = timedelta(milliseconds=5)
-
-
-def visible_people(caller):
-    """The people whose records this caller sees (crm_common.context.Caller.owner_filter's
-    rule): None = everyone (admin, API key, a service on its own); a manager themselves
-    and their team; an agent themselves."""
-    if caller.role in (None, "admin"):
-        return None
-    ids = [caller.user_id]
-    if caller.role == "manager":
-        ids += [m for m in caller.team_members if m != caller.user_id]
-    return ids
 
 
 class Owners:
@@ -80,7 +59,7 @@ class Owners:
                 eventlet.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def records(self, wanted):
+    def records(self, wanted, patience=FETCH_PATIENCE_S):
         """{(kind, id): record or None} for [(kind, id)]."""
         out = {key: None for key in wanted}
         by_kind = {}
@@ -89,7 +68,7 @@ class Owners:
         for kind, ids in by_kind.items():
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]
-                for record in self.page(kind, ids=chunk, limit=len(chunk))["items"]:
+                for record in self.page(kind, patience, ids=chunk, limit=len(chunk))["items"]:
                     out[(kind, record["id"])] = record
         return out
 
@@ -127,9 +106,7 @@ class SearchIndex(DependencyProvider):
         if self.index.needs_rebuild:
             self.rebuild = {"started_at": to_iso(utcnow()), "finished_at": None,
                             "done": {kind: 0 for kind in feed.ORDER}}
-            self.index.save_sync_marks({kind: self.rebuild["started_at"] for kind in SYNCED})
             self.container.spawn_managed_thread(self._rebuild)
-        self.container.spawn_managed_thread(self._sync_loop)
 
     def stop(self):
         self.running = False
@@ -168,13 +145,18 @@ class SearchIndex(DependencyProvider):
                 raise
         waiters.send(True)
 
-    def _write(self, answers):
-        """Owners' answers into the index, each with what follows from it; the records
+    def _write(self, answers, carried=(), touched=None):
+        """Owners' answers ({(kind, id): record}) and the records an event carried
+        ([(kind, record)]) into the index, each with what follows from it; the records
         that must be fetched again because of them."""
         follow = []
         with self.lock:
+            for kind, record in carried:
+                follow += feed.apply(self.index, kind, record["id"], record, carried=True)
             for (kind, record_id), record in answers.items():
                 follow += feed.apply(self.index, kind, record_id, record)
+            if touched:
+                feed.touch(self.index, *touched)
             return follow, self._commit_of_writes()
 
     def _commit_of_writes(self):
@@ -183,15 +165,17 @@ class SearchIndex(DependencyProvider):
         return self.next_commit if self.index.dirty else None
 
     def apply(self, event):
-        """An event's records, fetched from their owners, written and committed."""
+        """An event's records (carried, else fetched from their owners), written and
+        committed."""
         work = feed.work_of(event)
         if work.import_undone:
             with self.lock:
                 keys = self.index.keys_with("contact", f"import_id={work.import_undone}")
             work.fetch += [tuple(key.split(":", 1)) for key in keys]
-        if not work.fetch:
+        if not (work.fetch or work.records or work.touched):
             return 0
-        follow, committed = self._write(self.owners.records(work.fetch))
+        fetched = self.owners.records(work.fetch) if work.fetch else {}
+        follow, committed = self._write(fetched, work.records, work.touched)
         if follow:
             _, committed = self._write(self.owners.records(follow))
         if work.merged:
@@ -200,7 +184,7 @@ class SearchIndex(DependencyProvider):
                 committed = self._commit_of_writes()
         if committed is not None:
             committed.wait()
-        return len(work.fetch) + len(follow)
+        return len(work.records) + len(work.fetch) + len(follow)
 
     # -- rebuild --------------------------------------------------------------------
     def _rebuild(self):
@@ -236,66 +220,6 @@ class SearchIndex(DependencyProvider):
         self.index.mark_complete(self.rebuild)
         log.info("search index rebuilt: %s", self.rebuild)
 
-    # -- changes without events -----------------------------------------------------
-    def _sync_loop(self):
-        while self.running:
-            eventlet.sleep(self.settings.search.sync_seconds)
-            try:
-                self.sync()
-            except Exception:  # noqa: BLE001 - the next round tries again from the same mark
-                log.exception("reading changed records from their owners failed")
-
-    def sync(self):
-        """Reads contacts and companies changed since the last read; the new marks are
-        saved once what was read is committed.
-
-        The changes are read in time windows that shrink when one holds more than a page
-        and grow when it holds little: an open-ended "since" read in keyset pages makes the
-        embedded database read every remaining match for each page (quadratic after an
-        import of tens of thousands of contacts), a bounded window only its own."""
-        marks = dict(self.index.sync_marks())
-        committed = None
-        for kind in SYNCED:
-            mark = parse_iso(marks[kind]) if marks.get(kind) else utcnow() - timedelta(days=1)
-            newest = mark
-            low, end = mark - timedelta(seconds=SYNC_OVERLAP_S), utcnow() + timedelta(seconds=1)
-            window = SYNC_FIRST_WINDOW
-            while self.running and low < end:
-                high = min(low + window, end)
-                items = self._changed(kind, low, high, whole=window <= SYNC_MIN_WINDOW)
-                if items is None:  # more than a page in this window: a narrower one
-                    window = max(window / 4, SYNC_MIN_WINDOW)
-                    continue
-                with self.lock:
-                    for record in items:
-                        feed.apply(self.index, kind, record["id"], record)
-                    committed = self._commit_of_writes() or committed
-                for record in items:
-                    if record.get("updated_at"):
-                        newest = max(newest, parse_iso(record["updated_at"]))
-                low = high
-                if len(items) < SYNC_PAGE // 4:
-                    window = min(window * 2, SYNC_MAX_WINDOW)
-            marks[kind] = to_iso(newest)
-        if committed is not None:
-            committed.wait()
-        self.index.save_sync_marks(marks)
-
-    def _changed(self, kind, low, high, whole):
-        """The records changed in [low, high); None when that is more than a page, unless
-        `whole` (the narrowest window: then every page of it, by keyset)."""
-        items, cursor = [], None
-        while self.running:
-            page = self.owners.page(kind, since=to_iso(low), until=to_iso(high), cursor=cursor,
-                                    limit=SYNC_PAGE)
-            items.extend(page["items"])
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return items
-            if not whole:
-                return None
-        return items
-
     # -- answers --------------------------------------------------------------------
     @property
     def rebuilding(self):
@@ -312,7 +236,7 @@ class SearchIndex(DependencyProvider):
             raise Unavailable("The search index is being rebuilt; try again shortly",
                               {"rebuild": self.rebuild})
         parsed = parse(text, self.settings.default_region)
-        people = visible_people(caller)
+        people = caller.person_ids()   # the owners' own rule (docs/auth.md)
         types = tuple(types or TYPES)
         out = {"items": [], "counts": {kind: 0 for kind in types}}
         query = search_query(self.index.schema, parsed, types, people)
@@ -321,6 +245,32 @@ class SearchIndex(DependencyProvider):
         out["items"] = [hit(parsed, score, found) for score, found in self.index.hits(query, limit)]
         out["counts"].update(self.index.counts(query))
         return out
+
+    def list_page(self, kind, params, caller, fresh=None):
+        """A list endpoint's page from the index (lists.py). `fresh`: the caller's own
+        latest writes ([{"type", "id", "updated_at"}]) the answer must show: a record the
+        index does not hold at that state yet is read from its owner and committed first."""
+        if self.rebuilding:
+            raise Unavailable("The search index is being rebuilt; the list is read from "
+                              "its owner meanwhile", {"rebuild": self.rebuild})
+        self.catch_up(fresh or [])
+        return lists.page(self.index, kind, params, caller.person_ids(),
+                          self.settings.default_region)
+
+    def catch_up(self, written):
+        """Makes the index hold at least these states (read-your-own-write)."""
+        behind = []
+        for item in written[:MAX_FRESH]:
+            record_id, stamp = str(item.get("id") or ""), micros(item.get("updated_at"))
+            if (item.get("type") in feed.OWNERS and record_id and
+                    self.index.committed_updated(f"{item['type']}:{record_id}") < stamp):
+                behind.append((item["type"], record_id))
+        if behind:
+            follow, committed = self._write(self.owners.records(behind, patience=FRESH_PATIENCE_S))
+            if follow:  # what carries words of it (a company's contacts)
+                _, committed = self._write(self.owners.records(follow, patience=FRESH_PATIENCE_S))
+            if committed is not None:
+                committed.wait()
 
     def indexed(self, kind):
         return {"replica": self.replica, "state": self.state()["state"],

@@ -14,10 +14,13 @@ and split on anything that is not a letter or a digit, the same way queries are.
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
+from crm_common.text import fold as text_fold
 from crm_common.timeutil import parse_iso
 
 SHARED = "*"
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MAX_WORD = 40           # longer words are cut (a query word is cut the same way)
 MIN_PHONE_DIGITS = 4
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -30,7 +33,8 @@ FILTERS = {
     "deal": ("owner_id", "pipeline_id", "stage_id", "status", "contact_id", "company_id",
              "source"),
     "task": ("assignee_id", "creator_id", "status", "kind", "contact_id", "deal_id"),
-    "call": ("agent_id", "owner_id", "contact_id", "direction", "outcome"),
+    "call": ("agent_id", "owner_id", "contact_id", "direction", "outcome", "missed",
+             "called_back", "number"),
 }
 # who may see a record (crm_common.context.Caller.owner_filter, as its owner applies it)
 PEOPLE = {"contact": ("owner_id",), "company": (), "deal": ("owner_id",),
@@ -39,6 +43,8 @@ SHARED_WHEN_UNOWNED = {"contact", "company"}
 # the date of each type that lists sort on besides created/updated
 WHEN = {"contact": "last_contacted_at", "company": None, "deal": "expected_close_date",
         "task": "due_at", "call": "started_at"}
+# a task without a due date sorts after every dated one (as the tasks service's sort_due)
+NO_DUE = {"task": 253402214400 * 1_000_000}   # 9999-12-31T00:00:00Z in microseconds
 
 
 # Latin letters that carry their mark inside (no decomposition): as people type them
@@ -93,9 +99,17 @@ def micros(value):
         return 0
     try:
         when = parse_iso(value) if isinstance(value, str) else value
-        return int(when.timestamp() * 1_000_000)
+        if not isinstance(when, datetime):  # a date: its midnight, UTC
+            when = datetime(when.year, when.month, when.day)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return (when - EPOCH) // timedelta(microseconds=1)   # exact (no float)
     except (TypeError, ValueError, AttributeError, OverflowError):
         return 0
+
+
+def from_micros(value):
+    return EPOCH + timedelta(microseconds=value)
 
 
 @dataclass
@@ -114,6 +128,7 @@ class Entry:
     visible_to: list = field(default_factory=list)
     filters: list = field(default_factory=list)
     card: dict = field(default_factory=dict)
+    sort_name: str = ""                # contacts: as the contacts service sorts by name
 
     @property
     def key(self):
@@ -123,6 +138,53 @@ class Entry:
     def stamp(self):
         """What orders two states of one record: the later write wins."""
         return (self.updated, self.version)
+
+
+def filter_term(name, value):
+    """The `field=value` term of a list filter (tags folded; booleans true/false)."""
+    if name == "tag":
+        return f"tag={fold(value)}"
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    return f"{name}={value}"
+
+
+def custom_term(key, value):
+    """The `cf.<key>=value` term of a custom field's value (numbers and booleans in one
+    form, so the text of a URL parameter finds them: custom_url_value)."""
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    elif isinstance(value, (int, float)):
+        value = str(int(value)) if float(value).is_integer() else repr(float(value))
+    return f"cf.{key}={str(value).strip()}"
+
+
+def custom_url_value(raw):
+    """A `cf.<key>=` parameter's text as the value custom_term reads."""
+    text = str(raw).strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def custom_terms(record):
+    """One term per custom field value (a list: each; money: its amount)."""
+    out = []
+    for key, value in (record.get("custom") or {}).items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, dict):
+                item = item.get("amount")
+            if isinstance(item, (str, int, float, bool)) and item != "":
+                out.append(custom_term(key, item))
+    return out
+
+
+def name_sort_key(record):
+    """The contacts service's sort_name: "last first", accents off, case folded."""
+    return text_fold(f"{record.get('last_name') or ''} {record.get('first_name') or ''}").strip()
 
 
 def _emails(record):
@@ -163,12 +225,15 @@ def describe(kind, record, related=None):
                   updated=micros(record.get("updated_at")), version=int(record.get("version") or 0),
                   created=micros(record.get("created_at")),
                   when=micros(record.get(WHEN[kind])) if WHEN[kind] else 0)
+    if not entry.when:
+        entry.when = NO_DUE.get(kind, 0)
     for name in FILTERS[kind]:
         value = record.get(name)
         if name == "tags":
-            entry.filters += [f"tag={fold(t)}" for t in value or []]
+            entry.filters += [filter_term("tag", t) for t in value or []]
         elif value not in (None, ""):
-            entry.filters.append(f"{name}={value}")
+            entry.filters.append(filter_term(name, value))
+    entry.filters += custom_terms(record)
     people = [record.get(p) for p in PEOPLE[kind] if record.get(p)]
     entry.visible_to = sorted(set(people))
     if kind in SHARED_WHEN_UNOWNED and not people:
@@ -185,6 +250,7 @@ class _Describe:
         name = person_name(record)
         emails, phones = _emails(record), _phones(record)
         entry.names = words(record.get("first_name"), record.get("last_name"))
+        entry.sort_name = name_sort_key(record)
         entry.words = words(*emails, record.get("company_name"), record.get("position"),
                             *(record.get("tags") or []), record.get("source"),
                             *(m.get("handle") for m in record.get("messengers") or []

@@ -1,9 +1,12 @@
 """Which records an event concerns, and how their current state reaches the index.
 
-An event is only a signal: its `data` gives the ids of what changed, and the current
-state of those records is fetched from their owner (contracts/search.py `search_records`).
-So events may come late, twice, or out of order: the index keeps the latest state it has
-seen of each record (index.py), and a record its owner no longer has is removed.
+Most events carry the record as its owner's API gives it (`data.contact`, `data.deal`...,
+with its `updated_at`): that state is written as it is, without asking the owner. Events
+that name records without carrying them (a merge's merged contacts, a routed lead, an
+import's batch: `contact_ids`) have those records fetched from their owner
+(contracts/search.py `search_records`). Events may come late, twice, or out of order: the
+index keeps the latest state it has seen of each record (index.py), and a record its
+owner no longer has is removed.
 
 Denormalised words follow their source inside the index:
 - a deal is found by its contact's and company's names, emails and phones: when a contact
@@ -11,13 +14,19 @@ Denormalised words follow their source inside the index:
 - a company renamed renames it in its contacts (the contacts service does so and
   announces nothing per contact): they are fetched again;
 - a merge moves the merged contacts' deals, tasks and calls to the survivor (their owners
-  do the same on the same event, without announcing it).
-Contacts and companies also change with no event per record (imports): dependencies.py
-reads their changes since its last read; an import's undo deletes what it created, so
-its event has the index read those contacts again (it knows them by their import)."""
+  do the same on the same event, without announcing it);
+- an answered call marks the earlier missed calls from its number called back (telephony
+  does so without an event of theirs): they are fetched again.
+- a real touch (a call, a completed call/meeting task: `data.contacted_at`) moves the
+  contact's last_contacted_at forward, as the contacts service does without an event.
+An import announces each batch's contacts and companies (`import_progress`); its undo
+deletes what it created, so its event has the index read those contacts again (it knows
+them by their import). What still changes with no event (an undo's restored contacts) is
+read by dependencies.py's slow catch-up of contacts and companies changed since its last
+read."""
 from dataclasses import dataclass, field
 
-from services.search.documents import describe
+from services.search.documents import describe, filter_term, micros
 
 # the owning service of each type, and the order a rebuild reads them in (a deal is
 # described with its contact and company, so those come first)
@@ -54,10 +63,13 @@ RECORD_EVENTS = {
     ("telephony", "call_answered"): ("call", ("call", "id")),
     ("telephony", "call_ended"): ("call", ("call", "id")),
     ("telephony", "call_missed"): ("call", ("call", "id")),
+    ("telephony", "call_updated"): ("call", ("call", "id")),
 }
 
 
-OTHER_EVENTS = {("contacts", "import_undone")}
+OTHER_EVENTS = {("contacts", "import_undone"), ("contacts", "import_progress")}
+# events whose record (in `data`) is a deleted one
+DELETING = {"contact_deleted", "company_deleted", "deal_deleted"}
 
 
 def event_types_of(source):
@@ -75,9 +87,20 @@ def _dig(data, path):
     return data if isinstance(data, str) and data else None
 
 
+def body_record(kind, event_type, data):
+    """The record an event carries (its owner's API form), or None when it names one only."""
+    record = data.get(kind)
+    if not isinstance(record, dict) or not isinstance(record.get("id"), str) or not record.get(
+            "updated_at"):
+        return None
+    return dict(record, deleted=event_type in DELETING or bool(record.get("deleted_at")))
+
+
 @dataclass
 class Work:
+    records: list = field(default_factory=list)    # [(kind, record)] carried by the event
     fetch: list = field(default_factory=list)      # [(kind, id)] to read from their owners
+    touched: tuple = None                           # (contact id, contacted_at)
     merged: tuple = None                            # (survivor_id, [merged ids])
     import_undone: str = None                       # the contacts it created are read again
 
@@ -92,11 +115,20 @@ def work_of(event):
         # what it restored is a change of now (read by dependencies.sync); what it created
         # is gone without a trace: the index knows them by their import
         work.import_undone = _dig(data, ("import_id",))
+    if (source, event_type) == ("contacts", "import_progress"):
+        for kind, name in (("contact", "contact_ids"), ("company", "company_ids")):
+            work.fetch += [(kind, i) for i in data.get(name) or [] if isinstance(i, str) and i]
+    contacted = _dig(data, ("contacted_at",))
+    if contacted and _dig(data, ("contact_id",)):
+        work.touched = (data["contact_id"], contacted)
     if known is None:
         return work
     kind, path = known
     record_id = _dig(data, path)
-    if record_id:
+    carried = body_record(kind, event_type, data)
+    if carried is not None and carried["id"] == record_id:
+        work.records.append((kind, carried))
+    elif record_id:
         work.fetch.append((kind, record_id))
     if event_type == "contact_merged":
         merged = [i for i in data.get("merged_ids") or [] if isinstance(i, str) and i != record_id]
@@ -118,18 +150,43 @@ def related(index, kind, record):
     return out
 
 
-def write(index, kind, record, force=False):
-    """One owner's record into the index (unless it holds a later state); True if written."""
+def write(index, kind, record, force=False, carried=False):
+    """One owner's record into the index (unless it holds a later state); True if written.
+    A contact keeps the latest last_contacted_at the index knows (it only moves forward,
+    and touches come without an event of the contact); one `carried` by an event (its API
+    form) keeps the import it came from, which that form leaves out."""
+    if kind == "contact":
+        held = index.record(kind, record["id"])
+        if held:
+            record = dict(record)
+            if carried and held.get("import_id") and "import_id" not in record:
+                record["import_id"] = held["import_id"]
+            if micros(held.get("last_contacted_at")) > micros(record.get("last_contacted_at")):
+                record["last_contacted_at"] = held["last_contacted_at"]
     return index.write(describe(kind, record, related(index, kind, record)), record, force)
 
 
-def apply(index, kind, record_id, record):
-    """An owner's answer for one record (None: it has no such record). Returns the
-    records to fetch again because of it."""
+def touch(index, contact_id, when):
+    """A real touch: the contact's last_contacted_at moves forward (kept at its version)."""
+    record = index.record("contact", contact_id)
+    if record is not None and micros(record.get("last_contacted_at")) < micros(when):
+        write(index, "contact", dict(record, last_contacted_at=when), force=True)
+
+
+def apply(index, kind, record_id, record, carried=False):
+    """An owner's answer for one record (None: it has no such record), or the record an
+    event `carried`. Returns the records to fetch again because of it."""
     if record is None:
         index.remove(kind, record_id)
         return []
-    if not write(index, kind, record):
+    if carried:
+        held = index.held(f"{kind}:{record_id}")
+        stamp = (micros(record.get("updated_at")), int(record.get("version") or 0))
+        if held is not None and held[0] == stamp and held[2] != record:
+            # two states of one instant (a call's events within a millisecond, handled
+            # out of order): the owner's current state says which is the last
+            return [(kind, record_id)]
+    if not write(index, kind, record, carried=carried):
         return []
     follow = []
     if kind in ("contact", "company"):
@@ -138,7 +195,20 @@ def apply(index, kind, record_id, record):
     if kind == "company":
         follow += [("contact", key.split(":", 1)[1])
                    for key in index.keys_with("contact", f"company_id={record_id}")]
+    if kind == "call" and record.get("outcome") == "answered" and record.get("number"):
+        follow += called_back(index, record)
     return follow
+
+
+def called_back(index, call):
+    """The missed calls from this call's number not called back yet: telephony marks them
+    called back when a call with that number is answered, without an event of theirs."""
+    out = []
+    for key in index.keys_with("call", filter_term("number", call["number"])):
+        held = index.record("call", key.split(":", 1)[1])
+        if held and held["id"] != call["id"] and held.get("missed") and not held.get("called_back"):
+            out.append(("call", held["id"]))
+    return out
 
 
 def redescribe(index, key):

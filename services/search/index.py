@@ -4,8 +4,7 @@ event loop).
 
 Layout of the replica's folder (`CRM_SEARCH_INDEX_DIR`):
     replica-id              this replica's name (its event queues are named after it)
-    index-v<SCHEMA_VERSION>/  the index; `complete` is written when a rebuild has finished,
-                            `sync.json` says up to when changes were read (dependencies.py)
+    index-v<SCHEMA_VERSION>/  the index; `complete` is written when a rebuild has finished
 A folder of another schema version, or without `complete`, is rebuilt from the owners.
 
 Each document is one record, keyed `<type>:<id>`. A deleted record stays as a tombstone
@@ -19,17 +18,22 @@ import uuid
 import tantivy
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# a list page whose last sort value is shared by more records reads all of them (they
+# are ordered by id, or by name then id): at most this many
+MAX_TIES = 20000
+# the part of a name that orders names sharing their first 8 bytes (a cursor carries it,
+# and a cursor stays under crm_common.fields' 500 characters)
+SORT_NAME_CHARS = 32
 WRITER_HEAP_BYTES = 64 * 1024 * 1024
 COMPLETE = "complete"
-SYNC = "sync.json"
 
 
 def build_schema():
     b = tantivy.SchemaBuilder()
     b.add_text_field("key", stored=True, tokenizer_name="raw")
     b.add_text_field("type", stored=True, tokenizer_name="raw", fast=True)
-    b.add_text_field("id", stored=True, tokenizer_name="raw")
+    b.add_text_field("id", stored=True, tokenizer_name="raw", fast=True)
     # words arrive folded and split (documents.words): whitespace keeps them as they are
     b.add_text_field("names", tokenizer_name="whitespace", index_option="freq")
     b.add_text_field("words", tokenizer_name="whitespace", index_option="freq")
@@ -38,11 +42,27 @@ def build_schema():
     b.add_integer_field("live", stored=True, indexed=True, fast=True)
     b.add_integer_field("updated", stored=True, indexed=True, fast=True)
     b.add_integer_field("version", stored=True)
-    b.add_integer_field("created", indexed=True, fast=True)
-    b.add_integer_field("when", indexed=True, fast=True)
+    b.add_integer_field("created", stored=True, indexed=True, fast=True)
+    b.add_integer_field("when", stored=True, indexed=True, fast=True)
+    # the name sort: the first 8 bytes of the folded name as a number (its order), the
+    # whole name beside it (the order of the names whose first 8 bytes are the same)
+    b.add_unsigned_field("name_key", stored=True, indexed=True, fast=True)
+    b.add_text_field("sort_name", stored=True, tokenizer_name="raw", index_option="basic")
+    b.add_text_field("name_tie", tokenizer_name="raw", index_option="basic", fast=True)
     b.add_bytes_field("record", stored=True)
     b.add_bytes_field("card", stored=True)
     return b.build()
+
+
+def name_key(name):
+    """The first 8 bytes of a name (UTF-8: code point order) as an unsigned number."""
+    return int.from_bytes((name or "").encode()[:8].ljust(8, b"\0"), "big")
+
+
+def name_tie(name, record_id):
+    """What orders records whose names share their first 8 bytes: the name's start, then
+    the id (\x01 sorts below every character of a folded name)."""
+    return f"{(name or '')[:SORT_NAME_CHARS]}\x01{record_id}"
 
 
 def replica_id(root):
@@ -100,20 +120,6 @@ class TantivyIndex:
         except (FileNotFoundError, ValueError):
             return None
 
-    def sync_marks(self):
-        """{kind: ISO time} up to which changes were read from the owners (dependencies.py)."""
-        try:
-            with open(os.path.join(self.folder, SYNC)) as handle:
-                return json.load(handle)
-        except (FileNotFoundError, ValueError):
-            return {}
-
-    def save_sync_marks(self, marks):
-        path = os.path.join(self.folder, SYNC)
-        with open(path + ".tmp", "w") as handle:
-            json.dump(marks, handle)
-        os.replace(path + ".tmp", path)
-
     # -- reading ----------------------------------------------------------------------
     def searcher(self):
         if self._searcher is None:
@@ -133,6 +139,12 @@ class TantivyIndex:
         doc = searcher.doc(found[0][1])
         return ((doc.get_first("updated") or 0, doc.get_first("version") or 0),
                 bool(doc.get_first("live")), json.loads(doc.get_first("record") or b"{}"))
+
+    def committed_updated(self, key):
+        """The updated_at (microseconds) of the state searches see of `key`; -1 if none."""
+        searcher = self.searcher()
+        found = searcher.search(tantivy.Query.term_query(self.schema, "key", key), 1).hits
+        return searcher.doc(found[0][1]).get_first("updated") or 0 if found else -1
 
     def record(self, kind, record_id):
         """The record the index holds (live or not), or None."""
@@ -194,6 +206,9 @@ class TantivyIndex:
         doc.add_integer("version", entry.version)
         doc.add_integer("created", entry.created)
         doc.add_integer("when", entry.when)
+        doc.add_unsigned("name_key", name_key(entry.sort_name))
+        doc.add_text("sort_name", entry.sort_name)
+        doc.add_text("name_tie", name_tie(entry.sort_name, entry.id))
         doc.add_bytes("record", json.dumps(record, separators=(",", ":")).encode())
         doc.add_bytes("card", json.dumps(entry.card, separators=(",", ":")).encode())
         return doc
@@ -234,6 +249,64 @@ class TantivyIndex:
 
     def count(self, query):
         return self.searcher().search(query, 1, count=True).count
+
+    def sorted_page(self, query, field, descending, limit, after=None):
+        """The next `limit` + 1 records matching `query` in (`field`, tie) order, strictly
+        after `after` (such a key), as [(key, record)]. The tie orders records sharing a
+        value of `field`: their id, or for the name sort their name then id (as the
+        owners' MongoDB keyset pages). Tantivy orders by one fast field: records sharing
+        the last value of a page are read together, ordered by their tie's fast field."""
+        searcher = self.searcher()
+        field_type = tantivy.FieldType.Unsigned if field == "name_key" else tantivy.FieldType.Integer
+        tie_field = "name_tie" if field == "name_key" else "id"
+        order = tantivy.Order.Desc if descending else tantivy.Order.Asc
+        docs = {}
+
+        def doc_of(address):
+            where = (address.segment_ord, address.doc)
+            if where not in docs:
+                docs[where] = searcher.doc(address)
+            return docs[where]
+
+        def beyond(a, b):
+            return a < b if descending else a > b
+
+        def where(**bounds):
+            return tantivy.Query.boolean_query([
+                (tantivy.Occur.Must, query),
+                (tantivy.Occur.Must, tantivy.Query.range_query(self.schema, field, field_type,
+                                                               **bounds))])
+
+        def group(value):
+            """Every match of this sort value, in tie order (fast fields only)."""
+            hits = searcher.search(where(lower_bound=value, upper_bound=value), MAX_TIES,
+                                   count=False, order_by_field=tie_field, order=order).hits
+            return [((value, tie), address) for tie, address in hits]
+
+        out, rest = [], query
+        if after is not None:
+            out = [item for item in group(after[0]) if beyond(item[0], after)]
+            rest = (where(upper_bound=after[0], include_upper=False) if descending
+                    else where(lower_bound=after[0], include_lower=False))
+        need = limit + 1 - len(out)
+        if need > 0:
+            hits = searcher.search(rest, need, count=False, order_by_field=field, order=order).hits
+            found = [((value, self._tie(doc_of(address), field)), address)
+                     for value, address in hits]
+            if len(found) == need:
+                # the last value may be shared beyond what was read: read it whole
+                last = found[-1][0][0]
+                found = [item for item in found if item[0][0] != last] + group(last)
+            out += sorted(found, key=lambda item: item[0], reverse=descending)
+        # only the page's documents are read and parsed (a group of ties may be long)
+        return [(key, json.loads(doc_of(address).get_first("record") or b"{}"))
+                for key, address in out[:limit + 1]]
+
+    @staticmethod
+    def _tie(doc, field):
+        if field == "name_key":
+            return name_tie(doc.get_first("sort_name"), doc.get_first("id"))
+        return doc.get_first("id")
 
     def live_stamps(self, kind, limit=1_000_000):
         """{id: updated_at micros} of every live record of `kind` (tests, audits)."""

@@ -111,11 +111,12 @@ def text_query(schema, parsed):
     return q.boolean_query([(Occur.Should, a) for a in alternatives])
 
 
-def filters(schema, types=None, visible_to=None):
-    """Live records of these types the caller may see. `visible_to`: None = everything
-    (admin, or a service acting on its own), else the people whose records the caller sees."""
+def filters(schema, types=None, visible_to=None, live=True):
+    """Live records (or all, deleted ones too) of these types the caller may see.
+    `visible_to`: None = everything (admin, or a service acting on its own), else the
+    people whose records the caller sees."""
     q = tantivy.Query
-    out = [(Occur.Must, q.term_query(schema, "live", 1))]
+    out = [(Occur.Must, q.term_query(schema, "live", 1))] if live else []
     if types:
         out.append((Occur.Must, q.term_set_query(schema, "type", list(types))))
     if visible_to is not None:

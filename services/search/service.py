@@ -6,6 +6,7 @@ from crm_common.errors import EXPECTED, Unavailable, ValidationFailed
 from crm_common.health import HealthEntrypoints
 from crm_common.messaging.rpc import rpc
 from crm_common.validation import load
+from services.search import lists
 from services.search.dependencies import SearchIndex
 from services.search.feed import SOURCES, event_types_of
 from services.search.listen import feed_handler
@@ -36,6 +37,15 @@ class SearchService(HealthEntrypoints):
         data = load(search_in, params)
         return self.index.search(data["q"], parse_types(data.get("types")), data["limit"],
                                  self.caller)
+
+    @rpc(expected_exceptions=EXPECTED + (Unavailable,))
+    def list_records(self, kind, params, fresh=None):
+        """A list endpoint of contacts, companies, deals, tasks or calls from the index
+        (the owner's list parameters and answer); 503 while the index is rebuilt (the
+        gateway then asks the owner). `fresh`: the caller's latest writes to show."""
+        if kind not in lists.LISTS:
+            raise ValidationFailed("Unknown type", {"fields": {"kind": [f"One of {TYPES}."]}})
+        return self.index.list_page(kind, params or {}, self.caller, fresh)
 
     @rpc
     def health(self):

@@ -199,6 +199,10 @@ class Calls:
         if rank:
             doc, events = self._transition(doc, state, rank, ev, at, events)
 
+        if new_facts and not events:
+            # facts of a known call without a move (a CDR's talk time, a recording): its
+            # readers' copies (the search index) follow
+            events.append(self._event("call_updated", doc, event_id=new_id()))
         if not created:  # the creating event is remembered by the record (first_event)
             self.store.remember_event(key, doc["_id"])
         return self._answer(doc, **answer_extra), events
@@ -362,12 +366,13 @@ class Calls:
                           "extension": owner.get("extension")} if owner else None,
                 "route_to": route_to, "duplicate": duplicate}
 
-    def _event(self, event_type, doc, contacted=False):
+    def _event(self, event_type, doc, contacted=False, event_id=None):
         call = dump_call(doc)
         other = (call["from"] if doc.get("direction") != "outbound" else call["to"]) or {}
         who = doc.get("contact_name") or other.get("e164") or other.get("raw") or "unknown number"
         summary = {"call_started": "Call started with {}", "call_answered": "Call answered with {}",
-                   "call_ended": "Call ended with {}", "call_missed": "Missed call from {}"}[event_type]
+                   "call_ended": "Call ended with {}", "call_missed": "Missed call from {}",
+                   "call_updated": "Call with {} updated"}[event_type]
         data = {"call": call, "contact_id": doc.get("contact_id"), "agent_id": doc.get("agent_id"),
                 "owner_id": doc.get("owner_id"), "direction": doc.get("direction"),
                 "from": (call["from"] or {}).get("e164") or (call["from"] or {}).get("raw"),
@@ -382,9 +387,10 @@ class Calls:
         if contacted:
             data["contacted_at"] = to_iso(doc.get("answered_at") or doc.get("ended_at") or utcnow())
         # one id per call and type: a downstream handler dedupes a re-announcement
-        out = envelope(SERVICE, event_type, data, event_id=f"{doc['_id']}:{event_type}")
+        out = envelope(SERVICE, event_type, data, event_id=event_id or f"{doc['_id']}:{event_type}")
         # the call's own time (a timeline shows when it rang, not when the webhook came)
-        own = doc.get(OWN_TIME[event_type]) or doc.get("started_at")
+        # (call_updated: now, when the facts came)
+        own = (doc.get(OWN_TIME[event_type]) or doc.get("started_at")) if event_type in OWN_TIME else None
         if own:
             out["occurred_at"] = to_iso(own)
         return out

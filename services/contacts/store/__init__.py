@@ -8,20 +8,22 @@ from pymongo import ASCENDING, DESCENDING
 from crm_common.cursors import after_cursor, page
 from crm_common.custom_fields import SORTABLE, Definitions
 from crm_common.ids import new_id
+from crm_common.errors import Unavailable
 from crm_common.mongo import BaseStore, find_in, update_and_get
 from crm_common.phones import looks_like_phone, phone_search_keys
-from crm_common.text import prefix_query
 from crm_common.timeutil import utcnow
 from services.contacts.domain import EMAIL
 
 LIVE = {"deleted_at": None}
 
 # Internal search keys stay in the database; reads leave them out.
-READ = {"search_prefixes": 0, "email_keys": 0, "phone_keys": 0, "handle_keys": 0,
+READ = {"email_keys": 0, "phone_keys": 0, "handle_keys": 0,
         "sort_name": 0, "parked_keys": 0}
 # Lookup keys a soft-deleted contact keeps aside, so lookups and duplicate checks query one
 # indexed field only (SecantusDB scans the collection when a query adds deleted_at).
-KEY_FIELDS = ("email_keys", "phone_keys", "handle_keys", "search_prefixes")
+KEY_FIELDS = ("email_keys", "phone_keys", "handle_keys")
+# indexes of earlier versions that only served search (now the search service's index)
+RETIRED_INDEXES = ("search_prefixes_1",)
 
 
 def visible_condition(visible):
@@ -31,13 +33,20 @@ def visible_condition(visible):
 
 
 def text_query(q, region):
-    """`q` as a Mongo condition: a phone in any form, an email, or name/company prefixes."""
+    """`q` as a Mongo condition, for the list's fallback while the search index is rebuilt
+    (gateway/lists.py): a phone in any form or an email (lookup keys); words are searched
+    in the index only."""
     q = q.strip()
     if looks_like_phone(q):
         return {"phone_keys": {"$in": phone_search_keys(q, region)}}
     if EMAIL.match(q):
         return {"email_keys": q.lower()}
-    return prefix_query("search_prefixes", q)
+    raise words_need_the_index()
+
+
+def words_need_the_index():
+    return Unavailable("Searching by words needs the search index, which is being rebuilt; "
+                       "a phone number or an email can be searched meanwhile")
 
 
 class ContactsStore(BaseStore):
@@ -70,13 +79,15 @@ class ContactsStore(BaseStore):
         c.create_index("phone_keys")
         c.create_index("email_keys")
         c.create_index("handle_keys")
-        c.create_index("search_prefixes")
         c.create_index("last_contacted_at")
         c.create_index([("birthday_md", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)])
         self.companies.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
         self.companies.create_index([("updated_at", DESCENDING), ("_id", DESCENDING)])
-        self.companies.create_index("search_prefixes")
         self.companies.create_index([("owner_id", ASCENDING), ("created_at", DESCENDING)])
+        for collection in (c, self.companies):
+            retired = set(RETIRED_INDEXES) & set(collection.index_information())
+            for name in retired:
+                collection.drop_index(name)
         self.timeline.create_index([("contact_id", ASCENDING), ("occurred_at", DESCENDING),
                                     ("_id", DESCENDING)])
         # one timeline entry per source record and kind, so redelivered events add nothing
@@ -197,7 +208,7 @@ class ContactsStore(BaseStore):
         """The company list's query from its validated parameters."""
         query = {} if filters["include_deleted"] else {"deleted_at": None}
         if filters.get("q"):
-            query.update(prefix_query("search_prefixes", filters["q"]))
+            raise words_need_the_index()
         for key in ("tag", "owner_id"):
             if filters.get(key):
                 query["tags" if key == "tag" else key] = filters[key]
@@ -227,11 +238,9 @@ class ContactsStore(BaseStore):
     def count_contacts(self, query):
         return self.contacts.count_documents(query)
 
-    def set_company_name(self, company_id, name, token_builder):
-        for doc in self.contacts.find({"company_id": company_id, **LIVE}):
-            doc["company_name"] = name
-            self.contacts.update_one({"_id": doc["_id"]},
-                                     {"$set": {"company_name": name, **token_builder(doc)}})
+    def set_company_name(self, company_id, name):
+        """The company's contacts (deleted ones too: one indexed predicate) carry its name."""
+        self.contacts.update_many({"company_id": company_id}, {"$set": {"company_name": name}})
 
     def update_owner_if_none(self, contact_id, owner_id, when):
         """Give an owner-less contact its first owner; None when it already had one."""
@@ -263,8 +272,7 @@ class ContactsStore(BaseStore):
         return update_and_get(self.companies, query, {"$set": changes})
 
     def page_companies(self, query, sort_field, direction, limit, cursor):
-        return page(self.companies, query, sort_field, direction, limit, cursor,
-                    projection={"search_prefixes": 0})
+        return page(self.companies, query, sort_field, direction, limit, cursor)
 
     def count_companies(self, query):
         return self.companies.count_documents(query)

@@ -1,0 +1,380 @@
+"""List screens and global search at size: every list read of issue 18 through the gateway
+(answered from the search service's index) at 1 and 16 clients, p50/p95, beside the same
+query on the Tantivy engine alone (in this process, on the same records), CPU per process
+and the search service's RSS.
+
+    .venv/bin/python bench/bench_lists.py                 # smoke size, under 2 minutes
+    .venv/bin/python bench/bench_lists.py --scale 1       # the issue's sizes: 100,000
+        contacts, 20,000 companies, 100,000 deals, 200,000 tasks, 200,000 calls (hours)
+    .venv/bin/python bench/bench_lists.py --contacts 48000 --deals 0 --tasks 0 --calls 0
+
+Data goes in through the platform: contacts and their companies by CSV import, deals,
+tasks and calls by the API (POST /deals, POST /tasks, /telephony/events), 8 clients.
+Starts an isolated stack (tests/stack.py).
+"""
+import argparse
+import csv
+import io
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from urllib.parse import urlencode
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import Platform, _http_worker, cpu_note, cpu_seconds, load_average  # noqa: E402
+from crm_common.timeutil import to_iso, utcnow  # noqa: E402
+
+FULL = {"contacts": 100_000, "companies": 20_000, "deals": 100_000, "tasks": 200_000,
+        "calls": 200_000}
+SMOKE_SCALE = 0.002
+LAST_NAMES = ["Rossi", "Bianchi", "Müller", "Łukasz", "García", "Иванов", "כהן", "Smith",
+              "Dubois", "Kowalski", "Nakamura", "Silva"]
+FIRST_NAMES = ["Mario", "Anna", "José", "Élodie", "Piotr", "Ольга", "Noa", "John", "Lea"]
+PATH = None  # the read being measured (set before the load processes fork)
+
+
+def make_request(seed, index, counter):
+    return "GET", PATH, None
+
+
+def percentiles(latencies):
+    ordered = sorted(latencies)
+    if not ordered:
+        return None, None
+    at = lambda q: round(ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000, 1)  # noqa: E731
+    return at(0.50), at(0.95)
+
+
+def load(base_url, path, clients, seconds, headers):
+    """(latencies, statuses) of `clients` keep-alive clients reading `path`."""
+    global PATH
+    PATH = path
+    processes = min(4, clients)
+    per = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
+    jobs = [(base_url, n, seconds, make_request, headers, str(i)) for i, n in enumerate(per)]
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        results = pool.map(_http_worker, jobs)
+    latencies, statuses = [], {}
+    for lat, st in results:
+        latencies += lat
+        for k, v in st.items():
+            statuses[k] = statuses.get(k, 0) + v
+    return latencies, statuses
+
+
+# -- loading through the platform ---------------------------------------------------------
+
+def phone(i):
+    return f"+39 347 {1000000 + i:07d}"
+
+
+def contacts_csv(n, companies):
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(("First name", "Last name", "Email", "Phone", "Company", "Tags", "Source"))
+    for i in range(n):
+        last = f"{LAST_NAMES[i % len(LAST_NAMES)]}{i // len(LAST_NAMES) % 50 or ''}"
+        writer.writerow((FIRST_NAMES[i % len(FIRST_NAMES)], last, f"p{i}@bench.example",
+                         phone(i), f"Company {i % companies}" if companies else "",
+                         "vip" if i % 10 == 0 else "regular", ("web", "fair", "phone")[i % 3]))
+    return out.getvalue().encode()
+
+
+def import_contacts(session, base, n, companies):
+    if not n:
+        return
+    started = time.perf_counter()
+    answer = session.post(base + "/imports", data={"on_duplicate": "create"}, timeout=600,
+                          files={"file": ("bench.csv", contacts_csv(n, companies))})
+    answer.raise_for_status()
+    job_id = answer.json()["id"]
+    while True:
+        job = session.get(f"{base}/imports/{job_id}", timeout=30).json()
+        if job["status"] in ("done", "failed"):
+            break
+        time.sleep(0.5)
+    print(f"  import of {n} contacts ({companies} companies): {job['status']} in "
+          f"{time.perf_counter() - started:.1f} s", flush=True)
+
+
+def parallel(func, items, workers=8):
+    """func(session, item) for every item, in `workers` threads with a session each."""
+    import requests
+    local = threading.local()
+    failures = []
+
+    def run(item):
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+            local.session.headers.update(HEADERS)
+        try:
+            func(local.session, item)
+        except Exception as exc:  # noqa: BLE001 - counted and shown
+            failures.append(exc)
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(run, items))
+    if failures:
+        print(f"    {len(failures)} failed, e.g. {failures[0]!r}")
+
+
+def ok(answer):
+    if answer.status_code >= 300:
+        raise RuntimeError(f"{answer.status_code} {answer.text[:200]}")
+    return answer.json()
+
+
+HEADERS = {}
+
+
+def load_data(platform, counts):
+    import requests
+    base = platform.base_url + "/api/v1"
+    session = requests.Session()
+    session.headers.update(HEADERS)
+    import_contacts(session, base, counts["contacts"], counts["companies"])
+    contact_ids = []
+    cursor = None
+    while counts["contacts"]:
+        page = ok(session.get(base + "/contacts", params={"limit": 500, **(
+            {"cursor": cursor} if cursor else {})}, timeout=60))
+        contact_ids += [c["id"] for c in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    pipeline = ok(session.post(base + "/pipelines", json={"name": "Bench", "stages": [
+        {"name": "New", "probability": 10}, {"name": "Offer", "probability": 50},
+        {"name": "Won", "kind": "won"}, {"name": "Lost", "kind": "lost"}]}))
+    now = utcnow()
+    # what one write costs each process (the search service's share: its event handling)
+    sample = min(100, max(counts["contacts"] // 10, 20))
+    before = cpu_seconds(platform)
+    parallel(lambda s, i: ok(s.post(base + "/contacts", params={"force": "true"}, json={
+        "first_name": "Sample", "last_name": f"Create{i}", "emails": [f"s{i}@bench.example"],
+        "phones": [phone(900000 + i)]}, timeout=60)), range(sample), workers=1)
+    wait_quiet(platform, timeout=10)
+    print(f"  POST /contacts x{sample}, 1 client: "
+          f"{cpu_note(before, cpu_seconds(platform), sample)}", flush=True)
+    started = time.perf_counter()
+    parallel(lambda s, i: ok(s.post(base + "/deals", json={
+        "title": f"Deal {i}", "amount": 1000 * (i % 500 + 1), "currency": "EUR",
+        "pipeline_id": pipeline["id"], "stage_id": pipeline["stages"][i % 2]["id"],
+        "contact_id": contact_ids[i % len(contact_ids)] if contact_ids else None},
+        timeout=60)), range(counts["deals"]))
+    parallel(lambda s, i: ok(s.post(base + "/tasks", json={
+        "title": f"Task {i}", "kind": ("call", "meeting", "email", "todo")[i % 4],
+        "due_at": to_iso(now + timedelta(hours=i % 400 - 200)),
+        **({"contact_id": contact_ids[i % len(contact_ids)]} if contact_ids else {})},
+        timeout=60)), range(counts["tasks"]))
+
+    def call(s, i):  # one event: a call reported when it ended
+        ok(s.post(base + "/telephony/events", json={
+            "event_id": f"bench-{i}", "provider": "bench", "call_id": f"bench-{i}",
+            "direction": "inbound", "from": phone(i % max(counts["contacts"], 1)),
+            "to": "+390212345678", "state": "ended", "outcome": ("answered", "no_answer")[i % 2],
+            "duration_s": i % 300, "occurred_at": to_iso(now - timedelta(minutes=i))},
+            timeout=60))
+    parallel(call, range(counts["calls"]))
+    print(f"  {counts['deals']} deals, {counts['tasks']} tasks, {counts['calls']} calls through "
+          f"the API in {time.perf_counter() - started:.1f} s", flush=True)
+    return session
+
+
+def wait_quiet(platform, timeout=60, cores=0.3):
+    """Until the stack's background work after the load (events, timers) has settled."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = cpu_seconds(platform)
+        time.sleep(1)
+        after = cpu_seconds(platform)
+        busy = sum(after.get(k, 0) - before.get(k, 0) for k in after if k != "load-client")
+        if busy < cores:
+            return busy
+    return busy
+
+
+def wait_indexed(platform, timeout=300):
+    """Until the index holds what the owners hold (lists and totals read from it)."""
+    stack = platform.stack
+    wanted = {kind: stack.db(owner)[collection].estimated_document_count()
+              for kind, owner, collection in (("contact", "contacts", "contacts"),
+                                              ("deal", "deals", "deals"),
+                                              ("task", "tasks", "tasks"),
+                                              ("call", "telephony", "calls"))}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        held = {kind: len(platform.stack.rpc.call("search", "indexed", kind, timeout=60)["ids"])
+                for kind in wanted}
+        if all(held[k] >= wanted[k] for k in wanted):
+            return held
+        time.sleep(1)
+    return held
+
+
+# -- the reads ----------------------------------------------------------------------------
+
+def reads(session, base, counts):
+    not_since = to_iso(utcnow() - timedelta(days=1))
+    out = [("contacts, first page (default sort)", "/contacts", {}),
+           ("contacts sort=name", "/contacts", {"sort": "name"}),
+           ("contacts sort=-updated_at", "/contacts", {"sort": "-updated_at"}),
+           ("contacts q=ross (a word)", "/contacts", {"q": "ross"}),
+           ("contacts q=Rossi12", "/contacts", {"q": "Rossi12"}),
+           ("contacts q=3471000 (phone digits)", "/contacts", {"q": "3471000"}),
+           ("contacts tag=vip", "/contacts", {"tag": "vip"}),
+           ("contacts not_contacted_since", "/contacts", {"not_contacted_since": not_since}),
+           ("contacts include_total=true", "/contacts", {"include_total": "true"}),
+           ("companies, first page", "/companies", {}),
+           ("deals status=open include_total", "/deals", {"status": "open",
+                                                          "include_total": "true"}),
+           ("tasks overdue=true", "/tasks", {"overdue": "true"}),
+           ("tasks sort=due_at", "/tasks", {}),
+           ("calls, first page", "/calls", {}),
+           ("search q=rossi", "/search", {"q": "rossi"}),
+           ("search q=mari (as typed)", "/search", {"q": "mari"})]
+    # page 20 of the contacts, by its cursor
+    cursor, params = None, {"limit": 50}
+    for _ in range(19):
+        page = ok(session.get(base + "/contacts", params=dict(params, **(
+            {"cursor": cursor} if cursor else {})), timeout=60))
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    if cursor:
+        out.insert(1, ("contacts page 20 (cursor)", "/contacts", {"cursor": cursor}))
+    return out
+
+
+def engine_alone(platform, read_list, seconds):
+    """The same reads on Tantivy in this process: the owners' records (search_records pages)
+    written into a fresh index; lists.page / the search query timed single-threaded."""
+    from services.search import feed, lists
+    from services.search.answers import hit
+    from services.search.index import TantivyIndex
+    from services.search.query import parse, search_query
+    folder = tempfile.mkdtemp(prefix="bench-lists-")
+    index = TantivyIndex(folder)
+    started = time.perf_counter()
+    for kind in feed.ORDER:
+        after = None
+        while True:
+            page = platform.stack.rpc.call(feed.OWNERS[kind], "search_records", kind,
+                                           after=after, limit=1000, timeout=120)
+            for record in page["items"]:
+                feed.write(index, kind, record)
+            after = page["next_after"]
+            if not after:
+                break
+    index.commit()
+    index.committed()
+    print(f"  engine alone: {index.num_docs()} documents indexed in "
+          f"{time.perf_counter() - started:.1f} s (read from the owners included)")
+    kinds = {"/contacts": "contact", "/companies": "company", "/deals": "deal",
+             "/tasks": "task", "/calls": "call"}
+    figures = {}
+    for label, path, params in read_list:
+        if path == "/search":
+            parsed = parse(params["q"])
+
+            def run():
+                query = search_query(index.schema, parsed)
+                [hit(parsed, s, f) for s, f in index.hits(query, 20)]
+                index.counts(query)
+        else:
+            if "cursor" in params:  # the service's cursors are not this index's: walk again
+                cursor = None
+                for _ in range(19):
+                    cursor = lists.page(index, kinds[path], dict(
+                        {"limit": 50}, **({"cursor": cursor} if cursor else {})),
+                        None, "IT")["next_cursor"]
+                params = {"cursor": cursor} if cursor else {}
+
+            def run(kind=kinds[path], params=params):
+                return lists.page(index, kind, dict(params, limit=50), None, "IT")
+        latencies = []
+        stop = time.monotonic() + seconds
+        while time.monotonic() < stop:
+            t0 = time.perf_counter()
+            run()
+            latencies.append(time.perf_counter() - t0)
+        figures[label] = percentiles(latencies)
+    index.close()
+    shutil.rmtree(folder, ignore_errors=True)
+    return figures
+
+
+def search_rss(platform):
+    """(RSS, peak RSS) in MB of each search replica."""
+    out = []
+    for key, proc in platform.stack.processes.items():
+        if key.startswith("search-"):
+            fields = {}
+            with open(f"/proc/{proc.pid}/status") as handle:
+                for line in handle:
+                    name, _, value = line.partition(":")
+                    fields[name] = value.strip()
+            out.append((key, int(fields["VmRSS"].split()[0]) // 1024,
+                        int(fields["VmHWM"].split()[0]) // 1024))
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scale", type=float, default=SMOKE_SCALE,
+                        help=f"of the issue's sizes {FULL} (default {SMOKE_SCALE}: a smoke run)")
+    for name in FULL:
+        parser.add_argument(f"--{name}", type=int, help="overrides --scale for this one")
+    parser.add_argument("--seconds", type=float, default=1.5, help="per figure")
+    parser.add_argument("--clients", default="1,16")
+    args = parser.parse_args()
+    counts = {name: getattr(args, name) if getattr(args, name) is not None
+              else int(FULL[name] * args.scale) for name in FULL}
+    clients = [int(c) for c in args.clients.split(",")]
+
+    # a timeout's or a Ctrl-C's stop still stops the stack (finally below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    platform = Platform()
+    try:
+        HEADERS.update(platform.auth_headers())
+        base = platform.base_url + "/api/v1"
+        print(f"lists benchmark: {counts}; {args.seconds} s per figure; {load_average()}",
+              flush=True)
+        session = load_data(platform, counts)
+        print(f"  indexed: {wait_indexed(platform)}; stack busy "
+              f"{wait_quiet(platform):.2f} cores before the reads", flush=True)
+        read_list = reads(session, base, counts)
+        print(f"\n{'read':<40} " + " ".join(f"{c:>3} client(s) p50/p95 ms" for c in clients)
+              + "   cpu ms per read (16 clients)")
+        for label, path, params in read_list:
+            cells, note = [], ""
+            for n in clients:
+                before = cpu_seconds(platform)
+                latencies, statuses = load(platform.base_url, f"/api/v1{path}?{urlencode(params)}",
+                                           n, args.seconds, HEADERS)
+                after = cpu_seconds(platform)
+                p50, p95 = percentiles(latencies)
+                bad = {k: v for k, v in statuses.items() if k != 200}
+                cells.append(f"{p50!s:>9} / {p95!s:<9}" + (f" {bad}" if bad else ""))
+                if n == clients[-1] and latencies:
+                    note = cpu_note(before, after, len(latencies))
+            print(f"{label:<40} " + "  ".join(cells) + f"   {note}", flush=True)
+        print("\nengine alone (Tantivy in this process, same records, 1 thread): p50 / p95 ms")
+        for label, (p50, p95) in engine_alone(platform, read_list, args.seconds / 2).items():
+            print(f"  {label:<40} {p50} / {p95}")
+        for key, rss, peak in search_rss(platform):
+            print(f"\nsearch service {key}: RSS {rss} MB, peak RSS {peak} MB")
+    finally:
+        platform.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""The list endpoints of the big collections (contacts, companies, deals, tasks, calls)
+answered from the index: the owner's own list parameters (its contract's list query),
+filters, sorts and keyset cursors, `include_total`, the caller's visibility inside the
+query, and the records as the owner's list gives them.
+
+A cursor is signed (crm_common.cursors.sign_token) and bound to the type and the sort; it
+holds the last record's (sort value, tie: its id, or its name's start and id), the order
+records are given in.
+Cursors of the index and of the owner's MongoDB list (the fallback while the index is
+rebuilt) are not interchangeable: one of the other is a 422 on `cursor`."""
+from dataclasses import dataclass
+
+import re
+from datetime import datetime
+
+import tantivy
+
+from contracts.contacts import CompanyListQuery, CompanyOut, ContactListQuery, ContactOut
+from contracts.deals import DealListQuery, DealOut
+from contracts.tasks import TaskListQuery, TaskOut
+from contracts.telephony import CallListQuery, CallOut
+from crm_common.cursors import (decode_value, encode_value, invalid_cursor, sign_token,
+                                verify_token)
+from crm_common.errors import BadRequest
+from crm_common.phones import normalize_phone
+from crm_common.timeutil import utcnow
+from crm_common.validation import load
+from services.search.documents import (NO_DUE, custom_term, custom_url_value, filter_term,
+                                       from_micros, micros)
+from services.search.query import filters as base_filters
+from services.search.query import parse, text_query
+
+Occur = tantivy.Occur
+# `cf.<key>` (equals) and `cf.<key>.ne` are index terms; `.gte`, `.lte` and `sort=cf.<key>`
+# are the owner's (gateway/lists.py sends them there)
+CUSTOM_FILTER = re.compile(r"^cf\.([a-z][a-z0-9_]{0,39})(?:\.(gte|lte|ne))?$")
+Q = tantivy.Query
+
+
+@dataclass(frozen=True)
+class ListSpec:
+    schema: object
+    sorts: dict          # API sort name -> index field
+    default_sort: str
+    equal: tuple = ()    # parameters that are `field=value` filter terms (param, term name)
+    text: bool = False   # `q` is a text search
+    deleted: bool = False  # `include_deleted` is accepted
+
+
+LISTS = {
+    "contact": ListSpec(ContactListQuery(), {"created_at": "created", "updated_at": "updated",
+                                             "name": "name_key"}, "-created_at",
+                        (("tag", "tag"), ("owner_id", "owner_id"), ("company_id", "company_id"),
+                         ("source", "source"), ("status", "status")), text=True, deleted=True),
+    "company": ListSpec(CompanyListQuery(), {"created_at": "created", "updated_at": "updated"},
+                        "-created_at", (("tag", "tag"), ("owner_id", "owner_id")), text=True,
+                        deleted=True),
+    "deal": ListSpec(DealListQuery(), {"created_at": "created", "updated_at": "updated"},
+                     "-created_at", tuple((k, k) for k in (
+                         "pipeline_id", "stage_id", "owner_id", "status", "contact_id",
+                         "company_id", "source"))),
+    "task": ListSpec(TaskListQuery(), {"due_at": "when", "created_at": "created"}, "due_at",
+                     tuple((k, k) for k in ("assignee_id", "status", "kind", "contact_id",
+                                            "deal_id"))),
+    "call": ListSpec(CallListQuery(), {"started_at": "when"}, "-started_at",
+                     tuple((k, k) for k in ("contact_id", "agent_id", "direction", "outcome",
+                                            "missed", "called_back"))),
+}
+# fields an owner's search_records adds to its list's record
+NOT_LISTED = {kind: {"deleted", "import_id", "version"} - set(out().fields)
+              for kind, out in (("contact", ContactOut), ("company", CompanyOut),
+                                ("deal", DealOut), ("task", TaskOut), ("call", CallOut))}
+
+
+def _range(schema, field, low=None, high=None):
+    """low <= field < high (either None: open)."""
+    return Q.range_query(schema, field, tantivy.FieldType.Integer, low, high,
+                         include_lower=True, include_upper=high is None)
+
+
+def _term(schema, name, value):
+    return Q.term_query(schema, "filters", filter_term(name, value))
+
+
+def build_query(schema, kind, params, people, region, now):
+    """(query, sort field, API sort, descending) of a list's validated parameters."""
+    spec = LISTS[kind]
+    # the call log has one order (newest first) and ignores `sort`, as its owner does
+    sort = spec.default_sort if kind == "call" else params.get("sort") or spec.default_sort
+    api_sort = sort.lstrip("-")
+    if api_sort.startswith("cf.") or any(CUSTOM_FILTER.match(k).group(2) in ("gte", "lte")
+                                         for k in params.get("custom_filters") or {}
+                                         if CUSTOM_FILTER.match(k)):
+        # sorts and ranges of typed custom fields are their owner's MongoDB list's
+        raise BadRequest("Sorts and ranges of custom fields (cf.<key>) cannot be combined "
+                         "with words in q", {"fields": ["q"]})
+    if api_sort not in spec.sorts:
+        raise BadRequest(f"Cannot sort by {api_sort!r}", {"allowed": sorted(spec.sorts)})
+    must = base_filters(schema, (kind,), people,
+                        live=not (spec.deleted and params.get("include_deleted")))
+    must_not = []
+    if spec.text and params.get("q"):
+        relevance = text_query(schema, parse(params["q"], region))
+        if relevance is None:   # nothing searchable typed (only punctuation): no match
+            return None, spec.sorts[api_sort], sort, sort.startswith("-")
+        must.append((Occur.Must, relevance))
+    for name, raw in (params.get("custom_filters") or {}).items():
+        match = CUSTOM_FILTER.match(name)
+        if not match:
+            raise BadRequest(f"Not a custom field filter: {name}", {"parameter": name})
+        term = Q.term_query(schema, "filters", custom_term(match.group(1), custom_url_value(raw)))
+        must.append((Occur.MustNot if match.group(2) == "ne" else Occur.Must, term))
+    for param, name in spec.equal:
+        value = params.get(param)
+        if value not in (None, ""):
+            must.append((Occur.Must, _term(schema, name, value)))
+    if kind == "contact":
+        if params.get("created_after") or params.get("created_before"):
+            must.append((Occur.Must, _range(schema, "created", micros(params.get("created_after")) or None,
+                                            micros(params.get("created_before")) or None)))
+        if params.get("not_contacted_since"):
+            # never contacted (0) or before then
+            must.append((Occur.Must, _range(schema, "when", None,
+                                            micros(params["not_contacted_since"]))))
+    elif kind == "task":
+        low, high = params.get("due_after"), params.get("due_before")
+        if low or high:
+            must.append((Occur.Must, _range(schema, "when", micros(low) if low else None,
+                                            micros(high) if high else NO_DUE["task"])))
+        overdue = Q.boolean_query([(Occur.Must, _term(schema, "status", "open")),
+                                   (Occur.Must, _range(schema, "when", None, micros(now)))])
+        if params.get("overdue") is True:
+            must.append((Occur.Must, overdue))
+        elif params.get("overdue") is False:
+            must_not.append((Occur.MustNot, overdue))
+    elif kind == "call":
+        if params.get("from_") or params.get("to"):
+            must.append((Occur.Must, _range(schema, "when", micros(params.get("from_")) or None,
+                                            micros(params.get("to")) or None)))
+        if params.get("phone"):
+            number = normalize_phone(params["phone"], region) or {}
+            must.append((Occur.Must, _term(schema, "number", number.get("e164") or params["phone"])))
+    return (Q.boolean_query(must + must_not), spec.sorts[api_sort], sort,
+            sort.startswith("-"))
+
+
+def encode(kind, sort, field, key):
+    """The cursor after `key` (sort value, tie), in the typed form of every list's cursor
+    (crm_common.cursors): a time as a time, the name sort's number, the tie as text."""
+    value, tie = key
+    return sign_token({"l": f"search:{kind}", "f": sort, "i": encode_value(tie),
+                       "v": encode_value(value if field == "name_key" else from_micros(value))})
+
+
+def decode(kind, sort, field, cursor):
+    payload = verify_token(cursor)
+    if payload.get("l") != f"search:{kind}" or payload.get("f") != sort:
+        raise invalid_cursor("This cursor was made for another list or sort.")
+    value, tie = decode_value(payload.get("v")), decode_value(payload.get("i"))
+    if field != "name_key" and isinstance(value, datetime):
+        value = micros(value)
+    if not (isinstance(value, int) and not isinstance(value, bool) and isinstance(tie, str)):
+        raise invalid_cursor("Not a cursor of this list.")
+    return value, tie
+
+
+def listed(kind, record, now):
+    """A record as the owner's list gives it."""
+    out = {k: v for k, v in record.items() if k not in NOT_LISTED[kind]}
+    if kind == "task":
+        due = out.get("due_at")
+        out["overdue"] = bool(out.get("status") == "open" and due and micros(due) < micros(now))
+    return out
+
+
+def page(index, kind, params, people, region):
+    """{"items", "next_cursor"(, "total")} of a list's raw parameters."""
+    data = load(LISTS[kind].schema, params)
+    now = utcnow()
+    query, field, sort, descending = build_query(index.schema, kind, data, people, region, now)
+    after = decode(kind, sort, field, data["cursor"]) if data.get("cursor") else None
+    out = {"items": [], "next_cursor": None}
+    if query is not None:
+        found = index.sorted_page(query, field, descending, data["limit"], after)
+        if len(found) > data["limit"]:
+            found = found[:data["limit"]]
+            out["next_cursor"] = encode(kind, sort, field, found[-1][0])
+        out["items"] = [listed(kind, record, now) for _, record in found]
+    if data.get("include_total"):
+        out["total"] = index.count(query) if query is not None else 0
+    return out
+
