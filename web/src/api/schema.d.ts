@@ -2490,6 +2490,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/telephony/connector-settings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** For the AMI connector: the AMI login and originate secret stored through the settings API (absent: the connector's environment value) */
+        get: operations["get_telephony_connector_settings"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/telephony/events": {
         parameters: {
             query?: never;
@@ -2919,6 +2936,8 @@ export interface components {
             ip?: string | null;
             method?: string;
             path?: string;
+            /** @description the written record's updated_at (contacts, companies, deals, tasks, calls) */
+            record_updated_at?: string | null;
             request_id?: string | null;
             resource?: string | null;
             resource_id?: string | null;
@@ -3336,6 +3355,17 @@ export interface components {
             records?: number;
             /** @description complete / records */
             share?: number | null;
+        };
+        ConnectorAmiSettings: {
+            ami_host?: string;
+            ami_port?: number;
+            ami_secret?: string;
+            ami_username?: string;
+            originate_secret?: string;
+        };
+        ConnectorSettingsOut: {
+            ami?: components["schemas"]["ConnectorAmiSettings"];
+            version?: number;
         };
         ContactDeal: {
             amount?: number;
@@ -5689,8 +5719,11 @@ export interface components {
             line_responsible?: {
                 [key: string]: string;
             } | null;
-            /** @enum {string|null} */
-            originate?: "ami" | "http" | "none" | null;
+            /**
+             * @description click-to-call: ami (a login of its own per call), connector (over the AMI connector's login: its endpoint in originate_url), http, none
+             * @enum {string|null}
+             */
+            originate?: "ami" | "connector" | "http" | "none" | null;
             originate_secret?: string | null;
             /** Format: url */
             originate_url?: string | null;
@@ -5699,7 +5732,11 @@ export interface components {
             public_base_url?: string | null;
             twilio_auth_token?: string | null;
             twilio_shared_key_secret?: string | null;
+            /** @description Zadarma's API user key (recordings are fetched through the API) */
+            zadarma_api_key?: string | null;
             zadarma_api_secret?: string | null;
+            /** Format: url */
+            zadarma_api_url?: string | null;
         };
         TelephonySettingsOut: {
             ami_channel?: string;
@@ -5709,6 +5746,7 @@ export interface components {
             ami_timeout_s?: number;
             ami_username?: string;
             caller_id?: string;
+            contacts_sync_s?: number;
             create_leads?: boolean;
             default_responsible_id?: string;
             extension_max_digits?: number;
@@ -5731,6 +5769,8 @@ export interface components {
             updated_at?: string | null;
             updated_by?: string | null;
             version?: number;
+            zadarma_api_key?: string;
+            zadarma_api_url?: string;
         };
         TelephonyTestCheck: {
             check?: string;
@@ -5739,7 +5779,7 @@ export interface components {
         };
         TelephonyTestIn: {
             /** @enum {string} */
-            provider: "twilio" | "zadarma" | "ami" | "http";
+            provider: "twilio" | "zadarma" | "ami" | "connector" | "http";
         };
         TelephonyTestOut: {
             checks?: components["schemas"]["TelephonyTestCheck"][];
@@ -6011,7 +6051,7 @@ export interface operations {
                     "application/json": components["schemas"]["DeadLetterList"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6031,15 +6071,6 @@ export interface operations {
             };
             /** @description Forbidden */
             403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6112,7 +6143,7 @@ export interface operations {
                     "application/json": components["schemas"]["ReplayOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6141,15 +6172,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6238,7 +6260,7 @@ export interface operations {
                     "application/json": components["schemas"]["AgendaOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6267,15 +6289,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6356,7 +6369,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiKeyPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6376,15 +6389,6 @@ export interface operations {
             };
             /** @description Forbidden */
             403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6457,7 +6461,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiKeyCreated"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6495,15 +6499,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6581,7 +6576,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiKeyOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6610,15 +6605,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6680,7 +6666,7 @@ export interface operations {
                     "application/json": components["schemas"]["ApiKeyOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6718,15 +6704,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6805,7 +6782,7 @@ export interface operations {
                     "application/json": components["schemas"]["AuditPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6825,15 +6802,6 @@ export interface operations {
             };
             /** @description Forbidden */
             403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6904,7 +6872,7 @@ export interface operations {
                     "application/json": components["schemas"]["TokenOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6924,15 +6892,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7010,7 +6969,7 @@ export interface operations {
                     "application/json": components["schemas"]["UserOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7039,15 +6998,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7116,7 +7066,7 @@ export interface operations {
                     "application/json": components["schemas"]["TokenOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7145,15 +7095,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7227,7 +7168,7 @@ export interface operations {
                     "application/json": components["schemas"]["RulePage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7256,15 +7197,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7346,7 +7278,7 @@ export interface operations {
                     "application/json": components["schemas"]["RuleOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7393,15 +7325,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7488,7 +7411,7 @@ export interface operations {
                     "application/json": components["schemas"]["RuleOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7517,15 +7440,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7605,7 +7519,7 @@ export interface operations {
                     "application/json": components["schemas"]["RuleOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7643,15 +7557,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7735,7 +7640,7 @@ export interface operations {
                     "application/json": components["schemas"]["RuleOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7782,15 +7687,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7883,7 +7779,7 @@ export interface operations {
                     "application/json": components["schemas"]["DryRunOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7930,15 +7826,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8033,7 +7920,7 @@ export interface operations {
                     "application/json": components["schemas"]["RunPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8062,15 +7949,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8154,7 +8032,7 @@ export interface operations {
                     "application/json": components["schemas"]["RunPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8183,15 +8061,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8267,7 +8136,7 @@ export interface operations {
                     "application/json": components["schemas"]["TriggerList"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8296,15 +8165,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8390,7 +8250,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8419,15 +8279,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8520,7 +8371,7 @@ export interface operations {
                     "application/json": components["schemas"]["CallPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8549,15 +8400,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8639,7 +8481,7 @@ export interface operations {
                     "application/json": components["schemas"]["CallOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8677,15 +8519,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8772,7 +8605,7 @@ export interface operations {
                     "application/json": components["schemas"]["CallOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8801,15 +8634,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8870,6 +8694,8 @@ export interface operations {
             header?: {
                 /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
                 "X-Request-Id"?: string;
+                /** @description one byte range, `bytes=<first>-[<last>]` or `bytes=-<suffix length>`; any other form answers the whole recording */
+                Range?: string;
             };
             path: {
                 call_id: string;
@@ -8878,14 +8704,30 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Success */
+            /** @description The whole recording */
             200: {
                 headers: {
+                    "Accept-Ranges"?: "bytes";
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/octet-stream": string;
+                    "audio/*": string;
+                };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description The requested range */
+            206: {
+                headers: {
+                    /** @description bytes <first>-<last>/<size> */
+                    "Content-Range"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": string;
+                    "audio/*": string;
+                };
+            };
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8921,9 +8763,11 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Request line too long */
-            414: {
+            /** @description Range not satisfiable (it starts past the end); Content-Range says the size */
+            416: {
                 headers: {
+                    /** @description bytes *\/<size> */
+                    "Content-Range"?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8996,7 +8840,7 @@ export interface operations {
                     "application/json": components["schemas"]["CampaignPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9025,15 +8869,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9115,7 +8950,7 @@ export interface operations {
                     "application/json": components["schemas"]["CampaignOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9162,15 +8997,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9257,7 +9083,7 @@ export interface operations {
                     "application/json": components["schemas"]["CampaignOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9286,15 +9112,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9378,7 +9195,7 @@ export interface operations {
                     "application/json": components["schemas"]["CampaignOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9425,15 +9242,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9524,7 +9332,7 @@ export interface operations {
                     "application/json": components["schemas"]["ChannelPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9553,15 +9361,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9643,7 +9442,7 @@ export interface operations {
                     "application/json": components["schemas"]["ChannelOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9690,15 +9489,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9785,7 +9575,7 @@ export interface operations {
                     "application/json": components["schemas"]["ChannelOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9814,15 +9604,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9900,7 +9681,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9938,15 +9719,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10030,7 +9802,7 @@ export interface operations {
                     "application/json": components["schemas"]["ChannelOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -10077,15 +9849,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10180,7 +9943,7 @@ export interface operations {
                     "application/json": components["schemas"]["NotePage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -10209,15 +9972,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10303,7 +10057,7 @@ export interface operations {
                     "application/json": components["schemas"]["CompanyPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -10332,15 +10086,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10422,7 +10167,7 @@ export interface operations {
                     "application/json": components["schemas"]["CompanyOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -10460,15 +10205,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10555,7 +10291,7 @@ export interface operations {
                     "application/json": components["schemas"]["CompanyWithPeople"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -10584,15 +10320,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10672,7 +10399,7 @@ export interface operations {
                     "application/json": components["schemas"]["CompanyOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -10710,15 +10437,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10802,7 +10520,7 @@ export interface operations {
                     "application/json": components["schemas"]["CompanyOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -10849,15 +10567,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -10946,7 +10655,7 @@ export interface operations {
                     "application/json": components["schemas"]["CompanyOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -10984,15 +10693,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -11088,7 +10788,7 @@ export interface operations {
                     "application/json": components["schemas"]["ContactPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -11117,15 +10817,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -11209,7 +10900,7 @@ export interface operations {
                     "application/json": components["schemas"]["ContactOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -11247,15 +10938,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -11343,7 +11025,7 @@ export interface operations {
                     "application/json": components["schemas"]["DuplicateGroups"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -11372,15 +11054,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -11475,7 +11148,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -11504,15 +11177,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -11593,7 +11257,7 @@ export interface operations {
                     "application/json": components["schemas"]["LookupResult"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -11622,15 +11286,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -11708,7 +11363,7 @@ export interface operations {
                     "application/json": components["schemas"]["ContactOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -11737,15 +11392,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -11825,7 +11471,7 @@ export interface operations {
                     "application/json": components["schemas"]["ContactOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -11863,15 +11509,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -11955,7 +11592,7 @@ export interface operations {
                     "application/json": components["schemas"]["ContactOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -12002,15 +11639,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -12099,7 +11727,7 @@ export interface operations {
                     "application/json": components["schemas"]["ContactDeals"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -12128,15 +11756,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -12220,7 +11839,7 @@ export interface operations {
                     "application/json": components["schemas"]["MergeOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -12267,15 +11886,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -12368,7 +11978,7 @@ export interface operations {
                     "application/json": components["schemas"]["MessageOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -12415,15 +12025,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -12512,7 +12113,7 @@ export interface operations {
                     "application/json": components["schemas"]["ContactOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -12550,15 +12151,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -12641,7 +12233,7 @@ export interface operations {
                     "application/json": components["schemas"]["TimelinePage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -12670,15 +12262,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -12767,7 +12350,7 @@ export interface operations {
                     "application/json": components["schemas"]["ConversationPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -12796,15 +12379,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -12882,7 +12456,7 @@ export interface operations {
                     "application/json": components["schemas"]["ConversationOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -12911,15 +12485,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -13003,7 +12568,7 @@ export interface operations {
                     "application/json": components["schemas"]["ConversationOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -13050,15 +12615,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -13144,7 +12700,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -13173,15 +12729,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -13252,7 +12799,7 @@ export interface operations {
                     "application/json": components["schemas"]["ConversationOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -13290,15 +12837,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -13382,7 +12920,7 @@ export interface operations {
                     "application/json": components["schemas"]["MessagePage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -13411,15 +12949,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -13503,7 +13032,7 @@ export interface operations {
                     "application/json": components["schemas"]["MessageOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -13550,15 +13079,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -13647,7 +13167,7 @@ export interface operations {
                     "application/json": components["schemas"]["ConversationOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -13685,15 +13205,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -13772,7 +13283,7 @@ export interface operations {
                     "application/json": components["schemas"]["CustomFieldPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -13801,15 +13312,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -13891,7 +13393,7 @@ export interface operations {
                     "application/json": components["schemas"]["CustomFieldOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -13938,15 +13440,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -14033,7 +13526,7 @@ export interface operations {
                     "application/json": components["schemas"]["MinimalOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -14062,15 +13555,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -14154,7 +13638,7 @@ export interface operations {
                     "application/json": components["schemas"]["MinimalOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -14201,15 +13685,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -14296,7 +13771,7 @@ export interface operations {
                     "application/json": components["schemas"]["CustomFieldOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -14325,15 +13800,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -14417,7 +13883,7 @@ export interface operations {
                     "application/json": components["schemas"]["CustomFieldOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -14464,15 +13930,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -14557,7 +14014,7 @@ export interface operations {
                     "application/json": components["schemas"]["DealSettings"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -14586,15 +14043,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -14676,7 +14124,7 @@ export interface operations {
                     "application/json": components["schemas"]["DealSettings"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -14714,15 +14162,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -14824,7 +14263,7 @@ export interface operations {
                     "application/json": components["schemas"]["DealPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -14853,15 +14292,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -14943,7 +14373,7 @@ export interface operations {
                     "application/json": components["schemas"]["DealOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -14981,15 +14411,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -15076,7 +14497,7 @@ export interface operations {
                     "application/json": components["schemas"]["DealOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -15105,15 +14526,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -15193,7 +14605,7 @@ export interface operations {
                     "application/json": components["schemas"]["DealOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -15231,15 +14643,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -15323,7 +14726,7 @@ export interface operations {
                     "application/json": components["schemas"]["DealOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -15370,15 +14773,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -15465,7 +14859,7 @@ export interface operations {
                     "application/json": components["schemas"]["DealContactsOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -15494,15 +14888,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -15586,7 +14971,7 @@ export interface operations {
                     "application/json": components["schemas"]["DealContactsOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -15633,15 +15018,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -15732,7 +15108,7 @@ export interface operations {
                     "application/json": components["schemas"]["HistoryPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -15761,15 +15137,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -15847,7 +15214,7 @@ export interface operations {
                     "application/json": components["schemas"]["DealItemsOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -15876,15 +15243,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -15968,7 +15326,7 @@ export interface operations {
                     "application/json": components["schemas"]["DealItemsOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -16015,15 +15373,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -16113,7 +15462,7 @@ export interface operations {
                     "application/json": components["schemas"]["DealItemsOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -16160,15 +15509,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -16262,7 +15602,7 @@ export interface operations {
                     "application/json": components["schemas"]["DealItemsOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -16309,15 +15649,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -16411,7 +15742,7 @@ export interface operations {
                     "application/json": components["schemas"]["DealItemsOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -16458,15 +15789,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -16559,7 +15881,7 @@ export interface operations {
                     "application/json": components["schemas"]["DealOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -16606,15 +15928,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -16703,7 +16016,7 @@ export interface operations {
                     "application/json": components["schemas"]["DealOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -16741,15 +16054,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -16833,7 +16137,7 @@ export interface operations {
                     "application/json": components["schemas"]["FilePage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -16862,15 +16166,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -16958,7 +16253,7 @@ export interface operations {
                     "application/json": components["schemas"]["FileOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -17005,15 +16300,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -17100,7 +16386,7 @@ export interface operations {
                     "application/json": components["schemas"]["FileOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -17129,15 +16415,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -17217,7 +16494,7 @@ export interface operations {
                     "application/json": components["schemas"]["FileOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -17264,15 +16541,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -17357,7 +16625,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -17386,15 +16654,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -17469,7 +16728,7 @@ export interface operations {
                     "application/json": components["schemas"]["LinkOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -17516,15 +16775,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -17613,7 +16863,7 @@ export interface operations {
                     "application/json": components["schemas"]["FileOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -17660,15 +16910,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -17758,7 +16999,7 @@ export interface operations {
                     "application/json": components["schemas"]["LeadFormPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -17787,15 +17028,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -17877,7 +17109,7 @@ export interface operations {
                     "application/json": components["schemas"]["LeadFormOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -17915,15 +17147,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -18010,7 +17233,7 @@ export interface operations {
                     "application/json": components["schemas"]["LeadFormOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -18039,15 +17262,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -18127,7 +17341,7 @@ export interface operations {
                     "application/json": components["schemas"]["LeadFormOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -18165,15 +17379,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -18257,7 +17462,7 @@ export interface operations {
                     "application/json": components["schemas"]["LeadFormOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -18304,15 +17509,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -18411,7 +17607,7 @@ export interface operations {
                     "application/json": components["schemas"]["SubmissionAnswer"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -18440,15 +17636,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -18537,7 +17724,7 @@ export interface operations {
                     "application/json": components["schemas"]["ImportPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -18566,15 +17753,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -18652,8 +17830,17 @@ export interface operations {
         requestBody: {
             content: {
                 "multipart/form-data": {
+                    default_owner_id?: string;
+                    /** @enum {string} */
+                    dry_run?: "true" | "false";
                     /** Format: binary */
                     file: string;
+                    /** @description {"column header": "target"}, as JSON text */
+                    mapping?: {
+                        [key: string]: string;
+                    };
+                    /** @enum {string} */
+                    on_duplicate?: "skip" | "update" | "create";
                 };
             };
         };
@@ -18667,7 +17854,7 @@ export interface operations {
                     "application/json": components["schemas"]["ImportJob"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -18705,15 +17892,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -18800,7 +17978,7 @@ export interface operations {
                     "application/json": components["schemas"]["ImportJob"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -18829,15 +18007,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -18919,7 +18088,7 @@ export interface operations {
                     "application/json": components["schemas"]["ImportErrorPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -18948,15 +18117,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -19032,7 +18192,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -19061,15 +18221,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -19149,7 +18300,7 @@ export interface operations {
                     "application/json": components["schemas"]["ImportJob"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -19187,15 +18338,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -19277,7 +18419,7 @@ export interface operations {
                     "application/json": components["schemas"]["SubmissionAnswer"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -19324,15 +18466,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -19425,7 +18558,7 @@ export interface operations {
                     "application/json": components["schemas"]["InboundRequestPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -19454,15 +18587,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -19540,7 +18664,7 @@ export interface operations {
                     "application/json": components["schemas"]["InboundRequestOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -19569,15 +18693,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -19659,7 +18774,7 @@ export interface operations {
                     "application/json": components["schemas"]["SubmissionAnswer"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -19688,15 +18803,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -19783,7 +18889,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -19794,15 +18900,6 @@ export interface operations {
             };
             /** @description Forbidden */
             403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -19864,7 +18961,7 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookAck"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -19884,15 +18981,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -19985,7 +19073,7 @@ export interface operations {
                     "application/json": components["schemas"]["DocumentPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -20014,15 +19102,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -20104,7 +19183,7 @@ export interface operations {
                     "application/json": components["schemas"]["DocumentOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -20151,15 +19230,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -20246,7 +19316,7 @@ export interface operations {
                     "application/json": components["schemas"]["DocumentOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -20275,15 +19345,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -20367,7 +19428,7 @@ export interface operations {
                     "application/json": components["schemas"]["DocumentOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -20414,15 +19475,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -20507,7 +19559,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -20536,15 +19588,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -20628,7 +19671,7 @@ export interface operations {
                     "application/json": components["schemas"]["DocumentOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -20675,15 +19718,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -20772,7 +19806,7 @@ export interface operations {
                     "application/json": components["schemas"]["DocumentOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -20819,15 +19853,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -20919,7 +19944,7 @@ export interface operations {
                     "application/json": components["schemas"]["LeadSourcePage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -20948,15 +19973,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -21038,7 +20054,7 @@ export interface operations {
                     "application/json": components["schemas"]["LeadSourceOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -21076,15 +20092,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -21171,7 +20178,7 @@ export interface operations {
                     "application/json": components["schemas"]["LeadSourceOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -21200,15 +20207,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -21288,7 +20286,7 @@ export interface operations {
                     "application/json": components["schemas"]["LeadSourceOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -21326,15 +20324,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -21418,7 +20407,7 @@ export interface operations {
                     "application/json": components["schemas"]["LeadSourceOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -21465,15 +20454,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -21564,7 +20544,7 @@ export interface operations {
                     "application/json": components["schemas"]["MailboxPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -21593,15 +20573,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -21683,7 +20654,7 @@ export interface operations {
                     "application/json": components["schemas"]["MailboxOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -21730,15 +20701,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -21825,7 +20787,7 @@ export interface operations {
                     "application/json": components["schemas"]["MailboxOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -21854,15 +20816,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -21940,7 +20893,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -21978,15 +20931,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -22070,7 +21014,7 @@ export interface operations {
                     "application/json": components["schemas"]["MailboxOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -22117,15 +21061,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -22214,7 +21149,7 @@ export interface operations {
                     "application/json": components["schemas"]["MailboxOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -22252,15 +21187,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -22344,7 +21270,7 @@ export interface operations {
                     "application/json": components["schemas"]["NotePage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -22373,15 +21299,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -22463,7 +21380,7 @@ export interface operations {
                     "application/json": components["schemas"]["NoteOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -22510,15 +21427,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -22605,7 +21513,7 @@ export interface operations {
                     "application/json": components["schemas"]["NoteOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -22634,15 +21542,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -22722,7 +21621,7 @@ export interface operations {
                     "application/json": components["schemas"]["NoteOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -22760,15 +21659,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -22852,7 +21742,7 @@ export interface operations {
                     "application/json": components["schemas"]["NoteOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -22899,15 +21789,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -23000,7 +21881,7 @@ export interface operations {
                     "application/json": components["schemas"]["CommentPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -23029,15 +21910,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -23121,7 +21993,7 @@ export interface operations {
                     "application/json": components["schemas"]["CommentOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -23168,15 +22040,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -23266,7 +22129,7 @@ export interface operations {
                     "application/json": components["schemas"]["CommentOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -23304,15 +22167,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -23397,7 +22251,7 @@ export interface operations {
                     "application/json": components["schemas"]["CommentOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -23444,15 +22298,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -23540,7 +22385,7 @@ export interface operations {
                     "application/json": components["schemas"]["PreferencesOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -23560,15 +22405,6 @@ export interface operations {
             };
             /** @description Forbidden */
             403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -23653,7 +22489,7 @@ export interface operations {
                     "application/json": components["schemas"]["PreferencesOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -23691,15 +22527,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -23792,7 +22619,7 @@ export interface operations {
                     "application/json": components["schemas"]["NotificationPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -23812,15 +22639,6 @@ export interface operations {
             };
             /** @description Forbidden */
             403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -23901,7 +22719,7 @@ export interface operations {
                     "application/json": components["schemas"]["ReadAllResult"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -23930,15 +22748,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -24017,7 +22826,7 @@ export interface operations {
                     "application/json": components["schemas"]["UnreadCount"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -24037,15 +22846,6 @@ export interface operations {
             };
             /** @description Forbidden */
             403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -24128,7 +22928,7 @@ export interface operations {
                     "application/json": components["schemas"]["NotificationOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -24166,15 +22966,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -24256,7 +23047,7 @@ export interface operations {
                     "application/json": components["schemas"]["PipelinePage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -24285,15 +23076,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -24375,7 +23157,7 @@ export interface operations {
                     "application/json": components["schemas"]["PipelineOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -24413,15 +23195,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -24508,7 +23281,7 @@ export interface operations {
                     "application/json": components["schemas"]["PipelineOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -24537,15 +23310,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -24625,7 +23389,7 @@ export interface operations {
                     "application/json": components["schemas"]["PipelineOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -24663,15 +23427,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -24755,7 +23510,7 @@ export interface operations {
                     "application/json": components["schemas"]["PipelineOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -24802,15 +23557,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -24901,7 +23647,7 @@ export interface operations {
                     "application/json": components["schemas"]["PriceListPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -24930,15 +23676,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -25020,7 +23757,7 @@ export interface operations {
                     "application/json": components["schemas"]["PriceListOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -25067,15 +23804,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -25162,7 +23890,7 @@ export interface operations {
                     "application/json": components["schemas"]["PriceListOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -25191,15 +23919,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -25283,7 +24002,7 @@ export interface operations {
                     "application/json": components["schemas"]["PriceListOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -25330,15 +24049,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -25431,7 +24141,7 @@ export interface operations {
                     "application/json": components["schemas"]["PriceListOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -25478,15 +24188,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -25579,7 +24280,7 @@ export interface operations {
                     "application/json": components["schemas"]["ProductPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -25608,15 +24309,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -25698,7 +24390,7 @@ export interface operations {
                     "application/json": components["schemas"]["ProductOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -25745,15 +24437,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -25850,7 +24533,7 @@ export interface operations {
                     "application/json": components["schemas"]["ProductImportResult"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -25897,15 +24580,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -25992,7 +24666,7 @@ export interface operations {
                     "application/json": components["schemas"]["ProductOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -26021,15 +24695,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -26113,7 +24778,7 @@ export interface operations {
                     "application/json": components["schemas"]["ProductOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -26160,15 +24825,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -26261,7 +24917,7 @@ export interface operations {
                     "application/json": components["schemas"]["BuyersPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -26290,15 +24946,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -26380,7 +25027,7 @@ export interface operations {
                     "application/json": components["schemas"]["PurchasePage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -26409,15 +25056,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -26501,7 +25139,7 @@ export interface operations {
                     "application/json": components["schemas"]["DocumentPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -26530,15 +25168,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -26620,7 +25249,7 @@ export interface operations {
                     "application/json": components["schemas"]["DocumentOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -26667,15 +25296,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -26762,7 +25382,7 @@ export interface operations {
                     "application/json": components["schemas"]["DocumentOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -26791,15 +25411,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -26883,7 +25494,7 @@ export interface operations {
                     "application/json": components["schemas"]["DocumentOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -26930,15 +25541,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -27027,7 +25629,7 @@ export interface operations {
                     "application/json": components["schemas"]["DocumentOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -27074,15 +25676,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -27167,7 +25760,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -27196,15 +25789,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -27284,7 +25868,7 @@ export interface operations {
                     "application/json": components["schemas"]["DocumentOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -27331,15 +25915,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -27428,7 +26003,7 @@ export interface operations {
                     "application/json": components["schemas"]["DocumentOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -27475,15 +26050,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -27576,7 +26142,7 @@ export interface operations {
                     "application/json": components["schemas"]["DocumentOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -27623,15 +26189,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -27721,7 +26278,7 @@ export interface operations {
                     "application/json": components["schemas"]["AverageCheckReport"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -27750,15 +26307,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -27839,7 +26387,7 @@ export interface operations {
                     "application/json": components["schemas"]["CallsReport"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -27868,15 +26416,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -27955,7 +26494,7 @@ export interface operations {
                     "application/json": components["schemas"]["CompletenessReport"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -27984,15 +26523,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -28075,7 +26605,7 @@ export interface operations {
                     "application/json": components["schemas"]["ForecastReport"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -28104,15 +26634,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -28196,7 +26717,7 @@ export interface operations {
                     "application/json": components["schemas"]["FunnelReport"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -28225,15 +26746,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -28319,7 +26831,7 @@ export interface operations {
                     "application/json": components["schemas"]["SalesReport"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -28348,15 +26860,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -28437,7 +26940,7 @@ export interface operations {
                     "application/json": components["schemas"]["SalesByProduct"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -28466,15 +26969,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -28559,7 +27053,7 @@ export interface operations {
                     "application/json": components["schemas"]["SourcesReport"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -28588,15 +27082,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -28681,7 +27166,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskReport"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -28710,15 +27195,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -28794,7 +27270,7 @@ export interface operations {
                     "application/json": components["schemas"]["RolePage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -28823,15 +27299,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -28913,7 +27380,7 @@ export interface operations {
                     "application/json": components["schemas"]["RoleOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -28960,15 +27427,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -29046,7 +27504,7 @@ export interface operations {
                     "application/json": components["schemas"]["RoleOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -29075,15 +27533,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -29163,7 +27612,7 @@ export interface operations {
                     "application/json": components["schemas"]["RoleOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -29201,15 +27650,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -29284,7 +27724,7 @@ export interface operations {
                     "application/json": components["schemas"]["RoleOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -29331,15 +27771,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -29415,7 +27846,7 @@ export interface operations {
                     "application/json": components["schemas"]["SalesSettingsOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -29444,15 +27875,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -29534,7 +27956,7 @@ export interface operations {
                     "application/json": components["schemas"]["SalesSettingsOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -29581,15 +28003,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -29680,7 +28093,7 @@ export interface operations {
                     "application/json": components["schemas"]["SearchResults"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -29700,15 +28113,6 @@ export interface operations {
             };
             /** @description Forbidden */
             403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -29791,7 +28195,7 @@ export interface operations {
                     "application/json": components["schemas"]["SegmentPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -29820,15 +28224,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -29910,7 +28305,7 @@ export interface operations {
                     "application/json": components["schemas"]["SegmentOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -29957,15 +28352,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -30052,7 +28438,7 @@ export interface operations {
                     "application/json": components["schemas"]["SegmentOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -30081,15 +28467,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -30169,7 +28546,7 @@ export interface operations {
                     "application/json": components["schemas"]["SegmentOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -30207,15 +28584,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -30293,7 +28661,7 @@ export interface operations {
                     "application/json": components["schemas"]["SegmentCount"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -30322,15 +28690,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -30406,7 +28765,7 @@ export interface operations {
                     "application/json": components["schemas"]["TelephonySettingsOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -30426,15 +28785,6 @@ export interface operations {
             };
             /** @description Forbidden */
             403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -30507,7 +28857,7 @@ export interface operations {
                     "application/json": components["schemas"]["TelephonySettingsOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -30545,15 +28895,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -30644,7 +28985,7 @@ export interface operations {
                     "application/json": components["schemas"]["TelephonyTestOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -30682,15 +29023,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -30775,7 +29107,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -30786,15 +29118,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -30863,7 +29186,7 @@ export interface operations {
                     "application/json": components["schemas"]["StreamTicketOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -30892,15 +29215,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -30976,7 +29290,7 @@ export interface operations {
                     "application/json": components["schemas"]["TargetPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -31005,15 +29319,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -31095,7 +29400,7 @@ export interface operations {
                     "application/json": components["schemas"]["TargetOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -31133,15 +29438,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -31230,7 +29526,7 @@ export interface operations {
                     "application/json": components["schemas"]["ProgressList"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -31259,15 +29555,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -31345,7 +29632,7 @@ export interface operations {
                     "application/json": components["schemas"]["TargetOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -31374,15 +29661,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -31462,7 +29740,7 @@ export interface operations {
                     "application/json": components["schemas"]["TargetOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -31500,15 +29778,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -31592,7 +29861,7 @@ export interface operations {
                     "application/json": components["schemas"]["TargetOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -31639,15 +29908,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -31740,7 +30000,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskRulePage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -31769,15 +30029,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -31859,7 +30110,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskRuleOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -31906,15 +30157,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -32001,7 +30243,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskRuleOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -32030,15 +30272,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -32118,7 +30351,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskRuleOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -32156,15 +30389,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -32248,7 +30472,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskRuleOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -32295,15 +30519,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -32402,7 +30617,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -32431,15 +30646,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -32521,7 +30727,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -32568,15 +30774,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -32663,7 +30860,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -32692,15 +30889,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -32782,7 +30970,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -32820,15 +31008,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -32912,7 +31091,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -32959,15 +31138,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -33060,7 +31230,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -33107,15 +31277,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -33206,7 +31367,7 @@ export interface operations {
                     "application/json": components["schemas"]["ProviderAnswer"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -33251,15 +31412,6 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description Request line too long */
-            414: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
             /** @description Unsupported media type */
             415: {
                 headers: {
@@ -33271,6 +31423,92 @@ export interface operations {
             };
             /** @description Invalid input, with per-field errors */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service or the broker is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service did not answer in time */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    get_telephony_connector_settings: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
+                "X-Request-Id"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConnectorSettingsOut"];
+                };
+            };
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -33343,7 +31581,7 @@ export interface operations {
                     "application/json": components["schemas"]["IngestAnswer"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -33381,15 +31619,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -33480,7 +31709,7 @@ export interface operations {
                     "application/json": components["schemas"]["ProviderAnswer"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -33500,15 +31729,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -33593,17 +31813,8 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -33665,7 +31876,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -33685,15 +31896,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -33780,17 +31982,8 @@ export interface operations {
                     "application/json": components["schemas"]["UnsubscribeOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -33865,7 +32058,7 @@ export interface operations {
                     "application/json": components["schemas"]["UserPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -33885,15 +32078,6 @@ export interface operations {
             };
             /** @description Forbidden */
             403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -33966,7 +32150,7 @@ export interface operations {
                     "application/json": components["schemas"]["UserOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -34004,15 +32188,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -34088,7 +32263,7 @@ export interface operations {
                     "application/json": components["schemas"]["MeOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -34108,15 +32283,6 @@ export interface operations {
             };
             /** @description Forbidden */
             403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -34180,7 +32346,7 @@ export interface operations {
                     "application/json": components["schemas"]["UserOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -34218,15 +32384,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -34304,7 +32461,7 @@ export interface operations {
                     "application/json": components["schemas"]["UserOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -34333,15 +32490,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -34407,7 +32555,7 @@ export interface operations {
                     "application/json": components["schemas"]["UserOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -34454,15 +32602,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -34542,7 +32681,7 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -34562,15 +32701,6 @@ export interface operations {
             };
             /** @description Forbidden */
             403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -34652,7 +32782,7 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookCreated"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -34690,15 +32820,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -34785,7 +32906,7 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -34814,15 +32935,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -34893,7 +33005,7 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -34931,15 +33043,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -35023,7 +33126,7 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -35070,15 +33173,6 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -35170,7 +33264,7 @@ export interface operations {
                     "application/json": components["schemas"]["DeliveryPage"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -35199,15 +33293,6 @@ export interface operations {
             };
             /** @description Not found */
             404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -35288,7 +33373,7 @@ export interface operations {
                     "application/json": components["schemas"]["DeliveryOut"];
                 };
             };
-            /** @description Bad request (malformed JSON, invalid cursor) */
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -35326,15 +33411,6 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Error"];
-                };
-            };
-            /** @description Request line too long */
-            414: {
                 headers: {
                     [name: string]: unknown;
                 };
