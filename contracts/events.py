@@ -27,10 +27,8 @@ from marshmallow import INCLUDE, Schema, ValidationError, fields
 from crm_common.timeutil import parse_iso, to_iso
 
 # every publishing service; its schemas are in contracts/<source>.py
-SOURCES = ("gateway", "contacts", "deals", "tasks", "telephony", "notifications", "notes")
-SOURCES += ("conversations",)
-SOURCES += ("automation",)
-SOURCES += ("sales",)
+SOURCES = ("gateway", "contacts", "deals", "tasks", "telephony", "notifications",
+           "notes", "conversations", "automation", "sales")
 
 
 class EventRejected(ValueError):

@@ -9,10 +9,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony", "search",
-            "notes")
-SERVICES += ("conversations",)
-SERVICES += ("automation",)
-SERVICES += ("sales",)
+            "notes", "conversations", "automation", "sales")
 
 # Never a webhook target unless configured otherwise: private, link-local (cloud metadata),
 # carrier-grade NAT, multicast, reserved and "this host" ranges. Loopback is separate so

@@ -25,10 +25,7 @@ from crm_common.messaging.rpc import RpcPool
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony", "search",
-            "notes")
-SERVICES += ("conversations",)
-SERVICES += ("automation",)
-SERVICES += ("sales",)
+            "notes", "conversations", "automation", "sales")
 BASE_AMQP = os.environ.get("TEST_AMQP_URI", "amqp://guest:guest@localhost:5672/")
 
 

@@ -12,8 +12,7 @@ import pytest
 
 from tests.stack import ROOT
 
-SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony")
-SERVICES += ("conversations",)
+SERVICES = ("contacts", "deals", "tasks", "notifications", "telephony", "conversations")
 # the packages a service, the gateway and the shared code are made of
 SHARED = ("crm_common", "contracts")
 # what an event type looks like (`contact_created`, `call_missed`)
