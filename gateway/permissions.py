@@ -212,7 +212,8 @@ DOC_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 def markdown(routes):
     by_permission = {}
-    for route in routes:
+    # in path order: the order routes were registered in depends on which module imported first
+    for route in sorted(routes, key=lambda r: (r.path, r.method)):
         by_permission.setdefault(route.permission, []).append(
             f"`{route.method} {route.path.removeprefix('/api/v1')}`")
     lines = ["| permission | admin | manager | agent | API key scope | what | routes |",
