@@ -82,7 +82,9 @@ def test_an_answered_call_is_routed_logged_and_announced(telephony, publish, rec
     # each transition announced once, in order (call_missed only for a missed call: the
     # record above is not one)
     assert events.wait_for(lambda e: e["type"] == "call_ended" and e["data"]["call"]["id"] == doc_id)
-    assert of_call(events, doc_id) == ["call_started", "call_answered", "call_ended"]
+    # (call_updated: facts without a move, such as the agent's leg ringing, for readers' copies)
+    moves = [t for t in of_call(events, doc_id) if t != "call_updated"]
+    assert moves == ["call_started", "call_answered", "call_ended"]
     ended = next(e for e in events.events if e["type"] == "call_ended")["data"]
     assert ended["contact_id"] == contact["id"] and ended["owner_id"] == owner
     assert ended["contacted_at"] and ended["summary"].startswith("Call ended with Ada Caller")
