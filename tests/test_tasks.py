@@ -320,7 +320,9 @@ def test_missed_call_creates_one_callback_task(api, stack, record_events, unique
                              and e["data"]["task"]["call_id"] == f"{call_id}-later")
     assert len([e for e in recorder.events if e["type"] == "task_created"
                 and e["data"]["task"]["call_id"] == call_id]) == 1
-    items = api.get("/tasks", params={"contact_id": contact["id"]}).json()["items"]
+    # the list is served by the search index, which sees another service's write within ~1 s
+    items = wait_until(lambda: api.get("/tasks", params={"contact_id": contact["id"]}).json()["items"],
+                       lambda items: len(items) >= 1)
     assert len(items) == 1
     task = items[0]
     assert task["assignee_id"] == owner and task["kind"] == "call" and task["call_id"] == call_id
