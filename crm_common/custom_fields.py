@@ -13,7 +13,9 @@ from datetime import date
 from pymongo import ASCENDING
 
 from contracts import custom_fields as schemas
-from crm_common.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed
+from crm_common.errors import (EXPECTED, BadRequest, Conflict, Forbidden, NotFound,
+                                ValidationFailed)
+from crm_common.messaging.rpc import rpc
 from crm_common.phones import normalize_phone
 from crm_common.timeutil import as_utc, parse_iso, to_iso, utcnow
 from crm_common.validation import load
@@ -551,3 +553,52 @@ def list_query(definitions_of, query_in, region="IT"):
     if path not in conditions:
         conditions.update(has_value(path))
     return conditions, (path, -1 if descending else 1)
+
+
+class CustomFieldEntrypoints:
+    """The custom-field and minimal-data RPCs of a service that owns entities (contacts,
+    deals, tasks), like HealthEntrypoints. A service names its entities and what the
+    completeness report reads: CUSTOM_ENTITIES, `custom_index` (the store's value indexer,
+    or None) and `completeness_source()` -> (records function, owner field)."""
+    CUSTOM_ENTITIES = ()
+
+    @property
+    def custom_index(self):
+        return None
+
+    @property
+    def custom_field_admin(self):
+        return CustomFieldAdmin(self.store.custom_fields, self.caller, self.CUSTOM_ENTITIES,
+                                self.custom_index)
+
+    @property
+    def minimal(self):
+        return Minimal(self.store.custom_fields, self.caller, self.CUSTOM_ENTITIES)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_custom_fields(self, params):
+        return self.custom_field_admin.list(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_custom_field(self, entity, key):
+        return self.custom_field_admin.get(entity, key)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def create_custom_field(self, payload):
+        return self.custom_field_admin.create(payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update_custom_field(self, entity, key, payload):
+        return self.custom_field_admin.update(entity, key, payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_minimal_fields(self, entity):
+        return self.minimal.get(entity)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def set_minimal_fields(self, entity, payload):
+        return self.minimal.set(entity, payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def completeness_report(self, params):
+        return self.minimal.report(params, *self.completeness_source())

@@ -4,7 +4,7 @@ import logging
 from nameko.timer import timer
 
 from crm_common.config import get_settings
-from crm_common.custom_fields import CustomFieldAdmin, Minimal
+from crm_common.custom_fields import CustomFieldEntrypoints
 from crm_common.context import CallerContext
 from crm_common.errors import EXPECTED
 from crm_common.health import HealthEntrypoints
@@ -39,7 +39,7 @@ def _timeline_handler(source, event_type):
     return handle
 
 
-class ContactsService(HealthEntrypoints):
+class ContactsService(HealthEntrypoints, CustomFieldEntrypoints):
     name = "contacts"
 
     store = MongoStore(ContactsStore)
@@ -139,43 +139,15 @@ class ContactsService(HealthEntrypoints):
     def list_companies(self, params):
         return self.contacts.list_companies(params)
 
-    # typed custom fields of contacts and companies (crm_common.custom_fields)
-    @property
-    def custom_field_admin(self):
-        return CustomFieldAdmin(self.store.custom_fields, self.caller, ("contact", "company"),
-                                self.store.index_custom_value)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def list_custom_fields(self, params):
-        return self.custom_field_admin.list(params)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def get_custom_field(self, entity, key):
-        return self.custom_field_admin.get(entity, key)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def create_custom_field(self, payload):
-        return self.custom_field_admin.create(payload)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def update_custom_field(self, entity, key, payload):
-        return self.custom_field_admin.update(entity, key, payload)
+    # typed custom fields and the minimal data set (crm_common.custom_fields)
+    CUSTOM_ENTITIES = ("contact", "company")
 
     @property
-    def minimal(self):
-        return Minimal(self.store.custom_fields, self.caller, ("contact", "company"))
+    def custom_index(self):
+        return self.store.index_custom_value
 
-    @rpc(expected_exceptions=EXPECTED)
-    def get_minimal_fields(self, entity):
-        return self.minimal.get(entity)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def set_minimal_fields(self, entity, payload):
-        return self.minimal.set(entity, payload)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def completeness_report(self, params):
-        return self.minimal.report(params, self.contacts.completeness_records)
+    def completeness_source(self):
+        return self.contacts.completeness_records, "owner_id"
 
     # imports, duplicates and merge (docs/import.md)
     import_store = MongoStore(ImportStore)

@@ -2,7 +2,7 @@
 aggregations), storage in store.py."""
 
 from crm_common.context import Caller, CallerContext
-from crm_common.custom_fields import CustomFieldAdmin, Minimal
+from crm_common.custom_fields import CustomFieldEntrypoints
 from crm_common.errors import EXPECTED
 from crm_common.messaging.events import reliable_handler
 from crm_common.health import HealthEntrypoints
@@ -16,7 +16,7 @@ from services.deals.sources import LeadSources
 from services.deals.store import DealsStore
 
 
-class DealsService(HealthEntrypoints):
+class DealsService(HealthEntrypoints, CustomFieldEntrypoints):
     name = "deals"
 
     store = MongoStore(DealsStore)
@@ -97,43 +97,15 @@ class DealsService(HealthEntrypoints):
         """For the search service: deals by id, or a page by id."""
         return self.store.search_records("deals", self.deals._dump_many, ids, after, limit)
 
-    # typed custom fields of deals (crm_common.custom_fields)
-    @property
-    def custom_field_admin(self):
-        return CustomFieldAdmin(self.store.custom_fields, self.caller, ("deal",),
-                                self.store.index_custom_value)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def list_custom_fields(self, params):
-        return self.custom_field_admin.list(params)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def get_custom_field(self, entity, key):
-        return self.custom_field_admin.get(entity, key)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def create_custom_field(self, payload):
-        return self.custom_field_admin.create(payload)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def update_custom_field(self, entity, key, payload):
-        return self.custom_field_admin.update(entity, key, payload)
+    # typed custom fields and the minimal data set (crm_common.custom_fields)
+    CUSTOM_ENTITIES = ("deal",)
 
     @property
-    def minimal(self):
-        return Minimal(self.store.custom_fields, self.caller, ("deal",))
+    def custom_index(self):
+        return self.store.index_custom_value
 
-    @rpc(expected_exceptions=EXPECTED)
-    def get_minimal_fields(self, entity):
-        return self.minimal.get(entity)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def set_minimal_fields(self, entity, payload):
-        return self.minimal.set(entity, payload)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def completeness_report(self, params):
-        return self.minimal.report(params, self.deals.completeness_records)
+    def completeness_source(self):
+        return self.deals.completeness_records, "owner_id"
 
     # several contacts on a deal, each with a role (participants.py)
     @rpc(expected_exceptions=EXPECTED)

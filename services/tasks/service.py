@@ -5,7 +5,7 @@ from nameko.timer import timer
 
 from crm_common.config import get_settings
 from crm_common.context import CallerContext
-from crm_common.custom_fields import CustomFieldAdmin, Minimal
+from crm_common.custom_fields import CustomFieldEntrypoints
 from crm_common.errors import EXPECTED
 from crm_common.messaging.events import reliable_handler
 from crm_common.health import HealthEntrypoints
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 CONFIG = get_settings().tasks
 
 
-class TasksService(HealthEntrypoints, ClockEntrypoints):
+class TasksService(HealthEntrypoints, ClockEntrypoints, CustomFieldEntrypoints):
     name = "tasks"
     tick_seconds = CONFIG.tick_seconds
 
@@ -91,42 +91,11 @@ class TasksService(HealthEntrypoints, ClockEntrypoints):
     def report(self, params):
         return self.tasks.report(params)
 
-    # typed custom fields of tasks (crm_common.custom_fields)
-    @property
-    def custom_field_admin(self):
-        return CustomFieldAdmin(self.store.custom_fields, self.caller, ("task",))
+    # typed custom fields and the minimal data set (crm_common.custom_fields)
+    CUSTOM_ENTITIES = ("task",)
 
-    @rpc(expected_exceptions=EXPECTED)
-    def list_custom_fields(self, params):
-        return self.custom_field_admin.list(params)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def get_custom_field(self, entity, key):
-        return self.custom_field_admin.get(entity, key)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def create_custom_field(self, payload):
-        return self.custom_field_admin.create(payload)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def update_custom_field(self, entity, key, payload):
-        return self.custom_field_admin.update(entity, key, payload)
-
-    @property
-    def minimal(self):
-        return Minimal(self.store.custom_fields, self.caller, ("task",))
-
-    @rpc(expected_exceptions=EXPECTED)
-    def get_minimal_fields(self, entity):
-        return self.minimal.get(entity)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def set_minimal_fields(self, entity, payload):
-        return self.minimal.set(entity, payload)
-
-    @rpc(expected_exceptions=EXPECTED)
-    def completeness_report(self, params):
-        return self.minimal.report(params, self.tasks.completeness_records, "assignee_id")
+    def completeness_source(self):
+        return self.tasks.completeness_records, "assignee_id"
 
     # stage rules held here before they became automation rules: read once by the
     # automation service's migration (services/automation/task_rules.py)
