@@ -2,9 +2,14 @@
 (the records a permission of gateway/permissions.py is about) and action, each with a
 scope. The gateway authorizes with them and tells the services the scope of the request
 (`user_scope`), which they apply in their queries as for the built-in roles."""
+import re
+
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from crm_common.fields import PageOf
+from contracts.contacts import CompanyOut, ContactOut
+from contracts.deals import DealOut
+from contracts.tasks import TaskOut
 
 BUILT_IN = ("admin", "manager", "agent")
 ACTIONS = ("read", "create", "edit", "delete", "export")
@@ -17,6 +22,46 @@ OBJECTS += ("conversations",)  # read: the inbox; create: reply, write, assign, 
 OBJECTS += ("products", "quotes", "invoices", "files")  # the sales service's
 NAME = validate.Regexp(r"^[a-z][a-z0-9_-]{1,39}$",
                        error="Lowercase letters, digits, - and _, starting with a letter.")
+# field-level grants: per object, a field the role may only read, or may not see at all
+# (a field left out follows the object's grants); `custom.<key>`: a typed custom field
+FIELD_ACCESS = ("read", "hidden")
+_NOT_RESTRICTED = {"id", "version", "updated_at", "deleted_at", "possible_duplicates"}
+FIELD_NAMES = {obj: tuple(sorted(set(out().fields) - _NOT_RESTRICTED)) for obj, out in (
+    ("contacts", ContactOut), ("companies", CompanyOut), ("deals", DealOut), ("tasks", TaskOut))}
+CUSTOM_FIELD = re.compile(r"^custom\.[a-z][a-z0-9_]{0,39}$")
+
+
+def _field_name(obj):
+    def check(name):
+        if name not in FIELD_NAMES[obj] and not CUSTOM_FIELD.match(name):
+            raise ValidationError(f"Not a field of {obj}: {name!r} (custom.<key> or one of "
+                                  f"{', '.join(FIELD_NAMES[obj])}).")
+    return check
+
+
+class _FieldGrants(fields.Dict):
+    def _deserialize(self, value, attr, data, **kwargs):
+        out = super()._deserialize(value, attr, data, **kwargs)
+        errors = {}
+        for obj, names in out.items():
+            for name in names:
+                try:
+                    _field_name(obj)(name)
+                except ValidationError as error:
+                    errors.setdefault(obj, []).extend(error.messages)
+        if errors:
+            raise ValidationError(errors)
+        return out
+
+
+_FIELDS = _FieldGrants(
+    data_key="fields", keys=fields.String(validate=validate.OneOf(tuple(FIELD_NAMES))),
+    values=fields.Dict(keys=fields.String(validate=validate.Length(1, 60)),
+                       values=fields.String(validate=validate.OneOf(FIELD_ACCESS))),
+    metadata={"description": "{object: {field: read|hidden}}: `read` shows the field but "
+              "refuses writes to it (403), `hidden` also leaves it out of every read, list, "
+              "search result, export, report figure and stream event; objects: contacts, "
+              "companies, deals, tasks; `custom.<key>` names a typed custom field"})
 _GRANTS = fields.Dict(
     keys=fields.String(validate=validate.OneOf(OBJECTS)),
     values=fields.Dict(keys=fields.String(validate=validate.OneOf(ACTIONS)),
@@ -29,6 +74,7 @@ class RoleIn(Schema):
         "description": "what users' `role` names; not admin, manager or agent"})
     label = fields.String(required=True, validate=validate.Length(1, 100))
     permissions = _GRANTS
+    field_grants = _FIELDS
 
     @validates_schema
     def grants_something(self, data, partial=False, **kwargs):
@@ -42,6 +88,7 @@ class RoleIn(Schema):
 class RolePatch(Schema):
     label = fields.String(validate=validate.Length(1, 100))
     permissions = _GRANTS
+    field_grants = _FIELDS
 
     @validates_schema
     def grants_something(self, data, **kwargs):
@@ -56,6 +103,8 @@ class RoleOut(Schema):
     built_in = fields.Boolean()
     permissions = fields.Dict(metadata={
         "description": "custom roles: their grants; built-in roles: their cells of the matrix"})
+    field_grants = fields.Dict(data_key="fields", metadata={"description": "field-level grants {object: {field: "
+                                   "read|hidden}}; built-in roles: none"})
     users = fields.Integer(metadata={"description": "users who have it"})
 
 

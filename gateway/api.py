@@ -88,10 +88,13 @@ def _view(route):
     query_schema = route.query() if route.query else None
 
     def view(**path_params):
-        from gateway import auth, idempotency
+        from gateway import auth, field_access, idempotency
+        from gateway.permissions import permission_of
         if request.method == "OPTIONS":
             return route.extra["preflight"](**path_params)
         auth.authorize(route)
+        # a custom role's field grants (gateway/field_access.py); None for everyone else
+        fields_guard = field_access.guard(g.get("identity"), route, permission_of(route))
         replay = idempotency.begin(route, lambda: auth.current().ready())
         if replay is not None:  # the stored answer to this Idempotency-Key
             return replay
@@ -102,12 +105,16 @@ def _view(route):
         if body_schema is not None:
             body = read_json()
             _validate(body_schema, body, partial=route.partial, json_body=True)
+        if fields_guard is not None:
+            fields_guard.check(params, body)
         result = route.handler(**path_params, body=body, params=params)
         if isinstance(result, Response):  # downloads (export, CSV) stream their own body
             return result
         status = route.status
         if isinstance(result, tuple):
             result, status = result
+        if fields_guard is not None:
+            result = fields_guard.redact(result)
         return json_response(result, status)
 
     return view

@@ -266,9 +266,10 @@ class Auth:
         return _copy(identity)
 
     def user_identity(self, user):
-        grants = None
+        grants = role = None
         if roles.is_custom(user["role"]):  # a custom role: its grants (gateway/roles.py)
-            grants = (roles.get_role(self.store, user["role"]) or {}).get("permissions") or {}
+            role = roles.get_role(self.store, user["role"]) or {}
+            grants = role.get("permissions") or {}
         members = (self.store.team_member_ids(user["_id"], user.get("team"))
                    if user["role"] == "manager" or roles.needs_team(grants) else [])
         identity = {"kind": "user", "user_id": user["_id"], "email": user["email"],
@@ -276,6 +277,8 @@ class Auth:
                     "scopes": [], "rate_limit": user.get("rate_limit_per_minute")}
         if grants is not None:
             identity["grants"] = grants
+        if role and role.get("fields"):  # field grants (gateway/field_access.py)
+            identity["fields"] = role["fields"]
         return identity
 
     def key_identity(self, key):

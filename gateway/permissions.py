@@ -57,8 +57,8 @@ MATRIX = {p.name: p for p in (
     _p("api-keys:manage", ALL, NO, NO, NO, "create, list, read, revoke API keys"),
     _p("audit:read", ALL, NO, NO, NO, "read the audit log"),
     _p("roles:manage", ALL, NO, NO, NO, "define, change and delete custom roles (grants per "
-       "object, action and scope); users with a custom role get what its grants give "
-       "(gateway/roles.py)"),
+       "object, action and scope; fields a role may only read or not see); users with a "
+       "custom role get what its grants give (gateway/roles.py, gateway/field_access.py)"),
     _p("operations:manage", ALL, NO, NO, NO, "read and replay dead letters"),
     _p("webhooks:manage", ALL, NO, NO, NO, "webhook subscriptions and their deliveries"),
     # customers

@@ -79,14 +79,15 @@ def check_role(store, name, field="role"):
 
 def dump_role(doc, users=0):
     return {"name": doc["_id"], "label": doc.get("label") or doc["_id"], "built_in": False,
-            "permissions": doc.get("permissions") or {}, "users": users}
+            "permissions": doc.get("permissions") or {}, "fields": doc.get("fields") or {},
+            "users": users}
 
 
 def built_in_roles(store):
     out = []
     for role in schemas.BUILT_IN:
         out.append({"name": role, "label": role.capitalize(), "built_in": True,
-                    "permissions": permissions.granted(role), "users": store.users.count_documents({"role": role})})
+                    "permissions": permissions.granted(role), "fields": {}, "users": store.users.count_documents({"role": role})})
     return out
 
 
@@ -99,7 +100,8 @@ def list_roles(store):
 def create_role(store, data, actor_id):
     now = utcnow()
     doc = {"_id": data["name"], "label": data["label"].strip(),
-           "permissions": _clean(data.get("permissions")), "created_at": now,
+           "permissions": _clean(data.get("permissions")),
+           "fields": _clean(data.get("field_grants")), "created_at": now,
            "updated_at": now, "created_by": actor_id}
     if not doc["permissions"]:
         raise ValidationFailed("Invalid input", {"fields": {"permissions": [
@@ -118,6 +120,8 @@ def update_role(store, name, data):
         changes["label"] = data["label"].strip()
     if "permissions" in data:
         changes["permissions"] = _clean(data["permissions"])
+    if "field_grants" in data:
+        changes["fields"] = _clean(data["field_grants"])
     _collection(store).update_one({"_id": name}, {"$set": changes})
     store.auth_epoch.bump()  # every cached identity drops: the next request sees the change
     return dump_role({**current, **changes}, store.users.count_documents({"role": name}))
@@ -149,7 +153,7 @@ def _existing(store, name):
 
 
 def _clean(grants):
-    """Only the actions granted (a null scope is no grant)."""
+    """Only the actions granted (a null scope is no grant); field grants alike."""
     out = {}
     for obj, actions in (grants or {}).items():
         kept = {action: scope for action, scope in actions.items() if scope}

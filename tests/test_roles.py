@@ -89,3 +89,57 @@ def test_operator_role_edits_contacts_but_not_deals(api, stack, make_user, uniqu
                                      "permissions": {"tasks": {"read": "own"}}})
     assert spare.status_code == 201
     assert api.delete(f"/roles/spare-{unique}").status_code == 200
+
+
+def test_field_grants_hide_amounts_and_refuse_read_only_writes(api, stack, make_user, unique):
+    """A "seller" sees and edits deals but never their amount (reads, lists, search,
+    reports, stream), reads a custom field it may not change, and exports contacts without
+    their emails."""
+    key = f"lvl_{unique[:8]}".lower()
+    assert api.post("/custom-fields", json={"entity": "deal", "key": key, "label": "Level",
+                                            "type": "number"}).status_code == 201
+    bad = api.post("/roles", json={"name": f"bad-{unique}", "label": "B", "permissions": {
+        "deals": {"read": "all"}}, "fields": {"deals": {"planet": "hidden"}}})
+    assert bad.status_code == 422 and "planet" in bad.text
+    role = api.post("/roles", json={"name": f"seller-{unique}", "label": "Seller", "permissions": {
+        "deals": {"read": "all", "edit": "all"}, "contacts": {"read": "all", "export": "all"},
+        "search": {"read": "all"}, "reports": {"read": "all"}},
+        "fields": {"deals": {"amount": "hidden", f"custom.{key}": "read"},
+                   "contacts": {"emails": "hidden"}}})
+    assert role.status_code == 201 and role.json()["fields"]["deals"]["amount"] == "hidden"
+    seller = make_user(f"seller-{unique}")
+    sse = SseClient(stack.stream_url, {"Authorization": seller.headers["Authorization"]})
+    try:
+        contact = api.post("/contacts", json={"first_name": "Fld", "last_name": unique,
+                                              "emails": [f"fld-{unique}@crm.test"]}).json()
+        deal = api.post("/deals", json={"title": f"Hush {unique}", "amount": 123456,
+                                        "currency": "EUR", "contact_id": contact["id"],
+                                        "custom": {key: 3}}).json()
+        read = seller.get(f"/deals/{deal['id']}").json()
+        assert "amount" not in read and read["title"] == deal["title"]
+        assert read["custom"] == {key: 3}
+        listed, _ = settle(lambda: [d for d in seller.get("/deals", params={
+            "contact_id": contact["id"]}).json()["items"] if d["id"] == deal["id"]])
+        assert listed and "amount" not in listed[0]
+        hits, _ = settle(lambda: [h for h in seller.get("/search", params={
+            "q": f"Hush {unique}"}).json()["items"] if h["id"] == deal["id"]])
+        assert hits and "1,234.56" not in (hits[0]["subtitle"] or "")
+        report = seller.get("/reports/sales").json()
+        assert "amount" not in str(report), report
+        exported = seller.get("/contacts/export", params={"q": unique})
+        assert exported.status_code == 200 and "emails" not in exported.text.splitlines()[0]
+        assert f"fld-{unique}" not in exported.text and unique in exported.text
+        assert seller.get("/deals", params={"sort": f"cf.{key}"}).status_code == 200
+        # read-only and hidden fields: 403 naming them, and nothing changes
+        for body in ({"amount": 1}, {"custom": {key: 9}}, {"title": "x", "amount": 2}):
+            refused = seller.patch(f"/deals/{deal['id']}", json=body)
+            assert refused.status_code == 403, refused.text
+        assert api.get(f"/deals/{deal['id']}").json()["amount"] == 123456
+        changed = seller.patch(f"/deals/{deal['id']}", json={"title": f"Hush2 {unique}"})
+        assert changed.status_code == 200 and "amount" not in changed.json()
+        assert sse.wait_for(lambda e: e[1] == "deal_updated"
+                            and e[2]["data"]["deal"]["id"] == deal["id"], timeout=20)
+        assert not [e for e in sse.events if e[1].startswith("deal_")
+                    and "amount" in e[2]["data"]["deal"]], sse.events
+    finally:
+        sse.close()

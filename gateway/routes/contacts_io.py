@@ -5,11 +5,12 @@ import json
 import re
 import tempfile
 
-from flask import Response, stream_with_context
+from flask import Response, g, stream_with_context
 
 from crm_common.config import get_settings
 from crm_common.custom_fields import to_cell
 from crm_common.errors import Timeout, Unavailable
+from gateway import field_access
 from gateway.calls import call
 from gateway.routes import api
 from gateway.routes.imports import safe_cell
@@ -34,7 +35,7 @@ def typed_fields():
     return [f for f in found["items"] if not f.get("retired")]
 
 
-def export_row(contact, typed=()):
+def export_row(contact, typed=(), columns=COLUMNS):
     """One contact as flat cells; lists joined with "; " (the import splits them back);
     then one cell per typed custom field."""
     values = {
@@ -48,7 +49,7 @@ def export_row(contact, typed=()):
         "do_not_contact": "yes" if contact.get("do_not_contact") else "no",
     }
     custom = contact.get("custom") or {}
-    return [safe_cell(values[k]) for k in COLUMNS] + [
+    return [safe_cell(values[k]) for k in columns] + [
         safe_cell(to_cell(f, custom.get(f["key"]))) for f in typed]
 
 
@@ -94,22 +95,28 @@ def export_contacts(body, params):
     fmt = params.get("format", "csv")
     pages = contacts_pages(params)
     typed = typed_fields()
+    # a custom role's hidden fields (gateway/field_access.py): neither columns nor values
+    names, (keys, all_custom) = field_access.hidden_columns(g.get("identity"), "contacts")
+    columns = tuple(c for c in COLUMNS if c not in names)
+    if names:
+        typed = [f for f in typed if not all_custom and f["key"] not in keys]
+        pages = ([field_access.strip(c, names) for c in items] for items in pages)
     if fmt == "xlsx":
-        return Response(stream_with_context(_xlsx(pages, typed)), mimetype=(
+        return Response(stream_with_context(_xlsx(pages, typed, columns)), mimetype=(
             "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
             headers={"Content-Disposition": 'attachment; filename="contacts.xlsx"'})
-    return Response(stream_with_context(_csv(pages, typed)), mimetype="text/csv",
+    return Response(stream_with_context(_csv(pages, typed, columns)), mimetype="text/csv",
                     headers={"Content-Disposition": 'attachment; filename="contacts.csv"'})
 
 
-def _csv(pages, typed=()):
+def _csv(pages, typed=(), columns=COLUMNS):
     out = io.StringIO()
     writer = csv.writer(out)
     out.write("\ufeff")  # BOM: spreadsheet programs then read the file as UTF-8
-    writer.writerow(list(COLUMNS) + [f["label"] for f in typed])
+    writer.writerow(list(columns) + [f["label"] for f in typed])
     for items in pages:
         for contact in items:
-            writer.writerow(export_row(contact, typed))
+            writer.writerow(export_row(contact, typed, columns))
         yield out.getvalue()
         out.seek(0)
         out.truncate()
@@ -124,16 +131,16 @@ def xml_text(value):
     return _NOT_XML.sub("", value) if isinstance(value, str) else value
 
 
-def _xlsx(pages, typed=()):
+def _xlsx(pages, typed=(), columns=COLUMNS):
     """openpyxl's write-only workbook keeps rows in a temporary file, not in memory; the
     finished file is then sent in chunks."""
     from openpyxl import Workbook
     book = Workbook(write_only=True)
     sheet = book.create_sheet("contacts")
-    sheet.append(list(COLUMNS) + [f["label"] for f in typed])
+    sheet.append(list(columns) + [f["label"] for f in typed])
     for items in pages:
         for contact in items:
-            sheet.append([xml_text(v) for v in export_row(contact, typed)])
+            sheet.append([xml_text(v) for v in export_row(contact, typed, columns)])
     with tempfile.TemporaryFile() as handle:
         book.save(handle)
         handle.seek(0)

@@ -9,6 +9,7 @@ import json
 import uuid
 from collections import deque
 
+from gateway.field_access import redact_event
 from gateway.stream.visibility import EVERYONE, KIND_OF, OBJECT_OF
 
 RESYNC = "resync"
@@ -33,6 +34,7 @@ class Listener:
             scopes = set(self.read_scopes.values())
             self.person_ids = (None if "all" in scopes else self.team if "team" in scopes
                                else {self.user_id})
+        self.fields = identity.get("fields")  # field grants: hidden fields left out
         self.queue = queue
         self.overflowed = False
 
@@ -48,6 +50,16 @@ class Listener:
             return True
         people = {self.user_id} if scope == "own" else self.team
         return not people.isdisjoint(audience)
+
+    def body(self, name, payload, body):
+        """The event's JSON as this stream may see it (a custom role's hidden fields out);
+        `payload`: the event (None: parsed from `body` when needed)."""
+        if not self.fields:
+            return body
+        payload = json.loads(body) if payload is None else payload
+        redacted = redact_event(self.fields, KIND_OF.get(name), payload)
+        return body if redacted is payload else json.dumps(
+            redacted, separators=(",", ":"), ensure_ascii=False, default=str)
 
     def may_see(self, audience):
         if audience == EVERYONE:
@@ -124,7 +136,7 @@ class Hub:
             self.seen[key] = self.seq
         for listener in self._audience(audience):
             if listener.may_read(name, audience):
-                self.offer(listener, (stream_id, name, body))
+                self.offer(listener, (stream_id, name, listener.body(name, payload, body)))
         self.published += 1
         return stream_id
 
@@ -148,7 +160,8 @@ class Hub:
             return None
         if seq < self.seq and (not self.buffer or self.buffer[0][0] > seq + 1):
             return None  # some of what it missed is no longer buffered
-        return [(stream_id, name, body) for s, stream_id, name, body, audience, _ in self.buffer
+        return [(stream_id, name, listener.body(name, None, body))
+                for s, stream_id, name, body, audience, _ in self.buffer
                 if s > seq and listener.may_see(audience) and listener.may_read(name, audience)]
 
     def stats(self):
