@@ -143,3 +143,50 @@ def test_field_grants_hide_amounts_and_refuse_read_only_writes(api, stack, make_
                     and "amount" in e[2]["data"]["deal"]], sse.events
     finally:
         sse.close()
+
+
+def test_field_access_units():
+    """The field-grant rules without the stack: what a hit, a report, a write and a filter
+    become for a role hiding deal amounts and contact emails and a custom field."""
+    import pytest
+
+    from crm_common.errors import Forbidden
+    from gateway import field_access
+    from gateway.api import Route
+    from gateway.permissions import MATRIX
+
+    who = {"fields": {"deals": {"amount": "hidden", "custom.lvl": "read"},
+                      "contacts": {"emails": "hidden", "custom": "hidden"}}}
+    hit = {"type": "deal", "id": "d1", "subtitle": "Ann Lee · 1,234.56 EUR · open",
+           "highlight": {"field": "subtitle", "text": "x", "ranges": []}}
+    assert field_access.redact_hit(who, hit) == {**hit, "subtitle": "Ann Lee · open",
+                                                 "highlight": None}
+    email_hit = {"type": "contact", "id": "c1", "highlight": {"field": "email"}}
+    assert field_access.redact_hit(who, email_hit)["highlight"] is None
+    report = {"rows": [{"key": "u1", "won_count": 2, "amounts": [{"won_amount": 5}]}]}
+    assert field_access.drop_money(report) == {"rows": [{"key": "u1", "won_count": 2}]}
+    contact = {"id": "c1", "emails": [{"email": "a@b.c"}], "custom": {"x": 1}, "position": "CEO"}
+    company = {"id": "k1", "name": "K", "people": [contact]}
+    assert field_access.redact_records(who, "companies", company)["people"] == [
+        {"id": "c1", "position": "CEO"}]
+
+    def guard(method, path, permission):
+        route = Route(path, method, lambda: None, "", "t", permission=permission)
+        return field_access.guard(who, route, MATRIX[permission])
+
+    deal_write = guard("PATCH", "/api/v1/deals/{deal_id}", "deals:write")
+    deal_write.check({}, {"title": "ok", "custom": {"other": 1}})
+    for body in ({"amount": 1}, {"custom": {"lvl": 2}}):
+        with pytest.raises(Forbidden):
+            deal_write.check({}, body)
+    contact_list = guard("GET", "/api/v1/contacts", "contacts:read")
+    contact_list.check({"limit": "5", "sort": "-created_at"}, None)
+    for params in ({"cf.x.gte": "1"}, {"sort": "cf.x"}):
+        with pytest.raises(Forbidden):
+            contact_list.check(params, None)
+    with pytest.raises(Forbidden):   # a merge writes fields nobody named
+        guard("POST", "/api/v1/contacts/{contact_id}/merge", "contacts:write").check({}, {})
+    assert field_access.guard({}, Route("/x", "GET", None, "", "t"), MATRIX["deals:read"]) is None
+    event = {"data": {"deal": {"id": "d1", "amount": 5}, "amount": 5, "owner_id": "u"}}
+    assert field_access.redact_event(who["fields"], "deal", event) == {
+        "data": {"deal": {"id": "d1"}, "owner_id": "u"}}
