@@ -209,8 +209,8 @@ class CompanyWithPeople(CompanyOut):
     people_next_cursor = fields.String(allow_none=True)
 
 
-class CompanyListQuery(PageQuery):
-    sort = sort_field("created_at", "updated_at")
+class CompanyListQuery(CustomFilters, PageQuery):
+    sort = custom_sort_field("created_at", "updated_at")
     q = fields.String(validate=validate.Length(1, 100))
     tag = fields.String(validate=validate.Length(1, 50))
     owner_id = fields.String(validate=validate.Length(1, 40))

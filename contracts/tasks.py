@@ -4,6 +4,7 @@ from datetime import datetime, timezone
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from contracts.custom_fields import CustomFilters, custom_sort_field
 from contracts.events import EventData, Int, IsoTime, Object, actor_field, ref_field, summary_field
 from crm_common.fields import CustomFields, cursor_field, PageOf, PageQuery, UtcDateTime, sort_field
 
@@ -94,8 +95,8 @@ class TaskOut(Schema):
     updated_at = UtcDateTime()
 
 
-class TaskListQuery(PageQuery):
-    sort = sort_field("due_at", "created_at")
+class TaskListQuery(CustomFilters, PageQuery):
+    sort = custom_sort_field("due_at", "created_at")
     assignee_id = fields.String(validate=ID)
     status = fields.String(validate=validate.OneOf(STATUSES))
     kind = fields.String(validate=validate.OneOf(KINDS))

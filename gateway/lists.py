@@ -6,11 +6,15 @@ answer.
 Read-your-own-write: the caller's writes of the last FRESH_SECONDS (from the audit log,
 written before each write's answer left) go with the query, and the search service makes
 its index hold at least those states before it answers."""
+import time
 from datetime import timedelta
 
 from flask import g
 
-from crm_common.errors import Timeout, Unavailable
+from contracts.custom_fields import OWNERS
+from crm_common import custom_fields
+from crm_common.config import get_settings
+from crm_common.errors import BadRequest, Timeout, Unavailable
 from crm_common.timeutil import utcnow
 from gateway.calls import call
 
@@ -43,15 +47,56 @@ def recent_writes(kind):
 
 def from_index(kind, owner, method, params):
     """The list page from the index, else (rebuilding, search down) from its owner. Typed
-    custom fields are the owner's (it checks them against their definitions), except
-    `cf.<key>=` / `.ne` beside words in `q`, which only the index answers (their values
-    are index terms there, unchecked)."""
+    custom-field filters (`cf.<key>`, `.ne`, `.gte`, `.lte`) are checked against their
+    definitions here and sent in their stored form; the index answers them, except a sort
+    by a custom field or a range over text, which only the owner's list orders."""
     sort = str(params.get("sort") or "").lstrip("-")
-    custom = [str(k) for k in params if str(k).startswith("cf.")]
-    if sort.startswith("cf.") or (custom and (not params.get("q") or any(
-            k.endswith((".gte", ".lte")) for k in custom))):
+    custom = {str(k): v for k, v in params.items() if str(k).startswith("cf.")}
+    if custom:
+        checked = checked_filters(kind, custom)
+        if checked is None:
+            return call(owner, method, params)
+        params = {**params, **checked}
+    if sort.startswith("cf."):
         return call(owner, method, params)
     try:
         return call("search", "list_records", kind, params, recent_writes(kind))
     except (Unavailable, Timeout):
         return call(owner, method, params)
+
+
+RANGED = ("number", "money", "date", "datetime")   # the index's ranges (search Entry.numbers)
+DEFINITIONS_TTL_S = 30
+_definitions = {}   # kind -> (monotonic time read, {key: definition})
+
+
+def definitions(kind, fresh=False):
+    """A kind's custom field definitions, as its owner keeps them (cached a while: a filter
+    the cached ones refuse reads them again)."""
+    held = _definitions.get(kind)
+    if fresh or held is None or time.monotonic() - held[0] > DEFINITIONS_TTL_S:
+        found = call(OWNERS[kind], "list_custom_fields", {"entity": kind,
+                                                          "include_retired": "true"})
+        held = _definitions[kind] = (time.monotonic(), {d["key"]: d for d in found["items"]})
+    return held[1]
+
+
+def checked_filters(kind, custom):
+    """{param: the value as stored} of a list's `cf.` parameters (400 naming a bad one), or
+    None when a range is over a type the index does not range (text, select...)."""
+    try:
+        typed, conditions = definitions(kind), None
+        conditions = custom_fields.list_filters(typed, custom, get_settings().default_region)
+    except BadRequest:
+        typed = definitions(kind, fresh=True)
+        conditions = custom_fields.list_filters(typed, custom, get_settings().default_region)
+    out = {}
+    for name in custom:
+        key, _, op = name[3:].partition(".")
+        definition = typed[key]
+        if op in ("gte", "lte") and definition["type"] not in RANGED:
+            return None
+        path = f"custom.{key}" + (".amount" if definition["type"] == "money" else "")
+        value = conditions[path] if not op else conditions[path][f"${op}"]
+        out[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return out

@@ -271,3 +271,64 @@ def test_export_has_a_column_per_typed_field_by_label(api, unique):
     rows = list(csv.reader(io.StringIO(exported.content.decode("utf-8-sig"))))
     column = rows[0].index(f"Budget {unique}")
     assert rows[1][column] == "1234.56 EUR"
+
+
+def test_company_and_task_lists_filter_custom_fields_from_the_index(api, unique):
+    """Companies and tasks filter by their typed fields too (equals, .ne, ranges over
+    numbers and dates), answered by the search index: a company list with words in `q`,
+    which only the index answers, takes the ranges."""
+    staff, since = f"staff_{unique}", f"since_{unique}"
+    define(api, "company", staff, "number")
+    define(api, "task", since, "date")
+    define(api, "task", f"tier_{unique}", "select")
+    companies = [api.post("/companies", json={"name": f"Acme{unique} {n}",
+                                              "custom": {staff: n * 10}}).json()["id"]
+                 for n in range(4)]
+    tasks = [api.post("/tasks", json={"title": f"Call {unique}", "custom": {
+        since: f"2026-0{n + 1}-15", f"tier_{unique}": "gold" if n % 2 else "silver"}}).json()["id"]
+        for n in range(4)]
+
+    def ids(path, **params):
+        answer = api.get(path, params=params)
+        assert answer.status_code == 200, (params, answer.text)
+        return {item["id"] for item in answer.json()["items"]}
+
+    assert ids("/companies", q=f"Acme{unique}", **{f"cf.{staff}.gte": "10",
+                                                   f"cf.{staff}.lte": "25"}) == set(companies[1:3])
+    assert ids("/companies", q=f"Acme{unique}", **{f"cf.{staff}": "30"}) == {companies[3]}
+    assert ids("/tasks", **{f"cf.{since}.gte": "2026-02-01", f"cf.tier_{unique}": "gold"}) == {
+        tasks[1], tasks[3]}
+    assert ids("/tasks", **{f"cf.{since}.lte": "2026-02-15", f"cf.tier_{unique}.ne": "gold"}) == {
+        tasks[0]}
+    assert [t["id"] for t in api.get("/tasks", params={
+        f"cf.{since}.gte": "2026-01-01", "sort": f"-cf.{since}", "limit": 2}).json()["items"]] == [
+        tasks[3], tasks[2]]
+    for params in ({f"cf.{since}.gte": "soon"}, {f"cf.tier_{unique}": "bronze"},
+                   {f"cf.nope_{unique}": "1"}):
+        assert api.get("/tasks", params=params).status_code in (400, 422), params
+
+
+def test_filtered_lists_go_to_the_index_with_stored_values(monkeypatch):
+    """gateway/lists.py without the stack: the `cf.` values checked and sent to the index
+    in their stored form; a custom sort or a text range goes to the owner."""
+    from gateway import lists
+    asked = []
+
+    def call(service, method, *args):
+        asked.append((service, method))
+        if method == "list_custom_fields":
+            return {"items": [{"key": "n", "type": "number"}, {"key": "mail", "type": "email"},
+                              {"key": "on", "type": "boolean"}]}
+        return {"params": args[1] if service == "search" else args[0]}
+
+    monkeypatch.setattr(lists, "call", call)
+    monkeypatch.setattr(lists, "recent_writes", lambda kind: [])
+    monkeypatch.setattr(lists, "_definitions", {})
+    answer = lists.from_index("task", "tasks", "list_tasks", {
+        "cf.n.gte": "2.50", "cf.mail": "Ada@Example.com", "cf.on": "TRUE"})
+    assert asked[-1] == ("search", "list_records")
+    assert answer["params"] == {"cf.n.gte": "2.5", "cf.mail": "ada@example.com", "cf.on": "true"}
+    lists.from_index("task", "tasks", "list_tasks", {"cf.mail.gte": "a@b.cd"})
+    assert asked[-1] == ("tasks", "list_tasks")
+    lists.from_index("task", "tasks", "list_tasks", {"sort": "cf.n"})
+    assert asked[-1] == ("tasks", "list_tasks")

@@ -267,9 +267,14 @@ class Contacts:
 
     def list_companies(self, params):
         query_in = load(company_list_query, params)
-        field, direction = parse_sort(query_in.get("sort"), COMPANY_SORTS, "-created_at")
+        custom_sort = self._custom_list(query_in, "company")
+        if custom_sort:
+            sort_field, direction = custom_sort
+        else:
+            field, direction = parse_sort(query_in.get("sort"), COMPANY_SORTS, "-created_at")
+            sort_field = COMPANY_SORTS[field]
         query = self.store.company_filter(query_in)
-        docs, next_cursor = self.store.page_companies(query, COMPANY_SORTS[field], direction,
+        docs, next_cursor = self.store.page_companies(query, sort_field, direction,
                                                       query_in["limit"], query_in.get("cursor"))
         out = {"items": [dump_company(d) for d in docs], "next_cursor": next_cursor}
         if query_in["include_total"]:
@@ -286,11 +291,11 @@ class Contacts:
         return self.store.completeness_records(entity, custom_fields.projection(fields),
                                                owner_id, self._visible())
 
-    def _custom_list(self, query_in):
+    def _custom_list(self, query_in, entity="contact"):
         """Puts the typed custom-field filters (`cf.<key>...`) into `query_in` as
         `custom_query`; answers (path, direction) for a `sort=cf.<key>`, else None."""
         query_in["custom_query"], custom_sort = custom_fields.list_query(
-            lambda: self.store.custom_fields.of("contact"), query_in, self.region)
+            lambda: self.store.custom_fields.of(entity), query_in, self.region)
         return custom_sort
 
     def _contact_fields(self, data):

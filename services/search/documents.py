@@ -8,9 +8,12 @@ Every record becomes one `Entry`:
 - `digits`: every run of 4+ consecutive digits of its phone numbers, in E.164 and
   national form, so any fragment of a number typed in any form finds it;
 - `emails`: its emails whole; `visible_to`: who may see it (SHARED: everyone);
-- `filters`: `field=value` terms lists filter on; numbers lists sort on.
+- `filters`: `field=value` terms lists filter on; numbers lists sort on;
+- `numbers`: the custom fields' values ranges compare ({key: number}: numbers, money
+  amounts, dates and date-times in microseconds).
 Words are folded (accents off, case folded; Cyrillic, Hebrew, Greek... kept as letters)
 and split on anything that is not a letter or a digit, the same way queries are."""
+import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -127,6 +130,7 @@ class Entry:
     emails: list = field(default_factory=list)
     visible_to: list = field(default_factory=list)
     filters: list = field(default_factory=list)
+    numbers: dict = field(default_factory=dict)
     card: dict = field(default_factory=dict)
     sort_name: str = ""                # contacts: as the contacts service sorts by name
 
@@ -182,6 +186,19 @@ def custom_terms(record):
     return out
 
 
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:\d{2})?)?$")
+
+
+def range_number(value):
+    """A custom value (or a range bound) as the number ranges compare, or None."""
+    if isinstance(value, dict):
+        value = value.get("amount")
+    if isinstance(value, str) and ISO_DATE.match(value.strip()):
+        value = micros(value.strip()) or None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return value if number and math.isfinite(value) else None
+
+
 def name_sort_key(record):
     """The contacts service's sort_name: "last first", accents off, case folded."""
     return text_fold(f"{record.get('last_name') or ''} {record.get('first_name') or ''}").strip()
@@ -234,6 +251,8 @@ def describe(kind, record, related=None):
         elif value not in (None, ""):
             entry.filters.append(filter_term(name, value))
     entry.filters += custom_terms(record)
+    entry.numbers = {k: n for k, v in (record.get("custom") or {}).items()
+                     if (n := range_number(v)) is not None}
     people = [record.get(p) for p in PEOPLE[kind] if record.get(p)]
     entry.visible_to = sorted(set(people))
     if kind in SHARED_WHEN_UNOWNED and not people:

@@ -18,7 +18,7 @@ import uuid
 import tantivy
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # a list page whose last sort value is shared by more records reads all of them (they
 # are ordered by id, or by name then id): at most this many
 MAX_TIES = 20000
@@ -49,6 +49,7 @@ def build_schema():
     b.add_unsigned_field("name_key", stored=True, indexed=True, fast=True)
     b.add_text_field("sort_name", stored=True, tokenizer_name="raw", index_option="basic")
     b.add_text_field("name_tie", tokenizer_name="raw", index_option="basic", fast=True)
+    b.add_json_field("cf", fast=True, tokenizer_name="raw")  # Entry.numbers: custom ranges
     b.add_bytes_field("record", stored=True)
     b.add_bytes_field("card", stored=True)
     return b.build()
@@ -209,6 +210,8 @@ class TantivyIndex:
         doc.add_unsigned("name_key", name_key(entry.sort_name))
         doc.add_text("sort_name", entry.sort_name)
         doc.add_text("name_tie", name_tie(entry.sort_name, entry.id))
+        if entry.numbers:
+            doc.add_json("cf", entry.numbers)
         doc.add_bytes("record", json.dumps(record, separators=(",", ":")).encode())
         doc.add_bytes("card", json.dumps(entry.card, separators=(",", ":")).encode())
         return doc
@@ -240,6 +243,11 @@ class TantivyIndex:
             out.append((score, {"type": doc.get_first("type"), "id": doc.get_first("id"),
                                 "card": json.loads(doc.get_first("card") or b"{}")}))
         return out
+
+    def custom_range(self, key, op, value):
+        """cf.<key> >= or <= a number (Entry.numbers); the key is a checked field key."""
+        bound = str(int(value)) if float(value).is_integer() else format(value, "f")
+        return self.index.parse_query(f"cf.{key}:{'>=' if op == 'gte' else '<='}{bound}")
 
     def counts(self, query):
         """{type: how many records of it match} (one pass over the matches)."""

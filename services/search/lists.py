@@ -26,13 +26,13 @@ from crm_common.phones import normalize_phone
 from crm_common.timeutil import utcnow
 from crm_common.validation import load
 from services.search.documents import (NO_DUE, custom_term, custom_url_value, filter_term,
-                                       from_micros, micros)
+                                       from_micros, micros, range_number)
 from services.search.query import filters as base_filters
 from services.search.query import parse, text_query
 
 Occur = tantivy.Occur
-# `cf.<key>` (equals) and `cf.<key>.ne` are index terms; `.gte`, `.lte` and `sort=cf.<key>`
-# are the owner's (gateway/lists.py sends them there)
+# `cf.<key>` (equals) and `cf.<key>.ne` are index terms, `.gte` / `.lte` ranges over
+# Entry.numbers; `sort=cf.<key>` is the owner's (gateway/lists.py sends it there)
 CUSTOM_FILTER = re.compile(r"^cf\.([a-z][a-z0-9_]{0,39})(?:\.(gte|lte|ne))?$")
 Q = tantivy.Query
 
@@ -82,18 +82,16 @@ def _term(schema, name, value):
     return Q.term_query(schema, "filters", filter_term(name, value))
 
 
-def build_query(schema, kind, params, people, region, now):
-    """(query, sort field, API sort, descending) of a list's validated parameters."""
+def build_query(schema, kind, params, people, region, now, custom_range=None):
+    """(query, sort field, API sort, descending) of a list's validated parameters
+    (`custom_range(key, op, number)`: the index's query of a custom field range)."""
     spec = LISTS[kind]
     # the call log has one order (newest first) and ignores `sort`, as its owner does
     sort = spec.default_sort if kind == "call" else params.get("sort") or spec.default_sort
     api_sort = sort.lstrip("-")
-    if api_sort.startswith("cf.") or any(CUSTOM_FILTER.match(k).group(2) in ("gte", "lte")
-                                         for k in params.get("custom_filters") or {}
-                                         if CUSTOM_FILTER.match(k)):
-        # sorts and ranges of typed custom fields are their owner's MongoDB list's
-        raise BadRequest("Sorts and ranges of custom fields (cf.<key>) cannot be combined "
-                         "with words in q", {"fields": ["q"]})
+    if api_sort.startswith("cf."):  # sorts by typed custom fields are their owner's list's
+        raise BadRequest("Sorts by custom fields (cf.<key>) cannot be combined with words "
+                         "in q", {"fields": ["q"]})
     if api_sort not in spec.sorts:
         raise BadRequest(f"Cannot sort by {api_sort!r}", {"allowed": sorted(spec.sorts)})
     must = base_filters(schema, (kind,), people,
@@ -108,6 +106,12 @@ def build_query(schema, kind, params, people, region, now):
         match = CUSTOM_FILTER.match(name)
         if not match:
             raise BadRequest(f"Not a custom field filter: {name}", {"parameter": name})
+        if match.group(2) in ("gte", "lte"):
+            number = range_number(custom_url_value(raw))
+            if number is None or custom_range is None:
+                raise BadRequest(f"{name}: a number or a date", {"parameter": name})
+            must.append((Occur.Must, custom_range(match.group(1), match.group(2), number)))
+            continue
         term = Q.term_query(schema, "filters", custom_term(match.group(1), custom_url_value(raw)))
         must.append((Occur.MustNot if match.group(2) == "ne" else Occur.Must, term))
     for param, name in spec.equal:
@@ -177,7 +181,8 @@ def page(index, kind, params, people, region):
     """{"items", "next_cursor"(, "total")} of a list's raw parameters."""
     data = load(LISTS[kind].schema, params)
     now = utcnow()
-    query, field, sort, descending = build_query(index.schema, kind, data, people, region, now)
+    query, field, sort, descending = build_query(index.schema, kind, data, people, region, now,
+                                                 index.custom_range)
     after = decode(kind, sort, field, data["cursor"]) if data.get("cursor") else None
     out = {"items": [], "next_cursor": None}
     if query is not None:

@@ -135,6 +135,8 @@ class TasksStore(BaseStore):
             conditions += [{"status": "open"}, {"sort_due": {"$lt": now}}]
         elif filters.get("overdue") is False:
             conditions.append({"$or": [{"status": {"$ne": "open"}}, {"sort_due": {"$gte": now}}]})
+        if filters.get("custom_query"):  # typed custom fields (crm_common.custom_fields)
+            conditions.append(filters["custom_query"])
         return _and(*conditions)
 
     def calendar_filter(self, visible, assignee, start, end, statuses):

@@ -212,6 +212,7 @@ class ContactsStore(BaseStore):
         for key in ("tag", "owner_id"):
             if filters.get(key):
                 query["tags" if key == "tag" else key] = filters[key]
+        query.update(filters.get("custom_query") or {})  # typed custom fields
         return query
 
     def page_company_people(self, company_id, visible, limit, cursor):
