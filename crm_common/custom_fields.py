@@ -238,8 +238,8 @@ def _currencies():
 def check_values(definitions, values, region="IT", users=None):
     """`values` (a write's `custom`, already checked as untyped JSON) in their stored form:
     every defined key validated by its type; a retired field refused; null clears. Keys
-    without a definition pass as they are. `users(ids)`: the known user ids among `ids`
-    (None: user fields are checked for shape only). Raises ValidationFailed naming each
+    without a definition pass as they are. `users(ids)`: the ids among `ids` of known,
+    active users (None: user fields are checked for shape only). Raises ValidationFailed naming each
     wrong key."""
     if not values:
         return values
@@ -265,7 +265,7 @@ def check_values(definitions, values, region="IT", users=None):
         for key, value in out.items():
             if definitions.get(key, {}).get("type") == "user" and value is not None \
                     and value not in known:
-                errors[key] = ["Unknown user."]
+                errors[key] = ["Unknown or disabled user."]
     if errors:
         raise _invalid(errors)
     return out

@@ -342,6 +342,13 @@ def find_in(collection, field, values, projection=None):
                 yield doc
 
 
+def active_ids(users, ids):
+    """The ids among `ids` of active users in a service's copy of the users (user-type
+    custom fields: crm_common.custom_fields.check_values)."""
+    return {u["_id"] for u in find_in(users, "_id", list(ids), {"active": 1})
+            if u.get("active", True) is not False}
+
+
 def increment(collection, key, field="n", attempts=5):
     """The counter `field` of the document `key` after an atomic +1 (1 when the document
     is new): concurrent callers never get the same value. SecantusDB (dev/CI) may answer

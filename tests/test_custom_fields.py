@@ -332,3 +332,30 @@ def test_filtered_lists_go_to_the_index_with_stored_values(monkeypatch):
     assert asked[-1] == ("tasks", "list_tasks")
     lists.from_index("task", "tasks", "list_tasks", {"sort": "cf.n"})
     assert asked[-1] == ("tasks", "list_tasks")
+
+
+def test_user_fields_name_active_users(api, make_user, unique):
+    """A user-type field takes an active user (deals, contacts, tasks): an unknown or
+    disabled one is 422 and nothing is saved."""
+    key = f"by_{unique}"
+    for entity in ("deal", "contact", "task"):
+        define(api, entity, key, "user")
+    agent = make_user("agent")
+    writes = {"deal": ("/deals", {"title": f"U {unique}", "currency": "EUR"}),
+              "contact": ("/contacts", {"first_name": "U", "last_name": unique}),
+              "task": ("/tasks", {"title": f"U {unique}"})}
+
+    def write(entity, user_id):
+        path, body = writes[entity]
+        return api.post(path, json={**body, "custom": {key: user_id}})
+
+    for entity in writes:   # the services' copies of the users follow user_upserted
+        made, _ = settle(lambda: write(entity, agent.user["id"]).status_code == 201)
+        assert made, entity
+        assert write(entity, f"ghost-{unique}").status_code == 422, entity
+    assert api.patch(f"/users/{agent.user['id']}", json={"active": False}).status_code == 200
+    for entity in writes:
+        refused, _ = settle(lambda: [r for r in [write(entity, agent.user["id"])]
+                                     if r.status_code == 422])
+        assert refused and key in refused[0].json()["error"]["details"]["fields"]["custom"], (
+            entity, refused)

@@ -301,7 +301,7 @@ class JobRunner:
                 continue
             if definitions and fields.get("custom"):
                 fields["custom"], bad = import_values(definitions, fields["custom"],
-                                                      self.region, self.store.known_user_ids)
+                                                      self.region, self.store.active_user_ids)
                 if bad:  # a wrong typed value refuses the whole row: nothing half-saved
                     counts["failed"] += 1
                     errors += [{"row": number, "column": None, "field": f"custom.{key}",

@@ -285,7 +285,7 @@ class Contacts:
     # typed custom fields (crm_common.custom_fields): checked on every write
     def typed_custom(self, entity, values):
         return custom_fields.check_values(self.store.custom_fields.of(entity), values,
-                                          self.region, self.store.known_user_ids)
+                                          self.region, self.store.active_user_ids)
 
     def completeness_records(self, entity, fields, owner_id):
         return self.store.completeness_records(entity, custom_fields.projection(fields),

@@ -243,7 +243,8 @@ class Deals:
 
     def typed_custom(self, values):
         """A write's custom values checked against the deal's typed custom fields."""
-        return custom_fields.check_values(self.store.custom_fields.of("deal"), values)
+        return custom_fields.check_values(self.store.custom_fields.of("deal"), values,
+                                          users=self.store.active_user_ids)
 
     def _check_refs(self, data):
         """Contact and company must exist in the contacts service (asked over RPC)."""

@@ -202,6 +202,11 @@ class DealsService(HealthEntrypoints, CustomFieldEntrypoints):
         return self.deals.rebuild_report_summaries()
 
     # other services' facts
+    @reliable_handler("gateway", "user_upserted")
+    def on_user_upserted(self, event):
+        """Who is an active user, for user-type custom fields."""
+        self.store.upsert_user(event["data"]["user"])
+
     @reliable_handler("contacts", "contact_merged")
     def on_contact_merged(self, event):
         """The merged contacts' deals now belong to the survivor."""

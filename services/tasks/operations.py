@@ -74,7 +74,7 @@ class Tasks:
     def typed_custom(self, values):
         """A write's custom values checked against the tasks' typed custom fields."""
         return custom_fields.check_values(self.store.custom_fields.of("task"), values,
-                                          users=self.store.known_user_ids)
+                                          users=self.store.active_user_ids)
 
     def create(self, payload, source_key=None, source=None, creator_id=None):
         data = load(task_in, payload)

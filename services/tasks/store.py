@@ -7,7 +7,7 @@ from pymongo.errors import DuplicateKeyError
 from crm_common.cursors import page
 from crm_common.custom_fields import Definitions
 from crm_common.ids import new_id
-from crm_common.mongo import BaseStore, find_in, update_and_get
+from crm_common.mongo import BaseStore, active_ids, find_in, update_and_get
 
 # Tasks without a date sort after every dated one: keyset cursors cannot step over nulls
 # (a range condition never matches null), so the sort key is never null.
@@ -262,8 +262,8 @@ class TasksStore(BaseStore):
     def get_user(self, user_id):
         return self.users.find_one({"_id": user_id})
 
-    def known_user_ids(self, user_ids):
-        return {u["_id"] for u in find_in(self.users, "_id", list(user_ids), {"_id": 1})}
+    def active_user_ids(self, user_ids):
+        return active_ids(self.users, user_ids)
 
     def admin_ids(self):
         """The active admins, oldest id first (who calls back when nobody else would)."""

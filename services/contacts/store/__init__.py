@@ -9,7 +9,7 @@ from crm_common.cursors import after_cursor, page
 from crm_common.custom_fields import SORTABLE, Definitions
 from crm_common.ids import new_id
 from crm_common.errors import Unavailable
-from crm_common.mongo import BaseStore, find_in, update_and_get
+from crm_common.mongo import BaseStore, active_ids, find_in, update_and_get
 from crm_common.phones import looks_like_phone, phone_search_keys
 from crm_common.timeutil import utcnow
 from services.contacts.domain import EMAIL
@@ -171,8 +171,8 @@ class ContactsStore(BaseStore):
             query = {"$and": [query, {"owner_id": owner_id}]}
         return collection.find(query, projection)
 
-    def known_user_ids(self, user_ids):
-        return {u["_id"] for u in find_in(self.users, "_id", list(user_ids), {"_id": 1})}
+    def active_user_ids(self, user_ids):
+        return active_ids(self.users, user_ids)
 
     def contact_filter(self, filters, region, visible):
         """The contact list's query from its validated parameters (`filters`), for a caller

@@ -11,7 +11,7 @@ from pymongo.errors import BulkWriteError
 from crm_common.cursors import page
 from crm_common.custom_fields import Definitions
 from crm_common.ids import new_id
-from crm_common.mongo import BaseStore, find_in, in_chunks, update_and_get
+from crm_common.mongo import BaseStore, active_ids, find_in, in_chunks, update_and_get
 from crm_common.timeutil import utcnow
 from services.contacts.store import KEY_FIELDS, visible_condition
 
@@ -192,6 +192,9 @@ class ImportStore(BaseStore):
 
     def known_user_ids(self, user_ids):
         return {u["_id"] for u in find_in(self.users, "_id", list(user_ids), {"_id": 1})}
+
+    def active_user_ids(self, user_ids):
+        return active_ids(self.users, user_ids)
 
     def team_member_ids(self, team):
         """Active members of a team, in a stable order (round robin walks it)."""

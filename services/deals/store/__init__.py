@@ -19,8 +19,8 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from crm_common.cursors import page
 from crm_common.custom_fields import SORTABLE, Definitions
 from crm_common.ids import new_id
-from crm_common.mongo import (BaseStore, after_commit, after_transaction, find_in, increment,
-                              outside_transaction, update_and_get)
+from crm_common.mongo import (BaseStore, active_ids, after_commit, after_transaction, find_in,
+                              increment, outside_transaction, update_and_get)
 from crm_common.timeutil import utcnow
 from services.deals import funnel, summaries
 from services.deals.domain import DEFAULT_LOST_REASONS, DEFAULT_LEAD_SOURCES, default_pipeline
@@ -64,6 +64,14 @@ class DealsStore(ReportQueries, SummaryQueries, BaseStore):
         self.funnel_days = db["funnel_days"]
         self.summaries = db[summaries.COLLECTION]  # sales / forecast buckets, see summaries.py
         self.custom_fields = Definitions(db["custom_fields"])  # typed custom fields of deals
+        self.users = db["users"]  # the gateway's users (user_upserted): user-type fields
+
+    def upsert_user(self, user):
+        self.users.update_one({"_id": user["id"]}, {"$set": {
+            "active": user.get("active", True) is not False}}, upsert=True)
+
+    def active_user_ids(self, user_ids):
+        return active_ids(self.users, user_ids)
 
     def ensure_indexes(self):
         p = self.pipelines
