@@ -13,6 +13,7 @@ from datetime import date
 from pymongo import ASCENDING
 
 from contracts import custom_fields as schemas
+from crm_common.cursors import parse_sort
 from crm_common.errors import (EXPECTED, BadRequest, Conflict, Forbidden, NotFound,
                                 ValidationFailed)
 from crm_common.messaging.rpc import rpc
@@ -553,6 +554,16 @@ def list_query(definitions_of, query_in, region="IT"):
     if path not in conditions:
         conditions.update(has_value(path))
     return conditions, (path, -1 if descending else 1)
+
+
+def list_order(definitions_of, query_in, sorts, default, region="IT"):
+    """(custom-field conditions, sort field, direction) of a list: list_query's, and its
+    own `sorts` (API name -> stored field) when the sort is not a custom field's."""
+    conditions, custom_sort = list_query(definitions_of, query_in, region)
+    if custom_sort:
+        return (conditions, *custom_sort)
+    field, direction = parse_sort(query_in.get("sort"), sorts, default)
+    return conditions, sorts[field], direction
 
 
 class CustomFieldEntrypoints:

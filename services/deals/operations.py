@@ -3,7 +3,6 @@ to announce; the entrypoint dispatches them only after the write succeeded."""
 from datetime import timedelta
 
 
-from crm_common.cursors import parse_sort
 from crm_common import custom_fields
 from crm_common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crm_common.messaging.events import envelope
@@ -440,13 +439,8 @@ class Deals:
 
     def list(self, params):
         query_in = load(deal_list_query, params)
-        custom, custom_sort = custom_fields.list_query(
-            lambda: self.store.custom_fields.of("deal"), query_in)
-        if custom_sort:
-            sort_field, direction = custom_sort
-        else:
-            field, direction = parse_sort(query_in.get("sort"), DEAL_SORTS, "-created_at")
-            sort_field = DEAL_SORTS[field]
+        custom, sort_field, direction = custom_fields.list_order(
+            lambda: self.store.custom_fields.of("deal"), query_in, DEAL_SORTS, "-created_at")
         filters = {key: query_in[key] for key in ("pipeline_id", "stage_id", "owner_id", "status",
                                                   "contact_id", "company_id", "source")
                    if query_in.get(key)}

@@ -165,13 +165,8 @@ class Tasks:
 
     def list(self, params):
         q = load(list_query, params)
-        custom, custom_sort = custom_fields.list_query(
-            lambda: self.store.custom_fields.of("task"), q)
-        if custom_sort:
-            sort_field, direction = custom_sort
-        else:
-            field, direction = parse_sort(q.get("sort"), SORTS, "due_at")
-            sort_field = SORTS[field]
+        custom, sort_field, direction = custom_fields.list_order(
+            lambda: self.store.custom_fields.of("task"), q, SORTS, "due_at")
         now = self.clock.now()
         query = self.store.task_filter(self._visible(), {**q, "custom_query": custom}, now)
         docs, next_cursor = self.store.page_tasks(query, sort_field, direction, q["limit"],
