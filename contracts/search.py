@@ -7,7 +7,7 @@ records through one RPC each, `search_records(kind, ids=None, after=None, limit)
 `RecordsPage`: the records as their API dumps them plus `deleted` and `version`."""
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
-TYPES = ("contact", "company", "deal", "task", "call")
+TYPES = ("contact", "company", "deal", "task", "call", "note")
 # a query longer than this is cut (never refused): what is past it cannot change the ranking
 MAX_QUERY_CHARS = 200
 MAX_LIMIT = 50
@@ -56,6 +56,7 @@ class SearchHit(Schema):
     subtitle = fields.String(allow_none=True)
     score = fields.Float()
     highlight = fields.Nested(Highlight, allow_none=True)
+    record = fields.Dict(metadata={"description": 'a note\'s: the record it is on {"type", "id"}'})
 
 
 class SearchResults(Schema):

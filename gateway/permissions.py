@@ -63,7 +63,8 @@ MATRIX = {p.name: p for p in (
     _p("webhooks:manage", ALL, NO, NO, NO, "webhook subscriptions and their deliveries"),
     # customers
     _p("search:read", ALL, TEAM, OWN, NO, "one search box over contacts, companies, deals, "
-       "tasks and calls, each within the caller's visibility"),
+       "tasks, calls and notes (those on records the caller sees), each within the "
+       "caller's visibility"),
     _p("contacts:read", ALL, TEAM, OWN, "contacts:read", "list, search, look up, read, "
        "timeline, export, duplicates; everyone also reads contacts with no owner"),
     _p("contacts:write", ALL, TEAM, OWN, "contacts:write", "create, change, delete, "

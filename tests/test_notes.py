@@ -197,3 +197,32 @@ def test_commitment_creates_a_reminder_and_is_listed(api, stack, make_user, uniq
     assert bad.status_code == 422
     assert agent.patch(f"/notes/{note['id']}",
                        json={"commitment": {"status": "maybe"}}).status_code == 422
+
+
+def test_notes_are_found_by_search_by_who_sees_their_record(api, make_user, unique):
+    """The one search box finds notes (through the notes service's events), each only for
+    who sees the record it is on; a deleted note, or one on a record given to someone
+    else, is no longer found by who lost it."""
+    owner, other = make_user("agent"), make_user("agent")
+    contact = contact_of(api, unique, owner_id=owner.user["id"])
+    note = owner.post("/notes", json={"record_type": "contact", "record_id": contact["id"],
+                                      "body": f"<p>Promised zebra{unique} discount</p>"})
+    assert note.status_code == 201, note.text
+    word = f"zebra{unique}"
+
+    def notes_found(client):
+        answer = client.get("/search", params={"q": word, "types": "note"})
+        assert answer.status_code == 200, answer.text
+        return [h for h in answer.json()["items"] if h["type"] == "note"]
+
+    found = wait_until(lambda: notes_found(owner), bool)
+    assert found and found[0]["id"] == note.json()["id"], found
+    assert found[0]["record"] == {"type": "contact", "id": contact["id"]}
+    assert notes_found(api) and not notes_found(other)
+    # the contact given to the other agent: its notes follow
+    assert api.patch(f"/contacts/{contact['id']}",
+                     json={"owner_id": other.user["id"]}).status_code == 200
+    assert wait_until(lambda: notes_found(other), bool)
+    assert not notes_found(owner)
+    assert api.delete(f"/notes/{note.json()['id']}").status_code == 200
+    assert wait_until(lambda: notes_found(api), lambda found: not found) == []

@@ -5,7 +5,7 @@ from gateway.routes import api
 TAG = "search"
 
 
-@api.route("/search", "GET", "One search box over contacts, companies, deals, tasks and calls: "
+@api.route("/search", "GET", "One search box over contacts, companies, deals, tasks, calls and notes: "
            "ranked, typo tolerant, prefix as you type, only what the caller may see", TAG,
            query=s.SearchQuery, response=s.SearchResults, errors=(400, 422, 503, 504),
            permission="search:read")

@@ -89,4 +89,5 @@ def hit(parsed, score, found):
     card = found["card"]
     return {"type": found["type"], "id": found["id"], "title": card.get("title") or "",
             "subtitle": card.get("subtitle"), "score": round(float(score), 4),
-            "highlight": highlight(parsed, card)}
+            "highlight": highlight(parsed, card),
+            **({"record": card["record"]} if card.get("record") else {})}

@@ -38,14 +38,16 @@ FILTERS = {
     "task": ("assignee_id", "creator_id", "status", "kind", "contact_id", "deal_id"),
     "call": ("agent_id", "owner_id", "contact_id", "direction", "outcome", "missed",
              "called_back", "number"),
+    "note": ("record_type", "author_id"),
 }
 # who may see a record (crm_common.context.Caller.owner_filter, as its owner applies it)
 PEOPLE = {"contact": ("owner_id",), "company": (), "deal": ("owner_id",),
-          "task": ("assignee_id", "creator_id"), "call": ("agent_id", "owner_id")}
+          "task": ("assignee_id", "creator_id"), "call": ("agent_id", "owner_id"),
+          "note": ()}   # a note: whoever sees its record (_Describe.note)
 SHARED_WHEN_UNOWNED = {"contact", "company"}
 # the date of each type that lists sort on besides created/updated
 WHEN = {"contact": "last_contacted_at", "company": None, "deal": "expected_close_date",
-        "task": "due_at", "call": "started_at"}
+        "task": "due_at", "call": "started_at", "note": None}
 # a task without a due date sorts after every dated one (as the tasks service's sort_due)
 NO_DUE = {"task": 253402214400 * 1_000_000}   # 9999-12-31T00:00:00Z in microseconds
 
@@ -236,7 +238,8 @@ def _joined(*parts):
 
 def describe(kind, record, related=None):
     """The Entry of an owner's record. `related`: {"contact": record, "company": record}
-    whose names, emails and phones a deal is also found by (from this index)."""
+    whose names, emails and phones a deal is also found by, or a note's {"parent": the
+    record it is on} (from this index)."""
     related = related or {}
     entry = Entry(type=kind, id=str(record["id"]), live=not record.get("deleted"),
                   updated=micros(record.get("updated_at")), version=int(record.get("version") or 0),
@@ -319,6 +322,25 @@ class _Describe:
                       "subtitle": _joined(record.get("kind"), record.get("status"),
                                           (record.get("due_at") or "")[:16].replace("T", " ")),
                       "emails": [], "phones": []}
+
+    @staticmethod
+    def note(entry, record, related):
+        """Found by its text, seen by whoever sees its record (while the index does not
+        hold that record yet: admins only), gone with it."""
+        parent, kind = related.get("parent"), record.get("record_type")
+        if parent is not None and kind in PEOPLE:
+            people = sorted({parent.get(p) for p in PEOPLE[kind] if parent.get(p)})
+            entry.visible_to = people or ([SHARED] if kind in SHARED_WHEN_UNOWNED else [])
+            entry.live = entry.live and not parent.get("deleted")
+        entry.filters.append(filter_term("record", f"{kind}:{record.get('record_id')}"))
+        text = " ".join(str(record.get("text") or "").split())
+        entry.words = words(text)
+        parent = parent or {}
+        entry.card = {"title": text[:80] or "?",
+                      "subtitle": parent.get("title") or parent.get("name")
+                      or person_name(parent) or None,
+                      "emails": [], "phones": [],
+                      "record": {"type": kind, "id": record.get("record_id")}}
 
     @staticmethod
     def call(entry, record, related):

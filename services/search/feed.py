@@ -26,13 +26,13 @@ read by dependencies.py's slow catch-up of contacts and companies changed since 
 read."""
 from dataclasses import dataclass, field
 
-from services.search.documents import describe, filter_term, micros
+from services.search.documents import PEOPLE, describe, filter_term, micros
 
 # the owning service of each type, and the order a rebuild reads them in (a deal is
 # described with its contact and company, so those come first)
 OWNERS = {"contact": "contacts", "company": "contacts", "deal": "deals", "task": "tasks",
-          "call": "telephony"}
-ORDER = ("contact", "company", "deal", "task", "call")
+          "call": "telephony", "note": "notes"}
+ORDER = ("contact", "company", "deal", "task", "call", "note")   # a note after its record
 
 # the events that change a searchable record: (source, type) -> (kind, where its id is)
 RECORD_EVENTS = {
@@ -64,6 +64,10 @@ RECORD_EVENTS = {
     ("telephony", "call_ended"): ("call", ("call", "id")),
     ("telephony", "call_missed"): ("call", ("call", "id")),
     ("telephony", "call_updated"): ("call", ("call", "id")),
+    # a note event names its note (without its time): the note is read from its owner
+    ("notes", "note_created"): ("note", ("note", "id")),
+    ("notes", "note_updated"): ("note", ("note", "id")),
+    ("notes", "note_deleted"): ("note", ("note", "id")),
 }
 
 
@@ -139,7 +143,10 @@ def work_of(event):
 
 
 def related(index, kind, record):
-    """The records whose words a record of `kind` also carries (from the index)."""
+    """The records whose words a record of `kind` also carries (from the index); a note's
+    record, whose people see it."""
+    if kind == "note":
+        return {"parent": index.record(record.get("record_type"), record.get("record_id"))}
     if kind != "deal":
         return None
     out = {}
@@ -186,18 +193,29 @@ def apply(index, kind, record_id, record, carried=False):
             # two states of one instant (a call's events within a millisecond, handled
             # out of order): the owner's current state says which is the last
             return [(kind, record_id)]
+    before = index.record(kind, record_id) if kind in NOTED else None
     if not write(index, kind, record, carried=carried):
         return []
     follow = []
     if kind in ("contact", "company"):
         for key in index.keys_with("deal", f"{kind}_id={record_id}"):
             redescribe(index, key)
+    if kind in NOTED and (before is None or _seen_by(kind, before) != _seen_by(kind, record)):
+        for key in index.keys_with("note", f"record={kind}:{record_id}"):
+            redescribe(index, key)   # who sees its notes follows the record
     if kind == "company":
         follow += [("contact", key.split(":", 1)[1])
                    for key in index.keys_with("contact", f"company_id={record_id}")]
     if kind == "call" and record.get("outcome") == "answered" and record.get("number"):
         follow += called_back(index, record)
     return follow
+
+
+NOTED = ("contact", "company", "deal", "task")   # records notes are on
+
+
+def _seen_by(kind, record):
+    return (sorted(str(record.get(p)) for p in PEOPLE[kind]), bool(record.get("deleted")))
 
 
 def called_back(index, call):
