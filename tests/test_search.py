@@ -410,7 +410,7 @@ def test_a_rebuild_from_empty_matches_the_source(api, stack, ready, unique):
     wait_ready(stack)
     assert saw_503, "search answered during the rebuild"
     assert progress["state"] == "rebuilding" and set(progress["rebuild"]["done"]) == {
-        "contact", "company", "deal", "task", "call"}
+        "contact", "company", "deal", "task", "call", "note"}
     for kind in ("contact", "company", "deal", "task", "call"):
         index = stack.rpc.call("search", "indexed", kind, timeout=30)["ids"]
         assert index == owner_live(stack, kind), kind
