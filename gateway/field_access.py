@@ -54,7 +54,7 @@ def strip(record, names):
     if not names or not isinstance(record, dict):
         return record
     out = {k: v for k, v in record.items() if k not in names}
-    custom = [n[7:] for n in names if n.startswith("custom.")]
+    custom = [n[7:] for n in names if n[:7] == "custom."]
     if custom and isinstance(out.get("custom"), dict):
         out["custom"] = {k: v for k, v in out["custom"].items() if k not in custom}
     return out
@@ -63,18 +63,22 @@ def strip(record, names):
 def redact_records(identity, obj, answer):
     """A record, a page of them, or an answer nesting some, without the hidden fields."""
     names = hidden(identity, obj)
-    nested = {key: inner for key, inner in NESTED.get(obj, {}).items()
-              if hidden(identity, inner)}
+    nested = {key: found for key, inner in NESTED.get(obj, {}).items()
+              if (found := hidden(identity, inner))}
     if not isinstance(answer, dict) or not (names or nested):
         return answer
+
+    def one(record):
+        out = strip(record, names) if "id" in record else dict(record)
+        for key, inner_names in nested.items():
+            if isinstance(out.get(key), list):
+                out[key] = [strip(item, inner_names) for item in out[key]]
+        return out
+
     if isinstance(answer.get("items"), list):
-        return {**answer, "items": [redact_records(identity, obj, item)
+        return {**answer, "items": [one(item) if isinstance(item, dict) else item
                                     for item in answer["items"]]}
-    out = strip(answer, names) if "id" in answer else dict(answer)
-    for key, inner in nested.items():
-        if isinstance(out.get(key), list):
-            out[key] = [strip(item, hidden(identity, inner)) for item in out[key]]
-    return out
+    return one(answer)
 
 
 def drop_money(answer):
