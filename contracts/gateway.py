@@ -68,6 +68,9 @@ class MeOut(UserOut):
     permissions = fields.Dict(keys=fields.String(), values=fields.String(), metadata={
         "description": "what your role may do: {permission: scope (all|team|own|self)}, "
                        "refused ones left out (docs/auth.md); the API still checks each call"})
+    field_grants = fields.Dict(data_key="fields", metadata={
+        "description": "a custom role's field grants {object: {field: read|hidden}} (fields "
+                       "to show read-only or not at all); {} for others"})
 
 
 class TokenOut(Schema):

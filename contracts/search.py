@@ -2,7 +2,7 @@
 validates the same way before calling and generates the OpenAPI document from them.
 
 The search service owns no record: it answers from an index of the records other services
-own (contacts, companies, deals, tasks, calls), fed by their events. Owners give it their
+own (contacts, companies, deals, tasks, calls, notes), fed by their events. Owners give it their
 records through one RPC each, `search_records(kind, ids=None, after=None, limit)` ->
 `RecordsPage`: the records as their API dumps them plus `deleted` and `version`."""
 from marshmallow import Schema, ValidationError, fields, validate, validates

@@ -108,6 +108,8 @@ def test_field_grants_hide_amounts_and_refuse_read_only_writes(api, stack, make_
                    "contacts": {"emails": "hidden"}}})
     assert role.status_code == 201 and role.json()["fields"]["deals"]["amount"] == "hidden"
     seller = make_user(f"seller-{unique}")
+    assert seller.get("/users/me").json()["fields"]["deals"] == {"amount": "hidden",
+                                                                  f"custom.{key}": "read"}
     sse = SseClient(stack.stream_url, {"Authorization": seller.headers["Authorization"]})
     try:
         contact = api.post("/contacts", json={"first_name": "Fld", "last_name": unique,
@@ -124,6 +126,9 @@ def test_field_grants_hide_amounts_and_refuse_read_only_writes(api, stack, make_
         hits, _ = settle(lambda: [h for h in seller.get("/search", params={
             "q": f"Hush {unique}"}).json()["items"] if h["id"] == deal["id"]])
         assert hits and "1,234.56" not in (hits[0]["subtitle"] or "")
+        # a custom role's search holds only the types it reads (no tasks, calls, notes...)
+        assert set(seller.get("/search", params={"q": unique}).json()["counts"]) == {
+            "contact", "deal"}
         report = seller.get("/reports/sales").json()
         assert "amount" not in str(report), report
         exported = seller.get("/contacts/export", params={"q": unique})

@@ -93,7 +93,8 @@ def list_users(body, params):
            response=MeOut, errors=(503,), permission="users:self")
 def me(body, params):
     user = auth.dump_user(auth.current().store.get_user(g.identity["user_id"]))
-    return {**user, "permissions": roles.permissions_of(g.identity)}
+    return {**user, "permissions": roles.permissions_of(g.identity),
+            "fields": g.identity.get("fields") or {}}
 
 
 @api.route("/users/me", "PATCH", "Change your own profile or password (password needs "
