@@ -138,6 +138,15 @@ class DealIn(Schema):
 
 class DealPatch(DealIn):
     """PATCH: stage and pipeline change only through /move (history, lost reason)."""
+    amount_override = fields.Boolean(metadata={"description": (
+        "true: the amount stays as set by hand when the line items change (an `amount` "
+        "given on a deal with line items sets it); false: the amount is the items' total again")})
+
+    @validates_schema
+    def amount_or_computed(self, data, **kwargs):
+        if "amount" in data and data.get("amount_override") is False:
+            raise ValidationError("Give an amount or amount_override: false, not both.",
+                                  "amount_override")
 
     @validates_schema
     def no_stage_change(self, data, **kwargs):
@@ -158,7 +167,11 @@ class MoveIn(Schema):
 class DealOut(Schema):
     id = fields.String()
     title = fields.String()
-    amount = fields.Integer()
+    amount = fields.Integer(metadata={"description": "the line items' total unless amount_override"})
+    amount_override = fields.Boolean(metadata={
+        "description": "the amount was set by hand and does not follow the line items"})
+    items_total = fields.Integer(allow_none=True, metadata={
+        "description": "the line items' total, tax included (null: no line items)"})
     currency = fields.String()
     pipeline_id = fields.String()
     stage_id = fields.String()

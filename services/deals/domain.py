@@ -14,6 +14,32 @@ DEFAULT_PROBABILITY = {"open": 50, "won": 100, "lost": 0}
 MS_PER_DAY = 86400 * 1000.0
 
 
+def amount_changes(current, data, items_total=None):
+    """The amount beside line items (README "Amount"), as the fields to write besides
+    `data` (a validated PATCH): the amount follows the sales service's lines total
+    (`items_total` given now, else the deal's last one; None: never had lines) unless
+    `amount_override`; an amount typed on a deal with lines sets the override (it stays
+    until cleared); `amount_override: false` clears it and the amount is the lines' total
+    again; `amount_override: true` pins the amount as it is."""
+    out = {}
+    lines_total = items_total if items_total is not None else current.get("items_total")
+    if items_total is not None and items_total != current.get("items_total"):
+        out["items_total"] = items_total
+    was = bool(current.get("amount_override"))
+    override = was
+    if "amount_override" in data:
+        override = data["amount_override"]
+    elif "amount" in data and lines_total is not None:
+        override = True
+    if override != was:
+        out["amount_override"] = override
+    if not override and lines_total is not None and "amount" not in data and (
+            items_total is not None or was):
+        if current.get("amount") != lines_total:
+            out["amount"] = lines_total
+    return out
+
+
 def default_pipeline():
     return {"name": "Sales", "is_default": True, "deleted_at": None, "version": 1,
             "removed_stages": [],

@@ -12,8 +12,8 @@ from crm_common.timeutil import to_iso, utcnow
 from crm_common.validation import load
 from contracts import deals as schemas
 from services.deals import funnel as counters, summaries
-from services.deals.domain import (build_stages, first_open_stage, funnel_order, is_rotting,
-                                   people_of, period_range, ratio, stage_of)
+from services.deals.domain import (amount_changes, build_stages, first_open_stage,
+                                   funnel_order, is_rotting, people_of, period_range, ratio, stage_of)
 
 SERVICE = "deals"
 DEAL_SORTS = {"created_at": "created_at", "updated_at": "updated_at"}
@@ -222,6 +222,7 @@ class Deals:
         out["rotting"] = is_rotting(doc, stage, now or utcnow())
         out["contacts"] = people_of(doc)
         out["custom"] = doc.get("custom") or {}
+        out["amount_override"] = bool(doc.get("amount_override"))
         return with_every_key(deal_out, out, doc["_id"])
 
     def _dump_many(self, docs):
@@ -301,10 +302,11 @@ class Deals:
         doc = self._current(deal_id)
         return self.dump_deal(doc, self.store.get_pipeline(doc["pipeline_id"]))
 
-    def update(self, deal_id, payload):
+    def update(self, deal_id, payload, items_total=None):
         """A compare-and-set on the deal's version (retried when another write won the
         race), so the write replaces exactly the deal read (the report summaries it changes
-        are those of what it read and of the result)."""
+        are those of what it read and of the result). `items_total`: the sales service's
+        line items total (set_items_total), the amount unless a person set one."""
         data = load(deal_patch, payload, partial=True)
         current = self._current(deal_id)
         if "source" in data:
@@ -322,7 +324,11 @@ class Deals:
         for attempt in range(MOVE_ATTEMPTS):
             if attempt:
                 current = self._current(deal_id)
-            write = {**changes, "updated_at": utcnow()}
+            amount = amount_changes(current, data, items_total)
+            if items_total is not None and not data and all(
+                    current.get(k) == v for k, v in amount.items()):
+                return self.dump_deal(current, self.store.get_pipeline(current["pipeline_id"])), []
+            write = {**changes, **amount, "updated_at": utcnow()}
             reassigned = "owner_id" in data and current.get("owner_id") != data["owner_id"]
             if reassigned:
                 if number is None:
@@ -338,7 +344,8 @@ class Deals:
         result = self.dump_deal(doc, self.store.get_pipeline(doc["pipeline_id"]))
         events = [_event("deal_updated", {
             "deal": result, "deal_id": deal_id, "owner_id": doc.get("owner_id"),
-            "contact_id": doc.get("contact_id"), "changed": sorted(data),
+            "contact_id": doc.get("contact_id"),
+            "changed": sorted(set(data) | {k for k, v in amount.items() if current.get(k) != v}),
             "actor_id": self.caller.user_id, "ref": {"type": "deal", "id": deal_id}})]
         if reassigned:
             events.append(_event("deal_assigned", {
@@ -346,6 +353,9 @@ class Deals:
                 "previous_owner_id": current.get("owner_id"), "contact_id": doc.get("contact_id"),
                 "actor_id": self.caller.user_id, "ref": {"type": "deal", "id": deal_id}}))
         return result, events
+
+    def set_items_total(self, deal_id, total):
+        return self.update(deal_id, {}, items_total=total)
 
     def _current(self, deal_id, deleted=False):
         doc = self.store.get_deal(deal_id, self._visible(), deleted=deleted)

@@ -76,6 +76,12 @@ class DealsService(HealthEntrypoints, CustomFieldEntrypoints):
         return self._announce(self.deals.update, deal_id, payload)
 
     @rpc(expected_exceptions=EXPECTED)
+    def set_items_total(self, deal_id, total):
+        """For the sales service: the deal's line items total; the amount follows it unless
+        `amount_override` (a no-op when nothing changes)."""
+        return self._announce(self.deals.set_items_total, deal_id, int(total))
+
+    @rpc(expected_exceptions=EXPECTED)
     def delete_deal(self, deal_id):
         return self._announce(self.deals.delete, deal_id)
 
