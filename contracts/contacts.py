@@ -119,6 +119,18 @@ class ContactListQuery(CustomFilters, PageQuery):
     created_after = UtcDateTime()
     created_before = UtcDateTime()
     include_deleted = fields.Boolean(load_default=False)
+    bought_product = fields.String(validate=validate.Length(1, 40), metadata={
+        "description": "contacts that bought this product (the sales service's purchases: "
+                       "a won deal's or paid invoice's lines)"})
+    bought_from = fields.Date(metadata={"description": "with bought_product: bought on or after this day (UTC)"})
+    bought_to = fields.Date(metadata={"description": "with bought_product: bought on or before this day (UTC)"})
+
+    @validates_schema
+    def bought_period(self, data, **kwargs):
+        if (data.get("bought_from") or data.get("bought_to")) and not data.get("bought_product"):
+            raise ValidationError("A purchase period needs bought_product.", "bought_product")
+        if data.get("bought_from") and data.get("bought_to") and data["bought_from"] > data["bought_to"]:
+            raise ValidationError("bought_from is after bought_to.", "bought_to")
 
 
 class ContactPage(PageOf):

@@ -324,7 +324,10 @@ class QuotePatch(Schema):
 
 
 class SendIn(Schema):
-    to = fields.Email(metadata={"description": "default: the client contact's first e-mail"})
+    """Sent through conversations to the client contact's conversation (its thread)."""
+    to = fields.Email(metadata={"description": "optional check: one of the client contact's "
+                                               "e-mails (422 otherwise); conversations addresses "
+                                               "the mail (the thread's, else the first e-mail)"})
     message = fields.String(validate=validate.Length(max=5000))
 
 
@@ -351,6 +354,9 @@ class DocumentOut(Schema):
     payments = fields.List(fields.Dict())
     superseded_by = fields.String(allow_none=True)
     sent_at = UtcDateTime(allow_none=True)
+    message_id = fields.String(allow_none=True, metadata={
+        "description": "the last send's message in conversations (its delivery status)"})
+    conversation_id = fields.String(allow_none=True)
     created_at = UtcDateTime()
     updated_at = UtcDateTime()
 
@@ -591,6 +597,22 @@ class InvoiceVoided(DocumentEvent):
     ref = ref_field("invoice")
 
 
+class PurchaseItem(EventData):
+    """One purchase."""
+    product_id = fields.String(required=True)
+    purchased_at = IsoTime(required=True)
+
+
+class PurchasesRecorded(EventData):
+    """What a client bought on a deal (a paid invoice's or won deal's lines), all of the
+    deal's purchases each time (announced again on a retried event: idempotent)."""
+    deal_id = fields.String(required=True)
+    contact_id = fields.String(allow_none=True)
+    company_id = fields.String(allow_none=True)
+    items = fields.List(Object(PurchaseItem), required=True, metadata={
+        "description": "one per purchase of the deal (a line)"})
+
+
 class FileEvent(EventData):
     file_id = fields.String(required=True)
     contact_id = fields.String(allow_none=True, metadata={
@@ -623,5 +645,5 @@ EVENTS = {
     "invoice_issued": InvoiceIssued, "invoice_sent": InvoiceSent,
     "payment_recorded": PaymentRecorded, "invoice_paid": InvoicePaid,
     "invoice_overdue": InvoiceOverdue, "invoice_voided": InvoiceVoided,
-    "file_uploaded": FileUploaded, "file_deleted": FileDeleted, "file_restored": FileRestored,
+    "purchases_recorded": PurchasesRecorded, "file_uploaded": FileUploaded, "file_deleted": FileDeleted, "file_restored": FileRestored,
 }

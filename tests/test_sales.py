@@ -1,16 +1,18 @@
 """Sales end to end: gateway -> sales service (products, price lists, deal line items,
 quotes, invoices, payments, files in GridFS) and its RPCs to deals and contacts, its mail
-through a real local SMTP server (aiosmtpd), PDFs read back with pypdf."""
+through conversations to a real local SMTP server (aiosmtpd), PDFs read back with pypdf;
+the contacts list's "bought product X" from the search index and from its fallback."""
 import io
 import socket
 import threading
 import time
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from pypdf import PdfReader
 
 from tests.fake_receivers import SmtpReceiver
+from tests.stack import free_port
 from tests.test_deals import make_contact, make_pipeline, stage_ids, wait_until
 
 YEAR = date.today().year
@@ -18,16 +20,25 @@ YEAR = date.today().year
 
 @pytest.fixture(scope="module")
 def smtp(stack):
-    """The sales service restarted to mail through a local SMTP server, with a fast overdue
-    scan; back to its defaults afterwards."""
+    """Documents go out through conversations: a personal mailbox of the signed-in admin
+    whose SMTP server is a local receiver (its IMAP side is never reached); the sales
+    service restarted with a fast overdue scan. Both undone afterwards."""
     receiver = SmtpReceiver().start()
-    env = {"CRM_SMTP_HOST": "127.0.0.1", "CRM_SMTP_PORT": receiver.port,
-           "CRM_SMTP_FROM": "Sales <sales@crm.test>", "CRM_SALES_OVERDUE_TICK_SECONDS": "0.5"}
+    env = {"CRM_SALES_OVERDUE_TICK_SECONDS": "0.5"}
     stack.stop_service("sales")
     stack.start_service("sales", **env)
     stack.wait_service("sales", timeout=120)
+    admin = stack.sign_in()
+    server = {"host": "127.0.0.1", "security": "none", "username": "sales@crm.test",
+              "password": "unused"}
+    mailbox = admin.post("/mailboxes", json={
+        "name": "Sales documents", "address": "sales@crm.test", "display_name": "ACME Srl",
+        "imap": {**server, "port": free_port()}, "smtp": {**server, "port": receiver.port},
+        "poll_seconds": 3600})
+    assert mailbox.status_code == 201, mailbox.text
     receiver.env = env
     yield receiver
+    admin.delete(f"/mailboxes/{mailbox.json()['id']}")
     stack.stop_service("sales", 1)
     stack.stop_service("sales")
     stack.start_service("sales")
@@ -166,12 +177,22 @@ def test_three_lines_with_discounts_total_exactly(api, catalogue, unique, make_u
     removed = api.delete(f"/deals/{deal['id']}/items/{line['id']}")
     assert removed.json()["totals"]["total"] == 33887 + 109800
     assert wait_until(lambda: api.get(f"/deals/{deal['id']}").json()["amount"] == 33887 + 109800)
+    # an amount typed by hand beside lines stays (amount_override) until cleared
+    typed = api.patch(f"/deals/{deal['id']}", json={"amount": 100000}).json()
+    assert typed["amount"] == 100000 and typed["amount_override"] is True
+    more = api.post(f"/deals/{deal['id']}/items", json={"product_id": catalogue["products"]["BOOK"]["id"],
+                                                        "quantity": 1}).json()["totals"]["total"]
+    assert wait_until(lambda: api.get(f"/deals/{deal['id']}").json()["items_total"] == more)
+    assert api.get(f"/deals/{deal['id']}").json()["amount"] == 100000
+    assert api.patch(f"/deals/{deal['id']}", json={"amount": 1, "amount_override": False}).status_code == 422
+    cleared = api.patch(f"/deals/{deal['id']}", json={"amount_override": False}).json()
+    assert cleared["amount"] == more and cleared["amount_override"] is False
     # a deal the caller cannot see has no items for them
     assert agent.get(f"/deals/{deal['id']}/items").status_code == 404
 
 
-def test_quote_pdf_invoice_payment_won_and_buyers(api, catalogue, smtp, unique, record_events,
-                                                  make_user):
+def test_quote_pdf_invoice_payment_won_and_buyers(api, stack, catalogue, smtp, unique,
+                                                  record_events, make_user):
     events = record_events("sales")
     pipeline = make_pipeline(api, unique)
     deal, contact = new_deal(api, unique, pipeline)
@@ -190,6 +211,13 @@ def test_quote_pdf_invoice_payment_won_and_buyers(api, catalogue, smtp, unique, 
     assert sent.json()["status"] == "sent"
     mail = smtp.wait_for(contact["emails"][0]["email"])
     assert mail, "the quote was not mailed"
+    # through conversations: the client's conversation holds it, with the PDF attached
+    conv = api.get(f"/conversations/{sent.json()['conversation_id']}").json()
+    assert conv["contact_id"] == contact["id"]
+    [ours] = [m for m in api.get(f"/conversations/{conv['id']}/messages").json()["items"]
+              if m["id"] == sent.json()["message_id"]]
+    assert ours["attachments"][0]["filename"] == f"{quote['number']}.pdf"
+    assert mail[0]["message"]["Message-ID"] == ours["message_id"]
     attachment = next(mail[0]["message"].iter_attachments())
     assert attachment.get_filename() == f"{quote['number']}.pdf"
     text = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(attachment.get_content())).pages)
@@ -209,7 +237,10 @@ def test_quote_pdf_invoice_payment_won_and_buyers(api, catalogue, smtp, unique, 
     for expected in ("הצעת מחיר", "מע\"מ", "סה\"כ", "1,502.84", "259.11", "Consulenza"):
         assert expected in hebrew, (expected, hebrew)
     assert api.post(f"/quotes/{revised['id']}/accept").status_code == 409  # not sent yet
-    assert api.post(f"/quotes/{revised['id']}/send", json={"to": f"buyer.{unique}@example.com"}).status_code == 200
+    assert api.post(f"/quotes/{revised['id']}/send",
+                    json={"to": f"buyer.{unique}@example.com"}).status_code == 422  # not the client's
+    assert api.post(f"/quotes/{revised['id']}/send",
+                    json={"to": contact["emails"][0]["email"]}).status_code == 200
     assert api.post(f"/quotes/{revised['id']}/accept").json()["status"] == "accepted"
 
     agent = make_user("agent")
@@ -235,9 +266,16 @@ def test_quote_pdf_invoice_payment_won_and_buyers(api, catalogue, smtp, unique, 
     assert second["number"] == f"{year}-{int(seq) + 1:05d}"
     assert api.post(f"/invoices/{second['id']}/void").json()["status"] == "void"
     assert first["status"] == "issued" and first["language"] == "he"
+    # consent is conversations': a client who asked not to be contacted gets nothing
+    api.patch(f"/contacts/{contact['id']}", json={"do_not_contact": True})
+    refused = api.post(f"/invoices/{first['id']}/send", json={})
+    assert refused.status_code == 409 and refused.json()["error"]["details"]["reason"] == "do_not_contact"
+    assert api.get(f"/invoices/{first['id']}").json()["sent_at"] is None
+    api.patch(f"/contacts/{contact['id']}", json={"do_not_contact": False})
     assert api.post(f"/invoices/{first['id']}/send", json={}).status_code == 200
-    mails = smtp.wait_for(contact["emails"][0]["email"], count=2)
-    attachment = next(mails[-1]["message"].iter_attachments())
+    mails = smtp.wait_for(contact["emails"][0]["email"], count=3)
+    [mailed] = [m for m in mails if first["number"] in m["message"]["Subject"]]
+    attachment = next(mailed["message"].iter_attachments())
     text = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(attachment.get_content())).pages)
     assert first["number"] in text and "חשבונית" in text and "1,502.84" in text
 
@@ -257,6 +295,19 @@ def test_quote_pdf_invoice_payment_won_and_buyers(api, catalogue, smtp, unique, 
     assert agent.get("/purchases", params={"contact_id": contact["id"]}).status_code == 404
     assert contact["id"] not in api.get(f"/products/{catalogue['products']['LIC']['id']}/buyers",
                                         params={"to": "2000-01-01T00:00:00Z"}).json()["items"]
+    # the contacts list: "bought product X (in a period)", from the index and its fallback
+    lic, today = catalogue["products"]["LIC"]["id"], datetime.now(timezone.utc).date().isoformat()
+
+    def listed(**params):
+        items = api.get("/contacts", params={"bought_product": lic, **params}).json()["items"]
+        return contact["id"] in [c["id"] for c in items]
+    assert wait_until(listed, timeout=20)
+    assert listed(bought_from=today, bought_to=today) and not listed(bought_to="2000-01-01")
+    assert api.get("/contacts", params={"bought_from": today}).status_code == 422
+    own = stack.rpc.call("contacts", "list_contacts", {"bought_product": lic, "bought_from": today})
+    assert contact["id"] in [c["id"] for c in own["items"]]
+    assert not stack.rpc.call("contacts", "list_contacts", {"bought_product": lic,
+                                                            "bought_to": "2000-01-01"})["items"]
     events.wait_for(lambda e: e["type"] == "invoice_paid" and e["data"]["deal_id"] == deal["id"])
     types = {e["type"] for e in events.drain(0.5) if e["data"].get("deal_id") == deal["id"]}
     assert {"quote_created", "quote_sent", "quote_accepted", "invoice_issued", "payment_recorded",

@@ -1,16 +1,22 @@
 """The sales service's pure rules: rounding (services/sales/money.py), decimals of the API,
-file names, type sniffing, Content-Disposition and PDF text (no platform needed)."""
+file names, type sniffing, Content-Disposition and PDF text; the deal amount beside line
+items and the search terms of "bought product X (in a period)" (no platform needed)."""
 import io
+from datetime import date, timedelta
 
 import pytest
+from marshmallow import ValidationError
 from pypdf import PdfReader
 
+from contracts.deals import DealPatch
 from contracts.sales import ItemIn, scaled, unscaled
 from crm_common.errors import ValidationFailed
 from gateway.routes.files import content_disposition
 from services.sales.files import check_filename, sniff
 from services.sales.money import document_totals, line_figures, round_half_even
 from services.sales.pdf import format_money, render_pdf
+from services.deals.domain import amount_changes
+from services.search.documents import bought_terms, period_cover
 
 
 def test_half_even_rounding():
@@ -113,3 +119,39 @@ def test_a_template_error_is_a_clear_4xx(monkeypatch):
         render_pdf({"kind": "quote", "number": "Q-1", "currency": "EUR", "language": "en",
                     "lines": [], "totals": document_totals([])})
     assert raised.value.status == 422 and "template" in raised.value.details
+
+
+def test_the_amount_beside_line_items():
+    """services/deals/domain.amount_changes: the amount follows the lines unless set by hand."""
+    plain = {"amount": 500}
+    assert amount_changes(plain, {"amount": 700}) == {}                    # no lines: just set
+    assert amount_changes(plain, {}, items_total=900) == {"items_total": 900, "amount": 900}
+    lines = {"amount": 900, "items_total": 900}
+    typed = amount_changes(lines, {"amount": 1000})
+    assert typed == {"amount_override": True}                             # a hand-set amount
+    pinned = {"amount": 1000, "items_total": 900, "amount_override": True}
+    assert amount_changes(pinned, {}, items_total=1200) == {"items_total": 1200}   # it stays
+    assert amount_changes(pinned, {"amount_override": False}) == {"amount_override": False,
+                                                                  "amount": 900}
+    assert amount_changes(lines, {}, items_total=900) == {}               # nothing changes
+    assert amount_changes(lines, {"amount_override": True}) == {"amount_override": True}
+    with pytest.raises(ValidationError):
+        DealPatch().load({"amount": 5, "amount_override": False}, partial=True)
+
+
+def test_bought_terms_and_period_cover():
+    """services/search/documents.py: a purchase's year, month and day terms; a period as
+    the fewest of them."""
+    assert bought_terms({"p1": ["2026-03-15"]}) == [
+        "bought=p1", "bought=p1@2026", "bought=p1@2026-03", "bought=p1@2026-03-15"]
+    assert period_cover(date(2026, 3, 15), date(2026, 3, 15)) == ["2026-03-15"]
+    assert period_cover(date(2025, 12, 30), date(2027, 2, 2)) == [
+        "2025-12-30", "2025-12-31", "2026", "2027-01", "2027-02-01", "2027-02-02"]
+    assert period_cover(date(2026, 2, 1), date(2026, 2, 28)) == ["2026-02"]
+    assert period_cover(date(2026, 3, 2), date(2026, 3, 1)) == []
+    assert len(period_cover(date(1970, 1, 1), date(2027, 6, 7))) < 80
+    # every day of a period is covered once, and nothing outside it
+    low, high = date(2024, 2, 27), date(2025, 3, 3)
+    days = {low + timedelta(days=n) for n in range(-40, 420)}
+    covered = {d for d in days for p in period_cover(low, high) if d.isoformat().startswith(p)}
+    assert covered == {d for d in days if low <= d <= high}

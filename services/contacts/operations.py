@@ -1,9 +1,10 @@
 """What the contacts service does, apart from how it is called. Each write returns the
 events to announce; the entrypoint dispatches them only after the write succeeded."""
 import itertools
+from datetime import timedelta
 
 from crm_common import custom_fields
-from crm_common.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from crm_common.errors import Conflict, Forbidden, NotFound, Unavailable, ValidationFailed
 from crm_common.messaging.events import envelope
 from crm_common.fields import with_every_key
 from crm_common.phones import normalize_phone
@@ -27,6 +28,7 @@ lookup_query = schemas.LookupQuery()
 CONTACT_SORTS = {"created_at": "created_at", "updated_at": "updated_at", "name": "sort_name"}
 COMPANY_SORTS = {"created_at": "created_at", "updated_at": "updated_at"}
 SERVICE = "contacts"
+MAX_BUYERS = 10_000   # the fallback's `bought_product` filter is an `_id $in` of these
 
 
 def dump_contact(doc):
@@ -42,10 +44,36 @@ def _event(event_type, data):
 
 
 class Contacts:
-    def __init__(self, store, caller):
+    def __init__(self, store, caller, buyers=None):
         self.store = store
         self.caller = caller
         self.region = store.settings.default_region
+        self.buyers = buyers   # sales.product_buyers (the `bought_product` filter)
+
+    def _filter(self, query_in):
+        """The list's MongoDB query. `bought_product`: the buyers' ids from the sales
+        service (the index answers this filter; this is its fallback, so it is bounded)."""
+        if query_in.get("bought_product"):
+            query_in = dict(query_in, buyer_ids=self._buyer_ids(query_in))
+        return self.store.contact_filter(query_in, self.region, self._visible())
+
+    def _buyer_ids(self, query_in):
+        low, high = query_in.get("bought_from"), query_in.get("bought_to")
+        params = {"limit": 500}
+        if low:
+            params["from"] = f"{low.isoformat()}T00:00:00Z"
+        if high:
+            params["to"] = f"{(high + timedelta(days=1)).isoformat()}T00:00:00Z"
+        ids = []
+        while True:
+            page = self.buyers(query_in["bought_product"], params)
+            ids += page["items"]
+            if not page.get("next_cursor"):
+                return ids
+            if len(ids) >= MAX_BUYERS:
+                raise Unavailable("Too many buyers to list while the search index is rebuilt; "
+                                  "try again shortly", {"bought_product": query_in["bought_product"]})
+            params["cursor"] = page["next_cursor"]
 
     # contacts
     def create(self, payload, force=False, internal=None):
@@ -125,7 +153,7 @@ class Contacts:
         else:
             field, direction = parse_sort(query_in.get("sort"), CONTACT_SORTS, "-created_at")
             sort_field = CONTACT_SORTS[field]
-        query = self.store.contact_filter(query_in, self.region, self._visible())
+        query = self._filter(query_in)
         docs, next_cursor = self.store.page_contacts(query, sort_field, direction,
                                                      query_in["limit"], query_in.get("cursor"))
         out = {"items": [dump_contact(d) for d in docs], "next_cursor": next_cursor}
@@ -145,7 +173,7 @@ class Contacts:
         state = decode_export_token(token) if token else {}
         session = sessions.take(state.get("s"), self.caller.user_id)
         if session is None:
-            query = self.store.contact_filter(query_in, self.region, self._visible())
+            query = self._filter(query_in)
             session = sessions.open(self.store.export_cursor(query, sort_field, direction,
                                                              after=state.get("c")),
                                     self.caller.user_id)
@@ -161,7 +189,7 @@ class Contacts:
     def explain_list(self, params):
         query_in = load(contact_list_query, params)
         field, _ = parse_sort(query_in.get("sort"), CONTACT_SORTS, "-created_at")
-        return self.store.explain_page(self.store.contact_filter(query_in, self.region, self._visible()), CONTACT_SORTS[field])
+        return self.store.explain_page(self._filter(query_in), CONTACT_SORTS[field])
 
     def lookup(self, params):
         query_in = load(lookup_query, params)

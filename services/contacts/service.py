@@ -48,7 +48,7 @@ class ContactsService(HealthEntrypoints, CustomFieldEntrypoints):
 
     @property
     def contacts(self):
-        return Contacts(self.store, self.caller)
+        return Contacts(self.store, self.caller, self.sales_rpc.product_buyers)
 
     @rpc(expected_exceptions=EXPECTED)
     def create_contact(self, payload, force=False):
@@ -194,6 +194,7 @@ class ContactsService(HealthEntrypoints, CustomFieldEntrypoints):
     # inbound requests: web forms, messages, Telegram updates (docs/leads.md)
     inbound_store = MongoStore(InboundStore)
     deals_rpc = ServiceRpc("deals")
+    sales_rpc = ServiceRpc("sales")
     captures = CapturePool(8)
 
     @property

@@ -13,7 +13,6 @@ from crm_common.timeutil import to_iso, utcnow
 from crm_common.validation import load
 from contracts import sales as schemas
 from services.sales.catalogue import event, invalid
-from services.sales.mailer import send_document
 from services.sales.money import round_half_even
 from services.sales.pdf import format_money, render_pdf
 
@@ -58,12 +57,12 @@ def _party_from_contact(contact, company):
 
 
 class Documents:
-    def __init__(self, store, caller, deals_rpc, contacts_rpc, smtp):
+    def __init__(self, store, caller, deals_rpc, contacts_rpc, conversations_rpc=None):
         self.store = store
         self.caller = caller
         self.deals_rpc = deals_rpc
         self.contacts_rpc = contacts_rpc
-        self.smtp = smtp
+        self.conversations_rpc = conversations_rpc
 
     def _visible(self):
         return self.caller.owner_filter("owner_id")
@@ -293,28 +292,43 @@ class Documents:
         return {"filename": f"{doc['number']}" + (f"-v{doc['version']}" if doc.get("version", 1) > 1 else "") + ".pdf",
                 "data": base64.b64encode(render_pdf(doc)).decode("ascii")}
 
-    def send_context(self, kind, doc_id, payload):
+    def send(self, kind, doc_id, payload):
+        """The document mailed with its PDF through conversations, to the client contact's
+        conversation (its thread and timeline; the client's reply joins them; consent is
+        conversations': 409 do_not_contact / opted_out). Asked before the document changes:
+        a refused send changes nothing. Once per state of the document (idempotency key)."""
         data = load(send_in, payload or {}, json_body=True)
         doc = self._get(kind, doc_id)
         if kind == "quote" and doc["status"] not in ("draft", "sent"):
             raise Conflict(f"A {doc['status']} quote is not sent", {"status": doc["status"]})
         if kind == "invoice" and doc["status"] == "void":
             raise Conflict("A void invoice is not sent", {"status": doc["status"]})
-        to = data.get("to") or (doc.get("client") or {}).get("email")
-        if not to:
-            raise invalid("to", "The client has no e-mail address: give `to`.")
+        if not doc.get("contact_id"):
+            raise Conflict("The document has no client contact to send it to",
+                           {"reason": "no_contact"})
+        if data.get("to"):
+            contact = self.contacts_rpc.get_contact(doc["contact_id"])
+            known = {str(e.get("email") or "").lower() for e in contact.get("emails") or []}
+            if data["to"].lower() not in known:
+                raise invalid("to", "Documents go to the client's own addresses (its conversation).")
         pdf = render_pdf(doc)
-        labels = doc["kind"]
-        subject = f"{doc['seller'].get('name') or ''} {labels} {doc['number']}".strip()
+        subject = f"{doc['seller'].get('name') or ''} {doc['kind']} {doc['number']}".strip()
         text = data.get("message") or (
-            f"{labels.capitalize()} {doc['number']}: "
+            f"{doc['kind'].capitalize()} {doc['number']}: "
             f"{format_money(doc['totals']['total'], doc['currency'], doc['language'])} {doc['currency']}")
-        send_document(self.smtp, to, subject, text, pdf, f"{doc['number']}.pdf")
-        return doc, to
+        message = self.conversations_rpc.send_to_contact(
+            doc["contact_id"], "email", text, subject=subject, deal_id=doc["deal_id"],
+            sender_user_id=self.caller.user_id,
+            idempotency_key=f"sales:{doc['_id']}:{to_iso(doc.get('updated_at'))}",
+            attachments=[{"filename": f"{doc['number']}.pdf", "content_type": "application/pdf",
+                          "content_base64": base64.b64encode(pdf).decode()}])
+        return doc, message
 
-    def mark_sent(self, doc, to):
+    def mark_sent(self, doc, message):
         now = utcnow()
-        changes = {"sent_at": now, "sent_to": to, "updated_at": now}
+        to = ((message.get("to") or [{}])[0] or {}).get("address")
+        changes = {"sent_at": now, "sent_to": to, "message_id": message.get("id"),
+                   "conversation_id": message.get("conversation_id"), "updated_at": now}
         if doc["kind"] == "quote" and doc["status"] == "draft":
             changes["status"] = "sent"
         new = self.store.update_document(doc["_id"], changes)
@@ -338,6 +352,8 @@ class Documents:
 
     # purchase history
     def record_purchases(self, deal_id, lines, contact_id, company_id, currency, when, source):
+        """Once per deal line (a retried event writes nothing new); the event, every time,
+        tells the search index what the contact bought (its filter "bought product X")."""
         for index, line in enumerate(lines):
             self.store.record_purchase({
                 "_id": new_id(), "key": f"{deal_id}:{index}:{line['product_id']}",
@@ -345,23 +361,30 @@ class Documents:
                 "product_id": line["product_id"], "sku": line.get("sku"), "name": line.get("name"),
                 "quantity_milli": line["quantity_milli"], "amount": line["total"],
                 "currency": currency, "date": when, "source": source})
+        if not lines:
+            return []
+        bought = self.store.purchases_of_deal(deal_id)
+        return [event("purchases_recorded", {
+            "deal_id": deal_id, "contact_id": contact_id, "company_id": company_id,
+            "items": [{"product_id": p["product_id"], "purchased_at": to_iso(p["date"])}
+                      for p in bought]})]
 
     def on_invoice_paid(self, event_):
         doc = self.store.get_document(event_["data"]["document_id"], "invoice")
         if not doc:
             return []
-        self.record_purchases(doc["deal_id"], doc["lines"], doc.get("contact_id"),
-                              doc.get("company_id"), doc["currency"], doc.get("paid_on") or utcnow(),
-                              {"type": "invoice", "id": doc["_id"]})
-        return []
+        return self.record_purchases(doc["deal_id"], doc["lines"], doc.get("contact_id"),
+                                     doc.get("company_id"), doc["currency"],
+                                     doc.get("paid_on") or utcnow(),
+                                     {"type": "invoice", "id": doc["_id"]})
 
     def on_deal_won(self, event_):
         deal = event_["data"]["deal"]
         items = self.store.get_items(deal["id"])
         if items and items.get("lines"):
-            self.record_purchases(deal["id"], items["lines"], deal.get("contact_id"),
-                                  deal.get("company_id"), items["currency"], utcnow(),
-                                  {"type": "deal", "id": deal["id"]})
+            return self.record_purchases(deal["id"], items["lines"], deal.get("contact_id"),
+                                         deal.get("company_id"), items["currency"], utcnow(),
+                                         {"type": "deal", "id": deal["id"]})
         return []
 
     def won_stage_move(self, deal_id):

@@ -14,7 +14,7 @@ from crm_common.messaging.events import reliable_handler
 from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import ServiceRpc, rpc
 from crm_common.mongo import MongoStore
-from crm_common.timeutil import utcnow
+from crm_common.timeutil import to_iso, utcnow
 from services.sales.catalogue import Catalogue, CatalogueImport
 from services.sales.documents import Documents
 from services.sales.files import Files
@@ -35,6 +35,7 @@ class SalesService(HealthEntrypoints):
     deals_rpc = ServiceRpc("deals")
     contacts_rpc = ServiceRpc("contacts")
     tasks_rpc = ServiceRpc("tasks")
+    conversations_rpc = ServiceRpc("conversations")
 
     @property
     def catalogue(self):
@@ -43,7 +44,7 @@ class SalesService(HealthEntrypoints):
     @property
     def documents(self):
         return Documents(self.store, self.caller, self.deals_rpc, self.contacts_rpc,
-                         SETTINGS.notifications)
+                         self.conversations_rpc)
 
     @property
     def files(self):
@@ -98,7 +99,8 @@ class SalesService(HealthEntrypoints):
         return self.catalogue.list_price_lists(params)
 
     # deal line items: the deal is read with the caller's visibility (404 if unseen); its
-    # amount follows the items' total (set at once, and again by deal_items_changed)
+    # items total is set at once, and again by deal_items_changed (the amount follows it
+    # unless the deal's amount_override)
     @rpc(expected_exceptions=ERRORS)
     def deal_items(self, deal_id):
         return self.catalogue.items(self.deals_rpc.get_deal(deal_id))
@@ -126,7 +128,7 @@ class SalesService(HealthEntrypoints):
 
     def _items_changed(self, result):
         try:
-            self.deals_rpc.update_deal(result["deal_id"], {"amount": result["totals"]["total"]})
+            self.deals_rpc.set_items_total(result["deal_id"], result["totals"]["total"])
         except Exception:  # noqa: BLE001 - deal_items_changed's handler sets it again
             log.warning("deal %s amount not set now; the event handler will", result["deal_id"],
                         exc_info=True)
@@ -134,18 +136,16 @@ class SalesService(HealthEntrypoints):
 
     @reliable_handler("sales", "deal_items_changed")
     def on_deal_items_changed(self, event):
-        """The deal's amount = its items' current total (read now: an older event never
-        writes an older total)."""
+        """The deal's items total = its items' current total (read now: an older event
+        never writes an older total; the same total is a no-op in deals)."""
         deal_id = event["data"]["deal_id"]
         items = self.store.get_items(deal_id)
         if items is None:
             return
         try:
-            current = self.deals_rpc.get_deal(deal_id)
+            self.deals_rpc.set_items_total(deal_id, items["totals"]["total"])
         except NotFound:
             return  # deleted meanwhile
-        if current.get("amount") != items["totals"]["total"]:
-            self.deals_rpc.update_deal(deal_id, {"amount": items["totals"]["total"]})
 
     # settings
     @rpc(expected_exceptions=ERRORS)
@@ -181,8 +181,8 @@ class SalesService(HealthEntrypoints):
 
     @rpc(expected_exceptions=ERRORS)
     def send_quote(self, quote_id, payload=None):
-        doc, to = self.documents.send_context("quote", quote_id, payload)
-        return self._announce(self.documents.mark_sent, doc, to)
+        doc, message = self.documents.send("quote", quote_id, payload)
+        return self._announce(self.documents.mark_sent, doc, message)
 
     @rpc(expected_exceptions=ERRORS)
     def accept_quote(self, quote_id):
@@ -218,8 +218,8 @@ class SalesService(HealthEntrypoints):
 
     @rpc(expected_exceptions=ERRORS)
     def send_invoice(self, invoice_id, payload=None):
-        doc, to = self.documents.send_context("invoice", invoice_id, payload)
-        return self._announce(self.documents.mark_sent, doc, to)
+        doc, message = self.documents.send("invoice", invoice_id, payload)
+        return self._announce(self.documents.mark_sent, doc, message)
 
     @rpc(expected_exceptions=ERRORS)
     def void_invoice(self, invoice_id):
@@ -236,14 +236,14 @@ class SalesService(HealthEntrypoints):
     @reliable_handler("sales", "invoice_paid")
     def on_invoice_paid(self, event):
         """What the client bought is recorded; the deal moves to its won stage."""
-        self.documents.on_invoice_paid(event)
+        self._handle_and_announce(self.documents.on_invoice_paid, event)
         if CONFIG.won_on_paid:
             self.documents.won_stage_move(event["data"]["deal_id"])
 
     @reliable_handler("deals", "deal_won")
     def on_deal_won(self, event):
         """What the client bought (the deal's items) is recorded."""
-        self.documents.on_deal_won(event)
+        self._handle_and_announce(self.documents.on_deal_won, event)
 
     @timer(interval=CONFIG.overdue_tick_seconds)
     def tick(self):
@@ -259,6 +259,16 @@ class SalesService(HealthEntrypoints):
         """Contact ids that bought the product (`from`/`to`: in that period), in id order,
         keyset pages: for the contacts list's "bought product X" filter."""
         return self.documents.buyers(product_id, params or {})
+
+    @rpc(expected_exceptions=ERRORS)
+    def search_records(self, kind="purchase", ids=None, after=None, limit=500, since=None,
+                       cursor=None, until=None):
+        """For the search index's rebuild: purchases ({contact_id, product_id,
+        purchased_at}) in `_id` pages (contracts/search.py RecordsPage)."""
+        return self.store.search_records("purchases", lambda docs: [{
+            "contact_id": d.get("contact_id"), "product_id": d["product_id"],
+            "purchased_at": to_iso(d["date"])} for d in docs], ids, after, limit, since,
+            cursor, until)
 
     @rpc(expected_exceptions=ERRORS)
     def list_purchases(self, params):

@@ -50,6 +50,7 @@ class SalesStore(BaseStore):
         self.purchases.create_index([("product_id", ASCENDING), ("contact_id", ASCENDING),
                                      ("date", ASCENDING)])
         self.purchases.create_index("date")
+        self.purchases.create_index("deal_id")
         for field in ("contact_id", "company_id"):
             self.purchases.create_index([(field, ASCENDING), ("date", DESCENDING), ("_id", DESCENDING)])
         # "<type>:<id>:live" or ":deleted": one predicate per list (no hints, docs/developing.md)
@@ -210,6 +211,9 @@ class SalesStore(BaseStore):
     def record_purchase(self, doc):
         """Once per key (a deal line): won deal and paid invoice record the same purchase."""
         self.purchases.update_one({"key": doc["key"]}, {"$setOnInsert": doc}, upsert=True)
+
+    def purchases_of_deal(self, deal_id):
+        return list(self.purchases.find({"deal_id": deal_id}, {"product_id": 1, "date": 1}))
 
     def buyers(self, product_id, since, until, after, limit):
         match = {"product_id": product_id}

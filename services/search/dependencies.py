@@ -172,12 +172,20 @@ class SearchIndex(DependencyProvider):
             with self.lock:
                 keys = self.index.keys_with("contact", f"import_id={work.import_undone}")
             work.fetch += [tuple(key.split(":", 1)) for key in keys]
-        if not (work.fetch or work.records or work.touched):
+        if work.bought:
+            with self.lock:
+                if self.index.record("contact", work.bought[0]) is None:
+                    work.fetch.append(("contact", work.bought[0]))   # not indexed yet
+        if not (work.fetch or work.records or work.touched or work.bought):
             return 0
         fetched = self.owners.records(work.fetch) if work.fetch else {}
         follow, committed = self._write(fetched, work.records, work.touched)
         if follow:
             _, committed = self._write(self.owners.records(follow))
+        if work.bought:
+            with self.lock:
+                feed.buy(self.index, *work.bought)
+                committed = self._commit_of_writes()
         if work.merged:
             with self.lock:
                 feed.repoint(self.index, *work.merged)
@@ -206,7 +214,11 @@ class SearchIndex(DependencyProvider):
                 for start in range(0, len(items), REBUILD_CHUNK):
                     with self.lock:
                         for record in items[start:start + REBUILD_CHUNK]:
-                            feed.write(self.index, kind, record)
+                            if kind == "purchase" and record.get("contact_id"):
+                                feed.buy(self.index, record["contact_id"],
+                                         [(record["product_id"], record["purchased_at"][:10])])
+                            elif kind != "purchase":
+                                feed.write(self.index, kind, record)
                     eventlet.sleep(0)
                 self.rebuild["done"][kind] += len(items)
                 after = page["next_after"]

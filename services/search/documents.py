@@ -8,7 +8,8 @@ Every record becomes one `Entry`:
 - `digits`: every run of 4+ consecutive digits of its phone numbers, in E.164 and
   national form, so any fragment of a number typed in any form finds it;
 - `emails`: its emails whole; `visible_to`: who may see it (SHARED: everyone);
-- `filters`: `field=value` terms lists filter on; numbers lists sort on;
+- `filters`: `field=value` terms lists filter on (a contact's products bought: the sales
+  service's purchases_recorded, feed.buy); numbers lists sort on;
 - `numbers`: the custom fields' values ranges compare ({key: number}: numbers, money
   amounts, dates and date-times in microseconds).
 Words are folded (accents off, case folded; Cyrillic, Hebrew, Greek... kept as letters)
@@ -17,7 +18,7 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from crm_common.text import fold as text_fold
 from crm_common.timeutil import parse_iso
@@ -31,7 +32,7 @@ _DIGIT = re.compile(r"\d")
 
 # the fields lists filter on, per type ("tags" gives one "tag=<t>" term per tag)
 FILTERS = {
-    "contact": ("owner_id", "company_id", "source", "status", "tags", "import_id"),
+    "contact": ("owner_id", "company_id", "source", "status", "tags", "import_id"),  # + bought
     "company": ("owner_id", "tags"),
     "deal": ("owner_id", "pipeline_id", "stage_id", "status", "contact_id", "company_id",
              "source"),
@@ -155,6 +156,37 @@ def filter_term(name, value):
     return f"{name}={value}"
 
 
+def bought_terms(purchases):
+    """A contact's purchases ({product id: ["YYYY-MM-DD", ...]}, kept by feed.buy) as the
+    terms of the "bought product X (in a period)" filter: `bought=<id>`, and one per
+    year, month and day bought (`bought=<id>@2026`, `@2026-03`, `@2026-03-15`)."""
+    out = set()
+    for product_id, days in (purchases or {}).items():
+        out.add(filter_term("bought", product_id))
+        for day in days:
+            out |= {filter_term("bought", f"{product_id}@{day[:n]}") for n in (4, 7, 10)}
+    return sorted(out)
+
+
+def period_cover(low, high):
+    """The fewest year, month and day prefixes ("2026", "2026-03", "2026-03-15") that cover
+    the days low..high (dates, inclusive): at most ~80 for any period of the years bought in."""
+    out, day = [], low
+    while day <= high:
+        year_end = date(day.year, 12, 31)
+        month_end = (date(day.year + (day.month == 12), day.month % 12 + 1, 1) - timedelta(days=1))
+        if (day.month, day.day) == (1, 1) and year_end <= high:
+            out.append(f"{day.year:04d}")
+            day = year_end + timedelta(days=1)
+        elif day.day == 1 and month_end <= high:
+            out.append(day.isoformat()[:7])
+            day = month_end + timedelta(days=1)
+        else:
+            out.append(day.isoformat())
+            day += timedelta(days=1)
+    return out
+
+
 def custom_term(key, value):
     """The `cf.<key>=value` term of a custom field's value (numbers and booleans in one
     form, so the text of a URL parameter finds them: custom_url_value)."""
@@ -256,6 +288,8 @@ def describe(kind, record, related=None):
     entry.filters += custom_terms(record)
     entry.numbers = {k: n for k, v in (record.get("custom") or {}).items()
                      if (n := range_number(v)) is not None}
+    if kind == "contact":
+        entry.filters += bought_terms(record.get("purchases"))
     people = [record.get(p) for p in PEOPLE[kind] if record.get(p)]
     entry.visible_to = sorted(set(people))
     if kind in SHARED_WHEN_UNOWNED and not people:

@@ -19,6 +19,9 @@ Denormalised words follow their source inside the index:
   does so without an event of theirs): they are fetched again.
 - a real touch (a call, a completed call/meeting task: `data.contacted_at`) moves the
   contact's last_contacted_at forward, as the contacts service does without an event.
+- what a contact bought (the sales service's `purchases_recorded`, and its purchases on a
+  rebuild) is kept on the contact's index record (`purchases`), for the contacts list's
+  filter "bought product X (in a period)".
 An import announces each batch's contacts and companies (`import_progress`); its undo
 deletes what it created, so its event has the index read those contacts again (it knows
 them by their import). What still changes with no event (an undo's restored contacts) is
@@ -31,8 +34,9 @@ from services.search.documents import PEOPLE, describe, filter_term, micros
 # the owning service of each type, and the order a rebuild reads them in (a deal is
 # described with its contact and company, so those come first)
 OWNERS = {"contact": "contacts", "company": "contacts", "deal": "deals", "task": "tasks",
-          "call": "telephony", "note": "notes"}
-ORDER = ("contact", "company", "deal", "task", "call", "note")   # a note after its record
+          "call": "telephony", "note": "notes", "purchase": "sales"}
+# (purchases are not records: what each contact bought, read after the contacts: buy())
+ORDER = ("contact", "company", "deal", "task", "call", "note", "purchase")   # a note after its record
 
 # the events that change a searchable record: (source, type) -> (kind, where its id is)
 RECORD_EVENTS = {
@@ -71,7 +75,8 @@ RECORD_EVENTS = {
 }
 
 
-OTHER_EVENTS = {("contacts", "import_undone"), ("contacts", "import_progress")}
+OTHER_EVENTS = {("contacts", "import_undone"), ("contacts", "import_progress"),
+                ("sales", "purchases_recorded")}
 # events whose record (in `data`) is a deleted one
 DELETING = {"contact_deleted", "company_deleted", "deal_deleted"}
 
@@ -80,7 +85,7 @@ def event_types_of(source):
     return sorted(t for s, t in {*RECORD_EVENTS, *OTHER_EVENTS} if s == source)
 
 
-SOURCES = sorted({s for s, _ in RECORD_EVENTS})
+SOURCES = sorted({s for s, _ in (*RECORD_EVENTS, *OTHER_EVENTS)})
 
 
 def _dig(data, path):
@@ -107,6 +112,7 @@ class Work:
     touched: tuple = None                           # (contact id, contacted_at)
     merged: tuple = None                            # (survivor_id, [merged ids])
     import_undone: str = None                       # the contacts it created are read again
+    bought: tuple = None                            # (contact id, [(product id, day)])
 
 
 def work_of(event):
@@ -122,6 +128,10 @@ def work_of(event):
     if (source, event_type) == ("contacts", "import_progress"):
         for kind, name in (("contact", "contact_ids"), ("company", "company_ids")):
             work.fetch += [(kind, i) for i in data.get(name) or [] if isinstance(i, str) and i]
+    if (source, event_type) == ("sales", "purchases_recorded") and _dig(data, ("contact_id",)):
+        work.bought = (data["contact_id"], [
+            (i["product_id"], i["purchased_at"][:10]) for i in data.get("items") or []
+            if isinstance(i, dict) and _dig(i, ("product_id",)) and _dig(i, ("purchased_at",))])
     contacted = _dig(data, ("contacted_at",))
     if contacted and _dig(data, ("contact_id",)):
         work.touched = (data["contact_id"], contacted)
@@ -168,9 +178,27 @@ def write(index, kind, record, force=False, carried=False):
             record = dict(record)
             if carried and held.get("import_id") and "import_id" not in record:
                 record["import_id"] = held["import_id"]
+            if held.get("purchases") and "purchases" not in record:   # buy(): not the owner's
+                record["purchases"] = held["purchases"]
             if micros(held.get("last_contacted_at")) > micros(record.get("last_contacted_at")):
                 record["last_contacted_at"] = held["last_contacted_at"]
     return index.write(describe(kind, record, related(index, kind, record)), record, force)
+
+
+def buy(index, contact_id, items):
+    """What a contact bought ([(product id, "YYYY-MM-DD")], from the sales service) added
+    to its index record (kept at its version); False when the index does not hold it."""
+    record = index.record("contact", contact_id)
+    if record is None:
+        return False
+    purchases = {k: list(v) for k, v in (record.get("purchases") or {}).items()}
+    for product_id, day in items:
+        days = purchases.setdefault(product_id, [])
+        if day not in days:
+            days.append(day)
+    if purchases != record.get("purchases"):
+        write(index, "contact", dict(record, purchases=purchases), force=True)
+    return True
 
 
 def touch(index, contact_id, when):

@@ -11,7 +11,7 @@ rebuilt) are not interchangeable: one of the other is a 422 on `cursor`."""
 from dataclasses import dataclass
 
 import re
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 import tantivy
 
@@ -26,7 +26,7 @@ from crm_common.phones import normalize_phone
 from crm_common.timeutil import utcnow
 from crm_common.validation import load
 from services.search.documents import (NO_DUE, custom_term, custom_url_value, filter_term,
-                                       from_micros, micros, range_number)
+                                       from_micros, micros, period_cover, range_number)
 from services.search.query import filters as base_filters
 from services.search.query import parse, text_query
 
@@ -67,7 +67,7 @@ LISTS = {
                                             "missed", "called_back"))),
 }
 # fields an owner's search_records adds to its list's record
-NOT_LISTED = {kind: {"deleted", "import_id", "version"} - set(out().fields)
+NOT_LISTED = {kind: {"deleted", "import_id", "version", "purchases"} - set(out().fields)
               for kind, out in (("contact", ContactOut), ("company", CompanyOut),
                                 ("deal", DealOut), ("task", TaskOut), ("call", CallOut))}
 
@@ -80,6 +80,20 @@ def _range(schema, field, low=None, high=None):
 
 def _term(schema, name, value):
     return Q.term_query(schema, "filters", filter_term(name, value))
+
+
+def _bought(schema, params):
+    """Contacts that bought the product (in bought_from..bought_to, days inclusive): its
+    terms (documents.bought_terms) of the fewest years, months and days of the period."""
+    product = params["bought_product"]
+    if not (params.get("bought_from") or params.get("bought_to")):
+        return _term(schema, "bought", product)
+    low = params.get("bought_from") or date(1970, 1, 1)
+    # purchases are dated when recorded (never ahead)
+    high = params.get("bought_to") or utcnow().date() + timedelta(days=1)
+    return Q.boolean_query([(Occur.Should, _term(schema, "bought", f"{product}@{prefix}"))
+                            for prefix in period_cover(low, high)] or
+                           [(Occur.Must, _term(schema, "bought", f"{product}@none"))])
 
 
 def build_query(schema, kind, params, people, region, now, custom_range=None):
@@ -122,6 +136,8 @@ def build_query(schema, kind, params, people, region, now, custom_range=None):
         if params.get("created_after") or params.get("created_before"):
             must.append((Occur.Must, _range(schema, "created", micros(params.get("created_after")) or None,
                                             micros(params.get("created_before")) or None)))
+        if params.get("bought_product"):
+            must.append((Occur.Must, _bought(schema, params)))
         if params.get("not_contacted_since"):
             # never contacted (0) or before then
             must.append((Occur.Must, _range(schema, "when", None,

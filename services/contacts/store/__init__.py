@@ -198,6 +198,8 @@ class ContactsStore(BaseStore):
                                        {"last_contacted_at": {"$lt": since}}]})
         if visible_condition(visible):
             conditions.append(visible_condition(visible))
+        if filters.get("buyer_ids") is not None:  # bought_product (operations._filter)
+            query["_id"] = {"$in": filters["buyer_ids"]}
         if filters.get("custom_query"):  # typed custom fields (crm_common.custom_fields)
             query.update(filters["custom_query"])
         if conditions:
