@@ -199,7 +199,7 @@ class SearchIndex(DependencyProvider):
         """Every record of every owner, page by page in `_id` order; events keep being
         applied meanwhile (the later state of a record always wins)."""
         started = time.monotonic()
-        for kind in feed.ORDER:
+        for kind in feed.REBUILT:
             after = None
             while self.running:
                 try:
@@ -220,7 +220,8 @@ class SearchIndex(DependencyProvider):
                             elif kind != "purchase":
                                 feed.write(self.index, kind, record)
                     eventlet.sleep(0)
-                self.rebuild["done"][kind] += len(items)
+                if kind in self.rebuild["done"]:
+                    self.rebuild["done"][kind] += len(items)
                 after = page["next_after"]
                 if not after:
                     break

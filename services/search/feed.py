@@ -35,8 +35,9 @@ from services.search.documents import PEOPLE, describe, filter_term, micros
 # described with its contact and company, so those come first)
 OWNERS = {"contact": "contacts", "company": "contacts", "deal": "deals", "task": "tasks",
           "call": "telephony", "note": "notes", "purchase": "sales"}
-# (purchases are not records: what each contact bought, read after the contacts: buy())
-ORDER = ("contact", "company", "deal", "task", "call", "note", "purchase")   # a note after its record
+ORDER = ("contact", "company", "deal", "task", "call", "note")   # a note after its record
+# and then what each contact bought (not a record: kept on the contact's, buy())
+REBUILT = (*ORDER, "purchase")
 
 # the events that change a searchable record: (source, type) -> (kind, where its id is)
 RECORD_EVENTS = {
