@@ -3,6 +3,7 @@ gateway streams them, the type sniffed from the content, the record's visibility
 the service that owns it, soft delete, and expiring signed links. No path is ever made
 from a user's file name: it is only a label, checked and kept in the database."""
 import base64
+import math
 import time
 import unicodedata
 
@@ -191,7 +192,7 @@ class Files:
         data = load(link_in, payload or {}, json_body=True)
         self._visible_file(file_id)
         seconds = min(data["expires_in"], self.config.link_max_seconds)
-        expires = int(time.time()) + seconds
+        expires = math.ceil(time.time()) + seconds   # at least the time asked
         token = sign_token({"file": file_id, "exp": expires, "nonce": new_id()[:8]})
         return {"url": f"/api/v1/shared-files/{token}", "token": token,
                 "expires_at": to_iso(utcnow().fromtimestamp(expires, utcnow().tzinfo))}
