@@ -605,8 +605,9 @@ class PurchaseItem(EventData):
 
 class PurchasesRecorded(EventData):
     """What a client bought on a deal (a paid invoice's or won deal's lines), all of the
-    deal's purchases each time (announced again on a retried event: idempotent)."""
-    deal_id = fields.String(required=True)
+    deal's purchases each time (announced again on a retried event: idempotent); after a
+    merge, all of the survivor's (`deal_id` null)."""
+    deal_id = fields.String(required=True, allow_none=True)
     contact_id = fields.String(allow_none=True)
     company_id = fields.String(allow_none=True)
     items = fields.List(Object(PurchaseItem), required=True, metadata={

@@ -296,17 +296,17 @@ def test_quote_pdf_invoice_payment_won_and_buyers(api, stack, catalogue, smtp, u
     assert contact["id"] not in api.get(f"/products/{catalogue['products']['LIC']['id']}/buyers",
                                         params={"to": "2000-01-01T00:00:00Z"}).json()["items"]
     # the contacts list: "bought product X (in a period)", from the index and its fallback
-    lic, today = catalogue["products"]["LIC"]["id"], datetime.now(timezone.utc).date().isoformat()
+    licence, today = catalogue["products"]["LIC"]["id"], datetime.now(timezone.utc).date().isoformat()
 
-    def listed(**params):
-        items = api.get("/contacts", params={"bought_product": lic, **params}).json()["items"]
-        return contact["id"] in [c["id"] for c in items]
+    def listed(who=contact, **params):
+        items = api.get("/contacts", params={"bought_product": licence, **params}).json()["items"]
+        return who["id"] in [c["id"] for c in items]
     assert wait_until(listed, timeout=20)
     assert listed(bought_from=today, bought_to=today) and not listed(bought_to="2000-01-01")
     assert api.get("/contacts", params={"bought_from": today}).status_code == 422
-    own = stack.rpc.call("contacts", "list_contacts", {"bought_product": lic, "bought_from": today})
+    own = stack.rpc.call("contacts", "list_contacts", {"bought_product": licence, "bought_from": today})
     assert contact["id"] in [c["id"] for c in own["items"]]
-    assert not stack.rpc.call("contacts", "list_contacts", {"bought_product": lic,
+    assert not stack.rpc.call("contacts", "list_contacts", {"bought_product": licence,
                                                             "bought_to": "2000-01-01"})["items"]
     events.wait_for(lambda e: e["type"] == "invoice_paid" and e["data"]["deal_id"] == deal["id"])
     types = {e["type"] for e in events.drain(0.5) if e["data"].get("deal_id") == deal["id"]}
@@ -321,6 +321,14 @@ def test_quote_pdf_invoice_payment_won_and_buyers(api, stack, catalogue, smtp, u
     assert lic["amount"] >= 109800 and lic["buyers"] >= 1
     average = api.get("/reports/average-check", params={"currency": "EUR"}).json()["items"]
     assert average[0]["currency"] == "EUR" and average[0]["invoices"] >= 1
+
+    # merged into another contact: what it bought is the survivor's
+    survivor = make_contact(api, f"s{unique}")
+    merged = api.post(f"/contacts/{survivor['id']}/merge", json={"source_ids": [contact["id"]]})
+    assert merged.status_code == 200, merged.text
+    assert wait_until(lambda: listed(survivor), timeout=20)
+    assert [p["contact_id"] for p in api.get("/purchases", params={
+        "contact_id": survivor["id"]}).json()["items"]] == [survivor["id"]] * 3
 
 
 def test_overdue_invoice_tells_once(api, stack, catalogue, unique, record_events):
@@ -419,11 +427,11 @@ def test_files_on_records(api, stack, catalogue, unique, make_user):
     assert answer.startswith("HTTP/1.1 413"), answer[:200]
 
     # shared link: anyone may download until it expires
-    link = api.post(f"/files/{stored['id']}/links", json={"expires_in": 2}).json()
+    link = api.post(f"/files/{stored['id']}/links", json={"expires_in": 3}).json()
     anonymous = stack.sign_in().session.__class__()
     assert anonymous.get(stack.base_url + link["url"]).content == png
     assert anonymous.get(stack.base_url + link["url"][:-3] + "AAA").status_code == 404
-    time.sleep(3)
+    time.sleep(4)
     assert anonymous.get(stack.base_url + link["url"]).status_code == 404
 
     # soft delete and restore

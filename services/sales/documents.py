@@ -387,6 +387,20 @@ class Documents:
                                          {"type": "deal", "id": deal["id"]})
         return []
 
+    def on_contact_merged(self, event_):
+        """The merged contacts' purchases and documents are the survivor's; its purchases
+        announced again (the search index forgot the merged contacts)."""
+        survivor = event_["data"]["survivor_id"]
+        self.store.repoint_contact("purchases", event_)
+        self.store.repoint_contact("documents", event_)
+        bought = self.store.purchases_of_contact(survivor)
+        if not bought:
+            return []
+        return [event("purchases_recorded", {
+            "deal_id": None, "contact_id": survivor,
+            "items": [{"product_id": p["product_id"], "purchased_at": to_iso(p["date"])}
+                      for p in bought]})]
+
     def won_stage_move(self, deal_id):
         """A paid invoice moves its open deal to the pipeline's first won stage."""
         deal = self.deals_rpc.get_deal(deal_id)

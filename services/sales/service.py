@@ -240,6 +240,11 @@ class SalesService(HealthEntrypoints):
         if CONFIG.won_on_paid:
             self.documents.won_stage_move(event["data"]["deal_id"])
 
+    @reliable_handler("contacts", "contact_merged")
+    def on_contact_merged(self, event):
+        """What the merged contacts bought, and their documents, follow the survivor."""
+        self._handle_and_announce(self.documents.on_contact_merged, event)
+
     @reliable_handler("deals", "deal_won")
     def on_deal_won(self, event):
         """What the client bought (the deal's items) is recorded."""

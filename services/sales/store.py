@@ -215,6 +215,9 @@ class SalesStore(BaseStore):
     def purchases_of_deal(self, deal_id):
         return list(self.purchases.find({"deal_id": deal_id}, {"product_id": 1, "date": 1}))
 
+    def purchases_of_contact(self, contact_id):
+        return list(self.purchases.find({"contact_id": contact_id}, {"product_id": 1, "date": 1}))
+
     def buyers(self, product_id, since, until, after, limit):
         match = {"product_id": product_id}
         if since or until:
