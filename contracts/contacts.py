@@ -6,7 +6,7 @@ from marshmallow import (Schema, ValidationError, fields, pre_load, validate,
 from contracts.custom_fields import CustomFilters, custom_sort_field
 from contracts.events import (Bool, EventData, Int, IsoTime, Object, actor_field, ref_field,
                              summary_field)
-from crm_common.fields import WHITESPACE, timezone_field, cursor_field, CustomFields, PageOf, PageQuery, UtcDateTime, tags_field, sort_field
+from crm_common.fields import WHITESPACE, UserId, timezone_field, cursor_field, CustomFields, PageOf, PageQuery, UtcDateTime, tags_field, sort_field
 
 CONTACT_STATUSES = ("lead", "prospect", "customer", "churned", "inactive")
 CHANNEL_TYPES = ("work", "home", "mobile", "other")
@@ -60,7 +60,7 @@ class ContactIn(Schema):
     phones = fields.List(fields.Nested(PhoneIn), validate=validate.Length(max=20))
     company_id = fields.String(allow_none=True, validate=validate.Length(max=40))
     position = fields.String(allow_none=True, validate=validate.Length(max=100))
-    owner_id = fields.String(allow_none=True, validate=validate.Length(max=40))
+    owner_id = UserId(allow_none=True, validate=validate.Length(max=40))
     tags = tags_field()
     source = fields.String(allow_none=True, validate=validate.Length(max=50))
     status = fields.String(validate=validate.OneOf(CONTACT_STATUSES))
@@ -193,7 +193,7 @@ class CompanyIn(Schema):
     emails = fields.List(fields.Nested(EmailIn), validate=validate.Length(max=20))
     phones = fields.List(fields.Nested(PhoneIn), validate=validate.Length(max=20))
     address = fields.Nested(AddressIn, allow_none=True)
-    owner_id = fields.String(allow_none=True, validate=validate.Length(max=40))
+    owner_id = UserId(allow_none=True, validate=validate.Length(max=40))
     tags = tags_field()
     custom = CustomFields()
     notes = fields.String(allow_none=True, validate=validate.Length(max=10000))
@@ -251,7 +251,7 @@ class ImportOptions(Schema):
                        "last_name, full_name, email, email:<type>, phone, phone:<type>, "
                        "company, position, tags, owner_email, owner_id, source, status, "
                        "birthday, do_not_contact, custom, custom.<key>, ignore"})
-    default_owner_id = fields.String(validate=validate.Length(1, 40))
+    default_owner_id = UserId(validate=validate.Length(1, 40))
 
 
 class ImportStart(Schema):
@@ -405,10 +405,10 @@ class FirstTask(Schema):
 
 class OwnerRule(Schema):
     kind = fields.String(required=True, validate=validate.OneOf(OWNER_RULES))
-    user_id = fields.String(validate=validate.Length(1, 40), metadata={"description": "fixed"})
+    user_id = UserId(validate=validate.Length(1, 40), metadata={"description": "fixed"})
     team = fields.String(validate=validate.Length(1, 100),
                          metadata={"description": "round_robin / least_open_deals among its active members"})
-    user_ids = fields.List(fields.String(validate=validate.Length(1, 40)), validate=validate.Length(1, 100),
+    user_ids = fields.List(UserId(validate=validate.Length(1, 40)), validate=validate.Length(1, 100),
                            metadata={"description": "round_robin / least_open_deals among these users"})
 
     @validates_schema

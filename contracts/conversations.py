@@ -5,7 +5,7 @@ and builds the OpenAPI document from them."""
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from contracts.events import EventData, Int, IsoTime, actor_field, ref_field, summary_field
-from crm_common.fields import PageOf, PageQuery, UtcDateTime
+from crm_common.fields import PageOf, PageQuery, UserId, UtcDateTime
 
 CHANNELS = ("email", "sms", "telegram", "whatsapp")
 CHANNEL_KINDS = ("telegram", "whatsapp", "sms")
@@ -46,7 +46,7 @@ class MailboxIn(Schema):
     display_name = fields.String(load_default="", validate=validate.Length(max=200))
     shared = fields.Boolean(load_default=False, metadata={
         "description": "a shared mailbox (sales@): unknown senders become leads, once"})
-    owner_id = fields.String(allow_none=True, validate=validate.Length(max=40), metadata={
+    owner_id = UserId(allow_none=True, validate=validate.Length(max=40), metadata={
         "description": "a personal mailbox's user (default: the caller)"})
     imap = fields.Nested(ServerIn, required=True)
     smtp = fields.Nested(ServerIn, required=True)
@@ -248,7 +248,7 @@ class SendIn(Schema):
 
 
 class AssignIn(Schema):
-    assignee_id = fields.String(required=True, allow_none=True, validate=validate.Length(max=40))
+    assignee_id = UserId(required=True, allow_none=True, validate=validate.Length(max=40))
 
 
 # --- WhatsApp Cloud API webhook (Meta's format; only what is read is declared) ----------

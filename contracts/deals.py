@@ -4,7 +4,7 @@ from marshmallow import Schema, ValidationError, fields, pre_load, validate, val
 
 from contracts.events import (Bool, EventData, Int, IsoTime, Object, actor_field, ref_field,
                              summary_field)
-from crm_common.fields import (WHITESPACE, CustomFields, cursor_field, PageOf, PageQuery,
+from crm_common.fields import (WHITESPACE, CustomFields, UserId, cursor_field, PageOf, PageQuery,
                                UtcDateTime, sort_field)
 from contracts.currencies import ISO_4217
 from contracts.custom_fields import CustomFilters, custom_sort_field
@@ -124,7 +124,7 @@ class DealIn(Schema):
     stage_id = fields.String(validate=ID, metadata={"description": "default: the pipeline's first open stage"})
     contact_id = fields.String(allow_none=True, validate=ID)
     company_id = fields.String(allow_none=True, validate=ID)
-    owner_id = fields.String(allow_none=True, validate=ID, metadata={"description": "default: the caller"})
+    owner_id = UserId(allow_none=True, validate=ID, metadata={"description": "default: the caller"})
     source = fields.String(allow_none=True, validate=validate.Length(1, 50),
                            metadata={"description": "one of /deal-settings lead_sources"})
     expected_close_date = fields.Date(allow_none=True)
@@ -258,9 +258,9 @@ class DealSettings(Schema):
 
 # targets
 class TargetIn(Schema):
-    user_id = fields.String(validate=ID, metadata={"description": "a person's target (or give team)"})
+    user_id = UserId(validate=ID, metadata={"description": "a person's target (or give team)"})
     team = fields.String(validate=validate.Length(1, 100), metadata={"description": "a team's target"})
-    member_ids = fields.List(fields.String(validate=ID), validate=validate.Length(max=500),
+    member_ids = fields.List(UserId(validate=ID), validate=validate.Length(max=500),
                              metadata={"description": "team targets: whose won deals count"})
     period = fields.String(required=True, validate=validate.Regexp(PERIOD, error="Use YYYY-MM or YYYY-Q1..Q4."))
     deals_count = fields.Integer(allow_none=True, validate=validate.Range(1, 10**6))

@@ -6,7 +6,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from contracts.custom_fields import CustomFilters, custom_sort_field
 from contracts.events import EventData, Int, IsoTime, Object, actor_field, ref_field, summary_field
-from crm_common.fields import CustomFields, cursor_field, PageOf, PageQuery, UtcDateTime, sort_field
+from crm_common.fields import CustomFields, UserId, cursor_field, PageOf, PageQuery, UtcDateTime, sort_field
 
 KINDS = ("call", "meeting", "email", "todo")
 STATUSES = ("open", "done", "canceled")
@@ -39,7 +39,7 @@ class TaskIn(Schema):
     due_at = UtcDateTime(allow_none=True, validate=SANE_DATE)
     end_at = UtcDateTime(allow_none=True, validate=SANE_DATE,
                          metadata={"description": "meetings: when it ends"})
-    assignee_id = fields.String(allow_none=True, validate=ID,
+    assignee_id = UserId(allow_none=True, validate=ID,
                                 metadata={"description": "default: the caller"})
     contact_id = fields.String(allow_none=True, validate=ID)
     deal_id = fields.String(allow_none=True, validate=ID)
@@ -167,7 +167,7 @@ class TaskRuleIn(Schema):
     priority = fields.String(load_default="normal", validate=validate.OneOf(PRIORITIES))
     due_in_minutes = fields.Integer(load_default=24 * 60, validate=validate.Range(0, 365 * 24 * 60))
     reminders = reminders_field()
-    assignee_id = fields.String(allow_none=True, validate=ID, metadata={
+    assignee_id = UserId(allow_none=True, validate=ID, metadata={
         "description": "a fixed user; default (null): the deal's owner"})
     active = fields.Boolean(load_default=True)
 

@@ -3,7 +3,7 @@ the same way before calling and builds the OpenAPI document from them."""
 from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from contracts.events import EventData, IsoTime, Object, ref_field, summary_field
-from crm_common.fields import PageOf, PageQuery, UtcDateTime
+from crm_common.fields import PageOf, PageQuery, UserId, UtcDateTime
 
 DIRECTIONS = ("inbound", "outbound", "internal")
 STATES = ("ringing", "answered", "ended")
@@ -161,7 +161,7 @@ class CallPage(PageOf):
 
 class ClickToCallIn(Schema):
     to = fields.String(required=True, validate=validate.Length(3, 40))
-    agent_id = fields.String(validate=validate.Length(1, 40), metadata={
+    agent_id = UserId(validate=validate.Length(1, 40), metadata={
         "description": "the agent whose phone rings first; default: the caller"})
     contact_id = fields.String(validate=validate.Length(1, 40))
     override_reason = fields.String(validate=validate.Length(3, 500), metadata={

@@ -66,8 +66,8 @@ class Caller(dict):
     # The assignment rule (docs/auth.md "Giving a record to someone"): the one rule of every
     # write that sets an owner, an assignee, an agent or a target's user. An agent names
     # only themselves, a manager themselves or their team, an admin (or API key) anyone.
-    # The people a non-admin may name are real users by construction (the gateway computes
-    # the team from its users); whether an admin's choice exists is each service's check.
+    # Whether the person named exists and is active is the gateway's one check, before the
+    # call (gateway/user_refs.py); this rule is whom the caller may name.
     def may_assign(self, user_id):
         ids = self.person_ids()
         return ids is None or user_id in ids

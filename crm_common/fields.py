@@ -38,6 +38,12 @@ class UtcDateTime(fields.DateTime):
         return to_iso(value)
 
 
+class UserId(fields.String):
+    """The id of a user a write names (an owner, assignee, agent, target's person): the
+    gateway refuses one that is not an active user of its own, before any RPC
+    (gateway/user_refs.py). Filters that name a user stay plain strings."""
+
+
 class CustomFields(fields.Dict):
     """A flat JSON object of custom values: text, number, boolean, null, a list of text, or
     money {"amount", "currency"} (typed fields: crm_common/custom_fields.py).

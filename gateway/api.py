@@ -134,6 +134,8 @@ def read_json():
 def _validate(schema, data, partial=False, json_body=False):
     # a JSON body's types are strict; query parameters arrive as text (validation.load)
     load(schema, data, partial=partial, json_body=json_body)
+    from gateway import user_refs
+    user_refs.check(type(schema), data)  # the people it names exist (422 before any RPC)
 
 
 class UnsupportedMediaType(CrmError):

@@ -16,8 +16,9 @@ PREFIXES = {"contact": "Contact", "company": "Company", "deal": "Deal", "task": 
 _cache = {"at": 0.0, "fields": None}
 
 
-def _fields():
-    if _cache["fields"] is not None and time.monotonic() - _cache["at"] < CACHE_SECONDS:
+def defined_fields(max_age=CACHE_SECONDS):
+    """{entity: [its custom fields]}, asked of their owning services, kept a few seconds."""
+    if _cache["fields"] is not None and time.monotonic() - _cache["at"] < max_age:
         return _cache["fields"]
     found = {}
     for entity in ENTITIES:
@@ -32,7 +33,7 @@ def _fields():
 
 def describe(spec):
     """`spec` with each entity's `custom` property describing its fields."""
-    found = _fields()
+    found = defined_fields()
     if not any(found.values()):
         return spec
     out = copy.deepcopy(spec)

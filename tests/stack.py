@@ -275,6 +275,20 @@ class Stack:
     def db(self, service):
         return self.mongo[f"{self.db_prefix}{service}"]
 
+    def add_user(self, user_id, active=True, **fields):
+        """A user of the gateway with this id, stored directly (no password: it cannot sign
+        in; no hashing, no event): cheap, for tests that name an owner or assignee that
+        must exist (gateway/user_refs.py). Services learn of it only if the test announces
+        it. Returns the id."""
+        from datetime import datetime, timezone
+        now = datetime.now(timezone.utc)
+        self.db("gateway")["users"].update_one({"_id": user_id}, {"$set": {
+            "created_at": now, "updated_at": now, "last_login_at": None,
+            "email": f"{user_id}@users.test".lower(), "name": user_id, "role": "agent",
+            "team": None, "manager_id": None, "token_version": 0, **fields,
+            "active": active}}, upsert=True)
+        return user_id
+
     def sign_in(self, email=None, password=None):
         """An Api signed in (Bearer token) as this user; the first admin by default."""
         client = Api(self.base_url)

@@ -63,8 +63,8 @@ def test_q_finds_name_email_and_company(api, unique):
     assert ids == [contact["id"]]
 
 
-def test_filters_sort_cursor_and_total(api, unique):
-    owner = f"owner-{unique}"
+def test_filters_sort_cursor_and_total(api, stack, unique):
+    owner = stack.add_user(f"owner-{unique}")
     made = [make_contact(api, f"{unique}{i}", owner_id=owner, tags=[f"t{unique}"],
                          source="fair", status="prospect" if i % 2 else "lead",
                          phones=[f"+3933{int(unique, 16) % 10**7:07d}{i}"])

@@ -139,13 +139,13 @@ def test_bad_pipelines_are_refused(api, unique):
         assert api.post("/pipelines", json=body).status_code == 422, body
 
 
-def test_deal_crud_validation_and_duplicate_flag(api, unique):
+def test_deal_crud_validation_and_duplicate_flag(api, stack, unique):
     contact = make_contact(api, unique)
     company = api.post("/companies", json={"name": f"Acme {unique}"}).json()
     pipeline = make_pipeline(api, unique)
     other = make_pipeline(api, unique + "o")
     deal = make_deal(api, pipeline, title="Shop", contact_id=contact["id"], company_id=company["id"],
-                     owner_id=f"user-{unique}", source="website", expected_close_date="2026-12-01",
+                     owner_id=stack.add_user(f"user-{unique}"), source="website", expected_close_date="2026-12-01",
                      notes="first talk", currency="eur")
     assert deal["currency"] == "EUR" and deal["status"] == "open" and deal["probability"] == 10
     assert deal["possible_duplicates"] == [] and deal["closed_at"] is None
@@ -339,8 +339,8 @@ def test_contact_merge_repoints_deals(api, stack, unique):
 
 def test_agent_sees_only_own_deals(api, stack, unique):
     pipeline = make_pipeline(api, unique)
-    mine = make_deal(api, pipeline, owner_id=f"a-{unique}")
-    theirs = make_deal(api, pipeline, owner_id=f"b-{unique}")
+    mine = make_deal(api, pipeline, owner_id=stack.add_user(f"a-{unique}"))
+    theirs = make_deal(api, pipeline, owner_id=stack.add_user(f"b-{unique}"))
     agent = {"user_id": f"a-{unique}", "user_role": "agent"}
     listed = stack.rpc.call("deals", "list_deals", {"pipeline_id": pipeline["id"]}, context=agent)
     assert [d["id"] for d in listed["items"]] == [mine["id"]]
@@ -374,7 +374,7 @@ def test_openapi_documents_the_deals_api(api):
         assert path in spec["paths"], path
 
 
-def test_roles_through_the_gateway(api, make_user, unique):
+def test_roles_through_the_gateway(api, stack, make_user, unique):
     """Signed-in people: an agent's deals default to them and they see only their own;
     the sales setup (pipelines, lists, targets) is for managers and admins."""
     agent = make_user("agent", team=f"team-{unique}")
@@ -382,7 +382,7 @@ def test_roles_through_the_gateway(api, make_user, unique):
     own = agent.post("/deals", json={"title": "Mine", "currency": "EUR", "pipeline_id": pipeline["id"]})
     assert own.status_code == 201, own.text
     assert own.json()["owner_id"] == agent.user["id"]
-    other = make_deal(api, pipeline, owner_id=f"someone-{unique}")
+    other = make_deal(api, pipeline, owner_id=stack.add_user(f"someone-{unique}"))
     listed = agent.get("/deals", params={"pipeline_id": pipeline["id"]}).json()["items"]
     assert [d["id"] for d in listed] == [own.json()["id"]]
     assert agent.get(f"/deals/{other['id']}").status_code == 404

@@ -26,7 +26,7 @@ def seeded(api, stack):
     ids = stage_ids(pipeline)
     kinds = {s["id"]: s["kind"] for s in pipeline["stages"]}
     probability = {s["id"]: s["probability"] for s in pipeline["stages"]}
-    u1, u2 = f"u1-{unique}", f"u2-{unique}"
+    u1, u2 = stack.add_user(f"u1-{unique}"), stack.add_user(f"u2-{unique}")
     # name: owner, source, currency, amount, expected close, [(stage, when), ...]
     plan = {
         "d1": (u1, "website", "EUR", 1000, None, [("New", at(1, 1)), ("Offer", at(1, 3)), ("Won", at(1, 11))]),
@@ -218,11 +218,11 @@ def test_targets_progress(api, stack, seeded):
     assert api.get(f"/targets/{monthly.json()['id']}").status_code == 404
 
 
-def test_reports_follow_api_moves_end_to_end(api, unique):
+def test_reports_follow_api_moves_end_to_end(api, stack, unique):
     """Deals created and moved through the API show up in this month's reports and targets."""
     pipeline = make_pipeline(api, unique)
     ids = stage_ids(pipeline)
-    owner = f"live-{unique}"
+    owner = stack.add_user(f"live-{unique}")
     won = make_deal(api, pipeline, owner_id=owner, amount=1200, source="referral")
     api.post(f"/deals/{won['id']}/move", json={"stage_id": ids["Offer"]})
     api.post(f"/deals/{won['id']}/move", json={"stage_id": ids["Won"]})
@@ -287,7 +287,7 @@ def test_funnel_counters_follow_moves_owner_changes_and_a_rebuild(api, stack, un
     equal the ones the rebuild computes from the history."""
     pipeline = make_pipeline(api, unique)
     ids = stage_ids(pipeline)
-    a, b = f"fa-{unique}", f"fb-{unique}"
+    a, b = stack.add_user(f"fa-{unique}"), stack.add_user(f"fb-{unique}")
     d1 = make_deal(api, pipeline, owner_id=a)
     d2 = make_deal(api, pipeline, owner_id=a)
     d3 = make_deal(api, pipeline, owner_id=b)
@@ -412,7 +412,7 @@ def test_summaries_follow_every_kind_of_write(api, stack, unique):
     admin, agent and manager, with ranges ending mid-day and mid-month."""
     pipeline = make_pipeline(api, unique)
     ids = stage_ids(pipeline)
-    a, b = f"sa-{unique}", f"sb-{unique}"
+    a, b = stack.add_user(f"sa-{unique}"), stack.add_user(f"sb-{unique}")
     deals = [make_deal(api, pipeline, owner_id=owner, amount=amount, currency=currency,
                        source=source, expected_close_date=close)
              for owner, amount, currency, source, close in (
@@ -526,7 +526,7 @@ def test_summaries_stay_exact_when_a_writer_dies_between_its_two_marks(api, stac
     token is older than summaries.PENDING_TIMEOUT; then a read stores it and drops the token."""
     pipeline = make_pipeline(api, unique)
     ids = stage_ids(pipeline)
-    deal = _move(api, make_deal(api, pipeline, owner_id=f"w-{unique}", amount=500), ids["Won"])
+    deal = _move(api, make_deal(api, pipeline, owner_id=stack.add_user(f"w-{unique}"), amount=500), ids["Won"])
     now = datetime.now(timezone.utc)
     params = {"group_by": "owner", "pipeline_id": pipeline["id"],
               "from": _z(now - timedelta(days=3)), "to": _z(now + timedelta(days=1))}
@@ -573,7 +573,7 @@ def test_a_recompute_racing_a_write_is_not_stored(api, stack, unique):
     answers this report only; the bucket stays dirty and the next report is exact."""
     pipeline = make_pipeline(api, unique)
     ids = stage_ids(pipeline)
-    deal = _move(api, make_deal(api, pipeline, owner_id=f"r-{unique}", amount=500), ids["Won"])
+    deal = _move(api, make_deal(api, pipeline, owner_id=stack.add_user(f"r-{unique}"), amount=500), ids["Won"])
     db = stack.db("deals")
     day = f"{summaries.SALES_DAY}|{deal['closed_at'][:10]}|{pipeline['id']}"
     start = datetime.fromisoformat(deal["closed_at"].replace("Z", "+00:00")).replace(
@@ -606,8 +606,8 @@ def test_rebuild_keeps_what_the_writes_built(api, stack, unique):
     """The summaries written write by write equal the ones the rebuild computes."""
     pipeline = make_pipeline(api, unique)
     ids = stage_ids(pipeline)
-    deal = make_deal(api, pipeline, owner_id=f"rb-{unique}", expected_close_date="2031-01-15")
-    _move(api, make_deal(api, pipeline, owner_id=f"rb-{unique}"), ids["Won"])
+    deal = make_deal(api, pipeline, owner_id=stack.add_user(f"rb-{unique}"), expected_close_date="2031-01-15")
+    _move(api, make_deal(api, pipeline, owner_id=stack.add_user(f"rb-{unique}")), ids["Won"])
     _patch(api, deal, amount=777)
     now = datetime.now(timezone.utc)
     params = {"group_by": "source", "from": _z(now - timedelta(days=70)), "to": _z(now + timedelta(hours=2))}

@@ -82,12 +82,12 @@ def test_xlsx_export(api, unique):
     assert again["counts"]["skipped"] == 3
 
 
-def test_export_respects_visibility(api, make_user, unique):
+def test_export_respects_visibility(api, stack, make_user, unique):
     agent = make_user("agent")
     mine = agent.post("/contacts", json={"first_name": "Mine", "last_name": unique,
                                          "tags": [f"vis{unique}"]})
     assert mine.status_code == 201, mine.text
-    other = make(api, unique, 5, tags=[f"vis{unique}"], owner_id="someone-else")
+    other = make(api, unique, 5, tags=[f"vis{unique}"], owner_id=stack.add_user("someone-else"))
     ids = {r["id"] for r in read_csv(agent.get("/contacts/export",
                                                 params={"tag": f"vis{unique}"}))}
     assert mine.json()["id"] in ids and other["id"] not in ids

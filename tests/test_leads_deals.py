@@ -168,7 +168,7 @@ def test_owner_rules(api, stack, record_events, unique):
     assert owners == users + users[:1]
 
     # least open deals: a has 2 open deals, b 0, c 1 -> b; then b and c tie at 1 -> b (listed first)
-    a, b, c = (f"lo{x}-{unique}" for x in "abc")
+    a, b, c = (stack.add_user(f"lo{x}-{unique}") for x in "abc")
     for owner in (a, a, c):
         make_deal(api, pipeline, owner_id=owner)
     lost = make_deal(api, pipeline, owner_id=b)  # closed deals do not count

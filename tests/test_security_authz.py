@@ -320,7 +320,7 @@ def test_deals_tasks_and_contacts_owned_only_within_the_rule(stack, api, people,
         {"name": "New"}, {"name": "Won", "kind": "won"}, {"name": "Lost", "kind": "lost"}]}).json()
     deal = {"title": "D", "currency": "EUR", "pipeline_id": pipeline["id"]}
     assert agent.post("/deals", json={**deal, "owner_id": outsider.user["id"]}).status_code == 403
-    assert agent.post("/deals", json={**deal, "owner_id": f"ghost-{unique}"}).status_code == 403
+    assert agent.post("/deals", json={**deal, "owner_id": f"ghost-{unique}"}).status_code == 422
     assert manager.post("/deals", json={**deal, "owner_id": outsider.user["id"]}).status_code == 403
     given = manager.post("/deals", json={**deal, "owner_id": agent.user["id"]})
     assert given.status_code == 201 and given.json()["owner_id"] == agent.user["id"]
@@ -342,6 +342,62 @@ def test_deals_tasks_and_contacts_owned_only_within_the_rule(stack, api, people,
 
     assert agent.post("/contacts", json={"first_name": "C", "owner_id": outsider.user["id"],
                                          "emails": [f"c-{unique}@example.com"]}).status_code == 403
+
+
+def test_writes_name_only_active_users(stack, api, people, unique):
+    """Finding: an admin (or API key) gave records to ids no user has. Every field that names
+    a person is checked once, at the gateway: 422 naming the field, nothing changed."""
+    agent = people["agent"]
+    gone = stack.add_user(f"gone-{unique}", active=False)
+    pipeline = api.post("/pipelines", json={"name": f"Ref {unique}", "stages": [
+        {"name": "New"}, {"name": "Won", "kind": "won"}, {"name": "Lost", "kind": "lost"}]}).json()
+    key = f"helper_{unique}"
+    assert api.post("/custom-fields", json={"entity": "deal", "key": key, "label": "Helper",
+                                            "type": "user"}).status_code == 201
+    mine = {"owner_id": agent.user["id"]}
+    contact = api.post("/contacts", json={"first_name": "R", **mine}).json()
+    company = api.post("/companies", json={"name": f"Ref {unique}", **mine}).json()
+    deal = api.post("/deals", json={"title": "R", "currency": "EUR",
+                                    "pipeline_id": pipeline["id"], **mine}).json()
+    task = api.post("/tasks", json={"title": "R", "assignee_id": agent.user["id"]}).json()
+    for nobody in (f"ghost-{unique}", gone):
+        for method, path, body, field in (
+                ("POST", "/contacts", {"first_name": "G", "owner_id": nobody}, "owner_id"),
+                ("PATCH", f"/contacts/{contact['id']}", {"owner_id": nobody}, "owner_id"),
+                ("POST", "/companies", {"name": "G", "owner_id": nobody}, "owner_id"),
+                ("PATCH", f"/companies/{company['id']}", {"owner_id": nobody}, "owner_id"),
+                ("POST", "/deals", {"title": "G", "currency": "EUR", "pipeline_id": pipeline["id"],
+                                    "owner_id": nobody}, "owner_id"),
+                ("PATCH", f"/deals/{deal['id']}", {"owner_id": nobody}, "owner_id"),
+                ("PATCH", f"/deals/{deal['id']}", {"custom": {key: nobody}}, "custom"),
+                ("POST", "/tasks", {"title": "G", "assignee_id": nobody}, "assignee_id"),
+                ("PATCH", f"/tasks/{task['id']}", {"assignee_id": nobody}, "assignee_id"),
+                ("POST", "/task-rules", {"pipeline_id": pipeline["id"], "title": "G",
+                                         "stage_id": pipeline["stages"][0]["id"],
+                                         "due_in_minutes": 60, "assignee_id": nobody},
+                 "assignee_id"),
+                ("POST", "/targets", {"user_id": nobody, "period": "2026-01",
+                                      "deals_count": 1}, "user_id"),
+                ("POST", "/targets", {"team": people["team"], "period": "2026-01", "deals_count": 1,
+                                      "member_ids": [agent.user["id"], nobody]}, "member_ids"),
+                ("POST", "/forms", {"name": "G", "owner_rule": {
+                    "kind": "round_robin", "user_ids": [nobody]}}, "owner_rule"),
+                ("POST", "/calls", {"to": mobile(), "agent_id": nobody}, "agent_id")):
+            refused = api.request(method, path, json=body)
+            assert refused.status_code == 422, (path, body, refused.text)
+            details = error(refused)["details"]
+            assert field in details["fields"] and details["unknown_users"] == [nobody], details
+        started, _ = run_import(api, csv_file([["Ann"]], ("First name",)),
+                                default_owner_id=nobody)
+        assert started.status_code == 422 and "default_owner_id" in error(started)["details"]["fields"]
+    # nothing changed
+    assert api.get(f"/contacts/{contact['id']}").json()["owner_id"] == agent.user["id"]
+    assert api.get(f"/companies/{company['id']}").json()["owner_id"] == agent.user["id"]
+    kept = api.get(f"/deals/{deal['id']}").json()
+    assert kept["owner_id"] == agent.user["id"] and not kept.get("custom", {}).get(key)
+    assert api.get(f"/tasks/{task['id']}").json()["assignee_id"] == agent.user["id"]
+    given = api.patch(f"/deals/{deal['id']}", json={"custom": {key: agent.user["id"]}})
+    assert given.status_code == 200 and given.json()["custom"][key] == agent.user["id"]
 
 
 def test_click_to_call_as_oneself_to_a_visible_contact(stack, api, people, unique):

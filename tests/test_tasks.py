@@ -28,7 +28,9 @@ def wait_until(fetch, check, timeout=10):
 
 
 def announce_user(stack, user_id, manager_id=None, active=True, timezone_name=None):
-    """Announce a user as the gateway does, and wait until tasks has its copy."""
+    """A gateway user (tests/stack.py add_user) announced as the gateway does; waits until
+    tasks has its copy."""
+    stack.add_user(user_id, active=active, manager_id=manager_id)
     publish_event(stack.amqp_uri, "gateway", "user_upserted", {"user": {
         "id": user_id, "email": f"{user_id}@example.com", "name": user_id, "role": "agent",
         "team": "t", "manager_id": manager_id, "active": active, "timezone": timezone_name}})

@@ -117,6 +117,7 @@ def replay(api, provider, events, headers):
 def add_user(stack, user_id=None, ext=None, name="Agent"):
     user = {"id": user_id or f"u{random.randint(0, 10**9)}", "email": None, "name": name,
             "role": "agent", "active": True, "extension": ext or extension()}
+    stack.add_user(user["id"], name=name)  # writes may name them (gateway/user_refs.py)
     publish_event(stack.amqp_uri, "gateway", "user_upserted", {"user": user})
     deadline = time.time() + 10
     while time.time() < deadline:

@@ -110,13 +110,14 @@ class TelephonyService(HealthEntrypoints):
         dialing anything: then nothing is recorded."""
         settings = self.settings
         adapter = ORIGINATE.get(settings.originate)
+        call_log = CallLog(self.calls)
+        # the request's own faults (403, 422) before the platform's (503): writes nothing
+        doc, job = call_log.new_origination(payload, settings.originate)
         missing = (adapter.not_configured(settings) if adapter is not None
                    else f"no click-to-call adapter (originate: {settings.originate!r})")
         if missing:
             raise Unavailable("Click-to-call is not configured: " + missing,
                               {"reason": missing, "originate": settings.originate})
-        call_log = CallLog(self.calls)
-        doc, job = call_log.new_origination(payload, settings.originate)
         result, session = adapter.request(settings, job)
         if result["status"] == "failed":
             raise Unavailable("The PBX did not take the call: " + (result.get("reason") or ""),

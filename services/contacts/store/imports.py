@@ -178,7 +178,9 @@ class ImportStore(BaseStore):
         return docs
 
     def users_by_emails(self, emails):
-        return {u["email"]: u["_id"] for u in find_in(self.users, "email", emails)}
+        """Active users by email (an import row may give contacts only to them)."""
+        return {u["email"]: u["_id"] for u in find_in(self.users, "email", emails)
+                if u.get("active", True) is not False}
 
     def upsert_user(self, user):
         self.users.replace_one({"_id": user["id"]},
@@ -191,7 +193,9 @@ class ImportStore(BaseStore):
         return self.users.find_one({"_id": user_id})
 
     def known_user_ids(self, user_ids):
-        return {u["_id"] for u in find_in(self.users, "_id", list(user_ids), {"_id": 1})}
+        """The active users among these ids."""
+        return {u["_id"] for u in find_in(self.users, "_id", list(user_ids), {"active": 1})
+                if u.get("active", True) is not False}
 
     def active_user_ids(self, user_ids):
         return active_ids(self.users, user_ids)
