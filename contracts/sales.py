@@ -58,7 +58,8 @@ class DecimalText(fields.Field):
 
     def __init__(self, places, minimum, maximum, **kwargs):
         self.places, self.minimum, self.maximum = places, minimum, maximum
-        metadata = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$",
+        digits = len(str(int(maximum)))  # the pattern bounds digits and decimals as the server
+        metadata = {"type": "string", "pattern": rf"^[0-9]{{1,{digits}}}(\.[0-9]{{1,{places}}})?$",
                     "description": f"a decimal (number or text), at most {places} decimals, "
                                    f"{minimum}..{maximum}"}
         super().__init__(metadata={**metadata, **kwargs.pop("metadata", {})}, **kwargs)
