@@ -305,13 +305,22 @@ def test_imports_give_contacts_only_to_whom_the_importer_may(stack, api, people,
     assert [e["row"] for e in first["items"] + rest["items"]] == [2, 3, 4]
     assert agent.get(f"/imports/{job['id']}/errors", params={
         "cursor": first["next_cursor"][:-2] + "AA"}).status_code == 422
-    # an admin may name anyone who exists, never an unknown id
+    # an admin may name anyone who exists and is active, never an unknown or inactive id:
+    # such a row is a row error (the default owner has it), not a failed import
+    gone = api.post("/users", json={"email": f"gone-{unique}@crm.test", "password": "p" * 12,
+                                    "name": "Gone", "role": "agent"}).json()
+    assert api.patch(f"/users/{gone['id']}", json={"active": False}).status_code == 200
+    assert copied(stack, "contacts", gone["id"], active=False)
     _, job = run_import(api, csv_file([["Zed", f"zed-{unique}@example.com", f"ghost2-{unique}"],
-                                       ["Ola", f"ola-{unique}@example.com", outsider.user["id"]]],
+                                       ["Ola", f"ola-{unique}@example.com", outsider.user["id"]],
+                                       ["Ina", f"ina-{unique}@example.com", gone["id"]]],
                                       ("First name", "Email", "Owner id")))
+    assert job and job["status"] == "done" and job["counts"]["created"] == 3, job
     found = {n: api.get("/contacts/lookup", params={"email": f"{n.lower()}-{unique}@example.com"})
-             .json()["items"][0]["owner_id"] for n in ("Zed", "Ola")}
+             .json()["items"][0]["owner_id"] for n in ("Zed", "Ola", "Ina")}
     assert found["Ola"] == outsider.user["id"] and found["Zed"] != f"ghost2-{unique}"
+    assert found["Ina"] != gone["id"]
+    assert {e["row"] for e in api.get(f"/imports/{job['id']}/errors").json()["items"]} == {2, 4}
 
 
 def test_deals_tasks_and_contacts_owned_only_within_the_rule(stack, api, people, unique):

@@ -123,6 +123,7 @@ def rss_mib(pid):
 STRICT_ENV = {
     "CRM_TRUSTED_PROXY_HOPS": "1",
     "CRM_TELEGRAM_RATE_PER_IP_PER_MINUTE": "10",
+    "CRM_TELEGRAM_RATE_GLOBAL_PER_MINUTE": "15",
     "CRM_FORM_RATE_GLOBAL_PER_MINUTE": "15",
     "CRM_PROVIDER_WEBHOOK_RATE_PER_IP_PER_MINUTE": "10",
     "CRM_PROVIDER_WEBHOOK_RATE_GLOBAL_PER_MINUTE": "1000",
@@ -466,12 +467,13 @@ def test_telegram_random_keys_from_one_ip_are_limited_before_rpc(strict):
     assert after.status_code == 429
 
 
-def test_forms_have_a_global_limit_over_every_ip(strict):
-    codes = statuses([requests.post(f"{strict}/api/v1/forms/f{uuid.uuid4().hex}/submissions",
-                                    json={"email": "a@example.com"},
-                                    headers={"X-Forwarded-For": an_ip()}, timeout=10)
-                      for _ in range(40)])
-    assert 429 in codes and codes.count(404) <= 30, codes
+def test_forms_and_telegram_have_a_global_limit_over_every_ip(strict):
+    for path, body in (("/api/v1/forms/f{}/submissions", {"email": "a@example.com"}),
+                       ("/api/v1/inbound/telegram/k{}", {"update_id": 1})):
+        codes = statuses([requests.post(strict + path.format(uuid.uuid4().hex), json=body,
+                                        headers={"X-Forwarded-For": an_ip()}, timeout=10)
+                          for _ in range(40)])
+        assert 429 in codes and codes.count(404) <= 30, (path, codes)
 
 
 def test_provider_webhooks_and_login_are_limited_per_ip(strict):
