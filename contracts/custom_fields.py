@@ -135,7 +135,8 @@ def custom_sort_field(*names):
 
 class CustomFilters(Schema):
     """What a list filtered by typed custom fields accepts besides its own parameters."""
-    custom_filters = fields.Dict(keys=fields.String(), values=fields.String(), metadata={
+    custom_filters = fields.Dict(keys=fields.String(validate=validate.Regexp(
+        r"^cf\.[A-Za-z_][A-Za-z0-9_]{0,63}(\.(gte|lte|ne))?$")), values=fields.String(), metadata={
         "description": "typed custom fields: `cf.<key>=value` (equals), `cf.<key>.gte=`, "
                        "`.lte=`, `.ne=` as query parameters (gathered here)"})
 

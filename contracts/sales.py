@@ -59,7 +59,8 @@ class DecimalText(fields.Field):
     def __init__(self, places, minimum, maximum, **kwargs):
         self.places, self.minimum, self.maximum = places, minimum, maximum
         digits = len(str(int(maximum)))  # the pattern bounds digits and decimals as the server
-        metadata = {"type": "string", "pattern": rf"^[0-9]{{1,{digits}}}(\.[0-9]{{1,{places}}})?$",
+        text = {"type": "string", "pattern": rf"^[0-9]{{1,{digits}}}(\.[0-9]{{1,{places}}})?$"}
+        metadata = {"anyOf": [text, {"type": "number", "minimum": minimum, "maximum": maximum}],
                     "description": f"a decimal (number or text), at most {places} decimals, "
                                    f"{minimum}..{maximum}"}
         super().__init__(metadata={**metadata, **kwargs.pop("metadata", {})}, **kwargs)

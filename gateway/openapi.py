@@ -85,7 +85,10 @@ def _strict_nullable_refs(node):
 
 
 def _operation(route):
-    parameters = [{"in": "path", "name": name, "required": True, "schema": {"type": "string"}}
+    # a path parameter's schema: text, unless the route states one (e.g. an enum)
+    path_schemas = route.extra.get("path_schemas", {})
+    parameters = [{"in": "path", "name": name, "required": True,
+                   "schema": path_schemas.get(name, {"type": "string"})}
                   for name in _PATH_PARAM.findall(route.path)]
     if route.query:
         parameters.append({"in": "query", "schema": route.query})

@@ -35,7 +35,11 @@ EXPECTED_REJECTIONS = (
     (r".*", r"^Give exactly one of|^Give \w+ and/or|needs (its|member_ids)|^A \w+ rule names|"
             r"^A channel route names|^A recurring task needs|^Give \w+ or \w+\.$"
             r"|^Give a body, html or a template|^Only select fields have options"
-            r"|^A select field needs options|^An? \w+ trigger names"),
+            r"|^A select field needs options|^An? \w+ trigger names"
+            r"|^Give \w+ or \w+, not both|^Exactly one primary|^Each \w+ once"),
+    # a quote or invoice is made of the deal's line items (run-time state); an uploaded
+    # file's bytes must be UTF-8 text (binary content, not a schema's say)
+    (r"deal_id|file", r"^The deal has no line items|^Not UTF-8 text"),
     # an automation rule's actions and conditions, and a segment's filters, are free-form
     # objects in the document (each action type, operator and filter is described in the
     # field's description; the marshmallow contract has no per-type schema to generate)
@@ -87,16 +91,16 @@ EXPECTED_REJECTIONS = (
     # role must grant something; a marketing e-mail carries its unsubscribe link
     (r".*", r"^A segment with no filter matches every contact|^A role that grants nothing"
             r"|^A marketing e-mail carries"),
-    # a decimal given as text (quantities, percentages): its range is in the field's
-    # description; a pattern cannot bound a number written as text
-    (r".*", r"^Must be between \d"),
+    # a decimal (quantities, percentages) as text or number: a pattern cannot bound a
+    # number written as text, and a JSON number's decimals have no exact multipleOf
+    (r".*", r"^Must be between \d|^A decimal with at most \d decimals"),
     # "this only with that" between two parameters
     (r".*", r"^Required with "),
     # phone numbers are parsed (libphonenumber): no pattern says which digits make a number
     (r"phone|phones|to|from|number", r"^Not a phone number"),
     # ids and names that must exist (a pipeline, stage, user, contact...): a generator
     # cannot know them; 404 is already an accepted answer, these are body/query references
-    (r".*", r"^Unknown (pipeline|stage|user|owner|contact|company|deal|team|source|form)"
+    (r".*", r"^Unknown (pipeline|stage|user|owner|contact|company|deal|team|source|form|product)"
             r"|not found|does not exist|^No such|^No agent with"),
 )
 # the same, where the 422's message names the rule and its fields list the offending values
@@ -174,12 +178,16 @@ def filter_failure(context, failure, case, response):
         code, _ = _field_errors(response)
         if response.status_code == 400 and code == "bad_request" and any(
                 text in response.content for text in (
+                    # an uploaded file's name must end .csv/.xlsx and its bytes be such a
+                    # file (more than blanks): not a schema's say about binary content
                     b"Not a CSV or XLSX file", b"The file is empty", b"Not a readable XLSX",
                     b"Old .xls files are not supported",
                     # the unsubscribe link's token is signed by the server, like a cursor
-                    b"This unsubscribe link is not valid")):
-            # the uploaded file's name must end .csv/.xlsx and its bytes be such a file (more
-            # than blanks): not a schema's say about binary content
+                    b"This unsubscribe link is not valid",
+                    # `cf.<key>` list filters name custom fields defined at run time, with
+                    # values of their type
+                    b"No custom field ", b"Combine an equality with nothing else",
+                    b"Bad value for cf.")):
             return False
         return not _expected_rejection(response)
     return True

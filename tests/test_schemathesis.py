@@ -14,6 +14,7 @@ per operation:
 
     .venv/bin/python -m pytest -m fuzz -p no:cacheprovider tests/test_schemathesis.py
     CRM_FUZZ_EXAMPLES_ALL=20 CRM_FUZZ_MAX_TIME=1200 ...   # a reduced run
+    CRM_FUZZ_PATHS='^/api/v1/(quotes|segments)' CRM_FUZZ_PHASES=examples,coverage ...
 
 It writes its reports (JUnit, NDJSON) under .logs/tests/fuzz-<stack prefix>/."""
 import os
@@ -154,6 +155,10 @@ def test_api_passes_every_schemathesis_check(fuzz_stack, fuzz_admin):
     os.makedirs(report_dir, exist_ok=True)
     if os.environ.get("CRM_FUZZ_MAX_TIME"):
         command += ["--max-time", os.environ["CRM_FUZZ_MAX_TIME"]]
+    if os.environ.get("CRM_FUZZ_PATHS"):  # a regex: re-check only the operations just fixed
+        command += ["--include-path-regex", os.environ["CRM_FUZZ_PATHS"]]
+    if os.environ.get("CRM_FUZZ_PHASES"):
+        command[command.index("--phases") + 1] = os.environ["CRM_FUZZ_PHASES"]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks",
            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}

@@ -7,6 +7,7 @@ from gateway.routes import api
 
 TAG = "custom-fields"
 WRITE_ERRORS = (400, 403, 404, 409, 413, 415, 422, 503, 504)
+ENTITY_PATH = {"entity": {"type": "string", "enum": list(s.ENTITIES)}}
 
 
 def _owner(entity, field="entity"):
@@ -55,7 +56,8 @@ def update_field(field_id, body, params):
 
 @api.route("/custom-fields/minimal/{entity}", "GET",
            "The minimal data set of an entity: standard fields plus the custom fields defined required",
-           TAG, response=s.MinimalOut, permission="custom-fields:read")
+           TAG, response=s.MinimalOut, permission="custom-fields:read",
+           extra={"path_schemas": ENTITY_PATH})
 def get_minimal(entity, body, params):
     return call(_owner(entity), "get_minimal_fields", entity)
 
@@ -63,7 +65,7 @@ def get_minimal(entity, body, params):
 @api.route("/custom-fields/minimal/{entity}", "PUT",
            "Set the standard fields of an entity's minimal data set (admins)", TAG,
            body=s.MinimalIn, response=s.MinimalOut, errors=WRITE_ERRORS,
-           permission="custom-fields:manage")
+           permission="custom-fields:manage", extra={"path_schemas": ENTITY_PATH})
 def set_minimal(entity, body, params):
     return call(_owner(entity), "set_minimal_fields", entity, body)
 
