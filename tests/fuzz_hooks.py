@@ -35,7 +35,7 @@ EXPECTED_REJECTIONS = (
     (r".*", r"^Give exactly one of|^Give \w+ and/or|needs (its|member_ids)|^A \w+ rule names|"
             r"^A channel route names|^A recurring task needs|^Give \w+ or \w+\.$"
             r"|^Give a body, html or a template|^Only select fields have options"
-            r"|^A select field needs options|^An? \w+ trigger names"
+            r"|^A select field needs options|^An? \w+ trigger (names|needs)"
             r"|^Give \w+ or \w+, not both|^Exactly one primary|^Each \w+ once"),
     # a quote or invoice is made of the deal's line items (run-time state); an uploaded
     # file's bytes must be UTF-8 text (binary content, not a schema's say)
@@ -83,7 +83,7 @@ EXPECTED_REJECTIONS = (
     (r"error", r"^Unknown field\.$"),
     # an import's mapping names the file's own columns, and one of them must give a name,
     # an email or a phone: what the uploaded file holds, not a schema's say
-    (r".*", r"^No such column in the file|^No column maps to a name"),
+    (r".*", r"^No such column in the file|^No column maps to a name|^Map at least one column"),
     # a rule's trigger field names a field of the record, custom ones included (configured
     # at run time)
     (r"trigger\.field", r"^unknown field "),
