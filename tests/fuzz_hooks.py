@@ -193,7 +193,8 @@ def filter_failure(context, failure, case, response):
                     # values of their type
                     b"No custom field ", b"Combine an equality with nothing else",
                     b"Bad value for cf.", b"Not a custom field filter: cf.",
-                    b"Cannot sort by 'cf.")):
+                    b"Cannot sort by 'cf.",
+                    b"Sorts and ranges of custom fields (cf.<key>) cannot be combined")):
             return False
         return not _expected_rejection(response)
     return True
