@@ -401,7 +401,7 @@ class JobRunner:
         wanted = {f["owner_email"] for _, f in rows if f.get("owner_email")}
         found = self.store.users_by_emails(wanted)
         ids = {f["owner_id"] for _, f in rows if f.get("owner_id")}
-        known = self.store.known_user_ids(ids) if ids else set()
+        known = self.store.active_user_ids(ids) if ids else set()
         allowed = self.job.get("assignable_owners")
         owners = {}
         for number, fields in rows:

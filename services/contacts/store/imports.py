@@ -192,11 +192,6 @@ class ImportStore(BaseStore):
     def get_user(self, user_id):
         return self.users.find_one({"_id": user_id})
 
-    def known_user_ids(self, user_ids):
-        """The active users among these ids."""
-        return {u["_id"] for u in find_in(self.users, "_id", list(user_ids), {"active": 1})
-                if u.get("active", True) is not False}
-
     def active_user_ids(self, user_ids):
         return active_ids(self.users, user_ids)
 
