@@ -17,7 +17,7 @@ from crm_common.mongo import MongoStore
 from services.automation.actions import Actions
 from services.automation.campaigns import Campaigns
 from services.automation.engine import NOT_TRIGGERS
-from services.automation.dependencies import CauseDepth, CauseRpc
+from services.automation.dependencies import CauseDepth, CauseRpc, EventIntake
 from services.automation.operations import Automation
 from services.automation.store import AutomationStore
 from services.automation.task_rules import TaskRules
@@ -33,7 +33,7 @@ def _events_of(source):
 def _source_handler(source):
     @source_handler(source, _events_of(source))
     def handle(self, event):
-        self.automation.on_event(event, self.depth)
+        self.automation.on_event(event, self.depth, self.intake)
 
     handle.__name__ = f"on_{source}_events"
     handle.__doc__ = "Every event of this source: kept for dry runs, and the rules it triggers run."
@@ -48,6 +48,7 @@ class AutomationService(HealthEntrypoints, ClockEntrypoints):
     caller = CallerContext()
     dispatch = OutboxDispatcher()
     depth = CauseDepth()
+    intake = EventIntake()
     tasks_rpc = CauseRpc("tasks")
     deals_rpc = CauseRpc("deals")
     contacts_rpc = CauseRpc("contacts")
