@@ -393,6 +393,20 @@ def test_segment_and_campaign_consent_and_unsubscribe(two_replicas, api, stack, 
     assert sends[people[1]["id"]]["detail"]["reason"] == "unsubscribed"
     assert sends[people[0]["id"]]["detail"]["reason"] == "no_mailbox"
 
+    # a lead from the campaign's link (its utm_campaign): the campaign is its lead source
+    from tests.test_leads import create_form, request_of, submit
+    source = done["source"]
+    assert source == f"campaign:{campaign['id']}"
+    form = create_form(api, pipeline_id=make_pipeline(api, unique, "New")["id"])
+    answer = submit(stack, form["key"], json={"name": f"Eve {unique}", "utm_campaign": source,
+                                              "email": f"eve.{unique}@example.com"})
+    assert answer.status_code == 202, answer.text
+    assert request_of(api, answer.json()["id"])["deal_created"] is True
+    [row] = api.get("/reports/sources", params={"source": source, "period": "all"}).json()["rows"]
+    assert (row["leads"], row["deals"]) == (1, 1)
+    registered = api.get("/lead-sources", params={"limit": 500}).json()["items"]
+    assert [s["description"] for s in registered if s["name"] == source] == [f"Campaign: Sale {unique}"]
+
 
 def test_stage_rules_held_by_tasks_are_copied_once(two_replicas, api, stack, unique):
     """The rules the tasks service kept before they became automation rules are copied at

@@ -391,7 +391,7 @@ def check_template(source, roots, where):
         parsed = _env.parse(source)
     except TemplateSyntaxError as error:
         raise invalid(where, f"Template syntax error line {error.lineno}: {error.message}")
-    allowed = set(roots) | {"event", "rule", "unsubscribe_url"}
+    allowed = set(roots) | {"event", "rule", "unsubscribe_url", "campaign_source", "utm_query"}
     for name in meta.find_undeclared_variables(parsed):
         if name not in allowed:
             raise invalid(where, f"Unknown placeholder {name!r}; available: "

@@ -69,7 +69,7 @@ class AutomationService(HealthEntrypoints, ClockEntrypoints):
     @property
     def campaigns(self):
         return Campaigns(self.store, self.caller, self.clock, CONFIG, self.conversations_rpc,
-                         self.contacts_rpc, self.dispatch)
+                         self.contacts_rpc, self.dispatch, self.deals_rpc)
 
     # rules
     @rpc(expected_exceptions=EXPECTED)
