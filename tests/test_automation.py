@@ -565,3 +565,30 @@ def test_the_default_birthday_greeting_is_edited_enabled_and_sent(two_replicas, 
         api.patch("/automation/rules/default-birthday-greeting", json={"enabled": False})
         api.delete(f"/channels/{sms.json()['id']}")
         gateway.stop()
+
+
+def test_notifications_birthday_greetings_are_copied_into_the_rule_once(two_replicas, api, stack,
+                                                                        unique):
+    """One greeting mechanism: the owners who had notifications greet their contacts become
+    the birthday rule's audience (once, whichever replica's timer does it)."""
+    from tests.test_notifications import make_user
+    owner = make_user(stack, unique)["id"]
+    assert api.put("/notification-preferences", params={"user_id": owner},
+                   json={"birthday_greetings": True}).status_code == 200
+    before = api.get("/automation/rules/default-birthday-greeting").json()
+    assert before["enabled"] is False
+    meta = stack.db("automation")["meta"]
+    meta.delete_one({"_id": "flag:birthday_greetings_copied"})  # as at the first start
+    try:
+        assert wait_until(lambda: meta.find_one({"_id": "flag:birthday_greetings_copied"}))
+        rule = api.get("/automation/rules/default-birthday-greeting").json()
+        assert rule["enabled"] is True and rule["version"] == before["version"] + 1
+        audience = rule["conditions"] if not before["conditions"] else rule["conditions"]["all"][1]
+        assert audience["field"] == "contact.owner_id" and audience["op"] == "in"
+        assert owner in audience["value"]
+        time.sleep(1)  # more ticks of both replicas: copied once
+        assert api.get("/automation/rules/default-birthday-greeting").json()["version"] == \
+            rule["version"]
+    finally:
+        api.patch("/automation/rules/default-birthday-greeting",
+                  json={"enabled": False, "conditions": before["conditions"]})

@@ -30,8 +30,10 @@ dry_run_out = schemas.DryRunOut()
 # The rules every company starts with, stored once at first start and disabled until it
 # enables them (after its own edits: channel, text, conditions); one deleted stays deleted.
 DEFAULTS_SEEDED = "default_rules_seeded"
+BIRTHDAY_RULE = "default-birthday-greeting"
+GREETINGS_COPIED = "birthday_greetings_copied"  # notifications' old greeting switch, copied
 DEFAULT_RULES = {
-    "default-birthday-greeting": {
+    BIRTHDAY_RULE: {
         "name": "Birthday greeting", "enabled": False,
         "trigger": {"type": "date_field", "record": "contact", "field": "birthday", "days": 0,
                     "when": "before", "annual": True},
@@ -197,6 +199,31 @@ class Automation:
                 "team_members": None})
         self.store.set_flag(DEFAULTS_SEEDED)
         return seeded
+
+    def copy_birthday_greetings(self, owners_of):
+        """Once: the owners who had notifications greet their contacts (its old preference,
+        `owners_of()`) become the birthday rule's audience, the rule enabled, so nobody
+        greeted before is forgotten and nobody is greeted twice (notifications no longer
+        greets). A rule the company enabled itself already is theirs: left as it is."""
+        if self.store.flag(GREETINGS_COPIED):
+            return 0
+        owners = sorted(set(owners_of() or []))  # notifications down: raises, next tick
+        rule = self.store.get_rule(BIRTHDAY_RULE)
+        copied = 0
+        if owners and rule and not rule.get("enabled"):
+            audience = {"field": "contact.owner_id", "op": "in", "value": owners}
+            conditions = rule.get("conditions")
+            merged = {**rule, "enabled": True,
+                      "conditions": {"all": [conditions, audience]} if conditions else audience}
+            self._validate(merged)
+            now = self.clock.now()
+            copied = int(bool(self.store.update_rule(BIRTHDAY_RULE, rule["version"], {
+                "enabled": True, "conditions": merged["conditions"], "scan_mark": now,
+                "updated_at": now})))
+            log.info("birthday greetings of %d owners copied from notifications into rule %s",
+                     len(owners), BIRTHDAY_RULE)
+        self.store.set_flag(GREETINGS_COPIED)
+        return copied
 
     def get_rule(self, rule_id):
         doc = self.store.get_rule(rule_id)

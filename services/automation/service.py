@@ -54,6 +54,7 @@ class AutomationService(HealthEntrypoints, ClockEntrypoints):
     contacts_rpc = CauseRpc("contacts")
     conversations_rpc = CauseRpc("conversations")
     invoices_rpc = CauseRpc(CONFIG.invoice_service)
+    notifications_rpc = CauseRpc("notifications")
 
     @property
     def clock(self):
@@ -179,6 +180,11 @@ class AutomationService(HealthEntrypoints, ClockEntrypoints):
         except (Unavailable, Timeout) as exc:  # tasks not up yet: next tick
             log.info("stage task rules not copied yet: %s", exc)
         self.automation.seed_defaults()
+        try:
+            self.automation.copy_birthday_greetings(
+                lambda: self.notifications_rpc({}).birthday_greeting_owners())
+        except Exception as exc:  # noqa: BLE001 - notifications not up yet: next tick
+            log.info("birthday greetings not copied yet: %s", exc)
         handled = self.automation.tick() + self.campaigns.tick()
         if handled:
             log.info("automation timer handled %d", handled)
