@@ -3,6 +3,8 @@ running its timer and taking events from the same queues): every run must happen
 Time-based triggers are driven by the test clock (CRM_TEST_CLOCK=1: an offset kept in the
 automation database, seen by both replicas)."""
 import json
+import os
+import signal
 import time
 from datetime import timedelta
 
@@ -15,7 +17,8 @@ from tests.test_tasks import announce_user
 
 ENV = {"CRM_TEST_CLOCK": 1, "CRM_AUTOMATION_TICK_SECONDS": 0.3,
        "CRM_AUTOMATION_RETRY_BACKOFF_S": 0.2, "CRM_AUTOMATION_ACTION_MAX_ATTEMPTS": 2,
-       "CRM_WEBHOOK_ALLOW_LOOPBACK": 1, "CRM_AUTOMATION_LOOP_LIMIT": 5}
+       "CRM_WEBHOOK_ALLOW_LOOPBACK": 1, "CRM_AUTOMATION_LOOP_LIMIT": 5,
+       "CRM_AUTOMATION_LEASE_S": 8}
 DAY = 24 * 3600
 
 
@@ -592,3 +595,65 @@ def test_notifications_birthday_greetings_are_copied_into_the_rule_once(two_repl
     finally:
         api.patch("/automation/rules/default-birthday-greeting",
                   json={"enabled": False, "conditions": before["conditions"]})
+
+
+
+def process_with_connection(pids, local_port):
+    """Which of these processes holds the TCP connection from 127.0.0.1:local_port (Linux
+    /proc: the socket's inode, then whose file descriptor it is)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == local_port:
+                    inodes.add(fields[9])
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                return pid
+    return None
+
+
+def test_a_replica_killed_mid_run_is_taken_over_and_the_run_completes_once(two_replicas, api,
+                                                                          stack, unique):
+    """Kept last: it kills one replica (the fixture's teardown restores the service). The
+    replica running a rule dies inside its second action; once the run's lease ends the
+    other replica's timer takes it over: the done action is not repeated, the interrupted
+    one is sent again with the same key, the run ends done, once."""
+    hooks = HttpRecorder().start()
+    hooks.delay("/slow", 30)
+    try:
+        rule = make_rule(api, name=f"Killed {unique}", trigger={
+            "type": "event", "event": "deals.deal_created"},
+            conditions={"field": "deal.title", "op": "contains", "value": unique},
+            actions=[{"type": "create_task", "title": "Call {{ deal.title }}"},
+                     {"type": "webhook", "url": f"{hooks.base_url}/slow"}])
+        deal = api.post("/deals", json={"title": f"Kill {unique}", "amount": 1,
+                                        "currency": "EUR"}).json()
+        [first] = hooks.wait_for("/slow", timeout=30)
+        time.sleep(0.3)  # its handler has read the delay: the next answers come at once
+        hooks.delay("/slow", 0)
+        replicas = {stack.processes[f"automation-{r}"].pid for r in (0, 1)}
+        holder = process_with_connection(replicas, first["client_port"])
+        assert holder in replicas
+        os.kill(holder, signal.SIGKILL)
+
+        def done():
+            runs = [r for r in runs_of(api, rule["id"]) if r["record_id"] == deal["id"]]
+            return runs if runs and runs[0]["state"] == "done" else None
+
+        runs = wait_until(done, timeout=60)
+        assert runs and len(runs) == 1, runs_of(api, rule["id"])
+        assert [a["status"] for a in runs[0]["actions"]] == ["done", "done"]
+        again = hooks.to("/slow")
+        assert len(again) == 2 and len({r["headers"]["Idempotency-Key"] for r in again}) == 1
+        assert len(wait_until(lambda: tasks_of(api, deal_id=deal["id"]))) == 1
+        time.sleep(1)
+        assert len(tasks_of(api, deal_id=deal["id"])) == 1
+    finally:
+        hooks.stop()
