@@ -5,12 +5,17 @@ evaluator alone in this process (engine.evaluate over the same rules and events)
 
     .venv/bin/python bench/bench_automation.py [--events 2000] [--rules 200] [--calls 2000]
                                                 [--in-process-only]
+    .venv/bin/python bench/bench_automation.py --events 0 --campaign 50000 [--rate 1200]
 
 Starts an isolated stack (tests/stack.py). The rules' conditions fail for most events and
 skips are not logged, so the figure is the engine's cost, not the actions'. Then call
 events no rule listens to (telephony's ringing path), which automation must pass cheaply.
+--campaign: contacts imported by CSV, a campaign to all of them (queue time, then the rate
+of SMS reaching a local gateway for a minute), and a smaller one sent to its end (each
+recipient once, counts adding up).
 """
 import argparse
+import json
 import os
 import random
 import sys
@@ -166,11 +171,85 @@ def through_service(platform, rules, events, calls):
     print(f"    {cpu_note(before, after, len(calls))}", flush=True)
 
 
+def campaign(platform, contacts, rate, small_rate):
+    """A campaign to a segment of `contacts` imported contacts (every one): the time to
+    queue them, then the SMS reaching the gateway (conversations' SMS channel to a local
+    recorder) for a minute against the configured rate; before it, a smaller campaign sent
+    to the end: each recipient texted once, the counts adding up."""
+    import requests
+    from bench.bench_lists import import_contacts
+    from tests.fake_receivers import HttpRecorder
+    base = platform.base_url + "/api/v1"
+    session = requests.Session()
+    session.headers.update(platform.auth_headers())
+    import_contacts(session, base, contacts, 0)
+    gateway = HttpRecorder().start()
+    channel = session.post(base + "/channels", json={
+        "kind": "sms", "name": "bench sms", "url": f"{gateway.base_url}/sms", "token": "t",
+        "from_number": "+15550001"})
+    channel.raise_for_status()
+
+    def texted():
+        return [json.loads(r["body"])["to"] for r in gateway.to("/sms")]
+
+    def start(name, filters, rate_per_minute):
+        segment = session.post(base + "/segments", json={
+            "name": name, "filters": filters, "allow_everyone": not filters}).json()
+        count = session.get(f"{base}/segments/{segment['id']}/count").json()["count"]
+        made = session.post(base + "/campaigns", json={
+            "name": name, "segment_id": segment["id"], "channel": "sms",
+            "body": "Hi {{ contact.first_name }}, sale today", "rate_per_minute": rate_per_minute})
+        made.raise_for_status()
+        started = time.perf_counter()
+        session.post(f"{base}/campaigns/{made.json()['id']}/send", json={}).raise_for_status()
+        while True:
+            got = session.get(f"{base}/campaigns/{made.json()['id']}").json()
+            if got["status"] not in ("scheduled", "queuing"):
+                break
+            time.sleep(0.1)
+        return got, count, time.perf_counter() - started
+
+    # the small one, to its end (tags: every 10th contact is "vip")
+    small, count, queued_in = start("bench small", {"tag": "vip", "source": "fair"}, small_rate)
+    started = time.perf_counter()
+    while small["status"] == "sending" and time.perf_counter() - started < 900:
+        time.sleep(1)
+        small = session.get(f"{base}/campaigns/{small['id']}").json()
+    seconds = time.perf_counter() - started
+    sent = texted()
+    c = small["counts"]
+    print(f"  campaign of {count} contacts at {small_rate}/min: queued {c['queued']} in "
+          f"{queued_in:.1f} s, {small['status']} after {seconds:.0f} s "
+          f"({c['delivered'] * 60 / max(seconds, 1):.0f}/min); delivered {c['delivered']} "
+          f"failed {c['failed']} skipped {c['skipped']}; texted {len(sent)}, "
+          f"{len(set(sent))} numbers, twice {len(sent) - len(set(sent))}", flush=True)
+    # the big one: queued, then a minute of sending
+    before_sent = len(gateway.to("/sms"))
+    before = cpu_seconds(platform)
+    big, count, queued_in = start("bench all", {}, rate)
+    after = cpu_seconds(platform)
+    print(f"  campaign of {count} contacts: {big['counts']['queued']} queued in "
+          f"{queued_in:.1f} s (status {big['status']})", flush=True)
+    print(f"    {cpu_note(before, after, max(big['counts']['queued'], 1))} (per queued send)",
+          flush=True)
+    started = time.perf_counter()
+    time.sleep(60)
+    seconds = time.perf_counter() - started
+    sent = texted()[before_sent:]
+    print(f"  then {len(sent)} texted in {seconds:.0f} s = {len(sent) * 60 / seconds:.0f}/min "
+          f"(configured {rate}/min), {len(sent) - len(set(sent))} twice", flush=True)
+    gateway.stop()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--rules", type=int, default=200)
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--campaign", type=int, default=0,
+                        help="contacts of the campaign phase (0: none)")
+    parser.add_argument("--rate", type=int, default=1200, help="the big campaign's per minute")
+    parser.add_argument("--small-rate", type=int, default=1200)
     parser.add_argument("--in-process-only", action="store_true")
     args = parser.parse_args()
     random.seed(1)
@@ -178,12 +257,16 @@ def main():
     events = [event_data(n) for n in range(args.events)]
     print(f"bench_automation: {args.events} deal_stage_changed events, {args.rules} rules; "
           f"{load_average()}", flush=True)
-    in_process(rules, events)
+    if events:
+        in_process(rules, events)
     if args.in_process_only:
         return
     platform = Platform()
     try:
-        through_service(platform, rules, events, [call_data(n) for n in range(args.calls)])
+        if args.events:
+            through_service(platform, rules, events, [call_data(n) for n in range(args.calls)])
+        if args.campaign:
+            campaign(platform, args.campaign, args.rate, args.small_rate)
     finally:
         platform.close()
 
