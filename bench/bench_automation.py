@@ -3,12 +3,19 @@ service (events published on the broker, handled by the automation process: kept
 runs, records' copies updated, every rule of the event type evaluated), beside the
 evaluator alone in this process (engine.evaluate over the same rules and events).
 
-    .venv/bin/python bench/bench_automation.py [--events 2000] [--rules 200] [--in-process-only]
+    .venv/bin/python bench/bench_automation.py [--events 2000] [--rules 200] [--calls 2000]
+                                                [--in-process-only]
+    .venv/bin/python bench/bench_automation.py --events 0 --campaign 50000 [--rate 1200]
 
 Starts an isolated stack (tests/stack.py). The rules' conditions fail for most events and
-skips are not logged, so the figure is the engine's cost, not the actions'.
+skips are not logged, so the figure is the engine's cost, not the actions'. Then call
+events no rule listens to (telephony's ringing path), which automation must pass cheaply.
+--campaign: contacts (copies of one made through the API), a campaign to all of them (queue time, then the rate
+of SMS reaching a local gateway for a minute), and a smaller one sent to its end (each
+recipient once, counts adding up).
 """
 import argparse
+import json
 import os
 import random
 import sys
@@ -53,6 +60,9 @@ class RulesOnly:
     def enabled_rules(self):
         return self.rules
 
+    def rule_event_types(self):
+        return sorted({r["trigger"].get("event") for r in self.rules} - {None})
+
 
 def in_process(rules, events):
     from services.automation import engine
@@ -72,7 +82,39 @@ def in_process(rules, events):
               f"{1000 * (time.process_time() - cpu) / len(events):.3f}", flush=True)
 
 
-def through_service(platform, rules, events):
+def call_data(n):
+    call_id = f"bench-call-{n}"
+    return {"call": {"id": call_id, "direction": "inbound", "state": "ringing",
+                     "contact_id": f"bench-contact-{n % 300}", "agent_id": "u1"},
+            "contact_id": f"bench-contact-{n % 300}", "agent_id": "u1", "owner_id": "u1",
+            "direction": "inbound", "from": "+15550000000", "to": "+15550000001",
+            "summary": "ringing", "ref": {"type": "call", "id": call_id}}
+
+
+def backlog(conn, queue):
+    """Messages ready in the queue (not yet given to a consumer)."""
+    return conn.default_channel.queue_declare(queue, passive=True).message_count
+
+
+def bodies(source, event_type, items):
+    """The envelopes dumped through the contract beforehand: the timed part publishes."""
+    from contracts.events import dump_event
+    from crm_common.messaging.events import envelope
+    return [dump_event(source, event_type, envelope(source, event_type, data)) for data in items]
+
+
+def publish_all(source, event_type, items, conn):
+    """One producer on one channel, persistent messages, the exchange declared once
+    (publish_event declares it and builds a producer on every call: 100-200/s here)."""
+    from kombu import Exchange, Producer
+    exchange = Exchange(f"{source}.events", type="topic", durable=True)
+    exchange.declare(channel=conn.default_channel)
+    producer = Producer(conn.default_channel, exchange=exchange, serializer="json")
+    for body in items:
+        producer.publish(body, routing_key=event_type, delivery_mode=2)
+
+
+def through_service(platform, rules, events, calls):
     from crm_common.messaging.publish import publish_event
     from kombu import Connection
     stack = platform.stack
@@ -80,12 +122,13 @@ def through_service(platform, rules, events):
         stack.rpc.call("automation", "create_rule", body, timeout=30)
     kept = stack.db("automation")["events"]
     before_count = kept.count_documents({})
+    events = bodies("deals", "deal_stage_changed", events)
     before = cpu_seconds(platform)
     started = time.perf_counter()
     with Connection(stack.amqp_uri) as conn:
-        for data in events:
-            publish_event(stack.amqp_uri, "deals", "deal_stage_changed", data, connection=conn)
-    published = time.perf_counter() - started
+        publish_all("deals", "deal_stage_changed", events, conn)
+        published = time.perf_counter() - started
+        waiting = backlog(conn, "evt-deals-events--automation.on_deals_events")
     deadline = time.time() + 300
     while kept.count_documents({}) - before_count < len(events) and time.time() < deadline:
         time.sleep(0.2)
@@ -93,15 +136,158 @@ def through_service(platform, rules, events):
     done = kept.count_documents({}) - before_count
     after = cpu_seconds(platform)
     print(f"  through the service (1 replica)   {done / seconds:>10.0f} events/s "
-          f"x {len(rules)} rules   published in {published:.1f} s, handled {done}/{len(events)} "
-          f"in {seconds:.1f} s", flush=True)
+          f"x {len(rules)} rules   published in {published:.1f} s ({len(events) / published:.0f}/s, "
+          f"{waiting} waiting then), handled {done}/{len(events)} in {seconds:.1f} s", flush=True)
     print(f"    {cpu_note(before, after, max(done, 1))}", flush=True)
+    if not calls:
+        return
+    # call events no rule listens to (the ringing path of telephony): nothing kept, no
+    # rule; one rule on call_ended (never matching) makes the last event a marker
+    stack.rpc.call("automation", "create_rule", {
+        "name": "bench marker", "enabled": True, "log_skips": False,
+        "trigger": {"type": "event", "event": "telephony.call_ended"},
+        "conditions": {"all": [{"field": "direction", "op": "eq", "value": "nowhere"}]},
+        "actions": [{"type": "notify_user", "message": "x"}]}, timeout=30)
+    marker = f"bench-marker-{time.time()}"
+    calls = bodies("telephony", "call_started", calls)
+    before = cpu_seconds(platform)
+    started = time.perf_counter()
+    with Connection(stack.amqp_uri) as conn:
+        publish_all("telephony", "call_started", calls, conn)
+        publish_event(stack.amqp_uri, "telephony", "call_ended", call_data(0), event_id=marker,
+                      connection=conn)
+        published = time.perf_counter() - started
+        deadline = time.time() + 300
+        while not kept.find_one({"_id": marker}) and time.time() < deadline:
+            time.sleep(0.1)
+        while backlog(conn, "evt-telephony-events--automation.on_telephony_events") \
+                and time.time() < deadline:
+            time.sleep(0.1)
+    seconds = time.perf_counter() - started
+    after = cpu_seconds(platform)
+    print(f"  call events no rule listens to    {len(calls) / seconds:>10.0f} events/s   "
+          f"published in {published:.1f} s, handled {len(calls)} in {seconds:.1f} s "
+          f"(search and notifications consume them too)", flush=True)
+    print(f"    {cpu_note(before, after, len(calls))}", flush=True)
+
+
+def seed_contacts(platform, session, base, n):
+    """n contacts tagged `campaign-bench` (every 30th also `vip`): one through the API, the
+    others copies of its stored document written with pymongo (each its own id, name and
+    phone), as a CSV import of this size takes many minutes on this machine."""
+    from datetime import timedelta
+    from crm_common.ids import new_id
+    started = time.perf_counter()
+    first = session.post(base + "/contacts", json={
+        "first_name": "Bench", "last_name": "0", "phones": ["+393470000000"],
+        "tags": ["campaign-bench", "vip"]})
+    first.raise_for_status()
+    stored = platform.stack.db("contacts")["contacts"]
+    template = stored.find_one({"_id": first.json()["id"]})
+    phone_fields = json.dumps({k: template.get(k) for k in ("phones", "phone_keys")
+                               if template.get(k) is not None}, default=str)
+    batch = []
+    for i in range(1, n):
+        doc = dict(template, _id=new_id(), first_name=f"Bench{i}", last_name=str(i),
+                   tags=["campaign-bench"] + (["vip"] if i % 30 == 0 else []),
+                   created_at=template["created_at"] + timedelta(microseconds=i),
+                   **json.loads(phone_fields.replace("3470000000", f"347{i:07d}")))
+        batch.append(doc)
+        if len(batch) == 5000:
+            stored.insert_many(batch)
+            batch = []
+    if batch:
+        stored.insert_many(batch)
+    print(f"  {n} contacts written in {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def campaign(platform, contacts, rate, small_rate):
+    """A campaign to a segment of `contacts` imported contacts (every one): the time to
+    queue them, then the SMS reaching the gateway (conversations' SMS channel to a local
+    recorder) for a minute against the configured rate; before it, a smaller campaign sent
+    to the end: each recipient texted once, the counts adding up."""
+    import requests
+    from tests.fake_receivers import HttpRecorder
+    base = platform.base_url + "/api/v1"
+    session = requests.Session()
+    session.headers.update(platform.auth_headers())
+    seed_contacts(platform, session, base, contacts)
+    gateway = HttpRecorder().start()
+    channel = session.post(base + "/channels", json={
+        "kind": "sms", "name": "bench sms", "url": f"{gateway.base_url}/sms", "token": "t",
+        "from_number": "+15550001"})
+    channel.raise_for_status()
+
+    def read(campaign_id):
+        """The campaign; an answer without it (the gateway's rate limit) read again."""
+        for _ in range(60):
+            answer = session.get(f"{base}/campaigns/{campaign_id}")
+            if answer.status_code == 200:
+                return answer.json()
+            time.sleep(1)
+        answer.raise_for_status()
+
+    def texted():
+        return [json.loads(r["body"])["to"] for r in gateway.to("/sms")]
+
+    def start(name, filters, rate_per_minute):
+        segment = session.post(base + "/segments", json={
+            "name": name, "filters": filters, "allow_everyone": not filters}).json()
+        count = session.get(f"{base}/segments/{segment['id']}/count").json()["count"]
+        made = session.post(base + "/campaigns", json={
+            "name": name, "segment_id": segment["id"], "channel": "sms",
+            "body": "Hi {{ contact.first_name }}, sale today", "rate_per_minute": rate_per_minute})
+        made.raise_for_status()
+        started = time.perf_counter()
+        session.post(f"{base}/campaigns/{made.json()['id']}/send", json={}).raise_for_status()
+        while True:
+            got = read(made.json()["id"])
+            if got["status"] not in ("scheduled", "queuing"):
+                break
+            time.sleep(0.2)
+        return got, count, time.perf_counter() - started
+
+    # the small one, to its end (every 30th contact is "vip")
+    small, count, queued_in = start("bench small", {"tag": "vip"}, small_rate)
+    started = time.perf_counter()
+    while small["status"] == "sending" and time.perf_counter() - started < 900:
+        time.sleep(2)
+        small = read(small["id"])
+    seconds = time.perf_counter() - started
+    sent = texted()
+    c = small["counts"]
+    print(f"  campaign of {count} contacts at {small_rate}/min: queued {c['queued']} in "
+          f"{queued_in:.1f} s, {small['status']} after {seconds:.0f} s "
+          f"({c['delivered'] * 60 / max(seconds, 1):.0f}/min); delivered {c['delivered']} "
+          f"failed {c['failed']} skipped {c['skipped']}; texted {len(sent)}, "
+          f"{len(set(sent))} numbers, twice {len(sent) - len(set(sent))}", flush=True)
+    # the big one: queued, then a minute of sending
+    before_sent = len(gateway.to("/sms"))
+    before = cpu_seconds(platform)
+    big, count, queued_in = start("bench all", {"tag": "campaign-bench"}, rate)
+    after = cpu_seconds(platform)
+    print(f"  campaign of {count} contacts: {big['counts']['queued']} queued in "
+          f"{queued_in:.1f} s (status {big['status']})", flush=True)
+    print(f"    {cpu_note(before, after, max(big['counts']['queued'], 1))} (per queued send)",
+          flush=True)
+    started = time.perf_counter()
+    time.sleep(60)
+    seconds = time.perf_counter() - started
+    sent = texted()[before_sent:]
+    print(f"  then {len(sent)} texted in {seconds:.0f} s = {len(sent) * 60 / seconds:.0f}/min "
+          f"(configured {rate}/min), {len(sent) - len(set(sent))} twice", flush=True)
+    gateway.stop()
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--rules", type=int, default=200)
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--campaign", type=int, default=0,
+                        help="contacts of the campaign phase (0: none)")
+    parser.add_argument("--rate", type=int, default=1200, help="the big campaign's per minute")
+    parser.add_argument("--small-rate", type=int, default=1200)
     parser.add_argument("--in-process-only", action="store_true")
     args = parser.parse_args()
     random.seed(1)
@@ -109,12 +295,16 @@ def main():
     events = [event_data(n) for n in range(args.events)]
     print(f"bench_automation: {args.events} deal_stage_changed events, {args.rules} rules; "
           f"{load_average()}", flush=True)
-    in_process(rules, events)
+    if events:
+        in_process(rules, events)
     if args.in_process_only:
         return
     platform = Platform()
     try:
-        through_service(platform, rules, events)
+        if args.events:
+            through_service(platform, rules, events, [call_data(n) for n in range(args.calls)])
+        if args.campaign:
+            campaign(platform, args.campaign, args.rate, args.small_rate)
     finally:
         platform.close()
 

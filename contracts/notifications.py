@@ -127,7 +127,9 @@ class PreferencesIn(Schema):
     timezone = timezone_field(allow_none=True)
     language = fields.String(allow_none=True, validate=validate.OneOf(LANGUAGES))
     birthday_greetings = fields.Boolean(metadata={
-        "description": "email a greeting to own contacts on their birthday (never to do_not_contact ones)"})
+        "description": "no longer used: greetings to contacts are automation's rule "
+                       "default-birthday-greeting, into which the owners who had this on were "
+                       "copied once"})
 
     @validates("timezone")
     def known_zone(self, value, **kwargs):

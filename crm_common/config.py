@@ -195,6 +195,7 @@ class AutomationSettings:
     batch: int                   # due runs read per tick
     scan_limit: int              # records a time rule reads per tick
     events_keep_days: int        # events kept for dry runs
+    keep_events_of: tuple        # sources whose events are always kept (others: a rule's)
     webhook_timeout_s: float
     invoice_service: str         # the service answering create_invoice_from_deal
     public_base_url: str         # unsubscribe links: <this>/u/<token>
@@ -462,6 +463,7 @@ def _automation(env, test_clock):
         batch=env._int("CRM_AUTOMATION_BATCH", "200"),
         scan_limit=env._int("CRM_AUTOMATION_SCAN_LIMIT", "500"),
         events_keep_days=env._int("CRM_AUTOMATION_EVENTS_KEEP_DAYS", "31"),
+        keep_events_of=env._list("CRM_AUTOMATION_KEEP_EVENTS_OF", "contacts,deals,tasks,sales"),
         webhook_timeout_s=env._float("CRM_AUTOMATION_WEBHOOK_TIMEOUT_S", "5"),
         invoice_service=env._str("CRM_AUTOMATION_INVOICE_SERVICE", "sales"),
         public_base_url=env._str("CRM_PUBLIC_BASE_URL", "http://localhost:8000").rstrip("/"),

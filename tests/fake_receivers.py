@@ -80,7 +80,8 @@ class HttpRecorder:
                 path = self.path.split("?")[0]
                 with recorder.lock:
                     recorder.requests.append({"path": path, "headers": dict(self.headers),
-                                              "body": body, "at": time.time()})
+                                              "body": body, "at": time.time(),
+                                              "client_port": self.client_address[1]})
                     plan = recorder.plans.get(path)
                     status = plan.pop(0) if plan else 200
                 delay = recorder.delays.get(path)

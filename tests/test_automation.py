@@ -3,6 +3,8 @@ running its timer and taking events from the same queues): every run must happen
 Time-based triggers are driven by the test clock (CRM_TEST_CLOCK=1: an offset kept in the
 automation database, seen by both replicas)."""
 import json
+import os
+import signal
 import time
 from datetime import timedelta
 
@@ -15,7 +17,8 @@ from tests.test_tasks import announce_user
 
 ENV = {"CRM_TEST_CLOCK": 1, "CRM_AUTOMATION_TICK_SECONDS": 0.3,
        "CRM_AUTOMATION_RETRY_BACKOFF_S": 0.2, "CRM_AUTOMATION_ACTION_MAX_ATTEMPTS": 2,
-       "CRM_WEBHOOK_ALLOW_LOOPBACK": 1, "CRM_AUTOMATION_LOOP_LIMIT": 5}
+       "CRM_WEBHOOK_ALLOW_LOOPBACK": 1, "CRM_AUTOMATION_LOOP_LIMIT": 5,
+       "CRM_AUTOMATION_LEASE_S": 8}
 DAY = 24 * 3600
 
 
@@ -393,6 +396,20 @@ def test_segment_and_campaign_consent_and_unsubscribe(two_replicas, api, stack, 
     assert sends[people[1]["id"]]["detail"]["reason"] == "unsubscribed"
     assert sends[people[0]["id"]]["detail"]["reason"] == "no_mailbox"
 
+    # a lead from the campaign's link (its utm_campaign): the campaign is its lead source
+    from tests.test_leads import create_form, request_of, submit
+    source = done["source"]
+    assert source == f"campaign:{campaign['id']}"
+    form = create_form(api, pipeline_id=make_pipeline(api, unique, "New")["id"])
+    answer = submit(stack, form["key"], json={"name": f"Eve {unique}", "utm_campaign": source,
+                                              "email": f"eve.{unique}@example.com"})
+    assert answer.status_code == 202, answer.text
+    assert request_of(api, answer.json()["id"])["deal_created"] is True
+    [row] = api.get("/reports/sources", params={"source": source, "period": "all"}).json()["rows"]
+    assert (row["leads"], row["deals"]) == (1, 1)
+    registered = api.get("/lead-sources", params={"limit": 500}).json()["items"]
+    assert [s["description"] for s in registered if s["name"] == source] == [f"Campaign: Sale {unique}"]
+
 
 def test_stage_rules_held_by_tasks_are_copied_once(two_replicas, api, stack, unique):
     """The rules the tasks service kept before they became automation rules are copied at
@@ -551,3 +568,92 @@ def test_the_default_birthday_greeting_is_edited_enabled_and_sent(two_replicas, 
         api.patch("/automation/rules/default-birthday-greeting", json={"enabled": False})
         api.delete(f"/channels/{sms.json()['id']}")
         gateway.stop()
+
+
+def test_notifications_birthday_greetings_are_copied_into_the_rule_once(two_replicas, api, stack,
+                                                                        unique):
+    """One greeting mechanism: the owners who had notifications greet their contacts become
+    the birthday rule's audience (once, whichever replica's timer does it)."""
+    from tests.test_notifications import make_user
+    owner = make_user(stack, unique)["id"]
+    assert api.put("/notification-preferences", params={"user_id": owner},
+                   json={"birthday_greetings": True}).status_code == 200
+    before = api.get("/automation/rules/default-birthday-greeting").json()
+    assert before["enabled"] is False
+    meta = stack.db("automation")["meta"]
+    meta.delete_one({"_id": "flag:birthday_greetings_copied"})  # as at the first start
+    try:
+        assert wait_until(lambda: meta.find_one({"_id": "flag:birthday_greetings_copied"}))
+        rule = api.get("/automation/rules/default-birthday-greeting").json()
+        assert rule["enabled"] is True and rule["version"] == before["version"] + 1
+        audience = rule["conditions"] if not before["conditions"] else rule["conditions"]["all"][1]
+        assert audience["field"] == "contact.owner_id" and audience["op"] == "in"
+        assert owner in audience["value"]
+        time.sleep(1)  # more ticks of both replicas: copied once
+        assert api.get("/automation/rules/default-birthday-greeting").json()["version"] == \
+            rule["version"]
+    finally:
+        api.patch("/automation/rules/default-birthday-greeting",
+                  json={"enabled": False, "conditions": before["conditions"]})
+
+
+
+def process_with_connection(pids, local_port):
+    """Which of these processes holds the TCP connection from 127.0.0.1:local_port (Linux
+    /proc: the socket's inode, then whose file descriptor it is)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == local_port:
+                    inodes.add(fields[9])
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                return pid
+    return None
+
+
+def test_a_replica_killed_mid_run_is_taken_over_and_the_run_completes_once(two_replicas, api,
+                                                                          stack, unique):
+    """Kept last: it kills one replica (the fixture's teardown restores the service). The
+    replica running a rule dies inside its second action; once the run's lease ends the
+    other replica's timer takes it over: the done action is not repeated, the interrupted
+    one is sent again with the same key, the run ends done, once."""
+    hooks = HttpRecorder().start()
+    hooks.delay("/slow", 30)
+    try:
+        rule = make_rule(api, name=f"Killed {unique}", trigger={
+            "type": "event", "event": "deals.deal_created"},
+            conditions={"field": "deal.title", "op": "contains", "value": unique},
+            actions=[{"type": "create_task", "title": "Call {{ deal.title }}"},
+                     {"type": "webhook", "url": f"{hooks.base_url}/slow"}])
+        deal = api.post("/deals", json={"title": f"Kill {unique}", "amount": 1,
+                                        "currency": "EUR"}).json()
+        [first] = hooks.wait_for("/slow", timeout=30)
+        time.sleep(0.3)  # its handler has read the delay: the next answers come at once
+        hooks.delay("/slow", 0)
+        replicas = {stack.processes[f"automation-{r}"].pid for r in (0, 1)}
+        holder = process_with_connection(replicas, first["client_port"])
+        assert holder in replicas
+        os.kill(holder, signal.SIGKILL)
+
+        def done():
+            runs = [r for r in runs_of(api, rule["id"]) if r["record_id"] == deal["id"]]
+            return runs if runs and runs[0]["state"] == "done" else None
+
+        runs = wait_until(done, timeout=60)
+        assert runs and len(runs) == 1, runs_of(api, rule["id"])
+        assert [a["status"] for a in runs[0]["actions"]] == ["done", "done"]
+        again = hooks.to("/slow")
+        assert len(again) == 2 and len({r["headers"]["Idempotency-Key"] for r in again}) == 1
+        assert len(wait_until(lambda: tasks_of(api, deal_id=deal["id"]))) == 1
+        time.sleep(1)
+        assert len(tasks_of(api, deal_id=deal["id"])) == 1
+    finally:
+        hooks.stop()

@@ -112,3 +112,89 @@ def test_default_rules_are_valid_rules():
         engine.check_actions(data["actions"], roots, engine.record_kind_of_trigger(data["trigger"]))
         engine.check_self_loop(data)
         assert data["enabled"] is False  # a company chooses to send
+
+
+def test_group_commit_gathers_concurrent_writes_and_fails_them_together():
+    import threading
+    from services.automation.dependencies import GroupCommit
+    flushed, gate = [], threading.Event()
+
+    def flush(items):
+        flushed.append(list(items))
+        if len(flushed) == 1:
+            gate.wait(5)  # the first flush is slow: the others gather meanwhile
+        if "bad" in items:
+            raise RuntimeError("down")
+        return [f"ok {i}" for i in items]
+
+    commit = GroupCommit(flush)
+    results = {}
+
+    def submit(item):
+        try:
+            results[item] = commit.submit(item)
+        except RuntimeError as exc:
+            results[item] = str(exc)
+
+    first = threading.Thread(target=submit, args=("a",))
+    first.start()
+    while not flushed:
+        pass
+    others = [threading.Thread(target=submit, args=(i,)) for i in ("b", "c", "bad")]
+    for t in others:
+        t.start()
+    while len(commit.pending) < 3:
+        pass
+    gate.set()
+    for t in [first, *others]:
+        t.join(5)
+    assert flushed[0] == ["a"] and sorted(flushed[1]) == ["b", "bad", "c"]
+    assert results == {"a": "ok a", "b": "down", "c": "down", "bad": "down"}
+    assert commit.submit("d") == "ok d" and not commit.flushing
+
+
+def test_the_intake_keeps_one_copy_per_record_and_only_the_events_dry_runs_use():
+    from types import SimpleNamespace
+    from services.automation import operations
+
+    class Store:
+        def __init__(self):
+            self.kept = None
+
+        def rules_version(self):
+            return "intake-test"
+
+        def enabled_rules(self):
+            return []
+
+        def rule_event_types(self):
+            return ["telephony.call_missed"]
+
+        def keep_intake(self, events, copies, touches):
+            self.kept = (events, copies, touches)
+
+    at = [datetime(2026, 12, 1, h, tzinfo=timezone.utc) for h in range(4)]
+
+    def item(type_key, records):
+        return {"event": {"_id": type_key, "type_key": type_key, "occurred_at": at[0], "data": {}},
+                "records": records}
+
+    deal = lambda n, when: {"kind": "deal", "record": {"id": "d1", "n": n}, "at": when}  # noqa: E731
+    store = Store()
+    settings = SimpleNamespace(keep_events_of=("deals",))
+    operations.CACHE.version = None
+    caches = operations.flush_intake(store, settings, [
+        item("deals.deal_updated", {"deal:d1": deal(2, at[2])}),
+        item("deals.deal_created", {"deal:d1": deal(1, at[1])}),
+        item("telephony.call_answered", {"contact:c1": {"touch": at[3]}}),
+        item("telephony.call_missed", {"contact:c2": {"kind": "contact", "record": {"id": "c2"},
+                                                      "at": at[1], "quiet_since": at[0]}}),
+        item("telephony.call_started", {"contact:c2": {"touch": at[2]}})])
+    events, copies, touches = store.kept
+    assert len(caches) == 5 and caches[0] is operations.CACHE
+    assert [e["_id"] for e in events] == ["deals.deal_updated", "deals.deal_created",
+                                          "telephony.call_missed"]
+    assert copies["deal:d1"]["record"]["n"] == 2  # the newest copy, written once
+    assert copies["contact:c2"]["quiet_since"] == at[2]  # the touch folded into the copy
+    assert touches == {"contact:c1": at[3]}
+    operations.CACHE.version = None

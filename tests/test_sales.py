@@ -351,6 +351,51 @@ def test_overdue_invoice_tells_once(api, stack, catalogue, unique, record_events
                       timeout=20)
 
 
+def test_deal_entering_payment_gets_its_invoice_mailed_by_automation(api, stack, catalogue, smtp,
+                                                                     unique, make_user):
+    """Automation's rule on the stage: the invoice made from the deal's lines through
+    create_invoice_from_deal, mailed to the client (send_invoice), and a task for the
+    accountant; once each."""
+    pipeline = make_pipeline(api, unique)
+    payment = stage_ids(pipeline)["Offer"]
+    accountant = make_user("manager")
+    accountant_id = accountant.user["id"]
+    rule = api.post("/automation/rules", json={
+        "name": f"Payment {unique}", "enabled": True,
+        "trigger": {"type": "event", "event": "deals.deal_stage_changed"},
+        "conditions": {"field": "to_stage_id", "op": "eq", "value": payment},
+        "actions": [{"type": "create_invoice", "send": True, "options": {"language": "en"}},
+                    {"type": "create_task", "title": "Check payment of {{ deal.title }}",
+                     "assignee_id": accountant_id}]})
+    assert rule.status_code == 201, rule.text
+    try:
+        deal, contact = new_deal(api, unique, pipeline)
+        add_lines(api, deal["id"], catalogue["products"])
+        assert api.post(f"/deals/{deal['id']}/move", json={"stage_id": payment}).status_code == 200
+        email = contact["emails"][0]["email"]
+        mail = smtp.wait_for(email)
+        assert mail, "the invoice was not mailed"
+        [listed] = wait_until(lambda: api.get("/invoices", params={"deal_id": deal["id"]})
+                              .json()["items"], timeout=30)
+        invoice = wait_until(lambda: api.get(f"/invoices/{listed['id']}").json()["sent_at"]
+                             and api.get(f"/invoices/{listed['id']}").json())
+        assert invoice["client"]["email"] == email
+        assert invoice["totals"]["total"] == 33887 + 109800 + 6597
+        assert next(mail[0]["message"].iter_attachments()).get_filename() == \
+            f"{invoice['number']}.pdf"
+        tasks = wait_until(lambda: api.get("/tasks", params={"deal_id": deal["id"]})
+                           .json()["items"], timeout=30)
+        assert [(t["title"], t["assignee_id"]) for t in tasks] == [
+            (f"Check payment of {deal['title']}", accountant_id)]
+        runs = api.get(f"/automation/rules/{rule.json()['id']}/runs").json()["items"]
+        assert [r["state"] for r in runs] == ["done"]
+        assert runs[0]["actions"][0]["detail"]["invoice_id"] == invoice["id"]
+        assert len(smtp.to(email)) == 1
+        assert len(api.get("/invoices", params={"deal_id": deal["id"]}).json()["items"]) == 1
+    finally:
+        api.delete(f"/automation/rules/{rule.json()['id']}")
+
+
 def test_invoice_numbers_have_no_gap_under_concurrency(api, stack, catalogue, smtp, unique):
     """12 clients, two replicas: the numbers in the database run without a gap or a repeat
     (a request a loaded machine timed out is tried again: it either took no number, or

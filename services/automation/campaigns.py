@@ -4,6 +4,7 @@ document keyed (campaign, contact): queued once however often the queuing is ret
 sent with that key as the idempotency key of conversations' send_to_contact."""
 import logging
 from datetime import timedelta
+from urllib.parse import urlencode
 
 from contracts import automation as schemas
 from contracts.contacts import ContactListQuery, ContactOut
@@ -28,7 +29,7 @@ page_query = schemas.RuleListQuery()
 FILTERS = {name: field for name, field in ContactListQuery().fields.items()
            if name not in ("limit", "cursor", "sort", "include_total", "include_deleted")}
 CONTACT_ROOTS = {"contact": ContactOut()}
-PAGE = 500
+PAGE = 5000  # recipients read and queued at once
 MAX_ATTEMPTS = 5
 COUNTS = ("queued", "delivered", "failed", "skipped", "unsubscribed")
 
@@ -37,14 +38,22 @@ def dump_segment(doc):
     return with_every_key(segment_out, segment_out.dump(doc), doc["_id"])
 
 
+def source_of(campaign_id):
+    """The lead source a campaign is (deals' sources report): a lead arriving with it as
+    `utm_campaign` counts for it, and so does the deal it opens."""
+    return f"campaign:{campaign_id}"
+
+
 def dump_campaign(doc):
     doc = dict(doc, counts={k: (doc.get("counts") or {}).get(k, 0) for k in COUNTS},
-               source=f"campaign:{doc['_id']}")
+               source=source_of(doc["_id"]))
     return with_every_key(campaign_out, campaign_out.dump(doc), doc["_id"])
 
 
 class Campaigns:
-    def __init__(self, store, caller, clock, settings, conversations, contacts, dispatch):
+    def __init__(self, store, caller, clock, settings, conversations, contacts, dispatch,
+                 deals=None):
+        self.deals = deals  # lambda context: proxy
         self.store = store
         self.caller = caller
         self.clock = clock
@@ -184,8 +193,9 @@ class Campaigns:
         queued, cursor, index = 0, None, 0
         contacts = self.contacts({})
         while True:
-            page = contacts.list_contacts({**segment["filters"], "limit": PAGE,
-                                           **({"cursor": cursor} if cursor else {})})
+            # the export's one sorted cursor (kept open in contacts between pages): a list
+            # page of 500 would re-read the whole segment on SecantusDB for every page
+            page = contacts.export_page(dict(segment["filters"]), cursor, PAGE)
             docs = []
             for contact in page["items"]:
                 docs.append({"_id": f"{campaign['_id']}:{contact['id']}",
@@ -197,10 +207,25 @@ class Campaigns:
             cursor = page.get("next_cursor")
             if not cursor:
                 break
+        self._register_source(campaign)
         self.store.update("campaigns", campaign["_id"], {
             "status": "sending", "counts.queued": index, "wake_at": now + timedelta(seconds=1)})
         self._announce({**campaign, "counts": {"queued": index}}, "campaign_started")
         return queued
+
+    def _register_source(self, campaign):
+        """The campaign in deals' lead-source registry (not offered for new deals), so the
+        sources report names it and its costs can be entered there."""
+        if self.deals is None:
+            return
+        try:
+            self.deals({}).create_lead_source({
+                "name": source_of(campaign["_id"]), "active": False,
+                "description": f"Campaign: {campaign.get('name') or campaign['_id']}"[:2000]})
+        except Conflict:
+            pass  # registered already (a retried start)
+        except CrmError as exc:  # the report still counts its leads by name
+            log.warning("campaign %s not registered as a lead source: %s", campaign["_id"], exc)
 
     def _send(self, send, now):
         campaign = self.store.get("campaigns", send["campaign_id"])
@@ -221,7 +246,10 @@ class Campaigns:
             return self._done(send, "skipped", {"reason": f"no {channel} address"})
         token = sign_token({"c": campaign["_id"], "k": contact["id"], "ch": channel})
         ctx = {"contact": contact, "unsubscribe_url": f"{self.settings.public_base_url}"
-                                                      f"/api/v1/u/{token}"}
+                                                      f"/api/v1/u/{token}",
+               "campaign_source": source_of(campaign["_id"]),
+               "utm_query": urlencode({"utm_source": "crm", "utm_medium": channel,
+                                       "utm_campaign": source_of(campaign["_id"])})}
         try:
             body = engine.render(campaign["body"], ctx)
             subject = engine.render(campaign["subject"], ctx) if campaign.get("subject") else None

@@ -1,6 +1,7 @@
 """Pure rule logic, no I/O (unit-tested and benchmarked alone): what a rule may name (field
 paths from the event contracts), conditions and their evaluation with the reason of a
 failure, templates, the record an event is about, delays in working hours, self-loops."""
+import functools
 import re
 from datetime import date, datetime, time, timedelta, timezone
 
@@ -134,8 +135,15 @@ def roots_of_trigger(trigger):
 
 def record_kind_of_trigger(trigger):
     if trigger["type"] == "event":
-        return record_kind_of_event(roots_of_trigger(trigger))
+        return _record_kind_of_event_type(trigger["event"])
     return {"in_stage": "deal", "no_contact": "contact"}.get(trigger["type"]) or trigger["record"]
+
+
+@functools.lru_cache(maxsize=None)
+def _record_kind_of_event_type(name):
+    """Per event type, once (the contracts do not change while running): asked for every
+    rule an event meets."""
+    return record_kind_of_event(roots_of_trigger({"type": "event", "event": name}))
 
 
 # --- conditions ---------------------------------------------------------------------------
@@ -391,7 +399,7 @@ def check_template(source, roots, where):
         parsed = _env.parse(source)
     except TemplateSyntaxError as error:
         raise invalid(where, f"Template syntax error line {error.lineno}: {error.message}")
-    allowed = set(roots) | {"event", "rule", "unsubscribe_url"}
+    allowed = set(roots) | {"event", "rule", "unsubscribe_url", "campaign_source", "utm_query"}
     for name in meta.find_undeclared_variables(parsed):
         if name not in allowed:
             raise invalid(where, f"Unknown placeholder {name!r}; available: "

@@ -10,7 +10,7 @@ from crm_common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crm_common.fields import with_every_key
 from crm_common.ids import new_id
 from crm_common.messaging.events import envelope
-from crm_common.timeutil import parse_iso, to_iso
+from crm_common.timeutil import parse_iso, to_iso, utcnow
 from crm_common.validation import load
 from services.automation import engine
 from services.automation.actions import Failed, Retry
@@ -30,8 +30,10 @@ dry_run_out = schemas.DryRunOut()
 # The rules every company starts with, stored once at first start and disabled until it
 # enables them (after its own edits: channel, text, conditions); one deleted stays deleted.
 DEFAULTS_SEEDED = "default_rules_seeded"
+BIRTHDAY_RULE = "default-birthday-greeting"
+GREETINGS_COPIED = "birthday_greetings_copied"  # notifications' old greeting switch, copied
 DEFAULT_RULES = {
-    "default-birthday-greeting": {
+    BIRTHDAY_RULE: {
         "name": "Birthday greeting", "enabled": False,
         "trigger": {"type": "date_field", "record": "contact", "field": "birthday", "days": 0,
                     "when": "before", "annual": True},
@@ -61,6 +63,7 @@ class RuleCache:
         self.version = None
         self.by_event = {}
         self.timed = []
+        self.named = frozenset()  # event types any rule (enabled or not) triggers on
         self.lock = threading.Lock()
 
     def get(self, store):
@@ -81,8 +84,15 @@ class RuleCache:
                         by_value = entry[1].setdefault(key[0], {})
                         for value in key[1]:
                             by_value.setdefault(value, []).append(rule)
-                    self.by_event, self.timed, self.version = by_event, timed, version
+                    named = frozenset(store.rule_event_types())
+                    self.by_event, self.timed, self.named = by_event, timed, named
+                    self.version = version
         return self
+
+    def keeps(self, type_key, sources):
+        """Whether an event of this type is kept for dry runs: its source is one whose
+        events are always kept, or some rule names it."""
+        return type_key.split(".", 1)[0] in sources or type_key in self.named
 
     def rules_for(self, type_key, data):
         free, indexed = self.by_event.get(type_key, ((), {}))
@@ -95,6 +105,31 @@ class RuleCache:
 
 
 CACHE = RuleCache()
+
+
+def flush_intake(store, settings, items):
+    """One write for what a batch of events leaves behind: the events a dry run may use
+    (`RuleCache.keeps`), each record's newest copy (one per record however many events
+    carried it) and the contacts' touches. Reads the rules version once for the batch, so
+    a rule saved before the events were handled applies to them. -> the rule cache, per item."""
+    cache = CACHE.get(store)
+    now = utcnow()
+    events = [dict(i["event"], stored_at=now) for i in items
+              if cache.keeps(i["event"]["type_key"], settings.keep_events_of)]
+    copies, touches = {}, {}
+    for item in items:
+        for key, doc in item["records"].items():
+            if "touch" in doc:
+                touches[key] = max(touches.get(key, doc["touch"]), doc["touch"])
+            elif key not in copies or doc["at"] >= copies[key]["at"]:
+                copies[key] = doc
+    for key in list(touches):
+        if key in copies:  # folded into the copy written anyway
+            seen = copies[key].get("quiet_since")
+            when = touches.pop(key)
+            copies[key] = dict(copies[key], quiet_since=max(seen, when) if seen else when)
+    store.keep_intake(events, copies, touches)
+    return [cache] * len(items)
 
 
 class Automation:
@@ -165,6 +200,31 @@ class Automation:
         self.store.set_flag(DEFAULTS_SEEDED)
         return seeded
 
+    def copy_birthday_greetings(self, owners_of):
+        """Once: the owners who had notifications greet their contacts (its old preference,
+        `owners_of()`) become the birthday rule's audience, the rule enabled, so nobody
+        greeted before is forgotten and nobody is greeted twice (notifications no longer
+        greets). A rule the company enabled itself already is theirs: left as it is."""
+        if self.store.flag(GREETINGS_COPIED):
+            return 0
+        owners = sorted(set(owners_of() or []))  # notifications down: raises, next tick
+        rule = self.store.get_rule(BIRTHDAY_RULE)
+        copied = 0
+        if owners and rule and not rule.get("enabled"):
+            audience = {"field": "contact.owner_id", "op": "in", "value": owners}
+            conditions = rule.get("conditions")
+            merged = {**rule, "enabled": True,
+                      "conditions": {"all": [conditions, audience]} if conditions else audience}
+            self._validate(merged)
+            now = self.clock.now()
+            copied = int(bool(self.store.update_rule(BIRTHDAY_RULE, rule["version"], {
+                "enabled": True, "conditions": merged["conditions"], "scan_mark": now,
+                "updated_at": now})))
+            log.info("birthday greetings of %d owners copied from notifications into rule %s",
+                     len(owners), BIRTHDAY_RULE)
+        self.store.set_flag(GREETINGS_COPIED)
+        return copied
+
     def get_rule(self, rule_id):
         doc = self.store.get_rule(rule_id)
         if not doc:
@@ -233,25 +293,32 @@ class Automation:
 
     # --- events ---------------------------------------------------------------------------
 
-    def on_event(self, event, depth):
-        """Keeps what rules need (the event for dry runs, the records' newest copies), then
+    def on_event(self, event, depth, intake=None):
+        """Keeps what rules need (the event for dry runs, the records' newest copies: one
+        group-committed write for the events handled at once, see `flush_intake`), then
         runs every enabled rule triggered by it."""
         data = event["data"]
         type_key = f"{event['source']}.{event['type']}"
         occurred = parse_iso(event["occurred_at"])
-        self.store.keep_event({"_id": event["event_id"], "type_key": type_key,
-                               "occurred_at": occurred, "data": data,
-                               "stored_at": self.clock.now()})
-        self._keep_records(event, data, occurred)
+        item = {"event": {"_id": event["event_id"], "type_key": type_key,
+                          "occurred_at": occurred, "data": data},
+                "records": self._records_of(event, data, occurred)}
+        flush = lambda items: flush_intake(self.store, self.settings, items)  # noqa: E731
+        cache = (intake.bind_flush(flush).submit(item) if intake is not None
+                 else flush([item])[0])
         fired = 0
-        rules = CACHE.get(self.store).rules_for(type_key, data)
+        rules = cache.rules_for(type_key, data)
         ctx = self._context(data) if rules else None
         for rule in rules:
             kind, record_id = engine.subject_of(data, engine.record_kind_of_trigger(rule["trigger"]))
             fired += self.occur(rule, ctx, kind, record_id, event["event_id"], depth, occurred)
         return fired
 
-    def _keep_records(self, event, data, occurred):
+    @staticmethod
+    def _records_of(event, data, occurred):
+        """{record key: newest copy / touch} this event leaves for the time triggers and
+        the contexts of later events."""
+        out = {}
         whole, ids = engine.records_of(data)
         for kind, record in whole.items():
             if kind not in ("deal", "contact") or not record.get("id"):
@@ -261,12 +328,19 @@ class Automation:
                 extra["quiet_since"] = engine.quiet_since(record)
             else:
                 extra["stage_since"] = engine.stage_since(record)
-            self.store.keep_record(f"{kind}:{record['id']}", kind, record, occurred, extra)
+            out[f"{kind}:{record['id']}"] = {"kind": kind, "record": record, "at": occurred,
+                                             **extra}
         touched = data.get("contacted_at") or (
             occurred if event["type"] in ("call_answered",) else None)
         if touched and ids.get("contact"):
             when = parse_iso(touched) if isinstance(touched, str) else touched
-            self.store.touch_record(f"contact:{ids['contact']}", {"quiet_since": when})
+            key = f"contact:{ids['contact']}"
+            if key in out:
+                seen = out[key].get("quiet_since")
+                out[key]["quiet_since"] = max(seen, when) if seen else when
+            else:
+                out[key] = {"touch": when}
+        return out
 
     def _context(self, data):
         """The event's data plus the related records' newest copies it does not carry."""

@@ -17,7 +17,7 @@ from crm_common.mongo import MongoStore
 from services.automation.actions import Actions
 from services.automation.campaigns import Campaigns
 from services.automation.engine import NOT_TRIGGERS
-from services.automation.dependencies import CauseDepth, CauseRpc
+from services.automation.dependencies import CauseDepth, CauseRpc, EventIntake
 from services.automation.operations import Automation
 from services.automation.store import AutomationStore
 from services.automation.task_rules import TaskRules
@@ -33,7 +33,7 @@ def _events_of(source):
 def _source_handler(source):
     @source_handler(source, _events_of(source))
     def handle(self, event):
-        self.automation.on_event(event, self.depth)
+        self.automation.on_event(event, self.depth, self.intake)
 
     handle.__name__ = f"on_{source}_events"
     handle.__doc__ = "Every event of this source: kept for dry runs, and the rules it triggers run."
@@ -48,11 +48,13 @@ class AutomationService(HealthEntrypoints, ClockEntrypoints):
     caller = CallerContext()
     dispatch = OutboxDispatcher()
     depth = CauseDepth()
+    intake = EventIntake()
     tasks_rpc = CauseRpc("tasks")
     deals_rpc = CauseRpc("deals")
     contacts_rpc = CauseRpc("contacts")
     conversations_rpc = CauseRpc("conversations")
     invoices_rpc = CauseRpc(CONFIG.invoice_service)
+    notifications_rpc = CauseRpc("notifications")
 
     @property
     def clock(self):
@@ -68,7 +70,7 @@ class AutomationService(HealthEntrypoints, ClockEntrypoints):
     @property
     def campaigns(self):
         return Campaigns(self.store, self.caller, self.clock, CONFIG, self.conversations_rpc,
-                         self.contacts_rpc, self.dispatch)
+                         self.contacts_rpc, self.dispatch, self.deals_rpc)
 
     # rules
     @rpc(expected_exceptions=EXPECTED)
@@ -178,6 +180,11 @@ class AutomationService(HealthEntrypoints, ClockEntrypoints):
         except (Unavailable, Timeout) as exc:  # tasks not up yet: next tick
             log.info("stage task rules not copied yet: %s", exc)
         self.automation.seed_defaults()
+        try:
+            self.automation.copy_birthday_greetings(
+                lambda: self.notifications_rpc({}).birthday_greeting_owners())
+        except Exception as exc:  # noqa: BLE001 - notifications not up yet: next tick
+            log.info("birthday greetings not copied yet: %s", exc)
         handled = self.automation.tick() + self.campaigns.tick()
         if handled:
             log.info("automation timer handled %d", handled)

@@ -1,11 +1,24 @@
 """The only code in the automation service that touches pymongo."""
 from datetime import timedelta
 
-from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import DuplicateKeyError
+from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_common.cursors import page
 from crm_common.mongo import BaseStore, increment, update_and_get
+
+
+def _ignoring_duplicates(write):
+    """An unordered bulk write whose only errors are duplicate keys (already done) ->
+    its result, or how many documents it inserted."""
+    try:
+        return write()
+    except BulkWriteError as exc:
+        details = exc.details or {}
+        if any(e.get("code") != 11000 for e in details.get("writeErrors", [])) \
+                or details.get("writeConcernErrors"):
+            raise
+        return details.get("nInserted", 0)
 
 
 class AutomationStore(BaseStore):
@@ -108,6 +121,10 @@ class AutomationStore(BaseStore):
     def enabled_rules(self):
         return list(self.rules.find({"enabled": True}))
 
+    def rule_event_types(self):
+        """The events any rule, enabled or not, triggers on."""
+        return [t for t in self.rules.distinct("trigger.event") if t]
+
     def list_rules(self, query, limit, cursor):
         return page(self.rules, query, "created_at", DESCENDING, limit, cursor)
 
@@ -153,28 +170,28 @@ class AutomationStore(BaseStore):
     def list_runs(self, query, limit, cursor):
         return page(self.runs, query, "created_at", DESCENDING, limit, cursor)
 
-    # kept events (dry run)
-    def keep_event(self, doc):
-        self.events.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
+    # what events leave behind (operations.flush_intake): kept events, record copies
+    def keep_intake(self, events, copies, touches):
+        """Events for dry runs (one already kept stays as it is), each record's newest copy
+        (an older copy arriving late changes nothing; a touch known from elsewhere is kept:
+        `$max` of `quiet_since`) and touches of contacts: at most two unordered bulk writes."""
+        if events:
+            _ignoring_duplicates(lambda: self.events.insert_many(events, ordered=False))
+        ops = []
+        for key, doc in copies.items():
+            doc = dict(doc)
+            update = {"$set": doc}
+            if doc.get("quiet_since") is not None:
+                update["$max"] = {"quiet_since": doc.pop("quiet_since")}
+            ops.append(UpdateOne({"_id": key, "at": {"$lte": doc["at"]}}, update, upsert=True))
+        ops += [UpdateOne({"_id": key}, {"$max": {"quiet_since": when}})
+                for key, when in touches.items()]
+        if ops:  # a duplicate key: a newer copy is kept already
+            _ignoring_duplicates(lambda: self.records.bulk_write(ops, ordered=False))
 
     def events_since(self, type_key, since, limit):
         return list(self.events.find({"type_key": type_key, "occurred_at": {"$gte": since}})
                     .sort([("occurred_at", DESCENDING)]).limit(limit))
-
-    # record snapshots
-    def keep_record(self, key, kind, record, at, extra):
-        """The newest copy of a record (an older event arriving late changes nothing)."""
-        doc = {"kind": kind, "record": record, "at": at, **extra}
-        update = {"$set": doc}
-        if doc.get("quiet_since") is not None:  # a touch known from elsewhere is kept
-            update["$max"] = {"quiet_since": doc.pop("quiet_since")}
-        try:
-            self.records.update_one({"_id": key, "at": {"$lte": at}}, update, upsert=True)
-        except DuplicateKeyError:
-            pass  # a newer copy is kept already
-
-    def touch_record(self, key, changes):
-        self.records.update_one({"_id": key}, {"$max": changes})
 
     def get_record(self, key):
         doc = self.records.find_one({"_id": key})
@@ -223,13 +240,8 @@ class AutomationStore(BaseStore):
         """Queued recipients; a key already queued (a retried start) is kept as it is."""
         if not docs:
             return 0
-        try:
-            return len(self.sends.insert_many(docs, ordered=False).inserted_ids)
-        except Exception as exc:  # noqa: BLE001 - BulkWriteError of duplicates only
-            details = getattr(exc, "details", None)
-            if not details or any(e.get("code") != 11000 for e in details.get("writeErrors", [])):
-                raise
-            return details.get("nInserted", 0)
+        return _ignoring_duplicates(
+            lambda: len(self.sends.insert_many(docs, ordered=False).inserted_ids))
 
     def due_sends(self, now, limit):
         return list(self.sends.find({"wake_at": {"$lte": now}}).sort("wake_at", 1).limit(limit))

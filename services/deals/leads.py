@@ -20,6 +20,8 @@ from services.deals.domain import (first_open_stage, lead_summary, least_loaded,
 log = logging.getLogger(__name__)
 
 KEEP_REQUESTS = 50  # the deal shows its last 50 requests
+# the utm_campaign of an automation campaign's links ("campaign:<id>", its `source`)
+CAMPAIGN_SOURCE = "campaign:"
 CLAIM_WAIT_STEPS, CLAIM_WAIT_SECONDS = 50, 0.1  # a racing lead's deal appears within ms
 CLAIM_STALE = timedelta(minutes=2)
 
@@ -69,7 +71,10 @@ class LeadRouter:
         received_at = parse_iso(data["received_at"]) if data.get("received_at") else now
         channel = data.get("channel") or "other"
         utm = data.get("utm") or {}
-        return {"_id": data["request_id"], "source": (data.get("source") or channel).strip()[:50] or channel,
+        source = (data.get("source") or channel).strip()[:50] or channel
+        if str(utm.get("campaign") or "").startswith(CAMPAIGN_SOURCE):
+            source = utm["campaign"][:50]  # a link of an automation campaign: its lead source
+        return {"_id": data["request_id"], "source": source,
                 "channel": channel, "form_id": data.get("form_id"),
                 "route_name": data.get("route_name"), "received_at": received_at,
                 "contact_id": data["contact_id"], "contact_created": bool(data.get("contact_created")),

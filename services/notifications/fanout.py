@@ -93,8 +93,9 @@ class Fanout:
         return {"contacts": len(contacts), "inbox": inbox, "deliveries": deliveries}
 
     def birthdays(self, day, contacts):
-        """The daily birthday list to each owner; greetings to contacts whose owner wants
-        them sent, never to a do_not_contact contact."""
+        """The daily birthday list to each owner. Greeting the contacts themselves is
+        automation's rule `default-birthday-greeting` (the owners' old `birthday_greetings`
+        preference was copied into it once)."""
         event = {"event_id": f"birthdays:{day.isoformat()}", "type": "birthday_list",
                  "source": "notifications", "occurred_at": to_iso(self.now()), "data": {}}
         by_owner = {}
@@ -111,21 +112,6 @@ class Fanout:
             context = {"data": owner_event["data"], "event": owner_event}
             self._for_user(owner_event, "birthday_list", owner_id, users.get(owner_id),
                            prefs.get(owner_id), context, inbox, outbox)
-            settings = preferences_with_defaults(owner_id, prefs.get(owner_id))
-            if not settings["birthday_greetings"]:
-                continue
-            owner = public_user(users.get(owner_id), owner_id)
-            language = settings["language"] or owner.get("language")
-            for contact in own:
-                emails = contact.get("emails") or []
-                if contact.get("do_not_contact") or not emails:
-                    continue
-                rendered = render("birthday_greeting", language,
-                                  {"user": contact, "owner": owner, "data": {}})
-                outbox.append(self._delivery(event, "birthday_greeting", "email",
-                                             f"contact:{contact['id']}", emails[0]["email"],
-                                             self.now(), rendered=rendered,
-                                             contact_id=contact["id"]))
         return self._write(inbox, outbox)
 
     # helpers

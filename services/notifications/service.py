@@ -73,8 +73,8 @@ class NotificationsService(HealthEntrypoints):
         locals()[f"on_{_source}_events"] = _source_handler(_source, _types)
     del _source, _types
 
-    # the outbox: what is due in the database (retries, held by quiet hours, birthday
-    # greetings, stored while the pipeline was full, a crashed replica's after its lease)
+    # the outbox: what is due in the database (retries, held by quiet hours, messages to
+    # contacts, stored while the pipeline was full, a crashed replica's after its lease)
     @timer(interval=SETTINGS.poll_s)
     def send_due(self):
         """The pipeline's claimed deliveries, then those due in the database
@@ -160,6 +160,12 @@ class NotificationsService(HealthEntrypoints):
     def run_birthdays(self, day=None):
         """The daily birthday run for one day (default today); safe to repeat."""
         return self._birthdays(date.fromisoformat(day) if day else self.clock()().date())
+
+    @rpc(expected_exceptions=EXPECTED)
+    def birthday_greeting_owners(self):
+        """The users who had their contacts greeted on their birthday (the old preference):
+        automation copies them into its birthday rule once."""
+        return self.store.birthday_greeting_owners()
 
     @rpc(expected_exceptions=EXPECTED)
     def deliveries_of_event(self, event_id):

@@ -131,6 +131,10 @@ class NotificationsStore(BaseStore):
     def get_many_preferences(self, user_ids):
         return self._cached_many("prefs", self.preferences, user_ids)
 
+    def birthday_greeting_owners(self):
+        """Users whose `birthday_greetings` preference is on (read once, by automation)."""
+        return [d["_id"] for d in self.preferences.find({"birthday_greetings": True}, {"_id": 1})]
+
     def set_preferences(self, user_id, doc):
         doc = self.preferences.find_one_and_update(
             {"_id": user_id}, {"$set": doc}, upsert=True, return_document=ReturnDocument.AFTER)
