@@ -4502,6 +4502,10 @@ export interface components {
             updated_at?: string;
         };
         MergeIn: {
+            /** @description field -> id of the contact (the survivor or a source) whose value survives, empty values included; fields left out follow the conflict rule */
+            keep?: {
+                [key: string]: string;
+            };
             source_ids: string[];
         };
         MergeOut: {
@@ -4811,6 +4815,8 @@ export interface components {
             language?: "en" | "it" | null;
             /** @description non-urgent messages wait until the end of this daily window */
             quiet_hours?: components["schemas"]["QuietHours"] | (never | null);
+            /** @description minutes before due_at: the reminders a new task of this user starts with in the console (default [15]; a task's own reminders decide) */
+            task_reminders?: number[];
             /**
              * @description IANA time-zone name, e.g. Europe/Rome
              * @enum {string|null}
@@ -4824,6 +4830,7 @@ export interface components {
             };
             language?: string | null;
             quiet_hours?: components["schemas"]["QuietHours"] | (never | null);
+            task_reminders?: number[];
             timezone?: string | null;
             /** Format: date-time */
             updated_at?: string | null;

@@ -8,6 +8,7 @@ import { useTranslation } from "react-i18next";
 import { Link, useSearchParams } from "react-router-dom";
 import { api, ok, type Deal, type Stage } from "../api/client";
 import { ClockIcon } from "../components/Icons";
+import { DealSales } from "../components/DealSales";
 import { QueryState } from "../components/QueryState";
 import { money, totalsByCurrency } from "../lib/format";
 import { useLocale, usePermissions } from "../lib/me";
@@ -209,6 +210,7 @@ function DealDrawer({ deal, stages, onClose }: { deal: Deal | null; stages: Stag
           <Text size="sm">{t("stage")}: {stageName(deal.stage_id)} · {deal.status}</Text>
           {deal.contact_id && <Anchor component={Link} to={`/contacts/${deal.contact_id}`}>{t("openContact")}</Anchor>}
           {deal.lost_reason && <Text size="sm" c="red">{t("lostReason")} {deal.lost_reason}</Text>}
+          <DealSales deal={deal} />
           <Title order={5}>{t("history")}</Title>
           <Timeline bulletSize={12} data-testid="deal-history">
             {(history.data ?? []).map((h) => (
