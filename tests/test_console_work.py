@@ -256,6 +256,14 @@ def test_contacts_filters_bulk_tag_export_and_saved_view(stack, worker, page):
     page.get_by_role("option", name="Fair prospects").click()
     expect(page).to_have_url(f"{stack.stream_url}/contacts?source={source}&status=prospect")
     expect(table.locator("tbody tr")).to_have_count(2)
+    # the view becomes a dashboard tile whose number drills down to the same list
+    page.goto(stack.stream_url + "/dashboard")
+    page.get_by_test_id("add-tile").click()
+    page.get_by_role("option", name="Fair prospects").click()
+    tile = page.get_by_test_id("tile-Fair prospects")
+    expect(tile.get_by_test_id("tile-count")).to_have_text("2")
+    tile.get_by_test_id("tile-count").click()
+    expect(page).to_have_url(f"{stack.stream_url}/contacts?source={source}&status=prospect")
 
 
 def test_companies_list_and_card_with_its_people(stack, worker, page):

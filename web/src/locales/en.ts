@@ -229,6 +229,11 @@ const en = {
   doc_paid: "paid",
   doc_overdue: "overdue",
   doc_void: "void",
+  myTiles: "My tiles",
+  addTile: "Add a saved view as a tile",
+  noSavedViews: "Save a view in the contacts list first",
+  moveEarlier: "Move earlier",
+  moveLater: "Move later",
 };
 export default en;
 export type Texts = typeof en;

@@ -231,5 +231,10 @@ const es: Texts = {
   doc_paid: "pagada",
   doc_overdue: "vencida",
   doc_void: "anulada",
+  myTiles: "Mis mosaicos",
+  addTile: "Añadir una vista guardada",
+  noSavedViews: "Primero guarda una vista en la lista de contactos",
+  moveEarlier: "Mover antes",
+  moveLater: "Mover después",
 };
 export default es;

@@ -231,5 +231,10 @@ const he: Texts = {
   doc_paid: "שולמה",
   doc_overdue: "באיחור",
   doc_void: "בוטלה",
+  myTiles: "האריחים שלי",
+  addTile: "הוסף תצוגה שמורה",
+  noSavedViews: "שמור קודם תצוגה ברשימת אנשי הקשר",
+  moveEarlier: "הזז קודם",
+  moveLater: "הזז אחר כך",
 };
 export default he;

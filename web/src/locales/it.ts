@@ -231,5 +231,10 @@ const it: Texts = {
   doc_paid: "pagata",
   doc_overdue: "scaduta",
   doc_void: "annullata",
+  myTiles: "I miei riquadri",
+  addTile: "Aggiungi una vista salvata",
+  noSavedViews: "Prima salva una vista nell'elenco contatti",
+  moveEarlier: "Sposta prima",
+  moveLater: "Sposta dopo",
 };
 export default it;

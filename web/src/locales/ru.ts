@@ -231,5 +231,10 @@ const ru: Texts = {
   doc_paid: "оплачен",
   doc_overdue: "просрочен",
   doc_void: "аннулирован",
+  myTiles: "Мои плитки",
+  addTile: "Добавить сохранённый вид",
+  noSavedViews: "Сначала сохраните вид в списке контактов",
+  moveEarlier: "Переместить раньше",
+  moveLater: "Переместить позже",
 };
 export default ru;
