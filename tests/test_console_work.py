@@ -536,6 +536,22 @@ def test_an_agent_builds_a_quote_and_downloads_its_pdf(stack, api, worker, page)
     assert worker.get(f"/deals/{deal['id']}/items").json()["totals"]["total"] > 0
 
 
+def test_telephony_settings_are_saved_and_tested(stack, api, admin_page):
+    admin_page.goto(stack.stream_url + "/settings/telephony")
+    admin_page.get_by_test_id("telephony-provider").click()
+    admin_page.get_by_role("option", name="HTTP endpoint").click()
+    admin_page.get_by_test_id("tel-originate_url").fill("http://127.0.0.1:9/originate")  # nothing listens
+    admin_page.get_by_test_id("telephony-save").click()
+    try:
+        _wait(lambda: api.get("/settings/telephony").json().get("originate_url") == "http://127.0.0.1:9/originate",
+              admin_page)
+        admin_page.get_by_test_id("telephony-test").click()
+        expect(admin_page.get_by_test_id("telephony-test-result")).to_contain_text("Not connected")
+        admin_page.screenshot(path=os.path.join(SCREENS, "telephony_test.png"))
+    finally:
+        api.patch("/settings/telephony", json={"originate_url": None})
+
+
 def test_reports_show_a_table_and_export_it(stack, admin_page):
     admin_page.goto(stack.stream_url + "/reports")
     admin_page.get_by_test_id("report-choice").click()

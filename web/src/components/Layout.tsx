@@ -37,6 +37,7 @@ export function Layout() {
     ["/import", t("import"), "imports:write"],
     ["/settings/pipelines", t("pipelines"), "pipelines:read"],
     ["/settings/access", t("usersAndKeys"), "users:read"],
+    ["/settings/telephony", t("telephony"), "telephony-settings:manage"],
     ["/settings/notifications", t("notificationSettings"), ""],
   ];
   return (

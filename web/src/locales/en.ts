@@ -234,6 +234,19 @@ const en = {
   noSavedViews: "Save a view in the contacts list first",
   moveEarlier: "Move earlier",
   moveLater: "Move later",
+  telephony: "Telephony",
+  provider: "Provider",
+  provider_twilio: "Twilio",
+  provider_zadarma: "Zadarma",
+  provider_ami: "Asterisk (AMI)",
+  provider_connector: "AMI connector",
+  provider_http: "HTTP endpoint",
+  secretSet: "set ({{source}}); type to replace",
+  ownNumbers: "Our numbers",
+  clickToCallVia: "Click-to-call through",
+  testConnection: "Test connection",
+  connectionOk: "Connected",
+  connectionFailed: "Not connected",
 };
 export default en;
 export type Texts = typeof en;

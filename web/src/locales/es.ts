@@ -236,5 +236,18 @@ const es: Texts = {
   noSavedViews: "Primero guarda una vista en la lista de contactos",
   moveEarlier: "Mover antes",
   moveLater: "Mover después",
+  telephony: "Telefonía",
+  provider: "Proveedor",
+  provider_twilio: "Twilio",
+  provider_zadarma: "Zadarma",
+  provider_ami: "Asterisk (AMI)",
+  provider_connector: "Conector AMI",
+  provider_http: "Endpoint HTTP",
+  secretSet: "configurado ({{source}}); escribe para reemplazarlo",
+  ownNumbers: "Nuestros números",
+  clickToCallVia: "Llamar con un clic mediante",
+  testConnection: "Probar conexión",
+  connectionOk: "Conectado",
+  connectionFailed: "Sin conexión",
 };
 export default es;

@@ -236,5 +236,18 @@ const he: Texts = {
   noSavedViews: "שמור קודם תצוגה ברשימת אנשי הקשר",
   moveEarlier: "הזז קודם",
   moveLater: "הזז אחר כך",
+  telephony: "טלפוניה",
+  provider: "ספק",
+  provider_twilio: "Twilio",
+  provider_zadarma: "Zadarma",
+  provider_ami: "Asterisk (AMI)",
+  provider_connector: "מחבר AMI",
+  provider_http: "נקודת קצה HTTP",
+  secretSet: "מוגדר ({{source}}); הקלד כדי להחליף",
+  ownNumbers: "המספרים שלנו",
+  clickToCallVia: "חיוג בלחיצה דרך",
+  testConnection: "בדוק חיבור",
+  connectionOk: "מחובר",
+  connectionFailed: "לא מחובר",
 };
 export default he;

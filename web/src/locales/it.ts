@@ -236,5 +236,18 @@ const it: Texts = {
   noSavedViews: "Prima salva una vista nell'elenco contatti",
   moveEarlier: "Sposta prima",
   moveLater: "Sposta dopo",
+  telephony: "Telefonia",
+  provider: "Fornitore",
+  provider_twilio: "Twilio",
+  provider_zadarma: "Zadarma",
+  provider_ami: "Asterisk (AMI)",
+  provider_connector: "Connettore AMI",
+  provider_http: "Endpoint HTTP",
+  secretSet: "impostato ({{source}}); scrivi per sostituirlo",
+  ownNumbers: "I nostri numeri",
+  clickToCallVia: "Chiamata con un clic tramite",
+  testConnection: "Prova connessione",
+  connectionOk: "Connesso",
+  connectionFailed: "Non connesso",
 };
 export default it;

@@ -236,5 +236,18 @@ const ru: Texts = {
   noSavedViews: "Сначала сохраните вид в списке контактов",
   moveEarlier: "Переместить раньше",
   moveLater: "Переместить позже",
+  telephony: "Телефония",
+  provider: "Провайдер",
+  provider_twilio: "Twilio",
+  provider_zadarma: "Zadarma",
+  provider_ami: "Asterisk (AMI)",
+  provider_connector: "Коннектор AMI",
+  provider_http: "HTTP-адрес",
+  secretSet: "задан ({{source}}); введите, чтобы заменить",
+  ownNumbers: "Наши номера",
+  clickToCallVia: "Звонок в один клик через",
+  testConnection: "Проверить подключение",
+  connectionOk: "Подключено",
+  connectionFailed: "Нет подключения",
 };
 export default ru;
