@@ -2196,7 +2196,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** One search box over contacts, companies, deals, tasks and calls: ranked, typo tolerant, prefix as you type, only what the caller may see */
+        /** One search box over contacts, companies, deals, tasks, calls and notes: ranked, typo tolerant, prefix as you type, only what the caller may see */
         get: operations["get_search_search"];
         put?: never;
         post?: never;
@@ -4482,6 +4482,10 @@ export interface components {
             created_at?: string;
             email?: string;
             extension?: string | null;
+            /** @description a custom role's field grants {object: {field: read|hidden}} (fields to show read-only or not at all); {} for others */
+            fields?: {
+                [key: string]: unknown;
+            };
             id?: string;
             language?: string | null;
             /** Format: date-time */
@@ -5061,6 +5065,12 @@ export interface components {
             edited_by?: string | null;
         };
         RoleIn: {
+            /** @description {object: {field: read|hidden}}: `read` shows the field but refuses writes to it (403), `hidden` also leaves it out of every read, list, search result, export, report figure and stream event; objects: contacts, companies, deals, tasks; `custom.<key>` names a typed custom field */
+            fields?: {
+                [key: string]: {
+                    [key: string]: "read" | "hidden";
+                };
+            };
             label: string;
             /** @description what users' `role` names; not admin, manager or agent */
             name: string;
@@ -5073,6 +5083,10 @@ export interface components {
         };
         RoleOut: {
             built_in?: boolean;
+            /** @description field-level grants {object: {field: read|hidden}}; built-in roles: none */
+            fields?: {
+                [key: string]: unknown;
+            };
             label?: string;
             name?: string;
             /** @description custom roles: their grants; built-in roles: their cells of the matrix */
@@ -5088,6 +5102,12 @@ export interface components {
             total?: number;
         };
         RolePatch: {
+            /** @description {object: {field: read|hidden}}: `read` shows the field but refuses writes to it (403), `hidden` also leaves it out of every read, list, search result, export, report figure and stream event; objects: contacts, companies, deals, tasks; `custom.<key>` names a typed custom field */
+            fields?: {
+                [key: string]: {
+                    [key: string]: "read" | "hidden";
+                };
+            };
             label?: string;
             /** @description {object: {action: own|team|all}}; an action left out is refused */
             permissions?: {
@@ -5254,10 +5274,14 @@ export interface components {
         SearchHit: {
             highlight?: components["schemas"]["Highlight"] | (never | null);
             id?: string;
+            /** @description a note's: the record it is on {"type", "id"} */
+            record?: {
+                [key: string]: unknown;
+            };
             score?: number;
             subtitle?: string | null;
             title?: string;
-            /** @description contact, company, deal, task, call */
+            /** @description contact, company, deal, task, call, note */
             type?: string;
         };
         SearchResults: {
@@ -10039,8 +10063,12 @@ export interface operations {
                 limit?: number;
                 /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
-                sort?: "created_at" | "-created_at" | "updated_at" | "-updated_at";
+                sort?: string;
                 include_total?: boolean;
+                /** @description typed custom fields: `cf.<key>=value` (equals), `cf.<key>.gte=`, `.lte=`, `.ne=` as query parameters (gathered here) */
+                custom_filters?: {
+                    [key: string]: string;
+                };
                 q?: string;
                 tag?: string;
                 owner_id?: string;
@@ -28078,7 +28106,7 @@ export interface operations {
             query: {
                 /** @description what the user typed: any words of names, emails, titles, notes, tags; any 4+ digits of a phone number in any typed form. Typos and a word being typed are allowed; only the first 200 characters count, and query syntax has no meaning (it is text) */
                 q: string;
-                /** @description comma-separated, of: contact, company, deal, task, call (default: all) */
+                /** @description comma-separated, of: contact, company, deal, task, call, note (default: all) */
                 types?: string;
                 limit?: number;
             };
@@ -30595,8 +30623,12 @@ export interface operations {
                 limit?: number;
                 /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
-                sort?: "due_at" | "-due_at" | "created_at" | "-created_at";
+                sort?: string;
                 include_total?: boolean;
+                /** @description typed custom fields: `cf.<key>=value` (equals), `cf.<key>.gte=`, `.lte=`, `.ne=` as query parameters (gathered here) */
+                custom_filters?: {
+                    [key: string]: string;
+                };
                 assignee_id?: string;
                 status?: "open" | "done" | "canceled";
                 kind?: "call" | "meeting" | "email" | "todo";
