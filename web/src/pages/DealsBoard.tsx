@@ -193,9 +193,16 @@ export function DealsBoard() {
 }
 
 /** A deal with its contact and its stage history. */
-function DealDrawer({ deal, stages, onClose }: { deal: Deal | null; stages: Stage[]; onClose: () => void }) {
+function DealDrawer({ deal: opened, stages, onClose }: { deal: Deal | null; stages: Stage[]; onClose: () => void }) {
   const { t } = useTranslation();
   const locale = useLocale();
+  // the deal as it is now (line items change its amount)
+  const fresh = useQuery({
+    queryKey: ["deals", "one", opened?.id],
+    enabled: !!opened?.id,
+    queryFn: async () => ok(await api.GET("/api/v1/deals/{deal_id}", { params: { path: { deal_id: opened!.id! } } })),
+  });
+  const deal = opened && fresh.data?.id === opened.id ? fresh.data : opened;
   const history = useQuery({
     queryKey: ["deals", "history", deal?.id],
     enabled: !!deal?.id,
