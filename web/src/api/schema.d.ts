@@ -3368,7 +3368,10 @@ export interface components {
             version?: number;
         };
         ContactDeal: {
+            /** @description the line items' total unless amount_override */
             amount?: number;
+            /** @description the amount was set by hand and does not follow the line items */
+            amount_override?: boolean;
             /** Format: date-time */
             closed_at?: string | null;
             company_id?: string | null;
@@ -3384,6 +3387,8 @@ export interface components {
             };
             expected_close_date?: string | null;
             id?: string;
+            /** @description the line items' total, tax included (null: no line items) */
+            items_total?: number | null;
             lost_note?: string | null;
             lost_reason?: string | null;
             notes?: string | null;
@@ -3661,7 +3666,10 @@ export interface components {
             version?: number;
         };
         DealOut: {
+            /** @description the line items' total unless amount_override */
             amount?: number;
+            /** @description the amount was set by hand and does not follow the line items */
+            amount_override?: boolean;
             /** Format: date-time */
             closed_at?: string | null;
             company_id?: string | null;
@@ -3677,6 +3685,8 @@ export interface components {
             };
             expected_close_date?: string | null;
             id?: string;
+            /** @description the line items' total, tax included (null: no line items) */
+            items_total?: number | null;
             lost_note?: string | null;
             lost_reason?: string | null;
             notes?: string | null;
@@ -3711,6 +3721,8 @@ export interface components {
              * @default 0
              */
             amount: number;
+            /** @description true: the amount stays as set by hand when the line items change (an `amount` given on a deal with line items sets it); false: the amount is the items' total again */
+            amount_override?: boolean;
             company_id?: string | null;
             contact_id?: string | null;
             /** @enum {string} */
@@ -3812,6 +3824,7 @@ export interface components {
         };
         DocumentOut: {
             client?: components["schemas"]["Party"];
+            conversation_id?: string | null;
             /** Format: date-time */
             created_at?: string;
             currency?: string;
@@ -3823,6 +3836,8 @@ export interface components {
             /** @description quote | invoice */
             kind?: string;
             language?: string;
+            /** @description the last send's message in conversations (its delivery status) */
+            message_id?: string | null;
             notes?: string | null;
             /** @description <series>-<year>-<sequence>, no gaps */
             number?: string;
@@ -5353,7 +5368,7 @@ export interface components {
             message?: string;
             /**
              * Format: email
-             * @description default: the client contact's first e-mail
+             * @description optional check: one of the client contact's e-mails (422 otherwise); conversations addresses the mail (the thread's, else the first e-mail)
              */
             to?: string;
         };
@@ -10804,6 +10819,12 @@ export interface operations {
                 created_after?: string;
                 created_before?: string;
                 include_deleted?: boolean;
+                /** @description contacts that bought this product (the sales service's purchases: a won deal's or paid invoice's lines) */
+                bought_product?: string;
+                /** @description with bought_product: bought on or after this day (UTC) */
+                bought_from?: string;
+                /** @description with bought_product: bought on or before this day (UTC) */
+                bought_to?: string;
             };
             header?: {
                 /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
@@ -11165,6 +11186,12 @@ export interface operations {
                 created_after?: string;
                 created_before?: string;
                 include_deleted?: boolean;
+                /** @description contacts that bought this product (the sales service's purchases: a won deal's or paid invoice's lines) */
+                bought_product?: string;
+                /** @description with bought_product: bought on or after this day (UTC) */
+                bought_from?: string;
+                /** @description with bought_product: bought on or before this day (UTC) */
+                bought_to?: string;
                 format?: "csv" | "xlsx";
             };
             header?: {
