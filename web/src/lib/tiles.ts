@@ -1,19 +1,14 @@
 // The user's own dashboard tiles: saved list views shown as counts that open the list
 // with that filter. Ordered as the user arranges them; kept in this browser like the
 // views they come from (key crm.tiles.<user id>).
-import { contactsQuery } from "./views";
+import { contactsQuery, readStoredList } from "./views";
 
 export type Tile = { id: string; name: string; list: "contacts"; query: string };
 
 const key = (userId: string) => `crm.tiles.${userId}`;
 
 export function loadTiles(userId: string, storage: Pick<Storage, "getItem"> = localStorage): Tile[] {
-  try {
-    const tiles = JSON.parse(storage.getItem(key(userId)) ?? "[]");
-    return Array.isArray(tiles) ? tiles.filter((t) => typeof t?.id === "string" && typeof t?.query === "string") : [];
-  } catch {
-    return [];
-  }
+  return readStoredList<Tile>(key(userId), (t) => typeof t.id === "string" && typeof t.query === "string", storage);
 }
 
 export function storeTiles(userId: string, tiles: Tile[], storage: Pick<Storage, "setItem"> = localStorage) {

@@ -6,13 +6,18 @@ export type SavedView = { name: string; query: string };
 
 const key = (userId: string) => `crm.views.${userId}`;
 
-export function loadViews(userId: string, storage: Pick<Storage, "getItem"> = localStorage): SavedView[] {
+/** A list kept as JSON in the browser, only its well-formed entries ([] when unreadable). */
+export function readStoredList<T>(storageKey: string, valid: (item: T) => boolean, storage: Pick<Storage, "getItem"> = localStorage): T[] {
   try {
-    const views = JSON.parse(storage.getItem(key(userId)) ?? "[]");
-    return Array.isArray(views) ? views.filter((v) => typeof v?.name === "string" && typeof v?.query === "string") : [];
+    const items = JSON.parse(storage.getItem(storageKey) ?? "[]");
+    return Array.isArray(items) ? items.filter((item) => item && valid(item)) : [];
   } catch {
     return [];
   }
+}
+
+export function loadViews(userId: string, storage: Pick<Storage, "getItem"> = localStorage): SavedView[] {
+  return readStoredList<SavedView>(key(userId), (v) => typeof v.name === "string" && typeof v.query === "string", storage);
 }
 
 /** Add or replace (same name) a view; returns the new list, sorted by name. */
