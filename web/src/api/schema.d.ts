@@ -4159,18 +4159,18 @@ export interface components {
         ItemIn: {
             discount_amount?: number;
             /** @description a decimal (number or text), at most 2 decimals, 0..100 */
-            discount_percent?: string;
+            discount_percent?: string | number;
             /** @description default: the default price list of the deal's currency */
             price_list_id?: string;
             product_id: string;
             /** @description a decimal (number or text), at most 3 decimals, 0.001..1000000 */
-            quantity: string;
+            quantity: string | number;
         };
         ItemOut: {
             discount?: number;
             discount_amount?: number | null;
             /** @description a decimal (number or text), at most 2 decimals, 0..100 */
-            discount_percent?: string | null;
+            discount_percent?: (string | number) | null;
             gross?: number;
             id?: string;
             name?: string;
@@ -4179,11 +4179,11 @@ export interface components {
             price_overridden?: boolean;
             product_id?: string;
             /** @description a decimal (number or text), at most 3 decimals, 0.001..1000000 */
-            quantity?: string;
+            quantity?: string | number;
             sku?: string;
             tax?: number;
             /** @description a decimal (number or text), at most 2 decimals, 0..100 */
-            tax_rate?: string;
+            tax_rate?: string | number;
             total?: number;
             unit?: string;
             unit_price?: number;
@@ -4191,9 +4191,9 @@ export interface components {
         ItemPatchPatch: {
             discount_amount?: number | null;
             /** @description a decimal (number or text), at most 2 decimals, 0..100 */
-            discount_percent?: string | null;
+            discount_percent?: (string | number) | null;
             /** @description a decimal (number or text), at most 3 decimals, 0.001..1000000 */
-            quantity?: string;
+            quantity?: string | number;
         };
         ItemPriceIn: {
             unit_price: number;
@@ -4930,7 +4930,7 @@ export interface components {
              * @description a decimal (number or text), at most 2 decimals, 0..100
              * @default 0
              */
-            tax_rate: string;
+            tax_rate: string | number;
             /** @default pcs */
             unit: string;
         };
@@ -4944,7 +4944,7 @@ export interface components {
              * @description a decimal (number or text), at most 2 decimals, 0..100
              * @default 0
              */
-            tax_rate: string;
+            tax_rate: string | number;
             /** @default pcs */
             unit: string;
         };
@@ -4957,7 +4957,7 @@ export interface components {
             name?: string;
             sku?: string;
             /** @description a decimal (number or text), at most 2 decimals, 0..100 */
-            tax_rate?: string;
+            tax_rate?: string | number;
             unit?: string;
             /** Format: date-time */
             updated_at?: string;
@@ -4974,7 +4974,7 @@ export interface components {
             name?: string | null;
             product_id?: string;
             /** @description a decimal (number or text), at most 3 decimals, 0.001..1000000 */
-            quantity?: string;
+            quantity?: string | number;
             sku?: string | null;
         };
         ProfileInPatch: {
@@ -5024,7 +5024,7 @@ export interface components {
             name?: string | null;
             product_id?: string;
             /** @description a decimal (number or text), at most 3 decimals, 0.001..1000000 */
-            quantity?: string;
+            quantity?: string | number;
             sku?: string | null;
         };
         PurchasePage: {
@@ -5747,7 +5747,7 @@ export interface components {
             net?: number;
             tax?: number;
             /** @description a decimal (number or text), at most 2 decimals, 0..100 */
-            tax_rate?: string;
+            tax_rate?: string | number;
         };
         TelephonySettingsIn: {
             ami_channel?: string | null;
@@ -13573,7 +13573,7 @@ export interface operations {
                 "X-Request-Id"?: string;
             };
             path: {
-                entity: string;
+                entity: "contact" | "company" | "deal" | "task";
             };
             cookie?: never;
         };
@@ -13681,7 +13681,7 @@ export interface operations {
                 "Idempotency-Key"?: string;
             };
             path: {
-                entity: string;
+                entity: "contact" | "company" | "deal" | "task";
             };
             cookie?: never;
         };
