@@ -354,9 +354,16 @@ class DuplicateGroups(Schema):
     items = fields.List(fields.Nested(DuplicateGroup))
 
 
+MERGE_CHOICES = ("first_name", "last_name", "position", "company_id", "owner_id", "birthday", "source")
+
+
 class MergeIn(Schema):
     source_ids = fields.List(fields.String(validate=validate.Length(1, 40)), required=True,
                              validate=validate.Length(1, 50))
+    keep = fields.Dict(keys=fields.String(validate=validate.OneOf(MERGE_CHOICES)),
+                       values=fields.String(validate=validate.Length(1, 40)), metadata={
+        "description": "field -> id of the contact (the survivor or a source) whose value "
+                       "survives, empty values included; fields left out follow the conflict rule"})
 
 
 class MergeOut(ContactOut):

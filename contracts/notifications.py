@@ -130,6 +130,10 @@ class PreferencesIn(Schema):
         "description": "no longer used: greetings to contacts are automation's rule "
                        "default-birthday-greeting, into which the owners who had this on were "
                        "copied once"})
+    task_reminders = fields.List(fields.Integer(validate=validate.Range(0, 7 * 24 * 60)),
+                                 validate=validate.Length(max=5), metadata={
+        "description": "minutes before due_at: the reminders a new task of this user starts "
+                       "with in the console (default [15]; a task's own reminders decide)"})
 
     @validates("timezone")
     def known_zone(self, value, **kwargs):
@@ -148,6 +152,7 @@ class PreferencesOut(Schema):
     timezone = fields.String(allow_none=True)
     language = fields.String(allow_none=True)
     birthday_greetings = fields.Boolean()
+    task_reminders = fields.List(fields.Integer())
     updated_at = UtcDateTime(allow_none=True)
 
 

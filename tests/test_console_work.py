@@ -256,6 +256,14 @@ def test_contacts_filters_bulk_tag_export_and_saved_view(stack, worker, page):
     page.get_by_role("option", name="Fair prospects").click()
     expect(page).to_have_url(f"{stack.stream_url}/contacts?source={source}&status=prospect")
     expect(table.locator("tbody tr")).to_have_count(2)
+    # the view becomes a dashboard tile whose number drills down to the same list
+    page.goto(stack.stream_url + "/dashboard")
+    page.get_by_test_id("add-tile").click()
+    page.get_by_role("option", name="Fair prospects").click()
+    tile = page.get_by_test_id("tile-Fair prospects")
+    expect(tile.get_by_test_id("tile-count")).to_have_text("2")
+    tile.get_by_test_id("tile-count").click()
+    expect(page).to_have_url(f"{stack.stream_url}/contacts?source={source}&status=prospect")
 
 
 def test_companies_list_and_card_with_its_people(stack, worker, page):
@@ -419,17 +427,129 @@ def _get_with_key(stack, key):
                         timeout=10)
 
 
-def test_contact_card_merges_a_duplicate_into_itself(stack, worker, page):
+def test_contact_card_merges_a_duplicate_side_by_side_keeping_the_picked_values(stack, worker, page):
     email = f"twin{uuid.uuid4().hex[:6]}@example.com"
-    keep = _contact(worker, emails=[{"email": email}])
+    keep = _contact(worker, emails=[{"email": email}], position="Buyer")
     twin = worker.post("/contacts", params={"force": "true"}, json={
-        "first_name": "Twin", "last_name": "Work", "emails": [{"email": email}], "owner_id": worker.user["id"]})
+        "first_name": "Twin", "last_name": "Work", "position": "CTO", "emails": [{"email": email}],
+        "phones": ["+390298765432"], "owner_id": worker.user["id"]})
     assert twin.status_code == 201, twin.text
     twin = twin.json()
     page.goto(stack.stream_url + f"/contacts/{keep['id']}")
     page.get_by_test_id(f"merge-{twin['id']}").click()
+    dialog = page.get_by_test_id("merge-dialog")
+    expect(dialog.get_by_test_id("merge-field-last_name")).to_have_count(0)  # the same in both
+    expect(dialog.get_by_test_id("keep-position-this")).to_be_checked()  # the rule's choice first
+    dialog.get_by_test_id("keep-first_name-other").check()
+    page.screenshot(path=os.path.join(SCREENS, "merge_side_by_side.png"))
+    dialog.get_by_test_id("merge-confirm").click()
     _wait(lambda: worker.get(f"/contacts/{twin['id']}").status_code == 404, page)
+    merged = worker.get(f"/contacts/{keep['id']}").json()
+    assert (merged["first_name"], merged["position"]) == ("Twin", "Buyer")
+    assert {p["e164"] for p in merged["phones"]} >= {"+390298765432"}
     expect(page.get_by_test_id("contact-duplicates")).to_have_count(0)
+
+
+def test_reminder_settings_give_a_new_task_its_reminders(stack, worker, page):
+    page.goto(stack.stream_url + "/settings/notifications")
+    expect(page.get_by_test_id("reminder-leads")).to_be_visible()
+    page.get_by_test_id("reminder-settings").locator(".mantine-MultiSelect-input").click()
+    page.get_by_role("option", name="1 hour", exact=True).click()
+    page.keyboard.press("Escape")
+    page.get_by_test_id("channel-task_due_soon-email").check()
+    page.get_by_test_id("prefs-save").click()
+    _wait(lambda: worker.get("/notification-preferences").json()["task_reminders"] == [15, 60], page)
+    assert "email" in worker.get("/notification-preferences").json()["channels"]["task_due_soon"]
+    contact = _contact(worker)
+    page.goto(stack.stream_url + f"/contacts/{contact['id']}")
+    page.get_by_test_id("contact-card").get_by_test_id("contact-new-task").click()
+    page.get_by_test_id("task-title").fill("Reminded")
+    expect(page.get_by_test_id("task-reminders")).to_be_visible()
+    page.get_by_test_id("task-save").click()
+    expect(page.get_by_test_id("contact-tasks")).to_contain_text("Reminded")
+    task = worker.get("/tasks", params={"contact_id": contact["id"]}).json()["items"][0]
+    assert task["reminders"] == [15, 60]
+
+
+def test_a_thread_is_read_and_answered_from_the_inbox(stack, api, admin_page):
+    tag = uuid.uuid4().hex[:8]
+    secret, tg_id = f"tg{tag}", random.randint(10 ** 8, 10 ** 9)
+    route = api.post("/forms", json={"name": f"tg {tag}", "kind": "channel", "channel": "telegram",
+                                     "source": "telegram", "telegram_secret_token": secret})
+    assert route.status_code == 201, route.text
+    bot = api.post("/channels", json={"kind": "telegram", "name": f"bot {tag}", "token": f"TG{tag}",
+                                      "api_base": "http://127.0.0.1:9/tg"})  # nothing is delivered
+    assert bot.status_code == 201, bot.text
+    update = {"update_id": tg_id % 100000, "message": {
+        "message_id": 1, "from": {"id": tg_id, "is_bot": False, "first_name": f"Client{tag}"},
+        "chat": {"id": tg_id, "type": "private"}, "date": int(dt.datetime.now().timestamp()),
+        "text": f"Do you ship to Malta? {tag}"}}
+    got = requests.post(f"{stack.base_url}/api/v1/inbound/telegram/{route.json()['key']}", json=update,
+                        headers={"X-Telegram-Bot-Api-Secret-Token": secret}, timeout=10)
+    assert got.status_code == 200, got.text
+    conversation = _wait(lambda: next((c for c in api.get("/conversations", params={"limit": 100}).json()["items"]
+                                       if tag in (c.get("last_preview") or "")), None), admin_page, 30)
+    admin_page.goto(stack.stream_url + "/inbox")
+    admin_page.get_by_test_id(f"conversation-{conversation['id']}").click()
+    admin_page.wait_for_url(f"**/inbox/{conversation['id']}")
+    thread = admin_page.get_by_test_id("thread")
+    expect(thread.get_by_test_id("message-inbound")).to_contain_text(f"Do you ship to Malta? {tag}")
+    admin_page.get_by_test_id("reply-text").fill("Yes, in three days")
+    admin_page.get_by_test_id("reply-send").click()
+    expect(thread.get_by_test_id("message-outbound")).to_contain_text("Yes, in three days")
+    admin_page.screenshot(path=os.path.join(SCREENS, "inbox_thread.png"))
+    sent = [m for m in api.get(f"/conversations/{conversation['id']}/messages").json()["items"]
+            if m["direction"] == "outbound"]
+    assert sent[0]["text"] == "Yes, in three days" and sent[0]["channel"] == "telegram"
+
+
+def test_an_agent_builds_a_quote_and_downloads_its_pdf(stack, api, worker, page):
+    product = api.post("/products", json={"name": f"Widget {uuid.uuid4().hex[:5]}", "sku": uuid.uuid4().hex[:8],
+                                          "unit": "pcs", "tax_rate": "22"})
+    assert product.status_code == 201, product.text
+    product = product.json()
+    lists = [p for p in api.get("/price-lists", params={"limit": 100}).json()["items"]
+             if p["currency"] == "EUR" and p.get("is_default")]
+    price_list = lists[0] if lists else api.post("/price-lists", json={
+        "name": "Euro", "currency": "EUR", "is_default": True}).json()
+    priced = api.put(f"/price-lists/{price_list['id']}/prices", json={"prices": [
+        {"product_id": product["id"], "unit_price": 12500}]})
+    assert priced.status_code in (200, 201), priced.text
+    deal = worker.post("/deals", json={"title": f"Quote {uuid.uuid4().hex[:5]}", "amount": 0, "currency": "EUR",
+                                       "owner_id": worker.user["id"]}).json()
+    page.goto(stack.stream_url + "/deals")
+    page.get_by_test_id(f"deal-{deal['id']}").dblclick()
+    sales = page.get_by_test_id("deal-sales")
+    sales.get_by_test_id("item-product").click()
+    page.get_by_role("option", name=f"{product['name']} ({product['sku']})").click()
+    sales.get_by_test_id("item-quantity").fill("2")
+    sales.get_by_test_id("item-add").click()
+    expect(sales.get_by_test_id("line-items")).to_contain_text(product["name"])
+    expect(sales.get_by_test_id("line-total")).to_contain_text("€")
+    sales.get_by_test_id("quote-create").click()
+    quote = sales.locator("[data-testid^=quote-]").filter(has=page.get_by_test_id("quote-pdf"))
+    expect(quote).to_have_count(1)
+    page.screenshot(path=os.path.join(SCREENS, "deal_quote.png"))
+    with page.expect_download() as download:
+        quote.get_by_test_id("quote-pdf").click()
+    assert open(download.value.path(), "rb").read(5) == b"%PDF-"
+    assert worker.get(f"/deals/{deal['id']}/items").json()["totals"]["total"] > 0
+
+
+def test_telephony_settings_are_saved_and_tested(stack, api, admin_page):
+    admin_page.goto(stack.stream_url + "/settings/telephony")
+    admin_page.get_by_test_id("telephony-provider").click()
+    admin_page.get_by_role("option", name="HTTP endpoint").click()
+    admin_page.get_by_test_id("tel-originate_url").fill("http://127.0.0.1:9/originate")  # nothing listens
+    admin_page.get_by_test_id("telephony-save").click()
+    try:
+        _wait(lambda: api.get("/settings/telephony").json().get("originate_url") == "http://127.0.0.1:9/originate",
+              admin_page)
+        admin_page.get_by_test_id("telephony-test").click()
+        expect(admin_page.get_by_test_id("telephony-test-result")).to_contain_text("Not connected")
+        admin_page.screenshot(path=os.path.join(SCREENS, "telephony_test.png"))
+    finally:
+        api.patch("/settings/telephony", json={"originate_url": None})
 
 
 def test_reports_show_a_table_and_export_it(stack, admin_page):

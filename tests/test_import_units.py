@@ -89,6 +89,9 @@ def test_merge_rule():
     assert [e["email"] for e in out["emails"]] == ["s@x", "o@x"]
     assert [p["e164"] for p in out["phones"]] == ["+1", "+2"]
     assert out["custom"] == {"t": "gold", "u": 1} and out["do_not_contact"] is True
+    # the values a user picked survive as they are (an empty one too)
+    picked = merged_fields(survivor, [one], {"first_name": "1", "position": "s"})
+    assert picked["first_name"] == "One" and picked["position"] == ""
 
 
 def test_groups_join_through_shared_members():

@@ -131,7 +131,9 @@ def test_bad_merges_change_nothing(api, unique):
     survivor = make(api, unique, "s", emails=[f"bad.{unique}@example.com"])
     other = make(api, unique, "o", emails=[f"bad2.{unique}@example.com"])
     cases = [({"source_ids": []}, 422), ({"source_ids": [survivor["id"]]}, 422),
-             ({"source_ids": ["nope"]}, 422), ({}, 422), ({"source_ids": "x"}, 422)]
+             ({"source_ids": ["nope"]}, 422), ({}, 422), ({"source_ids": "x"}, 422),
+             ({"source_ids": [other["id"]], "keep": {"first_name": "stranger"}}, 422),
+             ({"source_ids": [other["id"]], "keep": {"status": other["id"]}}, 422)]
     for body, status in cases:
         response = api.post(f"/contacts/{survivor['id']}/merge", json=body)
         assert response.status_code == status, (body, response.text)

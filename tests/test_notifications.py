@@ -260,7 +260,7 @@ def test_bad_preferences_are_422_and_change_nothing(api, stack, ch, unique):
     before = api.get("/notification-preferences", params={"user_id": user["id"]}).json()
     for bad in ({"channels": {"task_assigned": ["pigeon"]}}, {"channels": {"no_such": ["email"]}},
                 {"quiet_hours": {"start": "25:00", "end": "07:00"}},
-                {"timezone": "Mars/Olympus"}, {"language": "xx"}):
+                {"timezone": "Mars/Olympus"}, {"language": "xx"}, {"task_reminders": [-5]}):
         response = api.put("/notification-preferences", params={"user_id": user["id"]}, json=bad)
         assert response.status_code == 422, (bad, response.text)
         assert response.json()["error"]["code"] == "validation_error"

@@ -6,7 +6,8 @@ Conflict rule of a merge (docs/import.md):
   the survivor's non-empty value wins; an empty one is filled from the first source, in
   the order given, that has it;
 - do_not_contact: true if any of them says so; last_contacted_at: the latest;
-- status stays the survivor's.
+- status stays the survivor's;
+- `keep` {field: contact id} overrides the single-field rule: that contact's value survives.
 The sources are soft-deleted with `merged_into` (restorable with /contacts/{id}/restore);
 the merge is recorded with the survivor's before-image.
 """
@@ -26,18 +27,21 @@ merge_in = schemas.MergeIn()
 duplicates_query = schemas.DuplicatesQuery()
 
 
-def merged_fields(survivor, sources):
-    """The survivor's new fields after absorbing `sources` (see the rule above)."""
+def merged_fields(survivor, sources, keep=None):
+    """The survivor's new fields after absorbing `sources` (see the rule above); `keep`
+    {field: contact id} names the contact whose value of a field survives as it is."""
     out = {}
+    everyone = [survivor, *sources]
     for key in SCALARS:
         value = survivor.get(key)
-        if value in (None, ""):
+        if key in (keep or {}):
+            value = next(c for c in everyone if c["_id"] == keep[key]).get(key)
+        elif value in (None, ""):
             value = next((s[key] for s in sources if s.get(key) not in (None, "")), value)
         out[key] = value
     if out["company_id"] != survivor.get("company_id"):  # name follows the company taken
         donor = next(s for s in sources if s.get("company_id") == out["company_id"])
         out["company_name"] = donor.get("company_name")
-    everyone = [survivor, *sources]
     out["emails"] = _union((c.get("emails") or [] for c in everyone), "email")
     out["phones"] = _union((c.get("phones") or [] for c in everyone), "e164")
     out["messengers"] = _union((c.get("messengers") or [] for c in everyone), "key")
@@ -86,8 +90,13 @@ class Merges:
         if missing:
             raise ValidationFailed("Unknown or deleted source contacts",
                                    {"fields": {"source_ids": missing}})
+        keep = data.get("keep") or {}
+        strangers = {k: [v] for k, v in keep.items() if v != survivor_id and v not in found}
+        if strangers:
+            raise ValidationFailed("keep names a contact that is not part of the merge",
+                                   {"fields": {"keep": strangers}})
         sources = [self.contacts._editable(found[i], i) for i in source_ids]
-        changes = merged_fields(survivor, sources)
+        changes = merged_fields(survivor, sources, keep)
         now = utcnow()
         changes.update(search_fields({**survivor, **changes}))
         changes["updated_at"] = now

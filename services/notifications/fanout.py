@@ -21,6 +21,7 @@ def preferences_with_defaults(user_id, stored):
             "quiet_hours": stored.get("quiet_hours"), "timezone": stored.get("timezone"),
             "language": stored.get("language"),
             "birthday_greetings": bool(stored.get("birthday_greetings", False)),
+            "task_reminders": sorted(set(stored.get("task_reminders", [15]))),
             "updated_at": stored.get("updated_at")}
 
 

@@ -25,6 +25,9 @@ const Pipelines = lazy(() => import("./pages/Pipelines").then((m) => ({ default:
 const Dashboard = lazy(() => import("./pages/Dashboard").then((m) => ({ default: m.Dashboard })));
 const Access = lazy(() => import("./pages/Access").then((m) => ({ default: m.Access })));
 const Reports = lazy(() => import("./pages/Reports").then((m) => ({ default: m.Reports })));
+const NotificationSettings = lazy(() => import("./pages/NotificationSettings").then((m) => ({ default: m.NotificationSettings })));
+const Inbox = lazy(() => import("./pages/Inbox").then((m) => ({ default: m.Inbox })));
+const Telephony = lazy(() => import("./pages/Telephony").then((m) => ({ default: m.Telephony })));
 const CompanyCard = lazy(() => import("./pages/Companies").then((m) => ({ default: m.CompanyCard })));
 
 const queryClient = new QueryClient({
@@ -67,6 +70,10 @@ function App() {
           <Route path="/reports" element={<Reports />} />
           <Route path="/settings/access" element={<Access />} />
           <Route path="/settings/pipelines" element={<Pipelines />} />
+          <Route path="/settings/notifications" element={<NotificationSettings />} />
+          <Route path="/settings/telephony" element={<Telephony />} />
+          <Route path="/inbox" element={<Inbox />} />
+          <Route path="/inbox/:conversationId" element={<Inbox />} />
         </Route>
         <Route path="*" element={<Navigate to="/today" replace />} />
       </Routes>

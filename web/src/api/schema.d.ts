@@ -2196,7 +2196,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** One search box over contacts, companies, deals, tasks and calls: ranked, typo tolerant, prefix as you type, only what the caller may see */
+        /** One search box over contacts, companies, deals, tasks, calls and notes: ranked, typo tolerant, prefix as you type, only what the caller may see */
         get: operations["get_search_search"];
         put?: never;
         post?: never;
@@ -3368,7 +3368,10 @@ export interface components {
             version?: number;
         };
         ContactDeal: {
+            /** @description the line items' total unless amount_override */
             amount?: number;
+            /** @description the amount was set by hand and does not follow the line items */
+            amount_override?: boolean;
             /** Format: date-time */
             closed_at?: string | null;
             company_id?: string | null;
@@ -3384,6 +3387,8 @@ export interface components {
             };
             expected_close_date?: string | null;
             id?: string;
+            /** @description the line items' total, tax included (null: no line items) */
+            items_total?: number | null;
             lost_note?: string | null;
             lost_reason?: string | null;
             notes?: string | null;
@@ -3661,7 +3666,10 @@ export interface components {
             version?: number;
         };
         DealOut: {
+            /** @description the line items' total unless amount_override */
             amount?: number;
+            /** @description the amount was set by hand and does not follow the line items */
+            amount_override?: boolean;
             /** Format: date-time */
             closed_at?: string | null;
             company_id?: string | null;
@@ -3677,6 +3685,8 @@ export interface components {
             };
             expected_close_date?: string | null;
             id?: string;
+            /** @description the line items' total, tax included (null: no line items) */
+            items_total?: number | null;
             lost_note?: string | null;
             lost_reason?: string | null;
             notes?: string | null;
@@ -3711,6 +3721,8 @@ export interface components {
              * @default 0
              */
             amount: number;
+            /** @description true: the amount stays as set by hand when the line items change (an `amount` given on a deal with line items sets it); false: the amount is the items' total again */
+            amount_override?: boolean;
             company_id?: string | null;
             contact_id?: string | null;
             /** @enum {string} */
@@ -3812,6 +3824,7 @@ export interface components {
         };
         DocumentOut: {
             client?: components["schemas"]["Party"];
+            conversation_id?: string | null;
             /** Format: date-time */
             created_at?: string;
             currency?: string;
@@ -3823,6 +3836,8 @@ export interface components {
             /** @description quote | invoice */
             kind?: string;
             language?: string;
+            /** @description the last send's message in conversations (its delivery status) */
+            message_id?: string | null;
             notes?: string | null;
             /** @description <series>-<year>-<sequence>, no gaps */
             number?: string;
@@ -4144,18 +4159,18 @@ export interface components {
         ItemIn: {
             discount_amount?: number;
             /** @description a decimal (number or text), at most 2 decimals, 0..100 */
-            discount_percent?: string;
+            discount_percent?: string | number;
             /** @description default: the default price list of the deal's currency */
             price_list_id?: string;
             product_id: string;
             /** @description a decimal (number or text), at most 3 decimals, 0.001..1000000 */
-            quantity: string;
+            quantity: string | number;
         };
         ItemOut: {
             discount?: number;
             discount_amount?: number | null;
             /** @description a decimal (number or text), at most 2 decimals, 0..100 */
-            discount_percent?: string | null;
+            discount_percent?: (string | number) | null;
             gross?: number;
             id?: string;
             name?: string;
@@ -4164,11 +4179,11 @@ export interface components {
             price_overridden?: boolean;
             product_id?: string;
             /** @description a decimal (number or text), at most 3 decimals, 0.001..1000000 */
-            quantity?: string;
+            quantity?: string | number;
             sku?: string;
             tax?: number;
             /** @description a decimal (number or text), at most 2 decimals, 0..100 */
-            tax_rate?: string;
+            tax_rate?: string | number;
             total?: number;
             unit?: string;
             unit_price?: number;
@@ -4176,9 +4191,9 @@ export interface components {
         ItemPatchPatch: {
             discount_amount?: number | null;
             /** @description a decimal (number or text), at most 2 decimals, 0..100 */
-            discount_percent?: string | null;
+            discount_percent?: (string | number) | null;
             /** @description a decimal (number or text), at most 3 decimals, 0.001..1000000 */
-            quantity?: string;
+            quantity?: string | number;
         };
         ItemPriceIn: {
             unit_price: number;
@@ -4482,6 +4497,10 @@ export interface components {
             created_at?: string;
             email?: string;
             extension?: string | null;
+            /** @description a custom role's field grants {object: {field: read|hidden}} (fields to show read-only or not at all); {} for others */
+            fields?: {
+                [key: string]: unknown;
+            };
             id?: string;
             language?: string | null;
             /** Format: date-time */
@@ -4502,6 +4521,10 @@ export interface components {
             updated_at?: string;
         };
         MergeIn: {
+            /** @description field -> id of the contact (the survivor or a source) whose value survives, empty values included; fields left out follow the conflict rule */
+            keep?: {
+                [key: string]: string;
+            };
             source_ids: string[];
         };
         MergeOut: {
@@ -4801,7 +4824,7 @@ export interface components {
             total?: number;
         };
         PreferencesInPatch: {
-            /** @description email a greeting to own contacts on their birthday (never to do_not_contact ones) */
+            /** @description no longer used: greetings to contacts are automation's rule default-birthday-greeting, into which the owners who had this on were copied once */
             birthday_greetings?: boolean;
             /** @description per event type, the channels to use (inapp, email, sms, telegram); [] silences it; a type left out keeps its default */
             channels?: {
@@ -4811,6 +4834,8 @@ export interface components {
             language?: "en" | "it" | null;
             /** @description non-urgent messages wait until the end of this daily window */
             quiet_hours?: components["schemas"]["QuietHours"] | (never | null);
+            /** @description minutes before due_at: the reminders a new task of this user starts with in the console (default [15]; a task's own reminders decide) */
+            task_reminders?: number[];
             /**
              * @description IANA time-zone name, e.g. Europe/Rome
              * @enum {string|null}
@@ -4824,6 +4849,7 @@ export interface components {
             };
             language?: string | null;
             quiet_hours?: components["schemas"]["QuietHours"] | (never | null);
+            task_reminders?: number[];
             timezone?: string | null;
             /** Format: date-time */
             updated_at?: string | null;
@@ -4904,7 +4930,7 @@ export interface components {
              * @description a decimal (number or text), at most 2 decimals, 0..100
              * @default 0
              */
-            tax_rate: string;
+            tax_rate: string | number;
             /** @default pcs */
             unit: string;
         };
@@ -4918,7 +4944,7 @@ export interface components {
              * @description a decimal (number or text), at most 2 decimals, 0..100
              * @default 0
              */
-            tax_rate: string;
+            tax_rate: string | number;
             /** @default pcs */
             unit: string;
         };
@@ -4931,7 +4957,7 @@ export interface components {
             name?: string;
             sku?: string;
             /** @description a decimal (number or text), at most 2 decimals, 0..100 */
-            tax_rate?: string;
+            tax_rate?: string | number;
             unit?: string;
             /** Format: date-time */
             updated_at?: string;
@@ -4948,7 +4974,7 @@ export interface components {
             name?: string | null;
             product_id?: string;
             /** @description a decimal (number or text), at most 3 decimals, 0.001..1000000 */
-            quantity?: string;
+            quantity?: string | number;
             sku?: string | null;
         };
         ProfileInPatch: {
@@ -4998,7 +5024,7 @@ export interface components {
             name?: string | null;
             product_id?: string;
             /** @description a decimal (number or text), at most 3 decimals, 0.001..1000000 */
-            quantity?: string;
+            quantity?: string | number;
             sku?: string | null;
         };
         PurchasePage: {
@@ -5054,6 +5080,12 @@ export interface components {
             edited_by?: string | null;
         };
         RoleIn: {
+            /** @description {object: {field: read|hidden}}: `read` shows the field but refuses writes to it (403), `hidden` also leaves it out of every read, list, search result, export, report figure and stream event; objects: contacts, companies, deals, tasks; `custom.<key>` names a typed custom field */
+            fields?: {
+                [key: string]: {
+                    [key: string]: "read" | "hidden";
+                };
+            };
             label: string;
             /** @description what users' `role` names; not admin, manager or agent */
             name: string;
@@ -5066,6 +5098,10 @@ export interface components {
         };
         RoleOut: {
             built_in?: boolean;
+            /** @description field-level grants {object: {field: read|hidden}}; built-in roles: none */
+            fields?: {
+                [key: string]: unknown;
+            };
             label?: string;
             name?: string;
             /** @description custom roles: their grants; built-in roles: their cells of the matrix */
@@ -5081,6 +5117,12 @@ export interface components {
             total?: number;
         };
         RolePatch: {
+            /** @description {object: {field: read|hidden}}: `read` shows the field but refuses writes to it (403), `hidden` also leaves it out of every read, list, search result, export, report figure and stream event; objects: contacts, companies, deals, tasks; `custom.<key>` names a typed custom field */
+            fields?: {
+                [key: string]: {
+                    [key: string]: "read" | "hidden";
+                };
+            };
             label?: string;
             /** @description {object: {action: own|team|all}}; an action left out is refused */
             permissions?: {
@@ -5247,10 +5289,14 @@ export interface components {
         SearchHit: {
             highlight?: components["schemas"]["Highlight"] | (never | null);
             id?: string;
+            /** @description a note's: the record it is on {"type", "id"} */
+            record?: {
+                [key: string]: unknown;
+            };
             score?: number;
             subtitle?: string | null;
             title?: string;
-            /** @description contact, company, deal, task, call */
+            /** @description contact, company, deal, task, call, note */
             type?: string;
         };
         SearchResults: {
@@ -5322,7 +5368,7 @@ export interface components {
             message?: string;
             /**
              * Format: email
-             * @description default: the client contact's first e-mail
+             * @description optional check: one of the client contact's e-mails (422 otherwise); conversations addresses the mail (the thread's, else the first e-mail)
              */
             to?: string;
         };
@@ -5701,7 +5747,7 @@ export interface components {
             net?: number;
             tax?: number;
             /** @description a decimal (number or text), at most 2 decimals, 0..100 */
-            tax_rate?: string;
+            tax_rate?: string | number;
         };
         TelephonySettingsIn: {
             ami_channel?: string | null;
@@ -10032,8 +10078,12 @@ export interface operations {
                 limit?: number;
                 /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
-                sort?: "created_at" | "-created_at" | "updated_at" | "-updated_at";
+                sort?: string;
                 include_total?: boolean;
+                /** @description typed custom fields: `cf.<key>=value` (equals), `cf.<key>.gte=`, `.lte=`, `.ne=` as query parameters (gathered here) */
+                custom_filters?: {
+                    [key: string]: string;
+                };
                 q?: string;
                 tag?: string;
                 owner_id?: string;
@@ -10769,6 +10819,12 @@ export interface operations {
                 created_after?: string;
                 created_before?: string;
                 include_deleted?: boolean;
+                /** @description contacts that bought this product (the sales service's purchases: a won deal's or paid invoice's lines) */
+                bought_product?: string;
+                /** @description with bought_product: bought on or after this day (UTC) */
+                bought_from?: string;
+                /** @description with bought_product: bought on or before this day (UTC) */
+                bought_to?: string;
             };
             header?: {
                 /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
@@ -11130,6 +11186,12 @@ export interface operations {
                 created_after?: string;
                 created_before?: string;
                 include_deleted?: boolean;
+                /** @description contacts that bought this product (the sales service's purchases: a won deal's or paid invoice's lines) */
+                bought_product?: string;
+                /** @description with bought_product: bought on or after this day (UTC) */
+                bought_from?: string;
+                /** @description with bought_product: bought on or before this day (UTC) */
+                bought_to?: string;
                 format?: "csv" | "xlsx";
             };
             header?: {
@@ -13511,7 +13573,7 @@ export interface operations {
                 "X-Request-Id"?: string;
             };
             path: {
-                entity: string;
+                entity: "contact" | "company" | "deal" | "task";
             };
             cookie?: never;
         };
@@ -13619,7 +13681,7 @@ export interface operations {
                 "Idempotency-Key"?: string;
             };
             path: {
-                entity: string;
+                entity: "contact" | "company" | "deal" | "task";
             };
             cookie?: never;
         };
@@ -28071,7 +28133,7 @@ export interface operations {
             query: {
                 /** @description what the user typed: any words of names, emails, titles, notes, tags; any 4+ digits of a phone number in any typed form. Typos and a word being typed are allowed; only the first 200 characters count, and query syntax has no meaning (it is text) */
                 q: string;
-                /** @description comma-separated, of: contact, company, deal, task, call (default: all) */
+                /** @description comma-separated, of: contact, company, deal, task, call, note (default: all) */
                 types?: string;
                 limit?: number;
             };
@@ -30588,8 +30650,12 @@ export interface operations {
                 limit?: number;
                 /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
-                sort?: "due_at" | "-due_at" | "created_at" | "-created_at";
+                sort?: string;
                 include_total?: boolean;
+                /** @description typed custom fields: `cf.<key>=value` (equals), `cf.<key>.gte=`, `.lte=`, `.ne=` as query parameters (gathered here) */
+                custom_filters?: {
+                    [key: string]: string;
+                };
                 assignee_id?: string;
                 status?: "open" | "done" | "canceled";
                 kind?: "call" | "meeting" | "email" | "todo";

@@ -33,9 +33,12 @@ export function Layout() {
     ["/reports", t("reports"), "reports:read"], ["/contacts", t("contacts"), "contacts:read"],
     ["/companies", t("companies"), "companies:read"], ["/deals", t("deals"), "deals:read"],
     ["/tasks", t("tasks"), "tasks:read"], ["/calls", t("calls"), "calls:read"],
+    ["/inbox", t("inbox"), "conversations:read"],
     ["/import", t("import"), "imports:write"],
     ["/settings/pipelines", t("pipelines"), "pipelines:read"],
     ["/settings/access", t("usersAndKeys"), "users:read"],
+    ["/settings/telephony", t("telephony"), "telephony-settings:manage"],
+    ["/settings/notifications", t("notificationSettings"), ""],
   ];
   return (
     <AppShell header={{ height: 56 }} navbar={{ width: 200, breakpoint: "sm", collapsed: { mobile: !opened } }}
@@ -59,7 +62,7 @@ export function Layout() {
         </Group>
       </AppShell.Header>
       <AppShell.Navbar p="xs" data-testid="navbar">
-        {links.filter(([, , permission]) => !me.data || can(permission)).map(([to, label]) => (
+        {links.filter(([, , permission]) => !me.data || !permission || can(permission)).map(([to, label]) => (
           <NavLink key={to} component={RouterLink} to={to} label={label} onClick={close}
                    active={location.pathname.startsWith(to)} />
         ))}

@@ -1,11 +1,12 @@
 import { useEffect, useState } from "react";
-import { Button, Group, Modal, Select, Stack, Text, TextInput, Textarea } from "@mantine/core";
+import { Button, Group, Modal, MultiSelect, Select, Stack, Text, TextInput, Textarea } from "@mantine/core";
 import { useTranslation } from "react-i18next";
 import { ApiError } from "../api/client";
 import { needsNextStep } from "../lib/agenda";
 import { useCompleteTask, useCreateTask, type Task } from "../lib/actions";
 import { addDays, zonedParts, zonedToUtc } from "../lib/format";
 import { useLocale } from "../lib/me";
+import { leadLabel, REMINDER_CHOICES, useNotificationPrefs } from "../lib/reminders";
 
 /** "YYYY-MM-DDTHH:mm" (a datetime-local input) in the user's zone <-> UTC ISO. */
 export function toLocalInput(iso: string, timeZone: string) {
@@ -75,17 +76,21 @@ export function CreateTaskDialog({ opened, onClose, contactId, dealId, title: in
   const [kind, setKind] = useState<"call" | "meeting" | "email" | "todo">("call");
   const [due, setDue] = useState("");
   const [errors, setErrors] = useState<Record<string, string>>({});
+  const prefs = useNotificationPrefs();
+  const [reminders, setReminders] = useState<string[]>([]);
   useEffect(() => {
     if (!opened) return;
     setTitle(initialTitle); setErrors({});
     setDue(`${addDays(locale.today(), 1)}T10:00`);
-  }, [opened, initialTitle, locale]);
+    setReminders((prefs.data?.task_reminders ?? [15]).map(String));
+  }, [opened, initialTitle, locale, prefs.data]);
   return (
     <Modal opened={opened} onClose={onClose} title={t("newTask")}>
       <form onSubmit={(e) => {
         e.preventDefault();
         create.mutate({ title: title.trim(), kind, priority: "normal", due_at: due ? fromLocalInput(due, locale.timeZone) : null,
-                        contact_id: contactId ?? null, deal_id: dealId ?? null }, {
+                        contact_id: contactId ?? null, deal_id: dealId ?? null,
+                        reminders: due ? reminders.map(Number) : [] }, {
           onSuccess: onClose,
           onError: (error) => setErrors(fieldErrors(error)),
         });
@@ -97,6 +102,11 @@ export function CreateTaskDialog({ opened, onClose, contactId, dealId, title: in
                   data={(["call", "meeting", "email", "todo"] as const).map((k) => ({ value: k, label: t(`kind_${k}`) }))} />
           <TextInput type="datetime-local" label={t("due")} value={due} error={errors.due_at}
                      onChange={(e) => setDue(e.currentTarget.value)} />
+          {due && (
+            <MultiSelect label={t("reminders")} value={reminders} onChange={setReminders} error={errors.reminders}
+                         data={REMINDER_CHOICES.map((m) => ({ value: String(m), label: leadLabel(m, locale.language) }))}
+                         data-testid="task-reminders" />
+          )}
           {errors._ && <Text c="red" size="sm">{errors._}</Text>}
           <Group justify="flex-end">
             <Button variant="default" onClick={onClose}>{t("cancel")}</Button>

@@ -1,6 +1,6 @@
 import { useEffect, useState } from "react";
-import { ActionIcon, Alert, Anchor, Badge, Button, Card, Checkbox, Grid, Group, Modal, NumberInput, Select, Stack,
-         TagsInput, Text, TextInput, Timeline, Title } from "@mantine/core";
+import { ActionIcon, Alert, Anchor, Badge, Button, Card, Checkbox, Grid, Group, Modal, NumberInput, Radio, Select, Stack,
+         Table, TagsInput, Text, TextInput, Timeline, Title } from "@mantine/core";
 import { notifications as toasts } from "@mantine/notifications";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
@@ -11,6 +11,7 @@ import { QueryState } from "../components/QueryState";
 import { CompleteDialog, CreateTaskDialog, fieldErrors } from "../components/TaskDialogs";
 import { useClickToCall, type Task } from "../lib/actions";
 import { useLocale, usePermissions } from "../lib/me";
+import { conflicts, defaultChoices, keepBody, type MergeField, type MergeRecord } from "../lib/merge";
 import { contactName, STATUSES } from "./Contacts";
 import { TaskRow } from "./Today";
 
@@ -131,10 +132,11 @@ function CreateDealDialog({ contact, opened, onClose }: { contact: Contact; open
   );
 }
 
-/** Probable duplicates of this contact (GET /contacts/duplicates), merged into it on request. */
+/** Probable duplicates of this contact (GET /contacts/duplicates); each opens a side-by-side
+ * comparison where the user picks which values survive before merging it into this one. */
 function Duplicates({ contact }: { contact: Contact }) {
   const { t } = useTranslation();
-  const queryClient = useQueryClient();
+  const [comparing, setComparing] = useState<string | null>(null);
   const groups = useQuery({
     queryKey: ["contacts", "duplicates"],
     staleTime: 60_000,
@@ -143,13 +145,6 @@ function Duplicates({ contact }: { contact: Contact }) {
   const mine = (groups.data ?? []).filter((g) => g.contact_ids?.includes(contact.id!));
   const others = mine.flatMap((g) => (g.contacts ?? []).filter((c) => c.id !== contact.id)
     .map((c) => ({ ...(c as { id: string; first_name?: string; last_name?: string }), score: g.score ?? 0, reasons: g.reasons ?? [] })));
-  const merge = useMutation({
-    mutationFn: async (id: string) => ok(await api.POST("/api/v1/contacts/{contact_id}/merge", {
-      params: { path: { contact_id: contact.id! } }, body: { source_ids: [id] } })),
-    onSuccess: () => { toasts.show({ color: "green", message: t("merged") }); queryClient.invalidateQueries({ queryKey: ["contacts"] });
-                       queryClient.invalidateQueries({ queryKey: ["contact", contact.id] }); },
-    onError: (error) => toasts.show({ color: "red", title: t("actionFailed"), message: (error as Error).message }),
-  });
   if (!others.length) return null;
   return (
     <Card withBorder data-testid="contact-duplicates">
@@ -160,11 +155,94 @@ function Duplicates({ contact }: { contact: Contact }) {
             <Anchor component={Link} to={`/contacts/${o.id}`}>{[o.first_name, o.last_name].filter(Boolean).join(" ") || o.id}</Anchor>
             <Text size="xs" c="dimmed">{Math.round(o.score * 100)}% · {o.reasons.join(", ")}</Text>
           </Stack>
-          <Button size="compact-xs" variant="light" loading={merge.isPending} onClick={() => merge.mutate(o.id)}
-                  data-testid={`merge-${o.id}`}>{t("mergeIntoThis")}</Button>
+          <Button size="compact-xs" variant="light" onClick={() => setComparing(o.id)}
+                  data-testid={`merge-${o.id}`}>{t("compareAndMerge")}</Button>
         </Group>
       ))}
+      <MergeDialog survivor={contact} sourceId={comparing} onClose={() => setComparing(null)} />
     </Card>
+  );
+}
+
+const FIELD_LABELS: Record<MergeField, string> = {
+  first_name: "firstName", last_name: "lastName", position: "position", company_id: "company",
+  owner_id: "owner", birthday: "birthday", source: "source",
+};
+
+function MergeDialog({ survivor, sourceId, onClose }: { survivor: Contact; sourceId: string | null; onClose: () => void }) {
+  const { t } = useTranslation();
+  const { can, me } = usePermissions();
+  const queryClient = useQueryClient();
+  const source = useQuery({
+    queryKey: ["contact", sourceId],
+    enabled: !!sourceId,
+    queryFn: async () => ok(await api.GET("/api/v1/contacts/{contact_id}", { params: { path: { contact_id: sourceId! } } })),
+  });
+  const users = useQuery({
+    queryKey: ["users"],
+    enabled: can("users:read"),
+    queryFn: async () => ok(await api.GET("/api/v1/users", { params: { query: { limit: 200, active: true } } })).items ?? [],
+  });
+  const [picks, setPicks] = useState<Partial<Record<MergeField, string>>>({});
+  const records = source.data ? [survivor, source.data] as (Contact & MergeRecord)[] : [];
+  useEffect(() => { if (source.data) setPicks(defaultChoices(survivor as MergeRecord, [source.data as MergeRecord])); },
+            [source.data, survivor]);
+  const shown = (c: Contact, field: MergeField) => {
+    if (field === "company_id") return c.company_name || c.company_id;
+    if (field === "owner_id") return c.owner_id === me?.id ? t("me") : users.data?.find((u) => u.id === c.owner_id)?.name || c.owner_id;
+    return c[field];
+  };
+  const merge = useMutation({
+    mutationFn: async () => ok(await api.POST("/api/v1/contacts/{contact_id}/merge", {
+      params: { path: { contact_id: survivor.id! } },
+      body: { source_ids: [sourceId!], keep: keepBody(survivor as MergeRecord, [source.data as MergeRecord], picks) } })),
+    onSuccess: () => {
+      toasts.show({ color: "green", message: t("merged") });
+      queryClient.invalidateQueries({ queryKey: ["contacts"] });
+      queryClient.invalidateQueries({ queryKey: ["contact", survivor.id] });
+      onClose();
+    },
+    onError: (error) => toasts.show({ color: "red", title: t("actionFailed"), message: (error as Error).message }),
+  });
+  const fields = records.length ? conflicts(records as MergeRecord[]) : [];
+  return (
+    <Modal opened={!!sourceId} onClose={onClose} title={t("compareAndMerge")} size="lg">
+      <QueryState loading={source.isLoading} error={source.error} retry={() => source.refetch()} />
+      {source.data && (
+        <Stack data-testid="merge-dialog">
+          <Text size="sm" c="dimmed">{t("mergeHint")}</Text>
+          <Table.ScrollContainer minWidth={420}>
+            <Table>
+              <Table.Thead>
+                <Table.Tr>
+                  <Table.Th />
+                  {records.map((c) => <Table.Th key={c.id}>{c.id === survivor.id ? t("thisContact") : contactName(c)}</Table.Th>)}
+                </Table.Tr>
+              </Table.Thead>
+              <Table.Tbody>
+                {fields.map((field) => (
+                  <Table.Tr key={field} data-testid={`merge-field-${field}`}>
+                    <Table.Td fw={600}>{t(FIELD_LABELS[field])}</Table.Td>
+                    {records.map((c) => (
+                      <Table.Td key={c.id}>
+                        <Radio name={`keep-${field}`} checked={picks[field] === c.id} label={shown(c, field) || "—"}
+                               onChange={() => setPicks((now) => ({ ...now, [field]: c.id! }))}
+                               data-testid={`keep-${field}-${c.id === survivor.id ? "this" : "other"}`} />
+                      </Table.Td>
+                    ))}
+                  </Table.Tr>
+                ))}
+              </Table.Tbody>
+            </Table>
+          </Table.ScrollContainer>
+          <Text size="xs" c="dimmed">{t("mergeKeepsAll")}</Text>
+          <Group justify="flex-end">
+            <Button variant="default" onClick={onClose}>{t("cancel")}</Button>
+            <Button onClick={() => merge.mutate()} loading={merge.isPending} data-testid="merge-confirm">{t("mergeIntoThis")}</Button>
+          </Group>
+        </Stack>
+      )}
+    </Modal>
   );
 }
 

@@ -8,9 +8,8 @@ import { useTranslation } from "react-i18next";
 import { Link, useSearchParams } from "react-router-dom";
 import { api, ok, tokenStore, type Contact } from "../api/client";
 import { QueryState } from "../components/QueryState";
-import { zonedToUtc } from "../lib/format";
 import { useLocale, usePermissions } from "../lib/me";
-import { deleteView, filtersQuery, loadViews, saveView, toCsv, type SavedView } from "../lib/views";
+import { contactsQuery, deleteView, filtersQuery, loadViews, saveView, toCsv, type SavedView } from "../lib/views";
 
 const PAGE = 50;
 export const STATUSES = ["lead", "prospect", "customer", "churned", "inactive"] as const;
@@ -43,14 +42,7 @@ export function Contacts() {
     setParams((now) => { const next = new URLSearchParams(now); if (value) next.set(name, value); else next.delete(name); return next; }, { replace: true });
   useEffect(() => { if ((params.get("q") ?? "") !== q) setFilter("q", q); }, [q]); // eslint-disable-line react-hooks/exhaustive-deps
 
-  const dayStart = (day?: string) => day ? zonedToUtc(day, 0, 0, locale.timeZone).toISOString() : undefined;
-  const query = {
-    q: filters.q || undefined, tag: filters.tag || undefined, owner_id: filters.owner_id || undefined,
-    status: filters.status as "lead" | undefined, source: filters.source || undefined,
-    not_contacted_since: dayStart(filters.not_contacted_since), created_after: dayStart(filters.created_from),
-    created_before: filters.created_to ? zonedToUtc(filters.created_to, 23, 59, locale.timeZone).toISOString() : undefined,
-    sort: (filters.sort || undefined) as "name" | undefined,
-  };
+  const query = contactsQuery(filters, locale.timeZone);
   const list = useInfiniteQuery({
     queryKey: ["contacts", "list", query],
     initialPageParam: undefined as string | undefined,

@@ -1,12 +1,14 @@
-import { useMemo, useState } from "react";
-import { Badge, Card, Group, SegmentedControl, SimpleGrid, Stack, Table, Text, Title } from "@mantine/core";
+import { useEffect, useMemo, useState } from "react";
+import { ActionIcon, Badge, Card, Group, SegmentedControl, Select, SimpleGrid, Stack, Table, Text, Title } from "@mantine/core";
 import { useQuery } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
 import { useNavigate } from "react-router-dom";
 import { Bar, BarChart, CartesianGrid, Legend, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
 import { api, ok } from "../api/client";
 import { QueryState } from "../components/QueryState";
-import { useLocale } from "../lib/me";
+import { useLocale, usePermissions } from "../lib/me";
+import { addTile, loadTiles, moveTile, storeTiles, tileCountQuery, tileLink, type Tile } from "../lib/tiles";
+import { loadViews } from "../lib/views";
 import { change, lastDays, monthSeries, salesTotals } from "../lib/periods";
 
 function Delta({ value }: { value: number | null }) {
@@ -25,6 +27,65 @@ function Kpi({ label, value, delta, testId, onClick }: { label: string; value: s
         {delta !== undefined && <Delta value={delta} />}
       </Group>
     </Card>
+  );
+}
+
+function TileCard({ tile, index, count, onMove, onRemove }: { tile: Tile; index: number; count: number;
+  onMove: (index: number, by: number) => void; onRemove: (index: number) => void }) {
+  const { t } = useTranslation();
+  const locale = useLocale();
+  const navigate = useNavigate();
+  const total = useQuery({
+    queryKey: ["contacts", "tile", tile.query, locale.timeZone],
+    queryFn: async () => ok(await api.GET("/api/v1/contacts", { params: { query: tileCountQuery(tile, locale.timeZone) } })).total ?? 0,
+  });
+  return (
+    <Card withBorder data-testid={`tile-${tile.name}`}>
+      <Group justify="space-between" wrap="nowrap">
+        <Text size="xs" c="dimmed" tt="uppercase" fw={700} truncate>{tile.name}</Text>
+        <Group gap={2} wrap="nowrap">
+          <ActionIcon size="xs" variant="subtle" aria-label={t("moveEarlier")} disabled={index === 0} onClick={() => onMove(index, -1)}>‹</ActionIcon>
+          <ActionIcon size="xs" variant="subtle" aria-label={t("moveLater")} disabled={index === count - 1} onClick={() => onMove(index, 1)}>›</ActionIcon>
+          <ActionIcon size="xs" variant="subtle" color="red" aria-label={t("remove")} onClick={() => onRemove(index)}>×</ActionIcon>
+        </Group>
+      </Group>
+      <Text fz={26} fw={700} mt={4} style={{ cursor: "pointer" }} onClick={() => navigate(tileLink(tile))} data-testid="tile-count">
+        {total.data == null ? "…" : locale.number(total.data)}
+      </Text>
+    </Card>
+  );
+}
+
+/** The user's own tiles: saved contact views as counts that open the list with that filter,
+ * arranged by the user. */
+function MyTiles() {
+  const { t } = useTranslation();
+  const { me } = usePermissions();
+  const userId = me?.id ?? "";
+  const [tiles, setTiles] = useState<Tile[]>([]);
+  useEffect(() => { if (userId) setTiles(loadTiles(userId)); }, [userId]);
+  const views = userId ? loadViews(userId) : [];
+  const update = (next: Tile[]) => setTiles(storeTiles(userId, next));
+  if (!userId) return null;
+  const current = tiles;
+  return (
+    <Stack gap="xs" data-testid="my-tiles">
+      <Group justify="space-between">
+        <Title order={4}>{t("myTiles")}</Title>
+        <Select size="xs" w={220} placeholder={t("addTile")} value={null} data-testid="add-tile"
+                data={views.map((v) => ({ value: v.name, label: v.name }))} nothingFoundMessage={t("noSavedViews")}
+                onChange={(name) => { const view = views.find((v) => v.name === name); if (view) update(addTile(current, view)); }} />
+      </Group>
+      {current.length > 0 && (
+        <SimpleGrid cols={{ base: 1, xs: 2, md: 4 }}>
+          {current.map((tile, i) => (
+            <TileCard key={tile.id} tile={tile} index={i} count={current.length}
+                      onMove={(index, by) => update(moveTile(current, index, by))}
+                      onRemove={(index) => update(current.filter((_, j) => j !== index))} />
+          ))}
+        </SimpleGrid>
+      )}
+    </Stack>
   );
 }
 
@@ -60,6 +121,7 @@ export function Dashboard() {
         <SegmentedControl value={days} onChange={setDays} data-testid="dashboard-period"
                           data={["7", "30", "90"].map((d) => ({ value: d, label: t("lastDays", { count: Number(d) }) }))} />
       </Group>
+      <MyTiles />
       <QueryState loading={sales.isLoading} error={errors?.error ?? null} retry={() => { sales.refetch(); funnel.refetch(); calls.refetch(); }} />
       <SimpleGrid cols={{ base: 1, xs: 2, md: 4 }}>
         <Kpi testId="kpi-won" label={t("wonDeals")} value={locale.number(now.won)} delta={change(now.won, before.won)} />

@@ -8,6 +8,7 @@ import { useTranslation } from "react-i18next";
 import { Link, useSearchParams } from "react-router-dom";
 import { api, ok, type Deal, type Stage } from "../api/client";
 import { ClockIcon } from "../components/Icons";
+import { DealSales } from "../components/DealSales";
 import { QueryState } from "../components/QueryState";
 import { money, totalsByCurrency } from "../lib/format";
 import { useLocale, usePermissions } from "../lib/me";
@@ -192,9 +193,16 @@ export function DealsBoard() {
 }
 
 /** A deal with its contact and its stage history. */
-function DealDrawer({ deal, stages, onClose }: { deal: Deal | null; stages: Stage[]; onClose: () => void }) {
+function DealDrawer({ deal: opened, stages, onClose }: { deal: Deal | null; stages: Stage[]; onClose: () => void }) {
   const { t } = useTranslation();
   const locale = useLocale();
+  // the deal as it is now (line items change its amount)
+  const fresh = useQuery({
+    queryKey: ["deals", "one", opened?.id],
+    enabled: !!opened?.id,
+    queryFn: async () => ok(await api.GET("/api/v1/deals/{deal_id}", { params: { path: { deal_id: opened!.id! } } })),
+  });
+  const deal = opened && fresh.data?.id === opened.id ? fresh.data : opened;
   const history = useQuery({
     queryKey: ["deals", "history", deal?.id],
     enabled: !!deal?.id,
@@ -209,6 +217,7 @@ function DealDrawer({ deal, stages, onClose }: { deal: Deal | null; stages: Stag
           <Text size="sm">{t("stage")}: {stageName(deal.stage_id)} · {deal.status}</Text>
           {deal.contact_id && <Anchor component={Link} to={`/contacts/${deal.contact_id}`}>{t("openContact")}</Anchor>}
           {deal.lost_reason && <Text size="sm" c="red">{t("lostReason")} {deal.lost_reason}</Text>}
+          <DealSales deal={deal} />
           <Title order={5}>{t("history")}</Title>
           <Timeline bulletSize={12} data-testid="deal-history">
             {(history.data ?? []).map((h) => (
