@@ -230,8 +230,10 @@ class ContactsStore(BaseStore):
         `after`, when given). SecantusDB sorts the match once and then streams it; a keyset
         page re-sorts every time (O(n) each)."""
         query = after_cursor(query, after, sort_field, direction)
-        return (self.contacts.find(query, READ).sort([(sort_field, direction), ("_id", direction)])
-                .batch_size(batch_size))
+        # the sort value is read: the export's position (a keyset cursor) holds it
+        projection = {k: v for k, v in READ.items() if k != sort_field}
+        return (self.contacts.find(query, projection)
+                .sort([(sort_field, direction), ("_id", direction)]).batch_size(batch_size))
 
     def explain_page(self, query, sort_field):
         plan = (self.contacts.find(query, READ).sort([(sort_field, -1), ("_id", -1)])
