@@ -111,6 +111,7 @@ class TantivyIndex:
         self.index = tantivy.Index(self.schema, path=self.folder, reuse=True)
         self.writer = self.index.writer(heap_size=WRITER_HEAP_BYTES, num_threads=1)
         self.pending = {}   # key -> (stamp, live, record, entry) written since the last commit
+        self.pending_terms = {}   # filter term -> keys written with it since the last commit
         self.dirty = False
         self._searcher = None   # of the last commit (a snapshot: reused until the next)
 
@@ -168,12 +169,16 @@ class TantivyIndex:
         searcher = self.searcher()
         keys = {searcher.doc(address).get_first("key")
                 for _, address in searcher.search(query, limit).hits}
-        for key, (stamp, _, _, entry) in self.pending.items():
-            if key.startswith(kind + ":"):
-                if entry is not None and filter_term in entry.filters:
-                    keys.add(key)
-                else:
-                    keys.discard(key)
+
+        def pending_with(key):
+            entry = self.pending[key][3]
+            return entry is not None and filter_term in entry.filters
+
+        # what was written since the last commit is what counts (read by term, not by a
+        # walk of every pending write: an import batch asks this of each of its records)
+        keys = {key for key in keys if key not in self.pending or pending_with(key)}
+        keys |= {key for key in self.pending_terms.get(filter_term, ())
+                 if key.startswith(kind + ":") and pending_with(key)}
         return sorted(keys)
 
     # -- writing ----------------------------------------------------------------------
@@ -187,6 +192,8 @@ class TantivyIndex:
         self.writer.delete_documents_by_term("key", entry.key)
         self.writer.add_document(self._document(entry, record))
         self.pending[entry.key] = (entry.stamp, entry.live, record, entry)
+        for term in entry.filters:
+            self.pending_terms.setdefault(term, set()).add(entry.key)
         self.dirty = True
         return True
 
@@ -234,6 +241,7 @@ class TantivyIndex:
         self.index.reload()
         self._searcher = None
         self.pending.clear()
+        self.pending_terms.clear()
         self.dirty = False
 
     def close(self):
