@@ -297,6 +297,8 @@ class TantivyIndex:
                 else tantivy.FieldType.Unsigned
 
         def equal(name, value):
+            if name == fields[0]:   # indexed: its posting list, not a pass over its column
+                return tantivy.Query.term_query(self.schema, name, value)
             return tantivy.Query.range_query(self.schema, name, kind_of(name), value, value)
 
         def beyond(name, value):
