@@ -44,10 +44,11 @@ def build_schema():
     b.add_integer_field("version", stored=True)
     b.add_integer_field("created", stored=True, indexed=True, fast=True)
     b.add_integer_field("when", stored=True, indexed=True, fast=True)
-    # the name sort's numbers (NAME_KEYS) and the id's (ID_KEYS); the folded name is
-    # stored for the cursor
+    # the name sort's numbers (NAME_KEYS) and the id's (ID_KEYS), the first also indexed
+    # (a page's records of one value are read by term); the folded name is stored for
+    # the cursor
     for name in NAME_KEYS + ID_KEYS:
-        b.add_unsigned_field(name, fast=True)
+        b.add_unsigned_field(name, fast=True, indexed=name == NAME_KEYS[0])
     b.add_text_field("sort_name", stored=True, tokenizer_name="raw", index_option="basic")
     b.add_json_field("cf", fast=True, tokenizer_name="raw")  # Entry.numbers: custom ranges
     b.add_bytes_field("record", stored=True)
