@@ -98,7 +98,12 @@ def import_contacts(session, base, n, companies):
     answer.raise_for_status()
     job_id = answer.json()["id"]
     while True:
-        job = session.get(f"{base}/imports/{job_id}", timeout=30).json()
+        answer = session.get(f"{base}/imports/{job_id}", timeout=30)
+        if answer.status_code != 200:   # a busy machine: a 504 or a 429 is asked again
+            print(f"  GET /imports/{job_id}: {answer.status_code} {answer.text[:120]}")
+            time.sleep(1)
+            continue
+        job = answer.json()
         if job["status"] in ("done", "failed"):
             break
         time.sleep(0.5)

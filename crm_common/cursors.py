@@ -165,10 +165,18 @@ def page(collection, query, sort_field, direction, limit, cursor=None, projectio
     """One page plus the cursor of the next, reading limit+1 documents to know if there is one."""
     scope = collection.name
     full_query = after_cursor(query, cursor, sort_field, direction, scope)
+    # the cursor holds the sort value: a projection that leaves it out (an internal key,
+    # e.g. contacts' sort_name) reads it all the same, and it is dropped after
+    hidden = isinstance(projection, dict) and projection.get(sort_field) == 0
+    if hidden:
+        projection = {k: v for k, v in projection.items() if k != sort_field}
     found = collection.find(full_query, projection).sort([(sort_field, direction), ("_id", direction)])
     docs = list(found.limit(limit + 1))
     next_cursor = None
     if len(docs) > limit:
         docs = docs[:limit]
         next_cursor = encode_cursor(sort_field, direction, docs[-1], scope)
+    if hidden:
+        for doc in docs:
+            doc.pop(sort_field, None)
     return docs, next_cursor

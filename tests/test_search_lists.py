@@ -30,6 +30,7 @@ def walk(client, path, **params):
         cursor = page["next_cursor"]
         if not cursor:
             return out, total
+        assert len(out) == len(set(out)), (path, params, out)   # a cursor that goes back
 
 
 def owner_ids(stack, service, method, **params):
@@ -55,6 +56,23 @@ def same_as_owner(api, stack, path, service, method, **params):
     assert settle(check, 15, 0.2)[0], (path, params, walk(api, path, limit=2, **params),
                                        expected)
     return expected
+
+
+def one_cursor_for_both(api, stack, path, service, method, **params):
+    """Pages read in turn from the index (the gateway) and from the owner's MongoDB list
+    (the gateway's fallback when search is down) follow each other: no gap, none twice."""
+    expected = same_as_owner(api, stack, path, service, method, **params)
+    got, cursor, turn = [], None, 0
+    while True:
+        query = dict(params, limit=1, **({"cursor": cursor} if cursor else {}))
+        page = (api.get(path, params=query).json() if turn % 2 else
+                stack.rpc.call(service, method, query, timeout=30))
+        got += [item["id"] for item in page["items"]]
+        cursor, turn = page["next_cursor"], turn + 1
+        if not cursor:
+            break
+        assert len(got) == len(set(got)), (path, params, turn, got, expected)
+    assert got == expected, (path, params)
 
 
 def test_contact_lists_from_the_index_are_the_owners(api, stack, ready, unique, make_user):
@@ -85,6 +103,9 @@ def test_contact_lists_from_the_index_are_the_owners(api, stack, ready, unique, 
     assert walk(api, "/contacts", tag=tag, q="bet", sort="name")[0] == [people[2]["id"], people[3]["id"]]
     assert walk(api, "/contacts", tag=tag, q="emil", include_deleted="true")[0] == [people[4]["id"]]
     assert walk(api, "/contacts", tag=tag, q="Brunp Alpha ")[0] == [people[1]["id"]]
+    for sort in ("-created_at", "name", "-updated_at"):
+        one_cursor_for_both(api, stack, "/contacts", "contacts", "list_contacts", tag=tag,
+                            sort=sort)
     # a cursor of another sort, or tampered with, is refused
     page = api.get("/contacts", params={"tag": tag, "limit": 1}).json()
     assert api.get("/contacts", params={"tag": tag, "sort": "name",
@@ -119,6 +140,9 @@ def test_deal_task_call_and_company_lists_from_the_index(api, stack, ready, uniq
                    {"due_before": to_iso(now + timedelta(days=1, hours=1))}):
         same_as_owner(api, stack, "/tasks", "tasks", "list_tasks", contact_id=contact["id"],
                       **params)
+    for params in ({}, {"sort": "-due_at"}):   # tasks without a date last, one cursor
+        one_cursor_for_both(api, stack, "/tasks", "tasks", "list_tasks",
+                            contact_id=contact["id"], **params)
     for i, state in enumerate(["ringing", "ringing"]):
         answer = api.post("/telephony/events", json={
             "event_id": f"ls-{unique}-{i}", "provider": "liststest", "call_id": f"ls-{unique}-{i}",
@@ -128,6 +152,7 @@ def test_deal_task_call_and_company_lists_from_the_index(api, stack, ready, uniq
     for params in ({}, {"direction": "inbound"}, {"from": to_iso(now - timedelta(seconds=30))}):
         same_as_owner(api, stack, "/calls", "telephony", "list_calls", contact_id=contact["id"],
                       **params)
+    one_cursor_for_both(api, stack, "/calls", "telephony", "list_calls", contact_id=contact["id"])
     company = api.post("/companies", json={"name": f"Listed Co {unique}", "tags": [unique]})
     assert company.status_code == 201
     same_as_owner(api, stack, "/companies", "contacts", "list_companies", tag=unique)
@@ -226,3 +251,87 @@ def test_a_touch_moves_last_contacted_at_in_the_index(api, stack, ready, unique)
     assert settle(lambda: api.get(f"/contacts/{touched['id']}").json()["last_contacted_at"])[0]
     assert same_as_owner(api, stack, "/contacts", "contacts", "list_contacts", tag=tag,
                          not_contacted_since=before) == [untouched["id"]]
+
+
+# ---- the index alone (no stack) ------------------------------------------------------
+
+def _indexed_contacts(tmp_path, count):
+    """An index of `count` contacts sharing few created_at, updated_at and names (ties
+    far longer than a page), and their records."""
+    from bson import ObjectId
+
+    from services.search import feed
+    from services.search.index import TantivyIndex
+    index = TantivyIndex(str(tmp_path))
+    base = utcnow()
+    names = [("Mario", "Rossi"), ("Maria", "Rossi"), ("Ana", "Rossini"), ("", ""),
+             ("Zoë", "Abcdefghijklmnop"), ("Zoe", "Abcdefghijklmnopq"), ("Ольга", "Иванова")]
+    records = []
+    for i in range(count):
+        first, last = names[i % len(names)]
+        records.append({"id": str(ObjectId()), "first_name": first, "last_name": last,
+                        "emails": [], "phones": [], "owner_id": None, "version": 1,
+                        "created_at": to_iso(base - timedelta(seconds=i % 3)),
+                        "updated_at": to_iso(base - timedelta(seconds=i % 2))})
+        feed.write(index, "contact", records[-1])
+    index.commit()
+    index.committed()
+    return index, records
+
+
+def test_a_sort_with_many_equal_keys_pages_to_the_end(tmp_path):
+    """Hundreds of records share each sort value: pages of 9 walk them all, in the owners'
+    order (value, then id; for the name sort the folded name, then id), none twice, none
+    missed."""
+    from services.search import lists
+    from services.search.documents import micros, name_sort_key
+    index, records = _indexed_contacts(tmp_path, 300)
+    keys = {"created_at": lambda r: micros(r["created_at"]),
+            "updated_at": lambda r: micros(r["updated_at"]),
+            "name": lambda r: name_sort_key(r).encode()}
+    for sort in ("-created_at", "created_at", "updated_at", "-updated_at", "name", "-name"):
+        key = keys[sort.lstrip("-")]
+        expected = [r["id"] for r in sorted(records, key=lambda r: (key(r), r["id"]),
+                                            reverse=sort.startswith("-"))]
+        got, cursor = [], None
+        while True:
+            page = lists.page(index, "contact", dict(sort=sort, limit=9, include_total=True,
+                                                     **({"cursor": cursor} if cursor else {})),
+                              None, "IT")
+            assert page["total"] == len(records)
+            got += [item["id"] for item in page["items"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        assert got == expected, sort
+    index.close()
+
+
+def test_a_cursor_of_the_index_and_of_the_owners_list_are_one(tmp_path):
+    """The index gives the owner's keyset cursor (collection, sort field, direction, last
+    value and id, signed) and takes the owner's: a client paging while the gateway moves
+    between the index and the owner's list goes on where it was."""
+    from pymongo import ASCENDING, DESCENDING
+
+    from crm_common.cursors import encode_cursor
+    from crm_common.timeutil import parse_iso
+    from services.contacts.domain import search_fields
+    from services.contacts.operations import CONTACT_SORTS
+    from services.search import lists
+    from services.tasks.store import SORTS as TASK_SORTS
+    index, records = _indexed_contacts(tmp_path, 40)
+    # the owners' sort fields, as their lists name them in their cursors
+    assert lists.LISTS["contact"].owner_sorts == CONTACT_SORTS
+    assert lists.LISTS["task"].owner_sorts == TASK_SORTS
+    for sort, field in (("-created_at", "created_at"), ("name", "sort_name")):
+        first = lists.page(index, "contact", {"sort": sort, "limit": 5}, None, "IT")
+        last = next(r for r in records if r["id"] == first["items"][-1]["id"])
+        doc = {"_id": last["id"], "created_at": parse_iso(last["created_at"]),
+               "sort_name": search_fields(last)["sort_name"]}
+        owners = encode_cursor(field, DESCENDING if sort.startswith("-") else ASCENDING, doc,
+                               "contacts")
+        assert first["next_cursor"] == owners, sort
+        # and the owner's cursor opens the index's next page
+        assert lists.page(index, "contact", {"sort": sort, "limit": 5, "cursor": owners},
+                          None, "IT")["items"][0]["id"] != last["id"]
+    index.close()

@@ -233,8 +233,13 @@ def apply(index, kind, record_id, record, carried=False):
         for key in index.keys_with("note", f"record={kind}:{record_id}"):
             redescribe(index, key)   # who sees its notes follows the record
     if kind == "company":
-        follow += [("contact", key.split(":", 1)[1])
-                   for key in index.keys_with("contact", f"company_id={record_id}")]
+        # the owner copies a new name to the company's people without an event of theirs:
+        # read again those the index holds with another name (none after an import, whose
+        # contacts carry the name of the companies it creates)
+        for key in index.keys_with("contact", f"company_id={record_id}"):
+            held = index.record("contact", key.split(":", 1)[1])
+            if held is None or held.get("company_name") != record.get("name"):
+                follow.append(("contact", key.split(":", 1)[1]))
     if kind == "call" and record.get("outcome") == "answered" and record.get("number"):
         follow += called_back(index, record)
     return follow

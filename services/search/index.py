@@ -18,13 +18,13 @@ import uuid
 import tantivy
 
 
-SCHEMA_VERSION = 3
-# a list page whose last sort value is shared by more records reads all of them (they
-# are ordered by id, or by name then id): at most this many
-MAX_TIES = 20000
-# the part of a name that orders names sharing their first 8 bytes (a cursor carries it,
-# and a cursor stays under crm_common.fields' 500 characters)
-SORT_NAME_CHARS = 32
+SCHEMA_VERSION = 4
+# The total order of a list, as numbers Tantivy can range over and order by (it orders by
+# one fast field, and has no range over text): the sort field, then the record's id as
+# 3 numbers of 8 bytes (ids are 24 characters: ObjectId hex); the name sort orders by the
+# first 32 bytes of the folded name as 4 numbers, then the id.
+ID_KEYS = ("id_key", "id_key2", "id_key3")
+NAME_KEYS = ("name_key", "name_key2", "name_key3", "name_key4")
 WRITER_HEAP_BYTES = 64 * 1024 * 1024
 COMPLETE = "complete"
 
@@ -44,26 +44,35 @@ def build_schema():
     b.add_integer_field("version", stored=True)
     b.add_integer_field("created", stored=True, indexed=True, fast=True)
     b.add_integer_field("when", stored=True, indexed=True, fast=True)
-    # the name sort: the first 8 bytes of the folded name as a number (its order), the
-    # whole name beside it (the order of the names whose first 8 bytes are the same)
-    b.add_unsigned_field("name_key", stored=True, indexed=True, fast=True)
+    # the name sort's numbers (NAME_KEYS) and the id's (ID_KEYS), the first also indexed
+    # (a page's records of one value are read by term); the folded name is stored for
+    # the cursor
+    for name in NAME_KEYS + ID_KEYS:
+        b.add_unsigned_field(name, fast=True, indexed=name == NAME_KEYS[0])
     b.add_text_field("sort_name", stored=True, tokenizer_name="raw", index_option="basic")
-    b.add_text_field("name_tie", tokenizer_name="raw", index_option="basic", fast=True)
     b.add_json_field("cf", fast=True, tokenizer_name="raw")  # Entry.numbers: custom ranges
     b.add_bytes_field("record", stored=True)
     b.add_bytes_field("card", stored=True)
     return b.build()
 
 
-def name_key(name):
-    """The first 8 bytes of a name (UTF-8: code point order) as an unsigned number."""
-    return int.from_bytes((name or "").encode()[:8].ljust(8, b"\0"), "big")
+def _numbers(text, count):
+    """The first 8 * count bytes of a text (UTF-8: code point order) as unsigned numbers
+    whose order is the text's (a shorter text is padded with \\0, below every character)."""
+    raw = str(text or "").encode()[:8 * count].ljust(8 * count, b"\0")
+    return tuple(int.from_bytes(raw[at:at + 8], "big") for at in range(0, 8 * count, 8))
 
 
-def name_tie(name, record_id):
-    """What orders records whose names share their first 8 bytes: the name's start, then
-    the id (\x01 sorts below every character of a folded name)."""
-    return f"{(name or '')[:SORT_NAME_CHARS]}\x01{record_id}"
+def order_fields(field):
+    """The index fields that order a list sorted by `field`, most significant first."""
+    return (NAME_KEYS if field == "name_key" else (field,)) + ID_KEYS
+
+
+def order_key(field, value, record_id):
+    """A record's place in a list sorted by `field`: `value` is the field's (microseconds),
+    or for the name sort the folded name."""
+    head = _numbers(value, len(NAME_KEYS)) if field == "name_key" else (value,)
+    return head + _numbers(record_id, len(ID_KEYS))
 
 
 def replica_id(root):
@@ -103,6 +112,7 @@ class TantivyIndex:
         self.index = tantivy.Index(self.schema, path=self.folder, reuse=True)
         self.writer = self.index.writer(heap_size=WRITER_HEAP_BYTES, num_threads=1)
         self.pending = {}   # key -> (stamp, live, record, entry) written since the last commit
+        self.pending_terms = {}   # filter term -> keys written with it since the last commit
         self.dirty = False
         self._searcher = None   # of the last commit (a snapshot: reused until the next)
 
@@ -160,12 +170,16 @@ class TantivyIndex:
         searcher = self.searcher()
         keys = {searcher.doc(address).get_first("key")
                 for _, address in searcher.search(query, limit).hits}
-        for key, (stamp, _, _, entry) in self.pending.items():
-            if key.startswith(kind + ":"):
-                if entry is not None and filter_term in entry.filters:
-                    keys.add(key)
-                else:
-                    keys.discard(key)
+
+        def pending_with(key):
+            entry = self.pending[key][3]
+            return entry is not None and filter_term in entry.filters
+
+        # what was written since the last commit is what counts (read by term, not by a
+        # walk of every pending write: an import batch asks this of each of its records)
+        keys = {key for key in keys if key not in self.pending or pending_with(key)}
+        keys |= {key for key in self.pending_terms.get(filter_term, ())
+                 if key.startswith(kind + ":") and pending_with(key)}
         return sorted(keys)
 
     # -- writing ----------------------------------------------------------------------
@@ -179,6 +193,8 @@ class TantivyIndex:
         self.writer.delete_documents_by_term("key", entry.key)
         self.writer.add_document(self._document(entry, record))
         self.pending[entry.key] = (entry.stamp, entry.live, record, entry)
+        for term in entry.filters:
+            self.pending_terms.setdefault(term, set()).add(entry.key)
         self.dirty = True
         return True
 
@@ -207,9 +223,10 @@ class TantivyIndex:
         doc.add_integer("version", entry.version)
         doc.add_integer("created", entry.created)
         doc.add_integer("when", entry.when)
-        doc.add_unsigned("name_key", name_key(entry.sort_name))
+        for name, number in zip(NAME_KEYS + ID_KEYS,
+                                order_key("name_key", entry.sort_name, entry.id)):
+            doc.add_unsigned(name, number)
         doc.add_text("sort_name", entry.sort_name)
-        doc.add_text("name_tie", name_tie(entry.sort_name, entry.id))
         if entry.numbers:
             doc.add_json("cf", entry.numbers)
         doc.add_bytes("record", json.dumps(record, separators=(",", ":")).encode())
@@ -225,6 +242,7 @@ class TantivyIndex:
         self.index.reload()
         self._searcher = None
         self.pending.clear()
+        self.pending_terms.clear()
         self.dirty = False
 
     def close(self):
@@ -259,62 +277,76 @@ class TantivyIndex:
         return self.searcher().search(query, 1, count=True).count
 
     def sorted_page(self, query, field, descending, limit, after=None):
-        """The next `limit` + 1 records matching `query` in (`field`, tie) order, strictly
-        after `after` (such a key), as [(key, record)]. The tie orders records sharing a
-        value of `field`: their id, or for the name sort their name then id (as the
-        owners' MongoDB keyset pages). Tantivy orders by one fast field: records sharing
-        the last value of a page are read together, ordered by their tie's fast field."""
+        """The next `limit` + 1 records matching `query` in `field` order, strictly after
+        the position `after`, as [(position, record)]. A position is (value, id): the
+        field's value (microseconds), or the folded name for the name sort. Records
+        sharing a value are in id order (by name then id for the name sort), as in the
+        owners' MongoDB keyset pages.
+
+        Tantivy orders by one fast field: the list's order is the tuple of order_fields,
+        read one field at a time. When the last of the records read shares its value with
+        records not read, those are read in the next field's order, among the records of
+        that value only; every search reads at most `limit` + 1 records, however many
+        records share a value."""
         searcher = self.searcher()
-        field_type = tantivy.FieldType.Unsigned if field == "name_key" else tantivy.FieldType.Integer
-        tie_field = "name_tie" if field == "name_key" else "id"
+        fields = order_fields(field)
         order = tantivy.Order.Desc if descending else tantivy.Order.Asc
-        docs = {}
+        need = limit + 1
 
-        def doc_of(address):
-            where = (address.segment_ord, address.doc)
-            if where not in docs:
-                docs[where] = searcher.doc(address)
-            return docs[where]
+        def kind_of(name):
+            return tantivy.FieldType.Integer if name == field and name != "name_key" \
+                else tantivy.FieldType.Unsigned
 
-        def beyond(a, b):
-            return a < b if descending else a > b
+        def equal(name, value):
+            if name == fields[0]:   # indexed: its posting list, not a pass over its column
+                return tantivy.Query.term_query(self.schema, name, value)
+            return tantivy.Query.range_query(self.schema, name, kind_of(name), value, value)
 
-        def where(**bounds):
-            return tantivy.Query.boolean_query([
-                (tantivy.Occur.Must, query),
-                (tantivy.Occur.Must, tantivy.Query.range_query(self.schema, field, field_type,
-                                                               **bounds))])
+        def beyond(name, value):
+            if descending:
+                return tantivy.Query.range_query(self.schema, name, kind_of(name), None, value,
+                                                 include_upper=False)
+            return tantivy.Query.range_query(self.schema, name, kind_of(name), value, None,
+                                             include_lower=False)
 
-        def group(value):
-            """Every match of this sort value, in tie order (fast fields only)."""
-            hits = searcher.search(where(lower_bound=value, upper_bound=value), MAX_TIES,
-                                   count=False, order_by_field=tie_field, order=order).hits
-            return [((value, tie), address) for tie, address in hits]
+        def ordered(clauses, level, count):
+            """The first `count` matches of the clauses in the order of fields[level:]
+            (the clauses fix fields[:level])."""
+            name = fields[level]
+            hits = searcher.search(tantivy.Query.boolean_query(clauses), count, count=False,
+                                   order_by_field=name, order=order).hits
+            if len(hits) < count or level == len(fields) - 1:
+                return [address for _, address in hits]
+            last = hits[-1][0]   # maybe shared beyond what was read: read those in order
+            kept = [address for value, address in hits if value != last]
+            return kept + ordered(clauses + [(tantivy.Occur.Must, equal(name, last))],
+                                  level + 1, count - len(kept))
 
-        out, rest = [], query
-        if after is not None:
-            out = [item for item in group(after[0]) if beyond(item[0], after)]
-            rest = (where(upper_bound=after[0], include_upper=False) if descending
-                    else where(lower_bound=after[0], include_lower=False))
-        need = limit + 1 - len(out)
-        if need > 0:
-            hits = searcher.search(rest, need, count=False, order_by_field=field, order=order).hits
-            found = [((value, self._tie(doc_of(address), field)), address)
-                     for value, address in hits]
-            if len(found) == need:
-                # the last value may be shared beyond what was read: read it whole
-                last = found[-1][0][0]
-                found = [item for item in found if item[0][0] != last] + group(last)
-            out += sorted(found, key=lambda item: item[0], reverse=descending)
-        # only the page's documents are read and parsed (a group of ties may be long)
-        return [(key, json.loads(doc_of(address).get_first("record") or b"{}"))
-                for key, address in out[:limit + 1]]
-
-    @staticmethod
-    def _tie(doc, field):
-        if field == "name_key":
-            return name_tie(doc.get_first("sort_name"), doc.get_first("id"))
-        return doc.get_first("id")
+        must = [(tantivy.Occur.Must, query)]
+        if after is None:
+            addresses = ordered(must, 0, need)
+        else:
+            # strictly after (k0, k1, ... kn): same k0..k(n-1) and beyond kn, then same
+            # k0..k(n-2) and beyond k(n-1), ... then beyond k0
+            target = order_key(field, *after)
+            addresses = []
+            for level in reversed(range(len(fields))):
+                if len(addresses) >= need:
+                    break
+                clauses = must + [(tantivy.Occur.Must, equal(fields[j], target[j]))
+                                  for j in range(level)]
+                clauses.append((tantivy.Occur.Must, beyond(fields[level], target[level])))
+                addresses += ordered(clauses, level, need - len(addresses))
+        page = []
+        for address in addresses:
+            doc = searcher.doc(address)
+            value = (doc.get_first("sort_name") or "") if field == "name_key" \
+                else doc.get_first(field) or 0
+            position = (value, doc.get_first("id"))
+            page.append((order_key(field, *position), position, doc))
+        page.sort(key=lambda item: item[0], reverse=descending)
+        return [(position, json.loads(doc.get_first("record") or b"{}"))
+                for _, position, doc in page[:need]]
 
     def live_stamps(self, kind, limit=1_000_000):
         """{id: updated_at micros} of every live record of `kind` (tests, audits)."""

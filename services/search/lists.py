@@ -3,11 +3,10 @@ answered from the index: the owner's own list parameters (its contract's list qu
 filters, sorts and keyset cursors, `include_total`, the caller's visibility inside the
 query, and the records as the owner's list gives them.
 
-A cursor is signed (crm_common.cursors.sign_token) and bound to the type and the sort; it
-holds the last record's (sort value, tie: its id, or its name's start and id), the order
-records are given in.
-Cursors of the index and of the owner's MongoDB list (the fallback while the index is
-rebuilt) are not interchangeable: one of the other is a 422 on `cursor`."""
+A cursor is the owner's MongoDB keyset cursor (crm_common.cursors.encode_cursor: signed,
+bound to the owner's collection, sort field and direction, holding the last record's sort
+value and id), so a client paging while the gateway moves between the index and the
+owner's list (search down, rebuilt, back) goes on where it was, on either."""
 from dataclasses import dataclass
 
 import re
@@ -19,8 +18,9 @@ from contracts.contacts import CompanyListQuery, CompanyOut, ContactListQuery, C
 from contracts.deals import DealListQuery, DealOut
 from contracts.tasks import TaskListQuery, TaskOut
 from contracts.telephony import CallListQuery, CallOut
-from crm_common.cursors import (decode_value, encode_value, invalid_cursor, sign_token,
-                                verify_token)
+from pymongo import ASCENDING, DESCENDING
+
+from crm_common.cursors import decode_cursor, encode_cursor, invalid_cursor
 from crm_common.errors import BadRequest
 from crm_common.phones import normalize_phone
 from crm_common.timeutil import utcnow
@@ -40,29 +40,37 @@ Q = tantivy.Query
 @dataclass(frozen=True)
 class ListSpec:
     schema: object
+    scope: str           # the owner's collection (its cursors are bound to it)
     sorts: dict          # API sort name -> index field
+    owner_sorts: dict    # API sort name -> the owner's MongoDB sort field (in its cursors)
     default_sort: str
     equal: tuple = ()    # parameters that are `field=value` filter terms (param, term name)
     text: bool = False   # `q` is a text search
     deleted: bool = False  # `include_deleted` is accepted
 
 
+SAME_TIMES = {"created_at": "created_at", "updated_at": "updated_at"}
 LISTS = {
-    "contact": ListSpec(ContactListQuery(), {"created_at": "created", "updated_at": "updated",
-                                             "name": "name_key"}, "-created_at",
+    "contact": ListSpec(ContactListQuery(), "contacts",
+                        {"created_at": "created", "updated_at": "updated", "name": "name_key"},
+                        {"created_at": "created_at", "updated_at": "updated_at",
+                         "name": "sort_name"}, "-created_at",
                         (("tag", "tag"), ("owner_id", "owner_id"), ("company_id", "company_id"),
                          ("source", "source"), ("status", "status")), text=True, deleted=True),
-    "company": ListSpec(CompanyListQuery(), {"created_at": "created", "updated_at": "updated"},
+    "company": ListSpec(CompanyListQuery(), "companies",
+                        {"created_at": "created", "updated_at": "updated"}, SAME_TIMES,
                         "-created_at", (("tag", "tag"), ("owner_id", "owner_id")), text=True,
                         deleted=True),
-    "deal": ListSpec(DealListQuery(), {"created_at": "created", "updated_at": "updated"},
-                     "-created_at", tuple((k, k) for k in (
+    "deal": ListSpec(DealListQuery(), "deals", {"created_at": "created", "updated_at": "updated"},
+                     SAME_TIMES, "-created_at", tuple((k, k) for k in (
                          "pipeline_id", "stage_id", "owner_id", "status", "contact_id",
                          "company_id", "source"))),
-    "task": ListSpec(TaskListQuery(), {"due_at": "when", "created_at": "created"}, "due_at",
+    "task": ListSpec(TaskListQuery(), "tasks", {"due_at": "when", "created_at": "created"},
+                     {"due_at": "sort_due", "created_at": "created_at"}, "due_at",
                      tuple((k, k) for k in ("assignee_id", "status", "kind", "contact_id",
                                             "deal_id"))),
-    "call": ListSpec(CallListQuery(), {"started_at": "when"}, "-started_at",
+    "call": ListSpec(CallListQuery(), "calls", {"started_at": "when"},
+                     {"started_at": "started_at"}, "-started_at",
                      tuple((k, k) for k in ("contact_id", "agent_id", "direction", "outcome",
                                             "missed", "called_back"))),
 }
@@ -164,24 +172,33 @@ def build_query(schema, kind, params, people, region, now, custom_range=None):
             sort.startswith("-"))
 
 
-def encode(kind, sort, field, key):
-    """The cursor after `key` (sort value, tie), in the typed form of every list's cursor
-    (crm_common.cursors): a time as a time, the name sort's number, the tie as text."""
-    value, tie = key
-    return sign_token({"l": f"search:{kind}", "f": sort, "i": encode_value(tie),
-                       "v": encode_value(value if field == "name_key" else from_micros(value))})
+def _owner_sort(kind, sort):
+    spec = LISTS[kind]
+    return spec.owner_sorts[sort.lstrip("-")], DESCENDING if sort.startswith("-") else ASCENDING
+
+
+def encode(kind, sort, field, position):
+    """The owner's cursor after `position` (value, id): a time as a time, the name sort's
+    folded name as text (crm_common.cursors' typed values)."""
+    value, record_id = position
+    owner_field, direction = _owner_sort(kind, sort)
+    return encode_cursor(owner_field, direction, {
+        owner_field: value if field == "name_key" else from_micros(value), "_id": record_id},
+        LISTS[kind].scope)
 
 
 def decode(kind, sort, field, cursor):
-    payload = verify_token(cursor)
-    if payload.get("l") != f"search:{kind}" or payload.get("f") != sort:
-        raise invalid_cursor("This cursor was made for another list or sort.")
-    value, tie = decode_value(payload.get("v")), decode_value(payload.get("i"))
-    if field != "name_key" and isinstance(value, datetime):
+    """The position (value, id) an owner's cursor, or one of the index, points after."""
+    owner_field, direction = _owner_sort(kind, sort)
+    value, record_id = decode_cursor(cursor, owner_field, direction, LISTS[kind].scope)
+    if field == "name_key":
+        value = "" if value is None else value
+    elif value is None or isinstance(value, datetime):
         value = micros(value)
-    if not (isinstance(value, int) and not isinstance(value, bool) and isinstance(tie, str)):
+    if not (isinstance(value, str if field == "name_key" else int)
+            and not isinstance(value, bool) and isinstance(record_id, str)):
         raise invalid_cursor("Not a cursor of this list.")
-    return value, tie
+    return value, record_id
 
 
 def listed(kind, record, now):

@@ -22,8 +22,12 @@ READ = {"email_keys": 0, "phone_keys": 0, "handle_keys": 0,
 # Lookup keys a soft-deleted contact keeps aside, so lookups and duplicate checks query one
 # indexed field only (SecantusDB scans the collection when a query adds deleted_at).
 KEY_FIELDS = ("email_keys", "phone_keys", "handle_keys")
-# indexes of earlier versions that only served search (now the search service's index)
-RETIRED_INDEXES = ("search_prefixes_1",)
+# indexes of earlier versions that only served search and the list screens' filters (now
+# the search service's index; its MongoDB fallback walks the sort's index): each was
+# written with every contact, an import's main cost
+RETIRED_INDEXES = ("search_prefixes_1", "tags_1_created_at_-1__id_-1",
+                   "source_1_created_at_-1__id_-1", "status_1_created_at_-1__id_-1",
+                   "last_contacted_at_1")
 
 
 def visible_condition(visible):
@@ -74,12 +78,12 @@ class ContactsStore(BaseStore):
         c.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
         c.create_index([("updated_at", DESCENDING), ("_id", DESCENDING)])
         c.create_index([("sort_name", ASCENDING), ("_id", ASCENDING)])
-        for field in ("owner_id", "company_id", "tags", "source", "status"):
+        # an agent's list (the MongoDB fallback, exports, counts) and a company's people
+        for field in ("owner_id", "company_id"):
             c.create_index([(field, ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)])
         c.create_index("phone_keys")
         c.create_index("email_keys")
         c.create_index("handle_keys")
-        c.create_index("last_contacted_at")
         c.create_index([("birthday_md", ASCENDING), ("created_at", ASCENDING), ("_id", ASCENDING)])
         self.companies.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
         self.companies.create_index([("updated_at", DESCENDING), ("_id", DESCENDING)])
@@ -230,8 +234,10 @@ class ContactsStore(BaseStore):
         `after`, when given). SecantusDB sorts the match once and then streams it; a keyset
         page re-sorts every time (O(n) each)."""
         query = after_cursor(query, after, sort_field, direction)
-        return (self.contacts.find(query, READ).sort([(sort_field, direction), ("_id", direction)])
-                .batch_size(batch_size))
+        # the sort value is read: the export's position (a keyset cursor) holds it
+        projection = {k: v for k, v in READ.items() if k != sort_field}
+        return (self.contacts.find(query, projection)
+                .sort([(sort_field, direction), ("_id", direction)]).batch_size(batch_size))
 
     def explain_page(self, query, sort_field):
         plan = (self.contacts.find(query, READ).sort([(sort_field, -1), ("_id", -1)])
