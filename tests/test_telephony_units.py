@@ -8,6 +8,7 @@ import pytest
 
 from crm_common.errors import ValidationFailed
 from crm_common.config import load_settings
+from crm_common.timeutil import to_iso
 from services.telephony.providers import asterisk, channel_extension, twilio, zadarma
 
 SETTINGS = load_settings().telephony
@@ -277,3 +278,74 @@ def test_users_copy_changed_by_another_replica_shows_within_the_ttl(monkeypatch)
     assert store.user("u1")["extension"] == "201"  # the bound: stale for at most the TTL
     clock[0] += telephony_store.USERS_CACHE_S
     assert store.user("u1")["extension"] == "301"
+
+
+# the contacts sync's windows (services/telephony/directory.py)
+class FakeContactsRecords:
+    """contacts.search_records over changes at given instants; counts what each query
+    matches (what the embedded database reads before it applies the limit)."""
+
+    def __init__(self, stamps):
+        from crm_common.timeutil import to_iso
+        self.docs = sorted(({"id": f"c{i:06d}", "updated_at": to_iso(at), "at": at}
+                            for i, at in enumerate(stamps)), key=lambda d: (d["at"], d["id"]))
+        self.matched = 0
+
+    def search_records(self, kind, since, until, limit, cursor=None):
+        from crm_common.timeutil import parse_iso
+        lo, hi = parse_iso(since), parse_iso(until)
+        match = [d for d in self.docs if lo <= d["at"] < hi]
+        self.matched += len(match)
+        if cursor:
+            match = [d for d in match if (d["at"], d["id"]) > cursor]
+        page = match[:limit]
+        more = len(match) > limit
+        return {"items": [dict(d) for d in page],
+                "next_cursor": (page[-1]["at"], page[-1]["id"]) if more else None}
+
+
+def test_the_contacts_sync_reads_windows_of_about_a_page():
+    from datetime import datetime, timedelta, timezone
+    from services.telephony import directory
+    base = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    # a year of sparse changes, a dense import (one per ms) and a bulk write in one instant
+    stamps = ([base + timedelta(hours=7 * i) for i in range(1200)]
+              + [base + timedelta(days=400, milliseconds=i) for i in range(6000)]
+              + [base + timedelta(days=401)] * 1300)
+    contacts = FakeContactsRecords(stamps)
+    seen = [d["id"] for page in directory.changed_pages(
+        contacts, directory.EPOCH, base + timedelta(days=402)) for d in page]
+    assert set(seen) == {d["id"] for d in contacts.docs}
+    assert len(seen) < 1.2 * len(contacts.docs)  # few read twice
+    # not quadratic: open-ended pages would match ~(n^2 / 2 / page) = 70,000 here
+    assert contacts.matched < 4 * len(contacts.docs), contacts.matched
+
+
+def test_a_call_is_dumped_as_its_schema_dumps_it():
+    from datetime import datetime, timezone
+    from marshmallow import fields
+    from contracts.telephony import CallOut
+    from services.telephony.calls import STATE_OF, dump_call
+    at = datetime(2026, 11, 20, 9, 0, 1, 234000, tzinfo=timezone.utc)
+    number = {"raw": "+393471234567", "e164": "+393471234567", "valid": True, "extension": False}
+    docs = [
+        {"_id": "c1", "provider": "pbx", "call_id": "x", "direction": "inbound", "from": number,
+         "to": {"raw": "201", "e164": None, "valid": False, "extension": True},
+         "number": number["e164"], "rank": 1, "state": "ringing", "legs": {}, "contact_id": None,
+         "missed": False, "called_back": None, "lead_created": False, "started_at": at,
+         "created_at": at, "updated_at": at, "first_event": "pbx:e1", "looked_up": True},
+        {"_id": "c2", "provider": "pbx", "call_id": "y", "from": None, "talk_s": 12,
+         "duration_s": 30, "ended_at": at, "answered_at": at, "outcome": "answered",
+         "legs": {"201": {"leg_id": "201", "extension": "201", "agent_id": "u1", "rank": 3,
+                          "started_at": at, "ended_at": at, "outcome": "answered"}},
+         "originate": {"adapter": "ami", "status": "queued", "requested_at": at},
+         "recording_state": "stored", "called_back_by": "c9"}]
+    schema = CallOut()
+    for doc in docs:
+        legs = [{**leg, "state": STATE_OF[leg["rank"]]} for leg in doc["legs"].values()]
+        expected = {**{f.data_key or n: [] if isinstance(f, fields.List) else None
+                       for n, f in schema.fields.items()},
+                    **schema.dump({**doc, "legs": legs}), "id": doc["_id"]}
+        if doc.get("originate"):
+            expected["originate"] = {k: to_iso(v) for k, v in doc["originate"].items()}
+        assert dump_call(doc) == expected

@@ -4,13 +4,19 @@ service is shared with search's catch-up, imports and the API, and a queue there
 as ringing latency. What announces no event per contact (imports, contacts from before
 the copy) is caught up by `sync`, a background pull of the contacts changed since its
 last run. A number the copy does not know yet is still asked of contacts."""
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from crm_common.timeutil import as_utc, parse_iso, to_iso, utcnow
 
 SYNC_PAGE = 500
 SYNC_LEASE_S = 120
 SYNC_OVERLAP_S = 5   # changes committed while a pass ran are read again by the next
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# the sync's windows of updated_at: the first, the narrowest (Mongo keeps milliseconds),
+# the widest (an empty stretch doubles the window up to this)
+FIRST_WINDOW = timedelta(minutes=10)
+MIN_WINDOW = timedelta(milliseconds=1)
+MAX_WINDOW = timedelta(days=3650)
 
 # what the call log and the ringing answer use of a contact
 KEPT = ("id", "first_name", "last_name", "owner_id", "do_not_contact")
@@ -23,11 +29,9 @@ def _at(value):
 def contact_changed(store, event):
     """contact_created / contact_updated / contact_restored: the contact's numbers."""
     contact = event["data"]["contact"]
-    deleted = bool(contact.get("deleted_at"))
-    phones = [] if deleted else sorted({p["e164"] for p in contact.get("phones") or []
-                                        if p.get("e164")})
-    store.put_contact_phones(contact["id"], {"phones": phones, "contact": {
-        k: contact.get(k) for k in KEPT}}, _at(contact.get("updated_at") or event.get("occurred_at")))
+    contact_id, sets, _ = copy_of(contact)
+    store.put_contact_phones(contact_id, sets,
+                             _at(contact.get("updated_at") or event.get("occurred_at")))
 
 
 def contact_deleted(store, event):
@@ -53,6 +57,15 @@ def lookup(store, e164):
     return dict(doc["contact"]) if doc and doc.get("contact") else None
 
 
+def copy_of(contact):
+    """(contact id, what the copy keeps, as of when) for a contact in its API form."""
+    deleted = bool(contact.get("deleted_at") or contact.get("deleted"))
+    phones = [] if deleted else sorted({p["e164"] for p in contact.get("phones") or []
+                                        if p.get("e164")})
+    return contact["id"], {"phones": phones, "contact": {k: contact.get(k) for k in KEPT}}, \
+        _at(contact.get("updated_at"))
+
+
 def sync(store, contacts):
     """Pulls the contacts changed since the last pass (all of them the first time) into
     the copy; one replica at a time (a lease). The number of contacts read."""
@@ -60,23 +73,54 @@ def sync(store, contacts):
     state = store.claim_phones_sync(now, now + timedelta(seconds=SYNC_LEASE_S))
     if state is None:
         return 0
-    started = now - timedelta(seconds=SYNC_OVERLAP_S)
-    since = state.get("mark") or "1970-01-01T00:00:00Z"
-    read, cursor = 0, None
+    since = as_utc(parse_iso(state["mark"])) if state.get("mark") else EPOCH
+    read = 0
     try:
-        while True:
-            page = contacts.search_records("contact", since=since, cursor=cursor,
-                                           limit=SYNC_PAGE)
-            for item in page["items"]:
-                contact_changed(store, {"data": {"contact": {
-                    **item, "deleted_at": item.get("deleted_at") or (
-                        "deleted" if item.get("deleted") else None)}}})
-            read += len(page["items"])
-            cursor = page.get("next_cursor")
-            if not cursor:
-                break
+        for items in changed_pages(contacts, since, now):
+            store.put_contact_phones_many([copy_of(item) for item in items])
+            read += len(items)
+            store.renew_phones_sync(utcnow() + timedelta(seconds=SYNC_LEASE_S))
     except Exception:
         store.save_phones_sync(state.get("mark"))  # the lease goes; the next pass retries
         raise
-    store.save_phones_sync(to_iso(started))
+    # changes committed while this pass ran are read again by the next
+    store.save_phones_sync(to_iso(now - timedelta(seconds=SYNC_OVERLAP_S)))
     return read
+
+
+def changed_pages(contacts, start, end):
+    """The contacts changed in [start, end), a page at a time, each asked for as a window of
+    `updated_at` sized to hold about a page (an index range): the embedded database reads
+    every document a query matches before it applies the limit, so open-ended "since"
+    pages would cost the rest of the collection each (quadratic on a first pass). A window
+    that held more than a page tells how dense the changes are: the next one starts at the
+    last change read, as wide as the newest half of that page spread; an emptier one doubles."""
+    width = FIRST_WINDOW
+    while start < end:
+        stop = min(start + width, end)
+        answer = contacts.search_records("contact", since=to_iso(start), until=to_iso(stop),
+                                         limit=SYNC_PAGE)
+        items = answer["items"]
+        if not answer.get("next_cursor"):
+            if items:
+                yield items
+            start = stop
+            if len(items) < SYNC_PAGE // 2:
+                width = min(width * 2, MAX_WINDOW)
+            continue
+        yield items
+        middle, last = (_at(items[i].get("updated_at")) for i in (len(items) // 2, -1))
+        if last > start:
+            # as wide as the newest half of the page spread (the density where it ended)
+            width, start = max(last - middle, MIN_WINDOW), last
+            continue
+        # more than a page changed within one instant (a bulk write): page through it
+        instant, cursor = start + MIN_WINDOW, answer["next_cursor"]
+        while cursor:
+            answer = contacts.search_records("contact", since=to_iso(start),
+                                             until=to_iso(instant), cursor=cursor,
+                                             limit=SYNC_PAGE)
+            if answer["items"]:
+                yield answer["items"]
+            cursor = answer.get("next_cursor")
+        start, width = instant, MIN_WINDOW

@@ -10,11 +10,11 @@ import time
 
 import gridfs
 from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_common.cursors import page
-from crm_common.mongo import BaseStore, JoiningDatabase, increment, update_and_get
-from crm_common.timeutil import utcnow
+from crm_common.mongo import BaseStore, JoiningDatabase, find_in, increment, update_and_get
+from crm_common.timeutil import as_utc, utcnow
 
 # list filters, each with a (field, started_at, _id) index (no hints: crm_common.mongo)
 SELECTIVE = ("contact_id", "agent_id", "number", "owner_id", "direction", "outcome", "missed")
@@ -245,6 +245,35 @@ class TelephonyStore(BaseStore):
             return True
         except DuplicateKeyError:
             return False  # a newer copy is stored
+
+    def put_contact_phones_many(self, copies):
+        """[(contact_id, sets, at)] as put_contact_phones does each, in a few round trips:
+        one read of which are held (lists of 50), one insert of the new ones."""
+        held = {d["_id"]: as_utc(d.get("at")) for d in find_in(
+            self.phones, "_id", [contact_id for contact_id, _, _ in copies], {"at": 1})}
+        new, older = [], []
+        for contact_id, sets, at in copies:
+            if contact_id not in held:
+                new.append({"_id": contact_id, **sets, "at": at})
+                held[contact_id] = at
+            elif held[contact_id] is None or held[contact_id] < at:
+                older.append((contact_id, sets, at))
+        if new:
+            try:
+                self.phones.insert_many(new, ordered=False)
+            except BulkWriteError as exc:  # an event stored one meanwhile: compare as one
+                lost = {new[e["index"]]["_id"] for e in exc.details.get("writeErrors", [])
+                        if e.get("code") == 11000}
+                if len(lost) != len(exc.details.get("writeErrors", [])):
+                    raise
+                older += [(d["_id"], {k: v for k, v in d.items() if k not in ("_id", "at")},
+                           d["at"]) for d in new if d["_id"] in lost]
+        for contact_id, sets, at in older:
+            self.put_contact_phones(contact_id, sets, at)
+
+    def renew_phones_sync(self, lease_until):
+        self.counters.update_one({"_id": "contact_phones_sync"},
+                                 {"$set": {"lease_until": lease_until}})
 
     def claim_phones_sync(self, now, lease_until):
         """The contacts sync's state, leased to this replica until `lease_until`; None
