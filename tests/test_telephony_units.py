@@ -349,3 +349,26 @@ def test_a_call_is_dumped_as_its_schema_dumps_it():
         if doc.get("originate"):
             expected["originate"] = {k: to_iso(v) for k, v in doc["originate"].items()}
         assert dump_call(doc) == expected
+
+
+def test_the_contacts_sync_bisects_a_window_that_timed_out():
+    """A first pass from 1970 meets all the contacts at once: contacts times out on such a
+    window (it reads every match), and the sync narrows down on them."""
+    from datetime import datetime, timedelta, timezone
+    from crm_common.errors import Timeout
+    from services.telephony import directory
+    base = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    contacts = FakeContactsRecords([base + timedelta(milliseconds=i) for i in range(20000)])
+    answer = contacts.search_records
+
+    def slow_on_big_windows(kind, since, until, limit, cursor=None):
+        before = contacts.matched
+        page = answer(kind, since, until, limit, cursor)
+        if contacts.matched - before > 3000:
+            raise Timeout("contacts did not answer")
+        return page
+    contacts.search_records = slow_on_big_windows
+    seen = {d["id"] for page in directory.changed_pages(
+        contacts, directory.EPOCH, base + timedelta(days=1)) for d in page}
+    assert seen == {d["id"] for d in contacts.docs}
+    assert contacts.matched < 6 * len(contacts.docs), contacts.matched

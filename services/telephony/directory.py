@@ -6,6 +6,7 @@ the copy) is caught up by `sync`, a background pull of the contacts changed sinc
 last run. A number the copy does not know yet is still asked of contacts."""
 from datetime import datetime, timedelta, timezone
 
+from crm_common.errors import Timeout
 from crm_common.timeutil import as_utc, parse_iso, to_iso, utcnow
 
 SYNC_PAGE = 500
@@ -17,6 +18,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 FIRST_WINDOW = timedelta(minutes=10)
 MIN_WINDOW = timedelta(milliseconds=1)
 MAX_WINDOW = timedelta(days=3650)
+MAX_TIMEOUTS = 8  # contacts not answering this often in a row: the pass fails (retried later)
 
 # what the call log and the ringing answer use of a contact
 KEPT = ("id", "first_name", "last_name", "owner_id", "do_not_contact")
@@ -94,19 +96,33 @@ def changed_pages(contacts, start, end):
     every document a query matches before it applies the limit, so open-ended "since"
     pages would cost the rest of the collection each (quadratic on a first pass). A window
     that held more than a page tells how dense the changes are: the next one starts at the
-    last change read, as wide as the newest half of that page spread; an emptier one doubles."""
-    width = FIRST_WINDOW
+    last change read, as wide as the newest half of that page spread; an emptier one doubles;
+    one that timed out is cut to 1/64th."""
+    width, timeouts, ceiling = FIRST_WINDOW, 0, MAX_WINDOW
     while start < end:
         stop = min(start + width, end)
-        answer = contacts.search_records("contact", since=to_iso(start), until=to_iso(stop),
-                                         limit=SYNC_PAGE)
+        try:
+            answer = contacts.search_records("contact", since=to_iso(start),
+                                             until=to_iso(stop), limit=SYNC_PAGE)
+        except Timeout:
+            # too many changes in the window (a first pass grows its window over the empty
+            # years before the first contact, then meets them all): a far narrower one
+            timeouts += 1
+            if timeouts > MAX_TIMEOUTS or stop - start <= MIN_WINDOW:
+                raise
+            # (and no wider until changes are read: they lie within that window)
+            width = ceiling = max((stop - start) / 64, MIN_WINDOW)
+            continue
+        timeouts = 0
         items = answer["items"]
+        if items:
+            ceiling = MAX_WINDOW
         if not answer.get("next_cursor"):
             if items:
                 yield items
             start = stop
             if len(items) < SYNC_PAGE // 2:
-                width = min(width * 2, MAX_WINDOW)
+                width = min(width * 2, ceiling)
             continue
         yield items
         middle, last = (_at(items[i].get("updated_at")) for i in (len(items) // 2, -1))
