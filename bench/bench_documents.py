@@ -110,19 +110,21 @@ def main():
 
         # numbering
         numbers, errors = [], []
-        per_client = args.invoices // args.clients
+        # the remainder spread over the first clients, so exactly --invoices are asked for
+        shares = [args.invoices // args.clients + (i < args.invoices % args.clients)
+                  for i in range(args.clients)]
 
-        def issue():
+        def issue(share):
             client = requests.Session()
             client.headers.update(headers)
-            for _ in range(per_client):
+            for _ in range(share):
                 r = client.post(f"{base}/invoices", json={"deal_id": deal["id"]}, timeout=60)
                 (numbers if r.status_code == 201 else errors).append(
                     r.json().get("number") if r.status_code == 201 else r.status_code)
 
         before = cpu_seconds(platform)
         started = time.perf_counter()
-        threads = [threading.Thread(target=issue) for _ in range(args.clients)]
+        threads = [threading.Thread(target=issue, args=(share,)) for share in shares]
         for t in threads:
             t.start()
         for t in threads:

@@ -128,6 +128,17 @@ def test_catalogue_and_bad_input(api, catalogue, unique, make_user):
     assert r.status_code == 200, r.text
     assert r.json() == {"created": 1, "updated": 1, "prices": 2}
     assert api.get(f"/products/{products['BOOK']['id']}").json()["name"] == "Manuale (2a ed.)"
+    # the same catalogue from a spreadsheet (the contacts import's XLSX reader and limits)
+    from openpyxl import Workbook
+    book = Workbook()
+    book.active.append(["SKU", "Name", "Tax_rate", "Price"])
+    book.active.append([f"X{unique}", "Tre", 22, 4999])
+    sheet = io.BytesIO()
+    book.save(sheet)
+    r = api.post("/products/import", params={"price_list_id": catalogue["eur"]["id"]},
+                 files={"file": ("c.xlsx", sheet.getvalue())})
+    assert r.status_code == 200 and r.json() == {"created": 1, "updated": 0, "prices": 1}, r.text
+    assert api.get("/products", params={"sku": f"X{unique}"}).json()["items"][0]["name"] == "Tre"
     api.put(f"/price-lists/{catalogue['eur']['id']}/prices",
             json={"prices": [{"product_id": products["BOOK"]["id"], "unit_price": 1999}]})
 

@@ -12,6 +12,7 @@ from contracts.deals import DealPatch
 from contracts.sales import ItemIn, scaled, unscaled
 from crm_common.errors import ValidationFailed
 from gateway.routes.files import content_disposition
+from services.sales.catalogue import parse_catalogue
 from services.sales.files import check_filename, sniff
 from services.sales.money import document_totals, line_figures, round_half_even
 from services.sales.pdf import format_money, render_pdf
@@ -155,3 +156,21 @@ def test_bought_terms_and_period_cover():
     days = {low + timedelta(days=n) for n in range(-40, 420)}
     covered = {d for d in days for p in period_cover(low, high) if d.isoformat().startswith(p)}
     assert covered == {d for d in days if low <= d <= high}
+
+
+def test_the_catalogue_reads_csv_and_xlsx_alike_and_refuses_what_is_neither():
+    from openpyxl import Workbook
+    book = Workbook()
+    for row in (["sku", "name", "tax_rate", "price", "active"], ["A1", "Uno", 22, 1999, "yes"],
+                [None, None, None, None, None], ["B2", "Due", 0.5, None, "no"]):
+        book.active.append(row)
+    sheet = io.BytesIO()
+    book.save(sheet)
+    from_xlsx, errors = parse_catalogue(sheet.getvalue())
+    assert not errors
+    from_csv, errors = parse_catalogue("sku;name;tax_rate;price;active\nA1;Uno;22;1999;yes\n\n"
+                                       "B2;Due;0.5;;no\n".encode("cp1252"))
+    assert not errors and from_xlsx == from_csv and len(from_csv) == 2
+    with pytest.raises(Exception) as refused:
+        parse_catalogue(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    assert getattr(refused.value, "status", None) in (400, 415, 422) or "CSV" in str(refused.value)

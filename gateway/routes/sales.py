@@ -31,7 +31,7 @@ def create_product(body, params):
     return call("sales", "create_product", body), 201
 
 
-@api.route("/products/import", "POST", "Import the catalogue from a CSV (multipart `file`; "
+@api.route("/products/import", "POST", "Import the catalogue from a CSV or XLSX (multipart `file`; "
            "columns sku, name, description, unit, tax_rate, active, price in minor units): "
            "products matched by SKU are changed, others created; any bad row: 422 with the "
            "row errors and nothing written", TAG, query=s.ProductImportQuery,

@@ -1,4 +1,5 @@
 """Products, price lists and the line items of deals. Each write returns (result, events)."""
+from crm_common import spreadsheets
 from crm_common.errors import Conflict, NotFound, ValidationFailed
 from crm_common.fields import with_every_key
 from crm_common.ids import new_id
@@ -243,31 +244,43 @@ def dump_items(deal_id, doc, currency):
                            "version": doc["version"]})
 
 
-# the catalogue as CSV: sku, name, description, unit, tax_rate, active, price (optional)
+# the catalogue as CSV or XLSX: sku, name, description, unit, tax_rate, active, price (optional)
 IMPORT_COLUMNS = ("sku", "name", "description", "unit", "tax_rate", "active", "price")
 MAX_IMPORT_ROWS = 5000
 TRUE, FALSE = {"1", "true", "yes", "y", "si", "sì", "да"}, {"0", "false", "no", "n", "нет"}
 
 
-def parse_catalogue_csv(data):
+def catalogue_rows(data):
+    """(header, rows of cells) of a catalogue file, CSV or XLSX (told by its content): read
+    through the same readers and bounds as the contacts import."""
+    fmt = spreadsheets.inspect("catalogue", data[:64 * 1024])
+    if fmt["format"] == "xlsx":
+        rows = (cells for _, cells in spreadsheets.xlsx_rows(data))
+    else:
+        rows = (cells for _, cells in spreadsheets.csv_rows([data], fmt["encoding"], fmt["delimiter"]))
+    header = next(rows, None) or []
+    return [_cell(h).lower() for h in header], rows
+
+
+def _cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # a spreadsheet gives 1999 back as 1999.0
+    return str(value).strip()
+
+
+def parse_catalogue(data):
     """(rows as dicts, errors): every row checked as the API would; nothing is written
-    unless every row is good. The delimiter is `,` or `;` (sniffed), UTF-8 with or without
-    a BOM."""
-    import csv
-    import io
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise invalid("file", "Not UTF-8 text.")
-    first = text.split("\n", 1)[0]
-    reader = csv.DictReader(io.StringIO(text), delimiter=";" if first.count(";") > first.count(",") else ",")
-    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    unless every row is good. CSV (`,` `;` tab or `|`, its encoding detected) or XLSX."""
+    header, cells_of_rows = catalogue_rows(data)
     if "sku" not in header or "name" not in header:
         raise invalid("file", "The header needs at least sku and name.")
-    unknown = [h for h in header if h not in IMPORT_COLUMNS]
+    unknown = [h for h in header if h and h not in IMPORT_COLUMNS]
     if unknown:
         raise invalid("file", f"Unknown columns: {', '.join(unknown[:10])}.")
-    reader.fieldnames = header
+    reader = ({name: _cell(cells[i]) if i < len(cells) else "" for i, name in enumerate(header) if name}
+              for cells in cells_of_rows if any(_cell(c) for c in cells))
     rows, errors, seen = [], [], set()
     for number, raw in enumerate(reader, start=1):
         if number > MAX_IMPORT_ROWS:
@@ -311,7 +324,7 @@ class CatalogueImport:
         self.store = store
 
     def run(self, data, price_list_id=None):
-        rows, errors = parse_catalogue_csv(data)
+        rows, errors = parse_catalogue(data)
         if errors:
             raise ValidationFailed("Some rows are invalid; nothing was imported",
                                    {"rows": errors[:100], "invalid_rows": len({e["row"] for e in errors})})
