@@ -127,7 +127,7 @@ def contact_name(contact):
         next((p.get("e164") or p.get("raw") for p in contact.get("phones") or []), None)
 
 
-def _preview(text):
+def preview(text):
     return re.sub(r"\s+", " ", text or "").strip()[:200] or None
 
 
@@ -140,7 +140,7 @@ def message_event(event_type, msg, conv, actor_id=None, extra=None):
     data = {"message_id": msg["_id"], "conversation_id": conv["_id"],
             "contact_id": conv.get("contact_id"), "deal_id": conv.get("deal_id"),
             "channel": msg["channel"], "direction": msg["direction"], "subject": subject,
-            "preview": _preview(msg.get("text")), "owner_id": conv.get("owner_id"),
+            "preview": preview(msg.get("text")), "owner_id": conv.get("owner_id"),
             "assignee_id": conv.get("assignee_id"), "actor_id": actor_id,
             "summary": verb + (f": {subject}" if subject else ""),
             "ref": {"type": "message", "id": msg["_id"]}, **(extra or {})}
@@ -178,7 +178,6 @@ class Conversations:
         self.contacts = contacts
         self.deals = deals
         self.settings = get_settings().conversations
-        self.known = None  # a sync's contacts by lookup (sync.py sets it per pass)
 
     # --- mailboxes and channels (admin; a personal mailbox: its owner) ------------------
     def _may_manage(self, doc):
@@ -429,22 +428,19 @@ class Conversations:
         return self.new_conversation(key, contact, deal_id=self.open_deal(contact["id"]), **fields)
 
     # --- inbound --------------------------------------------------------------------------
-    def record_inbound(self, conv, msg, target_minutes, thread_key=None, not_before=None):
-        """`not_before`: a wait is timed from then at the earliest (mail that was in the
-        mailbox before it was connected is not late the moment it is read)."""
-        """Store an inbound message into `conv` (inserted if new), the conversation
-        waiting for our answer -> (message, created?, events)."""
+    def record_inbound(self, conv, msg, target_minutes):
+        """Store an inbound message (a messenger's) into `conv` (inserted if new), the
+        conversation waiting for our answer -> (message, created?, events). Mail is stored
+        by batches (sync.py)."""
         conv, _ = self.store.insert_conversation_if_new(conv)
         msg["conversation_id"] = conv["_id"]
         msg["contact_id"] = conv.get("contact_id")
         msg["deal_id"] = conv.get("deal_id")
-        if thread_key is not None:
-            msg["thread_key"] = thread_key(conv["_id"])
         stored, created = self.store.insert_message_if_new(msg)
         if not created:
             return stored, False, []
         events = []
-        sets = {"updated_at": utcnow(), "last_preview": _preview(msg.get("text")),
+        sets = {"updated_at": utcnow(), "last_preview": preview(msg.get("text")),
                 "status": "open", "last_inbound_channel": msg["channel"],
                 f"last_inbound.{msg['channel']}": stored["_id"]}
         if msg.get("subject"):
@@ -454,9 +450,7 @@ class Conversations:
         if not conv.get("waiting"):
             sets.update(waiting=True, waiting_since=msg["at"])
             if target_minutes:
-                start = max(as_utc(msg["at"]), as_utc(not_before)) if not_before else \
-                    as_utc(msg["at"])
-                due = start + timedelta(minutes=float(target_minutes))
+                due = as_utc(msg["at"]) + timedelta(minutes=float(target_minutes))
                 sets.update(first_response_due_at=due, escalate_at=due)
         updated = self.store.touch_conversation(conv["_id"], sets,
                                                 maxs={"last_message_at": msg["at"]},
@@ -624,30 +618,42 @@ class Conversations:
     def conversation_for_sender(self, channel, key, lookup, name, text, external_id, shared):
         """The conversation a sender's message goes to: their contact's, else one waiting
         for the lead the first message of a shared channel creates (once)."""
-        cache_key = tuple(sorted(lookup.items()))
-        contact = self.known.get(cache_key) if self.known is not None else None
-        if contact is None:
-            found = self.contacts.lookup(lookup)["items"]
-            contact = found[0] if found else None
-            if contact is not None and self.known is not None:
-                self.known[cache_key] = contact
-        if contact is not None:
-            return self.for_contact(contact)
+        found = self.contacts.lookup(lookup)["items"]
+        if found:
+            return self.for_contact(found[0])
         conv = self.store.conversation_by_key(key)
         if conv is None:
             conv = self.new_conversation(key, contact_name=name or None)
-        if shared and not conv.get("lead_request_id"):
-            sender = {"name": name or None, **lookup}
-            if channel == "whatsapp":
-                sender["handle"] = key.partition(":")[2]
-            answer = self.contacts.receive_message(
-                {"channel": channel, "sender": {k: v for k, v in sender.items() if v},
-                 "text": (text or "")[:10000], "external_id": external_id[:200]},
-                {"via": "conversations"})
-            conv["lead_request_id"] = answer.get("id")
-            if conv.get("created_at") and self.store.get("conversations", conv["_id"]):
-                self.store.touch_conversation(conv["_id"], {"lead_request_id": answer.get("id")})
+        if shared:
+            self.capture_lead(conv, channel, key, lookup, name, text, external_id)
         return conv
+
+    def capture_lead(self, conv, channel, key, lookup, name, text, external_id):
+        """A new sender of a shared channel becomes a lead through contacts' capture path,
+        once per conversation (its `lead_request_id`)."""
+        if conv.get("lead_request_id"):
+            return
+        sender = {"name": name or None, **lookup}
+        if channel == "whatsapp":
+            sender["handle"] = key.partition(":")[2]
+        answer = self.contacts.receive_message(
+            {"channel": channel, "sender": {k: v for k, v in sender.items() if v},
+             "text": (text or "")[:10000], "external_id": external_id[:200]},
+            {"via": "conversations"})
+        conv["lead_request_id"] = answer.get("id")
+        if conv.get("created_at") and self.store.get("conversations", conv["_id"]):
+            self.store.touch_conversation(conv["_id"], {"lead_request_id": answer.get("id")})
+
+    def contacts_by_email(self, addresses, known):
+        """{address: contact or None} in one contacts call per 500 addresses; `known`
+        (address -> contact or None) keeps what a sync pass met already."""
+        missing = sorted({a for a in addresses if a not in known})
+        for start in range(0, len(missing), 500):
+            found = self.contacts.lookup_emails(missing[start:start + 500])
+            for address in missing[start:start + 500]:
+                matches = found.get(address) or []
+                known[address] = matches[0] if matches else None
+        return {a: known.get(a) for a in addresses}
 
     # --- sending --------------------------------------------------------------------------
     def send_to_contact(self, contact_id, payload, sender_user_id=None):
@@ -731,7 +737,7 @@ class Conversations:
         stored, created = self.store.insert_message_if_new(msg)
         if not created:
             return dump_message(stored), []
-        sets = {"updated_at": now, "last_preview": _preview(body)}
+        sets = {"updated_at": now, "last_preview": preview(body)}
         if channel == "email" and msg.get("mailbox_id"):
             sets["mailbox_id"] = msg["mailbox_id"]
         if conv.get("assignee_id") is None and sender_user_id:

@@ -189,7 +189,7 @@ class ConversationsService(HealthEntrypoints):
             return
         now = utcnow()
         lease = now + timedelta(seconds=SETTINGS.lease_s)
-        sync = MailboxSync(self._system(), self.dispatch.atomic, SETTINGS, HOLDER,
+        sync = MailboxSync(self._system(), self.dispatch.after_reply, SETTINGS, HOLDER,
                            self.workers.is_stopping)
         for doc in self.store.due_mailboxes(now, room * 2):
             if doc["_id"] in self.workers.running:

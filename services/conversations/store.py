@@ -5,7 +5,7 @@ a conversation's key); documents known by `_id` are changed with update_and_get;
 (a mailbox to sync, a message to send, a wait to escalate) are a compare-and-set on
 `_id` plus the field that changes, read first from a small index range."""
 import gridfs
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 
 from crm_common.cursors import page
 from crm_common.mongo import BaseStore, find_in, update_and_get
@@ -128,11 +128,22 @@ class ConversationsStore(BaseStore):
         self.mailboxes.update_one({"_id": mailbox_id, "holder": holder}, update)
 
     def mailbox_progress(self, mailbox_id, uidvalidity, last_uid, stored):
+        """The mailbox read up to `last_uid` (in the batch's transaction)."""
         return update_and_get(self.mailboxes, {"_id": mailbox_id}, {
             "$set": {"uidvalidity": uidvalidity, "last_uid": last_uid},
             "$inc": {"synced": stored}})
 
     # conversations
+    def conversations_by(self, field, values):
+        """{value: conversation} by `key` or `_id`, lists of 50 (find_in)."""
+        return {d[field]: d for d in find_in(self.conversations, field, values)}
+
+    def touch_conversations(self, updates):
+        """Many conversations changed in one bulk write: [(conversation id, update)]."""
+        if updates:
+            self.conversations.bulk_write([UpdateOne({"_id": cid}, update)
+                                           for cid, update in updates], ordered=False)
+
     def conversation_by_key(self, key):
         return self.conversations.find_one({"key": key})
 
@@ -195,11 +206,32 @@ class ConversationsStore(BaseStore):
             return doc, True
         return self.messages.find_one({"dedupe_key": doc["dedupe_key"]}), False
 
+    def stored_dedupe_keys(self, keys):
+        return {d["dedupe_key"] for d in find_in(self.messages, "dedupe_key", keys,
+                                                 {"dedupe_key": 1})}
+
+    def insert_messages(self, docs):
+        """New messages (their dedupe keys checked in the same transaction): one insert;
+        a key stored meanwhile aborts the transaction, which runs again."""
+        if docs:
+            self.messages.insert_many(docs, ordered=False)
+
+    def thread_heads(self, thread_keys):
+        """{thread key: thread id of its latest message} (each key's messages are read: a
+        subject's thread within one conversation stays small)."""
+        latest = {}
+        for doc in find_in(self.messages, "thread_key", thread_keys,
+                           {"thread_key": 1, "thread_id": 1, "at": 1}):
+            found = latest.get(doc["thread_key"])
+            if found is None or doc["at"] > found["at"]:
+                latest[doc["thread_key"]] = doc
+        return {k: d.get("thread_id") for k, d in latest.items()}
+
     def message_by_dedupe(self, key):
         return self.messages.find_one({"dedupe_key": key})
 
-    def messages_by_ids(self, message_ids):
-        return list(find_in(self.messages, "message_id", message_ids))
+    def messages_by_ids(self, message_ids, projection=None):
+        return list(find_in(self.messages, "message_id", message_ids, projection))
 
     def latest_of_thread_key(self, thread_key):
         return self.messages.find_one({"thread_key": thread_key}, sort=[("at", DESCENDING)])
