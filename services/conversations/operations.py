@@ -743,7 +743,7 @@ class Conversations:
         if conv.get("assignee_id") is None and sender_user_id:
             sets["assignee_id"] = sender_user_id
         self.store.touch_conversation(conv["_id"], sets, maxs={"last_message_at": now},
-                                      add={"channels": channel})
+                                      add={"channels": channel}, read_back=False)
         return dump_message(stored), []
 
     def _last_inbound(self, conv, channel):

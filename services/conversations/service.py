@@ -158,7 +158,7 @@ class ConversationsService(HealthEntrypoints):
 
     def _send_soon(self):
         sender = self._sender()
-        self.workers.send_soon(lambda: sender.run_due(20))
+        self.workers.send_soon(lambda: sender.run_due(500))
 
     # inbound messengers (signature checked by the gateway)
     @rpc(expected_exceptions=EXPECTED)
@@ -199,7 +199,7 @@ class ConversationsService(HealthEntrypoints):
 
     @timer(interval=SETTINGS.tick_s)
     def send_queued(self):
-        self._sender().run_due(100)
+        self._sender().run_due(1000)
 
     @timer(interval=SETTINGS.tick_s)
     def escalate(self):

@@ -8,7 +8,7 @@ import gridfs
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 
 from crm_common.cursors import page
-from crm_common.mongo import BaseStore, find_in, update_and_get
+from crm_common.mongo import BaseStore, find_in, in_chunks, update_and_get
 from crm_common.timeutil import utcnow
 
 
@@ -169,7 +169,7 @@ class ConversationsStore(BaseStore):
                         {"assignee_id": None, "owner_id": None}]}
 
     def touch_conversation(self, conversation_id, sets, unset=None, maxs=None, add=None,
-                           add_all=None):
+                           add_all=None, read_back=True):
         update = {"$set": sets}
         if add_all:
             add = {k: {"$each": list(v)} for k, v in add_all.items()}
@@ -179,6 +179,9 @@ class ConversationsStore(BaseStore):
             update["$max"] = maxs
         if add:
             update["$addToSet"] = add
+        if not read_back:
+            self.conversations.update_one({"_id": conversation_id}, update)
+            return None
         return update_and_get(self.conversations, {"_id": conversation_id}, update)
 
     def due_escalations(self, now, limit=50):
@@ -241,14 +244,35 @@ class ConversationsStore(BaseStore):
                                   {"$set": {"conversation_id": to_id, "updated_at": utcnow(),
                                             **sets}})
 
-    def due_sends(self, now, limit=50):
-        return list(self.messages.find({"send_due_at": {"$lte": now}}).limit(limit))
+    def claim_sends(self, now, lease_until, token, limit):
+        """Due messages claimed with a lease, by lists of 50 (a compare-and-set on their
+        due time: of two senders one gets each) -> the claimed messages."""
+        due = [d["_id"] for d in self.messages.find({"send_due_at": {"$lte": now}},
+                                                    {"_id": 1}).limit(limit)]
+        for chunk in in_chunks(due):
+            self.messages.update_many(
+                {"_id": {"$in": chunk}, "send_due_at": {"$lte": now}},
+                {"$set": {"send_due_at": lease_until, "status": "sending", "holder": token},
+                 "$inc": {"attempts": 1}})
+        return [d for d in find_in(self.messages, "_id", due) if d.get("holder") == token]
 
-    def claim_send(self, message_id, due_at, lease_until, holder):
-        return self.messages.update_one(
-            {"_id": message_id, "send_due_at": due_at},
-            {"$set": {"send_due_at": lease_until, "status": "sending", "holder": holder},
-             "$inc": {"attempts": 1}}).modified_count == 1
+    def mark_sent(self, sent, now):
+        """[(message id, external id)] sent: one bulk write."""
+        self.messages.bulk_write([UpdateOne({"_id": message_id}, {
+            "$set": {"status": "sent", "sent_at": now, "error": None, "external_id": external,
+                     "updated_at": now},
+            "$unset": {"send_due_at": "", "holder": ""}}) for message_id, external in sent],
+            ordered=False)
+
+    def conversations_sent(self, conversation_ids, now):
+        """Answered: no longer waiting, no escalation due -> {id: conversation}."""
+        ids = list(conversation_ids)
+        for chunk in in_chunks(ids):
+            self.conversations.update_many(
+                {"_id": {"$in": chunk}},
+                {"$set": {"waiting": False, "waiting_since": None, "updated_at": now},
+                 "$unset": {"escalate_at": "", "first_response_due_at": ""}})
+        return self.conversations_by("_id", ids)
 
     def message_update(self, message_id, sets, unset=None, holder=None):
         update = {"$set": {**sets, "updated_at": utcnow()}}
