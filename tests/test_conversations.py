@@ -9,9 +9,16 @@ import json
 import time
 import uuid
 
+from datetime import timedelta
+
 import pytest
 import requests
 
+from crm_common import config
+from crm_common.config import load_settings
+from crm_common.timeutil import utcnow
+from services.conversations.sender import Sender
+from services.conversations.store import ConversationsStore
 from tests.fake_receivers import HttpRecorder
 from tests.mail_servers import Dovecot, SmtpRelay
 
@@ -447,3 +454,44 @@ def test_kill_mid_send_sends_exactly_once(stack, api, mail, shared_mailbox, uniq
     sent = [m for m in dovecot.messages(SALES, "Sent") if m["Message-ID"] == message_id]
     assert len(sent) == 1
 
+
+
+def test_a_send_cut_in_its_window_is_never_repeated(stack, api, mail, shared_mailbox, unique,
+                                                    monkeypatch):
+    """What a sender taking over decides, driven in-process against the stack's database
+    and mail servers (no second kill): DATA begun but its acceptance never written is
+    `unconfirmed` unless its copy is in Sent; a messenger call begun is never repeated."""
+    dovecot, relay = mail
+    contact = api.post("/contacts", json={"first_name": "Cut", "emails": [CLIENT2]}).json()
+    first = api.post(f"/contacts/{contact['id']}/messages",
+                     json={"subject": f"Cut {unique}", "body": "before"}).json()
+    assert wait(lambda: [m for m in messages_of(api, first["conversation_id"])
+                         if m["id"] == first["id"] and m["status"] == "sent"])
+    settings = load_settings(stack.env())  # the services' (their secrets' key)
+    monkeypatch.setattr(config, "_settings", settings)
+    store = ConversationsStore(stack.db("conversations"), settings)
+    sender = Sender(store, lambda write, *args: write(*args)[0], settings.conversations, "test")
+    stored = store.get("messages", first["id"])
+    later = utcnow() + timedelta(hours=1)  # not due: the running service leaves them
+
+    def copy(message_id, **fields):
+        doc = dict(stored, _id=f"{message_id.strip('<>')}", message_id=message_id,
+                   dedupe_key=f"out:{message_id}", status="sending", send_due_at=later,
+                   attempts=1, smtp_data_at=later, **fields)
+        doc.pop("smtp_accepted_at", None)
+        store.messages.insert_one(doc)
+        return doc
+    unsure = copy(f"<unsure-{unique}@crm.test>")
+    in_sent = copy(f"<insent-{unique}@crm.test>")
+    raw = raw_mail(SALES, CLIENT2, "copy", "copy", in_sent["message_id"])
+    dovecot.deliver(SALES, raw, folder="Sent")
+    telegram = dict(stored, _id=f"tg-{unique}", channel="telegram", channel_id="none",
+                    dedupe_key=f"out:tg-{unique}", status="sending", send_due_at=later,
+                    attempts=1, http_started_at=later, to=[{"address": "1", "name": ""}])
+    store.messages.insert_one(telegram)
+    sender.deliver_all([unsure, in_sent, telegram])
+    assert store.get("messages", unsure["_id"])["status"] == "unconfirmed"
+    assert store.get("messages", in_sent["_id"])["status"] == "sent"
+    assert store.get("messages", telegram["_id"])["status"] == "unconfirmed"
+    delivered = {m["Message-ID"] for m in dovecot.messages(CLIENT2)}
+    assert unsure["message_id"] not in delivered and in_sent["message_id"] not in delivered

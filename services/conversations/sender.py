@@ -223,10 +223,10 @@ class Sender:
             conn = self._imap_conn(mailbox, lane)
             return mail.has_message_id(conn, mailbox.get("sent_folder") or "Sent",
                                        msg["message_id"])
-        except Exception:  # noqa: BLE001 - no proof either way: not now
+        except Exception as exc:  # noqa: BLE001 - no proof either way: not now
             self._drop_imap(lane)
-            raise Retry("cannot check the Sent folder for a message that may have been sent",
-                        known=False)
+            raise Retry(f"cannot check the Sent folder for a message that may have been sent "
+                        f"({type(exc).__name__}: {exc})", known=False)
 
     def _imap_conn(self, mailbox, lane):
         conn = self._imap.get(lane)
@@ -293,9 +293,9 @@ class Sender:
             raise mail.Unconfirmed(f"the call broke after the request went: {exc}")
 
     def _send_telegram(self, msg, lane=None):
+        self._started(msg)
         channel, secrets = self._channel(msg)
         base = (channel.get("api_base") or TELEGRAM_API).rstrip("/")
-        self._started(msg)
         answer = self._post(f"{base}/bot{secrets.get('token') or ''}/sendMessage",
                             {"chat_id": msg["to"][0]["address"], "text": msg.get("text") or ""})
         body = _json(answer)
@@ -309,6 +309,7 @@ class Sender:
         return str((body.get("result") or {}).get("message_id") or "")
 
     def _send_whatsapp(self, msg, lane=None):
+        self._started(msg)
         channel, secrets = self._channel(msg)
         base = (channel.get("api_base") or WHATSAPP_API).rstrip("/")
         to = msg["to"][0]["address"]
@@ -322,7 +323,6 @@ class Sender:
         else:
             body = {"messaging_product": "whatsapp", "to": to, "type": "text",
                     "text": {"body": msg.get("text") or ""}}
-        self._started(msg)
         answer = self._post(f"{base}/{channel.get('phone_number_id')}/messages", body,
                             {"Authorization": f"Bearer {secrets.get('token') or ''}"})
         found = _json(answer)
@@ -337,6 +337,7 @@ class Sender:
         return ((found.get("messages") or [{}])[0]).get("id")
 
     def _send_sms(self, msg, lane=None):
+        self._started(msg)
         channel, secrets = self._channel(msg)
         if not channel.get("url"):
             raise Permanent("the SMS channel has no URL")
@@ -344,7 +345,6 @@ class Sender:
         if secrets.get("token"):
             token = secrets["token"]
             headers["Authorization"] = token if " " in token else f"Bearer {token}"
-        self._started(msg)
         answer = self._post(channel["url"], {"to": msg["to"][0]["address"],
                                              "text": msg.get("text") or "",
                                              "from": channel.get("from_number")}, headers)
