@@ -16,6 +16,7 @@ import requests
 
 from crm_common import config
 from crm_common.config import load_settings
+from contracts.telephony_webhooks import twilio_signature
 from crm_common.timeutil import utcnow
 from services.conversations.sender import Sender
 from services.conversations.store import ConversationsStore
@@ -315,7 +316,12 @@ def test_telegram_and_whatsapp_join_one_conversation_and_get_answers(stack, api,
     update = {"update_id": tg_id % 100000, "message": {
         "message_id": 1, "from": {"id": tg_id, "is_bot": False, "first_name": "Multi"},
         "chat": {"id": tg_id, "type": "private"}, "date": int(time.time()),
-        "text": "Hi on Telegram"}}
+        "caption": "Hi on Telegram", "photo": [{"file_id": f"small{unique}"},
+                                                {"file_id": f"PHOTO{unique}"}]}}
+    providers.serve(f"/tg/botTG{unique}/getFile", json.dumps({
+        "ok": True, "result": {"file_id": f"PHOTO{unique}", "file_path": "photos/p1.jpg"}
+    }).encode(), "application/json")
+    providers.serve(f"/tg/file/botTG{unique}/photos/p1.jpg", b"JPEG-photo", "image/jpeg")
     got = requests.post(f"{stack.base_url}/api/v1/inbound/telegram/{route.json()['key']}",
                         json=update, headers={"X-Telegram-Bot-Api-Secret-Token": secret},
                         timeout=10)
@@ -361,6 +367,40 @@ def test_telegram_and_whatsapp_join_one_conversation_and_get_answers(stack, api,
     assert json.loads(texted["body"]) == {"to": f"+{wa_id}", "text": "See you Multi",
                                           "from": "+15550001"}
     assert texted["headers"]["Authorization"] == "Bearer smstoken"
+    # media: a WhatsApp image (the media lookup, then its url, with the access token) and
+    # an MMS through Twilio's signed webhook (its media with the account SID and token)
+    providers.serve(f"/wa/MEDIA{unique}", json.dumps({
+        "url": providers.base_url + f"/files/img{unique}", "mime_type": "image/png",
+        "file_size": 8, "id": f"MEDIA{unique}"}).encode(), "application/json")
+    providers.serve(f"/files/img{unique}", b"\x89PNG-img", "image/png")
+    image = whatsapp_message(phone_id, wa_id, None)
+    image["entry"][0]["changes"][0]["value"]["messages"][0].update(
+        type="image", image={"id": f"MEDIA{unique}", "mime_type": "image/png",
+                             "caption": "The photo"})
+    raw, headers = signed(f"app{unique}", image)
+    assert requests.post(url, data=raw, headers=headers, timeout=10).status_code == 200
+    api.patch(f"/channels/{sms.json()['id']}", json={"app_secret": f"twilio{unique}"})
+    providers.serve(f"/mms{unique}", b"GIF89a-mms", "image/gif")
+    form = {"MessageSid": f"SM{unique}", "AccountSid": "AC1", "From": f"+{wa_id}",
+            "To": "+15550001", "Body": "Photo by SMS", "NumMedia": "1",
+            "MediaUrl0": providers.base_url + f"/mms{unique}", "MediaContentType0": "image/gif"}
+    sms_url = f"{stack.base_url}/api/v1/inbound/sms/twilio"
+    signature = twilio_signature(sms_url, list(form.items()), f"twilio{unique}")
+    assert requests.post(sms_url, data=form, headers={"X-Twilio-Signature": "forged"},
+                         timeout=10).status_code == 403
+    got = wait(lambda: (lambda r: r if r.status_code == 200 else None)(requests.post(
+        sms_url, data=form, headers={"X-Twilio-Signature": signature}, timeout=10)), timeout=10)
+    assert got and "<Response/>" in got.text, got and got.text
+    media = wait(lambda: [m for m in messages_of(api, conv["id"]) if m["attachments"]]
+                 if len([m for m in messages_of(api, conv["id"]) if m["attachments"]]) == 3
+                 else None)
+    assert media, messages_of(api, conv["id"])
+    for message, content in zip(sorted(media, key=lambda m: m["channel"]),
+                                [b"GIF89a-mms", b"JPEG-photo", b"\x89PNG-img"]):
+        [attached] = message["attachments"]
+        got = api.get(f"/conversations/{conv['id']}/attachments/{attached['id']}")
+        assert got.content == content
+    assert {m["text"] for m in media} == {"The photo", "Photo by SMS", "Hi on Telegram"}
 
 
 def test_waiting_client_escalates_once_and_inbox_moves(stack, api, providers, make_user,

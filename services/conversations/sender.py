@@ -27,11 +27,10 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from crm_common.ids import new_id
 from crm_common.timeutil import to_iso, utcnow
 from services.conversations import mail
-from services.conversations.operations import message_event, unseal
+from services.conversations.operations import (TELEGRAM_API, WHATSAPP_API, message_event,
+                                               unseal)
 
 log = logging.getLogger(__name__)
-TELEGRAM_API = "https://api.telegram.org"
-WHATSAPP_API = "https://graph.facebook.com/v19.0"
 CLAIM = 100  # messages claimed at once
 
 

@@ -160,11 +160,19 @@ class ConversationsService(HealthEntrypoints):
         sender = self._sender()
         self.workers.send_soon(lambda: sender.run_due(500))
 
-    # inbound messengers (signature checked by the gateway)
+    # inbound messengers and SMS (signatures checked by the gateway)
     @rpc(expected_exceptions=EXPECTED)
     def receive_whatsapp(self, payload, meta):
         ops = self._system()
         answer, found = ops.receive_whatsapp(payload, meta or {})
+        for conv, msg, target in found:
+            self._announce(self._record_inbound, ops, conv, msg, target)
+        return answer
+
+    @rpc(expected_exceptions=EXPECTED)
+    def receive_sms(self, payload, meta):
+        ops = self._system()
+        answer, found = ops.receive_sms(payload, meta or {})
         for conv, msg, target in found:
             self._announce(self._record_inbound, ops, conv, msg, target)
         return answer

@@ -138,11 +138,13 @@ class ConversationsStore(BaseStore):
         """{value: conversation} by `key` or `_id`, lists of 50 (find_in)."""
         return {d[field]: d for d in find_in(self.conversations, field, values)}
 
-    def touch_conversations(self, updates):
-        """Many conversations changed in one bulk write: [(conversation id, update)]."""
-        if updates:
-            self.conversations.bulk_write([UpdateOne({"_id": cid}, update)
-                                           for cid, update in updates], ordered=False)
+    def conversations_received(self, changes, channel):
+        """Conversations that received messages on `channel`, in one bulk write:
+        [(conversation id, fields set, latest message's time)]."""
+        if changes:
+            self.conversations.bulk_write([UpdateOne({"_id": cid}, {
+                "$set": sets, "$max": {"last_message_at": at}, "$addToSet": {"channels": channel}})
+                for cid, sets, at in changes], ordered=False)
 
     def conversation_by_key(self, key):
         return self.conversations.find_one({"key": key})

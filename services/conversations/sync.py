@@ -13,8 +13,8 @@ from greenlet import GreenletExit
 from crm_common.ids import new_id
 from crm_common.timeutil import as_utc, utcnow
 from services.conversations import mail
-from services.conversations.operations import (preview, conversation_event, message_event,
-                                               unseal)
+from services.conversations.operations import (conversation_event, first_response_due,
+                                               message_event, preview, unseal)
 
 log = logging.getLogger(__name__)
 BATCH = 200  # messages fetched, stored and announced together
@@ -204,7 +204,6 @@ class MailboxSync:
     def _record_batch(self, mailbox, uidvalidity, last_uid, plan):
         """In one transaction: new conversations, the messages not stored yet (checked
         again here), each conversation changed once, the mailbox's progress; the events."""
-        target = mailbox.get("first_response_minutes")
         ids = {}  # a planned conversation id -> the stored one (another writer may have won)
         stored_keys = self.store.stored_dedupe_keys([i["key"] for i in plan])
         plan = [i for i in plan if i["key"] not in stored_keys]
@@ -242,17 +241,17 @@ class MailboxSync:
             if not change["waiting"]:
                 change["waiting"] = True
                 sets.update(waiting=True, waiting_since=msg["at"])
-                if target:
-                    start = max(as_utc(msg["at"]), as_utc(mailbox["created_at"])) \
-                        if mailbox.get("created_at") else as_utc(msg["at"])
-                    due = start + timedelta(minutes=float(target))
+                start = max(as_utc(msg["at"]), as_utc(mailbox["created_at"])) \
+                    if mailbox.get("created_at") else as_utc(msg["at"])
+                due = first_response_due(start, mailbox)
+                if due is not None:
                     sets.update(first_response_due_at=due, escalate_at=due)
             change["at"] = max(as_utc(change["at"]), as_utc(msg["at"]))
         self.store.insert_messages(docs)
         now = utcnow()
-        self.store.touch_conversations([
-            (cid, {"$set": dict(c["sets"], updated_at=now), "$max": {"last_message_at": c["at"]},
-                   "$addToSet": {"channels": "email"}}) for cid, c in changes.items()])
+        self.store.conversations_received(
+            [(cid, dict(c["sets"], updated_at=now), c["at"]) for cid, c in changes.items()],
+            "email")
         for cid, change in changes.items():
             conv = convs[cid]
             if conv.get("status") == "closed":
