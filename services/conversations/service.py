@@ -45,7 +45,8 @@ class ConversationsService(HealthEntrypoints):
         return Conversations(self.store, Caller(), self.contacts_rpc, self.deals_rpc)
 
     def _sender(self):
-        return Sender(self.store, self.dispatch.atomic, SETTINGS, HOLDER)
+        # events published after the commit, beside the next sends
+        return Sender(self.store, self.dispatch.after_reply, SETTINGS, HOLDER)
 
     # mailboxes and channels
     @rpc(expected_exceptions=EXPECTED)
