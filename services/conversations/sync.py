@@ -144,16 +144,21 @@ class MailboxSync:
         for address, contact in contacts.items():
             keys[address] = f"contact:{contact['id']}" if contact else f"email:{address}"
         by_key = self.store.conversations_by("key", list(keys.values()))
+        stored_convs = set(convs) | {c["_id"] for c in by_key.values()}
         for item in fresh:
             fields = item["fields"]
             parent = next((parents[i] for i in _parent_ids(fields) if i in parents), None)
+            item["thread"] = item["parent"] = None
             if parent is not None and parent["conversation_id"] in convs:
                 conv = convs[parent["conversation_id"]]
-                item["thread"] = parent.get("thread_id") or parent["_id"]
+                if parent.get("local"):  # its thread is known once the batch is stored
+                    item["parent"] = parent["_id"]
+                else:
+                    item["thread"] = parent.get("thread_id") or parent["_id"]
             else:
                 conv = self.sender_conversation(mailbox, fields, contacts, keys, by_key)
-                item["thread"] = None
             item["conv"] = conv
+            item["new_conversation"] = conv["_id"] not in stored_convs
             convs[conv["_id"]] = conv
             item["msg"] = self.ops.inbound_doc(
                 "email", item["key"], fields["text"], at=fields["date"] or utcnow(),
@@ -163,9 +168,8 @@ class MailboxSync:
                 cc=fields["cc"], imap_uid=item["uid"],
                 **{"from": fields["from"]})
             if fields["message_id"]:  # a later message of the batch may answer this one
-                parents[fields["message_id"]] = {"_id": item["msg"]["_id"],
-                                                 "conversation_id": conv["_id"],
-                                                 "thread_id": item["thread"]}
+                parents[fields["message_id"]] = {"_id": item["msg"]["_id"], "local": True,
+                                                 "conversation_id": conv["_id"]}
         return fresh
 
     def sender_conversation(self, mailbox, fields, contacts, keys, by_key):
@@ -210,23 +214,27 @@ class MailboxSync:
         convs = {}
         for item in plan:
             conv = item["conv"]
-            if conv["_id"] not in ids:
+            if conv["_id"] in ids:
+                continue
+            stored = conv
+            if item["new_conversation"]:
                 stored, _ = self.store.insert_conversation_if_new(conv)
-                ids[conv["_id"]] = stored["_id"]
-                convs[stored["_id"]] = dict(stored, lead_request_id=stored.get(
-                    "lead_request_id") or conv.get("lead_request_id"))
+            ids[conv["_id"]] = stored["_id"]
+            convs[stored["_id"]] = dict(stored, lead_request_id=stored.get(
+                "lead_request_id") or conv.get("lead_request_id"))
         heads = self.store.thread_heads(list({
             _thread_key(ids[i["conv"]["_id"]], i["fields"]["subject"]) for i in plan
-            if i["thread"] is None} - {None}))
-        docs, events, changes = [], [], {}
+            if i["thread"] is None and i["parent"] is None} - {None}))
+        docs, events, changes, threads = [], [], {}, {}
         for item in plan:
             conv = convs[ids[item["conv"]["_id"]]]
             msg = item["msg"]
             msg.update(conversation_id=conv["_id"], contact_id=conv.get("contact_id"),
                        deal_id=conv.get("deal_id"), uidvalidity=uidvalidity,
                        thread_key=_thread_key(conv["_id"], msg.get("subject")))
-            thread = item["thread"] or heads.get(msg["thread_key"]) or msg["_id"]
-            msg["thread_id"] = thread
+            thread = item["thread"] or threads.get(item["parent"]) or \
+                heads.get(msg["thread_key"]) or msg["_id"]
+            msg["thread_id"] = threads[msg["_id"]] = thread
             if msg["thread_key"]:
                 heads[msg["thread_key"]] = thread
             docs.append(msg)
