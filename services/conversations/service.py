@@ -128,17 +128,18 @@ class ConversationsService(HealthEntrypoints):
     def reopen(self, conversation_id):
         return self._announce(self.ops.reopen, conversation_id)
 
-    # sending: stored queued first, sent beside the answer (sender.py)
+    # sending: stored queued first, sent beside the answer (sender.py). No transaction:
+    # queuing announces nothing, each write is one document (the message an upsert on its
+    # dedupe key), and sends to one client at once would conflict on its conversation
     @rpc(expected_exceptions=EXPECTED)
     def reply(self, conversation_id, payload):
-        message = self._announce(self.ops.reply, conversation_id, payload, self.caller.user_id)
+        message, _ = self.ops.reply(conversation_id, payload, self.caller.user_id)
         self._send_soon()
         return message
 
     @rpc(expected_exceptions=EXPECTED)
     def start_conversation(self, contact_id, payload):
-        message = self._announce(self.ops.send_to_contact, contact_id, payload,
-                                 self.caller.user_id)
+        message, _ = self.ops.send_to_contact(contact_id, payload, self.caller.user_id)
         self._send_soon()
         return message
 
@@ -151,9 +152,9 @@ class ConversationsService(HealthEntrypoints):
         payload = {"channel": channel, "body": body or "", "subject": subject,
                    "template": template, "variables": variables, "deal_id": deal_id,
                    "idempotency_key": idempotency_key, "attachments": attachments}
-        message = self._announce(self.ops.send_to_contact, contact_id,
-                                 {k: v for k, v in payload.items() if v is not None},
-                                 sender_user_id or self.caller.user_id)
+        message, _ = self.ops.send_to_contact(
+            contact_id, {k: v for k, v in payload.items() if v is not None},
+            sender_user_id or self.caller.user_id)
         self._send_soon()
         return message
 
