@@ -18,10 +18,12 @@ import smtplib
 import ssl
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import Platform, cpu_note, cpu_seconds  # noqa: E402
+from crm_common.errors import Timeout  # noqa: E402
 from tests.fake_receivers import SmtpReceiver  # noqa: E402
 from tests.mail_servers import Dovecot  # noqa: E402
 
@@ -58,13 +60,14 @@ def imaplib_reference(dovecot):
 
 
 def smtplib_reference(port, n):
+    """The same number sent on one kept connection, as each of the service's lanes."""
     start = time.perf_counter()
-    for i in range(n):
-        msg = email.message.EmailMessage()
-        msg["From"], msg["To"], msg["Subject"] = BOX, "ref@bench.test", f"ref {i}"
-        msg["Message-ID"] = email.utils.make_msgid(domain="crm.test")
-        msg.set_content("reference")
-        with smtplib.SMTP("127.0.0.1", port) as client:  # one connection each, as the service
+    with smtplib.SMTP("127.0.0.1", port) as client:
+        for i in range(n):
+            msg = email.message.EmailMessage()
+            msg["From"], msg["To"], msg["Subject"] = BOX, "ref@bench.test", f"ref {i}"
+            msg["Message-ID"] = email.utils.make_msgid(domain="crm.test")
+            msg.set_content("reference")
             client.send_message(msg)
     return time.perf_counter() - start
 
@@ -120,10 +123,20 @@ def main():
         me = api.get("/users/me").json()["id"]
         before = cpu_seconds(platform)
         start = time.perf_counter()
-        for i in range(args.outbound):
-            platform.stack.rpc.call("conversations", "send_to_contact", contact["id"], "email",
-                                    f"Message {i}", subject=f"Bench {i}",
-                                    sender_user_id=me, idempotency_key=f"bench-{i}")
+
+        def queue(i):  # as automation's campaigns do: one call per message, 8 at a time,
+            for _ in range(5):  # a timed-out call again with its idempotency key
+                try:
+                    return platform.stack.rpc.call(
+                        "conversations", "send_to_contact", contact["id"], "email",
+                        f"Message {i}", subject=f"Bench {i}", sender_user_id=me,
+                        idempotency_key=f"bench-{i}", timeout=30)
+                except Timeout:
+                    retried.append(i)
+            raise RuntimeError(f"message {i} not queued")
+        retried = []
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(queue, range(args.outbound)))
         queued = time.perf_counter() - start
         while len(sink.to("out@bench.test")) < args.outbound and \
                 time.perf_counter() - start < 600:
@@ -131,9 +144,10 @@ def main():
         seconds = time.perf_counter() - start
         sent = len(sink.to("out@bench.test"))
         print(f"  service outbound: {sent} sent in {seconds:.2f} s ({sent / seconds:.1f}/s; "
-              f"queued in {queued:.2f} s) {cpu_note(before, cpu_seconds(platform), max(sent, 1))}")
+              f"queued in {queued:.2f} s, {len(retried)} calls timed out and made again) "
+              f"{cpu_note(before, cpu_seconds(platform), max(sent, 1))}")
         ref = smtplib_reference(sink.port, args.outbound)
-        print(f"  smtplib reference: {args.outbound} sent in {ref:.2f} s "
+        print(f"  smtplib reference (one connection): {args.outbound} sent in {ref:.2f} s "
               f"({args.outbound / ref:.0f}/s)")
         doubled = sent - len({m["message"]["Message-ID"] for m in sink.to("out@bench.test")})
         print(f"  outbound doubled: {doubled}, lost: {args.outbound - sent}")

@@ -372,7 +372,8 @@ class MergeOut(ContactOut):
 
 
 # Inbound requests: web forms, messenger messages, Telegram updates (docs/leads.md)
-INBOUND_CHANNELS = ("form", "telegram", "whatsapp", "instagram", "vk", "email", "chat", "other")
+INBOUND_CHANNELS = ("form", "telegram", "whatsapp", "instagram", "vk", "email", "sms", "chat",
+                    "other")
 MESSAGE_CHANNELS = INBOUND_CHANNELS[1:]
 ROUTE_KINDS = ("web", "channel")
 OWNER_RULES = ("fixed", "round_robin", "least_open_deals", "none")

@@ -4,6 +4,7 @@ service announces. The service validates with these, the gateway validates the s
 and builds the OpenAPI document from them."""
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from contracts.contacts import WorkingHours
 from contracts.events import EventData, Int, IsoTime, actor_field, ref_field, summary_field
 from crm_common.fields import PageOf, PageQuery, UserId, UtcDateTime
 
@@ -12,7 +13,7 @@ CHANNEL_KINDS = ("telegram", "whatsapp", "sms")
 SECURITY = ("tls", "starttls", "none")
 STATUSES = ("open", "closed")
 DIRECTIONS = ("inbound", "outbound")
-MESSAGE_STATES = ("received", "queued", "sending", "sent", "failed")
+MESSAGE_STATES = ("received", "queued", "sending", "sent", "failed", "unconfirmed")
 MAX_ATTACHMENT_BYTES_API = 700 * 1024  # per attachment sent through the JSON API (base64)
 
 
@@ -57,6 +58,8 @@ class MailboxIn(Schema):
     first_response_minutes = fields.Float(allow_none=True, validate=validate.Range(0, 10080),
                                           metadata={"description": "a client waiting longer "
                                                     "is escalated to the manager, once"})
+    working_hours = fields.Nested(WorkingHours, allow_none=True, metadata={
+        "description": "the first-response clock runs only inside them (none: always)"})
     active = fields.Boolean(load_default=True)
 
 
@@ -83,6 +86,7 @@ class MailboxOut(Schema):
     sent_folder = fields.String()
     poll_seconds = fields.Integer()
     first_response_minutes = fields.Float(allow_none=True)
+    working_hours = fields.Nested(WorkingHours, allow_none=True)
     active = fields.Boolean()
     state = fields.Nested(MailboxState)
     created_at = UtcDateTime()
@@ -111,6 +115,8 @@ class ChannelIn(Schema):
     app_secret = fields.String(load_only=True, allow_none=True, validate=validate.Length(max=500))
     verify_token = fields.String(load_only=True, allow_none=True, validate=validate.Length(max=500))
     first_response_minutes = fields.Float(allow_none=True, validate=validate.Range(0, 10080))
+    working_hours = fields.Nested(WorkingHours, allow_none=True, metadata={
+        "description": "the first-response clock runs only inside them (none: always)"})
     active = fields.Boolean(load_default=True)
 
 
@@ -124,6 +130,7 @@ class ChannelOut(Schema):
     from_number = fields.String(allow_none=True)
     secrets = fields.Dict(metadata={"description": "{name: true} for each secret that is set"})
     first_response_minutes = fields.Float(allow_none=True)
+    working_hours = fields.Nested(WorkingHours, allow_none=True)
     active = fields.Boolean()
     created_at = UtcDateTime()
     updated_at = UtcDateTime()

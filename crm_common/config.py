@@ -159,9 +159,10 @@ class ConversationsSettings:
     lease_s: float = 120.0             # a mailbox or a send claimed longer is taken over
     send_lease_s: float = 60.0
     send_attempts: int = 5
+    send_concurrency: int = 4          # connections (SMTP, IMAP) per mailbox sending at once
     tick_s: float = 1.0                # due mailboxes, queued messages, escalations
     timeout_s: float = 30.0            # socket timeout of IMAP/SMTP/HTTP calls
-    failpoints: str = ""               # tests only: "after_smtp", "after_append"
+    failpoints: str = ""               # tests only: "after_data", "after_smtp", "after_append"
 
 
 @dataclass(frozen=True)
@@ -557,6 +558,7 @@ def _conversations(env):
         lease_s=env._float("CRM_CONVERSATIONS_LEASE_S", "120"),
         send_lease_s=env._float("CRM_CONVERSATIONS_SEND_LEASE_S", "60"),
         send_attempts=env._int("CRM_CONVERSATIONS_SEND_ATTEMPTS", "5"),
+        send_concurrency=env._int("CRM_CONVERSATIONS_SEND_CONCURRENCY", "4"),
         tick_s=env._float("CRM_CONVERSATIONS_TICK_S", "1"),
         timeout_s=env._float("CRM_CONVERSATIONS_TIMEOUT_S", "30"),
         failpoints=env._str("CRM_CONVERSATIONS_FAILPOINTS", ""),

@@ -59,13 +59,15 @@ class SmtpReceiver:
 
 class HttpRecorder:
     """Records every request; `plan(path, [503, 503, 200])` answers those in order on that
-    path (then 200); `delay(path, seconds)` holds each answer on that path."""
+    path (then 200); `delay(path, seconds)` holds each answer on that path; `serve(path,
+    body, content_type)` answers GETs of that path (others: 404)."""
 
     def __init__(self):
         self.requests = []
         self.lock = threading.Lock()
         self.plans = defaultdict(list)
         self.delays = {}
+        self.files = {}
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -93,6 +95,19 @@ class HttpRecorder:
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
                 self.wfile.write(answer)
+
+            def do_GET(self):
+                path = self.path.split("?")[0]
+                with recorder.lock:
+                    recorder.requests.append({"path": path, "headers": dict(self.headers),
+                                              "body": b"", "at": time.time(), "method": "GET"})
+                    body, content_type = recorder.files.get(path, (None, None))
+                self.send_response(404 if body is None else 200)
+                body = b'{"error": {"message": "not found"}}' if body is None else body
+                self.send_header("Content-Type", content_type or "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             def log_message(self, *args):
                 pass
@@ -122,6 +137,10 @@ class HttpRecorder:
 
     def delay(self, path, seconds):
         self.delays[path] = seconds
+
+    def serve(self, path, body, content_type="application/octet-stream"):
+        with self.lock:
+            self.files[path] = (body, content_type)
 
     def to(self, path):
         with self.lock:

@@ -9,9 +9,17 @@ import json
 import time
 import uuid
 
+from datetime import timedelta
+
 import pytest
 import requests
 
+from crm_common import config
+from crm_common.config import load_settings
+from contracts.telephony_webhooks import twilio_signature
+from crm_common.timeutil import utcnow
+from services.conversations.sender import Sender
+from services.conversations.store import ConversationsStore
 from tests.fake_receivers import HttpRecorder
 from tests.mail_servers import Dovecot, SmtpRelay
 
@@ -308,7 +316,12 @@ def test_telegram_and_whatsapp_join_one_conversation_and_get_answers(stack, api,
     update = {"update_id": tg_id % 100000, "message": {
         "message_id": 1, "from": {"id": tg_id, "is_bot": False, "first_name": "Multi"},
         "chat": {"id": tg_id, "type": "private"}, "date": int(time.time()),
-        "text": "Hi on Telegram"}}
+        "caption": "Hi on Telegram", "photo": [{"file_id": f"small{unique}"},
+                                                {"file_id": f"PHOTO{unique}"}]}}
+    providers.serve(f"/tg/botTG{unique}/getFile", json.dumps({
+        "ok": True, "result": {"file_id": f"PHOTO{unique}", "file_path": "photos/p1.jpg"}
+    }).encode(), "application/json")
+    providers.serve(f"/tg/file/botTG{unique}/photos/p1.jpg", b"JPEG-photo", "image/jpeg")
     got = requests.post(f"{stack.base_url}/api/v1/inbound/telegram/{route.json()['key']}",
                         json=update, headers={"X-Telegram-Bot-Api-Secret-Token": secret},
                         timeout=10)
@@ -354,6 +367,40 @@ def test_telegram_and_whatsapp_join_one_conversation_and_get_answers(stack, api,
     assert json.loads(texted["body"]) == {"to": f"+{wa_id}", "text": "See you Multi",
                                           "from": "+15550001"}
     assert texted["headers"]["Authorization"] == "Bearer smstoken"
+    # media: a WhatsApp image (the media lookup, then its url, with the access token) and
+    # an MMS through Twilio's signed webhook (its media with the account SID and token)
+    providers.serve(f"/wa/MEDIA{unique}", json.dumps({
+        "url": providers.base_url + f"/files/img{unique}", "mime_type": "image/png",
+        "file_size": 8, "id": f"MEDIA{unique}"}).encode(), "application/json")
+    providers.serve(f"/files/img{unique}", b"\x89PNG-img", "image/png")
+    image = whatsapp_message(phone_id, wa_id, None)
+    image["entry"][0]["changes"][0]["value"]["messages"][0].update(
+        type="image", image={"id": f"MEDIA{unique}", "mime_type": "image/png",
+                             "caption": "The photo"})
+    raw, headers = signed(f"app{unique}", image)
+    assert requests.post(url, data=raw, headers=headers, timeout=10).status_code == 200
+    api.patch(f"/channels/{sms.json()['id']}", json={"app_secret": f"twilio{unique}"})
+    providers.serve(f"/mms{unique}", b"GIF89a-mms", "image/gif")
+    form = {"MessageSid": f"SM{unique}", "AccountSid": "AC1", "From": f"+{wa_id}",
+            "To": "+15550001", "Body": "Photo by SMS", "NumMedia": "1",
+            "MediaUrl0": providers.base_url + f"/mms{unique}", "MediaContentType0": "image/gif"}
+    sms_url = f"{stack.base_url}/api/v1/inbound/sms/twilio"
+    signature = twilio_signature(sms_url, list(form.items()), f"twilio{unique}")
+    assert requests.post(sms_url, data=form, headers={"X-Twilio-Signature": "forged"},
+                         timeout=10).status_code == 403
+    got = wait(lambda: (lambda r: r if r.status_code == 200 else None)(requests.post(
+        sms_url, data=form, headers={"X-Twilio-Signature": signature}, timeout=10)), timeout=10)
+    assert got and "<Response/>" in got.text, got and got.text
+    media = wait(lambda: [m for m in messages_of(api, conv["id"]) if m["attachments"]]
+                 if len([m for m in messages_of(api, conv["id"]) if m["attachments"]]) == 3
+                 else None)
+    assert media, messages_of(api, conv["id"])
+    for message, content in zip(sorted(media, key=lambda m: m["channel"]),
+                                [b"GIF89a-mms", b"JPEG-photo", b"\x89PNG-img"]):
+        [attached] = message["attachments"]
+        got = api.get(f"/conversations/{conv['id']}/attachments/{attached['id']}")
+        assert got.content == content
+    assert {m["text"] for m in media} == {"The photo", "Photo by SMS", "Hi on Telegram"}
 
 
 def test_waiting_client_escalates_once_and_inbox_moves(stack, api, providers, make_user,
@@ -447,3 +494,45 @@ def test_kill_mid_send_sends_exactly_once(stack, api, mail, shared_mailbox, uniq
     sent = [m for m in dovecot.messages(SALES, "Sent") if m["Message-ID"] == message_id]
     assert len(sent) == 1
 
+
+
+def test_a_send_cut_in_its_window_is_never_repeated(stack, api, mail, shared_mailbox, unique,
+                                                    monkeypatch):
+    """What a sender taking over decides, driven in-process against the stack's database
+    and mail servers (no second kill): DATA begun but its acceptance never written is
+    `unconfirmed` unless its copy is in Sent; a messenger call begun is never repeated."""
+    dovecot, relay = mail
+    contact = (api.get("/contacts/lookup", params={"email": CLIENT2}).json()["items"] or [
+        api.post("/contacts", json={"first_name": "Cut", "emails": [CLIENT2]}).json()])[0]
+    first = api.post(f"/contacts/{contact['id']}/messages",
+                     json={"subject": f"Cut {unique}", "body": "before"}).json()
+    assert wait(lambda: [m for m in messages_of(api, first["conversation_id"])
+                         if m["id"] == first["id"] and m["status"] == "sent"])
+    settings = load_settings(stack.env())  # the services' (their secrets' key)
+    monkeypatch.setattr(config, "_settings", settings)
+    store = ConversationsStore(stack.db("conversations"), settings)
+    sender = Sender(store, lambda write, *args: write(*args)[0], settings.conversations, "test")
+    stored = store.get("messages", first["id"])
+    later = utcnow() + timedelta(hours=1)  # not due: the running service leaves them
+
+    def copy(message_id, **fields):
+        doc = dict(stored, _id=f"{message_id.strip('<>')}", message_id=message_id,
+                   dedupe_key=f"out:{message_id}", status="sending", send_due_at=later,
+                   attempts=1, smtp_data_at=later, **fields)
+        doc.pop("smtp_accepted_at", None)
+        store.messages.insert_one(doc)
+        return doc
+    unsure = copy(f"<unsure-{unique}@crm.test>")
+    in_sent = copy(f"<insent-{unique}@crm.test>")
+    raw = raw_mail(SALES, CLIENT2, "copy", "copy", in_sent["message_id"])
+    dovecot.deliver(SALES, raw, folder="Sent")
+    telegram = dict(stored, _id=f"tg-{unique}", channel="telegram", channel_id="none",
+                    dedupe_key=f"out:tg-{unique}", status="sending", send_due_at=later,
+                    attempts=1, http_started_at=later, to=[{"address": "1", "name": ""}])
+    store.messages.insert_one(telegram)
+    sender.deliver_all([unsure, in_sent, telegram])
+    assert store.get("messages", unsure["_id"])["status"] == "unconfirmed"
+    assert store.get("messages", in_sent["_id"])["status"] == "sent"
+    assert store.get("messages", telegram["_id"])["status"] == "unconfirmed"
+    delivered = {m["Message-ID"] for m in dovecot.messages(CLIENT2)}
+    assert unsure["message_id"] not in delivered and in_sent["message_id"] not in delivered

@@ -60,3 +60,16 @@ def test_reply_headers_and_placeholders():
                   {"first_name": "Ann", "custom": {"a": 1}}, {"title": "Deal"}, {"x": "!"}) \
         == "Hi Ann Deal!"
 
+
+
+def test_first_response_target_counts_working_minutes():
+    from datetime import datetime, timezone
+
+    from services.conversations.operations import first_response_due
+    friday = datetime(2026, 12, 4, 17, 55, tzinfo=timezone.utc)
+    hours = {"start": "09:00", "end": "18:00", "days": [1, 2, 3, 4, 5], "timezone": "UTC"}
+    assert first_response_due(friday, {"first_response_minutes": 15, "working_hours": hours}) \
+        == datetime(2026, 12, 7, 9, 10, tzinfo=timezone.utc)
+    assert first_response_due(friday, {"first_response_minutes": 15}) == \
+        datetime(2026, 12, 4, 18, 10, tzinfo=timezone.utc)
+    assert first_response_due(friday, {}) is None

@@ -10,11 +10,12 @@ import time
 from flask import Response, abort, request
 
 from contracts import conversations as s
+from contracts.telephony_webhooks import TWILIO_SIGNATURE_HEADER, valid_twilio_signature
 from crm_common.errors import Forbidden
 from crm_common.fields import PageQuery
-from gateway.api import read_json
+from gateway.api import UnsupportedMediaType, read_json
 from gateway.calls import call
-from gateway.openapi import JSON_OBJECT
+from gateway.openapi import FORM_BODY, JSON_OBJECT
 from gateway.routes import api
 
 TAG, TAG_SETUP = "conversations", "mailboxes"
@@ -176,14 +177,17 @@ def attachment(conversation_id, attachment_id, body, params):
 
 # --- WhatsApp Cloud API webhook -----------------------------------------------------------
 
-def _whatsapp_secrets():
+def _channel_secrets(kind):
     cached = _secrets["value"]
-    if cached is not None and time.monotonic() - _secrets["at"] < SECRETS_CACHE_S:
-        return cached
-    value = call("conversations", "webhook_secrets")
-    with _secrets_lock:
-        _secrets.update(at=time.monotonic(), value=value)
-    return value
+    if cached is None or time.monotonic() - _secrets["at"] >= SECRETS_CACHE_S:
+        cached = call("conversations", "webhook_secrets")
+        with _secrets_lock:
+            _secrets.update(at=time.monotonic(), value=cached)
+    return [c for c in cached if c.get("kind", "whatsapp") == kind]
+
+
+def _whatsapp_secrets():
+    return _channel_secrets("whatsapp")
 
 
 @api.route("/inbound/whatsapp", "GET", "Meta's webhook verification: answers hub.challenge "
@@ -214,3 +218,26 @@ def whatsapp_webhook(body, params):
         raise Forbidden("Invalid X-Hub-Signature-256", {})
     payload = read_json()
     return call("conversations", "receive_whatsapp", payload, {"ip": request.remote_addr})
+
+
+# --- SMS: Twilio's incoming-message webhook --------------------------------------------------
+
+@api.route("/inbound/sms/twilio", "POST", "Twilio's incoming SMS/MMS webhook (form-encoded): "
+           "accepted when X-Twilio-Signature is the HMAC-SHA1 of the URL and the sorted "
+           "fields with an SMS channel's auth token (its app_secret); answered with an empty "
+           "TwiML <Response/>", TAG, public=True, rate_group="provider_webhooks",
+           errors=(403, 415, 422, 429, 503, 504), audit=False,
+           extra={"request_body": FORM_BODY}, permission="public")
+def twilio_sms(body, params):
+    if request.mimetype != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType("Send the body form-encoded",
+                                   {"content_type": request.content_type})
+    form = request.form
+    pairs = list(form.items(multi=True))
+    header = request.headers.get(TWILIO_SIGNATURE_HEADER)
+    # the URL Twilio called, as the proxy in front handed it on (X-Forwarded-*)
+    if not any(valid_twilio_signature(request.url, pairs, c["app_secret"], header)
+               for c in _channel_secrets("sms") if c.get("app_secret")):
+        raise Forbidden("Invalid X-Twilio-Signature", {})
+    call("conversations", "receive_sms", form.to_dict(), {"ip": request.remote_addr})
+    abort(Response('<?xml version="1.0" encoding="UTF-8"?><Response/>', mimetype="text/xml"))

@@ -199,6 +199,25 @@ class Contacts:
         return {"items": [dump_contact(d) for d in self.store.lookup(field, keys)
                           if self._can_see(d)]}
 
+    def lookup_emails(self, emails):
+        """{address: [contacts]} for many addresses at once (a mailbox sync's batch of
+        senders): one indexed query per 50 addresses."""
+        if not isinstance(emails, list) or len(emails) > 1000 or \
+                not all(isinstance(e, str) and 3 <= len(e) <= 254 for e in emails):
+            raise ValidationFailed("Invalid input", {"fields": {
+                "emails": ["A list of at most 1000 addresses."]}})
+        wanted = {e.strip().lower() for e in emails}
+        found = {e: [] for e in wanted}
+        for doc in self.store.lookup_many("email_keys", sorted(wanted)):
+            if not self._can_see(doc):
+                continue
+            item = dump_contact(doc)
+            for entry in item.get("emails") or []:
+                address = (entry.get("email") or "").strip().lower()
+                if address in found:
+                    found[address].append(item)
+        return found
+
     def explain_lookup(self, params):
         field, keys = self._lookup_keys(load(lookup_query, params))
         return self.store.explain_lookup(field, keys)

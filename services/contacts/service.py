@@ -99,6 +99,10 @@ class ContactsService(HealthEntrypoints, CustomFieldEntrypoints):
         return self.contacts.lookup(params)
 
     @rpc(expected_exceptions=EXPECTED)
+    def lookup_emails(self, emails):
+        return self.contacts.lookup_emails(emails)
+
+    @rpc(expected_exceptions=EXPECTED)
     def explain_lookup(self, params):
         return self.contacts.explain_lookup(params)
 

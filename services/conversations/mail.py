@@ -6,6 +6,7 @@ import email
 import email.policy
 import email.utils
 import imaplib
+import logging
 import re
 import select as _select
 import smtplib
@@ -14,6 +15,8 @@ import time
 from email.message import EmailMessage
 
 import nh3
+
+log = logging.getLogger(__name__)
 
 PREVIEW = 200
 TEXT_LIMIT = 200_000
@@ -219,19 +222,65 @@ def smtp_open(server, password, timeout):
     return client
 
 
-def smtp_deliver(client, msg):
-    """Hand `msg` over on an open client; MailError when the server refuses it.
-    smtplib.SMTPServerDisconnected passes through: a stale kept connection, nothing sent."""
+class Unconfirmed(MailError):
+    """The connection broke after the message's end was handed over: the server may
+    have taken it. Sending it again could send it twice."""
+
+
+def smtp_deliver(client, msg, before_data=None):
+    """Hand `msg` over on an open client: MAIL, RCPT, then `before_data()` (the sender
+    writes that the server may now take it), then DATA. MailError: refused, nothing
+    taken; Unconfirmed: the answer to DATA was lost. smtplib.SMTPServerDisconnected
+    before DATA passes through: a stale kept connection, nothing sent."""
+    sender = (addresses(msg["From"]) or [{}])[0].get("address")
+    recipients = [a["address"] for name in ("To", "Cc", "Bcc")
+                  for a in addresses(msg.get_all(name) and ", ".join(map(str, msg.get_all(name))))]
+    del msg["Bcc"]
+    data = msg.as_bytes(policy=email.policy.SMTP)
     try:
-        refused = client.send_message(msg)
+        client.ehlo_or_helo_if_needed()
+        code, answer = client.mail(sender or "")
+        if code != 250:
+            _reset(client)
+            raise MailError(f"sender refused: {code} {_text_of(answer)}")
+        refused = {}
+        for address in recipients:
+            code, answer = client.rcpt(address)
+            if code not in (250, 251):
+                refused[address] = f"{code} {_text_of(answer)}"
+        if not recipients or len(refused) == len(recipients):
+            _reset(client)
+            raise MailError(f"recipients refused: {refused or 'none given'}")
     except smtplib.SMTPServerDisconnected:
         raise
-    except smtplib.SMTPRecipientsRefused as exc:
-        raise MailError(f"recipients refused: {exc.recipients}") from exc
     except (smtplib.SMTPException, OSError) as exc:
         raise MailError(f"SMTP: {exc}") from exc
+    if before_data is not None:
+        before_data()
+    try:
+        code, answer = client.data(data)
+    except smtplib.SMTPDataError as exc:  # DATA itself refused: nothing sent
+        _reset(client)
+        raise MailError(f"SMTP DATA refused: {exc.smtp_code} {_text_of(exc.smtp_error)}") from exc
+    except (smtplib.SMTPException, OSError) as exc:
+        raise Unconfirmed(f"SMTP connection lost while the server took the message: {exc}") \
+            from exc
+    if code != 250:
+        _reset(client)
+        raise MailError(f"SMTP refused the message: {code} {_text_of(answer)}")
     if refused:
-        raise MailError(f"recipients refused: {refused}")
+        log.warning("SMTP refused some recipients: %s", refused)
+
+
+def _reset(client):
+    try:
+        client.rset()
+    except (smtplib.SMTPException, OSError):
+        pass
+
+
+def _text_of(answer):
+    return answer.decode(errors="replace") if isinstance(answer, bytes) else str(answer)
 
 
 def smtp_close(client):

@@ -5,8 +5,9 @@ import base64
 import hashlib
 import logging
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
+import requests
 from cryptography.fernet import Fernet, InvalidToken
 
 from contracts import conversations as schemas
@@ -16,13 +17,18 @@ from crm_common.ids import new_id
 from crm_common.messaging.events import envelope
 from crm_common.timeutil import as_utc, to_iso, utcnow
 from crm_common.validation import load
+from crm_common.workhours import due_in_working_hours
 from services.conversations import mail
+from services.conversations import media as fetch_media
 
 log = logging.getLogger(__name__)
 SERVICE = "conversations"
 WHATSAPP_WINDOW = timedelta(hours=24)
 PLACEHOLDER = re.compile(r"\{\{\s*(contact|deal|user|vars)\.([a-zA-Z0-9_]{1,60})\s*\}\}")
 SECRET_FIELDS = ("token", "app_secret", "verify_token")
+TELEGRAM_API = "https://api.telegram.org"
+WHATSAPP_API = "https://graph.facebook.com/v19.0"
+WHATSAPP_MEDIA = ("image", "document", "audio", "video", "sticker")
 
 
 # --- secrets ------------------------------------------------------------------------------
@@ -71,7 +77,7 @@ def dump_mailbox(doc):
             "sent_folder": doc.get("sent_folder", "Sent"),
             "poll_seconds": doc.get("poll_seconds", 60),
             "first_response_minutes": doc.get("first_response_minutes"),
-            "active": bool(doc.get("active")),
+            "working_hours": doc.get("working_hours"), "active": bool(doc.get("active")),
             "state": {"status": doc.get("status", "new"), "last_error": doc.get("last_error"),
                       "last_sync_at": to_iso(doc.get("last_sync_at")),
                       "failures": doc.get("failures", 0),
@@ -86,6 +92,7 @@ def dump_channel(doc):
             "phone_number_id": doc.get("phone_number_id"), "from_number": doc.get("from_number"),
             "secrets": {k: bool((doc.get("secrets") or {}).get(k)) for k in SECRET_FIELDS},
             "first_response_minutes": doc.get("first_response_minutes"),
+            "working_hours": doc.get("working_hours"),
             "active": bool(doc.get("active")), "created_at": to_iso(doc.get("created_at")),
             "updated_at": to_iso(doc.get("updated_at"))}
 
@@ -127,7 +134,7 @@ def contact_name(contact):
         next((p.get("e164") or p.get("raw") for p in contact.get("phones") or []), None)
 
 
-def _preview(text):
+def preview(text):
     return re.sub(r"\s+", " ", text or "").strip()[:200] or None
 
 
@@ -140,7 +147,7 @@ def message_event(event_type, msg, conv, actor_id=None, extra=None):
     data = {"message_id": msg["_id"], "conversation_id": conv["_id"],
             "contact_id": conv.get("contact_id"), "deal_id": conv.get("deal_id"),
             "channel": msg["channel"], "direction": msg["direction"], "subject": subject,
-            "preview": _preview(msg.get("text")), "owner_id": conv.get("owner_id"),
+            "preview": preview(msg.get("text")), "owner_id": conv.get("owner_id"),
             "assignee_id": conv.get("assignee_id"), "actor_id": actor_id,
             "summary": verb + (f": {subject}" if subject else ""),
             "ref": {"type": "message", "id": msg["_id"]}, **(extra or {})}
@@ -154,6 +161,22 @@ def conversation_event(event_type, conv, actor_id, summary, extra=None):
             "actor_id": actor_id, "summary": summary,
             "ref": {"type": "conversation", "id": conv["_id"]}, **(extra or {})}
     return envelope(SERVICE, event_type, data)
+
+
+def first_response_due(start, source):
+    """`source`'s (a mailbox's or channel's) first-response target counted from `start`,
+    in its working hours when it has them; None without a target."""
+    minutes = (source or {}).get("first_response_minutes")
+    if not minutes:
+        return None
+    return due_in_working_hours(start, float(minutes), source.get("working_hours"))
+
+
+def _from_epoch(stamp):
+    try:
+        return datetime.fromtimestamp(int(stamp), timezone.utc) if stamp else None
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def render(text, contact, deal, variables, user=None):
@@ -178,7 +201,7 @@ class Conversations:
         self.contacts = contacts
         self.deals = deals
         self.settings = get_settings().conversations
-        self.known = None  # a sync's contacts by lookup (sync.py sets it per pass)
+        self._http = None  # providers' media downloads
 
     # --- mailboxes and channels (admin; a personal mailbox: its owner) ------------------
     def _may_manage(self, doc):
@@ -200,7 +223,7 @@ class Conversations:
                "owner_id": owner, "folder": data["folder"], "sent_folder": data["sent_folder"],
                "poll_seconds": data["poll_seconds"],
                "first_response_minutes": data.get("first_response_minutes"),
-               "active": data["active"], "status": "new", "failures": 0, "synced": 0,
+               "working_hours": data.get("working_hours"), "active": data["active"], "status": "new", "failures": 0, "synced": 0,
                "next_sync_at": now, "lease_until": None, "holder": None,
                "uidvalidity": None, "last_uid": 0, "created_at": now, "updated_at": now}
         for side in ("imap", "smtp"):
@@ -296,13 +319,16 @@ class Conversations:
         return {"items": [dump_channel(d) for d in docs], "next_cursor": cursor}
 
     def webhook_secrets(self):
-        """For the gateway: the WhatsApp channels' app secrets and verify tokens."""
+        """For the gateway: the WhatsApp channels' app secrets and verify tokens, the SMS
+        channels' webhook signing secrets (Twilio's auth token), each with its `kind`."""
         out = []
-        for doc in self.store.channels_of("whatsapp"):
-            if doc.get("active"):
-                secrets = doc.get("secrets") or {}
-                out.append({"id": doc["_id"], "app_secret": unseal(secrets.get("app_secret")),
-                            "verify_token": unseal(secrets.get("verify_token"))})
+        for kind in ("whatsapp", "sms"):
+            for doc in self.store.channels_of(kind):
+                if doc.get("active"):
+                    secrets = doc.get("secrets") or {}
+                    out.append({"id": doc["_id"], "kind": kind,
+                                "app_secret": unseal(secrets.get("app_secret")),
+                                "verify_token": unseal(secrets.get("verify_token"))})
         return out
 
     # --- the inbox ------------------------------------------------------------------------
@@ -429,22 +455,19 @@ class Conversations:
         return self.new_conversation(key, contact, deal_id=self.open_deal(contact["id"]), **fields)
 
     # --- inbound --------------------------------------------------------------------------
-    def record_inbound(self, conv, msg, target_minutes, thread_key=None, not_before=None):
-        """`not_before`: a wait is timed from then at the earliest (mail that was in the
-        mailbox before it was connected is not late the moment it is read)."""
-        """Store an inbound message into `conv` (inserted if new), the conversation
-        waiting for our answer -> (message, created?, events)."""
+    def record_inbound(self, conv, msg, source):
+        """Store an inbound message (a messenger's) into `conv` (inserted if new), the
+        conversation waiting for our answer -> (message, created?, events). Mail is stored
+        by batches (sync.py)."""
         conv, _ = self.store.insert_conversation_if_new(conv)
         msg["conversation_id"] = conv["_id"]
         msg["contact_id"] = conv.get("contact_id")
         msg["deal_id"] = conv.get("deal_id")
-        if thread_key is not None:
-            msg["thread_key"] = thread_key(conv["_id"])
         stored, created = self.store.insert_message_if_new(msg)
         if not created:
             return stored, False, []
         events = []
-        sets = {"updated_at": utcnow(), "last_preview": _preview(msg.get("text")),
+        sets = {"updated_at": utcnow(), "last_preview": preview(msg.get("text")),
                 "status": "open", "last_inbound_channel": msg["channel"],
                 f"last_inbound.{msg['channel']}": stored["_id"]}
         if msg.get("subject"):
@@ -453,10 +476,8 @@ class Conversations:
             sets["mailbox_id"] = msg["mailbox_id"]
         if not conv.get("waiting"):
             sets.update(waiting=True, waiting_since=msg["at"])
-            if target_minutes:
-                start = max(as_utc(msg["at"]), as_utc(not_before)) if not_before else \
-                    as_utc(msg["at"])
-                due = start + timedelta(minutes=float(target_minutes))
+            due = first_response_due(as_utc(msg["at"]), source)
+            if due is not None:
                 sets.update(first_response_due_at=due, escalate_at=due)
         updated = self.store.touch_conversation(conv["_id"], sets,
                                                 maxs={"last_message_at": msg["at"]},
@@ -468,7 +489,8 @@ class Conversations:
         return stored, True, events
 
     def target_of(self, mailbox=None, channel=None):
-        return (mailbox or channel or {}).get("first_response_minutes")
+        """Where a message's first-response target is set (its mailbox or channel)."""
+        return mailbox or channel or {}
 
     def link_lead(self, event):
         """contacts.lead_captured: a conversation waiting for its lead gets the contact
@@ -484,19 +506,56 @@ class Conversations:
         pending = self.store.conversations_of_request(data["request_id"])
         for conv in pending:
             events += self._join_contact(conv, link)
-        if pending or data.get("channel") != "telegram" or not data.get("text"):
+        if pending or data.get("channel") != "telegram":
             return events
         contact = {"id": data["contact_id"], "owner_id": data.get("contact_owner_id")}
         conv = self.for_contact(contact)
         if not conv.get("contact_name"):
             conv["contact_name"] = data.get("contact_name")
         channel = (self.store.channels_of("telegram") or [None])[0]
+        if self.store.message_by_dedupe(f"lead:{data['request_id']}"):
+            return events
+        attachments = self.telegram_media(data["request_id"], channel)
+        if not data.get("text") and not attachments:
+            return events
         msg = self.inbound_doc("telegram", f"lead:{data['request_id']}", data.get("text"),
                                at=data.get("received_at") or event.get("occurred_at"),
                                external_id=data["request_id"],
-                               channel_id=(channel or {}).get("_id"))
+                               channel_id=(channel or {}).get("_id"), attachments=attachments)
         _, _, more = self.record_inbound(conv, msg, self.target_of(channel=channel))
         return events + more
+
+    def telegram_media(self, request_id, channel):
+        """The files of a Telegram update captured by contacts (its inbound request keeps
+        the update): the largest photo size, a document, audio, voice, video, sticker,
+        each through getFile with the channel's token."""
+        if channel is None:
+            return []
+        try:
+            update = self.contacts.get_inbound_request(request_id).get("payload") or {}
+        except Exception as exc:  # noqa: BLE001 - the text is kept without its files
+            log.warning("telegram update of %s not read: %s", request_id, exc)
+            return []
+        message = next((update[k] for k in ("message", "edited_message", "channel_post")
+                        if isinstance(update.get(k), dict)), {})
+        files = []
+        photos = message.get("photo")
+        if isinstance(photos, list) and photos and isinstance(photos[-1], dict):
+            files.append((photos[-1], "photo.jpg", "image/jpeg"))
+        for kind in ("document", "audio", "voice", "video", "video_note", "animation",
+                     "sticker"):
+            item = message.get(kind)
+            if isinstance(item, dict):
+                files.append((item, item.get("file_name") or kind, item.get("mime_type")))
+        token = unseal((channel.get("secrets") or {}).get("token")) or ""
+        base = channel.get("api_base") or TELEGRAM_API
+        return [self.keep_media(
+            lambda item=item: fetch_media.telegram(
+                self.http, base, token, str(item["file_id"]),
+                self.settings.max_attachment_bytes, self.settings.timeout_s),
+            {"filename": str(name)[:255], "content_type": content_type,
+             "external_id": str(item.get("file_unique_id") or item["file_id"])[:200]})
+            for item, name, content_type in files if item.get("file_id")]
 
     def apply_pending_lead(self, conversation_id, read=None):
         """`read`: the conversation as read before this write; one that already had its
@@ -580,9 +639,9 @@ class Conversations:
                 "at": when or now, "created_at": now, "updated_at": now, **fields}
 
     def receive_whatsapp(self, payload, meta):
-        """Meta's webhook body (signature checked by the gateway): each text message lands
-        in its client's conversation; an unknown number becomes a lead once."""
-        stored = 0
+        """Meta's webhook body (signature checked by the gateway): each message lands in
+        its client's conversation, its media (image, document, audio, video, sticker)
+        fetched as an attachment; an unknown number becomes a lead once."""
         pending = []
         for entry in (payload or {}).get("entry") or []:
             for change in entry.get("changes") or []:
@@ -593,12 +652,15 @@ class Conversations:
                 for m in value.get("messages") or []:
                     if not isinstance(m, dict) or not m.get("from") or not m.get("id"):
                         continue
-                    text = ((m.get("text") or {}).get("body") if m.get("type") == "text"
-                            else f"({m.get('type')} message)")
+                    kind = m.get("type")
+                    found = m.get(kind) if kind in WHATSAPP_MEDIA else None
+                    media = found if isinstance(found, dict) and found.get("id") else None
+                    text = ((m.get("text") or {}).get("body") if kind == "text"
+                            else (media or {}).get("caption") or f"({kind} message)")
                     pending.append((str(m["from"]), names.get(m["from"]), str(m["id"]), text,
-                                    m.get("timestamp"), phone_id))
+                                    m.get("timestamp"), phone_id, kind, media))
         out = []
-        for wa_id, name, msg_id, text, stamp, phone_id in pending:
+        for wa_id, name, msg_id, text, stamp, phone_id, kind, media in pending:
             if self.store.message_by_dedupe(f"whatsapp:{msg_id}"):
                 continue
             channel = next((c for c in self.store.channels_of("whatsapp")
@@ -608,46 +670,122 @@ class Conversations:
             conv = self.conversation_for_sender("whatsapp", f"whatsapp:{wa_id}",
                                                  {"phone": phone}, name, text, msg_id,
                                                  shared=True)
-            at = None
-            try:
-                from datetime import datetime, timezone
-                at = datetime.fromtimestamp(int(stamp), timezone.utc) if stamp else None
-            except (TypeError, ValueError, OverflowError):
-                at = None
-            msg = self.inbound_doc("whatsapp", f"whatsapp:{msg_id}", text, at=at,
+            attachments = []
+            if media is not None and channel is not None:
+                secrets = channel.get("secrets") or {}
+                attachments.append(self.keep_media(
+                    lambda: fetch_media.whatsapp(
+                        self.http, channel.get("api_base") or WHATSAPP_API,
+                        unseal(secrets.get("token")), media["id"],
+                        self.settings.max_attachment_bytes, self.settings.timeout_s),
+                    {"filename": (media.get("filename") or f"{kind}")[:255],
+                     "content_type": media.get("mime_type"), "external_id": media["id"]}))
+            msg = self.inbound_doc("whatsapp", f"whatsapp:{msg_id}", text, at=_from_epoch(stamp),
                                    external_id=msg_id, channel_id=(channel or {}).get("_id"),
+                                   attachments=attachments,
                                    **{"from": {"address": wa_id, "name": name or ""}})
             out.append((conv, msg, self.target_of(channel=channel)))
-            stored += 1
-        return {"status": "received", "stored": stored}, out
+        return {"status": "received", "stored": len(out)}, out
+
+    def receive_sms(self, payload, meta):
+        """Twilio's incoming-message webhook (form fields From, To, Body, MessageSid,
+        NumMedia, MediaUrl<n>, MediaContentType<n>; the gateway checked X-Twilio-Signature
+        with an SMS channel's auth token): the client's conversation, a lead once for an
+        unknown number; MMS media fetched with the account SID and the auth token."""
+        payload = payload or {}
+        sid, sender = str(payload.get("MessageSid") or ""), str(payload.get("From") or "")
+        if not sid or not sender:
+            raise ValidationFailed("Invalid input", {"fields": {
+                "MessageSid": ["Required with From."]}})
+        if self.store.message_by_dedupe(f"sms:{sid}"):
+            return {"status": "duplicate", "stored": 0}, []
+        to = re.sub(r"[^\d+]", "", str(payload.get("To") or ""))
+        channels = [c for c in self.store.channels_of("sms") if c.get("active")]
+        channel = next((c for c in channels
+                        if re.sub(r"[^\d+]", "", c.get("from_number") or "") == to), None) or \
+            (channels or [None])[0]
+        text = str(payload.get("Body") or "")[:10000]
+        conv = self.conversation_for_sender("sms", f"sms:{sender}", {"phone": sender}, None,
+                                            text, sid, shared=True)
+        attachments = []
+        token = unseal(((channel or {}).get("secrets") or {}).get("app_secret"))
+        try:
+            count = min(int(payload.get("NumMedia") or 0), 10)
+        except ValueError:
+            count = 0
+        for n in range(count):
+            url = str(payload.get(f"MediaUrl{n}") or "")
+            if not url.startswith(("https://", "http://")):
+                continue
+            attachments.append(self.keep_media(
+                lambda url=url: fetch_media.twilio(
+                    self.http, url, str(payload.get("AccountSid") or ""), token,
+                    self.settings.max_attachment_bytes, self.settings.timeout_s),
+                {"filename": f"media-{n}", "external_id": url[-200:],
+                 "content_type": payload.get(f"MediaContentType{n}")}))
+        msg = self.inbound_doc("sms", f"sms:{sid}", text or (
+            f"({count} media)" if count else ""), external_id=sid,
+            channel_id=(channel or {}).get("_id"), attachments=attachments,
+            **{"from": {"address": sender, "name": ""}})
+        return {"status": "received", "stored": 1}, [(conv, msg, self.target_of(channel=channel))]
+
+    @property
+    def http(self):
+        if self._http is None:
+            self._http = requests.Session()
+        return self._http
+
+    def keep_media(self, getter, meta):
+        """A provider's media stored as an attachment (listed `skipped` when it is over
+        the size limit or could not be fetched)."""
+        meta, data = fetch_media.fetch(getter, meta, self.settings.max_attachment_bytes)
+        meta = {"id": None, "filename": meta["filename"], "size": meta.get("size"),
+                "content_type": meta.get("content_type") or "application/octet-stream",
+                "skipped": meta.get("skipped"), "external_id": meta.get("external_id")}
+        if data is not None:
+            meta["id"] = new_id()
+            self.store.put_attachment(meta["id"], data, dict(meta))
+        return meta
 
     def conversation_for_sender(self, channel, key, lookup, name, text, external_id, shared):
         """The conversation a sender's message goes to: their contact's, else one waiting
         for the lead the first message of a shared channel creates (once)."""
-        cache_key = tuple(sorted(lookup.items()))
-        contact = self.known.get(cache_key) if self.known is not None else None
-        if contact is None:
-            found = self.contacts.lookup(lookup)["items"]
-            contact = found[0] if found else None
-            if contact is not None and self.known is not None:
-                self.known[cache_key] = contact
-        if contact is not None:
-            return self.for_contact(contact)
+        found = self.contacts.lookup(lookup)["items"]
+        if found:
+            return self.for_contact(found[0])
         conv = self.store.conversation_by_key(key)
         if conv is None:
             conv = self.new_conversation(key, contact_name=name or None)
-        if shared and not conv.get("lead_request_id"):
-            sender = {"name": name or None, **lookup}
-            if channel == "whatsapp":
-                sender["handle"] = key.partition(":")[2]
-            answer = self.contacts.receive_message(
-                {"channel": channel, "sender": {k: v for k, v in sender.items() if v},
-                 "text": (text or "")[:10000], "external_id": external_id[:200]},
-                {"via": "conversations"})
-            conv["lead_request_id"] = answer.get("id")
-            if conv.get("created_at") and self.store.get("conversations", conv["_id"]):
-                self.store.touch_conversation(conv["_id"], {"lead_request_id": answer.get("id")})
+        if shared:
+            self.capture_lead(conv, channel, key, lookup, name, text, external_id)
         return conv
+
+    def capture_lead(self, conv, channel, key, lookup, name, text, external_id):
+        """A new sender of a shared channel becomes a lead through contacts' capture path,
+        once per conversation (its `lead_request_id`)."""
+        if conv.get("lead_request_id"):
+            return
+        sender = {"name": name or None, **lookup}
+        if channel == "whatsapp":
+            sender["handle"] = key.partition(":")[2]
+        answer = self.contacts.receive_message(
+            {"channel": channel, "sender": {k: v for k, v in sender.items() if v},
+             "text": (text or "")[:10000], "external_id": external_id[:200]},
+            {"via": "conversations"})
+        conv["lead_request_id"] = answer.get("id")
+        if conv.get("created_at") and self.store.get("conversations", conv["_id"]):
+            self.store.touch_conversation(conv["_id"], {"lead_request_id": answer.get("id")})
+
+    def contacts_by_email(self, addresses, known):
+        """{address: contact or None} in one contacts call per 500 addresses; `known`
+        (address -> contact or None) keeps what a sync pass met already."""
+        missing = sorted({a for a in addresses if a not in known})
+        for start in range(0, len(missing), 500):
+            found = self.contacts.lookup_emails(missing[start:start + 500])
+            for address in missing[start:start + 500]:
+                matches = found.get(address) or []
+                known[address] = matches[0] if matches else None
+        return {a: known.get(a) for a in addresses}
 
     # --- sending --------------------------------------------------------------------------
     def send_to_contact(self, contact_id, payload, sender_user_id=None):
@@ -731,13 +869,13 @@ class Conversations:
         stored, created = self.store.insert_message_if_new(msg)
         if not created:
             return dump_message(stored), []
-        sets = {"updated_at": now, "last_preview": _preview(body)}
+        sets = {"updated_at": now, "last_preview": preview(body)}
         if channel == "email" and msg.get("mailbox_id"):
             sets["mailbox_id"] = msg["mailbox_id"]
         if conv.get("assignee_id") is None and sender_user_id:
             sets["assignee_id"] = sender_user_id
         self.store.touch_conversation(conv["_id"], sets, maxs={"last_message_at": now},
-                                      add={"channels": channel})
+                                      add={"channels": channel}, read_back=False)
         return dump_message(stored), []
 
     def _last_inbound(self, conv, channel):

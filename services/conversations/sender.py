@@ -1,33 +1,47 @@
 """The outgoing queue: a message is stored `queued` (with its Message-ID) before anything is
-sent; a sender claims it with a lease, hands it to the mail server or messenger, then marks
-it sent and announces message_sent. Exactly once across a crash:
-- the SMTP server's acceptance is written on the message at once (`smtp_accepted_at`),
-  so a sender taking over after a crash never hands it over again;
-- a claim of a message that was already tried first looks for its Message-ID in the
-  mailbox's Sent folder (where the copy is APPENDed right after sending): found, it is
-  sent, nothing goes out again.
-Messengers and SMS have no such proof; their window is the one HTTP call."""
+sent; a sender claims due messages by lists with a lease, hands them to the mail server or
+messenger over kept connections (a few lanes at once), then marks the sent ones in one
+transaction with their `message_sent` events.
+
+Exactly once across a crash, e-mail: `smtp_data_at` is written just before DATA (before it,
+the server holds nothing: a sender taking over sends again) and `smtp_accepted_at` as soon
+as the server said 250, then the copy is APPENDed to Sent.
+- accepted: never handed over again (the copy in Sent is made if missing);
+- DATA begun, acceptance not written (a crash or a lost answer in those milliseconds):
+  found in Sent by its Message-ID (our copy, or the server's own save-to-Sent) it is sent;
+  otherwise it is `unconfirmed`: never sent again by itself, a person decides.
+Messengers and SMS have no idempotency key (Telegram's sendMessage, WhatsApp's /messages,
+the SMS gateway): `http_started_at` is written before the call; a call that fails before
+the connection is made is tried again; one that breaks after the request went, or a
+sender that died inside it, leaves the message `unconfirmed` as well."""
 import json
 import logging
 import os
 import smtplib
 from datetime import timedelta
 
+import eventlet
 import requests
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
+from crm_common.ids import new_id
 from crm_common.timeutil import to_iso, utcnow
 from services.conversations import mail
-from services.conversations.operations import message_event, unseal
+from services.conversations.operations import (TELEGRAM_API, WHATSAPP_API, message_event,
+                                               unseal)
 
 log = logging.getLogger(__name__)
-TELEGRAM_API = "https://api.telegram.org"
-WHATSAPP_API = "https://graph.facebook.com/v19.0"
+CLAIM = 100  # messages claimed at once
 
 
 class Retry(Exception):
-    def __init__(self, reason, after_s=None):
+    """Not sent now, tried again later; `known`: the provider said so (a message that
+    may have been taken keeps its marks)."""
+
+    def __init__(self, reason, after_s=None, known=True):
         super().__init__(reason)
         self.after_s = after_s
+        self.known = known
 
 
 class Permanent(Exception):
@@ -41,104 +55,93 @@ class Sender:
         self.settings = settings
         self.holder = holder
         self.http = http or requests.Session()
-        # connections kept for one run (a burst to one mailbox logs in once)
-        self._imap, self._smtp = {}, {}
+        # per run: connections by (mailbox, lane), so a burst logs in once per lane
+        self._imap, self._smtp, self._mailboxes = {}, {}, {}
 
     def failpoint(self, name):
         if name in (self.settings.failpoints or "").split(","):
             log.error("failpoint %s: the process dies here", name)
             os._exit(17)
 
-    def run_due(self, limit=50):
+    def run_due(self, limit=500):
         done = 0
         try:
             # again until nothing is due: what was queued meanwhile goes on these connections
             while done < limit:
-                due = self.store.due_sends(utcnow(), min(50, limit - done))
-                claimed = 0
-                for doc in due:
-                    lease = utcnow() + timedelta(seconds=self.settings.send_lease_s)
-                    if self.store.claim_send(doc["_id"], doc["send_due_at"], lease, self.holder):
-                        self.deliver(self.store.get("messages", doc["_id"]))
-                        claimed += 1
-                done += claimed
+                lease = utcnow() + timedelta(seconds=self.settings.send_lease_s)
+                claimed = self.store.claim_sends(utcnow(), lease, f"{self.holder}:{new_id()}",
+                                                 min(CLAIM, limit - done))
                 if not claimed:
                     break
+                self.deliver_all(claimed)
+                done += len(claimed)
         finally:
             for conn in self._imap.values():
                 mail.close(conn)
             for client in self._smtp.values():
                 mail.smtp_close(client)
-            self._imap, self._smtp = {}, {}
+            self._imap, self._smtp, self._mailboxes = {}, {}, {}
         return done
 
-    def _imap_conn(self, mailbox):
-        conn = self._imap.pop(mailbox["_id"], None)
-        if conn is not None:
-            try:
-                conn.noop()
-                self._imap[mailbox["_id"]] = conn
-                return conn
-            except Exception:  # noqa: BLE001 - stale: open another
-                mail.close(conn)
-        imap = mailbox["imap"]
-        conn = mail.imap_connect(imap, unseal(imap.get("password")), self.settings.timeout_s)
-        self._imap[mailbox["_id"]] = conn
-        return conn
+    def deliver_all(self, msgs):
+        """Each mailbox's (or channel's) messages in up to `send_concurrency` lanes, one
+        connection each; the sent ones marked together."""
+        groups = {}
+        for msg in msgs:
+            groups.setdefault(msg.get("mailbox_id") or msg.get("channel_id"), []).append(msg)
+        lanes = []
+        width = max(1, self.settings.send_concurrency)
+        for key, items in groups.items():
+            count = min(width, len(items))
+            lanes += [(key, n, items[n::count]) for n in range(count)]
+        outcomes = []
+        pool = eventlet.GreenPool(width)
+        for lane in lanes:
+            pool.spawn_n(self._lane, lane, outcomes)
+        pool.waitall()
+        sent = [(msg, external) for msg, external in outcomes if not isinstance(external,
+                                                                                 Exception)]
+        for start in range(0, len(sent), 50):
+            self.announce(self._mark_sent, sent[start:start + 50])
+        for msg, exc in outcomes:
+            if isinstance(exc, Exception):
+                self._outcome_failed(msg, exc)
 
-    def _drop_imap(self, mailbox):
-        conn = self._imap.pop(mailbox["_id"], None)
-        if conn is not None:
-            mail.close(conn)
-
-    def _smtp_send(self, mailbox, built):
-        smtp = mailbox["smtp"]
-        for attempt in (1, 2):
-            client = self._smtp.get(mailbox["_id"])
-            fresh = client is None
-            if fresh:
-                client = mail.smtp_open(smtp, unseal(smtp.get("password")), self.settings.timeout_s)
-                self._smtp[mailbox["_id"]] = client
+    def _lane(self, lane, outcomes):
+        for msg in lane[2]:
             try:
-                mail.smtp_deliver(client, built)
-                return
-            except smtplib.SMTPServerDisconnected as exc:
-                self._smtp.pop(mailbox["_id"], None)
-                if fresh or attempt == 2:
-                    raise mail.MailError(f"SMTP server disconnected: {exc}")
-            except mail.MailError:
-                self._smtp.pop(mailbox["_id"], None)
-                mail.smtp_close(client)
-                raise
+                outcomes.append((msg, getattr(self, "_send_" + msg["channel"])(msg, lane[:2])))
+            except Exception as exc:  # noqa: BLE001 - each message's outcome is recorded
+                outcomes.append((msg, exc))
 
     def deliver(self, msg):
-        try:
-            external = getattr(self, "_send_" + msg["channel"])(msg)
-        except Retry as exc:
-            self._failed(msg, str(exc), retry_after=exc.after_s)
-            return
-        except (Permanent, mail.MailError) as exc:
-            permanent = isinstance(exc, Permanent)
-            self._failed(msg, str(exc), permanent=permanent)
-            return
-        except Exception as exc:  # noqa: BLE001 - recorded on the message, tried again
-            log.exception("sending %s failed", msg["_id"])
-            self._failed(msg, f"{type(exc).__name__}: {exc}")
-            return
-        self.announce(self._mark_sent, msg["_id"], external)
+        self.deliver_all([msg])
 
-    def _mark_sent(self, message_id, external):
+    def _outcome_failed(self, msg, exc):
+        if isinstance(exc, mail.Unconfirmed):
+            self.announce(self._mark_failed, msg["_id"], str(exc), "unconfirmed")
+        elif isinstance(exc, Retry):
+            self._failed(msg, str(exc), retry_after=exc.after_s, known=exc.known)
+        elif isinstance(exc, (Permanent, mail.MailError)):
+            self._failed(msg, str(exc), permanent=isinstance(exc, Permanent))
+        else:  # where it broke is unknown: its marks stay (checked before sending again)
+            log.error("sending %s failed", msg["_id"], exc_info=exc)
+            self._failed(msg, f"{type(exc).__name__}: {exc}", known=False)
+
+    def _mark_sent(self, sent):
         now = utcnow()
-        msg = self.store.message_update(message_id, {
-            "status": "sent", "sent_at": now, "error": None, "external_id": external},
-            unset=["send_due_at", "holder"])
-        conv = self.store.touch_conversation(msg["conversation_id"], {
-            "waiting": False, "waiting_since": None, "updated_at": now},
-            unset=["escalate_at", "first_response_due_at"])
-        return msg, [message_event("message_sent", msg, conv, msg.get("sender_user_id"),
-                                   {"contacted_at": to_iso(now)})]
+        self.store.mark_sent([(msg["_id"], external) for msg, external in sent], now)
+        changed = self.store.conversations_sent({msg["conversation_id"] for msg, _ in sent}, now)
+        events = []
+        for msg, external in sent:
+            msg = dict(msg, status="sent", sent_at=now, error=None, external_id=external)
+            events.append(message_event("message_sent", msg, changed[msg["conversation_id"]],
+                                        msg.get("sender_user_id"),
+                                        {"contacted_at": to_iso(now)}))
+        return None, events
 
-    def _failed(self, msg, reason, permanent=False, retry_after=None):
+    def _failed(self, msg, reason, permanent=False, retry_after=None, known=True):
+        """`known`: the server or provider refused it, so nothing went out."""
         attempts = msg.get("attempts", 1)
         if permanent or attempts >= self.settings.send_attempts:
             self.announce(self._mark_failed, msg["_id"], reason)
@@ -146,67 +149,121 @@ class Sender:
         wait = retry_after or min(5 * 2 ** (attempts - 1), 600)
         self.store.message_update(msg["_id"], {
             "status": "queued", "error": reason[:1000],
-            "send_due_at": utcnow() + timedelta(seconds=wait)}, unset=["holder"])
+            "send_due_at": utcnow() + timedelta(seconds=wait)},
+            unset=["holder"] + (["smtp_data_at", "http_started_at"] if known else []))
 
-    def _mark_failed(self, message_id, reason):
-        msg = self.store.message_update(message_id, {"status": "failed", "error": reason[:1000]},
+    def _mark_failed(self, message_id, reason, status="failed"):
+        msg = self.store.message_update(message_id, {"status": status, "error": reason[:1000]},
                                         unset=["send_due_at", "holder"])
         conv = self.store.get("conversations", msg["conversation_id"])
         return msg, [message_event("message_failed", msg, conv, msg.get("sender_user_id"),
                                    {"error": reason[:1000]})]
 
     # e-mail
-    def _send_email(self, msg):
-        mailbox = self.store.get("mailboxes", msg["mailbox_id"])
+    def _mailbox(self, mailbox_id):
+        if mailbox_id not in self._mailboxes:
+            self._mailboxes[mailbox_id] = self.store.get("mailboxes", mailbox_id)
+        return self._mailboxes[mailbox_id]
+
+    def _send_email(self, msg, lane):
+        mailbox = self._mailbox(msg["mailbox_id"])
         if mailbox is None:
             raise Permanent("its mailbox was removed")
-        if not msg.get("smtp_accepted_at"):
-            if msg.get("attempts", 1) > 1 and self._in_sent(mailbox, msg):
+        sent_folder = mailbox.get("sent_folder") or "Sent"
+        if msg.get("smtp_accepted_at"):  # taken over after the server took it
+            self._copy_to_sent(mailbox, msg, lane, None)
+            return msg["message_id"]
+        if msg.get("smtp_data_at"):  # a sender died while the server was taking it
+            if self._in_sent(mailbox, msg, lane):
                 return msg["message_id"]
-            attachments = []
-            for meta in msg.get("attachments") or []:
-                found = self.store.get_attachment(meta["id"])
-                if found is not None:
-                    attachments.append((meta, found[0]))
-            built = mail.build(mailbox, msg["to"], msg.get("subject"), msg.get("text"),
-                               msg.get("html"), msg["message_id"], msg.get("in_reply_to"),
-                               msg.get("references") or [], attachments)
-            self._smtp_send(mailbox, built)
-            self.store.message_update(msg["_id"], {"smtp_accepted_at": utcnow(),
-                                                   "raw_size": len(bytes(built))})
-            self.failpoint("after_smtp")
-            raw = bytes(built)
-        else:
-            raw = None
-        try:
-            conn = self._imap_conn(mailbox)
-            if raw is None:
-                if mail.has_message_id(conn, mailbox.get("sent_folder") or "Sent",
-                                       msg["message_id"]):
-                    return msg["message_id"]
-                raw = bytes(self._rebuild(mailbox, msg))
-            mail.append(conn, mailbox.get("sent_folder") or "Sent", raw)
-        except Exception as exc:  # noqa: BLE001 - sent all the same: the copy is what is missing
-            self._drop_imap(mailbox)
-            log.warning("message %s sent; its copy in Sent failed: %s", msg["_id"], exc)
+            raise mail.Unconfirmed(
+                "the service stopped while the mail server was taking this message and its "
+                f"copy is not in {sent_folder}: it may have been sent; not sent again")
+        built = mail.build(mailbox, msg["to"], msg.get("subject"), msg.get("text"),
+                           msg.get("html"), msg["message_id"], msg.get("in_reply_to"),
+                           msg.get("references") or [], self._attachments(msg))
+        self._smtp_send(mailbox, lane, built, msg["_id"])
+        raw = bytes(built)
+        self.failpoint("after_data")
+        self.store.message_update(msg["_id"], {"smtp_accepted_at": utcnow(),
+                                               "raw_size": len(raw)})
+        self.failpoint("after_smtp")
+        self._copy_to_sent(mailbox, msg, lane, raw)
         self.failpoint("after_append")
         return msg["message_id"]
 
-    def _rebuild(self, mailbox, msg):
-        attachments = [(meta, (self.store.get_attachment(meta["id"]) or [b""])[0])
-                       for meta in msg.get("attachments") or []]
-        return mail.build(mailbox, msg["to"], msg.get("subject"), msg.get("text"),
-                          msg.get("html"), msg["message_id"], msg.get("in_reply_to"),
-                          msg.get("references") or [], attachments)
+    def _attachments(self, msg):
+        found = []
+        for meta in msg.get("attachments") or []:
+            data = self.store.get_attachment(meta["id"]) if meta.get("id") else None
+            if data is not None:
+                found.append((meta, data[0]))
+        return found
 
-    def _in_sent(self, mailbox, msg):
+    def _copy_to_sent(self, mailbox, msg, lane, raw):
+        """The copy in the mailbox's Sent folder (a missing copy never unsends a mail)."""
+        folder = mailbox.get("sent_folder") or "Sent"
         try:
-            conn = self._imap_conn(mailbox)
+            conn = self._imap_conn(mailbox, lane)
+            if raw is None:
+                if mail.has_message_id(conn, folder, msg["message_id"]):
+                    return
+                raw = bytes(mail.build(mailbox, msg["to"], msg.get("subject"), msg.get("text"),
+                                       msg.get("html"), msg["message_id"],
+                                       msg.get("in_reply_to"), msg.get("references") or [],
+                                       self._attachments(msg)))
+            mail.append(conn, folder, raw)
+        except Exception as exc:  # noqa: BLE001 - sent all the same: the copy is what is missing
+            self._drop_imap(lane)
+            log.warning("message %s sent; its copy in %s failed: %s", msg["_id"], folder, exc)
+
+    def _in_sent(self, mailbox, msg, lane):
+        try:
+            conn = self._imap_conn(mailbox, lane)
             return mail.has_message_id(conn, mailbox.get("sent_folder") or "Sent",
                                        msg["message_id"])
-        except Exception:  # noqa: BLE001 - no proof either way: not now
-            self._drop_imap(mailbox)
-            raise Retry("cannot check the Sent folder before sending again")
+        except Exception as exc:  # noqa: BLE001 - no proof either way: not now
+            self._drop_imap(lane)
+            raise Retry(f"cannot check the Sent folder for a message that may have been sent "
+                        f"({type(exc).__name__}: {exc})", known=False)
+
+    def _imap_conn(self, mailbox, lane):
+        conn = self._imap.get(lane)
+        if conn is None:
+            imap = mailbox["imap"]
+            conn = mail.imap_connect(imap, unseal(imap.get("password")), self.settings.timeout_s)
+            self._imap[lane] = conn
+        return conn
+
+    def _drop_imap(self, lane):
+        conn = self._imap.pop(lane, None)
+        if conn is not None:
+            mail.close(conn)
+
+    def _smtp_send(self, mailbox, lane, built, message_id):
+        smtp = mailbox["smtp"]
+
+        def before_data():
+            self.store.message_update(message_id, {"smtp_data_at": utcnow()})
+
+        for attempt in (1, 2):
+            client = self._smtp.get(lane)
+            fresh = client is None
+            if fresh:
+                client = mail.smtp_open(smtp, unseal(smtp.get("password")),
+                                        self.settings.timeout_s)
+                self._smtp[lane] = client
+            try:
+                mail.smtp_deliver(client, built, before_data)
+                return
+            except smtplib.SMTPServerDisconnected as exc:  # before DATA: nothing sent
+                self._smtp.pop(lane, None)
+                if fresh or attempt == 2:
+                    raise mail.MailError(f"SMTP server disconnected: {exc}")
+            except mail.MailError:
+                self._smtp.pop(lane, None)
+                mail.smtp_close(client)
+                raise
 
     # messengers and SMS (their documented request and answer formats)
     def _channel(self, msg):
@@ -215,14 +272,27 @@ class Sender:
             raise Permanent("its channel was removed")
         return channel, {k: unseal(v) for k, v in (channel.get("secrets") or {}).items()}
 
+    def _started(self, msg):
+        """Before a call that cannot be taken back: a sender that dies inside it leaves
+        the message unconfirmed, never sent twice."""
+        if msg.get("http_started_at"):
+            raise mail.Unconfirmed("the service stopped during the call to the provider: "
+                                   "the message may have been sent; not sent again")
+        self.store.message_update(msg["_id"], {"http_started_at": utcnow()})
+
     def _post(self, url, body, headers=None):
         try:
             return self.http.post(url, json=body, headers=headers or {},
                                   timeout=self.settings.timeout_s)
         except requests.RequestException as exc:
-            raise Retry(f"unreachable: {exc}")
+            reason = getattr(exc.args[0], "reason", None) if exc.args else None
+            if isinstance(exc, requests.ConnectTimeout) or \
+                    isinstance(reason, (NewConnectionError, ConnectTimeoutError)):
+                raise Retry(f"unreachable: {exc}")  # no connection: nothing was sent
+            raise mail.Unconfirmed(f"the call broke after the request went: {exc}")
 
-    def _send_telegram(self, msg):
+    def _send_telegram(self, msg, lane=None):
+        self._started(msg)
         channel, secrets = self._channel(msg)
         base = (channel.get("api_base") or TELEGRAM_API).rstrip("/")
         answer = self._post(f"{base}/bot{secrets.get('token') or ''}/sendMessage",
@@ -237,7 +307,8 @@ class Sender:
             raise Permanent(f"Telegram: {body.get('description') or answer.status_code}")
         return str((body.get("result") or {}).get("message_id") or "")
 
-    def _send_whatsapp(self, msg):
+    def _send_whatsapp(self, msg, lane=None):
+        self._started(msg)
         channel, secrets = self._channel(msg)
         base = (channel.get("api_base") or WHATSAPP_API).rstrip("/")
         to = msg["to"][0]["address"]
@@ -264,7 +335,8 @@ class Sender:
                             f"(code {error.get('code')})")
         return ((found.get("messages") or [{}])[0]).get("id")
 
-    def _send_sms(self, msg):
+    def _send_sms(self, msg, lane=None):
+        self._started(msg)
         channel, secrets = self._channel(msg)
         if not channel.get("url"):
             raise Permanent("the SMS channel has no URL")

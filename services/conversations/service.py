@@ -45,7 +45,8 @@ class ConversationsService(HealthEntrypoints):
         return Conversations(self.store, Caller(), self.contacts_rpc, self.deals_rpc)
 
     def _sender(self):
-        return Sender(self.store, self.dispatch.atomic, SETTINGS, HOLDER)
+        # events published after the commit, beside the next sends
+        return Sender(self.store, self.dispatch.after_reply, SETTINGS, HOLDER)
 
     # mailboxes and channels
     @rpc(expected_exceptions=EXPECTED)
@@ -127,17 +128,18 @@ class ConversationsService(HealthEntrypoints):
     def reopen(self, conversation_id):
         return self._announce(self.ops.reopen, conversation_id)
 
-    # sending: stored queued first, sent beside the answer (sender.py)
+    # sending: stored queued first, sent beside the answer (sender.py). No transaction:
+    # queuing announces nothing, each write is one document (the message an upsert on its
+    # dedupe key), and sends to one client at once would conflict on its conversation
     @rpc(expected_exceptions=EXPECTED)
     def reply(self, conversation_id, payload):
-        message = self._announce(self.ops.reply, conversation_id, payload, self.caller.user_id)
+        message, _ = self.ops.reply(conversation_id, payload, self.caller.user_id)
         self._send_soon()
         return message
 
     @rpc(expected_exceptions=EXPECTED)
     def start_conversation(self, contact_id, payload):
-        message = self._announce(self.ops.send_to_contact, contact_id, payload,
-                                 self.caller.user_id)
+        message, _ = self.ops.send_to_contact(contact_id, payload, self.caller.user_id)
         self._send_soon()
         return message
 
@@ -150,21 +152,29 @@ class ConversationsService(HealthEntrypoints):
         payload = {"channel": channel, "body": body or "", "subject": subject,
                    "template": template, "variables": variables, "deal_id": deal_id,
                    "idempotency_key": idempotency_key, "attachments": attachments}
-        message = self._announce(self.ops.send_to_contact, contact_id,
-                                 {k: v for k, v in payload.items() if v is not None},
-                                 sender_user_id or self.caller.user_id)
+        message, _ = self.ops.send_to_contact(
+            contact_id, {k: v for k, v in payload.items() if v is not None},
+            sender_user_id or self.caller.user_id)
         self._send_soon()
         return message
 
     def _send_soon(self):
         sender = self._sender()
-        self.workers.send_soon(lambda: sender.run_due(20))
+        self.workers.send_soon(lambda: sender.run_due(500))
 
-    # inbound messengers (signature checked by the gateway)
+    # inbound messengers and SMS (signatures checked by the gateway)
     @rpc(expected_exceptions=EXPECTED)
     def receive_whatsapp(self, payload, meta):
         ops = self._system()
         answer, found = ops.receive_whatsapp(payload, meta or {})
+        for conv, msg, target in found:
+            self._announce(self._record_inbound, ops, conv, msg, target)
+        return answer
+
+    @rpc(expected_exceptions=EXPECTED)
+    def receive_sms(self, payload, meta):
+        ops = self._system()
+        answer, found = ops.receive_sms(payload, meta or {})
         for conv, msg, target in found:
             self._announce(self._record_inbound, ops, conv, msg, target)
         return answer
@@ -189,7 +199,7 @@ class ConversationsService(HealthEntrypoints):
             return
         now = utcnow()
         lease = now + timedelta(seconds=SETTINGS.lease_s)
-        sync = MailboxSync(self._system(), self.dispatch.atomic, SETTINGS, HOLDER,
+        sync = MailboxSync(self._system(), self.dispatch.after_reply, SETTINGS, HOLDER,
                            self.workers.is_stopping)
         for doc in self.store.due_mailboxes(now, room * 2):
             if doc["_id"] in self.workers.running:
@@ -199,7 +209,7 @@ class ConversationsService(HealthEntrypoints):
 
     @timer(interval=SETTINGS.tick_s)
     def send_queued(self):
-        self._sender().run_due(100)
+        self._sender().run_due(1000)
 
     @timer(interval=SETTINGS.tick_s)
     def escalate(self):

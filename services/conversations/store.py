@@ -5,10 +5,10 @@ a conversation's key); documents known by `_id` are changed with update_and_get;
 (a mailbox to sync, a message to send, a wait to escalate) are a compare-and-set on
 `_id` plus the field that changes, read first from a small index range."""
 import gridfs
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 
 from crm_common.cursors import page
-from crm_common.mongo import BaseStore, find_in, update_and_get
+from crm_common.mongo import BaseStore, find_in, in_chunks, update_and_get
 from crm_common.timeutil import utcnow
 
 
@@ -128,11 +128,24 @@ class ConversationsStore(BaseStore):
         self.mailboxes.update_one({"_id": mailbox_id, "holder": holder}, update)
 
     def mailbox_progress(self, mailbox_id, uidvalidity, last_uid, stored):
+        """The mailbox read up to `last_uid` (in the batch's transaction)."""
         return update_and_get(self.mailboxes, {"_id": mailbox_id}, {
             "$set": {"uidvalidity": uidvalidity, "last_uid": last_uid},
             "$inc": {"synced": stored}})
 
     # conversations
+    def conversations_by(self, field, values):
+        """{value: conversation} by `key` or `_id`, lists of 50 (find_in)."""
+        return {d[field]: d for d in find_in(self.conversations, field, values)}
+
+    def conversations_received(self, changes, channel):
+        """Conversations that received messages on `channel`, in one bulk write:
+        [(conversation id, fields set, latest message's time)]."""
+        if changes:
+            self.conversations.bulk_write([UpdateOne({"_id": cid}, {
+                "$set": sets, "$max": {"last_message_at": at}, "$addToSet": {"channels": channel}})
+                for cid, sets, at in changes], ordered=False)
+
     def conversation_by_key(self, key):
         return self.conversations.find_one({"key": key})
 
@@ -158,7 +171,7 @@ class ConversationsStore(BaseStore):
                         {"assignee_id": None, "owner_id": None}]}
 
     def touch_conversation(self, conversation_id, sets, unset=None, maxs=None, add=None,
-                           add_all=None):
+                           add_all=None, read_back=True):
         update = {"$set": sets}
         if add_all:
             add = {k: {"$each": list(v)} for k, v in add_all.items()}
@@ -168,6 +181,9 @@ class ConversationsStore(BaseStore):
             update["$max"] = maxs
         if add:
             update["$addToSet"] = add
+        if not read_back:
+            self.conversations.update_one({"_id": conversation_id}, update)
+            return None
         return update_and_get(self.conversations, {"_id": conversation_id}, update)
 
     def due_escalations(self, now, limit=50):
@@ -195,11 +211,32 @@ class ConversationsStore(BaseStore):
             return doc, True
         return self.messages.find_one({"dedupe_key": doc["dedupe_key"]}), False
 
+    def stored_dedupe_keys(self, keys):
+        return {d["dedupe_key"] for d in find_in(self.messages, "dedupe_key", keys,
+                                                 {"dedupe_key": 1})}
+
+    def insert_messages(self, docs):
+        """New messages (their dedupe keys checked in the same transaction): one insert;
+        a key stored meanwhile aborts the transaction, which runs again."""
+        if docs:
+            self.messages.insert_many(docs, ordered=False)
+
+    def thread_heads(self, thread_keys):
+        """{thread key: thread id of its latest message} (each key's messages are read: a
+        subject's thread within one conversation stays small)."""
+        latest = {}
+        for doc in find_in(self.messages, "thread_key", thread_keys,
+                           {"thread_key": 1, "thread_id": 1, "at": 1}):
+            found = latest.get(doc["thread_key"])
+            if found is None or doc["at"] > found["at"]:
+                latest[doc["thread_key"]] = doc
+        return {k: d.get("thread_id") for k, d in latest.items()}
+
     def message_by_dedupe(self, key):
         return self.messages.find_one({"dedupe_key": key})
 
-    def messages_by_ids(self, message_ids):
-        return list(find_in(self.messages, "message_id", message_ids))
+    def messages_by_ids(self, message_ids, projection=None):
+        return list(find_in(self.messages, "message_id", message_ids, projection))
 
     def latest_of_thread_key(self, thread_key):
         return self.messages.find_one({"thread_key": thread_key}, sort=[("at", DESCENDING)])
@@ -209,14 +246,35 @@ class ConversationsStore(BaseStore):
                                   {"$set": {"conversation_id": to_id, "updated_at": utcnow(),
                                             **sets}})
 
-    def due_sends(self, now, limit=50):
-        return list(self.messages.find({"send_due_at": {"$lte": now}}).limit(limit))
+    def claim_sends(self, now, lease_until, token, limit):
+        """Due messages claimed with a lease, by lists of 50 (a compare-and-set on their
+        due time: of two senders one gets each) -> the claimed messages."""
+        due = [d["_id"] for d in self.messages.find({"send_due_at": {"$lte": now}},
+                                                    {"_id": 1}).limit(limit)]
+        for chunk in in_chunks(due):
+            self.messages.update_many(
+                {"_id": {"$in": chunk}, "send_due_at": {"$lte": now}},
+                {"$set": {"send_due_at": lease_until, "status": "sending", "holder": token},
+                 "$inc": {"attempts": 1}})
+        return [d for d in find_in(self.messages, "_id", due) if d.get("holder") == token]
 
-    def claim_send(self, message_id, due_at, lease_until, holder):
-        return self.messages.update_one(
-            {"_id": message_id, "send_due_at": due_at},
-            {"$set": {"send_due_at": lease_until, "status": "sending", "holder": holder},
-             "$inc": {"attempts": 1}}).modified_count == 1
+    def mark_sent(self, sent, now):
+        """[(message id, external id)] sent: one bulk write."""
+        self.messages.bulk_write([UpdateOne({"_id": message_id}, {
+            "$set": {"status": "sent", "sent_at": now, "error": None, "external_id": external,
+                     "updated_at": now},
+            "$unset": {"send_due_at": "", "holder": ""}}) for message_id, external in sent],
+            ordered=False)
+
+    def conversations_sent(self, conversation_ids, now):
+        """Answered: no longer waiting, no escalation due -> {id: conversation}."""
+        ids = list(conversation_ids)
+        for chunk in in_chunks(ids):
+            self.conversations.update_many(
+                {"_id": {"$in": chunk}},
+                {"$set": {"waiting": False, "waiting_since": None, "updated_at": now},
+                 "$unset": {"escalate_at": "", "first_response_due_at": ""}})
+        return self.conversations_by("_id", ids)
 
     def message_update(self, message_id, sets, unset=None, holder=None):
         update = {"$set": {**sets, "updated_at": utcnow()}}
