@@ -1295,6 +1295,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/inbound/sms/twilio": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Twilio's incoming SMS/MMS webhook (form-encoded): accepted when X-Twilio-Signature is the HMAC-SHA1 of the URL and the sorted fields with an SMS channel's auth token (its app_secret); answered with an empty TwiML <Response/> */
+        post: operations["post_conversations_twilio_sms"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/inbound/telegram/{key}": {
         parameters: {
             query?: never;
@@ -1800,7 +1817,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Import the catalogue from a CSV (multipart `file`; columns sku, name, description, unit, tax_rate, active, price in minor units): products matched by SKU are changed, others created; any bad row: 422 with the row errors and nothing written */
+        /** Import the catalogue from a CSV or XLSX (multipart `file`; columns sku, name, description, unit, tax_rate, active, price in minor units): products matched by SKU are changed, others created; any bad row: 422 with the row errors and nothing written */
         post: operations["post_sales_import_products"];
         delete?: never;
         options?: never;
@@ -3127,6 +3144,8 @@ export interface components {
             token?: string | null;
             url?: string | null;
             verify_token?: string | null;
+            /** @description the first-response clock runs only inside them (none: always) */
+            working_hours?: components["schemas"]["WorkingHours1"] | (never | null);
         };
         ChannelInPatch: {
             /** @default true */
@@ -3142,6 +3161,8 @@ export interface components {
             token?: string | null;
             url?: string | null;
             verify_token?: string | null;
+            /** @description the first-response clock runs only inside them (none: always) */
+            working_hours?: components["schemas"]["WorkingHours1"] | (never | null);
         };
         ChannelOut: {
             active?: boolean;
@@ -3161,6 +3182,7 @@ export interface components {
             /** Format: date-time */
             updated_at?: string;
             url?: string | null;
+            working_hours?: components["schemas"]["WorkingHours1"] | (never | null);
         };
         ChannelPage: {
             items?: components["schemas"]["ChannelOut"][];
@@ -4085,7 +4107,7 @@ export interface components {
         };
         InboundMessageIn: {
             /** @enum {string} */
-            channel: "telegram" | "whatsapp" | "instagram" | "vk" | "email" | "chat" | "other";
+            channel: "telegram" | "whatsapp" | "instagram" | "vk" | "email" | "sms" | "chat" | "other";
             /** @description the message's id on the channel: a repeat is stored once */
             external_id?: string | null;
             /** Format: date-time */
@@ -4207,7 +4229,7 @@ export interface components {
              * @description kind=channel: the channel whose messages this route takes by default
              * @enum {string|null}
              */
-            channel?: "telegram" | "whatsapp" | "instagram" | "vk" | "email" | "chat" | "other" | null;
+            channel?: "telegram" | "whatsapp" | "instagram" | "vk" | "email" | "sms" | "chat" | "other" | null;
             /** @description posted field -> contact field; unmapped standard names (name, email, phone, message, ...) are recognised */
             fields?: {
                 [key: string]: "first_name" | "last_name" | "full_name" | "email" | "phone" | "company" | "position" | "message" | "telegram" | "whatsapp" | "instagram" | "vk" | "ignore";
@@ -4247,7 +4269,7 @@ export interface components {
              * @description kind=channel: the channel whose messages this route takes by default
              * @enum {string|null}
              */
-            channel?: "telegram" | "whatsapp" | "instagram" | "vk" | "email" | "chat" | "other" | null;
+            channel?: "telegram" | "whatsapp" | "instagram" | "vk" | "email" | "sms" | "chat" | "other" | null;
             /** @description posted field -> contact field; unmapped standard names (name, email, phone, message, ...) are recognised */
             fields?: {
                 [key: string]: "first_name" | "last_name" | "full_name" | "email" | "phone" | "company" | "position" | "message" | "telegram" | "whatsapp" | "instagram" | "vk" | "ignore";
@@ -4421,6 +4443,8 @@ export interface components {
              */
             shared: boolean;
             smtp: components["schemas"]["ServerIn"];
+            /** @description the first-response clock runs only inside them (none: always) */
+            working_hours?: components["schemas"]["WorkingHours1"] | (never | null);
         };
         MailboxInPatch: {
             /** @default true */
@@ -4450,6 +4474,8 @@ export interface components {
              */
             shared: boolean;
             smtp?: components["schemas"]["ServerIn"];
+            /** @description the first-response clock runs only inside them (none: always) */
+            working_hours?: components["schemas"]["WorkingHours1"] | (never | null);
         };
         MailboxOut: {
             active?: boolean;
@@ -4470,6 +4496,7 @@ export interface components {
             state?: components["schemas"]["MailboxState"];
             /** Format: date-time */
             updated_at?: string;
+            working_hours?: components["schemas"]["WorkingHours1"] | (never | null);
         };
         MailboxPage: {
             items?: components["schemas"]["MailboxOut"][];
@@ -4600,7 +4627,7 @@ export interface components {
             sender_user_id?: string | null;
             /** Format: date-time */
             sent_at?: string | null;
-            /** @description received | queued | sending | sent | failed */
+            /** @description received | queued | sending | sent | failed | unconfirmed */
             status?: string;
             subject?: string | null;
             template?: string | null;
@@ -18598,7 +18625,7 @@ export interface operations {
                 /** @description Opaque: the previous page's next_cursor */
                 cursor?: string;
                 status?: "received" | "captured" | "routed" | "failed";
-                channel?: "form" | "telegram" | "whatsapp" | "instagram" | "vk" | "email" | "chat" | "other";
+                channel?: "form" | "telegram" | "whatsapp" | "instagram" | "vk" | "email" | "sms" | "chat" | "other";
                 form_id?: string;
                 contact_id?: string;
             };
@@ -18755,6 +18782,105 @@ export interface operations {
             };
             /** @description Not found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Invalid input, with per-field errors */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service or the broker is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service did not answer in time */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    post_conversations_twilio_sms: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
+                "X-Request-Id"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/x-www-form-urlencoded": {
+                    [key: string]: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
