@@ -126,7 +126,7 @@ def xlsx_rows(data, limits=None):
         raise BadRequest("Not a readable XLSX file", {"reason": str(exc)[:200]})
 
 
-def _refuse(reason, **details):
+def outside_limits(reason, **details):
     return ValidationFailed("The spreadsheet is outside the import limits",
                             {"fields": {"file": [reason]}, "reason": reason, **details})
 
@@ -138,28 +138,28 @@ def check_xlsx(archive, data, limits):
     any XML part (entity expansion, external entities)."""
     end = zipfile._EndRecData(io.BytesIO(data))  # the count before the directory is read
     if end and end[zipfile._ECD_ENTRIES_TOTAL] > limits["xlsx_max_parts"]:
-        raise _refuse(f"More than {limits['xlsx_max_parts']} parts in the file.")
+        raise outside_limits(f"More than {limits['xlsx_max_parts']} parts in the file.")
     infos = archive.infolist()
     if len(infos) > limits["xlsx_max_parts"]:
-        raise _refuse(f"More than {limits['xlsx_max_parts']} parts in the file.")
+        raise outside_limits(f"More than {limits['xlsx_max_parts']} parts in the file.")
     total = 0
     for info in infos:
         total += info.file_size
         if total > limits["xlsx_max_uncompressed_bytes"]:
-            raise _refuse(f"Larger than {limits['xlsx_max_uncompressed_bytes']} bytes "
+            raise outside_limits(f"Larger than {limits['xlsx_max_uncompressed_bytes']} bytes "
                           "once uncompressed.")
         if (info.file_size > RATIO_FROM_BYTES
                 and info.file_size > limits["xlsx_max_ratio"] * max(info.compress_size, 1)):
-            raise _refuse(f"{info.filename} is compressed more than "
+            raise outside_limits(f"{info.filename} is compressed more than "
                           f"{limits['xlsx_max_ratio']} to 1.", part=info.filename)
         name = info.filename.lower()
         if name.endswith("sharedstrings.xml"):
             if info.file_size > limits["xlsx_max_shared_strings_bytes"]:
-                raise _refuse(f"The shared strings are larger than "
+                raise outside_limits(f"The shared strings are larger than "
                               f"{limits['xlsx_max_shared_strings_bytes']} bytes.")
         elif name.endswith((".rels", "workbook.xml", "styles.xml", "[content_types].xml")):
             if info.file_size > limits["xlsx_max_other_part_bytes"]:
-                raise _refuse(f"{info.filename} is larger than "
+                raise outside_limits(f"{info.filename} is larger than "
                               f"{limits['xlsx_max_other_part_bytes']} bytes.",
                               part=info.filename)
         if name.endswith((".xml", ".rels")):
@@ -175,7 +175,7 @@ def _check_prolog(archive, info):
     parser = expat.ParserCreate()
 
     def doctype(*args):
-        raise _refuse(f"{info.filename} declares a DTD (entities are not accepted).",
+        raise outside_limits(f"{info.filename} declares a DTD (entities are not accepted).",
                       part=info.filename)
 
     def root(*args):
@@ -194,7 +194,7 @@ def _check_prolog(archive, info):
             if not chunk:
                 return
             read += len(chunk)
-    raise _refuse(f"{info.filename} has no root element in its first {PROLOG_BYTES} bytes.")
+    raise outside_limits(f"{info.filename} has no root element in its first {PROLOG_BYTES} bytes.")
 
 
 def _workbook_parts(data):
@@ -301,7 +301,7 @@ def _expat_feed(source, start, end, text, label):
     parser.CharacterDataHandler = text
 
     def doctype(*args):
-        raise _refuse(f"{label} declares a DTD (entities are not accepted).")
+        raise outside_limits(f"{label} declares a DTD (entities are not accepted).")
 
     parser.StartDoctypeDeclHandler = doctype
     while True:
@@ -348,7 +348,7 @@ def _sheet_rows(source, strings, date_styles, formats, limits):
             state["text"], state["size"] = [], 0
             state["count"] += 1
             if state["count"] > max_cells:
-                raise _refuse(f"More than {max_cells} cells.")
+                raise outside_limits(f"More than {max_cells} cells.")
         elif tag == "row":
             number = attrs.get("r")
             state["row"] = int(number) if number and number.isdigit() else state["row"] + 1
@@ -376,7 +376,7 @@ def _sheet_rows(source, strings, date_styles, formats, limits):
             if cells:
                 state["rows"] += 1
                 if state["rows"] > max_rows:
-                    raise _refuse(f"More than {max_rows} rows.")
+                    raise outside_limits(f"More than {max_rows} rows.")
                 row = [None] * max(cells)
                 for column, value in cells.items():
                     row[column - 1] = value

@@ -501,6 +501,8 @@ def test_a_thread_is_read_and_answered_from_the_inbox(stack, api, admin_page):
     sent = [m for m in api.get(f"/conversations/{conversation['id']}/messages").json()["items"]
             if m["direction"] == "outbound"]
     assert sent[0]["text"] == "Yes, in three days" and sent[0]["channel"] == "telegram"
+    # a bot that delivers nowhere must not answer other tests' clients
+    assert api.delete(f"/channels/{bot.json()['id']}").status_code in (200, 204)
 
 
 def test_an_agent_builds_a_quote_and_downloads_its_pdf(stack, api, worker, page):

@@ -11,7 +11,7 @@ from crm_common.errors import ValidationFailed
 from crm_common.fields import CustomFields
 from crm_common.phones import normalize_phone
 from crm_common.spreadsheets import (  # noqa: F401 (the import job reads files through here)
-    IMPORT_LIMITS, MAX_CELL_CHARS, csv_rows, inspect, xlsx_rows)
+    IMPORT_LIMITS, MAX_CELL_CHARS, csv_rows, inspect, outside_limits, xlsx_rows)
 from crm_common.text import fold
 
 
@@ -141,7 +141,7 @@ def resolve_mapping(header, explicit=None):
     overrides the guess. Unknown explicit targets or headers are a 422."""
     explicit = explicit or {}
     if len(header) > IMPORT_LIMITS["max_columns"]:
-        raise _refuse(f"More than {IMPORT_LIMITS['max_columns']} columns.")
+        raise outside_limits(f"More than {IMPORT_LIMITS['max_columns']} columns.")
     errors = {}
     known = {str(h).strip() for h in header}
     for name, target in explicit.items():

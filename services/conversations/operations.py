@@ -927,12 +927,15 @@ class Conversations:
 
     def _address_messenger(self, conv, contact, data, msg, channel):
         candidates = self.store.channels_of(channel)
+        last = self._last_inbound(conv, channel)
+        # the channel asked for, else the one (bot, number) the client last wrote to
         chosen = next((c for c in candidates if c["_id"] == data.get("channel_id")), None) \
+            or next((c for c in candidates if c["_id"] == (last or {}).get("channel_id")
+                     and c.get("active")), None) \
             or next((c for c in candidates if c.get("active")), None)
         if chosen is None:
             raise Conflict(f"No {channel} channel is set up", {"reason": "no_channel",
                                                                  "channel": channel})
-        last = self._last_inbound(conv, channel)
         target = None
         if channel == "telegram":
             handles = [m["handle"] for m in (contact or {}).get("messengers") or []
