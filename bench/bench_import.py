@@ -27,7 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import (Platform, cpu_seconds, load_average, print_slow_operations,  # noqa: E402
-                          profile_databases)
+                          profile_databases, wait_for_import)
 from crm_common.ids import new_id  # noqa: E402
 from crm_common.timeutil import utcnow  # noqa: E402
 from services.contacts.domain import normalize_emails, normalize_phones, search_fields  # noqa: E402
@@ -107,16 +107,7 @@ def run_import(api, data, name, peak_pids, on_duplicate="skip"):
         assert response.status_code == 202, response.text
         accepted = time.perf_counter() - start
         job_id = response.json()["id"]
-        while True:
-            answer = api.get(f"/imports/{job_id}")
-            if answer.status_code != 200:   # a busy machine: a 504 or a 429 is asked again
-                print(f"  GET /imports/{job_id}: {answer.status_code} {answer.text[:120]}")
-                time.sleep(1)
-                continue
-            job = answer.json()
-            if job["status"] in ("done", "failed"):
-                break
-            time.sleep(0.25)
+        job = wait_for_import(api.get, job_id, 0.25)
         wall = time.perf_counter() - start
     return job, wall, accepted, peak.peak
 

@@ -15,9 +15,7 @@ Starts an isolated stack (tests/stack.py).
 import argparse
 import csv
 import io
-import multiprocessing
 import os
-import random
 import shutil
 import signal
 import sys
@@ -30,7 +28,8 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import Platform, _http_worker, cpu_note, cpu_seconds, load_average  # noqa: E402
+from bench.common import (Platform, cpu_note, cpu_seconds, http_latencies, load_average,  # noqa: E402
+                          wait_for_import)
 from crm_common.timeutil import to_iso, utcnow  # noqa: E402
 
 FULL = {"contacts": 100_000, "companies": 20_000, "deals": 100_000, "tasks": 200_000,
@@ -58,17 +57,7 @@ def load(base_url, path, clients, seconds, headers):
     """(latencies, statuses) of `clients` keep-alive clients reading `path`."""
     global PATH
     PATH = path
-    processes = min(4, clients)
-    per = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
-    jobs = [(base_url, n, seconds, make_request, headers, str(i)) for i, n in enumerate(per)]
-    with multiprocessing.get_context("fork").Pool(processes) as pool:
-        results = pool.map(_http_worker, jobs)
-    latencies, statuses = [], {}
-    for lat, st in results:
-        latencies += lat
-        for k, v in st.items():
-            statuses[k] = statuses.get(k, 0) + v
-    return latencies, statuses
+    return http_latencies(base_url, make_request, clients, seconds, headers)
 
 
 # -- loading through the platform ---------------------------------------------------------
@@ -97,16 +86,7 @@ def import_contacts(session, base, n, companies):
                           files={"file": ("bench.csv", contacts_csv(n, companies))})
     answer.raise_for_status()
     job_id = answer.json()["id"]
-    while True:
-        answer = session.get(f"{base}/imports/{job_id}", timeout=30)
-        if answer.status_code != 200:   # a busy machine: a 504 or a 429 is asked again
-            print(f"  GET /imports/{job_id}: {answer.status_code} {answer.text[:120]}")
-            time.sleep(1)
-            continue
-        job = answer.json()
-        if job["status"] in ("done", "failed"):
-            break
-        time.sleep(0.5)
+    job = wait_for_import(lambda path: session.get(base + path, timeout=30), job_id, 0.5)
     print(f"  import of {n} contacts ({companies} companies): {job['status']} in "
           f"{time.perf_counter() - started:.1f} s", flush=True)
 

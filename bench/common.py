@@ -140,6 +140,12 @@ def http_load(base_url, make_request, concurrency, seconds, headers=None):
     """`concurrency` keep-alive clients spread over up to 4 processes for `seconds`.
     make_request(seed, thread_index, counter) -> (method, path, json body or None);
     it must be a module-level function (it is sent to the worker processes)."""
+    latencies, statuses = http_latencies(base_url, make_request, concurrency, seconds, headers)
+    return summarize(latencies, seconds), statuses
+
+
+def http_latencies(base_url, make_request, concurrency, seconds, headers=None):
+    """http_load's (every latency in seconds, {status: count}), for other percentiles."""
     processes = min(4, concurrency)
     per_process = [concurrency // processes + (1 if i < concurrency % processes else 0)
                    for i in range(processes)]
@@ -152,7 +158,22 @@ def http_load(base_url, make_request, concurrency, seconds, headers=None):
         latencies += lat
         for k, v in st.items():
             statuses[k] = statuses.get(k, 0) + v
-    return summarize(latencies, seconds), statuses
+    return latencies, statuses
+
+
+def wait_for_import(get, job_id, poll_s):
+    """The import job once done or failed; get(path) -> response. On a busy machine a 504
+    or a 429 is asked again."""
+    while True:
+        answer = get(f"/imports/{job_id}")
+        if answer.status_code != 200:
+            print(f"  GET /imports/{job_id}: {answer.status_code} {answer.text[:120]}")
+            time.sleep(1)
+            continue
+        job = answer.json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(poll_s)
 
 
 def thread_load(func, concurrency, seconds):
