@@ -27,7 +27,7 @@ import requests  # noqa: E402
 
 from bench.bench_lists import FIRST_NAMES, LAST_NAMES  # noqa: E402
 from bench.bench_telephony import contact_doc  # noqa: E402
-from bench.common import Platform, cpu_note, cpu_seconds, load_average  # noqa: E402
+from bench.common import Platform, cpu_note, cpu_seconds, load_average, proc_stats  # noqa: E402
 from services.contacts.domain import search_fields  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -83,18 +83,10 @@ def seed(platform, count, owner_id):
 def browser_cpu():
     """CPU seconds of this process's descendants that are chromium (exited children of a
     live one included), and of the Playwright driver."""
-    tick, parents, stats = os.sysconf("SC_CLK_TCK"), {}, {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as handle:
-                head, _, tail = handle.read().rpartition(")")
-        except OSError:
-            continue
-        fields = tail.split()
-        parents[int(name)] = int(fields[1])
-        stats[int(name)] = (head.rsplit("(", 1)[1], sum(int(v) for v in fields[11:15]))
+    tick, read = os.sysconf("SC_CLK_TCK"), proc_stats()
+    stats = {pid: (command, sum(int(v) for v in fields[11:15]))
+             for pid, (command, fields) in read.items()}
+    parents = {pid: int(fields[1]) for pid, (_, fields) in read.items()}
     mine, used = {os.getpid()}, {}
     for pid in sorted(parents):  # descendants: walk up until this process or the root
         chain, at = [], pid

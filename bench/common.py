@@ -205,6 +205,22 @@ def load_average():
     return "load %.2f %.2f %.2f" % os.getloadavg()
 
 
+def proc_stats():
+    """{pid: (command name, the fields of /proc/<pid>/stat after it)} of every process that
+    could be read (fields[1] is the parent, [3] the session, [11:15] the CPU ticks)."""
+    stats = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                head, _, tail = f.read().rpartition(")")
+        except OSError:
+            continue
+        stats[int(name)] = (head.partition("(")[2], tail.split())
+    return stats
+
+
 def cpu_seconds(platform):
     """CPU seconds used so far by each part of the isolated stack (Linux /proc): a service's
     processes share its session (gunicorn's workers too); the database is one process."""
@@ -215,18 +231,10 @@ def cpu_seconds(platform):
     database = stack.mongo_proc.pid if stack.mongo_proc else None
     tick = os.sysconf("SC_CLK_TCK")
     used = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                head, _, tail = f.read().rpartition(")")
-        except OSError:
-            continue
-        fields = tail.split()
-        pid, session = int(name), int(fields[3])
+    for pid, (command, fields) in proc_stats().items():
+        session = int(fields[3])
         part = "database" if pid == database else parts.get(session)
-        if part is None and head.endswith("(beam.smp"):
+        if part is None and command == "beam.smp":
             part = "rabbitmq"  # the machine's broker (shared with whatever else runs)
         if part is None and os.getpid() in (pid, int(fields[1])):
             part = "load-client"  # this benchmark and its load processes
