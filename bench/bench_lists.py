@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import (Platform, cpu_note, cpu_seconds, http_latencies, load_average,  # noqa: E402
                           wait_for_import)
+from crm_common.changes import EPOCH, changed_pages  # noqa: E402
 from crm_common.timeutil import to_iso, utcnow  # noqa: E402
 
 FULL = {"contacts": 100_000, "companies": 20_000, "deals": 100_000, "tasks": 200_000,
@@ -240,8 +241,9 @@ def reads(session, base, counts):
 
 
 def engine_alone(platform, read_list, seconds):
-    """The same reads on Tantivy in this process: the owners' records (search_records pages)
-    written into a fresh index; lists.page / the search query timed single-threaded."""
+    """The same reads on Tantivy in this process: the owners' records (search_records
+    windows, as the service's rebuild reads them) written into a fresh index; lists.page /
+    the search query timed single-threaded."""
     from services.search import feed, lists
     from services.search.answers import hit
     from services.search.index import TantivyIndex
@@ -250,15 +252,12 @@ def engine_alone(platform, read_list, seconds):
     index = TantivyIndex(folder)
     started = time.perf_counter()
     for kind in feed.ORDER:
-        after = None
-        while True:
-            page = platform.stack.rpc.call(feed.OWNERS[kind], "search_records", kind,
-                                           after=after, limit=1000, timeout=120)
-            for record in page["items"]:
+        def fetch(**query):
+            return platform.stack.rpc.call(feed.OWNERS[kind], "search_records", kind,
+                                           timeout=120, **query)
+        for items in changed_pages(fetch, EPOCH, utcnow() + timedelta(days=1), 1000):
+            for record in items:
                 feed.write(index, kind, record)
-            after = page["next_after"]
-            if not after:
-                break
     index.commit()
     index.committed()
     print(f"  engine alone: {index.num_docs()} documents indexed in "

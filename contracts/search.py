@@ -3,8 +3,13 @@ validates the same way before calling and generates the OpenAPI document from th
 
 The search service owns no record: it answers from an index of the records other services
 own (contacts, companies, deals, tasks, calls, notes), fed by their events. Owners give it their
-records through one RPC each, `search_records(kind, ids=None, after=None, limit)` ->
-`RecordsPage`: the records as their API dumps them plus `deleted` and `version`."""
+records through one RPC each, `search_records(kind, ids=None, after=None, limit, since=None,
+until=None, cursor=None)` -> `RecordsPage`: the records as their API dumps them plus `deleted`
+and `version`; by `ids`, or those whose window time (contacts, companies, deals, notes,
+messages: `updated_at`; tasks: `created_at`; calls: `started_at`; purchases: their date) lies
+in [since, until), paged by `cursor`, each with it as `window_at` (how a rebuild reads every
+record: crm_common/changes.py), or (slow on the embedded database) the next by `_id` after
+`after`."""
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 TYPES = ("contact", "company", "deal", "task", "call", "note")
@@ -85,3 +90,6 @@ class RecordsPage(Schema):
                        "`version` (int or null)"})
     next_after = fields.String(allow_none=True, metadata={
         "description": "the `after` of the next page by id; null on the last one"})
+    next_cursor = fields.String(allow_none=True, metadata={
+        "description": "with `since`: the `cursor` of the next page of the same window; null "
+                       "on its last one"})

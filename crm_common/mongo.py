@@ -41,7 +41,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from crm_common.config import get_settings
 from crm_common.cursors import page
-from crm_common.timeutil import parse_iso, utcnow
+from crm_common.timeutil import parse_iso, to_iso, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -438,30 +438,33 @@ class BaseStore:
         return True
 
     def search_records(self, collection, dump_many, ids=None, after=None, limit=500,
-                       since=None, cursor=None, until=None):
+                       since=None, cursor=None, until=None, window_field="updated_at"):
         """For the search service (contracts/search.py RecordsPage): the documents of
-        `collection` with these `ids`; else, with `since` (ISO time), those changed since
-        then (and before `until`, when given: a bounded window keeps each page's match set
-        small, which SecantusDB reads whole before the limit) in (updated_at, _id) keyset
-        pages (needs that index); else the next `limit`
-        after `after` in `_id` order (an index range, never a skip). Deleted ones
-        included, as `dump_many` dumps them plus `deleted` and `version`."""
+        `collection` with these `ids`; else, with `since` (ISO time), those whose
+        `window_field` (a time every document has, leading an index with `_id`) lies in
+        [since, until) in (window_field, _id) keyset pages, each item with that time as
+        `window_at` (crm_common/changes.py reads the whole collection so: a bounded window
+        keeps each page's match set small, which SecantusDB reads whole before the limit);
+        else the next `limit` after `after` in `_id` order (SecantusDB serves no `_id` range
+        from an index: each such page reads the collection). Deleted ones included, as
+        `dump_many` dumps them plus `deleted` and `version`."""
         limit = max(1, min(int(limit), 2000))
         next_cursor = None
         if ids is not None:
             docs = list(find_in(self.db[collection], "_id", [str(i) for i in ids]))
         elif since is not None:
-            changed = {"$gte": parse_iso(since)}
+            window = {"$gte": parse_iso(since)}
             if until is not None:
-                changed["$lt"] = parse_iso(until)
-            docs, next_cursor = page(self.db[collection], {"updated_at": changed},
-                                     "updated_at", 1, limit, cursor)
+                window["$lt"] = parse_iso(until)
+            docs, next_cursor = page(self.db[collection], {window_field: window},
+                                     window_field, 1, limit, cursor)
         else:
             docs = list(self.db[collection].find({"_id": {"$gt": str(after or "")}})
                         .sort("_id", 1).limit(limit))
         items = [dict(out, id=doc["_id"], deleted=doc.get("deleted_at") is not None,
                       version=doc.get("version"),
-                      **({"import_id": doc["import_id"]} if doc.get("import_id") else {}))
+                      **({"import_id": doc["import_id"]} if doc.get("import_id") else {}),
+                      **({"window_at": to_iso(doc[window_field])} if since is not None else {}))
                  for doc, out in zip(docs, dump_many(docs))]
         full = ids is None and since is None and len(docs) == limit
         return {"items": items, "next_after": docs[-1]["_id"] if full else None,

@@ -99,9 +99,11 @@ class DealsService(HealthEntrypoints, CustomFieldEntrypoints):
         return self.deals.list(params)
 
     @rpc(expected_exceptions=EXPECTED)
-    def search_records(self, kind="deal", ids=None, after=None, limit=500):
-        """For the search service: deals by id, or a page by id."""
-        return self.store.search_records("deals", self.deals._dump_many, ids, after, limit)
+    def search_records(self, kind="deal", ids=None, after=None, limit=500, since=None,
+                       cursor=None, until=None):
+        """For the search service: deals by id, changed in a window, or a page by id."""
+        return self.store.search_records("deals", self.deals._dump_many, ids, after, limit,
+                                         since, cursor, until)
 
     # typed custom fields and the minimal data set (crm_common.custom_fields)
     CUSTOM_ENTITIES = ("deal",)

@@ -269,11 +269,11 @@ class SalesService(HealthEntrypoints):
     def search_records(self, kind="purchase", ids=None, after=None, limit=500, since=None,
                        cursor=None, until=None):
         """For the search index's rebuild: purchases ({contact_id, product_id,
-        purchased_at}) in `_id` pages (contracts/search.py RecordsPage)."""
+        purchased_at}) in windows of their date (contracts/search.py RecordsPage)."""
         return self.store.search_records("purchases", lambda docs: [{
             "contact_id": d.get("contact_id"), "product_id": d["product_id"],
             "purchased_at": to_iso(d["date"])} for d in docs], ids, after, limit, since,
-            cursor, until)
+            cursor, until, window_field="date")
 
     @rpc(expected_exceptions=ERRORS)
     def list_purchases(self, params):

@@ -49,7 +49,7 @@ class SalesStore(BaseStore):
         self.purchases.create_index("key", unique=True)
         self.purchases.create_index([("product_id", ASCENDING), ("contact_id", ASCENDING),
                                      ("date", ASCENDING)])
-        self.purchases.create_index("date")
+        self.purchases.create_index([("date", ASCENDING), ("_id", ASCENDING)])  # search_records
         self.purchases.create_index("deal_id")
         for field in ("contact_id", "company_id"):
             self.purchases.create_index([(field, ASCENDING), ("date", DESCENDING), ("_id", DESCENDING)])

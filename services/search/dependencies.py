@@ -6,8 +6,10 @@ Durability: an event handler returns (and its message is acked) only after what 
 is committed, so a replica killed at any instant finds every unacknowledged event in its
 queue again when it starts. Commits are grouped: every `CRM_SEARCH_COMMIT_MS` at most,
 all writes made meanwhile share one commit (and one fsync)."""
+import functools
 import logging
 import time
+from datetime import timedelta
 
 import eventlet
 from eventlet import tpool
@@ -16,10 +18,11 @@ from eventlet.semaphore import Semaphore
 from nameko.extensions import DependencyProvider
 
 from contracts.search import TYPES
+from crm_common.changes import EPOCH, changed_pages
 from crm_common.config import get_settings
 from crm_common.errors import Timeout, Unavailable
 from crm_common.messaging.rpc import RpcPool
-from crm_common.timeutil import to_iso, utcnow
+from crm_common.timeutil import as_utc, parse_iso, to_iso, utcnow
 from services.search import feed, lists
 from services.search.documents import micros
 from services.search.answers import hit
@@ -35,6 +38,9 @@ FETCH_PATIENCE_S = 30.0
 FRESH_PATIENCE_S = 3.0
 MAX_FRESH = 10
 REBUILD_CHUNK = 200   # records written per hold of the writer during a rebuild
+# a rebuild reads records up to this far past its start (clocks of other hosts may run
+# ahead); what is written after a type was read reaches the index by its events
+REBUILD_AHEAD = timedelta(days=1)
 
 
 class Owners:
@@ -55,6 +61,20 @@ class Owners:
                 if time.monotonic() + delay > deadline:
                     raise
                 log.warning("%s did not answer search_records (%s); asking again",
+                            feed.OWNERS[kind], exc)
+                eventlet.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def window(self, kind, **query):
+        """One `search_records` page of a window of changes (crm_common/changes.py): an
+        owner that is down is waited for; one that times out on too wide a window raises
+        Timeout at once, for the window to be narrowed."""
+        delay = 0.2
+        while True:
+            try:
+                return self.pool.call(feed.OWNERS[kind], "search_records", kind, **query)
+            except Unavailable as exc:
+                log.warning("%s is not there for search_records (%s); asking again",
                             feed.OWNERS[kind], exc)
                 eventlet.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -196,35 +216,28 @@ class SearchIndex(DependencyProvider):
 
     # -- rebuild --------------------------------------------------------------------
     def _rebuild(self):
-        """Every record of every owner, page by page in `_id` order; events keep being
-        applied meanwhile (the later state of a record always wins)."""
+        """Every record of every owner, in windows of the time each owner pages by (an
+        index range: crm_common/changes.py); events keep being applied meanwhile (the later
+        state of a record always wins), and what is written after a type was read reaches
+        the index by its events."""
         started = time.monotonic()
         for kind in feed.REBUILT:
-            after = None
+            position = EPOCH  # everything before it is read
             while self.running:
+                end = utcnow() + REBUILD_AHEAD
                 try:
-                    page = self.owners.page(kind, after=after,
-                                            limit=self.settings.search.rebuild_page,
-                                            patience=3600)
+                    for items in changed_pages(functools.partial(self.owners.window, kind),
+                                               position, end, self.settings.search.rebuild_page):
+                        if not self.running:
+                            return
+                        self._rebuild_page(kind, items)
+                        position = max(position, as_utc(parse_iso(items[-1]["window_at"])))
                 except Exception:  # noqa: BLE001 - keep trying; the state says where it is
-                    log.exception("rebuild: reading %s after %s failed; again in 5 s", kind, after)
+                    log.exception("rebuild: reading %s from %s failed; again in 5 s",
+                                  kind, to_iso(position))
                     eventlet.sleep(5)
                     continue
-                items = page["items"]
-                for start in range(0, len(items), REBUILD_CHUNK):
-                    with self.lock:
-                        for record in items[start:start + REBUILD_CHUNK]:
-                            if kind == "purchase" and record.get("contact_id"):
-                                feed.buy(self.index, record["contact_id"],
-                                         [(record["product_id"], record["purchased_at"][:10])])
-                            elif kind != "purchase":
-                                feed.write(self.index, kind, record)
-                    eventlet.sleep(0)
-                if kind in self.rebuild["done"]:
-                    self.rebuild["done"][kind] += len(items)
-                after = page["next_after"]
-                if not after:
-                    break
+                break
         if not self.running:
             return
         self._commit()
@@ -232,6 +245,20 @@ class SearchIndex(DependencyProvider):
         self.rebuild["seconds"] = round(time.monotonic() - started, 3)
         self.index.mark_complete(self.rebuild)
         log.info("search index rebuilt: %s", self.rebuild)
+
+    def _rebuild_page(self, kind, items):
+        """One page of a rebuild into the index, a chunk per hold of the writer."""
+        for start in range(0, len(items), REBUILD_CHUNK):
+            with self.lock:
+                for record in items[start:start + REBUILD_CHUNK]:
+                    if kind == "purchase" and record.get("contact_id"):
+                        feed.buy(self.index, record["contact_id"],
+                                 [(record["product_id"], record["purchased_at"][:10])])
+                    elif kind != "purchase":
+                        feed.write(self.index, kind, record)
+            eventlet.sleep(0)
+        if kind in self.rebuild["done"]:
+            self.rebuild["done"][kind] += len(items)
 
     # -- answers --------------------------------------------------------------------
     @property

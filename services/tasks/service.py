@@ -73,11 +73,13 @@ class TasksService(HealthEntrypoints, ClockEntrypoints, CustomFieldEntrypoints):
         return self.tasks.explain_list(params)
 
     @rpc(expected_exceptions=EXPECTED)
-    def search_records(self, kind="task", ids=None, after=None, limit=500):
-        """For the search service: tasks by id, or a page by id."""
+    def search_records(self, kind="task", ids=None, after=None, limit=500, since=None,
+                       cursor=None, until=None):
+        """For the search service: tasks by id, created in a window, or a page by id."""
         now = utcnow()
         return self.store.search_records("tasks", lambda docs: [dump_task(d, now) for d in docs],
-                                         ids, after, limit)
+                                         ids, after, limit, since, cursor, until,
+                                         window_field="created_at")
 
     @rpc(expected_exceptions=EXPECTED)
     def calendar(self, params):

@@ -4,21 +4,14 @@ service is shared with search's catch-up, imports and the API, and a queue there
 as ringing latency. What announces no event per contact (imports, contacts from before
 the copy) is caught up by `sync`, a background pull of the contacts changed since its
 last run. A number the copy does not know yet is still asked of contacts."""
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
-from crm_common.errors import Timeout
+from crm_common.changes import EPOCH, changed_pages
 from crm_common.timeutil import as_utc, parse_iso, to_iso, utcnow
 
 SYNC_PAGE = 500
 SYNC_LEASE_S = 120
 SYNC_OVERLAP_S = 5   # changes committed while a pass ran are read again by the next
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-# the sync's windows of updated_at: the first, the narrowest (Mongo keeps milliseconds),
-# the widest (an empty stretch doubles the window up to this)
-FIRST_WINDOW = timedelta(minutes=10)
-MIN_WINDOW = timedelta(milliseconds=1)
-MAX_WINDOW = timedelta(days=3650)
-MAX_TIMEOUTS = 8  # contacts not answering this often in a row: the pass fails (retried later)
 
 # what the call log and the ringing answer use of a contact
 KEPT = ("id", "first_name", "last_name", "owner_id", "do_not_contact")
@@ -78,7 +71,9 @@ def sync(store, contacts):
     since = as_utc(parse_iso(state["mark"])) if state.get("mark") else EPOCH
     read = 0
     try:
-        for items in changed_pages(contacts, since, now):
+        def fetch(**query):
+            return contacts.search_records("contact", **query)
+        for items in changed_pages(fetch, since, now, SYNC_PAGE):
             store.put_contact_phones_many([copy_of(item) for item in items])
             read += len(items)
             store.renew_phones_sync(utcnow() + timedelta(seconds=SYNC_LEASE_S))
@@ -88,55 +83,3 @@ def sync(store, contacts):
     # changes committed while this pass ran are read again by the next
     store.save_phones_sync(to_iso(now - timedelta(seconds=SYNC_OVERLAP_S)))
     return read
-
-
-def changed_pages(contacts, start, end):
-    """The contacts changed in [start, end), a page at a time, each asked for as a window of
-    `updated_at` sized to hold about a page (an index range): the embedded database reads
-    every document a query matches before it applies the limit, so open-ended "since"
-    pages would cost the rest of the collection each (quadratic on a first pass). A window
-    that held more than a page tells how dense the changes are: the next one starts at the
-    last change read, as wide as the newest half of that page spread; an emptier one doubles;
-    one that timed out is cut to 1/64th."""
-    width, timeouts, ceiling = FIRST_WINDOW, 0, MAX_WINDOW
-    while start < end:
-        stop = min(start + width, end)
-        try:
-            answer = contacts.search_records("contact", since=to_iso(start),
-                                             until=to_iso(stop), limit=SYNC_PAGE)
-        except Timeout:
-            # too many changes in the window (a first pass grows its window over the empty
-            # years before the first contact, then meets them all): a far narrower one
-            timeouts += 1
-            if timeouts > MAX_TIMEOUTS or stop - start <= MIN_WINDOW:
-                raise
-            # (and no wider until changes are read: they lie within that window)
-            width = ceiling = max((stop - start) / 64, MIN_WINDOW)
-            continue
-        timeouts = 0
-        items = answer["items"]
-        if items:
-            ceiling = MAX_WINDOW
-        if not answer.get("next_cursor"):
-            if items:
-                yield items
-            start = stop
-            if len(items) < SYNC_PAGE // 2:
-                width = min(width * 2, ceiling)
-            continue
-        yield items
-        middle, last = (_at(items[i].get("updated_at")) for i in (len(items) // 2, -1))
-        if last > start:
-            # as wide as the newest half of the page spread (the density where it ended)
-            width, start = max(last - middle, MIN_WINDOW), last
-            continue
-        # more than a page changed within one instant (a bulk write): page through it
-        instant, cursor = start + MIN_WINDOW, answer["next_cursor"]
-        while cursor:
-            answer = contacts.search_records("contact", since=to_iso(start),
-                                             until=to_iso(instant), cursor=cursor,
-                                             limit=SYNC_PAGE)
-            if answer["items"]:
-                yield answer["items"]
-            cursor = answer.get("next_cursor")
-        start, width = instant, MIN_WINDOW

@@ -67,10 +67,12 @@ class TelephonyService(HealthEntrypoints):
         return CallLog(self.calls).get(call_id)
 
     @rpc(expected_exceptions=EXPECTED)
-    def search_records(self, kind="call", ids=None, after=None, limit=500):
-        """For the search service: calls by id, or a page by id."""
+    def search_records(self, kind="call", ids=None, after=None, limit=500, since=None,
+                       cursor=None, until=None):
+        """For the search service: calls by id, started in a window, or a page by id."""
         return self.store.search_records("calls", lambda docs: [dump_call(d) for d in docs],
-                                         ids, after, limit)
+                                         ids, after, limit, since, cursor, until,
+                                         window_field="started_at")
 
     # recordings: fetched in the background, served by ranges to whoever sees the call
     @timer(interval=get_settings().telephony.recording_poll_s)
