@@ -296,6 +296,30 @@ def engine_alone(platform, read_list, seconds):
     return figures
 
 
+def rebuild(platform, timeout):
+    """A fresh search replica (empty folder) rebuilding from the owners: (seconds to ready,
+    documents, {type: records read}, cpu note per 1,000 records), or None if not ready."""
+    stack = platform.stack
+    stack.stop_service("search", 0)
+    shutil.rmtree(stack.search_index_dir(0), ignore_errors=True)
+    before = cpu_seconds(platform)
+    started = time.perf_counter()
+    stack.start_service("search", 0)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        try:
+            health = stack.rpc.call("search", "health", timeout=10)
+        except Exception:  # noqa: BLE001 - starting
+            continue
+        if health["state"] == "ready":
+            seconds = time.perf_counter() - started
+            done = health["rebuild"]["done"]
+            return (seconds, health["documents"], done,
+                    cpu_note(before, cpu_seconds(platform), max(sum(done.values()), 1) / 1000))
+    return None
+
+
 def search_rss(platform):
     """(RSS, peak RSS) in MB of each search replica."""
     out = []
@@ -319,6 +343,8 @@ def main():
         parser.add_argument(f"--{name}", type=int, help="overrides --scale for this one")
     parser.add_argument("--seconds", type=float, default=1.5, help="per figure")
     parser.add_argument("--clients", default="1,16")
+    parser.add_argument("--rebuild-timeout", type=float, default=3600,
+                        help="seconds a fresh replica's rebuild may take (0: not measured)")
     args = parser.parse_args()
     counts = {name: getattr(args, name) if getattr(args, name) is not None
               else int(FULL[name] * args.scale) for name in FULL}
@@ -356,6 +382,19 @@ def main():
             print(f"  {label:<40} {p50} / {p95}")
         for key, rss, peak in search_rss(platform):
             print(f"\nsearch service {key}: RSS {rss} MB, peak RSS {peak} MB")
+        if args.rebuild_timeout:
+            print("\nrebuild of a fresh replica from the owners (the engine alone above read "
+                  "and indexed the same records in this process)", flush=True)
+            answer = rebuild(platform, args.rebuild_timeout)
+            if answer is None:
+                print(f"  not ready after {args.rebuild_timeout:.0f} s")
+            else:
+                seconds, documents, done, note = answer
+                print(f"  ready in {seconds:.1f} s: {documents} documents, read {done}; "
+                      f"cpu per 1,000 records: {note}")
+                for key, rss, peak in search_rss(platform):
+                    print(f"  search service {key} after the rebuild: RSS {rss} MB, "
+                          f"peak RSS {peak} MB")
     finally:
         platform.close()
 
