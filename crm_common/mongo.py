@@ -40,7 +40,7 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from crm_common.config import get_settings
-from crm_common.cursors import page
+from crm_common.cursors import decode_cursor, encode_cursor, page
 from crm_common.timeutil import parse_iso, to_iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -299,6 +299,27 @@ def joining(db):
 
 # ---- helpers for SecantusDB -----------------------------------------------------------------
 
+def window_page(collection, field, window, limit, cursor=None):
+    """One page of the documents whose `field` lies in `window` ({"$gte", "$lt"}), in
+    (field, _id) order, and the cursor of the next. A cursor resumes with two index ranges
+    of (field, _id): the rest of the instant it stopped in, then what follows it. The one
+    keyset query `page()` sends (an `$or`) is a collection scan on SecantusDB (dev/CI):
+    7.6 s for a page in 40,000 documents, where these take 80-180 ms."""
+    if not cursor:
+        return page(collection, {field: window}, field, 1, limit)
+    value, last_id = decode_cursor(cursor, field, 1, collection.name)
+    docs = list(collection.find({field: value, "_id": {"$gt": last_id}})
+                .sort([(field, 1), ("_id", 1)]).limit(limit + 1))
+    if len(docs) <= limit:
+        later = {"$gt": value, **({"$lt": window["$lt"]} if "$lt" in window else {})}
+        docs += list(collection.find({field: later}).sort([(field, 1), ("_id", 1)])
+                     .limit(limit + 1 - len(docs)))
+    if len(docs) <= limit:
+        return docs, None
+    docs = docs[:limit]
+    return docs, encode_cursor(field, 1, docs[-1], collection.name)
+
+
 def update_and_get(collection, query, update, projection=None, upsert=False):
     """What `find_one_and_update(query, update, return_document=AFTER)` answers, as
     update_one + find_one by _id; `query` names `_id`.
@@ -456,8 +477,8 @@ class BaseStore:
             window = {"$gte": parse_iso(since)}
             if until is not None:
                 window["$lt"] = parse_iso(until)
-            docs, next_cursor = page(self.db[collection], {window_field: window},
-                                     window_field, 1, limit, cursor)
+            docs, next_cursor = window_page(self.db[collection], window_field, window,
+                                            limit, cursor)
         else:
             docs = list(self.db[collection].find({"_id": {"$gt": str(after or "")}})
                         .sort("_id", 1).limit(limit))

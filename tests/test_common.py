@@ -137,3 +137,24 @@ def test_a_window_that_timed_out_is_narrowed():
         contacts.fetch, EPOCH, base + timedelta(days=1)) for d in page}
     assert seen == {d["id"] for d in contacts.docs}
     assert contacts.matched < 6 * len(contacts.docs), contacts.matched
+
+
+def test_a_window_page_resumes_with_index_ranges(stack, unique):
+    """crm_common.mongo.window_page: every document of a window once, in (time, _id) order,
+    through an instant holding more than a page (a bulk write) and what follows it."""
+    from datetime import timedelta
+    from crm_common.mongo import window_page
+    collection = stack.mongo[f"scratch_{unique}"]["docs"]
+    collection.create_index([("updated_at", -1), ("_id", -1)])
+    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    stamps = [at] * 25 + [at + timedelta(milliseconds=i) for i in range(1, 12)] + [at + timedelta(days=9)]
+    collection.insert_many([{"_id": f"d{i:03d}", "updated_at": t} for i, t in enumerate(stamps)])
+    window = {"$gte": at, "$lt": at + timedelta(days=1)}
+    seen, cursor = [], None
+    while True:
+        docs, cursor = window_page(collection, "updated_at", window, 7, cursor)
+        seen += [d["_id"] for d in docs]
+        if not cursor:
+            break
+    assert seen == [f"d{i:03d}" for i in range(36)]
+    stack.mongo.drop_database(f"scratch_{unique}")
