@@ -28,6 +28,7 @@ DEFAULT_CHANNELS = {
     "conversation_escalated": ["inapp", "email"],
     "rule_notice": ["inapp"],
     "invoice_overdue": ["inapp", "email"],
+    "report_digest": ["email"],
 }
 
 LANGUAGES = ("en", "it")
@@ -117,6 +118,27 @@ def _channel_list():
                        validate=validate.Length(max=len(PERSON_CHANNELS)))
 
 
+DIGEST_FREQUENCIES = ("off", "daily", "weekly")
+DIGEST_REPORTS = ("sales", "forecast", "tasks", "calls")
+
+
+class Digest(Schema):
+    """A scheduled digest of reports, in the user's time zone: what each covers is the day
+    before (daily) or the 7 days before (weekly), with the caller's own visibility."""
+    frequency = fields.String(load_default="off", validate=validate.OneOf(DIGEST_FREQUENCIES))
+    hour = fields.Integer(load_default=8, validate=validate.Range(0, 23), metadata={
+        "description": "local hour it is sent at (or within 6 hours after, if the platform "
+                       "was down then)"})
+    weekday = fields.Integer(load_default=0, validate=validate.Range(0, 6), metadata={
+        "description": "weekly: 0 Monday ... 6 Sunday"})
+    reports = fields.List(fields.String(validate=validate.OneOf(DIGEST_REPORTS)),
+                          load_default=lambda: list(DIGEST_REPORTS),
+                          validate=validate.Length(1, len(DIGEST_REPORTS)), metadata={
+        "description": "won deals by owner, open forecast, tasks by assignee, calls by "
+                       "agent; a custom role gets tasks and calls only (amounts may be "
+                       "hidden from it)"})
+
+
 class PreferencesIn(Schema):
     channels = fields.Dict(keys=fields.String(validate=validate.OneOf(PREFERENCE_EVENTS)),
                            values=_channel_list(), metadata={
@@ -134,6 +156,8 @@ class PreferencesIn(Schema):
                                  validate=validate.Length(max=5), metadata={
         "description": "minutes before due_at: the reminders a new task of this user starts "
                        "with in the console (default [15]; a task's own reminders decide)"})
+    digest = fields.Nested(Digest, metadata={
+        "description": "a scheduled e-mail of reports (channels: `report_digest`)"})
 
     @validates("timezone")
     def known_zone(self, value, **kwargs):
@@ -153,7 +177,14 @@ class PreferencesOut(Schema):
     language = fields.String(allow_none=True)
     birthday_greetings = fields.Boolean()
     task_reminders = fields.List(fields.Integer())
+    digest = fields.Nested(Digest)
     updated_at = UtcDateTime(allow_none=True)
+
+
+class DigestSent(Schema):
+    period = fields.String(metadata={"description": "what it covers: from/to (ISO)"})
+    reports = fields.List(fields.String())
+    channels = fields.List(fields.String())
 
 
 class WebhookIn(Schema):

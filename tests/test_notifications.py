@@ -428,3 +428,78 @@ def test_signed_in_user_reads_own_inbox_only_admins_manage_webhooks(api, stack, 
                                          "events": ["deal_won"]}).status_code == 403
     prefs = agent.put("/notification-preferences", json={"language": "en"})
     assert prefs.status_code == 200 and prefs.json()["user_id"] == user_id
+
+
+# --- scheduled report digests -------------------------------------------------------------
+
+def test_a_daily_digest_carries_the_reports_the_user_may_see_once_per_period(api, stack, ch,
+                                                                           make_user):
+    from datetime import datetime, timedelta, timezone
+    from crm_common.timeutil import to_iso
+    agent, other = make_user("agent"), make_user("agent")
+    users = stack.db("notifications")["users"]
+    for client in (agent, other):
+        assert wait(lambda: users.find_one({"_id": client.user["id"]})), "user copy"
+    now = datetime.now(timezone.utc)
+    due = agent.post("/tasks", json={"title": "Digest call", "kind": "call",
+                                     "due_at": to_iso(now - timedelta(hours=1))})
+    assert due.status_code == 201, due.text
+    assert agent.post(f"/tasks/{due.json()['id']}/complete", json={}).status_code == 200
+    # sent at the next hour: the day before it holds the task
+    at = (now + timedelta(hours=1)).replace(minute=5)
+    for client in (agent, other):
+        answer = client.put("/notification-preferences", json={
+            "timezone": "UTC", "digest": {"frequency": "daily", "hour": at.hour,
+                                          "reports": ["sales", "tasks", "calls"]}})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["digest"]["frequency"] == "daily"
+    sent = stack.rpc.call("notifications", "run_digests", to_iso(at), agent.user["id"])
+    assert sent == [agent.user["id"]]
+    [mail] = ch.smtp.wait_for(agent.user["email"])
+    assert mail["message"]["Subject"].startswith("Your daily digest")
+    body = mail["message"].get_body(("plain",)).get_content()
+    assert "Tasks due in the period, by assignee:" in body
+    assert f"{agent.user['name']}: 1 done, 0 open, 0 overdue" in body
+    assert "Calls by agent:" in body and "Won deals by owner:" in body
+    # once per period, whatever the timer's ticks
+    assert stack.rpc.call("notifications", "run_digests", to_iso(at), agent.user["id"]) == []
+    # the other agent's digest holds none of it (their own visibility)
+    assert stack.rpc.call("notifications", "run_digests", to_iso(at), other.user["id"]) == [
+        other.user["id"]]
+    [mail] = ch.smtp.wait_for(other.user["email"])
+    body = mail["message"].get_body(("plain",)).get_content()
+    assert "Digest call" not in body and f"{agent.user['name']}:" not in body
+    # not due outside its hours (6 hours after it at most)
+    late = to_iso(at + timedelta(hours=7))
+    assert stack.rpc.call("notifications", "run_digests", late, agent.user["id"]) == []
+    # asked for now: one more, at once
+    asked = agent.post("/notification-preferences/digest/send")
+    assert asked.status_code == 200, asked.text
+    assert asked.json()["channels"] == ["email"] and "tasks" in asked.json()["reports"]
+    assert len(ch.smtp.wait_for(agent.user["email"], count=2)) == 2
+
+
+def test_bad_digest_settings_are_422_and_change_nothing(api, stack, ch, unique):
+    user = make_user(stack, unique)
+    for digest in ({"frequency": "hourly"}, {"frequency": "daily", "hour": 24},
+                   {"frequency": "weekly", "weekday": 7}, {"reports": ["gossip"]},
+                   {"reports": []}):
+        answer = api.put("/notification-preferences", params={"user_id": user["id"]},
+                         json={"digest": digest})
+        assert answer.status_code == 422, (digest, answer.text)
+    prefs = api.get("/notification-preferences", params={"user_id": user["id"]}).json()
+    assert prefs["digest"]["frequency"] == "off"
+
+
+def test_when_a_digest_is_due():
+    from datetime import datetime, timezone
+    from services.notifications.digests import due_period
+    at = datetime(2026, 12, 7, 7, 30, tzinfo=timezone.utc)   # a Monday, 08:30 in Rome
+    daily = {"frequency": "daily", "hour": 8}
+    key, start, end = due_period(at, daily, "Europe/Rome")
+    assert key == "daily:2026-12-07" and (start.day, end.day, end.hour) == (6, 7, 8)
+    assert due_period(at, daily, "UTC") is None   # 23.5 hours after 08:00 UTC
+    assert due_period(at, {"frequency": "weekly", "hour": 8, "weekday": 0}, "Europe/Rome")[0] \
+        == "weekly:2026-12-07"
+    assert due_period(at, {"frequency": "weekly", "hour": 8, "weekday": 1}, "Europe/Rome") is None
+    assert due_period(at, {"frequency": "off", "hour": 8}, "UTC") is None

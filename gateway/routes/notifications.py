@@ -48,3 +48,11 @@ def get_preferences(body, params):
            permission="notifications:self")
 def put_preferences(body, params):
     return call("notifications", "set_preferences", body, params)
+
+
+@api.route("/notification-preferences/digest/send", "POST", "Send the caller's report "
+           "digest now (its reports for the period it would cover, on its channels), e.g. "
+           "to see what it looks like", TAG, query=s.UserQuery, response=s.DigestSent,
+           errors=(400, 403, 404, 422, 503, 504), permission="notifications:self")
+def send_digest(body, params):
+    return call("notifications", "send_my_digest", params)

@@ -5,6 +5,7 @@ written at once, the others go to the deliveries outbox for the sending worker."
 import json
 from datetime import date
 
+from contracts.notifications import DIGEST_REPORTS
 from crm_common.timeutil import to_iso
 from services.notifications.channels.inapp import inbox_entry
 from services.notifications.quiet import deliver_after
@@ -22,6 +23,8 @@ def preferences_with_defaults(user_id, stored):
             "language": stored.get("language"),
             "birthday_greetings": bool(stored.get("birthday_greetings", False)),
             "task_reminders": sorted(set(stored.get("task_reminders", [15]))),
+            "digest": {"frequency": "off", "hour": 8, "weekday": 0,
+                       "reports": list(DIGEST_REPORTS), **(stored.get("digest") or {})},
             "updated_at": stored.get("updated_at")}
 
 
@@ -115,6 +118,18 @@ class Fanout:
                            prefs.get(owner_id), context, inbox, outbox)
         return self._write(inbox, outbox)
 
+    def digest(self, user_id, user_doc, pref_doc, key, data, repeat=None):
+        """A report digest to one user on their `report_digest` channels: once per period
+        `key` (the delivery's unique key); `repeat` (a time) makes an asked-for one new."""
+        event_id = f"digest:{user_id}:{key}" + (f":{repeat}" if repeat else "")
+        event = {"event_id": event_id, "type": "report_digest", "source": "notifications",
+                 "occurred_at": to_iso(self.now()), "data": data}
+        inbox, outbox = [], []
+        self._for_user(event, "report_digest", user_id, user_doc, pref_doc,
+                       {"data": data, "event": event}, inbox, outbox, urgent=True)
+        self._write(inbox, outbox)
+        return sorted({d["channel"] for d in outbox} | ({"inapp"} if inbox else set()))
+
     # helpers
     def _user_lookup(self):
         cache = {}
@@ -125,7 +140,8 @@ class Fanout:
             return cache[user_id]
         return lookup
 
-    def _for_user(self, event, kind, user_id, user_doc, pref_doc, context, inbox, outbox):
+    def _for_user(self, event, kind, user_id, user_doc, pref_doc, context, inbox, outbox,
+                  urgent=None):
         user = public_user(user_doc, user_id)
         if user.get("active") is False:
             return
@@ -136,7 +152,7 @@ class Fanout:
         rendered = render(kind, prefs["language"] or user.get("language"),
                           {**context, "user": user})
         now = self.now()
-        urgent = kind in URGENT
+        urgent = kind in URGENT if urgent is None else urgent
         if "inapp" in channels:
             entry = inbox_entry(event, user_id, rendered, urgent)
             entry["created_at"] = now

@@ -50,6 +50,10 @@ class Notifications:
             raise BadRequest("No user: sign in, or name user_id as an admin", {})
         return self.caller.user_id
 
+    def own_user(self, params):
+        """The user a request is about: the caller, or (an admin) `user_id`."""
+        return self._user(load(user_query, params))
+
     # inbox
     def list(self, params):
         query = load(inbox_query, params)

@@ -6,7 +6,7 @@ from nameko.timer import timer
 
 from crm_common.config import get_settings
 from crm_common.context import CallerContext
-from crm_common.errors import EXPECTED, Forbidden
+from crm_common.errors import EXPECTED, Forbidden, NotFound
 from crm_common.messaging.events import envelope, reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
@@ -17,7 +17,8 @@ from services.notifications.channels.inapp import inbox_created
 from services.notifications.fanout import Fanout
 from services.notifications.listen import source_handler
 from services.notifications.operations import Notifications
-from services.notifications.dependencies import Pipeline
+from services.notifications import digests
+from services.notifications.dependencies import AsUser, Pipeline
 from services.notifications.rules import HANDLED_EVENTS
 from services.notifications.store import NotificationsStore
 from services.notifications.worker import Worker
@@ -47,6 +48,7 @@ class NotificationsService(HealthEntrypoints):
     caller = CallerContext()
     dispatch = OutboxDispatcher()
     contacts_rpc = ServiceRpc("contacts")
+    as_user = AsUser()
     # group commit of the handlers' writes, and the sender of what they claimed
     pipeline = Pipeline(SETTINGS)
 
@@ -98,6 +100,56 @@ class NotificationsService(HealthEntrypoints):
             except Exception:
                 self.store.release_job(key)  # try again at the next tick
                 raise
+
+    @timer(interval=60)
+    def report_digests(self):
+        self._digests(self.clock()())
+
+    def _digests(self, now, user_id=None):
+        """The digests due at `now` (of one user, or all), each once per period: claimed
+        as a job, and given back when an owner did not answer (tried again a minute
+        later, within its window). The users they went to."""
+        sent = []
+        for subscriber, prefs in self.store.digest_subscribers():
+            if user_id and subscriber != user_id:
+                continue
+            user = self.store.get_user(subscriber)
+            if not user or user.get("active") is False:
+                continue
+            period = digests.due_period(now, prefs["digest"],
+                                        prefs.get("timezone") or user.get("timezone"))
+            if period is None:
+                continue
+            key = f"digest:{subscriber}:{period[0]}"
+            if not self.store.claim_job(key, utcnow()):
+                continue
+            try:
+                self._send_digest(subscriber, user, prefs, period)
+            except Exception:
+                self.store.release_job(key)
+                raise
+            sent.append(subscriber)
+        return sent
+
+    def _send_digest(self, user_id, user_doc, prefs, period, repeat=None):
+        key, start, end = period
+        user = {**user_doc, "id": user_id}
+        digest = {"frequency": "daily", "reports": list(digests.DIGEST_REPORTS),
+                  **(prefs or {}).get("digest", {})}
+        context = digests.caller_context(user, self.store.team_member_ids(user.get("team")))
+        data = digests.gather(self.as_user(context), digests.reports_of(user, digest["reports"]),
+                              start, end)
+        names = {uid: (doc or {}).get("name") for uid, doc in self.store.get_users(
+            {r.get("key") or r.get("assignee_id") for report in data.values()
+             for r in report.get("rows") or report.get("items") or []} - {None}).items()}
+        content = {"frequency": digest["frequency"], "from": to_iso(start), "to": to_iso(end),
+                   "from_day": start.date().isoformat(),
+                   "to_day": (end - timedelta(seconds=1)).date().isoformat(),
+                   "rows": digests.readable(data, names)}
+        channels = Fanout(self.store, self.clock()).digest(user_id, user_doc, prefs, key,
+                                                          content, repeat)
+        return {"period": f"{content['from']}/{content['to']}", "reports": sorted(data),
+                "channels": channels}
 
     def _birthdays(self, day):
         return Fanout(self.store, self.clock()).birthday_run(day, self.contacts_rpc.birthdays)
@@ -160,6 +212,32 @@ class NotificationsService(HealthEntrypoints):
     def run_birthdays(self, day=None):
         """The daily birthday run for one day (default today); safe to repeat."""
         return self._birthdays(date.fromisoformat(day) if day else self.clock()().date())
+
+    @rpc(expected_exceptions=EXPECTED)
+    def run_digests(self, now=None, user_id=None):
+        """Tests and ops: the digests due at `now` (default: now), as the timer sends them."""
+        return self._digests(parse_iso(now) if now else self.clock()(), user_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def send_my_digest(self, params):
+        """The caller's digest now, for the period it would cover (a preview by e-mail)."""
+        user_id = self.notifications.own_user(params)
+        user = self.store.get_user(user_id)
+        if not user:
+            raise NotFound("This user is not known to notifications yet; try again shortly")
+        prefs = self.store.get_preferences(user_id) or {}
+        digest = {"frequency": "daily", "hour": 8, **(prefs.get("digest") or {})}
+        if digest["frequency"] == "off":
+            digest["frequency"] = "daily"
+        now = self.clock()()
+        tz = prefs.get("timezone") or user.get("timezone")
+        period = None
+        for back in range(0, 8 * 24):  # the latest period that was due
+            period = digests.due_period(now - timedelta(hours=back), digest, tz)
+            if period:
+                break
+        return self._send_digest(user_id, user, {**prefs, "digest": digest}, period,
+                                 repeat=to_iso(now))
 
     @rpc(expected_exceptions=EXPECTED)
     def birthday_greeting_owners(self):

@@ -82,6 +82,8 @@ class NotificationsStore(BaseStore):
         # covers every predicate, and {_id, claim} alone was a scan of the whole collection
         # per delivery (mongod indexes every document here: _id is always present)
         self.deliveries.create_index([("claim", ASCENDING), ("_id", ASCENDING)], sparse=True)
+        self.preferences.create_index("digest.frequency", sparse=True)
+        self.users.create_index("team", sparse=True)
         self.ready = True
 
     # users (a copy; the newest announcement wins whatever order they arrive in)
@@ -134,6 +136,18 @@ class NotificationsStore(BaseStore):
     def birthday_greeting_owners(self):
         """Users whose `birthday_greetings` preference is on (read once, by automation)."""
         return [d["_id"] for d in self.preferences.find({"birthday_greetings": True}, {"_id": 1})]
+
+    def digest_subscribers(self):
+        """[(user_id, preferences)] of those with a scheduled digest (the sparse index on
+        digest.frequency: a few documents, not every user's)."""
+        return [(d["_id"], d) for d in self.preferences.find(
+            {"digest.frequency": {"$in": ["daily", "weekly"]}})]
+
+    def team_member_ids(self, team):
+        if not team:
+            return []
+        return sorted(u["_id"] for u in self.users.find({"team": team}, {"active": 1})
+                      if u.get("active", True))
 
     def set_preferences(self, user_id, doc):
         doc = self.preferences.find_one_and_update(

@@ -1,0 +1,103 @@
+"""Scheduled report digests (preferences `digest`): when one is due, which period it covers,
+and the reports it carries, read from their owners with the subscriber's own visibility (an
+agent's digest holds what the agent may see, a manager's their team)."""
+from datetime import timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from contracts.notifications import DIGEST_REPORTS  # noqa: F401 - the service's default
+from crm_common.context import BUILT_IN_ROLES
+from crm_common.timeutil import to_iso
+
+# a digest not sent at its hour (the platform down) still goes out this long after it
+DUE_WINDOW = timedelta(hours=6)
+# reports with amounts: a custom role's field grants may hide them, so its digest leaves
+# them out (the gateway, not this service, knows those grants)
+WITH_AMOUNTS = ("sales", "forecast")
+
+
+def zone(name):
+    try:
+        return ZoneInfo(name) if name else timezone.utc
+    except (ZoneInfoNotFoundError, ValueError):
+        return timezone.utc
+
+
+def due_period(now, digest, tz_name):
+    """(key, start, end) of the period a digest due at `now` covers (times in the user's
+    zone), or None when none is due: daily, the day before its hour; weekly, the 7 days
+    before its weekday's hour."""
+    frequency = (digest or {}).get("frequency", "off")
+    if frequency not in ("daily", "weekly"):
+        return None
+    local = now.astimezone(zone(tz_name))
+    anchor = local.replace(hour=digest.get("hour", 8), minute=0, second=0, microsecond=0)
+    if frequency == "weekly":
+        anchor -= timedelta(days=(local.weekday() - digest.get("weekday", 0)) % 7)
+    if anchor > local:
+        anchor -= timedelta(days=1 if frequency == "daily" else 7)
+    if local - anchor >= DUE_WINDOW:
+        return None
+    start = anchor - timedelta(days=1 if frequency == "daily" else 7)
+    return f"{frequency}:{anchor.date().isoformat()}", start, anchor
+
+
+def caller_context(user, team_members):
+    """The RPC context of a user, as the gateway sets it for their own requests (a custom
+    role reads its own records only)."""
+    role = user.get("role")
+    context = {"user_id": user["id"], "user_role": role, "user_team": user.get("team"),
+               "user_team_members": team_members}
+    if role not in BUILT_IN_ROLES:
+        context["user_scope"] = "own"
+    return context
+
+
+def reports_of(user, wanted):
+    return [r for r in wanted if user.get("role") in BUILT_IN_ROLES or r not in WITH_AMOUNTS]
+
+
+def gather(call, reports, start, end):
+    """{report: its answer} for the period, each asked of its owner by `call(service,
+    method, params)` (raises when an owner does not answer: the digest is tried again)."""
+    period = {"from": to_iso(start), "to": to_iso(end)}
+    out = {}
+    if "sales" in reports:
+        out["sales"] = call("deals", "sales_report", {"group_by": "owner", **period})
+    if "forecast" in reports:
+        out["forecast"] = call("deals", "forecast_report", {})
+    if "tasks" in reports:
+        out["tasks"] = call("tasks", "report", {"group_by": "assignee", **period})
+    if "calls" in reports:
+        out["calls"] = call("telephony", "calls_report", {"group_by": "agent", **period})
+    return out
+
+
+def money(minor, currency):
+    return f"{(minor or 0) / 100:,.2f} {currency}"
+
+
+def readable(data, names):
+    """The reports as rows a template prints: people by name, money in units."""
+    name = lambda user_id: names.get(user_id) or user_id or "-"  # noqa: E731
+    out = {}
+    if "sales" in data:
+        out["sales"] = [{"who": name(r.get("key")), "won": r.get("won_count", 0),
+                         "lost": r.get("lost_count", 0),
+                         "amounts": ", ".join(money(a["won_amount"], a["currency"])
+                                              for a in r.get("amounts") or [])}
+                        for r in data["sales"].get("rows") or []]
+    if "forecast" in data:
+        out["forecast"] = [{"month": r.get("month") or "-", "open": r.get("open_count", 0),
+                            "amount": money(r.get("open_amount"), r["currency"]),
+                            "weighted": money(r.get("weighted_amount"), r["currency"])}
+                           for r in data["forecast"].get("rows") or []]
+    if "tasks" in data:
+        out["tasks"] = [{"who": name(r.get("assignee_id")), "done": r.get("done", 0),
+                         "open": r.get("open", 0), "overdue": r.get("overdue", 0)}
+                        for r in data["tasks"].get("items") or []]
+    if "calls" in data:
+        out["calls"] = [{"who": name(r.get("key")), "calls": r.get("calls", 0),
+                         "answered": r.get("answered", 0), "missed": r.get("missed", 0)}
+                        for r in data["calls"].get("rows") or []]
+        out["missed_not_called_back"] = data["calls"].get("missed_not_called_back", 0)
+    return out
