@@ -471,6 +471,28 @@ def test_reminder_settings_give_a_new_task_its_reminders(stack, worker, page):
     assert task["reminders"] == [15, 60]
 
 
+def test_a_weekly_report_digest_is_set_and_sent_at_once(stack, worker, page):
+    page.goto(stack.stream_url + "/settings/notifications")
+    digest = page.get_by_test_id("digest-settings")
+    expect(digest).to_be_visible()
+    digest.get_by_test_id("digest-frequency").click()
+    page.get_by_role("option", name="Weekly", exact=True).click()
+    digest.get_by_test_id("digest-weekday").click()
+    page.get_by_role("option", name="Wednesday", exact=True).click()
+    digest.get_by_test_id("digest-hour").click()
+    page.get_by_role("option", name="07:00", exact=True).click()
+    digest.locator(".mantine-MultiSelect-input").click()
+    page.get_by_role("option", name="Forecast", exact=True).click()  # off: its pill goes
+    page.keyboard.press("Escape")
+    page.get_by_test_id("prefs-save").click()
+    _wait(lambda: worker.get("/notification-preferences").json()["digest"] == {
+        "frequency": "weekly", "hour": 7, "weekday": 2, "reports": ["sales", "tasks", "calls"]},
+        page)
+    digest.get_by_test_id("digest-send").click()
+    expect(page.get_by_text("Digest sent")).to_be_visible()
+    page.screenshot(path=os.path.join(SCREENS, "report_digest_settings.png"))
+
+
 def test_a_thread_is_read_and_answered_from_the_inbox(stack, api, admin_page):
     tag = uuid.uuid4().hex[:8]
     secret, tg_id = f"tg{tag}", random.randint(10 ** 8, 10 ** 9)

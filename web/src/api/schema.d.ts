@@ -1632,6 +1632,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/notification-preferences/digest/send": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Send the caller's report digest now (its reports for the period it would cover, on its channels), e.g. to see what it looks like */
+        post: operations["post_notifications_send_digest"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/notifications": {
         parameters: {
             query?: never;
@@ -3844,6 +3861,31 @@ export interface components {
             next_cursor?: string | null;
             total?: number;
         };
+        Digest: {
+            /**
+             * @default off
+             * @enum {string}
+             */
+            frequency: "off" | "daily" | "weekly";
+            /**
+             * @description local hour it is sent at (or within 6 hours after, if the platform was down then)
+             * @default 8
+             */
+            hour: number;
+            /** @description won deals by owner, open forecast, tasks by assignee, calls by agent; a custom role gets tasks and calls only (amounts may be hidden from it) */
+            reports?: ("sales" | "forecast" | "tasks" | "calls")[];
+            /**
+             * @description weekly: 0 Monday ... 6 Sunday
+             * @default 0
+             */
+            weekday: number;
+        };
+        DigestSent: {
+            channels?: string[];
+            /** @description what it covers: from/to (ISO) */
+            period?: string;
+            reports?: string[];
+        };
         DocumentOut: {
             client?: components["schemas"]["Party"];
             conversation_id?: string | null;
@@ -4857,6 +4899,8 @@ export interface components {
             channels?: {
                 [key: string]: ("inapp" | "email" | "sms" | "telegram")[];
             };
+            /** @description a scheduled e-mail of reports (channels: `report_digest`) */
+            digest?: components["schemas"]["Digest"];
             /** @enum {string|null} */
             language?: "en" | "it" | null;
             /** @description non-urgent messages wait until the end of this daily window */
@@ -4874,6 +4918,7 @@ export interface components {
             channels?: {
                 [key: string]: string[];
             };
+            digest?: components["schemas"]["Digest"];
             language?: string | null;
             quiet_hours?: components["schemas"]["QuietHours"] | (never | null);
             task_reminders?: number[];
@@ -22724,6 +22769,124 @@ export interface operations {
             };
             /** @description Unsupported media type */
             415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Invalid input, with per-field errors */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service or the broker is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service did not answer in time */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    post_notifications_send_digest: {
+        parameters: {
+            query?: {
+                /** @description admins only: act on another user's inbox or preferences */
+                user_id?: string;
+            };
+            header?: {
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
+                "X-Request-Id"?: string;
+                /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DigestSent"];
+                };
+            };
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -1,5 +1,5 @@
 import { useEffect, useState } from "react";
-import { Button, Card, Checkbox, Group, MultiSelect, Stack, Switch, Table, Text, TextInput, Title } from "@mantine/core";
+import { Button, Card, Checkbox, Group, MultiSelect, Select, Stack, Switch, Table, Text, TextInput, Title } from "@mantine/core";
 import { notifications as toasts } from "@mantine/notifications";
 import { useMutation, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
@@ -9,7 +9,16 @@ import { fieldErrors } from "../components/TaskDialogs";
 import { leadLabel, REMINDER_CHOICES, useNotificationPrefs } from "../lib/reminders";
 
 const CHANNELS = ["inapp", "email", "sms", "telegram"] as const;
+const DIGEST_REPORTS = ["sales", "forecast", "tasks", "calls"] as const;
 type Prefs = Schemas["PreferencesOut"];
+type Digest = Schemas["Digest"];
+
+/** Monday..Sunday (the API's 0..6) in the user's language. */
+function weekdays(language: string) {
+  const monday = new Date(Date.UTC(2024, 0, 1)); // a Monday
+  return Array.from({ length: 7 }, (_, i) => ({ value: String(i), label: new Intl.DateTimeFormat(language, {
+    weekday: "long", timeZone: "UTC" }).format(new Date(monday.getTime() + i * 86400000)) }));
+}
 
 /** The caller's reminders and notifications: the lead times a new task's reminders start
  * with, the channels per kind of notice, quiet hours (GET/PUT /notification-preferences). */
@@ -23,7 +32,7 @@ export function NotificationSettings() {
   const save = useMutation({
     mutationFn: async (body: Prefs) => ok(await api.PUT("/api/v1/notification-preferences", { body: {
       channels: body.channels as Record<string, (typeof CHANNELS)[number][]>, quiet_hours: body.quiet_hours ?? null,
-      task_reminders: body.task_reminders ?? [] } })),
+      task_reminders: body.task_reminders ?? [], ...(body.digest ? { digest: body.digest } : {}) } })),
     onSuccess: (data) => {
       queryClient.setQueryData(["notification-preferences"], data);
       setErrors({});
@@ -31,11 +40,18 @@ export function NotificationSettings() {
     },
     onError: (error) => setErrors(fieldErrors(error)),
   });
+  const sendDigest = useMutation({
+    mutationFn: async () => ok(await api.POST("/api/v1/notification-preferences/digest/send", {})),
+    onSuccess: () => toasts.show({ color: "green", message: t("digestSent") }),
+    onError: (error) => setErrors(fieldErrors(error)),
+  });
   if (!draft) return <QueryState loading={prefs.isLoading} error={prefs.error} retry={() => prefs.refetch()} />;
   const channels = draft.channels ?? {};
   const toggle = (kind: string, channel: string, on: boolean) => setDraft({ ...draft, channels: { ...channels,
     [kind]: on ? [...(channels[kind] ?? []), channel] : (channels[kind] ?? []).filter((c) => c !== channel) } });
   const quiet = draft.quiet_hours;
+  const digest: Digest = draft.digest ?? { frequency: "off", hour: 8, weekday: 0, reports: [...DIGEST_REPORTS] };
+  const setDigest = (changes: Partial<Digest>) => setDraft({ ...draft, digest: { ...digest, ...changes } });
   return (
     <Stack maw={760}>
       <Title order={2}>{t("notificationSettings")}</Title>
@@ -82,6 +98,34 @@ export function NotificationSettings() {
           </Group>
         )}
         <Text size="xs" c="dimmed" mt="xs">{t("quietHoursHint")}</Text>
+      </Card>
+      <Card withBorder data-testid="digest-settings">
+        <Title order={4}>{t("digest")}</Title>
+        <Text size="xs" c="dimmed" mb="xs">{t("digestHint")}</Text>
+        <Group align="flex-end">
+          <Select label={t("digestFrequency")} data-testid="digest-frequency" allowDeselect={false} w={160}
+                  data={["off", "daily", "weekly"].map((f) => ({ value: f, label: t(`digest_${f}`) }))}
+                  value={digest.frequency ?? "off"} onChange={(v) => setDigest({ frequency: (v ?? "off") as Digest["frequency"] })} />
+          {digest.frequency !== "off" && (
+            <Select label={t("digestHour")} data-testid="digest-hour" allowDeselect={false} w={100}
+                    data={Array.from({ length: 24 }, (_, h) => ({ value: String(h), label: `${String(h).padStart(2, "0")}:00` }))}
+                    value={String(digest.hour ?? 8)} onChange={(v) => setDigest({ hour: Number(v ?? 8) })} />
+          )}
+          {digest.frequency === "weekly" && (
+            <Select label={t("digestWeekday")} data-testid="digest-weekday" allowDeselect={false} w={160}
+                    data={weekdays(i18n.language)} value={String(digest.weekday ?? 0)}
+                    onChange={(v) => setDigest({ weekday: Number(v ?? 0) })} />
+          )}
+        </Group>
+        {digest.frequency !== "off" && (
+          <MultiSelect mt="xs" label={t("digestReports")} data-testid="digest-reports" error={errors.digest}
+                       data={DIGEST_REPORTS.map((r) => ({ value: r, label: t(`digestReport_${r}`) }))}
+                       value={digest.reports ?? []} onChange={(values) => setDigest({ reports: values as Digest["reports"] })} />
+        )}
+        <Group mt="xs">
+          <Button variant="light" size="xs" onClick={() => sendDigest.mutate()} loading={sendDigest.isPending}
+                  data-testid="digest-send">{t("digestSendNow")}</Button>
+        </Group>
       </Card>
       {errors._ && <Text c="red" size="sm">{errors._}</Text>}
       <Group><Button onClick={() => save.mutate(draft)} loading={save.isPending} data-testid="prefs-save">{t("save")}</Button></Group>
