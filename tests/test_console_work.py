@@ -369,6 +369,30 @@ def test_dashboard_charts_the_reports_and_drills_into_the_board(stack, worker, a
     expect(admin_page.get_by_role("switch", name="Missed, not called back")).to_be_checked()
 
 
+def test_the_dashboard_shows_the_plan_by_person_and_drills_into_overdue_tasks(stack, api, worker,
+                                                                              admin_page):
+    month = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m")
+    target = api.post("/targets", json={"user_id": worker.user["id"], "period": month,
+                                        "deals_count": 50})
+    assert target.status_code == 201, target.text
+    late = _task(worker, title=f"Late {uuid.uuid4().hex[:5]}",
+                 due_at=(dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)).isoformat())
+    admin_page.goto(stack.stream_url + "/dashboard")
+    plan = admin_page.get_by_test_id(f"plan-{worker.user['id']}")
+    expect(plan).to_contain_text("Console Agent")
+    expect(plan).to_contain_text("of 50")
+    row = admin_page.get_by_test_id(f"overdue-{worker.user['id']}")
+    expect(row).to_contain_text("Console Agent")
+    admin_page.screenshot(path=os.path.join(SCREENS, "dashboard_plan_and_overdue.png"), full_page=True)
+    row.click()
+    admin_page.wait_for_url(f"**/tasks?overdue=1&assignee_id={worker.user['id']}")
+    expect(admin_page.get_by_test_id("task-list")).to_contain_text(late["title"])
+    expect(admin_page.get_by_role("switch", name="Overdue")).to_be_checked()
+    admin_page.go_back()
+    admin_page.get_by_test_id(f"plan-{worker.user['id']}").click()
+    admin_page.wait_for_url(f"**/deals?owner_id={worker.user['id']}")
+
+
 def test_screens_fit_a_360_px_phone(stack, browser_page, worker):
     context = browser_page[0].new_context(viewport={"width": 360, "height": 740}, locale="en-US",
                                           is_mobile=True, has_touch=True)

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { change, lastDays, monthSeries, salesTotals } from "./periods";
+import { behindPlan, change, lastDays, monthElapsed, monthSeries, salesTotals } from "./periods";
 
 describe("periods", () => {
   it("cover the last days to the end of today in the user's zone, and the period before", () => {
@@ -25,5 +25,13 @@ describe("periods", () => {
     expect(monthSeries([{ key: "2026-02", won_count: 1, amounts: [{ currency: "EUR", won_amount: 7 }] },
                         { key: "2026-01", won_count: 0, amounts: [] }], "EUR")).toEqual([
       { month: "2026-01", amount: 0, won: 0 }, { month: "2026-02", amount: 7, won: 1 }]);
+  });
+  it("flag who is behind the plan pro rata, not in the first days", () => {
+    expect(monthElapsed("2026-12-15")).toBeCloseTo(15 / 31);
+    expect(monthElapsed("2026-02-28")).toBe(1);
+    expect(behindPlan(30, monthElapsed("2026-12-20"))).toBe(true);   // 30% done, 65% gone
+    expect(behindPlan(60, monthElapsed("2026-12-20"))).toBe(false);  // over 80% of 65%
+    expect(behindPlan(0, monthElapsed("2026-12-03"))).toBe(false);   // too early to say
+    expect(behindPlan(null, 0.9)).toBe(false);
   });
 });

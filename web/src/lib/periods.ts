@@ -42,3 +42,16 @@ export function monthSeries(rows: SalesRow[] | undefined, currency: string) {
     .map((r) => ({ month: String(r.key), amount: (r.amounts ?? []).find((a) => a.currency === currency)?.won_amount ?? 0,
                    won: r.won_count ?? 0 }));
 }
+
+/** How far a month (YYYY-MM-DD of today) has gone, 0..1: what a plan should have reached. */
+export function monthElapsed(today: string) {
+  const [y, m, d] = today.split("-").map(Number);
+  const days = new Date(Date.UTC(y, m, 0)).getUTCDate();
+  return Math.min(1, d / days);
+}
+
+/** Behind plan: under 80% of the share of the period gone (pro rata), after its first days. */
+export function behindPlan(percent: number | null | undefined, elapsed: number) {
+  if (percent == null || elapsed < 0.2) return false;
+  return percent / 100 < 0.8 * elapsed;
+}

@@ -1,5 +1,5 @@
 import { useEffect, useMemo, useState } from "react";
-import { ActionIcon, Badge, Card, Group, SegmentedControl, Select, SimpleGrid, Stack, Table, Text, Title } from "@mantine/core";
+import { ActionIcon, Badge, Card, Group, Progress, SegmentedControl, Select, SimpleGrid, Stack, Table, Text, Title } from "@mantine/core";
 import { useQuery } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
 import { useNavigate } from "react-router-dom";
@@ -9,7 +9,7 @@ import { QueryState } from "../components/QueryState";
 import { useLocale, usePermissions } from "../lib/me";
 import { addTile, loadTiles, moveTile, storeTiles, tileCountQuery, tileLink, type Tile } from "../lib/tiles";
 import { loadViews } from "../lib/views";
-import { change, lastDays, monthSeries, salesTotals } from "../lib/periods";
+import { behindPlan, change, lastDays, monthElapsed, monthSeries, salesTotals } from "../lib/periods";
 
 function Delta({ value }: { value: number | null }) {
   const locale = useLocale();
@@ -89,6 +89,73 @@ function MyTiles() {
   );
 }
 
+/** The plan of the month per person ("5 of 10 won", behind plan flagged) and the overdue
+ * tasks per person, each opening the records behind it. What a role sees follows its
+ * visibility: an agent their own, a manager their team, an admin everyone. */
+function PlanAndTeam() {
+  const { t } = useTranslation();
+  const locale = useLocale();
+  const navigate = useNavigate();
+  const { me } = usePermissions();
+  const today = locale.today();
+  const month = today.slice(0, 7);
+  const progress = useQuery({ queryKey: ["targets", "progress", month], queryFn: async () =>
+    ok(await api.GET("/api/v1/targets/progress", { params: { query: { period: month } } })).items ?? [] });
+  const tasks = useQuery({ queryKey: ["reports", "tasks-by-assignee"], queryFn: async () =>
+    ok(await api.GET("/api/v1/reports/tasks", { params: { query: { group_by: "assignee" } } })).items ?? [] });
+  const users = useQuery({ queryKey: ["users", "active"], queryFn: async () =>
+    ok(await api.GET("/api/v1/users", { params: { query: { limit: 200, active: true } } })).items ?? [] });
+  const name = (id?: string | null) => users.data?.find((u) => u.id === id)?.name ?? id ?? "—";
+  const elapsed = monthElapsed(today);
+  const overdue = (tasks.data ?? []).filter((r) => (r.overdue ?? 0) > 0).sort((a, b) => (b.overdue ?? 0) - (a.overdue ?? 0));
+  const mine = me?.role === "agent";
+  return (
+    <SimpleGrid cols={{ base: 1, md: 2 }}>
+      <Card withBorder data-testid="plan">
+        <Title order={4} mb="sm">{t(mine ? "myPlan" : "teamPlan")} · {month}</Title>
+        <QueryState loading={progress.isLoading} error={progress.error} retry={() => progress.refetch()} />
+        {progress.data?.length === 0 && <Text c="dimmed" size="sm">{t("noTargets")}</Text>}
+        <Stack gap="xs">
+          {(progress.data ?? []).map((p) => {
+            const percent = p.amount_percent ?? p.count_percent ?? null;
+            const behind = behindPlan(percent, elapsed);
+            const who = p.target?.user_id ? name(p.target.user_id) : p.target?.team ?? "—";
+            return (
+              <div key={p.target?.id} data-testid={`plan-${p.target?.user_id ?? p.target?.team}`} style={{ cursor: "pointer" }}
+                   onClick={() => p.target?.user_id && navigate(`/deals?owner_id=${p.target.user_id}`)}>
+                <Group justify="space-between" gap="xs">
+                  <Text size="sm" fw={600}>{who}</Text>
+                  <Group gap={6}>
+                    <Text size="sm">{p.summary}</Text>
+                    {behind && <Badge color="red" variant="light" size="sm" data-testid="behind-plan">{t("behindPlan")}</Badge>}
+                  </Group>
+                </Group>
+                <Progress value={Math.min(100, percent ?? 0)} color={behind ? "red" : "teal"} size="sm" mt={4} />
+              </div>
+            );
+          })}
+        </Stack>
+      </Card>
+      <Card withBorder data-testid="overdue-by-person">
+        <Title order={4} mb="sm">{t("overdueByPerson")}</Title>
+        {!tasks.isLoading && overdue.length === 0 && <Text c="dimmed" size="sm">{t("nothingOverdue")}</Text>}
+        <Table>
+          <Table.Tbody>
+            {overdue.map((r) => (
+              <Table.Tr key={r.assignee_id ?? "none"} style={{ cursor: "pointer" }} data-testid={`overdue-${r.assignee_id}`}
+                        onClick={() => navigate(`/tasks?overdue=1${r.assignee_id ? `&assignee_id=${r.assignee_id}` : ""}`)}>
+                <Table.Td>{name(r.assignee_id)}</Table.Td>
+                <Table.Td><Badge color="red" variant="light">{locale.number(r.overdue)}</Badge></Table.Td>
+                <Table.Td><Text size="sm" c="dimmed">{t("openTasksCount", { count: r.open ?? 0 })}</Text></Table.Td>
+              </Table.Tr>
+            ))}
+          </Table.Tbody>
+        </Table>
+      </Card>
+    </SimpleGrid>
+  );
+}
+
 /** The numbers of the period against the period before, from the report endpoints; a funnel
  * bar opens its stage on the deals board, the missed calls open the call log. */
 export function Dashboard() {
@@ -121,6 +188,7 @@ export function Dashboard() {
         <SegmentedControl value={days} onChange={setDays} data-testid="dashboard-period"
                           data={["7", "30", "90"].map((d) => ({ value: d, label: t("lastDays", { count: Number(d) }) }))} />
       </Group>
+      <PlanAndTeam />
       <MyTiles />
       <QueryState loading={sales.isLoading} error={errors?.error ?? null} retry={() => { sales.refetch(); funnel.refetch(); calls.refetch(); }} />
       <SimpleGrid cols={{ base: 1, xs: 2, md: 4 }}>

@@ -68,7 +68,7 @@ export function DealsBoard() {
   const [chosen, setChosen] = useState<string | null>(params.get("pipeline_id"));
   const focusedStage = params.get("stage_id");
   const pipeline = pipelines.data?.find((p) => p.id === chosen) ?? pipelines.data?.find((p) => p.is_default) ?? pipelines.data?.[0];
-  const [owner, setOwner] = useState<string | null>(null);
+  const [owner, setOwner] = useState<string | null>(params.get("owner_id"));  // a drill-down from a plan
   const [view, setView] = useState("board");
   const [opened, setOpened] = useState<Deal | null>(null);
   const users = useQuery({

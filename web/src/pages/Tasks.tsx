@@ -18,11 +18,14 @@ const KINDS = ["call", "meeting", "email", "todo"] as const;
 
 function TaskList() {
   const { t } = useTranslation();
+  const [params] = useSearchParams();  // a dashboard's drill-down: ?overdue=1&assignee_id=
   const [status, setStatus] = useState<string>("open");
   const [kind, setKind] = useState<string | null>(null);
-  const [overdue, setOverdue] = useState(false);
+  const [overdue, setOverdue] = useState(params.get("overdue") === "1");
+  const assignee = params.get("assignee_id") ?? undefined;
   const [completing, setCompleting] = useState<Task | null>(null);
-  const filters = { status: status as "open", kind: (kind ?? undefined) as "call" | undefined, overdue: overdue || undefined };
+  const filters = { status: status as "open", kind: (kind ?? undefined) as "call" | undefined, overdue: overdue || undefined,
+                    assignee_id: assignee };
   const list = useInfiniteQuery({
     queryKey: ["tasks", "list", filters],
     initialPageParam: undefined as string | undefined,
