@@ -7,6 +7,7 @@ import { Link, useParams, useNavigate } from "react-router-dom";
 import { api, ok, type Schemas } from "../api/client";
 import { QueryState } from "../components/QueryState";
 import { fieldErrors } from "../components/TaskDialogs";
+import { reachMessage } from "../lib/reach";
 import { useLocale, usePermissions } from "../lib/me";
 
 type Conversation = Schemas["ConversationOut"];
@@ -139,7 +140,7 @@ function Thread({ id, summary }: { id: string; summary?: Conversation }) {
               {m.subject && <Text size="sm" fw={600}>{m.subject}</Text>}
               <Text size="sm" style={{ whiteSpace: "pre-wrap" }}>{m.text}</Text>
               <Text size="xs" c="dimmed">{m.channel} · {locale.dateTime(m.at)}{m.direction === "outbound" ? ` · ${t(`msg_${m.status}`, { defaultValue: m.status })}` : ""}</Text>
-              {m.error && <Text size="xs" c="red">{m.error}</Text>}
+              {m.error && <Text size="xs" c="red" title={m.error} data-testid="message-error">{reachMessage(m.error, t)}</Text>}
             </Card>
           ))}
         </Stack>
