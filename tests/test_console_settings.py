@@ -144,6 +144,7 @@ def test_an_admin_sets_up_a_rule_and_sees_its_dry_run(stack, api, page):
     expect(page.get_by_test_id("dry-run-summary")).to_contain_text("would fire")
     expect(table).to_contain_text("deal.amount gt 1000")
     expect(table.get_by_text("Yes", exact=True).first).to_be_visible()
+    page.screenshot(path=os.path.join(SCREENS, "rule_dry_run.png"))
     page.get_by_test_id("tab-runs").click()
     expect(page.get_by_test_id("rule-runs")).to_contain_text("The rule has not run yet")  # a dry run does nothing
     api.delete(f"/automation/rules/{rule['id']}")

@@ -244,7 +244,7 @@ function DealDrawer({ deal: opened, stages, onClose }: { deal: Deal | null; stag
     <Drawer opened={!!deal} onClose={onClose} position="right" title={deal?.title} data-testid="deal-drawer">
       {deal && (
         <Stack>
-          <Text fw={700} fz="xl">{locale.money(deal.amount, deal.currency)}</Text>
+          <Text fw={700} fz="xl" data-testid="deal-amount">{locale.money(deal.amount, deal.currency)}</Text>
           <Text size="sm">{t("stage")}: {stageName(deal.stage_id)} · {deal.status}</Text>
           {deal.contact_id && <Anchor component={Link} to={`/contacts/${deal.contact_id}`}>{t("openContact")}</Anchor>}
           {deal.lost_reason && <Text size="sm" c="red">{t("lostReason")} {deal.lost_reason}</Text>}
