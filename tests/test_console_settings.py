@@ -212,3 +212,23 @@ def test_an_admin_creates_a_web_form_and_copies_its_snippet(stack, api, page):
     expect(page.get_by_test_id("form-snippet")).to_be_visible()
     page.screenshot(path=os.path.join(SCREENS, "web_form_phone.png"), full_page=True)
     page.set_viewport_size({"width": 1400, "height": 900})
+
+
+def test_the_settings_screens_fit_a_360_px_phone(stack, admin_page):
+    context = admin_page.context.browser.new_context(viewport={"width": 360, "height": 740}, locale="en-US",
+                                                     is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    try:
+        admin = type("Admin", (), {"user": {"email": stack.admin_email}, "password": stack.admin_password})
+        sign_in(page, stack, admin)
+        for path, heading in (("/settings/custom-fields", "Custom fields"), ("/settings/automation", "Automation"),
+                              ("/settings/webhooks", "Webhooks"), ("/settings/forms", "Web forms")):
+            page.goto(stack.stream_url + path)
+            expect(page.get_by_role("heading", name=heading, level=2)).to_be_visible()
+            page.wait_for_timeout(300)  # the lists land
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 361, (path, width)  # nothing wider than the phone (wide tables scroll inside)
+            page.screenshot(path=os.path.join(SCREENS, f"phone_settings_{path.rsplit('/', 1)[1]}.png"), full_page=True)
+    finally:
+        context.close()
