@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { reachKind } from "./reach";
+import { reachKind, readable } from "./reach";
 
 describe("reachKind", () => {
   it("names urllib3's refused connection as unreachable", () => {
@@ -14,5 +14,13 @@ describe("reachKind", () => {
     expect(reachKind("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed").kind).toBe("tls");
     expect(reachKind("HTTP 502 from the endpoint")).toEqual({ kind: "http", status: "502" });
     expect(reachKind("something odd").kind).toBe("failed");
+  });
+});
+
+describe("readable", () => {
+  it("keeps the API's own sentences and names connection failures", () => {
+    const t = (key: string) => key;
+    expect(readable("Write a reply first", t)).toBe("Write a reply first");
+    expect(readable("SMTP: [Errno 111] Connection refused", t)).toBe("reach_unreachable");
   });
 });

@@ -25,3 +25,8 @@ export function reachMessage(raw: string, t: (key: string, options?: Record<stri
   const { kind, status } = reachKind(raw);
   return t(`reach_${kind}`, { status });
 }
+
+/** A message from elsewhere as shown: the sentence when it is a connection failure, else as is. */
+export function readable(raw: string, t: (key: string, options?: Record<string, unknown>) => string): string {
+  return reachKind(raw).kind === "failed" ? raw : reachMessage(raw, t);
+}
