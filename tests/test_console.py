@@ -110,12 +110,17 @@ def test_drag_a_deal_across_a_stage_then_to_lost_with_a_reason(stack, agent, pag
     assert agent.get(f"/deals/{deal['id']}").json()["stage_id"] == stages[1]["id"]
     lost = next(s for s in stages if s["kind"] == "lost")
     _drag(page, page.get_by_test_id(f"deal-{deal['id']}"), page.get_by_test_id(f"stage-{lost['id']}"))
+    # the dialog is mounted once per ask with its own uncontrolled field (a board re-render or
+    # a second drop cannot reset it), and it refuses an empty reason out loud
     reason = page.get_by_test_id("lost-reason")
     expect(reason).to_be_focused()  # the dialog finished opening
+    page.get_by_role("button", name="Mark lost").click()
+    expect(page.get_by_text("Say why the deal was lost")).to_be_visible()
     reason.fill("price")
     expect(reason).to_have_value("price")
     page.screenshot(path=os.path.join(SCREENS, "lost_reason_asked.png"))
     page.get_by_role("button", name="Mark lost").click()
+    expect(reason).to_have_count(0)
     expect(page.get_by_test_id(f"stage-{lost['id']}").get_by_test_id(f"deal-{deal['id']}")).to_be_visible()
     page.wait_for_timeout(300)
     moved = agent.get(f"/deals/{deal['id']}").json()

@@ -6,6 +6,7 @@ screenshot under .test-output/screens/. Skips like tests/test_console.py."""
 import datetime as dt
 import os
 import random
+import re
 import uuid
 from zoneinfo import ZoneInfo
 
@@ -574,6 +575,10 @@ def test_an_agent_builds_a_quote_and_downloads_its_pdf(stack, api, worker, page)
     sales.get_by_test_id("item-add").click()
     expect(sales.get_by_test_id("line-items")).to_contain_text(product["name"])
     expect(sales.get_by_test_id("line-total")).to_contain_text("€")
+    # the deal's amount follows its lines, on the drawer and on the board's card behind it
+    amount = page.get_by_test_id("deal-amount")
+    expect(amount).not_to_have_text(re.compile(r"^\D*0[.,]00\D*$"))
+    expect(page.get_by_test_id(f"deal-{deal['id']}")).to_contain_text(amount.inner_text())
     sales.get_by_test_id("quote-create").click()
     quote = sales.locator("[data-testid^=quote-]").filter(has=page.get_by_test_id("quote-pdf"))
     expect(quote).to_have_count(1)

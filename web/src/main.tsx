@@ -28,6 +28,10 @@ const Reports = lazy(() => import("./pages/Reports").then((m) => ({ default: m.R
 const NotificationSettings = lazy(() => import("./pages/NotificationSettings").then((m) => ({ default: m.NotificationSettings })));
 const Inbox = lazy(() => import("./pages/Inbox").then((m) => ({ default: m.Inbox })));
 const Telephony = lazy(() => import("./pages/Telephony").then((m) => ({ default: m.Telephony })));
+const CustomFieldSettings = lazy(() => import("./pages/CustomFieldSettings").then((m) => ({ default: m.CustomFieldSettings })));
+const Webhooks = lazy(() => import("./pages/Webhooks").then((m) => ({ default: m.Webhooks })));
+const WebForms = lazy(() => import("./pages/WebForms").then((m) => ({ default: m.WebForms })));
+const Automation = lazy(() => import("./pages/Automation").then((m) => ({ default: m.Automation })));
 const CompanyCard = lazy(() => import("./pages/Companies").then((m) => ({ default: m.CompanyCard })));
 
 const queryClient = new QueryClient({
@@ -72,6 +76,10 @@ function App() {
           <Route path="/settings/pipelines" element={<Pipelines />} />
           <Route path="/settings/notifications" element={<NotificationSettings />} />
           <Route path="/settings/telephony" element={<Telephony />} />
+          <Route path="/settings/custom-fields" element={<CustomFieldSettings />} />
+          <Route path="/settings/webhooks" element={<Webhooks />} />
+          <Route path="/settings/forms" element={<WebForms />} />
+          <Route path="/settings/automation" element={<Automation />} />
           <Route path="/inbox" element={<Inbox />} />
           <Route path="/inbox/:conversationId" element={<Inbox />} />
         </Route>

@@ -38,6 +38,10 @@ export function Layout() {
     ["/settings/pipelines", t("pipelines"), "pipelines:read"],
     ["/settings/access", t("usersAndKeys"), "users:read"],
     ["/settings/telephony", t("telephony"), "telephony-settings:manage"],
+    ["/settings/custom-fields", t("customFields"), "custom-fields:manage"],
+    ["/settings/automation", t("automation"), "automation:read"],
+    ["/settings/webhooks", t("webhooks"), "webhooks:manage"],
+    ["/settings/forms", t("webForms"), "forms:read"],
     ["/settings/notifications", t("notificationSettings"), ""],
   ];
   return (

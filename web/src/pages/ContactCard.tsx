@@ -6,6 +6,7 @@ import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
 import { Link, useParams } from "react-router-dom";
 import { api, ok, type Contact, type Schemas } from "../api/client";
+import { changedCustom, CustomInputs, CustomValuesView, type CustomValues } from "../components/CustomFields";
 import { PhoneIcon } from "../components/Icons";
 import { QueryState } from "../components/QueryState";
 import { CompleteDialog, CreateTaskDialog, fieldErrors } from "../components/TaskDialogs";
@@ -17,7 +18,7 @@ import { TaskRow } from "./Today";
 
 type Draft = {
   first_name: string; last_name: string; position: string; status: string; source: string; tags: string[];
-  phones: string[]; emails: string[]; do_not_contact: boolean;
+  phones: string[]; emails: string[]; do_not_contact: boolean; custom: CustomValues;
 };
 
 function draftOf(c: Contact): Draft {
@@ -25,6 +26,7 @@ function draftOf(c: Contact): Draft {
     first_name: c.first_name ?? "", last_name: c.last_name ?? "", position: c.position ?? "", status: c.status ?? "lead",
     source: c.source ?? "", tags: c.tags ?? [], phones: (c.phones ?? []).map((p) => p.e164 ?? p.raw ?? ""),
     emails: (c.emails ?? []).map((e) => e.email ?? ""), do_not_contact: !!c.do_not_contact,
+    custom: { ...((c.custom as CustomValues | undefined) ?? {}) },
   };
 }
 
@@ -40,7 +42,9 @@ function ContactEditor({ contact, onDone }: { contact: Contact; onDone: () => vo
       body: { first_name: draft.first_name, last_name: draft.last_name, position: draft.position || null,
               status: draft.status as "lead", source: draft.source || null, tags: draft.tags, do_not_contact: draft.do_not_contact,
               phones: draft.phones.filter((p) => p.trim()).map((number) => ({ number: number.trim(), type: "mobile" as const })),
-              emails: draft.emails.filter((e) => e.trim()).map((email) => ({ email: email.trim(), type: "work" as const })) } })),
+              emails: draft.emails.filter((e) => e.trim()).map((email) => ({ email: email.trim(), type: "work" as const })),
+              ...(Object.keys(changedCustom(contact.custom as CustomValues, draft.custom)).length
+                ? { custom: changedCustom(contact.custom as CustomValues, draft.custom) } : {}) } })),
     onSuccess: (saved) => { queryClient.setQueryData(["contact", contact.id], saved); queryClient.invalidateQueries({ queryKey: ["contact", contact.id] }); onDone(); },
     onError: (error) => setErrors(fieldErrors(error)),
   });
@@ -85,6 +89,7 @@ function ContactEditor({ contact, onDone }: { contact: Contact; onDone: () => vo
         </Group>
         <TagsInput label={t("tags")} value={draft.tags} onChange={(v) => set("tags", v)} error={errors.tags} />
         <Checkbox label={t("doNotContact")} checked={draft.do_not_contact} onChange={(e) => set("do_not_contact", e.currentTarget.checked)} />
+        <CustomInputs entity="contact" values={draft.custom} onChange={(v) => set("custom", v)} error={errors.custom} />
         {errors._ && <Alert color="red">{errors._}</Alert>}
         <Group justify="flex-end">
           <Button variant="default" onClick={onDone}>{t("cancel")}</Button>
@@ -319,6 +324,7 @@ export function ContactCard() {
                     <Text><b>{t("status")}:</b> {t(`status_${c.status ?? "lead"}`)}</Text>
                     {c.source && <Text><b>{t("source")}:</b> {c.source}</Text>}
                     {!!c.tags?.length && <Group gap={4}>{c.tags.map((tag) => <Badge key={tag} variant="outline">{tag}</Badge>)}</Group>}
+                    <CustomValuesView entity="contact" values={c.custom as CustomValues} />
                     <Group mt="xs">
                       {can("tasks:write") && <Button size="xs" onClick={() => setTaskOpen(true)} data-testid="contact-new-task">{t("newTask")}</Button>}
                       {can("deals:write") && <Button size="xs" variant="light" onClick={() => setDealOpen(true)} data-testid="contact-new-deal">{t("newDeal")}</Button>}

@@ -7,6 +7,7 @@ import { useInfiniteQuery, useQuery, useQueryClient } from "@tanstack/react-quer
 import { useTranslation } from "react-i18next";
 import { Link, useSearchParams } from "react-router-dom";
 import { api, ok, tokenStore, type Contact } from "../api/client";
+import { useCustomFields, useShowValue } from "../components/CustomFields";
 import { QueryState } from "../components/QueryState";
 import { useLocale, usePermissions } from "../lib/me";
 import { contactsQuery, deleteView, filtersQuery, loadViews, saveView, toCsv, type SavedView } from "../lib/views";
@@ -38,6 +39,13 @@ export function Contacts() {
   const filters: Filters = Object.fromEntries(FILTERS.map((f) => [f, params.get(f) ?? undefined]));
   const [text, setText] = useState(filters.q ?? "");
   const [q] = useDebouncedValue(text.trim(), 200);
+  // custom fields as columns on wide screens: the required ones (the minimal data set) first,
+  // then the newest, three at most
+  const customFields = useCustomFields("contact");
+  const showCustom = useShowValue();
+  const customColumns = useMemo(() => (customFields.data ?? []).filter((f) => !f.retired)
+    .sort((a, b) => Number(!!b.required) - Number(!!a.required) || (b.created_at ?? "").localeCompare(a.created_at ?? ""))
+    .slice(0, 3), [customFields.data]);
   const setFilter = (name: keyof Filters, value: string | null | undefined) =>
     setParams((now) => { const next = new URLSearchParams(now); if (value) next.set(name, value); else next.delete(name); return next; }, { replace: true });
   useEffect(() => { if ((params.get("q") ?? "") !== q) setFilter("q", q); }, [q]); // eslint-disable-line react-hooks/exhaustive-deps
@@ -192,6 +200,7 @@ export function Contacts() {
                 <Table.Th>{t("name")}</Table.Th><Table.Th>{t("phone")}</Table.Th>
                 <Table.Th visibleFrom="sm">{t("email")}</Table.Th><Table.Th visibleFrom="sm">{t("status")}</Table.Th>
                 <Table.Th visibleFrom="md">{t("tags")}</Table.Th><Table.Th visibleFrom="md">{t("created")}</Table.Th>
+                {customColumns.map((f) => <Table.Th key={f.key} visibleFrom="lg" data-testid={`column-${f.key}`}>{f.label}</Table.Th>)}
               </Table.Tr>
             </Table.Thead>
             <Table.Tbody>
@@ -206,6 +215,7 @@ export function Contacts() {
                   <Table.Td visibleFrom="sm"><Badge variant="light">{t(`status_${contact.status ?? "lead"}`)}</Badge></Table.Td>
                   <Table.Td visibleFrom="md">{(contact.tags ?? []).map((tag) => <Badge key={tag} size="xs" variant="outline" mr={2}>{tag}</Badge>)}</Table.Td>
                   <Table.Td visibleFrom="md">{locale.date(contact.created_at)}</Table.Td>
+                  {customColumns.map((f) => <Table.Td key={f.key} visibleFrom="lg">{showCustom(f, (contact.custom as Record<string, unknown> | undefined)?.[f.key!])}</Table.Td>)}
                 </Table.Tr>
               ))}
             </Table.Tbody>

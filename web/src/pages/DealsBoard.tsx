@@ -14,6 +14,13 @@ import { money, totalsByCurrency } from "../lib/format";
 import { useLocale, usePermissions } from "../lib/me";
 
 
+/** The later of two reads of a deal (by version, then updated_at). */
+export function newest(listed: Deal, single?: Deal): Deal {
+  if (!single || single.id !== listed.id) return listed;
+  if (single.version != null && listed.version != null) return single.version > listed.version ? { ...listed, ...single } : listed;
+  return (single.updated_at ?? "") > (listed.updated_at ?? "") ? { ...listed, ...single } : listed;
+}
+
 function DealCard({ deal, language, movable, onOpen }: { deal: Deal; language: string; movable: boolean; onOpen: (deal: Deal) => void }) {
   const { attributes, listeners, setNodeRef, transform, isDragging } = useDraggable({ id: deal.id ?? "", disabled: !movable });
   const style = transform ? { transform: `translate3d(${transform.x}px, ${transform.y}px, 0)`, zIndex: 10 } : undefined;
@@ -79,12 +86,14 @@ export function DealsBoard() {
   const deals = useQuery({
     queryKey: ["deals", "board", pipeline?.id, owner],
     enabled: !!pipeline?.id,
-    queryFn: async () => ok(await api.GET("/api/v1/deals", {
-      params: { query: { pipeline_id: pipeline!.id, limit: 500, ...(owner ? { owner_id: owner } : {}) } } })).items ?? [],
+    // a list may be answered from the search index, which follows writes a moment later: a
+    // deal read on its own since (the drawer's, after line items changed its amount) wins
+    queryFn: async () => (ok(await api.GET("/api/v1/deals", {
+      params: { query: { pipeline_id: pipeline!.id, limit: 500, ...(owner ? { owner_id: owner } : {}) } } })).items ?? [])
+      .map((deal) => newest(deal, queryClient.getQueryData<Deal>(["deals", "one", deal.id]))),
   });
   const ownerName = (id?: string | null) => users.data?.find((u) => u.id === id)?.name ?? (id === me?.id ? t("me") : "");
   const [lost, setLost] = useState<{ deal: Deal; stage: Stage } | null>(null);
-  const [reason, setReason] = useState("");
 
   const move = useMutation({
     mutationFn: async ({ deal, stage, lostReason }: { deal: Deal; stage: Stage; lostReason?: string }) =>
@@ -113,9 +122,9 @@ export function DealsBoard() {
   const onDragEnd = ({ active, over }: DragEndEvent) => {
     const deal = deals.data?.find((d) => d.id === active.id);
     const stage = pipeline?.stages?.find((s) => s.id === over?.id);
-    if (!deal || !stage || deal.stage_id === stage.id) return;
+    // while the reason is asked nothing else opens or resets the dialog
+    if (!deal || !stage || deal.stage_id === stage.id || lost) return;
     if (stage.kind === "lost") {
-      setReason("");
       setLost({ deal, stage });
     } else {
       move.mutate({ deal, stage });
@@ -172,23 +181,37 @@ export function DealsBoard() {
         </DndContext>
       )}
       <DealDrawer deal={opened} stages={pipeline?.stages ?? []} onClose={() => setOpened(null)} />
-      <Modal opened={!!lost} onClose={() => setLost(null)} title={t("lostReason")}>
-        <form onSubmit={(e) => {
-          e.preventDefault();
-          if (lost && reason.trim()) move.mutate({ ...lost, lostReason: reason.trim() });
-          setLost(null);
-        }}>
-          <Stack>
-            <TextInput data-autofocus required placeholder={t("lostReasonPlaceholder")} value={reason}
-                       onChange={(e) => setReason(e.currentTarget.value)} data-testid="lost-reason" />
-            <Group justify="flex-end">
-              <Button variant="default" onClick={() => setLost(null)}>{t("cancel")}</Button>
-              <Button type="submit" color="red">{t("markLost")}</Button>
-            </Group>
-          </Stack>
-        </form>
-      </Modal>
+      {lost && <LostReasonDialog key={lost.deal.id} onCancel={() => setLost(null)}
+                                 onSubmit={(lostReason) => { move.mutate({ ...lost, lostReason }); setLost(null); }} />}
     </Stack>
+  );
+}
+
+/** Asks why a deal is lost. Mounted per ask (keyed by the deal), so no re-render of the board
+ * can reset what was typed; the field is uncontrolled and read on submit, so the text sent is
+ * the text in the field; an empty reason says so next to the field instead of a silent no. */
+function LostReasonDialog({ onCancel, onSubmit }: { onCancel: () => void; onSubmit: (reason: string) => void }) {
+  const { t } = useTranslation();
+  const field = useRef<HTMLInputElement | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  return (
+    <Modal opened onClose={onCancel} title={t("lostReason")}>
+      <form noValidate onSubmit={(e) => {
+        e.preventDefault();
+        const reason = field.current?.value.trim() ?? "";
+        if (!reason) { setError(t("lostReasonRequired")); field.current?.focus(); return; }
+        onSubmit(reason);
+      }}>
+        <Stack>
+          <TextInput ref={field} data-autofocus required placeholder={t("lostReasonPlaceholder")} defaultValue=""
+                     error={error} onChange={() => setError(null)} data-testid="lost-reason" />
+          <Group justify="flex-end">
+            <Button variant="default" onClick={onCancel}>{t("cancel")}</Button>
+            <Button type="submit" color="red">{t("markLost")}</Button>
+          </Group>
+        </Stack>
+      </form>
+    </Modal>
   );
 }
 
@@ -203,6 +226,14 @@ function DealDrawer({ deal: opened, stages, onClose }: { deal: Deal | null; stag
     queryFn: async () => ok(await api.GET("/api/v1/deals/{deal_id}", { params: { path: { deal_id: opened!.id! } } })),
   });
   const deal = opened && fresh.data?.id === opened.id ? fresh.data : opened;
+  // the board's card shows what the drawer shows (amount after line items, stage, title)
+  const queryClient = useQueryClient();
+  useEffect(() => {
+    const one = fresh.data;
+    if (!one?.id) return;
+    queryClient.setQueriesData<Deal[]>({ queryKey: ["deals", "board"] },
+      (list) => list?.map((d) => (d.id === one.id ? newest(d, one) : d)));
+  }, [fresh.data, queryClient]);
   const history = useQuery({
     queryKey: ["deals", "history", deal?.id],
     enabled: !!deal?.id,
@@ -213,7 +244,7 @@ function DealDrawer({ deal: opened, stages, onClose }: { deal: Deal | null; stag
     <Drawer opened={!!deal} onClose={onClose} position="right" title={deal?.title} data-testid="deal-drawer">
       {deal && (
         <Stack>
-          <Text fw={700} fz="xl">{locale.money(deal.amount, deal.currency)}</Text>
+          <Text fw={700} fz="xl" data-testid="deal-amount">{locale.money(deal.amount, deal.currency)}</Text>
           <Text size="sm">{t("stage")}: {stageName(deal.stage_id)} · {deal.status}</Text>
           {deal.contact_id && <Anchor component={Link} to={`/contacts/${deal.contact_id}`}>{t("openContact")}</Anchor>}
           {deal.lost_reason && <Text size="sm" c="red">{t("lostReason")} {deal.lost_reason}</Text>}

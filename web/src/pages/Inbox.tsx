@@ -7,6 +7,7 @@ import { Link, useParams, useNavigate } from "react-router-dom";
 import { api, ok, type Schemas } from "../api/client";
 import { QueryState } from "../components/QueryState";
 import { fieldErrors } from "../components/TaskDialogs";
+import { reachMessage, readable } from "../lib/reach";
 import { useLocale, usePermissions } from "../lib/me";
 
 type Conversation = Schemas["ConversationOut"];
@@ -102,7 +103,7 @@ function Thread({ id, summary }: { id: string; summary?: Conversation }) {
     mutationFn: async () => ok(await api.POST("/api/v1/conversations/{conversation_id}/messages", {
       params: { path: { conversation_id: id } }, body: { body: text.trim(), language: locale.language, ...replyChannel(messages.data) } })),
     onSuccess: () => { setText(""); setErrors({}); refresh(); },
-    onError: (error) => setErrors(fieldErrors(error)),
+    onError: (error) => setErrors(Object.fromEntries(Object.entries(fieldErrors(error)).map(([k, v]) => [k, readable(v, t)]))),
   });
   const act = useMutation({
     mutationFn: async (action: "close" | "reopen" | "assign") => ok(action === "assign"
@@ -110,7 +111,7 @@ function Thread({ id, summary }: { id: string; summary?: Conversation }) {
       : action === "close" ? await api.POST("/api/v1/conversations/{conversation_id}/close", { params: { path: { conversation_id: id } } })
       : await api.POST("/api/v1/conversations/{conversation_id}/reopen", { params: { path: { conversation_id: id } } })),
     onSuccess: refresh,
-    onError: (error) => toasts.show({ color: "red", title: t("actionFailed"), message: (error as Error).message }),
+    onError: (error) => toasts.show({ color: "red", title: t("actionFailed"), message: readable((error as Error).message, t) }),
   });
   const c = conversation.data;
   const writable = can("conversations:write");
@@ -139,7 +140,7 @@ function Thread({ id, summary }: { id: string; summary?: Conversation }) {
               {m.subject && <Text size="sm" fw={600}>{m.subject}</Text>}
               <Text size="sm" style={{ whiteSpace: "pre-wrap" }}>{m.text}</Text>
               <Text size="xs" c="dimmed">{m.channel} · {locale.dateTime(m.at)}{m.direction === "outbound" ? ` · ${t(`msg_${m.status}`, { defaultValue: m.status })}` : ""}</Text>
-              {m.error && <Text size="xs" c="red">{m.error}</Text>}
+              {m.error && <Text size="xs" c="red" title={m.error} data-testid="message-error">{reachMessage(m.error, t)}</Text>}
             </Card>
           ))}
         </Stack>

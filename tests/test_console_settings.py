@@ -1,0 +1,234 @@
+"""The console's settings screens in Debian's chromium against the real stack: custom fields
+(defined, then filled on a contact's card and seen in the list), an automation rule with its
+dry run, a webhook with its delivery log and redeliver, a web form with its preview and the
+embed snippet copied. One browser and one admin page for the module; each test saves a
+screenshot under .test-output/screens/. Skips like tests/test_console.py."""
+import os
+import random
+import re
+import uuid
+
+import pytest
+import requests
+
+from crm_common.errors import Forbidden
+from crm_common.timeutil import to_iso, utcnow
+from tests.test_console import CHROMIUM, SCREENS, pytestmark, sign_in  # noqa: F401
+from tests.test_notifications import ch  # noqa: F401
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # pragma: no cover - requirements-dev.txt pins it
+    sync_playwright = None
+
+
+@pytest.fixture(scope="module")
+def admin_page(stack):
+    os.makedirs(SCREENS, exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                              args=["--no-sandbox", "--disable-gpu"])
+        context = chromium.new_context(viewport={"width": 1400, "height": 900}, locale="en-US",
+                                       permissions=["clipboard-read", "clipboard-write"])
+        page = context.new_page()
+        page.set_default_timeout(15000)
+        admin = type("Admin", (), {"user": {"email": stack.admin_email}, "password": stack.admin_password})
+        sign_in(page, stack, admin)
+        yield page
+        context.close()
+        chromium.close()
+
+
+@pytest.fixture
+def page(admin_page, request):
+    yield admin_page
+    admin_page.screenshot(path=os.path.join(SCREENS, f"{request.node.name}.png"), full_page=True)
+
+
+def _pick(page, testid, option):
+    """A Mantine Select / MultiSelect: open it and choose the option."""
+    page.get_by_test_id(testid).click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_an_admin_defines_a_custom_field_and_fills_it_on_a_contact(stack, api, page):
+    unique = uuid.uuid4().hex[:6]
+    label = f"Shoe size {unique}"
+    key = f"shoe_size_{unique}"
+    page.goto(stack.stream_url + "/settings/custom-fields")
+    page.get_by_test_id("cf-label").fill(label)
+    expect(page.get_by_test_id("cf-key")).to_have_value(key)  # the key follows the label
+    _pick(page, "cf-type", "Number")
+    page.get_by_label("Part of the minimal data set").check()
+    page.get_by_test_id("cf-create").click()
+    expect(page.get_by_test_id(f"cf-{key}")).to_contain_text(label)
+    defined = api.get(f"/custom-fields/contact:{key}").json()
+    assert defined["type"] == "number" and defined["required"] is True, defined
+    # rename it in place
+    page.get_by_test_id(f"cf-{key}").get_by_test_id("cf-edit").click()
+    page.get_by_test_id("cf-edit-label").fill(label + " EU")
+    page.get_by_test_id("cf-edit-save").click()
+    expect(page.get_by_test_id(f"cf-{key}")).to_contain_text(label + " EU")
+    # the contact's form has it, typed; the card and the list show the value
+    name = f"Cf{unique}"
+    contact = api.post("/contacts", json={"first_name": name, "last_name": "Fields",
+                                          "phones": ["+39347" + "".join(random.choice("0123456789") for _ in range(7))]})
+    assert contact.status_code == 201, contact.text
+    contact = contact.json()
+    page.goto(stack.stream_url + f"/contacts/{contact['id']}")
+    page.get_by_test_id("contact-edit").click()
+    page.get_by_test_id(f"custom-input-{key}").fill("42")
+    page.get_by_test_id("contact-save").click()
+    expect(page.get_by_test_id(f"custom-{key}")).to_contain_text(f"{label} EU: 42")
+    assert api.get(f"/contacts/{contact['id']}").json()["custom"][key] == 42
+    page.goto(stack.stream_url + f"/contacts?q={name}")
+    expect(page.get_by_test_id(f"column-{key}")).to_have_text(label + " EU")
+    expect(page.get_by_test_id(f"contact-row-{contact['id']}")).to_contain_text("42")
+    # retired: no input any more, the stored value still shown
+    page.goto(stack.stream_url + "/settings/custom-fields")
+    page.get_by_test_id(f"cf-{key}").get_by_test_id("cf-retire").click()
+    expect(page.get_by_test_id(f"cf-{key}")).to_contain_text("retired")
+    page.goto(stack.stream_url + f"/contacts/{contact['id']}")
+    expect(page.get_by_test_id(f"custom-{key}")).to_contain_text("retired")
+    page.get_by_test_id("contact-edit").click()
+    expect(page.get_by_test_id(f"custom-input-{key}")).to_have_count(0)
+
+
+def test_an_admin_sets_up_a_rule_and_sees_its_dry_run(stack, api, page):
+    # the window is the last days of the automation clock: real time where a test moved it
+    try:
+        stack.rpc.call("automation", "set_clock", to_iso(utcnow()))
+    except Forbidden:  # no test clock in this stack: it is the real time
+        pass
+    unique = uuid.uuid4().hex[:8]
+    big = api.post("/deals", json={"title": f"Big {unique}", "amount": 90000, "currency": "EUR"}).json()
+    small = api.post("/deals", json={"title": f"Small {unique}", "amount": 5, "currency": "EUR"}).json()
+    assert "id" in big and "id" in small, (big, small)
+    page.goto(stack.stream_url + "/settings/automation")
+    page.get_by_test_id("rule-new").click()
+    page.get_by_test_id("rule-name").fill(f"Big deals {unique}")
+    page.get_by_test_id("rule-event").click()
+    page.get_by_test_id("rule-event").fill("deals.deal_created")
+    page.get_by_role("option", name=re.compile(r"^deals\.deal_created")).click()
+    for i, (field, op, value) in enumerate([("deal.title", "contains", unique), ("deal.amount", "more than", "1000")]):
+        page.get_by_test_id("rule-add-condition").click()
+        row = page.get_by_test_id(f"rule-condition-{i}")
+        row.get_by_test_id("rule-condition-field").click()
+        page.get_by_role("option", name=field, exact=True).click()
+        row.get_by_label("Comparison").click()
+        page.get_by_role("option", name=op, exact=True).click()
+        row.get_by_test_id("rule-condition-value").fill(value)
+    page.get_by_test_id("rule-action-message").fill("Big deal {{ deal.title }}")
+    page.get_by_test_id("rule-save").click()
+    rule = None
+    for _ in range(50):
+        rule = next((r for r in api.get("/automation/rules", params={"limit": 200}).json()["items"]
+                     if r["name"] == f"Big deals {unique}"), None)
+        if rule:
+            break
+        page.wait_for_timeout(200)
+    assert rule and rule["enabled"] is False, rule
+    assert rule["trigger"] == {"type": "event", "event": "deals.deal_created"} | {
+        k: v for k, v in rule["trigger"].items() if k not in ("type", "event")}
+    assert rule["conditions"] == {"all": [{"field": "deal.title", "op": "contains", "value": unique},
+                                          {"field": "deal.amount", "op": "gt", "value": 1000}]}
+    assert rule["actions"] == [{"type": "notify_user", "message": "Big deal {{ deal.title }}"}]
+    page.get_by_test_id("tab-dry-run").click()
+    # the events reach the dry run's store a moment after the deals are made: ask again
+    table = page.get_by_test_id("dry-run-table")
+    for _ in range(30):
+        page.get_by_test_id("rule-dry-run-go").click()
+        page.wait_for_timeout(500)
+        if table.count() and "deal.amount gt 1000" in table.inner_text():
+            break
+    expect(page.get_by_test_id("dry-run-summary")).to_contain_text("would fire")
+    expect(table).to_contain_text("deal.amount gt 1000")
+    expect(table.get_by_text("Yes", exact=True).first).to_be_visible()
+    page.screenshot(path=os.path.join(SCREENS, "rule_dry_run.png"))
+    page.get_by_test_id("tab-runs").click()
+    expect(page.get_by_test_id("rule-runs")).to_contain_text("The rule has not run yet")  # a dry run does nothing
+    api.delete(f"/automation/rules/{rule['id']}")
+
+
+def test_an_admin_creates_a_webhook_and_reads_its_delivery_log(stack, api, page, ch):  # noqa: F811
+    path = f"/hook-{uuid.uuid4().hex[:12]}"
+    page.goto(stack.stream_url + "/settings/webhooks")
+    page.get_by_test_id("webhook-url").fill(ch.http.base_url + path)
+    page.get_by_test_id("webhook-events").click()
+    page.get_by_role("option", name="task_created", exact=True).click()
+    page.keyboard.press("Escape")
+    page.get_by_test_id("webhook-create").click()
+    secret = page.get_by_test_id("webhook-secret")
+    expect(secret).to_be_visible()
+    assert len(secret.locator("code").inner_text()) >= 32  # generated, shown once
+    hook = next(h for h in api.get("/webhooks", params={"limit": 200}).json()["items"]
+                if h["url"] == ch.http.base_url + path)
+    task = api.post("/tasks", json={"title": f"Hook {uuid.uuid4().hex[:6]}", "assignee_id": api.get("/users/me").json()["id"]})
+    assert task.status_code == 201, task.text
+    [first] = ch.http.wait_for(path)
+    assert first["headers"]["X-CRM-Event"] == "task_created"
+    log = page.get_by_test_id("webhook-deliveries")
+    expect(log.get_by_test_id("deliveries-table")).to_contain_text("task_created")
+    expect(log.get_by_test_id("deliveries-table")).to_contain_text("delivered")
+    log.get_by_test_id("delivery-redeliver").first.click()
+    expect(page.get_by_text("Sending again")).to_be_visible()
+    assert len(ch.http.wait_for(path, count=2)) >= 2
+    page.screenshot(path=os.path.join(SCREENS, "webhook_deliveries.png"))
+    assert api.delete(f"/webhooks/{hook['id']}").status_code == 200
+
+
+def test_an_admin_creates_a_web_form_and_copies_its_snippet(stack, api, page):
+    name = f"Contact us {uuid.uuid4().hex[:6]}"
+    page.goto(stack.stream_url + "/settings/forms")
+    page.get_by_test_id("form-name").fill(name)
+    page.get_by_test_id("form-label-3").fill("How can we help?")
+    preview = page.frame_locator("[data-testid=form-preview]")
+    expect(preview.get_by_text("How can we help?")).to_be_visible()  # live, before saving
+    page.get_by_test_id("form-save").click()
+    form = None
+    for _ in range(50):
+        form = next((f for f in api.get("/forms", params={"kind": "web", "limit": 200}).json()["items"]
+                     if f["name"] == name), None)
+        if form:
+            break
+        page.wait_for_timeout(200)
+    assert form and form["fields"] == {"name": "full_name", "email": "email", "phone": "phone",
+                                       "message": "message"}, form
+    snippet = page.get_by_test_id("form-snippet")
+    expect(snippet).to_contain_text(f"/api/v1/forms/{form['key']}/submissions")
+    page.get_by_test_id("form-copy").click()
+    expect(page.get_by_test_id("form-copy")).to_have_text("Copied")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert f"/api/v1/forms/{form['key']}/submissions" in copied and "How can we help?" in copied
+    assert 'name="company_website"' in copied  # the honeypot, hidden from people
+    # what the snippet posts is taken (form-encoded, no sign-in)
+    posted = requests.post(f"{stack.base_url}/api/v1/forms/{form['key']}/submissions",
+                           data={"name": "Web Visitor", "email": "visitor@example.com",
+                                 "message": "Call me", "company_website": ""}, allow_redirects=False, timeout=10)
+    assert posted.status_code in (202, 303), posted.text
+    page.screenshot(path=os.path.join(SCREENS, "web_form.png"))
+    # a phone-width look at the same screen
+    page.set_viewport_size({"width": 360, "height": 800})
+    expect(page.get_by_test_id("form-snippet")).to_be_visible()
+    page.screenshot(path=os.path.join(SCREENS, "web_form_phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1400, "height": 900})
+
+
+def test_the_settings_screens_fit_a_360_px_phone(stack, admin_page):
+    context = admin_page.context.browser.new_context(viewport={"width": 360, "height": 740}, locale="en-US",
+                                                     is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    try:
+        admin = type("Admin", (), {"user": {"email": stack.admin_email}, "password": stack.admin_password})
+        sign_in(page, stack, admin)
+        for path, heading in (("/settings/custom-fields", "Custom fields"), ("/settings/automation", "Automation"),
+                              ("/settings/webhooks", "Webhooks"), ("/settings/forms", "Web forms")):
+            page.goto(stack.stream_url + path)
+            expect(page.get_by_role("heading", name=heading, level=2)).to_be_visible()
+            page.wait_for_timeout(300)  # the lists land
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 361, (path, width)  # nothing wider than the phone (wide tables scroll inside)
+            page.screenshot(path=os.path.join(SCREENS, f"phone_settings_{path.rsplit('/', 1)[1]}.png"), full_page=True)
+    finally:
+        context.close()
