@@ -5,6 +5,7 @@ directly with pymongo (find_one on contacts.phone_keys) on the same server.
 
     .venv/bin/python bench/bench_telephony.py [--contacts 100000] [--seconds 20] [--rate 50]
         [--rates 20,35] [--repeat 2] [--no-sequences] [--profile-slow-ms 20]
+        [--connector-rate 20 --connector-seconds 10]
         [--url http://127.0.0.1:8000 --mongo "mongodb://127.0.0.1:27017/?retryWrites=false" --amqp ... --prefix crm_]
 
 --repeat runs each open-loop measurement that many times on the same stack (the machine
@@ -16,15 +17,22 @@ transaction with the call record's upsert and its outbox insert; and the contact
 The contacts are written with pymongo, so the bench waits for telephony's sync to copy
 their numbers (it resets the sync state: a first pass) and prints how long that took.
 
-Target (2-core machine): ringing answer p99 < 100 ms at 50 events/s with 100,000 contacts.
+The AMI connector figure (connectors/asterisk between tests/ami_server.py playing Asterisk
+and the gateway) is the latency from each AMI event to the gateway's answer to the
+connector's post, beside the same event POSTed directly (connector_latency).
+
+Targets (2-core machine): ringing answer p99 < 100 ms at 50 events/s with 100,000 contacts;
+the AMI connector adds <= 10 ms.
 """
 import argparse
 import http.client
 import json
+import logging
 import os
 import queue
 import random
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -34,12 +42,17 @@ from urllib.parse import urlparse
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pymongo  # noqa: E402
+import requests  # noqa: E402
 
 from bench.common import (KeepAliveClient, Platform, cpu_note, cpu_seconds, http_load,  # noqa: E402
                           load_average, print_slow_operations, profile_databases, row,
                           summarize, thread_load)
+from connectors.asterisk.__main__ import follow  # noqa: E402
+from connectors.asterisk.ami import AmiClient  # noqa: E402
+from connectors.asterisk.forwarder import INGEST_PATH, Forwarder  # noqa: E402
 from crm_common.messaging.publish import publish_event  # noqa: E402
 from services.contacts.domain import normalize_phones, search_fields  # noqa: E402
+from tests.ami_server import AmiServer  # noqa: E402
 
 COMPANY_DID = "+390212345678"
 HEADERS = {}
@@ -179,6 +192,107 @@ def print_timeline(timeline, window=2.0):
     print("      timeline (due at: p50/max ms): " + " ".join(cells), flush=True)
 
 
+def newchannel(call_id, caller):
+    """The AMI event a PBX call begins with (tests/fixtures/telephony/asterisk.json): the
+    ingest makes it the call's ringing event."""
+    return {"Event": "Newchannel", "Privilege": "call,all", "Channel": "PJSIP/trunk-00000001",
+            "ChannelState": "0", "ChannelStateDesc": "Down", "CallerIDNum": caller,
+            "CallerIDName": "", "ConnectedLineNum": "<unknown>", "Exten": COMPANY_DID,
+            "Context": "from-trunk", "Uniqueid": call_id, "Linkedid": call_id,
+            "Timestamp": f"{time.time():.6f}"}
+
+
+class TimedSession(requests.Session):
+    """The connector's HTTP session, noting when the gateway answered each event."""
+
+    def __init__(self, answered):
+        super().__init__()
+        self.answered = answered
+
+    def post(self, url, data=None, **kwargs):
+        answer = super().post(url, data=data, **kwargs)
+        self.answered[json.loads(data)["Uniqueid"]] = (time.perf_counter(), answer.status_code)
+        return answer
+
+
+def paced_ami(rate, seconds, count, send):
+    """Open loop: `send(event)` for one Newchannel every 1/rate s; returns {Uniqueid: due}."""
+    due, start = {}, time.perf_counter()
+    for i in range(int(rate * seconds)):
+        when = start + i / rate
+        delay = when - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        event = newchannel(f"{int(time.time())}.{uuid.uuid4().int % 10**9}",
+                           number(random.randrange(count)))
+        due[event["Uniqueid"]] = when
+        send(event)
+    return due
+
+
+def connector_latency(base_url, api_key, rate, seconds, count, spool_dir):
+    """The AMI connector's added latency: Newchannel events written by tests/ami_server.py
+    (Asterisk's side of AMI) to connectors.asterisk's AmiClient, whose reader and posting
+    threads (the Forwarder) run here as in its process; latency from when each event was
+    due to the gateway's answer to the connector's POST. Beside it the same events POSTed
+    directly to the same route by one sequential client with the same HTTP library (the
+    connector posts one at a time, in order). Returns (direct, connector, statuses)."""
+    url = base_url.rstrip("/") + INGEST_PATH
+    headers = {"X-API-Key": api_key, "Content-Type": "application/json"}
+
+    # direct: one sequential poster, open loop (a queue between the pacer and it)
+    direct_answers, pending = {}, queue.Queue()
+    session = TimedSession(direct_answers)
+
+    def poster():
+        while True:
+            event = pending.get()
+            if event is None:
+                return
+            session.post(url, data=json.dumps(event), headers=headers, timeout=30)
+
+    thread = threading.Thread(target=poster, daemon=True)
+    thread.start()
+    direct_due = paced_ami(rate, seconds, count, pending.put)
+    pending.put(None)
+    thread.join()
+    session.close()
+
+    # through the connector (its reconnect warning when the bench closes it is no news)
+    logging.getLogger("connectors.asterisk").setLevel(logging.ERROR)
+    ami = AmiServer()
+    answers = {}
+    forwarder = Forwarder(base_url, api_key, os.path.join(spool_dir, "ami.spool"),
+                          session=TimedSession(answers))
+    client = AmiClient("127.0.0.1", ami.port, ami.username, ami.secret, timeout=5)
+    stopped = threading.Event()
+    threading.Thread(target=forwarder.run, daemon=True).start()
+    reader = threading.Thread(target=follow, args=(client, forwarder, stopped, 1.0), daemon=True)
+    reader.start()
+    deadline = time.time() + 10
+    while ami.logins < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    connector_due = paced_ami(rate, seconds, count, lambda event: ami.emit([event]))
+    deadline = time.time() + 60
+    while len(answers) < len(connector_due) and time.time() < deadline:
+        time.sleep(0.05)
+    stopped.set()
+    forwarder.stop()
+    client.close()
+    ami.close()
+
+    statuses = {}
+    for answered in (direct_answers, answers):
+        for _, status in answered.values():
+            statuses[status] = statuses.get(status, 0) + 1
+
+    def latencies(due, answered):
+        return [answered[k][0] - when for k, when in due.items() if k in answered]
+    return (summarize(latencies(direct_due, direct_answers), seconds),
+            summarize(latencies(connector_due, answers), seconds), statuses,
+            len(connector_due) - len(answers))
+
+
 def sequence_request(seed, index, counter):
     """Closed loop: each request is one event of a 3-event call (ringing, answered, ended)."""
     call_id = f"seq-{seed}-{index}-{counter // 3}"
@@ -205,6 +319,11 @@ def main():
                              "SecantusDB it adds database CPU that grows with what it records "
                              "(every entry is an insert into the capped system.profile, which "
                              "reads the whole collection), so leave it off for the figures")
+    parser.add_argument("--connector-rate", type=float, default=20,
+                        help="AMI events/s for the connector figure")
+    parser.add_argument("--connector-seconds", type=float, default=10,
+                        help="seconds of each connector run (direct, then through the "
+                             "connector); 0 leaves the connector figure out")
     parser.add_argument("--timeline", action="store_true",
                         help="print each ringing run's latency per 2 s of due time")
     parser.add_argument("--url")
@@ -292,6 +411,25 @@ def main():
         if args.profile_slow_ms is not None:
             print_slow_operations(client, platform.db_prefix)
             profile_databases(client, platform.db_prefix, args.profile_slow_ms, reset=True)
+        if args.connector_seconds > 0:
+            created = requests.post(platform.base_url + "/api/v1/api-keys", headers=HEADERS,
+                                    json={"name": "bench-ami-connector",
+                                          "scopes": ["telephony:write"]}, timeout=10)
+            created.raise_for_status()
+            load = load_average()
+            with tempfile.TemporaryDirectory() as spool_dir:
+                direct, connected, statuses, lost = connector_latency(
+                    platform.base_url, created.json()["key"], args.connector_rate,
+                    args.connector_seconds, args.contacts, spool_dir)
+            print(f"\nAMI connector: Newchannel at {args.connector_rate:g}/s, latency from each "
+                  f"event's due time to the gateway's answer ({load}):")
+            row("direct POST /telephony/asterisk (reference)", direct)
+            row("AMI server -> connector -> gateway", connected,
+                f"statuses={statuses} unanswered={lost}")
+            print(f"      added by the connector: p50 "
+                  f"{connected['p50_ms'] - direct['p50_ms']:+.2f} ms, p99 "
+                  f"{connected['p99_ms'] - direct['p99_ms']:+.2f} ms (target <= 10 ms)",
+                  flush=True)
         if args.no_sequences:
             return
         print("\nsustained full call sequences (ringing, answered, ended), closed loop:")

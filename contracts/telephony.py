@@ -363,8 +363,9 @@ class CallMissed(CallEvent):
 
 
 class CallUpdated(CallEvent):
-    """Facts of a call came without a change of state (a CDR's talk time, a recording):
-    its new state for the copies kept elsewhere (the search index); a new event_id each."""
+    """Facts of an ended call came without a change of state (a CDR's talk time, a
+    recording): its new state for the copies kept elsewhere (the search index); a new
+    event_id each. A live call's facts (its agents' legs) ride on its next transition."""
 
 
 EVENTS = {"call_started": CallStarted, "call_answered": CallAnswered, "call_ended": CallEnded,

@@ -308,3 +308,26 @@ def test_a_call_is_dumped_as_its_schema_dumps_it():
         if doc.get("originate"):
             expected["originate"] = {k: to_iso(v) for k, v in doc["originate"].items()}
         assert dump_call(doc) == expected
+
+
+def test_only_facts_that_change_the_record_are_written():
+    from datetime import datetime, timedelta, timezone
+    from services.telephony.calls import changes_anything
+    at = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+    doc = {"started_at": at, "from": {"e164": "+393471234567"},
+           "legs": {"a": {"leg_id": "a", "rank": 2, "started_at": at, "answered_at": at}}}
+
+    def facts(sets=None, mins=None, maxs=None):
+        return {"sets": {"updated_at": at + timedelta(hours=1), **(sets or {})},
+                "mins": {"started_at": at, **(mins or {})}, "maxs": maxs or {}}
+    # an agent leg's BridgeEnter after its DialEnd: nothing new
+    assert not changes_anything(doc, facts({"legs.a.leg_id": "a"},
+                                           {"legs.a.started_at": at + timedelta(seconds=3),
+                                            "legs.a.answered_at": at + timedelta(seconds=3)},
+                                           {"legs.a.rank": 2}))
+    assert changes_anything(doc, facts(maxs={"legs.a.rank": 3}))             # the leg hung up
+    assert changes_anything(doc, facts({"legs.b.leg_id": "b"}))              # another agent rung
+    assert changes_anything(doc, facts(mins={"started_at": at - timedelta(seconds=1)}))
+    assert changes_anything(doc, facts(mins={"answered_at": at}))            # not answered yet
+    assert changes_anything(doc, facts({"talk_s": 60}))
+    assert not changes_anything(doc, facts({"from": {"e164": "+393471234567"}}))

@@ -42,6 +42,33 @@ def transition_basis(doc):
     return {"answered_at": doc.get("answered_at"), "direction": doc.get("direction")}
 
 
+def _stored(doc, path):
+    """The value at a dotted path of the record (None when missing)."""
+    value = doc
+    for step in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(step)
+    return value
+
+
+def changes_anything(doc, facts):
+    """Whether writing these facts ({"sets", "mins", "maxs"}, paths allowed) would change
+    the stored record at all (updated_at aside)."""
+    for path, value in facts["sets"].items():
+        if path != "updated_at" and _stored(doc, path) != value:
+            return True
+    for path, value in facts["mins"].items():
+        stored = _stored(doc, path)
+        if stored is None or value < stored:
+            return True
+    for path, value in facts["maxs"].items():
+        stored = _stored(doc, path)
+        if stored is None or value > stored:
+            return True
+    return False
+
+
 def derived_times(doc):
     """Talk time and duration from the timestamps, when the provider did not give them."""
     sets = {}
@@ -234,9 +261,9 @@ class Calls:
                 doc, events = self._announce_move(moved, state, [])
                 self.store.remember_event(key, doc["_id"])
                 return self._answer(doc, **answer_extra), events
-        new_facts = (maxs or set(mins) != {"started_at"} or at < doc["started_at"]
-                     or any(k != "updated_at" and ("." in k or doc.get(k) != v)
-                            for k, v in sets.items()))
+        # only what changes the record is written (an agent leg's BridgeEnter after its
+        # DialEnd, a PBX repeating a fact under another event id: no write, no event)
+        new_facts = changes_anything(doc, facts)
         if new_facts:
             doc = self.store.update_call(doc["_id"], **facts)
 
@@ -250,9 +277,12 @@ class Calls:
         if rank:
             doc, events = self._transition(doc, state, rank, ev, at, events)
 
-        if new_facts and not events:
-            # facts of a known call without a move (a CDR's talk time, a recording): its
-            # readers' copies (the search index) follow
+        if new_facts and not events and doc.get("rank", 0) >= RANK["ended"]:
+            # facts of an ended call without a move (a CDR's talk time, a recording): its
+            # readers' copies (the search index) follow. A live call's facts (its agents'
+            # legs ringing, answered, hung up) ride on its next transition's event, which
+            # carries the whole call: every call ends, and each event costs every reader
+            # of the bus (search, automation, notifications) a few ms of CPU.
             events.append(self._event("call_updated", doc, event_id=new_id()))
         if not created:  # the creating event is remembered by the record (first_event)
             self.store.remember_event(key, doc["_id"])
