@@ -6,7 +6,9 @@ the contacts export (`hidden_columns`) and the live stream (`redact_event`):
 - a write (body key, or `custom.<key>` of its `custom`) naming a field the role may not
   change is 403 `details.fields` before any service is asked, so nothing changes; a merge
   or an import (which write fields the caller does not name) is refused while any contact
-  field is read-only;
+  field is read-only, or the deal fields it repoints (`contact_id`, `contacts`) are;
+  fields written together count as one (`COUPLED`: the people on a deal and its primary
+  `contact_id`), so a read-only `contact_id` also refuses `PUT /deals/{id}/contacts`;
 - a list filter or sort on a hidden field is 403 (its values would show through the order);
 - answers lose hidden fields: a record, the `items` of a page, and the records nested in
   another answer (`NESTED`); search hits lose what shows a hidden field (a deal's amount in
@@ -28,6 +30,10 @@ MONEY = re.compile(r"amount|^avg_deal_size$|^share$|^cost_per_won_deal$")
 MONEY_OBJECTS = ("reports", "targets", "sales-reports")
 # a shown money text of a search card: "1,234.50 EUR"
 MONEY_TEXT = re.compile(r"^-?[\d,]+\.\d\d(?: [A-Z]{3})?$")
+# fields one write changes together: {object: {body key: the other fields it changes}}
+COUPLED = {"deals": {"contacts": ("contact_id",), "contact_id": ("contacts",)}}
+# what a contacts merge changes besides contact fields: the merged people's deals
+MERGE_REPOINTS = {"deals": ("contact_id", "contacts")}
 CUSTOM_PARAM = re.compile(r"^cf\.([a-z][a-z0-9_]{0,39})(?:\.(?:gte|lte|ne))?$")
 
 
@@ -120,15 +126,23 @@ class Guard:
         """403 before the route runs: writes to read-only fields, filters on hidden ones."""
         identity, obj = self.identity, self.obj
         if self.route.method in WRITES:
+            merge = self.route.path.endswith("/merge")
             contacts_locked = read_only(identity, "contacts")
-            if contacts_locked and (obj == "imports" or self.route.path.endswith("/merge")):
+            if contacts_locked and (obj == "imports" or merge):
                 raise Forbidden("Your role may not change some contact fields, which this "
                                 "writes", {"fields": sorted(contacts_locked)})
+            repointed = sorted(f"{other}.{name}" for other, names in MERGE_REPOINTS.items()
+                               for name in read_only(identity, other) if name in names)
+            if merge and repointed:
+                raise Forbidden("Your role may not change the contacts of deals, which a "
+                                "merge repoints", {"fields": repointed})
             locked = read_only(identity, obj) if obj in RECORD_OBJECTS else set()
             named = [f"custom.{k}" if key == "custom" else key
                      for key, value in (body or {}).items()
                      for k in (value if key == "custom" and isinstance(value, dict) else [None])]
-            refused = sorted(n for n in named if is_hidden(locked, n))
+            coupled = COUPLED.get(obj, {})
+            refused = sorted({n for key in named for n in (key, *coupled.get(key, ()))
+                              if is_hidden(locked, n)})
             if refused:
                 raise Forbidden("Your role may not change these fields", {"fields": refused})
         names = hidden(identity, obj) if obj in RECORD_OBJECTS else set()
