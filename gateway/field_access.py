@@ -13,7 +13,9 @@ the contacts export (`hidden_columns`) and the live stream (`redact_event`):
 - answers lose hidden fields: a record, the `items` of a page, and the records nested in
   another answer (`NESTED`); search hits lose what shows a hidden field (a deal's amount in
   its subtitle, a highlighted email or phone); while deal amounts are hidden, report and
-  target figures made of them (`MONEY`) are left out.
+  target figures made of them (`MONEY`) are left out;
+- a hidden field never makes a record match a search or a list's `q` (`search_access`:
+  the index query matches only by the fields the caller reads).
 Built-in roles and API keys have no field grants: their answers are untouched."""
 import re
 
@@ -172,6 +174,38 @@ def guard(identity, route, permission):
     if not (identity or {}).get("fields") or permission is None:
         return None
     return Guard(identity, route, permission.name.partition(":")[0])
+
+
+# a search type's hidden fields besides its own object's: a deal is found by its contact's
+# and company's words, under the grants of those (and not at all while its contact_id /
+# contacts or company_id is hidden)
+RELATED = {"deal": (("contact", "contacts", ("contact_id", "contacts")),
+                    ("company", "companies", ("company_id",)))}
+
+
+def search_access(identity, types, custom_keys_of):
+    """{search type: {"hidden": [field], "custom_keys": [key]}} for the search service's
+    index query (services/search/query.py readable_query) of the types whose hidden fields
+    must not make a record match, or None (no hidden field). `custom_keys_of(type)`: the
+    type's custom field keys, asked only while some (not all) of them are hidden."""
+    if not (identity or {}).get("fields"):
+        return None
+    out = {}
+    for kind in types:
+        obj = KIND_OBJECT.get(kind)
+        if obj is None:
+            continue
+        names = set(hidden(identity, obj))
+        for prefix, other, links in RELATED.get(kind, ()):
+            names |= {f"{prefix}.{n}" for n in hidden(identity, other)}
+            if names & set(links):
+                names.add(prefix)
+        if not names:
+            continue
+        partial = "custom" not in names and any(n.startswith("custom.") for n in names)
+        out[kind] = {"hidden": sorted(names),
+                     "custom_keys": sorted(custom_keys_of(kind)) if partial else None}
+    return out or None
 
 
 def hidden_columns(identity, obj):
