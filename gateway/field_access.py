@@ -57,15 +57,20 @@ def is_hidden(names, field):
     return field in names or (field.startswith("custom.") and "custom" in names)
 
 
-def strip(record, names):
-    """A copy of `record` without the `names` (custom.<key>: that key of `custom`)."""
+def strip(record, names, custom=None):
+    """A copy of `record` without the `names` (custom.<key>: that key of `custom`, which
+    a caller stripping many records passes once: `custom_keys(names)`)."""
     if not names or not isinstance(record, dict):
         return record
     out = {k: v for k, v in record.items() if k not in names}
-    custom = [n[7:] for n in names if n[:7] == "custom."]
+    custom = custom_keys(names) if custom is None else custom
     if custom and isinstance(out.get("custom"), dict):
         out["custom"] = {k: v for k, v in out["custom"].items() if k not in custom}
     return out
+
+
+def custom_keys(names):
+    return {n[7:] for n in names if n[:7] == "custom."}
 
 
 def redact_records(identity, obj, answer):
@@ -76,11 +81,14 @@ def redact_records(identity, obj, answer):
     if not isinstance(answer, dict) or not (names or nested):
         return answer
 
+    custom = custom_keys(names)
+    inner_custom = {key: custom_keys(inner_names) for key, inner_names in nested.items()}
+
     def one(record):
-        out = strip(record, names) if "id" in record else dict(record)
+        out = strip(record, names, custom) if "id" in record else dict(record)
         for key, inner_names in nested.items():
             if isinstance(out.get(key), list):
-                out[key] = [strip(item, inner_names) for item in out[key]]
+                out[key] = [strip(item, inner_names, inner_custom[key]) for item in out[key]]
         return out
 
     if isinstance(answer.get("items"), list):

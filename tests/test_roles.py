@@ -207,7 +207,8 @@ def test_hidden_fields_never_make_a_record_match(api, stack, make_user, unique):
                                             "label": "Secret", "type": "text"}).status_code == 201
     role = api.post("/roles", json={"name": f"operator-{unique}", "label": "Operator",
                                     "permissions": {
-                                        "contacts": {"read": "all", "create": "all", "edit": "all"},
+                                        "contacts": {"read": "all", "create": "all", "edit": "all",
+                                                     "export": "all"},
                                         "deals": {"read": "all"}, "search": {"read": "all"}},
                                     "fields": {"deals": {"amount": "hidden"},
                                                "contacts": {f"custom.{secret}": "hidden"}}})
@@ -243,3 +244,8 @@ def test_hidden_fields_never_make_a_record_match(api, stack, make_user, unique):
     assert contact["id"] in found(operator, f"Den{unique}", "/contacts")
     # the deal is still found by its contact's name, which the operator reads
     assert deal["id"] in found(operator, f"Hid Den{unique}")
+    # an export by words alike
+    assert f"Den{unique}" in api.get("/contacts/export", params={"q": word}).text
+    exported = operator.get("/contacts/export", params={"q": word})
+    assert exported.status_code == 200 and f"Den{unique}" not in exported.text
+    assert f"Den{unique}" in operator.get("/contacts/export", params={"q": f"Den{unique}"}).text
