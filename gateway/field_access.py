@@ -9,7 +9,8 @@ the contacts export (`hidden_columns`) and the live stream (`redact_event`):
   field is read-only, or the deal fields it repoints (`contact_id`, `contacts`) are;
   fields written together count as one (`COUPLED`: the people on a deal and its primary
   `contact_id`), so a read-only `contact_id` also refuses `PUT /deals/{id}/contacts`;
-- a list filter or sort on a hidden field is 403 (its values would show through the order);
+- a list filter or sort on a hidden field is 403 (its values would show through the order),
+  and so is a route whose answer is a hidden field (`FIELD_ROUTES`: a deal's people);
 - answers lose hidden fields: a record, the `items` of a page, and the records nested in
   another answer (`NESTED`); search hits lose what shows a hidden field (a deal's amount in
   its subtitle, a highlighted email or phone); while deal amounts are hidden, report and
@@ -34,14 +35,18 @@ MONEY_OBJECTS = ("reports", "targets", "sales-reports")
 MONEY_TEXT = re.compile(r"^-?[\d,]+\.\d\d(?: [A-Z]{3})?$")
 # fields one write changes together: {object: {body key: the other fields it changes}}
 COUPLED = {"deals": {"contacts": ("contact_id",), "contact_id": ("contacts",)}}
+# routes whose whole answer is one field of a record: {route path: (object, its fields)}
+FIELD_ROUTES = {"/api/v1/deals/{deal_id}/contacts": ("deals", ("contacts", "contact_id"))}
 # what a contacts merge changes besides contact fields: the merged people's deals
 MERGE_REPOINTS = {"deals": ("contact_id", "contacts")}
 CUSTOM_PARAM = re.compile(r"^cf\.([a-z][a-z0-9_]{0,39})(?:\.(?:gte|lte|ne))?$")
 
 
 def _names(identity, obj, levels):
-    return {name for name, access in (((identity or {}).get("fields") or {}).get(obj) or {}).items()
-            if access in levels}
+    names = {name for name, access in (((identity or {}).get("fields") or {}).get(obj) or {}).items()
+             if access in levels}
+    coupled = COUPLED.get(obj, {})   # one field shown (or written) as two
+    return names.union(*(coupled.get(n, ()) for n in names)) if coupled and names else names
 
 
 def hidden(identity, obj):
@@ -150,11 +155,13 @@ class Guard:
             named = [f"custom.{k}" if key == "custom" else key
                      for key, value in (body or {}).items()
                      for k in (value if key == "custom" and isinstance(value, dict) else [None])]
-            coupled = COUPLED.get(obj, {})
-            refused = sorted({n for key in named for n in (key, *coupled.get(key, ()))
-                              if is_hidden(locked, n)})
+            refused = sorted({n for n in named if is_hidden(locked, n)})
             if refused:
                 raise Forbidden("Your role may not change these fields", {"fields": refused})
+        shown = FIELD_ROUTES.get(self.route.path)
+        refused = sorted(set(shown[1]) & hidden(identity, shown[0])) if shown else []
+        if refused:   # reading it, or writing it (whose answer shows it)
+            raise Forbidden("Your role may not see these fields", {"fields": refused})
         names = hidden(identity, obj) if obj in RECORD_OBJECTS else set()
         if names and params:
             asked = []
