@@ -64,17 +64,17 @@ def is_hidden(names, field):
 
 def strip(record, names, custom=None):
     """A copy of `record` without the `names` (custom.<key>: that key of `custom`, which
-    a caller stripping many records passes once: `custom_keys(names)`)."""
+    a caller stripping many records passes once: `custom_of(names)`)."""
     if not names or not isinstance(record, dict):
         return record
     out = {k: v for k, v in record.items() if k not in names}
-    custom = custom_keys(names) if custom is None else custom
+    custom = custom_of(names) if custom is None else custom
     if custom and isinstance(out.get("custom"), dict):
         out["custom"] = {k: v for k, v in out["custom"].items() if k not in custom}
     return out
 
 
-def custom_keys(names):
+def custom_of(names):
     return {n[7:] for n in names if n[:7] == "custom."}
 
 
@@ -86,8 +86,8 @@ def redact_records(identity, obj, answer):
     if not isinstance(answer, dict) or not (names or nested):
         return answer
 
-    custom = custom_keys(names)
-    inner_custom = {key: custom_keys(inner_names) for key, inner_names in nested.items()}
+    custom = custom_of(names)
+    inner_custom = {key: custom_of(inner_names) for key, inner_names in nested.items()}
 
     def one(record):
         out = strip(record, names, custom) if "id" in record else dict(record)
