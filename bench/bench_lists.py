@@ -7,6 +7,8 @@ and the search service's RSS.
     .venv/bin/python bench/bench_lists.py --scale 1       # the issue's sizes: 100,000
         contacts, 20,000 companies, 100,000 deals, 200,000 tasks, 200,000 calls (hours)
     .venv/bin/python bench/bench_lists.py --contacts 48000 --deals 0 --tasks 0 --calls 0
+    .venv/bin/python bench/bench_lists.py --custom-field ...   # contacts also carry a
+        number and a select custom field; the reads add filters and sorts by them
 
 Data goes in through the platform: contacts and their companies by CSV import, deals,
 tasks and calls by the API (POST /deals, POST /tasks, /telephony/events), 8 clients.
@@ -360,6 +362,50 @@ def rebuild(platform, timeout):
     return None
 
 
+# -- --custom-field: contacts with a typed number and select; reads filtered and sorted by
+# them (from the index: gateway/lists.py sends a custom sort with its type) -----------------
+CUSTOM_TYPES = {"bench_score": "number", "bench_tier": "select"}
+TIERS = ("gold", "silver", "bronze")
+
+
+def with_custom_field(platform):
+    """Defines the fields, and makes the loader's CSV carry them (by key) and the reads
+    include them; the engine-alone figures get the sort's type as the gateway sends it."""
+    global contacts_csv, reads
+    import requests
+    from services.search import lists as index_lists
+    base = platform.base_url + "/api/v1"
+    for key, kind in CUSTOM_TYPES.items():
+        ok(requests.post(base + "/custom-fields", headers=HEADERS, timeout=30, json={
+            "entity": "contact", "key": key, "label": key.replace("_", " ").title(),
+            "type": kind, **({"options": list(TIERS)} if kind == "select" else {})}))
+    plain_csv, plain_reads, plain_page = contacts_csv, reads, index_lists.page
+
+    def csv_with_custom(n, companies):
+        lines = plain_csv(n, companies).decode().splitlines()
+        rows = [lines[0] + ",bench_score,bench_tier"] + [
+            f"{line},{(i * 7919) % 1000},{TIERS[i % 3]}" for i, line in enumerate(lines[1:])]
+        return ("\r\n".join(rows) + "\r\n").encode()
+
+    def reads_with_custom(session, base, counts):
+        return plain_reads(session, base, counts) + [
+            ("contacts sort=cf.bench_score", "/contacts", {"sort": "cf.bench_score"}),
+            ("contacts cf.bench_tier=gold sort=-cf.bench_score", "/contacts",
+             {"cf.bench_tier": "gold", "sort": "-cf.bench_score"}),
+            ("contacts cf.bench_score.gte=500 sort=cf.bench_tier", "/contacts",
+             {"cf.bench_score.gte": "500", "sort": "cf.bench_tier"}),
+            ("contacts q=ross sort=cf.bench_score", "/contacts",
+             {"q": "ross", "sort": "cf.bench_score"})]
+
+    def page_with_sort_type(index, kind, params, people, region, hints=None):
+        sort = str(params.get("sort") or "").lstrip("-")
+        if hints is None and sort.startswith("cf."):
+            hints = {"sort_type": CUSTOM_TYPES[sort[3:]]}
+        return plain_page(index, kind, params, people, region, hints)
+
+    contacts_csv, reads, index_lists.page = csv_with_custom, reads_with_custom, page_with_sort_type
+
+
 def search_rss(platform):
     """(RSS, peak RSS) in MB of each search replica."""
     out = []
@@ -388,6 +434,9 @@ def main():
                         "databases, indexed by a fresh search replica's rebuild")
     parser.add_argument("--rebuild-timeout", type=float, default=3600,
                         help="seconds a fresh replica's rebuild may take (0: not measured)")
+    parser.add_argument("--custom-field", action="store_true",
+                        help="contacts carry a number and a select custom field; add reads "
+                             "filtered and sorted by them")
     args = parser.parse_args()
     counts = {name: getattr(args, name) if getattr(args, name) is not None
               else int(FULL[name] * args.scale) for name in FULL}
@@ -398,6 +447,8 @@ def main():
     platform = Platform()
     try:
         HEADERS.update(platform.auth_headers())
+        if args.custom_field:
+            with_custom_field(platform)
         base = platform.base_url + "/api/v1"
         print(f"lists benchmark: {counts}; {args.seconds} s per figure; {load_average()}",
               flush=True)

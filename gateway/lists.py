@@ -48,8 +48,10 @@ def recent_writes(kind):
 def from_index(kind, owner, method, params):
     """The list page from the index, else (rebuilding, search down) from its owner. Typed
     custom-field filters (`cf.<key>`, `.ne`, `.gte`, `.lte`) are checked against their
-    definitions here and sent in their stored form; the index answers them, except a sort
-    by a custom field or a range over text, which only the owner's list orders."""
+    definitions here and sent in their stored form, and a sort by a custom field goes with
+    its type (INDEX_SORTS); the index answers them, except a range over text or a sort by
+    a boolean, which only the owner's list orders. A custom role's hidden fields go along
+    (field_access.search_access): they never make a record match `q`."""
     sort = str(params.get("sort") or "").lstrip("-")
     custom = {str(k): v for k, v in params.items() if str(k).startswith("cf.")}
     if custom:
@@ -57,15 +59,32 @@ def from_index(kind, owner, method, params):
         if checked is None:
             return call(owner, method, params)
         params = {**params, **checked}
+    hints = {}
     if sort.startswith("cf."):
-        return call(owner, method, params)
+        definition = definitions(kind).get(sort[3:])
+        if definition is None:
+            definition = definitions(kind, fresh=True).get(sort[3:])
+        if definition is None or definition["type"] not in INDEX_SORTS:
+            return call(owner, method, params)   # its 400, or the sorts only it orders
+        hints["sort_type"] = definition["type"]
+    from gateway import field_access
+    access = field_access.search_access(g.get("identity"), (kind,), custom_keys)
+    if access:
+        hints["access"] = access
     try:
-        return call("search", "list_records", kind, params, recent_writes(kind))
+        return call("search", "list_records", kind, params, recent_writes(kind), hints or None)
     except (Unavailable, Timeout):
         return call(owner, method, params)
 
 
+def custom_keys(kind):
+    """The keys of a kind's custom fields (retired ones too)."""
+    return list(definitions(kind))
+
+
 RANGED = ("number", "money", "date", "datetime")   # the index's ranges (search Entry.numbers)
+# the custom field sorts the index orders (a number, or a text's first bytes)
+INDEX_SORTS = RANGED + ("text", "select", "user", "url", "email", "phone")
 DEFINITIONS_TTL_S = 30
 _definitions = {}   # kind -> (monotonic time read, {key: definition})
 

@@ -3,6 +3,8 @@ every write (API and import) by the owning service, filtered and sorted in lists
 and retired without losing data, described in the OpenAPI document; required fields per
 pipeline stage."""
 import time
+
+from flask import Flask
 from tests.test_search import settle
 
 GOOD = {"text": "hello", "long_text": "a" * 1500, "number": 42.5,
@@ -310,7 +312,8 @@ def test_company_and_task_lists_filter_custom_fields_from_the_index(api, unique)
 
 def test_filtered_lists_go_to_the_index_with_stored_values(monkeypatch):
     """gateway/lists.py without the stack: the `cf.` values checked and sent to the index
-    in their stored form; a custom sort or a text range goes to the owner."""
+    in their stored form, a custom sort with its type; a text range or a boolean sort goes
+    to the owner."""
     from gateway import lists
     asked = []
 
@@ -324,14 +327,103 @@ def test_filtered_lists_go_to_the_index_with_stored_values(monkeypatch):
     monkeypatch.setattr(lists, "call", call)
     monkeypatch.setattr(lists, "recent_writes", lambda kind: [])
     monkeypatch.setattr(lists, "_definitions", {})
-    answer = lists.from_index("task", "tasks", "list_tasks", {
-        "cf.n.gte": "2.50", "cf.mail": "Ada@Example.com", "cf.on": "TRUE"})
-    assert asked[-1] == ("search", "list_records")
-    assert answer["params"] == {"cf.n.gte": "2.5", "cf.mail": "ada@example.com", "cf.on": "true"}
-    lists.from_index("task", "tasks", "list_tasks", {"cf.mail.gte": "a@b.cd"})
-    assert asked[-1] == ("tasks", "list_tasks")
-    lists.from_index("task", "tasks", "list_tasks", {"sort": "cf.n"})
-    assert asked[-1] == ("tasks", "list_tasks")
+    with Flask(__name__).app_context():
+        answer = lists.from_index("task", "tasks", "list_tasks", {
+            "cf.n.gte": "2.50", "cf.mail": "Ada@Example.com", "cf.on": "TRUE"})
+        assert asked[-1] == ("search", "list_records")
+        assert answer["params"] == {"cf.n.gte": "2.5", "cf.mail": "ada@example.com",
+                                    "cf.on": "true"}
+        lists.from_index("task", "tasks", "list_tasks", {"cf.mail.gte": "a@b.cd"})
+        assert asked[-1] == ("tasks", "list_tasks")
+        # a custom sort goes to the index with its type (a boolean's: to the owner)
+        lists.from_index("task", "tasks", "list_tasks", {"sort": "cf.n"})
+        assert asked[-1] == ("search", "list_records")
+        lists.from_index("task", "tasks", "list_tasks", {"sort": "-cf.on"})  # a boolean
+        assert asked[-1] == ("tasks", "list_tasks")
+
+
+def test_custom_sorts_are_answered_by_the_index_with_the_owners_cursors(api, stack, unique):
+    """A list sorted by a custom field of each sortable type, from the search index: the
+    owner's order (the value, then the id; records without a value left out), keyset pages
+    whose cursors the owner's own list continues, and words in q with it."""
+    from crm_common.messaging.rpc import RpcPool
+    kinds = ("number", "money", "date", "datetime", "text", "select")
+    keys = {kind: f"s{kind}_{unique}" for kind in kinds}
+    for kind, key in keys.items():
+        define(api, "contact", key, kind)
+    rows = (
+        {"number": 5, "money": 100, "date": "2026-03-01", "datetime": "2026-03-01T10:00:00+00:00",
+         "text": "pear", "select": "silver"},
+        {"number": -1.5, "money": 300, "date": "2025-12-31",
+         "datetime": "2026-03-01T09:00:00+02:00", "text": "Apple", "select": "gold"},
+        {"number": 5, "money": 200, "date": "2026-03-01", "datetime": "2026-03-01T07:00:00Z",
+         "text": "apple", "select": None},
+        {"number": 12, "money": 200, "date": None, "datetime": "2030-01-01T00:00:00Z",
+         "text": "pear", "select": "gold"},
+        {"number": None, "money": 50, "date": "2027-01-01", "datetime": None, "text": None,
+         "select": "silver"})
+    for n, row in enumerate(rows):
+        custom = {keys[k]: ({"amount": v, "currency": "EUR"} if k == "money" else v)
+                  for k, v in row.items() if v is not None}
+        made = api.post("/contacts", json={"first_name": f"S{n}", "last_name": f"Srt{unique}",
+                                           "tags": [unique], "custom": custom})
+        assert made.status_code == 201, made.text
+    stored = {c["id"]: c["custom"] for c in api.get("/contacts", params={
+        "tag": unique, "limit": 50}).json()["items"]}
+    assert len(stored) == len(rows)
+
+    def expected(kind, descending):
+        def value(custom):
+            found = custom.get(keys[kind])
+            return found["amount"] if isinstance(found, dict) else found
+        having = [(value(c), i) for i, c in stored.items() if value(c) is not None]
+        return [i for _, i in sorted(having, reverse=descending)]
+
+    def pages(get, sort, limit=2):
+        out, cursor = [], None
+        for _ in range(10):
+            answer = get({"tag": unique, "sort": sort, "limit": limit,
+                          **({"cursor": cursor} if cursor else {})})
+            out += [c["id"] for c in answer["items"]]
+            cursor = answer["next_cursor"]
+            if not cursor:
+                return out
+        raise AssertionError("no end")
+
+    def through_api(params):
+        answer = api.get("/contacts", params=params)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    pool = RpcPool(stack.amqp_uri, size=2, timeout=15)
+    try:
+        for kind in kinds:
+            def from_index(params, kind=kind):
+                return pool.call("search", "list_records", "contact", params, None,
+                                 {"sort_type": kind})
+            for sort in (f"cf.{keys[kind]}", f"-cf.{keys[kind]}"):
+                want = expected(kind, sort.startswith("-"))
+                assert pages(through_api, sort) == want, (kind, sort, stored)
+                # the index itself orders it (not the owner's list)...
+                got, _ = settle(lambda: pages(from_index, sort) == want or None)
+                assert got, (kind, sort, pages(from_index, sort), want)
+                # ...and its cursor is the owner's: the owner's list goes on from it
+                first = from_index({"tag": unique, "sort": sort, "limit": 2})
+                rest = pool.call("contacts", "list_contacts", {
+                    "tag": unique, "sort": sort, "limit": 50, "cursor": first["next_cursor"]})
+                assert [c["id"] for c in first["items"] + rest["items"]] == want, kind
+                # and the other way round
+                owned = pool.call("contacts", "list_contacts",
+                                  {"tag": unique, "sort": sort, "limit": 2})
+                after = from_index({"tag": unique, "sort": sort, "limit": 50,
+                                    "cursor": owned["next_cursor"]})
+                assert [c["id"] for c in owned["items"] + after["items"]] == want, kind
+    finally:
+        pool.close()
+    # words in q with a custom sort
+    number = keys["number"]
+    assert [c["id"] for c in through_api({"q": f"Srt{unique}", "sort": f"-cf.{number}"})[
+        "items"]] == expected("number", True)
 
 
 def test_user_fields_name_active_users(api, make_user, unique):

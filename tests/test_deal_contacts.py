@@ -87,3 +87,54 @@ def test_a_merge_moves_roles_notes_and_commitments_to_the_survivor(api, stack, u
     assert [n["id"] for n in notes] == [note["id"]]
     cards = api.get(f"/contacts/{survivor}/deals").json()["items"]
     assert [(d["id"], d["role"]) for d in cards] == [(deal["id"], "lawyer")]
+
+
+def test_read_only_deal_contacts_refuse_every_write_of_them(api, stack, make_user, unique):
+    """A role whose deal contact_id is read-only changes it neither by PATCH nor by
+    PUT /deals/{id}/contacts (which sets it) nor by a merge (which repoints deals); a role
+    that only reads deals cannot replace a deal's people: 403, nothing changed."""
+    first, second = person(api, unique, "First"), person(api, unique, "Second")
+    deal = api.post("/deals", json={"title": f"Locked {unique}", "contact_id": first,
+                                    "amount": 10, "currency": "EUR"}).json()
+    for name, deals, fields in (
+            (f"fixer-{unique}", {"read": "all", "edit": "all"}, {"deals": {"contact_id": "read"}}),
+            (f"peek-{unique}", {"read": "all"}, {})):
+        created = api.post("/roles", json={"name": name, "label": name, "permissions": {
+            "deals": deals, "contacts": {"read": "all", "create": "all", "edit": "all"}},
+            "fields": fields})
+        assert created.status_code == 201, created.text
+    fixer, peek = make_user(f"fixer-{unique}"), make_user(f"peek-{unique}")
+    swap = {"contacts": [{"contact_id": second, "role": "buyer", "primary": True}]}
+    refused = fixer.put(f"/deals/{deal['id']}/contacts", json=swap)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["details"]["fields"] == ["contacts"]  # locked with it
+    assert fixer.patch(f"/deals/{deal['id']}", json={"contact_id": second}).status_code == 403
+    merged = fixer.post(f"/contacts/{first}/merge", json={"source_ids": [second]})
+    assert merged.status_code == 403, merged.text
+    assert merged.json()["error"]["details"].get("fields") == [
+        "deals.contact_id", "deals.contacts"], merged.text
+    assert peek.put(f"/deals/{deal['id']}/contacts", json=swap).status_code == 403
+    got = api.get(f"/deals/{deal['id']}").json()
+    assert got["contact_id"] == first and [p["contact_id"] for p in got["contacts"]] == [first]
+    assert api.get(f"/contacts/{second}").status_code == 200  # not merged away
+    # what the grant leaves open still works: another field, and reading the people
+    assert fixer.patch(f"/deals/{deal['id']}", json={"title": f"Open {unique}"}).status_code == 200
+    assert fixer.get(f"/deals/{deal['id']}/contacts").json()["contacts"][0]["contact_id"] == first
+
+
+def test_hidden_deal_contacts_are_not_shown(api, stack, make_user, unique):
+    """A role for which a deal's contact is hidden reads the deal without it, and neither
+    reads nor replaces its people (403)."""
+    first = person(api, unique, "Hush")
+    deal = api.post("/deals", json={"title": f"Hush {unique}", "contact_id": first,
+                                    "currency": "EUR"}).json()
+    created = api.post("/roles", json={"name": f"blind-{unique}", "label": "Blind",
+                                       "permissions": {"deals": {"read": "all", "edit": "all"}},
+                                       "fields": {"deals": {"contact_id": "hidden"}}})
+    assert created.status_code == 201, created.text
+    blind = make_user(f"blind-{unique}")
+    read = blind.get(f"/deals/{deal['id']}").json()
+    assert "contact_id" not in read and "contacts" not in read and read["title"] == deal["title"]
+    assert blind.get(f"/deals/{deal['id']}/contacts").status_code == 403
+    assert blind.put(f"/deals/{deal['id']}/contacts", json={"contacts": [
+        {"contact_id": first, "primary": True}]}).status_code == 403

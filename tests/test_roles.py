@@ -195,3 +195,57 @@ def test_field_access_units():
     event = {"data": {"deal": {"id": "d1", "amount": 5}, "amount": 5, "owner_id": "u"}}
     assert field_access.redact_event(who["fields"], "deal", event) == {
         "data": {"deal": {"id": "d1"}, "owner_id": "u"}}
+
+
+def test_hidden_fields_never_make_a_record_match(api, stack, make_user, unique):
+    """The "operator" (edits contact details, never sees deal amounts nor a secret custom
+    field) finds nothing by an amount or by that field's text, in the search box or a
+    list's q, while an admin does; the operator still finds the same records by what it
+    reads."""
+    secret = f"secret_{unique[:8]}".lower()
+    assert api.post("/custom-fields", json={"entity": "contact", "key": secret,
+                                            "label": "Secret", "type": "text"}).status_code == 201
+    role = api.post("/roles", json={"name": f"operator-{unique}", "label": "Operator",
+                                    "permissions": {
+                                        "contacts": {"read": "all", "create": "all", "edit": "all",
+                                                     "export": "all"},
+                                        "deals": {"read": "all"}, "search": {"read": "all"}},
+                                    "fields": {"deals": {"amount": "hidden"},
+                                               "contacts": {f"custom.{secret}": "hidden"}}})
+    assert role.status_code == 201, role.text
+    operator = make_user(f"operator-{unique}")
+    word = f"zebra{unique}"
+    contact = api.post("/contacts", json={"first_name": "Hid", "last_name": f"Den{unique}",
+                                          "custom": {secret: f"{word} stripes"}}).json()
+    deal = api.post("/deals", json={"title": f"Amt {unique}", "amount": 4321987,
+                                    "currency": "EUR", "contact_id": contact["id"]}).json()
+
+    def found(client, q, path="/search"):
+        answer = client.get(path, params={"q": q})
+        assert answer.status_code == 200, answer.text
+        return {item["id"] for item in answer.json()["items"]}
+
+    # the admin finds the deal by its amount (as typed, grouped or not) and the contact
+    # by its custom field's text, as a whole word and while typing it
+    for q in ("43219.87", "43,219.87"):
+        hits, _ = settle(lambda q=q: deal["id"] in found(api, q))
+        assert hits, q
+    for q in (word, f"{word} strip", word[:-2]):
+        assert contact["id"] in found(api, q), q
+    assert contact["id"] in found(api, word, "/contacts")
+    # the operator: nothing by those, the same records by what it reads
+    for q in ("43219.87", "43,219.87"):
+        assert deal["id"] not in found(operator, q), q
+    for q in (word, f"{word} strip", word[:-2]):
+        assert contact["id"] not in found(operator, q), q
+        assert contact["id"] not in found(operator, q, "/contacts"), q
+    assert deal["id"] in found(operator, f"Amt {unique}")
+    assert contact["id"] in found(operator, f"Den{unique}")
+    assert contact["id"] in found(operator, f"Den{unique}", "/contacts")
+    # the deal is still found by its contact's name, which the operator reads
+    assert deal["id"] in found(operator, f"Hid Den{unique}")
+    # an export by words alike
+    assert f"Den{unique}" in api.get("/contacts/export", params={"q": word}).text
+    exported = operator.get("/contacts/export", params={"q": word})
+    assert exported.status_code == 200 and f"Den{unique}" not in exported.text
+    assert f"Den{unique}" in operator.get("/contacts/export", params={"q": f"Den{unique}"}).text

@@ -493,3 +493,37 @@ def test_a_query_is_built_from_words_never_parsed():
     assert parse("José").words == ["jose"] and parse("ПЁТР").words == ["петр"]
     assert set(phone_numbers("0039 333 123 4567", "IT")) >= {"393331234567", "3331234567"}
     assert "2079460018" in phone_numbers("020 7946 0018", "GB")
+
+
+def test_hidden_fields_are_left_out_of_the_match(tmp_path):
+    """query.readable_query on an index alone: a word of a hidden field (a standard one, a
+    custom key, another key that shares its start, a deal's contact's email) never matches,
+    exactly, as typed or with a typo; what the caller reads still does."""
+    from services.search import feed
+    from services.search.index import TantivyIndex
+    from services.search.query import parse, search_query
+    index = TantivyIndex(str(tmp_path))
+    contact = _contact("c1", "2024-05-02T00:00:00+00:00", first_name="Ada",
+                       last_name="Lovelace", position="Countess", emails=["ada@engine.org"],
+                       custom={"lvl": "zebrafish", "lvl2": "narwhal"})
+    feed.write(index, "contact", contact)
+    deal = {"id": "d1", "title": "Engine", "amount": 4321987, "currency": "EUR",
+            "owner_id": None, "contact_id": "c1", "updated_at": "2024-05-02T00:00:00+00:00",
+            "version": 1, "custom": {}}
+    feed.write(index, "deal", deal)
+    index.commit()
+    index.committed()
+
+    def ids(text, access=None):
+        query = search_query(index.schema, parse(text), ("contact", "deal"), None, access)
+        return sorted(found["id"] for _, found in index.hits(query, 10)) if query else []
+
+    hide = {"contact": {"hidden": ["custom.lvl", "position"], "custom_keys": ["lvl", "lvl2"]},
+            "deal": {"hidden": ["amount", "contact.emails"], "custom_keys": None}}
+    assert ids("zebrafish") == ["c1"] and ids("43219.87") == ["d1"]
+    for text in ("zebrafish", "zebrafis", "zebrafisk", "countess", "43219.87", "43,219.87"):
+        assert ids(text, hide) == [], text
+    assert ids("ada@engine.org") == ["c1", "d1"] and ids("ada@engine.org", hide) == ["c1"]
+    assert ids("narwhal", hide) == ["c1"] and ids("narwh", hide) == ["c1"]
+    assert ids("lovelace", hide) == ["c1", "d1"] and ids("lovelase", hide) == ["c1"]
+    assert ids("engine", hide) == ["c1", "d1"] and ids("ada", hide) == ["c1", "d1"]

@@ -12,6 +12,7 @@ from crm_common.custom_fields import to_cell
 from crm_common.errors import Timeout, Unavailable
 from gateway import field_access
 from gateway.calls import call
+from gateway.lists import custom_keys
 from gateway.routes import api
 from gateway.routes.imports import safe_cell
 from contracts import contacts as s
@@ -59,13 +60,16 @@ def contacts_pages(params):
     the count (visibility applies as in the list). Words in `q` are searched in the
     search service's index: such an export pages through it (keyset pages)."""
     query = {k: v for k, v in params.items() if k not in PAGING_KEYS}
+    # a custom role's hidden fields never make a contact match `q` (as in the list)
+    access = field_access.search_access(g.get("identity"), ("contact",), custom_keys)
+    hints = {"access": access} if access else None
 
     def from_owner(cursor):
         return call("contacts", "export_page", query, cursor, timeout=PAGE_TIMEOUT)
 
     def from_index(cursor):
         paging = {"limit": EXPORT_PAGE, **({"cursor": cursor} if cursor else {})}
-        return call("search", "list_records", "contact", dict(query, **paging),
+        return call("search", "list_records", "contact", dict(query, **paging), None, hints,
                     timeout=PAGE_TIMEOUT)
 
     # the first page is asked before the response starts, so a refused filter is a 4xx

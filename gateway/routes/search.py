@@ -1,8 +1,9 @@
 from flask import g
 
 from contracts import search as s
-from gateway import roles
+from gateway import field_access, roles
 from gateway.calls import call
+from gateway.lists import custom_keys
 from gateway.routes import api
 
 TAG = "search"
@@ -18,5 +19,7 @@ def search(body, params):
     types = roles.searchable_types(g.identity, asked)
     if not types:
         return {"items": [], "counts": {}}
+    # a hidden field never makes a record match (field_access.search_access)
+    access = field_access.search_access(g.identity, types, custom_keys)
     return call("search", "search", {**params, "types": ",".join(types)} if types != asked
-                else params)
+                else params, access)

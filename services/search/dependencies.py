@@ -271,7 +271,7 @@ class SearchIndex(DependencyProvider):
                 "documents": self.index.num_docs() if self.index else 0,
                 "rebuild": self.rebuild}
 
-    def search(self, text, types, limit, caller):
+    def search(self, text, types, limit, caller, access=None):
         if self.rebuilding:
             raise Unavailable("The search index is being rebuilt; try again shortly",
                               {"rebuild": self.rebuild})
@@ -279,14 +279,14 @@ class SearchIndex(DependencyProvider):
         people = caller.person_ids()   # the owners' own rule (docs/auth.md)
         types = tuple(types or TYPES)
         out = {"items": [], "counts": {kind: 0 for kind in types}}
-        query = search_query(self.index.schema, parsed, types, people)
+        query = search_query(self.index.schema, parsed, types, people, access)
         if query is None:
             return out
         out["items"] = [hit(parsed, score, found) for score, found in self.index.hits(query, limit)]
         out["counts"].update(self.index.counts(query))
         return out
 
-    def list_page(self, kind, params, caller, fresh=None):
+    def list_page(self, kind, params, caller, fresh=None, hints=None):
         """A list endpoint's page from the index (lists.py). `fresh`: the caller's own
         latest writes ([{"type", "id", "updated_at"}]) the answer must show: a record the
         index does not hold at that state yet is read from its owner and committed first."""
@@ -295,7 +295,7 @@ class SearchIndex(DependencyProvider):
                               "its owner meanwhile", {"rebuild": self.rebuild})
         self.catch_up(fresh or [])
         return lists.page(self.index, kind, params, caller.person_ids(),
-                          self.settings.default_region)
+                          self.settings.default_region, hints)
 
     def catch_up(self, written):
         """Makes the index hold at least these states (read-your-own-write)."""

@@ -10,8 +10,14 @@ Every record becomes one `Entry`:
 - `emails`: its emails whole; `visible_to`: who may see it (SHARED: everyone);
 - `filters`: `field=value` terms lists filter on (a contact's products bought: the sales
   service's purchases_recorded, feed.buy); numbers lists sort on;
-- `numbers`: the custom fields' values ranges compare ({key: number}: numbers, money
-  amounts, dates and date-times in microseconds).
+- `numbers`: the custom fields' values ranges compare and lists sort on ({key: number}:
+  numbers, money amounts, dates and date-times in microseconds; a text's first bytes as
+  `<key>~0`..`<key>~3`, sort_numbers);
+- `guarded`: the same words again as `<field>:<word>` (`custom:<word>` and
+  `custom.<key>:<word>` for custom values), so a caller whose role hides some fields
+  (gateway/field_access.py) matches only by the fields it reads (query.readable_query).
+  A deal is also found by its amount ("1234.56", "1,234.56") and every record by the text
+  of its custom fields.
 Words are folded (accents off, case folded; Cyrillic, Hebrew, Greek... kept as letters)
 and split on anything that is not a letter or a digit, the same way queries are."""
 import math
@@ -118,6 +124,80 @@ def from_micros(value):
     return EPOCH + timedelta(microseconds=value)
 
 
+# the fields (field-grant names, contracts/roles.py) whose words find a record: its name
+# fields (`names`), the others (`words`), the one its digit runs and whole emails come from;
+# a deal's contact's and company's words under `contact.<field>` / `company.<field>`
+SEARCHED = {
+    "contact": {"names": ("first_name", "last_name"), "digits": "phones", "emails": "emails",
+                "words": ("emails", "company_name", "position", "tags", "source", "messengers")},
+    "company": {"names": ("name",), "digits": "phones", "emails": "emails",
+                "words": ("domain", "industry", "emails", "tags", "notes")},
+    "deal": {"names": ("title",), "digits": "contact.phones", "emails": "contact.emails",
+             "words": ("contact.first_name", "contact.last_name", "contact.emails",
+                       "contact.company_name", "company.name", "notes", "source",
+                       "lost_reason", "amount")},
+    "task": {"names": ("title",), "digits": None, "emails": None,
+             "words": ("description", "result", "kind")},
+}
+TEXT_SORT_NUMBERS = 4   # a text custom field sorts by its first 4 x 7 bytes (then the id)
+
+
+def readable_tags(kind, hidden, custom_keys=None):
+    """What of a `kind`'s words a caller may match by, whose role hides `hidden` (field
+    grant names; `contact.<field>` / `company.<field>` for a deal's related words, `contact`
+    / `company` for all of them; `custom` or `custom.<key>`): {"names": bool, "tags": [the
+    guarded prefixes], "digits": bool, "emails": bool}. `custom_keys`: the kind's custom
+    keys, needed when only some of them are hidden (else all custom words count or none)."""
+    spec, hidden = SEARCHED[kind], set(hidden or ())
+
+    def shown(name):
+        head = name.split(".", 1)[0]
+        return name not in hidden and not (name != head and head in hidden)
+
+    tags = [n for n in spec["names"] + spec["words"] if shown(n)]
+    if "custom" not in hidden:
+        partial = {n for n in hidden if n.startswith("custom.")}
+        tags += ([f"custom.{k}" for k in custom_keys or () if f"custom.{k}" not in partial]
+                 if partial else ["custom"])
+    return {"names": all(shown(n) for n in spec["names"]), "tags": tags,
+            "digits": bool(spec["digits"]) and shown(spec["digits"]),
+            "emails": bool(spec["emails"]) and shown(spec["emails"])}
+
+
+def custom_texts(record):
+    """{key: [texts]} of a record's custom values a search finds it by (texts, selects,
+    numbers, money amounts, dates; not booleans)."""
+    out = {}
+    for key, value in (record.get("custom") or {}).items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, dict):
+                item = item.get("amount")
+            if isinstance(item, bool) or item in (None, ""):
+                continue
+            if isinstance(item, (int, float)):
+                item = str(int(item)) if float(item).is_integer() else repr(float(item))
+            if isinstance(item, str):
+                out.setdefault(key, []).append(item)
+    return out
+
+
+def amount_texts(amount):
+    """A deal's amount (minor units) as people type it: "1234.56" and "1,234.56"."""
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        return []
+    return [f"{amount / 100:.2f}", f"{amount / 100:,.2f}"]
+
+
+def sort_numbers(key, value):
+    """A text custom value's place in a sort: its first bytes (UTF-8, as MongoDB orders
+    text) as TEXT_SORT_NUMBERS numbers of 7 bytes under `<key>~0`..; {} for other values."""
+    if not isinstance(value, str):
+        return {}
+    raw = value.encode()[:7 * TEXT_SORT_NUMBERS].ljust(7 * TEXT_SORT_NUMBERS, b"\0")
+    return {f"{key}~{i}": int.from_bytes(raw[7 * i:7 * i + 7], "big")
+            for i in range(TEXT_SORT_NUMBERS)}
+
+
 @dataclass
 class Entry:
     type: str
@@ -134,6 +214,7 @@ class Entry:
     visible_to: list = field(default_factory=list)
     filters: list = field(default_factory=list)
     numbers: dict = field(default_factory=dict)
+    guarded: list = field(default_factory=list)
     card: dict = field(default_factory=dict)
     sort_name: str = ""                # contacts: as the contacts service sorts by name
 
@@ -288,6 +369,9 @@ def describe(kind, record, related=None):
     entry.filters += custom_terms(record)
     entry.numbers = {k: n for k, v in (record.get("custom") or {}).items()
                      if (n := range_number(v)) is not None}
+    for key, value in (record.get("custom") or {}).items():
+        if key not in entry.numbers:
+            entry.numbers.update(sort_numbers(key, value))
     if kind == "contact":
         entry.filters += bought_terms(record.get("purchases"))
     people = [record.get(p) for p in PEOPLE[kind] if record.get(p)]
@@ -295,7 +379,21 @@ def describe(kind, record, related=None):
     if kind in SHARED_WHEN_UNOWNED and not people:
         entry.visible_to = [SHARED]
     getattr(_Describe, kind)(entry, record, related)
+    if kind in SEARCHED:
+        custom = custom_texts(record)
+        entry.words = words(*entry.words, *(t for texts in custom.values() for t in texts))
+        tokens = {}
+        for key, texts in custom.items():
+            for word in words(*texts):
+                tokens[f"custom.{key}:{word}"] = tokens[f"custom:{word}"] = None
+        entry.guarded = [*entry.guarded, *tokens]
     return entry
+
+
+def _guard(entry, parts):
+    """Adds the words of {field: [texts]} to the entry's guarded tokens."""
+    entry.guarded += [f"{name}:{word}" for name, texts in parts.items()
+                      for word in words(*texts)]
 
 
 class _Describe:
@@ -307,10 +405,14 @@ class _Describe:
         emails, phones = _emails(record), _phones(record)
         entry.names = words(record.get("first_name"), record.get("last_name"))
         entry.sort_name = name_sort_key(record)
-        entry.words = words(*emails, record.get("company_name"), record.get("position"),
-                            *(record.get("tags") or []), record.get("source"),
-                            *(m.get("handle") for m in record.get("messengers") or []
-                              if isinstance(m, dict)))
+        parts = {"emails": emails, "company_name": [record.get("company_name")],
+                 "position": [record.get("position")], "tags": record.get("tags") or [],
+                 "source": [record.get("source")],
+                 "messengers": [m.get("handle") for m in record.get("messengers") or []
+                                if isinstance(m, dict)]}
+        entry.words = words(*(t for texts in parts.values() for t in texts))
+        _guard(entry, {"first_name": [record.get("first_name")],
+                       "last_name": [record.get("last_name")], **parts})
         entry.digits = digit_grams(phones)
         entry.emails = emails
         entry.card = {"title": name or (emails[:1] or _display_phones(record)[:1] or ["?"])[0],
@@ -321,8 +423,11 @@ class _Describe:
     def company(entry, record, related):
         emails = _emails(record)
         entry.names = words(record.get("name"))
-        entry.words = words(record.get("domain"), record.get("industry"), *emails,
-                            *(record.get("tags") or []), record.get("notes"))
+        parts = {"domain": [record.get("domain")], "industry": [record.get("industry")],
+                 "emails": emails, "tags": record.get("tags") or [],
+                 "notes": [record.get("notes")]}
+        entry.words = words(*(t for texts in parts.values() for t in texts))
+        _guard(entry, {"name": [record.get("name")], **parts})
         entry.digits = digit_grams(_phones(record))
         entry.emails = emails
         entry.card = {"title": record.get("name") or "?",
@@ -336,11 +441,17 @@ class _Describe:
         contact_name = person_name(contact)
         emails = _emails(contact)
         entry.names = words(record.get("title"))
-        entry.words = words(contact_name, *emails, contact.get("company_name"), company.get("name"),
-                            record.get("notes"), record.get("source"), record.get("lost_reason"))
+        amount = record.get("amount")
+        parts = {"contact.first_name": [contact.get("first_name")],
+                 "contact.last_name": [contact.get("last_name")], "contact.emails": emails,
+                 "contact.company_name": [contact.get("company_name")],
+                 "company.name": [company.get("name")], "notes": [record.get("notes")],
+                 "source": [record.get("source")], "lost_reason": [record.get("lost_reason")],
+                 "amount": amount_texts(amount)}
+        entry.words = words(*(t for texts in parts.values() for t in texts))
+        _guard(entry, {"title": [record.get("title")], **parts})
         entry.digits = digit_grams(_phones(contact))
         entry.emails = emails
-        amount = record.get("amount")
         money = (f"{amount / 100:,.2f} {record.get('currency') or ''}".strip()
                  if isinstance(amount, int) else None)
         entry.card = {"title": record.get("title") or "?",
@@ -351,7 +462,10 @@ class _Describe:
     @staticmethod
     def task(entry, record, related):
         entry.names = words(record.get("title"))
-        entry.words = words(record.get("description"), record.get("result"), record.get("kind"))
+        parts = {"description": [record.get("description")], "result": [record.get("result")],
+                 "kind": [record.get("kind")]}
+        entry.words = words(*(t for texts in parts.values() for t in texts))
+        _guard(entry, {"title": [record.get("title")], **parts})
         entry.card = {"title": record.get("title") or "?",
                       "subtitle": _joined(record.get("kind"), record.get("status"),
                                           (record.get("due_at") or "")[:16].replace("T", " ")),

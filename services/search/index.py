@@ -18,7 +18,7 @@ import uuid
 import tantivy
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # The total order of a list, as numbers Tantivy can range over and order by (it orders by
 # one fast field, and has no range over text): the sort field, then the record's id as
 # 3 numbers of 8 bytes (ids are 24 characters: ObjectId hex); the name sort orders by the
@@ -37,6 +37,8 @@ def build_schema():
     # words arrive folded and split (documents.words): whitespace keeps them as they are
     b.add_text_field("names", tokenizer_name="whitespace", index_option="freq")
     b.add_text_field("words", tokenizer_name="whitespace", index_option="freq")
+    # the words again, each as <field>:<word> (documents.Entry.guarded): field grants
+    b.add_text_field("guarded", tokenizer_name="whitespace", index_option="freq")
     for name in ("digits", "emails", "visible_to", "filters"):
         b.add_text_field(name, tokenizer_name="raw", index_option="basic")
     b.add_integer_field("live", stored=True, indexed=True, fast=True)
@@ -73,6 +75,20 @@ def order_key(field, value, record_id):
     or for the name sort the folded name."""
     head = _numbers(value, len(NAME_KEYS)) if field == "name_key" else (value,)
     return head + _numbers(record_id, len(ID_KEYS))
+
+
+def _strictly_after(fields, target, must, need, equal, beyond, ordered):
+    """The first `need` matches of `must` strictly after the position `target` (k0, k1, ...
+    kn) in the order of `fields`: same k0..k(n-1) and beyond kn, then same k0..k(n-2) and
+    beyond k(n-1), ... then beyond k0 (`ordered(clauses, level, count)` reads each)."""
+    found = []
+    for level in reversed(range(len(fields))):
+        if len(found) >= need:
+            break
+        clauses = must + [(tantivy.Occur.Must, equal(fields[j], target[j])) for j in range(level)]
+        clauses.append((tantivy.Occur.Must, beyond(fields[level], target[level])))
+        found += ordered(clauses, level, need - len(found))
+    return found
 
 
 def replica_id(root):
@@ -214,6 +230,8 @@ class TantivyIndex:
             doc.add_text("names", " ".join(entry.names))
         if entry.words:
             doc.add_text("words", " ".join(entry.words))
+        if entry.guarded:
+            doc.add_text("guarded", " ".join(entry.guarded))
         for name, values in (("digits", sorted(entry.digits)), ("emails", entry.emails),
                              ("visible_to", entry.visible_to), ("filters", entry.filters)):
             for value in values:
@@ -326,17 +344,8 @@ class TantivyIndex:
         if after is None:
             addresses = ordered(must, 0, need)
         else:
-            # strictly after (k0, k1, ... kn): same k0..k(n-1) and beyond kn, then same
-            # k0..k(n-2) and beyond k(n-1), ... then beyond k0
-            target = order_key(field, *after)
-            addresses = []
-            for level in reversed(range(len(fields))):
-                if len(addresses) >= need:
-                    break
-                clauses = must + [(tantivy.Occur.Must, equal(fields[j], target[j]))
-                                  for j in range(level)]
-                clauses.append((tantivy.Occur.Must, beyond(fields[level], target[level])))
-                addresses += ordered(clauses, level, need - len(addresses))
+            addresses = _strictly_after(fields, order_key(field, *after), must, need, equal,
+                                        beyond, ordered)
         page = []
         for address in addresses:
             doc = searcher.doc(address)
@@ -347,6 +356,61 @@ class TantivyIndex:
         page.sort(key=lambda item: item[0], reverse=descending)
         return [(position, json.loads(doc.get_first("record") or b"{}"))
                 for _, position, doc in page[:need]]
+
+    def custom_sorted_page(self, query, paths, descending, limit, after=None):
+        """sorted_page for a sort by a custom field: its values are `paths` of the `cf`
+        JSON field (one number, or a text's TEXT_SORT_NUMBERS numbers), which Tantivy
+        orders only in a top_hits aggregation; records without a value are left out (as
+        the owners' lists do). `after`: the position's numbers (one per path), then the id.
+        [(id, record)] of the next `limit` + 1 records."""
+        searcher = self.searcher()
+        fields = list(paths) + list(ID_KEYS)
+        direction = "desc" if descending else "asc"
+        need = limit + 1
+
+        def bound(value):
+            return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+        def equal(name, value):
+            if name in ID_KEYS:
+                return tantivy.Query.range_query(self.schema, name, tantivy.FieldType.Unsigned,
+                                                 value, value)
+            return self.index.parse_query(f"{name}:[{bound(value)} TO {bound(value)}]")
+
+        def beyond(name, value):
+            if name in ID_KEYS and descending:
+                return tantivy.Query.range_query(self.schema, name, tantivy.FieldType.Unsigned,
+                                                 None, value, include_upper=False)
+            if name in ID_KEYS:
+                return tantivy.Query.range_query(self.schema, name, tantivy.FieldType.Unsigned,
+                                                 value, None, include_lower=False)
+            return self.index.parse_query(f"{name}:{'<' if descending else '>'}{bound(value)}")
+
+        def ordered(clauses, count):
+            found = searcher.aggregate(tantivy.Query.boolean_query(clauses), {"page": {
+                "top_hits": {"size": count, "sort": [{name: direction} for name in fields],
+                             "docvalue_fields": ["id"]}}})
+            return [hit["docvalue_fields"]["id"][0] for hit in found["page"]["hits"]
+                    if hit["docvalue_fields"].get("id")]
+
+        must = [(tantivy.Occur.Must, query),
+                (tantivy.Occur.Must, tantivy.Query.exists_query(paths[0]))]
+        if after is None:
+            ids = ordered(must, need)
+        else:
+            target = tuple(after[:-1]) + _numbers(after[-1], len(ID_KEYS))
+            ids = _strictly_after(fields, target, must, need, equal, beyond,
+                                  lambda clauses, level, count: ordered(clauses, count))
+        ids = ids[:need]
+        if not ids:
+            return []
+        records = {}
+        keyed = tantivy.Query.term_set_query(self.schema, "id", ids)
+        for _, address in searcher.search(tantivy.Query.boolean_query(
+                [(tantivy.Occur.Must, keyed), *must[:1]]), len(ids) * 2, count=False).hits:
+            doc = searcher.doc(address)
+            records[doc.get_first("id")] = json.loads(doc.get_first("record") or b"{}")
+        return [(i, records[i]) for i in ids if i in records]
 
     def live_stamps(self, kind, limit=1_000_000):
         """{id: updated_at micros} of every live record of `kind` (tests, audits)."""

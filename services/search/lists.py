@@ -25,16 +25,21 @@ from crm_common.errors import BadRequest
 from crm_common.phones import normalize_phone
 from crm_common.timeutil import utcnow
 from crm_common.validation import load
-from services.search.documents import (NO_DUE, custom_term, custom_url_value, filter_term,
-                                       from_micros, micros, period_cover, range_number)
+from services.search.documents import (NO_DUE, TEXT_SORT_NUMBERS, custom_term,
+                                       custom_url_value, filter_term, from_micros, micros,
+                                       period_cover, range_number, sort_numbers)
 from services.search.query import filters as base_filters
-from services.search.query import parse, text_query
+from services.search.query import parse, readable_query
 
 Occur = tantivy.Occur
 # `cf.<key>` (equals) and `cf.<key>.ne` are index terms, `.gte` / `.lte` ranges over
-# Entry.numbers; `sort=cf.<key>` is the owner's (gateway/lists.py sends it there)
+# Entry.numbers; `sort=cf.<key>` orders by Entry.numbers too (a number, a date's
+# microseconds, or a text's first bytes: NUMBER_SORTS / TEXT_SORTS, the type the gateway
+# names) and lists only the records with a value, as the owners' lists do
 CUSTOM_FILTER = re.compile(r"^cf\.([a-z][a-z0-9_]{0,39})(?:\.(gte|lte|ne))?$")
 Q = tantivy.Query
+NUMBER_SORTS = ("number", "money", "date", "datetime")
+TEXT_SORTS = ("text", "select", "user", "url", "email", "phone")
 
 
 @dataclass(frozen=True)
@@ -104,25 +109,71 @@ def _bought(schema, params):
                            [(Occur.Must, _term(schema, "bought", f"{product}@none"))])
 
 
-def build_query(schema, kind, params, people, region, now, custom_range=None):
+@dataclass(frozen=True)
+class CustomSort:
+    """A sort by a custom field: its `cf` paths in the index, and the owner's sort field
+    (in its cursors)."""
+    key: str
+    type: str
+
+    @property
+    def paths(self):
+        if self.type in TEXT_SORTS:
+            return tuple(f"cf.{self.key}~{i}" for i in range(TEXT_SORT_NUMBERS))
+        return (f"cf.{self.key}",)
+
+    @property
+    def owner_field(self):
+        return f"custom.{self.key}" + (".amount" if self.type == "money" else "")
+
+    def value(self, record):
+        """The record's value as its owner stores it (its cursors' value)."""
+        value = (record.get("custom") or {}).get(self.key)
+        return value.get("amount") if isinstance(value, dict) else value
+
+    def numbers(self, value):
+        """The index's numbers of an owner's value (a cursor's), or None."""
+        if self.type in TEXT_SORTS:
+            found = sort_numbers(self.key, value)
+            return tuple(found[f"{self.key}~{i}"] for i in range(TEXT_SORT_NUMBERS)) \
+                if found else None
+        number = range_number(value)
+        return None if number is None else (number,)
+
+
+def custom_sort(sort, sort_type):
+    """The CustomSort of `sort=cf.<key>` (the gateway names the type), else None."""
+    api_sort = sort.lstrip("-")
+    if not api_sort.startswith("cf."):
+        return None
+    match = CUSTOM_FILTER.match(api_sort)
+    if not match or match.group(2) or sort_type not in NUMBER_SORTS + TEXT_SORTS:
+        raise BadRequest(f"Cannot sort by {api_sort!r} here", {"fields": ["sort"]})
+    return CustomSort(match.group(1), sort_type)
+
+
+def build_query(schema, kind, params, people, region, now, custom_range=None, access=None,
+                sort_type=None):
     """(query, sort field, API sort, descending) of a list's validated parameters
-    (`custom_range(key, op, number)`: the index's query of a custom field range)."""
+    (`custom_range(key, op, number)`: the index's query of a custom field range; `access`:
+    a custom role's hidden fields, query.readable_query; `sort_type`: the type of the
+    custom field a `sort=cf.<key>` names). The sort field of a custom sort is its
+    CustomSort."""
     spec = LISTS[kind]
     # the call log has one order (newest first) and ignores `sort`, as its owner does
     sort = spec.default_sort if kind == "call" else params.get("sort") or spec.default_sort
     api_sort = sort.lstrip("-")
-    if api_sort.startswith("cf."):  # sorts by typed custom fields are their owner's list's
-        raise BadRequest("Sorts by custom fields (cf.<key>) cannot be combined with words "
-                         "in q", {"fields": ["q"]})
-    if api_sort not in spec.sorts:
+    field = custom_sort(sort, sort_type)
+    if field is None and api_sort not in spec.sorts:
         raise BadRequest(f"Cannot sort by {api_sort!r}", {"allowed": sorted(spec.sorts)})
+    field = field or spec.sorts[api_sort]
     must = base_filters(schema, (kind,), people,
                         live=not (spec.deleted and params.get("include_deleted")))
     must_not = []
     if spec.text and params.get("q"):
-        relevance = text_query(schema, parse(params["q"], region))
+        relevance = readable_query(schema, parse(params["q"], region), kind, access)
         if relevance is None:   # nothing searchable typed (only punctuation): no match
-            return None, spec.sorts[api_sort], sort, sort.startswith("-")
+            return None, field, sort, sort.startswith("-")
         must.append((Occur.Must, relevance))
     for name, raw in (params.get("custom_filters") or {}).items():
         match = CUSTOM_FILTER.match(name)
@@ -168,8 +219,7 @@ def build_query(schema, kind, params, people, region, now, custom_range=None):
         if params.get("phone"):
             number = normalize_phone(params["phone"], region) or {}
             must.append((Occur.Must, _term(schema, "number", number.get("e164") or params["phone"])))
-    return (Q.boolean_query(must + must_not), spec.sorts[api_sort], sort,
-            sort.startswith("-"))
+    return Q.boolean_query(must + must_not), field, sort, sort.startswith("-")
 
 
 def _owner_sort(kind, sort):
@@ -179,8 +229,13 @@ def _owner_sort(kind, sort):
 
 def encode(kind, sort, field, position):
     """The owner's cursor after `position` (value, id): a time as a time, the name sort's
-    folded name as text (crm_common.cursors' typed values)."""
+    folded name as text, a custom value as stored (crm_common.cursors' typed values)."""
     value, record_id = position
+    if isinstance(field, CustomSort):
+        direction = DESCENDING if sort.startswith("-") else ASCENDING
+        return encode_cursor(field.owner_field, direction, {
+            "custom": {field.key: {"amount": value} if field.type == "money" else value},
+            "_id": record_id}, LISTS[kind].scope)
     owner_field, direction = _owner_sort(kind, sort)
     return encode_cursor(owner_field, direction, {
         owner_field: value if field == "name_key" else from_micros(value), "_id": record_id},
@@ -188,7 +243,16 @@ def encode(kind, sort, field, position):
 
 
 def decode(kind, sort, field, cursor):
-    """The position (value, id) an owner's cursor, or one of the index, points after."""
+    """The position (value, id) an owner's cursor, or one of the index, points after (a
+    custom sort: the index's numbers of the value, then the id)."""
+    if isinstance(field, CustomSort):
+        direction = DESCENDING if sort.startswith("-") else ASCENDING
+        value, record_id = decode_cursor(cursor, field.owner_field, direction,
+                                         LISTS[kind].scope)
+        numbers = field.numbers(value)
+        if numbers is None or not isinstance(record_id, str):
+            raise invalid_cursor("Not a cursor of this list.")
+        return (*numbers, record_id)
     owner_field, direction = _owner_sort(kind, sort)
     value, record_id = decode_cursor(cursor, owner_field, direction, LISTS[kind].scope)
     if field == "name_key":
@@ -210,16 +274,25 @@ def listed(kind, record, now):
     return out
 
 
-def page(index, kind, params, people, region):
-    """{"items", "next_cursor"(, "total")} of a list's raw parameters."""
+def page(index, kind, params, people, region, hints=None):
+    """{"items", "next_cursor"(, "total")} of a list's raw parameters. `hints`:
+    {"access": a custom role's hidden fields, "sort_type": a custom sort's field type}."""
+    hints = hints or {}
     data = load(LISTS[kind].schema, params)
     now = utcnow()
     query, field, sort, descending = build_query(index.schema, kind, data, people, region, now,
-                                                 index.custom_range)
+                                                 index.custom_range, hints.get("access"),
+                                                 hints.get("sort_type"))
     after = decode(kind, sort, field, data["cursor"]) if data.get("cursor") else None
     out = {"items": [], "next_cursor": None}
-    if query is not None:
+    if query is not None and isinstance(field, CustomSort):
+        found = [((field.value(record), record_id), record) for record_id, record in
+                 index.custom_sorted_page(query, field.paths, descending, data["limit"], after)]
+        query = Q.boolean_query([(Occur.Must, query),
+                                 (Occur.Must, Q.exists_query(field.paths[0]))])
+    elif query is not None:
         found = index.sorted_page(query, field, descending, data["limit"], after)
+    if query is not None:
         if len(found) > data["limit"]:
             found = found[:data["limit"]]
             out["next_cursor"] = encode(kind, sort, field, found[-1][0])

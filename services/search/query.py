@@ -10,14 +10,18 @@ Each word must match (in any field); a word matches
 - for 4+ digits: any part of a phone number.
 A text that reads as a phone number ("+39 333 123 4567", "0039 333-1234") also matches
 the number as a whole, in its E.164, national and typed forms.
-The caller's visibility and the types asked for are filters of the same query."""
+The caller's visibility and the types asked for are filters of the same query, and so are
+a custom role's hidden fields (`access`): for a type with some, each word must match a
+field the caller reads (readable_query: exactly or as typed, by its guarded
+`<field>:<word>` terms; typo tolerance only in names the caller reads)."""
 from dataclasses import dataclass, field
 
 import tantivy
 
 from contracts.search import MAX_QUERY_CHARS
 from crm_common.phones import looks_like_phone, normalize_phone
-from services.search.documents import MAX_WORD, MIN_PHONE_DIGITS, SHARED, digits_of, words
+from services.search.documents import (MAX_WORD, MIN_PHONE_DIGITS, SHARED, digits_of,
+                                       readable_tags, words)
 
 MAX_WORDS = 8
 MAX_PHONE_DIGITS = 20
@@ -74,37 +78,63 @@ def _boost(query, factor):
     return tantivy.Query.boost_query(query, factor)
 
 
-def word_query(schema, word, typing):
-    """What one word may match, as alternatives (their best ranks the record)."""
+ALL_READ = {"names": True, "tags": None, "digits": True, "emails": True}
+
+
+def word_query(schema, word, typing, read=ALL_READ):
+    """What one word may match, as alternatives (their best ranks the record). `read`
+    (documents.readable_tags): the fields it may match in; `tags` None = all `words`."""
     q = tantivy.Query
-    options = [_boost(q.term_query(schema, "names", word), 4.0),
-               _boost(q.term_query(schema, "words", word), 2.0)]
+    options = []
     distance = fuzzy_distance(word)
-    if typing and len(word) >= 2:
-        options += [_boost(q.fuzzy_term_query(schema, "names", word, distance=0, prefix=True), 3.0),
-                    _boost(q.fuzzy_term_query(schema, "words", word, distance=0, prefix=True), 1.5)]
-    if distance:
-        options += [_boost(q.fuzzy_term_query(schema, "names", word, distance=distance,
-                                              prefix=typing), 1.0),
-                    _boost(q.fuzzy_term_query(schema, "words", word, distance=distance,
-                                              prefix=typing), 0.5)]
-    if word.isdigit() and len(word) >= MIN_PHONE_DIGITS:
+    fields = ["names"] if read["names"] else []
+    if read["tags"] is None:
+        fields.append("words")
+    else:
+        shown = [f"{tag}:{word}" for tag in read["tags"]]
+        options.append(_boost(q.term_set_query(schema, "guarded", shown), 2.0))
+        if typing and len(word) >= 2:
+            options += [_boost(q.fuzzy_term_query(schema, "guarded", term, distance=0,
+                                                  prefix=True), 1.5) for term in shown]
+    boosts = {"names": (4.0, 3.0, 1.0), "words": (2.0, 1.5, 0.5)}
+    for name in fields:
+        exact, typed, typo = boosts[name]
+        options.append(_boost(q.term_query(schema, name, word), exact))
+        if typing and len(word) >= 2:
+            options.append(_boost(q.fuzzy_term_query(schema, name, word, distance=0,
+                                                     prefix=True), typed))
+        if distance:
+            options.append(_boost(q.fuzzy_term_query(schema, name, word, distance=distance,
+                                                     prefix=typing), typo))
+    if read["digits"] and word.isdigit() and len(word) >= MIN_PHONE_DIGITS:
         options.append(_boost(q.term_query(schema, "digits", word[:MAX_PHONE_DIGITS]), 3.0))
+    if not options:
+        return q.empty_query()
     return q.boolean_query([(Occur.Should, option) for option in options])
 
 
-def text_query(schema, parsed):
+def readable_query(schema, parsed, kind, access):
+    """text_query for a type whose hidden fields `access[kind]` ({"hidden": [...],
+    "custom_keys": [...]}) must not make a record match; text_query when it has none."""
+    held = (access or {}).get(kind)
+    if not held:
+        return text_query(schema, parsed)
+    return text_query(schema, parsed, readable_tags(kind, held.get("hidden"),
+                                                    held.get("custom_keys")))
+
+
+def text_query(schema, parsed, read=ALL_READ):
     """The relevance part: None when the text holds nothing to search for."""
     q = tantivy.Query
     alternatives = []
     if parsed.words:
         last = len(parsed.words) - 1
-        every_word = [(Occur.Must, word_query(schema, word, parsed.prefix and i == last))
+        every_word = [(Occur.Must, word_query(schema, word, parsed.prefix and i == last, read))
                       for i, word in enumerate(parsed.words)]
         alternatives.append(q.boolean_query(every_word))
-    if parsed.numbers:
+    if parsed.numbers and read["digits"]:
         alternatives.append(_boost(q.term_set_query(schema, "digits", parsed.numbers), 5.0))
-    if parsed.email:
+    if parsed.email and read["emails"]:
         alternatives.append(_boost(q.term_query(schema, "emails", parsed.email), 8.0))
     if not alternatives:
         return None
@@ -125,9 +155,27 @@ def filters(schema, types=None, visible_to=None, live=True):
     return out
 
 
-def search_query(schema, parsed, types=None, visible_to=None):
-    relevance = text_query(schema, parsed)
-    if relevance is None:
+def search_query(schema, parsed, types=None, visible_to=None, access=None):
+    """`access`: {type: {"hidden", "custom_keys"}} of the types whose hidden fields must
+    not make a record match (a custom role's field grants), else None."""
+    gated = [t for t in (types or ()) if (access or {}).get(t)]
+    if not gated:
+        relevance = text_query(schema, parsed)
+        if relevance is None:
+            return None
+        return tantivy.Query.boolean_query([(Occur.Must, relevance),
+                                            *filters(schema, types, visible_to)])
+    q = tantivy.Query
+    groups = [(tuple(t for t in types if t not in gated), None)] + [((t,), t) for t in gated]
+    per_type = []
+    for kinds, kind in groups:
+        relevance = readable_query(schema, parsed, kind, access) if kind else \
+            text_query(schema, parsed)
+        if kinds and relevance is not None:
+            per_type.append((Occur.Should, q.boolean_query([
+                (Occur.Must, q.term_set_query(schema, "type", list(kinds))),
+                (Occur.Must, relevance)])))
+    if not per_type:
         return None
-    return tantivy.Query.boolean_query([(Occur.Must, relevance),
-                                        *filters(schema, types, visible_to)])
+    return q.boolean_query([(Occur.Must, q.boolean_query(per_type)),
+                            *filters(schema, types, visible_to)])

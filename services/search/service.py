@@ -32,20 +32,24 @@ class SearchService(HealthEntrypoints):
     caller = CallerContext()
 
     @rpc(expected_exceptions=EXPECTED + (Unavailable,))
-    def search(self, params):
-        """GET /api/v1/search: ranked records of every type the caller may see."""
+    def search(self, params, access=None):
+        """GET /api/v1/search: ranked records of every type the caller may see. `access`:
+        {type: {"hidden": [field], "custom_keys": [key]}} of a custom role's hidden fields,
+        which then never make a record match (gateway/field_access.py search_access)."""
         data = load(search_in, params)
         return self.index.search(data["q"], parse_types(data.get("types")), data["limit"],
-                                 self.caller)
+                                 self.caller, access)
 
     @rpc(expected_exceptions=EXPECTED + (Unavailable,))
-    def list_records(self, kind, params, fresh=None):
+    def list_records(self, kind, params, fresh=None, hints=None):
         """A list endpoint of contacts, companies, deals, tasks or calls from the index
         (the owner's list parameters and answer); 503 while the index is rebuilt (the
-        gateway then asks the owner). `fresh`: the caller's latest writes to show."""
+        gateway then asks the owner). `fresh`: the caller's latest writes to show;
+        `hints` (lists.page): {"access": as search's, "sort_type": the type of the custom
+        field a `sort=cf.<key>` sorts by}."""
         if kind not in lists.LISTS:
             raise ValidationFailed("Unknown type", {"fields": {"kind": [f"One of {TYPES}."]}})
-        return self.index.list_page(kind, params or {}, self.caller, fresh)
+        return self.index.list_page(kind, params or {}, self.caller, fresh, hints)
 
     @rpc
     def health(self):
