@@ -90,6 +90,7 @@ def dump_channel(doc):
     return {"id": doc["_id"], "kind": doc["kind"], "name": doc["name"],
             "api_base": doc.get("api_base"), "url": doc.get("url"),
             "phone_number_id": doc.get("phone_number_id"), "from_number": doc.get("from_number"),
+            "route_id": doc.get("route_id"),
             "secrets": {k: bool((doc.get("secrets") or {}).get(k)) for k in SECRET_FIELDS},
             "first_response_minutes": doc.get("first_response_minutes"),
             "working_hours": doc.get("working_hours"),
@@ -279,6 +280,7 @@ class Conversations:
     def create_channel(self, payload):
         self._admin()
         data = load(schemas.ChannelIn(), payload)
+        self._check_route(data.get("kind"), data.get("route_id"))
         now = utcnow()
         doc = {"_id": new_id(), **{k: v for k, v in data.items() if k not in SECRET_FIELDS},
                "secrets": {k: seal(data[k]) for k in SECRET_FIELDS if data.get(k)},
@@ -300,12 +302,45 @@ class Conversations:
         self._admin()
         doc = self._channel(channel_id)
         data = load(schemas.ChannelIn(), payload, partial=True)
+        if data.get("route_id"):
+            self._check_route(data.get("kind") or doc["kind"], data["route_id"], doc["_id"])
         sets = {k: v for k, v in data.items() if k not in SECRET_FIELDS}
         for k in SECRET_FIELDS:
             if data.get(k):
                 sets[f"secrets.{k}"] = seal(data[k])
         sets["updated_at"] = utcnow()
         return dump_channel(self.store.update("channels", doc["_id"], sets))
+
+    def _check_route(self, kind, route_id, channel_id=None):
+        """A Telegram bot's route: a Telegram inbound route of contacts, no other bot's."""
+        if not route_id:
+            return
+        def invalid(message):
+            return ValidationFailed("Invalid input", {"fields": {"route_id": [message]}})
+        if kind != "telegram":
+            raise invalid("Only a Telegram bot has an inbound route.")
+        try:
+            route = self.contacts.get_form(route_id)
+        except NotFound:
+            raise invalid("No such inbound route.") from None
+        if route.get("channel") != "telegram":
+            raise invalid("The route is not a Telegram route.")
+        other = self.store.telegram_channel_of_route(route_id)
+        if other is not None and other["_id"] != channel_id:
+            raise Conflict("The route is another bot's webhook",
+                           {"reason": "route_taken", "channel_id": other["_id"]})
+
+    def telegram_channel(self, route_id):
+        """The bot whose webhook the update came through (its route); a route no bot
+        claims goes to the only Telegram bot there is, if there is one."""
+        found = self.store.telegram_channel_of_route(route_id) if route_id else None
+        if found is None:
+            bots = self.store.channels_of("telegram")
+            found = bots[0] if len(bots) == 1 and not bots[0].get("route_id") else None
+            if found is None and bots:
+                log.warning("telegram route %s is no bot's: set route_id on its channel",
+                            route_id)
+        return found
 
     def delete_channel(self, channel_id):
         self._admin()
@@ -512,7 +547,7 @@ class Conversations:
         conv = self.for_contact(contact)
         if not conv.get("contact_name"):
             conv["contact_name"] = data.get("contact_name")
-        channel = (self.store.channels_of("telegram") or [None])[0]
+        channel = self.telegram_channel(data.get("form_id"))
         if self.store.message_by_dedupe(f"lead:{data['request_id']}"):
             return events
         attachments = self.telegram_media(data["request_id"], channel)

@@ -28,6 +28,7 @@ class ConversationsStore(BaseStore):
         m.create_index([("created_at", ASCENDING), ("_id", ASCENDING)])
         m.create_index("owner_id")
         self.channels.create_index([("kind", ASCENDING)])
+        self.channels.create_index([("route_id", ASCENDING)], sparse=True)
         self.channels.create_index([("created_at", ASCENDING), ("_id", ASCENDING)])
         c = self.conversations
         c.create_index("key", unique=True)
@@ -96,6 +97,9 @@ class ConversationsStore(BaseStore):
 
     def channels_of(self, kind):
         return list(self.channels.find({"kind": kind}).sort("created_at", ASCENDING))
+
+    def telegram_channel_of_route(self, route_id):
+        return self.channels.find_one({"route_id": route_id, "kind": "telegram"})
 
     def shared_mailboxes(self):
         return [m for m in self.mailboxes.find({"active": True}) if m.get("shared")]

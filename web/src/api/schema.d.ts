@@ -3141,6 +3141,8 @@ export interface components {
             kind: "telegram" | "whatsapp" | "sms";
             name: string;
             phone_number_id?: string | null;
+            /** @description Telegram: the inbound route (POST /forms, channel telegram) this bot's webhook posts to */
+            route_id?: string | null;
             token?: string | null;
             url?: string | null;
             verify_token?: string | null;
@@ -3158,6 +3160,8 @@ export interface components {
             kind?: "telegram" | "whatsapp" | "sms";
             name?: string;
             phone_number_id?: string | null;
+            /** @description Telegram: the inbound route (POST /forms, channel telegram) this bot's webhook posts to */
+            route_id?: string | null;
             token?: string | null;
             url?: string | null;
             verify_token?: string | null;
@@ -3175,6 +3179,7 @@ export interface components {
             kind?: string;
             name?: string;
             phone_number_id?: string | null;
+            route_id?: string | null;
             /** @description {name: true} for each secret that is set */
             secrets?: {
                 [key: string]: unknown;
