@@ -349,8 +349,23 @@ class ConversationEscalated(ConversationEvent):
     target_seconds = Int(metadata={"description": "the first-response target"})
 
 
+class MailHistorySynced(ConversationEvent):
+    """Mail dated before its mailbox was connected (the history found there) was stored on
+    a conversation: one event per conversation and sync batch instead of a
+    `message_received` for each message (old mail triggers no rule and notifies no one);
+    event_id `<conversation id>:history:<first message id>`."""
+    deal_id = fields.String(allow_none=True)
+    mailbox_id = fields.String(required=True)
+    count = Int(required=True, metadata={"description": "messages stored"})
+    first_at = IsoTime(metadata={"description": "the oldest one's date"})
+    last_at = IsoTime(metadata={"description": "the newest one's date"})
+    message_ids = fields.List(fields.String(), metadata={
+        "description": "the stored messages' ids (at most one sync batch, 200)"})
+
+
 EVENTS = {
     "message_received": MessageReceived, "message_sent": MessageSent,
+    "mail_history_synced": MailHistorySynced,
     "message_failed": MessageFailed, "conversation_assigned": ConversationAssigned,
     "conversation_closed": ConversationClosed, "conversation_reopened": ConversationReopened,
     "conversation_escalated": ConversationEscalated,

@@ -68,13 +68,13 @@ def mailbox_body(dovecot, relay, address, password, **extra):
 
 
 def raw_mail(sender, to, subject, text, message_id, in_reply_to=None, html=None,
-             attachment=None, name="Anna Client"):
+             attachment=None, name="Anna Client", date=None):
     msg = email.message.EmailMessage()
     msg["From"] = email.utils.formataddr((name, sender))
     msg["To"] = to
     msg["Subject"] = subject
     msg["Message-ID"] = message_id
-    msg["Date"] = email.utils.formatdate()
+    msg["Date"] = email.utils.formatdate(date)
     if in_reply_to:
         msg["In-Reply-To"] = in_reply_to
         msg["References"] = in_reply_to
@@ -181,6 +181,49 @@ def test_mailbox_secrets_are_never_returned_and_bad_login_is_shown(stack, api, m
     assert shared["status"] == "ok" and shared["idle"] is True  # Dovecot offers IDLE
     assert api.post("/mailboxes", json={"name": "x"}).status_code == 422
     api.delete(f"/mailboxes/{bad.json()['id']}")
+
+
+def test_history_found_in_a_new_mailbox_is_announced_per_conversation(stack, api, mail,
+                                                                      record_events, unique):
+    """Mail dated before the mailbox was connected is stored and threaded like any other,
+    but announced once per conversation and batch (mail_history_synced: on the contact's
+    timeline, no message_received for each old mail); newer mail is news as before."""
+    dovecot, relay = mail
+    client = f"hist{unique}@client.test"
+    contact = api.post("/contacts", json={"first_name": "Old", "emails": [client]}).json()
+    last_year = time.time() - 365 * 86400
+    for n in range(3):
+        dovecot.deliver(PERSONAL, raw_mail(client, PERSONAL, f"Old question {unique}",
+                                           f"old text {n}", f"<old{n}-{unique}@client.test>",
+                                           name="Old Client", date=last_year + n))
+    dovecot.deliver(PERSONAL, raw_mail(client, PERSONAL, f"New question {unique}", "new text",
+                                       f"<new-{unique}@client.test>", name="Old Client"))
+    events = record_events("conversations")
+    box = api.post("/mailboxes", json=mailbox_body(dovecot, relay, PERSONAL, "me-pw"))
+    assert box.status_code == 201, box.text
+    try:
+        conv = wait(lambda: (lambda c: c if c and len(messages_of(api, c["id"])) == 4
+                             else None)(conversation_of(api, contact["id"])), timeout=40)
+        assert conv, conversation_of(api, contact["id"])
+        stored = messages_of(api, conv["id"])
+        old = [m for m in stored if m["subject"] == f"Old question {unique}"]
+        assert len(old) == 3 and len({m["thread_id"] for m in old}) == 1
+        found = events.wait_for(lambda e: e["data"].get("conversation_id") == conv["id"] and
+                                e["type"] == "mail_history_synced", timeout=20)
+        assert found, events.events
+        [history] = found
+        assert history["data"]["count"] == 3 and history["data"]["contact_id"] == contact["id"]
+        assert sorted(history["data"]["message_ids"]) == sorted(m["id"] for m in old)
+        assert history["data"]["mailbox_id"] == box.json()["id"]
+        events.drain(2)
+        received = [e for e in events.events if e["type"] == "message_received"
+                    and e["data"]["conversation_id"] == conv["id"]]
+        assert [e["data"]["subject"] for e in received] == [f"New question {unique}"]
+        timeline = wait(lambda: [i for i in api.get(f"/contacts/{contact['id']}/timeline").json()
+                                 ["items"] if "history" in (i.get("summary") or "")])
+        assert timeline and "3 e-mails" in timeline[0]["summary"], timeline
+    finally:
+        api.delete(f"/mailboxes/{box.json()['id']}")
 
 
 def test_do_not_contact_and_opt_outs_refuse_sending(stack, api, shared_mailbox, unique):

@@ -13,6 +13,7 @@ import select as _select
 import smtplib
 import ssl
 import time
+from datetime import timezone
 from email.message import EmailMessage
 
 import nh3
@@ -368,8 +369,8 @@ def parse(raw, max_attachment_bytes, headers_only=False, size=None):
         date = email.utils.parsedate_to_datetime(_header(msg, "Date") or "")
     except (TypeError, ValueError, IndexError):
         date = None
-    if date is not None and date.tzinfo is None:
-        date = None
+    if date is not None and date.tzinfo is None:  # "-0000": UTC, the zone unknown (RFC 5322)
+        date = date.replace(tzinfo=timezone.utc)
     text = html = None
     attachments = []
     if headers_only:

@@ -156,12 +156,12 @@ def message_event(event_type, msg, conv, actor_id=None, extra=None):
     return envelope(SERVICE, event_type, data, event_id=f"{msg['_id']}:{event_type}{suffix}")
 
 
-def conversation_event(event_type, conv, actor_id, summary, extra=None):
+def conversation_event(event_type, conv, actor_id, summary, extra=None, event_id=None):
     data = {"conversation_id": conv["_id"], "contact_id": conv.get("contact_id"),
             "assignee_id": conv.get("assignee_id"), "owner_id": conv.get("owner_id"),
             "actor_id": actor_id, "summary": summary,
             "ref": {"type": "conversation", "id": conv["_id"]}, **(extra or {})}
-    return envelope(SERVICE, event_type, data)
+    return envelope(SERVICE, event_type, data, event_id=event_id)
 
 
 def first_response_due(start, source):
