@@ -203,6 +203,7 @@ class Conversations:
         self.deals = deals
         self.settings = get_settings().conversations
         self._http = None  # providers' media downloads
+        self._unsaved = set()  # ids of conversations made here and not inserted yet
 
     # --- mailboxes and channels (admin; a personal mailbox: its owner) ------------------
     def _may_manage(self, doc):
@@ -478,6 +479,7 @@ class Conversations:
             doc.update(contact_id=contact["id"], contact_name=contact_name(contact),
                        owner_id=contact.get("owner_id"))
         doc.update({k: v for k, v in fields.items() if v is not None})
+        self._unsaved.add(doc["_id"])
         return doc
 
     def for_contact(self, contact, **fields):
@@ -897,7 +899,8 @@ class Conversations:
                     "content_type": item["content_type"], "size": len(raw), "skipped": None}
             self.store.put_attachment(file_id, raw, dict(meta, message_id=msg["_id"]))
             msg["attachments"].append(meta)
-        if conv.get("created_at") and conv.get("_id"):
+        if conv["_id"] in self._unsaved:  # a stored one needs no upsert and no read back
+            self._unsaved.discard(conv["_id"])
             conv, _ = self.store.insert_conversation_if_new(conv)
         msg["conversation_id"] = conv["_id"]
         msg["contact_id"] = conv.get("contact_id")
