@@ -1,9 +1,11 @@
 """Conversations speed: a mailbox synced by the service (every message parsed, matched to
 a contact over RPC, threaded, stored with its event) beside raw imaplib fetching the same
-mailbox; and outbound e-mail through the service's queue (stored, claimed, SMTP, a copy
-APPENDed to Sent, marked sent with its event) beside raw smtplib sending the same number.
+mailbox; and outbound e-mail and Telegram through the service's queue (stored, claimed,
+SMTP and a copy APPENDed to Sent / the Bot API's sendMessage, marked sent with its event)
+beside raw smtplib and raw requests sending the same number.
 
-    .venv/bin/python bench/bench_conversations.py [--messages 300] [--outbound 50]
+    .venv/bin/python bench/bench_conversations.py [--messages 300] [--outbound 50] [--fresh]
+        [--clients 16] [--contacts 50]
 
 Starts an isolated stack (tests/stack.py), a Dovecot and an SMTP sink (tests/mail_servers.py,
 tests/fake_receivers.py). The issue's targets are 10,000 messages synced in under 60 s and
@@ -11,6 +13,7 @@ tests/fake_receivers.py). The issue's targets are 10,000 messages synced in unde
 """
 import argparse
 import email.message
+import json
 import email.utils
 import imaplib
 import os
@@ -20,25 +23,30 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import requests
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import Platform, cpu_note, cpu_seconds  # noqa: E402
 from crm_common.errors import Timeout  # noqa: E402
-from tests.fake_receivers import SmtpReceiver  # noqa: E402
+from tests.fake_receivers import HttpRecorder, SmtpReceiver  # noqa: E402
 from tests.mail_servers import Dovecot  # noqa: E402
 
 BOX = "bench@crm.test"
 
 
-def fill(dovecot, n, senders):
+def fill(dovecot, n, senders, fresh=False):
+    """`n` messages; dated over the past year (the history a mailbox holds when it is
+    connected), or now with `fresh` (every one of them news)."""
     conn = dovecot.connect(BOX)
+    now = time.time()
     for i in range(n):
         msg = email.message.EmailMessage()
         msg["From"] = f"Client {i % senders} <client{i % senders}@bench.test>"
         msg["To"] = BOX
         msg["Subject"] = f"Question {i % 40}"
         msg["Message-ID"] = f"<bench-{i}@bench.test>"
-        msg["Date"] = email.utils.formatdate()
+        msg["Date"] = email.utils.formatdate(now if fresh else now - (n - i) * 3000)
         msg.set_content(f"Hello, question number {i}.\n" + "Some words of text. " * 20)
         conn.append("INBOX", None, imaplib.Time2Internaldate(time.time()), msg.as_bytes())
     conn.logout()
@@ -72,11 +80,106 @@ def smtplib_reference(port, n):
     return time.perf_counter() - start
 
 
+def http_reference(url, n):
+    """The same number of Bot API calls on one kept connection (the sender's per lane)."""
+    session = requests.Session()
+    start = time.perf_counter()
+    for i in range(n):
+        session.post(url, json={"chat_id": "1", "text": f"ref {i}"}, timeout=10)
+    return time.perf_counter() - start
+
+
+def outbound(platform, api, sink, args):
+    """`--outbound` messages per channel to `--contacts` clients round robin, queued by
+    `--clients` concurrent send_to_contact calls (as automation's campaigns make them), then
+    sent by the service: e-mail through SMTP (a copy APPENDed to Sent), Telegram through
+    the Bot API's sendMessage (a local receiver). Rate from the first call to the last
+    delivery; lost and doubled counted on what the receivers got."""
+    recorder = HttpRecorder().start()
+    try:
+        token = "BENCHBOT"
+        bot_path = recorder.telegram_bot(token) + "/sendMessage"
+        route = api.post("/forms", json={"name": "bench bot", "kind": "channel",
+                                         "channel": "telegram", "source": "telegram",
+                                         "telegram_secret_token": "benchsecret"}).json()
+        bot = api.post("/channels", json={"kind": "telegram", "name": "bench bot",
+                                          "api_base": recorder.base_url + "/tg",
+                                          "token": token, "route_id": route["id"]})
+        assert bot.status_code == 201, bot.text
+        contacts = []
+        for i in range(args.contacts):
+            contacts.append(api.post("/contacts", json={
+                "first_name": f"Out{i}", "emails": [f"out{i}@bench.test"],
+                "messengers": [{"channel": "telegram", "handle": str(700000 + i)}]}).json())
+        me = api.get("/users/me").json()["id"]
+        n = args.outbound
+
+        def received(channel):
+            if channel == "email":
+                got = [m["message"]["Subject"] for m in sink.messages
+                       if m["message"]["Subject"].startswith("Bench ")]
+            else:
+                got = [json.loads(r["body"])["text"] for r in recorder.to(bot_path)]
+            return got
+
+        for channel in ("email", "telegram"):
+            retried = []
+
+            def queue(i, channel=channel, retried=retried):
+                for _ in range(5):  # a timed-out call again with its idempotency key
+                    try:
+                        return platform.stack.rpc.call(
+                            "conversations", "send_to_contact",
+                            contacts[i % len(contacts)]["id"], channel, f"Bench {i}",
+                            subject=f"Bench {i}", sender_user_id=me,
+                            idempotency_key=f"bench-{channel}-{i}", timeout=30)
+                    except Timeout:
+                        retried.append(i)
+                raise RuntimeError(f"message {i} not queued")
+
+            before = cpu_seconds(platform)
+            start = time.perf_counter()
+            with ThreadPoolExecutor(args.clients) as pool:
+                list(pool.map(queue, range(n)))
+            queued = time.perf_counter() - start
+            last, last_change = 0, time.perf_counter()
+            while time.perf_counter() - last_change < 30:  # until nothing came for 30 s
+                got = len(received(channel))
+                if got >= n:
+                    break
+                if got != last:
+                    last, last_change = got, time.perf_counter()
+                time.sleep(0.05)
+            seconds = time.perf_counter() - start
+            after = cpu_seconds(platform)
+            time.sleep(3)  # a message sent twice would come in after the last one
+            got = received(channel)
+            texts = set(got)
+            lost = len({f"Bench {i}" for i in range(n)} - texts)
+            print(f"  service outbound {channel}: {len(texts)} of {n} in {seconds:.2f} s "
+                  f"({len(texts) / seconds:.1f}/s; queued by {args.clients} callers in "
+                  f"{queued:.2f} s = {n / queued:.0f}/s, {len(retried)} calls made again) "
+                  f"lost {lost}, doubled {len(got) - len(texts)} "
+                  f"{cpu_note(before, after, max(len(texts), 1))}")
+        ref = smtplib_reference(sink.port, n)
+        print(f"  reference smtplib (one connection): {n} sent in {ref:.2f} s ({n / ref:.0f}/s)")
+        ref = http_reference(recorder.base_url + bot_path, n)
+        print(f"  reference requests to the Bot API receiver (one connection): {n} in "
+              f"{ref:.2f} s ({n / ref:.0f}/s)")
+    finally:
+        recorder.stop()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--senders", type=int, default=30)
-    parser.add_argument("--outbound", type=int, default=50)
+    parser.add_argument("--outbound", type=int, default=50,
+                        help="messages sent per channel (e-mail, then Telegram)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="the mailbox's messages dated now (all news), not over the past year")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent RPC callers")
+    parser.add_argument("--contacts", type=int, default=50, help="recipients, round robin")
     args = parser.parse_args()
     dovecot = Dovecot({BOX: "bench-pw"}).start()
     sink = SmtpReceiver().start()
@@ -84,7 +187,7 @@ def main():
     try:
         api = platform.stack.sign_in()
         print(f"conversations bench ({os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f})")
-        fill(dovecot, args.messages, args.senders)
+        fill(dovecot, args.messages, args.senders, args.fresh)
         got, seconds = imaplib_reference(dovecot)
         print(f"  imaplib fetch of {got} messages: {seconds:.2f} s ({got / seconds:.0f}/s)")
         for i in range(min(args.senders, 10)):  # some senders are known contacts
@@ -103,7 +206,8 @@ def main():
             time.sleep(0.5)
             synced = api.get(f"/mailboxes/{box['id']}").json()["state"]["synced"]
         seconds = time.perf_counter() - start
-        print(f"  service sync of {synced} messages: {seconds:.2f} s ({synced / seconds:.0f}/s) "
+        kind = "dated now (news)" if args.fresh else "dated over the past year (history)"
+        print(f"  service sync of {synced} messages {kind}: {seconds:.2f} s ({synced / seconds:.0f}/s) "
               f"{cpu_note(before, cpu_seconds(platform), max(synced, 1))}")
         # new mail pushed by IDLE: time from delivery until it is stored
         waits = []
@@ -118,39 +222,7 @@ def main():
             waits.append(time.perf_counter() - t)
         print(f"  new mail stored after (IDLE): median {sorted(waits)[2]:.2f} s, "
               f"max {max(waits):.2f} s")
-        contact = api.post("/contacts", json={"first_name": "Out",
-                                              "emails": ["out@bench.test"]}).json()
-        me = api.get("/users/me").json()["id"]
-        before = cpu_seconds(platform)
-        start = time.perf_counter()
-
-        def queue(i):  # as automation's campaigns do: one call per message, 8 at a time,
-            for _ in range(5):  # a timed-out call again with its idempotency key
-                try:
-                    return platform.stack.rpc.call(
-                        "conversations", "send_to_contact", contact["id"], "email",
-                        f"Message {i}", subject=f"Bench {i}", sender_user_id=me,
-                        idempotency_key=f"bench-{i}", timeout=30)
-                except Timeout:
-                    retried.append(i)
-            raise RuntimeError(f"message {i} not queued")
-        retried = []
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(queue, range(args.outbound)))
-        queued = time.perf_counter() - start
-        while len(sink.to("out@bench.test")) < args.outbound and \
-                time.perf_counter() - start < 600:
-            time.sleep(0.1)
-        seconds = time.perf_counter() - start
-        sent = len(sink.to("out@bench.test"))
-        print(f"  service outbound: {sent} sent in {seconds:.2f} s ({sent / seconds:.1f}/s; "
-              f"queued in {queued:.2f} s, {len(retried)} calls timed out and made again) "
-              f"{cpu_note(before, cpu_seconds(platform), max(sent, 1))}")
-        ref = smtplib_reference(sink.port, args.outbound)
-        print(f"  smtplib reference (one connection): {args.outbound} sent in {ref:.2f} s "
-              f"({args.outbound / ref:.0f}/s)")
-        doubled = sent - len({m["message"]["Message-ID"] for m in sink.to("out@bench.test")})
-        print(f"  outbound doubled: {doubled}, lost: {args.outbound - sent}")
+        outbound(platform, api, sink, args)
     finally:
         platform.close()
         sink.stop()

@@ -100,7 +100,10 @@ class MailboxPage(PageOf):
 # --- messenger and SMS channels ---------------------------------------------------------
 
 class ChannelIn(Schema):
-    """Telegram: `token` (the bot's), `api_base` (default https://api.telegram.org).
+    """Telegram: `token` (the bot's), `api_base` (default https://api.telegram.org),
+    `route_id` (the inbound route, channel telegram, whose URL and secret token the bot's
+    setWebhook was given: its updates join this channel and their replies go out through
+    this bot; one bot per route).
     WhatsApp Cloud API: `phone_number_id`, `token` (access token), `app_secret` (checks
     X-Hub-Signature-256), `verify_token` (the webhook handshake), `api_base` (default
     https://graph.facebook.com/v19.0). SMS: `url` (the gateway's endpoint), `token` (sent as
@@ -111,6 +114,9 @@ class ChannelIn(Schema):
     url = fields.String(allow_none=True, validate=validate.Length(max=500))
     phone_number_id = fields.String(allow_none=True, validate=validate.Length(max=100))
     from_number = fields.String(allow_none=True, validate=validate.Length(max=40))
+    route_id = fields.String(allow_none=True, validate=validate.Length(max=64), metadata={
+        "description": "Telegram: the inbound route (POST /forms, channel telegram) this "
+                       "bot's webhook posts to"})
     token = fields.String(load_only=True, allow_none=True, validate=validate.Length(max=1000))
     app_secret = fields.String(load_only=True, allow_none=True, validate=validate.Length(max=500))
     verify_token = fields.String(load_only=True, allow_none=True, validate=validate.Length(max=500))
@@ -128,6 +134,7 @@ class ChannelOut(Schema):
     url = fields.String(allow_none=True)
     phone_number_id = fields.String(allow_none=True)
     from_number = fields.String(allow_none=True)
+    route_id = fields.String(allow_none=True)
     secrets = fields.Dict(metadata={"description": "{name: true} for each secret that is set"})
     first_response_minutes = fields.Float(allow_none=True)
     working_hours = fields.Nested(WorkingHours, allow_none=True)
@@ -342,8 +349,23 @@ class ConversationEscalated(ConversationEvent):
     target_seconds = Int(metadata={"description": "the first-response target"})
 
 
+class MailHistorySynced(ConversationEvent):
+    """Mail dated before its mailbox was connected (the history found there) was stored on
+    a conversation: one event per conversation and sync batch instead of a
+    `message_received` for each message (old mail triggers no rule and notifies no one);
+    event_id `<conversation id>:history:<first message id>`."""
+    deal_id = fields.String(allow_none=True)
+    mailbox_id = fields.String(required=True)
+    count = Int(required=True, metadata={"description": "messages stored"})
+    first_at = IsoTime(metadata={"description": "the oldest one's date"})
+    last_at = IsoTime(metadata={"description": "the newest one's date"})
+    message_ids = fields.List(fields.String(), metadata={
+        "description": "the stored messages' ids (at most one sync batch, 200)"})
+
+
 EVENTS = {
     "message_received": MessageReceived, "message_sent": MessageSent,
+    "mail_history_synced": MailHistorySynced,
     "message_failed": MessageFailed, "conversation_assigned": ConversationAssigned,
     "conversation_closed": ConversationClosed, "conversation_reopened": ConversationReopened,
     "conversation_escalated": ConversationEscalated,

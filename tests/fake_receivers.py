@@ -60,9 +60,22 @@ class SmtpReceiver:
 class HttpRecorder:
     """Records every request; `plan(path, [503, 503, 200])` answers those in order on that
     path (then 200); `delay(path, seconds)` holds each answer on that path; `serve(path,
-    body, content_type)` answers GETs of that path (others: 404)."""
+    body, content_type)` answers GETs of that path (others: 404).
+
+    `telegram_bot(token, api="/tg")`: under `api`, the Bot API's own answers for that bot
+    (https://core.telegram.org/bots/api#making-requests): sendMessage answers
+    `{"ok": true, "result": Message}` with a message_id counted per bot, a planned 429
+    answers `{"ok": false, "error_code": 429, "parameters": {"retry_after": 1}}`, other
+    planned errors `{"ok": false, "error_code", "description"}`, and a token no bot was
+    registered with gets 401 Unauthorized."""
+
+    TELEGRAM_ERRORS = {400: "Bad Request: chat not found", 401: "Unauthorized",
+                       403: "Forbidden: bot was blocked by the user",
+                       429: "Too Many Requests: retry after 1", 502: "Bad Gateway"}
 
     def __init__(self):
+        self.telegram_apis = set()
+        self.telegram_bots = {}  # token -> messages sent so far
         self.requests = []
         self.lock = threading.Lock()
         self.plans = defaultdict(list)
@@ -89,7 +102,11 @@ class HttpRecorder:
                 delay = recorder.delays.get(path)
                 if delay:
                     time.sleep(delay)
-                answer = json.dumps({"ok": 200 <= status < 300}).encode()
+                found = recorder.telegram_answer(path, status, body)
+                if found is not None:
+                    status, answer = found
+                else:
+                    answer = json.dumps({"ok": 200 <= status < 300}).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(answer)))
@@ -130,6 +147,46 @@ class HttpRecorder:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+    def telegram_bot(self, token, api="/tg"):
+        with self.lock:
+            self.telegram_apis.add(api.rstrip("/"))
+            self.telegram_bots.setdefault(token, 0)
+        return f"{api.rstrip('/')}/bot{token}"
+
+    def telegram_answer(self, path, status, body):
+        """(status, body) as the Bot API answers a method call, or None off its paths."""
+        api, _, rest = path.rpartition("/bot")
+        token, _, method = rest.partition("/")
+        if api not in self.telegram_apis or not method:
+            return None
+        if token not in self.telegram_bots:
+            status = 401
+        if status >= 400:
+            error = {"ok": False, "error_code": status,
+                     "description": self.TELEGRAM_ERRORS.get(status, "Internal Server Error")}
+            if status == 429:
+                error["parameters"] = {"retry_after": 1}
+            return status, json.dumps(error).encode()
+        if method != "sendMessage":
+            return status, json.dumps({"ok": True, "result": True}).encode()
+        try:
+            sent = json.loads(body or b"{}")
+        except ValueError:
+            return 400, json.dumps({"ok": False, "error_code": 400, "description":
+                                    "Bad Request: can't parse JSON"}).encode()
+        if not sent.get("chat_id") or not sent.get("text"):
+            return 400, json.dumps({"ok": False, "error_code": 400, "description":
+                                    "Bad Request: message text is empty"}).encode()
+        with self.lock:
+            self.telegram_bots[token] += 1
+            message_id = self.telegram_bots[token]
+        chat = int(sent["chat_id"]) if str(sent["chat_id"]).lstrip("-").isdigit() \
+            else sent["chat_id"]
+        return 200, json.dumps({"ok": True, "result": {
+            "message_id": message_id, "date": int(time.time()), "text": sent["text"],
+            "from": {"id": abs(hash(token)) % 10 ** 9, "is_bot": True, "first_name": "bot"},
+            "chat": {"id": chat, "type": "private"}}}).encode()
 
     def plan(self, path, statuses):
         with self.lock:

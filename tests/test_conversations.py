@@ -68,13 +68,13 @@ def mailbox_body(dovecot, relay, address, password, **extra):
 
 
 def raw_mail(sender, to, subject, text, message_id, in_reply_to=None, html=None,
-             attachment=None, name="Anna Client"):
+             attachment=None, name="Anna Client", date=None):
     msg = email.message.EmailMessage()
     msg["From"] = email.utils.formataddr((name, sender))
     msg["To"] = to
     msg["Subject"] = subject
     msg["Message-ID"] = message_id
-    msg["Date"] = email.utils.formatdate()
+    msg["Date"] = email.utils.formatdate(date)
     if in_reply_to:
         msg["In-Reply-To"] = in_reply_to
         msg["References"] = in_reply_to
@@ -183,6 +183,49 @@ def test_mailbox_secrets_are_never_returned_and_bad_login_is_shown(stack, api, m
     api.delete(f"/mailboxes/{bad.json()['id']}")
 
 
+def test_history_found_in_a_new_mailbox_is_announced_per_conversation(stack, api, mail,
+                                                                      record_events, unique):
+    """Mail dated before the mailbox was connected is stored and threaded like any other,
+    but announced once per conversation and batch (mail_history_synced: on the contact's
+    timeline, no message_received for each old mail); newer mail is news as before."""
+    dovecot, relay = mail
+    client = f"hist{unique}@client.test"
+    contact = api.post("/contacts", json={"first_name": "Old", "emails": [client]}).json()
+    last_year = time.time() - 365 * 86400
+    for n in range(3):
+        dovecot.deliver(PERSONAL, raw_mail(client, PERSONAL, f"Old question {unique}",
+                                           f"old text {n}", f"<old{n}-{unique}@client.test>",
+                                           name="Old Client", date=last_year + n))
+    dovecot.deliver(PERSONAL, raw_mail(client, PERSONAL, f"New question {unique}", "new text",
+                                       f"<new-{unique}@client.test>", name="Old Client"))
+    events = record_events("conversations")
+    box = api.post("/mailboxes", json=mailbox_body(dovecot, relay, PERSONAL, "me-pw"))
+    assert box.status_code == 201, box.text
+    try:
+        conv = wait(lambda: (lambda c: c if c and len(messages_of(api, c["id"])) == 4
+                             else None)(conversation_of(api, contact["id"])), timeout=40)
+        assert conv, conversation_of(api, contact["id"])
+        stored = messages_of(api, conv["id"])
+        old = [m for m in stored if m["subject"] == f"Old question {unique}"]
+        assert len(old) == 3 and len({m["thread_id"] for m in old}) == 1
+        found = events.wait_for(lambda e: e["data"].get("conversation_id") == conv["id"] and
+                                e["type"] == "mail_history_synced", timeout=20)
+        assert found, events.events
+        [history] = found
+        assert history["data"]["count"] == 3 and history["data"]["contact_id"] == contact["id"]
+        assert sorted(history["data"]["message_ids"]) == sorted(m["id"] for m in old)
+        assert history["data"]["mailbox_id"] == box.json()["id"]
+        events.drain(2)
+        received = [e for e in events.events if e["type"] == "message_received"
+                    and e["data"]["conversation_id"] == conv["id"]]
+        assert [e["data"]["subject"] for e in received] == [f"New question {unique}"]
+        timeline = wait(lambda: [i for i in api.get(f"/contacts/{contact['id']}/timeline").json()
+                                 ["items"] if "history" in (i.get("summary") or "")])
+        assert timeline and "3 e-mails" in timeline[0]["summary"], timeline
+    finally:
+        api.delete(f"/mailboxes/{box.json()['id']}")
+
+
 def test_do_not_contact_and_opt_outs_refuse_sending(stack, api, shared_mailbox, unique):
     contact = api.post("/contacts", json={"first_name": "Quiet", "emails": [
         f"quiet-{unique}@client.test"], "do_not_contact": True}).json()
@@ -278,9 +321,17 @@ def whatsapp_message(phone_number_id, wa_id, text, name="Anna"):
 
 def test_telegram_and_whatsapp_join_one_conversation_and_get_answers(stack, api, providers,
                                                                      unique):
+    # Telegram through the existing inbound route, the bot's webhook
+    secret = f"tg{unique}"
+    route = api.post("/forms", json={"name": f"tg {unique}", "kind": "channel",
+                                     "channel": "telegram", "source": "telegram",
+                                     "telegram_secret_token": secret})
+    assert route.status_code == 201, route.text
+    providers.telegram_bot(f"TG{unique}")
     telegram = api.post("/channels", json={"kind": "telegram", "name": f"bot {unique}",
                                            "api_base": providers.base_url + "/tg",
-                                           "token": f"TG{unique}"})
+                                           "token": f"TG{unique}",
+                                           "route_id": route.json()["id"]})
     assert telegram.status_code == 201, telegram.text
     assert f"TG{unique}" not in telegram.text
     phone_id = f"PN{unique}"
@@ -307,12 +358,6 @@ def test_telegram_and_whatsapp_join_one_conversation_and_get_answers(stack, api,
                          timeout=10).status_code == 403
     ok = requests.post(url, data=raw, headers=headers, timeout=10)
     assert ok.status_code == 200, ok.text
-    # Telegram through the existing inbound route
-    secret = f"tg{unique}"
-    route = api.post("/forms", json={"name": f"tg {unique}", "kind": "channel",
-                                     "channel": "telegram", "source": "telegram",
-                                     "telegram_secret_token": secret})
-    assert route.status_code == 201, route.text
     update = {"update_id": tg_id % 100000, "message": {
         "message_id": 1, "from": {"id": tg_id, "is_bot": False, "first_name": "Multi"},
         "chat": {"id": tg_id, "type": "private"}, "date": int(time.time()),
@@ -401,6 +446,99 @@ def test_telegram_and_whatsapp_join_one_conversation_and_get_answers(stack, api,
         got = api.get(f"/conversations/{conv['id']}/attachments/{attached['id']}")
         assert got.content == content
     assert {m["text"] for m in media} == {"The photo", "Photo by SMS", "Hi on Telegram"}
+
+
+def telegram_update(update_id, user_id, text, **extra):
+    return {"update_id": update_id, "message": {
+        "message_id": update_id, "from": {"id": user_id, "is_bot": False, "first_name": "Two"},
+        "chat": {"id": user_id, "type": "private"}, "date": int(time.time()), **(
+            {"text": text} if text is not None else {}), **extra}}
+
+
+def test_two_telegram_bots_each_answer_through_their_own_webhook(stack, api, providers,
+                                                                  unique):
+    """Each bot's setWebhook has its own URL (the route's key) and secret token: an update
+    joins the bot it came to (its files fetched with that bot's token) and the answer goes
+    out through that bot, not through whichever bot was set up first."""
+    bots, routes = [], []
+    for n in (1, 2):
+        route = api.post("/forms", json={"name": f"tg{n} {unique}", "kind": "channel",
+                                         "channel": "telegram", "source": "telegram",
+                                         "telegram_secret_token": f"s{n}{unique}"})
+        assert route.status_code == 201, route.text
+        routes.append(route.json())
+        providers.telegram_bot(f"BOT{n}{unique}")
+        bot = api.post("/channels", json={"kind": "telegram", "name": f"bot{n} {unique}",
+                                          "api_base": providers.base_url + "/tg",
+                                          "token": f"BOT{n}{unique}",
+                                          "route_id": route.json()["id"]})
+        assert bot.status_code == 201, bot.text
+        assert bot.json()["route_id"] == route.json()["id"]
+        bots.append(bot.json())
+    # one route, one bot; a route must be a Telegram route
+    taken = api.post("/channels", json={"kind": "telegram", "name": "again",
+                                        "token": "X", "route_id": routes[0]["id"]})
+    assert taken.status_code == 409 and taken.json()["error"]["details"]["reason"] == "route_taken"
+    assert api.patch(f"/channels/{bots[1]['id']}",
+                     json={"route_id": routes[0]["id"]}).status_code == 409
+    assert api.post("/channels", json={"kind": "telegram", "name": "nowhere", "token": "X",
+                                       "route_id": "no-such-route"}).status_code == 422
+    assert api.get(f"/channels/{bots[1]['id']}").json()["route_id"] == routes[1]["id"]
+    # a client writes to bot 2 only (with a photo: file ids are the bot's own)
+    base = int(time.time() * 1000) % 10 ** 9
+    user2 = base + 2
+    contact2 = api.post("/contacts", json={"first_name": "Two", "messengers": [
+        {"channel": "telegram", "handle": str(user2)}]}).json()
+    providers.serve(f"/tg/botBOT2{unique}/getFile", json.dumps({
+        "ok": True, "result": {"file_id": f"F{unique}", "file_path": "docs/a.txt"}
+    }).encode(), "application/json")
+    providers.serve(f"/tg/file/botBOT2{unique}/docs/a.txt", b"bot two's file", "text/plain")
+    doc = {"file_id": f"F{unique}", "file_unique_id": f"U{unique}", "file_name": "a.txt",
+           "mime_type": "text/plain"}
+    url = f"{stack.base_url}/api/v1/inbound/telegram/"
+    # the second bot's URL with the first bot's secret: refused
+    assert requests.post(url + routes[1]["key"], json=telegram_update(1, user2, "x"),
+                         headers={"X-Telegram-Bot-Api-Secret-Token": f"s1{unique}"},
+                         timeout=10).status_code == 403
+    got = requests.post(url + routes[1]["key"],
+                        json=telegram_update(base % 100000, user2, None, caption="For bot two",
+                                             document=doc),
+                        headers={"X-Telegram-Bot-Api-Secret-Token": f"s2{unique}"}, timeout=10)
+    assert got.status_code == 200, got.text
+    # and another client to bot 1
+    user1 = base + 1
+    contact1 = api.post("/contacts", json={"first_name": "One", "messengers": [
+        {"channel": "telegram", "handle": str(user1)}]}).json()
+    got = requests.post(url + routes[0]["key"],
+                        json=telegram_update(base % 100000 + 1, user1, "For bot one"),
+                        headers={"X-Telegram-Bot-Api-Secret-Token": f"s1{unique}"}, timeout=10)
+    assert got.status_code == 200, got.text
+    convs = {}
+    for n, contact in ((1, contact1), (2, contact2)):
+        convs[n] = wait(lambda contact=contact: (lambda c: c if c and messages_of(api, c["id"])
+                                                 else None)(conversation_of(api, contact["id"])))
+        assert convs[n], conversation_of(api, contact["id"])
+        [msg] = messages_of(api, convs[n]["id"])
+        assert msg["channel"] == "telegram" and msg["channel_id"] == bots[n - 1]["id"], msg
+    [msg] = messages_of(api, convs[2]["id"])
+    assert msg["text"] == "For bot two"
+    [attached] = msg["attachments"]
+    assert api.get(f"/conversations/{convs[2]['id']}/attachments/{attached['id']}"
+                   ).content == b"bot two's file"
+    assert not providers.to(f"/tg/botBOT1{unique}/getFile")
+    # each answer through the bot the client wrote to, with the Bot API's message_id
+    for n in (2, 1):
+        answer = api.post(f"/conversations/{convs[n]['id']}/messages",
+                          json={"channel": "telegram", "body": f"Answer {n}"})
+        assert answer.status_code == 202, answer.text
+        [sent] = providers.wait_for(f"/tg/botBOT{n}{unique}/sendMessage")
+        assert json.loads(sent["body"]) == {"chat_id": str(base + n), "text": f"Answer {n}"}
+    for n in (1, 2):
+        assert len(providers.to(f"/tg/botBOT{n}{unique}/sendMessage")) == 1
+        out = wait(lambda n=n: [m for m in messages_of(api, convs[n]["id"])
+                                if m["direction"] == "outbound" and m["status"] == "sent"])
+        assert out and out[0]["channel_id"] == bots[n - 1]["id"]
+        assert out[0]["external_id"] == "1", out
 
 
 def test_waiting_client_escalates_once_and_inbox_moves(stack, api, providers, make_user,

@@ -73,3 +73,11 @@ def test_first_response_target_counts_working_minutes():
     assert first_response_due(friday, {"first_response_minutes": 15}) == \
         datetime(2026, 12, 4, 18, 10, tzinfo=timezone.utc)
     assert first_response_due(friday, {}) is None
+
+
+def test_a_date_without_its_zone_reads_as_utc():
+    from datetime import datetime, timezone
+    fields, _ = mail.parse(b"From: x@y.test\r\nDate: Sat, 06 Dec 2025 10:00:00 -0000\r\n\r\nx", 10)
+    assert fields["date"] == datetime(2025, 12, 6, 10, 0, tzinfo=timezone.utc)
+    fields, _ = mail.parse(b"From: x@y.test\r\nDate: not a date\r\n\r\nx", 10)
+    assert fields["date"] is None

@@ -24,6 +24,7 @@ TIMELINE_EVENTS = (
     ("notes", "note_created"),
     ("conversations", "message_received"),
     ("conversations", "message_sent"),
+    ("conversations", "mail_history_synced"),
     ("sales", "quote_sent"),
     ("sales", "quote_accepted"),
     ("sales", "invoice_issued"),

@@ -3,6 +3,7 @@ for a Message-ID) and SMTP, plus reading a raw message into what is stored (plai
 kept, HTML sanitised, attachments within the size limit) and building an outgoing one with
 its threading headers. No database here: the sync and the sender drive these."""
 import email
+import email.header
 import email.policy
 import email.utils
 import imaplib
@@ -12,6 +13,7 @@ import select as _select
 import smtplib
 import ssl
 import time
+from datetime import timezone
 from email.message import EmailMessage
 
 import nh3
@@ -24,6 +26,7 @@ HTML_LIMIT = 500_000
 MSGID = re.compile(r"<[^<>\s]{1,900}>")
 SUBJECT_PREFIX = re.compile(r"^\s*((re|fw|fwd|aw|sv|antw)\s*(\[\d+\])?\s*:\s*)+", re.I)
 EXISTS = re.compile(rb"^\* \d+ EXISTS", re.I)
+UNFOLD = re.compile(r"\r?\n(?=[ \t])")
 
 
 class MailError(Exception):
@@ -301,12 +304,33 @@ def addresses(value):
     return out
 
 
+class _Read(EmailMessage):
+    """get_body / iter_attachments over headers kept as text (compat32)."""
+
+    def is_attachment(self):
+        return self.get_content_disposition() == "attachment"
+
+
 def _header(msg, name):
+    """A header's text: unfolded, its encoded words decoded (an unknown charset, or raw
+    8-bit bytes, read as UTF-8 with replacements); None when absent or unreadable."""
     try:
         value = msg.get(name)
+        if value is None:
+            return None
+        if isinstance(value, str) and "=?" not in value:
+            return UNFOLD.sub("", value).strip()
+        out = []
+        for chunk, charset in email.header.decode_header(value):
+            if isinstance(chunk, bytes):
+                try:
+                    chunk = chunk.decode(charset or "ascii", errors="replace")
+                except LookupError:
+                    chunk = chunk.decode("utf-8", errors="replace")
+            out.append(chunk)
+        return UNFOLD.sub("", "".join(out)).strip()
     except Exception:  # noqa: BLE001 - a malformed header reads as absent
         return None
-    return str(value) if value is not None else None
 
 
 def message_ids(value):
@@ -318,10 +342,11 @@ def subject_key(subject):
 
 
 def _content(part):
+    """A text part's words by its charset (an unknown one: UTF-8 with replacements)."""
+    payload = part.get_payload(decode=True) or b""
     try:
-        return part.get_content()
-    except (LookupError, UnicodeError, AssertionError, ValueError):
-        payload = part.get_payload(decode=True) or b""
+        return payload.decode(part.get_content_charset() or "ascii", errors="replace")
+    except (LookupError, UnicodeError, ValueError):
         return payload.decode("utf-8", errors="replace")
 
 
@@ -332,7 +357,10 @@ def sanitize(html):
 def parse(raw, max_attachment_bytes, headers_only=False, size=None):
     """A raw message -> the stored fields and the attachments' bytes:
     (fields, [(meta, bytes or None)])."""
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    # compat32 reads the structure without the header registry (policy.default parsed every
+    # header into objects: 1.7 ms of the 2.2 ms of CPU a synced message cost); the few
+    # headers used are decoded here, the bodies by their charset
+    msg = email.message_from_bytes(raw, _class=_Read, policy=email.policy.compat32)
     message_id = (message_ids(_header(msg, "Message-ID")) or [None])[0]
     refs = message_ids(_header(msg, "References"))
     in_reply_to = (message_ids(_header(msg, "In-Reply-To")) or [None])[0]
@@ -341,8 +369,8 @@ def parse(raw, max_attachment_bytes, headers_only=False, size=None):
         date = email.utils.parsedate_to_datetime(_header(msg, "Date") or "")
     except (TypeError, ValueError, IndexError):
         date = None
-    if date is not None and date.tzinfo is None:
-        date = None
+    if date is not None and date.tzinfo is None:  # "-0000": UTC, the zone unknown (RFC 5322)
+        date = date.replace(tzinfo=timezone.utc)
     text = html = None
     attachments = []
     if headers_only:
@@ -367,7 +395,10 @@ def parse(raw, max_attachment_bytes, headers_only=False, size=None):
             parts = []
         for part in parts:
             data = part.get_payload(decode=True) or b""
-            meta = {"filename": (part.get_filename() or "attachment")[:255],
+            name = part.get_filename()
+            if name and "=?" in name:
+                name = _header({"name": name}, "name")
+            meta = {"filename": (name or "attachment")[:255],
                     "content_type": part.get_content_type(), "size": len(data), "skipped": None}
             if len(data) > max_attachment_bytes:
                 meta["skipped"] = f"over the {max_attachment_bytes} bytes limit"

@@ -90,6 +90,7 @@ def dump_channel(doc):
     return {"id": doc["_id"], "kind": doc["kind"], "name": doc["name"],
             "api_base": doc.get("api_base"), "url": doc.get("url"),
             "phone_number_id": doc.get("phone_number_id"), "from_number": doc.get("from_number"),
+            "route_id": doc.get("route_id"),
             "secrets": {k: bool((doc.get("secrets") or {}).get(k)) for k in SECRET_FIELDS},
             "first_response_minutes": doc.get("first_response_minutes"),
             "working_hours": doc.get("working_hours"),
@@ -155,12 +156,12 @@ def message_event(event_type, msg, conv, actor_id=None, extra=None):
     return envelope(SERVICE, event_type, data, event_id=f"{msg['_id']}:{event_type}{suffix}")
 
 
-def conversation_event(event_type, conv, actor_id, summary, extra=None):
+def conversation_event(event_type, conv, actor_id, summary, extra=None, event_id=None):
     data = {"conversation_id": conv["_id"], "contact_id": conv.get("contact_id"),
             "assignee_id": conv.get("assignee_id"), "owner_id": conv.get("owner_id"),
             "actor_id": actor_id, "summary": summary,
             "ref": {"type": "conversation", "id": conv["_id"]}, **(extra or {})}
-    return envelope(SERVICE, event_type, data)
+    return envelope(SERVICE, event_type, data, event_id=event_id)
 
 
 def first_response_due(start, source):
@@ -202,6 +203,7 @@ class Conversations:
         self.deals = deals
         self.settings = get_settings().conversations
         self._http = None  # providers' media downloads
+        self._unsaved = set()  # ids of conversations made here and not inserted yet
 
     # --- mailboxes and channels (admin; a personal mailbox: its owner) ------------------
     def _may_manage(self, doc):
@@ -279,6 +281,7 @@ class Conversations:
     def create_channel(self, payload):
         self._admin()
         data = load(schemas.ChannelIn(), payload)
+        self._check_route(data.get("kind"), data.get("route_id"))
         now = utcnow()
         doc = {"_id": new_id(), **{k: v for k, v in data.items() if k not in SECRET_FIELDS},
                "secrets": {k: seal(data[k]) for k in SECRET_FIELDS if data.get(k)},
@@ -300,12 +303,45 @@ class Conversations:
         self._admin()
         doc = self._channel(channel_id)
         data = load(schemas.ChannelIn(), payload, partial=True)
+        if data.get("route_id"):
+            self._check_route(data.get("kind") or doc["kind"], data["route_id"], doc["_id"])
         sets = {k: v for k, v in data.items() if k not in SECRET_FIELDS}
         for k in SECRET_FIELDS:
             if data.get(k):
                 sets[f"secrets.{k}"] = seal(data[k])
         sets["updated_at"] = utcnow()
         return dump_channel(self.store.update("channels", doc["_id"], sets))
+
+    def _check_route(self, kind, route_id, channel_id=None):
+        """A Telegram bot's route: a Telegram inbound route of contacts, no other bot's."""
+        if not route_id:
+            return
+        def invalid(message):
+            return ValidationFailed("Invalid input", {"fields": {"route_id": [message]}})
+        if kind != "telegram":
+            raise invalid("Only a Telegram bot has an inbound route.")
+        try:
+            route = self.contacts.get_form(route_id)
+        except NotFound:
+            raise invalid("No such inbound route.") from None
+        if route.get("channel") != "telegram":
+            raise invalid("The route is not a Telegram route.")
+        other = self.store.telegram_channel_of_route(route_id)
+        if other is not None and other["_id"] != channel_id:
+            raise Conflict("The route is another bot's webhook",
+                           {"reason": "route_taken", "channel_id": other["_id"]})
+
+    def telegram_channel(self, route_id):
+        """The bot whose webhook the update came through (its route); a route no bot
+        claims goes to the only Telegram bot there is, if there is one."""
+        found = self.store.telegram_channel_of_route(route_id) if route_id else None
+        if found is None:
+            bots = self.store.channels_of("telegram")
+            found = bots[0] if len(bots) == 1 and not bots[0].get("route_id") else None
+            if found is None and bots:
+                log.warning("telegram route %s is no bot's: set route_id on its channel",
+                            route_id)
+        return found
 
     def delete_channel(self, channel_id):
         self._admin()
@@ -443,6 +479,7 @@ class Conversations:
             doc.update(contact_id=contact["id"], contact_name=contact_name(contact),
                        owner_id=contact.get("owner_id"))
         doc.update({k: v for k, v in fields.items() if v is not None})
+        self._unsaved.add(doc["_id"])
         return doc
 
     def for_contact(self, contact, **fields):
@@ -512,7 +549,7 @@ class Conversations:
         conv = self.for_contact(contact)
         if not conv.get("contact_name"):
             conv["contact_name"] = data.get("contact_name")
-        channel = (self.store.channels_of("telegram") or [None])[0]
+        channel = self.telegram_channel(data.get("form_id"))
         if self.store.message_by_dedupe(f"lead:{data['request_id']}"):
             return events
         attachments = self.telegram_media(data["request_id"], channel)
@@ -862,7 +899,8 @@ class Conversations:
                     "content_type": item["content_type"], "size": len(raw), "skipped": None}
             self.store.put_attachment(file_id, raw, dict(meta, message_id=msg["_id"]))
             msg["attachments"].append(meta)
-        if conv.get("created_at") and conv.get("_id"):
+        if conv["_id"] in self._unsaved:  # a stored one needs no upsert and no read back
+            self._unsaved.discard(conv["_id"])
             conv, _ = self.store.insert_conversation_if_new(conv)
         msg["conversation_id"] = conv["_id"]
         msg["contact_id"] = conv.get("contact_id")

@@ -56,7 +56,7 @@ class Sender:
         self.holder = holder
         self.http = http or requests.Session()
         # per run: connections by (mailbox, lane), so a burst logs in once per lane
-        self._imap, self._smtp, self._mailboxes = {}, {}, {}
+        self._imap, self._smtp, self._mailboxes, self._channels = {}, {}, {}, {}
 
     def failpoint(self, name):
         if name in (self.settings.failpoints or "").split(","):
@@ -80,7 +80,7 @@ class Sender:
                 mail.close(conn)
             for client in self._smtp.values():
                 mail.smtp_close(client)
-            self._imap, self._smtp, self._mailboxes = {}, {}, {}
+            self._imap, self._smtp, self._mailboxes, self._channels = {}, {}, {}, {}
         return done
 
     def deliver_all(self, msgs):
@@ -267,10 +267,15 @@ class Sender:
 
     # messengers and SMS (their documented request and answer formats)
     def _channel(self, msg):
-        channel = self.store.get("channels", msg.get("channel_id"))
-        if channel is None:
+        """The message's channel and its secrets, read once per run (as mailboxes are)."""
+        key = msg.get("channel_id")
+        if key not in self._channels:
+            channel = self.store.get("channels", key)
+            self._channels[key] = None if channel is None else (
+                channel, {k: unseal(v) for k, v in (channel.get("secrets") or {}).items()})
+        if self._channels[key] is None:
             raise Permanent("its channel was removed")
-        return channel, {k: unseal(v) for k, v in (channel.get("secrets") or {}).items()}
+        return self._channels[key]
 
     def _started(self, msg):
         """Before a call that cannot be taken back: a sender that dies inside it leaves

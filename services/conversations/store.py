@@ -28,6 +28,7 @@ class ConversationsStore(BaseStore):
         m.create_index([("created_at", ASCENDING), ("_id", ASCENDING)])
         m.create_index("owner_id")
         self.channels.create_index([("kind", ASCENDING)])
+        self.channels.create_index([("route_id", ASCENDING)], sparse=True)
         self.channels.create_index([("created_at", ASCENDING), ("_id", ASCENDING)])
         c = self.conversations
         c.create_index("key", unique=True)
@@ -96,6 +97,9 @@ class ConversationsStore(BaseStore):
 
     def channels_of(self, kind):
         return list(self.channels.find({"kind": kind}).sort("created_at", ASCENDING))
+
+    def telegram_channel_of_route(self, route_id):
+        return self.channels.find_one({"route_id": route_id, "kind": "telegram"})
 
     def shared_mailboxes(self):
         return [m for m in self.mailboxes.find({"active": True}) if m.get("shared")]
@@ -222,15 +226,15 @@ class ConversationsStore(BaseStore):
             self.messages.insert_many(docs, ordered=False)
 
     def thread_heads(self, thread_keys):
-        """{thread key: thread id of its latest message} (each key's messages are read: a
-        subject's thread within one conversation stays small)."""
-        latest = {}
-        for doc in find_in(self.messages, "thread_key", thread_keys,
-                           {"thread_key": 1, "thread_id": 1, "at": 1}):
-            found = latest.get(doc["thread_key"])
-            if found is None or doc["at"] > found["at"]:
-                latest[doc["thread_key"]] = doc
-        return {k: d.get("thread_id") for k, d in latest.items()}
+        """{thread key: thread id of its latest message}: one indexed read of the latest
+        per key (reading every message of the keys made a long sync quadratic: a batch
+        late in a 10,000-message mailbox read thousands of its predecessors)."""
+        heads = {}
+        for key in thread_keys:
+            for doc in self.messages.find({"thread_key": key}, {"thread_id": 1}).sort(
+                    "at", DESCENDING).limit(1):
+                heads[key] = doc.get("thread_id")
+        return heads
 
     def message_by_dedupe(self, key):
         return self.messages.find_one({"dedupe_key": key})

@@ -11,7 +11,7 @@ from datetime import timedelta
 from greenlet import GreenletExit
 
 from crm_common.ids import new_id
-from crm_common.timeutil import as_utc, utcnow
+from crm_common.timeutil import as_utc, to_iso, utcnow
 from services.conversations import mail
 from services.conversations.operations import (conversation_event, first_response_due,
                                                message_event, preview, unseal)
@@ -158,6 +158,7 @@ class MailboxSync:
             else:
                 conv = self.sender_conversation(mailbox, fields, contacts, keys, by_key)
             item["conv"] = conv
+            item["history"] = _is_history(mailbox, fields)
             item["new_conversation"] = conv["_id"] not in stored_convs
             convs[conv["_id"]] = conv
             item["msg"] = self.ops.inbound_doc(
@@ -186,10 +187,8 @@ class MailboxSync:
             by_key[key] = conv
         # auto-replies, and the history found in the mailbox when it was connected (dated
         # well before: clocks and Date headers are loose), never become leads
-        older = fields["date"] is not None and mailbox.get("created_at") is not None and \
-            fields["date"] < as_utc(mailbox["created_at"]) - HISTORY_MARGIN
         if not conv.get("contact_id") and mailbox.get("shared") and not fields["auto"] \
-                and not older:
+                and not _is_history(mailbox, fields):
             self.ops.capture_lead(conv, "email", key, {"email": address}, sender.get("name"),
                                   fields["subject"] + "\n\n" + (fields["text"] or ""),
                                   fields["message_id"] or new_id())
@@ -266,14 +265,41 @@ class MailboxSync:
                 events.append(conversation_event(
                     "conversation_reopened", dict(conv, **change["sets"]), None,
                     "The client wrote again: conversation reopened"))
-        for msg in docs:
-            events.append(message_event("message_received", msg,
-                                        dict(convs[msg["conversation_id"]],
-                                             **changes[msg["conversation_id"]]["sets"])))
+        history = {}
+        for item, msg in zip(plan, docs):
+            conv = dict(convs[msg["conversation_id"]], **changes[msg["conversation_id"]]["sets"])
+            if item["history"]:
+                history.setdefault(msg["conversation_id"], (conv, []))[1].append(msg)
+            else:
+                events.append(message_event("message_received", msg, conv))
+        events += [history_event(conv, msgs, mailbox) for conv, msgs in history.values()]
         for cid, conv in convs.items():
             events += self.ops.apply_pending_lead(cid, conv)
         doc = self.store.mailbox_progress(mailbox["_id"], uidvalidity, last_uid, len(docs))
         return doc, events
+
+
+def _is_history(mailbox, fields):
+    """Mail found in the mailbox when it was connected (dated well before: clocks and
+    Date headers are loose): stored and threaded, but it is no news. It never becomes a
+    lead and is announced once per conversation and batch (mail_history_synced), not
+    message by message (no rule, notification or search update for each old mail)."""
+    return fields["date"] is not None and mailbox.get("created_at") is not None and \
+        fields["date"] < as_utc(mailbox["created_at"]) - HISTORY_MARGIN
+
+
+def history_event(conv, msgs, mailbox):
+    msgs = sorted(msgs, key=lambda m: as_utc(m["at"]))
+    who = conv.get("contact_name") or (msgs[-1].get("from") or {}).get("address") or "a client"
+    subject = msgs[-1].get("subject")
+    summary = (f"{len(msgs)} e-mail{'s' if len(msgs) > 1 else ''} with {who} from the "
+               f"mailbox's history" + (f": {subject}" if subject else ""))
+    return conversation_event(
+        "mail_history_synced", conv, None, summary[:500],
+        {"deal_id": conv.get("deal_id"), "mailbox_id": mailbox["_id"], "count": len(msgs),
+         "first_at": to_iso(msgs[0]["at"]), "last_at": to_iso(msgs[-1]["at"]),
+         "message_ids": [m["_id"] for m in msgs]},
+        event_id=f"{conv['_id']}:history:{msgs[0]['_id']}")
 
 
 def _parent_ids(fields):

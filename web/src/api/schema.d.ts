@@ -3158,6 +3158,8 @@ export interface components {
             kind: "telegram" | "whatsapp" | "sms";
             name: string;
             phone_number_id?: string | null;
+            /** @description Telegram: the inbound route (POST /forms, channel telegram) this bot's webhook posts to */
+            route_id?: string | null;
             token?: string | null;
             url?: string | null;
             verify_token?: string | null;
@@ -3175,6 +3177,8 @@ export interface components {
             kind?: "telegram" | "whatsapp" | "sms";
             name?: string;
             phone_number_id?: string | null;
+            /** @description Telegram: the inbound route (POST /forms, channel telegram) this bot's webhook posts to */
+            route_id?: string | null;
             token?: string | null;
             url?: string | null;
             verify_token?: string | null;
@@ -3192,6 +3196,7 @@ export interface components {
             kind?: string;
             name?: string;
             phone_number_id?: string | null;
+            route_id?: string | null;
             /** @description {name: true} for each secret that is set */
             secrets?: {
                 [key: string]: unknown;
