@@ -4,6 +4,8 @@ document keyed (campaign, contact): queued once however often the queuing is ret
 sent with that key as the idempotency key of conversations' send_to_contact."""
 import logging
 from datetime import timedelta
+
+import eventlet
 from urllib.parse import urlencode
 
 from contracts import automation as schemas
@@ -28,6 +30,7 @@ page_query = schemas.RuleListQuery()
 CONTACT_ROOTS = {"contact": ContactOut()}
 PAGE = 5000  # recipients read and queued at once
 MAX_ATTEMPTS = 5
+SEND_CONCURRENCY = 8  # a tick's sends in flight at once (each waits on conversations)
 COUNTS = ("queued", "delivered", "failed", "skipped", "unsubscribed")
 
 
@@ -167,11 +170,39 @@ class Campaigns:
             elif campaign["status"] == "queuing":  # the queuing replica died: again
                 if self.store.take_campaign(campaign, {"wake_at": now + timedelta(minutes=5)}):
                     handled += self._queue(campaign, now)
-        for send in self.store.due_sends(now, self.settings.batch):
-            if self.store.take_send(send, now, self.settings.lease_s):
-                self._send(send, now)
-                handled += 1
-        return handled
+        taken = [send for send in self.store.due_sends(now, self.settings.batch)
+                 if self.store.take_send(send, now, self.settings.lease_s)]
+        self._send_all(taken, now)
+        return handled + len(taken)
+
+    def _send_all(self, sends, now):
+        """The sends of one tick: their campaigns, contacts (one call to contacts) and
+        opt-outs (one query) read at once, then SEND_CONCURRENCY at a time (each waits on
+        conversations). Contacts unreachable: every send retried later."""
+        if not sends:
+            return
+        campaigns = {i: self.store.get("campaigns", i) for i in {s["campaign_id"] for s in sends}}
+        ids = sorted({s["contact_id"] for s in sends})
+        try:
+            found = self.contacts({}).search_records("contact", ids=ids)["items"]
+        except (Unavailable, Timeout) as exc:
+            for send in sends:
+                self._retry(send, now, exc)
+            return
+        contacts = {c["id"]: c for c in found if not c.get("deleted")}
+        opted = self.store.opted_out_of({f"{s['contact_id']}:{campaigns[s['campaign_id']]['channel']}"
+                                         for s in sends})
+        pool = eventlet.GreenPool(SEND_CONCURRENCY)
+        for send in sends:
+            pool.spawn_n(self._send_guarded, send, now, campaigns[send["campaign_id"]],
+                         contacts.get(send["contact_id"]), opted)
+        pool.waitall()
+
+    def _send_guarded(self, send, now, campaign, contact, opted):
+        try:
+            self._send(send, now, campaign, contact, opted)
+        except Exception:  # noqa: BLE001 - its lease runs out and it is taken again
+            log.exception("campaign send %s failed", send["_id"])
 
     def _queue(self, campaign, now):
         """The segment's contacts now, as queued sends spaced at the campaign's rate."""
@@ -218,19 +249,15 @@ class Campaigns:
         except CrmError as exc:  # the report still counts its leads by name
             log.warning("campaign %s not registered as a lead source: %s", campaign["_id"], exc)
 
-    def _send(self, send, now):
-        campaign = self.store.get("campaigns", send["campaign_id"])
-        contacts = self.contacts({})
-        try:
-            contact = contacts.get_contact(send["contact_id"])
-        except NotFound:
+    def _send(self, send, now, campaign, contact, opted):
+        """One recipient: `contact` as contacts has it now (None: deleted), `opted` the
+        `<contact>:<channel>` opt-outs of the tick's recipients."""
+        if contact is None:
             return self._done(send, "skipped", {"reason": "contact deleted"})
-        except (Unavailable, Timeout) as exc:
-            return self._retry(send, now, exc)
         channel = campaign["channel"]
         if contact.get("do_not_contact"):
             return self._done(send, "skipped", {"reason": "do_not_contact"})
-        if self.store.opted_out(contact["id"], channel):
+        if f"{contact['id']}:{channel}" in opted:
             return self._done(send, "skipped", {"reason": "unsubscribed"})
         if channel == "email" and not contact.get("emails") or \
                 channel == "sms" and not contact.get("phones"):

@@ -5,7 +5,7 @@ from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_common.cursors import page
-from crm_common.mongo import BaseStore, increment, update_and_get
+from crm_common.mongo import BaseStore, find_in, increment, update_and_get
 
 
 def _ignoring_duplicates(write):
@@ -273,6 +273,10 @@ class AutomationStore(BaseStore):
         self.optouts.update_one({"_id": f"{contact_id}:{channel}"}, {"$setOnInsert": {
             "contact_id": contact_id, "channel": channel, "campaign_id": campaign_id, "at": at}},
             upsert=True)
+
+    def opted_out_of(self, keys):
+        """Which of these `<contact>:<channel>` keys are opted out (one `$in` on _id)."""
+        return {doc["_id"] for doc in find_in(self.optouts, "_id", list(keys), {"_id": 1})}
 
     def opted_out(self, contact_id, channel):
         return self.optouts.find_one({"_id": f"{contact_id}:{channel}"}) is not None
