@@ -5,6 +5,7 @@ evaluator alone in this process (engine.evaluate over the same rules and events)
 
     .venv/bin/python bench/bench_automation.py [--events 2000] [--rules 200] [--calls 2000]
                                                 [--in-process-only] [--alone]
+                                                [--profile /tmp/automation-profile]
     .venv/bin/python bench/bench_automation.py --events 0 --campaign 50000 [--rate 1200]
 
 Starts an isolated stack (tests/stack.py). The rules' conditions fail for most events and
@@ -174,29 +175,71 @@ def publish_all(source, event_type, items, conn):
         producer.publish(body, routing_key=event_type, delivery_mode=2)
 
 
-def through_service(platform, rules, events, calls, alone=False):
+def through_service(platform, rules, events, calls, alone=False, profile=None):
     stack = platform.stack
     for body in rules:
         stack.rpc.call("automation", "create_rule", body, timeout=30)
     kept = stack.db("automation")["events"]
     events = bodies("deals", "deal_stage_changed", events)
-    deal_events(platform, kept, events, "through the service (1 replica)")
+    deal_events(platform, kept, events, "through the service (1 replica)",
+                profile and profile + ".stack.txt")
     if alone:
         others = unbind_others(stack, "deals", "deal_stage_changed")
         print(f"  the other consumers of deal_stage_changed unbound: {len(others)} queues "
               f"({', '.join(sorted(q.split('--')[-1].split('.')[0] for q in others))})",
               flush=True)
         fresh = [dict(body, event_id=f"alone-{body['event_id']}") for body in events]
-        deal_events(platform, kept, fresh, "automation alone (1 replica)")
+        deal_events(platform, kept, fresh, "automation alone (1 replica)",
+                    profile and profile + ".alone.txt")
     if not calls:
         return
     marker_rule(stack, platform, kept, calls)
 
 
-def deal_events(platform, kept, events, label):
+def sample(stack, seconds, out):
+    """py-spy (its binary: $PY_SPY, else on PATH) sampling the automation process for
+    `seconds`, collapsed stacks into `out`; None when there is no py-spy."""
+    import shutil
+    import subprocess
+    spy = os.environ.get("PY_SPY") or shutil.which("py-spy")
+    pid = next((proc.pid for key, proc in stack.processes.items()
+                if key.startswith("automation")), None)
+    if not spy or pid is None:
+        return None
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(seconds),
+                             "--rate", "200", "--format", "raw", "--output", out, "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# where the automation process's samples are, by the first frame (from the leaf) that names one
+PARTS = (("services/automation", "automation's own code"), ("contracts/", "event contracts (load)"),
+         ("marshmallow", "event contracts (load)"), ("pymongo", "pymongo"), ("bson", "pymongo"),
+         ("kombu", "kombu / amqp"), ("amqp/", "kombu / amqp"), ("nameko", "nameko"),
+         ("eventlet", "eventlet (hub, green I/O)"), ("json", "json"))
+
+
+def profile_summary(path):
+    """Shares of the samples of a py-spy raw file, per part (PARTS) of the leaf frames."""
+    counts, total = {}, 0
+    with open(path) as lines:
+        for line in lines:
+            stack, _, n = line.rstrip().rpartition(" ")
+            if not n.isdigit():
+                continue
+            frames = stack.split(";")
+            part = next((name for frame in reversed(frames) for key, name in PARTS
+                         if key in frame), "other (python, threads)")
+            counts[part] = counts.get(part, 0) + int(n)
+            total += int(n)
+    return ", ".join(f"{name} {100 * n / max(total, 1):.0f}%"
+                     for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def deal_events(platform, kept, events, label, profile=None):
     from kombu import Connection
     stack = platform.stack
     before_count = kept.count_documents({})
+    spy = sample(stack, 20, profile) if profile else None
     before = cpu_seconds(platform)
     started = time.perf_counter()
     with Connection(stack.amqp_uri) as conn:
@@ -213,6 +256,11 @@ def deal_events(platform, kept, events, label):
           f"({len(events) / published:.0f}/s, {waiting} waiting then), handled "
           f"{done}/{len(events)} in {seconds:.1f} s", flush=True)
     print(f"    {cpu_note(before, after, max(done, 1))}", flush=True)
+    if spy is not None:
+        spy.wait(timeout=120)
+        if os.path.exists(profile):
+            print(f"    automation process samples (py-spy, {profile}): "
+                  f"{profile_summary(profile)}", flush=True)
 
 
 def marker_rule(stack, platform, kept, calls):
@@ -324,7 +372,8 @@ def campaign(platform, contacts, rate, small_rate):
         session.post(f"{base}/campaigns/{made.json()['id']}/send", json={}).raise_for_status()
         while True:
             got = read(made.json()["id"])
-            if got["status"] not in ("scheduled", "queuing"):
+            if got["status"] not in ("scheduled", "queuing") or \
+                    time.perf_counter() - started > 600:
                 break
             time.sleep(0.2)
         return got, count, time.perf_counter() - started
@@ -373,6 +422,8 @@ def main():
     parser.add_argument("--in-process-only", action="store_true")
     parser.add_argument("--alone", action="store_true",
                         help="then the same events again with automation their only consumer")
+    parser.add_argument("--profile", help="path prefix: py-spy samples of the automation "
+                                          "process while the deal events run (needs py-spy)")
     args = parser.parse_args()
     random.seed(1)
     rules = [rule_body(n) for n in range(args.rules)]
@@ -388,7 +439,7 @@ def main():
     try:
         if args.events:
             through_service(platform, rules, events, [call_data(n) for n in range(args.calls)],
-                            alone=args.alone)
+                            alone=args.alone, profile=args.profile)
         if args.campaign:
             campaign(platform, args.campaign, args.rate, args.small_rate)
     finally:

@@ -31,6 +31,10 @@ CONTACT_ROOTS = {"contact": ContactOut()}
 PAGE = 5000  # recipients read and queued at once
 MAX_ATTEMPTS = 5
 SEND_CONCURRENCY = 8  # a tick's sends in flight at once (each waits on conversations)
+# a segment's count and a page of 5,000 recipients read a large part of the contacts on
+# the database: longer than a plain call (the gateway waits COUNT_TIMEOUT_S + 5 for a count)
+COUNT_TIMEOUT_S = 25
+PAGE_TIMEOUT_S = 60
 COUNTS = ("queued", "delivered", "failed", "skipped", "unsubscribed")
 
 
@@ -107,7 +111,7 @@ class Campaigns:
     def count_segment(self, segment_id):
         """Live: the contacts the filters match now (the contacts list's total)."""
         segment = self.get_segment(segment_id)
-        page = self.contacts(self._as_caller()).list_contacts(
+        page = self.contacts(self._as_caller(), COUNT_TIMEOUT_S).list_contacts(
             {**segment["filters"], "limit": 1, "include_total": True})
         return {"id": segment_id, "count": page.get("total") or 0}
 
@@ -213,7 +217,7 @@ class Campaigns:
         rate = campaign.get("rate_per_minute") or self.settings.campaign_rate_per_minute
         spacing = 60.0 / rate
         queued, cursor, index = 0, None, 0
-        contacts = self.contacts({})
+        contacts = self.contacts({}, PAGE_TIMEOUT_S)
         while True:
             # the export's one sorted cursor (kept open in contacts between pages): a list
             # page of 500 would re-read the whole segment on SecantusDB for every page
