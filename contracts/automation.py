@@ -595,6 +595,8 @@ class ClockIn(Schema):
 
 class SegmentFilters(ContactListQuery):
     """The contacts list's filters (GET /contacts), each with its type; not its paging."""
+    OPENAPI_EXTRA = {"dependencies": {"bought_from": ["bought_product"],
+                                      "bought_to": ["bought_product"]}}
 
     class Meta:
         exclude = ("limit", "cursor", "sort", "include_total", "include_deleted")

@@ -82,7 +82,14 @@ def build_spec(api, ops_paths):
         spec.path(path=path, operations={method: {
             "summary": summary, "tags": ["ops"], "responses": {"200": {"description": "OK"},
                                                               "503": {"description": "Not ready"}}}})
-    return _strict_nullable_refs(spec.to_dict())
+    out = spec.to_dict()
+    # a schema's own JSON Schema keywords the fields cannot give (e.g. `dependencies`: a
+    # filter that needs another): OpenAPI 3.0 has no word for them, schemathesis applies them
+    for key, name in plugin.converter.refs.items():
+        extra = getattr(key[0], "OPENAPI_EXTRA", None)
+        if extra and name in out["components"]["schemas"]:
+            out["components"]["schemas"][name].update(extra)
+    return _strict_nullable_refs(out)
 
 
 def _strict_nullable_refs(node):

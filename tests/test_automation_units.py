@@ -274,4 +274,5 @@ def test_the_document_describes_the_unions():
     assert {"$ref": "#/components/schemas/CompareCondition"} in tests
     assert schemas["InCondition"]["properties"]["value"]["type"] == "array"
     assert "tag" in schemas["SegmentFilters"]["properties"]
+    assert schemas["SegmentFilters"]["dependencies"]["bought_from"] == ["bought_product"]
     assert schemas["RuleOut"]["properties"]["actions"]["items"]["discriminator"]
