@@ -99,6 +99,9 @@ def service_logic(rules, events):
         def get_record(self, key):
             return None
 
+        def get_records(self, keys):
+            return {}
+
         def claim_run(self, run):
             return True
 

@@ -193,7 +193,7 @@ def test_the_intake_keeps_one_copy_per_record_and_only_the_events_dry_runs_use()
                                                       "at": at[1], "quiet_since": at[0]}}),
         item("telephony.call_started", {"contact:c2": {"touch": at[2]}})])
     events, copies, touches = store.kept
-    assert len(caches) == 5 and caches[0] is operations.CACHE
+    assert len(caches) == 5 and caches[0] == (operations.CACHE, {})
     assert [e["_id"] for e in events] == ["deals.deal_updated", "deals.deal_created",
                                           "telephony.call_missed"]
     assert copies["deal:d1"]["record"]["n"] == 2  # the newest copy, written once
@@ -276,3 +276,51 @@ def test_the_document_describes_the_unions():
     assert "tag" in schemas["SegmentFilters"]["properties"]
     assert schemas["SegmentFilters"]["dependencies"]["bought_from"] == ["bought_product"]
     assert schemas["RuleOut"]["properties"]["actions"]["items"]["discriminator"]
+
+
+def test_related_records_are_read_once_per_flush():
+    """The contacts of the deals whose events meet a rule: one read for the whole flush,
+    none when no rule is met."""
+    from types import SimpleNamespace
+
+    from services.automation import operations
+    rule = {"_id": "r1", "trigger": DEAL_EVENT, "enabled": True,
+            "conditions": {"field": "to_stage_id", "op": "eq", "value": "s1"},
+            "actions": [{"type": "notify_user", "message": "x"}]}
+
+    class Store:
+        reads = []
+
+        def rules_version(self):
+            return "related-test"
+
+        def enabled_rules(self):
+            return [rule]
+
+        def rule_event_types(self):
+            return ["deals.deal_stage_changed"]
+
+        def keep_intake(self, events, copies, touches):
+            pass
+
+        def get_records(self, keys):
+            self.reads.append(keys)
+            return {"contact:c1": {"id": "c1", "first_name": "Ann"}}
+
+    def item(stage, contact):
+        data = {"to_stage_id": stage, "contact_id": contact,
+                "deal": {"id": "d", "contact_id": contact}}
+        return {"event": {"_id": stage + contact, "type_key": "deals.deal_stage_changed",
+                          "occurred_at": None, "data": data}, "records": {}}
+
+    operations.CACHE.version = None
+    store = Store()
+    out = operations.flush_intake(store, SimpleNamespace(keep_events_of=()), [
+        item("s1", "c1"), item("s1", "c2"), item("s2", "c3")])
+    assert store.reads == [["contact:c1", "contact:c2"]]  # s2 meets no rule: not read
+    cache, related = out[0]
+    automation = operations.Automation(store, None, None, None, None, None)
+    ctx = automation._context(item("s1", "c1")["event"]["data"], related)
+    assert ctx["contact"]["first_name"] == "Ann"
+    assert "contact" not in automation._context(item("s1", "c2")["event"]["data"], related)
+    operations.CACHE.version = None

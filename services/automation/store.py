@@ -197,6 +197,11 @@ class AutomationStore(BaseStore):
         doc = self.records.find_one({"_id": key})
         return doc["record"] if doc else None
 
+    def get_records(self, keys):
+        """{key: record copy} of those of `keys` kept (one `$in` on _id)."""
+        return {doc["_id"]: doc["record"]
+                for doc in find_in(self.records, "_id", list(keys), {"record": 1})}
+
     def records_between(self, kind, field, after, until, limit):
         return list(self.records.find({"kind": kind, field: {"$gt": after, "$lte": until}})
                     .limit(limit))
