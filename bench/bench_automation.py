@@ -4,7 +4,8 @@ runs, records' copies updated, every rule of the event type evaluated), beside t
 evaluator alone in this process (engine.evaluate over the same rules and events).
 
     .venv/bin/python bench/bench_automation.py [--events 2000] [--rules 200] [--calls 2000]
-                                                [--in-process-only]
+                                                [--in-process-only] [--alone]
+                                                [--profile /tmp/automation-profile]
     .venv/bin/python bench/bench_automation.py --events 0 --campaign 50000 [--rate 1200]
 
 Starts an isolated stack (tests/stack.py). The rules' conditions fail for most events and
@@ -82,6 +83,69 @@ def in_process(rules, events):
               f"{1000 * (time.process_time() - cpu) / len(events):.3f}", flush=True)
 
 
+def service_logic(rules, events):
+    """What automation's handler does in Python per event, without its broker or database:
+    the event loaded through its contract, then Automation.on_event (records' copies
+    prepared, rules looked up, conditions of the matched ones evaluated) with a store that
+    writes nothing. The rest of the process's CPU per event is nameko, kombu, pymongo."""
+    from contracts.events import load_event
+    from services.automation import operations
+    from crm_common.timeutil import utcnow
+
+    class Store(RulesOnly):
+        def keep_intake(self, events, copies, touches):
+            pass
+
+        def get_record(self, key):
+            return None
+
+        def get_records(self, keys):
+            return {}
+
+        def claim_run(self, run):
+            return True
+
+        def get_user(self, user_id):
+            return None
+
+    class Settings:
+        keep_events_of, loop_limit, lease_s = ("deals",), 5, 120
+
+    class Clock:
+        now = staticmethod(utcnow)
+
+    operations.CACHE = operations.RuleCache()
+    automation = operations.Automation(Store(rules), None, Clock(), Settings(), None, None)
+    wire = bodies("deals", "deal_stage_changed", events)
+    cpu = time.process_time()
+    loaded = [load_event("deals", "deal_stage_changed", body) for body in wire]
+    load_ms = 1000 * (time.process_time() - cpu) / len(wire)
+    cpu = time.process_time()
+    for event in loaded:
+        automation.on_event(event, 0, None)
+    handle_ms = 1000 * (time.process_time() - cpu) / len(wire)
+    print(f"  automation's Python alone: contract load {load_ms:.3f} ms/event, on_event "
+          f"{handle_ms:.3f} ms/event (no broker, no database)", flush=True)
+
+
+def unbind_others(stack, source, event_type):
+    """Unbinds every queue but automation's from `<source>.events` for `event_type`, so
+    only automation consumes what is published next (rabbitmqctl lists the bindings)."""
+    import subprocess
+    from kombu import Connection
+    vhost = stack.vhost.name
+    listed = subprocess.run(["rabbitmqctl", "list_bindings", "-p", vhost, "--quiet",
+                             "source_name", "destination_name", "routing_key"],
+                            capture_output=True, text=True, timeout=60).stdout
+    others = [line.split("\t")[1] for line in listed.splitlines()
+              if line.startswith(f"{source}.events\t") and line.endswith(f"\t{event_type}")
+              and "--automation." not in line]
+    with Connection(stack.amqp_uri) as conn:
+        for queue in others:
+            conn.default_channel.queue_unbind(queue, f"{source}.events", event_type)
+    return others
+
+
 def call_data(n):
     call_id = f"bench-call-{n}"
     return {"call": {"id": call_id, "direction": "inbound", "state": "ringing",
@@ -114,15 +178,71 @@ def publish_all(source, event_type, items, conn):
         producer.publish(body, routing_key=event_type, delivery_mode=2)
 
 
-def through_service(platform, rules, events, calls):
-    from crm_common.messaging.publish import publish_event
-    from kombu import Connection
+def through_service(platform, rules, events, calls, alone=False, profile=None):
     stack = platform.stack
     for body in rules:
         stack.rpc.call("automation", "create_rule", body, timeout=30)
     kept = stack.db("automation")["events"]
-    before_count = kept.count_documents({})
     events = bodies("deals", "deal_stage_changed", events)
+    deal_events(platform, kept, events, "through the service (1 replica)",
+                profile and profile + ".stack.txt")
+    if alone:
+        others = unbind_others(stack, "deals", "deal_stage_changed")
+        print(f"  the other consumers of deal_stage_changed unbound: {len(others)} queues "
+              f"({', '.join(sorted(q.split('--')[-1].split('.')[0] for q in others))})",
+              flush=True)
+        fresh = [dict(body, event_id=f"alone-{body['event_id']}") for body in events]
+        deal_events(platform, kept, fresh, "automation alone (1 replica)",
+                    profile and profile + ".alone.txt")
+    if not calls:
+        return
+    marker_rule(stack, platform, kept, calls)
+
+
+def sample(stack, seconds, out):
+    """py-spy (its binary: $PY_SPY, else on PATH) sampling the automation process for
+    `seconds`, collapsed stacks into `out`; None when there is no py-spy."""
+    import shutil
+    import subprocess
+    spy = os.environ.get("PY_SPY") or shutil.which("py-spy")
+    pid = next((proc.pid for key, proc in stack.processes.items()
+                if key.startswith("automation")), None)
+    if not spy or pid is None:
+        return None
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(seconds),
+                             "--rate", "200", "--format", "raw", "--output", out, "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# where the automation process's samples are, by the first frame (from the leaf) that names one
+PARTS = (("services/automation", "automation's own code"), ("contracts/", "event contracts (load)"),
+         ("marshmallow", "event contracts (load)"), ("pymongo", "pymongo"), ("bson", "pymongo"),
+         ("kombu", "kombu / amqp"), ("amqp/", "kombu / amqp"), ("nameko", "nameko"),
+         ("eventlet", "eventlet (hub, green I/O)"), ("json", "json"))
+
+
+def profile_summary(path):
+    """Shares of the samples of a py-spy raw file, per part (PARTS) of the leaf frames."""
+    counts, total = {}, 0
+    with open(path) as lines:
+        for line in lines:
+            stack, _, n = line.rstrip().rpartition(" ")
+            if not n.isdigit():
+                continue
+            frames = stack.split(";")
+            part = next((name for frame in reversed(frames) for key, name in PARTS
+                         if key in frame), "other (python, threads)")
+            counts[part] = counts.get(part, 0) + int(n)
+            total += int(n)
+    return ", ".join(f"{name} {100 * n / max(total, 1):.0f}%"
+                     for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def deal_events(platform, kept, events, label, profile=None):
+    from kombu import Connection
+    stack = platform.stack
+    before_count = kept.count_documents({})
+    spy = sample(stack, 20, profile) if profile else None
     before = cpu_seconds(platform)
     started = time.perf_counter()
     with Connection(stack.amqp_uri) as conn:
@@ -135,12 +255,20 @@ def through_service(platform, rules, events, calls):
     seconds = time.perf_counter() - started
     done = kept.count_documents({}) - before_count
     after = cpu_seconds(platform)
-    print(f"  through the service (1 replica)   {done / seconds:>10.0f} events/s "
-          f"x {len(rules)} rules   published in {published:.1f} s ({len(events) / published:.0f}/s, "
-          f"{waiting} waiting then), handled {done}/{len(events)} in {seconds:.1f} s", flush=True)
+    print(f"  {label:<33} {done / seconds:>10.0f} events/s   published in {published:.1f} s "
+          f"({len(events) / published:.0f}/s, {waiting} waiting then), handled "
+          f"{done}/{len(events)} in {seconds:.1f} s", flush=True)
     print(f"    {cpu_note(before, after, max(done, 1))}", flush=True)
-    if not calls:
-        return
+    if spy is not None:
+        spy.wait(timeout=120)
+        if os.path.exists(profile):
+            print(f"    automation process samples (py-spy, {profile}): "
+                  f"{profile_summary(profile)}", flush=True)
+
+
+def marker_rule(stack, platform, kept, calls):
+    from crm_common.messaging.publish import publish_event
+    from kombu import Connection
     # call events no rule listens to (the ringing path of telephony): nothing kept, no
     # rule; one rule on call_ended (never matching) makes the last event a marker
     stack.rpc.call("automation", "create_rule", {
@@ -233,7 +361,12 @@ def campaign(platform, contacts, rate, small_rate):
     def start(name, filters, rate_per_minute):
         segment = session.post(base + "/segments", json={
             "name": name, "filters": filters, "allow_everyone": not filters}).json()
-        count = session.get(f"{base}/segments/{segment['id']}/count").json()["count"]
+        counted = time.perf_counter()
+        answer = session.get(f"{base}/segments/{segment['id']}/count")
+        counted = time.perf_counter() - counted
+        count = answer.json().get("count") if answer.status_code == 200 else None
+        print(f"  segment {name!r}: count {count if count is not None else answer.text[:200]} "
+              f"in {counted:.1f} s (HTTP {answer.status_code})", flush=True)
         made = session.post(base + "/campaigns", json={
             "name": name, "segment_id": segment["id"], "channel": "sms",
             "body": "Hi {{ contact.first_name }}, sale today", "rate_per_minute": rate_per_minute})
@@ -242,7 +375,8 @@ def campaign(platform, contacts, rate, small_rate):
         session.post(f"{base}/campaigns/{made.json()['id']}/send", json={}).raise_for_status()
         while True:
             got = read(made.json()["id"])
-            if got["status"] not in ("scheduled", "queuing"):
+            if got["status"] not in ("scheduled", "queuing") or \
+                    time.perf_counter() - started > 600:
                 break
             time.sleep(0.2)
         return got, count, time.perf_counter() - started
@@ -289,6 +423,10 @@ def main():
     parser.add_argument("--rate", type=int, default=1200, help="the big campaign's per minute")
     parser.add_argument("--small-rate", type=int, default=1200)
     parser.add_argument("--in-process-only", action="store_true")
+    parser.add_argument("--alone", action="store_true",
+                        help="then the same events again with automation their only consumer")
+    parser.add_argument("--profile", help="path prefix: py-spy samples of the automation "
+                                          "process while the deal events run (needs py-spy)")
     args = parser.parse_args()
     random.seed(1)
     rules = [rule_body(n) for n in range(args.rules)]
@@ -297,12 +435,14 @@ def main():
           f"{load_average()}", flush=True)
     if events:
         in_process(rules, events)
+        service_logic(rules, events)
     if args.in_process_only:
         return
     platform = Platform()
     try:
         if args.events:
-            through_service(platform, rules, events, [call_data(n) for n in range(args.calls)])
+            through_service(platform, rules, events, [call_data(n) for n in range(args.calls)],
+                            alone=args.alone, profile=args.profile)
         if args.campaign:
             campaign(platform, args.campaign, args.rate, args.small_rate)
     finally:

@@ -4,7 +4,9 @@ from datetime import date, datetime, timezone
 
 import pytest
 
+from contracts import automation as contract
 from crm_common.errors import ValidationFailed
+from crm_common.validation import load
 from services.automation import engine
 
 DEAL_EVENT = {"type": "event", "event": "deals.deal_stage_changed"}
@@ -191,10 +193,134 @@ def test_the_intake_keeps_one_copy_per_record_and_only_the_events_dry_runs_use()
                                                       "at": at[1], "quiet_since": at[0]}}),
         item("telephony.call_started", {"contact:c2": {"touch": at[2]}})])
     events, copies, touches = store.kept
-    assert len(caches) == 5 and caches[0] is operations.CACHE
+    assert len(caches) == 5 and caches[0] == (operations.CACHE, {})
     assert [e["_id"] for e in events] == ["deals.deal_updated", "deals.deal_created",
                                           "telephony.call_missed"]
     assert copies["deal:d1"]["record"]["n"] == 2  # the newest copy, written once
     assert copies["contact:c2"]["quiet_since"] == at[2]  # the touch folded into the copy
     assert touches == {"contact:c1": at[3]}
+    operations.CACHE.version = None
+
+
+RULE = {"name": "r", "trigger": DEAL_EVENT,
+        "conditions": {"all": [{"field": "to_stage_id", "op": "eq", "value": "s1"},
+                               {"any": [{"field": "deal.amount", "op": "gte", "value": 10},
+                                        {"field": "contact.tags", "op": "contains", "value": "vip"},
+                                        {"field": "deal.source", "op": "empty"}]}]},
+        "actions": [{"type": "create_task", "title": "Call {{ deal.title }}", "due_in_minutes": 5},
+                    {"type": "set_field", "field": "custom.tier", "value": ["a", "b"]},
+                    {"type": "create_invoice", "options": {"language": "en"}, "send": True}]}
+
+
+def refused(schema, body):
+    """The per-field errors of a body the contract refuses (what the gateway answers 422)."""
+    with pytest.raises(ValidationFailed) as caught:
+        load(schema, body, json_body=True)
+    return caught.value.details["fields"]
+
+
+def test_the_contract_types_actions_conditions_and_segment_filters():
+    """What the gateway checks before any RPC: the typed unions of contracts/automation.py."""
+    rule_in = contract.RuleIn()
+    assert load(rule_in, RULE, json_body=True)["actions"] == RULE["actions"]
+    actions = {"unknown type": [{"type": "launch_rocket"}],
+               "missing field": [{"type": "move_deal"}],
+               "wrong type": [{"type": "create_task", "title": "t", "due_in_minutes": "5"}],
+               "unknown key": [{"type": "webhook", "url": "https://x.test", "colour": 1}],
+               "not an object": ["notify_user"],
+               "bad channel": [{"type": "send_message", "channel": "pigeon", "body": "x"}]}
+    for name, bad in actions.items():
+        assert "actions" in refused(rule_in, {**RULE, "actions": bad}), name
+    assert refused(rule_in, {**RULE, "actions": [{"type": "move_deal"}]}) == {
+        "actions": {0: {"stage_id": ["Missing data for required field."]}}}
+    conditions = {"unknown op": {"field": "to_stage_id", "op": "like", "value": 1},
+                  "in needs a list": {"field": "to_stage_id", "op": "in", "value": "x"},
+                  "gt needs a number or date": {"field": "deal.amount", "op": "gt", "value": True},
+                  "value of empty": {"field": "deal.source", "op": "empty", "value": 1},
+                  "eq without value": {"field": "to_stage_id", "op": "eq"},
+                  "empty group": {"all": []}, "extra key": {"any": [], "all": []}}
+    for name, bad in conditions.items():
+        assert "conditions" in refused(rule_in, {**RULE, "conditions": bad}), name
+    # a field the trigger's records do not have, named where it is
+    errors = refused(rule_in, {**RULE, "conditions": {"all": [
+        {"field": "to_stage_id", "op": "eq", "value": "s"},
+        {"field": "deal.colour", "op": "eq", "value": "red"}]}})
+    assert "deal.colour" in errors["conditions.all.1.field"][0]
+    assert "trigger.event" in refused(rule_in, {**RULE, "trigger": {"type": "event",
+                                                                    "event": "deals.nope"}})
+    segment_in = contract.SegmentIn()
+    assert load(segment_in, {"name": "s", "filters": {"tag": "vip", "status": "lead"}},
+                json_body=True)["filters"] == {"tag": "vip", "status": "lead"}
+    for bad in ({"colour": "red"}, {"tag": 5}, {"status": "asleep"},
+                {"created_after": "yesterday"}, {"bought_from": "2026-01-01"}):
+        assert "filters" in refused(segment_in, {"name": "s", "filters": bad}), bad
+
+
+def test_the_document_describes_the_unions():
+    import importlib
+
+    from gateway.app import OPS_PATHS, ROUTE_MODULES
+    from gateway.openapi import build_spec
+    from gateway.routes import api
+    for name in ROUTE_MODULES:
+        importlib.import_module(f"gateway.routes.{name}")
+    schemas = build_spec(api, OPS_PATHS)["components"]["schemas"]
+    actions = schemas["RuleIn"]["properties"]["actions"]["items"]
+    assert actions["discriminator"]["propertyName"] == "type"
+    assert set(actions["discriminator"]["mapping"]) == set(contract.ACTION_TYPES)
+    assert schemas["MoveDealAction"]["required"] == ["stage_id", "type"]
+    assert schemas["MoveDealAction"]["additionalProperties"] is False
+    tests = schemas["AllConditions"]["properties"]["all"]["items"]["oneOf"]
+    assert {"$ref": "#/components/schemas/CompareCondition"} in tests
+    assert schemas["InCondition"]["properties"]["value"]["type"] == "array"
+    assert "tag" in schemas["SegmentFilters"]["properties"]
+    assert schemas["SegmentFilters"]["dependencies"]["bought_from"] == ["bought_product"]
+    assert schemas["RuleOut"]["properties"]["actions"]["items"]["discriminator"]
+
+
+def test_related_records_are_read_once_per_flush():
+    """The contacts of the deals whose events meet a rule: one read for the whole flush,
+    none when no rule is met."""
+    from types import SimpleNamespace
+
+    from services.automation import operations
+    rule = {"_id": "r1", "trigger": DEAL_EVENT, "enabled": True,
+            "conditions": {"field": "to_stage_id", "op": "eq", "value": "s1"},
+            "actions": [{"type": "notify_user", "message": "x"}]}
+
+    class Store:
+        reads = []
+
+        def rules_version(self):
+            return "related-test"
+
+        def enabled_rules(self):
+            return [rule]
+
+        def rule_event_types(self):
+            return ["deals.deal_stage_changed"]
+
+        def keep_intake(self, events, copies, touches):
+            pass
+
+        def get_records(self, keys):
+            self.reads.append(keys)
+            return {"contact:c1": {"id": "c1", "first_name": "Ann"}}
+
+    def item(stage, contact):
+        data = {"to_stage_id": stage, "contact_id": contact,
+                "deal": {"id": "d", "contact_id": contact}}
+        return {"event": {"_id": stage + contact, "type_key": "deals.deal_stage_changed",
+                          "occurred_at": None, "data": data}, "records": {}}
+
+    operations.CACHE.version = None
+    store = Store()
+    out = operations.flush_intake(store, SimpleNamespace(keep_events_of=()), [
+        item("s1", "c1"), item("s1", "c2"), item("s2", "c3")])
+    assert store.reads == [["contact:c1", "contact:c2"]]  # s2 meets no rule: not read
+    cache, related = out[0]
+    automation = operations.Automation(store, None, None, None, None, None)
+    ctx = automation._context(item("s1", "c1")["event"]["data"], related)
+    assert ctx["contact"]["first_name"] == "Ann"
+    assert "contact" not in automation._context(item("s1", "c2")["event"]["data"], related)
     operations.CACHE.version = None

@@ -4,10 +4,12 @@ document keyed (campaign, contact): queued once however often the queuing is ret
 sent with that key as the idempotency key of conversations' send_to_contact."""
 import logging
 from datetime import timedelta
+
+import eventlet
 from urllib.parse import urlencode
 
 from contracts import automation as schemas
-from contracts.contacts import ContactListQuery, ContactOut
+from contracts.contacts import ContactOut
 from crm_common.cursors import sign_token, verify_token
 from crm_common.errors import BadRequest, Conflict, CrmError, NotFound, Timeout, Unavailable
 from crm_common.fields import with_every_key
@@ -25,12 +27,14 @@ campaign_in = schemas.CampaignIn()
 campaign_out = schemas.CampaignOut()
 send_in = schemas.CampaignSendIn()
 page_query = schemas.RuleListQuery()
-# the contacts list's filters a segment may hold (not its paging)
-FILTERS = {name: field for name, field in ContactListQuery().fields.items()
-           if name not in ("limit", "cursor", "sort", "include_total", "include_deleted")}
 CONTACT_ROOTS = {"contact": ContactOut()}
 PAGE = 5000  # recipients read and queued at once
 MAX_ATTEMPTS = 5
+SEND_CONCURRENCY = 8  # a tick's sends in flight at once (each waits on conversations)
+# a segment's count and a page of 5,000 recipients read a large part of the contacts on
+# the database: longer than a plain call (the gateway waits COUNT_TIMEOUT_S + 5 for a count)
+COUNT_TIMEOUT_S = 25
+PAGE_TIMEOUT_S = 60
 COUNTS = ("queued", "delivered", "failed", "skipped", "unsubscribed")
 
 
@@ -72,15 +76,9 @@ class Campaigns:
     # segments
     def create_segment(self, payload):
         self._check()
-        data = load(segment_in, payload, json_body=True)
-        unknown = sorted(set(data["filters"]) - set(FILTERS))
-        if unknown:
-            raise engine.invalid("filters", "Unknown filters: " + ", ".join(unknown)
-                                 + "; known: " + ", ".join(sorted(FILTERS)))
-        filters = ContactListQuery(only=tuple(data["filters"]) or None)
-        errors = filters.validate(data["filters"]) if data["filters"] else {}
-        if errors:
-            raise engine.invalid("filters", str(errors))
+        data = load(segment_in, payload, json_body=True)  # each filter typed (SegmentFilters)
+        # stored as given (the list's own parameters), not as loaded (dates, gathered cf.*)
+        data["filters"] = dict(payload["filters"])
         if not data["filters"] and not data["allow_everyone"]:
             raise engine.invalid("filters", "A segment with no filter matches every contact; "
                                             "set allow_everyone to mean it.")
@@ -113,7 +111,7 @@ class Campaigns:
     def count_segment(self, segment_id):
         """Live: the contacts the filters match now (the contacts list's total)."""
         segment = self.get_segment(segment_id)
-        page = self.contacts(self._as_caller()).list_contacts(
+        page = self.contacts(self._as_caller(), COUNT_TIMEOUT_S).list_contacts(
             {**segment["filters"], "limit": 1, "include_total": True})
         return {"id": segment_id, "count": page.get("total") or 0}
 
@@ -176,11 +174,39 @@ class Campaigns:
             elif campaign["status"] == "queuing":  # the queuing replica died: again
                 if self.store.take_campaign(campaign, {"wake_at": now + timedelta(minutes=5)}):
                     handled += self._queue(campaign, now)
-        for send in self.store.due_sends(now, self.settings.batch):
-            if self.store.take_send(send, now, self.settings.lease_s):
-                self._send(send, now)
-                handled += 1
-        return handled
+        taken = [send for send in self.store.due_sends(now, self.settings.batch)
+                 if self.store.take_send(send, now, self.settings.lease_s)]
+        self._send_all(taken, now)
+        return handled + len(taken)
+
+    def _send_all(self, sends, now):
+        """The sends of one tick: their campaigns, contacts (one call to contacts) and
+        opt-outs (one query) read at once, then SEND_CONCURRENCY at a time (each waits on
+        conversations). Contacts unreachable: every send retried later."""
+        if not sends:
+            return
+        campaigns = {i: self.store.get("campaigns", i) for i in {s["campaign_id"] for s in sends}}
+        ids = sorted({s["contact_id"] for s in sends})
+        try:
+            found = self.contacts({}).search_records("contact", ids=ids)["items"]
+        except (Unavailable, Timeout) as exc:
+            for send in sends:
+                self._retry(send, now, exc)
+            return
+        contacts = {c["id"]: c for c in found if not c.get("deleted")}
+        opted = self.store.opted_out_of({f"{s['contact_id']}:{campaigns[s['campaign_id']]['channel']}"
+                                         for s in sends})
+        pool = eventlet.GreenPool(SEND_CONCURRENCY)
+        for send in sends:
+            pool.spawn_n(self._send_guarded, send, now, campaigns[send["campaign_id"]],
+                         contacts.get(send["contact_id"]), opted)
+        pool.waitall()
+
+    def _send_guarded(self, send, now, campaign, contact, opted):
+        try:
+            self._send(send, now, campaign, contact, opted)
+        except Exception:  # noqa: BLE001 - its lease runs out and it is taken again
+            log.exception("campaign send %s failed", send["_id"])
 
     def _queue(self, campaign, now):
         """The segment's contacts now, as queued sends spaced at the campaign's rate."""
@@ -191,7 +217,7 @@ class Campaigns:
         rate = campaign.get("rate_per_minute") or self.settings.campaign_rate_per_minute
         spacing = 60.0 / rate
         queued, cursor, index = 0, None, 0
-        contacts = self.contacts({})
+        contacts = self.contacts({}, PAGE_TIMEOUT_S)
         while True:
             # the export's one sorted cursor (kept open in contacts between pages): a list
             # page of 500 would re-read the whole segment on SecantusDB for every page
@@ -227,19 +253,15 @@ class Campaigns:
         except CrmError as exc:  # the report still counts its leads by name
             log.warning("campaign %s not registered as a lead source: %s", campaign["_id"], exc)
 
-    def _send(self, send, now):
-        campaign = self.store.get("campaigns", send["campaign_id"])
-        contacts = self.contacts({})
-        try:
-            contact = contacts.get_contact(send["contact_id"])
-        except NotFound:
+    def _send(self, send, now, campaign, contact, opted):
+        """One recipient: `contact` as contacts has it now (None: deleted), `opted` the
+        `<contact>:<channel>` opt-outs of the tick's recipients."""
+        if contact is None:
             return self._done(send, "skipped", {"reason": "contact deleted"})
-        except (Unavailable, Timeout) as exc:
-            return self._retry(send, now, exc)
         channel = campaign["channel"]
         if contact.get("do_not_contact"):
             return self._done(send, "skipped", {"reason": "do_not_contact"})
-        if self.store.opted_out(contact["id"], channel):
+        if f"{contact['id']}:{channel}" in opted:
             return self._done(send, "skipped", {"reason": "unsubscribed"})
         if channel == "email" and not contact.get("emails") or \
                 channel == "sms" and not contact.get("phones"):

@@ -17,7 +17,7 @@ class CauseRpc(ServiceRpc):
     one step deeper in the cause chain), not the context of the event being handled."""
 
     def get_dependency(self, worker_ctx):
-        return lambda context: self.pool.proxy(self.service, context)
+        return lambda context, timeout=None: self.pool.proxy(self.service, context, timeout)
 
 
 class CauseDepth(DependencyProvider):

@@ -7,22 +7,15 @@ from datetime import date, datetime, time, timedelta, timezone
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
-from marshmallow import fields
 
 from contracts import automation as schemas
-from contracts.contacts import ContactOut
-from contracts.deals import DealOut
-from contracts.events import Object, registry, wire_fields
-from contracts.tasks import TaskOut
-from contracts.telephony import CallOut
+from contracts.automation import (NOT_TRIGGERS, RECORD_SCHEMAS, RELATED, check_path,  # noqa: F401
+                                  event_roots, paths_of, record_kind_of_event, time_roots)
+from contracts.events import registry
 from crm_common.errors import ValidationFailed
 from crm_common.timeutil import parse_iso, to_iso
 from crm_common.workhours import due_in_working_hours, zone
 
-# the records an event may carry whole, with every key the API gives them
-RECORD_SCHEMAS = {"deal": DealOut(), "contact": ContactOut(), "task": TaskOut(), "call": CallOut()}
-# records reachable from another one through its copy of their id (in the engine's snapshots)
-RELATED = {"deal": {"contact": "contact_id"}, "task": {"deal": "deal_id", "contact": "contact_id"}}
 # what each action's own write announces: a rule triggered by one of these that also does
 # that action re-triggers itself unless its conditions tell the two apart
 ACTION_EVENTS = {
@@ -33,11 +26,8 @@ ACTION_EVENTS = {
     "assign_owner": {"deals.deal_assigned", "deals.deal_updated", "contacts.contact_updated"},
     "create_task": {"tasks.task_created", "tasks.task_assigned"},
 }
-# its own events would let rules feed each other by construction; deliveries of
-# notifications are that service's business; users come from the gateway's copy
-NOT_TRIGGERS = ("automation", "notifications", "gateway")
-MAX_CONDITIONS = 50
-MAX_NESTING = 5
+MAX_CONDITIONS = schemas.MAX_CONDITIONS
+MAX_NESTING = schemas.MAX_NESTING
 _env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
@@ -58,79 +48,11 @@ def event_types():
     return out
 
 
-def event_roots(source, kind):
-    """{root name: schema or None} a condition on this event may start with."""
-    schema = registry().get((source, kind))
-    if schema is None:
-        return None
-    roots = {}
-    for key, field in wire_fields(schema).items():
-        roots[key] = RECORD_SCHEMAS.get(key) if isinstance(field, Object) else None
-        if isinstance(field, (fields.Dict, Object)) and key not in RECORD_SCHEMAS:
-            roots[key] = "any"
-    record = record_kind_of_event(roots)
-    for name in RELATED.get(record, {}):
-        roots.setdefault(name, RECORD_SCHEMAS[name])
-    return roots
-
-
-def time_roots(record):
-    roots = {record: RECORD_SCHEMAS[record]}
-    for name in RELATED.get(record, {}):
-        roots[name] = RECORD_SCHEMAS[name]
-    return roots
-
-
-def record_kind_of_event(roots):
-    for kind in ("deal", "task", "call", "contact"):
-        if kind in roots:
-            return kind
-    return None
-
-
-def paths_of(roots):
-    out = set()
-    for root, schema in roots.items():
-        if schema is None or schema == "any":
-            out.add(root)
-            continue
-        for key in wire_fields(schema):
-            out.add(f"{root}.{key}")
-    return out
-
-
-def check_path(path, roots):
-    """None if `path` names a field these roots have, else why not."""
-    parts = path.split(".")
-    root = parts[0]
-    if root not in roots:
-        return f"unknown field {path!r}: the trigger's records have " + ", ".join(sorted(roots))
-    schema = roots[root]
-    if schema == "any" or (schema is None and len(parts) == 1):
-        return None
-    if schema is None:
-        return f"unknown field {path!r}: {root} has no fields"
-    if len(parts) == 1:
-        return None
-    by_key = wire_fields(schema)
-    field = by_key.get(parts[1])
-    if field is None:
-        return f"unknown field {path!r}: {root} has no field {parts[1]!r}"
-    if len(parts) > 2 and not isinstance(field, fields.Dict):
-        return f"unknown field {path!r}: {root}.{parts[1]} has no sub-fields"
-    return None
-
-
 def roots_of_trigger(trigger):
-    if trigger["type"] == "event":
-        source, _, kind = trigger["event"].partition(".")
-        roots = event_roots(source, kind) if source not in NOT_TRIGGERS else None
-        if roots is None:
-            raise invalid("trigger.event", f"No such event: {trigger['event']!r} (GET "
-                                           "/automation/triggers lists them).")
-        return roots
-    record = {"in_stage": "deal", "no_contact": "contact"}.get(trigger["type"]) or trigger["record"]
-    return time_roots(record)
+    roots, why = schemas.trigger_roots(trigger)
+    if roots is None:
+        raise invalid("trigger.event", why)
+    return roots
 
 
 def record_kind_of_trigger(trigger):

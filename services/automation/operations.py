@@ -111,7 +111,9 @@ def flush_intake(store, settings, items):
     """One write for what a batch of events leaves behind: the events a dry run may use
     (`RuleCache.keeps`), each record's newest copy (one per record however many events
     carried it) and the contacts' touches. Reads the rules version once for the batch, so
-    a rule saved before the events were handled applies to them. -> the rule cache, per item."""
+    a rule saved before the events were handled applies to them. Then, in one query, the
+    copies of the related records (a deal's contact) that the events meeting a rule do not
+    carry, for their contexts. -> (the rule cache, {record key: copy}) per item."""
     cache = CACHE.get(store)
     now = utcnow()
     events = [dict(i["event"], stored_at=now) for i in items
@@ -129,7 +131,20 @@ def flush_intake(store, settings, items):
             when = touches.pop(key)
             copies[key] = dict(copies[key], quiet_since=max(seen, when) if seen else when)
     store.keep_intake(events, copies, touches)
-    return [cache] * len(items)
+    wanted = set()
+    for item in items:
+        data = item["event"]["data"]
+        if cache.rules_for(item["event"]["type_key"], data):
+            wanted.update(related_keys(data))
+    related = store.get_records(sorted(wanted)) if wanted else {}
+    return [(cache, related)] * len(items)
+
+
+def related_keys(data):
+    """The `records` keys of the contact and deal an event names without carrying them."""
+    _, ids = engine.records_of(data)
+    return [f"{kind}:{ids[kind]}" for kind in ("contact", "deal")
+            if not isinstance(data.get(kind), dict) and ids.get(kind)]
 
 
 class Automation:
@@ -304,11 +319,11 @@ class Automation:
                           "occurred_at": occurred, "data": data},
                 "records": self._records_of(event, data, occurred)}
         flush = lambda items: flush_intake(self.store, self.settings, items)  # noqa: E731
-        cache = (intake.bind_flush(flush).submit(item) if intake is not None
-                 else flush([item])[0])
+        cache, related = (intake.bind_flush(flush).submit(item) if intake is not None
+                          else flush([item])[0])
         fired = 0
         rules = cache.rules_for(type_key, data)
-        ctx = self._context(data) if rules else None
+        ctx = self._context(data, related) if rules else None
         for rule in rules:
             kind, record_id = engine.subject_of(data, engine.record_kind_of_trigger(rule["trigger"]))
             fired += self.occur(rule, ctx, kind, record_id, event["event_id"], depth, occurred)
@@ -342,15 +357,14 @@ class Automation:
                 out[key] = {"touch": when}
         return out
 
-    def _context(self, data):
-        """The event's data plus the related records' newest copies it does not carry."""
+    def _context(self, data, related=None):
+        """The event's data plus the related records' newest copies it does not carry
+        (`related`: those read already, by key; else each read here)."""
         ctx = dict(data)
-        _, ids = engine.records_of(data)
-        for kind in ("contact", "deal"):
-            if not isinstance(ctx.get(kind), dict) and ids.get(kind):
-                found = self.store.get_record(f"{kind}:{ids[kind]}")
-                if found:
-                    ctx[kind] = found
+        for key in related_keys(data):
+            found = related.get(key) if related is not None else self.store.get_record(key)
+            if found:
+                ctx[key.split(":", 1)[0]] = found
         return ctx
 
     def occur(self, rule, ctx, record_type, record_id, occurrence, depth, at=None):

@@ -5,7 +5,7 @@ from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_common.cursors import page
-from crm_common.mongo import BaseStore, increment, update_and_get
+from crm_common.mongo import BaseStore, find_in, increment, update_and_get
 
 
 def _ignoring_duplicates(write):
@@ -197,6 +197,11 @@ class AutomationStore(BaseStore):
         doc = self.records.find_one({"_id": key})
         return doc["record"] if doc else None
 
+    def get_records(self, keys):
+        """{key: record copy} of those of `keys` kept (one `$in` on _id)."""
+        return {doc["_id"]: doc["record"]
+                for doc in find_in(self.records, "_id", list(keys), {"record": 1})}
+
     def records_between(self, kind, field, after, until, limit):
         return list(self.records.find({"kind": kind, field: {"$gt": after, "$lte": until}})
                     .limit(limit))
@@ -273,6 +278,10 @@ class AutomationStore(BaseStore):
         self.optouts.update_one({"_id": f"{contact_id}:{channel}"}, {"$setOnInsert": {
             "contact_id": contact_id, "channel": channel, "campaign_id": campaign_id, "at": at}},
             upsert=True)
+
+    def opted_out_of(self, keys):
+        """Which of these `<contact>:<channel>` keys are opted out (one `$in` on _id)."""
+        return {doc["_id"] for doc in find_in(self.optouts, "_id", list(keys), {"_id": 1})}
 
     def opted_out(self, contact_id, channel):
         return self.optouts.find_one({"_id": f"{contact_id}:{channel}"}) is not None

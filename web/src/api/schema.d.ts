@@ -2871,6 +2871,16 @@ export interface components {
             status?: string;
             type?: string;
         };
+        AddTagAction: {
+            /** @enum {string} */
+            record?: "contact" | "deal";
+            tag: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "add_tag";
+        };
         AddressIn: {
             city?: string;
             /** @description ISO 3166 alpha-2 */
@@ -2889,12 +2899,18 @@ export interface components {
             overdue?: components["schemas"]["TaskOut"][];
             today?: components["schemas"]["TaskOut"][];
         };
+        AllConditions: {
+            all: (components["schemas"]["AllConditions"] | components["schemas"]["AnyConditions"] | components["schemas"]["EqualsCondition"] | components["schemas"]["InCondition"] | components["schemas"]["CompareCondition"] | components["schemas"]["ContainsCondition"] | components["schemas"]["EmptyCondition"])[];
+        };
         AmiEvent: {
             Event: string;
             Linkedid?: string;
             Uniqueid?: string;
         } & {
             [key: string]: unknown;
+        };
+        AnyConditions: {
+            any: (components["schemas"]["AllConditions"] | components["schemas"]["AnyConditions"] | components["schemas"]["EqualsCondition"] | components["schemas"]["InCondition"] | components["schemas"]["CompareCondition"] | components["schemas"]["ContainsCondition"] | components["schemas"]["EmptyCondition"])[];
         };
         ApiKeyCreated: {
             /** Format: date-time */
@@ -2941,6 +2957,21 @@ export interface components {
         };
         AssignIn: {
             assignee_id: string | null;
+        };
+        AssignOwnerAction: {
+            /** @enum {string} */
+            record?: "contact" | "deal";
+            /**
+             * @description default round_robin; least_loaded: fewest open deals / contacts
+             * @enum {string}
+             */
+            strategy?: "round_robin" | "least_loaded";
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "assign_owner";
+            user_ids: string[];
         };
         AttachmentIn: {
             content_base64: string;
@@ -3380,6 +3411,12 @@ export interface components {
             /** Format: date-time */
             updated_at?: string;
         };
+        CompareCondition: {
+            field: string;
+            /** @enum {string} */
+            op: "gt" | "gte" | "lt" | "lte";
+            value: string | number;
+        };
         CompleteIn: {
             result?: string | null;
         };
@@ -3548,6 +3585,12 @@ export interface components {
             name?: string | null;
             owner_id?: string | null;
         };
+        ContainsCondition: {
+            field: string;
+            /** @enum {string} */
+            op: "contains" | "not_contains";
+            value: string | number | boolean;
+        };
         ConversationOut: {
             assignee_id?: string | null;
             /** @description channels used so far */
@@ -3586,6 +3629,43 @@ export interface components {
             items?: components["schemas"]["ConversationOut"][];
             next_cursor?: string | null;
             total?: number;
+        };
+        CreateInvoiceAction: {
+            options?: components["schemas"]["InvoiceOptions"] | (never | null);
+            send?: boolean;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "create_invoice";
+        };
+        CreateTaskAction: {
+            /** @description default: the record's owner */
+            assignee_id?: string;
+            /** @description a template */
+            description?: string;
+            /**
+             * @description count due_in_minutes from the event's time or the run's (default)
+             * @enum {string}
+             */
+            due_from?: "event" | "run";
+            /** @description default 0; at most a year */
+            due_in_minutes?: number;
+            /** @enum {string} */
+            kind?: "call" | "meeting" | "email" | "todo";
+            /** @enum {string} */
+            priority?: "low" | "normal" | "high" | "urgent";
+            /** @description minutes before due_at, e.g. [15, 60] */
+            reminders?: number[];
+            /** @description a /task-rules rule's task: its source names the rule and the event */
+            stage_rule?: boolean;
+            /** @description a template */
+            title: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "create_task";
         };
         CurrencyAmounts: {
             avg_deal_size?: number | null;
@@ -3983,6 +4063,17 @@ export interface components {
             email?: string;
             type?: string;
         };
+        EmptyCondition: {
+            field: string;
+            /** @enum {string} */
+            op: "empty" | "not_empty";
+        };
+        EqualsCondition: {
+            field: string;
+            /** @enum {string} */
+            op: "eq" | "ne";
+            value: string | number | boolean;
+        };
         Error: {
             /** @description {"code", "message", "details"} */
             error?: {
@@ -4152,6 +4243,12 @@ export interface components {
             row?: number;
             value?: string | null;
         };
+        InCondition: {
+            field: string;
+            /** @enum {string} */
+            op: "in" | "not_in";
+            value: (string | number | boolean)[];
+        };
         InboundMessageIn: {
             /** @enum {string} */
             channel: "telegram" | "whatsapp" | "instagram" | "vk" | "email" | "sms" | "chat" | "other";
@@ -4224,6 +4321,13 @@ export interface components {
             notes?: string | null;
             /** @description an accepted quote */
             quote_id?: string;
+        };
+        InvoiceOptions: {
+            /** @description YYYY-MM-DD */
+            due_date?: string;
+            /** @enum {string} */
+            language?: "en" | "it" | "ru" | "es" | "he";
+            notes?: string | null;
         };
         ItemIn: {
             discount_amount?: number;
@@ -4720,6 +4824,14 @@ export interface components {
             amount?: number;
             currency?: string;
         };
+        MoveDealAction: {
+            stage_id: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "move_deal";
+        };
         MoveIn: {
             /** @description optional optimistic check: 409 if the deal changed */
             expected_version?: number;
@@ -4801,6 +4913,17 @@ export interface components {
             items?: components["schemas"]["NotificationOut"][];
             next_cursor?: string | null;
             total?: number;
+        };
+        NotifyUserAction: {
+            /** @description a template */
+            message: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "notify_user";
+            /** @description default: the record's owner */
+            user_id?: string;
         };
         Number: {
             e164?: string | null;
@@ -5209,14 +5332,10 @@ export interface components {
             };
         };
         RuleIn: {
-            /** @description run in order; each {type, ...}: notify_user, create_task, move_deal, set_field, add_tag, assign_owner, webhook, send_message, create_invoice */
-            actions: {
-                [key: string]: unknown;
-            }[];
-            /** @description {"all": [...]} | {"any": [...]} | {"field", "op", "value"}; ops: eq, ne, in, not_in, gt, gte, lt, lte, contains, not_contains, empty, not_empty */
-            conditions?: {
-                [key: string]: unknown;
-            } | null;
+            /** @description run in order */
+            actions: (components["schemas"]["NotifyUserAction"] | components["schemas"]["CreateTaskAction"] | components["schemas"]["MoveDealAction"] | components["schemas"]["SetFieldAction"] | components["schemas"]["AddTagAction"] | components["schemas"]["AssignOwnerAction"] | components["schemas"]["WebhookAction"] | components["schemas"]["SendMessageAction"] | components["schemas"]["CreateInvoiceAction"])[];
+            /** @description a test {field, op, value} or a group {all: [...]} / {any: [...]} (at most 5 deep, 50 tests); a field is a path the trigger has (GET /automation/triggers) */
+            conditions?: ((components["schemas"]["AllConditions"] | components["schemas"]["AnyConditions"] | components["schemas"]["EqualsCondition"] | components["schemas"]["InCondition"] | components["schemas"]["CompareCondition"] | components["schemas"]["ContainsCondition"] | components["schemas"]["EmptyCondition"]) | (never | null)) | null;
             delay?: components["schemas"]["DelayIn"] | (never | null);
             description?: string | null;
             /**
@@ -5236,14 +5355,10 @@ export interface components {
             working_hours?: components["schemas"]["WorkingHours"] | (never | null);
         };
         RuleInPatch: {
-            /** @description run in order; each {type, ...}: notify_user, create_task, move_deal, set_field, add_tag, assign_owner, webhook, send_message, create_invoice */
-            actions?: {
-                [key: string]: unknown;
-            }[];
-            /** @description {"all": [...]} | {"any": [...]} | {"field", "op", "value"}; ops: eq, ne, in, not_in, gt, gte, lt, lte, contains, not_contains, empty, not_empty */
-            conditions?: {
-                [key: string]: unknown;
-            } | null;
+            /** @description run in order */
+            actions?: (components["schemas"]["NotifyUserAction"] | components["schemas"]["CreateTaskAction"] | components["schemas"]["MoveDealAction"] | components["schemas"]["SetFieldAction"] | components["schemas"]["AddTagAction"] | components["schemas"]["AssignOwnerAction"] | components["schemas"]["WebhookAction"] | components["schemas"]["SendMessageAction"] | components["schemas"]["CreateInvoiceAction"])[];
+            /** @description a test {field, op, value} or a group {all: [...]} / {any: [...]} (at most 5 deep, 50 tests); a field is a path the trigger has (GET /automation/triggers) */
+            conditions?: ((components["schemas"]["AllConditions"] | components["schemas"]["AnyConditions"] | components["schemas"]["EqualsCondition"] | components["schemas"]["InCondition"] | components["schemas"]["CompareCondition"] | components["schemas"]["ContainsCondition"] | components["schemas"]["EmptyCondition"]) | (never | null)) | null;
             delay?: components["schemas"]["DelayIn"] | (never | null);
             description?: string | null;
             /**
@@ -5263,18 +5378,12 @@ export interface components {
             working_hours?: components["schemas"]["WorkingHours"] | (never | null);
         };
         RuleOut: {
-            actions?: {
-                [key: string]: unknown;
-            }[];
-            conditions?: {
-                [key: string]: unknown;
-            } | null;
+            actions?: (components["schemas"]["NotifyUserAction"] | components["schemas"]["CreateTaskAction"] | components["schemas"]["MoveDealAction"] | components["schemas"]["SetFieldAction"] | components["schemas"]["AddTagAction"] | components["schemas"]["AssignOwnerAction"] | components["schemas"]["WebhookAction"] | components["schemas"]["SendMessageAction"] | components["schemas"]["CreateInvoiceAction"])[];
+            conditions?: ((components["schemas"]["AllConditions"] | components["schemas"]["AnyConditions"] | components["schemas"]["EqualsCondition"] | components["schemas"]["InCondition"] | components["schemas"]["CompareCondition"] | components["schemas"]["ContainsCondition"] | components["schemas"]["EmptyCondition"]) | (never | null)) | null;
             /** Format: date-time */
             created_at?: string;
             created_by?: string | null;
-            delay?: {
-                [key: string]: unknown;
-            } | null;
+            delay?: components["schemas"]["DelayIn"] | (never | null);
             description?: string | null;
             enabled?: boolean;
             id?: string;
@@ -5283,15 +5392,11 @@ export interface components {
             /** @description a manager's rule: acts only on records owned by that team */
             team?: string | null;
             timezone?: string | null;
-            trigger?: {
-                [key: string]: unknown;
-            };
+            trigger?: components["schemas"]["TriggerIn"];
             /** Format: date-time */
             updated_at?: string;
             version?: number;
-            working_hours?: {
-                [key: string]: unknown;
-            } | null;
+            working_hours?: components["schemas"]["WorkingHours"] | (never | null);
         };
         RulePage: {
             items?: components["schemas"]["RuleOut"][];
@@ -5393,22 +5498,52 @@ export interface components {
             count?: number;
             id?: string;
         };
+        SegmentFilters: {
+            /**
+             * Format: date
+             * @description with bought_product: bought on or after this day (UTC)
+             */
+            bought_from?: string;
+            /** @description contacts that bought this product (the sales service's purchases: a won deal's or paid invoice's lines) */
+            bought_product?: string;
+            /**
+             * Format: date
+             * @description with bought_product: bought on or before this day (UTC)
+             */
+            bought_to?: string;
+            company_id?: string;
+            /** Format: date-time */
+            created_after?: string;
+            /** Format: date-time */
+            created_before?: string;
+            /** @description typed custom fields: `cf.<key>=value` (equals), `cf.<key>.gte=`, `.lte=`, `.ne=` as query parameters (gathered here) */
+            custom_filters?: {
+                [key: string]: string;
+            };
+            /** Format: date-time */
+            not_contacted_since?: string;
+            owner_id?: string;
+            q?: string;
+            source?: string;
+            /** @enum {string} */
+            status?: "lead" | "prospect" | "customer" | "churned" | "inactive";
+            tag?: string;
+        };
         SegmentIn: {
             /**
              * @description a segment with no filter matches every contact: refused unless set
              * @default false
              */
             allow_everyone: boolean;
-            /** @description the contacts list's filters (GET /contacts): tag, owner_id, source, status, not_contacted_since, created_after, created_before, q */
-            filters: {
-                [key: string]: unknown;
-            };
+            /** @description stored as given, evaluated when counted or sent */
+            filters: components["schemas"]["SegmentFilters"];
             name: string;
         };
         SegmentOut: {
             allow_everyone?: boolean;
             /** Format: date-time */
             created_at?: string;
+            /** @description as given (SegmentFilters) */
             filters?: {
                 [key: string]: unknown;
             };
@@ -5449,6 +5584,19 @@ export interface components {
              */
             to?: string;
         };
+        SendMessageAction: {
+            /** @description a template */
+            body: string;
+            /** @enum {string} */
+            channel: "email" | "sms" | "telegram" | "whatsapp";
+            /** @description e-mail; a template */
+            subject?: string | null;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "send_message";
+        };
         SeriesIn: {
             invoice?: string;
             quote?: string;
@@ -5482,6 +5630,22 @@ export interface components {
             security?: string;
             username?: string;
             verify_tls?: boolean;
+        };
+        SetFieldAction: {
+            /** @description deal: title, amount, source, expected_close_date, notes, custom.<name>; contact: position, source, status, do_not_contact, birthday, first_name, last_name, custom.<name> */
+            field: string;
+            /**
+             * @description default: the trigger's deal, else contact
+             * @enum {string}
+             */
+            record?: "contact" | "deal";
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "set_field";
+            /** @description text is a template */
+            value?: (string | number | boolean | string[] | (never | null)) | null;
         };
         SourcesReport: {
             /** Format: date-time */
@@ -6065,6 +6229,15 @@ export interface components {
         WebhookAck: {
             status?: string;
             stored?: number;
+        };
+        WebhookAction: {
+            secret?: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "webhook";
+            url: string;
         };
         WebhookCreated: {
             active?: boolean;
