@@ -156,8 +156,10 @@ function RuleEditor({ rule, onSaved }: { rule: Rule | null; onSaved: (rule: Rule
     mutationFn: async () => {
       const body = {
         name: draft.name.trim(), description: draft.description.trim() || undefined, enabled: draft.enabled, log_skips: draft.logSkips,
-        trigger: triggerBody(draft.trigger), conditions: conditionsOf(draft.match, draft.conditions),
-        actions: draft.actions.map((a) => a.body()),
+        trigger: triggerBody(draft.trigger),
+        // the editor's rows as the API's typed unions (the API checks each one: 422 by field)
+        conditions: conditionsOf(draft.match, draft.conditions) as Schemas["RuleIn"]["conditions"],
+        actions: draft.actions.map((a) => a.body()) as Schemas["RuleIn"]["actions"],
       };
       return rule?.id
         ? ok(await api.PATCH("/api/v1/automation/rules/{rule_id}", { params: { path: { rule_id: rule.id } }, body }))
