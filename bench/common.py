@@ -144,6 +144,11 @@ def http_load(base_url, make_request, concurrency, seconds, headers=None):
     return summarize(latencies, seconds), statuses
 
 
+def _http_worker_to(writer, job):
+    writer.send(_http_worker(job))
+    writer.close()
+
+
 def http_latencies(base_url, make_request, concurrency, seconds, headers=None):
     """http_load's (every latency in seconds, {status: count}), for other percentiles."""
     processes = min(4, concurrency)
@@ -151,8 +156,22 @@ def http_latencies(base_url, make_request, concurrency, seconds, headers=None):
                    for i in range(processes)]
     jobs = [(base_url, n, seconds, make_request, headers or {}, f"{os.getpid()}-{i}-{time.time_ns()}")
             for i, n in enumerate(per_process)]
-    with multiprocessing.get_context("fork").Pool(processes) as pool:
-        results = pool.map(_http_worker, jobs)
+    # one process and one pipe per job, no Pool: a Pool's workers share its queue's lock,
+    # and one forked while another thread held it hung the bench at the pool's terminate
+    context = multiprocessing.get_context("fork")
+    running = []
+    for job in jobs:
+        reader, writer = context.Pipe(duplex=False)
+        process = context.Process(target=_http_worker_to, args=(writer, job), daemon=True)
+        process.start()
+        writer.close()
+        running.append((process, reader))
+    results = []
+    for process, reader in running:
+        results.append(reader.recv() if reader.poll(seconds + 120) else ([], {"lost": 1}))
+        process.join(10)
+        if process.is_alive():
+            process.kill()
     latencies, statuses = [], {}
     for lat, st in results:
         latencies += lat
