@@ -41,6 +41,7 @@ REBUILD_CHUNK = 200   # records written per hold of the writer during a rebuild
 # a rebuild reads records up to this far past its start (clocks of other hosts may run
 # ahead); what is written after a type was read reaches the index by its events
 REBUILD_AHEAD = timedelta(days=1)
+REBUILD_WINDOW_S = 60.0
 
 
 class Owners:
@@ -68,11 +69,15 @@ class Owners:
     def window(self, kind, **query):
         """One `search_records` page of a window of changes (crm_common/changes.py): an
         owner that is down is waited for; one that times out on too wide a window raises
-        Timeout at once, for the window to be narrowed."""
+        Timeout, for the window to be narrowed. Waited for up to REBUILD_WINDOW_S: the
+        first windows of a rebuild span every record (it does not know where they start),
+        and an owner goes on reading a window it was asked for after the caller gave up,
+        so a short deadline cost those full reads several times over."""
         delay = 0.2
         while True:
             try:
-                return self.pool.call(feed.OWNERS[kind], "search_records", kind, **query)
+                return self.pool.call(feed.OWNERS[kind], "search_records", kind,
+                                      timeout=REBUILD_WINDOW_S, **query)
             except Unavailable as exc:
                 log.warning("%s is not there for search_records (%s); asking again",
                             feed.OWNERS[kind], exc)
