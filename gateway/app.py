@@ -200,6 +200,27 @@ CONSOLE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-
                "object-src 'none'; base-uri 'self'; frame-ancestors 'none'")
 
 
+# the console's text files, sent gzipped to a browser that takes it (3-4 times smaller: the
+# contacts page fetched 706 KB of JavaScript uncompressed); nginx does the same in containers
+COMPRESSED = (".js", ".css", ".svg", ".json", ".map", ".txt")
+_GZIPPED = {}   # (file, mtime, size) -> gzipped bytes: a build's files, compressed once each
+
+
+def gzipped(filename):
+    import gzip
+    import mimetypes
+    import os
+    stat = os.stat(filename)
+    key = (filename, stat.st_mtime_ns, stat.st_size)
+    body = _GZIPPED.get(key)
+    if body is None:
+        with open(filename, "rb") as handle:
+            body = _GZIPPED[key] = gzip.compress(handle.read(), 6, mtime=0)
+    response = Response(body, mimetype=mimetypes.guess_type(filename)[0] or "application/octet-stream")
+    response.headers["Content-Encoding"] = "gzip"
+    return response
+
+
 def register_console(app, web_dist):
     """The console (web/, built into `web_dist` by `./crm up`) at `/`: its files, and
     index.html for every other path outside /api (client-side routes). Without a build the
@@ -221,7 +242,11 @@ def register_console(app, web_dist):
         if path.startswith("api/") or not os.path.isfile(index):
             raise NotFound()
         if path and os.path.isfile(os.path.join(web_dist, path)):
-            response = send_from_directory(web_dist, path)
+            if path.endswith(COMPRESSED) and "gzip" in request.headers.get("Accept-Encoding", ""):
+                response = gzipped(os.path.join(web_dist, path))
+            else:
+                response = send_from_directory(web_dist, path)
+            response.headers["Vary"] = "Accept-Encoding"
             if path.startswith("assets/"):  # content-hashed names
                 response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
         elif path.startswith("assets/") or "." in path.rsplit("/", 1)[-1]:

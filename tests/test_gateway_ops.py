@@ -232,3 +232,25 @@ def test_every_service_exports_prometheus_metrics(stack):
         assert 'crm_outbox_backlog{service="tasks"}' in text or "crm_outbox_backlog" in text
     finally:
         stack.stop_service("tasks", 7)
+
+
+def test_the_console_files_go_gzipped_to_a_browser_that_takes_it(tmp_path):
+    import gzip
+    from flask import Flask
+    from gateway.app import register_console
+    (tmp_path / "assets").mkdir()
+    script = b"export const x = 1;\n" * 500
+    (tmp_path / "assets" / "app-1a2b.js").write_bytes(script)
+    (tmp_path / "index.html").write_text("<!doctype html><title>CRM</title>")
+    app = Flask("console-test")
+    register_console(app, str(tmp_path))
+    client = app.test_client()
+    zipped = client.get("/assets/app-1a2b.js", headers={"Accept-Encoding": "gzip, br"})
+    assert zipped.status_code == 200 and zipped.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(zipped.data) == script and len(zipped.data) < len(script) / 10
+    assert zipped.headers["Vary"] == "Accept-Encoding"
+    assert "immutable" in zipped.headers["Cache-Control"]
+    assert "javascript" in zipped.headers["Content-Type"]
+    plain = client.get("/assets/app-1a2b.js")
+    assert "Content-Encoding" not in plain.headers and plain.data == script
+    assert client.get("/contacts").data.startswith(b"<!doctype html>")

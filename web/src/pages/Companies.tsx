@@ -12,7 +12,8 @@ import { contactName } from "./Contacts";
 export function Companies() {
   const { t } = useTranslation();
   const [text, setText] = useState("");
-  const [q] = useDebouncedValue(text.trim(), 200);
+  // results within 300 ms of the last keystroke (bench_console): the API answers in ~20 ms
+  const [q] = useDebouncedValue(text.trim(), 100);
   const list = useInfiniteQuery({
     queryKey: ["companies", "list", q],
     initialPageParam: undefined as string | undefined,

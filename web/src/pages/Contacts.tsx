@@ -38,7 +38,8 @@ export function Contacts() {
   const [params, setParams] = useSearchParams();
   const filters: Filters = Object.fromEntries(FILTERS.map((f) => [f, params.get(f) ?? undefined]));
   const [text, setText] = useState(filters.q ?? "");
-  const [q] = useDebouncedValue(text.trim(), 200);
+  // results within 300 ms of the last keystroke (bench_console): the API answers in ~20 ms
+  const [q] = useDebouncedValue(text.trim(), 100);
   // custom fields as columns on wide screens: the required ones (the minimal data set) first,
   // then the newest, three at most
   const customFields = useCustomFields("contact");
