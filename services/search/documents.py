@@ -305,13 +305,16 @@ ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:\d{2})?)?$")
 
 
 def range_number(value):
-    """A custom value (or a range bound) as the number ranges compare, or None."""
+    """A custom value (or a range bound) as the number ranges compare, or None. Always a
+    float: Tantivy keeps a JSON path's integers and floats in columns of their own type per
+    segment, and a sort or range over a path typed differently in two segments skipped the
+    records of one (5 and 12 stored as integers, -1.5 as a float)."""
     if isinstance(value, dict):
         value = value.get("amount")
     if isinstance(value, str) and ISO_DATE.match(value.strip()):
         value = micros(value.strip()) or None
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return value if number and math.isfinite(value) else None
+    return float(value) if number and math.isfinite(value) else None
 
 
 def name_sort_key(record):

@@ -18,7 +18,7 @@ import uuid
 import tantivy
 
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # The total order of a list, as numbers Tantivy can range over and order by (it orders by
 # one fast field, and has no range over text): the sort field, then the record's id as
 # 3 numbers of 8 bytes (ids are 24 characters: ObjectId hex); the name sort orders by the
@@ -282,7 +282,7 @@ class TantivyIndex:
 
     def custom_range(self, key, op, value):
         """cf.<key> >= or <= a number (Entry.numbers); the key is a checked field key."""
-        bound = str(int(value)) if float(value).is_integer() else format(value, "f")
+        bound = repr(float(value))  # a float, as documents.range_number stores them
         return self.index.parse_query(f"cf.{key}:{'>=' if op == 'gte' else '<='}{bound}")
 
     def counts(self, query):
@@ -369,7 +369,9 @@ class TantivyIndex:
         need = limit + 1
 
         def bound(value):
-            return str(int(value)) if float(value).is_integer() else repr(float(value))
+            # a number sort's values are floats (documents.range_number), a text sort's
+            # are integers: each queried as the type it is stored as
+            return repr(value) if isinstance(value, float) else str(int(value))
 
         def equal(name, value):
             if name in ID_KEYS:
