@@ -51,7 +51,8 @@ def from_index(kind, owner, method, params):
     definitions here and sent in their stored form, and a sort by a custom field goes with
     its type (INDEX_SORTS); the index answers them, except a range over text or a sort by
     a boolean, which only the owner's list orders. A custom role's hidden fields go along
-    (field_access.search_access): they never make a record match `q`."""
+    (field_access.search_access): they never make a record match `q`, so while the index
+    does not answer such a caller's `q` is 503 rather than the owner's lookup."""
     sort = str(params.get("sort") or "").lstrip("-")
     custom = {str(k): v for k, v in params.items() if str(k).startswith("cf.")}
     if custom:
@@ -74,6 +75,10 @@ def from_index(kind, owner, method, params):
     try:
         return call("search", "list_records", kind, params, recent_writes(kind), hints or None)
     except (Unavailable, Timeout):
+        if params.get("q") and (access or {}).get(kind, {}).get("hidden"):
+            # the owner's own phone and email lookup knows no field grants
+            raise Unavailable("Searching is not available while the search index is being "
+                              "rebuilt; try again shortly", details={"service": "search"})
         return call(owner, method, params)
 
 

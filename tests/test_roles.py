@@ -2,7 +2,7 @@
 is refused deals, reports, search and exports; a changed role holds from the next request;
 bad roles are refused."""
 from tests.test_stream import SseClient
-from tests.test_search import settle
+from tests.test_search import settle, wait_ready
 
 
 def test_operator_role_edits_contacts_but_not_deals(api, stack, make_user, unique):
@@ -249,3 +249,33 @@ def test_hidden_fields_never_make_a_record_match(api, stack, make_user, unique):
     exported = operator.get("/contacts/export", params={"q": word})
     assert exported.status_code == 200 and f"Den{unique}" not in exported.text
     assert f"Den{unique}" in operator.get("/contacts/export", params={"q": f"Den{unique}"}).text
+
+
+def test_a_hidden_phone_is_no_way_in_while_the_index_is_down(api, stack, make_user, unique):
+    """With the search service down, a list's phone `q` goes to the contacts service's own
+    lookup, which knows no field grants: for a role that hides contacts' phones it is a 503
+    (nothing found through the hidden field), for the admin the lookup's answer."""
+    role = api.post("/roles", json={"name": f"nophone-{unique}", "label": "No phones",
+                                    "permissions": {"contacts": {"read": "all"}},
+                                    "fields": {"contacts": {"phones": "hidden"}}})
+    assert role.status_code == 201, role.text
+    clerk = make_user(f"nophone-{unique}")
+    number = f"+39 347 {int(unique[:6], 16) % 10_000_000:07d}"
+    contact = api.post("/contacts", json={"first_name": "Hid", "last_name": f"Phone{unique}",
+                                          "phones": [{"number": number}]})
+    assert contact.status_code == 201, contact.text
+    stack.stop_service("search", 0)
+    try:
+        refused = clerk.get("/contacts", params={"q": number})
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "service_unavailable"
+        looked_up = api.get("/contacts", params={"q": number})
+        assert looked_up.status_code == 200, looked_up.text
+        assert [c["id"] for c in looked_up.json()["items"]] == [contact.json()["id"]]
+    finally:
+        stack.start_service("search", 0)
+        wait_ready(stack)
+    found, _ = settle(lambda: [c["id"] for c in clerk.get(
+        "/contacts", params={"q": f"Phone{unique}"}).json()["items"]] == [contact.json()["id"]])
+    assert found
+    assert clerk.get("/contacts", params={"q": number}).json()["items"] == []
