@@ -9,6 +9,8 @@ and the search service's RSS.
     .venv/bin/python bench/bench_lists.py --contacts 48000 --deals 0 --tasks 0 --calls 0
     .venv/bin/python bench/bench_lists.py --custom-field ...   # contacts also carry a
         number and a select custom field; the reads add filters and sorts by them
+    .venv/bin/python bench/bench_lists.py --contacts 100000 --contacts-api-max 20000 ...
+        # 20,000 imported, the rest their copies, indexed by a rebuild (minutes, not an hour)
 
 Data goes in through the platform: contacts and their companies by CSV import, deals,
 tasks and calls by the API (POST /deals, POST /tasks, /telephony/events), 8 clients.
@@ -220,6 +222,47 @@ def copy_up(platform, counts):
           f"databases in {time.perf_counter() - started:.1f} s", flush=True)
 
 
+def copy_contacts(platform, target, custom=None):
+    """Contacts beyond those imported: copies of the imported ones written into the contacts
+    database (the service's own shape, its derived keys from services/contacts/domain.py),
+    each with the name, e-mail, phone, tag, source and custom values the import's row `i`
+    would have had, 1 ms apart, for the search index's rebuild to read."""
+    from bson import ObjectId
+    from services.contacts.domain import normalize_phones, search_fields
+    started = time.perf_counter()
+    docs = platform.stack.db("contacts").contacts
+    seeds = list(docs.find({"deleted_at": None}))
+    if not seeds or len(seeds) >= target:
+        return
+    base = utcnow() - timedelta(milliseconds=target)
+    batch = []
+    for i in range(len(seeds), target):
+        seed = seeds[i % len(seeds)]
+        at = base + timedelta(milliseconds=i)
+        doc = dict(seed, _id=str(ObjectId()), created_at=at, updated_at=at,
+                   first_name=FIRST_NAMES[i % len(FIRST_NAMES)],
+                   last_name=f"{LAST_NAMES[i % len(LAST_NAMES)]}{i // len(LAST_NAMES) % 50 or ''}",
+                   emails=[dict(seed["emails"][0], email=f"p{i}@bench.example")],
+                   phones=normalize_phones([{"number": phone(i)}], "IT"),
+                   tags=["vip" if i % 10 == 0 else "regular"],
+                   source=("web", "fair", "phone")[i % 3], possible_duplicates=[])
+        doc.pop("import_id", None)   # (import_id, import_row) is unique: a copy is no row
+        doc.pop("import_row", None)
+        if custom:
+            doc["custom"] = dict(seed.get("custom") or {}, **{
+                key: (float(custom_value(kind, i)) if kind == "number" else custom_value(kind, i))
+                for key, kind in custom.items()})
+        doc.update(search_fields(doc))
+        batch.append(doc)
+        if len(batch) == 5000:
+            docs.insert_many(batch, ordered=False)
+            batch = []
+    if batch:
+        docs.insert_many(batch, ordered=False)
+    print(f"  copied up to {target} contacts in the contacts database in "
+          f"{time.perf_counter() - started:.1f} s", flush=True)
+
+
 def wait_quiet(platform, timeout=60, cores=0.3):
     """Until the stack's background work after the load (events, timers) has settled."""
     deadline = time.monotonic() + timeout
@@ -286,19 +329,22 @@ def reads(session, base, counts, custom=None):
     return out + (CUSTOM_READS if custom else [])
 
 
-def engine_alone(platform, read_list, seconds, custom=None):
+def engine_alone(platform, read_list, seconds, custom=None, from_replica=False):
     """The same reads on Tantivy in this process: the owners' records (search_records
-    windows, as the service's rebuild reads them) written into a fresh index; lists.page /
-    the search query timed single-threaded. A sort by a field of `custom` gets its type as
-    the gateway sends it (gateway/lists.py)."""
+    windows, as the service's rebuild reads them) written into a fresh index, or with
+    `from_replica` a copy of the search replica's own index folder; lists.page / the search
+    query timed single-threaded. A sort by a field of `custom` gets its type as the gateway
+    sends it (gateway/lists.py)."""
     from services.search import feed, lists
     from services.search.answers import hit
     from services.search.index import TantivyIndex
     from services.search.query import parse, search_query
     folder = tempfile.mkdtemp(prefix="bench-lists-")
+    if from_replica:
+        shutil.copytree(platform.stack.search_index_dir(0), folder, dirs_exist_ok=True)
     index = TantivyIndex(folder)
     started = time.perf_counter()
-    for kind in feed.ORDER:
+    for kind in () if from_replica else feed.ORDER:
         def fetch(**query):
             return platform.stack.rpc.call(feed.OWNERS[kind], "search_records", kind,
                                            timeout=120, **query)
@@ -307,8 +353,9 @@ def engine_alone(platform, read_list, seconds, custom=None):
                 feed.write(index, kind, record)
     index.commit()
     index.committed()
-    print(f"  engine alone: {index.num_docs()} documents indexed in "
-          f"{time.perf_counter() - started:.1f} s (read from the owners included)")
+    print(f"  engine alone: {index.num_docs()} documents " + (
+        "(a copy of the replica's index)" if from_replica else
+        f"indexed in {time.perf_counter() - started:.1f} s (read from the owners included)"))
     kinds = {"/contacts": "contact", "/companies": "company", "/deals": "deal",
              "/tasks": "task", "/calls": "call"}
     figures = {}
@@ -433,6 +480,10 @@ def main():
     parser.add_argument("--api-max", type=int, help="deals, tasks and calls made through the "
                         "API at most each; the rest are copies written into the owners' "
                         "databases, indexed by a fresh search replica's rebuild")
+    parser.add_argument("--contacts-api-max", type=int, help="contacts imported at most (with "
+                        "their companies); the rest are copies of them written into the "
+                        "contacts database, indexed by a fresh search replica's rebuild; the "
+                        "engine-alone figures then read a copy of that replica's index")
     parser.add_argument("--rebuild-timeout", type=float, default=3600,
                         help="seconds a fresh replica's rebuild may take (0: not measured)")
     parser.add_argument("--custom-field", action="store_true",
@@ -455,11 +506,17 @@ def main():
         through_api = dict(counts)
         if args.api_max is not None:
             through_api.update({n: min(counts[n], args.api_max) for n in COPIED})
+        if args.contacts_api_max is not None:
+            through_api["contacts"] = min(counts["contacts"], args.contacts_api_max)
         session = load_data(platform, through_api, custom)
         rebuilt = None
         if through_api != counts:
             copy_up(platform, counts)
-            rebuilt = rebuild(platform, args.rebuild_timeout)
+            copy_contacts(platform, counts["contacts"], custom)
+            rebuilt = rebuild(platform, args.rebuild_timeout or 3600)
+            if rebuilt:
+                print(f"  rebuilt in {rebuilt[0]:.1f} s: {rebuilt[1]} documents, read "
+                      f"{rebuilt[2]}; cpu per 1,000 records: {rebuilt[3]}", flush=True)
         print(f"  indexed: {wait_indexed(platform)}; stack busy "
               f"{wait_quiet(platform):.2f} cores before the reads", flush=True)
         read_list = reads(session, base, counts, custom)
@@ -479,8 +536,9 @@ def main():
                     note = cpu_note(before, after, len(latencies))
             print(f"{label:<40} " + "  ".join(cells) + f"   {note}", flush=True)
         print("\nengine alone (Tantivy in this process, same records, 1 thread): p50 / p95 ms")
-        for label, (p50, p95) in engine_alone(platform, read_list, args.seconds / 2,
-                                                     custom).items():
+        for label, (p50, p95) in engine_alone(
+                platform, read_list, args.seconds / 2, custom,
+                from_replica=args.contacts_api_max is not None).items():
             print(f"  {label:<40} {p50} / {p95}")
         for key, rss, peak in search_rss(platform):
             print(f"\nsearch service {key}: RSS {rss} MB, peak RSS {peak} MB")
