@@ -41,17 +41,6 @@ def due_period(now, digest, tz_name):
     return f"{frequency}:{anchor.date().isoformat()}", start, anchor
 
 
-def caller_context(user, team_members):
-    """The RPC context of a user, as the gateway sets it for their own requests (a custom
-    role reads its own records only)."""
-    role = user.get("role")
-    context = {"user_id": user["id"], "user_role": role, "user_team": user.get("team"),
-               "user_team_members": team_members}
-    if role not in BUILT_IN_ROLES:
-        context["user_scope"] = "own"
-    return context
-
-
 def reports_of(user, wanted):
     return [r for r in wanted if user.get("role") in BUILT_IN_ROLES or r not in WITH_AMOUNTS]
 
