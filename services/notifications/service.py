@@ -231,12 +231,7 @@ class NotificationsService(HealthEntrypoints):
         if digest["frequency"] == "off":
             digest["frequency"] = "daily"
         now = self.clock()()
-        tz = prefs.get("timezone") or user.get("timezone")
-        period = None
-        for back in range(0, 8 * 24):  # the latest period that was due
-            period = digests.due_period(now - timedelta(hours=back), digest, tz)
-            if period:
-                break
+        period = digests.latest_period(now, digest, prefs.get("timezone") or user.get("timezone"))
         return self._send_digest(user_id, user, {**prefs, "digest": digest}, period,
                                  repeat=to_iso(now))
 
