@@ -4,7 +4,6 @@ agent's digest holds what the agent may see, a manager's their team)."""
 from datetime import timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from contracts.notifications import DIGEST_REPORTS  # noqa: F401 - the service's default
 from crm_common.context import BUILT_IN_ROLES
 from crm_common.timeutil import to_iso
 

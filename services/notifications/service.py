@@ -4,6 +4,7 @@ from datetime import date, timedelta
 
 from nameko.timer import timer
 
+from contracts.notifications import DIGEST_REPORTS
 from crm_common.config import get_settings
 from crm_common.context import CallerContext, user_context
 from crm_common.errors import EXPECTED, Forbidden, NotFound
@@ -135,7 +136,7 @@ class NotificationsService(HealthEntrypoints):
     def _send_digest(self, user_id, user_doc, prefs, period, repeat=None):
         key, start, end = period
         user = {**user_doc, "id": user_id}
-        digest = {"frequency": "daily", "reports": list(digests.DIGEST_REPORTS),
+        digest = {"frequency": "daily", "reports": list(DIGEST_REPORTS),
                   **(prefs or {}).get("digest", {})}
         context = user_context(user, self.store.team_member_ids(user.get("team")))
         data = digests.gather(self.acting.as_user(context),
