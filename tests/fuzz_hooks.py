@@ -28,6 +28,12 @@ EXPECTED_REJECTIONS = (
     # rules across two fields (from before to, end after start): described in the fields'
     # descriptions; JSON Schema cannot compare two values
     (r"from|to|end|end_at", r"must be before|must be after|is before|needs due_at"),
+    # a purchase period (the contacts list's filters, a segment's, GET /contacts/export):
+    # bought_from / bought_to need bought_product and run forwards. Two fields again: a
+    # segment's document says the first (SegmentFilters' `dependencies`), query parameters
+    # cannot, and neither can compare two dates
+    (r"bought_product", r"^A purchase period needs bought_product\.$"),
+    (r"bought_to", r"^bought_from is after bought_to\.$"),
     # a report's buckets: the range divided by the period, bounded (two parameters again)
     (r"period", r"^Too many periods in this range"),
     # "exactly one of" / "one of these with that": described, not expressible in the
