@@ -69,24 +69,27 @@ def phone(i):
     return f"+39 347 {1000000 + i:07d}"
 
 
-def contacts_csv(n, companies):
+def contacts_csv(n, companies, custom=None):
+    """The import's CSV; with `custom` (CUSTOM_TYPES) a column per custom field, by key."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(("First name", "Last name", "Email", "Phone", "Company", "Tags", "Source"))
+    writer.writerow(("First name", "Last name", "Email", "Phone", "Company", "Tags", "Source")
+                    + tuple(custom or ()))
     for i in range(n):
         last = f"{LAST_NAMES[i % len(LAST_NAMES)]}{i // len(LAST_NAMES) % 50 or ''}"
         writer.writerow((FIRST_NAMES[i % len(FIRST_NAMES)], last, f"p{i}@bench.example",
                          phone(i), f"Company {i % companies}" if companies else "",
-                         "vip" if i % 10 == 0 else "regular", ("web", "fair", "phone")[i % 3]))
+                         "vip" if i % 10 == 0 else "regular", ("web", "fair", "phone")[i % 3])
+                        + tuple(custom_value(kind, i) for kind in (custom or {}).values()))
     return out.getvalue().encode()
 
 
-def import_contacts(session, base, n, companies):
+def import_contacts(session, base, n, companies, custom=None):
     if not n:
         return
     started = time.perf_counter()
     answer = session.post(base + "/imports", data={"on_duplicate": "create"}, timeout=600,
-                          files={"file": ("bench.csv", contacts_csv(n, companies))})
+                          files={"file": ("bench.csv", contacts_csv(n, companies, custom))})
     answer.raise_for_status()
     job_id = answer.json()["id"]
     job = wait_for_import(lambda path: session.get(base + path, timeout=30), job_id, 0.5)
@@ -124,12 +127,12 @@ def ok(answer):
 HEADERS = {}
 
 
-def load_data(platform, counts):
+def load_data(platform, counts, custom=None):
     import requests
     base = platform.base_url + "/api/v1"
     session = requests.Session()
     session.headers.update(HEADERS)
-    import_contacts(session, base, counts["contacts"], counts["companies"])
+    import_contacts(session, base, counts["contacts"], counts["companies"], custom)
     contact_ids = []
     cursor = None
     while counts["contacts"]:
@@ -250,7 +253,8 @@ def wait_indexed(platform, timeout=300):
 
 # -- the reads ----------------------------------------------------------------------------
 
-def reads(session, base, counts):
+def reads(session, base, counts, custom=None):
+    """(label, path, params) of every read measured; with `custom`, those by its fields."""
     not_since = to_iso(utcnow() - timedelta(days=1))
     out = [("contacts, first page (default sort)", "/contacts", {}),
            ("contacts sort=name", "/contacts", {"sort": "name"}),
@@ -279,13 +283,14 @@ def reads(session, base, counts):
             break
     if cursor:
         out.insert(1, ("contacts page 20 (cursor)", "/contacts", {"cursor": cursor}))
-    return out
+    return out + (CUSTOM_READS if custom else [])
 
 
-def engine_alone(platform, read_list, seconds):
+def engine_alone(platform, read_list, seconds, custom=None):
     """The same reads on Tantivy in this process: the owners' records (search_records
     windows, as the service's rebuild reads them) written into a fresh index; lists.page /
-    the search query timed single-threaded."""
+    the search query timed single-threaded. A sort by a field of `custom` gets its type as
+    the gateway sends it (gateway/lists.py)."""
     from services.search import feed, lists
     from services.search.answers import hit
     from services.search.index import TantivyIndex
@@ -324,8 +329,8 @@ def engine_alone(platform, read_list, seconds):
                         None, "IT")["next_cursor"]
                 params = {"cursor": cursor} if cursor else {}
 
-            def run(kind=kinds[path], params=params):
-                return lists.page(index, kind, dict(params, limit=50), None, "IT")
+            def run(kind=kinds[path], params=params, hints=sort_hints(params, custom)):
+                return lists.page(index, kind, dict(params, limit=50), None, "IT", hints)
         latencies = []
         stop = time.monotonic() + seconds
         while time.monotonic() < stop:
@@ -368,42 +373,38 @@ CUSTOM_TYPES = {"bench_score": "number", "bench_tier": "select"}
 TIERS = ("gold", "silver", "bronze")
 
 
-def with_custom_field(platform):
-    """Defines the fields, and makes the loader's CSV carry them (by key) and the reads
-    include them; the engine-alone figures get the sort's type as the gateway sends it."""
-    global contacts_csv, reads
+CUSTOM_READS = [
+    ("contacts sort=cf.bench_score", "/contacts", {"sort": "cf.bench_score"}),
+    ("contacts cf.bench_tier=gold sort=-cf.bench_score", "/contacts",
+     {"cf.bench_tier": "gold", "sort": "-cf.bench_score"}),
+    ("contacts cf.bench_score.gte=500 sort=cf.bench_tier", "/contacts",
+     {"cf.bench_score.gte": "500", "sort": "cf.bench_tier"}),
+    ("contacts q=ross sort=cf.bench_score", "/contacts",
+     {"q": "ross", "sort": "cf.bench_score"})]
+
+
+def custom_value(kind, i):
+    return (i * 7919) % 1000 if kind == "number" else TIERS[i % 3]
+
+
+def define_custom_fields(platform):
+    """Defines the contacts' custom fields; returns them ({key: type}) for the loader, the
+    reads and the engine-alone figures."""
     import requests
-    from services.search import lists as index_lists
     base = platform.base_url + "/api/v1"
     for key, kind in CUSTOM_TYPES.items():
         ok(requests.post(base + "/custom-fields", headers=HEADERS, timeout=30, json={
             "entity": "contact", "key": key, "label": key.replace("_", " ").title(),
             "type": kind, **({"options": list(TIERS)} if kind == "select" else {})}))
-    plain_csv, plain_reads, plain_page = contacts_csv, reads, index_lists.page
+    return dict(CUSTOM_TYPES)
 
-    def csv_with_custom(n, companies):
-        lines = plain_csv(n, companies).decode().splitlines()
-        rows = [lines[0] + ",bench_score,bench_tier"] + [
-            f"{line},{(i * 7919) % 1000},{TIERS[i % 3]}" for i, line in enumerate(lines[1:])]
-        return ("\r\n".join(rows) + "\r\n").encode()
 
-    def reads_with_custom(session, base, counts):
-        return plain_reads(session, base, counts) + [
-            ("contacts sort=cf.bench_score", "/contacts", {"sort": "cf.bench_score"}),
-            ("contacts cf.bench_tier=gold sort=-cf.bench_score", "/contacts",
-             {"cf.bench_tier": "gold", "sort": "-cf.bench_score"}),
-            ("contacts cf.bench_score.gte=500 sort=cf.bench_tier", "/contacts",
-             {"cf.bench_score.gte": "500", "sort": "cf.bench_tier"}),
-            ("contacts q=ross sort=cf.bench_score", "/contacts",
-             {"q": "ross", "sort": "cf.bench_score"})]
-
-    def page_with_sort_type(index, kind, params, people, region, hints=None):
-        sort = str(params.get("sort") or "").lstrip("-")
-        if hints is None and sort.startswith("cf."):
-            hints = {"sort_type": CUSTOM_TYPES[sort[3:]]}
-        return plain_page(index, kind, params, people, region, hints)
-
-    contacts_csv, reads, index_lists.page = csv_with_custom, reads_with_custom, page_with_sort_type
+def sort_hints(params, custom):
+    """lists.page's hints for a sort by a custom field: its type (None otherwise)."""
+    sort = str(params.get("sort") or "").lstrip("-")
+    if custom and sort.startswith("cf.") and sort[3:] in custom:
+        return {"sort_type": custom[sort[3:]]}
+    return None
 
 
 def search_rss(platform):
@@ -447,22 +448,21 @@ def main():
     platform = Platform()
     try:
         HEADERS.update(platform.auth_headers())
-        if args.custom_field:
-            with_custom_field(platform)
+        custom = define_custom_fields(platform) if args.custom_field else None
         base = platform.base_url + "/api/v1"
         print(f"lists benchmark: {counts}; {args.seconds} s per figure; {load_average()}",
               flush=True)
         through_api = dict(counts)
         if args.api_max is not None:
             through_api.update({n: min(counts[n], args.api_max) for n in COPIED})
-        session = load_data(platform, through_api)
+        session = load_data(platform, through_api, custom)
         rebuilt = None
         if through_api != counts:
             copy_up(platform, counts)
             rebuilt = rebuild(platform, args.rebuild_timeout)
         print(f"  indexed: {wait_indexed(platform)}; stack busy "
               f"{wait_quiet(platform):.2f} cores before the reads", flush=True)
-        read_list = reads(session, base, counts)
+        read_list = reads(session, base, counts, custom)
         print(f"\n{'read':<40} " + " ".join(f"{c:>3} client(s) p50/p95 ms" for c in clients)
               + "   cpu ms per read (16 clients)")
         for label, path, params in read_list:
@@ -479,7 +479,8 @@ def main():
                     note = cpu_note(before, after, len(latencies))
             print(f"{label:<40} " + "  ".join(cells) + f"   {note}", flush=True)
         print("\nengine alone (Tantivy in this process, same records, 1 thread): p50 / p95 ms")
-        for label, (p50, p95) in engine_alone(platform, read_list, args.seconds / 2).items():
+        for label, (p50, p95) in engine_alone(platform, read_list, args.seconds / 2,
+                                                     custom).items():
             print(f"  {label:<40} {p50} / {p95}")
         for key, rss, peak in search_rss(platform):
             print(f"\nsearch service {key}: RSS {rss} MB, peak RSS {peak} MB")
