@@ -69,7 +69,11 @@ EXPECTED_REJECTIONS = (
     # ... and their values' types: the custom fields' own schema (definitions, types per
     # field) is being made by issue 25; until then the document says only "an object"
     (r".*", r"^Value must be text, number, boolean, null"),
-    (r"key", r"^Must be one of: |^Length must be between"),  # marshmallow's Dict key errors
+    # marshmallow's Dict key errors: the document states the same key field as
+    # propertyNames (gateway/openapi.py _dict_keys), which the fuzzing phase's generator
+    # does not always apply, in a JSON body either (a segment's filters.custom_filters)
+    (r"key", r"^Must be one of: |^Length must be between|^String does not match expected"
+             r" pattern\.$"),
     # a PATCH must change something; a webhook's secret is set once; a merge names others
     (r"_schema|secret|source_ids", r"^Nothing to change\.$|^The secret cannot be changed"
                                    r"|^Contains the survivor's id\.$"),
