@@ -9,6 +9,20 @@ CONTEXT_KEYS = ("request_id", "user_id", "user_role", "user_team", "user_team_me
 BUILT_IN_ROLES = ("admin", "manager", "agent")
 
 
+def user_context(user, team_members, request_id=None):
+    """The RPC context of `user` (a users-copy document with its "id"), as the gateway sets
+    it for their own requests (a custom role reads its own records only): to ask another
+    service something as that user (crm_common.messaging.rpc.ActingRpc)."""
+    role = user.get("role")
+    context = {"user_id": user["id"], "user_role": role, "user_team": user.get("team"),
+               "user_team_members": list(team_members or [])}
+    if role not in BUILT_IN_ROLES:
+        context["user_scope"] = "own"
+    if request_id:
+        context["request_id"] = request_id
+    return context
+
+
 class Caller(dict):
     @property
     def user_id(self):

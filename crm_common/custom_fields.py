@@ -285,6 +285,8 @@ def list_filters(definitions, params, region="IT"):
     for name, raw in (params or {}).items():
         match = FILTER_PARAM.match(name)
         if not match:
+            if str(name).startswith("cf."):  # no key is like it (the contract's pattern is wider)
+                raise BadRequest(f"Not a custom field filter: {name}", {"parameter": name})
             continue
         key, op = match.group(1), match.group(2)
         definition = definitions.get(key)

@@ -28,6 +28,12 @@ EXPECTED_REJECTIONS = (
     # rules across two fields (from before to, end after start): described in the fields'
     # descriptions; JSON Schema cannot compare two values
     (r"from|to|end|end_at", r"must be before|must be after|is before|needs due_at"),
+    # a purchase period (the contacts list's filters, a segment's, GET /contacts/export):
+    # bought_from / bought_to need bought_product and run forwards. Two fields again: a
+    # segment's document says the first (SegmentFilters' `dependencies`), query parameters
+    # cannot, and neither can compare two dates
+    (r"bought_product", r"^A purchase period needs bought_product\.$"),
+    (r"bought_to", r"^bought_from is after bought_to\.$"),
     # a report's buckets: the range divided by the period, bounded (two parameters again)
     (r"period", r"^Too many periods in this range"),
     # "exactly one of" / "one of these with that": described, not expressible in the
@@ -63,7 +69,11 @@ EXPECTED_REJECTIONS = (
     # ... and their values' types: the custom fields' own schema (definitions, types per
     # field) is being made by issue 25; until then the document says only "an object"
     (r".*", r"^Value must be text, number, boolean, null"),
-    (r"key", r"^Must be one of: |^Length must be between"),  # marshmallow's Dict key errors
+    # marshmallow's Dict key errors: the document states the same key field as
+    # propertyNames (gateway/openapi.py _dict_keys), which the fuzzing phase's generator
+    # does not always apply, in a JSON body either (a segment's filters.custom_filters)
+    (r"key", r"^Must be one of: |^Length must be between|^String does not match expected"
+             r" pattern\.$"),
     # a PATCH must change something; a webhook's secret is set once; a merge names others
     (r"_schema|secret|source_ids", r"^Nothing to change\.$|^The secret cannot be changed"
                                    r"|^Contains the survivor's id\.$"),

@@ -7,6 +7,7 @@ import os
 import random
 import shutil
 import uuid
+from contextlib import contextmanager
 
 import pytest
 
@@ -63,6 +64,26 @@ def sign_in(page, stack, user):
     page.click("button[type=submit]")
     page.wait_for_url("**/today")
     expect(page.get_by_test_id("live")).to_have_text("Live")
+
+
+@contextmanager
+def signed_in(browser, stack, user=None, **options):
+    """A page in a new context of `browser` (1400x900, en-US, or `options`), signed in as
+    `user` (a client with .user and .password; default: the stack's first admin); the
+    context is closed after. The console modules keep one per module (a sign-in costs
+    seconds)."""
+    if user is None:
+        user = type("Admin", (), {"user": {"email": stack.admin_email},
+                                  "password": stack.admin_password})
+    context = browser.new_context(**{"viewport": {"width": 1400, "height": 900},
+                                     "locale": "en-US", **options})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15000)
+        sign_in(page, stack, user)
+        yield page
+    finally:
+        context.close()
 
 
 def test_sign_in_find_a_contact_by_phone_and_open_its_card(stack, agent, page):

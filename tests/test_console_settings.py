@@ -13,30 +13,20 @@ import requests
 
 from crm_common.errors import Forbidden
 from crm_common.timeutil import to_iso, utcnow
-from tests.test_console import CHROMIUM, SCREENS, pytestmark, sign_in  # noqa: F401
+from tests.test_console import SCREENS, browser, pytestmark, signed_in  # noqa: F401
 from tests.test_notifications import ch  # noqa: F401
 
 try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover - requirements-dev.txt pins it
-    sync_playwright = None
+    from playwright.sync_api import expect
+except ImportError:  # pragma: no cover - requirements-dev.txt pins it (pytestmark skips)
+    expect = None
 
 
 @pytest.fixture(scope="module")
-def admin_page(stack):
-    os.makedirs(SCREENS, exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                              args=["--no-sandbox", "--disable-gpu"])
-        context = chromium.new_context(viewport={"width": 1400, "height": 900}, locale="en-US",
-                                       permissions=["clipboard-read", "clipboard-write"])
-        page = context.new_page()
-        page.set_default_timeout(15000)
-        admin = type("Admin", (), {"user": {"email": stack.admin_email}, "password": stack.admin_password})
-        sign_in(page, stack, admin)
+def admin_page(stack, browser):
+    with signed_in(browser, stack,
+                   permissions=["clipboard-read", "clipboard-write"]) as page:
         yield page
-        context.close()
-        chromium.close()
 
 
 @pytest.fixture
@@ -214,14 +204,9 @@ def test_an_admin_creates_a_web_form_and_copies_its_snippet(stack, api, page):
     page.set_viewport_size({"width": 1400, "height": 900})
 
 
-def test_the_settings_screens_fit_a_360_px_phone(stack, admin_page):
-    context = admin_page.context.browser.new_context(viewport={"width": 360, "height": 740}, locale="en-US",
-                                                     is_mobile=True, has_touch=True)
-    page = context.new_page()
-    page.set_default_timeout(15000)
-    try:
-        admin = type("Admin", (), {"user": {"email": stack.admin_email}, "password": stack.admin_password})
-        sign_in(page, stack, admin)
+def test_the_settings_screens_fit_a_360_px_phone(stack, browser):
+    with signed_in(browser, stack, viewport={"width": 360, "height": 740}, is_mobile=True,
+                   has_touch=True) as page:
         for path, heading in (("/settings/custom-fields", "Custom fields"), ("/settings/automation", "Automation"),
                               ("/settings/webhooks", "Webhooks"), ("/settings/forms", "Web forms")):
             page.goto(stack.stream_url + path)
@@ -230,5 +215,3 @@ def test_the_settings_screens_fit_a_360_px_phone(stack, admin_page):
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= 361, (path, width)  # nothing wider than the phone (wide tables scroll inside)
             page.screenshot(path=os.path.join(SCREENS, f"phone_settings_{path.rsplit('/', 1)[1]}.png"), full_page=True)
-    finally:
-        context.close()

@@ -13,12 +13,12 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from tests.test_console import CHROMIUM, SCREENS, _drag, pytestmark, sign_in  # noqa: F401
+from tests.test_console import SCREENS, _drag, browser, pytestmark, signed_in  # noqa: F401
 
 try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover - requirements-dev.txt pins it
-    sync_playwright = None
+    from playwright.sync_api import expect
+except ImportError:  # pragma: no cover - requirements-dev.txt pins it (pytestmark skips)
+    expect = None
 
 ZONE = "Europe/Rome"
 
@@ -38,38 +38,22 @@ def worker(stack, api):
 
 
 @pytest.fixture(scope="module")
-def browser_page(stack, worker):
-    os.makedirs(SCREENS, exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                              args=["--no-sandbox", "--disable-gpu"])
-        context = chromium.new_context(viewport={"width": 1400, "height": 900}, locale="en-US",
-                                       timezone_id=ZONE, accept_downloads=True)
-        page = context.new_page()
-        page.set_default_timeout(15000)
-        sign_in(page, stack, worker)
-        yield chromium, page
-        context.close()
-        chromium.close()
+def browser_page(stack, worker, browser):
+    with signed_in(browser, stack, worker, timezone_id=ZONE, accept_downloads=True) as page:
+        yield page
 
 
 @pytest.fixture(scope="module")
-def admin_page(stack, browser_page):
+def admin_page(stack, browser, browser_page):
     """A second context in the same browser, signed in as the first admin."""
-    context = browser_page[0].new_context(viewport={"width": 1400, "height": 900}, locale="en-US")
-    page = context.new_page()
-    page.set_default_timeout(15000)
-    admin = type("Admin", (), {"user": {"email": stack.admin_email}, "password": stack.admin_password})
-    sign_in(page, stack, admin)
-    yield page
-    context.close()
+    with signed_in(browser, stack) as page:
+        yield page
 
 
 @pytest.fixture
 def page(browser_page, request):
-    page = browser_page[1]
-    yield page
-    page.screenshot(path=os.path.join(SCREENS, f"{request.node.name}.png"), full_page=True)
+    yield browser_page
+    browser_page.screenshot(path=os.path.join(SCREENS, f"{request.node.name}.png"), full_page=True)
 
 
 def _contact(client, **fields):
@@ -396,13 +380,9 @@ def test_the_dashboard_shows_the_plan_by_person_and_drills_into_overdue_tasks(st
     admin_page.wait_for_url(f"**/deals?owner_id={worker.user['id']}")
 
 
-def test_screens_fit_a_360_px_phone(stack, browser_page, worker):
-    context = browser_page[0].new_context(viewport={"width": 360, "height": 740}, locale="en-US",
-                                          is_mobile=True, has_touch=True)
-    page = context.new_page()
-    page.set_default_timeout(15000)
-    try:
-        sign_in(page, stack, worker)
+def test_screens_fit_a_360_px_phone(stack, browser, worker):
+    with signed_in(browser, stack, worker, viewport={"width": 360, "height": 740},
+                   is_mobile=True, has_touch=True) as page:
         for path in ("/today", "/contacts", "/tasks?view=week"):
             page.goto(stack.stream_url + path)
             expect(page.get_by_role("heading", level=2).first).to_be_visible()
@@ -412,8 +392,6 @@ def test_screens_fit_a_360_px_phone(stack, browser_page, worker):
         expect(page.get_by_test_id("navbar").get_by_text("Contacts")).to_be_visible()
         page.wait_for_timeout(400)  # the navbar slides in
         page.screenshot(path=os.path.join(SCREENS, "phone_menu.png"))
-    finally:
-        context.close()
 
 
 def test_users_and_api_keys_an_admin_creates_changes_and_revokes(stack, api, admin_page):

@@ -1,10 +1,12 @@
-"""Pure functions of the notifications service: quiet hours, templates, routing, backoff."""
+"""Pure functions of the notifications service: quiet hours, templates, routing, backoff,
+digest periods."""
 from datetime import date, datetime, timezone
 
 import pytest
 from jinja2.exceptions import SecurityError
 
 from crm_common.config import load_settings
+from services.notifications.digests import due_period, latest_period
 from services.notifications.fanout import month_days, preferences_with_defaults
 from services.notifications.quiet import deliver_after
 from services.notifications.rules import recipients
@@ -71,3 +73,69 @@ def test_preferences_defaults_and_backoff_and_leap_birthdays():
     assert backoff(settings, 50) == settings.backoff_max_s
     assert month_days(date(2027, 2, 28)) == ["02-28", "02-29"]
     assert month_days(date(2028, 2, 28)) == ["02-28"]
+
+
+# --- digest periods (the period a digest covers, in the user's zone) -----------------------
+
+def _period(now, digest, tz="Europe/Rome"):
+    key, start, end = latest_period(at(now), digest, tz)
+    return key, start.isoformat(), end.isoformat()
+
+
+DAILY = {"frequency": "daily", "hour": 8}
+
+
+@pytest.mark.parametrize("now,expected", [
+    # at its hour exactly: the day that just ended
+    ("2026-12-07T07:00:00Z", ("daily:2026-12-07", "2026-12-06T08:00:00+01:00",
+                              "2026-12-07T08:00:00+01:00")),
+    # a minute before it: the period before
+    ("2026-12-07T06:59:00Z", ("daily:2026-12-06", "2026-12-05T08:00:00+01:00",
+                              "2026-12-06T08:00:00+01:00")),
+    # the user's day, not UTC's: 00:30 in Rome on the 8th is still the 7th in UTC
+    ("2026-12-07T23:30:00Z", ("daily:2026-12-07", "2026-12-06T08:00:00+01:00",
+                              "2026-12-07T08:00:00+01:00")),
+    # across the spring change (29 March 2026, 02:00 -> 03:00): 23 hours long
+    ("2026-03-29T06:00:00Z", ("daily:2026-03-29", "2026-03-28T08:00:00+01:00",
+                              "2026-03-29T08:00:00+02:00")),
+    # across the autumn change (25 October 2026, 03:00 -> 02:00): 25 hours long
+    ("2026-10-25T07:00:00Z", ("daily:2026-10-25", "2026-10-24T08:00:00+02:00",
+                              "2026-10-25T08:00:00+01:00")),
+])
+def test_the_daily_digest_period(now, expected):
+    assert _period(now, DAILY) == expected
+
+
+@pytest.mark.parametrize("now,expected_end", [
+    ("2026-12-07T07:00:00Z", "2026-12-07T08:00:00+01:00"),   # Monday at 08:00 in Rome
+    ("2026-12-07T06:59:00Z", "2026-11-30T08:00:00+01:00"),   # Monday before it: last week's
+    ("2026-12-13T22:59:00Z", "2026-12-07T08:00:00+01:00"),   # Sunday 23:59 in Rome
+    ("2026-12-13T23:30:00Z", "2026-12-07T08:00:00+01:00"),   # Monday 00:30 in Rome
+    ("2027-01-04T09:00:00Z", "2027-01-04T08:00:00+01:00"),   # across the new year
+    ("2026-03-30T06:00:00Z", "2026-03-30T08:00:00+02:00"),   # the week of the spring change
+])
+def test_the_weekly_digest_period_ends_on_its_weekday(now, expected_end):
+    key, start, end = _period(now, {"frequency": "weekly", "hour": 8, "weekday": 0})
+    assert end == expected_end and key == f"weekly:{expected_end[:10]}"
+    assert datetime.fromisoformat(start).date() == date.fromordinal(
+        datetime.fromisoformat(end).date().toordinal() - 7)
+    assert datetime.fromisoformat(start).hour == 8   # wall clock, whatever the DST
+
+
+def test_a_weekly_digest_on_another_weekday_and_a_zone_unknown_or_unset_is_utc():
+    key, start, end = _period("2026-12-09T10:00:00Z", {"frequency": "weekly", "hour": 18,
+                                                       "weekday": 2})   # Wednesday 18:00
+    assert (key, end) == ("weekly:2026-12-02", "2026-12-02T18:00:00+01:00")
+    for tz in (None, "Mars/Olympus"):
+        assert _period("2026-12-07T08:30:00Z", DAILY, tz)[2] == "2026-12-07T08:00:00+00:00"
+
+
+def test_a_digest_is_due_up_to_six_hours_after_its_period_ends():
+    assert due_period(at("2026-12-07T07:00:00Z"), DAILY, "Europe/Rome")[0] == "daily:2026-12-07"
+    assert due_period(at("2026-12-07T12:59:00Z"), DAILY, "Europe/Rome")[0] == "daily:2026-12-07"
+    assert due_period(at("2026-12-07T13:00:00Z"), DAILY, "Europe/Rome") is None
+    # 6 real hours after the end, on the day the clocks go back (wall clock says 5)
+    assert due_period(at("2026-10-25T12:59:00Z"), DAILY, "Europe/Rome") is not None
+    assert due_period(at("2026-10-25T13:00:00Z"), DAILY, "Europe/Rome") is None
+    assert due_period(at("2026-12-07T07:00:00Z"), {"frequency": "off", "hour": 8}, "UTC") is None
+    assert due_period(at("2026-12-07T07:00:00Z"), None, "UTC") is None

@@ -271,6 +271,13 @@ class ServiceProxy:
         return call
 
 
+def forwarded_context(worker_ctx):
+    """The worker's context as its RPC calls carry it (request id, user): None and values
+    that are not scalars or lists dropped."""
+    return {k: v for k, v in worker_ctx.context_data.items()
+            if v is not None and isinstance(v, (str, int, float, bool, list))}
+
+
 class ServiceRpc(DependencyProvider):
     """Drop-in for nameko's RpcProxy(service) with a deadline: `self.contacts_rpc.get_contact(id)`
     raises crm_common.errors.Timeout after CRM_RPC_TIMEOUT (or `timeout`) seconds instead of
@@ -292,9 +299,54 @@ class ServiceRpc(DependencyProvider):
         self.pool.close()
 
     def get_dependency(self, worker_ctx):
-        context = {k: v for k, v in worker_ctx.context_data.items()
-                   if v is not None and isinstance(v, (str, int, float, bool, list))}
-        return self.pool.proxy(self.service, context)
+        return self.pool.proxy(self.service, forwarded_context(worker_ctx))
+
+
+class Calls:
+    """What an ActingRpc gives a worker."""
+
+    def __init__(self, pool, context):
+        self.pool = pool
+        self.context = context
+
+    def call(self, service, method, *args, context=None, **kwargs):
+        """`service.method(*args, **kwargs)` as the caller, or as the user whose `context`
+        is given (crm_common.context.user_context)."""
+        return self.pool.call(service, method, *args,
+                              context=self.context if context is None else context, **kwargs)
+
+    def as_user(self, context):
+        """`call(service, method, *args)` made as the user whose `context` is given."""
+        return lambda service, method, *args, **kwargs: self.call(
+            service, method, *args, context=context, **kwargs)
+
+
+class ActingRpc(DependencyProvider):
+    """Calls to any service, as the caller or as another user (their role, team and
+    visibility): for what a service checks or does on someone's behalf, e.g. whether a
+    mentioned user sees a record, or the reports a scheduled digest's subscriber may see.
+    `self.acting.call(service, method, *args, context=None)`, `self.acting.as_user(context)`.
+    Same deadlines and typed errors as ServiceRpc."""
+
+    def __init__(self, size=16, timeout=None):
+        self.size = size
+        self.timeout = timeout
+
+    def setup(self):
+        from crm_common.config import load_settings
+        settings = load_settings()
+        self.pool = RpcPool(self.container.config["AMQP_URI"], size=self.size,
+                            timeout=self.timeout or settings.rpc_timeout,
+                            name=self.container.service_name)
+
+    def stop(self):
+        self.pool.close()
+
+    def kill(self):
+        self.pool.close()
+
+    def get_dependency(self, worker_ctx):
+        return Calls(self.pool, forwarded_context(worker_ctx))
 
 
 class PublishChannel:

@@ -1,6 +1,7 @@
 """What the notes service does, apart from how it is called. A write is prepared first (the
 record asked of its owning service, mentions checked: RPC before any write), then stored
 with its events (`(result, events)`, run by the entrypoint through the outbox)."""
+from crm_common.context import user_context
 from crm_common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crm_common.fields import with_every_key
 from crm_common.ids import new_id
@@ -12,6 +13,9 @@ from services.notes.richtext import clean, excerpt, plain
 from services.notes.store import PARKED, record_key
 
 SERVICE = "notes"
+# the owner of each kind of record and its RPC that answers it within the caller's visibility
+OWNERS = {"contact": ("contacts", "get_contact"), "company": ("contacts", "get_company"),
+          "deal": ("deals", "get_deal"), "task": ("tasks", "get_task")}
 
 note_in = schemas.NoteIn()
 note_patch = schemas.NotePatch()
@@ -48,11 +52,25 @@ def dump_comment(doc):
     return with_every_key(comment_out, out, doc["_id"])
 
 
+class Records:
+    """Asks the services that own notes' records about them: "a note is visible to whoever
+    sees its record", as the caller or as a mentioned user."""
+
+    def __init__(self, acting):
+        self.acting = acting  # crm_common.messaging.rpc.ActingRpc
+
+    def get(self, record_type, record_id, context=None):
+        """The record as its owning service answers it to the caller (or to `context`, a
+        caller context of someone else): NotFound when it does not exist or is not visible."""
+        service, method = OWNERS[record_type]
+        return self.acting.call(service, method, record_id, context=context)
+
+
 class Notes:
-    def __init__(self, store, caller, records):
+    def __init__(self, store, caller, acting):
         self.store = store
         self.caller = caller
-        self.records = records
+        self.records = Records(acting)
 
     # who may do what
     def _is_admin(self):
@@ -94,12 +112,10 @@ class Notes:
             user = users[user_id]
             if user.get("role") == "admin":
                 continue
-            context = {"user_id": user_id, "user_role": user.get("role"),
-                       "user_team": user.get("team"),
-                       "user_team_members": (self.store.team_member_ids(user_id, user.get("team"))
-                                             if user.get("role") == "manager" else [])}
-            if self.caller.request_id:
-                context["request_id"] = self.caller.request_id
+            context = user_context(
+                {**user, "id": user_id},
+                (self.store.team_member_ids(user_id, user.get("team"))
+                 if user.get("role") == "manager" else []), self.caller.request_id)
             try:
                 self.records.get(record_type, record_id, context=context)
             except NotFound:

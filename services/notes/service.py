@@ -6,10 +6,9 @@ from crm_common.errors import EXPECTED
 from crm_common.health import HealthEntrypoints
 from crm_common.messaging.events import reliable_handler
 from crm_common.messaging.outbox import OutboxDispatcher
-from crm_common.messaging.rpc import rpc
+from crm_common.messaging.rpc import ActingRpc, rpc
 from crm_common.mongo import MongoStore
 from crm_common.timeutil import utcnow
-from services.notes.dependencies import RecordRpc
 from services.notes.operations import Notes, dump_note
 from services.notes.store import NotesStore
 
@@ -20,11 +19,12 @@ class NotesService(HealthEntrypoints):
     store = MongoStore(NotesStore)
     caller = CallerContext()
     dispatch = OutboxDispatcher()
-    records = RecordRpc()
+    # the records' owners, asked as the caller or as a mentioned user
+    acting = ActingRpc()
 
     @property
     def notes(self):
-        return Notes(self.store, self.caller, self.records)
+        return Notes(self.store, self.caller, self.acting)
 
     # notes
     @rpc(expected_exceptions=EXPECTED)

@@ -32,8 +32,7 @@ from eventlet.event import Event
 from eventlet.queue import Empty, LightQueue
 from nameko.extensions import DependencyProvider
 
-from crm_common.config import get_settings, load_settings
-from crm_common.messaging.rpc import RpcPool
+from crm_common.config import get_settings
 from crm_common.mongo import MongoStore, connect
 from crm_common.timeutil import utcnow
 
@@ -217,26 +216,3 @@ class Pipeline(DependencyProvider):
 
     def finished(self, count):
         self.in_flight -= count
-
-
-class AsUser(DependencyProvider):
-    """`self.as_user(context)(service, method, params)`: an RPC made as a given user (their
-    role, team and visibility), for what this service does on a user's behalf with no
-    request of theirs (a scheduled digest reads the reports that user would see)."""
-
-    def setup(self):
-        settings = load_settings()
-        self.pool = RpcPool(self.container.config["AMQP_URI"], size=4,
-                            timeout=settings.rpc_timeout, name=self.container.service_name)
-
-    def stop(self):
-        self.pool.close()
-
-    def kill(self):
-        self.pool.close()
-
-    def get_dependency(self, worker_ctx):
-        def as_user(context):
-            return lambda service, method, *args: self.pool.call(service, method, *args,
-                                                                  context=context)
-        return as_user

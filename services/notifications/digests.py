@@ -4,7 +4,6 @@ agent's digest holds what the agent may see, a manager's their team)."""
 from datetime import timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from contracts.notifications import DIGEST_REPORTS  # noqa: F401 - the service's default
 from crm_common.context import BUILT_IN_ROLES
 from crm_common.timeutil import to_iso
 
@@ -22,34 +21,29 @@ def zone(name):
         return timezone.utc
 
 
-def due_period(now, digest, tz_name):
-    """(key, start, end) of the period a digest due at `now` covers (times in the user's
-    zone), or None when none is due: daily, the day before its hour; weekly, the 7 days
-    before its weekday's hour."""
-    frequency = (digest or {}).get("frequency", "off")
-    if frequency not in ("daily", "weekly"):
-        return None
+def latest_period(now, digest, tz_name):
+    """(key, start, end) of the latest period that ended at or before `now`, in the user's
+    zone (wall-clock days, so a period across a DST change is 23 or 25 hours): daily, the
+    day before the last time it was its hour; weekly, the 7 days before the last time it
+    was its weekday's hour. The key names the day the period ends."""
+    days = 7 if digest.get("frequency") == "weekly" else 1
     local = now.astimezone(zone(tz_name))
-    anchor = local.replace(hour=digest.get("hour", 8), minute=0, second=0, microsecond=0)
-    if frequency == "weekly":
-        anchor -= timedelta(days=(local.weekday() - digest.get("weekday", 0)) % 7)
-    if anchor > local:
-        anchor -= timedelta(days=1 if frequency == "daily" else 7)
-    if local - anchor >= DUE_WINDOW:
+    end = local.replace(hour=digest.get("hour", 8), minute=0, second=0, microsecond=0)
+    if days == 7:
+        end -= timedelta(days=(local.weekday() - digest.get("weekday", 0)) % 7)
+    if end > local:
+        end -= timedelta(days=days)
+    return f"{digest.get('frequency', 'daily')}:{end.date().isoformat()}", \
+        end - timedelta(days=days), end
+
+
+def due_period(now, digest, tz_name):
+    """The latest period (above) of a digest that is on, when `now` is at most DUE_WINDOW
+    after its end (it is due: sent once per period); else None."""
+    if (digest or {}).get("frequency") not in ("daily", "weekly"):
         return None
-    start = anchor - timedelta(days=1 if frequency == "daily" else 7)
-    return f"{frequency}:{anchor.date().isoformat()}", start, anchor
-
-
-def caller_context(user, team_members):
-    """The RPC context of a user, as the gateway sets it for their own requests (a custom
-    role reads its own records only)."""
-    role = user.get("role")
-    context = {"user_id": user["id"], "user_role": role, "user_team": user.get("team"),
-               "user_team_members": team_members}
-    if role not in BUILT_IN_ROLES:
-        context["user_scope"] = "own"
-    return context
+    period = latest_period(now, digest, tz_name)
+    return period if now - period[2] < DUE_WINDOW else None
 
 
 def reports_of(user, wanted):

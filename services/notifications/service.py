@@ -4,21 +4,22 @@ from datetime import date, timedelta
 
 from nameko.timer import timer
 
+from contracts.notifications import DIGEST_REPORTS
 from crm_common.config import get_settings
-from crm_common.context import CallerContext
+from crm_common.context import CallerContext, user_context
 from crm_common.errors import EXPECTED, Forbidden, NotFound
 from crm_common.messaging.events import envelope, reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
 from crm_common.messaging.outbox import OutboxDispatcher
-from crm_common.messaging.rpc import ServiceRpc, rpc
+from crm_common.messaging.rpc import ActingRpc, ServiceRpc, rpc
 from crm_common.timeutil import parse_iso, to_iso, utcnow
 from services.notifications.channels.inapp import inbox_created
 from services.notifications.fanout import Fanout
 from services.notifications.listen import source_handler
 from services.notifications.operations import Notifications
 from services.notifications import digests
-from services.notifications.dependencies import AsUser, Pipeline
+from services.notifications.dependencies import Pipeline
 from services.notifications.rules import HANDLED_EVENTS
 from services.notifications.store import NotificationsStore
 from services.notifications.worker import Worker
@@ -48,7 +49,8 @@ class NotificationsService(HealthEntrypoints):
     caller = CallerContext()
     dispatch = OutboxDispatcher()
     contacts_rpc = ServiceRpc("contacts")
-    as_user = AsUser()
+    # a digest's reports, read as its subscriber (their visibility)
+    acting = ActingRpc(size=4)
     # group commit of the handlers' writes, and the sender of what they claimed
     pipeline = Pipeline(SETTINGS)
 
@@ -134,11 +136,11 @@ class NotificationsService(HealthEntrypoints):
     def _send_digest(self, user_id, user_doc, prefs, period, repeat=None):
         key, start, end = period
         user = {**user_doc, "id": user_id}
-        digest = {"frequency": "daily", "reports": list(digests.DIGEST_REPORTS),
+        digest = {"frequency": "daily", "reports": list(DIGEST_REPORTS),
                   **(prefs or {}).get("digest", {})}
-        context = digests.caller_context(user, self.store.team_member_ids(user.get("team")))
-        data = digests.gather(self.as_user(context), digests.reports_of(user, digest["reports"]),
-                              start, end)
+        context = user_context(user, self.store.team_member_ids(user.get("team")))
+        data = digests.gather(self.acting.as_user(context),
+                              digests.reports_of(user, digest["reports"]), start, end)
         names = {uid: (doc or {}).get("name") for uid, doc in self.store.get_users(
             {r.get("key") or r.get("assignee_id") for report in data.values()
              for r in report.get("rows") or report.get("items") or []} - {None}).items()}
@@ -230,12 +232,7 @@ class NotificationsService(HealthEntrypoints):
         if digest["frequency"] == "off":
             digest["frequency"] = "daily"
         now = self.clock()()
-        tz = prefs.get("timezone") or user.get("timezone")
-        period = None
-        for back in range(0, 8 * 24):  # the latest period that was due
-            period = digests.due_period(now - timedelta(hours=back), digest, tz)
-            if period:
-                break
+        period = digests.latest_period(now, digest, prefs.get("timezone") or user.get("timezone"))
         return self._send_digest(user_id, user, {**prefs, "digest": digest}, period,
                                  repeat=to_iso(now))
 
