@@ -5,7 +5,7 @@ the background from the owners when it is missing or of another schema version.
 Durability: an event handler returns (and its message is acked) only after what it wrote
 is committed, so a replica killed at any instant finds every unacknowledged event in its
 queue again when it starts. Commits are grouped: every `CRM_SEARCH_COMMIT_MS` at most,
-all writes made meanwhile share one commit (and one fsync), or as soon as half the
+all writes made meanwhile share one commit (and one fsync), or as soon as 3/4 of the
 container's workers wait on it (each holds an unacknowledged message: the prefetch is
 `max_workers`). A commit costs ~10-15 ms of CPU whatever it carries (Tantivy writes a
 segment and merges), so fewer, larger commits are most of what search costs per event;
@@ -119,7 +119,9 @@ class SearchIndex(DependencyProvider):
         self.next_commit = Event()
         self.waiting = 0        # handlers waiting on next_commit
         self.wake = Event()     # the commit loop's: commit now
-        self.batch = max(getattr(self.container, "max_workers", 16) // 2, 1)
+        # commit at once when this many handlers wait: 3/4 of the workers (each holds an
+        # unacknowledged message; the prefetch is max_workers), the rest for lists/searches
+        self.batch = max(getattr(self.container, "max_workers", 16) * 3 // 4, 1)
         self.running = False
         self.rebuild = None     # {"started_at", "finished_at", "done": {type: n}}
         self.owners = Owners(self.container.config["AMQP_URI"], self.settings.rpc_timeout)
@@ -169,8 +171,8 @@ class SearchIndex(DependencyProvider):
                     log.exception("search index commit failed")
 
     def _wait(self, committed):
-        """Waits for the commit carrying this handler's writes; half the workers waiting
-        commits at once (more would hold every prefetched message)."""
+        """Waits for the commit carrying this handler's writes; 3/4 of the workers waiting
+        commit at once (all of them would hold every prefetched message)."""
         self.waiting += 1
         try:
             if self.waiting >= self.batch and not self.wake.ready():
