@@ -448,7 +448,7 @@ def _search(env):
     return SearchSettings(
         index_dir=env._str("CRM_SEARCH_INDEX_DIR", os.path.join(
             tempfile.gettempdir(), "crm-search", env._str("CRM_DB_PREFIX", "crm_"))),
-        commit_ms=env._int("CRM_SEARCH_COMMIT_MS", "100"),
+        commit_ms=env._int("CRM_SEARCH_COMMIT_MS", "500"),
         queue_expires_hours=env._float("CRM_SEARCH_QUEUE_EXPIRES_HOURS", "72"),
         rebuild_page=env._int("CRM_SEARCH_REBUILD_PAGE", "1000"),
     )

@@ -657,3 +657,20 @@ def test_a_replica_killed_mid_run_is_taken_over_and_the_run_completes_once(two_r
         assert len(tasks_of(api, deal_id=deal["id"])) == 1
     finally:
         hooks.stop()
+
+
+def test_a_rule_on_call_started_gets_the_calls_after_it_is_saved(two_replicas, api, unique):
+    """Call events no rule names are not routed to automation at all; saving a rule that
+    names one binds its queue to it before the answer, so the next call reaches the rule
+    (and is kept for its dry runs)."""
+    rule = make_rule(api, name=f"Ringing {unique}",
+                     trigger={"type": "event", "event": "telephony.call_started"},
+                     actions=[{"type": "notify_user", "message": "Ringing {{ call.id }}"}])
+    event = {"event_id": f"{unique}-r", "provider": "pbx1", "call_id": f"auto-{unique}",
+             "direction": "inbound", "from": "+390212345678", "to": "+390298765432",
+             "state": "ringing"}
+    answer = api.post("/telephony/events", json=event)
+    assert answer.status_code == 200, answer.text
+    call_id = answer.json()["call"]["id"]
+    runs = wait_until(lambda: [r for r in runs_of(api, rule["id"]) if r["record_id"] == call_id])
+    assert len(runs) == 1 and runs[0]["record_type"] == "call", runs

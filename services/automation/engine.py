@@ -445,3 +445,15 @@ def stage_since(deal):
 
 def iso(value):
     return to_iso(value)
+
+
+def leaves_copies(source, kind):
+    """Whether an event of this type leaves something behind whatever the rules
+    (operations.Automation._records_of): a whole contact or deal (their newest copies, for
+    time triggers and contexts) or a contact's touch (`contacted_at`, an answered call)."""
+    if kind == "call_answered":
+        return True
+    schema = registry().get((source, kind))
+    return schema is not None and bool(
+        {f.data_key or name for name, f in schema.fields.items()} & {"contact", "deal",
+                                                                      "contacted_at"})

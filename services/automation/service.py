@@ -10,14 +10,15 @@ from crm_common.config import get_settings
 from crm_common.context import CallerContext
 from crm_common.errors import EXPECTED, Timeout, Unavailable
 from crm_common.health import HealthEntrypoints
-from crm_common.messaging.events import reliable_handler, source_handler
+from crm_common.messaging.events import reliable_handler
 from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import rpc
 from crm_common.mongo import MongoStore
 from services.automation.actions import Actions
 from services.automation.campaigns import Campaigns
-from services.automation.engine import NOT_TRIGGERS
-from services.automation.dependencies import CauseDepth, CauseRpc, EventIntake
+from services.automation.engine import NOT_TRIGGERS, leaves_copies
+from services.automation.dependencies import (CauseDepth, CauseRpc, EventBindings, EventIntake,
+                                              rule_bound_handler)
 from services.automation.operations import Automation
 from services.automation.store import AutomationStore
 from services.automation.task_rules import TaskRules
@@ -30,8 +31,15 @@ def _events_of(source):
     return sorted(kind for src, kind in registry() if src == source)
 
 
+def _always_of(source):
+    """The types this service needs whatever its rules (the others: once a rule names one)."""
+    if source in CONFIG.keep_events_of:
+        return _events_of(source)
+    return [kind for kind in _events_of(source) if leaves_copies(source, kind)]
+
+
 def _source_handler(source):
-    @source_handler(source, _events_of(source))
+    @rule_bound_handler(source, _events_of(source), _always_of(source))
     def handle(self, event):
         self.automation.on_event(event, self.depth, self.intake)
 
@@ -49,6 +57,7 @@ class AutomationService(HealthEntrypoints, ClockEntrypoints):
     dispatch = OutboxDispatcher()
     depth = CauseDepth()
     intake = EventIntake()
+    bindings = EventBindings()
     tasks_rpc = CauseRpc("tasks")
     deals_rpc = CauseRpc("deals")
     contacts_rpc = CauseRpc("contacts")
@@ -75,7 +84,9 @@ class AutomationService(HealthEntrypoints, ClockEntrypoints):
     # rules
     @rpc(expected_exceptions=EXPECTED)
     def create_rule(self, payload):
-        return self.automation.create_rule(payload)
+        rule = self.automation.create_rule(payload)
+        self.bindings.ensure(self.store.rule_event_types())   # before the answer
+        return rule
 
     @rpc(expected_exceptions=EXPECTED)
     def get_rule(self, rule_id):
@@ -83,7 +94,9 @@ class AutomationService(HealthEntrypoints, ClockEntrypoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def update_rule(self, rule_id, payload):
-        return self.automation.update_rule(rule_id, payload)
+        rule = self.automation.update_rule(rule_id, payload)
+        self.bindings.ensure(self.store.rule_event_types())
+        return rule
 
     @rpc(expected_exceptions=EXPECTED)
     def delete_rule(self, rule_id):
@@ -180,6 +193,8 @@ class AutomationService(HealthEntrypoints, ClockEntrypoints):
         except (Unavailable, Timeout) as exc:  # tasks not up yet: next tick
             log.info("stage task rules not copied yet: %s", exc)
         self.automation.seed_defaults()
+        # rules written by other paths (stage task rules, seeds) bound within a tick
+        self.bindings.ensure(self.store.rule_event_types())
         try:
             self.automation.copy_birthday_greetings(
                 lambda: self.notifications_rpc({}).birthday_greeting_owners())

@@ -167,12 +167,6 @@ class TantivyIndex:
         return ((doc.get_first("updated") or 0, doc.get_first("version") or 0),
                 bool(doc.get_first("live")), json.loads(doc.get_first("record") or b"{}"))
 
-    def committed_updated(self, key):
-        """The updated_at (microseconds) of the state searches see of `key`; -1 if none."""
-        searcher = self.searcher()
-        found = searcher.search(tantivy.Query.term_query(self.schema, "key", key), 1).hits
-        return searcher.doc(found[0][1]).get_first("updated") or 0 if found else -1
-
     def record(self, kind, record_id):
         """The record the index holds (live or not), or None."""
         held = self.held(f"{kind}:{record_id}")
