@@ -39,6 +39,7 @@ function ServerFields({ protocol, value, onChange, errors, optionalLogin }: {
         <NumberInput label={t("mbPort")} required value={value.port} min={1} max={65535} error={err("port")} maw={110}
                      onChange={(v) => onChange({ ...value, port: Number(v) || 0 })} data-testid={`mb-${protocol}-port`} />
         <Select label={t("mbSecurity")} value={value.security} allowDeselect={false} maw={150} error={err("security")}
+                data-testid={`mb-${protocol}-security`}
                 data={SECURITIES.map((s) => ({ value: s, label: t(`mbSecurity_${s}`) }))}
                 onChange={(s) => s && onChange({ ...value, security: s as Security, port: defaultPort(protocol, s as Security) })} />
       </Group>
@@ -246,7 +247,7 @@ function Channels() {
                 <Stack gap={2} style={{ minWidth: 0 }}>
                   <Group gap="xs"><Text fw={500}>{c.name}</Text><Badge variant="light">{t(`chKind_${c.kind}`, { defaultValue: c.kind })}</Badge></Group>
                   <Text size="xs" c="dimmed" style={{ wordBreak: "break-all" }}>{c.phone_number_id || c.from_number || c.url || ""}</Text>
-                  <Group gap={2}>{Object.keys(c.secrets ?? {}).map((s) => (
+                  <Group gap={2}>{Object.keys(c.secrets ?? {}).filter((s) => c.secrets?.[s]).map((s) => (
                     <Badge key={s} size="xs" variant="outline" color="teal">{t(`chField_${s}`, { defaultValue: s })} ✓</Badge>))}</Group>
                 </Stack>
                 <Stack gap={4} align="flex-end">

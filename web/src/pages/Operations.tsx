@@ -35,7 +35,7 @@ export function AuditLog() {
       <Title order={2}>{t("auditLog")}</Title>
       <Group align="flex-end" wrap="wrap" gap="xs" data-testid="audit-filters">
         <Select label={t("auditUser")} clearable searchable w={200} value={filters.actor_id ?? null} data-testid="audit-user"
-                data={(users.data ?? []).map((u) => ({ value: u.id!, label: u.name || u.email || u.id! }))}
+                data={(users.data ?? []).map((u) => ({ value: u.id!, label: u.name ? `${u.name} (${u.email})` : u.email ?? u.id! }))}
                 onChange={(v) => setFilters({ ...filters, actor_id: v })} />
         <TextInput label={t("auditResource")} placeholder="contacts" w={140} value={filters.resource ?? ""} data-testid="audit-resource"
                    onChange={(e) => setFilters({ ...filters, resource: e.currentTarget.value })} />

@@ -193,7 +193,7 @@ function Targets() {
           <form onSubmit={(e) => { e.preventDefault(); setErrors({}); create.mutate(); }} data-testid="target-new">
             <Group align="flex-start" gap="xs" wrap="wrap">
               <Select label={t("tgWho")} required searchable w={200} value={draft.who || null} error={errors.user_id ?? errors.team ?? errors.member_ids}
-                      data={[{ group: t("users"), items: (users.data ?? []).filter((u) => u.active !== false).map((u) => ({ value: `user:${u.id}`, label: u.name ?? u.email ?? "" })) },
+                      data={[{ group: t("users"), items: (users.data ?? []).filter((u) => u.active !== false).map((u) => ({ value: `user:${u.id}`, label: u.name ? `${u.name} (${u.email})` : u.email ?? "" })) },
                              { group: t("tgTeams"), items: teams.map((team) => ({ value: `team:${team}`, label: team })) }]}
                       onChange={(v) => setDraft({ ...draft, who: v ?? "" })} data-testid="tg-who" />
               <NumberInput label={t("tgDeals")} w={110} min={1} value={draft.deals} error={errors.deals_count}
