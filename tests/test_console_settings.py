@@ -404,3 +404,28 @@ def test_an_admin_replays_a_dead_letter(stack, api, page):
     page.get_by_role("button", name="Refresh").click()
     expect(card.get_by_test_id("dl-error").first).to_contain_text("OverflowError")
     page.screenshot(path=os.path.join(SCREENS, "dead_letters.png"))
+
+
+def test_an_agent_sees_only_the_settings_its_role_may_use(stack, make_user, admin_page):
+    agent = make_user("agent")
+    context = admin_page.context.browser.new_context(viewport={"width": 1400, "height": 900}, locale="en-US")
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    try:
+        sign_in(page, stack, agent)
+        nav = page.get_by_test_id("navbar")
+        expect(nav.get_by_text("Mailboxes and messengers")).to_be_visible()  # their own mailbox
+        expect(nav.get_by_text("Lead sources and targets")).to_be_visible()  # their own targets
+        for hidden in ("Audit log", "Dead letters", "Campaigns"):
+            expect(nav.get_by_text(hidden, exact=True)).to_have_count(0)
+        page.goto(stack.stream_url + "/settings/mailboxes")
+        expect(page.get_by_test_id("mb-create")).to_be_visible()
+        expect(page.get_by_test_id("tab-channels")).to_have_count(0)  # messengers: admins only
+        expect(page.get_by_text("Shared mailbox")).to_have_count(0)
+        page.goto(stack.stream_url + "/settings/sales")
+        expect(page.get_by_test_id("tab-targets")).to_be_visible()
+        expect(page.get_by_text("Lead sources", exact=True)).to_have_count(0)
+        expect(page.get_by_test_id("target-new")).to_have_count(0)  # reads, does not set
+        page.screenshot(path=os.path.join(SCREENS, "agent_settings.png"), full_page=True)
+    finally:
+        context.close()

@@ -476,7 +476,7 @@ const en = {
   mbSyncing: "Checking the mailbox now",
   mbSynced: "Messages stored: {{count}}",
   mbLastSync: "last checked",
-  mbFailures: "failed {{count}} times in a row",
+  mbFailures: "failures in a row: {{count}}",
   mbSyncNow: "Check now",
   mbDisconnect: "Disconnect",
   mbNone: "No mailbox connected yet",

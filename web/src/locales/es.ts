@@ -478,7 +478,7 @@ const es: Texts = {
   mbSyncing: "Revisando el buzón",
   mbSynced: "Mensajes guardados: {{count}}",
   mbLastSync: "última revisión",
-  mbFailures: "falló {{count}} veces seguidas",
+  mbFailures: "fallos seguidos: {{count}}",
   mbSyncNow: "Revisar ahora",
   mbDisconnect: "Desconectar",
   mbNone: "Aún no hay buzones",

@@ -478,7 +478,7 @@ const he: Texts = {
   mbSyncing: "בודקים את התיבה",
   mbSynced: "הודעות שנשמרו: {{count}}",
   mbLastSync: "נבדקה",
-  mbFailures: "נכשלה {{count}} פעמים ברצף",
+  mbFailures: "כשלונות ברצף: {{count}}",
   mbSyncNow: "בדיקה עכשיו",
   mbDisconnect: "ניתוק",
   mbNone: "עדיין לא חוברה תיבה",

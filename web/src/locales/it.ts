@@ -478,7 +478,7 @@ const it: Texts = {
   mbSyncing: "Controllo della casella in corso",
   mbSynced: "Messaggi salvati: {{count}}",
   mbLastSync: "ultimo controllo",
-  mbFailures: "fallita {{count}} volte di fila",
+  mbFailures: "errori di fila: {{count}}",
   mbSyncNow: "Controlla ora",
   mbDisconnect: "Scollega",
   mbNone: "Nessuna casella collegata",

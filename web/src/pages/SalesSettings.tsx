@@ -1,5 +1,5 @@
 import { useState } from "react";
-import { Alert, Badge, Button, Card, Grid, Group, NumberInput, Select, Stack, Switch, Table, Tabs, Text, TextInput, Title } from "@mantine/core";
+import { Alert, Anchor, Badge, Button, Card, Grid, Group, NumberInput, Select, Stack, Switch, Table, Tabs, Text, TextInput, Title } from "@mantine/core";
 import { notifications as toasts } from "@mantine/notifications";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
@@ -120,8 +120,8 @@ function LeadSources() {
             <Card key={s.id} withBorder padding="xs" data-testid={`ls-${s.name}`}
                   style={s.id === chosen ? { outline: "2px solid var(--mantine-color-blue-filled)" } : undefined}>
               <Group justify="space-between" wrap="nowrap">
-                <Button variant="subtle" size="compact-sm" onClick={() => setChosen(s.id!)} data-testid="ls-open"
-                        styles={{ label: { whiteSpace: "normal", textAlign: "start" } }}>{s.name}</Button>
+                <Anchor component="button" type="button" onClick={() => setChosen(s.id!)} data-testid="ls-open"
+                        style={{ wordBreak: "break-word", textAlign: "start", minWidth: 0 }}>{s.name}</Anchor>
                 <Group gap="xs" wrap="nowrap">
                   {s.auto_registered && <Badge size="xs" variant="outline">{t("lsAuto")}</Badge>}
                   <Text size="xs" c="dimmed">{t("lsMonths", { count: s.costs?.length ?? 0 })}</Text>
