@@ -274,6 +274,17 @@ def test_an_admin_connects_a_mailbox_on_a_bad_host_and_sees_its_error(stack, api
     card.get_by_test_id("mailbox-sync").click()
     expect(page.get_by_text("Checking the mailbox now")).to_be_visible()
     page.screenshot(path=os.path.join(SCREENS, "mailbox_error.png"))
+    # another port: the server side goes whole, so its password is asked again, at its field
+    card.get_by_test_id("mailbox-edit").click()
+    form = page.get_by_test_id("mailbox-edit-form")
+    form.get_by_test_id("mb-imap-port").fill("2")
+    form.get_by_test_id("mailbox-edit-save").click()
+    expect(form.get_by_text("Missing data for required field.")).to_be_visible()
+    form.get_by_test_id("mb-imap-password").fill("imap-secret-2")
+    form.get_by_test_id("mailbox-edit-save").click()
+    expect(form).to_have_count(0)
+    changed = api.get(f"/mailboxes/{mailbox['id']}").json()
+    assert changed["imap"]["port"] == 2 and changed["smtp"]["port"] == mailbox["smtp"]["port"], changed
     card.get_by_test_id("mailbox-delete").click()
     expect(card).to_have_count(0)
     # a Telegram bot: a route that does not exist is refused next to its field; the token never comes back

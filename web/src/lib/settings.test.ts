@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { auditQuery, defaultPort, flatErrors, monthOf, setCost, smtpWithLogin, toMinor } from "./settings";
+import { auditQuery, defaultPort, flatErrors, monthOf, serverDraft, serverPatch, setCost, smtpWithLogin, toMinor } from "./settings";
 
 describe("settings helpers", () => {
   it("flatten nested field errors", () => {
@@ -40,5 +40,15 @@ describe("settings helpers", () => {
     expect(auditQuery({ actor_id: "u1", resource: " contacts ", method: null, from: "2026-12-01", to: "2026-12-31" }))
       .toEqual({ actor_id: "u1", resource: "contacts", from: "2026-12-01T00:00:00Z", to: "2027-01-01T00:00:00Z" });
     expect(auditQuery({ resource: "  " })).toEqual({});
+  });
+  it("send a mailbox's server side only when it changed", () => {
+    const listed = { host: "imap.x", port: 993, security: "tls", username: "me", verify_tls: true, password_set: true };
+    const draft = serverDraft(listed as never, "imap");
+    expect(draft).toEqual({ host: "imap.x", port: 993, security: "tls", username: "me", password: "", verify_tls: true });
+    expect(serverPatch(listed as never, draft)).toBeNull();
+    const { password: _none, ...side } = draft;
+    expect(serverPatch(listed as never, { ...draft, host: " imap.y " })).toEqual({ ...side, host: "imap.y" });
+    expect(serverPatch(listed as never, { ...draft, password: "new" })).toEqual({ ...draft, password: "new" });
+    expect(serverDraft(undefined, "smtp")).toMatchObject({ port: 465, security: "tls" });
   });
 });

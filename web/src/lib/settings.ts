@@ -66,3 +66,20 @@ export function auditQuery(filters: AuditFilters): Record<string, string> {
   }
   return out;
 }
+
+/** A mailbox edit's server side as the PATCH takes it: the whole side (the API needs its
+ * password again) when anything changed or a password was typed, else null (left as it is). */
+export function serverPatch(original: Partial<Omit<ServerDraft, "password">>, draft: ServerDraft): Partial<ServerDraft> | null {
+  const { password, ...rest } = { ...draft, host: draft.host.trim(), username: draft.username.trim() };
+  const changed = (["host", "port", "security", "username", "verify_tls"] as const)
+    .some((k) => (original[k] ?? "") !== rest[k]);
+  // no password typed: none sent (an empty one would be stored), so the API asks for it
+  return changed || password ? { ...rest, ...(password ? { password } : {}) } : null;
+}
+
+/** The edit form's start: the server as listed (no password, it is never returned). */
+export function serverDraft(original: Partial<Omit<ServerDraft, "password">> | undefined, protocol: "imap" | "smtp"): ServerDraft {
+  const security = (original?.security ?? "tls") as Security;
+  return { host: original?.host ?? "", port: original?.port ?? defaultPort(protocol, security), security,
+           username: original?.username ?? "", password: "", verify_tls: original?.verify_tls ?? true };
+}

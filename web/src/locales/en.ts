@@ -550,6 +550,8 @@ const en = {
   tgTeams: "Teams",
   tgDeals: "Won deals",
   tgNone: "No targets in this period",
+  mbEdit: "Change the mailbox",
+  mbPasswordAgain: "To change a server, type its password again (it is never shown back).",
 };
 export default en;
 export type Texts = typeof en;

@@ -552,5 +552,7 @@ const es: Texts = {
   tgTeams: "Equipos",
   tgDeals: "Tratos ganados",
   tgNone: "Sin objetivos en este periodo",
+  mbEdit: "Cambiar el buzón",
+  mbPasswordAgain: "Para cambiar un servidor, escribe de nuevo su contraseña (nunca se muestra).",
 };
 export default es;

@@ -552,5 +552,7 @@ const he: Texts = {
   tgTeams: "צוותים",
   tgDeals: "עסקאות שנסגרו",
   tgNone: "אין יעדים בתקופה זו",
+  mbEdit: "שינוי תיבת הדואר",
+  mbPasswordAgain: "כדי לשנות שרת, הקלידו שוב את הסיסמה שלו (היא לעולם לא מוצגת).",
 };
 export default he;

@@ -552,5 +552,7 @@ const it: Texts = {
   tgTeams: "Team",
   tgDeals: "Trattative vinte",
   tgNone: "Nessun obiettivo nel periodo",
+  mbEdit: "Modifica la casella",
+  mbPasswordAgain: "Per cambiare un server, inserisci di nuovo la sua password (non viene mai mostrata).",
 };
 export default it;

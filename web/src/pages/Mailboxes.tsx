@@ -1,5 +1,5 @@
 import { useState } from "react";
-import { Alert, Badge, Button, Card, Checkbox, Grid, Group, NumberInput, PasswordInput, Select, Stack, Switch, Tabs, Text,
+import { Alert, Badge, Button, Card, Checkbox, Grid, Group, Modal, NumberInput, PasswordInput, Select, Stack, Switch, Tabs, Text,
          TextInput, Title } from "@mantine/core";
 import { notifications as toasts } from "@mantine/notifications";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
@@ -8,7 +8,7 @@ import { api, ok, type Schemas } from "../api/client";
 import { QueryState } from "../components/QueryState";
 import { flatFieldErrors } from "../components/TaskDialogs";
 import { useLocale, usePermissions } from "../lib/me";
-import { defaultPort, smtpWithLogin, type Security, type ServerDraft } from "../lib/settings";
+import { defaultPort, serverDraft, serverPatch, smtpWithLogin, type Security, type ServerDraft } from "../lib/settings";
 
 type Mailbox = Schemas["MailboxOut"];
 type Channel = Schemas["ChannelOut"];
@@ -45,10 +45,10 @@ function ServerFields({ protocol, value, onChange, errors, optionalLogin }: {
       </Group>
       <Group grow align="flex-start" wrap="wrap">
         <TextInput label={t("mbUsername")} required={!optionalLogin} value={value.username} error={err("username")} miw={150}
-                   placeholder={optionalLogin ? t("mbSameAsImap") : undefined}
+                   placeholder={optionalLogin && protocol === "smtp" ? t("mbSameAsImap") : undefined}
                    onChange={(e) => onChange({ ...value, username: e.currentTarget.value })} data-testid={`mb-${protocol}-username`} />
         <PasswordInput label={t("password")} required={!optionalLogin} value={value.password} error={err("password")} miw={150}
-                       placeholder={optionalLogin ? t("mbSameAsImap") : undefined} autoComplete="new-password"
+                       placeholder={optionalLogin && protocol === "smtp" ? t("mbSameAsImap") : undefined} autoComplete="new-password"
                        onChange={(e) => onChange({ ...value, password: e.currentTarget.value })} data-testid={`mb-${protocol}-password`} />
       </Group>
       <Checkbox size="xs" label={t("mbVerifyTls")} checked={value.verify_tls}
@@ -103,11 +103,55 @@ function ConnectMailbox() {
   );
 }
 
+/** Change a mailbox: a server side is sent whole (with its password typed again) only when
+ * it changed; the API's errors land next to their fields. */
+function EditMailbox({ mailbox, onClose }: { mailbox: Mailbox; onClose: () => void }) {
+  const { t } = useTranslation();
+  const queryClient = useQueryClient();
+  const [draft, setDraft] = useState(() => ({ name: mailbox.name ?? "", display_name: mailbox.display_name ?? "",
+    imap: serverDraft(mailbox.imap as never, "imap"), smtp: serverDraft(mailbox.smtp as never, "smtp") }));
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const save = useMutation({
+    mutationFn: async () => {
+      const imap = serverPatch(mailbox.imap as never, draft.imap);
+      const smtp = serverPatch(mailbox.smtp as never, draft.smtp);
+      return ok(await api.PATCH("/api/v1/mailboxes/{mailbox_id}", { params: { path: { mailbox_id: mailbox.id! } }, body: {
+        name: draft.name.trim(), display_name: draft.display_name.trim(), ...(imap ? { imap } : {}), ...(smtp ? { smtp } : {}),
+      } as Schemas["MailboxIn"] }));
+    },
+    onSuccess: () => { queryClient.invalidateQueries({ queryKey: ["mailboxes"] }); onClose(); },
+    onError: (error) => setErrors(flatFieldErrors(error)),
+  });
+  return (
+    <Modal opened onClose={onClose} title={t("mbEdit")} size="lg">
+      <form onSubmit={(e) => { e.preventDefault(); setErrors({}); save.mutate(); }} data-testid="mailbox-edit-form">
+        <Stack gap="xs">
+          <Group grow align="flex-start" wrap="wrap">
+            <TextInput label={t("name")} required value={draft.name} error={errors.name} miw={150}
+                       onChange={(e) => setDraft({ ...draft, name: e.currentTarget.value })} />
+            <TextInput label={t("mbDisplayName")} value={draft.display_name} error={errors.display_name} miw={150}
+                       onChange={(e) => setDraft({ ...draft, display_name: e.currentTarget.value })} />
+          </Group>
+          <Text size="xs" c="dimmed">{t("mbPasswordAgain")}</Text>
+          <ServerFields protocol="imap" value={draft.imap} errors={errors} optionalLogin onChange={(imap) => setDraft({ ...draft, imap })} />
+          <ServerFields protocol="smtp" value={draft.smtp} errors={errors} optionalLogin onChange={(smtp) => setDraft({ ...draft, smtp })} />
+          {errors._ && <Alert color="red">{errors._}</Alert>}
+          <Group justify="flex-end">
+            <Button variant="default" onClick={onClose}>{t("cancel")}</Button>
+            <Button type="submit" loading={save.isPending} data-testid="mailbox-edit-save">{t("save")}</Button>
+          </Group>
+        </Stack>
+      </form>
+    </Modal>
+  );
+}
+
 function MailboxCard({ mailbox }: { mailbox: Mailbox }) {
   const { t } = useTranslation();
   const locale = useLocale();
   const queryClient = useQueryClient();
   const state = mailbox.state ?? {};
+  const [editing, setEditing] = useState(false);
   const refresh = () => queryClient.invalidateQueries({ queryKey: ["mailboxes"] });
   const fail = (error: unknown) => toasts.show({ color: "red", title: t("actionFailed"), message: (error as Error).message });
   const sync = useMutation({
@@ -145,9 +189,11 @@ function MailboxCard({ mailbox }: { mailbox: Mailbox }) {
         <Stack gap={4} align="flex-end">
           <Switch size="xs" checked={mailbox.active !== false} label={t("active")} onChange={(e) => toggle.mutate(e.currentTarget.checked)} />
           <Button size="compact-xs" variant="light" loading={sync.isPending} onClick={() => sync.mutate()} data-testid="mailbox-sync">{t("mbSyncNow")}</Button>
+          <Button size="compact-xs" variant="subtle" onClick={() => setEditing(true)} data-testid="mailbox-edit">{t("edit")}</Button>
           <Button size="compact-xs" color="red" variant="subtle" onClick={() => remove.mutate()} data-testid="mailbox-delete">{t("mbDisconnect")}</Button>
         </Stack>
       </Group>
+      {editing && <EditMailbox mailbox={mailbox} onClose={() => setEditing(false)} />}
     </Card>
   );
 }
