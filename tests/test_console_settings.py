@@ -334,7 +334,12 @@ def test_an_admin_sends_a_campaign_draft_to_a_small_segment(stack, api, page):
     expect(page.get_by_text("The campaign is on its way")).to_be_visible()
     expect(detail.get_by_test_id("cmp-status")).not_to_have_text("draft")
     expect(detail.get_by_test_id("cmp-send")).to_have_count(0)  # only a draft is sent
-    assert api.get(f"/campaigns/{campaign['id']}").json()["status"] in ("scheduled", "sending", "sent")
+    assert api.get(f"/campaigns/{campaign['id']}").json()["status"] in ("scheduled", "queuing", "sending", "sent")
+    # it goes out (no mailbox in this stack: failed), the counts follow on the screen
+    expect(detail.get_by_test_id("cmp-status")).to_have_text("sent", timeout=30000)
+    expect(detail.get_by_test_id("cmp-count-queued")).to_have_text("1")
+    counts = api.get(f"/campaigns/{campaign['id']}").json()["counts"]
+    expect(detail.get_by_test_id("cmp-count-failed")).to_have_text(str(counts["failed"]))
     page.screenshot(path=os.path.join(SCREENS, "campaign_sent.png"))
 
 

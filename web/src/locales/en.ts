@@ -552,6 +552,8 @@ const en = {
   tgNone: "No targets in this period",
   mbEdit: "Change the mailbox",
   mbPasswordAgain: "To change a server, type its password again (it is never shown back).",
+  cmpStatus_queuing: "queuing",
+  cmpStatus_failed: "failed",
 };
 export default en;
 export type Texts = typeof en;

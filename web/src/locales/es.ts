@@ -554,5 +554,7 @@ const es: Texts = {
   tgNone: "Sin objetivos en este periodo",
   mbEdit: "Cambiar el buzón",
   mbPasswordAgain: "Para cambiar un servidor, escribe de nuevo su contraseña (nunca se muestra).",
+  cmpStatus_queuing: "encolando",
+  cmpStatus_failed: "fallida",
 };
 export default es;

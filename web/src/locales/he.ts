@@ -554,5 +554,7 @@ const he: Texts = {
   tgNone: "אין יעדים בתקופה זו",
   mbEdit: "שינוי תיבת הדואר",
   mbPasswordAgain: "כדי לשנות שרת, הקלידו שוב את הסיסמה שלו (היא לעולם לא מוצגת).",
+  cmpStatus_queuing: "נכנס לתור",
+  cmpStatus_failed: "נכשל",
 };
 export default he;

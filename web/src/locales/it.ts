@@ -554,5 +554,7 @@ const it: Texts = {
   tgNone: "Nessun obiettivo nel periodo",
   mbEdit: "Modifica la casella",
   mbPasswordAgain: "Per cambiare un server, inserisci di nuovo la sua password (non viene mai mostrata).",
+  cmpStatus_queuing: "in coda",
+  cmpStatus_failed: "fallita",
 };
 export default it;

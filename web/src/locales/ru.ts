@@ -554,5 +554,7 @@ const ru: Texts = {
   tgNone: "Планов на этот период нет",
   mbEdit: "Изменить ящик",
   mbPasswordAgain: "Чтобы изменить сервер, введите его пароль ещё раз (он никогда не показывается).",
+  cmpStatus_queuing: "ставится в очередь",
+  cmpStatus_failed: "ошибка",
 };
 export default ru;

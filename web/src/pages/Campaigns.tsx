@@ -1,4 +1,4 @@
-import { useState } from "react";
+import { useEffect, useState } from "react";
 import { Alert, Anchor, Badge, Button, Card, Grid, Group, Select, SimpleGrid, Stack, Text, TextInput, Textarea, Title } from "@mantine/core";
 import { notifications as toasts } from "@mantine/notifications";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
@@ -10,7 +10,7 @@ import { useLocale, usePermissions } from "../lib/me";
 
 type Campaign = Schemas["CampaignOut"];
 type Channel = Schemas["CampaignIn"]["channel"];
-const STATUS_COLOR: Record<string, string> = { draft: "gray", scheduled: "yellow", sending: "blue", sent: "green" };
+const STATUS_COLOR: Record<string, string> = { draft: "gray", scheduled: "yellow", queuing: "blue", sending: "blue", sent: "green", failed: "red" };
 const COUNTS = ["queued", "delivered", "failed", "skipped", "unsubscribed"] as const;
 // a marketing e-mail must carry the unsubscribe link: the draft starts with it
 const EMAIL_BODY = "\n\n—\n{{ unsubscribe_url }}";
@@ -87,7 +87,7 @@ function CampaignDetail({ id }: { id: string }) {
   const campaign = useQuery({
     queryKey: ["campaigns", id],
     // the counts move while it sends
-    refetchInterval: (query) => (["scheduled", "sending"].includes(query.state.data?.status ?? "") ? 3000 : false),
+    refetchInterval: (query) => (["scheduled", "queuing", "sending"].includes(query.state.data?.status ?? "") ? 3000 : false),
     queryFn: async () => ok(await api.GET("/api/v1/campaigns/{campaign_id}", { params: { path: { campaign_id: id } } })),
   });
   const send = useMutation({
@@ -97,6 +97,9 @@ function CampaignDetail({ id }: { id: string }) {
     onSettled: () => queryClient.invalidateQueries({ queryKey: ["campaigns"] }),
   });
   const c = campaign.data;
+  const status = c?.status;
+  // the list shows the status too
+  useEffect(() => { if (status) queryClient.invalidateQueries({ queryKey: ["campaigns"], exact: true }); }, [status, queryClient]);
   return (
     <Card withBorder data-testid="campaign-detail">
       <QueryState loading={campaign.isLoading} error={campaign.error} retry={() => campaign.refetch()} />
@@ -114,7 +117,7 @@ function CampaignDetail({ id }: { id: string }) {
           <SimpleGrid cols={{ base: 3, sm: 5 }} data-testid="cmp-counts">
             {COUNTS.map((k) => (
               <Stack key={k} gap={0} align="center">
-                <Text fw={700}>{c.counts?.[k] ?? 0}</Text><Text size="xs" c="dimmed">{t(`cmpCount_${k}`)}</Text>
+                <Text fw={700} data-testid={`cmp-count-${k}`}>{c.counts?.[k] ?? 0}</Text><Text size="xs" c="dimmed">{t(`cmpCount_${k}`)}</Text>
               </Stack>
             ))}
           </SimpleGrid>
