@@ -443,5 +443,13 @@ def test_an_agent_sees_only_the_settings_its_role_may_use(stack, make_user, admi
         expect(page.get_by_text("Lead sources", exact=True)).to_have_count(0)
         expect(page.get_by_test_id("target-new")).to_have_count(0)  # reads, does not set
         page.screenshot(path=os.path.join(SCREENS, "agent_settings.png"), full_page=True)
+        # in Hebrew, right to left
+        page.get_by_test_id("language").click()
+        page.get_by_role("option", name="עברית").click()
+        expect(page.locator("html")).to_have_attribute("dir", "rtl")
+        page.goto(stack.stream_url + "/settings/mailboxes")
+        expect(page.get_by_role("heading", name="תיבות דואר ומסרים", level=2)).to_be_visible()
+        expect(page.get_by_test_id("mb-create")).to_have_text("חיבור תיבת דואר")
+        page.screenshot(path=os.path.join(SCREENS, "agent_mailboxes_he.png"), full_page=True)
     finally:
         context.close()
