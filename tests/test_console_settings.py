@@ -301,6 +301,14 @@ def test_an_admin_connects_a_mailbox_on_a_bad_host_and_sees_its_error(stack, api
     assert channel and channel["secrets"]["token"] is True and "bot-token-secret" not in str(channel), channel
     expect(page.get_by_test_id(f"channel-{channel['id']}")).to_contain_text("Token ✓")
     assert "bot-token-secret" not in page.content()
+    # renamed; the token left blank is kept
+    page.get_by_test_id(f"channel-{channel['id']}").get_by_test_id("channel-edit").click()
+    edit = page.get_by_test_id("channel-edit-form")
+    expect(edit.get_by_test_id("ch-token")).to_have_value("")
+    edit.get_by_label("Name").fill(f"Bot {unique} renamed")
+    edit.get_by_test_id("channel-edit-save").click()
+    expect(page.get_by_test_id(f"channel-{channel['id']}")).to_contain_text(f"Bot {unique} renamed")
+    assert api.get(f"/channels/{channel['id']}").json()["secrets"]["token"] is True
     page.get_by_test_id(f"channel-{channel['id']}").get_by_test_id("channel-delete").click()
     expect(page.get_by_test_id(f"channel-{channel['id']}")).to_have_count(0)
 

@@ -554,6 +554,8 @@ const en = {
   mbPasswordAgain: "To change a server, type its password again (it is never shown back).",
   cmpStatus_queuing: "queuing",
   cmpStatus_failed: "failed",
+  chEdit: "Change the messenger",
+  chKeepSecret: "set: leave blank to keep",
 };
 export default en;
 export type Texts = typeof en;

@@ -556,5 +556,7 @@ const es: Texts = {
   mbPasswordAgain: "Para cambiar un servidor, escribe de nuevo su contraseña (nunca se muestra).",
   cmpStatus_queuing: "encolando",
   cmpStatus_failed: "fallida",
+  chEdit: "Cambiar la mensajería",
+  chKeepSecret: "definido: déjalo vacío para conservarlo",
 };
 export default es;

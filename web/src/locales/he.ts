@@ -556,5 +556,7 @@ const he: Texts = {
   mbPasswordAgain: "כדי לשנות שרת, הקלידו שוב את הסיסמה שלו (היא לעולם לא מוצגת).",
   cmpStatus_queuing: "נכנס לתור",
   cmpStatus_failed: "נכשל",
+  chEdit: "שינוי הערוץ",
+  chKeepSecret: "מוגדר: השאירו ריק כדי לשמור",
 };
 export default he;

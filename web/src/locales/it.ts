@@ -556,5 +556,7 @@ const it: Texts = {
   mbPasswordAgain: "Per cambiare un server, inserisci di nuovo la sua password (non viene mai mostrata).",
   cmpStatus_queuing: "in coda",
   cmpStatus_failed: "fallita",
+  chEdit: "Modifica il messenger",
+  chKeepSecret: "impostato: lascia vuoto per mantenerlo",
 };
 export default it;

@@ -556,5 +556,7 @@ const ru: Texts = {
   mbPasswordAgain: "Чтобы изменить сервер, введите его пароль ещё раз (он никогда не показывается).",
   cmpStatus_queuing: "ставится в очередь",
   cmpStatus_failed: "ошибка",
+  chEdit: "Изменить мессенджер",
+  chKeepSecret: "задан: оставьте пустым, чтобы сохранить",
 };
 export default ru;

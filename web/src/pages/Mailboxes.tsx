@@ -263,6 +263,51 @@ function NewChannel() {
   );
 }
 
+/** Change a channel: its name and plain fields; a secret typed replaces the stored one, a
+ * blank one keeps it. */
+function EditChannel({ channel, onClose }: { channel: Channel; onClose: () => void }) {
+  const { t } = useTranslation();
+  const queryClient = useQueryClient();
+  const fields = KIND_FIELDS[(channel.kind ?? "telegram") as Kind] ?? KIND_FIELDS.telegram;
+  const [name, setName] = useState(channel.name ?? "");
+  const [values, setValues] = useState<Record<string, string>>(() =>
+    Object.fromEntries(fields.plain.map((f) => [f, String((channel as Record<string, unknown>)[f] ?? "")])));
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const save = useMutation({
+    mutationFn: async () => ok(await api.PATCH("/api/v1/channels/{channel_id}", { params: { path: { channel_id: channel.id! } }, body: {
+      name: name.trim(),
+      ...Object.fromEntries(fields.plain.map((f) => [f, values[f]?.trim() || null])),
+      ...Object.fromEntries(fields.secret.filter((f) => values[f]).map((f) => [f, values[f]])),
+    } as Schemas["ChannelIn"] })),
+    onSuccess: () => { queryClient.invalidateQueries({ queryKey: ["channels"] }); onClose(); },
+    onError: (error) => setErrors(flatFieldErrors(error)),
+  });
+  const set = (f: string, v: string) => setValues({ ...values, [f]: v });
+  return (
+    <Modal opened onClose={onClose} title={t("chEdit")}>
+      <form onSubmit={(e) => { e.preventDefault(); setErrors({}); save.mutate(); }} data-testid="channel-edit-form">
+        <Stack gap="xs">
+          <TextInput label={t("name")} required value={name} error={errors.name} onChange={(e) => setName(e.currentTarget.value)} />
+          {fields.plain.map((f) => (
+            <TextInput key={f} label={t(`chField_${f}`)} value={values[f] ?? ""} error={errors[f]}
+                       onChange={(e) => set(f, e.currentTarget.value)} data-testid={`ch-${f}`} />
+          ))}
+          {fields.secret.map((f) => (
+            <PasswordInput key={f} label={t(`chField_${f}`)} value={values[f] ?? ""} error={errors[f]} autoComplete="new-password"
+                           placeholder={channel.secrets?.[f] ? t("chKeepSecret") : undefined}
+                           onChange={(e) => set(f, e.currentTarget.value)} data-testid={`ch-${f}`} />
+          ))}
+          {errors._ && <Alert color="red">{errors._}</Alert>}
+          <Group justify="flex-end">
+            <Button variant="default" onClick={onClose}>{t("cancel")}</Button>
+            <Button type="submit" loading={save.isPending} data-testid="channel-edit-save">{t("save")}</Button>
+          </Group>
+        </Stack>
+      </form>
+    </Modal>
+  );
+}
+
 function Channels() {
   const { t } = useTranslation();
   const queryClient = useQueryClient();
@@ -271,6 +316,7 @@ function Channels() {
     queryFn: async () => ok(await api.GET("/api/v1/channels", { params: { query: { limit: 200 } } })).items ?? [],
   });
   const refresh = () => queryClient.invalidateQueries({ queryKey: ["channels"] });
+  const [editing, setEditing] = useState<Channel | null>(null);
   const toggle = useMutation({
     mutationFn: async ({ id, active }: { id: string; active: boolean }) => ok(await api.PATCH("/api/v1/channels/{channel_id}", {
       params: { path: { channel_id: id } }, body: { active } as Schemas["ChannelIn"] })),
@@ -299,12 +345,14 @@ function Channels() {
                 <Stack gap={4} align="flex-end">
                   <Switch size="xs" checked={c.active !== false} label={t("active")}
                           onChange={(e) => toggle.mutate({ id: c.id!, active: e.currentTarget.checked })} />
+                  <Button size="compact-xs" variant="subtle" onClick={() => setEditing(c)} data-testid="channel-edit">{t("edit")}</Button>
                   <Button size="compact-xs" color="red" variant="subtle" onClick={() => remove.mutate(c.id!)} data-testid="channel-delete">{t("remove")}</Button>
                 </Stack>
               </Group>
             </Card>
           ))}
         </Stack>
+        {editing && <EditChannel key={editing.id} channel={editing} onClose={() => setEditing(null)} />}
       </Grid.Col>
     </Grid>
   );
