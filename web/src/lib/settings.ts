@@ -73,7 +73,7 @@ export function serverPatch(original: Partial<Omit<ServerDraft, "password">>, dr
   const { password, ...rest } = { ...draft, host: draft.host.trim(), username: draft.username.trim() };
   const changed = (["host", "port", "security", "username", "verify_tls"] as const)
     .some((k) => (original[k] ?? "") !== rest[k]);
-  // no password typed: none sent (an empty one would be stored), so the API asks for it
+  // no password typed: none sent, so the API says it is missing (not "too short")
   return changed || password ? { ...rest, ...(password ? { password } : {}) } : null;
 }
 
