@@ -904,16 +904,15 @@ class Conversations:
             conv, _ = self.store.insert_conversation_if_new(conv)
         msg["conversation_id"] = conv["_id"]
         msg["contact_id"] = conv.get("contact_id")
-        stored, created = self.store.insert_message_if_new(msg)
+        stored, created = self.store.queue_message(msg)
         if not created:
             return dump_message(stored), []
-        sets = {"updated_at": now, "last_preview": preview(body)}
-        if channel == "email" and msg.get("mailbox_id"):
-            sets["mailbox_id"] = msg["mailbox_id"]
+        # the conversation follows the message when it is sent or fails (sender.py), by
+        # one write per conversation and batch; who answers an unassigned client is
+        # assigned now
         if conv.get("assignee_id") is None and sender_user_id:
-            sets["assignee_id"] = sender_user_id
-        self.store.touch_conversation(conv["_id"], sets, maxs={"last_message_at": now},
-                                      add={"channels": channel}, read_back=False)
+            self.store.touch_conversation(conv["_id"], {"assignee_id": sender_user_id,
+                                                        "updated_at": now}, read_back=False)
         return dump_message(stored), []
 
     def _last_inbound(self, conv, channel):
