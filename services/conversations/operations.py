@@ -908,11 +908,16 @@ class Conversations:
         if not created:
             return dump_message(stored), []
         # the conversation follows the message when it is sent or fails (sender.py), by
-        # one write per conversation and batch; who answers an unassigned client is
-        # assigned now
+        # one write per conversation and batch; now only who answers an unassigned client
+        # is assigned, and a first mail's mailbox kept (the next ones are sent from it)
+        sets = {}
         if conv.get("assignee_id") is None and sender_user_id:
-            self.store.touch_conversation(conv["_id"], {"assignee_id": sender_user_id,
-                                                        "updated_at": now}, read_back=False)
+            sets["assignee_id"] = sender_user_id
+        if msg.get("mailbox_id") and not conv.get("mailbox_id"):
+            sets["mailbox_id"] = msg["mailbox_id"]
+        if sets:
+            self.store.touch_conversation(conv["_id"], dict(sets, updated_at=now),
+                                          read_back=False)
         return dump_message(stored), []
 
     def _last_inbound(self, conv, channel):

@@ -5,6 +5,9 @@ transaction with their `message_sent` events and their conversations' changes (o
 per conversation, none when nothing changes). A run goes on while messages keep coming
 (`LINGER_S`), so a burst is sent on the same connections by large claims.
 
+The marks below are kept in `send_marks` (one small document per message being sent, read
+back when a message is claimed again, forgotten when it is sent or failed).
+
 Exactly once across a crash, e-mail: `smtp_data_at` is written just before DATA (before it,
 the server holds nothing: a sender taking over sends again) and `smtp_accepted_at` as soon
 as the server said 250, then the copy is APPENDed to Sent.
@@ -143,6 +146,7 @@ class Sender:
     def _mark_sent(self, sent):
         now = utcnow()
         self.store.mark_sent([(msg["_id"], external) for msg, external in sent], now)
+        self.store.forget_marks([msg["_id"] for msg, _ in sent])
         convs = self._follow([msg for msg, _ in sent], now, answered=True)
         events = []
         for msg, external in sent:
@@ -174,6 +178,8 @@ class Sender:
             self.announce(self._mark_failed, msg["_id"], reason)
             return
         wait = retry_after or min(5 * 2 ** (attempts - 1), 600)
+        if known:  # nothing went out: sent again from the start
+            self.store.forget_marks([msg["_id"]])
         self.store.message_update(msg["_id"], {
             "status": "queued", "error": reason[:1000],
             "send_due_at": utcnow() + timedelta(seconds=wait)},
@@ -183,6 +189,8 @@ class Sender:
     def _mark_failed(self, message_id, reason, status="failed"):
         msg = self.store.message_update(message_id, {"status": status, "error": reason[:1000]},
                                         unset=["send_due_at", "holder"])
+        if status == "failed":  # an unconfirmed one keeps them: a person decides
+            self.store.forget_marks([message_id])
         conv = self._follow([msg], utcnow(), answered=False)[msg["conversation_id"]]
         return msg, [message_event("message_failed", msg, conv, msg.get("sender_user_id"),
                                    {"error": reason[:1000]})]
