@@ -98,11 +98,10 @@ def test_a_conversation_follows_its_sent_messages_by_one_write_or_none():
             "first_response_due_at": t0 + timedelta(hours=1)}
     update = followed(conv, [msg(2, "second"), msg(1, "first")], True, now)
     assert update == {
-        "$set": {"last_preview": "second", "mailbox_id": "mb1", "waiting": False,
+        "sets": {"last_preview": "second", "mailbox_id": "mb1", "waiting": False,
                  "waiting_since": None, "updated_at": now},
-        "$max": {"last_message_at": t0 + timedelta(seconds=2)},
-        "$unset": {"escalate_at": "", "first_response_due_at": ""},
-        "$addToSet": {"channels": {"$each": ["email"]}}}
+        "last_message_at": t0 + timedelta(seconds=2),
+        "unset": ["escalate_at", "first_response_due_at"], "channels": ["email"]}
     assert conv["last_message_at"] == t0 + timedelta(seconds=2) and "escalate_at" not in conv
     # nothing changes: no write at all
     assert followed(conv, [msg(2, "second")], True, now) is None
@@ -112,5 +111,4 @@ def test_a_conversation_follows_its_sent_messages_by_one_write_or_none():
     waiting = {"_id": "c2", "last_message_at": t0, "channels": [], "waiting": True,
                "waiting_since": t0}
     update = followed(waiting, [msg(5, "x", "telegram")], False, now)
-    assert "waiting" not in update["$set"] and update["$addToSet"] == {
-        "channels": {"$each": ["telegram"]}}
+    assert "waiting" not in update["sets"] and update["channels"] == ["telegram"]

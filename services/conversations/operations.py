@@ -937,12 +937,15 @@ class Conversations:
                 mailbox = self.store.get("mailboxes", candidate)
                 if mailbox:
                     break
-        if mailbox is None:
-            mailboxes = [m for m in self.store.shared_mailboxes()]
-            own = self.store.mailboxes_of(msg["sender_user_id"]) if msg["sender_user_id"] else []
-            owners = self.store.mailboxes_of(contact["owner_id"]) \
-                if (contact or {}).get("owner_id") else []
-            mailbox = (own or owners or mailboxes or [None])[0]
+        if mailbox is None:  # the sender's own, else the contact's owner's, else a shared one
+            for find in (lambda: self.store.mailboxes_of(msg["sender_user_id"])
+                         if msg["sender_user_id"] else [],
+                         lambda: self.store.mailboxes_of(contact["owner_id"])
+                         if (contact or {}).get("owner_id") else [],
+                         self.store.shared_mailboxes):
+                mailbox = (find() or [None])[0]
+                if mailbox is not None:
+                    break
         if mailbox is None:
             raise Conflict("No mailbox to send from: connect one first",
                            {"reason": "no_mailbox"})

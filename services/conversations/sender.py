@@ -395,8 +395,8 @@ class Sender:
 
 
 def followed(conv, msgs, answered, now):
-    """The update of `conv` (in place too) after its messages `msgs` were sent or failed;
-    None when nothing changes. The preview moves only to a message later than the
+    """The change of `conv` (made in place too) after its messages `msgs` were sent or
+    failed (store.conversations_followed); None when nothing changes. The preview moves only to a message later than the
     conversation's latest (a retried one sent after the client wrote again does not)."""
     sets, unset, add, later = {}, [], [], None
     latest = max(msgs, key=lambda m: m["at"])
@@ -421,15 +421,9 @@ def followed(conv, msgs, answered, now):
     conv.update(sets, channels=(conv.get("channels") or []) + add)
     for key in unset:
         conv.pop(key, None)
-    update = {"$set": sets}
-    if later:  # $max: a message received meanwhile keeps its later time
-        update["$max"] = {"last_message_at": later}
+    if later:
         conv["last_message_at"] = later
-    if unset:
-        update["$unset"] = {k: "" for k in unset}
-    if add:
-        update["$addToSet"] = {"channels": {"$each": add}}
-    return update
+    return {"sets": sets, "unset": unset, "channels": add, "last_message_at": later}
 
 
 def _json(answer):

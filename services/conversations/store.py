@@ -290,11 +290,20 @@ class ConversationsStore(BaseStore):
             ordered=False)
 
     def conversations_followed(self, changes):
-        """[(conversation id, update)]: one bulk write (a conversation following the
-        messages of a send batch)."""
-        if changes:
-            self.conversations.bulk_write([UpdateOne({"_id": cid}, update)
-                                           for cid, update in changes], ordered=False)
+        """[(conversation id, change)] (sender.followed: fields set and unset, channels
+        added, a later last_message_at) in one bulk write."""
+        writes = []
+        for cid, change in changes:
+            update = {"$set": change["sets"]}
+            if change["last_message_at"]:  # a message received meanwhile keeps its later time
+                update["$max"] = {"last_message_at": change["last_message_at"]}
+            if change["unset"]:
+                update["$unset"] = {k: "" for k in change["unset"]}
+            if change["channels"]:
+                update["$addToSet"] = {"channels": {"$each": change["channels"]}}
+            writes.append(UpdateOne({"_id": cid}, update))
+        if writes:
+            self.conversations.bulk_write(writes, ordered=False)
 
     def message_update(self, message_id, sets, unset=None, read_back=True):
         update = {"$set": {**sets, "updated_at": utcnow()}}
