@@ -5,7 +5,11 @@ SMTP and a copy APPENDed to Sent / the Bot API's sendMessage, marked sent with i
 beside raw smtplib and raw requests sending the same number.
 
     .venv/bin/python bench/bench_conversations.py [--messages 300] [--outbound 50] [--fresh]
-        [--clients 16] [--contacts 50]
+        [--clients 16] [--contacts 50] [--profile]
+
+`--profile`: after each outbound phase, the database's time per message by namespace (its
+`top`) and its operations per message by shape (the profiler recording every operation,
+which costs CPU itself: leave it off for the figures).
 
 Starts an isolated stack (tests/stack.py), a Dovecot and an SMTP sink (tests/mail_servers.py,
 tests/fake_receivers.py). The issue's targets are 10,000 messages synced in under 60 s and
