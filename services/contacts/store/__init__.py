@@ -233,13 +233,15 @@ class ContactsStore(BaseStore):
     def page_contacts(self, query, sort_field, direction, limit, cursor):
         return page(self.contacts, query, sort_field, direction, limit, cursor, projection=READ)
 
-    def export_cursor(self, query, sort_field, direction, after=None, batch_size=500):
+    def export_cursor(self, query, sort_field, direction, after=None, batch_size=500,
+                      ids_only=False):
         """One sorted cursor over everything the export takes (after the keyset cursor
         `after`, when given). SecantusDB sorts the match once and then streams it; a keyset
-        page re-sorts every time (O(n) each)."""
+        page re-sorts every time (O(n) each). `ids_only`: each document's id and sort value."""
         query = after_cursor(query, after, sort_field, direction)
         # the sort value is read: the export's position (a keyset cursor) holds it
-        projection = {k: v for k, v in READ.items() if k != sort_field}
+        projection = ({"_id": 1, sort_field: 1} if ids_only else
+                      {k: v for k, v in READ.items() if k != sort_field})
         return (self.contacts.find(query, projection)
                 .sort([(sort_field, direction), ("_id", direction)]).batch_size(batch_size))
 
