@@ -158,7 +158,21 @@ class Campaigns:
                                  "updated_at": now}, expect={"status": "draft"})
         if not doc:
             raise Conflict("Only a draft campaign can be sent", {"id": campaign_id})
+        if at <= now:  # queued now rather than at the timer's next tick (up to 5 s later)
+            eventlet.spawn_n(self._queue_now, campaign_id)
         return dump_campaign(doc)
+
+    def _queue_now(self, campaign_id):
+        """A campaign sent for now, queued beside the answer; the timer's claim (the same
+        compare-and-set) keeps it queued once, and takes it over if this fails."""
+        try:
+            campaign = self.store.get("campaigns", campaign_id)
+            now = self.clock.now()
+            if campaign and campaign["status"] == "scheduled" and self.store.take_campaign(
+                    campaign, {"status": "queuing", "wake_at": now + timedelta(minutes=5)}):
+                self._queue(campaign, now)
+        except Exception:  # noqa: BLE001 - left queuing: the timer queues it again
+            log.exception("campaign %s not queued at once", campaign_id)
 
     # the timer
     def tick(self):
