@@ -33,6 +33,7 @@ class TelephonyService(HealthEntrypoints):
     caller = CallerContext()
     dispatch = OutboxDispatcher()
     contacts_rpc = ServiceRpc("contacts")
+    contacts_sync_rpc = ServiceRpc("contacts", timeout=directory.SYNC_WINDOW_S)
     background = Background()
 
     @property
@@ -82,7 +83,7 @@ class TelephonyService(HealthEntrypoints):
     @timer(interval=get_settings().telephony.contacts_sync_s)
     def sync_contact_phones(self):
         """What announced no event (imports, contacts older than the copy) into the copy."""
-        directory.sync(self.store, self.contacts_rpc)
+        directory.sync(self.store, self.contacts_sync_rpc)
 
     @timer(interval=600)
     def sweep_recordings(self):
