@@ -326,6 +326,8 @@ def seed_contacts(platform, session, base, n):
             batch = []
     if batch:
         stored.insert_many(batch)
+    # (dropping the indexes for the load and building them after it: SecantusDB's build
+    # of 50,000 contacts' entries in one storage transaction stalled, its CPU idle)
     print(f"  {n} contacts written in {time.perf_counter() - started:.1f} s", flush=True)
 
 

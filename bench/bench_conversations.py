@@ -5,7 +5,11 @@ SMTP and a copy APPENDed to Sent / the Bot API's sendMessage, marked sent with i
 beside raw smtplib and raw requests sending the same number.
 
     .venv/bin/python bench/bench_conversations.py [--messages 300] [--outbound 50] [--fresh]
-        [--clients 16] [--contacts 50]
+        [--clients 16] [--contacts 50] [--profile]
+
+`--profile`: after each outbound phase, the database's time per message by namespace (its
+`top`) and its operations per message by shape (the profiler recording every operation,
+which costs CPU itself: leave it off for the figures).
 
 Starts an isolated stack (tests/stack.py), a Dovecot and an SMTP sink (tests/mail_servers.py,
 tests/fake_receivers.py). The issue's targets are 10,000 messages synced in under 60 s and
@@ -27,7 +31,7 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import Platform, cpu_note, cpu_seconds  # noqa: E402
+from bench.common import Platform, cpu_note, cpu_seconds, profile_databases  # noqa: E402
 from crm_common.errors import Timeout  # noqa: E402
 from tests.fake_receivers import HttpRecorder, SmtpReceiver  # noqa: E402
 from tests.mail_servers import Dovecot  # noqa: E402
@@ -89,6 +93,48 @@ def http_reference(url, n):
     return time.perf_counter() - start
 
 
+def server_top(platform):
+    """The database's time and count per namespace and kind of operation (its `top`)."""
+    return platform.stack.mongo.admin.command("top")["totals"]
+
+
+def print_top(before, after, n):
+    rows = []
+    for ns, sections in after.items():
+        if not isinstance(sections, dict):
+            continue
+        old = before.get(ns) or {}
+        for section in ("queries", "insert", "update", "remove", "getmore", "commands"):
+            spent = sections[section]["time"] - (old.get(section) or {}).get("time", 0)
+            count = sections[section]["count"] - (old.get(section) or {}).get("count", 0)
+            if count:
+                rows.append((spent, count, ns, section))
+    print(f"    database time per message by namespace (server's top, {n} messages):")
+    for spent, count, ns, section in sorted(rows, reverse=True)[:16]:
+        print(f"      {spent / 1000 / n:7.2f} ms {count / n:6.2f} ops  {ns} {section}")
+
+
+def print_shapes(platform, n):
+    """Operations per message by shape (the profiler recording every operation)."""
+    client, shapes = platform.stack.mongo, {}
+    for name in client.list_database_names():
+        if not name.startswith(platform.db_prefix):
+            continue
+        for entry in client[name]["system.profile"].find():
+            command = entry.get("command") or {}
+            verb = next(iter(command), entry.get("op"))
+            spec = (command.get("filter") or command.get("query")
+                    or ((command.get("updates") or command.get("deletes") or [{}])[0].get("q"))
+                    or {})
+            key = (entry.get("ns"), verb, ",".join(sorted(spec)) if isinstance(spec, dict) else "")
+            count, total = shapes.get(key, (0, 0))
+            shapes[key] = (count + 1, total + entry.get("millis", 0))
+        client[name].command("profile", 0)
+    print("    operations per message by shape (profiler; whole ms only):")
+    for (ns, verb, spec), (count, total) in sorted(shapes.items(), key=lambda kv: -kv[1][0])[:30]:
+        print(f"      {count / n:6.2f} ops {total / n:6.2f} ms  {ns} {verb} {{{spec}}}")
+
+
 def outbound(platform, api, sink, args):
     """`--outbound` messages per channel to `--contacts` clients round robin, queued by
     `--clients` concurrent send_to_contact calls (as automation's campaigns make them), then
@@ -137,6 +183,9 @@ def outbound(platform, api, sink, args):
                         retried.append(i)
                 raise RuntimeError(f"message {i} not queued")
 
+            if args.profile:
+                profile_databases(platform.stack.mongo, platform.db_prefix, 0, reset=True)
+                top_before = server_top(platform)
             before = cpu_seconds(platform)
             start = time.perf_counter()
             with ThreadPoolExecutor(args.clients) as pool:
@@ -161,6 +210,9 @@ def outbound(platform, api, sink, args):
                   f"{queued:.2f} s = {n / queued:.0f}/s, {len(retried)} calls made again) "
                   f"lost {lost}, doubled {len(got) - len(texts)} "
                   f"{cpu_note(before, after, max(len(texts), 1))}")
+            if args.profile:
+                print_top(top_before, server_top(platform), n)
+                print_shapes(platform, n)
         ref = smtplib_reference(sink.port, n)
         print(f"  reference smtplib (one connection): {n} sent in {ref:.2f} s ({n / ref:.0f}/s)")
         ref = http_reference(recorder.base_url + bot_path, n)
@@ -180,6 +232,8 @@ def main():
                         help="the mailbox's messages dated now (all news), not over the past year")
     parser.add_argument("--clients", type=int, default=16, help="concurrent RPC callers")
     parser.add_argument("--contacts", type=int, default=50, help="recipients, round robin")
+    parser.add_argument("--profile", action="store_true",
+                        help="outbound: the database's time by namespace and operations by shape")
     args = parser.parse_args()
     dovecot = Dovecot({BOX: "bench-pw"}).start()
     sink = SmtpReceiver().start()

@@ -655,7 +655,7 @@ class CampaignOut(Schema):
     body = fields.String()
     send_at = UtcDateTime(allow_none=True)
     rate_per_minute = fields.Integer(allow_none=True)
-    status = fields.String(metadata={"description": "draft | scheduled | sending | sent"})
+    status = fields.String(metadata={"description": "draft | scheduled | queuing | sending | sent | failed"})
     source = fields.String(metadata={"description": "the lead source name of its replies"})
     counts = fields.Nested(CampaignCounts)
     created_at = UtcDateTime()

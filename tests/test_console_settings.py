@@ -1,11 +1,14 @@
 """The console's settings screens in Debian's chromium against the real stack: custom fields
 (defined, then filled on a contact's card and seen in the list), an automation rule with its
 dry run, a webhook with its delivery log and redeliver, a web form with its preview and the
-embed snippet copied. One browser and one admin page for the module; each test saves a
+embed snippet copied, a mailbox on a bad host with its error and a bot's refused route, a
+campaign draft sent to a one-contact segment, a source's monthly cost and a target, the audit
+log filtered by user, and a dead letter replayed. One browser and one admin page for the module; each test saves a
 screenshot under .test-output/screens/. Skips like tests/test_console.py."""
 import os
 import random
 import re
+import time
 import uuid
 
 import pytest
@@ -208,10 +211,230 @@ def test_the_settings_screens_fit_a_360_px_phone(stack, browser):
     with signed_in(browser, stack, viewport={"width": 360, "height": 740}, is_mobile=True,
                    has_touch=True) as page:
         for path, heading in (("/settings/custom-fields", "Custom fields"), ("/settings/automation", "Automation"),
-                              ("/settings/webhooks", "Webhooks"), ("/settings/forms", "Web forms")):
+                              ("/settings/webhooks", "Webhooks"), ("/settings/forms", "Web forms"),
+                              ("/settings/mailboxes", "Mailboxes and messengers"), ("/settings/campaigns", "Campaigns"),
+                              ("/settings/sales", "Lead sources and targets"), ("/settings/audit", "Audit log"),
+                              ("/settings/dead-letters", "Dead letters")):
             page.goto(stack.stream_url + path)
             expect(page.get_by_role("heading", name=heading, level=2)).to_be_visible()
             page.wait_for_timeout(300)  # the lists land
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= 361, (path, width)  # nothing wider than the phone (wide tables scroll inside)
             page.screenshot(path=os.path.join(SCREENS, f"phone_settings_{path.rsplit('/', 1)[1]}.png"), full_page=True)
+
+
+def _wait(read, timeout=30.0, step=0.3):
+    """The first truthy read within the timeout (the state a service reaches on its own)."""
+    deadline = time.time() + timeout
+    while True:
+        value = read()
+        if value or time.time() > deadline:
+            return value
+        time.sleep(step)
+
+
+def test_an_admin_connects_a_mailbox_on_a_bad_host_and_sees_its_error(stack, api, page):
+    unique = uuid.uuid4().hex[:6]
+    page.goto(stack.stream_url + "/settings/mailboxes")
+    page.get_by_test_id("mb-name").fill(f"Sales {unique}")
+    page.get_by_test_id("mb-address").fill(f"sales-{unique}@example.com")
+    page.get_by_test_id("mb-imap-host").fill("127.0.0.1")
+    _pick(page, "mb-imap-security", "None (local only)")
+    page.get_by_test_id("mb-imap-port").fill("1")  # nothing listens there: refused at once
+    page.get_by_test_id("mb-imap-username").fill("sales")
+    page.get_by_test_id("mb-imap-password").fill("imap-secret")
+    page.get_by_test_id("mb-smtp-host").fill("127.0.0.1")
+    page.get_by_test_id("mb-create").click()
+    mailbox = _wait(lambda: next((m for m in api.get("/mailboxes", params={"limit": 200}).json()["items"]
+                                  if m["name"] == f"Sales {unique}"), None), timeout=10)
+    assert mailbox, "not created"
+    assert mailbox["imap"]["password_set"] and "password" not in mailbox["imap"]  # write-only
+    assert mailbox["smtp"]["username"] == "sales" and mailbox["smtp"]["password_set"]  # SMTP took the IMAP login
+    card = page.get_by_test_id(f"mailbox-{mailbox['id']}")
+    expect(card.get_by_test_id("mailbox-error")).to_be_visible(timeout=40000)  # the sync state, refreshed
+    expect(card.get_by_test_id("mailbox-status")).to_have_text("error")
+    assert "imap-secret" not in page.content()
+    card.get_by_test_id("mailbox-sync").click()
+    expect(page.get_by_text("Checking the mailbox now")).to_be_visible()
+    page.screenshot(path=os.path.join(SCREENS, "mailbox_error.png"))
+    # another port: the server side goes whole, so its password is asked again, at its field
+    card.get_by_test_id("mailbox-edit").click()
+    form = page.get_by_test_id("mailbox-edit-form")
+    form.get_by_test_id("mb-imap-port").fill("2")
+    form.get_by_test_id("mailbox-edit-save").click()
+    expect(form.get_by_text("Missing data for required field.")).to_be_visible()
+    form.get_by_test_id("mb-imap-password").fill("imap-secret-2")
+    form.get_by_test_id("mailbox-edit-save").click()
+    expect(form).to_have_count(0)
+    changed = api.get(f"/mailboxes/{mailbox['id']}").json()
+    assert changed["imap"]["port"] == 2 and changed["smtp"]["port"] == mailbox["smtp"]["port"], changed
+    card.get_by_test_id("mailbox-delete").click()
+    expect(card).to_have_count(0)
+    # a Telegram bot: a route that does not exist is refused next to its field; the token never comes back
+    page.get_by_test_id("tab-channels").click()
+    page.get_by_test_id("ch-name").fill(f"Bot {unique}")
+    page.get_by_test_id("ch-token").fill("123456:bot-token-secret")
+    page.get_by_test_id("ch-route_id").fill("no-such-route")
+    page.get_by_test_id("ch-create").click()
+    expect(page.get_by_text("No such inbound route.")).to_be_visible()
+    page.get_by_test_id("ch-route_id").fill("")
+    page.get_by_test_id("ch-create").click()
+    channel = _wait(lambda: next((c for c in api.get("/channels", params={"limit": 200}).json()["items"]
+                                  if c["name"] == f"Bot {unique}"), None), timeout=10)
+    assert channel and channel["secrets"]["token"] is True and "bot-token-secret" not in str(channel), channel
+    expect(page.get_by_test_id(f"channel-{channel['id']}")).to_contain_text("Token ✓")
+    assert "bot-token-secret" not in page.content()
+    # renamed; the token left blank is kept
+    page.get_by_test_id(f"channel-{channel['id']}").get_by_test_id("channel-edit").click()
+    edit = page.get_by_test_id("channel-edit-form")
+    expect(edit.get_by_test_id("ch-token")).to_have_value("")
+    edit.get_by_label("Name").fill(f"Bot {unique} renamed")
+    edit.get_by_test_id("channel-edit-save").click()
+    expect(page.get_by_test_id(f"channel-{channel['id']}")).to_contain_text(f"Bot {unique} renamed")
+    assert api.get(f"/channels/{channel['id']}").json()["secrets"]["token"] is True
+    page.get_by_test_id(f"channel-{channel['id']}").get_by_test_id("channel-delete").click()
+    expect(page.get_by_test_id(f"channel-{channel['id']}")).to_have_count(0)
+
+
+def test_an_admin_sends_a_campaign_draft_to_a_small_segment(stack, api, page):
+    try:  # the campaign's clock is the automation clock: real time where a test moved it
+        stack.rpc.call("automation", "set_clock", to_iso(utcnow()))
+    except Forbidden:
+        pass
+    unique = uuid.uuid4().hex[:8]
+    contact = api.post("/contacts", json={"first_name": "Camp", "last_name": unique, "tags": [f"cmp{unique}"],
+                                          "emails": [f"camp-{unique}@example.com"]})
+    assert contact.status_code == 201, contact.text
+    segment = api.post("/segments", json={"name": f"Seg {unique}", "filters": {"tag": f"cmp{unique}"}})
+    assert segment.status_code == 201, segment.text
+    page.goto(stack.stream_url + "/settings/campaigns")
+    page.get_by_test_id("cmp-name").fill(f"Promo {unique}")
+    _pick(page, "cmp-segment", f"Seg {unique}")
+    expect(page.get_by_test_id("cmp-segment-size")).to_have_text("Contacts in the segment now: 1")
+    page.get_by_test_id("cmp-subject").fill("Hello {{ contact.first_name }}")
+    page.get_by_test_id("cmp-body").fill("Our offer")  # no unsubscribe link: refused, said at the field
+    page.get_by_test_id("cmp-create").click()
+    expect(page.get_by_text("A marketing e-mail carries {{ unsubscribe_url }}.")).to_be_visible()
+    page.get_by_test_id("cmp-body").fill("Our offer\n{{ unsubscribe_url }}")
+    page.get_by_test_id("cmp-create").click()
+    detail = page.get_by_test_id("campaign-detail")
+    expect(detail.get_by_test_id("cmp-status")).to_have_text("draft")
+    campaign = next(c for c in api.get("/campaigns", params={"limit": 200}).json()["items"] if c["name"] == f"Promo {unique}")
+    assert campaign["status"] == "draft" and campaign["segment_id"] == segment.json()["id"]
+    detail.get_by_test_id("cmp-send").click()
+    expect(page.get_by_text("The campaign is on its way")).to_be_visible()
+    expect(detail.get_by_test_id("cmp-status")).not_to_have_text("draft")
+    expect(detail.get_by_test_id("cmp-send")).to_have_count(0)  # only a draft is sent
+    assert api.get(f"/campaigns/{campaign['id']}").json()["status"] in ("scheduled", "queuing", "sending", "sent")
+    # it goes out (no mailbox in this stack: failed), the counts follow on the screen
+    expect(detail.get_by_test_id("cmp-status")).to_have_text("sent", timeout=30000)
+    expect(detail.get_by_test_id("cmp-count-queued")).to_have_text("1")
+    counts = api.get(f"/campaigns/{campaign['id']}").json()["counts"]
+    expect(detail.get_by_test_id("cmp-count-failed")).to_have_text(str(counts["failed"]))
+    page.screenshot(path=os.path.join(SCREENS, "campaign_sent.png"))
+
+
+def test_an_admin_enters_a_source_cost_and_a_target(stack, api, page):
+    name = f"Fair {uuid.uuid4().hex[:6]}"
+    page.goto(stack.stream_url + "/settings/sales")
+    page.get_by_test_id("ls-name").fill(name)
+    page.get_by_test_id("ls-create").click()
+    costs = page.get_by_test_id("ls-costs")
+    expect(costs).to_contain_text(name)  # the new source is opened
+    page.get_by_test_id("ls-cost-month").fill("2026-13")
+    page.get_by_test_id("ls-cost-amount").fill("1200.50")
+    page.get_by_test_id("ls-cost-add").click()
+    expect(costs.get_by_text("Use YYYY-MM (1900-2999).")).to_be_visible()  # the API's word, at the month
+    page.get_by_test_id("ls-cost-month").fill("2026-11")
+    page.get_by_test_id("ls-cost-add").click()
+    expect(page.get_by_test_id("ls-costs-table")).to_contain_text("€1,200.50")
+    source = next(s for s in api.get("/lead-sources", params={"limit": 200}).json()["items"] if s["name"] == name)
+    assert source["costs"] == [{"period": "2026-11", "currency": "EUR", "amount": 120050}], source
+    me = api.get("/users/me").json()
+    page.get_by_test_id("tab-targets").click()
+    page.get_by_test_id("tg-period").fill("2026-Q4")
+    _pick(page, "tg-who", f"{me['name']} ({me['email']})")
+    page.get_by_test_id("tg-deals").fill("7")
+    page.get_by_test_id("tg-create").click()
+    target = _wait(lambda: next((g for g in api.get("/targets", params={"period": "2026-Q4", "user_id": me["id"]}).json()["items"]
+                                 if g["deals_count"] == 7), None), timeout=10)
+    assert target, "no target"
+    row = page.get_by_test_id(f"target-{target['id']}")
+    expect(row).to_contain_text(me["name"])
+    page.screenshot(path=os.path.join(SCREENS, "sales_settings.png"))
+    row.get_by_test_id("tg-delete").click()
+    expect(row).to_have_count(0)
+    api.delete(f"/lead-sources/{source['id']}")
+
+
+def test_an_admin_reads_the_audit_log_filtered_by_a_user(stack, api, page):
+    me = api.get("/users/me").json()
+    unique = uuid.uuid4().hex[:6]
+    made = api.post("/contacts", json={"first_name": "Audit", "last_name": unique})
+    assert made.status_code == 201, made.text
+    page.goto(stack.stream_url + "/settings/audit")
+    _pick(page, "audit-user", f"{me['name']} ({me['email']})")
+    page.get_by_test_id("audit-resource").fill("contacts")
+    table = page.get_by_test_id("audit-table")
+    expect(table).to_contain_text("/api/v1/contacts")
+    rows = table.get_by_test_id("audit-row")
+    assert rows.count() >= 1
+    for text in rows.all_inner_texts()[:20]:
+        assert me["email"] in text and "/contacts" in text, text
+    entries = api.get("/audit", params={"actor_id": me["id"], "resource": "contacts", "limit": 5}).json()["items"]
+    assert entries and all(e["actor_id"] == me["id"] for e in entries)
+    page.screenshot(path=os.path.join(SCREENS, "audit_log.png"))
+
+
+def test_an_admin_replays_a_dead_letter(stack, api, page):
+    from crm_common.messaging.publish import publish_event
+    queue = "evt-telephony-call_missed--tasks.on_call_missed"
+    unique = uuid.uuid4().hex[:8]
+    # a poison event (as in tests/test_reliability.py): the tasks handler fails on every attempt
+    publish_event(stack.amqp_uri, "telephony", "call_missed",
+                  {"call": {"id": f"poison-{unique}", "started_at": "9999-12-31T23:30:00Z"},
+                   "contact_id": None, "agent_id": f"agent-{unique}", "owner_id": None})
+
+    def parked():
+        for q in api.get("/admin/dead-letters").json()["items"]:
+            if q["queue"] == queue and any(f"poison-{unique}" in m["body"] for m in q["messages"]):
+                return q
+        return None
+    assert _wait(parked), "not dead-lettered"
+    page.goto(stack.stream_url + "/settings/dead-letters")
+    card = page.get_by_test_id(f"dl-{queue}")
+    expect(card.get_by_test_id("dl-error").first).to_contain_text("OverflowError")
+    card.get_by_test_id("dl-replay").click()
+    expect(page.get_by_text(re.compile(r"Sent back to the queue: [1-9]"))).to_be_visible()
+    # it fails its attempts again and is parked again: never lost
+    assert _wait(parked), "lost after the replay"
+    page.get_by_role("button", name="Refresh").click()
+    expect(card.get_by_test_id("dl-error").first).to_contain_text("OverflowError")
+    page.screenshot(path=os.path.join(SCREENS, "dead_letters.png"))
+
+
+def test_an_agent_sees_only_the_settings_its_role_may_use(stack, make_user, browser):
+    agent = make_user("agent")
+    with signed_in(browser, stack, agent) as page:
+        nav = page.get_by_test_id("navbar")
+        expect(nav.get_by_text("Mailboxes and messengers")).to_be_visible()  # their own mailbox
+        expect(nav.get_by_text("Lead sources and targets")).to_be_visible()  # their own targets
+        for hidden in ("Audit log", "Dead letters", "Campaigns"):
+            expect(nav.get_by_text(hidden, exact=True)).to_have_count(0)
+        page.goto(stack.stream_url + "/settings/mailboxes")
+        expect(page.get_by_test_id("mb-create")).to_be_visible()
+        expect(page.get_by_test_id("tab-channels")).to_have_count(0)  # messengers: admins only
+        expect(page.get_by_text("Shared mailbox")).to_have_count(0)
+        page.goto(stack.stream_url + "/settings/sales")
+        expect(page.get_by_test_id("tab-targets")).to_be_visible()
+        expect(page.get_by_text("Lead sources", exact=True)).to_have_count(0)
+        expect(page.get_by_test_id("target-new")).to_have_count(0)  # reads, does not set
+        page.screenshot(path=os.path.join(SCREENS, "agent_settings.png"), full_page=True)
+        # in Hebrew, right to left
+        page.get_by_test_id("language").click()
+        page.get_by_role("option", name="עברית").click()
+        expect(page.locator("html")).to_have_attribute("dir", "rtl")
+        page.goto(stack.stream_url + "/settings/mailboxes")
+        expect(page.get_by_role("heading", name="תיבות דואר ומסרים", level=2)).to_be_visible()
+        expect(page.get_by_test_id("mb-create")).to_have_text("חיבור תיבת דואר")
+        page.screenshot(path=os.path.join(SCREENS, "agent_mailboxes_he.png"), full_page=True)

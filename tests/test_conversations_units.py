@@ -81,3 +81,34 @@ def test_a_date_without_its_zone_reads_as_utc():
     assert fields["date"] == datetime(2025, 12, 6, 10, 0, tzinfo=timezone.utc)
     fields, _ = mail.parse(b"From: x@y.test\r\nDate: not a date\r\n\r\nx", 10)
     assert fields["date"] is None
+
+
+def test_a_conversation_follows_its_sent_messages_by_one_write_or_none():
+    from datetime import datetime, timedelta, timezone
+
+    from services.conversations.sender import followed
+    t0 = datetime(2026, 12, 6, 8, 0, tzinfo=timezone.utc)
+    now = t0 + timedelta(minutes=1)
+
+    def msg(seconds, text, channel="email"):
+        return {"at": t0 + timedelta(seconds=seconds), "text": text, "channel": channel,
+                "mailbox_id": "mb1" if channel == "email" else None}
+    conv = {"_id": "c1", "last_message_at": t0, "channels": ["telegram"], "waiting": True,
+            "waiting_since": t0, "escalate_at": t0 + timedelta(hours=1),
+            "first_response_due_at": t0 + timedelta(hours=1)}
+    update = followed(conv, [msg(2, "second"), msg(1, "first")], True, now)
+    assert update == {
+        "sets": {"last_preview": "second", "mailbox_id": "mb1", "waiting": False,
+                 "waiting_since": None, "updated_at": now},
+        "last_message_at": t0 + timedelta(seconds=2),
+        "unset": ["escalate_at", "first_response_due_at"], "channels": ["email"]}
+    assert conv["last_message_at"] == t0 + timedelta(seconds=2) and "escalate_at" not in conv
+    # nothing changes: no write at all
+    assert followed(conv, [msg(2, "second")], True, now) is None
+    # an older message sent late (a retry) leaves the latest preview and time
+    assert followed(conv, [msg(0, "older")], True, now) is None
+    # a failed one moves the conversation but does not answer the client
+    waiting = {"_id": "c2", "last_message_at": t0, "channels": [], "waiting": True,
+               "waiting_since": t0}
+    update = followed(waiting, [msg(5, "x", "telegram")], False, now)
+    assert "waiting" not in update["sets"] and update["channels"] == ["telegram"]

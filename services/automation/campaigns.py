@@ -28,7 +28,11 @@ campaign_out = schemas.CampaignOut()
 send_in = schemas.CampaignSendIn()
 page_query = schemas.RuleListQuery()
 CONTACT_ROOTS = {"contact": ContactOut()}
-PAGE = 5000  # recipients read and queued at once
+PAGE = 10000  # recipients' ids read at once (contacts' export_ids)
+CHUNK = 1000  # recipients' ids per stored chunk
+# a sending campaign's sends are made this far ahead of their time (and 3 ticks at least):
+# queuing stores only the recipients' ids, so 50,000 of them are queued in seconds
+AHEAD_S = 30
 MAX_ATTEMPTS = 5
 SEND_CONCURRENCY = 8  # a tick's sends in flight at once (each waits on conversations)
 # a segment's count and a page of 5,000 recipients read a large part of the contacts on
@@ -154,7 +158,21 @@ class Campaigns:
                                  "updated_at": now}, expect={"status": "draft"})
         if not doc:
             raise Conflict("Only a draft campaign can be sent", {"id": campaign_id})
+        if at <= now:  # queued now rather than at the timer's next tick (up to 5 s later)
+            eventlet.spawn_n(self._queue_now, campaign_id)
         return dump_campaign(doc)
+
+    def _queue_now(self, campaign_id):
+        """A campaign sent for now, queued beside the answer; the timer's claim (the same
+        compare-and-set) keeps it queued once, and takes it over if this fails."""
+        try:
+            campaign = self.store.get("campaigns", campaign_id)
+            now = self.clock.now()
+            if campaign and campaign["status"] == "scheduled" and self.store.take_campaign(
+                    campaign, {"status": "queuing", "wake_at": now + timedelta(minutes=5)}):
+                self._queue(campaign, now)
+        except Exception:  # noqa: BLE001 - left queuing: the timer queues it again
+            log.exception("campaign %s not queued at once", campaign_id)
 
     # the timer
     def tick(self):
@@ -166,11 +184,14 @@ class Campaigns:
                                                        "wake_at": now + timedelta(minutes=5)}):
                     handled += self._queue(campaign, now)
             elif campaign["status"] == "sending":
-                if self.store.count_sends(campaign["_id"], "queued") == 0:
-                    if self.store.take_campaign(campaign, {"status": "sent", "wake_at": None}):
+                if not self.store.take_campaign(campaign, {"wake_at": now + timedelta(seconds=5)}):
+                    continue
+                if self._make_sends(campaign, now) == "all" and \
+                        self.store.count_sends(campaign["_id"], "queued") == 0:
+                    if self.store.update("campaigns", campaign["_id"],
+                                         {"status": "sent", "wake_at": None},
+                                         expect={"status": "sending"}):
                         self._announce(campaign, "campaign_finished")
-                else:
-                    self.store.take_campaign(campaign, {"wake_at": now + timedelta(seconds=5)})
             elif campaign["status"] == "queuing":  # the queuing replica died: again
                 if self.store.take_campaign(campaign, {"wake_at": now + timedelta(minutes=5)}):
                     handled += self._queue(campaign, now)
@@ -214,30 +235,58 @@ class Campaigns:
         if segment is None:
             self.store.take_campaign(campaign, {"status": "failed", "wake_at": None})
             return 0
-        rate = campaign.get("rate_per_minute") or self.settings.campaign_rate_per_minute
-        spacing = 60.0 / rate
-        queued, cursor, index = 0, None, 0
+        cursor, ids = None, []
         contacts = self.contacts({}, PAGE_TIMEOUT_S)
         while True:
-            # the export's one sorted cursor (kept open in contacts between pages): a list
-            # page of 500 would re-read the whole segment on SecantusDB for every page
-            page = contacts.export_page(dict(segment["filters"]), cursor, PAGE)
-            docs = []
-            for contact in page["items"]:
-                docs.append({"_id": f"{campaign['_id']}:{contact['id']}",
-                             "campaign_id": campaign["_id"], "contact_id": contact["id"],
-                             "state": "queued", "attempts": 0,
-                             "wake_at": now + timedelta(seconds=index * spacing)})
-                index += 1
-            queued += self.store.insert_sends(docs)
+            # the export's one sorted cursor (kept open in contacts between pages), ids
+            # only: a list page of 500 would re-read the whole segment on SecantusDB
+            page = contacts.export_ids(dict(segment["filters"]), cursor, PAGE)
+            ids += page["ids"]
             cursor = page.get("next_cursor")
             if not cursor:
                 break
+        ids = list(dict.fromkeys(ids))  # each contact once, even if it moved between pages
+        self.store.save_recipients(campaign["_id"], {
+            n // CHUNK: ids[n:n + CHUNK] for n in range(0, len(ids), CHUNK)})
         self._register_source(campaign)
-        self.store.update("campaigns", campaign["_id"], {
-            "status": "sending", "counts.queued": index, "wake_at": now + timedelta(seconds=1)})
-        self._announce({**campaign, "counts": {"queued": index}}, "campaign_started")
-        return queued
+        # the sends are made from the stored ids as their time nears (_make_sends): recipient
+        # i is due at queued_at + i * 60 / rate
+        campaign = self.store.update("campaigns", campaign["_id"], {
+            "status": "sending", "counts.queued": len(ids), "recipients": len(ids),
+            "made": 0, "queued_at": now, "wake_at": now + timedelta(seconds=1)})
+        if campaign is None:  # deleted meanwhile
+            return 0
+        self._announce({**campaign, "counts": {"queued": len(ids)}}, "campaign_started")
+        self._make_sends(campaign, now)
+        return len(ids)
+
+    def _make_sends(self, campaign, now):
+        """The queued sends of the recipients due within AHEAD_S, made from the stored ids
+        (each keyed (campaign, contact): made twice after a crash, still one); "all" once
+        every recipient has its send. A campaign queued before the chunks (no
+        `recipients`) has every send already."""
+        total, made = campaign.get("recipients"), campaign.get("made", 0)
+        if total is None or made >= total:
+            return "all"
+        rate = campaign.get("rate_per_minute") or self.settings.campaign_rate_per_minute
+        spacing = 60.0 / rate
+        ahead = (now - campaign["queued_at"]).total_seconds() + max(
+            AHEAD_S, 3 * self.settings.tick_seconds)
+        upto = min(total, max(made, int(ahead / spacing) + 1))
+        if upto == made:
+            return "some"
+        chunks = self.store.recipient_chunks(
+            campaign["_id"], range(made // CHUNK, (upto - 1) // CHUNK + 1))
+        docs = []
+        for index in range(made, upto):
+            contact_id = chunks[index // CHUNK][index % CHUNK]
+            docs.append({"_id": f"{campaign['_id']}:{contact_id}",
+                         "campaign_id": campaign["_id"], "contact_id": contact_id,
+                         "state": "queued", "attempts": 0,
+                         "wake_at": campaign["queued_at"] + timedelta(seconds=index * spacing)})
+        self.store.insert_sends(docs)
+        self.store.update("campaigns", campaign["_id"], {"made": upto}, expect={"made": made})
+        return "all" if upto >= total else "some"
 
     def _register_source(self, campaign):
         """The campaign in deals' lead-source registry (not offered for new deals), so the

@@ -1,7 +1,7 @@
 """The only code in the automation service that touches pymongo."""
 from datetime import timedelta
 
-from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo import ASCENDING, DESCENDING, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_common.cursors import page
@@ -34,6 +34,7 @@ class AutomationStore(BaseStore):
         self.campaigns = db["campaigns"]
         self.sends = db["sends"]
         self.optouts = db["optouts"]
+        self.recipients = db["recipients"]  # a campaign's recipients, in chunks of ids
 
     def ensure_indexes(self):
         self.rules.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
@@ -247,6 +248,20 @@ class AutomationStore(BaseStore):
             return 0
         return _ignoring_duplicates(
             lambda: len(self.sends.insert_many(docs, ordered=False).inserted_ids))
+
+    def save_recipients(self, campaign_id, chunks):
+        """A campaign's recipients as numbered chunks of contact ids ({n: [ids]}); a
+        retried queuing writes the same keys again."""
+        if chunks:
+            self.recipients.bulk_write([
+                ReplaceOne({"_id": f"{campaign_id}:{n:06d}"},
+                           {"campaign_id": campaign_id, "n": n, "ids": ids}, upsert=True)
+                for n, ids in chunks.items()], ordered=False)
+
+    def recipient_chunks(self, campaign_id, numbers):
+        """{n: [contact ids]} of these chunks (by _id: one index probe each)."""
+        keys = [f"{campaign_id}:{n:06d}" for n in numbers]
+        return {d["n"]: d["ids"] for d in find_in(self.recipients, "_id", keys)}
 
     def due_sends(self, now, limit):
         return list(self.sends.find({"wake_at": {"$lte": now}}).sort("wake_at", 1).limit(limit))

@@ -11,6 +11,8 @@ import binascii
 import logging
 from collections import defaultdict
 
+import eventlet
+
 from crm_common.cursors import decode_cursor, encode_cursor
 from crm_common.custom_fields import import_values
 from crm_common.errors import BadRequest, NotFound, ValidationFailed
@@ -243,6 +245,10 @@ class JobRunner:
         next_row = self.job["next_row"]
         batch = []
         rows = self._rows()
+        # the rows of a batch are read and converted while the previous batch's queries
+        # and writes are in flight (the database, not this process, is what an import
+        # waits on); batches still commit one after the other, in order
+        writing = None
         try:
             for number, cells in rows:
                 if number < next_row:
@@ -251,15 +257,24 @@ class JobRunner:
                     continue  # blank lines are not rows
                 batch.append((number, cells))
                 if len(batch) >= self.batch_size:
-                    self._commit(batch)
+                    converted = self._convert(batch)
+                    if writing is not None:
+                        writing.wait()
+                    writing = eventlet.spawn(self._commit, batch, converted)
+                    eventlet.sleep(0)  # it starts now, and sends its first query
                     batch = []
                     if self.should_stop():
+                        writing.wait()
                         self._release()
                         return
+            if writing is not None:
+                writing.wait()
         finally:
             rows.close()
+            if writing is not None and not writing.dead:
+                writing.kill()  # an error here: no write of this job goes on behind it
         if batch:
-            self._commit(batch)
+            self._commit(batch, self._convert(batch))
         job = self._save({"status": "done", "finished_at": utcnow(), "lease_until": None,
                           "errors_count": self.store.count_errors(self.id)})
         self.store.drop_file(self.id)
@@ -269,9 +284,9 @@ class JobRunner:
         """Stopping: hand the job back at once, so a restarted service resumes it."""
         self.store.update_job(self.id, {"lease_until": None}, self.owner)
 
-    def _commit(self, batch):
+    def _commit(self, batch, converted):
         self.written = {"contact_ids": [], "company_ids": []}
-        counts, errors = self._process(batch)
+        counts, errors = self._process(*converted)
         self.store.add_errors(self.id, errors)
         total = {k: self.job["counts"].get(k, 0) + counts.get(k, 0) for k in COUNT_KEYS}
         job = self._save({"counts": total, "next_row": batch[-1][0] + 1,
@@ -281,15 +296,16 @@ class JobRunner:
         self.announce(_event("import_progress", job, **self.written))
 
     # one batch
-    def _process(self, batch):
-        job = self.job
-        dry = job.get("dry_run")
-        policy = job["on_duplicate"]
+    def _convert(self, batch):
+        """The batch's rows as contact fields -> (rows [(number, fields)], counts, errors):
+        no write, no state of the job (it runs beside the previous batch's commit)."""
         counts = defaultdict(int)
         errors = []
         rows = []
         definitions = self.store.custom_fields.of("contact")  # typed custom fields
-        for number, cells in batch:
+        for n, (number, cells) in enumerate(batch):
+            if n % 50 == 49:
+                eventlet.sleep(0)  # the previous batch's commit goes on as its answers come
             fields, row_errors = imports.convert_row(cells, self.plan, self.region)
             errors += [{"row": number, **e} for e in row_errors]
             counts["rows"] += 1
@@ -309,6 +325,12 @@ class JobRunner:
                                for key, reason in bad.items()]
                     continue
             rows.append((number, fields))
+        return rows, counts, errors
+
+    def _process(self, rows, counts, errors):
+        job = self.job
+        dry = job.get("dry_run")
+        policy = job["on_duplicate"]
         owners = self._owners(rows, errors)
         companies = self._companies(rows, counts)
 

@@ -85,6 +85,13 @@ class ContactsService(HealthEntrypoints, CustomFieldEntrypoints):
                                          max(1, min(int(limit), 5000)))
 
     @rpc(expected_exceptions=EXPECTED)
+    def export_ids(self, params, token=None, limit=10000):
+        """The ids of what the export's filters match, in pages of up to 50,000 (a
+        campaign's recipients), on the export's cursor: `{"ids": [...], "next_cursor"}`."""
+        return self.contacts.export_page(params, token, self.export_sessions,
+                                         max(1, min(int(limit), 50000)), ids_only=True)
+
+    @rpc(expected_exceptions=EXPECTED)
     def search_records(self, kind, ids=None, after=None, limit=500, since=None, cursor=None,
                        until=None):
         """For the search service: contacts or companies by id, a page by id, or those

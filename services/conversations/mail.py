@@ -33,10 +33,16 @@ class MailError(Exception):
     """A mailbox problem people can act on (wrong password, server unreachable)."""
 
 
+_CONTEXTS = {}
+
+
 def _context(verify):
-    if verify:
-        return ssl.create_default_context()
-    return ssl._create_unverified_context()  # noqa: S323 - an admin's explicit choice
+    """One TLS context per kind for the process (loading the CA store costs milliseconds
+    per connection)."""
+    if verify not in _CONTEXTS:
+        _CONTEXTS[verify] = ssl.create_default_context() if verify else \
+            ssl._create_unverified_context()  # noqa: S323 - an admin's explicit choice
+    return _CONTEXTS[verify]
 
 
 # --- IMAP ---------------------------------------------------------------------------------

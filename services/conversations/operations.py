@@ -904,16 +904,20 @@ class Conversations:
             conv, _ = self.store.insert_conversation_if_new(conv)
         msg["conversation_id"] = conv["_id"]
         msg["contact_id"] = conv.get("contact_id")
-        stored, created = self.store.insert_message_if_new(msg)
+        stored, created = self.store.queue_message(msg)
         if not created:
             return dump_message(stored), []
-        sets = {"updated_at": now, "last_preview": preview(body)}
-        if channel == "email" and msg.get("mailbox_id"):
-            sets["mailbox_id"] = msg["mailbox_id"]
+        # the conversation follows the message when it is sent or fails (sender.py), by
+        # one write per conversation and batch; now only who answers an unassigned client
+        # is assigned, and a first mail's mailbox kept (the next ones are sent from it)
+        sets = {}
         if conv.get("assignee_id") is None and sender_user_id:
             sets["assignee_id"] = sender_user_id
-        self.store.touch_conversation(conv["_id"], sets, maxs={"last_message_at": now},
-                                      add={"channels": channel}, read_back=False)
+        if msg.get("mailbox_id") and not conv.get("mailbox_id"):
+            sets["mailbox_id"] = msg["mailbox_id"]
+        if sets:
+            self.store.touch_conversation(conv["_id"], dict(sets, updated_at=now),
+                                          read_back=False)
         return dump_message(stored), []
 
     def _last_inbound(self, conv, channel):
@@ -933,12 +937,15 @@ class Conversations:
                 mailbox = self.store.get("mailboxes", candidate)
                 if mailbox:
                     break
-        if mailbox is None:
-            mailboxes = [m for m in self.store.shared_mailboxes()]
-            own = self.store.mailboxes_of(msg["sender_user_id"]) if msg["sender_user_id"] else []
-            owners = self.store.mailboxes_of(contact["owner_id"]) \
-                if (contact or {}).get("owner_id") else []
-            mailbox = (own or owners or mailboxes or [None])[0]
+        if mailbox is None:  # the sender's own, else the contact's owner's, else a shared one
+            for find in (lambda: self.store.mailboxes_of(msg["sender_user_id"])
+                         if msg["sender_user_id"] else [],
+                         lambda: self.store.mailboxes_of(contact["owner_id"])
+                         if (contact or {}).get("owner_id") else [],
+                         self.store.shared_mailboxes):
+                mailbox = (find() or [None])[0]
+                if mailbox is not None:
+                    break
         if mailbox is None:
             raise Conflict("No mailbox to send from: connect one first",
                            {"reason": "no_mailbox"})

@@ -1,7 +1,12 @@
 """The outgoing queue: a message is stored `queued` (with its Message-ID) before anything is
 sent; a sender claims due messages by lists with a lease, hands them to the mail server or
 messenger over kept connections (a few lanes at once), then marks the sent ones in one
-transaction with their `message_sent` events.
+transaction with their `message_sent` events and their conversations' changes (one write
+per conversation, none when nothing changes). A run goes on while messages keep coming
+(`LINGER_S`), so a burst is sent on the same connections by large claims.
+
+The marks below are kept in `send_marks` (one small document per message being sent, read
+back when a message is claimed again, forgotten when it is sent or failed).
 
 Exactly once across a crash, e-mail: `smtp_data_at` is written just before DATA (before it,
 the server holds nothing: a sender taking over sends again) and `smtp_accepted_at` as soon
@@ -18,6 +23,7 @@ import json
 import logging
 import os
 import smtplib
+import time
 from datetime import timedelta
 
 import eventlet
@@ -25,13 +31,15 @@ import requests
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from crm_common.ids import new_id
-from crm_common.timeutil import to_iso, utcnow
+from crm_common.timeutil import as_utc, to_iso, utcnow
 from services.conversations import mail
 from services.conversations.operations import (TELEGRAM_API, WHATSAPP_API, message_event,
-                                               unseal)
+                                               preview, unseal)
 
 log = logging.getLogger(__name__)
 CLAIM = 100  # messages claimed at once
+LINGER_S = 0.5  # a run keeps its connections this long after the last due message
+LINGER_POLL_S = 0.1
 
 
 class Retry(Exception):
@@ -63,16 +71,23 @@ class Sender:
             log.error("failpoint %s: the process dies here", name)
             os._exit(17)
 
-    def run_due(self, limit=500):
+    def run_due(self, limit=500, linger_s=LINGER_S):
+        """Sends what is due, again until nothing came for `linger_s`: what is queued
+        meanwhile goes on the same connections, by larger claims."""
         done = 0
+        idle_since = None
         try:
-            # again until nothing is due: what was queued meanwhile goes on these connections
             while done < limit:
                 lease = utcnow() + timedelta(seconds=self.settings.send_lease_s)
                 claimed = self.store.claim_sends(utcnow(), lease, f"{self.holder}:{new_id()}",
                                                  min(CLAIM, limit - done))
                 if not claimed:
-                    break
+                    idle_since = idle_since or time.monotonic()
+                    if time.monotonic() - idle_since >= linger_s:
+                        break
+                    time.sleep(LINGER_POLL_S)
+                    continue
+                idle_since = None
                 self.deliver_all(claimed)
                 done += len(claimed)
         finally:
@@ -131,14 +146,30 @@ class Sender:
     def _mark_sent(self, sent):
         now = utcnow()
         self.store.mark_sent([(msg["_id"], external) for msg, external in sent], now)
-        changed = self.store.conversations_sent({msg["conversation_id"] for msg, _ in sent}, now)
+        self.store.forget_marks([msg["_id"] for msg, _ in sent])
+        convs = self._follow([msg for msg, _ in sent], now, answered=True)
         events = []
         for msg, external in sent:
             msg = dict(msg, status="sent", sent_at=now, error=None, external_id=external)
-            events.append(message_event("message_sent", msg, changed[msg["conversation_id"]],
+            events.append(message_event("message_sent", msg, convs[msg["conversation_id"]],
                                         msg.get("sender_user_id"),
                                         {"contacted_at": to_iso(now)}))
         return None, events
+
+    def _follow(self, msgs, now, answered):
+        """The conversations of messages sent (`answered`: no longer waiting, no escalation
+        due) or failed follow them: their latest message's time and preview, channel and
+        mailbox; one write per conversation that changes, none for the others (a write
+        rewrites every index entry of the conversation) -> {id: conversation as written}."""
+        convs = self.store.conversations_by("_id", {msg["conversation_id"] for msg in msgs})
+        changes = []
+        for cid, conv in convs.items():
+            update = followed(conv, [m for m in msgs if m["conversation_id"] == cid], answered,
+                              now)
+            if update:
+                changes.append((cid, update))
+        self.store.conversations_followed(changes)
+        return convs
 
     def _failed(self, msg, reason, permanent=False, retry_after=None, known=True):
         """`known`: the server or provider refused it, so nothing went out."""
@@ -147,15 +178,20 @@ class Sender:
             self.announce(self._mark_failed, msg["_id"], reason)
             return
         wait = retry_after or min(5 * 2 ** (attempts - 1), 600)
+        if known:  # nothing went out: sent again from the start
+            self.store.forget_marks([msg["_id"]])
         self.store.message_update(msg["_id"], {
             "status": "queued", "error": reason[:1000],
             "send_due_at": utcnow() + timedelta(seconds=wait)},
-            unset=["holder"] + (["smtp_data_at", "http_started_at"] if known else []))
+            unset=["holder"] + (["smtp_data_at", "http_started_at"] if known else []),
+            read_back=False)
 
     def _mark_failed(self, message_id, reason, status="failed"):
         msg = self.store.message_update(message_id, {"status": status, "error": reason[:1000]},
                                         unset=["send_due_at", "holder"])
-        conv = self.store.get("conversations", msg["conversation_id"])
+        if status == "failed":  # an unconfirmed one keeps them: a person decides
+            self.store.forget_marks([message_id])
+        conv = self._follow([msg], utcnow(), answered=False)[msg["conversation_id"]]
         return msg, [message_event("message_failed", msg, conv, msg.get("sender_user_id"),
                                    {"error": reason[:1000]})]
 
@@ -185,8 +221,7 @@ class Sender:
         self._smtp_send(mailbox, lane, built, msg["_id"])
         raw = bytes(built)
         self.failpoint("after_data")
-        self.store.message_update(msg["_id"], {"smtp_accepted_at": utcnow(),
-                                               "raw_size": len(raw)})
+        self.store.mark_message(msg["_id"], {"smtp_accepted_at": utcnow(), "raw_size": len(raw)})
         self.failpoint("after_smtp")
         self._copy_to_sent(mailbox, msg, lane, raw)
         self.failpoint("after_append")
@@ -244,7 +279,7 @@ class Sender:
         smtp = mailbox["smtp"]
 
         def before_data():
-            self.store.message_update(message_id, {"smtp_data_at": utcnow()})
+            self.store.mark_message(message_id, {"smtp_data_at": utcnow()})
 
         for attempt in (1, 2):
             client = self._smtp.get(lane)
@@ -283,7 +318,7 @@ class Sender:
         if msg.get("http_started_at"):
             raise mail.Unconfirmed("the service stopped during the call to the provider: "
                                    "the message may have been sent; not sent again")
-        self.store.message_update(msg["_id"], {"http_started_at": utcnow()})
+        self.store.mark_message(msg["_id"], {"http_started_at": utcnow()})
 
     def _post(self, url, body, headers=None):
         try:
@@ -357,6 +392,38 @@ class Sender:
         if answer.status_code >= 400:
             raise Permanent(f"SMS gateway refused it ({answer.status_code})")
         return str(_json(answer).get("id") or "") or None
+
+
+def followed(conv, msgs, answered, now):
+    """The change of `conv` (made in place too) after its messages `msgs` were sent or
+    failed (store.conversations_followed); None when nothing changes. The preview moves only to a message later than the
+    conversation's latest (a retried one sent after the client wrote again does not)."""
+    sets, unset, add, later = {}, [], [], None
+    latest = max(msgs, key=lambda m: m["at"])
+    last = conv.get("last_message_at")
+    if last is None or as_utc(latest["at"]) > as_utc(last):
+        later = latest["at"]
+    if last is None or as_utc(latest["at"]) >= as_utc(last):
+        sets["last_preview"] = preview(latest.get("text"))
+        if latest["channel"] == "email" and latest.get("mailbox_id"):
+            sets["mailbox_id"] = latest["mailbox_id"]
+    for channel in dict.fromkeys(m["channel"] for m in msgs):
+        if channel not in (conv.get("channels") or []):
+            add.append(channel)
+    if answered and (conv.get("waiting") or conv.get("waiting_since")):
+        sets.update(waiting=False, waiting_since=None)
+    if answered:
+        unset = [k for k in ("escalate_at", "first_response_due_at") if k in conv]
+    sets = {k: v for k, v in sets.items() if conv.get(k) != v}
+    if not (sets or unset or add or later):
+        return None
+    sets["updated_at"] = now
+    conv.update(sets, channels=(conv.get("channels") or []) + add)
+    for key in unset:
+        conv.pop(key, None)
+    if later:
+        conv["last_message_at"] = later
+    return {"sets": sets, "unset": unset, "channels": add, "last_message_at": later}
 
 
 def _json(answer):

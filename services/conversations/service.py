@@ -129,8 +129,8 @@ class ConversationsService(HealthEntrypoints):
         return self._announce(self.ops.reopen, conversation_id)
 
     # sending: stored queued first, sent beside the answer (sender.py). No transaction:
-    # queuing announces nothing, each write is one document (the message an upsert on its
-    # dedupe key), and sends to one client at once would conflict on its conversation
+    # queuing announces nothing and writes one document (the message, an insert on its
+    # unique dedupe key); its conversation follows when it is sent
     @rpc(expected_exceptions=EXPECTED)
     def reply(self, conversation_id, payload):
         message, _ = self.ops.reply(conversation_id, payload, self.caller.user_id)
@@ -209,7 +209,10 @@ class ConversationsService(HealthEntrypoints):
 
     @timer(interval=SETTINGS.tick_s)
     def send_queued(self):
-        self._sender().run_due(1000)
+        """What is due (retries, what a dead sender left): by this process's run, if it is
+        not running already."""
+        sender = self._sender()
+        self.workers.send_soon(lambda: sender.run_due(1000))
 
     @timer(interval=SETTINGS.tick_s)
     def escalate(self):

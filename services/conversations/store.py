@@ -2,10 +2,12 @@
 
 Hot paths are single-predicate lookups on an index (a message's dedupe key, a Message-ID,
 a conversation's key); documents known by `_id` are changed with update_and_get; claims
-(a mailbox to sync, a message to send, a wait to escalate) are a compare-and-set on
-`_id` plus the field that changes, read first from a small index range."""
+(a mailbox to sync, a wait to escalate) are a compare-and-set on `_id` plus the field
+that changes, read first from a small index range; messages to send are claimed by a
+range of their due time (claim_sends)."""
 import gridfs
 from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo.errors import DuplicateKeyError
 
 from crm_common.cursors import page
 from crm_common.mongo import BaseStore, find_in, in_chunks, update_and_get
@@ -20,6 +22,7 @@ class ConversationsStore(BaseStore):
         self.conversations = db["conversations"]
         self.messages = db["messages"]
         self.lead_links = db["lead_links"]
+        self.send_marks = db["send_marks"]
         self._files = None
 
     def ensure_indexes(self):
@@ -215,6 +218,16 @@ class ConversationsStore(BaseStore):
             return doc, True
         return self.messages.find_one({"dedupe_key": doc["dedupe_key"]}), False
 
+    def queue_message(self, doc):
+        """A message to send (never inside a transaction) -> (the message with doc's dedupe
+        key, created?): an insert, cheaper than an upsert; the same key stored meanwhile
+        (a call made again) answers the stored one."""
+        try:
+            self.messages.insert_one(doc)
+            return doc, True
+        except DuplicateKeyError:
+            return self.messages.find_one({"dedupe_key": doc["dedupe_key"]}), False
+
     def stored_dedupe_keys(self, keys):
         return {d["dedupe_key"] for d in find_in(self.messages, "dedupe_key", keys,
                                                  {"dedupe_key": 1})}
@@ -251,16 +264,22 @@ class ConversationsStore(BaseStore):
                                             **sets}})
 
     def claim_sends(self, now, lease_until, token, limit):
-        """Due messages claimed with a lease, by lists of 50 (a compare-and-set on their
-        due time: of two senders one gets each) -> the claimed messages."""
-        due = [d["_id"] for d in self.messages.find({"send_due_at": {"$lte": now}},
-                                                    {"_id": 1}).limit(limit)]
-        for chunk in in_chunks(due):
-            self.messages.update_many(
-                {"_id": {"$in": chunk}, "send_due_at": {"$lte": now}},
-                {"$set": {"send_due_at": lease_until, "status": "sending", "holder": token},
-                 "$inc": {"attempts": 1}})
-        return [d for d in find_in(self.messages, "_id", due) if d.get("holder") == token]
+        """Due messages claimed with a lease (of two senders one gets each) -> the claimed
+        messages. Every step is one range of the `send_due_at` index: the first `limit`
+        due ones are read, the range up to the latest of them is moved to the lease in one
+        update (a compare-and-set on their due time), and the claimed ones are read back by
+        their lease. (A condition on `_id` plus another field is a collection scan on
+        SecantusDB, growing with every message stored.)"""
+        due = [d["send_due_at"] for d in self.messages.find(
+            {"send_due_at": {"$lte": now}}, {"send_due_at": 1}).limit(limit)]
+        if not due:
+            return []
+        self.messages.update_many(
+            {"send_due_at": {"$lte": max(due)}},
+            {"$set": {"send_due_at": lease_until, "status": "sending", "holder": token},
+             "$inc": {"attempts": 1}})
+        return self.with_marks([d for d in self.messages.find({"send_due_at": lease_until})
+                                if d.get("holder") == token])
 
     def mark_sent(self, sent, now):
         """[(message id, external id)] sent: one bulk write."""
@@ -270,19 +289,45 @@ class ConversationsStore(BaseStore):
             "$unset": {"send_due_at": "", "holder": ""}}) for message_id, external in sent],
             ordered=False)
 
-    def conversations_sent(self, conversation_ids, now):
-        """Answered: no longer waiting, no escalation due -> {id: conversation}."""
-        ids = list(conversation_ids)
-        for chunk in in_chunks(ids):
-            self.conversations.update_many(
-                {"_id": {"$in": chunk}},
-                {"$set": {"waiting": False, "waiting_since": None, "updated_at": now},
-                 "$unset": {"escalate_at": "", "first_response_due_at": ""}})
-        return self.conversations_by("_id", ids)
+    def conversations_followed(self, changes):
+        """[(conversation id, change)] (sender.followed: fields set and unset, channels
+        added, a later last_message_at) in one bulk write."""
+        writes = []
+        for cid, change in changes:
+            update = {"$set": change["sets"]}
+            if change["last_message_at"]:  # a message received meanwhile keeps its later time
+                update["$max"] = {"last_message_at": change["last_message_at"]}
+            if change["unset"]:
+                update["$unset"] = {k: "" for k in change["unset"]}
+            if change["channels"]:
+                update["$addToSet"] = {"channels": {"$each": change["channels"]}}
+            writes.append(UpdateOne({"_id": cid}, update))
+        if writes:
+            self.conversations.bulk_write(writes, ordered=False)
 
-    def message_update(self, message_id, sets, unset=None, holder=None):
+    def message_update(self, message_id, sets, unset=None, read_back=True):
         update = {"$set": {**sets, "updated_at": utcnow()}}
         if unset:
             update["$unset"] = {k: "" for k in unset}
-        condition = {"holder": holder} if holder else {}
-        return update_and_get(self.messages, {"_id": message_id, **condition}, update)
+        if not read_back:
+            self.messages.update_one({"_id": message_id}, update)
+            return None
+        return update_and_get(self.messages, {"_id": message_id}, update)
+
+    def mark_message(self, message_id, sets):
+        """A sender's mark (`smtp_data_at`...) of a message, in `send_marks`: a document of
+        its own with no index but `_id` costs a third of a write to the message, whose
+        every index entry a write rewrites."""
+        self.send_marks.update_one({"_id": message_id}, {"$set": sets}, upsert=True)
+
+    def with_marks(self, docs):
+        """Messages claimed again (by a sender taking over, or a retry) with their marks."""
+        again = [d["_id"] for d in docs if d.get("attempts", 1) > 1]
+        marks = {m["_id"]: m for m in find_in(self.send_marks, "_id", again)} if again else {}
+        for doc in docs:
+            doc.update({k: v for k, v in marks.get(doc["_id"], {}).items() if k != "_id"})
+        return docs
+
+    def forget_marks(self, message_ids):
+        for chunk in in_chunks(message_ids):
+            self.send_marks.delete_many({"_id": {"$in": chunk}})

@@ -32,6 +32,11 @@ const CustomFieldSettings = lazy(() => import("./pages/CustomFieldSettings").the
 const Webhooks = lazy(() => import("./pages/Webhooks").then((m) => ({ default: m.Webhooks })));
 const WebForms = lazy(() => import("./pages/WebForms").then((m) => ({ default: m.WebForms })));
 const Automation = lazy(() => import("./pages/Automation").then((m) => ({ default: m.Automation })));
+const MailboxSettings = lazy(() => import("./pages/Mailboxes").then((m) => ({ default: m.MailboxSettings })));
+const AuditLog = lazy(() => import("./pages/Operations").then((m) => ({ default: m.AuditLog })));
+const DeadLetters = lazy(() => import("./pages/Operations").then((m) => ({ default: m.DeadLetters })));
+const Campaigns = lazy(() => import("./pages/Campaigns").then((m) => ({ default: m.Campaigns })));
+const SalesSettings = lazy(() => import("./pages/SalesSettings").then((m) => ({ default: m.SalesSettings })));
 const CompanyCard = lazy(() => import("./pages/Companies").then((m) => ({ default: m.CompanyCard })));
 
 const queryClient = new QueryClient({
@@ -80,6 +85,11 @@ function App() {
           <Route path="/settings/webhooks" element={<Webhooks />} />
           <Route path="/settings/forms" element={<WebForms />} />
           <Route path="/settings/automation" element={<Automation />} />
+          <Route path="/settings/mailboxes" element={<MailboxSettings />} />
+          <Route path="/settings/audit" element={<AuditLog />} />
+          <Route path="/settings/dead-letters" element={<DeadLetters />} />
+          <Route path="/settings/campaigns" element={<Campaigns />} />
+          <Route path="/settings/sales" element={<SalesSettings />} />
           <Route path="/inbox" element={<Inbox />} />
           <Route path="/inbox/:conversationId" element={<Inbox />} />
         </Route>

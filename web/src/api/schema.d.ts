@@ -3133,7 +3133,7 @@ export interface components {
             send_at?: string | null;
             /** @description the lead source name of its replies */
             source?: string;
-            /** @description draft | scheduled | sending | sent */
+            /** @description draft | scheduled | queuing | sending | sent | failed */
             status?: string;
             subject?: string | null;
             /** Format: date-time */

@@ -28,6 +28,7 @@ export function Layout() {
     i18n.changeLanguage(language);
     api.PATCH("/api/v1/users/me", { body: { language } }).catch(() => undefined);
   };
+  // the permission a link needs ("a|b": either)
   const links: [string, string, string][] = [
     ["/today", t("today"), "tasks:read"], ["/dashboard", t("dashboard"), "reports:read"],
     ["/reports", t("reports"), "reports:read"], ["/contacts", t("contacts"), "contacts:read"],
@@ -42,6 +43,11 @@ export function Layout() {
     ["/settings/automation", t("automation"), "automation:read"],
     ["/settings/webhooks", t("webhooks"), "webhooks:manage"],
     ["/settings/forms", t("webForms"), "forms:read"],
+    ["/settings/mailboxes", t("mailboxesAndChannels"), "mailboxes:manage"],
+    ["/settings/campaigns", t("campaigns"), "automation:read"],
+    ["/settings/sales", t("sourcesAndTargets"), "lead-sources:read|targets:read"],
+    ["/settings/audit", t("auditLog"), "audit:read"],
+    ["/settings/dead-letters", t("deadLetters"), "operations:manage"],
     ["/settings/notifications", t("notificationSettings"), ""],
   ];
   return (
@@ -66,7 +72,7 @@ export function Layout() {
         </Group>
       </AppShell.Header>
       <AppShell.Navbar p="xs" data-testid="navbar">
-        {links.filter(([, , permission]) => !me.data || !permission || can(permission)).map(([to, label]) => (
+        {links.filter(([, , permission]) => !me.data || !permission || permission.split("|").some(can)).map(([to, label]) => (
           <NavLink key={to} component={RouterLink} to={to} label={label} onClick={close}
                    active={location.pathname.startsWith(to)} />
         ))}

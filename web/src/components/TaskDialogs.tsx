@@ -7,6 +7,7 @@ import { useCompleteTask, useCreateTask, type Task } from "../lib/actions";
 import { addDays, zonedParts, zonedToUtc } from "../lib/format";
 import { useLocale } from "../lib/me";
 import { leadLabel, REMINDER_CHOICES, useNotificationPrefs } from "../lib/reminders";
+import { flatErrors } from "../lib/settings";
 
 /** "YYYY-MM-DDTHH:mm" (a datetime-local input) in the user's zone <-> UTC ISO. */
 export function toLocalInput(iso: string, timeZone: string) {
@@ -119,6 +120,13 @@ export function CreateTaskDialog({ opened, onClose, contactId, dealId, title: in
 }
 
 /** The API's per-field errors ({details: {fields: {name: [message]}}}), "_" for the rest. */
+/** fieldErrors with nested ones flattened to dotted keys ("imap.host"), for forms with sub-objects. */
+export function flatFieldErrors(error: unknown): Record<string, string> {
+  const fields = error instanceof ApiError ? (error.details?.fields ?? {}) as Record<string, unknown> : {};
+  const out = flatErrors(fields);
+  return Object.keys(out).length ? out : fieldErrors(error);
+}
+
 export function fieldErrors(error: unknown): Record<string, string> {
   if (error instanceof ApiError) {
     const fields = (error.details?.fields ?? {}) as Record<string, unknown>;
