@@ -4,7 +4,7 @@ as a PBX does, timed until the `call_ringing` screen pop arrives on the streams 
 contact's owner (an agent), at a steady open-loop rate.
 
     .venv/bin/python bench/bench_stream.py [--streams 200] [--rate 10] [--seconds 10]
-        [--users N] [--auth ticket|header] [--release-check]
+        [--users N] [--auth ticket|header] [--release-check] [--profile-slow-ms 0]
         [--url http://127.0.0.1:8000 --stream-url http://127.0.0.1:8001
          --mongo "mongodb://127.0.0.1:27017/?retryWrites=false" --amqp ... --prefix crm_
          [--jwt-secret ...] [--stream-pid PID]]
@@ -49,8 +49,10 @@ import aiohttp  # noqa: E402
 import pymongo  # noqa: E402
 from kombu import Connection, Consumer, Exchange, Producer, Queue  # noqa: E402
 
-from bench.bench_telephony import contact_doc, ringing, wait_for_phone_copy  # noqa: E402
-from bench.common import Platform, cpu_note, cpu_seconds, load_average, row, summarize  # noqa: E402
+from bench.bench_telephony import (contact_doc, op_counts, ops_note, ringing,  # noqa: E402
+                                   wait_for_phone_copy)
+from bench.common import (Platform, cpu_note, cpu_seconds, load_average,  # noqa: E402
+                          print_slow_operations, profile_databases, row, summarize)
 from crm_common.messaging.publish import publish_event  # noqa: E402
 from gateway.auth import Auth, new_user_doc  # noqa: E402
 
@@ -363,7 +365,7 @@ async def release_check(session, platform, held, timeout=40):
 
 
 # the run ------------------------------------------------------------------------------
-async def bench(args, platform, headers, agents, stream_pid):
+async def bench(args, platform, client, headers, agents, stream_pid):
     run = Run()
     streams_session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0),
@@ -402,12 +404,14 @@ async def bench(args, platform, headers, agents, stream_pid):
         run.unknown = 0
 
         answers = []
-        cpu, load = cpu_seconds(platform), load_average()
+        if args.profile_slow_ms is not None:
+            profile_databases(client, platform.db_prefix, args.profile_slow_ms, reset=True)
+        cpu, load, ops = cpu_seconds(platform), load_average(), op_counts(client)
         statuses = await post_calls(calls_session, platform, headers, agents, run, args.rate,
                                     args.seconds, answers)
         calls = list(run.calls.values())
         await settle(run, calls)
-        cpu_after = cpu_seconds(platform)
+        cpu_after, ops_after = cpu_seconds(platform), op_counts(client)
         watch.stop = True
         rss_run = rss_kb(stream_pid) if stream_pid else None
 
@@ -432,6 +436,9 @@ async def bench(args, platform, headers, agents, stream_pid):
               f"resyncs={run.resyncs} streams_ended={run.dropped} unknown={run.unknown}",
               flush=True)
         print(f"      {cpu_note(cpu, cpu_after, max(len(calls), 1))} (per call)", flush=True)
+        print(f"      {ops_note(ops, ops_after, max(len(calls), 1))} (per call)", flush=True)
+        if args.profile_slow_ms is not None:
+            print_slow_operations(client, platform.db_prefix, top=25)
         if rss_run:
             print(f"      stream process RSS after the calls: {rss_run / 1024:.1f} MB", flush=True)
 
@@ -465,6 +472,9 @@ def main():
     parser.add_argument("--release-check", action="store_true",
                         help="close the streams and time until the stream process lets "
                              "them go (up to 40 s)")
+    parser.add_argument("--profile-slow-ms", type=int, default=None,
+                        help="list the server's operations slower than this during the calls "
+                             "(profiler; 0: every operation, which costs an insert each)")
     parser.add_argument("--url")
     parser.add_argument("--stream-url", default="http://127.0.0.1:8001")
     parser.add_argument("--stream-pid", type=int, help="--url mode: the stream process")
@@ -492,7 +502,7 @@ def main():
         waited = wait_for_phone_copy(client[f"{platform.db_prefix}telephony"], len(agents))
         print(f"telephony's phone copy filled by its sync in {waited:.1f} s", flush=True)
         time.sleep(1)  # telephony takes in the users
-        asyncio.run(bench(args, platform, headers, agents, stream_pid))
+        asyncio.run(bench(args, platform, client, headers, agents, stream_pid))
     finally:
         if client is not None:
             client.close()

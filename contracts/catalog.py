@@ -63,7 +63,10 @@ def _notifications_notes(source, event_type):
     if (source, event_type) in PERSON_EVENTS:
         notes.append("Tells people (PERSON_EVENTS; who: services/notifications/rules.py).")
     if (source, event_type) in WEBHOOK_EVENTS:
-        notes.append("Sends it to the webhooks subscribed to it (WEBHOOK_EVENTS).")
+        notes.append("Sends it to the webhooks subscribed to it (WEBHOOK_EVENTS)."
+                     if (source, event_type) in PERSON_EVENTS else
+                     "Sends it to the webhooks subscribed to it (WEBHOOK_EVENTS); routed to "
+                     "notifications only once an active webhook subscribes to it.")
     return notes
 
 

@@ -159,7 +159,13 @@ class BufferedCounters:
 
     def flush(self):
         """Add every unflushed hit to the shared counters and read their totals back (one
-        bulk write + one query, whatever the number of subjects). Run by the sync thread."""
+        bulk write + one query per 50 subjects hit since the last flush). Run by the sync
+        thread. Only the counters this worker added to are read back: reading every open
+        one cost the database in proportion to the subjects seen this window (each agent
+        who opened a stream once), twice a second per worker. An idle counter's total is
+        read again with its next flush: its first hits after a pause decide on a total up
+        to that pause old, at most flush_after(limit) of them before they are flushed (the
+        tolerance above)."""
         now = utcnow()
         with self._lock:
             increments = {}
@@ -169,9 +175,9 @@ class BufferedCounters:
                     count.pending = 0
                 if count.expires_at <= now:
                     del self._counts[counter_id]  # window over: its count decides nothing
-            open_ids = list(self._counts)
+            read_ids = [cid for cid in increments if cid in self._counts]
         try:
-            totals = self.store.add_hits(increments, open_ids)
+            totals = self.store.add_hits(increments, read_ids)
         except Exception:
             with self._lock:  # keep them for the next flush
                 for counter_id, (amount, expires_at) in increments.items():

@@ -225,3 +225,28 @@ def test_buffered_counters_start_from_the_database_again_after_a_failed_first_hi
         pass
     view.hit = shared.hit
     assert worker.hit("user:b", start, 60, 40) > 40  # not a fresh local count of 1
+
+
+def test_buffered_counters_read_back_only_the_subjects_hit_since_the_last_flush():
+    """An agent who opened a stream once is not read back twice a second all window long
+    (that cost the database in proportion to the agents); a hit brings it back."""
+    shared, asked = _SharedStore(), []
+    view = shared.view()
+    view.add_hits = lambda increments, read_ids: (asked.append(sorted(read_ids)),
+                                                  shared.add_hits(increments, read_ids))[1]
+    worker = security.counters_for(view)
+    start = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    window = int(start.timestamp())
+    for subject in ("user:idle", "user:busy"):
+        worker.hit(subject, start, 60, 1000)
+        worker.hit(subject, start, 60, 1000)
+    worker.flush()
+    assert asked[-1] == [f"user:busy:{window}", f"user:idle:{window}"]
+    worker.hit("user:busy", start, 60, 1000)
+    worker.flush()
+    assert asked[-1] == [f"user:busy:{window}"]
+    shared.n[f"user:idle:{window}"] += 500  # other workers' hits
+    assert worker.hit("user:idle", start, 60, 1000) == 3  # decided on the total last read
+    worker.flush()
+    assert asked[-1] == [f"user:idle:{window}"]
+    assert worker.hit("user:idle", start, 60, 1000) == 504

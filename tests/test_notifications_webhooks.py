@@ -242,3 +242,74 @@ def test_a_crash_mid_burst_loses_nothing_and_repeats_are_recognisable(api, stack
     inbox = stack.db("notifications")["inbox"]
     assert inbox.count_documents({"user_id": user["id"]}) == 40
     api.delete(f"/webhooks/{hook['id']}")
+
+
+def test_a_webhook_only_type_is_routed_here_once_a_webhook_subscribes(api, stack, ch):
+    """call_started reaches no person: notifications' telephony queue is bound to it only
+    once an active webhook subscribes (before the subscription's answer)."""
+    def started():
+        call_id = f"c{new_id()}"
+        return publish(stack, "telephony", "call_started", {
+            "call": {"id": call_id, "call_id": call_id, "direction": "inbound"},
+            "direction": "inbound", "owner_id": None, "agent_id": None, "contact_id": None})
+
+    hook, path = subscribe(api, ch, ["call_started"])
+    body = started()
+    [request] = ch.http.wait_for(path)
+    assert json.loads(request["body"])["event_id"] == body["event_id"]
+    api.delete(f"/webhooks/{hook['id']}")
+
+
+def test_demand_bound_queue_gets_a_type_only_once_named():
+    """The queue is declared with the always-bound types; DemandBindings.ensure binds a
+    named one (on the real broker: a message of that type is routed to the queue)."""
+    from unittest import mock
+
+    from kombu import Connection, Exchange, Producer
+    from nameko import constants
+    from nameko.containers import ServiceContainer
+
+    from crm_common.messaging import events as crm_events
+    from crm_common.messaging.bindings import (DemandBindings, DemandBoundHandler,
+                                               demand_bound_handler)
+
+    amqp_uri = "amqp://guest:guest@localhost:5672/"
+    source = f"demand{new_id()}"
+
+    class Listener:
+        name = f"listener{new_id()}"
+        bindings = DemandBindings(lambda store: [])
+
+        @demand_bound_handler(source, {"wanted", "named_later"}, {"wanted"})
+        def on_events(self, event):
+            pass
+
+    container = ServiceContainer(Listener, {constants.AMQP_URI_CONFIG_KEY: amqp_uri})
+    handler = next(e for e in container.entrypoints if isinstance(e, DemandBoundHandler))
+    bindings = next(d for d in container.dependencies if isinstance(d, DemandBindings))
+    with mock.patch.object(crm_events, "declare_dead_letter_queue"):
+        handler.setup()
+    bindings.setup()
+    assert {b.routing_key for b in handler.queue.bindings} == {"wanted"}
+    exchange = Exchange(f"{source}.events", type="topic", durable=True)
+    with Connection(amqp_uri) as conn:
+        channel = conn.channel()
+        queue = handler.queue.bind(channel)
+        queue.declare()
+        try:
+            producer = Producer(channel, exchange=exchange, serializer="json")
+
+            def routed(kind):
+                queue.purge()
+                producer.publish({"n": 1}, routing_key=kind)
+                return wait(lambda: queue.queue_declare(passive=True).message_count == 1,
+                            timeout=2)
+
+            assert routed("wanted")
+            assert not routed("named_later")
+            bindings.ensure({f"{source}.named_later", "other.named_later", f"{source}.unknown"})
+            assert bindings.bound == {f"{source}.named_later"}
+            assert routed("named_later")
+        finally:
+            queue.delete()
+            exchange.bind(channel).delete()

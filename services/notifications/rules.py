@@ -49,4 +49,14 @@ def recipients(event_type, data, users):
 HANDLED_EVENTS = {}  # source -> the event types this service listens to
 for _source, _type in sorted(PERSON_EVENTS | WEBHOOK_EVENTS):
     HANDLED_EVENTS.setdefault(_source, set()).add(_type)
+# source -> the types its queue is always bound to (a person may be told); the others only
+# once an active webhook subscribes to them (webhook_type_keys)
+ALWAYS_BOUND = {}
+for _source, _type in sorted(PERSON_EVENTS):
+    ALWAYS_BOUND.setdefault(_source, set()).add(_type)
 del _source, _type
+
+
+def webhook_type_keys(event_types):
+    """The `source.type` queue bindings the webhooks' subscribed types need."""
+    return {f"{source}.{kind}" for source, kind in WEBHOOK_EVENTS if kind in set(event_types)}

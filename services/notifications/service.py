@@ -16,11 +16,11 @@ from crm_common.messaging.rpc import ActingRpc, ServiceRpc, rpc
 from crm_common.timeutil import parse_iso, to_iso, utcnow
 from services.notifications.channels.inapp import inbox_created
 from services.notifications.fanout import Fanout
-from services.notifications.listen import source_handler
+from services.notifications.listen import DemandBindings, demand_bound_handler
 from services.notifications.operations import Notifications
 from services.notifications import digests
 from services.notifications.dependencies import Pipeline
-from services.notifications.rules import HANDLED_EVENTS
+from services.notifications.rules import ALWAYS_BOUND, HANDLED_EVENTS, webhook_type_keys
 from services.notifications.store import NotificationsStore
 from services.notifications.worker import Worker
 
@@ -28,7 +28,7 @@ SETTINGS = get_settings().notifications
 
 
 def _source_handler(source, event_types):
-    @source_handler(source, event_types)
+    @demand_bound_handler(source, event_types, ALWAYS_BOUND.get(source, ()))
     def handle(self, event):
         if event["type"] in event_types:
             fanout = Fanout(self.store, self.clock(), self.pipeline)
@@ -53,6 +53,8 @@ class NotificationsService(HealthEntrypoints):
     acting = ActingRpc(size=4)
     # group commit of the handlers' writes, and the sender of what they claimed
     pipeline = Pipeline(SETTINGS)
+    # the webhook-only event types are routed here once an active webhook subscribes
+    bindings = DemandBindings(lambda store: webhook_type_keys(store.subscribed_types()))
 
     def clock(self):
         """utcnow, shifted by the test clock's offset when CRM_TEST_CLOCK=1 (tests only)."""
@@ -72,7 +74,7 @@ class NotificationsService(HealthEntrypoints):
         self.store.upsert_user(event["data"]["user"], parse_iso(event["occurred_at"]))
 
     # one reliable (dead-lettering) queue per source, bound to the events that reach a
-    # person or a webhook
+    # person, and to those a webhook subscribes to
     for _source, _types in HANDLED_EVENTS.items():
         locals()[f"on_{_source}_events"] = _source_handler(_source, _types)
     del _source, _types
@@ -183,7 +185,9 @@ class NotificationsService(HealthEntrypoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def create_webhook(self, payload):
-        return self._announce(self.notifications.create_webhook, payload)
+        hook = self._announce(self.notifications.create_webhook, payload)
+        self._bind_subscribed()
+        return hook
 
     @rpc(expected_exceptions=EXPECTED)
     def get_webhook(self, webhook_id):
@@ -191,7 +195,13 @@ class NotificationsService(HealthEntrypoints):
 
     @rpc(expected_exceptions=EXPECTED)
     def update_webhook(self, webhook_id, payload):
-        return self._announce(self.notifications.update_webhook, webhook_id, payload)
+        hook = self._announce(self.notifications.update_webhook, webhook_id, payload)
+        self._bind_subscribed()
+        return hook
+
+    def _bind_subscribed(self):
+        """Before the answer: an event published once the webhook is saved reaches it."""
+        self.bindings.ensure(webhook_type_keys(self.store.subscribed_types()))
 
     @rpc(expected_exceptions=EXPECTED)
     def delete_webhook(self, webhook_id):

@@ -219,6 +219,12 @@ class NotificationsStore(BaseStore):
         return self.cache.get(("hooks", event_type), lambda: list(self.webhooks.find(
             {"events": event_type, "active": True, "deleted_at": None}, {"_id": 1})))
 
+    def subscribed_types(self):
+        """Every event type an active webhook subscribes to (the queues' bindings)."""
+        return {kind for doc in self.webhooks.find({"active": True, "deleted_at": None},
+                                                   {"events": 1})
+                for kind in doc.get("events") or ()}
+
     def webhooks_by_ids(self, ids):
         """Through the cache, like the webhook lists (a change through this replica drops
         it at once; another replica's change is seen within CRM_NOTIFY_CACHE_S)."""

@@ -38,6 +38,7 @@ class TelephonyStore(BaseStore):
         self._users = None          # (loaded_at, {id: user}, {extension: [users]})
         self._users_generation = 0  # bumped by every local change: a reload that started
         self._users_lock = threading.Lock()  # before it never installs a stale copy
+        self._users_loading = False  # a worker is reloading the expired copy
 
     def ensure_indexes(self):
         c = self.calls
@@ -180,15 +181,22 @@ class TelephonyStore(BaseStore):
 
     def _users_snapshot(self):
         cached = self._users
-        if cached is not None and time.monotonic() - cached[0] < USERS_CACHE_S:
+        if cached is not None and (time.monotonic() - cached[0] < USERS_CACHE_S
+                                   or self._users_loading):
+            # expired while another worker reloads it: every ringing event that came
+            # meanwhile reloaded the whole collection too (1,000 users: ~30 ms each)
             return cached
-        generation = self._users_generation
-        by_id, by_ext = {}, {}
-        for user in self.users.find({}).sort("_id", ASCENDING):
-            by_id[user["_id"]] = user
-            if user.get("extension"):
-                by_ext.setdefault(user["extension"], []).append(user)
-        fresh = (time.monotonic(), by_id, by_ext)
+        self._users_loading = True
+        try:
+            generation = self._users_generation
+            by_id, by_ext = {}, {}
+            for user in self.users.find({}).sort("_id", ASCENDING):
+                by_id[user["_id"]] = user
+                if user.get("extension"):
+                    by_ext.setdefault(user["extension"], []).append(user)
+            fresh = (time.monotonic(), by_id, by_ext)
+        finally:
+            self._users_loading = False
         with self._users_lock:
             if generation == self._users_generation:
                 self._users = fresh
