@@ -7,8 +7,8 @@ CPU and RabbitMQ about as much for a webhook lookup that found none).
 
 Bindings are never removed while running (a subscription deleted leaves its type bound,
 as a queue declared before the change had it): one bind serves every replica (they share
-the queue) and the broker keeps it with the durable queue.
-(services/automation/dependencies.py has the same for its rules.)"""
+the queue) and the broker keeps it with the durable queue. Used by notifications (its
+webhooks) and automation (its rules)."""
 import logging
 
 from kombu import Connection, binding

@@ -1,17 +1,12 @@
 """The automation service's nameko dependencies beyond the common ones (store, caller,
-outbox): calls to other services made in a rule's name, the cause chain of the event
-being handled, and the event queues bound to what the rules name."""
-import logging
+outbox): calls to other services made in a rule's name and the cause chain of the event
+being handled. Its source queues are bound to what the rules name with
+crm_common/messaging/bindings.py."""
 import threading
 
-from kombu import Connection, binding
 from nameko.extensions import DependencyProvider
 
-from crm_common.messaging.events import SourceEventHandler
 from crm_common.messaging.rpc import ServiceRpc
-from crm_common.mongo import MongoStore
-
-log = logging.getLogger(__name__)
 
 # context key carried by our RPC calls, the writes they cause and the events those writes
 # announce (the outbox copies the worker's context into the event's headers): how many
@@ -98,66 +93,3 @@ class EventIntake(DependencyProvider):
         if self.commit is None:
             self.commit = GroupCommit(flush)
         return self.commit
-
-
-class RuleBoundHandler(SourceEventHandler):
-    """A source's queue bound to the event types automation always needs (`always`: every
-    type of a source whose events are kept for dry runs, and those that leave a record copy
-    or a touch behind), and to its other types only once a rule names one (EventBindings).
-    A call, message or note event no rule names then costs nothing here: not routed to
-    this queue at all (each one delivered, decoded and acked cost ~2 ms of CPU, and the
-    rules version read a database query). Bindings are never removed while running: a
-    rule deleted leaves its type bound (as a queue declared before this rule had them)."""
-
-    def __init__(self, source_service, event_types, always, **kwargs):
-        super().__init__(source_service, event_types, **kwargs)
-        self.always = frozenset(always)
-
-    def setup(self):
-        super().setup()
-        self.queue.bindings = {binding(self.queue.exchange, routing_key=event_type)
-                               for event_type in self.event_types if event_type in self.always}
-
-
-rule_bound_handler = RuleBoundHandler.decorator
-
-
-class EventBindings(DependencyProvider):
-    """Binds the RuleBoundHandler queues to the event types rules name (`source.type`):
-    at start (the rules stored already) and after every rule write, before its answer, so
-    an event published after a rule was saved reaches the rule. One bind serves every
-    replica (they share the queue); the broker keeps it with the durable queue."""
-
-    def setup(self):
-        self.bound = set()   # `source.type` this process has bound (binding is idempotent)
-
-    def start(self):
-        stores = [d.store for d in self.container.dependencies if isinstance(d, MongoStore)]
-        if stores:
-            self.ensure(stores[0].rule_event_types())
-
-    def get_dependency(self, worker_ctx):
-        return self
-
-    def ensure(self, type_keys):
-        """Binds the queues to these event types (`source.type`) where not bound yet."""
-        handlers = {h.source_service: h for h in self.container.entrypoints
-                    if isinstance(h, RuleBoundHandler)}
-        wanted = {}
-        for key in type_keys or ():
-            source, _, kind = str(key).partition(".")
-            handler = handlers.get(source)
-            if (handler is not None and kind in handler.event_types and kind not in handler.always
-                    and key not in self.bound):
-                wanted.setdefault(handler, []).append((kind, key))
-        if not wanted:
-            return
-        with Connection(self.container.config["AMQP_URI"]) as conn:
-            channel = conn.channel()
-            for handler, kinds in wanted.items():
-                queue = handler.queue.bind(channel)
-                queue.declare()   # the queue and exchange exist before the binding
-                for kind, key in kinds:
-                    queue.bind_to(handler.queue.exchange, routing_key=kind)
-                    self.bound.add(key)
-                    log.info("automation queue %s bound to %s (a rule names it)", queue.name, kind)
