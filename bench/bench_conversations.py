@@ -31,7 +31,8 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import Platform, cpu_note, cpu_seconds, profile_databases  # noqa: E402
+from bench.common import (Platform, cpu_note, cpu_seconds, profile_databases,  # noqa: E402
+                          profile_shapes)
 from crm_common.errors import Timeout  # noqa: E402
 from tests.fake_receivers import HttpRecorder, SmtpReceiver  # noqa: E402
 from tests.mail_servers import Dovecot  # noqa: E402
@@ -116,20 +117,7 @@ def print_top(before, after, n):
 
 def print_shapes(platform, n):
     """Operations per message by shape (the profiler recording every operation)."""
-    client, shapes = platform.stack.mongo, {}
-    for name in client.list_database_names():
-        if not name.startswith(platform.db_prefix):
-            continue
-        for entry in client[name]["system.profile"].find():
-            command = entry.get("command") or {}
-            verb = next(iter(command), entry.get("op"))
-            spec = (command.get("filter") or command.get("query")
-                    or ((command.get("updates") or command.get("deletes") or [{}])[0].get("q"))
-                    or {})
-            key = (entry.get("ns"), verb, ",".join(sorted(spec)) if isinstance(spec, dict) else "")
-            count, total = shapes.get(key, (0, 0))
-            shapes[key] = (count + 1, total + entry.get("millis", 0))
-        client[name].command("profile", 0)
+    shapes = profile_shapes(platform.stack.mongo, platform.db_prefix, stop=True)
     print("    operations per message by shape (profiler; whole ms only):")
     for (ns, verb, spec), (count, total) in sorted(shapes.items(), key=lambda kv: -kv[1][0])[:30]:
         print(f"      {count / n:6.2f} ops {total / n:6.2f} ms  {ns} {verb} {{{spec}}}")

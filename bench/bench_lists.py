@@ -186,6 +186,18 @@ def load_data(platform, counts, custom=None):
 COPIED = {"deals": ("deals", "deals"), "tasks": ("tasks", "tasks"), "calls": ("telephony", "calls")}
 
 
+def insert_batched(collection, docs, size=5000):
+    """Inserts the `docs` (any iterable) in unordered batches of `size`."""
+    batch = []
+    for doc in docs:
+        batch.append(doc)
+        if len(batch) == size:
+            collection.insert_many(batch, ordered=False)
+            batch = []
+    if batch:
+        collection.insert_many(batch, ordered=False)
+
+
 def copy_up(platform, counts):
     """Deals, tasks and calls beyond those made through the API: copies of them written into
     their owners' databases (the owner's own document shape; a new id, times 1 ms apart, unique
@@ -199,25 +211,22 @@ def copy_up(platform, counts):
         if not seeds or len(seeds) >= target:
             continue
         base = utcnow() - timedelta(milliseconds=target)
-        batch = []
-        for i in range(len(seeds), target):
-            doc = dict(seeds[i % len(seeds)], _id=str(ObjectId()))
-            at = base + timedelta(milliseconds=i)
-            doc.update(created_at=at, updated_at=at)
-            doc.pop("source_key", None)
-            doc.pop("alarm_at", None)  # the tasks timer announces nothing for copies
-            if name == "calls":
-                doc.update(call_id=f"copy-{i}", started_at=at)
-            elif name == "deals":
-                doc["title"] = f"Deal {i}"
-            else:
-                doc["title"] = f"Task {i}"
-            batch.append(doc)
-            if len(batch) == 5000:
-                docs.insert_many(batch, ordered=False)
-                batch = []
-        if batch:
-            docs.insert_many(batch, ordered=False)
+
+        def copies(seeds=seeds, base=base, name=name, target=target):
+            for i in range(len(seeds), target):
+                doc = dict(seeds[i % len(seeds)], _id=str(ObjectId()))
+                at = base + timedelta(milliseconds=i)
+                doc.update(created_at=at, updated_at=at)
+                doc.pop("source_key", None)
+                doc.pop("alarm_at", None)  # the tasks timer announces nothing for copies
+                if name == "calls":
+                    doc.update(call_id=f"copy-{i}", started_at=at)
+                elif name == "deals":
+                    doc["title"] = f"Deal {i}"
+                else:
+                    doc["title"] = f"Task {i}"
+                yield doc
+        insert_batched(docs, copies())
     print(f"  copied up to {', '.join(f'{counts[n]} {n}' for n in COPIED)} in the owners' "
           f"databases in {time.perf_counter() - started:.1f} s", flush=True)
 
@@ -235,30 +244,27 @@ def copy_contacts(platform, target, custom=None):
     if not seeds or len(seeds) >= target:
         return
     base = utcnow() - timedelta(milliseconds=target)
-    batch = []
-    for i in range(len(seeds), target):
-        seed = seeds[i % len(seeds)]
-        at = base + timedelta(milliseconds=i)
-        doc = dict(seed, _id=str(ObjectId()), created_at=at, updated_at=at,
-                   first_name=FIRST_NAMES[i % len(FIRST_NAMES)],
-                   last_name=f"{LAST_NAMES[i % len(LAST_NAMES)]}{i // len(LAST_NAMES) % 50 or ''}",
-                   emails=[dict(seed["emails"][0], email=f"p{i}@bench.example")],
-                   phones=normalize_phones([{"number": phone(i)}], "IT"),
-                   tags=["vip" if i % 10 == 0 else "regular"],
-                   source=("web", "fair", "phone")[i % 3], possible_duplicates=[])
-        doc.pop("import_id", None)   # (import_id, import_row) is unique: a copy is no row
-        doc.pop("import_row", None)
-        if custom:
-            doc["custom"] = dict(seed.get("custom") or {}, **{
-                key: (float(custom_value(kind, i)) if kind == "number" else custom_value(kind, i))
-                for key, kind in custom.items()})
-        doc.update(search_fields(doc))
-        batch.append(doc)
-        if len(batch) == 5000:
-            docs.insert_many(batch, ordered=False)
-            batch = []
-    if batch:
-        docs.insert_many(batch, ordered=False)
+
+    def copies():
+        for i in range(len(seeds), target):
+            seed = seeds[i % len(seeds)]
+            at = base + timedelta(milliseconds=i)
+            doc = dict(seed, _id=str(ObjectId()), created_at=at, updated_at=at,
+                       first_name=FIRST_NAMES[i % len(FIRST_NAMES)],
+                       last_name=f"{LAST_NAMES[i % len(LAST_NAMES)]}{i // len(LAST_NAMES) % 50 or ''}",
+                       emails=[dict(seed["emails"][0], email=f"p{i}@bench.example")],
+                       phones=normalize_phones([{"number": phone(i)}], "IT"),
+                       tags=["vip" if i % 10 == 0 else "regular"],
+                       source=("web", "fair", "phone")[i % 3], possible_duplicates=[])
+            doc.pop("import_id", None)   # (import_id, import_row) is unique: a copy is no row
+            doc.pop("import_row", None)
+            if custom:
+                doc["custom"] = dict(seed.get("custom") or {}, **{
+                    key: (float(custom_value(kind, i)) if kind == "number" else custom_value(kind, i))
+                    for key, kind in custom.items()})
+            doc.update(search_fields(doc))
+            yield doc
+    insert_batched(docs, copies())
     print(f"  copied up to {target} contacts in the contacts database in "
           f"{time.perf_counter() - started:.1f} s", flush=True)
 

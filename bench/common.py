@@ -285,7 +285,9 @@ def profile_databases(client, prefix, slowms, reset=False):
             client[name].command("profile", 1, slowms=slowms)
 
 
-def print_slow_operations(client, prefix, top=12):
+def profile_shapes(client, prefix, stop=False):
+    """{(namespace, verb, filter keys): (count, total ms)} of what the server's profiler
+    recorded in the databases named with `prefix`; `stop` turns the profiler off after."""
     shapes = {}
     for name in client.list_database_names():
         if not name.startswith(prefix):
@@ -299,6 +301,13 @@ def print_slow_operations(client, prefix, top=12):
             key = (entry.get("ns"), verb, ",".join(sorted(spec)) if isinstance(spec, dict) else "")
             count, total = shapes.get(key, (0, 0))
             shapes[key] = (count + 1, total + entry.get("millis", 0))
+        if stop:
+            client[name].command("profile", 0)
+    return shapes
+
+
+def print_slow_operations(client, prefix, top=12):
+    shapes = profile_shapes(client, prefix)
     print("\nslowest operation shapes (server profiler), total ms:")
     for (ns, verb, spec), (count, total) in sorted(shapes.items(), key=lambda kv: -kv[1][1])[:top]:
         print(f"  {total:>8} ms  n={count:<6} {ns} {verb} {{{spec}}}")

@@ -8,7 +8,6 @@ screenshot under .test-output/screens/. Skips like tests/test_console.py."""
 import os
 import random
 import re
-import time
 import uuid
 
 import pytest
@@ -17,7 +16,7 @@ import requests
 from crm_common.errors import Forbidden
 from crm_common.timeutil import to_iso, utcnow
 from tests.test_console import SCREENS, browser, pytestmark, signed_in  # noqa: F401
-from tests.test_notifications import ch  # noqa: F401
+from tests.test_notifications import ch, wait  # noqa: F401
 
 try:
     from playwright.sync_api import expect
@@ -223,16 +222,6 @@ def test_the_settings_screens_fit_a_360_px_phone(stack, browser):
             page.screenshot(path=os.path.join(SCREENS, f"phone_settings_{path.rsplit('/', 1)[1]}.png"), full_page=True)
 
 
-def _wait(read, timeout=30.0, step=0.3):
-    """The first truthy read within the timeout (the state a service reaches on its own)."""
-    deadline = time.time() + timeout
-    while True:
-        value = read()
-        if value or time.time() > deadline:
-            return value
-        time.sleep(step)
-
-
 def test_an_admin_connects_a_mailbox_on_a_bad_host_and_sees_its_error(stack, api, page):
     unique = uuid.uuid4().hex[:6]
     page.goto(stack.stream_url + "/settings/mailboxes")
@@ -245,7 +234,7 @@ def test_an_admin_connects_a_mailbox_on_a_bad_host_and_sees_its_error(stack, api
     page.get_by_test_id("mb-imap-password").fill("imap-secret")
     page.get_by_test_id("mb-smtp-host").fill("127.0.0.1")
     page.get_by_test_id("mb-create").click()
-    mailbox = _wait(lambda: next((m for m in api.get("/mailboxes", params={"limit": 200}).json()["items"]
+    mailbox = wait(lambda: next((m for m in api.get("/mailboxes", params={"limit": 200}).json()["items"]
                                   if m["name"] == f"Sales {unique}"), None), timeout=10)
     assert mailbox, "not created"
     assert mailbox["imap"]["password_set"] and "password" not in mailbox["imap"]  # write-only
@@ -279,7 +268,7 @@ def test_an_admin_connects_a_mailbox_on_a_bad_host_and_sees_its_error(stack, api
     expect(page.get_by_text("No such inbound route.")).to_be_visible()
     page.get_by_test_id("ch-route_id").fill("")
     page.get_by_test_id("ch-create").click()
-    channel = _wait(lambda: next((c for c in api.get("/channels", params={"limit": 200}).json()["items"]
+    channel = wait(lambda: next((c for c in api.get("/channels", params={"limit": 200}).json()["items"]
                                   if c["name"] == f"Bot {unique}"), None), timeout=10)
     assert channel and channel["secrets"]["token"] is True and "bot-token-secret" not in str(channel), channel
     expect(page.get_by_test_id(f"channel-{channel['id']}")).to_contain_text("Token ✓")
@@ -356,7 +345,7 @@ def test_an_admin_enters_a_source_cost_and_a_target(stack, api, page):
     _pick(page, "tg-who", f"{me['name']} ({me['email']})")
     page.get_by_test_id("tg-deals").fill("7")
     page.get_by_test_id("tg-create").click()
-    target = _wait(lambda: next((g for g in api.get("/targets", params={"period": "2026-Q4", "user_id": me["id"]}).json()["items"]
+    target = wait(lambda: next((g for g in api.get("/targets", params={"period": "2026-Q4", "user_id": me["id"]}).json()["items"]
                                  if g["deals_count"] == 7), None), timeout=10)
     assert target, "no target"
     row = page.get_by_test_id(f"target-{target['id']}")
@@ -387,6 +376,9 @@ def test_an_admin_reads_the_audit_log_filtered_by_a_user(stack, api, page):
 
 
 def test_an_admin_replays_a_dead_letter(stack, api, page):
+    from kombu import Connection
+
+    from crm_common.messaging.events import dead_letter_queue_name
     from crm_common.messaging.publish import publish_event
     queue = "evt-telephony-call_missed--tasks.on_call_missed"
     unique = uuid.uuid4().hex[:8]
@@ -400,17 +392,20 @@ def test_an_admin_replays_a_dead_letter(stack, api, page):
             if q["queue"] == queue and any(f"poison-{unique}" in m["body"] for m in q["messages"]):
                 return q
         return None
-    assert _wait(parked), "not dead-lettered"
+    assert wait(parked, timeout=30), "not dead-lettered"
     page.goto(stack.stream_url + "/settings/dead-letters")
     card = page.get_by_test_id(f"dl-{queue}")
     expect(card.get_by_test_id("dl-error").first).to_contain_text("OverflowError")
     card.get_by_test_id("dl-replay").click()
     expect(page.get_by_text(re.compile(r"Sent back to the queue: [1-9]"))).to_be_visible()
     # it fails its attempts again and is parked again: never lost
-    assert _wait(parked), "lost after the replay"
+    assert wait(parked, timeout=30), "lost after the replay"
     page.get_by_role("button", name="Refresh").click()
     expect(card.get_by_test_id("dl-error").first).to_contain_text("OverflowError")
     page.screenshot(path=os.path.join(SCREENS, "dead_letters.png"))
+    # the session's stack as found: tests/test_reliability.py counts this queue's dead letters
+    with Connection(stack.amqp_uri) as conn:
+        conn.channel().queue_purge(dead_letter_queue_name(queue))
 
 
 def test_an_agent_sees_only_the_settings_its_role_may_use(stack, make_user, browser):
