@@ -17,6 +17,11 @@ FIRST_WINDOW = timedelta(minutes=10)
 MIN_WINDOW = timedelta(milliseconds=1)
 MAX_WINDOW = timedelta(days=3650)
 MAX_TIMEOUTS = 8  # the owner not answering this often in a row: the pass fails (retried later)
+# the deadline a caller gives one window's read: a first pass's first windows span every
+# record (it does not know where they start), and an owner goes on reading a window after
+# its caller gave up, so a short deadline piled up abandoned full reads (100,000 contacts: a
+# first pass never finished at 3-5 s)
+WINDOW_TIMEOUT_S = 60.0
 
 
 def _at(value):

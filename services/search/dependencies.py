@@ -23,7 +23,7 @@ from eventlet.semaphore import Semaphore
 from nameko.extensions import DependencyProvider
 
 from contracts.search import TYPES
-from crm_common.changes import EPOCH, changed_pages
+from crm_common.changes import EPOCH, WINDOW_TIMEOUT_S, changed_pages
 from crm_common.config import get_settings
 from crm_common.errors import Timeout, Unavailable
 from crm_common.messaging.rpc import RpcPool
@@ -46,7 +46,6 @@ REBUILD_CHUNK = 200   # records written per hold of the writer during a rebuild
 # a rebuild reads records up to this far past its start (clocks of other hosts may run
 # ahead); what is written after a type was read reaches the index by its events
 REBUILD_AHEAD = timedelta(days=1)
-REBUILD_WINDOW_S = 60.0
 
 
 class Owners:
@@ -74,15 +73,13 @@ class Owners:
     def window(self, kind, **query):
         """One `search_records` page of a window of changes (crm_common/changes.py): an
         owner that is down is waited for; one that times out on too wide a window raises
-        Timeout, for the window to be narrowed. Waited for up to REBUILD_WINDOW_S: the
-        first windows of a rebuild span every record (it does not know where they start),
-        and an owner goes on reading a window it was asked for after the caller gave up,
-        so a short deadline cost those full reads several times over."""
+        Timeout, for the window to be narrowed (waited for up to
+        changes.WINDOW_TIMEOUT_S)."""
         delay = 0.2
         while True:
             try:
                 return self.pool.call(feed.OWNERS[kind], "search_records", kind,
-                                      timeout=REBUILD_WINDOW_S, **query)
+                                      timeout=WINDOW_TIMEOUT_S, **query)
             except Unavailable as exc:
                 log.warning("%s is not there for search_records (%s); asking again",
                             feed.OWNERS[kind], exc)

@@ -12,10 +12,6 @@ from crm_common.timeutil import as_utc, parse_iso, to_iso, utcnow
 SYNC_PAGE = 500
 SYNC_LEASE_S = 120
 SYNC_OVERLAP_S = 5   # changes committed while a pass ran are read again by the next
-# a window read may take this long: a first pass's first windows span every contact (it does
-# not know where they start), and the contacts service goes on reading a window after its
-# caller gave up, so a short deadline piled up abandoned full reads (as search's rebuild)
-SYNC_WINDOW_S = 60.0
 
 # what the call log and the ringing answer use of a contact
 KEPT = ("id", "first_name", "last_name", "owner_id", "do_not_contact")

@@ -4,6 +4,7 @@ import logging
 
 from nameko.timer import timer
 
+from crm_common.changes import WINDOW_TIMEOUT_S
 from crm_common.config import get_settings
 from crm_common.context import CallerContext
 from crm_common.errors import EXPECTED, BadRequest, Unavailable
@@ -33,7 +34,8 @@ class TelephonyService(HealthEntrypoints):
     caller = CallerContext()
     dispatch = OutboxDispatcher()
     contacts_rpc = ServiceRpc("contacts")
-    contacts_sync_rpc = ServiceRpc("contacts", timeout=directory.SYNC_WINDOW_S)
+    # the copy's windows of contacts (crm_common/changes.py)
+    contacts_sync_rpc = ServiceRpc("contacts", timeout=WINDOW_TIMEOUT_S)
     background = Background()
 
     @property
