@@ -39,9 +39,9 @@ demand_bound_handler = DemandBoundHandler.decorator
 
 class DemandBindings(DependencyProvider):
     """Binds the DemandBoundHandler queues to the event types named (`source.type` keys):
-    at start, those `named(store)` returns (the service's MongoStore), and whenever the
-    service calls ensure() (after a write that names new types, before its answer, so an
-    event published after the answer reaches the queue)."""
+    those `named(store)` returns (the service's store), at start and whenever the service
+    calls refresh() (after a write that may name new types, before its answer, so an event
+    published after the answer reaches the queue)."""
 
     def __init__(self, named):
         self.named = named
@@ -52,10 +52,14 @@ class DemandBindings(DependencyProvider):
     def start(self):
         stores = [d.store for d in self.container.dependencies if isinstance(d, MongoStore)]
         if stores:
-            self.ensure(self.named(stores[0]))
+            self.refresh(stores[0])
 
     def get_dependency(self, worker_ctx):
         return self
+
+    def refresh(self, store):
+        """Binds what `named(store)` names now."""
+        self.ensure(self.named(store))
 
     def ensure(self, type_keys):
         """Binds the queues to these event types (`source.type`) where not bound yet."""

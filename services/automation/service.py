@@ -87,7 +87,7 @@ class AutomationService(HealthEntrypoints, ClockEntrypoints):
     @rpc(expected_exceptions=EXPECTED)
     def create_rule(self, payload):
         rule = self.automation.create_rule(payload)
-        self.bindings.ensure(self.store.rule_event_types())   # before the answer
+        self.bindings.refresh(self.store)   # before the answer
         return rule
 
     @rpc(expected_exceptions=EXPECTED)
@@ -97,7 +97,7 @@ class AutomationService(HealthEntrypoints, ClockEntrypoints):
     @rpc(expected_exceptions=EXPECTED)
     def update_rule(self, rule_id, payload):
         rule = self.automation.update_rule(rule_id, payload)
-        self.bindings.ensure(self.store.rule_event_types())
+        self.bindings.refresh(self.store)
         return rule
 
     @rpc(expected_exceptions=EXPECTED)
@@ -196,7 +196,7 @@ class AutomationService(HealthEntrypoints, ClockEntrypoints):
             log.info("stage task rules not copied yet: %s", exc)
         self.automation.seed_defaults()
         # rules written by other paths (stage task rules, seeds) bound within a tick
-        self.bindings.ensure(self.store.rule_event_types())
+        self.bindings.refresh(self.store)
         try:
             self.automation.copy_birthday_greetings(
                 lambda: self.notifications_rpc({}).birthday_greeting_owners())

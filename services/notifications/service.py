@@ -8,6 +8,7 @@ from contracts.notifications import DIGEST_REPORTS
 from crm_common.config import get_settings
 from crm_common.context import CallerContext, user_context
 from crm_common.errors import EXPECTED, Forbidden, NotFound
+from crm_common.messaging.bindings import DemandBindings, demand_bound_handler
 from crm_common.messaging.events import envelope, reliable_handler
 from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
@@ -16,7 +17,6 @@ from crm_common.messaging.rpc import ActingRpc, ServiceRpc, rpc
 from crm_common.timeutil import parse_iso, to_iso, utcnow
 from services.notifications.channels.inapp import inbox_created
 from services.notifications.fanout import Fanout
-from services.notifications.listen import DemandBindings, demand_bound_handler
 from services.notifications.operations import Notifications
 from services.notifications import digests
 from services.notifications.dependencies import Pipeline
@@ -186,7 +186,7 @@ class NotificationsService(HealthEntrypoints):
     @rpc(expected_exceptions=EXPECTED)
     def create_webhook(self, payload):
         hook = self._announce(self.notifications.create_webhook, payload)
-        self._bind_subscribed()
+        self.bindings.refresh(self.store)   # before the answer: its next events reach it
         return hook
 
     @rpc(expected_exceptions=EXPECTED)
@@ -196,12 +196,8 @@ class NotificationsService(HealthEntrypoints):
     @rpc(expected_exceptions=EXPECTED)
     def update_webhook(self, webhook_id, payload):
         hook = self._announce(self.notifications.update_webhook, webhook_id, payload)
-        self._bind_subscribed()
+        self.bindings.refresh(self.store)
         return hook
-
-    def _bind_subscribed(self):
-        """Before the answer: an event published once the webhook is saved reaches it."""
-        self.bindings.ensure(webhook_type_keys(self.store.subscribed_types()))
 
     @rpc(expected_exceptions=EXPECTED)
     def delete_webhook(self, webhook_id):
