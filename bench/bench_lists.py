@@ -32,8 +32,8 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import (Platform, cpu_note, cpu_seconds, http_latencies, load_average,  # noqa: E402
-                          wait_for_import)
+from bench.common import (Platform, cpu_note, cpu_seconds, hold_quiet,  # noqa: E402
+                          http_latencies, load_average, wait_for_import)
 from crm_common.changes import EPOCH, changed_pages  # noqa: E402
 from crm_common.timeutil import to_iso, utcnow  # noqa: E402
 
@@ -492,6 +492,8 @@ def main():
                         "engine-alone figures then read a copy of that replica's index")
     parser.add_argument("--rebuild-timeout", type=float, default=3600,
                         help="seconds a fresh replica's rebuild may take (0: not measured)")
+    parser.add_argument("--quiet-lock", metavar="FILE", help="before the reads, wait until the "
+                        "machine's other jobs that share FILE have paused (bench.common.hold_quiet)")
     parser.add_argument("--custom-field", action="store_true",
                         help="contacts carry a number and a select custom field; add reads "
                              "filtered and sorted by them")
@@ -523,6 +525,9 @@ def main():
             if rebuilt:
                 print(f"  rebuilt in {rebuilt[0]:.1f} s: {rebuilt[1]} documents, read "
                       f"{rebuilt[2]}; cpu per 1,000 records: {rebuilt[3]}", flush=True)
+        if args.quiet_lock:
+            print(f"  waited {hold_quiet(args.quiet_lock):.0f} s for the machine's other jobs "
+                  f"to pause", flush=True)
         print(f"  indexed: {wait_indexed(platform)}; stack busy "
               f"{wait_quiet(platform):.2f} cores before the reads", flush=True)
         read_list = reads(session, base, counts, custom)

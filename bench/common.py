@@ -220,6 +220,22 @@ def thread_load(func, concurrency, seconds):
 
 # where each part of the stack spends CPU and which server operations are slow: every
 # bench prints these beside its figures
+def hold_quiet(path):
+    """On a shared machine: wait until no other job holds `path` (they take it shared, after
+    passing `path`.gate), keep both taken until this process ends, so the figures that follow
+    are measured with those jobs paused. Returns the seconds waited."""
+    import fcntl
+    started = time.monotonic()
+    for name in (path + ".gate", path):
+        handle = open(name, "a")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        _HELD.append(handle)
+    return time.monotonic() - started
+
+
+_HELD = []
+
+
 def load_average():
     return "load %.2f %.2f %.2f" % os.getloadavg()
 
