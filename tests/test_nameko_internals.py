@@ -533,7 +533,7 @@ def test_handler_requeues_when_it_cannot_republish(container, handler):
 
 
 def test_one_queue_per_source_with_a_binding_per_type():
-    from services.notifications.listen import source_handler
+    from crm_common.messaging.events import source_handler
 
     class Listener:
         name = "listener"
