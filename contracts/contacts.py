@@ -394,7 +394,7 @@ class DayHours(Schema):
 
     @validates_schema(skip_on_field_errors=True)
     def ordered(self, data, **kwargs):
-        if data["start"] >= data["end"]:
+        if data.get("start") and data.get("end") and data["start"] >= data["end"]:
             raise ValidationError("start must be before end.", "end")
 
 

@@ -199,9 +199,9 @@ function ConditionGroup({ node, path, paths, errors, fields, writable, onChange 
       })}
       {writable && (
         <Group gap={4}>
-          <Button size="compact-xs" variant="subtle" data-testid={`${testId}-add-condition`}
+          <Button size="compact-xs" variant="subtle" data-testid={nested ? `${testId}-add-condition` : "rule-add-condition"}
                   onClick={() => onChange((root) => addTest(root, path))}>+ {t("arAddCondition")}</Button>
-          {canNest(path) && <Button size="compact-xs" variant="subtle" data-testid={`${testId}-add-group`}
+          {canNest(path) && <Button size="compact-xs" variant="subtle" data-testid={nested ? `${testId}-add-group` : "rule-add-group"}
                                     onClick={() => onChange((root) => addGroup(root, path, node.match === "all" ? "any" : "all"))}>
             + {t("arAddGroup")}</Button>}
         </Group>
