@@ -121,6 +121,7 @@ def test_an_admin_sets_up_a_rule_and_sees_its_dry_run(stack, api, page):
     group.get_by_test_id("rule-group-1-add-condition").click()
     condition("1-1", "deal.source", "is", f"vip-{unique}")
     expect(page.get_by_test_id("rule-condition-1-1")).to_contain_text("#2.2")  # its place, as the log names it
+    page.get_by_test_id("rule-editor").screenshot(path=os.path.join(SCREENS, "rule_nested_group.png"))
     page.get_by_test_id("rule-action-message").fill("Big deal {{ deal.title }}")
     page.get_by_test_id("rule-save").click()
     rule = None
@@ -328,7 +329,7 @@ def test_an_admin_sets_a_mailboxs_working_hours_and_first_response_minutes(stack
     card.get_by_test_id("mailbox-edit").click()
     form = page.get_by_test_id("mailbox-edit-form")
     form.get_by_test_id("fr-minutes").fill("30")
-    form.get_by_test_id("fr-hours-on").check()
+    form.get_by_text("Count only working hours").click()  # a Mantine Switch: its input is hidden
     form.get_by_test_id("fr-timezone").click()
     form.get_by_test_id("fr-timezone").fill("Europe/Rome")
     page.get_by_role("option", name="Europe/Rome", exact=True).click()
@@ -349,13 +350,22 @@ def test_an_admin_sets_a_mailboxs_working_hours_and_first_response_minutes(stack
                                       "day_hours": [{"day": 6, "start": "10:00", "end": "12:00"}]}, saved
     expect(card.get_by_test_id("response-summary")).to_contain_text("First response in 30 min")
     expect(card.get_by_test_id("response-summary")).to_contain_text("Sat 10:00–12:00 (Europe/Rome)")
-    # opened again: the week as saved
-    card.get_by_test_id("mailbox-edit").click()
-    expect(form.get_by_test_id("fr-minutes")).to_have_value("30")
-    expect(form.get_by_test_id("fr-day-6").get_by_test_id("fr-day-start")).to_have_value("10:00")
-    expect(form.get_by_test_id("fr-day-7")).to_contain_text("closed")
-    page.screenshot(path=os.path.join(SCREENS, "mailbox_working_hours.png"))
-    page.keyboard.press("Escape")
+    # opened again, on a phone: the week as saved, nothing wider than the screen
+    size = page.viewport_size
+    page.set_viewport_size({"width": 360, "height": 740})
+    try:
+        card.get_by_test_id("mailbox-edit").click()
+        expect(form.get_by_test_id("fr-minutes")).to_have_value("30")
+        expect(form.get_by_test_id("fr-day-6").get_by_test_id("fr-day-start")).to_have_value("10:00")
+        expect(form.get_by_test_id("fr-day-7")).to_contain_text("closed")
+        form.get_by_test_id("fr-day-6").scroll_into_view_if_needed()
+        width = page.evaluate("Math.max(...[...document.querySelectorAll('[data-testid=mailbox-edit-form] *')]"
+                              ".map((e) => e.getBoundingClientRect().right))")
+        assert width <= 361, width
+        page.screenshot(path=os.path.join(SCREENS, "phone_mailbox_working_hours.png"))
+        page.keyboard.press("Escape")
+    finally:
+        page.set_viewport_size(size)
     api.delete(f"/mailboxes/{mailbox['id']}")
 
 

@@ -36,14 +36,14 @@ export function ResponseHours({ minutes, onMinutes, week, onWeek, errors }: {
                   error={byDay.timezone} w={{ base: "100%", xs: 260 }} onChange={(v) => v && onWeek({ ...week, timezone: v })}
                   data-testid="fr-timezone" />
           {week.days.map((d) => (
-            <Group key={d.day} gap={6} wrap="nowrap" align="flex-start" data-testid={`fr-day-${d.day}`}>
+            <Group key={d.day} gap={6} wrap="wrap" align="flex-start" data-testid={`fr-day-${d.day}`}>
               <Checkbox label={dayName(d.day, i18n.language)} checked={d.open} w={110} mt={8} style={{ flexShrink: 0 }}
                         onChange={(e) => setDay(d.day, { open: e.currentTarget.checked })} data-testid="fr-day-open" />
               {d.open ? (
                 <>
-                  <TextInput type="time" aria-label={t("from")} value={d.start} w={92} error={byDay[d.day]}
+                  <TextInput type="time" aria-label={t("from")} value={d.start} w={120} error={byDay[d.day]}
                              onChange={(e) => setDay(d.day, { start: e.currentTarget.value })} data-testid="fr-day-start" />
-                  <TextInput type="time" aria-label={t("to")} value={d.end} w={92}
+                  <TextInput type="time" aria-label={t("to")} value={d.end} w={120}
                              onChange={(e) => setDay(d.day, { end: e.currentTarget.value })} data-testid="fr-day-end" />
                 </>
               ) : <Text size="sm" c="dimmed" mt={8}>{t("frClosed")}</Text>}

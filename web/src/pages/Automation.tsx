@@ -154,9 +154,12 @@ function ConditionGroup({ node, path, paths, errors, fields, writable, onChange 
            style={nested ? { borderInlineStart: `3px solid var(--mantine-color-${node.match === "any" ? "orange" : "blue"}-4)`,
                              paddingInlineStart: 8 } : undefined}>
       <Group gap={4} wrap="wrap" justify="space-between">
+        <Group gap={4} wrap="nowrap">
+        {nested && paths[node.id] !== undefined && <Badge variant="light" color="gray" size="sm">{placeLabel(paths[node.id])}</Badge>}
         <SegmentedControl size="xs" value={node.match} disabled={!writable} data-testid={`${testId}-match`}
                           onChange={(v) => onChange((root) => setMatch(root, path, v as Match))}
                           data={[{ value: "all", label: t("arAll") }, { value: "any", label: t("arAny") }]} />
+        </Group>
         {writable && nested && (
           <Group gap={2}>
             <ActionIcon variant="subtle" size="sm" aria-label={t("arMoveUp")} onClick={() => onChange((root) => moveNode(root, path, -1))}>↑</ActionIcon>
