@@ -328,7 +328,32 @@ def action_field(**kwargs):
 
 def condition_field(**kwargs):
     """A condition: a group ({"all": [...]} / {"any": [...]}) or a test {field, op, value}."""
-    return OneOf(lambda: CONDITIONS, choose=lambda value: _condition_variant(value), **kwargs)
+    return ConditionTree(lambda: CONDITIONS, choose=lambda value: _condition_variant(value), **kwargs)
+
+
+def nesting_depth(value, limit=MAX_NESTING + 1):
+    """How many groups deep a condition tree goes (a test alone: 0), counted without
+    recursion and no further than `limit`."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest >= limit or not isinstance(node, dict):
+            continue
+        for group in ("all", "any"):
+            if isinstance(node.get(group), list):
+                stack.extend((child, depth + 1) for child in node[group][:MAX_CONDITIONS + 1])
+    return deepest
+
+
+class ConditionTree(OneOf):
+    """The conditions' union, refused (422) past MAX_NESTING groups before it is loaded: a
+    body nested a thousand deep is a reason, not a RecursionError."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if nesting_depth(value) > MAX_NESTING:
+            raise ValidationError(f"Conditions nest at most {MAX_NESTING} groups deep.")
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class AllConditions(Schema):

@@ -384,11 +384,28 @@ REQUEST_STATUSES = ("received", "captured", "routed", "failed")
 WEEKDAYS = (1, 2, 3, 4, 5, 6, 7)
 
 
+HH_MM = validate.Regexp(r"^([01][0-9]|2[0-3]):[0-5][0-9]$", error="Not a time HH:MM.")
+
+
+class DayHours(Schema):
+    day = fields.Integer(required=True, validate=validate.OneOf(WEEKDAYS))
+    start = fields.String(required=True, validate=HH_MM)
+    end = fields.String(required=True, validate=HH_MM)
+
+    @validates_schema(skip_on_field_errors=True)
+    def ordered(self, data, **kwargs):
+        if data.get("start") and data.get("end") and data["start"] >= data["end"]:
+            raise ValidationError("start must be before end.", "end")
+
+
 class WorkingHours(Schema):
-    start = fields.String(load_default="09:00", validate=validate.Regexp(r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))
-    end = fields.String(load_default="18:00", validate=validate.Regexp(r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))
+    start = fields.String(load_default="09:00", validate=HH_MM)
+    end = fields.String(load_default="18:00", validate=HH_MM)
     days = fields.List(fields.Integer(validate=validate.OneOf(WEEKDAYS)), load_default=[1, 2, 3, 4, 5],
                        validate=validate.Length(1, 7), metadata={"description": "ISO weekdays, 1 = Monday"})
+    day_hours = fields.List(fields.Nested(DayHours), validate=validate.Length(max=7), metadata={
+        "description": "other hours on some of `days` ({day, start, end}, one per day); "
+                       "the rest keep start and end"})
     timezone = timezone_field(load_default="UTC")
 
     @validates_schema
@@ -400,6 +417,9 @@ class WorkingHours(Schema):
             raise ValidationError("Unknown time zone.", "timezone")
         if data.get("start", "09:00") >= data.get("end", "18:00"):
             raise ValidationError("start must be before end.", "end")
+        named = [d["day"] for d in data.get("day_hours") or []]
+        if len(set(named)) != len(named) or not set(named) <= set(data.get("days") or WEEKDAYS):
+            raise ValidationError("One entry per working day (a day of `days`).", "day_hours")
 
 
 class FirstTask(Schema):

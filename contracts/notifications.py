@@ -119,7 +119,7 @@ def _channel_list():
 
 
 DIGEST_FREQUENCIES = ("off", "daily", "weekly")
-DIGEST_REPORTS = ("sales", "forecast", "tasks", "calls")
+DIGEST_REPORTS = ("sales", "forecast", "tasks", "calls", "funnel")
 
 
 class Digest(Schema):
@@ -135,8 +135,9 @@ class Digest(Schema):
                           load_default=lambda: list(DIGEST_REPORTS),
                           validate=validate.Length(1, len(DIGEST_REPORTS)), metadata={
         "description": "won deals by owner, open forecast, tasks by assignee, calls by "
-                       "agent; a custom role gets tasks and calls only (amounts may be "
-                       "hidden from it)"})
+                       "agent, the funnel of each pipeline (stages, counts, conversion); a "
+                       "custom role gets tasks, calls and funnel only (amounts may be hidden "
+                       "from it)"})
 
 
 class PreferencesIn(Schema):

@@ -12,7 +12,7 @@ def zone(name):
 
 def due_in_working_hours(start, minutes, hours=None):
     """`minutes` of working time after `start`: with `hours` ({start, end "HH:MM", days ISO
-    weekdays, timezone}) the clock only runs inside them, so a lead at 17:55 with 15 minutes
+    weekdays, day_hours [{day, start, end}] for days with other hours, timezone}) the clock only runs inside them, so a lead at 17:55 with 15 minutes
     is due at 09:10 the next working day; without, plain minutes."""
     if not hours:
         return start + timedelta(minutes=minutes)
@@ -20,11 +20,15 @@ def due_in_working_hours(start, minutes, hours=None):
     open_at = time.fromisoformat(hours.get("start", "09:00"))
     close_at = time.fromisoformat(hours.get("end", "18:00"))
     days = set(hours.get("days") or [1, 2, 3, 4, 5])
+    # {ISO weekday: (open, close)} of the days with their own hours
+    own = {d["day"]: (time.fromisoformat(d["start"]), time.fromisoformat(d["end"]))
+           for d in hours.get("day_hours") or []}
     local = start.astimezone(tz)
     left = timedelta(minutes=minutes)
     for _ in range(400):  # at most a year of days
-        day_open = datetime.combine(local.date(), open_at, tzinfo=tz)
-        day_close = datetime.combine(local.date(), close_at, tzinfo=tz)
+        opens, closes = own.get(local.isoweekday(), (open_at, close_at))
+        day_open = datetime.combine(local.date(), opens, tzinfo=tz)
+        day_close = datetime.combine(local.date(), closes, tzinfo=tz)
         if local.isoweekday() in days and local < day_close:
             begin = max(local, day_open)
             if begin + left <= day_close:

@@ -21,13 +21,55 @@ def test_conditions_say_which_one_failed():
                                     {"field": "contact.custom.tier", "op": "in", "value": ["gold"]},
                                     {"field": "deal.tags", "op": "empty"}]}, ctx) == (True, None)
     ok, why = engine.evaluate({"all": [{"field": "deal.amount", "op": "gte", "value": 1000}]}, ctx)
-    assert not ok and why == "deal.amount gte 1000 failed (is 500)"
+    assert not ok and why == "all.0: deal.amount gte 1000 failed (is 500)"
     ok, why = engine.evaluate({"any": [{"field": "deal.amount", "op": "gt", "value": 900},
                                        {"field": "to_stage_id", "op": "ne", "value": "s1"}]}, ctx)
     assert not ok and why.startswith("none of: ")
     assert engine.evaluate({"field": "deal.amount", "op": "gt", "value": "x"}, ctx)[0] is False
     assert engine.test({"field": "d", "op": "lt", "value": "2030-01-01"},
                        {"d": "2026-12-05T10:00:00Z"})
+
+
+def test_nested_groups_evaluate_and_name_the_failed_path():
+    """all(stage is s1, any(amount > 900, all(vip tag, tier gold))): the run log's reason
+    names the failed test by its path in the tree."""
+    ctx = {"to_stage_id": "s1", "deal": {"amount": 500},
+           "contact": {"tags": ["vip"], "custom": {"tier": "silver"}}}
+    rule = {"all": [{"field": "to_stage_id", "op": "eq", "value": "s1"},
+                    {"any": [{"field": "deal.amount", "op": "gt", "value": 900},
+                             {"all": [{"field": "contact.tags", "op": "contains", "value": "vip"},
+                                      {"field": "contact.custom.tier", "op": "eq", "value": "gold"}]}]}]}
+    ok, why = engine.evaluate(rule, ctx)
+    assert not ok
+    assert why == ("all.1: none of: all.1.any.0: deal.amount gt 900 failed (is 500); "
+                   "all.1.any.1.all.1: contact.custom.tier eq 'gold' failed (is 'silver')")
+    assert engine.evaluate(rule, {**ctx, "contact": {"tags": ["vip"], "custom": {"tier": "gold"}}}) == (True, None)
+    assert engine.evaluate(rule, {**ctx, "deal": {"amount": 1000}}) == (True, None)
+    ok, why = engine.evaluate(rule, {**ctx, "to_stage_id": "s2"})
+    assert why == "all.0: to_stage_id eq 's1' failed (is 's2')"
+    engine.check_conditions(rule, engine.roots_of_trigger(DEAL_EVENT))
+
+
+def test_conditions_nest_at_most_max_nesting_groups():
+    roots = engine.roots_of_trigger(DEAL_EVENT)
+
+    def nested(groups):
+        node = {"field": "deal.amount", "op": "gt", "value": 1}
+        for i in range(groups):
+            node = {("any", "all")[i % 2]: [node]}
+        return node
+
+    rule = {"name": "deep", "trigger": DEAL_EVENT, "actions": [{"type": "add_tag", "tag": "x"}]}
+    load(contract.RuleIn(), {**rule, "conditions": nested(contract.MAX_NESTING)})
+    engine.check_conditions(nested(contract.MAX_NESTING), roots)
+    for groups in (contract.MAX_NESTING + 1, 2000):  # 2000: refused, not a RecursionError
+        with pytest.raises(ValidationFailed) as caught:
+            load(contract.RuleIn(), {**rule, "conditions": nested(groups)})
+        assert "nest at most" in str(caught.value.details)
+    with pytest.raises(ValidationFailed):
+        engine.check_conditions(nested(contract.MAX_NESTING + 1), roots)
+    assert contract.nesting_depth(nested(3)) == 3
+    assert contract.nesting_depth({"field": "x", "op": "empty"}) == 0
 
 
 def test_fields_are_checked_against_the_event_contract():

@@ -1,7 +1,8 @@
 """The console's settings screens in Debian's chromium against the real stack: custom fields
-(defined, then filled on a contact's card and seen in the list), an automation rule with its
-dry run, a webhook with its delivery log and redeliver, a web form with its preview and the
-embed snippet copied, a mailbox on a bad host with its error and a bot's refused route, a
+(defined, then filled on a contact's card and seen in the list), an automation rule with a
+nested OR group and its dry run, a webhook with its delivery log and redeliver, a web form with its preview and the
+embed snippet copied, a mailbox on a bad host with its error and a bot's route picked by name,
+a mailbox's working hours and first-response minutes, a
 campaign draft sent to a one-contact segment, a source's monthly cost and a target, the audit
 log filtered by user, and a dead letter replayed. One browser and one admin page for the module; each test saves a
 screenshot under .test-output/screens/. Skips like tests/test_console.py."""
@@ -102,14 +103,25 @@ def test_an_admin_sets_up_a_rule_and_sees_its_dry_run(stack, api, page):
     page.get_by_test_id("rule-event").click()
     page.get_by_test_id("rule-event").fill("deals.deal_created")
     page.get_by_role("option", name=re.compile(r"^deals\.deal_created")).click()
-    for i, (field, op, value) in enumerate([("deal.title", "contains", unique), ("deal.amount", "more than", "1000")]):
-        page.get_by_test_id("rule-add-condition").click()
-        row = page.get_by_test_id(f"rule-condition-{i}")
+    def condition(place, field, op, value):
+        row = page.get_by_test_id(f"rule-condition-{place}")
         row.get_by_test_id("rule-condition-field").click()
         page.get_by_role("option", name=field, exact=True).click()
         row.get_by_label("Comparison").click()
         page.get_by_role("option", name=op, exact=True).click()
         row.get_by_test_id("rule-condition-value").fill(value)
+
+    # the title holds it AND (the amount is over 1000 OR the source is this test's): a nested OR group
+    page.get_by_test_id("rule-add-condition").click()
+    condition("0", "deal.title", "contains", unique)
+    page.get_by_test_id("rule-add-group").click()
+    group = page.get_by_test_id("rule-group-1")
+    expect(group).to_have_attribute("data-match", "any")  # a group inside "all" starts as "any"
+    condition("1-0", "deal.amount", "more than", "1000")
+    group.get_by_test_id("rule-group-1-add-condition").click()
+    condition("1-1", "deal.source", "is", f"vip-{unique}")
+    expect(page.get_by_test_id("rule-condition-1-1")).to_contain_text("#2.2")  # its place, as the log names it
+    page.get_by_test_id("rule-editor").screenshot(path=os.path.join(SCREENS, "rule_nested_group.png"))
     page.get_by_test_id("rule-action-message").fill("Big deal {{ deal.title }}")
     page.get_by_test_id("rule-save").click()
     rule = None
@@ -123,7 +135,9 @@ def test_an_admin_sets_up_a_rule_and_sees_its_dry_run(stack, api, page):
     assert rule["trigger"] == {"type": "event", "event": "deals.deal_created"} | {
         k: v for k, v in rule["trigger"].items() if k not in ("type", "event")}
     assert rule["conditions"] == {"all": [{"field": "deal.title", "op": "contains", "value": unique},
-                                          {"field": "deal.amount", "op": "gt", "value": 1000}]}
+                                          {"any": [{"field": "deal.amount", "op": "gt", "value": 1000},
+                                                   {"field": "deal.source", "op": "eq",
+                                                    "value": f"vip-{unique}"}]}]}
     assert rule["actions"] == [{"type": "notify_user", "message": "Big deal {{ deal.title }}"}]
     page.get_by_test_id("tab-dry-run").click()
     # the events reach the dry run's store a moment after the deals are made: ask again
@@ -135,6 +149,8 @@ def test_an_admin_sets_up_a_rule_and_sees_its_dry_run(stack, api, page):
             break
     expect(page.get_by_test_id("dry-run-summary")).to_contain_text("would fire")
     expect(table).to_contain_text("deal.amount gt 1000")
+    # the small deal failed both sides of the OR group, each named by its place
+    expect(table).to_contain_text("#2: none of: #2.1: deal.amount gt 1000 failed (is 5); #2.2: deal.source eq")
     expect(table.get_by_text("Yes", exact=True).first).to_be_visible()
     page.screenshot(path=os.path.join(SCREENS, "rule_dry_run.png"))
     page.get_by_test_id("tab-runs").click()
@@ -259,19 +275,29 @@ def test_an_admin_connects_a_mailbox_on_a_bad_host_and_sees_its_error(stack, api
     assert changed["imap"]["port"] == 2 and changed["smtp"]["port"] == mailbox["smtp"]["port"], changed
     card.get_by_test_id("mailbox-delete").click()
     expect(card).to_have_count(0)
-    # a Telegram bot: a route that does not exist is refused next to its field; the token never comes back
+    # a Telegram bot: its inbound route picked by name among the telegram routes (a web form's
+    # is not offered); the token never comes back
+    route = api.post("/forms", json={"name": f"Telegram route {unique}", "kind": "channel",
+                                     "channel": "telegram", "telegram_secret_token": f"tg{unique}"})
+    assert route.status_code == 201, route.text
+    route = route.json()
+    web = api.post("/forms", json={"name": f"Web form {unique}"})
+    assert web.status_code == 201, web.text
     page.get_by_test_id("tab-channels").click()
     page.get_by_test_id("ch-name").fill(f"Bot {unique}")
     page.get_by_test_id("ch-token").fill("123456:bot-token-secret")
-    page.get_by_test_id("ch-route_id").fill("no-such-route")
-    page.get_by_test_id("ch-create").click()
-    expect(page.get_by_text("No such inbound route.")).to_be_visible()
-    page.get_by_test_id("ch-route_id").fill("")
+    page.get_by_test_id("ch-route_id").click()
+    expect(page.get_by_role("option", name=f"Web form {unique}")).to_have_count(0)
+    page.get_by_role("option", name=f"Telegram route {unique}", exact=True).click()
     page.get_by_test_id("ch-create").click()
     channel = wait(lambda: next((c for c in api.get("/channels", params={"limit": 200}).json()["items"]
                                   if c["name"] == f"Bot {unique}"), None), timeout=10)
     assert channel and channel["secrets"]["token"] is True and "bot-token-secret" not in str(channel), channel
+    assert channel["route_id"] == route["id"], channel
     expect(page.get_by_test_id(f"channel-{channel['id']}")).to_contain_text("Token ✓")
+    expect(page.get_by_test_id(f"channel-{channel['id']}").get_by_test_id("channel-route")).to_have_text(
+        f"Inbound route: Telegram route {unique}")
+    page.screenshot(path=os.path.join(SCREENS, "telegram_route_picked.png"))
     assert "bot-token-secret" not in page.content()
     # renamed; the token left blank is kept
     page.get_by_test_id(f"channel-{channel['id']}").get_by_test_id("channel-edit").click()
@@ -280,9 +306,67 @@ def test_an_admin_connects_a_mailbox_on_a_bad_host_and_sees_its_error(stack, api
     edit.get_by_label("Name").fill(f"Bot {unique} renamed")
     edit.get_by_test_id("channel-edit-save").click()
     expect(page.get_by_test_id(f"channel-{channel['id']}")).to_contain_text(f"Bot {unique} renamed")
-    assert api.get(f"/channels/{channel['id']}").json()["secrets"]["token"] is True
+    kept = api.get(f"/channels/{channel['id']}").json()
+    assert kept["secrets"]["token"] is True and kept["route_id"] == route["id"], kept
     page.get_by_test_id(f"channel-{channel['id']}").get_by_test_id("channel-delete").click()
     expect(page.get_by_test_id(f"channel-{channel['id']}")).to_have_count(0)
+    for form in (route, web.json()):
+        api.delete(f"/forms/{form['id']}")
+
+
+def test_an_admin_sets_a_mailboxs_working_hours_and_first_response_minutes(stack, api, page):
+    """A week with a short Saturday and Sunday closed, in Rome, and 30 minutes: saved as
+    start/end + day_hours, shown on the card; a Saturday ending before it starts is refused
+    at that day."""
+    unique = uuid.uuid4().hex[:6]
+    server = {"host": "127.0.0.1", "port": 1, "security": "none", "username": "u", "password": "p"}
+    mailbox = api.post("/mailboxes", json={"name": f"Support {unique}", "address": f"support-{unique}@example.com",
+                                           "imap": server, "smtp": {**server, "port": 2}, "active": False})
+    assert mailbox.status_code == 201, mailbox.text
+    mailbox = mailbox.json()
+    page.goto(stack.stream_url + "/settings/mailboxes")
+    card = page.get_by_test_id(f"mailbox-{mailbox['id']}")
+    card.get_by_test_id("mailbox-edit").click()
+    form = page.get_by_test_id("mailbox-edit-form")
+    form.get_by_test_id("fr-minutes").fill("30")
+    form.get_by_text("Count only working hours").click()  # a Mantine Switch: its input is hidden
+    form.get_by_test_id("fr-timezone").click()
+    form.get_by_test_id("fr-timezone").fill("Europe/Rome")
+    page.get_by_role("option", name="Europe/Rome", exact=True).click()
+    saturday = form.get_by_test_id("fr-day-6")
+    saturday.get_by_test_id("fr-day-open").check()
+    saturday.get_by_test_id("fr-day-start").fill("12:00")
+    saturday.get_by_test_id("fr-day-end").fill("10:00")
+    form.get_by_test_id("mailbox-edit-save").click()
+    expect(saturday).to_contain_text("start must be before end.")  # the API's error, at its day
+    saturday.get_by_test_id("fr-day-start").fill("10:00")
+    saturday.get_by_test_id("fr-day-end").fill("12:00")
+    form.get_by_test_id("mailbox-edit-save").click()
+    expect(form).to_have_count(0)
+    saved = api.get(f"/mailboxes/{mailbox['id']}").json()
+    assert saved["first_response_minutes"] == 30, saved
+    assert saved["working_hours"] == {"start": "09:00", "end": "18:00", "days": [1, 2, 3, 4, 5, 6],
+                                      "timezone": "Europe/Rome",
+                                      "day_hours": [{"day": 6, "start": "10:00", "end": "12:00"}]}, saved
+    expect(card.get_by_test_id("response-summary")).to_contain_text("First response in 30 min")
+    expect(card.get_by_test_id("response-summary")).to_contain_text("Sat 10:00–12:00 (Europe/Rome)")
+    # opened again, on a phone: the week as saved, nothing wider than the screen
+    size = page.viewport_size
+    page.set_viewport_size({"width": 360, "height": 740})
+    try:
+        card.get_by_test_id("mailbox-edit").click()
+        expect(form.get_by_test_id("fr-minutes")).to_have_value("30")
+        expect(form.get_by_test_id("fr-day-6").get_by_test_id("fr-day-start")).to_have_value("10:00")
+        expect(form.get_by_test_id("fr-day-7")).to_contain_text("closed")
+        form.get_by_test_id("fr-day-6").scroll_into_view_if_needed()
+        width = page.evaluate("Math.max(...[...document.querySelectorAll('[data-testid=mailbox-edit-form] *')]"
+                              ".map((e) => e.getBoundingClientRect().right))")
+        assert width <= 361, width
+        page.screenshot(path=os.path.join(SCREENS, "phone_mailbox_working_hours.png"))
+        page.keyboard.press("Escape")
+    finally:
+        page.set_viewport_size(size)
+    api.delete(f"/mailboxes/{mailbox['id']}")
 
 
 def test_an_admin_sends_a_campaign_draft_to_a_small_segment(stack, api, page):

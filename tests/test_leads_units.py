@@ -2,6 +2,9 @@
 of a messenger handle, and a first-touch task's due time in working hours."""
 from datetime import datetime, timezone
 
+import pytest
+
+from crm_common.errors import ValidationFailed
 from services.contacts.domain import handle_key
 from services.contacts.inbound import extract_form_fields, extract_telegram
 from services.tasks.domain import due_in_working_hours
@@ -64,6 +67,23 @@ def test_due_carries_over_the_evening_and_the_weekend():
     assert due_in_working_hours(utc(2026, 11, 27, 20, 0), 15, ROME_OFFICE) == utc(2026, 11, 30, 8, 15)
     # Saturday morning: Monday 09:30
     assert due_in_working_hours(utc(2026, 11, 28, 9, 0), 30, ROME_OFFICE) == utc(2026, 11, 30, 8, 30)
+
+
+def test_due_counts_each_days_own_hours():
+    """Saturday 10:00-12:00 (day_hours) besides Monday-Friday 09:00-18:00, in Rome."""
+    from contracts.contacts import WorkingHours
+    from crm_common.validation import load
+    hours = load(WorkingHours(), {**ROME_OFFICE, "days": [1, 2, 3, 4, 5, 6],
+                                  "day_hours": [{"day": 6, "start": "10:00", "end": "12:00"}]})
+    # Friday 17:55: 5 minutes on Friday, 10 on Saturday from 10:00 (09:00Z)
+    assert due_in_working_hours(utc(2026, 11, 27, 16, 55), 15, hours) == utc(2026, 11, 28, 9, 10)
+    # Saturday 11:50: 10 minutes on Saturday, 20 on Monday from 09:00
+    assert due_in_working_hours(utc(2026, 11, 28, 10, 50), 30, hours) == utc(2026, 11, 30, 8, 20)
+    for bad in ([{"day": 7, "start": "10:00", "end": "12:00"}],  # Sunday is closed
+                [{"day": 6, "start": "12:00", "end": "10:00"}],
+                [{"day": 6, "start": "10:00", "end": "12:00"}] * 2):
+        with pytest.raises(ValidationFailed):
+            load(WorkingHours(), {**hours, "day_hours": bad})
 
 
 def test_due_without_working_hours_is_plain_minutes():

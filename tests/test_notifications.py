@@ -450,7 +450,7 @@ def test_a_daily_digest_carries_the_reports_the_user_may_see_once_per_period(api
     for client in (agent, other):
         answer = client.put("/notification-preferences", json={
             "timezone": "UTC", "digest": {"frequency": "daily", "hour": at.hour,
-                                          "reports": ["sales", "tasks", "calls"]}})
+                                          "reports": ["sales", "tasks", "calls", "funnel"]}})
         assert answer.status_code == 200, answer.text
         assert answer.json()["digest"]["frequency"] == "daily"
     sent = stack.rpc.call("notifications", "run_digests", to_iso(at), agent.user["id"])
@@ -461,6 +461,12 @@ def test_a_daily_digest_carries_the_reports_the_user_may_see_once_per_period(api
     assert "Tasks due in the period, by assignee:" in body
     assert f"{agent.user['name']}: 1 done, 0 open, 0 overdue" in body
     assert "Calls by agent:" in body and "Won deals by owner:" in body
+    assert "Funnel by pipeline" in body
+    # multipart: the HTML part holds the same reports as tables, the funnel per pipeline
+    assert mail["message"].get_content_type() == "multipart/alternative"
+    html = mail["message"].get_body(("html",)).get_content()
+    assert "<table" in html and "<h4>Funnel by pipeline</h4>" in html
+    assert f"<td>{agent.user['name']}</td>" in html
     # once per period, whatever the timer's ticks
     assert stack.rpc.call("notifications", "run_digests", to_iso(at), agent.user["id"]) == []
     # the other agent's digest holds none of it (their own visibility)

@@ -139,3 +139,80 @@ def test_a_digest_is_due_up_to_six_hours_after_its_period_ends():
     assert due_period(at("2026-10-25T13:00:00Z"), DAILY, "Europe/Rome") is None
     assert due_period(at("2026-12-07T07:00:00Z"), {"frequency": "off", "hour": 8}, "UTC") is None
     assert due_period(at("2026-12-07T07:00:00Z"), None, "UTC") is None
+
+
+# --- the digest's funnel and its HTML part ---------------------------------------------------
+
+def _digest_data():
+    from services.notifications import digests
+    asked = []
+
+    def call(service, method, params):
+        asked.append((service, method, params.get("pipeline_id")))
+        if method == "list_pipelines":
+            return {"items": [{"id": "p1", "name": "Sales <b>EU</b>"}, {"id": "p2", "name": "Rentals"}]}
+        if method == "funnel_report":
+            if params["pipeline_id"] == "p2":
+                return {"pipeline_id": "p2", "deals": 0, "stages": []}
+            return {"pipeline_id": "p1", "deals": 4, "stages": [
+                {"name": "New & hot", "kind": "open", "entered": 4, "won": 1,
+                 "conversion_to_next": 0.5, "conversion_to_won": 0.25},
+                {"name": "Won", "kind": "won", "entered": 1, "won": 1,
+                 "conversion_to_next": None, "conversion_to_won": 1.0}]}
+        return {"items": [{"assignee_id": "u1", "done": 2, "open": 1, "overdue": 0}]}
+
+    start, end = at("2027-01-10T00:00:00Z"), at("2027-01-11T00:00:00Z")
+    data = digests.gather(call, ["tasks", "funnel"], start, end)
+    assert ("deals", "funnel_report", "p1") in asked and ("deals", "funnel_report", "p2") in asked
+    return {"frequency": "daily", "from_day": "2027-01-10", "to_day": "2027-01-10",
+            "rows": digests.readable(data, {"u1": "Anna <script>"})}
+
+
+def test_the_digest_carries_each_pipelines_funnel_with_conversion():
+    rows = _digest_data()["rows"]
+    assert rows["funnel"][0] == {"pipeline": "Sales <b>EU</b>", "deals": 4, "stages": [
+        {"name": "New & hot", "kind": "open", "entered": 4, "won": 1, "to_next": "50%", "to_won": "25%"},
+        {"name": "Won", "kind": "won", "entered": 1, "won": 1, "to_next": "-", "to_won": "100%"}]}
+    assert rows["funnel"][1]["stages"] == []
+
+
+@pytest.mark.parametrize("language", ["en", "it"])
+def test_the_digest_email_has_an_html_part_of_escaped_tables(language):
+    rendered = render("report_digest", language, {"data": _digest_data(), "user": {"name": "Bob & Co"}})
+    text, html = rendered["text"], rendered["html"]
+    assert "Sales <b>EU</b>" in text and "New & hot: 4" in text and "50%" in text
+    assert html.count("<table") == 3  # tasks, and each pipeline's funnel
+    assert "<td>Sales" not in html and "<h5>Sales &lt;b&gt;EU&lt;/b&gt; (4 " in html
+    assert "<td>New &amp; hot</td><td align=\"right\">4</td><td align=\"right\">50%</td>" in html
+    assert "Anna &lt;script&gt;" in html and "<script>" not in html
+    assert "Bob &amp; Co" in html and "<p>" in html
+
+
+def test_an_email_with_html_goes_out_as_multipart_alternative(monkeypatch):
+    import smtplib
+    from types import SimpleNamespace
+    from services.notifications.channels import email_smtp
+    sent = []
+
+    class FakeSmtp:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def send_message(self, msg):
+            sent.append(msg)
+
+    monkeypatch.setattr(smtplib, "SMTP", FakeSmtp)
+    rendered = render("report_digest", "en", {"data": _digest_data(), "user": {"name": "Bob"}})
+    settings = SimpleNamespace(smtp_from="crm@example.com", smtp_tls="none", smtp_host="h",
+                               smtp_port=25, send_timeout_s=5, smtp_user=None, smtp_password=None)
+    email_smtp.send({"_id": "d1", "target": "bob@example.com", **rendered}, settings, None)
+    [msg] = sent
+    assert msg.get_content_type() == "multipart/alternative"
+    assert "New & hot: 4 entered" in msg.get_body(("plain",)).get_content()
+    assert "<table" in msg.get_body(("html",)).get_content()

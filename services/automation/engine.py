@@ -162,29 +162,32 @@ def test(node, ctx):
     return {"gt": a > b, "gte": a >= b, "lt": a < b, "lte": a <= b}[op]
 
 
-def evaluate(node, ctx):
-    """(True, None) or (False, why): the first failed condition, with the value seen."""
+def evaluate(node, ctx, where=""):
+    """(True, None) or (False, why): the first failed condition, with the value seen and,
+    inside groups, its path in the tree (`all.1.any.0: deal.amount gt 10 failed (is 5)`:
+    the first test of the second condition's `any` group), which the run log shows."""
     if not node:
         return True, None
+    at = f"{where}: " if where else ""
     if "all" in node:
-        for child in node["all"]:
-            ok, why = evaluate(child, ctx)
+        for i, child in enumerate(node["all"]):
+            ok, why = evaluate(child, ctx, f"{where}.all.{i}".lstrip("."))
             if not ok:
                 return False, why
         return True, None
     if "any" in node:
         whys = []
-        for child in node["any"]:
-            ok, why = evaluate(child, ctx)
+        for i, child in enumerate(node["any"]):
+            ok, why = evaluate(child, ctx, f"{where}.any.{i}".lstrip("."))
             if ok:
                 return True, None
             whys.append(why)
-        return False, "none of: " + "; ".join(whys)
+        return False, f"{at}none of: " + "; ".join(whys)
     if test(node, ctx):
         return True, None
     seen = get_path(ctx, node["field"])
     shown = f" {node['value']!r}" if "value" in node else ""
-    return False, f"{node['field']} {node['op']}{shown} failed (is {seen!r})"
+    return False, f"{at}{node['field']} {node['op']}{shown} failed (is {seen!r})"
 
 
 def pinned_values(node, path):

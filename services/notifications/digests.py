@@ -12,6 +12,8 @@ DUE_WINDOW = timedelta(hours=6)
 # reports with amounts: a custom role's field grants may hide them, so its digest leaves
 # them out (the gateway, not this service, knows those grants)
 WITH_AMOUNTS = ("sales", "forecast")
+# the funnel of each pipeline, the first ones (by the deals service's order) when there are more
+MAX_FUNNELS = 10
 
 
 def zone(name):
@@ -63,7 +65,16 @@ def gather(call, reports, start, end):
         out["tasks"] = call("tasks", "report", {"group_by": "assignee", **period})
     if "calls" in reports:
         out["calls"] = call("telephony", "calls_report", {"group_by": "agent", **period})
+    if "funnel" in reports:
+        pipelines = call("deals", "list_pipelines", {"limit": MAX_FUNNELS}).get("items") or []
+        out["funnel"] = [{"pipeline": p.get("name") or p.get("id"),
+                          **call("deals", "funnel_report", {"pipeline_id": p["id"], **period})}
+                         for p in pipelines]
     return out
+
+
+def percent(share):
+    return "-" if share is None else f"{share * 100:.0f}%"
 
 
 def money(minor, currency):
@@ -94,4 +105,14 @@ def readable(data, names):
                          "answered": r.get("answered", 0), "missed": r.get("missed", 0)}
                         for r in data["calls"].get("rows") or []]
         out["missed_not_called_back"] = data["calls"].get("missed_not_called_back", 0)
+    if "funnel" in data:
+        # per pipeline: its stages in order with the deals that entered each in the period,
+        # the share of them that went on to the next stage and that were won
+        out["funnel"] = [{"pipeline": f["pipeline"], "deals": f.get("deals", 0),
+                          "stages": [{"name": s.get("name") or "-", "kind": s.get("kind"),
+                                      "entered": s.get("entered", 0), "won": s.get("won", 0),
+                                      "to_next": percent(s.get("conversion_to_next")),
+                                      "to_won": percent(s.get("conversion_to_won"))}
+                                     for s in f.get("stages") or []]}
+                         for f in data["funnel"]]
     return out

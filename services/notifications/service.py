@@ -145,6 +145,7 @@ class NotificationsService(HealthEntrypoints):
                               digests.reports_of(user, digest["reports"]), start, end)
         names = {uid: (doc or {}).get("name") for uid, doc in self.store.get_users(
             {r.get("key") or r.get("assignee_id") for report in data.values()
+             if isinstance(report, dict)  # not the funnels' list: stages, no people
              for r in report.get("rows") or report.get("items") or []} - {None}).items()}
         content = {"frequency": digest["frequency"], "from": to_iso(start), "to": to_iso(end),
                    "from_day": start.date().isoformat(),

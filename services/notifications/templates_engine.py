@@ -3,13 +3,15 @@ reach Python internals), HTML autoescaped so names and notes from users cannot i
 
 templates/<lang>/<kind>.txt defines blocks `subject`, `short` (SMS, Telegram title, inbox
 title) and `text` (email text, Telegram, inbox body); templates/<lang>/layout.html wraps the
-text for the HTML part of emails. A missing language falls back to English."""
+text for the HTML part of emails, or templates/<lang>/<kind>.html when the kind has one (the
+report digest's tables). A missing language falls back to English."""
 import logging
 import os
 
 from jinja2 import (ChainableUndefined, FileSystemLoader, TemplateError, TemplateNotFound,
                     select_autoescape)
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
 
 from contracts.notifications import DEFAULT_LANGUAGE, LANGUAGES
 
@@ -54,8 +56,22 @@ def render(kind, language, context):
         title = kind.replace("_", " ").capitalize()
         parts = {"subject": title, "short": title, "text": title}
     html = _files.get_template(f"{language}/layout.html").render(
-        subject=parts["subject"], lines=parts["text"].splitlines())
+        subject=parts["subject"], lines=parts["text"].splitlines(), body=_html_body(kind, language, context))
     return {"kind": kind, "language": language, **parts, "html": html}
+
+
+def _html_body(kind, language, context):
+    """The HTML part's own body when the kind has one (templates/<lang>/<kind>.html, its
+    values autoescaped: a digest's tables), else None (the text's lines)."""
+    try:
+        template = _files.get_template(f"{language}/{kind}.html")
+    except TemplateNotFound:
+        return None
+    try:
+        return Markup(template.render(dict(context)))
+    except (TemplateError, TypeError, ValueError, ArithmeticError):
+        log.exception("template %s/%s.html failed; the HTML part holds the text", language, kind)
+        return None
 
 
 def render_string(source, **context):

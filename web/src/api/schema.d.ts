@@ -3719,6 +3719,12 @@ export interface components {
             /** @description a retired field takes no new values; stored values are kept and shown */
             retired?: boolean;
         };
+        DayHours: {
+            /** @enum {integer} */
+            day: 1 | 2 | 3 | 4 | 5 | 6 | 7;
+            end: string;
+            start: string;
+        };
         DeadLetterList: {
             items?: components["schemas"]["DeadLetterQueue"][];
         };
@@ -3957,8 +3963,8 @@ export interface components {
              * @default 8
              */
             hour: number;
-            /** @description won deals by owner, open forecast, tasks by assignee, calls by agent; a custom role gets tasks and calls only (amounts may be hidden from it) */
-            reports?: ("sales" | "forecast" | "tasks" | "calls")[];
+            /** @description won deals by owner, open forecast, tasks by assignee, calls by agent, the funnel of each pipeline (stages, counts, conversion); a custom role gets tasks, calls and funnel only (amounts may be hidden from it) */
+            reports?: ("sales" | "forecast" | "tasks" | "calls" | "funnel")[];
             /**
              * @description weekly: 0 Monday ... 6 Sunday
              * @default 0
@@ -6295,6 +6301,8 @@ export interface components {
             start: string;
         };
         WorkingHours1: {
+            /** @description other hours on some of `days` ({day, start, end}, one per day); the rest keep start and end */
+            day_hours?: components["schemas"]["DayHours"][];
             /**
              * @description ISO weekdays, 1 = Monday
              * @default [

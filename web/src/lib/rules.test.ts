@@ -1,17 +1,66 @@
 import { describe, expect, it } from "vitest";
-import { actionOf, blankAction, conditionsOf, rowsOf } from "./rules";
+import { actionOf, addGroup, addTest, blankAction, canNest, MAX_GROUPS, moveNode, nodeAt, placeOf, readableReason, removeNode,
+         setMatch, toApi, treeOf, updateTest, type GroupNode } from "./rules";
 
-describe("rule rows", () => {
-  it("turn typed conditions into the API's JSON and back", () => {
-    const json = conditionsOf("any", [{ field: "deal.amount", op: "gte", value: "1000" },
-      { field: "contact.tags", op: "in", value: "vip, gold" }, { field: "contact.email", op: "empty", value: "x" },
-      { field: "", op: "eq", value: "ignored" }]);
-    expect(json).toEqual({ any: [{ field: "deal.amount", op: "gte", value: 1000 },
-      { field: "contact.tags", op: "in", value: ["vip", "gold"] }, { field: "contact.email", op: "empty" }] });
-    expect(rowsOf(json).rows[1]).toEqual({ field: "contact.tags", op: "in", value: "vip, gold" });
-    expect(conditionsOf("all", [])).toBeNull();
-    expect(rowsOf({ field: "a", op: "eq", value: true })).toEqual({ match: "all", rows: [{ field: "a", op: "eq", value: "true" }] });
+const strip = (root: GroupNode) => toApi(root).conditions;
+
+describe("the condition tree", () => {
+  it("turns typed tests into the API's JSON and back, nested groups included", () => {
+    const api = { all: [{ field: "deal.amount", op: "gte", value: 1000 },
+      { any: [{ field: "contact.tags", op: "in", value: ["vip", "gold"] }, { all: [{ field: "contact.email", op: "empty" }] }] }] };
+    const tree = treeOf(api);
+    expect(tree.match).toBe("all");
+    expect(nodeAt(tree, [1, 0])).toMatchObject({ kind: "test", field: "contact.tags", op: "in", value: "vip, gold" });
+    expect(strip(tree)).toEqual(api);
+    expect(toApi(tree).paths[nodeAt(tree, [1, 1, 0])!.id]).toBe("all.1.any.1.all.0");
+    // a lone test becomes a one-test group; nothing stays nothing
+    expect(strip(treeOf({ field: "a", op: "eq", value: true }))).toEqual({ all: [{ field: "a", op: "eq", value: true }] });
+    expect(treeOf(null).children).toEqual([]);
+    expect(strip(treeOf(null))).toBeNull();
   });
+
+  it("builds a rule with a nested OR group and drops what is left blank", () => {
+    let tree = treeOf(null);
+    tree = addTest(tree, []);
+    tree = updateTest(tree, [0], { field: "deal.amount", op: "gt", value: "100" });
+    tree = addGroup(tree, [], "any");  // comes with one blank test
+    tree = updateTest(tree, [1, 0], { field: "deal.source", op: "eq", value: "web" });
+    tree = addTest(tree, [1]);
+    tree = updateTest(tree, [1, 1], { field: "deal.tags", op: "contains", value: "vip" });
+    tree = addTest(tree, [1]);  // blank: not sent
+    expect(strip(tree)).toEqual({ all: [{ field: "deal.amount", op: "gt", value: 100 },
+      { any: [{ field: "deal.source", op: "eq", value: "web" }, { field: "deal.tags", op: "contains", value: "vip" }] }] });
+    tree = setMatch(tree, [1], "all");
+    expect((strip(tree)!.all as Record<string, unknown>[])[1]).toHaveProperty("all");
+    tree = moveNode(tree, [1], -1);
+    expect(nodeAt(tree, [0])!.kind).toBe("group");
+    expect(moveNode(tree, [0], -1)).toEqual(tree);  // the first one stays first
+    tree = removeNode(tree, [0]);
+    expect(strip(tree)).toEqual({ all: [{ field: "deal.amount", op: "gt", value: 100 }] });
+    expect(removeNode(tree, []).children).toEqual([]);
+    // a group of blank tests alone is nothing; the paths skip the dropped ones
+    const blanks = addTest(addGroup(treeOf(null), []), []);
+    expect(strip(blanks)).toBeNull();
+  });
+
+  it("nests no deeper than the API allows", () => {
+    let tree = treeOf(null);
+    let path: number[] = [];
+    while (canNest(path)) { tree = addGroup(tree, path); path = [...path, (nodeAt(tree, path) as GroupNode).children.length - 1]; }
+    expect(path.length + 1).toBe(MAX_GROUPS);
+    expect(addGroup(tree, path)).toBe(tree);
+  });
+
+  it("shows the run log's condition paths as places", () => {
+    expect(placeOf("all.1.any.0")).toBe("#2.1");
+    expect(placeOf("")).toBe("#");
+    expect(readableReason("all.1: none of: all.1.any.0: deal.amount gt 900 failed (is 500); all.1.any.1.all.1: x eq 'y' failed (is 'z')"))
+      .toBe("#2: none of: #2.1: deal.amount gt 900 failed (is 500); #2.2.2: x eq 'y' failed (is 'z')");
+    expect(readableReason("deal.amount gte 1000 failed (is 500)")).toBe("deal.amount gte 1000 failed (is 500)");
+  });
+});
+
+describe("rule actions", () => {
   it("keep actions the editor has no fields for as they are", () => {
     const raw = { type: "send_message", channel: "email", template_id: "t1" };
     expect(actionOf(raw).body()).toEqual(raw);

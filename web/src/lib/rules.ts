@@ -1,8 +1,7 @@
-// The rule editor's rows <-> the automation API's JSON: conditions ({"all"|"any": [{field, op,
-// value}]}) and actions ({type, ...params}). Actions the editor has no fields for are kept as
+// The rule editor's state <-> the automation API's JSON: conditions (a tree of {"all"|"any": [...]}
+// groups and {field, op, value} tests) and actions ({type, ...params}). Actions the editor has no fields for are kept as
 // they are (shown, sent back unchanged).
 export const OPS = ["eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "contains", "not_contains", "empty", "not_empty"] as const;
-export type ConditionRow = { field: string; op: string; value: string };
 
 /** A typed value from what was typed: numbers, true/false, lists for in / not_in. */
 export function parseValue(op: string, text: string): unknown {
@@ -21,24 +20,124 @@ export function showValue(value: unknown): string {
   return value === undefined || value === null ? "" : String(value);
 }
 
-export function conditionsOf(match: "all" | "any", rows: ConditionRow[]): Record<string, unknown> | null {
-  const items = rows.filter((r) => r.field.trim()).map((r) => {
-    const value = parseValue(r.op, r.value);
-    return { field: r.field.trim(), op: r.op, ...(value === undefined ? {} : { value }) };
-  });
-  return items.length ? { [match]: items } : null;
+// --- the condition tree: groups (all / any) of tests and groups, nested ------------------
+export type Match = "all" | "any";
+export type TestNode = { kind: "test"; id: string; field: string; op: string; value: string };
+export type GroupNode = { kind: "group"; id: string; match: Match; children: CondNode[] };
+export type CondNode = TestNode | GroupNode;
+/** Groups deep, the root's included (the API's MAX_NESTING). */
+export const MAX_GROUPS = 5;
+
+let lastId = 0;
+const nextId = () => `c${++lastId}`;
+export const blankTest = (): TestNode => ({ kind: "test", id: nextId(), field: "", op: "eq", value: "" });
+export const blankGroup = (match: Match = "any"): GroupNode => ({ kind: "group", id: nextId(), match, children: [blankTest()] });
+
+/** The editor's tree from the API's conditions: always a group at the root. */
+export function treeOf(conditions: unknown): GroupNode {
+  const node = nodeOf(conditions);
+  if (!node) return { kind: "group", id: nextId(), match: "all", children: [] };
+  return node.kind === "group" ? node : { kind: "group", id: nextId(), match: "all", children: [node] };
 }
 
-/** Rows from the API's conditions (one level of all/any; a nested group is kept as a row of JSON). */
-export function rowsOf(conditions: Record<string, unknown> | null | undefined): { match: "all" | "any"; rows: ConditionRow[] } {
-  if (!conditions) return { match: "all", rows: [] };
-  const match = "any" in conditions ? "any" : "all";
-  const list = (conditions[match] as Record<string, unknown>[] | undefined) ?? [conditions];
-  return {
-    match,
-    rows: list.filter((c) => typeof c.field === "string")
-      .map((c) => ({ field: c.field as string, op: (c.op as string) ?? "eq", value: showValue(c.value) })),
+function nodeOf(c: unknown): CondNode | null {
+  if (!c || typeof c !== "object") return null;
+  const o = c as Record<string, unknown>;
+  for (const match of ["all", "any"] as Match[]) {
+    if (Array.isArray(o[match])) {
+      return { kind: "group", id: nextId(), match, children: (o[match] as unknown[]).map(nodeOf).filter((n): n is CondNode => !!n) };
+    }
+  }
+  if (typeof o.field !== "string") return null;
+  return { kind: "test", id: nextId(), field: o.field, op: typeof o.op === "string" ? o.op : "eq", value: showValue(o.value) };
+}
+
+/** The API's conditions from the tree (tests without a field and groups left empty are
+ * dropped; null when nothing is left) and, for each node sent, its path there
+ * (`all.1.any.0`): where the API's errors and the run log's reasons point. */
+export function toApi(root: GroupNode): { conditions: Record<string, unknown> | null; paths: Record<string, string> } {
+  const paths: Record<string, string> = {};
+  const walk = (node: CondNode, path: string): Record<string, unknown> | null => {
+    if (node.kind === "test") {
+      if (!node.field.trim()) return null;
+      const value = parseValue(node.op, node.value);
+      paths[node.id] = path;
+      return { field: node.field.trim(), op: node.op, ...(value === undefined ? {} : { value }) };
+    }
+    const items: Record<string, unknown>[] = [];
+    for (const child of node.children) {
+      const item = walk(child, `${path ? `${path}.` : ""}${node.match}.${items.length}`);
+      if (item) items.push(item);
+    }
+    if (!items.length) return null;
+    paths[node.id] = path;
+    return { [node.match]: items };
   };
+  return { conditions: walk(root, ""), paths };
+}
+
+type Path = number[];  // child indexes from the root
+
+function edit(root: GroupNode, path: Path, change: (node: CondNode) => CondNode | null): GroupNode {
+  const go = (node: CondNode, rest: Path): CondNode | null => {
+    if (!rest.length) return change(node);
+    if (node.kind !== "group") return node;
+    const [i, ...tail] = rest;
+    const children = node.children.flatMap((c, j) => {
+      if (j !== i) return [c];
+      const next = go(c, tail);
+      return next ? [next] : [];
+    });
+    return { ...node, children };
+  };
+  return (go(root, path) as GroupNode | null) ?? { ...root, children: [] };
+}
+
+export function nodeAt(root: GroupNode, path: Path): CondNode | null {
+  let node: CondNode = root;
+  for (const i of path) {
+    if (node.kind !== "group" || !node.children[i]) return null;
+    node = node.children[i];
+  }
+  return node;
+}
+
+/** Groups deep at `path` (the root: 1). A group there may hold another while this is below MAX_GROUPS. */
+export const groupDepth = (path: Path) => path.length + 1;
+export const canNest = (path: Path) => groupDepth(path) < MAX_GROUPS;
+
+export const updateTest = (root: GroupNode, path: Path, patch: Partial<Omit<TestNode, "kind" | "id">>) =>
+  edit(root, path, (n) => (n.kind === "test" ? { ...n, ...patch } : n));
+export const setMatch = (root: GroupNode, path: Path, match: Match) =>
+  edit(root, path, (n) => (n.kind === "group" ? { ...n, match } : n));
+export const addTest = (root: GroupNode, path: Path) =>
+  edit(root, path, (n) => (n.kind === "group" ? { ...n, children: [...n.children, blankTest()] } : n));
+export const addGroup = (root: GroupNode, path: Path, match: Match = "any") =>
+  canNest(path) ? edit(root, path, (n) => (n.kind === "group" ? { ...n, children: [...n.children, blankGroup(match)] } : n)) : root;
+/** Removes the node (the root is emptied, not removed). */
+export const removeNode = (root: GroupNode, path: Path) =>
+  path.length ? edit(root, path, () => null) : { ...root, children: [] };
+/** Moves a node up (-1) or down (+1) among its siblings. */
+export function moveNode(root: GroupNode, path: Path, delta: -1 | 1): GroupNode {
+  if (!path.length) return root;
+  const parent = path.slice(0, -1), i = path[path.length - 1], j = i + delta;
+  return edit(root, parent, (n) => {
+    if (n.kind !== "group" || j < 0 || j >= n.children.length) return n;
+    const children = [...n.children];
+    [children[i], children[j]] = [children[j], children[i]];
+    return { ...n, children };
+  });
+}
+
+/** A condition's place as people count it: `all.1.any.0` -> `#2.1`. */
+export function placeOf(apiPath: string): string {
+  const indexes = [...apiPath.matchAll(/(?:all|any)\.(\d+)/g)].map((m) => Number(m[1]) + 1);
+  return indexes.length ? `#${indexes.join(".")}` : "#";
+}
+
+/** A run's reason with the condition paths it names (`all.1.any.0: ...`) as places (`#2.1: ...`). */
+export function readableReason(reason: string): string {
+  return reason.replace(/\b(?:all|any)\.\d+(?:\.(?:all|any)\.\d+)*(?=: )/g, (path) => placeOf(path));
 }
 
 type Param = { name: string; kind: "text" | "number" | "stage" };

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { auditQuery, defaultPort, flatErrors, monthOf, serverDraft, serverPatch, setCost, smtpWithLogin, toMinor } from "./settings";
+import { auditQuery, defaultPort, flatErrors, hoursOf, monthOf, serverDraft, serverPatch, setCost, smtpWithLogin, toMinor, weekErrors,
+         weekOf } from "./settings";
 
 describe("settings helpers", () => {
   it("flatten nested field errors", () => {
@@ -50,5 +51,32 @@ describe("settings helpers", () => {
     expect(serverPatch(listed as never, { ...draft, host: " imap.y " })).toEqual({ ...side, host: "imap.y" });
     expect(serverPatch(listed as never, { ...draft, password: "new" })).toEqual({ ...draft, password: "new" });
     expect(serverDraft(undefined, "smtp")).toMatchObject({ port: 465, security: "tls" });
+  });
+});
+
+describe("working hours", () => {
+  it("turn a week with a short Saturday into start / end plus day_hours, and back", () => {
+    const week = weekOf(null, "Europe/Rome");
+    expect(week.enabled).toBe(false);
+    expect(hoursOf(week).hours).toBeNull();
+    week.enabled = true;
+    week.days[5] = { day: 6, open: true, start: "10:00", end: "12:00" };
+    week.days[4] = { ...week.days[4], open: false };
+    const { hours, dayOf } = hoursOf(week);
+    expect(hours).toEqual({ start: "09:00", end: "18:00", days: [1, 2, 3, 4, 6], timezone: "Europe/Rome",
+                            day_hours: [{ day: 6, start: "10:00", end: "12:00" }] });
+    expect(dayOf).toEqual([6]);
+    expect(weekOf(hours)).toEqual(week);
+    week.days[5].open = false;
+    expect(hoursOf(week).hours).toEqual({ start: "09:00", end: "18:00", days: [1, 2, 3, 4], timezone: "Europe/Rome" });
+  });
+  it("put the API's errors at the days they are about", () => {
+    const week = weekOf({ start: "18:00", end: "09:00", days: [1, 2, 6], timezone: "Mars/Base",
+                          day_hours: [{ day: 6, start: "12:00", end: "10:00" }] });
+    expect(weekErrors(week, { "working_hours.end": "start must be before end.",
+                              "working_hours.day_hours.0.end": "start must be before end.",
+                              "working_hours.timezone": "Unknown time zone.", "first_response_minutes": "x" }))
+      .toEqual({ 1: "start must be before end.", 2: "start must be before end.", 6: "start must be before end.",
+                 timezone: "Unknown time zone." });
   });
 });

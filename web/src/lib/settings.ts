@@ -83,3 +83,60 @@ export function serverDraft(original: Partial<Omit<ServerDraft, "password">> | u
   return { host: original?.host ?? "", port: original?.port ?? defaultPort(protocol, security), security,
            username: original?.username ?? "", password: "", verify_tls: original?.verify_tls ?? true };
 }
+
+// --- working hours (mailboxes, channels): a week editor <-> the API's WorkingHours ---------
+export type DayDraft = { day: number; open: boolean; start: string; end: string };
+export type WeekDraft = { enabled: boolean; timezone: string; days: DayDraft[] };
+export type WorkingHoursApi = {
+  start?: string; end?: string; days?: number[]; timezone?: string;
+  day_hours?: { day: number; start: string; end: string }[];
+};
+
+/** The week as the editor shows it: seven days (ISO 1 = Monday), each open or closed with
+ * its own from / to; `enabled` false when the API has none (the clock always runs). */
+export function weekOf(hours: WorkingHoursApi | null | undefined, fallbackZone = "UTC"): WeekDraft {
+  const start = hours?.start ?? "09:00", end = hours?.end ?? "18:00";
+  const open = new Set(hours?.days ?? [1, 2, 3, 4, 5]);
+  const own = new Map((hours?.day_hours ?? []).map((d) => [d.day, d]));
+  return {
+    enabled: !!hours, timezone: hours?.timezone ?? fallbackZone,
+    days: [1, 2, 3, 4, 5, 6, 7].map((day) => ({ day, open: open.has(day), start: own.get(day)?.start ?? start, end: own.get(day)?.end ?? end })),
+  };
+}
+
+/** The API's WorkingHours from the week: the hours most open days share as start / end,
+ * the other days' as day_hours; null when off. `dayOf` maps an entry of day_hours back to
+ * its day (where the API's errors go). */
+export function hoursOf(week: WeekDraft): { hours: WorkingHoursApi | null; dayOf: number[] } {
+  if (!week.enabled) return { hours: null, dayOf: [] };
+  const open = week.days.filter((d) => d.open);
+  const counts = new Map<string, number>();
+  for (const d of open) counts.set(`${d.start}-${d.end}`, (counts.get(`${d.start}-${d.end}`) ?? 0) + 1);
+  const [common] = [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))[0] ?? ["09:00-18:00"];
+  const [start, end] = common.split("-");
+  const others = open.filter((d) => `${d.start}-${d.end}` !== common);
+  return {
+    hours: { start, end, days: open.map((d) => d.day), timezone: week.timezone,
+             ...(others.length ? { day_hours: others.map((d) => ({ day: d.day, start: d.start, end: d.end })) } : {}) },
+    dayOf: others.map((d) => d.day),
+  };
+}
+
+/** The API's errors of `working_hours` (flattened: working_hours.end,
+ * working_hours.day_hours.0.start, ...) at the days they are about: {day: message}, and the
+ * rest (days, timezone) by their name. */
+export function weekErrors(week: WeekDraft, errors: Record<string, string>, prefix = "working_hours"): Record<string, string> {
+  const { dayOf } = hoursOf(week);
+  const out: Record<string, string> = {};
+  const own = new Set(dayOf);
+  for (const [key, message] of Object.entries(errors)) {
+    if (!key.startsWith(`${prefix}.`)) continue;
+    const rest = key.slice(prefix.length + 1);
+    const entry = /^day_hours\.(\d+)(\.|$)/.exec(rest);
+    if (entry && dayOf[Number(entry[1])]) out[dayOf[Number(entry[1])]] = message;
+    else if (rest === "start" || rest === "end") {
+      for (const d of week.days) if (d.open && !own.has(d.day)) out[d.day] = message;
+    } else out[rest.split(".")[0]] = message;
+  }
+  return out;
+}

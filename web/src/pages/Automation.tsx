@@ -7,27 +7,27 @@ import { useTranslation } from "react-i18next";
 import { Link } from "react-router-dom";
 import { api, ok, type Schemas } from "../api/client";
 import { QueryState } from "../components/QueryState";
-import { fieldErrors } from "../components/TaskDialogs";
+import { flatFieldErrors } from "../components/TaskDialogs";
 import { useLocale, usePermissions } from "../lib/me";
-import { actionOf, blankAction, conditionsOf, rowsOf, type ActionRow, type ConditionRow, OPS, ACTION_TYPES } from "../lib/rules";
+import { actionOf, addGroup, addTest, blankAction, canNest, moveNode, placeOf as placeLabel, readableReason, removeNode, setMatch, toApi, treeOf,
+         updateTest, type ActionRow, type CondNode, type GroupNode, type Match, OPS, ACTION_TYPES } from "../lib/rules";
 
 type Rule = Schemas["RuleOut"];
 type TriggerType = Schemas["TriggerIn"]["type"];
 type Draft = {
   name: string; description: string; enabled: boolean; logSkips: boolean;
   trigger: { type: TriggerType; event: string; days: number; record: "contact" | "deal"; field: string; when: "before" | "after"; annual: boolean };
-  match: "all" | "any"; conditions: ConditionRow[]; actions: ActionRow[];
+  conditions: GroupNode; actions: ActionRow[];
 };
 
 function draftOf(rule: Rule | null): Draft {
   const trigger = (rule?.trigger ?? {}) as Record<string, unknown>;
-  const { match, rows } = rowsOf(rule?.conditions as Record<string, unknown> | null | undefined);
   return {
     name: rule?.name ?? "", description: rule?.description ?? "", enabled: rule?.enabled ?? false, logSkips: rule?.log_skips ?? true,
     trigger: { type: (trigger.type as TriggerType) ?? "event", event: (trigger.event as string) ?? "", days: (trigger.days as number) ?? 3,
                record: (trigger.record as "contact") ?? "contact", field: (trigger.field as string) ?? "birthday",
                when: (trigger.when as "after") ?? "after", annual: !!trigger.annual },
-    match, conditions: rows,
+    conditions: treeOf(rule?.conditions),
     actions: (rule?.actions as Record<string, unknown>[] | undefined)?.map(actionOf) ?? [blankAction("notify_user")],
   };
 }
@@ -67,7 +67,7 @@ function DryRun({ rule }: { rule: Rule }) {
                     <Table.Tr key={`${hit.record_id}-${hit.occurrence}-${i}`}>
                       <Table.Td><RecordLink type={hit.record_type} id={hit.record_id} /></Table.Td>
                       <Table.Td>{hit.would_fire ? <Badge color="green" variant="light">{t("yes")}</Badge>
-                        : <Text size="xs" c="dimmed">{hit.reason || t("no")}</Text>}</Table.Td>
+                        : <Text size="xs" c="dimmed">{hit.reason ? readableReason(hit.reason) : t("no")}</Text>}</Table.Td>
                       <Table.Td visibleFrom="sm">{locale.dateTime(hit.at)}</Table.Td>
                     </Table.Tr>
                   ))}
@@ -114,7 +114,7 @@ function Runs({ rule }: { rule: Rule }) {
               {runs.data.map((run) => (
                 <Table.Tr key={run.id}>
                   <Table.Td><Badge color={RUN_COLOR[run.state ?? ""] ?? "gray"} variant="light">{t(`arState_${run.state}`, { defaultValue: run.state })}</Badge>
-                    {run.reason && <Text size="xs" c="dimmed">{run.reason}</Text>}
+                    {run.reason && <Text size="xs" c="dimmed" data-testid="run-reason">{readableReason(run.reason)}</Text>}
                     {(run.actions ?? []).map((a, i) => {
                       const result = a as Record<string, unknown>;
                       return <Text key={i} size="xs">{String(result.type ?? "")}: {String(result.state ?? result.status ?? "")}
@@ -127,6 +127,87 @@ function Runs({ rule }: { rule: Rule }) {
             </Table.Tbody>
           </Table>
         </Table.ScrollContainer>
+      )}
+    </Stack>
+  );
+}
+
+type Edit = (root: GroupNode) => GroupNode;
+
+/** One group of the rule's conditions (all / any of its tests and groups), nested up to the
+ * API's depth; each test shows its place (#2.1), the one the run log names when it failed. */
+function ConditionGroup({ node, path, paths, errors, fields, writable, onChange }: {
+  node: GroupNode; path: number[]; paths: Record<string, string>; errors: Record<string, string>; fields: string[];
+  writable: boolean; onChange: (edit: Edit) => void;
+}) {
+  const { t } = useTranslation();
+  const where = (n: CondNode) => (paths[n.id] === undefined ? undefined : `conditions${paths[n.id] ? `.${paths[n.id]}` : ""}`);
+  const errorOf = (n: CondNode, field?: string) => {
+    const at = where(n);
+    if (at === undefined) return undefined;
+    return field ? errors[`${at}.${field}`] : errors[at] ?? (n.kind === "group" ? errors[`${at}.${n.match}`] : undefined);
+  };
+  const nested = path.length > 0;
+  const testId = `rule-group-${path.join("-") || "root"}`;
+  return (
+    <Stack gap={6} data-testid={testId} data-match={node.match}
+           style={nested ? { borderInlineStart: `3px solid var(--mantine-color-${node.match === "any" ? "orange" : "blue"}-4)`,
+                             paddingInlineStart: 8 } : undefined}>
+      <Group gap={4} wrap="wrap" justify="space-between">
+        <Group gap={4} wrap="nowrap">
+        {nested && paths[node.id] !== undefined && <Badge variant="light" color="gray" size="sm">{placeLabel(paths[node.id])}</Badge>}
+        <SegmentedControl size="xs" value={node.match} disabled={!writable} data-testid={`${testId}-match`}
+                          onChange={(v) => onChange((root) => setMatch(root, path, v as Match))}
+                          data={[{ value: "all", label: t("arAll") }, { value: "any", label: t("arAny") }]} />
+        </Group>
+        {writable && nested && (
+          <Group gap={2}>
+            <ActionIcon variant="subtle" size="sm" aria-label={t("arMoveUp")} onClick={() => onChange((root) => moveNode(root, path, -1))}>↑</ActionIcon>
+            <ActionIcon variant="subtle" size="sm" aria-label={t("arMoveDown")} onClick={() => onChange((root) => moveNode(root, path, 1))}>↓</ActionIcon>
+            <ActionIcon variant="subtle" color="red" size="sm" aria-label={t("arRemoveGroup")} data-testid={`${testId}-remove`}
+                        onClick={() => onChange((root) => removeNode(root, path))}>✕</ActionIcon>
+          </Group>
+        )}
+      </Group>
+      {errorOf(node) && <Text c="red" size="xs">{errorOf(node)}</Text>}
+      {node.children.map((child, i) => {
+        const at = [...path, i];
+        if (child.kind === "group") {
+          return <ConditionGroup key={child.id} node={child} path={at} paths={paths} errors={errors} fields={fields}
+                                 writable={writable} onChange={onChange} />;
+        }
+        const place = paths[child.id];
+        return (
+          <Group key={child.id} gap={4} wrap="wrap" align="flex-start" data-testid={`rule-condition-${at.join("-")}`}>
+            <Badge variant="light" color="gray" size="sm" mt={8} miw={36} title={t("arPlaceHint")}>{place !== undefined ? placeLabel(place) : "·"}</Badge>
+            <Select aria-label={t("arField")} placeholder={t("arField")} searchable value={child.field || null} w={{ base: "100%", xs: 200 }}
+                    disabled={!writable} error={errorOf(child, "field")}
+                    data={[...new Set([...fields, ...(child.field ? [child.field] : [])])]}
+                    onChange={(v) => onChange((root) => updateTest(root, at, { field: v ?? "" }))}
+                    onSearchChange={(q) => !fields.length && q && onChange((root) => updateTest(root, at, { field: q }))}
+                    data-testid="rule-condition-field" />
+            <Select aria-label={t("arOp")} value={child.op} allowDeselect={false} w={150} disabled={!writable} error={errorOf(child, "op")}
+                    data={OPS.map((op) => ({ value: op, label: t(`arOp_${op}`) }))}
+                    onChange={(v) => v && onChange((root) => updateTest(root, at, { op: v }))} data-testid="rule-condition-op" />
+            {child.op !== "empty" && child.op !== "not_empty" && (
+              <TextInput aria-label={t("arValue")} placeholder={t("arValue")} value={child.value} w={160} disabled={!writable}
+                         error={errorOf(child, "value") ?? errorOf(child)}
+                         onChange={(e) => { const value = e.currentTarget.value; onChange((root) => updateTest(root, at, { value })); }}
+                         data-testid="rule-condition-value" />
+            )}
+            {writable && <ActionIcon variant="subtle" color="red" mt={6} aria-label={t("remove")} data-testid="rule-condition-remove"
+                                     onClick={() => onChange((root) => removeNode(root, at))}>✕</ActionIcon>}
+          </Group>
+        );
+      })}
+      {writable && (
+        <Group gap={4}>
+          <Button size="compact-xs" variant="subtle" data-testid={nested ? `${testId}-add-condition` : "rule-add-condition"}
+                  onClick={() => onChange((root) => addTest(root, path))}>+ {t("arAddCondition")}</Button>
+          {canNest(path) && <Button size="compact-xs" variant="subtle" data-testid={nested ? `${testId}-add-group` : "rule-add-group"}
+                                    onClick={() => onChange((root) => addGroup(root, path, node.match === "all" ? "any" : "all"))}>
+            + {t("arAddGroup")}</Button>}
+        </Group>
       )}
     </Stack>
   );
@@ -158,7 +239,7 @@ function RuleEditor({ rule, onSaved }: { rule: Rule | null; onSaved: (rule: Rule
         name: draft.name.trim(), description: draft.description.trim() || undefined, enabled: draft.enabled, log_skips: draft.logSkips,
         trigger: triggerBody(draft.trigger),
         // the editor's rows as the API's typed unions (the API checks each one: 422 by field)
-        conditions: conditionsOf(draft.match, draft.conditions) as Schemas["RuleIn"]["conditions"],
+        conditions: toApi(draft.conditions).conditions as Schemas["RuleIn"]["conditions"],
         actions: draft.actions.map((a) => a.body()) as Schemas["RuleIn"]["actions"],
       };
       return rule?.id
@@ -173,9 +254,9 @@ function RuleEditor({ rule, onSaved }: { rule: Rule | null; onSaved: (rule: Rule
       toasts.show({ color: "green", message: t("saved") });
       onSaved(saved);
     },
-    onError: (error) => setErrors(fieldErrors(error)),
+    onError: (error) => setErrors(flatFieldErrors(error)),
   });
-  const setCondition = (i: number, row: Partial<ConditionRow>) => set("conditions", draft.conditions.map((c, j) => (j === i ? { ...c, ...row } : c)));
+  const paths = toApi(draft.conditions).paths;
   const setAction = (i: number, row: ActionRow) => set("actions", draft.actions.map((a, j) => (j === i ? row : a)));
   return (
     <form onSubmit={(e) => { e.preventDefault(); setErrors({}); save.mutate(); }} data-testid="rule-editor">
@@ -218,31 +299,11 @@ function RuleEditor({ rule, onSaved }: { rule: Rule | null; onSaved: (rule: Rule
         </Card>
         <Card withBorder padding="sm">
           <Stack gap="xs">
-            <Group justify="space-between">
-              <Text fw={600} size="sm">{t("arIf")}</Text>
-              <SegmentedControl size="xs" value={draft.match} onChange={(v) => set("match", v as "all")}
-                                data={[{ value: "all", label: t("arAll") }, { value: "any", label: t("arAny") }]} />
-            </Group>
-            {!draft.conditions.length && <Text size="xs" c="dimmed">{t("arNoConditions")}</Text>}
-            {draft.conditions.map((c, i) => (
-              <Group key={i} gap={4} wrap="wrap" align="flex-end" data-testid={`rule-condition-${i}`}>
-                <Select aria-label={t("arField")} placeholder={t("arField")} searchable value={c.field || null} w={200} disabled={!writable}
-                        data={[...new Set([...eventFields, ...(c.field ? [c.field] : [])])]}
-                        onChange={(v) => setCondition(i, { field: v ?? "" })} onSearchChange={(s) => !eventFields.length && s && setCondition(i, { field: s })}
-                        data-testid="rule-condition-field" />
-                <Select aria-label={t("arOp")} value={c.op} allowDeselect={false} w={150} disabled={!writable}
-                        data={OPS.map((op) => ({ value: op, label: t(`arOp_${op}`) }))} onChange={(v) => v && setCondition(i, { op: v })} />
-                {c.op !== "empty" && c.op !== "not_empty" && (
-                  <TextInput aria-label={t("arValue")} placeholder={t("arValue")} value={c.value} w={160} disabled={!writable}
-                             onChange={(e) => setCondition(i, { value: e.currentTarget.value })} data-testid="rule-condition-value" />
-                )}
-                {writable && <ActionIcon variant="subtle" color="red" mb={4} aria-label={t("remove")}
-                                         onClick={() => set("conditions", draft.conditions.filter((_, j) => j !== i))}>✕</ActionIcon>}
-              </Group>
-            ))}
-            {errors.conditions && <Text c="red" size="sm">{errors.conditions}</Text>}
-            {writable && <Button size="compact-xs" variant="subtle" w="fit-content" data-testid="rule-add-condition"
-                                 onClick={() => set("conditions", [...draft.conditions, { field: "", op: "eq", value: "" }])}>+ {t("arAddCondition")}</Button>}
+            <Text fw={600} size="sm">{t("arIf")}</Text>
+            {!draft.conditions.children.length && <Text size="xs" c="dimmed">{t("arNoConditions")}</Text>}
+            <ConditionGroup node={draft.conditions} path={[]} paths={paths} errors={errors} fields={eventFields} writable={writable}
+                            onChange={(edit) => setDraft((d) => ({ ...d, conditions: edit(d.conditions) }))} />
+            {errors.conditions && <Text c="red" size="sm" data-testid="rule-conditions-error">{errors.conditions}</Text>}
           </Stack>
         </Card>
         <Card withBorder padding="sm">

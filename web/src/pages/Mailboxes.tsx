@@ -3,12 +3,15 @@ import { Alert, Badge, Button, Card, Checkbox, Grid, Group, Modal, NumberInput, 
          TextInput, Title } from "@mantine/core";
 import { notifications as toasts } from "@mantine/notifications";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
+import { useMediaQuery } from "@mantine/hooks";
 import { useTranslation } from "react-i18next";
 import { api, ok, type Schemas } from "../api/client";
 import { QueryState } from "../components/QueryState";
 import { flatFieldErrors } from "../components/TaskDialogs";
 import { useLocale, usePermissions } from "../lib/me";
-import { defaultPort, serverDraft, serverPatch, smtpWithLogin, type Security, type ServerDraft } from "../lib/settings";
+import { ResponseHours } from "../components/ResponseHours";
+import { defaultPort, hoursOf, serverDraft, serverPatch, smtpWithLogin, weekOf, type Security, type ServerDraft,
+         type WeekDraft, type WorkingHoursApi } from "../lib/settings";
 
 type Mailbox = Schemas["MailboxOut"];
 type Channel = Schemas["ChannelOut"];
@@ -107,9 +110,13 @@ function ConnectMailbox() {
  * it changed; the API's errors land next to their fields. */
 function EditMailbox({ mailbox, onClose }: { mailbox: Mailbox; onClose: () => void }) {
   const { t } = useTranslation();
+  const narrow = useMediaQuery("(max-width: 480px)");
   const queryClient = useQueryClient();
+  const locale = useLocale();
   const [draft, setDraft] = useState(() => ({ name: mailbox.name ?? "", display_name: mailbox.display_name ?? "",
     imap: serverDraft(mailbox.imap as never, "imap"), smtp: serverDraft(mailbox.smtp as never, "smtp") }));
+  const [minutes, setMinutes] = useState<number | "">(mailbox.first_response_minutes ?? "");
+  const [week, setWeek] = useState<WeekDraft>(() => weekOf(mailbox.working_hours as WorkingHoursApi | null, locale.timeZone));
   const [errors, setErrors] = useState<Record<string, string>>({});
   const save = useMutation({
     mutationFn: async () => {
@@ -117,13 +124,14 @@ function EditMailbox({ mailbox, onClose }: { mailbox: Mailbox; onClose: () => vo
       const smtp = serverPatch(mailbox.smtp as never, draft.smtp);
       return ok(await api.PATCH("/api/v1/mailboxes/{mailbox_id}", { params: { path: { mailbox_id: mailbox.id! } }, body: {
         name: draft.name.trim(), display_name: draft.display_name.trim(), ...(imap ? { imap } : {}), ...(smtp ? { smtp } : {}),
+        first_response_minutes: minutes === "" ? null : minutes, working_hours: hoursOf(week).hours,
       } as Schemas["MailboxIn"] }));
     },
     onSuccess: () => { queryClient.invalidateQueries({ queryKey: ["mailboxes"] }); onClose(); },
     onError: (error) => setErrors(flatFieldErrors(error)),
   });
   return (
-    <Modal opened onClose={onClose} title={t("mbEdit")} size="lg">
+    <Modal opened onClose={onClose} title={t("mbEdit")} size="lg" fullScreen={narrow}>
       <form onSubmit={(e) => { e.preventDefault(); setErrors({}); save.mutate(); }} data-testid="mailbox-edit-form">
         <Stack gap="xs">
           <Group grow align="flex-start" wrap="wrap">
@@ -135,6 +143,8 @@ function EditMailbox({ mailbox, onClose }: { mailbox: Mailbox; onClose: () => vo
           <Text size="xs" c="dimmed">{t("mbPasswordAgain")}</Text>
           <ServerFields protocol="imap" value={draft.imap} errors={errors} optionalLogin onChange={(imap) => setDraft({ ...draft, imap })} />
           <ServerFields protocol="smtp" value={draft.smtp} errors={errors} optionalLogin onChange={(smtp) => setDraft({ ...draft, smtp })} />
+          <Text fw={500} size="sm" mt="xs">{t("frTitle")}</Text>
+          <ResponseHours minutes={minutes} onMinutes={setMinutes} week={week} onWeek={setWeek} errors={errors} />
           {errors._ && <Alert color="red">{errors._}</Alert>}
           <Group justify="flex-end">
             <Button variant="default" onClick={onClose}>{t("cancel")}</Button>
@@ -143,6 +153,20 @@ function EditMailbox({ mailbox, onClose }: { mailbox: Mailbox; onClose: () => vo
         </Stack>
       </form>
     </Modal>
+  );
+}
+
+/** "First response in 30 min · Mon-Fri 09:00-18:00, Sat 10:00-12:00 (Europe/Rome)" */
+function ResponseSummary({ minutes, hours }: { minutes?: number | null; hours?: WorkingHoursApi | null }) {
+  const { t, i18n } = useTranslation();
+  if (minutes === null || minutes === undefined) return null;
+  const day = (d: number) => new Intl.DateTimeFormat(i18n.language, { weekday: "short", timeZone: "UTC" })
+    .format(new Date(Date.UTC(2024, 0, d)));  // 2024-01-01 was a Monday
+  const week = hours ? weekOf(hours).days.filter((d) => d.open).map((d) => `${day(d.day)} ${d.start}–${d.end}`).join(", ") : "";
+  return (
+    <Text size="xs" c="dimmed" data-testid="response-summary">
+      {t("frSummary", { minutes })}{hours ? ` · ${week} (${hours.timezone ?? "UTC"})` : ` · ${t("frAlways")}`}
+    </Text>
   );
 }
 
@@ -183,6 +207,7 @@ function MailboxCard({ mailbox }: { mailbox: Mailbox }) {
             {mailbox.imap?.host}:{mailbox.imap?.port} · {t("mbSynced", { count: state.synced ?? 0 })}
             {state.last_sync_at ? ` · ${t("mbLastSync")} ${locale.dateTime(state.last_sync_at)}` : ""}
           </Text>
+          <ResponseSummary minutes={mailbox.first_response_minutes} hours={mailbox.working_hours as WorkingHoursApi | null} />
           {state.last_error && <Text size="xs" c="red" style={{ wordBreak: "break-word" }} data-testid="mailbox-error">
             {state.last_error}{state.failures ? ` (${t("mbFailures", { count: state.failures })})` : ""}</Text>}
         </Stack>
@@ -219,6 +244,32 @@ function Mailboxes() {
   );
 }
 
+const useChannelRoutes = () => useQuery({
+  queryKey: ["forms", "channel"],
+  queryFn: async () => ok(await api.GET("/api/v1/forms", { params: { query: { kind: "channel", limit: 200 } } })).items ?? [],
+});
+
+/** A Telegram channel's inbound route, picked by name among the routes of channel telegram
+ * (POST /forms kind=channel); none yet: how to make one. */
+function RoutePicker({ value, onChange, error }: { value: string; onChange: (id: string) => void; error?: string }) {
+  const { t } = useTranslation();
+  const routes = useChannelRoutes();
+  const telegram = (routes.data ?? []).filter((r) => r.channel === "telegram");
+  const data = telegram.map((r) => ({ value: r.id!, label: r.active === false ? `${r.name} (${t("chRouteOff")})` : r.name! }));
+  if (value && !data.some((d) => d.value === value)) data.push({ value, label: value });  // a route gone or not listed
+  return (
+    <Stack gap={4}>
+      <Select label={t("chField_route_id")} description={t("chRouteHint")} placeholder={t("chRoutePick")} searchable clearable
+              value={value || null} data={data} error={error} disabled={routes.isLoading}
+              onChange={(v) => onChange(v ?? "")} data-testid="ch-route_id" />
+      <QueryState loading={false} error={routes.error} retry={() => routes.refetch()} />
+      {routes.data && !telegram.length && (
+        <Alert color="blue" variant="light" data-testid="ch-no-routes">{t("chNoRoutes")}</Alert>
+      )}
+    </Stack>
+  );
+}
+
 function NewChannel() {
   const { t } = useTranslation();
   const queryClient = useQueryClient();
@@ -247,9 +298,10 @@ function NewChannel() {
             <TextInput label={t("name")} required value={name} error={errors.name} miw={150}
                        onChange={(e) => setName(e.currentTarget.value)} data-testid="ch-name" />
           </Group>
-          {KIND_FIELDS[kind].plain.map((f) => (
-            <TextInput key={f} label={t(`chField_${f}`)} value={values[f] ?? ""} error={errors[f]}
-                       onChange={(e) => set(f, e.currentTarget.value)} data-testid={`ch-${f}`} />
+          {KIND_FIELDS[kind].plain.map((f) => (f === "route_id"
+            ? <RoutePicker key={f} value={values[f] ?? ""} error={errors[f]} onChange={(v) => set(f, v)} />
+            : <TextInput key={f} label={t(`chField_${f}`)} value={values[f] ?? ""} error={errors[f]}
+                         onChange={(e) => set(f, e.currentTarget.value)} data-testid={`ch-${f}`} />
           ))}
           {KIND_FIELDS[kind].secret.map((f) => (
             <PasswordInput key={f} label={t(`chField_${f}`)} description={t("chSecretHint")} value={values[f] ?? ""} error={errors[f]}
@@ -269,7 +321,11 @@ function EditChannel({ channel, onClose }: { channel: Channel; onClose: () => vo
   const { t } = useTranslation();
   const queryClient = useQueryClient();
   const fields = KIND_FIELDS[(channel.kind ?? "telegram") as Kind] ?? KIND_FIELDS.telegram;
+  const locale = useLocale();
+  const narrow = useMediaQuery("(max-width: 480px)");
   const [name, setName] = useState(channel.name ?? "");
+  const [minutes, setMinutes] = useState<number | "">(channel.first_response_minutes ?? "");
+  const [week, setWeek] = useState<WeekDraft>(() => weekOf(channel.working_hours as WorkingHoursApi | null, locale.timeZone));
   const [values, setValues] = useState<Record<string, string>>(() =>
     Object.fromEntries(fields.plain.map((f) => [f, String((channel as Record<string, unknown>)[f] ?? "")])));
   const [errors, setErrors] = useState<Record<string, string>>({});
@@ -278,25 +334,29 @@ function EditChannel({ channel, onClose }: { channel: Channel; onClose: () => vo
       name: name.trim(),
       ...Object.fromEntries(fields.plain.map((f) => [f, values[f]?.trim() || null])),
       ...Object.fromEntries(fields.secret.filter((f) => values[f]).map((f) => [f, values[f]])),
+      first_response_minutes: minutes === "" ? null : minutes, working_hours: hoursOf(week).hours,
     } as Schemas["ChannelIn"] })),
     onSuccess: () => { queryClient.invalidateQueries({ queryKey: ["channels"] }); onClose(); },
     onError: (error) => setErrors(flatFieldErrors(error)),
   });
   const set = (f: string, v: string) => setValues({ ...values, [f]: v });
   return (
-    <Modal opened onClose={onClose} title={t("chEdit")}>
+    <Modal opened onClose={onClose} title={t("chEdit")} size="lg" fullScreen={narrow}>
       <form onSubmit={(e) => { e.preventDefault(); setErrors({}); save.mutate(); }} data-testid="channel-edit-form">
         <Stack gap="xs">
           <TextInput label={t("name")} required value={name} error={errors.name} onChange={(e) => setName(e.currentTarget.value)} />
-          {fields.plain.map((f) => (
-            <TextInput key={f} label={t(`chField_${f}`)} value={values[f] ?? ""} error={errors[f]}
-                       onChange={(e) => set(f, e.currentTarget.value)} data-testid={`ch-${f}`} />
+          {fields.plain.map((f) => (f === "route_id"
+            ? <RoutePicker key={f} value={values[f] ?? ""} error={errors[f]} onChange={(v) => set(f, v)} />
+            : <TextInput key={f} label={t(`chField_${f}`)} value={values[f] ?? ""} error={errors[f]}
+                         onChange={(e) => set(f, e.currentTarget.value)} data-testid={`ch-${f}`} />
           ))}
           {fields.secret.map((f) => (
             <PasswordInput key={f} label={t(`chField_${f}`)} value={values[f] ?? ""} error={errors[f]} autoComplete="new-password"
                            placeholder={channel.secrets?.[f] ? t("chKeepSecret") : undefined}
                            onChange={(e) => set(f, e.currentTarget.value)} data-testid={`ch-${f}`} />
           ))}
+          <Text fw={500} size="sm" mt="xs">{t("frTitle")}</Text>
+          <ResponseHours minutes={minutes} onMinutes={setMinutes} week={week} onWeek={setWeek} errors={errors} />
           {errors._ && <Alert color="red">{errors._}</Alert>}
           <Group justify="flex-end">
             <Button variant="default" onClick={onClose}>{t("cancel")}</Button>
@@ -306,6 +366,14 @@ function EditChannel({ channel, onClose }: { channel: Channel; onClose: () => vo
       </form>
     </Modal>
   );
+}
+
+function RouteName({ id }: { id?: string | null }) {
+  const { t } = useTranslation();
+  const routes = useChannelRoutes();
+  if (!id) return <Text size="xs" c="orange">{t("chNoRoute")}</Text>;
+  const route = routes.data?.find((r) => r.id === id);
+  return <Text size="xs" c="dimmed" data-testid="channel-route">{t("chField_route_id")}: {route?.name ?? id}</Text>;
 }
 
 function Channels() {
@@ -339,6 +407,8 @@ function Channels() {
                 <Stack gap={2} style={{ minWidth: 0 }}>
                   <Group gap="xs"><Text fw={500}>{c.name}</Text><Badge variant="light">{t(`chKind_${c.kind}`, { defaultValue: c.kind })}</Badge></Group>
                   <Text size="xs" c="dimmed" style={{ wordBreak: "break-all" }}>{c.phone_number_id || c.from_number || c.url || ""}</Text>
+                  {c.kind === "telegram" && <RouteName id={c.route_id} />}
+                  <ResponseSummary minutes={c.first_response_minutes} hours={c.working_hours as WorkingHoursApi | null} />
                   <Group gap={2}>{Object.keys(c.secrets ?? {}).filter((s) => c.secrets?.[s]).map((s) => (
                     <Badge key={s} size="xs" variant="outline" color="teal">{t(`chField_${s}`, { defaultValue: s })} ✓</Badge>))}</Group>
                 </Stack>

@@ -9,7 +9,7 @@ import { fieldErrors } from "../components/TaskDialogs";
 import { leadLabel, REMINDER_CHOICES, useNotificationPrefs } from "../lib/reminders";
 
 const CHANNELS = ["inapp", "email", "sms", "telegram"] as const;
-const DIGEST_REPORTS = ["sales", "forecast", "tasks", "calls"] as const;
+const DIGEST_REPORTS = ["sales", "forecast", "tasks", "calls", "funnel"] as const;
 type Prefs = Schemas["PreferencesOut"];
 type Digest = Schemas["Digest"];
 
