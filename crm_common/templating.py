@@ -1,0 +1,32 @@
+"""Jinja placeholders in a sandbox, for every service that fills texts from records:
+automation's rule actions and campaigns, conversations' message templates.
+
+`problem` checks a template when it is saved (syntax, the names it may use, the fields of
+those names); `STRICT` renders with a missing value as an error (automation: the action
+fails, logged), `LENIENT` with a missing value as empty text (a message template: a contact
+without a deal, an empty field)."""
+from jinja2 import ChainableUndefined, StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2.sandbox import SandboxedEnvironment
+
+STRICT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+LENIENT = SandboxedEnvironment(undefined=ChainableUndefined, autoescape=False)
+
+
+def problem(source, allowed, path_problem=None):
+    """None when `source` is fine, else (line, message): a syntax error, a name outside
+    `allowed`, or a `name.attr` that `path_problem(path)` refuses (it returns why, or None)."""
+    try:
+        parsed = STRICT.parse(source)
+    except TemplateSyntaxError as error:
+        return error.lineno, f"Template syntax error line {error.lineno}: {error.message}"
+    for name in sorted(meta.find_undeclared_variables(parsed)):
+        if name not in allowed:
+            line = next((n.lineno for n in parsed.find_all(nodes.Name) if n.name == name), 1)
+            return line, (f"Unknown placeholder {name!r}; available: "
+                          + ", ".join(sorted(allowed)))
+    for node in parsed.find_all(nodes.Getattr):
+        if path_problem and isinstance(node.node, nodes.Name):
+            found = path_problem(f"{node.node.name}.{node.attr}")
+            if found:
+                return node.lineno, f"Unknown placeholder: {found}"
+    return None
