@@ -334,8 +334,17 @@ class TemplateRenderIn(Schema):
                        "open deal"})
 
 
+class TemplatePreviewIn(TemplateRenderIn):
+    """A template not saved yet (the editor's text), checked and filled as if saved."""
+    channel = fields.String(load_default="any", validate=validate.OneOf(TEMPLATE_CHANNELS))
+    subject = fields.String(allow_none=True, validate=validate.Length(max=998))
+    body = fields.String(required=True, validate=validate.Length(1, 100_000))
+    html = fields.String(allow_none=True, validate=validate.Length(max=500_000))
+    whatsapp_template = fields.String(allow_none=True, validate=validate.Length(1, 200))
+
+
 class TemplateRendered(Schema):
-    template_id = fields.String()
+    template_id = fields.String(allow_none=True, metadata={"description": "null: a preview"})
     channel = fields.String()
     subject = fields.String(allow_none=True)
     body = fields.String()

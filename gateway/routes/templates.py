@@ -38,6 +38,14 @@ def create_template(body, params):
     return call("conversations", "create_template", body)
 
 
+@api.route("/templates/preview", "POST", "A template not saved yet (the editor's text) "
+           "checked as when saved (422 naming the field and line) and filled as the render "
+           "fills a saved one", TAG, body=s.TemplatePreviewIn, response=s.TemplateRendered,
+           errors=(400, 404, 413, 415, 422, 503, 504), permission="templates:read")
+def preview_template(body, params):
+    return call("conversations", "preview_template", body, sender())
+
+
 @api.route("/templates/{template_id}", "GET", "A message template", TAG,
            response=s.TemplateOut, permission="templates:read")
 def get_template(template_id, body, params):

@@ -425,7 +425,15 @@ class Conversations:
         """The composer's preview: the template filled for a contact and deal the caller
         sees (contacts and deals answer 404 otherwise)."""
         doc = self._template(template_id)
-        data = load(schemas.TemplateRenderIn(), payload or {})
+        return self._filled(doc, load(schemas.TemplateRenderIn(), payload or {}), sender)
+
+    def preview_template(self, payload, sender=None):
+        """The editor's preview: its text checked (422 at the field) and filled."""
+        data = load(schemas.TemplatePreviewIn(), payload or {})
+        templates.check(data)
+        return self._filled(data, data, sender)
+
+    def _filled(self, doc, data, sender):
         contact = self.contacts.get_contact(data["contact_id"]) if data.get("contact_id") \
             else None
         deal_id = data.get("deal_id") or (self.open_deal(contact["id"]) if contact else None)
@@ -436,7 +444,7 @@ class Conversations:
             except NotFound:
                 contact = None
         out = templates.render(doc, contact, deal, sender)
-        return {"template_id": doc["_id"], "channel": doc.get("channel") or "any",
+        return {"template_id": doc.get("_id"), "channel": doc.get("channel") or "any",
                 "whatsapp_template": doc.get("whatsapp_template"),
                 "contact_id": (contact or {}).get("id"), "deal_id": (deal or {}).get("id"),
                 **out}

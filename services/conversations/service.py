@@ -171,6 +171,10 @@ class ConversationsService(HealthEntrypoints):
         return self.ops.render_template(template_id, payload, sender)
 
     @rpc(expected_exceptions=EXPECTED)
+    def preview_template(self, payload, sender=None):
+        return self.ops.preview_template(payload, sender)
+
+    @rpc(expected_exceptions=EXPECTED)
     def send_to_contact(self, contact_id, channel, body, subject=None, template=None,
                         variables=None, deal_id=None, sender_user_id=None, idempotency_key=None,
                         attachments=None):

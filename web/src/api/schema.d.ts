@@ -2611,6 +2611,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/templates/preview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A template not saved yet (the editor's text) checked as when saved (422 naming the field and line) and filled as the render fills a saved one */
+        post: operations["post_templates_preview_template"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/templates/{template_id}": {
         parameters: {
             query?: never;
@@ -6184,6 +6201,21 @@ export interface components {
             next_cursor?: string | null;
             total?: number;
         };
+        TemplatePreviewIn: {
+            body: string;
+            /**
+             * @default any
+             * @enum {string}
+             */
+            channel: "email" | "sms" | "telegram" | "whatsapp" | "any";
+            /** @description a contact the caller sees (404 otherwise) */
+            contact_id?: string | null;
+            /** @description a deal the caller sees (404 otherwise); default the contact's open deal */
+            deal_id?: string | null;
+            html?: string | null;
+            subject?: string | null;
+            whatsapp_template?: string | null;
+        };
         TemplateRenderIn: {
             /** @description a contact the caller sees (404 otherwise) */
             contact_id?: string | null;
@@ -6197,7 +6229,8 @@ export interface components {
             deal_id?: string | null;
             html?: string | null;
             subject?: string | null;
-            template_id?: string;
+            /** @description null: a preview */
+            template_id?: string | null;
             whatsapp_template?: string | null;
         };
         TimelineEntry: {
@@ -32756,6 +32789,143 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["TemplateOut"];
+                };
+            };
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Invalid input, with per-field errors */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service or the broker is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service did not answer in time */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    post_templates_preview_template: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
+                "X-Request-Id"?: string;
+                /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TemplatePreviewIn"];
+            };
+        };
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TemplateRendered"];
                 };
             };
             /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
