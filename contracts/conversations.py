@@ -334,13 +334,9 @@ class TemplateRenderIn(Schema):
                        "open deal"})
 
 
-class TemplatePreviewIn(TemplateRenderIn):
+class TemplatePreviewIn(TemplateIn, TemplateRenderIn):
     """A template not saved yet (the editor's text), checked and filled as if saved."""
-    channel = fields.String(load_default="any", validate=validate.OneOf(TEMPLATE_CHANNELS))
-    subject = fields.String(allow_none=True, validate=validate.Length(max=998))
-    body = fields.String(required=True, validate=validate.Length(1, 100_000))
-    html = fields.String(allow_none=True, validate=validate.Length(max=500_000))
-    whatsapp_template = fields.String(allow_none=True, validate=validate.Length(1, 200))
+    name = fields.String(validate=validate.Length(max=200), metadata={"description": "ignored"})
 
 
 class TemplateRendered(Schema):

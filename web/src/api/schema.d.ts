@@ -6212,8 +6212,13 @@ export interface components {
             contact_id?: string | null;
             /** @description a deal the caller sees (404 otherwise); default the contact's open deal */
             deal_id?: string | null;
+            /** @description e-mail only: an HTML version of the body (sanitised when sent) */
             html?: string | null;
+            /** @description ignored */
+            name?: string;
+            /** @description e-mail only (channel email or any) */
             subject?: string | null;
+            /** @description WhatsApp only: Meta's approved template name it sends */
             whatsapp_template?: string | null;
         };
         TemplateRenderIn: {
