@@ -6,10 +6,31 @@ those names); `STRICT` renders with a missing value as an error (automation: the
 fails, logged), `LENIENT` with a missing value as empty text (a message template: a contact
 without a deal, an empty field)."""
 from jinja2 import ChainableUndefined, StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
-STRICT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-LENIENT = SandboxedEnvironment(undefined=ChainableUndefined, autoescape=False)
+MAX_PRODUCT = 100_000  # characters or items a `*` may make; `**` up to this exponent
+MAX_EXPONENT = 64
+
+
+class _Bounded(SandboxedEnvironment):
+    """A sandbox whose `*` and `**` cannot make a text, list or number big enough to stall
+    the process (`{{ "x" * 10**9 }}`)."""
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_EXPONENT:
+            raise SecurityError("Exponent too large")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) and \
+                        len(seq) * times > MAX_PRODUCT:
+                    raise SecurityError("Repeated text too long")
+        return super().call_binop(context, operator, left, right)
+
+
+STRICT = _Bounded(undefined=StrictUndefined, autoescape=False)
+LENIENT = _Bounded(undefined=ChainableUndefined, autoescape=False)
 
 
 def problem(source, allowed, path_problem=None):
