@@ -177,12 +177,13 @@ class ConversationsService(HealthEntrypoints):
     @rpc(expected_exceptions=EXPECTED)
     def send_to_contact(self, contact_id, channel, body, subject=None, template=None,
                         variables=None, deal_id=None, sender_user_id=None, idempotency_key=None,
-                        attachments=None):
+                        attachments=None, template_id=None):
         """For automation: the stored (queued) message; consent checked (409 with the
         reason); the same idempotency_key again returns the first message."""
         payload = {"channel": channel, "body": body or "", "subject": subject,
                    "template": template, "variables": variables, "deal_id": deal_id,
-                   "idempotency_key": idempotency_key, "attachments": attachments}
+                   "idempotency_key": idempotency_key, "attachments": attachments,
+                   "template_id": template_id}
         message, _ = self.ops.send_to_contact(
             contact_id, {k: v for k, v in payload.items() if v is not None},
             sender_user_id or self.caller.user_id)
