@@ -33,14 +33,24 @@ STRICT = _Bounded(undefined=StrictUndefined, autoescape=False)
 LENIENT = _Bounded(undefined=ChainableUndefined, autoescape=False)
 
 
+# no other files: there are none to load (they would fail only when the text is filled)
+NOT_ALLOWED = {nodes.Include: "include", nodes.Extends: "extends", nodes.Import: "import",
+               nodes.FromImport: "from ... import"}
+
+
 def problem(source, allowed, path_problem=None):
-    """None when `source` is fine, else (line, message): a syntax error, a name outside
-    `allowed`, or a `name.attr` that `path_problem(path)` refuses (it returns why, or None)."""
+    """None when `source` is fine, else (line, message): a syntax error (an unknown filter
+    too), `include` / `extends` / `import`, a name outside `allowed`, or a `name.attr` that
+    `path_problem(path)` refuses (it returns why, or None)."""
     try:
         parsed = STRICT.parse(source)
+        undeclared = meta.find_undeclared_variables(parsed)  # compiles: unknown filters fail
     except TemplateSyntaxError as error:
         return error.lineno, f"Template syntax error line {error.lineno}: {error.message}"
-    for name in sorted(meta.find_undeclared_variables(parsed)):
+    for kind, word in NOT_ALLOWED.items():
+        for node in parsed.find_all(kind):
+            return node.lineno, f"Template syntax error line {node.lineno}: no {word} here"
+    for name in sorted(undeclared):
         if name not in allowed:
             line = next((n.lineno for n in parsed.find_all(nodes.Name) if n.name == name), 1)
             return line, (f"Unknown placeholder {name!r}; available: "

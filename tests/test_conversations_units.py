@@ -136,6 +136,9 @@ def test_message_templates_are_checked_by_field_and_line_and_filled_leniently():
                                                            "|{{ contact.custom.tier }}"},
         {"first_name": "Ann"}, None, {"name": "Mario Rossi"})
     assert filled == {"subject": "For Ann", "body": "|Mario|", "html": None}
-    with pytest.raises(ValidationFailed):  # a bounded sandbox: no huge texts
-        templates.render({"body": "{{ 'x' * 1000000 }}"}, {}, {}, {})
+    assert "no include" in refused({"body": "{% include 'x' %}"})["body"][0]
+    assert "No filter named" in refused({"body": "{{ contact.first_name | nope }}"})["body"][0]
+    for failing in ("{{ 'x' * 1000000 }}", "{{ contact.first_name + 1 }}", "{{ 1 / 0 }}"):
+        with pytest.raises(ValidationFailed):  # a bounded sandbox; the template's own fault
+            templates.render({"body": failing}, {"first_name": "Ann"}, {}, {})
     assert templates.name_key("  Follow  UP ") == "follow up"

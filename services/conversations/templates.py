@@ -69,7 +69,7 @@ def sender_of(user):
 
 def render(doc, contact, deal, user):
     """{subject, body, html} filled; a value missing is empty. A template that still fails
-    (a filter given a wrong type) is a 422 naming its field."""
+    (a filter given a wrong type, a sum of a text and a number) is a 422 naming its field."""
     ctx = {"contact": contact or {}, "deal": deal or {}, "user": sender_of(user)}
     out = {}
     for field in TEXT_FIELDS:
@@ -79,6 +79,7 @@ def render(doc, contact, deal, user):
             continue
         try:
             out[field] = templating.LENIENT.from_string(source).render(**ctx)
-        except TemplateError as error:
+        except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as error:
+            # the template's own doing ({{ contact.first_name + 1 }}, 1 / 0): its field
             raise invalid(field, f"The template cannot be filled: {error}")
     return out
