@@ -215,6 +215,8 @@ class MessageOut(Schema):
     contact_id = fields.String(allow_none=True)
     deal_id = fields.String(allow_none=True)
     template = fields.String(allow_none=True)
+    template_id = fields.String(allow_none=True, metadata={
+        "description": "the message template it was written from"})
     error = fields.String(allow_none=True)
     sent_at = UtcDateTime(allow_none=True)
     at = UtcDateTime(metadata={"description": "when it was written (the conversation's order)"})
@@ -254,11 +256,98 @@ class SendIn(Schema):
     attachments = fields.List(fields.Nested(AttachmentIn), load_default=list,
                               validate=validate.Length(max=10))
     idempotency_key = fields.String(allow_none=True, validate=validate.Length(1, 200))
+    template_id = fields.String(allow_none=True, validate=validate.Length(1, 40), metadata={
+        "description": "a message template (GET /templates), rendered here for this "
+                       "conversation's contact and deal; `body`, `subject`, `html` and "
+                       "`template` given beside it win over the template's own"})
 
     @validates_schema
     def something(self, data, **kwargs):
-        if not (data.get("body") or "").strip() and not data.get("template") and not data.get("html"):
-            raise ValidationError("Give a body, html or a template.", "body")
+        if not (data.get("body") or "").strip() and not data.get("template") and \
+                not data.get("html") and not data.get("template_id"):
+            raise ValidationError("Give a body, html, a template or a template_id.", "body")
+
+
+# --- message templates ----------------------------------------------------------------------
+
+TEMPLATE_CHANNELS = CHANNELS + ("any",)
+TEMPLATE_ROOTS = ("contact", "deal", "user")
+
+
+class TemplateUser(Schema):
+    """`{{ user.<field> }}`: the user who sends (or previews) the message."""
+    id = fields.String()
+    name = fields.String()
+    first_name = fields.String()
+    email = fields.String()
+    phone = fields.String(allow_none=True)
+
+
+class TemplateIn(Schema):
+    """A message template. Placeholders are Jinja: `{{ contact.first_name }}`,
+    `{{ deal.title }}`, `{{ user.name }}` (the sender), filters and `{% if %}` too; checked
+    when saved (syntax, and only `contact`, `deal`, `user` with their fields: 422 naming the
+    field and line). Rendered for a contact: a value it lacks (no deal, an empty field) is
+    empty text."""
+    name = fields.String(required=True, validate=validate.Length(1, 200), metadata={
+        "description": "unique in the company, whatever the case"})
+    channel = fields.String(load_default="any", validate=validate.OneOf(TEMPLATE_CHANNELS))
+    subject = fields.String(allow_none=True, validate=validate.Length(max=998), metadata={
+        "description": "e-mail only (channel email or any)"})
+    body = fields.String(required=True, validate=validate.Length(1, 100_000))
+    html = fields.String(allow_none=True, validate=validate.Length(max=500_000), metadata={
+        "description": "e-mail only: an HTML version of the body (sanitised when sent)"})
+    whatsapp_template = fields.String(allow_none=True, validate=validate.Length(1, 200),
+                                      metadata={"description": "WhatsApp only: Meta's "
+                                                "approved template name it sends"})
+
+
+class TemplateOut(Schema):
+    id = fields.String()
+    name = fields.String()
+    channel = fields.String()
+    subject = fields.String(allow_none=True)
+    body = fields.String()
+    html = fields.String(allow_none=True)
+    whatsapp_template = fields.String(allow_none=True)
+    created_by = fields.String(allow_none=True)
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+
+
+class TemplatePage(PageOf):
+    items = fields.List(fields.Nested(TemplateOut))
+
+
+class TemplateListQuery(PageQuery):
+    channel = fields.String(validate=validate.OneOf(TEMPLATE_CHANNELS), metadata={
+        "description": "templates of this channel and those for any channel"})
+    q = fields.String(validate=validate.Length(1, 200), metadata={
+        "description": "part of the name, whatever the case"})
+
+
+class TemplateRenderIn(Schema):
+    contact_id = fields.String(allow_none=True, validate=validate.Length(1, 40), metadata={
+        "description": "a contact the caller sees (404 otherwise)"})
+    deal_id = fields.String(allow_none=True, validate=validate.Length(1, 40), metadata={
+        "description": "a deal the caller sees (404 otherwise); default the contact's "
+                       "open deal"})
+
+
+class TemplatePreviewIn(TemplateIn, TemplateRenderIn):
+    """A template not saved yet (the editor's text), checked and filled as if saved."""
+    name = fields.String(validate=validate.Length(max=200), metadata={"description": "ignored"})
+
+
+class TemplateRendered(Schema):
+    template_id = fields.String(allow_none=True, metadata={"description": "null: a preview"})
+    channel = fields.String()
+    subject = fields.String(allow_none=True)
+    body = fields.String()
+    html = fields.String(allow_none=True)
+    whatsapp_template = fields.String(allow_none=True)
+    contact_id = fields.String(allow_none=True)
+    deal_id = fields.String(allow_none=True)
 
 
 class AssignIn(Schema):

@@ -19,6 +19,7 @@ OBJECTS = ("contacts", "companies", "imports", "deals", "pipelines", "targets", 
            "tasks", "task-rules", "notes", "calls", "search", "custom-fields", "lead-sources",
            "deal-settings")
 OBJECTS += ("conversations",)  # read: the inbox; create: reply, write, assign, close, reopen
+OBJECTS += ("templates",)  # read: message templates and filling them; create/edit/delete: write them
 OBJECTS += ("products", "quotes", "invoices", "files")  # the sales service's
 NAME = validate.Regexp(r"^[a-z][a-z0-9_-]{1,39}$",
                        error="Lowercase letters, digits, - and _, starting with a letter.")

@@ -171,6 +171,9 @@ MATRIX = {p.name: p for p in (
        "agent: their personal mailbox; shared ones: an admin)"),
     _p("channels:manage", ALL, NO, NO, NO, "Telegram bots, WhatsApp numbers and SMS "
        "gateways used to answer clients"),
+    _p("templates:read", ALL, ALL, ALL, "templates:read", "message templates, and filling "
+       "one for a contact or deal the caller sees (the composer's preview)"),
+    _p("templates:manage", ALL, ALL, NO, NO, "write, change and delete message templates"),
 )}
 
 

@@ -532,6 +532,59 @@ def test_a_thread_is_read_and_answered_from_the_inbox(stack, api, admin_page):
     assert api.delete(f"/channels/{bot.json()['id']}").status_code in (200, 204)
 
 
+def test_an_admin_writes_a_template_and_an_agent_answers_a_thread_with_it(stack, api, worker, admin_page,
+                                                                          page):
+    tag = uuid.uuid4().hex[:8]
+    secret, tg_id = f"tt{tag}", random.randint(10 ** 8, 10 ** 9)
+    route = api.post("/forms", json={"name": f"tpl {tag}", "kind": "channel", "channel": "telegram",
+                                     "source": "telegram", "telegram_secret_token": secret})
+    assert route.status_code == 201, route.text
+    bot = api.post("/channels", json={"kind": "telegram", "name": f"tpl bot {tag}", "token": f"TT{tag}",
+                                      "api_base": "http://127.0.0.1:9/tg"})  # nothing is delivered
+    assert bot.status_code == 201, bot.text
+    update = {"update_id": tg_id % 100000, "message": {
+        "message_id": 1, "from": {"id": tg_id, "is_bot": False, "first_name": f"Tpl{tag}"},
+        "chat": {"id": tg_id, "type": "private"}, "date": int(dt.datetime.now().timestamp()),
+        "text": f"Any news? {tag}"}}
+    got = requests.post(f"{stack.base_url}/api/v1/inbound/telegram/{route.json()['key']}", json=update,
+                        headers={"X-Telegram-Bot-Api-Secret-Token": secret}, timeout=10)
+    assert got.status_code == 200, got.text
+    conversation = _wait(lambda: next((c for c in api.get("/conversations", params={"limit": 100}).json()["items"]
+                                       if tag in (c.get("last_preview") or "")), None), admin_page, 30)
+    assert api.post(f"/conversations/{conversation['id']}/assign",
+                    json={"assignee_id": worker.user["id"]}).status_code == 200
+    # the admin writes the template, previewed for the client found by name, usable at 360 px
+    name = f"Follow-up {tag}"
+    admin_page.goto(stack.stream_url + "/settings/templates")
+    admin_page.get_by_test_id("template-new").click()
+    admin_page.get_by_test_id("template-name").fill(name)
+    admin_page.get_by_test_id("template-body").fill("Hello {{ contact.nope }}")
+    expect(admin_page.get_by_test_id("template-editor")).to_contain_text("Unknown placeholder")
+    admin_page.get_by_test_id("template-body").fill("Hello {{ contact.first_name }}, {{ user.name }} here")
+    admin_page.get_by_test_id("template-contact").fill(f"Tpl{tag}")
+    admin_page.get_by_role("option", name=re.compile(f"Tpl{tag}")).click()
+    expect(admin_page.get_by_test_id("template-preview")).to_contain_text(f"Hello Tpl{tag}, ")
+    admin_page.set_viewport_size({"width": 360, "height": 740})
+    admin_page.wait_for_timeout(300)
+    assert admin_page.evaluate("document.documentElement.scrollWidth") <= 361
+    admin_page.screenshot(path=os.path.join(SCREENS, "template_editor_phone.png"), full_page=True)
+    admin_page.set_viewport_size({"width": 1400, "height": 900})
+    admin_page.get_by_test_id("template-save").click()
+    expect(admin_page.get_by_test_id("template-list")).to_contain_text(name)
+    # the agent picks it in the thread's composer: filled for this client and sent
+    page.goto(stack.stream_url + f"/inbox/{conversation['id']}")
+    page.get_by_test_id("reply-template").click()
+    page.get_by_role("option", name=name).click()
+    expected = f"Hello Tpl{tag}, Console Agent here"
+    expect(page.get_by_test_id("reply-text")).to_have_value(expected)
+    page.get_by_test_id("reply-send").click()
+    expect(page.get_by_test_id("thread").get_by_test_id("message-outbound")).to_contain_text(expected)
+    sent = [m for m in api.get(f"/conversations/{conversation['id']}/messages").json()["items"]
+            if m["direction"] == "outbound"]
+    assert sent[0]["text"] == expected and sent[0]["template_id"]
+    assert api.delete(f"/channels/{bot.json()['id']}").status_code in (200, 204)
+
+
 def test_an_agent_builds_a_quote_and_downloads_its_pdf(stack, api, worker, page):
     product = api.post("/products", json={"name": f"Widget {uuid.uuid4().hex[:5]}", "sku": uuid.uuid4().hex[:8],
                                           "unit": "pcs", "tax_rate": "22"})

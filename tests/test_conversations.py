@@ -674,3 +674,66 @@ def test_a_send_cut_in_its_window_is_never_repeated(stack, api, mail, shared_mai
     assert store.get("messages", telegram["_id"])["status"] == "unconfirmed"
     delivered = {m["Message-ID"] for m in dovecot.messages(CLIENT2)}
     assert unsure["message_id"] not in delivered and in_sent["message_id"] not in delivered
+
+
+def test_message_templates_checked_rendered_within_visibility_and_sent(stack, api, mail,
+                                                                     shared_mailbox,
+                                                                     make_user, unique):
+    dovecot, relay = mail
+    # checked when saved: the field and the line named, nothing stored
+    for body, field, needle in (
+            ({"body": "Hi\n{{ contact.nope }}"}, "body", "Line 2"),
+            ({"body": "Hi {{ contact.first_name "}, "body", "syntax"),
+            ({"body": "Hi", "subject": "{{ secret.key }}"}, "subject", "secret"),
+            ({"body": "Hi", "channel": "sms", "subject": "S"}, "subject", "e-mail")):
+        bad = api.post("/templates", json={"name": f"Bad {unique}", **body})
+        assert bad.status_code == 422, bad.text
+        [message] = bad.json()["error"]["details"]["fields"][field]
+        assert needle in message, message
+    assert api.get("/templates", params={"q": f"bad {unique}"}).json()["items"] == []
+    made = api.post("/templates", json={
+        "name": f"Welcome {unique}", "channel": "email",
+        "subject": "Hello {{ contact.first_name }}",
+        "body": "Dear {{ contact.first_name }} {{ contact.last_name }},\n"
+                "{% if deal.title %}about {{ deal.title }}{% endif %}-- {{ user.name }}"})
+    assert made.status_code == 201, made.text
+    template = made.json()
+    dup = api.post("/templates", json={"name": f"  WELCOME {unique}", "body": "x"})
+    assert dup.status_code == 409 and dup.json()["error"]["details"]["field"] == "name"
+    # admins and managers write; everyone reads
+    manager, agent, other = make_user("manager"), make_user("agent"), make_user("agent")
+    assert manager.post("/templates", json={"name": f"Mgr {unique}", "channel": "sms",
+                                            "body": "Hi {{ contact.first_name }}"}).status_code == 201
+    assert agent.post("/templates", json={"name": f"Agent {unique}", "body": "x"}).status_code == 403
+    listed = agent.get("/templates", params={"q": unique, "channel": "email"}).json()["items"]
+    assert [t["name"] for t in listed] == [f"Welcome {unique}"]
+    # the preview: a contact the caller sees, else 404
+    address = f"tina-{unique}@client.test"
+    contact = api.post("/contacts", json={"first_name": "Tina", "last_name": "Temp",
+                                          "emails": [address],
+                                          "owner_id": agent.user["id"]}).json()
+    shown = agent.post(f"/templates/{template['id']}/render", json={"contact_id": contact["id"]})
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["subject"] == "Hello Tina"
+    assert shown.json()["body"] == "Dear Tina Temp,\n-- Test agent"
+    hidden = other.post(f"/templates/{template['id']}/render", json={"contact_id": contact["id"]})
+    assert hidden.status_code == 404, hidden.text
+    # sent with template_id: filled on the server for the contact, delivered
+    sent = agent.post(f"/contacts/{contact['id']}/messages", json={"template_id": template["id"]})
+    assert sent.status_code == 202, sent.text
+    assert sent.json()["template_id"] == template["id"]
+    got = wait(lambda: relay.to(address))
+    assert got and b"Dear Tina Temp," in got[0]["raw"] and b"Hello Tina" in got[0]["raw"]
+    # a reply's own body wins, the template gives the subject
+    conv = conversation_of(api, contact["id"])
+    answer = agent.post(f"/conversations/{conv['id']}/messages",
+                        json={"template_id": template["id"], "body": "Own words"})
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["text"] == "Own words" and answer.json()["subject"] == "Hello Tina"
+    wrong = agent.post(f"/conversations/{conv['id']}/messages",
+                       json={"template_id": template["id"], "channel": "sms"})
+    assert wrong.status_code == 422 and "template_id" in wrong.json()["error"]["details"]["fields"]
+    # deleted: gone, its name free again
+    assert manager.delete(f"/templates/{template['id']}").status_code == 200
+    assert agent.get(f"/templates/{template['id']}").status_code == 404
+    assert api.post("/templates", json={"name": f"welcome {unique}", "body": "again"}).status_code == 201

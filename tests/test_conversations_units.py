@@ -1,6 +1,9 @@
 """Pure functions of the conversations service: MIME reading (malformed, wrong charsets,
 scripts, oversized attachments), threading keys, placeholders, outgoing headers."""
-from services.conversations import mail
+import pytest
+
+from crm_common.errors import ValidationFailed
+from services.conversations import mail, templates
 from services.conversations.operations import render
 
 
@@ -112,3 +115,30 @@ def test_a_conversation_follows_its_sent_messages_by_one_write_or_none():
                "waiting_since": t0}
     update = followed(waiting, [msg(5, "x", "telegram")], False, now)
     assert "waiting" not in update["sets"] and update["channels"] == ["telegram"]
+
+
+def test_message_templates_are_checked_by_field_and_line_and_filled_leniently():
+    def refused(doc):
+        with pytest.raises(ValidationFailed) as caught:
+            templates.check({"channel": "any", "body": "Hi", **doc})
+        return caught.value.args[1]["fields"]
+    assert refused({"body": "Hi\n\n{{ contact.no_such }}"}) == {
+        "body": ["Line 3: Unknown placeholder: unknown field 'contact.no_such': contact has no "
+                 "field 'no_such'"]}
+    assert "Unknown placeholder 'secret'" in refused({"subject": "{{ secret }}"})["subject"][0]
+    assert "syntax error line 1" in refused({"html": "{% if %}"})["html"][0]
+    assert list(refused({"channel": "sms", "subject": "S"})) == ["subject"]
+    assert list(refused({"channel": "email", "whatsapp_template": "hello"})) == ["whatsapp_template"]
+    templates.check({"channel": "email", "subject": "{{ deal.title }}",
+                     "body": "{{ contact.custom.tier }} {{ user.first_name }}"})
+    filled = templates.render(
+        {"subject": "For {{ contact.first_name }}", "body": "{{ deal.title }}|{{ user.first_name }}"
+                                                           "|{{ contact.custom.tier }}"},
+        {"first_name": "Ann"}, None, {"name": "Mario Rossi"})
+    assert filled == {"subject": "For Ann", "body": "|Mario|", "html": None}
+    assert "no include" in refused({"body": "{% include 'x' %}"})["body"][0]
+    assert "No filter named" in refused({"body": "{{ contact.first_name | nope }}"})["body"][0]
+    for failing in ("{{ 'x' * 1000000 }}", "{{ contact.first_name + 1 }}", "{{ 1 / 0 }}"):
+        with pytest.raises(ValidationFailed):  # a bounded sandbox; the template's own fault
+            templates.render({"body": failing}, {"first_name": "Ann"}, {}, {})
+    assert templates.name_key("  Follow  UP ") == "follow up"

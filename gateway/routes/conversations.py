@@ -17,6 +17,7 @@ from gateway.api import UnsupportedMediaType, read_json
 from gateway.calls import call
 from gateway.openapi import FORM_BODY, JSON_OBJECT
 from gateway.routes import api
+from gateway.routes.templates import sender
 
 TAG, TAG_SETUP = "conversations", "mailboxes"
 WRITE_ERRORS = (400, 403, 404, 409, 413, 415, 422, 503, 504)
@@ -129,10 +130,11 @@ def list_messages(conversation_id, body, params):
            "as queued at once, then sent exactly once (e-mail threads under the client's "
            "last message, a copy goes to the mailbox's Sent folder). 409 with the reason: "
            "do_not_contact, opted_out, whatsapp_window_closed (only a template), no_mailbox, "
-           "no_channel, no_address", TAG, body=s.SendIn, response=s.MessageOut, status=202,
+           "no_channel, no_address. `template_id`: a message template filled for the "
+           "client (what the body gives itself wins)", TAG, body=s.SendIn, response=s.MessageOut, status=202,
            errors=WRITE_ERRORS, permission="conversations:write")
 def reply(conversation_id, body, params):
-    return call("conversations", "reply", conversation_id, body)
+    return call("conversations", "reply", conversation_id, body, _sender_for(body))
 
 
 @api.route("/contacts/{contact_id}/messages", "POST", "Write to a contact (their conversation "
@@ -140,7 +142,12 @@ def reply(conversation_id, body, params):
            response=s.MessageOut, status=202, errors=WRITE_ERRORS,
            permission="conversations:write")
 def start_conversation(contact_id, body, params):
-    return call("conversations", "start_conversation", contact_id, body)
+    return call("conversations", "start_conversation", contact_id, body, _sender_for(body))
+
+
+def _sender_for(body):
+    """A send from a template fills `{{ user.<field> }}` with the caller's profile."""
+    return sender() if (body or {}).get("template_id") else None
 
 
 @api.route("/conversations/{conversation_id}/assign", "POST", "Give the conversation to "

@@ -5,13 +5,11 @@ import functools
 import re
 from datetime import date, datetime, time, timedelta, timezone
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
-from jinja2.sandbox import SandboxedEnvironment
-
 from contracts import automation as schemas
 from contracts.automation import (NOT_TRIGGERS, RECORD_SCHEMAS, RELATED, check_path,  # noqa: F401
                                   event_roots, paths_of, record_kind_of_event, time_roots)
 from contracts.events import registry
+from crm_common import templating
 from crm_common.errors import ValidationFailed
 from crm_common.timeutil import parse_iso, to_iso
 from crm_common.workhours import due_in_working_hours, zone
@@ -28,7 +26,6 @@ ACTION_EVENTS = {
 }
 MAX_CONDITIONS = schemas.MAX_CONDITIONS
 MAX_NESTING = schemas.MAX_NESTING
-_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
 def invalid(field, message):
@@ -320,25 +317,16 @@ def check_actions(actions, roots, record):
 
 def check_template(source, roots, where):
     """A syntax error, or a placeholder the trigger's records do not have, is refused."""
-    try:
-        parsed = _env.parse(source)
-    except TemplateSyntaxError as error:
-        raise invalid(where, f"Template syntax error line {error.lineno}: {error.message}")
     allowed = set(roots) | {"event", "rule", "unsubscribe_url", "campaign_source", "utm_query"}
-    for name in meta.find_undeclared_variables(parsed):
-        if name not in allowed:
-            raise invalid(where, f"Unknown placeholder {name!r}; available: "
-                                 + ", ".join(sorted(allowed)))
-    for node in parsed.find_all(nodes.Getattr):
-        if isinstance(node.node, nodes.Name) and node.node.name in roots:
-            problem = check_path(f"{node.node.name}.{node.attr}", roots)
-            if problem:
-                raise invalid(where, f"Unknown placeholder: {problem}")
+    found = templating.problem(source, allowed, lambda path: check_path(path, roots)
+                               if path.partition(".")[0] in roots else None)
+    if found:
+        raise invalid(where, found[1])
 
 
 def render(source, ctx):
     """Strict: a value missing at run time raises (the action fails, logged)."""
-    return _env.from_string(source).render(**ctx)
+    return templating.STRICT.from_string(source).render(**ctx)
 
 
 # --- events and records -------------------------------------------------------------------

@@ -20,6 +20,7 @@ from crm_common.validation import load
 from crm_common.workhours import due_in_working_hours
 from services.conversations import mail
 from services.conversations import media as fetch_media
+from services.conversations import templates
 
 log = logging.getLogger(__name__)
 SERVICE = "conversations"
@@ -125,7 +126,7 @@ def dump_message(doc):
             "channel_id": doc.get("channel_id"), "external_id": doc.get("external_id"),
             "sender_user_id": doc.get("sender_user_id"), "contact_id": doc.get("contact_id"),
             "deal_id": doc.get("deal_id"), "template": doc.get("template"),
-            "error": doc.get("error"), "sent_at": to_iso(doc.get("sent_at")),
+            "template_id": doc.get("template_id"), "error": doc.get("error"), "sent_at": to_iso(doc.get("sent_at")),
             "at": to_iso(doc.get("at")), "created_at": to_iso(doc.get("created_at"))}
 
 
@@ -366,6 +367,87 @@ class Conversations:
                                 "app_secret": unseal(secrets.get("app_secret")),
                                 "verify_token": unseal(secrets.get("verify_token"))})
         return out
+
+    # --- message templates (everyone reads and uses; the gateway lets admins and managers
+    # change them) ---------------------------------------------------------------------------
+    def _template(self, template_id):
+        doc = self.store.live_template(template_id)
+        if doc is None:
+            raise NotFound("Unknown template", {"id": template_id})
+        return doc
+
+    def _duplicate(self, name):
+        return Conflict("A template has this name already", {"reason": "duplicate_name",
+                                                              "field": "name", "name": name})
+
+    def create_template(self, payload):
+        data = load(schemas.TemplateIn(), payload)
+        templates.check(data)
+        now = utcnow()
+        doc = {"_id": new_id(), **data, "name": data["name"].strip(),
+               "name_key": templates.name_key(data["name"]), "created_by": self.caller.user_id,
+               "created_at": now, "updated_at": now, "deleted_at": None}
+        if self.store.insert_template(doc) is None:
+            raise self._duplicate(data["name"])
+        return templates.dump_template(doc)
+
+    def get_template(self, template_id):
+        return templates.dump_template(self._template(template_id))
+
+    def update_template(self, template_id, payload):
+        doc = self._template(template_id)
+        data = load(schemas.TemplateIn(), payload, partial=True)
+        templates.check({**doc, **data})
+        sets = dict(data, updated_at=utcnow(), updated_by=self.caller.user_id)
+        if "name" in data:
+            sets.update(name=data["name"].strip(), name_key=templates.name_key(data["name"]))
+        updated = self.store.update_template(doc["_id"], sets)
+        if updated is None and "name" in data and self.store.live_template(doc["_id"]):
+            raise self._duplicate(data["name"])
+        if updated is None:
+            raise NotFound("Unknown template", {"id": template_id})
+        return templates.dump_template(updated)
+
+    def delete_template(self, template_id):
+        if self.store.delete_template(template_id, utcnow()) is None:
+            raise NotFound("Unknown template", {"id": template_id})
+        return {"id": template_id, "deleted": True}
+
+    def list_templates(self, params):
+        data = load(schemas.TemplateListQuery(), params)
+        channels = (data["channel"], "any") if data.get("channel") else None
+        docs, cursor = self.store.template_page(
+            channels, templates.name_key(data["q"]) if data.get("q") else None,
+            data["limit"], data.get("cursor"))
+        return {"items": [templates.dump_template(d) for d in docs], "next_cursor": cursor}
+
+    def render_template(self, template_id, payload, sender=None):
+        """The composer's preview: the template filled for a contact and deal the caller
+        sees (contacts and deals answer 404 otherwise)."""
+        doc = self._template(template_id)
+        return self._filled(doc, load(schemas.TemplateRenderIn(), payload or {}), sender)
+
+    def preview_template(self, payload, sender=None):
+        """The editor's preview: its text checked (422 at the field) and filled."""
+        data = load(schemas.TemplatePreviewIn(), payload or {})
+        templates.check(data)
+        return self._filled(data, data, sender)
+
+    def _filled(self, doc, data, sender):
+        contact = self.contacts.get_contact(data["contact_id"]) if data.get("contact_id") \
+            else None
+        deal_id = data.get("deal_id") or (self.open_deal(contact["id"]) if contact else None)
+        deal = self.deals.get_deal(deal_id) if deal_id and self.deals is not None else None
+        if deal and data.get("deal_id") and not contact and deal.get("contact_id"):
+            try:
+                contact = self.contacts.get_contact(deal["contact_id"])
+            except NotFound:
+                contact = None
+        out = templates.render(doc, contact, deal, sender)
+        return {"template_id": doc.get("_id"), "channel": doc.get("channel") or "any",
+                "whatsapp_template": doc.get("whatsapp_template"),
+                "contact_id": (contact or {}).get("id"), "deal_id": (deal or {}).get("id"),
+                **out}
 
     # --- the inbox ------------------------------------------------------------------------
     def _visible(self):
@@ -825,18 +907,18 @@ class Conversations:
         return {a: known.get(a) for a in addresses}
 
     # --- sending --------------------------------------------------------------------------
-    def send_to_contact(self, contact_id, payload, sender_user_id=None):
+    def send_to_contact(self, contact_id, payload, sender_user_id=None, sender=None):
         contact = self.contacts.get_contact(contact_id)
         conv = self.for_contact(contact)
-        return self._enqueue(conv, contact, payload, sender_user_id)
+        return self._enqueue(conv, contact, payload, sender_user_id, sender)
 
-    def reply(self, conversation_id, payload, sender_user_id=None):
+    def reply(self, conversation_id, payload, sender_user_id=None, sender=None):
         conv = self._conversation(conversation_id)
         if not conv.get("contact_id"):
             contact = None
         else:
             contact = self.contacts.get_contact(conv["contact_id"])
-        return self._enqueue(conv, contact, payload, sender_user_id)
+        return self._enqueue(conv, contact, payload, sender_user_id, sender)
 
     def check_consent(self, contact, channel):
         if contact is None:
@@ -854,31 +936,62 @@ class Conversations:
             raise Conflict(f"The contact opted out of {channel}",
                            {"reason": "opted_out", "channel": channel, "contact_id": contact["id"]})
 
-    def _enqueue(self, conv, contact, payload, sender_user_id):
+    def _template_for_send(self, data, conv):
+        """The template a send names, and the channel it goes on (the one asked for, else
+        the template's own, else the conversation's); 422 at `template_id` when it is
+        unknown or made for another channel."""
+        doc = self.store.live_template(data["template_id"])
+        if doc is None:
+            raise ValidationFailed("Unknown template", {"fields": {
+                "template_id": ["No such template."]}})
+        own = doc.get("channel") or "any"
+        channel = data.get("channel") or (own if own != "any" else self._default_channel(conv))
+        if own not in ("any", channel):
+            raise ValidationFailed("The template is for another channel", {"fields": {
+                "template_id": [f"This template is for {own}, not {channel}."]}})
+        return doc, channel
+
+    def _enqueue(self, conv, contact, payload, sender_user_id, sender=None):
         data = load(schemas.SendIn(), payload)
         key = data.get("idempotency_key")
         if key:
             found = self.store.message_by_dedupe(f"idem:{key}")
             if found is not None:
                 return dump_message(found), []
-        channel = data.get("channel") or self._default_channel(conv)
+        template = None
+        if data.get("template_id"):
+            template, channel = self._template_for_send(data, conv)
+        else:
+            channel = data.get("channel") or self._default_channel(conv)
         self.check_consent(contact, channel)
         deal = None
         deal_id = data.get("deal_id") or conv.get("deal_id")
-        if deal_id and self.deals is not None and PLACEHOLDER.search(
-                (data.get("body") or "") + (data.get("subject") or "") + (data.get("html") or "")):
+        if deal_id and self.deals is not None and (template is not None or PLACEHOLDER.search(
+                (data.get("body") or "") + (data.get("subject") or "") + (data.get("html") or ""))):
             try:
                 deal = self.deals.get_deal(deal_id)
             except Exception:  # noqa: BLE001 - placeholders of the deal stay empty
                 deal = None
         variables = data.get("variables") or {}
-        body = render(data.get("body"), contact, deal, variables)
-        subject = render(data.get("subject"), contact, deal, variables)
-        html = mail.sanitize(render(data.get("html"), contact, deal, variables))
+        # what the send gives itself wins; a template fills only what it leaves out, and
+        # its text (filled once, by the template's rules) is not filled again
+        filled = templates.render(template, contact, deal, sender) if template else {}
+        given = {"body": (data.get("body") or "").strip() != "",
+                 "subject": data.get("subject") is not None, "html": data.get("html") is not None}
+
+        def text(field):
+            if template is not None and not given[field]:
+                return filled[field]
+            return render(data.get(field), contact, deal, variables)
+        body, subject = text("body"), text("subject")
+        html = mail.sanitize(text("html"))
+        if not data.get("template") and template is not None and channel == "whatsapp":
+            data["template"] = template.get("whatsapp_template")
         now = utcnow()
         msg = {"_id": new_id(), "dedupe_key": f"idem:{key}" if key else f"out:{new_id()}",
                "channel": channel, "direction": "outbound", "status": "queued", "text": body,
                "html": html, "template": data.get("template"), "variables": variables,
+               "template_id": (template or {}).get("_id"),
                "language": data["language"], "sender_user_id": sender_user_id,
                "deal_id": deal_id, "at": now, "created_at": now, "updated_at": now,
                "send_due_at": now,

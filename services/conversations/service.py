@@ -131,27 +131,59 @@ class ConversationsService(HealthEntrypoints):
     # sending: stored queued first, sent beside the answer (sender.py). No transaction:
     # queuing announces nothing and writes one document (the message, an insert on its
     # unique dedupe key); its conversation follows when it is sent
+    # `sender`: the user's profile (name, email) as the gateway knows it, for a template's
+    # `{{ user.<field> }}`
     @rpc(expected_exceptions=EXPECTED)
-    def reply(self, conversation_id, payload):
-        message, _ = self.ops.reply(conversation_id, payload, self.caller.user_id)
+    def reply(self, conversation_id, payload, sender=None):
+        message, _ = self.ops.reply(conversation_id, payload, self.caller.user_id, sender)
         self._send_soon()
         return message
 
     @rpc(expected_exceptions=EXPECTED)
-    def start_conversation(self, contact_id, payload):
-        message, _ = self.ops.send_to_contact(contact_id, payload, self.caller.user_id)
+    def start_conversation(self, contact_id, payload, sender=None):
+        message, _ = self.ops.send_to_contact(contact_id, payload, self.caller.user_id, sender)
         self._send_soon()
         return message
+
+    # message templates
+    @rpc(expected_exceptions=EXPECTED)
+    def create_template(self, payload):
+        return self.ops.create_template(payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get_template(self, template_id):
+        return self.ops.get_template(template_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update_template(self, template_id, payload):
+        return self.ops.update_template(template_id, payload)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def delete_template(self, template_id):
+        return self.ops.delete_template(template_id)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def list_templates(self, params):
+        return self.ops.list_templates(params)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def render_template(self, template_id, payload, sender=None):
+        return self.ops.render_template(template_id, payload, sender)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def preview_template(self, payload, sender=None):
+        return self.ops.preview_template(payload, sender)
 
     @rpc(expected_exceptions=EXPECTED)
     def send_to_contact(self, contact_id, channel, body, subject=None, template=None,
                         variables=None, deal_id=None, sender_user_id=None, idempotency_key=None,
-                        attachments=None):
+                        attachments=None, template_id=None):
         """For automation: the stored (queued) message; consent checked (409 with the
         reason); the same idempotency_key again returns the first message."""
         payload = {"channel": channel, "body": body or "", "subject": subject,
                    "template": template, "variables": variables, "deal_id": deal_id,
-                   "idempotency_key": idempotency_key, "attachments": attachments}
+                   "idempotency_key": idempotency_key, "attachments": attachments,
+                   "template_id": template_id}
         message, _ = self.ops.send_to_contact(
             contact_id, {k: v for k, v in payload.items() if v is not None},
             sender_user_id or self.caller.user_id)

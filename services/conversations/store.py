@@ -5,6 +5,8 @@ a conversation's key); documents known by `_id` are changed with update_and_get;
 (a mailbox to sync, a wait to escalate) are a compare-and-set on `_id` plus the field
 that changes, read first from a small index range; messages to send are claimed by a
 range of their due time (claim_sends)."""
+import re
+
 import gridfs
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.errors import DuplicateKeyError
@@ -23,6 +25,7 @@ class ConversationsStore(BaseStore):
         self.messages = db["messages"]
         self.lead_links = db["lead_links"]
         self.send_marks = db["send_marks"]
+        self.templates = db["templates"]
         self._files = None
 
     def ensure_indexes(self):
@@ -53,6 +56,44 @@ class ConversationsStore(BaseStore):
         g.create_index([("updated_at", ASCENDING), ("_id", ASCENDING)])  # search_records
         self.files_meta.create_index("metadata.message_id")
         self.lead_links.create_index("conversation_id")
+        # a live template's name, case folded (unset when it is deleted)
+        self.templates.create_index("name_key", unique=True, sparse=True)
+        self.templates.create_index([("name_key", ASCENDING), ("_id", ASCENDING)], sparse=True)
+
+    # message templates (soft deleted: `deleted_at` set, `name_key` unset)
+    def insert_template(self, doc):
+        """The doc, or None when a live template has its name."""
+        try:
+            self.templates.insert_one(doc)
+        except DuplicateKeyError:
+            return None
+        return doc
+
+    def live_template(self, template_id):
+        return self.templates.find_one({"_id": template_id, "deleted_at": None})
+
+    def update_template(self, template_id, sets):
+        """The changed doc; None when the new name is a live template's (nothing changed)."""
+        try:
+            return update_and_get(self.templates, {"_id": template_id, "deleted_at": None},
+                                  {"$set": sets})
+        except DuplicateKeyError:
+            return None
+
+    def delete_template(self, template_id, now):
+        return update_and_get(self.templates, {"_id": template_id, "deleted_at": None},
+                              {"$set": {"deleted_at": now, "updated_at": now},
+                               "$unset": {"name_key": ""}})
+
+    def template_page(self, channels, name_part, limit, cursor):
+        """Live templates by name (of these channels when given; names containing
+        `name_part`, case folded)."""
+        query = {"name_key": {"$exists": True}}
+        if channels:
+            query["channel"] = {"$in": list(channels)}
+        if name_part:
+            query["name_key"] = {"$regex": re.escape(name_part)}
+        return page(self.templates, query, "name_key", ASCENDING, limit, cursor)
 
     # attachments (GridFS)
     @property

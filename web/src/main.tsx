@@ -33,6 +33,7 @@ const Webhooks = lazy(() => import("./pages/Webhooks").then((m) => ({ default: m
 const WebForms = lazy(() => import("./pages/WebForms").then((m) => ({ default: m.WebForms })));
 const Automation = lazy(() => import("./pages/Automation").then((m) => ({ default: m.Automation })));
 const MailboxSettings = lazy(() => import("./pages/Mailboxes").then((m) => ({ default: m.MailboxSettings })));
+const Templates = lazy(() => import("./pages/Templates").then((m) => ({ default: m.Templates })));
 const AuditLog = lazy(() => import("./pages/Operations").then((m) => ({ default: m.AuditLog })));
 const DeadLetters = lazy(() => import("./pages/Operations").then((m) => ({ default: m.DeadLetters })));
 const Campaigns = lazy(() => import("./pages/Campaigns").then((m) => ({ default: m.Campaigns })));
@@ -86,6 +87,7 @@ function App() {
           <Route path="/settings/forms" element={<WebForms />} />
           <Route path="/settings/automation" element={<Automation />} />
           <Route path="/settings/mailboxes" element={<MailboxSettings />} />
+          <Route path="/settings/templates" element={<Templates />} />
           <Route path="/settings/audit" element={<AuditLog />} />
           <Route path="/settings/dead-letters" element={<DeadLetters />} />
           <Route path="/settings/campaigns" element={<Campaigns />} />

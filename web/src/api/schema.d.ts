@@ -761,7 +761,7 @@ export interface paths {
         /** Its messages in time order (HTML sanitised, attachments listed) */
         get: operations["get_conversations_list_messages"];
         put?: never;
-        /** Answer the client: stored as queued at once, then sent exactly once (e-mail threads under the client's last message, a copy goes to the mailbox's Sent folder). 409 with the reason: do_not_contact, opted_out, whatsapp_window_closed (only a template), no_mailbox, no_channel, no_address */
+        /** Answer the client: stored as queued at once, then sent exactly once (e-mail threads under the client's last message, a copy goes to the mailbox's Sent folder). 409 with the reason: do_not_contact, opted_out, whatsapp_window_closed (only a template), no_mailbox, no_channel, no_address. `template_id`: a message template filled for the client (what the body gives itself wins) */
         post: operations["post_conversations_reply"];
         delete?: never;
         options?: never;
@@ -2587,6 +2587,77 @@ export interface paths {
         put?: never;
         /** Zadarma PBX webhook NOTIFY_* (form-encoded, Signature); NOTIFY_START is answered with {"redirect": <owner extension>, "caller_name"} when the caller is known */
         post: operations["post_telephony_zadarma_webhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/templates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Message templates by name (filters: channel = that channel's and those for any channel; q = part of the name) */
+        get: operations["get_templates_list_templates"];
+        put?: never;
+        /** Write a message template: its placeholders ({{ contact.first_name }}, {{ deal.title }}, {{ user.name }}) are checked now (422 naming the field and line); a name taken (whatever the case) is a 409 */
+        post: operations["post_templates_create_template"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/templates/preview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** A template not saved yet (the editor's text) checked as when saved (422 naming the field and line) and filled as the render fills a saved one */
+        post: operations["post_templates_preview_template"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/templates/{template_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A message template */
+        get: operations["get_templates_get_template"];
+        put?: never;
+        post?: never;
+        /** Delete a message template (messages sent with it keep its id; its name is free again) */
+        delete: operations["delete_templates_delete_template"];
+        options?: never;
+        head?: never;
+        /** Change a message template (checked as when written) */
+        patch: operations["patch_templates_update_template"];
+        trace?: never;
+    };
+    "/api/v1/templates/{template_id}/render": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** The template filled for a contact and/or a deal the caller sees (404 otherwise; a contact alone: its open deal), and the caller as `user`: subject, body and html as they would be sent. A value the records lack is empty */
+        post: operations["post_templates_render_template"];
         delete?: never;
         options?: never;
         head?: never;
@@ -4788,6 +4859,8 @@ export interface components {
             status?: string;
             subject?: string | null;
             template?: string | null;
+            /** @description the message template it was written from */
+            template_id?: string | null;
             text?: string | null;
             /** @description the e-mail thread */
             thread_id?: string | null;
@@ -5578,6 +5651,8 @@ export interface components {
             mailbox_id?: string | null;
             subject?: string | null;
             template?: string | null;
+            /** @description a message template (GET /templates), rendered here for this conversation's contact and deal; `body`, `subject`, `html` and `template` given beside it win over the template's own */
+            template_id?: string | null;
             variables?: {
                 [key: string]: unknown;
             } | null;
@@ -6080,6 +6155,94 @@ export interface components {
             error?: string | null;
             ok?: boolean;
             provider?: string;
+        };
+        TemplateIn: {
+            body: string;
+            /**
+             * @default any
+             * @enum {string}
+             */
+            channel: "email" | "sms" | "telegram" | "whatsapp" | "any";
+            /** @description e-mail only: an HTML version of the body (sanitised when sent) */
+            html?: string | null;
+            /** @description unique in the company, whatever the case */
+            name: string;
+            /** @description e-mail only (channel email or any) */
+            subject?: string | null;
+            /** @description WhatsApp only: Meta's approved template name it sends */
+            whatsapp_template?: string | null;
+        };
+        TemplateInPatch: {
+            body?: string;
+            /**
+             * @default any
+             * @enum {string}
+             */
+            channel: "email" | "sms" | "telegram" | "whatsapp" | "any";
+            /** @description e-mail only: an HTML version of the body (sanitised when sent) */
+            html?: string | null;
+            /** @description unique in the company, whatever the case */
+            name?: string;
+            /** @description e-mail only (channel email or any) */
+            subject?: string | null;
+            /** @description WhatsApp only: Meta's approved template name it sends */
+            whatsapp_template?: string | null;
+        };
+        TemplateOut: {
+            body?: string;
+            channel?: string;
+            /** Format: date-time */
+            created_at?: string;
+            created_by?: string | null;
+            html?: string | null;
+            id?: string;
+            name?: string;
+            subject?: string | null;
+            /** Format: date-time */
+            updated_at?: string;
+            whatsapp_template?: string | null;
+        };
+        TemplatePage: {
+            items?: components["schemas"]["TemplateOut"][];
+            next_cursor?: string | null;
+            total?: number;
+        };
+        TemplatePreviewIn: {
+            body: string;
+            /**
+             * @default any
+             * @enum {string}
+             */
+            channel: "email" | "sms" | "telegram" | "whatsapp" | "any";
+            /** @description a contact the caller sees (404 otherwise) */
+            contact_id?: string | null;
+            /** @description a deal the caller sees (404 otherwise); default the contact's open deal */
+            deal_id?: string | null;
+            /** @description e-mail only: an HTML version of the body (sanitised when sent) */
+            html?: string | null;
+            /** @description ignored */
+            name?: string;
+            /** @description e-mail only (channel email or any) */
+            subject?: string | null;
+            /** @description WhatsApp only: Meta's approved template name it sends */
+            whatsapp_template?: string | null;
+        };
+        TemplateRenderIn: {
+            /** @description a contact the caller sees (404 otherwise) */
+            contact_id?: string | null;
+            /** @description a deal the caller sees (404 otherwise); default the contact's open deal */
+            deal_id?: string | null;
+        };
+        TemplateRendered: {
+            body?: string;
+            channel?: string;
+            contact_id?: string | null;
+            deal_id?: string | null;
+            html?: string | null;
+            subject?: string | null;
+            /** @description null: a preview */
+            template_id?: string | null;
+            whatsapp_template?: string | null;
         };
         TimelineEntry: {
             actor_id?: string | null;
@@ -32428,6 +32591,893 @@ export interface operations {
             };
             /** @description Forbidden */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Invalid input, with per-field errors */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service or the broker is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service did not answer in time */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    get_templates_list_templates: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description Opaque: the previous page's next_cursor */
+                cursor?: string;
+                sort?: string;
+                include_total?: boolean;
+                /** @description templates of this channel and those for any channel */
+                channel?: "email" | "sms" | "telegram" | "whatsapp" | "any";
+                /** @description part of the name, whatever the case */
+                q?: string;
+            };
+            header?: {
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
+                "X-Request-Id"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TemplatePage"];
+                };
+            };
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Invalid input, with per-field errors */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service or the broker is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service did not answer in time */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    post_templates_create_template: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
+                "X-Request-Id"?: string;
+                /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TemplateIn"];
+            };
+        };
+        responses: {
+            /** @description Success */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TemplateOut"];
+                };
+            };
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Invalid input, with per-field errors */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service or the broker is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service did not answer in time */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    post_templates_preview_template: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
+                "X-Request-Id"?: string;
+                /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TemplatePreviewIn"];
+            };
+        };
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TemplateRendered"];
+                };
+            };
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Invalid input, with per-field errors */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service or the broker is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service did not answer in time */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    get_templates_get_template: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
+                "X-Request-Id"?: string;
+            };
+            path: {
+                template_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TemplateOut"];
+                };
+            };
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Invalid input, with per-field errors */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service or the broker is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service did not answer in time */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    delete_templates_delete_template: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
+                "X-Request-Id"?: string;
+                /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                template_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Invalid input, with per-field errors */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service or the broker is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service did not answer in time */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    patch_templates_update_template: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
+                "X-Request-Id"?: string;
+                /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                template_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TemplateInPatch"];
+            };
+        };
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TemplateOut"];
+                };
+            };
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unsupported media type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Invalid input, with per-field errors */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too many requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service or the broker is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description A service did not answer in time */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    post_templates_render_template: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description kept when it is a plain token (letters, digits, . _ : -, at most 64, starting with a letter or digit), else replaced */
+                "X-Request-Id"?: string;
+                /** @description Per caller, 24 h: the same key with the same request answers the stored first answer again (Idempotent-Replayed: true); with another request 422; while the first still runs 409 (retry) */
+                "Idempotency-Key"?: string;
+            };
+            path: {
+                template_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TemplateRenderIn"];
+            };
+        };
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TemplateRendered"];
+                };
+            };
+            /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

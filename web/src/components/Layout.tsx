@@ -44,6 +44,7 @@ export function Layout() {
     ["/settings/webhooks", t("webhooks"), "webhooks:manage"],
     ["/settings/forms", t("webForms"), "forms:read"],
     ["/settings/mailboxes", t("mailboxesAndChannels"), "mailboxes:manage"],
+    ["/settings/templates", t("messageTemplates"), "templates:manage"],
     ["/settings/campaigns", t("campaigns"), "automation:read"],
     ["/settings/sales", t("sourcesAndTargets"), "lead-sources:read|targets:read"],
     ["/settings/audit", t("auditLog"), "audit:read"],

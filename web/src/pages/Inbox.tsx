@@ -1,5 +1,6 @@
 import { useEffect, useState } from "react";
-import { Badge, Button, Card, Grid, Group, ScrollArea, SegmentedControl, Stack, Text, Textarea, Title, UnstyledButton } from "@mantine/core";
+import { Badge, Button, Card, Grid, Group, ScrollArea, SegmentedControl, Select, Stack, Text, Textarea, TextInput, Title,
+         UnstyledButton } from "@mantine/core";
 import { notifications as toasts } from "@mantine/notifications";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
@@ -9,6 +10,7 @@ import { QueryState } from "../components/QueryState";
 import { fieldErrors } from "../components/TaskDialogs";
 import { reachMessage, readable } from "../lib/reach";
 import { useLocale, usePermissions } from "../lib/me";
+import { templatesFor } from "../lib/templates";
 
 type Conversation = Schemas["ConversationOut"];
 const REPLY_CHANNELS = ["email", "sms", "telegram", "whatsapp"] as const;
@@ -82,8 +84,11 @@ function Thread({ id, summary }: { id: string; summary?: Conversation }) {
   const { can, me } = usePermissions();
   const queryClient = useQueryClient();
   const [text, setText] = useState("");
+  const [subject, setSubject] = useState("");
+  const [templateId, setTemplateId] = useState<string | null>(null);
   const [errors, setErrors] = useState<Record<string, string>>({});
-  useEffect(() => { setText(""); setErrors({}); }, [id]);
+  const clear = () => { setText(""); setSubject(""); setTemplateId(null); setErrors({}); };
+  useEffect(clear, [id]);
   const conversation = useQuery({
     queryKey: ["conversation", id],
     initialData: summary,
@@ -99,10 +104,25 @@ function Thread({ id, summary }: { id: string; summary?: Conversation }) {
     queryClient.invalidateQueries({ queryKey: ["conversation", id] });
     queryClient.invalidateQueries({ queryKey: ["conversations"] });
   };
+  const channel = replyChannel(messages.data);
+  const templates = useQuery({
+    queryKey: ["templates", "list", "composer"],
+    enabled: can("templates:read") && can("conversations:write"),
+    queryFn: async () => ok(await api.GET("/api/v1/templates", { params: { query: { limit: 200 } } })).items ?? [],
+  });
+  const usable = templatesFor(templates.data ?? [], channel.channel ?? "email");
+  // a template chosen: its text filled for this thread's client (and their open deal), to edit before sending
+  const fill = useMutation({
+    mutationFn: async (templateId: string) => ok(await api.POST("/api/v1/templates/{template_id}/render", {
+      params: { path: { template_id: templateId } }, body: { contact_id: conversation.data?.contact_id ?? null } })),
+    onSuccess: (filled) => { setText(filled.body ?? ""); setSubject(filled.subject ?? ""); setErrors({}); },
+    onError: (error) => setErrors(Object.fromEntries(Object.entries(fieldErrors(error)).map(([k, v]) => [k, readable(v, t)]))),
+  });
   const reply = useMutation({
     mutationFn: async () => ok(await api.POST("/api/v1/conversations/{conversation_id}/messages", {
-      params: { path: { conversation_id: id } }, body: { body: text.trim(), language: locale.language, ...replyChannel(messages.data) } })),
-    onSuccess: () => { setText(""); setErrors({}); refresh(); },
+      params: { path: { conversation_id: id } }, body: { body: text.trim(), language: locale.language, ...channel,
+        ...(subject.trim() ? { subject: subject.trim() } : {}), ...(templateId ? { template_id: templateId } : {}) } })),
+    onSuccess: () => { clear(); refresh(); },
     onError: (error) => setErrors(Object.fromEntries(Object.entries(fieldErrors(error)).map(([k, v]) => [k, readable(v, t)]))),
   });
   const act = useMutation({
@@ -148,6 +168,15 @@ function Thread({ id, summary }: { id: string; summary?: Conversation }) {
       {writable && (
         <form onSubmit={(e) => { e.preventDefault(); if (text.trim()) reply.mutate(); }}>
           <Stack gap="xs" mt="sm">
+            {usable.length > 0 && (
+              <Select size="xs" maw={320} label={t("tplPick")} placeholder={t("tplPickHint")} searchable clearable value={templateId}
+                      data={usable.map((tpl) => ({ value: tpl.id!, label: tpl.name! }))} error={errors.template_id}
+                      onChange={(value) => { setTemplateId(value); if (value) fill.mutate(value); }} data-testid="reply-template" />
+            )}
+            {(subject || templateId) && (channel.channel ?? "email") === "email" && (
+              <TextInput size="xs" label={t("cmpSubject")} value={subject} error={errors.subject}
+                         onChange={(e) => setSubject(e.currentTarget.value)} data-testid="reply-subject" />
+            )}
             <Textarea placeholder={t("writeReply")} value={text} autosize minRows={2} error={errors.body || errors.channel || errors._}
                       onChange={(e) => setText(e.currentTarget.value)} data-testid="reply-text" />
             <Group justify="flex-end">
