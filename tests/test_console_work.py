@@ -491,7 +491,7 @@ def test_a_weekly_report_digest_is_set_and_sent_at_once(stack, worker, page):
     page.keyboard.press("Escape")
     page.get_by_test_id("prefs-save").click()
     _wait(lambda: worker.get("/notification-preferences").json()["digest"] == {
-        "frequency": "weekly", "hour": 7, "weekday": 2, "reports": ["sales", "tasks", "calls"]},
+        "frequency": "weekly", "hour": 7, "weekday": 2, "reports": ["sales", "tasks", "calls", "funnel"]},
         page)
     digest.get_by_test_id("digest-send").click()
     expect(page.get_by_text("Digest sent")).to_be_visible()
