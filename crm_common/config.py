@@ -273,6 +273,9 @@ class GatewaySettings:
     access_log: str
     log_level: str
     prometheus_multiproc_dir: str
+    # argon2id cost of a password hash: (time cost, memory KiB, parallelism); the defaults
+    # are argon2-cffi's recommended ones (~64 MiB and 50-200 ms of CPU per hash or check)
+    password_hash_cost: tuple = (3, 65536, 4)
 
 
 @dataclass(frozen=True)
@@ -542,6 +545,9 @@ def _gateway(env):
         access_log=env._str("GATEWAY_ACCESS_LOG", ""),
         log_level=env._str("LOG_LEVEL", "INFO"),
         prometheus_multiproc_dir=env._str("PROMETHEUS_MULTIPROC_DIR", ""),
+        password_hash_cost=(env._int("CRM_PASSWORD_HASH_TIME_COST", "3"),
+                            env._int("CRM_PASSWORD_HASH_MEMORY_KIB", "65536"),
+                            env._int("CRM_PASSWORD_HASH_PARALLELISM", "4")),
     )
 
 

@@ -54,9 +54,10 @@ def wait_port(port, timeout=30):
     raise RuntimeError(f"port {port} did not open")
 
 
-def start_secantus(log_path):
+def start_secantus(log_path, wait=True):
     """A SecantusDB daemon on a free port with storage of its own -> (process, storage
-    directory, mongo URL); stop it with stop_secantus."""
+    directory, mongo URL); stop it with stop_secantus. wait=False: returned while it boots
+    (wait_port on the URL's port before use)."""
     port = free_port()
     storage = tempfile.mkdtemp(prefix="crm-secantus-")
     log = open(log_path, "ab")
@@ -66,18 +67,20 @@ def start_secantus(log_path):
          "--host", "127.0.0.1", "--port", str(port),
          "--storage-path", storage, "--log-level", "WARNING"],
         stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-    wait_port(port)
+    if wait:
+        wait_port(port)
     # retryWrites=false: SecantusDB keeps one record per retryable write (mongod one per
     # session) and walks them all on every write; see docs/developing.md
     return proc, storage, f"mongodb://127.0.0.1:{port}/?retryWrites=false"
 
 
-def stop_secantus(proc, storage):
+def stop_secantus(proc, storage, timeout=20):
     proc.terminate()
     try:
-        proc.wait(20)
+        proc.wait(timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
     shutil.rmtree(storage, ignore_errors=True)
 
 
@@ -126,9 +129,13 @@ class Vhost:
         if rabbitmqctl and not os.environ.get("TEST_AMQP_URI"):
             # rabbitmqctl sometimes never returns when several runs add vhosts at once, though
             # the vhost was made: bound each call and check the result instead of the exit.
-            if _ctl(rabbitmqctl, "add_vhost", self.name) is not None:
-                _ctl(rabbitmqctl, "set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
-            self.created = self.name in (_ctl(rabbitmqctl, "list_vhosts", "--quiet") or "").split()
+            # each CLI call boots an Erlang node (1-4 s): the list is asked only when a call
+            # did not answer
+            added = _ctl(rabbitmqctl, "add_vhost", self.name) is not None
+            allowed = _ctl(rabbitmqctl, "set_permissions", "-p", self.name,
+                           "guest", ".*", ".*", ".*") is not None
+            self.created = (added and allowed) or self.name in (
+                _ctl(rabbitmqctl, "list_vhosts", "--quiet") or "").split()
         if self.created:
             self.uri = BASE_AMQP.rstrip("/") + "/" + quote(self.name, safe="")
         else:
@@ -137,9 +144,18 @@ class Vhost:
             warnings.warn(f"no RabbitMQ vhost of its own for this run: using {BASE_AMQP}")
             self.uri = BASE_AMQP
 
-    def delete(self):
-        if self.created:
+    def delete(self, wait=True):
+        """wait=False: the CLI is started and left to finish on its own (nothing waits for
+        a vhost's removal; a run's vhost names never repeat)."""
+        if not self.created:
+            return
+        if wait:
             _ctl("rabbitmqctl", "delete_vhost", self.name, timeout=60)
+        else:
+            # retried like _ctl's calls: a CLI node may fail to start beside another CLI
+            subprocess.Popen(["sh", "-c", 'for i in 1 2 3; do rabbitmqctl delete_vhost "$0" '
+                              '&& exit 0; sleep 2; done', self.name], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 class Stack:
@@ -148,13 +164,16 @@ class Stack:
         of its own on the machine's broker."""
         self.log_dir = os.path.join(ROOT, ".logs", "tests")
         os.makedirs(self.log_dir, exist_ok=True)
-        self.vhost = None if amqp_uri else Vhost()
-        self.amqp_uri = amqp_uri or self.vhost.uri
-        self.db_prefix = f"t{uuid.uuid4().hex[:8]}_"
         self.mongo_proc = None
         self.storage = None
         self.search_root = None
+        # the database boots while the vhost is made (each takes seconds)
         self.mongo_url = os.environ.get("TEST_MONGO_URL") or self._start_mongo()
+        self.vhost = None if amqp_uri else Vhost()
+        self.amqp_uri = amqp_uri or self.vhost.uri
+        self.db_prefix = f"t{uuid.uuid4().hex[:8]}_"
+        if self.mongo_proc:
+            wait_port(int(self.mongo_url.split(":")[2].split("/")[0]))
         self.processes = {}
         self.gateway_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.gateway_port}"
@@ -169,7 +188,8 @@ class Stack:
         self.mongo = pymongo.MongoClient(self.mongo_url, tz_aware=True)
 
     def _start_mongo(self):
-        self.mongo_proc, self.storage, url = start_secantus(os.path.join(self.log_dir, "mongo.log"))
+        self.mongo_proc, self.storage, url = start_secantus(os.path.join(self.log_dir, "mongo.log"),
+                                                            wait=False)
         return url
 
     def env(self, **extra):
@@ -184,7 +204,11 @@ class Stack:
                     # one admin runs the whole suite; limits are tested per user / API key
                     "CRM_RATE_LIMIT_PER_MINUTE": "1000000", "CRM_LOGIN_PER_IP_PER_MINUTE": "100000",
                     "CRM_LOGIN_GLOBAL_PER_MINUTE": "1000000",
-                    "CRM_CORS_ORIGINS": "http://localhost:3000"})
+                    "CRM_CORS_ORIGINS": "http://localhost:3000",
+                    # a cheap argon2id: the suite's hundreds of sign-ins and user creations
+                    # cost ~0.2 s of CPU each at the production cost (docs/auth.md)
+                    "CRM_PASSWORD_HASH_TIME_COST": "1", "CRM_PASSWORD_HASH_MEMORY_KIB": "1024",
+                    "CRM_PASSWORD_HASH_PARALLELISM": "1"})
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
@@ -295,23 +319,32 @@ class Stack:
         client.login(email or self.admin_email, password or self.admin_password)
         return client
 
-    def close(self):
+    def close(self, grace_s=1):
+        """Every process asked to stop (SIGTERM), those still running after `grace_s`
+        killed with their process group; the vhost removed in the background. Nothing of a
+        closed stack is read again, so its shutdown need not be graceful (a nameko service
+        or gunicorn may take 10-20 s to drain)."""
         self.rpc.close()
         for proc in list(self.processes.values()):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+        deadline = time.time() + grace_s
         for proc in list(self.processes.values()):
             try:
-                proc.wait(20)
+                proc.wait(max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
-                proc.kill()
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)  # start_new_session: pgid == pid
+                except OSError:
+                    proc.kill()
+                proc.wait()
         self.mongo.close()
         if self.mongo_proc:
-            stop_secantus(self.mongo_proc, self.storage)
+            stop_secantus(self.mongo_proc, self.storage, timeout=grace_s)
         if self.search_root:
             shutil.rmtree(self.search_root, ignore_errors=True)
         if self.vhost:
-            self.vhost.delete()
+            self.vhost.delete(wait=False)
 
 
 class Api:

@@ -61,7 +61,7 @@ def infra():
         except subprocess.TimeoutExpired:
             daemon.kill()
         shutil.rmtree(storage, ignore_errors=True)
-        vhost.delete()
+        vhost.delete(wait=False)
 
 
 def settings(**changes):

@@ -133,7 +133,7 @@ class Platform:
         forget_settings()
         if self.mongo_proc:
             stop_secantus(self.mongo_proc, self.storage)
-        self.vhost.delete()
+        self.vhost.delete(wait=False)
 
 
 @pytest.fixture(scope="session")
