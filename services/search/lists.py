@@ -215,10 +215,10 @@ def build_query(schema, kind, params, people, region, now, custom_range=None, ac
     elif kind == "deal":
         # closed_at, and the expected close date (`when`; 0 when unset, so a lower bound
         # leaves the undated out as the owner's range does)
-        for field, low, high in (("closed", "closed_after", "closed_before"),
-                                 ("when", "expected_close_from", "expected_close_to")):
+        for ranged, low, high in (("closed", "closed_after", "closed_before"),
+                                  ("when", "expected_close_from", "expected_close_to")):
             if params.get(low) or params.get(high):
-                must.append((Occur.Must, _range(schema, field, micros(params.get(low)) or 1,
+                must.append((Occur.Must, _range(schema, ranged, micros(params.get(low)) or 1,
                                                 micros(params.get(high)) or None)))
     elif kind == "call":
         if params.get("from_") or params.get("to"):
