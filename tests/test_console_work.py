@@ -689,6 +689,11 @@ def test_reports_show_a_table_and_export_it(stack, admin_page):
     admin_page.get_by_test_id("report-choice").click()
     admin_page.get_by_role("option", name="Funnel", exact=True).click()
     expect(admin_page.get_by_test_id("report-table")).to_contain_text("entered")
+    # each number against the days just before (as many of them), unless switched off
+    expect(admin_page.get_by_test_id("report-table").get_by_test_id("delta").first).to_be_visible()
+    admin_page.screenshot(path=os.path.join(SCREENS, "report_previous_period.png"))
+    admin_page.get_by_text("Compare with the previous period").click()
+    expect(admin_page.get_by_test_id("report-table").get_by_test_id("delta")).to_have_count(0)
     with admin_page.expect_download() as download:
         admin_page.get_by_test_id("report-export").click()
     assert "entered" in open(download.value.path()).read().splitlines()[0].split(",")

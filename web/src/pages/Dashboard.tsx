@@ -14,15 +14,15 @@ import { loadViews } from "../lib/views";
 import { behindPlan, dealsLink, forecastDealsLink, monthBounds, monthElapsed, monthSeries, pairByKey, periodOf, salesTotals,
          shiftMonth, trend, withPrevious, wonDealsLink, type Trend } from "../lib/periods";
 
-function Kpi({ label, value, previous, delta, testId, onClick }: { label: string; value: string; previous?: string;
-  delta?: Trend | null; testId: string; onClick?: () => void }) {
+function Kpi({ label, value, previous, delta, format, testId, onClick }: { label: string; value: string; previous?: string;
+  delta?: Trend | null; format?: (diff: number) => string; testId: string; onClick?: () => void }) {
   const { t } = useTranslation();
   return (
     <Card withBorder data-testid={testId} onClick={onClick} style={onClick ? { cursor: "pointer" } : undefined}>
       <Text size="xs" c="dimmed" tt="uppercase" fw={700}>{label}</Text>
       <Group justify="space-between" align="flex-end" mt={4} wrap="nowrap">
         <Text fz={26} fw={700} data-testid="kpi-value">{value}</Text>
-        {delta !== undefined && <Delta value={delta} previous={previous} />}
+        {delta !== undefined && <Delta value={delta} previous={previous} format={format} />}
       </Group>
       {previous != null && <Text size="xs" c="dimmed" data-testid="previous">{t("inPreviousPeriod", { value: previous })}</Text>}
     </Card>
@@ -289,7 +289,7 @@ export function Dashboard() {
              onClick={() => navigate(dealsLink({ status: "won", closed_after: period.from, closed_before: period.to }))} />
         <Kpi testId="kpi-revenue" label={t("revenue")} value={locale.money(amount(now), currency) || "—"}
              previous={salesBefore.data ? locale.money(amount(before), currency) : undefined}
-             delta={trend(amount(now), salesBefore.data ? amount(before) : null)}
+             delta={trend(amount(now), salesBefore.data ? amount(before) : null)} format={(diff) => locale.money(diff, currency)}
              onClick={() => navigate(wonDealsLink(period.from, period.to, currency))} />
         <Kpi testId="kpi-winrate" label={t("winRate")} value={percent(now.winRate)} previous={salesBefore.data ? percent(before.winRate) : undefined}
              delta={trend(now.winRate, before.winRate)} />
@@ -306,10 +306,10 @@ export function Dashboard() {
               <XAxis dataKey="name" fontSize={12} reversed={rtl} />
               <YAxis allowDecimals={false} {...axis} />
               <Tooltip /><Legend />
-              <Bar dataKey="previous" {...ghost} />
               <Bar dataKey="entered" name={t("entered")} fill="#228be6" cursor="pointer"
                    onClick={(bar: { id?: string }) => bar.id && navigate(`/deals?pipeline_id=${funnel.data?.pipeline_id ?? ""}&stage_id=${bar.id}`)} />
               <Bar dataKey="won" name={t("stageKind_won")} fill="#40c057" />
+              <Bar dataKey="previous" {...ghost} />
             </BarChart>
           </ResponsiveContainer>
           <Group gap={6} mt="xs">
@@ -330,15 +330,15 @@ export function Dashboard() {
               <XAxis dataKey="name" fontSize={12} reversed={rtl} />
               <YAxis {...axis} tickFormatter={(v: number) => locale.number(v)} />
               <Tooltip formatter={(v: number) => money(v)} /><Legend />
-              <Bar dataKey="previous" {...ghost} />
               <Bar dataKey="amount" name={t("revenue")} fill="#7950f2" cursor="pointer"
                    onClick={(bar: { id?: string }) => bar.id && openOwner(bar.id)} />
+              <Bar dataKey="previous" {...ghost} />
             </BarChart>
           </ResponsiveContainer>
           <Group gap={6} mt="xs">
             {ownerData.map((o) => (
               <Badge key={o.id} variant="outline" style={{ cursor: "pointer" }} data-testid={`revenue-owner-${o.id}`} onClick={() => openOwner(o.id)}
-                     rightSection={<Delta value={trend(o.amount, o.previous)} previous={money(o.previous)} />}>
+                     rightSection={<Delta value={trend(o.amount, o.previous)} previous={money(o.previous)} format={money} />}>
                 {o.name}: {money(o.amount)}
               </Badge>
             ))}
@@ -352,16 +352,16 @@ export function Dashboard() {
               <XAxis dataKey="month" fontSize={12} reversed={rtl} />
               <YAxis {...axis} tickFormatter={(v: number) => locale.number(v)} />
               <Tooltip formatter={(v: number) => money(v)} /><Legend />
-              <Bar dataKey="previous" name={t("sameMonthLastYear")} fill="#ced4da" />
               <Bar dataKey="amount" name={t("revenue")} fill="#7950f2" cursor="pointer"
                    onClick={(bar: { month?: string }) => bar.month && openMonth(bar.month)} />
+              <Bar dataKey="previous" name={t("sameMonthLastYear")} fill="#ced4da" />
             </BarChart>
           </ResponsiveContainer>
           <Group gap={6} mt="xs">
             {monthData.filter((m) => m.amount || m.previous).map((m) => (
               <Badge key={m.month} variant="outline" style={{ cursor: "pointer" }} data-testid={`revenue-month-${m.month}`}
                      onClick={() => openMonth(m.month)}
-                     rightSection={<Delta value={trend(m.amount, byMonthBefore.data ? m.previous : null)} previous={money(m.previous)} />}>
+                     rightSection={<Delta value={trend(m.amount, byMonthBefore.data ? m.previous : null)} previous={money(m.previous)} format={money} />}>
                 {m.month}: {money(m.amount)}
               </Badge>
             ))}
@@ -375,9 +375,9 @@ export function Dashboard() {
               <XAxis dataKey="day" fontSize={11} reversed={rtl} />
               <YAxis allowDecimals={false} {...axis} />
               <Tooltip /><Legend />
-              <Bar dataKey="previous" {...ghost} />
               <Bar dataKey="answered" stackId="c" name={t("outcome_answered")} fill="#40c057" />
               <Bar dataKey="missed" stackId="c" name={t("missed")} fill="#fa5252" />
+              <Bar dataKey="previous" {...ghost} />
             </BarChart>
           </ResponsiveContainer>
         </Card>
