@@ -478,6 +478,20 @@ def test_a_manager_compares_with_the_previous_period_and_drills_to_the_deals_beh
         tile.get_by_role("button", name="Remove").click()
         expect(tile).to_have_count(0)
 
+        # on a phone, in Hebrew (right to left)
+        page.set_viewport_size({"width": 360, "height": 740})
+        page.get_by_test_id("language").click()
+        page.get_by_role("option", name="עברית").click()
+        expect(page.locator("html")).to_have_attribute("dir", "rtl")
+        page.goto(stack.stream_url + "/dashboard")
+        expect(page.get_by_test_id("kpi-won").get_by_test_id("previous")).to_have_text("קודם: 0", timeout=20000)
+        expect(page.get_by_test_id("chart-revenue-owner")).to_contain_text("התקופה הקודמת")
+        page.get_by_test_id("dashboard-period-select").click()   # the period picker fits the phone
+        page.get_by_role("option", name="החודש").click()
+        expect(page.get_by_test_id("kpi-won").get_by_test_id("kpi-value")).to_have_text("3")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 361
+        page.screenshot(path=os.path.join(SCREENS, "dashboard_phone_he.png"), full_page=True)
+
 
 def test_screens_fit_a_360_px_phone(stack, browser, worker):
     with signed_in(browser, stack, worker, viewport={"width": 360, "height": 740},

@@ -272,13 +272,15 @@ export function Dashboard() {
   const axis = { fontSize: 12, orientation: (rtl ? "right" : "left") as "right" | "left" };
   const ghost = { name: t("previousPeriod"), fill: "#ced4da" };
   const errors = [sales, funnel, calls].find((q) => q.error);
+  const periods = [...["7", "30", "90"].map((d) => ({ value: d, label: t("lastDays", { count: Number(d) }) })),
+                   { value: "month", label: t("thisMonth") }];
   return (
     <Stack>
       <Group justify="space-between">
         <Title order={2}>{t("dashboard")}</Title>
-        <SegmentedControl value={choice} onChange={setChoice} data-testid="dashboard-period" size="xs"
-                          data={[...["7", "30", "90"].map((d) => ({ value: d, label: t("lastDays", { count: Number(d) }) })),
-                                 { value: "month", label: t("thisMonth") }]} />
+        <SegmentedControl value={choice} onChange={setChoice} data-testid="dashboard-period" size="xs" visibleFrom="sm" data={periods} />
+        <Select value={choice} onChange={(v) => v && setChoice(v)} allowDeselect={false} size="xs" w={170} hiddenFrom="sm"
+                aria-label={t("tgPeriod")} data-testid="dashboard-period-select" data={periods} />
       </Group>
       <PlanAndTeam />
       <MyTiles />
