@@ -211,6 +211,18 @@ class DealListQuery(CustomFilters, PageQuery):
     contact_id = fields.String(validate=ID)
     company_id = fields.String(validate=ID)
     source = fields.String(validate=validate.Length(1, 50))
+    currency = _currency(metadata={"description": "only deals in this currency"})
+    closed_after = UtcDateTime(metadata={"description": "closed (won or lost) at or after this time"})
+    closed_before = UtcDateTime(metadata={"description": "closed before this time (exclusive)"})
+    expected_close_from = fields.Date(metadata={"description": "expected close date on or after this day"})
+    expected_close_to = fields.Date(metadata={"description": "expected close date before this day (exclusive)"})
+
+    @validates_schema
+    def ordered_ranges(self, data, **kwargs):
+        for low, high in (("closed_after", "closed_before"),
+                          ("expected_close_from", "expected_close_to")):
+            if data.get(low) and data.get(high) and data[low] >= data[high]:
+                raise ValidationError(f"`{low}` must be before `{high}`.", low)
 
 
 class DealPage(PageOf):

@@ -380,10 +380,123 @@ def test_the_dashboard_shows_the_plan_by_person_and_drills_into_overdue_tasks(st
     admin_page.wait_for_url(f"**/deals?owner_id={worker.user['id']}")
 
 
+def _deal(client, stage=None, **fields):
+    created = client.post("/deals", json={"title": f"Drill {uuid.uuid4().hex[:6]}", "currency": "EUR",
+                                          "owner_id": client.user["id"], **fields})
+    assert created.status_code == 201, created.text
+    deal = created.json()
+    if stage:
+        body = {"stage_id": stage["id"], **({"lost_reason": "price"} if stage["kind"] == "lost" else {})}
+        moved = client.post(f"/deals/{deal['id']}/move", json=body)
+        assert moved.status_code == 200, moved.text
+    return deal
+
+
+def _listed_deals(page, ids):
+    """The deals list shows exactly these deals."""
+    rows = page.get_by_test_id("deal-list").locator("tbody tr")
+    expect(rows).to_have_count(len(ids), timeout=20000)
+    for deal_id in ids:
+        expect(page.get_by_test_id(f"deal-row-{deal_id}")).to_be_visible()
+
+
+def test_a_manager_compares_with_the_previous_period_and_drills_to_the_deals_behind(stack, api, browser):
+    """A manager of a new team of one: the figures against the period before, revenue bars by
+    person and by month and the forecast rows opening exactly their deals, "my day" as a tile."""
+    password = uuid.uuid4().hex
+    body = {"email": f"boss-{uuid.uuid4().hex[:10]}@crm.test", "password": password, "name": "Drill Boss",
+            "role": "manager", "team": f"team-{uuid.uuid4().hex[:8]}"}
+    created = api.post("/users", json=body)
+    assert created.status_code == 201, created.text
+    boss = stack.sign_in(body["email"], password)
+    boss.password = password
+    stages = next(p for p in boss.get("/pipelines").json()["items"] if p["is_default"])["stages"]
+    won = next(s for s in stages if s["kind"] == "won")
+    lost = next(s for s in stages if s["kind"] == "lost")
+    won_eur = [_deal(boss, won, amount=120000), _deal(boss, won, amount=30000)]
+    _deal(boss, won, amount=5000, currency="USD")   # won, but another currency
+    _deal(boss, lost, amount=70000)                  # closed, not won
+    next_month = (dt.date.today().replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+    later = (next_month + dt.timedelta(days=32)).replace(day=1)
+    expected = [_deal(boss, amount=40000, expected_close_date=next_month.isoformat()),
+                _deal(boss, amount=10000, expected_close_date=(next_month + dt.timedelta(days=20)).isoformat())]
+    _deal(boss, amount=8000, expected_close_date=later.isoformat())                   # another month
+    _deal(boss, amount=9000, currency="USD", expected_close_date=next_month.isoformat())  # another currency
+    meeting = _task(boss, title=f"Meet {uuid.uuid4().hex[:5]}", kind="meeting",
+                    due_at=(dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=10)).isoformat())
+    with signed_in(browser, stack, boss) as page:
+        page.goto(stack.stream_url + "/dashboard")
+        # every number against the previous period (nothing was won then: +3)
+        kpi = page.get_by_test_id("kpi-won")
+        expect(kpi.get_by_test_id("kpi-value")).to_have_text("3", timeout=20000)
+        expect(kpi.get_by_test_id("previous")).to_have_text("Before: 0")
+        expect(kpi.get_by_test_id("delta")).to_have_text("+3")
+        expect(kpi.get_by_test_id("delta")).to_have_attribute("data-better", "yes")
+        expect(page.get_by_test_id("kpi-revenue").get_by_test_id("previous")).to_contain_text("€0.00")
+        expect(page.get_by_test_id("chart-funnel")).to_contain_text("Previous period")
+        expect(page.get_by_test_id("chart-revenue-owner")).to_contain_text("Previous period")
+        expect(page.get_by_test_id("chart-revenue")).to_contain_text("Same month last year")
+        page.screenshot(path=os.path.join(SCREENS, "dashboard_previous_period.png"), full_page=True)
+
+        # a revenue bar of a person: the EUR deals won in the period
+        page.get_by_test_id(f"revenue-owner-{boss.user['id']}").click()
+        page.wait_for_url(re.compile(r".*/deals\?status=won&closed_after=.*&currency=EUR&owner_id=.*"))
+        expect(page.get_by_test_id("deal-drill")).to_contain_text("EUR")
+        _listed_deals(page, [d["id"] for d in won_eur])
+        page.screenshot(path=os.path.join(SCREENS, "dashboard_drill_revenue.png"), full_page=True)
+        page.go_back()
+        # a month's bar: the same deals (won this month, in EUR)
+        month = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m")
+        page.get_by_test_id(f"revenue-month-{month}").click()
+        page.wait_for_url(re.compile(rf".*/deals\?status=won&closed_after={month}-01T00%3A00%3A00.000Z.*&currency=EUR"))
+        _listed_deals(page, [d["id"] for d in won_eur])
+        page.go_back()
+        # a forecast row: the open EUR deals expected to close in that month
+        row = page.get_by_test_id(f"forecast-{next_month:%Y-%m}-EUR")
+        expect(row).to_contain_text("€500.00")
+        row.click()
+        page.wait_for_url(re.compile(rf".*/deals\?status=open&expected_close_from={next_month:%Y-%m}-01&expected_close_to={later:%Y-%m}-01&currency=EUR"))
+        _listed_deals(page, [d["id"] for d in expected])
+        page.screenshot(path=os.path.join(SCREENS, "dashboard_drill_forecast.png"), full_page=True)
+        page.get_by_test_id("deal-drill-clear").click()
+        expect(page.get_by_test_id("deal-drill")).to_have_count(0)
+
+        # "my day" placed as a tile, kept, then removed
+        page.goto(stack.stream_url + "/dashboard")
+        page.get_by_test_id("add-tile").click()
+        page.get_by_role("option", name="My day (today's tasks and calls)").click()
+        tile = page.get_by_test_id("tile-myday")
+        expect(tile.get_by_test_id("myday-meetingsToday")).to_contain_text("1")
+        expect(tile.get_by_test_id("myday-dueToday")).to_contain_text("1")
+        page.screenshot(path=os.path.join(SCREENS, "dashboard_my_day_tile.png"), full_page=True)
+        page.reload()
+        expect(tile.get_by_test_id("myday-meetingsToday")).to_contain_text("1")
+        tile.get_by_test_id("myday-dueToday").click()
+        page.wait_for_url("**/today")
+        expect(page.get_by_test_id(f"task-{meeting['id']}")).to_be_visible()
+        page.go_back()
+        tile.get_by_role("button", name="Remove").click()
+        expect(tile).to_have_count(0)
+
+        # on a phone, in Hebrew (right to left)
+        page.set_viewport_size({"width": 360, "height": 740})
+        page.get_by_test_id("language").click()
+        page.get_by_role("option", name="עברית").click()
+        expect(page.locator("html")).to_have_attribute("dir", "rtl")
+        page.goto(stack.stream_url + "/dashboard")
+        expect(page.get_by_test_id("kpi-won").get_by_test_id("previous")).to_have_text("קודם: 0", timeout=20000)
+        expect(page.get_by_test_id("chart-revenue-owner")).to_contain_text("התקופה הקודמת")
+        page.get_by_test_id("dashboard-period-select").click()   # the period picker fits the phone
+        page.get_by_role("option", name="החודש").click()
+        expect(page.get_by_test_id("kpi-won").get_by_test_id("kpi-value")).to_have_text("3")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 361
+        page.screenshot(path=os.path.join(SCREENS, "dashboard_phone_he.png"), full_page=True)
+
+
 def test_screens_fit_a_360_px_phone(stack, browser, worker):
     with signed_in(browser, stack, worker, viewport={"width": 360, "height": 740},
                    is_mobile=True, has_touch=True) as page:
-        for path in ("/today", "/contacts", "/tasks?view=week"):
+        for path in ("/today", "/contacts", "/tasks?view=week", "/dashboard"):
             page.goto(stack.stream_url + path)
             expect(page.get_by_role("heading", level=2).first).to_be_visible()
             width = page.evaluate("document.documentElement.scrollWidth")
@@ -643,6 +756,11 @@ def test_reports_show_a_table_and_export_it(stack, admin_page):
     admin_page.get_by_test_id("report-choice").click()
     admin_page.get_by_role("option", name="Funnel", exact=True).click()
     expect(admin_page.get_by_test_id("report-table")).to_contain_text("entered")
+    # each number against the days just before (as many of them), unless switched off
+    expect(admin_page.get_by_test_id("report-table").get_by_test_id("delta").first).to_be_visible()
+    admin_page.screenshot(path=os.path.join(SCREENS, "report_previous_period.png"))
+    admin_page.get_by_text("Compare with the previous period").click()
+    expect(admin_page.get_by_test_id("report-table").get_by_test_id("delta")).to_have_count(0)
     with admin_page.expect_download() as download:
         admin_page.get_by_test_id("report-export").click()
     assert "entered" in open(download.value.path()).read().splitlines()[0].split(",")

@@ -123,10 +123,26 @@ def test_deal_task_call_and_company_lists_from_the_index(api, stack, ready, uniq
                        owner_id=agent.user["id"] if i % 2 else None) for i in range(3)]
     assert api.post(f"/deals/{deals[0]['id']}/move",
                     json={"stage_id": pipeline["stages"][1]["id"]}).status_code == 200
+    # the dashboards' drill-downs: won in a period, expected to close in a month, a currency
+    before_won = utcnow()
+    won = next(s for s in pipeline["stages"] if s["kind"] == "won")
+    assert api.post(f"/deals/{deals[2]['id']}/move", json={"stage_id": won["id"]}).status_code == 200
+    for deal, fields in ((deals[0], {"expected_close_date": "2031-03-10"}),
+                         (deals[1], {"expected_close_date": "2031-04-01", "currency": "USD"})):
+        assert api.patch(f"/deals/{deal['id']}", json=fields).status_code == 200
     for params in ({}, {"status": "open"}, {"stage_id": pipeline["stages"][1]["id"]},
-                   {"owner_id": agent.user["id"], "sort": "updated_at"}):
-        same_as_owner(api, stack, "/deals", "deals", "list_deals", contact_id=contact["id"],
-                      **params)
+                   {"owner_id": agent.user["id"], "sort": "updated_at"}, {"currency": "USD"},
+                   {"status": "won", "closed_after": to_iso(before_won),
+                    "closed_before": to_iso(utcnow() + timedelta(minutes=1))},
+                   {"closed_before": to_iso(before_won)},
+                   {"expected_close_from": "2031-03-01", "expected_close_to": "2031-04-01"},
+                   {"expected_close_from": "2031-04-01"}, {"expected_close_to": "2031-12-01"}):
+        listed = same_as_owner(api, stack, "/deals", "deals", "list_deals",
+                               contact_id=contact["id"], **params)
+        if "closed_after" in params or "expected_close_to" in params:
+            assert listed, params   # the ranges do match something
+    assert api.get("/deals", params={"expected_close_from": "2031-04-01",
+                                     "expected_close_to": "2031-03-01"}).status_code == 422
     now = utcnow()
     for i, due in enumerate([now - timedelta(days=1), now + timedelta(days=1), None,
                              now + timedelta(days=2)]):

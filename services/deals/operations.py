@@ -452,8 +452,9 @@ class Deals:
         custom, sort_field, direction = custom_fields.list_order(
             lambda: self.store.custom_fields.of("deal"), query_in, DEAL_SORTS, "-created_at")
         filters = {key: query_in[key] for key in ("pipeline_id", "stage_id", "owner_id", "status",
-                                                  "contact_id", "company_id", "source")
+                                                  "contact_id", "company_id", "source", "currency")
                    if query_in.get(key)}
+        filters.update(list_ranges(query_in))
         query = self.store.deal_filter({**filters, **custom}, self.caller.person_ids())
         docs, next_cursor = self.store.page_deals(query, sort_field, direction,
                                                   query_in["limit"], query_in.get("cursor"))
@@ -744,6 +745,20 @@ class Deals:
         return {"rows": [{"month": r["_id"]["month"] or None, "currency": r["_id"]["currency"],
                           "open_count": r["open_count"], "open_amount": r["open_amount"],
                           "weighted_amount": int(round(r["weighted"] / 100))} for r in rows]}
+
+
+def list_ranges(query_in):
+    """The deal list's closed_at and expected_close_date ranges as field conditions
+    (closed_at a time; expected_close_date an ISO date string, which orders as text)."""
+    out = {}
+    for field, low, high, text in (("closed_at", "closed_after", "closed_before", False),
+                                   ("expected_close_date", "expected_close_from",
+                                    "expected_close_to", True)):
+        bounds = {op: (query_in[name].isoformat() if text else query_in[name])
+                  for op, name in (("$gte", low), ("$lt", high)) if query_in.get(name)}
+        if bounds:
+            out[field] = bounds
+    return out
 
 
 def funnel_counts(store, pipeline_id, start, end, owners):

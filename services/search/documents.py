@@ -41,7 +41,7 @@ FILTERS = {
     "contact": ("owner_id", "company_id", "source", "status", "tags", "import_id"),  # + bought
     "company": ("owner_id", "tags"),
     "deal": ("owner_id", "pipeline_id", "stage_id", "status", "contact_id", "company_id",
-             "source"),
+             "source", "currency"),
     "task": ("assignee_id", "creator_id", "status", "kind", "contact_id", "deal_id"),
     "call": ("agent_id", "owner_id", "contact_id", "direction", "outcome", "missed",
              "called_back", "number"),
@@ -207,6 +207,7 @@ class Entry:
     version: int
     created: int = 0
     when: int = 0
+    closed: int = 0                    # deals: closed_at (microseconds; 0 while open)
     names: list = field(default_factory=list)
     words: list = field(default_factory=list)
     digits: set = field(default_factory=set)
@@ -360,7 +361,8 @@ def describe(kind, record, related=None):
     entry = Entry(type=kind, id=str(record["id"]), live=not record.get("deleted"),
                   updated=micros(record.get("updated_at")), version=int(record.get("version") or 0),
                   created=micros(record.get("created_at")),
-                  when=micros(record.get(WHEN[kind])) if WHEN[kind] else 0)
+                  when=micros(record.get(WHEN[kind])) if WHEN[kind] else 0,
+                  closed=micros(record.get("closed_at")) if kind == "deal" else 0)
     if not entry.when:
         entry.when = NO_DUE.get(kind, 0)
     for name in FILTERS[kind]:

@@ -18,7 +18,7 @@ import uuid
 import tantivy
 
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # The total order of a list, as numbers Tantivy can range over and order by (it orders by
 # one fast field, and has no range over text): the sort field, then the record's id as
 # 3 numbers of 8 bytes (ids are 24 characters: ObjectId hex); the name sort orders by the
@@ -46,6 +46,7 @@ def build_schema():
     b.add_integer_field("version", stored=True)
     b.add_integer_field("created", stored=True, indexed=True, fast=True)
     b.add_integer_field("when", stored=True, indexed=True, fast=True)
+    b.add_integer_field("closed", indexed=True, fast=True)   # deals: closed_at
     # the name sort's numbers (NAME_KEYS) and the id's (ID_KEYS), the first also indexed
     # (a page's records of one value are read by term); the folded name is stored for
     # the cursor
@@ -235,6 +236,7 @@ class TantivyIndex:
         doc.add_integer("version", entry.version)
         doc.add_integer("created", entry.created)
         doc.add_integer("when", entry.when)
+        doc.add_integer("closed", entry.closed)
         for name, number in zip(NAME_KEYS + ID_KEYS,
                                 order_key("name_key", entry.sort_name, entry.id)):
             doc.add_unsigned(name, number)

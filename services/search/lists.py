@@ -69,7 +69,7 @@ LISTS = {
     "deal": ListSpec(DealListQuery(), "deals", {"created_at": "created", "updated_at": "updated"},
                      SAME_TIMES, "-created_at", tuple((k, k) for k in (
                          "pipeline_id", "stage_id", "owner_id", "status", "contact_id",
-                         "company_id", "source"))),
+                         "company_id", "source", "currency"))),
     "task": ListSpec(TaskListQuery(), "tasks", {"due_at": "when", "created_at": "created"},
                      {"due_at": "sort_due", "created_at": "created_at"}, "due_at",
                      tuple((k, k) for k in ("assignee_id", "status", "kind", "contact_id",
@@ -212,6 +212,14 @@ def build_query(schema, kind, params, people, region, now, custom_range=None, ac
             must.append((Occur.Must, overdue))
         elif params.get("overdue") is False:
             must_not.append((Occur.MustNot, overdue))
+    elif kind == "deal":
+        # closed_at, and the expected close date (`when`; 0 when unset, so a lower bound
+        # leaves the undated out as the owner's range does)
+        for ranged, low, high in (("closed", "closed_after", "closed_before"),
+                                  ("when", "expected_close_from", "expected_close_to")):
+            if params.get(low) or params.get(high):
+                must.append((Occur.Must, _range(schema, ranged, micros(params.get(low)) or 1,
+                                                micros(params.get(high)) or None)))
     elif kind == "call":
         if params.get("from_") or params.get("to"):
             must.append((Occur.Must, _range(schema, "when", micros(params.get("from_")) or None,

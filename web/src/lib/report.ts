@@ -26,3 +26,33 @@ export function flatten(rows: Record<string, unknown>[]) {
   });
   return { columns, rows: out };
 }
+
+type Row = Record<string, Cell>;
+
+/** Each row of a period's report with the same row of the previous period's: rows of one
+ * `group` (a stage, an owner, a source...) pair up, and time buckets (`bucket`: a month, a
+ * day, a week) pair by their place in the period (the first day with the first day); a
+ * row only the previous period had comes last, empty now. */
+export function compareRows(now: Row[], before: Row[], group: string | null, bucket: string | null) {
+  const keyed = (rows: Row[]) => {
+    const seen = new Map<string, number>();
+    const order = bucket ? [...rows].sort((a, b) => String(a[bucket] ?? "").localeCompare(String(b[bucket] ?? ""))) : rows;
+    const keys = new Map<Row, string>();
+    for (const row of order) {
+      const g = group ? String(row[group] ?? "") : "";
+      const n = seen.get(g) ?? 0;
+      seen.set(g, n + 1);
+      keys.set(row, bucket ? `${g}|${n}` : g);
+    }
+    return rows.map((row) => ({ row, key: keys.get(row)! }));
+  };
+  const earlier = new Map(keyed(before).map(({ row, key }) => [key, row]));
+  const mine = keyed(now);
+  const shown = new Set(mine.map((r) => r.key));
+  return [...mine.map(({ row, key }) => ({ now: row, before: earlier.get(key) })),
+          ...keyed(before).filter(({ key }) => !shown.has(key))
+            .map(({ row }) => ({ now: (group ? { [group]: row[group] } : {}) as Row, before: row as Row | undefined }))];
+}
+
+/** Columns where less is better (a rise shown red). */
+export const lowerIsBetter = (column: string) => /missed|lost|overdue|cancel|cycle|cost/.test(column);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { addTile, loadTiles, moveTile, storeTiles, tileCountQuery, tileLink, type Tile } from "./tiles";
+import { addMyDay, addTile, loadTiles, moveTile, storeTiles, tileCountQuery, tileLink, type Tile } from "./tiles";
 
 const memory = () => { const data: Record<string, string> = {}; return { getItem: (k: string) => data[k] ?? null, setItem: (k: string, v: string) => { data[k] = v; } }; };
 
@@ -26,5 +26,15 @@ describe("dashboard tiles", () => {
     expect(tileCountQuery(tile, "Europe/Rome")).toEqual({ source: "fair", status: "prospect", limit: 1, include_total: true });
     expect(tileCountQuery({ ...tile, query: "created_from=2026-03-01" }, "Europe/Rome"))
       .toEqual({ created_after: "2026-02-28T23:00:00.000Z", limit: 1, include_total: true });
+  });
+});
+
+describe("the my day tile", () => {
+  it("is added once, moves and opens the Today page", () => {
+    let tiles = addTile([], { name: "VIP", query: "tag=vip" });
+    tiles = addMyDay(addMyDay(tiles));
+    expect(tiles.map((t) => t.list)).toEqual(["contacts", "myday"]);
+    expect(tileLink(tiles[1])).toBe("/today");
+    expect(moveTile(tiles, 1, -1).map((t) => t.list)).toEqual(["myday", "contacts"]);
   });
 });

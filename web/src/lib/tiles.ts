@@ -3,7 +3,10 @@
 // views they come from (key crm.tiles.<user id>).
 import { contactsQuery, readStoredList } from "./views";
 
-export type Tile = { id: string; name: string; list: "contacts"; query: string };
+export type Tile = { id: string; name: string; list: "contacts" | "myday"; query: string };
+
+/** The "my day" tile's marker (its name is translated where shown). */
+export const MY_DAY = "myday";
 
 const key = (userId: string) => `crm.tiles.${userId}`;
 
@@ -22,6 +25,12 @@ export function addTile(tiles: Tile[], view: { name: string; query: string }): T
   return [...tiles, { id: `${Date.now().toString(36)}${tiles.length}`, name: view.name, list: "contacts", query: view.query }];
 }
 
+/** The "my day" tile (the Today page's counts) at the end, once. */
+export function addMyDay(tiles: Tile[]): Tile[] {
+  if (tiles.some((t) => t.list === "myday")) return tiles;
+  return [...tiles, { id: `${Date.now().toString(36)}${tiles.length}`, name: MY_DAY, list: "myday", query: "" }];
+}
+
 /** The tile at `index` moved by `by` places (clamped to the ends). */
 export function moveTile(tiles: Tile[], index: number, by: number): Tile[] {
   const to = Math.max(0, Math.min(tiles.length - 1, index + by));
@@ -33,7 +42,7 @@ export function moveTile(tiles: Tile[], index: number, by: number): Tile[] {
 }
 
 /** Where a tile's number drills down to: its list with its filters. */
-export const tileLink = (tile: Tile) => `/${tile.list}${tile.query ? `?${tile.query}` : ""}`;
+export const tileLink = (tile: Tile) => tile.list === "myday" ? "/today" : `/${tile.list}${tile.query ? `?${tile.query}` : ""}`;
 
 /** The count request of a tile: the list's own filters, one row, its total. */
 export function tileCountQuery(tile: Tile, timeZone: string) {

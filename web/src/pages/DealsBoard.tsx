@@ -5,12 +5,12 @@ import { Anchor, Badge, Button, Card, Drawer, Group, Modal, ScrollArea, Segmente
 import { notifications as toasts } from "@mantine/notifications";
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useTranslation } from "react-i18next";
-import { Link, useSearchParams } from "react-router-dom";
+import { Link, useNavigate, useSearchParams } from "react-router-dom";
 import { api, ok, type Deal, type Stage } from "../api/client";
 import { ClockIcon } from "../components/Icons";
 import { DealSales } from "../components/DealSales";
 import { QueryState } from "../components/QueryState";
-import { money, totalsByCurrency } from "../lib/format";
+import { addDays, money, totalsByCurrency } from "../lib/format";
 import { useLocale, usePermissions } from "../lib/me";
 
 
@@ -61,10 +61,13 @@ function Column({ stage, deals, language, movable, focused, onOpen }: { stage: S
   );
 }
 
+const DRILL = ["status", "currency", "closed_after", "closed_before", "expected_close_from", "expected_close_to"] as const;
+
 /** One column per stage; drag a deal to move it (a lost stage asks the reason). */
 export function DealsBoard() {
   const { t, i18n } = useTranslation();
   const { can, me } = usePermissions();
+  const locale = useLocale();
   const queryClient = useQueryClient();
   const pipelines = useQuery({
     queryKey: ["pipelines"],
@@ -76,7 +79,14 @@ export function DealsBoard() {
   const focusedStage = params.get("stage_id");
   const pipeline = pipelines.data?.find((p) => p.id === chosen) ?? pipelines.data?.find((p) => p.is_default) ?? pipelines.data?.[0];
   const [owner, setOwner] = useState<string | null>(params.get("owner_id"));  // a drill-down from a plan
-  const [view, setView] = useState("board");
+  // a dashboard's drill-down to the deals behind a figure (won in a period, expected to close
+  // in a month, in a currency): the list of exactly those, over every pipeline unless one is named
+  const drill = useMemo(() => Object.fromEntries(DRILL.map((k) => [k, params.get(k)]).filter(([, v]) => v)) as Partial<Record<(typeof DRILL)[number], string>>,
+                        [params]);
+  const drilling = Object.keys(drill).length > 0;
+  const everyPipeline = drilling && !chosen;
+  const navigate = useNavigate();
+  const [view, setView] = useState(drilling ? "list" : "board");
   const [opened, setOpened] = useState<Deal | null>(null);
   const users = useQuery({
     queryKey: ["users"],
@@ -84,14 +94,16 @@ export function DealsBoard() {
     queryFn: async () => ok(await api.GET("/api/v1/users", { params: { query: { limit: 200, active: true } } })).items ?? [],
   });
   const deals = useQuery({
-    queryKey: ["deals", "board", pipeline?.id, owner],
-    enabled: !!pipeline?.id,
+    queryKey: ["deals", "board", everyPipeline ? null : pipeline?.id, owner, drill],
+    enabled: everyPipeline || !!pipeline?.id,
     // a list may be answered from the search index, which follows writes a moment later: a
     // deal read on its own since (the drawer's, after line items changed its amount) wins
     queryFn: async () => (ok(await api.GET("/api/v1/deals", {
-      params: { query: { pipeline_id: pipeline!.id, limit: 500, ...(owner ? { owner_id: owner } : {}) } } })).items ?? [])
+      params: { query: { ...(everyPipeline ? {} : { pipeline_id: pipeline!.id }), limit: 500, ...(owner ? { owner_id: owner } : {}),
+                         ...(drill as { status?: "open" }) } } })).items ?? [])
       .map((deal) => newest(deal, queryClient.getQueryData<Deal>(["deals", "one", deal.id]))),
   });
+  const stageOf = (id?: string | null) => (pipelines.data ?? []).flatMap((p) => p.stages ?? []).find((st) => st.id === id);
   const ownerName = (id?: string | null) => users.data?.find((u) => u.id === id)?.name ?? (id === me?.id ? t("me") : "");
   const [lost, setLost] = useState<{ deal: Deal; stage: Stage } | null>(null);
 
@@ -100,7 +112,7 @@ export function DealsBoard() {
       ok(await api.POST("/api/v1/deals/{deal_id}/move", { params: { path: { deal_id: deal.id! } },
         body: { stage_id: stage.id!, ...(lostReason ? { lost_reason: lostReason } : {}) } })),
     onMutate: ({ deal, stage }) => {
-      const key = ["deals", "board", pipeline?.id, owner];
+      const key = ["deals", "board", everyPipeline ? null : pipeline?.id, owner, drill];
       const before = queryClient.getQueryData<Deal[]>(key);
       queryClient.setQueryData<Deal[]>(key, (now) => now?.map((d) => d.id === deal.id ? { ...d, stage_id: stage.id } : d));
       return { before, key };
@@ -147,6 +159,23 @@ export function DealsBoard() {
                             data={[{ value: "board", label: t("board") }, { value: "list", label: t("list") }]} />
         </Group>
       </Group>
+      {drilling && (
+        <Group gap="xs" data-testid="deal-drill">
+          <Text size="sm" fw={600}>{t("filtered")}:</Text>
+          {drill.status && <Badge variant="light">{t(`stageKind_${drill.status}`)}</Badge>}
+          {(drill.closed_after || drill.closed_before) && (
+            <Badge variant="light">{t("closedFromTo", { from: drill.closed_after ? locale.date(drill.closed_after) : "…",
+                                                        to: drill.closed_before ? locale.date(new Date(Date.parse(drill.closed_before) - 1).toISOString()) : "…" })}</Badge>
+          )}
+          {(drill.expected_close_from || drill.expected_close_to) && (
+            <Badge variant="light">{t("expectedCloseFromTo", { from: drill.expected_close_from ?? "…",
+                                                               to: drill.expected_close_to ? addDays(drill.expected_close_to, -1) : "…" })}</Badge>
+          )}
+          {drill.currency && <Badge variant="light">{drill.currency}</Badge>}
+          <Button size="compact-xs" variant="subtle" onClick={() => { navigate("/deals"); setChosen(null); setOwner(null); setView("board"); }}
+                  data-testid="deal-drill-clear">{t("showAllDeals")}</Button>
+        </Group>
+      )}
       <QueryState loading={pipelines.isLoading || deals.isLoading} error={pipelines.error ?? deals.error}
                   retry={() => { pipelines.refetch(); deals.refetch(); }} />
       {pipeline && deals.data && view === "list" && (
@@ -158,7 +187,7 @@ export function DealsBoard() {
               {deals.data.map((deal) => (
                 <Table.Tr key={deal.id} onClick={() => setOpened(deal)} style={{ cursor: "pointer" }} data-testid={`deal-row-${deal.id}`}>
                   <Table.Td><Anchor component="button" type="button">{deal.title}</Anchor>{deal.rotting && <Badge ml={4} size="xs" color="orange">{t("rotting")}</Badge>}</Table.Td>
-                  <Table.Td>{pipeline.stages?.find((st) => st.id === deal.stage_id)?.name}</Table.Td>
+                  <Table.Td>{stageOf(deal.stage_id)?.name}</Table.Td>
                   <Table.Td>{money(deal.amount, deal.currency, i18n.language)}</Table.Td>
                   <Table.Td visibleFrom="sm">{ownerName(deal.owner_id)}</Table.Td>
                   <Table.Td visibleFrom="sm">{deal.status}</Table.Td>
