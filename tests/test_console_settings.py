@@ -289,14 +289,31 @@ def test_an_admin_connects_a_mailbox_on_a_bad_host_and_sees_its_error(stack, api
     page.get_by_test_id("ch-route_id").click()
     expect(page.get_by_role("option", name=f"Web form {unique}")).to_have_count(0)
     page.get_by_role("option", name=f"Telegram route {unique}", exact=True).click()
+    # or a route made here: it is picked, and the URL and secret token it shows once take an update
+    page.get_by_test_id("ch-route-new").click()
+    page.get_by_test_id("ch-route-name").fill(f"Made route {unique}")
+    page.get_by_test_id("ch-route-create").click()
+    url = page.get_by_test_id("ch-route-url").inner_text()
+    secret = page.get_by_test_id("ch-route-secret").inner_text()
+    made = next(f for f in api.get("/forms", params={"kind": "channel", "limit": 200}).json()["items"]
+                if f["name"] == f"Made route {unique}")
+    assert made["channel"] == "telegram" and made["has_telegram_secret"], made
+    assert url == f"{stack.stream_url}/api/v1/inbound/telegram/{made['key']}" and len(secret) >= 32, url
+    expect(page.get_by_test_id("ch-route_id")).to_have_value(f"Made route {unique}")
+    update = {"update_id": random.randint(1, 10 ** 6), "message": {
+        "message_id": 1, "from": {"id": 4242, "is_bot": False, "first_name": f"Made{unique}"},
+        "chat": {"id": 4242, "type": "private"}, "date": 1767225600, "text": "hello"}}
+    assert requests.post(url, json=update, timeout=10).status_code == 403  # no secret, no entry
+    got = requests.post(url, json=update, timeout=10, headers={"X-Telegram-Bot-Api-Secret-Token": secret})
+    assert got.status_code == 200, got.text
     page.get_by_test_id("ch-create").click()
     channel = wait(lambda: next((c for c in api.get("/channels", params={"limit": 200}).json()["items"]
                                   if c["name"] == f"Bot {unique}"), None), timeout=10)
     assert channel and channel["secrets"]["token"] is True and "bot-token-secret" not in str(channel), channel
-    assert channel["route_id"] == route["id"], channel
+    assert channel["route_id"] == made["id"], channel
     expect(page.get_by_test_id(f"channel-{channel['id']}")).to_contain_text("Token ✓")
     expect(page.get_by_test_id(f"channel-{channel['id']}").get_by_test_id("channel-route")).to_have_text(
-        f"Inbound route: Telegram route {unique}")
+        f"Inbound route: Made route {unique}")
     page.screenshot(path=os.path.join(SCREENS, "telegram_route_picked.png"))
     assert "bot-token-secret" not in page.content()
     # renamed; the token left blank is kept
@@ -307,10 +324,10 @@ def test_an_admin_connects_a_mailbox_on_a_bad_host_and_sees_its_error(stack, api
     edit.get_by_test_id("channel-edit-save").click()
     expect(page.get_by_test_id(f"channel-{channel['id']}")).to_contain_text(f"Bot {unique} renamed")
     kept = api.get(f"/channels/{channel['id']}").json()
-    assert kept["secrets"]["token"] is True and kept["route_id"] == route["id"], kept
+    assert kept["secrets"]["token"] is True and kept["route_id"] == made["id"], kept
     page.get_by_test_id(f"channel-{channel['id']}").get_by_test_id("channel-delete").click()
     expect(page.get_by_test_id(f"channel-{channel['id']}")).to_have_count(0)
-    for form in (route, web.json()):
+    for form in (route, made, web.json()):
         api.delete(f"/forms/{form['id']}")
 
 

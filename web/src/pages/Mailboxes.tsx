@@ -266,8 +266,61 @@ function RoutePicker({ value, onChange, error }: { value: string; onChange: (id:
       {routes.data && !telegram.length && (
         <Alert color="blue" variant="light" data-testid="ch-no-routes">{t("chNoRoutes")}</Alert>
       )}
+      <NewTelegramRoute onMade={onChange} />
     </Stack>
   );
+}
+
+/** A Telegram route made here: its secret token is generated in the browser and shown once,
+ * with the webhook URL, for the bot's setWebhook (the API never returns the token). */
+function NewTelegramRoute({ onMade }: { onMade: (id: string) => void }) {
+  const { t } = useTranslation();
+  const queryClient = useQueryClient();
+  const [name, setName] = useState<string | null>(null);
+  const [made, setMade] = useState<{ url: string; secret: string } | null>(null);
+  const create = useMutation({
+    mutationFn: async (routeName: string) => {
+      const secret = randomToken();
+      const route = ok(await api.POST("/api/v1/forms", { body: {
+        name: routeName, kind: "channel", channel: "telegram", source: "telegram", telegram_secret_token: secret,
+        active: true, honeypot_field: "company_website" } }));
+      return { route, secret };
+    },
+    onSuccess: async ({ route, secret }) => {
+      await queryClient.invalidateQueries({ queryKey: ["forms"] });
+      onMade(route.id!);
+      setMade({ url: `${window.location.origin}/api/v1/inbound/telegram/${route.key}`, secret });
+      setName(null);
+    },
+  });
+  const errors = flatFieldErrors(create.error);
+  if (made) {
+    return (
+      <Alert color="green" variant="light" data-testid="ch-route-made" withCloseButton onClose={() => setMade(null)}>
+        <Text size="sm">{t("chRouteMade")}</Text>
+        <Text size="xs" ff="monospace" style={{ wordBreak: "break-all" }} data-testid="ch-route-url">{made.url}</Text>
+        <Text size="xs" ff="monospace" style={{ wordBreak: "break-all" }} data-testid="ch-route-secret">{made.secret}</Text>
+      </Alert>
+    );
+  }
+  if (name === null) {
+    return <Button variant="subtle" size="xs" onClick={() => setName("")} data-testid="ch-route-new">{t("chRouteNew")}</Button>;
+  }
+  return (
+    <Group align="flex-end" wrap="wrap">
+      <TextInput label={t("chRouteName")} value={name} onChange={(e) => setName(e.currentTarget.value)} miw={180}
+                 error={create.error ? errors.name ?? errors._ ?? Object.values(errors)[0] : undefined}
+                 data-testid="ch-route-name" />
+      <Button size="xs" loading={create.isPending} disabled={!name.trim()} onClick={() => create.mutate(name.trim())}
+              data-testid="ch-route-create">{t("chRouteCreate")}</Button>
+      <Button size="xs" variant="default" onClick={() => setName(null)}>{t("cancel")}</Button>
+    </Group>
+  );
+}
+
+function randomToken() {
+  const bytes = crypto.getRandomValues(new Uint8Array(24));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function NewChannel() {
