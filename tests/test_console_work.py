@@ -611,8 +611,9 @@ def test_a_weekly_report_digest_is_set_and_sent_at_once(stack, worker, page):
     page.screenshot(path=os.path.join(SCREENS, "report_digest_settings.png"))
 
 
-def test_a_thread_is_read_and_answered_from_the_inbox(stack, api, admin_page):
-    tag = uuid.uuid4().hex[:8]
+def _telegram_thread(stack, api, page, tag, first_name, text):
+    """A Telegram bot that delivers nowhere, and a client's first message to it: (the
+    conversation, the bot's id). The test deletes the bot, so it answers no other test's client."""
     secret, tg_id = f"tg{tag}", random.randint(10 ** 8, 10 ** 9)
     route = api.post("/forms", json={"name": f"tg {tag}", "kind": "channel", "channel": "telegram",
                                      "source": "telegram", "telegram_secret_token": secret})
@@ -621,14 +622,21 @@ def test_a_thread_is_read_and_answered_from_the_inbox(stack, api, admin_page):
                                       "api_base": "http://127.0.0.1:9/tg"})  # nothing is delivered
     assert bot.status_code == 201, bot.text
     update = {"update_id": tg_id % 100000, "message": {
-        "message_id": 1, "from": {"id": tg_id, "is_bot": False, "first_name": f"Client{tag}"},
+        "message_id": 1, "from": {"id": tg_id, "is_bot": False, "first_name": first_name},
         "chat": {"id": tg_id, "type": "private"}, "date": int(dt.datetime.now().timestamp()),
-        "text": f"Do you ship to Malta? {tag}"}}
+        "text": text}}
     got = requests.post(f"{stack.base_url}/api/v1/inbound/telegram/{route.json()['key']}", json=update,
                         headers={"X-Telegram-Bot-Api-Secret-Token": secret}, timeout=10)
     assert got.status_code == 200, got.text
     conversation = _wait(lambda: next((c for c in api.get("/conversations", params={"limit": 100}).json()["items"]
-                                       if tag in (c.get("last_preview") or "")), None), admin_page, 30)
+                                       if tag in (c.get("last_preview") or "")), None), page, 30)
+    return conversation, bot.json()["id"]
+
+
+def test_a_thread_is_read_and_answered_from_the_inbox(stack, api, admin_page):
+    tag = uuid.uuid4().hex[:8]
+    conversation, bot_id = _telegram_thread(stack, api, admin_page, tag, f"Client{tag}",
+                                            f"Do you ship to Malta? {tag}")
     admin_page.goto(stack.stream_url + "/inbox")
     admin_page.get_by_test_id(f"conversation-{conversation['id']}").click()
     admin_page.wait_for_url(f"**/inbox/{conversation['id']}")
@@ -642,28 +650,13 @@ def test_a_thread_is_read_and_answered_from_the_inbox(stack, api, admin_page):
             if m["direction"] == "outbound"]
     assert sent[0]["text"] == "Yes, in three days" and sent[0]["channel"] == "telegram"
     # a bot that delivers nowhere must not answer other tests' clients
-    assert api.delete(f"/channels/{bot.json()['id']}").status_code in (200, 204)
+    assert api.delete(f"/channels/{bot_id}").status_code in (200, 204)
 
 
 def test_an_admin_writes_a_template_and_an_agent_answers_a_thread_with_it(stack, api, worker, admin_page,
                                                                           page):
     tag = uuid.uuid4().hex[:8]
-    secret, tg_id = f"tt{tag}", random.randint(10 ** 8, 10 ** 9)
-    route = api.post("/forms", json={"name": f"tpl {tag}", "kind": "channel", "channel": "telegram",
-                                     "source": "telegram", "telegram_secret_token": secret})
-    assert route.status_code == 201, route.text
-    bot = api.post("/channels", json={"kind": "telegram", "name": f"tpl bot {tag}", "token": f"TT{tag}",
-                                      "api_base": "http://127.0.0.1:9/tg"})  # nothing is delivered
-    assert bot.status_code == 201, bot.text
-    update = {"update_id": tg_id % 100000, "message": {
-        "message_id": 1, "from": {"id": tg_id, "is_bot": False, "first_name": f"Tpl{tag}"},
-        "chat": {"id": tg_id, "type": "private"}, "date": int(dt.datetime.now().timestamp()),
-        "text": f"Any news? {tag}"}}
-    got = requests.post(f"{stack.base_url}/api/v1/inbound/telegram/{route.json()['key']}", json=update,
-                        headers={"X-Telegram-Bot-Api-Secret-Token": secret}, timeout=10)
-    assert got.status_code == 200, got.text
-    conversation = _wait(lambda: next((c for c in api.get("/conversations", params={"limit": 100}).json()["items"]
-                                       if tag in (c.get("last_preview") or "")), None), admin_page, 30)
+    conversation, bot_id = _telegram_thread(stack, api, admin_page, tag, f"Tpl{tag}", f"Any news? {tag}")
     assert api.post(f"/conversations/{conversation['id']}/assign",
                     json={"assignee_id": worker.user["id"]}).status_code == 200
     # the admin writes the template, previewed for the client found by name, usable at 360 px
@@ -695,7 +688,7 @@ def test_an_admin_writes_a_template_and_an_agent_answers_a_thread_with_it(stack,
     sent = [m for m in api.get(f"/conversations/{conversation['id']}/messages").json()["items"]
             if m["direction"] == "outbound"]
     assert sent[0]["text"] == expected and sent[0]["template_id"]
-    assert api.delete(f"/channels/{bot.json()['id']}").status_code in (200, 204)
+    assert api.delete(f"/channels/{bot_id}").status_code in (200, 204)
 
 
 def test_an_agent_builds_a_quote_and_downloads_its_pdf(stack, api, worker, page):
