@@ -141,7 +141,8 @@ class DealPatch(DealIn):
     """PATCH: stage and pipeline change only through /move (history, lost reason)."""
     amount_override = fields.Boolean(metadata={"description": (
         "true: the amount stays as set by hand when the line items change (an `amount` "
-        "given on a deal with line items sets it); false: the amount is the items' total again")})
+        "given on a deal with line items sets it); false: the amount is the items' total again "
+        "(not with an `amount`: 422)")})
 
     @validates_schema
     def amount_or_computed(self, data, **kwargs):

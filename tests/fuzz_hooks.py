@@ -44,7 +44,8 @@ EXPECTED_REJECTIONS = (
             r"^A channel route names|^A recurring task needs|^Give \w+ or \w+\.$"
             r"|^Give a body, html or a template|^Only select fields have options"
             r"|^A select field needs options|^An? \w+ trigger (names|needs)"
-            r"|^Give \w+ or \w+, not both|^Exactly one primary|^Each \w+ once"),
+            r"|^Give \w+ or \w+, not both|^Exactly one primary|^Each \w+ once"
+            r"|^Give an amount or amount_override: false, not both\.$"),
     # a quote or invoice is made of the deal's line items (run-time state); an uploaded
     # file's bytes must be UTF-8 text (binary content, not a schema's say)
     (r"deal_id|file", r"^The deal has no line items|^Not UTF-8 text|^The header needs"),
