@@ -81,9 +81,10 @@ EXPECTED_REJECTIONS = (
     (r"_schema|secret|source_ids", r"^Nothing to change\.$|^The secret cannot be changed"
                                    r"|^Contains the survivor's id\.$"),
     # values configured at run time (lead sources, lost reasons in /deal-settings; a team
-    # with active users; the signed-in user's own password and role)
-    (r".*", r"^Not one of the configured|^No active user in this team|^Unknown or inactive user"
-            r"|^Wrong current password|^You cannot disable or demote yourself"),
+    # with active users; the signed-in user's own password and role; an active product)
+    (r".*", r"^Not one of the configured|^No active user in this team"
+            r"|^Unknown or inactive (user|product)\.$|^Wrong current password"
+            r"|^You cannot disable or demote yourself"),
     # stages are configured at run time: a new deal (or a form's deal) starts in an open
     # stage, a move goes to a stage of the deal's own pipeline
     (r"stage_id", r"^A new deal starts in an open stage|^Not an open stage"
