@@ -85,6 +85,8 @@ EXPECTED_REJECTIONS = (
     (r".*", r"^Not one of the configured|^No active user in this team"
             r"|^Unknown or inactive (user|product)\.$|^Wrong current password"
             r"|^You cannot disable or demote yourself"),
+    # a user's role: a built-in one or a custom role of /roles (defined at run time)
+    (r"role", r"^Unknown role; one of "),
     # stages are configured at run time: a new deal (or a form's deal) starts in an open
     # stage, a move goes to a stage of the deal's own pipeline
     (r"stage_id", r"^A new deal starts in an open stage|^Not an open stage"
