@@ -6,6 +6,7 @@ from marshmallow import (Schema, ValidationError, fields, pre_load, validate,
 from contracts.custom_fields import CustomFilters, custom_sort_field
 from contracts.events import (Bool, EventData, Int, IsoTime, Object, actor_field, ref_field,
                              summary_field)
+from crm_common import fields as crm_fields
 from crm_common.fields import WHITESPACE, UserId, timezone_field, cursor_field, CustomFields, PageOf, PageQuery, UtcDateTime, tags_field, sort_field
 
 CONTACT_STATUSES = ("lead", "prospect", "customer", "churned", "inactive")
@@ -65,7 +66,7 @@ class ContactIn(Schema):
     source = fields.String(allow_none=True, validate=validate.Length(max=50))
     status = fields.String(validate=validate.OneOf(CONTACT_STATUSES))
     do_not_contact = fields.Boolean()
-    birthday = fields.Date(allow_none=True)
+    birthday = crm_fields.Date(allow_none=True)
     custom = CustomFields()
     messengers = fields.List(fields.Nested(MessengerIn), validate=validate.Length(max=20))
 
@@ -122,8 +123,8 @@ class ContactListQuery(CustomFilters, PageQuery):
     bought_product = fields.String(validate=validate.Length(1, 40), metadata={
         "description": "contacts that bought this product (the sales service's purchases: "
                        "a won deal's or paid invoice's lines)"})
-    bought_from = fields.Date(metadata={"description": "with bought_product: bought on or after this day (UTC)"})
-    bought_to = fields.Date(metadata={"description": "with bought_product: bought on or before this day (UTC)"})
+    bought_from = crm_fields.Date(metadata={"description": "with bought_product: bought on or after this day (UTC)"})
+    bought_to = crm_fields.Date(metadata={"description": "with bought_product: bought on or before this day (UTC)"})
 
     @validates_schema
     def bought_period(self, data, **kwargs):

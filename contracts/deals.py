@@ -4,6 +4,7 @@ from marshmallow import Schema, ValidationError, fields, pre_load, validate, val
 
 from contracts.events import (Bool, EventData, Int, IsoTime, Object, actor_field, ref_field,
                              summary_field)
+from crm_common import fields as crm_fields
 from crm_common.fields import (WHITESPACE, CustomFields, UserId, cursor_field, PageOf, PageQuery,
                                UtcDateTime, sort_field)
 from contracts.currencies import ISO_4217
@@ -127,7 +128,7 @@ class DealIn(Schema):
     owner_id = UserId(allow_none=True, validate=ID, metadata={"description": "default: the caller"})
     source = fields.String(allow_none=True, validate=validate.Length(1, 50),
                            metadata={"description": "one of /deal-settings lead_sources"})
-    expected_close_date = fields.Date(allow_none=True)
+    expected_close_date = crm_fields.Date(allow_none=True)
     notes = fields.String(allow_none=True, validate=validate.Length(max=10000))
     custom = CustomFields(metadata={"description": "custom fields by key (typed ones: /custom-fields?entity=deal)"})
 
@@ -140,7 +141,8 @@ class DealPatch(DealIn):
     """PATCH: stage and pipeline change only through /move (history, lost reason)."""
     amount_override = fields.Boolean(metadata={"description": (
         "true: the amount stays as set by hand when the line items change (an `amount` "
-        "given on a deal with line items sets it); false: the amount is the items' total again")})
+        "given on a deal with line items sets it); false: the amount is the items' total again "
+        "(not with an `amount`: 422)")})
 
     @validates_schema
     def amount_or_computed(self, data, **kwargs):
@@ -413,8 +415,8 @@ class SalesReport(Schema):
 class ForecastQuery(Schema):
     pipeline_id = fields.String(validate=ID)
     owner_id = fields.String(validate=ID)
-    from_ = fields.Date(data_key="from", metadata={"description": "expected close date from (inclusive)"})
-    to = fields.Date(metadata={"description": "expected close date to (exclusive)"})
+    from_ = crm_fields.Date(data_key="from", metadata={"description": "expected close date from (inclusive)"})
+    to = crm_fields.Date(metadata={"description": "expected close date to (exclusive)"})
 
 
 class ForecastRow(Schema):

@@ -143,7 +143,8 @@ class PriceListIn(Schema):
     name = fields.String(required=True, validate=validate.Length(1, 200))
     currency = _currency(required=True)
     valid_from = fields.String(allow_none=True, validate=DATE)
-    valid_to = fields.String(allow_none=True, validate=DATE)
+    valid_to = fields.String(allow_none=True, validate=DATE, metadata={
+        "description": "on or after valid_from (else 422)"})
     is_default = fields.Boolean(load_default=False, metadata={
         "description": "the list deals of this currency take prices from (one per currency)"})
 

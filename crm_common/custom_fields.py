@@ -14,6 +14,7 @@ from pymongo import ASCENDING
 
 from contracts import custom_fields as schemas
 from crm_common.cursors import parse_sort
+from crm_common.fields import DATE_PATTERN
 from crm_common.errors import (EXPECTED, BadRequest, Conflict, Forbidden, NotFound,
                                 ValidationFailed)
 from crm_common.messaging.rpc import rpc
@@ -351,7 +352,7 @@ JSON_TYPES = {
     "money": {"type": "object", "required": ["amount", "currency"], "properties": {
         "amount": {"type": "integer", "description": "minor units"},
         "currency": {"type": "string", "minLength": 3, "maxLength": 3}}},
-    "date": {"type": "string", "format": "date"},
+    "date": {"type": "string", "format": "date", "pattern": DATE_PATTERN},
     "datetime": {"type": "string", "format": "date-time"},
     "boolean": {"type": "boolean"},
     "user": {"type": "string", "description": "a user id"},

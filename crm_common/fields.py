@@ -38,6 +38,20 @@ class UtcDateTime(fields.DateTime):
         return to_iso(value)
 
 
+# a calendar date's year: 0001-9999, what Python's date holds; JSON Schema's `date` format
+# (RFC 3339 full-date) admits year 0000, so the document says it with this pattern too
+DATE_PATTERN = r"^([0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})-"
+
+
+class Date(fields.Date):
+    """A calendar date YYYY-MM-DD, years 0001-9999 (in the document too: DATE_PATTERN)."""
+
+    default_error_messages = {"invalid": "Not a valid date (YYYY-MM-DD, years 0001-9999)."}
+
+    def __init__(self, *args, metadata=None, **kwargs):
+        super().__init__(*args, metadata={"pattern": DATE_PATTERN, **(metadata or {})}, **kwargs)
+
+
 class UserId(fields.String):
     """The id of a user a write names (an owner, assignee, agent, target's person): the
     gateway refuses one that is not an active user of its own, before any RPC

@@ -540,6 +540,36 @@ def test_calendar_near_the_ends_of_time_is_422(api):
         assert answer.json()["error"]["code"] == "validation_error"
 
 
+def test_year_zero_dates_are_422_and_the_document_says_so(api):
+    """JSON Schema's `date` format admits year 0000, Python's date does not: every date
+    field's document carries the 0001-9999 pattern, and the server refuses year 0 at the
+    field."""
+    import re
+
+    spec = api.get("/api/v1/openapi.json").json()
+    dates = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("format") == "date":
+                dates.append(node)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    walk(spec)
+    assert len(dates) >= 10, len(dates)
+    for schema in dates:
+        assert not re.search(schema["pattern"], "0000-01-01"), schema
+        assert re.search(schema["pattern"], "0001-01-01") and re.search(schema["pattern"], "2024-02-29")
+    answer = api.post("/contacts", json={"first_name": "Zero", "birthday": "0000-01-01"})
+    assert answer.status_code == 422, answer.text[:300]
+    assert "0001-9999" in " ".join(answer.json()["error"]["details"]["fields"]["birthday"])
+    answer = api.get("/reports/forecast", params={"from": "0000-01-01", "to": "2024-01-01"})
+    assert answer.status_code == 422, answer.text[:300]
+
+
 # --- 11. webhook SSRF filter, pinned address, timestamped signature -------------------------
 
 def notify_settings(**env):
