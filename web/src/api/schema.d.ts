@@ -3922,7 +3922,7 @@ export interface components {
              * @default 0
              */
             amount: number;
-            /** @description true: the amount stays as set by hand when the line items change (an `amount` given on a deal with line items sets it); false: the amount is the items' total again */
+            /** @description true: the amount stays as set by hand when the line items change (an `amount` given on a deal with line items sets it); false: the amount is the items' total again (not with an `amount`: 422) */
             amount_override?: boolean;
             company_id?: string | null;
             contact_id?: string | null;
@@ -5151,6 +5151,7 @@ export interface components {
             is_default: boolean;
             name: string;
             valid_from?: string | null;
+            /** @description on or after valid_from (else 422) */
             valid_to?: string | null;
         };
         PriceListInPatch: {
@@ -5166,6 +5167,7 @@ export interface components {
             is_default: boolean;
             name?: string;
             valid_from?: string | null;
+            /** @description on or after valid_from (else 422) */
             valid_to?: string | null;
         };
         PriceListOut: {
