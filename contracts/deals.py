@@ -216,8 +216,8 @@ class DealListQuery(CustomFilters, PageQuery):
     currency = _currency(metadata={"description": "only deals in this currency"})
     closed_after = UtcDateTime(metadata={"description": "closed (won or lost) at or after this time"})
     closed_before = UtcDateTime(metadata={"description": "closed before this time (exclusive)"})
-    expected_close_from = fields.Date(metadata={"description": "expected close date on or after this day"})
-    expected_close_to = fields.Date(metadata={"description": "expected close date before this day (exclusive)"})
+    expected_close_from = crm_fields.Date(metadata={"description": "expected close date on or after this day"})
+    expected_close_to = crm_fields.Date(metadata={"description": "expected close date before this day (exclusive)"})
 
     @validates_schema
     def ordered_ranges(self, data, **kwargs):

@@ -175,9 +175,9 @@ def test_an_admin_creates_a_webhook_and_reads_its_delivery_log(stack, api, page,
     assert task.status_code == 201, task.text
     [first] = ch.http.wait_for(path)
     assert first["headers"]["X-CRM-Event"] == "task_created"
-    log = page.get_by_test_id("webhook-deliveries")
-    expect(log.get_by_test_id("deliveries-table")).to_contain_text("task_created")
-    expect(log.get_by_test_id("deliveries-table")).to_contain_text("delivered")
+    log = page.get_by_test_id("webhook-deliveries")  # refetched every 5 s: one round may pass
+    expect(log.get_by_test_id("deliveries-table")).to_contain_text("task_created", timeout=15000)
+    expect(log.get_by_test_id("deliveries-table")).to_contain_text("delivered", timeout=15000)
     log.get_by_test_id("delivery-redeliver").first.click()
     expect(page.get_by_text("Sending again")).to_be_visible()
     assert len(ch.http.wait_for(path, count=2)) >= 2
