@@ -214,9 +214,12 @@ class DealListQuery(CustomFilters, PageQuery):
     company_id = fields.String(validate=ID)
     source = fields.String(validate=validate.Length(1, 50))
     currency = _currency(metadata={"description": "only deals in this currency"})
-    closed_after = UtcDateTime(metadata={"description": "closed (won or lost) at or after this time"})
+    closed_after = UtcDateTime(metadata={"description": "closed (won or lost) at or after this time; "
+                                                        "before closed_before when both are given"})
     closed_before = UtcDateTime(metadata={"description": "closed before this time (exclusive)"})
-    expected_close_from = crm_fields.Date(metadata={"description": "expected close date on or after this day"})
+    expected_close_from = crm_fields.Date(metadata={"description": "expected close date on or after this "
+                                                                   "day; before expected_close_to when both "
+                                                                   "are given"})
     expected_close_to = crm_fields.Date(metadata={"description": "expected close date before this day (exclusive)"})
 
     @validates_schema

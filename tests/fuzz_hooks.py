@@ -28,9 +28,10 @@ EXPECTED_REJECTIONS = (
     # that this list did not make is refused; only a previous page's next_cursor is valid
     ("cursor", r"^Not a cursor of this list"),
     # rules across two fields (from before to, end after start, a price list's valid_from
-    # before valid_to): described in the fields'
-    # descriptions; JSON Schema cannot compare two values
-    (r"(valid_)?(from|to)|end|end_at", r"must be before|must be after|is before|needs due_at"),
+    # before valid_to, the deals list's closed_after / expected_close_from before their
+    # ends): described in the fields' descriptions; JSON Schema cannot compare two values
+    (r"(valid_)?(from|to)|end|end_at|closed_after|expected_close_from",
+     r"must be before|must be after|is before|needs due_at"),
     # a purchase period (the contacts list's filters, a segment's, GET /contacts/export):
     # bought_from / bought_to need bought_product and run forwards. Two fields again: a
     # segment's document says the first (SegmentFilters' `dependencies`), query parameters
