@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { behindPlan, change, forecastDealsLink, lastDays, monthBounds, monthElapsed, monthSeries, pairByKey, periodOf,
+import { behindPlan, forecastDealsLink, lastDays, monthBounds, monthElapsed, monthSeries, pairByKey, periodOf,
          previousDays, salesTotals, shiftMonth, thisMonth, trend, withPrevious, wonDealsLink } from "./periods";
 
 describe("periods", () => {
@@ -9,10 +9,10 @@ describe("periods", () => {
       previousFrom: "2026-11-21T23:00:00.000Z", previousTo: "2026-11-28T23:00:00.000Z" });
   });
   it("compare with the previous period", () => {
-    expect(change(15, 10)).toBeCloseTo(0.5);
-    expect(change(5, 10)).toBeCloseTo(-0.5);
-    expect(change(5, 0)).toBeNull();
-    expect(change(undefined, 3)).toBeNull();
+    expect(trend(15, 10)?.ratio).toBeCloseTo(0.5);
+    expect(trend(5, 10)?.ratio).toBeCloseTo(-0.5);
+    expect(trend(5, 0)?.ratio).toBeNull();
+    expect(trend(undefined, 3)).toBeNull();
   });
   it("sum a sales report per currency, biggest first, with the win rate", () => {
     const totals = salesTotals([

@@ -12,12 +12,6 @@ export function lastDays(today: string, days: number, timeZone?: string | null):
   return { from: at(start), to: at(end), previousFrom: at(addDays(start, -days)), previousTo: at(start) };
 }
 
-/** Change against the previous period, as a fraction; null when there is nothing to compare. */
-export function change(now: number | null | undefined, before: number | null | undefined) {
-  if (now == null || before == null || before === 0) return null;
-  return (now - before) / before;
-}
-
 type SalesRow = { key?: string | null; won_count?: number; lost_count?: number;
                   amounts?: { currency?: string; won_amount?: number }[] };
 
