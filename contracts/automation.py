@@ -82,14 +82,26 @@ def record_kind_of_event(roots):
     return None
 
 
-def paths_of(roots):
-    out = set()
+FIELD_KINDS = ((fields.Boolean, "boolean"), (fields.Number, "number"), (fields.DateTime, "datetime"),
+               (fields.Date, "date"), (fields.List, "list"), (fields.Dict, "object"),
+               (fields.Nested, "object"), (fields.String, "text"))
+
+
+def kind_of(field):
+    """What a condition's value is compared with: number, text, boolean, date, datetime,
+    list, object, or any (a root whose shape the contract leaves open)."""
+    return next((kind for cls, kind in FIELD_KINDS if isinstance(field, cls)), "any")
+
+
+def kinds_of(roots):
+    """{field path: kind} of every field a condition on these roots may name."""
+    out = {}
     for root, schema in roots.items():
         if schema is None or schema == "any":
-            out.add(root)
+            out[root] = "any"
             continue
-        for key in wire_fields(schema):
-            out.add(f"{root}.{key}")
+        for key, field in wire_fields(schema).items():
+            out[f"{root}.{key}"] = kind_of(field)
     return out
 
 
@@ -606,6 +618,10 @@ class TriggerInfo(Schema):
     event = fields.String()
     description = fields.String()
     fields_ = fields.List(fields.String(), data_key="fields")
+    types = fields.Dict(keys=fields.String(), values=fields.String(validate=validate.OneOf(
+        ("number", "text", "boolean", "date", "datetime", "list", "object", "any"))), metadata={
+        "description": "each field's kind: a rule editor keeps a typed value as text for "
+                       "a text field and as a number for a number field"})
 
 
 class TriggerList(Schema):

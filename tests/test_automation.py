@@ -253,7 +253,9 @@ def test_bad_rules_are_refused_at_save(two_replicas, api, make_user, unique):
     after = len(api.get("/automation/rules", params={"limit": 500}).json()["items"])
     assert after == before + 1  # only the manager's rule was stored
     triggers = api.get("/automation/triggers").json()["items"]
-    assert "deal.amount" in {t["event"]: t for t in triggers}["deals.deal_stage_changed"]["fields"]
+    stage_changed = {t["event"]: t for t in triggers}["deals.deal_stage_changed"]
+    assert "deal.amount" in stage_changed["fields"]
+    assert stage_changed["types"]["deal.amount"] == "number" and stage_changed["types"]["deal.title"] == "text"
 
 
 def test_client_message_without_conversations_is_retried_then_failed(two_replicas, api, stack,

@@ -28,6 +28,17 @@ def test_conditions_say_which_one_failed():
     assert engine.evaluate({"field": "deal.amount", "op": "gt", "value": "x"}, ctx)[0] is False
     assert engine.test({"field": "d", "op": "lt", "value": "2030-01-01"},
                        {"d": "2026-12-05T10:00:00Z"})
+    # a number sent for a text field's contains (an API client's JSON) still means its digits
+    assert engine.test({"field": "deal.title", "op": "contains", "value": 52552163},
+                       {"deal": {"title": "Big 52552163"}})
+    assert not engine.test({"field": "deal.title", "op": "contains", "value": True},
+                           {"deal": {"title": "Big True"}})
+
+
+def test_triggers_give_each_fields_kind():
+    kinds = dict((name, k) for name, _, k in engine.event_types())["deals.deal_stage_changed"]
+    assert kinds["deal.amount"] == "number" and kinds["deal.title"] == "text"
+    assert kinds["deal.rotting"] == "boolean" and kinds["deal.created_at"] == "datetime"
 
 
 def test_nested_groups_evaluate_and_name_the_failed_path():

@@ -7,7 +7,7 @@ from datetime import date, datetime, time, timedelta, timezone
 
 from contracts import automation as schemas
 from contracts.automation import (NOT_TRIGGERS, RECORD_SCHEMAS, RELATED, check_path,  # noqa: F401
-                                  event_roots, paths_of, record_kind_of_event, time_roots)
+                                  event_roots, kinds_of, record_kind_of_event, time_roots)
 from contracts.events import registry
 from crm_common import templating
 from crm_common.errors import ValidationFailed
@@ -35,13 +35,14 @@ def invalid(field, message):
 # --- what a rule may name -----------------------------------------------------------------
 
 def event_types():
-    """[(`source.type`, description, [field paths])] of every event a rule may trigger on."""
+    """[(`source.type`, description, {field path: kind})] of every event a rule may trigger
+    on."""
     out = []
     for (source, kind), schema in sorted(registry().items()):
         if source in NOT_TRIGGERS:
             continue
         doc = (type(schema).__doc__ or "").strip().split("\n")[0]
-        out.append((f"{source}.{kind}", doc, sorted(paths_of(event_roots(source, kind)))))
+        out.append((f"{source}.{kind}", doc, dict(sorted(kinds_of(event_roots(source, kind)).items()))))
     return out
 
 
@@ -147,8 +148,9 @@ def test(node, ctx):
     if op in ("contains", "not_contains"):
         if isinstance(actual, list):
             found = value in actual
-        elif isinstance(actual, str) and isinstance(value, str):
-            found = value.lower() in actual.lower()
+        elif isinstance(actual, str) and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            # a number typed into "title contains 123" (an API client's JSON) still means the text
+            found = str(value).lower() in actual.lower()
         else:
             found = False
         return found if op == "contains" else not found

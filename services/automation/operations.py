@@ -288,8 +288,8 @@ class Automation:
         return {"items": [dump_rule(d) for d in docs], "next_cursor": cursor}
 
     def triggers(self):
-        return {"items": [{"event": name, "description": doc, "fields": paths}
-                          for name, doc, paths in engine.event_types()]}
+        return {"items": [{"event": name, "description": doc, "fields": list(kinds), "types": kinds}
+                          for name, doc, kinds in engine.event_types()]}
 
     def list_runs(self, rule_id=None, params=None):
         query = load(run_list_query, params or {})

@@ -6314,6 +6314,10 @@ export interface components {
             description?: string;
             event?: string;
             fields?: string[];
+            /** @description each field's kind: a rule editor keeps a typed value as text for a text field and as a number for a number field */
+            types?: {
+                [key: string]: "number" | "text" | "boolean" | "date" | "datetime" | "list" | "object" | "any";
+            };
         };
         TriggerList: {
             items?: components["schemas"]["TriggerInfo"][];

@@ -1,8 +1,25 @@
 import { describe, expect, it } from "vitest";
-import { actionOf, addGroup, addTest, blankAction, canNest, MAX_GROUPS, moveNode, nodeAt, placeOf, readableReason, removeNode,
-         setMatch, toApi, treeOf, updateTest, type GroupNode } from "./rules";
+import { actionOf, addGroup, addTest, blankAction, canNest, kindsOf, MAX_GROUPS, moveNode, nodeAt, placeOf, readableReason, removeNode,
+         parseValue, setMatch, toApi, treeOf, updateTest, type GroupNode } from "./rules";
 
 const strip = (root: GroupNode) => toApi(root).conditions;
+
+describe("typed values", () => {
+  it("keeps digits as text for a text field and makes numbers only where the field is one", () => {
+    const kinds = kindsOf([{ types: { "deal.title": "text", "deal.amount": "number" } }, { types: { "deal.rotting": "boolean" } }]);
+    const tree = treeOf({ all: [{ field: "deal.title", op: "contains", value: "52552163" },
+      { field: "deal.title", op: "eq", value: "1e3" }, { field: "deal.amount", op: "gte", value: 52552163 },
+      { field: "deal.rotting", op: "eq", value: true }, { field: "deal.title", op: "in", value: ["12", "ab"] }] });
+    expect(toApi(tree, kinds).conditions).toEqual({ all: [{ field: "deal.title", op: "contains", value: "52552163" },
+      { field: "deal.title", op: "eq", value: "1e3" }, { field: "deal.amount", op: "gte", value: 52552163 },
+      { field: "deal.rotting", op: "eq", value: true }, { field: "deal.title", op: "in", value: ["12", "ab"] }] });
+    // a field of unknown kind (a custom field) is guessed, but contains keeps text
+    expect(parseValue("eq", "42", undefined)).toBe(42);
+    expect(parseValue("contains", "42", undefined)).toBe("42");
+    expect(parseValue("eq", "true", "text")).toBe("true");
+    expect(parseValue("gt", "2026-01-01", "datetime")).toBe("2026-01-01");
+  });
+});
 
 describe("the condition tree", () => {
   it("turns typed tests into the API's JSON and back, nested groups included", () => {

@@ -3,16 +3,31 @@
 // they are (shown, sent back unchanged).
 export const OPS = ["eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "contains", "not_contains", "empty", "not_empty"] as const;
 
-/** A typed value from what was typed: numbers, true/false, lists for in / not_in. */
-export function parseValue(op: string, text: string): unknown {
+/** A field's kind as GET /automation/triggers gives it (`types`). */
+export type FieldKind = "number" | "text" | "boolean" | "date" | "datetime" | "list" | "object" | "any";
+export type FieldKinds = Record<string, string>;
+
+/** A typed value from what was typed, by the field's kind: a text field keeps "52552163" as
+ * text, a number field makes it 52552163; lists for in / not_in. A field of unknown kind (a
+ * custom field) is guessed from the text, except that contains / not_contains keep text. */
+export function parseValue(op: string, text: string, kind?: string): unknown {
   if (op === "empty" || op === "not_empty") return undefined;
+  const textual = kind === "text" || kind === "date" || kind === "datetime" || kind === "list"
+    || (!kind || kind === "any" || kind === "object") && (op === "contains" || op === "not_contains");
   const one = (raw: string): unknown => {
     const s = raw.trim();
-    if (/^-?\d+(\.\d+)?$/.test(s)) return Number(s);
-    if (s === "true" || s === "false") return s === "true";
+    if (textual) return s;
+    if (kind !== "boolean" && /^-?\d+(\.\d+)?$/.test(s)) return Number(s);
+    if (kind !== "number" && (s === "true" || s === "false")) return s === "true";
     return s;
   };
   return op === "in" || op === "not_in" ? text.split(",").map(one).filter((v) => v !== "") : one(text);
+}
+
+/** Each field path's kind over every trigger (a field is the same kind wherever it appears):
+ * what time triggers, which list no fields of their own, are typed by. */
+export function kindsOf(triggers: { types?: Record<string, string> }[] | undefined): FieldKinds {
+  return Object.assign({}, ...(triggers ?? []).map((t) => t.types ?? {}));
 }
 
 export function showValue(value: unknown): string {
@@ -55,12 +70,12 @@ function nodeOf(c: unknown): CondNode | null {
 /** The API's conditions from the tree (tests without a field and groups left empty are
  * dropped; null when nothing is left) and, for each node sent, its path there
  * (`all.1.any.0`): where the API's errors and the run log's reasons point. */
-export function toApi(root: GroupNode): { conditions: Record<string, unknown> | null; paths: Record<string, string> } {
+export function toApi(root: GroupNode, kinds: FieldKinds = {}): { conditions: Record<string, unknown> | null; paths: Record<string, string> } {
   const paths: Record<string, string> = {};
   const walk = (node: CondNode, path: string): Record<string, unknown> | null => {
     if (node.kind === "test") {
       if (!node.field.trim()) return null;
-      const value = parseValue(node.op, node.value);
+      const value = parseValue(node.op, node.value, kinds[node.field.trim()]);
       paths[node.id] = path;
       return { field: node.field.trim(), op: node.op, ...(value === undefined ? {} : { value }) };
     }

@@ -9,7 +9,7 @@ import { api, ok, type Schemas } from "../api/client";
 import { QueryState } from "../components/QueryState";
 import { flatFieldErrors } from "../components/TaskDialogs";
 import { useLocale, usePermissions } from "../lib/me";
-import { actionOf, addGroup, addTest, blankAction, canNest, moveNode, placeOf as placeLabel, readableReason, removeNode, setMatch, toApi, treeOf,
+import { actionOf, addGroup, addTest, blankAction, canNest, kindsOf, moveNode, placeOf as placeLabel, readableReason, removeNode, setMatch, toApi, treeOf,
          updateTest, type ActionRow, type CondNode, type GroupNode, type Match, OPS, ACTION_TYPES } from "../lib/rules";
 
 type Rule = Schemas["RuleOut"];
@@ -233,13 +233,14 @@ function RuleEditor({ rule, onSaved }: { rule: Rule | null; onSaved: (rule: Rule
   });
   const stages = (pipelines.data ?? []).flatMap((p) => (p.stages ?? []).map((s) => ({ value: s.id!, label: `${p.name} · ${s.name}` })));
   const eventFields = triggers.data?.find((x) => x.event === draft.trigger.event)?.fields ?? [];
+  const kinds = kindsOf(triggers.data);
   const save = useMutation({
     mutationFn: async () => {
       const body = {
         name: draft.name.trim(), description: draft.description.trim() || undefined, enabled: draft.enabled, log_skips: draft.logSkips,
         trigger: triggerBody(draft.trigger),
         // the editor's rows as the API's typed unions (the API checks each one: 422 by field)
-        conditions: toApi(draft.conditions).conditions as Schemas["RuleIn"]["conditions"],
+        conditions: toApi(draft.conditions, kinds).conditions as Schemas["RuleIn"]["conditions"],
         actions: draft.actions.map((a) => a.body()) as Schemas["RuleIn"]["actions"],
       };
       return rule?.id
