@@ -18,6 +18,11 @@ describe("typed values", () => {
     expect(parseValue("contains", "42", undefined)).toBe("42");
     expect(parseValue("eq", "true", "text")).toBe("true");
     expect(parseValue("gt", "2026-01-01", "datetime")).toBe("2026-01-01");
+    // set_field: the written field's kind decides too
+    const title = blankAction("set_field").with("field", "title").with("value", "0042");
+    expect(title.body({ "deal.title": "text" })).toEqual({ type: "set_field", field: "title", value: "0042" });
+    const amount = blankAction("set_field").with("field", "amount").with("value", "42");
+    expect(amount.body({ "deal.amount": "number" })).toEqual({ type: "set_field", field: "amount", value: 42 });
   });
 });
 

@@ -168,17 +168,24 @@ export const ACTION_TYPES = Object.keys(PARAMS);
 
 export type ActionRow = {
   type: string; params: Param[]; values: Record<string, unknown>; raw?: Record<string, unknown>;
-  with: (name: string, value: unknown) => ActionRow; body: () => Record<string, unknown>;
+  with: (name: string, value: unknown) => ActionRow; body: (kinds?: FieldKinds) => Record<string, unknown>;
 };
 
 function row(type: string, values: Record<string, unknown>, raw?: Record<string, unknown>): ActionRow {
   return {
     type, params: PARAMS[type] ?? [], values, raw,
     with: (name, value) => row(type, { ...values, [name]: value }, raw),
-    body: () => raw ?? { type, ...Object.fromEntries(Object.entries(values)
+    body: (kinds = {}) => raw ?? { type, ...Object.fromEntries(Object.entries(values)
       .filter(([, v]) => v !== undefined && v !== "")
-      .map(([k, v]) => [k, type === "set_field" && k === "value" ? parseValue("eq", String(v)) : v])) },
+      .map(([k, v]) => [k, type === "set_field" && k === "value" ? parseValue("eq", String(v), setFieldKind(values, kinds)) : v])) },
   };
+}
+
+/** The kind of the field a set_field action writes: the named record's, else the deal's, else the contact's. */
+function setFieldKind(values: Record<string, unknown>, kinds: FieldKinds): string | undefined {
+  const field = String(values.field ?? "").trim();
+  const records = values.record ? [String(values.record)] : ["deal", "contact"];
+  return records.map((r) => kinds[`${r}.${field}`]).find(Boolean);
 }
 
 export function blankAction(type: string): ActionRow {

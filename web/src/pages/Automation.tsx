@@ -241,7 +241,7 @@ function RuleEditor({ rule, onSaved }: { rule: Rule | null; onSaved: (rule: Rule
         trigger: triggerBody(draft.trigger),
         // the editor's rows as the API's typed unions (the API checks each one: 422 by field)
         conditions: toApi(draft.conditions, kinds).conditions as Schemas["RuleIn"]["conditions"],
-        actions: draft.actions.map((a) => a.body()) as Schemas["RuleIn"]["actions"],
+        actions: draft.actions.map((a) => a.body(kinds)) as Schemas["RuleIn"]["actions"],
       };
       return rule?.id
         ? ok(await api.PATCH("/api/v1/automation/rules/{rule_id}", { params: { path: { rule_id: rule.id } }, body }))
