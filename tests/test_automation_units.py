@@ -245,10 +245,14 @@ def test_the_intake_keeps_one_copy_per_record_and_only_the_events_dry_runs_use()
         item("telephony.call_missed", {"contact:c2": {"kind": "contact", "record": {"id": "c2"},
                                                       "at": at[1], "quiet_since": at[0]}}),
         item("telephony.call_started", {"contact:c2": {"touch": at[2]}})])
-    events, copies, touches = store.kept
+    batch, copies, touches = store.kept
     assert len(caches) == 5 and caches[0] == (operations.CACHE, {})
-    assert [e["_id"] for e in events] == ["deals.deal_updated", "deals.deal_created",
-                                          "telephony.call_missed"]
+    # the kept events in one document, with their types and latest time (dry runs' query)
+    assert [e["_id"] for e in batch["events"]] == ["deals.deal_updated", "deals.deal_created",
+                                                   "telephony.call_missed"]
+    assert batch["types"] == ["deals.deal_created", "deals.deal_updated",
+                              "telephony.call_missed"]
+    assert batch["n"] == 3 and batch["last"] == at[0]
     assert copies["deal:d1"]["record"]["n"] == 2  # the newest copy, written once
     assert copies["contact:c2"]["quiet_since"] == at[2]  # the touch folded into the copy
     assert touches == {"contact:c1": at[3]}
@@ -364,7 +368,8 @@ def test_related_records_are_read_once_per_flush():
         data = {"to_stage_id": stage, "contact_id": contact,
                 "deal": {"id": "d", "contact_id": contact}}
         return {"event": {"_id": stage + contact, "type_key": "deals.deal_stage_changed",
-                          "occurred_at": None, "data": data}, "records": {}}
+                          "occurred_at": datetime(2026, 12, 1, tzinfo=timezone.utc),
+                          "data": data}, "records": {}}
 
     operations.CACHE.version = None
     store = Store()

@@ -1,11 +1,13 @@
 """The only code in the automation service that touches pymongo."""
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from pymongo import ASCENDING, DESCENDING, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_common.cursors import page
 from crm_common.mongo import BaseStore, find_in, increment, update_and_get
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _ignoring_duplicates(write):
@@ -49,7 +51,10 @@ class AutomationStore(BaseStore):
         self.runs.create_index([("record_key", ASCENDING), ("created_at", DESCENDING),
                                 ("_id", DESCENDING)])
         self.runs.create_index("wake_at", sparse=True)
-        # the events kept for dry runs (mongod's TTL monitor drops them after the window)
+        # the events kept for dry runs, one document per group commit (mongod's TTL
+        # monitor drops them after the window); the (type_key, occurred_at) index serves
+        # the one-event documents written before, until they expire
+        self.events.create_index([("types", ASCENDING), ("last", DESCENDING)])
         self.events.create_index([("type_key", ASCENDING), ("occurred_at", ASCENDING),
                                   ("_id", ASCENDING)])
         self.events.create_index("stored_at", expireAfterSeconds=int(
@@ -172,12 +177,14 @@ class AutomationStore(BaseStore):
         return page(self.runs, query, "created_at", DESCENDING, limit, cursor)
 
     # what events leave behind (operations.flush_intake): kept events, record copies
-    def keep_intake(self, events, copies, touches):
-        """Events for dry runs (one already kept stays as it is), each record's newest copy
-        (an older copy arriving late changes nothing; a touch known from elsewhere is kept:
-        `$max` of `quiet_since`) and touches of contacts: at most two unordered bulk writes."""
-        if events:
-            _ignoring_duplicates(lambda: self.events.insert_many(events, ordered=False))
+    def keep_intake(self, batch, copies, touches):
+        """The batch's events for dry runs (one document, `operations.kept_batch`; an event
+        delivered again may be kept twice: `events_since` lists it once), each record's
+        newest copy (an older copy arriving late changes nothing; a touch known from
+        elsewhere is kept: `$max` of `quiet_since`) and touches of contacts: an insert and
+        at most one unordered bulk write."""
+        if batch:
+            self.events.insert_one(batch)
         ops = []
         for key, doc in copies.items():
             doc = dict(doc)
