@@ -198,8 +198,28 @@ class AutomationStore(BaseStore):
             _ignoring_duplicates(lambda: self.records.bulk_write(ops, ordered=False))
 
     def events_since(self, type_key, since, limit):
-        return list(self.events.find({"type_key": type_key, "occurred_at": {"$gte": since}})
-                    .sort([("occurred_at", DESCENDING)]).limit(limit))
+        """The newest `limit` events of this type since `since`, newest first, each once:
+        from the batches (by their latest event, newest first, until the next batch holds
+        only older events than the `limit` found) and the one-event documents of before."""
+        found = {}
+
+        def enough(bound):
+            if len(found) < limit:
+                return False
+            oldest = sorted((e["occurred_at"] for e in found.values()), reverse=True)[limit - 1]
+            return bound < oldest
+
+        for batch in self.events.find({"types": type_key, "last": {"$gte": since}}).sort(
+                "last", DESCENDING):
+            if enough(batch["last"]):
+                break
+            for event in batch["events"]:
+                if event["type_key"] == type_key and event["occurred_at"] >= since:
+                    found.setdefault(event["_id"], event)
+        for event in self.events.find({"type_key": type_key, "occurred_at": {"$gte": since}}) \
+                .sort([("occurred_at", DESCENDING)]).limit(limit):
+            found.setdefault(event["_id"], event)
+        return sorted(found.values(), key=lambda e: e["occurred_at"], reverse=True)[:limit]
 
     def get_record(self, key):
         doc = self.records.find_one({"_id": key})
@@ -246,8 +266,12 @@ class AutomationStore(BaseStore):
     def list_page(self, collection, limit, cursor):
         return page(self.db[collection], {}, "created_at", DESCENDING, limit, cursor)
 
-    def count_sends(self, campaign_id, state):
-        return self.sends.count_documents({"campaign_id": campaign_id, "state": state})
+    def has_pending_sends(self, campaign_id):
+        """Whether a send of the campaign waits (queued, taken or to retry: each has a
+        wake time, a finished one none): read on the wake-time index, which holds only the
+        sends in flight, not on the campaign's, which holds all its 50,000."""
+        return self.sends.find_one({"wake_at": {"$gt": EPOCH}, "campaign_id": campaign_id},
+                                   {"_id": 1}, hint=[("wake_at", ASCENDING)]) is not None
 
     def insert_sends(self, docs):
         """Queued recipients; a key already queued (a retried start) is kept as it is."""
@@ -273,18 +297,31 @@ class AutomationStore(BaseStore):
     def due_sends(self, now, limit):
         return list(self.sends.find({"wake_at": {"$lte": now}}).sort("wake_at", 1).limit(limit))
 
-    def take_send(self, send, now, lease_s):
-        return self.sends.update_one(
-            {"_id": send["_id"], "wake_at": send["wake_at"]},
-            {"$set": {"wake_at": now + timedelta(seconds=lease_s)}}).matched_count == 1
+    def take_sends(self, sends, now, lease_s, claim):
+        """Those of `sends` (as read by `due_sends`) this replica takes: each a
+        compare-and-set on the wake time read, all in one unordered bulk, then one read of
+        which carry this take's `claim` mark (a send taken by another replica meanwhile
+        does not)."""
+        if not sends:
+            return []
+        until = now + timedelta(seconds=lease_s)
+        self.sends.bulk_write([UpdateOne({"_id": send["_id"], "wake_at": send["wake_at"]},
+                                         {"$set": {"wake_at": until, "claim": claim}})
+                               for send in sends], ordered=False)
+        taken = {doc["_id"] for doc in find_in(self.sends, "_id", [s["_id"] for s in sends],
+                                               {"claim": 1}) if doc.get("claim") == claim}
+        return [dict(send, wake_at=until) for send in sends if send["_id"] in taken]
 
-    def retry_send(self, send_id, attempts, wake_at):
-        self.sends.update_one({"_id": send_id}, {"$set": {"attempts": attempts,
-                                                          "wake_at": wake_at}})
-
-    def finish_send(self, send_id, state, detail):
-        self.sends.update_one({"_id": send_id}, {"$set": {"state": state, "detail": detail},
-                                                 "$unset": {"wake_at": ""}})
+    def settle_sends(self, finished, retries):
+        """A tick's outcomes in one unordered bulk: `finished` [(send id, state, detail)]
+        leave the timer's index, `retries` [(send id, attempts, wake time)] wait again."""
+        ops = [UpdateOne({"_id": send_id}, {"$set": {"state": state, "detail": detail},
+                                             "$unset": {"wake_at": ""}})
+               for send_id, state, detail in finished]
+        ops += [UpdateOne({"_id": send_id}, {"$set": {"attempts": attempts, "wake_at": wake_at}})
+                for send_id, attempts, wake_at in retries]
+        if ops:
+            self.sends.bulk_write(ops, ordered=False)
 
     def due_campaigns(self, now):
         return list(self.campaigns.find({"wake_at": {"$lte": now}}).limit(20))
@@ -293,8 +330,14 @@ class AutomationStore(BaseStore):
         return self.campaigns.update_one({"_id": campaign["_id"], "wake_at": campaign["wake_at"]},
                                          {"$set": changes}).matched_count == 1
 
-    def count_campaign(self, campaign_id, field):
-        self.campaigns.update_one({"_id": campaign_id}, {"$inc": {f"counts.{field}": 1}})
+    def count_campaign(self, campaign_id, field, n=1):
+        self.campaigns.update_one({"_id": campaign_id}, {"$inc": {f"counts.{field}": n}})
+
+    def count_campaign_by(self, campaign_id, counts):
+        """{state: n} added to the campaign's counts in one write."""
+        if counts:
+            self.campaigns.update_one({"_id": campaign_id}, {"$inc": {
+                f"counts.{state}": n for state, n in counts.items()}})
 
     def opt_out(self, contact_id, channel, campaign_id, at):
         self.optouts.update_one({"_id": f"{contact_id}:{channel}"}, {"$setOnInsert": {
