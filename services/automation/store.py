@@ -2,7 +2,7 @@
 from datetime import datetime, timedelta, timezone
 
 from pymongo import ASCENDING, DESCENDING, ReplaceOne, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from crm_common.cursors import page
 from crm_common.mongo import BaseStore, find_in, increment, update_and_get
@@ -59,15 +59,30 @@ class AutomationStore(BaseStore):
                                   ("_id", ASCENDING)])
         self.events.create_index("stored_at", expireAfterSeconds=int(
             self.settings.automation.events_keep_days * 86400))
-        # the time triggers' lookups
-        self.records.create_index([("kind", ASCENDING), ("quiet_since", ASCENDING)])
-        self.records.create_index([("kind", ASCENDING), ("stage_since", ASCENDING)])
-        self.records.create_index("date_keys")
+        # the time triggers' lookups, sparse: a copy is rewritten for each event of its
+        # record (SecantusDB rewrites every index entry of a changed document), and holds
+        # only the fields it has a value for: a contact `quiet_since`, an open deal
+        # `stage_since`, a record with dates `date_keys` (replacing (kind, field) indexes,
+        # which held two entries for every copy)
+        info = self.records.index_information()
+        for name in ("kind_1_quiet_since_1", "kind_1_stage_since_1"):
+            if name in info:
+                self._drop_index(name)
+        if "date_keys_1" in info and not info["date_keys_1"].get("sparse"):
+            self._drop_index("date_keys_1")
+        for field in ("quiet_since", "stage_since", "date_keys"):
+            self.records.create_index(field, sparse=True)
         self.segments.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
         self.campaigns.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
         self.campaigns.create_index("wake_at", sparse=True)
         self.sends.create_index("wake_at", sparse=True)
         self.sends.create_index([("campaign_id", ASCENDING), ("_id", ASCENDING)])
+
+    def _drop_index(self, name):
+        try:
+            self.records.drop_index(name)
+        except OperationFailure:  # dropped by another replica starting
+            pass
 
     # meta: test clock, rules version, counters
     def clock_offset(self):
@@ -191,6 +206,13 @@ class AutomationStore(BaseStore):
             update = {"$set": doc}
             if doc.get("quiet_since") is not None:
                 update["$max"] = {"quiet_since": doc.pop("quiet_since")}
+            # a time trigger's field with no value is absent (out of its sparse index)
+            empty = [f for f in ("quiet_since", "stage_since", "date_keys")
+                     if f in doc and not doc[f]]
+            if empty:
+                update["$unset"] = {f: "" for f in empty}
+                for field in empty:
+                    doc.pop(field)
             ops.append(UpdateOne({"_id": key, "at": {"$lte": doc["at"]}}, update, upsert=True))
         ops += [UpdateOne({"_id": key}, {"$max": {"quiet_since": when}})
                 for key, when in touches.items()]
@@ -231,8 +253,9 @@ class AutomationStore(BaseStore):
                 for doc in find_in(self.records, "_id", list(keys), {"record": 1})}
 
     def records_between(self, kind, field, after, until, limit):
-        return list(self.records.find({"kind": kind, field: {"$gt": after, "$lte": until}})
-                    .limit(limit))
+        """Copies of `kind` whose `field` lies in (after, until]: `quiet_since` is only a
+        contact's and `stage_since` only a deal's, so their sparse index is the query."""
+        return list(self.records.find({field: {"$gt": after, "$lte": until}}).limit(limit))
 
     def records_by_date_key(self, key, limit):
         return list(self.records.find({"date_keys": key}).limit(limit))
