@@ -246,7 +246,7 @@ def kept_count(kept):
 def deal_events(platform, kept, events, label, profile=None):
     from kombu import Connection
     stack = platform.stack
-    before_count = kept_count(kept)
+    before_count, before_docs = kept_count(kept), kept.count_documents({})
     spy = sample(stack, 20, profile) if profile else None
     before = cpu_seconds(platform)
     started = time.perf_counter()
@@ -263,7 +263,8 @@ def deal_events(platform, kept, events, label, profile=None):
     print(f"  {label:<33} {done / seconds:>10.0f} events/s   published in {published:.1f} s "
           f"({len(events) / published:.0f}/s, {waiting} waiting then), handled "
           f"{done}/{len(events)} in {seconds:.1f} s", flush=True)
-    print(f"    {cpu_note(before, after, max(done, 1))}", flush=True)
+    print(f"    {cpu_note(before, after, max(done, 1))}; kept in "
+          f"{kept.count_documents({}) - before_docs} documents", flush=True)
     if spy is not None:
         spy.wait(timeout=120)
         if os.path.exists(profile):
