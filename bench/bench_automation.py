@@ -199,14 +199,16 @@ def through_service(platform, rules, events, calls, alone=False, profile=None):
     marker_rule(stack, platform, kept, calls)
 
 
-def sample(stack, seconds, out):
-    """py-spy (its binary: $PY_SPY, else on PATH) sampling the automation process for
-    `seconds`, collapsed stacks into `out`; None when there is no py-spy."""
+def sample(stack, seconds, out, database=False):
+    """py-spy (its binary: $PY_SPY, else on PATH) sampling the automation process (or the
+    database daemon) for `seconds`, collapsed stacks into `out`; None when there is no
+    py-spy."""
     import shutil
     import subprocess
     spy = os.environ.get("PY_SPY") or shutil.which("py-spy")
-    pid = next((proc.pid for key, proc in stack.processes.items()
-                if key.startswith("automation")), None)
+    pid = stack.mongo_proc.pid if database and stack.mongo_proc else next(
+        (proc.pid for key, proc in stack.processes.items() if key.startswith("automation")),
+        None)
     if not spy or pid is None:
         return None
     return subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(seconds),
@@ -221,7 +223,13 @@ PARTS = (("services/automation", "automation's own code"), ("contracts/", "event
          ("eventlet", "eventlet (hub, green I/O)"), ("json", "json"))
 
 
-def profile_summary(path):
+# the database daemon's samples, by the command (SecantusDB's handler frame) they serve
+DB_PARTS = (("_find_and_modify", "findAndModify"), ("_insert", "insert"), ("_update", "update"),
+            ("_delete", "delete"), ("_aggregate", "aggregate"), ("_count", "count"),
+            ("_get_more", "getMore"), ("_find", "find"), ("commit", "commit / transactions"))
+
+
+def profile_summary(path, parts=PARTS):
     """Shares of the samples of a py-spy raw file, per part (PARTS) of the leaf frames."""
     counts, total = {}, 0
     with open(path) as lines:
@@ -230,8 +238,9 @@ def profile_summary(path):
             if not n.isdigit():
                 continue
             frames = stack.split(";")
-            part = next((name for frame in reversed(frames) for key, name in PARTS
-                         if key in frame), "other (python, threads)")
+            part = next((name for frame in reversed(frames) for key, name in parts
+                         if frame.startswith(key + " ") or parts is PARTS and key in frame),
+                        "other (python, threads)")
             counts[part] = counts.get(part, 0) + int(n)
             total += int(n)
     return ", ".join(f"{name} {100 * n / max(total, 1):.0f}%"
@@ -248,6 +257,7 @@ def deal_events(platform, kept, events, label, profile=None):
     stack = platform.stack
     before_count, before_docs = kept_count(kept), kept.count_documents({})
     spy = sample(stack, 20, profile) if profile else None
+    db_spy = sample(stack, 20, profile + ".db", database=True) if profile else None
     before = cpu_seconds(platform)
     started = time.perf_counter()
     with Connection(stack.amqp_uri) as conn:
@@ -270,6 +280,11 @@ def deal_events(platform, kept, events, label, profile=None):
         if os.path.exists(profile):
             print(f"    automation process samples (py-spy, {profile}): "
                   f"{profile_summary(profile)}", flush=True)
+    if db_spy is not None:
+        db_spy.wait(timeout=120)
+        if os.path.exists(profile + ".db"):
+            print(f"    database samples by command (py-spy, {profile}.db): "
+                  f"{profile_summary(profile + '.db', DB_PARTS)}", flush=True)
 
 
 def marker_rule(stack, platform, kept, calls):
@@ -343,7 +358,7 @@ def seed_contacts(platform, session, base, n):
     print(f"  {n} contacts written in {time.perf_counter() - started:.1f} s", flush=True)
 
 
-def campaign(platform, contacts, rate, small_rate):
+def campaign(platform, contacts, rate, small_rate, profile=None):
     """A campaign to a segment of `contacts` imported contacts (every one): the time to
     queue them, then the SMS reaching the gateway (conversations' SMS channel to a local
     recorder) for a minute against the configured rate; before it, a smaller campaign sent
@@ -421,6 +436,9 @@ def campaign(platform, contacts, rate, small_rate):
     started = time.perf_counter()
     before = cpu_seconds(platform)
     at_start = len(gateway.to("/sms"))
+    spies = [(part, path, sample(platform.stack, 30, path, database=part == "database"))
+             for part, path in (("automation process", profile and profile + ".campaign"),
+                                ("database", profile and profile + ".campaign.db")) if path]
     time.sleep(60)
     seconds = time.perf_counter() - started
     after = cpu_seconds(platform)
@@ -429,6 +447,11 @@ def campaign(platform, contacts, rate, small_rate):
           f"(configured {rate}/min), {len(sent) - len(set(sent))} twice", flush=True)
     print(f"    {cpu_note(before, after, max(len(gateway.to('/sms')) - at_start, 1))} "
           f"(per SMS of that minute)", flush=True)
+    for part, path, spy in spies:
+        if spy is not None and spy.wait(timeout=60) is not None and os.path.exists(path):
+            print(f"    {part} samples (py-spy, {path}, 30 s): "
+                  f"{profile_summary(path, DB_PARTS if part == 'database' else PARTS)}",
+                  flush=True)
     gateway.stop()
 
 
@@ -445,7 +468,8 @@ def main():
     parser.add_argument("--alone", action="store_true",
                         help="then the same events again with automation their only consumer")
     parser.add_argument("--profile", help="path prefix: py-spy samples of the automation "
-                                          "process while the deal events run (needs py-spy)")
+                                          "process and the database while the deal events "
+                                          "run and the campaign sends (needs py-spy)")
     args = parser.parse_args()
     random.seed(1)
     rules = [rule_body(n) for n in range(args.rules)]
@@ -463,7 +487,7 @@ def main():
             through_service(platform, rules, events, [call_data(n) for n in range(args.calls)],
                             alone=args.alone, profile=args.profile)
         if args.campaign:
-            campaign(platform, args.campaign, args.rate, args.small_rate)
+            campaign(platform, args.campaign, args.rate, args.small_rate, args.profile)
     finally:
         platform.close()
 
