@@ -211,9 +211,24 @@ def sample(stack, seconds, out, database=False):
         None)
     if not spy or pid is None:
         return None
+    # (the database has a thread per connection, ~100: sampled at 200/s, py-spy fell
+    # minutes behind on a loaded machine)
     return subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(seconds),
-                             "--rate", "200", "--format", "raw", "--output", out, "--nonblocking"],
+                             "--rate", "50" if database else "200", "--format", "raw",
+                             "--output", out, "--nonblocking"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def finished(spy, timeout):
+    """Whether a sampler ended within `timeout` s (else it is stopped: no summary)."""
+    import subprocess
+    try:
+        spy.wait(timeout=timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait()
+        return False
 
 
 # where the automation process's samples are, by the first frame (from the leaf) that names one
@@ -247,15 +262,19 @@ def profile_summary(path, parts=PARTS):
                      for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def kept_count(kept):
-    """Events kept for dry runs: the `n` of each batch document (one per group commit)."""
-    return sum(doc.get("n", 1) for doc in kept.find({}, {"n": 1}))
+def kept_count(kept, since=None):
+    """Events kept for dry runs (stored since `since`): the `n` of each batch document (one
+    per group commit)."""
+    where = {"stored_at": {"$gte": since}} if since else {}
+    return sum(doc.get("n", 1) for doc in kept.find(where, {"n": 1}))
 
 
 def deal_events(platform, kept, events, label, profile=None):
     from kombu import Connection
     stack = platform.stack
-    before_count, before_docs = kept_count(kept), kept.count_documents({})
+    from crm_common.timeutil import utcnow
+    since = utcnow()  # the phase's documents only (read every 0.2 s)
+    before_docs = kept.count_documents({})
     spy = sample(stack, 20, profile) if profile else None
     db_spy = sample(stack, 20, profile + ".db", database=True) if profile else None
     before = cpu_seconds(platform)
@@ -265,23 +284,21 @@ def deal_events(platform, kept, events, label, profile=None):
         published = time.perf_counter() - started
         waiting = backlog(conn, "evt-deals-events--automation.on_deals_events")
     deadline = time.time() + 300
-    while kept_count(kept) - before_count < len(events) and time.time() < deadline:
+    while kept_count(kept, since) < len(events) and time.time() < deadline:
         time.sleep(0.2)
     seconds = time.perf_counter() - started
-    done = kept_count(kept) - before_count
+    done = kept_count(kept, since)
     after = cpu_seconds(platform)
     print(f"  {label:<33} {done / seconds:>10.0f} events/s   published in {published:.1f} s "
           f"({len(events) / published:.0f}/s, {waiting} waiting then), handled "
           f"{done}/{len(events)} in {seconds:.1f} s", flush=True)
     print(f"    {cpu_note(before, after, max(done, 1))}; kept in "
           f"{kept.count_documents({}) - before_docs} documents", flush=True)
-    if spy is not None:
-        spy.wait(timeout=120)
+    if spy is not None and finished(spy, 120):
         if os.path.exists(profile):
             print(f"    automation process samples (py-spy, {profile}): "
                   f"{profile_summary(profile)}", flush=True)
-    if db_spy is not None:
-        db_spy.wait(timeout=120)
+    if db_spy is not None and finished(db_spy, 120):
         if os.path.exists(profile + ".db"):
             print(f"    database samples by command (py-spy, {profile}.db): "
                   f"{profile_summary(profile + '.db', DB_PARTS)}", flush=True)
@@ -448,7 +465,7 @@ def campaign(platform, contacts, rate, small_rate, profile=None):
     print(f"    {cpu_note(before, after, max(len(gateway.to('/sms')) - at_start, 1))} "
           f"(per SMS of that minute)", flush=True)
     for part, path, spy in spies:
-        if spy is not None and spy.wait(timeout=60) is not None and os.path.exists(path):
+        if spy is not None and finished(spy, 120) and os.path.exists(path):
             print(f"    {part} samples (py-spy, {path}, 30 s): "
                   f"{profile_summary(path, DB_PARTS if part == 'database' else PARTS)}",
                   flush=True)
