@@ -434,6 +434,10 @@ def campaign(platform, contacts, rate, small_rate, profile=None):
         time.sleep(2)
         small = read(small["id"])
     seconds = time.perf_counter() - started
+    # "delivered" is conversations' acceptance; its SMS reaches the gateway just after
+    waited = time.perf_counter()
+    while len(texted()) < small["counts"]["delivered"] and time.perf_counter() - waited < 120:
+        time.sleep(1)
     sent = texted()
     c = small["counts"]
     print(f"  campaign of {count} contacts at {small_rate}/min: queued {c['queued']} in "
