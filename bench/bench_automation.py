@@ -199,19 +199,36 @@ def through_service(platform, rules, events, calls, alone=False, profile=None):
     marker_rule(stack, platform, kept, calls)
 
 
-def sample(stack, seconds, out):
-    """py-spy (its binary: $PY_SPY, else on PATH) sampling the automation process for
-    `seconds`, collapsed stacks into `out`; None when there is no py-spy."""
+def sample(stack, seconds, out, database=False):
+    """py-spy (its binary: $PY_SPY, else on PATH) sampling the automation process (or the
+    database daemon) for `seconds`, collapsed stacks into `out`; None when there is no
+    py-spy."""
     import shutil
     import subprocess
     spy = os.environ.get("PY_SPY") or shutil.which("py-spy")
-    pid = next((proc.pid for key, proc in stack.processes.items()
-                if key.startswith("automation")), None)
+    pid = stack.mongo_proc.pid if database and stack.mongo_proc else next(
+        (proc.pid for key, proc in stack.processes.items() if key.startswith("automation")),
+        None)
     if not spy or pid is None:
         return None
+    # (the database has a thread per connection, ~100: sampled at 200/s, py-spy fell
+    # minutes behind on a loaded machine)
     return subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(seconds),
-                             "--rate", "200", "--format", "raw", "--output", out, "--nonblocking"],
+                             "--rate", "50" if database else "200", "--format", "raw",
+                             "--output", out, "--nonblocking"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def finished(spy, timeout):
+    """Whether a sampler ended within `timeout` s (else it is stopped: no summary)."""
+    import subprocess
+    try:
+        spy.wait(timeout=timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait()
+        return False
 
 
 # where the automation process's samples are, by the first frame (from the leaf) that names one
@@ -221,7 +238,13 @@ PARTS = (("services/automation", "automation's own code"), ("contracts/", "event
          ("eventlet", "eventlet (hub, green I/O)"), ("json", "json"))
 
 
-def profile_summary(path):
+# the database daemon's samples, by the command (SecantusDB's handler frame) they serve
+DB_PARTS = (("_find_and_modify", "findAndModify"), ("_insert", "insert"), ("_update", "update"),
+            ("_delete", "delete"), ("_aggregate", "aggregate"), ("_count", "count"),
+            ("_get_more", "getMore"), ("_find", "find"), ("commit", "commit / transactions"))
+
+
+def profile_summary(path, parts=PARTS):
     """Shares of the samples of a py-spy raw file, per part (PARTS) of the leaf frames."""
     counts, total = {}, 0
     with open(path) as lines:
@@ -230,19 +253,30 @@ def profile_summary(path):
             if not n.isdigit():
                 continue
             frames = stack.split(";")
-            part = next((name for frame in reversed(frames) for key, name in PARTS
-                         if key in frame), "other (python, threads)")
+            part = next((name for frame in reversed(frames) for key, name in parts
+                         if frame.startswith(key + " ") or parts is PARTS and key in frame),
+                        "other (python, threads)")
             counts[part] = counts.get(part, 0) + int(n)
             total += int(n)
     return ", ".join(f"{name} {100 * n / max(total, 1):.0f}%"
                      for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
+def kept_count(kept, since=None):
+    """Events kept for dry runs (stored since `since`): the `n` of each batch document (one
+    per group commit)."""
+    where = {"stored_at": {"$gte": since}} if since else {}
+    return sum(doc.get("n", 1) for doc in kept.find(where, {"n": 1}))
+
+
 def deal_events(platform, kept, events, label, profile=None):
     from kombu import Connection
     stack = platform.stack
-    before_count = kept.count_documents({})
+    from crm_common.timeutil import utcnow
+    since = utcnow()  # the phase's documents only (read every 0.2 s)
+    before_docs = kept.count_documents({})
     spy = sample(stack, 20, profile) if profile else None
+    db_spy = sample(stack, 20, profile + ".db", database=True) if profile else None
     before = cpu_seconds(platform)
     started = time.perf_counter()
     with Connection(stack.amqp_uri) as conn:
@@ -250,20 +284,24 @@ def deal_events(platform, kept, events, label, profile=None):
         published = time.perf_counter() - started
         waiting = backlog(conn, "evt-deals-events--automation.on_deals_events")
     deadline = time.time() + 300
-    while kept.count_documents({}) - before_count < len(events) and time.time() < deadline:
+    while kept_count(kept, since) < len(events) and time.time() < deadline:
         time.sleep(0.2)
     seconds = time.perf_counter() - started
-    done = kept.count_documents({}) - before_count
+    done = kept_count(kept, since)
     after = cpu_seconds(platform)
     print(f"  {label:<33} {done / seconds:>10.0f} events/s   published in {published:.1f} s "
           f"({len(events) / published:.0f}/s, {waiting} waiting then), handled "
           f"{done}/{len(events)} in {seconds:.1f} s", flush=True)
-    print(f"    {cpu_note(before, after, max(done, 1))}", flush=True)
-    if spy is not None:
-        spy.wait(timeout=120)
+    print(f"    {cpu_note(before, after, max(done, 1))}; kept in "
+          f"{kept.count_documents({}) - before_docs} documents", flush=True)
+    if spy is not None and finished(spy, 120):
         if os.path.exists(profile):
             print(f"    automation process samples (py-spy, {profile}): "
                   f"{profile_summary(profile)}", flush=True)
+    if db_spy is not None and finished(db_spy, 120):
+        if os.path.exists(profile + ".db"):
+            print(f"    database samples by command (py-spy, {profile}.db): "
+                  f"{profile_summary(profile + '.db', DB_PARTS)}", flush=True)
 
 
 def marker_rule(stack, platform, kept, calls):
@@ -286,7 +324,8 @@ def marker_rule(stack, platform, kept, calls):
                       connection=conn)
         published = time.perf_counter() - started
         deadline = time.time() + 300
-        while not kept.find_one({"_id": marker}) and time.time() < deadline:
+        while not kept.find_one({"types": "telephony.call_ended", "events._id": marker}) \
+                and time.time() < deadline:
             time.sleep(0.1)
         while backlog(conn, "evt-telephony-events--automation.on_telephony_events") \
                 and time.time() < deadline:
@@ -319,6 +358,11 @@ def seed_contacts(platform, session, base, n):
         doc = dict(template, _id=new_id(), first_name=f"Bench{i}", last_name=str(i),
                    tags=["campaign-bench"] + (["vip"] if i % 30 == 0 else []),
                    created_at=template["created_at"] + timedelta(microseconds=i),
+                   # each its own updated_at, as contacts written one by one have: 50,000
+                   # copies of one instant made every page of telephony's directory sync
+                   # (window_page: the rest of an instant, then what follows) read all
+                   # 50,000 on SecantusDB, which took the database for minutes
+                   updated_at=template["updated_at"] + timedelta(microseconds=i),
                    **json.loads(phone_fields.replace("3470000000", f"347{i:07d}")))
         batch.append(doc)
         if len(batch) == 5000:
@@ -331,7 +375,7 @@ def seed_contacts(platform, session, base, n):
     print(f"  {n} contacts written in {time.perf_counter() - started:.1f} s", flush=True)
 
 
-def campaign(platform, contacts, rate, small_rate):
+def campaign(platform, contacts, rate, small_rate, profile=None):
     """A campaign to a segment of `contacts` imported contacts (every one): the time to
     queue them, then the SMS reaching the gateway (conversations' SMS channel to a local
     recorder) for a minute against the configured rate; before it, a smaller campaign sent
@@ -390,6 +434,10 @@ def campaign(platform, contacts, rate, small_rate):
         time.sleep(2)
         small = read(small["id"])
     seconds = time.perf_counter() - started
+    # "delivered" is conversations' acceptance; its SMS reaches the gateway just after
+    waited = time.perf_counter()
+    while len(texted()) < small["counts"]["delivered"] and time.perf_counter() - waited < 120:
+        time.sleep(1)
     sent = texted()
     c = small["counts"]
     print(f"  campaign of {count} contacts at {small_rate}/min: queued {c['queued']} in "
@@ -407,11 +455,24 @@ def campaign(platform, contacts, rate, small_rate):
     print(f"    {cpu_note(before, after, max(big['counts']['queued'], 1))} (per queued send)",
           flush=True)
     started = time.perf_counter()
+    before = cpu_seconds(platform)
+    at_start = len(gateway.to("/sms"))
+    spies = [(part, path, sample(platform.stack, 30, path, database=part == "database"))
+             for part, path in (("automation process", profile and profile + ".campaign"),
+                                ("database", profile and profile + ".campaign.db")) if path]
     time.sleep(60)
     seconds = time.perf_counter() - started
+    after = cpu_seconds(platform)
     sent = texted()[before_sent:]
     print(f"  then {len(sent)} texted in {seconds:.0f} s = {len(sent) * 60 / seconds:.0f}/min "
           f"(configured {rate}/min), {len(sent) - len(set(sent))} twice", flush=True)
+    print(f"    {cpu_note(before, after, max(len(gateway.to('/sms')) - at_start, 1))} "
+          f"(per SMS of that minute)", flush=True)
+    for part, path, spy in spies:
+        if spy is not None and finished(spy, 120) and os.path.exists(path):
+            print(f"    {part} samples (py-spy, {path}, 30 s): "
+                  f"{profile_summary(path, DB_PARTS if part == 'database' else PARTS)}",
+                  flush=True)
     gateway.stop()
 
 
@@ -428,7 +489,8 @@ def main():
     parser.add_argument("--alone", action="store_true",
                         help="then the same events again with automation their only consumer")
     parser.add_argument("--profile", help="path prefix: py-spy samples of the automation "
-                                          "process while the deal events run (needs py-spy)")
+                                          "process and the database while the deal events "
+                                          "run and the campaign sends (needs py-spy)")
     args = parser.parse_args()
     random.seed(1)
     rules = [rule_body(n) for n in range(args.rules)]
@@ -446,7 +508,7 @@ def main():
             through_service(platform, rules, events, [call_data(n) for n in range(args.calls)],
                             alone=args.alone, profile=args.profile)
         if args.campaign:
-            campaign(platform, args.campaign, args.rate, args.small_rate)
+            campaign(platform, args.campaign, args.rate, args.small_rate, args.profile)
     finally:
         platform.close()
 

@@ -128,8 +128,10 @@ def test_deal_enters_stage_creates_task_once(two_replicas, api, stack, unique):
         assert [r["id"] for r in per_record] == [runs[0]["id"]]
 
         # the same event delivered again (to either replica): nothing more happens
-        event = stack.db("automation")["events"].find_one(
-            {"type_key": "deals.deal_stage_changed", "data.deal_id": big["id"]})
+        batch = stack.db("automation")["events"].find_one(
+            {"types": "deals.deal_stage_changed", "events.data.deal_id": big["id"]})
+        event = next(e for e in batch["events"] if e["type_key"] == "deals.deal_stage_changed"
+                     and e["data"].get("deal_id") == big["id"])
         from crm_common.messaging.publish import publish_event
         for _ in range(3):
             publish_event(stack.amqp_uri, "deals", "deal_stage_changed", event["data"],

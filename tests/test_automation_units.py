@@ -245,10 +245,14 @@ def test_the_intake_keeps_one_copy_per_record_and_only_the_events_dry_runs_use()
         item("telephony.call_missed", {"contact:c2": {"kind": "contact", "record": {"id": "c2"},
                                                       "at": at[1], "quiet_since": at[0]}}),
         item("telephony.call_started", {"contact:c2": {"touch": at[2]}})])
-    events, copies, touches = store.kept
+    batch, copies, touches = store.kept
     assert len(caches) == 5 and caches[0] == (operations.CACHE, {})
-    assert [e["_id"] for e in events] == ["deals.deal_updated", "deals.deal_created",
-                                          "telephony.call_missed"]
+    # the kept events in one document, with their types and latest time (dry runs' query)
+    assert [e["_id"] for e in batch["events"]] == ["deals.deal_updated", "deals.deal_created",
+                                                   "telephony.call_missed"]
+    assert batch["types"] == ["deals.deal_created", "deals.deal_updated",
+                              "telephony.call_missed"]
+    assert batch["n"] == 3 and batch["last"] == at[0]
     assert copies["deal:d1"]["record"]["n"] == 2  # the newest copy, written once
     assert copies["contact:c2"]["quiet_since"] == at[2]  # the touch folded into the copy
     assert touches == {"contact:c1": at[3]}
@@ -364,7 +368,8 @@ def test_related_records_are_read_once_per_flush():
         data = {"to_stage_id": stage, "contact_id": contact,
                 "deal": {"id": "d", "contact_id": contact}}
         return {"event": {"_id": stage + contact, "type_key": "deals.deal_stage_changed",
-                          "occurred_at": None, "data": data}, "records": {}}
+                          "occurred_at": datetime(2026, 12, 1, tzinfo=timezone.utc),
+                          "data": data}, "records": {}}
 
     operations.CACHE.version = None
     store = Store()
@@ -377,3 +382,53 @@ def test_related_records_are_read_once_per_flush():
     assert ctx["contact"]["first_name"] == "Ann"
     assert "contact" not in automation._context(item("s1", "c2")["event"]["data"], related)
     operations.CACHE.version = None
+
+
+def test_dry_run_events_are_read_from_batches_newest_first_each_once():
+    """The kept events are one document per group commit: a dry run gets the newest
+    `limit` of a type since a time, each once (an event redelivered into a later batch),
+    with the one-event documents of before, and reads no batch older than it needs."""
+    from services.automation.store import AutomationStore
+
+    at = lambda h: datetime(2026, 12, 1, h, tzinfo=timezone.utc)  # noqa: E731
+    ev = lambda i, h, t="deals.deal_created": {"_id": f"e{i}", "type_key": t,  # noqa: E731
+                                               "occurred_at": at(h), "data": {}}
+    batches = [{"_id": "b1", "types": ["deals.deal_created"], "last": at(3),
+                "events": [ev(1, 1), ev(2, 3)]},
+               {"_id": "b2", "types": ["deals.deal_created", "deals.deal_won"], "last": at(6),
+                "events": [ev(3, 5), ev(4, 6, "deals.deal_won"), ev(2, 3)]},
+               {"_id": "b3", "types": ["deals.deal_created"], "last": at(9),
+                "events": [ev(5, 9), ev(6, 8)]}]
+    legacy = [{**ev(0, 7), "_id": "old"}]
+    read = []
+
+    class Cursor(list):
+        def sort(self, key, direction=None):
+            return self
+
+        def limit(self, n):
+            return Cursor(self[:n])
+
+        def __iter__(self):
+            for doc in list.__iter__(self):
+                read.append(doc["_id"])
+                yield doc
+
+    class Events:
+        def find(self, query):
+            if "types" in query:
+                return Cursor(sorted((b for b in batches if query["types"] in b["types"]
+                                      and b["last"] >= query["last"]["$gte"]),
+                                     key=lambda b: b["last"], reverse=True))
+            return Cursor(e for e in legacy if e["type_key"] == query["type_key"]
+                          and e["occurred_at"] >= query["occurred_at"]["$gte"])
+
+    store = AutomationStore.__new__(AutomationStore)
+    store.events = Events()
+    found = store.events_since("deals.deal_created", at(2), 10)
+    assert [e["_id"] for e in found] == ["e5", "e6", "old", "e3", "e2"]  # e1 before, e2 once
+    read.clear()
+    # the newest 2: b3 holds them, and b2's latest (6:00) is older: the reading stops there
+    assert [e["_id"] for e in store.events_since("deals.deal_created", at(0), 2)] == \
+        ["e5", "e6"]
+    assert "b1" not in read

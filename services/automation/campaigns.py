@@ -187,7 +187,7 @@ class Campaigns:
                 if not self.store.take_campaign(campaign, {"wake_at": now + timedelta(seconds=5)}):
                     continue
                 if self._make_sends(campaign, now) == "all" and \
-                        self.store.count_sends(campaign["_id"], "queued") == 0:
+                        not self.store.has_pending_sends(campaign["_id"]):
                     if self.store.update("campaigns", campaign["_id"],
                                          {"status": "sent", "wake_at": None},
                                          expect={"status": "sending"}):
@@ -195,39 +195,57 @@ class Campaigns:
             elif campaign["status"] == "queuing":  # the queuing replica died: again
                 if self.store.take_campaign(campaign, {"wake_at": now + timedelta(minutes=5)}):
                     handled += self._queue(campaign, now)
-        taken = [send for send in self.store.due_sends(now, self.settings.batch)
-                 if self.store.take_send(send, now, self.settings.lease_s)]
-        self._send_all(taken, now)
+        taken = self.store.take_sends(self.store.due_sends(now, self.settings.batch), now,
+                                      self.settings.lease_s, new_id())
+        self._settle(self._send_all(taken, now))
         return handled + len(taken)
 
     def _send_all(self, sends, now):
         """The sends of one tick: their campaigns, contacts (one call to contacts) and
         opt-outs (one query) read at once, then SEND_CONCURRENCY at a time (each waits on
-        conversations). Contacts unreachable: every send retried later."""
+        conversations). Contacts unreachable: every send retried later. -> their outcomes
+        (`_done`, `_retry`; None: left to its lease)."""
         if not sends:
-            return
+            return []
         campaigns = {i: self.store.get("campaigns", i) for i in {s["campaign_id"] for s in sends}}
         ids = sorted({s["contact_id"] for s in sends})
         try:
             found = self.contacts({}).search_records("contact", ids=ids)["items"]
         except (Unavailable, Timeout) as exc:
-            for send in sends:
-                self._retry(send, now, exc)
-            return
+            return [self._retry(send, now, exc) for send in sends]
         contacts = {c["id"]: c for c in found if not c.get("deleted")}
         opted = self.store.opted_out_of({f"{s['contact_id']}:{campaigns[s['campaign_id']]['channel']}"
                                          for s in sends})
         pool = eventlet.GreenPool(SEND_CONCURRENCY)
-        for send in sends:
-            pool.spawn_n(self._send_guarded, send, now, campaigns[send["campaign_id"]],
-                         contacts.get(send["contact_id"]), opted)
-        pool.waitall()
+        return list(pool.imap(lambda send: self._send_guarded(
+            send, now, campaigns[send["campaign_id"]], contacts.get(send["contact_id"]), opted),
+            sends))
 
     def _send_guarded(self, send, now, campaign, contact, opted):
         try:
-            self._send(send, now, campaign, contact, opted)
+            return self._send(send, now, campaign, contact, opted)
         except Exception:  # noqa: BLE001 - its lease runs out and it is taken again
             log.exception("campaign send %s failed", send["_id"])
+            return None
+
+    def _settle(self, outcomes):
+        """A tick's outcomes stored at once: the sends finished or to retry (one bulk),
+        then each campaign's counts (one write per campaign, not three writes per send).
+        A crash before this leaves the sends to their lease: sent again with the same
+        idempotency key, conversations sends nothing twice, and they are counted then."""
+        outcomes = [o for o in outcomes if o is not None]
+        finished = [(send["_id"], state, detail) for kind, send, state, detail in outcomes
+                    if kind == "done"]
+        retries = [(send["_id"], attempts, wake_at) for kind, send, attempts, wake_at in outcomes
+                   if kind == "retry"]
+        self.store.settle_sends(finished, retries)
+        counts = {}
+        for kind, send, state, _ in outcomes:
+            if kind == "done":
+                per = counts.setdefault(send["campaign_id"], {})
+                per[state] = per.get(state, 0) + 1
+        for campaign_id, per in counts.items():
+            self.store.count_campaign_by(campaign_id, per)
 
     def _queue(self, campaign, now):
         """The segment's contacts now, as queued sends spaced at the campaign's rate."""
@@ -338,15 +356,17 @@ class Campaigns:
         return self._done(send, "delivered", None)
 
     def _retry(self, send, now, exc):
+        """The outcome of a send to try again later (the last attempt: failed)."""
         attempts = send.get("attempts", 0) + 1
         if attempts >= MAX_ATTEMPTS:
             return self._done(send, "failed", {"reason": f"{type(exc).__name__}: {exc}"[:300]})
-        self.store.retry_send(send["_id"], attempts, now + timedelta(
+        return ("retry", send, attempts, now + timedelta(
             seconds=self.settings.retry_backoff_s * 2 ** (attempts - 1)))
 
-    def _done(self, send, state, detail):
-        self.store.finish_send(send["_id"], state, detail)
-        self.store.count_campaign(send["campaign_id"], state)
+    @staticmethod
+    def _done(send, state, detail):
+        """The outcome of a finished send (stored with the tick's others by `_settle`)."""
+        return ("done", send, state, detail)
 
     def _announce(self, campaign, kind):
         self.dispatch(kind, envelope("automation", kind, {

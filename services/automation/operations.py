@@ -115,8 +115,7 @@ def flush_intake(store, settings, items):
     copies of the related records (a deal's contact) that the events meeting a rule do not
     carry, for their contexts. -> (the rule cache, {record key: copy}) per item."""
     cache = CACHE.get(store)
-    now = utcnow()
-    events = [dict(i["event"], stored_at=now) for i in items
+    events = [i["event"] for i in items
               if cache.keeps(i["event"]["type_key"], settings.keep_events_of)]
     copies, touches = {}, {}
     for item in items:
@@ -130,7 +129,7 @@ def flush_intake(store, settings, items):
             seen = copies[key].get("quiet_since")
             when = touches.pop(key)
             copies[key] = dict(copies[key], quiet_since=max(seen, when) if seen else when)
-    store.keep_intake(events, copies, touches)
+    store.keep_intake(kept_batch(events, utcnow()), copies, touches)
     wanted = set()
     for item in items:
         data = item["event"]["data"]
@@ -138,6 +137,17 @@ def flush_intake(store, settings, items):
             wanted.update(related_keys(data))
     related = store.get_records(sorted(wanted)) if wanted else {}
     return [(cache, related)] * len(items)
+
+
+def kept_batch(events, now):
+    """The events of one group commit kept for dry runs as ONE document (an insert per
+    event was most of the database's cost per event): the events, their types and the
+    latest time among them, which a dry run's query goes by (`store.events_since`)."""
+    if not events:
+        return None
+    return {"_id": new_id(), "types": sorted({e["type_key"] for e in events}),
+            "last": max(e["occurred_at"] for e in events), "n": len(events),
+            "stored_at": now, "events": events}
 
 
 def related_keys(data):

@@ -1,11 +1,13 @@
 """The only code in the automation service that touches pymongo."""
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from pymongo import ASCENDING, DESCENDING, ReplaceOne, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from crm_common.cursors import page
 from crm_common.mongo import BaseStore, find_in, increment, update_and_get
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def _ignoring_duplicates(write):
@@ -49,20 +51,41 @@ class AutomationStore(BaseStore):
         self.runs.create_index([("record_key", ASCENDING), ("created_at", DESCENDING),
                                 ("_id", DESCENDING)])
         self.runs.create_index("wake_at", sparse=True)
-        # the events kept for dry runs (mongod's TTL monitor drops them after the window)
+        # the events kept for dry runs, one document per group commit (mongod's TTL
+        # monitor drops them after the window); the (type_key, occurred_at) index serves
+        # the one-event documents written before, until they expire
+        self.events.create_index([("types", ASCENDING), ("last", DESCENDING)])
         self.events.create_index([("type_key", ASCENDING), ("occurred_at", ASCENDING),
                                   ("_id", ASCENDING)])
         self.events.create_index("stored_at", expireAfterSeconds=int(
             self.settings.automation.events_keep_days * 86400))
-        # the time triggers' lookups
-        self.records.create_index([("kind", ASCENDING), ("quiet_since", ASCENDING)])
-        self.records.create_index([("kind", ASCENDING), ("stage_since", ASCENDING)])
-        self.records.create_index("date_keys")
+        # the time triggers' lookups, sparse: a copy is rewritten for each event of its
+        # record (SecantusDB rewrites every index entry of a changed document), and holds
+        # only the fields it has a value for: a contact `quiet_since`, an open deal
+        # `stage_since`, a record with dates `date_keys` (replacing (kind, field) indexes,
+        # which held two entries for every copy)
+        info = self.records.index_information()
+        for name in ("kind_1_quiet_since_1", "kind_1_stage_since_1"):
+            if name in info:
+                self._drop_index(name)
+        if "date_keys_1" in info and not info["date_keys_1"].get("sparse"):
+            self._drop_index("date_keys_1")
+        for field in ("quiet_since", "stage_since", "date_keys"):
+            self.records.create_index(field, sparse=True)
         self.segments.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
         self.campaigns.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
         self.campaigns.create_index("wake_at", sparse=True)
         self.sends.create_index("wake_at", sparse=True)
-        self.sends.create_index([("campaign_id", ASCENDING), ("_id", ASCENDING)])
+        # (a send's _id starts with its campaign's: no index by campaign, one entry less
+        # for each of a send's three writes)
+        if "campaign_id_1__id_1" in self.sends.index_information():
+            self._drop_index("campaign_id_1__id_1", self.sends)
+
+    def _drop_index(self, name, collection=None):
+        try:
+            (collection if collection is not None else self.records).drop_index(name)
+        except OperationFailure:  # dropped by another replica starting
+            pass
 
     # meta: test clock, rules version, counters
     def clock_offset(self):
@@ -172,18 +195,27 @@ class AutomationStore(BaseStore):
         return page(self.runs, query, "created_at", DESCENDING, limit, cursor)
 
     # what events leave behind (operations.flush_intake): kept events, record copies
-    def keep_intake(self, events, copies, touches):
-        """Events for dry runs (one already kept stays as it is), each record's newest copy
-        (an older copy arriving late changes nothing; a touch known from elsewhere is kept:
-        `$max` of `quiet_since`) and touches of contacts: at most two unordered bulk writes."""
-        if events:
-            _ignoring_duplicates(lambda: self.events.insert_many(events, ordered=False))
+    def keep_intake(self, batch, copies, touches):
+        """The batch's events for dry runs (one document, `operations.kept_batch`; an event
+        delivered again may be kept twice: `events_since` lists it once), each record's
+        newest copy (an older copy arriving late changes nothing; a touch known from
+        elsewhere is kept: `$max` of `quiet_since`) and touches of contacts: an insert and
+        at most one unordered bulk write."""
+        if batch:
+            self.events.insert_one(batch)
         ops = []
         for key, doc in copies.items():
             doc = dict(doc)
             update = {"$set": doc}
             if doc.get("quiet_since") is not None:
                 update["$max"] = {"quiet_since": doc.pop("quiet_since")}
+            # a time trigger's field with no value is absent (out of its sparse index)
+            empty = [f for f in ("quiet_since", "stage_since", "date_keys")
+                     if f in doc and not doc[f]]
+            if empty:
+                update["$unset"] = {f: "" for f in empty}
+                for field in empty:
+                    doc.pop(field)
             ops.append(UpdateOne({"_id": key, "at": {"$lte": doc["at"]}}, update, upsert=True))
         ops += [UpdateOne({"_id": key}, {"$max": {"quiet_since": when}})
                 for key, when in touches.items()]
@@ -191,8 +223,28 @@ class AutomationStore(BaseStore):
             _ignoring_duplicates(lambda: self.records.bulk_write(ops, ordered=False))
 
     def events_since(self, type_key, since, limit):
-        return list(self.events.find({"type_key": type_key, "occurred_at": {"$gte": since}})
-                    .sort([("occurred_at", DESCENDING)]).limit(limit))
+        """The newest `limit` events of this type since `since`, newest first, each once:
+        from the batches (by their latest event, newest first, until the next batch holds
+        only older events than the `limit` found) and the one-event documents of before."""
+        found = {}
+
+        def enough(bound):
+            if len(found) < limit:
+                return False
+            oldest = sorted((e["occurred_at"] for e in found.values()), reverse=True)[limit - 1]
+            return bound < oldest
+
+        for batch in self.events.find({"types": type_key, "last": {"$gte": since}}).sort(
+                "last", DESCENDING):
+            if enough(batch["last"]):
+                break
+            for event in batch["events"]:
+                if event["type_key"] == type_key and event["occurred_at"] >= since:
+                    found.setdefault(event["_id"], event)
+        for event in self.events.find({"type_key": type_key, "occurred_at": {"$gte": since}}) \
+                .sort([("occurred_at", DESCENDING)]).limit(limit):
+            found.setdefault(event["_id"], event)
+        return sorted(found.values(), key=lambda e: e["occurred_at"], reverse=True)[:limit]
 
     def get_record(self, key):
         doc = self.records.find_one({"_id": key})
@@ -204,8 +256,9 @@ class AutomationStore(BaseStore):
                 for doc in find_in(self.records, "_id", list(keys), {"record": 1})}
 
     def records_between(self, kind, field, after, until, limit):
-        return list(self.records.find({"kind": kind, field: {"$gt": after, "$lte": until}})
-                    .limit(limit))
+        """Copies of `kind` whose `field` lies in (after, until]: `quiet_since` is only a
+        contact's and `stage_since` only a deal's, so their sparse index is the query."""
+        return list(self.records.find({field: {"$gt": after, "$lte": until}}).limit(limit))
 
     def records_by_date_key(self, key, limit):
         return list(self.records.find({"date_keys": key}).limit(limit))
@@ -239,8 +292,12 @@ class AutomationStore(BaseStore):
     def list_page(self, collection, limit, cursor):
         return page(self.db[collection], {}, "created_at", DESCENDING, limit, cursor)
 
-    def count_sends(self, campaign_id, state):
-        return self.sends.count_documents({"campaign_id": campaign_id, "state": state})
+    def has_pending_sends(self, campaign_id):
+        """Whether a send of the campaign waits (queued, taken or to retry: each has a
+        wake time, a finished one none): read on the wake-time index, which holds only the
+        sends in flight, not on the campaign's, which holds all its 50,000."""
+        return self.sends.find_one({"wake_at": {"$gt": EPOCH}, "campaign_id": campaign_id},
+                                   {"_id": 1}, hint=[("wake_at", ASCENDING)]) is not None
 
     def insert_sends(self, docs):
         """Queued recipients; a key already queued (a retried start) is kept as it is."""
@@ -266,18 +323,31 @@ class AutomationStore(BaseStore):
     def due_sends(self, now, limit):
         return list(self.sends.find({"wake_at": {"$lte": now}}).sort("wake_at", 1).limit(limit))
 
-    def take_send(self, send, now, lease_s):
-        return self.sends.update_one(
-            {"_id": send["_id"], "wake_at": send["wake_at"]},
-            {"$set": {"wake_at": now + timedelta(seconds=lease_s)}}).matched_count == 1
+    def take_sends(self, sends, now, lease_s, claim):
+        """Those of `sends` (as read by `due_sends`) this replica takes: each a
+        compare-and-set on the wake time read, all in one unordered bulk, then one read of
+        which carry this take's `claim` mark (a send taken by another replica meanwhile
+        does not)."""
+        if not sends:
+            return []
+        until = now + timedelta(seconds=lease_s)
+        self.sends.bulk_write([UpdateOne({"_id": send["_id"], "wake_at": send["wake_at"]},
+                                         {"$set": {"wake_at": until, "claim": claim}})
+                               for send in sends], ordered=False)
+        taken = {doc["_id"] for doc in find_in(self.sends, "_id", [s["_id"] for s in sends],
+                                               {"claim": 1}) if doc.get("claim") == claim}
+        return [dict(send, wake_at=until) for send in sends if send["_id"] in taken]
 
-    def retry_send(self, send_id, attempts, wake_at):
-        self.sends.update_one({"_id": send_id}, {"$set": {"attempts": attempts,
-                                                          "wake_at": wake_at}})
-
-    def finish_send(self, send_id, state, detail):
-        self.sends.update_one({"_id": send_id}, {"$set": {"state": state, "detail": detail},
-                                                 "$unset": {"wake_at": ""}})
+    def settle_sends(self, finished, retries):
+        """A tick's outcomes in one unordered bulk: `finished` [(send id, state, detail)]
+        leave the timer's index, `retries` [(send id, attempts, wake time)] wait again."""
+        ops = [UpdateOne({"_id": send_id}, {"$set": {"state": state, "detail": detail},
+                                             "$unset": {"wake_at": ""}})
+               for send_id, state, detail in finished]
+        ops += [UpdateOne({"_id": send_id}, {"$set": {"attempts": attempts, "wake_at": wake_at}})
+                for send_id, attempts, wake_at in retries]
+        if ops:
+            self.sends.bulk_write(ops, ordered=False)
 
     def due_campaigns(self, now):
         return list(self.campaigns.find({"wake_at": {"$lte": now}}).limit(20))
@@ -286,8 +356,14 @@ class AutomationStore(BaseStore):
         return self.campaigns.update_one({"_id": campaign["_id"], "wake_at": campaign["wake_at"]},
                                          {"$set": changes}).matched_count == 1
 
-    def count_campaign(self, campaign_id, field):
-        self.campaigns.update_one({"_id": campaign_id}, {"$inc": {f"counts.{field}": 1}})
+    def count_campaign(self, campaign_id, field, n=1):
+        self.campaigns.update_one({"_id": campaign_id}, {"$inc": {f"counts.{field}": n}})
+
+    def count_campaign_by(self, campaign_id, counts):
+        """{state: n} added to the campaign's counts in one write."""
+        if counts:
+            self.campaigns.update_one({"_id": campaign_id}, {"$inc": {
+                f"counts.{state}": n for state, n in counts.items()}})
 
     def opt_out(self, contact_id, channel, campaign_id, at):
         self.optouts.update_one({"_id": f"{contact_id}:{channel}"}, {"$setOnInsert": {
