@@ -295,9 +295,9 @@ class AutomationStore(BaseStore):
     def has_pending_sends(self, campaign_id):
         """Whether a send of the campaign waits (queued, taken or to retry: each has a
         wake time, a finished one none): read on the wake-time index, which holds only the
-        sends in flight, not on the campaign's, which holds all its 50,000."""
+        sends in flight (the sends have no index by campaign: both servers pick this one)."""
         return self.sends.find_one({"wake_at": {"$gt": EPOCH}, "campaign_id": campaign_id},
-                                   {"_id": 1}, hint=[("wake_at", ASCENDING)]) is not None
+                                   {"_id": 1}) is not None
 
     def insert_sends(self, docs):
         """Queued recipients; a key already queued (a retried start) is kept as it is."""
