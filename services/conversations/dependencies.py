@@ -13,6 +13,8 @@ class Workers(DependencyProvider):
         self.syncs = eventlet.GreenPool(get_settings().conversations.sync_concurrency)
         self.running = set()  # mailbox ids synced by this process now
         self.sends = eventlet.GreenPool(1)
+        # messages this process claimed as it queued them, for its next send run
+        self.claimed = []
 
     def stop(self):
         """Syncs waiting in IDLE end now, giving their mailboxes back."""
@@ -52,3 +54,16 @@ class Workers(DependencyProvider):
         is left)."""
         if self.sends.free() and not self.stopping:
             self.sends.spawn_n(func)
+
+    def may_claim(self, most):
+        """A message queued now may be claimed at once (its own lease) for this process's
+        run, while fewer than `most` wait for it: a longer backlog stays due in the
+        database, claimed by lists as it is sent."""
+        return not self.stopping and len(self.claimed) < most
+
+    def hand_over(self, msg):
+        self.claimed.append(msg)
+
+    def take_claimed(self):
+        taken, self.claimed = self.claimed, []
+        return taken

@@ -57,12 +57,14 @@ class Permanent(Exception):
 
 
 class Sender:
-    def __init__(self, store, announce, settings, holder, http=None):
+    def __init__(self, store, announce, settings, holder, http=None, claimed=None):
         self.store = store
         self.announce = announce
         self.settings = settings
         self.holder = holder
         self.http = http or requests.Session()
+        # -> messages claimed as they were queued by this process (Workers.take_claimed)
+        self.claimed = claimed
         # per run: connections by (mailbox, lane), so a burst logs in once per lane
         self._imap, self._smtp, self._mailboxes, self._channels = {}, {}, {}, {}
 
@@ -79,8 +81,11 @@ class Sender:
         try:
             while done < limit:
                 lease = utcnow() + timedelta(seconds=self.settings.send_lease_s)
-                claimed = self.store.claim_sends(utcnow(), lease, f"{self.holder}:{new_id()}",
-                                                 min(CLAIM, limit - done))
+                claimed = self._claimed_at_queuing()
+                if len(claimed) < min(CLAIM, limit - done):
+                    claimed += self.store.claim_sends(
+                        utcnow(), lease, f"{self.holder}:{new_id()}",
+                        min(CLAIM, limit - done) - len(claimed))
                 if not claimed:
                     idle_since = idle_since or time.monotonic()
                     if time.monotonic() - idle_since >= linger_s:
@@ -97,6 +102,22 @@ class Sender:
                 mail.smtp_close(client)
             self._imap, self._smtp, self._mailboxes, self._channels = {}, {}, {}, {}
         return done
+
+    def _claimed_at_queuing(self):
+        """What this process claimed as it queued it (no claim write: its lease was stored
+        with it), while at least half its lease is left; an older one is left to the
+        claims once its lease is over (a sender that took it over meanwhile is alone)."""
+        if self.claimed is None:
+            return []
+        fresh = []
+        margin = timedelta(seconds=self.settings.send_lease_s / 2)
+        for msg in self.claimed():
+            if as_utc(msg["send_due_at"]) - utcnow() > margin:
+                fresh.append(msg)
+            else:
+                log.warning("message %s waited half its lease here: left to the claims",
+                            msg["_id"])
+        return fresh
 
     def deliver_all(self, msgs):
         """Each mailbox's (or channel's) messages in up to `send_concurrency` lanes, one
@@ -116,8 +137,8 @@ class Sender:
         pool.waitall()
         sent = [(msg, external) for msg, external in outcomes if not isinstance(external,
                                                                                  Exception)]
-        for start in range(0, len(sent), 50):
-            self.announce(self._mark_sent, sent[start:start + 50])
+        for start in range(0, len(sent), CLAIM):  # one transaction per claim
+            self.announce(self._mark_sent, sent[start:start + CLAIM])
         for msg, exc in outcomes:
             if isinstance(exc, Exception):
                 self._outcome_failed(msg, exc)
@@ -279,7 +300,7 @@ class Sender:
         smtp = mailbox["smtp"]
 
         def before_data():
-            self.store.mark_message(message_id, {"smtp_data_at": utcnow()})
+            self.store.mark_message(message_id, {"smtp_data_at": utcnow()}, first=True)
 
         for attempt in (1, 2):
             client = self._smtp.get(lane)
@@ -318,7 +339,7 @@ class Sender:
         if msg.get("http_started_at"):
             raise mail.Unconfirmed("the service stopped during the call to the provider: "
                                    "the message may have been sent; not sent again")
-        self.store.mark_message(msg["_id"], {"http_started_at": utcnow()})
+        self.store.mark_message(msg["_id"], {"http_started_at": utcnow()}, first=True)
 
     def _post(self, url, body, headers=None):
         try:
