@@ -117,6 +117,31 @@ def test_a_conversation_follows_its_sent_messages_by_one_write_or_none():
     assert "waiting" not in update["sets"] and update["channels"] == ["telegram"]
 
 
+
+def test_a_send_run_begins_only_messages_with_lease_left():
+    """Messages claimed as they were queued are taken while half their lease is left; no
+    message (claimed either way) is begun in its lease's last seconds: a sender claiming it
+    then would find no mark of it and send it again."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from crm_common.timeutil import utcnow
+    from services.conversations.sender import Sender
+    settings = SimpleNamespace(send_lease_s=60.0, send_concurrency=2, failpoints="")
+    now = utcnow()
+    fresh = {"_id": "m1", "channel": "telegram", "send_due_at": now + timedelta(seconds=59)}
+    old = {"_id": "m2", "channel": "telegram", "send_due_at": now + timedelta(seconds=20)}
+    ending = {"_id": "m3", "channel": "telegram", "send_due_at": now + timedelta(seconds=2)}
+    handed = [fresh, old]
+    sender = Sender(None, None, settings, "test", http=object(),
+                    claimed=lambda: [handed.pop() for _ in list(handed)])
+    assert sender._claimed_at_queuing() == [fresh] and handed == []
+    begun = []
+    sender._send_telegram = lambda msg, lane: begun.append(msg["_id"]) or "x"
+    outcomes = []
+    sender._lane(("ch", 0, [fresh, ending, old]), outcomes)
+    assert begun == ["m1", "m2"] and [m["_id"] for m, _ in outcomes] == ["m1", "m2"]
+
 def test_message_templates_are_checked_by_field_and_line_and_filled_leniently():
     def refused(doc):
         with pytest.raises(ValidationFailed) as caught:
