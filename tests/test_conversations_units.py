@@ -134,7 +134,7 @@ def test_a_send_run_begins_only_messages_with_lease_left():
     ending = {"_id": "m3", "channel": "telegram", "send_due_at": now + timedelta(seconds=2)}
     handed = [fresh, old]
     sender = Sender(None, None, settings, "test", http=object(),
-                    claimed=lambda: [handed.pop() for _ in list(handed)])
+                    claimed=lambda most: [handed.pop() for _ in list(handed)[:most]])
     assert sender._claimed_at_queuing() == [fresh] and handed == []
     begun = []
     sender._send_telegram = lambda msg, lane: begun.append(msg["_id"]) or "x"

@@ -64,6 +64,7 @@ class Workers(DependencyProvider):
     def hand_over(self, msg):
         self.claimed.append(msg)
 
-    def take_claimed(self):
-        taken, self.claimed = self.claimed, []
+    def take_claimed(self, most):
+        """The oldest `most` of them."""
+        taken, self.claimed = self.claimed[:most], self.claimed[most:]
         return taken

@@ -38,6 +38,9 @@ from services.conversations.operations import (TELEGRAM_API, WHATSAPP_API, messa
 
 log = logging.getLogger(__name__)
 CLAIM = 100  # messages claimed at once
+# messages claimed as they were queued that may wait for a process's run: sent in well
+# under half a lease at the rates seen (20-60/s); a longer backlog stays due in the database
+HANDED_OVER = 3 * CLAIM
 LINGER_S = 0.5  # a run keeps its connections this long after the last due message
 LINGER_POLL_S = 0.1
 
@@ -81,7 +84,7 @@ class Sender:
         try:
             while done < limit:
                 lease = utcnow() + timedelta(seconds=self.settings.send_lease_s)
-                claimed = self._claimed_at_queuing()
+                claimed = self._claimed_at_queuing(min(CLAIM, limit - done))
                 if len(claimed) < min(CLAIM, limit - done):
                     claimed += self.store.claim_sends(
                         utcnow(), lease, f"{self.holder}:{new_id()}",
@@ -103,7 +106,7 @@ class Sender:
             self._imap, self._smtp, self._mailboxes, self._channels = {}, {}, {}, {}
         return done
 
-    def _claimed_at_queuing(self):
+    def _claimed_at_queuing(self, most=CLAIM):
         """What this process claimed as it queued it (no claim write: its lease was stored
         with it), while at least half its lease is left; an older one is left to the
         claims once its lease is over (a sender that took it over meanwhile is alone)."""
@@ -111,7 +114,7 @@ class Sender:
             return []
         fresh = []
         margin = timedelta(seconds=self.settings.send_lease_s / 2)
-        for msg in self.claimed():
+        for msg in self.claimed(most):
             if as_utc(msg["send_due_at"]) - utcnow() > margin:
                 fresh.append(msg)
             else:

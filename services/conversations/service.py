@@ -18,7 +18,7 @@ from crm_common.mongo import MongoStore
 from crm_common.timeutil import to_iso, utcnow
 from services.conversations.dependencies import Workers
 from services.conversations.operations import Conversations, conversation_event, dump_message
-from services.conversations.sender import CLAIM, Sender
+from services.conversations.sender import HANDED_OVER, Sender
 from services.conversations.store import ConversationsStore
 from services.conversations.sync import MailboxSync
 
@@ -52,7 +52,7 @@ class ConversationsService(HealthEntrypoints):
     def _claim(self):
         """A message queued by this call, stored claimed by this process for its next send
         run (one write less than a claim), unless that run has a backlog already."""
-        if not self.workers.may_claim(CLAIM):
+        if not self.workers.may_claim(HANDED_OVER):
             return None
         return {"holder": f"{HOLDER}:queued", "taken": self.workers.hand_over,
                 "lease_until": utcnow() + timedelta(seconds=SETTINGS.send_lease_s)}
