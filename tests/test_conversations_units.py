@@ -119,9 +119,9 @@ def test_a_conversation_follows_its_sent_messages_by_one_write_or_none():
 
 
 def test_a_send_run_begins_only_messages_with_lease_left():
-    """Messages claimed as they were queued are taken while half their lease is left; no
-    message (claimed either way) is begun in its lease's last seconds: a sender claiming it
-    then would find no mark of it and send it again."""
+    """No message (claimed as it was queued, or by a claim) is begun in its lease's last
+    seconds: a sender claiming it then would find no mark of it and send it again; and a
+    process hands over no more than its send rate begins in a third of a lease."""
     from datetime import timedelta
     from types import SimpleNamespace
 
@@ -135,12 +135,25 @@ def test_a_send_run_begins_only_messages_with_lease_left():
     handed = [fresh, old]
     sender = Sender(None, None, settings, "test", http=object(),
                     claimed=lambda most: [handed.pop() for _ in list(handed)[:most]])
-    assert sender._claimed_at_queuing() == [fresh] and handed == []
+    handed.append(ending)
+    assert sender._claimed_at_queuing() == [old, fresh] and handed == []
     begun = []
     sender._send_telegram = lambda msg, lane: begun.append(msg["_id"]) or "x"
     outcomes = []
     sender._lane(("ch", 0, [fresh, ending, old]), outcomes)
     assert begun == ["m1", "m2"] and [m["_id"] for m, _ in outcomes] == ["m1", "m2"]
+
+    from services.conversations.dependencies import Workers
+    workers = Workers()
+    workers.stopping, workers.claimed, workers.send_rate = False, [], None
+    assert workers.may_claim(300, 60)  # rate unknown: up to 300
+    workers.claimed = [{}] * 60
+    workers.note_rate(100, 20.0)  # 5/s: 100 in a third of 60 s
+    assert workers.may_claim(300, 60)
+    workers.claimed = [{}] * 100
+    assert not workers.may_claim(300, 60)
+    workers.stopping = True
+    assert not workers.may_claim(300, 60)
 
 def test_message_templates_are_checked_by_field_and_line_and_filled_leniently():
     def refused(doc):

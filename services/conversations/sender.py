@@ -38,8 +38,9 @@ from services.conversations.operations import (TELEGRAM_API, WHATSAPP_API, messa
 
 log = logging.getLogger(__name__)
 CLAIM = 100  # messages claimed at once
-# messages claimed as they were queued that may wait for a process's run: sent in well
-# under half a lease at the rates seen (20-60/s); a longer backlog stays due in the database
+# messages claimed as they were queued that may wait for a process's run at most (fewer
+# when its send rate would not begin them within a third of their lease: Workers.may_claim);
+# a longer backlog stays due in the database
 HANDED_OVER = 3 * CLAIM
 LINGER_S = 0.5  # a run keeps its connections this long after the last due message
 LINGER_POLL_S = 0.1
@@ -60,7 +61,7 @@ class Permanent(Exception):
 
 
 class Sender:
-    def __init__(self, store, announce, settings, holder, http=None, claimed=None):
+    def __init__(self, store, announce, settings, holder, http=None, claimed=None, rate=None):
         self.store = store
         self.announce = announce
         self.settings = settings
@@ -68,6 +69,7 @@ class Sender:
         self.http = http or requests.Session()
         # -> messages claimed as they were queued by this process (Workers.take_claimed)
         self.claimed = claimed
+        self.rate = rate  # told (messages, seconds) of each list sent (Workers.note_rate)
         # per run: connections by (mailbox, lane), so a burst logs in once per lane
         self._imap, self._smtp, self._mailboxes, self._channels = {}, {}, {}, {}
 
@@ -96,7 +98,10 @@ class Sender:
                     time.sleep(LINGER_POLL_S)
                     continue
                 idle_since = None
+                began = time.monotonic()
                 self.deliver_all(claimed)
+                if self.rate is not None:
+                    self.rate(len(claimed), time.monotonic() - began)
                 done += len(claimed)
         finally:
             for conn in self._imap.values():
@@ -108,18 +113,17 @@ class Sender:
 
     def _claimed_at_queuing(self, most=CLAIM):
         """What this process claimed as it queued it (no claim write: its lease was stored
-        with it), while at least half its lease is left; an older one is left to the
-        claims once its lease is over (a sender that took it over meanwhile is alone)."""
+        with it); one whose lease is ending is left to the claims once it is over (a
+        sender that took it over meanwhile is alone: see _lease_ending)."""
         if self.claimed is None:
             return []
         fresh = []
-        margin = timedelta(seconds=self.settings.send_lease_s / 2)
         for msg in self.claimed(most):
-            if as_utc(msg["send_due_at"]) - utcnow() > margin:
+            if not self._lease_ending(msg):
                 fresh.append(msg)
             else:
-                log.warning("message %s waited half its lease here: left to the claims",
-                            msg["_id"])
+                log.warning("message %s waited here until its lease was ending: left to "
+                            "the claims", msg["_id"])
         return fresh
 
     def deliver_all(self, msgs):

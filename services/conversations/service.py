@@ -47,12 +47,12 @@ class ConversationsService(HealthEntrypoints):
     def _sender(self):
         # events published after the commit, beside the next sends
         return Sender(self.store, self.dispatch.after_reply, SETTINGS, HOLDER,
-                      claimed=self.workers.take_claimed)
+                      claimed=self.workers.take_claimed, rate=self.workers.note_rate)
 
     def _claim(self):
         """A message queued by this call, stored claimed by this process for its next send
         run (one write less than a claim), unless that run has a backlog already."""
-        if not self.workers.may_claim(HANDED_OVER):
+        if not self.workers.may_claim(HANDED_OVER, SETTINGS.send_lease_s):
             return None
         return {"holder": f"{HOLDER}:queued", "taken": self.workers.hand_over,
                 "lease_until": utcnow() + timedelta(seconds=SETTINGS.send_lease_s)}
