@@ -232,9 +232,10 @@ def main():
         fill(dovecot, args.messages, args.senders, args.fresh)
         got, seconds = imaplib_reference(dovecot)
         print(f"  imaplib fetch of {got} messages: {seconds:.2f} s ({got / seconds:.0f}/s)")
+        known = []
         for i in range(min(args.senders, 10)):  # some senders are known contacts
-            api.post("/contacts", json={"first_name": f"Client{i}",
-                                        "emails": [f"client{i}@bench.test"]})
+            known.append(api.post("/contacts", json={"first_name": f"Client{i}",
+                                                     "emails": [f"client{i}@bench.test"]}).json())
         before = cpu_seconds(platform)
         start = time.perf_counter()
         box = api.post("/mailboxes", json={
@@ -251,19 +252,31 @@ def main():
         kind = "dated now (news)" if args.fresh else "dated over the past year (history)"
         print(f"  service sync of {synced} messages {kind}: {seconds:.2f} s ({synced / seconds:.0f}/s) "
               f"{cpu_note(before, cpu_seconds(platform), max(synced, 1))}")
-        # new mail pushed by IDLE: time from delivery until it is stored
-        waits = []
+        # new mail pushed by IDLE, from a known client: time from delivery until it is
+        # stored, and until it is on the client's timeline (after whatever the followers
+        # still have to do of the sync's own events)
+        waits, shown = [], []
         for i in range(5):
             t = time.perf_counter()
-            dovecot.deliver(BOX, f"From: late{i}@bench.test\r\nSubject: late {i}\r\n"
+            sender = known[i % len(known)] if known else None
+            address = f"client{i % len(known)}@bench.test" if known else f"late{i}@bench.test"
+            dovecot.deliver(BOX, f"From: {address}\r\nSubject: late {i}\r\n"
                                  f"Message-ID: <late-{i}@bench.test>\r\n\r\nnew\r\n")
             while api.get(f"/mailboxes/{box['id']}").json()["state"]["synced"] < synced + i + 1:
                 if time.perf_counter() - t > 60:
                     break
                 time.sleep(0.05)
             waits.append(time.perf_counter() - t)
+            while sender is not None and time.perf_counter() - t < 120:
+                items = api.get(f"/contacts/{sender['id']}/timeline",
+                                params={"limit": 20}).json()["items"]
+                if any((e.get("data") or {}).get("subject") == f"late {i}" for e in items):
+                    break
+                time.sleep(0.05)
+            shown.append(time.perf_counter() - t)
         print(f"  new mail stored after (IDLE): median {sorted(waits)[2]:.2f} s, "
-              f"max {max(waits):.2f} s")
+              f"max {max(waits):.2f} s; on the client's timeline after: median "
+              f"{sorted(shown)[2]:.2f} s, max {max(shown):.2f} s")
         outbound(platform, api, sink, args)
     finally:
         platform.close()

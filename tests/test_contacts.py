@@ -249,3 +249,44 @@ def test_other_services_events_land_on_the_timeline_once(api, stack, unique):
     assert call["data"]["direction"] == "inbound"
     # the later touch wins even though the older one arrived last
     assert api.get(f"/contacts/{contact['id']}").json()["last_contacted_at"] == "2030-01-02T10:00:00Z"
+
+
+def test_message_events_handled_together_land_once_and_touch_each_contact_once(api, stack,
+                                                                             unique):
+    """conversations' message events go through the follower's group commit (one insert of
+    the entries, one write per contact): a burst with a redelivery and touches out of
+    order leaves one entry per message and each contact's latest touch."""
+    from crm_common.messaging.publish import publish_event
+    people = [make_contact(api, f"{unique}{n}") for n in range(2)]
+    sent = []
+    for n in range(12):
+        contact = people[n % 2]
+        when = f"2031-01-01T10:{n:02d}:00Z" if n < 10 else "2030-06-01T00:00:00Z"
+        data = {"message_id": f"m-{unique}-{n}", "conversation_id": f"c-{unique}",
+                "contact_id": contact["id"], "channel": "email", "direction": "outbound",
+                "subject": f"S{n}", "preview": "hi", "summary": f"email message sent: S{n}",
+                "ref": {"type": "message", "id": f"m-{unique}-{n}"}, "contacted_at": when}
+        sent.append((f"m-{unique}-{n}:message_sent:{contact['id']}", data))
+    sent.append(sent[3])  # delivered twice: one entry
+    for event_id, data in sent:
+        publish_event(stack.amqp_uri, "conversations", "message_sent", data, event_id=event_id)
+    publish_event(stack.amqp_uri, "conversations", "message_received", {
+        "message_id": f"r-{unique}", "conversation_id": f"c-{unique}",
+        "contact_id": people[0]["id"], "channel": "telegram", "direction": "inbound",
+        "summary": "telegram message from them", "ref": {"type": "message", "id": f"r-{unique}"}})
+
+    import time
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        kinds = [sorted(e["kind"] for e in api.get(f"/contacts/{p['id']}/timeline").json()["items"])
+                 for p in people]
+        if len(kinds[0]) >= 8 and len(kinds[1]) >= 7:
+            break
+        time.sleep(0.1)
+    assert kinds[0] == ["contact_created", "message_received"] + ["message_sent"] * 6
+    assert kinds[1] == ["contact_created"] + ["message_sent"] * 6
+    time.sleep(1)  # nothing more comes (the redelivery)
+    assert len(api.get(f"/contacts/{people[0]['id']}/timeline").json()["items"]) == 8
+    # each contact's latest touch, whatever the order (n=8 and n=9; n=10, 11 are older)
+    assert api.get(f"/contacts/{people[0]['id']}").json()["last_contacted_at"] == "2031-01-01T10:08:00Z"
+    assert api.get(f"/contacts/{people[1]['id']}").json()["last_contacted_at"] == "2031-01-01T10:09:00Z"

@@ -117,6 +117,44 @@ def test_a_conversation_follows_its_sent_messages_by_one_write_or_none():
     assert "waiting" not in update["sets"] and update["channels"] == ["telegram"]
 
 
+
+def test_a_send_run_begins_only_messages_with_lease_left():
+    """No message (claimed as it was queued, or by a claim) is begun in its lease's last
+    seconds: a sender claiming it then would find no mark of it and send it again; and a
+    process hands over no more than its send rate begins in a third of a lease."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from crm_common.timeutil import utcnow
+    from services.conversations.sender import Sender
+    settings = SimpleNamespace(send_lease_s=60.0, send_concurrency=2, failpoints="")
+    now = utcnow()
+    fresh = {"_id": "m1", "channel": "telegram", "send_due_at": now + timedelta(seconds=59)}
+    old = {"_id": "m2", "channel": "telegram", "send_due_at": now + timedelta(seconds=20)}
+    ending = {"_id": "m3", "channel": "telegram", "send_due_at": now + timedelta(seconds=2)}
+    handed = [fresh, old]
+    sender = Sender(None, None, settings, "test", http=object(),
+                    claimed=lambda most: [handed.pop() for _ in list(handed)[:most]])
+    handed.append(ending)
+    assert sender._claimed_at_queuing() == [old, fresh] and handed == []
+    begun = []
+    sender._send_telegram = lambda msg, lane: begun.append(msg["_id"]) or "x"
+    outcomes = []
+    sender._lane(("ch", 0, [fresh, ending, old]), outcomes)
+    assert begun == ["m1", "m2"] and [m["_id"] for m, _ in outcomes] == ["m1", "m2"]
+
+    from services.conversations.dependencies import Workers
+    workers = Workers()
+    workers.stopping, workers.claimed, workers.send_rate = False, [], None
+    assert workers.may_claim(300, 60)  # rate unknown: up to 300
+    workers.claimed = [{}] * 60
+    workers.note_rate(100, 20.0)  # 5/s: 100 in a third of 60 s
+    assert workers.may_claim(300, 60)
+    workers.claimed = [{}] * 100
+    assert not workers.may_claim(300, 60)
+    workers.stopping = True
+    assert not workers.may_claim(300, 60)
+
 def test_message_templates_are_checked_by_field_and_line_and_filled_leniently():
     def refused(doc):
         with pytest.raises(ValidationFailed) as caught:

@@ -1,6 +1,6 @@
 """The contacts service's nameko extensions beyond the common ones (store, caller, outbox,
 RPC): the pool of captures running beside the answers, the export cursors kept between
-calls, and the import jobs' timer."""
+calls, the import jobs' timer and the group commit of the busiest timeline events."""
 import threading
 import time
 import uuid
@@ -8,6 +8,8 @@ import uuid
 import eventlet
 from nameko.extensions import DependencyProvider
 from nameko.timer import Timer
+
+from crm_common.group_commit import GroupCommit
 
 
 class CapturePool(DependencyProvider):
@@ -106,3 +108,20 @@ class JobTimer(Timer):
 
 
 job_timer = JobTimer.decorator
+
+
+class TimelineIntake(DependencyProvider):
+    """This container's group commit of timeline entries (timeline_events.GATHERED):
+    `submit(found, flush)`; the first flush given is kept (any worker's does the same:
+    Contacts.record_foreign_events on the shared store)."""
+
+    def setup(self):
+        self.commit = None
+
+    def get_dependency(self, worker_ctx):
+        return self
+
+    def submit(self, found, flush):
+        if self.commit is None:
+            self.commit = GroupCommit(flush)
+        return self.commit.submit(found)

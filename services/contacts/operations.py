@@ -43,6 +43,25 @@ def _event(event_type, data):
     return envelope(SERVICE, event_type, data)
 
 
+def foreign_entry(event):
+    """Another service's event as (its timeline entry, the touch it makes or None); None
+    when it names no contact. Idempotent on (event id, contact) by the entry's dedupe_key."""
+    data = event["data"]
+    contact_id = data.get("contact_id")
+    if not contact_id:
+        return None
+    ref = data.get("ref") or {}
+    entry = {
+        "contact_id": contact_id, "kind": event["type"],
+        "occurred_at": parse_iso(event["occurred_at"]),
+        "summary": data.get("summary") or event["type"].replace("_", " "),
+        "actor_id": data.get("actor_id"),
+        "ref": {"service": event["source"], "type": ref.get("type"), "id": ref.get("id")},
+        "data": {k: v for k, v in data.items() if k not in ("contact_id", "summary", "ref")},
+        "dedupe_key": f"{event['event_id']}:{contact_id}"}
+    return entry, parse_iso(data["contacted_at"]) if data.get("contacted_at") else None
+
+
 class Contacts:
     def __init__(self, store, caller, buyers=None):
         self.store = store
@@ -248,21 +267,26 @@ class Contacts:
 
     def record_foreign_event(self, event):
         """An event of another service on the timeline of the contact it names."""
-        data = event["data"]
-        contact_id = data.get("contact_id")
-        if not contact_id:
+        found = foreign_entry(event)
+        if found is None:
             return
-        ref = data.get("ref") or {}
-        self.store.add_timeline({
-            "contact_id": contact_id, "kind": event["type"],
-            "occurred_at": parse_iso(event["occurred_at"]),
-            "summary": data.get("summary") or event["type"].replace("_", " "),
-            "actor_id": data.get("actor_id"),
-            "ref": {"service": event["source"], "type": ref.get("type"), "id": ref.get("id")},
-            "data": {k: v for k, v in data.items() if k not in ("contact_id", "summary", "ref")},
-            "dedupe_key": f"{event['event_id']}:{contact_id}"})
-        if data.get("contacted_at"):
-            self.store.touch_contacted(contact_id, parse_iso(data["contacted_at"]))
+        entry, contacted_at = found
+        self.store.add_timeline(entry)
+        if contacted_at:
+            self.store.touch_contacted(entry["contact_id"], contacted_at)
+
+    def record_foreign_events(self, found):
+        """A group commit's events (foreign_entry of each, None for one naming no contact):
+        their entries in one insert (a redelivered one is a duplicate key, left out) and
+        `last_contacted_at` moved once per contact, to its latest touch -> one None each."""
+        entries = [f[0] for f in found if f is not None]
+        self.store.add_timeline_many(entries)
+        touched = {}
+        for entry, when in filter(None, found):
+            if when and (entry["contact_id"] not in touched or when > touched[entry["contact_id"]]):
+                touched[entry["contact_id"]] = when
+        self.store.touch_contacted_many(touched)
+        return [None] * len(found)
 
     # companies
     def create_company(self, payload):

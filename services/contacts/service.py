@@ -14,15 +14,16 @@ from crm_common.mongo import MongoStore
 from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import ServiceRpc, rpc
 from crm_common.timeutil import utcnow
-from services.contacts.dependencies import CapturePool, ExportSessions, job_timer, stopping
-from services.contacts.operations import Contacts, dump_company, dump_contact
+from services.contacts.dependencies import (CapturePool, ExportSessions, TimelineIntake,
+                                            job_timer, stopping)
+from services.contacts.operations import Contacts, dump_company, dump_contact, foreign_entry
 from services.contacts.store import ContactsStore
 from services.contacts.import_jobs import Imports
 from services.contacts.store.imports import ImportStore
 from services.contacts.inbound import Inbound
 from services.contacts.store.inbound import InboundStore
 from services.contacts.merge import Merges
-from services.contacts.timeline_events import TIMELINE_EVENTS
+from services.contacts.timeline_events import GATHERED, TIMELINE_EVENTS
 
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,18 @@ SETTINGS = get_settings().contacts
 
 
 def _timeline_handler(source, event_type):
-    @reliable_handler(source, event_type)
-    def handle(self, event):
-        """On the timeline of the contact it names (timeline_events.py)."""
-        self.contacts.record_foreign_event(event)
+    if (source, event_type) in GATHERED:
+        @reliable_handler(source, event_type)
+        def handle(self, event):
+            """On the timeline of the contact it names, with the events handled at the
+            same moment (timeline_events.GATHERED): acked once stored."""
+            self.timeline_intake.submit(foreign_entry(event),
+                                        self.contacts.record_foreign_events)
+    else:
+        @reliable_handler(source, event_type)
+        def handle(self, event):
+            """On the timeline of the contact it names (timeline_events.py)."""
+            self.contacts.record_foreign_event(event)
 
     handle.__name__ = f"on_{source}_{event_type}"
     return handle
@@ -45,6 +54,7 @@ class ContactsService(HealthEntrypoints, CustomFieldEntrypoints):
     store = MongoStore(ContactsStore)
     caller = CallerContext()
     dispatch = OutboxDispatcher()
+    timeline_intake = TimelineIntake()
 
     @property
     def contacts(self):

@@ -13,6 +13,9 @@ class Workers(DependencyProvider):
         self.syncs = eventlet.GreenPool(get_settings().conversations.sync_concurrency)
         self.running = set()  # mailbox ids synced by this process now
         self.sends = eventlet.GreenPool(1)
+        # messages this process claimed as it queued them, for its next send run
+        self.claimed = []
+        self.send_rate = None  # messages/s of this process's latest list sent
 
     def stop(self):
         """Syncs waiting in IDLE end now, giving their mailboxes back."""
@@ -52,3 +55,27 @@ class Workers(DependencyProvider):
         is left)."""
         if self.sends.free() and not self.stopping:
             self.sends.spawn_n(func)
+
+    def may_claim(self, most, lease_s):
+        """A message queued now may be claimed at once (its own lease) for this process's
+        run, while fewer than `most` wait for it, and fewer than its send rate begins in a
+        third of a lease (at least 10): a longer backlog stays due in the database,
+        claimed by lists as it is sent (a handed-over one not begun before its lease's
+        end would wait for the lease to run out)."""
+        if self.stopping:
+            return False
+        if self.send_rate is not None:
+            most = min(most, max(10, int(self.send_rate * lease_s / 3)))
+        return len(self.claimed) < most
+
+    def note_rate(self, count, seconds):
+        if count >= 5 and seconds > 0:
+            self.send_rate = count / seconds
+
+    def hand_over(self, msg):
+        self.claimed.append(msg)
+
+    def take_claimed(self, most):
+        """The oldest `most` of them."""
+        taken, self.claimed = self.claimed[:most], self.claimed[most:]
+        return taken

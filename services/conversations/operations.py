@@ -907,18 +907,44 @@ class Conversations:
         return {a: known.get(a) for a in addresses}
 
     # --- sending --------------------------------------------------------------------------
-    def send_to_contact(self, contact_id, payload, sender_user_id=None, sender=None):
-        contact = self.contacts.get_contact(contact_id)
-        conv = self.for_contact(contact)
-        return self._enqueue(conv, contact, payload, sender_user_id, sender)
+    def send_to_contact(self, contact_id, payload, sender_user_id=None, sender=None,
+                        claim=None):
+        """`claim` (service._claim): the message stored claimed, handed to `claim["taken"]`."""
+        def enqueue():
+            contact = self.contacts.get_contact(contact_id)
+            conv = self.for_contact(contact)
+            return self._enqueue(conv, contact, payload, sender_user_id, sender, claim)
+        return self._once(payload, enqueue)
 
-    def reply(self, conversation_id, payload, sender_user_id=None, sender=None):
-        conv = self._conversation(conversation_id)
-        if not conv.get("contact_id"):
-            contact = None
-        else:
-            contact = self.contacts.get_contact(conv["contact_id"])
-        return self._enqueue(conv, contact, payload, sender_user_id, sender)
+    def reply(self, conversation_id, payload, sender_user_id=None, sender=None, claim=None):
+        def enqueue():
+            conv = self._conversation(conversation_id)
+            if not conv.get("contact_id"):
+                contact = None
+            else:
+                contact = self.contacts.get_contact(conv["contact_id"])
+            return self._enqueue(conv, contact, payload, sender_user_id, sender, claim)
+        return self._once(payload, enqueue)
+
+    def _once(self, payload, enqueue):
+        """A send with an idempotency key made again answers the first message. Its key is
+        not read before every send (a find per message): the insert on the unique dedupe
+        key finds a stored one (store.queue_message); it is read first only when the send
+        stores attachments before its message, and after a refusal (the first one may
+        have been queued before the contact or its mailbox changed)."""
+        key = payload.get("idempotency_key") if isinstance(payload, dict) else None
+        if key and isinstance(key, str) and payload.get("attachments"):
+            found = self.store.message_by_dedupe(f"idem:{key}")
+            if found is not None:
+                return dump_message(found), []
+        try:
+            return enqueue()
+        except (Conflict, NotFound, ValidationFailed):
+            found = self.store.message_by_dedupe(f"idem:{key}") \
+                if key and isinstance(key, str) else None
+            if found is None:
+                raise
+            return dump_message(found), []
 
     def check_consent(self, contact, channel):
         if contact is None:
@@ -951,13 +977,9 @@ class Conversations:
                 "template_id": [f"This template is for {own}, not {channel}."]}})
         return doc, channel
 
-    def _enqueue(self, conv, contact, payload, sender_user_id, sender=None):
+    def _enqueue(self, conv, contact, payload, sender_user_id, sender=None, claim=None):
         data = load(schemas.SendIn(), payload)
-        key = data.get("idempotency_key")
-        if key:
-            found = self.store.message_by_dedupe(f"idem:{key}")
-            if found is not None:
-                return dump_message(found), []
+        key = data.get("idempotency_key")  # a stored one: _once
         template = None
         if data.get("template_id"):
             template, channel = self._template_for_send(data, conv)
@@ -1017,9 +1039,13 @@ class Conversations:
             conv, _ = self.store.insert_conversation_if_new(conv)
         msg["conversation_id"] = conv["_id"]
         msg["contact_id"] = conv.get("contact_id")
+        if claim is not None:  # as sender.claim_sends would leave it, still `queued`
+            msg.update(send_due_at=claim["lease_until"], holder=claim["holder"], attempts=1)
         stored, created = self.store.queue_message(msg)
         if not created:
             return dump_message(stored), []
+        if claim is not None:
+            claim["taken"](stored)
         # the conversation follows the message when it is sent or fails (sender.py), by
         # one write per conversation and batch; now only who answers an unassigned client
         # is assigned, and a first mail's mailbox kept (the next ones are sent from it)
@@ -1047,7 +1073,7 @@ class Conversations:
         for candidate in (data.get("mailbox_id"), (parent or {}).get("mailbox_id"),
                           conv.get("mailbox_id")):
             if candidate:
-                mailbox = self.store.get("mailboxes", candidate)
+                mailbox = self.store.mailbox_cached(candidate)
                 if mailbox:
                     break
         if mailbox is None:  # the sender's own, else the contact's owner's, else a shared one
@@ -1084,7 +1110,7 @@ class Conversations:
                    thread_id=(parent or {}).get("thread_id") or msg["_id"])
 
     def _address_messenger(self, conv, contact, data, msg, channel):
-        candidates = self.store.channels_of(channel)
+        candidates = self.store.channels_of_cached(channel)
         last = self._last_inbound(conv, channel)
         # the channel asked for, else the one (bot, number) the client last wrote to
         chosen = next((c for c in candidates if c["_id"] == data.get("channel_id")), None) \

@@ -38,6 +38,10 @@ from services.conversations.operations import (TELEGRAM_API, WHATSAPP_API, messa
 
 log = logging.getLogger(__name__)
 CLAIM = 100  # messages claimed at once
+# messages claimed as they were queued that may wait for a process's run at most (fewer
+# when its send rate would not begin them within a third of their lease: Workers.may_claim);
+# a longer backlog stays due in the database
+HANDED_OVER = 3 * CLAIM
 LINGER_S = 0.5  # a run keeps its connections this long after the last due message
 LINGER_POLL_S = 0.1
 
@@ -57,12 +61,15 @@ class Permanent(Exception):
 
 
 class Sender:
-    def __init__(self, store, announce, settings, holder, http=None):
+    def __init__(self, store, announce, settings, holder, http=None, claimed=None, rate=None):
         self.store = store
         self.announce = announce
         self.settings = settings
         self.holder = holder
         self.http = http or requests.Session()
+        # -> messages claimed as they were queued by this process (Workers.take_claimed)
+        self.claimed = claimed
+        self.rate = rate  # told (messages, seconds) of each list sent (Workers.note_rate)
         # per run: connections by (mailbox, lane), so a burst logs in once per lane
         self._imap, self._smtp, self._mailboxes, self._channels = {}, {}, {}, {}
 
@@ -79,8 +86,11 @@ class Sender:
         try:
             while done < limit:
                 lease = utcnow() + timedelta(seconds=self.settings.send_lease_s)
-                claimed = self.store.claim_sends(utcnow(), lease, f"{self.holder}:{new_id()}",
-                                                 min(CLAIM, limit - done))
+                claimed = self._claimed_at_queuing(min(CLAIM, limit - done))
+                if len(claimed) < min(CLAIM, limit - done):
+                    claimed += self.store.claim_sends(
+                        utcnow(), lease, f"{self.holder}:{new_id()}",
+                        min(CLAIM, limit - done) - len(claimed))
                 if not claimed:
                     idle_since = idle_since or time.monotonic()
                     if time.monotonic() - idle_since >= linger_s:
@@ -88,7 +98,10 @@ class Sender:
                     time.sleep(LINGER_POLL_S)
                     continue
                 idle_since = None
+                began = time.monotonic()
                 self.deliver_all(claimed)
+                if self.rate is not None:
+                    self.rate(len(claimed), time.monotonic() - began)
                 done += len(claimed)
         finally:
             for conn in self._imap.values():
@@ -97,6 +110,21 @@ class Sender:
                 mail.smtp_close(client)
             self._imap, self._smtp, self._mailboxes, self._channels = {}, {}, {}, {}
         return done
+
+    def _claimed_at_queuing(self, most=CLAIM):
+        """What this process claimed as it queued it (no claim write: its lease was stored
+        with it); one whose lease is ending is left to the claims once it is over (a
+        sender that took it over meanwhile is alone: see _lease_ending)."""
+        if self.claimed is None:
+            return []
+        fresh = []
+        for msg in self.claimed(most):
+            if not self._lease_ending(msg):
+                fresh.append(msg)
+            else:
+                log.warning("message %s waited here until its lease was ending: left to "
+                            "the claims", msg["_id"])
+        return fresh
 
     def deliver_all(self, msgs):
         """Each mailbox's (or channel's) messages in up to `send_concurrency` lanes, one
@@ -116,18 +144,28 @@ class Sender:
         pool.waitall()
         sent = [(msg, external) for msg, external in outcomes if not isinstance(external,
                                                                                  Exception)]
-        for start in range(0, len(sent), 50):
-            self.announce(self._mark_sent, sent[start:start + 50])
+        for start in range(0, len(sent), CLAIM):  # one transaction per claim
+            self.announce(self._mark_sent, sent[start:start + CLAIM])
         for msg, exc in outcomes:
             if isinstance(exc, Exception):
                 self._outcome_failed(msg, exc)
 
     def _lane(self, lane, outcomes):
         for msg in lane[2]:
+            if self._lease_ending(msg):
+                # another sender may claim it any moment and would find no mark of it:
+                # not begun here, it is left to the claims (neither sent nor failed)
+                log.warning("message %s not begun: its lease is ending", msg["_id"])
+                continue
             try:
                 outcomes.append((msg, getattr(self, "_send_" + msg["channel"])(msg, lane[:2])))
             except Exception as exc:  # noqa: BLE001 - each message's outcome is recorded
                 outcomes.append((msg, exc))
+
+    def _lease_ending(self, msg):
+        due = msg.get("send_due_at")  # a claimed message's lease
+        return due is not None and as_utc(due) - utcnow() < timedelta(
+            seconds=min(5.0, self.settings.send_lease_s / 4))
 
     def deliver(self, msg):
         self.deliver_all([msg])
@@ -279,7 +317,7 @@ class Sender:
         smtp = mailbox["smtp"]
 
         def before_data():
-            self.store.mark_message(message_id, {"smtp_data_at": utcnow()})
+            self.store.mark_message(message_id, {"smtp_data_at": utcnow()}, first=True)
 
         for attempt in (1, 2):
             client = self._smtp.get(lane)
@@ -318,7 +356,7 @@ class Sender:
         if msg.get("http_started_at"):
             raise mail.Unconfirmed("the service stopped during the call to the provider: "
                                    "the message may have been sent; not sent again")
-        self.store.mark_message(msg["_id"], {"http_started_at": utcnow()})
+        self.store.mark_message(msg["_id"], {"http_started_at": utcnow()}, first=True)
 
     def _post(self, url, body, headers=None):
         try:

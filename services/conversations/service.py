@@ -18,7 +18,7 @@ from crm_common.mongo import MongoStore
 from crm_common.timeutil import to_iso, utcnow
 from services.conversations.dependencies import Workers
 from services.conversations.operations import Conversations, conversation_event, dump_message
-from services.conversations.sender import Sender
+from services.conversations.sender import HANDED_OVER, Sender
 from services.conversations.store import ConversationsStore
 from services.conversations.sync import MailboxSync
 
@@ -46,7 +46,16 @@ class ConversationsService(HealthEntrypoints):
 
     def _sender(self):
         # events published after the commit, beside the next sends
-        return Sender(self.store, self.dispatch.after_reply, SETTINGS, HOLDER)
+        return Sender(self.store, self.dispatch.after_reply, SETTINGS, HOLDER,
+                      claimed=self.workers.take_claimed, rate=self.workers.note_rate)
+
+    def _claim(self):
+        """A message queued by this call, stored claimed by this process for its next send
+        run (one write less than a claim), unless that run has a backlog already."""
+        if not self.workers.may_claim(HANDED_OVER, SETTINGS.send_lease_s):
+            return None
+        return {"holder": f"{HOLDER}:queued", "taken": self.workers.hand_over,
+                "lease_until": utcnow() + timedelta(seconds=SETTINGS.send_lease_s)}
 
     # mailboxes and channels
     @rpc(expected_exceptions=EXPECTED)
@@ -135,13 +144,15 @@ class ConversationsService(HealthEntrypoints):
     # `{{ user.<field> }}`
     @rpc(expected_exceptions=EXPECTED)
     def reply(self, conversation_id, payload, sender=None):
-        message, _ = self.ops.reply(conversation_id, payload, self.caller.user_id, sender)
+        message, _ = self.ops.reply(conversation_id, payload, self.caller.user_id, sender,
+                                    claim=self._claim())
         self._send_soon()
         return message
 
     @rpc(expected_exceptions=EXPECTED)
     def start_conversation(self, contact_id, payload, sender=None):
-        message, _ = self.ops.send_to_contact(contact_id, payload, self.caller.user_id, sender)
+        message, _ = self.ops.send_to_contact(contact_id, payload, self.caller.user_id, sender,
+                                              claim=self._claim())
         self._send_soon()
         return message
 
@@ -186,7 +197,7 @@ class ConversationsService(HealthEntrypoints):
                    "template_id": template_id}
         message, _ = self.ops.send_to_contact(
             contact_id, {k: v for k, v in payload.items() if v is not None},
-            sender_user_id or self.caller.user_id)
+            sender_user_id or self.caller.user_id, claim=self._claim())
         self._send_soon()
         return message
 

@@ -6,6 +6,7 @@ a conversation's key); documents known by `_id` are changed with update_and_get;
 that changes, read first from a small index range; messages to send are claimed by a
 range of their due time (claim_sends)."""
 import re
+import time
 
 import gridfs
 from pymongo import ASCENDING, DESCENDING, UpdateOne
@@ -27,6 +28,7 @@ class ConversationsStore(BaseStore):
         self.send_marks = db["send_marks"]
         self.templates = db["templates"]
         self._files = None
+        self._settings_cache = {}  # (collection, key) -> (read at, value): see cached()
 
     def ensure_indexes(self):
         m = self.mailboxes
@@ -38,7 +40,10 @@ class ConversationsStore(BaseStore):
         self.channels.create_index([("created_at", ASCENDING), ("_id", ASCENDING)])
         c = self.conversations
         c.create_index("key", unique=True)
-        c.create_index("contact_id")
+        if "contact_id_1" in c.index_information():
+            # a client's conversations are listed by (contact_id, last_message_at, _id) below;
+            # this one only made every write to a conversation rewrite one more entry
+            c.drop_index("contact_id_1")
         c.create_index("lead_request_id", sparse=True)
         c.create_index([("last_message_at", DESCENDING), ("_id", DESCENDING)])
         for field in ("status", "assignee_id", "contact_id", "channels"):
@@ -121,6 +126,7 @@ class ConversationsStore(BaseStore):
     # mailboxes
     def insert(self, collection, doc):
         getattr(self, collection).insert_one(doc)
+        self._settings_changed(collection)
         return doc
 
     def get(self, collection, doc_id):
@@ -130,11 +136,41 @@ class ConversationsStore(BaseStore):
         update = {"$set": sets}
         if unset:
             update["$unset"] = {k: "" for k in unset}
-        return update_and_get(getattr(self, collection), {"_id": doc_id, **(condition or {})},
-                              update)
+        try:
+            return update_and_get(getattr(self, collection),
+                                  {"_id": doc_id, **(condition or {})}, update)
+        finally:
+            self._settings_changed(collection)
 
     def delete(self, collection, doc_id):
-        return getattr(self, collection).delete_one({"_id": doc_id}).deleted_count == 1
+        try:
+            return getattr(self, collection).delete_one({"_id": doc_id}).deleted_count == 1
+        finally:
+            self._settings_changed(collection)
+
+    # what a queued message is addressed from, read at most every SETTINGS_TTL_S per
+    # process (a read per message was a database command per message sent); changes made
+    # through this process are seen at once, another replica's within the TTL (the sender
+    # reads the mailbox or channel again before it sends)
+    SETTINGS_TTL_S = 2.0
+
+    def cached(self, collection, key, read):
+        found = self._settings_cache.get((collection, key))
+        now = time.monotonic()
+        if found is None or now - found[0] > self.SETTINGS_TTL_S:
+            found = (now, read())
+            self._settings_cache[(collection, key)] = found
+        return found[1]
+
+    def _settings_changed(self, collection):
+        if collection in ("mailboxes", "channels"):
+            self._settings_cache.clear()
+
+    def mailbox_cached(self, mailbox_id):
+        return self.cached("mailboxes", mailbox_id, lambda: self.get("mailboxes", mailbox_id))
+
+    def channels_of_cached(self, kind):
+        return self.cached("channels", kind, lambda: self.channels_of(kind))
 
     def page(self, collection, query, sort_field, direction, limit, cursor):
         return page(getattr(self, collection), query, sort_field, direction, limit, cursor)
@@ -355,10 +391,18 @@ class ConversationsStore(BaseStore):
             return None
         return update_and_get(self.messages, {"_id": message_id}, update)
 
-    def mark_message(self, message_id, sets):
+    def mark_message(self, message_id, sets, first=False):
         """A sender's mark (`smtp_data_at`...) of a message, in `send_marks`: a document of
         its own with no index but `_id` costs a third of a write to the message, whose
-        every index entry a write rewrites."""
+        every index entry a write rewrites. `first`: the attempt's first mark, inserted
+        (an upsert is a read and an insert on SecantusDB); one kept from an earlier attempt
+        is updated."""
+        if first:
+            try:
+                self.send_marks.insert_one({"_id": message_id, **sets})
+                return
+            except DuplicateKeyError:
+                pass
         self.send_marks.update_one({"_id": message_id}, {"$set": sets}, upsert=True)
 
     def with_marks(self, docs):

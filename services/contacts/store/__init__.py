@@ -3,7 +3,8 @@ contacts service that touches pymongo or writes a query."""
 import json
 
 from bson import json_util
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo.errors import BulkWriteError
 
 from crm_common.cursors import after_cursor, page
 from crm_common.custom_fields import SORTABLE, Definitions
@@ -268,6 +269,12 @@ class ContactsStore(BaseStore):
         collection)."""
         self.contacts.update_one({"_id": contact_id}, {"$max": {"last_contacted_at": when}})
 
+    def touch_contacted_many(self, touched):
+        """{contact id: time}: touch_contacted of each in one bulk write."""
+        if touched:
+            self.contacts.bulk_write([UpdateOne({"_id": cid}, {"$max": {"last_contacted_at": when}})
+                                      for cid, when in touched.items()], ordered=False)
+
     # companies
     def insert_company(self, doc):
         doc["_id"] = new_id()
@@ -301,6 +308,20 @@ class ContactsStore(BaseStore):
             {"dedupe_key": entry["dedupe_key"]} if "dedupe_key" in entry else {"_id": entry["_id"]},
             {"$setOnInsert": entry}, upsert=True)
         return result.upserted_id is not None
+
+    def add_timeline_many(self, entries):
+        """Entries with dedupe keys in one insert; one whose key is stored (a redelivered
+        event) is a duplicate key error, left out."""
+        for entry in entries:
+            entry["_id"] = new_id()
+        if not entries:
+            return
+        try:
+            self.timeline.insert_many(entries, ordered=False)
+        except BulkWriteError as exc:
+            errors = (exc.details or {}).get("writeErrors") or []
+            if not errors or any(e.get("code") != 11000 for e in errors):
+                raise
 
     def page_birthdays(self, month_day, limit, cursor):
         return page(self.contacts, {"birthday_md": month_day, **LIVE}, "created_at", ASCENDING,
