@@ -4,8 +4,7 @@ The first worker to submit flushes everything pending, the others wait for it an
 meanwhile more gather; under load a flush carries as many items as workers run at once
 (the prefetch), alone it carries one with no added wait. A worker returns only once its
 writes are stored, so its message is acked after them (at-least-once kept).
-`flush(items)` -> one result per item; an exception fails every item of its flush.
-(services/automation keeps a copy of this class in its dependencies.py.)"""
+`flush(items)` -> one result per item; an exception fails every item of its flush."""
 import threading
 
 

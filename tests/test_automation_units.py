@@ -171,7 +171,7 @@ def test_default_rules_are_valid_rules():
 
 def test_group_commit_gathers_concurrent_writes_and_fails_them_together():
     import threading
-    from services.automation.dependencies import GroupCommit
+    from crm_common.group_commit import GroupCommit
     flushed, gate = [], threading.Event()
 
     def flush(items):
