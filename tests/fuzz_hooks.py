@@ -44,13 +44,17 @@ EXPECTED_REJECTIONS = (
     # marshmallow-generated schema (no oneOf)
     (r".*", r"^Give exactly one of|^Give \w+ and/or|needs (its|member_ids)|^A \w+ rule names|"
             r"^A channel route names|^A recurring task needs|^Give \w+ or \w+\.$"
-            r"|^Give a body, html or a template|^Only select fields have options"
+            r"|^Give a body, html(,| or) a template|^Only select fields have options"
             r"|^A select field needs options|^An? \w+ trigger (names|needs)"
             r"|^Give \w+ or \w+, not both|^Exactly one primary|^Each \w+ once"
             r"|^Give an amount or amount_override: false, not both\.$"),
     # a quote or invoice is made of the deal's line items (run-time state); an uploaded
     # file's bytes must be UTF-8 text (binary content, not a schema's say)
     (r"deal_id|file", r"^The deal has no line items|^Not UTF-8 text|^The header needs"),
+    # a template's e-mail parts (subject, html) and WhatsApp name belong to its channel
+    # (said on each field): two fields again
+    (r"subject|html|whatsapp_template", r"^Only an e-mail template has an? |"
+                                        r"^Only a WhatsApp template names "),
     # an entity's standard fields depend on the entity in the path
     (r"standard", r"^Not standard fields of an? "),
     # list filters' extra parameters are `cf.<key>[.op]` (custom_filters' propertyNames);
@@ -83,9 +87,11 @@ EXPECTED_REJECTIONS = (
     (r"_schema|secret|source_ids", r"^Nothing to change\.$|^The secret cannot be changed"
                                    r"|^Contains the survivor's id\.$"),
     # values configured at run time (lead sources, lost reasons in /deal-settings; a team
-    # with active users; the signed-in user's own password and role; an active product)
+    # with active users; the signed-in user's own password and role; an active product, and
+    # its price in the price list a deal line names)
     (r".*", r"^Not one of the configured|^No active user in this team"
             r"|^Unknown or inactive (user|product)\.$|^Wrong current password"
+            r"|^The price list has no price for this product\.$"
             r"|^You cannot disable or demote yourself"),
     # a user's role: a built-in one or a custom role of /roles (defined at run time)
     (r"role", r"^Unknown role; one of "),

@@ -45,7 +45,11 @@ IMPORT_OPTION_PARTS = {
                # the options may also come as parts; any other part is refused (422)
                "type": "object", "required": ["file"], "additionalProperties": False,
                "properties": {"file": {"type": "string", "format": "binary"},
-                              **IMPORT_OPTION_PARTS}}}}}, permission="imports:write")
+                              **IMPORT_OPTION_PARTS}}}},
+                  # ... or as query parameters: `mapping` is JSON text there too
+                  "query_content": {"mapping": {"application/json": {
+                      "schema": IMPORT_OPTION_PARTS["mapping"]}}}},
+           permission="imports:write")
 def start_import(body, params):
     if request.mimetype != "multipart/form-data":
         raise UnsupportedMediaType("Send the file as multipart/form-data with a `file` part",
