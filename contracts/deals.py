@@ -486,7 +486,7 @@ class LeadSourcePatch(Schema):
 
 
 class LeadSourceIn(LeadSourcePatch):
-    name = fields.String(required=True, validate=validate.Length(1, 50))
+    name = fields.String(required=True, validate=[validate.Length(1, 50), NOT_BLANK])
 
 
 class LeadSourceOut(Schema):

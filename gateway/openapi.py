@@ -135,11 +135,16 @@ EXTRA_LINKS = (
 )
 
 
+# body fields naming a user (a created user's id goes there)
+PEOPLE = {"owner", "assignee", "agent", "manager", "user"}
+
+
 def add_links(out):
     """OpenAPI links, so a stateful client (schemathesis) chains operations as a user would:
     what a POST creates, and each item of a list, goes into the operations of that item and
     its sub-resources (path `<collection>/{param}[/words]`); the parameters of the
-    collection's own path come from the request. A singleton's GET links to its changes."""
+    collection's own path come from the request. A singleton's GET links to its changes;
+    a created id goes into the create bodies naming it."""
     paths, schemas = out["paths"], out["components"]["schemas"]
 
     def props(schema):
@@ -211,6 +216,36 @@ def add_links(out):
             for path, method in ((collection, "get"), (collection + "/restore", "post")):
                 if method in paths.get(path, {}):
                     link(answer(ops["delete"])[1], path, method, own)
+    # a created item's id into the create bodies that name it (`contact_id` of POST /deals):
+    # merged into the generated body (schemathesis' `merge_body`), so a note, deal, quote...
+    # refers to something that exists
+    created = {collection.rsplit("/", 1)[-1]: answer(ops["post"])[1]
+               for collection, ops in paths.items()
+               if "post" in ops and "{" not in collection and "id" in answer(ops["post"])[2]}
+    for path, ops in paths.items():
+        body = ops.get("post", {}).get("requestBody", {}).get("content", {}) \
+            .get("application/json", {}).get("schema")
+        if body is None or "{" in path:
+            continue
+        fields = props(body)
+        for field in fields:
+            name = field[:-3] if field.endswith("_id") else None
+            # a record of any kind (notes, files): `record_type` says which
+            kinds = fields["record_type"].get("enum", []) if field == "record_id" and \
+                "record_type" in fields else [name]
+            for kind in kinds:
+                plural = "users" if kind in PEOPLE else "companies" if kind == "company" \
+                    else f"{kind}s".replace("_", "-")
+                if kind is None or created.get(plural) is None:
+                    continue
+                # the field itself when the item has one (a call's provider `call_id`)
+                key = field if field in answer(paths[f"/api/v1/{plural}"]["post"])[2] else "id"
+                value = {field: f"$response.body#/{key}"}
+                if kind != name:
+                    value["record_type"] = kind
+                created[plural].setdefault("links", {})[f'{ops["post"]["operationId"]}.{field}'] = {
+                    "operationId": ops["post"]["operationId"], "requestBody": value,
+                    "x-schemathesis": {"merge_body": True}}
     for source, method, collection, expression in EXTRA_LINKS:
         own = {name: f"$request.path.{name}" for name in _PATH_PARAM.findall(collection)}
         response = answer(paths[source][method])[1]
