@@ -675,6 +675,18 @@ def test_blank_lost_reasons_and_lead_sources_are_422(api):
     assert api.get("/deal-settings").json() == before
 
 
+def test_blank_names_and_stored_keys_with_nul_are_422(api, unique):
+    """Found by the fuzz job: a lead source named by a control character that strip()
+    removes, and a form field name holding NUL (a key BSON cannot store: was a 500)."""
+    assert api.post("/lead-sources", json={"name": "\x1e"}).status_code == 422
+    answer = api.post("/forms", json={"name": f"Form {unique}", "fields": {"a\x00": "phone"}})
+    assert answer.status_code == 422, answer.text[:300]
+    assert "NUL" in str(answer.json()["error"]["details"])
+    spec = api.get("/api/v1/openapi.json").json()
+    assert spec["components"]["schemas"]["LeadFormIn"]["properties"]["fields"][
+        "propertyNames"]["pattern"] == "^[^\\x00]*$"
+
+
 def test_csv_export_guards_leading_whitespace_and_newline_formulas(api, unique):
     tag = f"guard{unique}"
     made = api.post("/contacts", json={"first_name": "\n=1+1", "last_name": " =cmd|'/c calc'!A1",

@@ -28,7 +28,8 @@ IMPORT_OPTION_PARTS = {
     "dry_run": {"type": "string", "enum": ["true", "false"]},
     # an object part is sent as JSON text (OpenAPI's default for multipart), as the
     # server reads it
-    "mapping": {"type": "object", "maxProperties": 500, "propertyNames": {"maxLength": 200},
+    "mapping": {"type": "object", "maxProperties": 500,
+                "propertyNames": {"maxLength": 200, "pattern": r"^[^\x00]*$"},
                 "additionalProperties": {"type": "string", "maxLength": 80, "pattern": (
                     r"^(first_name|last_name|full_name|email|phone|company|position|tags"
                     r"|owner_email|owner_id|source|status|birthday|do_not_contact|custom|ignore"
