@@ -84,7 +84,7 @@ export interface paths {
         get: operations["get_api_keys_get_key"];
         put?: never;
         post?: never;
-        /** Revoke an API key (admin): it stops working at once */
+        /** Revoke an API key (admin): it stops working at once and stays readable, with its revoked_at, for the audit trail */
         delete: operations["delete_api_keys_revoke_key"];
         options?: never;
         head?: never;
