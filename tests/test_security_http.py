@@ -769,3 +769,21 @@ def test_error_messages_say_what_is_wrong(api):
     negative = api.post("/deals", json={"title": "Neg", "amount": -1, "currency": "EUR",
                                         "pipeline_id": pipelines[0]["id"]})
     assert negative.status_code == 422
+
+
+def test_idempotency_fingerprint_takes_multipart_parts_without_a_name():
+    """Found by the fuzz job: a multipart part with no name (werkzeug gives it None) made
+    the Idempotency-Key fingerprint's sort fail, a 500 on POST /files and /imports."""
+    from flask import Flask
+    from gateway import idempotency
+    body = (b"--XX\r\nContent-Disposition: form-data\r\n\r\nnull\r\n"
+            b"--XX\r\nContent-Disposition: form-data; name=\"y\"\r\n\r\nv\r\n"
+            b"--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n\r\nx\r\n"
+            b"--XX\r\nContent-Disposition: form-data; filename=\"b.csv\"\r\n\r\nx\r\n--XX--\r\n")
+    prints = set()
+    for _ in range(2):
+        with Flask("fingerprint").test_request_context(
+                "/api/v1/files", method="POST", data=body,
+                content_type="multipart/form-data; boundary=XX"):
+            prints.add(idempotency._fingerprint())
+    assert len(prints) == 1
