@@ -12,8 +12,9 @@ this module): what the OpenAPI document cannot tell a generator, said once, with
 - A body over the limits is refused 413 (documented), a status schemathesis' negative data
   check does not count among refusals.
 - X-Request-Id: advisory; one not of the documented pattern is replaced, never refused.
-- DELETE /api-keys/{id} revokes: the key stays readable with its revoked_at (documented),
-  which the use-after-free check would take for a deleted resource still served.
+- DELETE /api-keys/{id} revokes and DELETE /tasks/{id} cancels: the key (revoked_at) and
+  the task (canceled_at) stay readable (documented), which the use-after-free check would
+  take for a deleted resource still served.
 - 503/504 `service_unavailable` / `service_timeout`: the documented, bounded answers of a
   service that is not configured or did not answer in time (as in the default run)."""
 import json
@@ -189,7 +190,8 @@ def _messages(fields):
 
 def _revoked(response):
     try:
-        return bool(json.loads(response.content).get("revoked_at"))
+        answer = json.loads(response.content)
+        return bool(answer.get("revoked_at") or answer.get("canceled_at"))
     except Exception:  # noqa: BLE001 - not our answer
         return False
 
@@ -222,7 +224,7 @@ def filter_failure(context, failure, case, response):
     if kind == "AcceptedNegativeData" and "`X-Request-Id` in header" in str(failure.message):
         return False  # documented: a request id not of the pattern is replaced, not refused
     if kind == "UseAfterFree" and _revoked(response):
-        return False  # a revoked API key stays readable with its revoked_at (documented)
+        return False  # a revoked key, a canceled task: kept and readable (documented)
     if kind == "AcceptedNegativeData" and response.status_code == 413:
         return False  # refused, for its size (documented 413): not in schemathesis' 4xx list
     if kind == "RejectedPositiveData":
