@@ -7,7 +7,7 @@ from contracts.custom_fields import CustomFilters, custom_sort_field
 from contracts.events import (Bool, EventData, Int, IsoTime, Object, actor_field, ref_field,
                              summary_field)
 from crm_common import fields as crm_fields
-from crm_common.fields import WHITESPACE, UserId, timezone_field, cursor_field, CustomFields, PageOf, PageQuery, UtcDateTime, tags_field, sort_field
+from crm_common.fields import STORED_KEY, WHITESPACE, UserId, timezone_field, cursor_field, CustomFields, PageOf, PageQuery, UtcDateTime, tags_field, sort_field
 
 CONTACT_STATUSES = ("lead", "prospect", "customer", "churned", "inactive")
 CHANNEL_TYPES = ("work", "home", "mobile", "other")
@@ -259,7 +259,7 @@ class ImportStart(Schema):
     """What the gateway sends the contacts service (the file travels base64 encoded)."""
     filename = fields.String(required=True, validate=validate.Length(1, 255))
     content_b64 = fields.String(required=True)
-    mapping = fields.Dict(keys=fields.String(validate=validate.Length(max=200)),
+    mapping = fields.Dict(keys=fields.String(validate=[validate.Length(max=200), STORED_KEY]),
                           values=fields.String(validate=validate.Length(max=80)),
                           load_default=dict)
     on_duplicate = fields.String(load_default="skip", validate=validate.OneOf(ON_DUPLICATE))
@@ -455,7 +455,8 @@ class LeadFormIn(Schema):
         "description": "web: a website form; channel: the settings of a messenger channel"})
     channel = fields.String(allow_none=True, validate=validate.OneOf(MESSAGE_CHANNELS), metadata={
         "description": "kind=channel: the channel whose messages this route takes by default"})
-    fields_map = fields.Dict(data_key="fields", keys=fields.String(validate=validate.Length(1, 100)),
+    fields_map = fields.Dict(data_key="fields", keys=fields.String(validate=[validate.Length(1, 100),
+                                                                             STORED_KEY]),
                              values=fields.String(validate=validate.OneOf(FORM_TARGETS)),
                              load_default=dict, metadata={
                                  "description": "posted field -> contact field; unmapped standard names "

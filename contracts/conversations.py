@@ -6,7 +6,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from contracts.contacts import WorkingHours
 from contracts.events import EventData, Int, IsoTime, actor_field, ref_field, summary_field
-from crm_common.fields import PageOf, PageQuery, UserId, UtcDateTime
+from crm_common.fields import WHITESPACE, PageOf, PageQuery, UserId, UtcDateTime
 
 CHANNELS = ("email", "sms", "telegram", "whatsapp")
 CHANNEL_KINDS = ("telegram", "whatsapp", "sms")
@@ -294,7 +294,9 @@ class TemplateIn(Schema):
     channel = fields.String(load_default="any", validate=validate.OneOf(TEMPLATE_CHANNELS))
     subject = fields.String(allow_none=True, validate=validate.Length(max=998), metadata={
         "description": "e-mail only (channel email or any)"})
-    body = fields.String(required=True, validate=validate.Length(1, 100_000))
+    body = fields.String(required=True, validate=[
+        validate.Length(1, 100_000),
+        validate.Regexp(rf"^[{WHITESPACE}]*[^{WHITESPACE}]", error="Write the message.")])
     html = fields.String(allow_none=True, validate=validate.Length(max=500_000), metadata={
         "description": "e-mail only: an HTML version of the body (sanitised when sent)"})
     whatsapp_template = fields.String(allow_none=True, validate=validate.Length(1, 200),

@@ -273,6 +273,13 @@ class DealSettings(Schema):
         return data
 
 
+class DealSettingsOut(Schema):
+    lead_sources = fields.List(fields.String(), metadata={
+        "description": "the active sources of /lead-sources: empty once every one is archived"})
+    lost_reasons = fields.List(fields.String())
+    default_currency = fields.String()
+
+
 # targets
 class TargetIn(Schema):
     user_id = UserId(validate=ID, metadata={"description": "a person's target (or give team)"})
@@ -479,7 +486,7 @@ class LeadSourcePatch(Schema):
 
 
 class LeadSourceIn(LeadSourcePatch):
-    name = fields.String(required=True, validate=validate.Length(1, 50))
+    name = fields.String(required=True, validate=[validate.Length(1, 50), NOT_BLANK])
 
 
 class LeadSourceOut(Schema):

@@ -6,7 +6,7 @@ import re
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from crm_common.fields import PageOf
+from crm_common.fields import STORED_KEY, PageOf
 from contracts.contacts import CompanyOut, ContactOut
 from contracts.deals import DealOut
 from contracts.tasks import TaskOut
@@ -57,7 +57,7 @@ class _FieldGrants(fields.Dict):
 
 _FIELDS = _FieldGrants(
     data_key="fields", keys=fields.String(validate=validate.OneOf(tuple(FIELD_NAMES))),
-    values=fields.Dict(keys=fields.String(validate=validate.Length(1, 60)),
+    values=fields.Dict(keys=fields.String(validate=[validate.Length(1, 60), STORED_KEY]),
                        values=fields.String(validate=validate.OneOf(FIELD_ACCESS))),
     metadata={"description": "{object: {field: read|hidden}}: `read` shows the field but "
               "refuses writes to it (403), `hidden` also leaves it out of every read, list, "

@@ -14,9 +14,12 @@ PRIORITIES = ("low", "normal", "high", "urgent")
 FREQUENCIES = ("daily", "weekly", "monthly")
 
 ID = validate.Length(1, 40)
-# dates a planner can mean; also keeps reminder/escalation arithmetic inside datetime's range
-SANE_DATE = validate.Range(datetime(1970, 1, 1, tzinfo=timezone.utc),
+# dates a planner can mean; also keeps reminder/escalation arithmetic inside datetime's range.
+# The document says years 1970-2999 (SANE_YEARS, with UtcDateTime's own bound); the range
+# starts a day early so that a 1970 time with any offset is inside it
+SANE_DATE = validate.Range(datetime(1969, 12, 31, tzinfo=timezone.utc),
                            datetime(9000, 1, 1, tzinfo=timezone.utc), error="Out of range.")
+SANE_YEARS = {"pattern": r"^(19[7-9][0-9]|2[0-9][0-9][0-9])-"}
 MAX_REMINDER_MINUTES = 7 * 24 * 60
 
 
@@ -29,16 +32,16 @@ def reminders_field():
 class RecurrenceIn(Schema):
     freq = fields.String(required=True, validate=validate.OneOf(FREQUENCIES))
     interval = fields.Integer(load_default=1, validate=validate.Range(1, 365))
-    until = UtcDateTime(allow_none=True, validate=SANE_DATE)
+    until = UtcDateTime(allow_none=True, validate=SANE_DATE, metadata=SANE_YEARS)
 
 
 class TaskIn(Schema):
     kind = fields.String(load_default="todo", validate=validate.OneOf(KINDS))
     title = fields.String(required=True, validate=validate.Length(1, 200))
     description = fields.String(allow_none=True, validate=validate.Length(max=10000))
-    due_at = UtcDateTime(allow_none=True, validate=SANE_DATE)
+    due_at = UtcDateTime(allow_none=True, validate=SANE_DATE, metadata=SANE_YEARS)
     end_at = UtcDateTime(allow_none=True, validate=SANE_DATE,
-                         metadata={"description": "meetings: when it ends"})
+                         metadata={"description": "meetings: when it ends", **SANE_YEARS})
     assignee_id = UserId(allow_none=True, validate=ID,
                                 metadata={"description": "default: the caller"})
     contact_id = fields.String(allow_none=True, validate=ID)

@@ -3,7 +3,7 @@ the same way before calling and builds the OpenAPI document from them."""
 from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from contracts.events import EventData, IsoTime, Object, ref_field, summary_field
-from crm_common.fields import PageOf, PageQuery, UserId, UtcDateTime
+from crm_common.fields import STORED_KEY, PageOf, PageQuery, UserId, UtcDateTime
 
 DIRECTIONS = ("inbound", "outbound", "internal")
 STATES = ("ringing", "answered", "ended")
@@ -196,7 +196,7 @@ class TelephonySettingsIn(Schema):
     originate_url = fields.Url(allow_none=True, require_tld=False)
     originate_secret = fields.String(allow_none=True, validate=validate.Length(1, 200))
     caller_id = fields.String(allow_none=True, validate=validate.Length(1, 40))
-    line_responsible = fields.Dict(keys=fields.String(validate=validate.Length(3, 40)),
+    line_responsible = fields.Dict(keys=fields.String(validate=[validate.Length(3, 40), STORED_KEY]),
                                    values=fields.String(validate=validate.Length(1, 40)),
                                    allow_none=True, metadata={
         "description": "called number -> the user who calls back its missed calls when "

@@ -9,6 +9,8 @@ from crm_common.timeutil import as_utc, to_iso
 # Python's whitespace (str.isspace, what strip() removes) as a character class body: patterns
 # that go into the document spell it out, since \s and \d differ between Python and ECMA
 WHITESPACE = r"\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# a key of a stored object: BSON cannot hold NUL in one (the driver refuses the document)
+STORED_KEY = validate.Regexp(r"^[^\x00]*$", error="A key cannot hold a NUL character.")
 _CUSTOM_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_CUSTOM_KEYS = 100
 MAX_CUSTOM_TEXT = 2000

@@ -54,9 +54,12 @@ def _fingerprint():
     for part in (request.method, request.path, request.query_string.decode("latin-1")):
         digest.update(part.encode() + b"\0")
     if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        for name, value in sorted(request.form.items(multi=True)):
+        # a part may come without a name (None): sorted apart from the named ones
+        for name, value in sorted(request.form.items(multi=True),
+                                  key=lambda i: (i[0] is None, i[0] or "", i[1])):
             digest.update(f"f\0{name}\0{value}\0".encode())
-        for name, upload in sorted(request.files.items(multi=True), key=lambda i: i[0]):
+        for name, upload in sorted(request.files.items(multi=True),
+                                   key=lambda i: (i[0] is None, i[0] or "")):
             digest.update(f"u\0{name}\0{upload.filename}\0".encode())
             for chunk in iter(lambda: upload.stream.read(1 << 16), b""):
                 digest.update(chunk)

@@ -89,6 +89,14 @@ def build_spec(api, ops_paths):
         extra = getattr(key[0], "OPENAPI_EXTRA", None)
         if extra and name in out["components"]["schemas"]:
             out["components"]["schemas"][name].update(extra)
+    for route in api.routes:
+        # a query parameter sent as JSON text: its content and schema replace `string`
+        for param in out["paths"][route.path][route.method.lower()]["parameters"]:
+            content = route.extra.get("query_content", {}).get(param["name"])
+            if param["in"] == "query" and content:
+                param.pop("schema", None)
+                param["content"] = content
+    add_links(out)
     return _strict_nullable_refs(out)
 
 
@@ -108,6 +116,141 @@ def _strict_nullable_refs(node):
         for value in node:
             _strict_nullable_refs(value)
     return node
+
+
+# links the path structure cannot give: (source path, method), the collection whose items
+# it leads to, and where the item's key is in the source's answer
+EXTRA_LINKS = (
+    # a message sent to a contact opens (or joins) its conversation
+    ("/api/v1/contacts/{contact_id}/messages", "post", "/api/v1/conversations",
+     "$response.body#/conversation_id"),
+    # a file's share link is a token for the public download
+    ("/api/v1/files/{file_id}/links", "post", "/api/v1/shared-files", "$response.body#/token"),
+    # a Telegram lead form's key is its bot's webhook route
+    ("/api/v1/forms", "post", "/api/v1/inbound/telegram", "$response.body#/key"),
+    # a listed message's stored attachment
+    ("/api/v1/conversations/{conversation_id}/messages", "get",
+     "/api/v1/conversations/{conversation_id}/attachments",
+     "$response.body#/items/0/attachments/0/id"),
+)
+
+
+# body fields naming a user (a created user's id goes there)
+PEOPLE = {"owner", "assignee", "agent", "manager", "user"}
+
+
+def add_links(out):
+    """OpenAPI links, so a stateful client (schemathesis) chains operations as a user would:
+    what a POST creates, and each item of a list, goes into the operations of that item and
+    its sub-resources (path `<collection>/{param}[/words]`); the parameters of the
+    collection's own path come from the request. A singleton's GET links to its changes;
+    a created id goes into the create bodies naming it."""
+    paths, schemas = out["paths"], out["components"]["schemas"]
+
+    def props(schema):
+        while isinstance(schema, dict) and "$ref" in schema:
+            schema = schemas.get(schema["$ref"].rsplit("/", 1)[-1], {})
+        return schema.get("properties", {}) if isinstance(schema, dict) else {}
+
+    def answer(op):
+        for status, response in op["responses"].items():
+            if status.startswith("2") and "content" in response:
+                schema = response["content"].get("application/json", {}).get("schema")
+                if schema is not None:
+                    return status, response, props(schema)
+        return None, None, {}
+
+    def link(response, target_path, method, parameters):
+        target = paths[target_path][method]
+        response.setdefault("links", {})[target["operationId"]] = {
+            "operationId": target["operationId"],
+            "parameters": {f"path.{name}": value for name, value in parameters.items()}}
+
+    def under(collection):
+        """(path, method, param) of the item operations of a collection: one more placeholder
+        segment, then words only."""
+        depth = len(collection.split("/"))
+        for path, ops in paths.items():
+            parts = path.split("/")
+            if (len(parts) > depth and path.startswith(collection + "/")
+                    and _PATH_PARAM.fullmatch(parts[depth])
+                    and not any(_PATH_PARAM.search(part) for part in parts[depth + 1:])):
+                for method in ops:
+                    yield path, method, _PATH_PARAM.fullmatch(parts[depth]).group(1)
+
+    def key_of(param, fields):
+        # `{key}`, `{name}`, `{token}`: that field of the item; `{..._id}`: its id
+        return param if not param.endswith("_id") and param in fields else "id"
+
+    for collection, ops in paths.items():
+        own = {name: f"$request.path.{name}" for name in _PATH_PARAM.findall(collection)}
+        for method in ("post", "get"):
+            if method not in ops:
+                continue
+            status, response, fields = answer(ops[method])
+            if response is None:
+                continue
+            listed = props(fields.get("items", {}).get("items", {})) \
+                if fields.get("items", {}).get("type") == "array" else {}
+            for path, target, param in under(collection):
+                if method == "post" and key_of(param, fields) in fields:
+                    pointer = f"/{key_of(param, fields)}"
+                elif listed:  # a list, or a create that answers the whole list
+                    key = key_of(param, listed)
+                    pointer = f"/items/0/{key}" if key in listed else None
+                else:
+                    pointer = None
+                if pointer:
+                    link(response, path, target,
+                         {**own, param: f"$response.body#{pointer}"})
+        # a singleton (settings, preferences, me): its GET leads to its changes
+        shown = answer(ops["get"])[2] if "get" in ops else {}
+        parent, _, last = collection.rpartition("/")
+        item = _PATH_PARAM.fullmatch(last) and parent in paths
+        if shown and "post" not in ops and "items" not in shown and not item:
+            for method in ("patch", "put"):
+                if method in ops:
+                    link(answer(ops["get"])[1], collection, method, own)
+        # a deleted item is read again (404). Not restored (POST .../restore): schemathesis'
+        # use-after-free check would take the restored item's next read for a deleted one
+        if "delete" in ops and "get" in ops and answer(ops["delete"])[1] is not None:
+            link(answer(ops["delete"])[1], collection, "get", own)
+    # a created item's id into the create bodies that name it (`contact_id` of POST /deals):
+    # merged into the generated body (schemathesis' `merge_body`), so a note, deal, quote...
+    # refers to something that exists
+    created = {collection.rsplit("/", 1)[-1]: answer(ops["post"])[1]
+               for collection, ops in paths.items()
+               if "post" in ops and "{" not in collection and "id" in answer(ops["post"])[2]}
+    for path, ops in paths.items():
+        body = ops.get("post", {}).get("requestBody", {}).get("content", {}) \
+            .get("application/json", {}).get("schema")
+        if body is None or "{" in path:
+            continue
+        fields = props(body)
+        for field in fields:
+            name = field[:-3] if field.endswith("_id") else None
+            # a record of any kind (notes, files): `record_type` says which
+            kinds = fields["record_type"].get("enum", []) if field == "record_id" and \
+                "record_type" in fields else [name]
+            for kind in kinds:
+                plural = "users" if kind in PEOPLE else "companies" if kind == "company" \
+                    else f"{kind}s".replace("_", "-")
+                if kind is None or created.get(plural) is None:
+                    continue
+                # the field itself when the item has one (a call's provider `call_id`)
+                key = field if field in answer(paths[f"/api/v1/{plural}"]["post"])[2] else "id"
+                value = {field: f"$response.body#/{key}"}
+                if kind != name:
+                    value["record_type"] = kind
+                created[plural].setdefault("links", {})[f'{ops["post"]["operationId"]}.{field}'] = {
+                    "operationId": ops["post"]["operationId"], "requestBody": value,
+                    "x-schemathesis": {"merge_body": True}}
+    for source, method, collection, expression in EXTRA_LINKS:
+        own = {name: f"$request.path.{name}" for name in _PATH_PARAM.findall(collection)}
+        response = answer(paths[source][method])[1]
+        for path, target, param in under(collection):
+            link(response, path, target, {**own, param: expression})
+    return out
 
 
 def _operation(route):

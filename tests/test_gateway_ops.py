@@ -54,6 +54,40 @@ def test_openapi_document_is_generated_from_the_schemas(api):
             "created_after", "created_before", "limit", "cursor", "sort", "include_total"} <= list_params
 
 
+def test_openapi_links_chain_what_is_created_into_its_operations(api):
+    """A stateful client follows the document's links: what a POST creates, and each item
+    of a list, into the operations taking its id, and into the create bodies naming it.
+    Every link names an operation and fills all of its path parameters; only operations
+    nothing creates a key for have none."""
+    spec = api.get("/api/v1/openapi.json").json()
+    by_id = {op["operationId"]: (path, op) for path, ops in spec["paths"].items()
+             for op in ops.values() if "operationId" in op}
+    linked = set()
+    for ops in spec["paths"].values():
+        for op in ops.values():
+            for response in op["responses"].values():
+                for link in response.get("links", {}).values():
+                    path, target = by_id[link["operationId"]]
+                    wanted = {f"path.{p['name']}" for p in target["parameters"] if p["in"] == "path"}
+                    assert set(link.get("parameters", {})) == wanted, (path, link)
+                    linked.add(link["operationId"])
+    unlinked = {f"{method.upper()} {path}" for path, ops in spec["paths"].items()
+                for method, op in ops.items() if "{" in path and op["operationId"] not in linked}
+    # an e-mail's unsubscribe token; an enum of entities (its GET links to its PUT)
+    assert unlinked == {"GET /api/v1/u/{token}", "GET /api/v1/custom-fields/minimal/{entity}"}
+    contacts = spec["paths"]["/api/v1/contacts"]
+    created = contacts["post"]["responses"]["201"]["links"]["get_contacts_get_contact"]
+    assert created["parameters"] == {"path.contact_id": "$response.body#/id"}
+    listed = contacts["get"]["responses"]["200"]["links"]["delete_contacts_delete_contact"]
+    assert listed["parameters"] == {"path.contact_id": "$response.body#/items/0/id"}
+    # a created contact goes into the bodies naming one (merged into a generated body)
+    note = contacts["post"]["responses"]["201"]["links"]["post_notes_create_note.record_id"]
+    assert note["requestBody"] == {"record_id": "$response.body#/id", "record_type": "contact"}
+    comment = spec["paths"]["/api/v1/notes/{note_id}/comments"]["post"]["responses"]["201"]
+    assert comment["links"]["patch_notes_update_comment"]["parameters"] == {
+        "path.note_id": "$request.path.note_id", "path.comment_id": "$response.body#/id"}
+
+
 def test_every_flask_route_is_documented(stack):
     from gateway.app import create_app
     app = create_app(rpc_pool=RpcPool(stack.amqp_uri))

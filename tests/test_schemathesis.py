@@ -15,6 +15,13 @@ per operation:
     .venv/bin/python -m pytest -m fuzz -p no:cacheprovider tests/test_schemathesis.py
     CRM_FUZZ_EXAMPLES_ALL=20 CRM_FUZZ_MAX_TIME=1200 ...   # a reduced run
     CRM_FUZZ_PATHS='^/api/v1/(quotes|segments)' CRM_FUZZ_PHASES=examples,coverage ...
+    CRM_FUZZ_PHASES=stateful CRM_FUZZ_INFERENCE=all ...   # links guessed by schemathesis too
+    CRM_FUZZ_METHODS=DELETE CRM_FUZZ_POOL=off ...         # ids generated, not reused
+
+Reusing the ids earlier answers gave (schemathesis' resource pool, the default) leaves an
+operation taking only an id (DELETE) about 15 distinct examples: generate them instead for
+a few hundred. CRM_FUZZ_MAX_TIME is a budget schemathesis spends: it repeats the fuzzing
+and stateful phases until it is used up (unset: one pass, bounded by CRM_FUZZ_TIMEOUT).
 
 It writes its reports (JUnit, NDJSON) under .logs/tests/fuzz-<stack prefix>/."""
 import os
@@ -157,8 +164,21 @@ def test_api_passes_every_schemathesis_check(fuzz_stack, fuzz_admin):
         command += ["--max-time", os.environ["CRM_FUZZ_MAX_TIME"]]
     if os.environ.get("CRM_FUZZ_PATHS"):  # a regex: re-check only the operations just fixed
         command += ["--include-path-regex", os.environ["CRM_FUZZ_PATHS"]]
+    if os.environ.get("CRM_FUZZ_METHODS"):  # a regex too, e.g. DELETE with CRM_FUZZ_POOL=off
+        command += ["--include-method-regex", os.environ["CRM_FUZZ_METHODS"]]
     if os.environ.get("CRM_FUZZ_PHASES"):
         command[command.index("--phases") + 1] = os.environ["CRM_FUZZ_PHASES"]
+    # the stateful phase follows the document's own links (gateway/openapi.py add_links) and
+    # Location headers; CRM_FUZZ_INFERENCE=all adds schemathesis' dependency analysis, whose
+    # ~4,000 guessed links no run of a few hundred scenarios covers
+    config = os.path.join(report_dir, "schemathesis.toml")
+    algorithms = ('"location-headers", "dependency-analysis"'
+                  if os.environ.get("CRM_FUZZ_INFERENCE") == "all" else '"location-headers"')
+    with open(config, "w") as handle:
+        handle.write(f"[phases.stateful.inference]\nalgorithms = [{algorithms}]\n")
+        if os.environ.get("CRM_FUZZ_POOL") == "off":  # ids only generated, none from answers
+            handle.write("[phases.fuzzing.extra-data-sources]\nresponses = false\n")
+    command[1:1] = ["--config-file", config]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks",
            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}

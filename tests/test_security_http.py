@@ -675,6 +675,18 @@ def test_blank_lost_reasons_and_lead_sources_are_422(api):
     assert api.get("/deal-settings").json() == before
 
 
+def test_blank_names_and_stored_keys_with_nul_are_422(api, unique):
+    """Found by the fuzz job: a lead source named by a control character that strip()
+    removes, and a form field name holding NUL (a key BSON cannot store: was a 500)."""
+    assert api.post("/lead-sources", json={"name": "\x1e"}).status_code == 422
+    answer = api.post("/forms", json={"name": f"Form {unique}", "fields": {"a\x00": "phone"}})
+    assert answer.status_code == 422, answer.text[:300]
+    assert "NUL" in str(answer.json()["error"]["details"])
+    spec = api.get("/api/v1/openapi.json").json()
+    assert spec["components"]["schemas"]["LeadFormIn"]["properties"]["fields"][
+        "propertyNames"]["pattern"] == "^[^\\x00]*$"
+
+
 def test_csv_export_guards_leading_whitespace_and_newline_formulas(api, unique):
     tag = f"guard{unique}"
     made = api.post("/contacts", json={"first_name": "\n=1+1", "last_name": " =cmd|'/c calc'!A1",
@@ -757,3 +769,21 @@ def test_error_messages_say_what_is_wrong(api):
     negative = api.post("/deals", json={"title": "Neg", "amount": -1, "currency": "EUR",
                                         "pipeline_id": pipelines[0]["id"]})
     assert negative.status_code == 422
+
+
+def test_idempotency_fingerprint_takes_multipart_parts_without_a_name():
+    """Found by the fuzz job: a multipart part with no name (werkzeug gives it None) made
+    the Idempotency-Key fingerprint's sort fail, a 500 on POST /files and /imports."""
+    from flask import Flask
+    from gateway import idempotency
+    body = (b"--XX\r\nContent-Disposition: form-data\r\n\r\nnull\r\n"
+            b"--XX\r\nContent-Disposition: form-data; name=\"y\"\r\n\r\nv\r\n"
+            b"--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n\r\nx\r\n"
+            b"--XX\r\nContent-Disposition: form-data; filename=\"b.csv\"\r\n\r\nx\r\n--XX--\r\n")
+    prints = set()
+    for _ in range(2):
+        with Flask("fingerprint").test_request_context(
+                "/api/v1/files", method="POST", data=body,
+                content_type="multipart/form-data; boundary=XX"):
+            prints.add(idempotency._fingerprint())
+    assert len(prints) == 1

@@ -57,7 +57,8 @@ def get_key(key_id, body, params):
     return dump_key(doc)
 
 
-@api.route("/api-keys/{key_id}", "DELETE", "Revoke an API key (admin): it stops working at once",
+@api.route("/api-keys/{key_id}", "DELETE", "Revoke an API key (admin): it stops working at once "
+           "and stays readable, with its revoked_at, for the audit trail",
            TAG, response=ApiKeyOut, errors=(404, 503), permission="api-keys:manage")
 def revoke_key(key_id, body, params):
     store = auth.current().store

@@ -59,13 +59,13 @@ def deal_history(deal_id, body, params):
 
 
 @api.route("/deal-settings", "GET", "The configurable lead sources and lost reasons", TAG,
-           response=s.DealSettings, permission="deal-settings:read")
+           response=s.DealSettingsOut, permission="deal-settings:read")
 def get_deal_settings(body, params):
     return call("deals", "get_settings")
 
 
 @api.route("/deal-settings", "PATCH", "Replace the lead sources and/or lost reasons (manager, admin)",
-           TAG, body=s.DealSettings, partial=True, response=s.DealSettings,
+           TAG, body=s.DealSettings, partial=True, response=s.DealSettingsOut,
            errors=(400, 403, 413, 415, 422, 503, 504), permission="deal-settings:write")
 def update_deal_settings(body, params):
     return call("deals", "update_settings", body)

@@ -28,7 +28,8 @@ IMPORT_OPTION_PARTS = {
     "dry_run": {"type": "string", "enum": ["true", "false"]},
     # an object part is sent as JSON text (OpenAPI's default for multipart), as the
     # server reads it
-    "mapping": {"type": "object", "maxProperties": 500, "propertyNames": {"maxLength": 200},
+    "mapping": {"type": "object", "maxProperties": 500,
+                "propertyNames": {"maxLength": 200, "pattern": r"^[^\x00]*$"},
                 "additionalProperties": {"type": "string", "maxLength": 80, "pattern": (
                     r"^(first_name|last_name|full_name|email|phone|company|position|tags"
                     r"|owner_email|owner_id|source|status|birthday|do_not_contact|custom|ignore"
@@ -45,7 +46,11 @@ IMPORT_OPTION_PARTS = {
                # the options may also come as parts; any other part is refused (422)
                "type": "object", "required": ["file"], "additionalProperties": False,
                "properties": {"file": {"type": "string", "format": "binary"},
-                              **IMPORT_OPTION_PARTS}}}}}, permission="imports:write")
+                              **IMPORT_OPTION_PARTS}}}},
+                  # ... or as query parameters: `mapping` is JSON text there too
+                  "query_content": {"mapping": {"application/json": {
+                      "schema": IMPORT_OPTION_PARTS["mapping"]}}}},
+           permission="imports:write")
 def start_import(body, params):
     if request.mimetype != "multipart/form-data":
         raise UnsupportedMediaType("Send the file as multipart/form-data with a `file` part",

@@ -84,7 +84,7 @@ export interface paths {
         get: operations["get_api_keys_get_key"];
         put?: never;
         post?: never;
-        /** Revoke an API key (admin): it stops working at once */
+        /** Revoke an API key (admin): it stops working at once and stays readable, with its revoked_at, for the audit trail */
         delete: operations["delete_api_keys_revoke_key"];
         options?: never;
         head?: never;
@@ -3962,12 +3962,9 @@ export interface components {
             source?: string | null;
             summary?: string | null;
         };
-        DealSettings: {
-            /**
-             * @description currency of deals the service opens itself (inbound leads); default EUR
-             * @enum {string}
-             */
-            default_currency?: "AED" | "AFN" | "ALL" | "AMD" | "ANG" | "AOA" | "ARS" | "AUD" | "AWG" | "AZN" | "BAM" | "BBD" | "BDT" | "BGN" | "BHD" | "BIF" | "BMD" | "BND" | "BOB" | "BOV" | "BRL" | "BSD" | "BTN" | "BWP" | "BYN" | "BZD" | "CAD" | "CDF" | "CHE" | "CHF" | "CHW" | "CLF" | "CLP" | "CNY" | "COP" | "COU" | "CRC" | "CUC" | "CUP" | "CVE" | "CZK" | "DJF" | "DKK" | "DOP" | "DZD" | "EGP" | "ERN" | "ETB" | "EUR" | "FJD" | "FKP" | "GBP" | "GEL" | "GHS" | "GIP" | "GMD" | "GNF" | "GTQ" | "GYD" | "HKD" | "HNL" | "HTG" | "HUF" | "IDR" | "ILS" | "INR" | "IQD" | "IRR" | "ISK" | "JMD" | "JOD" | "JPY" | "KES" | "KGS" | "KHR" | "KMF" | "KPW" | "KRW" | "KWD" | "KYD" | "KZT" | "LAK" | "LBP" | "LKR" | "LRD" | "LSL" | "LYD" | "MAD" | "MDL" | "MGA" | "MKD" | "MMK" | "MNT" | "MOP" | "MRU" | "MUR" | "MVR" | "MWK" | "MXN" | "MXV" | "MYR" | "MZN" | "NAD" | "NGN" | "NIO" | "NOK" | "NPR" | "NZD" | "OMR" | "PAB" | "PEN" | "PGK" | "PHP" | "PKR" | "PLN" | "PYG" | "QAR" | "RON" | "RSD" | "RUB" | "RWF" | "SAR" | "SBD" | "SCR" | "SDG" | "SEK" | "SGD" | "SHP" | "SLE" | "SLL" | "SOS" | "SRD" | "SSP" | "STN" | "SVC" | "SYP" | "SZL" | "THB" | "TJS" | "TMT" | "TND" | "TOP" | "TRY" | "TTD" | "TWD" | "TZS" | "UAH" | "UGX" | "USD" | "USN" | "UYI" | "UYU" | "UYW" | "UZS" | "VED" | "VES" | "VND" | "VUV" | "WST" | "XAF" | "XCD" | "XCG" | "XOF" | "XPF" | "YER" | "ZAR" | "ZMW" | "ZWG" | "ZWL";
+        DealSettingsOut: {
+            default_currency?: string;
+            /** @description the active sources of /lead-sources: empty once every one is archived */
             lead_sources?: string[];
             lost_reasons?: string[];
         };
@@ -14500,7 +14497,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["DealSettings"];
+                    "application/json": components["schemas"]["DealSettingsOut"];
                 };
             };
             /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
@@ -14610,7 +14607,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["DealSettings"];
+                    "application/json": components["schemas"]["DealSettingsOut"];
                 };
             };
             /** @description Bad request (malformed JSON, invalid cursor, request line too long: code uri_too_long) */
