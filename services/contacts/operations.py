@@ -266,14 +266,9 @@ class Contacts:
         return {"items": items, "next_cursor": next_cursor}
 
     def record_foreign_event(self, event):
-        """An event of another service on the timeline of the contact it names."""
-        found = foreign_entry(event)
-        if found is None:
-            return
-        entry, contacted_at = found
-        self.store.add_timeline(entry)
-        if contacted_at:
-            self.store.touch_contacted(entry["contact_id"], contacted_at)
+        """An event of another service on the timeline of the contact it names: a group of
+        one (record_foreign_events), so both paths store and touch alike."""
+        self.record_foreign_events([foreign_entry(event)])
 
     def record_foreign_events(self, found):
         """A group commit's events (foreign_entry of each, None for one naming no contact):

@@ -263,14 +263,10 @@ class ContactsStore(BaseStore):
             {"$set": {"owner_id": owner_id, "updated_at": when}, "$inc": {"version": 1}},
             projection=READ)
 
-    def touch_contacted(self, contact_id, when):
-        """last_contacted_at only moves forward, whatever order events arrive in ($max: a
-        date is above null in BSON order; an $or condition here made SecantusDB scan the
-        collection)."""
-        self.contacts.update_one({"_id": contact_id}, {"$max": {"last_contacted_at": when}})
-
     def touch_contacted_many(self, touched):
-        """{contact id: time}: touch_contacted of each in one bulk write."""
+        """{contact id: time} in one bulk write. last_contacted_at only moves forward,
+        whatever order events arrive in ($max: a date is above null in BSON order; an $or
+        condition here made SecantusDB scan the collection)."""
         if touched:
             self.contacts.bulk_write([UpdateOne({"_id": cid}, {"$max": {"last_contacted_at": when}})
                                       for cid, when in touched.items()], ordered=False)
