@@ -172,6 +172,14 @@ class ConversationsStore(BaseStore):
     def channels_of_cached(self, kind):
         return self.cached("channels", kind, lambda: self.channels_of(kind))
 
+    def mailboxes_of_cached(self, owner_id):
+        """A person's mailboxes (a first mail to a client, as a campaign's every one, is
+        sent from its sender's, else its owner's, else a shared one: up to three finds)."""
+        return self.cached("mailboxes", ("owner", owner_id), lambda: self.mailboxes_of(owner_id))
+
+    def shared_mailboxes_cached(self):
+        return self.cached("mailboxes", "shared", self.shared_mailboxes)
+
     def page(self, collection, query, sort_field, direction, limit, cursor):
         return page(getattr(self, collection), query, sort_field, direction, limit, cursor)
 
