@@ -88,7 +88,6 @@ class Sender:
         meanwhile goes on the same connections, by larger claims."""
         done = 0
         idle_since = None
-        recording = None
         try:
             while done < limit:
                 lease = utcnow() + timedelta(seconds=self.settings.send_lease_s)
@@ -105,30 +104,16 @@ class Sender:
                     continue
                 idle_since = None
                 began = time.monotonic()
-                outcomes = self.send_all(claimed)
+                self.deliver_all(claimed)
                 if self.rate is not None:
                     self.rate(len(claimed), time.monotonic() - began)
                 done += len(claimed)
-                # the list is recorded while the next one is sent; one at a time, in order
-                # (the previous one's conversations changed before this one's are read)
-                recording, previous = None, recording
-                if previous is not None:
-                    try:
-                        previous.wait()
-                    except Exception:
-                        self.record(outcomes)  # not left unrecorded behind the failure
-                        raise
-                recording = eventlet.spawn(self.record, outcomes)
         finally:
-            try:
-                if recording is not None:
-                    recording.wait()
-            finally:
-                for conn in self._imap.values():
-                    mail.close(conn)
-                for client in self._smtp.values():
-                    mail.smtp_close(client)
-                self._imap, self._smtp, self._mailboxes, self._channels = {}, {}, {}, {}
+            for conn in self._imap.values():
+                mail.close(conn)
+            for client in self._smtp.values():
+                mail.smtp_close(client)
+            self._imap, self._smtp, self._mailboxes, self._channels = {}, {}, {}, {}
         return done
 
     def _claimed_at_queuing(self, most=CLAIM):
@@ -149,10 +134,6 @@ class Sender:
     def deliver_all(self, msgs):
         """Each mailbox's (or channel's) messages in up to `send_concurrency` lanes, one
         connection each; the sent ones marked together."""
-        self.record(self.send_all(msgs))
-
-    def send_all(self, msgs):
-        """`msgs` sent in lanes -> [(message, external id or the exception)]."""
         groups = {}
         for msg in msgs:
             groups.setdefault(msg.get("mailbox_id") or msg.get("channel_id"), []).append(msg)
@@ -166,11 +147,6 @@ class Sender:
         for lane in lanes:
             pool.spawn_n(self._lane, lane, outcomes)
         pool.waitall()
-        return outcomes
-
-    def record(self, outcomes):
-        """The sent ones marked together (a transaction per claim), the others retried or
-        failed."""
         sent = [(msg, external) for msg, external in outcomes if not isinstance(external,
                                                                                  Exception)]
         for start in range(0, len(sent), CLAIM):  # one transaction per claim
