@@ -148,12 +148,21 @@ def outbound(platform, api, sink, args):
         me = api.get("/users/me").json()["id"]
         n = args.outbound
 
+        seen = {"email": [0, []], "telegram": [0, []]}
+
         def received(channel):
+            """What the receivers got so far, read once each (the bench polls it every
+            50 ms: reading all of it again, the e-mails' headers parsed each time, took
+            6 ms of CPU per message from the 2 cores the stack runs on)."""
+            done, got = seen[channel]
             if channel == "email":
-                got = [m["message"]["Subject"] for m in sink.messages
-                       if m["message"]["Subject"].startswith("Bench ")]
+                new = sink.messages[done:]
+                got += [s for s in (m["message"]["Subject"] for m in new)
+                        if s.startswith("Bench ")]
             else:
-                got = [json.loads(r["body"])["text"] for r in recorder.to(bot_path)]
+                new = recorder.requests[done:]
+                got += [json.loads(r["body"])["text"] for r in new if r["path"] == bot_path]
+            seen[channel][0] = done + len(new)
             return got
 
         for channel in ("email", "telegram"):

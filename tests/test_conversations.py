@@ -18,6 +18,7 @@ from crm_common import config
 from crm_common.config import load_settings
 from contracts.telephony_webhooks import twilio_signature
 from crm_common.timeutil import utcnow
+from services.conversations import mail as mail_module
 from services.conversations.sender import Sender
 from services.conversations.store import ConversationsStore
 from tests.fake_receivers import HttpRecorder
@@ -632,6 +633,45 @@ def test_kill_mid_send_sends_exactly_once(stack, api, mail, shared_mailbox, uniq
     sent = [m for m in dovecot.messages(SALES, "Sent") if m["Message-ID"] == message_id]
     assert len(sent) == 1
 
+
+
+def test_a_burst_of_mails_goes_out_once_each_with_one_copy_each_in_sent(stack, api, mail,
+                                                                       shared_mailbox,
+                                                                       unique):
+    """Sent at once, the mails share each lane's connections and its Sent copies are
+    APPENDed together (MULTIAPPEND): every mail delivered once and copied once."""
+    dovecot, relay = mail
+    contact = (api.get("/contacts/lookup", params={"email": CLIENT2}).json()["items"] or [
+        api.post("/contacts", json={"first_name": "Burst", "emails": [CLIENT2]}).json()])[0]
+    subjects = [f"Burst {unique} {i}" for i in range(12)]
+    sent = [stack.rpc.call("conversations", "send_to_contact", contact["id"], "email",
+                           f"body {i}\nline two", subject=subject,
+                           idempotency_key=f"burst-{unique}-{i}")
+            for i, subject in enumerate(subjects)]
+    ids = {m["message_id"] for m in sent}
+
+    def copies(login, folder="INBOX"):
+        return [m["Message-ID"] for m in dovecot.messages(login, folder)
+                if m["Message-ID"] in ids]
+    assert wait(lambda: len(copies(SALES, "Sent")) >= len(ids))
+    time.sleep(1)
+    assert sorted(copies(SALES, "Sent")) == sorted(ids)
+    assert sorted(copies(CLIENT2)) == sorted(ids)
+    conn = mail_module.imap_connect({"host": "127.0.0.1", "port": dovecot.port,
+                                     "security": "starttls", "username": SALES,
+                                     "verify_tls": False}, "sales-pw", 10)
+    try:  # one command for several, bare LF made CRLF; the server offers both extensions
+        assert mail_module._offers(conn, "MULTIAPPEND", "LITERAL+")
+        mail_module.append_many(conn, "Sent", [
+            raw_mail(CLIENT, SALES, "copy", f"copy {i}", f"<many-{i}-{unique}@crm.test>"
+                     ).replace(b"\r\n", b"\n") for i in range(3)])
+    finally:
+        mail_module.close(conn)
+    many = [m for m in dovecot.messages(SALES, "Sent") if f"-{unique}@crm.test" in
+            (m["Message-ID"] or "") and m["Message-ID"].startswith("<many-")]
+    assert sorted(m["Message-ID"] for m in many) == sorted(
+        f"<many-{i}-{unique}@crm.test>" for i in range(3))
+    assert all(m.get_body(("plain",)).get_content().strip().startswith("copy") for m in many)
 
 
 def test_a_send_cut_in_its_window_is_never_repeated(stack, api, mail, shared_mailbox, unique,

@@ -138,7 +138,7 @@ def test_a_send_run_begins_only_messages_with_lease_left():
     handed.append(ending)
     assert sender._claimed_at_queuing() == [old, fresh] and handed == []
     begun = []
-    sender._send_telegram = lambda msg, lane: begun.append(msg["_id"]) or "x"
+    sender._send_telegram = lambda msg, lane, copies=None: begun.append(msg["_id"]) or "x"
     outcomes = []
     sender._lane(("ch", 0, [fresh, ending, old]), outcomes)
     assert begun == ["m1", "m2"] and [m["_id"] for m, _ in outcomes] == ["m1", "m2"]

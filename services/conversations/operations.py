@@ -1077,11 +1077,11 @@ class Conversations:
                 if mailbox:
                     break
         if mailbox is None:  # the sender's own, else the contact's owner's, else a shared one
-            for find in (lambda: self.store.mailboxes_of(msg["sender_user_id"])
+            for find in (lambda: self.store.mailboxes_of_cached(msg["sender_user_id"])
                          if msg["sender_user_id"] else [],
-                         lambda: self.store.mailboxes_of(contact["owner_id"])
+                         lambda: self.store.mailboxes_of_cached(contact["owner_id"])
                          if (contact or {}).get("owner_id") else [],
-                         self.store.shared_mailboxes):
+                         self.store.shared_mailboxes_cached):
                 mailbox = (find() or [None])[0]
                 if mailbox is not None:
                     break

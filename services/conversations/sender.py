@@ -30,6 +30,7 @@ import eventlet
 import requests
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
+from crm_common.group_commit import GroupCommit
 from crm_common.ids import new_id
 from crm_common.timeutil import as_utc, to_iso, utcnow
 from services.conversations import mail
@@ -70,6 +71,10 @@ class Sender:
         # -> messages claimed as they were queued by this process (Workers.take_claimed)
         self.claimed = claimed
         self.rate = rate  # told (messages, seconds) of each list sent (Workers.note_rate)
+        # the lanes' marks written together: a lane's mark is stored before it goes on,
+        # the marks of the lanes that wait meanwhile in the next command (one command for
+        # most of a run's lanes, where each mark was one)
+        self._marks = GroupCommit(self._write_marks)
         # per run: connections by (mailbox, lane), so a burst logs in once per lane
         self._imap, self._smtp, self._mailboxes, self._channels = {}, {}, {}, {}
 
@@ -151,6 +156,7 @@ class Sender:
                 self._outcome_failed(msg, exc)
 
     def _lane(self, lane, outcomes):
+        copies = []  # (mailbox, message, raw): the lane's Sent copies, made at its end
         for msg in lane[2]:
             if self._lease_ending(msg):
                 # another sender may claim it any moment and would find no mark of it:
@@ -158,9 +164,12 @@ class Sender:
                 log.warning("message %s not begun: its lease is ending", msg["_id"])
                 continue
             try:
-                outcomes.append((msg, getattr(self, "_send_" + msg["channel"])(msg, lane[:2])))
+                outcomes.append((msg, getattr(self, "_send_" + msg["channel"])(
+                    msg, lane[:2], copies)))
             except Exception as exc:  # noqa: BLE001 - each message's outcome is recorded
                 outcomes.append((msg, exc))
+        if copies:
+            self._copies_to_sent(copies, lane[:2])
 
     def _lease_ending(self, msg):
         due = msg.get("send_due_at")  # a claimed message's lease
@@ -180,6 +189,14 @@ class Sender:
         else:  # where it broke is unknown: its marks stay (checked before sending again)
             log.error("sending %s failed", msg["_id"], exc_info=exc)
             self._failed(msg, f"{type(exc).__name__}: {exc}", known=False)
+
+    def mark(self, message_id, sets, first=False):
+        """A message's mark (store.mark_message), stored when this returns."""
+        self._marks.submit((message_id, sets, first))
+
+    def _write_marks(self, marks):
+        self.store.mark_messages(marks)
+        return [None] * len(marks)
 
     def _mark_sent(self, sent):
         now = utcnow()
@@ -239,7 +256,9 @@ class Sender:
             self._mailboxes[mailbox_id] = self.store.get("mailboxes", mailbox_id)
         return self._mailboxes[mailbox_id]
 
-    def _send_email(self, msg, lane):
+    def _send_email(self, msg, lane, copies=None):
+        """`copies`: the lane's list its Sent copy joins (made after the lane's last
+        message, one command); None: made now."""
         mailbox = self._mailbox(msg["mailbox_id"])
         if mailbox is None:
             raise Permanent("its mailbox was removed")
@@ -259,10 +278,13 @@ class Sender:
         self._smtp_send(mailbox, lane, built, msg["_id"])
         raw = bytes(built)
         self.failpoint("after_data")
-        self.store.mark_message(msg["_id"], {"smtp_accepted_at": utcnow(), "raw_size": len(raw)})
+        self.mark(msg["_id"], {"smtp_accepted_at": utcnow(), "raw_size": len(raw)})
         self.failpoint("after_smtp")
-        self._copy_to_sent(mailbox, msg, lane, raw)
-        self.failpoint("after_append")
+        if copies is None:
+            self._copy_to_sent(mailbox, msg, lane, raw)
+            self.failpoint("after_append")
+        else:
+            copies.append((mailbox, msg, raw))
         return msg["message_id"]
 
     def _attachments(self, msg):
@@ -289,6 +311,21 @@ class Sender:
         except Exception as exc:  # noqa: BLE001 - sent all the same: the copy is what is missing
             self._drop_imap(lane)
             log.warning("message %s sent; its copy in %s failed: %s", msg["_id"], folder, exc)
+
+    def _copies_to_sent(self, copies, lane):
+        """The Sent copies of a lane's accepted messages (one mailbox), in one APPEND
+        (mail.append_many). They come after the acceptances, as one by one: a sender
+        taking over an accepted message makes its copy if it is missing."""
+        mailbox = copies[0][0]
+        folder = mailbox.get("sent_folder") or "Sent"
+        try:
+            mail.append_many(self._imap_conn(mailbox, lane), folder,
+                             [raw for _, _, raw in copies])
+        except Exception as exc:  # noqa: BLE001 - sent all the same: the copies are missing
+            self._drop_imap(lane)
+            log.warning("messages %s sent; their copies in %s failed: %s",
+                        [msg["_id"] for _, msg, _ in copies], folder, exc)
+        self.failpoint("after_append")
 
     def _in_sent(self, mailbox, msg, lane):
         try:
@@ -317,7 +354,7 @@ class Sender:
         smtp = mailbox["smtp"]
 
         def before_data():
-            self.store.mark_message(message_id, {"smtp_data_at": utcnow()}, first=True)
+            self.mark(message_id, {"smtp_data_at": utcnow()}, first=True)
 
         for attempt in (1, 2):
             client = self._smtp.get(lane)
@@ -356,7 +393,7 @@ class Sender:
         if msg.get("http_started_at"):
             raise mail.Unconfirmed("the service stopped during the call to the provider: "
                                    "the message may have been sent; not sent again")
-        self.store.mark_message(msg["_id"], {"http_started_at": utcnow()}, first=True)
+        self.mark(msg["_id"], {"http_started_at": utcnow()}, first=True)
 
     def _post(self, url, body, headers=None):
         try:
@@ -369,7 +406,7 @@ class Sender:
                 raise Retry(f"unreachable: {exc}")  # no connection: nothing was sent
             raise mail.Unconfirmed(f"the call broke after the request went: {exc}")
 
-    def _send_telegram(self, msg, lane=None):
+    def _send_telegram(self, msg, lane=None, copies=None):
         self._started(msg)
         channel, secrets = self._channel(msg)
         base = (channel.get("api_base") or TELEGRAM_API).rstrip("/")
@@ -385,7 +422,7 @@ class Sender:
             raise Permanent(f"Telegram: {body.get('description') or answer.status_code}")
         return str((body.get("result") or {}).get("message_id") or "")
 
-    def _send_whatsapp(self, msg, lane=None):
+    def _send_whatsapp(self, msg, lane=None, copies=None):
         self._started(msg)
         channel, secrets = self._channel(msg)
         base = (channel.get("api_base") or WHATSAPP_API).rstrip("/")
@@ -413,7 +450,7 @@ class Sender:
                             f"(code {error.get('code')})")
         return ((found.get("messages") or [{}])[0]).get("id")
 
-    def _send_sms(self, msg, lane=None):
+    def _send_sms(self, msg, lane=None, copies=None):
         self._started(msg)
         channel, secrets = self._channel(msg)
         if not channel.get("url"):

@@ -10,7 +10,7 @@ import time
 
 import gridfs
 from pymongo import ASCENDING, DESCENDING, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_common.cursors import page
 from crm_common.mongo import BaseStore, find_in, in_chunks, update_and_get
@@ -171,6 +171,14 @@ class ConversationsStore(BaseStore):
 
     def channels_of_cached(self, kind):
         return self.cached("channels", kind, lambda: self.channels_of(kind))
+
+    def mailboxes_of_cached(self, owner_id):
+        """A person's mailboxes (a first mail to a client, as a campaign's every one, is
+        sent from its sender's, else its owner's, else a shared one: up to three finds)."""
+        return self.cached("mailboxes", ("owner", owner_id), lambda: self.mailboxes_of(owner_id))
+
+    def shared_mailboxes_cached(self):
+        return self.cached("mailboxes", "shared", self.shared_mailboxes)
 
     def page(self, collection, query, sort_field, direction, limit, cursor):
         return page(getattr(self, collection), query, sort_field, direction, limit, cursor)
@@ -397,13 +405,26 @@ class ConversationsStore(BaseStore):
         every index entry a write rewrites. `first`: the attempt's first mark, inserted
         (an upsert is a read and an insert on SecantusDB); one kept from an earlier attempt
         is updated."""
-        if first:
+        self.mark_messages([(message_id, sets, first)])
+
+    def mark_messages(self, marks):
+        """Marks of several messages (a sender's lanes at once: sender.Sender.mark), the
+        first ones in one insert, the others in one update command; a first one whose
+        message kept a mark from an earlier attempt is updated after."""
+        again = [(mid, sets) for mid, sets, first in marks if not first]
+        firsts = [(mid, sets) for mid, sets, first in marks if first]
+        if firsts:
             try:
-                self.send_marks.insert_one({"_id": message_id, **sets})
-                return
-            except DuplicateKeyError:
-                pass
-        self.send_marks.update_one({"_id": message_id}, {"$set": sets}, upsert=True)
+                self.send_marks.insert_many([{"_id": mid, **sets} for mid, sets in firsts],
+                                            ordered=False)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors") or []
+                if any(e.get("code") != 11000 for e in errors):
+                    raise
+                again += [firsts[e["index"]] for e in errors]
+        if again:
+            self.send_marks.bulk_write([UpdateOne({"_id": mid}, {"$set": sets}, upsert=True)
+                                        for mid, sets in again], ordered=False)
 
     def with_marks(self, docs):
         """Messages claimed again (by a sender taking over, or a retry) with their marks."""
