@@ -5,7 +5,6 @@ its rules announce. Its source queues are bound to what the rules name with
 crm_common/messaging/bindings.py."""
 import copy
 
-
 from crm_common.messaging.rpc import ServiceRpc
 
 # context key carried by our RPC calls, the writes they cause and the events those writes

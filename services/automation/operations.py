@@ -318,10 +318,6 @@ class Automation:
 
     # --- events ---------------------------------------------------------------------------
 
-    def on_event(self, event, depth):
-        """One event alone: `take_in([event])`, then `fire`."""
-        return self.fire(event, depth, self.take_in([event]))
-
     def take_in(self, events):
         """Keeps what rules need of a batch of events in one write (each event for dry runs,
         the records' newest copies, see `flush_intake`) -> what `fire` needs of it: the rule
