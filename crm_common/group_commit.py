@@ -7,6 +7,8 @@ writes are stored, so its message is acked after them (at-least-once kept).
 `flush(items)` -> one result per item; an exception fails every item of its flush."""
 import threading
 
+from nameko.extensions import DependencyProvider
+
 
 class GroupCommit:
     def __init__(self, flush):
@@ -46,3 +48,24 @@ class GroupCommit:
                     slot["error"] = exc
             for _, slot in batch:
                 slot["done"].set()
+
+
+class GroupCommitIntake(DependencyProvider):
+    """A container's group commit as a nameko dependency: `submit(item, flush)` from any
+    worker; the first `flush` given is kept (every worker gives one that does the same,
+    e.g. a method of the shared store's domain object). Used by contacts' gathered timeline
+    entries and automation's event intake."""
+
+    def setup(self):
+        self.commit = None
+        self.lock = threading.Lock()
+
+    def get_dependency(self, worker_ctx):
+        return self
+
+    def submit(self, item, flush):
+        if self.commit is None:
+            with self.lock:
+                if self.commit is None:
+                    self.commit = GroupCommit(flush)
+        return self.commit.submit(item)

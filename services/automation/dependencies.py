@@ -1,10 +1,10 @@
 """The automation service's nameko dependencies beyond the common ones (store, caller,
-outbox): calls to other services made in a rule's name and the cause chain of the event
-being handled. Its source queues are bound to what the rules name with
+outbox): calls to other services made in a rule's name; and of each event of a batch
+(crm_common.messaging.batches) its place in the cause chain and its context for the events
+its rules announce. Its source queues are bound to what the rules name with
 crm_common/messaging/bindings.py."""
-from nameko.extensions import DependencyProvider
+import copy
 
-from crm_common.group_commit import GroupCommit
 from crm_common.messaging.rpc import ServiceRpc
 
 # context key carried by our RPC calls, the writes they cause and the events those writes
@@ -21,28 +21,20 @@ class CauseRpc(ServiceRpc):
         return lambda context, timeout=None: self.pool.proxy(self.service, context, timeout)
 
 
-class CauseDepth(DependencyProvider):
-    """How deep in an automation cause chain the current event is (0: a person or an
-    outside system caused it)."""
-
-    def get_dependency(self, worker_ctx):
-        try:
-            return max(int(worker_ctx.context_data.get(DEPTH_KEY) or 0), 0)
-        except (TypeError, ValueError):
-            return 0
+def depth_of(context):
+    """How deep in an automation cause chain an event is, from the context its message
+    carried (0: a person or an outside system caused it)."""
+    try:
+        return max(int((context or {}).get(DEPTH_KEY) or 0), 0)
+    except (TypeError, ValueError):
+        return 0
 
 
-class EventIntake(DependencyProvider):
-    """This container's group commit of what events leave behind (see
-    operations.Automation.flush_intake)."""
-
-    def setup(self):
-        self.commit = None
-
-    def get_dependency(self, worker_ctx):
-        return self
-
-    def bind_flush(self, flush):
-        if self.commit is None:
-            self.commit = GroupCommit(flush)
-        return self.commit
+def dispatch_for(dispatch, context):
+    """The worker's `dispatch` (crm_common.messaging.outbox) carrying one event's context
+    (what a worker of that event alone would have had: its request id, its caller) instead
+    of the batch worker's, for the events its rules announce."""
+    own = copy.copy(dispatch)
+    own.headers = {f"nameko.{k}": v for k, v in (context or {}).items()
+                   if v is not None and isinstance(v, (str, int, float, bool, list))}
+    return own

@@ -113,7 +113,7 @@ def flush_intake(store, settings, items):
     carried it) and the contacts' touches. Reads the rules version once for the batch, so
     a rule saved before the events were handled applies to them. Then, in one query, the
     copies of the related records (a deal's contact) that the events meeting a rule do not
-    carry, for their contexts. -> (the rule cache, {record key: copy}) per item."""
+    carry, for their contexts. -> (the rule cache, {record key: copy})."""
     cache = CACHE.get(store)
     events = [i["event"] for i in items
               if cache.keeps(i["event"]["type_key"], settings.keep_events_of)]
@@ -136,11 +136,11 @@ def flush_intake(store, settings, items):
         if cache.rules_for(item["event"]["type_key"], data):
             wanted.update(related_keys(data))
     related = store.get_records(sorted(wanted)) if wanted else {}
-    return [(cache, related)] * len(items)
+    return cache, related
 
 
 def kept_batch(events, now):
-    """The events of one group commit kept for dry runs as ONE document (an insert per
+    """The events of one batch kept for dry runs as ONE document (an insert per
     event was most of the database's cost per event): the events, their types and the
     latest time among them, which a dry run's query goes by (`store.events_since`)."""
     if not events:
@@ -318,22 +318,35 @@ class Automation:
 
     # --- events ---------------------------------------------------------------------------
 
-    def on_event(self, event, depth, intake=None):
-        """Keeps what rules need (the event for dry runs, the records' newest copies: one
-        group-committed write for the events handled at once, see `flush_intake`), then
-        runs every enabled rule triggered by it."""
+    def take_in(self, events):
+        """Keeps what rules need of a batch of events in one write (each event for dry runs,
+        the records' newest copies, see `flush_intake`) -> what `fire` needs of it: the rule
+        cache and the related records' copies."""
+        items = []
+        for event in events:
+            data = event["data"]
+            occurred = parse_iso(event["occurred_at"])
+            items.append({"event": {"_id": event["event_id"],
+                                    "type_key": f"{event['source']}.{event['type']}",
+                                    "occurred_at": occurred, "data": data},
+                          "records": self._records_of(event, data, occurred)})
+        return flush_intake(self.store, self.settings, items)
+
+    @staticmethod
+    def triggered(event, taken):
+        """The enabled rules this event (taken in: `take_in`) triggers."""
+        cache, _ = taken
+        return cache.rules_for(f"{event['source']}.{event['type']}", event["data"])
+
+    def fire(self, event, depth, taken, rules=None):
+        """Runs every enabled rule triggered by the event (taken in already: `take_in`)."""
         data = event["data"]
-        type_key = f"{event['source']}.{event['type']}"
+        rules = self.triggered(event, taken) if rules is None else rules
+        if not rules:
+            return 0
         occurred = parse_iso(event["occurred_at"])
-        item = {"event": {"_id": event["event_id"], "type_key": type_key,
-                          "occurred_at": occurred, "data": data},
-                "records": self._records_of(event, data, occurred)}
-        flush = lambda items: flush_intake(self.store, self.settings, items)  # noqa: E731
-        cache, related = (intake.bind_flush(flush).submit(item) if intake is not None
-                          else flush([item])[0])
+        ctx = self._context(data, taken[1])
         fired = 0
-        rules = cache.rules_for(type_key, data)
-        ctx = self._context(data, related) if rules else None
         for rule in rules:
             kind, record_id = engine.subject_of(data, engine.record_kind_of_trigger(rule["trigger"]))
             fired += self.occur(rule, ctx, kind, record_id, event["event_id"], depth, occurred)

@@ -12,13 +12,14 @@ from crm_common.errors import EXPECTED, Timeout, Unavailable
 from crm_common.health import HealthEntrypoints
 from crm_common.messaging.events import reliable_handler
 from crm_common.messaging.outbox import OutboxDispatcher
-from crm_common.messaging.bindings import DemandBindings, demand_bound_handler
+from crm_common.messaging.batches import demand_bound_batch_handler
+from crm_common.messaging.bindings import DemandBindings
 from crm_common.messaging.rpc import rpc
 from crm_common.mongo import MongoStore
 from services.automation.actions import Actions
 from services.automation.campaigns import Campaigns
 from services.automation.engine import NOT_TRIGGERS, leaves_copies
-from services.automation.dependencies import CauseDepth, CauseRpc, EventIntake
+from services.automation.dependencies import CauseRpc, depth_of, dispatch_for
 from services.automation.operations import Automation
 from services.automation.store import AutomationStore
 from services.automation.task_rules import TaskRules
@@ -39,12 +40,18 @@ def _always_of(source):
 
 
 def _source_handler(source):
-    @demand_bound_handler(source, _events_of(source), _always_of(source))
-    def handle(self, event):
-        self.automation.on_event(event, self.depth, self.intake)
+    @demand_bound_batch_handler(source, _events_of(source), _always_of(source))
+    def handle(self, batch):
+        taken = self.automation.take_in([delivery.event for delivery in batch])
+        for delivery in batch:
+            rules = Automation.triggered(delivery.event, taken)
+            if rules:
+                self.automation_with(dispatch_for(self.dispatch, delivery.context)).fire(
+                    delivery.event, depth_of(delivery.context), taken, rules)
 
     handle.__name__ = f"on_{source}_events"
-    handle.__doc__ = "Every event of this source: kept for dry runs, and the rules it triggers run."
+    handle.__doc__ = ("Every event of this source, in batches (crm_common.messaging.batches): "
+                      "kept for dry runs, and the rules it triggers run.")
     return handle
 
 
@@ -55,8 +62,6 @@ class AutomationService(HealthEntrypoints, ClockEntrypoints):
     store = MongoStore(AutomationStore)
     caller = CallerContext()
     dispatch = OutboxDispatcher()
-    depth = CauseDepth()
-    intake = EventIntake()
     # a call, message or note event no rule names is not routed here at all (each cost
     # ~2 ms of CPU and the rules version read)
     bindings = DemandBindings(lambda store: store.rule_event_types())
@@ -73,10 +78,13 @@ class AutomationService(HealthEntrypoints, ClockEntrypoints):
 
     @property
     def automation(self):
+        return self.automation_with(self.dispatch)
+
+    def automation_with(self, dispatch):
         rpcs = {"tasks": self.tasks_rpc, "deals": self.deals_rpc, "contacts": self.contacts_rpc,
                 "conversations": self.conversations_rpc, "invoices": self.invoices_rpc}
-        actions = Actions(rpcs, self.store, CONFIG, self.clock, self.dispatch)
-        return Automation(self.store, self.caller, self.clock, CONFIG, actions, self.dispatch)
+        actions = Actions(rpcs, self.store, CONFIG, self.clock, dispatch)
+        return Automation(self.store, self.caller, self.clock, CONFIG, actions, dispatch)
 
     @property
     def campaigns(self):

@@ -9,7 +9,7 @@ import eventlet
 from nameko.extensions import DependencyProvider
 from nameko.timer import Timer
 
-from crm_common.group_commit import GroupCommit
+from crm_common.group_commit import GroupCommitIntake
 
 
 class CapturePool(DependencyProvider):
@@ -110,18 +110,6 @@ class JobTimer(Timer):
 job_timer = JobTimer.decorator
 
 
-class TimelineIntake(DependencyProvider):
+class TimelineIntake(GroupCommitIntake):
     """This container's group commit of timeline entries (timeline_events.GATHERED):
-    `submit(found, flush)`; the first flush given is kept (any worker's does the same:
-    Contacts.record_foreign_events on the shared store)."""
-
-    def setup(self):
-        self.commit = None
-
-    def get_dependency(self, worker_ctx):
-        return self
-
-    def submit(self, found, flush):
-        if self.commit is None:
-            self.commit = GroupCommit(flush)
-        return self.commit.submit(found)
+    `submit(found, flush)` (Contacts.record_foreign_events on the shared store)."""
