@@ -55,6 +55,10 @@ class PhoneOut(Schema):
 
 
 class ContactIn(Schema):
+    # a valid create for the OpenAPI document (gateway/openapi.py): no email or phone, so
+    # sending it again is no duplicate (409)
+    OPENAPI_EXAMPLES = ({"first_name": "Ada", "last_name": "Lovelace", "position": "Engineer",
+                         "status": "lead", "tags": ["newsletter"]},)
     first_name = fields.String(validate=validate.Length(max=100))
     last_name = fields.String(validate=validate.Length(max=100))
     emails = fields.List(fields.Nested(EmailIn), validate=validate.Length(max=20))

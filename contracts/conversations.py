@@ -235,8 +235,11 @@ class AttachmentIn(Schema):
     filename = fields.String(required=True, validate=validate.Length(1, 255))
     content_type = fields.String(load_default="application/octet-stream",
                                  validate=validate.Length(1, 200))
-    content_base64 = fields.String(required=True, validate=validate.Length(
-        1, MAX_ATTACHMENT_BYTES_API * 4 // 3 + 4))
+    # what base64.b64decode(validate=True) takes: the alphabet, in padded groups of four
+    content_base64 = fields.String(required=True, validate=[
+        validate.Length(1, MAX_ATTACHMENT_BYTES_API * 4 // 3 + 4),
+        validate.Regexp(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+                        error="Not base64.")])
 
 
 class SendIn(Schema):

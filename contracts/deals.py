@@ -54,6 +54,9 @@ class StageIn(Schema):
 
 
 class PipelineIn(Schema):
+    OPENAPI_EXAMPLES = ({"name": "Partners", "stages": [
+        {"name": "New", "kind": "open", "probability": 20, "rotting_days": 30},
+        {"name": "Signed", "kind": "won"}, {"name": "Lost", "kind": "lost"}]},)
     name = fields.String(required=True, validate=validate.Length(1, 100))
     stages = fields.List(fields.Nested(StageIn), required=True, validate=validate.Length(1, 50),
                          metadata={"description": "ordered; on PATCH the full new list"})
@@ -117,6 +120,9 @@ NOT_BLANK = validate.Regexp(rf"^[{WHITESPACE}]*[^{WHITESPACE}]", error="Must not
 
 
 class DealIn(Schema):
+    # in the default pipeline's first open stage; a created contact's id joins it (links)
+    OPENAPI_EXAMPLES = ({"title": "Annual licence", "amount": 1200000, "currency": "EUR",
+                         "expected_close_date": "2026-09-30"},)
     title = fields.String(required=True, validate=validate.Length(1, 200))
     amount = fields.Integer(load_default=0, validate=validate.Range(0, 10**15, error=AMOUNT_RANGE),
                             strict=True, metadata={"description": "minor units (cents)"})
@@ -282,6 +288,9 @@ class DealSettingsOut(Schema):
 
 # targets
 class TargetIn(Schema):
+    # user_id names an existing user (a created user's id replaces it: the document's links)
+    OPENAPI_EXAMPLES = ({"user_id": "6b15947da1b615f0043a58db", "period": "2026-Q3",
+                         "deals_count": 10, "amount": 5000000, "currency": "EUR"},)
     user_id = UserId(validate=ID, metadata={"description": "a person's target (or give team)"})
     team = fields.String(validate=validate.Length(1, 100), metadata={"description": "a team's target"})
     member_ids = fields.List(UserId(validate=ID), validate=validate.Length(max=500),

@@ -29,6 +29,12 @@ class ProfileIn(Schema):
 
 class UserIn(ProfileIn):
     """What an admin sets (PATCH accepts any subset)."""
+    # e-mails and extensions are unique (409): a few, each created once
+    OPENAPI_EXAMPLES = tuple(
+        {"email": f"{name.lower()}@example.com", "name": name, "role": role,
+         "password": "correct horse battery", "team": "Sales", "extension": extension}
+        for name, role, extension in (("Grace", "agent", "2101"), ("Linus", "manager", "2102"),
+                                      ("Radia", "agent", "2103"), ("Barbara", "agent", "2104")))
     email = fields.Email(required=True, validate=validate.Length(max=254))
     name = fields.String(required=True, validate=validate.Length(1, 200))
     role = fields.String(required=True, validate=validate.Regexp(

@@ -54,6 +54,9 @@ class CommitmentOut(Schema):
 
 
 class NoteIn(Schema):
+    # record_id names an existing record (a created contact's id replaces it: the links)
+    OPENAPI_EXAMPLES = ({"record_type": "contact", "record_id": "6b15947da1b615f0043a58db",
+                         "body": "Called: sending the quote on Monday.", "pinned": True},)
     record_type = fields.String(required=True, validate=validate.OneOf(RECORD_TYPES))
     record_id = fields.String(required=True, validate=ID)
     body = _body(True)

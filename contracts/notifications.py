@@ -189,6 +189,11 @@ class DigestSent(Schema):
 
 
 class WebhookIn(Schema):
+    # a receiver on this machine: accepted where loopback is allowed (dev and test stacks,
+    # CRM_WEBHOOK_ALLOW_LOOPBACK=1); production refuses private and loopback addresses
+    OPENAPI_EXAMPLES = ({"url": "http://127.0.0.1:9/crm-hooks",
+                         "events": ["deal_won", "company_created"],
+                         "description": "Won deals to the ERP"},)
     url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False,
                      validate=validate.Length(max=2000))
     events = fields.List(fields.String(validate=validate.OneOf(WEBHOOK_EVENT_TYPES)),

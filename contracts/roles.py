@@ -71,6 +71,15 @@ _GRANTS = fields.Dict(
 
 
 class RoleIn(Schema):
+    # names are unique (409): a few, each created once, again after its DELETE
+    OPENAPI_EXAMPLES = tuple(
+        {"name": name, "label": label, "permissions": grants}
+        for name, label, grants in (
+            ("auditor", "Auditor", {"contacts": {"read": "all"}, "deals": {"read": "all"}}),
+            ("support-desk", "Support desk",
+             {"conversations": {"read": "team", "create": "team"}, "contacts": {"read": "team"}}),
+            ("field_sales", "Field sales", {"deals": {"read": "own", "create": "own",
+                                                      "edit": "own"}})))
     name = fields.String(required=True, validate=NAME, metadata={
         "description": "what users' `role` names; not admin, manager or agent"})
     label = fields.String(required=True, validate=validate.Length(1, 100))

@@ -93,6 +93,9 @@ def price_field(**kwargs):
 # --- products and price lists ------------------------------------------------------------
 
 class ProductIn(Schema):
+    # SKUs are unique (409): a few, each created once
+    OPENAPI_EXAMPLES = tuple({"sku": sku, "name": name, "unit": "pcs"} for sku, name in (
+        ("LIC-STD", "Standard licence"), ("LIC-PRO", "Pro licence"), ("SUP-1Y", "Support, 1 year")))
     sku = fields.String(required=True, validate=SKU)
     name = fields.String(required=True, validate=validate.Length(1, 200))
     description = fields.String(allow_none=True, validate=validate.Length(max=5000))
@@ -313,6 +316,9 @@ class Party(Schema):
 
 
 class QuoteIn(Schema):
+    # deal_id names a deal with line items (a created deal's id replaces it: the links)
+    OPENAPI_EXAMPLES = ({"deal_id": "6b15947da1b615f0043a58db", "language": "en",
+                         "notes": "Prices valid for 30 days."},)
     deal_id = fields.String(required=True, validate=ID)
     language = fields.String(validate=validate.OneOf(LANGUAGES), metadata={
         "description": "default: the sales settings' language"})
@@ -374,6 +380,7 @@ class DocumentPage(PageOf):
 
 
 class InvoiceIn(Schema):
+    OPENAPI_EXAMPLES = ({"deal_id": "6b15947da1b615f0043a58db", "notes": "Thank you for your order."},)
     deal_id = fields.String(validate=ID)
     quote_id = fields.String(validate=ID, metadata={"description": "an accepted quote"})
     language = fields.String(validate=validate.OneOf(LANGUAGES))

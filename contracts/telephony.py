@@ -160,6 +160,7 @@ class CallPage(PageOf):
 
 
 class ClickToCallIn(Schema):
+    OPENAPI_EXAMPLES = ({"to": "+14155550123"},)
     to = fields.String(required=True, validate=validate.Length(3, 40))
     agent_id = UserId(validate=validate.Length(1, 40), metadata={
         "description": "the agent whose phone rings first; default: the caller"})

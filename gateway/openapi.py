@@ -296,8 +296,15 @@ def _operation(route):
                  "security": [] if route.public else [{"bearer": []}, {"apiKey": []}]}
     if route.body:
         schema = route.body(partial=True) if route.partial else route.body
-        operation["requestBody"] = {"required": True,
-                                    "content": {"application/json": {"schema": schema}}}
+        content = {"schema": schema}
+        # a create's valid examples (the contract's OPENAPI_EXAMPLES): what a client can copy,
+        # and what a generator (schemathesis' examples and stateful phases) starts from when
+        # random data rarely makes a valid create (tests/test_gateway_ops.py checks them)
+        examples = () if route.partial else getattr(route.body, "OPENAPI_EXAMPLES", ())
+        if examples:
+            content["examples"] = {f"example{i}": {"value": value}
+                                   for i, value in enumerate(examples, 1)}
+        operation["requestBody"] = {"required": True, "content": {"application/json": content}}
     elif "request_body" in route.extra:  # a body the route reads itself (forms, files)
         operation["requestBody"] = {"required": True, "content": route.extra["request_body"]}
     return operation

@@ -22,12 +22,21 @@ Reusing the ids earlier answers gave (schemathesis' resource pool, the default) 
 operation taking only an id (DELETE) about 15 distinct examples: generate them instead for
 a few hundred. CRM_FUZZ_MAX_TIME is a budget schemathesis spends: it repeats the fuzzing
 and stateful phases until it is used up (unset: one pass, bounded by CRM_FUZZ_TIMEOUT).
+CRM_FUZZ_STEPS (default 12) bounds a stateful scenario's calls.
 
-It writes its reports (JUnit, NDJSON) under .logs/tests/fuzz-<stack prefix>/."""
+The stateful phase starts from the creates' examples (contracts' OPENAPI_EXAMPLES) and follows
+the document's links; the stack's click-to-call goes to a local stub PBX and the admin has an
+extension, so calls are created too. It writes its reports (JUnit, NDJSON), every call's
+[phase, operation, status] (calls.jsonl) and the stateful coverage of the linked operations
+(output.txt's last line) under .logs/tests/fuzz-<stack prefix>/."""
 import os
 import subprocess
 import sys
+import threading
+import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import schemathesis
@@ -72,18 +81,38 @@ FUZZ_ENV = {"CRM_FORM_RATE_PER_IP_PER_MINUTE": "1000000",
             "CRM_TELEGRAM_RATE_PER_IP_PER_MINUTE": "1000000",
             "CRM_PROVIDER_WEBHOOK_RATE_PER_IP_PER_MINUTE": "1000000",
             "CRM_PUBLIC_RATE_PER_IP_PER_MINUTE": "1000000",
-            "CRM_LOGIN_MAX_FAILURES": "1000000"}
+            "CRM_LOGIN_MAX_FAILURES": "1000000",
+            # the document's webhook example is a local receiver (contracts.notifications)
+            "CRM_WEBHOOK_ALLOW_LOOPBACK": "1"}
+
+
+class _Pbx(BaseHTTPRequestHandler):
+    """Click-to-call's HTTP callback URL: takes every call (POST /calls answers 201 and the
+    call's own operations are reached; the adapter is tested in test_telephony.py)."""
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(202)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
 
 
 @pytest.fixture(scope="module")
 def fuzz_stack():
-    saved = {k: os.environ.get(k) for k in FUZZ_ENV}
-    os.environ.update(FUZZ_ENV)  # read by the processes the stack starts, at start
+    pbx = ThreadingHTTPServer(("127.0.0.1", 0), _Pbx)
+    threading.Thread(target=pbx.serve_forever, daemon=True).start()
+    env = {**FUZZ_ENV, "TELEPHONY_ORIGINATE": "http",
+           "TELEPHONY_ORIGINATE_URL": f"http://127.0.0.1:{pbx.server_port}/originate"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # read by the processes the stack starts, at start
     platform = Stack()
     try:
         platform.start()
         yield platform
     finally:
+        pbx.shutdown()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -95,6 +124,18 @@ def fuzz_stack():
 @pytest.fixture(scope="module")
 def fuzz_admin(fuzz_stack):
     return fuzz_stack.sign_in()
+
+
+@pytest.fixture(scope="module")
+def fuzz_agent(fuzz_stack, fuzz_admin):
+    """The admin with a phone extension: a click-to-call without agent_id rings it first."""
+    me = fuzz_admin.get("/users/me").json()
+    assert fuzz_admin.patch(f"/users/{me['id']}", json={"extension": "2100"}).status_code == 200
+    deadline = time.time() + 60  # telephony learns it from the user event
+    while not fuzz_stack.db("telephony").users.find_one({"_id": me["id"], "extension": "2100"}):
+        assert time.time() < deadline, "telephony did not learn the admin's extension"
+        time.sleep(0.2)
+    return fuzz_admin
 
 
 def _operations(base_url):
@@ -114,25 +155,46 @@ def _summary(exc):
     return "\n".join(keep)[:1500] or text[:1500]
 
 
+def _cases(operation):
+    """The operation's generated cases (Hypothesis, derandomized: the same ones each run)."""
+    cases = []
+
+    @given(case=operation.as_strategy())
+    @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    def generate(case):
+        cases.append(case)
+
+    generate()
+    return cases
+
+
 def test_api_matches_its_openapi_document(fuzz_stack, fuzz_admin):
-    """One hypothesis run per operation (pytest 9 cannot run schemathesis' lazy
-    per-operation tests); every operation's failure is collected and reported at once."""
+    """Every operation's generated cases sent and checked; every operation's failure is
+    collected and reported at once. Cases are generated here, one operation at a time
+    (Hypothesis' caches are not safe across threads), while CRM_FUZZ_THREADS threads send
+    the previous ones: generating overlaps the server's work."""
     headers = dict(fuzz_admin.headers)
     failures, checked = {}, 0
 
-    for operation in _operations(fuzz_stack.base_url):
-        @given(case=operation.as_strategy())
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck))
-        def run(case):
+    def send(case):
+        try:
             case.call_and_validate(base_url=fuzz_stack.base_url, headers=headers,
                                    checks=CHECKS, timeout=15)
-
-        try:
-            run()
         except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - collect them all
-            failures[f"{operation.method.upper()} {operation.path}"] = _summary(exc)
-        checked += 1
+            return _summary(exc)
+        return None
+
+    with ThreadPoolExecutor(int(os.environ.get("CRM_FUZZ_THREADS", "3"))) as pool:
+        sent = []
+        for operation in _operations(fuzz_stack.base_url):
+            label = f"{operation.method.upper()} {operation.path}"
+            sent += [(label, pool.submit(send, case)) for case in _cases(operation)]
+            checked += 1
+        for label, future in sent:
+            summary = future.result()
+            if summary is not None and label not in failures:
+                failures[label] = summary
     assert checked > 30, checked
     for operation, reason in KNOWN.items():
         if failures.pop(operation, None):
@@ -140,9 +202,36 @@ def test_api_matches_its_openapi_document(fuzz_stack, fuzz_admin):
     assert not failures, "\n\n".join(f"{k}:\n{v}" for k, v in failures.items())
 
 
+def _stateful_coverage(base_url, trace):
+    """Which operations a link leads to (its target) the stateful phase called, and with a
+    2xx: what the job's figures say, with the operations never reached."""
+    import json
+
+    import requests
+    spec = requests.get(base_url + "/api/v1/openapi.json", timeout=30).json()
+    labels = {op["operationId"]: f"{method.upper()} {path}"
+              for path, ops in spec["paths"].items() for method, op in ops.items()
+              if isinstance(op, dict) and "operationId" in op and path not in EXCLUDED_PATHS}
+    targets = {labels[link["operationId"]] for ops in spec["paths"].values()
+               for op in ops.values() if isinstance(op, dict)
+               for response in op.get("responses", {}).values()
+               for link in response.get("links", {}).values() if link["operationId"] in labels}
+    called, succeeded = set(), set()
+    if os.path.exists(trace):
+        with open(trace) as handle:
+            for phase, label, status in map(json.loads, handle):
+                if phase == "stateful":
+                    called.add(label)
+                    if 200 <= status < 300:
+                        succeeded.add(label)
+    return (f"Stateful coverage: {len(targets & called)} of {len(targets)} linked operations "
+            f"called, {len(targets & succeeded)} answered 2xx; never called: "
+            f"{sorted(targets - called)}; never 2xx: {sorted(targets - succeeded - (targets - called))}")
+
+
 @pytest.mark.fuzz
 @pytest.mark.timeout(int(os.environ.get("CRM_FUZZ_TIMEOUT", "14400")) + 600)
-def test_api_passes_every_schemathesis_check(fuzz_stack, fuzz_admin):
+def test_api_passes_every_schemathesis_check(fuzz_stack, fuzz_agent):
     """schemathesis' runner, every check and phase (stateful links included): no 5xx, no
     answer outside the document, no invalid request accepted, no valid one refused (but
     for the rejections the document cannot state: tests/fuzz_hooks.py)."""
@@ -156,7 +245,7 @@ def test_api_passes_every_schemathesis_check(fuzz_stack, fuzz_admin):
                "--request-timeout", "20", "--no-color", "--suppress-health-check", "all",
                "--generation-database", "none", "--continue-on-failure",
                "--report", "junit,ndjson", "--report-dir", report_dir,
-               "-H", f"Authorization: {fuzz_admin.headers['Authorization']}"]
+               "-H", f"Authorization: {fuzz_agent.headers['Authorization']}"]
     for path in EXCLUDED_PATHS:
         command += ["--exclude-path", path]
     os.makedirs(report_dir, exist_ok=True)
@@ -175,15 +264,21 @@ def test_api_passes_every_schemathesis_check(fuzz_stack, fuzz_admin):
     algorithms = ('"location-headers", "dependency-analysis"'
                   if os.environ.get("CRM_FUZZ_INFERENCE") == "all" else '"location-headers"')
     with open(config, "w") as handle:
-        handle.write(f"[phases.stateful.inference]\nalgorithms = [{algorithms}]\n")
+        # scenarios of up to CRM_FUZZ_STEPS calls (schemathesis: 6): a quote needs a deal
+        # with a line item, which needs a product... chains longer than six
+        handle.write(f"[phases.stateful]\nmax-steps = {os.environ.get('CRM_FUZZ_STEPS', '12')}\n"
+                     f"[phases.stateful.inference]\nalgorithms = [{algorithms}]\n")
         if os.environ.get("CRM_FUZZ_POOL") == "off":  # ids only generated, none from answers
             handle.write("[phases.fuzzing.extra-data-sources]\nresponses = false\n")
     command[1:1] = ["--config-file", config]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks",
+    trace = os.path.join(report_dir, "calls.jsonl")
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks", "CRM_FUZZ_TRACE": trace,
            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root,
                             timeout=int(os.environ.get("CRM_FUZZ_TIMEOUT", "14400")))
+    coverage = _stateful_coverage(fuzz_stack.base_url, trace)
+    print(coverage)
     with open(os.path.join(report_dir, "output.txt"), "w") as handle:
-        handle.write(result.stdout + result.stderr)
+        handle.write(result.stdout + result.stderr + "\n" + coverage + "\n")
     assert result.returncode == 0, (result.stdout + result.stderr)[-20000:]

@@ -46,7 +46,12 @@ IMPORT_OPTION_PARTS = {
                # the options may also come as parts; any other part is refused (422)
                "type": "object", "required": ["file"], "additionalProperties": False,
                "properties": {"file": {"type": "string", "format": "binary"},
-                              **IMPORT_OPTION_PARTS}}}},
+                              **IMPORT_OPTION_PARTS}},
+               # a valid import (a generator's random bytes rarely make a CSV with a name)
+               "examples": {"example1": {"value": {
+                   "file": "first_name,last_name,email\nAda,Lovelace,ada@example.org\n"
+                           "Grace,Hopper,grace@example.org\n",
+                   "on_duplicate": "skip"}}}}},
                   # ... or as query parameters: `mapping` is JSON text there too
                   "query_content": {"mapping": {"application/json": {
                       "schema": IMPORT_OPTION_PARTS["mapping"]}}}},
