@@ -17,7 +17,7 @@ from contracts.events import (EventData, Int, IsoTime, Object, actor_field, ref_
 from contracts.sales import DATE, LANGUAGES
 from contracts.tasks import KINDS, PRIORITIES, TaskOut, reminders_field
 from contracts.telephony import CallOut
-from crm_common.fields import PageOf, PageQuery, UtcDateTime
+from crm_common.fields import Pattern, PageOf, PageQuery, UtcDateTime
 from crm_common.validation import json_type_errors
 
 ID = validate.Length(1, 80)
@@ -34,9 +34,9 @@ MAX_DELAY_MINUTES = 365 * 24 * 60   # a year; a longer wait is a mistake, refuse
 MAX_TRIGGER_DAYS = 3650
 MAX_CONDITIONS = 50
 MAX_NESTING = 5
-HHMM = validate.Regexp(r"^([01]\d|2[0-3]):[0-5]\d$", error="Not a time HH:MM.")
+HHMM = Pattern(r"^([01]\d|2[0-3]):[0-5]\d$", error="Not a time HH:MM.")
 TEMPLATE = validate.Length(1, 20000)
-PATH = validate.Regexp(r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z0-9_]{1,64}){0,4}$",
+PATH = Pattern(r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z0-9_]{1,64}){0,4}$",
                        error="A field path: names joined by dots (deal.amount, contact.custom.x).")
 
 
@@ -299,7 +299,7 @@ class WebhookAction(Schema):
     """POST the occurrence as JSON (Idempotency-Key, X-CRM-Signature when secret)."""
     type = fields.String(required=True, validate=validate.Equal("webhook"))
     url = fields.String(required=True, validate=[
-        validate.Length(max=2000), validate.Regexp(r"^https?://", error="An http(s) URL.")])
+        validate.Length(max=2000), Pattern(r"^https?://", error="An http(s) URL.")])
     secret = fields.String(validate=validate.Length(1, 200))
 
 

@@ -7,7 +7,7 @@ from contracts.custom_fields import CustomFilters, custom_sort_field
 from contracts.events import (Bool, EventData, Int, IsoTime, Object, actor_field, ref_field,
                              summary_field)
 from crm_common import fields as crm_fields
-from crm_common.fields import STORED_KEY, WHITESPACE, UserId, timezone_field, cursor_field, CustomFields, PageOf, PageQuery, UtcDateTime, tags_field, sort_field
+from crm_common.fields import Pattern, STORED_KEY, WHITESPACE, UserId, timezone_field, cursor_field, CustomFields, PageOf, PageQuery, UtcDateTime, tags_field, sort_field
 
 CONTACT_STATUSES = ("lead", "prospect", "customer", "churned", "inactive")
 CHANNEL_TYPES = ("work", "home", "mobile", "other")
@@ -389,7 +389,7 @@ REQUEST_STATUSES = ("received", "captured", "routed", "failed")
 WEEKDAYS = (1, 2, 3, 4, 5, 6, 7)
 
 
-HH_MM = validate.Regexp(r"^([01][0-9]|2[0-3]):[0-5][0-9]$", error="Not a time HH:MM.")
+HH_MM = Pattern(r"^([01][0-9]|2[0-3]):[0-5][0-9]$", error="Not a time HH:MM.")
 
 
 class DayHours(Schema):
@@ -471,17 +471,17 @@ class LeadFormIn(Schema):
     tags = tags_field()
     source = fields.String(allow_none=True, validate=validate.Length(1, 50), metadata={
         "description": "lead source name; default: website for forms, the channel otherwise"})
-    allowed_origins = fields.List(fields.String(validate=validate.Regexp(rf"^https?://[^/{WHITESPACE}]+$")),
+    allowed_origins = fields.List(fields.String(validate=Pattern(rf"^https?://[^/{WHITESPACE}]+$")),
                                   load_default=list, validate=validate.Length(max=50), metadata={
                                       "description": "browser origins allowed to post (CORS); "
                                                      "empty = server-to-server posts only"})
     honeypot_field = fields.String(load_default="company_website", validate=validate.Length(1, 100),
                                    metadata={"description": "a hidden field people leave empty"})
     first_task = fields.Nested(FirstTask, allow_none=True, load_default=lambda: FirstTask().load({}))
-    telegram_secret_token = fields.String(allow_none=True, validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,256}$"),
+    telegram_secret_token = fields.String(allow_none=True, validate=Pattern(r"^[A-Za-z0-9_-]{1,256}$"),
                                           metadata={"description": "the secret_token given to "
                                                     "Telegram's setWebhook; required for Telegram"})
-    redirect_url = fields.String(allow_none=True, validate=validate.Regexp(rf"^https?://[^{WHITESPACE}]+$"),
+    redirect_url = fields.String(allow_none=True, validate=Pattern(rf"^https?://[^{WHITESPACE}]+$"),
                                  metadata={"description": "form-encoded posts are answered 303 to it"})
     rate_limit_per_minute = fields.Integer(allow_none=True, validate=validate.Range(1, 100000),
                                            metadata={"description": "posts per minute to this form "

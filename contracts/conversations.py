@@ -6,7 +6,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from contracts.contacts import WorkingHours
 from contracts.events import EventData, Int, IsoTime, actor_field, ref_field, summary_field
-from crm_common.fields import WHITESPACE, PageOf, PageQuery, UserId, UtcDateTime
+from crm_common.fields import Pattern, WHITESPACE, PageOf, PageQuery, UserId, UtcDateTime
 
 CHANNELS = ("email", "sms", "telegram", "whatsapp")
 CHANNEL_KINDS = ("telegram", "whatsapp", "sms")
@@ -238,7 +238,7 @@ class AttachmentIn(Schema):
     # what base64.b64decode(validate=True) takes: the alphabet, in padded groups of four
     content_base64 = fields.String(required=True, validate=[
         validate.Length(1, MAX_ATTACHMENT_BYTES_API * 4 // 3 + 4),
-        validate.Regexp(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+        Pattern(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
                         error="Not base64.")])
 
 
@@ -299,7 +299,7 @@ class TemplateIn(Schema):
         "description": "e-mail only (channel email or any)"})
     body = fields.String(required=True, validate=[
         validate.Length(1, 100_000),
-        validate.Regexp(rf"^[{WHITESPACE}]*[^{WHITESPACE}]", error="Write the message.")])
+        Pattern(rf"^[{WHITESPACE}]*[^{WHITESPACE}]", error="Write the message.")])
     html = fields.String(allow_none=True, validate=validate.Length(max=500_000), metadata={
         "description": "e-mail only: an HTML version of the body (sanitised when sent)"})
     whatsapp_template = fields.String(allow_none=True, validate=validate.Length(1, 200),

@@ -5,7 +5,7 @@ every write against them (crm_common/custom_fields.py). A field is stored under 
 values."""
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
-from crm_common.fields import PageOf
+from crm_common.fields import Pattern, PageOf
 
 ENTITIES = ("contact", "company", "deal", "task")
 # the service that owns each entity and keeps its fields
@@ -14,7 +14,7 @@ TYPES = ("text", "long_text", "number", "money", "date", "datetime", "boolean", 
          "multi_select", "user", "url", "email", "phone")
 CHOICE_TYPES = ("select", "multi_select")
 MAX_FIELDS = 50
-KEY = validate.Regexp(r"^[a-z][a-z0-9_]{0,39}$",
+KEY = Pattern(r"^[a-z][a-z0-9_]{0,39}$",
                       error="Lowercase letters, digits and _, starting with a letter (max 40).")
 _OPTIONS = fields.List(fields.String(validate=validate.Length(1, 100)),
                        validate=validate.Length(max=200),
@@ -128,14 +128,14 @@ class CompletenessReport(Schema):
 
 def custom_sort_field(*names):
     """`?sort=` of a list that also sorts by its typed custom fields (`cf.<key>`)."""
-    return fields.String(validate=validate.Regexp(
+    return fields.String(validate=Pattern(
         r"^-?(" + "|".join(names) + r"|cf\.[a-z][a-z0-9_]{0,39})$",
         error="Sort by " + ", ".join(names) + " or cf.<custom field key> (- for descending)."))
 
 
 class CustomFilters(Schema):
     """What a list filtered by typed custom fields accepts besides its own parameters."""
-    custom_filters = fields.Dict(keys=fields.String(validate=validate.Regexp(
+    custom_filters = fields.Dict(keys=fields.String(validate=Pattern(
         r"^cf\.[A-Za-z_][A-Za-z0-9_]{0,63}(\.(gte|lte|ne))?$")), values=fields.String(), metadata={
         "description": "typed custom fields: `cf.<key>=value` (equals), `cf.<key>.gte=`, "
                        "`.lte=`, `.ne=` as query parameters (gathered here)"})

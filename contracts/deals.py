@@ -5,7 +5,7 @@ from marshmallow import Schema, ValidationError, fields, pre_load, validate, val
 from contracts.events import (Bool, EventData, Int, IsoTime, Object, actor_field, ref_field,
                              summary_field)
 from crm_common import fields as crm_fields
-from crm_common.fields import (WHITESPACE, CustomFields, UserId, cursor_field, PageOf, PageQuery,
+from crm_common.fields import (Pattern, WHITESPACE, CustomFields, UserId, cursor_field, PageOf, PageQuery,
                                UtcDateTime, sort_field)
 from contracts.currencies import ISO_4217
 from contracts.custom_fields import CustomFilters, custom_sort_field
@@ -44,7 +44,7 @@ class StageIn(Schema):
     kind = fields.String(load_default="open", validate=validate.OneOf(STAGE_KINDS))
     rotting_days = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1, 3650),
                                   metadata={"description": "an open deal idle in this stage longer is flagged `rotting`"})
-    required_fields = fields.List(fields.String(validate=validate.Regexp(
+    required_fields = fields.List(fields.String(validate=Pattern(
         REQUIRED_FIELD, error="A deal field, custom.<key>, contact.<field> or contact.custom.<key>.")),
         validate=validate.Length(max=30), metadata={
             "description": "what a deal must have filled to enter this stage (else 422 listing "
@@ -116,7 +116,7 @@ class PipelinePage(PageOf):
 # deals
 AMOUNT_RANGE = "Amount must be between 0 and 10^15 (minor units)."
 # a label of a configurable list: text with something besides blanks (stored stripped)
-NOT_BLANK = validate.Regexp(rf"^[{WHITESPACE}]*[^{WHITESPACE}]", error="Must not be blank.")
+NOT_BLANK = Pattern(rf"^[{WHITESPACE}]*[^{WHITESPACE}]", error="Must not be blank.")
 
 
 class DealIn(Schema):
@@ -295,7 +295,7 @@ class TargetIn(Schema):
     team = fields.String(validate=validate.Length(1, 100), metadata={"description": "a team's target"})
     member_ids = fields.List(UserId(validate=ID), validate=validate.Length(max=500),
                              metadata={"description": "team targets: whose won deals count"})
-    period = fields.String(required=True, validate=validate.Regexp(PERIOD, error="Use YYYY-MM or YYYY-Q1..Q4."))
+    period = fields.String(required=True, validate=Pattern(PERIOD, error="Use YYYY-MM or YYYY-Q1..Q4."))
     deals_count = fields.Integer(allow_none=True, validate=validate.Range(1, 10**6))
     amount = fields.Integer(allow_none=True, validate=validate.Range(1, 10**15), strict=True)
     currency = _currency(allow_none=True)
@@ -338,7 +338,7 @@ class TargetOut(Schema):
 class TargetListQuery(PageQuery):
     user_id = fields.String(validate=ID)
     team = fields.String(validate=validate.Length(1, 100))
-    period = fields.String(validate=validate.Regexp(PERIOD, error="Use YYYY-MM or YYYY-Q1..Q4."))
+    period = fields.String(validate=Pattern(PERIOD, error="Use YYYY-MM or YYYY-Q1..Q4."))
 
 
 class TargetPage(PageOf):
@@ -348,7 +348,7 @@ class TargetPage(PageOf):
 class ProgressQuery(Schema):
     user_id = fields.String(validate=ID)
     team = fields.String(validate=validate.Length(1, 100))
-    period = fields.String(validate=validate.Regexp(PERIOD, error="Use YYYY-MM or YYYY-Q1..Q4."))
+    period = fields.String(validate=Pattern(PERIOD, error="Use YYYY-MM or YYYY-Q1..Q4."))
 
 
 class Progress(Schema):
@@ -464,7 +464,7 @@ MONTH = r"^(19|2[0-9])[0-9]{2}-(0[1-9]|1[0-2])$"
 
 
 class LeadSourceCost(Schema):
-    period = fields.String(required=True, validate=validate.Regexp(MONTH, error="Use YYYY-MM (1900-2999)."),
+    period = fields.String(required=True, validate=Pattern(MONTH, error="Use YYYY-MM (1900-2999)."),
                            metadata={"description": "the month the amount was spent"})
     amount = fields.Integer(required=True, strict=True,
                             validate=validate.Range(0, 10**15, error=AMOUNT_RANGE),

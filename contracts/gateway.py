@@ -3,7 +3,7 @@
 from marshmallow import Schema, fields, validate
 
 from contracts.events import Bool, EventData, Object, actor_field, ref_field, summary_field
-from crm_common.fields import timezone_field, cursor_field, PageOf, UtcDateTime, list_limit_field
+from crm_common.fields import Pattern, timezone_field, cursor_field, PageOf, UtcDateTime, list_limit_field
 
 ROLES = ("admin", "manager", "agent")
 # what an API key may be given: <resource>:read|write for every resource tag of the API
@@ -37,7 +37,7 @@ class UserIn(ProfileIn):
                                       ("Radia", "agent", "2103"), ("Barbara", "agent", "2104")))
     email = fields.Email(required=True, validate=validate.Length(max=254))
     name = fields.String(required=True, validate=validate.Length(1, 200))
-    role = fields.String(required=True, validate=validate.Regexp(
+    role = fields.String(required=True, validate=Pattern(
         r"^[a-z][a-z0-9_-]{1,39}$", error="admin, manager, agent or a role of /roles."),
         metadata={"description": "admin | manager | agent, or a custom role (/roles)"})
     team = fields.String(allow_none=True, validate=validate.Length(max=100))
@@ -47,7 +47,7 @@ class UserIn(ProfileIn):
     rate_limit_per_minute = fields.Integer(allow_none=True, validate=validate.Range(1, 1_000_000))
     # the PBX routes calls by it and telephony maps it to the agent: unique, set by admins
     extension = fields.String(allow_none=True, validate=[
-        validate.Length(max=20), validate.Regexp(r"^[0-9A-Za-z*#+_.-]*$")], metadata={
+        validate.Length(max=20), Pattern(r"^[0-9A-Za-z*#+_.-]*$")], metadata={
             "description": "phone extension on the PBX; unique (409 if another user has it)"})
 
 
@@ -108,7 +108,7 @@ class UserPage(PageOf):
 
 class ApiKeyIn(Schema):
     name = fields.String(required=True, validate=validate.Length(1, 200))
-    scopes = fields.List(fields.String(validate=validate.Regexp(SCOPE_PATTERN)), required=True,
+    scopes = fields.List(fields.String(validate=Pattern(SCOPE_PATTERN)), required=True,
                          validate=validate.Length(1, 50),
                          metadata={"description": "e.g. telephony:write, contacts:read"})
     rate_limit_per_minute = fields.Integer(allow_none=True, validate=validate.Range(1, 1_000_000))

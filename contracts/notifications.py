@@ -5,7 +5,7 @@ import re
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from contracts.events import Bool, EventData, Int, IsoTime
-from crm_common.fields import timezone_field, cursor_field, PageOf, UtcDateTime, list_limit_field
+from crm_common.fields import Pattern, timezone_field, cursor_field, PageOf, UtcDateTime, list_limit_field
 
 # The vocabulary: channels, default routing, languages, and the events people and webhooks get.
 PERSON_CHANNELS = ("inapp", "email", "sms", "telegram")
@@ -109,8 +109,8 @@ class ReadAllResult(Schema):
 
 
 class QuietHours(Schema):
-    start = fields.String(required=True, validate=validate.Regexp(HHMM, error="Use HH:MM."))
-    end = fields.String(required=True, validate=validate.Regexp(HHMM, error="Use HH:MM."))
+    start = fields.String(required=True, validate=Pattern(HHMM, error="Use HH:MM."))
+    end = fields.String(required=True, validate=Pattern(HHMM, error="Use HH:MM."))
 
 
 def _channel_list():

@@ -6,7 +6,7 @@ import re
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from crm_common.fields import STORED_KEY, PageOf
+from crm_common.fields import Pattern, STORED_KEY, PageOf
 from contracts.contacts import CompanyOut, ContactOut
 from contracts.deals import DealOut
 from contracts.tasks import TaskOut
@@ -21,7 +21,7 @@ OBJECTS = ("contacts", "companies", "imports", "deals", "pipelines", "targets", 
 OBJECTS += ("conversations",)  # read: the inbox; create: reply, write, assign, close, reopen
 OBJECTS += ("templates",)  # read: message templates and filling them; create/edit/delete: write them
 OBJECTS += ("products", "quotes", "invoices", "files")  # the sales service's
-NAME = validate.Regexp(r"^[a-z][a-z0-9_-]{1,39}$",
+NAME = Pattern(r"^[a-z][a-z0-9_-]{1,39}$",
                        error="Lowercase letters, digits, - and _, starting with a letter.")
 # field-level grants: per object, a field the role may only read, or may not see at all
 # (a field left out follows the object's grants); `custom.<key>`: a typed custom field

@@ -9,7 +9,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from contracts.currencies import ISO_4217
 from contracts.events import EventData, Int, IsoTime, Object, actor_field, ref_field, summary_field
-from crm_common.fields import PageOf, PageQuery, UtcDateTime, cursor_field, list_limit_field
+from crm_common.fields import Pattern, PageOf, PageQuery, UtcDateTime, cursor_field, list_limit_field
 
 ID = validate.Length(1, 40)
 LANGUAGES = ("en", "it", "ru", "es", "he")
@@ -18,9 +18,9 @@ INVOICE_STATUSES = ("issued", "partially_paid", "paid", "overdue", "void")
 RECORD_TYPES = ("contact", "company", "deal", "task", "quote", "invoice")
 PAYMENT_METHODS = ("bank_transfer", "card", "cash", "other")
 MAX_PRICE = 10 ** 12
-SKU = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$",
+SKU = Pattern(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$",
                       error="Letters, digits and . _ / - (at most 64), starting with a letter or digit.")
-DATE = validate.Regexp(r"^(19|2[0-9])[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$",
+DATE = Pattern(r"^(19|2[0-9])[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$",
                        error="A date YYYY-MM-DD.")
 
 
@@ -269,8 +269,8 @@ class CompanyDetails(Schema):
 
 
 class SeriesIn(Schema):
-    quote = fields.String(validate=validate.Regexp(r"^[A-Z0-9]{1,10}$"))
-    invoice = fields.String(validate=validate.Regexp(r"^[A-Z0-9]{1,10}$"))
+    quote = fields.String(validate=Pattern(r"^[A-Z0-9]{1,10}$"))
+    invoice = fields.String(validate=Pattern(r"^[A-Z0-9]{1,10}$"))
 
 
 class SalesSettingsIn(Schema):

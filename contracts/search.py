@@ -12,6 +12,8 @@ record: crm_common/changes.py), or (slow on the embedded database) the next by `
 `after`."""
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
+from crm_common.fields import Pattern
+
 TYPES = ("contact", "company", "deal", "task", "call", "note")
 # a query longer than this is cut (never refused): what is past it cannot change the ranking
 MAX_QUERY_CHARS = 200
@@ -33,7 +35,7 @@ class SearchQuery(Schema):
                        "tags; any 4+ digits of a phone number in any typed form. Typos "
                        f"and a word being typed are allowed; only the first {MAX_QUERY_CHARS} "
                        "characters count, and query syntax has no meaning (it is text)"})
-    types = fields.String(validate=[validate.Length(max=200), validate.Regexp(
+    types = fields.String(validate=[validate.Length(max=200), Pattern(
         rf"^ *(({'|'.join(TYPES)}) *)?(, *(({'|'.join(TYPES)}) *)?)*$",
         error="Comma-separated, of: " + ", ".join(TYPES) + ".")], metadata={
         "description": f"comma-separated, of: {', '.join(TYPES)} (default: all)"})

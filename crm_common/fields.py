@@ -9,8 +9,25 @@ from crm_common.timeutil import as_utc, to_iso
 # Python's whitespace (str.isspace, what strip() removes) as a character class body: patterns
 # that go into the document spell it out, since \s and \d differ between Python and ECMA
 WHITESPACE = r"\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+class Pattern(validate.Regexp):
+    """validate.Regexp whose `$` ends the string, as the document's pattern does (ECMA-262):
+    Python's `$` also matches before a final line break, so "abc\n" passed a pattern the
+    document says it fails. The document keeps the pattern as written (`regex.pattern`)."""
+
+    def __init__(self, regex, flags=0, error=None):
+        super().__init__(regex, flags, error=error)
+        self.strict = re.compile(re.sub(r"(?<!\\)\$", r"\\Z", self.regex.pattern), flags)
+
+    def __call__(self, value):
+        if self.strict.match(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
 # a key of a stored object: BSON cannot hold NUL in one (the driver refuses the document)
-STORED_KEY = validate.Regexp(r"^[^\x00]*$", error="A key cannot hold a NUL character.")
+STORED_KEY = Pattern(r"^[^\x00]*$", error="A key cannot hold a NUL character.")
 _CUSTOM_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_CUSTOM_KEYS = 100
 MAX_CUSTOM_TEXT = 2000
@@ -108,7 +125,7 @@ CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,480}\.[A-Za-z0-9_-]{1,40}$"
 def cursor_field():
     """`?cursor=`: opaque, the `next_cursor` of the previous page, signed by the server (one
     that matches the pattern but was not made by this list is still a 422)."""
-    return fields.String(validate=[validate.Length(max=500), validate.Regexp(CURSOR_PATTERN)],
+    return fields.String(validate=[validate.Length(max=500), Pattern(CURSOR_PATTERN)],
                          metadata={"description": "Opaque: the previous page's next_cursor"})
 
 

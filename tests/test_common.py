@@ -2,6 +2,7 @@
 from datetime import datetime, timezone
 
 import pytest
+from marshmallow import ValidationError
 from nameko.exceptions import deserialize, serialize
 
 from crm_common import errors
@@ -158,3 +159,39 @@ def test_a_window_page_resumes_with_index_ranges(stack, unique):
             break
     assert seen == [f"d{i:03d}" for i in range(36)]
     stack.mongo.drop_database(f"scratch_{unique}")
+
+
+def test_patterns_end_the_string_where_the_document_says():
+    """Every pattern validator of the contracts is crm_common.fields.Pattern: `$` ends the
+    string as in the OpenAPI document (ECMA-262), not before a final line break."""
+    import importlib
+    import pkgutil
+
+    import contracts
+    from marshmallow import Schema, validate
+    from crm_common.fields import Pattern
+
+    check = Pattern(r"^[a-z]{1,5}$")
+    assert check("abc") == "abc"
+    for bad in ("abc\n", "abcdef", "ab c"):
+        with pytest.raises(ValidationError):
+            check(bad)
+    assert Pattern(r"^https?://")("https://x\n")   # a prefix stays a prefix
+
+    def validators(field):
+        yield from getattr(field, "validators", ())
+        for inner in ("inner", "key_field", "value_field"):
+            if getattr(field, inner, None) is not None:
+                yield from validators(getattr(field, inner))
+
+    seen = 0
+    for info in pkgutil.iter_modules(contracts.__path__):
+        module = importlib.import_module(f"contracts.{info.name}")
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, Schema) and value is not Schema:
+                for field in value._declared_fields.values():
+                    for v in validators(field):
+                        if isinstance(v, validate.Regexp):
+                            seen += 1
+                            assert isinstance(v, Pattern), (value.__name__, v.regex.pattern)
+    assert seen > 20
