@@ -222,29 +222,49 @@ def add_links(out):
                for collection, ops in paths.items()
                if "post" in ops and "{" not in collection and "id" in answer(ops["post"])[2]}
     for path, ops in paths.items():
-        body = ops.get("post", {}).get("requestBody", {}).get("content", {}) \
-            .get("application/json", {}).get("schema")
-        if body is None or "{" in path:
+        post = ops.get("post", {})
+        if not post or "{" in path:
             continue
-        fields = props(body)
-        for field in fields:
-            name = field[:-3] if field.endswith("_id") else None
-            # a record of any kind (notes, files): `record_type` says which
-            kinds = fields["record_type"].get("enum", []) if field == "record_id" and \
-                "record_type" in fields else [name]
-            for kind in kinds:
-                plural = "users" if kind in PEOPLE else "companies" if kind == "company" \
-                    else f"{kind}s".replace("_", "-")
-                if kind is None or created.get(plural) is None:
-                    continue
-                # the field itself when the item has one (a call's provider `call_id`)
-                key = field if field in answer(paths[f"/api/v1/{plural}"]["post"])[2] else "id"
-                value = {field: f"$response.body#/{key}"}
-                if kind != name:
-                    value["record_type"] = kind
-                created[plural].setdefault("links", {})[f'{ops["post"]["operationId"]}.{field}'] = {
-                    "operationId": ops["post"]["operationId"], "requestBody": value,
-                    "x-schemathesis": {"merge_body": True}}
+        content = post.get("requestBody", {}).get("content", {}).get("application/json", {})
+        examples = [e["value"] for e in content.get("examples", {}).values()]
+        # the body's fields, and the query's (an upload names its record there: POST /files)
+        sources = [("body", props(content.get("schema")))] if "schema" in content else []
+        query = {p["name"]: p.get("schema", {}) for p in post.get("parameters", [])
+                 if p["in"] == "query"}
+        if query:
+            sources.append(("query", query))
+        for where, fields in sources:
+            for field in fields:
+                name = field[:-3] if field.endswith("_id") else None
+                # a record of any kind (notes, files): `record_type` says which
+                kinds = fields["record_type"].get("enum", []) if field == "record_id" and \
+                    "record_type" in fields else [name]
+                for kind in kinds:
+                    plural = "users" if kind in PEOPLE else "companies" if kind == "company" \
+                        else f"{kind}s".replace("_", "-")
+                    if kind is None or created.get(plural) is None:
+                        continue
+                    # the field itself when the item has one (a call's provider `call_id`)
+                    key = field if field in answer(paths[f"/api/v1/{plural}"]["post"])[2] else "id"
+                    value = {field: f"$response.body#/{key}"}
+                    if kind != name:
+                        value["record_type"] = kind
+                    links = created[plural].setdefault("links", {})
+                    name_ = f'{post["operationId"]}.{field}'
+                    if where == "query":
+                        links[name_] = {"operationId": post["operationId"], "parameters": {
+                            f"query.{k}": v for k, v in value.items()}}
+                        continue
+                    links[name_] = {"operationId": post["operationId"], "requestBody": value,
+                                    "x-schemathesis": {"merge_body": True}}
+                    # ... and the create's first example naming it, whole: a generated body
+                    # rarely makes a valid note or deal, which the operations of the created
+                    # item need (merged, the generated rest varies)
+                    if examples and field in examples[0]:
+                        links[name_ + ".example"] = {
+                            "operationId": post["operationId"],
+                            "requestBody": {**examples[0], **value},
+                            "x-schemathesis": {"merge_body": False}}
     for source, method, collection, expression in EXTRA_LINKS:
         own = {name: f"$request.path.{name}" for name in _PATH_PARAM.findall(collection)}
         response = answer(paths[source][method])[1]
@@ -306,8 +326,27 @@ def _operation(route):
                                    for i, value in enumerate(examples, 1)}
         operation["requestBody"] = {"required": True, "content": {"application/json": content}}
     elif "request_body" in route.extra:  # a body the route reads itself (forms, files)
-        operation["requestBody"] = {"required": True, "content": route.extra["request_body"]}
+        operation["requestBody"] = {"required": True, "content": {
+            media: _upload_example(media, content)
+            for media, content in route.extra["request_body"].items()}}
     return operation
+
+
+# an upload's example: a small text file, one the catalogue import (POST /products/import)
+# reads as well as a file on a record stores
+UPLOAD_EXAMPLE = "sku,name,unit\nLIC-EXAMPLE,Example licence,pcs\n"
+
+
+def _upload_example(media, content):
+    """A multipart upload (a binary part) gets a valid example, as a create's JSON body
+    does: a generator's random bytes are refused for their content, not their shape."""
+    schema = content.get("schema", {})
+    binary = [name for name, prop in schema.get("properties", {}).items()
+              if prop.get("format") == "binary"]
+    if media != "multipart/form-data" or not binary or "examples" in content:
+        return content
+    value = {name: UPLOAD_EXAMPLE for name in binary}
+    return {**content, "examples": {"example1": {"value": value}}}
 
 
 # bodies of routes that read them themselves, for their declarations' extra["request_body"]
