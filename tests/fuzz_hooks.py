@@ -14,6 +14,8 @@ this module): what the OpenAPI document cannot tell a generator, said once, with
 - A list's free-form query object (`custom_filters`, `cf.<key>` entries): the generator
   does not apply its propertyNames, so an entry may take a named parameter's name with a
   value that parameter refuses (`status=`): refused as it should be.
+- A deal line (POST /deals/{id}/items): half the valid ones name the job's product, priced
+  in the default euro list (a product, a price and a deal: no one link gives them).
 - X-Request-Id: advisory; one not of the documented pattern is replaced, never refused.
 - DELETE /api-keys/{id} revokes and DELETE /tasks/{id} cancels: the key (revoked_at) and
   the task (canceled_at) stay readable (documented), which the use-after-free check would
@@ -22,6 +24,7 @@ this module): what the OpenAPI document cannot tell a generator, said once, with
   service that is not configured or did not answer in time (as in the default run)."""
 import json
 import os
+import random
 import re
 import uuid
 
@@ -161,11 +164,25 @@ EXPECTED_REJECTION_MESSAGES = (
 _KEY = re.compile(KEY_PATTERN)
 
 
+PRODUCT = os.environ.get("CRM_FUZZ_PRODUCT_ID")  # the job's product priced in euros
+_LINES = "/api/v1/deals/{deal_id}/items"
+_pick = random.Random(19)
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
     headers = case.headers
     if headers and isinstance(headers.get(HEADER), str) and _KEY.match(headers[HEADER]):
         headers[HEADER] = uuid.uuid4().hex
+    # a valid deal line names a product priced in the deal's currency: ids no link gives
+    # (the product, the price list and the deal are three records), so half the valid
+    # lines name the job's product at its default list's price
+    meta = getattr(case, "_meta", None)
+    if (PRODUCT and case.operation.path == _LINES and case.method.upper() == "POST"
+            and isinstance(case.body, dict) and meta is not None
+            and meta.generation.mode.name == "POSITIVE" and _pick.random() < 0.5):
+        case.body["product_id"] = PRODUCT
+        case.body.pop("price_list_id", None)
 
 
 def _field_errors(response):

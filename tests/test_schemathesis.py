@@ -26,7 +26,8 @@ CRM_FUZZ_STEPS (default 12) bounds a stateful scenario's calls.
 
 The stateful phase starts from the creates' examples (contracts' OPENAPI_EXAMPLES) and follows
 the document's links; the stack's click-to-call goes to a local stub PBX and the admin has an
-extension, so calls are created too. It writes its reports (JUnit, NDJSON), every call's
+extension, so calls are created too; a product priced in euros makes deal lines (the hooks
+name it in some of them). It writes its reports (JUnit, NDJSON), every call's
 [phase, operation, status] (calls.jsonl) and the stateful coverage of the linked operations
 (output.txt's last line) under .logs/tests/fuzz-<stack prefix>/."""
 import os
@@ -138,6 +139,22 @@ def fuzz_agent(fuzz_stack, fuzz_admin):
     return fuzz_admin
 
 
+@pytest.fixture(scope="module")
+def fuzz_catalogue(fuzz_admin):
+    """A product priced in the default euro price list (the currency of the deals' example):
+    a deal line needs a product with a price in the deal's currency, three records no link
+    chains into one body; the hooks put its id into some POST /deals/{id}/items bodies."""
+    product = fuzz_admin.post("/products", json={"sku": "FUZZ-LINE", "name": "Fuzz line"})
+    assert product.status_code == 201, product.text
+    prices = fuzz_admin.post("/price-lists", json={"name": "Fuzz EUR", "currency": "EUR",
+                                                   "is_default": True})
+    assert prices.status_code == 201, prices.text
+    answer = fuzz_admin.put(f"/price-lists/{prices.json()['id']}/prices", json={
+        "prices": [{"product_id": product.json()["id"], "unit_price": 120000}]})
+    assert answer.status_code == 200, answer.text
+    return product.json()["id"]
+
+
 def _operations(base_url):
     loaded = schemathesis.openapi.from_url(base_url + "/api/v1/openapi.json")
     for result in loaded.get_all_operations():
@@ -231,7 +248,7 @@ def _stateful_coverage(base_url, trace):
 
 @pytest.mark.fuzz
 @pytest.mark.timeout(int(os.environ.get("CRM_FUZZ_TIMEOUT", "14400")) + 600)
-def test_api_passes_every_schemathesis_check(fuzz_stack, fuzz_agent):
+def test_api_passes_every_schemathesis_check(fuzz_stack, fuzz_agent, fuzz_catalogue):
     """schemathesis' runner, every check and phase (stateful links included): no 5xx, no
     answer outside the document, no invalid request accepted, no valid one refused (but
     for the rejections the document cannot state: tests/fuzz_hooks.py)."""
@@ -274,6 +291,7 @@ def test_api_passes_every_schemathesis_check(fuzz_stack, fuzz_agent):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     trace = os.path.join(report_dir, "calls.jsonl")
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks", "CRM_FUZZ_TRACE": trace,
+           "CRM_FUZZ_PRODUCT_ID": fuzz_catalogue,
            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root,
                             timeout=int(os.environ.get("CRM_FUZZ_TIMEOUT", "14400")))
