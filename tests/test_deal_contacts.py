@@ -33,9 +33,12 @@ def test_a_deal_with_three_contacts_in_roles(api, stack, make_user, unique, reco
     for contact_id, role, primary in ((lawyer, "lawyer", False), (accountant, "accountant", True)):
         cards = api.get(f"/contacts/{contact_id}/deals").json()["items"]
         assert [(d["id"], d["role"], d["primary"]) for d in cards] == [(deal["id"], role, primary)]
-    # an agent sees only the deals they see
+    # an agent sees only the deals they see, of the contacts they see
     agent = make_user("agent")
-    assert agent.get(f"/contacts/{lawyer}/deals").json()["items"] == []
+    assert agent.get(f"/contacts/{lawyer}/deals").status_code == 404
+    theirs = api.post("/contacts", json={"first_name": "Mine", "last_name": unique,
+                                         "owner_id": agent.user["id"]}).json()
+    assert agent.get(f"/contacts/{theirs['id']}/deals").json()["items"] == []
     assert agent.put(f"/deals/{deal['id']}/contacts",
                      json={"contacts": []}).status_code == 404
 
@@ -56,6 +59,10 @@ def test_a_deal_with_three_contacts_in_roles(api, stack, make_user, unique, reco
     api.put(f"/deals/{deal['id']}/contacts",
             json={"contacts": [{"contact_id": accountant, "role": "accountant", "primary": True}]})
     assert api.get(f"/contacts/{lawyer}/deals").json()["items"] == []
+    # a deleted contact has no card (found by the fuzz job's use-after-free check)
+    assert api.delete(f"/contacts/{lawyer}").status_code == 200
+    gone = api.get(f"/contacts/{lawyer}/deals")
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found", gone.text
 
 
 def test_a_merge_moves_roles_notes_and_commitments_to_the_survivor(api, stack, unique):

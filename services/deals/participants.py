@@ -57,8 +57,10 @@ class DealContacts:
         return {"deal_id": deal_id, "contacts": people}, events
 
     def of_contact(self, contact_id, params):
-        """The deals a contact takes part in, that the caller sees, with its role on each."""
+        """The deals a contact takes part in, that the caller sees, with its role on each; a
+        contact the caller cannot see, or deleted, is not found (as its own page is)."""
         q = load(contact_deals_query, params or {})
+        self.deals.contacts.get_contact(contact_id)
         visible = self.deals.caller.person_ids()
         docs = [d for d in self.store.deals_of_participant(contact_id, CONTACT_DEALS_LIMIT)
                 if d.get("deleted_at") is None
