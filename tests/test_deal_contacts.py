@@ -61,8 +61,11 @@ def test_a_deal_with_three_contacts_in_roles(api, stack, make_user, unique, reco
     assert api.get(f"/contacts/{lawyer}/deals").json()["items"] == []
     # a deleted contact has no card (found by the fuzz job's use-after-free check)
     assert api.delete(f"/contacts/{lawyer}").status_code == 200
-    gone = api.get(f"/contacts/{lawyer}/deals")
-    assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found", gone.text
+    for sub in ("deals", "timeline"):
+        gone = api.get(f"/contacts/{lawyer}/{sub}")
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found", gone.text
+    assert api.post(f"/contacts/{lawyer}/restore").status_code == 200
+    assert api.get(f"/contacts/{lawyer}/timeline").json()["items"]
 
 
 def test_a_merge_moves_roles_notes_and_commitments_to_the_survivor(api, stack, unique):

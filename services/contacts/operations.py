@@ -251,7 +251,7 @@ class Contacts:
 
     def timeline(self, contact_id, params):
         query_in = load(timeline_query, params)
-        doc = self.store.get_contact(contact_id, include_deleted=True)
+        doc = self.store.get_contact(contact_id)  # a deleted contact's: found once restored
         if not doc or not self._can_see(doc):
             raise NotFound("Contact not found", {"id": contact_id})
         query = {"contact_id": contact_id}
