@@ -132,10 +132,11 @@ EXPECTED_REJECTIONS = (
     # a message's template is for one channel, the message names another: the template's
     # channel is run-time state (a created template's id lands in the body: the links)
     (r"template_id", r"^This template is for \w+, not \w+\.$"),
-    # a deal line's price list is in the deal's currency, and a currency has a default list
-    # only once one is made: two records' run-time state
+    # a deal line's price list is in the deal's currency, a currency has a default list
+    # only once one is made, and a list is valid between the dates set on it: run-time state
     (r"price_list_id", r"^The price list is in \w+; the deal is in \w+\.$"
-                       r"|^No default price list in \w+: name one\.$"),
+                       r"|^No default price list in \w+: name one\.$"
+                       r"|^The price list is not valid today\.$"),
     # a rule's trigger field names a field of the record, custom ones included (configured
     # at run time)
     (r"trigger\.field", r"^unknown field "),
