@@ -53,8 +53,8 @@ class GroupCommit:
 class GroupCommitIntake(DependencyProvider):
     """A container's group commit as a nameko dependency: `submit(item, flush)` from any
     worker; the first `flush` given is kept (every worker gives one that does the same,
-    e.g. a method of the shared store's domain object). Used by contacts' gathered timeline
-    entries and automation's event intake."""
+    e.g. a method of the shared store's domain object). Contacts' gathered timeline entries
+    use it."""
 
     def setup(self):
         self.commit = None

@@ -380,9 +380,14 @@ class OutboxDispatcher(DependencyProvider):
         return self.outbox.backlog()
 
     def get_dependency(self, worker_ctx):
-        headers = {f"nameko.{k}": v for k, v in worker_ctx.context_data.items()
-                   if v is not None and isinstance(v, (str, int, float, bool, list))}
-        return _Dispatch(self.outbox, headers)
+        return _Dispatch(self.outbox, context_headers(worker_ctx.context_data))
+
+
+def context_headers(context_data):
+    """A worker's context as the `nameko.<key>` headers its events carry (None and
+    non-scalar values dropped)."""
+    return {f"nameko.{k}": v for k, v in (context_data or {}).items()
+            if v is not None and isinstance(v, (str, int, float, bool, list))}
 
 
 class _Dispatch:
@@ -391,6 +396,10 @@ class _Dispatch:
     def __init__(self, outbox, headers):
         self.outbox = outbox
         self.headers = headers
+
+    def with_context(self, context_data):
+        """This dispatch carrying another context (one event's of a batch worker's)."""
+        return _Dispatch(self.outbox, context_headers(context_data))
 
     def atomic(self, write, *args, **kwargs):
         """`write(*args, **kwargs)` -> (result, events): one transaction, then published

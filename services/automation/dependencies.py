@@ -1,10 +1,7 @@
 """The automation service's nameko dependencies beyond the common ones (store, caller,
 outbox): calls to other services made in a rule's name; and of each event of a batch
-(crm_common.messaging.batches) its place in the cause chain and its context for the events
-its rules announce. Its source queues are bound to what the rules name with
-crm_common/messaging/bindings.py."""
-import copy
-
+(crm_common.messaging.batches) its place in the cause chain. Its source queues are bound
+to what the rules name with crm_common/messaging/bindings.py."""
 from crm_common.messaging.rpc import ServiceRpc
 
 # context key carried by our RPC calls, the writes they cause and the events those writes
@@ -28,13 +25,3 @@ def depth_of(context):
         return max(int((context or {}).get(DEPTH_KEY) or 0), 0)
     except (TypeError, ValueError):
         return 0
-
-
-def dispatch_for(dispatch, context):
-    """The worker's `dispatch` (crm_common.messaging.outbox) carrying one event's context
-    (what a worker of that event alone would have had: its request id, its caller) instead
-    of the batch worker's, for the events its rules announce."""
-    own = copy.copy(dispatch)
-    own.headers = {f"nameko.{k}": v for k, v in (context or {}).items()
-                   if v is not None and isinstance(v, (str, int, float, bool, list))}
-    return own

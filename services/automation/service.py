@@ -19,7 +19,7 @@ from crm_common.mongo import MongoStore
 from services.automation.actions import Actions
 from services.automation.campaigns import Campaigns
 from services.automation.engine import NOT_TRIGGERS, leaves_copies
-from services.automation.dependencies import CauseRpc, depth_of, dispatch_for
+from services.automation.dependencies import CauseRpc, depth_of
 from services.automation.operations import Automation
 from services.automation.store import AutomationStore
 from services.automation.task_rules import TaskRules
@@ -46,7 +46,7 @@ def _source_handler(source):
         for delivery in batch:
             rules = Automation.triggered(delivery.event, taken)
             if rules:
-                self.automation_with(dispatch_for(self.dispatch, delivery.context)).fire(
+                self.automation_with(self.dispatch.with_context(delivery.context)).fire(
                     delivery.event, depth_of(delivery.context), taken, rules)
 
     handle.__name__ = f"on_{source}_events"
