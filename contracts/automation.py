@@ -165,7 +165,7 @@ class OneOf(fields.Field):
         if self.choose is not None:
             return self.choose(value)
         kind = value.get(self.key)
-        if kind not in self.variants:
+        if not isinstance(kind, str) or kind not in self.variants:  # a list or object too
             raise ValidationError({self.key: ["One of: " + ", ".join(self.variants) + "."]})
         return kind
 
@@ -429,7 +429,7 @@ def _condition_variant(value):
         if group in value:
             return group
     op = value.get("op")
-    if op not in TESTS:
+    if not isinstance(op, str) or op not in TESTS:
         raise ValidationError({"op": ["One of: " + ", ".join(OPS) + " (or a group: all, any)."]})
     return _VARIANT_OF_OP[op]
 

@@ -415,6 +415,28 @@ def test_segment_and_campaign_consent_and_unsubscribe(two_replicas, api, stack, 
     assert [s["description"] for s in registered if s["name"] == source] == [f"Campaign: Sale {unique}"]
 
 
+def test_a_segment_of_words_is_counted_and_sent_from_the_search_index(two_replicas, api, unique):
+    """Words in `q`: contacts' own list only looks up a phone or an email (its 503 for words),
+    so a segment's count and recipients come from the search index, as the list's do."""
+    word = f"Quill{unique}"
+    for name in ("Ann", "Bob"):
+        assert api.post("/contacts", json={"first_name": name, "last_name": word, "emails": [
+            f"{name}.{unique}@example.com"]}).status_code == 201
+    segment = api.post("/segments", json={"name": "Words", "filters": {"q": word}}).json()
+    assert wait_until(lambda: api.get(f"/segments/{segment['id']}/count").json().get("count") == 2)
+    campaign = api.post("/campaigns", json={
+        "name": f"Words {unique}", "segment_id": segment["id"], "channel": "email",
+        "subject": "Hi", "body": "Hi {{ contact.first_name }} {{ unsubscribe_url }}"}).json()
+    assert api.post(f"/campaigns/{campaign['id']}/send", json={}).status_code == 200
+
+    def finished():
+        got = api.get(f"/campaigns/{campaign['id']}").json()
+        return got if got["status"] == "sent" else None
+
+    done = wait_until(finished, timeout=45)
+    assert done and done["counts"]["queued"] == 2, api.get(f"/campaigns/{campaign['id']}").json()
+
+
 def test_stage_rules_held_by_tasks_are_copied_once(two_replicas, api, stack, unique):
     """The rules the tasks service kept before they became automation rules are copied at
     start (here: one more, and the copy asked again), keeping their ids."""

@@ -285,6 +285,7 @@ def test_the_contract_types_actions_conditions_and_segment_filters():
                "wrong type": [{"type": "create_task", "title": "t", "due_in_minutes": "5"}],
                "unknown key": [{"type": "webhook", "url": "https://x.test", "colour": 1}],
                "not an object": ["notify_user"],
+               "type an object": [{"type": {"a": 1}}], "type a list": [{"type": ["move_deal"]}],
                "bad channel": [{"type": "send_message", "channel": "pigeon", "body": "x"}]}
     for name, bad in actions.items():
         assert "actions" in refused(rule_in, {**RULE, "actions": bad}), name
@@ -295,6 +296,7 @@ def test_the_contract_types_actions_conditions_and_segment_filters():
                   "gt needs a number or date": {"field": "deal.amount", "op": "gt", "value": True},
                   "value of empty": {"field": "deal.source", "op": "empty", "value": 1},
                   "eq without value": {"field": "to_stage_id", "op": "eq"},
+                  "op an object": {"field": "to_stage_id", "op": {"eq": 1}, "value": 1},
                   "empty group": {"all": []}, "extra key": {"any": [], "all": []}}
     for name, bad in conditions.items():
         assert "conditions" in refused(rule_in, {**RULE, "conditions": bad}), name
@@ -303,6 +305,7 @@ def test_the_contract_types_actions_conditions_and_segment_filters():
         {"field": "to_stage_id", "op": "eq", "value": "s"},
         {"field": "deal.colour", "op": "eq", "value": "red"}]}})
     assert "deal.colour" in errors["conditions.all.1.field"][0]
+    assert "trigger" in refused(rule_in, {**RULE, "trigger": {"type": {}, "event": "x"}})
     assert "trigger.event" in refused(rule_in, {**RULE, "trigger": {"type": "event",
                                                                     "event": "deals.nope"}})
     segment_in = contract.SegmentIn()

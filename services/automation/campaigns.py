@@ -29,6 +29,7 @@ send_in = schemas.CampaignSendIn()
 page_query = schemas.RuleListQuery()
 CONTACT_ROOTS = {"contact": ContactOut()}
 PAGE = 10000  # recipients' ids read at once (contacts' export_ids)
+INDEX_PAGE = 500  # recipients read at once from the search index (its list's largest page)
 CHUNK = 1000  # recipients' ids per stored chunk
 # a sending campaign's sends are made this far ahead of their time (and 3 ticks at least):
 # queuing stores only the recipients' ids, so 50,000 of them are queued in seconds
@@ -60,8 +61,9 @@ def dump_campaign(doc):
 
 class Campaigns:
     def __init__(self, store, caller, clock, settings, conversations, contacts, dispatch,
-                 deals=None):
+                 deals=None, search=None):
         self.deals = deals  # lambda context: proxy
+        self.search = search
         self.store = store
         self.caller = caller
         self.clock = clock
@@ -115,9 +117,48 @@ class Campaigns:
     def count_segment(self, segment_id):
         """Live: the contacts the filters match now (the contacts list's total)."""
         segment = self.get_segment(segment_id)
-        page = self.contacts(self._as_caller(), COUNT_TIMEOUT_S).list_contacts(
-            {**segment["filters"], "limit": 1, "include_total": True})
+        params = {**segment["filters"], "limit": 1, "include_total": True}
+        if params.get("q"):
+            page = self._from_index(self._as_caller(), params, COUNT_TIMEOUT_S)
+            if page is not None:
+                return {"id": segment_id, "count": page.get("total") or 0}
+        page = self.contacts(self._as_caller(), COUNT_TIMEOUT_S).list_contacts(params)
         return {"id": segment_id, "count": page.get("total") or 0}
+
+    def _from_index(self, context, params, timeout):
+        """The contacts list page from the search index, as the gateway's list and export
+        ask it when `q` has words (contacts' own list only looks up a phone or an email);
+        None while the index is rebuilt or search does not answer (then contacts' list:
+        its 503 for words)."""
+        if self.search is None:
+            return None
+        try:
+            return self.search(context, timeout).list_records("contact", params)
+        except (Unavailable, Timeout):
+            return None
+
+    def _matching_ids(self, filters):
+        """Every contact id the segment's filters match now: with words in `q` from the
+        search index by its keyset pages, else (or while it is rebuilt) by contacts' export
+        cursor, ids only (a list page of 500 would re-read the whole segment on SecantusDB)."""
+        if filters.get("q"):
+            ids, params = [], {**filters, "limit": INDEX_PAGE}
+            while True:
+                page = self._from_index({}, params, PAGE_TIMEOUT_S)
+                if page is None:
+                    break
+                ids += [c["id"] for c in page["items"]]
+                if not page.get("next_cursor"):
+                    return ids
+                params["cursor"] = page["next_cursor"]
+        cursor, ids = None, []
+        contacts = self.contacts({}, PAGE_TIMEOUT_S)
+        while True:
+            page = contacts.export_ids(dict(filters), cursor, PAGE)
+            ids += page["ids"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return ids
 
     # campaigns
     def create_campaign(self, payload):
@@ -253,17 +294,7 @@ class Campaigns:
         if segment is None:
             self.store.take_campaign(campaign, {"status": "failed", "wake_at": None})
             return 0
-        cursor, ids = None, []
-        contacts = self.contacts({}, PAGE_TIMEOUT_S)
-        while True:
-            # the export's one sorted cursor (kept open in contacts between pages), ids
-            # only: a list page of 500 would re-read the whole segment on SecantusDB
-            page = contacts.export_ids(dict(segment["filters"]), cursor, PAGE)
-            ids += page["ids"]
-            cursor = page.get("next_cursor")
-            if not cursor:
-                break
-        ids = list(dict.fromkeys(ids))  # each contact once, even if it moved between pages
+        ids = list(dict.fromkeys(self._matching_ids(segment["filters"])))  # each contact once, even if it moved between pages
         self.store.save_recipients(campaign["_id"], {
             n // CHUNK: ids[n:n + CHUNK] for n in range(0, len(ids), CHUNK)})
         self._register_source(campaign)

@@ -69,6 +69,7 @@ class AutomationService(HealthEntrypoints, ClockEntrypoints):
     deals_rpc = CauseRpc("deals")
     contacts_rpc = CauseRpc("contacts")
     conversations_rpc = CauseRpc("conversations")
+    search_rpc = CauseRpc("search")
     invoices_rpc = CauseRpc(CONFIG.invoice_service)
     notifications_rpc = CauseRpc("notifications")
 
@@ -89,7 +90,7 @@ class AutomationService(HealthEntrypoints, ClockEntrypoints):
     @property
     def campaigns(self):
         return Campaigns(self.store, self.caller, self.clock, CONFIG, self.conversations_rpc,
-                         self.contacts_rpc, self.dispatch, self.deals_rpc)
+                         self.contacts_rpc, self.dispatch, self.deals_rpc, self.search_rpc)
 
     # rules
     @rpc(expected_exceptions=EXPECTED)
