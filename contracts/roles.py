@@ -2,11 +2,10 @@
 (the records a permission of gateway/permissions.py is about) and action, each with a
 scope. The gateway authorizes with them and tells the services the scope of the request
 (`user_scope`), which they apply in their queries as for the built-in roles."""
-import re
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from crm_common.fields import Pattern, STORED_KEY, PageOf
+from crm_common.fields import Pattern, PageOf
 from contracts.contacts import CompanyOut, ContactOut
 from contracts.deals import DealOut
 from contracts.tasks import TaskOut
@@ -29,36 +28,27 @@ FIELD_ACCESS = ("read", "hidden")
 _NOT_RESTRICTED = {"id", "version", "updated_at", "deleted_at", "possible_duplicates"}
 FIELD_NAMES = {obj: tuple(sorted(set(out().fields) - _NOT_RESTRICTED)) for obj, out in (
     ("contacts", ContactOut), ("companies", CompanyOut), ("deals", DealOut), ("tasks", TaskOut))}
-CUSTOM_FIELD = re.compile(r"^custom\.[a-z][a-z0-9_]{0,39}$")
 
 
-def _field_name(obj):
-    def check(name):
-        if name not in FIELD_NAMES[obj] and not CUSTOM_FIELD.match(name):
-            raise ValidationError(f"Not a field of {obj}: {name!r} (custom.<key> or one of "
-                                  f"{', '.join(FIELD_NAMES[obj])}).")
-    return check
+def _grants_of(obj):
+    """{field: read|hidden} of one object: the key's pattern names its fields, so the
+    document states what the server accepts."""
+    names = Pattern(r"^(custom\.[a-z][a-z0-9_]{0,39}|" + "|".join(FIELD_NAMES[obj]) + r")$",
+                    error=f"Not a field of {obj}: {{input!r}} (custom.<key> or one of "
+                          f"{', '.join(FIELD_NAMES[obj])}).")
+    return fields.Dict(keys=fields.String(validate=names),
+                       values=fields.String(validate=validate.OneOf(FIELD_ACCESS)))
 
 
-class _FieldGrants(fields.Dict):
-    def _deserialize(self, value, attr, data, **kwargs):
-        out = super()._deserialize(value, attr, data, **kwargs)
-        errors = {}
-        for obj, names in out.items():
-            for name in names:
-                try:
-                    _field_name(obj)(name)
-                except ValidationError as error:
-                    errors.setdefault(obj, []).extend(error.messages)
-        if errors:
-            raise ValidationError(errors)
-        return out
+class FieldGrants(Schema):
+    contacts = _grants_of("contacts")
+    companies = _grants_of("companies")
+    deals = _grants_of("deals")
+    tasks = _grants_of("tasks")
 
 
-_FIELDS = _FieldGrants(
-    data_key="fields", keys=fields.String(validate=validate.OneOf(tuple(FIELD_NAMES))),
-    values=fields.Dict(keys=fields.String(validate=[validate.Length(1, 60), STORED_KEY]),
-                       values=fields.String(validate=validate.OneOf(FIELD_ACCESS))),
+_FIELDS = fields.Nested(
+    FieldGrants, data_key="fields",
     metadata={"description": "{object: {field: read|hidden}}: `read` shows the field but "
               "refuses writes to it (403), `hidden` also leaves it out of every read, list, "
               "search result, export, report figure and stream event; objects: contacts, "

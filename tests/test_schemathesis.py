@@ -74,14 +74,22 @@ KNOWN = {
 }
 
 
-# the generated requests post public forms, sign-ins and webhooks from one address: the
-# fuzz stack lifts the public routes' limits (they are tested in test_security_http.py)
+# the generated requests come from one address and one caller, faster than a person: the
+# fuzz stack lifts the rate limits (a 429 tests nothing of a request; the limits are
+# tested in test_security_http.py)
 FUZZ_ENV = {"CRM_FORM_RATE_PER_IP_PER_MINUTE": "1000000",
             "CRM_FORM_RATE_PER_FORM_PER_MINUTE": "1000000",
             "CRM_FORM_RATE_GLOBAL_PER_MINUTE": "1000000",
             "CRM_TELEGRAM_RATE_PER_IP_PER_MINUTE": "1000000",
+            "CRM_TELEGRAM_RATE_GLOBAL_PER_MINUTE": "1000000",
             "CRM_PROVIDER_WEBHOOK_RATE_PER_IP_PER_MINUTE": "1000000",
+            "CRM_PROVIDER_WEBHOOK_RATE_GLOBAL_PER_MINUTE": "1000000",
             "CRM_PUBLIC_RATE_PER_IP_PER_MINUTE": "1000000",
+            "CRM_PUBLIC_RATE_GLOBAL_PER_MINUTE": "1000000",
+            "CRM_LOGIN_PER_IP_PER_MINUTE": "1000000",
+            "CRM_LOGIN_GLOBAL_PER_MINUTE": "1000000",
+            "CRM_RATE_LIMIT_PER_MINUTE": "1000000",
+            "CRM_API_KEY_RATE_LIMIT_PER_MINUTE": "1000000",
             "CRM_LOGIN_MAX_FAILURES": "1000000",
             # the document's webhook example is a local receiver (contracts.notifications)
             "CRM_WEBHOOK_ALLOW_LOOPBACK": "1"}
@@ -292,6 +300,7 @@ def test_api_passes_every_schemathesis_check(fuzz_stack, fuzz_agent, fuzz_catalo
     trace = os.path.join(report_dir, "calls.jsonl")
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks", "CRM_FUZZ_TRACE": trace,
            "CRM_FUZZ_PRODUCT_ID": fuzz_catalogue,
+           "CRM_FUZZ_USER_ID": fuzz_agent.get("/users/me").json()["id"],
            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=root,
                             timeout=int(os.environ.get("CRM_FUZZ_TIMEOUT", "14400")))

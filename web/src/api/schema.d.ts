@@ -4154,6 +4154,20 @@ export interface components {
                 [key: string]: unknown;
             };
         };
+        FieldGrants: {
+            companies?: {
+                [key: string]: "read" | "hidden";
+            };
+            contacts?: {
+                [key: string]: "read" | "hidden";
+            };
+            deals?: {
+                [key: string]: "read" | "hidden";
+            };
+            tasks?: {
+                [key: string]: "read" | "hidden";
+            };
+        };
         FileOut: {
             /** @description sniffed from the content */
             content_type?: string;
@@ -5359,11 +5373,7 @@ export interface components {
         };
         RoleIn: {
             /** @description {object: {field: read|hidden}}: `read` shows the field but refuses writes to it (403), `hidden` also leaves it out of every read, list, search result, export, report figure and stream event; objects: contacts, companies, deals, tasks; `custom.<key>` names a typed custom field */
-            fields?: {
-                [key: string]: {
-                    [key: string]: "read" | "hidden";
-                };
-            };
+            fields?: components["schemas"]["FieldGrants"];
             label: string;
             /** @description what users' `role` names; not admin, manager or agent */
             name: string;
@@ -5396,11 +5406,7 @@ export interface components {
         };
         RolePatch: {
             /** @description {object: {field: read|hidden}}: `read` shows the field but refuses writes to it (403), `hidden` also leaves it out of every read, list, search result, export, report figure and stream event; objects: contacts, companies, deals, tasks; `custom.<key>` names a typed custom field */
-            fields?: {
-                [key: string]: {
-                    [key: string]: "read" | "hidden";
-                };
-            };
+            fields?: components["schemas"]["FieldGrants"];
             label?: string;
             /** @description {object: {action: own|team|all}}; an action left out is refused */
             permissions?: {
