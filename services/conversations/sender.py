@@ -256,15 +256,15 @@ class Sender:
             self._mailboxes[mailbox_id] = self.store.get("mailboxes", mailbox_id)
         return self._mailboxes[mailbox_id]
 
-    def _send_email(self, msg, lane, copies=None):
-        """`copies`: the lane's list its Sent copy joins (made after the lane's last
-        message, one command); None: made now."""
+    def _send_email(self, msg, lane, copies):
+        """`copies`: the lane's Sent copies, which this message's joins (made after the
+        lane's last message: _copies_to_sent)."""
         mailbox = self._mailbox(msg["mailbox_id"])
         if mailbox is None:
             raise Permanent("its mailbox was removed")
         sent_folder = mailbox.get("sent_folder") or "Sent"
         if msg.get("smtp_accepted_at"):  # taken over after the server took it
-            self._copy_to_sent(mailbox, msg, lane, None)
+            copies.append((mailbox, msg, None))  # its copy, if it is missing
             return msg["message_id"]
         if msg.get("smtp_data_at"):  # a sender died while the server was taking it
             if self._in_sent(mailbox, msg, lane):
@@ -272,20 +272,19 @@ class Sender:
             raise mail.Unconfirmed(
                 "the service stopped while the mail server was taking this message and its "
                 f"copy is not in {sent_folder}: it may have been sent; not sent again")
-        built = mail.build(mailbox, msg["to"], msg.get("subject"), msg.get("text"),
-                           msg.get("html"), msg["message_id"], msg.get("in_reply_to"),
-                           msg.get("references") or [], self._attachments(msg))
+        built = self._build(mailbox, msg)
         self._smtp_send(mailbox, lane, built, msg["_id"])
         raw = bytes(built)
         self.failpoint("after_data")
         self.mark(msg["_id"], {"smtp_accepted_at": utcnow(), "raw_size": len(raw)})
         self.failpoint("after_smtp")
-        if copies is None:
-            self._copy_to_sent(mailbox, msg, lane, raw)
-            self.failpoint("after_append")
-        else:
-            copies.append((mailbox, msg, raw))
+        copies.append((mailbox, msg, raw))
         return msg["message_id"]
+
+    def _build(self, mailbox, msg):
+        return mail.build(mailbox, msg["to"], msg.get("subject"), msg.get("text"),
+                          msg.get("html"), msg["message_id"], msg.get("in_reply_to"),
+                          msg.get("references") or [], self._attachments(msg))
 
     def _attachments(self, msg):
         found = []
@@ -295,32 +294,25 @@ class Sender:
                 found.append((meta, data[0]))
         return found
 
-    def _copy_to_sent(self, mailbox, msg, lane, raw):
-        """The copy in the mailbox's Sent folder (a missing copy never unsends a mail)."""
-        folder = mailbox.get("sent_folder") or "Sent"
-        try:
-            conn = self._imap_conn(mailbox, lane)
-            if raw is None:
-                if mail.has_message_id(conn, folder, msg["message_id"]):
-                    return
-                raw = bytes(mail.build(mailbox, msg["to"], msg.get("subject"), msg.get("text"),
-                                       msg.get("html"), msg["message_id"],
-                                       msg.get("in_reply_to"), msg.get("references") or [],
-                                       self._attachments(msg)))
-            mail.append(conn, folder, raw)
-        except Exception as exc:  # noqa: BLE001 - sent all the same: the copy is what is missing
-            self._drop_imap(lane)
-            log.warning("message %s sent; its copy in %s failed: %s", msg["_id"], folder, exc)
-
     def _copies_to_sent(self, copies, lane):
         """The Sent copies of a lane's accepted messages (one mailbox), in one APPEND
-        (mail.append_many). They come after the acceptances, as one by one: a sender
-        taking over an accepted message makes its copy if it is missing."""
+        (mail.append_many); a message taken over after its acceptance (raw None) gets one
+        only if it is not there yet. They come after the acceptances, so a sender taking
+        over an accepted message makes its copy if it is missing; a missing copy never
+        unsends a mail."""
         mailbox = copies[0][0]
         folder = mailbox.get("sent_folder") or "Sent"
         try:
-            mail.append_many(self._imap_conn(mailbox, lane), folder,
-                             [raw for _, _, raw in copies])
+            conn = self._imap_conn(mailbox, lane)
+            raws = []
+            for _, msg, raw in copies:
+                if raw is None:
+                    if mail.has_message_id(conn, folder, msg["message_id"]):
+                        continue
+                    raw = bytes(self._build(mailbox, msg))
+                raws.append(raw)
+            if raws:
+                mail.append_many(conn, folder, raws)
         except Exception as exc:  # noqa: BLE001 - sent all the same: the copies are missing
             self._drop_imap(lane)
             log.warning("messages %s sent; their copies in %s failed: %s",
