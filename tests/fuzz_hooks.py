@@ -16,8 +16,8 @@ this module): what the OpenAPI document cannot tell a generator, said once, with
   value that parameter refuses (`status=`): refused as it should be.
 - A deal line (POST /deals/{id}/items): half the valid ones name the job's product, priced
   in the default euro list (a product, a price and a deal: no one link gives them).
-- The job's own user keeps no rate limit of its own (PATCH /users/{its id}): 429s would
-  answer the rest of the job.
+- The job's own user (PATCH /users/{its id}) gets no new password, rate limit or
+  extension: its token would stop (401) or be throttled (429) for the rest of the job.
 - X-Request-Id: advisory; one not of the documented pattern is replaced, never refused.
 - DELETE /api-keys/{id} revokes and DELETE /tasks/{id} cancels: the key (revoked_at) and
   the task (canceled_at) stay readable (documented), which the use-after-free check would
@@ -171,6 +171,7 @@ _KEY = re.compile(KEY_PATTERN)
 
 PRODUCT = os.environ.get("CRM_FUZZ_PRODUCT_ID")  # the job's product priced in euros
 ME = os.environ.get("CRM_FUZZ_USER_ID")  # the admin every request of the job is sent as
+SESSION_FIELDS = ("password", "rate_limit_per_minute", "extension")
 _LINES = "/api/v1/deals/{deal_id}/items"
 _pick = random.Random(19)
 
@@ -189,12 +190,13 @@ def before_call(context, case, kwargs):
             and meta.generation.mode.name == "POSITIVE" and _pick.random() < 0.5):
         case.body["product_id"] = PRODUCT
         case.body.pop("price_list_id", None)
-    # a rate limit the job sets on its own user throttles the rest of the job to 429s,
-    # which test nothing (one set on another user is kept)
+    # the job's own user keeps its session and pace: a new password stops its token (every
+    # later call 401), a rate limit throttles it to 429s, a new extension unplugs its
+    # click-to-call; none of them tests anything more (set on another user, they are kept)
     if (ME and case.method.upper() == "PATCH" and case.operation.path == "/api/v1/users/{user_id}"
-            and (case.path_parameters or {}).get("user_id") == ME and isinstance(case.body, dict)
-            and case.body.get("rate_limit_per_minute") is not None):
-        case.body["rate_limit_per_minute"] = None
+            and (case.path_parameters or {}).get("user_id") == ME and isinstance(case.body, dict)):
+        for name in SESSION_FIELDS:
+            case.body.pop(name, None)
 
 
 def _field_errors(response):
