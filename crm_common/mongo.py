@@ -349,13 +349,13 @@ def upsert_if_newer(key, doc, stamp="at", keep_max=()):
     applies it to the document the other made.
 
     One statement filtered by `_id` alone, the guard inside the update (a pipeline, as
-    mongod >= 4.2 runs it): SecantusDB (dev/CI) plans any second filter field (the plain
-    `{_id, stamp: {$lte}}`) through every index picker, reading the index catalogue
-    again in each, before it looks `_id` up: 0.85 ms of its CPU per upsert against 0.52
-    by `_id` alone, and this 0.5-0.6 (bulk writes of 100 into a collection of 3 sparse
-    indexes, reproduction in bench/RESULTS.md). A `hint` changes nothing there (its
-    update checks the hint and plans without it) and `$expr` beside `_id` is a scan of
-    the collection. On mongod both forms are one `_id` probe."""
+    mongod >= 4.2 runs it). SecantusDB (dev/CI) plans any second filter field (the plain
+    `{_id, stamp: {$lte}}`) through every index picker, each reading the index catalogue
+    again, before it looks `_id` up: about 1.6 times the CPU of an upsert by `_id` alone
+    there, where this form costs about 1.1 times it (`bench/bench_automation.py
+    --upserts`; figures in bench/RESULTS.md). A `hint` changes nothing there (its update
+    command checks the hint and plans without it) and `$expr` beside `_id` scans the
+    collection. On mongod both forms are one `_id` probe."""
     new = {"$literal": {"_id": key, **{k: v for k, v in doc.items() if k != "_id"}}}
     kept = {field: {"$max": [f"${field}", {"$literal": doc[field]}]}
             for field in keep_max if doc.get(field) is not None}
