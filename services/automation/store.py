@@ -10,17 +10,24 @@ from crm_common.mongo import BaseStore, find_in, increment, update_and_get, upse
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+def _duplicates(exc):
+    """The indexes of an unordered bulk write's statements refused as duplicate keys;
+    `exc` (a BulkWriteError) raised again when it holds any other error."""
+    details = exc.details or {}
+    if any(e.get("code") != 11000 for e in details.get("writeErrors", [])) \
+            or details.get("writeConcernErrors"):
+        raise exc
+    return [e["index"] for e in details.get("writeErrors", [])]
+
+
 def _ignoring_duplicates(write):
     """An unordered bulk write whose only errors are duplicate keys (already done) ->
     its result, or how many documents it inserted."""
     try:
         return write()
     except BulkWriteError as exc:
-        details = exc.details or {}
-        if any(e.get("code") != 11000 for e in details.get("writeErrors", [])) \
-                or details.get("writeConcernErrors"):
-            raise
-        return details.get("nInserted", 0)
+        _duplicates(exc)
+        return (exc.details or {}).get("nInserted", 0)
 
 
 class AutomationStore(BaseStore):
@@ -216,11 +223,7 @@ class AutomationStore(BaseStore):
         try:
             self.records.bulk_write(ops, ordered=False)
         except BulkWriteError as exc:
-            errors = (exc.details or {}).get("writeErrors", [])
-            if any(e.get("code") != 11000 for e in errors) or \
-                    (exc.details or {}).get("writeConcernErrors"):
-                raise
-            again = [ops[e["index"]] for e in errors]
+            again = [ops[i] for i in _duplicates(exc)]
             _ignoring_duplicates(lambda: self.records.bulk_write(again, ordered=False))
 
     def events_since(self, type_key, since, limit):
