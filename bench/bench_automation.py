@@ -7,6 +7,7 @@ evaluator alone in this process (engine.evaluate over the same rules and events)
                                                 [--in-process-only] [--alone]
                                                 [--profile /tmp/automation-profile]
     .venv/bin/python bench/bench_automation.py --events 0 --campaign 50000 [--rate 1200]
+    .venv/bin/python bench/bench_automation.py --upserts 3000
 
 Starts an isolated stack (tests/stack.py). The rules' conditions fail for most events and
 skips are not logged, so the figure is the engine's cost, not the actions'. Then call
@@ -14,6 +15,8 @@ events no rule listens to (telephony's ringing path), which automation must pass
 --campaign: contacts (copies of one made through the API), a campaign to all of them (queue time, then the rate
 of SMS reaching a local gateway for a minute), and a smaller one sent to its end (each
 recipient once, counts adding up).
+--upserts: only the database's CPU per upsert of a record copy, by the form of the upsert,
+on a SecantusDB of its own (no stack, no lock needed).
 """
 import argparse
 import json
@@ -129,6 +132,68 @@ def service_logic(rules, events):
     handle_ms = 1000 * (time.process_time() - cpu) / len(wire)
     print(f"  automation's Python alone: contract load {load_ms:.3f} ms/event, handler "
           f"{handle_ms:.3f} ms/event (no broker, no database)", flush=True)
+
+
+def copy_upserts(n, rounds=2, batch=100):
+    """The database's CPU per upsert of a record copy (what keep_intake writes per record
+    of a batch), on a SecantusDB of its own: `n` copies of 500 deals (as the deal events
+    carry them) in unordered bulk writes of `batch`, into a collection with `records`'
+    3 sparse indexes, for each form: the store's (`upsert_if_newer`: by `_id`, the guard
+    in the update), the plain compare-and-set filter `{_id, at: {$lte}}` it replaces, and
+    `{_id}` alone with no guard (not correct: the floor)."""
+    from datetime import datetime, timedelta, timezone
+    from pymongo import MongoClient, UpdateOne
+    from pymongo.errors import BulkWriteError
+    from crm_common.mongo import upsert_if_newer
+    from services.automation.operations import Automation
+    from tests.stack import start_secantus, stop_secantus
+
+    tick, t0 = os.sysconf("SC_CLK_TCK"), datetime(2026, 12, 1, tzinfo=timezone.utc)
+
+    def cpu(pid):
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    def operators(doc):
+        empty = [f for f in ("quiet_since", "stage_since", "date_keys") if f in doc and not doc[f]]
+        return {"$set": {k: v for k, v in doc.items() if k not in empty},
+                **({"$unset": {f: "" for f in empty}} if empty else {})}
+
+    forms = {
+        "upsert_if_newer (the store's)": lambda key, doc: upsert_if_newer(
+            key, {k: v for k, v in doc.items() if v or k not in ("stage_since", "date_keys")},
+            keep_max=("quiet_since",)),
+        "{_id, at: {$lte}} (before)": lambda key, doc: UpdateOne(
+            {"_id": key, "at": {"$lte": doc["at"]}}, operators(doc), upsert=True),
+        "{_id} alone (no guard)": lambda key, doc: UpdateOne(
+            {"_id": key}, operators(doc), upsert=True)}
+    copies = []
+    for i, data in enumerate(event_data(n) for n in range(n)):
+        event = {"type": "deal_stage_changed", "data": data}
+        copies += Automation._records_of(event, data, t0 + timedelta(milliseconds=i)).items()
+    proc, storage, url = start_secantus(os.devnull)
+    try:
+        client = MongoClient(url, tz_aware=True)
+        print(f"  copy upserts, {n} in bulk writes of {batch} (SecantusDB of its own; "
+              f"{load_average()}):", flush=True)
+        for round_ in range(rounds):
+            for i, (name, form) in enumerate(forms.items()):
+                records = client["bench_upserts"][f"records_{round_}_{i}"]
+                for field in ("quiet_since", "stage_since", "date_keys"):
+                    records.create_index(field, sparse=True)
+                before, started = cpu(proc.pid), time.perf_counter()
+                for start in range(0, len(copies), batch):
+                    try:
+                        records.bulk_write([form(key, doc) for key, doc
+                                            in dict(copies[start:start + batch]).items()],
+                                           ordered=False)
+                    except BulkWriteError:  # an older copy refused by the plain filter
+                        pass
+                spent, seconds = cpu(proc.pid) - before, time.perf_counter() - started
+                print(f"    {name:<32} {1000 * spent / len(copies):.3f} ms of its CPU per "
+                      f"upsert ({1000 * seconds / len(copies):.3f} ms wall)", flush=True)
+    finally:
+        stop_secantus(proc, storage)
 
 
 def unbind_others(stack, source, event_type):
@@ -511,11 +576,17 @@ def main():
     parser.add_argument("--in-process-only", action="store_true")
     parser.add_argument("--alone", action="store_true",
                         help="then the same events again with automation their only consumer")
+    parser.add_argument("--upserts", type=int, default=0,
+                        help="only the database's CPU per record copy upsert, by form, on a "
+                             "SecantusDB of its own (this many copies)")
     parser.add_argument("--profile", help="path prefix: py-spy samples of the automation "
                                           "process and the database while the deal events "
                                           "run and the campaign sends (needs py-spy)")
     args = parser.parse_args()
     random.seed(1)
+    if args.upserts:
+        copy_upserts(args.upserts)
+        return
     rules = [rule_body(n) for n in range(args.rules)]
     events = [event_data(n) for n in range(args.events)]
     print(f"bench_automation: {args.events} deal_stage_changed events, {args.rules} rules; "

@@ -35,7 +35,7 @@ import time
 from contextlib import contextmanager
 
 from nameko.extensions import DependencyProvider
-from pymongo import MongoClient, ReturnDocument
+from pymongo import MongoClient, ReturnDocument, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -336,6 +336,33 @@ def update_and_get(collection, query, update, projection=None, upsert=False):
         return None
     return collection.find_one({"_id": query["_id"] if result.upserted_id is None
                                 else result.upserted_id}, projection)
+
+
+def upsert_if_newer(key, doc, stamp="at", keep_max=()):
+    """An UpdateOne (for a bulk write) storing `doc` as the document `key` unless the
+    stored one has a later `stamp`: newest copy wins whatever the order copies arrive in
+    (an older copy arriving late changes nothing; the same copy again rewrites it as it
+    is). `doc` replaces the stored document whole (a field it lacks is removed). Each
+    field of `keep_max` that `doc` has keeps the later of the stored and the new value,
+    also when the stored copy is the newer. An upsert racing another of the same key may
+    fail with a duplicate key (SecantusDB; mongod retries it itself): writing it again
+    applies it to the document the other made.
+
+    One statement filtered by `_id` alone, the guard inside the update (a pipeline, as
+    mongod >= 4.2 runs it). SecantusDB (dev/CI) plans any second filter field (the plain
+    `{_id, stamp: {$lte}}`) through every index picker, each reading the index catalogue
+    again, before it looks `_id` up: about 1.6 times the CPU of an upsert by `_id` alone
+    there, where this form costs about 1.1 times it (`bench/bench_automation.py
+    --upserts`; figures in bench/RESULTS.md). A `hint` changes nothing there (its update
+    command checks the hint and plans without it) and `$expr` beside `_id` scans the
+    collection. On mongod both forms are one `_id` probe."""
+    new = {"$literal": {"_id": key, **{k: v for k, v in doc.items() if k != "_id"}}}
+    kept = {field: {"$max": [f"${field}", {"$literal": doc[field]}]}
+            for field in keep_max if doc.get(field) is not None}
+    newer = {"$mergeObjects": [new, kept]} if kept else new
+    older = {"$mergeObjects": ["$$ROOT", kept]} if kept else "$$ROOT"
+    return UpdateOne({"_id": key}, [{"$replaceWith": {"$cond": [
+        {"$lte": [f"${stamp}", {"$literal": doc[stamp]}]}, newer, older]}}], upsert=True)
 
 
 # SecantusDB (dev/CI) checks every document an `$in` matches against the whole list, so

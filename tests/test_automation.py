@@ -6,7 +6,7 @@ import json
 import os
 import signal
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -622,6 +622,63 @@ def test_notifications_birthday_greetings_are_copied_into_the_rule_once(two_repl
         api.patch("/automation/rules/default-birthday-greeting",
                   json={"enabled": False, "conditions": before["conditions"]})
 
+
+
+def test_record_copies_keep_the_newest_whatever_the_order(stack, unique):
+    """The records' copies (store.keep_intake, on the stack's database): a newer copy
+    replaces the stored one (a time trigger's field it has no value for goes, out of its
+    sparse index), an older one arriving late and the same one again change nothing but
+    the later `quiet_since`, a touch moves only that; two replicas writing first copies
+    of the same records at once leave each record's newest."""
+    import threading
+    from crm_common.config import get_settings
+    from crm_common.mongo import joining
+    from services.automation.store import AutomationStore
+
+    at = lambda h: datetime(2026, 12, 1, h, tzinfo=timezone.utc)  # noqa: E731
+    db = joining(stack.mongo[f"scratch_{unique}"])
+    store = AutomationStore(db, get_settings())
+    store.ensure_indexes()
+
+    def copy(h, **fields):
+        return {"kind": "contact", "record": {"id": "c1", "name": f"v{h}", "note": "$5"},
+                "at": at(h), **fields}
+
+    def stored():
+        return db.records.find_one({"_id": "contact:c1"}, {"_id": 0})
+
+    try:
+        store.keep_intake(None, {"contact:c1": copy(5, quiet_since=at(1), date_keys=["d:1"],
+                                                     stage_since=None)}, {})
+        assert stored() == copy(5, quiet_since=at(1), date_keys=["d:1"])
+        store.keep_intake(None, {"contact:c1": copy(3, quiet_since=at(4), date_keys=[])}, {})
+        assert stored() == copy(5, quiet_since=at(4), date_keys=["d:1"])  # older: only the touch
+        newer = copy(7, quiet_since=at(2), date_keys=[])
+        for _ in range(2):  # the second time a duplicate
+            store.keep_intake(None, {"contact:c1": newer}, {})
+            assert stored() == copy(7, quiet_since=at(4))
+        assert db.records.count_documents({"date_keys": "d:1"}) == 0
+        store.keep_intake(None, {}, {"contact:c1": at(9), "contact:none": at(9)})
+        assert stored() == copy(7, quiet_since=at(9))
+        assert db.records.count_documents({}) == 1  # a touch alone makes no copy
+
+        keys = [f"deal:race-{i}" for i in range(30)]
+        start = threading.Barrier(2)
+
+        def replica(h):
+            start.wait()
+            store.keep_intake(None, {k: {"kind": "deal", "record": {"id": k}, "at": at(h)}
+                                     for k in keys}, {})
+
+        threads = [threading.Thread(target=replica, args=(h,)) for h in (10, 11)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert {d["_id"]: d["at"] for d in db.records.find({"_id": {"$in": keys}})} == \
+            {k: at(11) for k in keys}
+    finally:
+        stack.mongo.drop_database(f"scratch_{unique}")
 
 
 def process_with_connection(pids, local_port):

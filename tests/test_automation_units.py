@@ -259,6 +259,37 @@ def test_the_intake_keeps_one_copy_per_record_and_only_the_events_dry_runs_use()
     operations.CACHE.version = None
 
 
+def test_record_copies_that_lost_a_first_upsert_race_are_written_again():
+    """keep_intake's bulk write: an upsert refused as a duplicate key (another replica's
+    first upsert of the key won the race) is written again, once, and then guarded by
+    `at` like the others; any other write error is raised."""
+    from pymongo.errors import BulkWriteError
+    from services.automation.store import AutomationStore
+
+    class Records:
+        def __init__(self, errors):
+            self.errors, self.calls = list(errors), []
+
+        def bulk_write(self, ops, ordered):
+            self.calls.append([op._filter["_id"] for op in ops])
+            errors = self.errors.pop(0) if self.errors else []
+            if errors:
+                raise BulkWriteError({"writeErrors": errors, "nInserted": 0})
+
+    at = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    copies = {k: {"kind": "deal", "record": {"id": k}, "at": at, "date_keys": []}
+              for k in ("deal:a", "deal:b", "deal:c")}
+    store = AutomationStore.__new__(AutomationStore)
+    store.records = Records([[{"index": 1, "code": 11000}, {"index": 2, "code": 11000}],
+                             [{"index": 0, "code": 11000}]])
+    store.keep_intake(None, copies, {"contact:t": at})
+    assert store.records.calls == [["deal:a", "deal:b", "deal:c", "contact:t"],
+                                   ["deal:b", "deal:c"]]
+    store.records = Records([[{"index": 0, "code": 11000}, {"index": 1, "code": 121}]])
+    with pytest.raises(BulkWriteError):
+        store.keep_intake(None, copies, {})
+
+
 RULE = {"name": "r", "trigger": DEAL_EVENT,
         "conditions": {"all": [{"field": "to_stage_id", "op": "eq", "value": "s1"},
                                {"any": [{"field": "deal.amount", "op": "gte", "value": 10},

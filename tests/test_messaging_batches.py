@@ -81,6 +81,25 @@ class Workers:
             p.stop()
 
 
+@pytest.fixture
+def taking(container, handler):
+    """The handler taking messages: its workers held (`.workers`), the contract load
+    skipped, the acks recorded (`.acked`); `.deliver(n)` hands it messages 0..n-1 (events
+    e0..) and returns them."""
+    acked = []
+
+    def deliver(n):
+        msgs = [message(i) for i in range(n)]
+        for m in msgs:
+            handler.handle_message({"event_id": f"e{m.n}"}, m)
+        return msgs
+
+    with Workers(container) as workers, \
+            mock.patch.object(crm_events, "load_event", lambda s, t, body: body), \
+            mock.patch.object(handler.queue_consumer, "ack_message", acked.append):
+        yield SimpleNamespace(workers=workers, acked=acked, deliver=deliver)
+
+
 def test_a_batch_handler_keeps_the_queue_and_takes_a_consumer_of_its_own(container, handler):
     assert isinstance(handler, DemandBoundHandler) and isinstance(handler, EventHandler)
     assert handler.queue.name == "evt-src-events--probe.on_src_events"
@@ -93,72 +112,54 @@ def test_a_batch_handler_keeps_the_queue_and_takes_a_consumer_of_its_own(contain
     assert handler.queue_consumer.prefetch_count == batches.PREFETCH
 
 
-def test_events_gathered_while_batches_run_make_the_next_batch(container, handler):
-    acked = []
-    with Workers(container) as workers, \
-            mock.patch.object(crm_events, "load_event", lambda s, t, body: body), \
-            mock.patch.object(handler.queue_consumer, "ack_message", acked.append):
-        msgs = [message(n) for n in range(7)]
-        for m in msgs:
-            handler.handle_message({"event_id": f"e{m.n}"}, m)
-        # two batches at once (workers=2): the first two events each had a free worker
-        assert [[d.event["event_id"] for d in b] for b, _ in workers.waiting] == [["e0"], ["e1"]]
-        first = workers.finish()
-        assert [d.event["event_id"] for d in first] == ["e0"]
-        assert first[0].context["request_id"] == "r0" and first[0].context["automation_depth"] == 0
-        assert acked == [msgs[0]]
-        # what came meanwhile, at most max_batch=3 a batch
-        assert [d.event["event_id"] for d in workers.waiting[-1][0]] == ["e2", "e3", "e4"]
-        workers.finish(0)
-        workers.finish(0)
-        workers.finish(0)
-        assert acked == [msgs[0], msgs[1], msgs[2], msgs[3], msgs[4], msgs[5], msgs[6]]
-        assert not workers.waiting and handler.running == 0 and not handler.pending
+def test_events_gathered_while_batches_run_make_the_next_batch(handler, taking):
+    workers, acked = taking.workers, taking.acked
+    msgs = taking.deliver(7)
+    # two batches at once (workers=2): the first two events each had a free worker
+    assert [[d.event["event_id"] for d in b] for b, _ in workers.waiting] == [["e0"], ["e1"]]
+    first = workers.finish()
+    assert [d.event["event_id"] for d in first] == ["e0"]
+    assert first[0].context["request_id"] == "r0" and first[0].context["automation_depth"] == 0
+    assert acked == [msgs[0]]
+    # what came meanwhile, at most max_batch=3 a batch
+    assert [d.event["event_id"] for d in workers.waiting[-1][0]] == ["e2", "e3", "e4"]
+    workers.finish(0)
+    workers.finish(0)
+    workers.finish(0)
+    assert acked == [msgs[0], msgs[1], msgs[2], msgs[3], msgs[4], msgs[5], msgs[6]]
+    assert not workers.waiting and handler.running == 0 and not handler.pending
 
 
-def test_a_failed_batch_is_handled_again_one_event_at_a_time(container, handler):
-    acked = []
+def test_a_failed_batch_is_handled_again_one_event_at_a_time(handler, taking):
+    workers, acked = taking.workers, taking.acked
     failure = (ValueError, ValueError("bad e2"), None)
-    with Workers(container) as workers, \
-            mock.patch.object(crm_events, "load_event", lambda s, t, body: body), \
-            mock.patch.object(handler.queue_consumer, "ack_message", acked.append):
-        msgs = [message(n) for n in range(5)]
-        for m in msgs:
-            handler.handle_message({"event_id": f"e{m.n}"}, m)
-        workers.finish(0)                      # e0
-        workers.finish(0)                      # e1
-        batch = workers.finish(0, failure)     # e2 e3 e4 failed together: nothing acked
-        assert [d.event["event_id"] for d in batch] == ["e2", "e3", "e4"]
-        assert acked == [msgs[0], msgs[1]] and not handler.publisher.publish.called
-        # each alone now; only e2 fails again: retried with its attempt counted, e3 e4 acked
-        assert [[d.event["event_id"] for d in b] for b, _ in workers.waiting] == [["e2"], ["e3"]]
-        workers.finish(0, failure)
-        workers.finish(0)
-        workers.finish(0)
-        assert acked == msgs[:2] + [msgs[2], msgs[3], msgs[4]]
-        (payload,), kwargs = handler.publisher.publish.call_args
-        assert payload == b"p2" and kwargs["routing_key"] == handler.queue.name
-        assert kwargs["headers"][crm_events.ATTEMPTS_HEADER] == 1
-        assert handler.publisher.publish.call_count == 1
+    msgs = taking.deliver(5)
+    workers.finish(0)                      # e0
+    workers.finish(0)                      # e1
+    batch = workers.finish(0, failure)     # e2 e3 e4 failed together: nothing acked
+    assert [d.event["event_id"] for d in batch] == ["e2", "e3", "e4"]
+    assert acked == [msgs[0], msgs[1]] and not handler.publisher.publish.called
+    # each alone now; only e2 fails again: retried with its attempt counted, e3 e4 acked
+    assert [[d.event["event_id"] for d in b] for b, _ in workers.waiting] == [["e2"], ["e3"]]
+    workers.finish(0, failure)
+    workers.finish(0)
+    workers.finish(0)
+    assert acked == msgs[:2] + [msgs[2], msgs[3], msgs[4]]
+    (payload,), kwargs = handler.publisher.publish.call_args
+    assert payload == b"p2" and kwargs["routing_key"] == handler.queue.name
+    assert kwargs["headers"][crm_events.ATTEMPTS_HEADER] == 1
+    assert handler.publisher.publish.call_count == 1
 
 
-def test_redelivered_and_rejected_messages_never_join_a_batch(container, handler):
-    with Workers(container) as workers, \
-            mock.patch.object(handler.queue_consumer, "ack_message"):
-        handler.handle_message({"event_id": "e9"}, message(9, redelivered=True))
-        assert not workers.waiting and handler.publisher.publish.call_count == 1
+def test_redelivered_and_rejected_messages_never_join_a_batch(handler, taking):
+    handler.handle_message({"event_id": "e9"}, message(9, redelivered=True))
+    assert not taking.workers.waiting and handler.publisher.publish.call_count == 1
 
 
-def test_a_stopping_handler_handles_what_it_gathered_before_it_returns(container, handler):
-    acked = []
-    with Workers(container) as workers, \
-            mock.patch.object(crm_events, "load_event", lambda s, t, body: body), \
-            mock.patch.object(handler.queue_consumer, "ack_message", acked.append), \
-            mock.patch.object(handler.queue_consumer, "unregister_provider") as unregister, \
-            mock.patch.object(batches.eventlet, "sleep", lambda s: workers.finish(0)):
-        msgs = [message(n) for n in range(6)]
-        for m in msgs:
-            handler.handle_message({"event_id": f"e{m.n}"}, m)
+def test_a_stopping_handler_handles_what_it_gathered_before_it_returns(handler, taking):
+    with mock.patch.object(handler.queue_consumer, "unregister_provider") as unregister, \
+            mock.patch.object(batches.eventlet, "sleep", lambda s: taking.workers.finish(0)):
+        msgs = taking.deliver(6)
         handler.stop()
     unregister.assert_called_once_with(handler)
-    assert acked == [msgs[0], msgs[1], msgs[2], msgs[3], msgs[4], msgs[5]]
+    assert taking.acked == msgs

@@ -5,9 +5,19 @@ from pymongo import ASCENDING, DESCENDING, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from crm_common.cursors import page
-from crm_common.mongo import BaseStore, find_in, increment, update_and_get
+from crm_common.mongo import BaseStore, find_in, increment, update_and_get, upsert_if_newer
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _duplicates(exc):
+    """The indexes of an unordered bulk write's statements refused as duplicate keys;
+    `exc` (a BulkWriteError) raised again when it holds any other error."""
+    details = exc.details or {}
+    if any(e.get("code") != 11000 for e in details.get("writeErrors", [])) \
+            or details.get("writeConcernErrors"):
+        raise exc
+    return [e["index"] for e in details.get("writeErrors", [])]
 
 
 def _ignoring_duplicates(write):
@@ -16,11 +26,8 @@ def _ignoring_duplicates(write):
     try:
         return write()
     except BulkWriteError as exc:
-        details = exc.details or {}
-        if any(e.get("code") != 11000 for e in details.get("writeErrors", [])) \
-                or details.get("writeConcernErrors"):
-            raise
-        return details.get("nInserted", 0)
+        _duplicates(exc)
+        return (exc.details or {}).get("nInserted", 0)
 
 
 class AutomationStore(BaseStore):
@@ -198,29 +205,26 @@ class AutomationStore(BaseStore):
     def keep_intake(self, batch, copies, touches):
         """The batch's events for dry runs (one document, `operations.kept_batch`; an event
         delivered again may be kept twice: `events_since` lists it once), each record's
-        newest copy (an older copy arriving late changes nothing; a touch known from
-        elsewhere is kept: `$max` of `quiet_since`) and touches of contacts: an insert and
-        at most one unordered bulk write."""
+        newest copy (`upsert_if_newer` on `at`: an older copy arriving late changes nothing;
+        a touch known from elsewhere is kept: the later `quiet_since`) and touches of
+        contacts: an insert and at most one unordered bulk write (its upserts that lost a
+        race with another replica's first upsert of the key are written again)."""
         if batch:
             self.events.insert_one(batch)
-        ops = []
-        for key, doc in copies.items():
-            doc = dict(doc)
-            update = {"$set": doc}
-            if doc.get("quiet_since") is not None:
-                update["$max"] = {"quiet_since": doc.pop("quiet_since")}
-            # a time trigger's field with no value is absent (out of its sparse index)
-            empty = [f for f in ("quiet_since", "stage_since", "date_keys")
-                     if f in doc and not doc[f]]
-            if empty:
-                update["$unset"] = {f: "" for f in empty}
-                for field in empty:
-                    doc.pop(field)
-            ops.append(UpdateOne({"_id": key, "at": {"$lte": doc["at"]}}, update, upsert=True))
+        # a time trigger's field with no value is absent (out of its sparse index)
+        ops = [upsert_if_newer(key, {k: v for k, v in doc.items()
+                                     if v or k not in ("quiet_since", "stage_since", "date_keys")},
+                               keep_max=("quiet_since",))
+               for key, doc in copies.items()]
         ops += [UpdateOne({"_id": key}, {"$max": {"quiet_since": when}})
                 for key, when in touches.items()]
-        if ops:  # a duplicate key: a newer copy is kept already
-            _ignoring_duplicates(lambda: self.records.bulk_write(ops, ordered=False))
+        if not ops:
+            return
+        try:
+            self.records.bulk_write(ops, ordered=False)
+        except BulkWriteError as exc:
+            again = [ops[i] for i in _duplicates(exc)]
+            _ignoring_duplicates(lambda: self.records.bulk_write(again, ordered=False))
 
     def events_since(self, type_key, since, limit):
         """The newest `limit` events of this type since `since`, newest first, each once:
