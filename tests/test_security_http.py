@@ -10,6 +10,7 @@ with small limits (`strict`), so the shared gateway keeps the defaults other fil
 import hashlib
 import hmac
 import io
+import re
 import json
 import os
 import socket
@@ -442,6 +443,38 @@ def test_xlsx_export_of_a_contact_with_control_characters(stack, api, unique):
     assert rows[1][0] == contact["id"]
     assert "\x01" not in "".join(str(v) for v in rows[1] if v is not None)
     assert "Bad" in str(rows[1][1]) and "Name" in str(rows[1][1])
+
+
+def test_xlsx_export_with_a_custom_field_label_holding_control_characters():
+    """A typed custom field's label is anyone's text: in the header row it is cleaned as a
+    cell is (the fuzz job's label made every XLSX export answer 500)."""
+    from openpyxl import load_workbook
+    from gateway.routes.contacts_io import _xlsx, header_row
+    typed = [{"key": "k", "label": "Bad\x01Label\x0b", "type": "text"},
+             {"key": "f", "label": "=HYPERLINK(1)", "type": "text"}]
+    book = b"".join(_xlsx([[]], typed))
+    [header] = load_workbook(io.BytesIO(book), read_only=True).worksheets[0].iter_rows(
+        values_only=True)
+    assert header[-2:] == ("BadLabel", "'=HYPERLINK(1)")
+    assert header_row(typed)[-1] == "'=HYPERLINK(1)"  # the CSV's header too
+
+
+def test_an_attachment_name_or_type_of_any_characters_makes_valid_headers(monkeypatch):
+    """The sender names an attachment: a line break or a control character in its name or
+    type must not reach a header (gunicorn refused the answer: a 500)."""
+    import base64
+    from gateway.app import create_app
+    from gateway.routes import conversations
+    monkeypatch.setattr(conversations, "call", lambda *a, **k: {
+        "filename": "a\r\nb\x01\u00fc\".pdf", "content_type": "text/plain\r\nX-Evil: 1",
+        "content_base64": base64.b64encode(b"hi").decode()})
+    with create_app(rpc_pool=object()).test_request_context():
+        answer = conversations.attachment("c1", "a1", None, {})
+    for name, value in answer.headers.items():
+        assert not re.search(r"[\x00-\x1f\x7f]", value), (name, value)
+        value.encode("latin-1")
+    assert answer.headers["Content-Type"] == "application/octet-stream"
+    assert "filename*=UTF-8''a%0D%0Ab%01%C3%BC%22.pdf" in answer.headers["Content-Disposition"]
 
 
 # --- 9. rate limits on public routes, before parsing or RPC ---------------------------------

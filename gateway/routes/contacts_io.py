@@ -54,6 +54,12 @@ def export_row(contact, typed=(), columns=COLUMNS):
         safe_cell(to_cell(f, custom.get(f["key"]))) for f in typed]
 
 
+def header_row(typed=(), columns=COLUMNS):
+    """The columns, then each typed custom field's label: a label is anyone's text, guarded
+    as a cell is (formulas)."""
+    return [safe_cell(name) for name in list(columns) + [f["label"] for f in typed]]
+
+
 def contacts_pages(params):
     """Every contact the list would give for these filters, a page at a time from one
     cursor the contacts service keeps open for this export, so memory stays flat whatever
@@ -117,7 +123,7 @@ def _csv(pages, typed=(), columns=COLUMNS):
     out = io.StringIO()
     writer = csv.writer(out)
     out.write("\ufeff")  # BOM: spreadsheet programs then read the file as UTF-8
-    writer.writerow(list(columns) + [f["label"] for f in typed])
+    writer.writerow(header_row(typed, columns))
     for items in pages:
         for contact in items:
             writer.writerow(export_row(contact, typed, columns))
@@ -141,7 +147,7 @@ def _xlsx(pages, typed=(), columns=COLUMNS):
     from openpyxl import Workbook
     book = Workbook(write_only=True)
     sheet = book.create_sheet("contacts")
-    sheet.append(list(columns) + [f["label"] for f in typed])
+    sheet.append([xml_text(v) for v in header_row(typed, columns)])
     for items in pages:
         for contact in items:
             sheet.append([xml_text(v) for v in export_row(contact, typed, columns)])
