@@ -27,7 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import Platform, cpu_note, cpu_seconds, load_average  # noqa: E402
+from bench.common import Platform, cpu_note, cpu_seconds, load_average, proc_stats  # noqa: E402
 
 STAGES = [f"stage-{i}" for i in range(40)]
 
@@ -144,25 +144,23 @@ def copy_upserts(n, rounds=2, batch=100):
     from datetime import datetime, timedelta, timezone
     from pymongo import MongoClient, UpdateOne
     from pymongo.errors import BulkWriteError
-    from crm_common.mongo import upsert_if_newer
     from services.automation.operations import Automation
+    from services.automation.store import TIME_FIELDS, copy_upsert
     from tests.stack import start_secantus, stop_secantus
 
     tick, t0 = os.sysconf("SC_CLK_TCK"), datetime(2026, 12, 1, tzinfo=timezone.utc)
 
     def cpu(pid):
-        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        fields = proc_stats()[pid][1]
         return (int(fields[11]) + int(fields[12])) / tick
 
     def operators(doc):
-        empty = [f for f in ("quiet_since", "stage_since", "date_keys") if f in doc and not doc[f]]
+        empty = [f for f in TIME_FIELDS if f in doc and not doc[f]]
         return {"$set": {k: v for k, v in doc.items() if k not in empty},
                 **({"$unset": {f: "" for f in empty}} if empty else {})}
 
     forms = {
-        "upsert_if_newer (the store's)": lambda key, doc: upsert_if_newer(
-            key, {k: v for k, v in doc.items() if v or k not in ("stage_since", "date_keys")},
-            keep_max=("quiet_since",)),
+        "upsert_if_newer (the store's)": copy_upsert,
         "{_id, at: {$lte}} (before)": lambda key, doc: UpdateOne(
             {"_id": key, "at": {"$lte": doc["at"]}}, operators(doc), upsert=True),
         "{_id} alone (no guard)": lambda key, doc: UpdateOne(

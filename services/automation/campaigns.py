@@ -118,11 +118,10 @@ class Campaigns:
         """Live: the contacts the filters match now (the contacts list's total)."""
         segment = self.get_segment(segment_id)
         params = {**segment["filters"], "limit": 1, "include_total": True}
-        if params.get("q"):
-            page = self._from_index(self._as_caller(), params, COUNT_TIMEOUT_S)
-            if page is not None:
-                return {"id": segment_id, "count": page.get("total") or 0}
-        page = self.contacts(self._as_caller(), COUNT_TIMEOUT_S).list_contacts(params)
+        page = (self._from_index(self._as_caller(), params, COUNT_TIMEOUT_S)
+                if params.get("q") else None)
+        if page is None:
+            page = self.contacts(self._as_caller(), COUNT_TIMEOUT_S).list_contacts(params)
         return {"id": segment_id, "count": page.get("total") or 0}
 
     def _from_index(self, context, params, timeout):
@@ -294,7 +293,8 @@ class Campaigns:
         if segment is None:
             self.store.take_campaign(campaign, {"status": "failed", "wake_at": None})
             return 0
-        ids = list(dict.fromkeys(self._matching_ids(segment["filters"])))  # each contact once, even if it moved between pages
+        # each contact once, even if it moved between pages
+        ids = list(dict.fromkeys(self._matching_ids(segment["filters"])))
         self.store.save_recipients(campaign["_id"], {
             n // CHUNK: ids[n:n + CHUNK] for n in range(0, len(ids), CHUNK)})
         self._register_source(campaign)

@@ -10,6 +10,17 @@ from crm_common.mongo import BaseStore, find_in, increment, update_and_get, upse
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+# a record copy's time-trigger fields, each with a sparse index: absent when without a value
+TIME_FIELDS = ("quiet_since", "stage_since", "date_keys")
+
+
+def copy_upsert(key, doc):
+    """The write of one record's copy: kept unless the stored copy is newer (`at`), the
+    later `quiet_since` kept either way, a time field with no value left out."""
+    return upsert_if_newer(key, {k: v for k, v in doc.items() if v or k not in TIME_FIELDS},
+                           keep_max=("quiet_since",))
+
+
 def _duplicates(exc):
     """The indexes of an unordered bulk write's statements refused as duplicate keys;
     `exc` (a BulkWriteError) raised again when it holds any other error."""
@@ -211,11 +222,7 @@ class AutomationStore(BaseStore):
         race with another replica's first upsert of the key are written again)."""
         if batch:
             self.events.insert_one(batch)
-        # a time trigger's field with no value is absent (out of its sparse index)
-        ops = [upsert_if_newer(key, {k: v for k, v in doc.items()
-                                     if v or k not in ("quiet_since", "stage_since", "date_keys")},
-                               keep_max=("quiet_since",))
-               for key, doc in copies.items()]
+        ops = [copy_upsert(key, doc) for key, doc in copies.items()]
         ops += [UpdateOne({"_id": key}, {"$max": {"quiet_since": when}})
                 for key, when in touches.items()]
         if not ops:
