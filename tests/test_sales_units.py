@@ -11,7 +11,7 @@ from pypdf import PdfReader
 from contracts.deals import DealPatch
 from contracts.sales import ItemIn, scaled, unscaled
 from crm_common.errors import ValidationFailed
-from gateway.routes.files import content_disposition
+from gateway.downloads import content_disposition
 from services.sales.catalogue import parse_catalogue
 from services.sales.files import check_filename, sniff
 from services.sales.money import document_totals, line_figures, round_half_even

@@ -4,7 +4,6 @@ X-Hub-Signature-256 = HMAC-SHA256 of the raw body with the app secret)."""
 import base64
 import hashlib
 import hmac
-import re
 import threading
 import time
 
@@ -16,6 +15,7 @@ from crm_common.errors import Forbidden
 from crm_common.fields import PageQuery
 from gateway.api import UnsupportedMediaType, read_json
 from gateway.calls import call
+from gateway.downloads import content_disposition, servable_type
 from gateway.openapi import FORM_BODY, JSON_OBJECT
 from gateway.routes import api
 from gateway.routes.templates import sender
@@ -171,20 +171,14 @@ def reopen(conversation_id, body, params):
     return call("conversations", "reopen", conversation_id)
 
 
-# a type as a header may carry it (a sender's may hold anything): else served as bytes
-SERVABLE_TYPE = re.compile(r"[\w.+-]+/[\w.+-]+(\s*;\s*[\w.+-]+=(\"[\w .+-]*\"|[\w.+-]+))*")
-
-
 @api.route("/conversations/{conversation_id}/attachments/{attachment_id}", "GET",
            "An attachment's content", TAG, errors=(404, 503, 504),
            permission="conversations:read")
 def attachment(conversation_id, attachment_id, body, params):
-    from gateway.routes.files import content_disposition
     found = call("conversations", "get_attachment", conversation_id, attachment_id)
     # the name is the sender's: any character (a line break, a control) may be in it
     return Response(base64.b64decode(found["content_base64"]),
-                    content_type=(found["content_type"] if SERVABLE_TYPE.fullmatch(
-                        found.get("content_type") or "") else "application/octet-stream"),
+                    content_type=servable_type(found.get("content_type")),
                     headers={"Content-Disposition": content_disposition(
                                  found.get("filename") or "attachment"),
                              "X-Content-Type-Options": "nosniff"})

@@ -4,8 +4,6 @@ to a temporary file, bounded by the route's body limit) and handed on in 1 MiB R
 downloads stream the same way. The record's visibility is asked of its owner each time."""
 import base64
 import hashlib
-import unicodedata
-from urllib.parse import quote
 
 from flask import Response, request, stream_with_context
 
@@ -14,6 +12,7 @@ from crm_common.config import get_settings
 from crm_common.errors import ValidationFailed
 from gateway.api import UnsupportedMediaType
 from gateway.calls import call
+from gateway.downloads import content_disposition
 from gateway.routes import api
 
 TAG = "files"
@@ -21,15 +20,6 @@ MAX_FILE = get_settings().sales.file_max_bytes
 MULTIPART_OVERHEAD = 64 * 1024  # part headers and boundaries around the file
 CHUNK = 1024 * 1024             # bytes per RPC (the service's GridFS chunk)
 WRITE_ERRORS = (400, 404, 409, 413, 415, 422, 503, 504)
-
-
-def content_disposition(filename, disposition="attachment"):
-    """RFC 6266 with RFC 5987's filename* for any name; the plain filename= keeps only safe
-    ASCII for old clients."""
-    ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
-    ascii_name = "".join(c if c.isalnum() or c in " ._-()" else "_" for c in ascii_name).strip()
-    return (f'{disposition}; filename="{ascii_name or "download"}"; '
-            f"filename*=UTF-8''{quote(filename, safe='')}")
 
 
 @api.route("/files", "POST", "Upload a file (multipart `file`) to a record the caller sees; "

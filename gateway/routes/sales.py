@@ -8,6 +8,7 @@ from contracts import sales as s
 from crm_common.errors import ValidationFailed
 from gateway.api import UnsupportedMediaType
 from gateway.calls import call
+from gateway.downloads import content_disposition
 from gateway.routes import api
 
 TAG = "sales"
@@ -284,7 +285,6 @@ def average_check(body, params):
 
 
 def _pdf(found):
-    from gateway.routes.files import content_disposition
     return Response(base64.b64decode(found["data"]), mimetype="application/pdf", headers={
         "Content-Disposition": content_disposition(found["filename"]),
         "Cache-Control": "private, max-age=0"})
