@@ -166,7 +166,7 @@ class DealPatch(DealIn):
 class MoveIn(Schema):
     stage_id = fields.String(required=True, validate=ID)
     lost_reason = fields.String(allow_none=True, validate=validate.Length(1, 100),
-                                metadata={"description": "required for a lost stage; one of /deal-settings lost_reasons"})
+                                metadata={"description": "required for a lost stage, refused for any other; one of /deal-settings lost_reasons"})
     lost_note = fields.String(allow_none=True, validate=validate.Length(max=2000),
                               metadata={"description": "free text beside the lost reason"})
     expected_version = fields.Integer(metadata={"description": "optional optimistic check: 409 if the deal changed"})

@@ -123,9 +123,11 @@ EXPECTED_REJECTIONS = (
     # "a way to reach the person": one of email, phone or messenger handle
     (r"_schema", r"^No email, phone or messenger handle"),
     # run-time state: a note's commitment is changed only on a note that holds one, a move
-    # to a lost stage needs the lost reason (said on the field), an upload holds a byte
+    # to a lost stage needs the lost reason and a move to another stage takes none (said
+    # on the field; which stages are lost is configured), an upload holds a byte
     (r"commitment", r"^This note holds no commitment\.$"),
-    (r"lost_reason", r"^A lost deal needs a lost reason\.$"),
+    (r"lost_reason", r"^A lost deal needs a lost reason\.$"
+                     r"|^Only a move to a lost stage takes a lost reason\.$"),
     (r"file", r"^The file is empty\.$"),
     # a deal's stage changes only through POST /deals/{id}/move (described on the field)
     (r".*", r"^Use POST /deals/\{id\}/move"),

@@ -4927,7 +4927,7 @@ export interface components {
             expected_version?: number;
             /** @description free text beside the lost reason */
             lost_note?: string | null;
-            /** @description required for a lost stage; one of /deal-settings lost_reasons */
+            /** @description required for a lost stage, refused for any other; one of /deal-settings lost_reasons */
             lost_reason?: string | null;
             stage_id: string;
         };
