@@ -124,11 +124,12 @@ EXPECTED_REJECTIONS = (
     (r"_schema", r"^No email, phone or messenger handle"),
     # run-time state: a note's commitment is changed only on a note that holds one, a move
     # to a lost stage needs the lost reason and a move to another stage takes none (said
-    # on the field; which stages are lost is configured), an upload holds a byte
+    # on the field; which stages are lost is configured), an upload holds a byte and an
+    # import's first row names its columns (the file's content)
     (r"commitment", r"^This note holds no commitment\.$"),
     (r"lost_reason", r"^A lost deal needs a lost reason\.$"
                      r"|^Only a move to a lost stage takes a lost reason\.$"),
-    (r"file", r"^The file is empty\.$"),
+    (r"file", r"^The file is empty\.$|^The first row must name the columns\.$"),
     # a deal's stage changes only through POST /deals/{id}/move (described on the field)
     (r".*", r"^Use POST /deals/\{id\}/move"),
     # the stateful phase feeds a previous answer's fields into the next body: an error

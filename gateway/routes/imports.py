@@ -39,8 +39,9 @@ IMPORT_OPTION_PARTS = {
     "default_owner_id": {"type": "string", "minLength": 1, "maxLength": 40}}
 
 
-@api.route("/imports", "POST", "Start an import of a CSV or XLSX file (multipart `file`); "
-           "answers 202 with the job at once", TAG, query=s.ImportOptions, response=s.ImportJob,
+@api.route("/imports", "POST", "Start an import of a CSV or XLSX file (multipart `file`) "
+           "whose first row names the columns; answers 202 with the job at once", TAG,
+           query=s.ImportOptions, response=s.ImportJob,
            status=202, errors=(400, 413, 415, 422, 503, 504), max_body_bytes=MAX_BYTES,
            extra={"request_body": {"multipart/form-data": {"schema": {
                # the options may also come as parts; any other part is refused (422)

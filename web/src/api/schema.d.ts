@@ -1168,7 +1168,7 @@ export interface paths {
         /** List imports (newest first) */
         get: operations["get_imports_list_imports"];
         put?: never;
-        /** Start an import of a CSV or XLSX file (multipart `file`); answers 202 with the job at once */
+        /** Start an import of a CSV or XLSX file (multipart `file`) whose first row names the columns; answers 202 with the job at once */
         post: operations["post_imports_start_import"];
         delete?: never;
         options?: never;
