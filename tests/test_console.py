@@ -21,6 +21,10 @@ try:
     from playwright.sync_api import expect, sync_playwright
 except ImportError:  # pragma: no cover - requirements-dev.txt pins it
     sync_playwright = None
+else:
+    # assertions wait as long as the pages' actions (set_default_timeout below), not
+    # Playwright's 5 s: a loaded CI machine took longer to show a card or an agenda
+    expect.set_options(timeout=15000)
 
 pytestmark = [
     pytest.mark.skipif(not os.path.isfile(DIST), reason="web/dist was not built (./crm test builds "
