@@ -660,3 +660,38 @@ def test_next_event_is_one_write_and_a_stale_read_takes_the_two_step_path(stack,
     assert (doc["state"], doc["outcome"], doc["missed"]) == ("ended", "answered", False)
     assert (doc["talk_s"], doc["duration_s"]) == (60, 65)
     assert [e["type"] for e in events] == ["call_ended"]
+
+
+def test_an_agents_older_announcement_handled_last_changes_nothing(stack, unique):
+    """One user's announcements may be handled in either order (concurrent workers; the
+    gateway announces every user at its start beside a change made then): the extension
+    that decides whose calls an agent sees is the latest announced, not the last handled."""
+    from datetime import datetime, timedelta, timezone
+    from services.telephony.calls import Calls
+    from crm_common.config import load_settings
+    from crm_common.timeutil import to_iso
+    from services.telephony.store import TelephonyStore
+
+    store = TelephonyStore(stack.db("telephony"), None)
+    calls = Calls(store, None, load_settings().telephony, _KnownCaller(), "IT")
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    agent = f"agent-{unique}"
+
+    def announce(extension, at):
+        calls.user_upserted({"occurred_at": to_iso(at), "data": {"user": {
+            "id": agent, "name": "Agent", "role": "agent", "active": True, "extension": extension}}})
+
+    announce(f"71{unique[-3:]}", now)
+    announce(f"72{unique[-3:]}", now - timedelta(minutes=1))  # older, handled last
+    assert store.users.find_one({"_id": agent})["extension"] == f"71{unique[-3:]}"
+    assert store.user_by_extension(f"72{unique[-3:]}") is None
+    announce(f"73{unique[-3:]}", now + timedelta(seconds=1))
+    assert store.user_by_extension(f"73{unique[-3:]}")["_id"] == agent
+    announce(f"73{unique[-3:]}", now + timedelta(seconds=1))  # the same again: as it was
+    assert store.users.count_documents({"_id": agent}) == 1
+    # a copy stored before copies had a time is replaced by any announcement
+    store.users.insert_one({"_id": f"{agent}-old", "extension": None, "name": "Old",
+                            "role": "agent", "active": True})
+    agent = f"{agent}-old"
+    announce(f"74{unique[-3:]}", now - timedelta(days=1))
+    assert store.users.find_one({"_id": agent})["extension"] == f"74{unique[-3:]}"

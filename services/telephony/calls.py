@@ -16,7 +16,7 @@ from crm_common.fields import UtcDateTime
 from crm_common.messaging.events import envelope
 from crm_common.ids import new_id
 from crm_common.phones import normalize_phone
-from crm_common.timeutil import as_utc, to_iso, utcnow
+from crm_common.timeutil import as_utc, parse_iso, to_iso, utcnow
 from crm_common.validation import load
 from contracts import telephony as schemas
 from services.telephony import directory, recordings
@@ -521,7 +521,8 @@ class Calls:
         user = event["data"]["user"]
         self.store.upsert_user({"_id": user["id"], "extension": user.get("extension") or None,
                                 "name": user.get("name"), "role": user.get("role"),
-                                "active": user.get("active", True)})
+                                "active": user.get("active", True)},
+                               parse_iso(event["occurred_at"]))
 
 
 class CallLog:

@@ -173,11 +173,24 @@ class TelephonyStore(BaseStore):
             pass  # a concurrent repeat: already remembered
 
     # users (a copy of what the gateway announces), read from memory
-    def upsert_user(self, user):
-        self.users.update_one({"_id": user["_id"]}, {"$set": user}, upsert=True)
-        with self._users_lock:
-            self._users_generation += 1
-            self._users = None
+    def upsert_user(self, user, at=None):
+        """The agent's copy as of `at` (its announcement's time), unless a later one is
+        stored: one user's announcements may be handled in either order (concurrent
+        workers; the gateway's announcement of every user at its start beside a change
+        made just then), and the extension decides whose calls an agent sees. A copy
+        stored before copies had a time is replaced by any."""
+        try:
+            if at is None:
+                self.users.update_one({"_id": user["_id"]}, {"$set": user}, upsert=True)
+            elif not self.users.update_one({"_id": user["_id"], "at": {"$not": {"$gt": at}}},
+                                           {"$set": {**user, "at": at}}).matched_count:
+                self.users.insert_one({**user, "at": at})
+        except DuplicateKeyError:
+            pass  # a later copy is stored
+        finally:
+            with self._users_lock:
+                self._users_generation += 1
+                self._users = None
 
     def _users_snapshot(self):
         cached = self._users
