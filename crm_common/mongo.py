@@ -365,6 +365,22 @@ def upsert_if_newer(key, doc, stamp="at", keep_max=()):
         {"$lte": [f"${stamp}", {"$literal": doc[stamp]}]}, newer, older]}}], upsert=True)
 
 
+def set_if_newer(collection, key, fields, at, stamp="at"):
+    """`fields` set on the document `key` as of `at` unless it holds a later `stamp`: a
+    service's copy of another's record, whose announcements may be handled in either
+    order (concurrent workers; an announcement of every record beside a change made
+    then). A document without `stamp` (kept before copies had one) takes any. False when
+    a later copy is stored."""
+    try:
+        if collection.update_one({"_id": key, stamp: {"$not": {"$gt": at}}},
+                                 {"$set": {**fields, stamp: at}}).matched_count:
+            return True
+        collection.insert_one({"_id": key, **fields, stamp: at})
+        return True
+    except DuplicateKeyError:  # stored meanwhile, or already later
+        return False
+
+
 # SecantusDB (dev/CI) checks every document an `$in` matches against the whole list, so
 # one `$in` costs (values x matches), and lists of 50 are an order of magnitude cheaper
 # (reproduction in bench/RESULTS.md). mongod walks the index bounds either way; lists of 50 cost it a few

@@ -16,6 +16,7 @@ from crm_common.messaging.batches import demand_bound_batch_handler
 from crm_common.messaging.bindings import DemandBindings
 from crm_common.messaging.rpc import rpc
 from crm_common.mongo import MongoStore
+from crm_common.timeutil import parse_iso
 from services.automation.actions import Actions
 from services.automation.campaigns import Campaigns
 from services.automation.engine import NOT_TRIGGERS, leaves_copies
@@ -229,7 +230,7 @@ class AutomationService(HealthEntrypoints, ClockEntrypoints):
     @reliable_handler("gateway", "user_upserted")
     def on_user_upserted(self, event):
         """The users' copy: time zone (working hours of delays), team."""
-        self.store.upsert_user(event["data"]["user"])
+        self.store.upsert_user(event["data"]["user"], parse_iso(event["occurred_at"]))
 
     for _source in SOURCES:
         if _source not in NOT_TRIGGERS:

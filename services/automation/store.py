@@ -5,7 +5,8 @@ from pymongo import ASCENDING, DESCENDING, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from crm_common.cursors import page
-from crm_common.mongo import BaseStore, find_in, increment, update_and_get, upsert_if_newer
+from crm_common.mongo import (BaseStore, find_in, increment, set_if_newer, update_and_get,
+                               upsert_if_newer)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -275,10 +276,11 @@ class AutomationStore(BaseStore):
         return list(self.records.find({"date_keys": key}).limit(limit))
 
     # users (gateway's user_upserted)
-    def upsert_user(self, user):
-        self.users.update_one({"_id": user["id"]}, {"$set": {
+    def upsert_user(self, user, at):
+        """The user's copy as of its announcement's time `at`, unless a later one is stored (set_if_newer)."""
+        set_if_newer(self.users, user["id"], {
             "timezone": user.get("timezone"), "team": user.get("team"),
-            "active": user.get("active", True), "role": user.get("role")}}, upsert=True)
+            "active": user.get("active", True), "role": user.get("role")}, at)
 
     def has_users(self):
         return self.users.find_one({}, {"_id": 1}) is not None

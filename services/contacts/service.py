@@ -13,7 +13,7 @@ from crm_common.messaging.events import reliable_handler
 from crm_common.mongo import MongoStore
 from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import ServiceRpc, rpc
-from crm_common.timeutil import utcnow
+from crm_common.timeutil import parse_iso, utcnow
 from services.contacts.dependencies import (CapturePool, ExportSessions, TimelineIntake,
                                             job_timer, stopping)
 from services.contacts.operations import Contacts, dump_company, dump_contact, foreign_entry
@@ -313,7 +313,7 @@ class ContactsService(HealthEntrypoints, CustomFieldEntrypoints):
     @reliable_handler("gateway", "user_upserted")
     def on_gateway_user_upserted(self, event):
         """Owners by email in imports: a local copy of who the users are."""
-        self.import_store.upsert_user(event["data"]["user"])
+        self.import_store.upsert_user(event["data"]["user"], parse_iso(event["occurred_at"]))
 
     # one reliable (dead-lettering) handler per event listed in timeline_events.py
     for _source, _type in TIMELINE_EVENTS:

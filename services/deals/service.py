@@ -9,6 +9,7 @@ from crm_common.health import HealthEntrypoints
 from crm_common.mongo import MongoStore
 from crm_common.messaging.outbox import OutboxDispatcher
 from crm_common.messaging.rpc import ServiceRpc, rpc
+from crm_common.timeutil import parse_iso
 from services.deals.leads import LeadRouter
 from services.deals.operations import Deals
 from services.deals.participants import DealContacts
@@ -213,7 +214,7 @@ class DealsService(HealthEntrypoints, CustomFieldEntrypoints):
     @reliable_handler("gateway", "user_upserted")
     def on_user_upserted(self, event):
         """Who is an active user, for user-type custom fields."""
-        self.store.upsert_user(event["data"]["user"])
+        self.store.upsert_user(event["data"]["user"], parse_iso(event["occurred_at"]))
 
     @reliable_handler("contacts", "contact_merged")
     def on_contact_merged(self, event):

@@ -6,7 +6,7 @@ from crm_common.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from crm_common.fields import with_every_key
 from crm_common.ids import new_id
 from crm_common.messaging.events import envelope
-from crm_common.timeutil import to_iso, utcnow
+from crm_common.timeutil import parse_iso, to_iso, utcnow
 from crm_common.validation import load
 from contracts import notes as schemas
 from services.notes.richtext import clean, excerpt, plain
@@ -362,7 +362,7 @@ class Notes:
         self.store.upsert_user({
             "_id": user["id"], "manager_id": user.get("manager_id"), "team": user.get("team"),
             "role": user.get("role"), "active": user.get("active", True) is not False,
-            "name": user.get("name"), "synced_at": utcnow()})
+            "name": user.get("name"), "synced_at": utcnow()}, parse_iso(event["occurred_at"]))
 
     # helpers
     @staticmethod

@@ -2,7 +2,7 @@
 from pymongo import ASCENDING, DESCENDING
 
 from crm_common.cursors import page
-from crm_common.mongo import BaseStore, find_in, update_and_get
+from crm_common.mongo import BaseStore, find_in, set_if_newer, update_and_get
 
 # A deleted note leaves its record's list: its `record_key` is parked under this prefix
 # (one predicate on the list's index instead of a `deleted_at` condition beside it).
@@ -93,8 +93,9 @@ class NotesStore(BaseStore):
         return page(self.comments, {"note_id": note_id}, "created_at", ASCENDING, limit, cursor)
 
     # the copy of the gateway's users (mentions)
-    def upsert_user(self, user):
-        self.users.update_one({"_id": user["_id"]}, {"$set": user}, upsert=True)
+    def upsert_user(self, user, at):
+        """The user's copy as of its announcement's time `at`, unless a later one is stored (set_if_newer)."""
+        set_if_newer(self.users, user["_id"], {k: v for k, v in user.items() if k != "_id"}, at)
 
     def get_users(self, ids):
         return {d["_id"]: d for d in find_in(self.users, "_id", ids)}

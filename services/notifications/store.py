@@ -12,7 +12,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_common.cursors import page
 from crm_common.ids import new_id
-from crm_common.mongo import BaseStore, in_chunks, update_and_get
+from crm_common.mongo import BaseStore, in_chunks, set_if_newer, update_and_get
 
 DUPLICATE_KEY = 11000
 
@@ -88,17 +88,10 @@ class NotificationsStore(BaseStore):
 
     # users (a copy; the newest announcement wins whatever order they arrive in)
     def upsert_user(self, user, event_at):
-        doc = {**user, "event_at": event_at}
-        doc.pop("id", None)
         try:
-            result = self.users.update_one({"_id": user["id"], "event_at": {"$lte": event_at}},
-                                           {"$set": doc})
-            if result.matched_count:
-                return True
-            self.users.insert_one({"_id": user["id"], **doc})
-            return True
-        except DuplicateKeyError:
-            return False  # a newer announcement is stored already
+            return set_if_newer(self.users, user["id"],
+                                {k: v for k, v in user.items() if k != "id"}, event_at,
+                                stamp="event_at")
         finally:
             self.cache.drop(("user", user["id"]))
 

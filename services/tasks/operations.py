@@ -256,7 +256,7 @@ class Tasks:
             "_id": user["id"], "manager_id": user.get("manager_id"), "team": user.get("team"),
             "role": user.get("role"), "active": user.get("active", True) is not False,
             "timezone": user.get("timezone"), "name": user.get("name"),
-            "email": user.get("email"), "synced_at": utcnow()})
+            "email": user.get("email"), "synced_at": utcnow()}, parse_iso(event["occurred_at"]))
 
     def on_call_missed(self, event):
         data = event["data"]

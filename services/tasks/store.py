@@ -7,7 +7,7 @@ from pymongo.errors import DuplicateKeyError
 from crm_common.cursors import page
 from crm_common.custom_fields import Definitions
 from crm_common.ids import new_id
-from crm_common.mongo import BaseStore, active_ids, find_in, update_and_get
+from crm_common.mongo import BaseStore, active_ids, find_in, set_if_newer, update_and_get
 
 # Tasks without a date sort after every dated one: keyset cursors cannot step over nulls
 # (a range condition never matches null), so the sort key is never null.
@@ -256,8 +256,9 @@ class TasksStore(BaseStore):
         return self.notices.find_one({"_id": key})
 
     # users (a copy of the gateway's directory, from user_upserted)
-    def upsert_user(self, user):
-        self.users.update_one({"_id": user["_id"]}, {"$set": user}, upsert=True)
+    def upsert_user(self, user, at):
+        """The user's copy as of its announcement's time `at`, unless a later one is stored (set_if_newer)."""
+        set_if_newer(self.users, user["_id"], {k: v for k, v in user.items() if k != "_id"}, at)
 
     def get_user(self, user_id):
         return self.users.find_one({"_id": user_id})

@@ -13,7 +13,8 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_common.cursors import page
-from crm_common.mongo import BaseStore, JoiningDatabase, find_in, increment, update_and_get
+from crm_common.mongo import (BaseStore, JoiningDatabase, find_in, increment, set_if_newer,
+                               update_and_get)
 from crm_common.timeutil import as_utc, utcnow
 
 # list filters, each with a (field, started_at, _id) index (no hints: crm_common.mongo)
@@ -175,18 +176,14 @@ class TelephonyStore(BaseStore):
     # users (a copy of what the gateway announces), read from memory
     def upsert_user(self, user, at=None):
         """The agent's copy as of `at` (its announcement's time), unless a later one is
-        stored: one user's announcements may be handled in either order (concurrent
-        workers; the gateway's announcement of every user at its start beside a change
-        made just then), and the extension decides whose calls an agent sees. A copy
-        stored before copies had a time is replaced by any."""
+        stored (crm_common.mongo.set_if_newer): the extension decides whose calls an agent
+        sees."""
         try:
             if at is None:
                 self.users.update_one({"_id": user["_id"]}, {"$set": user}, upsert=True)
-            elif not self.users.update_one({"_id": user["_id"], "at": {"$not": {"$gt": at}}},
-                                           {"$set": {**user, "at": at}}).matched_count:
-                self.users.insert_one({**user, "at": at})
-        except DuplicateKeyError:
-            pass  # a later copy is stored
+            else:
+                set_if_newer(self.users, user["_id"],
+                             {k: v for k, v in user.items() if k != "_id"}, at)
         finally:
             with self._users_lock:
                 self._users_generation += 1

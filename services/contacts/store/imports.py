@@ -11,7 +11,7 @@ from pymongo.errors import BulkWriteError
 from crm_common.cursors import page
 from crm_common.custom_fields import Definitions
 from crm_common.ids import new_id
-from crm_common.mongo import BaseStore, active_ids, find_in, in_chunks, update_and_get
+from crm_common.mongo import BaseStore, active_ids, find_in, in_chunks, set_if_newer, update_and_get
 from crm_common.timeutil import utcnow
 from services.contacts.store import KEY_FIELDS, visible_condition
 
@@ -182,12 +182,12 @@ class ImportStore(BaseStore):
         return {u["email"]: u["_id"] for u in find_in(self.users, "email", emails)
                 if u.get("active", True) is not False}
 
-    def upsert_user(self, user):
-        self.users.replace_one({"_id": user["id"]},
-                               {"email": (user.get("email") or "").lower(),
-                                "name": user.get("name"), "active": user.get("active", True),
-                                "role": user.get("role"), "team": user.get("team")},
-                               upsert=True)
+    def upsert_user(self, user, at):
+        """The user's copy as of its announcement's time `at`, unless a later one is stored (set_if_newer)."""
+        set_if_newer(self.users, user["id"], {
+            "email": (user.get("email") or "").lower(), "name": user.get("name"),
+            "active": user.get("active", True), "role": user.get("role"),
+            "team": user.get("team")}, at)
 
     def get_user(self, user_id):
         return self.users.find_one({"_id": user_id})

@@ -20,7 +20,7 @@ from crm_common.cursors import page
 from crm_common.custom_fields import SORTABLE, Definitions
 from crm_common.ids import new_id
 from crm_common.mongo import (BaseStore, active_ids, after_commit, after_transaction, find_in,
-                              increment, outside_transaction, update_and_get)
+                              increment, outside_transaction, set_if_newer, update_and_get)
 from crm_common.timeutil import utcnow
 from services.deals import funnel, summaries
 from services.deals.domain import DEFAULT_LOST_REASONS, DEFAULT_LEAD_SOURCES, default_pipeline
@@ -66,9 +66,9 @@ class DealsStore(ReportQueries, SummaryQueries, BaseStore):
         self.custom_fields = Definitions(db["custom_fields"])  # typed custom fields of deals
         self.users = db["users"]  # the gateway's users (user_upserted): user-type fields
 
-    def upsert_user(self, user):
-        self.users.update_one({"_id": user["id"]}, {"$set": {
-            "active": user.get("active", True) is not False}}, upsert=True)
+    def upsert_user(self, user, at):
+        """The user's copy as of its announcement's time `at`, unless a later one is stored (set_if_newer)."""
+        set_if_newer(self.users, user["id"], {"active": user.get("active", True) is not False}, at)
 
     def active_user_ids(self, user_ids):
         return active_ids(self.users, user_ids)
