@@ -233,8 +233,11 @@ class MessageListQuery(PageQuery):
 
 class AttachmentIn(Schema):
     filename = fields.String(required=True, validate=validate.Length(1, 255))
-    content_type = fields.String(load_default="application/octet-stream",
-                                 validate=validate.Length(1, 200))
+    # a type as a mail header carries it (a line break in it failed the send, not the call)
+    content_type = fields.String(load_default="application/octet-stream", validate=[
+        validate.Length(1, 200),
+        Pattern(r"^[\w.+-]+/[\w.+-]+([ \t]*;[ \t]*[\w.+-]+=(\"[\w .+-]*\"|[\w.+-]+))*$",
+                error="Not a MIME type (type/subtype, optional parameters).")])
     # what base64.b64decode(validate=True) takes: the alphabet, in padded groups of four
     content_base64 = fields.String(required=True, validate=[
         validate.Length(1, MAX_ATTACHMENT_BYTES_API * 4 // 3 + 4),

@@ -5,7 +5,7 @@ import unicodedata
 from urllib.parse import quote
 
 # a type as a header may carry it (a sender's may hold anything): else served as bytes
-SERVABLE_TYPE = re.compile(r"[\w.+-]+/[\w.+-]+(\s*;\s*[\w.+-]+=(\"[\w .+-]*\"|[\w.+-]+))*")
+SERVABLE_TYPE = re.compile(r"[\w.+-]+/[\w.+-]+([ \t]*;[ \t]*[\w.+-]+=(\"[\w .+-]*\"|[\w.+-]+))*")
 
 
 def content_disposition(filename, disposition="attachment"):

@@ -156,6 +156,26 @@ def test_an_attachment_is_base64_in_the_document_and_the_contract():
         assert bool(re.fullmatch(pattern.strip("^$"), value)) == valid, value
 
 
+def test_an_attachments_type_is_one_a_mail_header_can_carry():
+    """Found in the fuzz job's service logs: a message's attachment typed with a line break
+    was accepted (202) and failed at each send try. The contract refuses it (422) and
+    the gateway serves a received one of that kind as bytes."""
+    from email.message import EmailMessage
+
+    from contracts.conversations import AttachmentIn
+    from gateway.downloads import servable_type
+    for value, valid in (("application/pdf", True), ("text/plain; charset=utf-8", True),
+                         ('text/plain;\tname="a b.txt"', True), ("text/plain\r\nX-Evil: 1", False),
+                         ("text/plain;\r\n a=b", False), ("text/plain\n", False), ("pdf", False)):
+        errors = AttachmentIn().validate({"filename": "a.txt", "content_type": value,
+                                          "content_base64": "QUJD"})
+        assert (not errors) == valid, value
+        assert (servable_type(value) == value) == valid, value
+        if valid:  # what the sender does with it
+            EmailMessage().add_attachment(b"ABC", *value.split(";")[0].split("/"),
+                                          filename="a.txt")
+
+
 def test_every_flask_route_is_documented(stack):
     from gateway.app import create_app
     app = create_app(rpc_pool=RpcPool(stack.amqp_uri))

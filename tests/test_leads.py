@@ -228,6 +228,16 @@ def test_messages_are_stored_once_and_matched_by_handle(stack, api, make_api_key
     second = request_of(api, later.json()["id"], status=("captured", "routed"))
     assert second["contact_id"] == contact["id"] and second["contact_created"] is False
 
+    # an SMS sender's handle is its number: the lead has it as a phone, no messenger
+    # (a handle on "sms" once failed the capture, retried for ever)
+    digits = "".join(str(ord(c) % 10) for c in unique)[-7:].rjust(7, "0")
+    sms = integration.post("/inbound/messages", json={
+        "channel": "sms", "sender": {"handle": f"+39348{digits}"}, "text": "Call me"})
+    assert sms.status_code == 202, sms.text
+    texted = request_of(api, sms.json()["id"], status=("captured", "routed"))
+    lead = api.get(f"/contacts/{texted['contact_id']}").json()
+    assert [p["e164"] for p in lead["phones"]] == [f"+39348{digits}"] and lead["messengers"] == []
+
     assert integration.post("/inbound/messages", json={
         "channel": "chat", "sender": {"name": "Nobody"}, "text": "hi"}).status_code == 422
     assert integration.post("/inbound/messages", json={

@@ -275,9 +275,14 @@ class Inbound:
             route = self.store.channel_route(data["channel"])
         sender = data["sender"]
         first, last = split_name(sender.get("name"))
+        # the sender's handle is a messenger handle, or an SMS sender's number (an e-mail
+        # sender's handle is its address, given as `email`)
+        handle, channel = sender.get("handle"), data["channel"]
         extracted = {"first_name": first, "last_name": last, "text": data.get("text") or "",
-                     "handles": [{"channel": data["channel"], "handle": sender["handle"]}]
-                     if sender.get("handle") and data["channel"] != "email" else []}
+                     "handles": [{"channel": channel, "handle": handle}]
+                     if handle and channel in schemas.MESSENGER_CHANNELS else []}
+        if handle and channel == "sms":
+            extracted["phone"] = handle
         for key in ("phone", "email"):
             if sender.get(key):
                 extracted[key] = sender[key]
