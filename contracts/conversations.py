@@ -19,8 +19,17 @@ MAX_ATTACHMENT_BYTES_API = 700 * 1024  # per attachment sent through the JSON AP
 
 # --- mailboxes --------------------------------------------------------------------------
 
+# a host name as DNS takes it (labels of letters, digits, hyphens; a Unicode name in its
+# xn-- form), an IPv4 or an IPv6 address: anything else failed every connection later
+HOST = (r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+        r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
+        r"|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)$")
+
+
 class ServerIn(Schema):
-    host = fields.String(required=True, validate=validate.Length(1, 253))
+    host = fields.String(required=True, validate=[
+        validate.Length(1, 253),
+        Pattern(HOST, error="Not a host name or an IP address (a Unicode name in its xn-- form).")])
     port = fields.Integer(required=True, validate=validate.Range(1, 65535))
     security = fields.String(load_default="tls", validate=validate.OneOf(SECURITY), metadata={
         "description": "tls: implicit TLS (993/465); starttls: upgrade a plain connection "

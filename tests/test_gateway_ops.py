@@ -176,6 +176,21 @@ def test_an_attachments_type_is_one_a_mail_header_can_carry():
                                           filename="a.txt")
 
 
+def test_a_mail_servers_host_is_one_a_connection_can_resolve():
+    """Found in the fuzz job's service logs: a mailbox whose SMTP host held a control
+    character was accepted, and every send through it failed in the resolver (an
+    unexpected error each try). The contract refuses such a host at save (422)."""
+    from contracts.conversations import ServerIn
+    base = {"port": 587, "username": "u", "password": "p"}
+    for host, valid in (("smtp.example.com", True), ("127.0.0.1", True), ("::1", True),
+                        ("localhost", True), ("xn--80a1acny.xn--p1ai", True), ("a..b", False),
+                        ("\x9email.example.com", False), ("-a.example", False),
+                        ("smtp.example.com:587", False), ("mail host", False)):
+        assert (not ServerIn().validate({**base, "host": host})) == valid, host
+        if valid:
+            host.encode("idna")  # what the resolver does first
+
+
 def test_every_flask_route_is_documented(stack):
     from gateway.app import create_app
     app = create_app(rpc_pool=RpcPool(stack.amqp_uri))
