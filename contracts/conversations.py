@@ -6,7 +6,8 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from contracts.contacts import WorkingHours
 from contracts.events import EventData, Int, IsoTime, actor_field, ref_field, summary_field
-from crm_common.fields import Pattern, WHITESPACE, PageOf, PageQuery, UserId, UtcDateTime
+from crm_common.fields import (MIME_TYPE, Pattern, WHITESPACE, PageOf, PageQuery, UserId,
+                               UtcDateTime)
 
 CHANNELS = ("email", "sms", "telegram", "whatsapp")
 CHANNEL_KINDS = ("telegram", "whatsapp", "sms")
@@ -245,8 +246,7 @@ class AttachmentIn(Schema):
     # a type as a mail header carries it (a line break in it failed the send, not the call)
     content_type = fields.String(load_default="application/octet-stream", validate=[
         validate.Length(1, 200),
-        Pattern(r"^[\w.+-]+/[\w.+-]+([ \t]*;[ \t]*[\w.+-]+=(\"[\w .+-]*\"|[\w.+-]+))*$",
-                error="Not a MIME type (type/subtype, optional parameters).")])
+        Pattern(f"^{MIME_TYPE}$", error="Not a MIME type (type/subtype, optional parameters).")])
     # what base64.b64decode(validate=True) takes: the alphabet, in padded groups of four
     content_base64 = fields.String(required=True, validate=[
         validate.Length(1, MAX_ATTACHMENT_BYTES_API * 4 // 3 + 4),

@@ -9,6 +9,10 @@ from crm_common.timeutil import as_utc, to_iso
 # Python's whitespace (str.isspace, what strip() removes) as a character class body: patterns
 # that go into the document spell it out, since \s and \d differ between Python and ECMA
 WHITESPACE = r"\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# a MIME type with its parameters as one header line carries it (ASCII classes: \w is
+# Unicode in Python, ASCII in ECMA); unanchored, for Pattern and for fullmatch alike
+MIME_TYPE = (r'[A-Za-z0-9_.+-]+/[A-Za-z0-9_.+-]+'
+             r'([ \t]*;[ \t]*[A-Za-z0-9_.+-]+=("[A-Za-z0-9_ .+-]*"|[A-Za-z0-9_.+-]+))*')
 
 
 class Pattern(validate.Regexp):

@@ -369,8 +369,9 @@ def set_if_newer(collection, key, fields, at, stamp="at"):
     """`fields` set on the document `key` as of `at` unless it holds a later `stamp`: a
     service's copy of another's record, whose announcements may be handled in either
     order (concurrent workers; an announcement of every record beside a change made
-    then). A document without `stamp` (kept before copies had one) takes any. False when
-    a later copy is stored."""
+    then). A document without `stamp` (kept before copies had one) takes any; an `_id` in
+    `fields` is the key's own. False when a later copy is stored."""
+    fields = {k: v for k, v in fields.items() if k != "_id"}
     try:
         if collection.update_one({"_id": key, stamp: {"$not": {"$gt": at}}},
                                  {"$set": {**fields, stamp: at}}).matched_count:

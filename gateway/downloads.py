@@ -4,8 +4,10 @@ import re
 import unicodedata
 from urllib.parse import quote
 
-# a type as a header may carry it (a sender's may hold anything): else served as bytes
-SERVABLE_TYPE = re.compile(r"[\w.+-]+/[\w.+-]+([ \t]*;[ \t]*[\w.+-]+=(\"[\w .+-]*\"|[\w.+-]+))*")
+from crm_common.fields import MIME_TYPE
+
+# a stored type (a sender's may hold anything) is served only as a header may carry it
+SERVABLE_TYPE = re.compile(MIME_TYPE)
 
 
 def content_disposition(filename, disposition="attachment"):

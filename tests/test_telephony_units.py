@@ -3,6 +3,7 @@ end); the signature vectors are computed the way each provider documents it."""
 import base64
 import hashlib
 import hmac
+from datetime import datetime, timezone
 
 import pytest
 
@@ -245,7 +246,9 @@ class FakeUsers:
         return Cursor(docs)
 
     def update_one(self, query, update, upsert=False):
+        """Applied whatever the guard beside `_id` says (the guard: test_telephony.py)."""
         self.docs.setdefault(query["_id"], {"_id": query["_id"]}).update(update["$set"])
+        return type("Result", (), {"matched_count": 1})()
 
 
 def users_store(docs):
@@ -263,7 +266,8 @@ def test_users_copy_is_read_from_memory_and_a_local_change_shows_at_once():
     assert store.user_by_extension("202") is None  # inactive
     assert store.round_robin_users() == ["u1"]
     assert users.finds == 1  # one read served all four
-    store.upsert_user({"_id": "u1", "extension": "209", "name": "A", "active": True})
+    store.upsert_user({"_id": "u1", "extension": "209", "name": "A", "active": True},
+                      datetime(2026, 12, 7, tzinfo=timezone.utc))
     assert store.user_by_extension("209")["_id"] == "u1" and store.user_by_extension("201") is None
     assert users.finds == 3  # the reload, and the miss on "201" asked the database once
 

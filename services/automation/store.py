@@ -277,7 +277,7 @@ class AutomationStore(BaseStore):
 
     # users (gateway's user_upserted)
     def upsert_user(self, user, at):
-        """The user's copy as of its announcement's time `at`, unless a later one is stored (set_if_newer)."""
+        """The copy as of its announcement's time `at` (a later one stays: set_if_newer)."""
         set_if_newer(self.users, user["id"], {
             "timezone": user.get("timezone"), "team": user.get("team"),
             "active": user.get("active", True), "role": user.get("role")}, at)

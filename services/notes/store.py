@@ -94,8 +94,8 @@ class NotesStore(BaseStore):
 
     # the copy of the gateway's users (mentions)
     def upsert_user(self, user, at):
-        """The user's copy as of its announcement's time `at`, unless a later one is stored (set_if_newer)."""
-        set_if_newer(self.users, user["_id"], {k: v for k, v in user.items() if k != "_id"}, at)
+        """The copy as of its announcement's time `at` (a later one stays: set_if_newer)."""
+        set_if_newer(self.users, user["_id"], user, at)
 
     def get_users(self, ids):
         return {d["_id"]: d for d in find_in(self.users, "_id", ids)}

@@ -257,8 +257,8 @@ class TasksStore(BaseStore):
 
     # users (a copy of the gateway's directory, from user_upserted)
     def upsert_user(self, user, at):
-        """The user's copy as of its announcement's time `at`, unless a later one is stored (set_if_newer)."""
-        set_if_newer(self.users, user["_id"], {k: v for k, v in user.items() if k != "_id"}, at)
+        """The copy as of its announcement's time `at` (a later one stays: set_if_newer)."""
+        set_if_newer(self.users, user["_id"], user, at)
 
     def get_user(self, user_id):
         return self.users.find_one({"_id": user_id})

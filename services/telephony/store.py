@@ -174,16 +174,12 @@ class TelephonyStore(BaseStore):
             pass  # a concurrent repeat: already remembered
 
     # users (a copy of what the gateway announces), read from memory
-    def upsert_user(self, user, at=None):
+    def upsert_user(self, user, at):
         """The agent's copy as of `at` (its announcement's time), unless a later one is
         stored (crm_common.mongo.set_if_newer): the extension decides whose calls an agent
         sees."""
         try:
-            if at is None:
-                self.users.update_one({"_id": user["_id"]}, {"$set": user}, upsert=True)
-            else:
-                set_if_newer(self.users, user["_id"],
-                             {k: v for k, v in user.items() if k != "_id"}, at)
+            set_if_newer(self.users, user["_id"], user, at)
         finally:
             with self._users_lock:
                 self._users_generation += 1

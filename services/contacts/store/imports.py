@@ -11,7 +11,8 @@ from pymongo.errors import BulkWriteError
 from crm_common.cursors import page
 from crm_common.custom_fields import Definitions
 from crm_common.ids import new_id
-from crm_common.mongo import BaseStore, active_ids, find_in, in_chunks, set_if_newer, update_and_get
+from crm_common.mongo import (BaseStore, active_ids, find_in, in_chunks, set_if_newer,
+                               update_and_get)
 from crm_common.timeutil import utcnow
 from services.contacts.store import KEY_FIELDS, visible_condition
 
@@ -183,7 +184,7 @@ class ImportStore(BaseStore):
                 if u.get("active", True) is not False}
 
     def upsert_user(self, user, at):
-        """The user's copy as of its announcement's time `at`, unless a later one is stored (set_if_newer)."""
+        """The copy as of its announcement's time `at` (a later one stays: set_if_newer)."""
         set_if_newer(self.users, user["id"], {
             "email": (user.get("email") or "").lower(), "name": user.get("name"),
             "active": user.get("active", True), "role": user.get("role"),

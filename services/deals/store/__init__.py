@@ -67,7 +67,7 @@ class DealsStore(ReportQueries, SummaryQueries, BaseStore):
         self.users = db["users"]  # the gateway's users (user_upserted): user-type fields
 
     def upsert_user(self, user, at):
-        """The user's copy as of its announcement's time `at`, unless a later one is stored (set_if_newer)."""
+        """The copy as of its announcement's time `at` (a later one stays: set_if_newer)."""
         set_if_newer(self.users, user["id"], {"active": user.get("active", True) is not False}, at)
 
     def active_user_ids(self, user_ids):
